@@ -1,0 +1,12 @@
+// Shared by every kernel. Conventions:
+// - constant_id 0 is the workgroup size in x (set per device from C#).
+// - 1-D kernels loop grid-stride so a dispatch never needs more than 65535 groups.
+#ifndef VKPROMPT_COMMON_GLSL
+#define VKPROMPT_COMMON_GLSL
+
+layout(local_size_x_id = 0, local_size_y = 1, local_size_z = 1) in;
+
+#define GRID_STRIDE_LOOP(i, n) \
+    for (uint i = gl_GlobalInvocationID.x; i < uint(n); i += gl_NumWorkGroups.x * gl_WorkGroupSize.x)
+
+#endif

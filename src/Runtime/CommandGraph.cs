@@ -1,0 +1,254 @@
+using System.Runtime.InteropServices;
+using Silk.NET.Vulkan;
+using Buffer = Silk.NET.Vulkan.Buffer;
+
+namespace VkPrompt.Runtime;
+
+public readonly record struct DispatchTiming(string Label, double Milliseconds);
+
+/// <summary>
+/// A sequence of GPU work recorded once and replayed (Kompute's "sequence"): dispatches, fills
+/// and copies are appended, the command buffer is built on the first <see cref="Run"/>, and every
+/// later run resubmits it unchanged. Barriers are derived from each kernel's declared binding
+/// access: a global memory barrier goes in only where an op reads or writes a buffer that an
+/// earlier op since the last barrier wrote (RAW, WAW), or writes one it read (WAR).
+/// </summary>
+public sealed unsafe class CommandGraph : IDisposable
+{
+    readonly GpuContext ctx;
+    readonly List<Op> ops = new();
+    CommandBuffer commandBuffer;
+    DescriptorPool descriptorPool;
+    QueryPool queryPool;
+    bool built, disposed;
+    readonly List<DispatchTiming> timings = new();
+
+    public GpuContext Context => ctx;
+    public int DispatchCount => ops.Count(o => o.Kernel is not null);
+    public int BarrierCount { get; private set; }
+    public bool Profiling { get; }
+
+    /// <summary>Per-op GPU time of the last run, when profiling is on.</summary>
+    public IReadOnlyList<DispatchTiming> Timings => timings;
+
+    public CommandGraph(GpuContext ctx, bool? profiling = null)
+    {
+        this.ctx = ctx;
+        Profiling = (profiling ?? ctx.Options.Profiling) && ctx.Capabilities.TimestampsSupported;
+    }
+
+    sealed record Op(string Label, Kernel? Kernel, byte[] Push, (uint X, uint Y, uint Z) Groups, GpuBuffer[] Buffers, Access[] Access,
+                     ulong FillValue = 0, long CopyBytes = 0);
+
+    public void Dispatch<T>(Kernel kernel, (uint X, uint Y, uint Z) groups, in T push, params GpuBuffer[] buffers) where T : unmanaged
+    {
+        if (sizeof(T) != kernel.Layout.PushConstantBytes)
+            throw new ArgumentException($"{kernel.Name}: push constants are {sizeof(T)} bytes, the kernel declares {kernel.Layout.PushConstantBytes}");
+        var bytes = new byte[sizeof(T)];
+        MemoryMarshal.Write(bytes, in push);
+        Add(kernel, groups, bytes, buffers);
+    }
+
+    public void Dispatch(Kernel kernel, (uint X, uint Y, uint Z) groups, params GpuBuffer[] buffers)
+    {
+        if (kernel.Layout.PushConstantBytes != 0)
+            throw new ArgumentException($"{kernel.Name} needs push constants");
+        Add(kernel, groups, [], buffers);
+    }
+
+    void Add(Kernel kernel, (uint X, uint Y, uint Z) groups, byte[] push, GpuBuffer[] buffers)
+    {
+        CheckOpen();
+        if (buffers.Length != kernel.Layout.Bindings.Length)
+            throw new ArgumentException($"{kernel.Name} takes {kernel.Layout.Bindings.Length} buffers, got {buffers.Length}");
+        var caps = ctx.Capabilities;
+        if (groups.X > caps.MaxWorkGroupCountX || groups.Y > caps.MaxWorkGroupCountY || groups.Z > caps.MaxWorkGroupCountZ)
+            throw new GpuException($"{kernel.Name}: {groups} workgroups exceed the device limit ({caps.MaxWorkGroupCountX}, {caps.MaxWorkGroupCountY}, {caps.MaxWorkGroupCountZ})");
+        foreach (var b in buffers)
+            if (b.Bytes > ctx.MaxBindingBytes)
+                throw new GpuException($"{kernel.Name}: buffer {b.Name} ({b.Bytes} bytes) exceeds maxStorageBufferRange ({ctx.MaxBindingBytes}); split it");
+        if (groups.X == 0 || groups.Y == 0 || groups.Z == 0) return;
+        ops.Add(new Op(kernel.Name, kernel, push, groups, buffers, kernel.Layout.Bindings));
+    }
+
+    /// <summary>Sets every 32-bit word of the buffer to <paramref name="value"/> (0 clears floats).</summary>
+    public void Fill(GpuBuffer buffer, uint value = 0)
+    {
+        CheckOpen();
+        ops.Add(new Op("fill", null, [], default, [buffer], [Access.Write], FillValue: value));
+    }
+
+    /// <summary>Copies the first <paramref name="bytes"/> of <paramref name="src"/> into <paramref name="dst"/>.</summary>
+    public void Copy(GpuBuffer src, GpuBuffer dst, long? bytes = null)
+    {
+        CheckOpen();
+        long n = bytes ?? Math.Min(src.Bytes, dst.Bytes);
+        if (n > src.Bytes || n > dst.Bytes) throw new ArgumentOutOfRangeException(nameof(bytes));
+        ops.Add(new Op("copy", null, [], default, [src, dst], [Access.Read, Access.Write], CopyBytes: n));
+    }
+
+    void CheckOpen()
+    {
+        ObjectDisposedException.ThrowIf(disposed, this);
+        if (built) throw new InvalidOperationException("this command graph was already recorded; create a new one to change it");
+    }
+
+    /// <summary>Submits the recorded work and waits for it. Records on the first call.</summary>
+    public void Run()
+    {
+        ObjectDisposedException.ThrowIf(disposed, this);
+        if (!built) Build();
+        ctx.Submit(commandBuffer);
+        if (Profiling) ReadTimings();
+    }
+
+    void Build()
+    {
+        var vk = ctx.Vk;
+        int dispatches = DispatchCount;
+        int descriptors = ops.Where(o => o.Kernel is not null).Sum(o => o.Buffers.Length);
+        if (dispatches > 0)
+        {
+            var size = new DescriptorPoolSize(DescriptorType.StorageBuffer, (uint)Math.Max(1, descriptors));
+            var poolInfo = new DescriptorPoolCreateInfo
+            {
+                SType = StructureType.DescriptorPoolCreateInfo,
+                MaxSets = (uint)dispatches,
+                PoolSizeCount = 1,
+                PPoolSizes = &size,
+            };
+            GpuException.Check(vk.CreateDescriptorPool(ctx.Device, &poolInfo, null, out descriptorPool), "vkCreateDescriptorPool");
+        }
+        if (Profiling && ops.Count > 0)
+        {
+            var qInfo = new QueryPoolCreateInfo { SType = StructureType.QueryPoolCreateInfo, QueryType = QueryType.Timestamp, QueryCount = (uint)(2 * ops.Count) };
+            GpuException.Check(vk.CreateQueryPool(ctx.Device, &qInfo, null, out queryPool), "vkCreateQueryPool");
+        }
+
+        commandBuffer = ctx.AllocateCommandBuffer();
+        var begin = new CommandBufferBeginInfo { SType = StructureType.CommandBufferBeginInfo };
+        GpuException.Check(vk.BeginCommandBuffer(commandBuffer, &begin), "vkBeginCommandBuffer");
+        if (Profiling && ops.Count > 0) vk.CmdResetQueryPool(commandBuffer, queryPool, 0, (uint)(2 * ops.Count));
+
+        // Work from an earlier submission (a previous replay, an upload) must be complete and
+        // visible before the first op here; one barrier at the top covers every buffer.
+        Barrier(PipelineStageFlags.AllCommandsBit, AccessFlags.MemoryWriteBit, PipelineStageFlags.ComputeShaderBit | PipelineStageFlags.TransferBit,
+                AccessFlags.ShaderReadBit | AccessFlags.ShaderWriteBit | AccessFlags.TransferReadBit | AccessFlags.TransferWriteBit);
+
+        var written = new HashSet<ulong>();
+        var read = new HashSet<ulong>();
+        for (int i = 0; i < ops.Count; i++)
+        {
+            var op = ops[i];
+            bool hazard = false;
+            for (int b = 0; b < op.Buffers.Length; b++)
+            {
+                ulong h = op.Buffers[b].Handle.Handle;
+                bool writes = op.Access[b] != Access.Read;
+                if (written.Contains(h) || (writes && read.Contains(h))) hazard = true;
+            }
+            if (hazard)
+            {
+                BarrierCount++;
+                Barrier(PipelineStageFlags.ComputeShaderBit | PipelineStageFlags.TransferBit, AccessFlags.ShaderWriteBit | AccessFlags.TransferWriteBit,
+                        PipelineStageFlags.ComputeShaderBit | PipelineStageFlags.TransferBit,
+                        AccessFlags.ShaderReadBit | AccessFlags.ShaderWriteBit | AccessFlags.TransferReadBit | AccessFlags.TransferWriteBit);
+                written.Clear();
+                read.Clear();
+            }
+            for (int b = 0; b < op.Buffers.Length; b++)
+                (op.Access[b] == Access.Read ? read : written).Add(op.Buffers[b].Handle.Handle);
+            for (int b = 0; b < op.Buffers.Length; b++)
+                if (op.Access[b] == Access.ReadWrite) read.Add(op.Buffers[b].Handle.Handle);
+
+            if (Profiling) vk.CmdWriteTimestamp(commandBuffer, PipelineStageFlags.TopOfPipeBit, queryPool, (uint)(2 * i));
+            Record(op);
+            if (Profiling) vk.CmdWriteTimestamp(commandBuffer, PipelineStageFlags.BottomOfPipeBit, queryPool, (uint)(2 * i + 1));
+        }
+
+        // Results are read through mapped pointers after the fence; make the writes host-visible.
+        Barrier(PipelineStageFlags.ComputeShaderBit | PipelineStageFlags.TransferBit, AccessFlags.ShaderWriteBit | AccessFlags.TransferWriteBit,
+                PipelineStageFlags.HostBit, AccessFlags.HostReadBit);
+        GpuException.Check(vk.EndCommandBuffer(commandBuffer), "vkEndCommandBuffer");
+        built = true;
+    }
+
+    void Record(Op op)
+    {
+        var vk = ctx.Vk;
+        if (op.Kernel is null)
+        {
+            if (op.Buffers.Length == 1)
+                vk.CmdFillBuffer(commandBuffer, op.Buffers[0].Handle, 0, Vk.WholeSize, (uint)op.FillValue);
+            else
+            {
+                var region = new BufferCopy(0, 0, (ulong)op.CopyBytes);
+                vk.CmdCopyBuffer(commandBuffer, op.Buffers[0].Handle, op.Buffers[1].Handle, 1, &region);
+            }
+            return;
+        }
+        var k = op.Kernel;
+        var layout = k.SetLayout;
+        var alloc = new DescriptorSetAllocateInfo
+        {
+            SType = StructureType.DescriptorSetAllocateInfo,
+            DescriptorPool = descriptorPool,
+            DescriptorSetCount = 1,
+            PSetLayouts = &layout,
+        };
+        GpuException.Check(vk.AllocateDescriptorSets(ctx.Device, &alloc, out var set), "vkAllocateDescriptorSets");
+        int n = op.Buffers.Length;
+        var infos = stackalloc DescriptorBufferInfo[n];
+        var writes = stackalloc WriteDescriptorSet[n];
+        for (int b = 0; b < n; b++)
+        {
+            infos[b] = new DescriptorBufferInfo(op.Buffers[b].Handle, 0, Vk.WholeSize);
+            writes[b] = new WriteDescriptorSet
+            {
+                SType = StructureType.WriteDescriptorSet,
+                DstSet = set,
+                DstBinding = (uint)b,
+                DescriptorCount = 1,
+                DescriptorType = DescriptorType.StorageBuffer,
+                PBufferInfo = &infos[b],
+            };
+        }
+        vk.UpdateDescriptorSets(ctx.Device, (uint)n, writes, 0, null);
+        vk.CmdBindPipeline(commandBuffer, PipelineBindPoint.Compute, k.Pipeline);
+        vk.CmdBindDescriptorSets(commandBuffer, PipelineBindPoint.Compute, k.PipelineLayout, 0, 1, &set, 0, null);
+        if (op.Push.Length > 0)
+            fixed (byte* p = op.Push)
+                vk.CmdPushConstants(commandBuffer, k.PipelineLayout, ShaderStageFlags.ComputeBit, 0, (uint)op.Push.Length, p);
+        vk.CmdDispatch(commandBuffer, op.Groups.X, op.Groups.Y, op.Groups.Z);
+    }
+
+    void Barrier(PipelineStageFlags src, AccessFlags srcAccess, PipelineStageFlags dst, AccessFlags dstAccess)
+    {
+        var mb = new MemoryBarrier { SType = StructureType.MemoryBarrier, SrcAccessMask = srcAccess, DstAccessMask = dstAccess };
+        ctx.Vk.CmdPipelineBarrier(commandBuffer, src, dst, 0, 1, &mb, 0, null, 0, null);
+    }
+
+    void ReadTimings()
+    {
+        timings.Clear();
+        if (ops.Count == 0) return;
+        var stamps = new ulong[2 * ops.Count];
+        fixed (ulong* s = stamps)
+            GpuException.Check(ctx.Vk.GetQueryPoolResults(ctx.Device, queryPool, 0, (uint)stamps.Length, (nuint)(stamps.Length * 8), s, 8,
+                QueryResultFlags.Result64Bit | QueryResultFlags.ResultWaitBit), "vkGetQueryPoolResults");
+        double period = ctx.Capabilities.TimestampPeriodNs * 1e-6;
+        for (int i = 0; i < ops.Count; i++)
+            timings.Add(new DispatchTiming(ops[i].Label, (stamps[2 * i + 1] - stamps[2 * i]) * period));
+    }
+
+    public void Dispose()
+    {
+        if (disposed) return;
+        disposed = true;
+        var vk = ctx.Vk;
+        if (built) vk.QueueWaitIdle(ctx.Queue);
+        if (commandBuffer.Handle != 0) ctx.FreeCommandBuffer(commandBuffer);
+        if (descriptorPool.Handle != 0) vk.DestroyDescriptorPool(ctx.Device, descriptorPool, null);
+        if (queryPool.Handle != 0) vk.DestroyQueryPool(ctx.Device, queryPool, null);
+    }
+}

@@ -1,0 +1,130 @@
+using System.Text;
+using Silk.NET.Vulkan;
+
+namespace VkPrompt.Runtime;
+
+public sealed record MemoryHeapInfo(long Size, bool DeviceLocal);
+
+/// <summary>What one physical device can do: the facts kernel variants and tile shapes are chosen from.</summary>
+public sealed record DeviceCapabilities
+{
+    public required int Index { get; init; }
+    public required string Name { get; init; }
+    public required string Vendor { get; init; }
+    public required uint VendorId { get; init; }
+    public required string DeviceType { get; init; }
+    public required string DriverName { get; init; }
+    public required string DriverInfo { get; init; }
+    public required string DriverVersion { get; init; }
+    public required string ApiVersion { get; init; }
+    public required uint SubgroupSize { get; init; }
+    public required bool ShaderFloat16 { get; init; }
+    public required bool StorageBuffer16Bit { get; init; }
+    public required bool ShaderInt8 { get; init; }
+    public required bool BFloat16 { get; init; }
+    public required bool CooperativeMatrix { get; init; }
+    public required long MaxStorageBufferRange { get; init; }
+    public required long MaxMemoryAllocationSize { get; init; }
+    public required uint MaxComputeSharedMemorySize { get; init; }
+    public required uint MaxPushConstantsSize { get; init; }
+    public required uint MaxWorkGroupCountX { get; init; }
+    public required uint MaxWorkGroupCountY { get; init; }
+    public required uint MaxWorkGroupCountZ { get; init; }
+    public required bool TimestampsSupported { get; init; }
+    public required float TimestampPeriodNs { get; init; }
+    public required IReadOnlyList<MemoryHeapInfo> Heaps { get; init; }
+    public required string PipelineCacheKey { get; init; }
+
+    internal static unsafe DeviceCapabilities Query(Vk vk, PhysicalDevice pd, int index, IReadOnlySet<string> extensions)
+    {
+        var driver = new PhysicalDeviceDriverProperties { SType = StructureType.PhysicalDeviceDriverProperties };
+        var subgroup = new PhysicalDeviceSubgroupProperties { SType = StructureType.PhysicalDeviceSubgroupProperties, PNext = &driver };
+        var maint3 = new PhysicalDeviceMaintenance3Properties { SType = StructureType.PhysicalDeviceMaintenance3Properties, PNext = &subgroup };
+        var props2 = new PhysicalDeviceProperties2 { SType = StructureType.PhysicalDeviceProperties2, PNext = &maint3 };
+        vk.GetPhysicalDeviceProperties2(pd, &props2);
+        var p = props2.Properties;
+
+        var f16 = new PhysicalDeviceShaderFloat16Int8Features { SType = StructureType.PhysicalDeviceShaderFloat16Int8Features };
+        var s16 = new PhysicalDevice16BitStorageFeatures { SType = StructureType.PhysicalDevice16BitStorageFeatures, PNext = &f16 };
+        var feats2 = new PhysicalDeviceFeatures2 { SType = StructureType.PhysicalDeviceFeatures2, PNext = &s16 };
+        vk.GetPhysicalDeviceFeatures2(pd, &feats2);
+
+        vk.GetPhysicalDeviceMemoryProperties(pd, out var mem);
+        var heaps = new List<MemoryHeapInfo>();
+        for (int i = 0; i < mem.MemoryHeapCount; i++)
+            heaps.Add(new MemoryHeapInfo((long)mem.MemoryHeaps[i].Size, mem.MemoryHeaps[i].Flags.HasFlag(MemoryHeapFlags.DeviceLocalBit)));
+
+        uint qCount = 0;
+        vk.GetPhysicalDeviceQueueFamilyProperties(pd, &qCount, null);
+        var queues = new QueueFamilyProperties[qCount];
+        fixed (QueueFamilyProperties* q = queues) vk.GetPhysicalDeviceQueueFamilyProperties(pd, &qCount, q);
+        bool timestamps = queues.Any(q => q.QueueFlags.HasFlag(QueueFlags.ComputeBit) && q.TimestampValidBits > 0) && p.Limits.TimestampPeriod > 0;
+
+        string name = Utf8(p.DeviceName, 256);
+        string driverName = Utf8(driver.DriverName, 256);
+        var uuid = new ReadOnlySpan<byte>(p.PipelineCacheUuid, 16);
+        return new DeviceCapabilities
+        {
+            Index = index,
+            Name = name,
+            Vendor = VendorName(p.VendorID),
+            VendorId = p.VendorID,
+            DeviceType = p.DeviceType switch
+            {
+                PhysicalDeviceType.DiscreteGpu => "discrete",
+                PhysicalDeviceType.IntegratedGpu => "integrated",
+                PhysicalDeviceType.VirtualGpu => "virtual",
+                PhysicalDeviceType.Cpu => "cpu",
+                _ => "other",
+            },
+            DriverName = driverName.Length > 0 ? driverName : "unknown",
+            DriverInfo = Utf8(driver.DriverInfo, 256),
+            DriverVersion = DecodeDriverVersion(p.VendorID, p.DriverVersion),
+            ApiVersion = $"{p.ApiVersion >> 22}.{(p.ApiVersion >> 12) & 0x3ff}.{p.ApiVersion & 0xfff}",
+            SubgroupSize = subgroup.SubgroupSize,
+            ShaderFloat16 = f16.ShaderFloat16,
+            StorageBuffer16Bit = s16.StorageBuffer16BitAccess,
+            ShaderInt8 = f16.ShaderInt8,
+            BFloat16 = extensions.Contains("VK_KHR_shader_bfloat16"),
+            CooperativeMatrix = extensions.Contains("VK_KHR_cooperative_matrix"),
+            MaxStorageBufferRange = p.Limits.MaxStorageBufferRange,
+            MaxMemoryAllocationSize = (long)maint3.MaxMemoryAllocationSize,
+            MaxComputeSharedMemorySize = p.Limits.MaxComputeSharedMemorySize,
+            MaxPushConstantsSize = p.Limits.MaxPushConstantsSize,
+            MaxWorkGroupCountX = p.Limits.MaxComputeWorkGroupCount[0],
+            MaxWorkGroupCountY = p.Limits.MaxComputeWorkGroupCount[1],
+            MaxWorkGroupCountZ = p.Limits.MaxComputeWorkGroupCount[2],
+            TimestampsSupported = timestamps,
+            TimestampPeriodNs = p.Limits.TimestampPeriod,
+            Heaps = heaps,
+            PipelineCacheKey = $"{Convert.ToHexString(uuid).ToLowerInvariant()}-{p.DriverVersion:x8}",
+        };
+    }
+
+    static unsafe string Utf8(byte* s, int max)
+    {
+        var span = new ReadOnlySpan<byte>(s, max);
+        int n = span.IndexOf((byte)0);
+        return Encoding.UTF8.GetString(n < 0 ? span : span[..n]);
+    }
+
+    static string VendorName(uint id) => id switch
+    {
+        0x10DE => "NVIDIA",
+        0x1002 => "AMD",
+        0x8086 => "Intel",
+        0x13B5 => "ARM",
+        0x5143 => "Qualcomm",
+        0x106B => "Apple",
+        0x10005 => "Mesa",
+        _ => $"0x{id:X4}",
+    };
+
+    // Vendors pack driverVersion differently; this follows the scheme vulkaninfo and gpuinfo.org use.
+    static string DecodeDriverVersion(uint vendor, uint v) => vendor switch
+    {
+        0x10DE => $"{v >> 22}.{(v >> 14) & 0xff}.{(v >> 6) & 0xff}.{v & 0x3f}",
+        0x8086 when OperatingSystem.IsWindows() => $"{v >> 14}.{v & 0x3fff}",
+        _ => $"{v >> 22}.{(v >> 12) & 0x3ff}.{v & 0xfff}",
+    };
+}

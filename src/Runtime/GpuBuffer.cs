@@ -1,0 +1,128 @@
+using System.Runtime.InteropServices;
+using Silk.NET.Vulkan;
+using Buffer = Silk.NET.Vulkan.Buffer;
+
+namespace VkPrompt.Runtime;
+
+/// <summary>
+/// A storage buffer on the device, sub-allocated from the context's <see cref="MemoryPool"/>.
+/// Sizes are in bytes; the typed helpers copy whole spans. Host access goes through a mapped
+/// pointer where the memory is host-visible and through a staging copy elsewhere.
+/// </summary>
+public sealed unsafe class GpuBuffer : IDisposable
+{
+    readonly GpuContext ctx;
+    readonly MemoryPool.Allocation allocation;
+    bool disposed;
+
+    public Buffer Handle { get; }
+    public long Bytes { get; }
+    public string Name { get; }
+    public bool HostVisible => allocation.Block.HostVisible;
+    public GpuContext Context => ctx;
+
+    public GpuBuffer(GpuContext ctx, long bytes, string name = "", bool hostVisible = false)
+    {
+        if (bytes <= 0) throw new ArgumentOutOfRangeException(nameof(bytes), "a buffer needs at least one byte");
+        this.ctx = ctx;
+        Bytes = bytes;
+        Name = name;
+        var info = new BufferCreateInfo
+        {
+            SType = StructureType.BufferCreateInfo,
+            Size = (ulong)bytes,
+            Usage = BufferUsageFlags.StorageBufferBit | BufferUsageFlags.TransferSrcBit | BufferUsageFlags.TransferDstBit,
+            SharingMode = SharingMode.Exclusive,
+        };
+        GpuException.Check(ctx.Vk.CreateBuffer(ctx.Device, &info, null, out var buffer), "vkCreateBuffer");
+        Handle = buffer;
+        ctx.Vk.GetBufferMemoryRequirements(ctx.Device, buffer, out var req);
+        try
+        {
+            allocation = ctx.Memory.Allocate(req, hostVisible);
+            GpuException.Check(ctx.Vk.BindBufferMemory(ctx.Device, buffer, allocation.Block.Memory, (ulong)allocation.Offset), "vkBindBufferMemory");
+        }
+        catch
+        {
+            ctx.Vk.DestroyBuffer(ctx.Device, buffer, null);
+            throw;
+        }
+    }
+
+    /// <summary>Creates a buffer holding a copy of <paramref name="data"/>.</summary>
+    public static GpuBuffer From<T>(GpuContext ctx, ReadOnlySpan<T> data, string name = "") where T : unmanaged
+    {
+        var b = new GpuBuffer(ctx, Math.Max(1, data.Length) * sizeof(T), name);
+        b.Upload(data);
+        return b;
+    }
+
+    public int Length<T>() where T : unmanaged => (int)(Bytes / sizeof(T));
+
+    /// <summary>Writes <paramref name="data"/> at element offset <paramref name="offset"/>.</summary>
+    public void Upload<T>(ReadOnlySpan<T> data, long offset = 0) where T : unmanaged
+    {
+        var bytes = MemoryMarshal.AsBytes(data);
+        long at = offset * sizeof(T);
+        CheckRange(at, bytes.Length);
+        if (bytes.Length == 0) return;
+        if (allocation.Pointer != null)
+        {
+            bytes.CopyTo(new Span<byte>(allocation.Pointer + at, bytes.Length));
+            return;
+        }
+        using var staging = new GpuBuffer(ctx, bytes.Length, "staging", hostVisible: true);
+        staging.Upload(data);
+        Copy(staging, 0, this, at, bytes.Length);
+    }
+
+    /// <summary>Reads elements starting at element offset <paramref name="offset"/>.</summary>
+    public void Download<T>(Span<T> data, long offset = 0) where T : unmanaged
+    {
+        var bytes = MemoryMarshal.AsBytes(data);
+        long at = offset * sizeof(T);
+        CheckRange(at, bytes.Length);
+        if (bytes.Length == 0) return;
+        if (allocation.Pointer != null)
+        {
+            new ReadOnlySpan<byte>(allocation.Pointer + at, bytes.Length).CopyTo(bytes);
+            return;
+        }
+        using var staging = new GpuBuffer(ctx, bytes.Length, "staging", hostVisible: true);
+        Copy(this, at, staging, 0, bytes.Length);
+        staging.Download(data);
+    }
+
+    public T[] Download<T>() where T : unmanaged
+    {
+        var data = new T[Length<T>()];
+        Download<T>(data);
+        return data;
+    }
+
+    static void Copy(GpuBuffer src, long srcOffset, GpuBuffer dst, long dstOffset, long bytes)
+    {
+        src.ctx.SubmitAndWait(cb =>
+        {
+            var region = new BufferCopy((ulong)srcOffset, (ulong)dstOffset, (ulong)bytes);
+            src.ctx.Vk.CmdCopyBuffer(cb, src.Handle, dst.Handle, 1, &region);
+        });
+    }
+
+    void CheckRange(long at, long length)
+    {
+        ObjectDisposedException.ThrowIf(disposed, this);
+        if (at < 0 || at + length > Bytes)
+            throw new ArgumentOutOfRangeException(nameof(length), $"{Name}: range [{at}, {at + length}) is outside the buffer's {Bytes} bytes");
+    }
+
+    public void Dispose()
+    {
+        if (disposed) return;
+        disposed = true;
+        ctx.Vk.DestroyBuffer(ctx.Device, Handle, null);
+        ctx.Memory.Release(allocation);
+    }
+
+    public override string ToString() => $"{Name} ({Bytes} bytes)";
+}

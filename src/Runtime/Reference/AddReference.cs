@@ -1,0 +1,10 @@
+using System.Numerics.Tensors;
+
+namespace VkPrompt.Runtime.Reference;
+
+/// <summary>CPU reference of <see cref="Kernels.AddKernel"/>.</summary>
+public static class AddReference
+{
+    public static void Forward(Span<float> x, ReadOnlySpan<float> y, float alpha = 1f) =>
+        TensorPrimitives.MultiplyAdd(y, alpha, x, x);
+}
