@@ -1,0 +1,19 @@
+#version 450
+#extension GL_GOOGLE_include_directive : require
+#include "common.glsl"
+#include "philox.glsl"
+
+// Inverted dropout in place: x[i] = keep(i) ? x[i] * scale : 0, scale = 1 / (1 - rate).
+// keep(i) draws Philox with counter (i, stream) and key seed, and keeps the element when the
+// 32-bit draw is at least threshold = round(rate * 2^32); the host computes threshold and scale
+// once so the GPU and the C# reference compare the same integers and multiply by the same float.
+// The op is linear with a fixed mask, so the backward pass is this same shader on the gradient.
+layout(std430, binding = 0) buffer X { float x[]; };
+layout(push_constant) uniform Push { uint n; uint threshold; float scale; uint seed; uint stream; } pc;
+
+void main() {
+    GRID_STRIDE_LOOP(i, pc.n) {
+        bool keep = philox2x32_10(uvec2(i, pc.stream), pc.seed).x >= pc.threshold;
+        x[i] = keep ? x[i] * pc.scale : 0.0;
+    }
+}

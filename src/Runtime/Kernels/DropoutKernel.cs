@@ -1,0 +1,42 @@
+namespace VkPrompt.Runtime.Kernels;
+
+/// <summary>
+/// Inverted dropout for training, in place: each element is kept with probability 1 - rate and
+/// scaled by 1 / (1 - rate), or zeroed. The mask is a pure function of (seed, stream, index)
+/// (Philox-2x32-10, shaders/include/philox.glsl), so the backward pass regenerates it from the
+/// same arguments instead of storing it. Give every dropout site of a step its own stream and
+/// every step its own seed.
+/// </summary>
+public static class DropoutKernel
+{
+    static readonly KernelLayout Layout = new([Access.ReadWrite], 20);
+
+    readonly record struct Push(uint N, uint Threshold, float Scale, uint Seed, uint Stream);
+
+    /// <summary>x = mask * x / (1 - rate). Rate 0 (evaluation) appends nothing.</summary>
+    public static void Forward(CommandGraph g, GpuBuffer x, int n, float rate, uint seed, uint stream)
+    {
+        BufferChecks.NonNegative("dropout", (n, nameof(n)));
+        BufferChecks.Require("dropout", x, n, "x");
+        uint threshold = KeepThreshold(rate);
+        if (threshold == 0) return;
+        var k = g.Context.Kernel("dropout", Layout, Grid.LinearSize);
+        g.Dispatch(k, Grid.Linear(n), new Push((uint)n, threshold, KeepScale(rate), seed, stream), x);
+    }
+
+    /// <summary>dx = mask * dx / (1 - rate) with the forward's mask: dropout is linear in x for a
+    /// fixed mask, so its backward is the forward applied to the gradient.</summary>
+    public static void Backward(CommandGraph g, GpuBuffer dx, int n, float rate, uint seed, uint stream) =>
+        Forward(g, dx, n, rate, seed, stream);
+
+    /// <summary>An element is kept when its 32-bit Philox draw is at least this: round(rate * 2^32).</summary>
+    public static uint KeepThreshold(float rate)
+    {
+        if (!(rate >= 0f && rate < 1f))
+            throw new ArgumentOutOfRangeException(nameof(rate), rate, "dropout rate must be in [0, 1)");
+        return (uint)Math.Min(uint.MaxValue, Math.Round(rate * 4294967296.0));
+    }
+
+    /// <summary>The factor kept elements are multiplied by, 1 / (1 - rate) rounded to float once.</summary>
+    public static float KeepScale(float rate) => (float)(1.0 / (1.0 - rate));
+}

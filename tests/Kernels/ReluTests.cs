@@ -1,0 +1,82 @@
+using VkPrompt.Runtime;
+using VkPrompt.Runtime.Kernels;
+using VkPrompt.Runtime.Reference;
+using Xunit;
+
+namespace VkPrompt.Tests.Kernels;
+
+public sealed class ReluTests(GpuFixture f) : GpuTest(f)
+{
+    public static TheoryData<int> Sizes => new(Check.AwkwardSizes);
+
+    [Theory, MemberData(nameof(Sizes))]
+    public void ForwardMatchesReference(int n)
+    {
+        var x = Check.Random(n, 1);
+        using var gx = GpuBuffer.From<float>(Ctx, x);
+        using var gy = new GpuBuffer(Ctx, n * 4L, "y");
+        using (var g = new CommandGraph(Ctx))
+        {
+            ReluKernel.Forward(g, gx, gy, n);
+            g.Run();
+        }
+        var y = new float[n];
+        ReluReference.Forward<float>(x, y, n);
+        // Exact: a comparison and a copy, no arithmetic.
+        Check.Close(y, gy.Download<float>(), 0, "relu");
+    }
+
+    [Theory, MemberData(nameof(Sizes))]
+    public void BackwardMatchesReference(int n)
+    {
+        var x = Check.Random(n, 3);
+        var dy = Check.Random(n, 4);
+        using var gx = GpuBuffer.From<float>(Ctx, x);
+        using var gdy = GpuBuffer.From<float>(Ctx, dy);
+        using var gdx = new GpuBuffer(Ctx, n * 4L, "dx");
+        using (var g = new CommandGraph(Ctx))
+        {
+            ReluKernel.Backward(g, gx, gdy, gdx, n);
+            g.Run();
+        }
+        var dx = new float[n];
+        ReluReference.Backward<float>(x, dy, dx, n);
+        // Exact: selects dy or 0.
+        Check.Close(dx, gdx.Download<float>(), 0, "relu backward");
+    }
+
+    [Fact]
+    public void NaNPassesThroughForward()
+    {
+        float[] x = [float.NaN, -0.5f, 2f];
+        using var gx = GpuBuffer.From<float>(Ctx, x);
+        using var gy = new GpuBuffer(Ctx, 12, "y");
+        using (var g = new CommandGraph(Ctx))
+        {
+            ReluKernel.Forward(g, gx, gy, 3);
+            g.Run();
+        }
+        Assert.Equal([float.NaN, 0f, 2f], gy.Download<float>());
+    }
+
+    [Fact]
+    public void BackwardReferenceMatchesFiniteDifferences()
+    {
+        const int n = 129;
+        const double h = 1e-6;
+        var x = FiniteDifference.ToDouble(Check.Random(n, 5));
+        var w = FiniteDifference.ToDouble(Check.Random(n, 6));
+        // Finite differences are meaningless across the kink at 0; no sample lies that close.
+        Assert.All(x, v => Assert.True(Math.Abs(v) > 10 * h));
+        var numeric = FiniteDifference.Gradient(x, p =>
+        {
+            var y = new double[n];
+            ReluReference.Forward<double>(p, y, n);
+            return FiniteDifference.Dot(w, y);
+        }, h);
+        var analytic = new double[n];
+        ReluReference.Backward<double>(x, w, analytic, n);
+        // Piecewise linear, so only rounding of the differences remains (~1e-16 / h).
+        Assert.True(FiniteDifference.MaxRelativeError(numeric, analytic) < 1e-8);
+    }
+}
