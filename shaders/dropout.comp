@@ -8,12 +8,15 @@
 // 32-bit draw is at least threshold = round(rate * 2^32); the host computes threshold and scale
 // once so the GPU and the C# reference compare the same integers and multiply by the same float.
 // The op is linear with a fixed mask, so the backward pass is this same shader on the gradient.
+// The seed is read from a buffer, not a push constant, so a recorded training step replays with
+// a new seed each step (the host writes one uint) and fresh masks.
 layout(std430, binding = 0) buffer X { float x[]; };
-layout(push_constant) uniform Push { uint n; uint threshold; float scale; uint seed; uint stream; } pc;
+layout(std430, binding = 1) readonly buffer Seed { uint seed; };
+layout(push_constant) uniform Push { uint n; uint threshold; float scale; uint stream; } pc;
 
 void main() {
     GRID_STRIDE_LOOP(i, pc.n) {
-        bool keep = philox2x32_10(uvec2(i, pc.stream), pc.seed).x >= pc.threshold;
+        bool keep = philox2x32_10(uvec2(i, pc.stream), seed).x >= pc.threshold;
         x[i] = keep ? x[i] * pc.scale : 0.0;
     }
 }

@@ -28,9 +28,10 @@ public sealed class DropoutTests(GpuFixture f) : GpuTest(f)
     {
         var dy = Check.Random(n, 2);
         using var gdx = GpuBuffer.From<float>(Ctx, dy);
+        using var seed = GpuBuffer.From<uint>(Ctx, [Seed]);
         using (var g = new CommandGraph(Ctx))
         {
-            DropoutKernel.Backward(g, gdx, n, Rate, Seed, Stream);
+            DropoutKernel.Backward(g, gdx, n, Rate, seed, Stream);
             g.Run();
         }
         var dx = gdx.Download<float>();
@@ -77,10 +78,11 @@ public sealed class DropoutTests(GpuFixture f) : GpuTest(f)
     public void RateZeroAppendsNothing()
     {
         using var gx = GpuBuffer.From<float>(Ctx, [1f, 2f]);
+        using var seed = GpuBuffer.From<uint>(Ctx, [Seed]);
         using var g = new CommandGraph(Ctx);
-        DropoutKernel.Forward(g, gx, 2, 0f, Seed, Stream);
+        DropoutKernel.Forward(g, gx, 2, 0f, seed, Stream);
         Assert.Equal(0, g.DispatchCount);
-        Assert.Throws<ArgumentOutOfRangeException>(() => DropoutKernel.Forward(g, gx, 2, 1f, Seed, Stream));
+        Assert.Throws<ArgumentOutOfRangeException>(() => DropoutKernel.Forward(g, gx, 2, 1f, seed, Stream));
     }
 
     [Fact]
@@ -113,13 +115,35 @@ public sealed class DropoutTests(GpuFixture f) : GpuTest(f)
     float[] RunForward(float[] x, float rate, uint seed, uint stream)
     {
         using var gx = GpuBuffer.From<float>(Ctx, x);
+        using var gseed = GpuBuffer.From<uint>(Ctx, [seed]);
         using (var g = new CommandGraph(Ctx))
         {
-            DropoutKernel.Forward(g, gx, x.Length, rate, seed, stream);
+            DropoutKernel.Forward(g, gx, x.Length, rate, gseed, stream);
             g.Run();
         }
         return gx.Download<float>();
     }
 
     static int[] Bits(float[] a) => MemoryMarshal.Cast<float, int>(a).ToArray();
+
+    [Fact]
+    public void ReplayWithANewSeedDrawsANewMask()
+    {
+        // A recorded training step is replayed with the seed buffer rewritten: the mask must follow.
+        var ones = Enumerable.Repeat(1f, 4096).ToArray();
+        using var gx = GpuBuffer.From<float>(Ctx, ones);
+        using var seed = GpuBuffer.From<uint>(Ctx, [1u]);
+        using var g = new CommandGraph(Ctx);
+        DropoutKernel.Forward(g, gx, ones.Length, Rate, seed, Stream);
+        g.Run();
+        var first = gx.Download<float>();
+        gx.Upload<float>(ones);
+        seed.Upload<uint>([2u]);
+        g.Run();
+        var second = gx.Download<float>();
+        var expected = (float[])ones.Clone();
+        DropoutReference.Forward<float>(expected, ones.Length, Rate, 2u, Stream);
+        Assert.Equal(Bits(expected), Bits(second));
+        Assert.NotEqual(Bits(first), Bits(second));
+    }
 }

@@ -9,24 +9,26 @@ namespace VkPrompt.Runtime.Kernels;
 /// </summary>
 public static class DropoutKernel
 {
-    static readonly KernelLayout Layout = new([Access.ReadWrite], 20);
+    static readonly KernelLayout Layout = new([Access.ReadWrite, Access.Read], 16);
 
-    readonly record struct Push(uint N, uint Threshold, float Scale, uint Seed, uint Stream);
+    readonly record struct Push(uint N, uint Threshold, float Scale, uint Stream);
 
-    /// <summary>x = mask * x / (1 - rate). Rate 0 (evaluation) appends nothing.</summary>
-    public static void Forward(CommandGraph g, GpuBuffer x, int n, float rate, uint seed, uint stream)
+    /// <summary>x = mask * x / (1 - rate). Rate 0 (evaluation) appends nothing. <paramref name="seed"/>
+    /// holds one uint, read when the graph runs, so replays of a recorded step can differ.</summary>
+    public static void Forward(CommandGraph g, GpuBuffer x, int n, float rate, GpuBuffer seed, uint stream)
     {
         BufferChecks.NonNegative("dropout", (n, nameof(n)));
         BufferChecks.Require("dropout", x, n, "x");
+        BufferChecks.Require("dropout", seed, 1, "seed");
         uint threshold = KeepThreshold(rate);
         if (threshold == 0) return;
         var k = g.Context.Kernel("dropout", Layout, Grid.LinearSize);
-        g.Dispatch(k, Grid.Linear(n), new Push((uint)n, threshold, KeepScale(rate), seed, stream), x);
+        g.Dispatch(k, Grid.Linear(n), new Push((uint)n, threshold, KeepScale(rate), stream), x, seed);
     }
 
     /// <summary>dx = mask * dx / (1 - rate) with the forward's mask: dropout is linear in x for a
     /// fixed mask, so its backward is the forward applied to the gradient.</summary>
-    public static void Backward(CommandGraph g, GpuBuffer dx, int n, float rate, uint seed, uint stream) =>
+    public static void Backward(CommandGraph g, GpuBuffer dx, int n, float rate, GpuBuffer seed, uint stream) =>
         Forward(g, dx, n, rate, seed, stream);
 
     /// <summary>An element is kept when its 32-bit Philox draw is at least this: round(rate * 2^32).</summary>
