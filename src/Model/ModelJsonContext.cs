@@ -1,0 +1,25 @@
+using System.Text.Json.Serialization;
+
+namespace VkPrompt.Model;
+
+/// <summary>Source-generated (de)serializers for the JSON files of a model directory, so that
+/// reading them needs no reflection and the CLI can be trimmed.</summary>
+[JsonSourceGenerationOptions(WriteIndented = true, DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull)]
+[JsonSerializable(typeof(T5ConfigJson))]
+[JsonSerializable(typeof(SafetensorsIndexJson))]
+[JsonSerializable(typeof(AdapterConfigJson))]
+internal sealed partial class ModelJsonContext : JsonSerializerContext;
+
+/// <summary>model.safetensors.index.json of a sharded checkpoint.</summary>
+internal sealed class SafetensorsIndexJson
+{
+    [JsonPropertyName("weight_map")] public Dictionary<string, string>? WeightMap { get; set; }
+}
+
+/// <summary>The fields of a PEFT adapter_config.json that locate the encoder prompt.</summary>
+internal sealed class AdapterConfigJson
+{
+    [JsonPropertyName("peft_type")] public string? PeftType { get; set; }
+    [JsonPropertyName("num_virtual_tokens")] public int? NumVirtualTokens { get; set; }
+    [JsonPropertyName("num_transformer_submodules")] public int? NumTransformerSubmodules { get; set; }
+}

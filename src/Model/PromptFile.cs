@@ -1,0 +1,85 @@
+using System.Text.Json;
+using VkPrompt.Model.Safetensors;
+
+namespace VkPrompt.Model;
+
+/// <summary>Soft prompts saved by VkPrompt, PEFT or T5X: a PEFT adapter directory, a .safetensors
+/// file with a <c>prompt_embeddings</c> tensor, or a float32 .npy.</summary>
+public static class PromptFile
+{
+    public const string TensorName = "prompt_embeddings";
+
+    /// <summary>The encoder prompt, row-major [promptLength, dModel].</summary>
+    public static float[] Load(string path, int dModel, out int promptLength)
+    {
+        var full = Path.GetFullPath(path);
+        if (Directory.Exists(full)) return LoadPeft(full, dModel, out promptLength);
+        if (!File.Exists(full)) throw new ModelFormatException(full, "prompt file not found");
+        if (full.EndsWith(".safetensors", StringComparison.OrdinalIgnoreCase)) return LoadSafetensors(full, dModel, adapter: null, out promptLength);
+        if (full.EndsWith(".npy", StringComparison.OrdinalIgnoreCase))
+        {
+            var (data, shape) = NpyFile.Read(full);
+            if (shape.Length != 2) throw new ModelFormatException(full, $"prompt is [{string.Join(", ", shape)}]; expected [prompt_length, d_model]");
+            CheckWidth(full, shape[0], shape[1], dModel);
+            promptLength = checked((int)shape[0]);
+            return data;
+        }
+        throw new ModelFormatException(full, "is not a prompt: expected a PEFT adapter directory, a .safetensors file or a .npy file");
+    }
+
+    /// <summary>Saves [rows, cols] as a T5X-style float32 .npy, atomically.</summary>
+    public static void SaveNpy(string path, ReadOnlySpan<float> data, int rows, int cols) => NpyFile.Write(path, data, [rows, cols]);
+
+    static float[] LoadPeft(string dir, int dModel, out int promptLength)
+    {
+        var weights = Path.Combine(dir, "adapter_model.safetensors");
+        if (!File.Exists(weights))
+        {
+            throw new ModelFormatException(dir, File.Exists(Path.Combine(dir, "adapter_model.bin"))
+                ? "holds only adapter_model.bin; VkPrompt reads safetensors: re-save the adapter with save_pretrained(dir, safe_serialization=True)"
+                : "has no adapter_model.safetensors");
+        }
+        var configPath = Path.Combine(dir, "adapter_config.json");
+        AdapterConfigJson? config = null;
+        if (File.Exists(configPath))
+        {
+            try { config = JsonSerializer.Deserialize(File.ReadAllBytes(configPath), ModelJsonContext.Default.AdapterConfigJson); }
+            catch (JsonException e) { throw new ModelFormatException(configPath, $"not a valid adapter config: {e.Message}"); }
+            // P-tuning saves the output of its prompt encoder, which is used as a prompt the same way.
+            if (config?.PeftType is { } type && type is not ("PROMPT_TUNING" or "P_TUNING"))
+                throw new ModelFormatException(configPath, $"peft_type is {type}, not a soft prompt (PROMPT_TUNING)");
+        }
+        return LoadSafetensors(weights, dModel, config, out promptLength);
+    }
+
+    /// <summary>With an adapter config, keeps the first num_virtual_tokens rows: for a seq2seq
+    /// model PEFT stores one prompt per transformer submodule (encoder first, then decoder), and
+    /// VkPrompt prompts only the encoder.</summary>
+    static float[] LoadSafetensors(string path, int dModel, AdapterConfigJson? adapter, out int promptLength)
+    {
+        using var file = SafetensorsFile.Open(path);
+        if (!file.Tensors.TryGetValue(TensorName, out var info))
+            throw new ModelFormatException(path, $"has no tensor {TensorName} (it holds: {string.Join(", ", file.Tensors.Keys)})");
+        if (info.Shape.Length != 2) throw new ModelFormatException(path, $"prompt is {info.ShapeText}; expected [prompt_length, d_model]");
+        long stored = info.Shape[0];
+        CheckWidth(path, stored, info.Shape[1], dModel);
+
+        long length = stored;
+        if (adapter?.NumVirtualTokens is int n)
+        {
+            int submodules = adapter.NumTransformerSubmodules ?? 1;
+            if (stored != n && stored != (long)n * submodules && stored != 2L * n)
+                throw new ModelFormatException(path, $"prompt has {stored} rows but adapter_config.json says num_virtual_tokens {n} and num_transformer_submodules {submodules}");
+            length = n;
+        }
+        promptLength = checked((int)length);
+        var data = new float[checked(promptLength * dModel)];
+        file.ReadFloat32(TensorName, data);
+        return data;
+    }
+
+    static void CheckWidth(string path, long rows, long width, int dModel)
+    {
+        if (width != dModel) throw new ModelFormatException(path, $"prompt is [{rows}, {width}] but the model's d_model is {dModel}");
+    }
+}

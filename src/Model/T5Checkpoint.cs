@@ -1,0 +1,139 @@
+using System.Text.Json;
+using VkPrompt.Model.Safetensors;
+
+namespace VkPrompt.Model;
+
+/// <summary>A Hugging Face T5 directory (config.json with model.safetensors, or
+/// model.safetensors.index.json and its shards), checked on <see cref="Open"/> to hold every
+/// tensor the graph of its config needs, in the shape that config implies. Weights stay in the
+/// mapped files until read.</summary>
+public sealed class T5Checkpoint : IDisposable
+{
+    const string SingleFile = "model.safetensors";
+    const string IndexFile = "model.safetensors.index.json";
+
+    readonly List<SafetensorsFile> shards;
+    readonly Dictionary<string, SafetensorsFile> owner;
+
+    public T5Config Config { get; }
+    public string Directory { get; }
+
+    T5Checkpoint(string directory, T5Config config, List<SafetensorsFile> shards, Dictionary<string, SafetensorsFile> owner)
+    {
+        Directory = directory;
+        Config = config;
+        this.shards = shards;
+        this.owner = owner;
+    }
+
+    public static T5Checkpoint Open(string dir)
+    {
+        var directory = Path.GetFullPath(dir);
+        if (!System.IO.Directory.Exists(directory))
+            throw new ModelFormatException(directory, File.Exists(directory)
+                ? "is a file; expected a model directory holding config.json and model.safetensors"
+                : "model directory not found");
+        var configPath = Path.Combine(directory, "config.json");
+        if (!File.Exists(configPath))
+            throw new ModelFormatException(directory, "has no config.json; expected a Hugging Face T5 directory (config.json, model.safetensors, spiece.model)");
+        var config = T5Config.Load(configPath);
+
+        var shards = new List<SafetensorsFile>();
+        try
+        {
+            var (owner, listing) = OpenShards(directory, shards);
+            foreach (var (name, shape) in T5Names.All(config))
+            {
+                if (!owner.TryGetValue(name, out var file))
+                    throw new ModelFormatException(listing, $"missing tensor {name} [{string.Join(", ", shape)}], which config.json implies");
+                var info = file.Tensors[name];
+                if (!info.Shape.AsSpan().SequenceEqual(shape))
+                    throw new ModelFormatException(file.Path, $"tensor {name} is {info.ShapeText} but config.json implies [{string.Join(", ", shape)}]");
+                if (info.DType is not ("F32" or "F16" or "BF16"))
+                    throw new ModelFormatException(file.Path, $"tensor {name} has dtype {info.DType}; VkPrompt reads F32, F16 and BF16 only");
+            }
+            return new T5Checkpoint(directory, config, shards, owner);
+        }
+        catch
+        {
+            foreach (var s in shards) s.Dispose();
+            throw;
+        }
+    }
+
+    public TensorInfo Info(string name) => Owner(name).Tensors[name];
+
+    /// <summary>Reads <c>dst.Length</c> elements of <paramref name="name"/> from element
+    /// <paramref name="firstElement"/> on, as F32, straight from the mapped shard.</summary>
+    public void Read(string name, Span<float> dst, long firstElement = 0) => Owner(name).ReadFloat32(name, dst, firstElement);
+
+    public float[] ReadAll(string name)
+    {
+        var info = Info(name);
+        if (info.ElementCount > Array.MaxLength)
+            throw new InvalidOperationException($"tensor {name} {info.ShapeText} is too large for one array; read it in parts");
+        var values = new float[info.ElementCount];
+        Read(name, values);
+        return values;
+    }
+
+    public void Dispose()
+    {
+        foreach (var s in shards) s.Dispose();
+    }
+
+    SafetensorsFile Owner(string name) =>
+        owner.TryGetValue(name, out var file) ? file : throw new KeyNotFoundException($"{Directory} has no tensor '{name}'");
+
+    /// <summary>Opens the weight files into <paramref name="shards"/> (so the caller can close them
+    /// on failure) and returns which file holds each tensor, plus the file that lists them all,
+    /// named when a tensor is missing.</summary>
+    static (Dictionary<string, SafetensorsFile>, string) OpenShards(string directory, List<SafetensorsFile> shards)
+    {
+        var owner = new Dictionary<string, SafetensorsFile>(StringComparer.Ordinal);
+        var single = Path.Combine(directory, SingleFile);
+        if (File.Exists(single))
+        {
+            var file = SafetensorsFile.Open(single);
+            shards.Add(file);
+            foreach (var name in file.Tensors.Keys) owner[name] = file;
+            return (owner, single);
+        }
+
+        var index = Path.Combine(directory, IndexFile);
+        if (!File.Exists(index)) throw NoSafetensors(directory);
+        SafetensorsIndexJson? json;
+        try { json = JsonSerializer.Deserialize(File.ReadAllBytes(index), ModelJsonContext.Default.SafetensorsIndexJson); }
+        catch (JsonException e) { throw new ModelFormatException(index, $"not a valid index: {e.Message}"); }
+        if (json?.WeightMap is not { } weightMap) throw new ModelFormatException(index, "has no weight_map");
+
+        var byFileName = new Dictionary<string, SafetensorsFile>(StringComparer.Ordinal);
+        foreach (var (name, fileName) in weightMap)
+        {
+            if (!byFileName.TryGetValue(fileName, out var shard))
+            {
+                // HF writes bare file names; anything with a directory part could reach outside the model.
+                if (Path.GetFileName(fileName) != fileName)
+                    throw new ModelFormatException(index, $"shard '{fileName}' of tensor {name} is not a file name in the model directory");
+                shard = SafetensorsFile.Open(Path.Combine(directory, fileName));
+                shards.Add(shard);
+                byFileName.Add(fileName, shard);
+            }
+            if (!shard.Tensors.ContainsKey(name))
+                throw new ModelFormatException(shard.Path, $"has no tensor {name}, although {IndexFile} places it there");
+            owner[name] = shard;
+        }
+        return (owner, index);
+    }
+
+    static ModelFormatException NoSafetensors(string directory)
+    {
+        bool pytorch = File.Exists(Path.Combine(directory, "pytorch_model.bin")) || File.Exists(Path.Combine(directory, "pytorch_model.bin.index.json"));
+        if (!pytorch)
+            return new ModelFormatException(directory, $"has neither {SingleFile} nor {IndexFile}");
+        return new ModelFormatException(directory,
+            "holds only pytorch_model.bin; VkPrompt reads safetensors (a pickle can run code when loaded). Convert it once with:\n" +
+            "  python -c \"from transformers import T5ForConditionalGeneration as M; import sys; d = sys.argv[1]; " +
+            "M.from_pretrained(d).save_pretrained(d, safe_serialization=True)\" \"" + directory + "\"");
+    }
+}

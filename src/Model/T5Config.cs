@@ -1,0 +1,192 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+
+namespace VkPrompt.Model;
+
+public enum T5FeedForward
+{
+    /// <summary>"relu": <c>wo(relu(wi x))</c> (T5 v1.0).</summary>
+    Relu,
+    /// <summary>"gated-gelu": <c>wo(gelu_tanh(wi_0 x) * wi_1 x)</c> (T5 v1.1, LM-adapted, Flan-T5).</summary>
+    GatedGelu,
+}
+
+/// <summary>The fields of a Hugging Face T5 config.json that VkPrompt uses. Defaults are those of
+/// transformers' T5Config, so a config.json that omits a field means what it means to HF.</summary>
+public sealed record T5Config
+{
+    readonly int? numDecoderLayers;
+
+    public int VocabSize { get; init; } = 32128;
+    public int DModel { get; init; } = 512;
+    public int DKv { get; init; } = 64;
+    public int NumHeads { get; init; } = 8;
+    public int DFf { get; init; } = 2048;
+    public int NumLayers { get; init; } = 6;
+
+    /// <summary>Defaults to <see cref="NumLayers"/>, as in HF.</summary>
+    public int NumDecoderLayers { get => numDecoderLayers ?? NumLayers; init => numDecoderLayers = value; }
+
+    public int RelativeAttentionNumBuckets { get; init; } = 32;
+    public int RelativeAttentionMaxDistance { get; init; } = 128;
+    public double LayerNormEpsilon { get; init; } = 1e-6;
+    public T5FeedForward FeedForwardProj { get; init; } = T5FeedForward.Relu;
+    public bool TieWordEmbeddings { get; init; } = true;
+    public double DropoutRate { get; init; } = 0.1;
+    public int DecoderStartTokenId { get; init; }
+    public int PadTokenId { get; init; }
+    public int EosTokenId { get; init; } = 1;
+
+    public bool IsGatedAct => FeedForwardProj == T5FeedForward.GatedGelu;
+
+    /// <summary>Equal when both describe the same config.json, whether
+    /// <see cref="NumDecoderLayers"/> was given or defaulted.</summary>
+    public bool Equals(T5Config? other) => other is not null && ToJson() == other.ToJson();
+
+    public override int GetHashCode() => ToJson().GetHashCode(StringComparison.Ordinal);
+
+    /// <summary>Width of the concatenated attention heads, <c>NumHeads * DKv</c>; equals
+    /// <see cref="DModel"/> in the released models but not in general.</summary>
+    public int InnerDim => NumHeads * DKv;
+
+    /// <summary>Shapes of the released checkpoints VkPrompt targets: "t5-small" is the original T5
+    /// (v1.0); the others are the T5 v1.1 LM-adapted models.</summary>
+    public static T5Config Named(string name) => name switch
+    {
+        "t5-small" => new T5Config(),
+        "t5-base" => V11LmAdapted(dModel: 768, dFf: 2048, heads: 12, layers: 12),
+        "t5-large" => V11LmAdapted(dModel: 1024, dFf: 2816, heads: 16, layers: 24),
+        "t5-xl" => V11LmAdapted(dModel: 2048, dFf: 5120, heads: 32, layers: 24),
+        _ => throw new ArgumentException($"unknown model shape '{name}'; known: t5-small, t5-base, t5-large, t5-xl", nameof(name)),
+    };
+
+    static T5Config V11LmAdapted(int dModel, int dFf, int heads, int layers) => new()
+    {
+        DModel = dModel,
+        DFf = dFf,
+        NumHeads = heads,
+        NumLayers = layers,
+        FeedForwardProj = T5FeedForward.GatedGelu,
+        TieWordEmbeddings = false,
+    };
+
+    public static T5Config Load(string configJsonPath)
+    {
+        var path = Path.GetFullPath(configJsonPath);
+        if (!File.Exists(path)) throw new ModelFormatException(path, "file not found");
+        T5ConfigJson? json;
+        try { json = JsonSerializer.Deserialize(File.ReadAllBytes(path), ModelJsonContext.Default.T5ConfigJson); }
+        catch (JsonException e) { throw new ModelFormatException(path, $"not a valid T5 config: {e.Message}"); }
+        if (json is null) throw new ModelFormatException(path, "is JSON null, not a config object");
+        if (json.ModelType is not (null or "t5" or "mt5"))
+            throw new ModelFormatException(path, $"model_type is \"{json.ModelType}\"; VkPrompt runs T5 (\"t5\", \"mt5\") models only");
+
+        var defaults = new T5Config();
+        var config = new T5Config
+        {
+            VocabSize = json.VocabSize ?? defaults.VocabSize,
+            DModel = json.DModel ?? defaults.DModel,
+            DKv = json.DKv ?? defaults.DKv,
+            NumHeads = json.NumHeads ?? defaults.NumHeads,
+            DFf = json.DFf ?? defaults.DFf,
+            NumLayers = json.NumLayers ?? defaults.NumLayers,
+            NumDecoderLayers = json.NumDecoderLayers ?? json.NumLayers ?? defaults.NumLayers,
+            RelativeAttentionNumBuckets = json.RelativeAttentionNumBuckets ?? defaults.RelativeAttentionNumBuckets,
+            RelativeAttentionMaxDistance = json.RelativeAttentionMaxDistance ?? defaults.RelativeAttentionMaxDistance,
+            LayerNormEpsilon = json.LayerNormEpsilon ?? defaults.LayerNormEpsilon,
+            FeedForwardProj = ParseFeedForward(path, json.FeedForwardProj ?? "relu"),
+            TieWordEmbeddings = json.TieWordEmbeddings ?? defaults.TieWordEmbeddings,
+            DropoutRate = json.DropoutRate ?? defaults.DropoutRate,
+            DecoderStartTokenId = json.DecoderStartTokenId ?? defaults.DecoderStartTokenId,
+            PadTokenId = json.PadTokenId ?? defaults.PadTokenId,
+            EosTokenId = json.EosTokenId ?? defaults.EosTokenId,
+        };
+        if (config.Problem() is { } problem) throw new ModelFormatException(path, problem);
+        return config;
+    }
+
+    /// <summary>HF splits feed_forward_proj into an optional "gated-" and an activation name, and
+    /// maps "gated-gelu" to gelu_new (the tanh approximation); gelu_new and gelu_pytorch_tanh are
+    /// that same function, so those spellings mean gated-gelu too. Every other activation HF
+    /// would accept is one the numerical contract does not define.</summary>
+    static T5FeedForward ParseFeedForward(string path, string value) => value switch
+    {
+        "relu" => T5FeedForward.Relu,
+        "gated-gelu" or "gated-gelu_new" or "gated-gelu_pytorch_tanh" => T5FeedForward.GatedGelu,
+        _ => throw new ModelFormatException(path, $"feed_forward_proj \"{value}\" is not supported; VkPrompt runs \"relu\" (T5 v1.0) and \"gated-gelu\" (T5 v1.1, Flan-T5)"),
+    };
+
+    /// <summary>The first field that cannot describe a T5 model, or null.</summary>
+    internal string? Problem()
+    {
+        (string Name, long Value)[] positive =
+        [
+            ("vocab_size", VocabSize), ("d_model", DModel), ("d_kv", DKv), ("num_heads", NumHeads), ("d_ff", DFf),
+            ("num_layers", NumLayers), ("num_decoder_layers", NumDecoderLayers),
+            ("relative_attention_num_buckets", RelativeAttentionNumBuckets), ("relative_attention_max_distance", RelativeAttentionMaxDistance),
+        ];
+        foreach (var (name, value) in positive)
+            if (value <= 0) return $"{name} is {value}; it must be positive";
+        if (!(LayerNormEpsilon > 0)) return $"layer_norm_epsilon is {LayerNormEpsilon}; it must be positive";
+        if (!(DropoutRate >= 0 && DropoutRate < 1)) return $"dropout_rate is {DropoutRate}; it must be in [0, 1)";
+        foreach (var (name, id) in new[] { ("decoder_start_token_id", DecoderStartTokenId), ("pad_token_id", PadTokenId), ("eos_token_id", EosTokenId) })
+            if (id < 0 || id >= VocabSize) return $"{name} {id} is outside the vocabulary of {VocabSize}";
+        return null;
+    }
+
+    /// <summary>A config.json that transformers loads as this model (derived fields such as
+    /// is_gated_act and dense_act_fn included, for readers that look at them).</summary>
+    public string ToJson() => JsonSerializer.Serialize(new T5ConfigJson
+    {
+        Architectures = ["T5ForConditionalGeneration"],
+        ModelType = "t5",
+        VocabSize = VocabSize,
+        DModel = DModel,
+        DKv = DKv,
+        NumHeads = NumHeads,
+        DFf = DFf,
+        NumLayers = NumLayers,
+        NumDecoderLayers = NumDecoderLayers,
+        RelativeAttentionNumBuckets = RelativeAttentionNumBuckets,
+        RelativeAttentionMaxDistance = RelativeAttentionMaxDistance,
+        LayerNormEpsilon = LayerNormEpsilon,
+        FeedForwardProj = IsGatedAct ? "gated-gelu" : "relu",
+        IsGatedAct = IsGatedAct,
+        DenseActFn = IsGatedAct ? "gelu_new" : "relu",
+        TieWordEmbeddings = TieWordEmbeddings,
+        InitializerFactor = 1.0,
+        DropoutRate = DropoutRate,
+        DecoderStartTokenId = DecoderStartTokenId,
+        PadTokenId = PadTokenId,
+        EosTokenId = EosTokenId,
+        IsEncoderDecoder = true,
+    }, ModelJsonContext.Default.T5ConfigJson);
+}
+
+/// <summary>config.json as written by transformers; every field optional so that absent ones take
+/// HF's defaults.</summary>
+internal sealed class T5ConfigJson
+{
+    [JsonPropertyName("architectures")] public string[]? Architectures { get; set; }
+    [JsonPropertyName("model_type")] public string? ModelType { get; set; }
+    [JsonPropertyName("vocab_size")] public int? VocabSize { get; set; }
+    [JsonPropertyName("d_model")] public int? DModel { get; set; }
+    [JsonPropertyName("d_kv")] public int? DKv { get; set; }
+    [JsonPropertyName("num_heads")] public int? NumHeads { get; set; }
+    [JsonPropertyName("d_ff")] public int? DFf { get; set; }
+    [JsonPropertyName("num_layers")] public int? NumLayers { get; set; }
+    [JsonPropertyName("num_decoder_layers")] public int? NumDecoderLayers { get; set; }
+    [JsonPropertyName("relative_attention_num_buckets")] public int? RelativeAttentionNumBuckets { get; set; }
+    [JsonPropertyName("relative_attention_max_distance")] public int? RelativeAttentionMaxDistance { get; set; }
+    [JsonPropertyName("layer_norm_epsilon")] public double? LayerNormEpsilon { get; set; }
+    [JsonPropertyName("feed_forward_proj")] public string? FeedForwardProj { get; set; }
+    [JsonPropertyName("is_gated_act")] public bool? IsGatedAct { get; set; }
+    [JsonPropertyName("dense_act_fn")] public string? DenseActFn { get; set; }
+    [JsonPropertyName("tie_word_embeddings")] public bool? TieWordEmbeddings { get; set; }
+    [JsonPropertyName("initializer_factor")] public double? InitializerFactor { get; set; }
+    [JsonPropertyName("dropout_rate")] public double? DropoutRate { get; set; }
+    [JsonPropertyName("decoder_start_token_id")] public int? DecoderStartTokenId { get; set; }
+    [JsonPropertyName("pad_token_id")] public int? PadTokenId { get; set; }
+    [JsonPropertyName("eos_token_id")] public int? EosTokenId { get; set; }
+    [JsonPropertyName("is_encoder_decoder")] public bool? IsEncoderDecoder { get; set; }
+}

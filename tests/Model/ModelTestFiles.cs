@@ -1,0 +1,60 @@
+using System.Buffers.Binary;
+using System.Text;
+using VkPrompt.Model;
+using Xunit;
+
+namespace VkPrompt.Tests.Model;
+
+/// <summary>A fresh directory per test, removed afterwards.</summary>
+public sealed class TempDir : IDisposable
+{
+    public string Path { get; } = Directory.CreateTempSubdirectory("vkprompt-model-").FullName;
+
+    public string File(string name) => System.IO.Path.Combine(Path, name);
+
+    public void Dispose() => Directory.Delete(Path, recursive: true);
+}
+
+/// <summary>Hand-made files for the malformed-input tests.</summary>
+public static class ModelTestFiles
+{
+    public static string TinyV11 => Path.Combine(TestPaths.Golden, "tiny-v11");
+    public static string TinyV10Bf16 => Path.Combine(TestPaths.Golden, "tiny-v10-bf16");
+
+    /// <summary>A safetensors file from a literal JSON header and data section, exactly as given.</summary>
+    public static void WriteRaw(string path, string header, byte[] data, ulong? headerLength = null)
+    {
+        var h = Encoding.UTF8.GetBytes(header);
+        var bytes = new byte[8 + h.Length + data.Length];
+        BinaryPrimitives.WriteUInt64LittleEndian(bytes, headerLength ?? (ulong)h.Length);
+        h.CopyTo(bytes, 8);
+        data.CopyTo(bytes, 8 + h.Length);
+        File.WriteAllBytes(path, bytes);
+    }
+
+    /// <summary>Asserts the failure is a ModelFormatException naming <paramref name="file"/> and
+    /// saying <paramref name="says"/>.</summary>
+    public static ModelFormatException Fails(string file, string says, Action action)
+    {
+        var e = Assert.Throws<ModelFormatException>(action);
+        Assert.Equal(Path.GetFullPath(file), e.Path);
+        Assert.Contains(Path.GetFileName(Path.GetFullPath(file)), e.Message);
+        Assert.Contains(says, e.Message);
+        return e;
+    }
+
+    public static T5Config Tiny(bool gated = false) => new()
+    {
+        VocabSize = 40,
+        DModel = 16,
+        DKv = 6,
+        NumHeads = 2,
+        DFf = 24,
+        NumLayers = 2,
+        NumDecoderLayers = 3,
+        RelativeAttentionNumBuckets = 8,
+        RelativeAttentionMaxDistance = 20,
+        FeedForwardProj = gated ? T5FeedForward.GatedGelu : T5FeedForward.Relu,
+        TieWordEmbeddings = !gated,
+    };
+}

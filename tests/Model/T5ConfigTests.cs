@@ -1,0 +1,114 @@
+using VkPrompt.Model;
+using Xunit;
+using static VkPrompt.Tests.Model.ModelTestFiles;
+
+namespace VkPrompt.Tests.Model;
+
+public sealed class T5ConfigTests
+{
+    [Fact]
+    public void GoldenV11()
+    {
+        var c = T5Config.Load(Path.Combine(TinyV11, "config.json"));
+        Assert.Equal((904, 128, 32, 4, 256, 2, 2), (c.VocabSize, c.DModel, c.DKv, c.NumHeads, c.DFf, c.NumLayers, c.NumDecoderLayers));
+        Assert.Equal(T5FeedForward.GatedGelu, c.FeedForwardProj);
+        Assert.True(c.IsGatedAct);
+        Assert.False(c.TieWordEmbeddings);
+        Assert.Equal((32, 128, 1e-6, 0.1), (c.RelativeAttentionNumBuckets, c.RelativeAttentionMaxDistance, c.LayerNormEpsilon, c.DropoutRate));
+        Assert.Equal((0, 0, 1), (c.DecoderStartTokenId, c.PadTokenId, c.EosTokenId));
+    }
+
+    [Fact]
+    public void GoldenV10()
+    {
+        var c = T5Config.Load(Path.Combine(TinyV10Bf16, "config.json"));
+        Assert.Equal((64, 8, 6, 48, 96, 2, 3), (c.DModel, c.DKv, c.NumHeads, c.InnerDim, c.DFf, c.NumLayers, c.NumDecoderLayers));
+        Assert.Equal(T5FeedForward.Relu, c.FeedForwardProj);
+        Assert.False(c.IsGatedAct);
+        Assert.True(c.TieWordEmbeddings);
+    }
+
+    [Fact]
+    public void AbsentFieldsTakeHfDefaults()
+    {
+        using var dir = new TempDir();
+        var path = dir.File("config.json");
+        File.WriteAllText(path, """{"d_model": 32, "num_layers": 3}""");
+        var c = T5Config.Load(path);
+        Assert.Equal(3, c.NumDecoderLayers);
+        Assert.Equal((32128, 64, 8, 2048), (c.VocabSize, c.DKv, c.NumHeads, c.DFf));
+        Assert.True(c.TieWordEmbeddings);
+        Assert.Equal(T5FeedForward.Relu, c.FeedForwardProj);
+        Assert.Equal(3, (c with { NumLayers = 5 }).NumDecoderLayers);
+        Assert.Equal(5, (new T5Config { NumLayers = 5 }).NumDecoderLayers);
+    }
+
+    [Theory]
+    [InlineData("gated-gelu_new")]
+    [InlineData("gated-gelu_pytorch_tanh")]
+    public void HfSpellingsOfGatedGelu(string value)
+    {
+        using var dir = new TempDir();
+        var path = dir.File("config.json");
+        File.WriteAllText(path, $$"""{"feed_forward_proj": "{{value}}"}""");
+        Assert.Equal(T5FeedForward.GatedGelu, T5Config.Load(path).FeedForwardProj);
+    }
+
+    [Theory]
+    [InlineData("gated-silu")]
+    [InlineData("gelu")]
+    [InlineData("swish")]
+    public void UnknownFeedForwardProj(string value)
+    {
+        using var dir = new TempDir();
+        var path = dir.File("config.json");
+        File.WriteAllText(path, $$"""{"feed_forward_proj": "{{value}}"}""");
+        Fails(path, $"feed_forward_proj \"{value}\" is not supported", () => T5Config.Load(path));
+    }
+
+    [Theory]
+    [InlineData("""{"d_model": "wide"}""", "not a valid T5 config")]
+    [InlineData("""{"d_model": 0}""", "d_model is 0")]
+    [InlineData("""{"model_type": "bart"}""", "model_type is \"bart\"")]
+    [InlineData("""{"vocab_size": 10, "eos_token_id": 10}""", "eos_token_id 10 is outside the vocabulary")]
+    [InlineData("{", "not a valid T5 config")]
+    public void BadConfig(string json, string says)
+    {
+        using var dir = new TempDir();
+        var path = dir.File("config.json");
+        File.WriteAllText(path, json);
+        Fails(path, says, () => T5Config.Load(path));
+    }
+
+    [Theory]
+    [InlineData("t5-small")]
+    [InlineData("t5-base")]
+    [InlineData("t5-large")]
+    [InlineData("t5-xl")]
+    public void ToJsonRoundTrips(string name)
+    {
+        using var dir = new TempDir();
+        var path = dir.File("config.json");
+        var c = T5Config.Named(name);
+        File.WriteAllText(path, c.ToJson());
+        Assert.Equal(c, T5Config.Load(path));
+        Assert.Contains("\"feed_forward_proj\": \"" + (c.IsGatedAct ? "gated-gelu" : "relu") + "\"", c.ToJson());
+    }
+
+    [Fact]
+    public void NamedShapes()
+    {
+        var small = T5Config.Named("t5-small");
+        Assert.Equal((512, 6, 6, 8, 64, 2048, 32128), (small.DModel, small.NumLayers, small.NumDecoderLayers, small.NumHeads, small.DKv, small.DFf, small.VocabSize));
+        Assert.False(small.IsGatedAct);
+        Assert.True(small.TieWordEmbeddings);
+        foreach (var (name, d, ff, heads, layers) in new[] { ("t5-base", 768, 2048, 12, 12), ("t5-large", 1024, 2816, 16, 24), ("t5-xl", 2048, 5120, 32, 24) })
+        {
+            var c = T5Config.Named(name);
+            Assert.Equal((d, ff, heads, layers, layers, 64, 32128), (c.DModel, c.DFf, c.NumHeads, c.NumLayers, c.NumDecoderLayers, c.DKv, c.VocabSize));
+            Assert.True(c.IsGatedAct);
+            Assert.False(c.TieWordEmbeddings);
+        }
+        Assert.Throws<ArgumentException>(() => T5Config.Named("t5-xxxl"));
+    }
+}
