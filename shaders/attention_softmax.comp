@@ -1,0 +1,55 @@
+#version 450
+#extension GL_GOOGLE_include_directive : require
+#include "common.glsl"
+#include "reduce.glsl"
+
+// T5 attention probabilities, in place over scores [B, H, Lq, Lk]:
+//   p[b,h,i,j] = softmax_j(s[b,h,i,j] + biasWeight[bucket[i*Lk + j] * H + h])
+// with -inf for keys whose keyMask[b*Lk + j] is 0 and, when causal, for keys j > i + queryOffset
+// (a KV-cached decoder step's single query sits at position queryOffset). A row with every key
+// masked becomes zeros: its max is -inf and exp(-inf - -inf) would be NaN.
+layout(std430, binding = 0) buffer Scores { float s[]; };
+layout(std430, binding = 1) readonly buffer Buckets { int bucket[]; };
+layout(std430, binding = 2) readonly buffer BiasWeight { float biasWeight[]; };
+layout(std430, binding = 3) readonly buffer KeyMask { int keyMask[]; };
+
+// Absent inputs are off in flags; their bindings then hold a stand-in the shader never reads.
+const uint HAS_BIAS = 1u, HAS_MASK = 2u, CAUSAL = 4u;
+layout(push_constant) uniform Push { uint batch; uint heads; uint queryLength; uint keyLength; uint flags; int queryOffset; } pc;
+
+void main() {
+    uint lk = pc.keyLength;
+    ROW_LOOP(row, pc.batch * pc.heads * pc.queryLength) {
+        uint i = row % pc.queryLength;
+        uint h = (row / pc.queryLength) % pc.heads;
+        uint b = row / (pc.queryLength * pc.heads);
+        uint base = row * lk;
+        // Last visible key; signed so a negative offset can hide every key.
+        int lastKey = (pc.flags & CAUSAL) != 0u ? int(i) + pc.queryOffset : int(lk);
+
+        // Pass 1 leaves the biased, masked scores in place so later passes read one value each.
+        float m = NEG_INF;
+        ROW_STRIDE_LOOP(j, lk) {
+            float z = s[base + j];
+            if ((pc.flags & HAS_BIAS) != 0u) z += biasWeight[uint(bucket[i * lk + j]) * pc.heads + h];
+            bool masked = int(j) > lastKey || ((pc.flags & HAS_MASK) != 0u && keyMask[b * lk + j] == 0);
+            z = masked ? NEG_INF : z;
+            s[base + j] = z;
+            m = max(m, z);
+        }
+        m = workgroupMax(m);
+
+        if (m == NEG_INF) {
+            ROW_STRIDE_LOOP(j, lk) s[base + j] = 0.0;
+            continue;
+        }
+        float sum = 0.0;
+        ROW_STRIDE_LOOP(j, lk) {
+            float e = exp(s[base + j] - m);
+            s[base + j] = e;
+            sum += e;
+        }
+        float inv = 1.0 / workgroupSum(sum);
+        ROW_STRIDE_LOOP(j, lk) s[base + j] *= inv;
+    }
+}

@@ -1,0 +1,61 @@
+// Row kernels: one workgroup per row, its invocations striding over the row's elements and
+// combining their partial results with the workgroup reductions below.
+// Every reduction call contains barriers, so the whole workgroup must reach it (workgroup-uniform
+// control flow: ROW_LOOP and branches on per-row values are fine, branches on the invocation are not).
+#ifndef VKPROMPT_REDUCE_GLSL
+#define VKPROMPT_REDUCE_GLSL
+
+#extension GL_KHR_shader_subgroup_basic : require
+#extension GL_KHR_shader_subgroup_arithmetic : require
+
+// Rows beyond the 65535 workgroups every device can launch are taken in turn by the same groups.
+#define ROW_LOOP(row, rows) \
+    for (uint row = gl_WorkGroupID.x; row < uint(rows); row += gl_NumWorkGroups.x)
+
+// Each invocation visits the same elements of a row in every pass, so a pass may overwrite in place
+// what an earlier pass of the same invocation read.
+#define ROW_STRIDE_LOOP(j, n) \
+    for (uint j = gl_LocalInvocationID.x; j < uint(n); j += gl_WorkGroupSize.x)
+
+// One slot per subgroup (the workgroup size bounds the subgroup count whatever the subgroup size).
+// Values are stored as bits so every reduction type shares the same scratch.
+shared uvec2 reducePartials[gl_WorkGroupSize.x];
+shared uvec2 reduceResult;
+
+// A subgroup reduction, one partial per subgroup, then subgroup 0 folds the partials in chunks of
+// a subgroup (there are more partials than lanes when the workgroup exceeds subgroupSize²).
+// Two barriers: the first publishes the partials, the second the result. They also keep
+// back-to-back calls apart: a call's partials are only written after every invocation has read
+// the previous result, and subgroup 0 reads the partials before the second barrier.
+#define DEFINE_WORKGROUP_REDUCE(NAME, T, SUBGROUP_OP, COMBINE, IDENTITY, TO_BITS, FROM_BITS) \
+T NAME(T v) { \
+    v = SUBGROUP_OP(v); \
+    if (subgroupElect()) reducePartials[gl_SubgroupID] = TO_BITS(v); \
+    barrier(); \
+    if (gl_SubgroupID == 0) { \
+        T acc = IDENTITY; \
+        for (uint base = 0; base < gl_NumSubgroups; base += gl_SubgroupSize) { \
+            uint i = base + gl_SubgroupInvocationID; \
+            acc = COMBINE(acc, SUBGROUP_OP(i < gl_NumSubgroups ? FROM_BITS(reducePartials[i]) : IDENTITY)); \
+        } \
+        if (subgroupElect()) reduceResult = TO_BITS(acc); \
+    } \
+    barrier(); \
+    return FROM_BITS(reduceResult); \
+}
+
+#define REDUCE_ADD(a, b) ((a) + (b))
+#define FLOAT_TO_BITS(v) uvec2(floatBitsToUint(v), 0u)
+#define FLOAT_FROM_BITS(u) uintBitsToFloat((u).x)
+#define UINT_TO_BITS(v) uvec2((v), 0u)
+#define UINT_FROM_BITS(u) ((u).x)
+
+#define NEG_INF uintBitsToFloat(0xff800000u)
+
+DEFINE_WORKGROUP_REDUCE(workgroupSum, float, subgroupAdd, REDUCE_ADD, 0.0, FLOAT_TO_BITS, FLOAT_FROM_BITS)
+DEFINE_WORKGROUP_REDUCE(workgroupSum, vec2, subgroupAdd, REDUCE_ADD, vec2(0.0), floatBitsToUint, uintBitsToFloat)
+DEFINE_WORKGROUP_REDUCE(workgroupMax, float, subgroupMax, max, NEG_INF, FLOAT_TO_BITS, FLOAT_FROM_BITS)
+DEFINE_WORKGROUP_REDUCE(workgroupMax, uint, subgroupMax, max, 0u, UINT_TO_BITS, UINT_FROM_BITS)
+DEFINE_WORKGROUP_REDUCE(workgroupMin, uint, subgroupMin, min, 0xffffffffu, UINT_TO_BITS, UINT_FROM_BITS)
+
+#endif

@@ -1,0 +1,23 @@
+namespace VkPrompt.Runtime.Kernels;
+
+/// <summary>Shape of the row kernels (shaders/include/reduce.glsl): one workgroup per row, its
+/// invocations striding over the row's elements and meeting in a workgroup reduction.</summary>
+static class Rows
+{
+    /// <summary>Eight subgroups per workgroup: enough invocations for rows of a few hundred
+    /// elements, and few enough partials that subgroup 0 folds them in one step. Capped at 256,
+    /// which every device runs and which keeps several rows in flight per compute unit.</summary>
+    public static int LocalSize(DeviceCapabilities caps) => (int)Math.Clamp(8 * caps.SubgroupSize, 32, 256);
+
+    /// <summary>One workgroup per row up to the 65535 every device launches; the shaders' ROW_LOOP
+    /// hands further rows to the same workgroups.</summary>
+    public static (uint X, uint Y, uint Z) Groups(long rows) => ((uint)Math.Min(rows, 65535), 1, 1);
+
+    /// <summary>Zero rows is an empty op (nothing is dispatched); a row needs at least one element
+    /// (an empty row has no maximum, no softmax, no norm).</summary>
+    public static void CheckShape(string kernel, int rows, int cols, string colsName)
+    {
+        BufferChecks.NonNegative(kernel, (rows, nameof(rows)));
+        if (cols <= 0) throw new ArgumentOutOfRangeException(colsName, cols, $"{kernel}: {colsName} must be positive");
+    }
+}
