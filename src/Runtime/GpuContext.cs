@@ -63,7 +63,7 @@ public sealed unsafe class GpuContext : IDisposable
     /// <summary>Lists every Vulkan device without creating a logical device.</summary>
     public static IReadOnlyList<DeviceCapabilities> ListDevices()
     {
-        var vk = Vk.GetApi();
+        var vk = LoadVulkan();
         var instance = CreateInstance(vk, validation: false, default, out _);
         try { return EnumerateDevices(vk, instance).Select((pd, i) => DeviceCapabilities.Query(vk, pd, i, DeviceExtensions(vk, pd))).ToList(); }
         finally { vk.DestroyInstance(instance, null); }
@@ -73,12 +73,7 @@ public sealed unsafe class GpuContext : IDisposable
     public static GpuContext Create(GpuOptions? options = null)
     {
         options ??= new GpuOptions();
-        Vk vk;
-        try { vk = Vk.GetApi(); }
-        catch (Exception e) when (e is DllNotFoundException or FileNotFoundException or InvalidOperationException or TypeInitializationException)
-        {
-            throw new GpuException("the Vulkan loader (libvulkan.so.1) was not found; install it with: sudo apt-get install libvulkan1 mesa-vulkan-drivers");
-        }
+        var vk = LoadVulkan();
         var validation = new ValidationLog();
         var handle = GCHandle.Alloc(validation);
         Instance instance = default;
@@ -86,8 +81,7 @@ public sealed unsafe class GpuContext : IDisposable
         {
             instance = CreateInstance(vk, options.Validation, handle, out var messenger);
             var devices = EnumerateDevices(vk, instance);
-            if (devices.Count == 0)
-                throw new GpuException("no Vulkan device found; install a driver (e.g. sudo apt-get install mesa-vulkan-drivers for the lavapipe CPU device)");
+            if (devices.Count == 0) throw new GpuException(NoDeviceMessage);
             var caps = devices.Select((pd, i) => DeviceCapabilities.Query(vk, pd, i, DeviceExtensions(vk, pd))).ToList();
             int chosen = Choose(caps, options.Device);
             var pd = devices[chosen];
@@ -114,8 +108,21 @@ public sealed unsafe class GpuContext : IDisposable
         return new GpuContext(vk, instance, physicalDevice, device, queue, queueFamily, caps, options, false, false, default, default, new ValidationLog());
     }
 
+    /// <summary>What to tell a user whose machine has no Vulkan driver at all.</summary>
+    public const string NoDeviceMessage = "no Vulkan device found; install a driver (e.g. sudo apt-get install mesa-vulkan-drivers for the lavapipe CPU device)";
+
+    static Vk LoadVulkan()
+    {
+        try { return Vk.GetApi(); }
+        catch (Exception e) when (e is DllNotFoundException or FileNotFoundException or InvalidOperationException or TypeInitializationException)
+        {
+            throw new GpuException("the Vulkan loader (libvulkan.so.1) was not found; install it with: sudo apt-get install libvulkan1 mesa-vulkan-drivers");
+        }
+    }
+
     internal static int Choose(IReadOnlyList<DeviceCapabilities> caps, string spec)
     {
+        string available = string.Join(", ", caps.Select(c => $"{c.Index}: {c.Name}"));
         if (string.IsNullOrWhiteSpace(spec) || spec.Equals("auto", StringComparison.OrdinalIgnoreCase))
         {
             static int Rank(string type) => type switch { "discrete" => 0, "integrated" => 1, "virtual" => 2, "cpu" => 3, _ => 4 };
@@ -124,11 +131,11 @@ public sealed unsafe class GpuContext : IDisposable
         if (int.TryParse(spec, out int index))
         {
             if (index < 0 || index >= caps.Count)
-                throw new GpuException($"device {index} does not exist; there are {caps.Count} Vulkan device(s) (see 'vkprompt devices')");
+                throw new GpuException($"device {index} does not exist; available: {available} (see 'vkprompt devices')");
             return index;
         }
         var match = caps.FirstOrDefault(c => c.Name.Contains(spec, StringComparison.OrdinalIgnoreCase));
-        return match?.Index ?? throw new GpuException($"no Vulkan device name contains '{spec}'; available: {string.Join(", ", caps.Select(c => $"{c.Index}: {c.Name}"))}");
+        return match?.Index ?? throw new GpuException($"no Vulkan device name contains '{spec}'; available: {available}");
     }
 
     static Instance CreateInstance(Vk vk, bool validation, GCHandle logHandle, out DebugUtilsMessengerEXT messenger)
@@ -179,7 +186,10 @@ public sealed unsafe class GpuContext : IDisposable
                 Flags = portability ? InstanceCreateFlags.EnumeratePortabilityBitKhr : 0,
                 PNext = validation ? &features : null,
             };
-            GpuException.Check(vk.CreateInstance(&info, null, out var instance), "vkCreateInstance");
+            var created = vk.CreateInstance(&info, null, out var instance);
+            // The loader answers this when it found no driver manifest at all.
+            if (created == Result.ErrorIncompatibleDriver) throw new GpuException(NoDeviceMessage);
+            GpuException.Check(created, "vkCreateInstance");
             if (validation)
             {
                 using var fnName = new ScopedUtf8("vkCreateDebugUtilsMessengerEXT");

@@ -1,1 +1,19 @@
-return 0;
+using VkPrompt.Cli.Commands;
+
+namespace VkPrompt.Cli;
+
+internal static class Program
+{
+    static int Main(string[] args) => Run(args, Console.Out, Console.Error);
+
+    /// <summary>The whole CLI as a function of its arguments and output streams, so tests run it
+    /// in-process and read the exit code instead of spawning processes.</summary>
+    internal static int Run(IReadOnlyList<string> args, TextWriter stdout, TextWriter stderr)
+    {
+        var root = Cli.Root(
+            "VkPrompt: prompt tuning (Lester et al. 2021) of a frozen T5 on any Vulkan GPU or on lavapipe.",
+            DevicesCommand.Create(),
+            DemoCommand.Create());
+        return Cli.Invoke(root, args, stdout, stderr);
+    }
+}

@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# The full check, as CI runs it: system packages, a Release build of the whole solution,
+# spirv-val on every compiled shader, then every test with the Vulkan validation layer on.
+# Tests run on lavapipe unless VKPROMPT_DEVICE names another device.
+# Exits non-zero on any failure; the last line is "N passed, M failed".
+set -uo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+cd "$root"
+export DOTNET_NOLOGO=1
+started=$SECONDS
+
+if ! command -v dotnet >/dev/null; then
+  echo "error: 'dotnet' was not found; install the .NET 10 SDK: https://learn.microsoft.com/dotnet/core/install/linux" >&2
+  exit 2
+fi
+tools/install-deps.sh || exit $?
+
+summary=()
+finish() { # $1: exit code
+  echo
+  echo "== summary ($((SECONDS - started)) s)"
+  printf '  %s\n' "${summary[@]}"
+  [[ -n ${counts:-} ]] && echo "$counts"
+  exit "$1"
+}
+
+echo "== build"
+t=$SECONDS
+if ! dotnet build VkPrompt.sln -c Release -nologo -v minimal; then
+  summary+=("build: FAILED ($((SECONDS - t)) s)")
+  finish 1
+fi
+summary+=("build: ok ($((SECONDS - t)) s)")
+
+echo "== spirv-val"
+shopt -s nullglob
+# The Runtime project compiles shaders/*.comp here (SpvDir in VkPrompt.Runtime.csproj).
+modules=(src/Runtime/obj/spv/*.spv)
+invalid=0
+for m in "${modules[@]}"; do
+  spirv-val --target-env vulkan1.2 "$m" || { echo "invalid SPIR-V: $m"; invalid=$((invalid + 1)); }
+done
+if [[ ${#modules[@]} -eq 0 ]]; then
+  summary+=("spirv-val: FAILED, no SPIR-V modules in src/Runtime/obj/spv")
+  finish 1
+fi
+summary+=("spirv-val: $((${#modules[@]} - invalid)) of ${#modules[@]} modules valid")
+
+echo "== tests"
+device="VKPROMPT_DEVICE=${VKPROMPT_DEVICE:-}"
+if [[ -z ${VKPROMPT_DEVICE:-} ]]; then
+  lavapipe=(/usr/share/vulkan/icd.d/lvp_icd.*.json)
+  if [[ ${#lavapipe[@]} -gt 0 ]]; then
+    export VK_DRIVER_FILES=${lavapipe[0]} VK_ICD_FILENAMES=${lavapipe[0]}
+    device="lavapipe (${lavapipe[0]})"
+  else
+    device="auto (no lavapipe driver found)"
+  fi
+fi
+results="$root/TestResults/test.sh"
+rm -rf "$results"
+t=$SECONDS
+VKPROMPT_VALIDATION=1 dotnet test VkPrompt.sln -c Release --no-build --nologo --logger trx --results-directory "$results"
+test_rc=$?
+
+# Sum one counter over the TRX files (one per test project); the leading space keeps " passed="
+# from matching "passedButRunAborted=".
+count() {
+  cat "$results"/*.trx 2>/dev/null | grep -o '<Counters [^>]*>' |
+    awk -v key=" $1=" '{ i = index($0, key); if (i) n += substr($0, i + length(key) + 1) + 0 } END { print n + 0 }'
+}
+passed=$(count passed)
+failed=$(( $(count failed) + $(count error) + $(count timeout) + $(count aborted) ))
+skipped=$(count notExecuted)
+summary+=("tests on $device, validation on: $passed passed, $failed failed, $skipped skipped ($((SECONDS - t)) s)")
+if [[ $test_rc -ne 0 && $failed -eq 0 ]]; then
+  # The test host died or no result file was written: count the run itself as a failure.
+  summary+=("dotnet test exited $test_rc without reporting a failed test (crashed test host?)")
+  failed=1
+fi
+if [[ $((passed + failed)) -eq 0 ]]; then
+  summary+=("no test ran")
+  failed=1
+fi
+counts="$passed passed, $failed failed"
+
+[[ $invalid -eq 0 && $failed -eq 0 && $test_rc -eq 0 ]] && finish 0
+finish 1

@@ -1,0 +1,121 @@
+using System.CommandLine;
+using System.CommandLine.Help;
+using System.CommandLine.Invocation;
+using System.CommandLine.Parsing;
+using System.Reflection;
+using System.Text.Json;
+using Spectre.Console;
+using VkPrompt.Model;
+using VkPrompt.Runtime;
+
+namespace VkPrompt.Cli;
+
+/// <summary>
+/// What every vkprompt command shares: the global options, where output goes, and how failures
+/// become exit codes. 0 is success; 2 is a problem the user can fix (bad arguments, a missing
+/// or malformed file, no usable Vulkan device), reported as one line; 1 is a bug in vkprompt.
+/// </summary>
+internal static class Cli
+{
+    public const int Ok = 0;
+    public const int InternalError = 1;
+    public const int UserError = 2;
+
+    const string VerboseName = "--verbose";
+
+    /// <summary>The root command with the global options, holding <paramref name="commands"/>.</summary>
+    public static Command Root(string description, params Command[] commands)
+    {
+        // A plain Command, not RootCommand: RootCommand takes its name and its version from the
+        // process's entry assembly, which is not vkprompt when a test runs the CLI in-process.
+        var root = new Command("vkprompt", description)
+        {
+            new HelpOption(),
+            new VersionOption { Action = new PrintVersion() },
+            new Option<bool>(VerboseName, "-v")
+            {
+                Description = "Print diagnostics and, when something fails, the full exception with its stack trace. Off by default.",
+                Recursive = true,
+            },
+        };
+        foreach (var command in commands) root.Subcommands.Add(command);
+        // Without a command there is nothing to run; the overview of commands is the useful answer.
+        root.SetAction(parse => new HelpAction().Invoke(parse));
+        return root;
+    }
+
+    public static bool Verbose(ParseResult parse) => parse.GetValue<bool>(VerboseName);
+
+    /// <summary>The --device option of every command that computes. Each command gets its own
+    /// instance because an option belongs to exactly one parent command.</summary>
+    public static Option<string> DeviceOption() => new("--device")
+    {
+        HelpName = "SPEC",
+        Description = "Where to compute: 'auto' (the best Vulkan device: discrete > integrated > virtual > CPU), " +
+                      "a device index or a name substring as listed by 'vkprompt devices', or 'cpu' for the CPU reference backend without Vulkan. " +
+                      "Default: $VKPROMPT_DEVICE if set, else auto.",
+        // GpuOptions owns the VKPROMPT_DEVICE convention; the CLI shows the same default.
+        DefaultValueFactory = _ => new GpuOptions().Device,
+    };
+
+    /// <summary>Standard output as configured for this invocation (a test's writer in-process).</summary>
+    public static TextWriter Out(ParseResult parse) => parse.InvocationConfiguration.Output;
+
+    /// <summary>A Spectre console on this invocation's standard output; it emits colours only
+    /// when that output is a terminal.</summary>
+    public static IAnsiConsole Console(ParseResult parse) =>
+        AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(Out(parse)) });
+
+    /// <summary>Parses and runs <paramref name="args"/>, mapping every outcome to an exit code.</summary>
+    public static int Invoke(Command root, IReadOnlyList<string> args, TextWriter stdout, TextWriter stderr)
+    {
+        ParseResult? parse = null;
+        try
+        {
+            parse = root.Parse(args);
+            if (parse.Action is ParseErrorAction)
+            {
+                var messages = string.Join("; ", parse.Errors.Select(e => e.Message.TrimEnd('.')));
+                stderr.WriteLine($"error: {OneLine(messages)} (see '{CommandPath(parse)} --help')");
+                return UserError;
+            }
+            return parse.Invoke(new InvocationConfiguration { Output = stdout, Error = stderr, EnableDefaultExceptionHandler = false });
+        }
+        catch (Exception e) when (IsUserError(e))
+        {
+            stderr.WriteLine($"error: {OneLine(e.Message)}");
+            if (parse is not null && Verbose(parse)) stderr.WriteLine(e);
+            return UserError;
+        }
+        catch (Exception e)
+        {
+            bool verbose = parse is not null && Verbose(parse);
+            stderr.WriteLine($"internal error: {e.GetType().Name}: {OneLine(e.Message)}{(verbose ? "" : " (rerun with --verbose for the stack trace)")}");
+            if (verbose) stderr.WriteLine(e);
+            return InternalError;
+        }
+    }
+
+    sealed class PrintVersion : SynchronousCommandLineAction
+    {
+        public override int Invoke(ParseResult parse)
+        {
+            Out(parse).WriteLine(typeof(Cli).Assembly.GetCustomAttribute<AssemblyInformationalVersionAttribute>()!.InformationalVersion);
+            return Ok;
+        }
+    }
+
+    // IOException covers FileNotFoundException and DirectoryNotFoundException.
+    static bool IsUserError(Exception e) =>
+        e is GpuException or ModelFormatException or UsageException or IOException or UnauthorizedAccessException or JsonException;
+
+    static string OneLine(string message) => message.ReplaceLineEndings(" ").Trim();
+
+    static string CommandPath(ParseResult parse)
+    {
+        var names = new List<string>();
+        for (SymbolResult? r = parse.CommandResult; r is CommandResult c; r = c.Parent)
+            names.Insert(0, c.Command.Name);
+        return string.Join(' ', names);
+    }
+}

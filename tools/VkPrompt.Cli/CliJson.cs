@@ -1,0 +1,10 @@
+using System.Text.Json.Serialization;
+using VkPrompt.Runtime;
+
+namespace VkPrompt.Cli;
+
+/// <summary>Every type the CLI prints as JSON, serialized by generated code (no reflection, so a
+/// trimmed build keeps working).</summary>
+[JsonSourceGenerationOptions(WriteIndented = true, PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase)]
+[JsonSerializable(typeof(IReadOnlyList<DeviceCapabilities>))]
+internal sealed partial class CliJson : JsonSerializerContext;
