@@ -1,0 +1,85 @@
+namespace VkPrompt.Runtime.Kernels;
+
+/// <summary>Workgroup and register-tile shape of matmul.comp: its specialization constants.
+/// <paramref name="SharedK"/> 0 selects the streamed variant, &gt; 0 the shared-memory one
+/// staging slices that deep.</summary>
+internal readonly record struct MatMulTiling(int LocalX, int LocalY, int TileM, int TileN, int SharedK)
+{
+    public int BlockM => LocalY * TileM;
+    public int BlockN => LocalX * TileN;
+
+    // lavapipe runs a workgroup on one thread, 8 invocations to a 256-bit SIMD vector, so x
+    // spans the vector. Sweeping 512³ A·Bᵀ and A·B on llvmpipe (LLVM 15, AVX2, 2 cores): 4x8 and
+    // 8x4 register tiles beat 4x4 by 1.25x (more FMAs per lane-looped load) and 2x2 by 6x;
+    // 8x8, 16x4 and 4x16 ran 4x slower (their arrays spill); the y extent (1, 2, 4) made no
+    // difference; the staged variant ran 3.5x slower. 4 rows waste less than 8 would on the
+    // few-token products of decoding.
+    public static MatMulTiling Streamed => new(8, 2, 4, 8, 0);
+
+    // A 64x64 block tile staged 16 deep, the mid-size shape GPU GEMMs (ggml-vulkan's among
+    // them) settle on, from 16x8 invocations owning 4 columns x 8 rows each. It needs only what
+    // Vulkan guarantees every device: 128 invocations and 8.3 KiB of the 16 KiB of shared
+    // memory; 32 accumulators stay well inside a GPU invocation's registers.
+    public static MatMulTiling Staged => new(16, 8, 8, 4, 16);
+
+    public static MatMulTiling For(DeviceCapabilities caps) => caps.DeviceType == "cpu" ? Streamed : Staged;
+}
+
+/// <summary>The matrix product of <see cref="MatMulSpec"/> on the device.</summary>
+public static class MatMulKernel
+{
+    // C is ReadWrite, not Write: an accumulating product reads it first.
+    static readonly KernelLayout Layout = new([Access.Read, Access.Read, Access.ReadWrite], 84);
+
+    readonly record struct Push(
+        uint M, uint N, uint K, uint Batch1, uint Batch2,
+        uint AOffset, uint AStrideBatch1, uint AStrideBatch2, uint AStrideM, uint AStrideK,
+        uint BOffset, uint BStrideBatch1, uint BStrideBatch2, uint BStrideK, uint BStrideN,
+        uint COffset, uint CStrideBatch1, uint CStrideBatch2, uint CStrideM,
+        float Alpha, uint Accumulate)
+    {
+        public static Push From(in MatMulSpec s) => new(
+            (uint)s.M, (uint)s.N, (uint)s.K, (uint)s.Batch1, (uint)s.Batch2,
+            (uint)s.AOffset, (uint)s.AStrideBatch1, (uint)s.AStrideBatch2, (uint)s.AStrideM, (uint)s.AStrideK,
+            (uint)s.BOffset, (uint)s.BStrideBatch1, (uint)s.BStrideBatch2, (uint)s.BStrideK, (uint)s.BStrideN,
+            (uint)s.COffset, (uint)s.CStrideBatch1, (uint)s.CStrideBatch2, (uint)s.CStrideM,
+            s.Alpha, s.Accumulate ? 1u : 0u);
+    }
+
+    /// <summary>Appends C = Alpha·A·B (+ C) as described by <paramref name="s"/>, after checking
+    /// it against the buffers' lengths. A and B may be the same buffer; C must not overlap the
+    /// ranges of A or B it is computed from.</summary>
+    public static void Run(CommandGraph g, GpuBuffer a, GpuBuffer b, GpuBuffer c, in MatMulSpec s) =>
+        Run(g, a, b, c, s, MatMulTiling.For(g.Context.Capabilities));
+
+    internal static void Run(CommandGraph g, GpuBuffer a, GpuBuffer b, GpuBuffer c, in MatMulSpec s, MatMulTiling t)
+    {
+        s.Validate(a.Length<float>(), b.Length<float>(), c.Length<float>());
+        var (aVec, bVec) = VectorLoads(s, t);
+        var k = g.Context.Kernel("matmul", Layout, t.LocalX, t.LocalY, t.TileM, t.TileN, t.SharedK, aVec, bVec);
+        // Batches past the device's z limit are looped over inside the shader.
+        uint z = (uint)Math.Min((long)s.Batch1 * s.Batch2, g.Context.Capabilities.MaxWorkGroupCountZ);
+        g.Dispatch(k, (Grid.Div(s.N, t.BlockN), Grid.Div(s.M, t.BlockM), z), Push.From(s), a, b, c);
+    }
+
+    /// <summary>How the streamed variant fetches A and B: 0 one float at a time, 1 four
+    /// consecutive k at once, 2 four consecutive rows of A (m) or columns of B (n) at once.</summary>
+    /// <remarks>lavapipe turns every load whose address differs between invocations into a
+    /// loop over the SIMD lanes, whatever its width, so a float4 load costs what a float load
+    /// does; fetching four at a time roughly doubled 512³ throughput there. The float4 view
+    /// needs every address it reads to be a multiple of 4 elements, and the m/n form needs
+    /// whole groups of four rows/columns, which is what is checked here.</remarks>
+    internal static (int A, int B) VectorLoads(in MatMulSpec s, MatMulTiling t)
+    {
+        if (t.SharedK != 0) return (0, 0);
+        int a = 0, b = 0;
+        if (s.AStrideK == 1 && Aligned(s.AOffset, (s.Batch1, s.AStrideBatch1), (s.Batch2, s.AStrideBatch2), (s.M, s.AStrideM))) a = 1;
+        else if (s.AStrideM == 1 && s.M % 4 == 0 && t.TileM % 4 == 0 && Aligned(s.AOffset, (s.Batch1, s.AStrideBatch1), (s.Batch2, s.AStrideBatch2), (s.K, s.AStrideK))) a = 2;
+        if (s.BStrideK == 1 && Aligned(s.BOffset, (s.Batch1, s.BStrideBatch1), (s.Batch2, s.BStrideBatch2), (s.N, s.BStrideN))) b = 1;
+        else if (s.BStrideN == 1 && s.N % 4 == 0 && t.TileN % 4 == 0 && Aligned(s.BOffset, (s.Batch1, s.BStrideBatch1), (s.Batch2, s.BStrideBatch2), (s.K, s.BStrideK))) b = 2;
+        return (a, b);
+    }
+
+    static bool Aligned(int offset, params (int Size, int Stride)[] dims) =>
+        offset % 4 == 0 && dims.All(d => d.Size == 1 || d.Stride % 4 == 0);
+}

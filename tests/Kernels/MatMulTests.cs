@@ -1,0 +1,233 @@
+using VkPrompt.Runtime;
+using VkPrompt.Runtime.Kernels;
+using VkPrompt.Runtime.Reference;
+using Xunit;
+
+namespace VkPrompt.Tests.Kernels;
+
+/// <summary>Which of matmul.comp's two variants a test forces, whatever the device would pick.</summary>
+public enum MatMulVariant { Streamed, Staged }
+
+public sealed class MatMulTests(GpuFixture f) : GpuTest(f)
+{
+    // Every product is summed in fp32 along k in order on the device and by SIMD dot products on
+    // the host; for K ≤ 300 random terms in [-1, 1] the two orders differ by ~1e-7 of the largest
+    // output, two orders of magnitude inside this bound, which every test here states.
+    const double Tolerance = 1e-5;
+
+    static MatMulTiling Tiling(MatMulVariant v) => v == MatMulVariant.Streamed ? MatMulTiling.Streamed : MatMulTiling.Staged;
+
+    static int Round4(int x) => (x + 3) / 4 * 4;
+
+    /// <summary>Row-major op(A)·op(B). Unpadded shapes run through an orthogonal array over the
+    /// awkward sizes: every pair of sizes meets in every pair of (M, N, K) positions once, 25
+    /// shapes instead of 125. Padded shapes round the leading dimensions up to multiples of 4
+    /// with M, N multiples of 4, which switches the streamed variant to float4 loads along k, m
+    /// and n (with a K tail) depending on the transposes.</summary>
+    public static TheoryData<bool, bool, int, int, int, bool, MatMulVariant> RowsCases()
+    {
+        var s = Check.AwkwardSizes;
+        var shapes = new List<(int, int, int, bool)>();
+        for (int i = 0; i < s.Length; i++)
+            for (int j = 0; j < s.Length; j++)
+                shapes.Add((s[i], s[j], s[(i + j) % s.Length], false));
+        shapes.AddRange([(36, 20, 33, true), (300, 4, 7, true), (4, 300, 129, true), (8, 12, 1, true)]);
+        var data = new TheoryData<bool, bool, int, int, int, bool, MatMulVariant>();
+        foreach (var v in Enum.GetValues<MatMulVariant>())
+            foreach (var (ta, tb) in new[] { (false, false), (false, true), (true, false), (true, true) })
+                foreach (var (m, n, k, padded) in shapes)
+                    data.Add(ta, tb, m, n, k, padded, v);
+        return data;
+    }
+
+    static MatMulSpec RowsSpec(bool ta, bool tb, int m, int n, int k, bool padded)
+    {
+        var spec = MatMulSpec.Rows(m, n, k, ta, tb);
+        return !padded ? spec : spec with
+        {
+            AStrideM = ta ? 1 : Round4(k), AStrideK = ta ? Round4(m) : 1,
+            BStrideK = tb ? 1 : Round4(n), BStrideN = tb ? Round4(k) : 1,
+            CStrideM = Round4(n) + 4,
+        };
+    }
+
+    [Theory, MemberData(nameof(RowsCases))]
+    public void RowsMatchReference(bool transposeA, bool transposeB, int m, int n, int k, bool padded, MatMulVariant variant)
+    {
+        var spec = RowsSpec(transposeA, transposeB, m, n, k, padded);
+        // Padding is filled with NaN in A and B so a read outside the declared matrices shows.
+        int aLen = transposeA ? spec.AStrideK * (k - 1) + m : spec.AStrideM * (m - 1) + k;
+        int bLen = transposeB ? spec.BStrideN * (n - 1) + k : spec.BStrideK * (k - 1) + n;
+        var a = WithNaNPadding(aLen, 1, i => transposeA ? (i % spec.AStrideK) < m : (i % spec.AStrideM) < k);
+        var b = WithNaNPadding(bLen, 2, i => transposeB ? (i % spec.BStrideN) < k : (i % spec.BStrideK) < n);
+        var c = Check.Random(spec.CStrideM * m, 3);
+        Compare(a, b, c, spec, variant, $"{(transposeA ? "Aᵀ" : "A")}·{(transposeB ? "Bᵀ" : "B")} {m}x{n}x{k}");
+    }
+
+    static float[] WithNaNPadding(int length, int seed, Func<int, bool> inside)
+    {
+        var x = Check.Random(length, seed);
+        for (int i = 0; i < length; i++)
+            if (!inside(i)) x[i] = float.NaN;
+        return x;
+    }
+
+    [Fact]
+    public void PaddedRowsReachEveryVectorLoad()
+    {
+        var modes = RowsCases().Select(row => ((bool)row[0], (bool)row[1], (int)row[2], (int)row[3], (int)row[4], (bool)row[5]))
+            .Select(r => MatMulKernel.VectorLoads(RowsSpec(r.Item1, r.Item2, r.Item3, r.Item4, r.Item5, r.Item6), MatMulTiling.Streamed))
+            .ToHashSet();
+        for (int a = 0; a <= 2; a++)
+            for (int b = 0; b <= 2; b++)
+                Assert.Contains((a, b), modes);
+    }
+
+    public enum Attention { QKt, PV, PtV }
+
+    /// <summary>The three per-head forms of attention, forward and backward: QKt is the scores
+    /// Q·Kᵀ and dP = dO·Vᵀ; PV is P·V and dQ = dS·K; PtV is dV = Pᵀ·dO and dK = dSᵀ·Q.</summary>
+    public static TheoryData<Attention, int, int, int, int, int, MatMulVariant> AttentionCases()
+    {
+        var data = new TheoryData<Attention, int, int, int, int, int, MatMulVariant>();
+        (int B, int H, int Lq, int Lk, int D)[] shapes =
+            [(2, 3, 7, 33, 1), (2, 2, 33, 7, 129), (1, 3, 300, 33, 7), (3, 2, 1, 129, 33), (2, 4, 12, 20, 64)];
+        foreach (var v in Enum.GetValues<MatMulVariant>())
+            foreach (var form in Enum.GetValues<Attention>())
+                foreach (var (b, h, lq, lk, d) in shapes)
+                    data.Add(form, b, h, lq, lk, d, v);
+        return data;
+    }
+
+    [Theory, MemberData(nameof(AttentionCases))]
+    public void AttentionMatchesReference(Attention form, int batch, int heads, int lq, int lk, int dkv, MatMulVariant variant)
+    {
+        int qLen = batch * lq * heads * dkv, kLen = batch * lk * heads * dkv, pLen = batch * heads * lq * lk;
+        var (spec, aLen, bLen, cLen) = form switch
+        {
+            Attention.QKt => (MatMulSpec.AttentionQKt(batch, heads, lq, lk, dkv), qLen, kLen, pLen),
+            Attention.PV => (MatMulSpec.AttentionPV(batch, heads, lq, lk, dkv), pLen, kLen, qLen),
+            _ => (MatMulSpec.AttentionPtV(batch, heads, lq, lk, dkv), pLen, qLen, kLen),
+        };
+        Compare(Check.Random(aLen, 4), Check.Random(bLen, 5), Check.Random(cLen, 6), spec, variant, $"{form} B{batch} H{heads} {lq}x{lk}x{dkv}");
+    }
+
+    /// <summary>Q and K read from one fused [B, L, 3·H·dkv] projection: the same buffer is bound
+    /// twice in one dispatch, with offsets and a row stride the factory does not produce.</summary>
+    [Theory, InlineData(MatMulVariant.Streamed), InlineData(MatMulVariant.Staged)]
+    public void FusedQkvBindsOneBufferTwice(MatMulVariant variant)
+    {
+        const int batch = 2, heads = 3, len = 33, dkv = 8, row = 3 * heads * dkv;
+        var spec = MatMulSpec.AttentionQKt(batch, heads, len, len, dkv) with
+        {
+            AStrideBatch1 = len * row, AStrideM = row,
+            BOffset = heads * dkv, BStrideBatch1 = len * row, BStrideN = row,
+        };
+        var qkv = Check.Random(batch * len * row, 7);
+        var c = new float[batch * heads * len * len];
+        using var gqkv = GpuBuffer.From<float>(Ctx, qkv);
+        using var gc = GpuBuffer.From<float>(Ctx, c);
+        using (var g = new CommandGraph(Ctx))
+        {
+            MatMulKernel.Run(g, gqkv, gqkv, gc, spec, Tiling(variant));
+            g.Run();
+        }
+        MatMulReference.Run(qkv, qkv, c, spec);
+        Check.Close(c, gc.Download<float>(), Tolerance, "fused QKᵀ");
+    }
+
+    /// <summary>A, B and C as disjoint ranges of one buffer: three bindings of one VkBuffer, one
+    /// of them written.</summary>
+    [Fact]
+    public void OperandsMayShareOneBuffer()
+    {
+        const int m = 7, n = 33, k = 129;
+        var spec = MatMulSpec.Rows(m, n, k) with { BOffset = m * k, COffset = m * k + k * n };
+        var all = Check.Random(m * k + k * n + m * n, 8);
+        using var g1 = GpuBuffer.From<float>(Ctx, all);
+        using (var g = new CommandGraph(Ctx))
+        {
+            MatMulKernel.Run(g, g1, g1, g1, spec);
+            g.Run();
+        }
+        MatMulReference.Run(all, all, all, spec);
+        Check.Close(all, g1.Download<float>(), Tolerance, "shared buffer");
+    }
+
+    /// <summary>Alpha, accumulation and offsets on every operand; C's buffer extends on both sides
+    /// of the result, and those elements must come back untouched. K = 0 leaves C·(accumulate).</summary>
+    [Theory]
+    [InlineData(33, 7, 129, MatMulVariant.Streamed)]
+    [InlineData(33, 7, 129, MatMulVariant.Staged)]
+    [InlineData(300, 36, 20, MatMulVariant.Streamed)]
+    [InlineData(7, 33, 0, MatMulVariant.Streamed)]
+    [InlineData(7, 33, 0, MatMulVariant.Staged)]
+    public void AccumulatesScaledIntoOffsetOutput(int m, int n, int k, MatMulVariant variant)
+    {
+        var spec = MatMulSpec.Rows(m, n, k, transposeB: true) with { AOffset = 5, BOffset = 4, COffset = 11, Alpha = -0.75f, Accumulate = true };
+        var a = Check.Random(5 + m * k, 9);
+        var b = Check.Random(4 + n * k, 10);
+        var c = Check.Random(11 + m * n + 13, 11);
+        Compare(a, b, c, spec, variant, $"accumulate {m}x{n}x{k}");
+    }
+
+    /// <summary>More batches than the device's z-dimension limit: the shader loops over the rest.</summary>
+    [Fact]
+    public void BatchesBeyondTheGridLimitWrap()
+    {
+        long maxZ = Ctx.Capabilities.MaxWorkGroupCountZ;
+        // A device with a far larger limit would need a far larger test to reach it.
+        if (maxZ > 1 << 17) return;
+        int batch2 = (int)(maxZ / 2) + 7;
+        const int m = 2, n = 3, k = 5;
+        var spec = new MatMulSpec
+        {
+            M = m, N = n, K = k, Batch1 = 2, Batch2 = batch2,
+            AStrideBatch1 = batch2 * m * k, AStrideBatch2 = m * k, AStrideM = k, AStrideK = 1,
+            // B is shared by every batch: a zero batch stride broadcasts it.
+            BStrideK = n, BStrideN = 1,
+            CStrideBatch1 = batch2 * m * n, CStrideBatch2 = m * n, CStrideM = n,
+        };
+        Compare(Check.Random(2 * batch2 * m * k, 12), Check.Random(k * n, 13), new float[2 * batch2 * m * n], spec, MatMulVariant.Streamed, "batches past the z limit");
+    }
+
+    void Compare(float[] a, float[] b, float[] c, in MatMulSpec spec, MatMulVariant variant, string what)
+    {
+        using var ga = GpuBuffer.From<float>(Ctx, a);
+        using var gb = GpuBuffer.From<float>(Ctx, b);
+        using var gc = GpuBuffer.From<float>(Ctx, c);
+        using (var g = new CommandGraph(Ctx))
+        {
+            MatMulKernel.Run(g, ga, gb, gc, spec, Tiling(variant));
+            g.Run();
+        }
+        MatMulReference.Run(a, b, c, spec);
+        Check.Close(c, gc.Download<float>(), Tolerance, $"{what} ({variant})");
+    }
+
+    [Fact]
+    public void ValidationNamesTheOperandOutOfRange()
+    {
+        var spec = MatMulSpec.Rows(7, 33, 129, transposeB: true);
+        var e = Assert.Throws<ArgumentException>(() => spec.Validate(7 * 129, 33 * 129 - 1, 7 * 33));
+        Assert.Contains("operand B", e.Message);
+        Assert.Contains($"element {33 * 129 - 1}", e.Message);
+
+        e = Assert.Throws<ArgumentException>(() => (spec with { AOffset = 1 }).Validate(7 * 129, 33 * 129, 7 * 33));
+        Assert.Contains("operand A", e.Message);
+        e = Assert.Throws<ArgumentException>(() => (spec with { CStrideM = 32 }).Validate(7 * 129, 33 * 129, 7 * 33));
+        Assert.Contains("operand C", e.Message);
+        Assert.Contains("overlap", e.Message);
+        e = Assert.Throws<ArgumentException>(() => (spec with { BStrideN = -129 }).Validate(7 * 129, 33 * 129, 7 * 33));
+        Assert.Contains("operand B", e.Message);
+
+        // The dispatch checks the same against the buffers it is given, before recording anything.
+        using var ga = new GpuBuffer(Ctx, 4 * 7 * 129);
+        using var gb = new GpuBuffer(Ctx, 4 * 33 * 129);
+        using var gc = new GpuBuffer(Ctx, 4 * (7 * 33 - 1));
+        using var g = new CommandGraph(Ctx);
+        e = Assert.Throws<ArgumentException>(() => MatMulKernel.Run(g, ga, gb, gc, spec));
+        Assert.Contains("operand C", e.Message);
+        Assert.Equal(0, g.DispatchCount);
+    }
+}
