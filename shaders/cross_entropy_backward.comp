@@ -3,16 +3,22 @@
 #include "common.glsl"
 #include "reduce.glsl"
 
-// Gradient of loss = -scale * Σ_r logprob[r] with respect to the logits:
+// Gradient of the mean token loss, -Σ_r logprob[r] / count, with respect to the logits:
 //   dlogits[r, :] = scale * (softmax(logits[r, :]) - onehot(t)), 0 for padding rows (t < 0),
+// scale = 1 / count of non-padding targets, counted here by every workgroup (a few thousand ints)
+// so the host never has to supply a per-batch constant to a recorded graph.
 // NaN for t >= vocab (as the forward). dlogits may be the logits buffer itself: every element is
 // read and then written by the same invocation, which saves a [rows, vocab] buffer.
 layout(std430, binding = 0) readonly buffer Logits { float logits[]; };
 layout(std430, binding = 1) readonly buffer Targets { int targets[]; };
 layout(std430, binding = 2) writeonly buffer DLogits { float dlogits[]; };
-layout(push_constant) uniform Push { uint rows; uint vocab; float scale; } pc;
+layout(push_constant) uniform Push { uint rows; uint vocab; } pc;
 
 void main() {
+    float count = 0.0;
+    ROW_STRIDE_LOOP(r, pc.rows) count += targets[r] >= 0 ? 1.0 : 0.0;
+    count = workgroupSum(count);
+    float scale = count > 0.0 ? 1.0 / count : 0.0;
     ROW_LOOP(row, pc.rows) {
         int t = targets[row];
         uint base = row * pc.vocab;
@@ -29,7 +35,7 @@ void main() {
         bool valid = uint(t) < pc.vocab;
         ROW_STRIDE_LOOP(j, pc.vocab) {
             float p = exp(logits[base + j] - m) * inv;
-            dlogits[base + j] = valid ? pc.scale * (j == uint(t) ? p - 1.0 : p) : uintBitsToFloat(0x7fc00000u);
+            dlogits[base + j] = valid ? scale * (j == uint(t) ? p - 1.0 : p) : uintBitsToFloat(0x7fc00000u);
         }
     }
 }

@@ -48,17 +48,16 @@ public sealed class CrossEntropyTests(GpuFixture f) : GpuTest(f)
     public void BackwardMatchesReference(int rows, int vocab)
     {
         var (logits, targets) = Inputs(rows, vocab, 2 * rows + vocab);
-        float scale = 1f / targets.Count(t => t >= 0);
         using var gl = GpuBuffer.From<float>(Ctx, logits);
         using var gt = GpuBuffer.From<int>(Ctx, targets);
         using var gd = GpuBuffer.From<float>(Ctx, Enumerable.Repeat(float.NaN, rows * vocab).ToArray());
         using (var g = new CommandGraph(Ctx))
         {
-            CrossEntropyKernel.Backward(g, gl, gt, gd, rows, vocab, scale);
+            CrossEntropyKernel.Backward(g, gl, gt, gd, rows, vocab);
             g.Run();
         }
         var expected = new float[rows * vocab];
-        CrossEntropyReference.Backward<float>(logits, targets, expected, rows, vocab, scale);
+        CrossEntropyReference.Backward<float>(logits, targets, expected, rows, vocab);
         // Softmax probabilities with exp's few-ulp error, relative to max |ref| ≈ scale.
         Check.Close(expected, gd.Download<float>(), 1e-5, "cross-entropy backward");
     }
@@ -68,16 +67,15 @@ public sealed class CrossEntropyTests(GpuFixture f) : GpuTest(f)
     {
         const int rows = 7, vocab = 300;
         var (logits, targets) = Inputs(rows, vocab, 31);
-        float scale = 1f / targets.Count(t => t >= 0);
         using var gl = GpuBuffer.From<float>(Ctx, logits);
         using var gt = GpuBuffer.From<int>(Ctx, targets);
         using (var g = new CommandGraph(Ctx))
         {
-            CrossEntropyKernel.Backward(g, gl, gt, gl, rows, vocab, scale);
+            CrossEntropyKernel.Backward(g, gl, gt, gl, rows, vocab);
             g.Run();
         }
         var expected = new float[rows * vocab];
-        CrossEntropyReference.Backward<float>(logits, targets, expected, rows, vocab, scale);
+        CrossEntropyReference.Backward<float>(logits, targets, expected, rows, vocab);
         // As BackwardMatchesReference.
         Check.Close(expected, gl.Download<float>(), 1e-5, "cross-entropy backward in place");
     }
@@ -87,7 +85,7 @@ public sealed class CrossEntropyTests(GpuFixture f) : GpuTest(f)
     {
         const int rows = 4, vocab = 7;
         int[] targets = [3, -1, 0, 6];
-        const float scale = 1f / 3;
+        const double scale = 1.0 / 3; // three non-padding targets: the loss is their mean
         var logits = FiniteDifference.ToDouble(Check.Random(rows * vocab, 32, 3f));
         var logprobs = new double[rows];
         var fd = FiniteDifference.Gradient(logits, x =>
@@ -96,7 +94,7 @@ public sealed class CrossEntropyTests(GpuFixture f) : GpuTest(f)
             return -scale * logprobs.Sum();
         });
         var d = new double[rows * vocab];
-        CrossEntropyReference.Backward<double>(logits, targets, d, rows, vocab, scale);
+        CrossEntropyReference.Backward<double>(logits, targets, d, rows, vocab);
         // Central differences in double with h = 1e-6: truncation ~h², rounding ~1e-16·|loss|/h,
         // both below 1e-9 for these order-one losses.
         Assert.True(FiniteDifference.MaxRelativeError(fd, d) <= 1e-7, "cross-entropy backward vs finite differences");

@@ -5,10 +5,10 @@ namespace VkPrompt.Runtime.Kernels;
 public static class CrossEntropyKernel
 {
     static readonly KernelLayout ForwardLayout = new([Access.Read, Access.Read, Access.Write], 8);
-    static readonly KernelLayout BackwardLayout = new([Access.Read, Access.Read, Access.Write], 12);
+    static readonly KernelLayout BackwardLayout = new([Access.Read, Access.Read, Access.Write], 8);
 
     readonly record struct ForwardPush(uint Rows, uint Vocab);
-    readonly record struct BackwardPush(uint Rows, uint Vocab, float Scale);
+    readonly record struct BackwardPush(uint Rows, uint Vocab);
 
     /// <summary>logprobs[r] = logits[r, t] − logsumexp(logits[r, :]) for t = targets[r] ≥ 0, 0 for padding.</summary>
     public static void Forward(CommandGraph g, GpuBuffer logits, GpuBuffer targets, GpuBuffer logprobs, int rows, int vocab)
@@ -22,10 +22,11 @@ public static class CrossEntropyKernel
         g.Dispatch(k, Rows.Groups(rows), new ForwardPush((uint)rows, (uint)vocab), logits, targets, logprobs);
     }
 
-    /// <summary>dlogits = scale · (softmax(logits) − onehot(t)), 0 on padding rows: the gradient of
-    /// loss = −scale · Σ logprobs. SPEC.md's loss is the mean over real tokens, so scale = 1 / the
-    /// number of non-padding targets of the batch. dlogits may be the logits buffer itself.</summary>
-    public static void Backward(CommandGraph g, GpuBuffer logits, GpuBuffer targets, GpuBuffer dlogits, int rows, int vocab, float scale)
+    /// <summary>dlogits = (softmax(logits) − onehot(t)) / count, 0 on padding rows: the gradient of
+    /// SPEC.md's loss, the mean over the batch's non-padding targets. The count is taken on the
+    /// device, so a recorded training step replays for any batch without a host round trip.
+    /// dlogits may be the logits buffer itself.</summary>
+    public static void Backward(CommandGraph g, GpuBuffer logits, GpuBuffer targets, GpuBuffer dlogits, int rows, int vocab)
     {
         Rows.CheckShape("cross_entropy_backward", rows, vocab, nameof(vocab));
         BufferChecks.Require("cross_entropy_backward", logits, (long)rows * vocab, "logits [rows, vocab]");
@@ -33,7 +34,7 @@ public static class CrossEntropyKernel
         BufferChecks.Require("cross_entropy_backward", dlogits, (long)rows * vocab, "dlogits [rows, vocab]");
         int local = Rows.LocalSize(g.Context.Capabilities);
         var k = g.Context.Kernel("cross_entropy_backward", BackwardLayout, local);
-        g.Dispatch(k, Rows.Groups(rows), new BackwardPush((uint)rows, (uint)vocab, scale), logits, targets, dlogits);
+        g.Dispatch(k, Rows.Groups(rows), new BackwardPush((uint)rows, (uint)vocab), logits, targets, dlogits);
     }
 
     /// <summary>SPEC.md's batch loss from the forward's log-probabilities: −Σ logprobs over the

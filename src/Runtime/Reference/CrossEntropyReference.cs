@@ -24,10 +24,14 @@ public static class CrossEntropyReference
         }
     }
 
-    /// <summary>dlogits = scale·(softmax − onehot(t)) for real targets, 0 for padding.</summary>
-    public static void Backward<T>(ReadOnlySpan<T> logits, ReadOnlySpan<int> targets, Span<T> dlogits, int rows, int vocab, float scale)
+    /// <summary>Gradient of the mean loss over the non-padding targets (SPEC.md):
+    /// dlogits = (softmax − onehot(t)) / count for real targets, 0 for padding.</summary>
+    public static void Backward<T>(ReadOnlySpan<T> logits, ReadOnlySpan<int> targets, Span<T> dlogits, int rows, int vocab)
         where T : IFloatingPointIeee754<T>
     {
+        int count = 0;
+        for (int r = 0; r < rows; r++) if (targets[r] >= 0) count++;
+        double scale = count == 0 ? 0 : 1.0 / count;
         for (int r = 0; r < rows; r++)
         {
             int t = targets[r];
