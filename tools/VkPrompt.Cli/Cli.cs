@@ -34,7 +34,7 @@ internal static class Cli
             new VersionOption { Action = new PrintVersion() },
             new Option<bool>(VerboseName, "-v")
             {
-                Description = "Print diagnostics and, when something fails, the full exception with its stack trace. Off by default.",
+                Description = "When something fails, also print the full exception with its stack trace. Off by default.",
                 Recursive = true,
             },
         };
@@ -44,7 +44,7 @@ internal static class Cli
         return root;
     }
 
-    public static bool Verbose(ParseResult parse) => parse.GetValue<bool>(VerboseName);
+    static bool Verbose(ParseResult parse) => parse.GetValue<bool>(VerboseName);
 
     /// <summary>The --device option of every command that computes. Each command gets its own
     /// instance because an option belongs to exactly one parent command.</summary>
