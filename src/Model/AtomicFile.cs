@@ -4,7 +4,7 @@ namespace VkPrompt.Model;
 /// target only by <see cref="Commit"/>, so a crash or an exception mid-write leaves the previous
 /// file (or none) rather than a truncated one. The temporary file is in the same directory because
 /// a rename is only atomic within one file system.</summary>
-internal sealed class AtomicFile : IDisposable
+public sealed class AtomicFile : IDisposable
 {
     readonly string path;
     readonly string tempPath;
@@ -21,6 +21,13 @@ internal sealed class AtomicFile : IDisposable
     }
 
     public static AtomicFile Create(string path) => new(path);
+
+    public static void WriteAllText(string path, string text)
+    {
+        using var f = Create(path);
+        using (var w = new StreamWriter(f.Stream, leaveOpen: true)) w.Write(text);
+        f.Commit();
+    }
 
     public void Commit()
     {

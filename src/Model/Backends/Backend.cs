@@ -1,0 +1,76 @@
+using VkPrompt.Runtime.Kernels;
+
+namespace VkPrompt.Model.Backends;
+
+/// <summary>A device buffer of floats or ints owned by a <see cref="Backend"/>.</summary>
+public abstract class Tensor(string name, long length) : IDisposable
+{
+    public string Name { get; } = name;
+    public long Length { get; } = length;
+    public abstract void Dispose();
+    public override string ToString() => $"{Name}[{Length}]";
+}
+
+/// <summary>Work recorded once by <see cref="Backend.Record"/> and run any number of times.</summary>
+public interface IRecording : IDisposable
+{
+    void Run();
+}
+
+/// <summary>
+/// The op vocabulary the T5 program is written in, once, for every backend. The Vulkan backend
+/// records each call into a command graph that is replayed per step; the CPU backend runs the
+/// plain references immediately. Op semantics are those of the kernel and reference pairs in
+/// VkPrompt.Runtime (see docs/architecture.md); arguments follow the same order.
+/// </summary>
+public abstract class Backend : IDisposable
+{
+    public abstract string Name { get; }
+
+    public abstract Tensor Floats(long length, string name);
+    public abstract Tensor Ints(long length, string name);
+
+    /// <summary>A [rows, cols] weight table that may exceed one binding (embeddings, LM head);
+    /// only <see cref="MatMul"/> (as B) and <see cref="Embedding"/> read it.</summary>
+    public abstract Tensor Table(int rows, int cols, string name);
+
+    public abstract void Upload(Tensor t, ReadOnlySpan<float> data, long offset = 0);
+    public abstract void Upload(Tensor t, ReadOnlySpan<int> data);
+    public abstract void Download(Tensor t, Span<float> data, long offset = 0);
+
+    /// <summary>Runs <paramref name="body"/>'s op calls as one unit that can be replayed. Tensor
+    /// contents may change between runs (uploads); shapes and tensors may not.</summary>
+    public abstract IRecording Record(Action body);
+
+    /// <summary>Bytes of device memory in use now and at most so far.</summary>
+    public abstract (long Current, long Peak) MemoryUse { get; }
+    public abstract void ResetPeakMemory();
+
+    public abstract void MatMul(Tensor a, Tensor b, Tensor c, in MatMulSpec s);
+    public abstract void RmsNorm(Tensor x, Tensor w, Tensor y, int rows, int dim, float eps);
+    public abstract void RmsNormBackward(Tensor x, Tensor w, Tensor dy, Tensor dx, int rows, int dim, float eps, bool accumulate);
+    public abstract void AttentionSoftmax(Tensor scores, Tensor? buckets, Tensor? biasWeight, Tensor? keyMask, AttentionShape shape);
+    public abstract void SoftmaxBackward(Tensor probs, Tensor grad, int rows, int length);
+    public abstract void Relu(Tensor x, Tensor y, int n);
+    public abstract void ReluBackward(Tensor x, Tensor dy, Tensor dx, int n);
+    public abstract void GatedGelu(Tensor a, Tensor b, Tensor y, int n);
+    public abstract void GatedGeluBackward(Tensor a, Tensor b, Tensor dy, Tensor da, Tensor db, int n);
+    public abstract void Add(Tensor x, Tensor y, int n, float alpha = 1f);
+    public abstract void Copy(Tensor src, Tensor dst);
+    public abstract void Embedding(Tensor table, Tensor ids, Tensor? prompts, Tensor? promptIndex, Tensor output, int batch, int length, int promptLength, int dim);
+    public abstract void PromptGradient(Tensor dX, Tensor promptIndex, Tensor dPrompts, int batch, int length, int promptLength, int dim);
+    public abstract void CrossEntropy(Tensor logits, Tensor targets, Tensor logprobs, int rows, int vocab);
+    /// <summary>d(mean loss)/d logits; the mean is over the batch's non-ignored targets, counted
+    /// on the device so a replayed step needs no host round trip.</summary>
+    public abstract void CrossEntropyBackward(Tensor logits, Tensor targets, Tensor dlogits, int rows, int vocab);
+    public abstract void Argmax(Tensor logits, Tensor ids, int rows, int vocab);
+    /// <summary>Inverted dropout in place; the seed is read from a one-int tensor so a replayed
+    /// recording draws new masks each step, and (seed, stream, index) always give the same mask.</summary>
+    public abstract void Dropout(Tensor x, int n, float rate, Tensor seed, uint stream);
+    public abstract void DropoutBackward(Tensor dx, int n, float rate, Tensor seed, uint stream);
+    public abstract void Zero(Tensor t);
+    /// <summary>One Adafactor step on a [rows, cols] parameter; see AdafactorKernel.</summary>
+    public abstract void Adafactor(Tensor param, Tensor grad, Tensor state, Tensor update, int rows, int cols, AdafactorSettings settings);
+
+    public abstract void Dispose();
+}

@@ -1,0 +1,83 @@
+using VkPrompt.Runtime.Kernels;
+using VkPrompt.Runtime.Reference;
+
+namespace VkPrompt.Model.Backends;
+
+/// <summary>
+/// The CPU reference backend (<c>--device cpu</c>): every op is the plain C# reference of the
+/// matching kernel, run at once. Slow and exact; the yardstick for the Vulkan backend, and a
+/// fallback for machines with no Vulkan driver.
+/// </summary>
+public sealed class CpuBackend : Backend
+{
+    long current, peak;
+
+    public override string Name => "cpu (reference)";
+
+    sealed class CpuTensor(string name, long length, bool isInt, CpuBackend owner) : Tensor(name, length)
+    {
+        public readonly float[] F = isInt ? [] : new float[length];
+        public readonly int[] I = isInt ? new int[length] : [];
+
+        public override void Dispose() => owner.current -= Length * 4;
+    }
+
+    sealed class Replay(Action body) : IRecording
+    {
+        public void Run() => body();
+        public void Dispose() { }
+    }
+
+    Tensor Track(CpuTensor t)
+    {
+        current += t.Length * 4;
+        peak = Math.Max(peak, current);
+        return t;
+    }
+
+    static float[] F(Tensor t) => ((CpuTensor)t).F;
+    static int[] I(Tensor t) => ((CpuTensor)t).I;
+
+    public override Tensor Floats(long length, string name) => Track(new CpuTensor(name, length, false, this));
+    public override Tensor Ints(long length, string name) => Track(new CpuTensor(name, length, true, this));
+    public override Tensor Table(int rows, int cols, string name) => Floats((long)rows * cols, name);
+
+    public override void Upload(Tensor t, ReadOnlySpan<float> data, long offset = 0) => data.CopyTo(F(t).AsSpan((int)offset));
+    public override void Upload(Tensor t, ReadOnlySpan<int> data) => data.CopyTo(I(t));
+    public override void Download(Tensor t, Span<float> data, long offset = 0) => F(t).AsSpan((int)offset, data.Length).CopyTo(data);
+
+    public override IRecording Record(Action body) => new Replay(body);
+    public override (long Current, long Peak) MemoryUse => (current, peak);
+    public override void ResetPeakMemory() => peak = current;
+
+    public override void MatMul(Tensor a, Tensor b, Tensor c, in MatMulSpec s) => MatMulReference.Run(F(a), F(b), F(c), s);
+    public override void RmsNorm(Tensor x, Tensor w, Tensor y, int rows, int dim, float eps) => RmsNormReference.Forward(F(x), F(w), F(y), rows, dim, eps);
+    public override void RmsNormBackward(Tensor x, Tensor w, Tensor dy, Tensor dx, int rows, int dim, float eps, bool accumulate) =>
+        RmsNormReference.Backward(F(x), F(w), F(dy), F(dx), rows, dim, eps, accumulate);
+    public override void AttentionSoftmax(Tensor scores, Tensor? buckets, Tensor? biasWeight, Tensor? keyMask, AttentionShape shape) =>
+        AttentionSoftmaxReference.Forward(F(scores), buckets is null ? null : I(buckets), biasWeight is null ? null : F(biasWeight), keyMask is null ? null : I(keyMask), shape);
+    public override void SoftmaxBackward(Tensor probs, Tensor grad, int rows, int length) => SoftmaxBackwardReference.Backward(F(probs), F(grad), rows, length);
+    public override void Relu(Tensor x, Tensor y, int n) => ReluReference.Forward(F(x), F(y), n);
+    public override void ReluBackward(Tensor x, Tensor dy, Tensor dx, int n) => ReluReference.Backward(F(x), F(dy), F(dx), n);
+    public override void GatedGelu(Tensor a, Tensor b, Tensor y, int n) => GatedGeluReference.Forward(F(a), F(b), F(y), n);
+    public override void GatedGeluBackward(Tensor a, Tensor b, Tensor dy, Tensor da, Tensor db, int n) => GatedGeluReference.Backward(F(a), F(b), F(dy), F(da), F(db), n);
+    public override void Add(Tensor x, Tensor y, int n, float alpha = 1f) => AddReference.Forward(F(x).AsSpan(0, n), F(y).AsSpan(0, n), alpha);
+    public override void Copy(Tensor src, Tensor dst) => F(src).AsSpan(0, (int)Math.Min(src.Length, dst.Length)).CopyTo(F(dst));
+    public override void Zero(Tensor t) { if (t is CpuTensor { I.Length: > 0 } ct) Array.Clear(ct.I); else Array.Clear(F(t)); }
+    public override void Embedding(Tensor table, Tensor ids, Tensor? prompts, Tensor? promptIndex, Tensor output, int batch, int length, int promptLength, int dim) =>
+        EmbeddingReference.Forward(F(table), I(ids), prompts is null ? null : F(prompts), promptIndex is null ? null : I(promptIndex), F(output), batch, length, promptLength, dim);
+    public override void PromptGradient(Tensor dX, Tensor promptIndex, Tensor dPrompts, int batch, int length, int promptLength, int dim) =>
+        EmbeddingReference.PromptGradient(F(dX), I(promptIndex), F(dPrompts), batch, length, promptLength, dim);
+    public override void CrossEntropy(Tensor logits, Tensor targets, Tensor logprobs, int rows, int vocab) =>
+        CrossEntropyReference.Forward(F(logits), I(targets), F(logprobs), rows, vocab);
+    public override void CrossEntropyBackward(Tensor logits, Tensor targets, Tensor dlogits, int rows, int vocab) =>
+        CrossEntropyReference.Backward(F(logits), I(targets), F(dlogits), rows, vocab);
+    public override void Argmax(Tensor logits, Tensor ids, int rows, int vocab) => ArgmaxReference.Forward(F(logits), I(ids), rows, vocab);
+    public override void Dropout(Tensor x, int n, float rate, Tensor seed, uint stream) => DropoutReference.Forward(F(x), n, rate, (uint)I(seed)[0], stream);
+    public override void DropoutBackward(Tensor dx, int n, float rate, Tensor seed, uint stream) => DropoutReference.Backward(F(dx), n, rate, (uint)I(seed)[0], stream);
+
+    public override void Adafactor(Tensor param, Tensor grad, Tensor state, Tensor update, int rows, int cols, AdafactorSettings settings) =>
+        AdafactorReference.Step(F(param), F(grad), F(state), rows, cols, settings);
+
+    public override void Dispose() { }
+}

@@ -1,0 +1,134 @@
+using VkPrompt.Runtime;
+using VkPrompt.Runtime.Kernels;
+
+namespace VkPrompt.Model.Backends;
+
+/// <summary>
+/// The Vulkan backend: op calls append dispatches to the command graph being recorded, and a
+/// recording is replayed as a whole (one submit, no host round trip inside it).
+/// </summary>
+public sealed class GpuBackend(GpuContext ctx, bool ownsContext = false) : Backend
+{
+    CommandGraph? recording;
+
+    public GpuContext Context => ctx;
+    public override string Name => $"{ctx.Capabilities.Name} (Vulkan, {ctx.Capabilities.DriverName})";
+
+    sealed class GpuTensor(GpuBuffer buffer, long length) : Tensor(buffer.Name, length)
+    {
+        public readonly GpuBuffer Buffer = buffer;
+        public override void Dispose() => Buffer.Dispose();
+    }
+
+    sealed class GpuTable(SplitTensor split, string name) : Tensor(name, (long)split.Rows * split.Cols)
+    {
+        public readonly SplitTensor Split = split;
+        public override void Dispose() => Split.Dispose();
+    }
+
+    sealed class GraphRecording(CommandGraph graph) : IRecording
+    {
+        public void Run() => graph.Run();
+        public void Dispose() => graph.Dispose();
+    }
+
+    static GpuBuffer Buf(Tensor t) => t switch
+    {
+        GpuTensor g => g.Buffer,
+        GpuTable { Split.Chunks.Count: 1 } s => s.Split.Chunks[0].Buffer,
+        _ => throw new ArgumentException($"{t.Name} is a split table; only MatMul (as B) and Embedding read those"),
+    };
+
+    CommandGraph G => recording ?? throw new InvalidOperationException("GPU ops must be called inside Backend.Record");
+
+    public override Tensor Floats(long length, string name) => new GpuTensor(new GpuBuffer(ctx, length * 4, name), length);
+    public override Tensor Ints(long length, string name) => new GpuTensor(new GpuBuffer(ctx, length * 4, name), length);
+    public override Tensor Table(int rows, int cols, string name) => new GpuTable(new SplitTensor(ctx, rows, cols, name), name);
+
+    public override void Upload(Tensor t, ReadOnlySpan<float> data, long offset = 0)
+    {
+        if (t is GpuTable table)
+        {
+            int cols = table.Split.Cols;
+            if (offset % cols != 0 || data.Length % cols != 0) throw new ArgumentException("table uploads are whole rows");
+            table.Split.UploadRows((int)(offset / cols), data);
+        }
+        else Buf(t).Upload(data, offset);
+    }
+
+    public override void Upload(Tensor t, ReadOnlySpan<int> data) => Buf(t).Upload(data);
+    public override void Download(Tensor t, Span<float> data, long offset = 0) => Buf(t).Download(data, offset);
+
+    public override IRecording Record(Action body)
+    {
+        if (recording is not null) throw new InvalidOperationException("recordings do not nest");
+        var graph = new CommandGraph(ctx);
+        recording = graph;
+        try { body(); }
+        catch { graph.Dispose(); throw; }
+        finally { recording = null; }
+        return new GraphRecording(graph);
+    }
+
+    public override (long Current, long Peak) MemoryUse => (ctx.Memory.BytesInUse, ctx.Memory.PeakBytesInUse);
+    public override void ResetPeakMemory() => ctx.Memory.ResetPeak();
+
+    public override void MatMul(Tensor a, Tensor b, Tensor c, in MatMulSpec s)
+    {
+        if (b is not GpuTable { Split.Chunks.Count: > 1 } table)
+        {
+            MatMulKernel.Run(G, Buf(a), Buf(b), Buf(c), s);
+            return;
+        }
+        // A table too large for one binding is split by rows. Its rows are either the output
+        // columns (y·Eᵀ: each chunk fills a column range of C) or the reduction (dlogits·E: each
+        // chunk adds a partial sum over its slice of K).
+        int cols = table.Split.Cols;
+        bool rowsAreN = s.BStrideK == 1 && s.BStrideN == cols;
+        bool rowsAreK = s.BStrideN == 1 && s.BStrideK == cols;
+        if (s.Batch1 * s.Batch2 != 1 || s.BOffset != 0 || !(rowsAreN || rowsAreK))
+            throw new NotSupportedException($"split table {b.Name} can only be the B of an unbatched A·Bᵀ or A·B");
+        bool first = true;
+        foreach (var (chunk, firstRow, rows) in table.Split.Chunks)
+        {
+            var part = rowsAreN
+                ? s with { N = rows, COffset = s.COffset + firstRow }
+                    : s with { K = rows, AOffset = s.AOffset + firstRow * s.AStrideK, Accumulate = s.Accumulate || !first };
+            MatMulKernel.Run(G, Buf(a), chunk, Buf(c), part);
+            first = false;
+        }
+    }
+
+    public override void RmsNorm(Tensor x, Tensor w, Tensor y, int rows, int dim, float eps) => RmsNormKernel.Forward(G, Buf(x), Buf(w), Buf(y), rows, dim, eps);
+    public override void RmsNormBackward(Tensor x, Tensor w, Tensor dy, Tensor dx, int rows, int dim, float eps, bool accumulate) =>
+        RmsNormKernel.Backward(G, Buf(x), Buf(w), Buf(dy), Buf(dx), rows, dim, eps, accumulate);
+    public override void AttentionSoftmax(Tensor scores, Tensor? buckets, Tensor? biasWeight, Tensor? keyMask, AttentionShape shape) =>
+        AttentionSoftmaxKernel.Forward(G, Buf(scores), buckets is null ? null : Buf(buckets), biasWeight is null ? null : Buf(biasWeight), keyMask is null ? null : Buf(keyMask), shape);
+    public override void SoftmaxBackward(Tensor probs, Tensor grad, int rows, int length) => SoftmaxBackwardKernel.Backward(G, Buf(probs), Buf(grad), rows, length);
+    public override void Relu(Tensor x, Tensor y, int n) => ReluKernel.Forward(G, Buf(x), Buf(y), n);
+    public override void ReluBackward(Tensor x, Tensor dy, Tensor dx, int n) => ReluKernel.Backward(G, Buf(x), Buf(dy), Buf(dx), n);
+    public override void GatedGelu(Tensor a, Tensor b, Tensor y, int n) => GatedGeluKernel.Forward(G, Buf(a), Buf(b), Buf(y), n);
+    public override void GatedGeluBackward(Tensor a, Tensor b, Tensor dy, Tensor da, Tensor db, int n) => GatedGeluKernel.Backward(G, Buf(a), Buf(b), Buf(dy), Buf(da), Buf(db), n);
+    public override void Add(Tensor x, Tensor y, int n, float alpha = 1f) => AddKernel.Forward(G, Buf(x), Buf(y), n, alpha);
+    public override void Copy(Tensor src, Tensor dst) => G.Copy(Buf(src), Buf(dst), Math.Min(src.Length, dst.Length) * 4);
+    public override void Zero(Tensor t) => G.Fill(Buf(t));
+    public override void Embedding(Tensor table, Tensor ids, Tensor? prompts, Tensor? promptIndex, Tensor output, int batch, int length, int promptLength, int dim) =>
+        EmbeddingKernel.Forward(G, ((GpuTable)table).Split, Buf(ids), prompts is null ? null : Buf(prompts), promptIndex is null ? null : Buf(promptIndex), Buf(output), batch, length, promptLength, dim);
+    public override void PromptGradient(Tensor dX, Tensor promptIndex, Tensor dPrompts, int batch, int length, int promptLength, int dim) =>
+        EmbeddingKernel.PromptGradient(G, Buf(dX), Buf(promptIndex), Buf(dPrompts), batch, length, promptLength, dim);
+    public override void CrossEntropy(Tensor logits, Tensor targets, Tensor logprobs, int rows, int vocab) =>
+        CrossEntropyKernel.Forward(G, Buf(logits), Buf(targets), Buf(logprobs), rows, vocab);
+    public override void CrossEntropyBackward(Tensor logits, Tensor targets, Tensor dlogits, int rows, int vocab) =>
+        CrossEntropyKernel.Backward(G, Buf(logits), Buf(targets), Buf(dlogits), rows, vocab);
+    public override void Argmax(Tensor logits, Tensor ids, int rows, int vocab) => ArgmaxKernel.Forward(G, Buf(logits), Buf(ids), rows, vocab);
+    public override void Dropout(Tensor x, int n, float rate, Tensor seed, uint stream) => DropoutKernel.Forward(G, Buf(x), n, rate, Buf(seed), stream);
+    public override void DropoutBackward(Tensor dx, int n, float rate, Tensor seed, uint stream) => DropoutKernel.Backward(G, Buf(dx), n, rate, Buf(seed), stream);
+
+    public override void Adafactor(Tensor param, Tensor grad, Tensor state, Tensor update, int rows, int cols, AdafactorSettings settings) =>
+        AdafactorKernel.Step(G, Buf(param), Buf(grad), Buf(state), Buf(update), rows, cols, settings);
+
+    public override void Dispose()
+    {
+        if (ownsContext) ctx.Dispose();
+    }
+}

@@ -1,0 +1,71 @@
+namespace VkPrompt.Model;
+
+/// <summary>One tokenized example: encoder input ids and target ids, both ending in eos.</summary>
+public sealed record EncodedExample(int[] InputIds, int[] TargetIds);
+
+/// <summary>
+/// Host-side tensors for one batch, laid out for a <see cref="BatchShape"/>: ids padded with 0,
+/// the encoder mask with the prompt's ones in front, decoder inputs = targets shifted right
+/// behind decoder_start_token_id, and targets with -1 where the loss must ignore padding.
+/// </summary>
+public sealed class HostBatch
+{
+    public required BatchShape Shape { get; init; }
+    public required int[] InputIds { get; init; }
+    public required int[] EncoderMask { get; init; }
+    public required int[] DecoderIds { get; init; }
+    public required int[] Targets { get; init; }
+    public required int[] PromptIndex { get; init; }
+    public required int RealExamples { get; init; }
+    public int TargetTokens => Targets.Count(t => t >= 0);
+
+    /// <summary>Lengths round up to this so batches of similar length share one recorded graph;
+    /// the extra positions are masked keys and ignored targets, which change no result.</summary>
+    public const int LengthQuantum = 8;
+
+    public static int Round(int n, int quantum = LengthQuantum) => Math.Max(quantum, (n + quantum - 1) / quantum * quantum);
+
+    /// <param name="batchSize">rows of the shape; examples beyond the list are padding rows whose
+    /// targets are all ignored (a last, short batch replays the full-size graph).</param>
+    public static HostBatch Build(IReadOnlyList<EncodedExample> examples, int promptLength, int numPrompts = 1,
+                                  IReadOnlyList<int>? promptIndex = null, int? batchSize = null, int decoderStart = 0, int? targetLength = null)
+    {
+        int b = batchSize ?? examples.Count;
+        if (examples.Count == 0 || examples.Count > b) throw new ArgumentException("a batch needs 1..batchSize examples");
+        int lin = Round(examples.Max(e => e.InputIds.Length));
+        int ld = targetLength ?? Round(examples.Max(e => e.TargetIds.Length));
+        if (examples.Any(e => e.TargetIds.Length > ld)) throw new ArgumentException($"a target is longer than the batch's {ld} positions");
+        var shape = new BatchShape(b, lin, ld, promptLength, numPrompts);
+        int le = shape.EncoderLength;
+        var ids = new int[b * lin];
+        var mask = new int[b * le];
+        var dec = new int[b * ld];
+        var tgt = new int[b * ld];
+        var pidx = new int[b];
+        Array.Fill(tgt, -1);
+        for (int i = 0; i < b; i++)
+        {
+            // Padding rows still see one real key (the first position) so no softmax row is empty.
+            var e = i < examples.Count ? examples[i] : null;
+            for (int t = 0; t < promptLength; t++) mask[i * le + t] = 1;
+            if (e is null)
+            {
+                mask[i * le] = 1;
+                continue;
+            }
+            for (int t = 0; t < e.InputIds.Length; t++)
+            {
+                ids[i * lin + t] = e.InputIds[t];
+                mask[i * le + promptLength + t] = 1;
+            }
+            dec[i * ld] = decoderStart;
+            for (int t = 0; t < e.TargetIds.Length; t++)
+            {
+                tgt[i * ld + t] = e.TargetIds[t];
+                if (t + 1 < ld) dec[i * ld + t + 1] = e.TargetIds[t];
+            }
+            pidx[i] = promptIndex?[i] ?? 0;
+        }
+        return new HostBatch { Shape = shape, InputIds = ids, EncoderMask = mask, DecoderIds = dec, Targets = tgt, PromptIndex = pidx, RealExamples = examples.Count };
+    }
+}

@@ -1,0 +1,39 @@
+using System.Text.Json;
+
+namespace VkPrompt.Model;
+
+/// <summary>One line of a data file: the encoder input and, when known, the target text.</summary>
+public sealed record Example(string Input, string? Target);
+
+/// <summary>Reads JSONL data files: one {"input": "...", "target": "..."} object per line.</summary>
+public static class DataFile
+{
+    public static List<Example> Read(string path, bool requireTargets = true)
+    {
+        if (!File.Exists(path)) throw new ModelFormatException(path, "file not found");
+        var list = new List<Example>();
+        int lineNo = 0;
+        foreach (var line in File.ReadLines(path))
+        {
+            lineNo++;
+            if (string.IsNullOrWhiteSpace(line)) continue;
+            JsonElement root;
+            try { root = JsonDocument.Parse(line).RootElement; }
+            catch (JsonException e) { throw new ModelFormatException(path, $"line {lineNo}: not valid JSON ({e.Message.Split('.')[0]})"); }
+            if (root.ValueKind != JsonValueKind.Object) throw new ModelFormatException(path, $"line {lineNo}: expected a JSON object");
+            if (!root.TryGetProperty("input", out var input) || input.ValueKind != JsonValueKind.String)
+                throw new ModelFormatException(path, $"line {lineNo}: missing string field \"input\"");
+            string? target = null;
+            if (root.TryGetProperty("target", out var t))
+            {
+                if (t.ValueKind != JsonValueKind.String) throw new ModelFormatException(path, $"line {lineNo}: field \"target\" must be a string");
+                target = t.GetString();
+            }
+            else if (requireTargets)
+                throw new ModelFormatException(path, $"line {lineNo}: missing string field \"target\"");
+            list.Add(new Example(input.GetString()!, target));
+        }
+        if (list.Count == 0) throw new ModelFormatException(path, "no examples (the file is empty)");
+        return list;
+    }
+}

@@ -1,0 +1,31 @@
+using VkPrompt.Model.Tokenization;
+
+namespace VkPrompt.Model;
+
+/// <summary>Tokenizes examples with T5's truncation rule and counts what was cut, so no
+/// truncation is ever silent.</summary>
+public sealed class ExampleEncoder(T5Tokenizer tokenizer, int maxInputLength, int maxTargetLength)
+{
+    public int TruncatedInputs { get; private set; }
+    public int TruncatedTargets { get; private set; }
+
+    public EncodedExample Encode(Example e) =>
+        new(Truncate(tokenizer.Encode(e.Input), maxInputLength, () => TruncatedInputs++),
+            Truncate(tokenizer.Encode(e.Target ?? ""), maxTargetLength, () => TruncatedTargets++));
+
+    public EncodedExample Encode(string input, string target) => Encode(new Example(input, target));
+
+    /// <summary>Keeps the first max-1 tokens and the final eos, as SPEC.md and HF do.</summary>
+    int[] Truncate(int[] ids, int max, Action counted)
+    {
+        if (ids.Length <= max) return ids;
+        counted();
+        var cut = ids[..max];
+        cut[^1] = ids[^1];
+        return cut;
+    }
+
+    public string Report() =>
+        TruncatedInputs + TruncatedTargets == 0 ? "no example was truncated"
+        : $"truncated {TruncatedInputs} input(s) to {maxInputLength} tokens and {TruncatedTargets} target(s) to {maxTargetLength} tokens";
+}

@@ -1,0 +1,192 @@
+using VkPrompt.Model.Backends;
+using VkPrompt.Runtime.Kernels;
+
+namespace VkPrompt.Model;
+
+/// <summary>
+/// Greedy decoding with a key/value cache: the encoder runs once, each decoder layer's cross
+/// keys and values are projected once, and every new token costs one decoder step over a
+/// single query position that attends to the cached keys of the positions before it.
+/// One recording per step index (its key length differs) is kept and replayed for later
+/// batches of the same shape.
+/// </summary>
+public sealed class Generator : IDisposable
+{
+    readonly T5Weights w;
+    readonly Backend be;
+    readonly T5Config c;
+    readonly int batch, maxLen, d, inner;
+    readonly T5Pass encoder;
+    readonly IRecording encoderRun;
+    readonly List<Tensor> owned = new();
+    readonly Tensor current, next, x, norm, q, ctx, probs, ffA, ffB, ffH, final, logits;
+    readonly Tensor[] kCache, vCache, crossK, crossV;
+    readonly Tensor?[] buckets;
+    readonly IRecording?[] steps;
+    IRecording? crossRun;
+    readonly Tensor? prompts;
+
+    public BatchShape Shape => encoder.Shape;
+
+    /// <param name="shape">batch and encoder shape (TargetLength is unused here).</param>
+    public Generator(T5Weights weights, BatchShape shape, int maxNewTokens)
+    {
+        w = weights; be = weights.Backend; c = weights.Config;
+        batch = shape.Batch; maxLen = Math.Max(1, maxNewTokens); d = c.DModel; inner = c.NumHeads * c.DKv;
+        if (shape.PromptLength > 0)
+            prompts = Own(be.Floats((long)shape.NumPrompts * shape.PromptLength * d, "prompts"));
+        encoder = new T5Pass(weights, shape with { TargetLength = HostBatch.LengthQuantum }, ActivationMode.Inference, prompts);
+        encoderRun = be.Record(encoder.EmitEncoder);
+        int le = shape.EncoderLength;
+        current = Own(be.Ints(batch, "current_ids"));
+        next = Own(be.Ints(batch, "next_ids"));
+        x = F(batch * d, "x"); norm = F(batch * d, "norm"); q = F(batch * inner, "q"); ctx = F(batch * inner, "ctx");
+        probs = F((long)batch * c.NumHeads * Math.Max(maxLen, le), "probs");
+        ffA = F(batch * c.DFf, "ff_a"); ffB = c.IsGatedAct ? F(batch * c.DFf, "ff_b") : ffA; ffH = F(batch * c.DFf, "ff_h");
+        final = F(batch * d, "final"); logits = F((long)batch * c.VocabSize, "logits");
+        kCache = Layers(i => F((long)batch * maxLen * inner, $"k_cache{i}"));
+        vCache = Layers(i => F((long)batch * maxLen * inner, $"v_cache{i}"));
+        crossK = Layers(i => F((long)batch * le * inner, $"cross_k{i}"));
+        crossV = Layers(i => F((long)batch * le * inner, $"cross_v{i}"));
+        buckets = new Tensor?[maxLen];
+        steps = new IRecording?[maxLen];
+    }
+
+    Tensor Own(Tensor t) { owned.Add(t); return t; }
+    Tensor F(long n, string name) => Own(be.Floats(n, name));
+    Tensor[] Layers(Func<int, Tensor> make) => Enumerable.Range(0, c.NumDecoderLayers).Select(make).ToArray();
+
+    /// <summary>Greedy continuation of each example (stops at eos or after maxNewTokens).
+    /// Returns the generated ids without the decoder start token and without eos.</summary>
+    public List<int>[] Generate(IReadOnlyList<EncodedExample> examples, float[]? promptData, IReadOnlyList<int>? promptIndex = null)
+    {
+        int lin = HostBatch.Round(examples.Max(e => e.InputIds.Length));
+        if (lin != Shape.InputLength)
+            throw new ArgumentException($"inputs pad to {lin} tokens but this generator was built for {Shape.InputLength}");
+        if (prompts is not null) be.Upload(prompts, promptData ?? throw new ArgumentException("this generator needs prompts"));
+        encoder.Load(HostBatch.Build(examples, Shape.PromptLength, Shape.NumPrompts, promptIndex, batch, c.DecoderStartTokenId, targetLength: encoder.Shape.TargetLength));
+        encoderRun.Run();
+        crossRun ??= be.Record(EmitCrossProjections);
+        crossRun.Run();
+
+        var outputs = Enumerable.Range(0, examples.Count).Select(_ => new List<int>()).ToArray();
+        var done = new bool[batch];
+        for (int i = examples.Count; i < batch; i++) done[i] = true;
+        var ids = new int[batch];
+        Array.Fill(ids, c.DecoderStartTokenId);
+        var nextIds = new float[batch];
+        for (int t = 0; t < maxLen && done.Contains(false); t++)
+        {
+            be.Upload(current, ids);
+            (steps[t] ??= RecordStep(t)).Run();
+            be.Download(next, nextIds);
+            for (int i = 0; i < batch; i++)
+            {
+                ids[i] = BitConverter.SingleToInt32Bits(nextIds[i]);
+                if (done[i]) continue;
+                if (ids[i] == c.EosTokenId) done[i] = true;
+                else outputs[i].Add(ids[i]);
+            }
+        }
+        return outputs;
+    }
+
+    void EmitCrossProjections()
+    {
+        int rows = batch * Shape.EncoderLength;
+        for (int i = 0; i < c.NumDecoderLayers; i++)
+        {
+            var cross = w.Decoder[i].CrossAttention!;
+            be.MatMul(encoder.EncoderOutput, cross.K, crossK[i], MatMulSpec.Rows(rows, inner, d, transposeB: true));
+            be.MatMul(encoder.EncoderOutput, cross.V, crossV[i], MatMulSpec.Rows(rows, inner, d, transposeB: true));
+        }
+    }
+
+    IRecording RecordStep(int t)
+    {
+        var table = Own(be.Ints(t + 1, $"buckets{t}"));
+        be.Upload(table, RelativePosition.Table(1, t + 1, false, c.RelativeAttentionNumBuckets, c.RelativeAttentionMaxDistance, queryOffset: t));
+        buckets[t] = table;
+        return be.Record(() => EmitStep(t, table));
+    }
+
+    void EmitStep(int t, Tensor table)
+    {
+        float eps = (float)c.LayerNormEpsilon;
+        int le = Shape.EncoderLength;
+        var heads = new AttentionSpecs(batch, c.NumHeads, c.DKv);
+        var linear = (int outDim, int inDim) => MatMulSpec.Rows(batch, outDim, inDim, transposeB: true);
+        be.Embedding(w.Shared, current, null, null, x, batch, 1, 0, d);
+        for (int i = 0; i < c.NumDecoderLayers; i++)
+        {
+            var blk = w.Decoder[i];
+            be.RmsNorm(x, blk.AttnNorm, norm, batch, d, eps);
+            be.MatMul(norm, blk.SelfAttention.Q, q, linear(inner, d));
+            // This position's key and value go into row t of the cache.
+            var intoCache = linear(inner, d) with { CStrideM = maxLen * inner, COffset = t * inner };
+            be.MatMul(norm, blk.SelfAttention.K, kCache[i], intoCache);
+            be.MatMul(norm, blk.SelfAttention.V, vCache[i], intoCache);
+            be.MatMul(q, kCache[i], probs, heads.QK(1, t + 1, 1, maxLen));
+            be.AttentionSoftmax(probs, table, w.DecoderBias, null, new AttentionShape(batch, c.NumHeads, 1, t + 1));
+            be.MatMul(probs, vCache[i], ctx, heads.PV(1, t + 1, 1, maxLen));
+            be.MatMul(ctx, blk.SelfAttention.O, x, linear(d, inner) with { Accumulate = true });
+
+            be.RmsNorm(x, blk.CrossNorm!, norm, batch, d, eps);
+            be.MatMul(norm, blk.CrossAttention!.Q, q, linear(inner, d));
+            be.MatMul(q, crossK[i], probs, heads.QK(1, le, 1, le));
+            be.AttentionSoftmax(probs, null, null, encoder.EncoderMask, new AttentionShape(batch, c.NumHeads, 1, le));
+            be.MatMul(probs, crossV[i], ctx, heads.PV(1, le, 1, le));
+            be.MatMul(ctx, blk.CrossAttention.O, x, linear(d, inner) with { Accumulate = true });
+
+            be.RmsNorm(x, blk.FfNorm, norm, batch, d, eps);
+            var ff = blk.FeedForward;
+            be.MatMul(norm, ff.Wi, ffA, linear(c.DFf, d));
+            if (ff.Wi1 is not null)
+            {
+                be.MatMul(norm, ff.Wi1, ffB, linear(c.DFf, d));
+                be.GatedGelu(ffA, ffB, ffH, batch * c.DFf);
+            }
+            else be.Relu(ffA, ffH, batch * c.DFf);
+            be.MatMul(ffH, ff.Wo, x, linear(d, c.DFf) with { Accumulate = true });
+        }
+        be.RmsNorm(x, w.DecoderFinalNorm, final, batch, d, eps);
+        be.MatMul(final, w.LmHead ?? w.Shared, logits, MatMulSpec.Rows(batch, c.VocabSize, d, transposeB: true) with { Alpha = c.TieWordEmbeddings ? 1f / MathF.Sqrt(d) : 1f });
+        be.Argmax(logits, next, batch, c.VocabSize);
+    }
+
+    public void Dispose()
+    {
+        foreach (var s in steps) s?.Dispose();
+        crossRun?.Dispose();
+        encoderRun.Dispose();
+        encoder.Dispose();
+        foreach (var t in owned) t.Dispose();
+    }
+}
+
+/// <summary>Greedy decoding of any number of examples, batched, with one generator per padded
+/// input length kept for the whole run.</summary>
+public static class GreedyDecoder
+{
+    public static IEnumerable<(int Index, List<int> Ids)> Run(T5Weights weights, IReadOnlyList<EncodedExample> examples,
+                                                            float[]? prompt, int promptLength, int batchSize, int maxNewTokens)
+    {
+        var generators = new Dictionary<int, Generator>();
+        try
+        {
+            for (int start = 0; start < examples.Count; start += batchSize)
+            {
+                var chunk = examples.Skip(start).Take(batchSize).ToList();
+                int lin = HostBatch.Round(chunk.Max(e => e.InputIds.Length));
+                if (!generators.TryGetValue(lin, out var gen))
+                    generators[lin] = gen = new Generator(weights, new BatchShape(batchSize, lin, 1, prompt is null ? 0 : promptLength), maxNewTokens);
+                var outputs = gen.Generate(chunk, prompt);
+                for (int i = 0; i < chunk.Count; i++) yield return (start + i, outputs[i]);
+            }
+        }
+        finally
+        {
+            foreach (var g in generators.Values) g.Dispose();
+        }
+    }
+}

@@ -1,0 +1,76 @@
+using VkPrompt.Model.Backends;
+
+namespace VkPrompt.Model;
+
+/// <summary>
+/// Teacher-forced scoring: the summed log-probability of each example's target given its input
+/// and (optionally) a soft prompt per example. Passes are recorded once per batch shape and
+/// replayed; several prompts (tasks, or an ensemble) can share one batch.
+/// </summary>
+public sealed class Scorer : IDisposable
+{
+    readonly T5Weights weights;
+    readonly Dictionary<BatchShape, (T5Pass Pass, IRecording Run)> passes = new();
+    readonly Dictionary<(int, int), Tensor> promptTensors = new();
+
+    public Scorer(T5Weights weights) => this.weights = weights;
+
+    public Backend Backend => weights.Backend;
+
+    /// <summary>Scores one batch. <paramref name="prompts"/> is [numPrompts, P, d] row-major (or
+    /// null for no prompt), and <paramref name="promptIndex"/> picks each example's prompt.</summary>
+    public ScoreResult[] Score(IReadOnlyList<EncodedExample> batch, float[]? prompts, int promptLength, int numPrompts = 1, IReadOnlyList<int>? promptIndex = null, int? batchSize = null)
+    {
+        int d = weights.Config.DModel;
+        if (prompts is not null && prompts.Length != (long)numPrompts * promptLength * d)
+            throw new ArgumentException($"prompts hold {prompts.Length} floats; expected {numPrompts}x{promptLength}x{d}");
+        var host = HostBatch.Build(batch, prompts is null ? 0 : promptLength, numPrompts, promptIndex, batchSize, weights.Config.DecoderStartTokenId);
+        var (pass, run) = PassFor(host.Shape);
+        var be = weights.Backend;
+        if (prompts is not null) be.Upload(pass.Prompts!, prompts);
+        pass.Load(host);
+        run.Run();
+        var lp = pass.ReadLogProbs();
+        int ld = host.Shape.TargetLength;
+        var result = new ScoreResult[batch.Count];
+        for (int i = 0; i < batch.Count; i++)
+        {
+            double sum = 0;
+            for (int t = 0; t < batch[i].TargetIds.Length; t++) sum += lp[i * ld + t];
+            result[i] = new ScoreResult(sum, batch[i].TargetIds.Length);
+        }
+        return result;
+    }
+
+    (T5Pass, IRecording) PassFor(BatchShape shape)
+    {
+        if (passes.TryGetValue(shape, out var p)) return p;
+        // Recorded passes hold activations; keep only a few shapes alive.
+        if (passes.Count >= 4)
+        {
+            foreach (var (pass, rec) in passes.Values) { rec.Dispose(); pass.Dispose(); }
+            passes.Clear();
+        }
+        Tensor? prompt = null;
+        if (shape.PromptLength > 0)
+        {
+            var key = (shape.NumPrompts, shape.PromptLength);
+            if (!promptTensors.TryGetValue(key, out prompt))
+                promptTensors[key] = prompt = weights.Backend.Floats((long)shape.NumPrompts * shape.PromptLength * weights.Config.DModel, "prompts");
+        }
+        var newPass = new T5Pass(weights, shape, ActivationMode.Inference, prompt);
+        var recording = weights.Backend.Record(newPass.EmitForward);
+        passes[shape] = (newPass, recording);
+        return (newPass, recording);
+    }
+
+    public void Dispose()
+    {
+        foreach (var (pass, rec) in passes.Values) { rec.Dispose(); pass.Dispose(); }
+        passes.Clear();
+        foreach (var t in promptTensors.Values) t.Dispose();
+        promptTensors.Clear();
+    }
+}
+
+public readonly record struct ScoreResult(double LogProb, int Tokens);

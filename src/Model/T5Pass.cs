@@ -1,0 +1,480 @@
+using VkPrompt.Model.Backends;
+using VkPrompt.Runtime.Kernels;
+
+namespace VkPrompt.Model;
+
+/// <summary>How much of the forward pass is kept for the backward pass.</summary>
+public enum ActivationMode
+{
+    /// <summary>Forward only: one set of scratch buffers is reused by every block.</summary>
+    Inference,
+    /// <summary>Every block keeps what its input gradient needs.</summary>
+    Store,
+    /// <summary>Blocks keep only their input; the backward re-runs each block's forward first.</summary>
+    Recompute,
+}
+
+/// <summary>
+/// The T5 program for one <see cref="BatchShape"/>: teacher-forced forward with soft prompts,
+/// per-token log-probabilities and loss, and the prompt-only backward (activation gradients
+/// only; no weight gradient is ever formed). Written once against <see cref="Backend"/>, so the
+/// CPU reference and every Vulkan device run the same sequence of ops.
+/// Inputs are uploaded into <see cref="InputIds"/>, <see cref="EncoderMask"/>,
+/// <see cref="DecoderIds"/>, <see cref="Targets"/>, <see cref="PromptIndex"/> and the prompt
+/// tensor given at construction; then the caller emits <see cref="EmitForward"/> (and
+/// <see cref="EmitBackward"/>) inside <see cref="Backend.Record"/>.
+/// </summary>
+public sealed class T5Pass : IDisposable
+{
+    readonly T5Weights w;
+    readonly Backend be;
+    readonly T5Config c;
+    public BatchShape Shape { get; }
+    public ActivationMode Mode { get; }
+    readonly int inner, d;
+    readonly List<Tensor> owned = new();
+
+    public Tensor InputIds { get; }
+    public Tensor EncoderMask { get; }
+    public Tensor DecoderIds { get; }
+    public Tensor Targets { get; }
+    public Tensor PromptIndex { get; }
+    public Tensor? Prompts { get; }
+    /// <summary>log p(target token) per decoder position, 0 where the target is padding.</summary>
+    public Tensor LogProbs { get; }
+    public Tensor Logits { get; }
+    /// <summary>d loss / d prompts, [NumPrompts, P, d]; allocated only when training.</summary>
+    public Tensor? PromptGradient { get; }
+
+    /// <summary>Dropout rate of training passes (0 = off, as in evaluation); the masks come from
+    /// <see cref="DropoutSeed"/>, a one-int tensor the caller changes every step.</summary>
+    public float DropoutRate { get; }
+    public Tensor? DropoutSeed { get; }
+    readonly Tensor? droppedProbs, branch;
+
+    readonly Tensor encBuckets, decBuckets;
+    readonly Tensor encoderOut;   // final-norm output of the encoder, read by every cross-attention
+    readonly Tensor[] encStream, decStream;  // residual stream snapshots, see StreamIndex
+    readonly Tensor decFinal;
+    readonly BlockScratch encScratch, decScratch;
+    readonly BlockScratch[] encSaved, decSaved;
+    readonly Grads? grads;
+
+    int Le => Shape.EncoderLength;
+    int Ld => Shape.TargetLength;
+    int B => Shape.Batch;
+
+    public T5Pass(T5Weights weights, BatchShape shape, ActivationMode mode, Tensor? prompts, float dropoutRate = 0f)
+    {
+        w = weights;
+        be = weights.Backend;
+        c = weights.Config;
+        Shape = shape;
+        Mode = mode;
+        d = c.DModel;
+        inner = c.NumHeads * c.DKv;
+        if (shape.PromptLength > 0 && prompts is null)
+            throw new ArgumentException("a prompt length > 0 needs a prompt tensor");
+        if (prompts is not null && prompts.Length != (long)shape.NumPrompts * shape.PromptLength * d)
+            throw new ArgumentException($"prompt tensor has {prompts.Length} floats, the shape needs {shape.NumPrompts}x{shape.PromptLength}x{d}");
+        Prompts = prompts;
+
+        InputIds = Ints(B * shape.InputLength, "input_ids");
+        EncoderMask = Ints(B * Le, "encoder_mask");
+        DecoderIds = Ints(B * Ld, "decoder_input_ids");
+        Targets = Ints(B * Ld, "targets");
+        PromptIndex = Ints(B, "prompt_index");
+        LogProbs = Floats(B * Ld, "logprobs");
+        Logits = Floats((long)B * Ld * c.VocabSize, "logits");
+
+        encBuckets = Ints(Le * Le, "encoder_buckets");
+        be.Upload(encBuckets, RelativePosition.Table(Le, Le, true, c.RelativeAttentionNumBuckets, c.RelativeAttentionMaxDistance));
+        decBuckets = Ints(Ld * Ld, "decoder_buckets");
+        be.Upload(decBuckets, RelativePosition.Table(Ld, Ld, false, c.RelativeAttentionNumBuckets, c.RelativeAttentionMaxDistance));
+
+        bool keepStreams = mode != ActivationMode.Inference;
+        // Encoder block i reads stream[2i] (attention input) and writes stream[2i+1] (FF input),
+        // then stream[2i+2]; decoder blocks have three sublayers, so 3i..3i+3.
+        encStream = Streams("enc", keepStreams ? 2 * c.NumLayers + 1 : 3, B * Le);
+        decStream = Streams("dec", keepStreams ? 3 * c.NumDecoderLayers + 1 : 4, B * Ld);
+        encoderOut = Floats((long)B * Le * d, "encoder_out");
+        decFinal = Floats((long)B * Ld * d, "decoder_final");
+
+        encScratch = new BlockScratch(this, "enc", B * Le, Le, Le, cross: false);
+        decScratch = new BlockScratch(this, "dec", B * Ld, Ld, Ld, cross: true);
+        encSaved = mode == ActivationMode.Store ? Enumerable.Range(0, c.NumLayers).Select(i => new BlockScratch(this, $"enc{i}", B * Le, Le, Le, false)).ToArray() : [];
+        decSaved = mode == ActivationMode.Store ? Enumerable.Range(0, c.NumDecoderLayers).Select(i => new BlockScratch(this, $"dec{i}", B * Ld, Ld, Ld, true)).ToArray() : [];
+        if (dropoutRate > 0)
+        {
+            DropoutRate = dropoutRate;
+            DropoutSeed = Ints(1, "dropout_seed");
+            droppedProbs = Floats((long)B * c.NumHeads * Math.Max(Le, Ld) * Math.Max(Le, Ld), "dropped_probs");
+            branch = Floats((long)B * Math.Max(Le, Ld) * d, "branch");
+        }
+        if (mode != ActivationMode.Inference)
+        {
+            PromptGradient = prompts is null ? null : Floats(prompts.Length, "prompt_grad");
+            grads = new Grads(this);
+        }
+    }
+
+    /// <summary>Uploads a batch built for this pass's shape.</summary>
+    public void Load(HostBatch host)
+    {
+        if (host.Shape != Shape) throw new ArgumentException($"batch shape {host.Shape} does not match the pass's {Shape}");
+        be.Upload(InputIds, host.InputIds);
+        be.Upload(EncoderMask, host.EncoderMask);
+        be.Upload(DecoderIds, host.DecoderIds);
+        be.Upload(Targets, host.Targets);
+        be.Upload(PromptIndex, host.PromptIndex);
+    }
+
+    /// <summary>Downloads the per-token log-probabilities of the last run.</summary>
+    public float[] ReadLogProbs()
+    {
+        var lp = new float[LogProbs.Length];
+        be.Download(LogProbs, lp);
+        return lp;
+    }
+
+    Tensor Floats(long n, string name) { var t = be.Floats(Math.Max(1, n), name); owned.Add(t); return t; }
+    Tensor Ints(long n, string name) { var t = be.Ints(Math.Max(1, n), name); owned.Add(t); return t; }
+    Tensor[] Streams(string prefix, int count, int rows) => Enumerable.Range(0, count).Select(i => Floats((long)rows * d, $"{prefix}_x{i}")).ToArray();
+
+    /// <summary>The activations one block produces; reused across blocks unless stored.</summary>
+    sealed class BlockScratch
+    {
+        public readonly Tensor Norm, Q, K, V, Probs, Ctx, FfA, FfB, FfH;
+        public readonly Tensor? CrossQ, CrossK, CrossV, CrossProbs;
+
+        public BlockScratch(T5Pass p, string name, int rows, int lq, int lk, bool cross)
+        {
+            var c = p.c;
+            int heads = c.NumHeads;
+            Norm = p.Floats((long)rows * p.d, name + ".norm");
+            Q = p.Floats((long)rows * p.inner, name + ".q");
+            K = p.Floats((long)rows * p.inner, name + ".k");
+            V = p.Floats((long)rows * p.inner, name + ".v");
+            Probs = p.Floats((long)p.B * heads * lq * lk, name + ".probs");
+            Ctx = p.Floats((long)rows * p.inner, name + ".ctx");
+            FfA = p.Floats((long)rows * c.DFf, name + ".ff_a");
+            FfB = c.IsGatedAct ? p.Floats((long)rows * c.DFf, name + ".ff_b") : FfA;
+            FfH = p.Floats((long)rows * c.DFf, name + ".ff_h");
+            if (cross)
+            {
+                CrossQ = p.Floats((long)rows * p.inner, name + ".xq");
+                CrossK = p.Floats((long)p.B * p.Le * p.inner, name + ".xk");
+                CrossV = p.Floats((long)p.B * p.Le * p.inner, name + ".xv");
+                CrossProbs = p.Floats((long)p.B * heads * lq * p.Le, name + ".xprobs");
+            }
+        }
+    }
+
+    /// <summary>Gradient buffers, shared by all blocks (the backward visits one block at a time).</summary>
+    sealed class Grads
+    {
+        public readonly Tensor DLogits, EncX, DecX, EncOut, H, Ctx, Q, K, V, Probs, FfA, FfB, FfH, CrossProbs, CrossK, CrossV;
+
+        public Grads(T5Pass p)
+        {
+            var c = p.c;
+            long encRows = p.B * p.Le, decRows = p.B * p.Ld, maxRows = Math.Max(encRows, decRows);
+            DLogits = p.Floats(decRows * c.VocabSize, "d_logits");
+            EncX = p.Floats(encRows * p.d, "d_enc_x");
+            DecX = p.Floats(decRows * p.d, "d_dec_x");
+            EncOut = p.Floats(encRows * p.d, "d_encoder_out");
+            H = p.Floats(maxRows * p.d, "d_h");
+            Ctx = p.Floats(maxRows * p.inner, "d_ctx");
+            Q = p.Floats(maxRows * p.inner, "d_q");
+            K = p.Floats(maxRows * p.inner, "d_k");
+            V = p.Floats(maxRows * p.inner, "d_v");
+            Probs = p.Floats((long)p.B * c.NumHeads * Math.Max(p.Le * p.Le, p.Ld * p.Ld), "d_probs");
+            CrossProbs = p.Floats((long)p.B * c.NumHeads * p.Ld * p.Le, "d_xprobs");
+            CrossK = p.Floats(encRows * p.inner, "d_xk");
+            CrossV = p.Floats(encRows * p.inner, "d_xv");
+            FfA = p.Floats(maxRows * c.DFf, "d_ff_a");
+            FfB = c.IsGatedAct ? p.Floats(maxRows * c.DFf, "d_ff_b") : FfA;
+            FfH = p.Floats(maxRows * c.DFf, "d_ff_h");
+        }
+    }
+
+    // ---------------------------------------------------------------- forward
+
+    /// <summary>Embeds, runs both stacks, the LM head and the per-token log-probabilities.</summary>
+    public void EmitForward()
+    {
+        EmitEncoder();
+        EmitDecoder();
+    }
+
+    /// <summary>The final-norm output of the encoder, [B, P + Lin, d].</summary>
+    public Tensor EncoderOutput => encoderOut;
+
+    public void EmitEncoder()
+    {
+        float eps = (float)c.LayerNormEpsilon;
+        be.Embedding(w.Shared, InputIds, Prompts, Prompts is null ? null : PromptIndex, encStream[0], B, Shape.InputLength, Shape.PromptLength, d);
+        DropoutAt(encStream[0], B * Le * d, Sites.EncoderEmbedding);
+        for (int i = 0; i < c.NumLayers; i++)
+            EncoderBlock(i, Saved(encSaved, encScratch, i));
+        var encLast = EncStream(2 * c.NumLayers);
+        be.RmsNorm(encLast, w.EncoderFinalNorm, encoderOut, B * Le, d, eps);
+        DropoutAt(encoderOut, B * Le * d, Sites.EncoderOutput);
+    }
+
+    void EmitDecoder()
+    {
+        float eps = (float)c.LayerNormEpsilon;
+
+        be.Embedding(w.Shared, DecoderIds, null, null, decStream[0], B, Ld, 0, d);
+        DropoutAt(decStream[0], B * Ld * d, Sites.DecoderEmbedding);
+        for (int i = 0; i < c.NumDecoderLayers; i++)
+            DecoderBlock(i, Saved(decSaved, decScratch, i));
+        be.RmsNorm(DecStream(3 * c.NumDecoderLayers), w.DecoderFinalNorm, decFinal, B * Ld, d, eps);
+        DropoutAt(decFinal, B * Ld * d, Sites.DecoderOutput);
+        LmHead();
+        be.CrossEntropy(Logits, Targets, LogProbs, B * Ld, c.VocabSize);
+    }
+
+    static BlockScratch Saved(BlockScratch[] saved, BlockScratch shared, int i) => saved.Length > 0 ? saved[i] : shared;
+
+    Tensor EncStream(int i) => Mode == ActivationMode.Inference ? encStream[i == 0 ? 0 : 1 + (i - 1) % 2] : encStream[i];
+    Tensor DecStream(int i) => Mode == ActivationMode.Inference ? decStream[i == 0 ? 0 : 1 + (i - 1) % 3] : decStream[i];
+
+    // Logits = y·Eᵀ·d^-0.5 when the embedding is tied (T5 v1.0 rescales), y·lm_headᵀ otherwise.
+    float LmScale => c.TieWordEmbeddings ? 1f / MathF.Sqrt(d) : 1f;
+
+    void LmHead() =>
+        be.MatMul(decFinal, w.LmHead ?? w.Shared, Logits, MatMulSpec.Rows(B * Ld, c.VocabSize, d, transposeB: true) with { Alpha = LmScale });
+
+    void EncoderBlock(int i, BlockScratch s)
+    {
+        var blk = w.Encoder[i];
+        var x0 = EncStream(2 * i); var x1 = EncStream(2 * i + 1); var x2 = EncStream(2 * i + 2);
+        SelfAttentionForward(blk.AttnNorm, blk.SelfAttention, x0, x1, s, B * Le, Le, encBuckets, w.EncoderBias, EncoderMask, causal: false, Sites.Sublayer(0, i, 0));
+        FeedForwardForward(blk.FfNorm, blk.FeedForward, x1, x2, s, B * Le, Sites.Sublayer(0, i, 1));
+    }
+
+    void DecoderBlock(int i, BlockScratch s)
+    {
+        var blk = w.Decoder[i];
+        var x0 = DecStream(3 * i); var x1 = DecStream(3 * i + 1); var x2 = DecStream(3 * i + 2); var x3 = DecStream(3 * i + 3);
+        SelfAttentionForward(blk.AttnNorm, blk.SelfAttention, x0, x1, s, B * Ld, Ld, decBuckets, w.DecoderBias, null, causal: true, Sites.Sublayer(1, i, 0));
+        CrossAttentionForward(blk.CrossNorm!, blk.CrossAttention!, x1, x2, s, Sites.Sublayer(1, i, 1));
+        FeedForwardForward(blk.FfNorm, blk.FeedForward, x2, x3, s, B * Ld, Sites.Sublayer(1, i, 2));
+    }
+
+    static MatMulSpec Linear(int rows, int outDim, int inDim) => MatMulSpec.Rows(rows, outDim, inDim, transposeB: true);
+
+    void SelfAttentionForward(Tensor norm, AttentionWeights aw, Tensor x, Tensor xOut, BlockScratch s, int rows, int len,
+                              Tensor buckets, Tensor biasWeight, Tensor? keyMask, bool causal, uint stream)
+    {
+        be.RmsNorm(x, norm, s.Norm, rows, d, (float)c.LayerNormEpsilon);
+        be.MatMul(s.Norm, aw.Q, s.Q, Linear(rows, inner, d));
+        be.MatMul(s.Norm, aw.K, s.K, Linear(rows, inner, d));
+        be.MatMul(s.Norm, aw.V, s.V, Linear(rows, inner, d));
+        AttentionCore(s.Q, s.K, s.V, s.Probs, s.Ctx, len, len, buckets, biasWeight, keyMask, causal, stream);
+        Residual(x, xOut, s.Ctx, aw.O, rows, inner, stream);
+    }
+
+    void CrossAttentionForward(Tensor norm, AttentionWeights aw, Tensor x, Tensor xOut, BlockScratch s, uint stream)
+    {
+        int rows = B * Ld;
+        be.RmsNorm(x, norm, s.Norm, rows, d, (float)c.LayerNormEpsilon);
+        be.MatMul(s.Norm, aw.Q, s.CrossQ!, Linear(rows, inner, d));
+        be.MatMul(encoderOut, aw.K, s.CrossK!, Linear(B * Le, inner, d));
+        be.MatMul(encoderOut, aw.V, s.CrossV!, Linear(B * Le, inner, d));
+        AttentionCore(s.CrossQ!, s.CrossK!, s.CrossV!, s.CrossProbs!, s.Ctx, Ld, Le, null, null, EncoderMask, causal: false, stream);
+        Residual(x, xOut, s.Ctx, aw.O, rows, inner, stream);
+    }
+
+    /// <summary>xOut = x + dropout(a·Wᵀ). Without dropout the product accumulates straight into
+    /// the stream; with it the branch needs a buffer of its own for the mask.</summary>
+    void Residual(Tensor x, Tensor xOut, Tensor a, Tensor weight, int rows, int inDim, uint stream)
+    {
+        be.Copy(x, xOut);
+        if (DropoutRate <= 0)
+        {
+            be.MatMul(a, weight, xOut, Linear(rows, d, inDim) with { Accumulate = true });
+            return;
+        }
+        be.MatMul(a, weight, branch!, Linear(rows, d, inDim));
+        be.Dropout(branch!, rows * d, DropoutRate, DropoutSeed!, stream + Sites.Output);
+        be.Add(xOut, branch!, rows * d);
+    }
+
+    /// <summary>The gradient reaching a branch's output projection: dX through its dropout mask.</summary>
+    Tensor BranchGradient(Tensor dX, int rows, uint stream)
+    {
+        if (DropoutRate <= 0) return dX;
+        be.Copy(dX, branch!);
+        be.DropoutBackward(branch!, rows * d, DropoutRate, DropoutSeed!, stream + Sites.Output);
+        return branch!;
+    }
+
+    AttentionSpecs Heads => new(B, c.NumHeads, c.DKv);
+
+    void AttentionCore(Tensor q, Tensor k, Tensor v, Tensor probs, Tensor ctx, int lq, int lk,
+                       Tensor? buckets, Tensor? biasWeight, Tensor? keyMask, bool causal, uint stream)
+    {
+        // T5 does not scale scores by 1/sqrt(d_kv): the initialisation absorbs it.
+        be.MatMul(q, k, probs, Heads.QK(lq, lk, lq, lk));
+        be.AttentionSoftmax(probs, buckets, biasWeight, keyMask, new AttentionShape(B, c.NumHeads, lq, lk, causal));
+        be.MatMul(DroppedProbs(probs, lq, lk, stream), v, ctx, Heads.PV(lq, lk, lq, lk));
+    }
+
+    // The softmax backward needs the probabilities before dropout and the value gradient those
+    // after it; rather than store both, the dropped copy is rebuilt from the stateless mask.
+    Tensor DroppedProbs(Tensor probs, int lq, int lk, uint stream)
+    {
+        if (DropoutRate <= 0) return probs;
+        be.Copy(probs, droppedProbs!);
+        be.Dropout(droppedProbs!, B * c.NumHeads * lq * lk, DropoutRate, DropoutSeed!, stream + Sites.Probs);
+        return droppedProbs!;
+    }
+
+    void FeedForwardForward(Tensor norm, FeedForwardWeights fw, Tensor x, Tensor xOut, BlockScratch s, int rows, uint stream)
+    {
+        int n = rows * c.DFf;
+        be.RmsNorm(x, norm, s.Norm, rows, d, (float)c.LayerNormEpsilon);
+        be.MatMul(s.Norm, fw.Wi, s.FfA, Linear(rows, c.DFf, d));
+        if (fw.Wi1 is not null)
+        {
+            be.MatMul(s.Norm, fw.Wi1, s.FfB, Linear(rows, c.DFf, d));
+            be.GatedGelu(s.FfA, s.FfB, s.FfH, n);
+        }
+        else
+            be.Relu(s.FfA, s.FfH, n);
+        DropoutAt(s.FfH, n, stream + Sites.Hidden);
+        Residual(x, xOut, s.FfH, fw.Wo, rows, c.DFf, stream);
+    }
+
+    /// <summary>Dropout mask streams: every site of every block draws an independent mask.
+    /// A sublayer's base stream is Sublayer(stack, block, k); sites add a small offset.</summary>
+    static class Sites
+    {
+        public const uint Probs = 1, Hidden = 2, Output = 3;
+        public const uint EncoderEmbedding = 1, EncoderOutput = 2, DecoderEmbedding = 3, DecoderOutput = 4;
+        public static uint Sublayer(int stack, int block, int k) => (uint)(16 + (stack * 4096 + block * 4 + k) * 4);
+    }
+
+    void DropoutAt(Tensor t, long n, uint stream)
+    {
+        if (DropoutRate > 0) be.Dropout(t, (int)n, DropoutRate, DropoutSeed!, stream);
+    }
+
+    // ---------------------------------------------------------------- backward
+
+    /// <summary>Gradient of the mean token loss with respect to the prompts. Must follow
+    /// <see cref="EmitForward"/> in the same recording.</summary>
+    public void EmitBackward()
+    {
+        if (grads is null || PromptGradient is null)
+            throw new InvalidOperationException("this pass was built for inference or without a prompt");
+        var g = grads;
+        float eps = (float)c.LayerNormEpsilon;
+        be.CrossEntropyBackward(Logits, Targets, g.DLogits, B * Ld, c.VocabSize);
+        // dy = dlogits · E (· d^-0.5 when tied): the LM head's input gradient.
+        be.MatMul(g.DLogits, w.LmHead ?? w.Shared, g.H, MatMulSpec.Rows(B * Ld, d, c.VocabSize) with { Alpha = LmScale });
+        DropoutBackAt(g.H, B * Ld * d, Sites.DecoderOutput);
+        be.RmsNormBackward(DecStream(3 * c.NumDecoderLayers), w.DecoderFinalNorm, g.H, g.DecX, B * Ld, d, eps, accumulate: false);
+
+        be.Zero(g.EncOut);
+        for (int i = c.NumDecoderLayers - 1; i >= 0; i--)
+        {
+            var s = Saved(decSaved, decScratch, i);
+            if (Mode == ActivationMode.Recompute) DecoderBlock(i, s);
+            var blk = w.Decoder[i];
+            FeedForwardBackward(blk.FfNorm, blk.FeedForward, DecStream(3 * i + 2), s, g.DecX, B * Ld, Sites.Sublayer(1, i, 2));
+            CrossAttentionBackward(blk.CrossNorm!, blk.CrossAttention!, DecStream(3 * i + 1), s, g.DecX, Sites.Sublayer(1, i, 1));
+            // The decoder's embedding gets no gradient, so the bottom self-attention can stop here.
+            if (i > 0)
+                SelfAttentionBackward(blk.AttnNorm, blk.SelfAttention, DecStream(3 * i), s, g.DecX, B * Ld, Ld, Sites.Sublayer(1, i, 0));
+        }
+
+        DropoutBackAt(g.EncOut, B * Le * d, Sites.EncoderOutput);
+        be.RmsNormBackward(EncStream(2 * c.NumLayers), w.EncoderFinalNorm, g.EncOut, g.EncX, B * Le, d, eps, accumulate: false);
+        for (int i = c.NumLayers - 1; i >= 0; i--)
+        {
+            var s = Saved(encSaved, encScratch, i);
+            if (Mode == ActivationMode.Recompute) EncoderBlock(i, s);
+            var blk = w.Encoder[i];
+            FeedForwardBackward(blk.FfNorm, blk.FeedForward, EncStream(2 * i + 1), s, g.EncX, B * Le, Sites.Sublayer(0, i, 1));
+            SelfAttentionBackward(blk.AttnNorm, blk.SelfAttention, EncStream(2 * i), s, g.EncX, B * Le, Le, Sites.Sublayer(0, i, 0));
+        }
+        DropoutBackAt(g.EncX, B * Le * d, Sites.EncoderEmbedding);
+        be.PromptGradient(g.EncX, PromptIndex, PromptGradient, B, Shape.InputLength, Shape.PromptLength, d);
+    }
+
+    void DropoutBackAt(Tensor t, long n, uint stream)
+    {
+        if (DropoutRate > 0) be.DropoutBackward(t, (int)n, DropoutRate, DropoutSeed!, stream);
+    }
+
+    // dX is the running gradient of the residual stream; each sublayer adds its branch's part.
+    void FeedForwardBackward(Tensor norm, FeedForwardWeights fw, Tensor x, BlockScratch s, Tensor dX, int rows, uint stream)
+    {
+        var g = grads!;
+        int n = rows * c.DFf;
+        be.MatMul(BranchGradient(dX, rows, stream), fw.Wo, g.FfH, MatMulSpec.Rows(rows, c.DFf, d));
+        DropoutBackAt(g.FfH, n, stream + Sites.Hidden);
+        if (fw.Wi1 is not null)
+        {
+            be.GatedGeluBackward(s.FfA, s.FfB, g.FfH, g.FfA, g.FfB, n);
+            be.MatMul(g.FfA, fw.Wi, g.H, MatMulSpec.Rows(rows, d, c.DFf));
+            be.MatMul(g.FfB, fw.Wi1, g.H, MatMulSpec.Rows(rows, d, c.DFf) with { Accumulate = true });
+        }
+        else
+        {
+            be.ReluBackward(s.FfA, g.FfH, g.FfA, n);
+            be.MatMul(g.FfA, fw.Wi, g.H, MatMulSpec.Rows(rows, d, c.DFf));
+        }
+        be.RmsNormBackward(x, norm, g.H, dX, rows, d, (float)c.LayerNormEpsilon, accumulate: true);
+    }
+
+    /// <summary>From dctx (= dOut·Wo) back to dq, dk, dv through the softmax.</summary>
+    void AttentionCoreBackward(Tensor q, Tensor k, Tensor v, Tensor probs, Tensor dProbs, Tensor dq, Tensor dk, Tensor dv, int lq, int lk, uint stream)
+    {
+        var g = grads!;
+        int heads = c.NumHeads;
+        // dP = dctx · vᵀ (per head)
+        be.MatMul(g.Ctx, v, dProbs, Heads.QK(lq, lk, lq, lk));
+        DropoutBackAt(dProbs, B * heads * lq * lk, stream + Sites.Probs);
+        be.SoftmaxBackward(probs, dProbs, B * heads * lq, lk);
+        // dq = dS · k
+        be.MatMul(dProbs, k, dq, Heads.PV(lq, lk, lq, lk));
+        var transposed = Heads.TransposedPV(lq, lk);
+        be.MatMul(dProbs, q, dk, transposed);
+        be.MatMul(DroppedProbs(probs, lq, lk, stream), g.Ctx, dv, transposed);
+    }
+
+    void SelfAttentionBackward(Tensor norm, AttentionWeights aw, Tensor x, BlockScratch s, Tensor dX, int rows, int len, uint stream)
+    {
+        var g = grads!;
+        be.MatMul(BranchGradient(dX, rows, stream), aw.O, g.Ctx, MatMulSpec.Rows(rows, inner, d));
+        AttentionCoreBackward(s.Q, s.K, s.V, s.Probs, g.Probs, g.Q, g.K, g.V, len, len, stream);
+        be.MatMul(g.Q, aw.Q, g.H, MatMulSpec.Rows(rows, d, inner));
+        be.MatMul(g.K, aw.K, g.H, MatMulSpec.Rows(rows, d, inner) with { Accumulate = true });
+        be.MatMul(g.V, aw.V, g.H, MatMulSpec.Rows(rows, d, inner) with { Accumulate = true });
+        be.RmsNormBackward(x, norm, g.H, dX, rows, d, (float)c.LayerNormEpsilon, accumulate: true);
+    }
+
+    void CrossAttentionBackward(Tensor norm, AttentionWeights aw, Tensor x, BlockScratch s, Tensor dX, uint stream)
+    {
+        var g = grads!;
+        int rows = B * Ld;
+        be.MatMul(BranchGradient(dX, rows, stream), aw.O, g.Ctx, MatMulSpec.Rows(rows, inner, d));
+        AttentionCoreBackward(s.CrossQ!, s.CrossK!, s.CrossV!, s.CrossProbs!, g.CrossProbs, g.Q, g.CrossK, g.CrossV, Ld, Le, stream);
+        // Keys and values came from the encoder output: their gradient flows there.
+        be.MatMul(g.CrossK, aw.K, g.EncOut, MatMulSpec.Rows(B * Le, d, inner) with { Accumulate = true });
+        be.MatMul(g.CrossV, aw.V, g.EncOut, MatMulSpec.Rows(B * Le, d, inner) with { Accumulate = true });
+        be.MatMul(g.Q, aw.Q, g.H, MatMulSpec.Rows(rows, d, inner));
+        be.RmsNormBackward(x, norm, g.H, dX, rows, d, (float)c.LayerNormEpsilon, accumulate: true);
+    }
+
+    public void Dispose()
+    {
+        foreach (var t in owned) t.Dispose();
+        owned.Clear();
+    }
+}
