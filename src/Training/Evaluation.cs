@@ -1,0 +1,95 @@
+using VkPrompt.Model;
+
+namespace VkPrompt.Training;
+
+/// <summary>
+/// Rank classification (the paper's evaluation for classification tasks): each example is scored
+/// against every choice and the most likely choice wins. Several prompts are evaluated in one
+/// batch over the frozen model, each (example, choice, prompt) triple one row, which is also how
+/// the ensemble gets its individual votes.
+/// </summary>
+public static class RankClassifier
+{
+    /// <returns>predictions[prompt][example] = index of the chosen choice.</returns>
+    public static int[][] Predict(Scorer scorer, IReadOnlyList<int[]> inputs, IReadOnlyList<int[]> choices,
+                                  float[]? prompts, int promptLength, int numPrompts, int batchSize)
+    {
+        int nc = choices.Count;
+        var rows = new List<(int Example, int Choice, int Prompt)>();
+        for (int e = 0; e < inputs.Count; e++)
+            for (int p = 0; p < numPrompts; p++)
+                for (int c = 0; c < nc; c++)
+                    rows.Add((e, c, p));
+        var best = new double[numPrompts, inputs.Count];
+        var pred = new int[numPrompts][];
+        for (int p = 0; p < numPrompts; p++) pred[p] = new int[inputs.Count];
+        for (int p = 0; p < numPrompts; p++)
+            for (int e = 0; e < inputs.Count; e++) best[p, e] = double.NegativeInfinity;
+        for (int start = 0; start < rows.Count; start += batchSize)
+        {
+            var chunk = rows.Skip(start).Take(batchSize).ToList();
+            var batch = chunk.Select(r => new EncodedExample(inputs[r.Example], choices[r.Choice])).ToList();
+            var scores = scorer.Score(batch, prompts, promptLength, numPrompts, chunk.Select(r => r.Prompt).ToList(), batchSize);
+            for (int i = 0; i < chunk.Count; i++)
+            {
+                var (e, c, p) = chunk[i];
+                // Strictly greater: on a tie the earlier choice wins, deterministically.
+                if (scores[i].LogProb > best[p, e]) { best[p, e] = scores[i].LogProb; pred[p][e] = c; }
+            }
+        }
+        return pred;
+    }
+
+    /// <summary>The paper's ensemble: each example takes the choice most prompts picked; a tie
+    /// goes to the tied choice the lowest-numbered prompt voted for.</summary>
+    public static int[] MajorityVote(int[][] predictions, int numChoices)
+    {
+        int n = predictions[0].Length;
+        var result = new int[n];
+        for (int e = 0; e < n; e++)
+        {
+            var votes = new int[numChoices];
+            foreach (var p in predictions) votes[p[e]]++;
+            int max = votes.Max();
+            result[e] = predictions.Select(p => p[e]).First(c => votes[c] == max);
+        }
+        return result;
+    }
+
+    public static double Accuracy(IReadOnlyList<int> predicted, IReadOnlyList<int> gold) =>
+        predicted.Zip(gold).Count(x => x.First == x.Second) / (double)predicted.Count;
+}
+
+/// <summary>Validation during training: mean token loss, and accuracy by rank classification
+/// when the targets come from a label set, otherwise by exact match of greedy decoding.</summary>
+public sealed class Validation(Scorer scorer, IReadOnlyList<EncodedExample> examples, IReadOnlyList<string> targets,
+                               IReadOnlyList<string>? labels, IReadOnlyList<int[]>? labelIds, Func<float[], int, IReadOnlyList<string>>? generate, int batchSize)
+{
+    public (double Loss, double? Accuracy) Evaluate(float[] prompt, int promptLength)
+    {
+        double lp = 0;
+        int tokens = 0;
+        for (int s = 0; s < examples.Count; s += batchSize)
+        {
+            var batch = examples.Skip(s).Take(batchSize).ToList();
+            foreach (var r in scorer.Score(batch, prompt, promptLength, batchSize: batchSize))
+            {
+                lp += r.LogProb;
+                tokens += r.Tokens;
+            }
+        }
+        double loss = -lp / tokens;
+        if (labels is not null && labelIds is not null)
+        {
+            var gold = targets.Select(t => labels.ToList().IndexOf(t)).ToList();
+            var pred = RankClassifier.Predict(scorer, examples.Select(e => e.InputIds).ToList(), labelIds, prompt, promptLength, 1, batchSize);
+            return (loss, RankClassifier.Accuracy(pred[0], gold));
+        }
+        if (generate is not null)
+        {
+            var outputs = generate(prompt, promptLength);
+            return (loss, outputs.Zip(targets).Count(x => x.First.Trim() == x.Second.Trim()) / (double)targets.Count);
+        }
+        return (loss, null);
+    }
+}

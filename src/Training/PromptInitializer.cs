@@ -1,0 +1,76 @@
+using VkPrompt.Model;
+using VkPrompt.Model.Tokenization;
+
+namespace VkPrompt.Training;
+
+/// <summary>The initialisers of SPEC.md: random, vocab, class, text:STRING and file:PATH.</summary>
+public static class PromptInitializer
+{
+    const int VocabSampleRange = 5000;
+
+    /// <summary>Resolves "auto" as the paper does: class labels when they are known, else vocab.</summary>
+    public static string Resolve(string init, IReadOnlyList<string>? labels) =>
+        init == "auto" ? (labels is { Count: > 0 } ? "class" : "vocab") : init;
+
+    public static float[] Create(string init, int promptLength, T5Checkpoint ckpt, T5Tokenizer tokenizer, IReadOnlyList<string>? labels, int seed)
+    {
+        int d = ckpt.Config.DModel;
+        var rng = new Random(seed);
+        var prompt = new float[promptLength * d];
+        switch (init)
+        {
+            case "random":
+                for (int i = 0; i < prompt.Length; i++) prompt[i] = (float)(rng.NextDouble() - 0.5);
+                return prompt;
+            case "vocab":
+                FillSampled(prompt, 0, promptLength, ckpt, rng);
+                return prompt;
+            case "class":
+                if (labels is not { Count: > 0 })
+                    throw new ArgumentException("--init class needs labels: pass --choices or a training file whose targets form a small label set");
+                int rows = Math.Min(labels.Count, promptLength);
+                var row = new float[d];
+                for (int r = 0; r < rows; r++)
+                {
+                    // Sub-tokens of the label without the eos T5 appends.
+                    var ids = tokenizer.Encode(labels[r], addEos: false);
+                    if (ids.Length == 0) ids = [tokenizer.UnkId];
+                    var dst = prompt.AsSpan(r * d, d);
+                    foreach (var id in ids)
+                    {
+                        ckpt.Read("shared.weight", row, (long)id * d);
+                        for (int j = 0; j < d; j++) dst[j] += row[j] / ids.Length;
+                    }
+                }
+                FillSampled(prompt, rows, promptLength - rows, ckpt, rng);
+                return prompt;
+        }
+        if (init.StartsWith("text:", StringComparison.Ordinal))
+        {
+            var ids = tokenizer.Encode(init["text:".Length..], addEos: false);
+            if (ids.Length == 0) throw new ArgumentException("--init text: needs a non-empty string");
+            for (int r = 0; r < promptLength; r++)
+                ckpt.Read("shared.weight", prompt.AsSpan(r * d, d), (long)ids[r % ids.Length] * d);
+            return prompt;
+        }
+        if (init.StartsWith("file:", StringComparison.Ordinal))
+        {
+            var data = PromptFile.Load(init["file:".Length..], d, out int length);
+            if (length != promptLength)
+                throw new ArgumentException($"{init["file:".Length..]} holds a prompt of length {length}, but --prompt-length is {promptLength}");
+            return data;
+        }
+        throw new ArgumentException($"unknown --init '{init}'; use random, vocab, class, text:STRING or file:PATH");
+    }
+
+    /// <summary>Rows of shared.weight drawn without replacement from the first 5000 ids.</summary>
+    static void FillSampled(float[] prompt, int firstRow, int count, T5Checkpoint ckpt, Random rng)
+    {
+        int d = ckpt.Config.DModel;
+        int range = Math.Min(VocabSampleRange, ckpt.Config.VocabSize);
+        var ids = Enumerable.Range(0, range).ToArray();
+        rng.Shuffle(ids);
+        for (int r = 0; r < count; r++)
+            ckpt.Read("shared.weight", prompt.AsSpan((firstRow + r) * d, d), (long)ids[r % range] * d);
+    }
+}

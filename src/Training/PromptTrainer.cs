@@ -1,0 +1,131 @@
+using VkPrompt.Model;
+using VkPrompt.Model.Backends;
+using VkPrompt.Runtime.Kernels;
+
+namespace VkPrompt.Training;
+
+/// <summary>
+/// The training step: forward, prompt-only backward and Adafactor, recorded as one unit per
+/// batch shape and replayed. The prompt and the optimizer state stay on the device between
+/// steps; only the batch's ids go up and the per-token log-probabilities come back.
+/// </summary>
+public sealed class PromptTrainer : IDisposable
+{
+    readonly T5Weights weights;
+    readonly Backend be;
+    readonly AdafactorSettings optimizer;
+    readonly float dropout;
+    readonly ActivationMode activations;
+    readonly int seed;
+    readonly Tensor prompt, state, update;
+    readonly Dictionary<BatchShape, (T5Pass Pass, IRecording Run)> steps = new();
+
+    public int PromptLength { get; }
+    public int Dim { get; }
+    /// <summary>Optimizer steps taken so far (the next batch is batch number Step).</summary>
+    public int Step { get; private set; }
+
+    public PromptTrainer(T5Weights weights, float[] initialPrompt, AdafactorSettings optimizer, float dropout, int seed,
+                         ActivationMode activations = ActivationMode.Store, float[]? optimizerState = null, int step = 0, int stepOffset = 0)
+    {
+        this.weights = weights;
+        be = weights.Backend;
+        this.optimizer = optimizer;
+        this.dropout = dropout;
+        this.seed = seed;
+        this.activations = activations;
+        Dim = weights.Config.DModel;
+        if (initialPrompt.Length % Dim != 0) throw new ArgumentException("prompt size is not a multiple of d_model");
+        PromptLength = initialPrompt.Length / Dim;
+        Step = step;
+        prompt = be.Floats(initialPrompt.Length, "prompt");
+        be.Upload(prompt, initialPrompt);
+        long stateLength = optimizer.StateLength(PromptLength, Dim);
+        state = be.Floats(stateLength, "adafactor_state");
+        var s = optimizerState ?? new float[stateLength];
+        if (s.Length != stateLength) throw new ArgumentException($"optimizer state has {s.Length} floats, expected {stateLength}");
+        if (optimizerState is null) s[0] = BitConverter.UInt32BitsToSingle((uint)(step + stepOffset));
+        be.Upload(state, s);
+        update = be.Floats(initialPrompt.Length, "adafactor_update");
+    }
+
+    /// <summary>One optimizer step on <paramref name="batch"/>; returns the mean token loss
+    /// (computed in the same forward, with dropout as configured).</summary>
+    public double TrainStep(IReadOnlyList<EncodedExample> batch, int batchSize)
+    {
+        var host = HostBatch.Build(batch, PromptLength, batchSize: batchSize, decoderStart: weights.Config.DecoderStartTokenId);
+        var (pass, run) = StepFor(host.Shape);
+        pass.Load(host);
+        if (pass.DropoutSeed is not null) be.Upload(pass.DropoutSeed, [DropoutSeed(seed, Step)]);
+        run.Run();
+        Step++;
+        return MeanLoss(pass, host);
+    }
+
+    /// <summary>Mixes the run seed and the step so every step draws fresh masks, and a resumed
+    /// run draws exactly the masks the uninterrupted one would have.</summary>
+    static int DropoutSeed(int seed, int step) => (int)(((uint)seed * 0x9E3779B9u) ^ ((uint)step * 0x85EBCA6Bu));
+
+    static double MeanLoss(T5Pass pass, HostBatch host) => -pass.ReadLogProbs().Sum(v => (double)v) / host.TargetTokens;
+
+    (T5Pass, IRecording) StepFor(BatchShape shape)
+    {
+        if (steps.TryGetValue(shape, out var s)) return s;
+        if (steps.Count >= 4) DisposeSteps();
+        var pass = new T5Pass(weights, shape, activations, prompt, dropout);
+        var rec = be.Record(() =>
+        {
+            pass.EmitForward();
+            pass.EmitBackward();
+            be.Adafactor(prompt, pass.PromptGradient!, state, update, PromptLength, Dim, optimizer);
+        });
+        steps[shape] = (pass, rec);
+        return (pass, rec);
+    }
+
+    public float[] Prompt()
+    {
+        var p = new float[prompt.Length];
+        be.Download(prompt, p);
+        return p;
+    }
+
+    public float[] OptimizerState()
+    {
+        var s = new float[state.Length];
+        be.Download(state, s);
+        return s;
+    }
+
+    void DisposeSteps()
+    {
+        foreach (var (pass, rec) in steps.Values) { rec.Dispose(); pass.Dispose(); }
+        steps.Clear();
+    }
+
+    public void Dispose()
+    {
+        DisposeSteps();
+        prompt.Dispose();
+        state.Dispose();
+        update.Dispose();
+    }
+
+    /// <summary>Loss and prompt gradient of <paramref name="examples"/> taken as one batch
+    /// (<c>vkprompt grad</c>): no optimizer step, no dropout.</summary>
+    public static (double Loss, float[] Gradient) Gradient(T5Weights weights, IReadOnlyList<EncodedExample> examples, float[] promptData, ActivationMode mode = ActivationMode.Store)
+    {
+        var be = weights.Backend;
+        int d = weights.Config.DModel;
+        using var prompt = be.Floats(promptData.Length, "prompt");
+        be.Upload(prompt, promptData);
+        var host = HostBatch.Build(examples, promptData.Length / d, decoderStart: weights.Config.DecoderStartTokenId);
+        using var pass = new T5Pass(weights, host.Shape, mode, prompt);
+        using var rec = be.Record(() => { pass.EmitForward(); pass.EmitBackward(); });
+        pass.Load(host);
+        rec.Run();
+        var grad = new float[promptData.Length];
+        be.Download(pass.PromptGradient!, grad);
+        return (MeanLoss(pass, host), grad);
+    }
+}

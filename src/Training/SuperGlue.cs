@@ -1,0 +1,61 @@
+using System.Text.Json;
+using VkPrompt.Model;
+
+namespace VkPrompt.Training;
+
+/// <summary>
+/// Reads the official SuperGLUE JSONL files with T5's text-to-text formatting (t5.data.glue_utils:
+/// "feature: value" pairs in T5's feature order, labels as words), without the task-name prefix,
+/// as the prompt-tuning paper trains them.
+/// </summary>
+public static class SuperGlue
+{
+    public sealed record Task(string Name, string[] Features, string[] Labels);
+
+    public static readonly IReadOnlyDictionary<string, Task> Tasks = new Dictionary<string, Task>
+    {
+        ["boolq"] = new("boolq", ["question", "passage"], ["False", "True"]),
+        ["cb"] = new("cb", ["hypothesis", "premise"], ["entailment", "contradiction", "neutral"]),
+        ["rte"] = new("rte", ["hypothesis", "premise"], ["entailment", "not_entailment"]),
+        ["wic"] = new("wic", ["sentence1", "sentence2", "word"], ["False", "True"]),
+        ["copa"] = new("copa", ["choice1", "choice2", "premise", "question"], ["choice1", "choice2"]),
+    };
+
+    public static Task Get(string name) => Tasks.TryGetValue(name.ToLowerInvariant(), out var t) ? t
+        : throw new ArgumentException($"unknown --task '{name}'; supported: {string.Join(", ", Tasks.Keys)}");
+
+    public static List<Example> Read(string path, Task task)
+    {
+        if (!File.Exists(path)) throw new ModelFormatException(path, "file not found");
+        var list = new List<Example>();
+        int lineNo = 0;
+        foreach (var line in File.ReadLines(path))
+        {
+            lineNo++;
+            if (string.IsNullOrWhiteSpace(line)) continue;
+            JsonElement root;
+            try { root = JsonDocument.Parse(line).RootElement; }
+            catch (JsonException) { throw new ModelFormatException(path, $"line {lineNo}: not valid JSON"); }
+            var parts = new List<string>();
+            foreach (var f in task.Features)
+            {
+                if (!root.TryGetProperty(f, out var v))
+                    throw new ModelFormatException(path, $"line {lineNo}: missing field \"{f}\" of a {task.Name} example");
+                parts.Add($"{f}: {v}");
+            }
+            string? target = null;
+            if (root.TryGetProperty("label", out var label))
+                target = label.ValueKind switch
+                {
+                    JsonValueKind.True => "True",
+                    JsonValueKind.False => "False",
+                    JsonValueKind.Number when label.GetInt32() is int i && i >= 0 && i < task.Labels.Length => task.Labels[i],
+                    JsonValueKind.String when task.Labels.Contains(label.GetString()) => label.GetString(),
+                    _ => throw new ModelFormatException(path, $"line {lineNo}: label {label} is not one of {string.Join(", ", task.Labels)}"),
+                };
+            list.Add(new Example(string.Join(" ", parts), target));
+        }
+        if (list.Count == 0) throw new ModelFormatException(path, "no examples (the file is empty)");
+        return list;
+    }
+}

@@ -1,0 +1,202 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text.Json.Nodes;
+using VkPrompt.Model;
+using VkPrompt.Model.Safetensors;
+using VkPrompt.Model.Tokenization;
+
+namespace VkPrompt.Training;
+
+/// <summary>
+/// A whole prompt-tuning run: data order, the step loop, periodic validation with early
+/// stopping (the best prompt is kept), checkpoints for <c>--resume</c>, metrics.jsonl and the
+/// chart. Everything that decides the numbers (data order, dropout masks) is a function of
+/// (seed, step), so a resumed run reproduces the uninterrupted one bit for bit.
+/// </summary>
+public sealed class TrainingRun
+{
+    public const string CheckpointFile = "checkpoint.safetensors";
+    public const string MetricsFile = "metrics.jsonl";
+    public const string ChartFile = "training.png";
+
+    readonly T5Checkpoint ckpt;
+    readonly T5Weights weights;
+    readonly T5Tokenizer tokenizer;
+    readonly TrainOptions o;
+    readonly IReadOnlyList<EncodedExample> train;
+    readonly Validation? validation;
+    readonly string outputDir;
+
+    public IReadOnlyList<string>? Labels { get; }
+    public string Init { get; }
+
+    /// <summary>Called after every step with its report (validation fields on eval steps).</summary>
+    public Action<StepReport>? OnStep { get; set; }
+    public Action<string>? Log { get; set; }
+
+    public TrainingRun(T5Checkpoint ckpt, T5Weights weights, T5Tokenizer tokenizer, TrainOptions options,
+                       IReadOnlyList<EncodedExample> train, Validation? validation, IReadOnlyList<string>? labels, string outputDir)
+    {
+        this.ckpt = ckpt; this.weights = weights; this.tokenizer = tokenizer; o = options;
+        this.train = train; this.validation = validation; this.outputDir = outputDir;
+        Labels = labels;
+        Init = PromptInitializer.Resolve(options.Init, labels);
+        if (train.Count == 0) throw new ArgumentException("the training file has no examples");
+    }
+
+    /// <summary>Example indices of batch <paramref name="step"/>: SPEC.md's (s·B + i) mod N, through
+    /// a per-epoch permutation when shuffling.</summary>
+    public static int[] BatchIndices(int step, int batchSize, int n, bool shuffle, int seed)
+    {
+        var idx = new int[batchSize];
+        int[]? perm = null;
+        long permEpoch = -1;
+        for (int i = 0; i < batchSize; i++)
+        {
+            long k = (long)step * batchSize + i;
+            int j = (int)(k % n);
+            if (shuffle)
+            {
+                long epoch = k / n;
+                if (epoch != permEpoch)
+                {
+                    perm = Enumerable.Range(0, n).ToArray();
+                    new Random(HashCode.Combine(seed, epoch)).Shuffle(perm);
+                    permEpoch = epoch;
+                }
+                j = perm![j];
+            }
+            idx[i] = j;
+        }
+        return idx;
+    }
+
+    public TrainingResult Run(bool resume, bool exportNpy, CancellationToken cancel = default)
+    {
+        Directory.CreateDirectory(outputDir);
+        string ckptPath = Path.Combine(outputDir, CheckpointFile);
+        float[] prompt;
+        float[]? optState = null;
+        int step = 0;
+        double bestMetric = double.NegativeInfinity;
+        int bestStep = -1;
+        if (resume && File.Exists(ckptPath))
+        {
+            using var f = SafetensorsFile.Open(ckptPath);
+            prompt = ReadAll(f, "prompt");
+            optState = ReadAll(f, "optimizer_state");
+            step = int.Parse(f.Metadata["step"], CultureInfo.InvariantCulture);
+            bestMetric = double.Parse(f.Metadata["best_metric"], CultureInfo.InvariantCulture);
+            bestStep = int.Parse(f.Metadata["best_step"], CultureInfo.InvariantCulture);
+            Log?.Invoke($"resuming from step {step} ({ckptPath})");
+        }
+        else
+        {
+            if (resume) Log?.Invoke($"--resume: no checkpoint in {outputDir}; starting from step 0");
+            prompt = PromptInitializer.Create(Init, o.PromptLength, ckpt, tokenizer, Labels, o.Seed);
+        }
+        var metrics = new MetricsLog(Path.Combine(outputDir, MetricsFile), step);
+        float dropout = o.Dropout ?? (float)ckpt.Config.DropoutRate;
+        using var trainer = new PromptTrainer(weights, prompt, o.Optimizer, dropout, o.Seed, o.Activations, optState, step, o.StepOffset);
+        weights.Backend.ResetPeakMemory();
+        var clock = Stopwatch.StartNew();
+        int stepsThisRun = 0;
+        float[]? bestPrompt = null;
+        StepReport? last = null;
+        while (trainer.Step < o.Steps && !cancel.IsCancellationRequested)
+        {
+            var idx = BatchIndices(trainer.Step, o.BatchSize, train.Count, o.Shuffle, o.Seed);
+            double loss = trainer.TrainStep(idx.Select(i => train[i]).ToList(), o.BatchSize);
+            stepsThisRun++;
+            int s = trainer.Step;
+            var report = new StepReport(s, loss, 0, stepsThisRun / clock.Elapsed.TotalSeconds);
+            if (validation is not null && o.EvalEvery > 0 && (s % o.EvalEvery == 0 || s == o.Steps))
+            {
+                var current = trainer.Prompt();
+                var (vLoss, vAcc) = validation.Evaluate(current, o.PromptLength);
+                report = report with { ValidationLoss = vLoss, ValidationAccuracy = vAcc };
+                // Early stopping as in the paper: the prompt that scored best on validation is kept.
+                double metric = vAcc ?? -vLoss;
+                if (metric > bestMetric)
+                {
+                    bestMetric = metric;
+                    bestStep = s;
+                    bestPrompt = current;
+                    Adapter.Save(Path.Combine(outputDir, "best"), current, ckpt.Config, ckpt.Directory, Init, exportNpy);
+                }
+            }
+            metrics.Append(report);
+            OnStep?.Invoke(report);
+            last = report;
+            if ((o.SaveEvery > 0 && s % o.SaveEvery == 0) || s == o.Steps)
+                SaveCheckpoint(ckptPath, trainer, bestMetric, bestStep);
+        }
+        if (cancel.IsCancellationRequested) SaveCheckpoint(ckptPath, trainer, bestMetric, bestStep);
+        var final = trainer.Prompt();
+        Adapter.Save(outputDir, bestPrompt ?? (bestStep >= 0 ? LoadBest() : final), ckpt.Config, ckpt.Directory, Init, exportNpy);
+        MetricsChart.Write(Path.Combine(outputDir, ChartFile), metrics.ReadAll());
+        return new TrainingResult(trainer.Step, last?.Loss ?? double.NaN, bestStep, bestStep >= 0 ? bestMetric : null,
+                                  weights.Backend.MemoryUse.Peak, final);
+    }
+
+    float[] LoadBest() => PromptFile.Load(Path.Combine(outputDir, "best"), ckpt.Config.DModel, out _);
+
+    static float[] ReadAll(SafetensorsFile f, string name)
+    {
+        var info = f.Tensors[name];
+        var data = new float[info.Shape.Aggregate(1L, (a, b) => a * b)];
+        f.ReadFloat32(name, data);
+        return data;
+    }
+
+    void SaveCheckpoint(string path, PromptTrainer trainer, double bestMetric, int bestStep)
+    {
+        var prompt = trainer.Prompt();
+        var state = trainer.OptimizerState();
+        SafetensorsWriter.Write(path,
+            [("prompt", [trainer.PromptLength, trainer.Dim], prompt), ("optimizer_state", [state.Length], state)],
+            new Dictionary<string, string>
+            {
+                ["step"] = trainer.Step.ToString(CultureInfo.InvariantCulture),
+                ["best_metric"] = bestMetric.ToString("R", CultureInfo.InvariantCulture),
+                ["best_step"] = bestStep.ToString(CultureInfo.InvariantCulture),
+                ["seed"] = o.Seed.ToString(CultureInfo.InvariantCulture),
+            });
+        Adapter.Save(outputDir, prompt, ckpt.Config, ckpt.Directory, Init);
+    }
+}
+
+public sealed record TrainingResult(int Steps, double FinalLoss, int BestStep, double? BestMetric, long PeakMemoryBytes, float[] FinalPrompt);
+
+/// <summary>metrics.jsonl: one object per logged step. A resumed run drops the lines after its
+/// checkpoint so the file reads as one uninterrupted run.</summary>
+sealed class MetricsLog
+{
+    readonly string path;
+
+    public MetricsLog(string path, int resumeStep)
+    {
+        this.path = path;
+        var kept = File.Exists(path) ? File.ReadLines(path).Where(l => StepOf(l) is int s && s <= resumeStep).ToList() : [];
+        AtomicFile.WriteAllText(path, kept.Count == 0 ? "" : string.Join("\n", kept) + "\n");
+    }
+
+    static int? StepOf(string line)
+    {
+        try { return JsonNode.Parse(line)?["step"]?.GetValue<int>(); }
+        catch (System.Text.Json.JsonException) { return null; }
+    }
+
+    public void Append(StepReport r)
+    {
+        var o = new JsonObject { ["step"] = r.Step, ["loss"] = r.Loss, ["steps_per_s"] = Math.Round(r.StepsPerSecond, 3) };
+        if (r.ValidationLoss is double vl) o["val_loss"] = vl;
+        if (r.ValidationAccuracy is double va) o["val_accuracy"] = va;
+        File.AppendAllText(path, o.ToJsonString() + "\n");
+    }
+
+    public List<StepReport> ReadAll() =>
+        File.ReadLines(path).Select(l => JsonNode.Parse(l)!).Select(n => new StepReport(
+            n["step"]!.GetValue<int>(), n["loss"]!.GetValue<double>(), 0, n["steps_per_s"]!.GetValue<double>(),
+            n["val_loss"]?.GetValue<double>(), n["val_accuracy"]?.GetValue<double>())).ToList();
+}
