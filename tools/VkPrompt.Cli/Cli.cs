@@ -44,7 +44,7 @@ internal static class Cli
         return root;
     }
 
-    static bool Verbose(ParseResult parse) => parse.GetValue<bool>(VerboseName);
+    public static bool Verbose(ParseResult parse) => parse.GetValue<bool>(VerboseName);
 
     /// <summary>The --device option of every command that computes. Each command gets its own
     /// instance because an option belongs to exactly one parent command.</summary>
@@ -63,8 +63,13 @@ internal static class Cli
 
     /// <summary>A Spectre console on this invocation's standard output; it emits colours only
     /// when that output is a terminal.</summary>
-    public static IAnsiConsole Console(ParseResult parse) =>
-        AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(Out(parse)) });
+    public static IAnsiConsole Console(ParseResult parse)
+    {
+        var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(Out(parse)) });
+        // Redirected output (a log, a pipe) has no width; Spectre would wrap paths at 80 columns.
+        if (!console.Profile.Capabilities.Interactive) console.Profile.Width = 4096;
+        return console;
+    }
 
     /// <summary>Parses and runs <paramref name="args"/>, mapping every outcome to an exit code.</summary>
     public static int Invoke(Command root, IReadOnlyList<string> args, TextWriter stdout, TextWriter stderr)

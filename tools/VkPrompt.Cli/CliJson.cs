@@ -8,3 +8,8 @@ namespace VkPrompt.Cli;
 [JsonSourceGenerationOptions(WriteIndented = true, PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase)]
 [JsonSerializable(typeof(IReadOnlyList<DeviceCapabilities>))]
 internal sealed partial class CliJson : JsonSerializerContext;
+
+/// <summary>JSON Lines output: one compact object per line.</summary>
+[JsonSourceGenerationOptions(WriteIndented = false, PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase)]
+[JsonSerializable(typeof(Commands.GeneratedLine))]
+internal sealed partial class CliJsonLines : JsonSerializerContext;

@@ -12,8 +12,16 @@ internal static class Program
     {
         var root = Cli.Root(
             "VkPrompt: prompt tuning (Lester et al. 2021) of a frozen T5 on any Vulkan GPU or on lavapipe.",
+            DemoCommand.Create(),
+            TrainCommand.Create(),
+            EvalCommand.Create(),
+            ScoreCommand.Create(),
+            ClassifyCommand.Create(),
+            GenerateCommand.Create(),
+            GradCommand.Create(),
+            TokenizeCommand.Create(),
             DevicesCommand.Create(),
-            DemoCommand.Create());
+            MakeModelCommand.Create());
         return Cli.Invoke(root, args, stdout, stderr);
     }
 }

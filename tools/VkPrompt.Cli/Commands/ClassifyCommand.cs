@@ -1,0 +1,56 @@
+using System.CommandLine;
+using System.Globalization;
+using VkPrompt.Model;
+using VkPrompt.Training;
+
+namespace VkPrompt.Cli.Commands;
+
+internal static class ClassifyCommand
+{
+    public static Command Create()
+    {
+        var model = ModelOptions.Model();
+        var prompt = ModelOptions.Prompt();
+        var data = ModelOptions.Data(required: true);
+        var choices = new Option<string>("--choices", "-c") { Description = "Comma-separated label words, e.g. \"entailment,not_entailment\".", Required = true };
+        var device = Cli.DeviceOption();
+        var batch = ModelOptions.BatchSize(8);
+        var maxIn = ModelOptions.MaxInputLength();
+        var cmd = new Command("classify", "Rank classification: for each input, print the choice whose text the model finds most likely; with targets in the data, also the accuracy.")
+        {
+            model, prompt, data, choices, device, batch, maxIn,
+        };
+        cmd.SetAction(parse =>
+        {
+            var labels = Choices.Parse(parse.GetValue(choices)!);
+            var examples = DataFile.Read(parse.GetValue(data)!, requireTargets: false);
+            using var s = new ModelSession(parse.GetValue(model)!, parse.GetValue(device)!, ModelOptions.Log(parse));
+            var (promptData, p) = PromptArg.Load(parse.GetValue(prompt), s.DModel);
+            var enc = new ExampleEncoder(s.Tokenizer, ModelOptions.Positive(parse, maxIn), int.MaxValue);
+            var inputs = examples.Select(e => enc.Encode(e.Input, "").InputIds).ToList();
+            var labelIds = labels.Select(l => s.Tokenizer.Encode(l)).ToList();
+            using var scorer = new Scorer(s.Weights);
+            var pred = RankClassifier.Predict(scorer, inputs, labelIds, promptData, p, 1, ModelOptions.Positive(parse, batch))[0];
+            var output = Cli.Out(parse);
+            foreach (var c in pred) output.WriteLine(labels[c]);
+            if (examples.All(e => e.Target is not null))
+            {
+                var gold = examples.Select(e => labels.IndexOf(e.Target!)).ToList();
+                output.WriteLine(string.Create(CultureInfo.InvariantCulture, $"accuracy: {RankClassifier.Accuracy(pred, gold):F4} ({pred.Zip(gold).Count(x => x.First == x.Second)}/{gold.Count})"));
+            }
+            return Cli.Ok;
+        });
+        return cmd;
+    }
+}
+
+internal static class Choices
+{
+    public static List<string> Parse(string text)
+    {
+        var list = text.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries).ToList();
+        if (list.Count < 2) throw new UsageException("--choices needs at least two comma-separated labels");
+        if (list.Distinct().Count() != list.Count) throw new UsageException("--choices lists a label twice");
+        return list;
+    }
+}

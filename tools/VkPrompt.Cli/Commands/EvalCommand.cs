@@ -1,0 +1,57 @@
+using System.CommandLine;
+using System.Globalization;
+using VkPrompt.Model;
+using VkPrompt.Training;
+
+namespace VkPrompt.Cli.Commands;
+
+internal static class EvalCommand
+{
+    public static Command Create()
+    {
+        var model = ModelOptions.Model();
+        var prompts = new Option<string[]>("--prompt", "-p")
+        {
+            HelpName = "PATH",
+            Description = "A trained prompt (PEFT adapter dir, .safetensors or .npy). Repeat for an ensemble: all prompts run in one batch over the frozen model and vote.",
+            Required = true,
+            AllowMultipleArgumentsPerToken = false,
+        };
+        var data = ModelOptions.Data(required: true);
+        var choices = new Option<string?>("--choices", "-c") { Description = "Comma-separated labels for rank classification. Default: the data's targets when they form a small label set." };
+        var device = Cli.DeviceOption();
+        var batch = ModelOptions.BatchSize(16);
+        var maxIn = ModelOptions.MaxInputLength();
+        var cmd = new Command("eval", "Accuracy of one or more prompts by rank classification, and with several prompts the paper's ensemble (majority vote), reported beside the individual accuracies.")
+        {
+            model, prompts, data, choices, device, batch, maxIn,
+        };
+        cmd.SetAction(parse =>
+        {
+            var examples = DataFile.Read(parse.GetValue(data)!);
+            var labels = parse.GetValue(choices) is string c ? Choices.Parse(c) : TrainCommand.LabelSet(examples)
+                ?? throw new UsageException("the targets do not form a small label set; pass --choices");
+            var unknown = examples.FirstOrDefault(e => !labels.Contains(e.Target!));
+            if (unknown is not null) throw new UsageException($"target '{unknown.Target}' is not one of the choices");
+            var paths = parse.GetValue(prompts)!;
+            using var s = new ModelSession(parse.GetValue(model)!, parse.GetValue(device)!, ModelOptions.Log(parse));
+            var loaded = paths.Select(p => PromptArg.Load(p, s.DModel)).ToList();
+            int length = loaded[0].Length;
+            if (loaded.Any(l => l.Length != length))
+                throw new UsageException($"ensemble prompts must have one length; got {string.Join(", ", loaded.Select(l => l.Length))}");
+            var all = loaded.SelectMany(l => l.Data!).ToArray();
+            var enc = new ExampleEncoder(s.Tokenizer, ModelOptions.Positive(parse, maxIn), int.MaxValue);
+            var inputs = examples.Select(e => enc.Encode(e.Input, "").InputIds).ToList();
+            using var scorer = new Scorer(s.Weights);
+            var pred = RankClassifier.Predict(scorer, inputs, labels.Select(l => s.Tokenizer.Encode(l)).ToList(), all, length, paths.Length, ModelOptions.Positive(parse, batch));
+            var gold = examples.Select(e => labels.IndexOf(e.Target!)).ToList();
+            var output = Cli.Out(parse);
+            for (int p = 0; p < paths.Length; p++)
+                output.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{paths[p]}: accuracy {RankClassifier.Accuracy(pred[p], gold):F4}"));
+            if (paths.Length > 1)
+                output.WriteLine(string.Create(CultureInfo.InvariantCulture, $"ensemble of {paths.Length} (majority vote): accuracy {RankClassifier.Accuracy(RankClassifier.MajorityVote(pred, labels.Count), gold):F4}"));
+            return Cli.Ok;
+        });
+        return cmd;
+    }
+}

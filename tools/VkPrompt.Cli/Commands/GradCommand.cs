@@ -1,0 +1,38 @@
+using System.CommandLine;
+using System.Globalization;
+using VkPrompt.Model;
+using VkPrompt.Model.Safetensors;
+using VkPrompt.Training;
+
+namespace VkPrompt.Cli.Commands;
+
+internal static class GradCommand
+{
+    public static Command Create()
+    {
+        var model = ModelOptions.Model();
+        var prompt = ModelOptions.Prompt();
+        prompt.Required = true;
+        var data = ModelOptions.Data(required: true);
+        var output = new Option<string>("--output", "-o") { HelpName = "FILE", Description = "Where to write the gradient (.safetensors, key prompt_gradient, float32 [P, d_model]).", Required = true };
+        var device = Cli.DeviceOption();
+        var recompute = new Option<bool>("--recompute") { Description = "Recompute each block's activations in the backward pass instead of storing them (less memory, ~1.3x the time)." };
+        var cmd = new Command("grad", "Loss and prompt gradient of the whole file taken as one batch (mean over target tokens, as SPEC.md). Prints {\"loss\": x}.")
+        {
+            model, prompt, data, output, device, recompute,
+        };
+        cmd.SetAction(parse =>
+        {
+            var examples = DataFile.Read(parse.GetValue(data)!);
+            using var s = new ModelSession(parse.GetValue(model)!, parse.GetValue(device)!, ModelOptions.Log(parse));
+            var (promptData, p) = PromptArg.Load(parse.GetValue(prompt), s.DModel);
+            var enc = new ExampleEncoder(s.Tokenizer, int.MaxValue, int.MaxValue);
+            var (loss, grad) = PromptTrainer.Gradient(s.Weights, examples.Select(enc.Encode).ToList(), promptData!,
+                parse.GetValue(recompute) ? ActivationMode.Recompute : ActivationMode.Store);
+            SafetensorsWriter.Write(parse.GetValue(output)!, [("prompt_gradient", [p, s.DModel], grad)], new Dictionary<string, string> { ["format"] = "pt" });
+            Cli.Out(parse).WriteLine(string.Create(CultureInfo.InvariantCulture, $"{{\"loss\": {loss:R}}}"));
+            return Cli.Ok;
+        });
+        return cmd;
+    }
+}

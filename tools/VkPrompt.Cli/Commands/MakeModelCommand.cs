@@ -1,0 +1,30 @@
+using System.CommandLine;
+using VkPrompt.Model;
+
+namespace VkPrompt.Cli.Commands;
+
+internal static class MakeModelCommand
+{
+    public static Command Create()
+    {
+        var shape = new Option<string>("--shape") { Description = "t5-small (original T5 shapes), t5-base, t5-large or t5-xl (T5 v1.1 LM-adapted shapes).", Required = true };
+        var output = new Option<string>("--output", "-o") { HelpName = "DIR", Description = "Directory to write config.json, model.safetensors (and spiece.model with --tokenizer).", Required = true };
+        var seed = new Option<int>("--seed") { Description = "Default: 0.", DefaultValueFactory = _ => 0 };
+        var tokenizer = new Option<string?>("--tokenizer") { HelpName = "FILE", Description = "A spiece.model to copy into the directory so text commands work." };
+        var cmd = new Command("make-model", "Write a T5 checkpoint with random weights in Hugging Face layout, for benchmarks and tests (no download needed). The weights are random: its outputs are meaningless.")
+        {
+            shape, output, seed, tokenizer,
+        };
+        cmd.SetAction(parse =>
+        {
+            T5Config cfg;
+            try { cfg = T5Config.Named(parse.GetValue(shape)!); }
+            catch (ArgumentException e) { throw new UsageException(e.Message); }
+            var dir = parse.GetValue(output)!;
+            RandomT5.Write(dir, cfg, parse.GetValue(seed), parse.GetValue(tokenizer));
+            Cli.Out(parse).WriteLine($"wrote a random {parse.GetValue(shape)} checkpoint to {dir}");
+            return Cli.Ok;
+        });
+        return cmd;
+    }
+}

@@ -1,0 +1,182 @@
+using System.CommandLine;
+using System.Globalization;
+using Spectre.Console;
+using VkPrompt.Model;
+using VkPrompt.Runtime.Kernels;
+using VkPrompt.Training;
+
+namespace VkPrompt.Cli.Commands;
+
+internal static class TrainCommand
+{
+    public static Command Create()
+    {
+        var o = new TrainArgs();
+        var cmd = new Command("train", "Train a soft prompt on a frozen T5 (Lester et al. 2021) and write it as a PEFT prompt-tuning adapter. Defaults are the paper's: prompt length 100, class-label init, Adafactor lr 0.3, batch 32, 30k steps, best validation prompt kept.");
+        o.AddTo(cmd);
+        cmd.SetAction(parse => Run(parse, o.Read(parse), Cli.Console(parse)));
+        return cmd;
+    }
+
+    /// <summary>Trains with the given settings; shared by train and demo.</summary>
+    public static int Run(ParseResult parse, TrainSettings t, IAnsiConsole console)
+    {
+        List<Example> train = t.Task is null ? DataFile.Read(t.TrainFile) : SuperGlue.Read(t.TrainFile, SuperGlue.Get(t.Task));
+        List<Example>? val = t.ValidationFile is null ? null : t.Task is null ? DataFile.Read(t.ValidationFile) : SuperGlue.Read(t.ValidationFile, SuperGlue.Get(t.Task));
+        var labels = t.Choices ?? (t.Task is not null ? SuperGlue.Get(t.Task).Labels.ToList() : LabelSet(train));
+        using var s = new ModelSession(t.Model, t.Device, ModelOptions.Log(parse));
+        var enc = new ExampleEncoder(s.Tokenizer, t.Options.MaxInputLength, t.Options.MaxTargetLength);
+        var encodedTrain = train.Select(enc.Encode).ToList();
+        var truncation = enc.Report();
+        Validation? validation = null;
+        using var scorer = new Scorer(s.Weights);
+        if (val is not null)
+        {
+            var vEnc = new ExampleEncoder(s.Tokenizer, t.Options.MaxInputLength, t.Options.MaxTargetLength);
+            var encodedVal = val.Select(vEnc.Encode).ToList();
+            bool rank = labels is not null && val.All(e => labels.Contains(e.Target!));
+            validation = new Validation(scorer, encodedVal, val.Select(e => e.Target!).ToList(),
+                rank ? labels : null, rank ? labels!.Select(l => s.Tokenizer.Encode(l)).ToList() : null,
+                rank ? null : (prompt, p) => GreedyDecoder.Run(s.Weights, encodedVal, prompt, p, t.Options.BatchSize, t.Options.MaxTargetLength)
+                                                     .Select(x => s.Tokenizer.Decode(x.Ids)).ToList(),
+                t.Options.BatchSize);
+        }
+        console.MarkupLineInterpolated($"[bold]VkPrompt train[/]: {train.Count} examples, {s.Backend.Name}; {truncation}");
+        var run = new TrainingRun(s.Checkpoint, s.Weights, s.Tokenizer, t.Options, encodedTrain, validation, labels, t.Output);
+        console.MarkupLineInterpolated($"prompt {t.Options.PromptLength} x {s.DModel}, init {run.Init}, batch {t.Options.BatchSize}, {t.Options.Steps} steps, output {t.Output}");
+
+        TrainingResult result = null!;
+        StepReport? lastVal = null;
+        using var cancel = new CancellationTokenSource();
+        ConsoleCancelEventHandler onCancel = (_, e) => { e.Cancel = true; cancel.Cancel(); };
+        Console.CancelKeyPress += onCancel;
+        try
+        {
+            if (console.Profile.Capabilities.Interactive)
+            {
+                console.Progress()
+                    .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new RemainingTimeColumn(), new SpinnerColumn())
+                    .Start(ctx =>
+                    {
+                        var task = ctx.AddTask("training", maxValue: t.Options.Steps);
+                        run.OnStep = r =>
+                        {
+                            if (r.ValidationLoss is not null) lastVal = r;
+                            task.Value = r.Step;
+                            task.Description = string.Create(CultureInfo.InvariantCulture, $"step {r.Step} loss {r.Loss:F4} {r.StepsPerSecond:F2} steps/s{ValText(lastVal)}");
+                        };
+                        run.Log = m => console.MarkupLineInterpolated($"{m}");
+                        result = run.Run(t.Resume, t.ExportNpy, cancel.Token);
+                    });
+            }
+            else
+            {
+                // Not a terminal (a log file, CI): a plain line every ~5% of the run and at each evaluation.
+                int every = Math.Max(1, t.Options.Steps / 20);
+                run.OnStep = r =>
+                {
+                    if (r.Step % every == 0 || r.Step == t.Options.Steps || r.ValidationLoss is not null)
+                    {
+                        double eta = (t.Options.Steps - r.Step) / Math.Max(r.StepsPerSecond, 1e-9);
+                        console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                            $"step {r.Step}/{t.Options.Steps}  loss {r.Loss:F4}  {r.StepsPerSecond:F2} steps/s  ETA {TimeSpan.FromSeconds(Math.Round(eta)):g}{ValText(r.ValidationLoss is null ? null : r)}"));
+                    }
+                };
+                run.Log = m => console.WriteLine(m);
+                result = run.Run(t.Resume, t.ExportNpy, cancel.Token);
+            }
+        }
+        finally { Console.CancelKeyPress -= onCancel; }
+
+        if (cancel.IsCancellationRequested)
+            console.MarkupLineInterpolated($"[yellow]interrupted at step {result.Steps}[/]: checkpoint saved; continue with --resume");
+        console.MarkupLineInterpolated($"final training loss {result.FinalLoss:F4} after {result.Steps} steps; peak device memory {result.PeakMemoryBytes / (1024.0 * 1024.0):F1} MiB");
+        if (result.BestStep >= 0)
+            console.MarkupLineInterpolated($"best validation at step {result.BestStep} ({(result.BestMetric is double m && m >= 0 ? $"accuracy {m:F4}" : $"loss {-(result.BestMetric ?? 0):F4}")}): kept as the adapter");
+        console.MarkupLineInterpolated($"adapter: {Path.Combine(t.Output, Adapter.WeightsFile)}, metrics: {Path.Combine(t.Output, TrainingRun.MetricsFile)}, chart: {Path.Combine(t.Output, TrainingRun.ChartFile)}");
+        return Cli.Ok;
+    }
+
+    static string ValText(StepReport? r) => r is null ? "" : string.Create(CultureInfo.InvariantCulture,
+        $"  val loss {r.ValidationLoss:F4}{(r.ValidationAccuracy is double a ? $" acc {a:F3}" : "")}");
+
+    /// <summary>The distinct targets, when they look like class labels (few, each seen often).</summary>
+    public static List<string>? LabelSet(IReadOnlyList<Example> examples)
+    {
+        var distinct = examples.Select(e => e.Target!).Distinct().ToList();
+        return distinct.Count is >= 2 and <= 20 && examples.Count >= 2 * distinct.Count ? distinct : null;
+    }
+}
+
+internal sealed record TrainSettings(string Model, string TrainFile, string? ValidationFile, string Output, string Device, string? Task,
+                                     List<string>? Choices, bool Resume, bool ExportNpy, TrainOptions Options);
+
+/// <summary>The options of <c>vkprompt train</c>, kept together so demo can reuse the parsing.</summary>
+internal sealed class TrainArgs
+{
+    readonly Option<string> model = ModelOptions.Model();
+    readonly Option<string> train = new("--train") { HelpName = "FILE", Description = "Training data: JSONL {\"input\", \"target\"} lines, or the official SuperGLUE JSONL with --task.", Required = true };
+    readonly Option<string?> validation = new("--validation") { HelpName = "FILE", Description = "Validation data (same format). Enables evaluation every --eval-every steps and early stopping: the best prompt is kept." };
+    readonly Option<string> output = new("--output", "-o") { HelpName = "DIR", Description = "Output directory: the PEFT adapter (adapter_model.safetensors, adapter_config.json), checkpoint.safetensors for --resume, metrics.jsonl and training.png.", Required = true };
+    readonly Option<string> device = Cli.DeviceOption();
+    readonly Option<int> promptLength = new("--prompt-length") { Description = "Soft prompt length P. Default: 100 (the paper's).", DefaultValueFactory = _ => 100 };
+    readonly Option<int> steps = new("--steps") { Description = "Optimizer steps. Default: 30000 (the paper's).", DefaultValueFactory = _ => 30_000 };
+    readonly Option<int> batch = ModelOptions.BatchSize(32);
+    readonly Option<int> seed = new("--seed") { Description = "Seed for initialisation, shuffling and dropout. Default: 0.", DefaultValueFactory = _ => 0 };
+    readonly Option<bool> noShuffle = new("--no-shuffle") { Description = "Take examples in file order: step s uses examples (s*B+i) mod N." };
+    readonly Option<float?> dropout = new("--dropout") { Description = "Dropout rate during training. Default: the checkpoint's dropout_rate." };
+    readonly Option<int> maxIn = ModelOptions.MaxInputLength();
+    readonly Option<int> maxOut = ModelOptions.MaxTargetLength();
+    readonly Option<int> evalEvery = new("--eval-every") { Description = "Evaluate on --validation every N steps (and at the end). Default: 1000.", DefaultValueFactory = _ => 1000 };
+    readonly Option<int> saveEvery = new("--save-every") { Description = "Write a resumable checkpoint every N steps (and at the end). Default: 1000.", DefaultValueFactory = _ => 1000 };
+    readonly Option<bool> resume = new("--resume") { Description = "Continue from checkpoint.safetensors in --output; the result is bit-identical to an uninterrupted run." };
+    readonly Option<string?> task = new("--task") { Description = "Read --train/--validation as official SuperGLUE JSONL of this task (boolq, cb, rte, wic, copa) with T5's formatting and label words." };
+    readonly Option<string?> choices = new("--choices", "-c") { Description = "Comma-separated class labels (for class init and rank-classification accuracy). Default: the task's labels, or the training targets when they form a small label set." };
+    readonly Option<string> init = new("--init") { Description = "Prompt initialisation: class (label embeddings, then sampled vocab), vocab (rows of the embedding from the 5000 most common ids), random (uniform [-0.5, 0.5]), text:STRING, or file:PATH. Default: class when labels are known, else vocab.", DefaultValueFactory = _ => "auto" };
+    readonly Option<float> lr = new("--lr") { Description = "Adafactor learning rate (constant). Default: 0.3.", DefaultValueFactory = _ => 0.3f };
+    readonly Option<float> weightDecay = new("--weight-decay") { Description = "Default: 1e-5.", DefaultValueFactory = _ => 1e-5f };
+    readonly Option<float> decayRate = new("--decay-rate") { Description = "Adafactor second-moment decay exponent. Default: 0.8.", DefaultValueFactory = _ => 0.8f };
+    readonly Option<float> clip = new("--clip") { Description = "Update clipping threshold (RMS). Default: 1.0.", DefaultValueFactory = _ => 1.0f };
+    readonly Option<float> eps1 = new("--epsilon1") { Description = "Added to squared gradients. Default: 1e-30.", DefaultValueFactory = _ => 1e-30f };
+    readonly Option<int> minDim = new("--min-dim-to-factor") { Description = "Factor the second moment when the prompt's smaller dim is at least this. Default: 128.", DefaultValueFactory = _ => 128 };
+    readonly Option<int> stepOffset = new("--step-offset") { Description = "Start Adafactor's step counter here (continuing a schedule). Default: 0.", DefaultValueFactory = _ => 0 };
+    readonly Option<bool> exportNpy = new("--export-npy") { Description = "Also write the prompt as T5X numpy (prompt.npy, float32 [P, d_model])." };
+    readonly Option<bool> recompute = new("--recompute") { Description = "Recompute block activations in the backward pass instead of storing them: much less memory for ~1.3x the time." };
+
+    public void AddTo(Command c)
+    {
+        foreach (var o in new Option[] { model, train, validation, output, device, promptLength, steps, batch, seed, noShuffle, dropout, maxIn, maxOut,
+                                         evalEvery, saveEvery, resume, task, choices, init, lr, weightDecay, decayRate, clip, eps1, minDim, stepOffset, exportNpy, recompute })
+            c.Options.Add(o);
+    }
+
+    public TrainSettings Read(ParseResult p)
+    {
+        float? dr = p.GetValue(dropout);
+        if (dr is < 0 or >= 1) throw new UsageException("--dropout must be in [0, 1)");
+        var opts = new TrainOptions
+        {
+            PromptLength = ModelOptions.Positive(p, promptLength),
+            Steps = ModelOptions.Positive(p, steps),
+            BatchSize = ModelOptions.Positive(p, batch),
+            Seed = p.GetValue(seed),
+            Shuffle = !p.GetValue(noShuffle),
+            Dropout = dr,
+            MaxInputLength = ModelOptions.Positive(p, maxIn),
+            MaxTargetLength = ModelOptions.Positive(p, maxOut),
+            EvalEvery = ModelOptions.Positive(p, evalEvery),
+            SaveEvery = ModelOptions.Positive(p, saveEvery),
+            Init = p.GetValue(init)!,
+            StepOffset = p.GetValue(stepOffset),
+            Activations = p.GetValue(recompute) ? ActivationMode.Recompute : ActivationMode.Store,
+            Optimizer = new AdafactorSettings
+            {
+                LearningRate = p.GetValue(lr), WeightDecay = p.GetValue(weightDecay), DecayRate = p.GetValue(decayRate),
+                ClippingThreshold = p.GetValue(clip), Epsilon1 = p.GetValue(eps1), MinDimToFactor = p.GetValue(minDim),
+            },
+        };
+        var ch = p.GetValue(choices) is string c ? Choices.Parse(c) : null;
+        return new TrainSettings(p.GetValue(model)!, p.GetValue(train)!, p.GetValue(validation), p.GetValue(output)!, p.GetValue(device)!,
+                                 p.GetValue(task), ch, p.GetValue(resume), p.GetValue(exportNpy), opts);
+    }
+}

@@ -1,0 +1,90 @@
+using System.CommandLine;
+using VkPrompt.Model;
+using VkPrompt.Model.Backends;
+using VkPrompt.Model.Tokenization;
+
+namespace VkPrompt.Cli;
+
+/// <summary>A checkpoint, its tokenizer and its weights on the chosen backend: what every model
+/// command opens first, in this order so a bad file fails before any device work.</summary>
+internal sealed class ModelSession : IDisposable
+{
+    public T5Checkpoint Checkpoint { get; }
+    public T5Tokenizer Tokenizer { get; }
+    public Backend Backend { get; }
+    public T5Weights Weights { get; }
+
+    public ModelSession(string modelDir, string device, Action<string>? log)
+    {
+        Checkpoint = T5Checkpoint.Open(modelDir);
+        try
+        {
+            Tokenizer = T5Tokenizer.Load(modelDir);
+            Backend = BackendFactory.Open(device, log);
+            log?.Invoke($"backend: {Backend.Name}");
+            try { Weights = new T5Weights(Checkpoint, Backend); }
+            catch { Backend.Dispose(); throw; }
+        }
+        catch { Checkpoint.Dispose(); throw; }
+    }
+
+    public int DModel => Checkpoint.Config.DModel;
+
+    public void Dispose()
+    {
+        Weights.Dispose();
+        Backend.Dispose();
+        Checkpoint.Dispose();
+    }
+}
+
+/// <summary>Options several model commands share, each created per command (an option has one parent).</summary>
+internal static class ModelOptions
+{
+    public static Option<string> Model() => new("--model", "-m")
+    {
+        HelpName = "DIR",
+        Description = "A Hugging Face T5 directory: config.json, model.safetensors (or an index with shards) and spiece.model or tokenizer.json, e.g. a local copy of google/t5-base-lm-adapt.",
+        Required = true,
+    };
+
+    public static Option<string?> Prompt() => new("--prompt", "-p")
+    {
+        HelpName = "PATH",
+        Description = "A soft prompt: a PEFT adapter directory, a .safetensors file with key prompt_embeddings, or a T5X .npy [P, d_model]. Default: no prompt.",
+    };
+
+    public static Option<int> BatchSize(int fallback) => new("--batch-size", "-b")
+    {
+        Description = $"Examples per batch. Default: {fallback}.",
+        DefaultValueFactory = _ => fallback,
+    };
+
+    public static Option<int> MaxInputLength() => new("--max-input-length")
+    {
+        Description = "Input tokens kept per example (eos included); longer inputs are truncated keeping the final eos, and the count is reported. Default: 512.",
+        DefaultValueFactory = _ => 512,
+    };
+
+    public static Option<int> MaxTargetLength() => new("--max-target-length")
+    {
+        Description = "Target tokens kept per example (eos included), truncated and reported like inputs. Default: 128.",
+        DefaultValueFactory = _ => 128,
+    };
+
+    public static Option<string?> Data(bool required) => new("--data", "-d")
+    {
+        HelpName = "FILE",
+        Description = "JSONL data: one {\"input\": \"...\", \"target\": \"...\"} object per line.",
+        Required = required,
+    };
+
+    public static int Positive(ParseResult parse, Option<int> option)
+    {
+        int v = parse.GetValue(option);
+        if (v <= 0) throw new UsageException($"{option.Name} must be positive, got {v}");
+        return v;
+    }
+
+    public static Action<string>? Log(ParseResult parse) => Cli.Verbose(parse) ? m => parse.InvocationConfiguration.Error.WriteLine($"[vkprompt] {m}") : null;
+}
