@@ -110,11 +110,24 @@ public sealed class CliTests
     }
 
     [Fact]
-    public void DemoSaysItIsNotImplementedYet()
+    public void DemoTrainsAPromptAndItsLossFalls()
     {
-        var r = Run("demo");
-        Assert.Equal(CliConventions.UserError, r.ExitCode);
-        Assert.Contains("not yet implemented", Assert.Single(Lines(r.Err)), StringComparison.Ordinal);
+        var dir = Directory.CreateTempSubdirectory("vkprompt-demo").FullName;
+        try
+        {
+            var r = Run("demo", "--steps", "40", "--output", dir);
+            Assert.True(r.ExitCode == 0, r.Err);
+            Assert.Contains("RANDOM weights", r.Out, StringComparison.Ordinal);
+            Assert.Contains("with the trained prompt", r.Out, StringComparison.Ordinal);
+            foreach (var f in new[] { "adapter_model.safetensors", "adapter_config.json", "metrics.jsonl", "training.png" })
+                Assert.True(File.Exists(Path.Combine(dir, f)), $"demo wrote no {f}");
+            var losses = File.ReadLines(Path.Combine(dir, "metrics.jsonl"))
+                .Select(l => System.Text.Json.JsonDocument.Parse(l).RootElement.GetProperty("loss").GetDouble()).ToList();
+            Assert.Equal(40, losses.Count);
+            // Batch losses are noisy; compare the means of the first and last ten steps.
+            Assert.True(losses.Take(10).Average() > losses.TakeLast(10).Average(), $"loss did not fall: {string.Join(", ", losses)}");
+        }
+        finally { Directory.Delete(dir, true); }
     }
 
     /// <summary>Runs a one-command CLI whose command throws <paramref name="e"/>.</summary>
