@@ -25,6 +25,8 @@ public static class MetricsChart
             a.LegendText = "validation accuracy";
             a.Axes.YAxis = plot.Axes.Right;
             plot.Axes.Right.Label.Text = "accuracy";
+            // A fixed 0..1 scale, so a change of a few examples does not look like a leap.
+            plot.Axes.SetLimitsY(0, 1, plot.Axes.Right);
         }
         plot.Axes.Bottom.Label.Text = "step";
         plot.Axes.Left.Label.Text = "loss (mean per target token)";
