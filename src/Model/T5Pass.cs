@@ -102,8 +102,9 @@ public sealed class T5Pass : IDisposable
 
         encScratch = new BlockScratch(this, "enc", B * Le, Le, Le, cross: false);
         decScratch = new BlockScratch(this, "dec", B * Ld, Ld, Ld, cross: true);
-        encSaved = mode == ActivationMode.Store ? Enumerable.Range(0, c.NumLayers).Select(i => new BlockScratch(this, $"enc{i}", B * Le, Le, Le, false)).ToArray() : [];
-        decSaved = mode == ActivationMode.Store ? Enumerable.Range(0, c.NumDecoderLayers).Select(i => new BlockScratch(this, $"dec{i}", B * Ld, Ld, Ld, true)).ToArray() : [];
+        // Stored blocks: block 0 is the shared scratch itself, the others borrow its transients.
+        encSaved = mode == ActivationMode.Store ? [encScratch, .. Enumerable.Range(1, c.NumLayers - 1).Select(i => new BlockScratch(this, $"enc{i}", B * Le, Le, Le, false, encScratch))] : [];
+        decSaved = mode == ActivationMode.Store ? [decScratch, .. Enumerable.Range(1, c.NumDecoderLayers - 1).Select(i => new BlockScratch(this, $"dec{i}", B * Ld, Ld, Ld, true, decScratch))] : [];
         if (dropoutRate > 0)
         {
             DropoutRate = dropoutRate;
@@ -147,19 +148,22 @@ public sealed class T5Pass : IDisposable
         public readonly Tensor Norm, Q, K, V, Probs, Ctx, FfA, FfB, FfH;
         public readonly Tensor? CrossQ, CrossK, CrossV, CrossProbs;
 
-        public BlockScratch(T5Pass p, string name, int rows, int lq, int lk, bool cross)
+        /// <param name="transient">a block's scratch whose layer-norm output, attention context
+        /// and FF activation output are borrowed: the backward needs none of them (a matmul's
+        /// input gradient needs the weight, not the input), so stored blocks keep only the rest.</param>
+        public BlockScratch(T5Pass p, string name, int rows, int lq, int lk, bool cross, BlockScratch? transient = null)
         {
             var c = p.c;
             int heads = c.NumHeads;
-            Norm = p.Floats((long)rows * p.d, name + ".norm");
+            Norm = transient?.Norm ?? p.Floats((long)rows * p.d, name + ".norm");
             Q = p.Floats((long)rows * p.inner, name + ".q");
             K = p.Floats((long)rows * p.inner, name + ".k");
             V = p.Floats((long)rows * p.inner, name + ".v");
             Probs = p.Floats((long)p.B * heads * lq * lk, name + ".probs");
-            Ctx = p.Floats((long)rows * p.inner, name + ".ctx");
+            Ctx = transient?.Ctx ?? p.Floats((long)rows * p.inner, name + ".ctx");
             FfA = p.Floats((long)rows * c.DFf, name + ".ff_a");
             FfB = c.IsGatedAct ? p.Floats((long)rows * c.DFf, name + ".ff_b") : FfA;
-            FfH = p.Floats((long)rows * c.DFf, name + ".ff_h");
+            FfH = transient?.FfH ?? p.Floats((long)rows * c.DFf, name + ".ff_h");
             if (cross)
             {
                 CrossQ = p.Floats((long)rows * p.inner, name + ".xq");
@@ -173,13 +177,12 @@ public sealed class T5Pass : IDisposable
     /// <summary>Gradient buffers, shared by all blocks (the backward visits one block at a time).</summary>
     sealed class Grads
     {
-        public readonly Tensor DLogits, EncX, DecX, EncOut, H, Ctx, Q, K, V, Probs, FfA, FfB, FfH, CrossProbs, CrossK, CrossV;
+        public readonly Tensor EncX, DecX, EncOut, H, Ctx, Q, K, V, Probs, FfA, FfB, FfH, CrossProbs, CrossK, CrossV;
 
         public Grads(T5Pass p)
         {
             var c = p.c;
             long encRows = p.B * p.Le, decRows = p.B * p.Ld, maxRows = Math.Max(encRows, decRows);
-            DLogits = p.Floats(decRows * c.VocabSize, "d_logits");
             EncX = p.Floats(encRows * p.d, "d_enc_x");
             DecX = p.Floats(decRows * p.d, "d_dec_x");
             EncOut = p.Floats(encRows * p.d, "d_encoder_out");
@@ -373,9 +376,10 @@ public sealed class T5Pass : IDisposable
             throw new InvalidOperationException("this pass was built for inference or without a prompt");
         var g = grads;
         float eps = (float)c.LayerNormEpsilon;
-        be.CrossEntropyBackward(Logits, Targets, g.DLogits, B * Ld, c.VocabSize);
+        // In place: the logits are not needed again, and [B·Ld, vocab] is the largest activation.
+        be.CrossEntropyBackward(Logits, Targets, Logits, B * Ld, c.VocabSize);
         // dy = dlogits · E (· d^-0.5 when tied): the LM head's input gradient.
-        be.MatMul(g.DLogits, w.LmHead ?? w.Shared, g.H, MatMulSpec.Rows(B * Ld, d, c.VocabSize) with { Alpha = LmScale });
+        be.MatMul(Logits, w.LmHead ?? w.Shared, g.H, MatMulSpec.Rows(B * Ld, d, c.VocabSize) with { Alpha = LmScale });
         DropoutBackAt(g.H, B * Ld * d, Sites.DecoderOutput);
         be.RmsNormBackward(DecStream(3 * c.NumDecoderLayers), w.DecoderFinalNorm, g.H, g.DecX, B * Ld, d, eps, accumulate: false);
 
