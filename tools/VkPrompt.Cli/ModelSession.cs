@@ -33,8 +33,13 @@ internal sealed class ModelSession : IDisposable
     public void Dispose()
     {
         Weights.Dispose();
+        // With VKPROMPT_VALIDATION=1 a validation error is a bug in vkprompt, not a warning: the
+        // command fails (exit 1), so the CLI tests catch what the kernel tests catch.
+        var errors = (Backend as GpuBackend)?.Context.Validation.Errors.ToList() ?? [];
         Backend.Dispose();
         Checkpoint.Dispose();
+        if (errors.Count > 0)
+            throw new InvalidOperationException($"{errors.Count} Vulkan validation error(s); the first: {errors[0]}");
     }
 }
 
