@@ -38,8 +38,8 @@ public sealed class Generator : IDisposable
         encoder = new T5Pass(weights, shape with { TargetLength = HostBatch.LengthQuantum }, ActivationMode.Inference, prompts);
         encoderRun = be.Record(encoder.EmitEncoder);
         int le = shape.EncoderLength;
-        current = Own(be.Ints(batch, "current_ids"));
-        next = Own(be.Ints(batch, "next_ids"));
+        current = Own(be.Ints(batch, "current_ids", hostVisible: true));
+        next = Own(be.Ints(batch, "next_ids", hostVisible: true));
         x = F(batch * d, "x"); norm = F(batch * d, "norm"); q = F(batch * inner, "q"); ctx = F(batch * inner, "ctx");
         probs = F((long)batch * c.NumHeads * Math.Max(maxLen, le), "probs");
         ffA = F(batch * c.DFf, "ff_a"); ffB = c.IsGatedAct ? F(batch * c.DFf, "ff_b") : ffA; ffH = F(batch * c.DFf, "ff_h");

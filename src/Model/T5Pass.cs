@@ -79,12 +79,12 @@ public sealed class T5Pass : IDisposable
             throw new ArgumentException($"prompt tensor has {prompts.Length} floats, the shape needs {shape.NumPrompts}x{shape.PromptLength}x{d}");
         Prompts = prompts;
 
-        InputIds = Ints(B * shape.InputLength, "input_ids");
-        EncoderMask = Ints(B * Le, "encoder_mask");
-        DecoderIds = Ints(B * Ld, "decoder_input_ids");
-        Targets = Ints(B * Ld, "targets");
-        PromptIndex = Ints(B, "prompt_index");
-        LogProbs = Floats(B * Ld, "logprobs");
+        InputIds = Ints(B * shape.InputLength, "input_ids", hostVisible: true);
+        EncoderMask = Ints(B * Le, "encoder_mask", hostVisible: true);
+        DecoderIds = Ints(B * Ld, "decoder_input_ids", hostVisible: true);
+        Targets = Ints(B * Ld, "targets", hostVisible: true);
+        PromptIndex = Ints(B, "prompt_index", hostVisible: true);
+        LogProbs = Floats(B * Ld, "logprobs", hostVisible: true);
         Logits = Floats((long)B * Ld * c.VocabSize, "logits");
 
         encBuckets = Ints(Le * Le, "encoder_buckets");
@@ -108,7 +108,7 @@ public sealed class T5Pass : IDisposable
         if (dropoutRate > 0)
         {
             DropoutRate = dropoutRate;
-            DropoutSeed = Ints(1, "dropout_seed");
+            DropoutSeed = Ints(1, "dropout_seed", hostVisible: true);
             droppedProbs = Floats((long)B * c.NumHeads * Math.Max(Le, Ld) * Math.Max(Le, Ld), "dropped_probs");
             branch = Floats((long)B * Math.Max(Le, Ld) * d, "branch");
         }
@@ -138,8 +138,8 @@ public sealed class T5Pass : IDisposable
         return lp;
     }
 
-    Tensor Floats(long n, string name) { var t = be.Floats(Math.Max(1, n), name); owned.Add(t); return t; }
-    Tensor Ints(long n, string name) { var t = be.Ints(Math.Max(1, n), name); owned.Add(t); return t; }
+    Tensor Floats(long n, string name, bool hostVisible = false) { var t = be.Floats(Math.Max(1, n), name, hostVisible); owned.Add(t); return t; }
+    Tensor Ints(long n, string name, bool hostVisible = false) { var t = be.Ints(Math.Max(1, n), name, hostVisible); owned.Add(t); return t; }
     Tensor[] Streams(string prefix, int count, int rows) => Enumerable.Range(0, count).Select(i => Floats((long)rows * d, $"{prefix}_x{i}")).ToArray();
 
     /// <summary>The activations one block produces; reused across blocks unless stored.</summary>

@@ -27,8 +27,11 @@ public abstract class Backend : IDisposable
 {
     public abstract string Name { get; }
 
-    public abstract Tensor Floats(long length, string name);
-    public abstract Tensor Ints(long length, string name);
+    /// <param name="hostVisible">for the small tensors the host writes or reads every step (ids,
+    /// masks, per-token log-probabilities): the device reads them in place from mapped memory,
+    /// so a step is one submit with no staging copies.</param>
+    public abstract Tensor Floats(long length, string name, bool hostVisible = false);
+    public abstract Tensor Ints(long length, string name, bool hostVisible = false);
 
     /// <summary>A [rows, cols] weight table that may exceed one binding (embeddings, LM head);
     /// only <see cref="MatMul"/> (as B) and <see cref="Embedding"/> read it.</summary>

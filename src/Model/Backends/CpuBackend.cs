@@ -38,8 +38,8 @@ public sealed class CpuBackend : Backend
     static float[] F(Tensor t) => ((CpuTensor)t).F;
     static int[] I(Tensor t) => ((CpuTensor)t).I;
 
-    public override Tensor Floats(long length, string name) => Track(new CpuTensor(name, length, false, this));
-    public override Tensor Ints(long length, string name) => Track(new CpuTensor(name, length, true, this));
+    public override Tensor Floats(long length, string name, bool hostVisible = false) => Track(new CpuTensor(name, length, false, this));
+    public override Tensor Ints(long length, string name, bool hostVisible = false) => Track(new CpuTensor(name, length, true, this));
     public override Tensor Table(int rows, int cols, string name) => Floats((long)rows * cols, name);
 
     public override void Upload(Tensor t, ReadOnlySpan<float> data, long offset = 0) => data.CopyTo(F(t).AsSpan((int)offset));

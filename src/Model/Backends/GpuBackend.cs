@@ -41,8 +41,8 @@ public sealed class GpuBackend(GpuContext ctx, bool ownsContext = false) : Backe
 
     CommandGraph G => recording ?? throw new InvalidOperationException("GPU ops must be called inside Backend.Record");
 
-    public override Tensor Floats(long length, string name) => new GpuTensor(new GpuBuffer(ctx, length * 4, name), length);
-    public override Tensor Ints(long length, string name) => new GpuTensor(new GpuBuffer(ctx, length * 4, name), length);
+    public override Tensor Floats(long length, string name, bool hostVisible = false) => new GpuTensor(new GpuBuffer(ctx, length * 4, name, hostVisible), length);
+    public override Tensor Ints(long length, string name, bool hostVisible = false) => new GpuTensor(new GpuBuffer(ctx, length * 4, name, hostVisible), length);
     public override Tensor Table(int rows, int cols, string name) => new GpuTable(new SplitTensor(ctx, rows, cols, name), name);
 
     public override void Upload(Tensor t, ReadOnlySpan<float> data, long offset = 0)
