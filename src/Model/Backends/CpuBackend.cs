@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using VkPrompt.Runtime.Kernels;
 using VkPrompt.Runtime.Reference;
 
@@ -44,7 +45,13 @@ public sealed class CpuBackend : Backend
 
     public override void Upload(Tensor t, ReadOnlySpan<float> data, long offset = 0) => data.CopyTo(F(t).AsSpan((int)offset));
     public override void Upload(Tensor t, ReadOnlySpan<int> data) => data.CopyTo(I(t));
-    public override void Download(Tensor t, Span<float> data, long offset = 0) => F(t).AsSpan((int)offset, data.Length).CopyTo(data);
+    /// <summary>An int tensor comes back as its raw bits, as a device buffer does (the generator
+    /// reads its argmax ids this way).</summary>
+    public override void Download(Tensor t, Span<float> data, long offset = 0)
+    {
+        var source = t is CpuTensor { I.Length: > 0 } ints ? MemoryMarshal.Cast<int, float>(ints.I.AsSpan()) : F(t).AsSpan();
+        source.Slice((int)offset, data.Length).CopyTo(data);
+    }
 
     public override IRecording Record(Action body) => new Replay(body);
     public override (long Current, long Peak) MemoryUse => (current, peak);
