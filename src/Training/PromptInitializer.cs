@@ -55,9 +55,10 @@ public static class PromptInitializer
         }
         if (init.StartsWith("file:", StringComparison.Ordinal))
         {
-            var data = PromptFile.Load(init["file:".Length..], d, out int length);
+            string path = init["file:".Length..];
+            var data = PromptFile.Load(path, d, out int length);
             if (length != promptLength)
-                throw new ArgumentException($"{init["file:".Length..]} holds a prompt of length {length}, but --prompt-length is {promptLength}");
+                throw new ModelFormatException(Path.GetFullPath(path), $"holds a prompt of length {length}, but --prompt-length is {promptLength}");
             return data;
         }
         throw new ArgumentException($"unknown --init '{init}'; use random, vocab, class, text:STRING or file:PATH");

@@ -25,6 +25,12 @@ internal static class TrainCommand
         List<Example>? val = t.ValidationFile is null ? null : t.Task is null ? DataFile.Read(t.ValidationFile) : SuperGlue.Read(t.ValidationFile, SuperGlue.Get(t.Task));
         var labels = t.Choices ?? (t.Task is not null ? SuperGlue.Get(t.Task).Labels.ToList() : LabelSet(train));
         using var s = new ModelSession(t.Model, t.Device, ModelOptions.Log(parse));
+        // A file:PATH prompt brings its own length; --prompt-length, when given, must agree with it.
+        if (!t.PromptLengthGiven && t.Options.Init.StartsWith("file:", StringComparison.Ordinal))
+        {
+            PromptFile.Load(t.Options.Init["file:".Length..], s.DModel, out int fileLength);
+            t = t with { Options = t.Options with { PromptLength = fileLength } };
+        }
         var enc = new ExampleEncoder(s.Tokenizer, t.Options.MaxInputLength, t.Options.MaxTargetLength);
         var encodedTrain = train.Select(enc.Encode).ToList();
         var truncation = enc.Report();
@@ -109,7 +115,7 @@ internal static class TrainCommand
 }
 
 internal sealed record TrainSettings(string Model, string TrainFile, string? ValidationFile, string Output, string Device, string? Task,
-                                     List<string>? Choices, bool Resume, bool ExportNpy, TrainOptions Options);
+                                     List<string>? Choices, bool Resume, bool ExportNpy, TrainOptions Options, bool PromptLengthGiven = true);
 
 /// <summary>The options of <c>vkprompt train</c>, kept together so demo can reuse the parsing.</summary>
 internal sealed class TrainArgs
@@ -119,7 +125,7 @@ internal sealed class TrainArgs
     readonly Option<string?> validation = new("--validation") { HelpName = "FILE", Description = "Validation data (same format). Enables evaluation every --eval-every steps and early stopping: the best prompt is kept." };
     readonly Option<string> output = new("--output", "-o") { HelpName = "DIR", Description = "Output directory: the PEFT adapter (adapter_model.safetensors, adapter_config.json), checkpoint.safetensors for --resume, metrics.jsonl and training.png.", Required = true };
     readonly Option<string> device = Cli.DeviceOption();
-    readonly Option<int> promptLength = new("--prompt-length") { Description = "Soft prompt length P. Default: 100 (the paper's).", DefaultValueFactory = _ => 100 };
+    readonly Option<int> promptLength = new("--prompt-length") { Description = "Soft prompt length P. Default: the length of an --init file:PATH prompt, else 100 (the paper's).", DefaultValueFactory = _ => 100 };
     readonly Option<int> steps = new("--steps") { Description = "Optimizer steps. Default: 30000 (the paper's).", DefaultValueFactory = _ => 30_000 };
     readonly Option<int> batch = ModelOptions.BatchSize(32);
     readonly Option<int> seed = new("--seed") { Description = "Seed for initialisation, shuffling and dropout. Default: 0.", DefaultValueFactory = _ => 0 };
@@ -177,6 +183,6 @@ internal sealed class TrainArgs
         };
         var ch = p.GetValue(choices) is string c ? Choices.Parse(c) : null;
         return new TrainSettings(p.GetValue(model)!, p.GetValue(train)!, p.GetValue(validation), p.GetValue(output)!, p.GetValue(device)!,
-                                 p.GetValue(task), ch, p.GetValue(resume), p.GetValue(exportNpy), opts);
+                                 p.GetValue(task), ch, p.GetValue(resume), p.GetValue(exportNpy), opts, p.GetResult(promptLength) is { Implicit: false });
     }
 }
