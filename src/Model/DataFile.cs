@@ -10,6 +10,7 @@ public static class DataFile
 {
     public static List<Example> Read(string path, bool requireTargets = true)
     {
+        if (Directory.Exists(path)) throw new ModelFormatException(path, "is a directory; expected a JSONL file");
         if (!File.Exists(path)) throw new ModelFormatException(path, "file not found");
         var list = new List<Example>();
         int lineNo = 0;
