@@ -61,7 +61,7 @@ public sealed class TrainingRun
                 if (epoch != permEpoch)
                 {
                     perm = Enumerable.Range(0, n).ToArray();
-                    new Random(HashCode.Combine(seed, epoch)).Shuffle(perm);
+                    new Random(EpochSeed(seed, epoch)).Shuffle(perm);
                     permEpoch = epoch;
                 }
                 j = perm![j];
@@ -70,6 +70,10 @@ public sealed class TrainingRun
         }
         return idx;
     }
+
+    /// <summary>The shuffling seed of one epoch: a fixed mix of the run's seed and the epoch, so
+    /// every process draws the same order (HashCode.Combine is randomised per process).</summary>
+    static int EpochSeed(int seed, long epoch) => (int)(((uint)seed * 0x9E3779B9u) ^ ((uint)epoch * 0xC2B2AE35u));
 
     public TrainingResult Run(bool resume, bool exportNpy, CancellationToken cancel = default)
     {
