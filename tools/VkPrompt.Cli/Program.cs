@@ -1,3 +1,4 @@
+using System.CommandLine;
 using VkPrompt.Cli.Commands;
 
 namespace VkPrompt.Cli;
@@ -8,9 +9,11 @@ internal static class Program
 
     /// <summary>The whole CLI as a function of its arguments and output streams, so tests run it
     /// in-process and read the exit code instead of spawning processes.</summary>
-    internal static int Run(IReadOnlyList<string> args, TextWriter stdout, TextWriter stderr)
-    {
-        var root = Cli.Root(
+    internal static int Run(IReadOnlyList<string> args, TextWriter stdout, TextWriter stderr) => Cli.Invoke(Root(), args, stdout, stderr);
+
+    /// <summary>The command tree, also walked by the tests that check every command's help.</summary>
+    internal static Command Root() =>
+        Cli.Root(
             "VkPrompt: prompt tuning (Lester et al. 2021) of a frozen T5 on any Vulkan GPU or on lavapipe.",
             DemoCommand.Create(),
             TrainCommand.Create(),
@@ -22,6 +25,4 @@ internal static class Program
             TokenizeCommand.Create(),
             DevicesCommand.Create(),
             MakeModelCommand.Create());
-        return Cli.Invoke(root, args, stdout, stderr);
-    }
 }
