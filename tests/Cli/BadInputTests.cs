@@ -1,0 +1,242 @@
+using System.Buffers.Binary;
+using System.Text;
+using System.Text.Json.Nodes;
+using VkPrompt.Model.Safetensors;
+using VkPrompt.Tests.Model;
+using Xunit;
+using CliConventions = VkPrompt.Cli.Cli;
+
+namespace VkPrompt.Tests.Cli;
+
+/// <summary>
+/// Issue 3: every bad input to an inference command is one line "error: FILE: what is wrong",
+/// exit code 2, no stack trace. The bad files are made in a temp dir, mostly by copying the small
+/// golden v1.0 model and damaging the copy. --device cpu: the failures happen before any device work.
+/// </summary>
+public sealed class BadInputTests : IDisposable
+{
+    static readonly string GoldenModel = ModelTestFiles.TinyV10Bf16;
+    static readonly string GoldenData = Path.Combine(GoldenModel, "cases", "p5", "data.jsonl");
+
+    readonly TempDir dir = new();
+
+    public void Dispose() => dir.Dispose();
+
+    /// <summary>Runs the command and asserts the one-line user error naming
+    /// <paramref name="file"/> and saying <paramref name="says"/>.</summary>
+    static void FailsWith(string file, string says, params string[] args)
+    {
+        var r = CliRun.Of(args);
+        Assert.Equal(CliConventions.UserError, r.ExitCode);
+        Assert.Equal("", r.Out);
+        var line = Assert.Single(CliRun.Lines(r.Err));
+        Assert.StartsWith("error: ", line, StringComparison.Ordinal);
+        Assert.Contains(file, line, StringComparison.Ordinal);
+        Assert.Contains(says, line, StringComparison.Ordinal);
+        Assert.DoesNotContain(" at VkPrompt", r.Err, StringComparison.Ordinal);
+    }
+
+    static string[] Score(string model, string data, params string[] extra) => ["score", "--model", model, "--data", data, "--device", "cpu", .. extra];
+
+    /// <summary>A writable copy of the golden model.</summary>
+    string CopyModel()
+    {
+        var copy = dir.File("model");
+        Directory.CreateDirectory(copy);
+        foreach (var f in Directory.GetFiles(GoldenModel)) File.Copy(f, Path.Combine(copy, Path.GetFileName(f)));
+        return copy;
+    }
+
+    /// <summary>A path whose reads fail with EIO even for root (reading /proc/self/mem at offset 0),
+    /// so "unreadable" does not depend on which user runs the tests.</summary>
+    string Unreadable(string path)
+    {
+        File.CreateSymbolicLink(path, "/proc/self/mem");
+        return path;
+    }
+
+    /// <summary>Rewrites a safetensors header in place, keeping the data section byte for byte.</summary>
+    static void EditHeader(string path, Action<JsonObject> edit)
+    {
+        var bytes = File.ReadAllBytes(path);
+        int length = checked((int)BinaryPrimitives.ReadUInt64LittleEndian(bytes));
+        var header = JsonNode.Parse(bytes.AsSpan(8, length))!.AsObject();
+        edit(header);
+        var newHeader = Encoding.UTF8.GetBytes(header.ToJsonString());
+        using var f = File.Create(path);
+        Span<byte> prefix = stackalloc byte[8];
+        BinaryPrimitives.WriteUInt64LittleEndian(prefix, (ulong)newHeader.Length);
+        f.Write(prefix);
+        f.Write(newHeader);
+        f.Write(bytes.AsSpan(8 + length));
+    }
+
+    /// <summary>Rewrites a checkpoint as F32 with each tensor reshaped (data unchanged) or, where
+    /// <paramref name="reshape"/> gives null, dropped with its data, so the file itself stays valid.</summary>
+    static void Rewrite(string path, Func<string, long[], long[]?> reshape)
+    {
+        var tensors = new List<(string, long[], ReadOnlyMemory<float>)>();
+        using (var file = SafetensorsFile.Open(path))
+        {
+            foreach (var t in file.Tensors.Values)
+            {
+                if (reshape(t.Name, t.Shape) is not { } shape) continue;
+                var data = new float[t.ElementCount];
+                file.ReadFloat32(t.Name, data);
+                tensors.Add((t.Name, shape, data));
+            }
+        }
+        SafetensorsWriter.Write(path, tensors);
+    }
+
+    [Fact]
+    public void MissingModelDirectory()
+    {
+        var model = dir.File("no-such-model");
+        FailsWith(model, "model directory not found", Score(model, GoldenData));
+    }
+
+    [Fact]
+    public void MissingDataFile()
+    {
+        var data = dir.File("no-such-data.jsonl");
+        FailsWith(data, "file not found", Score(GoldenModel, data));
+    }
+
+    [Fact]
+    public void MissingPrompt()
+    {
+        var prompt = dir.File("no-such-prompt.safetensors");
+        FailsWith(prompt, "prompt file not found", Score(GoldenModel, GoldenData, "--prompt", prompt));
+    }
+
+    [Fact]
+    public void DataPathIsADirectory()
+    {
+        FailsWith(dir.Path, "is a directory; expected a JSONL file", Score(GoldenModel, dir.Path));
+    }
+
+    [Fact]
+    public void UnreadableDataFile()
+    {
+        var data = Unreadable(dir.File("data.jsonl"));
+        FailsWith(data, "Input/output error", Score(GoldenModel, data));
+    }
+
+    [Fact]
+    public void UnreadableTokenizerInTheModelDirectory()
+    {
+        var model = CopyModel();
+        File.Delete(Path.Combine(model, "spiece.model"));
+        var spiece = Unreadable(Path.Combine(model, "spiece.model"));
+        FailsWith(spiece, "cannot read the file", Score(model, GoldenData));
+    }
+
+    [Fact]
+    public void UnreadablePrompt()
+    {
+        var prompt = Unreadable(dir.File("prompt.safetensors"));
+        // The kernel reports the size of a /proc file as 0, so the reader sees an empty file.
+        FailsWith(prompt, "shorter than the 8-byte header length", Score(GoldenModel, GoldenData, "--prompt", prompt));
+    }
+
+    [Fact]
+    public void TruncatedSafetensors()
+    {
+        var model = CopyModel();
+        var weights = Path.Combine(model, "model.safetensors");
+        using (var f = File.OpenWrite(weights)) f.SetLength(f.Length / 2);
+        FailsWith(weights, "run past the end of the file", Score(model, GoldenData));
+    }
+
+    [Fact]
+    public void SafetensorsTruncatedInsideTheHeader()
+    {
+        var model = CopyModel();
+        var weights = Path.Combine(model, "model.safetensors");
+        using (var f = File.OpenWrite(weights)) f.SetLength(100);
+        FailsWith(weights, "runs past the end of the file (100 bytes)", Score(model, GoldenData));
+    }
+
+    [Fact]
+    public void HeaderOffsetsRunPastTheFile()
+    {
+        var model = CopyModel();
+        var weights = Path.Combine(model, "model.safetensors");
+        long dataLength, size;
+        using (var f = SafetensorsFile.Open(weights))
+        {
+            dataLength = f.Tensors.Values.Sum(t => t.Bytes);
+            size = f.Tensors["shared.weight"].Bytes;
+        }
+        EditHeader(weights, h => h["shared.weight"]!["data_offsets"] = new JsonArray(dataLength, dataLength + size));
+        FailsWith(weights, $"tensor shared.weight: data_offsets [{dataLength}, {dataLength + size}] run past the end of the file", Score(model, GoldenData));
+    }
+
+    [Fact]
+    public void HeaderOffsetsOverlap()
+    {
+        var model = CopyModel();
+        var weights = Path.Combine(model, "model.safetensors");
+        // k and v have one shape, so v pointed at k's bytes is well-sized and only overlaps.
+        const string k = "encoder.block.0.layer.0.SelfAttention.k.weight", v = "encoder.block.0.layer.0.SelfAttention.v.weight";
+        EditHeader(weights, h => h[v]!["data_offsets"] = h[k]!["data_offsets"]!.DeepClone());
+        FailsWith(weights, $"tensors {k} and {v} overlap", Score(model, GoldenData));
+    }
+
+    [Fact]
+    public void MissingTensor()
+    {
+        var model = CopyModel();
+        var weights = Path.Combine(model, "model.safetensors");
+        const string gone = "decoder.block.2.layer.1.EncDecAttention.v.weight";
+        Rewrite(weights, (name, shape) => name == gone ? null : shape);
+        FailsWith(weights, $"missing tensor {gone} [48, 64], which config.json implies", Score(model, GoldenData));
+    }
+
+    [Fact]
+    public void MisShapedTensor()
+    {
+        var model = CopyModel();
+        var weights = Path.Combine(model, "model.safetensors");
+        const string bent = "encoder.block.1.layer.0.SelfAttention.o.weight";
+        Rewrite(weights, (name, shape) => name == bent ? [shape[1], shape[0]] : shape);
+        FailsWith(weights, $"tensor {bent} is [48, 64] but config.json implies [64, 48]", Score(model, GoldenData));
+    }
+
+    [Fact]
+    public void UnknownFeedForwardProj()
+    {
+        var model = CopyModel();
+        var config = Path.Combine(model, "config.json");
+        var json = JsonNode.Parse(File.ReadAllText(config))!;
+        json["feed_forward_proj"] = "gated-silu";
+        File.WriteAllText(config, json.ToJsonString());
+        FailsWith(config, "feed_forward_proj \"gated-silu\" is not supported", Score(model, GoldenData));
+    }
+
+    [Fact]
+    public void MalformedJsonlLineIsNamedByNumber()
+    {
+        var data = dir.File("data.jsonl");
+        File.WriteAllLines(data, ["""{"input": "a", "target": "b"}""", "", """{"input": "c", "target": """, """{"input": "d", "target": "e"}"""]);
+        // Line numbers count blank lines too: they are what an editor shows.
+        FailsWith(data, "line 3: not valid JSON", Score(GoldenModel, data));
+    }
+
+    [Fact]
+    public void JsonlLineWithoutInput()
+    {
+        var data = dir.File("data.jsonl");
+        File.WriteAllLines(data, ["""{"input": "a"}""", """{"text": "b"}"""]);
+        FailsWith(data, "line 2: missing string field \"input\"", ["generate", "--model", GoldenModel, "--data", data, "--device", "cpu"]);
+    }
+
+    [Fact]
+    public void PromptOfTheWrongWidth()
+    {
+        // The v1.1 golden prompt is [8, 128]; the v1.0 model's d_model is 64.
+        var prompt = Path.Combine(ModelTestFiles.TinyV11, "cases", "p8", "prompt0.safetensors");
+        FailsWith(prompt, "prompt is [8, 128] but the model's d_model is 64", Score(GoldenModel, GoldenData, "--prompt", prompt));
+    }
+}

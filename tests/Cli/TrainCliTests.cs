@@ -1,0 +1,217 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using System.Globalization;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using System.Text.RegularExpressions;
+using VkPrompt.Model;
+using VkPrompt.Model.Safetensors;
+using VkPrompt.Tests.Model;
+using VkPrompt.Training;
+using Xunit;
+
+namespace VkPrompt.Tests.Cli;
+
+/// <summary>Issue 4: train and grad through the CLI against the golden files, resuming after a
+/// kill, the PEFT adapter on disk, and the memory report of --recompute.</summary>
+public sealed class TrainCliTests : IDisposable
+{
+    readonly TempDir dir = new();
+
+    public void Dispose() => dir.Dispose();
+
+    static string Device(string backend) => backend == "cpu" ? "cpu" : CliRun.VulkanDevice;
+
+    /// <summary>The golden cases that train in about a second: p128 is left to GoldenTests.</summary>
+    public static TheoryData<string, string, string> FastCases()
+    {
+        var data = new TheoryData<string, string, string>();
+        foreach (var (model, c) in new[] { ("tiny-v10-bf16", "p5"), ("tiny-v11", "p8") })
+            foreach (var backend in new[] { "cpu", "vulkan" })
+                data.Add(model, c, backend);
+        return data;
+    }
+
+    [Theory, MemberData(nameof(FastCases))]
+    public void TrainWritesTheGoldenPromptAfterKSteps(string model, string caseName, string backend)
+    {
+        string caseDir = Path.Combine(TestPaths.Golden, model, "cases", caseName);
+        var spec = JsonDocument.Parse(File.ReadAllText(Path.Combine(caseDir, "train.json"))).RootElement;
+        int steps = spec.GetProperty("steps").GetInt32();
+        var output = dir.File("out");
+        CliRun.Of("train", "--model", Path.Combine(TestPaths.Golden, model), "--train", Path.Combine(caseDir, "data.jsonl"), "--output", output,
+                  "--init", "file:" + Path.Combine(caseDir, "prompt0.safetensors"), "--steps", steps.ToString(CultureInfo.InvariantCulture),
+                  "--batch-size", spec.GetProperty("batch_size").GetInt32().ToString(CultureInfo.InvariantCulture),
+                  "--no-shuffle", "--dropout", "0", "--device", Device(backend)).Succeeded();
+
+        var prompt = CliRun.Tensor(Path.Combine(output, Adapter.WeightsFile), PromptFile.TensorName);
+        double err = Check.NormRelativeError(CliRun.Tensor(Path.Combine(caseDir, "prompt_after.safetensors"), PromptFile.TensorName), prompt);
+        Assert.True(err <= 1e-3, $"adapter prompt after {steps} steps: relative error {err:E3} > 1e-3");
+
+        var losses = spec.GetProperty("losses").EnumerateArray().Select(e => e.GetDouble()).ToArray();
+        var logged = File.ReadLines(Path.Combine(output, TrainingRun.MetricsFile)).Select(l => JsonNode.Parse(l)!).ToList();
+        Assert.Equal(Enumerable.Range(1, steps), logged.Select(n => n["step"]!.GetValue<int>()));
+        for (int s = 0; s < steps; s++)
+            CliRun.AssertLogLikelihood(losses[s], logged[s]["loss"]!.GetValue<double>(), $"loss of step {s + 1}");
+    }
+
+    [Theory, MemberData(nameof(FastCases))]
+    public void GradWritesTheGoldenGradientAndPrintsTheLoss(string model, string caseName, string backend)
+    {
+        string caseDir = Path.Combine(TestPaths.Golden, model, "cases", caseName);
+        var output = dir.File("grad.safetensors");
+        var r = CliRun.Of("grad", "--model", Path.Combine(TestPaths.Golden, model), "--prompt", Path.Combine(caseDir, "prompt0.safetensors"),
+                          "--data", Path.Combine(caseDir, "data.jsonl"), "--output", output, "--device", Device(backend)).Succeeded();
+
+        var printed = JsonDocument.Parse(Assert.Single(r.OutLines)).RootElement;
+        Assert.Equal(["loss"], printed.EnumerateObject().Select(p => p.Name));
+        CliRun.AssertLogLikelihood(CliRun.GoldenLoss(caseDir), printed.GetProperty("loss").GetDouble(), "loss");
+
+        // Compatible with the golden file: the same single key, dtype and shape.
+        var goldenPath = Path.Combine(caseDir, "grad.safetensors");
+        using (var golden = SafetensorsFile.Open(goldenPath))
+        using (var written = SafetensorsFile.Open(output))
+        {
+            var g = Assert.Single(golden.Tensors.Values);
+            var w = Assert.Single(written.Tensors.Values);
+            Assert.Equal("prompt_gradient", w.Name);
+            Assert.Equal(g.Name, w.Name);
+            Assert.Equal(g.DType, w.DType);
+            Assert.Equal(g.Shape, w.Shape);
+        }
+        double err = Check.NormRelativeError(CliRun.Tensor(goldenPath, "prompt_gradient"), CliRun.Tensor(output, "prompt_gradient"));
+        Assert.True(err <= 1e-3, $"prompt gradient relative error {err:E3} > 1e-3");
+    }
+
+    [Fact]
+    public void AdapterIsAPeftPromptTuningAdapterThatReadsBack()
+    {
+        string model = ModelTestFiles.TinyV10Bf16;
+        var output = dir.File("out");
+        CliRun.Of("train", "--model", model, "--train", Path.Combine(model, "cases", "p5", "data.jsonl"), "--output", output,
+                  "--init", "text:license terms", "--prompt-length", "3", "--steps", "2", "--batch-size", "2", "--dropout", "0",
+                  "--export-npy", "--device", "cpu").Succeeded();
+
+        float[] prompt;
+        using (var weights = SafetensorsFile.Open(Path.Combine(output, Adapter.WeightsFile)))
+        {
+            var t = Assert.Single(weights.Tensors.Values);
+            Assert.Equal("prompt_embeddings", t.Name);
+            Assert.Equal("F32", t.DType);
+            Assert.Equal([3L, 64L], t.Shape);
+            Assert.Equal(new Dictionary<string, string> { ["format"] = "pt" }, weights.Metadata);
+            prompt = new float[t.ElementCount];
+            weights.ReadFloat32(t.Name, prompt);
+        }
+        // With no validation set the adapter is the prompt after the last step.
+        Assert.Equal(CliRun.Tensor(Path.Combine(output, TrainingRun.CheckpointFile), "prompt"), prompt);
+
+        var config = JsonNode.Parse(File.ReadAllText(Path.Combine(output, Adapter.ConfigFile)))!;
+        Assert.Equal("PROMPT_TUNING", config["peft_type"]!.GetValue<string>());
+        Assert.Equal("SEQ_2_SEQ_LM", config["task_type"]!.GetValue<string>());
+        Assert.Equal(3, config["num_virtual_tokens"]!.GetValue<int>());
+        Assert.Equal(64, config["token_dim"]!.GetValue<int>());
+        Assert.Equal(1, config["num_transformer_submodules"]!.GetValue<int>());
+        Assert.Equal(6, config["num_attention_heads"]!.GetValue<int>());
+        Assert.Equal(2, config["num_layers"]!.GetValue<int>());
+        Assert.Equal("TEXT", config["prompt_tuning_init"]!.GetValue<string>());
+        Assert.Equal("license terms", config["prompt_tuning_init_text"]!.GetValue<string>());
+        Assert.Equal(Path.GetFullPath(model), config["base_model_name_or_path"]!.GetValue<string>());
+        Assert.True(config["inference_mode"]!.GetValue<bool>());
+
+        Assert.Equal(prompt, PromptFile.Load(output, 64, out int length));
+        Assert.Equal(3, length);
+        var (npy, shape) = NpyFile.Read(Path.Combine(output, "prompt.npy"));
+        Assert.Equal([3L, 64L], shape);
+        Assert.Equal(prompt, npy);
+    }
+
+    static double PeakMiB(CliRun r)
+    {
+        var m = Regex.Match(r.Out, @"peak device memory ([0-9.]+) MiB");
+        Assert.True(m.Success, $"no peak memory line in: {r.Out}");
+        return double.Parse(m.Groups[1].Value, CultureInfo.InvariantCulture);
+    }
+
+    /// <summary>Six layers per stack, so that storing every block's activations costs megabytes
+    /// more than recomputing them; the numbers must not change.</summary>
+    [Fact]
+    public void RecomputeReportsLessPeakDeviceMemoryForTheSameResult()
+    {
+        var model = dir.File("model");
+        var config = new T5Config { VocabSize = 904, DModel = 64, DKv = 16, NumHeads = 4, DFf = 256, NumLayers = 6, DropoutRate = 0 };
+        RandomT5.Write(model, config, seed: 5, spieceModelPath: Path.Combine(ModelTestFiles.TinyV11, "spiece.model"));
+        string[] Train(string output) => ["train", "--model", model, "--train", Path.Combine(ModelTestFiles.TinyV11, "cases", "p8", "data.jsonl"),
+                                          "--output", output, "--init", "random", "--prompt-length", "20", "--steps", "1", "--batch-size", "4",
+                                          "--device", CliRun.VulkanDevice];
+        var store = CliRun.Of(Train(dir.File("store"))).Succeeded();
+        var recompute = CliRun.Of([.. Train(dir.File("recompute")), "--recompute"]).Succeeded();
+
+        Assert.True(PeakMiB(recompute) < PeakMiB(store), $"--recompute peak {PeakMiB(recompute)} MiB, default {PeakMiB(store)} MiB");
+        double err = Check.NormRelativeError(CliRun.Tensor(Path.Combine(dir.File("store"), Adapter.WeightsFile), PromptFile.TensorName),
+                                             CliRun.Tensor(Path.Combine(dir.File("recompute"), Adapter.WeightsFile), PromptFile.TensorName));
+        Assert.True(err <= 1e-6, $"--recompute changed the trained prompt: relative difference {err:E3}");
+    }
+
+    static int CheckpointStep(string output)
+    {
+        var path = Path.Combine(output, TrainingRun.CheckpointFile);
+        if (!File.Exists(path)) return 0;
+        using var f = SafetensorsFile.Open(path);
+        return int.Parse(f.Metadata["step"], CultureInfo.InvariantCulture);
+    }
+
+    /// <summary>A run killed after a checkpoint and resumed ends bit for bit where the
+    /// uninterrupted run does, with shuffling and dropout on so the data order and the masks
+    /// after the resume point must be the ones the uninterrupted run drew. The killed run is a
+    /// separate process, as after a real crash: nothing in memory survives it.</summary>
+    [Fact]
+    public void ResumeAfterAKillEqualsTheUninterruptedRun()
+    {
+        const int steps = 10, saveEvery = 2;
+        string model = ModelTestFiles.TinyV10Bf16;
+        string[] Train(string output) => ["train", "--model", model, "--train", Path.Combine(model, "cases", "p5", "data.jsonl"), "--output", output,
+                                          "--init", "random", "--prompt-length", "4", "--steps", steps.ToString(CultureInfo.InvariantCulture),
+                                          "--batch-size", "2", "--save-every", saveEvery.ToString(CultureInfo.InvariantCulture),
+                                          "--seed", "3", "--dropout", "0.1", "--device", "cpu"];
+        var whole = dir.File("whole");
+        CliRun.Of(Train(whole)).Succeeded();
+
+        var killed = dir.File("killed");
+        var start = new ProcessStartInfo(Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") ?? "dotnet")
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+        };
+        // The project reference copies the CLI next to the test assembly.
+        start.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "vkprompt.dll"));
+        foreach (var a in Train(killed)) start.ArgumentList.Add(a);
+        var stderr = new ConcurrentQueue<string>();
+        int step;
+        using (var child = Process.Start(start)!)
+        {
+            // Both streams are drained so the child never blocks on a full pipe.
+            child.OutputDataReceived += (_, _) => { };
+            child.ErrorDataReceived += (_, e) => { if (e.Data is not null) stderr.Enqueue(e.Data); };
+            child.BeginOutputReadLine();
+            child.BeginErrorReadLine();
+            while (CheckpointStep(killed) < saveEvery)
+            {
+                Assert.False(child.HasExited, $"the training process exited before its first checkpoint: {string.Join('\n', stderr)}");
+                Thread.Sleep(10);
+            }
+            child.Kill(entireProcessTree: true);
+            child.WaitForExit();
+            step = CheckpointStep(killed);
+        }
+        // Killed between two checkpoints, not after the end: there is something left to resume.
+        Assert.InRange(step, saveEvery, steps - 1);
+
+        var resumed = CliRun.Of([.. Train(killed), "--resume"]).Succeeded();
+        Assert.Contains($"resuming from step {step}", resumed.Out, StringComparison.Ordinal);
+        Assert.Equal(Bits(CliRun.Tensor(Path.Combine(whole, Adapter.WeightsFile), PromptFile.TensorName)),
+                     Bits(CliRun.Tensor(Path.Combine(killed, Adapter.WeightsFile), PromptFile.TensorName)));
+    }
+
+    static int[] Bits(float[] values) => values.Select(BitConverter.SingleToInt32Bits).ToArray();
+}

@@ -1,0 +1,104 @@
+using VkPrompt.Model;
+using VkPrompt.Model.Backends;
+using VkPrompt.Model.Tokenization;
+using VkPrompt.Tests.Model;
+using VkPrompt.Training;
+using Xunit;
+
+namespace VkPrompt.Tests.Training;
+
+/// <summary>A two-label task on the golden v1.0 model's inputs and three different prompts, for the
+/// ensemble tests here and in the CLI's eval test.</summary>
+public static class EnsembleTask
+{
+    public static string Model => ModelTestFiles.TinyV10Bf16;
+    public const int PromptLength = 5;
+    /// <summary>Two one-piece words this random model finds about equally likely after these
+    /// inputs, so that the prompts, not a fixed preference for one label, decide the predictions
+    /// (with label words such as positive/negative every prompt picks the same label everywhere).</summary>
+    public static string[] Labels => ["make", "contain"];
+
+    /// <summary>The golden inputs with alternating gold labels: the model is random, so any
+    /// labelling is as good as another; alternating keeps both labels present.</summary>
+    public static List<Example> Examples() =>
+        DataFile.Read(Path.Combine(Model, "cases", "p5", "data.jsonl")).Select((e, i) => new Example(e.Input, Labels[i % 2])).ToList();
+
+    /// <summary>The golden prompt0 and two uniform random prompts of its size, scaled like it.</summary>
+    public static float[][] Prompts(int dModel)
+    {
+        var golden = PromptFile.Load(Path.Combine(Model, "cases", "p5", "prompt0.safetensors"), dModel, out _);
+        float scale = golden.Max(MathF.Abs);
+        return [golden, Check.Random(golden.Length, seed: 11, scale), Check.Random(golden.Length, seed: 12, scale)];
+    }
+
+    /// <summary>The majority of each example's votes, counted here rather than by the code under test.</summary>
+    public static int[] Majority(int[][] predictions, int numChoices) =>
+        Enumerable.Range(0, predictions[0].Length).Select(e =>
+        {
+            var votes = new int[numChoices];
+            foreach (var p in predictions) votes[p[e]]++;
+            // Three voters and two choices: there is always a strict majority.
+            return Array.IndexOf(votes, votes.Max());
+        }).ToArray();
+}
+
+/// <summary>Issue 4: several prompts in one batch over the frozen model score and vote exactly as
+/// each prompt would alone.</summary>
+public sealed class EnsembleTests(GpuFixture f) : GpuTest(f)
+{
+    Backend MakeBackend(string name) => name == "cpu" ? new CpuBackend() : new GpuBackend(Ctx);
+
+    [Theory, InlineData("cpu"), InlineData("vulkan")]
+    public void ABatchOfMixedPromptsScoresAsEachPromptAlone(string backend)
+    {
+        using var ckpt = T5Checkpoint.Open(EnsembleTask.Model);
+        var tok = T5Tokenizer.Load(EnsembleTask.Model);
+        using var be = MakeBackend(backend);
+        using var weights = new T5Weights(ckpt, be);
+        using var scorer = new Scorer(weights);
+        var enc = new ExampleEncoder(tok, 512, 128);
+        var examples = EnsembleTask.Examples().Select(enc.Encode).ToList();
+        var prompts = EnsembleTask.Prompts(ckpt.Config.DModel);
+
+        var promptIndex = examples.Select((_, i) => i % prompts.Length).ToList();
+        var mixed = scorer.Score(examples, prompts.SelectMany(p => p).ToArray(), EnsembleTask.PromptLength, prompts.Length, promptIndex);
+        var alone = prompts.Select(p => scorer.Score(examples, p, EnsembleTask.PromptLength)).ToArray();
+        for (int i = 0; i < examples.Count; i++)
+        {
+            var expected = alone[promptIndex[i]][i];
+            Assert.Equal(expected.Tokens, mixed[i].Tokens);
+            Assert.True(Math.Abs(mixed[i].LogProb - expected.LogProb) <= 1e-5 * Math.Abs(expected.LogProb),
+                        $"example {i} with prompt {promptIndex[i]}: {mixed[i].LogProb} in the mixed batch, {expected.LogProb} alone");
+        }
+        // Different prompts give different scores, or the comparison above would prove nothing.
+        Assert.NotEqual(alone[0][0].LogProb, alone[1][0].LogProb);
+    }
+
+    [Fact]
+    public void EnsembleVotesAreEachPromptsOwnPredictionsAndTheVoteIsTheMajority()
+    {
+        using var ckpt = T5Checkpoint.Open(EnsembleTask.Model);
+        var tok = T5Tokenizer.Load(EnsembleTask.Model);
+        using var be = new CpuBackend();
+        using var weights = new T5Weights(ckpt, be);
+        using var scorer = new Scorer(weights);
+        var inputs = EnsembleTask.Examples().Select(e => tok.Encode(e.Input)).ToList();
+        var choices = EnsembleTask.Labels.Select(l => tok.Encode(l)).ToList();
+        var prompts = EnsembleTask.Prompts(ckpt.Config.DModel);
+
+        var together = RankClassifier.Predict(scorer, inputs, choices, prompts.SelectMany(p => p).ToArray(), EnsembleTask.PromptLength, prompts.Length, batchSize: 8);
+        var alone = prompts.Select(p => RankClassifier.Predict(scorer, inputs, choices, p, EnsembleTask.PromptLength, 1, batchSize: 8)[0]).ToArray();
+        Assert.Equal(alone, together);
+        // The prompts disagree somewhere, so the vote decides something.
+        Assert.Contains(Enumerable.Range(0, inputs.Count), e => alone.Select(p => p[e]).Distinct().Count() > 1);
+        Assert.Equal(EnsembleTask.Majority(alone, choices.Count), RankClassifier.MajorityVote(together, choices.Count));
+    }
+
+    [Fact]
+    public void TiedVoteGoesToTheLowestNumberedPromptsChoice()
+    {
+        // Three prompts, three choices, each prompt a different choice on example 0; prompt 1 and 2 agree on example 1.
+        int[][] predictions = [[2, 0], [0, 1], [1, 1]];
+        Assert.Equal([2, 1], RankClassifier.MajorityVote(predictions, 3));
+    }
+}
