@@ -22,7 +22,7 @@ public static class SuperGlue
     };
 
     public static Task Get(string name) => Tasks.TryGetValue(name.ToLowerInvariant(), out var t) ? t
-        : throw new ArgumentException($"unknown --task '{name}'; supported: {string.Join(", ", Tasks.Keys)}");
+        : throw new TrainingOptionException($"unknown --task '{name}'; supported: {string.Join(", ", Tasks.Keys)}");
 
     public static List<Example> Read(string path, Task task)
     {

@@ -41,7 +41,7 @@ public sealed class TrainingRun
         this.train = train; this.validation = validation; this.outputDir = outputDir;
         Labels = labels;
         Init = PromptInitializer.Resolve(options.Init, labels);
-        if (train.Count == 0) throw new ArgumentException("the training file has no examples");
+        if (train.Count == 0) throw new TrainingOptionException("the training file has no examples");
     }
 
     /// <summary>Example indices of batch <paramref name="step"/>: SPEC.md's (s·B + i) mod N, through

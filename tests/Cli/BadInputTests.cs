@@ -239,4 +239,16 @@ public sealed class BadInputTests : IDisposable
         var prompt = Path.Combine(ModelTestFiles.TinyV11, "cases", "p8", "prompt0.safetensors");
         FailsWith(prompt, "prompt is [8, 128] but the model's d_model is 64", Score(GoldenModel, GoldenData, "--prompt", prompt));
     }
+
+    [Theory]
+    [InlineData("bogus", "unknown --init 'bogus'")]
+    [InlineData("text:", "--init text: needs a non-empty string")]
+    public void ABadInitIsAUserError(string init, string says)
+    {
+        var r = CliRun.Of("train", "--model", GoldenModel, "--train", GoldenData, "--output", Path.Combine(dir.Path, "out"),
+                          "--device", "cpu", "--steps", "1", "--prompt-length", "2", "--init", init);
+        Assert.Equal(CliConventions.UserError, r.ExitCode);
+        var line = Assert.Single(CliRun.Lines(r.Err));
+        Assert.Equal($"error: {says}", line[..Math.Min(line.Length, says.Length + 7)]);
+    }
 }
