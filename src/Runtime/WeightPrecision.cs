@@ -1,0 +1,50 @@
+namespace VkPrompt.Runtime;
+
+/// <summary>
+/// How frozen weights (the B of a matrix product, embedding tables) are stored on the device.
+/// Halves are widened to fp32 as they are loaded, so products still accumulate in fp32 and
+/// activations stay fp32 whatever is chosen: only the stored weight is rounded. Activations
+/// are kept out of 16 bits on purpose, since T5's feed-forward outputs overflow fp16.
+/// </summary>
+public enum WeightPrecision { Fp32, Fp16, Bf16 }
+
+public static class WeightPrecisions
+{
+    /// <summary>The spellings <see cref="Parse"/> accepts, as the CLI lists them.</summary>
+    public static readonly string[] Names = ["fp32", "fp16", "bf16", "auto"];
+
+    public static int ElementBytes(this WeightPrecision p) => p == WeightPrecision.Fp32 ? 4 : 2;
+
+    public static string Name(this WeightPrecision p) => p switch
+    {
+        WeightPrecision.Fp16 => "fp16",
+        WeightPrecision.Bf16 => "bf16",
+        _ => "fp32",
+    };
+
+    /// <summary>Whether kernels can read weights stored this way on the device. Both 16-bit forms
+    /// need only storageBuffer16BitAccess: bf16 is widened by integer shifts, not through
+    /// VK_KHR_shader_bfloat16, and fp16 by a conversion that needs no shaderFloat16.</summary>
+    public static bool IsSupported(this WeightPrecision p, DeviceCapabilities caps) =>
+        p == WeightPrecision.Fp32 || caps.StorageBuffer16Bit;
+
+    /// <summary>Throws a <see cref="GpuException"/> saying what is missing when the device
+    /// cannot read weights stored as <paramref name="p"/>.</summary>
+    public static void Require(this WeightPrecision p, DeviceCapabilities caps)
+    {
+        if (!p.IsSupported(caps))
+            throw new GpuException($"{p.Name()} weights need 16-bit storage buffers (storageBuffer16BitAccess), which {caps.Name} does not support; use fp32, or auto to fall back to fp32 where 16-bit storage is missing");
+    }
+
+    /// <summary>fp32, fp16 or bf16 as named; auto is bf16 where <paramref name="device"/> can
+    /// read 16-bit weights and fp32 elsewhere, including the CPU backend (null), which would only
+    /// emulate the rounding. bf16 keeps fp32's range, so no checkpoint can overflow it.</summary>
+    public static WeightPrecision Parse(string text, DeviceCapabilities? device) => text.ToLowerInvariant() switch
+    {
+        "fp32" => WeightPrecision.Fp32,
+        "fp16" => WeightPrecision.Fp16,
+        "bf16" => WeightPrecision.Bf16,
+        "auto" => device is not null && WeightPrecision.Bf16.IsSupported(device) ? WeightPrecision.Bf16 : WeightPrecision.Fp32,
+        _ => throw new ArgumentException($"unknown weight precision '{text}'; expected one of {string.Join(", ", Names)}", nameof(text)),
+    };
+}
