@@ -1,11 +1,13 @@
 namespace VkPrompt.Runtime;
 
 /// <summary>
-/// A 2-D fp32 tensor [rows, cols] kept as consecutive row chunks, each its own
+/// A 2-D tensor [rows, cols] of fp32 values, or of fp16 / bf16 halves for frozen weights
+/// (<see cref="Precision"/>), kept as consecutive row chunks, each its own
 /// <see cref="GpuBuffer"/> no larger than the range a kernel may bind
 /// (<see cref="GpuContext.MaxBindingBytes"/>) or the device can allocate at once. Tensors such as
 /// a T5 embedding table can exceed maxStorageBufferRange (128 MiB on lavapipe and many GPUs);
-/// kernels that read one dispatch once per chunk.
+/// kernels that read one dispatch once per chunk. The host side is always fp32: uploads round
+/// to the stored precision and downloads widen back.
 /// </summary>
 public sealed class SplitTensor : IDisposable
 {
@@ -16,11 +18,12 @@ public sealed class SplitTensor : IDisposable
     public int Cols { get; }
     public string Name { get; }
     public GpuContext Context { get; }
+    public WeightPrecision Precision { get; }
 
     /// <summary>The chunks in row order; chunk i holds rows [FirstRow, FirstRow + Rows).</summary>
     public IReadOnlyList<(GpuBuffer Buffer, int FirstRow, int Rows)> Chunks => chunks;
 
-    public SplitTensor(GpuContext ctx, int rows, int cols, string name = "")
+    public SplitTensor(GpuContext ctx, int rows, int cols, string name = "", WeightPrecision precision = WeightPrecision.Fp32)
     {
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(rows);
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(cols);
@@ -28,11 +31,12 @@ public sealed class SplitTensor : IDisposable
         Rows = rows;
         Cols = cols;
         Name = name;
-        long rowBytes = (long)cols * sizeof(float);
+        Precision = precision;
+        long rowBytes = (long)cols * precision.ElementBytes();
         long limit = Math.Min(ctx.MaxBindingBytes, ctx.Capabilities.MaxMemoryAllocationSize);
         long rowsPerChunk = limit / rowBytes;
         if (rowsPerChunk == 0)
-            throw new GpuException($"{name}: one row of {cols} floats ({rowBytes} bytes) exceeds the largest buffer a kernel can bind ({limit} bytes)");
+            throw new GpuException($"{name}: one row of {cols} {precision.Name()} values ({rowBytes} bytes) exceeds the largest buffer a kernel can bind ({limit} bytes)");
         try
         {
             for (int first = 0; first < rows; first += (int)rowsPerChunk)
@@ -58,7 +62,9 @@ public sealed class SplitTensor : IDisposable
 
     /// <summary>Writes whole rows starting at <paramref name="firstRow"/>, straight from the
     /// caller's span into each chunk it overlaps, so a checkpoint can be streamed from a
-    /// memory-mapped file piece by piece without a second full copy on the host.</summary>
+    /// memory-mapped file piece by piece without a second full copy on the host (halves take one
+    /// transient copy of the piece).</summary>
+    /// <exception cref="OverflowException">The tensor is fp16 and a value is beyond its range.</exception>
     public void UploadRows(int firstRow, ReadOnlySpan<float> rows)
     {
         ObjectDisposedException.ThrowIf(disposed, this);
@@ -72,8 +78,18 @@ public sealed class SplitTensor : IDisposable
             int from = Math.Max(firstRow, chunkFirst);
             int to = Math.Min(firstRow + count, chunkFirst + chunkRows);
             if (from >= to) continue;
-            buffer.Upload(rows.Slice((from - firstRow) * Cols, (to - from) * Cols), (long)(from - chunkFirst) * Cols);
+            var part = rows.Slice((from - firstRow) * Cols, (to - from) * Cols);
+            long at = (long)(from - chunkFirst) * Cols;
+            if (Precision == WeightPrecision.Fp32) buffer.Upload(part, at);
+            else UploadHalves(buffer, part, at);
         }
+    }
+
+    void UploadHalves(GpuBuffer buffer, ReadOnlySpan<float> values, long at)
+    {
+        var halves = new ushort[values.Length];
+        HalfFloat.Encode(values, halves, Precision);
+        buffer.Upload<ushort>(halves, at);
     }
 
     /// <summary>Reads the whole tensor back, row-major.</summary>
@@ -82,7 +98,11 @@ public sealed class SplitTensor : IDisposable
         ObjectDisposedException.ThrowIf(disposed, this);
         var data = new float[(long)Rows * Cols];
         foreach (var (buffer, first, rows) in chunks)
-            buffer.Download(data.AsSpan(first * Cols, rows * Cols));
+        {
+            var part = data.AsSpan(first * Cols, rows * Cols);
+            if (Precision == WeightPrecision.Fp32) buffer.Download(part);
+            else HalfFloat.Decode(buffer.Download<ushort>(), part, Precision);
+        }
         return data;
     }
 
@@ -93,5 +113,5 @@ public sealed class SplitTensor : IDisposable
         foreach (var c in chunks) c.Buffer.Dispose();
     }
 
-    public override string ToString() => $"{Name} [{Rows}, {Cols}] in {chunks.Count} chunk(s)";
+    public override string ToString() => $"{Name} [{Rows}, {Cols}] {Precision.Name()} in {chunks.Count} chunk(s)";
 }

@@ -34,6 +34,32 @@ public sealed class EmbeddingTests(GpuFixture f) : GpuTest(f)
         Check.Close(expected, y, 0, "embedding with prompts");
     }
 
+    public static TheoryData<WeightPrecision, int> HalfTableCases()
+    {
+        var data = new TheoryData<WeightPrecision, int>();
+        foreach (var p in new[] { WeightPrecision.Fp16, WeightPrecision.Bf16 })
+            foreach (int dim in Check.AwkwardSizes)
+                data.Add(p, dim);
+        return data;
+    }
+
+    /// <summary>A table stored as fp16 or bf16 gives the rows of the rounded table exactly: the
+    /// shader widens each half to the fp32 it stands for. Odd dims put rows at odd half offsets.</summary>
+    [Theory, MemberData(nameof(HalfTableCases))]
+    public void HalfTablesGiveTheRoundedRows(WeightPrecision precision, int dim)
+    {
+        int batch = PromptIndex.Length, length = 1 + dim % 6, promptLength = 4, numPrompts = 3;
+        // Magnitudes across fp16's normal range and into its subnormals.
+        var table = Check.Random(Vocab * dim, 13).Select((v, i) => v * MathF.Pow(2, i % 40 - 25)).ToArray();
+        var prompts = Check.Random(numPrompts * promptLength * dim, 14);
+        var ids = RandomIds(batch * length, 15);
+        var y = RunForward(table, dim, ids, prompts, PromptIndex, batch, length, promptLength, precision);
+        HalfFloat.Round(table, precision);
+        var expected = new float[y.Length];
+        EmbeddingReference.Forward<float>(table, ids, prompts, PromptIndex, expected, batch, length, promptLength, dim);
+        Check.Close(expected, y, 0, $"{precision} embedding");
+    }
+
     [Theory, MemberData(nameof(Sizes))]
     public void ForwardWithoutPromptsMatchesReference(int length)
     {
@@ -105,9 +131,10 @@ public sealed class EmbeddingTests(GpuFixture f) : GpuTest(f)
         Assert.True(FiniteDifference.MaxRelativeError(numeric, analytic) < 1e-8);
     }
 
-    float[] RunForward(float[] table, int dim, int[] ids, float[]? prompts, int[]? promptIndex, int batch, int length, int promptLength)
+    float[] RunForward(float[] table, int dim, int[] ids, float[]? prompts, int[]? promptIndex, int batch, int length, int promptLength,
+                       WeightPrecision precision = WeightPrecision.Fp32)
     {
-        using var gTable = new SplitTensor(Ctx, table.Length / dim, dim, "table");
+        using var gTable = new SplitTensor(Ctx, table.Length / dim, dim, "table", precision);
         gTable.Upload(table);
         using var gIds = GpuBuffer.From<int>(Ctx, ids);
         using var gPrompts = prompts is null ? null : GpuBuffer.From<float>(Ctx, prompts);

@@ -26,18 +26,23 @@ public sealed class MatMulTests(GpuFixture f) : GpuTest(f)
     /// and n (with a K tail) depending on the transposes.</summary>
     public static TheoryData<bool, bool, int, int, int, bool, MatMulVariant> RowsCases()
     {
+        var data = new TheoryData<bool, bool, int, int, int, bool, MatMulVariant>();
+        foreach (var v in Enum.GetValues<MatMulVariant>())
+            foreach (var (ta, tb) in new[] { (false, false), (false, true), (true, false), (true, true) })
+                foreach (var (m, n, k, padded) in RowsShapes())
+                    data.Add(ta, tb, m, n, k, padded, v);
+        return data;
+    }
+
+    static List<(int M, int N, int K, bool Padded)> RowsShapes()
+    {
         var s = Check.AwkwardSizes;
         var shapes = new List<(int, int, int, bool)>();
         for (int i = 0; i < s.Length; i++)
             for (int j = 0; j < s.Length; j++)
                 shapes.Add((s[i], s[j], s[(i + j) % s.Length], false));
         shapes.AddRange([(36, 20, 33, true), (300, 4, 7, true), (4, 300, 129, true), (8, 12, 1, true)]);
-        var data = new TheoryData<bool, bool, int, int, int, bool, MatMulVariant>();
-        foreach (var v in Enum.GetValues<MatMulVariant>())
-            foreach (var (ta, tb) in new[] { (false, false), (false, true), (true, false), (true, true) })
-                foreach (var (m, n, k, padded) in shapes)
-                    data.Add(ta, tb, m, n, k, padded, v);
-        return data;
+        return shapes;
     }
 
     static MatMulSpec RowsSpec(bool ta, bool tb, int m, int n, int k, bool padded)
@@ -62,6 +67,34 @@ public sealed class MatMulTests(GpuFixture f) : GpuTest(f)
         var b = WithNaNPadding(bLen, 2, i => transposeB ? (i % spec.BStrideN) < k : (i % spec.BStrideK) < n);
         var c = Check.Random(spec.CStrideM * m, 3);
         Compare(a, b, c, spec, variant, $"{(transposeA ? "Aᵀ" : "A")}·{(transposeB ? "Bᵀ" : "B")} {m}x{n}x{k}");
+    }
+
+    /// <summary>B, a weight, stored as fp16 or bf16 and read the two ways the T5 program reads
+    /// one: A·Bᵀ in the forward, A·B in the backward, on the same shapes as above (the padded ones
+    /// take the vectorized 16-bit fetches). The reference multiplies the rounded weights, which
+    /// the device widens exactly, so the fp32 tolerance holds unchanged.</summary>
+    public static TheoryData<WeightPrecision, bool, int, int, int, bool, MatMulVariant> HalfWeightCases()
+    {
+        var data = new TheoryData<WeightPrecision, bool, int, int, int, bool, MatMulVariant>();
+        foreach (var p in new[] { WeightPrecision.Fp16, WeightPrecision.Bf16 })
+            foreach (var v in Enum.GetValues<MatMulVariant>())
+                foreach (bool tb in new[] { true, false })
+                    foreach (var (m, n, k, padded) in RowsShapes())
+                        data.Add(p, tb, m, n, k, padded, v);
+        return data;
+    }
+
+    [Theory, MemberData(nameof(HalfWeightCases))]
+    public void HalfWeightsMatchReferenceOnRoundedWeights(WeightPrecision precision, bool transposeB, int m, int n, int k, bool padded, MatMulVariant variant)
+    {
+        var spec = RowsSpec(false, transposeB, m, n, k, padded);
+        int bLen = transposeB ? spec.BStrideN * (n - 1) + k : spec.BStrideK * (k - 1) + n;
+        var a = Check.Random(spec.AStrideM * (m - 1) + k, 14);
+        // NaN survives both roundings, so padding read by mistake still shows.
+        var b = WithNaNPadding(bLen, 15, i => transposeB ? (i % spec.BStrideN) < k : (i % spec.BStrideK) < n);
+        HalfFloat.Round(b, precision);
+        var c = Check.Random(spec.CStrideM * m, 16);
+        Compare(a, b, c, spec, variant, $"{precision} {(transposeB ? "A·Bᵀ" : "A·B")} {m}x{n}x{k}", precision);
     }
 
     static float[] WithNaNPadding(int length, int seed, Func<int, bool> inside)
@@ -191,18 +224,28 @@ public sealed class MatMulTests(GpuFixture f) : GpuTest(f)
         Compare(Check.Random(2 * batch2 * m * k, 12), Check.Random(k * n, 13), new float[2 * batch2 * m * n], spec, MatMulVariant.Streamed, "batches past the z limit");
     }
 
-    void Compare(float[] a, float[] b, float[] c, in MatMulSpec spec, MatMulVariant variant, string what)
+    /// <summary>Runs the product on the device with B stored as <paramref name="bPrecision"/>
+    /// (b must hold values that precision represents) and checks it against the reference.</summary>
+    void Compare(float[] a, float[] b, float[] c, in MatMulSpec spec, MatMulVariant variant, string what,
+                 WeightPrecision bPrecision = WeightPrecision.Fp32)
     {
         using var ga = GpuBuffer.From<float>(Ctx, a);
-        using var gb = GpuBuffer.From<float>(Ctx, b);
+        using var gb = bPrecision == WeightPrecision.Fp32 ? GpuBuffer.From<float>(Ctx, b) : GpuBuffer.From<ushort>(Ctx, Encode(b, bPrecision));
         using var gc = GpuBuffer.From<float>(Ctx, c);
         using (var g = new CommandGraph(Ctx))
         {
-            MatMulKernel.Run(g, ga, gb, gc, spec, Tiling(variant));
+            MatMulKernel.Run(g, ga, gb, gc, spec, Tiling(variant), bPrecision);
             g.Run();
         }
         MatMulReference.Run(a, b, c, spec);
         Check.Close(c, gc.Download<float>(), Tolerance, $"{what} ({variant})");
+    }
+
+    static ushort[] Encode(float[] values, WeightPrecision p)
+    {
+        var halves = new ushort[values.Length];
+        HalfFloat.Encode(values, halves, p);
+        return halves;
     }
 
     [Fact]

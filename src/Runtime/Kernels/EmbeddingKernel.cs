@@ -19,8 +19,11 @@ public static class EmbeddingKernel
     /// y [batch, P + len, d]: row (b, t) = prompts[promptIndex[b], t] for t &lt; P, else
     /// table[ids[b, t - P]]. ids and promptIndex are int32; numPrompts is prompts' length / (P d).
     /// ids outside [0, vocab) and prompt indices outside [0, numPrompts) give zero rows.
-    /// prompts and promptIndex may be null when P = 0. One dispatch per table chunk.
+    /// prompts and promptIndex may be null when P = 0. One dispatch per table chunk. The table
+    /// may be stored as fp16 or bf16 (<see cref="SplitTensor.Precision"/>); its rows are widened
+    /// to fp32 exactly.
     /// </summary>
+    /// <exception cref="GpuException">The table is 16-bit and the device lacks 16-bit storage.</exception>
     public static void Forward(CommandGraph g, SplitTensor table, GpuBuffer ids, GpuBuffer? prompts, GpuBuffer? promptIndex,
                                GpuBuffer y, int batch, int length, int promptLength, int dim)
     {
@@ -45,7 +48,10 @@ public static class EmbeddingKernel
         var indexBuffer = promptLength > 0 ? promptIndex! : ids;
         long numPrompts = promptLength > 0 ? promptBuffer.Length<float>() / ((long)promptLength * dim) : 0;
 
-        var k = g.Context.Kernel(name, ForwardLayout, Grid.LinearSize);
+        table.Precision.Require(g.Context.Capabilities);
+        var k = table.Precision == WeightPrecision.Fp32
+            ? g.Context.Kernel(name, ForwardLayout, Grid.LinearSize)
+            : g.Context.Kernel("embedding_half", ForwardLayout, Grid.LinearSize, table.Precision == WeightPrecision.Bf16 ? 1 : 0);
         var groups = Grid.Linear((long)batch * (promptLength + length) * dim);
         for (int c = 0; c < table.Chunks.Count; c++)
         {

@@ -48,15 +48,25 @@ public static class MatMulKernel
 
     /// <summary>Appends C = Alpha·A·B (+ C) as described by <paramref name="s"/>, after checking
     /// it against the buffers' lengths. A and B may be the same buffer; C must not overlap the
-    /// ranges of A or B it is computed from.</summary>
-    public static void Run(CommandGraph g, GpuBuffer a, GpuBuffer b, GpuBuffer c, in MatMulSpec s) =>
-        Run(g, a, b, c, s, MatMulTiling.For(g.Context.Capabilities));
+    /// ranges of A or B it is computed from. B, the frozen weight of a layer, may be stored as
+    /// fp16 or bf16 halves (<paramref name="bPrecision"/>; offsets and strides still count
+    /// elements); it is widened to fp32 as it is loaded, and A, C and the sums stay fp32.</summary>
+    /// <exception cref="GpuException">B is 16-bit and the device lacks 16-bit storage.</exception>
+    public static void Run(CommandGraph g, GpuBuffer a, GpuBuffer b, GpuBuffer c, in MatMulSpec s, WeightPrecision bPrecision = WeightPrecision.Fp32) =>
+        Run(g, a, b, c, s, MatMulTiling.For(g.Context.Capabilities), bPrecision);
 
-    internal static void Run(CommandGraph g, GpuBuffer a, GpuBuffer b, GpuBuffer c, in MatMulSpec s, MatMulTiling t)
+    internal static void Run(CommandGraph g, GpuBuffer a, GpuBuffer b, GpuBuffer c, in MatMulSpec s, MatMulTiling t,
+                             WeightPrecision bPrecision = WeightPrecision.Fp32)
     {
-        s.Validate(a.Length<float>(), b.Length<float>(), c.Length<float>());
+        bPrecision.Require(g.Context.Capabilities);
+        s.Validate(a.Length<float>(), b.Bytes / bPrecision.ElementBytes(), c.Length<float>());
         var (aVec, bVec) = VectorLoads(s, t);
-        var k = g.Context.Kernel("matmul", Layout, t.LocalX, t.LocalY, t.TileM, t.TileN, t.SharedK, aVec, bVec);
+        // The vec4 views index whole groups of four elements, whatever their width, so the
+        // alignment VectorLoads checks holds for halves too.
+        var k = bPrecision == WeightPrecision.Fp32
+            ? g.Context.Kernel("matmul", Layout, t.LocalX, t.LocalY, t.TileM, t.TileN, t.SharedK, aVec, bVec)
+            : g.Context.Kernel("matmul_half", Layout, t.LocalX, t.LocalY, t.TileM, t.TileN, t.SharedK, aVec, bVec,
+                               bPrecision == WeightPrecision.Bf16 ? 1 : 0);
         // Batches past the device's z limit are looped over inside the shader.
         uint z = (uint)Math.Min((long)s.Batch1 * s.Batch2, g.Context.Capabilities.MaxWorkGroupCountZ);
         g.Dispatch(k, (Grid.Div(s.N, t.BlockN), Grid.Div(s.M, t.BlockM), z), Push.From(s), a, b, c);
