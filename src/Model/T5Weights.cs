@@ -1,4 +1,5 @@
 using VkPrompt.Model.Backends;
+using VkPrompt.Runtime;
 
 namespace VkPrompt.Model;
 
@@ -12,12 +13,16 @@ public sealed record BlockWeights(Tensor AttnNorm, AttentionWeights SelfAttentio
 /// <summary>
 /// The frozen weights of a T5 checkpoint on one backend. Tensors are streamed one at a time
 /// from the memory-mapped checkpoint, so no second full copy of the model is ever held in
-/// managed memory (the largest transient is one tensor, or a slice of the embedding).
+/// managed memory (the largest transient is a slice of 4096 rows of one tensor).
+/// The matrices (every Linear layer, the embedding and the LM head) are stored as
+/// <see cref="Precision"/>, which halves their memory in fp16 or bf16; layer norms and the
+/// relative-attention biases, a tiny share of the model, stay fp32.
 /// </summary>
 public sealed class T5Weights : IDisposable
 {
     public T5Config Config { get; }
     public Backend Backend { get; }
+    public WeightPrecision Precision { get; }
     public Tensor Shared { get; }
     /// <summary>lm_head.weight, or null when the embedding is tied.</summary>
     public Tensor? LmHead { get; }
@@ -29,15 +34,18 @@ public sealed class T5Weights : IDisposable
     public Tensor DecoderFinalNorm { get; }
     readonly List<Tensor> owned = new();
 
-    public T5Weights(T5Checkpoint ckpt, Backend backend)
+    /// <exception cref="GpuException">The backend's device cannot read weights stored as <paramref name="precision"/>.</exception>
+    /// <exception cref="ModelFormatException">fp16 was asked for and a weight is beyond its range.</exception>
+    public T5Weights(T5Checkpoint ckpt, Backend backend, WeightPrecision precision = WeightPrecision.Fp32)
     {
         Config = ckpt.Config;
         Backend = backend;
+        Precision = precision;
         var c = Config;
         try
         {
-            Shared = LoadTable(ckpt, T5Names.Shared, c.VocabSize, c.DModel);
-            LmHead = c.TieWordEmbeddings ? null : LoadTable(ckpt, T5Names.LmHead, c.VocabSize, c.DModel);
+            Shared = LoadTable(ckpt, T5Names.Shared);
+            LmHead = c.TieWordEmbeddings ? null : LoadTable(ckpt, T5Names.LmHead);
             EncoderBias = Load(ckpt, T5Names.RelativeBias(T5Stack.Encoder));
             DecoderBias = Load(ckpt, T5Names.RelativeBias(T5Stack.Decoder));
             Encoder = Enumerable.Range(0, c.NumLayers).Select(i => LoadBlock(ckpt, T5Stack.Encoder, i)).ToList();
@@ -55,10 +63,12 @@ public sealed class T5Weights : IDisposable
     BlockWeights LoadBlock(T5Checkpoint ckpt, T5Stack stack, int i)
     {
         bool decoder = stack == T5Stack.Decoder;
-        AttentionWeights Attn(Func<string, string> name) => new(Load(ckpt, name("q")), Load(ckpt, name("k")), Load(ckpt, name("v")), Load(ckpt, name("o")));
+        AttentionWeights Attn(Func<string, string> name) =>
+            new(LoadTable(ckpt, name("q")), LoadTable(ckpt, name("k")), LoadTable(ckpt, name("v")), LoadTable(ckpt, name("o")));
+        Tensor Ff(string part) => LoadTable(ckpt, T5Names.FeedForward(stack, i, part));
         var ff = Config.IsGatedAct
-            ? new FeedForwardWeights(Load(ckpt, T5Names.FeedForward(stack, i, "wi_0")), Load(ckpt, T5Names.FeedForward(stack, i, "wi_1")), Load(ckpt, T5Names.FeedForward(stack, i, "wo")))
-            : new FeedForwardWeights(Load(ckpt, T5Names.FeedForward(stack, i, "wi")), null, Load(ckpt, T5Names.FeedForward(stack, i, "wo")));
+            ? new FeedForwardWeights(Ff("wi_0"), Ff("wi_1"), Ff("wo"))
+            : new FeedForwardWeights(Ff("wi"), null, Ff("wo"));
         return new BlockWeights(
             Load(ckpt, T5Names.SelfAttnNorm(stack, i)),
             Attn(p => T5Names.SelfAttn(stack, i, p)),
@@ -77,9 +87,13 @@ public sealed class T5Weights : IDisposable
         return t;
     }
 
-    Tensor LoadTable(T5Checkpoint ckpt, string name, int rows, int cols)
+    /// <summary>A [rows, cols] matrix, read as the B of products or gathered from: stored as
+    /// <see cref="Precision"/>, and split across bindings where it is too large for one.</summary>
+    Tensor LoadTable(T5Checkpoint ckpt, string name)
     {
-        var t = Backend.Table(rows, cols, name);
+        var shape = ckpt.Info(name).Shape;
+        int rows = (int)shape[0], cols = (int)shape[1];
+        var t = Backend.Table(rows, cols, name, Precision);
         owned.Add(t);
         // Slices keep the transient host buffer small even for a 250k-row mT5 vocabulary.
         const int sliceRows = 4096;
@@ -89,7 +103,11 @@ public sealed class T5Weights : IDisposable
             int n = Math.Min(sliceRows, rows - r);
             var span = slice.AsSpan(0, n * cols);
             ckpt.Read(name, span, (long)r * cols);
-            Backend.Upload(t, span, (long)r * cols);
+            try { Backend.Upload(t, span, (long)r * cols); }
+            catch (OverflowException e)
+            {
+                throw new ModelFormatException(ckpt.Directory, $"tensor {name} cannot be stored as {Precision.Name()}: {e.Message}");
+            }
         }
         return t;
     }

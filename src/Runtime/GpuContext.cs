@@ -100,7 +100,9 @@ public sealed unsafe class GpuContext : IDisposable
     }
 
     /// <summary>Uses a device the host already created. The caller keeps ownership of every
-    /// handle passed in and must keep them alive until this context is disposed.</summary>
+    /// handle passed in and must keep them alive until this context is disposed. The
+    /// capabilities describe the physical device, since Vulkan cannot report what a host enabled:
+    /// fp16/bf16 weights need the host to have enabled storageBuffer16BitAccess.</summary>
     public static GpuContext Adopt(Vk vk, Instance instance, PhysicalDevice physicalDevice, Device device, Queue queue, uint queueFamily, GpuOptions? options = null)
     {
         options ??= new GpuOptions();

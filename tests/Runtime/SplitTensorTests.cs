@@ -1,3 +1,4 @@
+using VkPrompt.Model.Backends;
 using VkPrompt.Runtime;
 using VkPrompt.Runtime.Kernels;
 using VkPrompt.Runtime.Reference;
@@ -81,6 +82,58 @@ public sealed class SplitTensorTests : IDisposable
         var expected = new float[n];
         EmbeddingReference.Forward<float>(data, ids, prompts, promptIndex, expected, batch, length, promptLength, Cols);
         Assert.Equal(expected, gy.Download<float>());
+    }
+
+    /// <summary>Halves take two bytes a value, so a chunk holds twice the rows: 1000 x 40 in 16
+    /// bits is 80 000 bytes, chunks of 819 and 181 rows. Both products the T5 program makes with
+    /// a split table, y·Eᵀ (chunks are column ranges of the output) and dlogits·E (chunks are
+    /// slices of the sum), read every chunk in its precision.</summary>
+    [Theory, InlineData(WeightPrecision.Fp16), InlineData(WeightPrecision.Bf16)]
+    public void HalfTablesRoundTripAndFeedProductsFromEveryChunk(WeightPrecision precision)
+    {
+        var data = Check.Random(Rows * Cols, 4);
+        var rounded = data.ToArray();
+        HalfFloat.Round(rounded, precision);
+        using (var t = new SplitTensor(ctx, Rows, Cols, "table", precision))
+        {
+            Assert.Equal([819, 181], t.Chunks.Select(c => c.Rows));
+            Assert.All(t.Chunks, c => Assert.Equal((long)c.Rows * Cols * 2, c.Buffer.Bytes));
+            t.Upload(data);
+            Assert.Equal(rounded, t.Download());
+        }
+
+        const int m = 5;
+        using var be = new GpuBackend(ctx);
+        using var table = be.Table(Rows, Cols, "table", precision);
+        be.Upload(table, data);
+        var y = Check.Random(m * Cols, 5);
+        var dLogits = Check.Random(m * Rows, 6);
+        using var gy = be.Floats(y.Length, "y");
+        using var gdLogits = be.Floats(dLogits.Length, "dlogits");
+        using var logits = be.Floats(m * Rows, "logits");
+        using var dy = be.Floats(m * Cols, "dy");
+        be.Upload(gy, y);
+        be.Upload(gdLogits, dLogits);
+        var forward = MatMulSpec.Rows(m, Rows, Cols, transposeB: true);
+        var backward = MatMulSpec.Rows(m, Cols, Rows);
+        using (var step = be.Record(() =>
+        {
+            be.MatMul(gy, table, logits, forward);
+            be.MatMul(gdLogits, table, dy, backward);
+        }))
+            step.Run();
+
+        var expectedLogits = new float[m * Rows];
+        MatMulReference.Run(y, rounded, expectedLogits, forward);
+        var expectedDy = new float[m * Cols];
+        MatMulReference.Run(dLogits, rounded, expectedDy, backward);
+        var actual = new float[m * Rows];
+        be.Download(logits, actual);
+        // The fp32 tolerance of MatMulTests: the device widens the halves exactly.
+        Check.Close(expectedLogits, actual, 1e-5, $"{precision} y·Eᵀ");
+        actual = new float[m * Cols];
+        be.Download(dy, actual);
+        Check.Close(expectedDy, actual, 1e-5, $"{precision} dlogits·E");
     }
 
     [Fact]

@@ -1,3 +1,4 @@
+using VkPrompt.Runtime;
 using VkPrompt.Runtime.Kernels;
 
 namespace VkPrompt.Model.Backends;
@@ -33,9 +34,12 @@ public abstract class Backend : IDisposable
     public abstract Tensor Floats(long length, string name, bool hostVisible = false);
     public abstract Tensor Ints(long length, string name, bool hostVisible = false);
 
-    /// <summary>A [rows, cols] weight table that may exceed one binding (embeddings, LM head);
-    /// only <see cref="MatMul"/> (as B) and <see cref="Embedding"/> read it.</summary>
-    public abstract Tensor Table(int rows, int cols, string name);
+    /// <summary>A frozen [rows, cols] weight (a Linear layer's [out, in], an embedding, the LM
+    /// head) stored as <paramref name="precision"/>; it may exceed one binding. Only
+    /// <see cref="MatMul"/> (as B) and <see cref="Embedding"/> read it, and uploads round to the
+    /// precision, so both see the rounded values in fp32.</summary>
+    /// <exception cref="GpuException">The device cannot read weights stored that way.</exception>
+    public abstract Tensor Table(int rows, int cols, string name, WeightPrecision precision = WeightPrecision.Fp32);
 
     public abstract void Upload(Tensor t, ReadOnlySpan<float> data, long offset = 0);
     public abstract void Upload(Tensor t, ReadOnlySpan<int> data);

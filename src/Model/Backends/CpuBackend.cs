@@ -1,4 +1,5 @@
 using System.Runtime.InteropServices;
+using VkPrompt.Runtime;
 using VkPrompt.Runtime.Kernels;
 using VkPrompt.Runtime.Reference;
 
@@ -7,7 +8,8 @@ namespace VkPrompt.Model.Backends;
 /// <summary>
 /// The CPU reference backend (<c>--device cpu</c>): every op is the plain C# reference of the
 /// matching kernel, run at once. Slow and exact; the yardstick for the Vulkan backend, and a
-/// fallback for machines with no Vulkan driver.
+/// fallback for machines with no Vulkan driver. fp16 and bf16 weights are emulated: they are
+/// kept as floats rounded to those formats, the values a device widens them to.
 /// </summary>
 public sealed class CpuBackend : Backend
 {
@@ -15,10 +17,12 @@ public sealed class CpuBackend : Backend
 
     public override string Name => "cpu (reference)";
 
-    sealed class CpuTensor(string name, long length, bool isInt, CpuBackend owner) : Tensor(name, length)
+    sealed class CpuTensor(string name, long length, bool isInt, CpuBackend owner, WeightPrecision precision = WeightPrecision.Fp32) : Tensor(name, length)
     {
         public readonly float[] F = isInt ? [] : new float[length];
         public readonly int[] I = isInt ? new int[length] : [];
+        /// <summary>Values are rounded to this as they are uploaded, as a device storing halves would.</summary>
+        public readonly WeightPrecision Precision = precision;
 
         public override void Dispose() => owner.current -= Length * 4;
     }
@@ -41,9 +45,15 @@ public sealed class CpuBackend : Backend
 
     public override Tensor Floats(long length, string name, bool hostVisible = false) => Track(new CpuTensor(name, length, false, this));
     public override Tensor Ints(long length, string name, bool hostVisible = false) => Track(new CpuTensor(name, length, true, this));
-    public override Tensor Table(int rows, int cols, string name) => Floats((long)rows * cols, name);
+    public override Tensor Table(int rows, int cols, string name, WeightPrecision precision = WeightPrecision.Fp32) =>
+        Track(new CpuTensor(name, (long)rows * cols, false, this, precision));
 
-    public override void Upload(Tensor t, ReadOnlySpan<float> data, long offset = 0) => data.CopyTo(F(t).AsSpan((int)offset));
+    public override void Upload(Tensor t, ReadOnlySpan<float> data, long offset = 0)
+    {
+        var dst = F(t).AsSpan((int)offset, data.Length);
+        data.CopyTo(dst);
+        HalfFloat.Round(dst, ((CpuTensor)t).Precision);
+    }
     public override void Upload(Tensor t, ReadOnlySpan<int> data) => data.CopyTo(I(t));
     /// <summary>An int tensor comes back as its raw bits, as a device buffer does (the generator
     /// reads its argmax ids this way).</summary>

@@ -5,7 +5,8 @@ namespace VkPrompt.Model.Backends;
 
 /// <summary>
 /// The Vulkan backend: op calls append dispatches to the command graph being recorded, and a
-/// recording is replayed as a whole (one submit, no host round trip inside it).
+/// recording is replayed as a whole (one submit, no host round trip inside it). Weight tables
+/// are <see cref="SplitTensor"/>s, in whatever precision they were created with.
 /// </summary>
 public sealed class GpuBackend(GpuContext ctx, bool ownsContext = false) : Backend
 {
@@ -35,15 +36,20 @@ public sealed class GpuBackend(GpuContext ctx, bool ownsContext = false) : Backe
     static GpuBuffer Buf(Tensor t) => t switch
     {
         GpuTensor g => g.Buffer,
-        GpuTable { Split.Chunks.Count: 1 } s => s.Split.Chunks[0].Buffer,
-        _ => throw new ArgumentException($"{t.Name} is a split table; only MatMul (as B) and Embedding read those"),
+        GpuTable { Split: { Chunks.Count: 1, Precision: WeightPrecision.Fp32 } } s => s.Split.Chunks[0].Buffer,
+        GpuTable s => throw new ArgumentException($"{t.Name} is a split or 16-bit table ({s.Split}); only MatMul (as B) and Embedding read those"),
+        _ => throw new ArgumentException($"{t.Name} belongs to another backend"),
     };
 
     CommandGraph G => recording ?? throw new InvalidOperationException("GPU ops must be called inside Backend.Record");
 
     public override Tensor Floats(long length, string name, bool hostVisible = false) => new GpuTensor(new GpuBuffer(ctx, length * 4, name, hostVisible), length);
     public override Tensor Ints(long length, string name, bool hostVisible = false) => new GpuTensor(new GpuBuffer(ctx, length * 4, name, hostVisible), length);
-    public override Tensor Table(int rows, int cols, string name) => new GpuTable(new SplitTensor(ctx, rows, cols, name), name);
+    public override Tensor Table(int rows, int cols, string name, WeightPrecision precision = WeightPrecision.Fp32)
+    {
+        precision.Require(ctx.Capabilities);
+        return new GpuTable(new SplitTensor(ctx, rows, cols, name, precision), name);
+    }
 
     public override void Upload(Tensor t, ReadOnlySpan<float> data, long offset = 0)
     {
@@ -75,26 +81,31 @@ public sealed class GpuBackend(GpuContext ctx, bool ownsContext = false) : Backe
 
     public override void MatMul(Tensor a, Tensor b, Tensor c, in MatMulSpec s)
     {
-        if (b is not GpuTable { Split.Chunks.Count: > 1 } table)
+        if (b is not GpuTable { Split: var split })
         {
             MatMulKernel.Run(G, Buf(a), Buf(b), Buf(c), s);
+            return;
+        }
+        if (split.Chunks.Count == 1)
+        {
+            MatMulKernel.Run(G, Buf(a), split.Chunks[0].Buffer, Buf(c), s, split.Precision);
             return;
         }
         // A table too large for one binding is split by rows. Its rows are either the output
         // columns (y·Eᵀ: each chunk fills a column range of C) or the reduction (dlogits·E: each
         // chunk adds a partial sum over its slice of K).
-        int cols = table.Split.Cols;
+        int cols = split.Cols;
         bool rowsAreN = s.BStrideK == 1 && s.BStrideN == cols;
         bool rowsAreK = s.BStrideN == 1 && s.BStrideK == cols;
         if (s.Batch1 * s.Batch2 != 1 || s.BOffset != 0 || !(rowsAreN || rowsAreK))
             throw new NotSupportedException($"split table {b.Name} can only be the B of an unbatched A·Bᵀ or A·B");
         bool first = true;
-        foreach (var (chunk, firstRow, rows) in table.Split.Chunks)
+        foreach (var (chunk, firstRow, rows) in split.Chunks)
         {
             var part = rowsAreN
                 ? s with { N = rows, COffset = s.COffset + firstRow }
                     : s with { K = rows, AOffset = s.AOffset + firstRow * s.AStrideK, Accumulate = s.Accumulate || !first };
-            MatMulKernel.Run(G, Buf(a), chunk, Buf(c), part);
+            MatMulKernel.Run(G, Buf(a), chunk, Buf(c), part, split.Precision);
             first = false;
         }
     }
