@@ -2,6 +2,7 @@ using System.CommandLine;
 using VkPrompt.Model;
 using VkPrompt.Model.Backends;
 using VkPrompt.Model.Tokenization;
+using VkPrompt.Runtime;
 
 namespace VkPrompt.Cli;
 
@@ -14,7 +15,8 @@ internal sealed class ModelSession : IDisposable
     public Backend Backend { get; }
     public T5Weights Weights { get; }
 
-    public ModelSession(string modelDir, string device, Action<string>? log)
+    /// <param name="precision">A <c>--precision</c> value: fp32, fp16, bf16 or auto.</param>
+    public ModelSession(string modelDir, string device, Action<string>? log, string precision = ModelOptions.DefaultPrecision)
     {
         Checkpoint = T5Checkpoint.Open(modelDir);
         try
@@ -22,7 +24,12 @@ internal sealed class ModelSession : IDisposable
             Tokenizer = T5Tokenizer.Load(modelDir);
             Backend = BackendFactory.Open(device, log);
             log?.Invoke($"backend: {Backend.Name}");
-            try { Weights = new T5Weights(Checkpoint, Backend); }
+            try
+            {
+                var weightPrecision = WeightPrecisions.Parse(precision, (Backend as GpuBackend)?.Context.Capabilities);
+                log?.Invoke($"weights: {weightPrecision.Name()}");
+                Weights = new T5Weights(Checkpoint, Backend, weightPrecision);
+            }
             catch { Backend.Dispose(); throw; }
         }
         catch { Checkpoint.Dispose(); throw; }
@@ -52,6 +59,23 @@ internal static class ModelOptions
         Description = "A Hugging Face T5 directory: config.json, model.safetensors (or an index with shards) and spiece.model or tokenizer.json, e.g. a local copy of google/t5-base-lm-adapt.",
         Required = true,
     };
+
+    public const string DefaultPrecision = "fp32";
+
+    public static Option<string> Precision()
+    {
+        var option = new Option<string>("--precision")
+        {
+            HelpName = "fp32|fp16|bf16|auto",
+            Description = "How the frozen weights are stored on the device. fp16 and bf16 halve the weight memory; they are widened to fp32 as they are read, " +
+                          "so products still sum in fp32 and activations stay fp32 (T5's feed-forward activations overflow fp16). " +
+                          "fp16 keeps 3 more bits of each weight, bf16 fp32's range. Both need 16-bit storage buffers on the device; " +
+                          "auto takes bf16 where the device has them and fp32 elsewhere. The cpu device emulates fp16/bf16 by rounding the weights. Default: fp32.",
+            DefaultValueFactory = _ => DefaultPrecision,
+        };
+        option.AcceptOnlyFromAmong(WeightPrecisions.Names);
+        return option;
+    }
 
     public static Option<string?> Prompt() => new("--prompt", "-p")
     {

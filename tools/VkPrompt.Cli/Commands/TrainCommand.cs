@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.Globalization;
 using Spectre.Console;
 using VkPrompt.Model;
+using VkPrompt.Runtime;
 using VkPrompt.Runtime.Kernels;
 using VkPrompt.Training;
 
@@ -24,7 +25,7 @@ internal static class TrainCommand
         List<Example> train = t.Task is null ? DataFile.Read(t.TrainFile) : SuperGlue.Read(t.TrainFile, SuperGlue.Get(t.Task));
         List<Example>? val = t.ValidationFile is null ? null : t.Task is null ? DataFile.Read(t.ValidationFile) : SuperGlue.Read(t.ValidationFile, SuperGlue.Get(t.Task));
         var labels = t.Choices ?? (t.Task is not null ? SuperGlue.Get(t.Task).Labels.ToList() : LabelSet(train));
-        using var s = new ModelSession(t.Model, t.Device, ModelOptions.Log(parse));
+        using var s = new ModelSession(t.Model, t.Device, ModelOptions.Log(parse), t.Precision);
         // A file:PATH prompt brings its own length; --prompt-length, when given, must agree with it.
         if (!t.PromptLengthGiven && t.Options.Init.StartsWith("file:", StringComparison.Ordinal))
         {
@@ -47,7 +48,7 @@ internal static class TrainCommand
                                                      .Select(x => s.Tokenizer.Decode(x.Ids)).ToList(),
                 t.Options.BatchSize);
         }
-        console.MarkupLineInterpolated($"[bold]VkPrompt train[/]: {train.Count} examples, {s.Backend.Name}; {truncation}");
+        console.MarkupLineInterpolated($"[bold]VkPrompt train[/]: {train.Count} examples, {s.Backend.Name}, {s.Weights.Precision.Name()} weights; {truncation}");
         var run = new TrainingRun(s.Checkpoint, s.Weights, s.Tokenizer, t.Options, encodedTrain, validation, labels, t.Output);
         console.MarkupLineInterpolated($"prompt {t.Options.PromptLength} x {s.DModel}, init {run.Init}, batch {t.Options.BatchSize}, {t.Options.Steps} steps, output {t.Output}");
 
@@ -115,7 +116,8 @@ internal static class TrainCommand
 }
 
 internal sealed record TrainSettings(string Model, string TrainFile, string? ValidationFile, string Output, string Device, string? Task,
-                                     List<string>? Choices, bool Resume, bool ExportNpy, TrainOptions Options, bool PromptLengthGiven = true);
+                                     List<string>? Choices, bool Resume, bool ExportNpy, TrainOptions Options, bool PromptLengthGiven = true,
+                                     string Precision = ModelOptions.DefaultPrecision);
 
 /// <summary>The options of <c>vkprompt train</c>, kept together so demo can reuse the parsing.</summary>
 internal sealed class TrainArgs
@@ -125,6 +127,7 @@ internal sealed class TrainArgs
     readonly Option<string?> validation = new("--validation") { HelpName = "FILE", Description = "Validation data (same format). Enables evaluation every --eval-every steps and early stopping: the best prompt is kept." };
     readonly Option<string> output = new("--output", "-o") { HelpName = "DIR", Description = "Output directory: the PEFT adapter (adapter_model.safetensors, adapter_config.json), checkpoint.safetensors for --resume, metrics.jsonl and training.png.", Required = true };
     readonly Option<string> device = Cli.DeviceOption();
+    readonly Option<string> precision = ModelOptions.Precision();
     readonly Option<int> promptLength = new("--prompt-length") { Description = "Soft prompt length P. Default: the length of an --init file:PATH prompt, else 100 (the paper's).", DefaultValueFactory = _ => 100 };
     readonly Option<int> steps = new("--steps") { Description = "Optimizer steps. Default: 30000 (the paper's).", DefaultValueFactory = _ => 30_000 };
     readonly Option<int> batch = ModelOptions.BatchSize(32);
@@ -151,7 +154,7 @@ internal sealed class TrainArgs
 
     public void AddTo(Command c)
     {
-        foreach (var o in new Option[] { model, train, validation, output, device, promptLength, steps, batch, seed, noShuffle, dropout, maxIn, maxOut,
+        foreach (var o in new Option[] { model, train, validation, output, device, precision, promptLength, steps, batch, seed, noShuffle, dropout, maxIn, maxOut,
                                          evalEvery, saveEvery, resume, task, choices, init, lr, weightDecay, decayRate, clip, eps1, minDim, stepOffset, exportNpy, recompute })
             c.Options.Add(o);
     }
@@ -183,6 +186,7 @@ internal sealed class TrainArgs
         };
         var ch = p.GetValue(choices) is string c ? Choices.Parse(c) : null;
         return new TrainSettings(p.GetValue(model)!, p.GetValue(train)!, p.GetValue(validation), p.GetValue(output)!, p.GetValue(device)!,
-                                 p.GetValue(task), ch, p.GetValue(resume), p.GetValue(exportNpy), opts, p.GetResult(promptLength) is { Implicit: false });
+                                 p.GetValue(task), ch, p.GetValue(resume), p.GetValue(exportNpy), opts, p.GetResult(promptLength) is { Implicit: false },
+                                 p.GetValue(precision)!);
     }
 }
