@@ -4,6 +4,7 @@ using System.Text.Json.Nodes;
 using VkPrompt.Model;
 using VkPrompt.Model.Safetensors;
 using VkPrompt.Model.Tokenization;
+using VkPrompt.Runtime;
 
 namespace VkPrompt.Training;
 
@@ -92,6 +93,10 @@ public sealed class TrainingRun
             step = int.Parse(f.Metadata["step"], CultureInfo.InvariantCulture);
             bestMetric = double.Parse(f.Metadata["best_metric"], CultureInfo.InvariantCulture);
             bestStep = int.Parse(f.Metadata["best_step"], CultureInfo.InvariantCulture);
+            // Another weight precision computes other numbers: the promise of a bit-identical
+            // continuation only holds with the one the run started with.
+            if (f.Metadata.TryGetValue("precision", out var p) && p != weights.Precision.Name())
+                throw new TrainingOptionException($"{ckptPath} was trained with --precision {p}; resume with the same precision (now {weights.Precision.Name()})");
             Log?.Invoke($"resuming from step {step} ({ckptPath})");
         }
         else
@@ -165,6 +170,7 @@ public sealed class TrainingRun
                 ["best_metric"] = bestMetric.ToString("R", CultureInfo.InvariantCulture),
                 ["best_step"] = bestStep.ToString(CultureInfo.InvariantCulture),
                 ["seed"] = o.Seed.ToString(CultureInfo.InvariantCulture),
+                ["precision"] = weights.Precision.Name(),
             });
         Adapter.Save(outputDir, prompt, ckpt.Config, ckpt.Directory, Init);
     }
