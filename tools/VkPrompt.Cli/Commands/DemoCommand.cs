@@ -21,7 +21,7 @@ internal static class DemoCommand
     {
         var device = Cli.DeviceOption();
         var output = new Option<string>("--output", "-o") { HelpName = "DIR", Description = "Where the adapter, metrics and chart go. Default: ./vkprompt-demo.", DefaultValueFactory = _ => "vkprompt-demo" };
-        var steps = new Option<int>("--steps") { Description = "Training steps (about a minute on lavapipe with 2 cores). Default: 300.", DefaultValueFactory = _ => 300 };
+        var steps = new Option<int>("--steps") { Description = "Training steps (about a minute on lavapipe with 2 cores). Default: 240.", DefaultValueFactory = _ => 240 };
         var command = new Command("demo",
             "Prompt tuning end to end with nothing to download: builds a tiny random-weight T5 (once, cached), trains a 20-token soft prompt on the bundled " +
             "synthetic sentiment task with the paper's Adafactor settings, and compares validation accuracy with and without the prompt.")
@@ -44,7 +44,7 @@ internal static class DemoCommand
             var settings = new TrainSettings(modelDir, train, validation, outDir, parse.GetValue(device)!, null, ["positive", "negative"], Resume: false, ExportNpy: false,
                 new TrainOptions
                 {
-                    PromptLength = 20, Steps = ModelOptions.Positive(parse, steps), BatchSize = 8, EvalEvery = 50, SaveEvery = 100,
+                    PromptLength = 20, Steps = ModelOptions.Positive(parse, steps), BatchSize = 8, EvalEvery = 60, SaveEvery = 120,
                     Init = "class", Dropout = 0,
                 });
             int rc = TrainCommand.Run(parse, settings, console);
