@@ -215,6 +215,7 @@ public sealed class T5Pass : IDisposable
 
     public void EmitEncoder()
     {
+        using var phase = be.Phase(Phases.EncoderForward);
         float eps = (float)c.LayerNormEpsilon;
         be.Embedding(w.Shared, InputIds, Prompts, Prompts is null ? null : PromptIndex, encStream[0], B, Shape.InputLength, Shape.PromptLength, d);
         DropoutAt(encStream[0], B * Le * d, Sites.EncoderEmbedding);
@@ -229,14 +230,31 @@ public sealed class T5Pass : IDisposable
     {
         float eps = (float)c.LayerNormEpsilon;
 
-        be.Embedding(w.Shared, DecoderIds, null, null, decStream[0], B, Ld, 0, d);
-        DropoutAt(decStream[0], B * Ld * d, Sites.DecoderEmbedding);
-        for (int i = 0; i < c.NumDecoderLayers; i++)
-            DecoderBlock(i, Saved(decSaved, decScratch, i));
-        be.RmsNorm(DecStream(3 * c.NumDecoderLayers), w.DecoderFinalNorm, decFinal, B * Ld, d, eps);
-        DropoutAt(decFinal, B * Ld * d, Sites.DecoderOutput);
-        LmHead();
-        be.CrossEntropy(Logits, Targets, LogProbs, B * Ld, c.VocabSize);
+        using (be.Phase(Phases.DecoderForward))
+        {
+            be.Embedding(w.Shared, DecoderIds, null, null, decStream[0], B, Ld, 0, d);
+            DropoutAt(decStream[0], B * Ld * d, Sites.DecoderEmbedding);
+            for (int i = 0; i < c.NumDecoderLayers; i++)
+                DecoderBlock(i, Saved(decSaved, decScratch, i));
+            be.RmsNorm(DecStream(3 * c.NumDecoderLayers), w.DecoderFinalNorm, decFinal, B * Ld, d, eps);
+            DropoutAt(decFinal, B * Ld * d, Sites.DecoderOutput);
+        }
+        using (be.Phase(Phases.LmHeadLoss))
+        {
+            LmHead();
+            be.CrossEntropy(Logits, Targets, LogProbs, B * Ld, c.VocabSize);
+        }
+    }
+
+    /// <summary>The <see cref="Backend.Phase"/> names this program tags its ops with.</summary>
+    public static class Phases
+    {
+        public const string EncoderForward = "encoder_forward";
+        public const string DecoderForward = "decoder_forward";
+        public const string LmHeadLoss = "lm_head_loss";
+        public const string Backward = "backward";
+        /// <summary>Inside <see cref="Backward"/>: block forwards re-run by <see cref="ActivationMode.Recompute"/>.</summary>
+        public const string Recompute = "recompute";
     }
 
     static BlockScratch Saved(BlockScratch[] saved, BlockScratch shared, int i) => saved.Length > 0 ? saved[i] : shared;
@@ -374,6 +392,7 @@ public sealed class T5Pass : IDisposable
     {
         if (grads is null || PromptGradient is null)
             throw new InvalidOperationException("this pass was built for inference or without a prompt");
+        using var phase = be.Phase(Phases.Backward);
         var g = grads;
         float eps = (float)c.LayerNormEpsilon;
         // In place: the logits are not needed again, and [B·Ld, vocab] is the largest activation.
@@ -387,7 +406,8 @@ public sealed class T5Pass : IDisposable
         for (int i = c.NumDecoderLayers - 1; i >= 0; i--)
         {
             var s = Saved(decSaved, decScratch, i);
-            if (Mode == ActivationMode.Recompute) DecoderBlock(i, s);
+            if (Mode == ActivationMode.Recompute)
+                using (be.Phase(Phases.Recompute)) DecoderBlock(i, s);
             var blk = w.Decoder[i];
             FeedForwardBackward(blk.FfNorm, blk.FeedForward, DecStream(3 * i + 2), s, g.DecX, B * Ld, Sites.Sublayer(1, i, 2));
             CrossAttentionBackward(blk.CrossNorm!, blk.CrossAttention!, DecStream(3 * i + 1), s, g.DecX, Sites.Sublayer(1, i, 1));
@@ -401,7 +421,8 @@ public sealed class T5Pass : IDisposable
         for (int i = c.NumLayers - 1; i >= 0; i--)
         {
             var s = Saved(encSaved, encScratch, i);
-            if (Mode == ActivationMode.Recompute) EncoderBlock(i, s);
+            if (Mode == ActivationMode.Recompute)
+                using (be.Phase(Phases.Recompute)) EncoderBlock(i, s);
             var blk = w.Encoder[i];
             FeedForwardBackward(blk.FfNorm, blk.FeedForward, EncStream(2 * i + 1), s, g.EncX, B * Le, Sites.Sublayer(0, i, 1));
             SelfAttentionBackward(blk.AttnNorm, blk.SelfAttention, EncStream(2 * i), s, g.EncX, B * Le, Le, Sites.Sublayer(0, i, 0));

@@ -4,7 +4,9 @@ using Buffer = Silk.NET.Vulkan.Buffer;
 
 namespace VkPrompt.Runtime;
 
-public readonly record struct DispatchTiming(string Label, double Milliseconds);
+/// <summary>GPU time of one op of a profiled run. <paramref name="Phase"/> is the path of the
+/// <see cref="CommandGraph.Phase"/> scopes the op was appended in ("backward/recompute"), or "".</summary>
+public readonly record struct DispatchTiming(string Label, double Milliseconds, string Phase = "");
 
 /// <summary>
 /// A sequence of GPU work recorded once and replayed (Kompute's "sequence"): dispatches, fills
@@ -22,6 +24,8 @@ public sealed unsafe class CommandGraph : IDisposable
     QueryPool queryPool;
     bool built, disposed;
     readonly List<DispatchTiming> timings = new();
+    readonly List<string> phases = new();
+    string phasePath = "";
 
     public GpuContext Context => ctx;
     public int DispatchCount => ops.Count(o => o.Kernel is not null);
@@ -38,7 +42,41 @@ public sealed unsafe class CommandGraph : IDisposable
     }
 
     sealed record Op(string Label, Kernel? Kernel, byte[] Push, (uint X, uint Y, uint Z) Groups, GpuBuffer[] Buffers, Access[] Access,
-                     ulong FillValue = 0, long CopyBytes = 0);
+                     ulong FillValue = 0, long CopyBytes = 0)
+    {
+        public string Phase { get; init; } = "";
+    }
+
+    /// <summary>
+    /// Tags every op appended until the returned scope is disposed with <paramref name="name"/>,
+    /// so a profiled run's <see cref="Timings"/> can be summed per phase of a program (a training
+    /// step's forward, backward and optimizer) as well as per kernel. Scopes nest, innermost
+    /// closed first; an op's phase is the path of the open scopes, "outer/inner".
+    /// </summary>
+    public IDisposable Phase(string name)
+    {
+        CheckOpen();
+        if (name.Length == 0 || name.Contains('/'))
+            throw new ArgumentException($"a phase name must be non-empty and free of '/', got '{name}'", nameof(name));
+        phases.Add(name);
+        phasePath = string.Join('/', phases);
+        return new PhaseScope(this, phases.Count);
+    }
+
+    sealed class PhaseScope(CommandGraph graph, int depth) : IDisposable
+    {
+        bool closed;
+
+        public void Dispose()
+        {
+            if (closed) return;
+            if (graph.phases.Count != depth)
+                throw new InvalidOperationException($"phase '{graph.phases[depth - 1]}' closed while an inner phase is still open");
+            closed = true;
+            graph.phases.RemoveAt(depth - 1);
+            graph.phasePath = string.Join('/', graph.phases);
+        }
+    }
 
     public void Dispatch<T>(Kernel kernel, (uint X, uint Y, uint Z) groups, in T push, params GpuBuffer[] buffers) where T : unmanaged
     {
@@ -68,14 +106,14 @@ public sealed unsafe class CommandGraph : IDisposable
             if (b.Bytes > ctx.MaxBindingBytes)
                 throw new GpuException($"{kernel.Name}: buffer {b.Name} ({b.Bytes} bytes) exceeds maxStorageBufferRange ({ctx.MaxBindingBytes}); split it");
         if (groups.X == 0 || groups.Y == 0 || groups.Z == 0) return;
-        ops.Add(new Op(kernel.Name, kernel, push, groups, buffers, kernel.Layout.Bindings));
+        ops.Add(new Op(kernel.Name, kernel, push, groups, buffers, kernel.Layout.Bindings) { Phase = phasePath });
     }
 
     /// <summary>Sets every 32-bit word of the buffer to <paramref name="value"/> (0 clears floats).</summary>
     public void Fill(GpuBuffer buffer, uint value = 0)
     {
         CheckOpen();
-        ops.Add(new Op("fill", null, [], default, [buffer], [Access.Write], FillValue: value));
+        ops.Add(new Op("fill", null, [], default, [buffer], [Access.Write], FillValue: value) { Phase = phasePath });
     }
 
     /// <summary>Copies the first <paramref name="bytes"/> of <paramref name="src"/> into <paramref name="dst"/>.</summary>
@@ -84,7 +122,7 @@ public sealed unsafe class CommandGraph : IDisposable
         CheckOpen();
         long n = bytes ?? Math.Min(src.Bytes, dst.Bytes);
         if (n > src.Bytes || n > dst.Bytes) throw new ArgumentOutOfRangeException(nameof(bytes));
-        ops.Add(new Op("copy", null, [], default, [src, dst], [Access.Read, Access.Write], CopyBytes: n));
+        ops.Add(new Op("copy", null, [], default, [src, dst], [Access.Read, Access.Write], CopyBytes: n) { Phase = phasePath });
     }
 
     void CheckOpen()
@@ -238,7 +276,7 @@ public sealed unsafe class CommandGraph : IDisposable
                 QueryResultFlags.Result64Bit | QueryResultFlags.ResultWaitBit), "vkGetQueryPoolResults");
         double period = ctx.Capabilities.TimestampPeriodNs * 1e-6;
         for (int i = 0; i < ops.Count; i++)
-            timings.Add(new DispatchTiming(ops[i].Label, (stamps[2 * i + 1] - stamps[2 * i]) * period));
+            timings.Add(new DispatchTiming(ops[i].Label, (stamps[2 * i + 1] - stamps[2 * i]) * period, ops[i].Phase));
     }
 
     public void Dispose()

@@ -1,5 +1,6 @@
 using VkPrompt.Model;
 using VkPrompt.Model.Backends;
+using VkPrompt.Runtime;
 using VkPrompt.Runtime.Kernels;
 
 namespace VkPrompt.Training;
@@ -19,11 +20,18 @@ public sealed class PromptTrainer : IDisposable
     readonly int seed;
     readonly Tensor prompt, state, update;
     readonly Dictionary<BatchShape, (T5Pass Pass, IRecording Run)> steps = new();
+    IRecording? lastRun;
 
     public int PromptLength { get; }
     public int Dim { get; }
     /// <summary>Optimizer steps taken so far (the next batch is batch number Step).</summary>
     public int Step { get; private set; }
+
+    /// <summary>Per-op GPU times of the last step, tagged with <see cref="T5Pass.Phases"/> and
+    /// <see cref="OptimizerPhase"/>, where the device profiles; empty otherwise.</summary>
+    public IReadOnlyList<DispatchTiming> LastStepTimings => lastRun?.Timings ?? [];
+
+    public const string OptimizerPhase = "optimizer";
 
     public PromptTrainer(T5Weights weights, float[] initialPrompt, AdafactorSettings optimizer, float dropout, int seed,
                          ActivationMode activations = ActivationMode.Store, float[]? optimizerState = null, int step = 0, int stepOffset = 0)
@@ -58,6 +66,7 @@ public sealed class PromptTrainer : IDisposable
         pass.Load(host);
         if (pass.DropoutSeed is not null) be.Upload(pass.DropoutSeed, [DropoutSeed(seed, Step)]);
         run.Run();
+        lastRun = run;
         Step++;
         return MeanLoss(pass, host);
     }
@@ -77,6 +86,7 @@ public sealed class PromptTrainer : IDisposable
         {
             pass.EmitForward();
             pass.EmitBackward();
+            using var phase = be.Phase(OptimizerPhase);
             be.Adafactor(prompt, pass.PromptGradient!, state, update, PromptLength, Dim, optimizer);
         });
         steps[shape] = (pass, rec);
@@ -101,6 +111,7 @@ public sealed class PromptTrainer : IDisposable
     {
         foreach (var (pass, rec) in steps.Values) { rec.Dispose(); pass.Dispose(); }
         steps.Clear();
+        lastRun = null;
     }
 
     public void Dispose()

@@ -16,6 +16,10 @@ public abstract class Tensor(string name, long length) : IDisposable
 public interface IRecording : IDisposable
 {
     void Run();
+
+    /// <summary>Per-op GPU times of the last run, with their phases, where the device profiles
+    /// (<see cref="GpuOptions.Profiling"/>); empty otherwise.</summary>
+    IReadOnlyList<DispatchTiming> Timings { get; }
 }
 
 /// <summary>
@@ -48,6 +52,17 @@ public abstract class Backend : IDisposable
     /// <summary>Runs <paramref name="body"/>'s op calls as one unit that can be replayed. Tensor
     /// contents may change between runs (uploads); shapes and tensors may not.</summary>
     public abstract IRecording Record(Action body);
+
+    /// <summary>Names the ops emitted inside <see cref="Record"/> until the scope is disposed (a
+    /// phase of the program, such as "backward"), so profiled timings add up per phase; scopes
+    /// nest. A backend that takes no timings ignores it.</summary>
+    public virtual IDisposable Phase(string name) => NoPhase.Instance;
+
+    sealed class NoPhase : IDisposable
+    {
+        public static readonly NoPhase Instance = new();
+        public void Dispose() { }
+    }
 
     /// <summary>Bytes of device memory in use now and at most so far.</summary>
     public abstract (long Current, long Peak) MemoryUse { get; }

@@ -30,6 +30,7 @@ public sealed class CpuBackend : Backend
     sealed class Replay(Action body) : IRecording
     {
         public void Run() => body();
+        public IReadOnlyList<DispatchTiming> Timings => [];
         public void Dispose() { }
     }
 

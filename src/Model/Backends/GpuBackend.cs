@@ -30,6 +30,7 @@ public sealed class GpuBackend(GpuContext ctx, bool ownsContext = false) : Backe
     sealed class GraphRecording(CommandGraph graph) : IRecording
     {
         public void Run() => graph.Run();
+        public IReadOnlyList<DispatchTiming> Timings => graph.Timings;
         public void Dispose() => graph.Dispose();
     }
 
@@ -75,6 +76,8 @@ public sealed class GpuBackend(GpuContext ctx, bool ownsContext = false) : Backe
         finally { recording = null; }
         return new GraphRecording(graph);
     }
+
+    public override IDisposable Phase(string name) => G.Phase(name);
 
     public override (long Current, long Peak) MemoryUse => (ctx.Memory.BytesInUse, ctx.Memory.PeakBytesInUse);
     public override void ResetPeakMemory() => ctx.Memory.ResetPeak();
