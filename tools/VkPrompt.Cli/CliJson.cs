@@ -7,6 +7,7 @@ namespace VkPrompt.Cli;
 /// trimmed build keeps working).</summary>
 [JsonSourceGenerationOptions(WriteIndented = true, PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase)]
 [JsonSerializable(typeof(IReadOnlyList<DeviceCapabilities>))]
+[JsonSerializable(typeof(Commands.BenchReport))]
 internal sealed partial class CliJson : JsonSerializerContext;
 
 /// <summary>JSON Lines output: one compact object per line.</summary>

@@ -24,5 +24,6 @@ internal static class Program
             GradCommand.Create(),
             TokenizeCommand.Create(),
             DevicesCommand.Create(),
+            BenchCommand.Create(),
             MakeModelCommand.Create());
 }

@@ -1,0 +1,137 @@
+using System.Text.Json;
+using VkPrompt.Cli;
+using VkPrompt.Model;
+using VkPrompt.Tests.Model;
+using VkPrompt.Training;
+using Xunit;
+using CliConventions = VkPrompt.Cli.Cli;
+
+namespace VkPrompt.Tests.Cli;
+
+/// <summary>`vkprompt bench` run in-process on a tiny random model for one step: the JSON it
+/// writes has every field tools/bench-table.py and the docs rely on, with consistent values.
+/// No assertion is on how fast anything ran. In the "gpu" collection so its device work does not
+/// overlap the kernel tests'.</summary>
+[Collection("gpu")]
+public sealed class BenchCommandTests : IDisposable
+{
+    readonly TempDir dir = new();
+    static readonly T5Config Config = ModelTestFiles.Tiny(gated: true) with { VocabSize = 64 };
+
+    public BenchCommandTests() => RandomT5.Write(dir.File("model"), Config, seed: 2);
+
+    public void Dispose() => dir.Dispose();
+
+    /// <summary>Runs bench on the tiny model for one step; <paramref name="extra"/> adds options
+    /// or replaces the value of one given here.</summary>
+    (int Code, string Out, string Err) Bench(params string[] extra)
+    {
+        var options = new Dictionary<string, string?>
+        {
+            ["--shape"] = dir.File("model"), ["--batch-size"] = "2", ["--input-length"] = "8", ["--target-length"] = "8", ["--prompt-length"] = "3",
+            ["--steps"] = "1", ["--warmup"] = "1", ["--json"] = dir.File("bench.json"),
+        };
+        for (int i = 0; i < extra.Length; i++)
+            options[extra[i]] = i + 1 < extra.Length && !extra[i + 1].StartsWith("--", StringComparison.Ordinal) ? extra[++i] : null;
+        var args = options.SelectMany(o => o.Value is null ? [o.Key] : new[] { o.Key, o.Value }).Prepend("bench").ToList();
+        var stdout = new StringWriter();
+        var stderr = new StringWriter();
+        int code = Program.Run(args, stdout, stderr);
+        return (code, stdout.ToString(), stderr.ToString());
+    }
+
+    [Fact]
+    public void WritesAReportWithEveryField()
+    {
+        var (code, stdout, stderr) = Bench();
+        Assert.True(code == 0, stderr);
+        Assert.Contains("TFLOP/s", stdout, StringComparison.Ordinal);
+        using var json = JsonDocument.Parse(File.ReadAllText(dir.File("bench.json")));
+        var r = json.RootElement;
+
+        Assert.Equal("vkprompt-bench/1", r.GetProperty("schema").GetString());
+        Assert.StartsWith("vkprompt ", r.GetProperty("implementation").GetString(), StringComparison.Ordinal);
+        Assert.Contains("bench --shape", r.GetProperty("command").GetString(), StringComparison.Ordinal);
+        Assert.False(string.IsNullOrEmpty(r.GetProperty("device").GetProperty("name").GetString()));
+        Assert.Equal("vulkan", r.GetProperty("device").GetProperty("api").GetString());
+        Assert.True(r.GetProperty("capabilities").GetProperty("subgroupSize").GetInt32() > 0);
+
+        var model = r.GetProperty("model");
+        Assert.Equal("model", model.GetProperty("shape").GetString());
+        Assert.Equal(Config.DModel, model.GetProperty("dModel").GetInt32());
+        Assert.Equal(T5Names.All(Config).Sum(t => t.Shape.Aggregate(1L, (a, b) => a * b)), model.GetProperty("parameters").GetInt64());
+        var batch = r.GetProperty("batch");
+        Assert.Equal([2, 8, 8, 3], new[] { "batchSize", "inputLength", "targetLength", "promptLength" }.Select(k => batch.GetProperty(k).GetInt32()));
+        Assert.Equal("fp32", r.GetProperty("precision").GetString());
+        Assert.False(r.GetProperty("recompute").GetBoolean());
+        Assert.Equal(1, r.GetProperty("steps").GetInt32());
+
+        var step = r.GetProperty("stepMs");
+        double median = step.GetProperty("median").GetDouble();
+        Assert.True(median > 0);
+        Assert.True(step.GetProperty("min").GetDouble() <= median && median <= step.GetProperty("max").GetDouble());
+        Assert.Equal(1, r.GetProperty("stepTimesMs").GetArrayLength());
+        Assert.Equal(2 / (median / 1e3), r.GetProperty("examplesPerSecond").GetDouble(), 1e-9);
+        Assert.Equal(2 * (8 + 8), r.GetProperty("tokensPerStep").GetInt64());
+        Assert.Equal(32 / (median / 1e3), r.GetProperty("tokensPerSecond").GetDouble(), 1e-9);
+
+        var shape = new BatchShape(2, 8, 8, 3);
+        long flops = StepFlops.Total(Config, shape);
+        Assert.Equal(flops, r.GetProperty("flopsPerStep").GetInt64());
+        Assert.Equal(flops, r.GetProperty("forwardFlops").GetInt64() + r.GetProperty("backwardFlops").GetInt64());
+        Assert.Equal(flops / (median / 1e3) / 1e12, r.GetProperty("tflops").GetDouble(), 1e-12);
+
+        long weights = r.GetProperty("weightMemoryBytes").GetInt64();
+        Assert.True(weights >= 4 * T5Names.All(Config).Sum(t => t.Shape.Aggregate(1L, (a, b) => a * b)));
+        Assert.True(r.GetProperty("peakMemoryBytes").GetInt64() > weights);
+        Assert.True(r.GetProperty("reservedMemoryBytes").GetInt64() >= r.GetProperty("peakMemoryBytes").GetInt64());
+        Assert.True(double.IsFinite(r.GetProperty("loss").GetProperty("first").GetDouble()));
+
+        // lavapipe and GPUs time dispatches; the step's phases come in the order it runs them.
+        Assert.True(r.GetProperty("profiled").GetBoolean());
+        var breakdown = r.GetProperty("breakdown");
+        var phases = breakdown.GetProperty("phases").EnumerateArray().ToList();
+        Assert.Equal(["encoder_forward", "decoder_forward", "lm_head_loss", "backward", "optimizer"], phases.Select(p => p.GetProperty("name").GetString()));
+        Assert.Equal(1.0, phases.Sum(p => p.GetProperty("share").GetDouble()), 1e-9);
+        foreach (var p in phases)
+            Assert.Equal(p.GetProperty("ms").GetDouble(), p.GetProperty("ops").EnumerateArray().Sum(o => o.GetProperty("ms").GetDouble()), 1e-9);
+        var ops = breakdown.GetProperty("ops").EnumerateArray().Select(o => o.GetProperty("name").GetString()).ToList();
+        Assert.Contains("matmul", ops);
+        Assert.Contains("adafactor", ops);
+        Assert.Equal(breakdown.GetProperty("gpuMs").GetDouble(), phases.Sum(p => p.GetProperty("ms").GetDouble()), 1e-9);
+    }
+
+    [Fact]
+    public void WithoutTimestampsThereIsNoBreakdown()
+    {
+        var (code, _, stderr) = Bench("--no-profile", "--recompute");
+        Assert.True(code == 0, stderr);
+        using var json = JsonDocument.Parse(File.ReadAllText(dir.File("bench.json")));
+        Assert.False(json.RootElement.GetProperty("profiled").GetBoolean());
+        Assert.True(json.RootElement.GetProperty("recompute").GetBoolean());
+        Assert.Equal(JsonValueKind.Null, json.RootElement.GetProperty("breakdown").ValueKind);
+    }
+
+    [Theory]
+    [InlineData("bf16", "--precision bf16 is not implemented yet", "--precision", "bf16")]
+    [InlineData("fp16", "--precision fp16 is not implemented yet", "--precision", "fp16")]
+    [InlineData("cpu", "not benchmarked", "--device", "cpu")]
+    [InlineData("length", "must be a multiple of 8", "--input-length", "12")]
+    public void RefusesWhatItCannotMeasureWithExitTwo(string what, string says, params string[] extra)
+    {
+        var (code, stdout, stderr) = Bench(extra);
+        Assert.True(code == CliConventions.UserError, what);
+        Assert.Contains(says, Assert.Single(stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries)), StringComparison.Ordinal);
+        Assert.Equal("", stdout);
+        Assert.False(File.Exists(dir.File("bench.json")));
+    }
+
+    [Fact]
+    public void AnUnknownShapeIsAUsageError()
+    {
+        var stderr = new StringWriter();
+        int code = Program.Run(["bench", "--shape", dir.File("no-such-model")], new StringWriter(), stderr);
+        Assert.Equal(CliConventions.UserError, code);
+        Assert.Contains("neither t5-small", stderr.ToString(), StringComparison.Ordinal);
+    }
+}

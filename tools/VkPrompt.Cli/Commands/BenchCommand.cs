@@ -1,0 +1,274 @@
+using System.CommandLine;
+using System.Diagnostics;
+using System.Globalization;
+using System.Reflection;
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using Spectre.Console;
+using VkPrompt.Model;
+using VkPrompt.Model.Backends;
+using VkPrompt.Runtime;
+using VkPrompt.Runtime.Kernels;
+using VkPrompt.Training;
+
+namespace VkPrompt.Cli.Commands;
+
+/// <summary>
+/// <c>vkprompt bench</c>: the training step of <c>vkprompt train</c> on a random-weight model of a
+/// given shape and synthetic token ids, timed, with a per-phase and per-op breakdown from GPU
+/// timestamps, written as JSON whose fields tools/peer/peer_bench.py writes too
+/// (docs/benchmarks.md).
+/// </summary>
+internal static class BenchCommand
+{
+    public const string Schema = "vkprompt-bench/1";
+    static readonly string[] NamedShapes = ["t5-small", "t5-base", "t5-large", "t5-xl"];
+
+    public static Command Create()
+    {
+        var shape = new Option<string>("--shape")
+        {
+            HelpName = "NAME|DIR",
+            Description = "t5-small (original T5), t5-base, t5-large or t5-xl (T5 v1.1 LM-adapted shapes), built with random weights in a temporary directory; " +
+                          "or a Hugging Face T5 directory to load.",
+            Required = true,
+        };
+        var batch = ModelOptions.BatchSize(32);
+        var input = new Option<int>("--input-length") { Description = "Input tokens per example, the prompt not included; a multiple of 8. Default: 512.", DefaultValueFactory = _ => 512 };
+        var target = new Option<int>("--target-length") { Description = "Target tokens per example; a multiple of 8. Default: 8.", DefaultValueFactory = _ => 8 };
+        var promptLength = new Option<int>("--prompt-length") { Description = "Soft prompt length P. Default: 100 (the paper's).", DefaultValueFactory = _ => 100 };
+        var precision = new Option<string>("--precision")
+        {
+            Description = "Arithmetic of the frozen weights and activations. Only fp32 is implemented so far; fp16 and bf16 are refused. Default: fp32.",
+            DefaultValueFactory = _ => "fp32",
+        };
+        precision.AcceptOnlyFromAmong("fp32", "fp16", "bf16");
+        var steps = new Option<int>("--steps") { Description = "Timed steps; the report gives their median, min and max. Default: 2 (a t5-small step at batch 8 takes about 30 s on lavapipe with 2 cores).", DefaultValueFactory = _ => 2 };
+        var warmup = new Option<int>("--warmup") { Description = "Untimed steps first (the first records the step and builds the pipelines). Default: 1.", DefaultValueFactory = _ => 1 };
+        var noProfile = new Option<bool>("--no-profile")
+        {
+            Description = "Time the steps without a GPU timestamp around every dispatch, and so without the per-phase and per-op breakdown " +
+                          "(to see what the timestamps cost; on a GPU they keep independent dispatches from overlapping).",
+        };
+        var recompute = new Option<bool>("--recompute") { Description = "Recompute block activations in the backward pass instead of storing them (much less memory, more time)." };
+        var json = new Option<string?>("--json") { HelpName = "FILE", Description = "Where to write the JSON report. Default: vkprompt-bench-SHAPE-bB-inL.json in the current directory." };
+        var device = Cli.DeviceOption();
+        var cmd = new Command("bench",
+            "Time the prompt-tuning training step (forward, prompt-only backward, Adafactor) on a random-weight T5 with synthetic token ids: " +
+            "step time, examples/s, tokens/s, achieved TFLOP/s, peak device memory, a per-phase and per-op GPU time breakdown and the device's capabilities, " +
+            "printed and written as JSON (docs/benchmarks.md).")
+        {
+            shape, batch, input, target, promptLength, precision, steps, warmup, noProfile, recompute, json, device,
+        };
+        cmd.SetAction(parse =>
+        {
+            string prec = parse.GetValue(precision)!;
+            if (prec != "fp32")
+                throw new UsageException($"--precision {prec} is not implemented yet: VkPrompt computes in fp32 only so far (half-precision weights are planned); run with --precision fp32");
+            int b = ModelOptions.Positive(parse, batch), l = LengthArg(parse, input), t = LengthArg(parse, target);
+            int p = ModelOptions.Positive(parse, promptLength), n = ModelOptions.Positive(parse, steps);
+            int w = NonNegative(parse, warmup);
+            string dev = parse.GetValue(device)!;
+            if (dev.Equals("cpu", StringComparison.OrdinalIgnoreCase))
+                throw new UsageException("bench measures a Vulkan device; --device cpu (the C# reference backend) is not benchmarked");
+            string shapeArg = parse.GetValue(shape)!;
+            string name = NamedShapes.Contains(shapeArg) ? shapeArg : Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(shapeArg)));
+            var settings = new BenchSettings(shapeArg, name, new BatchShape(b, l, t, p), n, w, !parse.GetValue(noProfile), parse.GetValue(recompute), dev,
+                parse.GetValue(json) ?? $"vkprompt-bench-{name}-b{b}-in{l}.json",
+                "vkprompt " + string.Join(' ', parse.Tokens.Select(token => token.Value)));
+            return Run(settings, Cli.Console(parse), ModelOptions.Log(parse));
+        });
+        return cmd;
+    }
+
+    static int LengthArg(ParseResult parse, Option<int> option)
+    {
+        int v = ModelOptions.Positive(parse, option);
+        // A batch pads its lengths to multiples of this; the peer would time the unpadded lengths.
+        if (v % HostBatch.LengthQuantum != 0)
+            throw new UsageException($"{option.Name} must be a multiple of {HostBatch.LengthQuantum} (batches are padded to that), got {v}");
+        return v;
+    }
+
+    static int NonNegative(ParseResult parse, Option<int> option)
+    {
+        int v = parse.GetValue(option);
+        if (v < 0) throw new UsageException($"{option.Name} must not be negative, got {v}");
+        return v;
+    }
+
+    static int Run(BenchSettings s, IAnsiConsole console, Action<string>? log)
+    {
+        string? temporary = null;
+        try
+        {
+            string dir;
+            if (NamedShapes.Contains(s.Shape))
+            {
+                temporary = Directory.CreateTempSubdirectory("vkprompt-bench-").FullName;
+                console.WriteLine($"writing a random-weight {s.Shape} to {temporary} ...");
+                RandomT5.Write(temporary, T5Config.Named(s.Shape), seed: 0);
+                dir = temporary;
+            }
+            else if (Directory.Exists(s.Shape)) dir = s.Shape;
+            else throw new UsageException($"--shape '{s.Shape}' is neither {string.Join(", ", NamedShapes)} nor a model directory");
+
+            using var ckpt = T5Checkpoint.Open(dir);
+            var report = Measure(ckpt, s, console, log);
+            Print(console, report);
+            File.WriteAllText(s.JsonPath, JsonSerializer.Serialize(report, CliJson.Default.BenchReport) + "\n");
+            console.WriteLine($"wrote {s.JsonPath}");
+            return Cli.Ok;
+        }
+        finally
+        {
+            if (temporary is not null) Directory.Delete(temporary, recursive: true);
+        }
+    }
+
+    static BenchReport Measure(T5Checkpoint ckpt, BenchSettings s, IAnsiConsole console, Action<string>? log)
+    {
+        var c = ckpt.Config;
+        var shape = s.Batch;
+        var examples = SyntheticBatch.Create(shape.Batch, shape.InputLength, shape.TargetLength, c);
+        long parameters = T5Names.All(c).Sum(t => ckpt.Info(t.Name).ElementCount);
+        console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"{s.Name}: {parameters / 1e6:F1}M parameters; batch {shape.Batch}, input {shape.InputLength} + prompt {shape.PromptLength}, target {shape.TargetLength}; fp32, {(s.Recompute ? "recomputed" : "stored")} activations"));
+
+        console.WriteLine($"timing: {s.Warmup} warm-up step(s), then {s.Steps} timed step(s){(s.Profile ? " with GPU timestamps" : "")} ...");
+        var run = RunSteps(ckpt, s, examples, log);
+        var notes = new List<string>();
+        if (run.Validation) notes.Add("the Vulkan validation layer was on (VKPROMPT_VALIDATION=1): these times are not representative");
+        Breakdown? breakdown = null;
+        if (run.Timings.Count > 0) breakdown = Summarize(run.Timings);
+        else if (s.Profile) notes.Add("the device records no timestamps on its compute queue: no breakdown");
+
+        var sorted = run.StepMs.Order().ToList();
+        int mid = sorted.Count / 2;
+        double median = sorted.Count % 2 == 1 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+        long tokens = (long)shape.Batch * (shape.InputLength + shape.TargetLength);
+        long forward = StepFlops.Forward(c, shape), backward = StepFlops.Backward(c, shape);
+        var caps = run.Capabilities;
+        return new BenchReport(
+            Schema,
+            $"vkprompt {typeof(BenchCommand).Assembly.GetCustomAttribute<AssemblyInformationalVersionAttribute>()!.InformationalVersion}",
+            s.CommandLine,
+            DateTime.UtcNow.ToString("yyyy-MM-ddTHH:mm:ssZ", CultureInfo.InvariantCulture),
+            new BenchDevice(caps.Name, $"{caps.DriverName} {caps.DriverVersion}", "vulkan"),
+            caps,
+            new BenchModel(s.Name, parameters, c.DModel, c.DFf, c.NumHeads, c.DKv, c.NumLayers, c.NumDecoderLayers, c.VocabSize,
+                           c.IsGatedAct ? "gated-gelu" : "relu", c.TieWordEmbeddings),
+            new BenchBatch(shape.Batch, shape.InputLength, shape.TargetLength, shape.PromptLength),
+            "fp32", s.Recompute, c.DropoutRate, s.Warmup, s.Steps, breakdown is not null,
+            new StepStats(median, sorted[0], sorted[^1]), run.StepMs,
+            shape.Batch / (median / 1e3), tokens / (median / 1e3), tokens,
+            forward, backward, forward + backward, (forward + backward) / (median / 1e3) / 1e12,
+            run.PeakBytes, run.ReservedBytes, run.WeightBytes,
+            new LossStats(run.Losses[0], run.Losses[^1]),
+            breakdown, notes);
+    }
+
+    sealed record StepRun(DeviceCapabilities Capabilities, bool Validation, List<double> StepMs, List<double> Losses,
+                          List<List<DispatchTiming>> Timings, long PeakBytes, long ReservedBytes, long WeightBytes);
+
+    /// <summary>Loads the weights on a context of their own (profiled or not for its whole life)
+    /// and runs the steps.</summary>
+    static StepRun RunSteps(T5Checkpoint ckpt, BenchSettings s, List<EncodedExample> examples, Action<string>? log)
+    {
+        using var ctx = GpuContext.Create(new GpuOptions { Device = s.Device, Profiling = s.Profile, Log = log });
+        using var backend = new GpuBackend(ctx);
+        using var weights = new T5Weights(ckpt, backend);
+        long weightBytes = ctx.Memory.BytesInUse;
+        using var trainer = new PromptTrainer(weights, SyntheticBatch.Prompt(s.Batch.PromptLength, ckpt.Config.DModel), new AdafactorSettings(), (float)ckpt.Config.DropoutRate, seed: 0,
+                                              s.Recompute ? ActivationMode.Recompute : ActivationMode.Store);
+        for (int i = 0; i < s.Warmup; i++) trainer.TrainStep(examples, s.Batch.Batch);
+        var times = new List<double>();
+        var losses = new List<double>();
+        var timings = new List<List<DispatchTiming>>();
+        for (int i = 0; i < s.Steps; i++)
+        {
+            var clock = Stopwatch.StartNew();
+            losses.Add(trainer.TrainStep(examples, s.Batch.Batch));
+            times.Add(clock.Elapsed.TotalMilliseconds);
+            if (trainer.LastStepTimings.Count > 0) timings.Add(trainer.LastStepTimings.ToList());
+        }
+        return new StepRun(ctx.Capabilities, ctx.Options.Validation, times, losses, timings, ctx.Memory.PeakBytesInUse, ctx.Memory.BytesReserved, weightBytes);
+    }
+
+    /// <summary>Per-step means of the GPU time by phase (in the order the step runs them), by
+    /// kernel (largest first), and by kernel within each phase. Ops outside any phase would
+    /// show as "other".</summary>
+    static Breakdown Summarize(List<List<DispatchTiming>> steps)
+    {
+        int n = steps.Count;
+        var all = steps.SelectMany(t => t).ToList();
+        double gpu = all.Sum(t => t.Milliseconds) / n;
+        List<TimeShare> Shares(IEnumerable<DispatchTiming> timings, Func<DispatchTiming, string> key) => timings
+            .GroupBy(key)
+            .Select(g => new TimeShare(g.Key, g.Count() / n, g.Sum(t => t.Milliseconds) / n, g.Sum(t => t.Milliseconds) / n / gpu))
+            .ToList();
+        var phases = Shares(all, t => t.Phase.Length == 0 ? "other" : t.Phase)
+            .Select(p => p with { Ops = Shares(all.Where(t => (t.Phase.Length == 0 ? "other" : t.Phase) == p.Name), t => t.Label).OrderByDescending(o => o.Ms).ToList() })
+            .ToList();
+        return new Breakdown(n, gpu, phases, Shares(all, t => t.Label).OrderByDescending(o => o.Ms).ToList());
+    }
+
+    static void Print(IAnsiConsole console, BenchReport r)
+    {
+        string F(double v, string format) => v.ToString(format, CultureInfo.InvariantCulture);
+        const double MiB = 1024 * 1024;
+        console.WriteLine($"device: {r.Device.Name} ({r.Device.Driver})");
+        console.WriteLine($"step time: median {F(r.StepMs.Median, "F1")} ms (min {F(r.StepMs.Min, "F1")}, max {F(r.StepMs.Max, "F1")}) over {r.Steps} step(s)");
+        console.WriteLine($"throughput: {F(r.ExamplesPerSecond, "F2")} examples/s, {F(r.TokensPerSecond, "F1")} tokens/s ({r.TokensPerStep} input and target tokens per step)");
+        console.WriteLine($"compute: {F(r.FlopsPerStep / 1e12, "F3")} TFLOP per step (forward {F(r.ForwardFlops / 1e12, "F3")}, backward {F(r.BackwardFlops / 1e12, "F3")}); achieved {F(r.Tflops, "F3")} TFLOP/s");
+        console.WriteLine($"device memory: peak {F(r.PeakMemoryBytes / MiB, "F1")} MiB in use (weights {F(r.WeightMemoryBytes / MiB, "F1")} MiB), {F(r.ReservedMemoryBytes / MiB, "F1")} MiB reserved");
+        console.WriteLine($"loss: {F(r.Loss.First, "F4")} first, {F(r.Loss.Last, "F4")} last timed step");
+        foreach (var note in r.Notes) console.MarkupLineInterpolated($"[yellow]note[/]: {note}");
+        if (r.Breakdown is not { } b) return;
+        console.WriteLine($"GPU time in dispatches: {F(b.GpuMs, "F1")} ms per step (mean of {b.Steps} step(s)); by phase and by kernel:");
+        console.Write(Table("phase", b.Phases, F));
+        console.Write(Table("op", b.Ops, F));
+    }
+
+    static Table Table(string what, IReadOnlyList<TimeShare> rows, Func<double, string, string> f)
+    {
+        var table = new Table().AddColumns(what, "dispatches", "ms", "share");
+        foreach (var r in rows)
+            table.AddRow(Markup.Escape(r.Name), r.Count.ToString(CultureInfo.InvariantCulture), f(r.Ms, "F2"), f(100 * r.Share, "F1") + " %");
+        return table;
+    }
+}
+
+internal sealed record BenchSettings(string Shape, string Name, BatchShape Batch, int Steps, int Warmup, bool Profile, bool Recompute,
+                                     string Device, string JsonPath, string CommandLine);
+
+// The report's JSON (camelCase through CliJson): tools/peer/peer_bench.py writes the same fields,
+// and tools/bench-table.py reads both. docs/benchmarks.md describes each one.
+
+internal sealed record BenchReport(
+    string Schema, string Implementation, string Command, string Timestamp,
+    BenchDevice Device, DeviceCapabilities Capabilities, BenchModel Model, BenchBatch Batch,
+    string Precision, bool Recompute, double Dropout, int WarmupSteps, int Steps, bool Profiled,
+    StepStats StepMs, IReadOnlyList<double> StepTimesMs,
+    double ExamplesPerSecond, double TokensPerSecond, long TokensPerStep,
+    long ForwardFlops, long BackwardFlops, long FlopsPerStep, double Tflops,
+    long PeakMemoryBytes, long ReservedMemoryBytes, long WeightMemoryBytes,
+    LossStats Loss, Breakdown? Breakdown, IReadOnlyList<string> Notes);
+
+internal sealed record BenchDevice(string Name, string Driver, string Api);
+
+internal sealed record BenchModel(string Shape, long Parameters, int DModel, int DFf, int NumHeads, int DKv, int NumLayers, int NumDecoderLayers,
+                                  int VocabSize, string FeedForward, bool TiedEmbeddings);
+
+internal sealed record BenchBatch(int BatchSize, int InputLength, int TargetLength, int PromptLength);
+
+internal sealed record StepStats(double Median, double Min, double Max);
+
+internal sealed record LossStats(double First, double Last);
+
+/// <summary>GPU time per step: the sum of every dispatch's time, then by phase and by kernel.</summary>
+internal sealed record Breakdown(int Steps, double GpuMs, IReadOnlyList<TimeShare> Phases, IReadOnlyList<TimeShare> Ops);
+
+/// <summary>Dispatches and GPU time of a phase or a kernel per step; a phase also lists its kernels.</summary>
+internal sealed record TimeShare(string Name, int Count, double Ms, double Share,
+                                 [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] IReadOnlyList<TimeShare>? Ops = null);
