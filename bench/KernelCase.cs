@@ -1,0 +1,145 @@
+using VkPrompt.Model;
+using VkPrompt.Runtime;
+using VkPrompt.Runtime.Kernels;
+
+namespace VkPrompt.Bench;
+
+/// <summary>One kernel dispatch at a T5 shape: it allocates its operands with random contents
+/// and appends the op to a graph that the benchmark replays.</summary>
+public abstract record KernelCase(string Name, double Flops, double Bytes) : IWork
+{
+    public abstract void Append(CommandGraph g, Operands operands);
+
+    public sealed override string ToString() => Name;
+
+    /// <summary>Every kernel of a training step at the workload's shapes: the matrix products of
+    /// the encoder's linear layers and attention and of the LM head, the row kernels, Adafactor.</summary>
+    public static IEnumerable<KernelCase> All(Workload w)
+    {
+        var c = w.Config;
+        var s = w.Kernels;
+        int rows = s.Batch * s.EncoderLength, le = s.EncoderLength, d = c.DModel, inner = c.InnerDim, ff = c.DFf;
+        int decRows = s.Batch * s.TargetLength, vocab = c.VocabSize;
+        var heads = new AttentionSpecs(s.Batch, c.NumHeads, c.DKv);
+        // Linear layers as T5Pass runs them: y = x·Wᵀ forward, dx = dy·W backward.
+        yield return new MatMulCase($"matmul q/k/v [{rows}x{d}]·[{inner}x{d}]ᵀ", MatMulSpec.Rows(rows, inner, d, transposeB: true));
+        yield return new MatMulCase($"matmul ff in [{rows}x{d}]·[{ff}x{d}]ᵀ", MatMulSpec.Rows(rows, ff, d, transposeB: true));
+        yield return new MatMulCase($"matmul ff out [{rows}x{ff}]·[{d}x{ff}]ᵀ", MatMulSpec.Rows(rows, d, ff, transposeB: true));
+        yield return new MatMulCase($"matmul ff in bwd [{rows}x{ff}]·[{ff}x{d}]", MatMulSpec.Rows(rows, d, ff));
+        yield return new MatMulCase($"matmul scores Q·Kᵀ {s.Batch}x{c.NumHeads}x[{le}x{c.DKv}]·[{le}x{c.DKv}]ᵀ", heads.QK(le, le, le, le));
+        yield return new MatMulCase($"matmul context P·V {s.Batch}x{c.NumHeads}x[{le}x{le}]·[{le}x{c.DKv}]", heads.PV(le, le, le, le));
+        yield return new MatMulCase($"matmul dK dSᵀ·Q {s.Batch}x{c.NumHeads}x[{le}x{le}]ᵀ·[{le}x{c.DKv}]", heads.TransposedPV(le, le));
+        yield return new MatMulCase($"matmul lm head [{decRows}x{d}]·[{vocab}x{d}]ᵀ", MatMulSpec.Rows(decRows, vocab, d, transposeB: true));
+        yield return new MatMulCase($"matmul lm head bwd [{decRows}x{vocab}]·[{vocab}x{d}]", MatMulSpec.Rows(decRows, d, vocab));
+        var attention = new AttentionShape(s.Batch, c.NumHeads, le, le);
+        yield return new AttentionSoftmaxCase(c, attention);
+        yield return new SoftmaxBackwardCase(attention);
+        yield return new RmsNormCase(rows, d, Backward: false);
+        yield return new RmsNormCase(rows, d, Backward: true);
+        yield return new CrossEntropyCase(decRows, vocab, Backward: false);
+        yield return new CrossEntropyCase(decRows, vocab, Backward: true);
+        yield return new AdafactorCase(s.PromptLength, d);
+    }
+}
+
+/// <summary>The buffers of one case, freed with it.</summary>
+public sealed class Operands(GpuContext ctx) : IDisposable
+{
+    readonly List<GpuBuffer> owned = new();
+    readonly Random rng = new(1);
+
+    public GpuBuffer Floats(long n, float scale = 1f)
+    {
+        var data = new float[n];
+        for (long i = 0; i < n; i++) data[i] = (float)(rng.NextDouble() * 2 - 1) * scale;
+        return Own(GpuBuffer.From<float>(ctx, data));
+    }
+
+    public GpuBuffer Zeros(long n) => Own(GpuBuffer.From<float>(ctx, new float[n]));
+
+    public GpuBuffer Ints(int[] values) => Own(GpuBuffer.From<int>(ctx, values));
+
+    GpuBuffer Own(GpuBuffer b)
+    {
+        owned.Add(b);
+        return b;
+    }
+
+    public void Dispose()
+    {
+        foreach (var b in owned) b.Dispose();
+    }
+}
+
+sealed record MatMulCase(string Label, MatMulSpec Spec)
+    : KernelCase(Label, 2.0 * Spec.M * Spec.N * Spec.K * Spec.Batch1 * Spec.Batch2,
+                 4.0 * Spec.Batch1 * Spec.Batch2 * ((double)Spec.M * Spec.K + (double)Spec.K * Spec.N + (double)Spec.M * Spec.N))
+{
+    public override void Append(CommandGraph g, Operands o) =>
+        MatMulKernel.Run(g, o.Floats(Extent(Spec.AOffset, (Spec.Batch1, Spec.AStrideBatch1), (Spec.Batch2, Spec.AStrideBatch2), (Spec.M, Spec.AStrideM), (Spec.K, Spec.AStrideK))),
+                            o.Floats(Extent(Spec.BOffset, (Spec.Batch1, Spec.BStrideBatch1), (Spec.Batch2, Spec.BStrideBatch2), (Spec.K, Spec.BStrideK), (Spec.N, Spec.BStrideN))),
+                            o.Floats(Extent(Spec.COffset, (Spec.Batch1, Spec.CStrideBatch1), (Spec.Batch2, Spec.CStrideBatch2), (Spec.M, Spec.CStrideM), (Spec.N, 1))),
+                            Spec);
+
+    /// <summary>Elements an operand spans: one past its last element.</summary>
+    static long Extent(int offset, params (int Size, int Stride)[] dims) => offset + dims.Sum(d => (long)(d.Size - 1) * d.Stride) + 1;
+}
+
+/// <summary>In place over [B, H, L, L] scores with T5's position bias and a key mask.</summary>
+sealed record AttentionSoftmaxCase(T5Config Config, AttentionShape Shape)
+    : KernelCase($"attention softmax fwd {Shape.Batch}x{Shape.Heads}x{Shape.QueryLength}x{Shape.KeyLength}", 0, 8.0 * Shape.Elements)
+{
+    public override void Append(CommandGraph g, Operands o)
+    {
+        var buckets = o.Ints(RelativePosition.Table(Shape.QueryLength, Shape.KeyLength, true, Config.RelativeAttentionNumBuckets, Config.RelativeAttentionMaxDistance));
+        var mask = o.Ints(Enumerable.Repeat(1, Shape.Batch * Shape.KeyLength).ToArray());
+        AttentionSoftmaxKernel.Forward(g, o.Floats(Shape.Elements), buckets, o.Floats((long)Config.RelativeAttentionNumBuckets * Shape.Heads), mask, Shape);
+    }
+}
+
+/// <summary>Reads the probabilities, reads and rewrites the gradient.</summary>
+sealed record SoftmaxBackwardCase(AttentionShape Shape)
+    : KernelCase($"attention softmax bwd {Shape.Batch}x{Shape.Heads}x{Shape.QueryLength}x{Shape.KeyLength}", 0, 12.0 * Shape.Elements)
+{
+    public override void Append(CommandGraph g, Operands o) =>
+        SoftmaxBackwardKernel.Backward(g, o.Floats(Shape.Elements, 0.01f), o.Floats(Shape.Elements), (int)Shape.Rows, Shape.KeyLength);
+}
+
+/// <summary>Forward reads x and writes y; backward reads x and dy and accumulates into dx, as T5Pass does.</summary>
+sealed record RmsNormCase(int Rows, int Dim, bool Backward)
+    : KernelCase($"rmsnorm {(Backward ? "bwd" : "fwd")} [{Rows}x{Dim}]", 0, (Backward ? 16.0 : 8.0) * Rows * Dim)
+{
+    public override void Append(CommandGraph g, Operands o)
+    {
+        long n = (long)Rows * Dim;
+        if (Backward) RmsNormKernel.Backward(g, o.Floats(n), o.Floats(Dim), o.Floats(n), o.Floats(n), Rows, Dim, 1e-6f, accumulate: true);
+        else RmsNormKernel.Forward(g, o.Floats(n), o.Floats(Dim), o.Floats(n), Rows, Dim, 1e-6f);
+    }
+}
+
+/// <summary>Forward reads the logits; backward reads them and writes their gradient.</summary>
+sealed record CrossEntropyCase(int Rows, int Vocab, bool Backward)
+    : KernelCase($"cross-entropy {(Backward ? "bwd" : "fwd")} [{Rows}x{Vocab}]", 0, (Backward ? 8.0 : 4.0) * Rows * Vocab)
+{
+    public override void Append(CommandGraph g, Operands o)
+    {
+        var targets = o.Ints(Enumerable.Range(0, Rows).Select(r => r * 7919 % Vocab).ToArray());
+        var logits = o.Floats((long)Rows * Vocab, 5f);
+        if (Backward) CrossEntropyKernel.Backward(g, logits, targets, o.Floats((long)Rows * Vocab), Rows, Vocab);
+        else CrossEntropyKernel.Forward(g, logits, targets, o.Floats(Rows), Rows, Vocab);
+    }
+}
+
+/// <summary>One step on a [P, d] prompt: the parameter, gradient, update and (unfactored) second
+/// moment are each read, and all but the gradient written: about seven passes over P·d floats.</summary>
+sealed record AdafactorCase(int Rows, int Cols)
+    : KernelCase($"adafactor [{Rows}x{Cols}]", 0, 7.0 * 4 * Rows * Cols)
+{
+    public override void Append(CommandGraph g, Operands o)
+    {
+        var settings = new AdafactorSettings();
+        // A zero state is step 0 with empty moments.
+        var state = o.Zeros(settings.StateLength(Rows, Cols));
+        AdafactorKernel.Step(g, o.Floats((long)Rows * Cols), o.Floats((long)Rows * Cols, 1e-3f), state, o.Floats((long)Rows * Cols), Rows, Cols, settings);
+    }
+}

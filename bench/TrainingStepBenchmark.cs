@@ -1,0 +1,67 @@
+using BenchmarkDotNet.Attributes;
+using VkPrompt.Model;
+using VkPrompt.Model.Backends;
+using VkPrompt.Runtime;
+using VkPrompt.Runtime.Kernels;
+using VkPrompt.Training;
+
+namespace VkPrompt.Bench;
+
+/// <summary>The step of the workload's random-weight model, as <c>vkprompt bench</c> times it.</summary>
+public sealed record StepCase(Workload Workload) : IWork
+{
+    public double Flops => StepFlops.Total(Workload.Config, Workload.Step);
+    public double Bytes => 0;
+
+    public override string ToString() =>
+        $"{Workload.Model} b{Workload.Step.Batch} in{Workload.Step.InputLength}+p{Workload.Step.PromptLength} t{Workload.Step.TargetLength}";
+}
+
+/// <summary>One whole training step (forward, prompt backward, Adafactor: one replayed graph),
+/// with the batch's upload and the log-probabilities' download around it, on a random-weight
+/// model; GFLOP/s counts StepFlops (docs/benchmarks.md).</summary>
+public class TrainingStepBenchmark
+{
+    [ParamsSource(nameof(Cases))]
+    public StepCase Case { get; set; } = null!;
+
+    public static IEnumerable<StepCase> Cases => [new StepCase(Workload.FromEnvironment())];
+
+    string dir = null!;
+    T5Checkpoint ckpt = null!;
+    GpuContext ctx = null!;
+    GpuBackend backend = null!;
+    T5Weights weights = null!;
+    PromptTrainer trainer = null!;
+    List<EncodedExample> batch = null!;
+
+    [GlobalSetup]
+    public void Setup()
+    {
+        var w = Case.Workload;
+        dir = Directory.CreateTempSubdirectory("vkprompt-bench-").FullName;
+        RandomT5.Write(dir, w.Config, seed: 0);
+        ckpt = T5Checkpoint.Open(dir);
+        ctx = GpuContext.Create(new GpuOptions { Profiling = false });
+        backend = new GpuBackend(ctx);
+        weights = new T5Weights(ckpt, backend);
+        trainer = new PromptTrainer(weights, SyntheticBatch.Prompt(w.Step.PromptLength, w.Config.DModel), new AdafactorSettings(), (float)w.Config.DropoutRate, seed: 0);
+        batch = SyntheticBatch.Create(w.Step.Batch, w.Step.InputLength, w.Step.TargetLength, w.Config);
+        // Records the step and builds its pipelines outside the measurement.
+        trainer.TrainStep(batch, w.Step.Batch);
+    }
+
+    [Benchmark]
+    public double Step() => trainer.TrainStep(batch, Case.Workload.Step.Batch);
+
+    [GlobalCleanup]
+    public void Cleanup()
+    {
+        trainer.Dispose();
+        weights.Dispose();
+        backend.Dispose();
+        ctx.Dispose();
+        ckpt.Dispose();
+        Directory.Delete(dir, recursive: true);
+    }
+}
