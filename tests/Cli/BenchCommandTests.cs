@@ -117,6 +117,7 @@ public sealed class BenchCommandTests : IDisposable
     [InlineData("fp16", "--precision fp16 is not implemented yet", "--precision", "fp16")]
     [InlineData("cpu", "not benchmarked", "--device", "cpu")]
     [InlineData("length", "must be a multiple of 8", "--input-length", "12")]
+    [InlineData("json", "its directory does not exist", "--json", "/no/such/dir/bench.json")]
     public void RefusesWhatItCannotMeasureWithExitTwo(string what, string says, params string[] extra)
     {
         var (code, stdout, stderr) = Bench(extra);

@@ -71,10 +71,14 @@ internal static class BenchCommand
             string dev = parse.GetValue(device)!;
             if (dev.Equals("cpu", StringComparison.OrdinalIgnoreCase))
                 throw new UsageException("bench measures a Vulkan device; --device cpu (the C# reference backend) is not benchmarked");
+            string jsonPath = parse.GetValue(json) ?? "";
+            // Found out now rather than after minutes of measuring.
+            if (jsonPath.Length > 0 && !Directory.Exists(Path.GetDirectoryName(Path.GetFullPath(jsonPath))))
+                throw new UsageException($"--json {jsonPath}: its directory does not exist");
             string shapeArg = parse.GetValue(shape)!;
             string name = NamedShapes.Contains(shapeArg) ? shapeArg : Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(shapeArg)));
             var settings = new BenchSettings(shapeArg, name, new BatchShape(b, l, t, p), n, w, !parse.GetValue(noProfile), parse.GetValue(recompute), dev,
-                parse.GetValue(json) ?? $"vkprompt-bench-{name}-b{b}-in{l}.json",
+                jsonPath.Length > 0 ? jsonPath : $"vkprompt-bench-{name}-b{b}-in{l}.json",
                 "vkprompt " + string.Join(' ', parse.Tokens.Select(token => token.Value)));
             return Run(settings, Cli.Console(parse), ModelOptions.Log(parse));
         });
@@ -154,7 +158,8 @@ internal static class BenchCommand
             $"vkprompt {typeof(BenchCommand).Assembly.GetCustomAttribute<AssemblyInformationalVersionAttribute>()!.InformationalVersion}",
             s.CommandLine,
             DateTime.UtcNow.ToString("yyyy-MM-ddTHH:mm:ssZ", CultureInfo.InvariantCulture),
-            new BenchDevice(caps.Name, $"{caps.DriverName} {caps.DriverVersion}", "vulkan"),
+            // driverInfo is what vendors print as the version (NVIDIA "580.159.04", Mesa "Mesa 25.0.7 ...").
+            new BenchDevice(caps.Name, $"{caps.DriverName} {(caps.DriverInfo.Length > 0 ? caps.DriverInfo : caps.DriverVersion)}", "vulkan"),
             caps,
             new BenchModel(s.Name, parameters, c.DModel, c.DFf, c.NumHeads, c.DKv, c.NumLayers, c.NumDecoderLayers, c.VocabSize,
                            c.IsGatedAct ? "gated-gelu" : "relu", c.TieWordEmbeddings),
@@ -218,6 +223,9 @@ internal static class BenchCommand
         string F(double v, string format) => v.ToString(format, CultureInfo.InvariantCulture);
         const double MiB = 1024 * 1024;
         console.WriteLine($"device: {r.Device.Name} ({r.Device.Driver})");
+        if (r.Capabilities is { } c)
+            console.WriteLine($"capabilities: {c.DeviceType}, subgroup {c.SubgroupSize}, float16 {YesNo(c.ShaderFloat16)}, bfloat16 {YesNo(c.BFloat16)}, " +
+                              $"cooperative matrix {YesNo(c.CooperativeMatrix)} (the whole report is in the JSON)");
         console.WriteLine($"step time: median {F(r.StepMs.Median, "F1")} ms (min {F(r.StepMs.Min, "F1")}, max {F(r.StepMs.Max, "F1")}) over {r.Steps} step(s)");
         console.WriteLine($"throughput: {F(r.ExamplesPerSecond, "F2")} examples/s, {F(r.TokensPerSecond, "F1")} tokens/s ({r.TokensPerStep} input and target tokens per step)");
         console.WriteLine($"compute: {F(r.FlopsPerStep / 1e12, "F3")} TFLOP per step (forward {F(r.ForwardFlops / 1e12, "F3")}, backward {F(r.BackwardFlops / 1e12, "F3")}); achieved {F(r.Tflops, "F3")} TFLOP/s");
@@ -229,6 +237,8 @@ internal static class BenchCommand
         console.Write(Table("phase", b.Phases, F));
         console.Write(Table("op", b.Ops, F));
     }
+
+    static string YesNo(bool b) => b ? "yes" : "no";
 
     static Table Table(string what, IReadOnlyList<TimeShare> rows, Func<double, string, string> f)
     {
@@ -247,7 +257,7 @@ internal sealed record BenchSettings(string Shape, string Name, BatchShape Batch
 
 internal sealed record BenchReport(
     string Schema, string Implementation, string Command, string Timestamp,
-    BenchDevice Device, DeviceCapabilities Capabilities, BenchModel Model, BenchBatch Batch,
+    BenchDevice Device, DeviceCapabilities? Capabilities, BenchModel Model, BenchBatch Batch,
     string Precision, bool Recompute, double Dropout, int WarmupSteps, int Steps, bool Profiled,
     StepStats StepMs, IReadOnlyList<double> StepTimesMs,
     double ExamplesPerSecond, double TokensPerSecond, long TokensPerStep,
