@@ -1,0 +1,135 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text.Json;
+using VkPrompt.Cli;
+using VkPrompt.Cli.Commands;
+using VkPrompt.Model;
+using VkPrompt.Runtime;
+using VkPrompt.Tests.Model;
+using VkPrompt.Training;
+using Xunit;
+
+namespace VkPrompt.Tests.Tools;
+
+/// <summary>The Python side of the benchmarks with the standard library alone: bench-table.py on
+/// a report as vkprompt writes it beside a peer's, and peer_bench.py's FLOP formula and its exit
+/// without torch.</summary>
+public sealed class BenchScriptTests : IDisposable
+{
+    readonly TempDir dir = new();
+
+    public void Dispose() => dir.Dispose();
+
+    static (int Code, string Out, string Err) Python(params string[] args)
+    {
+        var start = new ProcessStartInfo("python3") { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = TestPaths.RepoRoot };
+        foreach (var a in args) start.ArgumentList.Add(a);
+        using var p = Process.Start(start)!;
+        var stdout = p.StandardOutput.ReadToEndAsync();
+        var stderr = p.StandardError.ReadToEndAsync();
+        if (!p.WaitForExit(60_000)) { p.Kill(); throw new TimeoutException("python3 did not finish in a minute"); }
+        return (p.ExitCode, stdout.Result, stderr.Result);
+    }
+
+    static BenchReport VkPromptReport(string device, double medianMs, string precision) => new(
+        BenchCommand.Schema, "vkprompt 0.1.0", "vkprompt bench --shape t5-base", "2026-01-01T00:00:00Z",
+        new BenchDevice(device, "driver 1", "vulkan"), null,
+        new BenchModel("t5-base", 247_577_856, 768, 2048, 12, 64, 12, 12, 32128, "gated-gelu", false),
+        new BenchBatch(32, 512, 8, 100), precision, false, 0.1, 2, 3, true,
+        new StepStats(medianMs, medianMs - 1, medianMs + 2), [medianMs - 1, medianMs, medianMs + 2],
+        32 / (medianMs / 1e3), 16640 / (medianMs / 1e3), 16640, 4_392_222_720_000, 4_838_140_674_048, 9_230_363_394_048, 9.23 / (medianMs / 1e3),
+        3L << 30, 4L << 30, 1L << 30, new LossStats(10.4, 10.3), null, []);
+
+    /// <summary>The fields of a peer_bench.py report that bench-table.py reads.</summary>
+    static object PeerReport(string device, double? medianMs, string precision, string? error = null) => new Dictionary<string, object?>
+    {
+        ["schema"] = "vkprompt-bench/1",
+        ["implementation"] = "pytorch 2.11.0 + transformers 5.17.0 + peft 0.18.0",
+        ["device"] = new Dictionary<string, object> { ["name"] = device, ["driver"] = "CUDA 13.0", ["api"] = "cuda" },
+        ["model"] = new Dictionary<string, object> { ["shape"] = "t5-base" },
+        ["batch"] = new Dictionary<string, object> { ["batchSize"] = 32, ["inputLength"] = 512, ["targetLength"] = 8, ["promptLength"] = 100 },
+        ["precision"] = precision,
+        ["recompute"] = false,
+        ["stepMs"] = medianMs is double m ? new Dictionary<string, double> { ["median"] = m, ["min"] = m, ["max"] = m } : null,
+        ["examplesPerSecond"] = medianMs is double e ? 32 / (e / 1e3) : null,
+        ["tokensPerSecond"] = null,
+        ["tflops"] = null,
+        ["peakMemoryBytes"] = 5L << 30,
+        ["error"] = error,
+    };
+
+    string Write(string name, string json)
+    {
+        File.WriteAllText(dir.File(name), json);
+        return dir.File(name);
+    }
+
+    [Fact]
+    public void BenchTablePutsEachRunOnARowAndComparesVkPromptWithItsPeer()
+    {
+        string vk = Write("vk.json", JsonSerializer.Serialize(VkPromptReport("NVIDIA H100", 500, "fp32"), CliJson.Default.BenchReport));
+        string peer = Write("peer.json", JsonSerializer.Serialize(PeerReport("NVIDIA H100", 1000, "fp32")));
+        string peerBf16 = Write("peer-bf16.json", JsonSerializer.Serialize(PeerReport("NVIDIA H100", 250, "bf16")));
+        string oom = Write("oom.json", JsonSerializer.Serialize(PeerReport("NVIDIA H100", null, "fp32", "out of memory: CUDA out of memory")));
+
+        var (code, stdout, stderr) = Python("tools/bench-table.py", vk, peer, peerBf16, oom);
+        Assert.True(code == 0, stderr);
+        var lines = stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.Equal(2 + 4, lines.Length);
+        var header = Cells(lines[0]);
+        var rows = lines.Skip(2).Select(Cells).ToList();
+        Assert.All(rows, r => Assert.Equal(header.Count, r.Count));
+        string Cell(int row, string column) => rows[row][header.IndexOf(column)];
+
+        Assert.Equal("vkprompt 0.1.0", Cell(0, "implementation"));
+        Assert.Equal("500.0 (499.0-502.0)", Cell(0, "step ms: median (min-max)"));
+        Assert.Equal("3.00", Cell(0, "peak memory GiB"));
+        // The fp32 peer took twice as long; the bf16 one is another precision and is not compared.
+        Assert.Equal("2.00x", Cell(0, "vs peer"));
+        Assert.Equal("-", Cell(1, "vs peer"));
+        Assert.StartsWith("failed: out of memory", Cell(3, "step ms: median (min-max)"), StringComparison.Ordinal);
+    }
+
+    static List<string> Cells(string line) => line.Trim().Trim('|').Split('|').Select(c => c.Trim()).ToList();
+
+    [Fact]
+    public void BenchTableRefusesAFileThatIsNoReport()
+    {
+        var (code, _, stderr) = Python("tools/bench-table.py", Write("other.json", "{\"schema\": \"other\"}"));
+        Assert.Equal(2, code);
+        Assert.Contains("not a vkprompt-bench/1 report", stderr, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void PeerCountsTheSameFlopsAsVkPrompt()
+    {
+        var cases = new (string Model, BatchShape Shape)[]
+        {
+            ("t5-small", new BatchShape(8, 128, 8, 100)), ("t5-base", new BatchShape(32, 512, 8, 100)),
+            ("t5-large", new BatchShape(32, 512, 8, 100)), ("t5-xl", new BatchShape(3, 40, 16, 5)),
+        };
+        string calls = string.Join(", ", cases.Select(c =>
+        {
+            var m = T5Config.Named(c.Model);
+            var s = c.Shape;
+            return string.Create(CultureInfo.InvariantCulture,
+                $"p.step_flops({m.DModel}, {m.DKv}, {m.NumHeads}, {m.DFf}, {m.NumLayers}, {m.NumDecoderLayers}, {m.VocabSize}, {(m.IsGatedAct ? "True" : "False")}, {s.Batch}, {s.InputLength}, {s.TargetLength}, {s.PromptLength})");
+        }));
+        var (code, stdout, stderr) = Python("-c", $"import sys; sys.path.insert(0, 'tools/peer'); import peer_bench as p; print([list(f) for f in [{calls}]])");
+        Assert.True(code == 0, stderr);
+        var expected = cases.Select(c => new[] { StepFlops.Forward(T5Config.Named(c.Model), c.Shape), StepFlops.Backward(T5Config.Named(c.Model), c.Shape) });
+        Assert.Equal(JsonSerializer.Serialize(expected), stdout.Trim().Replace(" ", ""));
+    }
+
+    [Fact]
+    public void PeerSaysWhatIsMissingAndExitsThree()
+    {
+        // torch is made unimportable, whether or not this machine has it.
+        var (code, stdout, stderr) = Python("-c",
+            "import runpy, sys; sys.modules['torch'] = None; sys.argv = ['peer_bench.py', '--shape', 't5-small']; " +
+            "runpy.run_path('tools/peer/peer_bench.py', run_name='__main__')");
+        Assert.Equal(3, code);
+        Assert.Equal("", stdout);
+        Assert.Contains("'torch' is missing", stderr, StringComparison.Ordinal);
+    }
+}

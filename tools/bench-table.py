@@ -1,0 +1,72 @@
+#!/usr/bin/env python3
+"""One markdown table from several benchmark reports (JSON from `vkprompt bench` or
+tools/peer/peer_bench.py, docs/benchmarks.md), one row per report, in the order given.
+
+  python3 tools/bench-table.py results/*.json > table.md
+
+"vs peer" is the peer's median step time over this row's, for a VkPrompt row that has a peer
+row on the same device, shape, batch, lengths, precision and recompute setting: above 1 means
+VkPrompt is faster. Python's standard library only.
+"""
+import json
+import sys
+
+COLUMNS = ["implementation", "device", "model", "batch x (input + prompt) -> target", "precision",
+           "step ms: median (min-max)", "examples/s", "tokens/s", "TFLOP/s", "peak memory GiB", "vs peer"]
+
+
+def key(r):
+    """What two runs must share to be compared."""
+    b = r["batch"]
+    return (r["device"]["name"], r["model"]["shape"], b["batchSize"], b["inputLength"], b["targetLength"],
+            b["promptLength"], r["precision"], r["recompute"])
+
+
+def is_peer(r):
+    return not r["implementation"].startswith("vkprompt")
+
+
+def num(value, digits):
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def row(r, peers):
+    b = r["batch"]
+    step = r.get("stepMs")
+    if r.get("error") or not step:
+        timing = f"failed: {r.get('error', 'no timed step')}"
+    else:
+        timing = f"{num(step['median'], 1)} ({num(step['min'], 1)}-{num(step['max'], 1)})"
+    peer = peers.get(key(r)) if not is_peer(r) else None
+    ratio = "-"
+    if peer and step and peer.get("stepMs"):
+        ratio = f"{peer['stepMs']['median'] / step['median']:.2f}x"
+    peak = r.get("peakMemoryBytes")
+    model = r["model"]["shape"] + (" (recompute)" if r["recompute"] else "")
+    return [r["implementation"], r["device"]["name"], model,
+            f"{b['batchSize']} x ({b['inputLength']} + {b['promptLength']}) -> {b['targetLength']}", r["precision"], timing,
+            num(r.get("examplesPerSecond"), 2), num(r.get("tokensPerSecond"), 1), num(r.get("tflops"), 3),
+            "-" if peak is None else f"{peak / 2**30:.2f}", ratio]
+
+
+def main(paths):
+    if not paths:
+        print(__doc__.strip(), file=sys.stderr)
+        return 2
+    reports = []
+    for path in paths:
+        with open(path) as f:
+            report = json.load(f)
+        if report.get("schema") != "vkprompt-bench/1":
+            print(f"bench-table: {path} is not a vkprompt-bench/1 report", file=sys.stderr)
+            return 2
+        reports.append(report)
+    peers = {key(r): r for r in reports if is_peer(r) and r.get("stepMs")}
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row(r, peers)) + " |" for r in reports]
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,213 @@
+#!/usr/bin/env python3
+"""The training step of `vkprompt bench`, done with Hugging Face transformers + PEFT prompt tuning.
+
+Same random-weight T5 shape, batch, lengths, dropout and Adafactor settings, and the same JSON
+fields (docs/benchmarks.md), so tools/bench-table.py puts the two side by side. Needs torch,
+transformers and peft: where one is missing it says so and exits 3. Runs on CUDA when there is a
+GPU, else on the CPU.
+
+  python3 tools/peer/peer_bench.py --shape t5-base --batch-size 32 --input-length 512 \
+      --target-length 8 --prompt-length 100 --precision bf16 --json peer.json
+"""
+import argparse
+import datetime
+import json
+import os
+import statistics
+import sys
+import time
+
+# T5Config.Named (src/Model/T5Config.cs): t5-small is T5 v1.0, the others T5 v1.1 LM-adapted.
+V11 = dict(feed_forward_proj="gated-gelu", tie_word_embeddings=False)
+SHAPES = {
+    "t5-small": dict(d_model=512, d_ff=2048, num_heads=8, num_layers=6, feed_forward_proj="relu", tie_word_embeddings=True),
+    "t5-base": dict(d_model=768, d_ff=2048, num_heads=12, num_layers=12, **V11),
+    "t5-large": dict(d_model=1024, d_ff=2816, num_heads=16, num_layers=24, **V11),
+    "t5-xl": dict(d_model=2048, d_ff=5120, num_heads=32, num_layers=24, **V11),
+}
+
+
+def step_flops(d_model, d_kv, num_heads, d_ff, num_layers, num_decoder_layers, vocab_size, gated,
+               batch, input_length, target_length, prompt_length):
+    """(forward, backward) matrix-product FLOPs of one step: StepFlops in src/Training/StepFlops.cs,
+    which docs/benchmarks.md derives; both implementations divide this same count by their time."""
+    inner, le, ld = num_heads * d_kv, prompt_length + input_length, target_length
+    enc_rows, dec_rows = batch * le, batch * ld
+
+    def linear(rows, n_in, n_out):
+        return 2 * rows * n_in * n_out
+
+    def products(lq, lk):  # Q·Kᵀ or P·V over all heads
+        return 2 * batch * lq * lk * inner
+
+    def self_attention(rows, length, backward):
+        return 4 * linear(rows, d_model, inner) + (4 if backward else 2) * products(length, length)
+
+    def cross_attention(backward):
+        return (2 * linear(dec_rows, d_model, inner) + 2 * linear(enc_rows, d_model, inner)
+                + (4 if backward else 2) * products(ld, le))
+
+    def feed_forward(rows):
+        return ((2 if gated else 1) + 1) * linear(rows, d_model, d_ff)
+
+    def encoder_layer(backward):
+        return self_attention(enc_rows, le, backward) + feed_forward(enc_rows)
+
+    def decoder_layer(backward):
+        return self_attention(dec_rows, ld, backward) + cross_attention(backward) + feed_forward(dec_rows)
+
+    lm_head = linear(dec_rows, d_model, vocab_size)
+    forward = num_layers * encoder_layer(False) + num_decoder_layers * decoder_layer(False) + lm_head
+    # The decoder's bottom self-attention and the query side of its bottom cross-attention are
+    # on no path from the prompt to the loss, so neither autograd nor the formula counts them.
+    bottom = self_attention(dec_rows, ld, True) + linear(dec_rows, d_model, inner) + products(ld, le)
+    backward = num_layers * encoder_layer(True) + num_decoder_layers * decoder_layer(True) - bottom + lm_head
+    return forward, backward
+
+
+def parse_args():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--shape", required=True, help="t5-small, t5-base, t5-large, t5-xl (random weights) or a Hugging Face T5 directory")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--input-length", type=int, default=512)
+    p.add_argument("--target-length", type=int, default=8)
+    p.add_argument("--prompt-length", type=int, default=100)
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                   help="fp32: strict float32 (no TF32); bf16: the frozen model in bfloat16, the prompt kept in float32 by PEFT")
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--recompute", action="store_true", help="gradient checkpointing (as vkprompt bench --recompute)")
+    p.add_argument("--device", help="a torch device; default: cuda if available, else cpu")
+    p.add_argument("--json", help="also write the report to this file")
+    return p.parse_args()
+
+
+def main():
+    args = parse_args()
+    try:
+        import torch
+        import transformers
+        import peft
+    except ImportError as e:
+        print(f"peer_bench: the Python package '{e.name}' is missing; the peer needs torch, transformers and peft "
+              f"(pip install torch transformers peft)", file=sys.stderr)
+        return 3
+    from peft import PromptTuningConfig, TaskType, get_peft_model
+    try:
+        from transformers.optimization import Adafactor
+    except ImportError:
+        from transformers import Adafactor
+
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    cuda = device.type == "cuda"
+    dtype = torch.bfloat16 if args.precision == "bf16" else torch.float32
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(device)
+    torch.manual_seed(0)
+    if args.shape in SHAPES:
+        config = transformers.T5Config(vocab_size=32128, d_kv=64, dropout_rate=0.1, decoder_start_token_id=0,
+                                       pad_token_id=0, eos_token_id=1, **SHAPES[args.shape])
+        model = transformers.T5ForConditionalGeneration(config)
+        shape_name = args.shape
+    else:
+        model = transformers.T5ForConditionalGeneration.from_pretrained(args.shape)
+        config = model.config
+        shape_name = os.path.basename(os.path.normpath(args.shape))
+    config.use_cache = False  # a training step keeps no decoder cache (nor does VkPrompt)
+    parameters = sum(p.numel() for p in model.parameters())
+    model.to(device=device, dtype=dtype)
+    if args.recompute:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model = get_peft_model(model, PromptTuningConfig(task_type=TaskType.SEQ_2_SEQ_LM, num_virtual_tokens=args.prompt_length))
+    model.to(device)
+    model.train()
+    weight_bytes = torch.cuda.memory_allocated(device) if cuda else 0
+    prompt_dtype = next(p.dtype for p in model.parameters() if p.requires_grad)
+
+    b, l, t = args.batch_size, args.input_length, args.target_length
+    g = torch.Generator().manual_seed(0)  # as SyntheticBatch: ids past pad and eos, each row ending in eos
+    input_ids = torch.randint(2, config.vocab_size, (b, l), generator=g)
+    labels = torch.randint(2, config.vocab_size, (b, t), generator=g)
+    input_ids[:, -1] = labels[:, -1] = config.eos_token_id
+    input_ids, labels = input_ids.to(device), labels.to(device)
+    attention_mask = torch.ones_like(input_ids)
+    # The settings of vkprompt's AdafactorSettings, in transformers' terms (decay_rate is negated there).
+    optimizer = Adafactor([p for p in model.parameters() if p.requires_grad], lr=0.3, eps=(1e-30, 1e-3), clip_threshold=1.0,
+                          decay_rate=-0.8, beta1=None, weight_decay=1e-5, scale_parameter=False, relative_step=False, warmup_init=False)
+
+    def sync():
+        if cuda:
+            torch.cuda.synchronize(device)
+
+    def step():
+        loss = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return loss.item()
+
+    times, losses, error = [], [], None
+    try:
+        for _ in range(args.warmup):
+            step()
+        for _ in range(args.steps):
+            sync()
+            start = time.perf_counter()
+            losses.append(step())
+            sync()
+            times.append((time.perf_counter() - start) * 1e3)
+    except torch.cuda.OutOfMemoryError as e:
+        error = "out of memory: " + str(e).split("\n")[0]
+
+    forward, backward = step_flops(config.d_model, config.d_kv, config.num_heads, config.d_ff, config.num_layers,
+                                   config.num_decoder_layers, config.vocab_size, config.is_gated_act, b, l, t, args.prompt_length)
+    median = statistics.median(times) if times else None
+    tokens = b * (l + t)
+    props = torch.cuda.get_device_properties(device) if cuda else None
+    report = {
+        "schema": "vkprompt-bench/1",
+        "implementation": f"pytorch {torch.__version__} + transformers {transformers.__version__} + peft {peft.__version__}",
+        "command": " ".join(["peer_bench.py"] + sys.argv[1:]),
+        "timestamp": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "device": {"name": props.name if cuda else "cpu", "driver": f"CUDA {torch.version.cuda}" if cuda else "cpu",
+                   "api": device.type},
+        "capabilities": {"totalMemory": props.total_memory, "multiProcessorCount": props.multi_processor_count,
+                         "computeCapability": f"{props.major}.{props.minor}",
+                         "float32MatmulPrecision": torch.get_float32_matmul_precision(),
+                         "promptDtype": str(prompt_dtype)} if cuda else None,
+        "model": {"shape": shape_name, "parameters": parameters, "dModel": config.d_model, "dFf": config.d_ff,
+                  "numHeads": config.num_heads, "dKv": config.d_kv, "numLayers": config.num_layers,
+                  "numDecoderLayers": config.num_decoder_layers, "vocabSize": config.vocab_size,
+                  "feedForward": "gated-gelu" if config.is_gated_act else "relu", "tiedEmbeddings": config.tie_word_embeddings},
+        "batch": {"batchSize": b, "inputLength": l, "targetLength": t, "promptLength": args.prompt_length},
+        "precision": args.precision, "recompute": args.recompute, "dropout": config.dropout_rate,
+        "warmupSteps": args.warmup, "steps": len(times), "profiled": False,
+        "stepMs": {"median": median, "min": min(times), "max": max(times)} if times else None,
+        "stepTimesMs": times,
+        "examplesPerSecond": b / (median / 1e3) if times else None,
+        "tokensPerSecond": tokens / (median / 1e3) if times else None,
+        "tokensPerStep": tokens,
+        "forwardFlops": forward, "backwardFlops": backward, "flopsPerStep": forward + backward,
+        "tflops": (forward + backward) / (median / 1e3) / 1e12 if times else None,
+        "peakMemoryBytes": torch.cuda.max_memory_allocated(device) if cuda else None,
+        "reservedMemoryBytes": torch.cuda.max_memory_reserved(device) if cuda else None,
+        "weightMemoryBytes": weight_bytes if cuda else None,
+        "loss": {"first": losses[0], "last": losses[-1]} if losses else None,
+        "breakdown": None,
+        "notes": [error] if error else [],
+    }
+    if error:
+        report["error"] = error
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.json:
+        with open(args.json, "w") as f:
+            f.write(text + "\n")
+    if error:
+        print(f"peer_bench: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
