@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# The GPU benchmark of docs/benchmarks.md in two halves.
+#
+#   tools/device-bench.sh            here (x86-64 or not): publishes vkprompt self-contained for
+#                                    linux-x64 into .publish/, checks the trimmed binary on lavapipe,
+#                                    downloads the Vulkan loader packages into .gl/, and prints the
+#                                    command and carry list for the device tool's `run`.
+#   tools/device-bench.sh device     on the device machine (what the printed command runs): vkprompt
+#                                    bench and the PyTorch + PEFT peer for t5-base and t5-large at
+#                                    batch 32, input 512, target 8, prompt 100; vkprompt in fp32 (all
+#                                    it has), the peer in fp32 and bf16. Writes $OUT/table.md,
+#                                    $OUT/log.txt and $OUT/results.tar (every JSON report), and stops
+#                                    starting runs after BENCH_BUDGET_S seconds (default 480), so the
+#                                    whole command ends well inside the tool's 10 minutes.
+#
+# Run it from the checkout the device tool sends (the one the session started in): .publish and
+# .gl must be in that checkout's root.
+set -uo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+
+# The shape issue 5 compares at.
+shape_args=(--batch-size 32 --input-length 512 --target-length 8 --prompt-length 100)
+
+prepare() {
+  set -e
+  echo "== publish vkprompt (self-contained, trimmed, single file, linux-x64) into .publish/"
+  rm -rf .publish
+  dotnet publish tools/VkPrompt.Cli -c Release -r linux-x64 --self-contained -p:PublishTrimmed=true -p:PublishSingleFile=true \
+    -o .publish/ -nologo -v quiet
+  if [[ $(uname -m) == x86_64 ]]; then
+    echo "== check the published binary on lavapipe"
+    local lavapipe tmp
+    lavapipe=$(compgen -G '/usr/share/vulkan/icd.d/lvp_icd.*.json' | head -n1)
+    tmp=$(mktemp -d)
+    # A trimmed build must still find its embedded SPIR-V (bench dispatches every kernel of a
+    # step), its source-generated JSON and the demo files beside it.
+    VK_DRIVER_FILES=$lavapipe .publish/vkprompt devices --json >"$tmp/devices.json"
+    VK_DRIVER_FILES=$lavapipe .publish/vkprompt bench --shape t5-small --batch-size 1 --input-length 8 --target-length 8 \
+      --prompt-length 4 --warmup 0 --steps 1 --json "$tmp/smoke.json" >/dev/null
+    python3 tools/bench-table.py "$tmp/smoke.json" >/dev/null
+    for f in spiece.model train.jsonl validation.jsonl; do [[ -s .publish/demo/$f ]]; done
+    rm -rf "$tmp"
+    echo "ok: devices, a one-step bench and the demo files"
+  else
+    echo "== $(uname -m) here: the linux-x64 binary cannot be checked on this machine"
+  fi
+
+  echo "== Vulkan loader packages for the device machine into .gl/"
+  if ! compgen -G '.gl/*.deb' >/dev/null; then
+    mkdir -p .gl /tmp/amd64/partial
+    local o=(-oAPT::Architecture=amd64 -oAPT::Architectures=amd64 -oDir::State::Lists=/tmp/amd64)
+    apt-get "${o[@]}" update -qq
+    (cd .gl && apt-get "${o[@]}" download libvulkan1 libegl1 libglvnd0 libopengl0 libgl1 libglx0 libgles2)
+  fi
+  ls .gl
+
+  local tree carried
+  tree=$(git ls-files -z | xargs -0 du -cb 2>/dev/null | tail -n1 | cut -f1)
+  carried=$(du -cb .publish .gl | tail -n1 | cut -f1)
+  echo "== what travels: $(( (tree + carried) >> 20 )) MiB of the device tool's 64 MiB (working tree $(( tree >> 20 )), .publish and .gl $(( carried >> 20 )))"
+  echo
+  echo "Device tool run (one call; about 7 minutes of device time):"
+  echo "  command:   for f in .gl/*.deb; do dpkg -x \$f /; done; ldconfig; bash tools/device-bench.sh device"
+  echo '  carry:     [".publish", ".gl"]'
+  echo "  timeout_s: 600"
+  echo "Then: unpack <files_at>/results.tar into docs/results/CARD-DATE/ and put <files_at>/table.md in docs/benchmarks.md."
+}
+
+device() {
+  local budget=${BENCH_BUDGET_S:-480} started=$SECONDS res=/tmp/bench-results models=/tmp/bench-models
+  rm -rf "$res" && mkdir -p "$res" "$models"
+  export PYTHONUNBUFFERED=1
+  if [[ -z ${VK_DRIVER_FILES:-} ]]; then
+    for icd in /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json /usr/share/vulkan/icd.d/nvidia_icd.json /etc/vulkan/icd.d/nvidia_icd.json; do
+      if [[ -f $icd ]]; then export VK_DRIVER_FILES=$icd; break; fi
+    done
+  fi
+  echo "== $(date -u +%FT%TZ) VK_DRIVER_FILES=${VK_DRIVER_FILES:-unset}"
+  ldconfig -p | grep -F 'libvulkan.so.1 ' || echo "warning: no libvulkan.so.1: was .gl unpacked (dpkg -x) and ldconfig run first?"
+  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv | tee "$res/nvidia-smi.csv"
+  python3 -c 'import torch, transformers, peft; print("torch", torch.__version__, "transformers", transformers.__version__, "peft", peft.__version__)'
+  .publish/vkprompt devices --json >"$res/devices.json" && grep -m1 '"name"' "$res/devices.json"
+
+  # Each run gets its own limit, cut to what is left of the budget; a run that fails (a peer out of
+  # memory writes its JSON with the error) or times out is logged and the next one starts.
+  bench() { # name limit_s command...
+    local name=$1 limit=$2 left=$(( budget - (SECONDS - started) ))
+    shift 2
+    if (( left < 30 )); then echo "== $name: skipped, $left s of the budget left"; return; fi
+    (( limit > left )) && limit=$left
+    echo "== $name (limit ${limit} s, $(( SECONDS - started )) s in)"
+    local t=$SECONDS
+    timeout "$limit" "$@"
+    echo "== $name: exit $?, $(( SECONDS - t )) s"
+  }
+  model() { # writes the random-weight checkpoint vkprompt's runs of a shape share
+    [[ -f $models/$1/model.safetensors ]] || bench "make $1" 90 .publish/vkprompt make-model --shape "$1" --output "$models/$1"
+  }
+  vk() { # name shape extra...
+    local name=$1 shape=$2
+    shift 2
+    model "$shape"
+    bench "$name" 180 .publish/vkprompt bench --shape "$models/$shape" "${shape_args[@]}" --json "$res/$name.json" "$@"
+  }
+  peer() { # name shape precision extra...
+    local name=$1 shape=$2 precision=$3
+    shift 3
+    bench "$name" 180 python3 tools/peer/peer_bench.py --shape "$shape" "${shape_args[@]}" --precision "$precision" --json "$res/$name.json" "$@"
+  }
+
+  # Most telling first. t5-large at fp32 stores about 61 GB of activations and weights in
+  # vkprompt; the peer's eager attention keeps more and may not fit in 80 GB, so both also run
+  # with recomputed activations (--recompute, gradient checkpointing in the peer).
+  vk vk-t5-base t5-base --warmup 2 --steps 8
+  peer peer-t5-base-fp32 t5-base fp32 --warmup 2 --steps 8
+  peer peer-t5-base-bf16 t5-base bf16 --warmup 2 --steps 8
+  vk vk-t5-large t5-large --warmup 1 --steps 4
+  peer peer-t5-large-fp32 t5-large fp32 --warmup 1 --steps 4
+  peer peer-t5-large-bf16 t5-large bf16 --warmup 1 --steps 4
+  vk vk-t5-large-recompute t5-large --warmup 1 --steps 4 --recompute
+  peer peer-t5-large-fp32-recompute t5-large fp32 --warmup 1 --steps 4 --recompute
+  # What the per-dispatch timestamps cost: the same t5-base step without them.
+  vk vk-t5-base-no-profile t5-base --warmup 2 --steps 8 --no-profile
+
+  shopt -s nullglob
+  local reports=("$res"/vk-*.json "$res"/peer-*.json)
+  if (( ${#reports[@]} > 0 )); then python3 tools/bench-table.py "${reports[@]}" | tee "$OUT/table.md"; fi
+  tar -C "$res" -cf "$OUT/results.tar" .
+  echo "== done in $(( SECONDS - started )) s"
+}
+
+case "${1:-prepare}" in
+  prepare) prepare ;;
+  device)
+    : "${OUT:?device mode writes its results under \$OUT, the output folder of the device tool}"
+    device 2>&1 | tee "$OUT/log.txt" ;;
+  *) echo "usage: tools/device-bench.sh [prepare|device]" >&2; exit 2 ;;
+esac
