@@ -5,13 +5,15 @@ tools/peer/peer_bench.py, docs/benchmarks.md), one row per report, in the order 
   python3 tools/bench-table.py results/*.json > table.md
 
 "vs peer" is the peer's median step time over this row's, for a VkPrompt row that has a peer
-row on the same device, shape, batch, lengths, precision and recompute setting: above 1 means
-VkPrompt is faster. Python's standard library only.
+row on the same device, shape, batch, lengths, weight precision and recompute setting: above 1
+means VkPrompt is faster. VkPrompt keeps activations in fp32 whatever its weights are stored as,
+while the peer's bf16 computes in bf16 too; the "weights / activations" column shows both.
+Python's standard library only.
 """
 import json
 import sys
 
-COLUMNS = ["implementation", "device", "model", "batch x (input + prompt) -> target", "precision",
+COLUMNS = ["implementation", "device", "model", "batch x (input + prompt) -> target", "weights / activations",
            "step ms: median (min-max)", "examples/s", "tokens/s", "TFLOP/s", "peak memory GiB", "vs peer"]
 
 
@@ -44,7 +46,8 @@ def row(r, peers):
     peak = r.get("peakMemoryBytes")
     model = r["model"]["shape"] + (" (recompute)" if r["recompute"] else "")
     return [r["implementation"], r["device"]["name"], model,
-            f"{b['batchSize']} x ({b['inputLength']} + {b['promptLength']}) -> {b['targetLength']}", r["precision"], timing,
+            f"{b['batchSize']} x ({b['inputLength']} + {b['promptLength']}) -> {b['targetLength']}",
+            f"{r['precision']} / {r.get('activationPrecision', r['precision'])}", timing,
             num(r.get("examplesPerSecond"), 2), num(r.get("tokensPerSecond"), 1), num(r.get("tflops"), 3),
             "-" if peak is None else f"{peak / 2**30:.2f}", ratio]
 

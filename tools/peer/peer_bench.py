@@ -180,7 +180,8 @@ def main():
                   "numDecoderLayers": config.num_decoder_layers, "vocabSize": config.vocab_size,
                   "feedForward": "gated-gelu" if config.is_gated_act else "relu", "tiedEmbeddings": config.tie_word_embeddings},
         "batch": {"batchSize": b, "inputLength": l, "targetLength": t, "promptLength": args.prompt_length},
-        "precision": args.precision, "recompute": args.recompute, "dropout": config.dropout_rate,
+        # Weights and activations alike: a bf16 model computes in bf16 (matmuls accumulate in fp32).
+        "precision": args.precision, "activationPrecision": args.precision, "recompute": args.recompute, "dropout": config.dropout_rate,
         "warmupSteps": args.warmup, "steps": len(times), "profiled": False,
         "stepMs": {"median": median, "min": min(times), "max": max(times)} if times else None,
         "stepTimesMs": times,

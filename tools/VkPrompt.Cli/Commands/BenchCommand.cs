@@ -37,12 +37,7 @@ internal static class BenchCommand
         var input = new Option<int>("--input-length") { Description = "Input tokens per example, the prompt not included; a multiple of 8. Default: 512.", DefaultValueFactory = _ => 512 };
         var target = new Option<int>("--target-length") { Description = "Target tokens per example; a multiple of 8. Default: 8.", DefaultValueFactory = _ => 8 };
         var promptLength = new Option<int>("--prompt-length") { Description = "Soft prompt length P. Default: 100 (the paper's).", DefaultValueFactory = _ => 100 };
-        var precision = new Option<string>("--precision")
-        {
-            Description = "Arithmetic of the frozen weights and activations. Only fp32 is implemented so far; fp16 and bf16 are refused. Default: fp32.",
-            DefaultValueFactory = _ => "fp32",
-        };
-        precision.AcceptOnlyFromAmong("fp32", "fp16", "bf16");
+        var precision = ModelOptions.Precision();
         var steps = new Option<int>("--steps") { Description = "Timed steps; the report gives their median, min and max. Default: 2 (a t5-small step at batch 8 takes about 30 s on lavapipe with 2 cores).", DefaultValueFactory = _ => 2 };
         var warmup = new Option<int>("--warmup") { Description = "Untimed steps first (the first records the step and builds the pipelines). Default: 1.", DefaultValueFactory = _ => 1 };
         var noProfile = new Option<bool>("--no-profile")
@@ -62,9 +57,6 @@ internal static class BenchCommand
         };
         cmd.SetAction(parse =>
         {
-            string prec = parse.GetValue(precision)!;
-            if (prec != "fp32")
-                throw new UsageException($"--precision {prec} is not implemented yet: VkPrompt computes in fp32 only so far (half-precision weights are planned); run with --precision fp32");
             int b = ModelOptions.Positive(parse, batch), l = LengthArg(parse, input), t = LengthArg(parse, target);
             int p = ModelOptions.Positive(parse, promptLength), n = ModelOptions.Positive(parse, steps);
             int w = NonNegative(parse, warmup);
@@ -77,7 +69,7 @@ internal static class BenchCommand
                 throw new UsageException($"--json {jsonPath}: its directory does not exist");
             string shapeArg = parse.GetValue(shape)!;
             string name = NamedShapes.Contains(shapeArg) ? shapeArg : Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(shapeArg)));
-            var settings = new BenchSettings(shapeArg, name, new BatchShape(b, l, t, p), n, w, !parse.GetValue(noProfile), parse.GetValue(recompute), dev,
+            var settings = new BenchSettings(shapeArg, name, new BatchShape(b, l, t, p), parse.GetValue(precision)!, n, w, !parse.GetValue(noProfile), parse.GetValue(recompute), dev,
                 jsonPath.Length > 0 ? jsonPath : $"vkprompt-bench-{name}-b{b}-in{l}.json",
                 "vkprompt " + string.Join(' ', parse.Tokens.Select(token => token.Value)));
             return Run(settings, Cli.Console(parse), ModelOptions.Log(parse));
@@ -137,7 +129,7 @@ internal static class BenchCommand
         var examples = SyntheticBatch.Create(shape.Batch, shape.InputLength, shape.TargetLength, c);
         long parameters = T5Names.All(c).Sum(t => ckpt.Info(t.Name).ElementCount);
         console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"{s.Name}: {parameters / 1e6:F1}M parameters; batch {shape.Batch}, input {shape.InputLength} + prompt {shape.PromptLength}, target {shape.TargetLength}; fp32, {(s.Recompute ? "recomputed" : "stored")} activations"));
+            $"{s.Name}: {parameters / 1e6:F1}M parameters; batch {shape.Batch}, input {shape.InputLength} + prompt {shape.PromptLength}, target {shape.TargetLength}; {(s.Recompute ? "recomputed" : "stored")} activations"));
 
         console.WriteLine($"timing: {s.Warmup} warm-up step(s), then {s.Steps} timed step(s){(s.Profile ? " with GPU timestamps" : "")} ...");
         var run = RunSteps(ckpt, s, examples, log);
@@ -164,7 +156,7 @@ internal static class BenchCommand
             new BenchModel(s.Name, parameters, c.DModel, c.DFf, c.NumHeads, c.DKv, c.NumLayers, c.NumDecoderLayers, c.VocabSize,
                            c.IsGatedAct ? "gated-gelu" : "relu", c.TieWordEmbeddings),
             new BenchBatch(shape.Batch, shape.InputLength, shape.TargetLength, shape.PromptLength),
-            "fp32", s.Recompute, c.DropoutRate, s.Warmup, s.Steps, breakdown is not null,
+            run.Precision.Name(), "fp32", s.Recompute, c.DropoutRate, s.Warmup, s.Steps, breakdown is not null,
             new StepStats(median, sorted[0], sorted[^1]), run.StepMs,
             shape.Batch / (median / 1e3), tokens / (median / 1e3), tokens,
             forward, backward, forward + backward, (forward + backward) / (median / 1e3) / 1e12,
@@ -173,7 +165,7 @@ internal static class BenchCommand
             breakdown, notes);
     }
 
-    sealed record StepRun(DeviceCapabilities Capabilities, bool Validation, List<double> StepMs, List<double> Losses,
+    sealed record StepRun(DeviceCapabilities Capabilities, WeightPrecision Precision, bool Validation, List<double> StepMs, List<double> Losses,
                           List<List<DispatchTiming>> Timings, long PeakBytes, long ReservedBytes, long WeightBytes);
 
     /// <summary>Loads the weights on a context of their own (profiled or not for its whole life)
@@ -182,7 +174,11 @@ internal static class BenchCommand
     {
         using var ctx = GpuContext.Create(new GpuOptions { Device = s.Device, Profiling = s.Profile, Log = log });
         using var backend = new GpuBackend(ctx);
-        using var weights = new T5Weights(ckpt, backend);
+        // fp16 and bf16 store the frozen matrices as halves, widened to fp32 as they are read;
+        // activations and sums stay fp32 (ModelOptions.Precision). auto resolves per device.
+        var precision = WeightPrecisions.Parse(s.Precision, ctx.Capabilities);
+        log?.Invoke($"weights: {precision.Name()}");
+        using var weights = new T5Weights(ckpt, backend, precision);
         long weightBytes = ctx.Memory.BytesInUse;
         using var trainer = new PromptTrainer(weights, SyntheticBatch.Prompt(s.Batch.PromptLength, ckpt.Config.DModel), new AdafactorSettings(), (float)ckpt.Config.DropoutRate, seed: 0,
                                               s.Recompute ? ActivationMode.Recompute : ActivationMode.Store);
@@ -197,7 +193,10 @@ internal static class BenchCommand
             times.Add(clock.Elapsed.TotalMilliseconds);
             if (trainer.LastStepTimings.Count > 0) timings.Add(trainer.LastStepTimings.ToList());
         }
-        return new StepRun(ctx.Capabilities, ctx.Options.Validation, times, losses, timings, ctx.Memory.PeakBytesInUse, ctx.Memory.BytesReserved, weightBytes);
+        // As in ModelSession: with VKPROMPT_VALIDATION=1 a validation error is a bug, and the command fails.
+        if (ctx.Validation.Errors.FirstOrDefault() is { } error)
+            throw new InvalidOperationException($"{ctx.Validation.ErrorCount} Vulkan validation error(s); the first: {error}");
+        return new StepRun(ctx.Capabilities, precision, ctx.Options.Validation, times, losses, timings, ctx.Memory.PeakBytesInUse, ctx.Memory.BytesReserved, weightBytes);
     }
 
     /// <summary>Per-step means of the GPU time by phase (in the order the step runs them), by
@@ -229,6 +228,7 @@ internal static class BenchCommand
         console.WriteLine($"step time: median {F(r.StepMs.Median, "F1")} ms (min {F(r.StepMs.Min, "F1")}, max {F(r.StepMs.Max, "F1")}) over {r.Steps} step(s)");
         console.WriteLine($"throughput: {F(r.ExamplesPerSecond, "F2")} examples/s, {F(r.TokensPerSecond, "F1")} tokens/s ({r.TokensPerStep} input and target tokens per step)");
         console.WriteLine($"compute: {F(r.FlopsPerStep / 1e12, "F3")} TFLOP per step (forward {F(r.ForwardFlops / 1e12, "F3")}, backward {F(r.BackwardFlops / 1e12, "F3")}); achieved {F(r.Tflops, "F3")} TFLOP/s");
+        console.WriteLine($"weights: {r.Precision}, activations and sums: {r.ActivationPrecision}");
         console.WriteLine($"device memory: peak {F(r.PeakMemoryBytes / MiB, "F1")} MiB in use (weights {F(r.WeightMemoryBytes / MiB, "F1")} MiB), {F(r.ReservedMemoryBytes / MiB, "F1")} MiB reserved");
         console.WriteLine($"loss: {F(r.Loss.First, "F4")} first, {F(r.Loss.Last, "F4")} last timed step");
         foreach (var note in r.Notes) console.MarkupLineInterpolated($"[yellow]note[/]: {note}");
@@ -249,7 +249,7 @@ internal static class BenchCommand
     }
 }
 
-internal sealed record BenchSettings(string Shape, string Name, BatchShape Batch, int Steps, int Warmup, bool Profile, bool Recompute,
+internal sealed record BenchSettings(string Shape, string Name, BatchShape Batch, string Precision, int Steps, int Warmup, bool Profile, bool Recompute,
                                      string Device, string JsonPath, string CommandLine);
 
 // The report's JSON (camelCase through CliJson): tools/peer/peer_bench.py writes the same fields,
@@ -258,7 +258,7 @@ internal sealed record BenchSettings(string Shape, string Name, BatchShape Batch
 internal sealed record BenchReport(
     string Schema, string Implementation, string Command, string Timestamp,
     BenchDevice Device, DeviceCapabilities? Capabilities, BenchModel Model, BenchBatch Batch,
-    string Precision, bool Recompute, double Dropout, int WarmupSteps, int Steps, bool Profiled,
+    string Precision, string ActivationPrecision, bool Recompute, double Dropout, int WarmupSteps, int Steps, bool Profiled,
     StepStats StepMs, IReadOnlyList<double> StepTimesMs,
     double ExamplesPerSecond, double TokensPerSecond, long TokensPerStep,
     long ForwardFlops, long BackwardFlops, long FlopsPerStep, double Tflops,
