@@ -8,9 +8,9 @@ namespace VkPrompt.Bench;
 /// <summary>
 /// Inference on a random model with t5-small's shapes (issue 3): scoring a batch of 8 inputs of
 /// 128 tokens, and greedy decoding with the key/value cache against re-running the whole decoder
-/// for every new token. Runs on VKPROMPT_DEVICE (auto: the best Vulkan device).
+/// for every new token. Runs on VKPROMPT_DEVICE (auto: the best Vulkan device), under the suite's
+/// job (BenchConfig) like every other benchmark.
 /// </summary>
-[SimpleJob(launchCount: 1, warmupCount: 1, iterationCount: 3)]
 public class InferenceBenchmarks
 {
     const int Batch = 8, InputLength = 128, NewTokens = 8;

@@ -14,23 +14,29 @@ public abstract record KernelCase(string Name, double Flops, double Bytes) : IWo
 
     /// <summary>Every kernel of a training step at the workload's shapes: the matrix products of
     /// the encoder's linear layers and attention and of the LM head, the row kernels, Adafactor.</summary>
-    public static IEnumerable<KernelCase> All(Workload w)
+    public static IEnumerable<KernelCase> All(Workload w, DeviceCapabilities caps)
     {
         var c = w.Config;
         var s = w.Kernels;
         int rows = s.Batch * s.EncoderLength, le = s.EncoderLength, d = c.DModel, inner = c.InnerDim, ff = c.DFf;
         int decRows = s.Batch * s.TargetLength, vocab = c.VocabSize;
         var heads = new AttentionSpecs(s.Batch, c.NumHeads, c.DKv);
-        // Linear layers as T5Pass runs them: y = x·Wᵀ forward, dx = dy·W backward.
-        yield return new MatMulCase($"matmul q/k/v [{rows}x{d}]·[{inner}x{d}]ᵀ", MatMulSpec.Rows(rows, inner, d, transposeB: true));
-        yield return new MatMulCase($"matmul ff in [{rows}x{d}]·[{ff}x{d}]ᵀ", MatMulSpec.Rows(rows, ff, d, transposeB: true));
-        yield return new MatMulCase($"matmul ff out [{rows}x{ff}]·[{d}x{ff}]ᵀ", MatMulSpec.Rows(rows, d, ff, transposeB: true));
-        yield return new MatMulCase($"matmul ff in bwd [{rows}x{ff}]·[{ff}x{d}]", MatMulSpec.Rows(rows, d, ff));
+        // Linear layers as T5Pass runs them, y = x·Wᵀ forward and dx = dy·W backward, with the
+        // weight W stored as fp32 and, where the device reads 16-bit storage, as bf16.
+        var weightPrecisions = new[] { WeightPrecision.Fp32, WeightPrecision.Bf16 }.Where(p => p.IsSupported(caps));
+        foreach (var p in weightPrecisions)
+        {
+            yield return new MatMulCase($"matmul q/k/v [{rows}x{d}]·[{inner}x{d}]ᵀ", MatMulSpec.Rows(rows, inner, d, transposeB: true), p);
+            yield return new MatMulCase($"matmul ff in [{rows}x{d}]·[{ff}x{d}]ᵀ", MatMulSpec.Rows(rows, ff, d, transposeB: true), p);
+            yield return new MatMulCase($"matmul ff out [{rows}x{ff}]·[{d}x{ff}]ᵀ", MatMulSpec.Rows(rows, d, ff, transposeB: true), p);
+            yield return new MatMulCase($"matmul ff in bwd [{rows}x{ff}]·[{ff}x{d}]", MatMulSpec.Rows(rows, d, ff), p);
+            yield return new MatMulCase($"matmul lm head [{decRows}x{d}]·[{vocab}x{d}]ᵀ", MatMulSpec.Rows(decRows, vocab, d, transposeB: true), p);
+            yield return new MatMulCase($"matmul lm head bwd [{decRows}x{vocab}]·[{vocab}x{d}]", MatMulSpec.Rows(decRows, d, vocab), p);
+        }
+        // Attention multiplies activations by activations: always fp32.
         yield return new MatMulCase($"matmul scores Q·Kᵀ {s.Batch}x{c.NumHeads}x[{le}x{c.DKv}]·[{le}x{c.DKv}]ᵀ", heads.QK(le, le, le, le));
         yield return new MatMulCase($"matmul context P·V {s.Batch}x{c.NumHeads}x[{le}x{le}]·[{le}x{c.DKv}]", heads.PV(le, le, le, le));
         yield return new MatMulCase($"matmul dK dSᵀ·Q {s.Batch}x{c.NumHeads}x[{le}x{le}]ᵀ·[{le}x{c.DKv}]", heads.TransposedPV(le, le));
-        yield return new MatMulCase($"matmul lm head [{decRows}x{d}]·[{vocab}x{d}]ᵀ", MatMulSpec.Rows(decRows, vocab, d, transposeB: true));
-        yield return new MatMulCase($"matmul lm head bwd [{decRows}x{vocab}]·[{vocab}x{d}]", MatMulSpec.Rows(decRows, d, vocab));
         var attention = new AttentionShape(s.Batch, c.NumHeads, le, le);
         yield return new AttentionSoftmaxCase(c, attention);
         yield return new SoftmaxBackwardCase(attention);
@@ -45,7 +51,7 @@ public abstract record KernelCase(string Name, double Flops, double Bytes) : IWo
 /// <summary>The buffers of one case, freed with it.</summary>
 public sealed class Operands(GpuContext ctx) : IDisposable
 {
-    readonly List<GpuBuffer> owned = new();
+    readonly List<IDisposable> owned = new();
     readonly Random rng = new(1);
 
     public GpuBuffer Floats(long n, float scale = 1f)
@@ -59,6 +65,19 @@ public sealed class Operands(GpuContext ctx) : IDisposable
 
     public GpuBuffer Ints(int[] values) => Own(GpuBuffer.From<int>(ctx, values));
 
+    /// <summary>A random [rows, cols] weight stored as <paramref name="precision"/> in one buffer.</summary>
+    public GpuBuffer Weight(int rows, int cols, WeightPrecision precision)
+    {
+        var table = new SplitTensor(ctx, rows, cols, "weight", precision);
+        owned.Add(table);
+        if (table.Chunks.Count != 1)
+            throw new NotSupportedException($"a {rows}x{cols} {precision.Name()} weight needs {table.Chunks.Count} bindings on this device; the kernel benchmarks take one");
+        var data = new float[(long)rows * cols];
+        for (long i = 0; i < data.Length; i++) data[i] = (float)(rng.NextDouble() * 2 - 1);
+        table.Upload(data);
+        return table.Chunks[0].Buffer;
+    }
+
     GpuBuffer Own(GpuBuffer b)
     {
         owned.Add(b);
@@ -71,15 +90,22 @@ public sealed class Operands(GpuContext ctx) : IDisposable
     }
 }
 
-sealed record MatMulCase(string Label, MatMulSpec Spec)
-    : KernelCase(Label, 2.0 * Spec.M * Spec.N * Spec.K * Spec.Batch1 * Spec.Batch2,
-                 4.0 * Spec.Batch1 * Spec.Batch2 * ((double)Spec.M * Spec.K + (double)Spec.K * Spec.N + (double)Spec.M * Spec.N))
+/// <summary>A product whose B is stored as <paramref name="BPrecision"/> (a weight); A and C are fp32.</summary>
+sealed record MatMulCase(string Label, MatMulSpec Spec, WeightPrecision BPrecision = WeightPrecision.Fp32)
+    : KernelCase(BPrecision == WeightPrecision.Fp32 ? Label : $"{Label} {BPrecision.Name()}",
+                 2.0 * Spec.M * Spec.N * Spec.K * Spec.Batch1 * Spec.Batch2,
+                 (double)Spec.Batch1 * Spec.Batch2 * (4.0 * Spec.M * Spec.K + BPrecision.ElementBytes() * (double)Spec.K * Spec.N + 4.0 * Spec.M * Spec.N))
 {
-    public override void Append(CommandGraph g, Operands o) =>
-        MatMulKernel.Run(g, o.Floats(Extent(Spec.AOffset, (Spec.Batch1, Spec.AStrideBatch1), (Spec.Batch2, Spec.AStrideBatch2), (Spec.M, Spec.AStrideM), (Spec.K, Spec.AStrideK))),
-                            o.Floats(Extent(Spec.BOffset, (Spec.Batch1, Spec.BStrideBatch1), (Spec.Batch2, Spec.BStrideBatch2), (Spec.K, Spec.BStrideK), (Spec.N, Spec.BStrideN))),
-                            o.Floats(Extent(Spec.COffset, (Spec.Batch1, Spec.CStrideBatch1), (Spec.Batch2, Spec.CStrideBatch2), (Spec.M, Spec.CStrideM), (Spec.N, 1))),
-                            Spec);
+    public override void Append(CommandGraph g, Operands o)
+    {
+        long a = Extent(Spec.AOffset, (Spec.Batch1, Spec.AStrideBatch1), (Spec.Batch2, Spec.AStrideBatch2), (Spec.M, Spec.AStrideM), (Spec.K, Spec.AStrideK));
+        long b = Extent(Spec.BOffset, (Spec.Batch1, Spec.BStrideBatch1), (Spec.Batch2, Spec.BStrideBatch2), (Spec.K, Spec.BStrideK), (Spec.N, Spec.BStrideN));
+        long c = Extent(Spec.COffset, (Spec.Batch1, Spec.CStrideBatch1), (Spec.Batch2, Spec.CStrideBatch2), (Spec.M, Spec.CStrideM), (Spec.N, 1));
+        // A 16-bit B is an unbatched weight: stored [N, K] when read transposed (k contiguous), else [K, N].
+        var (rows, cols) = Spec.BStrideK == 1 ? (Spec.N, Spec.K) : (Spec.K, Spec.N);
+        var weight = BPrecision == WeightPrecision.Fp32 ? o.Floats(b) : o.Weight(rows, cols, BPrecision);
+        MatMulKernel.Run(g, o.Floats(a), weight, o.Floats(c), Spec, BPrecision);
+    }
 
     /// <summary>Elements an operand spans: one past its last element.</summary>
     static long Extent(int offset, params (int Size, int Stride)[] dims) => offset + dims.Sum(d => (long)(d.Size - 1) * d.Stride) + 1;

@@ -7,14 +7,15 @@ using VkPrompt.Training;
 
 namespace VkPrompt.Bench;
 
-/// <summary>The step of the workload's random-weight model, as <c>vkprompt bench</c> times it.</summary>
-public sealed record StepCase(Workload Workload) : IWork
+/// <summary>The step of the workload's random-weight model with its weights stored as
+/// <paramref name="Precision"/>, as <c>vkprompt bench</c> times it.</summary>
+public sealed record StepCase(Workload Workload, WeightPrecision Precision) : IWork
 {
     public double Flops => StepFlops.Total(Workload.Config, Workload.Step);
     public double Bytes => 0;
 
     public override string ToString() =>
-        $"{Workload.Model} b{Workload.Step.Batch} in{Workload.Step.InputLength}+p{Workload.Step.PromptLength} t{Workload.Step.TargetLength}";
+        $"{Workload.Model} b{Workload.Step.Batch} in{Workload.Step.InputLength}+p{Workload.Step.PromptLength} t{Workload.Step.TargetLength} {Precision.Name()} weights";
 }
 
 /// <summary>One whole training step (forward, prompt backward, Adafactor: one replayed graph),
@@ -25,7 +26,16 @@ public class TrainingStepBenchmark
     [ParamsSource(nameof(Cases))]
     public StepCase Case { get; set; } = null!;
 
-    public static IEnumerable<StepCase> Cases => [new StepCase(Workload.FromEnvironment())];
+    /// <summary>fp32 weights, and bf16 ones where the device reads 16-bit storage.</summary>
+    public static IEnumerable<StepCase> Cases
+    {
+        get
+        {
+            var caps = Workload.SelectedDevice();
+            var workload = Workload.FromEnvironment();
+            return new[] { WeightPrecision.Fp32, WeightPrecision.Bf16 }.Where(p => p.IsSupported(caps)).Select(p => new StepCase(workload, p));
+        }
+    }
 
     string dir = null!;
     T5Checkpoint ckpt = null!;
@@ -44,7 +54,7 @@ public class TrainingStepBenchmark
         ckpt = T5Checkpoint.Open(dir);
         ctx = GpuContext.Create(new GpuOptions { Profiling = false });
         backend = new GpuBackend(ctx);
-        weights = new T5Weights(ckpt, backend);
+        weights = new T5Weights(ckpt, backend, Case.Precision);
         trainer = new PromptTrainer(weights, SyntheticBatch.Prompt(w.Step.PromptLength, w.Config.DModel), new AdafactorSettings(), (float)w.Config.DropoutRate, seed: 0);
         batch = SyntheticBatch.Create(w.Step.Batch, w.Step.InputLength, w.Step.TargetLength, w.Config);
         // Records the step and builds its pipelines outside the measurement.

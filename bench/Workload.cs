@@ -1,4 +1,5 @@
 using VkPrompt.Model;
+using VkPrompt.Runtime;
 
 namespace VkPrompt.Bench;
 
@@ -18,5 +19,13 @@ public sealed record Workload(string Model, T5Config Config, BatchShape Kernels,
         return name == "t5-small"
             ? new Workload(name, config, new BatchShape(8, 128, 8, 100), new BatchShape(2, 32, 8, 20))
             : new Workload(name, config, new BatchShape(32, 512, 8, 100), new BatchShape(32, 512, 8, 100));
+    }
+
+    /// <summary>What the device the benchmarks run on (VKPROMPT_DEVICE, else auto) can do; the
+    /// cases with 16-bit weights exist only where it reads them.</summary>
+    public static DeviceCapabilities SelectedDevice()
+    {
+        var devices = GpuContext.ListDevices();
+        return devices[GpuContext.Choose(devices, new GpuOptions().Device)];
     }
 }
