@@ -7,11 +7,12 @@
 #                                    command and carry list for the device tool's `run`.
 #   tools/device-bench.sh device     on the device machine (what the printed command runs): vkprompt
 #                                    bench and the PyTorch + PEFT peer for t5-base and t5-large at
-#                                    batch 32, input 512, target 8, prompt 100; vkprompt in fp32 (all
-#                                    it has), the peer in fp32 and bf16. Writes $OUT/table.md,
-#                                    $OUT/log.txt and $OUT/results.tar (every JSON report), and stops
-#                                    starting runs after BENCH_BUDGET_S seconds (default 480), so the
-#                                    whole command ends well inside the tool's 10 minutes.
+#                                    batch 32, input 512, target 8, prompt 100, each in fp32 and bf16
+#                                    (vkprompt: bf16 weights, fp32 activations; the peer: all bf16).
+#                                    Writes $OUT/table.md, $OUT/log.txt and $OUT/results.tar (every
+#                                    JSON report). No run starts after BENCH_BUDGET_S seconds (default
+#                                    480), so the command ends well inside the tool's 10 minutes; the
+#                                    runs are ordered so that those left out, if any, matter least.
 #
 # Run it from the checkout the device tool sends (the one the session started in): .publish and
 # .gl must be in that checkout's root.
@@ -60,7 +61,7 @@ prepare() {
   carried=$(du -cb .publish .gl | tail -n1 | cut -f1)
   echo "== what travels: $(( (tree + carried) >> 20 )) MiB of the device tool's 64 MiB (working tree $(( tree >> 20 )), .publish and .gl $(( carried >> 20 )))"
   echo
-  echo "Device tool run (one call; about 7 minutes of device time):"
+  echo "Device tool run (one call; about 8 to 10 minutes of device time with the machine's start):"
   echo "  command:   for f in .gl/*.deb; do dpkg -x \$f /; done; ldconfig; bash tools/device-bench.sh device"
   echo '  carry:     [".publish", ".gl"]'
   echo "  timeout_s: 600"
@@ -112,16 +113,18 @@ device() {
   # Most telling first. t5-large at fp32 stores about 61 GB of activations and weights in
   # vkprompt; the peer's eager attention keeps more and may not fit in 80 GB, so both also run
   # with recomputed activations (--recompute, gradient checkpointing in the peer).
-  vk vk-t5-base t5-base --warmup 2 --steps 8
+  vk vk-t5-base-fp32 t5-base --precision fp32 --warmup 2 --steps 8
   peer peer-t5-base-fp32 t5-base fp32 --warmup 2 --steps 8
+  vk vk-t5-base-bf16 t5-base --precision bf16 --warmup 2 --steps 8
   peer peer-t5-base-bf16 t5-base bf16 --warmup 2 --steps 8
-  vk vk-t5-large t5-large --warmup 1 --steps 4
+  vk vk-t5-large-fp32 t5-large --precision fp32 --warmup 1 --steps 4
   peer peer-t5-large-fp32 t5-large fp32 --warmup 1 --steps 4
+  vk vk-t5-large-bf16 t5-large --precision bf16 --warmup 1 --steps 4
   peer peer-t5-large-bf16 t5-large bf16 --warmup 1 --steps 4
-  vk vk-t5-large-recompute t5-large --warmup 1 --steps 4 --recompute
+  vk vk-t5-large-fp32-recompute t5-large --precision fp32 --warmup 1 --steps 4 --recompute
   peer peer-t5-large-fp32-recompute t5-large fp32 --warmup 1 --steps 4 --recompute
   # What the per-dispatch timestamps cost: the same t5-base step without them.
-  vk vk-t5-base-no-profile t5-base --warmup 2 --steps 8 --no-profile
+  vk vk-t5-base-fp32-no-profile t5-base --precision fp32 --warmup 2 --steps 8 --no-profile
 
   shopt -s nullglob
   local reports=("$res"/vk-*.json "$res"/peer-*.json)
