@@ -32,7 +32,9 @@ static class BenchConfig
             .WithIterationTime(TimeInterval.FromMilliseconds(250))
             .WithUnrollFactor(1)
             .WithMinInvokeCount(1)
-            .WithToolchain(InProcessEmitToolchain.Instance);
+            // A whole case may take minutes on lavapipe (the inference re-run baseline); the
+            // in-process default of 5 minutes would abort the run.
+            .WithToolchain(new InProcessEmitToolchain(TimeSpan.FromMinutes(30), logOutput: true));
         return config.AddJob(job);
     }
 }

@@ -9,8 +9,10 @@ namespace VkPrompt.Bench;
 /// Inference on a random model with t5-small's shapes (issue 3): scoring a batch of 8 inputs of
 /// 128 tokens, and greedy decoding with the key/value cache against re-running the whole decoder
 /// for every new token. Runs on VKPROMPT_DEVICE (auto: the best Vulkan device), under the suite's
-/// job (BenchConfig) like every other benchmark.
+/// job (BenchConfig), one call per iteration: a call takes seconds on lavapipe (the re-run baseline
+/// close to a minute), and the pilot stage's first guess of four calls would dominate the suite.
 /// </summary>
+[InvocationCount(1)]
 public class InferenceBenchmarks
 {
     const int Batch = 8, InputLength = 128, NewTokens = 8;

@@ -20,7 +20,9 @@ public sealed record StepCase(Workload Workload, WeightPrecision Precision) : IW
 
 /// <summary>One whole training step (forward, prompt backward, Adafactor: one replayed graph),
 /// with the batch's upload and the log-probabilities' download around it, on a random-weight
-/// model; GFLOP/s counts StepFlops (docs/benchmarks.md).</summary>
+/// model; GFLOP/s counts StepFlops (docs/benchmarks.md). One step per iteration: a step takes
+/// seconds on lavapipe and milliseconds on a GPU, long enough to time alone.</summary>
+[InvocationCount(1)]
 public class TrainingStepBenchmark
 {
     [ParamsSource(nameof(Cases))]
