@@ -38,7 +38,7 @@ internal static class BenchCommand
         var target = new Option<int>("--target-length") { Description = "Target tokens per example; a multiple of 8. Default: 8.", DefaultValueFactory = _ => 8 };
         var promptLength = new Option<int>("--prompt-length") { Description = "Soft prompt length P. Default: 100 (the paper's).", DefaultValueFactory = _ => 100 };
         var precision = ModelOptions.Precision();
-        var steps = new Option<int>("--steps") { Description = "Timed steps; the report gives their median, min and max. Default: 2 (a t5-small step at batch 8 takes about 30 s on lavapipe with 2 cores).", DefaultValueFactory = _ => 2 };
+        var steps = new Option<int>("--steps") { Description = "Timed steps; the report gives their median, min and max. Default: 2 (a t5-small step at batch 8 takes 35 to 45 s on lavapipe with 2 cores).", DefaultValueFactory = _ => 2 };
         var warmup = new Option<int>("--warmup") { Description = "Untimed steps first (the first records the step and builds the pipelines). Default: 1.", DefaultValueFactory = _ => 1 };
         var noProfile = new Option<bool>("--no-profile")
         {
