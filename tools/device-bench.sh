@@ -35,10 +35,11 @@ prepare() {
     lavapipe=$(compgen -G '/usr/share/vulkan/icd.d/lvp_icd.*.json' | head -n1)
     tmp=$(mktemp -d)
     # A trimmed build must still find its embedded SPIR-V (bench dispatches every kernel of a
-    # step), its source-generated JSON and the demo files beside it.
+    # step, with bf16 weights where lavapipe has 16-bit storage: the half twins too), its
+    # source-generated JSON and the demo files beside it.
     VK_DRIVER_FILES=$lavapipe .publish/vkprompt devices --json >"$tmp/devices.json"
     VK_DRIVER_FILES=$lavapipe .publish/vkprompt bench --shape t5-small --batch-size 1 --input-length 8 --target-length 8 \
-      --prompt-length 4 --warmup 0 --steps 1 --json "$tmp/smoke.json" >/dev/null
+      --prompt-length 4 --precision auto --warmup 0 --steps 1 --json "$tmp/smoke.json" >/dev/null
     python3 tools/bench-table.py "$tmp/smoke.json" >/dev/null
     for f in spiece.model train.jsonl validation.jsonl; do [[ -s .publish/demo/$f ]]; done
     rm -rf "$tmp"
