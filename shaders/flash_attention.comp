@@ -15,15 +15,23 @@
 layout(std430, binding = 4) readonly buffer Q { float q[]; };
 layout(std430, binding = 5) readonly buffer K { float k[]; };
 layout(std430, binding = 6) readonly buffer V { float v[]; };
+layout(std430, binding = 5) readonly buffer K4 { vec4 k4[]; };
+layout(std430, binding = 6) readonly buffer V4 { vec4 v4[]; };
 layout(std430, binding = 7) writeonly buffer O { float o[]; };
 layout(std430, binding = 8) writeonly buffer LogSumExp { float lse[]; };
 
 shared float sk[STAGED ? BLOCK * D : 1];
 shared float sv[STAGED ? BLOCK * D : 1];
 
-// Element d of key (value) jj of the block whose first row starts at kBase.
-float keyAt(uint kBase, uint jj, uint d) { return STAGED ? sk[jj * D + d] : k[kBase + jj * rowStride() + d]; }
-float valueAt(uint kBase, uint jj, uint d) { return STAGED ? sv[jj * D + d] : v[kBase + jj * rowStride() + d]; }
+// Elements d..d+3 of key (value) jj of the block whose first row starts at kBase.
+vec4 key4(uint kBase, uint jj, uint d) {
+    if (STAGED) return LOAD4(sk, jj * D + d, d);
+    return FETCH4(k, k4, kBase + jj * rowStride() + d, d);
+}
+vec4 value4(uint kBase, uint jj, uint d) {
+    if (STAGED) return LOAD4(sv, jj * D + d, d);
+    return FETCH4(v, v4, kBase + jj * rowStride() + d, d);
+}
 
 void main() {
     const uint rowsPerGroup = gl_WorkGroupSize.x;
@@ -65,7 +73,7 @@ void main() {
                 s[jj] = NEG_INF;
                 if (jj < n) {
                     float dot = 0.0;
-                    FOR_D(d) dot = fma(qi[d], keyAt(kBase, jj, d), dot);
+                    FOR_D4(d) dot = dot4(qi, d, key4(kBase, jj, d), dot);
                     s[jj] = score(dot, b, h, i, j0 + jj);
                 }
                 mBlock = max(mBlock, s[jj]);
@@ -80,7 +88,7 @@ void main() {
                     const float p = exp(s[jj] - mBlock);
                     l += p;
                     if (kept(b, h, i, j0 + jj))
-                        FOR_D(d) acc[d] = fma(p, valueAt(kBase, jj, d), acc[d]);
+                        FOR_D4(d) axpy4(acc, d, p, value4(kBase, jj, d));
                 }
                 m = mBlock;
             }

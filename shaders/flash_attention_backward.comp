@@ -22,6 +22,11 @@ layout(std430, binding = 6) readonly buffer V { float v[]; };
 layout(std430, binding = 7) readonly buffer O { float o[]; };
 layout(std430, binding = 8) readonly buffer LogSumExp { float lse[]; };
 layout(std430, binding = 9) readonly buffer DO { float dO[]; };
+layout(std430, binding = 4) readonly buffer Q4 { vec4 q4[]; };
+layout(std430, binding = 5) readonly buffer K4 { vec4 k4[]; };
+layout(std430, binding = 6) readonly buffer V4 { vec4 v4[]; };
+layout(std430, binding = 7) readonly buffer O4 { vec4 o4[]; };
+layout(std430, binding = 9) readonly buffer DO4 { vec4 dO4[]; };
 // dq in pass 0, dk in pass 1.
 layout(std430, binding = 10) writeonly buffer DQK { float dqk[]; };
 // dv in pass 1; pass 0 binds dq here too and writes only through binding 10.
@@ -33,24 +38,30 @@ shared float sb[STAGED ? BLOCK * D : 1];
 shared float sLse[STAGED && PASS == 1 ? BLOCK : 1];
 shared float sDelta[STAGED && PASS == 1 ? BLOCK : 1];
 
-// Element d of row r of the block whose first row starts at base: keys and values in pass 0,
-// queries and output gradients in pass 1.
-float aAt(uint base, uint r, uint d) {
-    if (STAGED) return sa[r * D + d];
+// Elements d..d+3 of row r of the block whose first row starts at base: keys and values in
+// pass 0, queries and output gradients in pass 1.
+vec4 a4(uint base, uint r, uint d) {
+    if (STAGED) return LOAD4(sa, r * D + d, d);
     const uint at = base + r * rowStride() + d;
-    return PASS == 0 ? k[at] : q[at];
+    return PASS == 0 ? FETCH4(k, k4, at, d) : FETCH4(q, q4, at, d);
 }
-float bAt(uint base, uint r, uint d) {
-    if (STAGED) return sb[r * D + d];
+vec4 b4(uint base, uint r, uint d) {
+    if (STAGED) return LOAD4(sb, r * D + d, d);
     const uint at = base + r * rowStride() + d;
-    return PASS == 0 ? v[at] : dO[at];
+    return PASS == 0 ? FETCH4(v, v4, at, d) : FETCH4(dO, dO4, at, d);
 }
 
 // Δ of query i: dO[i]·o[i], read from memory by both passes so they agree on it exactly.
 float delta(uint b, uint h, uint i) {
     const uint at = rowBase(b, pc.queryRows, i, h);
     float s = 0.0;
-    FOR_D(d) s = fma(dO[at + d], o[at + d], s);
+    FOR_D4(d) {
+        const vec4 g = FETCH4(dO, dO4, at + d, d), y = FETCH4(o, o4, at + d, d);
+        s = fma(g.x, y.x, s);
+        if (d + 1 < D) s = fma(g.y, y.y, s);
+        if (d + 2 < D) s = fma(g.z, y.z, s);
+        if (d + 3 < D) s = fma(g.w, y.w, s);
+    }
     return s;
 }
 
@@ -88,15 +99,15 @@ void queryGradients() {
             for (uint jj = 0; jj < BLOCK; jj++) {
                 if (jj >= n) break;
                 float dot = 0.0;
-                FOR_D(d) dot = fma(qi[d], aAt(kBase, jj, d), dot);
+                FOR_D4(d) dot = dot4(qi, d, a4(kBase, jj, d), dot);
                 const float p = exp(score(dot, b, h, i, j0 + jj) - lsei);
                 // Masked keys (and underflowed ones) contribute exactly nothing.
                 if (p == 0.0) continue;
                 float dp = 0.0;
                 if (kept(b, h, i, j0 + jj))
-                    FOR_D(d) dp = fma(gi[d], bAt(kBase, jj, d), dp);
+                    FOR_D4(d) dp = dot4(gi, d, b4(kBase, jj, d), dp);
                 const float ds = p * (dp * pc.scale - di);
-                FOR_D(d) acc[d] = fma(ds, aAt(kBase, jj, d), acc[d]);
+                FOR_D4(d) axpy4(acc, d, ds, a4(kBase, jj, d));
             }
             if (STAGED) barrier();
         }
@@ -143,19 +154,19 @@ void keyGradients() {
                 if (ii >= n) break;
                 const uint i = r0 + ii;
                 float dot = 0.0;
-                FOR_D(d) dot = fma(aAt(qBase, ii, d), kj[d], dot);
+                FOR_D4(d) dot = dot4(kj, d, a4(qBase, ii, d), dot);
                 const float lsei = STAGED ? sLse[ii] : lse[bh * pc.queryLength + i];
                 const float p = exp(score(dot, b, h, i, j) - lsei);
                 if (p == 0.0) continue;
                 float dp = 0.0, pd = 0.0;
                 if (kept(b, h, i, j)) {
-                    FOR_D(d) dp = fma(bAt(qBase, ii, d), vj[d], dp);
+                    FOR_D4(d) dp = dot4(vj, d, b4(qBase, ii, d), dp);
                     pd = p * pc.scale;
                 }
                 const float ds = p * (dp * pc.scale - (STAGED ? sDelta[ii] : delta(b, h, i)));
-                FOR_D(d) {
-                    dvj[d] = fma(pd, bAt(qBase, ii, d), dvj[d]);
-                    dk[d] = fma(ds, aAt(qBase, ii, d), dk[d]);
+                FOR_D4(d) {
+                    axpy4(dvj, d, pd, b4(qBase, ii, d));
+                    axpy4(dk, d, ds, a4(qBase, ii, d));
                 }
             }
             if (STAGED) barrier();

@@ -31,6 +31,34 @@ layout(constant_id = 3) const bool STAGED = true;
 // updates to them (the dk/dv pass came out wrong).
 #define FOR_D(d) [[unroll]] for (uint d = 0; d < D; d++)
 
+// The streamed rows are read four elements at a time (through vec4 views of the buffers where
+// d_kv is a multiple of 4): lavapipe turns every load of the unstaged variant into a loop over
+// the SIMD lanes, whatever its width, and vec4 loads ran its forward 2.5x faster. Sums still
+// run over d in order, one fma at a time.
+#define FOR_D4(d) [[unroll]] for (uint d = 0; d < D; d += 4)
+
+// Elements d..d+3 of a row whose element d is X[at], 0 past the row's end; FETCH4 reads one
+// vec4 through the buffer's vec4 view X4 when d_kv allows.
+#define LOAD4(X, at, d) vec4(X[at], (d) + 1 < D ? X[(at) + 1] : 0.0, (d) + 2 < D ? X[(at) + 2] : 0.0, (d) + 3 < D ? X[(at) + 3] : 0.0)
+#define FETCH4(X, X4, at, d) (D % 4 == 0 ? X4[(at) >> 2] : LOAD4(X, at, d))
+
+// s + x[d..d+3]·e, leaving out the elements past D.
+float dot4(float x[D], uint d, vec4 e, float s) {
+    s = fma(x[d], e.x, s);
+    if (d + 1 < D) s = fma(x[d + 1], e.y, s);
+    if (d + 2 < D) s = fma(x[d + 2], e.z, s);
+    if (d + 3 < D) s = fma(x[d + 3], e.w, s);
+    return s;
+}
+
+// acc[d..d+3] += p·e, leaving out the elements past D.
+void axpy4(inout float acc[D], uint d, float p, vec4 e) {
+    acc[d] = fma(p, e.x, acc[d]);
+    if (d + 1 < D) acc[d + 1] = fma(p, e.y, acc[d + 1]);
+    if (d + 2 < D) acc[d + 2] = fma(p, e.z, acc[d + 2]);
+    if (d + 3 < D) acc[d + 3] = fma(p, e.w, acc[d + 3]);
+}
+
 // Absent inputs are off in flags; their bindings then hold a stand-in the shaders never read.
 layout(std430, binding = 0) readonly buffer Buckets { int bucket[]; };
 layout(std430, binding = 1) readonly buffer BiasWeight { float biasWeight[]; };

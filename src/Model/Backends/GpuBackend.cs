@@ -128,8 +128,8 @@ public sealed class GpuBackend(GpuContext ctx, bool ownsContext = false) : Backe
     // Fusing saves writing and reading the [Lq, Lk] scores of every head, and storing them for
     // the backward, where that matrix is large; small ones (decoder self-attention over a few
     // target tokens) cost less as two matmuls and a softmax than as a second pass over the keys.
-    // CPU devices keep the unfused path: on lavapipe the streamed matmuls ran attention 4x
-    // (forward) and 9x (backward) faster than the fused kernels at 8 heads x 512² x d_kv 64.
+    // CPU devices keep the unfused path: on lavapipe the streamed matmuls ran attention about 2x
+    // (forward) and 4x (backward) faster than the fused kernels at 8 heads x 512² x d_kv 64.
     protected override bool FusesAttentionByDefault(int queryLength, int keyLength) =>
         ctx.Capabilities.DeviceType != "cpu" && (long)queryLength * keyLength >= 64 * 64;
     public override void Relu(Tensor x, Tensor y, int n) => ReluKernel.Forward(G, Buf(x), Buf(y), n);

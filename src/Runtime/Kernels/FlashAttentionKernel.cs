@@ -22,9 +22,9 @@ public readonly record struct FlashAttentionShape(AttentionShape Scores, int DKv
 internal readonly record struct FlashAttentionTiling(int Invocations, int Block, bool Staged)
 {
     // lavapipe runs a workgroup on one thread with 8 invocations to a 256-bit vector. At 8 heads
-    // x 512² x d_kv 64 on llvmpipe (2 cores, AVX2), one vector per workgroup with blocks of 16
-    // ran the forward 1.4-3x and the backward 1.7-2x faster than 16 invocations, blocks of 8 or
-    // 32, or staging.
+    // x 512² x d_kv 64 on llvmpipe (2 cores, AVX2) the unstaged kernels ran 2-3x faster than the
+    // staged ones; 16 invocations or blocks of 32 instead of 8 and 16 made no difference beyond
+    // the noise of a shared machine.
     public static FlashAttentionTiling Cpu => new(8, 16, false);
 
     // 64 queries per workgroup amortise each staged block over two warps / one wave; blocks of
