@@ -9,4 +9,8 @@ layout(local_size_x_id = 0, local_size_y = 1, local_size_z = 1) in;
 #define GRID_STRIDE_LOOP(i, n) \
     for (uint i = gl_GlobalInvocationID.x; i < uint(n); i += gl_NumWorkGroups.x * gl_WorkGroupSize.x)
 
+// GLSL has no infinity literal; masked attention scores are -inf so that exp() turns them into 0.
+#define NEG_INF uintBitsToFloat(0xff800000u)
+#define POS_INF uintBitsToFloat(0x7f800000u)
+
 #endif

@@ -50,8 +50,6 @@ T NAME(T v) { \
 #define UINT_TO_BITS(v) uvec2((v), 0u)
 #define UINT_FROM_BITS(u) ((u).x)
 
-#define NEG_INF uintBitsToFloat(0xff800000u)
-
 DEFINE_WORKGROUP_REDUCE(workgroupSum, float, subgroupAdd, REDUCE_ADD, 0.0, FLOAT_TO_BITS, FLOAT_FROM_BITS)
 DEFINE_WORKGROUP_REDUCE(workgroupSum, vec2, subgroupAdd, REDUCE_ADD, vec2(0.0), floatBitsToUint, uintBitsToFloat)
 DEFINE_WORKGROUP_REDUCE(workgroupMax, float, subgroupMax, max, NEG_INF, FLOAT_TO_BITS, FLOAT_FROM_BITS)

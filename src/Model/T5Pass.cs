@@ -53,12 +53,17 @@ public sealed class T5Pass : IDisposable
     readonly Tensor? droppedProbs, branch;
 
     readonly Tensor encBuckets, decBuckets;
+    readonly AttentionSite encSelf, decSelf, cross;
     readonly Tensor encoderOut;   // final-norm output of the encoder, read by every cross-attention
     readonly Tensor[] encStream, decStream;  // residual stream snapshots, see StreamIndex
     readonly Tensor decFinal;
     readonly BlockScratch encScratch, decScratch;
     readonly BlockScratch[] encSaved, decSaved;
     readonly Grads? grads;
+
+    /// <summary>Which attentions run fused (<see cref="Backend.FusesAttention"/>, decided when the
+    /// pass is built): encoder self-attention, decoder self-attention, cross-attention.</summary>
+    public (bool EncoderSelf, bool DecoderSelf, bool Cross) FusedAttention => (encSelf.Fused, decSelf.Fused, cross.Fused);
 
     int Le => Shape.EncoderLength;
     int Ld => Shape.TargetLength;
@@ -91,6 +96,9 @@ public sealed class T5Pass : IDisposable
         be.Upload(encBuckets, RelativePosition.Table(Le, Le, true, c.RelativeAttentionNumBuckets, c.RelativeAttentionMaxDistance));
         decBuckets = Ints(Ld * Ld, "decoder_buckets");
         be.Upload(decBuckets, RelativePosition.Table(Ld, Ld, false, c.RelativeAttentionNumBuckets, c.RelativeAttentionMaxDistance));
+        encSelf = new AttentionSite(Le, Le, encBuckets, w.EncoderBias, EncoderMask, Causal: false, be.FusesAttention(Le, Le));
+        decSelf = new AttentionSite(Ld, Ld, decBuckets, w.DecoderBias, null, Causal: true, be.FusesAttention(Ld, Ld));
+        cross = new AttentionSite(Ld, Le, null, null, EncoderMask, Causal: false, be.FusesAttention(Ld, Le));
 
         bool keepStreams = mode != ActivationMode.Inference;
         // Encoder block i reads stream[2i] (attention input) and writes stream[2i+1] (FF input),
@@ -100,16 +108,17 @@ public sealed class T5Pass : IDisposable
         encoderOut = Floats((long)B * Le * d, "encoder_out");
         decFinal = Floats((long)B * Ld * d, "decoder_final");
 
-        encScratch = new BlockScratch(this, "enc", B * Le, Le, Le, cross: false);
-        decScratch = new BlockScratch(this, "dec", B * Ld, Ld, Ld, cross: true);
+        encScratch = new BlockScratch(this, "enc", B * Le, encSelf, withCross: false);
+        decScratch = new BlockScratch(this, "dec", B * Ld, decSelf, withCross: true);
         // Stored blocks: block 0 is the shared scratch itself, the others borrow its transients.
-        encSaved = mode == ActivationMode.Store ? [encScratch, .. Enumerable.Range(1, c.NumLayers - 1).Select(i => new BlockScratch(this, $"enc{i}", B * Le, Le, Le, false, encScratch))] : [];
-        decSaved = mode == ActivationMode.Store ? [decScratch, .. Enumerable.Range(1, c.NumDecoderLayers - 1).Select(i => new BlockScratch(this, $"dec{i}", B * Ld, Ld, Ld, true, decScratch))] : [];
+        encSaved = mode == ActivationMode.Store ? [encScratch, .. Enumerable.Range(1, c.NumLayers - 1).Select(i => new BlockScratch(this, $"enc{i}", B * Le, encSelf, false, encScratch))] : [];
+        decSaved = mode == ActivationMode.Store ? [decScratch, .. Enumerable.Range(1, c.NumDecoderLayers - 1).Select(i => new BlockScratch(this, $"dec{i}", B * Ld, decSelf, true, decScratch))] : [];
         if (dropoutRate > 0)
         {
             DropoutRate = dropoutRate;
             DropoutSeed = Ints(1, "dropout_seed", hostVisible: true);
-            droppedProbs = Floats((long)B * c.NumHeads * Math.Max(Le, Ld) * Math.Max(Le, Ld), "dropped_probs");
+            long unfusedScores = Math.Max(UnfusedScores(encSelf), Math.Max(UnfusedScores(decSelf), UnfusedScores(cross)));
+            droppedProbs = unfusedScores > 0 ? Floats(unfusedScores, "dropped_probs") : null;
             branch = Floats((long)B * Math.Max(Le, Ld) * d, "branch");
         }
         if (mode != ActivationMode.Inference)
@@ -142,42 +151,63 @@ public sealed class T5Pass : IDisposable
     Tensor Ints(long n, string name, bool hostVisible = false) { var t = be.Ints(Math.Max(1, n), name, hostVisible); owned.Add(t); return t; }
     Tensor[] Streams(string prefix, int count, int rows) => Enumerable.Range(0, count).Select(i => Floats((long)rows * d, $"{prefix}_x{i}")).ToArray();
 
+    /// <summary>One kind of attention of the model: its lengths, position bias, key mask and
+    /// causality, and whether it runs fused. A fused attention keeps its output and logsumexp
+    /// for the backward instead of its [B, H, Lq, Lk] probabilities.</summary>
+    readonly record struct AttentionSite(int QueryLength, int KeyLength, Tensor? Buckets, Tensor? BiasWeight, Tensor? KeyMask, bool Causal, bool Fused);
+
+    /// <summary>Elements of the site's probabilities, 0 when it is fused and never forms them.</summary>
+    long UnfusedScores(AttentionSite site) => site.Fused ? 0 : (long)B * c.NumHeads * site.QueryLength * site.KeyLength;
+
     /// <summary>The activations one block produces; reused across blocks unless stored.</summary>
     sealed class BlockScratch
     {
-        public readonly Tensor Norm, Q, K, V, Probs, Ctx, FfA, FfB, FfH;
-        public readonly Tensor? CrossQ, CrossK, CrossV, CrossProbs;
+        public readonly Tensor Norm, Q, K, V, Ctx, FfA, FfB, FfH;
+        /// <summary>What each attention keeps for its backward: the probabilities, or the
+        /// logsumexp (with the output) when it runs fused.</summary>
+        public readonly Tensor? Probs, Lse, CrossProbs, CrossLse;
+        public readonly Tensor? CrossQ, CrossK, CrossV, CrossCtx;
 
         /// <param name="transient">a block's scratch whose layer-norm output, attention context
         /// and FF activation output are borrowed: the backward needs none of them (a matmul's
-        /// input gradient needs the weight, not the input), so stored blocks keep only the rest.</param>
-        public BlockScratch(T5Pass p, string name, int rows, int lq, int lk, bool cross, BlockScratch? transient = null)
+        /// input gradient needs the weight, not the input), so stored blocks keep only the rest.
+        /// A fused attention's context is the exception: its backward reads it again.</param>
+        public BlockScratch(T5Pass p, string name, int rows, AttentionSite self, bool withCross, BlockScratch? transient = null)
         {
             var c = p.c;
-            int heads = c.NumHeads;
+            long context = (long)rows * p.inner;
+            Tensor Context(bool fused, Tensor? borrowed, string suffix) => (fused ? null : borrowed) ?? p.Floats(context, name + suffix);
             Norm = transient?.Norm ?? p.Floats((long)rows * p.d, name + ".norm");
-            Q = p.Floats((long)rows * p.inner, name + ".q");
-            K = p.Floats((long)rows * p.inner, name + ".k");
-            V = p.Floats((long)rows * p.inner, name + ".v");
-            Probs = p.Floats((long)p.B * heads * lq * lk, name + ".probs");
-            Ctx = transient?.Ctx ?? p.Floats((long)rows * p.inner, name + ".ctx");
+            Q = p.Floats(context, name + ".q");
+            K = p.Floats(context, name + ".k");
+            V = p.Floats(context, name + ".v");
+            (Probs, Lse) = p.AttentionState(self, name);
+            Ctx = Context(self.Fused, transient?.Ctx, ".ctx");
             FfA = p.Floats((long)rows * c.DFf, name + ".ff_a");
             FfB = c.IsGatedAct ? p.Floats((long)rows * c.DFf, name + ".ff_b") : FfA;
             FfH = transient?.FfH ?? p.Floats((long)rows * c.DFf, name + ".ff_h");
-            if (cross)
+            if (withCross)
             {
                 CrossQ = p.Floats((long)rows * p.inner, name + ".xq");
                 CrossK = p.Floats((long)p.B * p.Le * p.inner, name + ".xk");
                 CrossV = p.Floats((long)p.B * p.Le * p.inner, name + ".xv");
-                CrossProbs = p.Floats((long)p.B * heads * lq * p.Le, name + ".xprobs");
+                (CrossProbs, CrossLse) = p.AttentionState(p.cross, name + ".x");
+                // The cross-attention may not overwrite a fused self-attention's context.
+                CrossCtx = self.Fused || p.cross.Fused ? Context(p.cross.Fused, transient?.CrossCtx, ".xctx") : Ctx;
             }
         }
     }
 
+    (Tensor? Probs, Tensor? Lse) AttentionState(AttentionSite site, string name) => site.Fused
+        ? (null, Floats((long)B * c.NumHeads * site.QueryLength, name + ".lse"))
+        : (Floats(UnfusedScores(site), name + ".probs"), null);
+
     /// <summary>Gradient buffers, shared by all blocks (the backward visits one block at a time).</summary>
     sealed class Grads
     {
-        public readonly Tensor EncX, DecX, EncOut, H, Ctx, Q, K, V, Probs, FfA, FfB, FfH, CrossProbs, CrossK, CrossV;
+        public readonly Tensor EncX, DecX, EncOut, H, Ctx, Q, K, V, FfA, FfB, FfH, CrossK, CrossV;
+        /// <summary>Gradients of the probabilities of the unfused attentions, if any.</summary>
+        public readonly Tensor? Probs, CrossProbs;
 
         public Grads(T5Pass p)
         {
@@ -191,8 +221,9 @@ public sealed class T5Pass : IDisposable
             Q = p.Floats(maxRows * p.inner, "d_q");
             K = p.Floats(maxRows * p.inner, "d_k");
             V = p.Floats(maxRows * p.inner, "d_v");
-            Probs = p.Floats((long)p.B * c.NumHeads * Math.Max(p.Le * p.Le, p.Ld * p.Ld), "d_probs");
-            CrossProbs = p.Floats((long)p.B * c.NumHeads * p.Ld * p.Le, "d_xprobs");
+            long selfScores = Math.Max(p.UnfusedScores(p.encSelf), p.UnfusedScores(p.decSelf));
+            Probs = selfScores > 0 ? p.Floats(selfScores, "d_probs") : null;
+            CrossProbs = p.cross.Fused ? null : p.Floats(p.UnfusedScores(p.cross), "d_xprobs");
             CrossK = p.Floats(encRows * p.inner, "d_xk");
             CrossV = p.Floats(encRows * p.inner, "d_xv");
             FfA = p.Floats(maxRows * c.DFf, "d_ff_a");
@@ -272,7 +303,7 @@ public sealed class T5Pass : IDisposable
     {
         var blk = w.Encoder[i];
         var x0 = EncStream(2 * i); var x1 = EncStream(2 * i + 1); var x2 = EncStream(2 * i + 2);
-        SelfAttentionForward(blk.AttnNorm, blk.SelfAttention, x0, x1, s, B * Le, Le, encBuckets, w.EncoderBias, EncoderMask, causal: false, Sites.Sublayer(0, i, 0));
+        SelfAttentionForward(blk.AttnNorm, blk.SelfAttention, x0, x1, s, B * Le, encSelf, Sites.Sublayer(0, i, 0));
         FeedForwardForward(blk.FfNorm, blk.FeedForward, x1, x2, s, B * Le, Sites.Sublayer(0, i, 1));
     }
 
@@ -280,21 +311,20 @@ public sealed class T5Pass : IDisposable
     {
         var blk = w.Decoder[i];
         var x0 = DecStream(3 * i); var x1 = DecStream(3 * i + 1); var x2 = DecStream(3 * i + 2); var x3 = DecStream(3 * i + 3);
-        SelfAttentionForward(blk.AttnNorm, blk.SelfAttention, x0, x1, s, B * Ld, Ld, decBuckets, w.DecoderBias, null, causal: true, Sites.Sublayer(1, i, 0));
+        SelfAttentionForward(blk.AttnNorm, blk.SelfAttention, x0, x1, s, B * Ld, decSelf, Sites.Sublayer(1, i, 0));
         CrossAttentionForward(blk.CrossNorm!, blk.CrossAttention!, x1, x2, s, Sites.Sublayer(1, i, 1));
         FeedForwardForward(blk.FfNorm, blk.FeedForward, x2, x3, s, B * Ld, Sites.Sublayer(1, i, 2));
     }
 
     static MatMulSpec Linear(int rows, int outDim, int inDim) => MatMulSpec.Rows(rows, outDim, inDim, transposeB: true);
 
-    void SelfAttentionForward(Tensor norm, AttentionWeights aw, Tensor x, Tensor xOut, BlockScratch s, int rows, int len,
-                              Tensor buckets, Tensor biasWeight, Tensor? keyMask, bool causal, uint stream)
+    void SelfAttentionForward(Tensor norm, AttentionWeights aw, Tensor x, Tensor xOut, BlockScratch s, int rows, AttentionSite site, uint stream)
     {
         be.RmsNorm(x, norm, s.Norm, rows, d, (float)c.LayerNormEpsilon);
         be.MatMul(s.Norm, aw.Q, s.Q, Linear(rows, inner, d));
         be.MatMul(s.Norm, aw.K, s.K, Linear(rows, inner, d));
         be.MatMul(s.Norm, aw.V, s.V, Linear(rows, inner, d));
-        AttentionCore(s.Q, s.K, s.V, s.Probs, s.Ctx, len, len, buckets, biasWeight, keyMask, causal, stream);
+        AttentionCore(s.Q, s.K, s.V, s.Probs, s.Lse, s.Ctx, site, stream);
         Residual(x, xOut, s.Ctx, aw.O, rows, inner, stream);
     }
 
@@ -305,8 +335,8 @@ public sealed class T5Pass : IDisposable
         be.MatMul(s.Norm, aw.Q, s.CrossQ!, Linear(rows, inner, d));
         be.MatMul(encoderOut, aw.K, s.CrossK!, Linear(B * Le, inner, d));
         be.MatMul(encoderOut, aw.V, s.CrossV!, Linear(B * Le, inner, d));
-        AttentionCore(s.CrossQ!, s.CrossK!, s.CrossV!, s.CrossProbs!, s.Ctx, Ld, Le, null, null, EncoderMask, causal: false, stream);
-        Residual(x, xOut, s.Ctx, aw.O, rows, inner, stream);
+        AttentionCore(s.CrossQ!, s.CrossK!, s.CrossV!, s.CrossProbs, s.CrossLse, s.CrossCtx!, cross, stream);
+        Residual(x, xOut, s.CrossCtx!, aw.O, rows, inner, stream);
     }
 
     /// <summary>xOut = x + dropout(a·Wᵀ). Without dropout the product accumulates straight into
@@ -335,13 +365,23 @@ public sealed class T5Pass : IDisposable
 
     AttentionSpecs Heads => new(B, c.NumHeads, c.DKv);
 
-    void AttentionCore(Tensor q, Tensor k, Tensor v, Tensor probs, Tensor ctx, int lq, int lk,
-                       Tensor? buckets, Tensor? biasWeight, Tensor? keyMask, bool causal, uint stream)
+    FlashAttentionShape FusedShape(AttentionSite site) =>
+        new(new AttentionShape(B, c.NumHeads, site.QueryLength, site.KeyLength, site.Causal), c.DKv);
+
+    /// <summary>ctx = attention of q over k, v; <paramref name="probs"/> (unfused) or
+    /// <paramref name="lse"/> (fused) keeps what the backward needs besides ctx.</summary>
+    void AttentionCore(Tensor q, Tensor k, Tensor v, Tensor? probs, Tensor? lse, Tensor ctx, AttentionSite site, uint stream)
     {
+        if (site.Fused)
+        {
+            be.FusedAttention(q, k, v, ctx, lse!, site.Buckets, site.BiasWeight, site.KeyMask, FusedShape(site), DropoutRate, DropoutSeed, stream + Sites.Probs);
+            return;
+        }
+        int lq = site.QueryLength, lk = site.KeyLength;
         // T5 does not scale scores by 1/sqrt(d_kv): the initialisation absorbs it.
-        be.MatMul(q, k, probs, Heads.QK(lq, lk, lq, lk));
-        be.AttentionSoftmax(probs, buckets, biasWeight, keyMask, new AttentionShape(B, c.NumHeads, lq, lk, causal));
-        be.MatMul(DroppedProbs(probs, lq, lk, stream), v, ctx, Heads.PV(lq, lk, lq, lk));
+        be.MatMul(q, k, probs!, Heads.QK(lq, lk, lq, lk));
+        be.AttentionSoftmax(probs!, site.Buckets, site.BiasWeight, site.KeyMask, new AttentionShape(B, c.NumHeads, lq, lk, site.Causal));
+        be.MatMul(DroppedProbs(probs!, lq, lk, stream), v, ctx, Heads.PV(lq, lk, lq, lk));
     }
 
     // The softmax backward needs the probabilities before dropout and the value gradient those
@@ -413,7 +453,7 @@ public sealed class T5Pass : IDisposable
             CrossAttentionBackward(blk.CrossNorm!, blk.CrossAttention!, DecStream(3 * i + 1), s, g.DecX, Sites.Sublayer(1, i, 1));
             // The decoder's embedding gets no gradient, so the bottom self-attention can stop here.
             if (i > 0)
-                SelfAttentionBackward(blk.AttnNorm, blk.SelfAttention, DecStream(3 * i), s, g.DecX, B * Ld, Ld, Sites.Sublayer(1, i, 0));
+                SelfAttentionBackward(blk.AttnNorm, blk.SelfAttention, DecStream(3 * i), s, g.DecX, B * Ld, decSelf, Sites.Sublayer(1, i, 0));
         }
 
         DropoutBackAt(g.EncOut, B * Le * d, Sites.EncoderOutput);
@@ -425,7 +465,7 @@ public sealed class T5Pass : IDisposable
                 using (be.Phase(Phases.Recompute)) EncoderBlock(i, s);
             var blk = w.Encoder[i];
             FeedForwardBackward(blk.FfNorm, blk.FeedForward, EncStream(2 * i + 1), s, g.EncX, B * Le, Sites.Sublayer(0, i, 1));
-            SelfAttentionBackward(blk.AttnNorm, blk.SelfAttention, EncStream(2 * i), s, g.EncX, B * Le, Le, Sites.Sublayer(0, i, 0));
+            SelfAttentionBackward(blk.AttnNorm, blk.SelfAttention, EncStream(2 * i), s, g.EncX, B * Le, encSelf, Sites.Sublayer(0, i, 0));
         }
         DropoutBackAt(g.EncX, B * Le * d, Sites.EncoderEmbedding);
         be.PromptGradient(g.EncX, PromptIndex, PromptGradient, B, Shape.InputLength, Shape.PromptLength, d);
@@ -458,26 +498,33 @@ public sealed class T5Pass : IDisposable
     }
 
     /// <summary>From dctx (= dOut·Wo) back to dq, dk, dv through the softmax.</summary>
-    void AttentionCoreBackward(Tensor q, Tensor k, Tensor v, Tensor probs, Tensor dProbs, Tensor dq, Tensor dk, Tensor dv, int lq, int lk, uint stream)
+    void AttentionCoreBackward(Tensor q, Tensor k, Tensor v, Tensor? probs, Tensor? lse, Tensor ctx, Tensor? dProbs, Tensor dq, Tensor dk, Tensor dv,
+                               AttentionSite site, uint stream)
     {
         var g = grads!;
-        int heads = c.NumHeads;
+        if (site.Fused)
+        {
+            be.FusedAttentionBackward(q, k, v, ctx, lse!, g.Ctx, dq, dk, dv, site.Buckets, site.BiasWeight, site.KeyMask, FusedShape(site),
+                                      DropoutRate, DropoutSeed, stream + Sites.Probs);
+            return;
+        }
+        int heads = c.NumHeads, lq = site.QueryLength, lk = site.KeyLength;
         // dP = dctx · vᵀ (per head)
-        be.MatMul(g.Ctx, v, dProbs, Heads.QK(lq, lk, lq, lk));
-        DropoutBackAt(dProbs, B * heads * lq * lk, stream + Sites.Probs);
-        be.SoftmaxBackward(probs, dProbs, B * heads * lq, lk);
+        be.MatMul(g.Ctx, v, dProbs!, Heads.QK(lq, lk, lq, lk));
+        DropoutBackAt(dProbs!, B * heads * lq * lk, stream + Sites.Probs);
+        be.SoftmaxBackward(probs!, dProbs!, B * heads * lq, lk);
         // dq = dS · k
-        be.MatMul(dProbs, k, dq, Heads.PV(lq, lk, lq, lk));
+        be.MatMul(dProbs!, k, dq, Heads.PV(lq, lk, lq, lk));
         var transposed = Heads.TransposedPV(lq, lk);
-        be.MatMul(dProbs, q, dk, transposed);
-        be.MatMul(DroppedProbs(probs, lq, lk, stream), g.Ctx, dv, transposed);
+        be.MatMul(dProbs!, q, dk, transposed);
+        be.MatMul(DroppedProbs(probs!, lq, lk, stream), g.Ctx, dv, transposed);
     }
 
-    void SelfAttentionBackward(Tensor norm, AttentionWeights aw, Tensor x, BlockScratch s, Tensor dX, int rows, int len, uint stream)
+    void SelfAttentionBackward(Tensor norm, AttentionWeights aw, Tensor x, BlockScratch s, Tensor dX, int rows, AttentionSite site, uint stream)
     {
         var g = grads!;
         be.MatMul(BranchGradient(dX, rows, stream), aw.O, g.Ctx, MatMulSpec.Rows(rows, inner, d));
-        AttentionCoreBackward(s.Q, s.K, s.V, s.Probs, g.Probs, g.Q, g.K, g.V, len, len, stream);
+        AttentionCoreBackward(s.Q, s.K, s.V, s.Probs, s.Lse, s.Ctx, g.Probs, g.Q, g.K, g.V, site, stream);
         be.MatMul(g.Q, aw.Q, g.H, MatMulSpec.Rows(rows, d, inner));
         be.MatMul(g.K, aw.K, g.H, MatMulSpec.Rows(rows, d, inner) with { Accumulate = true });
         be.MatMul(g.V, aw.V, g.H, MatMulSpec.Rows(rows, d, inner) with { Accumulate = true });
@@ -489,7 +536,7 @@ public sealed class T5Pass : IDisposable
         var g = grads!;
         int rows = B * Ld;
         be.MatMul(BranchGradient(dX, rows, stream), aw.O, g.Ctx, MatMulSpec.Rows(rows, inner, d));
-        AttentionCoreBackward(s.CrossQ!, s.CrossK!, s.CrossV!, s.CrossProbs!, g.CrossProbs, g.Q, g.CrossK, g.CrossV, Ld, Le, stream);
+        AttentionCoreBackward(s.CrossQ!, s.CrossK!, s.CrossV!, s.CrossProbs, s.CrossLse, s.CrossCtx!, g.CrossProbs, g.Q, g.CrossK, g.CrossV, cross, stream);
         // Keys and values came from the encoder output: their gradient flows there.
         be.MatMul(g.CrossK, aw.K, g.EncOut, MatMulSpec.Rows(B * Le, d, inner) with { Accumulate = true });
         be.MatMul(g.CrossV, aw.V, g.EncOut, MatMulSpec.Rows(B * Le, d, inner) with { Accumulate = true });

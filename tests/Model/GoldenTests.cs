@@ -12,8 +12,8 @@ namespace VkPrompt.Tests.Model;
 
 /// <summary>
 /// The numerical contract: every golden case of ../shared/golden, on the CPU reference and on
-/// the Vulkan device, within SPEC.md's tolerances. Cases are discovered from the directory, so
-/// a new golden case is tested without touching this file.
+/// the Vulkan device, with attention unfused and fused, within SPEC.md's tolerances. Cases are
+/// discovered from the directory, so a new golden case is tested without touching this file.
 /// </summary>
 public sealed class GoldenTests(GpuFixture f) : GpuTest(f)
 {
@@ -22,7 +22,7 @@ public sealed class GoldenTests(GpuFixture f) : GpuTest(f)
         var data = new TheoryData<string, string, string>();
         foreach (var model in Directory.GetDirectories(TestPaths.Golden).Order())
             foreach (var c in Directory.GetDirectories(Path.Combine(model, "cases")).Order())
-                foreach (var backend in new[] { "cpu", "vulkan" })
+                foreach (var backend in new[] { "cpu", "vulkan", "cpu-fused", "vulkan-fused" })
                     data.Add(Path.GetFileName(model), Path.GetFileName(c), backend);
         return data;
     }
@@ -44,7 +44,13 @@ public sealed class GoldenTests(GpuFixture f) : GpuTest(f)
         return new Golden(ckpt, tok, examples, prompt, caseDir);
     }
 
-    Backend MakeBackend(string name) => name == "cpu" ? new CpuBackend() : new GpuBackend(Ctx);
+    /// <summary>"-fused" runs every attention through FusedAttention, whatever the sizes.</summary>
+    Backend MakeBackend(string name)
+    {
+        Backend be = name.StartsWith("cpu", StringComparison.Ordinal) ? new CpuBackend() : new GpuBackend(Ctx);
+        be.AttentionFusion = name.EndsWith("-fused", StringComparison.Ordinal) ? AttentionFusion.Always : AttentionFusion.Never;
+        return be;
+    }
 
     static double[] Doubles(string path) => JsonSerializer.Deserialize<double[]>(File.ReadAllText(path))!;
 

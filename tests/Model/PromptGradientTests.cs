@@ -31,13 +31,15 @@ public sealed class PromptGradientTests(GpuFixture f) : GpuTest(f), IDisposable
     ];
 
     [Theory]
-    [InlineData(false)]
-    [InlineData(true)]
-    public void GradientMatchesFiniteDifferences(bool gated)
+    [InlineData(false, false)]
+    [InlineData(true, false)]
+    [InlineData(false, true)]
+    [InlineData(true, true)]
+    public void GradientMatchesFiniteDifferences(bool gated, bool fused)
     {
         RandomT5.Write(dir, Tiny(gated), seed: 3);
         using var ckpt = T5Checkpoint.Open(dir);
-        using var be = new CpuBackend();
+        using var be = new CpuBackend { AttentionFusion = fused ? AttentionFusion.Always : AttentionFusion.Never };
         using var weights = new T5Weights(ckpt, be);
         const int promptLength = 4;
         var prompt = Check.Random(promptLength * ckpt.Config.DModel, 11, 0.5f);
@@ -61,22 +63,63 @@ public sealed class PromptGradientTests(GpuFixture f) : GpuTest(f), IDisposable
         }
     }
 
+    /// <summary>The Vulkan device, fused or not, against the unfused CPU reference.</summary>
     [Theory]
-    [InlineData(false, ActivationMode.Store)]
-    [InlineData(true, ActivationMode.Recompute)]
-    public void VulkanMatchesCpu(bool gated, ActivationMode mode)
+    [InlineData(false, ActivationMode.Store, false)]
+    [InlineData(true, ActivationMode.Recompute, false)]
+    [InlineData(false, ActivationMode.Recompute, true)]
+    [InlineData(true, ActivationMode.Store, true)]
+    public void VulkanMatchesCpu(bool gated, ActivationMode mode, bool fused)
     {
         RandomT5.Write(dir, Tiny(gated), seed: 4);
         using var ckpt = T5Checkpoint.Open(dir);
         var prompt = Check.Random(6 * ckpt.Config.DModel, 12, 0.5f);
         var examples = Examples();
-        using var cpu = new CpuBackend();
+        using var cpu = new CpuBackend { AttentionFusion = AttentionFusion.Never };
         using var cpuWeights = new T5Weights(ckpt, cpu);
         var (cpuLoss, cpuGrad) = PromptTrainer.Gradient(cpuWeights, examples, prompt);
-        using var gpu = new GpuBackend(Ctx);
+        using var gpu = new GpuBackend(Ctx) { AttentionFusion = fused ? AttentionFusion.Always : AttentionFusion.Never };
         using var gpuWeights = new T5Weights(ckpt, gpu);
         var (gpuLoss, gpuGrad) = PromptTrainer.Gradient(gpuWeights, examples, prompt, mode);
         Assert.Equal(cpuLoss, gpuLoss, 4);
         Assert.True(Check.NormRelativeError(cpuGrad, gpuGrad) <= 1e-4, "Vulkan prompt gradient differs from the CPU reference");
+    }
+
+    /// <summary>A training pass with dropout, fused and unfused, on the same device: the fused
+    /// kernels must drop exactly the probabilities DropoutKernel drops (a different mask would
+    /// move the loss and the gradient by far more than rounding), in either activation mode.</summary>
+    [Theory]
+    [InlineData(false, ActivationMode.Store)]
+    [InlineData(true, ActivationMode.Recompute)]
+    public void FusedAttentionDropsWhatUnfusedDrops(bool gated, ActivationMode mode)
+    {
+        RandomT5.Write(dir, Tiny(gated), seed: 5);
+        using var ckpt = T5Checkpoint.Open(dir);
+        var prompt = Check.Random(6 * ckpt.Config.DModel, 13, 0.5f);
+        using var gpu = new GpuBackend(Ctx);
+        using var weights = new T5Weights(ckpt, gpu);
+        gpu.AttentionFusion = AttentionFusion.Never;
+        var (unfusedLogProbs, unfusedGrad) = TrainingPass(weights, prompt, mode, fused: false);
+        gpu.AttentionFusion = AttentionFusion.Always;
+        var (fusedLogProbs, fusedGrad) = TrainingPass(weights, prompt, mode, fused: true);
+        Check.Close(unfusedLogProbs, fusedLogProbs, 1e-4, "log-probabilities with dropout, fused vs unfused");
+        Assert.True(Check.NormRelativeError(unfusedGrad, fusedGrad) <= 1e-4, "prompt gradient with dropout, fused vs unfused");
+    }
+
+    static (float[] LogProbs, float[] Gradient) TrainingPass(T5Weights weights, float[] promptData, ActivationMode mode, bool fused)
+    {
+        var be = weights.Backend;
+        using var prompt = be.Floats(promptData.Length, "prompt");
+        be.Upload(prompt, promptData);
+        var host = HostBatch.Build(Examples(), promptData.Length / weights.Config.DModel, decoderStart: weights.Config.DecoderStartTokenId);
+        using var pass = new T5Pass(weights, host.Shape, mode, prompt, dropoutRate: 0.1f);
+        Assert.Equal((fused, fused, fused), pass.FusedAttention);
+        using var run = be.Record(() => { pass.EmitForward(); pass.EmitBackward(); });
+        pass.Load(host);
+        be.Upload(pass.DropoutSeed!, [1234]);
+        run.Run();
+        var grad = new float[promptData.Length];
+        be.Download(pass.PromptGradient!, grad);
+        return (pass.ReadLogProbs(), grad);
     }
 }

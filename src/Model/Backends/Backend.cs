@@ -22,6 +22,16 @@ public interface IRecording : IDisposable
     IReadOnlyList<DispatchTiming> Timings { get; }
 }
 
+/// <summary>Whether <see cref="T5Pass"/> runs attention as one fused op
+/// (<see cref="Backend.FusedAttention"/>) or as MatMul + AttentionSoftmax + MatMul.</summary>
+public enum AttentionFusion
+{
+    /// <summary>The backend decides per attention from its size (<see cref="Backend.FusesAttention"/>).</summary>
+    Auto,
+    Always,
+    Never,
+}
+
 /// <summary>
 /// The op vocabulary the T5 program is written in, once, for every backend. The Vulkan backend
 /// records each call into a command graph that is replayed per step; the CPU backend runs the
@@ -68,11 +78,35 @@ public abstract class Backend : IDisposable
     public abstract (long Current, long Peak) MemoryUse { get; }
     public abstract void ResetPeakMemory();
 
+    /// <summary>How <see cref="T5Pass"/> runs attention on this backend; passes built afterwards
+    /// follow it (PyTorch's choice of scaled-dot-product kernel is likewise a backend setting).</summary>
+    public AttentionFusion AttentionFusion { get; set; }
+
+    /// <summary>Whether an attention of <paramref name="queryLength"/> x <paramref name="keyLength"/>
+    /// scores per head runs fused, as <see cref="AttentionFusion"/> says.</summary>
+    public bool FusesAttention(int queryLength, int keyLength) => AttentionFusion switch
+    {
+        AttentionFusion.Always => true,
+        AttentionFusion.Never => false,
+        _ => FusesAttentionByDefault(queryLength, keyLength),
+    };
+
+    /// <summary>The <see cref="AttentionFusion.Auto"/> choice; unfused unless a backend says otherwise.</summary>
+    protected virtual bool FusesAttentionByDefault(int queryLength, int keyLength) => false;
+
     public abstract void MatMul(Tensor a, Tensor b, Tensor c, in MatMulSpec s);
     public abstract void RmsNorm(Tensor x, Tensor w, Tensor y, int rows, int dim, float eps);
     public abstract void RmsNormBackward(Tensor x, Tensor w, Tensor dy, Tensor dx, int rows, int dim, float eps, bool accumulate);
     public abstract void AttentionSoftmax(Tensor scores, Tensor? buckets, Tensor? biasWeight, Tensor? keyMask, AttentionShape shape);
     public abstract void SoftmaxBackward(Tensor probs, Tensor grad, int rows, int length);
+    /// <summary>o = dropout(softmax(q·kᵀ + bias, masked))·v and the per-query logsumexp, without
+    /// a score matrix; see FlashAttentionKernel. <paramref name="seed"/> is needed when
+    /// <paramref name="dropoutRate"/> &gt; 0 and gives the masks <see cref="Dropout"/> would.</summary>
+    public abstract void FusedAttention(Tensor q, Tensor k, Tensor v, Tensor o, Tensor logSumExp, Tensor? buckets, Tensor? biasWeight, Tensor? keyMask,
+                                        FlashAttentionShape shape, float dropoutRate, Tensor? seed, uint stream);
+    /// <summary>dq, dk, dv of <see cref="FusedAttention"/> from dO and its q, k, v, o, logsumexp.</summary>
+    public abstract void FusedAttentionBackward(Tensor q, Tensor k, Tensor v, Tensor o, Tensor logSumExp, Tensor dO, Tensor dq, Tensor dk, Tensor dv,
+                                                Tensor? buckets, Tensor? biasWeight, Tensor? keyMask, FlashAttentionShape shape, float dropoutRate, Tensor? seed, uint stream);
     public abstract void Relu(Tensor x, Tensor y, int n);
     public abstract void ReluBackward(Tensor x, Tensor dy, Tensor dx, int n);
     public abstract void GatedGelu(Tensor a, Tensor b, Tensor y, int n);

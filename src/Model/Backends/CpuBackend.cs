@@ -75,6 +75,15 @@ public sealed class CpuBackend : Backend
     public override void AttentionSoftmax(Tensor scores, Tensor? buckets, Tensor? biasWeight, Tensor? keyMask, AttentionShape shape) =>
         AttentionSoftmaxReference.Forward(F(scores), buckets is null ? null : I(buckets), biasWeight is null ? null : F(biasWeight), keyMask is null ? null : I(keyMask), shape);
     public override void SoftmaxBackward(Tensor probs, Tensor grad, int rows, int length) => SoftmaxBackwardReference.Backward(F(probs), F(grad), rows, length);
+    public override void FusedAttention(Tensor q, Tensor k, Tensor v, Tensor o, Tensor logSumExp, Tensor? buckets, Tensor? biasWeight, Tensor? keyMask,
+                                        FlashAttentionShape shape, float dropoutRate, Tensor? seed, uint stream) =>
+        FlashAttentionReference.Forward(F(q), F(k), F(v), F(o), F(logSumExp), buckets is null ? null : I(buckets), biasWeight is null ? null : F(biasWeight),
+                                        keyMask is null ? null : I(keyMask), shape, dropoutRate, Seed(seed), stream);
+    public override void FusedAttentionBackward(Tensor q, Tensor k, Tensor v, Tensor o, Tensor logSumExp, Tensor dO, Tensor dq, Tensor dk, Tensor dv,
+                                                Tensor? buckets, Tensor? biasWeight, Tensor? keyMask, FlashAttentionShape shape, float dropoutRate, Tensor? seed, uint stream) =>
+        FlashAttentionReference.Backward(F(q), F(k), F(v), F(o), F(logSumExp), F(dO), F(dq), F(dk), F(dv), buckets is null ? null : I(buckets),
+                                         biasWeight is null ? null : F(biasWeight), keyMask is null ? null : I(keyMask), shape, dropoutRate, Seed(seed), stream);
+    static uint Seed(Tensor? seed) => seed is null ? 0 : (uint)I(seed)[0];
     public override void Relu(Tensor x, Tensor y, int n) => ReluReference.Forward(F(x), F(y), n);
     public override void ReluBackward(Tensor x, Tensor dy, Tensor dx, int n) => ReluReference.Backward(F(x), F(dy), F(dx), n);
     public override void GatedGelu(Tensor a, Tensor b, Tensor y, int n) => GatedGeluReference.Forward(F(a), F(b), F(y), n);

@@ -1,0 +1,113 @@
+// What flash_attention.comp and flash_attention_backward.comp share: the shape, the optional
+// inputs and the score of one (query, key) pair. The backward recomputes each probability as
+// exp(score - logsumexp) from the forward's logsumexp, so both shaders form every score here,
+// with the same operations in the same order.
+//
+// q, o, dO, dq are [B, queryRows, H·D] and k, v, dk, dv [B, keyRows, H·D] activations (head h
+// is the column block h·D of a row); queryRows ≥ queryLength and keyRows ≥ keyLength because a
+// KV cache holds more rows than are attended. logsumexp is [B, H, queryLength].
+#ifndef VKPROMPT_FLASH_ATTENTION_GLSL
+#define VKPROMPT_FLASH_ATTENTION_GLSL
+
+#include "philox.glsl"
+
+#extension GL_EXT_control_flow_attributes : require
+
+// Each invocation owns one row (a query, or a key in the dk/dv pass) and streams over the other
+// operand BLOCK rows at a time.
+// STAGED (GPUs): the workgroup first copies each block to shared memory, so every element is
+// read from memory once per workgroup, and the invocations then all read the same shared
+// element at once (a broadcast).
+// Not staged (CPU devices): the invocations read the block straight from memory, all at the
+// same address at a time. lavapipe's shared memory is ordinary memory behind emulated
+// barriers, so staging only adds copies there.
+layout(constant_id = 1) const uint BLOCK = 16;
+layout(constant_id = 2) const uint D = 64;
+layout(constant_id = 3) const bool STAGED = true;
+
+// D is d_kv. Each invocation keeps its own rows (q, o accumulator, ...) as arrays of D floats, and
+// every loop that indexes them is unrolled so that they live in registers: with the loops left
+// rolled, lavapipe (Mesa 22.3) keeps such arrays in scratch memory and, from d_kv 64 up, lost
+// updates to them (the dk/dv pass came out wrong).
+#define FOR_D(d) [[unroll]] for (uint d = 0; d < D; d++)
+
+// The streamed rows are read four elements at a time (through vec4 views of the buffers where
+// d_kv is a multiple of 4): lavapipe turns every load of the unstaged variant into a loop over
+// the SIMD lanes, whatever its width, and vec4 loads ran its forward 2.5x faster. Sums still
+// run over d in order, one fma at a time.
+#define FOR_D4(d) [[unroll]] for (uint d = 0; d < D; d += 4)
+
+// Elements d..d+3 of a row whose element d is X[at], 0 past the row's end; FETCH4 reads one
+// vec4 through the buffer's vec4 view X4 when d_kv allows.
+#define LOAD4(X, at, d) vec4(X[at], (d) + 1 < D ? X[(at) + 1] : 0.0, (d) + 2 < D ? X[(at) + 2] : 0.0, (d) + 3 < D ? X[(at) + 3] : 0.0)
+#define FETCH4(X, X4, at, d) (D % 4 == 0 ? X4[(at) >> 2] : LOAD4(X, at, d))
+
+// s + x[d..d+3]·e, leaving out the elements past D.
+float dot4(float x[D], uint d, vec4 e, float s) {
+    s = fma(x[d], e.x, s);
+    if (d + 1 < D) s = fma(x[d + 1], e.y, s);
+    if (d + 2 < D) s = fma(x[d + 2], e.z, s);
+    if (d + 3 < D) s = fma(x[d + 3], e.w, s);
+    return s;
+}
+
+// acc[d..d+3] += p·e, leaving out the elements past D.
+void axpy4(inout float acc[D], uint d, float p, vec4 e) {
+    acc[d] = fma(p, e.x, acc[d]);
+    if (d + 1 < D) acc[d + 1] = fma(p, e.y, acc[d + 1]);
+    if (d + 2 < D) acc[d + 2] = fma(p, e.z, acc[d + 2]);
+    if (d + 3 < D) acc[d + 3] = fma(p, e.w, acc[d + 3]);
+}
+
+// Absent inputs are off in flags; their bindings then hold a stand-in the shaders never read.
+layout(std430, binding = 0) readonly buffer Buckets { int bucket[]; };
+layout(std430, binding = 1) readonly buffer BiasWeight { float biasWeight[]; };
+layout(std430, binding = 2) readonly buffer KeyMask { int keyMask[]; };
+layout(std430, binding = 3) readonly buffer Seed { uint seed; };
+
+const uint HAS_BIAS = 1u, HAS_MASK = 2u, CAUSAL = 4u, DROPOUT = 8u;
+layout(push_constant) uniform Push {
+    uint batch; uint heads; uint queryLength; uint keyLength;
+    uint queryRows; uint keyRows;
+    uint flags; int queryOffset;
+    // Dropout on the probabilities, as DropoutKernel computes them on the host.
+    uint threshold; float scale; uint stream;
+} pc;
+
+// First element of head h of row pos of batch entry b, in an activation with `rows` rows per
+// entry; consecutive rows are rowStride() apart.
+uint rowStride() { return pc.heads * D; }
+uint rowBase(uint b, uint rows, uint pos, uint h) { return (b * rows + pos) * rowStride() + h * D; }
+
+// The biased score of query i against key j given their dot product, -inf where the key is
+// masked (padding, or past i + queryOffset when causal).
+float score(float dot, uint b, uint h, uint i, uint j) {
+    bool masked = ((pc.flags & CAUSAL) != 0u && int(j) > int(i) + pc.queryOffset)
+               || ((pc.flags & HAS_MASK) != 0u && keyMask[b * pc.keyLength + j] == 0);
+    if (masked) return NEG_INF;
+    if ((pc.flags & HAS_BIAS) != 0u) dot += biasWeight[uint(bucket[i * pc.keyLength + j]) * pc.heads + h];
+    return dot;
+}
+
+// The draw DropoutKernel makes for element (b, h, i, j) of the [B, H, Lq, Lk] probabilities, so
+// the fused and unfused paths drop exactly the same elements.
+bool kept(uint b, uint h, uint i, uint j) {
+    if ((pc.flags & DROPOUT) == 0u) return true;
+    uint index = ((b * pc.heads + h) * pc.queryLength + i) * pc.keyLength + j;
+    return philox2x32_10(uvec2(index, pc.stream), seed).x >= pc.threshold;
+}
+
+// Keys a workgroup of queries below queryEnd visits: causal attention hides every later key
+// from all of them.
+uint visibleKeys(uint queryEnd) {
+    if ((pc.flags & CAUSAL) == 0u) return pc.keyLength;
+    return uint(clamp(int(queryEnd) + pc.queryOffset, 0, int(pc.keyLength)));
+}
+
+// The first query that sees key j under causal attention; no earlier query sees a later key.
+uint firstQuerySeeing(uint j) {
+    if ((pc.flags & CAUSAL) == 0u) return 0u;
+    return uint(clamp(int(j) - pc.queryOffset, 0, int(pc.queryLength)));
+}
+
+#endif

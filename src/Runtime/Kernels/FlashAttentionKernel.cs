@@ -1,0 +1,177 @@
+namespace VkPrompt.Runtime.Kernels;
+
+/// <summary>Shape of one fused attention over activations: q, o (and dO, dq) are
+/// [Batch, QueryRows, Heads·DKv] and k, v (and dk, dv) [Batch, KeyRows, Heads·DKv], head h being
+/// the column block h·DKv of a row; only the first QueryLength and KeyLength rows of each batch
+/// entry take part (a KV cache holds more rows than are attended). The logsumexp is
+/// [Batch, Heads, QueryLength]. <see cref="Scores"/> carries the lengths and causality as
+/// <see cref="AttentionSoftmaxKernel"/> reads them.</summary>
+public readonly record struct FlashAttentionShape(AttentionShape Scores, int DKv)
+{
+    public int QueryRows { get; init; } = Scores.QueryLength;
+    public int KeyRows { get; init; } = Scores.KeyLength;
+
+    public long QueryElements => (long)Scores.Batch * QueryRows * Scores.Heads * DKv;
+    public long KeyElements => (long)Scores.Batch * KeyRows * Scores.Heads * DKv;
+}
+
+/// <summary>Workgroup shape of the flash attention shaders: <paramref name="Invocations"/> rows
+/// per workgroup, one per invocation (queries, or keys in the dk/dv pass), streaming over the
+/// other operand <paramref name="Block"/> rows at a time, through shared memory when
+/// <paramref name="Staged"/> (shaders/include/flash_attention.glsl says why CPUs do without).</summary>
+internal readonly record struct FlashAttentionTiling(int Invocations, int Block, bool Staged)
+{
+    // lavapipe runs a workgroup on one thread with 8 invocations to a 256-bit vector. At 8 heads
+    // x 512² x d_kv 64 on llvmpipe (2 cores, AVX2) the unstaged kernels ran 2-3x faster than the
+    // staged ones; 16 invocations or blocks of 32 instead of 8 and 16 made no difference beyond
+    // the noise of a shared machine.
+    public static FlashAttentionTiling Cpu => new(8, 16, false);
+
+    // 64 queries per workgroup amortise each staged block over two warps / one wave; blocks of
+    // 32 halve the barriers of 16 where shared memory allows (d_kv 64 needs 16.6 KiB for 32 in
+    // the dk/dv pass, over the 16 KiB Vulkan guarantees, so such devices get 16).
+    public static FlashAttentionTiling For(DeviceCapabilities caps, int dkv)
+    {
+        if (caps.DeviceType == "cpu") return Cpu;
+        int block = 32;
+        while (block > 1 && SharedBytes(block, dkv) > caps.MaxComputeSharedMemorySize) block /= 2;
+        return new(64, block, true);
+    }
+
+    /// <summary>Shared memory of the staged backward's dk/dv pass, the largest user: two blocks
+    /// and a logsumexp and Δ per staged row.</summary>
+    public static long SharedBytes(int block, int dkv) => 4L * (2L * block * dkv + 2 * block);
+
+    public int[] Specialization(int dkv) => [Invocations, Block, dkv, Staged ? 1 : 0];
+}
+
+/// <summary>
+/// Fused T5 attention, flash-attention style: per (batch, head),
+/// o = dropout(softmax(q·kᵀ + bias, masked))·v with no 1/sqrt(d_kv) scaling, without the
+/// [Lq, Lk] score matrix ever being stored. Bias, key mask and causality mean what they mean
+/// in <see cref="AttentionSoftmaxKernel"/> (buckets [Lq, Lk] with biasWeight [numBuckets, H],
+/// keyMask [B, Lk]; null when absent). Dropout on the probabilities drops exactly the elements
+/// <see cref="DropoutKernel"/> would drop for the same seed buffer and stream, element (b, h, i, j)
+/// of the [B, H, Lq, Lk] probabilities having index ((b·H + h)·Lq + i)·Lk + j. The forward also
+/// writes each query's logsumexp, which is all the backward needs to recompute the
+/// probabilities; a query with every key masked gets o = 0 and logsumexp = +inf.
+/// Outputs must not overlap inputs.
+/// </summary>
+public static class FlashAttentionKernel
+{
+    const int PushBytes = 44;
+    static readonly KernelLayout ForwardLayout = new(
+        [Access.Read, Access.Read, Access.Read, Access.Read, Access.Read, Access.Read, Access.Read, Access.Write, Access.Write], PushBytes);
+    // Both backward passes declare two outputs; the query pass binds dq to both (it writes only
+    // the first), since a stand-in bound there would count as written for the barriers.
+    static readonly KernelLayout BackwardLayout = new(
+        [.. Enumerable.Repeat(Access.Read, 10), Access.Write, Access.Write], PushBytes);
+
+    [Flags]
+    enum Options : uint { None = 0, Bias = 1, Mask = 2, Causal = 4, Dropout = 8 }
+
+    readonly record struct Push(uint Batch, uint Heads, uint QueryLength, uint KeyLength, uint QueryRows, uint KeyRows,
+                                Options Flags, int QueryOffset, uint Threshold, float Scale, uint Stream);
+
+    /// <summary>o and logSumExp from q, k, v. <paramref name="seed"/> (one uint, read when the
+    /// graph runs) is needed when <paramref name="dropoutRate"/> &gt; 0.</summary>
+    public static void Forward(CommandGraph g, GpuBuffer q, GpuBuffer k, GpuBuffer v, GpuBuffer o, GpuBuffer logSumExp,
+                               GpuBuffer? buckets, GpuBuffer? biasWeight, GpuBuffer? keyMask, FlashAttentionShape shape,
+                               float dropoutRate = 0f, GpuBuffer? seed = null, uint stream = 0) =>
+        Forward(g, q, k, v, o, logSumExp, buckets, biasWeight, keyMask, shape, dropoutRate, seed, stream,
+                FlashAttentionTiling.For(g.Context.Capabilities, shape.DKv));
+
+    internal static void Forward(CommandGraph g, GpuBuffer q, GpuBuffer k, GpuBuffer v, GpuBuffer o, GpuBuffer logSumExp,
+                                 GpuBuffer? buckets, GpuBuffer? biasWeight, GpuBuffer? keyMask, FlashAttentionShape shape,
+                                 float dropoutRate, GpuBuffer? seed, uint stream, FlashAttentionTiling t)
+    {
+        const string name = "flash_attention";
+        var push = Check(name, g.Context.Capabilities, shape, buckets, biasWeight, keyMask, dropoutRate, seed, stream, t);
+        BufferChecks.Require(name, q, shape.QueryElements, "q [B, queryRows, H·dkv]");
+        BufferChecks.Require(name, k, shape.KeyElements, "k [B, keyRows, H·dkv]");
+        BufferChecks.Require(name, v, shape.KeyElements, "v [B, keyRows, H·dkv]");
+        BufferChecks.Require(name, o, shape.QueryElements, "o [B, queryRows, H·dkv]");
+        BufferChecks.Require(name, logSumExp, shape.Scores.Rows, "logSumExp [B, H, Lq]");
+        if (shape.Scores.Rows == 0) return;
+        var kernel = g.Context.Kernel(name, ForwardLayout, t.Specialization(shape.DKv));
+        g.Dispatch(kernel, Groups(g, shape.Scores.QueryLength, shape, t), push,
+                   [.. Optional(q, buckets, biasWeight, keyMask, seed), q, k, v, o, logSumExp]);
+    }
+
+    /// <summary>dq, dk and dv from the output gradient dO and the forward's q, k, v, o and
+    /// logSumExp, with the forward's bias, mask, causality and dropout. Overwrites the gradients'
+    /// first QueryLength / KeyLength rows of each batch entry and leaves the other rows as they are.</summary>
+    public static void Backward(CommandGraph g, GpuBuffer q, GpuBuffer k, GpuBuffer v, GpuBuffer o, GpuBuffer logSumExp, GpuBuffer dO,
+                                GpuBuffer dq, GpuBuffer dk, GpuBuffer dv, GpuBuffer? buckets, GpuBuffer? biasWeight, GpuBuffer? keyMask,
+                                FlashAttentionShape shape, float dropoutRate = 0f, GpuBuffer? seed = null, uint stream = 0) =>
+        Backward(g, q, k, v, o, logSumExp, dO, dq, dk, dv, buckets, biasWeight, keyMask, shape, dropoutRate, seed, stream,
+                 FlashAttentionTiling.For(g.Context.Capabilities, shape.DKv));
+
+    internal static void Backward(CommandGraph g, GpuBuffer q, GpuBuffer k, GpuBuffer v, GpuBuffer o, GpuBuffer logSumExp, GpuBuffer dO,
+                                  GpuBuffer dq, GpuBuffer dk, GpuBuffer dv, GpuBuffer? buckets, GpuBuffer? biasWeight, GpuBuffer? keyMask,
+                                  FlashAttentionShape shape, float dropoutRate, GpuBuffer? seed, uint stream, FlashAttentionTiling t)
+    {
+        const string name = "flash_attention_backward";
+        var push = Check(name, g.Context.Capabilities, shape, buckets, biasWeight, keyMask, dropoutRate, seed, stream, t);
+        foreach (var (buffer, what) in new[] { (q, "q"), (o, "o"), (dO, "dO"), (dq, "dq") })
+            BufferChecks.Require(name, buffer, shape.QueryElements, what + " [B, queryRows, H·dkv]");
+        foreach (var (buffer, what) in new[] { (k, "k"), (v, "v"), (dk, "dk"), (dv, "dv") })
+            BufferChecks.Require(name, buffer, shape.KeyElements, what + " [B, keyRows, H·dkv]");
+        BufferChecks.Require(name, logSumExp, shape.Scores.Rows, "logSumExp [B, H, Lq]");
+        if (shape.Scores.Rows == 0) return;
+        GpuBuffer[] inputs = [.. Optional(q, buckets, biasWeight, keyMask, seed), q, k, v, o, logSumExp, dO];
+        var queryPass = g.Context.Kernel(name, BackwardLayout, [.. t.Specialization(shape.DKv), 0]);
+        g.Dispatch(queryPass, Groups(g, shape.Scores.QueryLength, shape, t), push, [.. inputs, dq, dq]);
+        var keyPass = g.Context.Kernel(name, BackwardLayout, [.. t.Specialization(shape.DKv), 1]);
+        g.Dispatch(keyPass, Groups(g, shape.Scores.KeyLength, shape, t), push, [.. inputs, dk, dv]);
+    }
+
+    static Push Check(string name, DeviceCapabilities caps, FlashAttentionShape shape, GpuBuffer? buckets, GpuBuffer? biasWeight, GpuBuffer? keyMask,
+                      float dropoutRate, GpuBuffer? seed, uint stream, FlashAttentionTiling t)
+    {
+        var s = shape.Scores;
+        BufferChecks.NonNegative(name, (s.Batch, nameof(s.Batch)), (s.Heads, nameof(s.Heads)), (s.QueryLength, nameof(s.QueryLength)));
+        if (s.KeyLength <= 0) throw new ArgumentOutOfRangeException(nameof(shape), $"{name}: KeyLength must be positive, got {shape}");
+        if (shape.DKv <= 0) throw new ArgumentOutOfRangeException(nameof(shape), $"{name}: DKv must be positive, got {shape}");
+        if (shape.QueryRows < s.QueryLength || shape.KeyRows < s.KeyLength)
+            throw new ArgumentOutOfRangeException(nameof(shape), $"{name}: QueryRows and KeyRows must hold QueryLength and KeyLength rows, got {shape}");
+        if ((buckets is null) != (biasWeight is null))
+            throw new ArgumentException($"{name}: the position bias needs both the bucket table and the bias weights");
+        var flags = Options.None;
+        if (buckets is not null && biasWeight is not null)
+        {
+            BufferChecks.Require(name, buckets, (long)s.QueryLength * s.KeyLength, "buckets [Lq, Lk]");
+            BufferChecks.Require(name, biasWeight, s.Heads, "biasWeight [numBuckets, H]");
+            flags |= Options.Bias;
+        }
+        if (keyMask is not null)
+        {
+            BufferChecks.Require(name, keyMask, (long)s.Batch * s.KeyLength, "keyMask [B, Lk]");
+            flags |= Options.Mask;
+        }
+        if (s.Causal) flags |= Options.Causal;
+        uint threshold = DropoutKernel.KeepThreshold(dropoutRate);
+        if (threshold != 0)
+        {
+            if (seed is null) throw new ArgumentException($"{name}: dropout needs a seed buffer");
+            BufferChecks.Require(name, seed, 1, "seed");
+            // Element indices of the probabilities are 32-bit, as DropoutKernel's are.
+            if (s.Elements > uint.MaxValue) throw new ArgumentOutOfRangeException(nameof(shape), $"{name}: dropout indexes at most 2^32 probabilities, {shape} has {s.Elements}");
+            flags |= Options.Dropout;
+        }
+        if (t.Staged && FlashAttentionTiling.SharedBytes(t.Block, shape.DKv) > caps.MaxComputeSharedMemorySize)
+            throw new GpuException($"{name}: blocks of {t.Block} rows of d_kv {shape.DKv} need {FlashAttentionTiling.SharedBytes(t.Block, shape.DKv)} bytes of shared memory, the device has {caps.MaxComputeSharedMemorySize}");
+        return new Push((uint)s.Batch, (uint)s.Heads, (uint)s.QueryLength, (uint)s.KeyLength, (uint)shape.QueryRows, (uint)shape.KeyRows,
+                        flags, s.QueryOffset, threshold, threshold != 0 ? DropoutKernel.KeepScale(dropoutRate) : 1f, stream);
+    }
+
+    // Workgroups: blocks of rows along x, (b, h) along y up to the device limit (the shaders loop
+    // over the rest).
+    static (uint X, uint Y, uint Z) Groups(CommandGraph g, int rows, FlashAttentionShape shape, FlashAttentionTiling t) =>
+        (Grid.Div(rows, t.Invocations), (uint)Math.Min((long)shape.Scores.Batch * shape.Scores.Heads, g.Context.Capabilities.MaxWorkGroupCountY), 1);
+
+    // Bindings 0-3 are the optional inputs; an absent one is bound to q, which the shader never
+    // reads through that binding with the flag off.
+    static GpuBuffer[] Optional(GpuBuffer q, GpuBuffer? buckets, GpuBuffer? biasWeight, GpuBuffer? keyMask, GpuBuffer? seed) =>
+        [buckets ?? q, biasWeight ?? q, keyMask ?? q, seed ?? q];
+}

@@ -1,0 +1,399 @@
+using VkPrompt.Runtime;
+using VkPrompt.Runtime.Kernels;
+using VkPrompt.Runtime.Reference;
+using Xunit;
+
+namespace VkPrompt.Tests.Kernels;
+
+/// <summary>Which variant of the flash attention shaders a test forces, whatever the device
+/// would pick: lavapipe's (8 invocations reading blocks of 16 rows straight from memory) or a
+/// GPU's (64 invocations staging blocks of 32 rows in shared memory).</summary>
+public enum FlashTiles { Cpu, Gpu }
+
+public sealed class FlashAttentionTests(GpuFixture f) : GpuTest(f)
+{
+    const int NumBuckets = 32;
+    const float Rate = 0.1f;
+    const uint Seed = 1234, Stream = 7;
+
+    static FlashAttentionTiling Tiling(FlashTiles t) => t == FlashTiles.Cpu ? FlashAttentionTiling.Cpu : new(64, 32, Staged: true);
+
+    /// <summary>Activations, bucket table, bias weights and a key mask with about a quarter of the
+    /// keys off. Rows past the attended lengths (a KV cache's spare rows) hold NaN, so a read of
+    /// one shows in the result.</summary>
+    sealed record Inputs(float[] Q, float[] K, float[] V, float[] DO, int[] Buckets, float[] BiasWeight, int[] KeyMask)
+    {
+        public static Inputs Random(FlashAttentionShape s, int seed)
+        {
+            var rng = new Random(seed);
+            var a = s.Scores;
+            return new Inputs(
+                Activation(s, s.QueryRows, a.QueryLength, seed),
+                Activation(s, s.KeyRows, a.KeyLength, seed + 1),
+                Activation(s, s.KeyRows, a.KeyLength, seed + 2),
+                Activation(s, s.QueryRows, a.QueryLength, seed + 3),
+                Enumerable.Range(0, a.QueryLength * a.KeyLength).Select(_ => rng.Next(NumBuckets)).ToArray(),
+                Check.Random(NumBuckets * a.Heads, seed + 4, 2f),
+                Enumerable.Range(0, a.Batch * a.KeyLength).Select(_ => rng.Next(4) == 0 ? 0 : 1).ToArray());
+        }
+
+        static float[] Activation(FlashAttentionShape s, int rows, int length, int seed)
+        {
+            int row = s.Scores.Heads * s.DKv;
+            var x = Check.Random(s.Scores.Batch * rows * row, seed);
+            for (int i = 0; i < x.Length; i++)
+                if (i / row % rows >= length) x[i] = float.NaN;
+            return x;
+        }
+    }
+
+    /// <summary>Which optional parts of the attention a case switches on.</summary>
+    readonly record struct Parts(bool Bias, bool Mask, bool Dropout)
+    {
+        public int[] Buckets(Inputs x) => Bias ? x.Buckets : [];
+        public float[] BiasWeight(Inputs x) => Bias ? x.BiasWeight : [];
+        public int[] KeyMask(Inputs x) => Mask ? x.KeyMask : [];
+        public float DropoutRate => Dropout ? Rate : 0f;
+    }
+
+    static GpuBuffer? Optional<T>(GpuContext ctx, T[] data) where T : unmanaged => data.Length == 0 ? null : GpuBuffer.From<T>(ctx, data);
+
+    (float[] O, float[] Lse) Forward(FlashAttentionShape shape, Inputs x, Parts parts, FlashAttentionTiling t)
+    {
+        using var q = GpuBuffer.From<float>(Ctx, x.Q);
+        using var k = GpuBuffer.From<float>(Ctx, x.K);
+        using var v = GpuBuffer.From<float>(Ctx, x.V);
+        using var o = GpuBuffer.From<float>(Ctx, new float[shape.QueryElements]);
+        using var lse = new GpuBuffer(Ctx, Math.Max(1, shape.Scores.Rows) * 4);
+        using var buckets = Optional(Ctx, parts.Buckets(x));
+        using var bias = Optional(Ctx, parts.BiasWeight(x));
+        using var mask = Optional(Ctx, parts.KeyMask(x));
+        using var seed = GpuBuffer.From<uint>(Ctx, [Seed]);
+        using (var g = new CommandGraph(Ctx))
+        {
+            FlashAttentionKernel.Forward(g, q, k, v, o, lse, buckets, bias, mask, shape, parts.DropoutRate, seed, Stream, t);
+            g.Run();
+        }
+        return (o.Download<float>(), lse.Download<float>());
+    }
+
+    (float[] O, float[] Lse) ReferenceForward(FlashAttentionShape shape, Inputs x, Parts parts)
+    {
+        var o = new float[shape.QueryElements];
+        var lse = new float[shape.Scores.Rows];
+        FlashAttentionReference.Forward<float>(x.Q, x.K, x.V, o, lse, parts.Buckets(x), parts.BiasWeight(x), parts.KeyMask(x), shape, parts.DropoutRate, Seed, Stream);
+        return (o, lse);
+    }
+
+    /// <summary>dq, dk, dv; the gradient buffers start out holding <paramref name="initial"/>.</summary>
+    (float[] Dq, float[] Dk, float[] Dv) Backward(FlashAttentionShape shape, Inputs x, float[] o, float[] lse, Parts parts, FlashAttentionTiling t, float initial = 0f)
+    {
+        using var q = GpuBuffer.From<float>(Ctx, x.Q);
+        using var k = GpuBuffer.From<float>(Ctx, x.K);
+        using var v = GpuBuffer.From<float>(Ctx, x.V);
+        using var go = GpuBuffer.From<float>(Ctx, o);
+        using var glse = GpuBuffer.From<float>(Ctx, lse);
+        using var dO = GpuBuffer.From<float>(Ctx, x.DO);
+        using var dq = GpuBuffer.From<float>(Ctx, Filled(shape.QueryElements, initial));
+        using var dk = GpuBuffer.From<float>(Ctx, Filled(shape.KeyElements, initial));
+        using var dv = GpuBuffer.From<float>(Ctx, Filled(shape.KeyElements, initial));
+        using var buckets = Optional(Ctx, parts.Buckets(x));
+        using var bias = Optional(Ctx, parts.BiasWeight(x));
+        using var mask = Optional(Ctx, parts.KeyMask(x));
+        using var seed = GpuBuffer.From<uint>(Ctx, [Seed]);
+        using (var g = new CommandGraph(Ctx))
+        {
+            FlashAttentionKernel.Backward(g, q, k, v, go, glse, dO, dq, dk, dv, buckets, bias, mask, shape, parts.DropoutRate, seed, Stream, t);
+            g.Run();
+        }
+        return (dq.Download<float>(), dk.Download<float>(), dv.Download<float>());
+    }
+
+    static (float[] Dq, float[] Dk, float[] Dv) ReferenceBackward(FlashAttentionShape shape, Inputs x, float[] o, float[] lse, Parts parts, float initial = 0f)
+    {
+        var dq = Filled(shape.QueryElements, initial);
+        var dk = Filled(shape.KeyElements, initial);
+        var dv = Filled(shape.KeyElements, initial);
+        FlashAttentionReference.Backward<float>(x.Q, x.K, x.V, o, lse, x.DO, dq, dk, dv, parts.Buckets(x), parts.BiasWeight(x), parts.KeyMask(x), shape, parts.DropoutRate, Seed, Stream);
+        return (dq, dk, dv);
+    }
+
+    static float[] Filled(long n, float value)
+    {
+        var a = new float[n];
+        Array.Fill(a, value);
+        return a;
+    }
+
+    /// <summary>Every awkward length as Lq and as Lk, d_kv 1, 5, 8 and 64, each optional part on
+    /// somewhere and off somewhere, in both tile shapes.</summary>
+    public static TheoryData<int, int, int, int, int, bool, bool, bool, bool, FlashTiles> Cases()
+    {
+        (int B, int H, int Lq, int Lk, int D, bool Bias, bool Mask, bool Causal, bool Dropout)[] cases =
+        [
+            (1, 1, 1, 1, 8, true, true, true, true),
+            (2, 3, 7, 33, 8, false, false, false, false),
+            (2, 3, 7, 33, 8, true, true, false, true),
+            (2, 2, 33, 7, 5, false, true, true, false),
+            (1, 2, 33, 129, 64, true, true, true, true),
+            (1, 1, 129, 300, 64, true, false, false, false),
+            (2, 1, 300, 7, 1, true, true, true, true),
+            (1, 1, 300, 129, 64, false, true, true, true),
+        ];
+        var data = new TheoryData<int, int, int, int, int, bool, bool, bool, bool, FlashTiles>();
+        foreach (var tiles in Enum.GetValues<FlashTiles>())
+            foreach (var c in cases)
+                data.Add(c.B, c.H, c.Lq, c.Lk, c.D, c.Bias, c.Mask, c.Causal, c.Dropout, tiles);
+        return data;
+    }
+
+    [Theory, MemberData(nameof(Cases))]
+    public void ForwardMatchesReference(int batch, int heads, int lq, int lk, int dkv, bool bias, bool mask, bool causal, bool dropout, FlashTiles tiles)
+    {
+        var shape = new FlashAttentionShape(new AttentionShape(batch, heads, lq, lk, causal), dkv);
+        var x = Inputs.Random(shape, batch * 1000 + lk);
+        var parts = new Parts(bias, mask, dropout);
+        var (o, lse) = Forward(shape, x, parts, Tiling(tiles));
+        var (refO, refLse) = ReferenceForward(shape, x, parts);
+        // Outputs are convex combinations of v (times 1/(1 - rate)) and the logsumexp is a few
+        // units; fp32 exp, its sum over at most 300 keys and a d_kv ≤ 64 dot product per score
+        // each contribute ~1e-7 relative, two orders inside the bound.
+        Check.Close(refO, o, 1e-5, $"flash attention o {shape} {parts}");
+        Check.Close(refLse, lse, 1e-5, $"flash attention logsumexp {shape} {parts}");
+    }
+
+    [Theory, MemberData(nameof(Cases))]
+    public void BackwardMatchesReference(int batch, int heads, int lq, int lk, int dkv, bool bias, bool mask, bool causal, bool dropout, FlashTiles tiles)
+    {
+        var shape = new FlashAttentionShape(new AttentionShape(batch, heads, lq, lk, causal), dkv);
+        var x = Inputs.Random(shape, batch * 1000 + lk + 1);
+        var parts = new Parts(bias, mask, dropout);
+        // The same o and logsumexp go into both, so only the backward's own error is measured.
+        var (o, lse) = ReferenceForward(shape, x, parts);
+        var (dq, dk, dv) = Backward(shape, x, o, lse, parts, Tiling(tiles));
+        var expected = ReferenceBackward(shape, x, o, lse, parts);
+        Check.Close(expected.Dv, dv, 1e-5, $"dv {shape} {parts}");
+        if (lk == 1)
+        {
+            // Softmax over one key is constant: dq and dk vanish, up to the rounding of dP - Δ,
+            // a few ulp of |dO·v| ≤ d_kv = 8, times |k|, |q| ≤ 1. A relative measure would divide
+            // by the reference's own rounding noise.
+            Assert.All(dq.Concat(dk), g => Assert.True(Math.Abs(g) <= 1e-5, $"{g} should vanish with a single key"));
+            return;
+        }
+        // dS = P·(dP - Δ) subtracts numbers of similar size, so a score's error reaches dS
+        // relative to |dP| rather than to |dS|; summed over ≤ 300 keys or queries that stays
+        // near 1e-6 of the largest gradient.
+        Check.Close(expected.Dq, dq, 1e-5, $"dq {shape} {parts}");
+        Check.Close(expected.Dk, dk, 1e-5, $"dk {shape} {parts}");
+    }
+
+    /// <summary>The fused kernels against the unfused path T5Pass otherwise takes: Q·Kᵀ by
+    /// matmul, attention_softmax, dropout on a copy, P·V, and its backward through
+    /// softmax_backward, on the same device.</summary>
+    [Theory]
+    [InlineData(2, 3, 33, 129, 64, true, true, false, true)]
+    [InlineData(2, 2, 129, 129, 8, true, false, true, true)]
+    [InlineData(1, 2, 7, 300, 64, false, true, false, false)]
+    public void MatchesUnfusedPath(int batch, int heads, int lq, int lk, int dkv, bool bias, bool mask, bool causal, bool dropout)
+    {
+        var shape = new FlashAttentionShape(new AttentionShape(batch, heads, lq, lk, causal), dkv);
+        var x = Inputs.Random(shape, 31 + lq);
+        var parts = new Parts(bias, mask, dropout);
+        var (o, lse) = Forward(shape, x, parts, FlashAttentionTiling.For(Ctx.Capabilities, dkv));
+        var (dq, dk, dv) = Backward(shape, x, o, lse, parts, FlashAttentionTiling.For(Ctx.Capabilities, dkv));
+        var unfused = Unfused(shape, x, parts);
+        // Two fp32 computations of the same sums in different orders: ~1e-7 of the largest
+        // value each, compounded through dS's cancellation as above.
+        Check.Close(unfused.O, o, 1e-5, "o, fused vs unfused");
+        Check.Close(unfused.Dq, dq, 1e-5, "dq, fused vs unfused");
+        Check.Close(unfused.Dk, dk, 1e-5, "dk, fused vs unfused");
+        Check.Close(unfused.Dv, dv, 1e-5, "dv, fused vs unfused");
+    }
+
+    (float[] O, float[] Dq, float[] Dk, float[] Dv) Unfused(FlashAttentionShape shape, Inputs x, Parts parts)
+    {
+        var a = shape.Scores;
+        int b = a.Batch, h = a.Heads, lq = a.QueryLength, lk = a.KeyLength, d = shape.DKv;
+        int n = (int)a.Elements;
+        using var q = GpuBuffer.From<float>(Ctx, x.Q);
+        using var k = GpuBuffer.From<float>(Ctx, x.K);
+        using var v = GpuBuffer.From<float>(Ctx, x.V);
+        using var dO = GpuBuffer.From<float>(Ctx, x.DO);
+        using var probs = new GpuBuffer(Ctx, n * 4L);
+        using var dropped = new GpuBuffer(Ctx, n * 4L);
+        using var dp = new GpuBuffer(Ctx, n * 4L);
+        using var o = new GpuBuffer(Ctx, shape.QueryElements * 4);
+        using var dq = new GpuBuffer(Ctx, shape.QueryElements * 4);
+        using var dk = new GpuBuffer(Ctx, shape.KeyElements * 4);
+        using var dv = new GpuBuffer(Ctx, shape.KeyElements * 4);
+        using var buckets = Optional(Ctx, parts.Buckets(x));
+        using var bias = Optional(Ctx, parts.BiasWeight(x));
+        using var mask = Optional(Ctx, parts.KeyMask(x));
+        using var seed = GpuBuffer.From<uint>(Ctx, [Seed]);
+        using (var g = new CommandGraph(Ctx))
+        {
+            MatMulKernel.Run(g, q, k, probs, MatMulSpec.AttentionQKt(b, h, lq, lk, d));
+            AttentionSoftmaxKernel.Forward(g, probs, buckets, bias, mask, a);
+            g.Copy(probs, dropped);
+            DropoutKernel.Forward(g, dropped, n, parts.DropoutRate, seed, Stream);
+            MatMulKernel.Run(g, dropped, v, o, MatMulSpec.AttentionPV(b, h, lq, lk, d));
+            MatMulKernel.Run(g, dO, v, dp, MatMulSpec.AttentionQKt(b, h, lq, lk, d));
+            DropoutKernel.Backward(g, dp, n, parts.DropoutRate, seed, Stream);
+            SoftmaxBackwardKernel.Backward(g, probs, dp, (int)a.Rows, lk);
+            MatMulKernel.Run(g, dp, k, dq, MatMulSpec.AttentionPV(b, h, lq, lk, d));
+            MatMulKernel.Run(g, dp, q, dk, MatMulSpec.AttentionPtV(b, h, lq, lk, d));
+            MatMulKernel.Run(g, dropped, dO, dv, MatMulSpec.AttentionPtV(b, h, lq, lk, d));
+            g.Run();
+        }
+        return (o.Download<float>(), dq.Download<float>(), dk.Download<float>(), dv.Download<float>());
+    }
+
+    /// <summary>With one-hot values v[j] = e_j, o[i] is row i of the dropped probabilities; with
+    /// one-hot output gradients dO[i] = e_i, dv[j] is column j of them. Both must be zero exactly
+    /// where DropoutKernel zeroes a tensor of ones of the probabilities' shape.</summary>
+    [Theory, InlineData(FlashTiles.Cpu), InlineData(FlashTiles.Gpu)]
+    public void DropsExactlyWhatDropoutKernelDrops(FlashTiles tiles)
+    {
+        const int batch = 2, heads = 3, len = 33;
+        var shape = new FlashAttentionShape(new AttentionShape(batch, heads, len, len), len);
+        var x = Inputs.Random(shape, 41);
+        for (int b = 0; b < batch; b++)
+            for (int r = 0; r < len; r++)
+                for (int h = 0; h < heads; h++)
+                    for (int c = 0; c < len; c++)
+                    {
+                        long at = ((long)(b * len + r) * heads + h) * len + c;
+                        x.V[at] = x.DO[at] = r == c ? 1f : 0f;
+                        // Small scores keep every probability far from underflow.
+                        x.Q[at] *= 0.1f;
+                    }
+        var parts = new Parts(Bias: false, Mask: false, Dropout: true);
+        var (o, lse) = Forward(shape, x, parts, Tiling(tiles));
+        var (_, _, dv) = Backward(shape, x, o, lse, parts, Tiling(tiles));
+
+        var ones = Filled(shape.Scores.Elements, 1f);
+        using (var gones = GpuBuffer.From<float>(Ctx, ones))
+        using (var seed = GpuBuffer.From<uint>(Ctx, [Seed]))
+        {
+            using (var g = new CommandGraph(Ctx))
+            {
+                DropoutKernel.Forward(g, gones, ones.Length, Rate, seed, Stream);
+                g.Run();
+            }
+            ones = gones.Download<float>();
+        }
+        int dropped = 0;
+        for (int b = 0; b < batch; b++)
+            for (int h = 0; h < heads; h++)
+                for (int i = 0; i < len; i++)
+                    for (int j = 0; j < len; j++)
+                    {
+                        bool kept = ones[((b * heads + h) * len + i) * len + j] != 0f;
+                        dropped += kept ? 0 : 1;
+                        Assert.Equal(kept, o[((b * len + i) * heads + h) * len + j] != 0f);
+                        Assert.Equal(kept, dv[((b * len + j) * heads + h) * len + i] != 0f);
+                    }
+        // About a tenth of 6534 elements: the test did see drops.
+        Assert.InRange(dropped, 500, 800);
+    }
+
+    /// <summary>Batch 1 has every key masked, and with QueryOffset -1 query 0 of batch 0 sees no
+    /// key either: those queries get o = 0, logsumexp +inf and zero gradients, never NaN.</summary>
+    [Theory, InlineData(FlashTiles.Cpu), InlineData(FlashTiles.Gpu)]
+    public void FullyMaskedQueriesGiveZeros(FlashTiles tiles)
+    {
+        var shape = new FlashAttentionShape(new AttentionShape(2, 2, 7, 33, Causal: true, QueryOffset: -1), 8);
+        var x = Inputs.Random(shape, 51);
+        Array.Fill(x.KeyMask, 1, 0, 33);
+        Array.Fill(x.KeyMask, 0, 33, 33);
+        var parts = new Parts(Bias: true, Mask: true, Dropout: true);
+        var (o, lse) = Forward(shape, x, parts, Tiling(tiles));
+        var (refO, refLse) = ReferenceForward(shape, x, parts);
+        Check.Close(refO, o, 1e-5, "o");
+        Check.Close(refLse, lse, 1e-5, "logsumexp");
+        var (dq, dk, dv) = Backward(shape, x, o, lse, parts, Tiling(tiles));
+        var expected = ReferenceBackward(shape, x, o, lse, parts);
+        Check.Close(expected.Dq, dq, 1e-5, "dq");
+        Check.Close(expected.Dk, dk, 1e-5, "dk");
+        Check.Close(expected.Dv, dv, 1e-5, "dv");
+        for (int b = 0; b < 2; b++)
+            for (int h = 0; h < 2; h++)
+                for (int i = 0; i < 7; i++)
+                {
+                    bool none = b == 1 || i == 0;
+                    Assert.Equal(none, float.IsPositiveInfinity(lse[(b * 2 + h) * 7 + i]));
+                    var row = o.AsSpan(((b * 7 + i) * 2 + h) * 8, 8).ToArray();
+                    var grad = dq.AsSpan(((b * 7 + i) * 2 + h) * 8, 8).ToArray();
+                    if (none) Assert.All(row.Concat(grad), value => Assert.Equal(0f, value));
+                }
+        Assert.All(dk.Concat(dv), value => Assert.True(float.IsFinite(value)));
+    }
+
+    /// <summary>A KV-cached decoder step: one query at position 20 against the 21 keys cached so
+    /// far, in buffers holding 33 rows per batch entry (and q, o with 3 spare rows). Spare rows
+    /// hold NaN, which must not reach any result, and the gradients' spare rows must come back
+    /// untouched.</summary>
+    [Theory, InlineData(FlashTiles.Cpu), InlineData(FlashTiles.Gpu)]
+    public void SpareRowsOfACacheAreNeitherReadNorWritten(FlashTiles tiles)
+    {
+        var shape = new FlashAttentionShape(new AttentionShape(2, 3, 1, 21, Causal: true, QueryOffset: 20), 8) { QueryRows = 4, KeyRows = 33 };
+        var x = Inputs.Random(shape, 61);
+        var parts = new Parts(Bias: true, Mask: true, Dropout: true);
+        var (o, lse) = Forward(shape, x, parts, Tiling(tiles));
+        var (refO, refLse) = ReferenceForward(shape, x, parts);
+        Check.Close(refO, o, 1e-5, "o");
+        Check.Close(refLse, lse, 1e-5, "logsumexp");
+        const float sentinel = 12345f;
+        var (dq, dk, dv) = Backward(shape, x, refO, refLse, parts, Tiling(tiles), sentinel);
+        var expected = ReferenceBackward(shape, x, refO, refLse, parts, sentinel);
+        // The sentinels make max |expected| 12345: compare without them, then check they survive.
+        foreach (var (name, want, got, rows, length) in new[] { ("dq", expected.Dq, dq, 4, 1), ("dk", expected.Dk, dk, 33, 21), ("dv", expected.Dv, dv, 33, 21) })
+        {
+            int row = 3 * 8;
+            var live = Enumerable.Range(0, want.Length).Where(i => i / row % rows < length).ToArray();
+            Check.Close(live.Select(i => want[i]).ToArray(), live.Select(i => got[i]).ToArray(), 1e-5, name);
+            Assert.All(Enumerable.Range(0, want.Length).Except(live), i => Assert.Equal(sentinel, got[i]));
+        }
+    }
+
+    /// <summary>The reference backward is the gradient of the reference forward: central finite
+    /// differences in double of Σ dO·o with respect to q, k and v, with bias, mask, causality,
+    /// dropout and spare rows all on.</summary>
+    [Fact]
+    public void ReferenceBackwardMatchesFiniteDifferences()
+    {
+        var shape = new FlashAttentionShape(new AttentionShape(2, 2, 3, 5, Causal: true, QueryOffset: 1), 4) { QueryRows = 4, KeyRows = 6 };
+        var x = Inputs.Random(shape, 71);
+        // A high rate, so that some of these 60 probabilities are dropped (about 18).
+        const float rate = 0.3f;
+        double[] Clean(float[] a) => FiniteDifference.ToDouble(a).Select(value => double.IsNaN(value) ? 0 : value).ToArray();
+        var q = Clean(x.Q);
+        var k = Clean(x.K);
+        var v = Clean(x.V);
+        var dO = Clean(x.DO);
+        var bias = FiniteDifference.ToDouble(x.BiasWeight);
+        var o = new double[q.Length];
+        var lse = new double[shape.Scores.Rows];
+        double Loss(double[] qs, double[] ks, double[] vs)
+        {
+            FlashAttentionReference.Forward<double>(qs, ks, vs, o, lse, x.Buckets, bias, x.KeyMask, shape, rate, Seed, Stream);
+            return FiniteDifference.Dot(dO, o);
+        }
+        var fdq = FiniteDifference.Gradient(q, qs => Loss(qs, k, v));
+        var fdk = FiniteDifference.Gradient(k, ks => Loss(q, ks, v));
+        var fdv = FiniteDifference.Gradient(v, vs => Loss(q, k, vs));
+
+        Loss(q, k, v);
+        var dq = new double[q.Length];
+        var dk = new double[k.Length];
+        var dv = new double[v.Length];
+        FlashAttentionReference.Backward<double>(q, k, v, o, lse, dO, dq, dk, dv, x.Buckets, bias, x.KeyMask, shape, rate, Seed, Stream);
+        // Central differences in double with h = 1e-6: truncation ~h², rounding ~1e-16·|loss|/h,
+        // both below 1e-9 for these order-one losses.
+        Assert.True(FiniteDifference.MaxRelativeError(fdq, dq) <= 1e-7, "dq vs finite differences");
+        Assert.True(FiniteDifference.MaxRelativeError(fdk, dk) <= 1e-7, "dk vs finite differences");
+        Assert.True(FiniteDifference.MaxRelativeError(fdv, dv) <= 1e-7, "dv vs finite differences");
+        Assert.Contains(dv, value => value != 0);
+    }
+}

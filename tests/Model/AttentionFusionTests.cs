@@ -1,0 +1,59 @@
+using VkPrompt.Model;
+using VkPrompt.Model.Backends;
+using Xunit;
+
+namespace VkPrompt.Tests.Model;
+
+/// <summary>When T5Pass fuses attention, and what fusing saves.</summary>
+public sealed class AttentionFusionTests(GpuFixture f) : GpuTest(f), IDisposable
+{
+    readonly string dir = Directory.CreateTempSubdirectory("vkprompt-fusion").FullName;
+
+    public override void Dispose()
+    {
+        Directory.Delete(dir, true);
+        base.Dispose();
+    }
+
+    [Fact]
+    public void AutoFusesLargeAttentionOnGpusOnly()
+    {
+        using var cpu = new CpuBackend();
+        Assert.False(cpu.FusesAttention(512, 512));
+        using var gpu = new GpuBackend(Ctx);
+        Assert.Equal(Ctx.Capabilities.DeviceType != "cpu", gpu.FusesAttention(64, 64));
+        Assert.False(gpu.FusesAttention(8, 500));
+        gpu.AttentionFusion = AttentionFusion.Always;
+        Assert.True(gpu.FusesAttention(1, 1));
+        cpu.AttentionFusion = AttentionFusion.Never;
+        Assert.False(cpu.FusesAttention(512, 512));
+    }
+
+    /// <summary>A training pass that stores its activations keeps, per encoder block, a
+    /// logsumexp per query instead of the [B, H, Le, Le] probabilities, and needs no buffer for
+    /// their gradient: at least (layers + 1)·B·H·Le² floats fewer.</summary>
+    [Fact]
+    public void FusedStoredPassHoldsNoProbabilities()
+    {
+        var config = T5Config.Named("t5-small") with { VocabSize = 64, DModel = 24, DKv = 5, NumHeads = 3, DFf = 40, NumLayers = 2, NumDecoderLayers = 2 };
+        RandomT5.Write(dir, config, seed: 1);
+        using var ckpt = T5Checkpoint.Open(dir);
+        using var cpu = new CpuBackend();
+        using var weights = new T5Weights(ckpt, cpu);
+        using var prompt = cpu.Floats(8 * config.DModel, "prompt");
+        var shape = new BatchShape(Batch: 4, InputLength: 120, TargetLength: 16, PromptLength: 8);
+
+        long PassBytes(AttentionFusion fusion)
+        {
+            cpu.AttentionFusion = fusion;
+            long before = cpu.MemoryUse.Current;
+            using var pass = new T5Pass(weights, shape, ActivationMode.Store, prompt);
+            return cpu.MemoryUse.Current - before;
+        }
+
+        long unfused = PassBytes(AttentionFusion.Never), fused = PassBytes(AttentionFusion.Always);
+        long le = shape.EncoderLength;
+        Assert.True(unfused - fused >= (config.NumLayers + 1) * shape.Batch * config.NumHeads * le * le * 4L,
+                    $"fused pass {fused} bytes vs unfused {unfused}");
+    }
+}
