@@ -51,6 +51,13 @@ public sealed class StepFlopsTests
         public override void RmsNormBackward(Tensor x, Tensor w, Tensor dy, Tensor dx, int rows, int dim, float eps, bool accumulate) { }
         public override void AttentionSoftmax(Tensor scores, Tensor? buckets, Tensor? biasWeight, Tensor? keyMask, AttentionShape shape) { }
         public override void SoftmaxBackward(Tensor probs, Tensor grad, int rows, int length) { }
+        // The count is of the unfused products; this backend never fuses (the default), so a
+        // call here means T5Pass fused anyway and the count would be wrong.
+        public override void FusedAttention(Tensor q, Tensor k, Tensor v, Tensor o, Tensor logSumExp, Tensor? buckets, Tensor? biasWeight, Tensor? keyMask,
+                                            FlashAttentionShape shape, float dropoutRate, Tensor? seed, uint stream) => throw new NotSupportedException();
+        public override void FusedAttentionBackward(Tensor q, Tensor k, Tensor v, Tensor o, Tensor logSumExp, Tensor dO, Tensor dq, Tensor dk, Tensor dv,
+                                                    Tensor? buckets, Tensor? biasWeight, Tensor? keyMask, FlashAttentionShape shape, float dropoutRate, Tensor? seed, uint stream) =>
+            throw new NotSupportedException();
         public override void Relu(Tensor x, Tensor y, int n) { }
         public override void ReluBackward(Tensor x, Tensor dy, Tensor dx, int n) { }
         public override void GatedGelu(Tensor a, Tensor b, Tensor y, int n) { }
