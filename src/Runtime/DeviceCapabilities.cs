@@ -22,7 +22,15 @@ public sealed record DeviceCapabilities
     public required bool StorageBuffer16Bit { get; init; }
     public required bool ShaderInt8 { get; init; }
     public required bool BFloat16 { get; init; }
-    public required bool CooperativeMatrix { get; init; }
+    /// <summary>VK_KHR_cooperative_matrix is exposed. Reported only: the build's glslc predates
+    /// GL_KHR_cooperative_matrix, so no kernel uses it yet.</summary>
+    public required bool CooperativeMatrixKhr { get; init; }
+    /// <summary>What the matrix-unit product (matmul_coopmat.comp) needs is all there:
+    /// VK_NV_cooperative_matrix with its feature, 16x16x16 fp16·fp16+fp32 at subgroup scope,
+    /// shaderFloat16, 16-bit storage and the Vulkan memory model.</summary>
+    public required bool CooperativeMatrixNv { get; init; }
+    /// <summary>The shapes VK_NV_cooperative_matrix lists, as "MxNxK A·B+C", for the report.</summary>
+    public required IReadOnlyList<string> CooperativeMatrixShapes { get; init; }
     public required long MaxStorageBufferRange { get; init; }
     public required long MaxMemoryAllocationSize { get; init; }
     public required uint MaxComputeSharedMemorySize { get; init; }
@@ -35,7 +43,7 @@ public sealed record DeviceCapabilities
     public required IReadOnlyList<MemoryHeapInfo> Heaps { get; init; }
     public required string PipelineCacheKey { get; init; }
 
-    internal static unsafe DeviceCapabilities Query(Vk vk, PhysicalDevice pd, int index, IReadOnlySet<string> extensions)
+    internal static unsafe DeviceCapabilities Query(Vk vk, Instance instance, PhysicalDevice pd, int index, IReadOnlySet<string> extensions)
     {
         var driver = new PhysicalDeviceDriverProperties { SType = StructureType.PhysicalDeviceDriverProperties };
         var subgroup = new PhysicalDeviceSubgroupProperties { SType = StructureType.PhysicalDeviceSubgroupProperties, PNext = &driver };
@@ -44,10 +52,17 @@ public sealed record DeviceCapabilities
         vk.GetPhysicalDeviceProperties2(pd, &props2);
         var p = props2.Properties;
 
-        var f16 = new PhysicalDeviceShaderFloat16Int8Features { SType = StructureType.PhysicalDeviceShaderFloat16Int8Features };
+        // Structures of an extension the device lacks must not be chained, so the cooperative
+        // matrix ones go in only where VK_NV_cooperative_matrix is listed (every such device is
+        // Vulkan 1.2 or later, which the memory-model structure needs).
+        bool nvCoopmat = extensions.Contains(NvCooperativeMatrixExtension);
+        var memoryModel = new PhysicalDeviceVulkanMemoryModelFeatures { SType = StructureType.PhysicalDeviceVulkanMemoryModelFeatures };
+        var coopmat = new PhysicalDeviceCooperativeMatrixFeaturesNV { SType = StructureType.PhysicalDeviceCooperativeMatrixFeaturesNV, PNext = &memoryModel };
+        var f16 = new PhysicalDeviceShaderFloat16Int8Features { SType = StructureType.PhysicalDeviceShaderFloat16Int8Features, PNext = nvCoopmat ? &coopmat : null };
         var s16 = new PhysicalDevice16BitStorageFeatures { SType = StructureType.PhysicalDevice16BitStorageFeatures, PNext = &f16 };
         var feats2 = new PhysicalDeviceFeatures2 { SType = StructureType.PhysicalDeviceFeatures2, PNext = &s16 };
         vk.GetPhysicalDeviceFeatures2(pd, &feats2);
+        var shapes = nvCoopmat ? NvCooperativeMatrixShapes(vk, instance, pd) : [];
 
         vk.GetPhysicalDeviceMemoryProperties(pd, out var mem);
         var heaps = new List<MemoryHeapInfo>();
@@ -86,7 +101,11 @@ public sealed record DeviceCapabilities
             StorageBuffer16Bit = s16.StorageBuffer16BitAccess,
             ShaderInt8 = f16.ShaderInt8,
             BFloat16 = extensions.Contains("VK_KHR_shader_bfloat16"),
-            CooperativeMatrix = extensions.Contains("VK_KHR_cooperative_matrix"),
+            CooperativeMatrixKhr = extensions.Contains("VK_KHR_cooperative_matrix"),
+            CooperativeMatrixNv = nvCoopmat && coopmat.CooperativeMatrix && memoryModel.VulkanMemoryModel
+                                  && f16.ShaderFloat16 && s16.StorageBuffer16BitAccess && subgroup.SubgroupSize >= 16
+                                  && shapes.Contains(CoopmatShape),
+            CooperativeMatrixShapes = shapes.Select(s => s.Text).ToList(),
             MaxStorageBufferRange = p.Limits.MaxStorageBufferRange,
             MaxMemoryAllocationSize = (long)maint3.MaxMemoryAllocationSize,
             MaxComputeSharedMemorySize = p.Limits.MaxComputeSharedMemorySize,
@@ -99,6 +118,45 @@ public sealed record DeviceCapabilities
             Heaps = heaps,
             PipelineCacheKey = $"{Convert.ToHexString(uuid).ToLowerInvariant()}-{p.DriverVersion:x8}",
         };
+    }
+
+    internal const string NvCooperativeMatrixExtension = "VK_NV_cooperative_matrix";
+
+    readonly record struct CoopmatEntry(uint M, uint N, uint K, ComponentTypeKHR A, ComponentTypeKHR B, ComponentTypeKHR C, ComponentTypeKHR D, bool Subgroup)
+    {
+        public string Text => $"{M}x{N}x{K} {Short(A)}·{Short(B)}+{Short(C)}→{Short(D)}{(Subgroup ? "" : " (not subgroup scope)")}";
+        static string Short(ComponentTypeKHR t) => t switch
+        {
+            ComponentTypeKHR.Float16Khr => "f16",
+            ComponentTypeKHR.Float32Khr => "f32",
+            ComponentTypeKHR.Float64Khr => "f64",
+            ComponentTypeKHR.Sint8Khr => "s8",
+            ComponentTypeKHR.Uint8Khr => "u8",
+            ComponentTypeKHR.Sint32Khr => "s32",
+            ComponentTypeKHR.Uint32Khr => "u32",
+            _ => $"type{(int)t}",
+        };
+    }
+
+    // The one shape matmul_coopmat.comp is written for.
+    static readonly CoopmatEntry CoopmatShape = new(16, 16, 16, ComponentTypeKHR.Float16Khr, ComponentTypeKHR.Float16Khr,
+                                                    ComponentTypeKHR.Float32Khr, ComponentTypeKHR.Float32Khr, true);
+
+    // Silk.NET.Vulkan binds the NV extension's commands in a separate package that is not
+    // served here; the one query needed is called through its function pointer instead.
+    static unsafe List<CoopmatEntry> NvCooperativeMatrixShapes(Vk vk, Instance instance, PhysicalDevice pd)
+    {
+        using var name = new GpuContext.ScopedUtf8("vkGetPhysicalDeviceCooperativeMatrixPropertiesNV");
+        var fn = (delegate* unmanaged[Cdecl]<PhysicalDevice, uint*, CooperativeMatrixPropertiesNV*, Result>)vk.GetInstanceProcAddr(instance, name.Ptr).Handle;
+        if (fn == null) return [];
+        uint count = 0;
+        if (fn(pd, &count, null) != Result.Success || count == 0) return [];
+        var props = new CooperativeMatrixPropertiesNV[count];
+        for (int i = 0; i < count; i++) props[i].SType = StructureType.CooperativeMatrixPropertiesNV;
+        fixed (CooperativeMatrixPropertiesNV* p = props)
+            if (fn(pd, &count, p) != Result.Success) return [];
+        return props.Take((int)count).Select(p => new CoopmatEntry(p.MSize, p.NSize, p.KSize, (ComponentTypeKHR)p.AType, (ComponentTypeKHR)p.BType,
+                                                                     (ComponentTypeKHR)p.CType, (ComponentTypeKHR)p.DType, (ScopeKHR)p.Scope == ScopeKHR.SubgroupKhr)).ToList();
     }
 
     static unsafe string Utf8(byte* s, int max)

@@ -24,6 +24,11 @@ public sealed unsafe class GpuContext : IDisposable
     public GpuOptions Options { get; }
     public MemoryPool Memory { get; }
 
+    /// <summary>Products with 16-bit weights run on the matrix units (matmul_coopmat.comp): the
+    /// device can (<see cref="DeviceCapabilities.CooperativeMatrixNv"/>), this context enabled
+    /// it, and <see cref="GpuOptions.CooperativeMatrix"/> did not turn it off.</summary>
+    public bool CooperativeMatrix { get; }
+
     /// <summary>The storage-buffer range kernels may bind, after any test override.</summary>
     public long MaxBindingBytes { get; }
 
@@ -43,6 +48,9 @@ public sealed unsafe class GpuContext : IDisposable
                GCHandle validationHandle, DebugUtilsMessengerEXT messenger, ValidationLog validation)
     {
         Vk = vk; Instance = instance; PhysicalDevice = pd; Device = device; Queue = queue; QueueFamily = family;
+        // An adopted device has whatever features its host enabled, which Vulkan cannot report,
+        // so only a device this context created uses the cooperative-matrix kernel.
+        CooperativeMatrix = ownsDevice && UsesCooperativeMatrix(caps, options);
         Capabilities = caps; Options = options; this.ownsInstance = ownsInstance; this.ownsDevice = ownsDevice;
         this.validationHandle = validationHandle; this.messenger = messenger; Validation = validation;
         MaxBindingBytes = Math.Min(caps.MaxStorageBufferRange, options.MaxStorageBufferRangeOverride ?? long.MaxValue);
@@ -65,7 +73,7 @@ public sealed unsafe class GpuContext : IDisposable
     {
         var vk = LoadVulkan();
         var instance = CreateInstance(vk, validation: false, default, out _);
-        try { return EnumerateDevices(vk, instance).Select((pd, i) => DeviceCapabilities.Query(vk, pd, i, DeviceExtensions(vk, pd))).ToList(); }
+        try { return EnumerateDevices(vk, instance).Select((pd, i) => DeviceCapabilities.Query(vk, instance, pd, i, DeviceExtensions(vk, pd))).ToList(); }
         finally { vk.DestroyInstance(instance, null); }
     }
 
@@ -82,11 +90,11 @@ public sealed unsafe class GpuContext : IDisposable
             instance = CreateInstance(vk, options.Validation, handle, out var messenger);
             var devices = EnumerateDevices(vk, instance);
             if (devices.Count == 0) throw new GpuException(NoDeviceMessage);
-            var caps = devices.Select((pd, i) => DeviceCapabilities.Query(vk, pd, i, DeviceExtensions(vk, pd))).ToList();
+            var caps = devices.Select((pd, i) => DeviceCapabilities.Query(vk, instance, pd, i, DeviceExtensions(vk, pd))).ToList();
             int chosen = Choose(caps, options.Device);
             var pd = devices[chosen];
             uint family = ComputeQueueFamily(vk, pd);
-            var device = CreateDevice(vk, pd, family, caps[chosen]);
+            var device = CreateDevice(vk, pd, family, caps[chosen], UsesCooperativeMatrix(caps[chosen], options));
             vk.GetDeviceQueue(device, family, 0, out var queue);
             options.Log?.Invoke($"device {chosen}: {caps[chosen].Name} ({caps[chosen].DriverName} {caps[chosen].DriverVersion})");
             return new GpuContext(vk, instance, pd, device, queue, family, caps[chosen], options, true, true, handle, messenger, validation);
@@ -102,11 +110,12 @@ public sealed unsafe class GpuContext : IDisposable
     /// <summary>Uses a device the host already created. The caller keeps ownership of every
     /// handle passed in and must keep them alive until this context is disposed. The
     /// capabilities describe the physical device, since Vulkan cannot report what a host enabled:
-    /// fp16/bf16 weights need the host to have enabled storageBuffer16BitAccess.</summary>
+    /// fp16/bf16 weights need the host to have enabled storageBuffer16BitAccess. Products run on
+    /// the portable kernels, never the cooperative-matrix one.</summary>
     public static GpuContext Adopt(Vk vk, Instance instance, PhysicalDevice physicalDevice, Device device, Queue queue, uint queueFamily, GpuOptions? options = null)
     {
         options ??= new GpuOptions();
-        var caps = DeviceCapabilities.Query(vk, physicalDevice, 0, DeviceExtensions(vk, physicalDevice));
+        var caps = DeviceCapabilities.Query(vk, instance, physicalDevice, 0, DeviceExtensions(vk, physicalDevice));
         return new GpuContext(vk, instance, physicalDevice, device, queue, queueFamily, caps, options, false, false, default, default, new ValidationLog());
     }
 
@@ -260,7 +269,9 @@ public sealed unsafe class GpuContext : IDisposable
         throw new GpuException("the selected Vulkan device has no compute queue");
     }
 
-    static Device CreateDevice(Vk vk, PhysicalDevice pd, uint family, DeviceCapabilities caps)
+    static bool UsesCooperativeMatrix(DeviceCapabilities caps, GpuOptions options) => caps.CooperativeMatrixNv && options.CooperativeMatrix;
+
+    static Device CreateDevice(Vk vk, PhysicalDevice pd, uint family, DeviceCapabilities caps, bool cooperativeMatrix)
     {
         float priority = 1f;
         var queueInfo = new DeviceQueueCreateInfo
@@ -271,12 +282,17 @@ public sealed unsafe class GpuContext : IDisposable
             PQueuePriorities = &priority,
         };
         // Only features that half-precision kernels may use are asked for, and only where present.
+        var memoryModel = new PhysicalDeviceVulkanMemoryModelFeatures { SType = StructureType.PhysicalDeviceVulkanMemoryModelFeatures, VulkanMemoryModel = true };
+        var coopmat = new PhysicalDeviceCooperativeMatrixFeaturesNV { SType = StructureType.PhysicalDeviceCooperativeMatrixFeaturesNV, CooperativeMatrix = true, PNext = &memoryModel };
         var f16 = new PhysicalDeviceShaderFloat16Int8Features
         {
             SType = StructureType.PhysicalDeviceShaderFloat16Int8Features,
             ShaderFloat16 = caps.ShaderFloat16,
             ShaderInt8 = caps.ShaderInt8,
+            PNext = cooperativeMatrix ? &coopmat : null,
         };
+        using var coopmatName = new ScopedUtf8(DeviceCapabilities.NvCooperativeMatrixExtension);
+        var extension = coopmatName.Ptr;
         var s16 = new PhysicalDevice16BitStorageFeatures
         {
             SType = StructureType.PhysicalDevice16BitStorageFeatures,
@@ -288,6 +304,8 @@ public sealed unsafe class GpuContext : IDisposable
             SType = StructureType.DeviceCreateInfo,
             QueueCreateInfoCount = 1,
             PQueueCreateInfos = &queueInfo,
+            EnabledExtensionCount = cooperativeMatrix ? 1u : 0u,
+            PpEnabledExtensionNames = cooperativeMatrix ? &extension : null,
             PNext = &s16,
         };
         GpuException.Check(vk.CreateDevice(pd, &info, null, out var device), "vkCreateDevice");
@@ -377,7 +395,7 @@ public sealed unsafe class GpuContext : IDisposable
         if (validationHandle.IsAllocated) validationHandle.Free();
     }
 
-    readonly struct ScopedUtf8 : IDisposable
+    internal readonly struct ScopedUtf8 : IDisposable
     {
         public readonly byte* Ptr;
         public ScopedUtf8(string s) => Ptr = (byte*)SilkMarshal.StringToPtr(s);

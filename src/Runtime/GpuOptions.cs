@@ -13,6 +13,21 @@ public sealed record GpuOptions
     /// <summary>Records a timestamp around every dispatch (see <see cref="CommandGraph.Timings"/>).</summary>
     public bool Profiling { get; init; } = Environment.GetEnvironmentVariable("VKPROMPT_PROFILE") == "1";
 
+    /// <summary>Runs products with fp16/bf16 weights on the matrix units where the device has
+    /// them (<see cref="GpuContext.CooperativeMatrix"/>). VKPROMPT_DISABLE_COOPMAT=1 turns it off,
+    /// to compare or to rule it out.</summary>
+    public bool CooperativeMatrix { get; init; } = Environment.GetEnvironmentVariable("VKPROMPT_DISABLE_COOPMAT") != "1";
+
+    /// <summary>Replaces the device's tile shape of the portable matrix product, as
+    /// "LXxLYxTMxTNxBK" (workgroup x and y, rows and columns per invocation, staged depth; 0 streams):
+    /// a tuning switch. Default: VKPROMPT_MATMUL_TILING, else the shape chosen for the device.</summary>
+    public string? MatMulTiling { get; init; } = Environment.GetEnvironmentVariable("VKPROMPT_MATMUL_TILING") is { Length: > 0 } t ? t : null;
+
+    /// <summary>Replaces the tile shape of the cooperative-matrix product, as "WMxWNxTMxTNxBK"
+    /// (subgroups per workgroup along m and n, 16x16 tiles per subgroup along m and n, staged
+    /// depth). Default: VKPROMPT_COOPMAT_TILING, else the shape chosen for the device.</summary>
+    public string? CoopMatTiling { get; init; } = Environment.GetEnvironmentVariable("VKPROMPT_COOPMAT_TILING") is { Length: > 0 } t ? t : null;
+
     /// <summary>Directory for the on-disk pipeline cache; null disables persistence.</summary>
     public string? PipelineCacheDirectory { get; init; } = DefaultCacheDirectory();
 

@@ -97,6 +97,73 @@ public sealed class MatMulTests(GpuFixture f) : GpuTest(f)
         Compare(a, b, c, spec, variant, $"{precision} {(transposeB ? "A·Bᵀ" : "A·B")} {m}x{n}x{k}", precision);
     }
 
+    /// <summary>The matrix-unit product (where the device has one; skipped elsewhere) on the
+    /// shapes above, with tile shapes from one 16x16 tile per workgroup to the default, so edges
+    /// fall inside tiles, on tile borders and past them. The reference multiplies A rounded to
+    /// fp16 and B rounded to its storage precision and then to fp16, to nearest. Vulkan lets a
+    /// device round the conversion toward zero instead, which moves each A by up to 2^-10 of
+    /// itself, one way: about 2^-11/3 ≈ 1.6e-4 of the largest output for these random operands.
+    /// A misplaced tile or a lost slice errs by the order of the outputs themselves.</summary>
+    public static TheoryData<WeightPrecision, bool, int, int, int, bool, int> CoopMatCases()
+    {
+        var data = new TheoryData<WeightPrecision, bool, int, int, int, bool, int>();
+        foreach (var p in new[] { WeightPrecision.Fp16, WeightPrecision.Bf16 })
+            for (int t = 0; t < CoopMatTilings.Length; t++)
+                foreach (bool tb in new[] { true, false })
+                    foreach (var (m, n, k, padded) in RowsShapes().Where((_, i) => i % CoopMatTilings.Length == t).Append((300, 200, 520, false)))
+                        data.Add(p, tb, m, n, k, padded, t);
+        return data;
+    }
+
+    static readonly CoopMatTiling[] CoopMatTilings = [new(1, 1, 1, 1, 16), new(2, 1, 1, 2, 16), CoopMatTiling.Default];
+
+    [SkippableTheory, MemberData(nameof(CoopMatCases))]
+    public void CoopMatMatchesReferenceOnRoundedOperands(WeightPrecision precision, bool transposeB, int m, int n, int k, bool padded, int tiling)
+    {
+        Skip.IfNot(Ctx.CooperativeMatrix, $"{Ctx.Capabilities.Name} has no cooperative matrices this build can use");
+        var spec = RowsSpec(false, transposeB, m, n, k, padded);
+        int bLen = transposeB ? spec.BStrideN * (n - 1) + k : spec.BStrideK * (k - 1) + n;
+        var a = Check.Random(spec.AStrideM * (m - 1) + k, 17);
+        var b = WithNaNPadding(bLen, 18, i => transposeB ? (i % spec.BStrideN) < k : (i % spec.BStrideK) < n);
+        HalfFloat.Round(b, precision);
+        var c = Check.Random(spec.CStrideM * m, 19);
+        using var ga = GpuBuffer.From<float>(Ctx, a);
+        using var gb = GpuBuffer.From<ushort>(Ctx, Encode(b, precision));
+        using var gc = GpuBuffer.From<float>(Ctx, c);
+        using (var g = new CommandGraph(Ctx))
+        {
+            MatMulKernel.RunCoopMat(g, ga, gb, gc, spec, CoopMatTilings[tiling], precision);
+            g.Run();
+        }
+        HalfFloat.Round(a, WeightPrecision.Fp16);
+        HalfFloat.Round(b, WeightPrecision.Fp16);
+        MatMulReference.Run(a, b, c, spec);
+        Check.Close(c, gc.Download<float>(), 1e-3, $"coopmat {CoopMatTilings[tiling]} {precision} {(transposeB ? "A·Bᵀ" : "A·B")} {m}x{n}x{k}");
+    }
+
+    /// <summary>An activation past fp16's range is saturated at ±65504, not turned into an
+    /// infinity that would poison every sum it enters.</summary>
+    [SkippableFact]
+    public void CoopMatSaturatesActivationsPastTheHalfRange()
+    {
+        Skip.IfNot(Ctx.CooperativeMatrix, $"{Ctx.Capabilities.Name} has no cooperative matrices this build can use");
+        var spec = MatMulSpec.Rows(2, 1, 16, transposeB: true);
+        var a = new float[32];
+        a[0] = 1e6f;
+        a[16] = -1e6f;
+        var b = new float[16];
+        b[0] = 0.5f;
+        using var ga = GpuBuffer.From<float>(Ctx, a);
+        using var gb = GpuBuffer.From<ushort>(Ctx, Encode(b, WeightPrecision.Fp16));
+        using var gc = GpuBuffer.From<float>(Ctx, new float[2]);
+        using (var g = new CommandGraph(Ctx))
+        {
+            MatMulKernel.RunCoopMat(g, ga, gb, gc, spec, CoopMatTiling.Default, WeightPrecision.Fp16);
+            g.Run();
+        }
+        Assert.Equal([32752f, -32752f], gc.Download<float>());
+    }
+
     static float[] WithNaNPadding(int length, int seed, Func<int, bool> inside)
     {
         var x = Check.Random(length, seed);

@@ -184,7 +184,9 @@ public sealed class GoldenTests(GpuFixture f) : GpuTest(f)
 
     /// <summary>Like with like: the device reading 16-bit weights against the CPU backend
     /// computing with the same weights rounded on load. Both multiply the same numbers in fp32,
-    /// so SPEC.md's fp32 tolerances hold between them.</summary>
+    /// so SPEC.md's fp32 tolerances hold between them. On a device whose matrix units take the
+    /// products (GpuContext.CooperativeMatrix), activations are rounded to fp16 as well, an error
+    /// the CPU does not make: there the tolerances of fp16 weights against golden apply.</summary>
     [Theory, MemberData(nameof(HalfModelCases))]
     public void VulkanHalfWeightsMatchTheCpuRounding(string model, string caseName, WeightPrecision precision)
     {
@@ -202,11 +204,13 @@ public sealed class GoldenTests(GpuFixture f) : GpuTest(f)
         using var gpuBackend = new GpuBackend(Ctx);
         var cpu = Run(cpuBackend);
         var gpu = Run(gpuBackend);
+        double u = Ctx.CooperativeMatrix ? UnitRoundoff(WeightPrecision.Fp16) : 0;
+        double relative = Math.Max(1e-4, u / 2), gradTolerance = Math.Max(1e-3, 8 * u);
         for (int i = 0; i < cpu.Scores.Length; i++)
-            Assert.True(Math.Abs(gpu.Scores[i] - cpu.Scores[i]) <= 1e-3 + 1e-4 * Math.Abs(cpu.Scores[i]),
+            Assert.True(Math.Abs(gpu.Scores[i] - cpu.Scores[i]) <= 1e-3 + relative * Math.Abs(cpu.Scores[i]),
                 $"{precision} example {i}: {gpu.Scores[i]} on the device vs {cpu.Scores[i]} on the CPU");
-        Assert.True(Math.Abs(gpu.Loss - cpu.Loss) <= 1e-3 + 1e-4 * cpu.Loss, $"{precision} loss {gpu.Loss} vs {cpu.Loss}");
+        Assert.True(Math.Abs(gpu.Loss - cpu.Loss) <= 1e-3 + relative * cpu.Loss, $"{precision} loss {gpu.Loss} vs {cpu.Loss}");
         double err = Check.NormRelativeError(cpu.Grad, gpu.Grad);
-        Assert.True(err <= 1e-3, $"{precision} prompt gradient: device vs CPU relative error {err:E3} > 1e-3");
+        Assert.True(err <= gradTolerance, $"{precision} prompt gradient: device vs CPU relative error {err:E3} > {gradTolerance:E1}");
     }
 }

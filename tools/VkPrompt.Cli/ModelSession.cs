@@ -70,7 +70,10 @@ internal static class ModelOptions
             Description = "How the frozen weights are stored on the device. fp16 and bf16 halve the weight memory; they are widened to fp32 as they are read, " +
                           "so products still sum in fp32 and activations stay fp32 (T5's feed-forward activations overflow fp16). " +
                           "fp16 keeps 3 more bits of each weight, bf16 fp32's range. Both need 16-bit storage buffers on the device; " +
-                          "auto takes bf16 where the device has them and fp32 elsewhere. The cpu device emulates fp16/bf16 by rounding the weights. Default: fp32.",
+                          "auto takes bf16 where the device has them and fp32 elsewhere. The cpu device emulates fp16/bf16 by rounding the weights. " +
+                          "Where the device has cooperative matrices this build can use (VK_NV_cooperative_matrix; 'vkprompt devices' says), products with " +
+                          "16-bit weights run on the matrix units instead: their activation operand is rounded to fp16, saturating at ±65504, and sums stay fp32; " +
+                          "VKPROMPT_DISABLE_COOPMAT=1 turns that off. Default: fp32.",
             DefaultValueFactory = _ => DefaultPrecision,
         };
         option.AcceptOnlyFromAmong(WeightPrecisions.Names);

@@ -16,6 +16,7 @@ import os
 import statistics
 import sys
 import time
+import traceback
 
 # T5Config.Named (src/Model/T5Config.cs): t5-small is T5 v1.0, the others T5 v1.1 LM-adapted.
 V11 = dict(feed_forward_proj="gated-gelu", tie_word_embeddings=False)
@@ -158,6 +159,9 @@ def main():
             times.append((time.perf_counter() - start) * 1e3)
     except torch.cuda.OutOfMemoryError as e:
         error = "out of memory: " + str(e).split("\n")[0]
+    except Exception as e:  # reported in the JSON like out-of-memory, so the table shows why a row is empty
+        traceback.print_exc()
+        error = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
 
     forward, backward = step_flops(config.d_model, config.d_kv, config.num_heads, config.d_ff, config.num_layers,
                                    config.num_decoder_layers, config.vocab_size, config.is_gated_act, b, l, t, args.prompt_length)

@@ -23,6 +23,61 @@ internal readonly record struct MatMulTiling(int LocalX, int LocalY, int TileM, 
     public static MatMulTiling Staged => new(16, 8, 8, 4, 16);
 
     public static MatMulTiling For(DeviceCapabilities caps) => caps.DeviceType == "cpu" ? Streamed : Staged;
+
+    /// <summary>The tiling of <see cref="GpuOptions.MatMulTiling"/> where set, else the device's.</summary>
+    public static MatMulTiling For(GpuContext context)
+    {
+        if (context.Options.MatMulTiling is not { } text) return For(context.Capabilities);
+        var v = TilingText.Parse(text, "VKPROMPT_MATMUL_TILING", "LXxLYxTMxTNxBK, e.g. 16x8x8x4x16");
+        var t = new MatMulTiling(v[0], v[1], v[2], v[3], v[4]);
+        long shared = t.SharedK == 0 ? 0 : 4L * t.SharedK * (t.BlockM + 1 + t.BlockN + 1);
+        if (v[0] < 1 || v[1] < 1 || v[2] < 1 || v[3] < 1 || v[4] < 0 || v[0] * v[1] > 1024 || shared > context.Capabilities.MaxComputeSharedMemorySize)
+            throw new GpuException($"VKPROMPT_MATMUL_TILING={text}: needs positive sizes, at most 1024 invocations and {context.Capabilities.MaxComputeSharedMemorySize} bytes of shared memory ({shared} asked)");
+        return t;
+    }
+}
+
+/// <summary>Tile shape of matmul_coopmat.comp: <paramref name="WarpsM"/> x <paramref name="WarpsN"/>
+/// subgroups per workgroup, each owning <paramref name="TilesM"/> x <paramref name="TilesN"/>
+/// 16x16 accumulators, over slices <paramref name="SharedK"/> deep.</summary>
+internal readonly record struct CoopMatTiling(int WarpsM, int WarpsN, int TilesM, int TilesN, int SharedK)
+{
+    public int BlockM => WarpsM * TilesM * 16;
+    public int BlockN => WarpsN * TilesN * 16;
+
+    /// <summary>Shared memory the shader declares: fp16 A and B slices with rows padded by 8, and
+    /// a 16x16 fp32 staging tile per subgroup.</summary>
+    public long SharedBytes => 2L * (BlockM + BlockN) * (SharedK + 8) + 4L * 256 * WarpsM * WarpsN;
+
+    // A 128x128 block from 4 subgroups of 64x64, 32 deep: the large tile llama.cpp's coopmat
+    // matmul uses on NVIDIA. 16 accumulators of 8 floats per invocation stay inside the register
+    // file; 24.5 KiB of shared memory leaves room for two workgroups per multiprocessor.
+    public static CoopMatTiling Default => new(2, 2, 4, 4, 32);
+
+    /// <summary>The tiling of <see cref="GpuOptions.CoopMatTiling"/> where set, else the default.</summary>
+    public static CoopMatTiling For(GpuContext context)
+    {
+        if (context.Options.CoopMatTiling is not { } text) return Default;
+        var v = TilingText.Parse(text, "VKPROMPT_COOPMAT_TILING", "WMxWNxTMxTNxBK, e.g. 2x2x4x4x32");
+        var t = new CoopMatTiling(v[0], v[1], v[2], v[3], v[4]);
+        long invocations = (long)t.WarpsM * t.WarpsN * context.Capabilities.SubgroupSize;
+        if (v.Any(x => x < 1) || t.SharedK % 16 != 0 || invocations > 1024 || t.SharedBytes > context.Capabilities.MaxComputeSharedMemorySize)
+            throw new GpuException($"VKPROMPT_COOPMAT_TILING={text}: needs positive sizes, a depth that is a multiple of 16, at most 1024 invocations " +
+                                   $"({invocations} asked) and {context.Capabilities.MaxComputeSharedMemorySize} bytes of shared memory ({t.SharedBytes} asked)");
+        return t;
+    }
+}
+
+static class TilingText
+{
+    public static int[] Parse(string text, string name, string form)
+    {
+        var parts = text.Split('x');
+        var values = new int[parts.Length];
+        if (parts.Length != 5 || parts.Where((p, i) => !int.TryParse(p, out values[i])).Any())
+            throw new GpuException($"{name}={text}: expected {form}");
+        return values;
+    }
 }
 
 /// <summary>The matrix product of <see cref="MatMulSpec"/> on the device.</summary>
@@ -51,9 +106,29 @@ public static class MatMulKernel
     /// ranges of A or B it is computed from. B, the frozen weight of a layer, may be stored as
     /// fp16 or bf16 halves (<paramref name="bPrecision"/>; offsets and strides still count
     /// elements); it is widened to fp32 as it is loaded, and A, C and the sums stay fp32.</summary>
+    /// <remarks>Where the context uses cooperative matrices, a product with 16-bit B runs on the
+    /// matrix units instead, with A rounded to fp16 (saturating at ±65504) and fp32 sums.</remarks>
     /// <exception cref="GpuException">B is 16-bit and the device lacks 16-bit storage.</exception>
-    public static void Run(CommandGraph g, GpuBuffer a, GpuBuffer b, GpuBuffer c, in MatMulSpec s, WeightPrecision bPrecision = WeightPrecision.Fp32) =>
-        Run(g, a, b, c, s, MatMulTiling.For(g.Context.Capabilities), bPrecision);
+    public static void Run(CommandGraph g, GpuBuffer a, GpuBuffer b, GpuBuffer c, in MatMulSpec s, WeightPrecision bPrecision = WeightPrecision.Fp32)
+    {
+        if (bPrecision != WeightPrecision.Fp32 && g.Context.CooperativeMatrix)
+            RunCoopMat(g, a, b, c, s, CoopMatTiling.For(g.Context), bPrecision);
+        else
+            Run(g, a, b, c, s, MatMulTiling.For(g.Context), bPrecision);
+    }
+
+    internal static void RunCoopMat(CommandGraph g, GpuBuffer a, GpuBuffer b, GpuBuffer c, in MatMulSpec s, CoopMatTiling t, WeightPrecision bPrecision)
+    {
+        if (!g.Context.CooperativeMatrix) throw new GpuException("the cooperative-matrix product needs a context that enabled it (GpuContext.CooperativeMatrix)");
+        if (bPrecision == WeightPrecision.Fp32) throw new ArgumentException("the cooperative-matrix product takes 16-bit weights only", nameof(bPrecision));
+        s.Validate(a.Length<float>(), b.Bytes / bPrecision.ElementBytes(), c.Length<float>());
+        uint subgroup = g.Context.Capabilities.SubgroupSize;
+        var k = g.Context.Kernel("matmul_coopmat", Layout, (int)subgroup * t.WarpsM * t.WarpsN, (int)subgroup,
+                                 t.WarpsM, t.WarpsN, t.TilesM, t.TilesN, t.SharedK, bPrecision == WeightPrecision.Bf16 ? 1 : 0,
+                                 s.AStrideK == 1 ? 1 : 0, s.BStrideK == 1 ? 1 : 0);
+        uint z = (uint)Math.Min((long)s.Batch1 * s.Batch2, g.Context.Capabilities.MaxWorkGroupCountZ);
+        g.Dispatch(k, (Grid.Div(s.N, t.BlockN), Grid.Div(s.M, t.BlockM), z), Push.From(s), a, b, c);
+    }
 
     internal static void Run(CommandGraph g, GpuBuffer a, GpuBuffer b, GpuBuffer c, in MatMulSpec s, MatMulTiling t,
                              WeightPrecision bPrecision = WeightPrecision.Fp32)

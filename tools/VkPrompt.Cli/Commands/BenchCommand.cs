@@ -133,7 +133,7 @@ internal static class BenchCommand
 
         console.WriteLine($"timing: {s.Warmup} warm-up step(s), then {s.Steps} timed step(s){(s.Profile ? " with GPU timestamps" : "")} ...");
         var run = RunSteps(ckpt, s, examples, log);
-        var notes = new List<string>();
+        var notes = run.KernelNotes;
         if (run.Validation) notes.Add("the Vulkan validation layer was on (VKPROMPT_VALIDATION=1): these times are not representative");
         Breakdown? breakdown = null;
         if (run.Timings.Count > 0) breakdown = Summarize(run.Timings);
@@ -156,7 +156,7 @@ internal static class BenchCommand
             new BenchModel(s.Name, parameters, c.DModel, c.DFf, c.NumHeads, c.DKv, c.NumLayers, c.NumDecoderLayers, c.VocabSize,
                            c.IsGatedAct ? "gated-gelu" : "relu", c.TieWordEmbeddings),
             new BenchBatch(shape.Batch, shape.InputLength, shape.TargetLength, shape.PromptLength),
-            run.Precision.Name(), "fp32", s.Recompute, c.DropoutRate, s.Warmup, s.Steps, breakdown is not null,
+            run.Precision.Name(), run.KernelNotes.Any(n => n.Contains("matrix units (")) ? "fp32, fp16 product operands" : "fp32", s.Recompute, c.DropoutRate, s.Warmup, s.Steps, breakdown is not null,
             new StepStats(median, sorted[0], sorted[^1]), run.StepMs,
             shape.Batch / (median / 1e3), tokens / (median / 1e3), tokens,
             forward, backward, forward + backward, (forward + backward) / (median / 1e3) / 1e12,
@@ -166,7 +166,7 @@ internal static class BenchCommand
     }
 
     sealed record StepRun(DeviceCapabilities Capabilities, WeightPrecision Precision, bool Validation, List<double> StepMs, List<double> Losses,
-                          List<List<DispatchTiming>> Timings, long PeakBytes, long ReservedBytes, long WeightBytes);
+                          List<List<DispatchTiming>> Timings, long PeakBytes, long ReservedBytes, long WeightBytes, List<string> KernelNotes);
 
     /// <summary>Loads the weights on a context of their own (profiled or not for its whole life)
     /// and runs the steps.</summary>
@@ -196,7 +196,24 @@ internal static class BenchCommand
         // As in ModelSession: with VKPROMPT_VALIDATION=1 a validation error is a bug, and the command fails.
         if (ctx.Validation.Errors.FirstOrDefault() is { } error)
             throw new InvalidOperationException($"{ctx.Validation.ErrorCount} Vulkan validation error(s); the first: {error}");
-        return new StepRun(ctx.Capabilities, precision, ctx.Options.Validation, times, losses, timings, ctx.Memory.PeakBytesInUse, ctx.Memory.BytesReserved, weightBytes);
+        return new StepRun(ctx.Capabilities, precision, ctx.Options.Validation, times, losses, timings, ctx.Memory.PeakBytesInUse, ctx.Memory.BytesReserved, weightBytes,
+                           KernelNotes(ctx, precision));
+    }
+
+    /// <summary>Which product kernels ran and with which tile shapes, so runs that differ only
+    /// in a switch (VKPROMPT_DISABLE_COOPMAT, VKPROMPT_*_TILING) can be told apart.</summary>
+    static List<string> KernelNotes(GpuContext ctx, WeightPrecision precision)
+    {
+        var notes = new List<string>();
+        bool halfWeights = precision != WeightPrecision.Fp32;
+        if (halfWeights && ctx.CooperativeMatrix)
+            notes.Add($"products with {precision.Name()} weights ran on the matrix units (VK_NV_cooperative_matrix), their activation operand rounded to fp16; " +
+                      $"tiling {ctx.Options.CoopMatTiling ?? "default"}");
+        else if (halfWeights && ctx.Capabilities.CooperativeMatrixNv)
+            notes.Add("the matrix units were switched off (VKPROMPT_DISABLE_COOPMAT=1)");
+        if (!(halfWeights && ctx.CooperativeMatrix) || ctx.Options.MatMulTiling is not null)
+            notes.Add($"portable product tiling {ctx.Options.MatMulTiling ?? "default"}");
+        return notes;
     }
 
     /// <summary>Per-step means of the GPU time by phase (in the order the step runs them), by
@@ -224,7 +241,7 @@ internal static class BenchCommand
         console.WriteLine($"device: {r.Device.Name} ({r.Device.Driver})");
         if (r.Capabilities is { } c)
             console.WriteLine($"capabilities: {c.DeviceType}, subgroup {c.SubgroupSize}, float16 {YesNo(c.ShaderFloat16)}, bfloat16 {YesNo(c.BFloat16)}, " +
-                              $"cooperative matrix {YesNo(c.CooperativeMatrix)} (the whole report is in the JSON)");
+                              $"cooperative matrix {(c.CooperativeMatrixNv ? "NV" : c.CooperativeMatrixKhr ? "KHR only (unused)" : "no")} (the whole report is in the JSON)");
         console.WriteLine($"step time: median {F(r.StepMs.Median, "F1")} ms (min {F(r.StepMs.Min, "F1")}, max {F(r.StepMs.Max, "F1")}) over {r.Steps} step(s)");
         console.WriteLine($"throughput: {F(r.ExamplesPerSecond, "F2")} examples/s, {F(r.TokensPerSecond, "F1")} tokens/s ({r.TokensPerStep} input and target tokens per step)");
         console.WriteLine($"compute: {F(r.FlopsPerStep / 1e12, "F3")} TFLOP per step (forward {F(r.ForwardFlops / 1e12, "F3")}, backward {F(r.BackwardFlops / 1e12, "F3")}); achieved {F(r.Tflops, "F3")} TFLOP/s");

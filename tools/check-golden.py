@@ -1,0 +1,120 @@
+#!/usr/bin/env python3
+"""Checks a vkprompt binary on one device against the golden references of ../shared/golden.
+
+For every golden model and case, at each precision: `vkprompt score` with and without the case's
+prompt and `vkprompt grad`, compared with scores.json, scores_noprompt.json, loss.json and
+grad.safetensors within the tolerances of tests/Model/GoldenTests.cs. It exists for machines
+without the .NET SDK (a GPU lent for a benchmark gets the self-contained binary, not the test
+suite), so that the kernels a device selects for itself, the cooperative-matrix ones included,
+are checked there before they are timed. Only the Python standard library is needed.
+
+  python3 tools/check-golden.py --vkprompt .publish/vkprompt --golden ../shared/golden
+
+Exits 0 when every check passes, 1 when one fails, 2 on bad arguments.
+"""
+import argparse
+import json
+import math
+import os
+import struct
+import subprocess
+import sys
+import tempfile
+
+# tests/Model/GoldenTests.cs: SPEC.md's fp32 tolerances; 16-bit weights scale theirs with the unit
+# roundoff u of the storage (u/2 relative for log-likelihoods and the loss, 8u for the gradient).
+# On matrix units activations are rounded to fp16 too, within the same bounds.
+UNIT_ROUNDOFF = {"fp16": 2.0 ** -11, "bf16": 2.0 ** -8}
+
+
+def tolerances(precision):
+    u = UNIT_ROUNDOFF.get(precision)
+    return (1e-4, 1e-3) if u is None else (u / 2, 8 * u)
+
+
+def read_tensor(path, key):
+    with open(path, "rb") as f:
+        data = f.read()
+    (n,) = struct.unpack("<Q", data[:8])
+    entry = json.loads(data[8:8 + n])[key]
+    start, end = entry["data_offsets"]
+    code = {"F32": "f", "F64": "d"}[entry["dtype"]]
+    raw = data[8 + n + start:8 + n + end]
+    return list(struct.unpack("<%d%s" % (len(raw) // struct.calcsize(code), code), raw))
+
+
+def norm_relative_error(expected, actual):
+    num = sum((a - e) ** 2 for a, e in zip(actual, expected))
+    den = sum(e * e for e in expected)
+    return math.sqrt(num / den)
+
+
+def run(cmd):
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    if p.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} exited {p.returncode}: {(p.stderr or p.stdout).strip()[-400:]}")
+    return p.stdout
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--vkprompt", default="./vkprompt", help="the vkprompt executable (default ./vkprompt)")
+    ap.add_argument("--golden", default=os.path.join(os.path.dirname(__file__), "..", "..", "shared", "golden"),
+                    help="the golden folder (default ../shared/golden beside the checkout)")
+    ap.add_argument("--precision", default="fp32,fp16,bf16", help="comma-separated precisions (default fp32,fp16,bf16)")
+    ap.add_argument("--device", default="auto", help="passed to vkprompt --device")
+    args = ap.parse_args()
+    if not os.path.isdir(args.golden):
+        print(f"check-golden: no golden folder at {args.golden}", file=sys.stderr)
+        return 2
+
+    failures, checks = [], 0
+    tmp = tempfile.mkdtemp(prefix="check-golden-")
+    for model in sorted(os.listdir(args.golden)):
+        model_dir = os.path.join(args.golden, model)
+        cases_dir = os.path.join(model_dir, "cases")
+        if not os.path.isdir(cases_dir):
+            continue
+        for case in sorted(os.listdir(cases_dir)):
+            case_dir = os.path.join(cases_dir, case)
+            if not os.path.isfile(os.path.join(case_dir, "grad.safetensors")):
+                continue
+            data, prompt = os.path.join(case_dir, "data.jsonl"), os.path.join(case_dir, "prompt0.safetensors")
+            for precision in args.precision.split(","):
+                score_tol, grad_tol = tolerances(precision)
+                base = [args.vkprompt, "--model", model_dir, "--data", data, "--device", args.device, "--precision", precision]
+                where = f"{model}/{case} {precision}"
+
+                def expect(what, ok, detail):
+                    nonlocal checks
+                    checks += 1
+                    print(f"{'ok  ' if ok else 'FAIL'} {where} {what}: {detail}")
+                    if not ok:
+                        failures.append(f"{where} {what}")
+
+                try:
+                    for name, extra in (("scores", ["--prompt", prompt]), ("scores_noprompt", [])):
+                        with open(os.path.join(case_dir, name + ".json")) as f:
+                            gold = json.load(f)
+                        got = [json.loads(line)["logprob"] for line in run([base[0], "score"] + base[1:] + extra).splitlines() if line.strip()]
+                        same = len(got) == len(gold)
+                        ok = same and all(abs(g - e) <= 1e-3 + score_tol * abs(e) for g, e in zip(got, gold))
+                        worst = max(abs(g - e) for g, e in zip(got, gold)) if same else math.inf
+                        expect(name, ok, f"{len(got)} of {len(gold)} examples, max |difference| {worst:.2e} "
+                                         f"(allowed 1e-3 + {score_tol:.1e}·|golden|)")
+                    out = os.path.join(tmp, "grad.safetensors")
+                    loss = json.loads(run([base[0], "grad"] + base[1:] + ["--prompt", prompt, "--output", out]))["loss"]
+                    with open(os.path.join(case_dir, "loss.json")) as f:
+                        gold_loss = json.load(f)["loss"]
+                    expect("loss", abs(loss - gold_loss) <= 1e-3 + score_tol * gold_loss, f"{loss:.6f} vs {gold_loss:.6f}")
+                    err = norm_relative_error(read_tensor(os.path.join(case_dir, "grad.safetensors"), "prompt_gradient"),
+                                              read_tensor(out, "prompt_gradient"))
+                    expect("prompt gradient", err <= grad_tol, f"relative error {err:.2e} (allowed {grad_tol:.1e})")
+                except (RuntimeError, ValueError, KeyError) as e:
+                    expect("run", False, str(e))
+    print(f"check-golden: {checks - len(failures)} of {checks} checks passed")
+    return 1 if failures or checks == 0 else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
