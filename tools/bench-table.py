@@ -7,13 +7,14 @@ tools/peer/peer_bench.py, docs/benchmarks.md), one row per report, in the order 
 "vs peer" is the peer's median step time over this row's, for a VkPrompt row that has a peer
 row on the same device, shape, batch, lengths, weight precision and recompute setting: above 1
 means VkPrompt is faster. VkPrompt keeps activations in fp32 whatever its weights are stored as,
-while the peer's bf16 computes in bf16 too; the "weights / activations" column shows both.
+while the peer's bf16 computes in bf16 too; the "weights / activations" column shows both. The
+"attention" column is VkPrompt's --attention setting and what each attention ran as under it.
 Python's standard library only.
 """
 import json
 import sys
 
-COLUMNS = ["implementation", "device", "model", "batch x (input + prompt) -> target", "weights / activations",
+COLUMNS = ["implementation", "device", "model", "batch x (input + prompt) -> target", "weights / activations", "attention",
            "step ms: median (min-max)", "examples/s", "tokens/s", "TFLOP/s", "peak memory GiB", "vs peer"]
 
 
@@ -32,6 +33,16 @@ def num(value, digits):
     return "-" if value is None else f"{value:,.{digits}f}"
 
 
+def attention(r):
+    """What ran, fused or unfused (per attention where they differ), after the setting when that was auto; "-" for the peer."""
+    a = r.get("attention")
+    if not a:
+        return "-"
+    sites = [("encoder self", a["encoderSelf"]), ("decoder self", a["decoderSelf"]), ("cross", a["cross"])]
+    ran = sites[0][1] if len({kind for _, kind in sites}) == 1 else ", ".join(f"{name} {kind}" for name, kind in sites)
+    return ran if a["setting"] == ran else f"{a['setting']}: {ran}"
+
+
 def row(r, peers):
     b = r["batch"]
     step = r.get("stepMs")
@@ -47,7 +58,7 @@ def row(r, peers):
     model = r["model"]["shape"] + (" (recompute)" if r["recompute"] else "")
     return [r["implementation"], r["device"]["name"], model,
             f"{b['batchSize']} x ({b['inputLength']} + {b['promptLength']}) -> {b['targetLength']}",
-            f"{r['precision']} / {r.get('activationPrecision', r['precision'])}", timing,
+            f"{r['precision']} / {r.get('activationPrecision', r['precision'])}", attention(r), timing,
             num(r.get("examplesPerSecond"), 2), num(r.get("tokensPerSecond"), 1), num(r.get("tflops"), 3),
             "-" if peak is None else f"{peak / 2**30:.2f}", ratio]
 

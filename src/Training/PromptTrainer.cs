@@ -20,7 +20,7 @@ public sealed class PromptTrainer : IDisposable
     readonly int seed;
     readonly Tensor prompt, state, update;
     readonly Dictionary<BatchShape, (T5Pass Pass, IRecording Run)> steps = new();
-    IRecording? lastRun;
+    (T5Pass Pass, IRecording Run)? last;
 
     public int PromptLength { get; }
     public int Dim { get; }
@@ -29,7 +29,11 @@ public sealed class PromptTrainer : IDisposable
 
     /// <summary>Per-op GPU times of the last step, tagged with <see cref="T5Pass.Phases"/> and
     /// <see cref="OptimizerPhase"/>, where the device profiles; empty otherwise.</summary>
-    public IReadOnlyList<DispatchTiming> LastStepTimings => lastRun?.Timings ?? [];
+    public IReadOnlyList<DispatchTiming> LastStepTimings => last?.Run.Timings ?? [];
+
+    /// <summary>Which attentions the last step ran fused (<see cref="T5Pass.FusedAttention"/>);
+    /// null before the first step.</summary>
+    public (bool EncoderSelf, bool DecoderSelf, bool Cross)? LastStepFusedAttention => last?.Pass.FusedAttention;
 
     public const string OptimizerPhase = "optimizer";
 
@@ -66,7 +70,7 @@ public sealed class PromptTrainer : IDisposable
         pass.Load(host);
         if (pass.DropoutSeed is not null) be.Upload(pass.DropoutSeed, [DropoutSeed(seed, Step)]);
         run.Run();
-        lastRun = run;
+        last = (pass, run);
         Step++;
         return MeanLoss(pass, host);
     }
@@ -111,7 +115,7 @@ public sealed class PromptTrainer : IDisposable
     {
         foreach (var (pass, rec) in steps.Values) { rec.Dispose(); pass.Dispose(); }
         steps.Clear();
-        lastRun = null;
+        last = null;
     }
 
     public void Dispose()

@@ -1,6 +1,7 @@
 using System.Text.Json;
 using VkPrompt.Cli;
 using VkPrompt.Model;
+using VkPrompt.Model.Backends;
 using VkPrompt.Tests.Model;
 using VkPrompt.Training;
 using Xunit;
@@ -66,6 +67,11 @@ public sealed class BenchCommandTests : IDisposable
         Assert.Equal("fp32", r.GetProperty("activationPrecision").GetString());
         Assert.False(r.GetProperty("recompute").GetBoolean());
         Assert.Equal(1, r.GetProperty("steps").GetInt32());
+        // The default follows VKPROMPT_ATTENTION; under auto every attention here (11 x 11
+        // scores at most) is too small to fuse, on any device.
+        string setting = AttentionFusions.FromEnvironment().Name();
+        string ran = setting == "fused" ? "fused" : "unfused";
+        Assert.Equal([setting, ran, ran, ran], Attention(r));
 
         var step = r.GetProperty("stepMs");
         double median = step.GetProperty("median").GetDouble();
@@ -100,6 +106,30 @@ public sealed class BenchCommandTests : IDisposable
         Assert.Contains("matmul", ops);
         Assert.Contains("adafactor", ops);
         Assert.Equal(breakdown.GetProperty("gpuMs").GetDouble(), phases.Sum(p => p.GetProperty("ms").GetDouble()), 1e-9);
+    }
+
+    static string[] Attention(JsonElement report)
+    {
+        var a = report.GetProperty("attention");
+        return new[] { "setting", "encoderSelf", "decoderSelf", "cross" }.Select(k => a.GetProperty(k).GetString()!).ToArray();
+    }
+
+    /// <summary>Each setting is recorded with what it ran; the same step fused and unfused sees
+    /// the same dropout masks (FusedAttention draws those Dropout would), so its loss agrees.</summary>
+    [Fact]
+    public void RecordsTheAttentionItRan()
+    {
+        double Loss(string attention)
+        {
+            var (code, stdout, stderr) = Bench("--attention", attention, "--no-profile");
+            Assert.True(code == 0, stderr);
+            Assert.Contains($"attention: {attention}", stdout, StringComparison.Ordinal);
+            using var json = JsonDocument.Parse(File.ReadAllText(dir.File("bench.json")));
+            Assert.Equal([attention, attention, attention, attention], Attention(json.RootElement));
+            return json.RootElement.GetProperty("loss").GetProperty("first").GetDouble();
+        }
+        double fused = Loss("fused"), unfused = Loss("unfused");
+        Assert.Equal(unfused, fused, 1e-4 * Math.Abs(unfused));
     }
 
     [Fact]

@@ -18,9 +18,10 @@ public sealed class AttentionFusionTests(GpuFixture f) : GpuTest(f), IDisposable
     [Fact]
     public void AutoFusesLargeAttentionOnGpusOnly()
     {
-        using var cpu = new CpuBackend();
+        // Set, because the default follows VKPROMPT_ATTENTION.
+        using var cpu = new CpuBackend { AttentionFusion = AttentionFusion.Auto };
         Assert.False(cpu.FusesAttention(512, 512));
-        using var gpu = new GpuBackend(Ctx);
+        using var gpu = new GpuBackend(Ctx) { AttentionFusion = AttentionFusion.Auto };
         Assert.Equal(Ctx.Capabilities.DeviceType != "cpu", gpu.FusesAttention(64, 64));
         Assert.False(gpu.FusesAttention(8, 500));
         gpu.AttentionFusion = AttentionFusion.Always;

@@ -35,7 +35,7 @@ public sealed class BenchScriptTests : IDisposable
         BenchCommand.Schema, "vkprompt 0.1.0", "vkprompt bench --shape t5-base", "2026-01-01T00:00:00Z",
         new BenchDevice(device, "driver 1", "vulkan"), null,
         new BenchModel("t5-base", 247_577_856, 768, 2048, 12, 64, 12, 12, 32128, "gated-gelu", false),
-        new BenchBatch(32, 512, 8, 100), precision, "fp32", false, 0.1, 2, 3, true,
+        new BenchBatch(32, 512, 8, 100), precision, "fp32", new BenchAttention("auto", "fused", "unfused", "fused"), false, 0.1, 2, 3, true,
         new StepStats(medianMs, medianMs - 1, medianMs + 2), [medianMs - 1, medianMs, medianMs + 2],
         32 / (medianMs / 1e3), 16640 / (medianMs / 1e3), 16640, 4_392_222_720_000, 4_838_140_674_048, 9_230_363_394_048, 9.23 / (medianMs / 1e3),
         3L << 30, 4L << 30, 1L << 30, new LossStats(10.4, 10.3), null, []);
@@ -85,6 +85,8 @@ public sealed class BenchScriptTests : IDisposable
         Assert.Equal("vkprompt 0.1.0", Cell(0, "implementation"));
         Assert.Equal("fp32 / fp32", Cell(0, "weights / activations"));
         Assert.Equal("bf16 / bf16", Cell(2, "weights / activations"));
+        Assert.Equal("auto: encoder self fused, decoder self unfused, cross fused", Cell(0, "attention"));
+        Assert.Equal("-", Cell(1, "attention"));
         Assert.Equal("500.0 (499.0-502.0)", Cell(0, "step ms: median (min-max)"));
         Assert.Equal("3.00", Cell(0, "peak memory GiB"));
         // The fp32 peer took twice as long; the bf16 one is another precision and is not compared.

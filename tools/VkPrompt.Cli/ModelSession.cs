@@ -16,7 +16,7 @@ internal sealed class ModelSession : IDisposable
     public T5Weights Weights { get; }
 
     /// <param name="precision">A <c>--precision</c> value: fp32, fp16, bf16 or auto.</param>
-    public ModelSession(string modelDir, string device, Action<string>? log, string precision = ModelOptions.DefaultPrecision)
+    public ModelSession(string modelDir, string device, AttentionFusion attention, Action<string>? log, string precision = ModelOptions.DefaultPrecision)
     {
         Checkpoint = T5Checkpoint.Open(modelDir);
         try
@@ -24,6 +24,8 @@ internal sealed class ModelSession : IDisposable
             Tokenizer = T5Tokenizer.Load(modelDir);
             Backend = BackendFactory.Open(device, log);
             log?.Invoke($"backend: {Backend.Name}");
+            Backend.AttentionFusion = attention;
+            log?.Invoke($"attention: {attention.Name()}");
             try
             {
                 var weightPrecision = WeightPrecisions.Parse(precision, (Backend as GpuBackend)?.Context.Capabilities);
@@ -78,6 +80,32 @@ internal static class ModelOptions
         };
         option.AcceptOnlyFromAmong(WeightPrecisions.Names);
         return option;
+    }
+
+    public static Option<string> Attention()
+    {
+        var option = new Option<string>("--attention")
+        {
+            HelpName = "auto|fused|unfused",
+            Description = "How attention runs. fused: flash-style, one kernel per attention that streams the keys and never stores the [queries x keys] " +
+                          "score matrix of a head in device memory, so long inputs need far less activation memory; unfused: two matrix products and a softmax " +
+                          "through that matrix. auto: fused on GPUs (except attentions of fewer than 64x64 scores, such as decoder self-attention over a few " +
+                          "target tokens), unfused on CPU Vulkan devices such as lavapipe, where the fused kernels are slower, and on --device cpu. " +
+                          "Both give the same results up to float rounding. Default: $VKPROMPT_ATTENTION if set, else auto.",
+            // AttentionFusions owns the VKPROMPT_ATTENTION convention; the CLI shows the same default.
+            DefaultValueFactory = _ => AttentionFusions.DefaultText,
+        };
+        option.AcceptOnlyFromAmong(AttentionFusions.Names);
+        return option;
+    }
+
+    /// <summary>The setting <paramref name="option"/> (from <see cref="Attention"/>) names. The
+    /// parser has checked a value given on the command line; a default from VKPROMPT_ATTENTION
+    /// is checked here.</summary>
+    public static AttentionFusion ReadAttention(ParseResult parse, Option<string> option)
+    {
+        string text = parse.GetValue(option)!;
+        return AttentionFusions.Parse(text) ?? throw new UsageException(AttentionFusions.Invalid(text));
     }
 
     public static Option<string?> Prompt() => new("--prompt", "-p")

@@ -32,6 +32,41 @@ public enum AttentionFusion
     Never,
 }
 
+/// <summary>How users spell <see cref="AttentionFusion"/> (<c>--attention</c>, VKPROMPT_ATTENTION).</summary>
+public static class AttentionFusions
+{
+    public const string EnvironmentVariable = "VKPROMPT_ATTENTION";
+
+    /// <summary>The spellings <see cref="Parse"/> accepts, as the CLI lists them.</summary>
+    public static readonly string[] Names = ["auto", "fused", "unfused"];
+
+    public static string Name(this AttentionFusion f) => f switch
+    {
+        AttentionFusion.Always => "fused",
+        AttentionFusion.Never => "unfused",
+        _ => "auto",
+    };
+
+    /// <summary>auto, fused or unfused as named, in any case; null for anything else.</summary>
+    public static AttentionFusion? Parse(string text) => text.ToLowerInvariant() switch
+    {
+        "auto" => AttentionFusion.Auto,
+        "fused" => AttentionFusion.Always,
+        "unfused" => AttentionFusion.Never,
+        _ => null,
+    };
+
+    /// <summary>What the default comes from: VKPROMPT_ATTENTION as set, else "auto".</summary>
+    public static string DefaultText => Environment.GetEnvironmentVariable(EnvironmentVariable) is { Length: > 0 } v ? v : "auto";
+
+    /// <summary>The default setting, from <see cref="DefaultText"/>.</summary>
+    /// <exception cref="ArgumentException">VKPROMPT_ATTENTION is set to anything but one of <see cref="Names"/>.</exception>
+    public static AttentionFusion FromEnvironment() => Parse(DefaultText) ?? throw new ArgumentException(Invalid(DefaultText));
+
+    /// <summary>The message for a malformed VKPROMPT_ATTENTION.</summary>
+    public static string Invalid(string text) => $"{EnvironmentVariable}={text} is not one of {string.Join(", ", Names)}";
+}
+
 /// <summary>
 /// The op vocabulary the T5 program is written in, once, for every backend. The Vulkan backend
 /// records each call into a command graph that is replayed per step; the CPU backend runs the
@@ -78,9 +113,17 @@ public abstract class Backend : IDisposable
     public abstract (long Current, long Peak) MemoryUse { get; }
     public abstract void ResetPeakMemory();
 
+    AttentionFusion? attentionFusion;
+
     /// <summary>How <see cref="T5Pass"/> runs attention on this backend; passes built afterwards
-    /// follow it (PyTorch's choice of scaled-dot-product kernel is likewise a backend setting).</summary>
-    public AttentionFusion AttentionFusion { get; set; }
+    /// follow it (PyTorch's choice of scaled-dot-product kernel is likewise a backend setting).
+    /// Default: VKPROMPT_ATTENTION (<see cref="AttentionFusions.FromEnvironment"/>), read when
+    /// first needed so that a value set before then wins even over a malformed variable.</summary>
+    public AttentionFusion AttentionFusion
+    {
+        get => attentionFusion ??= AttentionFusions.FromEnvironment();
+        set => attentionFusion = value;
+    }
 
     /// <summary>Whether an attention of <paramref name="queryLength"/> x <paramref name="keyLength"/>
     /// scores per head runs fused, as <see cref="AttentionFusion"/> says.</summary>

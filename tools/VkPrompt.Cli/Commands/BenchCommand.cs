@@ -48,12 +48,13 @@ internal static class BenchCommand
         var recompute = new Option<bool>("--recompute") { Description = "Recompute block activations in the backward pass instead of storing them (much less memory, more time)." };
         var json = new Option<string?>("--json") { HelpName = "FILE", Description = "Where to write the JSON report. Default: vkprompt-bench-SHAPE-bB-inL.json in the current directory." };
         var device = Cli.DeviceOption();
+        var attention = ModelOptions.Attention();
         var cmd = new Command("bench",
             "Time the prompt-tuning training step (forward, prompt-only backward, Adafactor) on a random-weight T5 with synthetic token ids: " +
             "step time, examples/s, tokens/s, achieved TFLOP/s, peak device memory, a per-phase and per-op GPU time breakdown and the device's capabilities, " +
             "printed and written as JSON (docs/benchmarks.md).")
         {
-            shape, batch, input, target, promptLength, precision, steps, warmup, noProfile, recompute, json, device,
+            shape, batch, input, target, promptLength, precision, steps, warmup, noProfile, recompute, json, device, attention,
         };
         cmd.SetAction(parse =>
         {
@@ -70,6 +71,7 @@ internal static class BenchCommand
             string shapeArg = parse.GetValue(shape)!;
             string name = NamedShapes.Contains(shapeArg) ? shapeArg : Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(shapeArg)));
             var settings = new BenchSettings(shapeArg, name, new BatchShape(b, l, t, p), parse.GetValue(precision)!, n, w, !parse.GetValue(noProfile), parse.GetValue(recompute), dev,
+                ModelOptions.ReadAttention(parse, attention),
                 jsonPath.Length > 0 ? jsonPath : $"vkprompt-bench-{name}-b{b}-in{l}.json",
                 "vkprompt " + string.Join(' ', parse.Tokens.Select(token => token.Value)));
             return Run(settings, Cli.Console(parse), ModelOptions.Log(parse));
@@ -156,7 +158,7 @@ internal static class BenchCommand
             new BenchModel(s.Name, parameters, c.DModel, c.DFf, c.NumHeads, c.DKv, c.NumLayers, c.NumDecoderLayers, c.VocabSize,
                            c.IsGatedAct ? "gated-gelu" : "relu", c.TieWordEmbeddings),
             new BenchBatch(shape.Batch, shape.InputLength, shape.TargetLength, shape.PromptLength),
-            run.Precision.Name(), run.KernelNotes.Any(n => n.Contains("matrix units (")) ? "fp32, fp16 product operands" : "fp32", s.Recompute, c.DropoutRate, s.Warmup, s.Steps, breakdown is not null,
+            run.Precision.Name(), run.KernelNotes.Any(n => n.Contains("matrix units (")) ? "fp32, fp16 product operands" : "fp32", run.Attention, s.Recompute, c.DropoutRate, s.Warmup, s.Steps, breakdown is not null,
             new StepStats(median, sorted[0], sorted[^1]), run.StepMs,
             shape.Batch / (median / 1e3), tokens / (median / 1e3), tokens,
             forward, backward, forward + backward, (forward + backward) / (median / 1e3) / 1e12,
@@ -165,7 +167,7 @@ internal static class BenchCommand
             breakdown, notes);
     }
 
-    sealed record StepRun(DeviceCapabilities Capabilities, WeightPrecision Precision, bool Validation, List<double> StepMs, List<double> Losses,
+    sealed record StepRun(DeviceCapabilities Capabilities, WeightPrecision Precision, BenchAttention Attention, bool Validation, List<double> StepMs, List<double> Losses,
                           List<List<DispatchTiming>> Timings, long PeakBytes, long ReservedBytes, long WeightBytes, List<string> KernelNotes);
 
     /// <summary>Loads the weights on a context of their own (profiled or not for its whole life)
@@ -173,7 +175,7 @@ internal static class BenchCommand
     static StepRun RunSteps(T5Checkpoint ckpt, BenchSettings s, List<EncodedExample> examples, Action<string>? log)
     {
         using var ctx = GpuContext.Create(new GpuOptions { Device = s.Device, Profiling = s.Profile, Log = log });
-        using var backend = new GpuBackend(ctx);
+        using var backend = new GpuBackend(ctx) { AttentionFusion = s.Attention };
         // fp16 and bf16 store the frozen matrices as halves, widened to fp32 as they are read;
         // activations and sums stay fp32 (ModelOptions.Precision). auto resolves per device.
         var precision = WeightPrecisions.Parse(s.Precision, ctx.Capabilities);
@@ -196,7 +198,10 @@ internal static class BenchCommand
         // As in ModelSession: with VKPROMPT_VALIDATION=1 a validation error is a bug, and the command fails.
         if (ctx.Validation.Errors.FirstOrDefault() is { } error)
             throw new InvalidOperationException($"{ctx.Validation.ErrorCount} Vulkan validation error(s); the first: {error}");
-        return new StepRun(ctx.Capabilities, precision, ctx.Options.Validation, times, losses, timings, ctx.Memory.PeakBytesInUse, ctx.Memory.BytesReserved, weightBytes,
+        // Steps is positive, so a step ran; auto decides per attention, so the report says what each one did.
+        var (encoderSelf, decoderSelf, cross) = trainer.LastStepFusedAttention!.Value;
+        var attention = new BenchAttention(s.Attention.Name(), FusedName(encoderSelf), FusedName(decoderSelf), FusedName(cross));
+        return new StepRun(ctx.Capabilities, precision, attention, ctx.Options.Validation, times, losses, timings, ctx.Memory.PeakBytesInUse, ctx.Memory.BytesReserved, weightBytes,
                            KernelNotes(ctx, precision));
     }
 
@@ -246,6 +251,7 @@ internal static class BenchCommand
         console.WriteLine($"throughput: {F(r.ExamplesPerSecond, "F2")} examples/s, {F(r.TokensPerSecond, "F1")} tokens/s ({r.TokensPerStep} input and target tokens per step)");
         console.WriteLine($"compute: {F(r.FlopsPerStep / 1e12, "F3")} TFLOP per step (forward {F(r.ForwardFlops / 1e12, "F3")}, backward {F(r.BackwardFlops / 1e12, "F3")}); achieved {F(r.Tflops, "F3")} TFLOP/s");
         console.WriteLine($"weights: {r.Precision}, activations and sums: {r.ActivationPrecision}");
+        console.WriteLine($"attention: {r.Attention}");
         console.WriteLine($"device memory: peak {F(r.PeakMemoryBytes / MiB, "F1")} MiB in use (weights {F(r.WeightMemoryBytes / MiB, "F1")} MiB), {F(r.ReservedMemoryBytes / MiB, "F1")} MiB reserved");
         console.WriteLine($"loss: {F(r.Loss.First, "F4")} first, {F(r.Loss.Last, "F4")} last timed step");
         foreach (var note in r.Notes) console.MarkupLineInterpolated($"[yellow]note[/]: {note}");
@@ -257,6 +263,8 @@ internal static class BenchCommand
 
     static string YesNo(bool b) => b ? "yes" : "no";
 
+    static string FusedName(bool fused) => fused ? "fused" : "unfused";
+
     static Table Table(string what, IReadOnlyList<TimeShare> rows, Func<double, string, string> f)
     {
         var table = new Table().AddColumns(what, "dispatches", "ms", "share");
@@ -267,7 +275,7 @@ internal static class BenchCommand
 }
 
 internal sealed record BenchSettings(string Shape, string Name, BatchShape Batch, string Precision, int Steps, int Warmup, bool Profile, bool Recompute,
-                                     string Device, string JsonPath, string CommandLine);
+                                     string Device, AttentionFusion Attention, string JsonPath, string CommandLine);
 
 // The report's JSON (camelCase through CliJson): tools/peer/peer_bench.py writes the same fields,
 // and tools/bench-table.py reads both. docs/benchmarks.md describes each one.
@@ -275,7 +283,7 @@ internal sealed record BenchSettings(string Shape, string Name, BatchShape Batch
 internal sealed record BenchReport(
     string Schema, string Implementation, string Command, string Timestamp,
     BenchDevice Device, DeviceCapabilities? Capabilities, BenchModel Model, BenchBatch Batch,
-    string Precision, string ActivationPrecision, bool Recompute, double Dropout, int WarmupSteps, int Steps, bool Profiled,
+    string Precision, string ActivationPrecision, BenchAttention Attention, bool Recompute, double Dropout, int WarmupSteps, int Steps, bool Profiled,
     StepStats StepMs, IReadOnlyList<double> StepTimesMs,
     double ExamplesPerSecond, double TokensPerSecond, long TokensPerStep,
     long ForwardFlops, long BackwardFlops, long FlopsPerStep, double Tflops,
@@ -286,6 +294,19 @@ internal sealed record BenchDevice(string Name, string Driver, string Api);
 
 internal sealed record BenchModel(string Shape, long Parameters, int DModel, int DFf, int NumHeads, int DKv, int NumLayers, int NumDecoderLayers,
                                   int VocabSize, string FeedForward, bool TiedEmbeddings);
+
+/// <summary>The --attention setting, and how each attention of the step ran under it ("fused" or
+/// "unfused"): auto decides per attention from its size.</summary>
+internal sealed record BenchAttention(string Setting, string EncoderSelf, string DecoderSelf, string Cross)
+{
+    public override string ToString()
+    {
+        string[] sites = [EncoderSelf, DecoderSelf, Cross];
+        string ran = sites.Distinct().Count() == 1 ? EncoderSelf
+            : $"encoder self-attention {EncoderSelf}, decoder self-attention {DecoderSelf}, cross-attention {Cross}";
+        return Setting == ran ? ran : $"{Setting}: {ran}";
+    }
+}
 
 internal sealed record BenchBatch(int BatchSize, int InputLength, int TargetLength, int PromptLength);
 

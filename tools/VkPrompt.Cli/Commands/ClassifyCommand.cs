@@ -15,17 +15,18 @@ internal static class ClassifyCommand
         var choices = new Option<string>("--choices", "-c") { Description = "Comma-separated label words, e.g. \"entailment,not_entailment\".", Required = true };
         var device = Cli.DeviceOption();
         var precision = ModelOptions.Precision();
+        var attention = ModelOptions.Attention();
         var batch = ModelOptions.BatchSize(8);
         var maxIn = ModelOptions.MaxInputLength();
         var cmd = new Command("classify", "Rank classification: for each input, print the choice whose text the model finds most likely; with targets in the data, also the accuracy.")
         {
-            model, prompt, data, choices, device, precision, batch, maxIn,
+            model, prompt, data, choices, device, precision, attention, batch, maxIn,
         };
         cmd.SetAction(parse =>
         {
             var labels = Choices.Parse(parse.GetValue(choices)!);
             var examples = DataFile.Read(parse.GetValue(data)!, requireTargets: false);
-            using var s = new ModelSession(parse.GetValue(model)!, parse.GetValue(device)!, ModelOptions.Log(parse), parse.GetValue(precision)!);
+            using var s = new ModelSession(parse.GetValue(model)!, parse.GetValue(device)!, ModelOptions.ReadAttention(parse, attention), ModelOptions.Log(parse), parse.GetValue(precision)!);
             var (promptData, p) = PromptArg.Load(parse.GetValue(prompt), s.DModel);
             var enc = new ExampleEncoder(s.Tokenizer, ModelOptions.Positive(parse, maxIn), int.MaxValue);
             var inputs = examples.Select(e => enc.Encode(e.Input, "").InputIds).ToList();

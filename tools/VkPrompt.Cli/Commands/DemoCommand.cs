@@ -20,13 +20,14 @@ internal static class DemoCommand
     public static Command Create()
     {
         var device = Cli.DeviceOption();
+        var attention = ModelOptions.Attention();
         var output = new Option<string>("--output", "-o") { HelpName = "DIR", Description = "Where the adapter, metrics and chart go. Default: ./vkprompt-demo.", DefaultValueFactory = _ => "vkprompt-demo" };
         var steps = new Option<int>("--steps") { Description = "Training steps (about a minute on lavapipe with 2 cores). Default: 240.", DefaultValueFactory = _ => 240 };
         var command = new Command("demo",
             "Prompt tuning end to end with nothing to download: builds a tiny random-weight T5 (once, cached), trains a 20-token soft prompt on the bundled " +
             "synthetic sentiment task with the paper's Adafactor settings, and compares validation accuracy with and without the prompt.")
         {
-            device, output, steps,
+            device, attention, output, steps,
         };
         command.SetAction(parse =>
         {
@@ -41,7 +42,7 @@ internal static class DemoCommand
             console.WriteLine("What you see is the mechanism: a 20-token soft prompt, trained alone while every model weight stays frozen, steers it to the task.");
             console.WriteLine();
 
-            var settings = new TrainSettings(modelDir, train, validation, outDir, parse.GetValue(device)!, null, ["positive", "negative"], Resume: false, ExportNpy: false,
+            var settings = new TrainSettings(modelDir, train, validation, outDir, parse.GetValue(device)!, ModelOptions.ReadAttention(parse, attention), null, ["positive", "negative"], Resume: false, ExportNpy: false,
                 new TrainOptions
                 {
                     PromptLength = 20, Steps = ModelOptions.Positive(parse, steps), BatchSize = 8, EvalEvery = 60, SaveEvery = 120,
@@ -51,7 +52,7 @@ internal static class DemoCommand
             if (rc != Cli.Ok) return rc;
 
             console.WriteLine();
-            using (var s = new ModelSession(modelDir, settings.Device, ModelOptions.Log(parse)))
+            using (var s = new ModelSession(modelDir, settings.Device, settings.Attention, ModelOptions.Log(parse)))
             {
                 var val = DataFile.Read(validation);
                 var inputs = val.Select(e => s.Tokenizer.Encode(e.Input)).ToList();

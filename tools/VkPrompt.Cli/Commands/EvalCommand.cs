@@ -21,11 +21,12 @@ internal static class EvalCommand
         var choices = new Option<string?>("--choices", "-c") { Description = "Comma-separated labels for rank classification. Default: the data's targets when they form a small label set." };
         var device = Cli.DeviceOption();
         var precision = ModelOptions.Precision();
+        var attention = ModelOptions.Attention();
         var batch = ModelOptions.BatchSize(16);
         var maxIn = ModelOptions.MaxInputLength();
         var cmd = new Command("eval", "Accuracy of one or more prompts by rank classification, and with several prompts the paper's ensemble (majority vote), reported beside the individual accuracies.")
         {
-            model, prompts, data, choices, device, precision, batch, maxIn,
+            model, prompts, data, choices, device, precision, attention, batch, maxIn,
         };
         cmd.SetAction(parse =>
         {
@@ -35,7 +36,7 @@ internal static class EvalCommand
             var unknown = examples.FirstOrDefault(e => !labels.Contains(e.Target!));
             if (unknown is not null) throw new UsageException($"target '{unknown.Target}' is not one of the choices");
             var paths = parse.GetValue(prompts)!;
-            using var s = new ModelSession(parse.GetValue(model)!, parse.GetValue(device)!, ModelOptions.Log(parse), parse.GetValue(precision)!);
+            using var s = new ModelSession(parse.GetValue(model)!, parse.GetValue(device)!, ModelOptions.ReadAttention(parse, attention), ModelOptions.Log(parse), parse.GetValue(precision)!);
             var loaded = paths.Select(p => PromptArg.Load(p, s.DModel)).ToList();
             int length = loaded[0].Length;
             if (loaded.Any(l => l.Length != length))

@@ -17,15 +17,16 @@ internal static class GradCommand
         var output = new Option<string>("--output", "-o") { HelpName = "FILE", Description = "Where to write the gradient (.safetensors, key prompt_gradient, float32 [P, d_model]).", Required = true };
         var device = Cli.DeviceOption();
         var precision = ModelOptions.Precision();
+        var attention = ModelOptions.Attention();
         var recompute = new Option<bool>("--recompute") { Description = "Recompute each block's activations in the backward pass instead of storing them (less memory, ~1.3x the time)." };
         var cmd = new Command("grad", "Loss and prompt gradient of the whole file taken as one batch (mean over target tokens, as SPEC.md). Prints {\"loss\": x}.")
         {
-            model, prompt, data, output, device, precision, recompute,
+            model, prompt, data, output, device, precision, attention, recompute,
         };
         cmd.SetAction(parse =>
         {
             var examples = DataFile.Read(parse.GetValue(data)!);
-            using var s = new ModelSession(parse.GetValue(model)!, parse.GetValue(device)!, ModelOptions.Log(parse), parse.GetValue(precision)!);
+            using var s = new ModelSession(parse.GetValue(model)!, parse.GetValue(device)!, ModelOptions.ReadAttention(parse, attention), ModelOptions.Log(parse), parse.GetValue(precision)!);
             var (promptData, p) = PromptArg.Load(parse.GetValue(prompt), s.DModel);
             var enc = new ExampleEncoder(s.Tokenizer, int.MaxValue, int.MaxValue);
             var (loss, grad) = PromptTrainer.Gradient(s.Weights, examples.Select(enc.Encode).ToList(), promptData!,

@@ -13,18 +13,19 @@ internal static class ScoreCommand
         var prompt = ModelOptions.Prompt();
         var device = Cli.DeviceOption();
         var precision = ModelOptions.Precision();
+        var attention = ModelOptions.Attention();
         var batch = ModelOptions.BatchSize(8);
         var maxIn = ModelOptions.MaxInputLength();
         var maxOut = ModelOptions.MaxTargetLength();
         var cmd = new Command("score", "Print the log-likelihood of each example's target given its input (teacher forcing), one JSON object per line, in input order: {\"index\", \"logprob\" (sum over target tokens, eos included), \"tokens\"}.")
         {
-            model, data, prompt, device, precision, batch, maxIn, maxOut,
+            model, data, prompt, device, precision, attention, batch, maxIn, maxOut,
         };
         cmd.SetAction(parse =>
         {
             var examples = DataFile.Read(parse.GetValue(data)!);
             int b = ModelOptions.Positive(parse, batch);
-            using var s = new ModelSession(parse.GetValue(model)!, parse.GetValue(device)!, ModelOptions.Log(parse), parse.GetValue(precision)!);
+            using var s = new ModelSession(parse.GetValue(model)!, parse.GetValue(device)!, ModelOptions.ReadAttention(parse, attention), ModelOptions.Log(parse), parse.GetValue(precision)!);
             var enc = new ExampleEncoder(s.Tokenizer, ModelOptions.Positive(parse, maxIn), ModelOptions.Positive(parse, maxOut));
             var encoded = examples.Select(enc.Encode).ToList();
             var (promptData, p) = PromptArg.Load(parse.GetValue(prompt), s.DModel);

@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.Globalization;
 using Spectre.Console;
 using VkPrompt.Model;
+using VkPrompt.Model.Backends;
 using VkPrompt.Runtime;
 using VkPrompt.Runtime.Kernels;
 using VkPrompt.Training;
@@ -25,7 +26,7 @@ internal static class TrainCommand
         List<Example> train = t.Task is null ? DataFile.Read(t.TrainFile) : SuperGlue.Read(t.TrainFile, SuperGlue.Get(t.Task));
         List<Example>? val = t.ValidationFile is null ? null : t.Task is null ? DataFile.Read(t.ValidationFile) : SuperGlue.Read(t.ValidationFile, SuperGlue.Get(t.Task));
         var labels = t.Choices ?? (t.Task is not null ? SuperGlue.Get(t.Task).Labels.ToList() : LabelSet(train));
-        using var s = new ModelSession(t.Model, t.Device, ModelOptions.Log(parse), t.Precision);
+        using var s = new ModelSession(t.Model, t.Device, t.Attention, ModelOptions.Log(parse), t.Precision);
         // A file:PATH prompt brings its own length; --prompt-length, when given, must agree with it.
         if (!t.PromptLengthGiven && t.Options.Init.StartsWith("file:", StringComparison.Ordinal))
         {
@@ -115,7 +116,7 @@ internal static class TrainCommand
     }
 }
 
-internal sealed record TrainSettings(string Model, string TrainFile, string? ValidationFile, string Output, string Device, string? Task,
+internal sealed record TrainSettings(string Model, string TrainFile, string? ValidationFile, string Output, string Device, AttentionFusion Attention, string? Task,
                                      List<string>? Choices, bool Resume, bool ExportNpy, TrainOptions Options, bool PromptLengthGiven = true,
                                      string Precision = ModelOptions.DefaultPrecision);
 
@@ -128,6 +129,7 @@ internal sealed class TrainArgs
     readonly Option<string> output = new("--output", "-o") { HelpName = "DIR", Description = "Output directory: the PEFT adapter (adapter_model.safetensors, adapter_config.json), checkpoint.safetensors for --resume, metrics.jsonl and training.png.", Required = true };
     readonly Option<string> device = Cli.DeviceOption();
     readonly Option<string> precision = ModelOptions.Precision();
+    readonly Option<string> attention = ModelOptions.Attention();
     readonly Option<int> promptLength = new("--prompt-length") { Description = "Soft prompt length P. Default: the length of an --init file:PATH prompt, else 100 (the paper's).", DefaultValueFactory = _ => 100 };
     readonly Option<int> steps = new("--steps") { Description = "Optimizer steps. Default: 30000 (the paper's).", DefaultValueFactory = _ => 30_000 };
     readonly Option<int> batch = ModelOptions.BatchSize(32);
@@ -154,7 +156,7 @@ internal sealed class TrainArgs
 
     public void AddTo(Command c)
     {
-        foreach (var o in new Option[] { model, train, validation, output, device, precision, promptLength, steps, batch, seed, noShuffle, dropout, maxIn, maxOut,
+        foreach (var o in new Option[] { model, train, validation, output, device, precision, attention, promptLength, steps, batch, seed, noShuffle, dropout, maxIn, maxOut,
                                          evalEvery, saveEvery, resume, task, choices, init, lr, weightDecay, decayRate, clip, eps1, minDim, stepOffset, exportNpy, recompute })
             c.Options.Add(o);
     }
@@ -185,7 +187,7 @@ internal sealed class TrainArgs
             },
         };
         var ch = p.GetValue(choices) is string c ? Choices.Parse(c) : null;
-        return new TrainSettings(p.GetValue(model)!, p.GetValue(train)!, p.GetValue(validation), p.GetValue(output)!, p.GetValue(device)!,
+        return new TrainSettings(p.GetValue(model)!, p.GetValue(train)!, p.GetValue(validation), p.GetValue(output)!, p.GetValue(device)!, ModelOptions.ReadAttention(p, attention),
                                  p.GetValue(task), ch, p.GetValue(resume), p.GetValue(exportNpy), opts, p.GetResult(promptLength) is { Implicit: false },
                                  p.GetValue(precision)!);
     }

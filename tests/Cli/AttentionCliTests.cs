@@ -1,0 +1,120 @@
+using System.CommandLine;
+using System.Diagnostics;
+using System.Text.Json;
+using VkPrompt.Cli;
+using VkPrompt.Model.Backends;
+using Xunit;
+using CliConventions = VkPrompt.Cli.Cli;
+
+namespace VkPrompt.Tests.Cli;
+
+/// <summary>--attention and VKPROMPT_ATTENTION: every command that computes takes the switch, a
+/// bad value is a one-line user error, and fused and unfused attention score the golden cases alike.</summary>
+public sealed class AttentionCliTests
+{
+    static readonly string Model = Path.Combine(TestPaths.Golden, "tiny-v11");
+    static readonly string Case = Path.Combine(Model, "cases", "p8");
+
+    static string[] Score(string device, params string[] extra) =>
+        ["score", "--model", Model, "--data", Path.Combine(Case, "data.jsonl"), "--prompt", Path.Combine(Case, "prompt0.safetensors"), "--device", device, .. extra];
+
+    static double[] LogProbs(string stdout) =>
+        CliRun.Lines(stdout).Select(l => JsonDocument.Parse(l).RootElement.GetProperty("logprob").GetDouble()).ToArray();
+
+    /// <summary>The commands with --device: those that open a backend.</summary>
+    static IEnumerable<Command> Computing() => Program.Root().Subcommands.Where(c => c.Options.Any(o => o.Name == "--device"));
+
+    public static TheoryData<string> ComputingCommands() => new(Computing().Select(c => c.Name));
+
+    [Fact]
+    public void EveryCommandThatComputesTakesIt()
+    {
+        var computing = Computing().ToList();
+        Assert.Superset(new HashSet<string> { "demo", "train", "eval", "score", "classify", "generate", "grad", "bench" }, computing.Select(c => c.Name).ToHashSet());
+        foreach (var command in computing)
+        {
+            var option = command.Options.SingleOrDefault(o => o.Name == "--attention");
+            Assert.True(option is not null, $"{command.Name} has no --attention");
+            Assert.Contains("VKPROMPT_ATTENTION", option.Description, StringComparison.Ordinal);
+        }
+    }
+
+    [Theory, MemberData(nameof(ComputingCommands))]
+    public void AnUnknownValueExitsTwoWithOneLine(string command)
+    {
+        var r = CliRun.Of(command, "--attention", "flash");
+        Assert.Equal(CliConventions.UserError, r.ExitCode);
+        Assert.Equal("", r.Out);
+        var line = Assert.Single(CliRun.Lines(r.Err));
+        Assert.StartsWith("error: ", line, StringComparison.Ordinal);
+        Assert.Contains("'flash'", line, StringComparison.Ordinal);
+        Assert.Contains("'unfused'", line, StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData("cpu")]
+    [InlineData("vulkan")]
+    public void FusedAndUnfusedScoreTheGoldenCaseAlike(string device)
+    {
+        string dev = device == "cpu" ? "cpu" : CliRun.VulkanDevice;
+        var fused = LogProbs(CliRun.Of(Score(dev, "--attention", "fused")).Succeeded().Out);
+        var unfused = LogProbs(CliRun.Of(Score(dev, "--attention", "unfused")).Succeeded().Out);
+        var golden = CliRun.GoldenDoubles(Path.Combine(Case, "scores.json"));
+        Assert.Equal(golden.Length, fused.Length);
+        Assert.Equal(golden.Length, unfused.Length);
+        for (int i = 0; i < golden.Length; i++)
+        {
+            CliRun.AssertLogLikelihood(golden[i], fused[i], $"fused, example {i}");
+            CliRun.AssertLogLikelihood(golden[i], unfused[i], $"unfused, example {i}");
+            CliRun.AssertLogLikelihood(unfused[i], fused[i], $"fused against unfused, example {i}");
+        }
+        // The two paths sum in different orders, so bit-identical scores would mean the switch
+        // never reached the backend.
+        Assert.NotEqual(unfused, fused);
+    }
+
+    /// <summary>vkprompt in a process of its own, with VKPROMPT_ATTENTION set there only: the
+    /// tests in this process build backends in parallel, and their default reads the variable.</summary>
+    static CliRun WithVariable(string value, params string[] args)
+    {
+        var start = new ProcessStartInfo(Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") ?? "dotnet")
+        {
+            RedirectStandardOutput = true, RedirectStandardError = true,
+        };
+        start.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "vkprompt.dll"));
+        foreach (var a in args) start.ArgumentList.Add(a);
+        start.Environment[AttentionFusions.EnvironmentVariable] = value;
+        using var p = Process.Start(start)!;
+        var stdout = p.StandardOutput.ReadToEndAsync();
+        var stderr = p.StandardError.ReadToEndAsync();
+        if (!p.WaitForExit(120_000)) { p.Kill(); throw new TimeoutException("vkprompt did not finish in two minutes"); }
+        return new CliRun(p.ExitCode, stdout.Result, stderr.Result);
+    }
+
+    [Fact]
+    public void TheVariableActsAsTheOption()
+    {
+        var byOption = LogProbs(CliRun.Of(Score("cpu", "--attention", "fused")).Succeeded().Out);
+        var byVariable = WithVariable("fused", Score("cpu", "--verbose")).Succeeded();
+        Assert.Contains("[vkprompt] attention: fused", byVariable.Err, StringComparison.Ordinal);
+        // The cpu device computes the same bits on every run, so the scores are identical.
+        Assert.Equal(byOption, LogProbs(byVariable.Out));
+    }
+
+    [Fact]
+    public void AMalformedVariableExitsTwoWithOneLine()
+    {
+        var r = WithVariable("flash", Score("cpu"));
+        Assert.Equal(CliConventions.UserError, r.ExitCode);
+        Assert.Equal("", r.Out);
+        Assert.Equal("error: VKPROMPT_ATTENTION=flash is not one of auto, fused, unfused", Assert.Single(CliRun.Lines(r.Err)));
+    }
+
+    [Fact]
+    public void TheOptionOverridesAMalformedVariable()
+    {
+        var r = WithVariable("flash", Score("cpu", "--attention", "unfused", "--verbose")).Succeeded();
+        Assert.Contains("[vkprompt] attention: unfused", r.Err, StringComparison.Ordinal);
+        Assert.Equal(LogProbs(CliRun.Of(Score("cpu", "--attention", "unfused")).Succeeded().Out), LogProbs(r.Out));
+    }
+}
