@@ -29,7 +29,10 @@ layout(constant_id = 4) const uint TILES_M = 2;
 layout(constant_id = 5) const uint TILES_N = 2;
 layout(constant_id = 6) const uint BK = 32;
 layout(constant_id = 7) const uint WEIGHT_BF16 = 0;
-// 1 where the operand's k stride is 1 (A: activations [m][k]; B: a Linear weight [n][k], A·Wᵀ).
+// 1 where the operand's k stride is 1 (A: activations [m][k]; B: a Linear weight [n][k], A·Wᵀ);
+// 2 where, besides, every row starts on a multiple of 4 elements, so the fill fetches four k at a
+// time (MatMulKernel checks the alignment): a quarter of the load instructions, which is what a
+// staged tile's fill is bound by.
 layout(constant_id = 8) const uint A_ALONG_K = 1;
 layout(constant_id = 9) const uint B_ALONG_K = 1;
 #include "half.glsl"
@@ -45,7 +48,9 @@ shared float16_t sb[BN * SK];
 shared float sc[WARPS_M * WARPS_N * 256];
 
 layout(std430, binding = 0) readonly buffer BufA { float a[]; };
+layout(std430, binding = 0) readonly buffer BufA4 { vec4 a4[]; };
 layout(std430, binding = 1) readonly buffer BufB { uint16_t b[]; };
+layout(std430, binding = 1) readonly buffer BufB4 { u16vec4 b4[]; };
 layout(std430, binding = 2) buffer BufC { float c[]; };
 layout(push_constant) uniform Push {
     uint M, N, K, batch1, batch2;
@@ -79,21 +84,45 @@ void main() {
         for (uint t = 0; t < TILES_M * TILES_N; t++) acc[t] = fcoopmatNV<32, gl_ScopeSubgroup, 16, 16>(0.0);
 
         for (uint k0 = 0; k0 < pc.K; k0 += BK) {
-            for (uint e = tid; e < BM * BK; e += WG) {
-                const uint kk = A_ALONG_K != 0 ? e % BK : e / BM;
-                const uint mm = A_ALONG_K != 0 ? e / BK : e % BM;
-                const uint m = tileM + mm, k = k0 + kk;
-                float v = 0.0;
-                if (m < pc.M && k < pc.K) v = a[aBase + m * pc.aStrideM + k * pc.aStrideK];
-                sa[mm * SK + kk] = toHalf(v);
+            if (A_ALONG_K == 2) {
+                for (uint e = tid; e < BM * BK / 4; e += WG) {
+                    const uint kk = e % (BK / 4) * 4, mm = e / (BK / 4);
+                    const uint m = tileM + mm, k = k0 + kk;
+                    vec4 v = vec4(0.0);
+                    if (m < pc.M && k + 3 < pc.K) v = a4[(aBase + m * pc.aStrideM + k) >> 2];
+                    else if (m < pc.M)
+                        for (uint i = 0; i < 4; i++) if (k + i < pc.K) v[i] = a[aBase + m * pc.aStrideM + k + i];
+                    for (uint i = 0; i < 4; i++) sa[mm * SK + kk + i] = toHalf(v[i]);
+                }
+            } else {
+                for (uint e = tid; e < BM * BK; e += WG) {
+                    const uint kk = A_ALONG_K != 0 ? e % BK : e / BM;
+                    const uint mm = A_ALONG_K != 0 ? e / BK : e % BM;
+                    const uint m = tileM + mm, k = k0 + kk;
+                    float v = 0.0;
+                    if (m < pc.M && k < pc.K) v = a[aBase + m * pc.aStrideM + k * pc.aStrideK];
+                    sa[mm * SK + kk] = toHalf(v);
+                }
             }
-            for (uint e = tid; e < BN * BK; e += WG) {
-                const uint kk = B_ALONG_K != 0 ? e % BK : e / BN;
-                const uint nn = B_ALONG_K != 0 ? e / BK : e % BN;
-                const uint n = tileN + nn, k = k0 + kk;
-                float v = 0.0;
-                if (n < pc.N && k < pc.K) v = widen(uint(b[bBase + k * pc.bStrideK + n * pc.bStrideN]));
-                sb[nn * SK + kk] = toHalf(v);
+            if (B_ALONG_K == 2) {
+                for (uint e = tid; e < BN * BK / 4; e += WG) {
+                    const uint kk = e % (BK / 4) * 4, nn = e / (BK / 4);
+                    const uint n = tileN + nn, k = k0 + kk;
+                    vec4 v = vec4(0.0);
+                    if (n < pc.N && k + 3 < pc.K) v = widen(uvec4(b4[(bBase + n * pc.bStrideN + k) >> 2]));
+                    else if (n < pc.N)
+                        for (uint i = 0; i < 4; i++) if (k + i < pc.K) v[i] = widen(uint(b[bBase + n * pc.bStrideN + k + i]));
+                    for (uint i = 0; i < 4; i++) sb[nn * SK + kk + i] = toHalf(v[i]);
+                }
+            } else {
+                for (uint e = tid; e < BN * BK; e += WG) {
+                    const uint kk = B_ALONG_K != 0 ? e % BK : e / BN;
+                    const uint nn = B_ALONG_K != 0 ? e / BK : e % BN;
+                    const uint n = tileN + nn, k = k0 + kk;
+                    float v = 0.0;
+                    if (n < pc.N && k < pc.K) v = widen(uint(b[bBase + k * pc.bStrideK + n * pc.bStrideN]));
+                    sb[nn * SK + kk] = toHalf(v);
+                }
             }
             barrier();
             for (uint kk = 0; kk < BK; kk += 16) {

@@ -8,7 +8,14 @@ namespace VkPrompt.Tests;
 /// one at a time on the queue. Set VKPROMPT_DEVICE to test another device than auto's pick.</summary>
 public sealed class GpuFixture : IDisposable
 {
-    public GpuContext Context { get; } = GpuContext.Create(new GpuOptions { Validation = true, PipelineCacheDirectory = null });
+    // The matrix units are opt-in for users but always on for tests where a device has them,
+    // so every test of a product with 16-bit weights covers them too.
+    public GpuContext Context { get; } = GpuContext.Create(new GpuOptions
+    {
+        Validation = true,
+        PipelineCacheDirectory = null,
+        CooperativeMatrix = Environment.GetEnvironmentVariable("VKPROMPT_DISABLE_COOPMAT") != "1",
+    });
 
     public void Dispose()
     {

@@ -14,9 +14,11 @@ public sealed record GpuOptions
     public bool Profiling { get; init; } = Environment.GetEnvironmentVariable("VKPROMPT_PROFILE") == "1";
 
     /// <summary>Runs products with fp16/bf16 weights on the matrix units where the device has
-    /// them (<see cref="GpuContext.CooperativeMatrix"/>). VKPROMPT_DISABLE_COOPMAT=1 turns it off,
-    /// to compare or to rule it out.</summary>
-    public bool CooperativeMatrix { get; init; } = Environment.GetEnvironmentVariable("VKPROMPT_DISABLE_COOPMAT") != "1";
+    /// them (<see cref="GpuContext.CooperativeMatrix"/>). Off unless VKPROMPT_COOPMAT=1: on an H100
+    /// the kernel ran no faster than the portable product (docs/benchmarks.md) and rounds
+    /// activations to fp16. VKPROMPT_DISABLE_COOPMAT=1 keeps it off whatever else says.</summary>
+    public bool CooperativeMatrix { get; init; } =
+        Environment.GetEnvironmentVariable("VKPROMPT_COOPMAT") == "1" && Environment.GetEnvironmentVariable("VKPROMPT_DISABLE_COOPMAT") != "1";
 
     /// <summary>Replaces the device's tile shape of the portable matrix product, as
     /// "LXxLYxTMxTNxBK" (workgroup x and y, rows and columns per invocation, staged depth; 0 streams):

@@ -22,7 +22,8 @@ public sealed class AttentionFusionTests(GpuFixture f) : GpuTest(f), IDisposable
         using var cpu = new CpuBackend { AttentionFusion = AttentionFusion.Auto };
         Assert.False(cpu.FusesAttention(512, 512));
         using var gpu = new GpuBackend(Ctx) { AttentionFusion = AttentionFusion.Auto };
-        Assert.Equal(Ctx.Capabilities.DeviceType != "cpu", gpu.FusesAttention(64, 64));
+        Assert.Equal(Ctx.Capabilities.DeviceType != "cpu", gpu.FusesAttention(1024, 1024));
+        Assert.False(gpu.FusesAttention(612, 612));
         Assert.False(gpu.FusesAttention(8, 500));
         gpu.AttentionFusion = AttentionFusion.Always;
         Assert.True(gpu.FusesAttention(1, 1));

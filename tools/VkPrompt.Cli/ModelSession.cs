@@ -73,9 +73,9 @@ internal static class ModelOptions
                           "so products still sum in fp32 and activations stay fp32 (T5's feed-forward activations overflow fp16). " +
                           "fp16 keeps 3 more bits of each weight, bf16 fp32's range. Both need 16-bit storage buffers on the device; " +
                           "auto takes bf16 where the device has them and fp32 elsewhere. The cpu device emulates fp16/bf16 by rounding the weights. " +
-                          "Where the device has cooperative matrices this build can use (VK_NV_cooperative_matrix; 'vkprompt devices' says), products with " +
-                          "16-bit weights run on the matrix units instead: their activation operand is rounded to fp16, saturating at ±65504, and sums stay fp32; " +
-                          "VKPROMPT_DISABLE_COOPMAT=1 turns that off. Default: fp32.",
+                          "With VKPROMPT_COOPMAT=1, where the device has cooperative matrices this build can use (VK_NV_cooperative_matrix; 'vkprompt devices' says), " +
+                          "products with 16-bit weights run on the matrix units instead: their activation operand is rounded to fp16, saturating at ±65504, and sums stay fp32 " +
+                          "(off by default: not yet faster, see docs/benchmarks.md). Default: fp32.",
             DefaultValueFactory = _ => DefaultPrecision,
         };
         option.AcceptOnlyFromAmong(WeightPrecisions.Names);
@@ -89,8 +89,8 @@ internal static class ModelOptions
             HelpName = "auto|fused|unfused",
             Description = "How attention runs. fused: flash-style, one kernel per attention that streams the keys and never stores the [queries x keys] " +
                           "score matrix of a head in device memory, so long inputs need far less activation memory; unfused: two matrix products and a softmax " +
-                          "through that matrix. auto: fused on GPUs (except attentions of fewer than 64x64 scores, such as decoder self-attention over a few " +
-                          "target tokens), unfused on CPU Vulkan devices such as lavapipe, where the fused kernels are slower, and on --device cpu. " +
+                          "through that matrix. auto: fused on GPUs from 1024x1024 scores per head, where storing them starts to decide what fits (below that " +
+                          "unfused is faster), unfused on CPU Vulkan devices such as lavapipe, where the fused kernels are slower, and on --device cpu. " +
                           "Both give the same results up to float rounding. Default: $VKPROMPT_ATTENTION if set, else auto.",
             // AttentionFusions owns the VKPROMPT_ATTENTION convention; the CLI shows the same default.
             DefaultValueFactory = _ => AttentionFusions.DefaultText,

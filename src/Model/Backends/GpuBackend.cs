@@ -129,12 +129,14 @@ public sealed class GpuBackend(GpuContext ctx, bool ownsContext = false) : Backe
     static GpuBuffer? Opt(Tensor? t) => t is null ? null : Buf(t);
 
     // Fusing saves writing and reading the [Lq, Lk] scores of every head, and storing them for
-    // the backward, where that matrix is large; small ones (decoder self-attention over a few
-    // target tokens) cost less as two matmuls and a softmax than as a second pass over the keys.
-    // CPU devices keep the unfused path: on lavapipe the streamed matmuls ran attention about 2x
-    // (forward) and 4x (backward) faster than the fused kernels at 8 heads x 512² x d_kv 64.
+    // the backward: memory, above all, for long inputs. It is not yet faster: on an H100 the
+    // unfused step of t5-base (batch 32, 612 tokens) took 539 ms against 798 fused, t5-large
+    // 1724 against 2407, and on lavapipe the streamed matmuls ran attention about 2x (forward)
+    // and 4x (backward) faster at 8 heads x 512² x d_kv 64. So GPUs fuse from 1024² scores per
+    // head (4 MiB each, 1.5 GiB per layer at batch 32 x 12 heads), where storing them starts to
+    // decide what fits; CPU devices never.
     protected override bool FusesAttentionByDefault(int queryLength, int keyLength) =>
-        ctx.Capabilities.DeviceType != "cpu" && (long)queryLength * keyLength >= 64 * 64;
+        ctx.Capabilities.DeviceType != "cpu" && (long)queryLength * keyLength >= 1024 * 1024;
     public override void Relu(Tensor x, Tensor y, int n) => ReluKernel.Forward(G, Buf(x), Buf(y), n);
     public override void ReluBackward(Tensor x, Tensor dy, Tensor dx, int n) => ReluKernel.Backward(G, Buf(x), Buf(dy), Buf(dx), n);
     public override void GatedGelu(Tensor a, Tensor b, Tensor y, int n) => GatedGeluKernel.Forward(G, Buf(a), Buf(b), Buf(y), n);

@@ -215,7 +215,7 @@ internal static class BenchCommand
             notes.Add($"products with {precision.Name()} weights ran on the matrix units (VK_NV_cooperative_matrix), their activation operand rounded to fp16; " +
                       $"tiling {ctx.Options.CoopMatTiling ?? "default"}");
         else if (halfWeights && ctx.Capabilities.CooperativeMatrixNv)
-            notes.Add("the matrix units were switched off (VKPROMPT_DISABLE_COOPMAT=1)");
+            notes.Add("the matrix units were not used (VKPROMPT_COOPMAT=1 turns them on)");
         if (!(halfWeights && ctx.CooperativeMatrix) || ctx.Options.MatMulTiling is not null)
             notes.Add($"portable product tiling {ctx.Options.MatMulTiling ?? "default"}");
         return notes;
