@@ -358,8 +358,7 @@ public sealed class T5Pass : IDisposable
     Tensor BranchGradient(Tensor dX, int rows, uint stream)
     {
         if (DropoutRate <= 0) return dX;
-        be.Copy(dX, branch!);
-        be.DropoutBackward(branch!, rows * d, DropoutRate, DropoutSeed!, stream + Sites.Output);
+        be.DropoutBackward(dX, rows * d, DropoutRate, DropoutSeed!, stream + Sites.Output, branch!);
         return branch!;
     }
 
@@ -389,8 +388,7 @@ public sealed class T5Pass : IDisposable
     Tensor DroppedProbs(Tensor probs, int lq, int lk, uint stream)
     {
         if (DropoutRate <= 0) return probs;
-        be.Copy(probs, droppedProbs!);
-        be.Dropout(droppedProbs!, B * c.NumHeads * lq * lk, DropoutRate, DropoutSeed!, stream + Sites.Probs);
+        be.Dropout(probs, B * c.NumHeads * lq * lk, DropoutRate, DropoutSeed!, stream + Sites.Probs, droppedProbs!);
         return droppedProbs!;
     }
 

@@ -85,6 +85,30 @@ public sealed class DropoutTests(GpuFixture f) : GpuTest(f)
         Assert.Throws<ArgumentOutOfRangeException>(() => DropoutKernel.Forward(g, gx, 2, 1f, seed, Stream));
     }
 
+    /// <summary>Into a buffer of its own, the dropout writes what it would in place, past n
+    /// nothing, and leaves its input as it was; at rate 0 the output is a copy.</summary>
+    [Theory, InlineData(0.1f, 300), InlineData(0f, 37)]
+    public void OutOfPlaceMatchesInPlaceAndKeepsTheInput(float rate, int n)
+    {
+        var x = Check.Random(n + 5, 3);
+        using var gx = GpuBuffer.From<float>(Ctx, x);
+        using var gy = GpuBuffer.From<float>(Ctx, Enumerable.Repeat(-7f, n + 5).ToArray());
+        using var gdx = GpuBuffer.From<float>(Ctx, Enumerable.Repeat(-7f, n + 5).ToArray());
+        using var seed = GpuBuffer.From<uint>(Ctx, [Seed]);
+        using (var g = new CommandGraph(Ctx))
+        {
+            DropoutKernel.Forward(g, gx, n, rate, seed, Stream, gy);
+            DropoutKernel.Backward(g, gx, n, rate, seed, Stream, gdx);
+            g.Run();
+        }
+        var expected = (float[])x.Clone();
+        if (rate > 0) DropoutReference.Forward<float>(expected, n, rate, Seed, Stream);
+        for (int i = n; i < n + 5; i++) expected[i] = -7f;
+        Assert.Equal(Bits(expected), Bits(gy.Download<float>()));
+        Assert.Equal(Bits(expected), Bits(gdx.Download<float>()));
+        Assert.Equal(Bits(x), Bits(gx.Download<float>()));
+    }
+
     [Fact]
     public void PhiloxMatchesTheRandom123KnownAnswers()
     {

@@ -69,8 +69,8 @@ public sealed class StepFlopsTests
         public override void CrossEntropy(Tensor logits, Tensor targets, Tensor logprobs, int rows, int vocab) { }
         public override void CrossEntropyBackward(Tensor logits, Tensor targets, Tensor dlogits, int rows, int vocab) { }
         public override void Argmax(Tensor logits, Tensor ids, int rows, int vocab) { }
-        public override void Dropout(Tensor x, int n, float rate, Tensor seed, uint stream) { }
-        public override void DropoutBackward(Tensor dx, int n, float rate, Tensor seed, uint stream) { }
+        public override void Dropout(Tensor x, int n, float rate, Tensor seed, uint stream, Tensor? output = null) { }
+        public override void DropoutBackward(Tensor dy, int n, float rate, Tensor seed, uint stream, Tensor? dx = null) { }
         public override void Zero(Tensor t) { }
         public override void Adafactor(Tensor param, Tensor grad, Tensor state, Tensor update, int rows, int cols, AdafactorSettings settings) { }
         public override void Dispose() { }

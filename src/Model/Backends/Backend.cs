@@ -163,10 +163,11 @@ public abstract class Backend : IDisposable
     /// on the device so a replayed step needs no host round trip.</summary>
     public abstract void CrossEntropyBackward(Tensor logits, Tensor targets, Tensor dlogits, int rows, int vocab);
     public abstract void Argmax(Tensor logits, Tensor ids, int rows, int vocab);
-    /// <summary>Inverted dropout in place; the seed is read from a one-int tensor so a replayed
-    /// recording draws new masks each step, and (seed, stream, index) always give the same mask.</summary>
-    public abstract void Dropout(Tensor x, int n, float rate, Tensor seed, uint stream);
-    public abstract void DropoutBackward(Tensor dx, int n, float rate, Tensor seed, uint stream);
+    /// <summary>Inverted dropout, into <paramref name="output"/> where given, else in place; the
+    /// seed is read from a one-int tensor so a replayed recording draws new masks each step, and
+    /// (seed, stream, index) always give the same mask.</summary>
+    public abstract void Dropout(Tensor x, int n, float rate, Tensor seed, uint stream, Tensor? output = null);
+    public abstract void DropoutBackward(Tensor dy, int n, float rate, Tensor seed, uint stream, Tensor? dx = null);
     public abstract void Zero(Tensor t);
     /// <summary>One Adafactor step on a [rows, cols] parameter; see AdafactorKernel.</summary>
     public abstract void Adafactor(Tensor param, Tensor grad, Tensor state, Tensor update, int rows, int cols, AdafactorSettings settings);

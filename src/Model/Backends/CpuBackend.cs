@@ -100,8 +100,18 @@ public sealed class CpuBackend : Backend
     public override void CrossEntropyBackward(Tensor logits, Tensor targets, Tensor dlogits, int rows, int vocab) =>
         CrossEntropyReference.Backward(F(logits), I(targets), F(dlogits), rows, vocab);
     public override void Argmax(Tensor logits, Tensor ids, int rows, int vocab) => ArgmaxReference.Forward(F(logits), I(ids), rows, vocab);
-    public override void Dropout(Tensor x, int n, float rate, Tensor seed, uint stream) => DropoutReference.Forward(F(x), n, rate, (uint)I(seed)[0], stream);
-    public override void DropoutBackward(Tensor dx, int n, float rate, Tensor seed, uint stream) => DropoutReference.Backward(F(dx), n, rate, (uint)I(seed)[0], stream);
+    public override void Dropout(Tensor x, int n, float rate, Tensor seed, uint stream, Tensor? output = null) =>
+        DropoutReference.Forward(Into(x, n, output), n, rate, (uint)I(seed)[0], stream);
+    public override void DropoutBackward(Tensor dy, int n, float rate, Tensor seed, uint stream, Tensor? dx = null) =>
+        DropoutReference.Backward(Into(dy, n, dx), n, rate, (uint)I(seed)[0], stream);
+
+    // The reference works in place: an output of its own starts as a copy of the input.
+    static float[] Into(Tensor x, int n, Tensor? output)
+    {
+        if (output is null) return F(x);
+        F(x).AsSpan(0, n).CopyTo(F(output));
+        return F(output);
+    }
 
     public override void Adafactor(Tensor param, Tensor grad, Tensor state, Tensor update, int rows, int cols, AdafactorSettings settings) =>
         AdafactorReference.Step(F(param), F(grad), F(state), rows, cols, settings);

@@ -153,8 +153,10 @@ public sealed class GpuBackend(GpuContext ctx, bool ownsContext = false) : Backe
     public override void CrossEntropyBackward(Tensor logits, Tensor targets, Tensor dlogits, int rows, int vocab) =>
         CrossEntropyKernel.Backward(G, Buf(logits), Buf(targets), Buf(dlogits), rows, vocab);
     public override void Argmax(Tensor logits, Tensor ids, int rows, int vocab) => ArgmaxKernel.Forward(G, Buf(logits), Buf(ids), rows, vocab);
-    public override void Dropout(Tensor x, int n, float rate, Tensor seed, uint stream) => DropoutKernel.Forward(G, Buf(x), n, rate, Buf(seed), stream);
-    public override void DropoutBackward(Tensor dx, int n, float rate, Tensor seed, uint stream) => DropoutKernel.Backward(G, Buf(dx), n, rate, Buf(seed), stream);
+    public override void Dropout(Tensor x, int n, float rate, Tensor seed, uint stream, Tensor? output = null) =>
+        DropoutKernel.Forward(G, Buf(x), n, rate, Buf(seed), stream, output is null ? null : Buf(output));
+    public override void DropoutBackward(Tensor dy, int n, float rate, Tensor seed, uint stream, Tensor? dx = null) =>
+        DropoutKernel.Backward(G, Buf(dy), n, rate, Buf(seed), stream, dx is null ? null : Buf(dx));
 
     public override void Adafactor(Tensor param, Tensor grad, Tensor state, Tensor update, int rows, int cols, AdafactorSettings settings) =>
         AdafactorKernel.Step(G, Buf(param), Buf(grad), Buf(state), Buf(update), rows, cols, settings);

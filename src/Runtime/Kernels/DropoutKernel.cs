@@ -9,27 +9,36 @@ namespace VkPrompt.Runtime.Kernels;
 /// </summary>
 public static class DropoutKernel
 {
-    static readonly KernelLayout Layout = new([Access.ReadWrite, Access.Read], 16);
+    static readonly KernelLayout Layout = new([Access.Read, Access.Read, Access.Write], 16);
 
     readonly record struct Push(uint N, uint Threshold, float Scale, uint Stream);
 
-    /// <summary>x = mask * x / (1 - rate). Rate 0 (evaluation) appends nothing. <paramref name="seed"/>
-    /// holds one uint, read when the graph runs, so replays of a recorded step can differ.</summary>
-    public static void Forward(CommandGraph g, GpuBuffer x, int n, float rate, GpuBuffer seed, uint stream)
+    /// <summary>y = mask * x / (1 - rate), into <paramref name="output"/> where given, else into x
+    /// itself. Rate 0 (evaluation) leaves x alone and copies it to a separate output.
+    /// <paramref name="seed"/> holds one uint, read when the graph runs, so replays of a recorded
+    /// step can differ.</summary>
+    public static void Forward(CommandGraph g, GpuBuffer x, int n, float rate, GpuBuffer seed, uint stream, GpuBuffer? output = null)
     {
         BufferChecks.NonNegative("dropout", (n, nameof(n)));
         BufferChecks.Require("dropout", x, n, "x");
         BufferChecks.Require("dropout", seed, 1, "seed");
+        var y = output ?? x;
+        BufferChecks.Require("dropout", y, n, "output");
         uint threshold = KeepThreshold(rate);
-        if (threshold == 0) return;
+        if (threshold == 0)
+        {
+            if (y != x && n > 0) g.Copy(x, y, n * 4L);
+            return;
+        }
         var k = g.Context.Kernel("dropout", Layout, Grid.LinearSize);
-        g.Dispatch(k, Grid.Linear(n), new Push((uint)n, threshold, KeepScale(rate), stream), x, seed);
+        g.Dispatch(k, Grid.Linear(n), new Push((uint)n, threshold, KeepScale(rate), stream), x, seed, y);
     }
 
-    /// <summary>dx = mask * dx / (1 - rate) with the forward's mask: dropout is linear in x for a
-    /// fixed mask, so its backward is the forward applied to the gradient.</summary>
-    public static void Backward(CommandGraph g, GpuBuffer dx, int n, float rate, GpuBuffer seed, uint stream) =>
-        Forward(g, dx, n, rate, seed, stream);
+    /// <summary>dx = mask * dy / (1 - rate) with the forward's mask (dropout is linear in x for a
+    /// fixed mask, so its backward is the forward applied to the gradient), into
+    /// <paramref name="dx"/> where given, else in place.</summary>
+    public static void Backward(CommandGraph g, GpuBuffer dy, int n, float rate, GpuBuffer seed, uint stream, GpuBuffer? dx = null) =>
+        Forward(g, dy, n, rate, seed, stream, dx);
 
     /// <summary>An element is kept when its 32-bit Philox draw is at least this: round(rate * 2^32).</summary>
     public static uint KeepThreshold(float rate)
