@@ -37,6 +37,12 @@
 //   aligned groups of 8, which the vec4 reads take whole, so they stay conflict-free.
 // - Tiles inside the matrices, and slices inside K, load without bounds checks; only the edge
 //   tiles test each element and zero-fill what lies outside (uniform branches per workgroup).
+// - Every loop that indexes the per-invocation arrays (accumulators, operands, fetched slots) is
+//   unrolled, and none breaks early, so that they stay in registers: an array indexed by a
+//   rolled loop lives in local memory. (The previous staged kernel, whose loops carried no such
+//   hint and broke early, ran 11x slower on an H100 with 64 accumulators than with 32.)
+#extension GL_EXT_control_flow_attributes : require
+
 layout(local_size_y_id = 1) in;
 layout(constant_id = 2) const uint TM = 4;
 layout(constant_id = 3) const uint TN = 4;
@@ -189,7 +195,7 @@ vec4 fetchA(uint base, uint e, uint tileM, uint k0, bool inside) {
     if (A_VEC != 0 && (inside || (m + 3 * dm < pc.M && k + 3 * dk < pc.K)))
         return a4[(base + m * pc.aStrideM + k * pc.aStrideK) >> 2];
     vec4 v = vec4(0.0);
-    for (uint q = 0; q < 4; q++)
+    [[unroll]] for (uint q = 0; q < 4; q++)
         if (inside || (m + q * dm < pc.M && k + q * dk < pc.K))
             v[q] = a[base + (m + q * dm) * pc.aStrideM + (k + q * dk) * pc.aStrideK];
     return v;
@@ -203,7 +209,7 @@ vec4 fetchB(uint base, uint e, uint tileN, uint k0, bool inside) {
     if (B_VEC != 0 && (inside || (n + 3 * dn < pc.N && k + 3 * dk < pc.K)))
         return loadB4((base + k * pc.bStrideK + n * pc.bStrideN) >> 2);
     vec4 v = vec4(0.0);
-    for (uint q = 0; q < 4; q++)
+    [[unroll]] for (uint q = 0; q < 4; q++)
         if (inside || (n + q * dn < pc.N && k + q * dk < pc.K))
             v[q] = loadB(base + (k + q * dk) * pc.bStrideK + (n + q * dn) * pc.bStrideN);
     return v;
@@ -212,7 +218,7 @@ vec4 fetchB(uint base, uint e, uint tileN, uint k0, bool inside) {
 void storeA(uint buf, uint e, vec4 v) {
     const uvec2 p = slot(e, aAlongK(), BM4);
     if (aAlongK())
-        for (uint q = 0; q < 4; q++) sa[word(buf, p.y + q, p.x >> 2, BM4, A_SWZ)][p.x & 3] = v[q];
+        [[unroll]] for (uint q = 0; q < 4; q++) sa[word(buf, p.y + q, p.x >> 2, BM4, A_SWZ)][p.x & 3] = v[q];
     else
         sa[word(buf, p.y, p.x >> 2, BM4, A_SWZ)] = v;
 }
@@ -220,7 +226,7 @@ void storeA(uint buf, uint e, vec4 v) {
 void storeB(uint buf, uint e, vec4 v) {
     const uvec2 p = slot(e, bAlongK(), BN4);
     if (bAlongK())
-        for (uint q = 0; q < 4; q++) sb[word(buf, p.y + q, p.x >> 2, BN4, B_SWZ)][p.x & 3] = v[q];
+        [[unroll]] for (uint q = 0; q < 4; q++) sb[word(buf, p.y + q, p.x >> 2, BN4, B_SWZ)][p.x & 3] = v[q];
     else
         sb[word(buf, p.y, p.x >> 2, BN4, B_SWZ)] = v;
 }
@@ -230,7 +236,7 @@ void staged(uint aBase, uint bBase, uint cBase, uint tileM, uint tileN) {
     const uint ty = gl_LocalInvocationID.y;
     const uint tid = gl_LocalInvocationIndex;
     float acc[TM * TN];
-    for (uint i = 0; i < TM * TN; i++) acc[i] = 0.0;
+    [[unroll]] for (uint i = 0; i < TM * TN; i++) acc[i] = 0.0;
 
     const bool insideM = tileM + BM <= pc.M;
     const bool insideN = tileN + BN <= pc.N;
@@ -245,31 +251,31 @@ void staged(uint aBase, uint bBase, uint cBase, uint tileM, uint tileN) {
         vec4 rb[B_SLOTS];
         if (fill) {
             const bool insideK = k0 + BK <= pc.K;
-            for (uint i = 0; i < A_SLOTS; i++)
+            [[unroll]] for (uint i = 0; i < A_SLOTS; i++)
                 if (A_WHOLE || tid + i * NT < BM * KQ) ra[i] = fetchA(aBase, tid + i * NT, tileM, k0, insideM && insideK);
-            for (uint i = 0; i < B_SLOTS; i++)
+            [[unroll]] for (uint i = 0; i < B_SLOTS; i++)
                 if (B_WHOLE || tid + i * NT < BN * KQ) rb[i] = fetchB(bBase, tid + i * NT, tileN, k0, insideN && insideK);
         }
         if (s > 0) {
             const uint buf = (s - 1) & 1;
-            for (uint kk = 0; kk < BK; kk++) {
+            [[unroll]] for (uint kk = 0; kk < BK; kk++) {
                 vec4 fa[TM / 4];
-                for (uint r = 0; r < TM / 4; r++) fa[r] = sa[word(buf, kk, ty + r * LY, BM4, A_SWZ)];
+                [[unroll]] for (uint r = 0; r < TM / 4; r++) fa[r] = sa[word(buf, kk, ty + r * LY, BM4, A_SWZ)];
                 vec4 fb[TN / 4];
-                for (uint t = 0; t < TN / 4; t++) fb[t] = sb[word(buf, kk, tx + t * LX, BN4, B_SWZ)];
-                for (uint r = 0; r < TM / 4; r++)
-                    for (uint i = 0; i < 4; i++)
-                        for (uint t = 0; t < TN / 4; t++)
-                            for (uint j = 0; j < 4; j++) {
+                [[unroll]] for (uint t = 0; t < TN / 4; t++) fb[t] = sb[word(buf, kk, tx + t * LX, BN4, B_SWZ)];
+                [[unroll]] for (uint r = 0; r < TM / 4; r++)
+                    [[unroll]] for (uint i = 0; i < 4; i++)
+                        [[unroll]] for (uint t = 0; t < TN / 4; t++)
+                            [[unroll]] for (uint j = 0; j < 4; j++) {
                                 const uint at = (r * 4 + i) * TN + t * 4 + j;
                                 acc[at] = fma(fa[r][i], fb[t][j], acc[at]);
                             }
             }
         }
         if (fill) {
-            for (uint i = 0; i < A_SLOTS; i++)
+            [[unroll]] for (uint i = 0; i < A_SLOTS; i++)
                 if (A_WHOLE || tid + i * NT < BM * KQ) storeA(s & 1, tid + i * NT, ra[i]);
-            for (uint i = 0; i < B_SLOTS; i++)
+            [[unroll]] for (uint i = 0; i < B_SLOTS; i++)
                 if (B_WHOLE || tid + i * NT < BN * KQ) storeB(s & 1, tid + i * NT, rb[i]);
         }
         barrier();
@@ -277,24 +283,25 @@ void staged(uint aBase, uint bBase, uint cBase, uint tileM, uint tileN) {
 
     // Each invocation's columns come in aligned fours, stored whole where C's rows are 4-aligned.
     const bool cVec = cBase % 4 == 0 && (pc.M == 1 || pc.cStrideM % 4 == 0);
-    for (uint r = 0; r < TM / 4; r++)
-        for (uint i = 0; i < 4; i++) {
+    [[unroll]] for (uint r = 0; r < TM / 4; r++)
+        [[unroll]] for (uint i = 0; i < 4; i++) {
             const uint m = tileM + (ty + r * LY) * 4 + i;
-            if (m >= pc.M) break;
-            for (uint t = 0; t < TN / 4; t++) {
+            [[unroll]] for (uint t = 0; t < TN / 4; t++) {
                 const uint n = tileN + (tx + t * LX) * 4;
-                if (n >= pc.N) break;
                 const uint at = cBase + m * pc.cStrideM + n;
                 const uint row = (r * 4 + i) * TN + t * 4;
                 vec4 v = pc.alpha * vec4(acc[row], acc[row + 1], acc[row + 2], acc[row + 3]);
-                if (cVec && n + 4 <= pc.N) {
-                    if (pc.accumulate != 0) v += c4[at >> 2];
-                    c4[at >> 2] = v;
-                } else {
-                    for (uint j = 0; j < 4 && n + j < pc.N; j++) {
-                        float x = v[j];
-                        if (pc.accumulate != 0) x += c[at + j];
-                        c[at + j] = x;
+                if (m < pc.M && n < pc.N) {
+                    if (cVec && n + 4 <= pc.N) {
+                        if (pc.accumulate != 0) v += c4[at >> 2];
+                        c4[at >> 2] = v;
+                    } else {
+                        [[unroll]] for (uint j = 0; j < 4; j++)
+                            if (n + j < pc.N) {
+                                float x = v[j];
+                                if (pc.accumulate != 0) x += c[at + j];
+                                c[at + j] = x;
+                            }
                     }
                 }
             }

@@ -79,14 +79,17 @@ public sealed class MatMulTests(GpuFixture f) : GpuTest(f)
 
     /// <summary>Staged tilings that VKPROMPT_MATMUL_TILING may ask for beyond the two named ones:
     /// slots that do not divide evenly among the invocations, rows whose word count narrows the
-    /// swizzle (24 and 4 vec4 words), a slice as deep as the swizzle goes (32).</summary>
+    /// swizzle (24 and 4 vec4 words), a slice as deep as the swizzle goes (32). Each fills both
+    /// operands along k (transposed stores), along m and n, and element by element.</summary>
     public static TheoryData<int, bool, bool, int, int, int, bool> OtherTilingCases()
     {
         var data = new TheoryData<int, bool, bool, int, int, int, bool>();
         for (int t = 0; t < OtherTilings.Length; t++)
-            foreach (var (ta, tb) in new[] { (false, false), (false, true), (true, false), (true, true) })
-                foreach (var (m, n, k, padded) in new[] { (130, 135, 37, true), (33, 7, 129, false) })
-                    data.Add(t, ta, tb, m, n, k, padded);
+        {
+            data.Add(t, false, true, 130, 135, 37, true);
+            data.Add(t, true, false, 130, 135, 37, true);
+            data.Add(t, false, false, 33, 7, 129, false);
+        }
         return data;
     }
 
