@@ -34,6 +34,7 @@ public sealed record DeviceCapabilities
     public required long MaxStorageBufferRange { get; init; }
     public required long MaxMemoryAllocationSize { get; init; }
     public required uint MaxComputeSharedMemorySize { get; init; }
+    public required uint MaxComputeWorkGroupInvocations { get; init; }
     public required uint MaxPushConstantsSize { get; init; }
     public required uint MaxWorkGroupCountX { get; init; }
     public required uint MaxWorkGroupCountY { get; init; }
@@ -109,6 +110,7 @@ public sealed record DeviceCapabilities
             MaxStorageBufferRange = p.Limits.MaxStorageBufferRange,
             MaxMemoryAllocationSize = (long)maint3.MaxMemoryAllocationSize,
             MaxComputeSharedMemorySize = p.Limits.MaxComputeSharedMemorySize,
+            MaxComputeWorkGroupInvocations = p.Limits.MaxComputeWorkGroupInvocations,
             MaxPushConstantsSize = p.Limits.MaxPushConstantsSize,
             MaxWorkGroupCountX = p.Limits.MaxComputeWorkGroupCount[0],
             MaxWorkGroupCountY = p.Limits.MaxComputeWorkGroupCount[1],

@@ -5,8 +5,9 @@ using Xunit;
 
 namespace VkPrompt.Tests.Kernels;
 
-/// <summary>Which of matmul.comp's two variants a test forces, whatever the device would pick.</summary>
-public enum MatMulVariant { Streamed, Staged }
+/// <summary>Which of matmul.comp's variants and tilings a test forces, whatever the device would
+/// pick: the streamed one, and the staged one with each of its two named tilings.</summary>
+public enum MatMulVariant { Streamed, Staged, StagedSmall }
 
 public sealed class MatMulTests(GpuFixture f) : GpuTest(f)
 {
@@ -15,15 +16,22 @@ public sealed class MatMulTests(GpuFixture f) : GpuTest(f)
     // output, two orders of magnitude inside this bound, which every test here states.
     const double Tolerance = 1e-5;
 
-    static MatMulTiling Tiling(MatMulVariant v) => v == MatMulVariant.Streamed ? MatMulTiling.Streamed : MatMulTiling.Staged;
+    static MatMulTiling Tiling(MatMulVariant v) => v switch
+    {
+        MatMulVariant.Streamed => MatMulTiling.Streamed,
+        MatMulVariant.Staged => MatMulTiling.Staged,
+        _ => MatMulTiling.StagedSmall,
+    };
 
     static int Round4(int x) => (x + 3) / 4 * 4;
 
     /// <summary>Row-major op(A)·op(B). Unpadded shapes run through an orthogonal array over the
     /// awkward sizes: every pair of sizes meets in every pair of (M, N, K) positions once, 25
-    /// shapes instead of 125. Padded shapes round the leading dimensions up to multiples of 4
-    /// with M, N multiples of 4, which switches the streamed variant to float4 loads along k, m
-    /// and n (with a K tail) depending on the transposes.</summary>
+    /// shapes instead of 125. Padded shapes round the leading dimensions up to multiples of 4,
+    /// which switches both variants to float4 loads along k, m and n (with a K tail) depending
+    /// on the transposes; with M, N multiples of 4 for the streamed variant, and with M and N
+    /// past 128 for the staged one, whose 128x128 blocks then meet interior tiles, edge tiles
+    /// and (for M, N not multiples of 4) float4 groups that straddle the edge.</summary>
     public static TheoryData<bool, bool, int, int, int, bool, MatMulVariant> RowsCases()
     {
         var data = new TheoryData<bool, bool, int, int, int, bool, MatMulVariant>();
@@ -41,7 +49,7 @@ public sealed class MatMulTests(GpuFixture f) : GpuTest(f)
         for (int i = 0; i < s.Length; i++)
             for (int j = 0; j < s.Length; j++)
                 shapes.Add((s[i], s[j], s[(i + j) % s.Length], false));
-        shapes.AddRange([(36, 20, 33, true), (300, 4, 7, true), (4, 300, 129, true), (8, 12, 1, true)]);
+        shapes.AddRange([(36, 20, 33, true), (300, 4, 7, true), (4, 300, 129, true), (8, 12, 1, true), (300, 264, 300, true), (130, 135, 37, true)]);
         return shapes;
     }
 
@@ -67,6 +75,46 @@ public sealed class MatMulTests(GpuFixture f) : GpuTest(f)
         var b = WithNaNPadding(bLen, 2, i => transposeB ? (i % spec.BStrideN) < k : (i % spec.BStrideK) < n);
         var c = Check.Random(spec.CStrideM * m, 3);
         Compare(a, b, c, spec, variant, $"{(transposeA ? "Aᵀ" : "A")}·{(transposeB ? "Bᵀ" : "B")} {m}x{n}x{k}");
+    }
+
+    /// <summary>Staged tilings that VKPROMPT_MATMUL_TILING may ask for beyond the two named ones:
+    /// slots that do not divide evenly among the invocations, rows whose word count narrows the
+    /// swizzle (24 and 4 vec4 words), a slice as deep as the swizzle goes (32). Each fills both
+    /// operands along k (transposed stores), along m and n, and element by element.</summary>
+    public static TheoryData<int, bool, bool, int, int, int, bool> OtherTilingCases()
+    {
+        var data = new TheoryData<int, bool, bool, int, int, int, bool>();
+        for (int t = 0; t < OtherTilings.Length; t++)
+        {
+            data.Add(t, false, true, 130, 135, 37, true);
+            data.Add(t, true, false, 130, 135, 37, true);
+            data.Add(t, false, false, 33, 7, 129, false);
+        }
+        return data;
+    }
+
+    static readonly MatMulTiling[] OtherTilings = [new(8, 4, 4, 8, 4), new(8, 8, 12, 4, 4), new(8, 4, 4, 4, 32)];
+
+    [Theory, MemberData(nameof(OtherTilingCases))]
+    public void OtherStagedTilingsMatchReference(int tiling, bool transposeA, bool transposeB, int m, int n, int k, bool padded)
+    {
+        var spec = RowsSpec(transposeA, transposeB, m, n, k, padded);
+        int aLen = transposeA ? spec.AStrideK * (k - 1) + m : spec.AStrideM * (m - 1) + k;
+        int bLen = transposeB ? spec.BStrideN * (n - 1) + k : spec.BStrideK * (k - 1) + n;
+        var a = Check.Random(aLen, 20);
+        var b = Check.Random(bLen, 21);
+        var c = Check.Random(spec.CStrideM * m, 22);
+        var t = OtherTilings[tiling];
+        using var ga = GpuBuffer.From<float>(Ctx, a);
+        using var gb = GpuBuffer.From<float>(Ctx, b);
+        using var gc = GpuBuffer.From<float>(Ctx, c);
+        using (var g = new CommandGraph(Ctx))
+        {
+            MatMulKernel.Run(g, ga, gb, gc, spec, t);
+            g.Run();
+        }
+        MatMulReference.Run(a, b, c, spec);
+        Check.Close(c, gc.Download<float>(), Tolerance, $"{t} {m}x{n}x{k}");
     }
 
     /// <summary>B, a weight, stored as fp16 or bf16 and read the two ways the T5 program reads
@@ -172,11 +220,11 @@ public sealed class MatMulTests(GpuFixture f) : GpuTest(f)
         return x;
     }
 
-    [Fact]
-    public void PaddedRowsReachEveryVectorLoad()
+    [Theory, InlineData(MatMulVariant.Streamed), InlineData(MatMulVariant.Staged)]
+    public void PaddedRowsReachEveryVectorLoad(MatMulVariant variant)
     {
         var modes = RowsCases().Select(row => ((bool)row[0], (bool)row[1], (int)row[2], (int)row[3], (int)row[4], (bool)row[5]))
-            .Select(r => MatMulKernel.VectorLoads(RowsSpec(r.Item1, r.Item2, r.Item3, r.Item4, r.Item5, r.Item6), MatMulTiling.Streamed))
+            .Select(r => MatMulKernel.VectorLoads(RowsSpec(r.Item1, r.Item2, r.Item3, r.Item4, r.Item5, r.Item6), Tiling(variant)))
             .ToHashSet();
         for (int a = 0; a <= 2; a++)
             for (int b = 0; b <= 2; b++)
@@ -214,7 +262,7 @@ public sealed class MatMulTests(GpuFixture f) : GpuTest(f)
 
     /// <summary>Q and K read from one fused [B, L, 3·H·dkv] projection: the same buffer is bound
     /// twice in one dispatch, with offsets and a row stride the factory does not produce.</summary>
-    [Theory, InlineData(MatMulVariant.Streamed), InlineData(MatMulVariant.Staged)]
+    [Theory, InlineData(MatMulVariant.Streamed), InlineData(MatMulVariant.Staged), InlineData(MatMulVariant.StagedSmall)]
     public void FusedQkvBindsOneBufferTwice(MatMulVariant variant)
     {
         const int batch = 2, heads = 3, len = 33, dkv = 8, row = 3 * heads * dkv;
@@ -255,25 +303,32 @@ public sealed class MatMulTests(GpuFixture f) : GpuTest(f)
     }
 
     /// <summary>Alpha, accumulation and offsets on every operand; C's buffer extends on both sides
-    /// of the result, and those elements must come back untouched. K = 0 leaves C·(accumulate).</summary>
+    /// of the result, and those elements must come back untouched. K = 0 leaves C·(accumulate).
+    /// A C offset and row length that are multiples of 4 take the staged variant's float4 stores
+    /// (with a partial group at the right edge where N is not a multiple of 4 times the block).</summary>
     [Theory]
-    [InlineData(33, 7, 129, MatMulVariant.Streamed)]
-    [InlineData(33, 7, 129, MatMulVariant.Staged)]
-    [InlineData(300, 36, 20, MatMulVariant.Streamed)]
-    [InlineData(7, 33, 0, MatMulVariant.Streamed)]
-    [InlineData(7, 33, 0, MatMulVariant.Staged)]
-    public void AccumulatesScaledIntoOffsetOutput(int m, int n, int k, MatMulVariant variant)
+    [InlineData(33, 7, 129, 11, MatMulVariant.Streamed)]
+    [InlineData(33, 7, 129, 11, MatMulVariant.Staged)]
+    [InlineData(300, 36, 20, 11, MatMulVariant.Streamed)]
+    [InlineData(300, 36, 20, 12, MatMulVariant.Staged)]
+    [InlineData(300, 36, 20, 12, MatMulVariant.StagedSmall)]
+    [InlineData(140, 132, 20, 12, MatMulVariant.Staged)]
+    [InlineData(7, 33, 0, 11, MatMulVariant.Streamed)]
+    [InlineData(7, 33, 0, 11, MatMulVariant.Staged)]
+    public void AccumulatesScaledIntoOffsetOutput(int m, int n, int k, int cOffset, MatMulVariant variant)
     {
-        var spec = MatMulSpec.Rows(m, n, k, transposeB: true) with { AOffset = 5, BOffset = 4, COffset = 11, Alpha = -0.75f, Accumulate = true };
+        var spec = MatMulSpec.Rows(m, n, k, transposeB: true) with { AOffset = 5, BOffset = 4, COffset = cOffset, Alpha = -0.75f, Accumulate = true };
         var a = Check.Random(5 + m * k, 9);
         var b = Check.Random(4 + n * k, 10);
-        var c = Check.Random(11 + m * n + 13, 11);
+        var c = Check.Random(cOffset + m * n + 13, 11);
         Compare(a, b, c, spec, variant, $"accumulate {m}x{n}x{k}");
     }
 
-    /// <summary>More batches than the device's z-dimension limit: the shader loops over the rest.</summary>
-    [Fact]
-    public void BatchesBeyondTheGridLimitWrap()
+    /// <summary>More batches than the device's z-dimension limit: the shader loops over the rest
+    /// (the staged variant's loop is the same for both its tilings; the small one runs faster on
+    /// lavapipe).</summary>
+    [Theory, InlineData(MatMulVariant.Streamed), InlineData(MatMulVariant.StagedSmall)]
+    public void BatchesBeyondTheGridLimitWrap(MatMulVariant variant)
     {
         long maxZ = Ctx.Capabilities.MaxWorkGroupCountZ;
         // A device with a far larger limit would need a far larger test to reach it.
@@ -288,7 +343,46 @@ public sealed class MatMulTests(GpuFixture f) : GpuTest(f)
             BStrideK = n, BStrideN = 1,
             CStrideBatch1 = batch2 * m * n, CStrideBatch2 = m * n, CStrideM = n,
         };
-        Compare(Check.Random(2 * batch2 * m * k, 12), Check.Random(k * n, 13), new float[2 * batch2 * m * n], spec, MatMulVariant.Streamed, "batches past the z limit");
+        Compare(Check.Random(2 * batch2 * m * k, 12), Check.Random(k * n, 13), new float[2 * batch2 * m * n], spec, variant, "batches past the z limit");
+    }
+
+    /// <summary>The GPU tiling follows the product: the 64x64 blocks where M or N is at most 64
+    /// or 128x128 blocks would be too few to fill a large GPU, the 128x128 ones elsewhere. Shapes
+    /// of a t5-base step at batch 32, input 612 (with the prompt), target 8.</summary>
+    [Theory]
+    [InlineData(19584, 3072, 768, 1, true)]    // encoder feed-forward in
+    [InlineData(612, 612, 64, 384, true)]      // scores per (example, head)
+    [InlineData(256, 32128, 768, 1, true)]     // LM head over the decoder's tokens
+    [InlineData(256, 768, 768, 1, false)]      // decoder projection: 12 blocks of 128x128
+    [InlineData(612, 64, 612, 384, false)]     // P·V per head, 64 wide
+    [InlineData(8, 8, 64, 384, false)]         // decoder self-attention scores
+    public void GpuTilingFollowsTheProductShape(int m, int n, int k, int batch, bool large)
+    {
+        var spec = MatMulSpec.Rows(m, n, k) with { Batch1 = batch, AStrideBatch1 = m * k, CStrideBatch1 = m * n };
+        Assert.Equal(large ? MatMulTiling.Staged : MatMulTiling.StagedSmall, MatMulTiling.ForGpu(spec));
+    }
+
+    /// <summary>VKPROMPT_MATMUL_TILING is checked against the device's limits and the staged
+    /// variant's multiples of 4, on a device with Vulkan's minimum 16 KiB of shared memory.</summary>
+    [Theory]
+    [InlineData("16x16x8x8x8", null)]
+    [InlineData("16x16x4x4x16", null)]
+    [InlineData("8x2x3x5x0", null)]
+    [InlineData("16x16x6x8x8", "multiples of 4")]
+    [InlineData("16x16x8x8x6", "multiples of 4")]
+    [InlineData("64x32x4x4x4", "at most 1024 invocations (2048 asked)")]
+    [InlineData("16x16x8x8x16", "16384 bytes of shared memory (32768 asked)")]
+    [InlineData("16x16x8x8", "expected LXxLYxTMxTNxBK")]
+    public void TilingTextIsCheckedAgainstTheDevice(string text, string? error)
+    {
+        var caps = Ctx.Capabilities with { MaxComputeSharedMemorySize = 16384, MaxComputeWorkGroupInvocations = 1024 };
+        if (error is null)
+        {
+            var v = text.Split('x').Select(int.Parse).ToArray();
+            Assert.Equal(new MatMulTiling(v[0], v[1], v[2], v[3], v[4]), MatMulTiling.Parse(text, caps));
+        }
+        else
+            Assert.Contains(error, Assert.Throws<GpuException>(() => MatMulTiling.Parse(text, caps)).Message);
     }
 
     /// <summary>Runs the product on the device with B stored as <paramref name="bPrecision"/>

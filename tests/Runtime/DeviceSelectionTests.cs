@@ -12,7 +12,7 @@ public sealed class DeviceSelectionTests
         DriverName = "test", DriverInfo = "", DriverVersion = "1.0.0", ApiVersion = "1.3.0",
         SubgroupSize = 32, ShaderFloat16 = false, StorageBuffer16Bit = false, ShaderInt8 = false,
         BFloat16 = false, CooperativeMatrixKhr = false, CooperativeMatrixNv = false, CooperativeMatrixShapes = [], MaxStorageBufferRange = 1 << 27,
-        MaxMemoryAllocationSize = 1 << 30, MaxComputeSharedMemorySize = 32768, MaxPushConstantsSize = 128,
+        MaxMemoryAllocationSize = 1 << 30, MaxComputeSharedMemorySize = 32768, MaxComputeWorkGroupInvocations = 1024, MaxPushConstantsSize = 128,
         MaxWorkGroupCountX = 65535, MaxWorkGroupCountY = 65535, MaxWorkGroupCountZ = 65535,
         TimestampsSupported = true, TimestampPeriodNs = 1, Heaps = [], PipelineCacheKey = $"key{index}",
     };

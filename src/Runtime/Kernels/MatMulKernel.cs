@@ -8,6 +8,9 @@ internal readonly record struct MatMulTiling(int LocalX, int LocalY, int TileM, 
     public int BlockM => LocalY * TileM;
     public int BlockN => LocalX * TileN;
 
+    /// <summary>Shared memory the staged variant declares: two fp32 slices of A and of B.</summary>
+    public long SharedBytes => 2L * 4 * SharedK * (BlockM + BlockN);
+
     // lavapipe runs a workgroup on one thread, 8 invocations to a 256-bit SIMD vector, so x
     // spans the vector. Sweeping 512³ A·Bᵀ and A·B on llvmpipe (LLVM 15, AVX2, 2 cores): 4x8 and
     // 8x4 register tiles beat 4x4 by 1.25x (more FMAs per lane-looped load) and 2x2 by 6x;
@@ -16,23 +19,54 @@ internal readonly record struct MatMulTiling(int LocalX, int LocalY, int TileM, 
     // few-token products of decoding.
     public static MatMulTiling Streamed => new(8, 2, 4, 8, 0);
 
-    // A 64x64 block tile staged 16 deep, the mid-size shape GPU GEMMs (ggml-vulkan's among
-    // them) settle on, from 16x8 invocations owning 4 columns x 8 rows each. It needs only what
-    // Vulkan guarantees every device: 128 invocations and 8.3 KiB of the 16 KiB of shared
-    // memory; 32 accumulators stay well inside a GPU invocation's registers.
-    public static MatMulTiling Staged => new(16, 8, 8, 4, 16);
+    // The classic SIMT SGEMM shape (CUTLASS's 128x128x8, the "how to optimize a CUDA SGEMM"
+    // kernels): 256 invocations owning 8x8 outputs each, 64 FMAs for every 16 floats read from
+    // shared memory, 8 deep so that the double-buffered slices take exactly the 16 KiB every
+    // Vulkan device has. 64 accumulators, the 16 operands of one k and the 8 floats of the next
+    // slice in flight stay in registers.
+    public static MatMulTiling Staged => new(16, 16, 8, 8, 8);
 
-    public static MatMulTiling For(DeviceCapabilities caps) => caps.DeviceType == "cpu" ? Streamed : Staged;
+    // A 64x64 block from 256 invocations owning 4x4 outputs, 16 deep (16 KiB again): four times
+    // as many workgroups as Staged for the same product, for products too small to fill a GPU
+    // with 128x128 tiles, at half Staged's FMAs per shared-memory read.
+    public static MatMulTiling StagedSmall => new(16, 16, 4, 4, 16);
 
-    /// <summary>The tiling of <see cref="GpuOptions.MatMulTiling"/> where set, else the device's.</summary>
-    public static MatMulTiling For(GpuContext context)
+    // Vulkan does not say how many SMs or CUs a device has; 256 workgroups is about two per SM
+    // of the largest GPUs (an H100 has 132 SMs). Fewer 128x128 blocks than that leave SMs idle
+    // that four times as many 64x64 blocks would keep busy.
+    const long LargeTilesWanted = 256;
+
+    /// <summary>The GPU tiling for one product: <see cref="StagedSmall"/> where M or N is at
+    /// most 64, so a 128-wide block would be at least half padding (the decoder's few-token
+    /// products, attention per head with 64-wide heads), or where 128x128 blocks would number
+    /// fewer than the GPU has room for; <see cref="Staged"/> otherwise.</summary>
+    public static MatMulTiling ForGpu(in MatMulSpec s)
     {
-        if (context.Options.MatMulTiling is not { } text) return For(context.Capabilities);
-        var v = TilingText.Parse(text, "VKPROMPT_MATMUL_TILING", "LXxLYxTMxTNxBK, e.g. 16x8x8x4x16");
+        long largeTiles = (long)Grid.Div(s.M, Staged.BlockM) * Grid.Div(s.N, Staged.BlockN) * s.Batch1 * s.Batch2;
+        return Math.Min(s.M, s.N) <= 64 || largeTiles < LargeTilesWanted ? StagedSmall : Staged;
+    }
+
+    /// <summary>The tiling of <see cref="GpuOptions.MatMulTiling"/> where set, else the
+    /// device's: <see cref="Streamed"/> on CPU devices, <see cref="ForGpu"/> elsewhere.</summary>
+    public static MatMulTiling For(GpuContext context, in MatMulSpec s)
+    {
+        if (context.Options.MatMulTiling is { } text) return Parse(text, context.Capabilities);
+        return context.Capabilities.DeviceType == "cpu" ? Streamed : ForGpu(s);
+    }
+
+    /// <summary>A tiling as VKPROMPT_MATMUL_TILING writes it, checked against what the device
+    /// and the shader allow.</summary>
+    public static MatMulTiling Parse(string text, DeviceCapabilities caps)
+    {
+        var v = TilingText.Parse(text, "VKPROMPT_MATMUL_TILING", "LXxLYxTMxTNxBK, e.g. 16x16x8x8x8");
         var t = new MatMulTiling(v[0], v[1], v[2], v[3], v[4]);
-        long shared = t.SharedK == 0 ? 0 : 4L * t.SharedK * (t.BlockM + 1 + t.BlockN + 1);
-        if (v[0] < 1 || v[1] < 1 || v[2] < 1 || v[3] < 1 || v[4] < 0 || v[0] * v[1] > 1024 || shared > context.Capabilities.MaxComputeSharedMemorySize)
-            throw new GpuException($"VKPROMPT_MATMUL_TILING={text}: needs positive sizes, at most 1024 invocations and {context.Capabilities.MaxComputeSharedMemorySize} bytes of shared memory ({shared} asked)");
+        long invocations = (long)t.LocalX * t.LocalY;
+        if (v[0] < 1 || v[1] < 1 || v[2] < 1 || v[3] < 1 || v[4] < 0 || invocations > caps.MaxComputeWorkGroupInvocations || t.SharedBytes > caps.MaxComputeSharedMemorySize)
+            throw new GpuException($"VKPROMPT_MATMUL_TILING={text}: needs positive sizes, at most {caps.MaxComputeWorkGroupInvocations} invocations ({invocations} asked) " +
+                                   $"and {caps.MaxComputeSharedMemorySize} bytes of shared memory ({t.SharedBytes} asked)");
+        // The staged variant reads and fills in vec4s: four rows, columns and k at a time.
+        if (t.SharedK > 0 && (t.TileM % 4 != 0 || t.TileN % 4 != 0 || t.SharedK % 4 != 0))
+            throw new GpuException($"VKPROMPT_MATMUL_TILING={text}: a staged tiling (BK > 0) needs TM, TN and BK that are multiples of 4");
         return t;
     }
 }
@@ -114,7 +148,7 @@ public static class MatMulKernel
         if (bPrecision != WeightPrecision.Fp32 && g.Context.CooperativeMatrix)
             RunCoopMat(g, a, b, c, s, CoopMatTiling.For(g.Context), bPrecision);
         else
-            Run(g, a, b, c, s, MatMulTiling.For(g.Context), bPrecision);
+            Run(g, a, b, c, s, MatMulTiling.For(g.Context, s), bPrecision);
     }
 
     internal static void RunCoopMat(CommandGraph g, GpuBuffer a, GpuBuffer b, GpuBuffer c, in MatMulSpec s, CoopMatTiling t, WeightPrecision bPrecision)
@@ -148,21 +182,23 @@ public static class MatMulKernel
         g.Dispatch(k, (Grid.Div(s.N, t.BlockN), Grid.Div(s.M, t.BlockM), z), Push.From(s), a, b, c);
     }
 
-    /// <summary>How the streamed variant fetches A and B: 0 one float at a time, 1 four
+    /// <summary>How matmul.comp fetches A and B (A_VEC, B_VEC): 0 one float at a time, 1 four
     /// consecutive k at once, 2 four consecutive rows of A (m) or columns of B (n) at once.</summary>
-    /// <remarks>lavapipe turns every load whose address differs between invocations into a
-    /// loop over the SIMD lanes, whatever its width, so a float4 load costs what a float load
-    /// does; fetching four at a time roughly doubled 512³ throughput there. The float4 view
-    /// needs every address it reads to be a multiple of 4 elements, and the m/n form needs
-    /// whole groups of four rows/columns, which is what is checked here.</remarks>
+    /// <remarks>The float4 view needs every address it reads to be a multiple of 4 elements,
+    /// which is what is checked here. On lavapipe, which turns every load whose address differs
+    /// between invocations into a loop over the SIMD lanes whatever its width, fetching four at a
+    /// time roughly doubled the streamed variant's 512³ throughput; that variant clamps rows and
+    /// columns past the edge to the last whole group of four, so its m/n form needs whole groups.
+    /// The staged variant fetches the groups that straddle an edge element by element, and on a
+    /// GPU a float4 load moves four times the bytes of a float load for the same instruction.</remarks>
     internal static (int A, int B) VectorLoads(in MatMulSpec s, MatMulTiling t)
     {
-        if (t.SharedK != 0) return (0, 0);
+        bool staged = t.SharedK != 0;
         int a = 0, b = 0;
         if (s.AStrideK == 1 && Aligned(s.AOffset, (s.Batch1, s.AStrideBatch1), (s.Batch2, s.AStrideBatch2), (s.M, s.AStrideM))) a = 1;
-        else if (s.AStrideM == 1 && s.M % 4 == 0 && t.TileM % 4 == 0 && Aligned(s.AOffset, (s.Batch1, s.AStrideBatch1), (s.Batch2, s.AStrideBatch2), (s.K, s.AStrideK))) a = 2;
+        else if (s.AStrideM == 1 && (staged || s.M % 4 == 0 && t.TileM % 4 == 0) && Aligned(s.AOffset, (s.Batch1, s.AStrideBatch1), (s.Batch2, s.AStrideBatch2), (s.K, s.AStrideK))) a = 2;
         if (s.BStrideK == 1 && Aligned(s.BOffset, (s.Batch1, s.BStrideBatch1), (s.Batch2, s.BStrideBatch2), (s.N, s.BStrideN))) b = 1;
-        else if (s.BStrideN == 1 && s.N % 4 == 0 && t.TileN % 4 == 0 && Aligned(s.BOffset, (s.Batch1, s.BStrideBatch1), (s.Batch2, s.BStrideBatch2), (s.K, s.BStrideK))) b = 2;
+        else if (s.BStrideN == 1 && (staged || s.N % 4 == 0 && t.TileN % 4 == 0) && Aligned(s.BOffset, (s.Batch1, s.BStrideBatch1), (s.Batch2, s.BStrideBatch2), (s.K, s.BStrideK))) b = 2;
         return (a, b);
     }
 

@@ -58,6 +58,7 @@ internal static class DevicesCommand
         Row("max storage buffer range", d => Bytes(d.MaxStorageBufferRange));
         Row("max memory allocation", d => Bytes(d.MaxMemoryAllocationSize));
         Row("shared memory / workgroup", d => Bytes(d.MaxComputeSharedMemorySize));
+        Row("invocations / workgroup", d => d.MaxComputeWorkGroupInvocations.ToString(CultureInfo.InvariantCulture));
         Row("push constants", d => Bytes(d.MaxPushConstantsSize));
         Row("max workgroup count", d => $"{d.MaxWorkGroupCountX} x {d.MaxWorkGroupCountY} x {d.MaxWorkGroupCountZ}");
         Row("timestamps", d => d.TimestampsSupported ? $"yes ({d.TimestampPeriodNs.ToString("0.###", CultureInfo.InvariantCulture)} ns/tick)" : "no");
