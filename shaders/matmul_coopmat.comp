@@ -3,6 +3,7 @@
 #extension GL_NV_cooperative_matrix : require
 #extension GL_KHR_memory_scope_semantics : require
 #extension GL_EXT_shader_explicit_arithmetic_types_float16 : require
+#extension GL_EXT_shader_explicit_arithmetic_types_int16 : require
 #extension GL_EXT_shader_16bit_storage : require
 #include "common.glsl"
 
@@ -17,11 +18,14 @@
 // its fp16 hidden states, rather than becoming infinities.
 //
 // A workgroup of WARPS_M x WARPS_N subgroups owns a BM x BN tile of C, each subgroup TILES_M x
-// TILES_N accumulators of 16 x 16. Slices BK deep of A (as [m][k]) and B (as [n][k], i.e. column
-// major) are staged in shared memory in fp16; the fill walks whichever index is contiguous in
-// memory so consecutive invocations read consecutive addresses. Rows are padded by 8 halves (16
-// bytes): the cooperative loads need 16-byte aligned rows, and the odd multiple of 16 bytes
-// spreads rows over the banks.
+// TILES_N accumulators of 16 x 16. Slices BK deep of A and B are staged in shared memory in fp16,
+// each laid out along whichever of its indices is contiguous in global memory, so the fill moves
+// runs of four elements ("quads") from consecutive addresses to consecutive shared words, and the
+// fragment loads say which way round the slice lies. The staging is double-buffered: the next
+// slice's global loads are issued before the products of the current one and land in the other
+// buffer after them, so their latency hides behind the matrix units and one barrier per slice
+// suffices. Rows are padded by 8 halves (16 bytes): the cooperative loads need 16-byte aligned
+// rows, and the odd multiple of 16 bytes spreads rows over the banks.
 layout(constant_id = 1) const uint SUBGROUP = 32;
 layout(constant_id = 2) const uint WARPS_M = 2;
 layout(constant_id = 3) const uint WARPS_N = 2;
@@ -29,22 +33,38 @@ layout(constant_id = 4) const uint TILES_M = 2;
 layout(constant_id = 5) const uint TILES_N = 2;
 layout(constant_id = 6) const uint BK = 32;
 layout(constant_id = 7) const uint WEIGHT_BF16 = 0;
-// 1 where the operand's k stride is 1 (A: activations [m][k]; B: a Linear weight [n][k], A·Wᵀ);
-// 2 where, besides, every row starts on a multiple of 4 elements, so the fill fetches four k at a
-// time (MatMulKernel checks the alignment): a quarter of the load instructions, which is what a
-// staged tile's fill is bound by.
-layout(constant_id = 8) const uint A_ALONG_K = 1;
-layout(constant_id = 9) const uint B_ALONG_K = 1;
+// How an operand is fetched (MatMulKernel.Fetch): 0 neither index contiguous, one element at a
+// time; 1 contiguous along k; 2 contiguous along m (A) or n (B); 3 and 4 as 1 and 2 with every
+// quad starting on a multiple of 4 elements, so a quad is one 16-byte (A) or 8-byte (B) load.
+layout(constant_id = 8) const uint A_FETCH = 1;
+layout(constant_id = 9) const uint B_FETCH = 1;
+// 1 where C's rows start on multiples of 4 elements: whole accumulators of interior tiles are
+// then loaded (accumulating, with alpha 1) and stored directly rather than through shared memory.
+layout(constant_id = 10) const uint C_ALIGNED = 0;
 #include "half.glsl"
 
 const uint WG = gl_WorkGroupSize.x;
 const uint BM = WARPS_M * TILES_M * 16;
 const uint BN = WARPS_N * TILES_N * 16;
-const uint SK = BK + 8;
-shared float16_t sa[BM * SK];
-shared float16_t sb[BN * SK];
-// One 16 x 16 fp32 tile per subgroup, where accumulators pass on their way to C: a cooperative
-// store cannot apply alpha, add to C or stop at the matrix's edge.
+// Shared layouts: k-major (slice rows along m or n, each BK + 8 halves) unless the operand is
+// contiguous along m or n, then [k][m] or [k][n] rows of BM + 8 or BN + 8.
+const bool A_KMAJOR = A_FETCH != 2 && A_FETCH != 4;
+const bool B_KMAJOR = B_FETCH != 2 && B_FETCH != 4;
+const bool A_VEC = A_FETCH >= 3;
+const bool B_VEC = B_FETCH >= 3;
+const uint SA = A_KMAJOR ? BK + 8 : BM + 8;
+const uint SB = B_KMAJOR ? BK + 8 : BN + 8;
+const uint A_SIZE = A_KMAJOR ? BM * SA : BK * SA;
+const uint B_SIZE = B_KMAJOR ? BN * SB : BK * SB;
+// Quads per slice, and per invocation (rounded up; the surplus ones are skipped).
+const uint A_QUADS = BM * BK / 4;
+const uint B_QUADS = BN * BK / 4;
+const uint A_PER = (A_QUADS + WG - 1) / WG;
+const uint B_PER = (B_QUADS + WG - 1) / WG;
+shared float16_t sa[2 * A_SIZE];
+shared float16_t sb[2 * B_SIZE];
+// One 16 x 16 fp32 tile per subgroup, where accumulators of edge tiles pass on their way to C:
+// a cooperative store cannot stop at the matrix's edge.
 shared float sc[WARPS_M * WARPS_N * 256];
 
 layout(std430, binding = 0) readonly buffer BufA { float a[]; };
@@ -61,7 +81,44 @@ layout(push_constant) uniform Push {
     uint accumulate;
 } pc;
 
-float16_t toHalf(float v) { return float16_t(clamp(v, -65504.0, 65504.0)); }
+// Quad q of a slice as (row index along m or n, k), with its four elements running along the
+// operand's contiguous index: k in k-major slices, m or n otherwise.
+uvec2 quadAt(uint q, bool kMajor, uint rows) {
+    return kMajor ? uvec2(q / (BK / 4), q % (BK / 4) * 4) : uvec2(q % (rows / 4) * 4, q / (rows / 4));
+}
+
+// The quad of A at (row of the tile, k); where "edge", each element is checked against the
+// rows the tile has and K.
+vec4 fetchA(uint base, uint row, uint k, bool edge, uint rows) {
+    const uint at = base + row * pc.aStrideM + k * pc.aStrideK;
+    const uint step = A_KMAJOR ? pc.aStrideK : pc.aStrideM;
+    if (!edge && A_VEC) return a4[at >> 2];
+    vec4 v = vec4(0.0);
+    for (uint i = 0; i < 4; i++) {
+        const bool inside = A_KMAJOR ? row < rows && k + i < pc.K : row + i < rows && k < pc.K;
+        if (!edge || inside) v[i] = a[at + i * step];
+    }
+    return v;
+}
+
+// B's quads stay in their 16-bit storage until they are written to shared memory.
+uvec4 fetchB(uint base, uint col, uint k, bool edge, uint cols) {
+    const uint at = base + col * pc.bStrideN + k * pc.bStrideK;
+    const uint step = B_KMAJOR ? pc.bStrideK : pc.bStrideN;
+    if (!edge && B_VEC) return uvec4(b4[at >> 2]);
+    uvec4 v = uvec4(0);
+    for (uint i = 0; i < 4; i++) {
+        const bool inside = B_KMAJOR ? col < cols && k + i < pc.K : col + i < cols && k < pc.K;
+        if (!edge || inside) v[i] = uint(b[at + i * step]);
+    }
+    return v;
+}
+
+uint cAt(uint cBase, uint tileM, uint tileN, uint warpM, uint warpN, uint i, uint j) {
+    return cBase + (tileM + (warpM * TILES_M + i) * 16) * pc.cStrideM + tileN + (warpN * TILES_N + j) * 16;
+}
+
+f16vec4 toHalf(vec4 v) { return f16vec4(clamp(v, -65504.0, 65504.0)); }
 
 void main() {
     const uint tid = gl_LocalInvocationIndex;
@@ -71,93 +128,124 @@ void main() {
     const uint warpN = warp % WARPS_N;
     const uint tileM = gl_WorkGroupID.y * BM;
     const uint tileN = gl_WorkGroupID.x * BN;
+    // Uniform per workgroup: interior tiles of a K that slices evenly fetch without checks.
+    const bool edge = tileM + BM > pc.M || tileN + BN > pc.N || pc.K % BK != 0;
+    const uint slices = (pc.K + BK - 1) / BK;
+    // Whole accumulators go straight between C and the matrix units (also uniform).
+    const bool direct = C_ALIGNED != 0 && tileM + BM <= pc.M && tileN + BN <= pc.N && (pc.accumulate == 0 || pc.alpha == 1.0);
 
     // Batches beyond the device's z-dimension limit wrap round; z is uniform per workgroup, so
     // the barriers inside stay in uniform control flow.
     for (uint z = gl_WorkGroupID.z; z < pc.batch1 * pc.batch2; z += gl_NumWorkGroups.z) {
         const uint z1 = z / pc.batch2;
         const uint z2 = z % pc.batch2;
-        const uint aBase = pc.aOffset + z1 * pc.aStrideB1 + z2 * pc.aStrideB2;
-        const uint bBase = pc.bOffset + z1 * pc.bStrideB1 + z2 * pc.bStrideB2;
-
-        fcoopmatNV<32, gl_ScopeSubgroup, 16, 16> acc[TILES_M * TILES_N];
-        for (uint t = 0; t < TILES_M * TILES_N; t++) acc[t] = fcoopmatNV<32, gl_ScopeSubgroup, 16, 16>(0.0);
-
-        for (uint k0 = 0; k0 < pc.K; k0 += BK) {
-            if (A_ALONG_K == 2) {
-                for (uint e = tid; e < BM * BK / 4; e += WG) {
-                    const uint kk = e % (BK / 4) * 4, mm = e / (BK / 4);
-                    const uint m = tileM + mm, k = k0 + kk;
-                    vec4 v = vec4(0.0);
-                    if (m < pc.M && k + 3 < pc.K) v = a4[(aBase + m * pc.aStrideM + k) >> 2];
-                    else if (m < pc.M)
-                        for (uint i = 0; i < 4; i++) if (k + i < pc.K) v[i] = a[aBase + m * pc.aStrideM + k + i];
-                    for (uint i = 0; i < 4; i++) sa[mm * SK + kk + i] = toHalf(v[i]);
-                }
-            } else {
-                for (uint e = tid; e < BM * BK; e += WG) {
-                    const uint kk = A_ALONG_K != 0 ? e % BK : e / BM;
-                    const uint mm = A_ALONG_K != 0 ? e / BK : e % BM;
-                    const uint m = tileM + mm, k = k0 + kk;
-                    float v = 0.0;
-                    if (m < pc.M && k < pc.K) v = a[aBase + m * pc.aStrideM + k * pc.aStrideK];
-                    sa[mm * SK + kk] = toHalf(v);
-                }
-            }
-            if (B_ALONG_K == 2) {
-                for (uint e = tid; e < BN * BK / 4; e += WG) {
-                    const uint kk = e % (BK / 4) * 4, nn = e / (BK / 4);
-                    const uint n = tileN + nn, k = k0 + kk;
-                    vec4 v = vec4(0.0);
-                    if (n < pc.N && k + 3 < pc.K) v = widen(uvec4(b4[(bBase + n * pc.bStrideN + k) >> 2]));
-                    else if (n < pc.N)
-                        for (uint i = 0; i < 4; i++) if (k + i < pc.K) v[i] = widen(uint(b[bBase + n * pc.bStrideN + k + i]));
-                    for (uint i = 0; i < 4; i++) sb[nn * SK + kk + i] = toHalf(v[i]);
-                }
-            } else {
-                for (uint e = tid; e < BN * BK; e += WG) {
-                    const uint kk = B_ALONG_K != 0 ? e % BK : e / BN;
-                    const uint nn = B_ALONG_K != 0 ? e / BK : e % BN;
-                    const uint n = tileN + nn, k = k0 + kk;
-                    float v = 0.0;
-                    if (n < pc.N && k < pc.K) v = widen(uint(b[bBase + k * pc.bStrideK + n * pc.bStrideN]));
-                    sb[nn * SK + kk] = toHalf(v);
-                }
-            }
-            barrier();
-            for (uint kk = 0; kk < BK; kk += 16) {
-                fcoopmatNV<16, gl_ScopeSubgroup, 16, 16> fa[TILES_M];
-                fcoopmatNV<16, gl_ScopeSubgroup, 16, 16> fb[TILES_N];
-                for (uint i = 0; i < TILES_M; i++)
-                    coopMatLoadNV(fa[i], sa, ((warpM * TILES_M + i) * 16) * SK + kk, SK, false);
-                for (uint j = 0; j < TILES_N; j++)
-                    coopMatLoadNV(fb[j], sb, ((warpN * TILES_N + j) * 16) * SK + kk, SK, true);
-                for (uint i = 0; i < TILES_M; i++)
-                    for (uint j = 0; j < TILES_N; j++)
-                        acc[i * TILES_N + j] = coopMatMulAddNV(fa[i], fb[j], acc[i * TILES_N + j]);
-            }
-            // The next slice overwrites what slower subgroups may still be reading.
-            barrier();
-        }
+        const uint aBase = pc.aOffset + z1 * pc.aStrideB1 + z2 * pc.aStrideB2 + tileM * pc.aStrideM;
+        const uint bBase = pc.bOffset + z1 * pc.bStrideB1 + z2 * pc.bStrideB2 + tileN * pc.bStrideN;
 
         const uint cBase = pc.cOffset + z1 * pc.cStrideB1 + z2 * pc.cStrideB2;
+        fcoopmatNV<32, gl_ScopeSubgroup, 16, 16> acc[TILES_M * TILES_N];
         for (uint i = 0; i < TILES_M; i++) {
             for (uint j = 0; j < TILES_N; j++) {
-                coopMatStoreNV(acc[i * TILES_N + j], sc, warp * 256, 16, false);
-                barrier();
-                const uint m0 = tileM + (warpM * TILES_M + i) * 16;
-                const uint n0 = tileN + (warpN * TILES_N + j) * 16;
-                for (uint e = lane; e < 256; e += SUBGROUP) {
-                    const uint m = m0 + e / 16, n = n0 + e % 16;
-                    if (m < pc.M && n < pc.N) {
-                        const uint at = cBase + m * pc.cStrideM + n;
-                        float v = pc.alpha * sc[warp * 256 + e];
-                        if (pc.accumulate != 0) v += c[at];
-                        c[at] = v;
+                // Summing onto C (alpha 1) starts from C, which spares a matrix addition at the
+                // end (and glslang 11's optimizer crashes on coopmat + coopmat).
+                if (direct && pc.accumulate != 0)
+                    coopMatLoadNV(acc[i * TILES_N + j], c, cAt(cBase, tileM, tileN, warpM, warpN, i, j), pc.cStrideM, false);
+                else
+                    acc[i * TILES_N + j] = fcoopmatNV<32, gl_ScopeSubgroup, 16, 16>(0.0);
+            }
+        }
+
+        // The slice in flight between global and shared memory.
+        vec4 ra[A_PER];
+        uvec4 rb[B_PER];
+        for (uint s = 0; s <= slices; s++) {
+            // Slice s - 1, fetched during the previous products, goes to its buffer; once every
+            // invocation is past the barrier, the other buffer's readers are done too.
+            if (s > 0) {
+                const uint buf = (s - 1) & 1;
+                for (uint i = 0; i < A_PER; i++) {
+                    const uint q = tid + i * WG;
+                    if (A_QUADS % WG == 0 || q < A_QUADS) {
+                        const uvec2 rk = quadAt(q, A_KMAJOR, BM);
+                        const f16vec4 h = toHalf(ra[i]);
+                        const uint at = buf * A_SIZE + (A_KMAJOR ? rk.x * SA + rk.y : rk.y * SA + rk.x);
+                        for (uint j = 0; j < 4; j++) sa[at + j] = h[j];
                     }
                 }
-                // The next accumulator reuses this subgroup's staging tile.
+                for (uint i = 0; i < B_PER; i++) {
+                    const uint q = tid + i * WG;
+                    if (B_QUADS % WG == 0 || q < B_QUADS) {
+                        const uvec2 rk = quadAt(q, B_KMAJOR, BN);
+                        const f16vec4 h = toHalf(widen(rb[i]));
+                        const uint at = buf * B_SIZE + (B_KMAJOR ? rk.x * SB + rk.y : rk.y * SB + rk.x);
+                        for (uint j = 0; j < 4; j++) sb[at + j] = h[j];
+                    }
+                }
                 barrier();
+            }
+            if (s < slices) {
+                const uint k0 = s * BK;
+                for (uint i = 0; i < A_PER; i++) {
+                    const uint q = tid + i * WG;
+                    if (A_QUADS % WG == 0 || q < A_QUADS) {
+                        const uvec2 rk = quadAt(q, A_KMAJOR, BM);
+                        ra[i] = fetchA(aBase, rk.x, k0 + rk.y, edge && (tileM + rk.x + 4 > pc.M || k0 + rk.y + 4 > pc.K), pc.M - tileM);
+                    }
+                }
+                for (uint i = 0; i < B_PER; i++) {
+                    const uint q = tid + i * WG;
+                    if (B_QUADS % WG == 0 || q < B_QUADS) {
+                        const uvec2 rk = quadAt(q, B_KMAJOR, BN);
+                        rb[i] = fetchB(bBase, rk.x, k0 + rk.y, edge && (tileN + rk.x + 4 > pc.N || k0 + rk.y + 4 > pc.K), pc.N - tileN);
+                    }
+                }
+            }
+            if (s > 0) {
+                const uint buf = (s - 1) & 1;
+                for (uint kk = 0; kk < BK; kk += 16) {
+                    fcoopmatNV<16, gl_ScopeSubgroup, 16, 16> fa[TILES_M];
+                    fcoopmatNV<16, gl_ScopeSubgroup, 16, 16> fb[TILES_N];
+                    for (uint i = 0; i < TILES_M; i++) {
+                        const uint r = (warpM * TILES_M + i) * 16;
+                        coopMatLoadNV(fa[i], sa, buf * A_SIZE + (A_KMAJOR ? r * SA + kk : kk * SA + r), SA, !A_KMAJOR);
+                    }
+                    for (uint j = 0; j < TILES_N; j++) {
+                        const uint r = (warpN * TILES_N + j) * 16;
+                        coopMatLoadNV(fb[j], sb, buf * B_SIZE + (B_KMAJOR ? r * SB + kk : kk * SB + r), SB, B_KMAJOR);
+                    }
+                    for (uint i = 0; i < TILES_M; i++)
+                        for (uint j = 0; j < TILES_N; j++)
+                            acc[i * TILES_N + j] = coopMatMulAddNV(fa[i], fb[j], acc[i * TILES_N + j]);
+                }
+            }
+        }
+
+        if (direct) {
+            for (uint i = 0; i < TILES_M; i++)
+                for (uint j = 0; j < TILES_N; j++) {
+                    const uint at = cAt(cBase, tileM, tileN, warpM, warpN, i, j);
+                    if (pc.accumulate != 0) coopMatStoreNV(acc[i * TILES_N + j], c, at, pc.cStrideM, false);
+                    else coopMatStoreNV(acc[i * TILES_N + j] * pc.alpha, c, at, pc.cStrideM, false);
+                }
+        } else {
+            for (uint i = 0; i < TILES_M; i++) {
+                for (uint j = 0; j < TILES_N; j++) {
+                    coopMatStoreNV(acc[i * TILES_N + j], sc, warp * 256, 16, false);
+                    barrier();
+                    const uint m0 = tileM + (warpM * TILES_M + i) * 16;
+                    const uint n0 = tileN + (warpN * TILES_N + j) * 16;
+                    for (uint e = lane; e < 256; e += SUBGROUP) {
+                        const uint m = m0 + e / 16, n = n0 + e % 16;
+                        if (m < pc.M && n < pc.N) {
+                            const uint at = cBase + m * pc.cStrideM + n;
+                            float v = pc.alpha * sc[warp * 256 + e];
+                            if (pc.accumulate != 0) v += c[at];
+                            c[at] = v;
+                        }
+                    }
+                    // The next accumulator reuses this subgroup's staging tile.
+                    barrier();
+                }
             }
         }
     }

@@ -163,13 +163,36 @@ public sealed class MatMulTests(GpuFixture f) : GpuTest(f)
         return data;
     }
 
-    static readonly CoopMatTiling[] CoopMatTilings = [new(1, 1, 1, 1, 16), new(2, 1, 1, 2, 16), CoopMatTiling.Default];
+    static readonly CoopMatTiling[] CoopMatTilings = [new(1, 1, 1, 1, 16), new(2, 1, 1, 2, 16), CoopMatTiling.Small, CoopMatTiling.Default];
 
     [SkippableTheory, MemberData(nameof(CoopMatCases))]
     public void CoopMatMatchesReferenceOnRoundedOperands(WeightPrecision precision, bool transposeB, int m, int n, int k, bool padded, int tiling)
     {
-        Skip.IfNot(Ctx.CooperativeMatrix, $"{Ctx.Capabilities.Name} has no cooperative matrices this build can use");
         var spec = RowsSpec(false, transposeB, m, n, k, padded);
+        CoopMatCompare(spec, transposeB, precision, CoopMatTilings[tiling], $"coopmat {CoopMatTilings[tiling]} {precision} {(transposeB ? "A·Bᵀ" : "A·B")} {m}x{n}x{k}");
+    }
+
+    /// <summary>Whole interior tiles with 4-aligned rows of C take the direct way between C and
+    /// the matrix units: scaled by alpha, or started from C when summing onto it with alpha 1;
+    /// summing with another alpha goes through shared memory. Each on block tiles that are all
+    /// interior and on ones with an edge, for both layouts of B.</summary>
+    [SkippableTheory]
+    [InlineData(256, 128, 96, 1.0f, true), InlineData(256, 128, 96, 0.5f, false), InlineData(256, 128, 96, 0.5f, true)]
+    [InlineData(200, 136, 100, 1.0f, true), InlineData(200, 136, 100, 0.5f, false)]
+    public void CoopMatScalesAndAccumulatesOnC(int m, int n, int k, float alpha, bool accumulate)
+    {
+        foreach (var tiling in new[] { CoopMatTiling.Small, CoopMatTiling.Default })
+            foreach (bool tb in new[] { true, false })
+            {
+                var spec = MatMulSpec.Rows(m, n, k, false, tb) with { Alpha = alpha, Accumulate = accumulate };
+                CoopMatCompare(spec, tb, WeightPrecision.Bf16, tiling, $"coopmat {tiling} alpha {alpha} accumulate {accumulate} {(tb ? "A·Bᵀ" : "A·B")} {m}x{n}x{k}");
+            }
+    }
+
+    void CoopMatCompare(MatMulSpec spec, bool transposeB, WeightPrecision precision, CoopMatTiling tiling, string what)
+    {
+        Skip.IfNot(Ctx.CooperativeMatrix, $"{Ctx.Capabilities.Name} has no cooperative matrices this build can use");
+        int m = spec.M, n = spec.N, k = spec.K;
         int bLen = transposeB ? spec.BStrideN * (n - 1) + k : spec.BStrideK * (k - 1) + n;
         var a = Check.Random(spec.AStrideM * (m - 1) + k, 17);
         var b = WithNaNPadding(bLen, 18, i => transposeB ? (i % spec.BStrideN) < k : (i % spec.BStrideK) < n);
@@ -180,13 +203,13 @@ public sealed class MatMulTests(GpuFixture f) : GpuTest(f)
         using var gc = GpuBuffer.From<float>(Ctx, c);
         using (var g = new CommandGraph(Ctx))
         {
-            MatMulKernel.RunCoopMat(g, ga, gb, gc, spec, CoopMatTilings[tiling], precision);
+            MatMulKernel.RunCoopMat(g, ga, gb, gc, spec, tiling, precision);
             g.Run();
         }
         HalfFloat.Round(a, WeightPrecision.Fp16);
         HalfFloat.Round(b, WeightPrecision.Fp16);
         MatMulReference.Run(a, b, c, spec);
-        Check.Close(c, gc.Download<float>(), 1e-3, $"coopmat {CoopMatTilings[tiling]} {precision} {(transposeB ? "A·Bᵀ" : "A·B")} {m}x{n}x{k}");
+        Check.Close(c, gc.Download<float>(), 1e-3, what);
     }
 
     /// <summary>An activation past fp16's range is saturated at ±65504, not turned into an

@@ -79,14 +79,36 @@ internal readonly record struct CoopMatTiling(int WarpsM, int WarpsN, int TilesM
     public int BlockM => WarpsM * TilesM * 16;
     public int BlockN => WarpsN * TilesN * 16;
 
-    /// <summary>Shared memory the shader declares: fp16 A and B slices with rows padded by 8, and
-    /// a 16x16 fp32 staging tile per subgroup.</summary>
-    public long SharedBytes => 2L * (BlockM + BlockN) * (SharedK + 8) + 4L * 256 * WarpsM * WarpsN;
+    /// <summary>Shared memory the shader declares: two fp16 slices of A and of B, each row padded
+    /// by 8 halves and laid out along k or along m/n, whichever is the larger, and a 16x16 fp32
+    /// staging tile per subgroup.</summary>
+    public long SharedBytes => 2L * 2 * (Slice(BlockM) + Slice(BlockN)) + 4L * 256 * WarpsM * WarpsN;
 
-    // A 64x64 block from 4 subgroups of 32x32, 32 deep. On an H100 (t5-base step, batch 32 x
-    // 612 tokens) it took 422 ms of products per step against 456-517 ms for 128x128 blocks from
-    // 4 or 8 subgroups, 487 ms for 64x128 and 473 ms for 64 deep.
-    public static CoopMatTiling Default => new(2, 2, 2, 2, 32);
+    long Slice(int rows) => Math.Max((long)rows * (SharedK + 8), (long)SharedK * (rows + 8));
+
+    // 128x128 blocks from 4 subgroups of 64x64, 32 deep: each slice's fragment loads feed 16
+    // products per subgroup, and double buffering hides the fill behind them. 44 KiB of shared
+    // memory, within what every device with matrix units offers (48 KiB on NVIDIA).
+    public static CoopMatTiling Default => new(2, 2, 4, 4, 32);
+
+    // For products too small to give 128x128 blocks to every multiprocessor (the decoder's few
+    // tokens): 64x64 blocks, a quarter of the work per workgroup and four times the workgroups.
+    public static CoopMatTiling Small => new(2, 2, 2, 2, 32);
+
+    // What a device with the 16 KiB minimum of shared memory can hold.
+    static CoopMatTiling Minimal => new(2, 2, 2, 2, 16);
+
+    /// <summary>The tiling for an M x N product: <see cref="GpuOptions.CoopMatTiling"/> where set,
+    /// else <see cref="Default"/>, or <see cref="Small"/> where Default would make fewer than 128
+    /// workgroups (about one per multiprocessor of a large GPU), whichever of them fits the
+    /// device's shared memory.</summary>
+    public static CoopMatTiling For(GpuContext context, int m, int n)
+    {
+        if (context.Options.CoopMatTiling is not null) return For(context);
+        long limit = context.Capabilities.MaxComputeSharedMemorySize;
+        var t = (long)Grid.Div(m, Default.BlockM) * Grid.Div(n, Default.BlockN) < 128 ? Small : Default;
+        return t.SharedBytes <= limit ? t : Small.SharedBytes <= limit ? Small : Minimal;
+    }
 
     /// <summary>The tiling of <see cref="GpuOptions.CoopMatTiling"/> where set, else the default.</summary>
     public static CoopMatTiling For(GpuContext context)
@@ -146,7 +168,7 @@ public static class MatMulKernel
     public static void Run(CommandGraph g, GpuBuffer a, GpuBuffer b, GpuBuffer c, in MatMulSpec s, WeightPrecision bPrecision = WeightPrecision.Fp32)
     {
         if (bPrecision != WeightPrecision.Fp32 && g.Context.CooperativeMatrix)
-            RunCoopMat(g, a, b, c, s, CoopMatTiling.For(g.Context), bPrecision);
+            RunCoopMat(g, a, b, c, s, CoopMatTiling.For(g.Context, s.M, s.N), bPrecision);
         else
             Run(g, a, b, c, s, MatMulTiling.For(g.Context, s), bPrecision);
     }
@@ -159,8 +181,9 @@ public static class MatMulKernel
         uint subgroup = g.Context.Capabilities.SubgroupSize;
         var k = g.Context.Kernel("matmul_coopmat", Layout, (int)subgroup * t.WarpsM * t.WarpsN, (int)subgroup,
                                  t.WarpsM, t.WarpsN, t.TilesM, t.TilesN, t.SharedK, bPrecision == WeightPrecision.Bf16 ? 1 : 0,
-                                 AlongK(s.AStrideK, Aligned(s.AOffset, (s.Batch1, s.AStrideBatch1), (s.Batch2, s.AStrideBatch2), (s.M, s.AStrideM))),
-                                 AlongK(s.BStrideK, Aligned(s.BOffset, (s.Batch1, s.BStrideBatch1), (s.Batch2, s.BStrideBatch2), (s.N, s.BStrideN))));
+                                 Fetch(s.AStrideK, (s.M, s.AStrideM), (s.K, s.AStrideK), s.AOffset, (s.Batch1, s.AStrideBatch1), (s.Batch2, s.AStrideBatch2)),
+                                 Fetch(s.BStrideK, (s.N, s.BStrideN), (s.K, s.BStrideK), s.BOffset, (s.Batch1, s.BStrideBatch1), (s.Batch2, s.BStrideBatch2)),
+                                 Aligned(s.COffset, (s.Batch1, s.CStrideBatch1), (s.Batch2, s.CStrideBatch2), (s.M, s.CStrideM)) ? 1 : 0);
         uint z = (uint)Math.Min((long)s.Batch1 * s.Batch2, g.Context.Capabilities.MaxWorkGroupCountZ);
         g.Dispatch(k, (Grid.Div(s.N, t.BlockN), Grid.Div(s.M, t.BlockM), z), Push.From(s), a, b, c);
     }
@@ -202,9 +225,15 @@ public static class MatMulKernel
         return (a, b);
     }
 
-    // matmul_coopmat.comp's A_ALONG_K / B_ALONG_K: 0 k strided, 1 k contiguous, 2 contiguous
-    // rows that start on multiples of 4 elements (four k per fetch).
-    static int AlongK(int strideK, bool alignedRows) => strideK != 1 ? 0 : alignedRows ? 2 : 1;
+    // matmul_coopmat.comp's A_FETCH / B_FETCH for an operand with strides along k and along m
+    // (or n): 1 contiguous along k, 2 contiguous along m/n, 0 neither; 3 and 4 as 1 and 2 where,
+    // besides, every run of four starts on a multiple of 4 elements (one vector load each).
+    static int Fetch(int strideK, (int Size, int Stride) mn, (int Size, int Stride) k, int offset, (int, int) batch1, (int, int) batch2)
+    {
+        if (strideK == 1) return Aligned(offset, batch1, batch2, mn) ? 3 : 1;
+        if (mn.Stride == 1) return Aligned(offset, batch1, batch2, k) ? 4 : 2;
+        return 0;
+    }
 
     static bool Aligned(int offset, params (int Size, int Stride)[] dims) =>
         offset % 4 == 0 && dims.All(d => d.Size == 1 || d.Stride % 4 == 0);
