@@ -7,15 +7,17 @@
 #                                    command and carry list for the device tool's `run`.
 #   tools/device-bench.sh device     on the device machine (what the printed command runs): first
 #                                    tools/check-golden.py on the device (.golden, copied from
-#                                    ../shared/golden), then vkprompt bench and the PyTorch + PEFT
-#                                    peer for t5-base and t5-large at batch 32, input 512, target 8,
-#                                    prompt 100, each in fp32 and bf16 (vkprompt: bf16 weights, fp32
-#                                    activations; the peer: all bf16), then the switches (matrix
-#                                    units, fused attention) against the defaults.
-#                                    Writes $OUT/table.md, $OUT/log.txt and $OUT/results.tar (every
-#                                    JSON report). No run starts after BENCH_BUDGET_S seconds (default
-#                                    300), so the command ends well inside the tool's 10 minutes; the
-#                                    runs are ordered so that those left out, if any, matter least.
+#                                    ../shared/golden), then `vkprompt bench matmul` over tilings of the
+#                                    portable and the matrix-unit products (every product checked
+#                                    against fp64), then vkprompt bench with the fastest of them and
+#                                    the PyTorch + PEFT peer for t5-base and t5-large at batch 32,
+#                                    input 512, target 8, prompt 100, in fp32 and bf16 (vkprompt: bf16
+#                                    weights on the matrix units, fp32 activations; the peer: all
+#                                    bf16). Writes $OUT/table.md, $OUT/sweep.md, $OUT/log.txt and
+#                                    $OUT/results.tar (every JSON report). No run starts after
+#                                    BENCH_BUDGET_S seconds (default 480), so the command ends inside
+#                                    the tool's 10 minutes; the runs are ordered so that those left
+#                                    out, if any, matter least.
 #
 # Run it from the checkout the device tool sends (the one the session started in): .publish, .gl
 # and .golden must be in that checkout's root.
@@ -74,15 +76,15 @@ prepare() {
   carried=$(du -cb .publish .gl .golden 2>/dev/null | tail -n1 | cut -f1)
   echo "== what travels: $(( (tree + carried) >> 20 )) MiB of the device tool's 64 MiB (working tree $(( tree >> 20 )), .publish, .gl and .golden $(( carried >> 20 )))"
   echo
-  echo "Device tool run (one call; about 6 minutes of device time with the machine's start):"
+  echo "Device tool run (one call; about 10 minutes of device time with the machine's start):"
   echo "  command:   for f in .gl/*.deb; do dpkg -x \$f /; done; ldconfig; bash tools/device-bench.sh device"
   echo '  carry:     [".publish", ".gl", ".golden"]'
-  echo "  timeout_s: 360"
+  echo "  timeout_s: 560"
   echo "Then: unpack <files_at>/results.tar into docs/results/CARD-DATE/ and put <files_at>/table.md in docs/benchmarks.md."
 }
 
 device() {
-  local budget=${BENCH_BUDGET_S:-300} started=$SECONDS res=/tmp/bench-results models=/tmp/bench-models
+  local budget=${BENCH_BUDGET_S:-480} started=$SECONDS res=/tmp/bench-results models=/tmp/bench-models
   rm -rf "$res" && mkdir -p "$res" "$models"
   export PYTHONUNBUFFERED=1
   if [[ -z ${VK_DRIVER_FILES:-} ]]; then
@@ -111,11 +113,12 @@ device() {
   model() { # writes the random-weight checkpoint vkprompt's runs of a shape share
     [[ -f $models/$1/model.safetensors ]] || bench "make $1" 90 .publish/vkprompt make-model --shape "$1" --output "$models/$1"
   }
-  vk() { # name shape extra...
+  vk() { # name shape extra...; $VKENV: VAR=value words for vkprompt's environment
     local name=$1 shape=$2
     shift 2
     model "$shape"
-    bench "$name" 180 .publish/vkprompt bench --shape "$models/$shape" "${shape_args[@]}" --json "$res/$name.json" "$@"
+    # shellcheck disable=SC2086 # VKENV is split into words on purpose
+    bench "$name" 180 env ${VKENV:-} .publish/vkprompt bench --shape "$models/$shape" "${shape_args[@]}" --json "$res/$name.json" "$@"
   }
   peer() { # name shape precision extra...
     local name=$1 shape=$2 precision=$3
@@ -133,20 +136,63 @@ device() {
     echo "== no .golden folder (prepare copies ../shared/golden there): golden check skipped"
   fi
 
-  # Most telling first: each precision beside the peer, at the defaults; then t5-large; then the
-  # switches against the defaults (matrix units on, attention fused).
-  vk vk-t5-base-fp32 t5-base --precision fp32 --warmup 1 --steps 5
-  peer peer-t5-base-fp32 t5-base fp32 --warmup 1 --steps 5
-  vk vk-t5-base-bf16 t5-base --precision bf16 --warmup 1 --steps 5
-  peer peer-t5-base-bf16 t5-base bf16 --warmup 1 --steps 5
-  vk vk-t5-large-fp32 t5-large --precision fp32 --warmup 1 --steps 3
-  peer peer-t5-large-fp32 t5-large fp32 --warmup 1 --steps 3
-  vk vk-t5-large-bf16 t5-large --precision bf16 --warmup 1 --steps 3
-  peer peer-t5-large-bf16 t5-large bf16 --warmup 1 --steps 3
-  VKPROMPT_COOPMAT=1 vk vk-t5-base-bf16-coopmat t5-base --precision bf16 --warmup 1 --steps 3
-  vk vk-t5-base-fp32-fused t5-base --precision fp32 --warmup 1 --steps 3 --attention fused
-  vk vk-t5-base-fp32-no-profile t5-base --precision fp32 --warmup 1 --steps 3 --no-profile
+  # Each distinct product of a t5-base step alone, checked against fp64 and timed, for a few
+  # tilings of each kernel (the environment variables force one tiling on every product; "auto"
+  # is the per-product rule). The best total per step is what the step runs below use.
+  mm() { # name precision [VAR=value...]
+    local name=$1 precision=$2
+    shift 2
+    bench "$name" 45 env "$@" .publish/vkprompt bench matmul --shape t5-base "${shape_args[@]}" --precision "$precision" \
+      --reps 5 --json "$res/$name.json"
+  }
+  best() { # prefix: the tiling of the fastest sweep run whose products all passed their check
+    python3 - "$res" "$1" <<'PY'
+import json, pathlib, sys
+runs = []
+for f in pathlib.Path(sys.argv[1]).glob(sys.argv[2] + "*.json"):
+    r = json.loads(f.read_text())
+    if all(p.get("ok", False) or p.get("skipped") for p in r["products"]):
+        runs.append((r["step"]["msPerStep"], f.stem[len(sys.argv[2]):]))
+print(min(runs)[1] if runs else "auto")
+PY
+  }
+  sweep_summary() {
+    python3 - "$res" <<'PY' | tee "$OUT/sweep.md"
+import json, pathlib, sys
+print("| run | products ms per step | TFLOP/s | all checked ok |\n|---|---|---|---|")
+for f in sorted(pathlib.Path(sys.argv[1]).glob("mm-*.json")):
+    r = json.loads(f.read_text())
+    ok = all(p.get("ok", False) or p.get("skipped") for p in r["products"])
+    print(f"| {f.stem} | {r['step']['msPerStep']:.1f} | {r['step']['tflops']:.1f} | {'yes' if ok else 'NO'} |")
+PY
+  }
+  mm mm-fp32-auto fp32
+  VKPROMPT_COOPMAT=1 mm mm-bf16-cm-auto bf16
+  mm mm-bf16-auto bf16
+  for t in 2x2x4x4x32 2x2x2x2x32 2x2x4x2x32 4x2x2x4x32; do mm "mm-bf16-cm-$t" bf16 VKPROMPT_COOPMAT=1 VKPROMPT_COOPMAT_TILING=$t; done
+  for t in 16x16x8x8x8 16x16x4x4x16 16x8x8x4x16; do mm "mm-fp32-$t" fp32 VKPROMPT_MATMUL_TILING=$t; done
+  local fp32_tiling cm_tiling
+  fp32_tiling=$(best mm-fp32-)
+  cm_tiling=$(best mm-bf16-cm-)
+  sweep_summary
+  echo "== fastest checked tilings: portable $fp32_tiling, matrix units $cm_tiling"
+  local fp32_env="" cm_env="VKPROMPT_COOPMAT=1"
+  [[ $fp32_tiling != auto ]] && fp32_env="VKPROMPT_MATMUL_TILING=$fp32_tiling"
+  [[ $cm_tiling != auto ]] && cm_env+=" VKPROMPT_COOPMAT_TILING=$cm_tiling"
 
+  # Then whole steps, most telling first: each precision beside the peer at t5-base, then
+  # t5-large (whose fp32 peer ran out of memory on 80 GB before), then more tilings if time is left.
+  VKENV=$fp32_env vk vk-t5-base-fp32 t5-base --precision fp32 --warmup 1 --steps 3
+  peer peer-t5-base-fp32 t5-base fp32 --warmup 1 --steps 5
+  VKENV=$cm_env vk vk-t5-base-bf16-coopmat t5-base --precision bf16 --warmup 1 --steps 3
+  peer peer-t5-base-bf16 t5-base bf16 --warmup 1 --steps 5
+  VKENV=$cm_env vk vk-t5-large-bf16-coopmat t5-large --precision bf16 --warmup 1 --steps 3
+  peer peer-t5-large-bf16 t5-large bf16 --warmup 1 --steps 3
+  VKENV=$fp32_env vk vk-t5-large-fp32 t5-large --precision fp32 --warmup 1 --steps 3
+  for t in 2x4x4x2x32 2x2x4x4x16; do mm "mm-bf16-cm-$t" bf16 VKPROMPT_COOPMAT=1 VKPROMPT_COOPMAT_TILING=$t; done
+  for t in 8x16x8x8x8 16x16x8x8x16; do mm "mm-fp32-$t" fp32 VKPROMPT_MATMUL_TILING=$t; done
+
+  sweep_summary
   shopt -s nullglob
   local reports=("$res"/vk-*.json "$res"/peer-*.json)
   if (( ${#reports[@]} > 0 )); then python3 tools/bench-table.py "${reports[@]}" | tee "$OUT/table.md"; fi
