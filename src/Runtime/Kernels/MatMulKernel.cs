@@ -172,4 +172,19 @@ public static class MatMulKernel
 
     static bool Aligned(int offset, params (int Size, int Stride)[] dims) =>
         offset % 4 == 0 && dims.All(d => d.Size == 1 || d.Stride % 4 == 0);
+
+    /// <summary>The shader and tile shape (as the tiling variables spell it) that
+    /// <see cref="Run(CommandGraph, GpuBuffer, GpuBuffer, GpuBuffer, in MatMulSpec, WeightPrecision)"/>
+    /// uses for <paramref name="s"/> on <paramref name="context"/>, e.g. ("matmul_half", "16x8x8x4x16"):
+    /// what <c>vkprompt bench matmul</c> reports. Keep it in step with Run's choice.</summary>
+    public static (string Kernel, string Tiling) Selection(GpuContext context, in MatMulSpec s, WeightPrecision bPrecision = WeightPrecision.Fp32)
+    {
+        if (bPrecision != WeightPrecision.Fp32 && context.CooperativeMatrix)
+        {
+            var c = CoopMatTiling.For(context);
+            return ("matmul_coopmat", $"{c.WarpsM}x{c.WarpsN}x{c.TilesM}x{c.TilesN}x{c.SharedK}");
+        }
+        var t = MatMulTiling.For(context);
+        return (bPrecision == WeightPrecision.Fp32 ? "matmul" : "matmul_half", $"{t.LocalX}x{t.LocalY}x{t.TileM}x{t.TileN}x{t.SharedK}");
+    }
 }
