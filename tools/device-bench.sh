@@ -44,9 +44,15 @@ prepare() {
     VK_DRIVER_FILES=$lavapipe .publish/vkprompt bench --shape t5-small --batch-size 1 --input-length 8 --target-length 8 \
       --prompt-length 4 --precision auto --warmup 0 --steps 1 --json "$tmp/smoke.json" >/dev/null
     python3 tools/bench-table.py "$tmp/smoke.json" >/dev/null
+    # bench matmul: every product of that step alone, checked against its fp64 reference (exit 1
+    # if one is wrong), its report through the source-generated JSON.
+    VK_DRIVER_FILES=$lavapipe .publish/vkprompt bench matmul --shape t5-small --batch-size 1 --input-length 8 --target-length 8 \
+      --prompt-length 4 --precision auto --reps 1 --json "$tmp/matmul.json" >/dev/null
+    python3 -c 'import json, sys; r = json.load(open(sys.argv[1])); bad = [p["name"] for p in r["products"] if not p["ok"]]
+assert r["schema"] == "vkprompt-bench-matmul/1" and r["step"]["measuredProductsPerStep"] > 0 and not bad, bad' "$tmp/matmul.json"
     for f in spiece.model train.jsonl validation.jsonl; do [[ -s .publish/demo/$f ]]; done
     rm -rf "$tmp"
-    echo "ok: devices, a one-step bench and the demo files"
+    echo "ok: devices, a one-step bench, bench matmul and the demo files"
   else
     echo "== $(uname -m) here: the linux-x64 binary cannot be checked on this machine"
   fi
@@ -55,7 +61,10 @@ prepare() {
   local golden="$root/../shared/golden"
   if [[ -d $golden ]]; then
     rm -rf .golden && cp -r "$golden" .golden && chmod -R u+w .golden
-    grep -qx '/.golden/' .git/info/exclude 2>/dev/null || echo '/.golden/' >>.git/info/exclude
+    # --git-path: in a linked worktree .git is a file, and the exclude file is the main checkout's.
+    local exclude
+    exclude=$(git rev-parse --git-path info/exclude)
+    grep -qx '/.golden/' "$exclude" 2>/dev/null || echo '/.golden/' >>"$exclude"
   else
     echo "warning: no $golden: the device run will skip its golden check"
   fi
