@@ -297,8 +297,13 @@ internal static class BenchMatMulCommand
             for (long at = 0; at < elements; at += Chunk)
             {
                 int n = (int)Math.Min(Chunk, elements - at);
+                long first = at;
+                // Hundreds of MiB at the largest shapes: the cores share the hashing.
+                Parallel.ForEach(System.Collections.Concurrent.Partitioner.Create(0, n, 1 << 16), range =>
+                {
+                    for (int i = range.Item1; i < range.Item2; i++) values[i] = Value(seed, first + i);
+                });
                 var part = values.AsSpan(0, n);
-                for (int i = 0; i < n; i++) part[i] = Value(seed, at + i);
                 if (p == WeightPrecision.Fp32) buffer.Upload<float>(part, at);
                 else
                 {
