@@ -163,7 +163,7 @@ public sealed class BenchMatMulCommandTests : IDisposable
         Directory.CreateDirectory(dir.File("huge-vocab"));
         File.WriteAllText(dir.File("huge-vocab/config.json"), config.ToJson());
         var run = BenchMatMul("--shape", dir.File("huge-vocab"), "--batch-size", "1", "--input-length", "8", "--target-length", "8", "--prompt-length", "4",
-                              "--reps", "1", "--json", dir.File("huge.json")).Succeeded();
+                              "--reps", "1", "--warmup-ms", "0", "--json", dir.File("huge.json")).Succeeded();
         using var json = JsonDocument.Parse(File.ReadAllText(dir.File("huge.json")));
         var r = json.RootElement;
         Assert.Equal("huge-vocab", r.GetProperty("model").GetProperty("shape").GetString());
@@ -196,6 +196,7 @@ public sealed class BenchMatMulCommandTests : IDisposable
 
     [Theory]
     [InlineData("must be positive", "--reps", "0")]
+    [InlineData("must not be negative", "--warmup-ms", "-1")]
     [InlineData("must be a multiple of 8", "--input-length", "12")]
     [InlineData("not benchmarked", "--device", "cpu")]
     [InlineData("'fp8' not recognized", "--precision", "fp8")]
@@ -232,7 +233,7 @@ public sealed class BenchMatMulCommandTests : IDisposable
     {
         var help = BenchMatMul("--help").Succeeded();
         Assert.Contains("vkprompt bench matmul", help.Out, StringComparison.Ordinal);
-        foreach (var option in new[] { "--shape", "--batch-size", "--input-length", "--target-length", "--prompt-length", "--precision", "--reps", "--device", "--json", "--attention" })
+        foreach (var option in new[] { "--shape", "--batch-size", "--input-length", "--target-length", "--prompt-length", "--precision", "--reps", "--warmup-ms", "--device", "--json", "--attention" })
             Assert.Contains(option, help.Out, StringComparison.Ordinal);
         Assert.Contains("VKPROMPT_MATMUL_TILING", help.Out, StringComparison.Ordinal);
         Assert.Contains("  matmul ", CliRun.Of("bench", "--help").Succeeded().Out, StringComparison.Ordinal);

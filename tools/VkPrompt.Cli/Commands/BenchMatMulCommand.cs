@@ -55,25 +55,37 @@ internal static class BenchMatMulCommand
             DefaultValueFactory = _ => ModelOptions.DefaultPrecision,
         };
         precision.AcceptOnlyFromAmong(WeightPrecisions.Names);
-        var reps = new Option<int>("--reps") { Description = "Timed dispatches of each product after one warm-up; the report gives their median. Default: 10.", DefaultValueFactory = _ => 10 };
+        var reps = new Option<int>("--reps")
+        {
+            Description = "Timed dispatches of each product, back to back in one submission, each between its own GPU timestamps; the report gives their median. Default: 10.",
+            DefaultValueFactory = _ => 10,
+        };
+        var warmupMs = new Option<int>("--warmup-ms")
+        {
+            Description = "Before timing a product, run its dispatches untimed for at least this long (once at least), so that the GPU's clocks are up as they are " +
+                          "inside a training step. Default: 100.",
+            DefaultValueFactory = _ => 100,
+        };
         var json = new Option<string?>("--json") { HelpName = "FILE", Description = "Where to write the JSON report. Default: vkprompt-bench-matmul-SHAPE-PRECISION.json in the current directory." };
         var device = Cli.DeviceOption();
         var attention = ModelOptions.Attention();
         var cmd = new Command("matmul",
             "Time each distinct matrix product of one training step of a T5 shape alone, as the model issues it (layout, transposes, which operand is the weight " +
             "and in which precision): q/k/v/o, the feed-forward, the LM head, their backward dX = dY·W, and the attention products of the attentions that run unfused " +
-            "(--attention). Each runs once to warm up and --reps times with GPU timestamps on random operands in [-1, 1], then is checked against an fp64 dot product " +
+            "(--attention). Each runs untimed for --warmup-ms, then --reps times back to back with GPU timestamps, on random operands in [-1, 1], then is checked against an fp64 dot product " +
             $"of 256 sampled outputs (error over the largest |C|: at most {Fp32Tolerance:G} with fp32 sums of fp32-read operands, {Fp16Tolerance:G} on the matrix units; " +
             "exit code 1 naming the product above that). Reports per product the kernel and tiling that ran, the median time, TFLOP/s and how often a step makes it, " +
             "and per step their sum; printed and written as JSON. Sweep tile shapes with VKPROMPT_MATMUL_TILING, VKPROMPT_COOPMAT=1 and VKPROMPT_COOPMAT_TILING " +
             "(docs/benchmarks.md).")
         {
-            shape, batch, input, target, promptLength, precision, reps, json, device, attention,
+            shape, batch, input, target, promptLength, precision, reps, warmupMs, json, device, attention,
         };
         cmd.SetAction(parse =>
         {
             int b = ModelOptions.Positive(parse, batch), l = BenchCommand.LengthArg(parse, input), t = BenchCommand.LengthArg(parse, target);
             int p = ModelOptions.Positive(parse, promptLength), n = ModelOptions.Positive(parse, reps);
+            int w = parse.GetValue(warmupMs);
+            if (w < 0) throw new UsageException($"--warmup-ms must not be negative, got {w}");
             string dev = parse.GetValue(device)!;
             if (dev.Equals("cpu", StringComparison.OrdinalIgnoreCase))
                 throw new UsageException("bench matmul measures a Vulkan device; --device cpu (the C# reference backend) is not benchmarked");
@@ -88,14 +100,14 @@ internal static class BenchMatMulCommand
             else if (Directory.Exists(shapeArg))
                 (config, name) = (T5Config.Load(Path.Combine(shapeArg, "config.json")), Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(shapeArg))));
             else throw new UsageException($"--shape '{shapeArg}' is neither {string.Join(", ", BenchCommand.NamedShapes)} nor a model directory");
-            var settings = new Settings(config, name, new BatchShape(b, l, t, p), parse.GetValue(precision)!, n, dev, ModelOptions.ReadAttention(parse, attention), jsonPath,
+            var settings = new Settings(config, name, new BatchShape(b, l, t, p), parse.GetValue(precision)!, n, w, dev, ModelOptions.ReadAttention(parse, attention), jsonPath,
                 "vkprompt " + string.Join(' ', parse.Tokens.Select(token => token.Value)));
             return Run(settings, Cli.Console(parse), parse.InvocationConfiguration.Error, ModelOptions.Log(parse));
         });
         return cmd;
     }
 
-    sealed record Settings(T5Config Config, string Name, BatchShape Batch, string Precision, int Reps, string Device, AttentionFusion Attention, string JsonPath, string CommandLine);
+    sealed record Settings(T5Config Config, string Name, BatchShape Batch, string Precision, int Reps, int WarmupMs, string Device, AttentionFusion Attention, string JsonPath, string CommandLine);
 
     static int Run(Settings s, IAnsiConsole console, TextWriter stderr, Action<string>? log)
     {
@@ -159,7 +171,7 @@ internal static class BenchMatMulCommand
 
         var rows = new List<MatMulRow>();
         bool profiled = caps.TimestampsSupported;
-        if (!profiled) notes.Add("the device records no timestamps on its compute queue: times are wall-clock submit-and-wait, overhead included");
+        if (!profiled) notes.Add("the device records no timestamps on its compute queue: each time is the wall-clock time of a product's reps over their number, submit and wait included");
         foreach (var plan in plans)
         {
             var p = plan.Product;
@@ -172,24 +184,7 @@ internal static class BenchMatMulCommand
             }
             var b = p.WeightB || bf is null ? bw : bf;
             log?.Invoke($"{p.Name}: {p.Spec.M}x{p.Spec.N}x{p.Spec.K} x{p.Spec.Batch1 * p.Spec.Batch2}, {kernel} {tiling}");
-            var times = new List<double>();
-            using (var graph = new CommandGraph(ctx, profiling: true))
-            {
-                MatMulKernel.Run(graph, a, b, cBuf, p.Spec, bPrecision);
-                graph.Run();
-                for (int i = 0; i < s.Reps; i++)
-                {
-                    var clock = Stopwatch.StartNew();
-                    graph.Run();
-                    double wall = clock.Elapsed.TotalMilliseconds;
-                    if (graph.Timings.Count == 0) { times.Add(wall); continue; }
-                    var t = graph.Timings[0];
-                    // The label is the shader that was dispatched: it must be the one reported.
-                    if (t.Label != kernel)
-                        throw new InvalidOperationException($"MatMulKernel.Selection says {kernel} but {t.Label} ran for '{p.Name}'");
-                    times.Add(t.Milliseconds);
-                }
-            }
+            var times = Time(ctx, a, b, cBuf, p.Spec, bPrecision, s.Reps, s.WarmupMs, kernel, p.Name);
             var (error, checkedOutputs) = Check(ctx, a, b, cBuf, p.Spec, bPrecision, kernel == "matmul_coopmat");
             double tolerance = Tolerance(kernel);
             bool ok = error is { } e && e <= tolerance;
@@ -214,9 +209,36 @@ internal static class BenchMatMulCommand
             new BenchModel(s.Name, T5Names.All(c).Sum(t => t.Shape.Aggregate(1L, (x, y) => x * y)), c.DModel, c.DFf, c.NumHeads, c.DKv, c.NumLayers, c.NumDecoderLayers,
                            c.VocabSize, c.IsGatedAct ? "gated-gelu" : "relu", c.TieWordEmbeddings),
             new BenchBatch(shape.Batch, shape.InputLength, shape.TargetLength, shape.PromptLength),
-            precision.Name(), attention, c.DropoutRate, s.Reps, profiled,
+            precision.Name(), attention, c.DropoutRate, s.Reps, s.WarmupMs, profiled,
             new MatMulSwitches(ctx.CooperativeMatrix, ctx.Options.MatMulTiling, ctx.Options.CoopMatTiling),
             rows, totals, notes);
+    }
+
+    /// <summary>Records <paramref name="reps"/> dispatches of the product back to back in one
+    /// submission (each with its own timestamps; a barrier between them, as between dependent ops
+    /// of a step), runs it untimed until at least <paramref name="warmupMs"/> have passed (once at
+    /// least), then once timed.</summary>
+    /// <remarks>Timed with one dispatch per submission and a wait after each, an H100 ran the
+    /// large products 3 to 6 times slower than inside a training step (t5-base: 1,814 ms of
+    /// products per step against 437 ms in the step's own profile), sometimes speeding up partway
+    /// through the reps: its SM clock idles at 345 MHz and runs at 1,980 under load, and lone
+    /// dispatches between waits did not keep it up. Back to back in one submission the same
+    /// products summed to 426 ms, with or without a longer warm-up.</remarks>
+    static List<double> Time(GpuContext ctx, GpuBuffer a, GpuBuffer b, GpuBuffer c, in MatMulSpec spec, WeightPrecision bPrecision, int reps, int warmupMs,
+                             string kernel, string name)
+    {
+        using var graph = new CommandGraph(ctx, profiling: true);
+        for (int i = 0; i < reps; i++) MatMulKernel.Run(graph, a, b, c, spec, bPrecision);
+        var warm = Stopwatch.StartNew();
+        do graph.Run(); while (warm.Elapsed.TotalMilliseconds < warmupMs);
+        var clock = Stopwatch.StartNew();
+        graph.Run();
+        double wall = clock.Elapsed.TotalMilliseconds;
+        if (graph.Timings.Count != reps) return Enumerable.Repeat(wall / reps, reps).ToList();
+        // The label is the shader that was dispatched: it must be the one reported.
+        if (graph.Timings.Select(t => t.Label).FirstOrDefault(label => label != kernel) is { } ran)
+            throw new InvalidOperationException($"MatMulKernel.Selection says {kernel} but {ran} ran for '{name}'");
+        return graph.Timings.Select(t => t.Milliseconds).ToList();
     }
 
     static double Tolerance(string kernel) => kernel == "matmul_coopmat" ? Fp16Tolerance : Fp32Tolerance;
@@ -373,10 +395,11 @@ internal static class BenchMatMulCommand
         return (maxRef > 0 ? maxDiff / maxRef : maxDiff, outputs.Count);
     }
 
-    /// <summary>The floats at the given addresses, downloaded in windows of at most 1 Mi elements.</summary>
+    /// <summary>The floats at the given addresses, downloaded in windows of at most 16 Ki elements
+    /// (sampled outputs lie far apart in a large C: wider windows copy mostly what is not needed).</summary>
     static Dictionary<long, float> Download(GpuBuffer c, List<long> addresses)
     {
-        const long Window = 1 << 20;
+        const long Window = 1 << 14;
         var values = new Dictionary<long, float>();
         var sorted = addresses.Distinct().Order().ToList();
         for (int i = 0; i < sorted.Count;)
@@ -420,7 +443,7 @@ internal static class BenchMatMulCommand
 internal sealed record BenchMatMulReport(
     string Schema, string Implementation, string Command, string Timestamp,
     BenchDevice Device, DeviceCapabilities Capabilities, BenchModel Model, BenchBatch Batch,
-    string Precision, BenchAttention Attention, double Dropout, int Reps, bool Profiled, MatMulSwitches Switches,
+    string Precision, BenchAttention Attention, double Dropout, int Reps, int WarmupMs, bool Profiled, MatMulSwitches Switches,
     IReadOnlyList<MatMulRow> Products, MatMulStepTotals Step, IReadOnlyList<string> Notes);
 
 /// <summary>What chose the kernels: the matrix units on or off, and the tiling variables as set (null: the default).</summary>
