@@ -218,12 +218,12 @@ internal static class BenchMatMulCommand
     /// submission (each with its own timestamps; a barrier between them, as between dependent ops
     /// of a step), runs it untimed until at least <paramref name="warmupMs"/> have passed (once at
     /// least), then once timed.</summary>
-    /// <remarks>Timed with one dispatch per submission and a wait after each, an H100 ran the
-    /// large products 3 to 6 times slower than inside a training step (t5-base: 1,814 ms of
-    /// products per step against 437 ms in the step's own profile), sometimes speeding up partway
-    /// through the reps: its SM clock idles at 345 MHz and runs at 1,980 under load, and lone
-    /// dispatches between waits did not keep it up. Back to back in one submission the same
-    /// products summed to 426 ms, with or without a longer warm-up.</remarks>
+    /// <remarks>Timed with one dispatch per submission and a wait after each, an H100 ran most
+    /// large products up to 6 times slower than inside a training step (t5-base: 1,814 ms of
+    /// products per step against 437 ms in the step's own profile), some speeding up partway
+    /// through the reps: most likely its clocks (345 MHz idle, 1,980 under load) stayed down.
+    /// Back to back in one submission the same products summed to 426 ms, with or without a
+    /// longer warm-up.</remarks>
     static List<double> Time(GpuContext ctx, GpuBuffer a, GpuBuffer b, GpuBuffer c, in MatMulSpec spec, WeightPrecision bPrecision, int reps, int warmupMs,
                              string kernel, string name)
     {
