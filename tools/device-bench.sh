@@ -46,9 +46,15 @@ prepare() {
     VK_DRIVER_FILES=$lavapipe .publish/vkprompt bench --shape t5-small --batch-size 1 --input-length 8 --target-length 8 \
       --prompt-length 4 --precision auto --warmup 0 --steps 1 --json "$tmp/smoke.json" >/dev/null
     python3 tools/bench-table.py "$tmp/smoke.json" >/dev/null
+    # bench matmul: every product of that step alone, checked against its fp64 reference (exit 1
+    # if one is wrong), its report through the source-generated JSON.
+    VK_DRIVER_FILES=$lavapipe .publish/vkprompt bench matmul --shape t5-small --batch-size 1 --input-length 8 --target-length 8 \
+      --prompt-length 4 --precision auto --reps 1 --json "$tmp/matmul.json" >/dev/null
+    python3 -c 'import json, sys; r = json.load(open(sys.argv[1])); bad = [p["name"] for p in r["products"] if not p["ok"]]
+assert r["schema"] == "vkprompt-bench-matmul/1" and r["step"]["measuredProductsPerStep"] > 0 and not bad, bad' "$tmp/matmul.json"
     for f in spiece.model train.jsonl validation.jsonl; do [[ -s .publish/demo/$f ]]; done
     rm -rf "$tmp"
-    echo "ok: devices, a one-step bench and the demo files"
+    echo "ok: devices, a one-step bench, bench matmul and the demo files"
   else
     echo "== $(uname -m) here: the linux-x64 binary cannot be checked on this machine"
   fi
@@ -57,7 +63,10 @@ prepare() {
   local golden="$root/../shared/golden"
   if [[ -d $golden ]]; then
     rm -rf .golden && cp -r "$golden" .golden && chmod -R u+w .golden
-    grep -qx '/.golden/' .git/info/exclude 2>/dev/null || echo '/.golden/' >>.git/info/exclude
+    # --git-path: in a linked worktree .git is a file, and the exclude file is the main checkout's.
+    local exclude
+    exclude=$(git rev-parse --git-path info/exclude)
+    grep -qx '/.golden/' "$exclude" 2>/dev/null || echo '/.golden/' >>"$exclude"
   else
     echo "warning: no $golden: the device run will skip its golden check"
   fi
@@ -126,35 +135,14 @@ device() {
     bench "$name" 180 python3 tools/peer/peer_bench.py --shape "$shape" "${shape_args[@]}" --precision "$precision" --json "$res/$name.json" "$@"
   }
 
-  # Before anything is timed: the kernels this device selects, and the cooperative-matrix
-  # product (opt-in, VKPROMPT_COOPMAT=1), against the golden references.
-  if [[ -d .golden ]]; then
-    bench "check-golden" 60 python3 tools/check-golden.py --vkprompt .publish/vkprompt --golden .golden | tee "$res/check-golden.txt"
-    VKPROMPT_COOPMAT=1 bench "check-golden-coopmat" 45 python3 tools/check-golden.py --vkprompt .publish/vkprompt --golden .golden \
-      --precision fp16,bf16 | tee "$res/check-golden-coopmat.txt"
-  else
-    echo "== no .golden folder (prepare copies ../shared/golden there): golden check skipped"
-  fi
-
-  # Each distinct product of a t5-base step alone, checked against fp64 and timed, for a few
-  # tilings of each kernel (the environment variables force one tiling on every product; "auto"
-  # is the per-product rule). The best total per step is what the step runs below use.
+  # Before anything is timed: the kernels this device selects against the golden references,
+  # and each distinct product of a t5-base step alone, checked against fp64 and timed, on the
+  # portable kernels and on the matrix units (opt-in, VKPROMPT_COOPMAT=1).
   mm() { # name precision [VAR=value...]
     local name=$1 precision=$2
     shift 2
-    bench "$name" 45 env "$@" .publish/vkprompt bench matmul --shape t5-base "${shape_args[@]}" --precision "$precision" \
+    bench "$name" 40 env "$@" .publish/vkprompt bench matmul --shape t5-base "${shape_args[@]}" --precision "$precision" \
       --reps 5 --json "$res/$name.json"
-  }
-  best() { # prefix: the tiling of the fastest sweep run whose products all passed their check
-    python3 - "$res" "$1" <<'PY'
-import json, pathlib, sys
-runs = []
-for f in pathlib.Path(sys.argv[1]).glob(sys.argv[2] + "*.json"):
-    r = json.loads(f.read_text())
-    if all(p.get("ok", False) or p.get("skipped") for p in r["products"]):
-        runs.append((r["step"]["msPerStep"], f.stem[len(sys.argv[2]):]))
-print(min(runs)[1] if runs else "auto")
-PY
   }
   sweep_summary() {
     python3 - "$res" <<'PY' | tee "$OUT/sweep.md"
@@ -166,31 +154,29 @@ for f in sorted(pathlib.Path(sys.argv[1]).glob("mm-*.json")):
     print(f"| {f.stem} | {r['step']['msPerStep']:.1f} | {r['step']['tflops']:.1f} | {'yes' if ok else 'NO'} |")
 PY
   }
+  if [[ -d .golden ]]; then
+    bench "check-golden" 50 python3 tools/check-golden.py --vkprompt .publish/vkprompt --golden .golden | tee "$res/check-golden.txt"
+  else
+    echo "== no .golden folder (prepare copies ../shared/golden there): golden check skipped"
+  fi
   mm mm-fp32-auto fp32
-  VKPROMPT_COOPMAT=1 mm mm-bf16-cm-auto bf16
-  mm mm-bf16-auto bf16
-  for t in 2x2x4x4x32 2x2x2x2x32 2x2x4x2x32 4x2x2x4x32; do mm "mm-bf16-cm-$t" bf16 VKPROMPT_COOPMAT=1 VKPROMPT_COOPMAT_TILING=$t; done
-  for t in 16x16x8x8x8 16x16x4x4x16 16x8x8x4x16; do mm "mm-fp32-$t" fp32 VKPROMPT_MATMUL_TILING=$t; done
-  local fp32_tiling cm_tiling
-  fp32_tiling=$(best mm-fp32-)
-  cm_tiling=$(best mm-bf16-cm-)
-  sweep_summary
-  echo "== fastest checked tilings: portable $fp32_tiling, matrix units $cm_tiling"
-  local fp32_env="" cm_env="VKPROMPT_COOPMAT=1"
-  [[ $fp32_tiling != auto ]] && fp32_env="VKPROMPT_MATMUL_TILING=$fp32_tiling"
-  [[ $cm_tiling != auto ]] && cm_env+=" VKPROMPT_COOPMAT_TILING=$cm_tiling"
+  mm mm-bf16-cm-auto bf16 VKPROMPT_COOPMAT=1
+  if [[ -d .golden ]]; then
+    VKPROMPT_COOPMAT=1 bench "check-golden-coopmat" 30 python3 tools/check-golden.py --vkprompt .publish/vkprompt --golden .golden \
+      --precision fp16,bf16 | tee "$res/check-golden-coopmat.txt"
+  fi
 
-  # Then whole steps, most telling first: each precision beside the peer at t5-base, then
-  # t5-large (whose fp32 peer ran out of memory on 80 GB before), then more tilings if time is left.
-  VKENV=$fp32_env vk vk-t5-base-fp32 t5-base --precision fp32 --warmup 1 --steps 3
+  # Then whole steps, each precision beside the peer at t5-base; then, while time is left, other
+  # tilings and t5-large.
+  vk vk-t5-base-fp32 t5-base --precision fp32 --warmup 1 --steps 3
   peer peer-t5-base-fp32 t5-base fp32 --warmup 1 --steps 5
-  VKENV=$cm_env vk vk-t5-base-bf16-coopmat t5-base --precision bf16 --warmup 1 --steps 3
+  VKENV=VKPROMPT_COOPMAT=1 vk vk-t5-base-bf16-coopmat t5-base --precision bf16 --warmup 1 --steps 3
   peer peer-t5-base-bf16 t5-base bf16 --warmup 1 --steps 5
-  VKENV=$cm_env vk vk-t5-large-bf16-coopmat t5-large --precision bf16 --warmup 1 --steps 3
+  mm mm-bf16-cm-2x2x2x2x32 bf16 VKPROMPT_COOPMAT=1 VKPROMPT_COOPMAT_TILING=2x2x2x2x32
+  mm mm-fp32-16x16x4x4x16 fp32 VKPROMPT_MATMUL_TILING=16x16x4x4x16
+  mm mm-bf16-auto bf16
+  VKENV=VKPROMPT_COOPMAT=1 vk vk-t5-large-bf16-coopmat t5-large --precision bf16 --warmup 1 --steps 2
   peer peer-t5-large-bf16 t5-large bf16 --warmup 1 --steps 3
-  VKENV=$fp32_env vk vk-t5-large-fp32 t5-large --precision fp32 --warmup 1 --steps 3
-  for t in 2x4x4x2x32 2x2x4x4x16; do mm "mm-bf16-cm-$t" bf16 VKPROMPT_COOPMAT=1 VKPROMPT_COOPMAT_TILING=$t; done
-  for t in 8x16x8x8x8 16x16x8x8x16; do mm "mm-fp32-$t" fp32 VKPROMPT_MATMUL_TILING=$t; done
 
   sweep_summary
   shopt -s nullglob

@@ -8,6 +8,7 @@ namespace VkPrompt.Cli;
 [JsonSourceGenerationOptions(WriteIndented = true, PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase)]
 [JsonSerializable(typeof(IReadOnlyList<DeviceCapabilities>))]
 [JsonSerializable(typeof(Commands.BenchReport))]
+[JsonSerializable(typeof(Commands.BenchMatMulReport))]
 internal sealed partial class CliJson : JsonSerializerContext;
 
 /// <summary>JSON Lines output: one compact object per line.</summary>

@@ -167,7 +167,7 @@ public static class MatMulKernel
     /// <exception cref="GpuException">B is 16-bit and the device lacks 16-bit storage.</exception>
     public static void Run(CommandGraph g, GpuBuffer a, GpuBuffer b, GpuBuffer c, in MatMulSpec s, WeightPrecision bPrecision = WeightPrecision.Fp32)
     {
-        if (bPrecision != WeightPrecision.Fp32 && g.Context.CooperativeMatrix)
+        if (OnMatrixUnits(g.Context, bPrecision))
             RunCoopMat(g, a, b, c, s, CoopMatTiling.For(g.Context, s.M, s.N), bPrecision);
         else
             Run(g, a, b, c, s, MatMulTiling.For(g.Context, s), bPrecision);
@@ -237,4 +237,21 @@ public static class MatMulKernel
 
     static bool Aligned(int offset, params (int Size, int Stride)[] dims) =>
         offset % 4 == 0 && dims.All(d => d.Size == 1 || d.Stride % 4 == 0);
+
+    /// <summary>The shader and tile shape (as the tiling variables spell it) that
+    /// <see cref="Run(CommandGraph, GpuBuffer, GpuBuffer, GpuBuffer, in MatMulSpec, WeightPrecision)"/>
+    /// uses for <paramref name="s"/> on <paramref name="context"/>, e.g. ("matmul_half", "16x16x8x8x8"):
+    /// what <c>vkprompt bench matmul</c> reports, from the same choices Run makes.</summary>
+    public static (string Kernel, string Tiling) Selection(GpuContext context, in MatMulSpec s, WeightPrecision bPrecision = WeightPrecision.Fp32)
+    {
+        if (OnMatrixUnits(context, bPrecision))
+        {
+            var c = CoopMatTiling.For(context, s.M, s.N);
+            return ("matmul_coopmat", $"{c.WarpsM}x{c.WarpsN}x{c.TilesM}x{c.TilesN}x{c.SharedK}");
+        }
+        var t = MatMulTiling.For(context, s);
+        return (bPrecision == WeightPrecision.Fp32 ? "matmul" : "matmul_half", $"{t.LocalX}x{t.LocalY}x{t.TileM}x{t.TileN}x{t.SharedK}");
+    }
+
+    static bool OnMatrixUnits(GpuContext context, WeightPrecision bPrecision) => bPrecision != WeightPrecision.Fp32 && context.CooperativeMatrix;
 }

@@ -22,7 +22,7 @@ namespace VkPrompt.Cli.Commands;
 internal static class BenchCommand
 {
     public const string Schema = "vkprompt-bench/1";
-    static readonly string[] NamedShapes = ["t5-small", "t5-base", "t5-large", "t5-xl"];
+    internal static readonly string[] NamedShapes = ["t5-small", "t5-base", "t5-large", "t5-xl"];
 
     public static Command Create()
     {
@@ -52,7 +52,7 @@ internal static class BenchCommand
         var cmd = new Command("bench",
             "Time the prompt-tuning training step (forward, prompt-only backward, Adafactor) on a random-weight T5 with synthetic token ids: " +
             "step time, examples/s, tokens/s, achieved TFLOP/s, peak device memory, a per-phase and per-op GPU time breakdown and the device's capabilities, " +
-            "printed and written as JSON (docs/benchmarks.md).")
+            "printed and written as JSON (docs/benchmarks.md). 'vkprompt bench matmul' times each matrix product of the step alone.")
         {
             shape, batch, input, target, promptLength, precision, steps, warmup, noProfile, recompute, json, device, attention,
         };
@@ -76,10 +76,12 @@ internal static class BenchCommand
                 "vkprompt " + string.Join(' ', parse.Tokens.Select(token => token.Value)));
             return Run(settings, Cli.Console(parse), ModelOptions.Log(parse));
         });
+        // `bench matmul`: its own options (bench's are not recursive, so --shape is asked of each).
+        cmd.Subcommands.Add(BenchMatMulCommand.Create());
         return cmd;
     }
 
-    static int LengthArg(ParseResult parse, Option<int> option)
+    internal static int LengthArg(ParseResult parse, Option<int> option)
     {
         int v = ModelOptions.Positive(parse, option);
         // A batch pads its lengths to multiples of this; the peer would time the unpadded lengths.

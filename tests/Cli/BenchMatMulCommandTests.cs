@@ -1,0 +1,269 @@
+using System.Text.Json;
+using VkPrompt.Cli;
+using VkPrompt.Cli.Commands;
+using VkPrompt.Model;
+using VkPrompt.Runtime;
+using VkPrompt.Runtime.Kernels;
+using VkPrompt.Tests.Model;
+using VkPrompt.Training;
+using Xunit;
+using CliConventions = VkPrompt.Cli.Cli;
+
+namespace VkPrompt.Tests.Cli;
+
+/// <summary>`vkprompt bench matmul` in-process on the test device: the products of a t5-small step
+/// at a tiny batch with the sizes and counts worked out here from the config's numbers, every one
+/// timed and within tolerance of its fp64 check; products too large for a binding skipped with a
+/// note; bad arguments refused; and the check itself catching a wrong product. In the "gpu"
+/// collection so its device work does not overlap the kernel tests'.</summary>
+[Collection("gpu")]
+public sealed class BenchMatMulCommandTests : IDisposable
+{
+    readonly TempDir dir = new();
+
+    public void Dispose() => dir.Dispose();
+
+    static CliRun BenchMatMul(params string[] args) => CliRun.Of(["bench", "matmul", .. args]);
+
+    // The brief's example: t5-small, batch 1 x (8 input + 4 prompt) -> 8 target tokens. Attention
+    // is pinned unfused so its products are in the step whatever VKPROMPT_ATTENTION says.
+    string[] Small(string precision) =>
+        ["--shape", "t5-small", "--batch-size", "1", "--input-length", "8", "--target-length", "8", "--prompt-length", "4", "--reps", "2",
+         "--precision", precision, "--attention", "unfused", "--json", dir.File($"mm-{precision}.json")];
+
+    /// <summary>(M, N, K, batch, B operand, accumulates, A read transposed, B read transposed):
+    /// what tells two products of a step apart in the report.</summary>
+    readonly record struct Key(int M, int N, int K, int Batch, string B, bool Accumulate, bool ATransposed, bool BTransposed);
+
+    /// <summary>The products of one t5-small training step (ReLU, tied embeddings, dropout 0.1, every
+    /// attention unfused) at batch 1, 12 encoder and 8 decoder tokens, from the config's numbers.</summary>
+    static Dictionary<Key, int> T5SmallStep()
+    {
+        const int b = 1, le = 8 + 4, ld = 8, d = 512, heads = 8, dkv = 64, inner = heads * dkv, ff = 2048, vocab = 32128, ne = 6, nd = 6;
+        const int enc = b * le, dec = b * ld;
+        var step = new Dictionary<Key, int>();
+        void Add(int m, int n, int k, int count, int batch = 1, string operand = "weight", bool acc = false, bool aT = false, bool bT = false) =>
+            step[new Key(m, n, k, batch, operand, acc, aT, bT)] = step.GetValueOrDefault(new Key(m, n, k, batch, operand, acc, aT, bT)) + count;
+        // Forward: x·Wᵀ with W stored [out, in]; with dropout each residual branch writes its own buffer.
+        Add(enc, inner, d, 3 * ne + 2 * nd, bT: true);       // encoder q, k, v; cross-attention k, v over the encoder output
+        Add(enc, d, inner, ne, bT: true);                    // encoder o
+        Add(enc, ff, d, ne, bT: true);                       // encoder wi (ReLU: one)
+        Add(enc, d, ff, ne, bT: true);                       // encoder wo
+        Add(dec, inner, d, 3 * nd + nd, bT: true);           // decoder q, k, v; cross-attention q
+        Add(dec, d, inner, 2 * nd, bT: true);                // decoder self and cross o
+        Add(dec, ff, d, nd, bT: true);
+        Add(dec, d, ff, nd, bT: true);
+        Add(dec, vocab, d, 1, bT: true);                     // LM head (tied: scaled by d^-0.5)
+        // Backward, activation gradients only: dX = dY·W.
+        Add(dec, d, vocab, 1);                               // LM head
+        Add(dec, ff, d, nd);                                 // decoder wo
+        Add(dec, d, ff, nd);                                 // decoder wi
+        Add(dec, inner, d, nd + (nd - 1));                   // cross o; self o except the bottom layer's
+        Add(enc, d, inner, 2 * nd, acc: true);               // cross k, v into the encoder output's gradient
+        Add(dec, d, inner, nd + (nd - 1));                   // cross q; self q
+        Add(dec, d, inner, 2 * (nd - 1), acc: true);         // self k, v
+        Add(enc, ff, d, ne);
+        Add(enc, d, ff, ne);
+        Add(enc, inner, d, ne);                              // encoder o
+        Add(enc, d, inner, ne);                              // encoder q
+        Add(enc, d, inner, 2 * ne, acc: true);               // encoder k, v
+        // Attention per (batch, head), fp32 activations as B: QKᵀ and P·V forward; dP = dO·Vᵀ,
+        // dQ = dS·K, dK = dSᵀ·Q and dV = Pᵀ·dO backward (not the bottom decoder self-attention).
+        foreach (var (lq, lk, fwd, bwd) in new[] { (le, le, ne, ne), (ld, ld, nd, nd - 1), (ld, le, nd, nd) })
+        {
+            Add(lq, lk, dkv, fwd + bwd, b * heads, "activation", bT: true);
+            Add(lq, dkv, lk, fwd + bwd, b * heads, "activation");
+            Add(lk, dkv, lq, 2 * bwd, b * heads, "activation", aT: true);
+        }
+        return step;
+    }
+
+    [Theory]
+    [InlineData("fp32")]
+    [InlineData("bf16")]
+    public void TimesAndChecksEveryProductOfTheStep(string precision)
+    {
+        var run = BenchMatMul(Small(precision)).Succeeded();
+        Assert.Contains("TFLOP/s", run.Out, StringComparison.Ordinal);
+        using var json = JsonDocument.Parse(File.ReadAllText(dir.File($"mm-{precision}.json")));
+        var r = json.RootElement;
+        Assert.Equal("vkprompt-bench-matmul/1", r.GetProperty("schema").GetString());
+        Assert.Equal("vulkan", r.GetProperty("device").GetProperty("api").GetString());
+        Assert.True(r.GetProperty("capabilities").GetProperty("subgroupSize").GetInt32() > 0);
+        Assert.Equal(precision, r.GetProperty("precision").GetString());
+        Assert.Equal("t5-small", r.GetProperty("model").GetProperty("shape").GetString());
+        Assert.Equal(2, r.GetProperty("reps").GetInt32());
+        bool coopmat = r.GetProperty("switches").GetProperty("cooperativeMatrix").GetBoolean();
+
+        var rows = r.GetProperty("products").EnumerateArray().ToList();
+        var seen = new Dictionary<Key, int>();
+        double stepMs = 0;
+        long stepFlops = 0;
+        foreach (var p in rows)
+        {
+            string name = p.GetProperty("name").GetString()!;
+            var spec = p.GetProperty("spec");
+            int m = p.GetProperty("m").GetInt32(), n = p.GetProperty("n").GetInt32(), k = p.GetProperty("k").GetInt32(), batch = p.GetProperty("batch").GetInt32();
+            int count = p.GetProperty("count").GetInt32();
+            string operand = p.GetProperty("bOperand").GetString()!;
+            var key = new Key(m, n, k, batch, operand, p.GetProperty("accumulate").GetBoolean(),
+                              m > 1 && spec.GetProperty("aStrideM").GetInt32() == 1, n > 1 && spec.GetProperty("bStrideK").GetInt32() == 1);
+            seen[key] = seen.GetValueOrDefault(key) + count;
+            Assert.Equal(count, p.GetProperty("uses").EnumerateArray().Sum(u => u.GetProperty("count").GetInt32()));
+            Assert.Equal(2L * m * n * k * batch, p.GetProperty("flops").GetInt64());
+
+            // Weights in the asked precision, on the kernel that reads it; attention on fp32 operands.
+            bool weight = operand == "weight";
+            Assert.Equal(weight ? precision : "fp32", p.GetProperty("bPrecision").GetString());
+            string kernel = p.GetProperty("kernel").GetString()!;
+            Assert.Equal(!weight || precision == "fp32" ? "matmul" : coopmat ? "matmul_coopmat" : "matmul_half", kernel);
+            Assert.Matches(@"^\d+x\d+x\d+x\d+x\d+$", p.GetProperty("tiling").GetString());
+
+            var times = p.GetProperty("timesMs").EnumerateArray().Select(t => t.GetDouble()).ToList();
+            Assert.Equal(2, times.Count);
+            Assert.All(times, t => Assert.True(double.IsFinite(t) && t > 0, $"{name}: time {t}"));
+            double median = p.GetProperty("ms").GetProperty("median").GetDouble();
+            Assert.Equal(times.Average(), median, 1e-9);
+            Assert.Equal(2.0 * m * n * k * batch / (median / 1e3) / 1e12, p.GetProperty("tflops").GetDouble(), 1e-9);
+
+            double tolerance = p.GetProperty("tolerance").GetDouble();
+            Assert.Equal(kernel == "matmul_coopmat" ? 2e-3 : 1e-4, tolerance);
+            double error = p.GetProperty("maxRelativeError").GetDouble();
+            Assert.True(error >= 0 && error <= tolerance, $"{name}: error {error} above {tolerance}");
+            Assert.True(p.GetProperty("ok").GetBoolean());
+            Assert.Equal(Math.Min((long)m * n * batch, 256), p.GetProperty("checkedOutputs").GetInt32(), 8.0);
+            Assert.Equal(JsonValueKind.Null, p.GetProperty("skipped").ValueKind);
+            stepMs += count * median;
+            stepFlops += count * 2L * m * n * k * batch;
+        }
+        var expected = T5SmallStep();
+        foreach (var (key, count) in expected)
+            Assert.True(seen.GetValueOrDefault(key) == count, $"{key}: expected {count} per step, the report has {seen.GetValueOrDefault(key)}");
+        Assert.Equal(expected.Count, seen.Count);
+        Assert.Equal(seen.Count, rows.Count);  // one row per distinct product
+
+        var step = r.GetProperty("step");
+        Assert.Equal(expected.Values.Sum(), step.GetProperty("productsPerStep").GetInt32());
+        Assert.Equal(expected.Values.Sum(), step.GetProperty("measuredProductsPerStep").GetInt32());
+        Assert.Equal(stepFlops, step.GetProperty("flopsPerStep").GetInt64());
+        Assert.Equal(stepMs, step.GetProperty("msPerStep").GetDouble(), stepMs * 1e-12);
+        Assert.Equal(stepFlops / (stepMs / 1e3) / 1e12, step.GetProperty("tflops").GetDouble(), 1e-12);
+        // The benchmarks' FLOP count, plus the bottom cross-attention's query gradient it leaves out.
+        var shape = new BatchShape(1, 8, 8, 4);
+        long bottomCrossQuery = 2L * 8 * 12 * 512 + 2L * 8 * 512 * 512;
+        Assert.Equal(StepFlops.Total(T5Config.Named("t5-small"), shape) + bottomCrossQuery, stepFlops);
+    }
+
+    [Fact]
+    public void SkipsAProductBeyondABindingWithANote()
+    {
+        // A vocabulary of 2.2M x d_model 16 in fp32 is a 134 MB LM head, more than lavapipe's
+        // 128 MiB maxStorageBufferRange; a GPU binds it and runs it.
+        var config = ModelTestFiles.Tiny() with { VocabSize = 2_200_000, DModel = 16, NumLayers = 1, NumDecoderLayers = 1 };
+        Directory.CreateDirectory(dir.File("huge-vocab"));
+        File.WriteAllText(dir.File("huge-vocab/config.json"), config.ToJson());
+        var run = BenchMatMul("--shape", dir.File("huge-vocab"), "--batch-size", "1", "--input-length", "8", "--target-length", "8", "--prompt-length", "4",
+                              "--reps", "1", "--warmup-ms", "0", "--json", dir.File("huge.json")).Succeeded();
+        using var json = JsonDocument.Parse(File.ReadAllText(dir.File("huge.json")));
+        var r = json.RootElement;
+        Assert.Equal("huge-vocab", r.GetProperty("model").GetProperty("shape").GetString());
+        var caps = r.GetProperty("capabilities");
+        long limit = Math.Min(caps.GetProperty("maxStorageBufferRange").GetInt64(), caps.GetProperty("maxMemoryAllocationSize").GetInt64());
+        bool fits = 4L * config.VocabSize * config.DModel <= limit;
+        var lmHead = r.GetProperty("products").EnumerateArray().Where(p => p.GetProperty("name").GetString()!.StartsWith("lm head", StringComparison.Ordinal)).ToList();
+        Assert.Equal(2, lmHead.Count);
+        foreach (var p in lmHead)
+        {
+            if (fits)
+            {
+                Assert.True(p.GetProperty("ok").GetBoolean());
+                continue;
+            }
+            Assert.Contains("maxStorageBufferRange", p.GetProperty("skipped").GetString(), StringComparison.Ordinal);
+            Assert.Equal(JsonValueKind.Null, p.GetProperty("ms").ValueKind);
+            Assert.False(p.GetProperty("ok").GetBoolean());
+        }
+        var others = r.GetProperty("products").EnumerateArray().Except(lmHead).ToList();
+        Assert.All(others, p => Assert.True(p.GetProperty("ok").GetBoolean(), p.GetProperty("name").GetString()));
+        var step = r.GetProperty("step");
+        Assert.Equal(step.GetProperty("productsPerStep").GetInt32() - (fits ? 0 : 2), step.GetProperty("measuredProductsPerStep").GetInt32());
+        if (!fits)
+        {
+            Assert.Contains("skipped 'lm head x1'", run.Out, StringComparison.Ordinal);
+            Assert.Contains(r.GetProperty("notes").EnumerateArray(), n => n.GetString()!.Contains("maxStorageBufferRange", StringComparison.Ordinal));
+        }
+    }
+
+    [Theory]
+    [InlineData("must be positive", "--reps", "0")]
+    [InlineData("must not be negative", "--warmup-ms", "-1")]
+    [InlineData("must be a multiple of 8", "--input-length", "12")]
+    [InlineData("not benchmarked", "--device", "cpu")]
+    [InlineData("'fp8' not recognized", "--precision", "fp8")]
+    [InlineData("its directory does not exist", "--json", "/no/such/dir/mm.json")]
+    [InlineData("neither t5-small", "--shape", "t5-tiny")]
+    public void RefusesBadArgumentsWithExitTwo(string says, string option, string value)
+    {
+        var args = Small("fp32").ToList();
+        int at = args.IndexOf(option);
+        if (at >= 0) args[at + 1] = value;
+        else args.AddRange([option, value]);
+        var run = BenchMatMul([.. args]);
+        Assert.Equal(CliConventions.UserError, run.ExitCode);
+        Assert.Contains(says, Assert.Single(CliRun.Lines(run.Err)), StringComparison.Ordinal);
+        Assert.Equal("", run.Out);
+        Assert.False(File.Exists(dir.File("mm-fp32.json")));
+    }
+
+    [Fact]
+    public void ShapeIsRequiredOfBothBenchAndBenchMatMul()
+    {
+        var matmul = BenchMatMul("--batch-size", "1");
+        Assert.Equal(CliConventions.UserError, matmul.ExitCode);
+        Assert.Contains("'--shape' is required (see 'vkprompt bench matmul --help')", matmul.Err, StringComparison.Ordinal);
+        var bench = CliRun.Of("bench", "--batch-size", "1");
+        Assert.Equal(CliConventions.UserError, bench.ExitCode);
+        Assert.Contains("'--shape' is required (see 'vkprompt bench --help')", bench.Err, StringComparison.Ordinal);
+        // bench's own options stay its own: matmul has no --steps.
+        Assert.Equal(CliConventions.UserError, BenchMatMul("--shape", "t5-small", "--steps", "1").ExitCode);
+    }
+
+    [Fact]
+    public void HelpExplainsItAndBenchListsIt()
+    {
+        var help = BenchMatMul("--help").Succeeded();
+        Assert.Contains("vkprompt bench matmul", help.Out, StringComparison.Ordinal);
+        foreach (var option in new[] { "--shape", "--batch-size", "--input-length", "--target-length", "--prompt-length", "--precision", "--reps", "--warmup-ms", "--device", "--json", "--attention" })
+            Assert.Contains(option, help.Out, StringComparison.Ordinal);
+        Assert.Contains("VKPROMPT_MATMUL_TILING", help.Out, StringComparison.Ordinal);
+        Assert.Contains("  matmul ", CliRun.Of("bench", "--help").Succeeded().Out, StringComparison.Ordinal);
+    }
+}
+
+/// <summary>The check `bench matmul` relies on: the fp64 reference of the operands as stored
+/// agrees with a correct product and not with one computed from other operands.</summary>
+public sealed class BenchMatMulCheckTests(GpuFixture fixture) : GpuTest(fixture)
+{
+    [Theory]
+    [InlineData(WeightPrecision.Fp32, false)]
+    [InlineData(WeightPrecision.Bf16, false)]
+    [InlineData(WeightPrecision.Fp32, true)]
+    [InlineData(WeightPrecision.Bf16, true)]
+    public void CatchesAWrongProduct(WeightPrecision precision, bool wrongB)
+    {
+        var spec = MatMulSpec.Rows(33, 47, 129, transposeB: true) with { Accumulate = true, Alpha = 0.5f };
+        using var a = new GpuBuffer(Ctx, 4 * 33 * 129);
+        using var b = new GpuBuffer(Ctx, precision.ElementBytes() * 47 * 129);
+        using var c = new GpuBuffer(Ctx, 4 * 33 * 47);
+        BenchMatMulCommand.Operands.Fill(a, 33 * 129, BenchMatMulCommand.Operands.SeedA, WeightPrecision.Fp32);
+        // The reference reads B from SeedB: another seed stands for a kernel that read the wrong values.
+        BenchMatMulCommand.Operands.Fill(b, 47 * 129, wrongB ? 99UL : BenchMatMulCommand.Operands.SeedB, precision);
+        bool coopmat = MatMulKernel.Selection(Ctx, spec, precision).Kernel == "matmul_coopmat";
+        var (error, checkedOutputs) = BenchMatMulCommand.Check(Ctx, a, b, c, spec, precision, coopmat);
+        Assert.Equal(33 * 47 > 256 ? 256 + 4 : 33 * 47, checkedOutputs, 4.0);
+        double tolerance = coopmat ? BenchMatMulCommand.Fp16Tolerance : BenchMatMulCommand.Fp32Tolerance;
+        Assert.NotNull(error);
+        if (wrongB) Assert.True(error > 0.1, $"error {error}");
+        else Assert.True(error <= tolerance, $"error {error}");
+    }
+}

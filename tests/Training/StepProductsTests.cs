@@ -1,0 +1,131 @@
+using VkPrompt.Model;
+using VkPrompt.Model.Backends;
+using VkPrompt.Runtime;
+using VkPrompt.Runtime.Kernels;
+using VkPrompt.Training;
+using VkPrompt.Tests.Model;
+using Xunit;
+
+namespace VkPrompt.Tests.Training;
+
+/// <summary>StepProducts, the list `vkprompt bench matmul` times, against the products T5Pass
+/// actually emits in a training step, recorded by a backend that computes nothing: the same specs
+/// (strides, transposes, alpha, accumulation), the same kind and precision of B, as often.</summary>
+public sealed class StepProductsTests
+{
+    /// <summary>Records every MatMul: its spec and B's precision, or null where B is an activation.</summary>
+    sealed class RecordingBackend : Backend
+    {
+        public readonly List<(MatMulSpec Spec, WeightPrecision? Weight)> Products = new();
+
+        sealed class Empty(string name, long length, WeightPrecision? table = null) : Tensor(name, length)
+        {
+            public readonly WeightPrecision? Table = table;
+            public override void Dispose() { }
+        }
+
+        sealed class Emitted : IRecording
+        {
+            public void Run() { }
+            public IReadOnlyList<DispatchTiming> Timings => [];
+            public void Dispose() { }
+        }
+
+        public override string Name => "recording";
+        public override Tensor Floats(long length, string name, bool hostVisible = false) => new Empty(name, length);
+        public override Tensor Ints(long length, string name, bool hostVisible = false) => new Empty(name, length);
+        public override Tensor Table(int rows, int cols, string name, WeightPrecision precision = WeightPrecision.Fp32) => new Empty(name, (long)rows * cols, precision);
+        public override void Upload(Tensor t, ReadOnlySpan<float> data, long offset = 0) { }
+        public override void Upload(Tensor t, ReadOnlySpan<int> data) { }
+        public override void Download(Tensor t, Span<float> data, long offset = 0) { }
+
+        public override IRecording Record(Action body)
+        {
+            body();
+            return new Emitted();
+        }
+
+        public override (long Current, long Peak) MemoryUse => (0, 0);
+        public override void ResetPeakMemory() { }
+        public override void MatMul(Tensor a, Tensor b, Tensor c, in MatMulSpec s) => Products.Add((s, ((Empty)b).Table));
+        public override void RmsNorm(Tensor x, Tensor w, Tensor y, int rows, int dim, float eps) { }
+        public override void RmsNormBackward(Tensor x, Tensor w, Tensor dy, Tensor dx, int rows, int dim, float eps, bool accumulate) { }
+        public override void AttentionSoftmax(Tensor scores, Tensor? buckets, Tensor? biasWeight, Tensor? keyMask, AttentionShape shape) { }
+        public override void SoftmaxBackward(Tensor probs, Tensor grad, int rows, int length) { }
+        public override void FusedAttention(Tensor q, Tensor k, Tensor v, Tensor o, Tensor logSumExp, Tensor? buckets, Tensor? biasWeight, Tensor? keyMask,
+                                            FlashAttentionShape shape, float dropoutRate, Tensor? seed, uint stream) { }
+        public override void FusedAttentionBackward(Tensor q, Tensor k, Tensor v, Tensor o, Tensor logSumExp, Tensor dO, Tensor dq, Tensor dk, Tensor dv,
+                                                    Tensor? buckets, Tensor? biasWeight, Tensor? keyMask, FlashAttentionShape shape, float dropoutRate, Tensor? seed, uint stream) { }
+        public override void Relu(Tensor x, Tensor y, int n) { }
+        public override void ReluBackward(Tensor x, Tensor dy, Tensor dx, int n) { }
+        public override void GatedGelu(Tensor a, Tensor b, Tensor y, int n) { }
+        public override void GatedGeluBackward(Tensor a, Tensor b, Tensor dy, Tensor da, Tensor db, int n) { }
+        public override void Add(Tensor x, Tensor y, int n, float alpha = 1f) { }
+        public override void Copy(Tensor src, Tensor dst) { }
+        public override void Embedding(Tensor table, Tensor ids, Tensor? prompts, Tensor? promptIndex, Tensor output, int batch, int length, int promptLength, int dim) { }
+        public override void PromptGradient(Tensor dX, Tensor promptIndex, Tensor dPrompts, int batch, int length, int promptLength, int dim) { }
+        public override void CrossEntropy(Tensor logits, Tensor targets, Tensor logprobs, int rows, int vocab) { }
+        public override void CrossEntropyBackward(Tensor logits, Tensor targets, Tensor dlogits, int rows, int vocab) { }
+        public override void Argmax(Tensor logits, Tensor ids, int rows, int vocab) { }
+        public override void Dropout(Tensor x, int n, float rate, Tensor seed, uint stream, Tensor? output = null) { }
+        public override void DropoutBackward(Tensor dy, int n, float rate, Tensor seed, uint stream, Tensor? dx = null) { }
+        public override void Zero(Tensor t) { }
+        public override void Adafactor(Tensor param, Tensor grad, Tensor state, Tensor update, int rows, int cols, AdafactorSettings settings) { }
+        public override void Dispose() { }
+    }
+
+    // Every dimension distinct and inner != d_model, so a spec with two sizes swapped would not match.
+    static T5Config Config(bool gated, bool tied) =>
+        ModelTestFiles.Tiny(gated) with { DModel = 20, DKv = 7, NumHeads = 3, DFf = 44, VocabSize = 53, NumLayers = 3, NumDecoderLayers = 2, TieWordEmbeddings = tied };
+
+    [Theory]
+    [InlineData(false, true, 0.1f, AttentionFusion.Never, WeightPrecision.Fp32)]
+    [InlineData(true, false, 0.1f, AttentionFusion.Never, WeightPrecision.Bf16)]
+    [InlineData(true, false, 0f, AttentionFusion.Never, WeightPrecision.Fp16)]
+    [InlineData(false, true, 0f, AttentionFusion.Always, WeightPrecision.Bf16)]
+    [InlineData(true, false, 0.1f, AttentionFusion.Always, WeightPrecision.Fp32)]
+    public void ListsExactlyTheProductsTheStepEmits(bool gated, bool tied, float dropout, AttentionFusion fusion, WeightPrecision precision)
+    {
+        using var dir = new TempDir();
+        var config = Config(gated, tied);
+        RandomT5.Write(dir.Path, config, seed: 1);
+        using var ckpt = T5Checkpoint.Open(dir.Path);
+        using var be = new RecordingBackend { AttentionFusion = fusion };
+        using var weights = new T5Weights(ckpt, be, precision);
+        var shape = new BatchShape(Batch: 3, InputLength: 16, TargetLength: 8, PromptLength: 5);
+        using var prompt = be.Floats((long)shape.PromptLength * config.DModel, "prompt");
+        using var pass = new T5Pass(weights, shape, ActivationMode.Store, prompt, dropout);
+        be.Record(() => { pass.EmitForward(); pass.EmitBackward(); }).Dispose();
+
+        var listed = StepProducts.For(config, shape, dropout, be.FusesAttention);
+        // Each recorded product as the list describes it, and how often.
+        var emitted = be.Products
+            .GroupBy(p => (p.Spec, WeightB: p.Weight is not null))
+            .ToDictionary(g => g.Key, g => g.Count());
+        var expected = listed.ToDictionary(p => (p.Spec, p.WeightB), p => p.Count);
+        Assert.Equal(expected.Count, listed.Count);  // merged: no two entries share a spec and kind of B
+        foreach (var (key, count) in emitted)
+            Assert.True(expected.TryGetValue(key, out int n) && n == count,
+                $"T5Pass emits {count} x {Describe(key.Spec)} (B {(key.WeightB ? "weight" : "activation")}); the list has {(expected.TryGetValue(key, out int m) ? m : 0)}");
+        foreach (var (key, count) in expected)
+            Assert.True(emitted.ContainsKey(key), $"the list has {count} x {Describe(key.Spec)} that T5Pass never emits");
+        // Weights are read in the model's precision, every other B is an fp32 activation.
+        Assert.All(be.Products.Where(p => p.Weight is not null), p => Assert.Equal(precision, p.Weight));
+        Assert.Equal(be.Products.Count, listed.Sum(p => p.Count));
+        if (fusion == AttentionFusion.Always)
+            Assert.All(listed, p => Assert.True(p.WeightB));
+    }
+
+    [Fact]
+    public void ItsFlopsAreTheStepsCountPlusTheBottomCrossQuery()
+    {
+        var config = T5Config.Named("t5-base");
+        var shape = new BatchShape(32, 512, 8, 100);
+        var products = StepProducts.For(config, shape, 0.1f, (_, _) => false);
+        long rows = (long)shape.Batch * shape.TargetLength, inner = config.InnerDim;
+        long bottomCrossQuery = 2 * rows * shape.EncoderLength * inner + 2 * rows * config.DModel * inner;
+        Assert.Equal(StepFlops.Total(config, shape) + bottomCrossQuery, products.Sum(p => p.Count * p.Flops));
+    }
+
+    static string Describe(MatMulSpec s) => $"{s.M}x{s.N}x{s.K} batch {s.Batch1}x{s.Batch2} (A strides {s.AStrideM},{s.AStrideK}; B strides {s.BStrideK},{s.BStrideN}; alpha {s.Alpha}; accumulate {s.Accumulate})";
+}
