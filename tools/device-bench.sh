@@ -177,6 +177,8 @@ PY
   mm mm-bf16-auto bf16
   VKENV=VKPROMPT_COOPMAT=1 vk vk-t5-large-bf16-coopmat t5-large --precision bf16 --warmup 1 --steps 2
   peer peer-t5-large-bf16 t5-large bf16 --warmup 1 --steps 3
+  for t in 2x2x4x2x32 4x2x2x4x32; do mm "mm-bf16-cm-$t" bf16 VKPROMPT_COOPMAT=1 VKPROMPT_COOPMAT_TILING=$t; done
+  for t in 16x16x8x8x16 8x16x8x8x8; do mm "mm-fp32-$t" fp32 VKPROMPT_MATMUL_TILING=$t; done
 
   sweep_summary
   shopt -s nullglob
