@@ -77,10 +77,11 @@ public sealed class MatMulTests(GpuFixture f) : GpuTest(f)
         Compare(a, b, c, spec, variant, $"{(transposeA ? "Aᵀ" : "A")}·{(transposeB ? "Bᵀ" : "B")} {m}x{n}x{k}");
     }
 
-    /// <summary>Staged tilings that VKPROMPT_MATMUL_TILING may ask for beyond the two named ones:
-    /// slots that do not divide evenly among the invocations, rows whose word count narrows the
-    /// swizzle (24 and 4 vec4 words), a slice as deep as the swizzle goes (32). Each fills both
-    /// operands along k (transposed stores), along m and n, and element by element.</summary>
+    /// <summary>The named staged tilings besides the two every theory runs (the deep and the narrow
+    /// one), and ones VKPROMPT_MATMUL_TILING may ask for: slots that do not divide evenly among
+    /// the invocations, rows whose word count narrows the swizzle (24 and 4 vec4 words), a slice
+    /// as deep as the swizzle goes (32). Each fills both operands along k (transposed stores),
+    /// along m and n, and element by element.</summary>
     public static TheoryData<int, bool, bool, int, int, int, bool> OtherTilingCases()
     {
         var data = new TheoryData<int, bool, bool, int, int, int, bool>();
@@ -93,7 +94,7 @@ public sealed class MatMulTests(GpuFixture f) : GpuTest(f)
         return data;
     }
 
-    static readonly MatMulTiling[] OtherTilings = [new(8, 4, 4, 8, 4), new(8, 8, 12, 4, 4), new(8, 4, 4, 4, 32)];
+    static readonly MatMulTiling[] OtherTilings = [MatMulTiling.StagedDeep, MatMulTiling.StagedNarrow, new(8, 4, 4, 8, 4), new(8, 8, 12, 4, 4), new(8, 4, 4, 4, 32)];
 
     [Theory, MemberData(nameof(OtherTilingCases))]
     public void OtherStagedTilingsMatchReference(int tiling, bool transposeA, bool transposeB, int m, int n, int k, bool padded)
@@ -369,20 +370,26 @@ public sealed class MatMulTests(GpuFixture f) : GpuTest(f)
         Compare(Check.Random(2 * batch2 * m * k, 12), Check.Random(k * n, 13), new float[2 * batch2 * m * n], spec, variant, "batches past the z limit");
     }
 
-    /// <summary>The GPU tiling follows the product: the 64x64 blocks where M or N is at most 64
-    /// or 128x128 blocks would be too few to fill a large GPU, the 128x128 ones elsewhere. Shapes
-    /// of a t5-base step at batch 32, input 612 (with the prompt), target 8.</summary>
+    /// <summary>The GPU tiling follows the product: 64x64 blocks where M is at most 64 or 128x128
+    /// blocks would be too few to fill a large GPU, 128x64 where N is at most 64, 128x128 16 deep
+    /// elsewhere, or 8 deep on a device with only 16 KiB of shared memory. Shapes of a t5-base
+    /// step at batch 32, input 612 (with the prompt), target 8.</summary>
     [Theory]
-    [InlineData(19584, 3072, 768, 1, true)]    // encoder feed-forward in
-    [InlineData(612, 612, 64, 384, true)]      // scores per (example, head)
-    [InlineData(256, 32128, 768, 1, true)]     // LM head over the decoder's tokens
-    [InlineData(256, 768, 768, 1, false)]      // decoder projection: 12 blocks of 128x128
-    [InlineData(612, 64, 612, 384, false)]     // P·V per head, 64 wide
-    [InlineData(8, 8, 64, 384, false)]         // decoder self-attention scores
-    public void GpuTilingFollowsTheProductShape(int m, int n, int k, int batch, bool large)
+    [InlineData(19584, 3072, 768, 1, "deep")]    // encoder feed-forward in
+    [InlineData(612, 612, 64, 384, "deep")]      // scores per (example, head)
+    [InlineData(256, 32128, 768, 1, "deep")]     // LM head over the decoder's tokens
+    [InlineData(256, 768, 768, 1, "small")]      // decoder projection: 12 blocks of 128x128
+    [InlineData(612, 64, 612, 384, "narrow")]    // P·V per head, 64 wide
+    [InlineData(8, 612, 64, 384, "small")]       // cross-attention scores of the decoder's tokens
+    [InlineData(8, 8, 64, 384, "small")]         // decoder self-attention scores
+    public void GpuTilingFollowsTheProductShape(int m, int n, int k, int batch, string expected)
     {
         var spec = MatMulSpec.Rows(m, n, k) with { Batch1 = batch, AStrideBatch1 = m * k, CStrideBatch1 = m * n };
-        Assert.Equal(large ? MatMulTiling.Staged : MatMulTiling.StagedSmall, MatMulTiling.ForGpu(spec));
+        var caps = Ctx.Capabilities with { MaxComputeSharedMemorySize = 49152 };
+        var tiling = expected switch { "deep" => MatMulTiling.StagedDeep, "narrow" => MatMulTiling.StagedNarrow, _ => MatMulTiling.StagedSmall };
+        Assert.Equal(tiling, MatMulTiling.ForGpu(spec, caps));
+        var minimal = caps with { MaxComputeSharedMemorySize = 16384 };
+        Assert.Equal(expected == "deep" ? MatMulTiling.Staged : tiling, MatMulTiling.ForGpu(spec, minimal));
     }
 
     /// <summary>VKPROMPT_MATMUL_TILING is checked against the device's limits and the staged

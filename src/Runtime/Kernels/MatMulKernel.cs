@@ -26,6 +26,17 @@ internal readonly record struct MatMulTiling(int LocalX, int LocalY, int TileM, 
     // slice in flight stay in registers.
     public static MatMulTiling Staged => new(16, 16, 8, 8, 8);
 
+    // Staged 16 deep, where the device has the 32 KiB: half the barriers per k. On an H100 it ran
+    // the t5-base step's large products (19584 rows by 768 or 2048) at 33-36 TFLOP/s against
+    // Staged's 27-31.
+    public static MatMulTiling StagedDeep => new(16, 16, 8, 8, 16);
+
+    // 128x64 blocks from 8x16 invocations with 8x8 outputs, for products 64 or fewer columns
+    // wide but many rows deep: attention per head (P·V, dK, dV with 64-wide heads). On the H100
+    // they ran 1.4x faster than in 64x64 blocks, which waste nothing but read each A row twice
+    // as often per output.
+    public static MatMulTiling StagedNarrow => new(8, 16, 8, 8, 8);
+
     // A 64x64 block from 256 invocations owning 4x4 outputs, 16 deep (16 KiB again): four times
     // as many workgroups as Staged for the same product, for products too small to fill a GPU
     // with 128x128 tiles, at half Staged's FMAs per shared-memory read.
@@ -36,14 +47,19 @@ internal readonly record struct MatMulTiling(int LocalX, int LocalY, int TileM, 
     // that four times as many 64x64 blocks would keep busy.
     const long LargeTilesWanted = 256;
 
-    /// <summary>The GPU tiling for one product: <see cref="StagedSmall"/> where M or N is at
-    /// most 64, so a 128-wide block would be at least half padding (the decoder's few-token
-    /// products, attention per head with 64-wide heads), or where 128x128 blocks would number
-    /// fewer than the GPU has room for; <see cref="Staged"/> otherwise.</summary>
-    public static MatMulTiling ForGpu(in MatMulSpec s)
+    /// <summary>The GPU tiling for one product: <see cref="StagedSmall"/> where M is at most 64
+    /// (the decoder's few-token products) or where 128x128 blocks would number fewer than the
+    /// GPU has room for; <see cref="StagedNarrow"/> where N is at most 64 and M larger;
+    /// otherwise <see cref="StagedDeep"/> where the device's shared memory holds it, else
+    /// <see cref="Staged"/>. Together these took a t5-base training step's products on an H100
+    /// from 342 ms (Staged and StagedSmall alone) to 285 ms (docs/benchmarks.md).</summary>
+    public static MatMulTiling ForGpu(in MatMulSpec s, DeviceCapabilities caps)
     {
+        if (s.M <= 64) return StagedSmall;
+        if (s.N <= 64) return StagedNarrow;
         long largeTiles = (long)Grid.Div(s.M, Staged.BlockM) * Grid.Div(s.N, Staged.BlockN) * s.Batch1 * s.Batch2;
-        return Math.Min(s.M, s.N) <= 64 || largeTiles < LargeTilesWanted ? StagedSmall : Staged;
+        if (largeTiles < LargeTilesWanted) return StagedSmall;
+        return StagedDeep.SharedBytes <= caps.MaxComputeSharedMemorySize ? StagedDeep : Staged;
     }
 
     /// <summary>The tiling of <see cref="GpuOptions.MatMulTiling"/> where set, else the
@@ -51,7 +67,7 @@ internal readonly record struct MatMulTiling(int LocalX, int LocalY, int TileM, 
     public static MatMulTiling For(GpuContext context, in MatMulSpec s)
     {
         if (context.Options.MatMulTiling is { } text) return Parse(text, context.Capabilities);
-        return context.Capabilities.DeviceType == "cpu" ? Streamed : ForGpu(s);
+        return context.Capabilities.DeviceType == "cpu" ? Streamed : ForGpu(s, context.Capabilities);
     }
 
     /// <summary>A tiling as VKPROMPT_MATMUL_TILING writes it, checked against what the device
@@ -86,10 +102,10 @@ internal readonly record struct CoopMatTiling(int WarpsM, int WarpsN, int TilesM
 
     long Slice(int rows) => Math.Max((long)rows * (SharedK + 8), (long)SharedK * (rows + 8));
 
-    // 128x128 blocks from 4 subgroups of 64x64, 32 deep: each slice's fragment loads feed 16
-    // products per subgroup, and double buffering hides the fill behind them. 44 KiB of shared
-    // memory, within what every device with matrix units offers (48 KiB on NVIDIA).
-    public static CoopMatTiling Default => new(2, 2, 4, 4, 32);
+    // 128x128 blocks from 8 subgroups of 32x64, 32 deep: the 48 KiB of shared memory NVIDIA
+    // gives a workgroup. On an H100 it took the t5-base step's products to 357 ms, against 451 ms
+    // for 4 subgroups of 64x64 and 384-426 ms for the other shapes tried (docs/benchmarks.md).
+    public static CoopMatTiling Default => new(4, 2, 2, 4, 32);
 
     // For products too small to give 128x128 blocks to every multiprocessor (the decoder's few
     // tokens): 64x64 blocks, a quarter of the work per workgroup and four times the workgroups.
