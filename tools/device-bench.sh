@@ -166,19 +166,20 @@ PY
       --precision fp16,bf16 | tee "$res/check-golden-coopmat.txt"
   fi
 
-  # Then whole steps, each precision beside the peer at t5-base; then, while time is left, other
-  # tilings and t5-large.
+  # Then whole steps at the defaults, each precision beside the peer, t5-base first; then the
+  # matrix units and, while time is left, more products and tilings.
   vk vk-t5-base-fp32 t5-base --precision fp32 --warmup 1 --steps 3
   peer peer-t5-base-fp32 t5-base fp32 --warmup 1 --steps 5
-  VKENV=VKPROMPT_COOPMAT=1 vk vk-t5-base-bf16-coopmat t5-base --precision bf16 --warmup 1 --steps 3
+  vk vk-t5-base-bf16 t5-base --precision bf16 --warmup 1 --steps 3
   peer peer-t5-base-bf16 t5-base bf16 --warmup 1 --steps 5
-  mm mm-bf16-cm-2x2x2x2x32 bf16 VKPROMPT_COOPMAT=1 VKPROMPT_COOPMAT_TILING=2x2x2x2x32
-  mm mm-fp32-16x16x4x4x16 fp32 VKPROMPT_MATMUL_TILING=16x16x4x4x16
-  mm mm-bf16-auto bf16
-  VKENV=VKPROMPT_COOPMAT=1 vk vk-t5-large-bf16-coopmat t5-large --precision bf16 --warmup 1 --steps 2
+  vk vk-t5-large-fp32 t5-large --precision fp32 --warmup 1 --steps 2
+  vk vk-t5-large-bf16 t5-large --precision bf16 --warmup 1 --steps 2
   peer peer-t5-large-bf16 t5-large bf16 --warmup 1 --steps 3
-  for t in 2x2x4x2x32 4x2x2x4x32; do mm "mm-bf16-cm-$t" bf16 VKPROMPT_COOPMAT=1 VKPROMPT_COOPMAT_TILING=$t; done
-  for t in 16x16x8x8x16 8x16x8x8x8; do mm "mm-fp32-$t" fp32 VKPROMPT_MATMUL_TILING=$t; done
+  VKENV=VKPROMPT_COOPMAT=1 vk vk-t5-base-bf16-coopmat t5-base --precision bf16 --warmup 1 --steps 3
+  mm mm-bf16-auto bf16
+  for t in 16x16x8x8x16 8x16x8x8x8 16x16x4x4x16; do mm "mm-fp32-$t" fp32 VKPROMPT_MATMUL_TILING=$t; done
+  for t in 2x2x2x2x32 2x4x2x2x32; do mm "mm-bf16-cm-$t" bf16 VKPROMPT_COOPMAT=1 VKPROMPT_COOPMAT_TILING=$t; done
+  peer peer-t5-large-fp32 t5-large fp32 --warmup 1 --steps 2
 
   sweep_summary
   shopt -s nullglob
