@@ -7,13 +7,13 @@
 #                                    command and carry list for the device tool's `run`.
 #   tools/device-bench.sh device     on the device machine (what the printed command runs): first
 #                                    tools/check-golden.py on the device (.golden, copied from
-#                                    ../shared/golden), then `vkprompt bench matmul` over tilings of the
-#                                    portable and the matrix-unit products (every product checked
-#                                    against fp64), then vkprompt bench with the fastest of them and
-#                                    the PyTorch + PEFT peer for t5-base and t5-large at batch 32,
-#                                    input 512, target 8, prompt 100, in fp32 and bf16 (vkprompt: bf16
-#                                    weights on the matrix units, fp32 activations; the peer: all
-#                                    bf16). Writes $OUT/table.md, $OUT/sweep.md, $OUT/log.txt and
+#                                    ../shared/golden), then `vkprompt bench matmul` on the default
+#                                    kernels and the matrix units (every product checked against
+#                                    fp64), then vkprompt bench and the PyTorch + PEFT peer for
+#                                    t5-base and t5-large at batch 32, input 512, target 8, prompt
+#                                    100, in fp32 and bf16 (vkprompt: bf16 weights, fp32 activations;
+#                                    the peer: all bf16), then the matrix units and tiling sweeps
+#                                    while the budget lasts. Writes $OUT/table.md, $OUT/sweep.md, $OUT/log.txt and
 #                                    $OUT/results.tar (every JSON report). No run starts after
 #                                    BENCH_BUDGET_S seconds (default 480), so the command ends inside
 #                                    the tool's 10 minutes; the runs are ordered so that those left
