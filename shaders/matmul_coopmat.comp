@@ -5,6 +5,7 @@
 #extension GL_EXT_shader_explicit_arithmetic_types_float16 : require
 #extension GL_EXT_shader_explicit_arithmetic_types_int16 : require
 #extension GL_EXT_shader_16bit_storage : require
+#extension GL_EXT_control_flow_attributes : require
 #include "common.glsl"
 
 // C = alpha·A·B (+ C) of MatMulSpec on the matrix units (tensor cores): A fp32, B the frozen
@@ -25,7 +26,10 @@
 // slice's global loads are issued before the products of the current one and land in the other
 // buffer after them, so their latency hides behind the matrix units and one barrier per slice
 // suffices. Rows are padded by 8 halves (16 bytes): the cooperative loads need 16-byte aligned
-// rows, and the odd multiple of 16 bytes spreads rows over the banks.
+// rows, and the odd multiple of 16 bytes spreads rows over the banks. Every loop over the
+// per-subgroup arrays (accumulators, fragments, the slice in flight) is unrolled so that they can
+// stay in registers: indexed by a rolled loop an array lives in local memory (the likely reason
+// the portable kernel's first 128x128 tiling ran 11x slower on an H100 than after unrolling).
 layout(constant_id = 1) const uint SUBGROUP = 32;
 layout(constant_id = 2) const uint WARPS_M = 2;
 layout(constant_id = 3) const uint WARPS_N = 2;
@@ -94,7 +98,7 @@ vec4 fetchA(uint base, uint row, uint k, bool edge, uint rows) {
     const uint step = A_KMAJOR ? pc.aStrideK : pc.aStrideM;
     if (!edge && A_VEC) return a4[at >> 2];
     vec4 v = vec4(0.0);
-    for (uint i = 0; i < 4; i++) {
+    [[unroll]] for (uint i = 0; i < 4; i++) {
         const bool inside = A_KMAJOR ? row < rows && k + i < pc.K : row + i < rows && k < pc.K;
         if (!edge || inside) v[i] = a[at + i * step];
     }
@@ -107,7 +111,7 @@ uvec4 fetchB(uint base, uint col, uint k, bool edge, uint cols) {
     const uint step = B_KMAJOR ? pc.bStrideK : pc.bStrideN;
     if (!edge && B_VEC) return uvec4(b4[at >> 2]);
     uvec4 v = uvec4(0);
-    for (uint i = 0; i < 4; i++) {
+    [[unroll]] for (uint i = 0; i < 4; i++) {
         const bool inside = B_KMAJOR ? col < cols && k + i < pc.K : col + i < cols && k < pc.K;
         if (!edge || inside) v[i] = uint(b[at + i * step]);
     }
@@ -144,8 +148,8 @@ void main() {
 
         const uint cBase = pc.cOffset + z1 * pc.cStrideB1 + z2 * pc.cStrideB2;
         fcoopmatNV<32, gl_ScopeSubgroup, 16, 16> acc[TILES_M * TILES_N];
-        for (uint i = 0; i < TILES_M; i++) {
-            for (uint j = 0; j < TILES_N; j++) {
+        [[unroll]] for (uint i = 0; i < TILES_M; i++) {
+            [[unroll]] for (uint j = 0; j < TILES_N; j++) {
                 // Summing onto C (alpha 1) starts from C, which spares a matrix addition at the
                 // end (and glslang 11's optimizer crashes on coopmat + coopmat).
                 if (direct && pc.accumulate != 0)
@@ -163,36 +167,36 @@ void main() {
             // invocation is past the barrier, the other buffer's readers are done too.
             if (s > 0) {
                 const uint buf = (s - 1) & 1;
-                for (uint i = 0; i < A_PER; i++) {
+                [[unroll]] for (uint i = 0; i < A_PER; i++) {
                     const uint q = tid + i * WG;
                     if (A_QUADS % WG == 0 || q < A_QUADS) {
                         const uvec2 rk = quadAt(q, A_KMAJOR, BM);
                         const f16vec4 h = toHalf(ra[i]);
                         const uint at = buf * A_SIZE + (A_KMAJOR ? rk.x * SA + rk.y : rk.y * SA + rk.x);
-                        for (uint j = 0; j < 4; j++) sa[at + j] = h[j];
+                        [[unroll]] for (uint j = 0; j < 4; j++) sa[at + j] = h[j];
                     }
                 }
-                for (uint i = 0; i < B_PER; i++) {
+                [[unroll]] for (uint i = 0; i < B_PER; i++) {
                     const uint q = tid + i * WG;
                     if (B_QUADS % WG == 0 || q < B_QUADS) {
                         const uvec2 rk = quadAt(q, B_KMAJOR, BN);
                         const f16vec4 h = toHalf(widen(rb[i]));
                         const uint at = buf * B_SIZE + (B_KMAJOR ? rk.x * SB + rk.y : rk.y * SB + rk.x);
-                        for (uint j = 0; j < 4; j++) sb[at + j] = h[j];
+                        [[unroll]] for (uint j = 0; j < 4; j++) sb[at + j] = h[j];
                     }
                 }
                 barrier();
             }
             if (s < slices) {
                 const uint k0 = s * BK;
-                for (uint i = 0; i < A_PER; i++) {
+                [[unroll]] for (uint i = 0; i < A_PER; i++) {
                     const uint q = tid + i * WG;
                     if (A_QUADS % WG == 0 || q < A_QUADS) {
                         const uvec2 rk = quadAt(q, A_KMAJOR, BM);
                         ra[i] = fetchA(aBase, rk.x, k0 + rk.y, edge && (tileM + rk.x + 4 > pc.M || k0 + rk.y + 4 > pc.K), pc.M - tileM);
                     }
                 }
-                for (uint i = 0; i < B_PER; i++) {
+                [[unroll]] for (uint i = 0; i < B_PER; i++) {
                     const uint q = tid + i * WG;
                     if (B_QUADS % WG == 0 || q < B_QUADS) {
                         const uvec2 rk = quadAt(q, B_KMAJOR, BN);
@@ -202,34 +206,34 @@ void main() {
             }
             if (s > 0) {
                 const uint buf = (s - 1) & 1;
-                for (uint kk = 0; kk < BK; kk += 16) {
+                [[unroll]] for (uint kk = 0; kk < BK; kk += 16) {
                     fcoopmatNV<16, gl_ScopeSubgroup, 16, 16> fa[TILES_M];
                     fcoopmatNV<16, gl_ScopeSubgroup, 16, 16> fb[TILES_N];
-                    for (uint i = 0; i < TILES_M; i++) {
+                    [[unroll]] for (uint i = 0; i < TILES_M; i++) {
                         const uint r = (warpM * TILES_M + i) * 16;
                         coopMatLoadNV(fa[i], sa, buf * A_SIZE + (A_KMAJOR ? r * SA + kk : kk * SA + r), SA, !A_KMAJOR);
                     }
-                    for (uint j = 0; j < TILES_N; j++) {
+                    [[unroll]] for (uint j = 0; j < TILES_N; j++) {
                         const uint r = (warpN * TILES_N + j) * 16;
                         coopMatLoadNV(fb[j], sb, buf * B_SIZE + (B_KMAJOR ? r * SB + kk : kk * SB + r), SB, B_KMAJOR);
                     }
-                    for (uint i = 0; i < TILES_M; i++)
-                        for (uint j = 0; j < TILES_N; j++)
+                    [[unroll]] for (uint i = 0; i < TILES_M; i++)
+                        [[unroll]] for (uint j = 0; j < TILES_N; j++)
                             acc[i * TILES_N + j] = coopMatMulAddNV(fa[i], fb[j], acc[i * TILES_N + j]);
                 }
             }
         }
 
         if (direct) {
-            for (uint i = 0; i < TILES_M; i++)
-                for (uint j = 0; j < TILES_N; j++) {
+            [[unroll]] for (uint i = 0; i < TILES_M; i++)
+                [[unroll]] for (uint j = 0; j < TILES_N; j++) {
                     const uint at = cAt(cBase, tileM, tileN, warpM, warpN, i, j);
                     if (pc.accumulate != 0) coopMatStoreNV(acc[i * TILES_N + j], c, at, pc.cStrideM, false);
                     else coopMatStoreNV(acc[i * TILES_N + j] * pc.alpha, c, at, pc.cStrideM, false);
                 }
         } else {
-            for (uint i = 0; i < TILES_M; i++) {
-                for (uint j = 0; j < TILES_N; j++) {
+            [[unroll]] for (uint i = 0; i < TILES_M; i++) {
+                [[unroll]] for (uint j = 0; j < TILES_N; j++) {
                     coopMatStoreNV(acc[i * TILES_N + j], sc, warp * 256, 16, false);
                     barrier();
                     const uint m0 = tileM + (warpM * TILES_M + i) * 16;
