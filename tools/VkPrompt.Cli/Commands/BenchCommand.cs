@@ -34,9 +34,7 @@ internal static class BenchCommand
             Required = true,
         };
         var batch = ModelOptions.BatchSize(32);
-        var input = new Option<int>("--input-length") { Description = "Input tokens per example, the prompt not included; a multiple of 8. Default: 512.", DefaultValueFactory = _ => 512 };
-        var target = new Option<int>("--target-length") { Description = "Target tokens per example; a multiple of 8. Default: 8.", DefaultValueFactory = _ => 8 };
-        var promptLength = new Option<int>("--prompt-length") { Description = "Soft prompt length P. Default: 100 (the paper's).", DefaultValueFactory = _ => 100 };
+        var (input, target, promptLength) = LengthOptions();
         var precision = ModelOptions.Precision();
         var steps = new Option<int>("--steps") { Description = "Timed steps; the report gives their median, min and max. Default: 2 (a t5-small step at batch 8 takes 35 to 45 s on lavapipe with 2 cores).", DefaultValueFactory = _ => 2 };
         var warmup = new Option<int>("--warmup") { Description = "Untimed steps first (the first records the step and builds the pipelines). Default: 1.", DefaultValueFactory = _ => 1 };
@@ -80,6 +78,12 @@ internal static class BenchCommand
         cmd.Subcommands.Add(BenchMatMulCommand.Create());
         return cmd;
     }
+
+    /// <summary>--input-length, --target-length and --prompt-length, as both bench commands take them.</summary>
+    internal static (Option<int> Input, Option<int> Target, Option<int> Prompt) LengthOptions() => (
+        new Option<int>("--input-length") { Description = "Input tokens per example, the prompt not included; a multiple of 8. Default: 512.", DefaultValueFactory = _ => 512 },
+        new Option<int>("--target-length") { Description = "Target tokens per example; a multiple of 8. Default: 8.", DefaultValueFactory = _ => 8 },
+        new Option<int>("--prompt-length") { Description = "Soft prompt length P (the paper's 100 by default): the encoder runs over batch x (input + P) tokens.", DefaultValueFactory = _ => 100 });
 
     internal static int LengthArg(ParseResult parse, Option<int> option)
     {

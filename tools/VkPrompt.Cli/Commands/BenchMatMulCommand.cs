@@ -43,9 +43,7 @@ internal static class BenchMatMulCommand
             Required = true,
         };
         var batch = ModelOptions.BatchSize(32);
-        var input = new Option<int>("--input-length") { Description = "Input tokens per example, the prompt not included; a multiple of 8. Default: 512.", DefaultValueFactory = _ => 512 };
-        var target = new Option<int>("--target-length") { Description = "Target tokens per example; a multiple of 8. Default: 8.", DefaultValueFactory = _ => 8 };
-        var promptLength = new Option<int>("--prompt-length") { Description = "Soft prompt length P: the encoder runs over batch x (input + P) tokens. Default: 100.", DefaultValueFactory = _ => 100 };
+        var (input, target, promptLength) = BenchCommand.LengthOptions();
         var precision = new Option<string>("--precision")
         {
             HelpName = "fp32|fp16|bf16|auto",
