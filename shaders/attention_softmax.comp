@@ -2,20 +2,29 @@
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
 #include "reduce.glsl"
+#include "philox.glsl"
 
 // T5 attention probabilities, in place over scores [B, H, Lq, Lk]:
 //   p[b,h,i,j] = softmax_j(s[b,h,i,j] + biasWeight[bucket[i*Lk + j] * H + h])
 // with -inf for keys whose keyMask[b*Lk + j] is 0 and, when causal, for keys j > i + queryOffset
 // (a KV-cached decoder step's single query sits at position queryOffset). A row with every key
 // masked becomes zeros: its max is -inf and exp(-inf - -inf) would be NaN.
+// With DROPOUT the last pass also writes what dropout.comp would make of the probabilities, the
+// same draw for the same flat index e into [B, H, Lq, Lk]: dropped[e] = keep(e) ? p[e] * scale : 0.
+// A training forward then never reads the probabilities back just to drop them.
 layout(std430, binding = 0) buffer Scores { float s[]; };
 layout(std430, binding = 1) readonly buffer Buckets { int bucket[]; };
 layout(std430, binding = 2) readonly buffer BiasWeight { float biasWeight[]; };
 layout(std430, binding = 3) readonly buffer KeyMask { int keyMask[]; };
+layout(std430, binding = 4) readonly buffer Seed { uint seed; };
+layout(std430, binding = 5) writeonly buffer Dropped { float dropped[]; };
 
 // Absent inputs are off in flags; their bindings then hold a stand-in the shader never reads.
-const uint HAS_BIAS = 1u, HAS_MASK = 2u, CAUSAL = 4u;
-layout(push_constant) uniform Push { uint batch; uint heads; uint queryLength; uint keyLength; uint flags; int queryOffset; } pc;
+const uint HAS_BIAS = 1u, HAS_MASK = 2u, CAUSAL = 4u, DROPOUT = 8u;
+layout(push_constant) uniform Push {
+    uint batch; uint heads; uint queryLength; uint keyLength; uint flags; int queryOffset;
+    uint threshold; float scale; uint stream;
+} pc;
 
 void main() {
     uint lk = pc.keyLength;
@@ -40,7 +49,10 @@ void main() {
         m = workgroupMax(m);
 
         if (m == NEG_INF) {
-            ROW_STRIDE_LOOP(j, lk) s[base + j] = 0.0;
+            ROW_STRIDE_LOOP(j, lk) {
+                s[base + j] = 0.0;
+                if ((pc.flags & DROPOUT) != 0u) dropped[base + j] = 0.0;
+            }
             continue;
         }
         float sum = 0.0;
@@ -50,6 +62,11 @@ void main() {
             sum += e;
         }
         float inv = 1.0 / workgroupSum(sum);
-        ROW_STRIDE_LOOP(j, lk) s[base + j] *= inv;
+        ROW_STRIDE_LOOP(j, lk) {
+            float p = s[base + j] * inv;
+            s[base + j] = p;
+            if ((pc.flags & DROPOUT) != 0u)
+                dropped[base + j] = philox2x32_10(uvec2(base + j, pc.stream), seed).x >= pc.threshold ? p * pc.scale : 0.0;
+        }
     }
 }

@@ -42,6 +42,15 @@ public static class Check
             throw new XunitException($"{what}: max relative error {err:E3} exceeds {tolerance:E1}");
     }
 
+    /// <summary>Every float the same bits (+0 and -0 differ, equal NaNs agree); names the first that is not.</summary>
+    public static void BitIdentical(ReadOnlySpan<float> expected, ReadOnlySpan<float> actual, string what)
+    {
+        if (expected.Length != actual.Length) throw new XunitException($"{what}: length {actual.Length} != expected {expected.Length}");
+        for (int i = 0; i < expected.Length; i++)
+            if (BitConverter.SingleToInt32Bits(expected[i]) != BitConverter.SingleToInt32Bits(actual[i]))
+                throw new XunitException($"{what}: element {i} is {actual[i]:R}, expected {expected[i]:R} bit for bit");
+    }
+
     /// <summary>||a - b|| / ||b||, the measure SPEC.md states gradient and prompt tolerances in.</summary>
     public static double NormRelativeError(ReadOnlySpan<float> expected, ReadOnlySpan<float> actual)
     {

@@ -379,18 +379,17 @@ public sealed class T5Pass : IDisposable
         int lq = site.QueryLength, lk = site.KeyLength;
         // T5 does not scale scores by 1/sqrt(d_kv): the initialisation absorbs it.
         be.MatMul(q, k, probs!, Heads.QK(lq, lk, lq, lk));
-        be.AttentionSoftmax(probs!, site.Buckets, site.BiasWeight, site.KeyMask, new AttentionShape(B, c.NumHeads, lq, lk, site.Causal));
-        be.MatMul(DroppedProbs(probs!, lq, lk, stream), v, ctx, Heads.PV(lq, lk, lq, lk));
+        be.AttentionSoftmax(probs!, site.Buckets, site.BiasWeight, site.KeyMask, new AttentionShape(B, c.NumHeads, lq, lk, site.Causal), ProbsDropoutAt(stream));
+        be.MatMul(DroppedProbs(probs!), v, ctx, Heads.PV(lq, lk, lq, lk));
     }
 
     // The softmax backward needs the probabilities before dropout and the value gradient those
-    // after it; rather than store both, the dropped copy is rebuilt from the stateless mask.
-    Tensor DroppedProbs(Tensor probs, int lq, int lk, uint stream)
-    {
-        if (DropoutRate <= 0) return probs;
-        be.Dropout(probs, B * c.NumHeads * lq * lk, DropoutRate, DropoutSeed!, stream + Sites.Probs, droppedProbs!);
-        return droppedProbs!;
-    }
+    // after it. Rather than store both, the softmax kernels write the dropped copy from the
+    // stateless mask as they pass over the probabilities anyway, forward and backward.
+    ProbsDropout<Tensor>? ProbsDropoutAt(uint stream) =>
+        DropoutRate > 0 ? new ProbsDropout<Tensor>(DropoutRate, DropoutSeed!, stream + Sites.Probs, droppedProbs!) : null;
+
+    Tensor DroppedProbs(Tensor probs) => DropoutRate > 0 ? droppedProbs! : probs;
 
     void FeedForwardForward(Tensor norm, FeedForwardWeights fw, Tensor x, Tensor xOut, BlockScratch s, int rows, uint stream)
     {
@@ -507,15 +506,14 @@ public sealed class T5Pass : IDisposable
             return;
         }
         int heads = c.NumHeads, lq = site.QueryLength, lk = site.KeyLength;
-        // dP = dctx · vᵀ (per head)
+        // dP = dctx · vᵀ (per head), the gradient of the dropped probabilities
         be.MatMul(g.Ctx, v, dProbs!, Heads.QK(lq, lk, lq, lk));
-        DropoutBackAt(dProbs!, B * heads * lq * lk, stream + Sites.Probs);
-        be.SoftmaxBackward(probs!, dProbs!, B * heads * lq, lk);
+        be.SoftmaxBackward(probs!, dProbs!, B * heads * lq, lk, ProbsDropoutAt(stream));
         // dq = dS · k
         be.MatMul(dProbs!, k, dq, Heads.PV(lq, lk, lq, lk));
         var transposed = Heads.TransposedPV(lq, lk);
         be.MatMul(dProbs!, q, dk, transposed);
-        be.MatMul(DroppedProbs(probs!, lq, lk, stream), g.Ctx, dv, transposed);
+        be.MatMul(DroppedProbs(probs!), g.Ctx, dv, transposed);
     }
 
     void SelfAttentionBackward(Tensor norm, AttentionWeights aw, Tensor x, BlockScratch s, Tensor dX, int rows, AttentionSite site, uint stream)

@@ -100,6 +100,83 @@ public sealed class AttentionSoftmaxTests(GpuFixture f) : GpuTest(f)
         }
     }
 
+    const float Rate = 0.1f;
+    const uint Seed = 1234, Stream = 5;
+
+    /// <summary>The softmax on the GPU with the dropout fused, and as the softmax followed by
+    /// DropoutKernel into a buffer of its own: probabilities and dropped probabilities of each.
+    /// The dropped buffers start as -7s, so elements a pass leaves alone show.</summary>
+    ((float[] Probs, float[] Dropped) Fused, (float[] Probs, float[] Dropped) Composed) FusedAndComposed(
+        AttentionShape shape, Inputs input, bool bias, bool mask, float rate)
+    {
+        int n = checked((int)shape.Elements);
+        using var gb = bias ? GpuBuffer.From<int>(Ctx, input.Buckets) : null;
+        using var gw = bias ? GpuBuffer.From<float>(Ctx, input.BiasWeight) : null;
+        using var gm = mask ? GpuBuffer.From<int>(Ctx, input.KeyMask) : null;
+        using var seed = GpuBuffer.From<uint>(Ctx, [Seed]);
+        using var fusedProbs = GpuBuffer.From<float>(Ctx, input.Scores);
+        using var fusedDropped = GpuBuffer.From<float>(Ctx, Enumerable.Repeat(-7f, n).ToArray());
+        using var probs = GpuBuffer.From<float>(Ctx, input.Scores);
+        using var dropped = GpuBuffer.From<float>(Ctx, Enumerable.Repeat(-7f, n).ToArray());
+        using (var g = new CommandGraph(Ctx))
+        {
+            AttentionSoftmaxKernel.Forward(g, fusedProbs, gb, gw, gm, shape, new ProbsDropout<GpuBuffer>(rate, seed, Stream, fusedDropped));
+            AttentionSoftmaxKernel.Forward(g, probs, gb, gw, gm, shape);
+            DropoutKernel.Forward(g, probs, n, rate, seed, Stream, dropped);
+            g.Run();
+        }
+        return ((fusedProbs.Download<float>(), fusedDropped.Download<float>()), (probs.Download<float>(), dropped.Download<float>()));
+    }
+
+    [Theory]
+    [InlineData(1, 1, 1, 1, true, true, true)]
+    [InlineData(2, 3, 7, 33, false, false, false)]
+    [InlineData(2, 3, 7, 33, true, true, false)]
+    [InlineData(1, 2, 33, 129, true, true, true)]
+    [InlineData(1, 1, 129, 300, false, true, false)]
+    [InlineData(2, 1, 300, 7, true, false, true)]
+    [InlineData(2, 5, 7001, 3, true, true, true)]
+    public void DropoutDropsWhatDropoutKernelDrops(int batch, int heads, int queries, int keys, bool bias, bool mask, bool causal)
+    {
+        var shape = new AttentionShape(batch, heads, queries, keys, causal);
+        var input = Inputs.Random(shape, batch * 1000 + keys);
+        var (fused, composed) = FusedAndComposed(shape, input, bias, mask, Rate);
+        // The same softmax, the same integer mask test and one multiplication by the same float.
+        Check.BitIdentical(composed.Probs, fused.Probs, $"probabilities {shape}");
+        Check.BitIdentical(composed.Dropped, fused.Dropped, $"dropped probabilities {shape}");
+
+        var probs = (float[])input.Scores.Clone();
+        var dropped = new float[shape.Elements];
+        AttentionSoftmaxReference.Forward<float>(probs, bias ? input.Buckets : null, bias ? input.BiasWeight : null, mask ? input.KeyMask : null, shape,
+                                                 Rate, Seed, Stream, dropped);
+        // As ForwardMatchesReference, scaled by at most 1 / (1 - rate); the mask itself exactly.
+        Check.Close(probs, fused.Probs, 1e-5, $"probabilities {shape} vs reference");
+        Check.Close(dropped, fused.Dropped, 1e-5, $"dropped probabilities {shape} vs reference");
+        for (int e = 0; e < dropped.Length; e++)
+            Assert.True((dropped[e] == 0) == (fused.Dropped[e] == 0), $"element {e}: the reference's mask {(dropped[e] == 0 ? "drops" : "keeps")} it");
+    }
+
+    [Fact]
+    public void DropoutOfFullyMaskedRowsIsZeros()
+    {
+        var shape = new AttentionShape(2, 2, 7, 33, Causal: true, QueryOffset: -1);
+        var input = Inputs.Random(shape, 11);
+        Array.Fill(input.KeyMask, 0, 33, 33);
+        var (fused, composed) = FusedAndComposed(shape, input, bias: true, mask: true, Rate);
+        Check.BitIdentical(composed.Dropped, fused.Dropped, "dropped probabilities");
+        Assert.All(fused.Dropped.AsSpan(2 * 7 * 33).ToArray(), v => Assert.Equal(0f, v));
+    }
+
+    [Fact]
+    public void RateZeroLeavesTheDroppedBufferAlone()
+    {
+        var shape = new AttentionShape(2, 3, 7, 33, Causal: true);
+        var input = Inputs.Random(shape, 14);
+        var (fused, _) = FusedAndComposed(shape, input, bias: true, mask: true, rate: 0f);
+        Check.BitIdentical(RunGpu(shape, input.Scores, input.Buckets, input.BiasWeight, input.KeyMask), fused.Probs, "probabilities at rate 0");
+        Assert.All(fused.Dropped, v => Assert.Equal(-7f, v));
+    }
+
     [Fact]
     public void CachedDecodeStepMatchesRowOfFullCausalPass()
     {

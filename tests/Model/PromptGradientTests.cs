@@ -106,6 +106,27 @@ public sealed class PromptGradientTests(GpuFixture f) : GpuTest(f), IDisposable
         Assert.True(Check.NormRelativeError(unfusedGrad, fusedGrad) <= 1e-4, "prompt gradient with dropout, fused vs unfused");
     }
 
+    /// <summary>A training pass with dropout on the Vulkan device against the CPU reference,
+    /// both unfused: their softmax kernels drop the probabilities with the same masks.</summary>
+    [Theory]
+    [InlineData(false, ActivationMode.Store)]
+    [InlineData(true, ActivationMode.Recompute)]
+    public void VulkanDropsWhatCpuDrops(bool gated, ActivationMode mode)
+    {
+        RandomT5.Write(dir, Tiny(gated), seed: 6);
+        using var ckpt = T5Checkpoint.Open(dir);
+        var prompt = Check.Random(6 * ckpt.Config.DModel, 14, 0.5f);
+        using var cpu = new CpuBackend { AttentionFusion = AttentionFusion.Never };
+        using var cpuWeights = new T5Weights(ckpt, cpu);
+        var (cpuLogProbs, cpuGrad) = TrainingPass(cpuWeights, prompt, mode, fused: false);
+        using var gpu = new GpuBackend(Ctx) { AttentionFusion = AttentionFusion.Never };
+        using var gpuWeights = new T5Weights(ckpt, gpu);
+        var (gpuLogProbs, gpuGrad) = TrainingPass(gpuWeights, prompt, mode, fused: false);
+        // As VulkanMatchesCpu and FusedAttentionDropsWhatUnfusedDrops: rounding only.
+        Check.Close(cpuLogProbs, gpuLogProbs, 1e-4, "log-probabilities with dropout, Vulkan vs CPU");
+        Assert.True(Check.NormRelativeError(cpuGrad, gpuGrad) <= 1e-4, "prompt gradient with dropout, Vulkan vs CPU");
+    }
+
     static (float[] LogProbs, float[] Gradient) TrainingPass(T5Weights weights, float[] promptData, ActivationMode mode, bool fused)
     {
         var be = weights.Backend;

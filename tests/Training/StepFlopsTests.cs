@@ -49,8 +49,8 @@ public sealed class StepFlopsTests
         public override void MatMul(Tensor a, Tensor b, Tensor c, in MatMulSpec s) => Flops += 2L * s.M * s.N * s.K * s.Batch1 * s.Batch2;
         public override void RmsNorm(Tensor x, Tensor w, Tensor y, int rows, int dim, float eps) { }
         public override void RmsNormBackward(Tensor x, Tensor w, Tensor dy, Tensor dx, int rows, int dim, float eps, bool accumulate) { }
-        public override void AttentionSoftmax(Tensor scores, Tensor? buckets, Tensor? biasWeight, Tensor? keyMask, AttentionShape shape) { }
-        public override void SoftmaxBackward(Tensor probs, Tensor grad, int rows, int length) { }
+        public override void AttentionSoftmax(Tensor scores, Tensor? buckets, Tensor? biasWeight, Tensor? keyMask, AttentionShape shape, ProbsDropout<Tensor>? dropout = null) { }
+        public override void SoftmaxBackward(Tensor probs, Tensor grad, int rows, int length, ProbsDropout<Tensor>? dropout = null) { }
         // The count is of the unfused products; the test pins this backend to unfused (whatever
         // VKPROMPT_ATTENTION says), so a call here means T5Pass fused anyway and the count would be wrong.
         public override void FusedAttention(Tensor q, Tensor k, Tensor v, Tensor o, Tensor logSumExp, Tensor? buckets, Tensor? biasWeight, Tensor? keyMask,

@@ -50,8 +50,8 @@ public sealed class StepProductsTests
         public override void MatMul(Tensor a, Tensor b, Tensor c, in MatMulSpec s) => Products.Add((s, ((Empty)b).Table));
         public override void RmsNorm(Tensor x, Tensor w, Tensor y, int rows, int dim, float eps) { }
         public override void RmsNormBackward(Tensor x, Tensor w, Tensor dy, Tensor dx, int rows, int dim, float eps, bool accumulate) { }
-        public override void AttentionSoftmax(Tensor scores, Tensor? buckets, Tensor? biasWeight, Tensor? keyMask, AttentionShape shape) { }
-        public override void SoftmaxBackward(Tensor probs, Tensor grad, int rows, int length) { }
+        public override void AttentionSoftmax(Tensor scores, Tensor? buckets, Tensor? biasWeight, Tensor? keyMask, AttentionShape shape, ProbsDropout<Tensor>? dropout = null) { }
+        public override void SoftmaxBackward(Tensor probs, Tensor grad, int rows, int length, ProbsDropout<Tensor>? dropout = null) { }
         public override void FusedAttention(Tensor q, Tensor k, Tensor v, Tensor o, Tensor logSumExp, Tensor? buckets, Tensor? biasWeight, Tensor? keyMask,
                                             FlashAttentionShape shape, float dropoutRate, Tensor? seed, uint stream) { }
         public override void FusedAttentionBackward(Tensor q, Tensor k, Tensor v, Tensor o, Tensor logSumExp, Tensor dO, Tensor dq, Tensor dk, Tensor dv,

@@ -140,8 +140,13 @@ public abstract class Backend : IDisposable
     public abstract void MatMul(Tensor a, Tensor b, Tensor c, in MatMulSpec s);
     public abstract void RmsNorm(Tensor x, Tensor w, Tensor y, int rows, int dim, float eps);
     public abstract void RmsNormBackward(Tensor x, Tensor w, Tensor dy, Tensor dx, int rows, int dim, float eps, bool accumulate);
-    public abstract void AttentionSoftmax(Tensor scores, Tensor? buckets, Tensor? biasWeight, Tensor? keyMask, AttentionShape shape);
-    public abstract void SoftmaxBackward(Tensor probs, Tensor grad, int rows, int length);
+    /// <summary>Attention probabilities in place over the scores; with <paramref name="dropout"/>
+    /// the same pass writes the dropped probabilities too (<see cref="ProbsDropout{TBuffer}"/>).</summary>
+    public abstract void AttentionSoftmax(Tensor scores, Tensor? buckets, Tensor? biasWeight, Tensor? keyMask, AttentionShape shape, ProbsDropout<Tensor>? dropout = null);
+    /// <summary>The score gradient in place over the probability gradient; with
+    /// <paramref name="dropout"/> grad is the gradient of the dropped probabilities, and the same
+    /// pass rebuilds them from <paramref name="probs"/> (the probabilities before dropout).</summary>
+    public abstract void SoftmaxBackward(Tensor probs, Tensor grad, int rows, int length, ProbsDropout<Tensor>? dropout = null);
     /// <summary>o = dropout(softmax(q·kᵀ + bias, masked))·v and the per-query logsumexp, without
     /// a score matrix; see FlashAttentionKernel. <paramref name="seed"/> is needed when
     /// <paramref name="dropoutRate"/> &gt; 0 and gives the masks <see cref="Dropout"/> would.</summary>

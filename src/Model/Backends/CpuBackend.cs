@@ -72,9 +72,11 @@ public sealed class CpuBackend : Backend
     public override void RmsNorm(Tensor x, Tensor w, Tensor y, int rows, int dim, float eps) => RmsNormReference.Forward(F(x), F(w), F(y), rows, dim, eps);
     public override void RmsNormBackward(Tensor x, Tensor w, Tensor dy, Tensor dx, int rows, int dim, float eps, bool accumulate) =>
         RmsNormReference.Backward(F(x), F(w), F(dy), F(dx), rows, dim, eps, accumulate);
-    public override void AttentionSoftmax(Tensor scores, Tensor? buckets, Tensor? biasWeight, Tensor? keyMask, AttentionShape shape) =>
-        AttentionSoftmaxReference.Forward(F(scores), buckets is null ? null : I(buckets), biasWeight is null ? null : F(biasWeight), keyMask is null ? null : I(keyMask), shape);
-    public override void SoftmaxBackward(Tensor probs, Tensor grad, int rows, int length) => SoftmaxBackwardReference.Backward(F(probs), F(grad), rows, length);
+    public override void AttentionSoftmax(Tensor scores, Tensor? buckets, Tensor? biasWeight, Tensor? keyMask, AttentionShape shape, ProbsDropout<Tensor>? dropout = null) =>
+        AttentionSoftmaxReference.Forward(F(scores), buckets is null ? null : I(buckets), biasWeight is null ? null : F(biasWeight), keyMask is null ? null : I(keyMask), shape,
+                                          dropout?.Rate ?? 0f, Seed(dropout?.Seed), dropout?.Stream ?? 0, dropout is { } d ? F(d.Dropped) : null);
+    public override void SoftmaxBackward(Tensor probs, Tensor grad, int rows, int length, ProbsDropout<Tensor>? dropout = null) =>
+        SoftmaxBackwardReference.Backward(F(probs), F(grad), rows, length, dropout?.Rate ?? 0f, Seed(dropout?.Seed), dropout?.Stream ?? 0, dropout is { } d ? F(d.Dropped) : null);
     public override void FusedAttention(Tensor q, Tensor k, Tensor v, Tensor o, Tensor logSumExp, Tensor? buckets, Tensor? biasWeight, Tensor? keyMask,
                                         FlashAttentionShape shape, float dropoutRate, Tensor? seed, uint stream) =>
         FlashAttentionReference.Forward(F(q), F(k), F(v), F(o), F(logSumExp), buckets is null ? null : I(buckets), biasWeight is null ? null : F(biasWeight),

@@ -116,9 +116,12 @@ public sealed class GpuBackend(GpuContext ctx, bool ownsContext = false) : Backe
     public override void RmsNorm(Tensor x, Tensor w, Tensor y, int rows, int dim, float eps) => RmsNormKernel.Forward(G, Buf(x), Buf(w), Buf(y), rows, dim, eps);
     public override void RmsNormBackward(Tensor x, Tensor w, Tensor dy, Tensor dx, int rows, int dim, float eps, bool accumulate) =>
         RmsNormKernel.Backward(G, Buf(x), Buf(w), Buf(dy), Buf(dx), rows, dim, eps, accumulate);
-    public override void AttentionSoftmax(Tensor scores, Tensor? buckets, Tensor? biasWeight, Tensor? keyMask, AttentionShape shape) =>
-        AttentionSoftmaxKernel.Forward(G, Buf(scores), buckets is null ? null : Buf(buckets), biasWeight is null ? null : Buf(biasWeight), keyMask is null ? null : Buf(keyMask), shape);
-    public override void SoftmaxBackward(Tensor probs, Tensor grad, int rows, int length) => SoftmaxBackwardKernel.Backward(G, Buf(probs), Buf(grad), rows, length);
+    public override void AttentionSoftmax(Tensor scores, Tensor? buckets, Tensor? biasWeight, Tensor? keyMask, AttentionShape shape, ProbsDropout<Tensor>? dropout = null) =>
+        AttentionSoftmaxKernel.Forward(G, Buf(scores), buckets is null ? null : Buf(buckets), biasWeight is null ? null : Buf(biasWeight), keyMask is null ? null : Buf(keyMask), shape,
+                                       Buf(dropout));
+    public override void SoftmaxBackward(Tensor probs, Tensor grad, int rows, int length, ProbsDropout<Tensor>? dropout = null) =>
+        SoftmaxBackwardKernel.Backward(G, Buf(probs), Buf(grad), rows, length, Buf(dropout));
+    static ProbsDropout<GpuBuffer>? Buf(ProbsDropout<Tensor>? d) => d is { } x ? new(x.Rate, Buf(x.Seed), x.Stream, Buf(x.Dropped)) : null;
     public override void FusedAttention(Tensor q, Tensor k, Tensor v, Tensor o, Tensor logSumExp, Tensor? buckets, Tensor? biasWeight, Tensor? keyMask,
                                         FlashAttentionShape shape, float dropoutRate, Tensor? seed, uint stream) =>
         FlashAttentionKernel.Forward(G, Buf(q), Buf(k), Buf(v), Buf(o), Buf(logSumExp), Opt(buckets), Opt(biasWeight), Opt(keyMask), shape, dropoutRate, Opt(seed), stream);

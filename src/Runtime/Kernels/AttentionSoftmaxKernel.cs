@@ -9,23 +9,35 @@ public readonly record struct AttentionShape(int Batch, int Heads, int QueryLeng
     public long Elements => Rows * KeyLength;
 }
 
+/// <summary>Dropout on attention probabilities, done by the softmax kernels as they pass over
+/// them (<see cref="AttentionSoftmaxKernel"/>, <see cref="SoftmaxBackwardKernel"/>): the mask
+/// <see cref="DropoutKernel"/> draws for <paramref name="Seed"/> and <paramref name="Stream"/>
+/// over the flat [B, H, Lq, Lk] tensor, and <paramref name="Dropped"/>, a buffer of its own, gets
+/// the dropped probabilities. Rate 0 is no dropout: nothing is drawn and Dropped is not written.
+/// TBuffer is the GPU buffer of a dispatch or the tensor of a backend.</summary>
+public readonly record struct ProbsDropout<TBuffer>(float Rate, TBuffer Seed, uint Stream, TBuffer Dropped) where TBuffer : class;
+
 /// <summary>T5 attention probabilities in place over the scores:
 /// p[b,h,i,j] = softmax_j(s[b,h,i,j] + bias[h,i,j]) in fp32 with max subtraction, where
 /// bias = biasWeight[buckets[i*Lk + j] * H + h] (biasWeight is HF's relative_attention_bias.weight
 /// [numBuckets, H]; buckets an int table [Lq, Lk] computed on the host), keys with
 /// keyMask[b*Lk + j] == 0 (an int [B, Lk]) and, if causal, keys past i + QueryOffset get -inf.
 /// A row whose keys are all masked becomes zeros, never NaN. Bias (buckets and biasWeight
-/// together) and mask are optional: pass null. Neither needs a gradient (frozen, constant).</summary>
+/// together) and mask are optional: pass null. Neither needs a gradient (frozen, constant).
+/// With <paramref name="dropout"/> the same pass also writes the dropped probabilities, which a
+/// separate <see cref="DropoutKernel"/> pass would have made bit for bit.</summary>
 public static class AttentionSoftmaxKernel
 {
-    static readonly KernelLayout Layout = new([Access.ReadWrite, Access.Read, Access.Read, Access.Read], 24);
+    static readonly KernelLayout Layout = new([Access.ReadWrite, Access.Read, Access.Read, Access.Read, Access.Read, Access.Write], 36);
 
     [Flags]
-    enum Options : uint { None = 0, Bias = 1, Mask = 2, Causal = 4 }
+    enum Options : uint { None = 0, Bias = 1, Mask = 2, Causal = 4, Dropout = 8 }
 
-    readonly record struct Push(uint Batch, uint Heads, uint QueryLength, uint KeyLength, Options Flags, int QueryOffset);
+    readonly record struct Push(uint Batch, uint Heads, uint QueryLength, uint KeyLength, Options Flags, int QueryOffset,
+                                uint Threshold, float Scale, uint Stream);
 
-    public static void Forward(CommandGraph g, GpuBuffer scores, GpuBuffer? buckets, GpuBuffer? biasWeight, GpuBuffer? keyMask, AttentionShape shape)
+    public static void Forward(CommandGraph g, GpuBuffer scores, GpuBuffer? buckets, GpuBuffer? biasWeight, GpuBuffer? keyMask, AttentionShape shape,
+                               ProbsDropout<GpuBuffer>? dropout = null)
     {
         const string name = "attention_softmax";
         BufferChecks.NonNegative(name, (shape.Batch, nameof(shape.Batch)), (shape.Heads, nameof(shape.Heads)), (shape.QueryLength, nameof(shape.QueryLength)));
@@ -46,12 +58,37 @@ public static class AttentionSoftmaxKernel
             flags |= Options.Mask;
         }
         if (shape.Causal) flags |= Options.Causal;
+        var (threshold, scale, seed, dropped) = ProbsDropouts.Check(name, dropout, shape.Elements, scores);
+        if (dropped is not null) flags |= Options.Dropout;
 
         int local = Rows.LocalSize(g.Context.Capabilities);
         var k = g.Context.Kernel(name, Layout, local);
-        var push = new Push((uint)shape.Batch, (uint)shape.Heads, (uint)shape.QueryLength, (uint)shape.KeyLength, flags, shape.QueryOffset);
-        // An absent input's binding holds the scores buffer: the shader never reads it with the flag
-        // off, and no stand-in buffer has to be allocated and kept alive beside the graph.
-        g.Dispatch(k, Rows.Groups(shape.Rows), push, scores, buckets ?? scores, biasWeight ?? scores, keyMask ?? scores);
+        var push = new Push((uint)shape.Batch, (uint)shape.Heads, (uint)shape.QueryLength, (uint)shape.KeyLength, flags, shape.QueryOffset,
+                            threshold, scale, dropout?.Stream ?? 0);
+        // An absent input's binding holds the scores buffer: the shader never touches it with the
+        // flag off, and no stand-in buffer has to be allocated and kept alive beside the graph.
+        g.Dispatch(k, Rows.Groups(shape.Rows), push, scores, buckets ?? scores, biasWeight ?? scores, keyMask ?? scores, seed ?? scores, dropped ?? scores);
+    }
+}
+
+/// <summary>What the softmax kernels check and push of a <see cref="ProbsDropout{TBuffer}"/>.</summary>
+static class ProbsDropouts
+{
+    /// <summary>The keep threshold and scale, with the seed and output buffers; null buffers when
+    /// there is no dropout (none given, or rate 0). <paramref name="operands"/> are the kernel's
+    /// other buffers, which the dropped probabilities may not overwrite.</summary>
+    public static (uint Threshold, float Scale, GpuBuffer? Seed, GpuBuffer? Dropped) Check(string kernel, ProbsDropout<GpuBuffer>? dropout, long elements,
+                                                                                         params ReadOnlySpan<GpuBuffer> operands)
+    {
+        if (dropout is not { } d) return (0, 1f, null, null);
+        uint threshold = DropoutKernel.KeepThreshold(d.Rate);
+        if (threshold == 0) return (0, 1f, null, null);
+        BufferChecks.Require(kernel, d.Seed, 1, "seed");
+        BufferChecks.Require(kernel, d.Dropped, elements, "dropped probabilities");
+        foreach (var operand in operands)
+            if (d.Dropped == operand) throw new ArgumentException($"{kernel}: the dropped probabilities need a buffer of their own, not {operand.Name}");
+        // Element indices are 32-bit in the shaders, as DropoutKernel's are.
+        if (elements > uint.MaxValue) throw new ArgumentOutOfRangeException(nameof(elements), $"{kernel}: dropout indexes at most 2^32 probabilities, got {elements}");
+        return (threshold, DropoutKernel.KeepScale(d.Rate), d.Seed, d.Dropped);
     }
 }

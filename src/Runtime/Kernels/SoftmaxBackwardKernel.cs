@@ -1,20 +1,28 @@
 namespace VkPrompt.Runtime.Kernels;
 
 /// <summary>Softmax backward over rows, in place: the gradient of the probabilities dP becomes
-/// the gradient of the scores dS = P ⊙ (dP − Σ_j P⊙dP). Masked keys (P = 0) get 0.</summary>
+/// the gradient of the scores dS = P ⊙ (dP − Σ_j P⊙dP). Masked keys (P = 0) get 0.
+/// With <paramref name="dropout"/>, the forward's dropout on the probabilities: grad is the
+/// gradient of the dropped probabilities and passes through the mask as it is read, and the
+/// dropped probabilities are rebuilt from <paramref name="probs"/> in the same pass. Both are
+/// bit for bit what <see cref="DropoutKernel"/> passes before and after would give.</summary>
 public static class SoftmaxBackwardKernel
 {
-    static readonly KernelLayout Layout = new([Access.Read, Access.ReadWrite], 8);
+    static readonly KernelLayout Layout = new([Access.Read, Access.ReadWrite, Access.Read, Access.Write], 20);
 
-    readonly record struct Push(uint Rows, uint Length);
+    readonly record struct Push(uint Rows, uint Length, uint Threshold, float Scale, uint Stream);
 
-    public static void Backward(CommandGraph g, GpuBuffer probs, GpuBuffer grad, int rows, int length)
+    public static void Backward(CommandGraph g, GpuBuffer probs, GpuBuffer grad, int rows, int length, ProbsDropout<GpuBuffer>? dropout = null)
     {
-        Rows.CheckShape("softmax_backward", rows, length, nameof(length));
-        BufferChecks.Require("softmax_backward", probs, (long)rows * length, "probs [rows, length]");
-        BufferChecks.Require("softmax_backward", grad, (long)rows * length, "grad [rows, length]");
+        const string name = "softmax_backward";
+        Rows.CheckShape(name, rows, length, nameof(length));
+        BufferChecks.Require(name, probs, (long)rows * length, "probs [rows, length]");
+        BufferChecks.Require(name, grad, (long)rows * length, "grad [rows, length]");
+        var (threshold, scale, seed, dropped) = ProbsDropouts.Check(name, dropout, (long)rows * length, probs, grad);
         int local = Rows.LocalSize(g.Context.Capabilities);
-        var k = g.Context.Kernel("softmax_backward", Layout, local);
-        g.Dispatch(k, Rows.Groups(rows), new Push((uint)rows, (uint)length), probs, grad);
+        var k = g.Context.Kernel(name, Layout, local);
+        // Without dropout the seed and output bindings hold grad, which the shader then never
+        // touches through them and which is written anyway (a stand-in probs would count as written).
+        g.Dispatch(k, Rows.Groups(rows), new Push((uint)rows, (uint)length, threshold, scale, dropout?.Stream ?? 0), probs, grad, seed ?? grad, dropped ?? grad);
     }
 }

@@ -4,10 +4,13 @@ using VkPrompt.Runtime.Kernels;
 namespace VkPrompt.Runtime.Reference;
 
 /// <summary>CPU reference of <see cref="AttentionSoftmaxKernel"/>, in double. An empty span stands
-/// for an absent input (the dispatch's null); buckets and biasWeight come together.</summary>
+/// for an absent input (the dispatch's null); buckets and biasWeight come together. A non-empty
+/// <paramref name="dropped"/> with a rate above 0 gets the probabilities through
+/// <see cref="DropoutReference"/>'s mask, as the dispatch's <see cref="ProbsDropout{TBuffer}"/>.</summary>
 public static class AttentionSoftmaxReference
 {
-    public static void Forward<T>(Span<T> scores, ReadOnlySpan<int> buckets, ReadOnlySpan<T> biasWeight, ReadOnlySpan<int> keyMask, AttentionShape shape)
+    public static void Forward<T>(Span<T> scores, ReadOnlySpan<int> buckets, ReadOnlySpan<T> biasWeight, ReadOnlySpan<int> keyMask, AttentionShape shape,
+                                  float dropoutRate = 0f, uint seed = 0, uint stream = 0, Span<T> dropped = default)
         where T : IFloatingPointIeee754<T>
     {
         int lq = shape.QueryLength, lk = shape.KeyLength, heads = shape.Heads;
@@ -34,5 +37,9 @@ public static class AttentionSoftmaxReference
             for (int j = 0; j < lk; j++) sum += z[j] = Math.Exp(z[j] - max);
             for (int j = 0; j < lk; j++) s[j] = T.CreateTruncating(z[j] / sum);
         }
+        if (dropped.IsEmpty || DropoutKernel.KeepThreshold(dropoutRate) == 0) return;
+        int n = (int)shape.Elements;
+        scores[..n].CopyTo(dropped);
+        DropoutReference.Forward(dropped, n, dropoutRate, seed, stream);
     }
 }
