@@ -1,5 +1,6 @@
 #version 450
 #extension GL_GOOGLE_include_directive : require
+#extension GL_EXT_control_flow_attributes : require
 #include "common.glsl"
 #include "reduce.glsl"
 #include "philox.glsl"
@@ -12,6 +13,11 @@
 // With DROPOUT the last pass also writes what dropout.comp would make of the probabilities, the
 // same draw for the same flat index e into [B, H, Lq, Lk]: dropped[e] = keep(e) ? p[e] * scale : 0.
 // A training forward then never reads the probabilities back just to drop them.
+// Between passes each invocation keeps its CACHE elements of the row in registers where the
+// row is short enough (AttentionSoftmaxKernel sets CACHE: T5 rows of a few hundred keys), so the
+// scores are read once and the probabilities written once; longer rows (CACHE 0) go back and
+// forth through s, as many passes as there are.
+layout(constant_id = 1) const uint CACHE = 0;
 layout(std430, binding = 0) buffer Scores { float s[]; };
 layout(std430, binding = 1) readonly buffer Buckets { int bucket[]; };
 layout(std430, binding = 2) readonly buffer BiasWeight { float biasWeight[]; };
@@ -26,6 +32,22 @@ layout(push_constant) uniform Push {
     uint threshold; float scale; uint stream;
 } pc;
 
+float cached[CACHE > 0 ? CACHE : 1];
+
+// Element t of this invocation's share of the row, at index `at` of s.
+float get(uint t, uint at) { return CACHE > 0 ? cached[t] : s[at]; }
+void put(uint t, uint at, float v) {
+    if (CACHE > 0) cached[t] = v;
+    else s[at] = v;
+}
+
+// The invocation's elements j of a row of n, counted by t: exactly CACHE of them where cached (so
+// the loop unrolls and cached[] stays in registers; those past n are skipped inside), else a
+// stride loop as ROW_STRIDE_LOOP's.
+#define SHARE_LOOP(t, j, n) \
+    [[unroll]] for (uint t = 0, j = gl_LocalInvocationID.x; CACHE > 0 ? t < CACHE : j < uint(n); t++, j += gl_WorkGroupSize.x) \
+        if (j < uint(n))
+
 void main() {
     uint lk = pc.keyLength;
     ROW_LOOP(row, pc.batch * pc.heads * pc.queryLength) {
@@ -36,14 +58,14 @@ void main() {
         // Last visible key; signed so a negative offset can hide every key.
         int lastKey = (pc.flags & CAUSAL) != 0u ? int(i) + pc.queryOffset : int(lk);
 
-        // Pass 1 leaves the biased, masked scores in place so later passes read one value each.
+        // Pass 1 keeps the biased, masked scores so later passes read one value each.
         float m = NEG_INF;
-        ROW_STRIDE_LOOP(j, lk) {
+        SHARE_LOOP(t, j, lk) {
             float z = s[base + j];
             if ((pc.flags & HAS_BIAS) != 0u) z += biasWeight[uint(bucket[i * lk + j]) * pc.heads + h];
             bool masked = int(j) > lastKey || ((pc.flags & HAS_MASK) != 0u && keyMask[b * lk + j] == 0);
             z = masked ? NEG_INF : z;
-            s[base + j] = z;
+            put(t, base + j, z);
             m = max(m, z);
         }
         m = workgroupMax(m);
@@ -56,14 +78,14 @@ void main() {
             continue;
         }
         float sum = 0.0;
-        ROW_STRIDE_LOOP(j, lk) {
-            float e = exp(s[base + j] - m);
-            s[base + j] = e;
+        SHARE_LOOP(t, j, lk) {
+            float e = exp(get(t, base + j) - m);
+            put(t, base + j, e);
             sum += e;
         }
         float inv = 1.0 / workgroupSum(sum);
-        ROW_STRIDE_LOOP(j, lk) {
-            float p = s[base + j] * inv;
+        SHARE_LOOP(t, j, lk) {
+            float p = get(t, base + j) * inv;
             s[base + j] = p;
             if ((pc.flags & DROPOUT) != 0u)
                 dropped[base + j] = philox2x32_10(uvec2(base + j, pc.stream), seed).x >= pc.threshold ? p * pc.scale : 0.0;
