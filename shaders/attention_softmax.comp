@@ -1,6 +1,5 @@
 #version 450
 #extension GL_GOOGLE_include_directive : require
-#extension GL_EXT_control_flow_attributes : require
 #include "common.glsl"
 #include "reduce.glsl"
 #include "philox.glsl"
@@ -35,18 +34,14 @@ layout(push_constant) uniform Push {
 float cached[CACHE > 0 ? CACHE : 1];
 
 // Element t of this invocation's share of the row, at index `at` of s.
-float get(uint t, uint at) { return CACHE > 0 ? cached[t] : s[at]; }
+float get(uint t, uint at) {
+    if (CACHE > 0) return cached[t];
+    return s[at];
+}
 void put(uint t, uint at, float v) {
     if (CACHE > 0) cached[t] = v;
     else s[at] = v;
 }
-
-// The invocation's elements j of a row of n, counted by t: exactly CACHE of them where cached (so
-// the loop unrolls and cached[] stays in registers; those past n are skipped inside), else a
-// stride loop as ROW_STRIDE_LOOP's.
-#define SHARE_LOOP(t, j, n) \
-    [[unroll]] for (uint t = 0, j = gl_LocalInvocationID.x; CACHE > 0 ? t < CACHE : j < uint(n); t++, j += gl_WorkGroupSize.x) \
-        if (j < uint(n))
 
 void main() {
     uint lk = pc.keyLength;

@@ -11,6 +11,10 @@
 // draw for flat index e. The same pass rebuilds the dropped probabilities the value gradient
 // needs, dropped[e] = keep(e) ? p[e] * scale : 0, from the p it reads anyway: the backward then
 // makes no separate passes to drop the gradient or to redraw the forward's dropped copy.
+// Where the row is short enough (CACHE > 0, set by SoftmaxBackwardKernel) each invocation keeps
+// its p, dP and keep draws in registers from the first pass to the second, which then reads
+// neither buffer again nor draws again.
+layout(constant_id = 1) const uint CACHE = 0;
 layout(std430, binding = 0) readonly buffer P { float p[]; };
 layout(std430, binding = 1) buffer G { float g[]; };
 layout(std430, binding = 2) readonly buffer Seed { uint seed; };
@@ -29,20 +33,41 @@ float probsGrad(uint e, bool keep) {
     return dp;
 }
 
+const uint SLOTS = CACHE > 0 ? CACHE : 1;
+
 void main() {
     ROW_LOOP(row, pc.rows) {
         uint base = row * pc.cols;
+        float cachedP[SLOTS], cachedDp[SLOTS];
+        uint kept = 0u;
         float dot = 0.0;
-        ROW_STRIDE_LOOP(j, pc.cols) {
-            uint e = base + j;
-            dot += p[e] * probsGrad(e, keeps(e));
-        }
-        dot = workgroupSum(dot);
-        ROW_STRIDE_LOOP(j, pc.cols) {
+        SHARE_LOOP(t, j, pc.cols) {
             uint e = base + j;
             bool keep = keeps(e);
-            g[e] = p[e] * (probsGrad(e, keep) - dot);
-            if (pc.threshold != 0u) dropped[e] = keep ? p[e] * pc.scale : 0.0;
+            float pe = p[e], dp = probsGrad(e, keep);
+            if (CACHE > 0) {
+                cachedP[t] = pe;
+                cachedDp[t] = dp;
+                kept |= keep ? 1u << t : 0u;
+            }
+            dot += pe * dp;
+        }
+        dot = workgroupSum(dot);
+        SHARE_LOOP(t, j, pc.cols) {
+            uint e = base + j;
+            bool keep;
+            float pe, dp;
+            if (CACHE > 0) {
+                keep = (kept >> t & 1u) != 0u;
+                pe = cachedP[t];
+                dp = cachedDp[t];
+            } else {
+                keep = keeps(e);
+                pe = p[e];
+                dp = probsGrad(e, keep);
+            }
+            g[e] = pe * (dp - dot);
+            if (pc.threshold != 0u) dropped[e] = keep ? pe * pc.scale : 0.0;
         }
     }
 }

@@ -6,6 +6,7 @@
 #define VKPROMPT_REDUCE_GLSL
 
 #extension GL_KHR_shader_subgroup_basic : require
+#extension GL_EXT_control_flow_attributes : require
 #extension GL_KHR_shader_subgroup_arithmetic : require
 
 // Rows beyond the 65535 workgroups every device can launch are taken in turn by the same groups.
@@ -16,6 +17,15 @@
 // what an earlier pass of the same invocation read.
 #define ROW_STRIDE_LOOP(j, n) \
     for (uint j = gl_LocalInvocationID.x; j < uint(n); j += gl_WorkGroupSize.x)
+
+// The same elements j of a row of n, counted by t, for kernels that keep them in registers
+// between passes (the including shader declares the specialization constant CACHE, which
+// Rows.CachedPerInvocation sets): exactly CACHE iterations where CACHE > 0, so the loop unrolls
+// and arrays indexed by t stay in registers (those past n are skipped inside); a plain stride
+// loop where CACHE is 0 (rows too long to cache, which go through memory).
+#define SHARE_LOOP(t, j, n) \
+    [[unroll]] for (uint t = 0, j = gl_LocalInvocationID.x; CACHE > 0 ? t < CACHE : j < uint(n); t++, j += gl_WorkGroupSize.x) \
+        if (j < uint(n))
 
 // One slot per subgroup (the workgroup size bounds the subgroup count whatever the subgroup size).
 // Values are stored as bits so every reduction type shares the same scratch.

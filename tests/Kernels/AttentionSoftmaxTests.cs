@@ -78,8 +78,8 @@ public sealed class AttentionSoftmaxTests(GpuFixture f) : GpuTest(f)
     [InlineData(300, 64, 5)]
     public void ShortRowsStayInRegisters(int keys, int local, int cached)
     {
-        Assert.Equal(cached, AttentionSoftmaxKernel.CachedPerInvocation(keys, local));
-        Assert.Equal(0, AttentionSoftmaxKernel.CachedPerInvocation(2100, Rows.LocalSize(Ctx.Capabilities)));
+        Assert.Equal(cached, Rows.CachedPerInvocation(keys, local));
+        Assert.Equal(0, Rows.CachedPerInvocation(2100, Rows.LocalSize(Ctx.Capabilities)));
     }
 
     [Fact]

@@ -62,25 +62,12 @@ public static class AttentionSoftmaxKernel
         if (dropped is not null) flags |= Options.Dropout;
 
         int local = Rows.LocalSize(g.Context.Capabilities);
-        var k = g.Context.Kernel(name, Layout, local, CachedPerInvocation(shape.KeyLength, local));
+        var k = g.Context.Kernel(name, Layout, local, Rows.CachedPerInvocation(shape.KeyLength, local));
         var push = new Push((uint)shape.Batch, (uint)shape.Heads, (uint)shape.QueryLength, (uint)shape.KeyLength, flags, shape.QueryOffset,
                             threshold, scale, dropout?.Stream ?? 0);
         // An absent input's binding holds the scores buffer: the shader never touches it with the
         // flag off, and no stand-in buffer has to be allocated and kept alive beside the graph.
         g.Dispatch(k, Rows.Groups(shape.Rows), push, scores, buckets ?? scores, biasWeight ?? scores, keyMask ?? scores, seed ?? scores, dropped ?? scores);
-    }
-
-    // Up to 8 elements of a row per invocation stay in registers (attention_softmax.comp's CACHE):
-    // with 256 invocations, rows of up to 2048 keys, T5's lengths; past that, registers would
-    // crowd out the workgroups that hide the passes' latency.
-    const int MaxCached = 8;
-
-    /// <summary>attention_softmax.comp's CACHE for rows of <paramref name="keys"/> over
-    /// <paramref name="local"/> invocations: each one's share, or 0 where that exceeds MaxCached.</summary>
-    internal static int CachedPerInvocation(int keys, int local)
-    {
-        int share = (keys + local - 1) / local;
-        return share <= MaxCached ? share : 0;
     }
 }
 

@@ -9,6 +9,20 @@ static class Rows
     /// which every device runs and which keeps several rows in flight per compute unit.</summary>
     public static int LocalSize(DeviceCapabilities caps) => (int)Math.Clamp(8 * caps.SubgroupSize, 32, 256);
 
+    // Up to 8 elements of a row per invocation stay in registers between a row kernel's passes
+    // (the CACHE constant of reduce.glsl's SHARE_LOOP): with 256 invocations, rows of up to 2048
+    // elements, T5's attention lengths; past that, registers would crowd out the workgroups that
+    // hide the passes' latency.
+    const int MaxCached = 8;
+
+    /// <summary>CACHE for rows of <paramref name="length"/> over <paramref name="local"/>
+    /// invocations: each one's share, or 0 (the row goes through memory) where that exceeds 8.</summary>
+    public static int CachedPerInvocation(int length, int local)
+    {
+        int share = (length + local - 1) / local;
+        return share <= MaxCached ? share : 0;
+    }
+
     /// <summary>One workgroup per row up to the 65535 every device launches; the shaders' ROW_LOOP
     /// hands further rows to the same workgroups.</summary>
     public static (uint X, uint Y, uint Z) Groups(long rows) => ((uint)Math.Min(rows, 65535), 1, 1);
