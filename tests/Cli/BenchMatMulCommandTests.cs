@@ -255,9 +255,9 @@ public sealed class BenchMatMulCheckTests(GpuFixture fixture) : GpuTest(fixture)
         using var a = new GpuBuffer(Ctx, 4 * 33 * 129);
         using var b = new GpuBuffer(Ctx, precision.ElementBytes() * 47 * 129);
         using var c = new GpuBuffer(Ctx, 4 * 33 * 47);
-        BenchMatMulCommand.Operands.Fill(a, 33 * 129, BenchMatMulCommand.Operands.SeedA, WeightPrecision.Fp32);
+        MatMulOperands.Fill(a, 33 * 129, MatMulOperands.SeedA, WeightPrecision.Fp32);
         // The reference reads B from SeedB: another seed stands for a kernel that read the wrong values.
-        BenchMatMulCommand.Operands.Fill(b, 47 * 129, wrongB ? 99UL : BenchMatMulCommand.Operands.SeedB, precision);
+        MatMulOperands.Fill(b, 47 * 129, wrongB ? 99UL : MatMulOperands.SeedB, precision);
         bool coopmat = MatMulKernel.Selection(Ctx, spec, precision).Kernel == "matmul_coopmat";
         var (error, checkedOutputs) = BenchMatMulCommand.Check(Ctx, a, b, c, spec, precision, coopmat);
         Assert.Equal(33 * 47 > 256 ? 256 + 4 : 33 * 47, checkedOutputs, 4.0);

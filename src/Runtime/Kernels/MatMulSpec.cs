@@ -109,6 +109,16 @@ public readonly record struct MatMulSpec
         CStrideBatch1 = lk * heads * dkv, CStrideBatch2 = dkv, CStrideM = heads * dkv,
     };
 
+    /// <summary>How many elements of A, B and C the product spans: the last one it touches, plus
+    /// one (what a buffer needs to hold for it).</summary>
+    public (long A, long B, long C) Extents()
+    {
+        static long Extent(int offset, params (int Size, int Stride)[] dims) => offset + dims.Sum(d => (long)(d.Size - 1) * d.Stride) + 1;
+        return (Extent(AOffset, (Batch1, AStrideBatch1), (Batch2, AStrideBatch2), (M, AStrideM), (K, AStrideK)),
+                Extent(BOffset, (Batch1, BStrideBatch1), (Batch2, BStrideBatch2), (K, BStrideK), (N, BStrideN)),
+                Extent(COffset, (Batch1, CStrideBatch1), (Batch2, CStrideBatch2), (M, CStrideM), (N, 1)));
+    }
+
     /// <summary>
     /// Checks that every element the product touches lies inside buffers of the given lengths
     /// (in elements), that no size, offset or stride is negative, and that no two elements of C

@@ -1,5 +1,4 @@
 using System.CommandLine;
-using System.Diagnostics;
 using System.Globalization;
 using System.Reflection;
 using System.Text.Json;
@@ -163,9 +162,9 @@ internal static class BenchMatMulCommand
         using var bw = new GpuBuffer(ctx, precision.ElementBytes() * wElems, "bench_b_weight");
         using var bf = sharedB ? null : new GpuBuffer(ctx, 4 * fElems, "bench_b_activation");
         using var cBuf = new GpuBuffer(ctx, 4 * cElems, "bench_c");
-        Operands.Fill(a, aElems, Operands.SeedA, WeightPrecision.Fp32);
-        Operands.Fill(bw, wElems, Operands.SeedB, precision);
-        if (bf is not null) Operands.Fill(bf, fElems, Operands.SeedB, WeightPrecision.Fp32);
+        MatMulOperands.Fill(a, aElems, MatMulOperands.SeedA, WeightPrecision.Fp32);
+        MatMulOperands.Fill(bw, wElems, MatMulOperands.SeedB, precision);
+        if (bf is not null) MatMulOperands.Fill(bf, fElems, MatMulOperands.SeedB, WeightPrecision.Fp32);
 
         var rows = new List<MatMulRow>();
         bool profiled = caps.TimestampsSupported;
@@ -212,49 +211,31 @@ internal static class BenchMatMulCommand
             rows, totals, notes);
     }
 
-    /// <summary>Records <paramref name="reps"/> dispatches of the product back to back in one
-    /// submission (each with its own timestamps; a barrier between them, as between dependent ops
-    /// of a step), runs it untimed until at least <paramref name="warmupMs"/> have passed (once at
-    /// least), then once timed.</summary>
-    /// <remarks>Timed with one dispatch per submission and a wait after each, an H100 ran most
-    /// large products up to 6 times slower than inside a training step (t5-base: 1,814 ms of
-    /// products per step against 437 ms in the step's own profile), some speeding up partway
-    /// through the reps: most likely its clocks (345 MHz idle, 1,980 under load) stayed down.
-    /// Back to back in one submission the same products summed to 426 ms, with or without a
-    /// longer warm-up.</remarks>
-    static List<double> Time(GpuContext ctx, GpuBuffer a, GpuBuffer b, GpuBuffer c, in MatMulSpec spec, WeightPrecision bPrecision, int reps, int warmupMs,
-                             string kernel, string name)
+    /// <summary>The product's dispatches timed as <see cref="DispatchTimer.Repeat"/> times them.</summary>
+    static IReadOnlyList<double> Time(GpuContext ctx, GpuBuffer a, GpuBuffer b, GpuBuffer c, MatMulSpec spec, WeightPrecision bPrecision, int reps, int warmupMs,
+                                      string kernel, string name)
     {
-        using var graph = new CommandGraph(ctx, profiling: true);
-        for (int i = 0; i < reps; i++) MatMulKernel.Run(graph, a, b, c, spec, bPrecision);
-        var warm = Stopwatch.StartNew();
-        do graph.Run(); while (warm.Elapsed.TotalMilliseconds < warmupMs);
-        var clock = Stopwatch.StartNew();
-        graph.Run();
-        double wall = clock.Elapsed.TotalMilliseconds;
-        if (graph.Timings.Count != reps) return Enumerable.Repeat(wall / reps, reps).ToList();
+        var (times, labels) = DispatchTimer.Repeat(ctx, g => MatMulKernel.Run(g, a, b, c, spec, bPrecision), reps, warmupMs);
         // The label is the shader that was dispatched: it must be the one reported.
-        if (graph.Timings.Select(t => t.Label).FirstOrDefault(label => label != kernel) is { } ran)
+        if (labels?.FirstOrDefault(label => label != kernel) is { } ran)
             throw new InvalidOperationException($"MatMulKernel.Selection says {kernel} but {ran} ran for '{name}'");
-        return graph.Timings.Select(t => t.Milliseconds).ToList();
+        return times;
     }
 
     static double Tolerance(string kernel) => kernel == "matmul_coopmat" ? Fp16Tolerance : Fp32Tolerance;
 
     static string Fused(bool fused) => fused ? "fused" : "unfused";
 
-    static MatMulRow Row(StepProduct p, WeightPrecision bPrecision, string? kernel, string? tiling, List<double>? times, double? error, double tolerance, int checkedOutputs,
-                         bool ok, string? skipped)
+    static MatMulRow Row(StepProduct p, WeightPrecision bPrecision, string? kernel, string? tiling, IReadOnlyList<double>? times, double? error, double tolerance,
+                         int checkedOutputs, bool ok, string? skipped)
     {
         var s = p.Spec;
         TimeStats? stats = null;
         double? tflops = null;
         if (times is { Count: > 0 })
         {
-            var sorted = times.Order().ToList();
-            int mid = sorted.Count / 2;
-            double median = sorted.Count % 2 == 1 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
-            stats = new TimeStats(median, sorted[0], sorted[^1]);
+            double median = DispatchTimer.Median(times);
+            stats = new TimeStats(median, times.Min(), times.Max());
             tflops = median > 0 ? p.Flops / (median / 1e3) / 1e12 : null;
         }
         return new MatMulRow(p.Name, p.Uses, p.Count, s.M, s.N, s.K, s.Batch1 * s.Batch2, p.WeightB ? "weight" : "activation", bPrecision.Name(), s.Accumulate, s.Alpha, s,
@@ -270,67 +251,8 @@ internal static class BenchMatMulCommand
 
         public static Plan Of(StepProduct p, WeightPrecision precision)
         {
-            var s = p.Spec;
-            var plan = new Plan
-            {
-                Product = p,
-                AElems = Extent(s.AOffset, (s.Batch1, s.AStrideBatch1), (s.Batch2, s.AStrideBatch2), (s.M, s.AStrideM), (s.K, s.AStrideK)),
-                BElems = Extent(s.BOffset, (s.Batch1, s.BStrideBatch1), (s.Batch2, s.BStrideBatch2), (s.K, s.BStrideK), (s.N, s.BStrideN)),
-                CElems = Extent(s.COffset, (s.Batch1, s.CStrideBatch1), (s.Batch2, s.CStrideBatch2), (s.M, s.CStrideM), (s.N, 1)),
-            };
-            plan.Largest = Math.Max(4 * Math.Max(plan.AElems, plan.CElems), (p.WeightB ? precision.ElementBytes() : 4) * plan.BElems);
-            return plan;
-        }
-
-        static long Extent(int offset, params (int Size, int Stride)[] dims) => offset + dims.Sum(d => (long)(d.Size - 1) * d.Stride) + 1;
-    }
-
-    /// <summary>Operand values: a hash of the element's index, uniform in [-1, 1), so the
-    /// reference recomputes any element without a host copy of buffers of hundreds of MiB.</summary>
-    internal static class Operands
-    {
-        public const ulong SeedA = 1, SeedB = 2;
-        const int Chunk = 1 << 22;
-
-        public static float Value(ulong seed, long index)
-        {
-            // splitmix64 of (seed, index)
-            ulong z = unchecked(seed * 0x9E3779B97F4A7C15UL + (ulong)index * 0xBF58476D1CE4E5B9UL + 0x94D049BB133111EBUL);
-            z = unchecked((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9UL);
-            z = unchecked((z ^ (z >> 27)) * 0x94D049BB133111EBUL);
-            z ^= z >> 31;
-            return (float)((z >> 40) * (2.0 / (1 << 24)) - 1.0);
-        }
-
-        /// <summary>The value as stored in <paramref name="p"/> and widened back to fp32.</summary>
-        public static float Stored(ulong seed, long index, WeightPrecision p) => p switch
-        {
-            WeightPrecision.Fp16 => HalfFloat.FromFp16(HalfFloat.ToFp16(Value(seed, index))),
-            WeightPrecision.Bf16 => HalfFloat.FromBf16(HalfFloat.ToBf16(Value(seed, index))),
-            _ => Value(seed, index),
-        };
-
-        public static void Fill(GpuBuffer buffer, long elements, ulong seed, WeightPrecision p)
-        {
-            var values = new float[(int)Math.Min(Chunk, elements)];
-            var halves = p == WeightPrecision.Fp32 ? [] : new ushort[values.Length];
-            for (long at = 0; at < elements; at += Chunk)
-            {
-                int n = (int)Math.Min(Chunk, elements - at);
-                long first = at;
-                // Hundreds of MiB at the largest shapes: the cores share the hashing.
-                Parallel.ForEach(System.Collections.Concurrent.Partitioner.Create(0, n, 1 << 16), range =>
-                {
-                    for (int i = range.Item1; i < range.Item2; i++) values[i] = Value(seed, first + i);
-                });
-                var part = values.AsSpan(0, n);
-                if (p == WeightPrecision.Fp32) buffer.Upload<float>(part, at);
-                else
-                {
-                    HalfFloat.Encode(part, halves.AsSpan(0, n), p);
-                    buffer.Upload<ushort>(halves.AsSpan(0, n), at);
-                }
-            }
+            var (a, b, c) = p.Spec.Extents();
+            return new Plan { Product = p, AElems = a, BElems = b, CElems = c, Largest = Math.Max(4 * Math.Max(a, c), (p.WeightB ? precision.ElementBytes() : 4) * b) };
         }
     }
 
@@ -380,9 +302,9 @@ internal static class BenchMatMulCommand
             double sum = 0;
             for (long k = 0; k < s.K; k++)
             {
-                float av = Operands.Value(Operands.SeedA, aBase + k * s.AStrideK);
+                float av = MatMulOperands.Value(MatMulOperands.SeedA, aBase + k * s.AStrideK);
                 if (fp16A) av = (float)(Half)Math.Clamp(av, -HalfFloat.Fp16Max, HalfFloat.Fp16Max);
-                sum += (double)av * Operands.Stored(Operands.SeedB, bBase + k * s.BStrideK, bPrecision);
+                sum += (double)av * MatMulOperands.Stored(MatMulOperands.SeedB, bBase + k * s.BStrideK, bPrecision);
             }
             double expected = s.Alpha * sum + (s.Accumulate ? initial : 0);
             double actual = got[address];

@@ -1,0 +1,53 @@
+namespace VkPrompt.Runtime.Kernels;
+
+/// <summary>Operand values for timing and checking products on the device: a hash of the
+/// element's index, uniform in [-1, 1), so a reference recomputes any element without a host
+/// copy of buffers of hundreds of MiB (<c>vkprompt bench matmul</c>).</summary>
+public static class MatMulOperands
+{
+    public const ulong SeedA = 1, SeedB = 2;
+    const int Chunk = 1 << 22;
+
+    public static float Value(ulong seed, long index)
+    {
+        // splitmix64 of (seed, index)
+        ulong z = unchecked(seed * 0x9E3779B97F4A7C15UL + (ulong)index * 0xBF58476D1CE4E5B9UL + 0x94D049BB133111EBUL);
+        z = unchecked((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9UL);
+        z = unchecked((z ^ (z >> 27)) * 0x94D049BB133111EBUL);
+        z ^= z >> 31;
+        return (float)((z >> 40) * (2.0 / (1 << 24)) - 1.0);
+    }
+
+    /// <summary>The value as stored in <paramref name="p"/> and widened back to fp32.</summary>
+    public static float Stored(ulong seed, long index, WeightPrecision p) => p switch
+    {
+        WeightPrecision.Fp16 => HalfFloat.FromFp16(HalfFloat.ToFp16(Value(seed, index))),
+        WeightPrecision.Bf16 => HalfFloat.FromBf16(HalfFloat.ToBf16(Value(seed, index))),
+        _ => Value(seed, index),
+    };
+
+    /// <summary>Writes the first <paramref name="elements"/> values of <paramref name="seed"/> into
+    /// <paramref name="buffer"/>, stored as <paramref name="p"/>.</summary>
+    public static void Fill(GpuBuffer buffer, long elements, ulong seed, WeightPrecision p)
+    {
+        var values = new float[(int)Math.Min(Chunk, elements)];
+        var halves = p == WeightPrecision.Fp32 ? [] : new ushort[values.Length];
+        for (long at = 0; at < elements; at += Chunk)
+        {
+            int n = (int)Math.Min(Chunk, elements - at);
+            long first = at;
+            // Hundreds of MiB at the largest shapes: the cores share the hashing.
+            Parallel.ForEach(System.Collections.Concurrent.Partitioner.Create(0, n, 1 << 16), range =>
+            {
+                for (int i = range.Item1; i < range.Item2; i++) values[i] = Value(seed, first + i);
+            });
+            var part = values.AsSpan(0, n);
+            if (p == WeightPrecision.Fp32) buffer.Upload<float>(part, at);
+            else
+            {
+                HalfFloat.Encode(part, halves.AsSpan(0, n), p);
+                buffer.Upload<ushort>(halves.AsSpan(0, n), at);
+            }
+        }
+    }
+}
