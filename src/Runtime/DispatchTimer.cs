@@ -3,7 +3,7 @@ using System.Diagnostics;
 namespace VkPrompt.Runtime;
 
 /// <summary>GPU time of one op alone, measured as it runs inside a training step: what
-/// <c>vkprompt bench matmul</c> times products with.</summary>
+/// <c>vkprompt bench matmul</c> and <see cref="Kernels.MatMulTuner"/> time products with.</summary>
 public static class DispatchTimer
 {
     /// <summary>Records <paramref name="reps"/> calls of <paramref name="append"/> back to back in

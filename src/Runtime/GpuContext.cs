@@ -32,6 +32,9 @@ public sealed unsafe class GpuContext : IDisposable
     /// <summary>The storage-buffer range kernels may bind, after any test override.</summary>
     public long MaxBindingBytes { get; }
 
+    /// <summary>The tilings <see cref="Kernels.MatMulTuner"/> measured fastest on this device.</summary>
+    internal Kernels.MatMulTunings MatMulTunings { get; } = new();
+
     readonly bool ownsInstance, ownsDevice;
     readonly GCHandle validationHandle;
     readonly DebugUtilsMessengerEXT messenger;

@@ -30,6 +30,13 @@ public sealed record GpuOptions
     /// depth). Default: VKPROMPT_COOPMAT_TILING, else the shape chosen for the device.</summary>
     public string? CoopMatTiling { get; init; } = Environment.GetEnvironmentVariable("VKPROMPT_COOPMAT_TILING") is { Length: > 0 } t ? t : null;
 
+    /// <summary>Times each product of a training step with every candidate tiling before the step
+    /// is recorded, and runs it with the fastest (<see cref="Kernels.MatMulTuner"/>), on GPUs and
+    /// for kernels whose tiling no variable above forces. Off unless VKPROMPT_MATMUL_TUNE=1: it
+    /// costs seconds at the first step of each batch shape, and on an H100 the built-in rule was
+    /// measured (docs/benchmarks.md); on other GPUs it may choose better.</summary>
+    public bool TuneMatMul { get; init; } = Environment.GetEnvironmentVariable("VKPROMPT_MATMUL_TUNE") == "1";
+
     /// <summary>Directory for the on-disk pipeline cache; null disables persistence.</summary>
     public string? PipelineCacheDirectory { get; init; } = DefaultCacheDirectory();
 

@@ -11,6 +11,12 @@ internal readonly record struct MatMulTiling(int LocalX, int LocalY, int TileM, 
     /// <summary>Shared memory the staged variant declares: two fp32 slices of A and of B.</summary>
     public long SharedBytes => 2L * 4 * SharedK * (BlockM + BlockN);
 
+    /// <summary>As VKPROMPT_MATMUL_TILING writes it: LXxLYxTMxTNxBK.</summary>
+    public string Text => $"{LocalX}x{LocalY}x{TileM}x{TileN}x{SharedK}";
+
+    /// <summary>Whether the device runs a workgroup this large with this much shared memory.</summary>
+    public bool Fits(DeviceCapabilities caps) => SharedBytes <= caps.MaxComputeSharedMemorySize && (long)LocalX * LocalY <= caps.MaxComputeWorkGroupInvocations;
+
     // lavapipe runs a workgroup on one thread, 8 invocations to a 256-bit SIMD vector, so x
     // spans the vector. Sweeping 512³ A·Bᵀ and A·B on llvmpipe (LLVM 15, AVX2, 2 cores): 4x8 and
     // 8x4 register tiles beat 4x4 by 1.25x (more FMAs per lane-looped load) and 2x2 by 6x;
@@ -62,11 +68,13 @@ internal readonly record struct MatMulTiling(int LocalX, int LocalY, int TileM, 
         return StagedDeep.SharedBytes <= caps.MaxComputeSharedMemorySize ? StagedDeep : Staged;
     }
 
-    /// <summary>The tiling of <see cref="GpuOptions.MatMulTiling"/> where set, else the
-    /// device's: <see cref="Streamed"/> on CPU devices, <see cref="ForGpu"/> elsewhere.</summary>
-    public static MatMulTiling For(GpuContext context, in MatMulSpec s)
+    /// <summary>The tiling of <see cref="GpuOptions.MatMulTiling"/> where set, else the one
+    /// <see cref="MatMulTuner"/> measured fastest for products like this one on this context,
+    /// else the device's: <see cref="Streamed"/> on CPU devices, <see cref="ForGpu"/> elsewhere.</summary>
+    public static MatMulTiling For(GpuContext context, in MatMulSpec s, WeightPrecision bPrecision)
     {
         if (context.Options.MatMulTiling is { } text) return Parse(text, context.Capabilities);
+        if (context.MatMulTunings.Find(s, bPrecision)?.Choice.Portable is { } tuned) return tuned;
         return context.Capabilities.DeviceType == "cpu" ? Streamed : ForGpu(s, context.Capabilities);
     }
 
@@ -102,6 +110,13 @@ internal readonly record struct CoopMatTiling(int WarpsM, int WarpsN, int TilesM
 
     long Slice(int rows) => Math.Max((long)rows * (SharedK + 8), (long)SharedK * (rows + 8));
 
+    /// <summary>As VKPROMPT_COOPMAT_TILING writes it: WMxWNxTMxTNxBK.</summary>
+    public string Text => $"{WarpsM}x{WarpsN}x{TilesM}x{TilesN}x{SharedK}";
+
+    /// <summary>Whether the device runs a workgroup of these subgroups with this much shared memory.</summary>
+    public bool Fits(DeviceCapabilities caps) =>
+        SharedBytes <= caps.MaxComputeSharedMemorySize && (long)WarpsM * WarpsN * caps.SubgroupSize <= caps.MaxComputeWorkGroupInvocations;
+
     // 128x128 blocks from 8 subgroups of 32x64, 32 deep: the 48 KiB of shared memory NVIDIA
     // gives a workgroup. On an H100 it took the t5-base step's products to 357 ms, against 451 ms
     // for 4 subgroups of 64x64 and 384-426 ms for the other shapes tried (docs/benchmarks.md).
@@ -114,15 +129,17 @@ internal readonly record struct CoopMatTiling(int WarpsM, int WarpsN, int TilesM
     // What a device with the 16 KiB minimum of shared memory can hold.
     static CoopMatTiling Minimal => new(2, 2, 2, 2, 16);
 
-    /// <summary>The tiling for an M x N product: <see cref="GpuOptions.CoopMatTiling"/> where set,
-    /// else <see cref="Default"/>, or <see cref="Small"/> where Default would make fewer than 128
-    /// workgroups (about one per multiprocessor of a large GPU), whichever of them fits the
-    /// device's shared memory.</summary>
-    public static CoopMatTiling For(GpuContext context, int m, int n)
+    /// <summary>The tiling for a product: <see cref="GpuOptions.CoopMatTiling"/> where set, else
+    /// the one <see cref="MatMulTuner"/> measured fastest for products like this one on this
+    /// context, else <see cref="Default"/>, or <see cref="Small"/> where Default would make fewer
+    /// than 128 workgroups (about one per multiprocessor of a large GPU), whichever of them fits
+    /// the device's shared memory.</summary>
+    public static CoopMatTiling For(GpuContext context, in MatMulSpec s, WeightPrecision bPrecision)
     {
         if (context.Options.CoopMatTiling is not null) return For(context);
+        if (context.MatMulTunings.Find(s, bPrecision)?.Choice.MatrixUnits is { } tuned) return tuned;
         long limit = context.Capabilities.MaxComputeSharedMemorySize;
-        var t = (long)Grid.Div(m, Default.BlockM) * Grid.Div(n, Default.BlockN) < 128 ? Small : Default;
+        var t = (long)Grid.Div(s.M, Default.BlockM) * Grid.Div(s.N, Default.BlockN) < 128 ? Small : Default;
         return t.SharedBytes <= limit ? t : Small.SharedBytes <= limit ? Small : Minimal;
     }
 
@@ -181,13 +198,14 @@ public static class MatMulKernel
     /// <remarks>Where the context uses cooperative matrices, a product with 16-bit B runs on the
     /// matrix units instead, with A rounded to fp16 (saturating at ±65504) and fp32 sums.</remarks>
     /// <exception cref="GpuException">B is 16-bit and the device lacks 16-bit storage.</exception>
-    public static void Run(CommandGraph g, GpuBuffer a, GpuBuffer b, GpuBuffer c, in MatMulSpec s, WeightPrecision bPrecision = WeightPrecision.Fp32)
-    {
-        if (OnMatrixUnits(g.Context, bPrecision))
-            RunCoopMat(g, a, b, c, s, CoopMatTiling.For(g.Context, s.M, s.N), bPrecision);
-        else
-            Run(g, a, b, c, s, MatMulTiling.For(g.Context, s), bPrecision);
-    }
+    public static void Run(CommandGraph g, GpuBuffer a, GpuBuffer b, GpuBuffer c, in MatMulSpec s, WeightPrecision bPrecision = WeightPrecision.Fp32) =>
+        Choose(g.Context, s, bPrecision).Append(g, a, b, c, s, bPrecision);
+
+    /// <summary>The kernel and tiling <see cref="Run(CommandGraph, GpuBuffer, GpuBuffer, GpuBuffer, in MatMulSpec, WeightPrecision)"/>
+    /// and <see cref="Selection"/> use: the matrix units where the context uses them for this B,
+    /// else the portable product, each with the tiling its <c>For</c> gives.</summary>
+    internal static MatMulChoice Choose(GpuContext context, in MatMulSpec s, WeightPrecision bPrecision) =>
+        OnMatrixUnits(context, bPrecision) ? new(CoopMatTiling.For(context, s, bPrecision)) : new(MatMulTiling.For(context, s, bPrecision));
 
     internal static void RunCoopMat(CommandGraph g, GpuBuffer a, GpuBuffer b, GpuBuffer c, in MatMulSpec s, CoopMatTiling t, WeightPrecision bPrecision)
     {
@@ -251,7 +269,7 @@ public static class MatMulKernel
         return 0;
     }
 
-    static bool Aligned(int offset, params (int Size, int Stride)[] dims) =>
+    internal static bool Aligned(int offset, params (int Size, int Stride)[] dims) =>
         offset % 4 == 0 && dims.All(d => d.Size == 1 || d.Stride % 4 == 0);
 
     /// <summary>The shader and tile shape (as the tiling variables spell it) that
@@ -260,14 +278,33 @@ public static class MatMulKernel
     /// what <c>vkprompt bench matmul</c> reports, from the same choices Run makes.</summary>
     public static (string Kernel, string Tiling) Selection(GpuContext context, in MatMulSpec s, WeightPrecision bPrecision = WeightPrecision.Fp32)
     {
-        if (OnMatrixUnits(context, bPrecision))
-        {
-            var c = CoopMatTiling.For(context, s.M, s.N);
-            return ("matmul_coopmat", $"{c.WarpsM}x{c.WarpsN}x{c.TilesM}x{c.TilesN}x{c.SharedK}");
-        }
-        var t = MatMulTiling.For(context, s);
-        return (bPrecision == WeightPrecision.Fp32 ? "matmul" : "matmul_half", $"{t.LocalX}x{t.LocalY}x{t.TileM}x{t.TileN}x{t.SharedK}");
+        var choice = Choose(context, s, bPrecision);
+        return (choice.Kernel(bPrecision), choice.Tiling);
     }
 
-    static bool OnMatrixUnits(GpuContext context, WeightPrecision bPrecision) => bPrecision != WeightPrecision.Fp32 && context.CooperativeMatrix;
+    internal static bool OnMatrixUnits(GpuContext context, WeightPrecision bPrecision) => bPrecision != WeightPrecision.Fp32 && context.CooperativeMatrix;
+}
+
+/// <summary>A product's kernel and its tile shape: the portable product's (<see cref="Portable"/>)
+/// or the matrix units' (<see cref="MatrixUnits"/>), exactly one of them set.</summary>
+internal readonly record struct MatMulChoice
+{
+    public MatMulTiling? Portable { get; }
+    public CoopMatTiling? MatrixUnits { get; }
+
+    public MatMulChoice(MatMulTiling portable) => Portable = portable;
+    public MatMulChoice(CoopMatTiling matrixUnits) => MatrixUnits = matrixUnits;
+
+    /// <summary>The shader that runs, as a profile labels its dispatches.</summary>
+    public string Kernel(WeightPrecision bPrecision) => MatrixUnits is not null ? "matmul_coopmat" : bPrecision == WeightPrecision.Fp32 ? "matmul" : "matmul_half";
+
+    /// <summary>The tile shape as the tiling variables spell it.</summary>
+    public string Tiling => MatrixUnits?.Text ?? Portable!.Value.Text;
+
+    /// <summary>Appends the product with this kernel and tiling.</summary>
+    public void Append(CommandGraph g, GpuBuffer a, GpuBuffer b, GpuBuffer c, in MatMulSpec s, WeightPrecision bPrecision)
+    {
+        if (MatrixUnits is { } m) MatMulKernel.RunCoopMat(g, a, b, c, s, m, bPrecision);
+        else MatMulKernel.Run(g, a, b, c, s, Portable!.Value, bPrecision);
+    }
 }

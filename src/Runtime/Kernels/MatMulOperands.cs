@@ -2,7 +2,8 @@ namespace VkPrompt.Runtime.Kernels;
 
 /// <summary>Operand values for timing and checking products on the device: a hash of the
 /// element's index, uniform in [-1, 1), so a reference recomputes any element without a host
-/// copy of buffers of hundreds of MiB (<c>vkprompt bench matmul</c>).</summary>
+/// copy of buffers of hundreds of MiB (<c>vkprompt bench matmul</c>), and a timing reads data
+/// as varied as a step's (<see cref="MatMulTuner"/>).</summary>
 public static class MatMulOperands
 {
     public const ulong SeedA = 1, SeedB = 2;

@@ -1,0 +1,197 @@
+namespace VkPrompt.Runtime.Kernels;
+
+/// <summary>
+/// Measures which tiling runs each product fastest on this device, instead of trusting
+/// <see cref="MatMulTiling.ForGpu"/>'s rule, which comes from an H100's timings and may be wrong on
+/// other GPUs (docs/benchmarks.md). Opt-in (<see cref="GpuOptions.TuneMatMul"/>,
+/// VKPROMPT_MATMUL_TUNE=1); the trainer calls it with a step's products before recording the step,
+/// since <see cref="MatMulKernel.Run(CommandGraph, GpuBuffer, GpuBuffer, GpuBuffer, in MatMulSpec, WeightPrecision)"/>
+/// only appends to a graph that runs later, when there is nothing left to choose.
+/// </summary>
+public static class MatMulTuner
+{
+    /// <summary>Timed dispatches per candidate: the choice goes by their median, which one late
+    /// or early dispatch does not move.</summary>
+    const int Reps = 5;
+
+    // Untimed running before the first candidate, so that the GPU's clocks are up (bench matmul's
+    // default warm-up; DispatchTimer.Repeat says what an idle H100 did without one). From then on
+    // the GPU hardly idles between candidates, and a short warm-up each keeps the clocks up.
+    const double FirstWarmupMs = 100, WarmupMs = 10;
+
+    /// <summary>Whether a step's products should be tuned: <see cref="GpuOptions.TuneMatMul"/>, on a
+    /// GPU. A CPU device (lavapipe) runs the streamed variant, its one tiling (the staged ones ran
+    /// 3.5x slower there), so there is nothing to choose.</summary>
+    public static bool Enabled(GpuContext ctx) => ctx.Options.TuneMatMul && ctx.Capabilities.DeviceType != "cpu";
+
+    /// <summary>Times every candidate tiling of each product not tuned yet on
+    /// <paramref name="ctx"/> (one per <see cref="MatMulShapeKey"/>: products that differ only in
+    /// what selects no other kernel, such as alpha, share one), on scratch operands, and keeps the
+    /// fastest for <see cref="MatMulKernel.Run(CommandGraph, GpuBuffer, GpuBuffer, GpuBuffer, in MatMulSpec, WeightPrecision)"/>
+    /// and <see cref="MatMulKernel.Selection"/> to use on this context from then on. Logs one line
+    /// per product (<see cref="GpuOptions.Log"/>) and returns what it measured. Skips products whose
+    /// kernel has its tiling forced (VKPROMPT_MATMUL_TILING, VKPROMPT_COOPMAT_TILING), which
+    /// has fewer than two candidates that fit the device, or whose operand needs more than one
+    /// binding (a weight that large is split, and its parts are other products). Call it outside
+    /// any graph being recorded; it submits work of its own.</summary>
+    public static IReadOnlyList<MatMulTuning> Tune(GpuContext ctx, IEnumerable<(MatMulSpec Spec, WeightPrecision B)> products) => Tune(ctx, products, time: null);
+
+    /// <summary>What <see cref="Tune(GpuContext, IEnumerable{ValueTuple{MatMulSpec, WeightPrecision}})"/>
+    /// measured for products like <paramref name="s"/> on <paramref name="ctx"/>; null where it
+    /// has not tuned them.</summary>
+    public static MatMulTuning? Find(GpuContext ctx, in MatMulSpec s, WeightPrecision b) => ctx.MatMulTunings.Find(s, b);
+
+    /// <param name="time">times one candidate for one product, returning a time per rep (tests
+    /// inject their own); null times it on the device.</param>
+    internal static IReadOnlyList<MatMulTuning> Tune(GpuContext ctx, IEnumerable<(MatMulSpec Spec, WeightPrecision B)> products,
+                                                     Func<MatMulSpec, WeightPrecision, MatMulChoice, IReadOnlyList<double>>? time)
+    {
+        long limit = Math.Min(ctx.MaxBindingBytes, ctx.Capabilities.MaxMemoryAllocationSize);
+        var pending = new List<(MatMulSpec Spec, WeightPrecision B, List<MatMulChoice> Candidates)>();
+        var keys = new HashSet<MatMulShapeKey>();
+        foreach (var (spec, b) in products)
+        {
+            b.Require(ctx.Capabilities);
+            if (ctx.MatMulTunings.Find(spec, b) is not null || !keys.Add(MatMulShapeKey.Of(spec, b))) continue;
+            var (aElems, bElems, cElems) = spec.Extents();
+            if (Math.Max(4 * Math.Max(aElems, cElems), b.ElementBytes() * bElems) > limit) continue;
+            var candidates = Candidates(ctx, b);
+            if (candidates.Count > 1) pending.Add((spec, b, candidates));
+        }
+        if (pending.Count == 0) return [];
+
+        using var scratch = time is null ? new Scratch(ctx, pending.Select(p => (p.Spec, p.B))) : null;
+        time ??= scratch!.Time;
+        var results = new List<MatMulTuning>();
+        foreach (var (spec, b, candidates) in pending)
+        {
+            var timed = candidates.Select(c => time(spec, b, c)).Select((t, i) => new MatMulTimedTiling(candidates[i].Tiling, DispatchTimer.Median(t), t.ToList())).ToList();
+            // The first of equal medians: candidates come in a fixed order, so a tie always goes one way.
+            int best = Enumerable.Range(0, timed.Count).MinBy(i => timed[i].MedianMs);
+            var tuning = new MatMulTuning(spec, b, candidates[best].Kernel(b), candidates[best].Tiling, timed) { Choice = candidates[best] };
+            ctx.MatMulTunings.Add(tuning);
+            results.Add(tuning);
+            ctx.Options.Log?.Invoke($"matmul tuning: {Describe(spec, b)}: {tuning.Kernel} {tuning.Tiling}; median ms of {string.Join(", ", timed.Select(t => $"{t.Tiling} {t.MedianMs:F4}"))}");
+        }
+        return results;
+    }
+
+    /// <summary>The tilings a product may get: those of the kernel the switches chose for it that
+    /// fit the device, none where a tiling variable forces one. The tuner never moves a product
+    /// between the portable kernel and the matrix units, which round A to fp16: timings choose
+    /// how fast a product runs, not how it rounds.</summary>
+    static List<MatMulChoice> Candidates(GpuContext ctx, WeightPrecision b)
+    {
+        var caps = ctx.Capabilities;
+        if (MatMulKernel.OnMatrixUnits(ctx, b))
+            return ctx.Options.CoopMatTiling is not null ? []
+                : new[] { CoopMatTiling.Default, CoopMatTiling.Small }.Where(t => t.Fits(caps)).Select(t => new MatMulChoice(t)).ToList();
+        return ctx.Options.MatMulTiling is not null ? []
+            : new[] { MatMulTiling.Staged, MatMulTiling.StagedDeep, MatMulTiling.StagedNarrow, MatMulTiling.StagedSmall }.Where(t => t.Fits(caps)).Select(t => new MatMulChoice(t)).ToList();
+    }
+
+    static string Describe(in MatMulSpec s, WeightPrecision b) =>
+        $"{s.M}x{s.N}x{s.K} x{(long)s.Batch1 * s.Batch2} {(s.AStrideK == 1 ? "A" : "Aᵀ")}·{(s.BStrideN == 1 ? "B" : "Bᵀ")} (B {b.Name()}){(s.Accumulate ? " +=" : "")}";
+
+    /// <summary>One buffer per operand (one B per precision), sized for the largest product and
+    /// reused by all, filled with hashed values in [-1, 1): data as varied as a step's, since
+    /// some GPUs move uniform data faster.</summary>
+    sealed class Scratch : IDisposable
+    {
+        readonly GpuContext ctx;
+        readonly GpuBuffer a, c;
+        readonly Dictionary<WeightPrecision, GpuBuffer> b = new();
+        bool warm;
+
+        public Scratch(GpuContext ctx, IEnumerable<(MatMulSpec Spec, WeightPrecision B)> products)
+        {
+            this.ctx = ctx;
+            long aMax = 1, cMax = 1;
+            var bMax = new Dictionary<WeightPrecision, long>();
+            foreach (var (spec, p) in products)
+            {
+                var (aElems, bElems, cElems) = spec.Extents();
+                aMax = Math.Max(aMax, aElems);
+                cMax = Math.Max(cMax, cElems);
+                bMax[p] = Math.Max(bMax.GetValueOrDefault(p), bElems);
+            }
+            try
+            {
+                a = new GpuBuffer(ctx, 4 * aMax, "tune_a");
+                c = new GpuBuffer(ctx, 4 * cMax, "tune_c");
+                MatMulOperands.Fill(a, aMax, MatMulOperands.SeedA, WeightPrecision.Fp32);
+                MatMulOperands.Fill(c, cMax, MatMulOperands.SeedA, WeightPrecision.Fp32);
+                foreach (var (p, elems) in bMax)
+                {
+                    b[p] = new GpuBuffer(ctx, p.ElementBytes() * elems, $"tune_b_{p.Name()}");
+                    MatMulOperands.Fill(b[p], elems, MatMulOperands.SeedB, p);
+                }
+            }
+            catch
+            {
+                Dispose();
+                throw;
+            }
+        }
+
+        public IReadOnlyList<double> Time(MatMulSpec spec, WeightPrecision p, MatMulChoice choice)
+        {
+            double warmup = warm ? WarmupMs : FirstWarmupMs;
+            warm = true;
+            return DispatchTimer.Repeat(ctx, g => choice.Append(g, a, b[p], c, spec, p), Reps, warmup).Ms;
+        }
+
+        public void Dispose()
+        {
+            a?.Dispose();
+            c?.Dispose();
+            foreach (var buffer in b.Values) buffer.Dispose();
+        }
+    }
+}
+
+/// <summary>One tiling as <see cref="MatMulTuner"/> timed it: as the tiling variables spell it,
+/// the median and every timed dispatch, in milliseconds.</summary>
+public sealed record MatMulTimedTiling(string Tiling, double MedianMs, IReadOnlyList<double> TimesMs);
+
+/// <summary>What <see cref="MatMulTuner"/> measured for one class of products: the product it
+/// timed, its B's precision, the kernel, the fastest tiling (which the context uses for every
+/// product of the class from then on) and each candidate's times.</summary>
+public sealed record MatMulTuning(MatMulSpec Spec, WeightPrecision B, string Kernel, string Tiling, IReadOnlyList<MatMulTimedTiling> Candidates)
+{
+    internal MatMulChoice Choice { get; init; }
+}
+
+/// <summary>What tells products apart for tuning: their sizes, the number of matrices, and
+/// everything besides that selects another kernel or another variant of one (which stride of each
+/// operand is 1 and whether its rows start on multiples of 4, which pick the vector loads of
+/// <see cref="MatMulKernel.VectorLoads"/> and the fetches of the matrix units; whether C's rows
+/// do; B's precision), and whether C is read as well as written. Alpha and the exact strides
+/// select nothing and are left out.</summary>
+internal readonly record struct MatMulShapeKey(int M, int N, int K, long Batch, int A, int B, bool CAligned, WeightPrecision Precision, bool Accumulate)
+{
+    public static MatMulShapeKey Of(in MatMulSpec s, WeightPrecision b) => new(
+        s.M, s.N, s.K, (long)s.Batch1 * s.Batch2,
+        Layout(s.AOffset, (s.Batch1, s.AStrideBatch1), (s.Batch2, s.AStrideBatch2), (s.M, s.AStrideM), (s.K, s.AStrideK)),
+        Layout(s.BOffset, (s.Batch1, s.BStrideBatch1), (s.Batch2, s.BStrideBatch2), (s.N, s.BStrideN), (s.K, s.BStrideK)),
+        MatMulKernel.Aligned(s.COffset, (s.Batch1, s.CStrideBatch1), (s.Batch2, s.CStrideBatch2), (s.M, s.CStrideM)),
+        b, s.Accumulate);
+
+    // Bits: 1 contiguous along k, 2 contiguous along m (or n), 4 runs along k start on multiples
+    // of 4 (the offset and every other stride are), 8 runs along m (or n) do.
+    static int Layout(int offset, (int, int) batch1, (int, int) batch2, (int Size, int Stride) mn, (int Size, int Stride) k) =>
+        (k.Stride == 1 ? 1 : 0) | (mn.Stride == 1 ? 2 : 0) |
+        (MatMulKernel.Aligned(offset, batch1, batch2, mn) ? 4 : 0) | (MatMulKernel.Aligned(offset, batch1, batch2, k) ? 8 : 0);
+}
+
+/// <summary>The products <see cref="MatMulTuner"/> has tuned on one context, by
+/// <see cref="MatMulShapeKey"/>. The context owns it, since one device's timings say nothing of
+/// another's, and it goes with the context.</summary>
+internal sealed class MatMulTunings
+{
+    readonly Dictionary<MatMulShapeKey, MatMulTuning> tuned = new();
+
+    public MatMulTuning? Find(in MatMulSpec s, WeightPrecision b) => tuned.GetValueOrDefault(MatMulShapeKey.Of(s, b));
+
+    public void Add(MatMulTuning t) => tuned[MatMulShapeKey.Of(t.Spec, t.B)] = t;
+}
