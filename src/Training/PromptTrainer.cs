@@ -85,6 +85,10 @@ public sealed class PromptTrainer : IDisposable
     {
         if (steps.TryGetValue(shape, out var s)) return s;
         if (steps.Count >= 4) DisposeSteps();
+        // Before the pass allocates its activations, so that the tuner's scratch operands come
+        // and go while the most memory is free.
+        be.TuneMatMul(StepProducts.For(weights.Config, shape, dropout, be.FusesAttention)
+            .Select(p => (p.Spec, p.WeightB ? weights.Precision : WeightPrecision.Fp32)));
         var pass = new T5Pass(weights, shape, activations, prompt, dropout);
         var rec = be.Record(() =>
         {

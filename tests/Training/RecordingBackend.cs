@@ -6,12 +6,16 @@ using VkPrompt.Runtime.Kernels;
 namespace VkPrompt.Tests.Training;
 
 /// <summary>A backend that computes nothing and records what T5Pass emits: every MatMul (its spec
-/// and B's precision, or null where B is an activation) and how many fused attentions ran.
+/// and B's precision, or null where B is an activation), how many fused attentions ran, and the
+/// products it was offered to tune.
 /// Tensors hold no data.</summary>
 sealed class RecordingBackend : Backend
 {
     public readonly List<(MatMulSpec Spec, WeightPrecision? Weight)> Products = new();
     public int FusedAttentions { get; private set; }
+
+    /// <summary>Each offer of products to tune, and how many products had been recorded by then.</summary>
+    public readonly List<(List<(MatMulSpec Spec, WeightPrecision B)> Products, int RecordedBefore)> Tunings = new();
 
     sealed class Empty(string name, long length, WeightPrecision? table = null) : Tensor(name, length)
     {
@@ -43,6 +47,7 @@ sealed class RecordingBackend : Backend
     public override (long Current, long Peak) MemoryUse => (0, 0);
     public override void ResetPeakMemory() { }
     public override void MatMul(Tensor a, Tensor b, Tensor c, in MatMulSpec s) => Products.Add((s, ((Empty)b).Table));
+    public override void TuneMatMul(IEnumerable<(MatMulSpec Spec, WeightPrecision B)> products) => Tunings.Add((products.ToList(), Products.Count));
     public override void RmsNorm(Tensor x, Tensor w, Tensor y, int rows, int dim, float eps) { }
     public override void RmsNormBackward(Tensor x, Tensor w, Tensor dy, Tensor dx, int rows, int dim, float eps, bool accumulate) { }
     public override void AttentionSoftmax(Tensor scores, Tensor? buckets, Tensor? biasWeight, Tensor? keyMask, AttentionShape shape, ProbsDropout<Tensor>? dropout = null) { }

@@ -66,5 +66,29 @@ public sealed class StepProductsTests
         Assert.Equal(StepFlops.Total(config, shape) + bottomCrossQuery, products.Sum(p => p.Count * p.Flops));
     }
 
+    /// <summary>The trainer offers the backend a step's products to tune (MatMulTuner on a GPU)
+    /// before it records the step, once per batch shape: exactly the products the step then
+    /// emits, each with the precision its B is read in.</summary>
+    [Fact]
+    public void TheTrainerOffersTheStepsProductsForTuningBeforeRecordingIt()
+    {
+        using var dir = new TempDir();
+        var config = Config(gated: true, tied: false);
+        RandomT5.Write(dir.Path, config, seed: 1);
+        using var ckpt = T5Checkpoint.Open(dir.Path);
+        using var be = new RecordingBackend { AttentionFusion = AttentionFusion.Never };
+        using var weights = new T5Weights(ckpt, be, WeightPrecision.Bf16);
+        using var trainer = new PromptTrainer(weights, new float[5 * config.DModel], new AdafactorSettings(), dropout: 0.1f, seed: 0);
+        var examples = new[] { new EncodedExample([3, 4, 5, 1], [6, 1]), new EncodedExample([7, 1], [8, 9, 1]) };
+        trainer.TrainStep(examples, 2);
+        trainer.TrainStep(examples, 2);
+
+        var (offered, recordedBefore) = Assert.Single(be.Tunings);
+        Assert.Equal(0, recordedBefore);
+        var emitted = be.Products.Select(p => (p.Spec, p.Weight ?? WeightPrecision.Fp32)).Distinct().ToList();
+        Assert.Equal(offered.Count, offered.Distinct().Count());
+        Assert.Equal(emitted.ToHashSet(), offered.ToHashSet());
+    }
+
     static string Describe(MatMulSpec s) => $"{s.M}x{s.N}x{s.K} batch {s.Batch1}x{s.Batch2} (A strides {s.AStrideM},{s.AStrideK}; B strides {s.BStrideK},{s.BStrideN}; alpha {s.Alpha}; accumulate {s.Accumulate})";
 }

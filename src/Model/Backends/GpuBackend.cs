@@ -113,6 +113,13 @@ public sealed class GpuBackend(GpuContext ctx, bool ownsContext = false) : Backe
         }
     }
 
+    /// <summary>Tunes the products (<see cref="MatMulTuner"/>) where <see cref="MatMulTuner.Enabled"/>
+    /// says so: VKPROMPT_MATMUL_TUNE=1 on a GPU.</summary>
+    public override void TuneMatMul(IEnumerable<(MatMulSpec Spec, WeightPrecision B)> products)
+    {
+        if (MatMulTuner.Enabled(ctx)) MatMulTuner.Tune(ctx, products);
+    }
+
     public override void RmsNorm(Tensor x, Tensor w, Tensor y, int rows, int dim, float eps) => RmsNormKernel.Forward(G, Buf(x), Buf(w), Buf(y), rows, dim, eps);
     public override void RmsNormBackward(Tensor x, Tensor w, Tensor dy, Tensor dx, int rows, int dim, float eps, bool accumulate) =>
         RmsNormKernel.Backward(G, Buf(x), Buf(w), Buf(dy), Buf(dx), rows, dim, eps, accumulate);
