@@ -8,7 +8,8 @@ tools/peer/peer_bench.py, docs/benchmarks.md), one row per report, in the order 
 row on the same device, shape, batch, lengths, weight precision and recompute setting: above 1
 means VkPrompt is faster. VkPrompt keeps activations in fp32 whatever its weights are stored as,
 while the peer's bf16 computes in bf16 too; the "weights / activations" column shows both. The
-"attention" column is VkPrompt's --attention setting and what each attention ran as under it.
+"attention" column is VkPrompt's --attention setting and what each attention ran as under it; a
+VkPrompt run whose products were tuned first says VKPROMPT_MATMUL_TUNE=1 after its version.
 Python's standard library only.
 """
 import json
@@ -56,7 +57,8 @@ def row(r, peers):
         ratio = f"{peer['stepMs']['median'] / step['median']:.2f}x"
     peak = r.get("peakMemoryBytes")
     model = r["model"]["shape"] + (" (recompute)" if r["recompute"] else "")
-    return [r["implementation"], r["device"]["name"], model,
+    implementation = r["implementation"] + (", VKPROMPT_MATMUL_TUNE=1" if r.get("tuneMatMul") else "")
+    return [implementation, r["device"]["name"], model,
             f"{b['batchSize']} x ({b['inputLength']} + {b['promptLength']}) -> {b['targetLength']}",
             f"{r['precision']} / {r.get('activationPrecision', r['precision'])}", attention(r), timing,
             num(r.get("examplesPerSecond"), 2), num(r.get("tokensPerSecond"), 1), num(r.get("tflops"), 3),

@@ -2,6 +2,7 @@ using System.Text.Json;
 using VkPrompt.Cli;
 using VkPrompt.Model;
 using VkPrompt.Model.Backends;
+using VkPrompt.Runtime;
 using VkPrompt.Tests.Model;
 using VkPrompt.Training;
 using Xunit;
@@ -56,6 +57,9 @@ public sealed class BenchCommandTests : IDisposable
         Assert.False(string.IsNullOrEmpty(r.GetProperty("device").GetProperty("name").GetString()));
         Assert.Equal("vulkan", r.GetProperty("device").GetProperty("api").GetString());
         Assert.True(r.GetProperty("capabilities").GetProperty("subgroupSize").GetInt32() > 0);
+        // Tuned only where VKPROMPT_MATMUL_TUNE=1 asks for it, and never on a CPU device.
+        bool tune = new GpuOptions().TuneMatMul && r.GetProperty("capabilities").GetProperty("deviceType").GetString() != "cpu";
+        Assert.Equal(tune, r.GetProperty("tuneMatMul").GetBoolean());
 
         var model = r.GetProperty("model");
         Assert.Equal("model", model.GetProperty("shape").GetString());

@@ -94,6 +94,9 @@ public sealed class BenchMatMulCommandTests : IDisposable
         Assert.Equal("t5-small", r.GetProperty("model").GetProperty("shape").GetString());
         Assert.Equal(2, r.GetProperty("reps").GetInt32());
         bool coopmat = r.GetProperty("switches").GetProperty("cooperativeMatrix").GetBoolean();
+        // Tuned only where VKPROMPT_MATMUL_TUNE=1 asks for it, and never on a CPU device.
+        bool tuned = r.GetProperty("switches").GetProperty("tuneMatMul").GetBoolean();
+        Assert.Equal(new GpuOptions().TuneMatMul && r.GetProperty("capabilities").GetProperty("deviceType").GetString() != "cpu", tuned);
 
         var rows = r.GetProperty("products").EnumerateArray().ToList();
         var seen = new Dictionary<Key, int>();
@@ -118,6 +121,11 @@ public sealed class BenchMatMulCommandTests : IDisposable
             string kernel = p.GetProperty("kernel").GetString()!;
             Assert.Equal(!weight || precision == "fp32" ? "matmul" : coopmat ? "matmul_coopmat" : "matmul_half", kernel);
             Assert.Matches(@"^\d+x\d+x\d+x\d+x\d+$", p.GetProperty("tiling").GetString());
+            // Where the tuner chose the tiling, it is the candidate with the lowest median.
+            var tuning = p.GetProperty("tuning");
+            if (!tuned) Assert.Equal(JsonValueKind.Null, tuning.ValueKind);
+            else if (tuning.ValueKind != JsonValueKind.Null)
+                Assert.Equal(tuning.EnumerateArray().MinBy(c => c.GetProperty("medianMs").GetDouble()).GetProperty("tiling").GetString(), p.GetProperty("tiling").GetString());
 
             var times = p.GetProperty("timesMs").EnumerateArray().Select(t => t.GetDouble()).ToList();
             Assert.Equal(2, times.Count);

@@ -31,12 +31,12 @@ public sealed class BenchScriptTests : IDisposable
         return (p.ExitCode, stdout.Result, stderr.Result);
     }
 
-    static BenchReport VkPromptReport(string device, double medianMs, string precision) => new(
+    static BenchReport VkPromptReport(string device, double medianMs, string precision, bool tuned = false) => new(
         BenchCommand.Schema, "vkprompt 0.1.0", "vkprompt bench --shape t5-base", "2026-01-01T00:00:00Z",
         new BenchDevice(device, "driver 1", "vulkan"), null,
         new BenchModel("t5-base", 247_577_856, 768, 2048, 12, 64, 12, 12, 32128, "gated-gelu", false),
         new BenchBatch(32, 512, 8, 100), precision, "fp32", new BenchAttention("auto", "fused", "unfused", "fused"), false, 0.1, 2, 3, true,
-        new StepStats(medianMs, medianMs - 1, medianMs + 2), [medianMs - 1, medianMs, medianMs + 2],
+        tuned, new StepStats(medianMs, medianMs - 1, medianMs + 2), [medianMs - 1, medianMs, medianMs + 2],
         32 / (medianMs / 1e3), 16640 / (medianMs / 1e3), 16640, 4_392_222_720_000, 4_838_140_674_048, 9_230_363_394_048, 9.23 / (medianMs / 1e3),
         3L << 30, 4L << 30, 1L << 30, new LossStats(10.4, 10.3), null, []);
 
@@ -72,11 +72,12 @@ public sealed class BenchScriptTests : IDisposable
         string peer = Write("peer.json", JsonSerializer.Serialize(PeerReport("NVIDIA H100", 1000, "fp32")));
         string peerBf16 = Write("peer-bf16.json", JsonSerializer.Serialize(PeerReport("NVIDIA H100", 250, "bf16")));
         string oom = Write("oom.json", JsonSerializer.Serialize(PeerReport("NVIDIA H100", null, "fp32", "out of memory: CUDA out of memory")));
+        string tuned = Write("vk-tuned.json", JsonSerializer.Serialize(VkPromptReport("NVIDIA H100", 400, "fp32", tuned: true), CliJson.Default.BenchReport));
 
-        var (code, stdout, stderr) = Python("tools/bench-table.py", vk, peer, peerBf16, oom);
+        var (code, stdout, stderr) = Python("tools/bench-table.py", vk, peer, peerBf16, oom, tuned);
         Assert.True(code == 0, stderr);
         var lines = stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries);
-        Assert.Equal(2 + 4, lines.Length);
+        Assert.Equal(2 + 5, lines.Length);
         var header = Cells(lines[0]);
         var rows = lines.Skip(2).Select(Cells).ToList();
         Assert.All(rows, r => Assert.Equal(header.Count, r.Count));
@@ -93,6 +94,9 @@ public sealed class BenchScriptTests : IDisposable
         Assert.Equal("2.00x", Cell(0, "vs peer"));
         Assert.Equal("-", Cell(1, "vs peer"));
         Assert.StartsWith("failed: out of memory", Cell(3, "step ms: median (min-max)"), StringComparison.Ordinal);
+        // A tuned run says so, and is compared with the same peer.
+        Assert.Equal("vkprompt 0.1.0, VKPROMPT_MATMUL_TUNE=1", Cell(4, "implementation"));
+        Assert.Equal("2.50x", Cell(4, "vs peer"));
     }
 
     static List<string> Cells(string line) => line.Trim().Trim('|').Split('|').Select(c => c.Trim()).ToList();

@@ -165,6 +165,7 @@ internal static class BenchCommand
                            c.IsGatedAct ? "gated-gelu" : "relu", c.TieWordEmbeddings),
             new BenchBatch(shape.Batch, shape.InputLength, shape.TargetLength, shape.PromptLength),
             run.Precision.Name(), run.KernelNotes.Any(n => n.Contains("matrix units (")) ? "fp32, fp16 product operands" : "fp32", run.Attention, s.Recompute, c.DropoutRate, s.Warmup, s.Steps, breakdown is not null,
+            run.TuneMatMul,
             new StepStats(median, sorted[0], sorted[^1]), run.StepMs,
             shape.Batch / (median / 1e3), tokens / (median / 1e3), tokens,
             forward, backward, forward + backward, (forward + backward) / (median / 1e3) / 1e12,
@@ -174,7 +175,7 @@ internal static class BenchCommand
     }
 
     sealed record StepRun(DeviceCapabilities Capabilities, WeightPrecision Precision, BenchAttention Attention, bool Validation, List<double> StepMs, List<double> Losses,
-                          List<List<DispatchTiming>> Timings, long PeakBytes, long ReservedBytes, long WeightBytes, List<string> KernelNotes);
+                          List<List<DispatchTiming>> Timings, long PeakBytes, long ReservedBytes, long WeightBytes, List<string> KernelNotes, bool TuneMatMul);
 
     /// <summary>Loads the weights on a context of their own (profiled or not for its whole life)
     /// and runs the steps.</summary>
@@ -208,22 +209,26 @@ internal static class BenchCommand
         var (encoderSelf, decoderSelf, cross) = trainer.LastStepFusedAttention!.Value;
         var attention = new BenchAttention(s.Attention.Name(), FusedName(encoderSelf), FusedName(decoderSelf), FusedName(cross));
         return new StepRun(ctx.Capabilities, precision, attention, ctx.Options.Validation, times, losses, timings, ctx.Memory.PeakBytesInUse, ctx.Memory.BytesReserved, weightBytes,
-                           KernelNotes(ctx, precision));
+                           KernelNotes(ctx, precision), MatMulTuner.Enabled(ctx));
     }
 
     /// <summary>Which product kernels ran and with which tile shapes, so runs that differ only
-    /// in a switch (VKPROMPT_DISABLE_COOPMAT, VKPROMPT_*_TILING) can be told apart.</summary>
+    /// in a switch (VKPROMPT_DISABLE_COOPMAT, VKPROMPT_*_TILING, VKPROMPT_MATMUL_TUNE) can be told apart.</summary>
     static List<string> KernelNotes(GpuContext ctx, WeightPrecision precision)
     {
         var notes = new List<string>();
         bool halfWeights = precision != WeightPrecision.Fp32;
+        bool tuned = MatMulTuner.Enabled(ctx);
+        string Tiling(string? forced) => forced ?? (tuned ? "tuned per product before the first step (VKPROMPT_MATMUL_TUNE=1; the log has the times)" : "default");
         if (halfWeights && ctx.CooperativeMatrix)
             notes.Add($"products with {precision.Name()} weights ran on the matrix units (VK_NV_cooperative_matrix), their activation operand rounded to fp16; " +
-                      $"tiling {ctx.Options.CoopMatTiling ?? "default"}");
+                      $"tiling {Tiling(ctx.Options.CoopMatTiling)}");
         else if (halfWeights && ctx.Capabilities.CooperativeMatrixNv)
             notes.Add("the matrix units were not used (VKPROMPT_COOPMAT=1 turns them on)");
         if (!(halfWeights && ctx.CooperativeMatrix) || ctx.Options.MatMulTiling is not null)
-            notes.Add($"portable product tiling {ctx.Options.MatMulTiling ?? "default"}");
+            notes.Add($"portable product tiling {Tiling(ctx.Options.MatMulTiling)}");
+        if (ctx.Options.TuneMatMul && !tuned)
+            notes.Add("VKPROMPT_MATMUL_TUNE=1 does nothing on a CPU device: it runs the streamed product, whose one tiling leaves nothing to choose");
         return notes;
     }
 
@@ -290,7 +295,7 @@ internal sealed record BenchReport(
     string Schema, string Implementation, string Command, string Timestamp,
     BenchDevice Device, DeviceCapabilities? Capabilities, BenchModel Model, BenchBatch Batch,
     string Precision, string ActivationPrecision, BenchAttention Attention, bool Recompute, double Dropout, int WarmupSteps, int Steps, bool Profiled,
-    StepStats StepMs, IReadOnlyList<double> StepTimesMs,
+    bool TuneMatMul, StepStats StepMs, IReadOnlyList<double> StepTimesMs,
     double ExamplesPerSecond, double TokensPerSecond, long TokensPerStep,
     long ForwardFlops, long BackwardFlops, long FlopsPerStep, double Tflops,
     long PeakMemoryBytes, long ReservedMemoryBytes, long WeightMemoryBytes,

@@ -72,8 +72,8 @@ internal static class BenchMatMulCommand
             "(--attention). Each runs untimed for --warmup-ms, then --reps times back to back with GPU timestamps, on random operands in [-1, 1], then is checked against an fp64 dot product " +
             $"of 256 sampled outputs (error over the largest |C|: at most {Fp32Tolerance:G} with fp32 sums of fp32-read operands, {Fp16Tolerance:G} on the matrix units; " +
             "exit code 1 naming the product above that). Reports per product the kernel and tiling that ran, the median time, TFLOP/s and how often a step makes it, " +
-            "and per step their sum; printed and written as JSON. Sweep tile shapes with VKPROMPT_MATMUL_TILING, VKPROMPT_COOPMAT=1 and VKPROMPT_COOPMAT_TILING " +
-            "(docs/benchmarks.md).")
+            "and per step their sum; printed and written as JSON. Sweep tile shapes with VKPROMPT_MATMUL_TILING, VKPROMPT_COOPMAT=1 and VKPROMPT_COOPMAT_TILING; " +
+            "with VKPROMPT_MATMUL_TUNE=1 on a GPU each product is first tuned among its kernel's tilings, and its row has every candidate's times (docs/benchmarks.md).")
         {
             shape, batch, input, target, promptLength, precision, reps, warmupMs, json, device, attention,
         };
@@ -153,6 +153,16 @@ internal static class BenchMatMulCommand
             notes.Add($"skipped '{plan.Product.Name}': {plan.Skipped}");
         }
         var runnable = plans.Where(pl => pl.Skipped is null).ToList();
+        WeightPrecision BPrecision(StepProduct p) => p.WeightB ? precision : WeightPrecision.Fp32;
+        // First, so that its scratch operands are gone before the ones below are allocated.
+        bool tune = MatMulTuner.Enabled(ctx);
+        if (tune)
+        {
+            var tuned = MatMulTuner.Tune(ctx, runnable.Select(pl => (pl.Product.Spec, BPrecision(pl.Product))));
+            notes.Add($"VKPROMPT_MATMUL_TUNE=1: {tuned.Count} product shape(s) tuned before timing; a row's 'tuning' has every candidate tiling's times, its tiling is the fastest");
+        }
+        else if (ctx.Options.TuneMatMul)
+            notes.Add("VKPROMPT_MATMUL_TUNE=1 does nothing on a CPU device: it runs the streamed product, whose one tiling leaves nothing to choose");
         bool sharedB = precision == WeightPrecision.Fp32;
         long aElems = runnable.Select(pl => pl.AElems).DefaultIfEmpty(1).Max();
         long cElems = runnable.Select(pl => pl.CElems).DefaultIfEmpty(1).Max();
@@ -172,11 +182,11 @@ internal static class BenchMatMulCommand
         foreach (var plan in plans)
         {
             var p = plan.Product;
-            var bPrecision = p.WeightB ? precision : WeightPrecision.Fp32;
+            var bPrecision = BPrecision(p);
             var (kernel, tiling) = MatMulKernel.Selection(ctx, p.Spec, bPrecision);
             if (plan.Skipped is not null)
             {
-                rows.Add(Row(p, bPrecision, null, null, null, null, Tolerance(kernel), 0, false, plan.Skipped));
+                rows.Add(Row(p, bPrecision, null, null, null, null, null, Tolerance(kernel), 0, false, plan.Skipped));
                 continue;
             }
             var b = p.WeightB || bf is null ? bw : bf;
@@ -185,7 +195,7 @@ internal static class BenchMatMulCommand
             var (error, checkedOutputs) = Check(ctx, a, b, cBuf, p.Spec, bPrecision, kernel == "matmul_coopmat");
             double tolerance = Tolerance(kernel);
             bool ok = error is { } e && e <= tolerance;
-            rows.Add(Row(p, bPrecision, kernel, tiling, times, error, tolerance, checkedOutputs, ok, null));
+            rows.Add(Row(p, bPrecision, kernel, tiling, MatMulTuner.Find(ctx, p.Spec, bPrecision)?.Candidates, times, error, tolerance, checkedOutputs, ok, null));
         }
         if (ctx.Validation.Errors.FirstOrDefault() is { } validationError)
             throw new InvalidOperationException($"{ctx.Validation.ErrorCount} Vulkan validation error(s); the first: {validationError}");
@@ -207,7 +217,7 @@ internal static class BenchMatMulCommand
                            c.VocabSize, c.IsGatedAct ? "gated-gelu" : "relu", c.TieWordEmbeddings),
             new BenchBatch(shape.Batch, shape.InputLength, shape.TargetLength, shape.PromptLength),
             precision.Name(), attention, c.DropoutRate, s.Reps, s.WarmupMs, profiled,
-            new MatMulSwitches(ctx.CooperativeMatrix, ctx.Options.MatMulTiling, ctx.Options.CoopMatTiling),
+            new MatMulSwitches(ctx.CooperativeMatrix, ctx.Options.MatMulTiling, ctx.Options.CoopMatTiling, tune),
             rows, totals, notes);
     }
 
@@ -226,8 +236,8 @@ internal static class BenchMatMulCommand
 
     static string Fused(bool fused) => fused ? "fused" : "unfused";
 
-    static MatMulRow Row(StepProduct p, WeightPrecision bPrecision, string? kernel, string? tiling, IReadOnlyList<double>? times, double? error, double tolerance,
-                         int checkedOutputs, bool ok, string? skipped)
+    static MatMulRow Row(StepProduct p, WeightPrecision bPrecision, string? kernel, string? tiling, IReadOnlyList<MatMulTimedTiling>? tuning, IReadOnlyList<double>? times,
+                         double? error, double tolerance, int checkedOutputs, bool ok, string? skipped)
     {
         var s = p.Spec;
         TimeStats? stats = null;
@@ -239,7 +249,7 @@ internal static class BenchMatMulCommand
             tflops = median > 0 ? p.Flops / (median / 1e3) / 1e12 : null;
         }
         return new MatMulRow(p.Name, p.Uses, p.Count, s.M, s.N, s.K, s.Batch1 * s.Batch2, p.WeightB ? "weight" : "activation", bPrecision.Name(), s.Accumulate, s.Alpha, s,
-                             p.Flops, kernel, tiling, stats, times, tflops, error, tolerance, checkedOutputs, ok, skipped);
+                             p.Flops, kernel, tiling, tuning, stats, times, tflops, error, tolerance, checkedOutputs, ok, skipped);
     }
 
     /// <summary>Elements each operand of a product spans, and its largest binding in bytes.</summary>
@@ -341,12 +351,13 @@ internal static class BenchMatMulCommand
     {
         console.WriteLine($"device: {r.Device.Name} ({r.Device.Driver})");
         var sw = r.Switches;
+        string Tiling(string? forced) => forced ?? (sw.TuneMatMul ? "tuned per product" : "default");
         console.WriteLine($"weights: {r.Precision}; matrix units: {(sw.CooperativeMatrix ? "on" : r.Capabilities.CooperativeMatrixNv ? "off (VKPROMPT_COOPMAT=1 turns them on)" : "none")}; " +
-                          $"tiling: portable {sw.MatMulTiling ?? "default"}{(sw.CooperativeMatrix ? $", matrix units {sw.CoopMatTiling ?? "default"}" : "")}; attention: {r.Attention}");
+                          $"tiling: portable {Tiling(sw.MatMulTiling)}{(sw.CooperativeMatrix ? $", matrix units {Tiling(sw.CoopMatTiling)}" : "")}; attention: {r.Attention}");
         var table = new Table().AddColumns("product", "per step", "M x N x K", "batch", "B", "kernel", "median ms", "TFLOP/s", "error", "");
         foreach (var p in r.Products)
             table.AddRow(Markup.Escape(p.Name), p.Count.ToString(CultureInfo.InvariantCulture), $"{p.M} x {p.N} x {p.K}{(p.Accumulate ? " +=" : "")}",
-                         p.Batch.ToString(CultureInfo.InvariantCulture), $"{p.BOperand} {p.BPrecision}", Markup.Escape($"{p.Kernel} {p.Tiling}"),
+                         p.Batch.ToString(CultureInfo.InvariantCulture), $"{p.BOperand} {p.BPrecision}", Markup.Escape($"{p.Kernel} {p.Tiling}{(p.Tuning is null ? "" : " (tuned)")}"),
                          p.Ms is { } ms ? F(ms.Median, "F3") : "-", p.Tflops is { } t ? F(t, "F3") : "-",
                          p.MaxRelativeError is { } e ? F(e, "E1") : p.Skipped is null ? "non-finite" : "-",
                          p.Skipped is not null ? "[yellow]skipped[/]" : p.Ok ? "ok" : "[red]WRONG[/]");
@@ -366,14 +377,16 @@ internal sealed record BenchMatMulReport(
     string Precision, BenchAttention Attention, double Dropout, int Reps, int WarmupMs, bool Profiled, MatMulSwitches Switches,
     IReadOnlyList<MatMulRow> Products, MatMulStepTotals Step, IReadOnlyList<string> Notes);
 
-/// <summary>What chose the kernels: the matrix units on or off, and the tiling variables as set (null: the default).</summary>
-internal sealed record MatMulSwitches(bool CooperativeMatrix, string? MatMulTiling, string? CoopMatTiling);
+/// <summary>What chose the kernels: the matrix units on or off, the tiling variables as set (null:
+/// the default), and whether the products were tuned first (VKPROMPT_MATMUL_TUNE=1 on a GPU).</summary>
+internal sealed record MatMulSwitches(bool CooperativeMatrix, string? MatMulTiling, string? CoopMatTiling, bool TuneMatMul);
 
-/// <summary>One distinct product: its uses per step, sizes, operands and full spec, what ran, its
-/// times and check. A skipped product has only <see cref="Skipped"/> and its shape.</summary>
+/// <summary>One distinct product: its uses per step, sizes, operands and full spec, what ran (with
+/// the tuner's times of each candidate tiling where it chose the tiling), its times and check. A
+/// skipped product has only <see cref="Skipped"/> and its shape.</summary>
 internal sealed record MatMulRow(
     string Name, IReadOnlyList<StepProductUse> Uses, int Count, int M, int N, int K, int Batch, string BOperand, string BPrecision, bool Accumulate, float Alpha,
-    MatMulSpec Spec, long Flops, string? Kernel, string? Tiling, TimeStats? Ms, IReadOnlyList<double>? TimesMs, double? Tflops,
+    MatMulSpec Spec, long Flops, string? Kernel, string? Tiling, IReadOnlyList<MatMulTimedTiling>? Tuning, TimeStats? Ms, IReadOnlyList<double>? TimesMs, double? Tflops,
     double? MaxRelativeError, double Tolerance, int CheckedOutputs, bool Ok, string? Skipped);
 
 internal sealed record TimeStats(double Median, double Min, double Max);
