@@ -12,7 +12,8 @@
 #                                    fp64), then vkprompt bench and the PyTorch + PEFT peer for
 #                                    t5-base and t5-large at batch 32, input 512, target 8, prompt
 #                                    100, in fp32 and bf16 (vkprompt: bf16 weights, fp32 activations;
-#                                    the peer: all bf16), then the matrix units and tiling sweeps
+#                                    the peer: all bf16), then t5-base fp32 with the tilings tuned
+#                                    (VKPROMPT_MATMUL_TUNE=1), the matrix units and tiling sweeps
 #                                    while the budget lasts. Writes $OUT/table.md, $OUT/sweep.md, $OUT/log.txt and
 #                                    $OUT/results.tar (every JSON report). No run starts after
 #                                    BENCH_BUDGET_S seconds (default 480), so the command ends inside
@@ -175,6 +176,9 @@ PY
   vk vk-t5-large-fp32 t5-large --precision fp32 --warmup 1 --steps 2
   vk vk-t5-large-bf16 t5-large --precision bf16 --warmup 1 --steps 2
   peer peer-t5-large-bf16 t5-large bf16 --warmup 1 --steps 3
+  # The tuner (VKPROMPT_MATMUL_TUNE=1) against the rule of vk-t5-base-fp32; --verbose puts its
+  # per-product times into log.txt.
+  VKENV=VKPROMPT_MATMUL_TUNE=1 vk vk-t5-base-fp32-tuned t5-base --precision fp32 --warmup 1 --steps 3 --verbose
   VKENV=VKPROMPT_COOPMAT=1 vk vk-t5-base-bf16-coopmat t5-base --precision bf16 --warmup 1 --steps 3
   mm mm-bf16-auto bf16
   for t in 16x16x8x8x16 8x16x8x8x8 16x16x4x4x16; do mm "mm-fp32-$t" fp32 VKPROMPT_MATMUL_TILING=$t; done
