@@ -1,7 +1,7 @@
 #version 450
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
-#include "philox.glsl"
+#include "dropout.glsl"
 
 // Inverted dropout: y[i] = keep(i) ? x[i] * scale : 0, scale = 1 / (1 - rate). y may be x (in
 // place): each invocation reads its element before writing it. Out of place, it spares a copy
@@ -19,7 +19,6 @@ layout(push_constant) uniform Push { uint n; uint threshold; float scale; uint s
 
 void main() {
     GRID_STRIDE_LOOP(i, pc.n) {
-        bool keep = philox2x32_10(uvec2(i, pc.stream), seed).x >= pc.threshold;
-        y[i] = keep ? x[i] * pc.scale : 0.0;
+        y[i] = dropoutApply(x[i], dropoutKeeps(i, pc.stream, seed, pc.threshold), pc.scale);
     }
 }

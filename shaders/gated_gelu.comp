@@ -2,13 +2,22 @@
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
 #include "activations.glsl"
+#include "dropout.glsl"
 
 // T5 v1.1 feed-forward gate: y = gelu_tanh(a) * b, a = wi_0 x and b = wi_1 x.
+// With dropout (threshold > 0) y is what dropout.comp would make of it, the same draw for flat
+// index i: y[i] = keep(i) ? gelu_tanh(a) * b * scale : 0. A training forward then makes no
+// separate read and write pass over the hidden tensor to drop it.
 layout(std430, binding = 0) readonly buffer A { float a[]; };
 layout(std430, binding = 1) readonly buffer B { float b[]; };
 layout(std430, binding = 2) writeonly buffer Y { float y[]; };
-layout(push_constant) uniform Push { uint n; } pc;
+layout(std430, binding = 3) readonly buffer Seed { uint seed; };
+layout(push_constant) uniform Push { uint n; uint threshold; float scale; uint stream; } pc;
 
 void main() {
-    GRID_STRIDE_LOOP(i, pc.n) y[i] = gelu_tanh(a[i]) * b[i];
+    GRID_STRIDE_LOOP(i, pc.n) {
+        float v = gelu_tanh(a[i]) * b[i];
+        if (pc.threshold != 0u) v = dropoutApply(v, dropoutKeeps(i, pc.stream, seed, pc.threshold), pc.scale);
+        y[i] = v;
+    }
 }

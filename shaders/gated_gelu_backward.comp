@@ -2,18 +2,24 @@
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
 #include "activations.glsl"
+#include "dropout.glsl"
 
 // Gradient of y = gelu_tanh(a) * b: da = dy * b * gelu_tanh'(a), db = dy * gelu_tanh(a).
+// With dropout on y (threshold > 0), dy arrives as the gradient of the dropped y and goes
+// through dropout.comp's mask as it is read, dy = keep(i) ? dy[i] * scale : 0: the backward
+// then makes no separate pass over the hidden gradient to drop it.
 layout(std430, binding = 0) readonly buffer A { float a[]; };
 layout(std430, binding = 1) readonly buffer B { float b[]; };
 layout(std430, binding = 2) readonly buffer DY { float dy[]; };
 layout(std430, binding = 3) writeonly buffer DA { float da[]; };
 layout(std430, binding = 4) writeonly buffer DB { float db[]; };
-layout(push_constant) uniform Push { uint n; } pc;
+layout(std430, binding = 5) readonly buffer Seed { uint seed; };
+layout(push_constant) uniform Push { uint n; uint threshold; float scale; uint stream; } pc;
 
 void main() {
     GRID_STRIDE_LOOP(i, pc.n) {
         float ai = a[i], g = dy[i];
+        if (pc.threshold != 0u) g = dropoutApply(g, dropoutKeeps(i, pc.stream, seed, pc.threshold), pc.scale);
         da[i] = g * b[i] * gelu_tanh_grad(ai);
         db[i] = g * gelu_tanh(ai);
     }

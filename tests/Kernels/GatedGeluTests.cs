@@ -120,6 +120,79 @@ public sealed class GatedGeluTests(GpuFixture f) : GpuTest(f)
         }
     }
 
+    const float Rate = 0.1f;
+    const uint Seed = 99, Stream = 3;
+
+    /// <summary>Forward and backward on the GPU with the dropout fused, and as the plain kernels
+    /// with DropoutKernel on y after the forward and on dy before the backward: y, da and db of
+    /// each.</summary>
+    ((float[] Y, float[] Da, float[] Db) Fused, (float[] Y, float[] Da, float[] Db) Composed) FusedAndComposed(
+        float[] a, float[] b, float[] dy, float rate)
+    {
+        int n = a.Length;
+        using var ga = GpuBuffer.From<float>(Ctx, a);
+        using var gb = GpuBuffer.From<float>(Ctx, b);
+        using var gdy = GpuBuffer.From<float>(Ctx, dy);
+        using var seed = GpuBuffer.From<uint>(Ctx, [Seed]);
+        using var fusedY = new GpuBuffer(Ctx, n * 4L, "fused y");
+        using var fusedDa = new GpuBuffer(Ctx, n * 4L, "fused da");
+        using var fusedDb = new GpuBuffer(Ctx, n * 4L, "fused db");
+        using var composedY = new GpuBuffer(Ctx, n * 4L, "composed y");
+        using var composedDy = GpuBuffer.From<float>(Ctx, dy);
+        using var composedDa = new GpuBuffer(Ctx, n * 4L, "composed da");
+        using var composedDb = new GpuBuffer(Ctx, n * 4L, "composed db");
+        using (var g = new CommandGraph(Ctx))
+        {
+            var mask = new DropoutMask<GpuBuffer>(rate, seed, Stream);
+            GatedGeluKernel.Forward(g, ga, gb, fusedY, n, mask);
+            GatedGeluKernel.Backward(g, ga, gb, gdy, fusedDa, fusedDb, n, mask);
+            GatedGeluKernel.Forward(g, ga, gb, composedY, n);
+            DropoutKernel.Forward(g, composedY, n, rate, seed, Stream);
+            DropoutKernel.Backward(g, composedDy, n, rate, seed, Stream);
+            GatedGeluKernel.Backward(g, ga, gb, composedDy, composedDa, composedDb, n);
+            g.Run();
+        }
+        return ((fusedY.Download<float>(), fusedDa.Download<float>(), fusedDb.Download<float>()),
+                (composedY.Download<float>(), composedDa.Download<float>(), composedDb.Download<float>()));
+    }
+
+    [Theory, MemberData(nameof(Sizes))]
+    public void DropoutIsDropoutKernelsMaskBothWays(int n)
+    {
+        var a = Check.Random(n, 9, Scale);
+        var b = Check.Random(n, 10);
+        var dy = Check.Random(n, 11);
+        var (fused, composed) = FusedAndComposed(a, b, dy, Rate);
+        // The same mask, activation and products, each rounded on its own.
+        Check.BitIdentical(composed.Y, fused.Y, "gated gelu y with dropout");
+        Check.BitIdentical(composed.Da, fused.Da, "gated gelu da with dropout");
+        Check.BitIdentical(composed.Db, fused.Db, "gated gelu db with dropout");
+
+        // The CPU reference path (CpuBackend): the reference activation and DropoutReference in
+        // turn. A mask off by one element would miss by the element's whole value.
+        var y = new float[n];
+        GatedGeluReference.Forward<float>(a, b, y, n);
+        DropoutReference.Forward<float>(y, n, Rate, Seed, Stream);
+        var droppedDy = (float[])dy.Clone();
+        DropoutReference.Backward<float>(droppedDy, n, Rate, Seed, Stream);
+        var da = new float[n];
+        var db = new float[n];
+        GatedGeluReference.Backward<float>(a, b, droppedDy, da, db, n);
+        Check.Close(y, fused.Y, Tolerance, "gated gelu y with dropout vs reference");
+        Check.Close(da, fused.Da, Tolerance, "gated gelu da with dropout vs reference");
+        Check.Close(db, fused.Db, Tolerance, "gated gelu db with dropout vs reference");
+    }
+
+    [Fact]
+    public void RateZeroIsThePlainActivation()
+    {
+        const int n = 300;
+        var (fused, composed) = FusedAndComposed(Check.Random(n, 12, Scale), Check.Random(n, 13), Check.Random(n, 14), rate: 0f);
+        Check.BitIdentical(composed.Y, fused.Y, "gated gelu y at rate 0");
+        Check.BitIdentical(composed.Da, fused.Da, "gated gelu da at rate 0");
+        Check.BitIdentical(composed.Db, fused.Db, "gated gelu db at rate 0");
+    }
+
     (float[] Da, float[] Db) RunBackward(float[] a, float[] b, float[] dy)
     {
         int n = a.Length;

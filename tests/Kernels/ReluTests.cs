@@ -79,4 +79,65 @@ public sealed class ReluTests(GpuFixture f) : GpuTest(f)
         // Piecewise linear, so only rounding of the differences remains (~1e-16 / h).
         Assert.True(FiniteDifference.MaxRelativeError(numeric, analytic) < 1e-8);
     }
+
+    const float Rate = 0.1f;
+    const uint Seed = 99, Stream = 3;
+
+    /// <summary>Forward and backward on the GPU with the dropout fused, and as the plain kernels
+    /// with DropoutKernel on y after the forward and on dy before the backward: y and dx of each.</summary>
+    ((float[] Y, float[] Dx) Fused, (float[] Y, float[] Dx) Composed) FusedAndComposed(float[] x, float[] dy, float rate)
+    {
+        int n = x.Length;
+        using var gx = GpuBuffer.From<float>(Ctx, x);
+        using var gdy = GpuBuffer.From<float>(Ctx, dy);
+        using var seed = GpuBuffer.From<uint>(Ctx, [Seed]);
+        using var fusedY = new GpuBuffer(Ctx, n * 4L, "fused y");
+        using var fusedDx = new GpuBuffer(Ctx, n * 4L, "fused dx");
+        using var composedY = new GpuBuffer(Ctx, n * 4L, "composed y");
+        using var composedDy = GpuBuffer.From<float>(Ctx, dy);
+        using var composedDx = new GpuBuffer(Ctx, n * 4L, "composed dx");
+        using (var g = new CommandGraph(Ctx))
+        {
+            var mask = new DropoutMask<GpuBuffer>(rate, seed, Stream);
+            ReluKernel.Forward(g, gx, fusedY, n, mask);
+            ReluKernel.Backward(g, gx, gdy, fusedDx, n, mask);
+            ReluKernel.Forward(g, gx, composedY, n);
+            DropoutKernel.Forward(g, composedY, n, rate, seed, Stream);
+            DropoutKernel.Backward(g, composedDy, n, rate, seed, Stream);
+            ReluKernel.Backward(g, gx, composedDy, composedDx, n);
+            g.Run();
+        }
+        return ((fusedY.Download<float>(), fusedDx.Download<float>()), (composedY.Download<float>(), composedDx.Download<float>()));
+    }
+
+    [Theory, MemberData(nameof(Sizes))]
+    public void DropoutIsDropoutKernelsMaskBothWays(int n)
+    {
+        var x = Check.Random(n, 7);
+        var dy = Check.Random(n, 8);
+        var (fused, composed) = FusedAndComposed(x, dy, Rate);
+        Check.BitIdentical(composed.Y, fused.Y, "relu y with dropout");
+        Check.BitIdentical(composed.Dx, fused.Dx, "relu dx with dropout");
+
+        // The CPU reference path (CpuBackend): the reference relu and DropoutReference in turn,
+        // exact like the relu alone (one float product per kept element).
+        var y = new float[n];
+        ReluReference.Forward<float>(x, y, n);
+        DropoutReference.Forward<float>(y, n, Rate, Seed, Stream);
+        var droppedDy = (float[])dy.Clone();
+        DropoutReference.Backward<float>(droppedDy, n, Rate, Seed, Stream);
+        var dx = new float[n];
+        ReluReference.Backward<float>(x, droppedDy, dx, n);
+        Check.BitIdentical(y, fused.Y, "relu y with dropout vs reference");
+        Check.BitIdentical(dx, fused.Dx, "relu dx with dropout vs reference");
+    }
+
+    [Fact]
+    public void RateZeroIsThePlainActivation()
+    {
+        const int n = 300;
+        var (fused, composed) = FusedAndComposed(Check.Random(n, 9), Check.Random(n, 10), rate: 0f);
+        Check.BitIdentical(composed.Y, fused.Y, "relu y at rate 0");
+        Check.BitIdentical(composed.Dx, fused.Dx, "relu dx at rate 0");
+    }
 }

@@ -15,7 +15,11 @@ public readonly record struct AttentionShape(int Batch, int Heads, int QueryLeng
 /// over the flat [B, H, Lq, Lk] tensor, and <paramref name="Dropped"/>, a buffer of its own, gets
 /// the dropped probabilities. Rate 0 is no dropout: nothing is drawn and Dropped is not written.
 /// TBuffer is the GPU buffer of a dispatch or the tensor of a backend.</summary>
-public readonly record struct ProbsDropout<TBuffer>(float Rate, TBuffer Seed, uint Stream, TBuffer Dropped) where TBuffer : class;
+public readonly record struct ProbsDropout<TBuffer>(float Rate, TBuffer Seed, uint Stream, TBuffer Dropped) where TBuffer : class
+{
+    /// <summary>The mask, without where the dropped probabilities go.</summary>
+    public DropoutMask<TBuffer> Mask => new(Rate, Seed, Stream);
+}
 
 /// <summary>T5 attention probabilities in place over the scores:
 /// p[b,h,i,j] = softmax_j(s[b,h,i,j] + bias[h,i,j]) in fp32 with max subtraction, where
@@ -71,7 +75,8 @@ public static class AttentionSoftmaxKernel
     }
 }
 
-/// <summary>What the softmax kernels check and push of a <see cref="ProbsDropout{TBuffer}"/>.</summary>
+/// <summary>What the softmax kernels check and push of a <see cref="ProbsDropout{TBuffer}"/>:
+/// its mask as <see cref="DropoutMasks"/> checks it, and the buffer the dropped probabilities go to.</summary>
 static class ProbsDropouts
 {
     /// <summary>The keep threshold and scale, with the seed and output buffers; null buffers when
@@ -80,15 +85,11 @@ static class ProbsDropouts
     public static (uint Threshold, float Scale, GpuBuffer? Seed, GpuBuffer? Dropped) Check(string kernel, ProbsDropout<GpuBuffer>? dropout, long elements,
                                                                                          params ReadOnlySpan<GpuBuffer> operands)
     {
-        if (dropout is not { } d) return (0, 1f, null, null);
-        uint threshold = DropoutKernel.KeepThreshold(d.Rate);
-        if (threshold == 0) return (0, 1f, null, null);
-        BufferChecks.Require(kernel, d.Seed, 1, "seed");
+        var (threshold, scale, seed) = DropoutMasks.Check(kernel, dropout?.Mask, elements);
+        if (dropout is not { } d || seed is null) return (threshold, scale, null, null);
         BufferChecks.Require(kernel, d.Dropped, elements, "dropped probabilities");
         foreach (var operand in operands)
             if (d.Dropped == operand) throw new ArgumentException($"{kernel}: the dropped probabilities need a buffer of their own, not {operand.Name}");
-        // Element indices are 32-bit in the shaders, as DropoutKernel's are.
-        if (elements > uint.MaxValue) throw new ArgumentOutOfRangeException(nameof(elements), $"{kernel}: dropout indexes at most 2^32 probabilities, got {elements}");
-        return (threshold, DropoutKernel.KeepScale(d.Rate), d.Seed, d.Dropped);
+        return (threshold, scale, seed, d.Dropped);
     }
 }

@@ -1,5 +1,30 @@
 namespace VkPrompt.Runtime.Kernels;
 
+/// <summary>Dropout that a kernel applies as it passes over a tensor anyway (the activations'
+/// output, the gradient their backward reads) instead of a <see cref="DropoutKernel"/> pass of
+/// its own: the mask DropoutKernel draws for <paramref name="Seed"/> and <paramref name="Stream"/>
+/// over the flat tensor, kept elements scaled by <see cref="DropoutKernel.KeepScale"/>, bit for
+/// bit what the separate pass would give. Rate 0 is no dropout. TBuffer is the GPU buffer of a
+/// dispatch or the tensor of a backend.</summary>
+public readonly record struct DropoutMask<TBuffer>(float Rate, TBuffer Seed, uint Stream) where TBuffer : class;
+
+/// <summary>What a kernel checks and pushes of a <see cref="DropoutMask{TBuffer}"/>.</summary>
+static class DropoutMasks
+{
+    /// <summary>The keep threshold and scale, with the seed buffer; threshold 0, scale 1 and no
+    /// seed when there is no dropout (none given, or rate 0), which the shaders take as off.</summary>
+    public static (uint Threshold, float Scale, GpuBuffer? Seed) Check(string kernel, DropoutMask<GpuBuffer>? mask, long elements)
+    {
+        if (mask is not { } m) return (0, 1f, null);
+        uint threshold = DropoutKernel.KeepThreshold(m.Rate);
+        if (threshold == 0) return (0, 1f, null);
+        BufferChecks.Require(kernel, m.Seed, 1, "seed");
+        // Element indices are 32-bit in the shaders, as DropoutKernel's are.
+        if (elements > uint.MaxValue) throw new ArgumentOutOfRangeException(nameof(elements), $"{kernel}: dropout indexes at most 2^32 elements, got {elements}");
+        return (threshold, DropoutKernel.KeepScale(m.Rate), m.Seed);
+    }
+}
+
 /// <summary>
 /// Inverted dropout for training, in place: each element is kept with probability 1 - rate and
 /// scaled by 1 / (1 - rate), or zeroed. The mask is a pure function of (seed, stream, index)

@@ -1,26 +1,33 @@
 namespace VkPrompt.Runtime.Kernels;
 
 /// <summary>The T5 v1.1 gated feed-forward activation y = gelu_tanh(a) * b, where a = wi_0 x
-/// and b = wi_1 x (shaders/include/activations.glsl explains the overflow-safe formula).</summary>
+/// and b = wi_1 x (shaders/include/activations.glsl explains the overflow-safe formula).
+/// With a <see cref="DropoutMask{TBuffer}"/> the forward drops y as it writes it and the backward
+/// drops dy as it reads it, bit for bit what <see cref="DropoutKernel"/> passes after the forward
+/// and before the backward would give.</summary>
 public static class GatedGeluKernel
 {
-    static readonly KernelLayout ForwardLayout = new([Access.Read, Access.Read, Access.Write], 4);
-    static readonly KernelLayout BackwardLayout = new([Access.Read, Access.Read, Access.Read, Access.Write, Access.Write], 4);
+    static readonly KernelLayout ForwardLayout = new([Access.Read, Access.Read, Access.Write, Access.Read], 16);
+    static readonly KernelLayout BackwardLayout = new([Access.Read, Access.Read, Access.Read, Access.Write, Access.Write, Access.Read], 16);
 
-    readonly record struct Push(uint N);
+    readonly record struct Push(uint N, uint Threshold, float Scale, uint Stream);
 
-    public static void Forward(CommandGraph g, GpuBuffer a, GpuBuffer b, GpuBuffer y, int n)
+    public static void Forward(CommandGraph g, GpuBuffer a, GpuBuffer b, GpuBuffer y, int n, DropoutMask<GpuBuffer>? dropout = null)
     {
-        BufferChecks.NonNegative("gated_gelu", (n, nameof(n)));
-        BufferChecks.Require("gated_gelu", a, n, "a");
-        BufferChecks.Require("gated_gelu", b, n, "b");
-        BufferChecks.Require("gated_gelu", y, n, "y");
-        var k = g.Context.Kernel("gated_gelu", ForwardLayout, Grid.LinearSize);
-        g.Dispatch(k, Grid.Linear(n), new Push((uint)n), a, b, y);
+        const string name = "gated_gelu";
+        BufferChecks.NonNegative(name, (n, nameof(n)));
+        BufferChecks.Require(name, a, n, "a");
+        BufferChecks.Require(name, b, n, "b");
+        BufferChecks.Require(name, y, n, "y");
+        var (threshold, scale, seed) = DropoutMasks.Check(name, dropout, n);
+        var k = g.Context.Kernel(name, ForwardLayout, Grid.LinearSize);
+        // Without dropout the seed binding holds a, which the shader then never reads through it.
+        g.Dispatch(k, Grid.Linear(n), new Push((uint)n, threshold, scale, dropout?.Stream ?? 0), a, b, y, seed ?? a);
     }
 
-    /// <summary>da = dy * b * gelu_tanh'(a), db = dy * gelu_tanh(a).</summary>
-    public static void Backward(CommandGraph g, GpuBuffer a, GpuBuffer b, GpuBuffer dy, GpuBuffer da, GpuBuffer db, int n)
+    /// <summary>da = dy * b * gelu_tanh'(a), db = dy * gelu_tanh(a); with
+    /// <paramref name="dropout"/> dy is the gradient of the dropped y.</summary>
+    public static void Backward(CommandGraph g, GpuBuffer a, GpuBuffer b, GpuBuffer dy, GpuBuffer da, GpuBuffer db, int n, DropoutMask<GpuBuffer>? dropout = null)
     {
         const string name = "gated_gelu_backward";
         BufferChecks.NonNegative(name, (n, nameof(n)));
@@ -29,7 +36,8 @@ public static class GatedGeluKernel
         BufferChecks.Require(name, dy, n, "dy");
         BufferChecks.Require(name, da, n, "da");
         BufferChecks.Require(name, db, n, "db");
+        var (threshold, scale, seed) = DropoutMasks.Check(name, dropout, n);
         var k = g.Context.Kernel(name, BackwardLayout, Grid.LinearSize);
-        g.Dispatch(k, Grid.Linear(n), new Push((uint)n), a, b, dy, da, db);
+        g.Dispatch(k, Grid.Linear(n), new Push((uint)n, threshold, scale, dropout?.Stream ?? 0), a, b, dy, da, db, seed ?? a);
     }
 }
