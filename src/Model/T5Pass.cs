@@ -399,11 +399,10 @@ public sealed class T5Pass : IDisposable
         if (fw.Wi1 is not null)
         {
             be.MatMul(s.Norm, fw.Wi1, s.FfB, Linear(rows, c.DFf, d));
-            be.GatedGelu(s.FfA, s.FfB, s.FfH, n);
+            be.GatedGelu(s.FfA, s.FfB, s.FfH, n, HiddenDropout(stream));
         }
         else
-            be.Relu(s.FfA, s.FfH, n);
-        DropoutAt(s.FfH, n, stream + Sites.Hidden);
+            be.Relu(s.FfA, s.FfH, n, HiddenDropout(stream));
         Residual(x, xOut, s.FfH, fw.Wo, rows, c.DFf, stream);
     }
 
@@ -415,6 +414,11 @@ public sealed class T5Pass : IDisposable
         public const uint EncoderEmbedding = 1, EncoderOutput = 2, DecoderEmbedding = 3, DecoderOutput = 4;
         public static uint Sublayer(int stack, int block, int k) => (uint)(16 + (stack * 4096 + block * 4 + k) * 4);
     }
+
+    // The activations drop the feed-forward hidden tensor as they write it, and their backward
+    // drops its gradient as it reads it: no pass of its own over [tokens, d_ff] either way.
+    DropoutMask<Tensor>? HiddenDropout(uint stream) =>
+        DropoutRate > 0 ? new DropoutMask<Tensor>(DropoutRate, DropoutSeed!, stream + Sites.Hidden) : null;
 
     void DropoutAt(Tensor t, long n, uint stream)
     {
@@ -479,16 +483,15 @@ public sealed class T5Pass : IDisposable
         var g = grads!;
         int n = rows * c.DFf;
         be.MatMul(BranchGradient(dX, rows, stream), fw.Wo, g.FfH, MatMulSpec.Rows(rows, c.DFf, d));
-        DropoutBackAt(g.FfH, n, stream + Sites.Hidden);
         if (fw.Wi1 is not null)
         {
-            be.GatedGeluBackward(s.FfA, s.FfB, g.FfH, g.FfA, g.FfB, n);
+            be.GatedGeluBackward(s.FfA, s.FfB, g.FfH, g.FfA, g.FfB, n, HiddenDropout(stream));
             be.MatMul(g.FfA, fw.Wi, g.H, MatMulSpec.Rows(rows, d, c.DFf));
             be.MatMul(g.FfB, fw.Wi1, g.H, MatMulSpec.Rows(rows, d, c.DFf) with { Accumulate = true });
         }
         else
         {
-            be.ReluBackward(s.FfA, g.FfH, g.FfA, n);
+            be.ReluBackward(s.FfA, g.FfH, g.FfA, n, HiddenDropout(stream));
             be.MatMul(g.FfA, fw.Wi, g.H, MatMulSpec.Rows(rows, d, c.DFf));
         }
         be.RmsNormBackward(x, norm, g.H, dX, rows, d, (float)c.LayerNormEpsilon, accumulate: true);

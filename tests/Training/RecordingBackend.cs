@@ -56,10 +56,10 @@ sealed class RecordingBackend : Backend
                                         FlashAttentionShape shape, float dropoutRate, Tensor? seed, uint stream) => FusedAttentions++;
     public override void FusedAttentionBackward(Tensor q, Tensor k, Tensor v, Tensor o, Tensor logSumExp, Tensor dO, Tensor dq, Tensor dk, Tensor dv,
                                                 Tensor? buckets, Tensor? biasWeight, Tensor? keyMask, FlashAttentionShape shape, float dropoutRate, Tensor? seed, uint stream) => FusedAttentions++;
-    public override void Relu(Tensor x, Tensor y, int n) { }
-    public override void ReluBackward(Tensor x, Tensor dy, Tensor dx, int n) { }
-    public override void GatedGelu(Tensor a, Tensor b, Tensor y, int n) { }
-    public override void GatedGeluBackward(Tensor a, Tensor b, Tensor dy, Tensor da, Tensor db, int n) { }
+    public override void Relu(Tensor x, Tensor y, int n, DropoutMask<Tensor>? dropout = null) { }
+    public override void ReluBackward(Tensor x, Tensor dy, Tensor dx, int n, DropoutMask<Tensor>? dropout = null) { }
+    public override void GatedGelu(Tensor a, Tensor b, Tensor y, int n, DropoutMask<Tensor>? dropout = null) { }
+    public override void GatedGeluBackward(Tensor a, Tensor b, Tensor dy, Tensor da, Tensor db, int n, DropoutMask<Tensor>? dropout = null) { }
     public override void Add(Tensor x, Tensor y, int n, float alpha = 1f) { }
     public override void Copy(Tensor src, Tensor dst) { }
     public override void Embedding(Tensor table, Tensor ids, Tensor? prompts, Tensor? promptIndex, Tensor output, int batch, int length, int promptLength, int dim) { }

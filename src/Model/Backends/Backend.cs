@@ -160,10 +160,16 @@ public abstract class Backend : IDisposable
     /// <summary>dq, dk, dv of <see cref="FusedAttention"/> from dO and its q, k, v, o, logsumexp.</summary>
     public abstract void FusedAttentionBackward(Tensor q, Tensor k, Tensor v, Tensor o, Tensor logSumExp, Tensor dO, Tensor dq, Tensor dk, Tensor dv,
                                                 Tensor? buckets, Tensor? biasWeight, Tensor? keyMask, FlashAttentionShape shape, float dropoutRate, Tensor? seed, uint stream);
-    public abstract void Relu(Tensor x, Tensor y, int n);
-    public abstract void ReluBackward(Tensor x, Tensor dy, Tensor dx, int n);
-    public abstract void GatedGelu(Tensor a, Tensor b, Tensor y, int n);
-    public abstract void GatedGeluBackward(Tensor a, Tensor b, Tensor dy, Tensor da, Tensor db, int n);
+    /// <summary>The feed-forward activations and their backward. With <paramref name="dropout"/>
+    /// the forward drops its output and the backward takes dy as the gradient of the dropped
+    /// output, in the same pass and with the masks <see cref="Dropout"/> would draw.</summary>
+    public abstract void Relu(Tensor x, Tensor y, int n, DropoutMask<Tensor>? dropout = null);
+    /// <inheritdoc cref="Relu"/>
+    public abstract void ReluBackward(Tensor x, Tensor dy, Tensor dx, int n, DropoutMask<Tensor>? dropout = null);
+    /// <inheritdoc cref="Relu"/>
+    public abstract void GatedGelu(Tensor a, Tensor b, Tensor y, int n, DropoutMask<Tensor>? dropout = null);
+    /// <inheritdoc cref="Relu"/>
+    public abstract void GatedGeluBackward(Tensor a, Tensor b, Tensor dy, Tensor da, Tensor db, int n, DropoutMask<Tensor>? dropout = null);
     public abstract void Add(Tensor x, Tensor y, int n, float alpha = 1f);
     public abstract void Copy(Tensor src, Tensor dst);
     public abstract void Embedding(Tensor table, Tensor ids, Tensor? prompts, Tensor? promptIndex, Tensor output, int batch, int length, int promptLength, int dim);

@@ -86,10 +86,34 @@ public sealed class CpuBackend : Backend
         FlashAttentionReference.Backward(F(q), F(k), F(v), F(o), F(logSumExp), F(dO), F(dq), F(dk), F(dv), buckets is null ? null : I(buckets),
                                          biasWeight is null ? null : F(biasWeight), keyMask is null ? null : I(keyMask), shape, dropoutRate, Seed(seed), stream);
     static uint Seed(Tensor? seed) => seed is null ? 0 : (uint)I(seed)[0];
-    public override void Relu(Tensor x, Tensor y, int n) => ReluReference.Forward(F(x), F(y), n);
-    public override void ReluBackward(Tensor x, Tensor dy, Tensor dx, int n) => ReluReference.Backward(F(x), F(dy), F(dx), n);
-    public override void GatedGelu(Tensor a, Tensor b, Tensor y, int n) => GatedGeluReference.Forward(F(a), F(b), F(y), n);
-    public override void GatedGeluBackward(Tensor a, Tensor b, Tensor dy, Tensor da, Tensor db, int n) => GatedGeluReference.Backward(F(a), F(b), F(dy), F(da), F(db), n);
+    // The activations with dropout are the reference activation and DropoutReference one after
+    // the other, the composition the fused kernels must reproduce bit for bit.
+    public override void Relu(Tensor x, Tensor y, int n, DropoutMask<Tensor>? dropout = null)
+    {
+        ReluReference.Forward(F(x), F(y), n);
+        Drop(F(y), n, dropout);
+    }
+    public override void ReluBackward(Tensor x, Tensor dy, Tensor dx, int n, DropoutMask<Tensor>? dropout = null) =>
+        ReluReference.Backward(F(x), Dropped(dy, n, dropout), F(dx), n);
+    public override void GatedGelu(Tensor a, Tensor b, Tensor y, int n, DropoutMask<Tensor>? dropout = null)
+    {
+        GatedGeluReference.Forward(F(a), F(b), F(y), n);
+        Drop(F(y), n, dropout);
+    }
+    public override void GatedGeluBackward(Tensor a, Tensor b, Tensor dy, Tensor da, Tensor db, int n, DropoutMask<Tensor>? dropout = null) =>
+        GatedGeluReference.Backward(F(a), F(b), Dropped(dy, n, dropout), F(da), F(db), n);
+    static void Drop(Span<float> x, int n, DropoutMask<Tensor>? dropout)
+    {
+        if (dropout is { } d) DropoutReference.Forward(x, n, d.Rate, Seed(d.Seed), d.Stream);
+    }
+    // dy itself is an input of the backward, left as it is: the mask goes on a copy.
+    static float[] Dropped(Tensor dy, int n, DropoutMask<Tensor>? dropout)
+    {
+        if (dropout is null) return F(dy);
+        var copy = F(dy)[..n];
+        Drop(copy, n, dropout);
+        return copy;
+    }
     public override void Add(Tensor x, Tensor y, int n, float alpha = 1f) => AddReference.Forward(F(x).AsSpan(0, n), F(y).AsSpan(0, n), alpha);
     public override void Copy(Tensor src, Tensor dst) => F(src).AsSpan(0, (int)Math.Min(src.Length, dst.Length)).CopyTo(F(dst));
     public override void Zero(Tensor t) { if (t is CpuTensor { I.Length: > 0 } ct) Array.Clear(ct.I); else Array.Clear(F(t)); }

@@ -147,10 +147,14 @@ public sealed class GpuBackend(GpuContext ctx, bool ownsContext = false) : Backe
     // decide what fits; CPU devices never.
     protected override bool FusesAttentionByDefault(int queryLength, int keyLength) =>
         ctx.Capabilities.DeviceType != "cpu" && (long)queryLength * keyLength >= 1024 * 1024;
-    public override void Relu(Tensor x, Tensor y, int n) => ReluKernel.Forward(G, Buf(x), Buf(y), n);
-    public override void ReluBackward(Tensor x, Tensor dy, Tensor dx, int n) => ReluKernel.Backward(G, Buf(x), Buf(dy), Buf(dx), n);
-    public override void GatedGelu(Tensor a, Tensor b, Tensor y, int n) => GatedGeluKernel.Forward(G, Buf(a), Buf(b), Buf(y), n);
-    public override void GatedGeluBackward(Tensor a, Tensor b, Tensor dy, Tensor da, Tensor db, int n) => GatedGeluKernel.Backward(G, Buf(a), Buf(b), Buf(dy), Buf(da), Buf(db), n);
+    public override void Relu(Tensor x, Tensor y, int n, DropoutMask<Tensor>? dropout = null) => ReluKernel.Forward(G, Buf(x), Buf(y), n, Buf(dropout));
+    public override void ReluBackward(Tensor x, Tensor dy, Tensor dx, int n, DropoutMask<Tensor>? dropout = null) =>
+        ReluKernel.Backward(G, Buf(x), Buf(dy), Buf(dx), n, Buf(dropout));
+    public override void GatedGelu(Tensor a, Tensor b, Tensor y, int n, DropoutMask<Tensor>? dropout = null) =>
+        GatedGeluKernel.Forward(G, Buf(a), Buf(b), Buf(y), n, Buf(dropout));
+    public override void GatedGeluBackward(Tensor a, Tensor b, Tensor dy, Tensor da, Tensor db, int n, DropoutMask<Tensor>? dropout = null) =>
+        GatedGeluKernel.Backward(G, Buf(a), Buf(b), Buf(dy), Buf(da), Buf(db), n, Buf(dropout));
+    static DropoutMask<GpuBuffer>? Buf(DropoutMask<Tensor>? d) => d is { } x ? new(x.Rate, Buf(x.Seed), x.Stream) : null;
     public override void Add(Tensor x, Tensor y, int n, float alpha = 1f) => AddKernel.Forward(G, Buf(x), Buf(y), n, alpha);
     public override void Copy(Tensor src, Tensor dst) => G.Copy(Buf(src), Buf(dst), Math.Min(src.Length, dst.Length) * 4);
     public override void Zero(Tensor t) => G.Fill(Buf(t));
