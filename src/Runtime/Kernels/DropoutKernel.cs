@@ -23,7 +23,19 @@ static class DropoutMasks
         if (elements > uint.MaxValue) throw new ArgumentOutOfRangeException(nameof(elements), $"{kernel}: dropout indexes at most 2^32 elements, got {elements}");
         return (threshold, DropoutKernel.KeepScale(m.Rate), m.Seed);
     }
+
+    /// <summary>The push constants of the elementwise kernels that drop as they go (dropout.comp,
+    /// the activations and their backwards): n and the mask's threshold, scale and stream, with
+    /// the seed buffer (null without dropout).</summary>
+    public static (MaskedPush Push, GpuBuffer? Seed) Push(string kernel, DropoutMask<GpuBuffer>? mask, int n)
+    {
+        var (threshold, scale, seed) = Check(kernel, mask, n);
+        return (new MaskedPush((uint)n, threshold, scale, mask?.Stream ?? 0), seed);
+    }
 }
+
+/// <summary>{n, threshold, scale, stream}: the push block of the kernels <see cref="DropoutMasks.Push"/> serves.</summary>
+readonly record struct MaskedPush(uint N, uint Threshold, float Scale, uint Stream);
 
 /// <summary>
 /// Inverted dropout for training, in place: each element is kept with probability 1 - rate and
@@ -35,8 +47,6 @@ static class DropoutMasks
 public static class DropoutKernel
 {
     static readonly KernelLayout Layout = new([Access.Read, Access.Read, Access.Write], 16);
-
-    readonly record struct Push(uint N, uint Threshold, float Scale, uint Stream);
 
     /// <summary>y = mask * x / (1 - rate), into <paramref name="output"/> where given, else into x
     /// itself. Rate 0 (evaluation) leaves x alone and copies it to a separate output.
@@ -56,7 +66,7 @@ public static class DropoutKernel
             return;
         }
         var k = g.Context.Kernel("dropout", Layout, Grid.LinearSize);
-        g.Dispatch(k, Grid.Linear(n), new Push((uint)n, threshold, KeepScale(rate), stream), x, seed, y);
+        g.Dispatch(k, Grid.Linear(n), new MaskedPush((uint)n, threshold, KeepScale(rate), stream), x, seed, y);
     }
 
     /// <summary>dx = mask * dy / (1 - rate) with the forward's mask (dropout is linear in x for a

@@ -10,8 +10,6 @@ public static class GatedGeluKernel
     static readonly KernelLayout ForwardLayout = new([Access.Read, Access.Read, Access.Write, Access.Read], 16);
     static readonly KernelLayout BackwardLayout = new([Access.Read, Access.Read, Access.Read, Access.Write, Access.Write, Access.Read], 16);
 
-    readonly record struct Push(uint N, uint Threshold, float Scale, uint Stream);
-
     public static void Forward(CommandGraph g, GpuBuffer a, GpuBuffer b, GpuBuffer y, int n, DropoutMask<GpuBuffer>? dropout = null)
     {
         const string name = "gated_gelu";
@@ -19,10 +17,10 @@ public static class GatedGeluKernel
         BufferChecks.Require(name, a, n, "a");
         BufferChecks.Require(name, b, n, "b");
         BufferChecks.Require(name, y, n, "y");
-        var (threshold, scale, seed) = DropoutMasks.Check(name, dropout, n);
+        var (push, seed) = DropoutMasks.Push(name, dropout, n);
         var k = g.Context.Kernel(name, ForwardLayout, Grid.LinearSize);
         // Without dropout the seed binding holds a, which the shader then never reads through it.
-        g.Dispatch(k, Grid.Linear(n), new Push((uint)n, threshold, scale, dropout?.Stream ?? 0), a, b, y, seed ?? a);
+        g.Dispatch(k, Grid.Linear(n), push, a, b, y, seed ?? a);
     }
 
     /// <summary>da = dy * b * gelu_tanh'(a), db = dy * gelu_tanh(a); with
@@ -36,8 +34,8 @@ public static class GatedGeluKernel
         BufferChecks.Require(name, dy, n, "dy");
         BufferChecks.Require(name, da, n, "da");
         BufferChecks.Require(name, db, n, "db");
-        var (threshold, scale, seed) = DropoutMasks.Check(name, dropout, n);
+        var (push, seed) = DropoutMasks.Push(name, dropout, n);
         var k = g.Context.Kernel(name, BackwardLayout, Grid.LinearSize);
-        g.Dispatch(k, Grid.Linear(n), new Push((uint)n, threshold, scale, dropout?.Stream ?? 0), a, b, dy, da, db, seed ?? a);
+        g.Dispatch(k, Grid.Linear(n), push, a, b, dy, da, db, seed ?? a);
     }
 }

@@ -9,8 +9,6 @@ public static class ReluKernel
     static readonly KernelLayout ForwardLayout = new([Access.Read, Access.Write, Access.Read], 16);
     static readonly KernelLayout BackwardLayout = new([Access.Read, Access.Read, Access.Write, Access.Read], 16);
 
-    readonly record struct Push(uint N, uint Threshold, float Scale, uint Stream);
-
     /// <summary>y = max(x, 0) over n floats (NaN passes through).</summary>
     public static void Forward(CommandGraph g, GpuBuffer x, GpuBuffer y, int n, DropoutMask<GpuBuffer>? dropout = null)
     {
@@ -18,10 +16,10 @@ public static class ReluKernel
         BufferChecks.NonNegative(name, (n, nameof(n)));
         BufferChecks.Require(name, x, n, "x");
         BufferChecks.Require(name, y, n, "y");
-        var (threshold, scale, seed) = DropoutMasks.Check(name, dropout, n);
+        var (push, seed) = DropoutMasks.Push(name, dropout, n);
         var k = g.Context.Kernel(name, ForwardLayout, Grid.LinearSize);
         // Without dropout the seed binding holds x, which the shader then never reads through it.
-        g.Dispatch(k, Grid.Linear(n), new Push((uint)n, threshold, scale, dropout?.Stream ?? 0), x, y, seed ?? x);
+        g.Dispatch(k, Grid.Linear(n), push, x, y, seed ?? x);
     }
 
     /// <summary>dx = dy where x &gt; 0, else 0; with <paramref name="dropout"/> dy is the
@@ -33,8 +31,8 @@ public static class ReluKernel
         BufferChecks.Require(name, x, n, "x");
         BufferChecks.Require(name, dy, n, "dy");
         BufferChecks.Require(name, dx, n, "dx");
-        var (threshold, scale, seed) = DropoutMasks.Check(name, dropout, n);
+        var (push, seed) = DropoutMasks.Push(name, dropout, n);
         var k = g.Context.Kernel(name, BackwardLayout, Grid.LinearSize);
-        g.Dispatch(k, Grid.Linear(n), new Push((uint)n, threshold, scale, dropout?.Stream ?? 0), x, dy, dx, seed ?? x);
+        g.Dispatch(k, Grid.Linear(n), push, x, dy, dx, seed ?? x);
     }
 }
