@@ -126,7 +126,11 @@ public sealed class FlashAttentionTests(GpuFixture f) : GpuTest(f)
     }
 
     /// <summary>Every awkward length as Lq and as Lk, d_kv 1, 5, 8 and 64, each optional part on
-    /// somewhere and off somewhere, in both tile shapes.</summary>
+    /// somewhere and off somewhere, in both tile shapes; the GPU's at d_kv 32 where the others
+    /// have 64. lavapipe's LLVM took 4 m 47 s to compile the staged forward at d_kv 64 (its 64
+    /// invocations keep two 64-float rows live across each barrier), 43 s at 32: 64 in both
+    /// passes would take a cold CI run 10 minutes for nothing the staging does differently.
+    /// MatchesUnfusedPath runs each device's own tiling at d_kv 64.</summary>
     public static TheoryData<int, int, int, int, int, bool, bool, bool, bool, FlashTiles> Cases()
     {
         (int B, int H, int Lq, int Lk, int D, bool Bias, bool Mask, bool Causal, bool Dropout)[] cases =
@@ -143,7 +147,7 @@ public sealed class FlashAttentionTests(GpuFixture f) : GpuTest(f)
         var data = new TheoryData<int, int, int, int, int, bool, bool, bool, bool, FlashTiles>();
         foreach (var tiles in Enum.GetValues<FlashTiles>())
             foreach (var c in cases)
-                data.Add(c.B, c.H, c.Lq, c.Lk, c.D, c.Bias, c.Mask, c.Causal, c.Dropout, tiles);
+                data.Add(c.B, c.H, c.Lq, c.Lk, tiles == FlashTiles.Gpu ? Math.Min(c.D, 32) : c.D, c.Bias, c.Mask, c.Causal, c.Dropout, tiles);
         return data;
     }
 
