@@ -8,14 +8,22 @@ namespace VkPrompt.Tests;
 /// one at a time on the queue. Set VKPROMPT_DEVICE to test another device than auto's pick.</summary>
 public sealed class GpuFixture : IDisposable
 {
-    // The matrix units are opt-in for users but always on for tests where a device has them,
-    // so every test of a product with 16-bit weights covers them too.
-    public GpuContext Context { get; } = GpuContext.Create(new GpuOptions
+    public GpuContext Context { get; } = Create();
+
+    // The cooperative-matrix kernel is opt-in for users but always on for tests: on the device's
+    // matrix units where it has them, else emulated (lavapipe in CI), so every test of a product
+    // with 16-bit weights covers that kernel too. VKPROMPT_DISABLE_COOPMAT=1 tests the portable
+    // product instead.
+    static GpuContext Create()
     {
-        Validation = true,
-        PipelineCacheDirectory = null,
-        CooperativeMatrix = Environment.GetEnvironmentVariable("VKPROMPT_DISABLE_COOPMAT") != "1",
-    });
+        bool on = Environment.GetEnvironmentVariable("VKPROMPT_DISABLE_COOPMAT") != "1";
+        var options = new GpuOptions { Validation = true, PipelineCacheDirectory = null, CooperativeMatrix = on };
+        var ctx = GpuContext.Create(options);
+        var caps = ctx.Capabilities;
+        if (!on || ctx.CooperativeMatrix || !(caps.ShaderFloat16 && caps.StorageBuffer16Bit)) return ctx;
+        ctx.Dispose();
+        return GpuContext.Create(options with { CooperativeMatrixEmulation = true });
+    }
 
     public void Dispose()
     {

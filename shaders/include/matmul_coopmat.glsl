@@ -1,7 +1,3 @@
-#version 450
-#extension GL_GOOGLE_include_directive : require
-#extension GL_NV_cooperative_matrix : require
-#extension GL_KHR_memory_scope_semantics : require
 #extension GL_EXT_shader_explicit_arithmetic_types_float16 : require
 #extension GL_EXT_shader_explicit_arithmetic_types_int16 : require
 #extension GL_EXT_shader_16bit_storage : require
@@ -10,9 +6,11 @@
 
 // C = alpha·A·B (+ C) of MatMulSpec on the matrix units (tensor cores): A fp32, B the frozen
 // weight stored as fp16 or bf16, both rounded to fp16 for 16x16x16 products that accumulate in
-// fp32, C fp32. Written against GL_NV_cooperative_matrix because the build's compiler (Debian
-// 12's glslc, glslang 11) predates GL_KHR_cooperative_matrix; MatMulKernel picks it only where
-// the device reports VK_NV_cooperative_matrix with that exact shape and types.
+// fp32, C fp32. The matrix operations are those of include/coopmat.glsl: GL_NV_cooperative_matrix
+// in matmul_coopmat.comp, because the build's compiler (Debian 12's glslc, glslang 11) predates
+// GL_KHR_cooperative_matrix, and MatMulKernel picks it only where the device reports
+// VK_NV_cooperative_matrix with that exact shape and types; ordinary arithmetic in
+// matmul_coopmat_emulated.comp, which runs this same staging on any device.
 //
 // fp16 holds the range of 16-bit weights, but an fp32 activation can exceed it (T5's feed-forward
 // is known to); values are saturated at ±65504 as they are rounded, as Hugging Face's T5 clamps
@@ -21,8 +19,11 @@
 // A workgroup of WARPS_M x WARPS_N subgroups owns a BM x BN tile of C, each subgroup TILES_M x
 // TILES_N accumulators of 16 x 16. Slices BK deep of A and B are staged in shared memory in fp16,
 // each laid out along whichever of its indices is contiguous in global memory, so the fill moves
-// runs of four elements ("quads") from consecutive addresses to consecutive shared words, and the
-// fragment loads say which way round the slice lies. The staging is double-buffered: the next
+// runs of four elements ("quads") from consecutive addresses to one 8-byte shared store, and the
+// fragment loads say which way round the slice lies. The slices are arrays of uvec2, each four
+// packed halves, for those stores (one where four 16-bit stores would be, on the same pipe as the
+// fragment loads), as NVIDIA's own cooperative-matrix samples stage in 16-byte vectors; the
+// fragment loads count offsets and strides in those vectors. The staging is double-buffered: the next
 // slice's global loads are issued before the products of the current one and land in the other
 // buffer after them, so their latency hides behind the matrix units and one barrier per slice
 // suffices. Rows are padded by 8 halves (16 bytes): the cooperative loads need 16-byte aligned
@@ -30,7 +31,12 @@
 // per-subgroup arrays (accumulators, fragments, the slice in flight) is unrolled so that they can
 // stay in registers: indexed by a rolled loop an array lives in local memory (the likely reason
 // the portable kernel's first 128x128 tiling ran 11x slower on an H100 than after unrolling).
+#ifdef COOPMAT_EMULATED
+// The emulation's subgroups are only groups of invocations, as wide as NVIDIA's.
+const uint SUBGROUP = 32;
+#else
 layout(constant_id = 1) const uint SUBGROUP = 32;
+#endif
 layout(constant_id = 2) const uint WARPS_M = 2;
 layout(constant_id = 3) const uint WARPS_N = 2;
 layout(constant_id = 4) const uint TILES_M = 2;
@@ -65,8 +71,8 @@ const uint A_QUADS = BM * BK / 4;
 const uint B_QUADS = BN * BK / 4;
 const uint A_PER = (A_QUADS + WG - 1) / WG;
 const uint B_PER = (B_QUADS + WG - 1) / WG;
-shared float16_t sa[2 * A_SIZE];
-shared float16_t sb[2 * B_SIZE];
+shared uvec2 sa[2 * A_SIZE / 4];
+shared uvec2 sb[2 * B_SIZE / 4];
 // One 16 x 16 fp32 tile per subgroup, where accumulators of edge tiles pass on their way to C:
 // a cooperative store cannot stop at the matrix's edge.
 shared float sc[WARPS_M * WARPS_N * 256];
@@ -84,6 +90,7 @@ layout(push_constant) uniform Push {
     float alpha;
     uint accumulate;
 } pc;
+#include "coopmat.glsl"
 
 // Quad q of a slice as (row index along m or n, k), with its four elements running along the
 // operand's contiguous index: k in k-major slices, m or n otherwise.
@@ -122,7 +129,17 @@ uint cAt(uint cBase, uint tileM, uint tileN, uint warpM, uint warpN, uint i, uin
     return cBase + (tileM + (warpM * TILES_M + i) * 16) * pc.cStrideM + tileN + (warpN * TILES_N + j) * 16;
 }
 
-f16vec4 toHalf(vec4 v) { return f16vec4(clamp(v, -65504.0, 65504.0)); }
+// Four values as packed halves, saturated; a NaN stays NaN (clamp may return a bound for it), so
+// that a diverged activation shows in the loss as it does on the portable product.
+uvec2 toHalf(vec4 v) {
+    const f16vec4 h = f16vec4(mix(clamp(v, -65504.0, 65504.0), v, isnan(v)));
+    return uvec2(packFloat2x16(h.xy), packFloat2x16(h.zw));
+}
+
+// Four 16-bit weights as packed halves: fp16 ones as they are.
+uvec2 weightToHalf(uvec4 w) {
+    return WEIGHT_BF16 != 0 ? toHalf(widen(w)) : uvec2(w.x | (w.y << 16), w.z | (w.w << 16));
+}
 
 void main() {
     const uint tid = gl_LocalInvocationIndex;
@@ -147,15 +164,15 @@ void main() {
         const uint bBase = pc.bOffset + z1 * pc.bStrideB1 + z2 * pc.bStrideB2 + tileN * pc.bStrideN;
 
         const uint cBase = pc.cOffset + z1 * pc.cStrideB1 + z2 * pc.cStrideB2;
-        fcoopmatNV<32, gl_ScopeSubgroup, 16, 16> acc[TILES_M * TILES_N];
+        CM_ACC acc[TILES_M * TILES_N];
         [[unroll]] for (uint i = 0; i < TILES_M; i++) {
             [[unroll]] for (uint j = 0; j < TILES_N; j++) {
                 // Summing onto C (alpha 1) starts from C, which spares a matrix addition at the
                 // end (and glslang 11's optimizer crashes on coopmat + coopmat).
                 if (direct && pc.accumulate != 0)
-                    coopMatLoadNV(acc[i * TILES_N + j], c, cAt(cBase, tileM, tileN, warpM, warpN, i, j), pc.cStrideM, false);
+                    cmLoadC(acc[i * TILES_N + j], cAt(cBase, tileM, tileN, warpM, warpN, i, j), pc.cStrideM);
                 else
-                    acc[i * TILES_N + j] = fcoopmatNV<32, gl_ScopeSubgroup, 16, 16>(0.0);
+                    acc[i * TILES_N + j] = cmZero();
             }
         }
 
@@ -171,18 +188,14 @@ void main() {
                     const uint q = tid + i * WG;
                     if (A_QUADS % WG == 0 || q < A_QUADS) {
                         const uvec2 rk = quadAt(q, A_KMAJOR, BM);
-                        const f16vec4 h = toHalf(ra[i]);
-                        const uint at = buf * A_SIZE + (A_KMAJOR ? rk.x * SA + rk.y : rk.y * SA + rk.x);
-                        [[unroll]] for (uint j = 0; j < 4; j++) sa[at + j] = h[j];
+                        sa[(buf * A_SIZE + (A_KMAJOR ? rk.x * SA + rk.y : rk.y * SA + rk.x)) / 4] = toHalf(ra[i]);
                     }
                 }
                 [[unroll]] for (uint i = 0; i < B_PER; i++) {
                     const uint q = tid + i * WG;
                     if (B_QUADS % WG == 0 || q < B_QUADS) {
                         const uvec2 rk = quadAt(q, B_KMAJOR, BN);
-                        const f16vec4 h = toHalf(widen(rb[i]));
-                        const uint at = buf * B_SIZE + (B_KMAJOR ? rk.x * SB + rk.y : rk.y * SB + rk.x);
-                        [[unroll]] for (uint j = 0; j < 4; j++) sb[at + j] = h[j];
+                        sb[(buf * B_SIZE + (B_KMAJOR ? rk.x * SB + rk.y : rk.y * SB + rk.x)) / 4] = weightToHalf(rb[i]);
                     }
                 }
                 barrier();
@@ -207,19 +220,19 @@ void main() {
             if (s > 0) {
                 const uint buf = (s - 1) & 1;
                 [[unroll]] for (uint kk = 0; kk < BK; kk += 16) {
-                    fcoopmatNV<16, gl_ScopeSubgroup, 16, 16> fa[TILES_M];
-                    fcoopmatNV<16, gl_ScopeSubgroup, 16, 16> fb[TILES_N];
+                    CM_FRAG fa[TILES_M];
+                    CM_FRAG fb[TILES_N];
                     [[unroll]] for (uint i = 0; i < TILES_M; i++) {
                         const uint r = (warpM * TILES_M + i) * 16;
-                        coopMatLoadNV(fa[i], sa, buf * A_SIZE + (A_KMAJOR ? r * SA + kk : kk * SA + r), SA, !A_KMAJOR);
+                        cmLoadA(fa[i], (buf * A_SIZE + (A_KMAJOR ? r * SA + kk : kk * SA + r)) / 4, SA / 4, !A_KMAJOR);
                     }
                     [[unroll]] for (uint j = 0; j < TILES_N; j++) {
                         const uint r = (warpN * TILES_N + j) * 16;
-                        coopMatLoadNV(fb[j], sb, buf * B_SIZE + (B_KMAJOR ? r * SB + kk : kk * SB + r), SB, B_KMAJOR);
+                        cmLoadB(fb[j], (buf * B_SIZE + (B_KMAJOR ? r * SB + kk : kk * SB + r)) / 4, SB / 4, B_KMAJOR);
                     }
                     [[unroll]] for (uint i = 0; i < TILES_M; i++)
                         [[unroll]] for (uint j = 0; j < TILES_N; j++)
-                            acc[i * TILES_N + j] = coopMatMulAddNV(fa[i], fb[j], acc[i * TILES_N + j]);
+                            acc[i * TILES_N + j] = cmMulAdd(fa[i], fb[j], acc[i * TILES_N + j]);
                 }
             }
         }
@@ -228,13 +241,13 @@ void main() {
             [[unroll]] for (uint i = 0; i < TILES_M; i++)
                 [[unroll]] for (uint j = 0; j < TILES_N; j++) {
                     const uint at = cAt(cBase, tileM, tileN, warpM, warpN, i, j);
-                    if (pc.accumulate != 0) coopMatStoreNV(acc[i * TILES_N + j], c, at, pc.cStrideM, false);
-                    else coopMatStoreNV(acc[i * TILES_N + j] * pc.alpha, c, at, pc.cStrideM, false);
+                    if (pc.accumulate != 0) cmStoreC(acc[i * TILES_N + j], at, pc.cStrideM);
+                    else cmStoreC(cmScale(acc[i * TILES_N + j], pc.alpha), at, pc.cStrideM);
                 }
         } else {
             [[unroll]] for (uint i = 0; i < TILES_M; i++) {
                 [[unroll]] for (uint j = 0; j < TILES_N; j++) {
-                    coopMatStoreNV(acc[i * TILES_N + j], sc, warp * 256, 16, false);
+                    cmStoreStaging(acc[i * TILES_N + j], warp * 256);
                     barrier();
                     const uint m0 = tileM + (warpM * TILES_M + i) * 16;
                     const uint n0 = tileN + (warpN * TILES_N + j) * 16;

@@ -24,10 +24,20 @@ public sealed unsafe class GpuContext : IDisposable
     public GpuOptions Options { get; }
     public MemoryPool Memory { get; }
 
-    /// <summary>Products with 16-bit weights run on the matrix units (matmul_coopmat.comp): the
-    /// device can (<see cref="DeviceCapabilities.CooperativeMatrixNv"/>), this context enabled
-    /// it, and <see cref="GpuOptions.CooperativeMatrix"/> did not turn it off.</summary>
+    /// <summary>Products with 16-bit weights run through the cooperative-matrix kernel: on the
+    /// matrix units (matmul_coopmat.comp), where the device can
+    /// (<see cref="DeviceCapabilities.CooperativeMatrixNv"/>), this context enabled it and
+    /// <see cref="GpuOptions.CooperativeMatrix"/> asked for it; or emulated
+    /// (<see cref="CooperativeMatrixEmulated"/>).</summary>
     public bool CooperativeMatrix { get; }
+
+    /// <summary>The cooperative-matrix kernel runs with its matrix operations emulated
+    /// (<see cref="GpuOptions.CooperativeMatrixEmulation"/>, matmul_coopmat_emulated.comp).</summary>
+    public bool CooperativeMatrixEmulated { get; }
+
+    /// <summary>The subgroup size the cooperative-matrix kernel is built for: the device's, or the
+    /// 32 invocations the emulation groups together whatever the device's.</summary>
+    internal uint CoopMatSubgroupSize => CooperativeMatrixEmulated ? 32 : Capabilities.SubgroupSize;
 
     /// <summary>The storage-buffer range kernels may bind, after any test override.</summary>
     public long MaxBindingBytes { get; }
@@ -53,7 +63,8 @@ public sealed unsafe class GpuContext : IDisposable
         Vk = vk; Instance = instance; PhysicalDevice = pd; Device = device; Queue = queue; QueueFamily = family;
         // An adopted device has whatever features its host enabled, which Vulkan cannot report,
         // so only a device this context created uses the cooperative-matrix kernel.
-        CooperativeMatrix = ownsDevice && UsesCooperativeMatrix(caps, options);
+        CooperativeMatrixEmulated = ownsDevice && options.CooperativeMatrixEmulation;
+        CooperativeMatrix = CooperativeMatrixEmulated || ownsDevice && UsesCooperativeMatrix(caps, options);
         Capabilities = caps; Options = options; this.ownsInstance = ownsInstance; this.ownsDevice = ownsDevice;
         this.validationHandle = validationHandle; this.messenger = messenger; Validation = validation;
         MaxBindingBytes = Math.Min(caps.MaxStorageBufferRange, options.MaxStorageBufferRangeOverride ?? long.MaxValue);
@@ -95,6 +106,8 @@ public sealed unsafe class GpuContext : IDisposable
             if (devices.Count == 0) throw new GpuException(NoDeviceMessage);
             var caps = devices.Select((pd, i) => DeviceCapabilities.Query(vk, instance, pd, i, DeviceExtensions(vk, pd))).ToList();
             int chosen = Choose(caps, options.Device);
+            if (options.CooperativeMatrixEmulation && !(caps[chosen].ShaderFloat16 && caps[chosen].StorageBuffer16Bit))
+                throw new GpuException($"the emulated cooperative-matrix kernel (VKPROMPT_COOPMAT=emulate) needs fp16 arithmetic (shaderFloat16) and 16-bit storage buffers, which {caps[chosen].Name} lacks");
             var pd = devices[chosen];
             uint family = ComputeQueueFamily(vk, pd);
             var device = CreateDevice(vk, pd, family, caps[chosen], UsesCooperativeMatrix(caps[chosen], options));
@@ -272,7 +285,8 @@ public sealed unsafe class GpuContext : IDisposable
         throw new GpuException("the selected Vulkan device has no compute queue");
     }
 
-    static bool UsesCooperativeMatrix(DeviceCapabilities caps, GpuOptions options) => caps.CooperativeMatrixNv && options.CooperativeMatrix;
+    static bool UsesCooperativeMatrix(DeviceCapabilities caps, GpuOptions options) =>
+        caps.CooperativeMatrixNv && options.CooperativeMatrix && !options.CooperativeMatrixEmulation;
 
     static Device CreateDevice(Vk vk, PhysicalDevice pd, uint family, DeviceCapabilities caps, bool cooperativeMatrix)
     {

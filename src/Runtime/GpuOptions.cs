@@ -20,6 +20,14 @@ public sealed record GpuOptions
     public bool CooperativeMatrix { get; init; } =
         Environment.GetEnvironmentVariable("VKPROMPT_COOPMAT") == "1" && Environment.GetEnvironmentVariable("VKPROMPT_DISABLE_COOPMAT") != "1";
 
+    /// <summary>Runs products with fp16/bf16 weights through the cooperative-matrix kernel with its
+    /// matrix operations emulated by ordinary arithmetic (matmul_coopmat_emulated.comp), in place
+    /// of the matrix units, on any device with fp16 arithmetic and 16-bit storage: the kernel's
+    /// results on a device without matrix units, as the tests check it on lavapipe; slow. On where
+    /// VKPROMPT_COOPMAT=emulate, unless VKPROMPT_DISABLE_COOPMAT=1.</summary>
+    public bool CooperativeMatrixEmulation { get; init; } =
+        Environment.GetEnvironmentVariable("VKPROMPT_COOPMAT") == "emulate" && Environment.GetEnvironmentVariable("VKPROMPT_DISABLE_COOPMAT") != "1";
+
     /// <summary>Replaces the device's tile shape of the portable matrix product, as
     /// "LXxLYxTMxTNxBK" (workgroup x and y, rows and columns per invocation, staged depth; 0 streams):
     /// a tuning switch. Default: VKPROMPT_MATMUL_TILING, else the shape chosen for the device.</summary>

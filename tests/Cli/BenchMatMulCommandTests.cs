@@ -94,6 +94,8 @@ public sealed class BenchMatMulCommandTests : IDisposable
         Assert.Equal("t5-small", r.GetProperty("model").GetProperty("shape").GetString());
         Assert.Equal(2, r.GetProperty("reps").GetInt32());
         bool coopmat = r.GetProperty("switches").GetProperty("cooperativeMatrix").GetBoolean();
+        bool emulated = r.GetProperty("switches").GetProperty("cooperativeMatrixEmulated").GetBoolean();
+        Assert.True(coopmat || !emulated);
         // Tuned only where VKPROMPT_MATMUL_TUNE=1 asks for it, and never on a CPU device.
         bool tuned = r.GetProperty("switches").GetProperty("tuneMatMul").GetBoolean();
         Assert.Equal(new GpuOptions().TuneMatMul && r.GetProperty("capabilities").GetProperty("deviceType").GetString() != "cpu", tuned);
@@ -119,7 +121,7 @@ public sealed class BenchMatMulCommandTests : IDisposable
             bool weight = operand == "weight";
             Assert.Equal(weight ? precision : "fp32", p.GetProperty("bPrecision").GetString());
             string kernel = p.GetProperty("kernel").GetString()!;
-            Assert.Equal(!weight || precision == "fp32" ? "matmul" : coopmat ? "matmul_coopmat" : "matmul_half", kernel);
+            Assert.Equal(!weight || precision == "fp32" ? "matmul" : coopmat ? (emulated ? "matmul_coopmat_emulated" : "matmul_coopmat") : "matmul_half", kernel);
             Assert.Matches(@"^\d+x\d+x\d+x\d+x\d+$", p.GetProperty("tiling").GetString());
             // Where the tuner chose the tiling, it is the candidate with the lowest median.
             var tuning = p.GetProperty("tuning");
@@ -135,7 +137,7 @@ public sealed class BenchMatMulCommandTests : IDisposable
             Assert.Equal(2.0 * m * n * k * batch / (median / 1e3) / 1e12, p.GetProperty("tflops").GetDouble(), 1e-9);
 
             double tolerance = p.GetProperty("tolerance").GetDouble();
-            Assert.Equal(kernel == "matmul_coopmat" ? 2e-3 : 1e-4, tolerance);
+            Assert.Equal(MatMulKernel.IsCooperativeMatrix(kernel) ? 2e-3 : 1e-4, tolerance);
             double error = p.GetProperty("maxRelativeError").GetDouble();
             Assert.True(error >= 0 && error <= tolerance, $"{name}: error {error} above {tolerance}");
             Assert.True(p.GetProperty("ok").GetBoolean());
@@ -266,7 +268,7 @@ public sealed class BenchMatMulCheckTests(GpuFixture fixture) : GpuTest(fixture)
         MatMulOperands.Fill(a, 33 * 129, MatMulOperands.SeedA, WeightPrecision.Fp32);
         // The reference reads B from SeedB: another seed stands for a kernel that read the wrong values.
         MatMulOperands.Fill(b, 47 * 129, wrongB ? 99UL : MatMulOperands.SeedB, precision);
-        bool coopmat = MatMulKernel.Selection(Ctx, spec, precision).Kernel == "matmul_coopmat";
+        bool coopmat = MatMulKernel.IsCooperativeMatrix(MatMulKernel.Selection(Ctx, spec, precision).Kernel);
         var (error, checkedOutputs) = BenchMatMulCommand.Check(Ctx, a, b, c, spec, precision, coopmat);
         Assert.Equal(33 * 47 > 256 ? 256 + 4 : 33 * 47, checkedOutputs, 4.0);
         double tolerance = coopmat ? BenchMatMulCommand.Fp16Tolerance : BenchMatMulCommand.Fp32Tolerance;

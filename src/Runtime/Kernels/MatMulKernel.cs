@@ -113,9 +113,10 @@ internal readonly record struct CoopMatTiling(int WarpsM, int WarpsN, int TilesM
     /// <summary>As VKPROMPT_COOPMAT_TILING writes it: WMxWNxTMxTNxBK.</summary>
     public string Text => $"{WarpsM}x{WarpsN}x{TilesM}x{TilesN}x{SharedK}";
 
-    /// <summary>Whether the device runs a workgroup of these subgroups with this much shared memory.</summary>
-    public bool Fits(DeviceCapabilities caps) =>
-        SharedBytes <= caps.MaxComputeSharedMemorySize && (long)WarpsM * WarpsN * caps.SubgroupSize <= caps.MaxComputeWorkGroupInvocations;
+    /// <summary>Whether the context's device runs a workgroup of these subgroups with this much shared memory.</summary>
+    public bool Fits(GpuContext context) =>
+        SharedBytes <= context.Capabilities.MaxComputeSharedMemorySize
+        && (long)WarpsM * WarpsN * context.CoopMatSubgroupSize <= context.Capabilities.MaxComputeWorkGroupInvocations;
 
     // 128x128 blocks from 8 subgroups of 32x64, 32 deep: the 48 KiB of shared memory NVIDIA
     // gives a workgroup. On an H100 it took the t5-base step's products to 357 ms, against 451 ms
@@ -149,7 +150,7 @@ internal readonly record struct CoopMatTiling(int WarpsM, int WarpsN, int TilesM
         if (context.Options.CoopMatTiling is not { } text) return Default;
         var v = TilingText.Parse(text, "VKPROMPT_COOPMAT_TILING", "WMxWNxTMxTNxBK, e.g. 2x2x4x4x32");
         var t = new CoopMatTiling(v[0], v[1], v[2], v[3], v[4]);
-        long invocations = (long)t.WarpsM * t.WarpsN * context.Capabilities.SubgroupSize;
+        long invocations = (long)t.WarpsM * t.WarpsN * context.CoopMatSubgroupSize;
         if (v.Any(x => x < 1) || t.SharedK % 16 != 0 || invocations > 1024 || t.SharedBytes > context.Capabilities.MaxComputeSharedMemorySize)
             throw new GpuException($"VKPROMPT_COOPMAT_TILING={text}: needs positive sizes, a depth that is a multiple of 16, at most 1024 invocations " +
                                    $"({invocations} asked) and {context.Capabilities.MaxComputeSharedMemorySize} bytes of shared memory ({t.SharedBytes} asked)");
@@ -212,8 +213,8 @@ public static class MatMulKernel
         if (!g.Context.CooperativeMatrix) throw new GpuException("the cooperative-matrix product needs a context that enabled it (GpuContext.CooperativeMatrix)");
         if (bPrecision == WeightPrecision.Fp32) throw new ArgumentException("the cooperative-matrix product takes 16-bit weights only", nameof(bPrecision));
         s.Validate(a.Length<float>(), b.Bytes / bPrecision.ElementBytes(), c.Length<float>());
-        uint subgroup = g.Context.Capabilities.SubgroupSize;
-        var k = g.Context.Kernel("matmul_coopmat", Layout, (int)subgroup * t.WarpsM * t.WarpsN, (int)subgroup,
+        uint subgroup = g.Context.CoopMatSubgroupSize;
+        var k = g.Context.Kernel(CoopMatShader(g.Context), Layout, (int)subgroup * t.WarpsM * t.WarpsN, (int)subgroup,
                                  t.WarpsM, t.WarpsN, t.TilesM, t.TilesN, t.SharedK, bPrecision == WeightPrecision.Bf16 ? 1 : 0,
                                  Fetch(s.AStrideK, (s.M, s.AStrideM), (s.K, s.AStrideK), s.AOffset, (s.Batch1, s.AStrideBatch1), (s.Batch2, s.AStrideBatch2)),
                                  Fetch(s.BStrideK, (s.N, s.BStrideN), (s.K, s.BStrideK), s.BOffset, (s.Batch1, s.BStrideBatch1), (s.Batch2, s.BStrideBatch2)),
@@ -279,10 +280,16 @@ public static class MatMulKernel
     public static (string Kernel, string Tiling) Selection(GpuContext context, in MatMulSpec s, WeightPrecision bPrecision = WeightPrecision.Fp32)
     {
         var choice = Choose(context, s, bPrecision);
-        return (choice.Kernel(bPrecision), choice.Tiling);
+        return (choice.Kernel(context, bPrecision), choice.Tiling);
     }
 
     internal static bool OnMatrixUnits(GpuContext context, WeightPrecision bPrecision) => bPrecision != WeightPrecision.Fp32 && context.CooperativeMatrix;
+
+    internal static string CoopMatShader(GpuContext context) => context.CooperativeMatrixEmulated ? "matmul_coopmat_emulated" : "matmul_coopmat";
+
+    /// <summary>Whether <paramref name="kernel"/>, as <see cref="Selection"/> names it, is the
+    /// cooperative-matrix product (on the matrix units or emulated), which rounds A to fp16.</summary>
+    public static bool IsCooperativeMatrix(string kernel) => kernel is "matmul_coopmat" or "matmul_coopmat_emulated";
 }
 
 /// <summary>A product's kernel and its tile shape: the portable product's (<see cref="Portable"/>)
@@ -296,7 +303,8 @@ internal readonly record struct MatMulChoice
     public MatMulChoice(CoopMatTiling matrixUnits) => MatrixUnits = matrixUnits;
 
     /// <summary>The shader that runs, as a profile labels its dispatches.</summary>
-    public string Kernel(WeightPrecision bPrecision) => MatrixUnits is not null ? "matmul_coopmat" : bPrecision == WeightPrecision.Fp32 ? "matmul" : "matmul_half";
+    public string Kernel(GpuContext context, WeightPrecision bPrecision) =>
+        MatrixUnits is not null ? MatMulKernel.CoopMatShader(context) : bPrecision == WeightPrecision.Fp32 ? "matmul" : "matmul_half";
 
     /// <summary>The tile shape as the tiling variables spell it.</summary>
     public string Tiling => MatrixUnits?.Text ?? Portable!.Value.Text;

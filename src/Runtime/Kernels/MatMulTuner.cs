@@ -68,7 +68,7 @@ public static class MatMulTuner
             var timed = candidates.Select(c => time(spec, b, c)).Select((t, i) => new MatMulTimedTiling(candidates[i].Tiling, DispatchTimer.Median(t), t.ToList())).ToList();
             // The first of equal medians: candidates come in a fixed order, so a tie always goes one way.
             int best = Enumerable.Range(0, timed.Count).MinBy(i => timed[i].MedianMs);
-            var tuning = new MatMulTuning(spec, b, candidates[best].Kernel(b), candidates[best].Tiling, timed) { Choice = candidates[best] };
+            var tuning = new MatMulTuning(spec, b, candidates[best].Kernel(ctx, b), candidates[best].Tiling, timed) { Choice = candidates[best] };
             ctx.MatMulTunings.Add(tuning);
             results.Add(tuning);
             ctx.Options.Log?.Invoke($"matmul tuning: {Describe(spec, b)}: {tuning.Kernel} {tuning.Tiling}; median ms of {string.Join(", ", timed.Select(t => $"{t.Tiling} {t.MedianMs:F4}"))}");
@@ -85,7 +85,7 @@ public static class MatMulTuner
         var caps = ctx.Capabilities;
         if (MatMulKernel.OnMatrixUnits(ctx, b))
             return ctx.Options.CoopMatTiling is not null ? []
-                : new[] { CoopMatTiling.Default, CoopMatTiling.Small }.Where(t => t.Fits(caps)).Select(t => new MatMulChoice(t)).ToList();
+                : new[] { CoopMatTiling.Default, CoopMatTiling.Small }.Where(t => t.Fits(ctx)).Select(t => new MatMulChoice(t)).ToList();
         return ctx.Options.MatMulTiling is not null ? []
             : new[] { MatMulTiling.Staged, MatMulTiling.StagedDeep, MatMulTiling.StagedNarrow, MatMulTiling.StagedSmall }.Where(t => t.Fits(caps)).Select(t => new MatMulChoice(t)).ToList();
     }

@@ -220,7 +220,10 @@ internal static class BenchCommand
         bool halfWeights = precision != WeightPrecision.Fp32;
         bool tuned = MatMulTuner.Enabled(ctx);
         string Tiling(string? forced) => forced ?? (tuned ? "tuned per product before the first step (VKPROMPT_MATMUL_TUNE=1; the log has the times)" : "default");
-        if (halfWeights && ctx.CooperativeMatrix)
+        if (halfWeights && ctx.CooperativeMatrixEmulated)
+            notes.Add($"products with {precision.Name()} weights ran the cooperative-matrix kernel with its matrix operations emulated (VKPROMPT_COOPMAT=emulate), " +
+                      $"their activation operand rounded to fp16; tiling {Tiling(ctx.Options.CoopMatTiling)}");
+        else if (halfWeights && ctx.CooperativeMatrix)
             notes.Add($"products with {precision.Name()} weights ran on the matrix units (VK_NV_cooperative_matrix), their activation operand rounded to fp16; " +
                       $"tiling {Tiling(ctx.Options.CoopMatTiling)}");
         else if (halfWeights && ctx.Capabilities.CooperativeMatrixNv)

@@ -192,7 +192,7 @@ internal static class BenchMatMulCommand
             var b = p.WeightB || bf is null ? bw : bf;
             log?.Invoke($"{p.Name}: {p.Spec.M}x{p.Spec.N}x{p.Spec.K} x{p.Spec.Batch1 * p.Spec.Batch2}, {kernel} {tiling}");
             var times = Time(ctx, a, b, cBuf, p.Spec, bPrecision, s.Reps, s.WarmupMs, kernel, p.Name);
-            var (error, checkedOutputs) = Check(ctx, a, b, cBuf, p.Spec, bPrecision, kernel == "matmul_coopmat");
+            var (error, checkedOutputs) = Check(ctx, a, b, cBuf, p.Spec, bPrecision, MatMulKernel.IsCooperativeMatrix(kernel));
             double tolerance = Tolerance(kernel);
             bool ok = error is { } e && e <= tolerance;
             rows.Add(Row(p, bPrecision, kernel, tiling, MatMulTuner.Find(ctx, p.Spec, bPrecision)?.Candidates, times, error, tolerance, checkedOutputs, ok, null));
@@ -217,7 +217,7 @@ internal static class BenchMatMulCommand
                            c.VocabSize, c.IsGatedAct ? "gated-gelu" : "relu", c.TieWordEmbeddings),
             new BenchBatch(shape.Batch, shape.InputLength, shape.TargetLength, shape.PromptLength),
             precision.Name(), attention, c.DropoutRate, s.Reps, s.WarmupMs, profiled,
-            new MatMulSwitches(ctx.CooperativeMatrix, ctx.Options.MatMulTiling, ctx.Options.CoopMatTiling, tune),
+            new MatMulSwitches(ctx.CooperativeMatrix, ctx.CooperativeMatrixEmulated, ctx.Options.MatMulTiling, ctx.Options.CoopMatTiling, tune),
             rows, totals, notes);
     }
 
@@ -232,7 +232,7 @@ internal static class BenchMatMulCommand
         return times;
     }
 
-    static double Tolerance(string kernel) => kernel == "matmul_coopmat" ? Fp16Tolerance : Fp32Tolerance;
+    static double Tolerance(string kernel) => MatMulKernel.IsCooperativeMatrix(kernel) ? Fp16Tolerance : Fp32Tolerance;
 
     static string Fused(bool fused) => fused ? "fused" : "unfused";
 
@@ -352,7 +352,7 @@ internal static class BenchMatMulCommand
         console.WriteLine($"device: {r.Device.Name} ({r.Device.Driver})");
         var sw = r.Switches;
         string Tiling(string? forced) => forced ?? (sw.TuneMatMul ? "tuned per product" : "default");
-        console.WriteLine($"weights: {r.Precision}; matrix units: {(sw.CooperativeMatrix ? "on" : r.Capabilities.CooperativeMatrixNv ? "off (VKPROMPT_COOPMAT=1 turns them on)" : "none")}; " +
+        console.WriteLine($"weights: {r.Precision}; matrix units: {(sw.CooperativeMatrixEmulated ? "emulated (VKPROMPT_COOPMAT=emulate)" : sw.CooperativeMatrix ? "on" : r.Capabilities.CooperativeMatrixNv ? "off (VKPROMPT_COOPMAT=1 turns them on)" : "none")}; " +
                           $"tiling: portable {Tiling(sw.MatMulTiling)}{(sw.CooperativeMatrix ? $", matrix units {Tiling(sw.CoopMatTiling)}" : "")}; attention: {r.Attention}");
         var table = new Table().AddColumns("product", "per step", "M x N x K", "batch", "B", "kernel", "median ms", "TFLOP/s", "error", "");
         foreach (var p in r.Products)
@@ -379,7 +379,7 @@ internal sealed record BenchMatMulReport(
 
 /// <summary>What chose the kernels: the matrix units on or off, the tiling variables as set (null:
 /// the default), and whether the products were tuned first (VKPROMPT_MATMUL_TUNE=1 on a GPU).</summary>
-internal sealed record MatMulSwitches(bool CooperativeMatrix, string? MatMulTiling, string? CoopMatTiling, bool TuneMatMul);
+internal sealed record MatMulSwitches(bool CooperativeMatrix, bool CooperativeMatrixEmulated, string? MatMulTiling, string? CoopMatTiling, bool TuneMatMul);
 
 /// <summary>One distinct product: its uses per step, sizes, operands and full spec, what ran (with
 /// the tuner's times of each candidate tiling where it chose the tiling), its times and check. A

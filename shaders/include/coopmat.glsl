@@ -1,0 +1,102 @@
+// The 16x16 matrix operations of include/matmul_coopmat.glsl, which it names through these
+// macros and functions so that one kernel builds two ways:
+// - on the matrix units, with GL_NV_cooperative_matrix (matmul_coopmat.comp);
+// - emulated (COOPMAT_EMULATED, matmul_coopmat_emulated.comp) with ordinary fp32 arithmetic, so
+//   that every device with fp16 arithmetic and 16-bit storage, lavapipe in CI among them, runs
+//   the kernel's staging, edges and stores: all of it but the matrix instructions themselves.
+// They work on the kernel's own names: its output buffer c, its staged slices sa (A) and sb (B),
+// arrays of uvec2, each four packed halves, whose offsets and strides count those vectors, and its staging tiles sc,
+// declared before this file is included.
+//
+// The emulation follows the extension's definitions: an accumulator is a 16x16 fp32 matrix
+// spread over the SUBGROUP invocations of a (here merely logical) subgroup, element e = 16·row +
+// column held by invocation e % SUBGROUP; a load or store with row-major layout takes element
+// (row, column) at at + row·stride + column, with column-major at at + column·stride + row, in
+// the array's elements, and an array of vectors holds their components one after another; a
+// product sums exact fp16·fp16 products in fp32. An emulated operand is a view of its slice in
+// shared memory rather than a copy, read when it is multiplied: the kernel multiplies operands
+// before the barrier after which their slice is refilled, so the two read the same values.
+#ifndef COOPMAT_EMULATED
+
+#define CM_ACC fcoopmatNV<32, gl_ScopeSubgroup, 16, 16>
+#define CM_FRAG fcoopmatNV<16, gl_ScopeSubgroup, 16, 16>
+#define cmZero() CM_ACC(0.0)
+#define cmLoadC(m, at, stride) coopMatLoadNV(m, c, at, stride, false)
+#define cmStoreC(m, at, stride) coopMatStoreNV(m, c, at, stride, false)
+#define cmStoreStaging(m, at) coopMatStoreNV(m, sc, at, 16, false)
+#define cmLoadA(f, at, stride, colMajor) coopMatLoadNV(f, sa, at, stride, colMajor)
+#define cmLoadB(f, at, stride, colMajor) coopMatLoadNV(f, sb, at, stride, colMajor)
+#define cmMulAdd(a, b, m) coopMatMulAddNV(a, b, m)
+#define cmScale(m, s) ((m) * (s))
+
+#else
+
+const uint CM_SLOTS = 256 / SUBGROUP;
+struct CM_ACC { float v[CM_SLOTS]; };
+struct CM_FRAG { uint at; uint stride; bool colMajor; };
+
+// Row and column of the element this invocation holds in a slot.
+uvec2 cmElement(uint slot) {
+    const uint e = slot * SUBGROUP + gl_LocalInvocationIndex % SUBGROUP;
+    return uvec2(e / 16, e % 16);
+}
+
+uint cmAt(uint at, uint stride, bool colMajor, uint row, uint col) {
+    return colMajor ? at + col * stride + row : at + row * stride + col;
+}
+
+CM_ACC cmZero() {
+    CM_ACC m;
+    [[dont_unroll]] for (uint s = 0; s < CM_SLOTS; s++) m.v[s] = 0.0;
+    return m;
+}
+
+void cmLoadC(out CM_ACC m, uint at, uint stride) {
+    [[dont_unroll]] for (uint s = 0; s < CM_SLOTS; s++) {
+        const uvec2 rc = cmElement(s);
+        m.v[s] = c[cmAt(at, stride, false, rc.x, rc.y)];
+    }
+}
+
+void cmStoreC(CM_ACC m, uint at, uint stride) {
+    [[dont_unroll]] for (uint s = 0; s < CM_SLOTS; s++) {
+        const uvec2 rc = cmElement(s);
+        c[cmAt(at, stride, false, rc.x, rc.y)] = m.v[s];
+    }
+}
+
+void cmStoreStaging(CM_ACC m, uint at) {
+    [[dont_unroll]] for (uint s = 0; s < CM_SLOTS; s++) {
+        const uvec2 rc = cmElement(s);
+        sc[cmAt(at, 16, false, rc.x, rc.y)] = m.v[s];
+    }
+}
+
+// The views count halves.
+void cmLoadA(out CM_FRAG f, uint at, uint stride, bool colMajor) { f = CM_FRAG(4 * at, 4 * stride, colMajor); }
+void cmLoadB(out CM_FRAG f, uint at, uint stride, bool colMajor) { f = CM_FRAG(4 * at, 4 * stride, colMajor); }
+
+// Half i of four packed in a uvec2.
+float16_t cmHalf(uvec2 v, uint i) { return unpackFloat2x16(v[i / 2])[i % 2]; }
+
+CM_ACC cmMulAdd(CM_FRAG a, CM_FRAG b, CM_ACC m) {
+    [[dont_unroll]] for (uint s = 0; s < CM_SLOTS; s++) {
+        const uvec2 rc = cmElement(s);
+        float sum = m.v[s];
+        [[dont_unroll]] for (uint k = 0; k < 16; k++)
+        {
+            const uint ia = cmAt(a.at, a.stride, a.colMajor, rc.x, k);
+            const uint ib = cmAt(b.at, b.stride, b.colMajor, k, rc.y);
+            sum += float(cmHalf(sa[ia / 4], ia % 4)) * float(cmHalf(sb[ib / 4], ib % 4));
+        }
+        m.v[s] = sum;
+    }
+    return m;
+}
+
+CM_ACC cmScale(CM_ACC m, float scale) {
+    [[dont_unroll]] for (uint s = 0; s < CM_SLOTS; s++) m.v[s] *= scale;
+    return m;
+}
+
+#endif

@@ -1,0 +1,7 @@
+#version 450
+#extension GL_GOOGLE_include_directive : require
+#extension GL_NV_cooperative_matrix : require
+#extension GL_KHR_memory_scope_semantics : require
+
+// The cooperative-matrix product on the matrix units; the kernel is include/matmul_coopmat.glsl.
+#include "matmul_coopmat.glsl"
