@@ -8,25 +8,36 @@ namespace VkPrompt.Tests;
 /// one at a time on the queue. Set VKPROMPT_DEVICE to test another device than auto's pick.</summary>
 public sealed class GpuFixture : IDisposable
 {
-    public GpuContext Context { get; } = Create();
+    static readonly bool CoopMatOn = Environment.GetEnvironmentVariable("VKPROMPT_DISABLE_COOPMAT") != "1";
 
-    // The cooperative-matrix kernel is opt-in for users but always on for tests: on the device's
-    // matrix units where it has them, else emulated (lavapipe in CI), so every test of a product
-    // with 16-bit weights covers that kernel too. VKPROMPT_DISABLE_COOPMAT=1 tests the portable
-    // product instead.
-    static GpuContext Create()
+    // The matrix units are opt-in for users but on for tests where a device has them, so every
+    // test of a product with 16-bit weights covers them too. VKPROMPT_DISABLE_COOPMAT=1 tests the
+    // portable product there instead.
+    public GpuContext Context { get; } = GpuContext.Create(new GpuOptions { Validation = true, PipelineCacheDirectory = null, CooperativeMatrix = CoopMatOn });
+
+    readonly Lazy<GpuContext?> emulated;
+
+    public GpuFixture()
     {
-        bool on = Environment.GetEnvironmentVariable("VKPROMPT_DISABLE_COOPMAT") != "1";
-        var options = new GpuOptions { Validation = true, PipelineCacheDirectory = null, CooperativeMatrix = on };
-        var ctx = GpuContext.Create(options);
-        var caps = ctx.Capabilities;
-        if (!on || ctx.CooperativeMatrix || !(caps.ShaderFloat16 && caps.StorageBuffer16Bit)) return ctx;
-        ctx.Dispose();
-        return GpuContext.Create(options with { CooperativeMatrixEmulation = true });
+        emulated = new(() =>
+        {
+            var caps = Context.Capabilities;
+            if (!CoopMatOn || Context.CooperativeMatrix || !(caps.ShaderFloat16 && caps.StorageBuffer16Bit)) return null;
+            return GpuContext.Create(new GpuOptions { Validation = true, PipelineCacheDirectory = null, CooperativeMatrixEmulation = true });
+        });
     }
+
+    /// <summary>A context whose products with 16-bit weights run the cooperative-matrix kernel:
+    /// <see cref="Context"/> where the device's matrix units do, else one that emulates them
+    /// (lavapipe in CI), so that kernel is tested everywhere while <see cref="Context"/> keeps
+    /// what users get by default; null where neither can be had.</summary>
+    public GpuContext? MatrixUnits => Context.CooperativeMatrix ? Context : emulated.Value;
+
+    internal IEnumerable<GpuContext> Contexts => emulated.IsValueCreated && emulated.Value is { } e ? [Context, e] : [Context];
 
     public void Dispose()
     {
+        if (emulated.IsValueCreated) emulated.Value?.Dispose();
         Context.Dispose();
     }
 }
@@ -39,18 +50,32 @@ public sealed class GpuCollection : ICollectionFixture<GpuFixture>;
 [Collection("gpu")]
 public abstract class GpuTest : IDisposable
 {
-    readonly int errorsBefore;
+    readonly GpuFixture fixture;
+    readonly Dictionary<GpuContext, int> errorsBefore;
     protected GpuContext Ctx { get; }
 
     protected GpuTest(GpuFixture fixture)
     {
+        this.fixture = fixture;
         Ctx = fixture.Context;
-        errorsBefore = Ctx.Validation.ErrorCount;
+        errorsBefore = fixture.Contexts.ToDictionary(c => c, c => c.Validation.ErrorCount);
+    }
+
+    /// <summary>The context that runs the cooperative-matrix kernel (<see cref="GpuFixture.MatrixUnits"/>);
+    /// skips the test where there is none.</summary>
+    protected GpuContext MatrixUnitsCtx
+    {
+        get
+        {
+            var ctx = fixture.MatrixUnits;
+            Skip.If(ctx is null, $"{Ctx.Capabilities.Name} has neither cooperative matrices this build can use nor the fp16 arithmetic to emulate them");
+            return ctx!;
+        }
     }
 
     public virtual void Dispose()
     {
-        var fresh = Ctx.Validation.Errors.Skip(errorsBefore).ToList();
+        var fresh = fixture.Contexts.SelectMany(c => c.Validation.Errors.Skip(errorsBefore.GetValueOrDefault(c))).ToList();
         if (fresh.Count > 0)
             throw new XunitException($"{fresh.Count} Vulkan validation error(s):\n" + string.Join("\n", fresh));
     }

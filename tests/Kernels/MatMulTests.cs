@@ -146,7 +146,7 @@ public sealed class MatMulTests(GpuFixture f) : GpuTest(f)
         Compare(a, b, c, spec, variant, $"{precision} {(transposeB ? "A·Bᵀ" : "A·B")} {m}x{n}x{k}", precision);
     }
 
-    /// <summary>The matrix-unit product (where the device has one; skipped elsewhere) on the
+    /// <summary>The matrix-unit product (on the device's matrix units, else emulated) on the
     /// shapes above, with tile shapes from one 16x16 tile per workgroup to the default, so edges
     /// fall inside tiles, on tile borders and past them. The reference multiplies A rounded to
     /// fp16 and B rounded to its storage precision and then to fp16, to nearest. Vulkan lets a
@@ -168,7 +168,7 @@ public sealed class MatMulTests(GpuFixture f) : GpuTest(f)
 
     // A tiling as the device's shared memory holds it: 16 deep where it lacks room for a deeper
     // slice (lavapipe's 32 KiB against the default's 48), the same blocks and subgroups.
-    CoopMatTiling Fitting(CoopMatTiling t) => t.Fits(Ctx) ? t : t with { SharedK = 16 };
+    static CoopMatTiling Fitting(GpuContext ctx, CoopMatTiling t) => t.Fits(ctx) ? t : t with { SharedK = 16 };
 
     [SkippableTheory, MemberData(nameof(CoopMatCases))]
     public void CoopMatMatchesReferenceOnRoundedOperands(WeightPrecision precision, bool transposeB, int m, int n, int k, bool padded, int tiling)
@@ -196,7 +196,7 @@ public sealed class MatMulTests(GpuFixture f) : GpuTest(f)
 
     void CoopMatCompare(MatMulSpec spec, bool transposeB, WeightPrecision precision, CoopMatTiling tiling, string what)
     {
-        Skip.IfNot(Ctx.CooperativeMatrix, $"{Ctx.Capabilities.Name} has no cooperative matrices this build can use");
+        var ctx = MatrixUnitsCtx;
         int m = spec.M, n = spec.N, k = spec.K;
         int bLen = transposeB ? spec.BStrideN * (n - 1) + k : spec.BStrideK * (k - 1) + n;
         // NaN in A's padding too: past K it would meet B's zeros, which hide any other value.
@@ -204,12 +204,12 @@ public sealed class MatMulTests(GpuFixture f) : GpuTest(f)
         var b = WithNaNPadding(bLen, 18, i => transposeB ? (i % spec.BStrideN) < k : (i % spec.BStrideK) < n);
         HalfFloat.Round(b, precision);
         var c = Check.Random(spec.CStrideM * m, 19);
-        using var ga = GpuBuffer.From<float>(Ctx, a);
-        using var gb = GpuBuffer.From<ushort>(Ctx, Encode(b, precision));
-        using var gc = GpuBuffer.From<float>(Ctx, c);
-        using (var g = new CommandGraph(Ctx))
+        using var ga = GpuBuffer.From<float>(ctx, a);
+        using var gb = GpuBuffer.From<ushort>(ctx, Encode(b, precision));
+        using var gc = GpuBuffer.From<float>(ctx, c);
+        using (var g = new CommandGraph(ctx))
         {
-            MatMulKernel.RunCoopMat(g, ga, gb, gc, spec, Fitting(tiling), precision);
+            MatMulKernel.RunCoopMat(g, ga, gb, gc, spec, Fitting(ctx, tiling), precision);
             g.Run();
         }
         HalfFloat.Round(a, WeightPrecision.Fp16);
@@ -224,7 +224,7 @@ public sealed class MatMulTests(GpuFixture f) : GpuTest(f)
     [SkippableFact]
     public void CoopMatSaturatesActivationsPastTheHalfRange()
     {
-        Skip.IfNot(Ctx.CooperativeMatrix, $"{Ctx.Capabilities.Name} has no cooperative matrices this build can use");
+        var ctx = MatrixUnitsCtx;
         var spec = MatMulSpec.Rows(3, 1, 16, transposeB: true);
         var a = new float[48];
         a[0] = 1e6f;
@@ -232,12 +232,12 @@ public sealed class MatMulTests(GpuFixture f) : GpuTest(f)
         a[32] = float.NaN;
         var b = new float[16];
         b[0] = 0.5f;
-        using var ga = GpuBuffer.From<float>(Ctx, a);
-        using var gb = GpuBuffer.From<ushort>(Ctx, Encode(b, WeightPrecision.Fp16));
-        using var gc = GpuBuffer.From<float>(Ctx, new float[3]);
-        using (var g = new CommandGraph(Ctx))
+        using var ga = GpuBuffer.From<float>(ctx, a);
+        using var gb = GpuBuffer.From<ushort>(ctx, Encode(b, WeightPrecision.Fp16));
+        using var gc = GpuBuffer.From<float>(ctx, new float[3]);
+        using (var g = new CommandGraph(ctx))
         {
-            MatMulKernel.RunCoopMat(g, ga, gb, gc, spec, Fitting(CoopMatTiling.Default), WeightPrecision.Fp16);
+            MatMulKernel.RunCoopMat(g, ga, gb, gc, spec, Fitting(ctx, CoopMatTiling.Default), WeightPrecision.Fp16);
             g.Run();
         }
         Assert.Equal([32752f, -32752f, float.NaN], gc.Download<float>());

@@ -44,10 +44,13 @@ public sealed class GoldenTests(GpuFixture f) : GpuTest(f)
         return new Golden(ckpt, tok, examples, prompt, caseDir);
     }
 
-    /// <summary>"-fused" runs every attention through FusedAttention, whatever the sizes.</summary>
+    /// <summary>"-fused" runs every attention through FusedAttention, whatever the sizes;
+    /// "vulkan-matrix-units" runs products with 16-bit weights on the cooperative-matrix kernel,
+    /// emulated where the device has no matrix units.</summary>
     Backend MakeBackend(string name)
     {
-        Backend be = name.StartsWith("cpu", StringComparison.Ordinal) ? new CpuBackend() : new GpuBackend(Ctx);
+        Backend be = name.StartsWith("cpu", StringComparison.Ordinal) ? new CpuBackend()
+                   : new GpuBackend(name == "vulkan-matrix-units" ? MatrixUnitsCtx : Ctx);
         be.AttentionFusion = name.EndsWith("-fused", StringComparison.Ordinal) ? AttentionFusion.Always : AttentionFusion.Never;
         return be;
     }
@@ -134,8 +137,9 @@ public sealed class GoldenTests(GpuFixture f) : GpuTest(f)
     {
         var data = new TheoryData<string, string, string, WeightPrecision>();
         foreach (var row in Cases())
-            foreach (var p in HalfPrecisions)
-                data.Add((string)row[0], (string)row[1], (string)row[2], p);
+            foreach (var backend in (string)row[2] == "vulkan" ? ["vulkan", "vulkan-matrix-units"] : new[] { (string)row[2] })
+                foreach (var p in HalfPrecisions)
+                    data.Add((string)row[0], (string)row[1], backend, p);
         return data;
     }
 
@@ -151,9 +155,11 @@ public sealed class GoldenTests(GpuFixture f) : GpuTest(f)
     /// the loss by 0.04u, and the prompt gradient by 2.6u (fp16, 1.25e-3) and 2.3u (bf16, 9.0e-3)
     /// of its norm, the same on both backends. The errors scale with u, so the tolerances do:
     /// u/2 relative (on top of SPEC.md's 1e-3 absolute) for log-likelihoods and the loss, 8u for
-    /// the gradient, a margin of three or more everywhere.
+    /// the gradient, a margin of three or more everywhere. On the matrix units, which round the
+    /// activations to fp16 as well, the gradient moved by up to 4.7u (fp16 weights: two roundings
+    /// of the same size) and 2.3u (bf16), the loss by 0.04u: within the same bounds.
     /// </summary>
-    [Theory, MemberData(nameof(HalfCases))]
+    [SkippableTheory, MemberData(nameof(HalfCases))]
     public void HalfWeightsStayNearGolden(string model, string caseName, string backend, WeightPrecision precision)
     {
         using var g = Load(model, caseName);
