@@ -51,11 +51,17 @@ prepare() {
     # if one is wrong), its report through the source-generated JSON.
     VK_DRIVER_FILES=$lavapipe .publish/vkprompt bench matmul --shape t5-small --batch-size 1 --input-length 8 --target-length 8 \
       --prompt-length 4 --precision auto --reps 1 --json "$tmp/matmul.json" >/dev/null
-    python3 -c 'import json, sys; r = json.load(open(sys.argv[1])); bad = [p["name"] for p in r["products"] if not p["ok"]]
-assert r["schema"] == "vkprompt-bench-matmul/1" and r["step"]["measuredProductsPerStep"] > 0 and not bad, bad' "$tmp/matmul.json"
+    local check='import json, sys; r = json.load(open(sys.argv[1])); bad = [p["name"] for p in r["products"] if not p["ok"]]
+assert r["schema"] == "vkprompt-bench-matmul/1" and r["step"]["measuredProductsPerStep"] > 0 and not bad, bad
+assert sys.argv[2] in {p["kernel"] for p in r["products"]}, sys.argv[2]'
+    python3 -c "$check" "$tmp/matmul.json" matmul
+    # The cooperative-matrix kernel's own code, emulated: what the device run's matrix units run.
+    VKPROMPT_COOPMAT=emulate VK_DRIVER_FILES=$lavapipe .publish/vkprompt bench matmul --shape t5-small --batch-size 1 --input-length 8 \
+      --target-length 8 --prompt-length 4 --precision bf16 --reps 1 --json "$tmp/matmul-coopmat.json" >/dev/null
+    python3 -c "$check" "$tmp/matmul-coopmat.json" matmul_coopmat_emulated
     for f in spiece.model train.jsonl validation.jsonl; do [[ -s .publish/demo/$f ]]; done
     rm -rf "$tmp"
-    echo "ok: devices, a one-step bench, bench matmul and the demo files"
+    echo "ok: devices, a one-step bench, bench matmul (portable and emulated matrix units) and the demo files"
   else
     echo "== $(uname -m) here: the linux-x64 binary cannot be checked on this machine"
   fi

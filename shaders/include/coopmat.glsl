@@ -79,17 +79,23 @@ void cmLoadB(out CM_FRAG f, uint at, uint stride, bool colMajor) { f = CM_FRAG(4
 // Half i of four packed in a uvec2.
 float16_t cmHalf(uvec2 v, uint i) { return unpackFloat2x16(v[i / 2])[i % 2]; }
 
+// lavapipe (Mesa 22) silently ends the loops of an invocation once they have run 65535
+// iterations between them (gallivm's loop limiter): with every loop here rolled, a product stopped
+// adding after K = 1744. So the 16 k of a product are unrolled and its slots taken four at a time,
+// two iterations a product, which keeps a t5 step's products (K up to the vocabulary's 32128)
+// inside the limit; unrolled whole, a pipeline took lavapipe minutes to compile.
 CM_ACC cmMulAdd(CM_FRAG a, CM_FRAG b, CM_ACC m) {
-    [[dont_unroll]] for (uint s = 0; s < CM_SLOTS; s++) {
-        const uvec2 rc = cmElement(s);
-        float sum = m.v[s];
-        [[dont_unroll]] for (uint k = 0; k < 16; k++)
-        {
-            const uint ia = cmAt(a.at, a.stride, a.colMajor, rc.x, k);
-            const uint ib = cmAt(b.at, b.stride, b.colMajor, k, rc.y);
-            sum += float(cmHalf(sa[ia / 4], ia % 4)) * float(cmHalf(sb[ib / 4], ib % 4));
+    [[dont_unroll]] for (uint s0 = 0; s0 < CM_SLOTS; s0 += 4) {
+        [[unroll]] for (uint i = 0; i < 4; i++) {
+            const uvec2 rc = cmElement(s0 + i);
+            float sum = m.v[s0 + i];
+            [[unroll]] for (uint k = 0; k < 16; k++) {
+                const uint ia = cmAt(a.at, a.stride, a.colMajor, rc.x, k);
+                const uint ib = cmAt(b.at, b.stride, b.colMajor, k, rc.y);
+                sum += float(cmHalf(sa[ia / 4], ia % 4)) * float(cmHalf(sb[ib / 4], ib % 4));
+            }
+            m.v[s0 + i] = sum;
         }
-        m.v[s] = sum;
     }
     return m;
 }

@@ -218,6 +218,13 @@ public sealed class MatMulTests(GpuFixture f) : GpuTest(f)
         Check.Close(c, gc.Download<float>(), 1e-3, what);
     }
 
+    /// <summary>K as long as T5's vocabulary (the LM head's input gradient): on lavapipe the
+    /// emulation's loops must stay inside the 65535 iterations an invocation may run in all,
+    /// past which Mesa ends them silently (a rolled emulation stopped adding at K = 1744).</summary>
+    [SkippableFact]
+    public void CoopMatSumsOverAVocabularyLongK() =>
+        CoopMatCompare(MatMulSpec.Rows(12, 64, 32128, false, false), false, WeightPrecision.Bf16, CoopMatTiling.Small, "coopmat K 32128");
+
     /// <summary>An activation past fp16's range is saturated at ±65504, not turned into an
     /// infinity that would poison every sum it enters; a NaN stays NaN, as on the portable
     /// product, so that a diverged run shows.</summary>
