@@ -73,7 +73,8 @@ internal static class BenchMatMulCommand
             $"of 256 sampled outputs (error over the largest |C|: at most {Fp32Tolerance:G} with fp32 sums of fp32-read operands, {Fp16Tolerance:G} on the matrix units; " +
             "exit code 1 naming the product above that). Reports per product the kernel and tiling that ran, the median time, TFLOP/s and how often a step makes it, " +
             "and per step their sum; printed and written as JSON. Sweep tile shapes with VKPROMPT_MATMUL_TILING, VKPROMPT_COOPMAT=1 and VKPROMPT_COOPMAT_TILING; " +
-            "with VKPROMPT_MATMUL_TUNE=1 on a GPU each product is first tuned among its kernel's tilings, and its row has every candidate's times (docs/benchmarks.md).")
+            "with VKPROMPT_MATMUL_TUNE=1 on a GPU each product is first tuned among its kernel's tilings, and its row has every candidate's times (docs/benchmarks.md). " +
+            "VKPROMPT_COOPMAT=emulate runs the matrix-unit kernel with its matrix operations emulated, on any device with fp16 arithmetic: its results, not its speed.")
         {
             shape, batch, input, target, promptLength, precision, reps, warmupMs, json, device, attention,
         };
