@@ -14,6 +14,9 @@ if ! command -v dotnet >/dev/null; then
   exit 2
 fi
 tools/install-deps.sh || exit $?
+# The KHR cooperative-matrix kernels need a newer glslc than Debian 12's; without one the build
+# leaves them out, which the summary says.
+if tools/fetch-glslc.sh; then khr="built"; else khr="NOT built: tools/fetch-glslc.sh failed"; fi
 
 summary=()
 finish() { # $1: exit code
@@ -36,15 +39,18 @@ echo "== spirv-val"
 shopt -s nullglob
 # The Runtime project compiles shaders/*.comp here (SpvDir in VkPrompt.Runtime.csproj).
 modules=(src/Runtime/obj/spv/*.spv)
+# Debian 12's spirv-val predates SPV_KHR_cooperative_matrix; tools/fetch-glslc.sh brings a newer one.
+validator=spirv-val
+[[ -x .tools/bin/spirv-val ]] && validator=.tools/bin/spirv-val
 invalid=0
 for m in "${modules[@]}"; do
-  spirv-val --target-env vulkan1.2 "$m" || { echo "invalid SPIR-V: $m"; invalid=$((invalid + 1)); }
+  "$validator" --target-env vulkan1.2 "$m" || { echo "invalid SPIR-V: $m"; invalid=$((invalid + 1)); }
 done
 if [[ ${#modules[@]} -eq 0 ]]; then
   summary+=("spirv-val: FAILED, no SPIR-V modules in src/Runtime/obj/spv")
   finish 1
 fi
-summary+=("spirv-val: $((${#modules[@]} - invalid)) of ${#modules[@]} modules valid")
+summary+=("spirv-val ($validator): $((${#modules[@]} - invalid)) of ${#modules[@]} modules valid; KHR cooperative-matrix kernels $khr")
 
 echo "== tests"
 device="VKPROMPT_DEVICE=${VKPROMPT_DEVICE:-}"

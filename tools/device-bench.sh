@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
 # The GPU benchmark of docs/benchmarks.md in two halves.
 #
-#   tools/device-bench.sh            here (x86-64 or not): publishes vkprompt self-contained for
-#                                    linux-x64 into .publish/, checks the trimmed binary on lavapipe,
+#   tools/device-bench.sh            here (x86-64 or not): fetches a glslc that compiles the KHR
+#                                    cooperative-matrix kernels (tools/fetch-glslc.sh), publishes
+#                                    vkprompt self-contained for linux-x64 into .publish/, checks
+#                                    the trimmed binary on lavapipe,
 #                                    downloads the Vulkan loader packages into .gl/, and prints the
 #                                    command and carry list for the device tool's `run`.
 #   tools/device-bench.sh device     on the device machine (what the printed command runs): first
 #                                    tools/check-golden.py on the device (.golden, copied from
-#                                    ../shared/golden), then `vkprompt bench matmul` on the default
-#                                    kernels and the matrix units (every product checked against
-#                                    fp64), then vkprompt bench and the PyTorch + PEFT peer for
+#                                    ../shared/golden), then `vkprompt bench peak` (the matrix
+#                                    units' own rate) and `vkprompt bench matmul` on the default
+#                                    kernels and the matrix units through VK_KHR_ and
+#                                    VK_NV_cooperative_matrix (every product checked against fp64,
+#                                    both extensions against the golden references), then vkprompt bench and the PyTorch + PEFT peer for
 #                                    t5-base and t5-large at batch 32, input 512, target 8, prompt
 #                                    100, in fp32 and bf16 (vkprompt: bf16 weights, fp32 activations;
 #                                    the peer: all bf16), then t5-base fp32 with the tilings tuned
@@ -31,6 +35,8 @@ shape_args=(--batch-size 32 --input-length 512 --target-length 8 --prompt-length
 
 prepare() {
   set -e
+  echo "== a glslc that compiles GL_KHR_cooperative_matrix (tools/fetch-glslc.sh), so the publish has the KHR kernels"
+  tools/fetch-glslc.sh
   echo "== publish vkprompt (self-contained, trimmed, single file, linux-x64) into .publish/"
   rm -rf .publish
   dotnet publish tools/VkPrompt.Cli -c Release -r linux-x64 --self-contained -p:PublishTrimmed=true -p:PublishSingleFile=true \
@@ -59,9 +65,13 @@ assert sys.argv[2] in {p["kernel"] for p in r["products"]}, sys.argv[2]'
     VKPROMPT_COOPMAT=emulate VK_DRIVER_FILES=$lavapipe .publish/vkprompt bench matmul --shape t5-small --batch-size 1 --input-length 8 \
       --target-length 8 --prompt-length 4 --precision bf16 --reps 1 --json "$tmp/matmul-coopmat.json" >/dev/null
     python3 -c "$check" "$tmp/matmul-coopmat.json" matmul_coopmat_emulated
+    # bench peak, emulated: the matrix units' rate probe the device run starts with.
+    VK_DRIVER_FILES=$lavapipe .publish/vkprompt bench peak --matrix-units emulate --iterations 4 --workgroups 2 --reps 1 --json "$tmp/peak.json" >/dev/null
+    # The KHR kernels must be in the binary: the device run asks for them by name.
+    grep -q matmul_coopmat_khr.spv .publish/vkprompt || { echo "error: the published binary lacks matmul_coopmat_khr.spv" >&2; exit 1; }
     for f in spiece.model train.jsonl validation.jsonl; do [[ -s .publish/demo/$f ]]; done
     rm -rf "$tmp"
-    echo "ok: devices, a one-step bench, bench matmul (portable and emulated matrix units) and the demo files"
+    echo "ok: devices, a one-step bench, bench matmul (portable and emulated matrix units), bench peak (emulated), the KHR kernels and the demo files"
   else
     echo "== $(uname -m) here: the linux-x64 binary cannot be checked on this machine"
   fi
@@ -144,7 +154,7 @@ device() {
 
   # Before anything is timed: the kernels this device selects against the golden references,
   # and each distinct product of a t5-base step alone, checked against fp64 and timed, on the
-  # portable kernels and on the matrix units (opt-in, VKPROMPT_COOPMAT=1).
+  # portable kernels and on the matrix units (opt-in) through each extension (VKPROMPT_COOPMAT=khr, nv).
   mm() { # name precision [VAR=value...]
     local name=$1 precision=$2
     shift 2
@@ -166,11 +176,17 @@ PY
   else
     echo "== no .golden folder (prepare copies ../shared/golden there): golden check skipped"
   fi
+  # The matrix units' own rate through each extension: the ceiling for the products below.
+  for x in khr nv; do
+    bench "peak-$x" 30 .publish/vkprompt bench peak --matrix-units "$x" --json "$res/peak-$x.json"
+  done
   mm mm-fp32-auto fp32
-  mm mm-bf16-cm-auto bf16 VKPROMPT_COOPMAT=1
+  for x in khr nv; do mm "mm-bf16-cm-$x" bf16 VKPROMPT_COOPMAT=$x; done
   if [[ -d .golden ]]; then
-    VKPROMPT_COOPMAT=1 bench "check-golden-coopmat" 30 python3 tools/check-golden.py --vkprompt .publish/vkprompt --golden .golden \
-      --precision fp16,bf16 | tee "$res/check-golden-coopmat.txt"
+    for x in khr nv; do
+      VKPROMPT_COOPMAT=$x bench "check-golden-coopmat-$x" 30 python3 tools/check-golden.py --vkprompt .publish/vkprompt --golden .golden \
+        --precision fp16,bf16 | tee "$res/check-golden-coopmat-$x.txt"
+    done
   fi
 
   # Then whole steps at the defaults, each precision beside the peer, t5-base first; then the
@@ -178,17 +194,19 @@ PY
   vk vk-t5-base-fp32 t5-base --precision fp32 --warmup 1 --steps 3
   peer peer-t5-base-fp32 t5-base fp32 --warmup 1 --steps 5
   vk vk-t5-base-bf16 t5-base --precision bf16 --warmup 1 --steps 3
+  VKENV=VKPROMPT_COOPMAT=khr vk vk-t5-base-bf16-coopmat-khr t5-base --precision bf16 --warmup 1 --steps 3
   peer peer-t5-base-bf16 t5-base bf16 --warmup 1 --steps 5
   vk vk-t5-large-fp32 t5-large --precision fp32 --warmup 1 --steps 2
   vk vk-t5-large-bf16 t5-large --precision bf16 --warmup 1 --steps 2
+  VKENV=VKPROMPT_COOPMAT=khr vk vk-t5-large-bf16-coopmat-khr t5-large --precision bf16 --warmup 1 --steps 2
   peer peer-t5-large-bf16 t5-large bf16 --warmup 1 --steps 3
   # The tuner (VKPROMPT_MATMUL_TUNE=1) against the rule of vk-t5-base-fp32; --verbose puts its
   # per-product times into log.txt.
   VKENV=VKPROMPT_MATMUL_TUNE=1 vk vk-t5-base-fp32-tuned t5-base --precision fp32 --warmup 1 --steps 3 --verbose
-  VKENV=VKPROMPT_COOPMAT=1 vk vk-t5-base-bf16-coopmat t5-base --precision bf16 --warmup 1 --steps 3
+  VKENV=VKPROMPT_COOPMAT=nv vk vk-t5-base-bf16-coopmat-nv t5-base --precision bf16 --warmup 1 --steps 3
   mm mm-bf16-auto bf16
-  for t in 16x16x8x8x16 8x16x8x8x8 16x16x4x4x16; do mm "mm-fp32-$t" fp32 VKPROMPT_MATMUL_TILING=$t; done
-  for t in 2x2x2x2x32 2x4x2x2x32; do mm "mm-bf16-cm-$t" bf16 VKPROMPT_COOPMAT=1 VKPROMPT_COOPMAT_TILING=$t; done
+  for t in 2x2x2x2x32 2x4x2x2x32 2x2x4x4x32; do mm "mm-bf16-cm-khr-$t" bf16 VKPROMPT_COOPMAT=khr VKPROMPT_COOPMAT_TILING=$t; done
+  for t in 16x16x8x8x16 8x16x8x8x8; do mm "mm-fp32-$t" fp32 VKPROMPT_MATMUL_TILING=$t; done
   peer peer-t5-large-fp32 t5-large fp32 --warmup 1 --steps 2
 
   sweep_summary

@@ -16,10 +16,26 @@
 // product sums exact fp16·fp16 products in fp32. An emulated operand is a view of its slice in
 // shared memory rather than a copy, read when it is multiplied: the kernel multiplies operands
 // before the barrier after which their slice is refilled, so the two read the same values.
-#ifndef COOPMAT_EMULATED
+#if defined(COOPMAT_KHR)
+
+#define CM_ACC coopmat<float, gl_ScopeSubgroup, 16, 16, gl_MatrixUseAccumulator>
+#define CM_FRAG_A coopmat<float16_t, gl_ScopeSubgroup, 16, 16, gl_MatrixUseA>
+#define CM_FRAG_B coopmat<float16_t, gl_ScopeSubgroup, 16, 16, gl_MatrixUseB>
+#define cmZero() CM_ACC(0.0)
+#define CM_LAYOUT(colMajor) ((colMajor) ? gl_CooperativeMatrixLayoutColumnMajor : gl_CooperativeMatrixLayoutRowMajor)
+#define cmLoadC(m, at, stride) coopMatLoad(m, c, at, stride, gl_CooperativeMatrixLayoutRowMajor)
+#define cmStoreC(m, at, stride) coopMatStore(m, c, at, stride, gl_CooperativeMatrixLayoutRowMajor)
+#define cmStoreStaging(m, at) coopMatStore(m, sc, at, 16, gl_CooperativeMatrixLayoutRowMajor)
+#define cmLoadA(f, at, stride, colMajor) coopMatLoad(f, sa, at, stride, CM_LAYOUT(colMajor))
+#define cmLoadB(f, at, stride, colMajor) coopMatLoad(f, sb, at, stride, CM_LAYOUT(colMajor))
+#define cmMulAdd(a, b, m) coopMatMulAdd(a, b, m)
+#define cmScale(m, s) ((m) * (s))
+
+#elif !defined(COOPMAT_EMULATED)
 
 #define CM_ACC fcoopmatNV<32, gl_ScopeSubgroup, 16, 16>
-#define CM_FRAG fcoopmatNV<16, gl_ScopeSubgroup, 16, 16>
+#define CM_FRAG_A fcoopmatNV<16, gl_ScopeSubgroup, 16, 16>
+#define CM_FRAG_B CM_FRAG_A
 #define cmZero() CM_ACC(0.0)
 #define cmLoadC(m, at, stride) coopMatLoadNV(m, c, at, stride, false)
 #define cmStoreC(m, at, stride) coopMatStoreNV(m, c, at, stride, false)
@@ -33,7 +49,8 @@
 
 const uint CM_SLOTS = 256 / SUBGROUP;
 struct CM_ACC { float v[CM_SLOTS]; };
-struct CM_FRAG { uint at; uint stride; bool colMajor; };
+struct CM_FRAG_A { uint at; uint stride; bool colMajor; };
+#define CM_FRAG_B CM_FRAG_A
 
 // Row and column of the element this invocation holds in a slot.
 uvec2 cmElement(uint slot) {
@@ -73,8 +90,8 @@ void cmStoreStaging(CM_ACC m, uint at) {
 }
 
 // The views count halves.
-void cmLoadA(out CM_FRAG f, uint at, uint stride, bool colMajor) { f = CM_FRAG(4 * at, 4 * stride, colMajor); }
-void cmLoadB(out CM_FRAG f, uint at, uint stride, bool colMajor) { f = CM_FRAG(4 * at, 4 * stride, colMajor); }
+void cmLoadA(out CM_FRAG_A f, uint at, uint stride, bool colMajor) { f = CM_FRAG_A(4 * at, 4 * stride, colMajor); }
+void cmLoadB(out CM_FRAG_B f, uint at, uint stride, bool colMajor) { f = CM_FRAG_B(4 * at, 4 * stride, colMajor); }
 
 // Half i of four packed in a uvec2.
 float16_t cmHalf(uvec2 v, uint i) { return unpackFloat2x16(v[i / 2])[i % 2]; }
@@ -84,7 +101,7 @@ float16_t cmHalf(uvec2 v, uint i) { return unpackFloat2x16(v[i / 2])[i % 2]; }
 // adding after K = 1744. So the 16 k of a product are unrolled and its slots taken four at a time,
 // two iterations a product, which keeps a t5 step's products (K up to the vocabulary's 32128)
 // inside the limit; unrolled whole, a pipeline took lavapipe minutes to compile.
-CM_ACC cmMulAdd(CM_FRAG a, CM_FRAG b, CM_ACC m) {
+CM_ACC cmMulAdd(CM_FRAG_A a, CM_FRAG_B b, CM_ACC m) {
     [[dont_unroll]] for (uint s0 = 0; s0 < CM_SLOTS; s0 += 4) {
         [[unroll]] for (uint i = 0; i < 4; i++) {
             const uvec2 rc = cmElement(s0 + i);

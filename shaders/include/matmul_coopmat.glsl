@@ -220,8 +220,8 @@ void main() {
             if (s > 0) {
                 const uint buf = (s - 1) & 1;
                 [[unroll]] for (uint kk = 0; kk < BK; kk += 16) {
-                    CM_FRAG fa[TILES_M];
-                    CM_FRAG fb[TILES_N];
+                    CM_FRAG_A fa[TILES_M];
+                    CM_FRAG_B fb[TILES_N];
                     [[unroll]] for (uint i = 0; i < TILES_M; i++) {
                         const uint r = (warpM * TILES_M + i) * 16;
                         cmLoadA(fa[i], (buf * A_SIZE + (A_KMAJOR ? r * SA + kk : kk * SA + r)) / 4, SA / 4, !A_KMAJOR);

@@ -22,14 +22,15 @@ public sealed record DeviceCapabilities
     public required bool StorageBuffer16Bit { get; init; }
     public required bool ShaderInt8 { get; init; }
     public required bool BFloat16 { get; init; }
-    /// <summary>VK_KHR_cooperative_matrix is exposed. Reported only: the build's glslc predates
-    /// GL_KHR_cooperative_matrix, so no kernel uses it yet.</summary>
+    /// <summary>What the matrix-unit product through VK_KHR_cooperative_matrix
+    /// (matmul_coopmat_khr.comp) needs of the device is all there: the extension with its feature,
+    /// 16x16x16 fp16·fp16+fp32 at subgroup scope, shaderFloat16, 16-bit storage and the Vulkan
+    /// memory model. (The build must have compiled that shader too: <see cref="GpuContext.MatrixUnits"/>.)</summary>
     public required bool CooperativeMatrixKhr { get; init; }
-    /// <summary>What the matrix-unit product (matmul_coopmat.comp) needs is all there:
-    /// VK_NV_cooperative_matrix with its feature, 16x16x16 fp16·fp16+fp32 at subgroup scope,
-    /// shaderFloat16, 16-bit storage and the Vulkan memory model.</summary>
+    /// <summary>The same through VK_NV_cooperative_matrix (matmul_coopmat.comp), which NVIDIA's
+    /// drivers expose beside the KHR extension.</summary>
     public required bool CooperativeMatrixNv { get; init; }
-    /// <summary>The shapes VK_NV_cooperative_matrix lists, as "MxNxK A·B+C", for the report.</summary>
+    /// <summary>The shapes the KHR extension lists, else the NV one's, as "MxNxK A·B+C→D", for the report.</summary>
     public required IReadOnlyList<string> CooperativeMatrixShapes { get; init; }
     public required long MaxStorageBufferRange { get; init; }
     public required long MaxMemoryAllocationSize { get; init; }
@@ -54,16 +55,25 @@ public sealed record DeviceCapabilities
         var p = props2.Properties;
 
         // Structures of an extension the device lacks must not be chained, so the cooperative
-        // matrix ones go in only where VK_NV_cooperative_matrix is listed (every such device is
-        // Vulkan 1.2 or later, which the memory-model structure needs).
+        // matrix ones go in only where their extension is listed (every such device is Vulkan 1.2
+        // or later, which the memory-model structure needs).
         bool nvCoopmat = extensions.Contains(NvCooperativeMatrixExtension);
+        bool khrCoopmat = extensions.Contains(KhrCooperativeMatrixExtension);
         var memoryModel = new PhysicalDeviceVulkanMemoryModelFeatures { SType = StructureType.PhysicalDeviceVulkanMemoryModelFeatures };
-        var coopmat = new PhysicalDeviceCooperativeMatrixFeaturesNV { SType = StructureType.PhysicalDeviceCooperativeMatrixFeaturesNV, PNext = &memoryModel };
-        var f16 = new PhysicalDeviceShaderFloat16Int8Features { SType = StructureType.PhysicalDeviceShaderFloat16Int8Features, PNext = nvCoopmat ? &coopmat : null };
+        var nvFeatures = new PhysicalDeviceCooperativeMatrixFeaturesNV { SType = StructureType.PhysicalDeviceCooperativeMatrixFeaturesNV, PNext = &memoryModel };
+        var khrFeatures = new PhysicalDeviceCooperativeMatrixFeaturesKHR
+        {
+            SType = StructureType.PhysicalDeviceCooperativeMatrixFeaturesKhr,
+            PNext = nvCoopmat ? &nvFeatures : &memoryModel,
+        };
+        void* coopmatChain = khrCoopmat ? &khrFeatures : nvCoopmat ? &nvFeatures : null;
+        var f16 = new PhysicalDeviceShaderFloat16Int8Features { SType = StructureType.PhysicalDeviceShaderFloat16Int8Features, PNext = coopmatChain };
         var s16 = new PhysicalDevice16BitStorageFeatures { SType = StructureType.PhysicalDevice16BitStorageFeatures, PNext = &f16 };
         var feats2 = new PhysicalDeviceFeatures2 { SType = StructureType.PhysicalDeviceFeatures2, PNext = &s16 };
         vk.GetPhysicalDeviceFeatures2(pd, &feats2);
-        var shapes = nvCoopmat ? NvCooperativeMatrixShapes(vk, instance, pd) : [];
+        var nvShapes = nvCoopmat ? NvShapes(vk, instance, pd) : [];
+        var khrShapes = khrCoopmat ? KhrShapes(vk, instance, pd) : [];
+        bool coopmatBasics = memoryModel.VulkanMemoryModel && f16.ShaderFloat16 && s16.StorageBuffer16BitAccess && subgroup.SubgroupSize >= 16;
 
         vk.GetPhysicalDeviceMemoryProperties(pd, out var mem);
         var heaps = new List<MemoryHeapInfo>();
@@ -102,11 +112,9 @@ public sealed record DeviceCapabilities
             StorageBuffer16Bit = s16.StorageBuffer16BitAccess,
             ShaderInt8 = f16.ShaderInt8,
             BFloat16 = extensions.Contains("VK_KHR_shader_bfloat16"),
-            CooperativeMatrixKhr = extensions.Contains("VK_KHR_cooperative_matrix"),
-            CooperativeMatrixNv = nvCoopmat && coopmat.CooperativeMatrix && memoryModel.VulkanMemoryModel
-                                  && f16.ShaderFloat16 && s16.StorageBuffer16BitAccess && subgroup.SubgroupSize >= 16
-                                  && shapes.Contains(CoopmatShape),
-            CooperativeMatrixShapes = shapes.Select(s => s.Text).ToList(),
+            CooperativeMatrixKhr = khrCoopmat && khrFeatures.CooperativeMatrix && coopmatBasics && khrShapes.Contains(CoopmatShape),
+            CooperativeMatrixNv = nvCoopmat && nvFeatures.CooperativeMatrix && coopmatBasics && nvShapes.Contains(CoopmatShape),
+            CooperativeMatrixShapes = (khrCoopmat ? khrShapes : nvShapes).Select(s => s.Text).ToList(),
             MaxStorageBufferRange = p.Limits.MaxStorageBufferRange,
             MaxMemoryAllocationSize = (long)maint3.MaxMemoryAllocationSize,
             MaxComputeSharedMemorySize = p.Limits.MaxComputeSharedMemorySize,
@@ -123,6 +131,7 @@ public sealed record DeviceCapabilities
     }
 
     internal const string NvCooperativeMatrixExtension = "VK_NV_cooperative_matrix";
+    internal const string KhrCooperativeMatrixExtension = "VK_KHR_cooperative_matrix";
 
     readonly record struct CoopmatEntry(uint M, uint N, uint K, ComponentTypeKHR A, ComponentTypeKHR B, ComponentTypeKHR C, ComponentTypeKHR D, bool Subgroup)
     {
@@ -140,25 +149,36 @@ public sealed record DeviceCapabilities
         };
     }
 
-    // The one shape matmul_coopmat.comp is written for.
+    // The one shape the matrix-unit product is written for.
     static readonly CoopmatEntry CoopmatShape = new(16, 16, 16, ComponentTypeKHR.Float16Khr, ComponentTypeKHR.Float16Khr,
                                                     ComponentTypeKHR.Float32Khr, ComponentTypeKHR.Float32Khr, true);
 
-    // Silk.NET.Vulkan binds the NV extension's commands in a separate package that is not
-    // served here; the one query needed is called through its function pointer instead.
-    static unsafe List<CoopmatEntry> NvCooperativeMatrixShapes(Vk vk, Instance instance, PhysicalDevice pd)
+    // Silk.NET.Vulkan binds these extensions' commands in separate packages that are not served
+    // here; the one query each needs is called through its function pointer instead. The two
+    // extensions' property structures hold the same facts under different types.
+    static List<CoopmatEntry> NvShapes(Vk vk, Instance instance, PhysicalDevice pd) =>
+        ShapesOf(vk, instance, pd, "vkGetPhysicalDeviceCooperativeMatrixPropertiesNV",
+            new CooperativeMatrixPropertiesNV { SType = StructureType.CooperativeMatrixPropertiesNV },
+            p => new(p.MSize, p.NSize, p.KSize, (ComponentTypeKHR)p.AType, (ComponentTypeKHR)p.BType, (ComponentTypeKHR)p.CType,
+                     (ComponentTypeKHR)p.DType, (ScopeKHR)p.Scope == ScopeKHR.SubgroupKhr));
+
+    static List<CoopmatEntry> KhrShapes(Vk vk, Instance instance, PhysicalDevice pd) =>
+        ShapesOf(vk, instance, pd, "vkGetPhysicalDeviceCooperativeMatrixPropertiesKHR",
+            new CooperativeMatrixPropertiesKHR { SType = StructureType.CooperativeMatrixPropertiesKhr },
+            p => new(p.MSize, p.NSize, p.KSize, p.AType, p.BType, p.CType, p.ResultType, p.Scope == ScopeKHR.SubgroupKhr));
+
+    static unsafe List<CoopmatEntry> ShapesOf<T>(Vk vk, Instance instance, PhysicalDevice pd, string function, T empty, Func<T, CoopmatEntry> entry)
+        where T : unmanaged
     {
-        using var name = new GpuContext.ScopedUtf8("vkGetPhysicalDeviceCooperativeMatrixPropertiesNV");
-        var fn = (delegate* unmanaged[Cdecl]<PhysicalDevice, uint*, CooperativeMatrixPropertiesNV*, Result>)vk.GetInstanceProcAddr(instance, name.Ptr).Handle;
+        using var name = new GpuContext.ScopedUtf8(function);
+        var fn = (delegate* unmanaged[Cdecl]<PhysicalDevice, uint*, T*, Result>)vk.GetInstanceProcAddr(instance, name.Ptr).Handle;
         if (fn == null) return [];
         uint count = 0;
         if (fn(pd, &count, null) != Result.Success || count == 0) return [];
-        var props = new CooperativeMatrixPropertiesNV[count];
-        for (int i = 0; i < count; i++) props[i].SType = StructureType.CooperativeMatrixPropertiesNV;
-        fixed (CooperativeMatrixPropertiesNV* p = props)
+        var props = Enumerable.Repeat(empty, (int)count).ToArray();
+        fixed (T* p = props)
             if (fn(pd, &count, p) != Result.Success) return [];
-        return props.Take((int)count).Select(p => new CoopmatEntry(p.MSize, p.NSize, p.KSize, (ComponentTypeKHR)p.AType, (ComponentTypeKHR)p.BType,
-                                                                     (ComponentTypeKHR)p.CType, (ComponentTypeKHR)p.DType, (ScopeKHR)p.Scope == ScopeKHR.SubgroupKhr)).ToList();
+        return props.Take((int)count).Select(entry).ToList();
     }
 
     static unsafe string Utf8(byte* s, int max)

@@ -24,16 +24,20 @@ public sealed unsafe class GpuContext : IDisposable
     public GpuOptions Options { get; }
     public MemoryPool Memory { get; }
 
-    /// <summary>Products with 16-bit weights run through the cooperative-matrix kernel: on the
-    /// matrix units (matmul_coopmat.comp), where the device can
-    /// (<see cref="DeviceCapabilities.CooperativeMatrixNv"/>), this context enabled it and
-    /// <see cref="GpuOptions.CooperativeMatrix"/> asked for it; or emulated
-    /// (<see cref="CooperativeMatrixEmulated"/>).</summary>
-    public bool CooperativeMatrix { get; }
+    /// <summary>Which build of the cooperative-matrix kernel runs the products with 16-bit
+    /// weights, if any: on the matrix units through VK_KHR_cooperative_matrix or
+    /// VK_NV_cooperative_matrix where <see cref="GpuOptions.CooperativeMatrix"/> asked for them,
+    /// the device has them and this context created the device; or emulated
+    /// (<see cref="GpuOptions.CooperativeMatrixEmulation"/>).</summary>
+    public MatrixUnits MatrixUnits { get; }
+
+    /// <summary>Products with 16-bit weights run through the cooperative-matrix kernel, on the
+    /// matrix units or emulated (<see cref="MatrixUnits"/>).</summary>
+    public bool CooperativeMatrix => MatrixUnits != MatrixUnits.None;
 
     /// <summary>The cooperative-matrix kernel runs with its matrix operations emulated
     /// (<see cref="GpuOptions.CooperativeMatrixEmulation"/>, matmul_coopmat_emulated.comp).</summary>
-    public bool CooperativeMatrixEmulated { get; }
+    public bool CooperativeMatrixEmulated => MatrixUnits == MatrixUnits.Emulated;
 
     /// <summary>The subgroup size the cooperative-matrix kernel is built for: the device's, or the
     /// 32 invocations the emulation groups together whatever the device's.</summary>
@@ -57,14 +61,11 @@ public sealed unsafe class GpuContext : IDisposable
     internal PipelineCache PipelineCache => pipelineCache.Handle;
 
     GpuContext(Vk vk, Instance instance, PhysicalDevice pd, Device device, Queue queue, uint family,
-               DeviceCapabilities caps, GpuOptions options, bool ownsInstance, bool ownsDevice,
+               DeviceCapabilities caps, GpuOptions options, MatrixUnits matrixUnits, bool ownsInstance, bool ownsDevice,
                GCHandle validationHandle, DebugUtilsMessengerEXT messenger, ValidationLog validation)
     {
         Vk = vk; Instance = instance; PhysicalDevice = pd; Device = device; Queue = queue; QueueFamily = family;
-        // An adopted device has whatever features its host enabled, which Vulkan cannot report,
-        // so only a device this context created uses the cooperative-matrix kernel.
-        CooperativeMatrixEmulated = ownsDevice && options.CooperativeMatrixEmulation;
-        CooperativeMatrix = CooperativeMatrixEmulated || ownsDevice && UsesCooperativeMatrix(caps, options);
+        MatrixUnits = matrixUnits;
         Capabilities = caps; Options = options; this.ownsInstance = ownsInstance; this.ownsDevice = ownsDevice;
         this.validationHandle = validationHandle; this.messenger = messenger; Validation = validation;
         MaxBindingBytes = Math.Min(caps.MaxStorageBufferRange, options.MaxStorageBufferRangeOverride ?? long.MaxValue);
@@ -106,14 +107,13 @@ public sealed unsafe class GpuContext : IDisposable
             if (devices.Count == 0) throw new GpuException(NoDeviceMessage);
             var caps = devices.Select((pd, i) => DeviceCapabilities.Query(vk, instance, pd, i, DeviceExtensions(vk, pd))).ToList();
             int chosen = Choose(caps, options.Device);
-            if (options.CooperativeMatrixEmulation && !(caps[chosen].ShaderFloat16 && caps[chosen].StorageBuffer16Bit))
-                throw new GpuException($"the emulated cooperative-matrix kernel (VKPROMPT_COOPMAT=emulate) needs fp16 arithmetic (shaderFloat16) and 16-bit storage buffers, which {caps[chosen].Name} lacks");
+            var units = ChooseMatrixUnits(caps[chosen], options, Runtime.Kernel.IsEmbedded(KhrMatMulShader));
             var pd = devices[chosen];
             uint family = ComputeQueueFamily(vk, pd);
-            var device = CreateDevice(vk, pd, family, caps[chosen], UsesCooperativeMatrix(caps[chosen], options));
+            var device = CreateDevice(vk, pd, family, caps[chosen], units);
             vk.GetDeviceQueue(device, family, 0, out var queue);
             options.Log?.Invoke($"device {chosen}: {caps[chosen].Name} ({caps[chosen].DriverName} {caps[chosen].DriverVersion})");
-            return new GpuContext(vk, instance, pd, device, queue, family, caps[chosen], options, true, true, handle, messenger, validation);
+            return new GpuContext(vk, instance, pd, device, queue, family, caps[chosen], options, units, true, true, handle, messenger, validation);
         }
         catch
         {
@@ -132,7 +132,7 @@ public sealed unsafe class GpuContext : IDisposable
     {
         options ??= new GpuOptions();
         var caps = DeviceCapabilities.Query(vk, instance, physicalDevice, 0, DeviceExtensions(vk, physicalDevice));
-        return new GpuContext(vk, instance, physicalDevice, device, queue, queueFamily, caps, options, false, false, default, default, new ValidationLog());
+        return new GpuContext(vk, instance, physicalDevice, device, queue, queueFamily, caps, options, MatrixUnits.None, false, false, default, default, new ValidationLog());
     }
 
     /// <summary>What to tell a user whose machine has no Vulkan driver at all.</summary>
@@ -285,10 +285,31 @@ public sealed unsafe class GpuContext : IDisposable
         throw new GpuException("the selected Vulkan device has no compute queue");
     }
 
-    static bool UsesCooperativeMatrix(DeviceCapabilities caps, GpuOptions options) =>
-        caps.CooperativeMatrixNv && options.CooperativeMatrix && !options.CooperativeMatrixEmulation;
+    internal const string KhrMatMulShader = "matmul_coopmat_khr";
 
-    static Device CreateDevice(Vk vk, PhysicalDevice pd, uint family, DeviceCapabilities caps, bool cooperativeMatrix)
+    /// <summary>The matrix units a context creating its device for <paramref name="caps"/> uses;
+    /// <paramref name="khrBuilt"/>: whether the build compiled the KHR kernel.</summary>
+    internal static MatrixUnits ChooseMatrixUnits(DeviceCapabilities caps, GpuOptions options, bool khrBuilt)
+    {
+        if (options.CooperativeMatrixEmulation)
+            return caps.ShaderFloat16 && caps.StorageBuffer16Bit ? MatrixUnits.Emulated
+                : throw new GpuException($"the emulated cooperative-matrix kernel (VKPROMPT_COOPMAT=emulate) needs fp16 arithmetic (shaderFloat16) and 16-bit storage buffers, which {caps.Name} lacks");
+        if (!options.CooperativeMatrix) return MatrixUnits.None;
+        bool khr = caps.CooperativeMatrixKhr && khrBuilt;
+        return options.CooperativeMatrixExtension switch
+        {
+            MatrixUnitsExtension.Khr when khr => MatrixUnits.Khr,
+            MatrixUnitsExtension.Khr => throw new GpuException(!khrBuilt
+                ? "VKPROMPT_COOPMAT=khr: this build has no matmul_coopmat_khr shader, because its glslc could not compile GL_KHR_cooperative_matrix " +
+                  "(Debian 12's glslang 11 cannot); tools/fetch-glslc.sh fetches one that can, and the next build uses it"
+                : $"VKPROMPT_COOPMAT=khr: {caps.Name} lacks VK_KHR_cooperative_matrix with 16x16x16 fp16·fp16+fp32 at subgroup scope (see vkprompt devices)"),
+            MatrixUnitsExtension.Nv => caps.CooperativeMatrixNv ? MatrixUnits.Nv
+                : throw new GpuException($"VKPROMPT_COOPMAT=nv: {caps.Name} lacks VK_NV_cooperative_matrix with 16x16x16 fp16·fp16+fp32 at subgroup scope (see vkprompt devices)"),
+            _ => khr ? MatrixUnits.Khr : caps.CooperativeMatrixNv ? MatrixUnits.Nv : MatrixUnits.None,
+        };
+    }
+
+    static Device CreateDevice(Vk vk, PhysicalDevice pd, uint family, DeviceCapabilities caps, MatrixUnits units)
     {
         float priority = 1f;
         var queueInfo = new DeviceQueueCreateInfo
@@ -300,15 +321,17 @@ public sealed unsafe class GpuContext : IDisposable
         };
         // Only features that half-precision kernels may use are asked for, and only where present.
         var memoryModel = new PhysicalDeviceVulkanMemoryModelFeatures { SType = StructureType.PhysicalDeviceVulkanMemoryModelFeatures, VulkanMemoryModel = true };
-        var coopmat = new PhysicalDeviceCooperativeMatrixFeaturesNV { SType = StructureType.PhysicalDeviceCooperativeMatrixFeaturesNV, CooperativeMatrix = true, PNext = &memoryModel };
+        var nvCoopmat = new PhysicalDeviceCooperativeMatrixFeaturesNV { SType = StructureType.PhysicalDeviceCooperativeMatrixFeaturesNV, CooperativeMatrix = true, PNext = &memoryModel };
+        var khrCoopmat = new PhysicalDeviceCooperativeMatrixFeaturesKHR { SType = StructureType.PhysicalDeviceCooperativeMatrixFeaturesKhr, CooperativeMatrix = true, PNext = &memoryModel };
+        bool cooperativeMatrix = units is MatrixUnits.Khr or MatrixUnits.Nv;
         var f16 = new PhysicalDeviceShaderFloat16Int8Features
         {
             SType = StructureType.PhysicalDeviceShaderFloat16Int8Features,
             ShaderFloat16 = caps.ShaderFloat16,
             ShaderInt8 = caps.ShaderInt8,
-            PNext = cooperativeMatrix ? &coopmat : null,
+            PNext = units == MatrixUnits.Khr ? &khrCoopmat : units == MatrixUnits.Nv ? &nvCoopmat : null,
         };
-        using var coopmatName = new ScopedUtf8(DeviceCapabilities.NvCooperativeMatrixExtension);
+        using var coopmatName = new ScopedUtf8(units == MatrixUnits.Khr ? DeviceCapabilities.KhrCooperativeMatrixExtension : DeviceCapabilities.NvCooperativeMatrixExtension);
         var extension = coopmatName.Ptr;
         var s16 = new PhysicalDevice16BitStorageFeatures
         {

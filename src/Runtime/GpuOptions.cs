@@ -14,11 +14,22 @@ public sealed record GpuOptions
     public bool Profiling { get; init; } = Environment.GetEnvironmentVariable("VKPROMPT_PROFILE") == "1";
 
     /// <summary>Runs products with fp16/bf16 weights on the matrix units where the device has
-    /// them (<see cref="GpuContext.CooperativeMatrix"/>). Off unless VKPROMPT_COOPMAT=1: on an H100
-    /// the kernel ran no faster than the portable product (docs/benchmarks.md) and rounds
-    /// activations to fp16. VKPROMPT_DISABLE_COOPMAT=1 keeps it off whatever else says.</summary>
+    /// them (<see cref="GpuContext.MatrixUnits"/>), through <see cref="CooperativeMatrixExtension"/>.
+    /// Off unless VKPROMPT_COOPMAT is 1, khr or nv: on an H100 the kernel ran no faster than the
+    /// portable product (docs/benchmarks.md) and rounds activations to fp16.
+    /// VKPROMPT_DISABLE_COOPMAT=1 keeps it off whatever else says.</summary>
     public bool CooperativeMatrix { get; init; } =
-        Environment.GetEnvironmentVariable("VKPROMPT_COOPMAT") == "1" && Environment.GetEnvironmentVariable("VKPROMPT_DISABLE_COOPMAT") != "1";
+        Environment.GetEnvironmentVariable("VKPROMPT_COOPMAT") is "1" or "khr" or "nv" && Environment.GetEnvironmentVariable("VKPROMPT_DISABLE_COOPMAT") != "1";
+
+    /// <summary>Which extension <see cref="CooperativeMatrix"/> uses: VKPROMPT_COOPMAT=khr or nv
+    /// insists on one (an error where the device or the build lacks it); otherwise KHR where the
+    /// device has it and the build compiled its kernel, else NV, else none.</summary>
+    public MatrixUnitsExtension CooperativeMatrixExtension { get; init; } = Environment.GetEnvironmentVariable("VKPROMPT_COOPMAT") switch
+    {
+        "khr" => MatrixUnitsExtension.Khr,
+        "nv" => MatrixUnitsExtension.Nv,
+        _ => MatrixUnitsExtension.Auto,
+    };
 
     /// <summary>Runs products with fp16/bf16 weights through the cooperative-matrix kernel with its
     /// matrix operations emulated by ordinary arithmetic (matmul_coopmat_emulated.comp), in place
@@ -61,4 +72,20 @@ public sealed record GpuOptions
         var root = !string.IsNullOrEmpty(xdg) ? xdg : !string.IsNullOrEmpty(home) ? Path.Combine(home, ".cache") : null;
         return root is null ? null : Path.Combine(root, "vkprompt");
     }
+}
+
+/// <summary>The cooperative-matrix extension <see cref="GpuOptions.CooperativeMatrix"/> asks for.</summary>
+public enum MatrixUnitsExtension { Auto, Khr, Nv }
+
+/// <summary>Which build of the cooperative-matrix kernel a context runs (<see cref="GpuContext.MatrixUnits"/>).</summary>
+public enum MatrixUnits
+{
+    /// <summary>None: every product runs on the portable kernels.</summary>
+    None,
+    /// <summary>matmul_coopmat_khr.comp, through VK_KHR_cooperative_matrix.</summary>
+    Khr,
+    /// <summary>matmul_coopmat.comp, through VK_NV_cooperative_matrix.</summary>
+    Nv,
+    /// <summary>matmul_coopmat_emulated.comp: the same kernel in ordinary arithmetic.</summary>
+    Emulated,
 }

@@ -105,6 +105,10 @@ public sealed unsafe class Kernel : IDisposable
         finally { vk.DestroyShaderModule(ctx.Device, module, null); }
     }
 
+    /// <summary>Whether the build embedded shaders/<paramref name="name"/>.comp (a shader whose
+    /// extension the build's glslc lacks is left out).</summary>
+    internal static bool IsEmbedded(string name) => typeof(Kernel).Assembly.GetManifestResourceInfo(name + ".spv") is not null;
+
     static byte[] LoadSpirv(string name)
     {
         using var s = typeof(Kernel).Assembly.GetManifestResourceStream(name + ".spv")

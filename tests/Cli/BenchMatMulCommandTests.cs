@@ -121,7 +121,8 @@ public sealed class BenchMatMulCommandTests : IDisposable
             bool weight = operand == "weight";
             Assert.Equal(weight ? precision : "fp32", p.GetProperty("bPrecision").GetString());
             string kernel = p.GetProperty("kernel").GetString()!;
-            Assert.Equal(!weight || precision == "fp32" ? "matmul" : coopmat ? (emulated ? "matmul_coopmat_emulated" : "matmul_coopmat") : "matmul_half", kernel);
+            string units = r.GetProperty("switches").GetProperty("matrixUnits").GetString()!;
+            Assert.Equal(!weight || precision == "fp32" ? "matmul" : coopmat ? units switch { "emulated" => "matmul_coopmat_emulated", "khr" => "matmul_coopmat_khr", _ => "matmul_coopmat" } : "matmul_half", kernel);
             Assert.Matches(@"^\d+x\d+x\d+x\d+x\d+$", p.GetProperty("tiling").GetString());
             // Where the tuner chose the tiling, it is the candidate with the lowest median.
             var tuning = p.GetProperty("tuning");

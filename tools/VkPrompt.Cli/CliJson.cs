@@ -9,6 +9,7 @@ namespace VkPrompt.Cli;
 [JsonSerializable(typeof(IReadOnlyList<DeviceCapabilities>))]
 [JsonSerializable(typeof(Commands.BenchReport))]
 [JsonSerializable(typeof(Commands.BenchMatMulReport))]
+[JsonSerializable(typeof(Commands.BenchPeakReport))]
 internal sealed partial class CliJson : JsonSerializerContext;
 
 /// <summary>JSON Lines output: one compact object per line.</summary>

@@ -285,11 +285,18 @@ public static class MatMulKernel
 
     internal static bool OnMatrixUnits(GpuContext context, WeightPrecision bPrecision) => bPrecision != WeightPrecision.Fp32 && context.CooperativeMatrix;
 
-    internal static string CoopMatShader(GpuContext context) => context.CooperativeMatrixEmulated ? "matmul_coopmat_emulated" : "matmul_coopmat";
+    /// <summary>The build of a cooperative-matrix shader (shaders/NAME.comp for NV, NAME_khr.comp,
+    /// NAME_emulated.comp) that the context's <see cref="GpuContext.MatrixUnits"/> runs.</summary>
+    internal static string CoopMatShader(GpuContext context, string name = "matmul_coopmat") => context.MatrixUnits switch
+    {
+        MatrixUnits.Emulated => name + "_emulated",
+        MatrixUnits.Khr => name + "_khr",
+        _ => name,
+    };
 
     /// <summary>Whether <paramref name="kernel"/>, as <see cref="Selection"/> names it, is the
     /// cooperative-matrix product (on the matrix units or emulated), which rounds A to fp16.</summary>
-    public static bool IsCooperativeMatrix(string kernel) => kernel is "matmul_coopmat" or "matmul_coopmat_emulated";
+    public static bool IsCooperativeMatrix(string kernel) => kernel is "matmul_coopmat" or GpuContext.KhrMatMulShader or "matmul_coopmat_emulated";
 }
 
 /// <summary>A product's kernel and its tile shape: the portable product's (<see cref="Portable"/>)

@@ -50,7 +50,7 @@ internal static class BenchCommand
         var cmd = new Command("bench",
             "Time the prompt-tuning training step (forward, prompt-only backward, Adafactor) on a random-weight T5 with synthetic token ids: " +
             "step time, examples/s, tokens/s, achieved TFLOP/s, peak device memory, a per-phase and per-op GPU time breakdown and the device's capabilities, " +
-            "printed and written as JSON (docs/benchmarks.md). 'vkprompt bench matmul' times each matrix product of the step alone.")
+            "printed and written as JSON (docs/benchmarks.md). 'vkprompt bench matmul' times each matrix product of the step alone, 'vkprompt bench peak' the matrix units' own rate.")
         {
             shape, batch, input, target, promptLength, precision, steps, warmup, noProfile, recompute, json, device, attention,
         };
@@ -76,6 +76,7 @@ internal static class BenchCommand
         });
         // `bench matmul`: its own options (bench's are not recursive, so --shape is asked of each).
         cmd.Subcommands.Add(BenchMatMulCommand.Create());
+        cmd.Subcommands.Add(BenchPeakCommand.Create());
         return cmd;
     }
 
@@ -224,9 +225,9 @@ internal static class BenchCommand
             notes.Add($"products with {precision.Name()} weights ran the cooperative-matrix kernel with its matrix operations emulated (VKPROMPT_COOPMAT=emulate), " +
                       $"their activation operand rounded to fp16; tiling {Tiling(ctx.Options.CoopMatTiling)}");
         else if (halfWeights && ctx.CooperativeMatrix)
-            notes.Add($"products with {precision.Name()} weights ran on the matrix units (VK_NV_cooperative_matrix), their activation operand rounded to fp16; " +
+            notes.Add($"products with {precision.Name()} weights ran on the matrix units ({ctx.MatrixUnits.Extension()}), their activation operand rounded to fp16; " +
                       $"tiling {Tiling(ctx.Options.CoopMatTiling)}");
-        else if (halfWeights && ctx.Capabilities.CooperativeMatrixNv)
+        else if (halfWeights && (ctx.Capabilities.CooperativeMatrixKhr || ctx.Capabilities.CooperativeMatrixNv))
             notes.Add("the matrix units were not used (VKPROMPT_COOPMAT=1 turns them on)");
         if (!(halfWeights && ctx.CooperativeMatrix) || ctx.Options.MatMulTiling is not null)
             notes.Add($"portable product tiling {Tiling(ctx.Options.MatMulTiling)}");
@@ -260,7 +261,7 @@ internal static class BenchCommand
         console.WriteLine($"device: {r.Device.Name} ({r.Device.Driver})");
         if (r.Capabilities is { } c)
             console.WriteLine($"capabilities: {c.DeviceType}, subgroup {c.SubgroupSize}, float16 {YesNo(c.ShaderFloat16)}, bfloat16 {YesNo(c.BFloat16)}, " +
-                              $"cooperative matrix {(c.CooperativeMatrixNv ? "NV" : c.CooperativeMatrixKhr ? "KHR only (unused)" : "no")} (the whole report is in the JSON)");
+                              $"cooperative matrix {c.CooperativeMatrixExtensions()} (the whole report is in the JSON)");
         console.WriteLine($"step time: median {F(r.StepMs.Median, "F1")} ms (min {F(r.StepMs.Min, "F1")}, max {F(r.StepMs.Max, "F1")}) over {r.Steps} step(s)");
         console.WriteLine($"throughput: {F(r.ExamplesPerSecond, "F2")} examples/s, {F(r.TokensPerSecond, "F1")} tokens/s ({r.TokensPerStep} input and target tokens per step)");
         console.WriteLine($"compute: {F(r.FlopsPerStep / 1e12, "F3")} TFLOP per step (forward {F(r.ForwardFlops / 1e12, "F3")}, backward {F(r.BackwardFlops / 1e12, "F3")}); achieved {F(r.Tflops, "F3")} TFLOP/s");

@@ -218,7 +218,7 @@ internal static class BenchMatMulCommand
                            c.VocabSize, c.IsGatedAct ? "gated-gelu" : "relu", c.TieWordEmbeddings),
             new BenchBatch(shape.Batch, shape.InputLength, shape.TargetLength, shape.PromptLength),
             precision.Name(), attention, c.DropoutRate, s.Reps, s.WarmupMs, profiled,
-            new MatMulSwitches(ctx.CooperativeMatrix, ctx.CooperativeMatrixEmulated, ctx.Options.MatMulTiling, ctx.Options.CoopMatTiling, tune),
+            new MatMulSwitches(ctx.CooperativeMatrix, ctx.CooperativeMatrixEmulated, ctx.MatrixUnits.ToString().ToLowerInvariant(), ctx.Options.MatMulTiling, ctx.Options.CoopMatTiling, tune),
             rows, totals, notes);
     }
 
@@ -353,7 +353,7 @@ internal static class BenchMatMulCommand
         console.WriteLine($"device: {r.Device.Name} ({r.Device.Driver})");
         var sw = r.Switches;
         string Tiling(string? forced) => forced ?? (sw.TuneMatMul ? "tuned per product" : "default");
-        console.WriteLine($"weights: {r.Precision}; matrix units: {(sw.CooperativeMatrixEmulated ? "emulated (VKPROMPT_COOPMAT=emulate)" : sw.CooperativeMatrix ? "on" : r.Capabilities.CooperativeMatrixNv ? "off (VKPROMPT_COOPMAT=1 turns them on)" : "none")}; " +
+        console.WriteLine($"weights: {r.Precision}; matrix units: {(sw.CooperativeMatrixEmulated ? "emulated (VKPROMPT_COOPMAT=emulate)" : sw.CooperativeMatrix ? $"on ({sw.MatrixUnits})" : r.Capabilities.CooperativeMatrixKhr || r.Capabilities.CooperativeMatrixNv ? "off (VKPROMPT_COOPMAT=1 turns them on)" : "none")}; " +
                           $"tiling: portable {Tiling(sw.MatMulTiling)}{(sw.CooperativeMatrix ? $", matrix units {Tiling(sw.CoopMatTiling)}" : "")}; attention: {r.Attention}");
         var table = new Table().AddColumns("product", "per step", "M x N x K", "batch", "B", "kernel", "median ms", "TFLOP/s", "error", "");
         foreach (var p in r.Products)
@@ -378,9 +378,10 @@ internal sealed record BenchMatMulReport(
     string Precision, BenchAttention Attention, double Dropout, int Reps, int WarmupMs, bool Profiled, MatMulSwitches Switches,
     IReadOnlyList<MatMulRow> Products, MatMulStepTotals Step, IReadOnlyList<string> Notes);
 
-/// <summary>What chose the kernels: the matrix units on or off, the tiling variables as set (null:
-/// the default), and whether the products were tuned first (VKPROMPT_MATMUL_TUNE=1 on a GPU).</summary>
-internal sealed record MatMulSwitches(bool CooperativeMatrix, bool CooperativeMatrixEmulated, string? MatMulTiling, string? CoopMatTiling, bool TuneMatMul);
+/// <summary>What chose the kernels: the matrix units on or off and which build of their kernel ran
+/// (none, khr, nv, emulated), the tiling variables as set (null: the default), and whether the
+/// products were tuned first (VKPROMPT_MATMUL_TUNE=1 on a GPU).</summary>
+internal sealed record MatMulSwitches(bool CooperativeMatrix, bool CooperativeMatrixEmulated, string MatrixUnits, string? MatMulTiling, string? CoopMatTiling, bool TuneMatMul);
 
 /// <summary>One distinct product: its uses per step, sizes, operands and full spec, what ran (with
 /// the tuner's times of each candidate tiling where it chose the tiling), its times and check. A

@@ -1,0 +1,8 @@
+#version 450
+#extension GL_GOOGLE_include_directive : require
+#extension GL_KHR_cooperative_matrix : require
+#extension GL_KHR_memory_scope_semantics : require
+
+// The matrix units' attainable rate through VK_KHR_cooperative_matrix; the kernel is include/matrix_peak.glsl.
+#define COOPMAT_KHR
+#include "matrix_peak.glsl"
