@@ -8,12 +8,12 @@ namespace VkPrompt.Tests;
 /// one at a time on the queue. Set VKPROMPT_DEVICE to test another device than auto's pick.</summary>
 public sealed class GpuFixture : IDisposable
 {
-    static readonly bool CoopMatOn = Environment.GetEnvironmentVariable("VKPROMPT_DISABLE_COOPMAT") != "1";
+    static readonly bool CoopMatOn = new GpuOptions().CooperativeMatrix;
 
-    // The matrix units are opt-in for users but on for tests where a device has them, so every
-    // test of a product with 16-bit weights covers them too. VKPROMPT_DISABLE_COOPMAT=1 tests the
-    // portable product there instead.
-    public GpuContext Context { get; } = GpuContext.Create(new GpuOptions { Validation = true, PipelineCacheDirectory = null, CooperativeMatrix = CoopMatOn });
+    // What users get by default: the matrix units where the device has them, so every test of a
+    // product with 16-bit weights covers them there. VKPROMPT_COOPMAT=0 tests the portable
+    // product there instead.
+    public GpuContext Context { get; } = GpuContext.Create(new GpuOptions { Validation = true, PipelineCacheDirectory = null });
 
     readonly Lazy<GpuContext?> emulated;
 

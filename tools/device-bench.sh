@@ -18,7 +18,9 @@
 #                                    100, in fp32 and bf16 (vkprompt: bf16 weights, fp32 activations;
 #                                    the peer: all bf16), then t5-base fp32 with the tilings tuned
 #                                    (VKPROMPT_MATMUL_TUNE=1), the matrix units and tiling sweeps
-#                                    while the budget lasts. Writes $OUT/table.md, $OUT/sweep.md, $OUT/log.txt and
+#                                    while the budget lasts; BENCH_PLAN=coopmat runs only the
+#                                    golden check, a sweep of the matrix units' tilings and bf16
+#                                    steps at the default and the best of them. Writes $OUT/table.md, $OUT/sweep.md, $OUT/log.txt and
 #                                    $OUT/results.tar (every JSON report). No run starts after
 #                                    BENCH_BUDGET_S seconds (default 480), so the command ends inside
 #                                    the tool's 10 minutes; the runs are ordered so that those left
@@ -154,7 +156,7 @@ device() {
 
   # Before anything is timed: the kernels this device selects against the golden references,
   # and each distinct product of a t5-base step alone, checked against fp64 and timed, on the
-  # portable kernels and on the matrix units (opt-in) through each extension (VKPROMPT_COOPMAT=khr, nv).
+  # portable kernels and on the matrix units through each extension (VKPROMPT_COOPMAT=khr, nv).
   mm() { # name precision [VAR=value...]
     local name=$1 precision=$2
     shift 2
@@ -171,43 +173,78 @@ for f in sorted(pathlib.Path(sys.argv[1]).glob("mm-*.json")):
     print(f"| {f.stem} | {r['step']['msPerStep']:.1f} | {r['step']['tflops']:.1f} | {'yes' if ok else 'NO'} |")
 PY
   }
-  if [[ -d .golden ]]; then
-    bench "check-golden" 50 python3 tools/check-golden.py --vkprompt .publish/vkprompt --golden .golden | tee "$res/check-golden.txt"
-  else
-    echo "== no .golden folder (prepare copies ../shared/golden there): golden check skipped"
-  fi
-  # The matrix units' own rate through each extension: the ceiling for the products below.
-  for x in khr nv; do
-    bench "peak-$x" 30 .publish/vkprompt bench peak --matrix-units "$x" --json "$res/peak-$x.json"
-  done
-  mm mm-fp32-auto fp32
-  for x in khr nv; do mm "mm-bf16-cm-$x" bf16 VKPROMPT_COOPMAT=$x; done
-  if [[ -d .golden ]]; then
-    for x in khr nv; do
-      VKPROMPT_COOPMAT=$x bench "check-golden-coopmat-$x" 30 python3 tools/check-golden.py --vkprompt .publish/vkprompt --golden .golden \
-        --precision fp16,bf16 | tee "$res/check-golden-coopmat-$x.txt"
+  # The matrix-unit tiling whose products summed least in the mm-bf16-cm-* runs so far, all
+  # checked ok (empty if none): the steps below run it beside the default.
+  best_coopmat_tiling() {
+    python3 - "$res" <<'PY'
+import json, pathlib, sys
+runs = []
+for f in pathlib.Path(sys.argv[1]).glob("mm-bf16-cm-*.json"):
+    r = json.loads(f.read_text())
+    if r["switches"].get("coopMatTiling") and all(p.get("ok") or p.get("skipped") for p in r["products"]):
+        runs.append((r["step"]["msPerStep"], r["switches"]["coopMatTiling"]))
+print(min(runs)[1] if runs else "")
+PY
+  }
+  golden() { # name [VAR=value...]: the golden references through the kernels the environment selects
+    local name=$1
+    shift
+    if [[ -d .golden ]]; then
+      bench "$name" 50 env "$@" python3 tools/check-golden.py --vkprompt .publish/vkprompt --golden .golden | tee "$res/$name.txt"
+    else
+      echo "== no .golden folder (prepare copies ../shared/golden there): $name skipped"
+    fi
+  }
+  # A sweep of the matrix units' tile shapes on t5-base's products, then t5-base and t5-large
+  # steps in bf16 at the default and at the sweep's best tiling, beside the peer.
+  coopmat_sweep_and_steps() {
+    local t best
+    for t in 4x2x2x4x32 2x2x2x4x32 4x2x2x2x32 2x2x4x2x32 2x4x4x2x32 4x2x2x4x16 2x2x2x2x32; do
+      mm "mm-bf16-cm-khr-$t" bf16 VKPROMPT_COOPMAT=khr VKPROMPT_COOPMAT_TILING=$t
     done
-  fi
+    best=$(best_coopmat_tiling)
+    echo "== best matrix-unit tiling of the sweep: ${best:-none}"
+    vk vk-t5-base-bf16 t5-base --precision bf16 --warmup 1 --steps 3
+    [[ -n $best ]] && VKENV=VKPROMPT_COOPMAT_TILING=$best vk "vk-t5-base-bf16-cm-$best" t5-base --precision bf16 --warmup 1 --steps 3
+    peer peer-t5-base-bf16 t5-base bf16 --warmup 1 --steps 5
+    vk vk-t5-large-bf16 t5-large --precision bf16 --warmup 1 --steps 2
+    [[ -n $best ]] && VKENV=VKPROMPT_COOPMAT_TILING=$best vk "vk-t5-large-bf16-cm-$best" t5-large --precision bf16 --warmup 1 --steps 2
+    peer peer-t5-large-bf16 t5-large bf16 --warmup 1 --steps 3
+  }
 
-  # Then whole steps at the defaults, each precision beside the peer, t5-base first; then the
-  # matrix units and, while time is left, more products and tilings.
-  vk vk-t5-base-fp32 t5-base --precision fp32 --warmup 1 --steps 3
-  peer peer-t5-base-fp32 t5-base fp32 --warmup 1 --steps 5
-  vk vk-t5-base-bf16 t5-base --precision bf16 --warmup 1 --steps 3
-  VKENV=VKPROMPT_COOPMAT=khr vk vk-t5-base-bf16-coopmat-khr t5-base --precision bf16 --warmup 1 --steps 3
-  peer peer-t5-base-bf16 t5-base bf16 --warmup 1 --steps 5
-  vk vk-t5-large-fp32 t5-large --precision fp32 --warmup 1 --steps 2
-  vk vk-t5-large-bf16 t5-large --precision bf16 --warmup 1 --steps 2
-  VKENV=VKPROMPT_COOPMAT=khr vk vk-t5-large-bf16-coopmat-khr t5-large --precision bf16 --warmup 1 --steps 2
-  peer peer-t5-large-bf16 t5-large bf16 --warmup 1 --steps 3
-  # The tuner (VKPROMPT_MATMUL_TUNE=1) against the rule of vk-t5-base-fp32; --verbose puts its
-  # per-product times into log.txt.
-  VKENV=VKPROMPT_MATMUL_TUNE=1 vk vk-t5-base-fp32-tuned t5-base --precision fp32 --warmup 1 --steps 3 --verbose
-  VKENV=VKPROMPT_COOPMAT=nv vk vk-t5-base-bf16-coopmat-nv t5-base --precision bf16 --warmup 1 --steps 3
-  mm mm-bf16-auto bf16
-  for t in 2x2x2x2x32 2x4x2x2x32 2x2x4x4x32; do mm "mm-bf16-cm-khr-$t" bf16 VKPROMPT_COOPMAT=khr VKPROMPT_COOPMAT_TILING=$t; done
-  for t in 16x16x8x8x16 8x16x8x8x8; do mm "mm-fp32-$t" fp32 VKPROMPT_MATMUL_TILING=$t; done
-  peer peer-t5-large-fp32 t5-large fp32 --warmup 1 --steps 2
+  if [[ ${BENCH_PLAN:-full} == coopmat ]]; then
+    # BENCH_PLAN=coopmat: the matrix units alone (about 4 minutes), for a call after a full one.
+    golden check-golden
+    mm mm-bf16-cm-khr bf16 VKPROMPT_COOPMAT=khr
+    coopmat_sweep_and_steps
+  else
+    golden check-golden
+    # The matrix units' own rate through each extension: the ceiling for the products below.
+    for x in khr nv; do
+      bench "peak-$x" 30 .publish/vkprompt bench peak --matrix-units "$x" --json "$res/peak-$x.json"
+    done
+    mm mm-fp32-auto fp32
+    for x in khr nv; do mm "mm-bf16-cm-$x" bf16 VKPROMPT_COOPMAT=$x; done
+    golden check-golden-coopmat-nv VKPROMPT_COOPMAT=nv
+
+    # Then whole steps at the defaults (bf16 on the matrix units where the device has them),
+    # each precision beside the peer, t5-base first; then the portable product and NV's
+    # extension for bf16, the tuner, and, while time is left, more products and tilings.
+    vk vk-t5-base-fp32 t5-base --precision fp32 --warmup 1 --steps 3
+    peer peer-t5-base-fp32 t5-base fp32 --warmup 1 --steps 5
+    vk vk-t5-base-bf16 t5-base --precision bf16 --warmup 1 --steps 3
+    peer peer-t5-base-bf16 t5-base bf16 --warmup 1 --steps 5
+    vk vk-t5-large-fp32 t5-large --precision fp32 --warmup 1 --steps 2
+    vk vk-t5-large-bf16 t5-large --precision bf16 --warmup 1 --steps 2
+    peer peer-t5-large-bf16 t5-large bf16 --warmup 1 --steps 3
+    VKENV=VKPROMPT_COOPMAT=0 vk vk-t5-base-bf16-portable t5-base --precision bf16 --warmup 1 --steps 3
+    VKENV=VKPROMPT_COOPMAT=nv vk vk-t5-base-bf16-coopmat-nv t5-base --precision bf16 --warmup 1 --steps 3
+    # The tuner (VKPROMPT_MATMUL_TUNE=1) against the rule of vk-t5-base-fp32; --verbose puts its
+    # per-product times into log.txt.
+    VKENV=VKPROMPT_MATMUL_TUNE=1 vk vk-t5-base-fp32-tuned t5-base --precision fp32 --warmup 1 --steps 3 --verbose
+    for t in 16x16x8x8x16 8x16x8x8x8; do mm "mm-fp32-$t" fp32 VKPROMPT_MATMUL_TILING=$t; done
+    peer peer-t5-large-fp32 t5-large fp32 --warmup 1 --steps 2
+  fi
 
   sweep_summary
   shopt -s nullglob

@@ -73,9 +73,9 @@ internal static class ModelOptions
                           "so products still sum in fp32 and activations stay fp32 (T5's feed-forward activations overflow fp16). " +
                           "fp16 keeps 3 more bits of each weight, bf16 fp32's range. Both need 16-bit storage buffers on the device; " +
                           "auto takes bf16 where the device has them and fp32 elsewhere. The cpu device emulates fp16/bf16 by rounding the weights. " +
-                          "With VKPROMPT_COOPMAT=1, where the device has cooperative matrices this build can use (VK_NV_cooperative_matrix; 'vkprompt devices' says), " +
+                          "Where the device has cooperative matrices this build can use (VK_KHR_ or VK_NV_cooperative_matrix; 'vkprompt devices' says), " +
                           "products with 16-bit weights run on the matrix units instead: their activation operand is rounded to fp16, saturating at ±65504, and sums stay fp32 " +
-                          "(off by default: not yet faster, see docs/benchmarks.md). Default: fp32.",
+                          "(VKPROMPT_COOPMAT=0 turns that off). Default: fp32.",
             DefaultValueFactory = _ => DefaultPrecision,
         };
         option.AcceptOnlyFromAmong(WeightPrecisions.Names);

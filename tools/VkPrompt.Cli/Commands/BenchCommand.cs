@@ -228,7 +228,7 @@ internal static class BenchCommand
             notes.Add($"products with {precision.Name()} weights ran on the matrix units ({ctx.MatrixUnits.Extension()}), their activation operand rounded to fp16; " +
                       $"tiling {Tiling(ctx.Options.CoopMatTiling)}");
         else if (halfWeights && (ctx.Capabilities.CooperativeMatrixKhr || ctx.Capabilities.CooperativeMatrixNv))
-            notes.Add("the matrix units were not used (VKPROMPT_COOPMAT=1 turns them on)");
+            notes.Add("the matrix units were not used (VKPROMPT_COOPMAT=0 or VKPROMPT_DISABLE_COOPMAT=1 turned them off)");
         if (!(halfWeights && ctx.CooperativeMatrix) || ctx.Options.MatMulTiling is not null)
             notes.Add($"portable product tiling {Tiling(ctx.Options.MatMulTiling)}");
         if (ctx.Options.TuneMatMul && !tuned)

@@ -47,7 +47,7 @@ internal static class BenchMatMulCommand
         {
             HelpName = "fp32|fp16|bf16|auto",
             Description = "How the products whose B is a frozen weight store it, as in 'vkprompt bench' and 'train' (widened to fp32 as it is read; " +
-                          "with VKPROMPT_COOPMAT=1 such products run on the matrix units where the device has them, A rounded to fp16). " +
+                          "such products run on the matrix units where the device has them, A rounded to fp16, unless VKPROMPT_COOPMAT=0). " +
                           "Attention products always take fp32 operands. auto: bf16 where the device has 16-bit storage. Default: fp32.",
             DefaultValueFactory = _ => ModelOptions.DefaultPrecision,
         };
@@ -72,7 +72,7 @@ internal static class BenchMatMulCommand
             "(--attention). Each runs untimed for --warmup-ms, then --reps times back to back with GPU timestamps, on random operands in [-1, 1], then is checked against an fp64 dot product " +
             $"of 256 sampled outputs (error over the largest |C|: at most {Fp32Tolerance:G} with fp32 sums of fp32-read operands, {Fp16Tolerance:G} on the matrix units; " +
             "exit code 1 naming the product above that). Reports per product the kernel and tiling that ran, the median time, TFLOP/s and how often a step makes it, " +
-            "and per step their sum; printed and written as JSON. Sweep tile shapes with VKPROMPT_MATMUL_TILING, VKPROMPT_COOPMAT=1 and VKPROMPT_COOPMAT_TILING; " +
+            "and per step their sum; printed and written as JSON. Sweep tile shapes with VKPROMPT_MATMUL_TILING, VKPROMPT_COOPMAT (0, khr, nv) and VKPROMPT_COOPMAT_TILING; " +
             "with VKPROMPT_MATMUL_TUNE=1 on a GPU each product is first tuned among its kernel's tilings, and its row has every candidate's times (docs/benchmarks.md). " +
             "VKPROMPT_COOPMAT=emulate runs the matrix-unit kernel with its matrix operations emulated, on any device with fp16 arithmetic: its results, not its speed.")
         {
@@ -353,7 +353,7 @@ internal static class BenchMatMulCommand
         console.WriteLine($"device: {r.Device.Name} ({r.Device.Driver})");
         var sw = r.Switches;
         string Tiling(string? forced) => forced ?? (sw.TuneMatMul ? "tuned per product" : "default");
-        console.WriteLine($"weights: {r.Precision}; matrix units: {(sw.CooperativeMatrixEmulated ? "emulated (VKPROMPT_COOPMAT=emulate)" : sw.CooperativeMatrix ? $"on ({sw.MatrixUnits})" : r.Capabilities.CooperativeMatrixKhr || r.Capabilities.CooperativeMatrixNv ? "off (VKPROMPT_COOPMAT=1 turns them on)" : "none")}; " +
+        console.WriteLine($"weights: {r.Precision}; matrix units: {(sw.CooperativeMatrixEmulated ? "emulated (VKPROMPT_COOPMAT=emulate)" : sw.CooperativeMatrix ? $"on ({sw.MatrixUnits})" : r.Capabilities.CooperativeMatrixKhr || r.Capabilities.CooperativeMatrixNv ? "off (VKPROMPT_COOPMAT=0 or VKPROMPT_DISABLE_COOPMAT=1)" : "none")}; " +
                           $"tiling: portable {Tiling(sw.MatMulTiling)}{(sw.CooperativeMatrix ? $", matrix units {Tiling(sw.CoopMatTiling)}" : "")}; attention: {r.Attention}");
         var table = new Table().AddColumns("product", "per step", "M x N x K", "batch", "B", "kernel", "median ms", "TFLOP/s", "error", "");
         foreach (var p in r.Products)

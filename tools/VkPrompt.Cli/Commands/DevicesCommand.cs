@@ -53,7 +53,7 @@ internal static class DevicesCommand
         Row("16-bit storage", d => YesNo(d.StorageBuffer16Bit));
         Row("int8 arithmetic", d => YesNo(d.ShaderInt8));
         Row("bfloat16", d => YesNo(d.BFloat16));
-        Row("cooperative matrix", d => d.CooperativeMatrixKhr || d.CooperativeMatrixNv ? $"{d.CooperativeMatrixExtensions()} (VKPROMPT_COOPMAT=1: fp16/bf16 weights on it)" : "no");
+        Row("cooperative matrix", d => d.CooperativeMatrixKhr || d.CooperativeMatrixNv ? $"{d.CooperativeMatrixExtensions()} (fp16/bf16 weights run on it unless VKPROMPT_COOPMAT=0)" : "no");
         Row("matrix shapes", d => d.CooperativeMatrixShapes.Count == 0 ? "-" : string.Join(", ", d.CooperativeMatrixShapes));
         Row("max storage buffer range", d => Bytes(d.MaxStorageBufferRange));
         Row("max memory allocation", d => Bytes(d.MaxMemoryAllocationSize));
