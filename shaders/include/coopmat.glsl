@@ -1,6 +1,8 @@
-// The 16x16 matrix operations of include/matmul_coopmat.glsl, which it names through these
-// macros and functions so that one kernel builds two ways:
-// - on the matrix units, with GL_NV_cooperative_matrix (matmul_coopmat.comp);
+// The 16x16 matrix operations of include/matmul_coopmat.glsl (and include/matrix_peak.glsl),
+// which they name through these macros and functions so that one kernel builds three ways:
+// - on the matrix units, with GL_KHR_cooperative_matrix (COOPMAT_KHR, matmul_coopmat_khr.comp),
+//   whose A, B and accumulator fragments are distinct types, or GL_NV_cooperative_matrix
+//   (matmul_coopmat.comp);
 // - emulated (COOPMAT_EMULATED, matmul_coopmat_emulated.comp) with ordinary fp32 arithmetic, so
 //   that every device with fp16 arithmetic and 16-bit storage, lavapipe in CI among them, runs
 //   the kernel's staging, edges and stores: all of it but the matrix instructions themselves.

@@ -119,8 +119,9 @@ internal readonly record struct CoopMatTiling(int WarpsM, int WarpsN, int TilesM
         && (long)WarpsM * WarpsN * context.CoopMatSubgroupSize <= context.Capabilities.MaxComputeWorkGroupInvocations;
 
     // 128x128 blocks from 8 subgroups of 32x64, 32 deep: the 48 KiB of shared memory NVIDIA
-    // gives a workgroup. On an H100 it took the t5-base step's products to 357 ms, against 451 ms
-    // for 4 subgroups of 64x64 and 384-426 ms for the other shapes tried (docs/benchmarks.md).
+    // gives a workgroup. On an H100 (KHR) it ran the t5-base step's products in 203 ms on every
+    // product, within 2 % of the best of seven shapes swept and against 220-384 ms for the
+    // others but 8 subgroups of 64x32 (docs/benchmarks.md).
     public static CoopMatTiling Default => new(4, 2, 2, 4, 32);
 
     // For products too small to give 128x128 blocks to every multiprocessor (the decoder's few
