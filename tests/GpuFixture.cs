@@ -15,7 +15,7 @@ public sealed class GpuFixture : IDisposable
     // product there instead.
     public GpuContext Context { get; } = GpuContext.Create(new GpuOptions { Validation = true, PipelineCacheDirectory = null });
 
-    readonly Lazy<GpuContext?> emulated;
+    readonly Lazy<GpuContext?> emulated, allProducts;
 
     public GpuFixture()
     {
@@ -25,6 +25,12 @@ public sealed class GpuFixture : IDisposable
             if (!CoopMatOn || Context.CooperativeMatrix || !(caps.ShaderFloat16 && caps.StorageBuffer16Bit)) return null;
             return GpuContext.Create(new GpuOptions { Validation = true, PipelineCacheDirectory = null, CooperativeMatrixEmulation = true });
         });
+        allProducts = new(() => MatrixUnits is not { } units ? null
+            : GpuContext.Create(new GpuOptions
+            {
+                Validation = true, PipelineCacheDirectory = null, CooperativeMatrixAllProducts = true,
+                CooperativeMatrixEmulation = units.CooperativeMatrixEmulated,
+            }));
     }
 
     /// <summary>A context whose products with 16-bit weights run the cooperative-matrix kernel:
@@ -33,10 +39,16 @@ public sealed class GpuFixture : IDisposable
     /// what users get by default; null where neither can be had.</summary>
     public GpuContext? MatrixUnits => Context.CooperativeMatrix ? Context : emulated.Value;
 
-    internal IEnumerable<GpuContext> Contexts => emulated.IsValueCreated && emulated.Value is { } e ? [Context, e] : [Context];
+    /// <summary>Like <see cref="MatrixUnits"/>, with every product on the cooperative-matrix kernel,
+    /// those of two fp32 operands too (<see cref="GpuOptions.CooperativeMatrixAllProducts"/>).</summary>
+    public GpuContext? MatrixUnitsAllProducts => allProducts.Value;
+
+    internal IEnumerable<GpuContext> Contexts =>
+        new[] { Context }.Concat(new[] { emulated, allProducts }.Where(l => l.IsValueCreated && l.Value is not null).Select(l => l.Value!));
 
     public void Dispose()
     {
+        if (allProducts.IsValueCreated) allProducts.Value?.Dispose();
         if (emulated.IsValueCreated) emulated.Value?.Dispose();
         Context.Dispose();
     }
@@ -68,6 +80,18 @@ public abstract class GpuTest : IDisposable
         get
         {
             var ctx = fixture.MatrixUnits;
+            Skip.If(ctx is null, $"{Ctx.Capabilities.Name} has neither cooperative matrices this build can use nor the fp16 arithmetic to emulate them");
+            return ctx!;
+        }
+    }
+
+    /// <summary>The context that runs every product on the cooperative-matrix kernel
+    /// (<see cref="GpuFixture.MatrixUnitsAllProducts"/>); skips the test where there is none.</summary>
+    protected GpuContext MatrixUnitsAllProductsCtx
+    {
+        get
+        {
+            var ctx = fixture.MatrixUnitsAllProducts;
             Skip.If(ctx is null, $"{Ctx.Capabilities.Name} has neither cooperative matrices this build can use nor the fp16 arithmetic to emulate them");
             return ctx!;
         }

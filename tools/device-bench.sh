@@ -186,11 +186,12 @@ for f in pathlib.Path(sys.argv[1]).glob("mm-bf16-cm-*.json"):
 print(min(runs)[1] if runs else "")
 PY
   }
-  golden() { # name [VAR=value...]: the golden references through the kernels the environment selects
-    local name=$1
+  golden() { # name [VAR=value...] [--precision LIST]: the golden references through the kernels the environment selects
+    local name=$1 vars=() args=()
     shift
+    while (( $# )); do if [[ $1 == *=* ]]; then vars+=("$1"); else args+=("$1"); fi; shift; done
     if [[ -d .golden ]]; then
-      bench "$name" 50 env "$@" python3 tools/check-golden.py --vkprompt .publish/vkprompt --golden .golden | tee "$res/$name.txt"
+      bench "$name" 50 env "${vars[@]}" python3 tools/check-golden.py --vkprompt .publish/vkprompt --golden .golden "${args[@]}" | tee "$res/$name.txt"
     else
       echo "== no .golden folder (prepare copies ../shared/golden there): $name skipped"
     fi
@@ -205,17 +206,21 @@ PY
     best=$(best_coopmat_tiling)
     echo "== best matrix-unit tiling of the sweep: ${best:-none}"
     vk vk-t5-base-bf16 t5-base --precision bf16 --warmup 1 --steps 3
+    VKENV=VKPROMPT_COOPMAT=all vk vk-t5-base-bf16-all t5-base --precision bf16 --warmup 1 --steps 3
     [[ -n $best ]] && VKENV=VKPROMPT_COOPMAT_TILING=$best vk "vk-t5-base-bf16-cm-$best" t5-base --precision bf16 --warmup 1 --steps 3
     peer peer-t5-base-bf16 t5-base bf16 --warmup 1 --steps 5
     vk vk-t5-large-bf16 t5-large --precision bf16 --warmup 1 --steps 2
+    VKENV=VKPROMPT_COOPMAT=all vk vk-t5-large-bf16-all t5-large --precision bf16 --warmup 1 --steps 2
     [[ -n $best ]] && VKENV=VKPROMPT_COOPMAT_TILING=$best vk "vk-t5-large-bf16-cm-$best" t5-large --precision bf16 --warmup 1 --steps 2
     peer peer-t5-large-bf16 t5-large bf16 --warmup 1 --steps 3
   }
 
   if [[ ${BENCH_PLAN:-full} == coopmat ]]; then
-    # BENCH_PLAN=coopmat: the matrix units alone (about 4 minutes), for a call after a full one.
+    # BENCH_PLAN=coopmat: the matrix units alone (about 5 minutes), for a call after a full one.
     golden check-golden
+    golden check-golden-all VKPROMPT_COOPMAT=all --precision fp16,bf16
     mm mm-bf16-cm-khr bf16 VKPROMPT_COOPMAT=khr
+    mm mm-bf16-cm-all bf16 VKPROMPT_COOPMAT=all
     coopmat_sweep_and_steps
   else
     golden check-golden
@@ -224,8 +229,9 @@ PY
       bench "peak-$x" 30 .publish/vkprompt bench peak --matrix-units "$x" --json "$res/peak-$x.json"
     done
     mm mm-fp32-auto fp32
-    for x in khr nv; do mm "mm-bf16-cm-$x" bf16 VKPROMPT_COOPMAT=$x; done
+    for x in khr nv all; do mm "mm-bf16-cm-$x" bf16 VKPROMPT_COOPMAT=$x; done
     golden check-golden-coopmat-nv VKPROMPT_COOPMAT=nv
+    golden check-golden-all VKPROMPT_COOPMAT=all --precision fp16,bf16
 
     # Then whole steps at the defaults (bf16 on the matrix units where the device has them),
     # each precision beside the peer, t5-base first; then the portable product and NV's
@@ -233,9 +239,11 @@ PY
     vk vk-t5-base-fp32 t5-base --precision fp32 --warmup 1 --steps 3
     peer peer-t5-base-fp32 t5-base fp32 --warmup 1 --steps 5
     vk vk-t5-base-bf16 t5-base --precision bf16 --warmup 1 --steps 3
+    VKENV=VKPROMPT_COOPMAT=all vk vk-t5-base-bf16-all t5-base --precision bf16 --warmup 1 --steps 3
     peer peer-t5-base-bf16 t5-base bf16 --warmup 1 --steps 5
     vk vk-t5-large-fp32 t5-large --precision fp32 --warmup 1 --steps 2
     vk vk-t5-large-bf16 t5-large --precision bf16 --warmup 1 --steps 2
+    VKENV=VKPROMPT_COOPMAT=all vk vk-t5-large-bf16-all t5-large --precision bf16 --warmup 1 --steps 2
     peer peer-t5-large-bf16 t5-large bf16 --warmup 1 --steps 3
     VKENV=VKPROMPT_COOPMAT=0 vk vk-t5-base-bf16-portable t5-base --precision bf16 --warmup 1 --steps 3
     VKENV=VKPROMPT_COOPMAT=nv vk vk-t5-base-bf16-coopmat-nv t5-base --precision bf16 --warmup 1 --steps 3

@@ -5,8 +5,8 @@
 #include "common.glsl"
 
 // C = alpha·A·B (+ C) of MatMulSpec on the matrix units (tensor cores): A fp32, B the frozen
-// weight stored as fp16 or bf16, both rounded to fp16 for 16x16x16 products that accumulate in
-// fp32, C fp32. The matrix operations are those of include/coopmat.glsl: GL_KHR_cooperative_matrix
+// weight stored as fp16 or bf16 (or, with VKPROMPT_COOPMAT=all, any fp32 operand: B_FP32), both
+// rounded to fp16 for 16x16x16 products that accumulate in fp32, C fp32. The matrix operations are those of include/coopmat.glsl: GL_KHR_cooperative_matrix
 // in matmul_coopmat_khr.comp, GL_NV_cooperative_matrix in matmul_coopmat.comp (GpuContext picks
 // the one the device reports with that exact shape and types, KHR first); ordinary arithmetic in
 // matmul_coopmat_emulated.comp, which runs this same staging on any device.
@@ -50,6 +50,8 @@ layout(constant_id = 9) const uint B_FETCH = 1;
 // 1 where C's rows start on multiples of 4 elements: whole accumulators of interior tiles are
 // then loaded (accumulating, with alpha 1) and stored directly rather than through shared memory.
 layout(constant_id = 10) const uint C_ALIGNED = 0;
+// 1 where B is fp32 rather than 16-bit: it is then rounded to fp16 as A is (WEIGHT_BF16 unused).
+layout(constant_id = 11) const uint B_FP32 = 0;
 #include "half.glsl"
 
 const uint WG = gl_WorkGroupSize.x;
@@ -80,6 +82,8 @@ layout(std430, binding = 0) readonly buffer BufA { float a[]; };
 layout(std430, binding = 0) readonly buffer BufA4 { vec4 a4[]; };
 layout(std430, binding = 1) readonly buffer BufB { uint16_t b[]; };
 layout(std430, binding = 1) readonly buffer BufB4 { u16vec4 b4[]; };
+layout(std430, binding = 1) readonly buffer BufBf { float bf[]; };
+layout(std430, binding = 1) readonly buffer BufBf4 { vec4 bf4[]; };
 layout(std430, binding = 2) buffer BufC { float c[]; };
 layout(push_constant) uniform Push {
     uint M, N, K, batch1, batch2;
@@ -111,15 +115,16 @@ vec4 fetchA(uint base, uint row, uint k, bool edge, uint rows) {
     return v;
 }
 
-// B's quads stay in their 16-bit storage until they are written to shared memory.
+// B's quads stay as they are stored (16-bit halves, or fp32 bits) until they are written to
+// shared memory.
 uvec4 fetchB(uint base, uint col, uint k, bool edge, uint cols) {
     const uint at = base + col * pc.bStrideN + k * pc.bStrideK;
     const uint step = B_KMAJOR ? pc.bStrideK : pc.bStrideN;
-    if (!edge && B_VEC) return uvec4(b4[at >> 2]);
+    if (!edge && B_VEC) return B_FP32 != 0 ? floatBitsToUint(bf4[at >> 2]) : uvec4(b4[at >> 2]);
     uvec4 v = uvec4(0);
     [[unroll]] for (uint i = 0; i < 4; i++) {
         const bool inside = B_KMAJOR ? col < cols && k + i < pc.K : col + i < cols && k < pc.K;
-        if (!edge || inside) v[i] = uint(b[at + i * step]);
+        if (!edge || inside) v[i] = B_FP32 != 0 ? floatBitsToUint(bf[at + i * step]) : uint(b[at + i * step]);
     }
     return v;
 }
@@ -135,8 +140,9 @@ uvec2 toHalf(vec4 v) {
     return uvec2(packFloat2x16(h.xy), packFloat2x16(h.zw));
 }
 
-// Four 16-bit weights as packed halves: fp16 ones as they are.
-uvec2 weightToHalf(uvec4 w) {
+// Four of B's values as packed halves: fp16 ones as they are.
+uvec2 bToHalf(uvec4 w) {
+    if (B_FP32 != 0) return toHalf(uintBitsToFloat(w));
     return WEIGHT_BF16 != 0 ? toHalf(widen(w)) : uvec2(w.x | (w.y << 16), w.z | (w.w << 16));
 }
 
@@ -194,7 +200,7 @@ void main() {
                     const uint q = tid + i * WG;
                     if (B_QUADS % WG == 0 || q < B_QUADS) {
                         const uvec2 rk = quadAt(q, B_KMAJOR, BN);
-                        sb[(buf * B_SIZE + (B_KMAJOR ? rk.x * SB + rk.y : rk.y * SB + rk.x)) / 4] = weightToHalf(rb[i]);
+                        sb[(buf * B_SIZE + (B_KMAJOR ? rk.x * SB + rk.y : rk.y * SB + rk.x)) / 4] = bToHalf(rb[i]);
                     }
                 }
                 barrier();

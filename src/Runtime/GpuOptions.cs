@@ -21,6 +21,13 @@ public sealed record GpuOptions
     public bool CooperativeMatrix { get; init; } =
         Environment.GetEnvironmentVariable("VKPROMPT_COOPMAT") is not ("0" or "emulate") && Environment.GetEnvironmentVariable("VKPROMPT_DISABLE_COOPMAT") != "1";
 
+    /// <summary>Every product runs on the matrix units where <see cref="CooperativeMatrix"/> puts
+    /// any there, those whose operands are both fp32 activations (attention's) too, rounded to
+    /// fp16 like the others' activations: the nearest to a peer that computes everything in bf16.
+    /// Off unless VKPROMPT_COOPMAT=all (which asks for the matrix units as 1 does); not yet timed
+    /// (docs/benchmarks.md).</summary>
+    public bool CooperativeMatrixAllProducts { get; init; } = Environment.GetEnvironmentVariable("VKPROMPT_COOPMAT") == "all";
+
     /// <summary>Which extension <see cref="CooperativeMatrix"/> uses: VKPROMPT_COOPMAT=khr or nv
     /// insists on one (an error where the device or the build lacks it); otherwise KHR where the
     /// device has it and the build compiled its kernel, else NV, else none.</summary>

@@ -255,22 +255,27 @@ public sealed class BenchMatMulCommandTests : IDisposable
 /// agrees with a correct product and not with one computed from other operands.</summary>
 public sealed class BenchMatMulCheckTests(GpuFixture fixture) : GpuTest(fixture)
 {
-    [Theory]
-    [InlineData(WeightPrecision.Fp32, false)]
-    [InlineData(WeightPrecision.Bf16, false)]
-    [InlineData(WeightPrecision.Fp32, true)]
-    [InlineData(WeightPrecision.Bf16, true)]
-    public void CatchesAWrongProduct(WeightPrecision precision, bool wrongB)
+    [SkippableTheory]
+    [InlineData(WeightPrecision.Fp32, false, false)]
+    [InlineData(WeightPrecision.Bf16, false, false)]
+    [InlineData(WeightPrecision.Fp32, true, false)]
+    [InlineData(WeightPrecision.Bf16, true, false)]
+    // Every product on the matrix units (VKPROMPT_COOPMAT=all): an fp32 B is rounded to fp16 too.
+    [InlineData(WeightPrecision.Fp32, false, true)]
+    [InlineData(WeightPrecision.Fp32, true, true)]
+    public void CatchesAWrongProduct(WeightPrecision precision, bool wrongB, bool allProducts)
     {
+        var ctx = allProducts ? MatrixUnitsAllProductsCtx : Ctx;
         var spec = MatMulSpec.Rows(33, 47, 129, transposeB: true) with { Accumulate = true, Alpha = 0.5f };
-        using var a = new GpuBuffer(Ctx, 4 * 33 * 129);
-        using var b = new GpuBuffer(Ctx, precision.ElementBytes() * 47 * 129);
-        using var c = new GpuBuffer(Ctx, 4 * 33 * 47);
+        using var a = new GpuBuffer(ctx, 4 * 33 * 129);
+        using var b = new GpuBuffer(ctx, precision.ElementBytes() * 47 * 129);
+        using var c = new GpuBuffer(ctx, 4 * 33 * 47);
         MatMulOperands.Fill(a, 33 * 129, MatMulOperands.SeedA, WeightPrecision.Fp32);
         // The reference reads B from SeedB: another seed stands for a kernel that read the wrong values.
         MatMulOperands.Fill(b, 47 * 129, wrongB ? 99UL : MatMulOperands.SeedB, precision);
-        bool coopmat = MatMulKernel.IsCooperativeMatrix(MatMulKernel.Selection(Ctx, spec, precision).Kernel);
-        var (error, checkedOutputs) = BenchMatMulCommand.Check(Ctx, a, b, c, spec, precision, coopmat);
+        bool coopmat = MatMulKernel.IsCooperativeMatrix(MatMulKernel.Selection(ctx, spec, precision).Kernel);
+        Assert.True(coopmat || !allProducts);
+        var (error, checkedOutputs) = BenchMatMulCommand.Check(ctx, a, b, c, spec, precision, coopmat);
         Assert.Equal(33 * 47 > 256 ? 256 + 4 : 33 * 47, checkedOutputs, 4.0);
         double tolerance = coopmat ? BenchMatMulCommand.Fp16Tolerance : BenchMatMulCommand.Fp32Tolerance;
         Assert.NotNull(error);

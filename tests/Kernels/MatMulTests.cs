@@ -149,14 +149,15 @@ public sealed class MatMulTests(GpuFixture f) : GpuTest(f)
     /// <summary>The matrix-unit product (on the device's matrix units, else emulated) on the
     /// shapes above, with tile shapes from one 16x16 tile per workgroup to the default, so edges
     /// fall inside tiles, on tile borders and past them. The reference multiplies A rounded to
-    /// fp16 and B rounded to its storage precision and then to fp16, to nearest. Vulkan lets a
+    /// fp16 and B rounded to its storage precision (fp32: the products VKPROMPT_COOPMAT=all puts
+    /// there) and then to fp16, to nearest. Vulkan lets a
     /// device round the conversion toward zero instead, which moves each A by up to 2^-10 of
     /// itself, one way: about 2^-11/3 ≈ 1.6e-4 of the largest output for these random operands.
     /// A misplaced tile or a lost slice errs by the order of the outputs themselves.</summary>
     public static TheoryData<WeightPrecision, bool, int, int, int, bool, int> CoopMatCases()
     {
         var data = new TheoryData<WeightPrecision, bool, int, int, int, bool, int>();
-        foreach (var p in new[] { WeightPrecision.Fp16, WeightPrecision.Bf16 })
+        foreach (var p in new[] { WeightPrecision.Fp16, WeightPrecision.Bf16, WeightPrecision.Fp32 })
             for (int t = 0; t < CoopMatTilings.Length; t++)
                 foreach (bool tb in new[] { true, false })
                     foreach (var (m, n, k, padded) in RowsShapes().Where((_, i) => i % CoopMatTilings.Length == t).Append((300, 200, 520, false)))
@@ -175,6 +176,17 @@ public sealed class MatMulTests(GpuFixture f) : GpuTest(f)
     {
         var spec = RowsSpec(false, transposeB, m, n, k, padded);
         CoopMatCompare(spec, transposeB, precision, CoopMatTilings[tiling], $"coopmat {CoopMatTilings[tiling]} {precision} {(transposeB ? "A·Bᵀ" : "A·B")} {m}x{n}x{k}");
+    }
+
+    /// <summary>Products of two fp32 operands stay on the portable kernel unless every product is
+    /// asked onto the matrix units (VKPROMPT_COOPMAT=all); 16-bit weights go there either way.</summary>
+    [SkippableFact]
+    public void OnlyAllProductsPutsFp32OperandsOnTheMatrixUnits()
+    {
+        var spec = MatMulSpec.Rows(64, 64, 64, false, true);
+        Assert.Equal("matmul", MatMulKernel.Selection(MatrixUnitsCtx, spec, WeightPrecision.Fp32).Kernel);
+        Assert.True(MatMulKernel.IsCooperativeMatrix(MatMulKernel.Selection(MatrixUnitsCtx, spec, WeightPrecision.Bf16).Kernel));
+        Assert.True(MatMulKernel.IsCooperativeMatrix(MatMulKernel.Selection(MatrixUnitsAllProductsCtx, spec, WeightPrecision.Fp32).Kernel));
     }
 
     /// <summary>Whole interior tiles with 4-aligned rows of C take the direct way between C and
@@ -205,7 +217,7 @@ public sealed class MatMulTests(GpuFixture f) : GpuTest(f)
         HalfFloat.Round(b, precision);
         var c = Check.Random(spec.CStrideM * m, 19);
         using var ga = GpuBuffer.From<float>(ctx, a);
-        using var gb = GpuBuffer.From<ushort>(ctx, Encode(b, precision));
+        using var gb = precision == WeightPrecision.Fp32 ? GpuBuffer.From<float>(ctx, b) : GpuBuffer.From<ushort>(ctx, Encode(b, precision));
         using var gc = GpuBuffer.From<float>(ctx, c);
         using (var g = new CommandGraph(ctx))
         {

@@ -46,11 +46,17 @@ public sealed class GoldenTests(GpuFixture f) : GpuTest(f)
 
     /// <summary>"-fused" runs every attention through FusedAttention, whatever the sizes;
     /// "vulkan-matrix-units" runs products with 16-bit weights on the cooperative-matrix kernel,
-    /// emulated where the device has no matrix units.</summary>
+    /// emulated where the device has no matrix units; "vulkan-matrix-units-all" every product,
+    /// attention's too (VKPROMPT_COOPMAT=all).</summary>
     Backend MakeBackend(string name)
     {
         Backend be = name.StartsWith("cpu", StringComparison.Ordinal) ? new CpuBackend()
-                   : new GpuBackend(name == "vulkan-matrix-units" ? MatrixUnitsCtx : Ctx);
+                   : new GpuBackend(name switch
+                   {
+                       "vulkan-matrix-units" => MatrixUnitsCtx,
+                       "vulkan-matrix-units-all" => MatrixUnitsAllProductsCtx,
+                       _ => Ctx,
+                   });
         be.AttentionFusion = name.EndsWith("-fused", StringComparison.Ordinal) ? AttentionFusion.Always : AttentionFusion.Never;
         return be;
     }
@@ -137,7 +143,7 @@ public sealed class GoldenTests(GpuFixture f) : GpuTest(f)
     {
         var data = new TheoryData<string, string, string, WeightPrecision>();
         foreach (var row in Cases())
-            foreach (var backend in (string)row[2] == "vulkan" ? ["vulkan", "vulkan-matrix-units"] : new[] { (string)row[2] })
+            foreach (var backend in (string)row[2] == "vulkan" ? ["vulkan", "vulkan-matrix-units", "vulkan-matrix-units-all"] : new[] { (string)row[2] })
                 foreach (var p in HalfPrecisions)
                     data.Add((string)row[0], (string)row[1], backend, p);
         return data;
@@ -157,7 +163,11 @@ public sealed class GoldenTests(GpuFixture f) : GpuTest(f)
     /// u/2 relative (on top of SPEC.md's 1e-3 absolute) for log-likelihoods and the loss, 8u for
     /// the gradient, a margin of three or more everywhere. On the matrix units, which round the
     /// activations to fp16 as well, the gradient moved by up to 4.7u (fp16 weights: two roundings
-    /// of the same size) and 2.3u (bf16), the loss by 0.04u: within the same bounds.
+    /// of the same size) and 2.3u (bf16), the loss by 0.04u: within the same bounds. With every
+    /// product there (VKPROMPT_COOPMAT=all), attention's scores, probabilities and their gradients
+    /// are rounded to fp16 too, an error that does not shrink with the weights' u: the gradient
+    /// moved by up to 7.5e-3 (15.5 fp16 u; tiny-v10-bf16 p5, whose weights alone move it by
+    /// 2.3e-3), the loss by 0.07u; its gradient bound adds 32 fp16 u, twice that.
     /// </summary>
     [SkippableTheory, MemberData(nameof(HalfCases))]
     public void HalfWeightsStayNearGolden(string model, string caseName, string backend, WeightPrecision precision)
@@ -176,7 +186,8 @@ public sealed class GoldenTests(GpuFixture f) : GpuTest(f)
         double goldLoss = JsonDocument.Parse(File.ReadAllText(Path.Combine(g.CaseDir, "loss.json"))).RootElement.GetProperty("loss").GetDouble();
         Assert.True(Math.Abs(loss - goldLoss) <= 1e-3 + u / 2 * goldLoss, $"{precision} loss {loss} vs golden {goldLoss}");
         double err = Check.NormRelativeError(Tensor(Path.Combine(g.CaseDir, "grad.safetensors"), "prompt_gradient"), grad);
-        Assert.True(err <= 8 * u, $"{precision} prompt gradient relative error {err:E3} > {8 * u:E3}");
+        double bound = 8 * u + (backend == "vulkan-matrix-units-all" ? 32 * UnitRoundoff(WeightPrecision.Fp16) : 0);
+        Assert.True(err <= bound, $"{precision} prompt gradient relative error {err:E3} > {bound:E3}");
     }
 
     public static TheoryData<string, string, WeightPrecision> HalfModelCases()

@@ -197,8 +197,9 @@ public static class MatMulKernel
     /// ranges of A or B it is computed from. B, the frozen weight of a layer, may be stored as
     /// fp16 or bf16 halves (<paramref name="bPrecision"/>; offsets and strides still count
     /// elements); it is widened to fp32 as it is loaded, and A, C and the sums stay fp32.</summary>
-    /// <remarks>Where the context uses cooperative matrices, a product with 16-bit B runs on the
-    /// matrix units instead, with A rounded to fp16 (saturating at ±65504) and fp32 sums.</remarks>
+    /// <remarks>Where the context uses cooperative matrices, a product with 16-bit B (any B with
+    /// <see cref="GpuOptions.CooperativeMatrixAllProducts"/>) runs on the matrix units instead,
+    /// with A and an fp32 B rounded to fp16 (saturating at ±65504) and fp32 sums.</remarks>
     /// <exception cref="GpuException">B is 16-bit and the device lacks 16-bit storage.</exception>
     public static void Run(CommandGraph g, GpuBuffer a, GpuBuffer b, GpuBuffer c, in MatMulSpec s, WeightPrecision bPrecision = WeightPrecision.Fp32) =>
         Choose(g.Context, s, bPrecision).Append(g, a, b, c, s, bPrecision);
@@ -212,14 +213,14 @@ public static class MatMulKernel
     internal static void RunCoopMat(CommandGraph g, GpuBuffer a, GpuBuffer b, GpuBuffer c, in MatMulSpec s, CoopMatTiling t, WeightPrecision bPrecision)
     {
         if (!g.Context.CooperativeMatrix) throw new GpuException("the cooperative-matrix product needs a context that enabled it (GpuContext.CooperativeMatrix)");
-        if (bPrecision == WeightPrecision.Fp32) throw new ArgumentException("the cooperative-matrix product takes 16-bit weights only", nameof(bPrecision));
         s.Validate(a.Length<float>(), b.Bytes / bPrecision.ElementBytes(), c.Length<float>());
         uint subgroup = g.Context.CoopMatSubgroupSize;
         var k = g.Context.Kernel(CoopMatShader(g.Context), Layout, (int)subgroup * t.WarpsM * t.WarpsN, (int)subgroup,
                                  t.WarpsM, t.WarpsN, t.TilesM, t.TilesN, t.SharedK, bPrecision == WeightPrecision.Bf16 ? 1 : 0,
                                  Fetch(s.AStrideK, (s.M, s.AStrideM), (s.K, s.AStrideK), s.AOffset, (s.Batch1, s.AStrideBatch1), (s.Batch2, s.AStrideBatch2)),
                                  Fetch(s.BStrideK, (s.N, s.BStrideN), (s.K, s.BStrideK), s.BOffset, (s.Batch1, s.BStrideBatch1), (s.Batch2, s.BStrideBatch2)),
-                                 Aligned(s.COffset, (s.Batch1, s.CStrideBatch1), (s.Batch2, s.CStrideBatch2), (s.M, s.CStrideM)) ? 1 : 0);
+                                 Aligned(s.COffset, (s.Batch1, s.CStrideBatch1), (s.Batch2, s.CStrideBatch2), (s.M, s.CStrideM)) ? 1 : 0,
+                                 bPrecision == WeightPrecision.Fp32 ? 1 : 0);
         uint z = (uint)Math.Min((long)s.Batch1 * s.Batch2, g.Context.Capabilities.MaxWorkGroupCountZ);
         g.Dispatch(k, (Grid.Div(s.N, t.BlockN), Grid.Div(s.M, t.BlockM), z), Push.From(s), a, b, c);
     }
@@ -284,7 +285,11 @@ public static class MatMulKernel
         return (choice.Kernel(context, bPrecision), choice.Tiling);
     }
 
-    internal static bool OnMatrixUnits(GpuContext context, WeightPrecision bPrecision) => bPrecision != WeightPrecision.Fp32 && context.CooperativeMatrix;
+    /// <summary>Whether a product whose B is stored as <paramref name="bPrecision"/> runs on the
+    /// matrix units: where the context uses them, if B is 16-bit, or whatever B is with
+    /// <see cref="GpuOptions.CooperativeMatrixAllProducts"/>.</summary>
+    internal static bool OnMatrixUnits(GpuContext context, WeightPrecision bPrecision) =>
+        context.CooperativeMatrix && (bPrecision != WeightPrecision.Fp32 || context.Options.CooperativeMatrixAllProducts);
 
     /// <summary>The build of a cooperative-matrix shader (shaders/NAME.comp for NV, NAME_khr.comp,
     /// NAME_emulated.comp) that the context's <see cref="GpuContext.MatrixUnits"/> runs.</summary>

@@ -229,7 +229,9 @@ internal static class BenchCommand
                       $"tiling {Tiling(ctx.Options.CoopMatTiling)}");
         else if (halfWeights && (ctx.Capabilities.CooperativeMatrixKhr || ctx.Capabilities.CooperativeMatrixNv))
             notes.Add("the matrix units were not used (VKPROMPT_COOPMAT=0 or VKPROMPT_DISABLE_COOPMAT=1 turned them off)");
-        if (!(halfWeights && ctx.CooperativeMatrix) || ctx.Options.MatMulTiling is not null)
+        if (ctx.CooperativeMatrix && ctx.Options.CooperativeMatrixAllProducts)
+            notes.Add($"VKPROMPT_COOPMAT=all: every product ran on the matrix units ({ctx.MatrixUnits.Extension()}), fp32 operands rounded to fp16 too");
+        if (!(ctx.CooperativeMatrix && (halfWeights || ctx.Options.CooperativeMatrixAllProducts)) || ctx.Options.MatMulTiling is not null)
             notes.Add($"portable product tiling {Tiling(ctx.Options.MatMulTiling)}");
         if (ctx.Options.TuneMatMul && !tuned)
             notes.Add("VKPROMPT_MATMUL_TUNE=1 does nothing on a CPU device: it runs the streamed product, whose one tiling leaves nothing to choose");

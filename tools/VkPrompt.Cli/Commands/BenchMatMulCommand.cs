@@ -272,7 +272,9 @@ internal static class BenchMatMulCommand
     /// operands as the kernel reads them: B as stored, A rounded to fp16 (saturating) where the
     /// matrix units ran. Returns the largest error over the largest |reference|, null when an
     /// output is not finite, and how many outputs were compared.</summary>
-    internal static (double? Error, int Checked) Check(GpuContext ctx, GpuBuffer a, GpuBuffer b, GpuBuffer c, MatMulSpec s, WeightPrecision bPrecision, bool fp16A)
+    static float ToHalf(float v) => (float)(Half)Math.Clamp(v, -HalfFloat.Fp16Max, HalfFloat.Fp16Max);
+
+    internal static (double? Error, int Checked) Check(GpuContext ctx, GpuBuffer a, GpuBuffer b, GpuBuffer c, MatMulSpec s, WeightPrecision bPrecision, bool matrixUnits)
     {
         const float initial = 1f;
         using (var graph = new CommandGraph(ctx, profiling: false))
@@ -314,8 +316,10 @@ internal static class BenchMatMulCommand
             for (long k = 0; k < s.K; k++)
             {
                 float av = MatMulOperands.Value(MatMulOperands.SeedA, aBase + k * s.AStrideK);
-                if (fp16A) av = (float)(Half)Math.Clamp(av, -HalfFloat.Fp16Max, HalfFloat.Fp16Max);
-                sum += (double)av * MatMulOperands.Stored(MatMulOperands.SeedB, bBase + k * s.BStrideK, bPrecision);
+                float bv = MatMulOperands.Stored(MatMulOperands.SeedB, bBase + k * s.BStrideK, bPrecision);
+                // The matrix units read A, and an fp32 B, rounded to fp16.
+                if (matrixUnits) (av, bv) = (ToHalf(av), bPrecision == WeightPrecision.Fp32 ? ToHalf(bv) : bv);
+                sum += (double)av * bv;
             }
             double expected = s.Alpha * sum + (s.Accumulate ? initial : 0);
             double actual = got[address];
