@@ -293,18 +293,18 @@ public sealed unsafe class GpuContext : IDisposable
     {
         if (options.CooperativeMatrixEmulation)
             return caps.ShaderFloat16 && caps.StorageBuffer16Bit ? MatrixUnits.Emulated
-                : throw new GpuException($"the emulated cooperative-matrix kernel (VKPROMPT_COOPMAT=emulate) needs fp16 arithmetic (shaderFloat16) and 16-bit storage buffers, which {caps.Name} lacks");
+                : throw new GpuException($"the emulated cooperative-matrix kernel needs fp16 arithmetic (shaderFloat16) and 16-bit storage buffers, which {caps.Name} lacks");
         if (!options.CooperativeMatrix) return MatrixUnits.None;
         bool khr = caps.CooperativeMatrixKhr && khrBuilt;
         return options.CooperativeMatrixExtension switch
         {
             MatrixUnitsExtension.Khr when khr => MatrixUnits.Khr,
             MatrixUnitsExtension.Khr => throw new GpuException(!khrBuilt
-                ? "VKPROMPT_COOPMAT=khr: this build has no matmul_coopmat_khr shader, because its glslc could not compile GL_KHR_cooperative_matrix " +
-                  "(Debian 12's glslang 11 cannot); tools/fetch-glslc.sh fetches one that can, and the next build uses it"
-                : $"VKPROMPT_COOPMAT=khr: {caps.Name} lacks VK_KHR_cooperative_matrix with 16x16x16 fp16·fp16+fp32 at subgroup scope (see vkprompt devices)"),
+                ? "the matrix units were asked for through VK_KHR_cooperative_matrix, but this build has no matmul_coopmat_khr shader: its glslc could not compile " +
+                  "GL_KHR_cooperative_matrix (Debian 12's glslang 11 cannot); tools/fetch-glslc.sh fetches one that can, and the next build uses it"
+                : $"the matrix units were asked for through VK_KHR_cooperative_matrix, but {caps.Name} lacks it with 16x16x16 fp16·fp16+fp32 at subgroup scope (see vkprompt devices)"),
             MatrixUnitsExtension.Nv => caps.CooperativeMatrixNv ? MatrixUnits.Nv
-                : throw new GpuException($"VKPROMPT_COOPMAT=nv: {caps.Name} lacks VK_NV_cooperative_matrix with 16x16x16 fp16·fp16+fp32 at subgroup scope (see vkprompt devices)"),
+                : throw new GpuException($"the matrix units were asked for through VK_NV_cooperative_matrix, but {caps.Name} lacks it with 16x16x16 fp16·fp16+fp32 at subgroup scope (see vkprompt devices)"),
             _ => khr ? MatrixUnits.Khr : caps.CooperativeMatrixNv ? MatrixUnits.Nv : MatrixUnits.None,
         };
     }
