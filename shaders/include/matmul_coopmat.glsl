@@ -6,9 +6,10 @@
 
 // C = alpha·A·B (+ C) of MatMulSpec on the matrix units (tensor cores): A fp32, B the frozen
 // weight stored as fp16 or bf16 (or, with VKPROMPT_COOPMAT=all, any fp32 operand: B_FP32), both
-// rounded to fp16 for 16x16x16 products that accumulate in fp32, C fp32. The matrix operations are those of include/coopmat.glsl: GL_KHR_cooperative_matrix
-// in matmul_coopmat_khr.comp, GL_NV_cooperative_matrix in matmul_coopmat.comp (GpuContext picks
-// the one the device reports with that exact shape and types, KHR first); ordinary arithmetic in
+// rounded to fp16 for 16x16x16 products that accumulate in fp32, C fp32. The matrix operations
+// are those of include/coopmat.glsl: GL_KHR_cooperative_matrix in matmul_coopmat_khr.comp,
+// GL_NV_cooperative_matrix in matmul_coopmat.comp (GpuContext picks the one the device reports
+// with that exact shape and types, KHR first); ordinary arithmetic in
 // matmul_coopmat_emulated.comp, which runs this same staging on any device.
 //
 // fp16 holds the range of 16-bit weights, but an fp32 activation can exceed it (T5's feed-forward

@@ -145,6 +145,8 @@ public sealed record DeviceCapabilities
             ComponentTypeKHR.Uint8Khr => "u8",
             ComponentTypeKHR.Sint32Khr => "s32",
             ComponentTypeKHR.Uint32Khr => "u32",
+            // VK_COMPONENT_TYPE_BFLOAT16_KHR (VK_KHR_shader_bfloat16), newer than this Silk.NET.
+            (ComponentTypeKHR)1000141000 => "bf16",
             _ => $"type{(int)t}",
         };
     }

@@ -132,6 +132,8 @@ public sealed unsafe class GpuContext : IDisposable
     {
         options ??= new GpuOptions();
         var caps = DeviceCapabilities.Query(vk, instance, physicalDevice, 0, DeviceExtensions(vk, physicalDevice));
+        // An adopted device has whatever features its host enabled, which Vulkan cannot report,
+        // so only a device a context created runs the cooperative-matrix kernel.
         return new GpuContext(vk, instance, physicalDevice, device, queue, queueFamily, caps, options, MatrixUnits.None, false, false, default, default, new ValidationLog());
     }
 
