@@ -200,7 +200,9 @@ PY
   # steps in bf16 at the default and at the sweep's best tiling, beside the peer.
   coopmat_sweep_and_steps() {
     local t best
-    for t in 4x2x2x4x32 2x2x2x4x32 4x2x2x2x32 2x2x4x2x32 2x4x4x2x32 4x2x2x4x16 2x2x2x2x32; do
+    # The default, the runners-up of 2026-11-26d, and shapes that fit since the staging tile went
+    # into A's slices: 16 subgroups of 32x32 (128x128) and 256x128 blocks 16 deep.
+    for t in 4x2x2x4x32 2x4x4x2x32 4x2x2x4x16 4x4x2x2x32 8x2x2x4x16 4x2x4x4x16 4x4x2x4x16; do
       mm "mm-bf16-cm-khr-$t" bf16 VKPROMPT_COOPMAT=khr VKPROMPT_COOPMAT_TILING=$t
     done
     best=$(best_coopmat_tiling)

@@ -6,9 +6,10 @@
 // - emulated (COOPMAT_EMULATED, matmul_coopmat_emulated.comp) with ordinary fp32 arithmetic, so
 //   that every device with fp16 arithmetic and 16-bit storage, lavapipe in CI among them, runs
 //   the kernel's staging, edges and stores: all of it but the matrix instructions themselves.
-// They work on the kernel's own names: its output buffer c, its staged slices sa (A) and sb (B),
-// arrays of uvec2, each four packed halves, whose offsets and strides count those vectors, and its staging tiles sc,
-// declared before this file is included.
+// They work on the kernel's own names: its output buffer c and its staged slices sa (A) and sb
+// (B), arrays of uvec2, each four packed halves, whose offsets and strides count those vectors,
+// declared before this file is included. Staged accumulators go to sa too, two fp32 to a uvec2,
+// 16 of a row's floats being 8 of its vectors.
 //
 // The emulation follows the extension's definitions: an accumulator is a 16x16 fp32 matrix
 // spread over the SUBGROUP invocations of a (here merely logical) subgroup, element e = 16·row +
@@ -27,7 +28,7 @@
 #define CM_LAYOUT(colMajor) ((colMajor) ? gl_CooperativeMatrixLayoutColumnMajor : gl_CooperativeMatrixLayoutRowMajor)
 #define cmLoadC(m, at, stride) coopMatLoad(m, c, at, stride, gl_CooperativeMatrixLayoutRowMajor)
 #define cmStoreC(m, at, stride) coopMatStore(m, c, at, stride, gl_CooperativeMatrixLayoutRowMajor)
-#define cmStoreStaging(m, at) coopMatStore(m, sc, at, 16, gl_CooperativeMatrixLayoutRowMajor)
+#define cmStoreStaging(m, at) coopMatStore(m, sa, at, 8, gl_CooperativeMatrixLayoutRowMajor)
 #define cmLoadA(f, at, stride, colMajor) coopMatLoad(f, sa, at, stride, CM_LAYOUT(colMajor))
 #define cmLoadB(f, at, stride, colMajor) coopMatLoad(f, sb, at, stride, CM_LAYOUT(colMajor))
 #define cmMulAdd(a, b, m) coopMatMulAdd(a, b, m)
@@ -41,7 +42,7 @@
 #define cmZero() CM_ACC(0.0)
 #define cmLoadC(m, at, stride) coopMatLoadNV(m, c, at, stride, false)
 #define cmStoreC(m, at, stride) coopMatStoreNV(m, c, at, stride, false)
-#define cmStoreStaging(m, at) coopMatStoreNV(m, sc, at, 16, false)
+#define cmStoreStaging(m, at) coopMatStoreNV(m, sa, at, 8, false)
 #define cmLoadA(f, at, stride, colMajor) coopMatLoadNV(f, sa, at, stride, colMajor)
 #define cmLoadB(f, at, stride, colMajor) coopMatLoadNV(f, sb, at, stride, colMajor)
 #define cmMulAdd(a, b, m) coopMatMulAddNV(a, b, m)
@@ -87,7 +88,8 @@ void cmStoreC(CM_ACC m, uint at, uint stride) {
 void cmStoreStaging(CM_ACC m, uint at) {
     [[dont_unroll]] for (uint s = 0; s < CM_SLOTS; s++) {
         const uvec2 rc = cmElement(s);
-        sc[cmAt(at, 16, false, rc.x, rc.y)] = m.v[s];
+        const uint f = cmAt(2 * at, 16, false, rc.x, rc.y);
+        sa[f / 2][f % 2] = floatBitsToUint(m.v[s]);
     }
 }
 

@@ -27,8 +27,6 @@ const uint A_COPY = TILES_M * 16 * ROW;
 const uint B_COPY = TILES_N * 16 * ROW;
 shared uvec2 sa[2 * A_COPY];
 shared uvec2 sb[2 * B_COPY];
-// The macro layer's staging tile, which this kernel does not use.
-shared float sc[1];
 
 layout(std430, binding = 0) buffer BufC { float c[]; };
 layout(push_constant) uniform Push {

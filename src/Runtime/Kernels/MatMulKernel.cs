@@ -104,9 +104,9 @@ internal readonly record struct CoopMatTiling(int WarpsM, int WarpsN, int TilesM
     public int BlockN => WarpsN * TilesN * 16;
 
     /// <summary>Shared memory the shader declares: two fp16 slices of A and of B, each row padded
-    /// by 8 halves and laid out along k or along m/n, whichever is the larger, and a 16x16 fp32
-    /// staging tile per subgroup.</summary>
-    public long SharedBytes => 2L * 2 * (Slice(BlockM) + Slice(BlockN)) + 4L * 256 * WarpsM * WarpsN;
+    /// by 8 halves and laid out along k or along m/n, whichever is the larger; A's at least as
+    /// large as the 16x16 fp32 staging tile per subgroup it also holds.</summary>
+    public long SharedBytes => Math.Max(2L * 2 * Slice(BlockM), 4L * 256 * WarpsM * WarpsN) + 2L * 2 * Slice(BlockN);
 
     long Slice(int rows) => Math.Max((long)rows * (SharedK + 8), (long)SharedK * (rows + 8));
 
@@ -118,8 +118,8 @@ internal readonly record struct CoopMatTiling(int WarpsM, int WarpsN, int TilesM
         SharedBytes <= context.Capabilities.MaxComputeSharedMemorySize
         && (long)WarpsM * WarpsN * context.CoopMatSubgroupSize <= context.Capabilities.MaxComputeWorkGroupInvocations;
 
-    // 128x128 blocks from 8 subgroups of 32x64, 32 deep: the 48 KiB of shared memory NVIDIA
-    // gives a workgroup. On an H100 (KHR) it ran the t5-base step's products in 203 ms on every
+    // 128x128 blocks from 8 subgroups of 32x64, 32 deep: 40 KiB of the 48 NVIDIA gives a
+    // workgroup. On an H100 (KHR) it ran the t5-base step's products in 203 ms on every
     // product, within 2 % of the best of seven shapes swept and against 220-384 ms for the
     // others but 8 subgroups of 64x32 (docs/benchmarks.md).
     public static CoopMatTiling Default => new(4, 2, 2, 4, 32);
