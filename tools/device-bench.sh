@@ -209,6 +209,8 @@ PY
     echo "== best matrix-unit tiling of the sweep: ${best:-none}"
     vk vk-t5-base-bf16 t5-base --precision bf16 --warmup 1 --steps 3
     VKENV=VKPROMPT_COOPMAT=all vk vk-t5-base-bf16-all t5-base --precision bf16 --warmup 1 --steps 3
+    # The tuner among the matrix units' candidate tilings, per product (its times in log.txt).
+    VKENV=VKPROMPT_MATMUL_TUNE=1 vk vk-t5-base-bf16-tuned t5-base --precision bf16 --warmup 1 --steps 3 --verbose
     [[ -n $best ]] && VKENV=VKPROMPT_COOPMAT_TILING=$best vk "vk-t5-base-bf16-cm-$best" t5-base --precision bf16 --warmup 1 --steps 3
     peer peer-t5-base-bf16 t5-base bf16 --warmup 1 --steps 5
     vk vk-t5-large-bf16 t5-large --precision bf16 --warmup 1 --steps 2
@@ -252,6 +254,7 @@ PY
     # The tuner (VKPROMPT_MATMUL_TUNE=1) against the rule of vk-t5-base-fp32; --verbose puts its
     # per-product times into log.txt.
     VKENV=VKPROMPT_MATMUL_TUNE=1 vk vk-t5-base-fp32-tuned t5-base --precision fp32 --warmup 1 --steps 3 --verbose
+    VKENV=VKPROMPT_MATMUL_TUNE=1 vk vk-t5-base-bf16-tuned t5-base --precision bf16 --warmup 1 --steps 3 --verbose
     for t in 16x16x8x8x16 8x16x8x8x8; do mm "mm-fp32-$t" fp32 VKPROMPT_MATMUL_TILING=$t; done
     peer peer-t5-large-fp32 t5-large fp32 --warmup 1 --steps 2
   fi

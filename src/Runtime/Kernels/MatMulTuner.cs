@@ -85,7 +85,7 @@ public static class MatMulTuner
         var caps = ctx.Capabilities;
         if (MatMulKernel.OnMatrixUnits(ctx, b))
             return ctx.Options.CoopMatTiling is not null ? []
-                : new[] { CoopMatTiling.Default, CoopMatTiling.Small }.Where(t => t.Fits(ctx)).Select(t => new MatMulChoice(t)).ToList();
+                : CoopMatTiling.Candidates.Where(t => t.Fits(ctx)).Select(t => new MatMulChoice(t)).ToList();
         return ctx.Options.MatMulTiling is not null ? []
             : new[] { MatMulTiling.Staged, MatMulTiling.StagedDeep, MatMulTiling.StagedNarrow, MatMulTiling.StagedSmall }.Where(t => t.Fits(caps)).Select(t => new MatMulChoice(t)).ToList();
     }
