@@ -4,17 +4,17 @@
 #extension GL_EXT_control_flow_attributes : require
 #include "common.glsl"
 
-// C = alpha·A·B (+ C) of MatMulSpec on the matrix units (tensor cores): A fp32, B the frozen
-// weight stored as fp16 or bf16 (or, with VKPROMPT_COOPMAT=all, any fp32 operand: B_FP32), both
-// rounded to fp16 for 16x16x16 products that accumulate in fp32, C fp32. The matrix operations
+// C = alpha·A·B (+ C) of MatMulSpec on the matrix units (tensor cores): A fp32, or the fp16
+// copy of it that to_half.comp makes (A_HALF), B the frozen weight stored as fp16 or bf16 (or,
+// with VKPROMPT_COOPMAT=all, any fp32 operand: B_FP32), both rounded to fp16 for 16x16x16
+// products that accumulate in fp32, C fp32. The matrix operations
 // are those of include/coopmat.glsl: GL_KHR_cooperative_matrix in matmul_coopmat_khr.comp,
 // GL_NV_cooperative_matrix in matmul_coopmat.comp (GpuContext picks the one the device reports
 // with that exact shape and types, KHR first); ordinary arithmetic in
 // matmul_coopmat_emulated.comp, which runs this same staging on any device.
 //
 // fp16 holds the range of 16-bit weights, but an fp32 activation can exceed it (T5's feed-forward
-// is known to); values are saturated at ±65504 as they are rounded, as Hugging Face's T5 clamps
-// its fp16 hidden states, rather than becoming infinities.
+// is known to); values are saturated at ±65504 as they are rounded (include/to_half.glsl).
 //
 // A workgroup of WARPS_M x WARPS_N subgroups owns a BM x BN tile of C, each subgroup TILES_M x
 // TILES_N accumulators of 16 x 16. Slices BK deep of A and B are staged in shared memory in fp16,
@@ -31,6 +31,10 @@
 // per-subgroup arrays (accumulators, fragments, the slice in flight) is unrolled so that they can
 // stay in registers: indexed by a rolled loop an array lives in local memory (the likely reason
 // the portable kernel's first 128x128 tiling ran 11x slower on an H100 than after unrolling).
+// A quad in flight is a uvec4: four fp32 values' bits, or, for a 16-bit operand, four halves
+// packed into .xy (.zw unused, left to the compiler to drop), which keeps the registers the
+// in-flight slice takes to what it moves: the fewer registers an invocation needs, the more
+// workgroups share a multiprocessor to hide each other's loads.
 #ifdef COOPMAT_EMULATED
 // The emulation's subgroups are only groups of invocations, as wide as NVIDIA's.
 const uint SUBGROUP = 32;
@@ -53,7 +57,10 @@ layout(constant_id = 9) const uint B_FETCH = 1;
 layout(constant_id = 10) const uint C_ALIGNED = 0;
 // 1 where B is fp32 rather than 16-bit: it is then rounded to fp16 as A is (WEIGHT_BF16 unused).
 layout(constant_id = 11) const uint B_FP32 = 0;
+// 1 where A is the fp16 copy of to_half.comp rather than fp32: already rounded and saturated.
+layout(constant_id = 12) const uint A_HALF = 0;
 #include "half.glsl"
+#include "to_half.glsl"
 
 const uint WG = gl_WorkGroupSize.x;
 const uint BM = WARPS_M * TILES_M * 16;
@@ -83,8 +90,10 @@ shared uvec2 sb[2 * B_SIZE / 4];
 
 layout(std430, binding = 0) readonly buffer BufA { float a[]; };
 layout(std430, binding = 0) readonly buffer BufA4 { vec4 a4[]; };
+layout(std430, binding = 0) readonly buffer BufAh { uint16_t ah[]; };
+layout(std430, binding = 0) readonly buffer BufAh4 { uvec2 ah4[]; };
 layout(std430, binding = 1) readonly buffer BufB { uint16_t b[]; };
-layout(std430, binding = 1) readonly buffer BufB4 { u16vec4 b4[]; };
+layout(std430, binding = 1) readonly buffer BufB4 { uvec2 b4[]; };
 layout(std430, binding = 1) readonly buffer BufBf { float bf[]; };
 layout(std430, binding = 1) readonly buffer BufBf4 { vec4 bf4[]; };
 layout(std430, binding = 2) buffer BufC { float c[]; };
@@ -104,49 +113,52 @@ uvec2 quadAt(uint q, bool kMajor, uint rows) {
     return kMajor ? uvec2(q / (BK / 4), q % (BK / 4) * 4) : uvec2(q % (rows / 4) * 4, q / (rows / 4));
 }
 
-// The quad of A at (row of the tile, k); where "edge", each element is checked against the
-// rows the tile has and K.
-vec4 fetchA(uint base, uint row, uint k, bool edge, uint rows) {
-    const uint at = base + row * pc.aStrideM + k * pc.aStrideK;
-    const uint step = A_KMAJOR ? pc.aStrideK : pc.aStrideM;
-    if (!edge && A_VEC) return a4[at >> 2];
-    vec4 v = vec4(0.0);
-    [[unroll]] for (uint i = 0; i < 4; i++) {
-        const bool inside = A_KMAJOR ? row < rows && k + i < pc.K : row + i < rows && k < pc.K;
-        if (!edge || inside) v[i] = a[at + i * step];
-    }
-    return v;
+// Four halves zero-extended in .xyzw, packed into .xy as a quad in flight holds them.
+uvec4 packQuad(uvec4 h) {
+    return uvec4(h.x | (h.y << 16), h.z | (h.w << 16), 0, 0);
 }
 
-// B's quads stay as they are stored (16-bit halves, or fp32 bits) until they are written to
-// shared memory.
+// The quad of A at (row of the tile, k), as it is stored (fp32 bits or packed halves) until it is
+// written to shared memory; where "edge", each element is checked against the rows the tile has
+// and K.
+uvec4 fetchA(uint base, uint row, uint k, bool edge, uint rows) {
+    const uint at = base + row * pc.aStrideM + k * pc.aStrideK;
+    const uint step = A_KMAJOR ? pc.aStrideK : pc.aStrideM;
+    if (!edge && A_VEC) return A_HALF != 0 ? uvec4(ah4[at >> 2], 0, 0) : floatBitsToUint(a4[at >> 2]);
+    uvec4 v = uvec4(0);
+    [[unroll]] for (uint i = 0; i < 4; i++) {
+        const bool inside = A_KMAJOR ? row < rows && k + i < pc.K : row + i < rows && k < pc.K;
+        if (!edge || inside) v[i] = A_HALF != 0 ? uint(ah[at + i * step]) : floatBitsToUint(a[at + i * step]);
+    }
+    return A_HALF != 0 ? packQuad(v) : v;
+}
+
+// B's quad, likewise (a 16-bit weight's halves, or an fp32 operand's bits).
 uvec4 fetchB(uint base, uint col, uint k, bool edge, uint cols) {
     const uint at = base + col * pc.bStrideN + k * pc.bStrideK;
     const uint step = B_KMAJOR ? pc.bStrideK : pc.bStrideN;
-    if (!edge && B_VEC) return B_FP32 != 0 ? floatBitsToUint(bf4[at >> 2]) : uvec4(b4[at >> 2]);
+    if (!edge && B_VEC) return B_FP32 != 0 ? floatBitsToUint(bf4[at >> 2]) : uvec4(b4[at >> 2], 0, 0);
     uvec4 v = uvec4(0);
     [[unroll]] for (uint i = 0; i < 4; i++) {
         const bool inside = B_KMAJOR ? col < cols && k + i < pc.K : col + i < cols && k < pc.K;
         if (!edge || inside) v[i] = B_FP32 != 0 ? floatBitsToUint(bf[at + i * step]) : uint(b[at + i * step]);
     }
-    return v;
+    return B_FP32 != 0 ? v : packQuad(v);
 }
 
 uint cAt(uint cBase, uint tileM, uint tileN, uint warpM, uint warpN, uint i, uint j) {
     return cBase + (tileM + (warpM * TILES_M + i) * 16) * pc.cStrideM + tileN + (warpN * TILES_N + j) * 16;
 }
 
-// Four values as packed halves, saturated; a NaN stays NaN (clamp may return a bound for it), so
-// that a diverged activation shows in the loss as it does on the portable product.
-uvec2 toHalf(vec4 v) {
-    const f16vec4 h = f16vec4(mix(clamp(v, -65504.0, 65504.0), v, isnan(v)));
-    return uvec2(packFloat2x16(h.xy), packFloat2x16(h.zw));
+// A quad in flight as the four packed fp16 halves a slice holds.
+uvec2 aToHalf(uvec4 q) {
+    return A_HALF != 0 ? q.xy : toHalf(uintBitsToFloat(q));
 }
 
-// Four of B's values as packed halves: fp16 ones as they are.
-uvec2 bToHalf(uvec4 w) {
-    if (B_FP32 != 0) return toHalf(uintBitsToFloat(w));
-    return WEIGHT_BF16 != 0 ? toHalf(widen(w)) : uvec2(w.x | (w.y << 16), w.z | (w.w << 16));
+uvec2 bToHalf(uvec4 q) {
+    if (B_FP32 != 0) return toHalf(uintBitsToFloat(q));
+    if (WEIGHT_BF16 == 0) return q.xy;
+    return toHalf(widen(uvec4(q.x & 0xffffu, q.x >> 16, q.y & 0xffffu, q.y >> 16)));
 }
 
 void main() {
@@ -185,7 +197,7 @@ void main() {
         }
 
         // The slice in flight between global and shared memory.
-        vec4 ra[A_PER];
+        uvec4 ra[A_PER];
         uvec4 rb[B_PER];
         for (uint s = 0; s <= slices; s++) {
             // Slice s - 1, fetched during the previous products, goes to its buffer; once every
@@ -196,7 +208,7 @@ void main() {
                     const uint q = tid + i * WG;
                     if (A_QUADS % WG == 0 || q < A_QUADS) {
                         const uvec2 rk = quadAt(q, A_KMAJOR, BM);
-                        sa[(buf * A_SIZE + (A_KMAJOR ? rk.x * SA + rk.y : rk.y * SA + rk.x)) / 4] = toHalf(ra[i]);
+                        sa[(buf * A_SIZE + (A_KMAJOR ? rk.x * SA + rk.y : rk.y * SA + rk.x)) / 4] = aToHalf(ra[i]);
                     }
                 }
                 [[unroll]] for (uint i = 0; i < B_PER; i++) {

@@ -27,8 +27,12 @@ public sealed unsafe class CommandGraph : IDisposable
     readonly List<string> phases = new();
     string phasePath = "";
 
+    readonly Dictionary<Type, object> kernelState = new();
+
     public GpuContext Context => ctx;
     public int DispatchCount => ops.Count(o => o.Kernel is not null);
+    /// <summary>Ops appended so far: dispatches, fills and copies.</summary>
+    public int OpCount => ops.Count;
     public int BarrierCount { get; private set; }
     public bool Profiling { get; }
 
@@ -107,6 +111,26 @@ public sealed unsafe class CommandGraph : IDisposable
                 throw new GpuException($"{kernel.Name}: buffer {b.Name} ({b.Bytes} bytes) exceeds maxStorageBufferRange ({ctx.MaxBindingBytes}); split it");
         if (groups.X == 0 || groups.Y == 0 || groups.Z == 0) return;
         ops.Add(new Op(kernel.Name, kernel, push, groups, buffers, kernel.Layout.Bindings) { Phase = phasePath });
+    }
+
+    /// <summary>Whether an op appended at or after index <paramref name="since"/> writes <paramref name="buffer"/>.</summary>
+    public bool Writes(GpuBuffer buffer, int since)
+    {
+        for (int i = Math.Max(0, since); i < ops.Count; i++)
+            for (int j = 0; j < ops[i].Buffers.Length; j++)
+                if (ops[i].Buffers[j] == buffer && ops[i].Access[j] != Access.Read) return true;
+        return false;
+    }
+
+    /// <summary>What a kernel keeps between the ops it appends to this graph (the 16-bit copies the
+    /// matrix-unit product makes, say): one <typeparamref name="T"/> per graph, created on first
+    /// use and disposed with the graph, so that buffers it owns live as long as the ops that use
+    /// them.</summary>
+    internal T State<T>() where T : class, new()
+    {
+        CheckOpen();
+        if (!kernelState.TryGetValue(typeof(T), out var state)) kernelState[typeof(T)] = state = new T();
+        return (T)state;
     }
 
     /// <summary>Sets every 32-bit word of the buffer to <paramref name="value"/> (0 clears floats).</summary>
@@ -288,5 +312,6 @@ public sealed unsafe class CommandGraph : IDisposable
         if (commandBuffer.Handle != 0) ctx.FreeCommandBuffer(commandBuffer);
         if (descriptorPool.Handle != 0) vk.DestroyDescriptorPool(ctx.Device, descriptorPool, null);
         if (queryPool.Handle != 0) vk.DestroyQueryPool(ctx.Device, queryPool, null);
+        foreach (var state in kernelState.Values) (state as IDisposable)?.Dispose();
     }
 }

@@ -28,6 +28,13 @@ public sealed record GpuOptions
     /// (docs/benchmarks.md).</summary>
     public bool CooperativeMatrixAllProducts { get; init; } = Environment.GetEnvironmentVariable("VKPROMPT_COOPMAT") == "all";
 
+    /// <summary>Matrix-unit products whose fp32 A is wide enough to pay for it read a 16-bit copy
+    /// of A (rounded as the product would round it, so the results are the same), made by one
+    /// conversion shared by the products that read the same activation: half the bytes each
+    /// product moves through its fill, and no rounding there. On unless
+    /// VKPROMPT_COOPMAT_HALF_A=0 (docs/benchmarks.md has the timings).</summary>
+    public bool CooperativeMatrixHalfActivations { get; init; } = Environment.GetEnvironmentVariable("VKPROMPT_COOPMAT_HALF_A") != "0";
+
     /// <summary>Which extension <see cref="CooperativeMatrix"/> uses: VKPROMPT_COOPMAT=khr or nv
     /// insists on one (an error where the device or the build lacks it); otherwise KHR where the
     /// device has it and the build compiled its kernel, else NV, else none.</summary>
@@ -62,6 +69,13 @@ public sealed record GpuOptions
     /// costs seconds at the first step of each batch shape, and on an H100 the built-in rule was
     /// measured (docs/benchmarks.md); on other GPUs it may choose better.</summary>
     public bool TuneMatMul { get; init; } = Environment.GetEnvironmentVariable("VKPROMPT_MATMUL_TUNE") == "1";
+
+    /// <summary>Asks the driver what it compiled each pipeline into (VK_KHR_pipeline_executable_properties:
+    /// registers per invocation, spills, shared memory, as the driver names them), for
+    /// <see cref="Runtime.Kernel.Statistics"/> and <c>vkprompt bench matmul</c>'s report: how many
+    /// workgroups of a kernel fit a multiprocessor follows from them. Off unless
+    /// VKPROMPT_PIPELINE_STATS=1; drivers may compile differently while capturing.</summary>
+    public bool PipelineStatistics { get; init; } = Environment.GetEnvironmentVariable("VKPROMPT_PIPELINE_STATS") == "1";
 
     /// <summary>Directory for the on-disk pipeline cache; null disables persistence.</summary>
     public string? PipelineCacheDirectory { get; init; } = DefaultCacheDirectory();

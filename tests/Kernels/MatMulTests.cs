@@ -208,28 +208,99 @@ public sealed class MatMulTests(GpuFixture f) : GpuTest(f)
             }
     }
 
-    void CoopMatCompare(MatMulSpec spec, bool transposeB, WeightPrecision precision, CoopMatTiling tiling, string what)
+    void CoopMatCompare(MatMulSpec spec, bool transposeB, WeightPrecision precision, CoopMatTiling tiling, string what, bool halfA = false)
     {
         var ctx = MatrixUnitsCtx;
-        int m = spec.M, n = spec.N, k = spec.K;
-        int bLen = transposeB ? spec.BStrideN * (n - 1) + k : spec.BStrideK * (k - 1) + n;
+        var (aLen, bLen, _) = spec.Extents();
         // NaN in A's padding too: past K it would meet B's zeros, which hide any other value.
-        var a = WithNaNPadding(spec.AStrideM * (m - 1) + k, 17, i => i % spec.AStrideM < k);
-        var b = WithNaNPadding(bLen, 18, i => transposeB ? (i % spec.BStrideN) < k : (i % spec.BStrideK) < n);
+        bool aRows = spec.AStrideK == 1;
+        var a = WithNaNPadding((int)aLen, 17, i => i % (aRows ? spec.AStrideM : spec.AStrideK) < (aRows ? spec.K : spec.M));
+        var b = WithNaNPadding((int)bLen, 18, i => transposeB ? (i % spec.BStrideN) < spec.K : (i % spec.BStrideK) < spec.N);
         HalfFloat.Round(b, precision);
-        var c = Check.Random(spec.CStrideM * m, 19);
+        var c = Check.Random(spec.CStrideM * spec.M, 19);
         using var ga = GpuBuffer.From<float>(ctx, a);
         using var gb = precision == WeightPrecision.Fp32 ? GpuBuffer.From<float>(ctx, b) : GpuBuffer.From<ushort>(ctx, Encode(b, precision));
         using var gc = GpuBuffer.From<float>(ctx, c);
         using (var g = new CommandGraph(ctx))
         {
-            MatMulKernel.RunCoopMat(g, ga, gb, gc, spec, Fitting(ctx, tiling), precision);
+            MatMulKernel.RunCoopMat(g, ga, gb, gc, spec, Fitting(ctx, tiling), precision, halfA);
             g.Run();
         }
         HalfFloat.Round(a, WeightPrecision.Fp16);
         HalfFloat.Round(b, WeightPrecision.Fp16);
         MatMulReference.Run(a, b, c, spec);
         Check.Close(c, gc.Download<float>(), 1e-3, what);
+    }
+
+    /// <summary>The product reading the 16-bit copy of A that to_half.comp makes
+    /// (VKPROMPT_COOPMAT_HALF_A), A's rows along k or (transposed, the backward's Pᵀ·dO form)
+    /// along m, with and without padded rows, through 16-bit and fp32 B: the same results as
+    /// rounding A in the fill, to the same bound.</summary>
+    [SkippableTheory]
+    [InlineData(false, true, 300, 264, 300, true, WeightPrecision.Bf16), InlineData(false, false, 130, 135, 37, true, WeightPrecision.Fp16)]
+    [InlineData(true, true, 36, 20, 33, true, WeightPrecision.Bf16), InlineData(true, false, 200, 136, 100, false, WeightPrecision.Fp32)]
+    [InlineData(false, true, 31, 17, 9, false, WeightPrecision.Fp16)]
+    public void CoopMatReadsAHalfCopyOfA(bool transposeA, bool transposeB, int m, int n, int k, bool padded, WeightPrecision precision)
+    {
+        var spec = RowsSpec(transposeA, transposeB, m, n, k, padded);
+        foreach (var tiling in new[] { CoopMatTiling.Small, CoopMatTiling.Default })
+            CoopMatCompare(spec, transposeB, precision, tiling, $"coopmat half A {tiling} {precision} {(transposeA ? "Aᵀ" : "A")}·{(transposeB ? "Bᵀ" : "B")} {m}x{n}x{k}", halfA: true);
+    }
+
+    /// <summary>Products that read the same range of the same activation share one 16-bit copy of
+    /// it (T5's q, k and v); once the activation is written, the next product converts it again
+    /// and sees the new values.</summary>
+    [SkippableFact]
+    public void HalfCopiesAreSharedUntilTheirSourceIsWritten()
+    {
+        var ctx = MatrixUnitsCtx;
+        var spec = MatMulSpec.Rows(40, 48, 32, transposeB: true);
+        var a = Check.Random(40 * 32, 30);
+        var a2 = Check.Random(40 * 32, 31);
+        var b = Check.Random(48 * 32, 32);
+        HalfFloat.Round(b, WeightPrecision.Bf16);
+        using var ga = GpuBuffer.From<float>(ctx, a);
+        using var ga2 = GpuBuffer.From<float>(ctx, a2);
+        using var gb = GpuBuffer.From<ushort>(ctx, Encode(b, WeightPrecision.Bf16));
+        var outputs = Enumerable.Range(0, 3).Select(_ => new GpuBuffer(ctx, 40 * 48 * 4)).ToArray();
+        try
+        {
+            using (var g = new CommandGraph(ctx))
+            {
+                MatMulKernel.RunCoopMat(g, ga, gb, outputs[0], spec, CoopMatTiling.Small, WeightPrecision.Bf16, halfA: true);
+                MatMulKernel.RunCoopMat(g, ga, gb, outputs[1], spec, CoopMatTiling.Small, WeightPrecision.Bf16, halfA: true);
+                Assert.Equal(3, g.DispatchCount);
+                g.Copy(ga2, ga);
+                MatMulKernel.RunCoopMat(g, ga, gb, outputs[2], spec, CoopMatTiling.Small, WeightPrecision.Bf16, halfA: true);
+                Assert.Equal(5, g.DispatchCount);
+                g.Run();
+            }
+            HalfFloat.Round(b, WeightPrecision.Fp16);
+            foreach (var (input, output) in new[] { (a, outputs[0]), (a, outputs[1]), (a2, outputs[2]) })
+            {
+                HalfFloat.Round(input, WeightPrecision.Fp16);
+                var expected = new float[40 * 48];
+                MatMulReference.Run(input, b, expected, spec);
+                Check.Close(expected, output.Download<float>(), 1e-3, "shared half copy");
+            }
+        }
+        finally
+        {
+            foreach (var o in outputs) o.Dispose();
+        }
+    }
+
+    /// <summary>Which products read a 16-bit copy: wide ones, with the switch on, whose A is not a
+    /// strided view that would convert more than it uses.</summary>
+    [Fact]
+    public void HalfCopiesServeWideProductsOnly()
+    {
+        var on = new GpuOptions { CooperativeMatrixHalfActivations = true };
+        Assert.True(MatMulKernel.HalvesA(on, MatMulSpec.Rows(19584, 768, 768, transposeB: true)));
+        Assert.False(MatMulKernel.HalvesA(on with { CooperativeMatrixHalfActivations = false }, MatMulSpec.Rows(19584, 768, 768, transposeB: true)));
+        Assert.False(MatMulKernel.HalvesA(on, MatMulSpec.AttentionPV(32, 12, 612, 612, 64)));
+        Assert.True(MatMulKernel.HalvesA(on, MatMulSpec.AttentionQKt(32, 12, 612, 612, 64)));
+        Assert.False(MatMulKernel.HalvesA(on, MatMulSpec.Rows(64, 512, 64) with { AStrideM = 256 }));
     }
 
     /// <summary>K as long as T5's vocabulary (the LM head's input gradient): on lavapipe the

@@ -222,19 +222,50 @@ public static class MatMulKernel
     internal static MatMulChoice Choose(GpuContext context, in MatMulSpec s, WeightPrecision bPrecision) =>
         OnMatrixUnits(context, bPrecision) ? new(CoopMatTiling.For(context, s, bPrecision)) : new(MatMulTiling.For(context, s, bPrecision));
 
-    internal static void RunCoopMat(CommandGraph g, GpuBuffer a, GpuBuffer b, GpuBuffer c, in MatMulSpec s, CoopMatTiling t, WeightPrecision bPrecision)
+    /// <summary>The product on the matrix units (or their emulation) with tiling <paramref name="t"/>.
+    /// <paramref name="halfA"/>: whether it reads a 16-bit copy of A, made first
+    /// (<see cref="HalfCopies"/>), rather than A itself; null leaves it to <see cref="HalvesA"/>.</summary>
+    internal static void RunCoopMat(CommandGraph g, GpuBuffer a, GpuBuffer b, GpuBuffer c, in MatMulSpec s, CoopMatTiling t, WeightPrecision bPrecision, bool? halfA = null)
     {
         if (!g.Context.CooperativeMatrix) throw new GpuException("the cooperative-matrix product needs a context that enabled it (GpuContext.CooperativeMatrix)");
         s.Validate(a.Length<float>(), b.Bytes / bPrecision.ElementBytes(), c.Length<float>());
+        if (halfA ?? HalvesA(g.Context.Options, s))
+        {
+            long length = s.Extents().A - s.AOffset;
+            var copy = g.State<HalfCopies>().Of(g, a, s.AOffset, length);
+            AppendCoopMat(g, copy, b, c, s with { AOffset = 0 }, t, bPrecision, aHalf: true);
+        }
+        else AppendCoopMat(g, a, b, c, s, t, bPrecision, aHalf: false);
+    }
+
+    static void AppendCoopMat(CommandGraph g, GpuBuffer a, GpuBuffer b, GpuBuffer c, in MatMulSpec s, CoopMatTiling t, WeightPrecision bPrecision, bool aHalf)
+    {
         uint subgroup = g.Context.CoopMatSubgroupSize;
         var k = g.Context.Kernel(CoopMatShader(g.Context), Layout, (int)subgroup * t.WarpsM * t.WarpsN, (int)subgroup,
                                  t.WarpsM, t.WarpsN, t.TilesM, t.TilesN, t.SharedK, bPrecision == WeightPrecision.Bf16 ? 1 : 0,
                                  Fetch(s.AStrideK, (s.M, s.AStrideM), (s.K, s.AStrideK), s.AOffset, (s.Batch1, s.AStrideBatch1), (s.Batch2, s.AStrideBatch2)),
                                  Fetch(s.BStrideK, (s.N, s.BStrideN), (s.K, s.BStrideK), s.BOffset, (s.Batch1, s.BStrideBatch1), (s.Batch2, s.BStrideBatch2)),
                                  Aligned(s.COffset, (s.Batch1, s.CStrideBatch1), (s.Batch2, s.CStrideBatch2), (s.M, s.CStrideM)) ? 1 : 0,
-                                 bPrecision == WeightPrecision.Fp32 ? 1 : 0);
+                                 bPrecision == WeightPrecision.Fp32 ? 1 : 0, aHalf ? 1 : 0);
         uint z = (uint)Math.Min((long)s.Batch1 * s.Batch2, g.Context.Capabilities.MaxWorkGroupCountZ);
         g.Dispatch(k, (Grid.Div(s.N, t.BlockN), Grid.Div(s.M, t.BlockM), z), Push.From(s), a, b, c);
+    }
+
+    // A copy costs about 6 bytes moved per element of A, the product 2·N flops per element: at N
+    // = 256 and an H100's rates (3 TB/s, a few hundred TFLOP/s on the matrix units) a copy used
+    // once costs a fifth to a third of the product it serves. Below that are per-head attention
+    // products (N = d_kv, 64), where it would cost as much as the product.
+    const int HalfAMinN = 256;
+
+    /// <summary>Whether a matrix-unit product reads a 16-bit copy of its fp32 A: where
+    /// <see cref="GpuOptions.CooperativeMatrixHalfActivations"/> asks for it, the product is at
+    /// least <see cref="HalfAMinN"/> columns wide, and the range A spans is at most twice the
+    /// elements it uses (a strided view would convert what it skips).</summary>
+    internal static bool HalvesA(GpuOptions options, in MatMulSpec s)
+    {
+        if (!options.CooperativeMatrixHalfActivations || s.N < HalfAMinN || s.K == 0) return false;
+        long used = (long)s.M * s.K * s.Batch1 * s.Batch2;
+        return s.Extents().A - s.AOffset <= 2 * used;
     }
 
     internal static void Run(CommandGraph g, GpuBuffer a, GpuBuffer b, GpuBuffer c, in MatMulSpec s, MatMulTiling t,

@@ -229,6 +229,10 @@ internal static class BenchCommand
                       $"tiling {Tiling(ctx.Options.CoopMatTiling)}");
         else if (halfWeights && (ctx.Capabilities.CooperativeMatrixKhr || ctx.Capabilities.CooperativeMatrixNv))
             notes.Add("the matrix units were not used (VKPROMPT_COOPMAT=0 or VKPROMPT_DISABLE_COOPMAT=1 turned them off)");
+        if (ctx.CooperativeMatrix && (halfWeights || ctx.Options.CooperativeMatrixAllProducts))
+            notes.Add(ctx.Options.CooperativeMatrixHalfActivations
+                ? "matrix-unit products at least 256 columns wide read a 16-bit copy of their activation operand, one conversion (to_half) per activation shared by the products that read it"
+                : "matrix-unit products read their fp32 activation operand and round it as they stage it (VKPROMPT_COOPMAT_HALF_A=0)");
         if (ctx.CooperativeMatrix && ctx.Options.CooperativeMatrixAllProducts)
             notes.Add($"VKPROMPT_COOPMAT=all: every product ran on the matrix units ({ctx.MatrixUnits.Extension()}), fp32 operands rounded to fp16 too");
         if (!(ctx.CooperativeMatrix && (halfWeights || ctx.Options.CooperativeMatrixAllProducts)) || ctx.Options.MatMulTiling is not null)
