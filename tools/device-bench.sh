@@ -19,8 +19,10 @@
 #                                    the peer: all bf16), then t5-base fp32 with the tilings tuned
 #                                    (VKPROMPT_MATMUL_TUNE=1), the matrix units and tiling sweeps
 #                                    while the budget lasts; BENCH_PLAN=coopmat runs only the
-#                                    golden check, a sweep of the matrix units' tilings and bf16
-#                                    steps at the default and the best of them. Writes $OUT/table.md, $OUT/sweep.md, $OUT/log.txt and
+#                                    golden check, a sweep of the matrix units' tilings (with the
+#                                    driver's register counts of their pipelines) and bf16 steps at
+#                                    the default, with fp32 activation operands, with every product
+#                                    on the matrix units and at the sweep's best tiling. Writes $OUT/table.md, $OUT/sweep.md, $OUT/log.txt and
 #                                    $OUT/results.tar (every JSON report). No run starts after
 #                                    BENCH_BUDGET_S seconds (default 480), so the command ends inside
 #                                    the tool's 10 minutes; the runs are ordered so that those left
@@ -171,6 +173,11 @@ for f in sorted(pathlib.Path(sys.argv[1]).glob("mm-*.json")):
     r = json.loads(f.read_text())
     ok = all(p.get("ok", False) or p.get("skipped") for p in r["products"])
     print(f"| {f.stem} | {r['step']['msPerStep']:.1f} | {r['step']['tflops']:.1f} | {'yes' if ok else 'NO'} |")
+# What the driver compiled the products' kernels into, where VKPROMPT_PIPELINE_STATS=1 asked.
+for f in sorted(pathlib.Path(sys.argv[1]).glob("mm-*.json")):
+    for p in json.loads(f.read_text()).get("pipelines") or []:
+        stats = ", ".join(f"{s['name']} {s['value']:g}" for s in p["statistics"])
+        print(f"\n{f.stem}: {p['shader']} [{','.join(map(str, p['specialization']))}]: {stats}")
 PY
   }
   # The matrix-unit tiling whose products summed least in the mm-bf16-cm-* runs so far, all
@@ -197,33 +204,40 @@ PY
     fi
   }
   # A sweep of the matrix units' tile shapes on t5-base's products, then t5-base and t5-large
-  # steps in bf16 at the default and at the sweep's best tiling, beside the peer.
+  # steps in bf16 at the default, with the products reading fp32 activations
+  # (VKPROMPT_COOPMAT_HALF_A=0), with every product on the matrix units and at the sweep's best
+  # tiling, beside the peer.
   coopmat_sweep_and_steps() {
     local t best
-    # The default, the runners-up of 2026-11-26d, and shapes that fit since the staging tile went
-    # into A's slices: 16 subgroups of 32x32 (128x128) and 256x128 blocks 16 deep.
-    for t in 4x2x2x4x32 2x4x4x2x32 4x2x2x4x16 4x4x2x2x32 8x2x2x4x16 4x2x4x4x16 4x4x2x4x16; do
+    # The runners-up of 2026-11-26d, and shapes that fit since the staging tile went into A's
+    # slices: 16 subgroups of 32x32 (128x128) and 256x128 blocks 16 deep.
+    for t in 2x4x4x2x32 4x2x2x4x16 4x4x2x2x32 8x2x2x4x16 4x2x4x4x16; do
       mm "mm-bf16-cm-khr-$t" bf16 VKPROMPT_COOPMAT=khr VKPROMPT_COOPMAT_TILING=$t
     done
     best=$(best_coopmat_tiling)
     echo "== best matrix-unit tiling of the sweep: ${best:-none}"
     vk vk-t5-base-bf16 t5-base --precision bf16 --warmup 1 --steps 3
+    VKENV=VKPROMPT_COOPMAT_HALF_A=0 vk vk-t5-base-bf16-fp32a t5-base --precision bf16 --warmup 1 --steps 3
     VKENV=VKPROMPT_COOPMAT=all vk vk-t5-base-bf16-all t5-base --precision bf16 --warmup 1 --steps 3
-    # The tuner among the matrix units' candidate tilings, per product (its times in log.txt).
-    VKENV=VKPROMPT_MATMUL_TUNE=1 vk vk-t5-base-bf16-tuned t5-base --precision bf16 --warmup 1 --steps 3 --verbose
-    [[ -n $best ]] && VKENV=VKPROMPT_COOPMAT_TILING=$best vk "vk-t5-base-bf16-cm-$best" t5-base --precision bf16 --warmup 1 --steps 3
     peer peer-t5-base-bf16 t5-base bf16 --warmup 1 --steps 5
     vk vk-t5-large-bf16 t5-large --precision bf16 --warmup 1 --steps 2
+    VKENV=VKPROMPT_COOPMAT_HALF_A=0 vk vk-t5-large-bf16-fp32a t5-large --precision bf16 --warmup 1 --steps 2
     VKENV=VKPROMPT_COOPMAT=all vk vk-t5-large-bf16-all t5-large --precision bf16 --warmup 1 --steps 2
-    [[ -n $best ]] && VKENV=VKPROMPT_COOPMAT_TILING=$best vk "vk-t5-large-bf16-cm-$best" t5-large --precision bf16 --warmup 1 --steps 2
     peer peer-t5-large-bf16 t5-large bf16 --warmup 1 --steps 3
+    [[ -n $best ]] && VKENV=VKPROMPT_COOPMAT_TILING=$best vk "vk-t5-base-bf16-cm-$best" t5-base --precision bf16 --warmup 1 --steps 3
+    [[ -n $best ]] && VKENV=VKPROMPT_COOPMAT_TILING=$best vk "vk-t5-large-bf16-cm-$best" t5-large --precision bf16 --warmup 1 --steps 2
+    # The tuner among the matrix units' candidate tilings, per product (its times in log.txt).
+    VKENV=VKPROMPT_MATMUL_TUNE=1 vk vk-t5-base-bf16-tuned t5-base --precision bf16 --warmup 1 --steps 3 --verbose
   }
 
   if [[ ${BENCH_PLAN:-full} == coopmat ]]; then
     # BENCH_PLAN=coopmat: the matrix units alone (about 5 minutes), for a call after a full one.
     golden check-golden
     golden check-golden-all VKPROMPT_COOPMAT=all --precision fp16,bf16
-    mm mm-bf16-cm-khr bf16 VKPROMPT_COOPMAT=khr
+    # The default products (reading 16-bit copies of their activations) and the ones reading fp32,
+    # each with the driver's statistics of its pipelines (registers per invocation).
+    mm mm-bf16-cm-khr bf16 VKPROMPT_COOPMAT=khr VKPROMPT_PIPELINE_STATS=1
+    mm mm-bf16-cm-khr-fp32a bf16 VKPROMPT_COOPMAT=khr VKPROMPT_COOPMAT_HALF_A=0 VKPROMPT_PIPELINE_STATS=1
     mm mm-bf16-cm-all bf16 VKPROMPT_COOPMAT=all
     coopmat_sweep_and_steps
   else

@@ -32,6 +32,10 @@ public sealed record DeviceCapabilities
     public required bool CooperativeMatrixNv { get; init; }
     /// <summary>The shapes the KHR extension lists, else the NV one's, as "MxNxK A·B+C→D", for the report.</summary>
     public required IReadOnlyList<string> CooperativeMatrixShapes { get; init; }
+    /// <summary>VK_KHR_pipeline_executable_properties with its feature: the driver reports what it
+    /// compiled each pipeline into (registers per invocation, spills, shared memory: names and
+    /// values are the driver's own), which <see cref="GpuOptions.PipelineStatistics"/> collects.</summary>
+    public bool PipelineExecutableStatistics { get; init; }
     public required long MaxStorageBufferRange { get; init; }
     public required long MaxMemoryAllocationSize { get; init; }
     public required uint MaxComputeSharedMemorySize { get; init; }
@@ -75,6 +79,13 @@ public sealed record DeviceCapabilities
         var khrShapes = khrCoopmat ? KhrShapes(vk, instance, pd) : [];
         bool coopmatBasics = memoryModel.VulkanMemoryModel && f16.ShaderFloat16 && s16.StorageBuffer16BitAccess && subgroup.SubgroupSize >= 16;
 
+        var executableInfo = new PhysicalDevicePipelineExecutablePropertiesFeaturesKHR { SType = StructureType.PhysicalDevicePipelineExecutablePropertiesFeaturesKhr };
+        if (extensions.Contains(PipelineExecutablePropertiesExtension))
+        {
+            var executableFeatures = new PhysicalDeviceFeatures2 { SType = StructureType.PhysicalDeviceFeatures2, PNext = &executableInfo };
+            vk.GetPhysicalDeviceFeatures2(pd, &executableFeatures);
+        }
+
         vk.GetPhysicalDeviceMemoryProperties(pd, out var mem);
         var heaps = new List<MemoryHeapInfo>();
         for (int i = 0; i < mem.MemoryHeapCount; i++)
@@ -115,6 +126,7 @@ public sealed record DeviceCapabilities
             CooperativeMatrixKhr = khrCoopmat && khrFeatures.CooperativeMatrix && coopmatBasics && khrShapes.Contains(CoopmatShape),
             CooperativeMatrixNv = nvCoopmat && nvFeatures.CooperativeMatrix && coopmatBasics && nvShapes.Contains(CoopmatShape),
             CooperativeMatrixShapes = (khrCoopmat ? khrShapes : nvShapes).Select(s => s.Text).ToList(),
+            PipelineExecutableStatistics = executableInfo.PipelineExecutableInfo,
             MaxStorageBufferRange = p.Limits.MaxStorageBufferRange,
             MaxMemoryAllocationSize = (long)maint3.MaxMemoryAllocationSize,
             MaxComputeSharedMemorySize = p.Limits.MaxComputeSharedMemorySize,
@@ -132,6 +144,7 @@ public sealed record DeviceCapabilities
 
     internal const string NvCooperativeMatrixExtension = "VK_NV_cooperative_matrix";
     internal const string KhrCooperativeMatrixExtension = "VK_KHR_cooperative_matrix";
+    internal const string PipelineExecutablePropertiesExtension = "VK_KHR_pipeline_executable_properties";
 
     readonly record struct CoopmatEntry(uint M, uint N, uint K, ComponentTypeKHR A, ComponentTypeKHR B, ComponentTypeKHR C, ComponentTypeKHR D, bool Subgroup)
     {

@@ -43,6 +43,14 @@ public sealed unsafe class GpuContext : IDisposable
     /// 32 invocations the emulation groups together whatever the device's.</summary>
     internal uint CoopMatSubgroupSize => CooperativeMatrixEmulated ? 32 : Capabilities.SubgroupSize;
 
+    /// <summary>Each kernel's <see cref="Runtime.Kernel.Statistics"/> are collected: where
+    /// <see cref="GpuOptions.PipelineStatistics"/> asks, the device reports them and this context
+    /// created the device (with the extension enabled).</summary>
+    public bool PipelineStatistics { get; }
+
+    /// <summary>Every kernel created so far, in the order it was first asked for.</summary>
+    public IReadOnlyCollection<Kernel> Kernels => kernels.Values;
+
     /// <summary>The storage-buffer range kernels may bind, after any test override.</summary>
     public long MaxBindingBytes { get; }
 
@@ -66,6 +74,7 @@ public sealed unsafe class GpuContext : IDisposable
     {
         Vk = vk; Instance = instance; PhysicalDevice = pd; Device = device; Queue = queue; QueueFamily = family;
         MatrixUnits = matrixUnits;
+        PipelineStatistics = ownsDevice && options.PipelineStatistics && caps.PipelineExecutableStatistics;
         Capabilities = caps; Options = options; this.ownsInstance = ownsInstance; this.ownsDevice = ownsDevice;
         this.validationHandle = validationHandle; this.messenger = messenger; Validation = validation;
         MaxBindingBytes = Math.Min(caps.MaxStorageBufferRange, options.MaxStorageBufferRangeOverride ?? long.MaxValue);
@@ -110,7 +119,7 @@ public sealed unsafe class GpuContext : IDisposable
             var units = ChooseMatrixUnits(caps[chosen], options, Runtime.Kernel.IsEmbedded(KhrMatMulShader));
             var pd = devices[chosen];
             uint family = ComputeQueueFamily(vk, pd);
-            var device = CreateDevice(vk, pd, family, caps[chosen], units);
+            var device = CreateDevice(vk, pd, family, caps[chosen], units, options.PipelineStatistics && caps[chosen].PipelineExecutableStatistics);
             vk.GetDeviceQueue(device, family, 0, out var queue);
             options.Log?.Invoke($"device {chosen}: {caps[chosen].Name} ({caps[chosen].DriverName} {caps[chosen].DriverVersion})");
             return new GpuContext(vk, instance, pd, device, queue, family, caps[chosen], options, units, true, true, handle, messenger, validation);
@@ -311,7 +320,7 @@ public sealed unsafe class GpuContext : IDisposable
         };
     }
 
-    static Device CreateDevice(Vk vk, PhysicalDevice pd, uint family, DeviceCapabilities caps, MatrixUnits units)
+    static Device CreateDevice(Vk vk, PhysicalDevice pd, uint family, DeviceCapabilities caps, MatrixUnits units, bool pipelineStatistics)
     {
         float priority = 1f;
         var queueInfo = new DeviceQueueCreateInfo
@@ -326,32 +335,44 @@ public sealed unsafe class GpuContext : IDisposable
         var nvCoopmat = new PhysicalDeviceCooperativeMatrixFeaturesNV { SType = StructureType.PhysicalDeviceCooperativeMatrixFeaturesNV, CooperativeMatrix = true, PNext = &memoryModel };
         var khrCoopmat = new PhysicalDeviceCooperativeMatrixFeaturesKHR { SType = StructureType.PhysicalDeviceCooperativeMatrixFeaturesKhr, CooperativeMatrix = true, PNext = &memoryModel };
         bool cooperativeMatrix = units is MatrixUnits.Khr or MatrixUnits.Nv;
+        var executableInfo = new PhysicalDevicePipelineExecutablePropertiesFeaturesKHR
+        {
+            SType = StructureType.PhysicalDevicePipelineExecutablePropertiesFeaturesKhr,
+            PipelineExecutableInfo = true,
+            PNext = units == MatrixUnits.Khr ? &khrCoopmat : units == MatrixUnits.Nv ? &nvCoopmat : null,
+        };
         var f16 = new PhysicalDeviceShaderFloat16Int8Features
         {
             SType = StructureType.PhysicalDeviceShaderFloat16Int8Features,
             ShaderFloat16 = caps.ShaderFloat16,
             ShaderInt8 = caps.ShaderInt8,
-            PNext = units == MatrixUnits.Khr ? &khrCoopmat : units == MatrixUnits.Nv ? &nvCoopmat : null,
+            PNext = pipelineStatistics ? &executableInfo : executableInfo.PNext,
         };
-        using var coopmatName = new ScopedUtf8(units == MatrixUnits.Khr ? DeviceCapabilities.KhrCooperativeMatrixExtension : DeviceCapabilities.NvCooperativeMatrixExtension);
-        var extension = coopmatName.Ptr;
-        var s16 = new PhysicalDevice16BitStorageFeatures
+        var names = new List<string>();
+        if (cooperativeMatrix) names.Add(units == MatrixUnits.Khr ? DeviceCapabilities.KhrCooperativeMatrixExtension : DeviceCapabilities.NvCooperativeMatrixExtension);
+        if (pipelineStatistics) names.Add(DeviceCapabilities.PipelineExecutablePropertiesExtension);
+        var extensions = (byte**)SilkMarshal.StringArrayToPtr(names);
+        try
         {
-            SType = StructureType.PhysicalDevice16BitStorageFeatures,
-            StorageBuffer16BitAccess = caps.StorageBuffer16Bit,
-            PNext = &f16,
-        };
-        var info = new DeviceCreateInfo
-        {
-            SType = StructureType.DeviceCreateInfo,
-            QueueCreateInfoCount = 1,
-            PQueueCreateInfos = &queueInfo,
-            EnabledExtensionCount = cooperativeMatrix ? 1u : 0u,
-            PpEnabledExtensionNames = cooperativeMatrix ? &extension : null,
-            PNext = &s16,
-        };
-        GpuException.Check(vk.CreateDevice(pd, &info, null, out var device), "vkCreateDevice");
-        return device;
+            var s16 = new PhysicalDevice16BitStorageFeatures
+            {
+                SType = StructureType.PhysicalDevice16BitStorageFeatures,
+                StorageBuffer16BitAccess = caps.StorageBuffer16Bit,
+                PNext = &f16,
+            };
+            var info = new DeviceCreateInfo
+            {
+                SType = StructureType.DeviceCreateInfo,
+                QueueCreateInfoCount = 1,
+                PQueueCreateInfos = &queueInfo,
+                EnabledExtensionCount = (uint)names.Count,
+                PpEnabledExtensionNames = names.Count > 0 ? extensions : null,
+                PNext = &s16,
+            };
+            GpuException.Check(vk.CreateDevice(pd, &info, null, out var device), "vkCreateDevice");
+            return device;
+        }
+        finally { SilkMarshal.Free((nint)extensions); }
     }
 
     /// <summary>Returns the cached kernel for this shader and specialization, creating it once.</summary>

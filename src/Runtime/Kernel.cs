@@ -29,11 +29,20 @@ public sealed unsafe class Kernel : IDisposable
     internal PipelineLayout PipelineLayout { get; }
     internal Pipeline Pipeline { get; }
 
+    /// <summary>The specialization constants it was built with (constant_id i: element i).</summary>
+    public IReadOnlyList<int> Specialization { get; }
+
+    /// <summary>What the driver compiled the pipeline into, as it names and counts it (NVIDIA:
+    /// registers per invocation, shared memory; Mesa's drivers: registers, spills, code size), one
+    /// row per statistic of each executable; empty unless <see cref="GpuContext.PipelineStatistics"/>.</summary>
+    public IReadOnlyList<PipelineStatistic> Statistics { get; } = [];
+
     internal Kernel(GpuContext ctx, string name, KernelLayout layout, int[] specialization)
     {
         this.ctx = ctx;
         Name = name;
         Layout = layout;
+        Specialization = specialization.ToArray();
         var vk = ctx.Vk;
         if (layout.PushConstantBytes > ctx.Capabilities.MaxPushConstantsSize)
             throw new GpuException($"{name}: {layout.PushConstantBytes} bytes of push constants exceed the device's {ctx.Capabilities.MaxPushConstantsSize}");
@@ -97,12 +106,60 @@ public sealed unsafe class Kernel : IDisposable
                     SType = StructureType.ComputePipelineCreateInfo,
                     Stage = stage,
                     Layout = pipelineLayout,
+                    Flags = ctx.PipelineStatistics ? PipelineCreateFlags.CreateCaptureStatisticsBitKhr : 0,
                 };
                 GpuException.Check(vk.CreateComputePipelines(ctx.Device, ctx.PipelineCache, 1, &pInfo, null, out var pipeline), $"vkCreateComputePipelines({name})");
                 Pipeline = pipeline;
+                if (ctx.PipelineStatistics) Statistics = QueryStatistics(ctx, pipeline);
             }
         }
         finally { vk.DestroyShaderModule(ctx.Device, module, null); }
+    }
+
+    static List<PipelineStatistic> QueryStatistics(GpuContext ctx, Pipeline pipeline)
+    {
+        var vk = ctx.Vk;
+        using var propertiesName = new Utf8Name("vkGetPipelineExecutablePropertiesKHR");
+        using var statisticsName = new Utf8Name("vkGetPipelineExecutableStatisticsKHR");
+        var getProperties = (delegate* unmanaged[Cdecl]<Device, PipelineInfoKHR*, uint*, PipelineExecutablePropertiesKHR*, Result>)vk.GetDeviceProcAddr(ctx.Device, propertiesName.Ptr).Handle;
+        var getStatistics = (delegate* unmanaged[Cdecl]<Device, PipelineExecutableInfoKHR*, uint*, PipelineExecutableStatisticKHR*, Result>)vk.GetDeviceProcAddr(ctx.Device, statisticsName.Ptr).Handle;
+        var rows = new List<PipelineStatistic>();
+        if (getProperties == null || getStatistics == null) return rows;
+        var pipelineInfo = new PipelineInfoKHR { SType = StructureType.PipelineInfoKhr, Pipeline = pipeline };
+        uint executables = 0;
+        GpuException.Check(getProperties(ctx.Device, &pipelineInfo, &executables, null), "vkGetPipelineExecutablePropertiesKHR");
+        var properties = new PipelineExecutablePropertiesKHR[executables];
+        for (int i = 0; i < properties.Length; i++) properties[i].SType = StructureType.PipelineExecutablePropertiesKhr;
+        fixed (PipelineExecutablePropertiesKHR* p = properties)
+            GpuException.Check(getProperties(ctx.Device, &pipelineInfo, &executables, p), "vkGetPipelineExecutablePropertiesKHR");
+        for (uint e = 0; e < executables; e++)
+        {
+            string executable;
+            fixed (byte* n = properties[e].Name) executable = Silk.NET.Core.Native.SilkMarshal.PtrToString((nint)n) ?? "";
+            var info = new PipelineExecutableInfoKHR { SType = StructureType.PipelineExecutableInfoKhr, Pipeline = pipeline, ExecutableIndex = e };
+            uint count = 0;
+            GpuException.Check(getStatistics(ctx.Device, &info, &count, null), "vkGetPipelineExecutableStatisticsKHR");
+            var stats = new PipelineExecutableStatisticKHR[count];
+            for (int i = 0; i < stats.Length; i++) stats[i].SType = StructureType.PipelineExecutableStatisticKhr;
+            fixed (PipelineExecutableStatisticKHR* st = stats)
+                GpuException.Check(getStatistics(ctx.Device, &info, &count, st), "vkGetPipelineExecutableStatisticsKHR");
+            foreach (var st in stats)
+            {
+                var v = st.Value;
+                double value = st.Format switch
+                {
+                    PipelineExecutableStatisticFormatKHR.Bool32Khr => v.B32 ? 1 : 0,
+                    PipelineExecutableStatisticFormatKHR.Int64Khr => v.I64,
+                    PipelineExecutableStatisticFormatKHR.Uint64Khr => v.U64,
+                    _ => v.F64,
+                };
+                string statName;
+                byte* sn = st.Name;
+                statName = Silk.NET.Core.Native.SilkMarshal.PtrToString((nint)sn) ?? "";
+                rows.Add(new PipelineStatistic(executable, statName, value));
+            }
+        }
+        return rows;
     }
 
     /// <summary>Whether the build embedded shaders/<paramref name="name"/>.comp (a shader whose
@@ -132,3 +189,7 @@ public sealed unsafe class Kernel : IDisposable
         public void Dispose() => Silk.NET.Core.Native.SilkMarshal.Free((nint)Ptr);
     }
 }
+
+/// <summary>One statistic the driver reported for one executable of a pipeline (its names: NVIDIA
+/// calls the compute one "Compute Shader"), e.g. ("Compute Shader", "Register Count", 128).</summary>
+public sealed record PipelineStatistic(string Executable, string Name, double Value);

@@ -74,7 +74,9 @@ internal static class BenchMatMulCommand
             "exit code 1 naming the product above that). Reports per product the kernel and tiling that ran, the median time, TFLOP/s and how often a step makes it, " +
             "and per step their sum; printed and written as JSON. Sweep tile shapes with VKPROMPT_MATMUL_TILING, VKPROMPT_COOPMAT (0, khr, nv) and VKPROMPT_COOPMAT_TILING; " +
             "with VKPROMPT_MATMUL_TUNE=1 on a GPU each product is first tuned among its kernel's tilings, and its row has every candidate's times (docs/benchmarks.md). " +
-            "VKPROMPT_COOPMAT=emulate runs the matrix-unit kernel with its matrix operations emulated, on any device with fp16 arithmetic: its results, not its speed.")
+            "VKPROMPT_COOPMAT=emulate runs the matrix-unit kernel with its matrix operations emulated, on any device with fp16 arithmetic: its results, not its speed. " +
+            "A matrix-unit product that reads a 16-bit copy of A (VKPROMPT_COOPMAT_HALF_A, on by default) shows the copy's time beside its own, and the step's sum counts it. " +
+            "VKPROMPT_PIPELINE_STATS=1 adds what the driver compiled each kernel into (registers per invocation and the like), where it reports it.")
         {
             shape, batch, input, target, promptLength, precision, reps, warmupMs, json, device, attention,
         };
@@ -192,18 +194,23 @@ internal static class BenchMatMulCommand
             }
             var b = p.WeightB || bf is null ? bw : bf;
             log?.Invoke($"{p.Name}: {p.Spec.M}x{p.Spec.N}x{p.Spec.K} x{p.Spec.Batch1 * p.Spec.Batch2}, {kernel} {tiling}");
-            var times = Time(ctx, a, b, cBuf, p.Spec, bPrecision, s.Reps, s.WarmupMs, kernel, p.Name);
+            var (times, copyMs) = Time(ctx, a, b, cBuf, p.Spec, bPrecision, s.Reps, s.WarmupMs, kernel, p.Name);
             var (error, checkedOutputs) = Check(ctx, a, b, cBuf, p.Spec, bPrecision, MatMulKernel.IsCooperativeMatrix(kernel));
             double tolerance = Tolerance(kernel);
             bool ok = error is { } e && e <= tolerance;
-            rows.Add(Row(p, bPrecision, kernel, tiling, MatMulTuner.Find(ctx, p.Spec, bPrecision)?.Candidates, times, error, tolerance, checkedOutputs, ok, null));
+            rows.Add(Row(p, bPrecision, kernel, tiling, MatMulTuner.Find(ctx, p.Spec, bPrecision)?.Candidates, times, error, tolerance, checkedOutputs, ok, null) with { HalfCopyMs = copyMs });
         }
         if (ctx.Validation.Errors.FirstOrDefault() is { } validationError)
             throw new InvalidOperationException($"{ctx.Validation.ErrorCount} Vulkan validation error(s); the first: {validationError}");
         if (ctx.Options.Validation) notes.Add("the Vulkan validation layer was on (VKPROMPT_VALIDATION=1): these times are not representative");
+        if (ctx.Options.PipelineStatistics && !ctx.PipelineStatistics)
+            notes.Add($"VKPROMPT_PIPELINE_STATS=1: {caps.Name} does not report pipeline statistics (VK_KHR_pipeline_executable_properties)");
 
         var measured = rows.Where(r => r.Ms is not null).ToList();
-        double stepMs = measured.Sum(r => r.Count * r.Ms!.Median);
+        double stepMs = measured.Sum(r => r.Count * (r.Ms!.Median + (r.HalfCopyMs ?? 0)));
+        if (measured.Any(r => r.HalfCopyMs is not null))
+            notes.Add("products that read a 16-bit copy of A (VKPROMPT_COOPMAT_HALF_A) count its conversion (halfCopyMs) in the step's sum once per use: " +
+                      "a step converts an activation once for all the products that read it, so the sum errs high by the shared ones");
         long measuredFlops = measured.Sum(r => r.Count * r.Flops);
         var totals = new MatMulStepTotals(rows.Sum(r => r.Count), measured.Sum(r => r.Count), rows.Sum(r => r.Count * r.Flops), measuredFlops, stepMs,
                                           stepMs > 0 ? measuredFlops / (stepMs / 1e3) / 1e12 : 0);
@@ -218,19 +225,27 @@ internal static class BenchMatMulCommand
                            c.VocabSize, c.IsGatedAct ? "gated-gelu" : "relu", c.TieWordEmbeddings),
             new BenchBatch(shape.Batch, shape.InputLength, shape.TargetLength, shape.PromptLength),
             precision.Name(), attention, c.DropoutRate, s.Reps, s.WarmupMs, profiled,
-            new MatMulSwitches(ctx.CooperativeMatrix, ctx.CooperativeMatrixEmulated, ctx.MatrixUnits.ToString().ToLowerInvariant(), ctx.Options.MatMulTiling, ctx.Options.CoopMatTiling, tune),
-            rows, totals, notes);
+            new MatMulSwitches(ctx.CooperativeMatrix, ctx.CooperativeMatrixEmulated, ctx.MatrixUnits.ToString().ToLowerInvariant(), ctx.Options.MatMulTiling, ctx.Options.CoopMatTiling, tune,
+                               ctx.Options.CooperativeMatrixHalfActivations),
+            rows, totals, notes)
+        {
+            Pipelines = ctx.PipelineStatistics ? ctx.Kernels.Select(k => new PipelineReport(k.Name, k.Specialization, k.Statistics)).ToList() : null,
+        };
     }
 
-    /// <summary>The product's dispatches timed as <see cref="DispatchTimer.Repeat"/> times them.</summary>
-    static IReadOnlyList<double> Time(GpuContext ctx, GpuBuffer a, GpuBuffer b, GpuBuffer c, MatMulSpec spec, WeightPrecision bPrecision, int reps, int warmupMs,
-                                      string kernel, string name)
+    /// <summary>The product's dispatches timed as <see cref="DispatchTimer.Repeat"/> times them, and,
+    /// where it reads a 16-bit copy of A, the conversion's time (the first rep makes the copy, the
+    /// others read it).</summary>
+    static (IReadOnlyList<double> Times, double? CopyMs) Time(GpuContext ctx, GpuBuffer a, GpuBuffer b, GpuBuffer c, MatMulSpec spec, WeightPrecision bPrecision, int reps,
+                                                              int warmupMs, string kernel, string name)
     {
         var (times, labels) = DispatchTimer.Repeat(ctx, g => MatMulKernel.Run(g, a, b, c, spec, bPrecision), reps, warmupMs);
+        if (labels is null) return (times, null);
         // The label is the shader that was dispatched: it must be the one reported.
-        if (labels?.FirstOrDefault(label => label != kernel) is { } ran)
+        if (labels.FirstOrDefault(label => label != kernel && label != ToHalfKernel.Shader) is { } ran)
             throw new InvalidOperationException($"MatMulKernel.Selection says {kernel} but {ran} ran for '{name}'");
-        return times;
+        var copies = times.Where((_, i) => labels[i] == ToHalfKernel.Shader).ToList();
+        return (times.Where((_, i) => labels[i] != ToHalfKernel.Shader).ToList(), copies.Count > 0 ? copies.Sum() : null);
     }
 
     static double Tolerance(string kernel) => MatMulKernel.IsCooperativeMatrix(kernel) ? Fp16Tolerance : Fp32Tolerance;
@@ -363,13 +378,16 @@ internal static class BenchMatMulCommand
         foreach (var p in r.Products)
             table.AddRow(Markup.Escape(p.Name), p.Count.ToString(CultureInfo.InvariantCulture), $"{p.M} x {p.N} x {p.K}{(p.Accumulate ? " +=" : "")}",
                          p.Batch.ToString(CultureInfo.InvariantCulture), $"{p.BOperand} {p.BPrecision}", Markup.Escape($"{p.Kernel} {p.Tiling}{(p.Tuning is null ? "" : " (tuned)")}"),
-                         p.Ms is { } ms ? F(ms.Median, "F3") : "-", p.Tflops is { } t ? F(t, "F3") : "-",
+                         p.Ms is { } ms ? F(ms.Median, "F3") + (p.HalfCopyMs is { } copy ? $" + {F(copy, "F3")} copy" : "") : "-", p.Tflops is { } t ? F(t, "F3") : "-",
                          p.MaxRelativeError is { } e ? F(e, "E1") : p.Skipped is null ? "non-finite" : "-",
                          p.Skipped is not null ? "[yellow]skipped[/]" : p.Ok ? "ok" : "[red]WRONG[/]");
         console.Write(table);
         var st = r.Step;
         console.WriteLine($"per step: {st.MeasuredProductsPerStep} of {st.ProductsPerStep} products measured, {F(st.MsPerStep, "F3")} ms (sum of count x median), " +
                           $"{F(st.MeasuredFlopsPerStep / 1e12, "F4")} TFLOP, {F(st.Tflops, "F3")} TFLOP/s");
+        foreach (var pipeline in r.Pipelines ?? [])
+            console.WriteLine($"pipeline {pipeline.Shader} [{string.Join(',', pipeline.Specialization)}]: " +
+                              string.Join(", ", pipeline.Statistics.Select(st => $"{st.Name} {F(st.Value, "G")}")));
         foreach (var note in r.Notes) console.MarkupLineInterpolated($"[yellow]note[/]: {note}");
     }
 }
@@ -380,12 +398,22 @@ internal sealed record BenchMatMulReport(
     string Schema, string Implementation, string Command, string Timestamp,
     BenchDevice Device, DeviceCapabilities Capabilities, BenchModel Model, BenchBatch Batch,
     string Precision, BenchAttention Attention, double Dropout, int Reps, int WarmupMs, bool Profiled, MatMulSwitches Switches,
-    IReadOnlyList<MatMulRow> Products, MatMulStepTotals Step, IReadOnlyList<string> Notes);
+    IReadOnlyList<MatMulRow> Products, MatMulStepTotals Step, IReadOnlyList<string> Notes)
+{
+    /// <summary>Every pipeline the products ran, with the driver's statistics of it, where
+    /// VKPROMPT_PIPELINE_STATS=1 collected them; else null.</summary>
+    public IReadOnlyList<PipelineReport>? Pipelines { get; init; }
+}
+
+/// <summary>A kernel's shader, specialization constants (constant_id order) and what the driver
+/// reported compiling it into.</summary>
+internal sealed record PipelineReport(string Shader, IReadOnlyList<int> Specialization, IReadOnlyList<PipelineStatistic> Statistics);
 
 /// <summary>What chose the kernels: the matrix units on or off and which build of their kernel ran
 /// (none, khr, nv, emulated), the tiling variables as set (null: the default), and whether the
 /// products were tuned first (VKPROMPT_MATMUL_TUNE=1 on a GPU).</summary>
-internal sealed record MatMulSwitches(bool CooperativeMatrix, bool CooperativeMatrixEmulated, string MatrixUnits, string? MatMulTiling, string? CoopMatTiling, bool TuneMatMul);
+internal sealed record MatMulSwitches(bool CooperativeMatrix, bool CooperativeMatrixEmulated, string MatrixUnits, string? MatMulTiling, string? CoopMatTiling, bool TuneMatMul,
+                                      bool HalfActivations);
 
 /// <summary>One distinct product: its uses per step, sizes, operands and full spec, what ran (with
 /// the tuner's times of each candidate tiling where it chose the tiling), its times and check. A
@@ -393,7 +421,11 @@ internal sealed record MatMulSwitches(bool CooperativeMatrix, bool CooperativeMa
 internal sealed record MatMulRow(
     string Name, IReadOnlyList<StepProductUse> Uses, int Count, int M, int N, int K, int Batch, string BOperand, string BPrecision, bool Accumulate, float Alpha,
     MatMulSpec Spec, long Flops, string? Kernel, string? Tiling, IReadOnlyList<MatMulTimedTiling>? Tuning, TimeStats? Ms, IReadOnlyList<double>? TimesMs, double? Tflops,
-    double? MaxRelativeError, double Tolerance, int CheckedOutputs, bool Ok, string? Skipped);
+    double? MaxRelativeError, double Tolerance, int CheckedOutputs, bool Ok, string? Skipped)
+{
+    /// <summary>Milliseconds of the conversion of A to the 16-bit copy the product read, if it read one.</summary>
+    public double? HalfCopyMs { get; init; }
+}
 
 internal sealed record TimeStats(double Median, double Min, double Max);
 
