@@ -20,9 +20,10 @@
 #                                    (VKPROMPT_MATMUL_TUNE=1), the matrix units and tiling sweeps
 #                                    while the budget lasts; BENCH_PLAN=coopmat runs only the
 #                                    golden check, a sweep of the matrix units' tilings (with the
-#                                    driver's register counts of their pipelines) and bf16 steps at
-#                                    the default, with fp32 activation operands, with every product
-#                                    on the matrix units and at the sweep's best tiling. Writes $OUT/table.md, $OUT/sweep.md, $OUT/log.txt and
+#                                    driver's register counts of their pipelines; COOPMAT_SWEEP
+#                                    names them) and bf16 steps at the default, with every product
+#                                    on the matrix units, tuned, at the sweep's best tiling and with
+#                                    fp32 activation operands. Writes $OUT/table.md, $OUT/sweep.md, $OUT/log.txt and
 #                                    $OUT/results.tar (every JSON report). No run starts after
 #                                    BENCH_BUDGET_S seconds (default 480), so the command ends inside
 #                                    the tool's 10 minutes; the runs are ordered so that those left
@@ -203,42 +204,37 @@ PY
       echo "== no .golden folder (prepare copies ../shared/golden there): $name skipped"
     fi
   }
-  # A sweep of the matrix units' tile shapes on t5-base's products, then t5-base and t5-large
-  # steps in bf16 at the default, with the products reading fp32 activations
-  # (VKPROMPT_COOPMAT_HALF_A=0), with every product on the matrix units and at the sweep's best
-  # tiling, beside the peer.
+  # A sweep of the matrix units' tile shapes on t5-base's products (COOPMAT_SWEEP: tilings, each
+  # as VKPROMPT_COOPMAT_TILING spells it), then t5-base and t5-large steps in bf16 at the default,
+  # with every product on the matrix units, tuned, and at the sweep's best tiling, beside the peer.
   coopmat_sweep_and_steps() {
     local t best
-    # The runners-up of 2026-11-26d, and shapes that fit since the staging tile went into A's
-    # slices: 16 subgroups of 32x32 (128x128) and 256x128 blocks 16 deep.
-    for t in 2x4x4x2x32 4x2x2x4x16 4x4x2x2x32 8x2x2x4x16 4x2x4x4x16; do
-      mm "mm-bf16-cm-khr-$t" bf16 VKPROMPT_COOPMAT=khr VKPROMPT_COOPMAT_TILING=$t
+    for t in ${COOPMAT_SWEEP:-4x2x2x4x32 4x4x2x2x32}; do
+      mm "mm-bf16-cm-khr-$t" bf16 VKPROMPT_COOPMAT=khr VKPROMPT_COOPMAT_TILING=$t VKPROMPT_PIPELINE_STATS=1
     done
     best=$(best_coopmat_tiling)
     echo "== best matrix-unit tiling of the sweep: ${best:-none}"
     vk vk-t5-base-bf16 t5-base --precision bf16 --warmup 1 --steps 3
-    VKENV=VKPROMPT_COOPMAT_HALF_A=0 vk vk-t5-base-bf16-fp32a t5-base --precision bf16 --warmup 1 --steps 3
     VKENV=VKPROMPT_COOPMAT=all vk vk-t5-base-bf16-all t5-base --precision bf16 --warmup 1 --steps 3
     peer peer-t5-base-bf16 t5-base bf16 --warmup 1 --steps 5
     vk vk-t5-large-bf16 t5-large --precision bf16 --warmup 1 --steps 2
-    VKENV=VKPROMPT_COOPMAT_HALF_A=0 vk vk-t5-large-bf16-fp32a t5-large --precision bf16 --warmup 1 --steps 2
     VKENV=VKPROMPT_COOPMAT=all vk vk-t5-large-bf16-all t5-large --precision bf16 --warmup 1 --steps 2
     peer peer-t5-large-bf16 t5-large bf16 --warmup 1 --steps 3
-    [[ -n $best ]] && VKENV=VKPROMPT_COOPMAT_TILING=$best vk "vk-t5-base-bf16-cm-$best" t5-base --precision bf16 --warmup 1 --steps 3
-    [[ -n $best ]] && VKENV=VKPROMPT_COOPMAT_TILING=$best vk "vk-t5-large-bf16-cm-$best" t5-large --precision bf16 --warmup 1 --steps 2
     # The tuner among the matrix units' candidate tilings, per product (its times in log.txt).
+    VKENV=VKPROMPT_MATMUL_TUNE=1 vk vk-t5-large-bf16-tuned t5-large --precision bf16 --warmup 1 --steps 2 --verbose
     VKENV=VKPROMPT_MATMUL_TUNE=1 vk vk-t5-base-bf16-tuned t5-base --precision bf16 --warmup 1 --steps 3 --verbose
+    [[ -n $best ]] && VKENV=VKPROMPT_COOPMAT_TILING=$best vk "vk-t5-large-bf16-cm-$best" t5-large --precision bf16 --warmup 1 --steps 2
+    VKENV=VKPROMPT_COOPMAT_HALF_A=0 vk vk-t5-large-bf16-fp32a t5-large --precision bf16 --warmup 1 --steps 2
   }
 
   if [[ ${BENCH_PLAN:-full} == coopmat ]]; then
     # BENCH_PLAN=coopmat: the matrix units alone (about 5 minutes), for a call after a full one.
     golden check-golden
     golden check-golden-all VKPROMPT_COOPMAT=all --precision fp16,bf16
-    # The default products (reading 16-bit copies of their activations) and the ones reading fp32,
-    # each with the driver's statistics of its pipelines (registers per invocation).
+    # The products at the defaults and with every product on the matrix units, with the driver's
+    # statistics of their pipelines (registers per invocation).
     mm mm-bf16-cm-khr bf16 VKPROMPT_COOPMAT=khr VKPROMPT_PIPELINE_STATS=1
-    mm mm-bf16-cm-khr-fp32a bf16 VKPROMPT_COOPMAT=khr VKPROMPT_COOPMAT_HALF_A=0 VKPROMPT_PIPELINE_STATS=1
-    mm mm-bf16-cm-all bf16 VKPROMPT_COOPMAT=all
+    mm mm-bf16-cm-all bf16 VKPROMPT_COOPMAT=all VKPROMPT_PIPELINE_STATS=1
     coopmat_sweep_and_steps
   else
     golden check-golden

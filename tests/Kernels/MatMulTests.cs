@@ -208,22 +208,24 @@ public sealed class MatMulTests(GpuFixture f) : GpuTest(f)
             }
     }
 
-    void CoopMatCompare(MatMulSpec spec, bool transposeB, WeightPrecision precision, CoopMatTiling tiling, string what, bool halfA = false)
+    void CoopMatCompare(MatMulSpec spec, bool transposeB, WeightPrecision precision, CoopMatTiling tiling, string what, bool halfA = false, bool halfB = false)
     {
         var ctx = MatrixUnitsCtx;
-        var (aLen, bLen, _) = spec.Extents();
-        // NaN in A's padding too: past K it would meet B's zeros, which hide any other value.
-        bool aRows = spec.AStrideK == 1;
-        var a = WithNaNPadding((int)aLen, 17, i => i % (aRows ? spec.AStrideM : spec.AStrideK) < (aRows ? spec.K : spec.M));
-        var b = WithNaNPadding((int)bLen, 18, i => transposeB ? (i % spec.BStrideN) < spec.K : (i % spec.BStrideK) < spec.N);
+        var (aLen, bLen, cLen) = spec.Extents();
+        // NaN wherever the product reads nothing, in A too: past K it would meet B's zeros, which
+        // hide any other value.
+        var aUsed = Used(aLen, spec.AOffset, (spec.Batch1, spec.AStrideBatch1), (spec.Batch2, spec.AStrideBatch2), (spec.M, spec.AStrideM), (spec.K, spec.AStrideK));
+        var bUsed = Used(bLen, spec.BOffset, (spec.Batch1, spec.BStrideBatch1), (spec.Batch2, spec.BStrideBatch2), (spec.K, spec.BStrideK), (spec.N, spec.BStrideN));
+        var a = WithNaNPadding((int)aLen, 17, i => aUsed[i]);
+        var b = WithNaNPadding((int)bLen, 18, i => bUsed[i]);
         HalfFloat.Round(b, precision);
-        var c = Check.Random(spec.CStrideM * spec.M, 19);
+        var c = Check.Random((int)cLen, 19);
         using var ga = GpuBuffer.From<float>(ctx, a);
         using var gb = precision == WeightPrecision.Fp32 ? GpuBuffer.From<float>(ctx, b) : GpuBuffer.From<ushort>(ctx, Encode(b, precision));
         using var gc = GpuBuffer.From<float>(ctx, c);
         using (var g = new CommandGraph(ctx))
         {
-            MatMulKernel.RunCoopMat(g, ga, gb, gc, spec, Fitting(ctx, tiling), precision, halfA);
+            MatMulKernel.RunCoopMat(g, ga, gb, gc, spec, Fitting(ctx, tiling), precision, halfA, halfB);
             g.Run();
         }
         HalfFloat.Round(a, WeightPrecision.Fp16);
@@ -245,6 +247,34 @@ public sealed class MatMulTests(GpuFixture f) : GpuTest(f)
         var spec = RowsSpec(transposeA, transposeB, m, n, k, padded);
         foreach (var tiling in new[] { CoopMatTiling.Small, CoopMatTiling.Default })
             CoopMatCompare(spec, transposeB, precision, tiling, $"coopmat half A {tiling} {precision} {(transposeA ? "Aᵀ" : "A")}·{(transposeB ? "Bᵀ" : "B")} {m}x{n}x{k}", halfA: true);
+    }
+
+    /// <summary>A product of two fp32 activations (VKPROMPT_COOPMAT=all) reading 16-bit copies of
+    /// both, or of B alone, in attention's per-head layouts (strided rows, batches of heads): the
+    /// same results as rounding them in the fill.</summary>
+    [SkippableTheory]
+    [InlineData(Attention.QKt, true), InlineData(Attention.PV, false), InlineData(Attention.PtV, true)]
+    public void CoopMatReadsHalfCopiesOfAttentionOperands(Attention form, bool halfA)
+    {
+        var spec = form switch
+        {
+            Attention.QKt => MatMulSpec.AttentionQKt(2, 3, 33, 40, 16),
+            Attention.PV => MatMulSpec.AttentionPV(2, 3, 33, 40, 16),
+            _ => MatMulSpec.AttentionPtV(2, 3, 33, 40, 16),
+        };
+        CoopMatCompare(spec, form == Attention.QKt, WeightPrecision.Fp32, CoopMatTiling.Small, $"coopmat half copies {form}", halfA, halfB: true);
+    }
+
+    /// <summary>The matrix units' tile shape follows the product: 64x64 blocks where 128x128
+    /// ones would be too few to fill a GPU, 128x64 for products at most 64 columns wide (attention
+    /// per head), 128x128 otherwise.</summary>
+    [SkippableFact]
+    public void CoopMatTilingFollowsTheProductsShape()
+    {
+        var ctx = MatrixUnitsCtx;
+        Assert.Equal(CoopMatTiling.Default, CoopMatTiling.For(ctx, MatMulSpec.Rows(19584, 768, 768, transposeB: true), WeightPrecision.Bf16));
+        Assert.Equal(CoopMatTiling.Small, CoopMatTiling.For(ctx, MatMulSpec.Rows(256, 768, 768, transposeB: true), WeightPrecision.Bf16));
+        Assert.Equal(CoopMatTiling.Narrow, CoopMatTiling.For(ctx, MatMulSpec.Rows(19584, 64, 768), WeightPrecision.Fp32));
     }
 
     /// <summary>Products that read the same range of the same activation share one 16-bit copy of
@@ -301,6 +331,9 @@ public sealed class MatMulTests(GpuFixture f) : GpuTest(f)
         Assert.False(MatMulKernel.HalvesA(on, MatMulSpec.AttentionPV(32, 12, 612, 612, 64)));
         Assert.True(MatMulKernel.HalvesA(on, MatMulSpec.AttentionQKt(32, 12, 612, 612, 64)));
         Assert.False(MatMulKernel.HalvesA(on, MatMulSpec.Rows(64, 512, 64) with { AStrideM = 256 }));
+        Assert.True(MatMulKernel.HalvesB(on, MatMulSpec.AttentionPV(32, 12, 612, 612, 64)));
+        Assert.False(MatMulKernel.HalvesB(on, MatMulSpec.AttentionPV(32, 12, 8, 8, 64)));
+        Assert.False(MatMulKernel.HalvesB(on with { CooperativeMatrixHalfActivations = false }, MatMulSpec.AttentionPV(32, 12, 612, 612, 64)));
     }
 
     /// <summary>K as long as T5's vocabulary (the LM head's input gradient): on lavapipe the
@@ -333,6 +366,19 @@ public sealed class MatMulTests(GpuFixture f) : GpuTest(f)
             g.Run();
         }
         Assert.Equal([32752f, -32752f, float.NaN], gc.Download<float>());
+    }
+
+    /// <summary>Which elements of an operand a product reads: offset + Σ index·stride over its dimensions.</summary>
+    static bool[] Used(long length, int offset, params (int Size, int Stride)[] dims)
+    {
+        var used = new bool[length];
+        void Mark(int d, long at)
+        {
+            if (d == dims.Length) { used[at] = true; return; }
+            for (int i = 0; i < dims[d].Size; i++) Mark(d + 1, at + (long)i * dims[d].Stride);
+        }
+        Mark(0, offset);
+        return used;
     }
 
     static float[] WithNaNPadding(int length, int seed, Func<int, bool> inside)

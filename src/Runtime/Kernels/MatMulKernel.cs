@@ -118,42 +118,47 @@ internal readonly record struct CoopMatTiling(int WarpsM, int WarpsN, int TilesM
         SharedBytes <= context.Capabilities.MaxComputeSharedMemorySize
         && (long)WarpsM * WarpsN * context.CoopMatSubgroupSize <= context.Capabilities.MaxComputeWorkGroupInvocations;
 
-    // 128x128 blocks from 8 subgroups of 32x64, 32 deep: 40 KiB of the 48 NVIDIA gives a
-    // workgroup. On an H100 (KHR) it ran the t5-base step's products in 203 ms on every
-    // product, within 2 % of the best of seven shapes swept and against 220-384 ms for the
-    // others but 8 subgroups of 64x32 (docs/benchmarks.md).
-    public static CoopMatTiling Default => new(4, 2, 2, 4, 32);
+    // 128x128 blocks from 8 subgroups of 32x64, 16 deep (24 KiB). On an H200 (KHR, 2026-11-27)
+    // the tuner timed it fastest on every large product of a t5-base and a t5-large step, 25-30 %
+    // ahead of the same blocks 32 deep (t5-large wi: 0.78 against 1.11 ms), which had been ahead
+    // before the slice in flight was packed: the driver reported 146 registers an invocation 32
+    // deep, too many for a second 256-invocation workgroup on a multiprocessor (64 Ki registers),
+    // and the shallower slice holds half as many in flight (docs/benchmarks.md).
+    public static CoopMatTiling Default => new(4, 2, 2, 4, 16);
+
+    // Default's blocks 32 deep (40 KiB): half the barriers per k, twice the registers in flight.
+    public static CoopMatTiling Deep => new(4, 2, 2, 4, 32);
 
     // For products too small to give 128x128 blocks to every multiprocessor (the decoder's few
     // tokens): 64x64 blocks, a quarter of the work per workgroup and four times the workgroups.
+    // The tuner timed it fastest on every 256-row product of those steps.
     public static CoopMatTiling Small => new(2, 2, 2, 2, 32);
 
-    // Default's blocks 16 deep, in 24 KiB: for devices with 32 KiB of shared memory (lavapipe's).
-    // On an H100 it ran a t5-base step's products in 220 ms against Default's 203.
-    public static CoopMatTiling Shallow => new(4, 2, 2, 4, 16);
+    // 128x64 blocks for products 64 or fewer columns wide but many rows deep: attention per head
+    // (P·V, dS·K, dV, dK with 64-wide heads) with VKPROMPT_COOPMAT=all, where 128x128 blocks
+    // would compute as many zero columns as real ones.
+    public static CoopMatTiling Narrow => new(4, 2, 2, 2, 16);
 
     // What a device with the 16 KiB minimum of shared memory can hold.
     static CoopMatTiling Minimal => new(2, 2, 2, 2, 16);
 
     /// <summary>The tilings <see cref="MatMulTuner"/> times for a product on the matrix units,
-    /// where they fit: the ones above, and two larger workgroups (512 invocations: 16 subgroups
-    /// of 32x32 in 128x128 blocks, and of 32x64 in 256x128 blocks 16 deep) that fit 48 KiB
-    /// since the edge tiles' staging shares A's slices, not yet timed on any GPU.</summary>
-    public static IEnumerable<CoopMatTiling> Candidates => [Default, Shallow, Small, new(4, 4, 2, 2, 32), new(8, 2, 2, 4, 16)];
+    /// where they fit: the ones above and 16 subgroups of 32x32 in 128x128 blocks (512 invocations).</summary>
+    public static IEnumerable<CoopMatTiling> Candidates => [Default, Deep, Small, Narrow, new(4, 4, 2, 2, 32)];
 
     /// <summary>The tiling for a product: <see cref="GpuOptions.CoopMatTiling"/> where set, else
     /// the one <see cref="MatMulTuner"/> measured fastest for products like this one on this
-    /// context, else <see cref="Default"/>, or <see cref="Small"/> where Default would make fewer
-    /// than 128 workgroups (about one per multiprocessor of a large GPU); where the device's
-    /// shared memory lacks room for Default, <see cref="Shallow"/>, else Small, else the least.</summary>
+    /// context, else <see cref="Small"/> where <see cref="Default"/> would make fewer than 128
+    /// workgroups (about one per multiprocessor of a large GPU), <see cref="Narrow"/> for products
+    /// 64 or fewer columns wide, and Default for the rest; where the device's shared memory lacks
+    /// room for the one chosen, Small, else the least.</summary>
     public static CoopMatTiling For(GpuContext context, in MatMulSpec s, WeightPrecision bPrecision)
     {
         if (context.Options.CoopMatTiling is not null) return For(context);
         if (context.MatMulTunings.Find(s, bPrecision)?.Choice.MatrixUnits is { } tuned) return tuned;
         long limit = context.Capabilities.MaxComputeSharedMemorySize;
-        var t = (long)Grid.Div(s.M, Default.BlockM) * Grid.Div(s.N, Default.BlockN) < 128 ? Small : Default;
+        var t = (long)Grid.Div(s.M, Default.BlockM) * Grid.Div(s.N, Default.BlockN) < 128 ? Small : s.N <= Narrow.BlockN ? Narrow : Default;
         if (t.SharedBytes <= limit) return t;
-        if (t == Default && Shallow.SharedBytes <= limit) return Shallow;
         return Small.SharedBytes <= limit ? Small : Minimal;
     }
 
@@ -223,19 +228,29 @@ public static class MatMulKernel
         OnMatrixUnits(context, bPrecision) ? new(CoopMatTiling.For(context, s, bPrecision)) : new(MatMulTiling.For(context, s, bPrecision));
 
     /// <summary>The product on the matrix units (or their emulation) with tiling <paramref name="t"/>.
-    /// <paramref name="halfA"/>: whether it reads a 16-bit copy of A, made first
-    /// (<see cref="HalfCopies"/>), rather than A itself; null leaves it to <see cref="HalvesA"/>.</summary>
-    internal static void RunCoopMat(CommandGraph g, GpuBuffer a, GpuBuffer b, GpuBuffer c, in MatMulSpec s, CoopMatTiling t, WeightPrecision bPrecision, bool? halfA = null)
+    /// <paramref name="halfA"/>, <paramref name="halfB"/>: whether it reads a 16-bit copy of A, or
+    /// of an fp32 B, made first (<see cref="HalfCopies"/>), rather than the operand itself; null
+    /// leaves it to <see cref="HalvesA"/> and <see cref="HalvesB"/>.</summary>
+    internal static void RunCoopMat(CommandGraph g, GpuBuffer a, GpuBuffer b, GpuBuffer c, in MatMulSpec s, CoopMatTiling t, WeightPrecision bPrecision,
+                                    bool? halfA = null, bool? halfB = null)
     {
         if (!g.Context.CooperativeMatrix) throw new GpuException("the cooperative-matrix product needs a context that enabled it (GpuContext.CooperativeMatrix)");
         s.Validate(a.Length<float>(), b.Bytes / bPrecision.ElementBytes(), c.Length<float>());
-        if (halfA ?? HalvesA(g.Context.Options, s))
+        var spec = s;
+        var (aExtent, bExtent, _) = s.Extents();
+        bool copyA = halfA ?? HalvesA(g.Context.Options, s);
+        if (copyA)
         {
-            long length = s.Extents().A - s.AOffset;
-            var copy = g.State<HalfCopies>().Of(g, a, s.AOffset, length);
-            AppendCoopMat(g, copy, b, c, s with { AOffset = 0 }, t, bPrecision, aHalf: true);
+            a = g.State<HalfCopies>().Of(g, HalfCopies.Operand.A, a, s.AOffset, aExtent - s.AOffset);
+            spec = spec with { AOffset = 0 };
         }
-        else AppendCoopMat(g, a, b, c, s, t, bPrecision, aHalf: false);
+        if (bPrecision == WeightPrecision.Fp32 && (halfB ?? HalvesB(g.Context.Options, s)))
+        {
+            b = g.State<HalfCopies>().Of(g, HalfCopies.Operand.B, b, s.BOffset, bExtent - s.BOffset);
+            spec = spec with { BOffset = 0 };
+            bPrecision = WeightPrecision.Fp16;
+        }
+        AppendCoopMat(g, a, b, c, spec, t, bPrecision, aHalf: copyA);
     }
 
     static void AppendCoopMat(CommandGraph g, GpuBuffer a, GpuBuffer b, GpuBuffer c, in MatMulSpec s, CoopMatTiling t, WeightPrecision bPrecision, bool aHalf)
@@ -251,22 +266,27 @@ public static class MatMulKernel
         g.Dispatch(k, (Grid.Div(s.N, t.BlockN), Grid.Div(s.M, t.BlockM), z), Push.From(s), a, b, c);
     }
 
-    // A copy costs about 6 bytes moved per element of A, the product 2·N flops per element: at N
-    // = 256 and an H100's rates (3 TB/s, a few hundred TFLOP/s on the matrix units) a copy used
-    // once costs a fifth to a third of the product it serves. Below that are per-head attention
-    // products (N = d_kv, 64), where it would cost as much as the product.
-    const int HalfAMinN = 256;
+    // A copy costs about 6 bytes moved per element of its operand, the product 2·N flops per
+    // element of A (2·M per element of B): at 256 and an H100's rates (3 TB/s, a few hundred
+    // TFLOP/s on the matrix units) a copy used once costs a fifth to a third of the product it
+    // serves. Below that are the per-head attention products' operands that meet d_kv (64):
+    // there a copy would cost as much as the product.
+    const int HalfCopyMinOther = 256;
 
     /// <summary>Whether a matrix-unit product reads a 16-bit copy of its fp32 A: where
     /// <see cref="GpuOptions.CooperativeMatrixHalfActivations"/> asks for it, the product is at
-    /// least <see cref="HalfAMinN"/> columns wide, and the range A spans is at most twice the
-    /// elements it uses (a strided view would convert what it skips).</summary>
-    internal static bool HalvesA(GpuOptions options, in MatMulSpec s)
-    {
-        if (!options.CooperativeMatrixHalfActivations || s.N < HalfAMinN || s.K == 0) return false;
-        long used = (long)s.M * s.K * s.Batch1 * s.Batch2;
-        return s.Extents().A - s.AOffset <= 2 * used;
-    }
+    /// least 256 columns wide, and the range A spans is at most twice the elements it uses (a
+    /// strided view would convert what it skips).</summary>
+    internal static bool HalvesA(GpuOptions options, in MatMulSpec s) =>
+        options.CooperativeMatrixHalfActivations && s.N >= HalfCopyMinOther && s.K > 0
+        && s.Extents().A - s.AOffset <= 2L * s.M * s.K * s.Batch1 * s.Batch2;
+
+    /// <summary>The same for an fp32 B (the products of two activations that
+    /// <see cref="GpuOptions.CooperativeMatrixAllProducts"/> puts on the matrix units), at least
+    /// 256 rows deep.</summary>
+    internal static bool HalvesB(GpuOptions options, in MatMulSpec s) =>
+        options.CooperativeMatrixHalfActivations && s.M >= HalfCopyMinOther && s.K > 0
+        && s.Extents().B - s.BOffset <= 2L * s.N * s.K * s.Batch1 * s.Batch2;
 
     internal static void Run(CommandGraph g, GpuBuffer a, GpuBuffer b, GpuBuffer c, in MatMulSpec s, MatMulTiling t,
                              WeightPrecision bPrecision = WeightPrecision.Fp32)
