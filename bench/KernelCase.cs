@@ -40,6 +40,7 @@ public abstract record KernelCase(string Name, double Flops, double Bytes) : IWo
         var attention = new AttentionShape(s.Batch, c.NumHeads, le, le);
         yield return new AttentionSoftmaxCase(c, attention);
         yield return new SoftmaxBackwardCase(attention);
+        if (caps.ShaderFloat16) yield return new ToHalfCase(rows, d);
         yield return new RmsNormCase(rows, d, Backward: false);
         yield return new RmsNormCase(rows, d, Backward: true);
         yield return new CrossEntropyCase(decRows, vocab, Backward: false);
@@ -140,6 +141,18 @@ sealed record RmsNormCase(int Rows, int Dim, bool Backward)
         long n = (long)Rows * Dim;
         if (Backward) RmsNormKernel.Backward(g, o.Floats(n), o.Floats(Dim), o.Floats(n), o.Floats(n), Rows, Dim, 1e-6f, accumulate: true);
         else RmsNormKernel.Forward(g, o.Floats(n), o.Floats(Dim), o.Floats(n), Rows, Dim, 1e-6f);
+    }
+}
+
+/// <summary>The 16-bit copy of an activation a matrix-unit product reads: 4 bytes read and 2
+/// written per element.</summary>
+sealed record ToHalfCase(int Rows, int Dim)
+    : KernelCase($"to_half [{Rows}x{Dim}]", 0, 6.0 * Rows * Dim)
+{
+    public override void Append(CommandGraph g, Operands o)
+    {
+        long n = (long)Rows * Dim;
+        ToHalfKernel.Run(g, o.Floats(n), 0, o.Floats(ToHalfKernel.OutputBytes(n) / 4), n);
     }
 }
 
