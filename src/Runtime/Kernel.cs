@@ -83,7 +83,7 @@ public sealed unsafe class Kernel : IDisposable
             var entries = stackalloc SpecializationMapEntry[Math.Max(1, specialization.Length)];
             for (int i = 0; i < specialization.Length; i++)
                 entries[i] = new SpecializationMapEntry((uint)i, (uint)(i * 4), 4);
-            using var entryName = new Utf8Name("main");
+            using var entryName = new GpuContext.ScopedUtf8("main");
             fixed (int* specData = specialization)
             {
                 var spec = new SpecializationInfo
@@ -119,8 +119,8 @@ public sealed unsafe class Kernel : IDisposable
     static List<PipelineStatistic> QueryStatistics(GpuContext ctx, Pipeline pipeline)
     {
         var vk = ctx.Vk;
-        using var propertiesName = new Utf8Name("vkGetPipelineExecutablePropertiesKHR");
-        using var statisticsName = new Utf8Name("vkGetPipelineExecutableStatisticsKHR");
+        using var propertiesName = new GpuContext.ScopedUtf8("vkGetPipelineExecutablePropertiesKHR");
+        using var statisticsName = new GpuContext.ScopedUtf8("vkGetPipelineExecutableStatisticsKHR");
         var getProperties = (delegate* unmanaged[Cdecl]<Device, PipelineInfoKHR*, uint*, PipelineExecutablePropertiesKHR*, Result>)vk.GetDeviceProcAddr(ctx.Device, propertiesName.Ptr).Handle;
         var getStatistics = (delegate* unmanaged[Cdecl]<Device, PipelineExecutableInfoKHR*, uint*, PipelineExecutableStatisticKHR*, Result>)vk.GetDeviceProcAddr(ctx.Device, statisticsName.Ptr).Handle;
         var rows = new List<PipelineStatistic>();
@@ -153,10 +153,7 @@ public sealed unsafe class Kernel : IDisposable
                     PipelineExecutableStatisticFormatKHR.Uint64Khr => v.U64,
                     _ => v.F64,
                 };
-                string statName;
-                byte* sn = st.Name;
-                statName = Silk.NET.Core.Native.SilkMarshal.PtrToString((nint)sn) ?? "";
-                rows.Add(new PipelineStatistic(executable, statName, value));
+                rows.Add(new PipelineStatistic(executable, Silk.NET.Core.Native.SilkMarshal.PtrToString((nint)st.Name) ?? "", value));
             }
         }
         return rows;
@@ -180,13 +177,6 @@ public sealed unsafe class Kernel : IDisposable
         ctx.Vk.DestroyPipeline(ctx.Device, Pipeline, null);
         ctx.Vk.DestroyPipelineLayout(ctx.Device, PipelineLayout, null);
         ctx.Vk.DestroyDescriptorSetLayout(ctx.Device, SetLayout, null);
-    }
-
-    readonly struct Utf8Name : IDisposable
-    {
-        public readonly byte* Ptr;
-        public Utf8Name(string s) => Ptr = (byte*)Silk.NET.Core.Native.SilkMarshal.StringToPtr(s);
-        public void Dispose() => Silk.NET.Core.Native.SilkMarshal.Free((nint)Ptr);
     }
 }
 

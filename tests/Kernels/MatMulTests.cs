@@ -334,6 +334,9 @@ public sealed class MatMulTests(GpuFixture f) : GpuTest(f)
         Assert.True(MatMulKernel.HalvesB(on, MatMulSpec.AttentionPV(32, 12, 612, 612, 64)));
         Assert.False(MatMulKernel.HalvesB(on, MatMulSpec.AttentionPV(32, 12, 8, 8, 64)));
         Assert.False(MatMulKernel.HalvesB(on with { CooperativeMatrixHalfActivations = false }, MatMulSpec.AttentionPV(32, 12, 612, 612, 64)));
+        // Nothing to copy for a product with no work (and no range to convert).
+        Assert.False(MatMulKernel.HalvesA(on, MatMulSpec.Rows(0, 768, 768)));
+        Assert.False(MatMulKernel.HalvesA(on, MatMulSpec.Rows(19584, 768, 768) with { Batch1 = 0 }));
     }
 
     /// <summary>K as long as T5's vocabulary (the LM head's input gradient): on lavapipe the

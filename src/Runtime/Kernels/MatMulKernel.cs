@@ -278,15 +278,18 @@ public static class MatMulKernel
     /// least 256 columns wide, and the range A spans is at most twice the elements it uses (a
     /// strided view would convert what it skips).</summary>
     internal static bool HalvesA(GpuOptions options, in MatMulSpec s) =>
-        options.CooperativeMatrixHalfActivations && s.N >= HalfCopyMinOther && s.K > 0
+        options.CooperativeMatrixHalfActivations && s.N >= HalfCopyMinOther && Used(s) > 0
         && s.Extents().A - s.AOffset <= 2L * s.M * s.K * s.Batch1 * s.Batch2;
 
     /// <summary>The same for an fp32 B (the products of two activations that
     /// <see cref="GpuOptions.CooperativeMatrixAllProducts"/> puts on the matrix units), at least
     /// 256 rows deep.</summary>
     internal static bool HalvesB(GpuOptions options, in MatMulSpec s) =>
-        options.CooperativeMatrixHalfActivations && s.M >= HalfCopyMinOther && s.K > 0
+        options.CooperativeMatrixHalfActivations && s.M >= HalfCopyMinOther && Used(s) > 0
         && s.Extents().B - s.BOffset <= 2L * s.N * s.K * s.Batch1 * s.Batch2;
+
+    // Multiply-adds the product makes: none (nothing to copy for) where any size is 0.
+    static long Used(in MatMulSpec s) => (long)s.M * s.N * s.K * s.Batch1 * s.Batch2;
 
     internal static void Run(CommandGraph g, GpuBuffer a, GpuBuffer b, GpuBuffer c, in MatMulSpec s, MatMulTiling t,
                              WeightPrecision bPrecision = WeightPrecision.Fp32)
