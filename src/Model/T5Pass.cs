@@ -340,18 +340,18 @@ public sealed class T5Pass : IDisposable
     }
 
     /// <summary>xOut = x + dropout(a·Wᵀ). Without dropout the product accumulates straight into
-    /// the stream; with it the branch needs a buffer of its own for the mask.</summary>
+    /// a copy of the stream; with it the branch needs a buffer of its own, which one pass drops
+    /// and adds to the stream into xOut.</summary>
     void Residual(Tensor x, Tensor xOut, Tensor a, Tensor weight, int rows, int inDim, uint stream)
     {
-        be.Copy(x, xOut);
         if (DropoutRate <= 0)
         {
+            be.Copy(x, xOut);
             be.MatMul(a, weight, xOut, Linear(rows, d, inDim) with { Accumulate = true });
             return;
         }
         be.MatMul(a, weight, branch!, Linear(rows, d, inDim));
-        be.Dropout(branch!, rows * d, DropoutRate, DropoutSeed!, stream + Sites.Output);
-        be.Add(xOut, branch!, rows * d);
+        be.Add(x, branch!, rows * d, dropout: new DropoutMask<Tensor>(DropoutRate, DropoutSeed!, stream + Sites.Output), output: xOut);
     }
 
     /// <summary>The gradient reaching a branch's output projection: dX through its dropout mask.</summary>

@@ -170,7 +170,9 @@ public abstract class Backend : IDisposable
     public abstract void GatedGelu(Tensor a, Tensor b, Tensor y, int n, DropoutMask<Tensor>? dropout = null);
     /// <inheritdoc cref="Relu"/>
     public abstract void GatedGeluBackward(Tensor a, Tensor b, Tensor dy, Tensor da, Tensor db, int n, DropoutMask<Tensor>? dropout = null);
-    public abstract void Add(Tensor x, Tensor y, int n, float alpha = 1f);
+    /// <summary>output = x + alpha·y, into x where no output is given; with
+    /// <paramref name="dropout"/>, y is dropped as it is read (a residual branch joining the stream).</summary>
+    public abstract void Add(Tensor x, Tensor y, int n, float alpha = 1f, DropoutMask<Tensor>? dropout = null, Tensor? output = null);
     public abstract void Copy(Tensor src, Tensor dst);
     public abstract void Embedding(Tensor table, Tensor ids, Tensor? prompts, Tensor? promptIndex, Tensor output, int batch, int length, int promptLength, int dim);
     public abstract void PromptGradient(Tensor dX, Tensor promptIndex, Tensor dPrompts, int batch, int length, int promptLength, int dim);

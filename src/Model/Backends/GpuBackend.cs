@@ -155,7 +155,8 @@ public sealed class GpuBackend(GpuContext ctx, bool ownsContext = false) : Backe
     public override void GatedGeluBackward(Tensor a, Tensor b, Tensor dy, Tensor da, Tensor db, int n, DropoutMask<Tensor>? dropout = null) =>
         GatedGeluKernel.Backward(G, Buf(a), Buf(b), Buf(dy), Buf(da), Buf(db), n, Buf(dropout));
     static DropoutMask<GpuBuffer>? Buf(DropoutMask<Tensor>? d) => d is { } x ? new(x.Rate, Buf(x.Seed), x.Stream) : null;
-    public override void Add(Tensor x, Tensor y, int n, float alpha = 1f) => AddKernel.Forward(G, Buf(x), Buf(y), n, alpha);
+    public override void Add(Tensor x, Tensor y, int n, float alpha = 1f, DropoutMask<Tensor>? dropout = null, Tensor? output = null) =>
+        AddKernel.Forward(G, Buf(x), Buf(y), n, alpha, Buf(dropout), output is null ? null : Buf(output));
     public override void Copy(Tensor src, Tensor dst) => G.Copy(Buf(src), Buf(dst), Math.Min(src.Length, dst.Length) * 4);
     public override void Zero(Tensor t) => G.Fill(Buf(t));
     public override void Embedding(Tensor table, Tensor ids, Tensor? prompts, Tensor? promptIndex, Tensor output, int batch, int length, int promptLength, int dim) =>
