@@ -225,6 +225,9 @@ PY
     VKENV=VKPROMPT_MATMUL_TUNE=1 vk vk-t5-base-bf16-tuned t5-base --precision bf16 --warmup 1 --steps 3 --verbose
     [[ -n $best ]] && VKENV=VKPROMPT_COOPMAT_TILING=$best vk "vk-t5-large-bf16-cm-$best" t5-large --precision bf16 --warmup 1 --steps 2
     VKENV=VKPROMPT_COOPMAT_HALF_A=0 vk vk-t5-large-bf16-fp32a t5-large --precision bf16 --warmup 1 --steps 2
+    # The row kernels (softmax and its backward: 65 ms of a t5-large step) with fewer invocations
+    # a row and more rows in flight than the default 256.
+    for r in 64 128; do VKENV=VKPROMPT_ROW_LOCAL_SIZE=$r vk "vk-t5-large-bf16-rows$r" t5-large --precision bf16 --warmup 1 --steps 2; done
   }
 
   if [[ ${BENCH_PLAN:-full} == coopmat ]]; then

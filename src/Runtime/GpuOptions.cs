@@ -66,6 +66,12 @@ public sealed record GpuOptions
     /// depth). Default: VKPROMPT_COOPMAT_TILING, else the shape chosen for the device.</summary>
     public string? CoopMatTiling { get; init; } = Environment.GetEnvironmentVariable("VKPROMPT_COOPMAT_TILING") is { Length: > 0 } t ? t : null;
 
+    /// <summary>Replaces the workgroup size of the row kernels (softmax and its backward, RMSNorm,
+    /// cross-entropy, argmax: one workgroup per row), a multiple of the subgroup size: a tuning
+    /// switch, for trading invocations per row against rows in flight. Default:
+    /// VKPROMPT_ROW_LOCAL_SIZE, else eight subgroups (at most 256).</summary>
+    public int? RowLocalSize { get; init; } = int.TryParse(Environment.GetEnvironmentVariable("VKPROMPT_ROW_LOCAL_SIZE"), out int rows) ? rows : null;
+
     /// <summary>Times each product of a training step with every candidate tiling before the step
     /// is recorded, and runs it with the fastest (<see cref="Kernels.MatMulTuner"/>), on GPUs and
     /// for kernels whose tiling no variable above forces. Off unless VKPROMPT_MATMUL_TUNE=1: it

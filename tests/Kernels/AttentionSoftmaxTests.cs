@@ -60,26 +60,28 @@ public sealed class AttentionSoftmaxTests(GpuFixture f) : GpuTest(f)
     [InlineData(1, 2, 33, 129, true, true, true)]
     [InlineData(1, 1, 129, 300, true, true, false)]
     [InlineData(2, 1, 300, 7, true, false, true)]
-    [InlineData(1, 2, 5, 2100, true, true, true)]    // past 8 keys per invocation: the row goes through memory
+    [InlineData(1, 2, 5, 4200, true, true, true)]    // past 16 keys per invocation: the row goes through memory
     public void ForwardMatchesReference(int batch, int heads, int queries, int keys, bool bias, bool mask, bool causal)
     {
         var shape = new AttentionShape(batch, heads, queries, keys, causal);
         CompareWithReference(shape, Inputs.Random(shape, batch * 1000 + keys), bias, mask);
     }
 
-    /// <summary>Rows of up to 8 keys per invocation stay in registers between the passes, longer
+    /// <summary>Rows of up to 16 keys per invocation stay in registers between the passes, longer
     /// ones go through memory; the test device runs both (ForwardMatchesReference has rows of
-    /// 2100 keys, more than 8 per invocation of any device's workgroup).</summary>
+    /// 4200 keys, more than 16 per invocation of any default workgroup).</summary>
     [Theory]
     [InlineData(612, 256, 3)]
     [InlineData(8, 256, 1)]
     [InlineData(2048, 256, 8)]
-    [InlineData(2049, 256, 0)]
+    [InlineData(4096, 256, 16)]
+    [InlineData(4097, 256, 0)]
+    [InlineData(612, 64, 10)]
     [InlineData(300, 64, 5)]
     public void ShortRowsStayInRegisters(int keys, int local, int cached)
     {
         Assert.Equal(cached, Rows.CachedPerInvocation(keys, local));
-        Assert.Equal(0, Rows.CachedPerInvocation(2100, Rows.LocalSize(Ctx.Capabilities)));
+        Assert.Equal(0, Rows.CachedPerInvocation(4200, Rows.LocalSize(Ctx)));
     }
 
     [Fact]

@@ -14,7 +14,7 @@ public static class ArgmaxKernel
         Rows.CheckShape("argmax", rows, vocab, nameof(vocab));
         BufferChecks.Require("argmax", logits, (long)rows * vocab, "logits [rows, vocab]");
         BufferChecks.Require("argmax", ids, rows, "ids [rows]");
-        int local = Rows.LocalSize(g.Context.Capabilities);
+        int local = Rows.LocalSize(g.Context);
         var k = g.Context.Kernel("argmax", Layout, local);
         g.Dispatch(k, Rows.Groups(rows), new Push((uint)rows, (uint)vocab), logits, ids);
     }

@@ -65,7 +65,7 @@ public static class AttentionSoftmaxKernel
         var (threshold, scale, seed, dropped) = ProbsDropouts.Check(name, dropout, shape.Elements, scores);
         if (dropped is not null) flags |= Options.Dropout;
 
-        int local = Rows.LocalSize(g.Context.Capabilities);
+        int local = Rows.LocalSize(g.Context);
         var k = g.Context.Kernel(name, Layout, local, Rows.CachedPerInvocation(shape.KeyLength, local));
         var push = new Push((uint)shape.Batch, (uint)shape.Heads, (uint)shape.QueryLength, (uint)shape.KeyLength, flags, shape.QueryOffset,
                             threshold, scale, dropout?.Stream ?? 0);

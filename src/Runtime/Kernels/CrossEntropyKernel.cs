@@ -17,7 +17,7 @@ public static class CrossEntropyKernel
         BufferChecks.Require("cross_entropy", logits, (long)rows * vocab, "logits [rows, vocab]");
         BufferChecks.Require("cross_entropy", targets, rows, "targets [rows]");
         BufferChecks.Require("cross_entropy", logprobs, rows, "logprobs [rows]");
-        int local = Rows.LocalSize(g.Context.Capabilities);
+        int local = Rows.LocalSize(g.Context);
         var k = g.Context.Kernel("cross_entropy", ForwardLayout, local);
         g.Dispatch(k, Rows.Groups(rows), new ForwardPush((uint)rows, (uint)vocab), logits, targets, logprobs);
     }
@@ -32,7 +32,7 @@ public static class CrossEntropyKernel
         BufferChecks.Require("cross_entropy_backward", logits, (long)rows * vocab, "logits [rows, vocab]");
         BufferChecks.Require("cross_entropy_backward", targets, rows, "targets [rows]");
         BufferChecks.Require("cross_entropy_backward", dlogits, (long)rows * vocab, "dlogits [rows, vocab]");
-        int local = Rows.LocalSize(g.Context.Capabilities);
+        int local = Rows.LocalSize(g.Context);
         var k = g.Context.Kernel("cross_entropy_backward", BackwardLayout, local);
         g.Dispatch(k, Rows.Groups(rows), new BackwardPush((uint)rows, (uint)vocab), logits, targets, dlogits);
     }

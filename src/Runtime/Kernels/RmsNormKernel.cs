@@ -17,7 +17,7 @@ public static class RmsNormKernel
         BufferChecks.Require("rmsnorm", x, (long)rows * dim, "x [rows, dim]");
         BufferChecks.Require("rmsnorm", w, dim, "w [dim]");
         BufferChecks.Require("rmsnorm", y, (long)rows * dim, "y [rows, dim]");
-        int local = Rows.LocalSize(g.Context.Capabilities);
+        int local = Rows.LocalSize(g.Context);
         var k = g.Context.Kernel("rmsnorm", ForwardLayout, local);
         g.Dispatch(k, Rows.Groups(rows), new ForwardPush((uint)rows, (uint)dim, eps), x, w, y);
     }
@@ -31,7 +31,7 @@ public static class RmsNormKernel
         BufferChecks.Require("rmsnorm_backward", w, dim, "w [dim]");
         BufferChecks.Require("rmsnorm_backward", dy, (long)rows * dim, "dy [rows, dim]");
         BufferChecks.Require("rmsnorm_backward", dx, (long)rows * dim, "dx [rows, dim]");
-        int local = Rows.LocalSize(g.Context.Capabilities);
+        int local = Rows.LocalSize(g.Context);
         var k = g.Context.Kernel("rmsnorm_backward", BackwardLayout, local);
         g.Dispatch(k, Rows.Groups(rows), new BackwardPush((uint)rows, (uint)dim, eps, accumulate ? 1u : 0u), x, w, dy, dx);
     }

@@ -4,19 +4,30 @@ namespace VkPrompt.Runtime.Kernels;
 /// invocations striding over the row's elements and meeting in a workgroup reduction.</summary>
 static class Rows
 {
-    /// <summary>Eight subgroups per workgroup: enough invocations for rows of a few hundred
-    /// elements, and few enough partials that subgroup 0 folds them in one step. Capped at 256,
-    /// which every device runs and which keeps several rows in flight per compute unit.</summary>
-    public static int LocalSize(DeviceCapabilities caps) => (int)Math.Clamp(8 * caps.SubgroupSize, 32, 256);
+    /// <summary><see cref="GpuOptions.RowLocalSize"/> where set, else eight subgroups per
+    /// workgroup: enough invocations for rows of a few hundred elements, and few enough partials
+    /// that subgroup 0 folds them in one step. Capped at 256, which every device runs and which
+    /// keeps several rows in flight per compute unit.</summary>
+    /// <exception cref="GpuException">The size set is no multiple of the subgroup size or more
+    /// than the device runs.</exception>
+    public static int LocalSize(GpuContext context)
+    {
+        var caps = context.Capabilities;
+        if (context.Options.RowLocalSize is not { } set) return (int)Math.Clamp(8 * caps.SubgroupSize, 32, 256);
+        if (set <= 0 || set % caps.SubgroupSize != 0 || set > caps.MaxComputeWorkGroupInvocations)
+            throw new GpuException($"VKPROMPT_ROW_LOCAL_SIZE={set}: needs a multiple of the subgroup size ({caps.SubgroupSize}) of at most {caps.MaxComputeWorkGroupInvocations}");
+        return set;
+    }
 
-    // Up to 8 elements of a row per invocation stay in registers between a row kernel's passes
-    // (the CACHE constant of reduce.glsl's SHARE_LOOP): with 256 invocations, rows of up to 2048
-    // elements, T5's attention lengths; past that, registers would crowd out the workgroups that
-    // hide the passes' latency.
-    const int MaxCached = 8;
+    // Up to 16 elements of a row per invocation stay in registers between a row kernel's passes
+    // (the CACHE constant of reduce.glsl's SHARE_LOOP): with 256 invocations, rows of up to 4096
+    // elements; with 64, T5's 612-key attention rows. Past that, registers would crowd out the
+    // workgroups that hide the passes' latency (and softmax_backward keeps a bit per element in
+    // one uint).
+    const int MaxCached = 16;
 
     /// <summary>CACHE for rows of <paramref name="length"/> over <paramref name="local"/>
-    /// invocations: each one's share, or 0 (the row goes through memory) where that exceeds 8.</summary>
+    /// invocations: each one's share, or 0 (the row goes through memory) where that exceeds 16.</summary>
     public static int CachedPerInvocation(int length, int local)
     {
         int share = (length + local - 1) / local;

@@ -19,7 +19,7 @@ public static class SoftmaxBackwardKernel
         BufferChecks.Require(name, probs, (long)rows * length, "probs [rows, length]");
         BufferChecks.Require(name, grad, (long)rows * length, "grad [rows, length]");
         var (threshold, scale, seed, dropped) = ProbsDropouts.Check(name, dropout, (long)rows * length, probs, grad);
-        int local = Rows.LocalSize(g.Context.Capabilities);
+        int local = Rows.LocalSize(g.Context);
         var k = g.Context.Kernel(name, Layout, local, Rows.CachedPerInvocation(length, local));
         // Without dropout the seed and output bindings hold grad, which the shader then never
         // touches through them and which is written anyway (a stand-in probs would count as written).

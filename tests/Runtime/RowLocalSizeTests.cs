@@ -1,0 +1,50 @@
+using VkPrompt.Runtime;
+using VkPrompt.Runtime.Kernels;
+using VkPrompt.Runtime.Reference;
+using Xunit;
+
+namespace VkPrompt.Tests.Runtime;
+
+/// <summary>VKPROMPT_ROW_LOCAL_SIZE (<see cref="GpuOptions.RowLocalSize"/>): the row kernels with a
+/// workgroup of 64 invocations (128 where the default is 64 already: lavapipe's), which keeps a
+/// 612-key attention row (T5's 512 tokens + 100 prompt) in registers at 10 (or 5) elements an
+/// invocation, give the references' results; a size that is no multiple of the subgroup size (a
+/// power of two on every device) is refused, naming the variable.</summary>
+public sealed class RowLocalSizeTests
+{
+    [Fact]
+    public void RowKernelsMatchTheReferencesAtAnotherWorkgroupSize()
+    {
+        int local;
+        using (var defaults = GpuContext.Create(new GpuOptions { PipelineCacheDirectory = null }))
+            local = Rows.LocalSize(defaults) == 64 ? 128 : 64;
+        using var ctx = GpuContext.Create(new GpuOptions { Validation = true, PipelineCacheDirectory = null, RowLocalSize = local });
+        Assert.Equal(local, Rows.LocalSize(ctx));
+        var shape = new AttentionShape(1, 2, 3, 612, Causal: true);
+        Assert.True(Rows.CachedPerInvocation(shape.KeyLength, local) > 0);
+        int n = (int)shape.Elements;
+        var scores = Check.Random(n, 7);
+        var grad = Check.Random(n, 8);
+        using var gs = GpuBuffer.From<float>(ctx, scores);
+        using var gg = GpuBuffer.From<float>(ctx, grad);
+        using (var g = new CommandGraph(ctx))
+        {
+            AttentionSoftmaxKernel.Forward(g, gs, null, null, null, shape);
+            SoftmaxBackwardKernel.Backward(g, gs, gg, (int)shape.Rows, shape.KeyLength);
+            g.Run();
+        }
+        AttentionSoftmaxReference.Forward<float>(scores, [], [], [], shape);
+        SoftmaxBackwardReference.Backward<float>(scores, grad, (int)shape.Rows, shape.KeyLength);
+        Check.Close(scores, gs.Download<float>(), 1e-5, $"softmax, {local} invocations a row");
+        Check.Close(grad, gg.Download<float>(), 1e-5, $"softmax backward, {local} invocations a row");
+        Assert.True(ctx.Validation.ErrorCount == 0, string.Join("\n", ctx.Validation.Errors));
+    }
+
+    [Fact]
+    public void ASizeThatSplitsASubgroupIsRefused()
+    {
+        using var ctx = GpuContext.Create(new GpuOptions { PipelineCacheDirectory = null, RowLocalSize = 3 });
+        var e = Assert.Throws<GpuException>(() => Rows.LocalSize(ctx));
+        Assert.Contains("VKPROMPT_ROW_LOCAL_SIZE=3", e.Message);
+    }
+}
