@@ -177,7 +177,7 @@ public sealed class MatMulTests(GpuFixture f) : GpuTest(f)
     public void CoopMatMatchesReferenceOnRoundedOperands(WeightPrecision precision, bool transposeB, int m, int n, int k, bool padded, int tiling)
     {
         var spec = RowsSpec(false, transposeB, m, n, k, padded);
-        CoopMatCompare(spec, transposeB, precision, CoopMatTilings[tiling], $"coopmat {CoopMatTilings[tiling]} {precision} {(transposeB ? "A·Bᵀ" : "A·B")} {m}x{n}x{k}");
+        CoopMatCompare(spec, precision, CoopMatTilings[tiling], $"coopmat {CoopMatTilings[tiling]} {precision} {(transposeB ? "A·Bᵀ" : "A·B")} {m}x{n}x{k}");
     }
 
     /// <summary>Products of two fp32 operands stay on the portable kernel unless every product is
@@ -204,11 +204,11 @@ public sealed class MatMulTests(GpuFixture f) : GpuTest(f)
             foreach (bool tb in new[] { true, false })
             {
                 var spec = MatMulSpec.Rows(m, n, k, false, tb) with { Alpha = alpha, Accumulate = accumulate };
-                CoopMatCompare(spec, tb, WeightPrecision.Bf16, tiling, $"coopmat {tiling} alpha {alpha} accumulate {accumulate} {(tb ? "A·Bᵀ" : "A·B")} {m}x{n}x{k}");
+                CoopMatCompare(spec, WeightPrecision.Bf16, tiling, $"coopmat {tiling} alpha {alpha} accumulate {accumulate} {(tb ? "A·Bᵀ" : "A·B")} {m}x{n}x{k}");
             }
     }
 
-    void CoopMatCompare(MatMulSpec spec, bool transposeB, WeightPrecision precision, CoopMatTiling tiling, string what, bool halfA = false, bool halfB = false)
+    void CoopMatCompare(MatMulSpec spec, WeightPrecision precision, CoopMatTiling tiling, string what, bool halfA = false, bool halfB = false)
     {
         var ctx = MatrixUnitsCtx;
         var (aLen, bLen, cLen) = spec.Extents();
@@ -246,7 +246,7 @@ public sealed class MatMulTests(GpuFixture f) : GpuTest(f)
     {
         var spec = RowsSpec(transposeA, transposeB, m, n, k, padded);
         foreach (var tiling in new[] { CoopMatTiling.Small, CoopMatTiling.Default })
-            CoopMatCompare(spec, transposeB, precision, tiling, $"coopmat half A {tiling} {precision} {(transposeA ? "Aᵀ" : "A")}·{(transposeB ? "Bᵀ" : "B")} {m}x{n}x{k}", halfA: true);
+            CoopMatCompare(spec, precision, tiling, $"coopmat half A {tiling} {precision} {(transposeA ? "Aᵀ" : "A")}·{(transposeB ? "Bᵀ" : "B")} {m}x{n}x{k}", halfA: true);
     }
 
     /// <summary>A product of two fp32 activations (VKPROMPT_COOPMAT=all) reading 16-bit copies of
@@ -262,7 +262,7 @@ public sealed class MatMulTests(GpuFixture f) : GpuTest(f)
             Attention.PV => MatMulSpec.AttentionPV(2, 3, 33, 40, 16),
             _ => MatMulSpec.AttentionPtV(2, 3, 33, 40, 16),
         };
-        CoopMatCompare(spec, form == Attention.QKt, WeightPrecision.Fp32, CoopMatTiling.Small, $"coopmat half copies {form}", halfA, halfB: true);
+        CoopMatCompare(spec, WeightPrecision.Fp32, CoopMatTiling.Small, $"coopmat half copies {form}", halfA, halfB: true);
     }
 
     /// <summary>The matrix units' tile shape follows the product: 64x64 blocks where 128x128
@@ -344,7 +344,7 @@ public sealed class MatMulTests(GpuFixture f) : GpuTest(f)
     /// past which Mesa ends them silently (a rolled emulation stopped adding at K = 1744).</summary>
     [SkippableFact]
     public void CoopMatSumsOverAVocabularyLongK() =>
-        CoopMatCompare(MatMulSpec.Rows(12, 64, 32128, false, false), false, WeightPrecision.Bf16, CoopMatTiling.Small, "coopmat K 32128");
+        CoopMatCompare(MatMulSpec.Rows(12, 64, 32128, false, false), WeightPrecision.Bf16, CoopMatTiling.Small, "coopmat K 32128");
 
     /// <summary>An activation past fp16's range is saturated at ±65504, not turned into an
     /// infinity that would poison every sum it enters; a NaN stays NaN, as on the portable
