@@ -49,6 +49,7 @@ public sealed class CliTests
             Assert.True(d.GetProperty("subgroupSize").GetUInt32() > 0);
             Assert.NotEmpty(d.GetProperty("heaps").EnumerateArray());
             Assert.False(string.IsNullOrEmpty(d.GetProperty("pipelineCacheKey").GetString()));
+            Assert.Contains(d.GetProperty("pipelineExecutableStatistics").ValueKind, new[] { JsonValueKind.True, JsonValueKind.False });
         }
         if (LavapipeVisible())
             Assert.Contains(devices, d => d.GetProperty("driverName").GetString() == "llvmpipe" && d.GetProperty("deviceType").GetString() == "cpu");
@@ -63,6 +64,7 @@ public sealed class CliTests
             Assert.Contains($"{d.Index}: {d.Name}", r.Out, StringComparison.Ordinal);
         Assert.Contains("memory heaps", r.Out, StringComparison.Ordinal);
         Assert.Matches(@"\d+(\.\d)? [MG]iB", r.Out);
+        Assert.Contains("pipeline statistics", r.Out, StringComparison.Ordinal);
     }
 
     [Theory]

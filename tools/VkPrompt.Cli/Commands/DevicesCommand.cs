@@ -62,6 +62,7 @@ internal static class DevicesCommand
         Row("push constants", d => Bytes(d.MaxPushConstantsSize));
         Row("max workgroup count", d => $"{d.MaxWorkGroupCountX} x {d.MaxWorkGroupCountY} x {d.MaxWorkGroupCountZ}");
         Row("timestamps", d => d.TimestampsSupported ? $"yes ({d.TimestampPeriodNs.ToString("0.###", CultureInfo.InvariantCulture)} ns/tick)" : "no");
+        Row("pipeline statistics", d => d.PipelineExecutableStatistics ? "yes (VKPROMPT_PIPELINE_STATS=1)" : "no");
         Row("memory heaps", d => string.Join('\n', d.Heaps.Select((h, i) => $"{i}: {Bytes(h.Size)}{(h.DeviceLocal ? " device-local" : "")}")));
         Row("pipeline cache key", d => d.PipelineCacheKey);
         return table;
