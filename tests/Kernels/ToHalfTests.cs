@@ -8,12 +8,13 @@ namespace VkPrompt.Tests.Kernels;
 public sealed class ToHalfTests(GpuFixture f) : GpuTest(f)
 {
     /// <summary>Values across fp16's range and past it (saturated at ±65504, infinities too),
-    /// subnormal halves, NaN kept, from an offset that is no multiple of 4 and over lengths that
-    /// leave a partial last quad, whose surplus halves are zero. Vulkan lets a device round the
+    /// subnormal halves, NaN kept, from offsets that are multiples of 4 (read a vector at a time)
+    /// and ones that are not, over lengths that leave a partial last quad, whose surplus halves
+    /// are zero. Vulkan lets a device round the
     /// conversion toward zero rather than to nearest, so each half may be one unit below the
     /// reference's in magnitude.</summary>
     [SkippableTheory]
-    [InlineData(0, 1), InlineData(3, 7), InlineData(5, 1000), InlineData(1, 300 * 300)]
+    [InlineData(0, 1), InlineData(3, 7), InlineData(5, 1000), InlineData(1, 300 * 300), InlineData(4, 1001), InlineData(0, 300 * 300)]
     public void MatchesReference(int offset, int n)
     {
         Skip.IfNot(Ctx.Capabilities.ShaderFloat16, "the device lacks fp16 arithmetic");
