@@ -38,6 +38,12 @@ public sealed record GpuOptions
     /// against 503.3 without (docs/benchmarks.md).</summary>
     public bool CooperativeMatrixHalfActivations { get; init; } = Environment.GetEnvironmentVariable("VKPROMPT_COOPMAT_HALF_A") != "0";
 
+    /// <summary>bf16 weights are stored as the fp16 halves the matrix units multiply
+    /// (<see cref="Kernels.MatMulKernel.StoredPrecision"/>) where every 16-bit product runs on them:
+    /// rounded once on upload rather than in every tile of every product, with the same result.
+    /// On unless VKPROMPT_COOPMAT_FP16_WEIGHTS=0, which keeps them bf16 as asked.</summary>
+    public bool CooperativeMatrixFp16Weights { get; init; } = Environment.GetEnvironmentVariable("VKPROMPT_COOPMAT_FP16_WEIGHTS") != "0";
+
     /// <summary>Which extension <see cref="CooperativeMatrix"/> uses: VKPROMPT_COOPMAT=khr or nv
     /// insists on one (an error where the device or the build lacks it); otherwise KHR where the
     /// device has it and the build compiled its kernel, else NV, else none.</summary>

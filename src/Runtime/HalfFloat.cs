@@ -57,6 +57,27 @@ public static class HalfFloat
         }
     }
 
+    /// <summary>Rounds each value to bf16 and stores that as fp16 the way the matrix units take a
+    /// bf16 weight (include/to_half.glsl): exact for every bf16 within fp16's normal range,
+    /// rounded to nearest below it, saturated at ±65504 above it, NaN kept. A product on the matrix
+    /// units then reads the very halves it would otherwise have converted in every tile.</summary>
+    public static void EncodeBf16AsFp16(ReadOnlySpan<float> src, Span<ushort> dst)
+    {
+        if (dst.Length != src.Length) throw new ArgumentException($"{src.Length} values need {src.Length} halves, got {dst.Length}", nameof(dst));
+        Span<float> rounded = stackalloc float[Math.Min(Slice, src.Length)];
+        for (int at = 0; at < src.Length; at += Slice)
+        {
+            var part = src.Slice(at, Math.Min(Slice, src.Length - at));
+            var r = rounded[..part.Length];
+            for (int i = 0; i < part.Length; i++)
+            {
+                float b = FromBf16(ToBf16(part[i]));
+                r[i] = float.IsNaN(b) ? b : Math.Clamp(b, -Fp16Max, Fp16Max);
+            }
+            TensorPrimitives.ConvertToHalf(r, MemoryMarshal.Cast<ushort, Half>(dst.Slice(at, part.Length)));
+        }
+    }
+
     /// <summary>Widens stored halves back to fp32 (exact).</summary>
     public static void Decode(ReadOnlySpan<ushort> src, Span<float> dst, WeightPrecision p)
     {

@@ -18,12 +18,19 @@ public sealed class SplitTensor : IDisposable
     public int Cols { get; }
     public string Name { get; }
     public GpuContext Context { get; }
+    /// <summary>How the values are stored on the device.</summary>
     public WeightPrecision Precision { get; }
+
+    /// <summary>The precision uploads round to: <see cref="Precision"/>, or bf16 stored as fp16
+    /// (<see cref="HalfFloat.EncodeBf16AsFp16"/>) for weights the matrix units read.</summary>
+    public WeightPrecision Rounding { get; }
 
     /// <summary>The chunks in row order; chunk i holds rows [FirstRow, FirstRow + Rows).</summary>
     public IReadOnlyList<(GpuBuffer Buffer, int FirstRow, int Rows)> Chunks => chunks;
 
-    public SplitTensor(GpuContext ctx, int rows, int cols, string name = "", WeightPrecision precision = WeightPrecision.Fp32)
+    /// <param name="rounding">the precision values are rounded to on upload, where it differs
+    /// from the stored one: only bf16 stored as fp16 (<paramref name="precision"/> fp16).</param>
+    public SplitTensor(GpuContext ctx, int rows, int cols, string name = "", WeightPrecision precision = WeightPrecision.Fp32, WeightPrecision? rounding = null)
     {
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(rows);
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(cols);
@@ -32,6 +39,9 @@ public sealed class SplitTensor : IDisposable
         Cols = cols;
         Name = name;
         Precision = precision;
+        Rounding = rounding ?? precision;
+        if (Rounding != precision && (Rounding, precision) != (WeightPrecision.Bf16, WeightPrecision.Fp16))
+            throw new ArgumentException($"{name}: values rounded to {Rounding.Name()} cannot be stored as {precision.Name()}; only bf16 can be stored as fp16", nameof(rounding));
         long rowBytes = (long)cols * precision.ElementBytes();
         long limit = Math.Min(ctx.MaxBindingBytes, ctx.Capabilities.MaxMemoryAllocationSize);
         long rowsPerChunk = limit / rowBytes;
@@ -88,7 +98,8 @@ public sealed class SplitTensor : IDisposable
     void UploadHalves(GpuBuffer buffer, ReadOnlySpan<float> values, long at)
     {
         var halves = new ushort[values.Length];
-        HalfFloat.Encode(values, halves, Precision);
+        if (Rounding == WeightPrecision.Bf16 && Precision == WeightPrecision.Fp16) HalfFloat.EncodeBf16AsFp16(values, halves);
+        else HalfFloat.Encode(values, halves, Precision);
         buffer.Upload<ushort>(halves, at);
     }
 
@@ -113,5 +124,6 @@ public sealed class SplitTensor : IDisposable
         foreach (var c in chunks) c.Buffer.Dispose();
     }
 
-    public override string ToString() => $"{Name} [{Rows}, {Cols}] {Precision.Name()} in {chunks.Count} chunk(s)";
+    public override string ToString() =>
+        $"{Name} [{Rows}, {Cols}] {(Rounding == Precision ? Precision.Name() : $"{Rounding.Name()} as {Precision.Name()}")} in {chunks.Count} chunk(s)";
 }

@@ -265,6 +265,50 @@ public sealed class MatMulTests(GpuFixture f) : GpuTest(f)
         CoopMatCompare(spec, WeightPrecision.Fp32, CoopMatTiling.Small, $"coopmat half copies {form}", halfA, halfB: true);
     }
 
+    /// <summary>Where the matrix units read the weights, bf16 ones are stored as the fp16 halves
+    /// the units multiply (VKPROMPT_COOPMAT_FP16_WEIGHTS), converted once on upload: the products
+    /// are bit for bit those of bf16 weights converted in the kernel's fill, and a context without
+    /// matrix units keeps bf16.</summary>
+    [SkippableFact]
+    public void Bf16WeightsStoredAsFp16GiveTheSameProducts()
+    {
+        var ctx = MatrixUnitsCtx;
+        Assert.Equal(WeightPrecision.Fp16, MatMulKernel.StoredPrecision(ctx, WeightPrecision.Bf16));
+        Assert.Equal(WeightPrecision.Fp16, MatMulKernel.StoredPrecision(ctx, WeightPrecision.Fp16));
+        Assert.Equal(WeightPrecision.Fp32, MatMulKernel.StoredPrecision(ctx, WeightPrecision.Fp32));
+        if (!Ctx.CooperativeMatrix) Assert.Equal(WeightPrecision.Bf16, MatMulKernel.StoredPrecision(Ctx, WeightPrecision.Bf16));
+
+        const int m = 130, n = 72, k = 96;
+        var spec = MatMulSpec.Rows(m, n, k, transposeB: true);
+        var a = Check.Random(m * k, 40);
+        var w = Check.Random(n * k, 41);
+        // Large weights too, which the conversion saturates as the fill does.
+        w[3] = 9e4f;
+        w[4] = -1.2e5f;
+        using var ga = GpuBuffer.From<float>(ctx, a);
+        using var asBf16 = GpuBuffer.From<ushort>(ctx, Encode(w, WeightPrecision.Bf16));
+        using var table = new SplitTensor(ctx, n, k, "w", MatMulKernel.StoredPrecision(ctx, WeightPrecision.Bf16), WeightPrecision.Bf16);
+        table.Upload(w);
+        Assert.Single(table.Chunks);
+        var outputs = new[] { new GpuBuffer(ctx, m * n * 4), new GpuBuffer(ctx, m * n * 4) };
+        try
+        {
+            using (var g = new CommandGraph(ctx))
+            {
+                MatMulKernel.Run(g, ga, asBf16, outputs[0], spec, WeightPrecision.Bf16);
+                MatMulKernel.Run(g, ga, table.Chunks[0].Buffer, outputs[1], spec, table.Precision);
+                g.Run();
+            }
+            var fromBf16 = outputs[0].Download<float>();
+            Assert.Equal(fromBf16, outputs[1].Download<float>());
+            Assert.Contains(fromBf16, v => Math.Abs(v) > 1e4f);
+        }
+        finally
+        {
+            foreach (var o in outputs) o.Dispose();
+        }
+    }
+
     /// <summary>The matrix units' tile shape follows the product: 64x64 blocks where 128x128
     /// ones would be too few to fill a GPU, 128x64 for products at most 64 columns wide (attention
     /// per head), 128x128 otherwise.</summary>

@@ -21,6 +21,41 @@ public sealed class HalfFloatTests
         Assert.Equal((float)(Half)x, HalfFloat.FromFp16(HalfFloat.ToFp16(x)));
     }
 
+    /// <summary>bf16 weights stored for the matrix units: the bf16 value itself wherever fp16
+    /// holds it (its 8 significant bits fit fp16's 11), to nearest even in fp16's subnormal range,
+    /// saturated past ±65504 as include/to_half.glsl saturates, a NaN kept.</summary>
+    [Theory]
+    [InlineData(1.00390625f, 0x3C00)]   // 1 + 2^-8 rounds to bf16's 1 first (a tie to even), not to fp16's 1 + 2^-8
+    [InlineData(1.01171875f, 0x3C10)]   // 1 + 3·2^-8: bf16 1 + 2^-6 (a tie, up to even), exact in fp16
+    [InlineData(-3.140625f, 0xC248)]    // a bf16 value, exact in fp16
+    [InlineData(65504f, 0x7BFF)]
+    [InlineData(70000f, 0x7BFF)]        // beyond fp16's range: saturated
+    [InlineData(-1e30f, 0xFBFF)]
+    [InlineData(float.NegativeInfinity, 0xFBFF)]
+    [InlineData(8.9406967e-8f, 0x0002)] // 1.5·2^-24 in bf16, a tie between two fp16 subnormals: to even
+    [InlineData(1e-10f, 0x0000)]
+    public void Bf16AsFp16RoundsThroughBf16AndSaturates(float x, int bits)
+    {
+        var dst = new ushort[1];
+        HalfFloat.EncodeBf16AsFp16([x], dst);
+        Assert.Equal((ushort)bits, dst[0]);
+    }
+
+    [Fact]
+    public void Bf16AsFp16IsTheBf16ValueWhereFp16HoldsIt()
+    {
+        var values = new float[10000];
+        var rng = new Random(5);
+        // Across fp16's normal range, [2^-14, 65504].
+        for (int i = 0; i < values.Length; i++) values[i] = (float)((rng.Next(2) * 2 - 1) * (1 + rng.NextDouble() * 0.99) * Math.Pow(2, rng.Next(-14, 16)));
+        values[^1] = float.NaN;
+        var halves = new ushort[values.Length];
+        HalfFloat.EncodeBf16AsFp16(values, halves);
+        for (int i = 0; i < values.Length - 1; i++)
+            Assert.Equal(HalfFloat.FromBf16(HalfFloat.ToBf16(values[i])), HalfFloat.FromFp16(halves[i]));
+        Assert.True(float.IsNaN(HalfFloat.FromFp16(halves[^1])));
+    }
+
     [Theory]
     [InlineData(1f, 0x3F80)]
     [InlineData(-1.5f, 0xBFC0)]

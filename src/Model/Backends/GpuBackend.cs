@@ -49,7 +49,7 @@ public sealed class GpuBackend(GpuContext ctx, bool ownsContext = false) : Backe
     public override Tensor Table(int rows, int cols, string name, WeightPrecision precision = WeightPrecision.Fp32)
     {
         precision.Require(ctx.Capabilities);
-        return new GpuTable(new SplitTensor(ctx, rows, cols, name, precision), name);
+        return new GpuTable(new SplitTensor(ctx, rows, cols, name, MatMulKernel.StoredPrecision(ctx, precision), precision), name);
     }
 
     public override void Upload(Tensor t, ReadOnlySpan<float> data, long offset = 0)

@@ -357,6 +357,18 @@ public static class MatMulKernel
     internal static bool OnMatrixUnits(GpuContext context, WeightPrecision bPrecision) =>
         context.CooperativeMatrix && (bPrecision != WeightPrecision.Fp32 || context.Options.CooperativeMatrixAllProducts);
 
+    /// <summary>How a frozen weight asked for as <paramref name="requested"/> is stored on
+    /// <paramref name="context"/>: bf16 as fp16 where the matrix units run the products that read
+    /// it and <see cref="GpuOptions.CooperativeMatrixFp16Weights"/> allows, else as asked. The
+    /// units multiply fp16, so the kernel would otherwise convert every bf16 weight it stages, in
+    /// every tile of every product; converted once on upload
+    /// (<see cref="HalfFloat.EncodeBf16AsFp16"/>, with the kernel's rounding and saturation) the
+    /// products give the same results. An embedding table that is only gathered from is stored
+    /// the same way: the values differ from bf16 only below fp16's normal range (by less than
+    /// 3e-8) and beyond ±65504.</summary>
+    public static WeightPrecision StoredPrecision(GpuContext context, WeightPrecision requested) =>
+        requested == WeightPrecision.Bf16 && OnMatrixUnits(context, requested) && context.Options.CooperativeMatrixFp16Weights ? WeightPrecision.Fp16 : requested;
+
     /// <summary>The build of a cooperative-matrix shader (shaders/NAME.comp for NV, NAME_khr.comp,
     /// NAME_emulated.comp) that the context's <see cref="GpuContext.MatrixUnits"/> runs.</summary>
     internal static string CoopMatShader(GpuContext context, string name = "matmul_coopmat") => context.MatrixUnits switch

@@ -28,9 +28,12 @@ public static class MatMulOperands
     };
 
     /// <summary>Writes the first <paramref name="elements"/> values of <paramref name="seed"/> into
-    /// <paramref name="buffer"/>, stored as <paramref name="p"/>.</summary>
-    public static void Fill(GpuBuffer buffer, long elements, ulong seed, WeightPrecision p)
+    /// <paramref name="buffer"/>, stored as <paramref name="p"/>; <paramref name="rounding"/> bf16
+    /// with <paramref name="p"/> fp16 stores them as <see cref="SplitTensor"/> stores bf16 weights
+    /// for the matrix units (<see cref="MatMulKernel.StoredPrecision"/>).</summary>
+    public static void Fill(GpuBuffer buffer, long elements, ulong seed, WeightPrecision p, WeightPrecision? rounding = null)
     {
+        bool bf16AsFp16 = (rounding, p) == (WeightPrecision.Bf16, WeightPrecision.Fp16);
         var values = new float[(int)Math.Min(Chunk, elements)];
         var halves = p == WeightPrecision.Fp32 ? [] : new ushort[values.Length];
         for (long at = 0; at < elements; at += Chunk)
@@ -46,7 +49,8 @@ public static class MatMulOperands
             if (p == WeightPrecision.Fp32) buffer.Upload<float>(part, at);
             else
             {
-                HalfFloat.Encode(part, halves.AsSpan(0, n), p);
+                if (bf16AsFp16) HalfFloat.EncodeBf16AsFp16(part, halves.AsSpan(0, n));
+                else HalfFloat.Encode(part, halves.AsSpan(0, n), p);
                 buffer.Upload<ushort>(halves.AsSpan(0, n), at);
             }
         }

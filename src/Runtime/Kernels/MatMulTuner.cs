@@ -49,9 +49,11 @@ public static class MatMulTuner
         long limit = Math.Min(ctx.MaxBindingBytes, ctx.Capabilities.MaxMemoryAllocationSize);
         var pending = new List<(MatMulSpec Spec, WeightPrecision B, List<MatMulChoice> Candidates)>();
         var keys = new HashSet<MatMulShapeKey>();
-        foreach (var (spec, b) in products)
+        foreach (var (spec, asked) in products)
         {
-            b.Require(ctx.Capabilities);
+            asked.Require(ctx.Capabilities);
+            // Tuned as they will run: with B stored the way this context stores such weights.
+            var b = MatMulKernel.StoredPrecision(ctx, asked);
             if (ctx.MatMulTunings.Find(spec, b) is not null || !keys.Add(MatMulShapeKey.Of(spec, b))) continue;
             var (aElems, bElems, cElems) = spec.Extents();
             if (Math.Max(4 * Math.Max(aElems, cElems), b.ElementBytes() * bElems) > limit) continue;
@@ -169,16 +171,18 @@ public sealed record MatMulTuning(MatMulSpec Spec, WeightPrecision B, string Ker
 /// everything besides that selects another kernel or another variant of one (which stride of each
 /// operand is 1 and whether its rows start on multiples of 4, which pick the vector loads of
 /// <see cref="MatMulKernel.VectorLoads"/> and the fetches of the matrix units; whether C's rows
-/// do; B's precision), and whether C is read as well as written. Alpha and the exact strides
-/// select nothing and are left out.</summary>
-internal readonly record struct MatMulShapeKey(int M, int N, int K, long Batch, int A, int B, bool CAligned, WeightPrecision Precision, bool Accumulate)
+/// do; whether B is 16-bit), and whether C is read as well as written. Alpha and the exact strides
+/// select nothing and are left out, and so does which 16-bit form B takes: fp16 and bf16 run the
+/// same kernels, differing only in how a half is widened, and a context may store bf16 weights as
+/// fp16 (<see cref="MatMulKernel.StoredPrecision"/>), so a tuning found for either serves both.</summary>
+internal readonly record struct MatMulShapeKey(int M, int N, int K, long Batch, int A, int B, bool CAligned, bool HalfB, bool Accumulate)
 {
     public static MatMulShapeKey Of(in MatMulSpec s, WeightPrecision b) => new(
         s.M, s.N, s.K, (long)s.Batch1 * s.Batch2,
         Layout(s.AOffset, (s.Batch1, s.AStrideBatch1), (s.Batch2, s.AStrideBatch2), (s.M, s.AStrideM), (s.K, s.AStrideK)),
         Layout(s.BOffset, (s.Batch1, s.BStrideBatch1), (s.Batch2, s.BStrideBatch2), (s.N, s.BStrideN), (s.K, s.BStrideK)),
         MatMulKernel.Aligned(s.COffset, (s.Batch1, s.CStrideBatch1), (s.Batch2, s.CStrideBatch2), (s.M, s.CStrideM)),
-        b, s.Accumulate);
+        b != WeightPrecision.Fp32, s.Accumulate);
 
     // Bits: 1 contiguous along k, 2 contiguous along m (or n), 4 runs along k start on multiples
     // of 4 (the offset and every other stride are), 8 runs along m (or n) do.

@@ -229,6 +229,10 @@ internal static class BenchCommand
                       $"tiling {Tiling(ctx.Options.CoopMatTiling)}");
         else if (halfWeights && (ctx.Capabilities.CooperativeMatrixKhr || ctx.Capabilities.CooperativeMatrixNv))
             notes.Add("the matrix units were not used (VKPROMPT_COOPMAT=0 or VKPROMPT_DISABLE_COOPMAT=1 turned them off)");
+        if (MatMulKernel.StoredPrecision(ctx, precision) is var stored && stored != precision)
+            notes.Add($"{precision.Name()} weights were stored as the {stored.Name()} halves the matrix units multiply, converted once on upload (VKPROMPT_COOPMAT_FP16_WEIGHTS=0 keeps them {precision.Name()})");
+        else if (halfWeights && ctx.CooperativeMatrix && precision == WeightPrecision.Bf16)
+            notes.Add("bf16 weights were kept bf16 and converted to fp16 as the matrix-unit products staged them (VKPROMPT_COOPMAT_FP16_WEIGHTS=0)");
         if (ctx.CooperativeMatrix && (halfWeights || ctx.Options.CooperativeMatrixAllProducts))
             notes.Add(ctx.Options.CooperativeMatrixHalfActivations
                 ? "matrix-unit products at least 256 columns wide read a 16-bit copy of their activation operand, one conversion (to_half) per activation shared by the products that read it"

@@ -156,7 +156,11 @@ internal static class BenchMatMulCommand
             notes.Add($"skipped '{plan.Product.Name}': {plan.Skipped}");
         }
         var runnable = plans.Where(pl => pl.Skipped is null).ToList();
-        WeightPrecision BPrecision(StepProduct p) => p.WeightB ? precision : WeightPrecision.Fp32;
+        // Weights are stored as a model's would be on this context (bf16 as fp16 for the matrix
+        // units); the reference computes with the values as asked, which are the same.
+        var stored = MatMulKernel.StoredPrecision(ctx, precision);
+        if (stored != precision) notes.Add($"{precision.Name()} weights are stored as {stored.Name()}, as a model's are where the matrix units read them (VKPROMPT_COOPMAT_FP16_WEIGHTS)");
+        WeightPrecision BPrecision(StepProduct p) => p.WeightB ? stored : WeightPrecision.Fp32;
         // First, so that its scratch operands are gone before the ones below are allocated.
         bool tune = MatMulTuner.Enabled(ctx);
         if (tune)
@@ -176,7 +180,7 @@ internal static class BenchMatMulCommand
         using var bf = sharedB ? null : new GpuBuffer(ctx, 4 * fElems, "bench_b_activation");
         using var cBuf = new GpuBuffer(ctx, 4 * cElems, "bench_c");
         MatMulOperands.Fill(a, aElems, MatMulOperands.SeedA, WeightPrecision.Fp32);
-        MatMulOperands.Fill(bw, wElems, MatMulOperands.SeedB, precision);
+        MatMulOperands.Fill(bw, wElems, MatMulOperands.SeedB, stored, precision);
         if (bf is not null) MatMulOperands.Fill(bf, fElems, MatMulOperands.SeedB, WeightPrecision.Fp32);
 
         var rows = new List<MatMulRow>();
@@ -195,7 +199,7 @@ internal static class BenchMatMulCommand
             var b = p.WeightB || bf is null ? bw : bf;
             log?.Invoke($"{p.Name}: {p.Spec.M}x{p.Spec.N}x{p.Spec.K} x{p.Spec.Batch1 * p.Spec.Batch2}, {kernel} {tiling}");
             var (times, copyMs) = Time(ctx, a, b, cBuf, p.Spec, bPrecision, s.Reps, s.WarmupMs, kernel, p.Name);
-            var (error, checkedOutputs) = Check(ctx, a, b, cBuf, p.Spec, bPrecision, MatMulKernel.IsCooperativeMatrix(kernel));
+            var (error, checkedOutputs) = Check(ctx, a, b, cBuf, p.Spec, bPrecision, MatMulKernel.IsCooperativeMatrix(kernel), p.WeightB ? precision : WeightPrecision.Fp32);
             double tolerance = Tolerance(kernel);
             bool ok = error is { } e && e <= tolerance;
             rows.Add(Row(p, bPrecision, kernel, tiling, MatMulTuner.Find(ctx, p.Spec, bPrecision)?.Candidates, times, error, tolerance, checkedOutputs, ok, null) with { HalfCopyMs = copyMs });
@@ -289,7 +293,10 @@ internal static class BenchMatMulCommand
     /// output is not finite, and how many outputs were compared.</summary>
     static float ToHalf(float v) => (float)(Half)Math.Clamp(v, -HalfFloat.Fp16Max, HalfFloat.Fp16Max);
 
-    internal static (double? Error, int Checked) Check(GpuContext ctx, GpuBuffer a, GpuBuffer b, GpuBuffer c, MatMulSpec s, WeightPrecision bPrecision, bool matrixUnits)
+    /// <param name="bValues">the precision B's values were rounded to, where it differs from the
+    /// one they are stored in (bf16 stored as fp16).</param>
+    internal static (double? Error, int Checked) Check(GpuContext ctx, GpuBuffer a, GpuBuffer b, GpuBuffer c, MatMulSpec s, WeightPrecision bPrecision, bool matrixUnits,
+                                                       WeightPrecision? bValues = null)
     {
         const float initial = 1f;
         using (var graph = new CommandGraph(ctx, profiling: false))
@@ -331,7 +338,7 @@ internal static class BenchMatMulCommand
             for (long k = 0; k < s.K; k++)
             {
                 float av = MatMulOperands.Value(MatMulOperands.SeedA, aBase + k * s.AStrideK);
-                float bv = MatMulOperands.Stored(MatMulOperands.SeedB, bBase + k * s.BStrideK, bPrecision);
+                float bv = MatMulOperands.Stored(MatMulOperands.SeedB, bBase + k * s.BStrideK, bValues ?? bPrecision);
                 // The matrix units read A, and an fp32 B, rounded to fp16.
                 if (matrixUnits) (av, bv) = (ToHalf(av), bPrecision == WeightPrecision.Fp32 ? ToHalf(bv) : bv);
                 sum += (double)av * bv;
