@@ -11,9 +11,10 @@
 #                                    tools/check-golden.py on the device (.golden, copied from
 #                                    ../shared/golden), then `vkprompt bench peak` (the matrix
 #                                    units' own rate) and `vkprompt bench matmul` on the default
-#                                    kernels and the matrix units through VK_KHR_ and
-#                                    VK_NV_cooperative_matrix (every product checked against fp64,
-#                                    both extensions against the golden references), then vkprompt bench and the PyTorch + PEFT peer for
+#                                    kernels and the matrix units through VK_KHR_cooperative_matrix
+#                                    and VK_NV_cooperative_matrix2's workgroup scope (every product
+#                                    checked against fp64, each against the golden references),
+#                                    then vkprompt bench and the PyTorch + PEFT peer for
 #                                    t5-base and t5-large at batch 32, input 512, target 8, prompt
 #                                    100, in fp32 and bf16 (vkprompt: bf16 weights, fp32 activations;
 #                                    the peer: all bf16), then t5-base fp32 with the tilings tuned
@@ -23,7 +24,9 @@
 #                                    driver's register counts of their pipelines; COOPMAT_SWEEP
 #                                    names them) and bf16 steps at the default, with every product
 #                                    on the matrix units, tuned, at the sweep's best tiling and with
-#                                    fp32 activation operands. Writes $OUT/table.md, $OUT/sweep.md, $OUT/log.txt and
+#                                    fp32 activation operands; BENCH_PLAN=nv2 the golden check and
+#                                    products of VKPROMPT_COOPMAT=nv2, and bf16 steps with it beside
+#                                    the default and the peer. Writes $OUT/table.md, $OUT/sweep.md, $OUT/log.txt and
 #                                    $OUT/results.tar (every JSON report). No run starts after
 #                                    BENCH_BUDGET_S seconds (default 480), so the command ends inside
 #                                    the tool's 10 minutes; the runs are ordered so that those left
@@ -73,10 +76,12 @@ assert sys.argv[2] in {p["kernel"] for p in r["products"]}, sys.argv[2]'
     # bench peak, emulated: the matrix units' rate probe the device run starts with.
     VK_DRIVER_FILES=$lavapipe .publish/vkprompt bench peak --matrix-units emulate --iterations 4 --workgroups 2 --reps 1 --json "$tmp/peak.json" >/dev/null
     # The KHR kernels must be in the binary: the device run asks for them by name.
-    grep -q matmul_coopmat_khr.spv .publish/vkprompt || { echo "error: the published binary lacks matmul_coopmat_khr.spv" >&2; exit 1; }
+    for k in matmul_coopmat_khr matmul_coopmat_nv2; do
+      grep -q "$k.spv" .publish/vkprompt || { echo "error: the published binary lacks $k.spv" >&2; exit 1; }
+    done
     for f in spiece.model train.jsonl validation.jsonl; do [[ -s .publish/demo/$f ]]; done
     rm -rf "$tmp"
-    echo "ok: devices, a one-step bench, bench matmul (portable and emulated matrix units), bench peak (emulated), the KHR kernels and the demo files"
+    echo "ok: devices, a one-step bench, bench matmul (portable and emulated matrix units), bench peak (emulated), the KHR and workgroup-scope kernels and the demo files"
   else
     echo "== $(uname -m) here: the linux-x64 binary cannot be checked on this machine"
   fi
@@ -230,7 +235,28 @@ PY
     for r in 64 128; do VKENV=VKPROMPT_ROW_LOCAL_SIZE=$r vk "vk-t5-large-bf16-rows$r" t5-large --precision bf16 --warmup 1 --steps 2; done
   }
 
-  if [[ ${BENCH_PLAN:-full} == coopmat ]]; then
+  # The workgroup-scope kernel of VK_NV_cooperative_matrix2 (VKPROMPT_COOPMAT=nv2), not yet run on
+  # a GPU: its results against the golden references and every product against fp64 first, then
+  # steps beside the default and the peer.
+  nv2_checks() {
+    golden check-golden-nv2 VKPROMPT_COOPMAT=nv2 --precision fp16,bf16
+    mm mm-bf16-cm-nv2 bf16 VKPROMPT_COOPMAT=nv2 VKPROMPT_PIPELINE_STATS=1
+  }
+
+  if [[ ${BENCH_PLAN:-full} == nv2 ]]; then
+    # BENCH_PLAN=nv2: the workgroup-scope kernel alone (about 5 minutes), for a call after a full one.
+    golden check-golden
+    nv2_checks
+    mm mm-bf16-cm-khr bf16 VKPROMPT_COOPMAT=khr
+    VKENV=VKPROMPT_COOPMAT=nv2 vk vk-t5-base-bf16-nv2 t5-base --precision bf16 --warmup 1 --steps 3
+    vk vk-t5-base-bf16 t5-base --precision bf16 --warmup 1 --steps 3
+    peer peer-t5-base-bf16 t5-base bf16 --warmup 1 --steps 5
+    VKENV=VKPROMPT_COOPMAT=nv2 vk vk-t5-large-bf16-nv2 t5-large --precision bf16 --warmup 1 --steps 2
+    vk vk-t5-large-bf16 t5-large --precision bf16 --warmup 1 --steps 2
+    peer peer-t5-large-bf16 t5-large bf16 --warmup 1 --steps 3
+    VKENV="VKPROMPT_COOPMAT=nv2 VKPROMPT_MATMUL_TUNE=1" vk vk-t5-large-bf16-nv2-tuned t5-large --precision bf16 --warmup 1 --steps 2 --verbose
+    VKENV=VKPROMPT_COOPMAT_FP16_WEIGHTS=0 vk vk-t5-large-bf16-bf16w t5-large --precision bf16 --warmup 1 --steps 2
+  elif [[ ${BENCH_PLAN:-full} == coopmat ]]; then
     # BENCH_PLAN=coopmat: the matrix units alone (about 5 minutes), for a call after a full one.
     golden check-golden
     golden check-golden-all VKPROMPT_COOPMAT=all --precision fp16,bf16
@@ -241,13 +267,11 @@ PY
     coopmat_sweep_and_steps
   else
     golden check-golden
-    # The matrix units' own rate through each extension: the ceiling for the products below.
-    for x in khr nv; do
-      bench "peak-$x" 30 .publish/vkprompt bench peak --matrix-units "$x" --json "$res/peak-$x.json"
-    done
+    nv2_checks
+    # The matrix units' own rate: the ceiling for the products below.
+    bench peak-khr 30 .publish/vkprompt bench peak --matrix-units khr --json "$res/peak-khr.json"
     mm mm-fp32-auto fp32
-    for x in khr nv all; do mm "mm-bf16-cm-$x" bf16 VKPROMPT_COOPMAT=$x; done
-    golden check-golden-coopmat-nv VKPROMPT_COOPMAT=nv
+    for x in khr all; do mm "mm-bf16-cm-$x" bf16 VKPROMPT_COOPMAT=$x; done
     golden check-golden-all VKPROMPT_COOPMAT=all --precision fp16,bf16
 
     # Then whole steps at the defaults (bf16 on the matrix units where the device has them),
@@ -256,14 +280,17 @@ PY
     vk vk-t5-base-fp32 t5-base --precision fp32 --warmup 1 --steps 3
     peer peer-t5-base-fp32 t5-base fp32 --warmup 1 --steps 5
     vk vk-t5-base-bf16 t5-base --precision bf16 --warmup 1 --steps 3
+    VKENV=VKPROMPT_COOPMAT=nv2 vk vk-t5-base-bf16-nv2 t5-base --precision bf16 --warmup 1 --steps 3
     VKENV=VKPROMPT_COOPMAT=all vk vk-t5-base-bf16-all t5-base --precision bf16 --warmup 1 --steps 3
     peer peer-t5-base-bf16 t5-base bf16 --warmup 1 --steps 5
     vk vk-t5-large-fp32 t5-large --precision fp32 --warmup 1 --steps 2
     vk vk-t5-large-bf16 t5-large --precision bf16 --warmup 1 --steps 2
+    VKENV=VKPROMPT_COOPMAT=nv2 vk vk-t5-large-bf16-nv2 t5-large --precision bf16 --warmup 1 --steps 2
     VKENV=VKPROMPT_COOPMAT=all vk vk-t5-large-bf16-all t5-large --precision bf16 --warmup 1 --steps 2
     peer peer-t5-large-bf16 t5-large bf16 --warmup 1 --steps 3
+    # bf16 weights kept bf16 (converted in every tile) against the fp16 copies the default stores.
+    VKENV=VKPROMPT_COOPMAT_FP16_WEIGHTS=0 vk vk-t5-large-bf16-bf16w t5-large --precision bf16 --warmup 1 --steps 2
     VKENV=VKPROMPT_COOPMAT=0 vk vk-t5-base-bf16-portable t5-base --precision bf16 --warmup 1 --steps 3
-    VKENV=VKPROMPT_COOPMAT=nv vk vk-t5-base-bf16-coopmat-nv t5-base --precision bf16 --warmup 1 --steps 3
     # The tuner (VKPROMPT_MATMUL_TUNE=1) against the rule of vk-t5-base-fp32; --verbose puts its
     # per-product times into log.txt.
     VKENV=VKPROMPT_MATMUL_TUNE=1 vk vk-t5-base-fp32-tuned t5-base --precision fp32 --warmup 1 --steps 3 --verbose

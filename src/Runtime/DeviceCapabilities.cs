@@ -5,6 +5,10 @@ namespace VkPrompt.Runtime;
 
 public sealed record MemoryHeapInfo(long Size, bool DeviceLocal);
 
+/// <summary>A workgroup size at which VK_NV_cooperative_matrix2 multiplies fp16 into fp32 at
+/// workgroup scope, with the granularities a matrix's M, N and K must be multiples of.</summary>
+public sealed record CoopMat2Shape(uint Invocations, uint MGranularity, uint NGranularity, uint KGranularity);
+
 /// <summary>What one physical device can do: the facts kernel variants and tile shapes are chosen from.</summary>
 public sealed record DeviceCapabilities
 {
@@ -30,6 +34,19 @@ public sealed record DeviceCapabilities
     /// <summary>The same through VK_NV_cooperative_matrix (matmul_coopmat.comp), which NVIDIA's
     /// drivers expose beside the KHR extension.</summary>
     public required bool CooperativeMatrixNv { get; init; }
+    /// <summary>What the workgroup-scope product through VK_NV_cooperative_matrix2
+    /// (matmul_coopmat_nv2.comp) needs: that extension with workgroup scope, flexible dimensions and
+    /// tensor addressing, everything <see cref="CooperativeMatrixKhr"/> needs (it builds on that
+    /// extension, whose kernel also runs the products the workgroup-scope one cannot), Vulkan 1.3
+    /// (its SPIR-V is 1.6), and fp16·fp16+fp32 at workgroup scope in
+    /// <see cref="CooperativeMatrix2Shapes"/>. NVIDIA's drivers expose it; ggml-vulkan's fastest
+    /// NVIDIA products run on it.</summary>
+    public bool CooperativeMatrix2Nv { get; init; }
+    /// <summary>The workgroup sizes and dimension granularities VK_NV_cooperative_matrix2 lists for
+    /// fp16·fp16+fp32→fp32 at workgroup scope: a block's dimensions must be multiples of them.</summary>
+    public IReadOnlyList<CoopMat2Shape> CooperativeMatrix2Shapes { get; init; } = [];
+    /// <summary>The largest dimension a workgroup-scope matrix may have (cooperativeMatrixFlexibleDimensionsMaxDimension).</summary>
+    public uint CooperativeMatrix2MaxDimension { get; init; }
     /// <summary>The shapes the KHR extension lists, else the NV one's, as "MxNxK A·B+C→D", for the report.</summary>
     public required IReadOnlyList<string> CooperativeMatrixShapes { get; init; }
     /// <summary>VK_KHR_pipeline_executable_properties with its feature: the driver reports what it
@@ -75,6 +92,7 @@ public sealed record DeviceCapabilities
         var s16 = new PhysicalDevice16BitStorageFeatures { SType = StructureType.PhysicalDevice16BitStorageFeatures, PNext = &f16 };
         var feats2 = new PhysicalDeviceFeatures2 { SType = StructureType.PhysicalDeviceFeatures2, PNext = &s16 };
         vk.GetPhysicalDeviceFeatures2(pd, &feats2);
+        var coopmat2 = extensions.Contains(NvCooperativeMatrix2Extension) && khrCoopmat ? Coopmat2(vk, instance, pd) : default;
         var nvShapes = nvCoopmat ? NvShapes(vk, instance, pd) : [];
         var khrShapes = khrCoopmat ? KhrShapes(vk, instance, pd) : [];
         bool coopmatBasics = memoryModel.VulkanMemoryModel && f16.ShaderFloat16 && s16.StorageBuffer16BitAccess && subgroup.SubgroupSize >= 16;
@@ -126,6 +144,9 @@ public sealed record DeviceCapabilities
             CooperativeMatrixKhr = khrCoopmat && khrFeatures.CooperativeMatrix && coopmatBasics && khrShapes.Contains(CoopmatShape),
             CooperativeMatrixNv = nvCoopmat && nvFeatures.CooperativeMatrix && coopmatBasics && nvShapes.Contains(CoopmatShape),
             CooperativeMatrixShapes = (khrCoopmat ? khrShapes : nvShapes).Select(s => s.Text).ToList(),
+            CooperativeMatrix2Nv = coopmat2.Usable && khrFeatures.CooperativeMatrix && coopmatBasics && khrShapes.Contains(CoopmatShape) && p.ApiVersion >= Vk.Version13,
+            CooperativeMatrix2Shapes = coopmat2.Shapes ?? [],
+            CooperativeMatrix2MaxDimension = coopmat2.MaxDimension,
             PipelineExecutableStatistics = executableInfo.PipelineExecutableInfo,
             MaxStorageBufferRange = p.Limits.MaxStorageBufferRange,
             MaxMemoryAllocationSize = (long)maint3.MaxMemoryAllocationSize,
@@ -144,6 +165,7 @@ public sealed record DeviceCapabilities
 
     internal const string NvCooperativeMatrixExtension = "VK_NV_cooperative_matrix";
     internal const string KhrCooperativeMatrixExtension = "VK_KHR_cooperative_matrix";
+    internal const string NvCooperativeMatrix2Extension = "VK_NV_cooperative_matrix2";
     internal const string PipelineExecutablePropertiesExtension = "VK_KHR_pipeline_executable_properties";
 
     readonly record struct CoopmatEntry(uint M, uint N, uint K, ComponentTypeKHR A, ComponentTypeKHR B, ComponentTypeKHR C, ComponentTypeKHR D, bool Subgroup)
@@ -174,15 +196,15 @@ public sealed record DeviceCapabilities
     static List<CoopmatEntry> NvShapes(Vk vk, Instance instance, PhysicalDevice pd) =>
         ShapesOf(vk, instance, pd, "vkGetPhysicalDeviceCooperativeMatrixPropertiesNV",
             new CooperativeMatrixPropertiesNV { SType = StructureType.CooperativeMatrixPropertiesNV },
-            p => new(p.MSize, p.NSize, p.KSize, (ComponentTypeKHR)p.AType, (ComponentTypeKHR)p.BType, (ComponentTypeKHR)p.CType,
+            p => new CoopmatEntry(p.MSize, p.NSize, p.KSize, (ComponentTypeKHR)p.AType, (ComponentTypeKHR)p.BType, (ComponentTypeKHR)p.CType,
                      (ComponentTypeKHR)p.DType, (ScopeKHR)p.Scope == ScopeKHR.SubgroupKhr));
 
     static List<CoopmatEntry> KhrShapes(Vk vk, Instance instance, PhysicalDevice pd) =>
         ShapesOf(vk, instance, pd, "vkGetPhysicalDeviceCooperativeMatrixPropertiesKHR",
             new CooperativeMatrixPropertiesKHR { SType = StructureType.CooperativeMatrixPropertiesKhr },
-            p => new(p.MSize, p.NSize, p.KSize, p.AType, p.BType, p.CType, p.ResultType, p.Scope == ScopeKHR.SubgroupKhr));
+            p => new CoopmatEntry(p.MSize, p.NSize, p.KSize, p.AType, p.BType, p.CType, p.ResultType, p.Scope == ScopeKHR.SubgroupKhr));
 
-    static unsafe List<CoopmatEntry> ShapesOf<T>(Vk vk, Instance instance, PhysicalDevice pd, string function, T empty, Func<T, CoopmatEntry> entry)
+    static unsafe List<TEntry> ShapesOf<T, TEntry>(Vk vk, Instance instance, PhysicalDevice pd, string function, T empty, Func<T, TEntry> entry)
         where T : unmanaged
     {
         using var name = new GpuContext.ScopedUtf8(function);
@@ -194,6 +216,29 @@ public sealed record DeviceCapabilities
         fixed (T* p = props)
             if (fn(pd, &count, p) != Result.Success) return [];
         return props.Take((int)count).Select(entry).ToList();
+    }
+
+    /// <summary>VK_NV_cooperative_matrix2's features (the three matmul_coopmat_nv2.comp uses),
+    /// its largest dimension and its fp16·fp16+fp32 workgroup-scope shapes.</summary>
+    static unsafe (bool Usable, IReadOnlyList<CoopMat2Shape>? Shapes, uint MaxDimension) Coopmat2(Vk vk, Instance instance, PhysicalDevice pd)
+    {
+        var features = new PhysicalDeviceCooperativeMatrix2FeaturesNV { SType = StructureType.PhysicalDeviceCooperativeMatrix2FeaturesNV };
+        var feats2 = new PhysicalDeviceFeatures2 { SType = StructureType.PhysicalDeviceFeatures2, PNext = &features };
+        vk.GetPhysicalDeviceFeatures2(pd, &feats2);
+        var props = new PhysicalDeviceCooperativeMatrix2PropertiesNV { SType = StructureType.PhysicalDeviceCooperativeMatrix2PropertiesNV };
+        var props2 = new PhysicalDeviceProperties2 { SType = StructureType.PhysicalDeviceProperties2, PNext = &props };
+        vk.GetPhysicalDeviceProperties2(pd, &props2);
+        uint maxInvocations = props.CooperativeMatrixWorkgroupScopeMaxWorkgroupSize;
+        var shapes = ShapesOf(vk, instance, pd, "vkGetPhysicalDeviceCooperativeMatrixFlexibleDimensionsPropertiesNV",
+                new CooperativeMatrixFlexibleDimensionsPropertiesNV { SType = StructureType.CooperativeMatrixFlexibleDimensionsPropertiesNV }, p => p)
+            .Where(p => p.Scope == ScopeKHR.WorkgroupKhr && !p.SaturatingAccumulation
+                        && p.AType == ComponentTypeKHR.Float16Khr && p.BType == ComponentTypeKHR.Float16Khr
+                        && p.CType == ComponentTypeKHR.Float32Khr && p.ResultType == ComponentTypeKHR.Float32Khr
+                        && p.WorkgroupInvocations <= maxInvocations)
+            .Select(p => new CoopMat2Shape(p.WorkgroupInvocations, p.MGranularity, p.NGranularity, p.KGranularity))
+            .Distinct().ToList();
+        bool usable = features.CooperativeMatrixWorkgroupScope && features.CooperativeMatrixFlexibleDimensions && features.CooperativeMatrixTensorAddressing && shapes.Count > 0;
+        return (usable, shapes, props.CooperativeMatrixFlexibleDimensionsMaxDimension);
     }
 
     static unsafe string Utf8(byte* s, int max)

@@ -96,7 +96,7 @@ public sealed unsafe class GpuContext : IDisposable
     public static IReadOnlyList<DeviceCapabilities> ListDevices()
     {
         var vk = LoadVulkan();
-        var instance = CreateInstance(vk, validation: false, default, out _);
+        var instance = CreateInstance(vk, validation: false, default, out _, Vk.Version12);
         try { return EnumerateDevices(vk, instance).Select((pd, i) => DeviceCapabilities.Query(vk, instance, pd, i, DeviceExtensions(vk, pd))).ToList(); }
         finally { vk.DestroyInstance(instance, null); }
     }
@@ -111,12 +111,14 @@ public sealed unsafe class GpuContext : IDisposable
         Instance instance = default;
         try
         {
-            instance = CreateInstance(vk, options.Validation, handle, out var messenger);
+            // The workgroup-scope kernel is SPIR-V 1.6, which needs Vulkan 1.3; everything else is 1.2.
+            instance = CreateInstance(vk, options.Validation, handle, out var messenger,
+                                      options.CooperativeMatrix && options.CooperativeMatrixExtension == MatrixUnitsExtension.Nv2 ? Vk.Version13 : Vk.Version12);
             var devices = EnumerateDevices(vk, instance);
             if (devices.Count == 0) throw new GpuException(NoDeviceMessage);
             var caps = devices.Select((pd, i) => DeviceCapabilities.Query(vk, instance, pd, i, DeviceExtensions(vk, pd))).ToList();
             int chosen = Choose(caps, options.Device);
-            var units = ChooseMatrixUnits(caps[chosen], options, Runtime.Kernel.IsEmbedded(KhrMatMulShader));
+            var units = ChooseMatrixUnits(caps[chosen], options, Runtime.Kernel.IsEmbedded(KhrMatMulShader), Runtime.Kernel.IsEmbedded(Nv2MatMulShader));
             var pd = devices[chosen];
             uint family = ComputeQueueFamily(vk, pd);
             var device = CreateDevice(vk, pd, family, caps[chosen], units, options.PipelineStatistics && caps[chosen].PipelineExecutableStatistics);
@@ -176,7 +178,7 @@ public sealed unsafe class GpuContext : IDisposable
         return match?.Index ?? throw new GpuException($"no Vulkan device name contains '{spec}'; available: {available}");
     }
 
-    static Instance CreateInstance(Vk vk, bool validation, GCHandle logHandle, out DebugUtilsMessengerEXT messenger)
+    static Instance CreateInstance(Vk vk, bool validation, GCHandle logHandle, out DebugUtilsMessengerEXT messenger, uint apiVersion)
     {
         messenger = default;
         var layers = new List<string>();
@@ -194,7 +196,6 @@ public sealed unsafe class GpuContext : IDisposable
         if (portability) extensions.Add("VK_KHR_portability_enumeration");
 
         using var appName = new ScopedUtf8("VkPrompt");
-        uint apiVersion = Vk.Version12;
         var appInfo = new ApplicationInfo
         {
             SType = StructureType.ApplicationInfo,
@@ -297,10 +298,13 @@ public sealed unsafe class GpuContext : IDisposable
     }
 
     internal const string KhrMatMulShader = "matmul_coopmat_khr";
+    internal const string Nv2MatMulShader = "matmul_coopmat_nv2";
 
     /// <summary>The matrix units a context creating its device for <paramref name="caps"/> uses;
-    /// <paramref name="khrBuilt"/>: whether the build compiled the KHR kernel.</summary>
-    internal static MatrixUnits ChooseMatrixUnits(DeviceCapabilities caps, GpuOptions options, bool khrBuilt)
+    /// <paramref name="khrBuilt"/>, <paramref name="nv2Built"/>: whether the build compiled the KHR
+    /// and the workgroup-scope kernel. The workgroup-scope one is only ever asked for
+    /// (VKPROMPT_COOPMAT=nv2), never chosen.</summary>
+    internal static MatrixUnits ChooseMatrixUnits(DeviceCapabilities caps, GpuOptions options, bool khrBuilt, bool nv2Built = false)
     {
         if (options.CooperativeMatrixEmulation)
             return caps.ShaderFloat16 && caps.StorageBuffer16Bit ? MatrixUnits.Emulated
@@ -314,6 +318,12 @@ public sealed unsafe class GpuContext : IDisposable
                 ? "the matrix units were asked for through VK_KHR_cooperative_matrix, but this build has no matmul_coopmat_khr shader: its glslc could not compile " +
                   "GL_KHR_cooperative_matrix (Debian 12's glslang 11 cannot); tools/fetch-glslc.sh fetches one that can, and the next build uses it"
                 : $"the matrix units were asked for through VK_KHR_cooperative_matrix, but {caps.Name} lacks it with 16x16x16 fp16·fp16+fp32 at subgroup scope (see vkprompt devices)"),
+            MatrixUnitsExtension.Nv2 when khr && nv2Built && caps.CooperativeMatrix2Nv && Runtime.Kernels.CoopMatTiling.WorkgroupCandidates.Any(t => t.FitsWorkgroupScope(caps)) => MatrixUnits.Nv2,
+            MatrixUnitsExtension.Nv2 => throw new GpuException(!khrBuilt || !nv2Built
+                ? "the matrix units were asked for through VK_NV_cooperative_matrix2, but this build lacks the matmul_coopmat_khr or matmul_coopmat_nv2 shader: its glslc could not " +
+                  "compile GL_KHR_cooperative_matrix or GL_NV_cooperative_matrix2 (glslang 15 can); tools/fetch-glslc.sh fetches one that can, and the next build uses it"
+                : $"the matrix units were asked for through VK_NV_cooperative_matrix2, but {caps.Name} lacks it with workgroup scope, flexible dimensions, tensor addressing and " +
+                  "fp16·fp16+fp32 at workgroup scope in blocks this build's tilings can use, beside VK_KHR_cooperative_matrix and Vulkan 1.3 (see vkprompt devices)"),
             MatrixUnitsExtension.Nv => caps.CooperativeMatrixNv ? MatrixUnits.Nv
                 : throw new GpuException($"the matrix units were asked for through VK_NV_cooperative_matrix, but {caps.Name} lacks it with 16x16x16 fp16·fp16+fp32 at subgroup scope (see vkprompt devices)"),
             _ => khr ? MatrixUnits.Khr : caps.CooperativeMatrixNv ? MatrixUnits.Nv : MatrixUnits.None,
@@ -333,13 +343,25 @@ public sealed unsafe class GpuContext : IDisposable
         // Only features that half-precision kernels may use are asked for, and only where present.
         var memoryModel = new PhysicalDeviceVulkanMemoryModelFeatures { SType = StructureType.PhysicalDeviceVulkanMemoryModelFeatures, VulkanMemoryModel = true };
         var nvCoopmat = new PhysicalDeviceCooperativeMatrixFeaturesNV { SType = StructureType.PhysicalDeviceCooperativeMatrixFeaturesNV, CooperativeMatrix = true, PNext = &memoryModel };
-        var khrCoopmat = new PhysicalDeviceCooperativeMatrixFeaturesKHR { SType = StructureType.PhysicalDeviceCooperativeMatrixFeaturesKhr, CooperativeMatrix = true, PNext = &memoryModel };
-        bool cooperativeMatrix = units is MatrixUnits.Khr or MatrixUnits.Nv;
+        // The workgroup-scope kernel builds on the KHR extension, whose kernel runs the products it
+        // cannot address as tensors, so it enables both.
+        var coopmat2 = new PhysicalDeviceCooperativeMatrix2FeaturesNV
+        {
+            SType = StructureType.PhysicalDeviceCooperativeMatrix2FeaturesNV,
+            CooperativeMatrixWorkgroupScope = true, CooperativeMatrixFlexibleDimensions = true, CooperativeMatrixTensorAddressing = true,
+            PNext = &memoryModel,
+        };
+        var khrCoopmat = new PhysicalDeviceCooperativeMatrixFeaturesKHR
+        {
+            SType = StructureType.PhysicalDeviceCooperativeMatrixFeaturesKhr, CooperativeMatrix = true,
+            PNext = units == MatrixUnits.Nv2 ? &coopmat2 : &memoryModel,
+        };
+        bool cooperativeMatrix = units is MatrixUnits.Khr or MatrixUnits.Nv or MatrixUnits.Nv2;
         var executableInfo = new PhysicalDevicePipelineExecutablePropertiesFeaturesKHR
         {
             SType = StructureType.PhysicalDevicePipelineExecutablePropertiesFeaturesKhr,
             PipelineExecutableInfo = true,
-            PNext = units == MatrixUnits.Khr ? &khrCoopmat : units == MatrixUnits.Nv ? &nvCoopmat : null,
+            PNext = units is MatrixUnits.Khr or MatrixUnits.Nv2 ? &khrCoopmat : units == MatrixUnits.Nv ? &nvCoopmat : null,
         };
         var f16 = new PhysicalDeviceShaderFloat16Int8Features
         {
@@ -349,7 +371,8 @@ public sealed unsafe class GpuContext : IDisposable
             PNext = pipelineStatistics ? &executableInfo : executableInfo.PNext,
         };
         var names = new List<string>();
-        if (cooperativeMatrix) names.Add(units == MatrixUnits.Khr ? DeviceCapabilities.KhrCooperativeMatrixExtension : DeviceCapabilities.NvCooperativeMatrixExtension);
+        if (cooperativeMatrix) names.Add(units == MatrixUnits.Nv ? DeviceCapabilities.NvCooperativeMatrixExtension : DeviceCapabilities.KhrCooperativeMatrixExtension);
+        if (units == MatrixUnits.Nv2) names.Add(DeviceCapabilities.NvCooperativeMatrix2Extension);
         if (pipelineStatistics) names.Add(DeviceCapabilities.PipelineExecutablePropertiesExtension);
         var extensions = (byte**)SilkMarshal.StringArrayToPtr(names);
         try

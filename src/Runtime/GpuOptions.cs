@@ -46,11 +46,14 @@ public sealed record GpuOptions
 
     /// <summary>Which extension <see cref="CooperativeMatrix"/> uses: VKPROMPT_COOPMAT=khr or nv
     /// insists on one (an error where the device or the build lacks it); otherwise KHR where the
-    /// device has it and the build compiled its kernel, else NV, else none.</summary>
+    /// device has it and the build compiled its kernel, else NV, else none. VKPROMPT_COOPMAT=nv2
+    /// asks for the workgroup-scope kernel of VK_NV_cooperative_matrix2 (NVIDIA), KHR's kernel
+    /// running the products it cannot: not yet measured on a GPU, so never chosen unasked.</summary>
     public MatrixUnitsExtension CooperativeMatrixExtension { get; init; } = Environment.GetEnvironmentVariable("VKPROMPT_COOPMAT") switch
     {
         "khr" => MatrixUnitsExtension.Khr,
         "nv" => MatrixUnitsExtension.Nv,
+        "nv2" => MatrixUnitsExtension.Nv2,
         _ => MatrixUnitsExtension.Auto,
     };
 
@@ -111,7 +114,7 @@ public sealed record GpuOptions
 }
 
 /// <summary>The cooperative-matrix extension <see cref="GpuOptions.CooperativeMatrix"/> asks for.</summary>
-public enum MatrixUnitsExtension { Auto, Khr, Nv }
+public enum MatrixUnitsExtension { Auto, Khr, Nv, Nv2 }
 
 /// <summary>Which build of the cooperative-matrix kernel a context runs (<see cref="GpuContext.MatrixUnits"/>).</summary>
 public enum MatrixUnits
@@ -122,6 +125,9 @@ public enum MatrixUnits
     Khr,
     /// <summary>matmul_coopmat.comp, through VK_NV_cooperative_matrix.</summary>
     Nv,
+    /// <summary>matmul_coopmat_nv2.comp, through VK_NV_cooperative_matrix2 (workgroup scope, tensor
+    /// addressing), with matmul_coopmat_khr.comp for the products it cannot address.</summary>
+    Nv2,
     /// <summary>matmul_coopmat_emulated.comp: the same kernel in ordinary arithmetic.</summary>
     Emulated,
 }

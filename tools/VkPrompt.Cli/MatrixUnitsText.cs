@@ -9,6 +9,7 @@ internal static class MatrixUnitsText
     {
         MatrixUnits.Khr => "VK_KHR_cooperative_matrix",
         MatrixUnits.Nv => "VK_NV_cooperative_matrix",
+        MatrixUnits.Nv2 => "VK_NV_cooperative_matrix2 at workgroup scope, VK_KHR_cooperative_matrix for products it cannot address",
         MatrixUnits.Emulated => "emulated",
         _ => "none",
     };

@@ -142,6 +142,37 @@ internal readonly record struct CoopMatTiling(int WarpsM, int WarpsN, int TilesM
     // What a device with the 16 KiB minimum of shared memory can hold.
     static CoopMatTiling Minimal => new(2, 2, 2, 2, 16);
 
+    // The workgroup-scope kernel (matmul_coopmat_nv2.comp) takes from a tiling only its block,
+    // BM x BN (WarpsM·TilesM·16 by WarpsN·TilesN·16), its depth BK and its workgroup of
+    // WarpsM·WarpsN subgroups; the driver lays the block out over them. The shapes are
+    // ggml-vulkan's for fp16 products on NVIDIA's workgroup scope (its large, medium and small
+    // tiles, 64 deep), untimed here so far: 128x256 blocks from 256 invocations for wide
+    // products, 128x128 for those at most 128 columns wide, 64x64 from 128 invocations where
+    // larger blocks would leave multiprocessors idle, and 128x64 for 64-column products.
+    public static CoopMatTiling WorkgroupLarge => new(2, 4, 4, 4, 64);
+    public static CoopMatTiling WorkgroupMedium => new(2, 4, 4, 2, 64);
+    public static CoopMatTiling WorkgroupSmall => new(2, 2, 2, 2, 64);
+    public static CoopMatTiling WorkgroupNarrow => new(4, 2, 2, 2, 64);
+
+    /// <summary>The tilings <see cref="MatMulTuner"/> times for a workgroup-scope product, where
+    /// they fit: the four above and the large blocks 32 deep.</summary>
+    public static IEnumerable<CoopMatTiling> WorkgroupCandidates => [WorkgroupLarge, WorkgroupMedium, WorkgroupSmall, WorkgroupNarrow, new(2, 4, 4, 4, 32)];
+
+    /// <summary>Whether the workgroup-scope kernel can run this tiling on <paramref name="caps"/>:
+    /// VK_NV_cooperative_matrix2 lists fp16·fp16+fp32 at a workgroup of this many invocations with
+    /// granularities that divide the block and its depth, and no dimension exceeds its largest.</summary>
+    public bool FitsWorkgroupScope(DeviceCapabilities caps)
+    {
+        long invocations = (long)WarpsM * WarpsN * caps.SubgroupSize;
+        int bm = BlockM, bn = BlockN, bk = SharedK;
+        return Math.Max(Math.Max(bm, bn), bk) <= caps.CooperativeMatrix2MaxDimension
+               && caps.CooperativeMatrix2Shapes.Any(s => s.Invocations == invocations && bm % s.MGranularity == 0 && bn % s.NGranularity == 0 && bk % s.KGranularity == 0);
+    }
+
+    /// <summary>Whether the product this tiling is for can run it: <see cref="FitsWorkgroupScope"/>
+    /// for a workgroup-scope product, <see cref="Fits(GpuContext)"/> otherwise.</summary>
+    public bool Fits(GpuContext context, bool workgroupScope) => workgroupScope ? FitsWorkgroupScope(context.Capabilities) : Fits(context);
+
     /// <summary>The tilings <see cref="MatMulTuner"/> times for a product on the matrix units,
     /// where they fit: the ones above and 16 subgroups of 32x32 in 128x128 blocks (512 invocations).</summary>
     public static IEnumerable<CoopMatTiling> Candidates => [Default, Deep, Small, Narrow, new(4, 4, 2, 2, 32)];
@@ -154,12 +185,42 @@ internal readonly record struct CoopMatTiling(int WarpsM, int WarpsN, int TilesM
     /// room for the one chosen, Small, else the least.</summary>
     public static CoopMatTiling For(GpuContext context, in MatMulSpec s, WeightPrecision bPrecision)
     {
-        if (context.Options.CoopMatTiling is not null) return For(context);
+        bool workgroupScope = MatMulKernel.OnWorkgroupScope(context, s, bPrecision);
+        if (context.Options.CoopMatTiling is not null) return workgroupScope ? ForWorkgroupScope(context) : For(context);
         if (context.MatMulTunings.Find(s, bPrecision)?.Choice.MatrixUnits is { } tuned) return tuned;
+        if (workgroupScope) return ForWorkgroupScope(context.Capabilities, s);
         long limit = context.Capabilities.MaxComputeSharedMemorySize;
         var t = (long)Grid.Div(s.M, Default.BlockM) * Grid.Div(s.N, Default.BlockN) < 128 ? Small : s.N <= Narrow.BlockN ? Narrow : Default;
         if (t.SharedBytes <= limit) return t;
         return Small.SharedBytes <= limit ? Small : Minimal;
+    }
+
+    /// <summary>The workgroup-scope kernel's tiling for a product: <see cref="WorkgroupSmall"/>
+    /// where 128x256 blocks would number fewer than 128, <see cref="WorkgroupNarrow"/> for products
+    /// at most 64 columns wide, <see cref="WorkgroupMedium"/> up to 128, else
+    /// <see cref="WorkgroupLarge"/>; the first of the candidates that fits where that one does not.</summary>
+    internal static CoopMatTiling ForWorkgroupScope(DeviceCapabilities caps, in MatMulSpec s)
+    {
+        var t = (long)Grid.Div(s.M, WorkgroupLarge.BlockM) * Grid.Div(s.N, WorkgroupLarge.BlockN) * s.Batch1 * s.Batch2 < 128 ? WorkgroupSmall
+            : s.N <= WorkgroupNarrow.BlockN ? WorkgroupNarrow
+            : s.N <= WorkgroupMedium.BlockN ? WorkgroupMedium
+            : WorkgroupLarge;
+        return t.FitsWorkgroupScope(caps) ? t : WorkgroupCandidates.First(c => c.FitsWorkgroupScope(caps));
+    }
+
+    /// <summary><see cref="GpuOptions.CoopMatTiling"/> for workgroup-scope products, checked
+    /// against what VK_NV_cooperative_matrix2 lists (products the KHR kernel runs on such a
+    /// context keep their own tilings).</summary>
+    static CoopMatTiling ForWorkgroupScope(GpuContext context)
+    {
+        var text = context.Options.CoopMatTiling!;
+        var v = TilingText.Parse(text, "VKPROMPT_COOPMAT_TILING", "WMxWNxTMxTNxBK, e.g. 2x4x4x4x64");
+        var t = new CoopMatTiling(v[0], v[1], v[2], v[3], v[4]);
+        if (v.Any(x => x < 1) || !t.FitsWorkgroupScope(context.Capabilities))
+            throw new GpuException($"VKPROMPT_COOPMAT_TILING={text}: the workgroup-scope kernel needs positive sizes, a workgroup and granularities VK_NV_cooperative_matrix2 lists " +
+                                   $"({string.Join(", ", context.Capabilities.CooperativeMatrix2Shapes.Select(s => $"{s.Invocations} invocations: {s.MGranularity}x{s.NGranularity}x{s.KGranularity}"))}) " +
+                                   $"and dimensions up to {context.Capabilities.CooperativeMatrix2MaxDimension}");
+        return t;
     }
 
     /// <summary>The tiling of <see cref="GpuOptions.CoopMatTiling"/> where set, else the default.</summary>
@@ -225,7 +286,9 @@ public static class MatMulKernel
     /// and <see cref="Selection"/> use: the matrix units where the context uses them for this B,
     /// else the portable product, each with the tiling its <c>For</c> gives.</summary>
     internal static MatMulChoice Choose(GpuContext context, in MatMulSpec s, WeightPrecision bPrecision) =>
-        OnMatrixUnits(context, bPrecision) ? new(CoopMatTiling.For(context, s, bPrecision)) : new(MatMulTiling.For(context, s, bPrecision));
+        OnMatrixUnits(context, bPrecision)
+            ? new(CoopMatTiling.For(context, s, bPrecision), OnWorkgroupScope(context, s, bPrecision))
+            : new(MatMulTiling.For(context, s, bPrecision));
 
     /// <summary>The product on the matrix units (or their emulation) with tiling <paramref name="t"/>.
     /// <paramref name="halfA"/>, <paramref name="halfB"/>: whether it reads a 16-bit copy of A, or
@@ -238,19 +301,42 @@ public static class MatMulKernel
         s.Validate(a.Length<float>(), b.Bytes / bPrecision.ElementBytes(), c.Length<float>());
         var spec = s;
         var (aExtent, bExtent, _) = s.Extents();
-        bool copyA = halfA ?? HalvesA(g.Context.Options, s);
+        // The workgroup-scope kernel multiplies what it loads, so both its operands are fp16 copies
+        // (of A always, of an fp32 B) whatever the switches ask of the other kernel.
+        bool workgroupScope = OnWorkgroupScope(g.Context, s, bPrecision);
+        bool copyA = workgroupScope ? Used(s) > 0 : halfA ?? HalvesA(g.Context.Options, s);
         if (copyA)
         {
             a = g.State<HalfCopies>().Of(g, HalfCopies.Operand.A, a, s.AOffset, aExtent - s.AOffset);
             spec = spec with { AOffset = 0 };
         }
-        if (bPrecision == WeightPrecision.Fp32 && (halfB ?? HalvesB(g.Context.Options, s)))
+        if (bPrecision == WeightPrecision.Fp32 && (workgroupScope ? Used(s) > 0 : halfB ?? HalvesB(g.Context.Options, s)))
         {
             b = g.State<HalfCopies>().Of(g, HalfCopies.Operand.B, b, s.BOffset, bExtent - s.BOffset);
             spec = spec with { BOffset = 0 };
             bPrecision = WeightPrecision.Fp16;
         }
-        AppendCoopMat(g, a, b, c, spec, t, bPrecision, aHalf: copyA);
+        if (workgroupScope) AppendWorkgroupScope(g, a, b, c, spec, t);
+        else AppendCoopMat(g, a, b, c, spec, t, bPrecision, aHalf: copyA);
+    }
+
+    /// <summary>Whether a matrix-unit product runs the workgroup-scope kernel
+    /// (matmul_coopmat_nv2.comp): on a context using VK_NV_cooperative_matrix2, where each operand
+    /// is contiguous along one of its indices (tensor addressing needs a unit stride) and B is
+    /// fp16, or fp32 to be copied to fp16. A bf16 B (VKPROMPT_COOPMAT_FP16_WEIGHTS=0) and operands
+    /// strided both ways run the KHR kernel.</summary>
+    internal static bool OnWorkgroupScope(GpuContext context, in MatMulSpec s, WeightPrecision bPrecision) => OnWorkgroupScope(context.MatrixUnits, s, bPrecision);
+
+    internal static bool OnWorkgroupScope(MatrixUnits units, in MatMulSpec s, WeightPrecision bPrecision) =>
+        units == MatrixUnits.Nv2 && bPrecision != WeightPrecision.Bf16
+        && (s.AStrideK == 1 || s.AStrideM == 1) && (s.BStrideK == 1 || s.BStrideN == 1);
+
+    static void AppendWorkgroupScope(CommandGraph g, GpuBuffer a, GpuBuffer b, GpuBuffer c, in MatMulSpec s, CoopMatTiling t)
+    {
+        var k = g.Context.Kernel(GpuContext.Nv2MatMulShader, Layout, (int)g.Context.Capabilities.SubgroupSize * t.WarpsM * t.WarpsN,
+                                 t.BlockM, t.BlockN, t.SharedK, s.AStrideK == 1 ? 1 : 0, s.BStrideK == 1 ? 1 : 0);
+        uint z = (uint)Math.Min((long)s.Batch1 * s.Batch2, g.Context.Capabilities.MaxWorkGroupCountZ);
+        g.Dispatch(k, (Grid.Div(s.N, t.BlockN), Grid.Div(s.M, t.BlockM), z), Push.From(s), a, b, c);
     }
 
     static void AppendCoopMat(CommandGraph g, GpuBuffer a, GpuBuffer b, GpuBuffer c, in MatMulSpec s, CoopMatTiling t, WeightPrecision bPrecision, bool aHalf)
@@ -370,17 +456,19 @@ public static class MatMulKernel
         requested == WeightPrecision.Bf16 && OnMatrixUnits(context, requested) && context.Options.CooperativeMatrixFp16Weights ? WeightPrecision.Fp16 : requested;
 
     /// <summary>The build of a cooperative-matrix shader (shaders/NAME.comp for NV, NAME_khr.comp,
-    /// NAME_emulated.comp) that the context's <see cref="GpuContext.MatrixUnits"/> runs.</summary>
+    /// NAME_emulated.comp) that the context's <see cref="GpuContext.MatrixUnits"/> runs at subgroup scope.
+    /// A context through VK_NV_cooperative_matrix2 runs the KHR builds beside its workgroup-scope kernel.</summary>
     internal static string CoopMatShader(GpuContext context, string name = "matmul_coopmat") => context.MatrixUnits switch
     {
         MatrixUnits.Emulated => name + "_emulated",
-        MatrixUnits.Khr => name + "_khr",
+        MatrixUnits.Khr or MatrixUnits.Nv2 => name + "_khr",
         _ => name,
     };
 
-    /// <summary>Whether <paramref name="kernel"/>, as <see cref="Selection"/> names it, is the
+    /// <summary>Whether <paramref name="kernel"/>, as <see cref="Selection"/> names it, is a
     /// cooperative-matrix product (on the matrix units or emulated), which rounds A to fp16.</summary>
-    public static bool IsCooperativeMatrix(string kernel) => kernel is "matmul_coopmat" or GpuContext.KhrMatMulShader or "matmul_coopmat_emulated";
+    public static bool IsCooperativeMatrix(string kernel) =>
+        kernel is "matmul_coopmat" or GpuContext.KhrMatMulShader or GpuContext.Nv2MatMulShader or "matmul_coopmat_emulated";
 }
 
 /// <summary>A product's kernel and its tile shape: the portable product's (<see cref="Portable"/>)
@@ -390,12 +478,16 @@ internal readonly record struct MatMulChoice
     public MatMulTiling? Portable { get; }
     public CoopMatTiling? MatrixUnits { get; }
 
+    /// <summary>The matrix units' tiling is for the workgroup-scope kernel (matmul_coopmat_nv2.comp).</summary>
+    public bool WorkgroupScope { get; }
+
     public MatMulChoice(MatMulTiling portable) => Portable = portable;
-    public MatMulChoice(CoopMatTiling matrixUnits) => MatrixUnits = matrixUnits;
+    public MatMulChoice(CoopMatTiling matrixUnits, bool workgroupScope = false) => (MatrixUnits, WorkgroupScope) = (matrixUnits, workgroupScope);
 
     /// <summary>The shader that runs, as a profile labels its dispatches.</summary>
     public string Kernel(GpuContext context, WeightPrecision bPrecision) =>
-        MatrixUnits is not null ? MatMulKernel.CoopMatShader(context) : bPrecision == WeightPrecision.Fp32 ? "matmul" : "matmul_half";
+        WorkgroupScope ? GpuContext.Nv2MatMulShader
+        : MatrixUnits is not null ? MatMulKernel.CoopMatShader(context) : bPrecision == WeightPrecision.Fp32 ? "matmul" : "matmul_half";
 
     /// <summary>The tile shape as the tiling variables spell it.</summary>
     public string Tiling => MatrixUnits?.Text ?? Portable!.Value.Text;

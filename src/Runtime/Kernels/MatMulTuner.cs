@@ -57,7 +57,7 @@ public static class MatMulTuner
             if (ctx.MatMulTunings.Find(spec, b) is not null || !keys.Add(MatMulShapeKey.Of(spec, b))) continue;
             var (aElems, bElems, cElems) = spec.Extents();
             if (Math.Max(4 * Math.Max(aElems, cElems), b.ElementBytes() * bElems) > limit) continue;
-            var candidates = Candidates(ctx, b);
+            var candidates = Candidates(ctx, spec, b);
             if (candidates.Count > 1) pending.Add((spec, b, candidates));
         }
         if (pending.Count == 0) return [];
@@ -82,12 +82,16 @@ public static class MatMulTuner
     /// fit the device, none where a tiling variable forces one. The tuner never moves a product
     /// between the portable kernel and the matrix units, which round A to fp16: timings choose
     /// how fast a product runs, not how it rounds.</summary>
-    static List<MatMulChoice> Candidates(GpuContext ctx, WeightPrecision b)
+    static List<MatMulChoice> Candidates(GpuContext ctx, in MatMulSpec spec, WeightPrecision b)
     {
         var caps = ctx.Capabilities;
         if (MatMulKernel.OnMatrixUnits(ctx, b))
-            return ctx.Options.CoopMatTiling is not null ? []
-                : CoopMatTiling.Candidates.Where(t => t.Fits(ctx)).Select(t => new MatMulChoice(t)).ToList();
+        {
+            if (ctx.Options.CoopMatTiling is not null) return [];
+            bool workgroupScope = MatMulKernel.OnWorkgroupScope(ctx, spec, b);
+            return (workgroupScope ? CoopMatTiling.WorkgroupCandidates : CoopMatTiling.Candidates)
+                .Where(t => t.Fits(ctx, workgroupScope)).Select(t => new MatMulChoice(t, workgroupScope)).ToList();
+        }
         return ctx.Options.MatMulTiling is not null ? []
             : new[] { MatMulTiling.Staged, MatMulTiling.StagedDeep, MatMulTiling.StagedNarrow, MatMulTiling.StagedSmall }.Where(t => t.Fits(caps)).Select(t => new MatMulChoice(t)).ToList();
     }

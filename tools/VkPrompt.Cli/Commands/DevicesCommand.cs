@@ -55,6 +55,9 @@ internal static class DevicesCommand
         Row("bfloat16", d => YesNo(d.BFloat16));
         Row("cooperative matrix", d => d.CooperativeMatrixKhr || d.CooperativeMatrixNv ? $"{d.CooperativeMatrixExtensions()} (fp16/bf16 weights run on it unless VKPROMPT_COOPMAT=0)" : "no");
         Row("matrix shapes", d => d.CooperativeMatrixShapes.Count == 0 ? "-" : string.Join(", ", d.CooperativeMatrixShapes));
+        Row("workgroup-scope matrices", d => d.CooperativeMatrix2Nv
+            ? $"VK_NV_cooperative_matrix2 (VKPROMPT_COOPMAT=nv2): {string.Join(", ", d.CooperativeMatrix2Shapes.Select(s => $"{s.Invocations} invocations in multiples of {s.MGranularity}x{s.NGranularity}x{s.KGranularity}"))}, up to {d.CooperativeMatrix2MaxDimension}"
+            : "no");
         Row("max storage buffer range", d => Bytes(d.MaxStorageBufferRange));
         Row("max memory allocation", d => Bytes(d.MaxMemoryAllocationSize));
         Row("shared memory / workgroup", d => Bytes(d.MaxComputeSharedMemorySize));
