@@ -1,6 +1,7 @@
 #version 450
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
+#define SUBGROUP_ROWS_ID 2
 #include "reduce.glsl"
 #include "philox.glsl"
 
@@ -63,7 +64,7 @@ void main() {
             put(t, base + j, z);
             m = max(m, z);
         }
-        m = workgroupMax(m);
+        m = rowMax(m);
 
         if (m == NEG_INF) {
             ROW_STRIDE_LOOP(j, lk) {
@@ -78,7 +79,7 @@ void main() {
             put(t, base + j, e);
             sum += e;
         }
-        float inv = 1.0 / workgroupSum(sum);
+        float inv = 1.0 / rowSum(sum);
         SHARE_LOOP(t, j, lk) {
             float p = get(t, base + j) * inv;
             s[base + j] = p;

@@ -1,6 +1,7 @@
 #version 450
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
+#define SUBGROUP_ROWS_ID 2
 #include "reduce.glsl"
 #include "philox.glsl"
 
@@ -52,7 +53,7 @@ void main() {
             }
             dot += pe * dp;
         }
-        dot = workgroupSum(dot);
+        dot = rowSum(dot);
         SHARE_LOOP(t, j, pc.cols) {
             uint e = base + j;
             bool keep;

@@ -230,9 +230,10 @@ PY
     VKENV=VKPROMPT_MATMUL_TUNE=1 vk vk-t5-base-bf16-tuned t5-base --precision bf16 --warmup 1 --steps 3 --verbose
     [[ -n $best ]] && VKENV=VKPROMPT_COOPMAT_TILING=$best vk "vk-t5-large-bf16-cm-$best" t5-large --precision bf16 --warmup 1 --steps 2
     VKENV=VKPROMPT_COOPMAT_HALF_A=0 vk vk-t5-large-bf16-fp32a t5-large --precision bf16 --warmup 1 --steps 2
-    # The row kernels (softmax and its backward: 65 ms of a t5-large step) with fewer invocations
-    # a row and more rows in flight than the default 256.
-    for r in 64 128; do VKENV=VKPROMPT_ROW_LOCAL_SIZE=$r vk "vk-t5-large-bf16-rows$r" t5-large --precision bf16 --warmup 1 --steps 2; done
+    # The softmax kernels (65 ms of a t5-large step at a workgroup of 256 a row) with a workgroup a
+    # row, at 256 and at 64 invocations, against the default's subgroup a row.
+    VKENV=VKPROMPT_ROW_SUBGROUP=0 vk vk-t5-large-bf16-rowswg t5-large --precision bf16 --warmup 1 --steps 2
+    VKENV="VKPROMPT_ROW_SUBGROUP=0 VKPROMPT_ROW_LOCAL_SIZE=64" vk vk-t5-large-bf16-rowswg64 t5-large --precision bf16 --warmup 1 --steps 2
   }
 
   # The workgroup-scope kernel of VK_NV_cooperative_matrix2 (VKPROMPT_COOPMAT=nv2), not yet run on
@@ -247,6 +248,7 @@ PY
     # BENCH_PLAN=nv2: the workgroup-scope kernel alone (about 5 minutes), for a call after a full one.
     golden check-golden
     nv2_checks
+    golden check-golden-nv2-all VKPROMPT_COOPMAT=nv2,all --precision fp16,bf16
     mm mm-bf16-cm-khr bf16 VKPROMPT_COOPMAT=khr
     VKENV=VKPROMPT_COOPMAT=nv2 vk vk-t5-base-bf16-nv2 t5-base --precision bf16 --warmup 1 --steps 3
     vk vk-t5-base-bf16 t5-base --precision bf16 --warmup 1 --steps 3
@@ -254,6 +256,7 @@ PY
     VKENV=VKPROMPT_COOPMAT=nv2 vk vk-t5-large-bf16-nv2 t5-large --precision bf16 --warmup 1 --steps 2
     vk vk-t5-large-bf16 t5-large --precision bf16 --warmup 1 --steps 2
     peer peer-t5-large-bf16 t5-large bf16 --warmup 1 --steps 3
+    VKENV=VKPROMPT_COOPMAT=nv2,all vk vk-t5-large-bf16-nv2-all t5-large --precision bf16 --warmup 1 --steps 2
     VKENV="VKPROMPT_COOPMAT=nv2 VKPROMPT_MATMUL_TUNE=1" vk vk-t5-large-bf16-nv2-tuned t5-large --precision bf16 --warmup 1 --steps 2 --verbose
     VKENV=VKPROMPT_COOPMAT_FP16_WEIGHTS=0 vk vk-t5-large-bf16-bf16w t5-large --precision bf16 --warmup 1 --steps 2
   elif [[ ${BENCH_PLAN:-full} == coopmat ]]; then
@@ -288,8 +291,12 @@ PY
     VKENV=VKPROMPT_COOPMAT=nv2 vk vk-t5-large-bf16-nv2 t5-large --precision bf16 --warmup 1 --steps 2
     VKENV=VKPROMPT_COOPMAT=all vk vk-t5-large-bf16-all t5-large --precision bf16 --warmup 1 --steps 2
     peer peer-t5-large-bf16 t5-large bf16 --warmup 1 --steps 3
+    VKENV=VKPROMPT_COOPMAT=nv2,all vk vk-t5-large-bf16-nv2-all t5-large --precision bf16 --warmup 1 --steps 2
     # bf16 weights kept bf16 (converted in every tile) against the fp16 copies the default stores.
     VKENV=VKPROMPT_COOPMAT_FP16_WEIGHTS=0 vk vk-t5-large-bf16-bf16w t5-large --precision bf16 --warmup 1 --steps 2
+    # The softmax kernels with a workgroup of 256 invocations a row, as before subgroup rows (65 ms
+    # of a t5-large step in call c of 2026-11-27).
+    VKENV=VKPROMPT_ROW_SUBGROUP=0 vk vk-t5-large-bf16-rowswg t5-large --precision bf16 --warmup 1 --steps 2
     VKENV=VKPROMPT_COOPMAT=0 vk vk-t5-base-bf16-portable t5-base --precision bf16 --warmup 1 --steps 3
     # The tuner (VKPROMPT_MATMUL_TUNE=1) against the rule of vk-t5-base-fp32; --verbose puts its
     # per-product times into log.txt.

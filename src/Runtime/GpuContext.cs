@@ -104,6 +104,7 @@ public sealed unsafe class GpuContext : IDisposable
     /// <summary>Creates an instance and a device chosen by <see cref="GpuOptions.Device"/>.</summary>
     public static GpuContext Create(GpuOptions? options = null)
     {
+        GpuOptions.CheckCoopmatVariable();
         options ??= new GpuOptions();
         var vk = LoadVulkan();
         var validation = new ValidationLog();

@@ -19,16 +19,38 @@ public sealed record GpuOptions
     /// VKPROMPT_DISABLE_COOPMAT=1: on an H100 they ran a t5-base step's products in 199 ms against
     /// 345 ms for the portable product with bf16 weights (docs/benchmarks.md).</summary>
     public bool CooperativeMatrix { get; init; } =
-        Environment.GetEnvironmentVariable("VKPROMPT_COOPMAT") is not ("0" or "emulate") && Environment.GetEnvironmentVariable("VKPROMPT_DISABLE_COOPMAT") != "1";
+        !CoopmatWords.Overlaps(["0", "emulate"]) && Environment.GetEnvironmentVariable("VKPROMPT_DISABLE_COOPMAT") != "1";
+
+    /// <summary>VKPROMPT_COOPMAT's comma-separated words ("nv2,all" takes both), in lower case.</summary>
+    static HashSet<string> CoopmatWords => Words(Environment.GetEnvironmentVariable("VKPROMPT_COOPMAT"));
+
+    static HashSet<string> Words(string? value) =>
+        (value ?? "").ToLowerInvariant().Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries).ToHashSet();
+
+    static readonly string[] KnownCoopmatWords = ["0", "1", "khr", "nv", "nv2", "all", "emulate"];
+
+    /// <summary>Throws where VKPROMPT_COOPMAT (or <paramref name="value"/>) holds a word it does not
+    /// know (a typo would otherwise silently run the defaults), or names two extensions.</summary>
+    internal static void CheckCoopmatVariable(string? value = null)
+    {
+        value ??= Environment.GetEnvironmentVariable("VKPROMPT_COOPMAT");
+        var words = Words(value);
+        var unknown = words.Except(KnownCoopmatWords).ToList();
+        if (unknown.Count > 0 || words.Intersect(["khr", "nv", "nv2"]).Count() > 1)
+            throw new GpuException($"VKPROMPT_COOPMAT={value}: " +
+                                   (unknown.Count > 0 ? $"unknown value '{unknown[0]}'" : "names more than one extension") +
+                                   $"; expected one of {string.Join(", ", KnownCoopmatWords)}, or an extension and all, e.g. nv2,all");
+    }
 
     /// <summary>Every product runs on the matrix units where <see cref="CooperativeMatrix"/> puts
     /// any there, those whose operands are both fp32 activations (attention's) too, rounded to
     /// fp16 like the others' activations: the nearest to a peer that computes everything in bf16.
-    /// Off unless VKPROMPT_COOPMAT=all (which asks for the matrix units as 1 does): on an H200 it
+    /// Off unless VKPROMPT_COOPMAT has all (alone it asks for the matrix units as 1 does; nv2,all
+    /// puts every product on the workgroup-scope kernel): on an H200 it
     /// took a t5-large bf16 step from 493.6 to 476.9 ms, but its fp16 rounding of attention's
     /// scores and probabilities adds up to 7.5e-3 to the prompt gradient's relative error on the
     /// golden models (docs/benchmarks.md).</summary>
-    public bool CooperativeMatrixAllProducts { get; init; } = Environment.GetEnvironmentVariable("VKPROMPT_COOPMAT") == "all";
+    public bool CooperativeMatrixAllProducts { get; init; } = CoopmatWords.Contains("all");
 
     /// <summary>Matrix-unit products whose fp32 A is wide enough to pay for it read a 16-bit copy
     /// of A (rounded as the product would round it, so the results are the same), made by one
@@ -49,13 +71,11 @@ public sealed record GpuOptions
     /// device has it and the build compiled its kernel, else NV, else none. VKPROMPT_COOPMAT=nv2
     /// asks for the workgroup-scope kernel of VK_NV_cooperative_matrix2 (NVIDIA), KHR's kernel
     /// running the products it cannot: not yet measured on a GPU, so never chosen unasked.</summary>
-    public MatrixUnitsExtension CooperativeMatrixExtension { get; init; } = Environment.GetEnvironmentVariable("VKPROMPT_COOPMAT") switch
-    {
-        "khr" => MatrixUnitsExtension.Khr,
-        "nv" => MatrixUnitsExtension.Nv,
-        "nv2" => MatrixUnitsExtension.Nv2,
-        _ => MatrixUnitsExtension.Auto,
-    };
+    public MatrixUnitsExtension CooperativeMatrixExtension { get; init; } =
+        CoopmatWords.Contains("nv2") ? MatrixUnitsExtension.Nv2
+        : CoopmatWords.Contains("nv") ? MatrixUnitsExtension.Nv
+        : CoopmatWords.Contains("khr") ? MatrixUnitsExtension.Khr
+        : MatrixUnitsExtension.Auto;
 
     /// <summary>Runs products with fp16/bf16 weights through the cooperative-matrix kernel with its
     /// matrix operations emulated by ordinary arithmetic (matmul_coopmat_emulated.comp), in place
@@ -63,7 +83,7 @@ public sealed record GpuOptions
     /// results on a device without matrix units, as the tests check it on lavapipe; slow. On where
     /// VKPROMPT_COOPMAT=emulate, unless VKPROMPT_DISABLE_COOPMAT=1.</summary>
     public bool CooperativeMatrixEmulation { get; init; } =
-        Environment.GetEnvironmentVariable("VKPROMPT_COOPMAT") == "emulate" && Environment.GetEnvironmentVariable("VKPROMPT_DISABLE_COOPMAT") != "1";
+        CoopmatWords.Contains("emulate") && Environment.GetEnvironmentVariable("VKPROMPT_DISABLE_COOPMAT") != "1";
 
     /// <summary>Replaces the device's tile shape of the portable matrix product, as
     /// "LXxLYxTMxTNxBK" (workgroup x and y, rows and columns per invocation, staged depth; 0 streams):
@@ -81,6 +101,12 @@ public sealed record GpuOptions
     /// VKPROMPT_ROW_LOCAL_SIZE, else eight subgroups (at most 256).</summary>
     public int? RowLocalSize { get; init; } = int.TryParse(Environment.GetEnvironmentVariable("VKPROMPT_ROW_LOCAL_SIZE"), out int rows) ? rows : null;
 
+    /// <summary>The softmax kernels give each row of up to 32 elements an invocation a subgroup of
+    /// its own (<see cref="Kernels.Rows.SubgroupRows"/>): reductions without barriers and a row in
+    /// flight per subgroup, PyTorch's warp-per-row softmax; longer rows take a workgroup. On unless
+    /// VKPROMPT_ROW_SUBGROUP=0, which gives every row a workgroup, to compare.</summary>
+    public bool SubgroupRows { get; init; } = Environment.GetEnvironmentVariable("VKPROMPT_ROW_SUBGROUP") != "0";
+
     /// <summary>Times each product of a training step with every candidate tiling before the step
     /// is recorded, and runs it with the fastest (<see cref="Kernels.MatMulTuner"/>), on GPUs and
     /// for kernels whose tiling no variable above forces. Off unless VKPROMPT_MATMUL_TUNE=1: it
@@ -97,6 +123,10 @@ public sealed record GpuOptions
 
     /// <summary>Directory for the on-disk pipeline cache; null disables persistence.</summary>
     public string? PipelineCacheDirectory { get; init; } = DefaultCacheDirectory();
+
+    /// <summary>Specializes the softmax kernels' SUBGROUP_ROWS with this value whatever the row
+    /// length (tests of the fallback when subgroups are smaller than it).</summary>
+    internal int? SubgroupRowsOverride { get; init; }
 
     /// <summary>Pretends the device's maxStorageBufferRange is this small (tests of split tensors).</summary>
     public long? MaxStorageBufferRangeOverride { get; init; }

@@ -136,4 +136,20 @@ public sealed class MatrixUnitsSelectionTests
         var only256 = caps with { CooperativeMatrix2Shapes = [new(256, 32, 32, 16)] };
         Assert.Equal(CoopMatTiling.WorkgroupLarge, CoopMatTiling.ForWorkgroupScope(only256, MatMulSpec.Rows(256, 1024, 1024, transposeB: true)));
     }
+
+    /// <summary>VKPROMPT_COOPMAT takes its words alone or an extension with all (nv2,all); an
+    /// unknown word or two extensions are refused, naming the variable, rather than silently
+    /// running the defaults.</summary>
+    [Theory]
+    [InlineData(null), InlineData(""), InlineData("1"), InlineData("nv2"), InlineData("nv2,all"), InlineData("KHR, all"), InlineData("emulate")]
+    public void CoopmatVariableTakesItsWordsAndCombinations(string? value) => GpuOptions.CheckCoopmatVariable(value ?? "");
+
+    [Theory]
+    [InlineData("nv3", "unknown value 'nv3'"), InlineData("khr,nv2", "more than one extension"), InlineData("all,yes", "unknown value 'yes'")]
+    public void CoopmatVariableRefusesWhatItDoesNotKnow(string value, string message)
+    {
+        var e = Assert.Throws<GpuException>(() => GpuOptions.CheckCoopmatVariable(value));
+        Assert.Contains($"VKPROMPT_COOPMAT={value}", e.Message);
+        Assert.Contains(message, e.Message);
+    }
 }

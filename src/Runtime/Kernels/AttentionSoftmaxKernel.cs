@@ -65,13 +65,13 @@ public static class AttentionSoftmaxKernel
         var (threshold, scale, seed, dropped) = ProbsDropouts.Check(name, dropout, shape.Elements, scores);
         if (dropped is not null) flags |= Options.Dropout;
 
-        int local = Rows.LocalSize(g.Context);
-        var k = g.Context.Kernel(name, Layout, local, Rows.CachedPerInvocation(shape.KeyLength, local));
+        var (local, cache, subgroupRows, groups) = Rows.Shape(g.Context, shape.Rows, shape.KeyLength);
+        var k = g.Context.Kernel(name, Layout, local, cache, subgroupRows);
         var push = new Push((uint)shape.Batch, (uint)shape.Heads, (uint)shape.QueryLength, (uint)shape.KeyLength, flags, shape.QueryOffset,
                             threshold, scale, dropout?.Stream ?? 0);
         // An absent input's binding holds the scores buffer: the shader never touches it with the
         // flag off, and no stand-in buffer has to be allocated and kept alive beside the graph.
-        g.Dispatch(k, Rows.Groups(shape.Rows), push, scores, buckets ?? scores, biasWeight ?? scores, keyMask ?? scores, seed ?? scores, dropped ?? scores);
+        g.Dispatch(k, groups, push, scores, buckets ?? scores, biasWeight ?? scores, keyMask ?? scores, seed ?? scores, dropped ?? scores);
     }
 }
 

@@ -1,7 +1,8 @@
 namespace VkPrompt.Runtime.Kernels;
 
 /// <summary>Shape of the row kernels (shaders/include/reduce.glsl): one workgroup per row, its
-/// invocations striding over the row's elements and meeting in a workgroup reduction.</summary>
+/// invocations striding over the row's elements and meeting in a workgroup reduction; or, for the
+/// softmax kernels' short rows, one subgroup per row (<see cref="SubgroupRows"/>).</summary>
 static class Rows
 {
     /// <summary><see cref="GpuOptions.RowLocalSize"/> where set, else eight subgroups per
@@ -37,6 +38,33 @@ static class Rows
     /// <summary>One workgroup per row up to the 65535 every device launches; the shaders' ROW_LOOP
     /// hands further rows to the same workgroups.</summary>
     public static (uint X, uint Y, uint Z) Groups(long rows) => ((uint)Math.Min(rows, 65535), 1, 1);
+
+    // A subgroup's row keeps at most 32 elements an invocation in registers (softmax_backward's
+    // keep bits fill one uint): T5's 612-key rows over NVIDIA's 32 lanes take 20.
+    const int MaxCachedPerSubgroupRow = 32;
+
+    /// <summary>The SUBGROUP_ROWS constant of the kernels that may give a row a subgroup
+    /// (shaders/include/reduce.glsl): the device's subgroup size where
+    /// <see cref="GpuOptions.SubgroupRows"/> allows and a subgroup keeps a row of
+    /// <paramref name="length"/> in registers, else 0 (a workgroup per row).</summary>
+    public static int SubgroupRows(GpuContext context, int length)
+    {
+        if (context.Options.SubgroupRowsOverride is { } forced) return forced;
+        int size = (int)context.Capabilities.SubgroupSize;
+        return context.Options.SubgroupRows && size >= 4 && length <= MaxCachedPerSubgroupRow * size ? size : 0;
+    }
+
+    /// <summary>Everything a softmax kernel is specialized and dispatched with for
+    /// <paramref name="rows"/> rows of <paramref name="length"/>: its workgroup size, CACHE,
+    /// SUBGROUP_ROWS, and the workgroups (one per row, or per LocalSize / SUBGROUP_ROWS rows).</summary>
+    public static (int Local, int Cache, int SubgroupRows, (uint X, uint Y, uint Z) Groups) Shape(GpuContext context, long rows, int length)
+    {
+        int local = LocalSize(context);
+        int subgroup = SubgroupRows(context, length);
+        if (subgroup == 0) return (local, CachedPerInvocation(length, local), 0, Groups(rows));
+        int rowsPerGroup = Math.Max(1, local / subgroup);
+        return (local, (length + subgroup - 1) / subgroup, subgroup, Groups((rows + rowsPerGroup - 1) / rowsPerGroup));
+    }
 
     /// <summary>Zero rows is an empty op (nothing is dispatched); a row needs at least one element
     /// (an empty row has no maximum, no softmax, no norm).</summary>

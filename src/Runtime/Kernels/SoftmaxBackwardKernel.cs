@@ -19,10 +19,10 @@ public static class SoftmaxBackwardKernel
         BufferChecks.Require(name, probs, (long)rows * length, "probs [rows, length]");
         BufferChecks.Require(name, grad, (long)rows * length, "grad [rows, length]");
         var (threshold, scale, seed, dropped) = ProbsDropouts.Check(name, dropout, (long)rows * length, probs, grad);
-        int local = Rows.LocalSize(g.Context);
-        var k = g.Context.Kernel(name, Layout, local, Rows.CachedPerInvocation(length, local));
+        var (local, cache, subgroupRows, groups) = Rows.Shape(g.Context, rows, length);
+        var k = g.Context.Kernel(name, Layout, local, cache, subgroupRows);
         // Without dropout the seed and output bindings hold grad, which the shader then never
         // touches through them and which is written anyway (a stand-in probs would count as written).
-        g.Dispatch(k, Rows.Groups(rows), new Push((uint)rows, (uint)length, threshold, scale, dropout?.Stream ?? 0), probs, grad, seed ?? grad, dropped ?? grad);
+        g.Dispatch(k, groups, new Push((uint)rows, (uint)length, threshold, scale, dropout?.Stream ?? 0), probs, grad, seed ?? grad, dropped ?? grad);
     }
 }

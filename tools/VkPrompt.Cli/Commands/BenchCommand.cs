@@ -237,10 +237,17 @@ internal static class BenchCommand
             notes.Add(ctx.Options.CooperativeMatrixHalfActivations
                 ? "matrix-unit products at least 256 columns wide read a 16-bit copy of their activation operand, one conversion (to_half) per activation shared by the products that read it"
                 : "matrix-unit products read their fp32 activation operand and round it as they stage it (VKPROMPT_COOPMAT_HALF_A=0)");
+        if (ctx.MatrixUnits == MatrixUnits.Nv2)
+            notes.Add("VKPROMPT_COOPMAT=nv2: matrix-unit products whose operands each have a unit stride ran the workgroup-scope kernel (matmul_coopmat_nv2), " +
+                      "reading 16-bit copies of every fp32 operand; the others ran the KHR kernel");
         if (ctx.CooperativeMatrix && ctx.Options.CooperativeMatrixAllProducts)
             notes.Add($"VKPROMPT_COOPMAT=all: every product ran on the matrix units ({ctx.MatrixUnits.Extension()}), fp32 operands rounded to fp16 too");
         if (!(ctx.CooperativeMatrix && (halfWeights || ctx.Options.CooperativeMatrixAllProducts)) || ctx.Options.MatMulTiling is not null)
             notes.Add($"portable product tiling {Tiling(ctx.Options.MatMulTiling)}");
+        if (!ctx.Options.SubgroupRows)
+            notes.Add("VKPROMPT_ROW_SUBGROUP=0: every softmax row took a workgroup rather than a subgroup");
+        if (ctx.Options.RowLocalSize is { } rowLocal)
+            notes.Add($"VKPROMPT_ROW_LOCAL_SIZE={rowLocal}: the row kernels' workgroups had {rowLocal} invocations");
         if (ctx.Options.TuneMatMul && !tuned)
             notes.Add("VKPROMPT_MATMUL_TUNE=1 does nothing on a CPU device: it runs the streamed product, whose one tiling leaves nothing to choose");
         return notes;

@@ -1,0 +1,62 @@
+using VkPrompt.Runtime;
+using VkPrompt.Runtime.Kernels;
+using VkPrompt.Runtime.Reference;
+using Xunit;
+
+namespace VkPrompt.Tests.Runtime;
+
+/// <summary>The softmax kernels' rows by subgroup (<see cref="Rows.SubgroupRows"/>,
+/// VKPROMPT_ROW_SUBGROUP): rows that a subgroup keeps in registers take one; longer ones, every
+/// row where the switch is off, and every row where the pipeline's subgroups are smaller than the
+/// SUBGROUP_ROWS it was specialized with take a workgroup, all with the references' results.</summary>
+public sealed class SubgroupRowsTests
+{
+    [Fact]
+    public void RowsASubgroupKeepsInRegistersTakeOne()
+    {
+        using var ctx = GpuContext.Create(new GpuOptions { PipelineCacheDirectory = null });
+        int size = (int)ctx.Capabilities.SubgroupSize;
+        Assert.Equal(size, Rows.SubgroupRows(ctx, 32 * size));
+        Assert.Equal(0, Rows.SubgroupRows(ctx, 32 * size + 1));
+        var (local, cache, subgroupRows, groups) = Rows.Shape(ctx, 1000, 20 * size);
+        Assert.Equal((20, size), (cache, subgroupRows));
+        Assert.Equal((uint)((1000 + local / size - 1) / (local / size)), groups.X);
+        using var off = GpuContext.Create(new GpuOptions { PipelineCacheDirectory = null, SubgroupRows = false });
+        Assert.Equal(0, Rows.SubgroupRows(off, 20 * size));
+    }
+
+    public static TheoryData<string> Modes => new() { "workgroup per row (VKPROMPT_ROW_SUBGROUP=0)", "subgroups smaller than SUBGROUP_ROWS" };
+
+    [Theory, MemberData(nameof(Modes))]
+    public void SoftmaxKernelsMatchTheReferencesWithAWorkgroupPerRow(string mode)
+    {
+        int actual;
+        using (var defaults = GpuContext.Create(new GpuOptions { PipelineCacheDirectory = null }))
+            actual = (int)defaults.Capabilities.SubgroupSize;
+        var options = new GpuOptions { Validation = true, PipelineCacheDirectory = null };
+        options = mode.StartsWith("workgroup") ? options with { SubgroupRows = false } : options with { SubgroupRowsOverride = 8 * actual };
+        using var ctx = GpuContext.Create(options);
+        // Rows short enough for a subgroup by default (at most 32 elements an invocation), causal,
+        // with dropout on the probabilities in the backward: everything the subgroup mode changes.
+        foreach (int keys in new[] { 7, 4 * actual + 3 })
+        {
+            var shape = new AttentionShape(2, 3, 5, keys, Causal: true);
+            int n = (int)shape.Elements;
+            var scores = Check.Random(n, 7);
+            var grad = Check.Random(n, 8);
+            using var gs = GpuBuffer.From<float>(ctx, scores);
+            using var gg = GpuBuffer.From<float>(ctx, grad);
+            using (var g = new CommandGraph(ctx))
+            {
+                AttentionSoftmaxKernel.Forward(g, gs, null, null, null, shape);
+                SoftmaxBackwardKernel.Backward(g, gs, gg, (int)shape.Rows, shape.KeyLength);
+                g.Run();
+            }
+            AttentionSoftmaxReference.Forward<float>(scores, [], [], [], shape);
+            SoftmaxBackwardReference.Backward<float>(scores, grad, (int)shape.Rows, shape.KeyLength);
+            Check.Close(scores, gs.Download<float>(), 1e-5, $"softmax, {mode}, {keys} keys");
+            Check.Close(grad, gg.Download<float>(), 1e-5, $"softmax backward, {mode}, {keys} keys");
+        }
+        Assert.True(ctx.Validation.ErrorCount == 0, string.Join("\n", ctx.Validation.Errors));
+    }
+}
