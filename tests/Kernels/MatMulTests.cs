@@ -208,9 +208,11 @@ public sealed class MatMulTests(GpuFixture f) : GpuTest(f)
             }
     }
 
-    void CoopMatCompare(MatMulSpec spec, WeightPrecision precision, CoopMatTiling tiling, string what, bool halfA = false, bool halfB = false)
+    /// <param name="tiling">null: the kernel and tiling <see cref="MatMulKernel.Run(CommandGraph, GpuBuffer, GpuBuffer, GpuBuffer, in MatMulSpec, WeightPrecision)"/> chooses.</param>
+    /// <param name="ctx">null: <see cref="GpuTest.MatrixUnitsCtx"/>.</param>
+    void CoopMatCompare(MatMulSpec spec, WeightPrecision precision, CoopMatTiling? tiling, string what, bool halfA = false, bool halfB = false, GpuContext? ctx = null)
     {
-        var ctx = MatrixUnitsCtx;
+        ctx ??= MatrixUnitsCtx;
         var (aLen, bLen, cLen) = spec.Extents();
         // NaN wherever the product reads nothing, in A too: past K it would meet B's zeros, which
         // hide any other value.
@@ -225,7 +227,8 @@ public sealed class MatMulTests(GpuFixture f) : GpuTest(f)
         using var gc = GpuBuffer.From<float>(ctx, c);
         using (var g = new CommandGraph(ctx))
         {
-            MatMulKernel.RunCoopMat(g, ga, gb, gc, spec, Fitting(ctx, tiling), precision, halfA, halfB);
+            if (tiling is { } t) MatMulKernel.RunCoopMat(g, ga, gb, gc, spec, Fitting(ctx, t), precision, halfA, halfB);
+            else MatMulKernel.Run(g, ga, gb, gc, spec, precision);
             g.Run();
         }
         HalfFloat.Round(a, WeightPrecision.Fp16);
@@ -307,6 +310,40 @@ public sealed class MatMulTests(GpuFixture f) : GpuTest(f)
         {
             foreach (var o in outputs) o.Dispose();
         }
+    }
+
+    /// <summary>The workgroup-scope kernel of VK_NV_cooperative_matrix2 (VKPROMPT_COOPMAT=nv2,all),
+    /// on devices that have it (NVIDIA's; skipped elsewhere, lavapipe in CI among them): every
+    /// layout of A and B it takes (along k or along m / n), edges inside its blocks and past K's
+    /// last slice, padded rows, alpha and accumulation, batches of attention heads with fp32 B
+    /// copied to fp16, against the reference on fp16-rounded operands, to the bound of the other
+    /// matrix-unit kernels.</summary>
+    [SkippableFact]
+    public void WorkgroupScopeMatchesReferenceOnRoundedOperands()
+    {
+        Skip.IfNot(Ctx.Capabilities.CooperativeMatrix2Nv && Kernel.IsEmbedded(GpuContext.Nv2MatMulShader),
+                   $"{Ctx.Capabilities.Name} lacks VK_NV_cooperative_matrix2's workgroup scope, or this build its kernel");
+        using var ctx = GpuContext.Create(new GpuOptions
+        {
+            Validation = true, PipelineCacheDirectory = null, CooperativeMatrix = true, CooperativeMatrixEmulation = false,
+            CooperativeMatrixExtension = MatrixUnitsExtension.Nv2, CooperativeMatrixAllProducts = true,
+        });
+        Assert.Equal(MatrixUnits.Nv2, ctx.MatrixUnits);
+        foreach (bool ta in new[] { false, true })
+            foreach (bool tb in new[] { true, false })
+                foreach (var (m, n, k, padded) in new[] { (300, 264, 300, true), (129, 33, 7, false), (512, 512, 128, false) })
+                {
+                    var spec = RowsSpec(ta, tb, m, n, k, padded);
+                    Assert.Equal(GpuContext.Nv2MatMulShader, MatMulKernel.Selection(ctx, spec, WeightPrecision.Fp16).Kernel);
+                    CoopMatCompare(spec, WeightPrecision.Fp16, null, $"nv2 {(ta ? "Aᵀ" : "A")}·{(tb ? "Bᵀ" : "B")} {m}x{n}x{k}", ctx: ctx);
+                }
+        foreach (var (alpha, accumulate) in new[] { (1.0f, true), (0.5f, false), (0.5f, true) })
+            CoopMatCompare(MatMulSpec.Rows(200, 136, 100, false, true) with { Alpha = alpha, Accumulate = accumulate }, WeightPrecision.Fp16, null,
+                           $"nv2 alpha {alpha} accumulate {accumulate}", ctx: ctx);
+        CoopMatCompare(MatMulSpec.AttentionQKt(2, 3, 33, 40, 16), WeightPrecision.Fp32, null, "nv2 Q·Kᵀ", ctx: ctx);
+        CoopMatCompare(MatMulSpec.AttentionPV(2, 3, 33, 40, 16), WeightPrecision.Fp32, null, "nv2 P·V", ctx: ctx);
+        CoopMatCompare(MatMulSpec.AttentionPtV(2, 3, 33, 40, 16), WeightPrecision.Fp32, null, "nv2 Pᵀ·dO", ctx: ctx);
+        Assert.True(ctx.Validation.ErrorCount == 0, string.Join("\n", ctx.Validation.Errors));
     }
 
     /// <summary>The matrix units' tile shape follows the product: 64x64 blocks where 128x128
