@@ -6,8 +6,8 @@
 // - emulated (COOPMAT_EMULATED, matmul_coopmat_emulated.comp) with ordinary fp32 arithmetic, so
 //   that every device with fp16 arithmetic and 16-bit storage, lavapipe in CI among them, runs
 //   the kernel's staging, edges and stores: all of it but the matrix instructions themselves.
-// They work on the kernel's own names: its output buffer c and its staged slices sa (A) and sb
-// (B), arrays of uvec2, each four packed halves, whose offsets and strides count those vectors,
+// They work on the kernel's own names: its output buffer c (none where COOPMAT_NO_C is defined)
+// and its staged slices sa (A) and sb (B), arrays of uvec2, each four packed halves, whose offsets and strides count those vectors,
 // declared before this file is included. Staged accumulators go to sa too, two fp32 to a uvec2,
 // 16 of a row's floats being 8 of its vectors.
 //
@@ -71,6 +71,8 @@ CM_ACC cmZero() {
     return m;
 }
 
+// Kernels that never touch C through the matrix operations (the fused attention) have no c.
+#ifndef COOPMAT_NO_C
 void cmLoadC(out CM_ACC m, uint at, uint stride) {
     [[dont_unroll]] for (uint s = 0; s < CM_SLOTS; s++) {
         const uvec2 rc = cmElement(s);
@@ -84,6 +86,7 @@ void cmStoreC(CM_ACC m, uint at, uint stride) {
         c[cmAt(at, stride, false, rc.x, rc.y)] = m.v[s];
     }
 }
+#endif
 
 void cmStoreStaging(CM_ACC m, uint at) {
     [[dont_unroll]] for (uint s = 0; s < CM_SLOTS; s++) {

@@ -45,6 +45,49 @@ internal readonly record struct FlashAttentionTiling(int Invocations, int Block,
     public int[] Specialization(int dkv) => [Invocations, Block, dkv, Staged ? 1 : 0];
 }
 
+/// <summary>Shape of the fused attention on the matrix units (flash_attention_coopmat*.comp):
+/// <paramref name="Warps"/> subgroups of 16 rows each per workgroup, streaming the other operand
+/// <paramref name="Block"/> rows at a time.</summary>
+internal readonly record struct FlashAttentionCoopMatTiling(int Warps, int Block)
+{
+    // 64 rows a workgroup, as the portable kernels' GPU tiling, with the deepest block of 64, 32
+    // or 16 whose shared memory fits; two subgroups where four would not even at 16. At d_kv 64 on
+    // a device with 48 KiB (NVIDIA's), the forward takes blocks of 64 (43.5 KiB) and the backward,
+    // which stages two operands of its own and two products a block, of 32 (43.3 KiB). Untimed:
+    // the rule is the first that fits, not the fastest.
+    static readonly FlashAttentionCoopMatTiling[] Candidates = [new(4, 64), new(4, 32), new(4, 16), new(2, 16)];
+
+    /// <summary>Shared memory of the kernel (include/flash_attention_coopmat_forward.glsl and
+    /// _backward.glsl, whose declarations this follows): the workgroup's own operands and each
+    /// subgroup's scratch, the block's two operands, and the forward's row reductions or the
+    /// backward's per-query logsumexp and Δ.</summary>
+    public long SharedBytes(bool backward, int dkv, int subgroup)
+    {
+        long rowHalves = dkv + 8, rows = 16L * Warps;
+        long scratch = 8L * Math.Max(backward ? 2 * Block : Block, dkv);
+        long sa = (backward ? 2 : 1) * rows * rowHalves / 4 + Warps * scratch;
+        long sb = 2L * Block * rowHalves / 4;
+        return 8 * (sa + sb) + (backward ? 8L * Block : 4L * Warps * subgroup);
+    }
+
+    public int[] Specialization(int dkv, int subgroup) => [Warps * subgroup, Block, dkv, 0, subgroup, Warps];
+
+    /// <summary>The tiling for d_kv <paramref name="dkv"/> on the context's matrix units, or null
+    /// where the kernel cannot run it: d_kv a multiple of 16 up to 128 (an invocation holds
+    /// d_kv / (subgroup / 16) output floats in registers), subgroups of 16, 32 or 64 (which
+    /// share a row evenly), and the shared memory.</summary>
+    public static FlashAttentionCoopMatTiling? For(GpuContext context, int dkv, bool backward)
+    {
+        int subgroup = (int)context.CoopMatSubgroupSize;
+        if (dkv % 16 != 0 || dkv > 128 || subgroup is not (16 or 32 or 64)) return null;
+        var caps = context.Capabilities;
+        foreach (var t in Candidates)
+            if (t.SharedBytes(backward, dkv, subgroup) <= caps.MaxComputeSharedMemorySize && (long)t.Warps * subgroup <= caps.MaxComputeWorkGroupInvocations)
+                return t;
+        return null;
+    }
+}
+
 /// <summary>
 /// Fused T5 attention, flash-attention style: per (batch, head),
 /// o = dropout(softmax(q·kᵀ + bias, masked))·v with no 1/sqrt(d_kv) scaling, without the
@@ -77,9 +120,13 @@ public static class FlashAttentionKernel
     /// graph runs) is needed when <paramref name="dropoutRate"/> &gt; 0.</summary>
     public static void Forward(CommandGraph g, GpuBuffer q, GpuBuffer k, GpuBuffer v, GpuBuffer o, GpuBuffer logSumExp,
                                GpuBuffer? buckets, GpuBuffer? biasWeight, GpuBuffer? keyMask, FlashAttentionShape shape,
-                               float dropoutRate = 0f, GpuBuffer? seed = null, uint stream = 0) =>
-        Forward(g, q, k, v, o, logSumExp, buckets, biasWeight, keyMask, shape, dropoutRate, seed, stream,
-                FlashAttentionTiling.For(g.Context.Capabilities, shape.DKv));
+                               float dropoutRate = 0f, GpuBuffer? seed = null, uint stream = 0)
+    {
+        if (MatrixUnitsTiling(g.Context, shape.DKv, backward: false) is { } units)
+            ForwardOnMatrixUnits(g, q, k, v, o, logSumExp, buckets, biasWeight, keyMask, shape, dropoutRate, seed, stream, units);
+        else
+            Forward(g, q, k, v, o, logSumExp, buckets, biasWeight, keyMask, shape, dropoutRate, seed, stream, FlashAttentionTiling.For(g.Context.Capabilities, shape.DKv));
+    }
 
     internal static void Forward(CommandGraph g, GpuBuffer q, GpuBuffer k, GpuBuffer v, GpuBuffer o, GpuBuffer logSumExp,
                                  GpuBuffer? buckets, GpuBuffer? biasWeight, GpuBuffer? keyMask, FlashAttentionShape shape,
@@ -94,8 +141,49 @@ public static class FlashAttentionKernel
         BufferChecks.Require(name, logSumExp, shape.Scores.Rows, "logSumExp [B, H, Lq]");
         if (shape.Scores.Rows == 0) return;
         var kernel = g.Context.Kernel(name, ForwardLayout, t.Specialization(shape.DKv));
-        g.Dispatch(kernel, Groups(g, shape.Scores.QueryLength, shape, t), push,
+        g.Dispatch(kernel, Groups(g, shape.Scores.QueryLength, shape, t.Invocations), push,
                    [.. Optional(q, buckets, biasWeight, keyMask, seed), q, k, v, o, logSumExp]);
+    }
+
+    /// <summary>Whether the fused attention runs on the matrix units here, and with which tiling:
+    /// where the context puts every product on them (<see cref="GpuOptions.CooperativeMatrixAllProducts"/>,
+    /// the same rounding of q, k, v, the probabilities, dO and dS to fp16 as the unfused products
+    /// make there) through VK_KHR_cooperative_matrix or its emulation, the build has the kernels,
+    /// and <see cref="FlashAttentionCoopMatTiling.For"/> has a tiling for d_kv; null otherwise.</summary>
+    internal static FlashAttentionCoopMatTiling? MatrixUnitsTiling(GpuContext context, int dkv, bool backward) =>
+        context.Options.CooperativeMatrixAllProducts && context.MatrixUnits is MatrixUnits.Khr or MatrixUnits.Nv2 or MatrixUnits.Emulated
+        && Runtime.Kernel.IsEmbedded(MatMulKernel.CoopMatShader(context, backward ? BackwardOnUnits : ForwardOnUnits))
+            ? FlashAttentionCoopMatTiling.For(context, dkv, backward)
+            : null;
+
+    const string ForwardOnUnits = "flash_attention_coopmat", BackwardOnUnits = "flash_attention_coopmat_backward";
+
+    internal static void ForwardOnMatrixUnits(CommandGraph g, GpuBuffer q, GpuBuffer k, GpuBuffer v, GpuBuffer o, GpuBuffer logSumExp,
+                                              GpuBuffer? buckets, GpuBuffer? biasWeight, GpuBuffer? keyMask, FlashAttentionShape shape,
+                                              float dropoutRate, GpuBuffer? seed, uint stream, FlashAttentionCoopMatTiling t)
+    {
+        var name = MatMulKernel.CoopMatShader(g.Context, ForwardOnUnits);
+        var push = Check(name, g.Context.Capabilities, shape, buckets, biasWeight, keyMask, dropoutRate, seed, stream, null);
+        CheckOnMatrixUnits(name, g.Context, shape, t, backward: false);
+        BufferChecks.Require(name, q, shape.QueryElements, "q [B, queryRows, H·dkv]");
+        BufferChecks.Require(name, k, shape.KeyElements, "k [B, keyRows, H·dkv]");
+        BufferChecks.Require(name, v, shape.KeyElements, "v [B, keyRows, H·dkv]");
+        BufferChecks.Require(name, o, shape.QueryElements, "o [B, queryRows, H·dkv]");
+        BufferChecks.Require(name, logSumExp, shape.Scores.Rows, "logSumExp [B, H, Lq]");
+        if (shape.Scores.Rows == 0) return;
+        var kernel = g.Context.Kernel(name, ForwardLayout, t.Specialization(shape.DKv, (int)g.Context.CoopMatSubgroupSize));
+        g.Dispatch(kernel, Groups(g, shape.Scores.QueryLength, shape, 16 * t.Warps), push,
+                   [.. Optional(q, buckets, biasWeight, keyMask, seed), q, k, v, o, logSumExp]);
+    }
+
+    static void CheckOnMatrixUnits(string name, GpuContext context, FlashAttentionShape shape, FlashAttentionCoopMatTiling t, bool backward)
+    {
+        if (!context.CooperativeMatrix) throw new GpuException($"{name}: needs a context that uses the matrix units (GpuContext.CooperativeMatrix)");
+        int subgroup = (int)context.CoopMatSubgroupSize;
+        if (shape.DKv % 16 != 0 || t.Block % 16 != 0 || t.Block / (subgroup / 16) % 4 != 0)
+            throw new ArgumentException($"{name}: needs d_kv and the block a multiple of 16 and a quarter of the block's columns per invocation, got d_kv {shape.DKv}, {t}, subgroups of {subgroup}");
+        if (t.SharedBytes(backward, shape.DKv, subgroup) > context.Capabilities.MaxComputeSharedMemorySize)
+            throw new GpuException($"{name}: {t} at d_kv {shape.DKv} needs {t.SharedBytes(backward, shape.DKv, subgroup)} bytes of shared memory, the device has {context.Capabilities.MaxComputeSharedMemorySize}");
     }
 
     /// <summary>dq, dk and dv from the output gradient dO and the forward's q, k, v, o and
@@ -103,9 +191,14 @@ public static class FlashAttentionKernel
     /// first QueryLength / KeyLength rows of each batch entry and leaves the other rows as they are.</summary>
     public static void Backward(CommandGraph g, GpuBuffer q, GpuBuffer k, GpuBuffer v, GpuBuffer o, GpuBuffer logSumExp, GpuBuffer dO,
                                 GpuBuffer dq, GpuBuffer dk, GpuBuffer dv, GpuBuffer? buckets, GpuBuffer? biasWeight, GpuBuffer? keyMask,
-                                FlashAttentionShape shape, float dropoutRate = 0f, GpuBuffer? seed = null, uint stream = 0) =>
-        Backward(g, q, k, v, o, logSumExp, dO, dq, dk, dv, buckets, biasWeight, keyMask, shape, dropoutRate, seed, stream,
-                 FlashAttentionTiling.For(g.Context.Capabilities, shape.DKv));
+                                FlashAttentionShape shape, float dropoutRate = 0f, GpuBuffer? seed = null, uint stream = 0)
+    {
+        if (MatrixUnitsTiling(g.Context, shape.DKv, backward: true) is { } units)
+            BackwardOnMatrixUnits(g, q, k, v, o, logSumExp, dO, dq, dk, dv, buckets, biasWeight, keyMask, shape, dropoutRate, seed, stream, units);
+        else
+            Backward(g, q, k, v, o, logSumExp, dO, dq, dk, dv, buckets, biasWeight, keyMask, shape, dropoutRate, seed, stream,
+                     FlashAttentionTiling.For(g.Context.Capabilities, shape.DKv));
+    }
 
     internal static void Backward(CommandGraph g, GpuBuffer q, GpuBuffer k, GpuBuffer v, GpuBuffer o, GpuBuffer logSumExp, GpuBuffer dO,
                                   GpuBuffer dq, GpuBuffer dk, GpuBuffer dv, GpuBuffer? buckets, GpuBuffer? biasWeight, GpuBuffer? keyMask,
@@ -113,21 +206,42 @@ public static class FlashAttentionKernel
     {
         const string name = "flash_attention_backward";
         var push = Check(name, g.Context.Capabilities, shape, buckets, biasWeight, keyMask, dropoutRate, seed, stream, t);
+        if (!CheckBackwardBuffers(name, q, k, v, o, logSumExp, dO, dq, dk, dv, shape)) return;
+        GpuBuffer[] inputs = [.. Optional(q, buckets, biasWeight, keyMask, seed), q, k, v, o, logSumExp, dO];
+        var queryPass = g.Context.Kernel(name, BackwardLayout, [.. t.Specialization(shape.DKv), 0]);
+        g.Dispatch(queryPass, Groups(g, shape.Scores.QueryLength, shape, t.Invocations), push, [.. inputs, dq, dq]);
+        var keyPass = g.Context.Kernel(name, BackwardLayout, [.. t.Specialization(shape.DKv), 1]);
+        g.Dispatch(keyPass, Groups(g, shape.Scores.KeyLength, shape, t.Invocations), push, [.. inputs, dk, dv]);
+    }
+
+    internal static void BackwardOnMatrixUnits(CommandGraph g, GpuBuffer q, GpuBuffer k, GpuBuffer v, GpuBuffer o, GpuBuffer logSumExp, GpuBuffer dO,
+                                               GpuBuffer dq, GpuBuffer dk, GpuBuffer dv, GpuBuffer? buckets, GpuBuffer? biasWeight, GpuBuffer? keyMask,
+                                               FlashAttentionShape shape, float dropoutRate, GpuBuffer? seed, uint stream, FlashAttentionCoopMatTiling t)
+    {
+        var name = MatMulKernel.CoopMatShader(g.Context, BackwardOnUnits);
+        var push = Check(name, g.Context.Capabilities, shape, buckets, biasWeight, keyMask, dropoutRate, seed, stream, null);
+        CheckOnMatrixUnits(name, g.Context, shape, t, backward: true);
+        if (!CheckBackwardBuffers(name, q, k, v, o, logSumExp, dO, dq, dk, dv, shape)) return;
+        GpuBuffer[] inputs = [.. Optional(q, buckets, biasWeight, keyMask, seed), q, k, v, o, logSumExp, dO];
+        int[] spec = t.Specialization(shape.DKv, (int)g.Context.CoopMatSubgroupSize);
+        g.Dispatch(g.Context.Kernel(name, BackwardLayout, [.. spec, 0]), Groups(g, shape.Scores.QueryLength, shape, 16 * t.Warps), push, [.. inputs, dq, dq]);
+        g.Dispatch(g.Context.Kernel(name, BackwardLayout, [.. spec, 1]), Groups(g, shape.Scores.KeyLength, shape, 16 * t.Warps), push, [.. inputs, dk, dv]);
+    }
+
+    /// <summary>Checks the backward's buffers; false where there is nothing to compute.</summary>
+    static bool CheckBackwardBuffers(string name, GpuBuffer q, GpuBuffer k, GpuBuffer v, GpuBuffer o, GpuBuffer logSumExp, GpuBuffer dO,
+                                     GpuBuffer dq, GpuBuffer dk, GpuBuffer dv, FlashAttentionShape shape)
+    {
         foreach (var (buffer, what) in new[] { (q, "q"), (o, "o"), (dO, "dO"), (dq, "dq") })
             BufferChecks.Require(name, buffer, shape.QueryElements, what + " [B, queryRows, H·dkv]");
         foreach (var (buffer, what) in new[] { (k, "k"), (v, "v"), (dk, "dk"), (dv, "dv") })
             BufferChecks.Require(name, buffer, shape.KeyElements, what + " [B, keyRows, H·dkv]");
         BufferChecks.Require(name, logSumExp, shape.Scores.Rows, "logSumExp [B, H, Lq]");
-        if (shape.Scores.Rows == 0) return;
-        GpuBuffer[] inputs = [.. Optional(q, buckets, biasWeight, keyMask, seed), q, k, v, o, logSumExp, dO];
-        var queryPass = g.Context.Kernel(name, BackwardLayout, [.. t.Specialization(shape.DKv), 0]);
-        g.Dispatch(queryPass, Groups(g, shape.Scores.QueryLength, shape, t), push, [.. inputs, dq, dq]);
-        var keyPass = g.Context.Kernel(name, BackwardLayout, [.. t.Specialization(shape.DKv), 1]);
-        g.Dispatch(keyPass, Groups(g, shape.Scores.KeyLength, shape, t), push, [.. inputs, dk, dv]);
+        return shape.Scores.Rows != 0;
     }
 
     static Push Check(string name, DeviceCapabilities caps, FlashAttentionShape shape, GpuBuffer? buckets, GpuBuffer? biasWeight, GpuBuffer? keyMask,
-                      float dropoutRate, GpuBuffer? seed, uint stream, FlashAttentionTiling t)
+                      float dropoutRate, GpuBuffer? seed, uint stream, FlashAttentionTiling? t)
     {
         var s = shape.Scores;
         BufferChecks.NonNegative(name, (s.Batch, nameof(s.Batch)), (s.Heads, nameof(s.Heads)), (s.QueryLength, nameof(s.QueryLength)));
@@ -159,16 +273,16 @@ public static class FlashAttentionKernel
             if (s.Elements > uint.MaxValue) throw new ArgumentOutOfRangeException(nameof(shape), $"{name}: dropout indexes at most 2^32 probabilities, {shape} has {s.Elements}");
             flags |= Options.Dropout;
         }
-        if (t.Staged && FlashAttentionTiling.SharedBytes(t.Block, shape.DKv) > caps.MaxComputeSharedMemorySize)
-            throw new GpuException($"{name}: blocks of {t.Block} rows of d_kv {shape.DKv} need {FlashAttentionTiling.SharedBytes(t.Block, shape.DKv)} bytes of shared memory, the device has {caps.MaxComputeSharedMemorySize}");
+        if (t is { Staged: true, Block: var block } && FlashAttentionTiling.SharedBytes(block, shape.DKv) > caps.MaxComputeSharedMemorySize)
+            throw new GpuException($"{name}: blocks of {block} rows of d_kv {shape.DKv} need {FlashAttentionTiling.SharedBytes(block, shape.DKv)} bytes of shared memory, the device has {caps.MaxComputeSharedMemorySize}");
         return new Push((uint)s.Batch, (uint)s.Heads, (uint)s.QueryLength, (uint)s.KeyLength, (uint)shape.QueryRows, (uint)shape.KeyRows,
                         flags, s.QueryOffset, threshold, threshold != 0 ? DropoutKernel.KeepScale(dropoutRate) : 1f, stream);
     }
 
     // Workgroups: blocks of rows along x, (b, h) along y up to the device limit (the shaders loop
     // over the rest).
-    static (uint X, uint Y, uint Z) Groups(CommandGraph g, int rows, FlashAttentionShape shape, FlashAttentionTiling t) =>
-        (Grid.Div(rows, t.Invocations), (uint)Math.Min((long)shape.Scores.Batch * shape.Scores.Heads, g.Context.Capabilities.MaxWorkGroupCountY), 1);
+    static (uint X, uint Y, uint Z) Groups(CommandGraph g, int rows, FlashAttentionShape shape, int rowsPerGroup) =>
+        (Grid.Div(rows, rowsPerGroup), (uint)Math.Min((long)shape.Scores.Batch * shape.Scores.Heads, g.Context.Capabilities.MaxWorkGroupCountY), 1);
 
     // Bindings 0-3 are the optional inputs; an absent one is bound to q, which the shader never
     // reads through that binding with the flag off.

@@ -1,0 +1,70 @@
+// What the fused attention on the matrix units (flash_attention_coopmat.glsl's forward,
+// flash_attention_coopmat_backward.glsl) shares: the workgroup's shape, its shared memory and the
+// moves between them. Same contract as flash_attention.comp and its backward (bias, masks,
+// causality, dropout, the logsumexp the backward recomputes the probabilities from), with every
+// product on 16x16x16 fp16 matrix operations summing in fp32, as VKPROMPT_COOPMAT=all's unfused
+// products do: q, k, v, dO, the probabilities and dS are rounded to fp16 (saturating,
+// include/to_half.glsl) where they enter a product, scores, softmax statistics, outputs and
+// gradients stay fp32.
+//
+// A workgroup is WARPS subgroups, each owning 16 rows (queries, or keys in the dk/dv pass) of one
+// (batch entry, head), and streams over blocks of BLOCK rows of the other operand, staged in
+// shared memory as fp16 by the whole workgroup. A subgroup's products land in 16x16 fp32 tiles of
+// its own scratch (a cooperative accumulator cannot be read element by element), where its
+// invocations, PARTS to a row, each owning a contiguous run of columns, apply the softmax, and
+// write back the fp16 operand of the next product over the same scratch. The running
+// maximum's rescaling is applied to the output in those invocations' registers for the same
+// reason. Every barrier is the workgroup's: the emulation's subgroups are only groups of
+// invocations (include/coopmat.glsl), so a subgroup barrier would not order them; control flow
+// is uniform across the workgroup throughout.
+//
+// The including kernel defines SA_LENGTH and SB_LENGTH (in uvec2s, from the constants below),
+// SCRATCH (a subgroup's scratch, in uvec2s, at least 16 x D floats) and whether it is COOPMAT_KHR
+// or COOPMAT_EMULATED.
+#extension GL_EXT_shader_explicit_arithmetic_types_float16 : require
+#define COOPMAT_NO_C
+#include "common.glsl"
+#include "flash_attention.glsl"
+
+#ifdef COOPMAT_EMULATED
+const uint SUBGROUP = 32;
+#else
+layout(constant_id = 4) const uint SUBGROUP = 32;
+#endif
+layout(constant_id = 5) const uint WARPS = 4;
+#include "to_half.glsl"
+
+const uint WG = WARPS * SUBGROUP;
+// Rows of the workgroup's own operand; invocations per row in a subgroup's softmax (SUBGROUP is
+// 16, 32 or 64: FlashAttentionKernel checks).
+const uint ROWS = WARPS * 16;
+const uint PARTS = SUBGROUP / 16;
+// Row pitches in halves of a staged D-wide operand and of a BLOCK-wide fp16 one, padded by 8
+// halves (16 bytes) as include/matmul_coopmat.glsl pads its slices: cooperative loads need
+// 16-byte aligned rows, and the odd multiple of 16 bytes spreads rows over the banks.
+const uint SD = D + 8;
+const uint SP = BLOCK + 8;
+
+shared uvec2 sa[SA_LENGTH];
+shared uvec2 sb[SB_LENGTH];
+#include "coopmat.glsl"
+
+// Rows first .. first + count of head h of batch entry b of an activation (X4 its vec4 view,
+// rowsPerEntry rows per entry, length of them attended) into shared array S as fp16 rows SD
+// halves apart from half `at`; rows past length are zeros. Every invocation takes part.
+#define STAGE_ROWS(S, at, X4, rowsPerEntry, length, b, h, first, count)                           \
+    for (uint e = gl_LocalInvocationIndex; e < (count) * (D / 4); e += WG) {                        \
+        const uint r = e / (D / 4), d = e % (D / 4) * 4, pos = (first) + r;                          \
+        const vec4 x = pos < (length) ? X4[(rowBase(b, rowsPerEntry, pos, h) + d) / 4] : vec4(0.0);  \
+        S[((at) + r * SD + d) / 4] = toHalf(x);                                                     \
+    }
+
+// Element (r, col) of 16 rows staged from uvec2 `at` as consecutive 16x16 tiles (cmStoreStaging).
+float staged(uint at, uint r, uint col) {
+    return uintBitsToFloat(sa[at + col / 16 * 128 + r * 8 + col % 16 / 2][col % 2]);
+}
+
+// Four consecutive columns of row r of a 16-row fp16 operand SP halves a row, from uvec2 `at`.
+void putHalves(uint at, uint r, uint col, vec4 x) {
+    sa[at + (r * SP + col) / 4] = toHalf(x);
+}

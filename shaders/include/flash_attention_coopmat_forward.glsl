@@ -1,0 +1,132 @@
+// flash_attention.comp on the matrix units (include/flash_attention_coopmat.glsl): per (b, h),
+//   o[i] = Σ_j dropout(softmax_j(q[i]·k[j] + bias[h,i,j], masked))·v[j],  lse[i] = log Σ_j exp(score)
+// A workgroup owns ROWS queries; per block of BLOCK keys, each subgroup forms its 16 x BLOCK
+// scores (q·kᵀ), folds them into its rows' running maximum and sums, writes the (dropped)
+// probabilities as fp16 and multiplies them by the block's values; its invocations add that to
+// their share of the output after rescaling it by exp(m_old - m_new), the online softmax of
+// flash_attention.comp. The sums of exp stay each invocation's own over its columns (they share
+// the maximum) until the end.
+// sa: the queries [ROWS][SD], then each subgroup's scratch: 16 rows of its scores, then of its
+//     P·V, as fp32, the probabilities as fp16 between them.
+// sb: the block's keys [BLOCK][SD], then its values [BLOCK][SD].
+#define SCRATCH (8 * (BLOCK > D ? BLOCK : D))
+#define SA_LENGTH (ROWS * SD / 4 + WARPS * SCRATCH)
+#define SB_LENGTH (2 * BLOCK * SD / 4)
+#include "flash_attention_coopmat.glsl"
+
+layout(std430, binding = 4) readonly buffer Q4 { vec4 q4[]; };
+layout(std430, binding = 5) readonly buffer K4 { vec4 k4[]; };
+layout(std430, binding = 6) readonly buffer V4 { vec4 v4[]; };
+layout(std430, binding = 7) writeonly buffer O { float o[]; };
+layout(std430, binding = 8) writeonly buffer LogSumExp { float lse[]; };
+
+// Each invocation's share of a row's maximum (then of its sum), for the others of its row.
+shared float sRow[WG];
+
+void main() {
+    const uint tid = gl_LocalInvocationIndex, warp = tid / SUBGROUP, lane = tid % SUBGROUP;
+    const uint row = lane % 16, part = lane / 16;
+    const uint i0 = gl_WorkGroupID.x * ROWS;
+    const uint query = i0 + warp * 16 + row;
+    // Rows past the last query compute on the last one and store nothing.
+    const uint i = min(query, pc.queryLength - 1);
+    const uint keyEnd = visibleKeys(min(i0 + ROWS, pc.queryLength));
+    const uint scratch = ROWS * SD / 4 + warp * SCRATCH;
+    const uint cols = BLOCK / PARTS, c0 = part * cols;
+    const uint outCols = D / PARTS, d0 = part * outCols;
+
+    // (b, h) pairs beyond the device's y limit wrap round; uniform per workgroup.
+    for (uint bh = gl_WorkGroupID.y; bh < pc.batch * pc.heads; bh += gl_NumWorkGroups.y) {
+        const uint b = bh / pc.heads, h = bh % pc.heads;
+        // The previous pair's last products have read the queries.
+        barrier();
+        STAGE_ROWS(sa, 0, q4, pc.queryRows, pc.queryLength, b, h, i0, ROWS)
+
+        float acc[D / PARTS];
+        [[unroll]] for (uint d = 0; d < outCols; d++) acc[d] = 0.0;
+        float m = NEG_INF, l = 0.0;
+
+        for (uint j0 = 0; j0 < keyEnd; j0 += BLOCK) {
+            const uint n = min(BLOCK, keyEnd - j0);
+            // Every subgroup is done with the previous block's keys and values.
+            barrier();
+            STAGE_ROWS(sb, 0, k4, pc.keyRows, j0 + n, b, h, j0, BLOCK)
+            STAGE_ROWS(sb, BLOCK * SD, v4, pc.keyRows, j0 + n, b, h, j0, BLOCK)
+            barrier();
+
+            [[unroll]] for (uint t = 0; t < BLOCK / 16; t++) {
+                CM_ACC s = cmZero();
+                [[unroll]] for (uint kk = 0; kk < D; kk += 16) {
+                    CM_FRAG_A fa;
+                    CM_FRAG_B fb;
+                    cmLoadA(fa, (warp * 16 * SD + kk) / 4, SD / 4, false);
+                    // B[d][j] = k[j][d]: the staged keys read column-major.
+                    cmLoadB(fb, (t * 16 * SD + kk) / 4, SD / 4, true);
+                    s = cmMulAdd(fa, fb, s);
+                }
+                cmStoreStaging(s, scratch + t * 128);
+            }
+            barrier();
+
+            float s[BLOCK / PARTS];
+            float mBlock = m;
+            [[unroll]] for (uint c = 0; c < cols; c++) {
+                const uint col = c0 + c;
+                s[c] = col < n ? score(staged(scratch, row, col), b, h, i, j0 + col) : NEG_INF;
+                mBlock = max(mBlock, s[c]);
+            }
+            sRow[tid] = mBlock;
+            // Also: every score is read before the probabilities overwrite the scratch.
+            barrier();
+            [[unroll]] for (uint p = 0; p < PARTS; p++) mBlock = max(mBlock, sRow[warp * SUBGROUP + p * 16 + row]);
+            // While every key so far is masked the state stays empty (and exp(-inf - -inf) unformed).
+            float rescale = 1.0;
+            if (mBlock != NEG_INF) {
+                rescale = exp(m - mBlock);
+                l *= rescale;
+                m = mBlock;
+            }
+            [[unroll]] for (uint c = 0; c < cols; c += 4) {
+                vec4 kept4;
+                [[unroll]] for (uint u = 0; u < 4; u++) {
+                    const float p = s[c + u] == NEG_INF ? 0.0 : exp(s[c + u] - m);
+                    l += p;
+                    kept4[u] = p != 0.0 && kept(b, h, i, j0 + c0 + c + u) ? p : 0.0;
+                }
+                putHalves(scratch, row, c0 + c, kept4);
+            }
+            barrier();
+
+            CM_ACC pv[D / 16];
+            [[unroll]] for (uint t = 0; t < D / 16; t++) {
+                pv[t] = cmZero();
+                [[unroll]] for (uint kk = 0; kk < BLOCK; kk += 16) {
+                    CM_FRAG_A fa;
+                    CM_FRAG_B fb;
+                    cmLoadA(fa, scratch + kk / 4, SP / 4, false);
+                    cmLoadB(fb, (BLOCK * SD + kk * SD + t * 16) / 4, SD / 4, false);
+                    pv[t] = cmMulAdd(fa, fb, pv[t]);
+                }
+            }
+            // The probabilities are read before the products overwrite them.
+            barrier();
+            [[unroll]] for (uint t = 0; t < D / 16; t++) cmStoreStaging(pv[t], scratch + t * 128);
+            barrier();
+            [[unroll]] for (uint d = 0; d < outCols; d++) acc[d] = fma(acc[d], rescale, staged(scratch, row, d0 + d));
+        }
+
+        sRow[tid] = l;
+        barrier();
+        l = 0.0;
+        [[unroll]] for (uint p = 0; p < PARTS; p++) l += sRow[warp * SUBGROUP + p * 16 + row];
+        if (query < pc.queryLength) {
+            // Dropout's 1 / (1 - rate) (1 without dropout) folds into the normalisation.
+            const float norm = l > 0.0 ? pc.scale / l : 0.0;
+            const uint oBase = rowBase(b, pc.queryRows, query, h) + d0;
+            [[unroll]] for (uint d = 0; d < outCols; d++) o[oBase + d] = acc[d] * norm;
+            if (part == 0) lse[bh * pc.queryLength + query] = m == NEG_INF ? POS_INF : m + log(l);
+        }
+        // sRow is rewritten by the next pair's first block.
+        barrier();
+    }
+}
