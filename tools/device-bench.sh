@@ -26,7 +26,9 @@
 #                                    on the matrix units, tuned, at the sweep's best tiling and with
 #                                    fp32 activation operands; BENCH_PLAN=nv2 the golden check and
 #                                    products of VKPROMPT_COOPMAT=nv2, and bf16 steps with it beside
-#                                    the default and the peer. Writes $OUT/table.md, $OUT/sweep.md, $OUT/log.txt and
+#                                    the default and the peer; BENCH_PLAN=attention the attention
+#                                    fused on the matrix units (VKPROMPT_COOPMAT=all,
+#                                    VKPROMPT_ATTENTION=fused) beside the default and the peer. Writes $OUT/table.md, $OUT/sweep.md, $OUT/log.txt and
 #                                    $OUT/results.tar (every JSON report). No run starts after
 #                                    BENCH_BUDGET_S seconds (default 480), so the command ends inside
 #                                    the tool's 10 minutes; the runs are ordered so that those left
@@ -75,13 +77,19 @@ assert sys.argv[2] in {p["kernel"] for p in r["products"]}, sys.argv[2]'
     python3 -c "$check" "$tmp/matmul-coopmat.json" matmul_coopmat_emulated
     # bench peak, emulated: the matrix units' rate probe the device run starts with.
     VK_DRIVER_FILES=$lavapipe .publish/vkprompt bench peak --matrix-units emulate --iterations 4 --workgroups 2 --reps 1 --json "$tmp/peak.json" >/dev/null
+    # The fused attention on the (emulated) matrix units, which VKPROMPT_COOPMAT=all with fused
+    # attention selects on the device.
+    VKPROMPT_COOPMAT=emulate,all VKPROMPT_ATTENTION=fused VK_DRIVER_FILES=$lavapipe .publish/vkprompt bench --shape t5-small --batch-size 1 \
+      --input-length 8 --target-length 8 --prompt-length 4 --precision bf16 --warmup 0 --steps 1 --json "$tmp/fused.json" >/dev/null
+    python3 -c 'import json, sys; ops = {o["name"] for p in json.load(open(sys.argv[1]))["breakdown"]["phases"] for o in p["ops"]}
+assert {"flash_attention_coopmat_emulated", "flash_attention_coopmat_backward_emulated"} <= ops, ops' "$tmp/fused.json"
     # The KHR kernels must be in the binary: the device run asks for them by name.
-    for k in matmul_coopmat_khr matmul_coopmat_nv2; do
+    for k in matmul_coopmat_khr matmul_coopmat_nv2 flash_attention_coopmat_khr flash_attention_coopmat_backward_khr; do
       grep -q "$k.spv" .publish/vkprompt || { echo "error: the published binary lacks $k.spv" >&2; exit 1; }
     done
     for f in spiece.model train.jsonl validation.jsonl; do [[ -s .publish/demo/$f ]]; done
     rm -rf "$tmp"
-    echo "ok: devices, a one-step bench, bench matmul (portable and emulated matrix units), bench peak (emulated), the KHR and workgroup-scope kernels and the demo files"
+    echo "ok: devices, a one-step bench, bench matmul (portable and emulated matrix units), bench peak (emulated), a step with the fused attention on the emulated matrix units, the KHR and workgroup-scope kernels and the demo files"
   else
     echo "== $(uname -m) here: the linux-x64 binary cannot be checked on this machine"
   fi
@@ -244,7 +252,26 @@ PY
     mm mm-bf16-cm-nv2 bf16 VKPROMPT_COOPMAT=nv2 VKPROMPT_PIPELINE_STATS=1
   }
 
-  if [[ ${BENCH_PLAN:-full} == nv2 ]]; then
+  # Attention fused on the matrix units (flash_attention_coopmat*), which VKPROMPT_COOPMAT=all
+  # selects where attention is fused; not yet run on a GPU.
+  FUSED_ALL="VKPROMPT_COOPMAT=all VKPROMPT_ATTENTION=fused"
+
+  if [[ ${BENCH_PLAN:-full} == attention ]]; then
+    # BENCH_PLAN=attention: the fused attention on the matrix units (about 5 minutes), for a call
+    # after a full one: its golden check, then bf16 steps with every product on the matrix units,
+    # unfused and fused, beside the default and the peer, and fp32 fused on the portable kernels.
+    golden check-golden
+    golden check-golden-all-fused $FUSED_ALL --precision fp16,bf16
+    vk vk-t5-base-bf16 t5-base --precision bf16 --warmup 1 --steps 3
+    VKENV="$FUSED_ALL" vk vk-t5-base-bf16-all-fused t5-base --precision bf16 --warmup 1 --steps 3
+    peer peer-t5-base-bf16 t5-base bf16 --warmup 1 --steps 5
+    vk vk-t5-large-bf16 t5-large --precision bf16 --warmup 1 --steps 2
+    VKENV=VKPROMPT_COOPMAT=all vk vk-t5-large-bf16-all t5-large --precision bf16 --warmup 1 --steps 2
+    VKENV="$FUSED_ALL" vk vk-t5-large-bf16-all-fused t5-large --precision bf16 --warmup 1 --steps 2
+    peer peer-t5-large-bf16 t5-large bf16 --warmup 1 --steps 3
+    VKENV="$FUSED_ALL VKPROMPT_MATMUL_TUNE=1" vk vk-t5-large-bf16-all-fused-tuned t5-large --precision bf16 --warmup 1 --steps 2 --verbose
+    VKENV=VKPROMPT_ATTENTION=fused vk vk-t5-base-fp32-fused t5-base --precision fp32 --warmup 1 --steps 3
+  elif [[ ${BENCH_PLAN:-full} == nv2 ]]; then
     # BENCH_PLAN=nv2: the workgroup-scope kernel alone (about 5 minutes), for a call after a full one.
     golden check-golden
     nv2_checks
@@ -276,6 +303,7 @@ PY
     mm mm-fp32-auto fp32
     for x in khr all; do mm "mm-bf16-cm-$x" bf16 VKPROMPT_COOPMAT=$x; done
     golden check-golden-all VKPROMPT_COOPMAT=all --precision fp16,bf16
+    golden check-golden-all-fused VKPROMPT_COOPMAT=all VKPROMPT_ATTENTION=fused --precision fp16,bf16
 
     # Then whole steps at the defaults (bf16 on the matrix units where the device has them),
     # each precision beside the peer, t5-base first; then the portable product and NV's
@@ -285,11 +313,13 @@ PY
     vk vk-t5-base-bf16 t5-base --precision bf16 --warmup 1 --steps 3
     VKENV=VKPROMPT_COOPMAT=nv2 vk vk-t5-base-bf16-nv2 t5-base --precision bf16 --warmup 1 --steps 3
     VKENV=VKPROMPT_COOPMAT=all vk vk-t5-base-bf16-all t5-base --precision bf16 --warmup 1 --steps 3
+    VKENV="$FUSED_ALL" vk vk-t5-base-bf16-all-fused t5-base --precision bf16 --warmup 1 --steps 3
     peer peer-t5-base-bf16 t5-base bf16 --warmup 1 --steps 5
     vk vk-t5-large-fp32 t5-large --precision fp32 --warmup 1 --steps 2
     vk vk-t5-large-bf16 t5-large --precision bf16 --warmup 1 --steps 2
     VKENV=VKPROMPT_COOPMAT=nv2 vk vk-t5-large-bf16-nv2 t5-large --precision bf16 --warmup 1 --steps 2
     VKENV=VKPROMPT_COOPMAT=all vk vk-t5-large-bf16-all t5-large --precision bf16 --warmup 1 --steps 2
+    VKENV="$FUSED_ALL" vk vk-t5-large-bf16-all-fused t5-large --precision bf16 --warmup 1 --steps 2
     peer peer-t5-large-bf16 t5-large bf16 --warmup 1 --steps 3
     VKENV=VKPROMPT_COOPMAT=nv2,all vk vk-t5-large-bf16-nv2-all t5-large --precision bf16 --warmup 1 --steps 2
     # bf16 weights kept bf16 (converted in every tile) against the fp16 copies the default stores.

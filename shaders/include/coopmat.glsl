@@ -1,5 +1,6 @@
-// The 16x16 matrix operations of include/matmul_coopmat.glsl (and include/matrix_peak.glsl),
-// which they name through these macros and functions so that one kernel builds three ways:
+// The 16x16 matrix operations of include/matmul_coopmat.glsl (and include/matrix_peak.glsl and
+// include/flash_attention_coopmat*.glsl), which they name through these macros and functions so
+// that one kernel builds three ways:
 // - on the matrix units, with GL_KHR_cooperative_matrix (COOPMAT_KHR, matmul_coopmat_khr.comp),
 //   whose A, B and accumulator fragments are distinct types, or GL_NV_cooperative_matrix
 //   (matmul_coopmat.comp);
@@ -7,9 +8,9 @@
 //   that every device with fp16 arithmetic and 16-bit storage, lavapipe in CI among them, runs
 //   the kernel's staging, edges and stores: all of it but the matrix instructions themselves.
 // They work on the kernel's own names: its output buffer c (none where COOPMAT_NO_C is defined)
-// and its staged slices sa (A) and sb (B), arrays of uvec2, each four packed halves, whose offsets and strides count those vectors,
-// declared before this file is included. Staged accumulators go to sa too, two fp32 to a uvec2,
-// 16 of a row's floats being 8 of its vectors.
+// and its staged slices sa (A) and sb (B), arrays of uvec2, each four packed halves, whose
+// offsets and strides count those vectors, declared before this file is included. Accumulators
+// stored to shared memory go to sa too, two fp32 to a uvec2.
 //
 // The emulation follows the extension's definitions: an accumulator is a 16x16 fp32 matrix
 // spread over the SUBGROUP invocations of a (here merely logical) subgroup, element e = 16·row +
@@ -28,7 +29,7 @@
 #define CM_LAYOUT(colMajor) ((colMajor) ? gl_CooperativeMatrixLayoutColumnMajor : gl_CooperativeMatrixLayoutRowMajor)
 #define cmLoadC(m, at, stride) coopMatLoad(m, c, at, stride, gl_CooperativeMatrixLayoutRowMajor)
 #define cmStoreC(m, at, stride) coopMatStore(m, c, at, stride, gl_CooperativeMatrixLayoutRowMajor)
-#define cmStoreStaging(m, at) coopMatStore(m, sa, at, 8, gl_CooperativeMatrixLayoutRowMajor)
+#define cmStoreShared(m, at, stride, colMajor) coopMatStore(m, sa, at, stride, CM_LAYOUT(colMajor))
 #define cmLoadA(f, at, stride, colMajor) coopMatLoad(f, sa, at, stride, CM_LAYOUT(colMajor))
 #define cmLoadB(f, at, stride, colMajor) coopMatLoad(f, sb, at, stride, CM_LAYOUT(colMajor))
 #define cmMulAdd(a, b, m) coopMatMulAdd(a, b, m)
@@ -42,7 +43,7 @@
 #define cmZero() CM_ACC(0.0)
 #define cmLoadC(m, at, stride) coopMatLoadNV(m, c, at, stride, false)
 #define cmStoreC(m, at, stride) coopMatStoreNV(m, c, at, stride, false)
-#define cmStoreStaging(m, at) coopMatStoreNV(m, sa, at, 8, false)
+#define cmStoreShared(m, at, stride, colMajor) coopMatStoreNV(m, sa, at, stride, colMajor)
 #define cmLoadA(f, at, stride, colMajor) coopMatLoadNV(f, sa, at, stride, colMajor)
 #define cmLoadB(f, at, stride, colMajor) coopMatLoadNV(f, sb, at, stride, colMajor)
 #define cmMulAdd(a, b, m) coopMatMulAddNV(a, b, m)
@@ -88,10 +89,10 @@ void cmStoreC(CM_ACC m, uint at, uint stride) {
 }
 #endif
 
-void cmStoreStaging(CM_ACC m, uint at) {
+void cmStoreShared(CM_ACC m, uint at, uint stride, bool colMajor) {
     [[dont_unroll]] for (uint s = 0; s < CM_SLOTS; s++) {
         const uvec2 rc = cmElement(s);
-        const uint f = cmAt(2 * at, 16, false, rc.x, rc.y);
+        const uint f = cmAt(2 * at, 2 * stride, colMajor, rc.x, rc.y);
         sa[f / 2][f % 2] = floatBitsToUint(m.v[s]);
     }
 }
@@ -130,3 +131,6 @@ CM_ACC cmScale(CM_ACC m, float scale) {
 }
 
 #endif
+
+// An accumulator to sa as a 16x16 fp32 tile of its own, rows of 16 floats (8 uvec2s).
+#define cmStoreStaging(m, at) cmStoreShared(m, at, 8, false)

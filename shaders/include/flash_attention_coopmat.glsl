@@ -45,6 +45,15 @@ const uint PARTS = SUBGROUP / 16;
 const uint SD = D + 8;
 const uint SP = BLOCK + 8;
 
+// A subgroup's products reach its scratch as 16x16 fp32 tiles, each column-major (a column's 16
+// rows in 16 consecutive floats), so that the 16 invocations reading one column at once, one row
+// each, read 16 consecutive floats. The PARTS invocations of a row read columns columnsPerPart
+// apart at once, columnsPerPart / 16 tiles; tiles 128 + 8 / (that) uvec2s apart put those reads
+// 16 four-byte banks (of 32) apart, so a subgroup's reads of its columns meet no bank twice.
+#define TILE_STRIDE(columnsPerPart) ((columnsPerPart) / 16 == 1 ? 136u : (columnsPerPart) / 16 == 2 ? 132u : 130u)
+const uint TS_BLOCK = TILE_STRIDE(BLOCK / PARTS);
+const uint TS_D = TILE_STRIDE(D / PARTS);
+
 shared uvec2 sa[SA_LENGTH];
 shared uvec2 sb[SB_LENGTH];
 #include "coopmat.glsl"
@@ -59,9 +68,12 @@ shared uvec2 sb[SB_LENGTH];
         S[((at) + r * SD + d) / 4] = toHalf(x);                                                     \
     }
 
-// Element (r, col) of 16 rows staged from uvec2 `at` as consecutive 16x16 tiles (cmStoreStaging).
-float staged(uint at, uint r, uint col) {
-    return uintBitsToFloat(sa[at + col / 16 * 128 + r * 8 + col % 16 / 2][col % 2]);
+// A 16 x 16·n product to the scratch at `at`, tiles ts apart.
+#define STAGE_TILE(m, at, t, ts) cmStoreShared(m, (at) + (t) * (ts), 8, true)
+
+// Element (r, col) of 16 rows staged from uvec2 `at` by STAGE_TILE with tile stride ts.
+float staged(uint at, uint ts, uint r, uint col) {
+    return uintBitsToFloat(sa[at + col / 16 * ts + col % 16 * 8 + r / 2][r % 2]);
 }
 
 // Four consecutive columns of row r of a 16-row fp16 operand SP halves a row, from uvec2 `at`.

@@ -11,7 +11,7 @@
 //     scratch (SCRATCH): two areas of 16 x BLOCK floats, and at least 16 x D floats together for
 //     the gradients staged on their way out, one at a time.
 // sb: the block's two operands [BLOCK][SD] (k and v, or q and dO).
-#define SCRATCH (8 * (2 * BLOCK > D ? 2 * BLOCK : D))
+#define SCRATCH (BLOCK / 8 * TS_BLOCK > D / 16 * TS_D ? BLOCK / 8 * TS_BLOCK : D / 16 * TS_D)
 #define SA_LENGTH (2 * ROWS * SD / 4 + WARPS * SCRATCH)
 #define SB_LENGTH (2 * BLOCK * SD / 4)
 #include "flash_attention_coopmat.glsl"
@@ -63,8 +63,8 @@ void blockScores(uint warp, uint area0, uint area1) {
             cmLoadB(fb, (BLOCK * SD + t * 16 * SD + kk) / 4, SD / 4, true);
             g = cmMulAdd(fa, fb, g);
         }
-        cmStoreStaging(s, area0 + t * 128);
-        cmStoreStaging(g, area1 + t * 128);
+        STAGE_TILE(s, area0, t, TS_BLOCK);
+        STAGE_TILE(g, area1, t, TS_BLOCK);
     }
 }
 
@@ -85,7 +85,7 @@ CM_ACC addProduct(CM_ACC acc, uint t, uint at, uint first) {
 #define STORE_ROW(X, at, rowsPerEntry, pos, b, h, row, d0)                                       \
     {                                                                                             \
         const uint base = rowBase(b, rowsPerEntry, pos, h) + (d0);                               \
-        [[unroll]] for (uint d = 0; d < D / PARTS; d++) X[base + d] = staged(at, row, (d0) + d); \
+        [[unroll]] for (uint d = 0; d < D / PARTS; d++) X[base + d] = staged(at, TS_D, row, (d0) + d); \
     }
 
 void main() {
@@ -93,7 +93,7 @@ void main() {
     const uint row = lane % 16, part = lane / 16;
     const uint first = gl_WorkGroupID.x * ROWS;
     const uint own = first + warp * 16 + row;
-    const uint area0 = 2 * ROWS * SD / 4 + warp * SCRATCH, area1 = area0 + 8 * BLOCK;
+    const uint area0 = 2 * ROWS * SD / 4 + warp * SCRATCH, area1 = area0 + BLOCK / 16 * TS_BLOCK;
     const uint cols = BLOCK / PARTS, c0 = part * cols, d0 = part * (D / PARTS);
     const uint ownLength = PASS == 0 ? pc.queryLength : pc.keyLength;
     const uint otherLength = PASS == 0 ? pc.keyLength : pc.queryLength;
@@ -148,10 +148,10 @@ void main() {
                 const uint i = PASS == 0 ? mine : other, j = PASS == 0 ? other : mine;
                 const float l = PASS == 0 ? ownLse : sLse[col];
                 const bool inside = col < n && own < ownLength;
-                const float p = inside ? exp(score(staged(area0, row, col), b, h, i, j) - l) : 0.0;
+                const float p = inside ? exp(score(staged(area0, TS_BLOCK, row, col), b, h, i, j) - l) : 0.0;
                 const bool keep = p != 0.0 && kept(b, h, i, j);
                 pd[c] = keep ? p * pc.scale : 0.0;
-                ds[c] = p * ((keep ? staged(area1, row, col) * pc.scale : 0.0) - (PASS == 0 ? ownDelta : sDelta[col]));
+                ds[c] = p * ((keep ? staged(area1, TS_BLOCK, row, col) * pc.scale : 0.0) - (PASS == 0 ? ownDelta : sDelta[col]));
             }
             // Every product is read before the operands overwrite them.
             barrier();
@@ -169,12 +169,12 @@ void main() {
 
         // Every subgroup's products have read its scratch.
         barrier();
-        [[unroll]] for (uint t = 0; t < D / 16; t++) cmStoreStaging(g0[t], area0 + t * 128);
+        [[unroll]] for (uint t = 0; t < D / 16; t++) STAGE_TILE(g0[t], area0, t, TS_D);
         barrier();
         if (own < ownLength) STORE_ROW(dqk, area0, PASS == 0 ? pc.queryRows : pc.keyRows, own, b, h, row, d0)
         if (PASS == 1) {
             barrier();
-            [[unroll]] for (uint t = 0; t < D / 16; t++) cmStoreStaging(g1[t], area0 + t * 128);
+            [[unroll]] for (uint t = 0; t < D / 16; t++) STAGE_TILE(g1[t], area0, t, TS_D);
             barrier();
             if (own < ownLength) STORE_ROW(dv, area0, pc.keyRows, own, b, h, row, d0)
         }

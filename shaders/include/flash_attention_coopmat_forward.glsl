@@ -9,7 +9,7 @@
 // sa: the queries [ROWS][SD], then each subgroup's scratch: 16 rows of its scores, then of its
 //     P·V, as fp32, the probabilities as fp16 between them.
 // sb: the block's keys [BLOCK][SD], then its values [BLOCK][SD].
-#define SCRATCH (8 * (BLOCK > D ? BLOCK : D))
+#define SCRATCH (BLOCK / 16 * TS_BLOCK > D / 16 * TS_D ? BLOCK / 16 * TS_BLOCK : D / 16 * TS_D)
 #define SA_LENGTH (ROWS * SD / 4 + WARPS * SCRATCH)
 #define SB_LENGTH (2 * BLOCK * SD / 4)
 #include "flash_attention_coopmat.glsl"
@@ -41,6 +41,10 @@ void main() {
         // The previous pair's last products have read the queries.
         barrier();
         STAGE_ROWS(sa, 0, q4, pc.queryRows, pc.queryLength, b, h, i0, ROWS)
+        barrier();
+        // The subgroup's queries stay in its registers for every block.
+        CM_FRAG_A qf[D / 16];
+        [[unroll]] for (uint kk = 0; kk < D / 16; kk++) cmLoadA(qf[kk], (warp * 16 * SD + kk * 16) / 4, SD / 4, false);
 
         float acc[D / PARTS];
         [[unroll]] for (uint d = 0; d < outCols; d++) acc[d] = 0.0;
@@ -56,15 +60,13 @@ void main() {
 
             [[unroll]] for (uint t = 0; t < BLOCK / 16; t++) {
                 CM_ACC s = cmZero();
-                [[unroll]] for (uint kk = 0; kk < D; kk += 16) {
-                    CM_FRAG_A fa;
+                [[unroll]] for (uint kk = 0; kk < D / 16; kk++) {
                     CM_FRAG_B fb;
-                    cmLoadA(fa, (warp * 16 * SD + kk) / 4, SD / 4, false);
                     // B[d][j] = k[j][d]: the staged keys read column-major.
-                    cmLoadB(fb, (t * 16 * SD + kk) / 4, SD / 4, true);
-                    s = cmMulAdd(fa, fb, s);
+                    cmLoadB(fb, (t * 16 * SD + kk * 16) / 4, SD / 4, true);
+                    s = cmMulAdd(qf[kk], fb, s);
                 }
-                cmStoreStaging(s, scratch + t * 128);
+                STAGE_TILE(s, scratch, t, TS_BLOCK);
             }
             barrier();
 
@@ -72,7 +74,7 @@ void main() {
             float mBlock = m;
             [[unroll]] for (uint c = 0; c < cols; c++) {
                 const uint col = c0 + c;
-                s[c] = col < n ? score(staged(scratch, row, col), b, h, i, j0 + col) : NEG_INF;
+                s[c] = col < n ? score(staged(scratch, TS_BLOCK, row, col), b, h, i, j0 + col) : NEG_INF;
                 mBlock = max(mBlock, s[c]);
             }
             sRow[tid] = mBlock;
@@ -110,9 +112,9 @@ void main() {
             }
             // The probabilities are read before the products overwrite them.
             barrier();
-            [[unroll]] for (uint t = 0; t < D / 16; t++) cmStoreStaging(pv[t], scratch + t * 128);
+            [[unroll]] for (uint t = 0; t < D / 16; t++) STAGE_TILE(pv[t], scratch, t, TS_D);
             barrier();
-            [[unroll]] for (uint d = 0; d < outCols; d++) acc[d] = fma(acc[d], rescale, staged(scratch, row, d0 + d));
+            [[unroll]] for (uint d = 0; d < outCols; d++) acc[d] = fma(acc[d], rescale, staged(scratch, TS_D, row, d0 + d));
         }
 
         sRow[tid] = l;

@@ -49,7 +49,8 @@ public sealed record GpuOptions
     /// puts every product on the workgroup-scope kernel): on an H200 it
     /// took a t5-large bf16 step from 493.6 to 476.9 ms, but its fp16 rounding of attention's
     /// scores and probabilities adds up to 7.5e-3 to the prompt gradient's relative error on the
-    /// golden models (docs/benchmarks.md).</summary>
+    /// golden models (docs/benchmarks.md). Fused attention then runs on the matrix units as well
+    /// (<see cref="Kernels.FlashAttentionKernel.MatrixUnitsTiling"/>), with the same rounding.</summary>
     public bool CooperativeMatrixAllProducts { get; init; } = CoopmatWords.Contains("all");
 
     /// <summary>Matrix-unit products whose fp32 A is wide enough to pay for it read a 16-bit copy

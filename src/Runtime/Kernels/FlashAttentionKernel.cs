@@ -52,8 +52,8 @@ internal readonly record struct FlashAttentionCoopMatTiling(int Warps, int Block
 {
     // 64 rows a workgroup, as the portable kernels' GPU tiling, with the deepest block of 64, 32
     // or 16 whose shared memory fits; two subgroups where four would not even at 16. At d_kv 64 on
-    // a device with 48 KiB (NVIDIA's), the forward takes blocks of 64 (43.5 KiB) and the backward,
-    // which stages two operands of its own and two products a block, of 32 (43.3 KiB). Untimed:
+    // a device with 48 KiB (NVIDIA's), the forward takes blocks of 64 (44.0 KiB) and the backward,
+    // which stages two operands of its own and two products a block, of 32 (44.3 KiB). Untimed:
     // the rule is the first that fits, not the fastest.
     static readonly FlashAttentionCoopMatTiling[] Candidates = [new(4, 64), new(4, 32), new(4, 16), new(2, 16)];
 
@@ -63,12 +63,18 @@ internal readonly record struct FlashAttentionCoopMatTiling(int Warps, int Block
     /// backward's per-query logsumexp and Δ.</summary>
     public long SharedBytes(bool backward, int dkv, int subgroup)
     {
+        int parts = subgroup / 16;
         long rowHalves = dkv + 8, rows = 16L * Warps;
-        long scratch = 8L * Math.Max(backward ? 2 * Block : Block, dkv);
+        long products = (backward ? 2L : 1L) * Block / 16 * TileStride(Block / parts);
+        long scratch = Math.Max(products, dkv / 16 * TileStride(dkv / parts));
         long sa = (backward ? 2 : 1) * rows * rowHalves / 4 + Warps * scratch;
         long sb = 2L * Block * rowHalves / 4;
         return 8 * (sa + sb) + (backward ? 8L * Block : 4L * Warps * subgroup);
     }
+
+    // The shaders' TILE_STRIDE: uvec2s between staged tiles, from the columns each of a row's
+    // invocations reads.
+    static long TileStride(int columnsPerPart) => (columnsPerPart / 16) switch { 1 => 136, 2 => 132, _ => 130 };
 
     public int[] Specialization(int dkv, int subgroup) => [Warps * subgroup, Block, dkv, 0, subgroup, Warps];
 
