@@ -14,9 +14,9 @@
 // invocations, PARTS to a row, each owning a contiguous run of columns, apply the softmax, and
 // write back the fp16 operand of the next product over the same scratch. The running
 // maximum's rescaling is applied to the output in those invocations' registers for the same
-// reason. Every barrier is the workgroup's: the emulation's subgroups are only groups of
-// invocations (include/coopmat.glsl), so a subgroup barrier would not order them; control flow
-// is uniform across the workgroup throughout.
+// reason. The workgroup meets at a barrier around each staging of shared operands; a subgroup
+// alone around the steps on its scratch (subgroupSync), so that the others are not held up by
+// it. Control flow is uniform across the workgroup throughout.
 //
 // The including kernel defines SA_LENGTH and SB_LENGTH (in uvec2s, from the constants below),
 // SCRATCH (a subgroup's scratch, in uvec2s, at least 16 x D floats) and whether it is COOPMAT_KHR
@@ -53,6 +53,19 @@ const uint SP = BLOCK + 8;
 #define TILE_STRIDE(columnsPerPart) ((columnsPerPart) / 16 == 1 ? 136u : (columnsPerPart) / 16 == 2 ? 132u : 130u)
 const uint TS_BLOCK = TILE_STRIDE(BLOCK / PARTS);
 const uint TS_D = TILE_STRIDE(D / PARTS);
+
+// A barrier among the invocations of one subgroup, ordering their accesses to shared memory. The
+// emulation's subgroups are only groups of invocations (include/coopmat.glsl), which a subgroup
+// barrier would not order: there it is the workgroup's.
+#ifdef COOPMAT_EMULATED
+void subgroupSync() { barrier(); }
+#else
+#extension GL_KHR_shader_subgroup_basic : require
+void subgroupSync() {
+    subgroupMemoryBarrierShared();
+    subgroupBarrier();
+}
+#endif
 
 shared uvec2 sa[SA_LENGTH];
 shared uvec2 sb[SB_LENGTH];

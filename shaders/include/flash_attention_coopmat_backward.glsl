@@ -139,7 +139,7 @@ void main() {
             }
             barrier();
             blockScores(warp, area0, area1);
-            barrier();
+            subgroupSync();
 
             // Pass 0: row = query `mine`, column = key; pass 1: row = key `mine`, column = query.
             float ds[BLOCK / PARTS], pd[BLOCK / PARTS];
@@ -154,12 +154,12 @@ void main() {
                 ds[c] = p * ((keep ? staged(area1, TS_BLOCK, row, col) * pc.scale : 0.0) - (PASS == 0 ? ownDelta : sDelta[col]));
             }
             // Every product is read before the operands overwrite them.
-            barrier();
+            subgroupSync();
             [[unroll]] for (uint c = 0; c < cols; c += 4) {
                 putHalves(area0, row, c0 + c, vec4(ds[c], ds[c + 1], ds[c + 2], ds[c + 3]));
                 if (PASS == 1) putHalves(area1, row, c0 + c, vec4(pd[c], pd[c + 1], pd[c + 2], pd[c + 3]));
             }
-            barrier();
+            subgroupSync();
             // Pass 0: dq += dS·k. Pass 1: dk += dSᵀ·q, dv += (keep·scale·Pᵀ)·dO.
             [[unroll]] for (uint t = 0; t < D / 16; t++) {
                 g0[t] = addProduct(g0[t], t, area0, 0);
@@ -167,15 +167,15 @@ void main() {
             }
         }
 
-        // Every subgroup's products have read its scratch.
-        barrier();
+        // The subgroup's products have read its scratch.
+        subgroupSync();
         [[unroll]] for (uint t = 0; t < D / 16; t++) STAGE_TILE(g0[t], area0, t, TS_D);
-        barrier();
+        subgroupSync();
         if (own < ownLength) STORE_ROW(dqk, area0, PASS == 0 ? pc.queryRows : pc.keyRows, own, b, h, row, d0)
         if (PASS == 1) {
-            barrier();
+            subgroupSync();
             [[unroll]] for (uint t = 0; t < D / 16; t++) STAGE_TILE(g1[t], area0, t, TS_D);
-            barrier();
+            subgroupSync();
             if (own < ownLength) STORE_ROW(dv, area0, pc.keyRows, own, b, h, row, d0)
         }
     }

@@ -38,7 +38,8 @@ void main() {
     // (b, h) pairs beyond the device's y limit wrap round; uniform per workgroup.
     for (uint bh = gl_WorkGroupID.y; bh < pc.batch * pc.heads; bh += gl_NumWorkGroups.y) {
         const uint b = bh / pc.heads, h = bh % pc.heads;
-        // The previous pair's last products have read the queries.
+        // The previous pair's last products have read the queries (the emulation's operands are
+        // read where they lie), and its last reductions sRow.
         barrier();
         STAGE_ROWS(sa, 0, q4, pc.queryRows, pc.queryLength, b, h, i0, ROWS)
         barrier();
@@ -68,7 +69,7 @@ void main() {
                 }
                 STAGE_TILE(s, scratch, t, TS_BLOCK);
             }
-            barrier();
+            subgroupSync();
 
             float s[BLOCK / PARTS];
             float mBlock = m;
@@ -79,7 +80,7 @@ void main() {
             }
             sRow[tid] = mBlock;
             // Also: every score is read before the probabilities overwrite the scratch.
-            barrier();
+            subgroupSync();
             [[unroll]] for (uint p = 0; p < PARTS; p++) mBlock = max(mBlock, sRow[warp * SUBGROUP + p * 16 + row]);
             // While every key so far is masked the state stays empty (and exp(-inf - -inf) unformed).
             float rescale = 1.0;
@@ -97,7 +98,7 @@ void main() {
                 }
                 putHalves(scratch, row, c0 + c, kept4);
             }
-            barrier();
+            subgroupSync();
 
             CM_ACC pv[D / 16];
             [[unroll]] for (uint t = 0; t < D / 16; t++) {
@@ -111,14 +112,14 @@ void main() {
                 }
             }
             // The probabilities are read before the products overwrite them.
-            barrier();
+            subgroupSync();
             [[unroll]] for (uint t = 0; t < D / 16; t++) STAGE_TILE(pv[t], scratch, t, TS_D);
-            barrier();
+            subgroupSync();
             [[unroll]] for (uint d = 0; d < outCols; d++) acc[d] = fma(acc[d], rescale, staged(scratch, TS_D, row, d0 + d));
         }
 
         sRow[tid] = l;
-        barrier();
+        subgroupSync();
         l = 0.0;
         [[unroll]] for (uint p = 0; p < PARTS; p++) l += sRow[warp * SUBGROUP + p * 16 + row];
         if (query < pc.queryLength) {
@@ -128,7 +129,5 @@ void main() {
             [[unroll]] for (uint d = 0; d < outCols; d++) o[oBase + d] = acc[d] * norm;
             if (part == 0) lse[bh * pc.queryLength + query] = m == NEG_INF ? POS_INF : m + log(l);
         }
-        // sRow is rewritten by the next pair's first block.
-        barrier();
     }
 }
