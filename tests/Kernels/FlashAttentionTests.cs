@@ -84,7 +84,8 @@ public sealed class FlashAttentionTests(GpuFixture f) : GpuTest(f)
 
     static GpuBuffer? Optional<T>(GpuContext ctx, T[] data) where T : unmanaged => data.Length == 0 ? null : GpuBuffer.From<T>(ctx, data);
 
-    (float[] O, float[] Lse) Forward(FlashAttentionShape shape, Inputs x, Parts parts, FlashTiles tiles)
+    /// <summary>o and the logsumexp; <paramref name="units"/> forces a tiling of the kernels on the matrix units.</summary>
+    (float[] O, float[] Lse) Forward(FlashAttentionShape shape, Inputs x, Parts parts, FlashTiles tiles, FlashAttentionCoopMatTiling? units = null)
     {
         var ctx = ContextFor(tiles, shape.DKv);
         using var q = GpuBuffer.From<float>(ctx, x.Q);
@@ -99,6 +100,7 @@ public sealed class FlashAttentionTests(GpuFixture f) : GpuTest(f)
         using (var g = new CommandGraph(ctx))
         {
             if (Tiling(tiles) is { } t) FlashAttentionKernel.Forward(g, q, k, v, o, lse, buckets, bias, mask, shape, parts.DropoutRate, seed, Stream, t);
+            else if (units is { } u) FlashAttentionKernel.ForwardOnMatrixUnits(g, q, k, v, o, lse, buckets, bias, mask, shape, parts.DropoutRate, seed, Stream, u);
             else FlashAttentionKernel.Forward(g, q, k, v, o, lse, buckets, bias, mask, shape, parts.DropoutRate, seed, Stream);
             g.Run();
         }
@@ -113,8 +115,10 @@ public sealed class FlashAttentionTests(GpuFixture f) : GpuTest(f)
         return (o, lse);
     }
 
-    /// <summary>dq, dk, dv; the gradient buffers start out holding <paramref name="initial"/>.</summary>
-    (float[] Dq, float[] Dk, float[] Dv) Backward(FlashAttentionShape shape, Inputs x, float[] o, float[] lse, Parts parts, FlashTiles tiles, float initial = 0f)
+    /// <summary>dq, dk, dv; the gradient buffers start out holding <paramref name="initial"/>;
+    /// <paramref name="units"/> forces a tiling of the kernels on the matrix units.</summary>
+    (float[] Dq, float[] Dk, float[] Dv) Backward(FlashAttentionShape shape, Inputs x, float[] o, float[] lse, Parts parts, FlashTiles tiles, float initial = 0f,
+                                                  FlashAttentionCoopMatTiling? units = null)
     {
         var ctx = ContextFor(tiles, shape.DKv);
         using var q = GpuBuffer.From<float>(ctx, x.Q);
@@ -133,6 +137,7 @@ public sealed class FlashAttentionTests(GpuFixture f) : GpuTest(f)
         using (var g = new CommandGraph(ctx))
         {
             if (Tiling(tiles) is { } t) FlashAttentionKernel.Backward(g, q, k, v, go, glse, dO, dq, dk, dv, buckets, bias, mask, shape, parts.DropoutRate, seed, Stream, t);
+            else if (units is { } u) FlashAttentionKernel.BackwardOnMatrixUnits(g, q, k, v, go, glse, dO, dq, dk, dv, buckets, bias, mask, shape, parts.DropoutRate, seed, Stream, u);
             else FlashAttentionKernel.Backward(g, q, k, v, go, glse, dO, dq, dk, dv, buckets, bias, mask, shape, parts.DropoutRate, seed, Stream);
             g.Run();
         }
@@ -264,6 +269,51 @@ public sealed class FlashAttentionTests(GpuFixture f) : GpuTest(f)
         }
         Check.Close(expected.Dq, dq, tolerance, $"dq on the matrix units {shape} {parts}");
         Check.Close(expected.Dk, dk, tolerance, $"dk on the matrix units {shape} {parts}");
+    }
+
+    /// <summary>Every tiling <see cref="FlashAttentionCoopMatTiling.For"/> may choose, forced, at
+    /// each d_kv where the device's shared memory holds it: lavapipe's 32 KiB gives the defaults
+    /// only blocks of 16 at d_kv 64, while a GPU's 48 KiB takes 64 forward and 32 backward, whose
+    /// tile strides and block loops differ; at d_kv 16 and 32 they run here too.</summary>
+    [Theory]
+    [InlineData(4, 64)]
+    [InlineData(4, 32)]
+    [InlineData(4, 16)]
+    [InlineData(2, 16)]
+    public void OnMatrixUnitsEveryTilingMatchesReference(int warps, int block)
+    {
+        var tiling = new FlashAttentionCoopMatTiling(warps, block);
+        Assert.Contains(tiling, FlashAttentionCoopMatTiling.Candidates);
+        var ctx = ContextFor(FlashTiles.MatrixUnits, 16);
+        int subgroup = (int)ctx.CoopMatSubgroupSize;
+        long limit = ctx.Capabilities.MaxComputeSharedMemorySize;
+        int ran = 0;
+        foreach (int dkv in new[] { 16, 32, 64 })
+        {
+            var shape = new FlashAttentionShape(new AttentionShape(1, 2, 70, 129, Causal: true), dkv);
+            var x = AsMultiplied(Inputs.Random(shape, 91 + dkv), FlashTiles.MatrixUnits);
+            var parts = new Parts(Bias: true, Mask: true, Dropout: true);
+            var (refO, refLse) = ReferenceForward(shape, x, parts);
+            double tolerance = Tolerance(FlashTiles.MatrixUnits);
+            if (tiling.SharedBytes(backward: false, dkv, subgroup) <= limit)
+            {
+                var (o, lse) = Forward(shape, x, parts, FlashTiles.MatrixUnits, tiling);
+                Check.Close(refO, o, tolerance, $"o, {tiling} at d_kv {dkv}");
+                Check.Close(refLse, lse, 1e-5, $"logsumexp, {tiling} at d_kv {dkv}");
+                ran++;
+            }
+            if (tiling.SharedBytes(backward: true, dkv, subgroup) <= limit)
+            {
+                var (dq, dk, dv) = Backward(shape, x, refO, refLse, parts, FlashTiles.MatrixUnits, units: tiling);
+                var expected = ReferenceBackward(shape, x, refO, refLse, parts);
+                Check.Close(expected.Dq, dq, tolerance, $"dq, {tiling} at d_kv {dkv}");
+                Check.Close(expected.Dk, dk, tolerance, $"dk, {tiling} at d_kv {dkv}");
+                Check.Close(expected.Dv, dv, tolerance, $"dv, {tiling} at d_kv {dkv}");
+                ran++;
+            }
+        }
+        // Every tiling fits at least one of the kernels at d_kv 16 in 32 KiB.
+        Assert.True(ran > 0, $"{tiling} ran nowhere: {limit} bytes of shared memory");
     }
 
     /// <summary>The fused kernels against the unfused path T5Pass otherwise takes: Q·Kᵀ by

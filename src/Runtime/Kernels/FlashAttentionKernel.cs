@@ -48,14 +48,14 @@ internal readonly record struct FlashAttentionTiling(int Invocations, int Block,
 /// <summary>Shape of the fused attention on the matrix units (flash_attention_coopmat*.comp):
 /// <paramref name="Warps"/> subgroups of 16 rows each per workgroup, streaming the other operand
 /// <paramref name="Block"/> rows at a time.</summary>
-internal readonly record struct FlashAttentionCoopMatTiling(int Warps, int Block)
+public readonly record struct FlashAttentionCoopMatTiling(int Warps, int Block)
 {
     // 64 rows a workgroup, as the portable kernels' GPU tiling, with the deepest block of 64, 32
     // or 16 whose shared memory fits; two subgroups where four would not even at 16. At d_kv 64 on
     // a device with 48 KiB (NVIDIA's), the forward takes blocks of 64 (44.0 KiB) and the backward,
     // which stages two operands of its own and two products a block, of 32 (44.3 KiB). Untimed:
     // the rule is the first that fits, not the fastest.
-    static readonly FlashAttentionCoopMatTiling[] Candidates = [new(4, 64), new(4, 32), new(4, 16), new(2, 16)];
+    internal static readonly FlashAttentionCoopMatTiling[] Candidates = [new(4, 64), new(4, 32), new(4, 16), new(2, 16)];
 
     /// <summary>Shared memory of the kernel (include/flash_attention_coopmat_forward.glsl and
     /// _backward.glsl, whose declarations this follows): the workgroup's own operands and each
@@ -76,7 +76,7 @@ internal readonly record struct FlashAttentionCoopMatTiling(int Warps, int Block
     // invocations reads.
     static long TileStride(int columnsPerPart) => (columnsPerPart / 16) switch { 1 => 136, 2 => 132, _ => 130 };
 
-    public int[] Specialization(int dkv, int subgroup) => [Warps * subgroup, Block, dkv, 0, subgroup, Warps];
+    internal int[] Specialization(int dkv, int subgroup) => [Warps * subgroup, Block, dkv, 0, subgroup, Warps];
 
     /// <summary>The tiling for d_kv <paramref name="dkv"/> on the context's matrix units, or null
     /// where the kernel cannot run it: d_kv a multiple of 16 up to 128 (an invocation holds
@@ -140,25 +140,25 @@ public static class FlashAttentionKernel
     {
         const string name = "flash_attention";
         var push = Check(name, g.Context.Capabilities, shape, buckets, biasWeight, keyMask, dropoutRate, seed, stream, t);
-        BufferChecks.Require(name, q, shape.QueryElements, "q [B, queryRows, H·dkv]");
-        BufferChecks.Require(name, k, shape.KeyElements, "k [B, keyRows, H·dkv]");
-        BufferChecks.Require(name, v, shape.KeyElements, "v [B, keyRows, H·dkv]");
-        BufferChecks.Require(name, o, shape.QueryElements, "o [B, queryRows, H·dkv]");
-        BufferChecks.Require(name, logSumExp, shape.Scores.Rows, "logSumExp [B, H, Lq]");
-        if (shape.Scores.Rows == 0) return;
+        if (!CheckForwardBuffers(name, q, k, v, o, logSumExp, shape)) return;
         var kernel = g.Context.Kernel(name, ForwardLayout, t.Specialization(shape.DKv));
         g.Dispatch(kernel, Groups(g, shape.Scores.QueryLength, shape, t.Invocations), push,
                    [.. Optional(q, buckets, biasWeight, keyMask, seed), q, k, v, o, logSumExp]);
     }
 
-    /// <summary>Whether the fused attention runs on the matrix units here, and with which tiling:
-    /// where the context puts every product on them (<see cref="GpuOptions.CooperativeMatrixAllProducts"/>,
-    /// the same rounding of q, k, v, the probabilities, dO and dS to fp16 as the unfused products
-    /// make there) through VK_KHR_cooperative_matrix or its emulation, the build has the kernels,
-    /// and <see cref="FlashAttentionCoopMatTiling.For"/> has a tiling for d_kv; null otherwise.</summary>
-    internal static FlashAttentionCoopMatTiling? MatrixUnitsTiling(GpuContext context, int dkv, bool backward) =>
+    /// <summary>Whether the fused attention runs on the matrix units here, and with which tiling
+    /// (the forward's or the backward's): where the context puts every product on them
+    /// (<see cref="GpuOptions.CooperativeMatrixAllProducts"/>, the same rounding of q, k, v, the
+    /// probabilities, dO and dS to fp16 as the unfused products make there) through
+    /// VK_KHR_cooperative_matrix or its emulation, the build has both kernels, and
+    /// <see cref="FlashAttentionCoopMatTiling.For"/> has a tiling for d_kv for both: a backward
+    /// recomputing the probabilities from scores rounded otherwise than the forward's would not
+    /// match its logsumexp. Null otherwise.</summary>
+    public static FlashAttentionCoopMatTiling? MatrixUnitsTiling(GpuContext context, int dkv, bool backward) =>
         context.Options.CooperativeMatrixAllProducts && context.MatrixUnits is MatrixUnits.Khr or MatrixUnits.Nv2 or MatrixUnits.Emulated
-        && Runtime.Kernel.IsEmbedded(MatMulKernel.CoopMatShader(context, backward ? BackwardOnUnits : ForwardOnUnits))
+        && Runtime.Kernel.IsEmbedded(MatMulKernel.CoopMatShader(context, ForwardOnUnits))
+        && Runtime.Kernel.IsEmbedded(MatMulKernel.CoopMatShader(context, BackwardOnUnits))
+        && FlashAttentionCoopMatTiling.For(context, dkv, !backward) is not null
             ? FlashAttentionCoopMatTiling.For(context, dkv, backward)
             : null;
 
@@ -171,12 +171,7 @@ public static class FlashAttentionKernel
         var name = MatMulKernel.CoopMatShader(g.Context, ForwardOnUnits);
         var push = Check(name, g.Context.Capabilities, shape, buckets, biasWeight, keyMask, dropoutRate, seed, stream, null);
         CheckOnMatrixUnits(name, g.Context, shape, t, backward: false);
-        BufferChecks.Require(name, q, shape.QueryElements, "q [B, queryRows, H·dkv]");
-        BufferChecks.Require(name, k, shape.KeyElements, "k [B, keyRows, H·dkv]");
-        BufferChecks.Require(name, v, shape.KeyElements, "v [B, keyRows, H·dkv]");
-        BufferChecks.Require(name, o, shape.QueryElements, "o [B, queryRows, H·dkv]");
-        BufferChecks.Require(name, logSumExp, shape.Scores.Rows, "logSumExp [B, H, Lq]");
-        if (shape.Scores.Rows == 0) return;
+        if (!CheckForwardBuffers(name, q, k, v, o, logSumExp, shape)) return;
         var kernel = g.Context.Kernel(name, ForwardLayout, t.Specialization(shape.DKv, (int)g.Context.CoopMatSubgroupSize));
         g.Dispatch(kernel, Groups(g, shape.Scores.QueryLength, shape, 16 * t.Warps), push,
                    [.. Optional(q, buckets, biasWeight, keyMask, seed), q, k, v, o, logSumExp]);
@@ -232,6 +227,17 @@ public static class FlashAttentionKernel
         int[] spec = t.Specialization(shape.DKv, (int)g.Context.CoopMatSubgroupSize);
         g.Dispatch(g.Context.Kernel(name, BackwardLayout, [.. spec, 0]), Groups(g, shape.Scores.QueryLength, shape, 16 * t.Warps), push, [.. inputs, dq, dq]);
         g.Dispatch(g.Context.Kernel(name, BackwardLayout, [.. spec, 1]), Groups(g, shape.Scores.KeyLength, shape, 16 * t.Warps), push, [.. inputs, dk, dv]);
+    }
+
+    /// <summary>Checks the forward's buffers; false where there is nothing to compute.</summary>
+    static bool CheckForwardBuffers(string name, GpuBuffer q, GpuBuffer k, GpuBuffer v, GpuBuffer o, GpuBuffer logSumExp, FlashAttentionShape shape)
+    {
+        BufferChecks.Require(name, q, shape.QueryElements, "q [B, queryRows, H·dkv]");
+        BufferChecks.Require(name, k, shape.KeyElements, "k [B, keyRows, H·dkv]");
+        BufferChecks.Require(name, v, shape.KeyElements, "v [B, keyRows, H·dkv]");
+        BufferChecks.Require(name, o, shape.QueryElements, "o [B, queryRows, H·dkv]");
+        BufferChecks.Require(name, logSumExp, shape.Scores.Rows, "logSumExp [B, H, Lq]");
+        return shape.Scores.Rows != 0;
     }
 
     /// <summary>Checks the backward's buffers; false where there is nothing to compute.</summary>
