@@ -40,6 +40,9 @@ public abstract record KernelCase(string Name, double Flops, double Bytes) : IWo
         var attention = new AttentionShape(s.Batch, c.NumHeads, le, le);
         yield return new AttentionSoftmaxCase(c, attention);
         yield return new SoftmaxBackwardCase(attention);
+        var fused = new FlashAttentionShape(attention, c.DKv);
+        yield return new FlashAttentionCase(c, fused, Backward: false);
+        yield return new FlashAttentionCase(c, fused, Backward: true);
         if (caps.ShaderFloat16) yield return new ToHalfCase(rows, d);
         yield return new RmsNormCase(rows, d, Backward: false);
         yield return new RmsNormCase(rows, d, Backward: true);
@@ -130,6 +133,42 @@ sealed record SoftmaxBackwardCase(AttentionShape Shape)
 {
     public override void Append(CommandGraph g, Operands o) =>
         SoftmaxBackwardKernel.Backward(g, o.Floats(Shape.Elements, 0.01f), o.Floats(Shape.Elements), (int)Shape.Rows, Shape.KeyLength);
+}
+
+/// <summary>The fused attention, forward or backward, with T5's position bias, a key mask and
+/// dropout, on whichever kernels the context picks (the matrix units' with
+/// VKPROMPT_COOPMAT=all). FLOPs are its products' multiply-adds: q·kᵀ and P·V forward; the
+/// backward recomputes q·kᵀ in both of its passes, forms dO·vᵀ in both, and adds dS·k, dSᵀ·q and
+/// Pᵀ·dO, seven products. Bytes are its activations read and written once (no score reaches memory).</summary>
+sealed record FlashAttentionCase(T5Config Config, FlashAttentionShape Shape, bool Backward)
+    : KernelCase($"flash attention {(Backward ? "bwd" : "fwd")} {Shape.Scores.Batch}x{Shape.Scores.Heads}x{Shape.Scores.QueryLength}x{Shape.Scores.KeyLength}x{Shape.DKv}",
+                 (Backward ? 7 : 2) * 2.0 * Shape.Scores.Elements * Shape.DKv,
+                 4.0 * (Backward ? 8 : 4) * Shape.QueryElements)
+{
+    public override void Append(CommandGraph g, Operands o)
+    {
+        var a = Shape.Scores;
+        var buckets = o.Ints(RelativePosition.Table(a.QueryLength, a.KeyLength, true, Config.RelativeAttentionNumBuckets, Config.RelativeAttentionMaxDistance));
+        var bias = o.Floats((long)Config.RelativeAttentionNumBuckets * a.Heads);
+        var mask = o.Ints(Enumerable.Repeat(1, a.Batch * a.KeyLength).ToArray());
+        var seed = o.Ints([1234]);
+        float rate = (float)Config.DropoutRate;
+        GpuBuffer q = o.Floats(Shape.QueryElements), k = o.Floats(Shape.KeyElements), v = o.Floats(Shape.KeyElements);
+        GpuBuffer output = o.Zeros(Shape.QueryElements), lse = o.Zeros(a.Rows);
+        if (!Backward)
+        {
+            FlashAttentionKernel.Forward(g, q, k, v, output, lse, buckets, bias, mask, Shape, rate, seed, stream: 7);
+            return;
+        }
+        // The backward's inputs from one forward, recorded once before the replays time it.
+        using (var forward = new CommandGraph(g.Context, profiling: false))
+        {
+            FlashAttentionKernel.Forward(forward, q, k, v, output, lse, buckets, bias, mask, Shape, rate, seed, stream: 7);
+            forward.Run();
+        }
+        FlashAttentionKernel.Backward(g, q, k, v, output, lse, o.Floats(Shape.QueryElements, 1e-3f), o.Zeros(Shape.QueryElements), o.Zeros(Shape.KeyElements),
+                                      o.Zeros(Shape.KeyElements), buckets, bias, mask, Shape, rate, seed, stream: 7);
+    }
 }
 
 /// <summary>Forward reads x and writes y; backward reads x and dy and accumulates into dx, as T5Pass does.</summary>
