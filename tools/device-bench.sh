@@ -28,7 +28,8 @@
 #                                    products of VKPROMPT_COOPMAT=nv2, and bf16 steps with it beside
 #                                    the default and the peer; BENCH_PLAN=attention the attention
 #                                    fused on the matrix units (VKPROMPT_COOPMAT=all,
-#                                    VKPROMPT_ATTENTION=fused) beside the default and the peer. Writes $OUT/table.md, $OUT/sweep.md, $OUT/log.txt and
+#                                    VKPROMPT_ATTENTION=fused) beside the default and the peer, with a
+#                                    sweep of its tilings (FLASH_SWEEP). Writes $OUT/table.md, $OUT/sweep.md, $OUT/log.txt and
 #                                    $OUT/results.tar (every JSON report). No run starts after
 #                                    BENCH_BUDGET_S seconds (default 480), so the command ends inside
 #                                    the tool's 10 minutes; the runs are ordered so that those left
@@ -259,7 +260,8 @@ PY
   if [[ ${BENCH_PLAN:-full} == attention ]]; then
     # BENCH_PLAN=attention: the fused attention on the matrix units (about 5 minutes), for a call
     # after a full one: its golden check, then bf16 steps with every product on the matrix units,
-    # unfused and fused, beside the default and the peer, and fp32 fused on the portable kernels.
+    # unfused and fused, beside the default and the peer, tuned, a sweep of its tilings, and fp32
+    # fused on the portable kernels.
     golden check-golden
     golden check-golden-all-fused $FUSED_ALL --precision fp16,bf16
     vk vk-t5-base-bf16 t5-base --precision bf16 --warmup 1 --steps 3
@@ -270,6 +272,12 @@ PY
     VKENV="$FUSED_ALL" vk vk-t5-large-bf16-all-fused t5-large --precision bf16 --warmup 1 --steps 2
     peer peer-t5-large-bf16 t5-large bf16 --warmup 1 --steps 3
     VKENV="$FUSED_ALL VKPROMPT_MATMUL_TUNE=1" vk vk-t5-large-bf16-all-fused-tuned t5-large --precision bf16 --warmup 1 --steps 2 --verbose
+    # Its tilings (VKPROMPT_COOPMAT_FLASH_TILING, forward[,backward]; FLASH_SWEEP names them)
+    # beside the default's 4x64 forward and 4x32 backward.
+    local t
+    for t in ${FLASH_SWEEP:-4x64,2x64 2x64 4x32}; do
+      VKENV="$FUSED_ALL VKPROMPT_COOPMAT_FLASH_TILING=$t" vk "vk-t5-large-bf16-all-fused-${t/,/-}" t5-large --precision bf16 --warmup 1 --steps 2
+    done
     VKENV=VKPROMPT_ATTENTION=fused vk vk-t5-base-fp32-fused t5-base --precision fp32 --warmup 1 --steps 3
   elif [[ ${BENCH_PLAN:-full} == nv2 ]]; then
     # BENCH_PLAN=nv2: the workgroup-scope kernel alone (about 5 minutes), for a call after a full one.

@@ -96,6 +96,12 @@ public sealed record GpuOptions
     /// depth). Default: VKPROMPT_COOPMAT_TILING, else the shape chosen for the device.</summary>
     public string? CoopMatTiling { get; init; } = Environment.GetEnvironmentVariable("VKPROMPT_COOPMAT_TILING") is { Length: > 0 } t ? t : null;
 
+    /// <summary>Replaces the tile shape of the fused attention on the matrix units, as "WxB"
+    /// (subgroups of 16 rows per workgroup, rows per streamed block) for forward and backward, or
+    /// "WxB,WxB" (forward, backward). Default: VKPROMPT_COOPMAT_FLASH_TILING, else the deepest
+    /// block whose shared memory fits (<see cref="Kernels.FlashAttentionCoopMatTiling.For"/>).</summary>
+    public string? CoopMatFlashTiling { get; init; } = Environment.GetEnvironmentVariable("VKPROMPT_COOPMAT_FLASH_TILING") is { Length: > 0 } t ? t : null;
+
     /// <summary>Replaces the workgroup size of the row kernels (softmax and its backward, RMSNorm,
     /// cross-entropy, argmax: one workgroup per row), a multiple of the subgroup size: a tuning
     /// switch, for trading invocations per row against rows in flight. Default:

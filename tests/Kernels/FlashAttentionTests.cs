@@ -316,6 +316,39 @@ public sealed class FlashAttentionTests(GpuFixture f) : GpuTest(f)
         Assert.True(ran > 0, $"{tiling} ran nowhere: {limit} bytes of shared memory");
     }
 
+    /// <summary>VKPROMPT_COOPMAT_FLASH_TILING (<see cref="GpuOptions.CoopMatFlashTiling"/>) forces
+    /// the forward's and the backward's tilings, one for both or one each, and refuses what is
+    /// malformed or cannot run, naming the variable.</summary>
+    [Fact]
+    public void OnMatrixUnitsTilingCanBeForced()
+    {
+        var units = ContextFor(FlashTiles.MatrixUnits, 16);
+        GpuContext Forcing(string text) => GpuContext.Create(new GpuOptions
+        {
+            Validation = true, PipelineCacheDirectory = null, CooperativeMatrixAllProducts = true,
+            CooperativeMatrixEmulation = units.CooperativeMatrixEmulated, CoopMatFlashTiling = text,
+        });
+        using (var both = Forcing("2x16"))
+        {
+            Assert.Equal(new FlashAttentionCoopMatTiling(2, 16), FlashAttentionKernel.MatrixUnitsTiling(both, 16, backward: false));
+            Assert.Equal(new FlashAttentionCoopMatTiling(2, 16), FlashAttentionKernel.MatrixUnitsTiling(both, 16, backward: true));
+        }
+        using (var each = Forcing("2x16,2x32"))
+        {
+            Assert.Equal(new FlashAttentionCoopMatTiling(2, 16), FlashAttentionKernel.MatrixUnitsTiling(each, 16, backward: false));
+            Assert.Equal(new FlashAttentionCoopMatTiling(2, 32), FlashAttentionKernel.MatrixUnitsTiling(each, 16, backward: true));
+            // A d_kv the kernels cannot take still runs the portable ones.
+            Assert.Null(FlashAttentionKernel.MatrixUnitsTiling(each, 8, backward: false));
+        }
+        // Malformed; a block not a multiple of 16; three kernels; more shared memory than any device has.
+        foreach (var text in new[] { "4x", "4x64x2", "4x20", "4x64,4x32,4x16", "16x64" })
+        {
+            using var bad = Forcing(text);
+            var e = Assert.Throws<GpuException>(() => FlashAttentionKernel.MatrixUnitsTiling(bad, 64, backward: false));
+            Assert.Contains("VKPROMPT_COOPMAT_FLASH_TILING=" + text, e.Message);
+        }
+    }
+
     /// <summary>The fused kernels against the unfused path T5Pass otherwise takes: Q·Kᵀ by
     /// matmul, attention_softmax, dropout on a copy, P·V, and its backward through
     /// softmax_backward, on the same device.</summary>

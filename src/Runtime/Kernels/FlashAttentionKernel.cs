@@ -82,15 +82,42 @@ public readonly record struct FlashAttentionCoopMatTiling(int Warps, int Block)
     /// where the kernel cannot run it: d_kv a multiple of 16 up to 128 (an invocation holds
     /// d_kv / (subgroup / 16) output floats in registers), subgroups of 16, 32 or 64 (which
     /// share a row evenly), and the shared memory.</summary>
+    /// <exception cref="GpuException"><see cref="GpuOptions.CoopMatFlashTiling"/> is malformed or
+    /// asks for a tiling the kernel or the device cannot run at this d_kv.</exception>
     public static FlashAttentionCoopMatTiling? For(GpuContext context, int dkv, bool backward)
     {
         int subgroup = (int)context.CoopMatSubgroupSize;
         if (dkv % 16 != 0 || dkv > 128 || subgroup is not (16 or 32 or 64)) return null;
-        var caps = context.Capabilities;
+        if (context.Options.CoopMatFlashTiling is { } text) return Parse(text, context, dkv, backward);
         foreach (var t in Candidates)
-            if (t.SharedBytes(backward, dkv, subgroup) <= caps.MaxComputeSharedMemorySize && (long)t.Warps * subgroup <= caps.MaxComputeWorkGroupInvocations)
-                return t;
+            if (t.Fits(context, dkv, backward)) return t;
         return null;
+    }
+
+    bool Fits(GpuContext context, int dkv, bool backward)
+    {
+        int subgroup = (int)context.CoopMatSubgroupSize;
+        return SharedBytes(backward, dkv, subgroup) <= context.Capabilities.MaxComputeSharedMemorySize
+               && (long)Warps * subgroup <= context.Capabilities.MaxComputeWorkGroupInvocations;
+    }
+
+    const string Variable = "VKPROMPT_COOPMAT_FLASH_TILING";
+
+    /// <summary>The forward's or the backward's tiling of VKPROMPT_COOPMAT_FLASH_TILING ("WxB" for
+    /// both, or "WxB,WxB"), checked: a block of a multiple of 16 rows that gives each invocation of
+    /// a row whole runs of four columns, and a workgroup the device runs with the shared memory it has.</summary>
+    static FlashAttentionCoopMatTiling Parse(string text, GpuContext context, int dkv, bool backward)
+    {
+        var kernels = text.Split(',');
+        if (kernels.Length > 2) throw new GpuException($"{Variable}={text}: expected WxB or WxB,WxB (forward, backward), e.g. 4x64,4x32");
+        var v = TilingText.Parse(kernels[backward ? kernels.Length - 1 : 0], Variable, "WxB or WxB,WxB (forward, backward), e.g. 4x64,4x32", count: 2);
+        var t = new FlashAttentionCoopMatTiling(v[0], v[1]);
+        int subgroup = (int)context.CoopMatSubgroupSize;
+        if (t.Warps < 1 || t.Block < 16 || t.Block % 16 != 0 || t.Block / (subgroup / 16) % 4 != 0 || !t.Fits(context, dkv, backward))
+            throw new GpuException($"{Variable}={text}: the {(backward ? "backward" : "forward")} needs at least one subgroup, a block of a multiple of 16 rows " +
+                                   $"({subgroup / 16} invocations share a row, each a multiple of 4 columns), at most {context.Capabilities.MaxComputeWorkGroupInvocations} invocations " +
+                                   $"and {context.Capabilities.MaxComputeSharedMemorySize} bytes of shared memory; {t.Warps}x{t.Block} at d_kv {dkv} needs {t.SharedBytes(backward, dkv, subgroup)}");
+        return t;
     }
 }
 

@@ -239,11 +239,13 @@ internal readonly record struct CoopMatTiling(int WarpsM, int WarpsN, int TilesM
 
 static class TilingText
 {
-    public static int[] Parse(string text, string name, string form)
+    /// <summary>The <paramref name="count"/> sizes of a tiling written as AxBx..., or a
+    /// GpuException naming the variable <paramref name="name"/> and the <paramref name="form"/> expected.</summary>
+    public static int[] Parse(string text, string name, string form, int count = 5)
     {
         var parts = text.Split('x');
         var values = new int[parts.Length];
-        if (parts.Length != 5 || parts.Where((p, i) => !int.TryParse(p, out values[i])).Any())
+        if (parts.Length != count || parts.Where((p, i) => !int.TryParse(p, out values[i])).Any())
             throw new GpuException($"{name}={text}: expected {form}");
         return values;
     }
