@@ -9,10 +9,20 @@ public static class PromptFile
 {
     public const string TensorName = "prompt_embeddings";
 
-    /// <summary>The encoder prompt, row-major [promptLength, dModel].</summary>
+    /// <summary>The encoder prompt, row-major [promptLength, dModel]; every value finite.</summary>
     public static float[] Load(string path, int dModel, out int promptLength)
     {
         var full = Path.GetFullPath(path);
+        var prompt = LoadAny(full, dModel, out promptLength);
+        // A NaN or infinity (a diverged run's prompt, a damaged file) would turn every score and
+        // gradient it touches into NaN; saying where is more use than a NaN loss later.
+        int bad = Array.FindIndex(prompt, v => !float.IsFinite(v));
+        if (bad >= 0) throw new ModelFormatException(full, $"prompt value [{bad / dModel}, {bad % dModel}] is {prompt[bad]}; a prompt must be finite");
+        return prompt;
+    }
+
+    static float[] LoadAny(string full, int dModel, out int promptLength)
+    {
         if (Directory.Exists(full)) return LoadPeft(full, dModel, out promptLength);
         if (!File.Exists(full)) throw new ModelFormatException(full, "prompt file not found");
         if (full.EndsWith(".safetensors", StringComparison.OrdinalIgnoreCase)) return LoadSafetensors(full, dModel, adapter: null, out promptLength);

@@ -40,6 +40,10 @@ public sealed class PromptTrainer : IDisposable
     public PromptTrainer(T5Weights weights, float[] initialPrompt, AdafactorSettings optimizer, float dropout, int seed,
                          ActivationMode activations = ActivationMode.Store, float[]? optimizerState = null, int step = 0, int stepOffset = 0)
     {
+        optimizer.Validate();
+        if (!(dropout is >= 0 and < 1)) throw new ArgumentOutOfRangeException(nameof(dropout), dropout, "dropout must be in [0, 1)");
+        ArgumentOutOfRangeException.ThrowIfNegative(step);
+        ArgumentOutOfRangeException.ThrowIfNegative(stepOffset);
         this.weights = weights;
         be = weights.Backend;
         this.optimizer = optimizer;

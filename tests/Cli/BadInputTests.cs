@@ -71,9 +71,10 @@ public sealed class BadInputTests : IDisposable
         f.Write(bytes.AsSpan(8 + length));
     }
 
-    /// <summary>Rewrites a checkpoint as F32 with each tensor reshaped (data unchanged) or, where
-    /// <paramref name="reshape"/> gives null, dropped with its data, so the file itself stays valid.</summary>
-    static void Rewrite(string path, Func<string, long[], long[]?> reshape)
+    /// <summary>Rewrites a checkpoint as F32 with each tensor reshaped or, where
+    /// <paramref name="reshape"/> gives null, dropped with its data, so the file itself stays valid;
+    /// <paramref name="edit"/> may change a tensor's values.</summary>
+    static void Rewrite(string path, Func<string, long[], long[]?> reshape, Action<string, float[]>? edit = null)
     {
         var tensors = new List<(string, long[], ReadOnlyMemory<float>)>();
         using (var file = SafetensorsFile.Open(path))
@@ -83,6 +84,7 @@ public sealed class BadInputTests : IDisposable
                 if (reshape(t.Name, t.Shape) is not { } shape) continue;
                 var data = new float[t.ElementCount];
                 file.ReadFloat32(t.Name, data);
+                edit?.Invoke(t.Name, data);
                 tensors.Add((t.Name, shape, data));
             }
         }
@@ -238,6 +240,67 @@ public sealed class BadInputTests : IDisposable
         // The v1.1 golden prompt is [8, 128]; the v1.0 model's d_model is 64.
         var prompt = Path.Combine(ModelTestFiles.TinyV11, "cases", "p8", "prompt0.safetensors");
         FailsWith(prompt, "prompt is [8, 128] but the model's d_model is 64", Score(GoldenModel, GoldenData, "--prompt", prompt));
+    }
+
+    [Fact]
+    public void PromptWithANaN()
+    {
+        var prompt = dir.File("prompt.safetensors");
+        var values = new float[5 * 64];
+        values[64 + 3] = float.NaN;
+        SafetensorsWriter.Write(prompt, [(VkPrompt.Model.PromptFile.TensorName, [5, 64], values)]);
+        FailsWith(prompt, "prompt value [1, 3] is NaN; a prompt must be finite", Score(GoldenModel, GoldenData, "--prompt", prompt));
+    }
+
+    /// <summary>Optimizer settings the update cannot work with are refused before anything is
+    /// written, NaN included (a comparison with NaN is false, so range checks must say what is
+    /// allowed, not what is not).</summary>
+    [Theory]
+    [InlineData("--lr", "nan", "--lr must be a finite number above 0, got NaN")]
+    [InlineData("--lr", "0", "--lr must be a finite number above 0, got 0")]
+    [InlineData("--clip", "-1", "--clip must be a finite number above 0, got -1")]
+    [InlineData("--decay-rate", "-0.5", "--decay-rate must be a finite number of at least 0, got -0.5")]
+    [InlineData("--weight-decay", "1", "--weight-decay must be in [0, 1), got 1")]
+    [InlineData("--epsilon1", "0", "--epsilon1 must be a finite number above 0, got 0")]
+    [InlineData("--min-dim-to-factor", "0", "--min-dim-to-factor must be at least 1, got 0")]
+    [InlineData("--dropout", "nan", "--dropout must be in [0, 1), got NaN")]
+    [InlineData("--step-offset", "-1", "--step-offset must be at least 0, got -1")]
+    public void AnOptimizerSettingOutOfRangeIsAUserError(string option, string value, string says)
+    {
+        var output = Path.Combine(dir.Path, "out");
+        var r = CliRun.Of("train", "--model", GoldenModel, "--train", GoldenData, "--output", output,
+                          "--device", "cpu", "--steps", "1", "--prompt-length", "2", option, value);
+        Assert.Equal(CliConventions.UserError, r.ExitCode);
+        Assert.Equal($"error: {says}", Assert.Single(CliRun.Lines(r.Err)));
+        Assert.False(Directory.Exists(output), "nothing is written for a refused setting");
+    }
+
+    /// <summary>A run whose loss turns NaN stops at that step with one line, and leaves the
+    /// checkpoint, the adapter and metrics.jsonl as the last good step wrote them. The NaN comes
+    /// from a copy of the model with a NaN embedding, resumed from a checkpoint of the good one.</summary>
+    [Fact]
+    public void ADivergedRunStopsAndKeepsWhatItWrote()
+    {
+        var output = Path.Combine(dir.Path, "out");
+        string[] Train(string model, int steps, params string[] extra) =>
+            ["train", "--model", model, "--train", GoldenData, "--output", output, "--device", "cpu", "--steps", steps.ToString(System.Globalization.CultureInfo.InvariantCulture),
+             "--prompt-length", "2", "--batch-size", "2", "--save-every", "1", .. extra];
+        CliRun.Of(Train(GoldenModel, 2)).Succeeded();
+        var kept = Directory.GetFiles(output).Where(f => !f.EndsWith(".png", StringComparison.Ordinal)).ToDictionary(f => f, File.ReadAllBytes);
+
+        var model = CopyModel();
+        Rewrite(Path.Combine(model, "model.safetensors"), (_, shape) => shape, (name, data) =>
+        {
+            if (name == "shared.weight") data[^1] = float.NaN;
+        });
+        // Every example ends with </s> (id 1), whose embedding row is not the NaN; the whole
+        // embedding is, after the LM head (tied) reads it. The first step after the checkpoint is 3.
+        var r = CliRun.Of(Train(model, 4, "--resume"));
+        Assert.Equal(CliConventions.UserError, r.ExitCode);
+        var line = Assert.Single(CliRun.Lines(r.Err));
+        Assert.StartsWith("error: the training loss of step 3 is NaN: training diverged and stopped", line, StringComparison.Ordinal);
+        foreach (var (file, bytes) in kept)
+            Assert.True(bytes.AsSpan().SequenceEqual(File.ReadAllBytes(file)), $"{Path.GetFileName(file)} changed");
     }
 
     [Theory]

@@ -41,6 +41,28 @@ public sealed class AdafactorTests(GpuFixture f) : GpuTest(f)
     }
 
     [Fact]
+    public void SettingsTheUpdateCannotUseAreRefused()
+    {
+        new AdafactorSettings().Validate();
+        new AdafactorSettings { DecayRate = 0, WeightDecay = 0, MinDimToFactor = 1 }.Validate();
+        var bad = new (AdafactorSettings Settings, string Property)[]
+        {
+            (new() { LearningRate = float.NaN }, "LearningRate"),
+            (new() { LearningRate = float.PositiveInfinity }, "LearningRate"),
+            (new() { LearningRate = 0 }, "LearningRate"),
+            (new() { DecayRate = -0.1f }, "DecayRate"),
+            (new() { ClippingThreshold = 0 }, "ClippingThreshold"),
+            (new() { WeightDecay = float.NaN }, "WeightDecay"),
+            (new() { WeightDecay = 1 }, "WeightDecay"),
+            (new() { Epsilon1 = 0 }, "Epsilon1"),
+            (new() { MinDimToFactor = 0 }, "MinDimToFactor"),
+        };
+        foreach (var (settings, property) in bad)
+            Assert.StartsWith($"{property} must be", Assert.Throws<ArgumentException>(() => settings.Validate()).Message);
+        Assert.StartsWith("--lr must be", Assert.Throws<ArgumentException>(() => bad[0].Settings.Validate(_ => "--lr")).Message);
+    }
+
+    [Fact]
     public void FirstStepIsSignTimesLrWhenUnclipped()
     {
         // At t = 0, beta = 0 so v = g² and y = g/|g| = ±1 (rms 1, no clipping):

@@ -12,6 +12,27 @@ public sealed record AdafactorSettings
     /// <summary>Factor the second moment iff the parameter's second-largest dim is at least this.</summary>
     public int MinDimToFactor { get; init; } = 128;
 
+    /// <summary>Throws <see cref="ArgumentException"/> naming the first setting the update
+    /// cannot work with; <paramref name="name"/> maps a property's name to the caller's (a
+    /// command-line option's, say).</summary>
+    public void Validate(Func<string, string>? name = null)
+    {
+        name ??= n => n;
+        void Require(bool ok, string property, string what, double value)
+        {
+            if (!ok) throw new ArgumentException($"{name(property)} must be {what}, got {value.ToString(System.Globalization.CultureInfo.InvariantCulture)}");
+        }
+        Require(float.IsFinite(LearningRate) && LearningRate > 0, nameof(LearningRate), "a finite number above 0", LearningRate);
+        // β₂ = 1 - t^-decay: a negative decay makes β₂ negative and the second moment with it.
+        Require(float.IsFinite(DecayRate) && DecayRate >= 0, nameof(DecayRate), "a finite number of at least 0", DecayRate);
+        Require(float.IsFinite(ClippingThreshold) && ClippingThreshold > 0, nameof(ClippingThreshold), "a finite number above 0", ClippingThreshold);
+        // The prompt is multiplied by 1 - weight decay every step.
+        Require(WeightDecay is >= 0 and < 1, nameof(WeightDecay), "in [0, 1)", WeightDecay);
+        // Without it a gradient element that is exactly 0 divides 0 by 0.
+        Require(float.IsFinite(Epsilon1) && Epsilon1 > 0, nameof(Epsilon1), "a finite number above 0", Epsilon1);
+        Require(MinDimToFactor >= 1, nameof(MinDimToFactor), "at least 1", MinDimToFactor);
+    }
+
     public bool Factored(int rows, int cols) => Math.Min(rows, cols) >= MinDimToFactor;
 
     /// <summary>Floats of optimizer state after the step counter: v, or v_row and v_col.</summary>

@@ -145,7 +145,7 @@ internal sealed class TrainArgs
     readonly Option<string?> choices = new("--choices", "-c") { Description = "Comma-separated class labels (for class init and rank-classification accuracy). Default: the task's labels, or the training targets when they form a small label set." };
     readonly Option<string> init = new("--init") { Description = "Prompt initialisation: class (label embeddings, then sampled vocab), vocab (rows of the embedding from the 5000 most common ids), random (uniform [-0.5, 0.5]), text:STRING, or file:PATH. Default: class when labels are known, else vocab.", DefaultValueFactory = _ => "auto" };
     readonly Option<float> lr = new("--lr") { Description = "Adafactor learning rate (constant). Default: 0.3.", DefaultValueFactory = _ => 0.3f };
-    readonly Option<float> weightDecay = new("--weight-decay") { Description = "Default: 1e-5.", DefaultValueFactory = _ => 1e-5f };
+    readonly Option<float> weightDecay = new("--weight-decay") { Description = "Decoupled weight decay: the prompt is multiplied by 1 - this every step; in [0, 1). Default: 1e-5.", DefaultValueFactory = _ => 1e-5f };
     readonly Option<float> decayRate = new("--decay-rate") { Description = "Adafactor second-moment decay exponent. Default: 0.8.", DefaultValueFactory = _ => 0.8f };
     readonly Option<float> clip = new("--clip") { Description = "Update clipping threshold (RMS). Default: 1.0.", DefaultValueFactory = _ => 1.0f };
     readonly Option<float> eps1 = new("--epsilon1") { Description = "Added to squared gradients. Default: 1e-30.", DefaultValueFactory = _ => 1e-30f };
@@ -164,7 +164,27 @@ internal sealed class TrainArgs
     public TrainSettings Read(ParseResult p)
     {
         float? dr = p.GetValue(dropout);
-        if (dr is < 0 or >= 1) throw new UsageException("--dropout must be in [0, 1)");
+        if (dr is { } rate && !(rate is >= 0 and < 1)) throw new UsageException($"--dropout must be in [0, 1), got {rate.ToString(CultureInfo.InvariantCulture)}");
+        var optimizer = new AdafactorSettings
+        {
+            LearningRate = p.GetValue(lr), WeightDecay = p.GetValue(weightDecay), DecayRate = p.GetValue(decayRate),
+            ClippingThreshold = p.GetValue(clip), Epsilon1 = p.GetValue(eps1), MinDimToFactor = p.GetValue(minDim),
+        };
+        try
+        {
+            optimizer.Validate(property => property switch
+            {
+                nameof(AdafactorSettings.LearningRate) => lr.Name,
+                nameof(AdafactorSettings.WeightDecay) => weightDecay.Name,
+                nameof(AdafactorSettings.DecayRate) => decayRate.Name,
+                nameof(AdafactorSettings.ClippingThreshold) => clip.Name,
+                nameof(AdafactorSettings.Epsilon1) => eps1.Name,
+                nameof(AdafactorSettings.MinDimToFactor) => minDim.Name,
+                _ => property,
+            });
+        }
+        catch (ArgumentException e) { throw new UsageException(e.Message); }
+        if (p.GetValue(stepOffset) < 0) throw new UsageException($"{stepOffset.Name} must be at least 0, got {p.GetValue(stepOffset)}");
         var opts = new TrainOptions
         {
             PromptLength = ModelOptions.Positive(p, promptLength),
@@ -180,11 +200,7 @@ internal sealed class TrainArgs
             Init = p.GetValue(init)!,
             StepOffset = p.GetValue(stepOffset),
             Activations = p.GetValue(recompute) ? ActivationMode.Recompute : ActivationMode.Store,
-            Optimizer = new AdafactorSettings
-            {
-                LearningRate = p.GetValue(lr), WeightDecay = p.GetValue(weightDecay), DecayRate = p.GetValue(decayRate),
-                ClippingThreshold = p.GetValue(clip), Epsilon1 = p.GetValue(eps1), MinDimToFactor = p.GetValue(minDim),
-            },
+            Optimizer = optimizer,
         };
         var ch = p.GetValue(choices) is string c ? Choices.Parse(c) : null;
         return new TrainSettings(p.GetValue(model)!, p.GetValue(train)!, p.GetValue(validation), p.GetValue(output)!, p.GetValue(device)!, ModelOptions.ReadAttention(p, attention),
