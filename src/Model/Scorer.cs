@@ -37,6 +37,8 @@ public sealed class Scorer : IDisposable
         {
             double sum = 0;
             for (int t = 0; t < batch[i].TargetIds.Length; t++) sum += lp[i * ld + t];
+            // Log-softmax of finite logits is finite; anything else means the model overflowed.
+            if (!double.IsFinite(sum)) throw new NonFiniteOutputException("the log-likelihood of a target", sum);
             result[i] = new ScoreResult(sum, batch[i].TargetIds.Length);
         }
         return result;

@@ -1,3 +1,4 @@
+using System.Numerics.Tensors;
 using System.Text.Json;
 using VkPrompt.Model.Safetensors;
 
@@ -64,8 +65,21 @@ public sealed class T5Checkpoint : IDisposable
     public TensorInfo Info(string name) => Owner(name).Tensors[name];
 
     /// <summary>Reads <c>dst.Length</c> elements of <paramref name="name"/> from element
-    /// <paramref name="firstElement"/> on, as F32, straight from the mapped shard.</summary>
-    public void Read(string name, Span<float> dst, long firstElement = 0) => Owner(name).ReadFloat32(name, dst, firstElement);
+    /// <paramref name="firstElement"/> on, as F32, straight from the mapped shard; every one finite.</summary>
+    public void Read(string name, Span<float> dst, long firstElement = 0)
+    {
+        var file = Owner(name);
+        file.ReadFloat32(name, dst, firstElement);
+        // One NaN or infinite weight (a damaged file, an overflowed conversion) makes every score
+        // it reaches NaN, far from its cause; the check is vectorised, ~10 GB/s on one core.
+        if (TensorPrimitives.IsFiniteAll<float>(dst)) return;
+        int i = 0;
+        while (float.IsFinite(dst[i])) i++;
+        var info = file.Tensors[name];
+        long at = firstElement + i, cols = info.Shape.Length == 2 ? info.Shape[1] : 0;
+        string where = cols > 0 ? $"[{at / cols}, {at % cols}]" : $"[{at}]";
+        throw new ModelFormatException(file.Path, $"tensor {name} holds {dst[i]} at {where}; weights must be finite");
+    }
 
     public float[] ReadAll(string name)
     {

@@ -149,6 +149,8 @@ public sealed class PromptTrainer : IDisposable
         rec.Run();
         var grad = new float[promptData.Length];
         be.Download(pass.PromptGradient!, grad);
-        return (MeanLoss(pass, host), grad);
+        double loss = MeanLoss(pass, host);
+        if (!double.IsFinite(loss)) throw new NonFiniteOutputException("the loss", loss);
+        return (loss, grad);
     }
 }

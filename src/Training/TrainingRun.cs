@@ -118,13 +118,15 @@ public sealed class TrainingRun
             double loss = trainer.TrainStep(idx.Select(i => train[i]).ToList(), o.BatchSize);
             stepsThisRun++;
             int s = trainer.Step;
-            if (!double.IsFinite(loss)) Diverged(metrics, $"the training loss of step {s} is {loss}");
+            if (!double.IsFinite(loss)) throw Diverged(metrics, $"the training loss of step {s} is {loss}");
             var report = new StepReport(s, loss, 0, stepsThisRun / clock.Elapsed.TotalSeconds);
             if (validation is not null && o.EvalEvery > 0 && (s % o.EvalEvery == 0 || s == o.Steps))
             {
                 var current = trainer.Prompt();
-                var (vLoss, vAcc) = validation.Evaluate(current, o.PromptLength);
-                if (!double.IsFinite(vLoss)) Diverged(metrics, $"the validation loss after step {s} is {vLoss}");
+                double vLoss;
+                double? vAcc;
+                try { (vLoss, vAcc) = validation.Evaluate(current, o.PromptLength); }
+                catch (NonFiniteOutputException e) { throw Diverged(metrics, $"validating the prompt of step {s}: {e.Message}"); }
                 report = report with { ValidationLoss = vLoss, ValidationAccuracy = vAcc };
                 // Early stopping as in the paper: the prompt that scored best on validation is kept.
                 double metric = vAcc ?? -vLoss;
@@ -150,14 +152,13 @@ public sealed class TrainingRun
                                   weights.Backend.MemoryUse.Peak, final);
     }
 
-    /// <summary>Stops the run: the prompt is past saving (every later step and checkpoint would
-    /// carry its NaNs), while the checkpoint, adapter and best prompt last written stay as they
-    /// were. The chart still shows the steps up to here.</summary>
-    [System.Diagnostics.CodeAnalysis.DoesNotReturn]
-    void Diverged(MetricsLog metrics, string what)
+    /// <summary>What stops the run: the prompt is past saving (every later step and checkpoint
+    /// would carry its NaNs), while the checkpoint, adapter and best prompt last written stay as
+    /// they were. The chart still shows the steps up to here.</summary>
+    TrainingDivergedException Diverged(MetricsLog metrics, string what)
     {
         MetricsChart.Write(Path.Combine(outputDir, ChartFile), metrics.ReadAll());
-        throw new TrainingDivergedException(
+        return new TrainingDivergedException(
             $"{what}: training diverged and stopped; {outputDir} keeps the checkpoint, adapter and best prompt written before it. " +
             "A lower --lr or --clip, or --precision fp32 with 16-bit weights, may avoid it");
     }

@@ -252,6 +252,53 @@ public sealed class BadInputTests : IDisposable
         FailsWith(prompt, "prompt value [1, 3] is NaN; a prompt must be finite", Score(GoldenModel, GoldenData, "--prompt", prompt));
     }
 
+    [Fact]
+    public void WeightThatIsNaN()
+    {
+        var model = CopyModel();
+        var weights = Path.Combine(model, "model.safetensors");
+        const string damaged = "encoder.block.1.layer.1.DenseReluDense.wo.weight";
+        Rewrite(weights, (_, shape) => shape, (name, data) =>
+        {
+            if (name == damaged) data[2 * 96 + 5] = float.PositiveInfinity;
+        });
+        FailsWith(weights, $"tensor {damaged} holds Infinity at [2, 5]; weights must be finite", Score(model, GoldenData));
+    }
+
+    /// <summary>A copy of the golden model with finite weights, but a final norm that scales the
+    /// decoder's output past fp32's range, so the LM head's logits are ±∞ and the log-softmax NaN.</summary>
+    string OverflowingModel()
+    {
+        var model = CopyModel();
+        Rewrite(Path.Combine(model, "model.safetensors"), (_, shape) => shape, (name, data) =>
+        {
+            if (name == "decoder.final_layer_norm.weight") data.AsSpan().Fill(3e38f);
+        });
+        return model;
+    }
+
+    /// <summary>Where the model computes NaN, a command says so instead of printing it (invalid
+    /// JSON) or voting between NaNs.</summary>
+    [Theory]
+    [InlineData("score", "the log-likelihood of a target is NaN")]
+    [InlineData("classify", "the log-likelihood of a target is NaN")]
+    [InlineData("grad", "the loss is NaN")]
+    public void AnOverflowingModelIsAnErrorNotANumber(string command, string says)
+    {
+        string[] extra = command switch
+        {
+            "classify" => ["--choices", "yes,no"],
+            "grad" => ["--prompt", Path.Combine(GoldenModel, "cases", "p5", "prompt0.safetensors"), "--output", dir.File("grad.safetensors")],
+            _ => [],
+        };
+        var r = CliRun.Of([command, "--model", OverflowingModel(), "--data", GoldenData, "--device", "cpu", .. extra]);
+        Assert.Equal(CliConventions.UserError, r.ExitCode);
+        Assert.Equal("", r.Out);
+        var line = Assert.Single(CliRun.Lines(r.Err));
+        Assert.StartsWith($"error: {says}: the model's activations overflow fp32", line, StringComparison.Ordinal);
+        Assert.False(File.Exists(dir.File("grad.safetensors")), "no gradient file is written");
+    }
+
     /// <summary>Optimizer settings the update cannot work with are refused before anything is
     /// written, NaN included (a comparison with NaN is false, so range checks must say what is
     /// allowed, not what is not).</summary>
@@ -288,14 +335,8 @@ public sealed class BadInputTests : IDisposable
         CliRun.Of(Train(GoldenModel, 2)).Succeeded();
         var kept = Directory.GetFiles(output).Where(f => !f.EndsWith(".png", StringComparison.Ordinal)).ToDictionary(f => f, File.ReadAllBytes);
 
-        var model = CopyModel();
-        Rewrite(Path.Combine(model, "model.safetensors"), (_, shape) => shape, (name, data) =>
-        {
-            if (name == "shared.weight") data[^1] = float.NaN;
-        });
-        // Every example ends with </s> (id 1), whose embedding row is not the NaN; the whole
-        // embedding is, after the LM head (tied) reads it. The first step after the checkpoint is 3.
-        var r = CliRun.Of(Train(model, 4, "--resume"));
+        // The first step after the checkpoint is 3.
+        var r = CliRun.Of(Train(OverflowingModel(), 4, "--resume"));
         Assert.Equal(CliConventions.UserError, r.ExitCode);
         var line = Assert.Single(CliRun.Lines(r.Err));
         Assert.StartsWith("error: the training loss of step 3 is NaN: training diverged and stopped", line, StringComparison.Ordinal);

@@ -47,6 +47,14 @@ public sealed class TokenizerTests
     }
 
     [Fact]
+    public void DecodeLeavesOutIdsPastTheTokenizer()
+    {
+        // The golden models' embeddings have 904 rows for the tokenizer's 900 pieces.
+        int[] hello = Tok.Encode("Hello", addEos: false);
+        Assert.Equal("Hello world", Tok.Decode([.. hello, Tok.VocabSize, .. Tok.Encode(" world", addEos: false), Tok.VocabSize + 3]));
+    }
+
+    [Fact]
     public void ExtraIdsMapToTheEndOfTheVocabulary()
     {
         Assert.Equal(900, Tok.VocabSize);

@@ -112,7 +112,7 @@ internal static class Cli
 
     // IOException covers FileNotFoundException and DirectoryNotFoundException.
     static bool IsUserError(Exception e) =>
-        e is GpuException or ModelFormatException or UsageException or IOException or UnauthorizedAccessException or JsonException or Training.TrainingOptionException or Training.TrainingDivergedException;
+        e is GpuException or ModelFormatException or UsageException or IOException or UnauthorizedAccessException or JsonException or Training.TrainingOptionException or Training.TrainingDivergedException or NonFiniteOutputException;
 
     static string OneLine(string message) => message.ReplaceLineEndings(" ").Trim();
 

@@ -130,7 +130,9 @@ public sealed class T5Tokenizer
     /// always rendered as &lt;extra_id_N&gt;, set off by spaces as HF does when it keeps them (HF's
     /// skip_special_tokens would drop them, losing the span structure of T5 outputs). With skipSpecial,
     /// &lt;pad&gt;, &lt;/s&gt; and &lt;unk&gt; are dropped, otherwise written literally. HF's
-    /// clean_up_tokenization_spaces is not applied.
+    /// clean_up_tokenization_spaces is not applied. Ids the tokenizer has no piece for have no text and
+    /// are left out, as HF's fast tokenizer leaves them out: T5's embedding has more rows than its
+    /// tokenizer has pieces (32128 for 32100), and a model can still pick one.
     /// </summary>
     public string Decode(IEnumerable<int> ids, bool skipSpecial = true)
     {
@@ -139,8 +141,7 @@ public sealed class T5Tokenizer
         var pieces = new StringBuilder();
         foreach (int id in ids)
         {
-            if ((uint)id >= (uint)_tokens.Length)
-                throw new ArgumentOutOfRangeException(nameof(ids), id, $"token id outside the vocabulary of {_tokens.Length}");
+            if ((uint)id >= (uint)_tokens.Length) continue;
             switch (_kinds[id])
             {
                 case TokenKind.Text:
