@@ -344,6 +344,18 @@ public sealed class BadInputTests : IDisposable
             Assert.True(bytes.AsSpan().SequenceEqual(File.ReadAllBytes(file)), $"{Path.GetFileName(file)} changed");
     }
 
+    [Fact]
+    public void TrainOutputThatIsAFile()
+    {
+        var output = dir.File("adapter");
+        File.WriteAllText(output, "keep me");
+        var r = CliRun.Of("train", "--model", GoldenModel, "--train", GoldenData, "--output", output, "--device", "cpu", "--steps", "1");
+        Assert.Equal(CliConventions.UserError, r.ExitCode);
+        Assert.Equal($"error: --output {output} is a file; it names the directory the adapter, checkpoint and metrics go to", Assert.Single(CliRun.Lines(r.Err)));
+        Assert.Equal("", r.Out);
+        Assert.Equal("keep me", File.ReadAllText(output));
+    }
+
     [Theory]
     [InlineData("bogus", "unknown --init 'bogus'")]
     [InlineData("text:", "--init text: needs a non-empty string")]
