@@ -88,6 +88,7 @@ public sealed class TrainingRun
         if (resume && File.Exists(ckptPath))
         {
             using var f = SafetensorsFile.Open(ckptPath);
+            CheckPromptShape(ckptPath, f.Tensors["prompt"].Shape);
             prompt = ReadAll(f, "prompt");
             optState = ReadAll(f, "optimizer_state");
             step = int.Parse(f.Metadata["step"], CultureInfo.InvariantCulture);
@@ -148,7 +149,7 @@ public sealed class TrainingRun
         var final = trainer.Prompt();
         Adapter.Save(outputDir, bestPrompt ?? (bestStep >= 0 ? LoadBest() : final), ckpt.Config, ckpt.Directory, Init, exportNpy);
         MetricsChart.Write(Path.Combine(outputDir, ChartFile), metrics.ReadAll());
-        return new TrainingResult(trainer.Step, last?.Loss ?? double.NaN, bestStep, bestStep >= 0 ? bestMetric : null,
+        return new TrainingResult(trainer.Step, last?.Loss, bestStep, bestStep >= 0 ? bestMetric : null,
                                   weights.Backend.MemoryUse.Peak, final);
     }
 
@@ -161,6 +162,27 @@ public sealed class TrainingRun
         return new TrainingDivergedException(
             $"{what}: training diverged and stopped; {outputDir} keeps the checkpoint, adapter and best prompt written before it. " +
             "A lower --lr or --clip, or --precision fp32 with 16-bit weights, may avoid it");
+    }
+
+    /// <summary>The prompt length of the checkpoint in <paramref name="outputDir"/>, if there is one:
+    /// what a resumed run trains unless told otherwise.</summary>
+    public static int? CheckpointPromptLength(string outputDir)
+    {
+        string path = Path.Combine(outputDir, CheckpointFile);
+        if (!File.Exists(path)) return null;
+        using var f = SafetensorsFile.Open(path);
+        return f.Tensors.TryGetValue("prompt", out var info) && info.Shape.Length == 2 ? checked((int)info.Shape[0]) : null;
+    }
+
+    /// <summary>A checkpoint of another model or prompt length would be read as a prompt of the
+    /// wrong shape (its floats regrouped into other rows) and saved over the adapter.</summary>
+    void CheckPromptShape(string path, long[] shape)
+    {
+        int d = ckpt.Config.DModel;
+        if (shape.Length != 2 || shape[1] != d)
+            throw new TrainingOptionException($"{path} holds a prompt of shape [{string.Join(", ", shape)}] but the model's d_model is {d}: it was trained on another model");
+        if (shape[0] != o.PromptLength)
+            throw new TrainingOptionException($"{path} holds a {shape[0]}-token prompt; resume with --prompt-length {shape[0]} (now {o.PromptLength})");
     }
 
     float[] LoadBest() => PromptFile.Load(Path.Combine(outputDir, "best"), ckpt.Config.DModel, out _);
@@ -191,7 +213,9 @@ public sealed class TrainingRun
     }
 }
 
-public sealed record TrainingResult(int Steps, double FinalLoss, int BestStep, double? BestMetric, long PeakMemoryBytes, float[] FinalPrompt);
+/// <summary>What a run ends with; <paramref name="FinalLoss"/> is null when it took no step (a
+/// resumed run whose checkpoint had reached its steps already).</summary>
+public sealed record TrainingResult(int Steps, double? FinalLoss, int BestStep, double? BestMetric, long PeakMemoryBytes, float[] FinalPrompt);
 
 /// <summary>metrics.jsonl: one object per logged step. A resumed run drops the lines after its
 /// checkpoint so the file reads as one uninterrupted run.</summary>

@@ -213,5 +213,37 @@ public sealed class TrainCliTests : IDisposable
                      Bits(CliRun.Tensor(Path.Combine(killed, Adapter.WeightsFile), PromptFile.TensorName)));
     }
 
+    /// <summary>A resumed run takes its prompt length from the checkpoint unless told one, refuses
+    /// a checkpoint of another length or another model (its floats would be regrouped into rows of
+    /// another shape and saved over the adapter), and says when there is no step left to take.</summary>
+    [Fact]
+    public void ResumeChecksTheCheckpointAgainstTheModelAndPromptLength()
+    {
+        var output = dir.File("out");
+        string data = Path.Combine(ModelTestFiles.TinyV11, "cases", "p8", "data.jsonl");
+        string[] Train(string model, int steps, params string[] extra) =>
+            ["train", "--model", model, "--train", data, "--output", output, "--device", "cpu", "--batch-size", "2",
+             "--steps", steps.ToString(CultureInfo.InvariantCulture), .. extra];
+        CliRun.Of(Train(ModelTestFiles.TinyV11, 1, "--prompt-length", "3")).Succeeded();
+        var adapter = File.ReadAllBytes(Path.Combine(output, Adapter.WeightsFile));
+
+        var otherModel = CliRun.Of(Train(ModelTestFiles.TinyV10Bf16, 2, "--resume"));
+        Assert.Equal(VkPrompt.Cli.Cli.UserError, otherModel.ExitCode);
+        Assert.EndsWith("holds a prompt of shape [3, 128] but the model's d_model is 64: it was trained on another model", Assert.Single(CliRun.Lines(otherModel.Err)), StringComparison.Ordinal);
+        var otherLength = CliRun.Of(Train(ModelTestFiles.TinyV11, 2, "--resume", "--prompt-length", "5"));
+        Assert.Equal(VkPrompt.Cli.Cli.UserError, otherLength.ExitCode);
+        Assert.EndsWith("holds a 3-token prompt; resume with --prompt-length 3 (now 5)", Assert.Single(CliRun.Lines(otherLength.Err)), StringComparison.Ordinal);
+        Assert.Equal(adapter, File.ReadAllBytes(Path.Combine(output, Adapter.WeightsFile)));
+
+        var resumed = CliRun.Of(Train(ModelTestFiles.TinyV11, 2, "--resume")).Succeeded();
+        Assert.Contains("prompt 3 x 128", resumed.Out, StringComparison.Ordinal);
+        Assert.Contains("resuming from step 1", resumed.Out, StringComparison.Ordinal);
+        Assert.Equal(2, CheckpointStep(output));
+        Assert.Equal(3 * 128, CliRun.Tensor(Path.Combine(output, Adapter.WeightsFile), PromptFile.TensorName).Length);
+
+        var done = CliRun.Of(Train(ModelTestFiles.TinyV11, 2, "--resume")).Succeeded();
+        Assert.Contains("no step to take: the checkpoint is at step 2 of --steps 2", done.Out, StringComparison.Ordinal);
+    }
+
     static int[] Bits(float[] values) => values.Select(BitConverter.SingleToInt32Bits).ToArray();
 }

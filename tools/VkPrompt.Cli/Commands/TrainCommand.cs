@@ -27,11 +27,17 @@ internal static class TrainCommand
         List<Example>? val = t.ValidationFile is null ? null : t.Task is null ? DataFile.Read(t.ValidationFile) : SuperGlue.Read(t.ValidationFile, SuperGlue.Get(t.Task));
         var labels = t.Choices ?? (t.Task is not null ? SuperGlue.Get(t.Task).Labels.ToList() : LabelSet(train));
         using var s = new ModelSession(t.Model, t.Device, t.Attention, ModelOptions.Log(parse), t.Precision);
-        // A file:PATH prompt brings its own length; --prompt-length, when given, must agree with it.
-        if (!t.PromptLengthGiven && t.Options.Init.StartsWith("file:", StringComparison.Ordinal))
+        // A checkpoint to resume, or else a file:PATH prompt, brings its own length; --prompt-length,
+        // when given, must agree with it.
+        if (!t.PromptLengthGiven)
         {
-            PromptFile.Load(t.Options.Init["file:".Length..], s.DModel, out int fileLength);
-            t = t with { Options = t.Options with { PromptLength = fileLength } };
+            int? length = t.Resume ? TrainingRun.CheckpointPromptLength(t.Output) : null;
+            if (length is null && t.Options.Init.StartsWith("file:", StringComparison.Ordinal))
+            {
+                PromptFile.Load(t.Options.Init["file:".Length..], s.DModel, out int fileLength);
+                length = fileLength;
+            }
+            if (length is int l) t = t with { Options = t.Options with { PromptLength = l } };
         }
         var enc = new ExampleEncoder(s.Tokenizer, t.Options.MaxInputLength, t.Options.MaxTargetLength);
         var encodedTrain = train.Select(enc.Encode).ToList();
@@ -98,7 +104,10 @@ internal static class TrainCommand
 
         if (cancel.IsCancellationRequested)
             console.MarkupLineInterpolated($"[yellow]interrupted at step {result.Steps}[/]: checkpoint saved; continue with --resume");
-        console.MarkupLineInterpolated($"final training loss {result.FinalLoss:F4} after {result.Steps} steps; peak device memory {result.PeakMemoryBytes / (1024.0 * 1024.0):F1} MiB");
+        if (result.FinalLoss is double loss)
+            console.MarkupLineInterpolated($"final training loss {loss:F4} after {result.Steps} steps; peak device memory {result.PeakMemoryBytes / (1024.0 * 1024.0):F1} MiB");
+        else
+            console.MarkupLineInterpolated($"no step to take: the checkpoint is at step {result.Steps} of --steps {t.Options.Steps}; a larger --steps continues it");
         if (result.BestStep >= 0)
             console.MarkupLineInterpolated($"best validation at step {result.BestStep} ({(result.BestMetric is double m && m >= 0 ? $"accuracy {m:F4}" : $"loss {-(result.BestMetric ?? 0):F4}")}): kept as the adapter");
         console.MarkupLineInterpolated($"adapter: {Path.Combine(t.Output, Adapter.WeightsFile)}, metrics: {Path.Combine(t.Output, TrainingRun.MetricsFile)}, chart: {Path.Combine(t.Output, TrainingRun.ChartFile)}");
