@@ -172,6 +172,7 @@ public static class GreedyDecoder
                                                             float[]? prompt, int promptLength, int batchSize, int maxNewTokens)
     {
         var generators = new Dictionary<int, Generator>();
+        batchSize = Math.Min(batchSize, examples.Count);
         try
         {
             for (int start = 0; start < examples.Count; start += batchSize)

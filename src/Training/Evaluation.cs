@@ -20,6 +20,8 @@ public static class RankClassifier
             for (int p = 0; p < numPrompts; p++)
                 for (int c = 0; c < nc; c++)
                     rows.Add((e, c, p));
+        // Fewer rows than a batch make one batch of that size, not a padded one.
+        batchSize = Math.Min(batchSize, rows.Count);
         var best = new double[numPrompts, inputs.Count];
         var pred = new int[numPrompts][];
         for (int p = 0; p < numPrompts; p++) pred[p] = new int[inputs.Count];
@@ -69,6 +71,7 @@ public sealed class Validation(Scorer scorer, IReadOnlyList<EncodedExample> exam
     {
         double lp = 0;
         int tokens = 0;
+        batchSize = Math.Min(batchSize, examples.Count);
         for (int s = 0; s < examples.Count; s += batchSize)
         {
             var batch = examples.Skip(s).Take(batchSize).ToList();

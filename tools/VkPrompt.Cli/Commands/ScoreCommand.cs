@@ -24,7 +24,9 @@ internal static class ScoreCommand
         cmd.SetAction(parse =>
         {
             var examples = DataFile.Read(parse.GetValue(data)!);
-            int b = ModelOptions.Positive(parse, batch);
+            // A file smaller than a batch is one batch of its own size: padding it out would spend
+            // the memory and time of examples that are not there.
+            int b = Math.Min(ModelOptions.Positive(parse, batch), examples.Count);
             using var s = new ModelSession(parse.GetValue(model)!, parse.GetValue(device)!, ModelOptions.ReadAttention(parse, attention), ModelOptions.Log(parse), parse.GetValue(precision)!);
             var enc = new ExampleEncoder(s.Tokenizer, ModelOptions.Positive(parse, maxIn), ModelOptions.Positive(parse, maxOut));
             var encoded = examples.Select(enc.Encode).ToList();
