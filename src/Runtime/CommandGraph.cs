@@ -108,7 +108,7 @@ public sealed unsafe class CommandGraph : IDisposable
             throw new GpuException($"{kernel.Name}: {groups} workgroups exceed the device limit ({caps.MaxWorkGroupCountX}, {caps.MaxWorkGroupCountY}, {caps.MaxWorkGroupCountZ})");
         foreach (var b in buffers)
             if (b.Bytes > ctx.MaxBindingBytes)
-                throw new GpuException($"{kernel.Name}: buffer {b.Name} ({b.Bytes} bytes) exceeds maxStorageBufferRange ({ctx.MaxBindingBytes}); split it");
+                throw GpuException.TooLarge($"{kernel.Name}: buffer {b.Name} of {b.Bytes} bytes exceeds the largest buffer a kernel can bind (maxStorageBufferRange {ctx.MaxBindingBytes})");
         if (groups.X == 0 || groups.Y == 0 || groups.Z == 0) return;
         ops.Add(new Op(kernel.Name, kernel, push, groups, buffers, kernel.Layout.Bindings) { Phase = phasePath });
     }

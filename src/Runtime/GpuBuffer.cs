@@ -34,7 +34,12 @@ public sealed unsafe class GpuBuffer : IDisposable
             Usage = BufferUsageFlags.StorageBufferBit | BufferUsageFlags.TransferSrcBit | BufferUsageFlags.TransferDstBit,
             SharingMode = SharingMode.Exclusive,
         };
-        GpuException.Check(ctx.Vk.CreateBuffer(ctx.Device, &info, null, out var buffer), "vkCreateBuffer");
+        if (bytes > ctx.Capabilities.MaxMemoryAllocationSize)
+            throw GpuException.TooLarge($"buffer {name} of {bytes} bytes exceeds the device's largest allocation (maxMemoryAllocationSize {ctx.Capabilities.MaxMemoryAllocationSize})");
+        var created = ctx.Vk.CreateBuffer(ctx.Device, &info, null, out var buffer);
+        if (GpuException.IsOutOfMemory(created))
+            throw GpuException.TooLarge($"out of device memory: buffer {name} of {bytes >> 20} MiB could not be created ({created}); {ctx.Memory.BytesInUse >> 20} MiB in use");
+        GpuException.Check(created, "vkCreateBuffer");
         Handle = buffer;
         ctx.Vk.GetBufferMemoryRequirements(ctx.Device, buffer, out var req);
         try

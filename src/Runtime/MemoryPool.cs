@@ -54,11 +54,12 @@ public sealed unsafe class MemoryPool : IDisposable
 
         long blockSize = Math.Max(size, Math.Min(DefaultBlockBytes, ctx.Capabilities.MaxMemoryAllocationSize));
         if (size > ctx.Capabilities.MaxMemoryAllocationSize)
-            throw new GpuException($"a buffer of {size} bytes exceeds the device's maxMemoryAllocationSize ({ctx.Capabilities.MaxMemoryAllocationSize}); split the tensor");
+            throw GpuException.TooLarge($"a buffer of {size} bytes exceeds the device's largest allocation (maxMemoryAllocationSize {ctx.Capabilities.MaxMemoryAllocationSize})");
         var info = new MemoryAllocateInfo { SType = StructureType.MemoryAllocateInfo, AllocationSize = (ulong)blockSize, MemoryTypeIndex = type };
         var r = ctx.Vk.AllocateMemory(ctx.Device, &info, null, out var mem);
-        if (r != Result.Success)
-            throw new GpuException($"out of device memory: could not allocate a {blockSize >> 20} MiB block ({r}); {BytesInUse >> 20} MiB in use");
+        if (GpuException.IsOutOfMemory(r))
+            throw GpuException.TooLarge($"out of device memory: could not allocate a {blockSize >> 20} MiB block ({r}); {BytesInUse >> 20} MiB in use");
+        GpuException.Check(r, "vkAllocateMemory");
         bool visible = props.MemoryTypes[(int)type].PropertyFlags.HasFlag(MemoryPropertyFlags.HostVisibleBit);
         var block = new Block { Memory = mem, Size = blockSize, TypeIndex = type, HostVisible = visible };
         if (visible)

@@ -145,7 +145,7 @@ public sealed class SplitTensorTests : IDisposable
         using var g = new CommandGraph(ctx);
         var e = Assert.Throws<GpuException>(() => ReluKernel.Forward(g, big, y, 1));
         Assert.Contains("whole table", e.Message);
-        Assert.Contains($"exceeds maxStorageBufferRange ({Range})", e.Message);
-        Assert.Contains("split", e.Message);
+        Assert.Contains($"exceeds the largest buffer a kernel can bind (maxStorageBufferRange {Range})", e.Message);
+        Assert.True(e.DoesNotFit, "smaller work would fit");
     }
 }

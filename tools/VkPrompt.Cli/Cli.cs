@@ -6,6 +6,7 @@ using System.Reflection;
 using System.Text.Json;
 using Spectre.Console;
 using VkPrompt.Model;
+using VkPrompt.Model.Backends;
 using VkPrompt.Runtime;
 
 namespace VkPrompt.Cli;
@@ -88,7 +89,7 @@ internal static class Cli
         }
         catch (Exception e) when (IsUserError(e))
         {
-            stderr.WriteLine($"error: {OneLine(e.Message)}");
+            stderr.WriteLine($"error: {OneLine(e.Message)}{(e is GpuException { DoesNotFit: true } && parse is not null ? SmallerWork(parse) : "")}");
             if (parse is not null && Verbose(parse)) stderr.WriteLine(e);
             return UserError;
         }
@@ -113,6 +114,16 @@ internal static class Cli
     // IOException covers FileNotFoundException and DirectoryNotFoundException.
     static bool IsUserError(Exception e) =>
         e is GpuException or ModelFormatException or UsageException or IOException or UnauthorizedAccessException or JsonException or Training.TrainingOptionException or Training.TrainingDivergedException or NonFiniteOutputException;
+
+    /// <summary>What the command offers that needs less device memory, for work that did not fit.</summary>
+    static string SmallerWork(ParseResult parse)
+    {
+        var names = parse.CommandResult.Command.Options.Select(o => o.Name).ToHashSet();
+        var ways = new[] { "--batch-size", "--max-input-length", "--recompute" }.Where(names.Contains).ToList();
+        if (names.Contains("--attention") && AttentionFusions.Parse(parse.GetValue<string>("--attention") ?? "") != AttentionFusion.Always)
+            ways.Add("--attention fused");
+        return ways.Count == 0 ? "" : $"; the work is too large for this device: a smaller {string.Join(", ", ways)} needs less memory";
+    }
 
     static string OneLine(string message) => message.ReplaceLineEndings(" ").Trim();
 
