@@ -6,7 +6,7 @@
 #include "philox.glsl"
 
 // T5 attention probabilities, in place over scores [B, H, Lq, Lk]:
-//   p[b,h,i,j] = softmax_j(s[b,h,i,j] + biasWeight[bucket[i*Lk + j] * H + h])
+//   p[b,h,i,j] = softmax_j(s[b,h,i,j] + biasWeight[bucket[j - i + Lq - 1] * H + h])
 // with -inf for keys whose keyMask[b*Lk + j] is 0 and, when causal, for keys j > i + queryOffset
 // (a KV-cached decoder step's single query sits at position queryOffset). A row with every key
 // masked becomes zeros: its max is -inf and exp(-inf - -inf) would be NaN.
@@ -58,7 +58,7 @@ void main() {
         float m = NEG_INF;
         SHARE_LOOP(t, j, lk) {
             float z = s[base + j];
-            if ((pc.flags & HAS_BIAS) != 0u) z += biasWeight[uint(bucket[i * lk + j]) * pc.heads + h];
+            if ((pc.flags & HAS_BIAS) != 0u) z += biasWeight[uint(bucket[bucketIndex(i, j, pc.queryLength)]) * pc.heads + h];
             bool masked = int(j) > lastKey || ((pc.flags & HAS_MASK) != 0u && keyMask[b * lk + j] == 0);
             z = masked ? NEG_INF : z;
             put(t, base + j, z);

@@ -13,4 +13,9 @@ layout(local_size_x_id = 0, local_size_y = 1, local_size_z = 1) in;
 #define NEG_INF uintBitsToFloat(0xff800000u)
 #define POS_INF uintBitsToFloat(0x7f800000u)
 
+// T5's relative-position bucket depends on j - i alone, so its table is one int per diagonal
+// (AttentionShape.BucketIndex): query i and key j of a queryLength-row attention read entry
+// j - i + queryLength - 1, and neighbouring queries read neighbouring entries.
+uint bucketIndex(uint i, uint j, uint queryLength) { return j + queryLength - 1u - i; }
+
 #endif

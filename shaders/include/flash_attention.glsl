@@ -85,7 +85,7 @@ float score(float dot, uint b, uint h, uint i, uint j) {
     bool masked = ((pc.flags & CAUSAL) != 0u && int(j) > int(i) + pc.queryOffset)
                || ((pc.flags & HAS_MASK) != 0u && keyMask[b * pc.keyLength + j] == 0);
     if (masked) return NEG_INF;
-    if ((pc.flags & HAS_BIAS) != 0u) dot += biasWeight[uint(bucket[i * pc.keyLength + j]) * pc.heads + h];
+    if ((pc.flags & HAS_BIAS) != 0u) dot += biasWeight[uint(bucket[bucketIndex(i, j, pc.queryLength)]) * pc.heads + h];
     return dot;
 }
 

@@ -24,13 +24,17 @@ public static class RelativePosition
         return bucket + Math.Min(maxExact + (int)scaled, numBuckets - 1);
     }
 
-    /// <summary>The [queryLength, keyLength] table for queries at positions queryOffset.. .</summary>
+    /// <summary>The buckets of every (query, key) pair of a [queryLength, keyLength] attention whose
+    /// queries sit at positions queryOffset.. : a bucket depends on j - i alone, so the table is one
+    /// vector of the queryLength + keyLength - 1 diagonals, query i and key j at
+    /// <see cref="Runtime.Kernels.AttentionShape.BucketIndex"/>. A [Lq, Lk] table would be as large
+    /// as a head's scores, which fused attention exists not to store, and its rows would be read
+    /// 16 at once by the matrix units' softmax, each from another cache line.</summary>
     public static int[] Table(int queryLength, int keyLength, bool bidirectional, int numBuckets, int maxDistance, int queryOffset = 0)
     {
-        var t = new int[queryLength * keyLength];
-        for (int i = 0; i < queryLength; i++)
-            for (int j = 0; j < keyLength; j++)
-                t[i * keyLength + j] = Bucket(j - (i + queryOffset), bidirectional, numBuckets, maxDistance);
+        var t = new int[queryLength + keyLength - 1];
+        for (int d = 0; d < t.Length; d++)
+            t[d] = Bucket(d - (queryLength - 1) - queryOffset, bidirectional, numBuckets, maxDistance);
         return t;
     }
 }

@@ -92,13 +92,13 @@ public sealed class T5Pass : IDisposable
         LogProbs = Floats(B * Ld, "logprobs", hostVisible: true);
         Logits = Floats((long)B * Ld * c.VocabSize, "logits");
 
-        encBuckets = Ints(Le * Le, "encoder_buckets");
+        encBuckets = Ints(2 * Le - 1, "encoder_buckets");
         be.Upload(encBuckets, RelativePosition.Table(Le, Le, true, c.RelativeAttentionNumBuckets, c.RelativeAttentionMaxDistance));
-        decBuckets = Ints(Ld * Ld, "decoder_buckets");
+        decBuckets = Ints(2 * Ld - 1, "decoder_buckets");
         be.Upload(decBuckets, RelativePosition.Table(Ld, Ld, false, c.RelativeAttentionNumBuckets, c.RelativeAttentionMaxDistance));
-        encSelf = new AttentionSite(Le, Le, encBuckets, w.EncoderBias, EncoderMask, Causal: false, be.FusesAttention(Le, Le));
-        decSelf = new AttentionSite(Ld, Ld, decBuckets, w.DecoderBias, null, Causal: true, be.FusesAttention(Ld, Ld));
-        cross = new AttentionSite(Ld, Le, null, null, EncoderMask, Causal: false, be.FusesAttention(Ld, Le));
+        encSelf = Site(new(B, c.NumHeads, Le, Le), encBuckets, w.EncoderBias, EncoderMask);
+        decSelf = Site(new(B, c.NumHeads, Ld, Ld, Causal: true), decBuckets, w.DecoderBias, null);
+        cross = Site(new(B, c.NumHeads, Ld, Le), null, null, EncoderMask);
 
         bool keepStreams = mode != ActivationMode.Inference;
         // Encoder block i reads stream[2i] (attention input) and writes stream[2i+1] (FF input),
@@ -151,13 +151,20 @@ public sealed class T5Pass : IDisposable
     Tensor Ints(long n, string name, bool hostVisible = false) { var t = be.Ints(Math.Max(1, n), name, hostVisible); owned.Add(t); return t; }
     Tensor[] Streams(string prefix, int count, int rows) => Enumerable.Range(0, count).Select(i => Floats((long)rows * d, $"{prefix}_x{i}")).ToArray();
 
-    /// <summary>One kind of attention of the model: its lengths, position bias, key mask and
-    /// causality, and whether it runs fused. A fused attention keeps its output and logsumexp
-    /// for the backward instead of its [B, H, Lq, Lk] probabilities.</summary>
-    readonly record struct AttentionSite(int QueryLength, int KeyLength, Tensor? Buckets, Tensor? BiasWeight, Tensor? KeyMask, bool Causal, bool Fused);
+    /// <summary>One kind of attention of the model: the shape of its scores (lengths, causality),
+    /// position bias, key mask, and whether it runs fused. A fused attention keeps its output and
+    /// logsumexp for the backward instead of its [B, H, Lq, Lk] probabilities.</summary>
+    readonly record struct AttentionSite(AttentionShape Scores, Tensor? Buckets, Tensor? BiasWeight, Tensor? KeyMask, bool Fused)
+    {
+        public int QueryLength => Scores.QueryLength;
+        public int KeyLength => Scores.KeyLength;
+    }
+
+    AttentionSite Site(AttentionShape scores, Tensor? buckets, Tensor? biasWeight, Tensor? keyMask) =>
+        new(scores, buckets, biasWeight, keyMask, be.FusesAttention(scores));
 
     /// <summary>Elements of the site's probabilities, 0 when it is fused and never forms them.</summary>
-    long UnfusedScores(AttentionSite site) => site.Fused ? 0 : (long)B * c.NumHeads * site.QueryLength * site.KeyLength;
+    long UnfusedScores(AttentionSite site) => site.Fused ? 0 : site.Scores.Elements;
 
     /// <summary>The activations one block produces; reused across blocks unless stored.</summary>
     sealed class BlockScratch
@@ -364,8 +371,7 @@ public sealed class T5Pass : IDisposable
 
     AttentionSpecs Heads => new(B, c.NumHeads, c.DKv);
 
-    FlashAttentionShape FusedShape(AttentionSite site) =>
-        new(new AttentionShape(B, c.NumHeads, site.QueryLength, site.KeyLength, site.Causal), c.DKv);
+    FlashAttentionShape FusedShape(AttentionSite site) => new(site.Scores, c.DKv);
 
     /// <summary>ctx = attention of q over k, v; <paramref name="probs"/> (unfused) or
     /// <paramref name="lse"/> (fused) keeps what the backward needs besides ctx.</summary>
@@ -379,7 +385,7 @@ public sealed class T5Pass : IDisposable
         int lq = site.QueryLength, lk = site.KeyLength;
         // T5 does not scale scores by 1/sqrt(d_kv): the initialisation absorbs it.
         be.MatMul(q, k, probs!, Heads.QK(lq, lk, lq, lk));
-        be.AttentionSoftmax(probs!, site.Buckets, site.BiasWeight, site.KeyMask, new AttentionShape(B, c.NumHeads, lq, lk, site.Causal), ProbsDropoutAt(stream));
+        be.AttentionSoftmax(probs!, site.Buckets, site.BiasWeight, site.KeyMask, site.Scores, ProbsDropoutAt(stream));
         be.MatMul(DroppedProbs(probs!), v, ctx, Heads.PV(lq, lk, lq, lk));
     }
 

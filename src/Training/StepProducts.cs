@@ -33,9 +33,9 @@ public static class StepProducts
     /// <param name="dropoutRate">the step's dropout (the config's in training): with dropout a
     /// residual branch's output projection writes a buffer of its own, without it the product
     /// accumulates straight into the residual stream.</param>
-    /// <param name="fusesAttention">whether an attention of (queries, keys) runs fused
+    /// <param name="fusesAttention">whether an attention of these scores runs fused
     /// (<see cref="Backend.FusesAttention"/>); a fused attention makes no matrix products.</param>
-    public static IReadOnlyList<StepProduct> For(T5Config c, BatchShape shape, float dropoutRate, Func<int, int, bool> fusesAttention)
+    public static IReadOnlyList<StepProduct> For(T5Config c, BatchShape shape, float dropoutRate, Func<AttentionShape, bool> fusesAttention)
     {
         var list = new Builder();
         int B = shape.Batch, le = shape.EncoderLength, ld = shape.TargetLength;
@@ -45,7 +45,8 @@ public static class StepProducts
         bool dropout = dropoutRate > 0;
         float lmScale = c.TieWordEmbeddings ? 1f / MathF.Sqrt(d) : 1f;
         var heads = new AttentionSpecs(B, c.NumHeads, c.DKv);
-        bool encFused = fusesAttention(le, le), decFused = fusesAttention(ld, ld), crossFused = fusesAttention(ld, le);
+        bool encFused = fusesAttention(new(B, c.NumHeads, le, le)), decFused = fusesAttention(new(B, c.NumHeads, ld, ld, Causal: true)),
+             crossFused = fusesAttention(new(B, c.NumHeads, ld, le));
 
         static MatMulSpec Linear(int rows, int outDim, int inDim) => MatMulSpec.Rows(rows, outDim, inDim, transposeB: true);
         // Residual: with dropout the branch is its own buffer, without it the product adds into the stream.

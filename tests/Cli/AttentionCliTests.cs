@@ -73,6 +73,35 @@ public sealed class AttentionCliTests
         Assert.NotEqual(unfused, fused);
     }
 
+    /// <summary>An input whose unfused scores would not fit the largest buffer a kernel can bind
+    /// (lavapipe's is 128 MiB: about 2,900 tokens at the golden model's 4 heads) scores by default,
+    /// auto fusing it, as the CPU reference does; forced unfused, it stops with one line saying
+    /// what needs less memory. On a device that binds far more, the input the test needs is too
+    /// long for the CPU reference, and it checks nothing.</summary>
+    [Fact]
+    public void ScoresTooLargeToBindAreFusedByAutoAndRefusedUnfused()
+    {
+        using var ctx = VkPrompt.Runtime.GpuContext.Create(new VkPrompt.Runtime.GpuOptions { Device = CliRun.VulkanDevice });
+        int heads = JsonDocument.Parse(File.ReadAllText(Path.Combine(Model, "config.json"))).RootElement.GetProperty("num_heads").GetInt32();
+        int length = (int)Math.Sqrt(ctx.MaxBindingBytes / (4.0 * heads)) + 1;
+        if (length > 4096) return;
+        using var dir = new VkPrompt.Tests.Model.TempDir();
+        var data = dir.File("long.jsonl");
+        File.WriteAllText(data, JsonSerializer.Serialize(new { input = string.Join(' ', Enumerable.Repeat("hello world", length)), target = "yes" }) + "\n");
+        string[] Long(string device, params string[] extra) =>
+            ["score", "--model", Model, "--data", data, "--max-input-length", length.ToString(System.Globalization.CultureInfo.InvariantCulture), "--device", device, .. extra];
+
+        var fused = LogProbs(CliRun.Of(Long(CliRun.VulkanDevice)).Succeeded().Out);
+        var reference = LogProbs(CliRun.Of(Long("cpu")).Succeeded().Out);
+        CliRun.AssertLogLikelihood(reference[0], Assert.Single(fused), $"{length} tokens, auto attention");
+
+        var unfused = CliRun.Of(Long(CliRun.VulkanDevice, "--attention", "unfused"));
+        Assert.Equal(CliConventions.UserError, unfused.ExitCode);
+        var line = Assert.Single(CliRun.Lines(unfused.Err), l => l.StartsWith("error: ", StringComparison.Ordinal));
+        Assert.Contains("exceeds the largest buffer a kernel can bind", line, StringComparison.Ordinal);
+        Assert.EndsWith("the work is too large for this device: a smaller --batch-size, --max-input-length, --attention fused needs less memory", line, StringComparison.Ordinal);
+    }
+
     /// <summary>vkprompt in a process of its own, with VKPROMPT_ATTENTION set there only: the
     /// tests in this process build backends in parallel, and their default reads the variable.</summary>
     static CliRun WithVariable(string value, params string[] args)

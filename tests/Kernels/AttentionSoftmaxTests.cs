@@ -9,7 +9,8 @@ public sealed class AttentionSoftmaxTests(GpuFixture f) : GpuTest(f)
 {
     const int NumBuckets = 32;
 
-    /// <summary>Scores, bucket table, bias weights and a key mask with about a quarter of the keys off.</summary>
+    /// <summary>Scores, bucket table (a random bucket per diagonal, so a wrong index reads another),
+    /// bias weights and a key mask with about a quarter of the keys off.</summary>
     internal sealed record Inputs(float[] Scores, int[] Buckets, float[] BiasWeight, int[] KeyMask)
     {
         public static Inputs Random(AttentionShape s, int seed)
@@ -17,7 +18,7 @@ public sealed class AttentionSoftmaxTests(GpuFixture f) : GpuTest(f)
             var rng = new Random(seed);
             return new Inputs(
                 Check.Random(checked((int)s.Elements), seed, 3f),
-                Enumerable.Range(0, s.QueryLength * s.KeyLength).Select(_ => rng.Next(NumBuckets)).ToArray(),
+                Enumerable.Range(0, s.Diagonals).Select(_ => rng.Next(NumBuckets)).ToArray(),
                 Check.Random(NumBuckets * s.Heads, seed + 1, 2f),
                 Enumerable.Range(0, s.Batch * s.KeyLength).Select(_ => rng.Next(4) == 0 ? 0 : 1).ToArray());
         }
@@ -208,7 +209,8 @@ public sealed class AttentionSoftmaxTests(GpuFixture f) : GpuTest(f)
         var stepScores = new float[step.Elements];
         for (int bh = 0; bh < 2 * 3; bh++)
             input.Scores.AsSpan((bh * keys + t) * keys, keys).CopyTo(stepScores.AsSpan(bh * keys, keys));
-        var stepBuckets = input.Buckets.AsSpan(t * keys, keys).ToArray();
+        // Row t of the full table: its diagonals j - t for j = 0..keys-1, the step's j - 0.
+        var stepBuckets = input.Buckets.AsSpan(full.BucketIndex(t, 0), keys).ToArray();
         var stepP = RunGpu(step, stepScores, stepBuckets, input.BiasWeight, input.KeyMask);
 
         var expected = new float[step.Elements];

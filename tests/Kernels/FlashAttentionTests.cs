@@ -44,7 +44,8 @@ public sealed class FlashAttentionTests(GpuFixture f) : GpuTest(f)
 
     static float[] Half16(float[] a) => a.Select(value => (float)(Half)value).ToArray();
 
-    /// <summary>Activations, bucket table, bias weights and a key mask with about a quarter of the
+    /// <summary>Activations, bucket table (a random bucket per diagonal, so a wrong index reads
+    /// another), bias weights and a key mask with about a quarter of the
     /// keys off. Rows past the attended lengths (a KV cache's spare rows) hold NaN, so a read of
     /// one shows in the result.</summary>
     sealed record Inputs(float[] Q, float[] K, float[] V, float[] DO, int[] Buckets, float[] BiasWeight, int[] KeyMask)
@@ -58,7 +59,7 @@ public sealed class FlashAttentionTests(GpuFixture f) : GpuTest(f)
                 Activation(s, s.KeyRows, a.KeyLength, seed + 1),
                 Activation(s, s.KeyRows, a.KeyLength, seed + 2),
                 Activation(s, s.QueryRows, a.QueryLength, seed + 3),
-                Enumerable.Range(0, a.QueryLength * a.KeyLength).Select(_ => rng.Next(NumBuckets)).ToArray(),
+                Enumerable.Range(0, a.Diagonals).Select(_ => rng.Next(NumBuckets)).ToArray(),
                 Check.Random(NumBuckets * a.Heads, seed + 4, 2f),
                 Enumerable.Range(0, a.Batch * a.KeyLength).Select(_ => rng.Next(4) == 0 ? 0 : 1).ToArray());
         }

@@ -1,5 +1,6 @@
 using VkPrompt.Model;
 using VkPrompt.Model.Backends;
+using VkPrompt.Runtime.Kernels;
 using Xunit;
 
 namespace VkPrompt.Tests.Model;
@@ -20,15 +21,32 @@ public sealed class AttentionFusionTests(GpuFixture f) : GpuTest(f), IDisposable
     {
         // Set, because the default follows VKPROMPT_ATTENTION.
         using var cpu = new CpuBackend { AttentionFusion = AttentionFusion.Auto };
-        Assert.False(cpu.FusesAttention(512, 512));
+        Assert.False(cpu.FusesAttention(Scores(512, 512)));
         using var gpu = new GpuBackend(Ctx) { AttentionFusion = AttentionFusion.Auto };
-        Assert.Equal(Ctx.Capabilities.DeviceType != "cpu", gpu.FusesAttention(1024, 1024));
-        Assert.False(gpu.FusesAttention(612, 612));
-        Assert.False(gpu.FusesAttention(8, 500));
+        Assert.Equal(Ctx.Capabilities.DeviceType != "cpu", gpu.FusesAttention(Scores(1024, 1024)));
+        Assert.False(gpu.FusesAttention(Scores(612, 612)));
+        Assert.False(gpu.FusesAttention(Scores(8, 500)));
         gpu.AttentionFusion = AttentionFusion.Always;
-        Assert.True(gpu.FusesAttention(1, 1));
+        Assert.True(gpu.FusesAttention(Scores(1, 1)));
         cpu.AttentionFusion = AttentionFusion.Never;
-        Assert.False(cpu.FusesAttention(512, 512));
+        Assert.False(cpu.FusesAttention(Scores(512, 512)));
+    }
+
+    static AttentionShape Scores(int queryLength, int keyLength, int batch = 2) => new(batch, 4, queryLength, keyLength);
+
+    /// <summary>Auto fuses on any device, lavapipe included, where the unfused scores would not
+    /// fit the largest buffer a kernel can bind: unfused could not run at all.</summary>
+    [Fact]
+    public void AutoFusesScoresTooLargeToBind()
+    {
+        using var gpu = new GpuBackend(Ctx) { AttentionFusion = AttentionFusion.Auto };
+        long limit = Ctx.MaxBindingBytes / sizeof(float);
+        // One query row more than the binding holds, at 4 heads x 2 batch x 512 keys.
+        int rows = (int)(limit / (2 * 4 * 512)) + 1;
+        Assert.True(gpu.FusesAttention(Scores(rows, 512)));
+        Assert.Equal(Ctx.Capabilities.DeviceType != "cpu" && (long)(rows - 1) * 512 >= 1024 * 1024, gpu.FusesAttention(Scores(rows - 1, 512)));
+        gpu.AttentionFusion = AttentionFusion.Never;
+        Assert.False(gpu.FusesAttention(Scores(rows, 512)));
     }
 
     /// <summary>A training pass that stores its activations keeps, per encoder block, a

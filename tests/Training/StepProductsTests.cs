@@ -60,7 +60,7 @@ public sealed class StepProductsTests
     {
         var config = T5Config.Named("t5-base");
         var shape = new BatchShape(32, 512, 8, 100);
-        var products = StepProducts.For(config, shape, 0.1f, (_, _) => false);
+        var products = StepProducts.For(config, shape, 0.1f, _ => false);
         long rows = (long)shape.Batch * shape.TargetLength, inner = config.InnerDim;
         long bottomCrossQuery = 2 * rows * shape.EncoderLength * inner + 2 * rows * config.DModel * inner;
         Assert.Equal(StepFlops.Total(config, shape) + bottomCrossQuery, products.Sum(p => p.Count * p.Flops));

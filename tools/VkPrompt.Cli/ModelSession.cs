@@ -90,7 +90,8 @@ internal static class ModelOptions
             Description = "How attention runs. fused: flash-style, one kernel per attention that streams the keys and never stores the [queries x keys] " +
                           "score matrix of a head in device memory, so long inputs need far less activation memory; unfused: two matrix products and a softmax " +
                           "through that matrix. auto: fused on GPUs from 1024x1024 scores per head, where storing them starts to decide what fits (below that " +
-                          "unfused is faster), unfused on CPU Vulkan devices such as lavapipe, where the fused kernels are slower, and on --device cpu. " +
+                          "unfused is faster), unfused on CPU Vulkan devices such as lavapipe, where the fused kernels are slower, and on --device cpu; " +
+                          "fused on any Vulkan device where the scores of an attention would not fit the largest buffer a kernel can bind. " +
                           "Both give the same results up to float rounding. With VKPROMPT_COOPMAT=all, fused attention runs on the matrix units too " +
                           "(d_kv a multiple of 16), its operands rounded to fp16 as all's products are. Default: $VKPROMPT_ATTENTION if set, else auto.",
             // AttentionFusions owns the VKPROMPT_ATTENTION convention; the CLI shows the same default.

@@ -125,17 +125,17 @@ public abstract class Backend : IDisposable
         set => attentionFusion = value;
     }
 
-    /// <summary>Whether an attention of <paramref name="queryLength"/> x <paramref name="keyLength"/>
-    /// scores per head runs fused, as <see cref="AttentionFusion"/> says.</summary>
-    public bool FusesAttention(int queryLength, int keyLength) => AttentionFusion switch
+    /// <summary>Whether an attention whose scores have this shape runs fused, as
+    /// <see cref="AttentionFusion"/> says.</summary>
+    public bool FusesAttention(AttentionShape scores) => AttentionFusion switch
     {
         AttentionFusion.Always => true,
         AttentionFusion.Never => false,
-        _ => FusesAttentionByDefault(queryLength, keyLength),
+        _ => FusesAttentionByDefault(scores),
     };
 
     /// <summary>The <see cref="AttentionFusion.Auto"/> choice; unfused unless a backend says otherwise.</summary>
-    protected virtual bool FusesAttentionByDefault(int queryLength, int keyLength) => false;
+    protected virtual bool FusesAttentionByDefault(AttentionShape scores) => false;
 
     public abstract void MatMul(Tensor a, Tensor b, Tensor c, in MatMulSpec s);
 

@@ -144,9 +144,11 @@ public sealed class GpuBackend(GpuContext ctx, bool ownsContext = false) : Backe
     // 1724 against 2407, and on lavapipe the streamed matmuls ran attention about 2x (forward)
     // and 4x (backward) faster at 8 heads x 512² x d_kv 64. So GPUs fuse from 1024² scores per
     // head (4 MiB each, 1.5 GiB per layer at batch 32 x 12 heads), where storing them starts to
-    // decide what fits; CPU devices never.
-    protected override bool FusesAttentionByDefault(int queryLength, int keyLength) =>
-        ctx.Capabilities.DeviceType != "cpu" && (long)queryLength * keyLength >= 1024 * 1024;
+    // decide what fits; CPU devices never, unless the scores would not fit one buffer a kernel
+    // can bind (lavapipe's is 128 MiB: one head of 6k x 6k), where unfused cannot run at all.
+    protected override bool FusesAttentionByDefault(AttentionShape scores) =>
+        scores.Elements * sizeof(float) > ctx.MaxBindingBytes
+        || (ctx.Capabilities.DeviceType != "cpu" && (long)scores.QueryLength * scores.KeyLength >= 1024 * 1024);
     public override void Relu(Tensor x, Tensor y, int n, DropoutMask<Tensor>? dropout = null) => ReluKernel.Forward(G, Buf(x), Buf(y), n, Buf(dropout));
     public override void ReluBackward(Tensor x, Tensor dy, Tensor dx, int n, DropoutMask<Tensor>? dropout = null) =>
         ReluKernel.Backward(G, Buf(x), Buf(dy), Buf(dx), n, Buf(dropout));

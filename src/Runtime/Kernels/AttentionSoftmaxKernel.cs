@@ -7,6 +7,14 @@ public readonly record struct AttentionShape(int Batch, int Heads, int QueryLeng
 {
     public long Rows => (long)Batch * Heads * QueryLength;
     public long Elements => Rows * KeyLength;
+
+    /// <summary>Length of the bucket table: one bucket per diagonal j - i, since T5's relative
+    /// position bucket depends on that alone.</summary>
+    public int Diagonals => QueryLength + KeyLength - 1;
+
+    /// <summary>Where the bucket table holds query i and key j (shaders: include/common.glsl's
+    /// bucketIndex).</summary>
+    public int BucketIndex(int i, int j) => j - i + QueryLength - 1;
 }
 
 /// <summary>Dropout on attention probabilities, done by the softmax kernels as they pass over
@@ -23,8 +31,8 @@ public readonly record struct ProbsDropout<TBuffer>(float Rate, TBuffer Seed, ui
 
 /// <summary>T5 attention probabilities in place over the scores:
 /// p[b,h,i,j] = softmax_j(s[b,h,i,j] + bias[h,i,j]) in fp32 with max subtraction, where
-/// bias = biasWeight[buckets[i*Lk + j] * H + h] (biasWeight is HF's relative_attention_bias.weight
-/// [numBuckets, H]; buckets an int table [Lq, Lk] computed on the host), keys with
+/// bias = biasWeight[buckets[j - i + Lq - 1] * H + h] (biasWeight is HF's relative_attention_bias.weight
+/// [numBuckets, H]; buckets an int vector over the Lq + Lk - 1 diagonals computed on the host), keys with
 /// keyMask[b*Lk + j] == 0 (an int [B, Lk]) and, if causal, keys past i + QueryOffset get -inf.
 /// A row whose keys are all masked becomes zeros, never NaN. Bias (buckets and biasWeight
 /// together) and mask are optional: pass null. Neither needs a gradient (frozen, constant).
@@ -52,7 +60,7 @@ public static class AttentionSoftmaxKernel
         var flags = Options.None;
         if (buckets is not null && biasWeight is not null)
         {
-            BufferChecks.Require(name, buckets, (long)shape.QueryLength * shape.KeyLength, "buckets [Lq, Lk]");
+            BufferChecks.Require(name, buckets, shape.Diagonals, "buckets [Lq + Lk - 1]");
             BufferChecks.Require(name, biasWeight, shape.Heads, "biasWeight [numBuckets, H]");
             flags |= Options.Bias;
         }

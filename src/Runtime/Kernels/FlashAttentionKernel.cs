@@ -125,7 +125,7 @@ public readonly record struct FlashAttentionCoopMatTiling(int Warps, int Block)
 /// Fused T5 attention, flash-attention style: per (batch, head),
 /// o = dropout(softmax(q·kᵀ + bias, masked))·v with no 1/sqrt(d_kv) scaling, without the
 /// [Lq, Lk] score matrix ever being stored. Bias, key mask and causality mean what they mean
-/// in <see cref="AttentionSoftmaxKernel"/> (buckets [Lq, Lk] with biasWeight [numBuckets, H],
+/// in <see cref="AttentionSoftmaxKernel"/> (buckets [Lq + Lk - 1] with biasWeight [numBuckets, H],
 /// keyMask [B, Lk]; null when absent). Dropout on the probabilities drops exactly the elements
 /// <see cref="DropoutKernel"/> would drop for the same seed buffer and stream, element (b, h, i, j)
 /// of the [B, H, Lq, Lk] probabilities having index ((b·H + h)·Lq + i)·Lk + j. The forward also
@@ -293,7 +293,7 @@ public static class FlashAttentionKernel
         var flags = Options.None;
         if (buckets is not null && biasWeight is not null)
         {
-            BufferChecks.Require(name, buckets, (long)s.QueryLength * s.KeyLength, "buckets [Lq, Lk]");
+            BufferChecks.Require(name, buckets, s.Diagonals, "buckets [Lq + Lk - 1]");
             BufferChecks.Require(name, biasWeight, s.Heads, "biasWeight [numBuckets, H]");
             flags |= Options.Bias;
         }

@@ -25,7 +25,7 @@ public static class AttentionSoftmaxReference
             {
                 bool masked = (shape.Causal && j > i + shape.QueryOffset) || (!keyMask.IsEmpty && keyMask[b * lk + j] == 0);
                 z[j] = masked ? double.NegativeInfinity
-                     : double.CreateTruncating(s[j]) + (bias ? double.CreateTruncating(biasWeight[buckets[i * lk + j] * heads + h]) : 0);
+                     : double.CreateTruncating(s[j]) + (bias ? double.CreateTruncating(biasWeight[buckets[shape.BucketIndex(i, j)] * heads + h]) : 0);
                 max = Math.Max(max, z[j]);
             }
             if (double.IsNegativeInfinity(max))

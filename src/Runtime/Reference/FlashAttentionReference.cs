@@ -118,7 +118,7 @@ public static class FlashAttentionReference
         int qAt = RowBase(shape, b, shape.QueryRows, i, h), kAt = RowBase(shape, b, shape.KeyRows, j, h);
         double dot = 0;
         for (int d = 0; d < shape.DKv; d++) dot += double.CreateTruncating(q[qAt + d]) * double.CreateTruncating(k[kAt + d]);
-        return buckets.IsEmpty ? dot : dot + double.CreateTruncating(biasWeight[buckets[i * s.KeyLength + j] * s.Heads + h]);
+        return buckets.IsEmpty ? dot : dot + double.CreateTruncating(biasWeight[buckets[s.BucketIndex(i, j)] * s.Heads + h]);
     }
 
     /// <summary>Dropout of probability (b, h, i, j): DropoutReference's mask over the

@@ -137,7 +137,8 @@ internal static class BenchMatMulCommand
         using var backend = new GpuBackend(ctx) { AttentionFusion = s.Attention };
         var shape = s.Batch;
         int le = shape.EncoderLength, ld = shape.TargetLength;
-        bool encFused = backend.FusesAttention(le, le), decFused = backend.FusesAttention(ld, ld), crossFused = backend.FusesAttention(ld, le);
+        bool encFused = backend.FusesAttention(new(shape.Batch, c.NumHeads, le, le)), decFused = backend.FusesAttention(new(shape.Batch, c.NumHeads, ld, ld, Causal: true)),
+             crossFused = backend.FusesAttention(new(shape.Batch, c.NumHeads, ld, le));
         var attention = new BenchAttention(s.Attention.Name(), Fused(encFused), Fused(decFused), Fused(crossFused));
         if (encFused || decFused || crossFused)
             notes.Add($"attention {attention}: a fused attention makes no matrix products, so its products are not in the step (--attention unfused times them)");
