@@ -92,12 +92,14 @@ public sealed class T5Pass : IDisposable
         LogProbs = Floats(B * Ld, "logprobs", hostVisible: true);
         Logits = Floats((long)B * Ld * c.VocabSize, "logits");
 
-        encBuckets = Ints(2 * Le - 1, "encoder_buckets");
+        var encScores = new AttentionShape(B, c.NumHeads, Le, Le);
+        var decScores = new AttentionShape(B, c.NumHeads, Ld, Ld, Causal: true);
+        encBuckets = Ints(encScores.Diagonals, "encoder_buckets");
         be.Upload(encBuckets, RelativePosition.Table(Le, Le, true, c.RelativeAttentionNumBuckets, c.RelativeAttentionMaxDistance));
-        decBuckets = Ints(2 * Ld - 1, "decoder_buckets");
+        decBuckets = Ints(decScores.Diagonals, "decoder_buckets");
         be.Upload(decBuckets, RelativePosition.Table(Ld, Ld, false, c.RelativeAttentionNumBuckets, c.RelativeAttentionMaxDistance));
-        encSelf = Site(new(B, c.NumHeads, Le, Le), encBuckets, w.EncoderBias, EncoderMask);
-        decSelf = Site(new(B, c.NumHeads, Ld, Ld, Causal: true), decBuckets, w.DecoderBias, null);
+        encSelf = Site(encScores, encBuckets, w.EncoderBias, EncoderMask);
+        decSelf = Site(decScores, decBuckets, w.DecoderBias, null);
         cross = Site(new(B, c.NumHeads, Ld, Le), null, null, EncoderMask);
 
         bool keepStreams = mode != ActivationMode.Inference;
