@@ -13,6 +13,8 @@ public static class Adapter
 {
     public const string WeightsFile = "adapter_model.safetensors";
     public const string ConfigFile = "adapter_config.json";
+    /// <summary>The T5X export of the prompt (<c>--export-npy</c>).</summary>
+    public const string NpyFile = "prompt.npy";
 
     public static void Save(string dir, float[] prompt, T5Config config, string baseModel, string init, bool exportNpy = false)
     {
@@ -37,6 +39,6 @@ public static class Adapter
             ["vkprompt_init"] = init,
         };
         AtomicFile.WriteAllText(Path.Combine(dir, ConfigFile), json.ToJsonString(new() { WriteIndented = true }) + "\n");
-        if (exportNpy) PromptFile.SaveNpy(Path.Combine(dir, "prompt.npy"), prompt, p, d);
+        if (exportNpy) PromptFile.SaveNpy(Path.Combine(dir, NpyFile), prompt, p, d);
     }
 }

@@ -19,6 +19,8 @@ public sealed class TrainingRun
     public const string CheckpointFile = "checkpoint.safetensors";
     public const string MetricsFile = "metrics.jsonl";
     public const string ChartFile = "training.png";
+    /// <summary>The adapter of the best prompt on validation so far.</summary>
+    public const string BestDirectory = "best";
 
     readonly T5Checkpoint ckpt;
     readonly T5Weights weights;
@@ -76,8 +78,18 @@ public sealed class TrainingRun
     /// every process draws the same order (HashCode.Combine is randomised per process).</summary>
     static int EpochSeed(int seed, long epoch) => (int)(((uint)seed * 0x9E3779B9u) ^ ((uint)epoch * 0xC2B2AE35u));
 
-    public TrainingResult Run(bool resume, bool exportNpy, CancellationToken cancel = default)
+    /// <param name="overwrite">replace an earlier run in the output directory (<see cref="ClearRun"/>);
+    /// without it, and without <paramref name="resume"/>, a directory that holds one is refused, so
+    /// a finished run is never lost to a repeated command.</param>
+    public TrainingResult Run(bool resume, bool exportNpy, CancellationToken cancel = default, bool overwrite = false)
     {
+        if (resume && overwrite) throw new TrainingOptionException("--resume continues the run in the output directory and --overwrite replaces it: give one");
+        if (!resume && EarlierRun(outputDir) is { } earlier)
+        {
+            if (!overwrite)
+                throw new TrainingOptionException($"{outputDir} holds an earlier run ({earlier}); continue it with --resume, replace it with --overwrite, or choose another --output");
+            ClearRun(outputDir);
+        }
         Directory.CreateDirectory(outputDir);
         string ckptPath = Path.Combine(outputDir, CheckpointFile);
         float[] prompt;
@@ -136,7 +148,7 @@ public sealed class TrainingRun
                     bestMetric = metric;
                     bestStep = s;
                     bestPrompt = current;
-                    Adapter.Save(Path.Combine(outputDir, "best"), current, ckpt.Config, ckpt.Directory, Init, exportNpy);
+                    Adapter.Save(Path.Combine(outputDir, BestDirectory), current, ckpt.Config, ckpt.Directory, Init, exportNpy);
                 }
             }
             metrics.Append(report);
@@ -164,6 +176,19 @@ public sealed class TrainingRun
             "A lower --lr or --clip, or --precision fp32 with 16-bit weights, may avoid it");
     }
 
+    /// <summary>The file that shows <paramref name="outputDir"/> holds a run, or null.</summary>
+    static string? EarlierRun(string outputDir) =>
+        new[] { CheckpointFile, Adapter.WeightsFile }.FirstOrDefault(f => File.Exists(Path.Combine(outputDir, f)));
+
+    /// <summary>Deletes what a run writes in <paramref name="outputDir"/>, and nothing else there.</summary>
+    public static void ClearRun(string outputDir)
+    {
+        foreach (var f in new[] { CheckpointFile, MetricsFile, ChartFile, Adapter.WeightsFile, Adapter.ConfigFile, Adapter.NpyFile })
+            File.Delete(Path.Combine(outputDir, f));
+        var best = Path.Combine(outputDir, BestDirectory);
+        if (Directory.Exists(best)) Directory.Delete(best, recursive: true);
+    }
+
     /// <summary>The prompt length of the checkpoint in <paramref name="outputDir"/>, if there is one:
     /// what a resumed run trains unless told otherwise.</summary>
     public static int? CheckpointPromptLength(string outputDir)
@@ -185,7 +210,7 @@ public sealed class TrainingRun
             throw new TrainingOptionException($"{path} holds a {shape[0]}-token prompt; resume with --prompt-length {shape[0]} (now {o.PromptLength})");
     }
 
-    float[] LoadBest() => PromptFile.Load(Path.Combine(outputDir, "best"), ckpt.Config.DModel, out _);
+    float[] LoadBest() => PromptFile.Load(Path.Combine(outputDir, BestDirectory), ckpt.Config.DModel, out _);
 
     static float[] ReadAll(SafetensorsFile f, string name)
     {

@@ -324,7 +324,7 @@ public sealed class BadInputTests : IDisposable
 
     /// <summary>A run whose loss turns NaN stops at that step with one line, and leaves the
     /// checkpoint, the adapter and metrics.jsonl as the last good step wrote them. The NaN comes
-    /// from a copy of the model with a NaN embedding, resumed from a checkpoint of the good one.</summary>
+    /// from <see cref="OverflowingModel"/>, resumed from a checkpoint of the good one.</summary>
     [Fact]
     public void ADivergedRunStopsAndKeepsWhatItWrote()
     {

@@ -245,5 +245,37 @@ public sealed class TrainCliTests : IDisposable
         Assert.Contains("no step to take: the checkpoint is at step 2 of --steps 2", done.Out, StringComparison.Ordinal);
     }
 
+    /// <summary>A second train into the directory of a finished run is refused, leaving it whole;
+    /// --overwrite replaces exactly what the run wrote (an old export included) and keeps the rest;
+    /// with --resume it is a contradiction.</summary>
+    [Fact]
+    public void AnEarlierRunIsKeptUnlessOverwritten()
+    {
+        var output = dir.File("out");
+        string data = Path.Combine(ModelTestFiles.TinyV11, "cases", "p8", "data.jsonl");
+        string[] Train(params string[] extra) =>
+            ["train", "--model", ModelTestFiles.TinyV11, "--train", data, "--output", output, "--device", "cpu", "--batch-size", "2",
+             "--prompt-length", "2", "--steps", "2", .. extra];
+        CliRun.Of(Train("--export-npy", "--seed", "1")).Succeeded();
+        File.WriteAllText(Path.Combine(output, "notes.txt"), "mine");
+        var first = File.ReadAllBytes(Path.Combine(output, Adapter.WeightsFile));
+
+        var again = CliRun.Of(Train());
+        Assert.Equal(VkPrompt.Cli.Cli.UserError, again.ExitCode);
+        Assert.Equal($"error: {output} holds an earlier run (checkpoint.safetensors); continue it with --resume, replace it with --overwrite, or choose another --output",
+                     Assert.Single(CliRun.Lines(again.Err)));
+        Assert.Equal(first, File.ReadAllBytes(Path.Combine(output, Adapter.WeightsFile)));
+
+        var both = CliRun.Of(Train("--resume", "--overwrite"));
+        Assert.Equal(VkPrompt.Cli.Cli.UserError, both.ExitCode);
+        Assert.Contains("give one", Assert.Single(CliRun.Lines(both.Err)), StringComparison.Ordinal);
+
+        CliRun.Of(Train("--overwrite", "--seed", "2")).Succeeded();
+        Assert.NotEqual(first, File.ReadAllBytes(Path.Combine(output, Adapter.WeightsFile)));
+        Assert.False(File.Exists(Path.Combine(output, Adapter.NpyFile)), "the first run's export is gone with it");
+        Assert.Equal("mine", File.ReadAllText(Path.Combine(output, "notes.txt")));
+        Assert.Equal([1, 2], File.ReadLines(Path.Combine(output, TrainingRun.MetricsFile)).Select(l => JsonNode.Parse(l)!["step"]!.GetValue<int>()));
+    }
+
     static int[] Bits(float[] values) => values.Select(BitConverter.SingleToInt32Bits).ToArray();
 }

@@ -21,7 +21,7 @@ internal static class DemoCommand
     {
         var device = Cli.DeviceOption();
         var attention = ModelOptions.Attention();
-        var output = new Option<string>("--output", "-o") { HelpName = "DIR", Description = "Where the adapter, metrics and chart go. Default: ./vkprompt-demo.", DefaultValueFactory = _ => "vkprompt-demo" };
+        var output = new Option<string>("--output", "-o") { HelpName = "DIR", Description = "Where the adapter, metrics and chart go; a run there from an earlier demo is replaced. Default: ./vkprompt-demo.", DefaultValueFactory = _ => "vkprompt-demo" };
         var steps = new Option<int>("--steps") { Description = "Training steps (about a minute on lavapipe with 2 cores). Default: 240.", DefaultValueFactory = _ => 240 };
         var command = new Command("demo",
             "Prompt tuning end to end with nothing to download: builds a tiny random-weight T5 (once, cached), trains a 20-token soft prompt on the bundled " +
@@ -47,7 +47,7 @@ internal static class DemoCommand
                 {
                     PromptLength = 20, Steps = ModelOptions.Positive(parse, steps), BatchSize = 8, EvalEvery = 60, SaveEvery = 120,
                     Init = "class", Dropout = 0,
-                });
+                }, Overwrite: true);
             int rc = TrainCommand.Run(parse, settings, console);
             if (rc != Cli.Ok) return rc;
 

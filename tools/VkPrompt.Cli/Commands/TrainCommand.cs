@@ -80,7 +80,7 @@ internal static class TrainCommand
                             task.Description = string.Create(CultureInfo.InvariantCulture, $"step {r.Step} loss {r.Loss:F4} {r.StepsPerSecond:F2} steps/s{ValText(lastVal)}");
                         };
                         run.Log = m => console.MarkupLineInterpolated($"{m}");
-                        result = run.Run(t.Resume, t.ExportNpy, cancel.Token);
+                        result = run.Run(t.Resume, t.ExportNpy, cancel.Token, t.Overwrite);
                     });
             }
             else
@@ -97,7 +97,7 @@ internal static class TrainCommand
                     }
                 };
                 run.Log = m => console.WriteLine(m);
-                result = run.Run(t.Resume, t.ExportNpy, cancel.Token);
+                result = run.Run(t.Resume, t.ExportNpy, cancel.Token, t.Overwrite);
             }
         }
         finally { Console.CancelKeyPress -= onCancel; }
@@ -127,7 +127,7 @@ internal static class TrainCommand
 
 internal sealed record TrainSettings(string Model, string TrainFile, string? ValidationFile, string Output, string Device, AttentionFusion Attention, string? Task,
                                      List<string>? Choices, bool Resume, bool ExportNpy, TrainOptions Options, bool PromptLengthGiven = true,
-                                     string Precision = ModelOptions.DefaultPrecision);
+                                     string Precision = ModelOptions.DefaultPrecision, bool Overwrite = false);
 
 /// <summary>The options of <c>vkprompt train</c>, kept together so demo can reuse the parsing.</summary>
 internal sealed class TrainArgs
@@ -150,6 +150,7 @@ internal sealed class TrainArgs
     readonly Option<int> evalEvery = new("--eval-every") { Description = "Evaluate on --validation every N steps (and at the end). Default: 1000.", DefaultValueFactory = _ => 1000 };
     readonly Option<int> saveEvery = new("--save-every") { Description = "Write a resumable checkpoint every N steps (and at the end). Default: 1000.", DefaultValueFactory = _ => 1000 };
     readonly Option<bool> resume = new("--resume") { Description = "Continue from checkpoint.safetensors in --output; the result is bit-identical to an uninterrupted run." };
+    readonly Option<bool> overwrite = new("--overwrite") { Description = "Replace an earlier run in --output (its checkpoint, adapter, best prompt, metrics and chart; nothing else there). Without it, or --resume, train refuses a directory that holds a run, so a finished one is never lost to a repeated command." };
     readonly Option<string?> task = new("--task") { Description = "Read --train/--validation as official SuperGLUE JSONL of this task (boolq, cb, rte, wic, copa) with T5's formatting and label words." };
     readonly Option<string?> choices = new("--choices", "-c") { Description = "Comma-separated class labels (for class init and rank-classification accuracy). Default: the task's labels, or the training targets when they form a small label set." };
     readonly Option<string> init = new("--init") { Description = "Prompt initialisation: class (label embeddings, then sampled vocab), vocab (rows of the embedding from the 5000 most common ids), random (uniform [-0.5, 0.5]), text:STRING, or file:PATH. Default: class when labels are known, else vocab.", DefaultValueFactory = _ => "auto" };
@@ -166,7 +167,7 @@ internal sealed class TrainArgs
     public void AddTo(Command c)
     {
         foreach (var o in new Option[] { model, train, validation, output, device, precision, attention, promptLength, steps, batch, seed, noShuffle, dropout, maxIn, maxOut,
-                                         evalEvery, saveEvery, resume, task, choices, init, lr, weightDecay, decayRate, clip, eps1, minDim, stepOffset, exportNpy, recompute })
+                                         evalEvery, saveEvery, resume, overwrite, task, choices, init, lr, weightDecay, decayRate, clip, eps1, minDim, stepOffset, exportNpy, recompute })
             c.Options.Add(o);
     }
 
@@ -216,6 +217,6 @@ internal sealed class TrainArgs
         var ch = p.GetValue(choices) is string c ? Choices.Parse(c) : null;
         return new TrainSettings(p.GetValue(model)!, p.GetValue(train)!, p.GetValue(validation), p.GetValue(output)!, p.GetValue(device)!, ModelOptions.ReadAttention(p, attention),
                                  p.GetValue(task), ch, p.GetValue(resume), p.GetValue(exportNpy), opts, p.GetResult(promptLength) is { Implicit: false },
-                                 p.GetValue(precision)!);
+                                 p.GetValue(precision)!, p.GetValue(overwrite));
     }
 }
