@@ -345,6 +345,18 @@ public sealed class BadInputTests : IDisposable
     }
 
     [Fact]
+    public void MakeModelOverACheckpoint()
+    {
+        var model = CopyModel();
+        var before = File.ReadAllBytes(Path.Combine(model, "model.safetensors"));
+        var r = CliRun.Of("make-model", "--shape", "t5-small", "--output", model);
+        Assert.Equal(CliConventions.UserError, r.ExitCode);
+        Assert.Equal($"error: {model} already holds a checkpoint (config.json); make-model writes random weights and would replace it: choose another --output",
+                     Assert.Single(CliRun.Lines(r.Err)));
+        Assert.Equal(before, File.ReadAllBytes(Path.Combine(model, "model.safetensors")));
+    }
+
+    [Fact]
     public void TrainOutputThatIsAFile()
     {
         var output = dir.File("adapter");

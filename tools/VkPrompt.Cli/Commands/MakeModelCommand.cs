@@ -21,6 +21,9 @@ internal static class MakeModelCommand
             try { cfg = T5Config.Named(parse.GetValue(shape)!); }
             catch (ArgumentException e) { throw new UsageException(e.Message); }
             var dir = parse.GetValue(output)!;
+            // Random weights written over a real checkpoint would destroy it without a trace.
+            if (new[] { "config.json", "model.safetensors", "model.safetensors.index.json" }.FirstOrDefault(f => File.Exists(Path.Combine(dir, f))) is { } held)
+                throw new UsageException($"{dir} already holds a checkpoint ({held}); make-model writes random weights and would replace it: choose another --output");
             RandomT5.Write(dir, cfg, parse.GetValue(seed), parse.GetValue(tokenizer));
             Cli.Out(parse).WriteLine($"wrote a random {parse.GetValue(shape)} checkpoint to {dir}");
             return Cli.Ok;
