@@ -356,6 +356,19 @@ public sealed class BadInputTests : IDisposable
         Assert.Equal(before, File.ReadAllBytes(Path.Combine(model, "model.safetensors")));
     }
 
+    [Theory]
+    [InlineData("missing/grad.safetensors", "its directory does not exist")]
+    [InlineData(".", "is a directory; it names the file to write")]
+    public void GradOutputThatCannotBeWritten(string relative, string says)
+    {
+        var output = Path.Combine(dir.Path, relative);
+        var prompt = Path.Combine(GoldenModel, "cases", "p5", "prompt0.safetensors");
+        var r = CliRun.Of("grad", "--model", GoldenModel, "--data", GoldenData, "--prompt", prompt, "--output", output, "--device", "cpu");
+        Assert.Equal(CliConventions.UserError, r.ExitCode);
+        Assert.Equal($"error: --output {output}{(says.StartsWith("its", StringComparison.Ordinal) ? ":" : "")} {says}", Assert.Single(CliRun.Lines(r.Err)));
+        Assert.Equal("", r.Out);
+    }
+
     [Fact]
     public void TrainOutputThatIsAFile()
     {

@@ -141,6 +141,16 @@ internal static class ModelOptions
         Required = required,
     };
 
+    /// <summary>Checks, before any work, that <paramref name="path"/> can be written as the file
+    /// <paramref name="option"/> names: found out now rather than after minutes of computing.</summary>
+    public static string OutputFile(string option, string path)
+    {
+        var full = Path.GetFullPath(path);
+        if (Directory.Exists(full)) throw new UsageException($"{option} {path} is a directory; it names the file to write");
+        if (!Directory.Exists(Path.GetDirectoryName(full))) throw new UsageException($"{option} {path}: its directory does not exist");
+        return path;
+    }
+
     public static int Positive(ParseResult parse, Option<int> option)
     {
         int v = parse.GetValue(option);

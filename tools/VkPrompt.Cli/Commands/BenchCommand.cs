@@ -62,10 +62,7 @@ internal static class BenchCommand
             string dev = parse.GetValue(device)!;
             if (dev.Equals("cpu", StringComparison.OrdinalIgnoreCase))
                 throw new UsageException("bench measures a Vulkan device; --device cpu (the C# reference backend) is not benchmarked");
-            string jsonPath = parse.GetValue(json) ?? "";
-            // Found out now rather than after minutes of measuring.
-            if (jsonPath.Length > 0 && !Directory.Exists(Path.GetDirectoryName(Path.GetFullPath(jsonPath))))
-                throw new UsageException($"--json {jsonPath}: its directory does not exist");
+            string jsonPath = parse.GetValue(json) is { } j ? ModelOptions.OutputFile(json.Name, j) : "";
             string shapeArg = parse.GetValue(shape)!;
             string name = NamedShapes.Contains(shapeArg) ? shapeArg : Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(shapeArg)));
             var settings = new BenchSettings(shapeArg, name, new BatchShape(b, l, t, p), parse.GetValue(precision)!, n, w, !parse.GetValue(noProfile), parse.GetValue(recompute), dev,

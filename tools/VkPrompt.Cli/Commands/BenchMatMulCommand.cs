@@ -89,9 +89,7 @@ internal static class BenchMatMulCommand
             string dev = parse.GetValue(device)!;
             if (dev.Equals("cpu", StringComparison.OrdinalIgnoreCase))
                 throw new UsageException("bench matmul measures a Vulkan device; --device cpu (the C# reference backend) is not benchmarked");
-            string jsonPath = parse.GetValue(json) ?? "";
-            if (jsonPath.Length > 0 && !Directory.Exists(Path.GetDirectoryName(Path.GetFullPath(jsonPath))))
-                throw new UsageException($"--json {jsonPath}: its directory does not exist");
+            string jsonPath = parse.GetValue(json) is { } j ? ModelOptions.OutputFile(json.Name, j) : "";
             string shapeArg = parse.GetValue(shape)!;
             T5Config config;
             string name;

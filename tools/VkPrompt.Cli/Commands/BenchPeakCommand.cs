@@ -52,9 +52,7 @@ internal static class BenchPeakCommand
             string dev = parse.GetValue(device)!;
             if (dev.Equals("cpu", StringComparison.OrdinalIgnoreCase))
                 throw new UsageException("bench peak measures a Vulkan device; --device cpu (the C# reference backend) is not benchmarked");
-            string path = parse.GetValue(json) ?? "vkprompt-bench-peak.json";
-            if (!Directory.Exists(Path.GetDirectoryName(Path.GetFullPath(path))))
-                throw new UsageException($"--json {path}: its directory does not exist");
+            string path = ModelOptions.OutputFile(json.Name, parse.GetValue(json) ?? "vkprompt-bench-peak.json");
             var console = Cli.Console(parse);
             var report = Measure(dev, parse.GetValue(units)!, it, wg, n, "vkprompt " + string.Join(' ', parse.Tokens.Select(token => token.Value)), ModelOptions.Log(parse));
             Print(console, report);
