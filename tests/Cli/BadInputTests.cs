@@ -370,6 +370,16 @@ public sealed class BadInputTests : IDisposable
     }
 
     [Fact]
+    public void EvalTargetOutsideTheChoices()
+    {
+        var data = dir.File("data.jsonl");
+        File.WriteAllLines(data, ["""{"input": "a", "target": "yes"}""", """{"input": "b", "target": "maybe"}"""]);
+        var prompt = Path.Combine(GoldenModel, "cases", "p5", "prompt0.safetensors");
+        FailsWith(data, "example 2: target 'maybe' is not one of the choices (yes, no)",
+                  ["eval", "--model", GoldenModel, "--data", data, "--prompt", prompt, "--choices", "yes,no", "--device", "cpu"]);
+    }
+
+    [Fact]
     public void TrainOutputThatIsAFile()
     {
         var output = dir.File("adapter");

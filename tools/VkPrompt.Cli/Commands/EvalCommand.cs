@@ -33,8 +33,9 @@ internal static class EvalCommand
             var examples = DataFile.Read(parse.GetValue(data)!);
             var labels = parse.GetValue(choices) is string c ? Choices.Parse(c) : TrainCommand.LabelSet(examples)
                 ?? throw new UsageException("the targets do not form a small label set; pass --choices");
-            var unknown = examples.FirstOrDefault(e => !labels.Contains(e.Target!));
-            if (unknown is not null) throw new UsageException($"target '{unknown.Target}' is not one of the choices");
+            int unknown = examples.FindIndex(e => !labels.Contains(e.Target!));
+            if (unknown >= 0)
+                throw new UsageException($"{parse.GetValue(data)}: example {unknown + 1}: target '{examples[unknown].Target}' is not one of the choices ({string.Join(", ", labels)})");
             var paths = parse.GetValue(prompts)!;
             using var s = new ModelSession(parse.GetValue(model)!, parse.GetValue(device)!, ModelOptions.ReadAttention(parse, attention), ModelOptions.Log(parse), parse.GetValue(precision)!);
             var loaded = paths.Select(p => PromptArg.Load(p, s.DModel)).ToList();
