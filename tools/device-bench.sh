@@ -291,6 +291,10 @@ PY
     VKENV=VKPROMPT_COOPMAT=nv2 vk vk-t5-large-bf16-nv2 t5-large --precision bf16 --warmup 1 --steps 2
     vk vk-t5-large-bf16 t5-large --precision bf16 --warmup 1 --steps 2
     peer peer-t5-large-bf16 t5-large bf16 --warmup 1 --steps 3
+    # The portable fused attention at the default products: its position bias now reads one
+    # bucket per diagonal, contiguous across a subgroup's queries, where it read a row of
+    # [Lq, Lk] per query (1.46x the unfused step on the H100 on 2026-11-26, before that).
+    VKENV=VKPROMPT_ATTENTION=fused vk vk-t5-large-bf16-fused t5-large --precision bf16 --warmup 1 --steps 2
     VKENV=VKPROMPT_COOPMAT=nv2,all vk vk-t5-large-bf16-nv2-all t5-large --precision bf16 --warmup 1 --steps 2
     VKENV="VKPROMPT_COOPMAT=nv2 VKPROMPT_MATMUL_TUNE=1" vk vk-t5-large-bf16-nv2-tuned t5-large --precision bf16 --warmup 1 --steps 2 --verbose
     VKENV=VKPROMPT_COOPMAT_FP16_WEIGHTS=0 vk vk-t5-large-bf16-bf16w t5-large --precision bf16 --warmup 1 --steps 2
@@ -329,6 +333,10 @@ PY
     VKENV=VKPROMPT_COOPMAT=all vk vk-t5-large-bf16-all t5-large --precision bf16 --warmup 1 --steps 2
     VKENV="$FUSED_ALL" vk vk-t5-large-bf16-all-fused t5-large --precision bf16 --warmup 1 --steps 2
     peer peer-t5-large-bf16 t5-large bf16 --warmup 1 --steps 3
+    # The portable fused attention at the default products: its position bias now reads one
+    # bucket per diagonal, contiguous across a subgroup's queries, where it read a row of
+    # [Lq, Lk] per query (1.46x the unfused step on the H100 on 2026-11-26, before that).
+    VKENV=VKPROMPT_ATTENTION=fused vk vk-t5-large-bf16-fused t5-large --precision bf16 --warmup 1 --steps 2
     VKENV=VKPROMPT_COOPMAT=nv2,all vk vk-t5-large-bf16-nv2-all t5-large --precision bf16 --warmup 1 --steps 2
     # bf16 weights kept bf16 (converted in every tile) against the fp16 copies the default stores.
     VKENV=VKPROMPT_COOPMAT_FP16_WEIGHTS=0 vk vk-t5-large-bf16-bf16w t5-large --precision bf16 --warmup 1 --steps 2
