@@ -139,7 +139,7 @@ internal sealed class TrainArgs
     readonly Option<string> device = Cli.DeviceOption();
     readonly Option<string> precision = ModelOptions.Precision();
     readonly Option<string> attention = ModelOptions.Attention();
-    readonly Option<int> promptLength = new("--prompt-length") { Description = "Soft prompt length P. Default: the length of an --init file:PATH prompt, else 100 (the paper's).", DefaultValueFactory = _ => 100 };
+    readonly Option<int> promptLength = new("--prompt-length") { Description = "Soft prompt length P. Default: the checkpoint's with --resume, else the length of an --init file:PATH prompt, else 100 (the paper's).", DefaultValueFactory = _ => 100 };
     readonly Option<int> steps = new("--steps") { Description = "Optimizer steps. Default: 30000 (the paper's).", DefaultValueFactory = _ => 30_000 };
     readonly Option<int> batch = ModelOptions.BatchSize(32);
     readonly Option<int> seed = new("--seed") { Description = "Seed for initialisation, shuffling and dropout. Default: 0.", DefaultValueFactory = _ => 0 };
