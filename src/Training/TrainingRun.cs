@@ -83,13 +83,8 @@ public sealed class TrainingRun
     /// a finished run is never lost to a repeated command.</param>
     public TrainingResult Run(bool resume, bool exportNpy, CancellationToken cancel = default, bool overwrite = false)
     {
-        if (resume && overwrite) throw new TrainingOptionException("--resume continues the run in the output directory and --overwrite replaces it: give one");
-        if (!resume && EarlierRun(outputDir) is { } earlier)
-        {
-            if (!overwrite)
-                throw new TrainingOptionException($"{outputDir} holds an earlier run ({earlier}); continue it with --resume, replace it with --overwrite, or choose another --output");
-            ClearRun(outputDir);
-        }
+        CheckOutput(outputDir, resume, overwrite);
+        if (overwrite) ClearRun(outputDir);
         Directory.CreateDirectory(outputDir);
         string ckptPath = Path.Combine(outputDir, CheckpointFile);
         float[] prompt;
@@ -100,6 +95,8 @@ public sealed class TrainingRun
         if (resume && File.Exists(ckptPath))
         {
             using var f = SafetensorsFile.Open(ckptPath);
+            foreach (var name in new[] { "prompt", "optimizer_state" })
+                if (!f.Tensors.ContainsKey(name)) throw new ModelFormatException(ckptPath, $"has no tensor {name}: not a VkPrompt training checkpoint");
             CheckPromptShape(ckptPath, f.Tensors["prompt"].Shape);
             prompt = ReadAll(f, "prompt");
             optState = ReadAll(f, "optimizer_state");
@@ -176,13 +173,21 @@ public sealed class TrainingRun
             "A lower --lr or --clip, or --precision fp32 with 16-bit weights, may avoid it");
     }
 
-    /// <summary>The file that shows <paramref name="outputDir"/> holds a run, or null.</summary>
-    static string? EarlierRun(string outputDir) =>
-        new[] { CheckpointFile, Adapter.WeightsFile }.FirstOrDefault(f => File.Exists(Path.Combine(outputDir, f)));
+    /// <summary>Throws unless a run may write to <paramref name="outputDir"/> as asked: a directory
+    /// that holds an earlier run needs <paramref name="resume"/> or <paramref name="overwrite"/>
+    /// (not both). Cheap, so front ends call it before loading a model; <see cref="Run"/> calls it too.</summary>
+    public static void CheckOutput(string outputDir, bool resume, bool overwrite)
+    {
+        if (resume && overwrite) throw new TrainingOptionException("--resume continues the run in the output directory and --overwrite replaces it: give one");
+        if (resume || overwrite) return;
+        if (new[] { CheckpointFile, Adapter.WeightsFile }.FirstOrDefault(f => File.Exists(Path.Combine(outputDir, f))) is { } earlier)
+            throw new TrainingOptionException($"{outputDir} holds an earlier run ({earlier}); continue it with --resume, replace it with --overwrite, or choose another --output");
+    }
 
     /// <summary>Deletes what a run writes in <paramref name="outputDir"/>, and nothing else there.</summary>
     public static void ClearRun(string outputDir)
     {
+        if (!Directory.Exists(outputDir)) return;
         foreach (var f in new[] { CheckpointFile, MetricsFile, ChartFile, Adapter.WeightsFile, Adapter.ConfigFile, Adapter.NpyFile })
             File.Delete(Path.Combine(outputDir, f));
         var best = Path.Combine(outputDir, BestDirectory);

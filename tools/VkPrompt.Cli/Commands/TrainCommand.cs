@@ -196,6 +196,8 @@ internal sealed class TrainArgs
         catch (ArgumentException e) { throw new UsageException(e.Message); }
         if (File.Exists(p.GetValue(output)))
             throw new UsageException($"--output {p.GetValue(output)} is a file; it names the directory the adapter, checkpoint and metrics go to");
+        // Before the model loads, which can take minutes.
+        TrainingRun.CheckOutput(p.GetValue(output)!, p.GetValue(resume), p.GetValue(overwrite));
         if (p.GetValue(stepOffset) < 0) throw new UsageException($"{stepOffset.Name} must be at least 0, got {p.GetValue(stepOffset)}");
         var opts = new TrainOptions
         {
