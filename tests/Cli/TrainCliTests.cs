@@ -277,5 +277,41 @@ public sealed class TrainCliTests : IDisposable
         Assert.Equal([1, 2], File.ReadLines(Path.Combine(output, TrainingRun.MetricsFile)).Select(l => JsonNode.Parse(l)!["step"]!.GetValue<int>()));
     }
 
+    /// <summary>Ctrl-C (SIGINT) ends training after the step in flight with a checkpoint of it, and
+    /// exit code 130, so a script does not take the run for finished.</summary>
+    [Fact]
+    public async Task CtrlCSavesACheckpointAndExits130()
+    {
+        var output = dir.File("out");
+        var start = new ProcessStartInfo(Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") ?? "dotnet")
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+        };
+        start.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "vkprompt.dll"));
+        foreach (var a in new[] { "train", "--model", ModelTestFiles.TinyV11, "--train", Path.Combine(ModelTestFiles.TinyV11, "cases", "p8", "data.jsonl"),
+                                  "--output", output, "--prompt-length", "2", "--batch-size", "2", "--steps", "1000000", "--device", "cpu" })
+            start.ArgumentList.Add(a);
+        using var child = Process.Start(start)!;
+        var stdout = child.StandardOutput.ReadToEndAsync();
+        var stderr = child.StandardError.ReadToEndAsync();
+        var metrics = Path.Combine(output, TrainingRun.MetricsFile);
+        var deadline = Stopwatch.StartNew();
+        while (!(File.Exists(metrics) && File.ReadAllText(metrics).Length > 0))
+        {
+            if (child.HasExited) Assert.Fail($"training exited before its first step: {await stderr}");
+            Assert.True(deadline.Elapsed < TimeSpan.FromMinutes(2), "no step in two minutes");
+            await Task.Delay(10);
+        }
+        using (var kill = Process.Start("kill", ["-INT", child.Id.ToString(CultureInfo.InvariantCulture)])!) kill.WaitForExit();
+        using (var minute = new CancellationTokenSource(TimeSpan.FromMinutes(1))) await child.WaitForExitAsync(minute.Token);
+
+        Assert.Equal(VkPrompt.Cli.Cli.Interrupted, child.ExitCode);
+        int step = CheckpointStep(output);
+        Assert.True(step >= 1, $"checkpoint at step {step}");
+        Assert.Contains($"interrupted at step {step}: checkpoint saved; continue with --resume", await stdout, StringComparison.Ordinal);
+        Assert.Equal(step, File.ReadLines(metrics).Count());
+    }
+
     static int[] Bits(float[] values) => values.Select(BitConverter.SingleToInt32Bits).ToArray();
 }

@@ -21,6 +21,9 @@ internal static class Cli
     public const int Ok = 0;
     public const int InternalError = 1;
     public const int UserError = 2;
+    /// <summary>Stopped by Ctrl-C (SIGINT) after saving what it had: 128 + 2, what a shell reports
+    /// for a process the signal ended, so a script does not take the run for finished.</summary>
+    public const int Interrupted = 130;
 
     const string VerboseName = "--verbose";
 

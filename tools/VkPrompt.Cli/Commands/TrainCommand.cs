@@ -102,16 +102,17 @@ internal static class TrainCommand
         }
         finally { Console.CancelKeyPress -= onCancel; }
 
-        if (cancel.IsCancellationRequested)
+        bool interrupted = cancel.IsCancellationRequested;
+        if (interrupted)
             console.MarkupLineInterpolated($"[yellow]interrupted at step {result.Steps}[/]: checkpoint saved; continue with --resume");
         if (result.FinalLoss is double loss)
             console.MarkupLineInterpolated($"final training loss {loss:F4} after {result.Steps} steps; peak device memory {result.PeakMemoryBytes / (1024.0 * 1024.0):F1} MiB");
-        else
+        else if (!interrupted)
             console.MarkupLineInterpolated($"no step to take: the checkpoint is at step {result.Steps} of --steps {t.Options.Steps}; a larger --steps continues it");
         if (result.BestStep >= 0)
             console.MarkupLineInterpolated($"best validation at step {result.BestStep} ({(result.BestMetric is double m && m >= 0 ? $"accuracy {m:F4}" : $"loss {-(result.BestMetric ?? 0):F4}")}): kept as the adapter");
         console.MarkupLineInterpolated($"adapter: {Path.Combine(t.Output, Adapter.WeightsFile)}, metrics: {Path.Combine(t.Output, TrainingRun.MetricsFile)}, chart: {Path.Combine(t.Output, TrainingRun.ChartFile)}");
-        return Cli.Ok;
+        return interrupted ? Cli.Interrupted : Cli.Ok;
     }
 
     static string ValText(StepReport? r) => r is null ? "" : string.Create(CultureInfo.InvariantCulture,
