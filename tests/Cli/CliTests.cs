@@ -128,6 +128,16 @@ public sealed class CliTests
             Assert.Equal(40, losses.Count);
             // Batch losses are noisy; compare the means of the first and last ten steps.
             Assert.True(losses.Take(10).Average() > losses.TakeLast(10).Average(), $"loss did not fall: {string.Join(", ", losses)}");
+
+            // Run again, it replaces its own run; it refuses a run of another model.
+            Assert.Equal(0, Run("demo", "--steps", "2", "--output", dir).ExitCode);
+            Assert.Equal(2, File.ReadLines(Path.Combine(dir, "metrics.jsonl")).Count());
+            var config = Path.Combine(dir, "adapter_config.json");
+            File.WriteAllText(config, File.ReadAllText(config).Replace("demo-model", "someone-elses-model", StringComparison.Ordinal));
+            var refused = Run("demo", "--steps", "2", "--output", dir);
+            Assert.Equal(CliConventions.UserError, refused.ExitCode);
+            Assert.Contains("holds a training run that is not an earlier demo's", refused.Err, StringComparison.Ordinal);
+            Assert.Equal(2, File.ReadLines(Path.Combine(dir, "metrics.jsonl")).Count());
         }
         finally { Directory.Delete(dir, true); }
     }

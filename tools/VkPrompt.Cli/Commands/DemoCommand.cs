@@ -1,5 +1,7 @@
 using System.CommandLine;
 using System.Globalization;
+using System.Text.Json;
+using System.Text.Json.Nodes;
 using Spectre.Console;
 using VkPrompt.Model;
 using VkPrompt.Model.Tokenization;
@@ -21,7 +23,7 @@ internal static class DemoCommand
     {
         var device = Cli.DeviceOption();
         var attention = ModelOptions.Attention();
-        var output = new Option<string>("--output", "-o") { HelpName = "DIR", Description = "Where the adapter, metrics and chart go; a run there from an earlier demo is replaced. Default: ./vkprompt-demo.", DefaultValueFactory = _ => "vkprompt-demo" };
+        var output = new Option<string>("--output", "-o") { HelpName = "DIR", Description = "Where the adapter, metrics and chart go; a run there from an earlier demo is replaced, any other run refused. Default: ./vkprompt-demo.", DefaultValueFactory = _ => "vkprompt-demo" };
         var steps = new Option<int>("--steps") { Description = "Training steps (about a minute on lavapipe with 2 cores). Default: 240.", DefaultValueFactory = _ => 240 };
         var command = new Command("demo",
             "Prompt tuning end to end with nothing to download: builds a tiny random-weight T5 (once, cached), trains a 20-token soft prompt on the bundled " +
@@ -37,6 +39,8 @@ internal static class DemoCommand
                 throw new UsageException($"the bundled demo files are missing from {assets}; rebuild vkprompt");
             string modelDir = DemoModel(assets, console.WriteLine);
             string outDir = Path.GetFullPath(parse.GetValue(output)!);
+            if (HoldsAnotherRun(outDir, modelDir))
+                throw new UsageException($"{outDir} holds a training run that is not an earlier demo's; the demo replaces only its own: choose another --output");
             string train = Path.Combine(assets, "train.jsonl"), validation = Path.Combine(assets, "validation.jsonl");
             console.WriteLine("The model is a tiny T5 (d_model 128, 2+2 layers) with RANDOM weights, made on this machine: it knows no language.");
             console.WriteLine("What you see is the mechanism: a 20-token soft prompt, trained alone while every model weight stays frozen, steers it to the task.");
@@ -72,6 +76,15 @@ internal static class DemoCommand
             return Cli.Ok;
         });
         return command;
+    }
+
+    /// <summary>Whether <paramref name="outDir"/> holds a run of another model than the demo's:
+    /// someone's work, which the demo must not replace as it replaces its own earlier runs.</summary>
+    static bool HoldsAnotherRun(string outDir, string modelDir)
+    {
+        if (!File.Exists(Path.Combine(outDir, TrainingRun.CheckpointFile)) && !File.Exists(Path.Combine(outDir, Adapter.WeightsFile))) return false;
+        try { return JsonNode.Parse(File.ReadAllText(Path.Combine(outDir, Adapter.ConfigFile)))?["base_model_name_or_path"]?.GetValue<string>() != modelDir; }
+        catch (Exception e) when (e is IOException or JsonException or InvalidOperationException) { return true; }
     }
 
     static string DemoModel(string assets, Action<string> log)
