@@ -64,7 +64,10 @@ public sealed class Generator : IDisposable
         if (lin != Shape.InputLength)
             throw new ArgumentException($"inputs pad to {lin} tokens but this generator was built for {Shape.InputLength}");
         if (prompts is not null) be.Upload(prompts, promptData ?? throw new ArgumentException("this generator needs prompts"));
-        encoder.Load(HostBatch.Build(examples, Shape.PromptLength, Shape.NumPrompts, promptIndex, batch, c.DecoderStartTokenId, targetLength: encoder.Shape.TargetLength));
+        // Only the encoder runs from the batch: targets (validation data has them, of any length)
+        // are left out rather than laid into the placeholder decoder positions.
+        var inputs = examples.Select(e => e with { TargetIds = [] }).ToList();
+        encoder.Load(HostBatch.Build(inputs, Shape.PromptLength, Shape.NumPrompts, promptIndex, batch, c.DecoderStartTokenId, targetLength: encoder.Shape.TargetLength));
         encoderRun.Run();
         crossRun ??= be.Record(EmitCrossProjections);
         crossRun.Run();
