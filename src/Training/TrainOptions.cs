@@ -22,6 +22,9 @@ public sealed record TrainOptions
     public string Init { get; init; } = "auto";
     public IReadOnlyList<string>? Choices { get; init; }
     public int EvalEvery { get; init; }
+    /// <summary>Stop once this many evaluations in a row have not improved on the best; 0 = never
+    /// (the paper trains every step and keeps the best prompt).</summary>
+    public int Patience { get; init; }
     public int SaveEvery { get; init; }
     public ActivationMode Activations { get; init; } = ActivationMode.Store;
 }

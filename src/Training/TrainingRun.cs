@@ -10,7 +10,8 @@ namespace VkPrompt.Training;
 
 /// <summary>
 /// A whole prompt-tuning run: data order, the step loop, periodic validation with early
-/// stopping (the best prompt is kept), checkpoints for <c>--resume</c>, metrics.jsonl and the
+/// stopping (the best prompt is kept; with a patience, the run also ends once validation stops
+/// improving), checkpoints for <c>--resume</c>, metrics.jsonl and the
 /// chart. Everything that decides the numbers (data order, dropout masks) is a function of
 /// (seed, step), so a resumed run reproduces the uninterrupted one bit for bit.
 /// </summary>
@@ -90,8 +91,7 @@ public sealed class TrainingRun
         float[] prompt;
         float[]? optState = null;
         int step = 0;
-        double bestMetric = double.NegativeInfinity;
-        int bestStep = -1;
+        var best = new BestPrompt();
         if (resume && File.Exists(ckptPath))
         {
             using var f = SafetensorsFile.Open(ckptPath);
@@ -101,8 +101,7 @@ public sealed class TrainingRun
             prompt = ReadAll(f, "prompt");
             optState = ReadAll(f, "optimizer_state");
             step = int.Parse(f.Metadata["step"], CultureInfo.InvariantCulture);
-            bestMetric = double.Parse(f.Metadata["best_metric"], CultureInfo.InvariantCulture);
-            bestStep = int.Parse(f.Metadata["best_step"], CultureInfo.InvariantCulture);
+            best = BestPrompt.Read(f.Metadata);
             // Another weight precision computes other numbers: the promise of a bit-identical
             // continuation only holds with the one the run started with.
             if (f.Metadata.TryGetValue("precision", out var p) && p != weights.Precision.Name())
@@ -122,7 +121,9 @@ public sealed class TrainingRun
         int stepsThisRun = 0;
         float[]? bestPrompt = null;
         StepReport? last = null;
-        while (trainer.Step < o.Steps && !cancel.IsCancellationRequested)
+        bool Patient() => o.Patience == 0 || validation is null || best.EvaluationsSince < o.Patience;
+        bool stoppedEarly = !Patient();
+        while (trainer.Step < o.Steps && !stoppedEarly && !cancel.IsCancellationRequested)
         {
             var idx = BatchIndices(trainer.Step, o.BatchSize, train.Count, o.Shuffle, o.Seed);
             double loss = trainer.TrainStep(idx.Select(i => train[i]).ToList(), o.BatchSize);
@@ -139,27 +140,27 @@ public sealed class TrainingRun
                 catch (NonFiniteOutputException e) { throw Diverged(metrics, $"validating the prompt of step {s}: {e.Message}"); }
                 report = report with { ValidationLoss = vLoss, ValidationAccuracy = vAcc };
                 // Early stopping as in the paper: the prompt that scored best on validation is kept.
-                double metric = vAcc ?? -vLoss;
-                if (metric > bestMetric)
+                if (best.Offer(s, vAcc, vLoss))
                 {
-                    bestMetric = metric;
-                    bestStep = s;
                     bestPrompt = current;
                     Adapter.Save(Path.Combine(outputDir, BestDirectory), current, ckpt.Config, ckpt.Directory, Init, exportNpy);
                 }
+                stoppedEarly = !Patient();
             }
             metrics.Append(report);
             OnStep?.Invoke(report);
             last = report;
-            if ((o.SaveEvery > 0 && s % o.SaveEvery == 0) || s == o.Steps)
-                SaveCheckpoint(ckptPath, trainer, bestMetric, bestStep);
+            // The step an early stop ends at is checkpointed, so a --resume knows the run is over
+            // (or, with a larger --patience, continues from exactly here).
+            if ((o.SaveEvery > 0 && s % o.SaveEvery == 0) || s == o.Steps || stoppedEarly)
+                SaveCheckpoint(ckptPath, trainer, best);
         }
-        if (cancel.IsCancellationRequested) SaveCheckpoint(ckptPath, trainer, bestMetric, bestStep);
+        if (cancel.IsCancellationRequested) SaveCheckpoint(ckptPath, trainer, best);
         var final = trainer.Prompt();
-        Adapter.Save(outputDir, bestPrompt ?? (bestStep >= 0 ? LoadBest() : final), ckpt.Config, ckpt.Directory, Init, exportNpy);
+        Adapter.Save(outputDir, bestPrompt ?? (best.Step >= 0 ? LoadBest() : final), ckpt.Config, ckpt.Directory, Init, exportNpy);
         MetricsChart.Write(Path.Combine(outputDir, ChartFile), metrics.ReadAll());
-        return new TrainingResult(trainer.Step, last?.Loss, bestStep, bestStep >= 0 ? bestMetric : null,
-                                  weights.Backend.MemoryUse.Peak, final);
+        return new TrainingResult(trainer.Step, last?.Loss, best.Step, best.Step >= 0 ? best.Metric : null,
+                                  weights.Backend.MemoryUse.Peak, final, stoppedEarly);
     }
 
     /// <summary>What stops the run: the prompt is past saving (every later step and checkpoint
@@ -225,17 +226,15 @@ public sealed class TrainingRun
         return data;
     }
 
-    void SaveCheckpoint(string path, PromptTrainer trainer, double bestMetric, int bestStep)
+    void SaveCheckpoint(string path, PromptTrainer trainer, BestPrompt best)
     {
         var prompt = trainer.Prompt();
         var state = trainer.OptimizerState();
         SafetensorsWriter.Write(path,
             [("prompt", [trainer.PromptLength, trainer.Dim], prompt), ("optimizer_state", [state.Length], state)],
-            new Dictionary<string, string>
+            new Dictionary<string, string>(best.Metadata())
             {
                 ["step"] = trainer.Step.ToString(CultureInfo.InvariantCulture),
-                ["best_metric"] = bestMetric.ToString("R", CultureInfo.InvariantCulture),
-                ["best_step"] = bestStep.ToString(CultureInfo.InvariantCulture),
                 ["seed"] = o.Seed.ToString(CultureInfo.InvariantCulture),
                 ["precision"] = weights.Precision.Name(),
             });
@@ -243,9 +242,56 @@ public sealed class TrainingRun
     }
 }
 
+/// <summary>The best validation score so far, where it was reached, and how many evaluations
+/// have not beaten it since (what --patience counts); all of it is in the checkpoint, so a
+/// resumed run keeps and stops on the same prompt as an uninterrupted one.</summary>
+sealed class BestPrompt
+{
+    /// <summary>Accuracy where there is one, else minus the loss: higher is better.</summary>
+    public double Metric { get; private set; } = double.NegativeInfinity;
+    public double Loss { get; private set; } = double.PositiveInfinity;
+    public int Step { get; private set; } = -1;
+    public int EvaluationsSince { get; private set; }
+
+    /// <summary>Takes an evaluation; true when it is the new best. Equal accuracy with a lower
+    /// loss counts as better: exact-match accuracy of generated text stays at one value for many
+    /// evaluations early on, and without the tie-break patience would end the run there.</summary>
+    public bool Offer(int step, double? accuracy, double loss)
+    {
+        double metric = accuracy ?? -loss;
+        if (metric > Metric || (metric == Metric && loss < Loss))
+        {
+            (Metric, Loss, Step, EvaluationsSince) = (metric, loss, step, 0);
+            return true;
+        }
+        EvaluationsSince++;
+        return false;
+    }
+
+    public Dictionary<string, string> Metadata() => new()
+    {
+        ["best_metric"] = Metric.ToString("R", CultureInfo.InvariantCulture),
+        ["best_loss"] = Loss.ToString("R", CultureInfo.InvariantCulture),
+        ["best_step"] = Step.ToString(CultureInfo.InvariantCulture),
+        ["evaluations_since_best"] = EvaluationsSince.ToString(CultureInfo.InvariantCulture),
+    };
+
+    /// <summary>From a checkpoint's metadata; one written before the loss and the count were kept
+    /// reads as if its best were the last evaluation, with no loss to break a tie.</summary>
+    public static BestPrompt Read(IReadOnlyDictionary<string, string> meta) => new()
+    {
+        Metric = double.Parse(meta["best_metric"], CultureInfo.InvariantCulture),
+        Loss = meta.TryGetValue("best_loss", out var l) ? double.Parse(l, CultureInfo.InvariantCulture) : double.PositiveInfinity,
+        Step = int.Parse(meta["best_step"], CultureInfo.InvariantCulture),
+        EvaluationsSince = meta.TryGetValue("evaluations_since_best", out var n) ? int.Parse(n, CultureInfo.InvariantCulture) : 0,
+    };
+}
+
 /// <summary>What a run ends with; <paramref name="FinalLoss"/> is null when it took no step (a
-/// resumed run whose checkpoint had reached its steps already).</summary>
-public sealed record TrainingResult(int Steps, double? FinalLoss, int BestStep, double? BestMetric, long PeakMemoryBytes, float[] FinalPrompt);
+/// resumed run whose checkpoint had reached its steps, or its patience, already).
+/// <paramref name="StoppedEarly"/>: validation ran out of <see cref="TrainOptions.Patience"/>.</summary>
+public sealed record TrainingResult(int Steps, double? FinalLoss, int BestStep, double? BestMetric, long PeakMemoryBytes, float[] FinalPrompt,
+                                    bool StoppedEarly = false);
 
 /// <summary>metrics.jsonl: one object per logged step. A resumed run drops the lines after its
 /// checkpoint so the file reads as one uninterrupted run.</summary>

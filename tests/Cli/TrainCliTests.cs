@@ -245,6 +245,46 @@ public sealed class TrainCliTests : IDisposable
         Assert.Contains("no step to take: the checkpoint is at step 2 of --steps 2", done.Out, StringComparison.Ordinal);
     }
 
+    /// <summary>--patience ends a run once validation stops improving. A learning rate too small to
+    /// move the prompt makes every evaluation after the first tie the best, so the run must stop at
+    /// its (1 + patience)-th evaluation; the count is in the checkpoint, so a resume with the same
+    /// patience takes no step and one with a larger patience stops exactly that many evaluations on.</summary>
+    [Fact]
+    public void PatienceStopsTheRunWhenValidationStopsImproving()
+    {
+        var output = dir.File("out");
+        string data = Path.Combine(ModelTestFiles.TinyV11, "cases", "p8", "data.jsonl");
+        string[] Train(int patience, params string[] extra) =>
+            ["train", "--model", ModelTestFiles.TinyV11, "--train", data, "--validation", data, "--output", output, "--device", "cpu",
+             "--batch-size", "2", "--prompt-length", "2", "--steps", "40", "--eval-every", "2", "--save-every", "100",
+             "--lr", "1e-30", "--weight-decay", "0", "--patience", patience.ToString(CultureInfo.InvariantCulture), .. extra];
+        int[] LoggedSteps() => File.ReadLines(Path.Combine(output, TrainingRun.MetricsFile)).Select(l => JsonNode.Parse(l)!["step"]!.GetValue<int>()).ToArray();
+
+        var first = CliRun.Of(Train(3)).Succeeded();
+        Assert.Contains("stopped early at step 8: 3 evaluations in a row did not improve on step 2 (--patience 3)", first.Out, StringComparison.Ordinal);
+        Assert.Equal(Enumerable.Range(1, 8), LoggedSteps());
+        // These targets are free text (no label set), so validation decodes greedily and scores
+        // exact matches; that path once failed on any target longer than 7 tokens.
+        var evaluations = File.ReadLines(Path.Combine(output, TrainingRun.MetricsFile)).Select(l => JsonNode.Parse(l)!).Where(n => n["val_loss"] is not null).ToList();
+        Assert.Equal([2, 4, 6, 8], evaluations.Select(n => n["step"]!.GetValue<int>()));
+        Assert.All(evaluations, n => Assert.NotNull(n["val_accuracy"]));
+        Assert.Single(evaluations.Select(n => n["val_loss"]!.GetValue<double>()).Distinct());
+        Assert.Equal(8, CheckpointStep(output));
+
+        var same = CliRun.Of(Train(3, "--resume")).Succeeded();
+        Assert.Contains("stopped early at step 8", same.Out, StringComparison.Ordinal);
+        Assert.DoesNotContain("final training loss", same.Out, StringComparison.Ordinal);
+        Assert.Equal(8, CheckpointStep(output));
+
+        var longer = CliRun.Of(Train(5, "--resume")).Succeeded();
+        Assert.Contains("stopped early at step 12: 5 evaluations in a row did not improve on step 2 (--patience 5)", longer.Out, StringComparison.Ordinal);
+        Assert.Equal(Enumerable.Range(1, 12), LoggedSteps());
+
+        var noValidation = CliRun.Of(["train", "--model", ModelTestFiles.TinyV11, "--train", data, "--output", dir.File("other"), "--patience", "2"]);
+        Assert.Equal(VkPrompt.Cli.Cli.UserError, noValidation.ExitCode);
+        Assert.Equal("error: --patience stops on validation scores: it needs --validation", Assert.Single(CliRun.Lines(noValidation.Err)));
+    }
+
     /// <summary>A second train into the directory of a finished run is refused, leaving it whole;
     /// --overwrite replaces exactly what the run wrote (an old export included) and keeps the rest;
     /// with --resume it is a contradiction.</summary>

@@ -107,7 +107,9 @@ internal static class TrainCommand
             console.MarkupLineInterpolated($"[yellow]interrupted at step {result.Steps}[/]: checkpoint saved; continue with --resume");
         if (result.FinalLoss is double loss)
             console.MarkupLineInterpolated($"final training loss {loss:F4} after {result.Steps} steps; peak device memory {result.PeakMemoryBytes / (1024.0 * 1024.0):F1} MiB");
-        else if (!interrupted)
+        if (result.StoppedEarly)
+            console.MarkupLineInterpolated($"stopped early at step {result.Steps}: {t.Options.Patience} evaluations in a row did not improve on step {result.BestStep} (--patience {t.Options.Patience}); --resume with a larger --patience continues it");
+        else if (result.FinalLoss is null && !interrupted)
             console.MarkupLineInterpolated($"no step to take: the checkpoint is at step {result.Steps} of --steps {t.Options.Steps}; a larger --steps continues it");
         if (result.BestStep >= 0)
             console.MarkupLineInterpolated($"best validation at step {result.BestStep} ({(result.BestMetric is double m && m >= 0 ? $"accuracy {m:F4}" : $"loss {-(result.BestMetric ?? 0):F4}")}): kept as the adapter");
@@ -149,6 +151,7 @@ internal sealed class TrainArgs
     readonly Option<int> maxIn = ModelOptions.MaxInputLength();
     readonly Option<int> maxOut = ModelOptions.MaxTargetLength();
     readonly Option<int> evalEvery = new("--eval-every") { Description = "Evaluate on --validation every N steps (and at the end). Default: 1000.", DefaultValueFactory = _ => 1000 };
+    readonly Option<int> patience = new("--patience") { Description = "Stop training once this many evaluations in a row have not improved on the best validation score (accuracy where there are labels, else loss); the best prompt is kept either way. Needs --validation. Default: 0, never: the paper trains every step and keeps the best.", DefaultValueFactory = _ => 0 };
     readonly Option<int> saveEvery = new("--save-every") { Description = "Write a resumable checkpoint every N steps (and at the end). Default: 1000.", DefaultValueFactory = _ => 1000 };
     readonly Option<bool> resume = new("--resume") { Description = "Continue from checkpoint.safetensors in --output; the result is bit-identical to an uninterrupted run." };
     readonly Option<bool> overwrite = new("--overwrite") { Description = "Replace an earlier run in --output (its checkpoint, adapter, best prompt, metrics and chart; nothing else there). Without it, or --resume, train refuses a directory that holds a run, so a finished one is never lost to a repeated command." };
@@ -168,7 +171,7 @@ internal sealed class TrainArgs
     public void AddTo(Command c)
     {
         foreach (var o in new Option[] { model, train, validation, output, device, precision, attention, promptLength, steps, batch, seed, noShuffle, dropout, maxIn, maxOut,
-                                         evalEvery, saveEvery, resume, overwrite, task, choices, init, lr, weightDecay, decayRate, clip, eps1, minDim, stepOffset, exportNpy, recompute })
+                                         evalEvery, patience, saveEvery, resume, overwrite, task, choices, init, lr, weightDecay, decayRate, clip, eps1, minDim, stepOffset, exportNpy, recompute })
             c.Options.Add(o);
     }
 
@@ -199,6 +202,8 @@ internal sealed class TrainArgs
             throw new UsageException($"--output {p.GetValue(output)} is a file; it names the directory the adapter, checkpoint and metrics go to");
         // Before the model loads, which can take minutes.
         TrainingRun.CheckOutput(p.GetValue(output)!, p.GetValue(resume), p.GetValue(overwrite));
+        if (p.GetValue(patience) < 0) throw new UsageException($"{patience.Name} must be at least 0, got {p.GetValue(patience)}");
+        if (p.GetValue(patience) > 0 && p.GetValue(validation) is null) throw new UsageException($"{patience.Name} stops on validation scores: it needs --validation");
         if (p.GetValue(stepOffset) < 0) throw new UsageException($"{stepOffset.Name} must be at least 0, got {p.GetValue(stepOffset)}");
         var opts = new TrainOptions
         {
@@ -211,6 +216,7 @@ internal sealed class TrainArgs
             MaxInputLength = ModelOptions.Positive(p, maxIn),
             MaxTargetLength = ModelOptions.Positive(p, maxOut),
             EvalEvery = ModelOptions.Positive(p, evalEvery),
+            Patience = p.GetValue(patience),
             SaveEvery = ModelOptions.Positive(p, saveEvery),
             Init = p.GetValue(init)!,
             StepOffset = p.GetValue(stepOffset),
