@@ -27,11 +27,19 @@ public sealed class HostBatch
 
     /// <param name="batchSize">rows of the shape; examples beyond the list are padding rows whose
     /// targets are all ignored (a last, short batch replays the full-size graph).</param>
+    /// <param name="promptLengths">each prompt's own length, where prompts of several lengths share
+    /// the <paramref name="promptLength"/> rows (<see cref="PromptSet"/>): prompt k fills the last
+    /// promptLengths[k] of them and the rows before it are masked. Every real position then keeps
+    /// its distance to every other, and T5's position bias depends on distances alone, so an
+    /// example scores as it would with its prompt alone. Null: every prompt fills all rows.</param>
     public static HostBatch Build(IReadOnlyList<EncodedExample> examples, int promptLength, int numPrompts = 1,
-                                  IReadOnlyList<int>? promptIndex = null, int? batchSize = null, int decoderStart = 0, int? targetLength = null)
+                                  IReadOnlyList<int>? promptIndex = null, int? batchSize = null, int decoderStart = 0, int? targetLength = null,
+                                  IReadOnlyList<int>? promptLengths = null)
     {
         int b = batchSize ?? examples.Count;
         if (examples.Count == 0 || examples.Count > b) throw new ArgumentException("a batch needs 1..batchSize examples");
+        if (promptLengths is not null && (promptLengths.Count != numPrompts || promptLengths.Any(l => l is < 1 || l > promptLength)))
+            throw new ArgumentException($"promptLengths needs one length in 1..{promptLength} per prompt ({numPrompts})");
         int lin = Round(examples.Max(e => e.InputIds.Length));
         int ld = targetLength ?? Round(examples.Max(e => e.TargetIds.Length));
         if (examples.Any(e => e.TargetIds.Length > ld)) throw new ArgumentException($"a target is longer than the batch's {ld} positions");
@@ -47,12 +55,15 @@ public sealed class HostBatch
         {
             // Padding rows still see one real key (the first position) so no softmax row is empty.
             var e = i < examples.Count ? examples[i] : null;
-            for (int t = 0; t < promptLength; t++) mask[i * le + t] = 1;
             if (e is null)
             {
+                for (int t = 0; t < promptLength; t++) mask[i * le + t] = 1;
                 mask[i * le] = 1;
                 continue;
             }
+            pidx[i] = promptIndex?[i] ?? 0;
+            int firstPromptRow = promptLength - (promptLengths?[pidx[i]] ?? promptLength);
+            for (int t = firstPromptRow; t < promptLength; t++) mask[i * le + t] = 1;
             for (int t = 0; t < e.InputIds.Length; t++)
             {
                 ids[i * lin + t] = e.InputIds[t];
@@ -64,7 +75,6 @@ public sealed class HostBatch
                 tgt[i * ld + t] = e.TargetIds[t];
                 if (t + 1 < ld) dec[i * ld + t + 1] = e.TargetIds[t];
             }
-            pidx[i] = promptIndex?[i] ?? 0;
         }
         return new HostBatch { Shape = shape, InputIds = ids, EncoderMask = mask, DecoderIds = dec, Targets = tgt, PromptIndex = pidx, RealExamples = examples.Count };
     }

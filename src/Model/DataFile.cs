@@ -2,10 +2,12 @@ using System.Text.Json;
 
 namespace VkPrompt.Model;
 
-/// <summary>One line of a data file: the encoder input and, when known, the target text.</summary>
-public sealed record Example(string Input, string? Target);
+/// <summary>One line of a data file: the encoder input, when known the target text, and where
+/// several tasks share a file the name of the prompt it is for.</summary>
+public sealed record Example(string Input, string? Target, string? Prompt = null);
 
-/// <summary>Reads JSONL data files: one {"input": "...", "target": "..."} object per line.</summary>
+/// <summary>Reads JSONL data files: one {"input": "...", "target": "..."} object per line, with an
+/// optional "prompt" naming the line's soft prompt.</summary>
 public static class DataFile
 {
     public static List<Example> Read(string path, bool requireTargets = true)
@@ -32,7 +34,13 @@ public static class DataFile
             }
             else if (requireTargets)
                 throw new ModelFormatException(path, $"line {lineNo}: missing string field \"target\"");
-            list.Add(new Example(input.GetString()!, target));
+            string? prompt = null;
+            if (root.TryGetProperty("prompt", out var pr))
+            {
+                if (pr.ValueKind != JsonValueKind.String) throw new ModelFormatException(path, $"line {lineNo}: field \"prompt\" must be a string (a prompt's name)");
+                prompt = pr.GetString();
+            }
+            list.Add(new Example(input.GetString()!, target, prompt));
         }
         if (list.Count == 0) throw new ModelFormatException(path, "no examples (the file is empty)");
         return list;

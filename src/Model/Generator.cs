@@ -57,8 +57,9 @@ public sealed class Generator : IDisposable
     Tensor[] Layers(Func<int, Tensor> make) => Enumerable.Range(0, c.NumDecoderLayers).Select(make).ToArray();
 
     /// <summary>Greedy continuation of each example (stops at eos or after maxNewTokens).
-    /// Returns the generated ids without the decoder start token and without eos.</summary>
-    public List<int>[] Generate(IReadOnlyList<EncodedExample> examples, float[]? promptData, IReadOnlyList<int>? promptIndex = null)
+    /// Returns the generated ids without the decoder start token and without eos.
+    /// <paramref name="promptIndex"/> and <paramref name="promptLengths"/> as <see cref="Scorer.Score"/>.</summary>
+    public List<int>[] Generate(IReadOnlyList<EncodedExample> examples, float[]? promptData, IReadOnlyList<int>? promptIndex = null, IReadOnlyList<int>? promptLengths = null)
     {
         int lin = HostBatch.Round(examples.Max(e => e.InputIds.Length));
         if (lin != Shape.InputLength)
@@ -67,7 +68,8 @@ public sealed class Generator : IDisposable
         // Only the encoder runs from the batch: targets (validation data has them, of any length)
         // are left out rather than laid into the placeholder decoder positions.
         var inputs = examples.Select(e => e with { TargetIds = [] }).ToList();
-        encoder.Load(HostBatch.Build(inputs, Shape.PromptLength, Shape.NumPrompts, promptIndex, batch, c.DecoderStartTokenId, targetLength: encoder.Shape.TargetLength));
+        encoder.Load(HostBatch.Build(inputs, Shape.PromptLength, Shape.NumPrompts, promptIndex, batch, c.DecoderStartTokenId, targetLength: encoder.Shape.TargetLength,
+                                     promptLengths: prompts is null ? null : promptLengths));
         encoderRun.Run();
         crossRun ??= be.Record(EmitCrossProjections);
         crossRun.Run();
@@ -171,9 +173,18 @@ public sealed class Generator : IDisposable
 /// input length kept for the whole run.</summary>
 public static class GreedyDecoder
 {
+    /// <summary>Decodes <paramref name="examples"/> with one prompt for all of them.</summary>
     public static IEnumerable<(int Index, List<int> Ids)> Run(T5Weights weights, IReadOnlyList<EncodedExample> examples,
-                                                            float[]? prompt, int promptLength, int batchSize, int maxNewTokens)
+                                                            float[]? prompt, int promptLength, int batchSize, int maxNewTokens) =>
+        Run(weights, examples, prompt is null ? null : PromptSet.Stack([prompt], weights.Config.DModel), null, batchSize, maxNewTokens);
+
+    /// <summary>Decodes <paramref name="examples"/>, example i with prompt promptIndex[i] of
+    /// <paramref name="prompts"/> (several tasks in one batch; null index: prompt 0).</summary>
+    public static IEnumerable<(int Index, List<int> Ids)> Run(T5Weights weights, IReadOnlyList<EncodedExample> examples,
+                                                            PromptSet? prompts, IReadOnlyList<int>? promptIndex, int batchSize, int maxNewTokens)
     {
+        if (prompts is not null && promptIndex is not null && promptIndex.Count != examples.Count)
+            throw new ArgumentException($"{promptIndex.Count} prompt indices for {examples.Count} examples");
         var generators = new Dictionary<int, Generator>();
         batchSize = Math.Min(batchSize, examples.Count);
         try
@@ -183,8 +194,8 @@ public static class GreedyDecoder
                 var chunk = examples.Skip(start).Take(batchSize).ToList();
                 int lin = HostBatch.Round(chunk.Max(e => e.InputIds.Length));
                 if (!generators.TryGetValue(lin, out var gen))
-                    generators[lin] = gen = new Generator(weights, new BatchShape(batchSize, lin, 1, prompt is null ? 0 : promptLength), maxNewTokens);
-                var outputs = gen.Generate(chunk, prompt);
+                    generators[lin] = gen = new Generator(weights, new BatchShape(batchSize, lin, 1, prompts?.Length ?? 0, prompts?.Count ?? 1), maxNewTokens);
+                var outputs = gen.Generate(chunk, prompts?.Data, promptIndex?.Skip(start).Take(chunk.Count).ToList(), prompts?.MaskedLengths);
                 for (int i = 0; i < chunk.Count; i++) yield return (start + i, outputs[i]);
             }
         }

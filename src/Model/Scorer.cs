@@ -18,13 +18,17 @@ public sealed class Scorer : IDisposable
     public Backend Backend => weights.Backend;
 
     /// <summary>Scores one batch. <paramref name="prompts"/> is [numPrompts, P, d] row-major (or
-    /// null for no prompt), and <paramref name="promptIndex"/> picks each example's prompt.</summary>
-    public ScoreResult[] Score(IReadOnlyList<EncodedExample> batch, float[]? prompts, int promptLength, int numPrompts = 1, IReadOnlyList<int>? promptIndex = null, int? batchSize = null)
+    /// null for no prompt), and <paramref name="promptIndex"/> picks each example's prompt;
+    /// <paramref name="promptLengths"/> as <see cref="HostBatch.Build"/> (a <see cref="PromptSet"/>'s
+    /// MaskedLengths).</summary>
+    public ScoreResult[] Score(IReadOnlyList<EncodedExample> batch, float[]? prompts, int promptLength, int numPrompts = 1, IReadOnlyList<int>? promptIndex = null, int? batchSize = null,
+                               IReadOnlyList<int>? promptLengths = null)
     {
         int d = weights.Config.DModel;
         if (prompts is not null && prompts.Length != (long)numPrompts * promptLength * d)
             throw new ArgumentException($"prompts hold {prompts.Length} floats; expected {numPrompts}x{promptLength}x{d}");
-        var host = HostBatch.Build(batch, prompts is null ? 0 : promptLength, numPrompts, promptIndex, batchSize, weights.Config.DecoderStartTokenId);
+        var host = HostBatch.Build(batch, prompts is null ? 0 : promptLength, numPrompts, promptIndex, batchSize, weights.Config.DecoderStartTokenId,
+                                   promptLengths: prompts is null ? null : promptLengths);
         var (pass, run) = PassFor(host.Shape);
         var be = weights.Backend;
         if (prompts is not null) be.Upload(pass.Prompts!, prompts);

@@ -10,11 +10,11 @@ namespace VkPrompt.Training;
 /// </summary>
 public static class RankClassifier
 {
+    /// <param name="prompts">the prompts to classify with (null: no prompt), of any lengths.</param>
     /// <returns>predictions[prompt][example] = index of the chosen choice.</returns>
-    public static int[][] Predict(Scorer scorer, IReadOnlyList<int[]> inputs, IReadOnlyList<int[]> choices,
-                                  float[]? prompts, int promptLength, int numPrompts, int batchSize)
+    public static int[][] Predict(Scorer scorer, IReadOnlyList<int[]> inputs, IReadOnlyList<int[]> choices, PromptSet? prompts, int batchSize)
     {
-        int nc = choices.Count;
+        int nc = choices.Count, numPrompts = prompts?.Count ?? 1;
         var rows = new List<(int Example, int Choice, int Prompt)>();
         for (int e = 0; e < inputs.Count; e++)
             for (int p = 0; p < numPrompts; p++)
@@ -31,7 +31,7 @@ public static class RankClassifier
         {
             var chunk = rows.Skip(start).Take(batchSize).ToList();
             var batch = chunk.Select(r => new EncodedExample(inputs[r.Example], choices[r.Choice])).ToList();
-            var scores = scorer.Score(batch, prompts, promptLength, numPrompts, chunk.Select(r => r.Prompt).ToList(), batchSize);
+            var scores = scorer.Score(batch, prompts?.Data, prompts?.Length ?? 0, numPrompts, chunk.Select(r => r.Prompt).ToList(), batchSize, prompts?.MaskedLengths);
             for (int i = 0; i < chunk.Count; i++)
             {
                 var (e, c, p) = chunk[i];
@@ -85,7 +85,7 @@ public sealed class Validation(Scorer scorer, IReadOnlyList<EncodedExample> exam
         if (labels is not null && labelIds is not null)
         {
             var gold = targets.Select(t => labels.ToList().IndexOf(t)).ToList();
-            var pred = RankClassifier.Predict(scorer, examples.Select(e => e.InputIds).ToList(), labelIds, prompt, promptLength, 1, batchSize);
+            var pred = RankClassifier.Predict(scorer, examples.Select(e => e.InputIds).ToList(), labelIds, PromptSet.Stack([prompt], prompt.Length / promptLength), batchSize);
             return (loss, RankClassifier.Accuracy(pred[0], gold));
         }
         if (generate is not null)

@@ -29,8 +29,10 @@ public sealed class EvalCliTests : IDisposable
         var data = dir.File("data.jsonl");
         File.WriteAllLines(data, examples.Select(e => JsonSerializer.Serialize(new Dictionary<string, string> { ["input"] = e.Input, ["target"] = e.Target! })));
 
-        // One prompt in each format eval reads: .safetensors, .npy and a PEFT adapter directory.
+        // One prompt in each format eval reads: .safetensors, .npy and a PEFT adapter directory;
+        // the last one shorter, as an ensemble may mix lengths.
         var prompts = EnsembleTask.Prompts(d);
+        prompts[2] = prompts[2][..(3 * d)];
         string[] paths = [dir.File("a.safetensors"), dir.File("b.npy"), dir.File("c")];
         SafetensorsWriter.Write(paths[0], [(PromptFile.TensorName, [EnsembleTask.PromptLength, d], prompts[0])]);
         PromptFile.SaveNpy(paths[1], prompts[1], EnsembleTask.PromptLength, d);
@@ -46,7 +48,7 @@ public sealed class EvalCliTests : IDisposable
         var inputs = examples.Select(e => tok.Encode(e.Input)).ToList();
         var choices = EnsembleTask.Labels.Select(l => tok.Encode(l)).ToList();
         var gold = examples.Select(e => Array.IndexOf(EnsembleTask.Labels, e.Target)).ToList();
-        var individual = prompts.Select(p => RankClassifier.Predict(scorer, inputs, choices, p, EnsembleTask.PromptLength, 1, batchSize: 8)[0]).ToArray();
+        var individual = prompts.Select(p => RankClassifier.Predict(scorer, inputs, choices, PromptSet.Stack([p], ckpt.Config.DModel), batchSize: 8)[0]).ToArray();
         var vote = EnsembleTask.Majority(individual, choices.Count);
 
         string Accuracy(int[] predicted) => (predicted.Zip(gold).Count(x => x.First == x.Second) / (double)gold.Count).ToString("F4", CultureInfo.InvariantCulture);

@@ -155,4 +155,70 @@ public sealed class InferenceCliTests : IDisposable
             }
         }
     }
+    /// <summary>One file serving two tasks: each line names its prompt, the prompts differ in
+    /// length (8 and 3 tokens), and every line's score and decoding equal those of a run of its
+    /// task's lines alone with its one prompt.</summary>
+    [Fact]
+    public void ScoreAndGenerateServeSeveralPromptsFromOneFile()
+    {
+        string model = ModelTestFiles.TinyV11;
+        string caseDir = Path.Combine(model, "cases", "p8");
+        string longPrompt = Path.Combine(caseDir, "prompt0.safetensors");
+        using var ckpt = T5Checkpoint.Open(model);
+        int d = ckpt.Config.DModel;
+        var full = PromptFile.Load(longPrompt, d, out int longLength);
+        string shortPrompt = dir.File("short.npy");
+        PromptFile.SaveNpy(shortPrompt, full.AsSpan(0, 3 * d), 3, d);
+        Assert.NotEqual(3, longLength);
+
+        var examples = DataFile.Read(Path.Combine(caseDir, "data.jsonl"));
+        string Line(Example e, string? prompt) => JsonSerializer.Serialize(prompt is null
+            ? new Dictionary<string, string> { ["input"] = e.Input, ["target"] = e.Target! }
+            : new Dictionary<string, string> { ["input"] = e.Input, ["target"] = e.Target!, ["prompt"] = prompt });
+        string Task(int i) => i % 3 == 0 ? "long" : "short";
+        string mixed = dir.File("mixed.jsonl");
+        File.WriteAllLines(mixed, examples.Select((e, i) => Line(e, Task(i))));
+        var alone = new Dictionary<string, (string File, string Prompt, List<int> Lines)>();
+        foreach (var (task, prompt) in new[] { ("long", longPrompt), ("short", shortPrompt) })
+        {
+            var lines = Enumerable.Range(0, examples.Count).Where(i => Task(i) == task).ToList();
+            string file = dir.File(task + ".jsonl");
+            File.WriteAllLines(file, lines.Select(i => Line(examples[i], null)));
+            alone[task] = (file, prompt, lines);
+        }
+        string[] Common(string verb, string data) => [verb, "--model", model, "--data", data, "--device", CliRun.VulkanDevice, "--batch-size", "4"];
+        string[] Prompts = ["--prompt", "long=" + longPrompt, "--prompt", shortPrompt];
+
+        var scores = CliRun.Of([.. Common("score", mixed), .. Prompts]).Succeeded().OutLines.Select(l => JsonDocument.Parse(l).RootElement).ToList();
+        var generated = CliRun.Of([.. Common("generate", mixed), .. Prompts, "--max-new-tokens", "4"]).Succeeded().OutLines
+            .Select(l => JsonDocument.Parse(l).RootElement.GetProperty("ids").EnumerateArray().Select(x => x.GetInt32()).ToList()).ToList();
+        Assert.Equal(examples.Count, scores.Count);
+        foreach (var (task, (file, prompt, lines)) in alone)
+        {
+            var own = CliRun.Of([.. Common("score", file), "--prompt", prompt]).Succeeded().OutLines.Select(l => JsonDocument.Parse(l).RootElement).ToList();
+            var ownIds = CliRun.Of([.. Common("generate", file), "--prompt", prompt, "--max-new-tokens", "4"]).Succeeded().OutLines
+                .Select(l => JsonDocument.Parse(l).RootElement.GetProperty("ids").EnumerateArray().Select(x => x.GetInt32()).ToList()).ToList();
+            for (int j = 0; j < lines.Count; j++)
+            {
+                CliRun.AssertLogLikelihood(own[j].GetProperty("logprob").GetDouble(), scores[lines[j]].GetProperty("logprob").GetDouble(), $"line {lines[j]} ({task})");
+                Assert.Equal(ownIds[j], generated[lines[j]]);
+            }
+        }
+
+        // A line for no prompt given, a line without a name among several prompts, two prompts of one name.
+        File.WriteAllLines(dir.File("unknown.jsonl"), [Line(examples[0], "long"), Line(examples[1], "other")]);
+        File.WriteAllLines(dir.File("unnamed.jsonl"), [Line(examples[0], "long"), Line(examples[1], null)]);
+        foreach (var (data, prompts, message) in new[]
+        {
+            (dir.File("unknown.jsonl"), Prompts, "example 2 is for prompt 'other', but the --prompt names are long, short"),
+            (dir.File("unknown.jsonl"), Array.Empty<string>(), "example 1 is for prompt 'long', but no --prompt was given"),
+            (dir.File("unnamed.jsonl"), Prompts, "example 2 has no \"prompt\" field; with several --prompt each line names the one it is for (the --prompt names are long, short)"),
+            (mixed, ["--prompt", "short=" + longPrompt, "--prompt", shortPrompt], "two --prompt are named 'short'; name them apart with --prompt NAME=PATH"),
+        })
+        {
+            var r = CliRun.Of([.. Common("score", data), .. prompts]);
+            Assert.Equal(VkPrompt.Cli.Cli.UserError, r.ExitCode);
+            Assert.EndsWith(message, Assert.Single(CliRun.Lines(r.Err)), StringComparison.Ordinal);
+        }
+    }
 }

@@ -74,6 +74,50 @@ public sealed class EnsembleTests(GpuFixture f) : GpuTest(f)
         Assert.NotEqual(alone[0][0].LogProb, alone[1][0].LogProb);
     }
 
+    /// <summary>Prompts of 5, 2 and 3 tokens in one batch (<see cref="PromptSet"/>: the shorter ones
+    /// at the end of their slot, the rows before them masked) score and decode as each prompt alone
+    /// at its own length, on each backend and with attention fused and unfused.</summary>
+    [Theory]
+    [InlineData("cpu", AttentionFusion.Never), InlineData("vulkan", AttentionFusion.Never), InlineData("vulkan", AttentionFusion.Always)]
+    public void PromptsOfDifferentLengthsInOneBatchComputeAsEachAlone(string backend, AttentionFusion attention)
+    {
+        using var ckpt = T5Checkpoint.Open(EnsembleTask.Model);
+        var tok = T5Tokenizer.Load(EnsembleTask.Model);
+        using var be = MakeBackend(backend);
+        be.AttentionFusion = attention;
+        using var weights = new T5Weights(ckpt, be);
+        using var scorer = new Scorer(weights);
+        int d = ckpt.Config.DModel;
+        var examples = EnsembleTask.Examples().Select(new ExampleEncoder(tok, 512, 128).Encode).ToList();
+        var full = EnsembleTask.Prompts(d);
+        float[][] prompts = [full[0], full[1][..(2 * d)], full[2][(2 * d)..]];
+        var set = PromptSet.Stack(prompts, d);
+        Assert.Equal(5, set.Length);
+        Assert.Equal([5, 2, 3], set.Lengths);
+
+        var promptIndex = examples.Select((_, i) => i % prompts.Length).ToList();
+        var mixed = scorer.Score(examples, set.Data, set.Length, set.Count, promptIndex, promptLengths: set.MaskedLengths);
+        var alone = prompts.Select(p => scorer.Score(examples, p, p.Length / d)).ToArray();
+        for (int i = 0; i < examples.Count; i++)
+        {
+            var expected = alone[promptIndex[i]][i];
+            Assert.True(Math.Abs(mixed[i].LogProb - expected.LogProb) <= 1e-5 * Math.Abs(expected.LogProb),
+                        $"example {i} with prompt {promptIndex[i]}: {mixed[i].LogProb} in the mixed batch, {expected.LogProb} alone");
+        }
+        // Unmasked, the padding rows would change the shorter prompts' scores: the mask is what is tested.
+        var unmasked = scorer.Score(examples, set.Data, set.Length, set.Count, promptIndex);
+        Assert.True(Math.Abs(unmasked[1].LogProb - alone[1][1].LogProb) > 1e-3 * Math.Abs(alone[1][1].LogProb));
+
+        var decoded = GreedyDecoder.Run(weights, examples, set, promptIndex, batchSize: 4, maxNewTokens: 4).ToList();
+        for (int k = 0; k < prompts.Length; k++)
+        {
+            var mine = Enumerable.Range(0, examples.Count).Where(i => promptIndex[i] == k).ToList();
+            var own = GreedyDecoder.Run(weights, mine.Select(i => examples[i]).ToList(), prompts[k], prompts[k].Length / d, 4, 4).ToList();
+            for (int j = 0; j < mine.Count; j++)
+                Assert.Equal(own[j].Ids, decoded[mine[j]].Ids);
+        }
+    }
+
     [Fact]
     public void EnsembleVotesAreEachPromptsOwnPredictionsAndTheVoteIsTheMajority()
     {
@@ -86,8 +130,8 @@ public sealed class EnsembleTests(GpuFixture f) : GpuTest(f)
         var choices = EnsembleTask.Labels.Select(l => tok.Encode(l)).ToList();
         var prompts = EnsembleTask.Prompts(ckpt.Config.DModel);
 
-        var together = RankClassifier.Predict(scorer, inputs, choices, prompts.SelectMany(p => p).ToArray(), EnsembleTask.PromptLength, prompts.Length, batchSize: 8);
-        var alone = prompts.Select(p => RankClassifier.Predict(scorer, inputs, choices, p, EnsembleTask.PromptLength, 1, batchSize: 8)[0]).ToArray();
+        var together = RankClassifier.Predict(scorer, inputs, choices, PromptSet.Stack(prompts, ckpt.Config.DModel), batchSize: 8);
+        var alone = prompts.Select(p => RankClassifier.Predict(scorer, inputs, choices, PromptSet.Stack([p], ckpt.Config.DModel), batchSize: 8)[0]).ToArray();
         Assert.Equal(alone, together);
         // The prompts disagree somewhere, so the vote decides something.
         Assert.Contains(Enumerable.Range(0, inputs.Count), e => alone.Select(p => p[e]).Distinct().Count() > 1);

@@ -116,6 +116,15 @@ internal static class ModelOptions
         Description = "A soft prompt: a PEFT adapter directory, a .safetensors file with key prompt_embeddings, or a T5X .npy [P, d_model]. Default: no prompt.",
     };
 
+    /// <summary>--prompt for commands that serve several tasks from one file (score, generate).</summary>
+    public static Option<string[]> TaskPrompts() => new("--prompt", "-p")
+    {
+        HelpName = "[NAME=]PATH",
+        Description = PromptArg.TasksHelp,
+        AllowMultipleArgumentsPerToken = false,
+        DefaultValueFactory = _ => [],
+    };
+
     public static Option<int> BatchSize(int fallback) => new("--batch-size", "-b")
     {
         Description = $"Examples per batch. Default: {fallback}.",

@@ -64,9 +64,9 @@ internal static class DemoCommand
                 var gold = val.Select(e => labels.IndexOf(e.Target!)).ToList();
                 var labelIds = labels.Select(l => s.Tokenizer.Encode(l)).ToList();
                 using var scorer = new Scorer(s.Weights);
-                var prompt = PromptFile.Load(outDir, s.DModel, out int p);
-                double without = RankClassifier.Accuracy(RankClassifier.Predict(scorer, inputs, labelIds, null, 0, 1, 16)[0], gold);
-                double with = RankClassifier.Accuracy(RankClassifier.Predict(scorer, inputs, labelIds, prompt, p, 1, 16)[0], gold);
+                var prompt = PromptFile.Load(outDir, s.DModel, out _);
+                double without = RankClassifier.Accuracy(RankClassifier.Predict(scorer, inputs, labelIds, null, 16)[0], gold);
+                double with = RankClassifier.Accuracy(RankClassifier.Predict(scorer, inputs, labelIds, PromptSet.Stack([prompt], s.DModel), 16)[0], gold);
                 console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"validation accuracy (rank classification, {val.Count} examples): without prompt {without:P1}, with the trained prompt {with:P1}"));
             }
             console.WriteLine();

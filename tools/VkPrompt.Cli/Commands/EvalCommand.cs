@@ -38,15 +38,11 @@ internal static class EvalCommand
                 throw new UsageException($"{parse.GetValue(data)}: example {unknown + 1}: target '{examples[unknown].Target}' is not one of the choices ({string.Join(", ", labels)})");
             var paths = parse.GetValue(prompts)!;
             using var s = new ModelSession(parse.GetValue(model)!, parse.GetValue(device)!, ModelOptions.ReadAttention(parse, attention), ModelOptions.Log(parse), parse.GetValue(precision)!);
-            var loaded = paths.Select(p => PromptArg.Load(p, s.DModel)).ToList();
-            int length = loaded[0].Length;
-            if (loaded.Any(l => l.Length != length))
-                throw new UsageException($"ensemble prompts must have one length; got {string.Join(", ", loaded.Select(l => l.Length))}");
-            var all = loaded.SelectMany(l => l.Data!).ToArray();
+            var ensemble = PromptSet.Stack(paths.Select(p => PromptFile.Load(p, s.DModel, out _)).ToList(), s.DModel);
             var enc = new ExampleEncoder(s.Tokenizer, ModelOptions.Positive(parse, maxIn), int.MaxValue);
             var inputs = examples.Select(e => enc.Encode(e.Input, "").InputIds).ToList();
             using var scorer = new Scorer(s.Weights);
-            var pred = RankClassifier.Predict(scorer, inputs, labels.Select(l => s.Tokenizer.Encode(l)).ToList(), all, length, paths.Length, ModelOptions.Positive(parse, batch));
+            var pred = RankClassifier.Predict(scorer, inputs, labels.Select(l => s.Tokenizer.Encode(l)).ToList(), ensemble, ModelOptions.Positive(parse, batch));
             var gold = examples.Select(e => labels.IndexOf(e.Target!)).ToList();
             var output = Cli.Out(parse);
             for (int p = 0; p < paths.Length; p++)

@@ -9,10 +9,10 @@ internal static class GenerateCommand
     public static Command Create()
     {
         var model = ModelOptions.Model();
-        var prompt = ModelOptions.Prompt();
+        var prompt = ModelOptions.TaskPrompts();
         var input = new Option<string?>("--input", "-i") { Description = "One input text." };
         var data = ModelOptions.Data(required: false);
-        data.Description = "JSONL file with an \"input\" per line (targets, if present, are ignored).";
+        data.Description = "JSONL file with an \"input\" per line (targets, if present, are ignored), and a \"prompt\" where several --prompt are given.";
         var device = Cli.DeviceOption();
         var precision = ModelOptions.Precision();
         var attention = ModelOptions.Attention();
@@ -27,14 +27,16 @@ internal static class GenerateCommand
         {
             string? i = parse.GetValue(input), d = parse.GetValue(data);
             if ((i is null) == (d is null)) throw new UsageException("give exactly one of --input or --data");
-            var inputs = i is not null ? [i] : DataFile.Read(d!, requireTargets: false).Select(e => e.Input).ToList();
+            if (i is not null && parse.GetValue(prompt)!.Length > 1)
+                throw new UsageException("--input takes one --prompt; several prompts serve a --data file whose lines name theirs");
+            var examples = i is not null ? [new Example(i, null)] : DataFile.Read(d!, requireTargets: false);
             int b = ModelOptions.Positive(parse, batch), n = ModelOptions.Positive(parse, maxNew);
             using var s = new ModelSession(parse.GetValue(model)!, parse.GetValue(device)!, ModelOptions.ReadAttention(parse, attention), ModelOptions.Log(parse), parse.GetValue(precision)!);
-            var (promptData, p) = PromptArg.Load(parse.GetValue(prompt), s.DModel);
+            var (prompts, promptIndex) = PromptArg.ForExamples(parse.GetValue(prompt)!, examples, d ?? "--input", s.DModel);
             var enc = new ExampleEncoder(s.Tokenizer, ModelOptions.Positive(parse, maxIn), 1);
-            var encoded = inputs.Select(x => enc.Encode(x, "")).ToList();
+            var encoded = examples.Select(x => enc.Encode(x.Input, "")).ToList();
             var output = Cli.Out(parse);
-            foreach (var (index, ids) in GreedyDecoder.Run(s.Weights, encoded, promptData, p, b, n))
+            foreach (var (index, ids) in GreedyDecoder.Run(s.Weights, encoded, prompts, promptIndex, b, n))
                 output.WriteLine(JsonSerializer.Serialize(new GeneratedLine(index, s.Tokenizer.Decode(ids), ids.ToArray()), CliJsonLines.Default.GeneratedLine));
             return Cli.Ok;
         });

@@ -10,7 +10,7 @@ internal static class ScoreCommand
     {
         var model = ModelOptions.Model();
         var data = ModelOptions.Data(required: true);
-        var prompt = ModelOptions.Prompt();
+        var prompt = ModelOptions.TaskPrompts();
         var device = Cli.DeviceOption();
         var precision = ModelOptions.Precision();
         var attention = ModelOptions.Attention();
@@ -23,20 +23,22 @@ internal static class ScoreCommand
         };
         cmd.SetAction(parse =>
         {
-            var examples = DataFile.Read(parse.GetValue(data)!);
+            string dataPath = parse.GetValue(data)!;
+            var examples = DataFile.Read(dataPath);
             // A file smaller than a batch is one batch of its own size: padding it out would spend
             // the memory and time of examples that are not there.
             int b = Math.Min(ModelOptions.Positive(parse, batch), examples.Count);
             using var s = new ModelSession(parse.GetValue(model)!, parse.GetValue(device)!, ModelOptions.ReadAttention(parse, attention), ModelOptions.Log(parse), parse.GetValue(precision)!);
             var enc = new ExampleEncoder(s.Tokenizer, ModelOptions.Positive(parse, maxIn), ModelOptions.Positive(parse, maxOut));
             var encoded = examples.Select(enc.Encode).ToList();
-            var (promptData, p) = PromptArg.Load(parse.GetValue(prompt), s.DModel);
+            var (prompts, promptIndex) = PromptArg.ForExamples(parse.GetValue(prompt)!, examples, dataPath, s.DModel);
             using var scorer = new Scorer(s.Weights);
             var output = Cli.Out(parse);
             for (int start = 0; start < encoded.Count; start += b)
             {
                 var chunk = encoded.Skip(start).Take(b).ToList();
-                var results = scorer.Score(chunk, promptData, p, batchSize: b);
+                var results = scorer.Score(chunk, prompts?.Data, prompts?.Length ?? 0, prompts?.Count ?? 1,
+                                           promptIndex?.Skip(start).Take(chunk.Count).ToList(), b, prompts?.MaskedLengths);
                 for (int i = 0; i < results.Length; i++)
                     output.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{{\"index\": {start + i}, \"logprob\": {results[i].LogProb:R}, \"tokens\": {results[i].Tokens}}}"));
             }
@@ -45,16 +47,5 @@ internal static class ScoreCommand
             return Cli.Ok;
         });
         return cmd;
-    }
-}
-
-/// <summary>--prompt as data: null when absent.</summary>
-internal static class PromptArg
-{
-    public static (float[]? Data, int Length) Load(string? path, int dModel)
-    {
-        if (path is null) return (null, 0);
-        var data = PromptFile.Load(path, dModel, out int length);
-        return (data, length);
     }
 }
