@@ -6,7 +6,9 @@ namespace VkPrompt.Training;
 /// <summary>
 /// Reads the official SuperGLUE JSONL files with T5's text-to-text formatting (t5.data.glue_utils:
 /// "feature: value" pairs in T5's feature order, labels as words), without the task-name prefix,
-/// as the prompt-tuning paper trains them.
+/// as the prompt-tuning paper trains them (its "taskless" tasks). T5's order is the features'
+/// names sorted, except WiC's, which glue_utils lists; other fields of a line (idx, WiC's
+/// word offsets) are not part of the text.
 /// </summary>
 public static class SuperGlue
 {
@@ -14,7 +16,7 @@ public static class SuperGlue
 
     public static readonly IReadOnlyDictionary<string, Task> Tasks = new Dictionary<string, Task>
     {
-        ["boolq"] = new("boolq", ["question", "passage"], ["False", "True"]),
+        ["boolq"] = new("boolq", ["passage", "question"], ["False", "True"]),
         ["cb"] = new("cb", ["hypothesis", "premise"], ["entailment", "contradiction", "neutral"]),
         ["rte"] = new("rte", ["hypothesis", "premise"], ["entailment", "not_entailment"]),
         ["wic"] = new("wic", ["sentence1", "sentence2", "word"], ["False", "True"]),
@@ -43,14 +45,15 @@ public static class SuperGlue
                     throw new ModelFormatException(path, $"line {lineNo}: missing field \"{f}\" of a {task.Name} example");
                 parts.Add($"{f}: {v}");
             }
-            string? target = null;
-            if (root.TryGetProperty("label", out var label))
-                target = label.ValueKind switch
+            // Training and evaluation both need the gold label; SuperGLUE's test files have none.
+            if (!root.TryGetProperty("label", out var label))
+                throw new ModelFormatException(path, $"line {lineNo}: no \"label\" (SuperGLUE's test files have none; train and evaluate on the train and val files)");
+            string target = label.ValueKind switch
                 {
                     JsonValueKind.True => "True",
                     JsonValueKind.False => "False",
                     JsonValueKind.Number when label.GetInt32() is int i && i >= 0 && i < task.Labels.Length => task.Labels[i],
-                    JsonValueKind.String when task.Labels.Contains(label.GetString()) => label.GetString(),
+                    JsonValueKind.String when task.Labels.Contains(label.GetString()) => label.GetString()!,
                     _ => throw new ModelFormatException(path, $"line {lineNo}: label {label} is not one of {string.Join(", ", task.Labels)}"),
                 };
             list.Add(new Example(string.Join(" ", parts), target));

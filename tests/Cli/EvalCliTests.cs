@@ -56,4 +56,36 @@ public sealed class EvalCliTests : IDisposable
             [.. paths.Select((p, i) => $"{p}: accuracy {Accuracy(individual[i])}"), $"ensemble of 3 (majority vote): accuracy {Accuracy(vote)}"],
             r.OutLines);
     }
+
+    /// <summary>eval --task reads official SuperGLUE JSONL as train --task does: the same accuracy as
+    /// the plain JSONL of its formatted text; a file without labels (a test split) is refused by both,
+    /// train before it trains.</summary>
+    [Fact]
+    public void EvalAndTrainReadSuperGlueFilesWithTask()
+    {
+        string model = ModelTestFiles.TinyV11;
+        string rte = dir.File("rte.jsonl"), plain = dir.File("plain.jsonl"), test = dir.File("test.jsonl");
+        File.WriteAllLines(rte, [
+            """{"premise": "The cat sat on the mat.", "hypothesis": "A cat sat.", "label": "entailment", "idx": 0}""",
+            """{"premise": "Dogs bark at night.", "hypothesis": "Cats bark.", "label": "not_entailment", "idx": 1}""",
+            """{"premise": "It rained all day.", "hypothesis": "It was wet.", "label": "entailment", "idx": 2}""",
+        ]);
+        File.WriteAllLines(plain, SuperGlue.Read(rte, SuperGlue.Get("rte")).Select(e =>
+            JsonSerializer.Serialize(new Dictionary<string, string> { ["input"] = e.Input, ["target"] = e.Target! })));
+        File.WriteAllLines(test, ["""{"premise": "P.", "hypothesis": "H.", "idx": 0}"""]);
+        string prompt = Path.Combine(model, "cases", "p8", "prompt0.safetensors");
+        string[] Eval(string data, params string[] extra) => ["eval", "--model", model, "--prompt", prompt, "--data", data, "--device", "cpu", .. extra];
+
+        var withTask = CliRun.Of(Eval(rte, "--task", "rte")).Succeeded();
+        var converted = CliRun.Of(Eval(plain, "--choices", "entailment,not_entailment")).Succeeded();
+        Assert.Equal(converted.Out.Replace(plain, rte, StringComparison.Ordinal), withTask.Out);
+
+        var unlabeled = CliRun.Of(Eval(test, "--task", "rte"));
+        Assert.Equal(VkPrompt.Cli.Cli.UserError, unlabeled.ExitCode);
+        Assert.EndsWith("line 1: no \"label\" (SuperGLUE's test files have none; train and evaluate on the train and val files)", Assert.Single(CliRun.Lines(unlabeled.Err)), StringComparison.Ordinal);
+        var train = CliRun.Of("train", "--model", model, "--task", "rte", "--train", rte, "--validation", test, "--output", dir.File("out"), "--device", "cpu");
+        Assert.Equal(VkPrompt.Cli.Cli.UserError, train.ExitCode);
+        Assert.Contains("test.jsonl: line 1: no \"label\"", Assert.Single(CliRun.Lines(train.Err)), StringComparison.Ordinal);
+        Assert.False(Directory.Exists(dir.File("out")), "nothing is written before the data is known to be usable");
+    }
 }

@@ -13,12 +13,13 @@ internal static class EvalCommand
         var prompts = new Option<string[]>("--prompt", "-p")
         {
             HelpName = "PATH",
-            Description = "A trained prompt (PEFT adapter dir, .safetensors or .npy). Repeat for an ensemble: all prompts run in one batch over the frozen model and vote.",
+            Description = "A trained prompt (PEFT adapter dir, .safetensors or .npy). Repeat for an ensemble: all prompts run in one batch over the frozen model and vote; their lengths may differ.",
             Required = true,
             AllowMultipleArgumentsPerToken = false,
         };
         var data = ModelOptions.Data(required: true);
-        var choices = new Option<string?>("--choices", "-c") { Description = "Comma-separated labels for rank classification. Default: the data's targets when they form a small label set." };
+        var task = new Option<string?>("--task") { Description = "Read --data as official SuperGLUE JSONL of this task (boolq, cb, rte, wic, copa) with T5's formatting and label words, as train --task does; its labels are the choices." };
+        var choices = new Option<string?>("--choices", "-c") { Description = "Comma-separated labels for rank classification. Default: the --task's labels, else the data's targets when they form a small label set." };
         var device = Cli.DeviceOption();
         var precision = ModelOptions.Precision();
         var attention = ModelOptions.Attention();
@@ -26,16 +27,18 @@ internal static class EvalCommand
         var maxIn = ModelOptions.MaxInputLength();
         var cmd = new Command("eval", "Accuracy of one or more prompts by rank classification, and with several prompts the paper's ensemble (majority vote), reported beside the individual accuracies.")
         {
-            model, prompts, data, choices, device, precision, attention, batch, maxIn,
+            model, prompts, data, task, choices, device, precision, attention, batch, maxIn,
         };
         cmd.SetAction(parse =>
         {
-            var examples = DataFile.Read(parse.GetValue(data)!);
-            var labels = parse.GetValue(choices) is string c ? Choices.Parse(c) : TrainCommand.LabelSet(examples)
+            string dataPath = parse.GetValue(data)!;
+            var superGlue = parse.GetValue(task) is string name ? SuperGlue.Get(name) : null;
+            var examples = superGlue is null ? DataFile.Read(dataPath) : SuperGlue.Read(dataPath, superGlue);
+            var labels = parse.GetValue(choices) is string c ? Choices.Parse(c) : superGlue?.Labels.ToList() ?? TrainCommand.LabelSet(examples)
                 ?? throw new UsageException("the targets do not form a small label set; pass --choices");
             int unknown = examples.FindIndex(e => !labels.Contains(e.Target!));
             if (unknown >= 0)
-                throw new UsageException($"{parse.GetValue(data)}: example {unknown + 1}: target '{examples[unknown].Target}' is not one of the choices ({string.Join(", ", labels)})");
+                throw new UsageException($"{dataPath}: example {unknown + 1}: target '{examples[unknown].Target}' is not one of the choices ({string.Join(", ", labels)})");
             var paths = parse.GetValue(prompts)!;
             using var s = new ModelSession(parse.GetValue(model)!, parse.GetValue(device)!, ModelOptions.ReadAttention(parse, attention), ModelOptions.Log(parse), parse.GetValue(precision)!);
             var ensemble = PromptSet.Stack(paths.Select(p => PromptFile.Load(p, s.DModel, out _)).ToList(), s.DModel);
