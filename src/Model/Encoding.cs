@@ -25,7 +25,14 @@ public sealed class ExampleEncoder(T5Tokenizer tokenizer, int maxInputLength, in
         return cut;
     }
 
-    public string Report() =>
-        TruncatedInputs + TruncatedTargets == 0 ? "no example was truncated"
-        : $"truncated {TruncatedInputs} input(s) to {maxInputLength} tokens and {TruncatedTargets} target(s) to {maxTargetLength} tokens";
+    public bool Truncated => TruncatedInputs + TruncatedTargets > 0;
+
+    public string Report()
+    {
+        if (!Truncated) return "no example was truncated";
+        var parts = new List<string>();
+        if (TruncatedInputs > 0) parts.Add($"{TruncatedInputs} input(s) to {maxInputLength} tokens");
+        if (TruncatedTargets > 0) parts.Add($"{TruncatedTargets} target(s) to {maxTargetLength} tokens");
+        return "truncated " + string.Join(" and ", parts);
+    }
 }

@@ -221,4 +221,54 @@ public sealed class InferenceCliTests : IDisposable
             Assert.EndsWith(message, Assert.Single(CliRun.Lines(r.Err)), StringComparison.Ordinal);
         }
     }
+
+    /// <summary>No truncation is silent: every command that cuts inputs to --max-input-length
+    /// says how many on stderr (stdout stays its data), and train says it of both files.</summary>
+    [Fact]
+    public void EveryCommandSaysWhatItTruncated()
+    {
+        string model = ModelTestFiles.TinyV11;
+        string data = Path.Combine(model, "cases", "p8", "data.jsonl");
+        var tok = T5Tokenizer.Load(model);
+        var lengths = DataFile.Read(data).Select(e => tok.Encode(e.Input).Length).Order().ToList();
+        // A limit that cuts some inputs and not others, so the count means something.
+        string max = lengths[1].ToString(CultureInfo.InvariantCulture);
+        int cut = lengths.Count(l => l > lengths[1]);
+        Assert.InRange(cut, 1, lengths.Count - 2);
+        string expected = $"warning: truncated {cut} input(s) to {max} tokens (--max-input-length, --max-target-length)";
+        string[] Common(string verb) => [verb, "--model", model, "--data", data, "--device", "cpu", "--max-input-length", max];
+        string choices = string.Join(',', DataFile.Read(data).Select(e => e.Target).Distinct());
+        foreach (var args in new[]
+        {
+            Common("score"), Common("generate"), [.. Common("classify"), "--choices", choices],
+            [.. Common("eval"), "--choices", choices, "--prompt", Path.Combine(model, "cases", "p8", "prompt0.safetensors")],
+        })
+        {
+            var r = CliRun.Of(args).Succeeded();
+            Assert.True(CliRun.Lines(r.Err).Contains(expected), $"{args[0]}: stderr '{r.Err}'");
+        }
+        var train = CliRun.Of("train", "--model", model, "--train", data, "--validation", data, "--output", dir.File("out"), "--device", "cpu",
+                              "--steps", "1", "--batch-size", "2", "--prompt-length", "2", "--max-input-length", max, "--max-target-length", "2").Succeeded();
+        int cutTargets = DataFile.Read(data).Count(e => tok.Encode(e.Target!).Length > 2);
+        string both = $"truncated {cut} input(s) to {max} tokens and {cutTargets} target(s) to 2 tokens";
+        Assert.Contains($"{both}; validation: {both}", train.Out, StringComparison.Ordinal);
+    }
+
+    /// <summary>classify's accuracy over targets that are none of the choices counts them wrong,
+    /// and says so.</summary>
+    [Fact]
+    public void ClassifySaysWhichTargetsAreNoneOfTheChoices()
+    {
+        string data = Path.Combine(ModelTestFiles.TinyV11, "cases", "p8", "data.jsonl");
+        var targets = DataFile.Read(data).Select(e => e.Target!).ToList();
+        string[] choices = ["True", "entailment"];
+        int outside = targets.Count(t => !choices.Contains(t));
+        int first = targets.FindIndex(t => !choices.Contains(t));
+        var r = CliRun.Of("classify", "--model", ModelTestFiles.TinyV11, "--data", data, "--choices", string.Join(',', choices), "--device", "cpu").Succeeded();
+        Assert.Equal($"warning: {outside} target(s) are none of the choices (example {first + 1}: '{targets[first]}'); the accuracy counts them wrong",
+                     Assert.Single(CliRun.Lines(r.Err)));
+        var predicted = r.OutLines[..targets.Count];
+        int right = predicted.Zip(targets).Count(p => p.First == p.Second);
+        Assert.Equal(string.Create(CultureInfo.InvariantCulture, $"accuracy: {right / (double)targets.Count:F4} ({right}/{targets.Count})"), r.OutLines[^1]);
+    }
 }

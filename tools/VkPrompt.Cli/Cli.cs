@@ -65,6 +65,13 @@ internal static class Cli
     /// <summary>Standard output as configured for this invocation (a test's writer in-process).</summary>
     public static TextWriter Out(ParseResult parse) => parse.InvocationConfiguration.Output;
 
+    /// <summary>Says on stderr what the encoder cut, so no truncation is silent (stdout stays the
+    /// command's data).</summary>
+    public static void WarnTruncation(ParseResult parse, ExampleEncoder encoder)
+    {
+        if (encoder.Truncated) parse.InvocationConfiguration.Error.WriteLine($"warning: {encoder.Report()} (--max-input-length, --max-target-length)");
+    }
+
     /// <summary>A Spectre console on this invocation's standard output; it emits colours only
     /// when that output is a terminal.</summary>
     public static IAnsiConsole Console(ParseResult parse)

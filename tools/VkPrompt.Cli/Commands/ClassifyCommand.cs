@@ -30,6 +30,7 @@ internal static class ClassifyCommand
             var promptData = parse.GetValue(prompt) is string path ? PromptSet.Stack([PromptFile.Load(path, s.DModel, out _)], s.DModel) : null;
             var enc = new ExampleEncoder(s.Tokenizer, ModelOptions.Positive(parse, maxIn), int.MaxValue);
             var inputs = examples.Select(e => enc.Encode(e.Input, "").InputIds).ToList();
+            Cli.WarnTruncation(parse, enc);
             var labelIds = labels.Select(l => s.Tokenizer.Encode(l)).ToList();
             using var scorer = new Scorer(s.Weights);
             var pred = RankClassifier.Predict(scorer, inputs, labelIds, promptData, ModelOptions.Positive(parse, batch))[0];
@@ -38,6 +39,9 @@ internal static class ClassifyCommand
             if (examples.All(e => e.Target is not null))
             {
                 var gold = examples.Select(e => labels.IndexOf(e.Target!)).ToList();
+                if (gold.IndexOf(-1) is int outside and >= 0)
+                    parse.InvocationConfiguration.Error.WriteLine(
+                        $"warning: {gold.Count(g => g < 0)} target(s) are none of the choices (example {outside + 1}: '{examples[outside].Target}'); the accuracy counts them wrong");
                 output.WriteLine(string.Create(CultureInfo.InvariantCulture, $"accuracy: {RankClassifier.Accuracy(pred, gold):F4} ({pred.Zip(gold).Count(x => x.First == x.Second)}/{gold.Count})"));
             }
             return Cli.Ok;

@@ -44,6 +44,7 @@ internal static class EvalCommand
             var ensemble = PromptSet.Stack(paths.Select(p => PromptFile.Load(p, s.DModel, out _)).ToList(), s.DModel);
             var enc = new ExampleEncoder(s.Tokenizer, ModelOptions.Positive(parse, maxIn), int.MaxValue);
             var inputs = examples.Select(e => enc.Encode(e.Input, "").InputIds).ToList();
+            Cli.WarnTruncation(parse, enc);
             using var scorer = new Scorer(s.Weights);
             var pred = RankClassifier.Predict(scorer, inputs, labels.Select(l => s.Tokenizer.Encode(l)).ToList(), ensemble, ModelOptions.Positive(parse, batch));
             var gold = examples.Select(e => labels.IndexOf(e.Target!)).ToList();

@@ -35,6 +35,7 @@ internal static class GenerateCommand
             var (prompts, promptIndex) = PromptArg.ForExamples(parse.GetValue(prompt)!, examples, d ?? "--input", s.DModel);
             var enc = new ExampleEncoder(s.Tokenizer, ModelOptions.Positive(parse, maxIn), 1);
             var encoded = examples.Select(x => enc.Encode(x.Input, "")).ToList();
+            Cli.WarnTruncation(parse, enc);
             var output = Cli.Out(parse);
             foreach (var (index, ids) in GreedyDecoder.Run(s.Weights, encoded, prompts, promptIndex, b, n))
                 output.WriteLine(JsonSerializer.Serialize(new GeneratedLine(index, s.Tokenizer.Decode(ids), ids.ToArray()), CliJsonLines.Default.GeneratedLine));

@@ -42,8 +42,7 @@ internal static class ScoreCommand
                 for (int i = 0; i < results.Length; i++)
                     output.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{{\"index\": {start + i}, \"logprob\": {results[i].LogProb:R}, \"tokens\": {results[i].Tokens}}}"));
             }
-            if (enc.TruncatedInputs + enc.TruncatedTargets > 0)
-                parse.InvocationConfiguration.Error.WriteLine($"warning: {enc.Report()}");
+            Cli.WarnTruncation(parse, enc);
             return Cli.Ok;
         });
         return cmd;

@@ -48,6 +48,7 @@ internal static class TrainCommand
         {
             var vEnc = new ExampleEncoder(s.Tokenizer, t.Options.MaxInputLength, t.Options.MaxTargetLength);
             var encodedVal = val.Select(vEnc.Encode).ToList();
+            if (vEnc.Truncated) truncation += $"; validation: {vEnc.Report()}";
             bool rank = labels is not null && val.All(e => labels.Contains(e.Target!));
             validation = new Validation(scorer, encodedVal, val.Select(e => e.Target!).ToList(),
                 rank ? labels : null, rank ? labels!.Select(l => s.Tokenizer.Encode(l)).ToList() : null,
