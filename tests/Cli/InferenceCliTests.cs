@@ -271,4 +271,15 @@ public sealed class InferenceCliTests : IDisposable
         int right = predicted.Zip(targets).Count(p => p.First == p.Second);
         Assert.Equal(string.Create(CultureInfo.InvariantCulture, $"accuracy: {right / (double)targets.Count:F4} ({right}/{targets.Count})"), r.OutLines[^1]);
     }
+
+    /// <summary>generate's lines show text as it reads (sentinels, accents), escaping only what JSON
+    /// must, and parse back to the same text.</summary>
+    [Fact]
+    public void GeneratedTextIsReadableJson()
+    {
+        var line = new VkPrompt.Cli.Commands.GeneratedLine(3, "<extra_id_0> café \"q\"\n", [32099, 1]);
+        string json = JsonSerializer.Serialize(line, VkPrompt.Cli.CliJsonLines.Readable.GeneratedLine);
+        Assert.Equal("""{"index":3,"text":"<extra_id_0> café \"q\"\n","ids":[32099,1]}""", json);
+        Assert.Equal(line.Text, JsonDocument.Parse(json).RootElement.GetProperty("text").GetString());
+    }
 }

@@ -1,3 +1,5 @@
+using System.Text.Encodings.Web;
+using System.Text.Json;
 using System.Text.Json.Serialization;
 using VkPrompt.Runtime;
 
@@ -15,4 +17,10 @@ internal sealed partial class CliJson : JsonSerializerContext;
 /// <summary>JSON Lines output: one compact object per line.</summary>
 [JsonSourceGenerationOptions(WriteIndented = false, PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase)]
 [JsonSerializable(typeof(Commands.GeneratedLine))]
-internal sealed partial class CliJsonLines : JsonSerializerContext;
+internal sealed partial class CliJsonLines : JsonSerializerContext
+{
+    /// <summary>Text as people read it: the default encoder escapes for embedding in HTML, so a
+    /// generated "&lt;extra_id_0&gt;" or "é" came out as \u003Cextra_id_0\u003E and \u00E9. Still
+    /// valid JSON (quotes, backslashes and control characters stay escaped).</summary>
+    public static CliJsonLines Readable { get; } = new(new JsonSerializerOptions { PropertyNamingPolicy = JsonNamingPolicy.CamelCase, Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping });
+}

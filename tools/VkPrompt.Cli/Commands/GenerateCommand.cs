@@ -38,7 +38,7 @@ internal static class GenerateCommand
             Cli.WarnTruncation(parse, enc);
             var output = Cli.Out(parse);
             foreach (var (index, ids) in GreedyDecoder.Run(s.Weights, encoded, prompts, promptIndex, b, n))
-                output.WriteLine(JsonSerializer.Serialize(new GeneratedLine(index, s.Tokenizer.Decode(ids), ids.ToArray()), CliJsonLines.Default.GeneratedLine));
+                output.WriteLine(JsonSerializer.Serialize(new GeneratedLine(index, s.Tokenizer.Decode(ids), ids.ToArray()), CliJsonLines.Readable.GeneratedLine));
             return Cli.Ok;
         });
         return cmd;
