@@ -24,6 +24,8 @@ internal static class Cli
     /// <summary>Stopped by Ctrl-C (SIGINT) after saving what it had: 128 + 2, what a shell reports
     /// for a process the signal ended, so a script does not take the run for finished.</summary>
     public const int Interrupted = 130;
+    /// <summary>Stopped by SIGTERM (kill, docker stop, a batch scheduler) after saving what it had: 128 + 15.</summary>
+    public const int Terminated = 143;
 
     const string VerboseName = "--verbose";
 

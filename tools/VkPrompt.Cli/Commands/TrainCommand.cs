@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Globalization;
+using System.Runtime.InteropServices;
 using Spectre.Console;
 using VkPrompt.Model;
 using VkPrompt.Model.Backends;
@@ -63,9 +64,17 @@ internal static class TrainCommand
         TrainingResult result = null!;
         StepReport? lastVal = null;
         using var cancel = new CancellationTokenSource();
-        ConsoleCancelEventHandler onCancel = (_, e) => { e.Cancel = true; cancel.Cancel(); };
-        Console.CancelKeyPress += onCancel;
-        try
+        // Ctrl-C, and the SIGTERM of kill, docker stop or a batch scheduler's time limit, end the run
+        // after the step in flight with a checkpoint, instead of losing everything since the last one.
+        PosixSignal? stoppedBy = null;
+        void Stop(PosixSignalContext c)
+        {
+            c.Cancel = true;
+            stoppedBy ??= c.Signal;
+            cancel.Cancel();
+        }
+        using (PosixSignalRegistration.Create(PosixSignal.SIGINT, Stop))
+        using (PosixSignalRegistration.Create(PosixSignal.SIGTERM, Stop))
         {
             if (console.Profile.Capabilities.Interactive)
             {
@@ -101,11 +110,10 @@ internal static class TrainCommand
                 result = run.Run(t.Resume, t.ExportNpy, cancel.Token, t.Overwrite);
             }
         }
-        finally { Console.CancelKeyPress -= onCancel; }
 
         bool interrupted = cancel.IsCancellationRequested;
         if (interrupted)
-            console.MarkupLineInterpolated($"[yellow]interrupted at step {result.Steps}[/]: checkpoint saved; continue with --resume");
+            console.MarkupLineInterpolated($"[yellow]{(stoppedBy == PosixSignal.SIGTERM ? "terminated" : "interrupted")} at step {result.Steps}[/]: checkpoint saved; continue with --resume");
         if (result.FinalLoss is double loss)
             console.MarkupLineInterpolated($"final training loss {loss:F4} after {result.Steps} steps; peak device memory {result.PeakMemoryBytes / (1024.0 * 1024.0):F1} MiB");
         if (result.StoppedEarly)
@@ -115,7 +123,7 @@ internal static class TrainCommand
         if (result.BestStep >= 0)
             console.MarkupLineInterpolated($"best validation at step {result.BestStep} ({(result.BestMetric is double m && m >= 0 ? $"accuracy {m:F4}" : $"loss {-(result.BestMetric ?? 0):F4}")}): kept as the adapter");
         console.MarkupLineInterpolated($"adapter: {Path.Combine(t.Output, Adapter.WeightsFile)}, metrics: {Path.Combine(t.Output, TrainingRun.MetricsFile)}, chart: {Path.Combine(t.Output, TrainingRun.ChartFile)}");
-        return interrupted ? Cli.Interrupted : Cli.Ok;
+        return !interrupted ? Cli.Ok : stoppedBy == PosixSignal.SIGTERM ? Cli.Terminated : Cli.Interrupted;
     }
 
     static string ValText(StepReport? r) => r is null ? "" : string.Create(CultureInfo.InvariantCulture,
