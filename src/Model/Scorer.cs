@@ -12,8 +12,20 @@ public sealed class Scorer : IDisposable
     readonly T5Weights weights;
     readonly Dictionary<BatchShape, (T5Pass Pass, IRecording Run)> passes = new();
     readonly Dictionary<(int, int), Tensor> promptTensors = new();
+    readonly int maxShapes;
 
-    public Scorer(T5Weights weights) => this.weights = weights;
+    /// <param name="maxShapes">how many batch shapes keep their recorded pass (and its
+    /// activations) between calls: more replay more batches without recording, at the memory of
+    /// a pass each. Training's validation takes 1, since its passes sit beside the training step's.</param>
+    public Scorer(T5Weights weights, int maxShapes = 4)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(maxShapes, 1);
+        this.weights = weights;
+        this.maxShapes = maxShapes;
+    }
+
+    /// <summary>Batch shapes whose pass is kept now.</summary>
+    public int CachedShapes => passes.Count;
 
     public Backend Backend => weights.Backend;
 
@@ -52,7 +64,7 @@ public sealed class Scorer : IDisposable
     {
         if (passes.TryGetValue(shape, out var p)) return p;
         // Recorded passes hold activations; keep only a few shapes alive.
-        if (passes.Count >= 4)
+        if (passes.Count >= maxShapes)
         {
             foreach (var (pass, rec) in passes.Values) { rec.Dispose(); pass.Dispose(); }
             passes.Clear();
