@@ -26,7 +26,9 @@ public static class SuperGlue
     public static Task Get(string name) => Tasks.TryGetValue(name.ToLowerInvariant(), out var t) ? t
         : throw new TrainingOptionException($"unknown --task '{name}'; supported: {string.Join(", ", Tasks.Keys)}");
 
-    public static List<Example> Read(string path, Task task)
+    /// <param name="requireLabels">training and evaluation need every gold label; predicting
+    /// (classify) reads the test split, which has none.</param>
+    public static List<Example> Read(string path, Task task, bool requireLabels = true)
     {
         if (!File.Exists(path)) throw new ModelFormatException(path, "file not found");
         var list = new List<Example>();
@@ -45,17 +47,18 @@ public static class SuperGlue
                     throw new ModelFormatException(path, $"line {lineNo}: missing field \"{f}\" of a {task.Name} example");
                 parts.Add($"{f}: {v}");
             }
-            // Training and evaluation both need the gold label; SuperGLUE's test files have none.
-            if (!root.TryGetProperty("label", out var label))
-                throw new ModelFormatException(path, $"line {lineNo}: no \"label\" (SuperGLUE's test files have none; train and evaluate on the train and val files)");
-            string target = label.ValueKind switch
+            string? target = null;
+            if (root.TryGetProperty("label", out var label))
+                target = label.ValueKind switch
                 {
                     JsonValueKind.True => "True",
                     JsonValueKind.False => "False",
                     JsonValueKind.Number when label.GetInt32() is int i && i >= 0 && i < task.Labels.Length => task.Labels[i],
-                    JsonValueKind.String when task.Labels.Contains(label.GetString()) => label.GetString()!,
+                    JsonValueKind.String when task.Labels.Contains(label.GetString()) => label.GetString(),
                     _ => throw new ModelFormatException(path, $"line {lineNo}: label {label} is not one of {string.Join(", ", task.Labels)}"),
                 };
+            else if (requireLabels)
+                throw new ModelFormatException(path, $"line {lineNo}: no \"label\" (SuperGLUE's test files have none; train and evaluate on the train and val files)");
             list.Add(new Example(string.Join(" ", parts), target));
         }
         if (list.Count == 0) throw new ModelFormatException(path, "no examples (the file is empty)");

@@ -57,9 +57,9 @@ public sealed class EvalCliTests : IDisposable
             r.OutLines);
     }
 
-    /// <summary>eval --task reads official SuperGLUE JSONL as train --task does: the same accuracy as
-    /// the plain JSONL of its formatted text; a file without labels (a test split) is refused by both,
-    /// train before it trains.</summary>
+    /// <summary>eval and classify --task read official SuperGLUE JSONL as train --task does: the
+    /// same accuracy as the plain JSONL of its formatted text; a file without labels (a test split)
+    /// is classified, and refused by eval and train (train before it trains).</summary>
     [Fact]
     public void EvalAndTrainReadSuperGlueFilesWithTask()
     {
@@ -79,6 +79,14 @@ public sealed class EvalCliTests : IDisposable
         var withTask = CliRun.Of(Eval(rte, "--task", "rte")).Succeeded();
         var converted = CliRun.Of(Eval(plain, "--choices", "entailment,not_entailment")).Succeeded();
         Assert.Equal(converted.Out.Replace(plain, rte, StringComparison.Ordinal), withTask.Out);
+
+        // classify --task predicts for the test split, labels or not; on the labelled file its
+        // accuracy is eval's.
+        string[] Classify(string data) => ["classify", "--model", model, "--prompt", prompt, "--data", data, "--task", "rte", "--device", "cpu"];
+        var predicted = CliRun.Of(Classify(test)).Succeeded();
+        Assert.Contains(Assert.Single(predicted.OutLines), SuperGlue.Get("rte").Labels);
+        var classified = CliRun.Of(Classify(rte)).Succeeded();
+        Assert.Equal(withTask.OutLines[0].Split(' ')[^1], classified.OutLines[^1].Split(' ')[1]);
 
         var unlabeled = CliRun.Of(Eval(test, "--task", "rte"));
         Assert.Equal(VkPrompt.Cli.Cli.UserError, unlabeled.ExitCode);

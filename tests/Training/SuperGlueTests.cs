@@ -50,4 +50,13 @@ public sealed class SuperGlueTests : IDisposable
         var e = Assert.Throws<ModelFormatException>(() => Read("rte", line));
         Assert.EndsWith(message, e.Message, StringComparison.Ordinal);
     }
+
+    [Fact]
+    public void ATestSplitReadsWithoutTargetsWhereLabelsAreNotRequired()
+    {
+        var path = dir.File("test.jsonl");
+        File.WriteAllLines(path, ["""{"premise": "P.", "hypothesis": "H.", "idx": 0}"""]);
+        var e = Assert.Single(SuperGlue.Read(path, SuperGlue.Get("rte"), requireLabels: false));
+        Assert.Equal(("hypothesis: H. premise: P.", null), (e.Input, e.Target));
+    }
 }

@@ -12,7 +12,8 @@ internal static class ClassifyCommand
         var model = ModelOptions.Model();
         var prompt = ModelOptions.Prompt();
         var data = ModelOptions.Data(required: true);
-        var choices = new Option<string>("--choices", "-c") { Description = "Comma-separated label words, e.g. \"entailment,not_entailment\".", Required = true };
+        var choices = new Option<string?>("--choices", "-c") { Description = "Comma-separated label words, e.g. \"entailment,not_entailment\". Default: the --task's labels." };
+        var task = new Option<string?>("--task") { Description = "Read --data as official SuperGLUE JSONL of this task (boolq, cb, rte, wic, copa) with T5's formatting, as train --task does; labels are optional (the test split has none) and the task's label words are the choices." };
         var device = Cli.DeviceOption();
         var precision = ModelOptions.Precision();
         var attention = ModelOptions.Attention();
@@ -20,12 +21,15 @@ internal static class ClassifyCommand
         var maxIn = ModelOptions.MaxInputLength();
         var cmd = new Command("classify", "Rank classification: for each input, print the choice whose text the model finds most likely; with targets in the data, also the accuracy.")
         {
-            model, prompt, data, choices, device, precision, attention, batch, maxIn,
+            model, prompt, data, task, choices, device, precision, attention, batch, maxIn,
         };
         cmd.SetAction(parse =>
         {
-            var labels = Choices.Parse(parse.GetValue(choices)!);
-            var examples = DataFile.Read(parse.GetValue(data)!, requireTargets: false);
+            var superGlue = parse.GetValue(task) is string name ? SuperGlue.Get(name) : null;
+            var labels = parse.GetValue(choices) is string given ? Choices.Parse(given)
+                : superGlue?.Labels.ToList() ?? throw new UsageException("give --choices, or --task for a SuperGLUE task's labels");
+            var examples = superGlue is null ? DataFile.Read(parse.GetValue(data)!, requireTargets: false)
+                                             : SuperGlue.Read(parse.GetValue(data)!, superGlue, requireLabels: false);
             using var s = new ModelSession(parse.GetValue(model)!, parse.GetValue(device)!, ModelOptions.ReadAttention(parse, attention), ModelOptions.Log(parse), parse.GetValue(precision)!);
             var promptData = parse.GetValue(prompt) is string path ? PromptSet.Stack([PromptFile.Load(path, s.DModel, out _)], s.DModel) : null;
             var enc = new ExampleEncoder(s.Tokenizer, ModelOptions.Positive(parse, maxIn), int.MaxValue);
