@@ -60,6 +60,23 @@ public static class RankClassifier
 
     public static double Accuracy(IReadOnlyList<int> predicted, IReadOnlyList<int> gold) =>
         predicted.Zip(gold).Count(x => x.First == x.Second) / (double)predicted.Count;
+
+    /// <summary>The F1 of each class averaged over all <paramref name="numClasses"/> (T5's
+    /// mean_multiclass_f1, SuperGLUE's metric for CB beside accuracy); a class neither predicted
+    /// nor present scores 0, as scikit-learn's fbeta_score does.</summary>
+    public static double MacroF1(IReadOnlyList<int> predicted, IReadOnlyList<int> gold, int numClasses)
+    {
+        double sum = 0;
+        for (int c = 0; c < numClasses; c++)
+        {
+            int tp = predicted.Zip(gold).Count(x => x.First == c && x.Second == c);
+            int fp = predicted.Zip(gold).Count(x => x.First == c && x.Second != c);
+            int fn = predicted.Zip(gold).Count(x => x.First != c && x.Second == c);
+            double precision = tp + fp == 0 ? 0 : tp / (double)(tp + fp), recall = tp + fn == 0 ? 0 : tp / (double)(tp + fn);
+            sum += precision + recall == 0 ? 0 : 2 * precision * recall / (precision + recall);
+        }
+        return sum / numClasses;
+    }
 }
 
 /// <summary>Validation during training: mean token loss, and accuracy by rank classification

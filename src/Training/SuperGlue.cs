@@ -12,12 +12,13 @@ namespace VkPrompt.Training;
 /// </summary>
 public static class SuperGlue
 {
-    public sealed record Task(string Name, string[] Features, string[] Labels);
+    /// <param name="MacroF1">SuperGLUE scores the task by macro-F1 beside accuracy (CB).</param>
+    public sealed record Task(string Name, string[] Features, string[] Labels, bool MacroF1 = false);
 
     public static readonly IReadOnlyDictionary<string, Task> Tasks = new Dictionary<string, Task>
     {
         ["boolq"] = new("boolq", ["passage", "question"], ["False", "True"]),
-        ["cb"] = new("cb", ["hypothesis", "premise"], ["entailment", "contradiction", "neutral"]),
+        ["cb"] = new("cb", ["hypothesis", "premise"], ["entailment", "contradiction", "neutral"], MacroF1: true),
         ["rte"] = new("rte", ["hypothesis", "premise"], ["entailment", "not_entailment"]),
         ["wic"] = new("wic", ["sentence1", "sentence2", "word"], ["False", "True"]),
         ["copa"] = new("copa", ["choice1", "choice2", "premise", "question"], ["choice1", "choice2"]),

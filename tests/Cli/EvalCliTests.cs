@@ -88,6 +88,18 @@ public sealed class EvalCliTests : IDisposable
         var classified = CliRun.Of(Classify(rte)).Succeeded();
         Assert.Equal(withTask.OutLines[0].Split(' ')[^1], classified.OutLines[^1].Split(' ')[1]);
 
+        // CB is scored by macro-F1 beside accuracy, over classify's own predictions.
+        string cb = dir.File("cb.jsonl");
+        string[] cbLabels = ["entailment", "contradiction", "neutral", "neutral"];
+        File.WriteAllLines(cb, cbLabels.Select((l, i) => JsonSerializer.Serialize(new Dictionary<string, object>
+            { ["premise"] = $"Premise number {i} is here.", ["hypothesis"] = $"Hypothesis {i}.", ["label"] = l, ["idx"] = i })));
+        var cbPredicted = CliRun.Of(["classify", "--model", model, "--prompt", prompt, "--data", cb, "--task", "cb", "--device", "cpu"]).Succeeded().OutLines[..cbLabels.Length];
+        var labelsOfCb = SuperGlue.Get("cb").Labels.ToList();
+        int[] cbPred = cbPredicted.Select(l => labelsOfCb.IndexOf(l)).ToArray(), cbGold = cbLabels.Select(l => labelsOfCb.IndexOf(l)).ToArray();
+        Assert.Equal(string.Create(CultureInfo.InvariantCulture,
+                         $"{prompt}: accuracy {RankClassifier.Accuracy(cbPred, cbGold):F4}, macro-F1 {RankClassifier.MacroF1(cbPred, cbGold, 3):F4}"),
+                     Assert.Single(CliRun.Of(Eval(cb, "--task", "cb")).Succeeded().OutLines));
+
         var unlabeled = CliRun.Of(Eval(test, "--task", "rte"));
         Assert.Equal(VkPrompt.Cli.Cli.UserError, unlabeled.ExitCode);
         Assert.EndsWith("line 1: no \"label\" (SuperGLUE's test files have none; train and evaluate on the train and val files)", Assert.Single(CliRun.Lines(unlabeled.Err)), StringComparison.Ordinal);

@@ -25,7 +25,7 @@ internal static class EvalCommand
         var attention = ModelOptions.Attention();
         var batch = ModelOptions.BatchSize(16);
         var maxIn = ModelOptions.MaxInputLength();
-        var cmd = new Command("eval", "Accuracy of one or more prompts by rank classification, and with several prompts the paper's ensemble (majority vote), reported beside the individual accuracies.")
+        var cmd = new Command("eval", "Accuracy of one or more prompts by rank classification (with --task cb also macro-F1, SuperGLUE's metric for CB), and with several prompts the paper's ensemble (majority vote), reported beside the individual scores.")
         {
             model, prompts, data, task, choices, device, precision, attention, batch, maxIn,
         };
@@ -49,10 +49,12 @@ internal static class EvalCommand
             var pred = RankClassifier.Predict(scorer, inputs, labels.Select(l => s.Tokenizer.Encode(l)).ToList(), ensemble, ModelOptions.Positive(parse, batch));
             var gold = examples.Select(e => labels.IndexOf(e.Target!)).ToList();
             var output = Cli.Out(parse);
+            string Metrics(int[] predicted) => string.Create(CultureInfo.InvariantCulture, $"accuracy {RankClassifier.Accuracy(predicted, gold):F4}") +
+                (superGlue?.MacroF1 == true ? string.Create(CultureInfo.InvariantCulture, $", macro-F1 {RankClassifier.MacroF1(predicted, gold, labels.Count):F4}") : "");
             for (int p = 0; p < paths.Length; p++)
-                output.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{paths[p]}: accuracy {RankClassifier.Accuracy(pred[p], gold):F4}"));
+                output.WriteLine($"{paths[p]}: {Metrics(pred[p])}");
             if (paths.Length > 1)
-                output.WriteLine(string.Create(CultureInfo.InvariantCulture, $"ensemble of {paths.Length} (majority vote): accuracy {RankClassifier.Accuracy(RankClassifier.MajorityVote(pred, labels.Count), gold):F4}"));
+                output.WriteLine($"ensemble of {paths.Length} (majority vote): {Metrics(RankClassifier.MajorityVote(pred, labels.Count))}");
             return Cli.Ok;
         });
         return cmd;
