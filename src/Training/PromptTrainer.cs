@@ -6,9 +6,10 @@ using VkPrompt.Runtime.Kernels;
 namespace VkPrompt.Training;
 
 /// <summary>
-/// The training step: forward, prompt-only backward and Adafactor, recorded as one unit per
-/// batch shape and replayed. The prompt and the optimizer state stay on the device between
-/// steps; only the batch's ids go up and the per-token log-probabilities come back.
+/// The training step: forward, prompt-only backward and Adafactor, recorded as one unit for the
+/// batch shape and replayed while batches keep that shape. The prompt and the optimizer state
+/// stay on the device between steps; only the batch's ids go up and the per-token
+/// log-probabilities come back.
 /// </summary>
 public sealed class PromptTrainer : IDisposable
 {
@@ -19,7 +20,10 @@ public sealed class PromptTrainer : IDisposable
     readonly ActivationMode activations;
     readonly int seed;
     readonly Tensor prompt, state, update;
-    readonly Dictionary<BatchShape, (T5Pass Pass, IRecording Run)> steps = new();
+    // One shape's step is kept: each holds every activation of a training step, so keeping several
+    // multiplied the peak memory on data whose lengths vary (a 4-step cache held up to four steps'
+    // activations), while such data changes shape on most steps anyway. Re-recording a step costs
+    // the CPU a few milliseconds against a step of hundreds.
     (T5Pass Pass, IRecording Run)? last;
 
     public int PromptLength { get; }
@@ -74,7 +78,6 @@ public sealed class PromptTrainer : IDisposable
         pass.Load(host);
         if (pass.DropoutSeed is not null) be.Upload(pass.DropoutSeed, [DropoutSeed(seed, Step)]);
         run.Run();
-        last = (pass, run);
         Step++;
         return MeanLoss(pass, host);
     }
@@ -87,8 +90,8 @@ public sealed class PromptTrainer : IDisposable
 
     (T5Pass, IRecording) StepFor(BatchShape shape)
     {
-        if (steps.TryGetValue(shape, out var s)) return s;
-        if (steps.Count >= 4) DisposeSteps();
+        if (last is { } kept && kept.Pass.Shape == shape) return kept;
+        DisposeStep();
         // Before the pass allocates its activations, so that the tuner's scratch operands come
         // and go while the most memory is free.
         be.TuneMatMul(StepProducts.For(weights.Config, shape, dropout, be.FusesAttention)
@@ -101,7 +104,7 @@ public sealed class PromptTrainer : IDisposable
             using var phase = be.Phase(OptimizerPhase);
             be.Adafactor(prompt, pass.PromptGradient!, state, update, PromptLength, Dim, optimizer);
         });
-        steps[shape] = (pass, rec);
+        last = (pass, rec);
         return (pass, rec);
     }
 
@@ -119,16 +122,15 @@ public sealed class PromptTrainer : IDisposable
         return s;
     }
 
-    void DisposeSteps()
+    void DisposeStep()
     {
-        foreach (var (pass, rec) in steps.Values) { rec.Dispose(); pass.Dispose(); }
-        steps.Clear();
+        if (last is { } kept) { kept.Run.Dispose(); kept.Pass.Dispose(); }
         last = null;
     }
 
     public void Dispose()
     {
-        DisposeSteps();
+        DisposeStep();
         prompt.Dispose();
         state.Dispose();
         update.Dispose();

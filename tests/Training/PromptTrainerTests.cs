@@ -1,0 +1,46 @@
+using VkPrompt.Model;
+using VkPrompt.Model.Backends;
+using VkPrompt.Model.Tokenization;
+using VkPrompt.Runtime.Kernels;
+using VkPrompt.Tests.Model;
+using VkPrompt.Training;
+using Xunit;
+
+namespace VkPrompt.Tests.Training;
+
+public sealed class PromptTrainerTests
+{
+    /// <summary>Batches of changing shape (data of varying length) hold one training step's
+    /// activations, not one per shape seen: after steps on three shapes, what is allocated is what
+    /// the last shape's step alone holds.</summary>
+    [Fact]
+    public void BatchesOfChangingShapeHoldOneStepsActivations()
+    {
+        string model = ModelTestFiles.TinyV11;
+        using var ckpt = T5Checkpoint.Open(model);
+        var tok = T5Tokenizer.Load(model);
+        using var be = new CpuBackend();
+        using var weights = new T5Weights(ckpt, be);
+        var examples = DataFile.Read(Path.Combine(model, "cases", "p8", "data.jsonl")).Select(new ExampleEncoder(tok, 512, 128).Encode).ToList();
+        var batches = examples.GroupBy(e => HostBatch.Round(e.InputIds.Length)).Select(g => g.Take(1).ToList()).Take(3).ToList();
+        Assert.Equal(3, batches.Count);
+        var prompt = Check.Random(2 * ckpt.Config.DModel, seed: 1, 0.5f);
+
+        long Alone(List<EncodedExample> batch)
+        {
+            long before = be.MemoryUse.Current;
+            using var t = new PromptTrainer(weights, prompt, new AdafactorSettings(), 0, seed: 0);
+            t.TrainStep(batch, 1);
+            return be.MemoryUse.Current - before;
+        }
+        var alone = batches.Select(Alone).ToArray();
+
+        long start = be.MemoryUse.Current;
+        using var trainer = new PromptTrainer(weights, prompt, new AdafactorSettings(), 0, seed: 0);
+        for (int i = 0; i < batches.Count; i++)
+        {
+            trainer.TrainStep(batches[i], 1);
+            Assert.Equal(alone[i], be.MemoryUse.Current - start);
+        }
+    }
+}
