@@ -5,13 +5,17 @@ namespace VkPrompt.Runtime;
 /// <summary>
 /// Sub-allocates buffers from a few large VkDeviceMemory blocks: drivers cap the number of
 /// allocations (often 4096) and each one is slow, so tensors never get their own.
-/// First-fit over a sorted free list per block; blocks are freed only with the pool.
+/// First-fit over a sorted free list per block. A block that holds nothing is given back to the
+/// driver when a buffer fits in no block, so memory freed by the passes of one batch shape is not
+/// held beside the larger blocks of the next (data of varying length changes shape every few
+/// steps); otherwise blocks live as long as the pool.
 /// </summary>
 public sealed unsafe class MemoryPool : IDisposable
 {
     const long DefaultBlockBytes = 256L << 20;
 
     readonly GpuContext ctx;
+    readonly long blockBytes;
     readonly List<Block> blocks = new();
     readonly PhysicalDeviceMemoryProperties props;
 
@@ -20,9 +24,11 @@ public sealed unsafe class MemoryPool : IDisposable
     public long BytesReserved => blocks.Sum(b => b.Size);
     public int BlockCount => blocks.Count;
 
-    internal MemoryPool(GpuContext ctx)
+    /// <param name="blockBytes">the size of a shared block; a larger buffer gets a block of its own.</param>
+    internal MemoryPool(GpuContext ctx, long blockBytes = DefaultBlockBytes)
     {
         this.ctx = ctx;
+        this.blockBytes = blockBytes;
         ctx.Vk.GetPhysicalDeviceMemoryProperties(ctx.PhysicalDevice, out props);
     }
 
@@ -52,7 +58,8 @@ public sealed unsafe class MemoryPool : IDisposable
             if (b.TypeIndex == type && TryTake(b, size, align, out long off))
                 return Track(new Allocation(b, off, size));
 
-        long blockSize = Math.Max(size, Math.Min(DefaultBlockBytes, ctx.Capabilities.MaxMemoryAllocationSize));
+        ReleaseEmptyBlocks();
+        long blockSize = Math.Max(size, Math.Min(blockBytes, ctx.Capabilities.MaxMemoryAllocationSize));
         if (size > ctx.Capabilities.MaxMemoryAllocationSize)
             throw GpuException.TooLarge($"a buffer of {size} bytes exceeds the device's largest allocation (maxMemoryAllocationSize {ctx.Capabilities.MaxMemoryAllocationSize})");
         var info = new MemoryAllocateInfo { SType = StructureType.MemoryAllocateInfo, AllocationSize = (ulong)blockSize, MemoryTypeIndex = type };
@@ -72,6 +79,21 @@ public sealed unsafe class MemoryPool : IDisposable
         blocks.Add(block);
         TryTake(block, size, align, out long offset);
         return Track(new Allocation(block, offset, size));
+    }
+
+    void ReleaseEmptyBlocks()
+    {
+        foreach (var b in blocks.Where(b => b.Free.Count == 1 && b.Free[0].Size == b.Size).ToList())
+        {
+            FreeBlock(b);
+            blocks.Remove(b);
+        }
+    }
+
+    void FreeBlock(Block b)
+    {
+        if (b.Mapped != null) ctx.Vk.UnmapMemory(ctx.Device, b.Memory);
+        ctx.Vk.FreeMemory(ctx.Device, b.Memory, null);
     }
 
     Allocation Track(Allocation a)
@@ -141,11 +163,7 @@ public sealed unsafe class MemoryPool : IDisposable
 
     public void Dispose()
     {
-        foreach (var b in blocks)
-        {
-            if (b.Mapped != null) ctx.Vk.UnmapMemory(ctx.Device, b.Memory);
-            ctx.Vk.FreeMemory(ctx.Device, b.Memory, null);
-        }
+        foreach (var b in blocks) FreeBlock(b);
         blocks.Clear();
     }
 }
