@@ -169,8 +169,10 @@ public sealed class Generator : IDisposable
     }
 }
 
-/// <summary>Greedy decoding of any number of examples, batched, with one generator per padded
-/// input length kept for the whole run.</summary>
+/// <summary>Greedy decoding of any number of examples, batched. A generator (an encoder pass and a
+/// key/value cache, with a recording per decoding step) is kept while batches pad to its input
+/// length: keeping one per length seen held them all to the end, memory that grew with every
+/// distinct length in the file.</summary>
 public static class GreedyDecoder
 {
     /// <summary>Decodes <paramref name="examples"/> with one prompt for all of them.</summary>
@@ -185,7 +187,7 @@ public static class GreedyDecoder
     {
         if (prompts is not null && promptIndex is not null && promptIndex.Count != examples.Count)
             throw new ArgumentException($"{promptIndex.Count} prompt indices for {examples.Count} examples");
-        var generators = new Dictionary<int, Generator>();
+        Generator? gen = null;
         batchSize = Math.Min(batchSize, examples.Count);
         try
         {
@@ -193,15 +195,19 @@ public static class GreedyDecoder
             {
                 var chunk = examples.Skip(start).Take(batchSize).ToList();
                 int lin = HostBatch.Round(chunk.Max(e => e.InputIds.Length));
-                if (!generators.TryGetValue(lin, out var gen))
-                    generators[lin] = gen = new Generator(weights, new BatchShape(batchSize, lin, 1, prompts?.Length ?? 0, prompts?.Count ?? 1), maxNewTokens);
+                if (gen?.Shape.InputLength != lin)
+                {
+                    gen?.Dispose();
+                    gen = null; // so that finally does not dispose it again if the next one cannot be made
+                    gen = new Generator(weights, new BatchShape(batchSize, lin, 1, prompts?.Length ?? 0, prompts?.Count ?? 1), maxNewTokens);
+                }
                 var outputs = gen.Generate(chunk, prompts?.Data, promptIndex?.Skip(start).Take(chunk.Count).ToList(), prompts?.MaskedLengths);
                 for (int i = 0; i < chunk.Count; i++) yield return (start + i, outputs[i]);
             }
         }
         finally
         {
-            foreach (var g in generators.Values) g.Dispose();
+            gen?.Dispose();
         }
     }
 }

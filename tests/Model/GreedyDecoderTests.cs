@@ -28,4 +28,31 @@ public sealed class GreedyDecoderTests
         Assert.All(reference.Zip(decoded), p => Assert.Equal(p.First.Ids, p.Second.Ids));
         Assert.Contains(reference, r => r.Ids.Count > 0);
     }
+
+    /// <summary>Batches that pad to different input lengths keep one generator at a time: while the
+    /// i-th batch's result is read, what is allocated is what decoding that batch alone holds.</summary>
+    [Fact]
+    public void OneGeneratorIsKeptAtATime()
+    {
+        string model = ModelTestFiles.TinyV11;
+        using var ckpt = T5Checkpoint.Open(model);
+        var tok = T5Tokenizer.Load(model);
+        using var be = new CpuBackend();
+        using var weights = new T5Weights(ckpt, be);
+        var examples = DataFile.Read(Path.Combine(model, "cases", "p8", "data.jsonl"))
+            .Select(e => new EncodedExample(tok.Encode(e.Input), [])).GroupBy(e => HostBatch.Round(e.InputIds.Length)).Select(g => g.First()).Take(3).ToList();
+        Assert.Equal(3, examples.Count);
+        long start = be.MemoryUse.Current;
+
+        long Held(IEnumerable<(int, List<int>)> run, int reads)
+        {
+            using var e = run.GetEnumerator();
+            for (int i = 0; i < reads; i++) Assert.True(e.MoveNext());
+            return be.MemoryUse.Current - start;
+        }
+        var alone = examples.Select(x => Held(GreedyDecoder.Run(weights, [x], null, 0, 1, 3), 1)).ToArray();
+        Assert.Equal(start, be.MemoryUse.Current);
+        for (int i = 0; i < examples.Count; i++)
+            Assert.Equal(alone[i], Held(GreedyDecoder.Run(weights, examples, null, 0, 1, 3), i + 1));
+    }
 }
