@@ -43,7 +43,7 @@ public class InferenceBenchmarks
     }
 
     [Benchmark(Description = "score 8 x 128 tokens (t5-small)")]
-    public ScoreResult[] Score() => scorer.Score(examples, null, 0);
+    public ScoreResult[] Score() => scorer.Score(examples, null);
 
     [Benchmark(Description = "greedy 8 tokens, KV cache (t5-small)")]
     public List<int>[] GenerateWithCache() => generator.Generate(examples, null);

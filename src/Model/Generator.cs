@@ -56,20 +56,22 @@ public sealed class Generator : IDisposable
     Tensor F(long n, string name) => Own(be.Floats(n, name));
     Tensor[] Layers(Func<int, Tensor> make) => Enumerable.Range(0, c.NumDecoderLayers).Select(make).ToArray();
 
-    /// <summary>Greedy continuation of each example (stops at eos or after maxNewTokens).
-    /// Returns the generated ids without the decoder start token and without eos.
-    /// <paramref name="promptIndex"/> and <paramref name="promptLengths"/> as <see cref="Scorer.Score"/>.</summary>
-    public List<int>[] Generate(IReadOnlyList<EncodedExample> examples, float[]? promptData, IReadOnlyList<int>? promptIndex = null, IReadOnlyList<int>? promptLengths = null)
+    /// <summary>Greedy continuation of each example (stops at eos or after maxNewTokens), with
+    /// <paramref name="promptSet"/> as <see cref="Scorer.Score"/> takes it, of the generator's
+    /// shape. Returns the generated ids without the decoder start token and without eos.</summary>
+    public List<int>[] Generate(IReadOnlyList<EncodedExample> examples, PromptSet? promptSet, IReadOnlyList<int>? promptIndex = null)
     {
         int lin = HostBatch.Round(examples.Max(e => e.InputIds.Length));
         if (lin != Shape.InputLength)
             throw new ArgumentException($"inputs pad to {lin} tokens but this generator was built for {Shape.InputLength}");
-        if (prompts is not null) be.Upload(prompts, promptData ?? throw new ArgumentException("this generator needs prompts"));
+        if ((promptSet?.Length ?? 0, promptSet?.Count ?? 1) != (Shape.PromptLength, Shape.NumPrompts))
+            throw new ArgumentException($"this generator was built for {Shape.NumPrompts} prompt(s) of {Shape.PromptLength} rows");
+        if (prompts is not null) be.Upload(prompts, promptSet!.Data);
         // Only the encoder runs from the batch: targets (validation data has them, of any length)
         // are left out rather than laid into the placeholder decoder positions.
         var inputs = examples.Select(e => e with { TargetIds = [] }).ToList();
         encoder.Load(HostBatch.Build(inputs, Shape.PromptLength, Shape.NumPrompts, promptIndex, batch, c.DecoderStartTokenId, targetLength: encoder.Shape.TargetLength,
-                                     promptLengths: prompts is null ? null : promptLengths));
+                                     promptLengths: promptSet?.MaskedLengths));
         encoderRun.Run();
         crossRun ??= be.Record(EmitCrossProjections);
         crossRun.Run();
@@ -201,7 +203,7 @@ public static class GreedyDecoder
                     gen = null; // so that finally does not dispose it again if the next one cannot be made
                     gen = new Generator(weights, new BatchShape(batchSize, lin, 1, prompts?.Length ?? 0, prompts?.Count ?? 1), maxNewTokens);
                 }
-                var outputs = gen.Generate(chunk, prompts?.Data, promptIndex?.Skip(start).Take(chunk.Count).ToList(), prompts?.MaskedLengths);
+                var outputs = gen.Generate(chunk, prompts, promptIndex?.Skip(start).Take(chunk.Count).ToList());
                 for (int i = 0; i < chunk.Count; i++) yield return (start + i, outputs[i]);
             }
         }

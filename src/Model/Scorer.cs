@@ -29,21 +29,17 @@ public sealed class Scorer : IDisposable
 
     public Backend Backend => weights.Backend;
 
-    /// <summary>Scores one batch. <paramref name="prompts"/> is [numPrompts, P, d] row-major (or
-    /// null for no prompt), and <paramref name="promptIndex"/> picks each example's prompt;
-    /// <paramref name="promptLengths"/> as <see cref="HostBatch.Build"/> (a <see cref="PromptSet"/>'s
-    /// MaskedLengths).</summary>
-    public ScoreResult[] Score(IReadOnlyList<EncodedExample> batch, float[]? prompts, int promptLength, int numPrompts = 1, IReadOnlyList<int>? promptIndex = null, int? batchSize = null,
-                               IReadOnlyList<int>? promptLengths = null)
+    /// <summary>Scores one batch, example i with prompt promptIndex[i] of <paramref name="prompts"/>
+    /// (null: no prompt; null index: prompt 0).</summary>
+    public ScoreResult[] Score(IReadOnlyList<EncodedExample> batch, PromptSet? prompts, IReadOnlyList<int>? promptIndex = null, int? batchSize = null)
     {
-        int d = weights.Config.DModel;
-        if (prompts is not null && prompts.Length != (long)numPrompts * promptLength * d)
-            throw new ArgumentException($"prompts hold {prompts.Length} floats; expected {numPrompts}x{promptLength}x{d}");
-        var host = HostBatch.Build(batch, prompts is null ? 0 : promptLength, numPrompts, promptIndex, batchSize, weights.Config.DecoderStartTokenId,
-                                   promptLengths: prompts is null ? null : promptLengths);
+        if (prompts is not null && prompts.Data.Length != (long)prompts.Count * prompts.Length * weights.Config.DModel)
+            throw new ArgumentException($"the prompts are not of this model's d_model {weights.Config.DModel}");
+        var host = HostBatch.Build(batch, prompts?.Length ?? 0, prompts?.Count ?? 1, promptIndex, batchSize, weights.Config.DecoderStartTokenId,
+                                   promptLengths: prompts?.MaskedLengths);
         var (pass, run) = PassFor(host.Shape);
         var be = weights.Backend;
-        if (prompts is not null) be.Upload(pass.Prompts!, prompts);
+        if (prompts is not null) be.Upload(pass.Prompts!, prompts.Data);
         pass.Load(host);
         run.Run();
         var lp = pass.ReadLogProbs();

@@ -31,7 +31,7 @@ public static class RankClassifier
         {
             var chunk = rows.Skip(start).Take(batchSize).ToList();
             var batch = chunk.Select(r => new EncodedExample(inputs[r.Example], choices[r.Choice])).ToList();
-            var scores = scorer.Score(batch, prompts?.Data, prompts?.Length ?? 0, numPrompts, chunk.Select(r => r.Prompt).ToList(), batchSize, prompts?.MaskedLengths);
+            var scores = scorer.Score(batch, prompts, chunk.Select(r => r.Prompt).ToList(), batchSize);
             for (int i = 0; i < chunk.Count; i++)
             {
                 var (e, c, p) = chunk[i];
@@ -88,11 +88,12 @@ public sealed class Validation(Scorer scorer, IReadOnlyList<EncodedExample> exam
     {
         double lp = 0;
         int tokens = 0;
+        var prompts = PromptSet.Stack([prompt], prompt.Length / promptLength);
         batchSize = Math.Min(batchSize, examples.Count);
         for (int s = 0; s < examples.Count; s += batchSize)
         {
             var batch = examples.Skip(s).Take(batchSize).ToList();
-            foreach (var r in scorer.Score(batch, prompt, promptLength, batchSize: batchSize))
+            foreach (var r in scorer.Score(batch, prompts, batchSize: batchSize))
             {
                 lp += r.LogProb;
                 tokens += r.Tokens;
@@ -102,7 +103,7 @@ public sealed class Validation(Scorer scorer, IReadOnlyList<EncodedExample> exam
         if (labels is not null && labelIds is not null)
         {
             var gold = targets.Select(t => labels.ToList().IndexOf(t)).ToList();
-            var pred = RankClassifier.Predict(scorer, examples.Select(e => e.InputIds).ToList(), labelIds, PromptSet.Stack([prompt], prompt.Length / promptLength), batchSize);
+            var pred = RankClassifier.Predict(scorer, examples.Select(e => e.InputIds).ToList(), labelIds, prompts, batchSize);
             return (loss, RankClassifier.Accuracy(pred[0], gold));
         }
         if (generate is not null)

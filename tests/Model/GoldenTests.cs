@@ -91,8 +91,8 @@ public sealed class GoldenTests(GpuFixture f) : GpuTest(f)
         using var weights = new T5Weights(g.Ckpt, be);
         using var scorer = new Scorer(weights);
         int d = g.Ckpt.Config.DModel;
-        AssertLogLikelihoods(Doubles(Path.Combine(g.CaseDir, "scores.json")), scorer.Score(g.Examples, g.Prompt0, g.Prompt0.Length / d), "with prompt");
-        AssertLogLikelihoods(Doubles(Path.Combine(g.CaseDir, "scores_noprompt.json")), scorer.Score(g.Examples, null, 0), "without prompt");
+        AssertLogLikelihoods(Doubles(Path.Combine(g.CaseDir, "scores.json")), scorer.Score(g.Examples, PromptSet.Stack([g.Prompt0], d)), "with prompt");
+        AssertLogLikelihoods(Doubles(Path.Combine(g.CaseDir, "scores_noprompt.json")), scorer.Score(g.Examples, null), "without prompt");
     }
 
     [Theory, MemberData(nameof(Cases))]
@@ -180,8 +180,8 @@ public sealed class GoldenTests(GpuFixture f) : GpuTest(f)
         int d = g.Ckpt.Config.DModel;
         using (var scorer = new Scorer(weights))
         {
-            AssertLogLikelihoods(Doubles(Path.Combine(g.CaseDir, "scores.json")), scorer.Score(g.Examples, g.Prompt0, g.Prompt0.Length / d), $"{precision} with prompt", u / 2);
-            AssertLogLikelihoods(Doubles(Path.Combine(g.CaseDir, "scores_noprompt.json")), scorer.Score(g.Examples, null, 0), $"{precision} without prompt", u / 2);
+            AssertLogLikelihoods(Doubles(Path.Combine(g.CaseDir, "scores.json")), scorer.Score(g.Examples, PromptSet.Stack([g.Prompt0], d)), $"{precision} with prompt", u / 2);
+            AssertLogLikelihoods(Doubles(Path.Combine(g.CaseDir, "scores_noprompt.json")), scorer.Score(g.Examples, null), $"{precision} without prompt", u / 2);
         }
         var (loss, grad) = PromptTrainer.Gradient(weights, g.Examples, g.Prompt0);
         double goldLoss = JsonDocument.Parse(File.ReadAllText(Path.Combine(g.CaseDir, "loss.json"))).RootElement.GetProperty("loss").GetDouble();
@@ -214,7 +214,7 @@ public sealed class GoldenTests(GpuFixture f) : GpuTest(f)
         {
             using var weights = new T5Weights(g.Ckpt, be, precision);
             using var scorer = new Scorer(weights);
-            var scores = scorer.Score(g.Examples, g.Prompt0, g.Prompt0.Length / d).Select(r => r.LogProb).ToArray();
+            var scores = scorer.Score(g.Examples, PromptSet.Stack([g.Prompt0], d)).Select(r => r.LogProb).ToArray();
             var (loss, grad) = PromptTrainer.Gradient(weights, g.Examples, g.Prompt0);
             return (scores, loss, grad);
         }

@@ -27,7 +27,7 @@ public sealed class ScorerTests
         for (int i = 0; i < batches.Count; i++)
             using (var s = new Scorer(weights, maxShapes))
             {
-                s.Score(batches[i], null, 0);
+                s.Score(batches[i], null);
                 alone[i] = be.MemoryUse.Current - before;
             }
         Assert.Equal(before, be.MemoryUse.Current);
@@ -35,13 +35,13 @@ public sealed class ScorerTests
         using var scorer = new Scorer(weights, maxShapes);
         for (int i = 0; i < batches.Count; i++)
         {
-            var first = scorer.Score(batches[i], null, 0);
+            var first = scorer.Score(batches[i], null);
             Assert.InRange(scorer.CachedShapes, 1, maxShapes);
             // What is held is the passes of the shapes kept, the latest among them.
             long held = be.MemoryUse.Current - before;
             long bound = alone.Skip(Math.Max(0, i + 1 - maxShapes)).Take(Math.Min(i + 1, maxShapes)).Sum();
             Assert.True(held <= bound, $"after shape {i}: {held} bytes held, at most {bound} expected with {maxShapes} shape(s) kept");
-            Assert.Equal(first, scorer.Score(batches[i], null, 0));
+            Assert.Equal(first, scorer.Score(batches[i], null));
         }
     }
 }

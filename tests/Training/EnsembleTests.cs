@@ -61,8 +61,8 @@ public sealed class EnsembleTests(GpuFixture f) : GpuTest(f)
         var prompts = EnsembleTask.Prompts(ckpt.Config.DModel);
 
         var promptIndex = examples.Select((_, i) => i % prompts.Length).ToList();
-        var mixed = scorer.Score(examples, prompts.SelectMany(p => p).ToArray(), EnsembleTask.PromptLength, prompts.Length, promptIndex);
-        var alone = prompts.Select(p => scorer.Score(examples, p, EnsembleTask.PromptLength)).ToArray();
+        var mixed = scorer.Score(examples, PromptSet.Stack(prompts, ckpt.Config.DModel), promptIndex);
+        var alone = prompts.Select(p => scorer.Score(examples, PromptSet.Stack([p], ckpt.Config.DModel))).ToArray();
         for (int i = 0; i < examples.Count; i++)
         {
             var expected = alone[promptIndex[i]][i];
@@ -96,16 +96,17 @@ public sealed class EnsembleTests(GpuFixture f) : GpuTest(f)
         Assert.Equal([5, 2, 3], set.Lengths);
 
         var promptIndex = examples.Select((_, i) => i % prompts.Length).ToList();
-        var mixed = scorer.Score(examples, set.Data, set.Length, set.Count, promptIndex, promptLengths: set.MaskedLengths);
-        var alone = prompts.Select(p => scorer.Score(examples, p, p.Length / d)).ToArray();
+        var mixed = scorer.Score(examples, set, promptIndex);
+        var alone = prompts.Select(p => scorer.Score(examples, PromptSet.Stack([p], d))).ToArray();
         for (int i = 0; i < examples.Count; i++)
         {
             var expected = alone[promptIndex[i]][i];
             Assert.True(Math.Abs(mixed[i].LogProb - expected.LogProb) <= 1e-5 * Math.Abs(expected.LogProb),
                         $"example {i} with prompt {promptIndex[i]}: {mixed[i].LogProb} in the mixed batch, {expected.LogProb} alone");
         }
-        // Unmasked, the padding rows would change the shorter prompts' scores: the mask is what is tested.
-        var unmasked = scorer.Score(examples, set.Data, set.Length, set.Count, promptIndex);
+        // Unmasked (the zeros in front made part of each prompt) the padding rows would change the
+        // shorter prompts' scores: the mask is what is tested.
+        var unmasked = scorer.Score(examples, PromptSet.Stack(Enumerable.Range(0, set.Count).Select(k => set.Data[(k * set.Length * d)..((k + 1) * set.Length * d)]).ToArray(), d), promptIndex);
         Assert.True(Math.Abs(unmasked[1].LogProb - alone[1][1].LogProb) > 1e-3 * Math.Abs(alone[1][1].LogProb));
 
         var decoded = GreedyDecoder.Run(weights, examples, set, promptIndex, batchSize: 4, maxNewTokens: 4).ToList();

@@ -72,7 +72,7 @@ internal static class DemoCommand
             console.WriteLine();
             console.WriteLine("With a real checkpoint (a local copy of google/t5-base-lm-adapt) and SuperGLUE data:");
             console.WriteLine($"  ./vkprompt train --model t5-base-lm-adapt --task rte --train rte/train.jsonl --validation rte/val.jsonl --output rte-prompt");
-            console.WriteLine($"  ./vkprompt eval --model t5-base-lm-adapt --prompt rte-prompt --data rte-val-text2text.jsonl");
+            console.WriteLine($"  ./vkprompt eval --model t5-base-lm-adapt --prompt rte-prompt --task rte --data rte/val.jsonl");
             return Cli.Ok;
         });
         return command;

@@ -37,8 +37,7 @@ internal static class ScoreCommand
             for (int start = 0; start < encoded.Count; start += b)
             {
                 var chunk = encoded.Skip(start).Take(b).ToList();
-                var results = scorer.Score(chunk, prompts?.Data, prompts?.Length ?? 0, prompts?.Count ?? 1,
-                                           promptIndex?.Skip(start).Take(chunk.Count).ToList(), b, prompts?.MaskedLengths);
+                var results = scorer.Score(chunk, prompts, promptIndex?.Skip(start).Take(chunk.Count).ToList(), b);
                 for (int i = 0; i < results.Length; i++)
                     output.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{{\"index\": {start + i}, \"logprob\": {results[i].LogProb:R}, \"tokens\": {results[i].Tokens}}}"));
             }
