@@ -11,14 +11,6 @@ internal static class PromptArg
         "the name given as --prompt NAME=PATH or else the file or directory name without extension. Prompts may differ in length; " +
         "each line computes what its prompt alone gives. Default: no prompt.";
 
-    /// <summary>One prompt, or null data when absent.</summary>
-    public static (float[]? Data, int Length) Load(string? path, int dModel)
-    {
-        if (path is null) return (null, 0);
-        var data = PromptFile.Load(path, dModel, out int length);
-        return (data, length);
-    }
-
     /// <summary>The prompts of a multi-task file, and which one each example takes: with one
     /// --prompt every example takes it (a line may name it); with several, each line names its
     /// own. Lines that name a prompt not given are errors, not silently unprompted.</summary>
