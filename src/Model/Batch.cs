@@ -25,6 +25,11 @@ public sealed class HostBatch
 
     public static int Round(int n, int quantum = LengthQuantum) => Math.Max(quantum, (n + quantum - 1) / quantum * quantum);
 
+    /// <summary>Indices of <paramref name="lengths"/>, shortest first (ties in order): batches cut
+    /// from it pad far less than batches in file order, and lengths that round alike fall into
+    /// consecutive batches, which replay one recording. For work whose results go back by index.</summary>
+    public static int[] ShortestFirst(IReadOnlyList<int> lengths) => Enumerable.Range(0, lengths.Count).OrderBy(i => lengths[i]).ToArray();
+
     /// <param name="batchSize">rows of the shape; examples beyond the list are padding rows whose
     /// targets are all ignored (a last, short batch replays the full-size graph).</param>
     /// <param name="promptLengths">each prompt's own length, where prompts of several lengths share

@@ -16,7 +16,7 @@ public static class RankClassifier
     {
         int nc = choices.Count, numPrompts = prompts?.Count ?? 1;
         var rows = new List<(int Example, int Choice, int Prompt)>();
-        for (int e = 0; e < inputs.Count; e++)
+        foreach (int e in HostBatch.ShortestFirst(inputs.Select(x => x.Length).ToList()))
             for (int p = 0; p < numPrompts; p++)
                 for (int c = 0; c < nc; c++)
                     rows.Add((e, c, p));
@@ -90,9 +90,10 @@ public sealed class Validation(Scorer scorer, IReadOnlyList<EncodedExample> exam
         int tokens = 0;
         var prompts = PromptSet.Stack([prompt], prompt.Length / promptLength);
         batchSize = Math.Min(batchSize, examples.Count);
+        var order = HostBatch.ShortestFirst(examples.Select(e => e.InputIds.Length).ToList());
         for (int s = 0; s < examples.Count; s += batchSize)
         {
-            var batch = examples.Skip(s).Take(batchSize).ToList();
+            var batch = order.Skip(s).Take(batchSize).Select(i => examples[i]).ToList();
             foreach (var r in scorer.Score(batch, prompts, batchSize: batchSize))
             {
                 lp += r.LogProb;

@@ -33,14 +33,17 @@ internal static class ScoreCommand
             var encoded = examples.Select(enc.Encode).ToList();
             var (prompts, promptIndex) = PromptArg.ForExamples(parse.GetValue(prompt)!, examples, dataPath, s.DModel);
             using var scorer = new Scorer(s.Weights);
-            var output = Cli.Out(parse);
+            var order = HostBatch.ShortestFirst(encoded.Select(e => e.InputIds.Length).ToList());
+            var results = new ScoreResult[encoded.Count];
             for (int start = 0; start < encoded.Count; start += b)
             {
-                var chunk = encoded.Skip(start).Take(b).ToList();
-                var results = scorer.Score(chunk, prompts, promptIndex?.Skip(start).Take(chunk.Count).ToList(), b);
-                for (int i = 0; i < results.Length; i++)
-                    output.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{{\"index\": {start + i}, \"logprob\": {results[i].LogProb:R}, \"tokens\": {results[i].Tokens}}}"));
+                var chunk = order.Skip(start).Take(b).ToArray();
+                var scores = scorer.Score(chunk.Select(i => encoded[i]).ToList(), prompts, promptIndex is null ? null : chunk.Select(i => promptIndex[i]).ToList(), b);
+                for (int i = 0; i < chunk.Length; i++) results[chunk[i]] = scores[i];
             }
+            var output = Cli.Out(parse);
+            for (int i = 0; i < results.Length; i++)
+                output.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{{\"index\": {i}, \"logprob\": {results[i].LogProb:R}, \"tokens\": {results[i].Tokens}}}"));
             Cli.WarnTruncation(parse, enc);
             return Cli.Ok;
         });
