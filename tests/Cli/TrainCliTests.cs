@@ -285,6 +285,31 @@ public sealed class TrainCliTests : IDisposable
         Assert.Equal("error: --patience stops on validation scores: it needs --validation", Assert.Single(CliRun.Lines(noValidation.Err)));
     }
 
+    /// <summary>Validation of free-text targets counts exact matches of each example's greedy
+    /// decoding with its own target: half the targets here are what generate prints for their
+    /// input under the (unmoving) prompt, so the accuracy must be exactly one half. Validation
+    /// decodes shortest first; a text paired with another example's target would miss.</summary>
+    [Fact]
+    public void FreeTextValidationComparesEachExamplesDecodingWithItsOwnTarget()
+    {
+        string model = ModelTestFiles.TinyV11;
+        string data = Path.Combine(model, "cases", "p8", "data.jsonl");
+        string prompt = Path.Combine(model, "cases", "p8", "prompt0.safetensors");
+        var texts = CliRun.Of("generate", "--model", model, "--data", data, "--prompt", prompt, "--max-new-tokens", "128", "--device", "cpu").Succeeded().OutLines
+            .Select(l => JsonDocument.Parse(l).RootElement.GetProperty("text").GetString()!).ToList();
+        Assert.True(texts.Distinct().Count() > 1, "the decodings should differ between examples");
+        var examples = DataFile.Read(data);
+        string validation = dir.File("val.jsonl");
+        File.WriteAllLines(validation, examples.Select((e, i) => JsonSerializer.Serialize(new Dictionary<string, string>
+            { ["input"] = e.Input, ["target"] = i % 2 == 0 ? texts[i] : "no example decodes to this" })));
+
+        var output = dir.File("out");
+        CliRun.Of("train", "--model", model, "--train", data, "--validation", validation, "--output", output, "--device", "cpu",
+                  "--init", "file:" + prompt, "--lr", "1e-30", "--weight-decay", "0", "--dropout", "0", "--steps", "1", "--batch-size", "2").Succeeded();
+        var evaluated = JsonNode.Parse(Assert.Single(File.ReadLines(Path.Combine(output, TrainingRun.MetricsFile))))!;
+        Assert.Equal(0.5, evaluated["val_accuracy"]!.GetValue<double>());
+    }
+
     /// <summary>A second train into the directory of a finished run is refused, leaving it whole;
     /// --overwrite replaces exactly what the run wrote (an old export included) and keeps the rest;
     /// with --resume it is a contradiction.</summary>

@@ -55,8 +55,15 @@ internal static class TrainCommand
             bool rank = labels is not null && val.All(e => labels.Contains(e.Target!));
             validation = new Validation(scorer, encodedVal, val.Select(e => e.Target!).ToList(),
                 rank ? labels : null, rank ? labels!.Select(l => s.Tokenizer.Encode(l)).ToList() : null,
-                rank ? null : (prompt, p) => GreedyDecoder.Run(s.Weights, encodedVal, prompt, p, t.Options.BatchSize, t.Options.MaxTargetLength)
-                                                     .Select(x => s.Tokenizer.Decode(x.Ids)).ToList(),
+                rank ? null : (prompt, p) =>
+                {
+                    // Shortest first pads least; the texts go back in file order.
+                    var order = HostBatch.ShortestFirst(encodedVal.Select(e => e.InputIds.Length).ToList());
+                    var texts = new string[order.Length];
+                    foreach (var (k, ids) in GreedyDecoder.Run(s.Weights, order.Select(i => encodedVal[i]).ToList(), prompt, p, t.Options.BatchSize, t.Options.MaxTargetLength))
+                        texts[order[k]] = s.Tokenizer.Decode(ids);
+                    return texts;
+                },
                 t.Options.BatchSize);
         }
         console.MarkupLineInterpolated($"[bold]VkPrompt train[/]: {train.Count} examples, {s.Backend.Name}, {s.Weights.Precision.Name()} weights; {truncation}");
