@@ -39,9 +39,7 @@ public sealed class GreedyDecoderTests
         var tok = T5Tokenizer.Load(model);
         using var be = new CpuBackend();
         using var weights = new T5Weights(ckpt, be);
-        var examples = DataFile.Read(Path.Combine(model, "cases", "p8", "data.jsonl"))
-            .Select(e => new EncodedExample(tok.Encode(e.Input), [])).GroupBy(e => HostBatch.Round(e.InputIds.Length)).Select(g => g.First()).Take(3).ToList();
-        Assert.Equal(3, examples.Count);
+        var examples = ModelTestFiles.OfThreeShapes(tok);
         long start = be.MemoryUse.Current;
 
         long Held(IEnumerable<(int, List<int>)> run, int reads)

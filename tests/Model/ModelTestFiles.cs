@@ -1,6 +1,7 @@
 using System.Buffers.Binary;
 using System.Text;
 using VkPrompt.Model;
+using VkPrompt.Model.Tokenization;
 using Xunit;
 
 namespace VkPrompt.Tests.Model;
@@ -20,6 +21,16 @@ public static class ModelTestFiles
 {
     public static string TinyV11 => Path.Combine(TestPaths.Golden, "tiny-v11");
     public static string TinyV10Bf16 => Path.Combine(TestPaths.Golden, "tiny-v10-bf16");
+
+    /// <summary>One example of each of three padded input lengths from tiny-v11's p8 data: batches
+    /// of three shapes, for tests of what is kept per shape.</summary>
+    public static List<EncodedExample> OfThreeShapes(T5Tokenizer tok)
+    {
+        var examples = DataFile.Read(Path.Combine(TinyV11, "cases", "p8", "data.jsonl")).Select(new ExampleEncoder(tok, 512, 128).Encode)
+            .GroupBy(e => HostBatch.Round(e.InputIds.Length)).Select(g => g.First()).Take(3).ToList();
+        Assert.Equal(3, examples.Count);
+        return examples;
+    }
 
     /// <summary>A safetensors file from a literal JSON header and data section, exactly as given.</summary>
     public static void WriteRaw(string path, string header, byte[] data, ulong? headerLength = null)

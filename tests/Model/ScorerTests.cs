@@ -17,10 +17,7 @@ public sealed class ScorerTests
         var tok = T5Tokenizer.Load(model);
         using var be = new CpuBackend();
         using var weights = new T5Weights(ckpt, be);
-        var examples = DataFile.Read(Path.Combine(model, "cases", "p8", "data.jsonl")).Select(new ExampleEncoder(tok, 512, 128).Encode).ToList();
-        // Three batches that pad to three different shapes.
-        var batches = examples.GroupBy(e => HostBatch.Round(e.InputIds.Length)).Select(g => g.Take(1).ToList()).Take(3).ToList();
-        Assert.Equal(3, batches.Count);
+        var batches = ModelTestFiles.OfThreeShapes(tok).Select(e => new List<EncodedExample> { e }).ToList();
 
         long before = be.MemoryUse.Current;
         var alone = new long[batches.Count];

@@ -21,9 +21,7 @@ public sealed class PromptTrainerTests
         var tok = T5Tokenizer.Load(model);
         using var be = new CpuBackend();
         using var weights = new T5Weights(ckpt, be);
-        var examples = DataFile.Read(Path.Combine(model, "cases", "p8", "data.jsonl")).Select(new ExampleEncoder(tok, 512, 128).Encode).ToList();
-        var batches = examples.GroupBy(e => HostBatch.Round(e.InputIds.Length)).Select(g => g.Take(1).ToList()).Take(3).ToList();
-        Assert.Equal(3, batches.Count);
+        var batches = ModelTestFiles.OfThreeShapes(tok).Select(e => new List<EncodedExample> { e }).ToList();
         var prompt = Check.Random(2 * ckpt.Config.DModel, seed: 1, 0.5f);
 
         long Alone(List<EncodedExample> batch)
