@@ -4,28 +4,18 @@ namespace VkPrompt.Model;
 
 /// <summary>
 /// Teacher-forced scoring: the summed log-probability of each example's target given its input
-/// and (optionally) a soft prompt per example. Passes are recorded once per batch shape and
-/// replayed; several prompts (tasks, or an ensemble) can share one batch.
+/// and (optionally) a soft prompt per example; several prompts (tasks, or an ensemble) can share
+/// one batch. The pass of the last batch shape is kept, recorded, and replayed while batches keep
+/// that shape: callers order their batches shortest first (<see cref="HostBatch.ShortestFirst"/>),
+/// so shapes come in runs, and one pass's activations is all the memory a Scorer holds (during
+/// training, beside the training step's own).
 /// </summary>
-public sealed class Scorer : IDisposable
+public sealed class Scorer(T5Weights weights) : IDisposable
 {
-    readonly T5Weights weights;
-    readonly Dictionary<BatchShape, (T5Pass Pass, IRecording Run)> passes = new();
-    readonly Dictionary<(int, int), Tensor> promptTensors = new();
-    readonly int maxShapes;
+    (T5Pass Pass, IRecording Run, Tensor? Prompts)? kept;
 
-    /// <param name="maxShapes">how many batch shapes keep their recorded pass (and its
-    /// activations) between calls: more replay more batches without recording, at the memory of
-    /// a pass each. Training's validation takes 1, since its passes sit beside the training step's.</param>
-    public Scorer(T5Weights weights, int maxShapes = 4)
-    {
-        ArgumentOutOfRangeException.ThrowIfLessThan(maxShapes, 1);
-        this.weights = weights;
-        this.maxShapes = maxShapes;
-    }
-
-    /// <summary>Batch shapes whose pass is kept now.</summary>
-    public int CachedShapes => passes.Count;
+    /// <summary>The batch shape whose pass is kept, if any.</summary>
+    public BatchShape? KeptShape => kept?.Pass.Shape;
 
     public Backend Backend => weights.Backend;
 
@@ -58,33 +48,26 @@ public sealed class Scorer : IDisposable
 
     (T5Pass, IRecording) PassFor(BatchShape shape)
     {
-        if (passes.TryGetValue(shape, out var p)) return p;
-        // Recorded passes hold activations; keep only a few shapes alive.
-        if (passes.Count >= maxShapes)
-        {
-            foreach (var (pass, rec) in passes.Values) { rec.Dispose(); pass.Dispose(); }
-            passes.Clear();
-        }
-        Tensor? prompt = null;
-        if (shape.PromptLength > 0)
-        {
-            var key = (shape.NumPrompts, shape.PromptLength);
-            if (!promptTensors.TryGetValue(key, out prompt))
-                promptTensors[key] = prompt = weights.Backend.Floats((long)shape.NumPrompts * shape.PromptLength * weights.Config.DModel, "prompts");
-        }
-        var newPass = new T5Pass(weights, shape, ActivationMode.Inference, prompt);
-        var recording = weights.Backend.Record(newPass.EmitForward);
-        passes[shape] = (newPass, recording);
-        return (newPass, recording);
+        if (kept is { } k && k.Pass.Shape == shape) return (k.Pass, k.Run);
+        DropKept();
+        var prompts = shape.PromptLength > 0 ? weights.Backend.Floats((long)shape.NumPrompts * shape.PromptLength * weights.Config.DModel, "prompts") : null;
+        var pass = new T5Pass(weights, shape, ActivationMode.Inference, prompts);
+        kept = (pass, weights.Backend.Record(pass.EmitForward), prompts);
+        return (pass, kept.Value.Run);
     }
 
-    public void Dispose()
+    void DropKept()
     {
-        foreach (var (pass, rec) in passes.Values) { rec.Dispose(); pass.Dispose(); }
-        passes.Clear();
-        foreach (var t in promptTensors.Values) t.Dispose();
-        promptTensors.Clear();
+        if (kept is { } k)
+        {
+            k.Run.Dispose();
+            k.Pass.Dispose();
+            k.Prompts?.Dispose();
+        }
+        kept = null;
     }
+
+    public void Dispose() => DropKept();
 }
 
 public readonly record struct ScoreResult(double LogProb, int Tokens);

@@ -5,12 +5,12 @@ using Xunit;
 
 namespace VkPrompt.Tests.Model;
 
-/// <summary>How much a Scorer keeps between calls: a pass (with its activations) per batch shape,
-/// up to maxShapes of them.</summary>
+/// <summary>What a Scorer keeps between calls: the pass (with its activations) of the last batch
+/// shape, replayed while the shape stays.</summary>
 public sealed class ScorerTests
 {
-    [Theory, InlineData(1), InlineData(2)]
-    public void AtMostMaxShapesPassesStayAllocated(int maxShapes)
+    [Fact]
+    public void OnlyTheLastShapesPassStaysAllocated()
     {
         string model = ModelTestFiles.TinyV11;
         using var ckpt = T5Checkpoint.Open(model);
@@ -18,27 +18,27 @@ public sealed class ScorerTests
         using var be = new CpuBackend();
         using var weights = new T5Weights(ckpt, be);
         var batches = ModelTestFiles.OfThreeShapes(tok).Select(e => new List<EncodedExample> { e }).ToList();
+        var prompts = PromptSet.Stack([Check.Random(2 * ckpt.Config.DModel, seed: 1, 0.5f)], ckpt.Config.DModel);
 
         long before = be.MemoryUse.Current;
         var alone = new long[batches.Count];
         for (int i = 0; i < batches.Count; i++)
-            using (var s = new Scorer(weights, maxShapes))
+            using (var s = new Scorer(weights))
             {
-                s.Score(batches[i], null);
+                s.Score(batches[i], prompts);
                 alone[i] = be.MemoryUse.Current - before;
             }
         Assert.Equal(before, be.MemoryUse.Current);
 
-        using var scorer = new Scorer(weights, maxShapes);
+        using var scorer = new Scorer(weights);
         for (int i = 0; i < batches.Count; i++)
         {
-            var first = scorer.Score(batches[i], null);
-            Assert.InRange(scorer.CachedShapes, 1, maxShapes);
-            // What is held is the passes of the shapes kept, the latest among them.
-            long held = be.MemoryUse.Current - before;
-            long bound = alone.Skip(Math.Max(0, i + 1 - maxShapes)).Take(Math.Min(i + 1, maxShapes)).Sum();
-            Assert.True(held <= bound, $"after shape {i}: {held} bytes held, at most {bound} expected with {maxShapes} shape(s) kept");
-            Assert.Equal(first, scorer.Score(batches[i], null));
+            var first = scorer.Score(batches[i], prompts);
+            Assert.Equal(alone[i], be.MemoryUse.Current - before);
+            Assert.Equal(first, scorer.Score(batches[i], prompts));
+            Assert.Equal(alone[i], be.MemoryUse.Current - before);
         }
+        scorer.Dispose();
+        Assert.Equal(before, be.MemoryUse.Current);
     }
 }

@@ -44,9 +44,7 @@ internal static class TrainCommand
         var encodedTrain = train.Select(enc.Encode).ToList();
         var truncation = enc.Report();
         Validation? validation = null;
-        // Validation's passes hold their activations beside the training step's for the whole run:
-        // one shape at a time keeps validation from adding several passes to the peak.
-        using var scorer = new Scorer(s.Weights, maxShapes: 1);
+        using var scorer = new Scorer(s.Weights);
         if (val is not null)
         {
             var vEnc = new ExampleEncoder(s.Tokenizer, t.Options.MaxInputLength, t.Options.MaxTargetLength);
