@@ -12,12 +12,9 @@ public sealed class GreedyDecoderTests
     [Fact]
     public void TargetsOfAnyLengthDoNotChangeTheDecoding()
     {
-        string model = ModelTestFiles.TinyV11;
-        using var ckpt = T5Checkpoint.Open(model);
-        var tok = T5Tokenizer.Load(model);
-        using var be = new CpuBackend();
-        using var weights = new T5Weights(ckpt, be);
-        var withTargets = DataFile.Read(Path.Combine(model, "cases", "p8", "data.jsonl"))
+        using var m = new TinyV11OnCpu();
+        var (tok, weights) = (m.Tokenizer, m.Weights);
+        var withTargets = DataFile.Read(Path.Combine(ModelTestFiles.TinyV11, "cases", "p8", "data.jsonl"))
             .Select(e => new EncodedExample(tok.Encode(e.Input), tok.Encode(e.Target!))).ToList();
         Assert.Contains(withTargets, e => e.TargetIds.Length > HostBatch.LengthQuantum);
         var inputsOnly = withTargets.Select(e => e with { TargetIds = [] }).ToList();
@@ -34,12 +31,9 @@ public sealed class GreedyDecoderTests
     [Fact]
     public void OneGeneratorIsKeptAtATime()
     {
-        string model = ModelTestFiles.TinyV11;
-        using var ckpt = T5Checkpoint.Open(model);
-        var tok = T5Tokenizer.Load(model);
-        using var be = new CpuBackend();
-        using var weights = new T5Weights(ckpt, be);
-        var examples = ModelTestFiles.OfThreeShapes(tok);
+        using var m = new TinyV11OnCpu();
+        var (be, weights) = (m.Backend, m.Weights);
+        var examples = ModelTestFiles.OfThreeShapes(m.Tokenizer);
         long start = be.MemoryUse.Current;
 
         long Held(IEnumerable<(int, List<int>)> run, int reads)

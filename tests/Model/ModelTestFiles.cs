@@ -1,6 +1,7 @@
 using System.Buffers.Binary;
 using System.Text;
 using VkPrompt.Model;
+using VkPrompt.Model.Backends;
 using VkPrompt.Model.Tokenization;
 using Xunit;
 
@@ -68,4 +69,24 @@ public static class ModelTestFiles
         FeedForwardProj = gated ? T5FeedForward.GatedGelu : T5FeedForward.Relu,
         TieWordEmbeddings = !gated,
     };
+}
+
+/// <summary>tiny-v11 loaded on a CPU reference backend of its own, whose memory accounting then
+/// counts only what the test allocates.</summary>
+public sealed class TinyV11OnCpu : IDisposable
+{
+    public T5Checkpoint Checkpoint { get; } = T5Checkpoint.Open(ModelTestFiles.TinyV11);
+    public T5Tokenizer Tokenizer { get; } = T5Tokenizer.Load(ModelTestFiles.TinyV11);
+    public CpuBackend Backend { get; } = new();
+    public T5Weights Weights { get; }
+    public int DModel => Checkpoint.Config.DModel;
+
+    public TinyV11OnCpu() => Weights = new T5Weights(Checkpoint, Backend);
+
+    public void Dispose()
+    {
+        Weights.Dispose();
+        Backend.Dispose();
+        Checkpoint.Dispose();
+    }
 }

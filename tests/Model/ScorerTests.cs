@@ -12,13 +12,10 @@ public sealed class ScorerTests
     [Fact]
     public void OnlyTheLastShapesPassStaysAllocated()
     {
-        string model = ModelTestFiles.TinyV11;
-        using var ckpt = T5Checkpoint.Open(model);
-        var tok = T5Tokenizer.Load(model);
-        using var be = new CpuBackend();
-        using var weights = new T5Weights(ckpt, be);
-        var batches = ModelTestFiles.OfThreeShapes(tok).Select(e => new List<EncodedExample> { e }).ToList();
-        var prompts = PromptSet.Stack([Check.Random(2 * ckpt.Config.DModel, seed: 1, 0.5f)], ckpt.Config.DModel);
+        using var m = new TinyV11OnCpu();
+        var (be, weights) = (m.Backend, m.Weights);
+        var batches = ModelTestFiles.OfThreeShapes(m.Tokenizer).Select(e => new List<EncodedExample> { e }).ToList();
+        var prompts = PromptSet.Stack([Check.Random(2 * m.DModel, seed: 1, 0.5f)], m.DModel);
 
         long before = be.MemoryUse.Current;
         var alone = new long[batches.Count];
