@@ -1,4 +1,5 @@
 #version 450
+#extension GL_GOOGLE_include_directive : require
 #extension GL_KHR_cooperative_matrix : require
 #extension GL_NV_cooperative_matrix2 : require
 #extension GL_KHR_memory_scope_semantics : require
@@ -33,14 +34,7 @@ layout(constant_id = 5) const uint B_ALONG_K = 1;
 layout(std430, binding = 0) readonly buffer BufA { float16_t a[]; };
 layout(std430, binding = 1) readonly buffer BufB { float16_t b[]; };
 layout(std430, binding = 2) buffer BufC { float c[]; };
-layout(push_constant) uniform Push {
-    uint M, N, K, batch1, batch2;
-    uint aOffset, aStrideB1, aStrideB2, aStrideM, aStrideK;
-    uint bOffset, bStrideB1, bStrideB2, bStrideK, bStrideN;
-    uint cOffset, cStrideB1, cStrideB2, cStrideM;
-    float alpha;
-    uint accumulate;
-} pc;
+#include "matmul_push.glsl"
 
 #define ACC coopmat<float, gl_ScopeWorkgroup, BM, BN, gl_MatrixUseAccumulator>
 #define FRAG_A coopmat<float16_t, gl_ScopeWorkgroup, BM, BK, gl_MatrixUseA>

@@ -82,14 +82,7 @@ layout(std430, binding = 0) readonly buffer BufA4 { vec4 a4[]; };
 layout(std430, binding = 2) buffer BufC { float c[]; };
 // The same C viewed as vec4s, for the staged variant's stores.
 layout(std430, binding = 2) buffer BufC4 { vec4 c4[]; };
-layout(push_constant) uniform Push {
-    uint M, N, K, batch1, batch2;
-    uint aOffset, aStrideB1, aStrideB2, aStrideM, aStrideK;
-    uint bOffset, bStrideB1, bStrideB2, bStrideK, bStrideN;
-    uint cOffset, cStrideB1, cStrideB2, cStrideM;
-    float alpha;
-    uint accumulate;
-} pc;
+#include "matmul_push.glsl"
 
 void streamed(uint aBase, uint bBase, uint cBase, uint tileM, uint tileN) {
     const uint tx = gl_LocalInvocationID.x;

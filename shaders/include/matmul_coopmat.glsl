@@ -97,14 +97,7 @@ layout(std430, binding = 1) readonly buffer BufB4 { uvec2 b4[]; };
 layout(std430, binding = 1) readonly buffer BufBf { float bf[]; };
 layout(std430, binding = 1) readonly buffer BufBf4 { vec4 bf4[]; };
 layout(std430, binding = 2) buffer BufC { float c[]; };
-layout(push_constant) uniform Push {
-    uint M, N, K, batch1, batch2;
-    uint aOffset, aStrideB1, aStrideB2, aStrideM, aStrideK;
-    uint bOffset, bStrideB1, bStrideB2, bStrideK, bStrideN;
-    uint cOffset, cStrideB1, cStrideB2, cStrideM;
-    float alpha;
-    uint accumulate;
-} pc;
+#include "matmul_push.glsl"
 #include "coopmat.glsl"
 
 // Quad q of a slice as (row index along m or n, k), with its four elements running along the

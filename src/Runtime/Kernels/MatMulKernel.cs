@@ -257,7 +257,9 @@ public static class MatMulKernel
     // C is ReadWrite, not Write: an accumulating product reads it first.
     static readonly KernelLayout Layout = new([Access.Read, Access.Read, Access.ReadWrite], 84);
 
-    readonly record struct Push(
+    // shaders/include/matmul_push.glsl, the block every product kernel declares, field for field
+    // (MatMulPushTests compares them).
+    internal readonly record struct Push(
         uint M, uint N, uint K, uint Batch1, uint Batch2,
         uint AOffset, uint AStrideBatch1, uint AStrideBatch2, uint AStrideM, uint AStrideK,
         uint BOffset, uint BStrideBatch1, uint BStrideBatch2, uint BStrideK, uint BStrideN,
