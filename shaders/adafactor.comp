@@ -1,6 +1,7 @@
 #version 450
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
+#include "reduce.glsl"
 
 // One Adafactor step on a [rows, cols] parameter, in a single workgroup: the update needs two
 // global reductions (the factored means and the update's RMS for clipping), and a prompt is
@@ -15,21 +16,6 @@ layout(push_constant) uniform Push {
     uint rows, cols, factored;
     float lr, decay, clip, weightDecay, eps1;
 } pc;
-
-shared float partial[gl_WorkGroupSize.x];
-
-float groupSum(float v) {
-    uint lid = gl_LocalInvocationID.x;
-    partial[lid] = v;
-    barrier();
-    for (uint stride = gl_WorkGroupSize.x / 2; stride > 0; stride >>= 1) {
-        if (lid < stride) partial[lid] += partial[lid + stride];
-        barrier();
-    }
-    float total = partial[0];
-    barrier();
-    return total;
-}
 
 void main() {
     uint lid = gl_LocalInvocationID.x, nthreads = gl_WorkGroupSize.x;
@@ -57,7 +43,7 @@ void main() {
         uint smallBase = colsLargest ? 1 : 1 + pc.rows;
         float acc = 0.0;
         for (uint i = lid; i < smallLen; i += nthreads) acc += s[smallBase + i];
-        float smallMean = groupSum(acc) / float(smallLen);
+        float smallMean = workgroupSum(acc) / float(smallLen);
         float sq = 0.0;
         for (uint i = lid; i < n; i += nthreads) {
             uint r = i / pc.cols, c = i % pc.cols;
@@ -68,7 +54,7 @@ void main() {
             y[i] = u;
             sq += u * u;
         }
-        float rms = sqrt(groupSum(sq) / float(n));
+        float rms = sqrt(workgroupSum(sq) / float(n));
         float scale = pc.lr / max(1.0, rms / pc.clip);
         for (uint i = lid; i < n; i += nthreads) p[i] = (1.0 - pc.weightDecay) * p[i] - scale * y[i];
     } else {
@@ -81,7 +67,7 @@ void main() {
             y[i] = u;
             sq += u * u;
         }
-        float rms = sqrt(groupSum(sq) / float(n));
+        float rms = sqrt(workgroupSum(sq) / float(n));
         float scale = pc.lr / max(1.0, rms / pc.clip);
         for (uint i = lid; i < n; i += nthreads) p[i] = (1.0 - pc.weightDecay) * p[i] - scale * y[i];
     }
