@@ -40,9 +40,9 @@ public abstract record KernelCase(string Name, double Flops, double Bytes) : IWo
         var attention = new AttentionShape(s.Batch, c.NumHeads, le, le);
         yield return new AttentionSoftmaxCase(c, attention);
         yield return new SoftmaxBackwardCase(attention);
-        var fused = new FlashAttentionShape(attention, c.DKv);
-        yield return new FlashAttentionCase(c, fused, Backward: false);
-        yield return new FlashAttentionCase(c, fused, Backward: true);
+        var fused = new FusedAttentionShape(attention, c.DKv);
+        yield return new FusedAttentionCase(c, fused, Backward: false);
+        yield return new FusedAttentionCase(c, fused, Backward: true);
         if (caps.ShaderFloat16) yield return new ToHalfCase(rows, d);
         yield return new RmsNormCase(rows, d, Backward: false);
         yield return new RmsNormCase(rows, d, Backward: true);
@@ -140,8 +140,8 @@ sealed record SoftmaxBackwardCase(AttentionShape Shape)
 /// VKPROMPT_COOPMAT=all). FLOPs are its products' multiply-adds: q·kᵀ and P·V forward; the
 /// backward recomputes q·kᵀ in both of its passes, forms dO·vᵀ in both, and adds dS·k, dSᵀ·q and
 /// Pᵀ·dO, seven products. Bytes are its activations read and written once (no score reaches memory).</summary>
-sealed record FlashAttentionCase(T5Config Config, FlashAttentionShape Shape, bool Backward)
-    : KernelCase($"flash attention {(Backward ? "bwd" : "fwd")} {Shape.Scores.Batch}x{Shape.Scores.Heads}x{Shape.Scores.QueryLength}x{Shape.Scores.KeyLength}x{Shape.DKv}",
+sealed record FusedAttentionCase(T5Config Config, FusedAttentionShape Shape, bool Backward)
+    : KernelCase($"fused attention {(Backward ? "bwd" : "fwd")} {Shape.Scores.Batch}x{Shape.Scores.Heads}x{Shape.Scores.QueryLength}x{Shape.Scores.KeyLength}x{Shape.DKv}",
                  (Backward ? 7 : 2) * 2.0 * Shape.Scores.Elements * Shape.DKv,
                  4.0 * (Backward ? 8 : 4) * Shape.QueryElements)
 {
@@ -157,16 +157,16 @@ sealed record FlashAttentionCase(T5Config Config, FlashAttentionShape Shape, boo
         GpuBuffer output = o.Zeros(Shape.QueryElements), lse = o.Zeros(a.Rows);
         if (!Backward)
         {
-            FlashAttentionKernel.Forward(g, q, k, v, output, lse, buckets, bias, mask, Shape, rate, seed, stream: 7);
+            FusedAttentionKernel.Forward(g, q, k, v, output, lse, buckets, bias, mask, Shape, rate, seed, stream: 7);
             return;
         }
         // The backward's inputs from one forward, recorded once before the replays time it.
         using (var forward = new CommandGraph(g.Context, profiling: false))
         {
-            FlashAttentionKernel.Forward(forward, q, k, v, output, lse, buckets, bias, mask, Shape, rate, seed, stream: 7);
+            FusedAttentionKernel.Forward(forward, q, k, v, output, lse, buckets, bias, mask, Shape, rate, seed, stream: 7);
             forward.Run();
         }
-        FlashAttentionKernel.Backward(g, q, k, v, output, lse, o.Floats(Shape.QueryElements, 1e-3f), o.Zeros(Shape.QueryElements), o.Zeros(Shape.KeyElements),
+        FusedAttentionKernel.Backward(g, q, k, v, output, lse, o.Floats(Shape.QueryElements, 1e-3f), o.Zeros(Shape.QueryElements), o.Zeros(Shape.KeyElements),
                                       o.Zeros(Shape.KeyElements), buckets, bias, mask, Shape, rate, seed, stream: 7);
     }
 }

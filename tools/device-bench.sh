@@ -29,7 +29,7 @@
 #                                    the default and the peer; BENCH_PLAN=attention the attention
 #                                    fused on the matrix units (VKPROMPT_COOPMAT=all,
 #                                    VKPROMPT_ATTENTION=fused) beside the default and the peer, with a
-#                                    sweep of its tilings (FLASH_SWEEP). Writes $OUT/table.md, $OUT/sweep.md, $OUT/log.txt and
+#                                    sweep of its tilings (FUSED_SWEEP). Writes $OUT/table.md, $OUT/sweep.md, $OUT/log.txt and
 #                                    $OUT/results.tar (every JSON report). No run starts after
 #                                    BENCH_BUDGET_S seconds (default 480), so the command ends inside
 #                                    the tool's 10 minutes; the runs are ordered so that those left
@@ -83,9 +83,9 @@ assert sys.argv[2] in {p["kernel"] for p in r["products"]}, sys.argv[2]'
     VKPROMPT_COOPMAT=emulate,all VKPROMPT_ATTENTION=fused VK_DRIVER_FILES=$lavapipe .publish/vkprompt bench --shape t5-small --batch-size 1 \
       --input-length 8 --target-length 8 --prompt-length 4 --precision bf16 --warmup 0 --steps 1 --json "$tmp/fused.json" >/dev/null
     python3 -c 'import json, sys; ops = {o["name"] for p in json.load(open(sys.argv[1]))["breakdown"]["phases"] for o in p["ops"]}
-assert {"flash_attention_coopmat_emulated", "flash_attention_coopmat_backward_emulated"} <= ops, ops' "$tmp/fused.json"
+assert {"fused_attention_coopmat_emulated", "fused_attention_coopmat_backward_emulated"} <= ops, ops' "$tmp/fused.json"
     # The KHR kernels must be in the binary: the device run asks for them by name.
-    for k in matmul_coopmat_khr matmul_coopmat_nv2 flash_attention_coopmat_khr flash_attention_coopmat_backward_khr; do
+    for k in matmul_coopmat_khr matmul_coopmat_nv2 fused_attention_coopmat_khr fused_attention_coopmat_backward_khr; do
       grep -q "$k.spv" .publish/vkprompt || { echo "error: the published binary lacks $k.spv" >&2; exit 1; }
     done
     for f in spiece.model train.jsonl validation.jsonl; do [[ -s .publish/demo/$f ]]; done
@@ -253,7 +253,7 @@ PY
     mm mm-bf16-cm-nv2 bf16 VKPROMPT_COOPMAT=nv2 VKPROMPT_PIPELINE_STATS=1
   }
 
-  # Attention fused on the matrix units (flash_attention_coopmat*), which VKPROMPT_COOPMAT=all
+  # Attention fused on the matrix units (fused_attention_coopmat*), which VKPROMPT_COOPMAT=all
   # selects where attention is fused; not yet run on a GPU.
   FUSED_ALL="VKPROMPT_COOPMAT=all VKPROMPT_ATTENTION=fused"
 
@@ -272,10 +272,10 @@ PY
     VKENV="$FUSED_ALL" vk vk-t5-large-bf16-all-fused t5-large --precision bf16 --warmup 1 --steps 2
     peer peer-t5-large-bf16 t5-large bf16 --warmup 1 --steps 3
     VKENV="$FUSED_ALL VKPROMPT_MATMUL_TUNE=1" vk vk-t5-large-bf16-all-fused-tuned t5-large --precision bf16 --warmup 1 --steps 2 --verbose
-    # Its tilings (VKPROMPT_COOPMAT_FLASH_TILING, forward[,backward]; FLASH_SWEEP names them)
+    # Its tilings (VKPROMPT_COOPMAT_FLASH_TILING, forward[,backward]; FUSED_SWEEP names them)
     # beside the default's 4x64 forward and 4x32 backward.
     local t
-    for t in ${FLASH_SWEEP:-4x64,2x64 2x64 4x32}; do
+    for t in ${FUSED_SWEEP:-4x64,2x64 2x64 4x32}; do
       VKENV="$FUSED_ALL VKPROMPT_COOPMAT_FLASH_TILING=$t" vk "vk-t5-large-bf16-all-fused-${t/,/-}" t5-large --precision bf16 --warmup 1 --steps 2
     done
     VKENV=VKPROMPT_ATTENTION=fused vk vk-t5-base-fp32-fused t5-base --precision fp32 --warmup 1 --steps 3

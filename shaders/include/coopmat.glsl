@@ -1,5 +1,5 @@
 // The 16x16 matrix operations of include/matmul_coopmat.glsl (and include/matrix_peak.glsl and
-// include/flash_attention_coopmat*.glsl), which they name through these macros and functions so
+// include/fused_attention_coopmat*.glsl), which they name through these macros and functions so
 // that one kernel builds three ways:
 // - on the matrix units, with GL_KHR_cooperative_matrix (COOPMAT_KHR, matmul_coopmat_khr.comp),
 //   whose A, B and accumulator fragments are distinct types, or GL_NV_cooperative_matrix

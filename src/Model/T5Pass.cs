@@ -373,7 +373,7 @@ public sealed class T5Pass : IDisposable
 
     AttentionSpecs Heads => new(B, c.NumHeads, c.DKv);
 
-    FlashAttentionShape FusedShape(AttentionSite site) => new(site.Scores, c.DKv);
+    FusedAttentionShape FusedShape(AttentionSite site) => new(site.Scores, c.DKv);
 
     /// <summary>ctx = attention of q over k, v; <paramref name="probs"/> (unfused) or
     /// <paramref name="lse"/> (fused) keeps what the backward needs besides ctx.</summary>

@@ -50,7 +50,7 @@ public sealed record GpuOptions
     /// took a t5-large bf16 step from 493.6 to 476.9 ms, but its fp16 rounding of attention's
     /// scores and probabilities adds up to 7.5e-3 to the prompt gradient's relative error on the
     /// golden models (docs/benchmarks.md). Fused attention then runs on the matrix units as well
-    /// (<see cref="Kernels.FlashAttentionKernel.MatrixUnitsTiling"/>), with the same rounding.</summary>
+    /// (<see cref="Kernels.FusedAttentionKernel.MatrixUnitsTiling"/>), with the same rounding.</summary>
     public bool CooperativeMatrixAllProducts { get; init; } = CoopmatWords.Contains("all");
 
     /// <summary>Matrix-unit products whose fp32 A is wide enough to pay for it read a 16-bit copy
@@ -99,7 +99,7 @@ public sealed record GpuOptions
     /// <summary>Replaces the tile shape of the fused attention on the matrix units, as "WxB"
     /// (subgroups of 16 rows per workgroup, rows per streamed block) for forward and backward, or
     /// "WxB,WxB" (forward, backward). Default: VKPROMPT_COOPMAT_FLASH_TILING, else the deepest
-    /// block whose shared memory fits (<see cref="Kernels.FlashAttentionCoopMatTiling.For"/>).</summary>
+    /// block whose shared memory fits (<see cref="Kernels.FusedAttentionMatrixUnitsTiling.For"/>).</summary>
     public string? CoopMatFlashTiling { get; init; } = Environment.GetEnvironmentVariable("VKPROMPT_COOPMAT_FLASH_TILING") is { Length: > 0 } t ? t : null;
 
     /// <summary>Replaces the workgroup size of the row kernels (softmax and its backward, RMSNorm,

@@ -48,7 +48,7 @@ public sealed class GoldenTests(GpuFixture f) : GpuTest(f)
     /// "vulkan-matrix-units" runs products with 16-bit weights on the cooperative-matrix kernel,
     /// emulated where the device has no matrix units; "vulkan-matrix-units-all" every product,
     /// attention's too (VKPROMPT_COOPMAT=all), and fused there the attention itself
-    /// (flash_attention_coopmat*, where d_kv is a multiple of 16: tiny-v11's 32).</summary>
+    /// (fused_attention_coopmat*, where d_kv is a multiple of 16: tiny-v11's 32).</summary>
     Backend MakeBackend(string name)
     {
         Backend be = name.StartsWith("cpu", StringComparison.Ordinal) ? new CpuBackend()

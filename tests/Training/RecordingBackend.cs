@@ -53,9 +53,9 @@ sealed class RecordingBackend : Backend
     public override void AttentionSoftmax(Tensor scores, Tensor? buckets, Tensor? biasWeight, Tensor? keyMask, AttentionShape shape, ProbsDropout<Tensor>? dropout = null) { }
     public override void SoftmaxBackward(Tensor probs, Tensor grad, int rows, int length, ProbsDropout<Tensor>? dropout = null) { }
     public override void FusedAttention(Tensor q, Tensor k, Tensor v, Tensor o, Tensor logSumExp, Tensor? buckets, Tensor? biasWeight, Tensor? keyMask,
-                                        FlashAttentionShape shape, float dropoutRate, Tensor? seed, uint stream) => FusedAttentions++;
+                                        FusedAttentionShape shape, float dropoutRate, Tensor? seed, uint stream) => FusedAttentions++;
     public override void FusedAttentionBackward(Tensor q, Tensor k, Tensor v, Tensor o, Tensor logSumExp, Tensor dO, Tensor dq, Tensor dk, Tensor dv,
-                                                Tensor? buckets, Tensor? biasWeight, Tensor? keyMask, FlashAttentionShape shape, float dropoutRate, Tensor? seed, uint stream) => FusedAttentions++;
+                                                Tensor? buckets, Tensor? biasWeight, Tensor? keyMask, FusedAttentionShape shape, float dropoutRate, Tensor? seed, uint stream) => FusedAttentions++;
     public override void Relu(Tensor x, Tensor y, int n, DropoutMask<Tensor>? dropout = null) { }
     public override void ReluBackward(Tensor x, Tensor dy, Tensor dx, int n, DropoutMask<Tensor>? dropout = null) { }
     public override void GatedGelu(Tensor a, Tensor b, Tensor y, int n, DropoutMask<Tensor>? dropout = null) { }

@@ -153,13 +153,13 @@ public abstract class Backend : IDisposable
     /// pass rebuilds them from <paramref name="probs"/> (the probabilities before dropout).</summary>
     public abstract void SoftmaxBackward(Tensor probs, Tensor grad, int rows, int length, ProbsDropout<Tensor>? dropout = null);
     /// <summary>o = dropout(softmax(q·kᵀ + bias, masked))·v and the per-query logsumexp, without
-    /// a score matrix; see FlashAttentionKernel. <paramref name="seed"/> is needed when
+    /// a score matrix; see FusedAttentionKernel. <paramref name="seed"/> is needed when
     /// <paramref name="dropoutRate"/> &gt; 0 and gives the masks <see cref="Dropout"/> would.</summary>
     public abstract void FusedAttention(Tensor q, Tensor k, Tensor v, Tensor o, Tensor logSumExp, Tensor? buckets, Tensor? biasWeight, Tensor? keyMask,
-                                        FlashAttentionShape shape, float dropoutRate, Tensor? seed, uint stream);
+                                        FusedAttentionShape shape, float dropoutRate, Tensor? seed, uint stream);
     /// <summary>dq, dk, dv of <see cref="FusedAttention"/> from dO and its q, k, v, o, logsumexp.</summary>
     public abstract void FusedAttentionBackward(Tensor q, Tensor k, Tensor v, Tensor o, Tensor logSumExp, Tensor dO, Tensor dq, Tensor dk, Tensor dv,
-                                                Tensor? buckets, Tensor? biasWeight, Tensor? keyMask, FlashAttentionShape shape, float dropoutRate, Tensor? seed, uint stream);
+                                                Tensor? buckets, Tensor? biasWeight, Tensor? keyMask, FusedAttentionShape shape, float dropoutRate, Tensor? seed, uint stream);
     /// <summary>The feed-forward activations and their backward. With <paramref name="dropout"/>
     /// the forward drops its output and the backward takes dy as the gradient of the dropped
     /// output, in the same pass and with the masks <see cref="Dropout"/> would draw.</summary>

@@ -78,12 +78,12 @@ public sealed class CpuBackend : Backend
     public override void SoftmaxBackward(Tensor probs, Tensor grad, int rows, int length, ProbsDropout<Tensor>? dropout = null) =>
         SoftmaxBackwardReference.Backward(F(probs), F(grad), rows, length, dropout?.Rate ?? 0f, Seed(dropout?.Seed), dropout?.Stream ?? 0, dropout is { } d ? F(d.Dropped) : null);
     public override void FusedAttention(Tensor q, Tensor k, Tensor v, Tensor o, Tensor logSumExp, Tensor? buckets, Tensor? biasWeight, Tensor? keyMask,
-                                        FlashAttentionShape shape, float dropoutRate, Tensor? seed, uint stream) =>
-        FlashAttentionReference.Forward(F(q), F(k), F(v), F(o), F(logSumExp), buckets is null ? null : I(buckets), biasWeight is null ? null : F(biasWeight),
+                                        FusedAttentionShape shape, float dropoutRate, Tensor? seed, uint stream) =>
+        FusedAttentionReference.Forward(F(q), F(k), F(v), F(o), F(logSumExp), buckets is null ? null : I(buckets), biasWeight is null ? null : F(biasWeight),
                                         keyMask is null ? null : I(keyMask), shape, dropoutRate, Seed(seed), stream);
     public override void FusedAttentionBackward(Tensor q, Tensor k, Tensor v, Tensor o, Tensor logSumExp, Tensor dO, Tensor dq, Tensor dk, Tensor dv,
-                                                Tensor? buckets, Tensor? biasWeight, Tensor? keyMask, FlashAttentionShape shape, float dropoutRate, Tensor? seed, uint stream) =>
-        FlashAttentionReference.Backward(F(q), F(k), F(v), F(o), F(logSumExp), F(dO), F(dq), F(dk), F(dv), buckets is null ? null : I(buckets),
+                                                Tensor? buckets, Tensor? biasWeight, Tensor? keyMask, FusedAttentionShape shape, float dropoutRate, Tensor? seed, uint stream) =>
+        FusedAttentionReference.Backward(F(q), F(k), F(v), F(o), F(logSumExp), F(dO), F(dq), F(dk), F(dv), buckets is null ? null : I(buckets),
                                          biasWeight is null ? null : F(biasWeight), keyMask is null ? null : I(keyMask), shape, dropoutRate, Seed(seed), stream);
     static uint Seed(Tensor? seed) => seed is null ? 0 : (uint)I(seed)[0];
     // The activations with dropout are the reference activation and DropoutReference one after

@@ -130,11 +130,11 @@ public sealed class GpuBackend(GpuContext ctx, bool ownsContext = false) : Backe
         SoftmaxBackwardKernel.Backward(G, Buf(probs), Buf(grad), rows, length, Buf(dropout));
     static ProbsDropout<GpuBuffer>? Buf(ProbsDropout<Tensor>? d) => d is { } x ? new(x.Rate, Buf(x.Seed), x.Stream, Buf(x.Dropped)) : null;
     public override void FusedAttention(Tensor q, Tensor k, Tensor v, Tensor o, Tensor logSumExp, Tensor? buckets, Tensor? biasWeight, Tensor? keyMask,
-                                        FlashAttentionShape shape, float dropoutRate, Tensor? seed, uint stream) =>
-        FlashAttentionKernel.Forward(G, Buf(q), Buf(k), Buf(v), Buf(o), Buf(logSumExp), Opt(buckets), Opt(biasWeight), Opt(keyMask), shape, dropoutRate, Opt(seed), stream);
+                                        FusedAttentionShape shape, float dropoutRate, Tensor? seed, uint stream) =>
+        FusedAttentionKernel.Forward(G, Buf(q), Buf(k), Buf(v), Buf(o), Buf(logSumExp), Opt(buckets), Opt(biasWeight), Opt(keyMask), shape, dropoutRate, Opt(seed), stream);
     public override void FusedAttentionBackward(Tensor q, Tensor k, Tensor v, Tensor o, Tensor logSumExp, Tensor dO, Tensor dq, Tensor dk, Tensor dv,
-                                                Tensor? buckets, Tensor? biasWeight, Tensor? keyMask, FlashAttentionShape shape, float dropoutRate, Tensor? seed, uint stream) =>
-        FlashAttentionKernel.Backward(G, Buf(q), Buf(k), Buf(v), Buf(o), Buf(logSumExp), Buf(dO), Buf(dq), Buf(dk), Buf(dv), Opt(buckets), Opt(biasWeight), Opt(keyMask),
+                                                Tensor? buckets, Tensor? biasWeight, Tensor? keyMask, FusedAttentionShape shape, float dropoutRate, Tensor? seed, uint stream) =>
+        FusedAttentionKernel.Backward(G, Buf(q), Buf(k), Buf(v), Buf(o), Buf(logSumExp), Buf(dO), Buf(dq), Buf(dk), Buf(dv), Opt(buckets), Opt(biasWeight), Opt(keyMask),
                                       shape, dropoutRate, Opt(seed), stream);
     static GpuBuffer? Opt(Tensor? t) => t is null ? null : Buf(t);
 

@@ -207,9 +207,9 @@ internal static class BenchCommand
         var (encoderSelf, decoderSelf, cross) = trainer.LastStepFusedAttention!.Value;
         var attention = new BenchAttention(s.Attention.Name(), FusedName(encoderSelf), FusedName(decoderSelf), FusedName(cross));
         var notes = KernelNotes(ctx, precision);
-        if ((encoderSelf || decoderSelf || cross) && FlashAttentionKernel.MatrixUnitsTiling(ctx, ckpt.Config.DKv, backward: false) is { } forward
-            && FlashAttentionKernel.MatrixUnitsTiling(ctx, ckpt.Config.DKv, backward: true) is { } backward)
-            notes.Add($"fused attention ran on the matrix units (flash_attention_coopmat, VKPROMPT_COOPMAT=all): {forward.Warps} subgroups of 16 rows a workgroup, " +
+        if ((encoderSelf || decoderSelf || cross) && FusedAttentionKernel.MatrixUnitsTiling(ctx, ckpt.Config.DKv, backward: false) is { } forward
+            && FusedAttentionKernel.MatrixUnitsTiling(ctx, ckpt.Config.DKv, backward: true) is { } backward)
+            notes.Add($"fused attention ran on the matrix units (fused_attention_coopmat, VKPROMPT_COOPMAT=all): {forward.Warps} subgroups of 16 rows a workgroup, " +
                       $"blocks of {forward.Block} keys forward and {backward.Block} rows backward");
         return new StepRun(ctx.Capabilities, precision, attention, ctx.Options.Validation, times, losses, timings, ctx.Memory.PeakBytesInUse, ctx.Memory.BytesReserved, weightBytes,
                            notes, MatMulTuner.Enabled(ctx));

@@ -1,4 +1,4 @@
-// What flash_attention.comp and flash_attention_backward.comp share: the shape, the optional
+// What fused_attention.comp and fused_attention_backward.comp share: the shape, the optional
 // inputs and the score of one (query, key) pair. The backward recomputes each probability as
 // exp(score - logsumexp) from the forward's logsumexp, so both shaders form every score here,
 // with the same operations in the same order.
@@ -6,8 +6,8 @@
 // q, o, dO, dq are [B, queryRows, H·D] and k, v, dk, dv [B, keyRows, H·D] activations (head h
 // is the column block h·D of a row); queryRows ≥ queryLength and keyRows ≥ keyLength because a
 // KV cache holds more rows than are attended. logsumexp is [B, H, queryLength].
-#ifndef VKPROMPT_FLASH_ATTENTION_GLSL
-#define VKPROMPT_FLASH_ATTENTION_GLSL
+#ifndef VKPROMPT_FUSED_ATTENTION_GLSL
+#define VKPROMPT_FUSED_ATTENTION_GLSL
 
 #include "philox.glsl"
 

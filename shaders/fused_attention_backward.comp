@@ -1,9 +1,9 @@
 #version 450
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
-#include "flash_attention.glsl"
+#include "fused_attention.glsl"
 
-// Backward of flash_attention.comp, from the output gradient dO and the forward's o and
+// Backward of fused_attention.comp, from the output gradient dO and the forward's o and
 // logsumexp, recomputing the probabilities block by block instead of reading them:
 //   P[i,j] = exp(score[i,j] - lse[i])            (0 for masked keys and fully masked queries)
 //   dP[i,j] = keep[i,j]·scale · dO[i]·v[j]        (the gradient of the undropped P)

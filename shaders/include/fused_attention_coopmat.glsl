@@ -1,6 +1,6 @@
-// What the fused attention on the matrix units (flash_attention_coopmat.glsl's forward,
-// flash_attention_coopmat_backward.glsl) shares: the workgroup's shape, its shared memory and the
-// moves between them. Same contract as flash_attention.comp and its backward (bias, masks,
+// What the fused attention on the matrix units (fused_attention_coopmat.glsl's forward,
+// fused_attention_coopmat_backward.glsl) shares: the workgroup's shape, its shared memory and the
+// moves between them. Same contract as fused_attention.comp and its backward (bias, masks,
 // causality, dropout, the logsumexp the backward recomputes the probabilities from), with every
 // product on 16x16x16 fp16 matrix operations summing in fp32, as VKPROMPT_COOPMAT=all's unfused
 // products do: q, k, v, dO, the probabilities and dS are rounded to fp16 (saturating,
@@ -24,7 +24,7 @@
 #extension GL_EXT_shader_explicit_arithmetic_types_float16 : require
 #define COOPMAT_NO_C
 #include "common.glsl"
-#include "flash_attention.glsl"
+#include "fused_attention.glsl"
 
 #ifdef COOPMAT_EMULATED
 const uint SUBGROUP = 32;
@@ -36,7 +36,7 @@ layout(constant_id = 5) const uint WARPS = 4;
 
 const uint WG = WARPS * SUBGROUP;
 // Rows of the workgroup's own operand; invocations per row in a subgroup's softmax (SUBGROUP is
-// 16, 32 or 64: FlashAttentionKernel checks).
+// 16, 32 or 64: FusedAttentionKernel checks).
 const uint ROWS = WARPS * 16;
 const uint PARTS = SUBGROUP / 16;
 // Row pitches in halves of a staged D-wide operand and of a BLOCK-wide fp16 one, padded by 8

@@ -1,4 +1,4 @@
-// flash_attention_backward.comp on the matrix units (include/flash_attention_coopmat.glsl):
+// fused_attention_backward.comp on the matrix units (include/fused_attention_coopmat.glsl):
 // the same two passes, each sum belonging to one subgroup's accumulators, no float added
 // atomically, the probabilities recomputed from the forward's logsumexp:
 //   P = exp(score - lse),  dP = keep·scale·dO·vᵀ,  dS = P·(dP - Δ),  Δ[i] = dO[i]·o[i]
@@ -14,7 +14,7 @@
 #define SCRATCH (BLOCK / 8 * TS_BLOCK > D / 16 * TS_D ? BLOCK / 8 * TS_BLOCK : D / 16 * TS_D)
 #define SA_LENGTH (2 * ROWS * SD / 4 + WARPS * SCRATCH)
 #define SB_LENGTH (2 * BLOCK * SD / 4)
-#include "flash_attention_coopmat.glsl"
+#include "fused_attention_coopmat.glsl"
 
 layout(constant_id = 6) const uint PASS = 0;
 

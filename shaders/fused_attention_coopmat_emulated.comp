@@ -2,7 +2,7 @@
 #extension GL_GOOGLE_include_directive : require
 
 // The fused attention's forward on the matrix units, their operations emulated
-// (include/coopmat.glsl): the same kernel, include/flash_attention_coopmat_forward.glsl, for
+// (include/coopmat.glsl): the same kernel, include/fused_attention_coopmat_forward.glsl, for
 // devices without matrix units.
 #define COOPMAT_EMULATED
-#include "flash_attention_coopmat_forward.glsl"
+#include "fused_attention_coopmat_forward.glsl"

@@ -1,10 +1,10 @@
-// flash_attention.comp on the matrix units (include/flash_attention_coopmat.glsl): per (b, h),
+// fused_attention.comp on the matrix units (include/fused_attention_coopmat.glsl): per (b, h),
 //   o[i] = Σ_j dropout(softmax_j(q[i]·k[j] + bias[h,i,j], masked))·v[j],  lse[i] = log Σ_j exp(score)
 // A workgroup owns ROWS queries; per block of BLOCK keys, each subgroup forms its 16 x BLOCK
 // scores (q·kᵀ), folds them into its rows' running maximum and sums, writes the (dropped)
 // probabilities as fp16 and multiplies them by the block's values; its invocations add that to
 // their share of the output after rescaling it by exp(m_old - m_new), the online softmax of
-// flash_attention.comp. The sums of exp stay each invocation's own over its columns (they share
+// fused_attention.comp. The sums of exp stay each invocation's own over its columns (they share
 // the maximum) until the end.
 // sa: the queries [ROWS][SD], then each subgroup's scratch: 16 rows of its scores, then of its
 //     P·V, as fp32, the probabilities as fp16 between them.
@@ -12,7 +12,7 @@
 #define SCRATCH (BLOCK / 16 * TS_BLOCK > D / 16 * TS_D ? BLOCK / 16 * TS_BLOCK : D / 16 * TS_D)
 #define SA_LENGTH (ROWS * SD / 4 + WARPS * SCRATCH)
 #define SB_LENGTH (2 * BLOCK * SD / 4)
-#include "flash_attention_coopmat.glsl"
+#include "fused_attention_coopmat.glsl"
 
 layout(std430, binding = 4) readonly buffer Q4 { vec4 q4[]; };
 layout(std430, binding = 5) readonly buffer K4 { vec4 k4[]; };

@@ -1,13 +1,13 @@
 #version 450
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
-#include "flash_attention.glsl"
+#include "fused_attention.glsl"
 
-// Fused T5 attention (flash attention): per (b, h),
+// Fused T5 attention, in the manner of FlashAttention (Dao et al. 2022): per (b, h),
 //   o[i] = Σ_j dropout(softmax_j(q[i]·k[j] + bias[h,i,j], masked))·v[j]   (no 1/sqrt(d) scaling)
 // and lse[i] = log Σ_j exp(score[i,j]), without the [Lq, Lk] scores ever reaching memory.
 // A workgroup takes one (b, h) and gl_WorkGroupSize.x consecutive queries, one per invocation,
-// and streams over the keys and values BLOCK at a time (staged or not, see flash_attention.glsl).
+// and streams over the keys and values BLOCK at a time (staged or not, see fused_attention.glsl).
 // Each invocation scores its query against the block and folds it into a running maximum m, sum
 // l and unnormalized output (online softmax: the old sum and output are rescaled by
 // exp(m_old - m_new) once per block). A query with every key masked gets o = 0 and lse = +inf, so that the

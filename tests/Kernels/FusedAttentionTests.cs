@@ -5,41 +5,41 @@ using Xunit;
 
 namespace VkPrompt.Tests.Kernels;
 
-/// <summary>Which variant of the flash attention shaders a test runs: lavapipe's (8 invocations
+/// <summary>Which variant of the fused attention shaders a test runs: lavapipe's (8 invocations
 /// reading blocks of 16 rows straight from memory) or a GPU's (64 invocations staging blocks of 32
 /// rows in shared memory) whatever the device would pick, the one the device picks
 /// (<see cref="Device"/>), or the kernels on the matrix units (or their emulation, on lavapipe)
 /// that a context with every product on them picks.</summary>
-public enum FlashTiles { Cpu, Gpu, Device, MatrixUnits }
+public enum FusedTiles { Cpu, Gpu, Device, MatrixUnits }
 
-public sealed class FlashAttentionTests(GpuFixture f) : GpuTest(f)
+public sealed class FusedAttentionTests(GpuFixture f) : GpuTest(f)
 {
     const int NumBuckets = 32;
     const float Rate = 0.1f;
     const uint Seed = 1234, Stream = 7;
 
-    static FlashAttentionTiling? Tiling(FlashTiles t) => t switch
+    static FusedAttentionTiling? Tiling(FusedTiles t) => t switch
     {
-        FlashTiles.Cpu => FlashAttentionTiling.Cpu,
-        FlashTiles.Gpu => new(64, 32, Staged: true),
+        FusedTiles.Cpu => FusedAttentionTiling.Cpu,
+        FusedTiles.Gpu => new(64, 32, Staged: true),
         _ => null,
     };
 
     /// <summary>The context a variant runs on; for the matrix units, one that does choose them for
     /// d_kv <paramref name="dkv"/>, so that these tests cannot pass on the portable kernels.</summary>
-    GpuContext ContextFor(FlashTiles t, int dkv)
+    GpuContext ContextFor(FusedTiles t, int dkv)
     {
-        if (t != FlashTiles.MatrixUnits) return Ctx;
+        if (t != FusedTiles.MatrixUnits) return Ctx;
         var ctx = MatrixUnitsAllProductsCtx;
-        Assert.NotNull(FlashAttentionKernel.MatrixUnitsTiling(ctx, dkv, backward: false));
-        Assert.NotNull(FlashAttentionKernel.MatrixUnitsTiling(ctx, dkv, backward: true));
+        Assert.NotNull(FusedAttentionKernel.MatrixUnitsTiling(ctx, dkv, backward: false));
+        Assert.NotNull(FusedAttentionKernel.MatrixUnitsTiling(ctx, dkv, backward: true));
         return ctx;
     }
 
     /// <summary>The matrix units round q, k, v and dO to fp16 as they enter a product; the
     /// reference given the same rounded inputs then measures what the kernels add, the rounding
     /// of the probabilities and dS, against a bound that means something.</summary>
-    static Inputs AsMultiplied(Inputs x, FlashTiles t) => t != FlashTiles.MatrixUnits ? x
+    static Inputs AsMultiplied(Inputs x, FusedTiles t) => t != FusedTiles.MatrixUnits ? x
         : x with { Q = Half16(x.Q), K = Half16(x.K), V = Half16(x.V), DO = Half16(x.DO) };
 
     static float[] Half16(float[] a) => a.Select(value => (float)(Half)value).ToArray();
@@ -50,7 +50,7 @@ public sealed class FlashAttentionTests(GpuFixture f) : GpuTest(f)
     /// one shows in the result.</summary>
     sealed record Inputs(float[] Q, float[] K, float[] V, float[] DO, int[] Buckets, float[] BiasWeight, int[] KeyMask)
     {
-        public static Inputs Random(FlashAttentionShape s, int seed)
+        public static Inputs Random(FusedAttentionShape s, int seed)
         {
             var rng = new Random(seed);
             var a = s.Scores;
@@ -64,7 +64,7 @@ public sealed class FlashAttentionTests(GpuFixture f) : GpuTest(f)
                 Enumerable.Range(0, a.Batch * a.KeyLength).Select(_ => rng.Next(4) == 0 ? 0 : 1).ToArray());
         }
 
-        static float[] Activation(FlashAttentionShape s, int rows, int length, int seed)
+        static float[] Activation(FusedAttentionShape s, int rows, int length, int seed)
         {
             int row = s.Scores.Heads * s.DKv;
             var x = Check.Random(s.Scores.Batch * rows * row, seed);
@@ -86,7 +86,7 @@ public sealed class FlashAttentionTests(GpuFixture f) : GpuTest(f)
     static GpuBuffer? Optional<T>(GpuContext ctx, T[] data) where T : unmanaged => data.Length == 0 ? null : GpuBuffer.From<T>(ctx, data);
 
     /// <summary>o and the logsumexp; <paramref name="units"/> forces a tiling of the kernels on the matrix units.</summary>
-    (float[] O, float[] Lse) Forward(FlashAttentionShape shape, Inputs x, Parts parts, FlashTiles tiles, FlashAttentionCoopMatTiling? units = null)
+    (float[] O, float[] Lse) Forward(FusedAttentionShape shape, Inputs x, Parts parts, FusedTiles tiles, FusedAttentionMatrixUnitsTiling? units = null)
     {
         var ctx = ContextFor(tiles, shape.DKv);
         using var q = GpuBuffer.From<float>(ctx, x.Q);
@@ -100,26 +100,26 @@ public sealed class FlashAttentionTests(GpuFixture f) : GpuTest(f)
         using var seed = GpuBuffer.From<uint>(ctx, [Seed]);
         using (var g = new CommandGraph(ctx))
         {
-            if (Tiling(tiles) is { } t) FlashAttentionKernel.Forward(g, q, k, v, o, lse, buckets, bias, mask, shape, parts.DropoutRate, seed, Stream, t);
-            else if (units is { } u) FlashAttentionKernel.ForwardOnMatrixUnits(g, q, k, v, o, lse, buckets, bias, mask, shape, parts.DropoutRate, seed, Stream, u);
-            else FlashAttentionKernel.Forward(g, q, k, v, o, lse, buckets, bias, mask, shape, parts.DropoutRate, seed, Stream);
+            if (Tiling(tiles) is { } t) FusedAttentionKernel.Forward(g, q, k, v, o, lse, buckets, bias, mask, shape, parts.DropoutRate, seed, Stream, t);
+            else if (units is { } u) FusedAttentionKernel.ForwardOnMatrixUnits(g, q, k, v, o, lse, buckets, bias, mask, shape, parts.DropoutRate, seed, Stream, u);
+            else FusedAttentionKernel.Forward(g, q, k, v, o, lse, buckets, bias, mask, shape, parts.DropoutRate, seed, Stream);
             g.Run();
         }
         return (o.Download<float>(), lse.Download<float>());
     }
 
-    (float[] O, float[] Lse) ReferenceForward(FlashAttentionShape shape, Inputs x, Parts parts)
+    (float[] O, float[] Lse) ReferenceForward(FusedAttentionShape shape, Inputs x, Parts parts)
     {
         var o = new float[shape.QueryElements];
         var lse = new float[shape.Scores.Rows];
-        FlashAttentionReference.Forward<float>(x.Q, x.K, x.V, o, lse, parts.Buckets(x), parts.BiasWeight(x), parts.KeyMask(x), shape, parts.DropoutRate, Seed, Stream);
+        FusedAttentionReference.Forward<float>(x.Q, x.K, x.V, o, lse, parts.Buckets(x), parts.BiasWeight(x), parts.KeyMask(x), shape, parts.DropoutRate, Seed, Stream);
         return (o, lse);
     }
 
     /// <summary>dq, dk, dv; the gradient buffers start out holding <paramref name="initial"/>;
     /// <paramref name="units"/> forces a tiling of the kernels on the matrix units.</summary>
-    (float[] Dq, float[] Dk, float[] Dv) Backward(FlashAttentionShape shape, Inputs x, float[] o, float[] lse, Parts parts, FlashTiles tiles, float initial = 0f,
-                                                  FlashAttentionCoopMatTiling? units = null)
+    (float[] Dq, float[] Dk, float[] Dv) Backward(FusedAttentionShape shape, Inputs x, float[] o, float[] lse, Parts parts, FusedTiles tiles, float initial = 0f,
+                                                  FusedAttentionMatrixUnitsTiling? units = null)
     {
         var ctx = ContextFor(tiles, shape.DKv);
         using var q = GpuBuffer.From<float>(ctx, x.Q);
@@ -137,20 +137,20 @@ public sealed class FlashAttentionTests(GpuFixture f) : GpuTest(f)
         using var seed = GpuBuffer.From<uint>(ctx, [Seed]);
         using (var g = new CommandGraph(ctx))
         {
-            if (Tiling(tiles) is { } t) FlashAttentionKernel.Backward(g, q, k, v, go, glse, dO, dq, dk, dv, buckets, bias, mask, shape, parts.DropoutRate, seed, Stream, t);
-            else if (units is { } u) FlashAttentionKernel.BackwardOnMatrixUnits(g, q, k, v, go, glse, dO, dq, dk, dv, buckets, bias, mask, shape, parts.DropoutRate, seed, Stream, u);
-            else FlashAttentionKernel.Backward(g, q, k, v, go, glse, dO, dq, dk, dv, buckets, bias, mask, shape, parts.DropoutRate, seed, Stream);
+            if (Tiling(tiles) is { } t) FusedAttentionKernel.Backward(g, q, k, v, go, glse, dO, dq, dk, dv, buckets, bias, mask, shape, parts.DropoutRate, seed, Stream, t);
+            else if (units is { } u) FusedAttentionKernel.BackwardOnMatrixUnits(g, q, k, v, go, glse, dO, dq, dk, dv, buckets, bias, mask, shape, parts.DropoutRate, seed, Stream, u);
+            else FusedAttentionKernel.Backward(g, q, k, v, go, glse, dO, dq, dk, dv, buckets, bias, mask, shape, parts.DropoutRate, seed, Stream);
             g.Run();
         }
         return (dq.Download<float>(), dk.Download<float>(), dv.Download<float>());
     }
 
-    static (float[] Dq, float[] Dk, float[] Dv) ReferenceBackward(FlashAttentionShape shape, Inputs x, float[] o, float[] lse, Parts parts, float initial = 0f)
+    static (float[] Dq, float[] Dk, float[] Dv) ReferenceBackward(FusedAttentionShape shape, Inputs x, float[] o, float[] lse, Parts parts, float initial = 0f)
     {
         var dq = Filled(shape.QueryElements, initial);
         var dk = Filled(shape.KeyElements, initial);
         var dv = Filled(shape.KeyElements, initial);
-        FlashAttentionReference.Backward<float>(x.Q, x.K, x.V, o, lse, x.DO, dq, dk, dv, parts.Buckets(x), parts.BiasWeight(x), parts.KeyMask(x), shape, parts.DropoutRate, Seed, Stream);
+        FusedAttentionReference.Backward<float>(x.Q, x.K, x.V, o, lse, x.DO, dq, dk, dv, parts.Buckets(x), parts.BiasWeight(x), parts.KeyMask(x), shape, parts.DropoutRate, Seed, Stream);
         return (dq, dk, dv);
     }
 
@@ -167,7 +167,7 @@ public sealed class FlashAttentionTests(GpuFixture f) : GpuTest(f)
     /// invocations keep two 64-float rows live across each barrier), 43 s at 32: 64 in both
     /// passes would take a cold CI run 10 minutes for nothing the staging does differently.
     /// MatchesUnfusedPath runs each device's own tiling at d_kv 64.</summary>
-    public static TheoryData<int, int, int, int, int, bool, bool, bool, bool, FlashTiles> Cases()
+    public static TheoryData<int, int, int, int, int, bool, bool, bool, bool, FusedTiles> Cases()
     {
         (int B, int H, int Lq, int Lk, int D, bool Bias, bool Mask, bool Causal, bool Dropout)[] cases =
         [
@@ -180,17 +180,17 @@ public sealed class FlashAttentionTests(GpuFixture f) : GpuTest(f)
             (2, 1, 300, 7, 1, true, true, true, true),
             (1, 1, 300, 129, 64, false, true, true, true),
         ];
-        var data = new TheoryData<int, int, int, int, int, bool, bool, bool, bool, FlashTiles>();
-        foreach (var tiles in new[] { FlashTiles.Cpu, FlashTiles.Gpu })
+        var data = new TheoryData<int, int, int, int, int, bool, bool, bool, bool, FusedTiles>();
+        foreach (var tiles in new[] { FusedTiles.Cpu, FusedTiles.Gpu })
             foreach (var c in cases)
-                data.Add(c.B, c.H, c.Lq, c.Lk, tiles == FlashTiles.Gpu ? Math.Min(c.D, 32) : c.D, c.Bias, c.Mask, c.Causal, c.Dropout, tiles);
+                data.Add(c.B, c.H, c.Lq, c.Lk, tiles == FusedTiles.Gpu ? Math.Min(c.D, 32) : c.D, c.Bias, c.Mask, c.Causal, c.Dropout, tiles);
         return data;
     }
 
     [Theory, MemberData(nameof(Cases))]
-    public void ForwardMatchesReference(int batch, int heads, int lq, int lk, int dkv, bool bias, bool mask, bool causal, bool dropout, FlashTiles tiles)
+    public void ForwardMatchesReference(int batch, int heads, int lq, int lk, int dkv, bool bias, bool mask, bool causal, bool dropout, FusedTiles tiles)
     {
-        var shape = new FlashAttentionShape(new AttentionShape(batch, heads, lq, lk, causal), dkv);
+        var shape = new FusedAttentionShape(new AttentionShape(batch, heads, lq, lk, causal), dkv);
         var x = Inputs.Random(shape, batch * 1000 + lk);
         var parts = new Parts(bias, mask, dropout);
         var (o, lse) = Forward(shape, x, parts, tiles);
@@ -198,14 +198,14 @@ public sealed class FlashAttentionTests(GpuFixture f) : GpuTest(f)
         // Outputs are convex combinations of v (times 1/(1 - rate)) and the logsumexp is a few
         // units; fp32 exp, its sum over at most 300 keys and a d_kv ≤ 64 dot product per score
         // each contribute ~1e-7 relative, two orders inside the bound.
-        Check.Close(refO, o, 1e-5, $"flash attention o {shape} {parts}");
-        Check.Close(refLse, lse, 1e-5, $"flash attention logsumexp {shape} {parts}");
+        Check.Close(refO, o, 1e-5, $"fused attention o {shape} {parts}");
+        Check.Close(refLse, lse, 1e-5, $"fused attention logsumexp {shape} {parts}");
     }
 
     [Theory, MemberData(nameof(Cases))]
-    public void BackwardMatchesReference(int batch, int heads, int lq, int lk, int dkv, bool bias, bool mask, bool causal, bool dropout, FlashTiles tiles)
+    public void BackwardMatchesReference(int batch, int heads, int lq, int lk, int dkv, bool bias, bool mask, bool causal, bool dropout, FusedTiles tiles)
     {
-        var shape = new FlashAttentionShape(new AttentionShape(batch, heads, lq, lk, causal), dkv);
+        var shape = new FusedAttentionShape(new AttentionShape(batch, heads, lq, lk, causal), dkv);
         var x = Inputs.Random(shape, batch * 1000 + lk + 1);
         var parts = new Parts(bias, mask, dropout);
         // The same o and logsumexp go into both, so only the backward's own error is measured.
@@ -233,7 +233,7 @@ public sealed class FlashAttentionTests(GpuFixture f) : GpuTest(f)
     /// cancellation), and on the matrix units the fp16 rounding of each probability and dS (2.4e-4
     /// of it at most) before they are multiplied: measured on lavapipe's emulation, 1.0-1.6e-4 of
     /// the largest o, 1.7-2.2e-4 of dv, 1.9-3.6e-4 of dq.</summary>
-    static double Tolerance(FlashTiles t) => t == FlashTiles.MatrixUnits ? 1e-3 : 1e-5;
+    static double Tolerance(FusedTiles t) => t == FusedTiles.MatrixUnits ? 1e-3 : 1e-5;
 
     /// <summary>Cases for the kernels on the matrix units: d_kv 16, 32 and 64 (their multiples of
     /// 16), lengths that end inside a block of 16 and of 64, every optional part on somewhere and
@@ -250,16 +250,16 @@ public sealed class FlashAttentionTests(GpuFixture f) : GpuTest(f)
     [Theory, MemberData(nameof(MatrixUnitCases))]
     public void OnMatrixUnitsMatchesReference(int batch, int heads, int lq, int lk, int dkv, bool bias, bool mask, bool causal, bool dropout)
     {
-        var shape = new FlashAttentionShape(new AttentionShape(batch, heads, lq, lk, causal), dkv);
-        var x = AsMultiplied(Inputs.Random(shape, batch * 100 + lq + lk), FlashTiles.MatrixUnits);
+        var shape = new FusedAttentionShape(new AttentionShape(batch, heads, lq, lk, causal), dkv);
+        var x = AsMultiplied(Inputs.Random(shape, batch * 100 + lq + lk), FusedTiles.MatrixUnits);
         var parts = new Parts(bias, mask, dropout);
-        var (o, lse) = Forward(shape, x, parts, FlashTiles.MatrixUnits);
+        var (o, lse) = Forward(shape, x, parts, FusedTiles.MatrixUnits);
         var (refO, refLse) = ReferenceForward(shape, x, parts);
-        double tolerance = Tolerance(FlashTiles.MatrixUnits);
+        double tolerance = Tolerance(FusedTiles.MatrixUnits);
         Check.Close(refO, o, tolerance, $"o on the matrix units {shape} {parts}");
         // The scores are exact products of the rounded inputs summed in fp32.
         Check.Close(refLse, lse, 1e-5, $"logsumexp on the matrix units {shape} {parts}");
-        var (dq, dk, dv) = Backward(shape, x, refO, refLse, parts, FlashTiles.MatrixUnits);
+        var (dq, dk, dv) = Backward(shape, x, refO, refLse, parts, FusedTiles.MatrixUnits);
         var expected = ReferenceBackward(shape, x, refO, refLse, parts);
         Check.Close(expected.Dv, dv, tolerance, $"dv on the matrix units {shape} {parts}");
         if (lk == 1)
@@ -272,7 +272,7 @@ public sealed class FlashAttentionTests(GpuFixture f) : GpuTest(f)
         Check.Close(expected.Dk, dk, tolerance, $"dk on the matrix units {shape} {parts}");
     }
 
-    /// <summary>Every tiling <see cref="FlashAttentionCoopMatTiling.For"/> may choose, forced, at
+    /// <summary>Every tiling <see cref="FusedAttentionMatrixUnitsTiling.For"/> may choose, forced, at
     /// each d_kv where the device's shared memory holds it: lavapipe's 32 KiB gives the defaults
     /// only blocks of 16 at d_kv 64, while a GPU's 48 KiB takes 64 forward and 32 backward, whose
     /// tile strides and block loops differ; at d_kv 16 and 32 they run here too.</summary>
@@ -283,29 +283,29 @@ public sealed class FlashAttentionTests(GpuFixture f) : GpuTest(f)
     [InlineData(2, 16)]
     public void OnMatrixUnitsEveryTilingMatchesReference(int warps, int block)
     {
-        var tiling = new FlashAttentionCoopMatTiling(warps, block);
-        Assert.Contains(tiling, FlashAttentionCoopMatTiling.Candidates);
-        var ctx = ContextFor(FlashTiles.MatrixUnits, 16);
+        var tiling = new FusedAttentionMatrixUnitsTiling(warps, block);
+        Assert.Contains(tiling, FusedAttentionMatrixUnitsTiling.Candidates);
+        var ctx = ContextFor(FusedTiles.MatrixUnits, 16);
         int subgroup = (int)ctx.CoopMatSubgroupSize;
         long limit = ctx.Capabilities.MaxComputeSharedMemorySize;
         int ran = 0;
         foreach (int dkv in new[] { 16, 32, 64 })
         {
-            var shape = new FlashAttentionShape(new AttentionShape(1, 2, 70, 129, Causal: true), dkv);
-            var x = AsMultiplied(Inputs.Random(shape, 91 + dkv), FlashTiles.MatrixUnits);
+            var shape = new FusedAttentionShape(new AttentionShape(1, 2, 70, 129, Causal: true), dkv);
+            var x = AsMultiplied(Inputs.Random(shape, 91 + dkv), FusedTiles.MatrixUnits);
             var parts = new Parts(Bias: true, Mask: true, Dropout: true);
             var (refO, refLse) = ReferenceForward(shape, x, parts);
-            double tolerance = Tolerance(FlashTiles.MatrixUnits);
+            double tolerance = Tolerance(FusedTiles.MatrixUnits);
             if (tiling.SharedBytes(backward: false, dkv, subgroup) <= limit)
             {
-                var (o, lse) = Forward(shape, x, parts, FlashTiles.MatrixUnits, tiling);
+                var (o, lse) = Forward(shape, x, parts, FusedTiles.MatrixUnits, tiling);
                 Check.Close(refO, o, tolerance, $"o, {tiling} at d_kv {dkv}");
                 Check.Close(refLse, lse, 1e-5, $"logsumexp, {tiling} at d_kv {dkv}");
                 ran++;
             }
             if (tiling.SharedBytes(backward: true, dkv, subgroup) <= limit)
             {
-                var (dq, dk, dv) = Backward(shape, x, refO, refLse, parts, FlashTiles.MatrixUnits, units: tiling);
+                var (dq, dk, dv) = Backward(shape, x, refO, refLse, parts, FusedTiles.MatrixUnits, units: tiling);
                 var expected = ReferenceBackward(shape, x, refO, refLse, parts);
                 Check.Close(expected.Dq, dq, tolerance, $"dq, {tiling} at d_kv {dkv}");
                 Check.Close(expected.Dk, dk, tolerance, $"dk, {tiling} at d_kv {dkv}");
@@ -323,7 +323,7 @@ public sealed class FlashAttentionTests(GpuFixture f) : GpuTest(f)
     [Fact]
     public void OnMatrixUnitsTilingCanBeForced()
     {
-        var units = ContextFor(FlashTiles.MatrixUnits, 16);
+        var units = ContextFor(FusedTiles.MatrixUnits, 16);
         GpuContext Forcing(string text) => GpuContext.Create(new GpuOptions
         {
             Validation = true, PipelineCacheDirectory = null, CooperativeMatrixAllProducts = true,
@@ -331,21 +331,21 @@ public sealed class FlashAttentionTests(GpuFixture f) : GpuTest(f)
         });
         using (var both = Forcing("2x16"))
         {
-            Assert.Equal(new FlashAttentionCoopMatTiling(2, 16), FlashAttentionKernel.MatrixUnitsTiling(both, 16, backward: false));
-            Assert.Equal(new FlashAttentionCoopMatTiling(2, 16), FlashAttentionKernel.MatrixUnitsTiling(both, 16, backward: true));
+            Assert.Equal(new FusedAttentionMatrixUnitsTiling(2, 16), FusedAttentionKernel.MatrixUnitsTiling(both, 16, backward: false));
+            Assert.Equal(new FusedAttentionMatrixUnitsTiling(2, 16), FusedAttentionKernel.MatrixUnitsTiling(both, 16, backward: true));
         }
         using (var each = Forcing("2x16,2x32"))
         {
-            Assert.Equal(new FlashAttentionCoopMatTiling(2, 16), FlashAttentionKernel.MatrixUnitsTiling(each, 16, backward: false));
-            Assert.Equal(new FlashAttentionCoopMatTiling(2, 32), FlashAttentionKernel.MatrixUnitsTiling(each, 16, backward: true));
+            Assert.Equal(new FusedAttentionMatrixUnitsTiling(2, 16), FusedAttentionKernel.MatrixUnitsTiling(each, 16, backward: false));
+            Assert.Equal(new FusedAttentionMatrixUnitsTiling(2, 32), FusedAttentionKernel.MatrixUnitsTiling(each, 16, backward: true));
             // A d_kv the kernels cannot take still runs the portable ones.
-            Assert.Null(FlashAttentionKernel.MatrixUnitsTiling(each, 8, backward: false));
+            Assert.Null(FusedAttentionKernel.MatrixUnitsTiling(each, 8, backward: false));
         }
         // Malformed; a block not a multiple of 16; three kernels; more shared memory than any device has.
         foreach (var text in new[] { "4x", "4x64x2", "4x20", "4x64,4x32,4x16", "16x64" })
         {
             using var bad = Forcing(text);
-            var e = Assert.Throws<GpuException>(() => FlashAttentionKernel.MatrixUnitsTiling(bad, 64, backward: false));
+            var e = Assert.Throws<GpuException>(() => FusedAttentionKernel.MatrixUnitsTiling(bad, 64, backward: false));
             Assert.Contains("VKPROMPT_COOPMAT_FLASH_TILING=" + text, e.Message);
         }
     }
@@ -359,11 +359,11 @@ public sealed class FlashAttentionTests(GpuFixture f) : GpuTest(f)
     [InlineData(1, 2, 7, 300, 64, false, true, false, false)]
     public void MatchesUnfusedPath(int batch, int heads, int lq, int lk, int dkv, bool bias, bool mask, bool causal, bool dropout)
     {
-        var shape = new FlashAttentionShape(new AttentionShape(batch, heads, lq, lk, causal), dkv);
+        var shape = new FusedAttentionShape(new AttentionShape(batch, heads, lq, lk, causal), dkv);
         var x = Inputs.Random(shape, 31 + lq);
         var parts = new Parts(bias, mask, dropout);
-        var (o, lse) = Forward(shape, x, parts, FlashTiles.Device);
-        var (dq, dk, dv) = Backward(shape, x, o, lse, parts, FlashTiles.Device);
+        var (o, lse) = Forward(shape, x, parts, FusedTiles.Device);
+        var (dq, dk, dv) = Backward(shape, x, o, lse, parts, FusedTiles.Device);
         var unfused = Unfused(shape, x, parts);
         // Two fp32 computations of the same sums in different orders: ~1e-7 of the largest
         // value each, compounded through dS's cancellation as above.
@@ -373,7 +373,7 @@ public sealed class FlashAttentionTests(GpuFixture f) : GpuTest(f)
         Check.Close(unfused.Dv, dv, 1e-5, "dv, fused vs unfused");
     }
 
-    (float[] O, float[] Dq, float[] Dk, float[] Dv) Unfused(FlashAttentionShape shape, Inputs x, Parts parts)
+    (float[] O, float[] Dq, float[] Dk, float[] Dv) Unfused(FusedAttentionShape shape, Inputs x, Parts parts)
     {
         var a = shape.Scores;
         int b = a.Batch, h = a.Heads, lq = a.QueryLength, lk = a.KeyLength, d = shape.DKv;
@@ -414,13 +414,13 @@ public sealed class FlashAttentionTests(GpuFixture f) : GpuTest(f)
     /// <summary>With one-hot values v[j] = e_j, o[i] is row i of the dropped probabilities; with
     /// one-hot output gradients dO[i] = e_i, dv[j] is column j of them. Both must be zero exactly
     /// where DropoutKernel zeroes a tensor of ones of the probabilities' shape.</summary>
-    [Theory, InlineData(FlashTiles.Cpu), InlineData(FlashTiles.Gpu), InlineData(FlashTiles.MatrixUnits)]
-    public void DropsExactlyWhatDropoutKernelDrops(FlashTiles tiles)
+    [Theory, InlineData(FusedTiles.Cpu), InlineData(FusedTiles.Gpu), InlineData(FusedTiles.MatrixUnits)]
+    public void DropsExactlyWhatDropoutKernelDrops(FusedTiles tiles)
     {
         // The matrix units take d_kv in multiples of 16.
         const int batch = 2, heads = 3;
-        int len = tiles == FlashTiles.MatrixUnits ? 32 : 33;
-        var shape = new FlashAttentionShape(new AttentionShape(batch, heads, len, len), len);
+        int len = tiles == FusedTiles.MatrixUnits ? 32 : 33;
+        var shape = new FusedAttentionShape(new AttentionShape(batch, heads, len, len), len);
         var x = Inputs.Random(shape, 41);
         for (int b = 0; b < batch; b++)
             for (int r = 0; r < len; r++)
@@ -464,10 +464,10 @@ public sealed class FlashAttentionTests(GpuFixture f) : GpuTest(f)
 
     /// <summary>Batch 1 has every key masked, and with QueryOffset -1 query 0 of batch 0 sees no
     /// key either: those queries get o = 0, logsumexp +inf and zero gradients, never NaN.</summary>
-    [Theory, InlineData(FlashTiles.Cpu), InlineData(FlashTiles.Gpu), InlineData(FlashTiles.MatrixUnits)]
-    public void FullyMaskedQueriesGiveZeros(FlashTiles tiles)
+    [Theory, InlineData(FusedTiles.Cpu), InlineData(FusedTiles.Gpu), InlineData(FusedTiles.MatrixUnits)]
+    public void FullyMaskedQueriesGiveZeros(FusedTiles tiles)
     {
-        var shape = new FlashAttentionShape(new AttentionShape(2, 2, 7, 33, Causal: true, QueryOffset: -1), 16);
+        var shape = new FusedAttentionShape(new AttentionShape(2, 2, 7, 33, Causal: true, QueryOffset: -1), 16);
         var x = AsMultiplied(Inputs.Random(shape, 51), tiles);
         Array.Fill(x.KeyMask, 1, 0, 33);
         Array.Fill(x.KeyMask, 0, 33, 33);
@@ -498,10 +498,10 @@ public sealed class FlashAttentionTests(GpuFixture f) : GpuTest(f)
     /// far, in buffers holding 33 rows per batch entry (and q, o with 3 spare rows). Spare rows
     /// hold NaN, which must not reach any result, and the gradients' spare rows must come back
     /// untouched.</summary>
-    [Theory, InlineData(FlashTiles.Cpu), InlineData(FlashTiles.Gpu), InlineData(FlashTiles.MatrixUnits)]
-    public void SpareRowsOfACacheAreNeitherReadNorWritten(FlashTiles tiles)
+    [Theory, InlineData(FusedTiles.Cpu), InlineData(FusedTiles.Gpu), InlineData(FusedTiles.MatrixUnits)]
+    public void SpareRowsOfACacheAreNeitherReadNorWritten(FusedTiles tiles)
     {
-        var shape = new FlashAttentionShape(new AttentionShape(2, 3, 1, 21, Causal: true, QueryOffset: 20), 16) { QueryRows = 4, KeyRows = 33 };
+        var shape = new FusedAttentionShape(new AttentionShape(2, 3, 1, 21, Causal: true, QueryOffset: 20), 16) { QueryRows = 4, KeyRows = 33 };
         var x = AsMultiplied(Inputs.Random(shape, 61), tiles);
         var parts = new Parts(Bias: true, Mask: true, Dropout: true);
         var (o, lse) = Forward(shape, x, parts, tiles);
@@ -527,7 +527,7 @@ public sealed class FlashAttentionTests(GpuFixture f) : GpuTest(f)
     [Fact]
     public void ReferenceBackwardMatchesFiniteDifferences()
     {
-        var shape = new FlashAttentionShape(new AttentionShape(2, 2, 3, 5, Causal: true, QueryOffset: 1), 4) { QueryRows = 4, KeyRows = 6 };
+        var shape = new FusedAttentionShape(new AttentionShape(2, 2, 3, 5, Causal: true, QueryOffset: 1), 4) { QueryRows = 4, KeyRows = 6 };
         var x = Inputs.Random(shape, 71);
         // A high rate, so that some of these 60 probabilities are dropped (about 18).
         const float rate = 0.3f;
@@ -541,7 +541,7 @@ public sealed class FlashAttentionTests(GpuFixture f) : GpuTest(f)
         var lse = new double[shape.Scores.Rows];
         double Loss(double[] qs, double[] ks, double[] vs)
         {
-            FlashAttentionReference.Forward<double>(qs, ks, vs, o, lse, x.Buckets, bias, x.KeyMask, shape, rate, Seed, Stream);
+            FusedAttentionReference.Forward<double>(qs, ks, vs, o, lse, x.Buckets, bias, x.KeyMask, shape, rate, Seed, Stream);
             return FiniteDifference.Dot(dO, o);
         }
         var fdq = FiniteDifference.Gradient(q, qs => Loss(qs, k, v));
@@ -552,7 +552,7 @@ public sealed class FlashAttentionTests(GpuFixture f) : GpuTest(f)
         var dq = new double[q.Length];
         var dk = new double[k.Length];
         var dv = new double[v.Length];
-        FlashAttentionReference.Backward<double>(q, k, v, o, lse, dO, dq, dk, dv, x.Buckets, bias, x.KeyMask, shape, rate, Seed, Stream);
+        FusedAttentionReference.Backward<double>(q, k, v, o, lse, dO, dq, dk, dv, x.Buckets, bias, x.KeyMask, shape, rate, Seed, Stream);
         // Central differences in double with h = 1e-6: truncation ~h², rounding ~1e-16·|loss|/h,
         // both below 1e-9 for these order-one losses.
         Assert.True(FiniteDifference.MaxRelativeError(fdq, dq) <= 1e-7, "dq vs finite differences");

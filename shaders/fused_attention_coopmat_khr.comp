@@ -4,6 +4,6 @@
 #extension GL_KHR_memory_scope_semantics : require
 
 // The fused attention's forward on the matrix units through GL_KHR_cooperative_matrix; the kernel
-// is include/flash_attention_coopmat_forward.glsl.
+// is include/fused_attention_coopmat_forward.glsl.
 #define COOPMAT_KHR
-#include "flash_attention_coopmat_forward.glsl"
+#include "fused_attention_coopmat_forward.glsl"

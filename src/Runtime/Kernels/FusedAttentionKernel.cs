@@ -6,7 +6,7 @@ namespace VkPrompt.Runtime.Kernels;
 /// entry take part (a KV cache holds more rows than are attended). The logsumexp is
 /// [Batch, Heads, QueryLength]. <see cref="Scores"/> carries the lengths and causality as
 /// <see cref="AttentionSoftmaxKernel"/> reads them.</summary>
-public readonly record struct FlashAttentionShape(AttentionShape Scores, int DKv)
+public readonly record struct FusedAttentionShape(AttentionShape Scores, int DKv)
 {
     public int QueryRows { get; init; } = Scores.QueryLength;
     public int KeyRows { get; init; } = Scores.KeyLength;
@@ -15,22 +15,23 @@ public readonly record struct FlashAttentionShape(AttentionShape Scores, int DKv
     public long KeyElements => (long)Scores.Batch * KeyRows * Scores.Heads * DKv;
 }
 
-/// <summary>Workgroup shape of the flash attention shaders: <paramref name="Invocations"/> rows
-/// per workgroup, one per invocation (queries, or keys in the dk/dv pass), streaming over the
-/// other operand <paramref name="Block"/> rows at a time, through shared memory when
-/// <paramref name="Staged"/> (shaders/include/flash_attention.glsl says why CPUs do without).</summary>
-internal readonly record struct FlashAttentionTiling(int Invocations, int Block, bool Staged)
+/// <summary>Workgroup shape of the portable fused attention shaders (fused_attention.comp and
+/// its backward): <paramref name="Invocations"/> rows per workgroup, one per invocation
+/// (queries, or keys in the dk/dv pass), streaming over the other operand <paramref name="Block"/>
+/// rows at a time, through shared memory when <paramref name="Staged"/>
+/// (shaders/include/fused_attention.glsl says why CPUs do without).</summary>
+internal readonly record struct FusedAttentionTiling(int Invocations, int Block, bool Staged)
 {
     // lavapipe runs a workgroup on one thread with 8 invocations to a 256-bit vector. At 8 heads
     // x 512² x d_kv 64 on llvmpipe (2 cores, AVX2) the unstaged kernels ran 2-3x faster than the
     // staged ones; 16 invocations or blocks of 32 instead of 8 and 16 made no difference beyond
     // the noise of a shared machine.
-    public static FlashAttentionTiling Cpu => new(8, 16, false);
+    public static FusedAttentionTiling Cpu => new(8, 16, false);
 
     // 64 queries per workgroup amortise each staged block over two warps / one wave; blocks of
     // 32 halve the barriers of 16 where shared memory allows (d_kv 64 needs 16.6 KiB for 32 in
     // the dk/dv pass, over the 16 KiB Vulkan guarantees, so such devices get 16).
-    public static FlashAttentionTiling For(DeviceCapabilities caps, int dkv)
+    public static FusedAttentionTiling For(DeviceCapabilities caps, int dkv)
     {
         if (caps.DeviceType == "cpu") return Cpu;
         int block = 32;
@@ -45,19 +46,19 @@ internal readonly record struct FlashAttentionTiling(int Invocations, int Block,
     public int[] Specialization(int dkv) => [Invocations, Block, dkv, Staged ? 1 : 0];
 }
 
-/// <summary>Shape of the fused attention on the matrix units (flash_attention_coopmat*.comp):
+/// <summary>Shape of the fused attention on the matrix units (fused_attention_coopmat*.comp):
 /// <paramref name="Warps"/> subgroups of 16 rows each per workgroup, streaming the other operand
 /// <paramref name="Block"/> rows at a time.</summary>
-public readonly record struct FlashAttentionCoopMatTiling(int Warps, int Block)
+public readonly record struct FusedAttentionMatrixUnitsTiling(int Warps, int Block)
 {
     // 64 rows a workgroup, as the portable kernels' GPU tiling, with the deepest block of 64, 32
     // or 16 whose shared memory fits; two subgroups where four would not even at 16. At d_kv 64 on
     // a device with 48 KiB (NVIDIA's), the forward takes blocks of 64 (44.0 KiB) and the backward,
     // which stages two operands of its own and two products a block, of 32 (44.3 KiB). Untimed:
     // the rule is the first that fits, not the fastest.
-    internal static readonly FlashAttentionCoopMatTiling[] Candidates = [new(4, 64), new(4, 32), new(4, 16), new(2, 16)];
+    internal static readonly FusedAttentionMatrixUnitsTiling[] Candidates = [new(4, 64), new(4, 32), new(4, 16), new(2, 16)];
 
-    /// <summary>Shared memory of the kernel (include/flash_attention_coopmat_forward.glsl and
+    /// <summary>Shared memory of the kernel (include/fused_attention_coopmat_forward.glsl and
     /// _backward.glsl, whose declarations this follows): the workgroup's own operands and each
     /// subgroup's scratch, the block's two operands, and the forward's row reductions or the
     /// backward's per-query logsumexp and Δ.</summary>
@@ -84,7 +85,7 @@ public readonly record struct FlashAttentionCoopMatTiling(int Warps, int Block)
     /// share a row evenly), and the shared memory.</summary>
     /// <exception cref="GpuException"><see cref="GpuOptions.CoopMatFlashTiling"/> is malformed or
     /// asks for a tiling the kernel or the device cannot run at this d_kv.</exception>
-    public static FlashAttentionCoopMatTiling? For(GpuContext context, int dkv, bool backward)
+    public static FusedAttentionMatrixUnitsTiling? For(GpuContext context, int dkv, bool backward)
     {
         int subgroup = (int)context.CoopMatSubgroupSize;
         if (dkv % 16 != 0 || dkv > 128 || subgroup is not (16 or 32 or 64)) return null;
@@ -106,12 +107,12 @@ public readonly record struct FlashAttentionCoopMatTiling(int Warps, int Block)
     /// <summary>The forward's or the backward's tiling of VKPROMPT_COOPMAT_FLASH_TILING ("WxB" for
     /// both, or "WxB,WxB"), checked: a block of a multiple of 16 rows that gives each invocation of
     /// a row whole runs of four columns, and a workgroup the device runs with the shared memory it has.</summary>
-    static FlashAttentionCoopMatTiling Parse(string text, GpuContext context, int dkv, bool backward)
+    static FusedAttentionMatrixUnitsTiling Parse(string text, GpuContext context, int dkv, bool backward)
     {
         var kernels = text.Split(',');
         if (kernels.Length > 2) throw new GpuException($"{Variable}={text}: expected WxB or WxB,WxB (forward, backward), e.g. 4x64,4x32");
         var v = TilingText.Parse(kernels[backward ? kernels.Length - 1 : 0], Variable, "WxB or WxB,WxB (forward, backward), e.g. 4x64,4x32", count: 2);
-        var t = new FlashAttentionCoopMatTiling(v[0], v[1]);
+        var t = new FusedAttentionMatrixUnitsTiling(v[0], v[1]);
         int subgroup = (int)context.CoopMatSubgroupSize;
         if (t.Warps < 1 || t.Block < 16 || t.Block % 16 != 0 || t.Block / (subgroup / 16) % 4 != 0 || !t.Fits(context, dkv, backward))
             throw new GpuException($"{Variable}={text}: the {(backward ? "backward" : "forward")} needs at least one subgroup, a block of a multiple of 16 rows " +
@@ -122,7 +123,7 @@ public readonly record struct FlashAttentionCoopMatTiling(int Warps, int Block)
 }
 
 /// <summary>
-/// Fused T5 attention, flash-attention style: per (batch, head),
+/// Fused T5 attention, in the manner of FlashAttention (Dao et al. 2022): per (batch, head),
 /// o = dropout(softmax(q·kᵀ + bias, masked))·v with no 1/sqrt(d_kv) scaling, without the
 /// [Lq, Lk] score matrix ever being stored. Bias, key mask and causality mean what they mean
 /// in <see cref="AttentionSoftmaxKernel"/> (buckets [Lq + Lk - 1] with biasWeight [numBuckets, H],
@@ -133,7 +134,7 @@ public readonly record struct FlashAttentionCoopMatTiling(int Warps, int Block)
 /// probabilities; a query with every key masked gets o = 0 and logsumexp = +inf.
 /// Outputs must not overlap inputs.
 /// </summary>
-public static class FlashAttentionKernel
+public static class FusedAttentionKernel
 {
     const int PushBytes = 44;
     static readonly KernelLayout ForwardLayout = new(
@@ -152,20 +153,20 @@ public static class FlashAttentionKernel
     /// <summary>o and logSumExp from q, k, v. <paramref name="seed"/> (one uint, read when the
     /// graph runs) is needed when <paramref name="dropoutRate"/> &gt; 0.</summary>
     public static void Forward(CommandGraph g, GpuBuffer q, GpuBuffer k, GpuBuffer v, GpuBuffer o, GpuBuffer logSumExp,
-                               GpuBuffer? buckets, GpuBuffer? biasWeight, GpuBuffer? keyMask, FlashAttentionShape shape,
+                               GpuBuffer? buckets, GpuBuffer? biasWeight, GpuBuffer? keyMask, FusedAttentionShape shape,
                                float dropoutRate = 0f, GpuBuffer? seed = null, uint stream = 0)
     {
         if (MatrixUnitsTiling(g.Context, shape.DKv, backward: false) is { } units)
             ForwardOnMatrixUnits(g, q, k, v, o, logSumExp, buckets, biasWeight, keyMask, shape, dropoutRate, seed, stream, units);
         else
-            Forward(g, q, k, v, o, logSumExp, buckets, biasWeight, keyMask, shape, dropoutRate, seed, stream, FlashAttentionTiling.For(g.Context.Capabilities, shape.DKv));
+            Forward(g, q, k, v, o, logSumExp, buckets, biasWeight, keyMask, shape, dropoutRate, seed, stream, FusedAttentionTiling.For(g.Context.Capabilities, shape.DKv));
     }
 
     internal static void Forward(CommandGraph g, GpuBuffer q, GpuBuffer k, GpuBuffer v, GpuBuffer o, GpuBuffer logSumExp,
-                                 GpuBuffer? buckets, GpuBuffer? biasWeight, GpuBuffer? keyMask, FlashAttentionShape shape,
-                                 float dropoutRate, GpuBuffer? seed, uint stream, FlashAttentionTiling t)
+                                 GpuBuffer? buckets, GpuBuffer? biasWeight, GpuBuffer? keyMask, FusedAttentionShape shape,
+                                 float dropoutRate, GpuBuffer? seed, uint stream, FusedAttentionTiling t)
     {
-        const string name = "flash_attention";
+        const string name = "fused_attention";
         var push = Check(name, g.Context.Capabilities, shape, buckets, biasWeight, keyMask, dropoutRate, seed, stream, t);
         if (!CheckForwardBuffers(name, q, k, v, o, logSumExp, shape)) return;
         var kernel = g.Context.Kernel(name, ForwardLayout, t.Specialization(shape.DKv));
@@ -178,22 +179,22 @@ public static class FlashAttentionKernel
     /// (<see cref="GpuOptions.CooperativeMatrixAllProducts"/>, the same rounding of q, k, v, the
     /// probabilities, dO and dS to fp16 as the unfused products make there) through
     /// VK_KHR_cooperative_matrix or its emulation, the build has both kernels, and
-    /// <see cref="FlashAttentionCoopMatTiling.For"/> has a tiling for d_kv for both: a backward
+    /// <see cref="FusedAttentionMatrixUnitsTiling.For"/> has a tiling for d_kv for both: a backward
     /// recomputing the probabilities from scores rounded otherwise than the forward's would not
     /// match its logsumexp. Null otherwise.</summary>
-    public static FlashAttentionCoopMatTiling? MatrixUnitsTiling(GpuContext context, int dkv, bool backward) =>
+    public static FusedAttentionMatrixUnitsTiling? MatrixUnitsTiling(GpuContext context, int dkv, bool backward) =>
         context.Options.CooperativeMatrixAllProducts && context.MatrixUnits is MatrixUnits.Khr or MatrixUnits.Nv2 or MatrixUnits.Emulated
         && Runtime.Kernel.IsEmbedded(MatMulKernel.CoopMatShader(context, ForwardOnUnits))
         && Runtime.Kernel.IsEmbedded(MatMulKernel.CoopMatShader(context, BackwardOnUnits))
-        && FlashAttentionCoopMatTiling.For(context, dkv, !backward) is not null
-            ? FlashAttentionCoopMatTiling.For(context, dkv, backward)
+        && FusedAttentionMatrixUnitsTiling.For(context, dkv, !backward) is not null
+            ? FusedAttentionMatrixUnitsTiling.For(context, dkv, backward)
             : null;
 
-    const string ForwardOnUnits = "flash_attention_coopmat", BackwardOnUnits = "flash_attention_coopmat_backward";
+    const string ForwardOnUnits = "fused_attention_coopmat", BackwardOnUnits = "fused_attention_coopmat_backward";
 
     internal static void ForwardOnMatrixUnits(CommandGraph g, GpuBuffer q, GpuBuffer k, GpuBuffer v, GpuBuffer o, GpuBuffer logSumExp,
-                                              GpuBuffer? buckets, GpuBuffer? biasWeight, GpuBuffer? keyMask, FlashAttentionShape shape,
-                                              float dropoutRate, GpuBuffer? seed, uint stream, FlashAttentionCoopMatTiling t)
+                                              GpuBuffer? buckets, GpuBuffer? biasWeight, GpuBuffer? keyMask, FusedAttentionShape shape,
+                                              float dropoutRate, GpuBuffer? seed, uint stream, FusedAttentionMatrixUnitsTiling t)
     {
         var name = MatMulKernel.CoopMatShader(g.Context, ForwardOnUnits);
         var push = Check(name, g.Context.Capabilities, shape, buckets, biasWeight, keyMask, dropoutRate, seed, stream, null);
@@ -204,7 +205,7 @@ public static class FlashAttentionKernel
                    [.. Optional(q, buckets, biasWeight, keyMask, seed), q, k, v, o, logSumExp]);
     }
 
-    static void CheckOnMatrixUnits(string name, GpuContext context, FlashAttentionShape shape, FlashAttentionCoopMatTiling t, bool backward)
+    static void CheckOnMatrixUnits(string name, GpuContext context, FusedAttentionShape shape, FusedAttentionMatrixUnitsTiling t, bool backward)
     {
         if (!context.CooperativeMatrix) throw new GpuException($"{name}: needs a context that uses the matrix units (GpuContext.CooperativeMatrix)");
         int subgroup = (int)context.CoopMatSubgroupSize;
@@ -219,20 +220,20 @@ public static class FlashAttentionKernel
     /// first QueryLength / KeyLength rows of each batch entry and leaves the other rows as they are.</summary>
     public static void Backward(CommandGraph g, GpuBuffer q, GpuBuffer k, GpuBuffer v, GpuBuffer o, GpuBuffer logSumExp, GpuBuffer dO,
                                 GpuBuffer dq, GpuBuffer dk, GpuBuffer dv, GpuBuffer? buckets, GpuBuffer? biasWeight, GpuBuffer? keyMask,
-                                FlashAttentionShape shape, float dropoutRate = 0f, GpuBuffer? seed = null, uint stream = 0)
+                                FusedAttentionShape shape, float dropoutRate = 0f, GpuBuffer? seed = null, uint stream = 0)
     {
         if (MatrixUnitsTiling(g.Context, shape.DKv, backward: true) is { } units)
             BackwardOnMatrixUnits(g, q, k, v, o, logSumExp, dO, dq, dk, dv, buckets, biasWeight, keyMask, shape, dropoutRate, seed, stream, units);
         else
             Backward(g, q, k, v, o, logSumExp, dO, dq, dk, dv, buckets, biasWeight, keyMask, shape, dropoutRate, seed, stream,
-                     FlashAttentionTiling.For(g.Context.Capabilities, shape.DKv));
+                     FusedAttentionTiling.For(g.Context.Capabilities, shape.DKv));
     }
 
     internal static void Backward(CommandGraph g, GpuBuffer q, GpuBuffer k, GpuBuffer v, GpuBuffer o, GpuBuffer logSumExp, GpuBuffer dO,
                                   GpuBuffer dq, GpuBuffer dk, GpuBuffer dv, GpuBuffer? buckets, GpuBuffer? biasWeight, GpuBuffer? keyMask,
-                                  FlashAttentionShape shape, float dropoutRate, GpuBuffer? seed, uint stream, FlashAttentionTiling t)
+                                  FusedAttentionShape shape, float dropoutRate, GpuBuffer? seed, uint stream, FusedAttentionTiling t)
     {
-        const string name = "flash_attention_backward";
+        const string name = "fused_attention_backward";
         var push = Check(name, g.Context.Capabilities, shape, buckets, biasWeight, keyMask, dropoutRate, seed, stream, t);
         if (!CheckBackwardBuffers(name, q, k, v, o, logSumExp, dO, dq, dk, dv, shape)) return;
         GpuBuffer[] inputs = [.. Optional(q, buckets, biasWeight, keyMask, seed), q, k, v, o, logSumExp, dO];
@@ -244,7 +245,7 @@ public static class FlashAttentionKernel
 
     internal static void BackwardOnMatrixUnits(CommandGraph g, GpuBuffer q, GpuBuffer k, GpuBuffer v, GpuBuffer o, GpuBuffer logSumExp, GpuBuffer dO,
                                                GpuBuffer dq, GpuBuffer dk, GpuBuffer dv, GpuBuffer? buckets, GpuBuffer? biasWeight, GpuBuffer? keyMask,
-                                               FlashAttentionShape shape, float dropoutRate, GpuBuffer? seed, uint stream, FlashAttentionCoopMatTiling t)
+                                               FusedAttentionShape shape, float dropoutRate, GpuBuffer? seed, uint stream, FusedAttentionMatrixUnitsTiling t)
     {
         var name = MatMulKernel.CoopMatShader(g.Context, BackwardOnUnits);
         var push = Check(name, g.Context.Capabilities, shape, buckets, biasWeight, keyMask, dropoutRate, seed, stream, null);
@@ -257,7 +258,7 @@ public static class FlashAttentionKernel
     }
 
     /// <summary>Checks the forward's buffers; false where there is nothing to compute.</summary>
-    static bool CheckForwardBuffers(string name, GpuBuffer q, GpuBuffer k, GpuBuffer v, GpuBuffer o, GpuBuffer logSumExp, FlashAttentionShape shape)
+    static bool CheckForwardBuffers(string name, GpuBuffer q, GpuBuffer k, GpuBuffer v, GpuBuffer o, GpuBuffer logSumExp, FusedAttentionShape shape)
     {
         BufferChecks.Require(name, q, shape.QueryElements, "q [B, queryRows, H·dkv]");
         BufferChecks.Require(name, k, shape.KeyElements, "k [B, keyRows, H·dkv]");
@@ -269,7 +270,7 @@ public static class FlashAttentionKernel
 
     /// <summary>Checks the backward's buffers; false where there is nothing to compute.</summary>
     static bool CheckBackwardBuffers(string name, GpuBuffer q, GpuBuffer k, GpuBuffer v, GpuBuffer o, GpuBuffer logSumExp, GpuBuffer dO,
-                                     GpuBuffer dq, GpuBuffer dk, GpuBuffer dv, FlashAttentionShape shape)
+                                     GpuBuffer dq, GpuBuffer dk, GpuBuffer dv, FusedAttentionShape shape)
     {
         foreach (var (buffer, what) in new[] { (q, "q"), (o, "o"), (dO, "dO"), (dq, "dq") })
             BufferChecks.Require(name, buffer, shape.QueryElements, what + " [B, queryRows, H·dkv]");
@@ -279,8 +280,8 @@ public static class FlashAttentionKernel
         return shape.Scores.Rows != 0;
     }
 
-    static Push Check(string name, DeviceCapabilities caps, FlashAttentionShape shape, GpuBuffer? buckets, GpuBuffer? biasWeight, GpuBuffer? keyMask,
-                      float dropoutRate, GpuBuffer? seed, uint stream, FlashAttentionTiling? t)
+    static Push Check(string name, DeviceCapabilities caps, FusedAttentionShape shape, GpuBuffer? buckets, GpuBuffer? biasWeight, GpuBuffer? keyMask,
+                      float dropoutRate, GpuBuffer? seed, uint stream, FusedAttentionTiling? t)
     {
         var s = shape.Scores;
         BufferChecks.NonNegative(name, (s.Batch, nameof(s.Batch)), (s.Heads, nameof(s.Heads)), (s.QueryLength, nameof(s.QueryLength)));
@@ -312,15 +313,15 @@ public static class FlashAttentionKernel
             if (s.Elements > uint.MaxValue) throw new ArgumentOutOfRangeException(nameof(shape), $"{name}: dropout indexes at most 2^32 probabilities, {shape} has {s.Elements}");
             flags |= Options.Dropout;
         }
-        if (t is { Staged: true, Block: var block } && FlashAttentionTiling.SharedBytes(block, shape.DKv) > caps.MaxComputeSharedMemorySize)
-            throw new GpuException($"{name}: blocks of {block} rows of d_kv {shape.DKv} need {FlashAttentionTiling.SharedBytes(block, shape.DKv)} bytes of shared memory, the device has {caps.MaxComputeSharedMemorySize}");
+        if (t is { Staged: true, Block: var block } && FusedAttentionTiling.SharedBytes(block, shape.DKv) > caps.MaxComputeSharedMemorySize)
+            throw new GpuException($"{name}: blocks of {block} rows of d_kv {shape.DKv} need {FusedAttentionTiling.SharedBytes(block, shape.DKv)} bytes of shared memory, the device has {caps.MaxComputeSharedMemorySize}");
         return new Push((uint)s.Batch, (uint)s.Heads, (uint)s.QueryLength, (uint)s.KeyLength, (uint)shape.QueryRows, (uint)shape.KeyRows,
                         flags, s.QueryOffset, threshold, threshold != 0 ? DropoutKernel.KeepScale(dropoutRate) : 1f, stream);
     }
 
     // Workgroups: blocks of rows along x, (b, h) along y up to the device limit (the shaders loop
     // over the rest).
-    static (uint X, uint Y, uint Z) Groups(CommandGraph g, int rows, FlashAttentionShape shape, int rowsPerGroup) =>
+    static (uint X, uint Y, uint Z) Groups(CommandGraph g, int rows, FusedAttentionShape shape, int rowsPerGroup) =>
         (Grid.Div(rows, rowsPerGroup), (uint)Math.Min((long)shape.Scores.Batch * shape.Scores.Heads, g.Context.Capabilities.MaxWorkGroupCountY), 1);
 
     // Bindings 0-3 are the optional inputs; an absent one is bound to q, which the shader never

@@ -3,14 +3,14 @@ using VkPrompt.Runtime.Kernels;
 
 namespace VkPrompt.Runtime.Reference;
 
-/// <summary>CPU reference of <see cref="FlashAttentionKernel"/>, written out in double one query
+/// <summary>CPU reference of <see cref="FusedAttentionKernel"/>, written out in double one query
 /// at a time: the whole row of scores, its softmax, dropout with <see cref="DropoutReference"/>'s
 /// mask, then the products. An empty span stands for an absent input (the dispatch's null);
 /// buckets and biasWeight come together.</summary>
-public static class FlashAttentionReference
+public static class FusedAttentionReference
 {
     public static void Forward<T>(ReadOnlySpan<T> q, ReadOnlySpan<T> k, ReadOnlySpan<T> v, Span<T> o, Span<T> logSumExp,
-                                  ReadOnlySpan<int> buckets, ReadOnlySpan<T> biasWeight, ReadOnlySpan<int> keyMask, FlashAttentionShape shape,
+                                  ReadOnlySpan<int> buckets, ReadOnlySpan<T> biasWeight, ReadOnlySpan<int> keyMask, FusedAttentionShape shape,
                                   float dropoutRate = 0f, uint seed = 0, uint stream = 0)
         where T : IFloatingPointIeee754<T>
     {
@@ -51,7 +51,7 @@ public static class FlashAttentionReference
     /// the kernel computes them. Rows past QueryLength / KeyLength are left as they are.</summary>
     public static void Backward<T>(ReadOnlySpan<T> q, ReadOnlySpan<T> k, ReadOnlySpan<T> v, ReadOnlySpan<T> o, ReadOnlySpan<T> logSumExp, ReadOnlySpan<T> dO,
                                    Span<T> dq, Span<T> dk, Span<T> dv, ReadOnlySpan<int> buckets, ReadOnlySpan<T> biasWeight, ReadOnlySpan<int> keyMask,
-                                   FlashAttentionShape shape, float dropoutRate = 0f, uint seed = 0, uint stream = 0)
+                                   FusedAttentionShape shape, float dropoutRate = 0f, uint seed = 0, uint stream = 0)
         where T : IFloatingPointIeee754<T>
     {
         var s = shape.Scores;
@@ -104,12 +104,12 @@ public static class FlashAttentionReference
         }
     }
 
-    static int RowBase(in FlashAttentionShape shape, int b, int rows, int pos, int h) =>
+    static int RowBase(in FusedAttentionShape shape, int b, int rows, int pos, int h) =>
         ((b * rows + pos) * shape.Scores.Heads + h) * shape.DKv;
 
     /// <summary>q[i]·k[j] + bias, or -inf for a masked key.</summary>
     static double Score<T>(ReadOnlySpan<T> q, ReadOnlySpan<T> k, ReadOnlySpan<int> buckets, ReadOnlySpan<T> biasWeight, ReadOnlySpan<int> keyMask,
-                           in FlashAttentionShape shape, int b, int h, int i, int j)
+                           in FusedAttentionShape shape, int b, int h, int i, int j)
         where T : IFloatingPointIeee754<T>
     {
         var s = shape.Scores;
