@@ -4,6 +4,7 @@
 #define SUBGROUP_ROWS_ID 2
 #include "reduce.glsl"
 #include "philox.glsl"
+#include "attention_options.glsl"
 
 // T5 attention probabilities, in place over scores [B, H, Lq, Lk]:
 //   p[b,h,i,j] = softmax_j(s[b,h,i,j] + biasWeight[bucket[j - i + Lq - 1] * H + h])
@@ -25,8 +26,7 @@ layout(std430, binding = 3) readonly buffer KeyMask { int keyMask[]; };
 layout(std430, binding = 4) readonly buffer Seed { uint seed; };
 layout(std430, binding = 5) writeonly buffer Dropped { float dropped[]; };
 
-// Absent inputs are off in flags; their bindings then hold a stand-in the shader never reads.
-const uint HAS_BIAS = 1u, HAS_MASK = 2u, CAUSAL = 4u, DROPOUT = 8u;
+// flags: the bits of include/attention_options.glsl.
 layout(push_constant) uniform Push {
     uint batch; uint heads; uint queryLength; uint keyLength; uint flags; int queryOffset;
     uint threshold; float scale; uint stream;

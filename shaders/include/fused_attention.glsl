@@ -10,6 +10,7 @@
 #define VKPROMPT_FUSED_ATTENTION_GLSL
 
 #include "philox.glsl"
+#include "attention_options.glsl"
 
 #extension GL_EXT_control_flow_attributes : require
 
@@ -65,11 +66,10 @@ layout(std430, binding = 1) readonly buffer BiasWeight { float biasWeight[]; };
 layout(std430, binding = 2) readonly buffer KeyMask { int keyMask[]; };
 layout(std430, binding = 3) readonly buffer Seed { uint seed; };
 
-const uint HAS_BIAS = 1u, HAS_MASK = 2u, CAUSAL = 4u, DROPOUT = 8u;
 layout(push_constant) uniform Push {
     uint batch; uint heads; uint queryLength; uint keyLength;
     uint queryRows; uint keyRows;
-    uint flags; int queryOffset;
+    uint flags; int queryOffset; // flags: the bits of include/attention_options.glsl
     // Dropout on the probabilities, as DropoutKernel computes them on the host.
     uint threshold; float scale; uint stream;
 } pc;

@@ -42,10 +42,7 @@ public static class AttentionSoftmaxKernel
 {
     static readonly KernelLayout Layout = new([Access.ReadWrite, Access.Read, Access.Read, Access.Read, Access.Read, Access.Write], 36);
 
-    [Flags]
-    enum Options : uint { None = 0, Bias = 1, Mask = 2, Causal = 4, Dropout = 8 }
-
-    readonly record struct Push(uint Batch, uint Heads, uint QueryLength, uint KeyLength, Options Flags, int QueryOffset,
+    readonly record struct Push(uint Batch, uint Heads, uint QueryLength, uint KeyLength, AttentionOptions Flags, int QueryOffset,
                                 uint Threshold, float Scale, uint Stream);
 
     public static void Forward(CommandGraph g, GpuBuffer scores, GpuBuffer? buckets, GpuBuffer? biasWeight, GpuBuffer? keyMask, AttentionShape shape,
@@ -54,24 +51,10 @@ public static class AttentionSoftmaxKernel
         const string name = "attention_softmax";
         BufferChecks.NonNegative(name, (shape.Batch, nameof(shape.Batch)), (shape.Heads, nameof(shape.Heads)), (shape.QueryLength, nameof(shape.QueryLength)));
         if (shape.KeyLength <= 0) throw new ArgumentOutOfRangeException(nameof(shape), $"{name}: KeyLength must be positive, got {shape}");
-        if ((buckets is null) != (biasWeight is null))
-            throw new ArgumentException($"{name}: the position bias needs both the bucket table and the bias weights");
+        var flags = AttentionInputs.Check(name, shape, buckets, biasWeight, keyMask);
         BufferChecks.Require(name, scores, shape.Elements, "scores [B, H, Lq, Lk]");
-        var flags = Options.None;
-        if (buckets is not null && biasWeight is not null)
-        {
-            BufferChecks.Require(name, buckets, shape.Diagonals, "buckets [Lq + Lk - 1]");
-            BufferChecks.Require(name, biasWeight, shape.Heads, "biasWeight [numBuckets, H]");
-            flags |= Options.Bias;
-        }
-        if (keyMask is not null)
-        {
-            BufferChecks.Require(name, keyMask, (long)shape.Batch * shape.KeyLength, "keyMask [B, Lk]");
-            flags |= Options.Mask;
-        }
-        if (shape.Causal) flags |= Options.Causal;
         var (threshold, scale, seed, dropped) = ProbsDropouts.Check(name, dropout, shape.Elements, scores);
-        if (dropped is not null) flags |= Options.Dropout;
+        if (dropped is not null) flags |= AttentionOptions.Dropout;
 
         var (local, cache, subgroupRows, groups) = Rows.Shape(g.Context, shape.Rows, shape.KeyLength);
         var k = g.Context.Kernel(name, Layout, local, cache, subgroupRows);

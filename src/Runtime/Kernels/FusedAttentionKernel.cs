@@ -144,11 +144,8 @@ public static class FusedAttentionKernel
     static readonly KernelLayout BackwardLayout = new(
         [.. Enumerable.Repeat(Access.Read, 10), Access.Write, Access.Write], PushBytes);
 
-    [Flags]
-    enum Options : uint { None = 0, Bias = 1, Mask = 2, Causal = 4, Dropout = 8 }
-
     readonly record struct Push(uint Batch, uint Heads, uint QueryLength, uint KeyLength, uint QueryRows, uint KeyRows,
-                                Options Flags, int QueryOffset, uint Threshold, float Scale, uint Stream);
+                                AttentionOptions Flags, int QueryOffset, uint Threshold, float Scale, uint Stream);
 
     /// <summary>o and logSumExp from q, k, v. <paramref name="seed"/> (one uint, read when the
     /// graph runs) is needed when <paramref name="dropoutRate"/> &gt; 0.</summary>
@@ -289,21 +286,7 @@ public static class FusedAttentionKernel
         if (shape.DKv <= 0) throw new ArgumentOutOfRangeException(nameof(shape), $"{name}: DKv must be positive, got {shape}");
         if (shape.QueryRows < s.QueryLength || shape.KeyRows < s.KeyLength)
             throw new ArgumentOutOfRangeException(nameof(shape), $"{name}: QueryRows and KeyRows must hold QueryLength and KeyLength rows, got {shape}");
-        if ((buckets is null) != (biasWeight is null))
-            throw new ArgumentException($"{name}: the position bias needs both the bucket table and the bias weights");
-        var flags = Options.None;
-        if (buckets is not null && biasWeight is not null)
-        {
-            BufferChecks.Require(name, buckets, s.Diagonals, "buckets [Lq + Lk - 1]");
-            BufferChecks.Require(name, biasWeight, s.Heads, "biasWeight [numBuckets, H]");
-            flags |= Options.Bias;
-        }
-        if (keyMask is not null)
-        {
-            BufferChecks.Require(name, keyMask, (long)s.Batch * s.KeyLength, "keyMask [B, Lk]");
-            flags |= Options.Mask;
-        }
-        if (s.Causal) flags |= Options.Causal;
+        var flags = AttentionInputs.Check(name, s, buckets, biasWeight, keyMask);
         uint threshold = DropoutKernel.KeepThreshold(dropoutRate);
         if (threshold != 0)
         {
@@ -311,7 +294,7 @@ public static class FusedAttentionKernel
             BufferChecks.Require(name, seed, 1, "seed");
             // Element indices of the probabilities are 32-bit, as DropoutKernel's are.
             if (s.Elements > uint.MaxValue) throw new ArgumentOutOfRangeException(nameof(shape), $"{name}: dropout indexes at most 2^32 probabilities, {shape} has {s.Elements}");
-            flags |= Options.Dropout;
+            flags |= AttentionOptions.Dropout;
         }
         if (t is { Staged: true, Block: var block } && FusedAttentionTiling.SharedBytes(block, shape.DKv) > caps.MaxComputeSharedMemorySize)
             throw new GpuException($"{name}: blocks of {block} rows of d_kv {shape.DKv} need {FusedAttentionTiling.SharedBytes(block, shape.DKv)} bytes of shared memory, the device has {caps.MaxComputeSharedMemorySize}");
