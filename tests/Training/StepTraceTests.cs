@@ -83,6 +83,32 @@ public sealed class StepTraceTests
         Assert.Equal(emitted.Count, listed.Sum(p => p.Count));
     }
 
+    /// <summary>Names say what a product is, from its operands: a weight's product by the weight
+    /// (dX where the backward carries a gradient through it), two activations' by both, the same
+    /// for every block.</summary>
+    [Fact]
+    public void ProductsAreNamedFromTheirOperands()
+    {
+        var config = Config(gated: true, tied: false, dropout: 0.1f);
+        var trace = T5Pass.Trace(config, new BatchShape(2, 8, 8, 4), ActivationMode.Store, 0.1f, WeightPrecision.Bf16, _ => false);
+        string[] enc = ["enc q", "enc k", "enc v", "enc o", "enc wi_0", "enc wi_1", "enc wo"];
+        string[] dec = ["dec q", "dec k", "dec v", "dec o", "xattn q", "xattn k", "xattn v", "xattn o", "dec wi_0", "dec wi_1", "dec wo"];
+        string[] weights = [.. enc, .. dec, "lm head"];
+        string[] attention =
+        [
+            "enc.q·enc.k", "dropped_probs·enc.v", "dec.q·dec.k", "dropped_probs·dec.v", "dec.xq·dec.xk", "dropped_probs·dec.xv",
+            "d_ctx·enc.v", "d_probs·enc.k", "d_probs·enc.q", "d_ctx·dec.v", "d_probs·dec.k", "d_probs·dec.q", "d_ctx·dec.xv", "d_xprobs·dec.xk", "d_xprobs·dec.xq",
+            "dropped_probs·d_ctx",
+        ];
+        Assert.Equal(weights.Concat(weights.Select(w => w + " dX")).Concat(attention).Order(StringComparer.Ordinal),
+                     trace.Select(p => p.Name).Distinct().Order(StringComparer.Ordinal));
+        // Products of weights by the phase they run in; the forward's are not named dX.
+        Assert.All(trace, p => Assert.Equal(p.Phase == T5Pass.Phases.Backward && p.Weight is not null, p.Name.EndsWith(" dX", StringComparison.Ordinal)));
+        Assert.Equal(
+            [T5Pass.Phases.EncoderForward, T5Pass.Phases.DecoderForward, T5Pass.Phases.LmHeadLoss, T5Pass.Phases.Backward],
+            trace.Select(p => p.Phase).Distinct());
+    }
+
     [Fact]
     public void ItsFlopsAreTheStepsCountPlusTheBottomCrossQuery()
     {
