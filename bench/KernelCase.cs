@@ -12,8 +12,13 @@ public abstract record KernelCase(string Name, double Flops, double Bytes) : IWo
 
     public sealed override string ToString() => Name;
 
-    /// <summary>"[MxK]·[KxN]", with the number of matrices where there are several.</summary>
-    static string Sizes(MatMulSpec s) => (s.Batch1 * s.Batch2 > 1 ? $"{s.Batch1 * s.Batch2}x" : "") + $"[{s.M}x{s.K}]·[{s.K}x{s.N}]";
+    /// <summary>"matmul enc q, enc k [MxK]·[KxN]": the product's uses without their counts (the
+    /// summary's column cuts longer names), its sizes and the number of matrices where there are several.</summary>
+    static string Label(StepProduct p)
+    {
+        var s = p.Spec;
+        return $"matmul {string.Join(", ", p.Uses.Select(u => u.Name))} " + (s.Batch1 * s.Batch2 > 1 ? $"{s.Batch1 * s.Batch2}x" : "") + $"[{s.M}x{s.K}]·[{s.K}x{s.N}]";
+    }
 
     /// <summary>Every kernel of a training step at the workload's shapes: each distinct matrix
     /// product of the step, the row kernels, Adafactor.</summary>
@@ -31,9 +36,9 @@ public abstract record KernelCase(string Name, double Flops, double Bytes) : IWo
         foreach (var p in weightPrecisions)
             foreach (var product in StepProduct.Distinct(T5Pass.Trace(c, s, ActivationMode.Store, (float)c.DropoutRate, p, _ => false)))
                 if (product.Weight is { } weight)
-                    yield return new MatMulCase($"matmul {product.Name} {Sizes(product.Spec)}", product.Spec, weight);
+                    yield return new MatMulCase(Label(product), product.Spec, weight);
                 else if (p == WeightPrecision.Fp32)
-                    yield return new MatMulCase($"matmul {product.Name} {Sizes(product.Spec)}", product.Spec);
+                    yield return new MatMulCase(Label(product), product.Spec);
         var attention = new AttentionShape(s.Batch, c.NumHeads, le, le);
         yield return new AttentionSoftmaxCase(c, attention);
         yield return new SoftmaxBackwardCase(attention);

@@ -56,7 +56,7 @@ internal static class BenchMatMulCommand
             "Time each distinct matrix product of one training step of a T5 shape alone, as the model issues it (layout, transposes, which operand is the weight " +
             "and in which precision): q/k/v/o, the feed-forward, the LM head, their backward dX = dY·W, and the attention products of the attentions that run unfused " +
             "(--attention). Each runs untimed for --warmup-ms, then --reps times back to back with GPU timestamps, on random operands in [-1, 1], then is checked against an fp64 dot product " +
-            $"of 256 sampled outputs (error over the largest |C|: at most {ProductBench.Fp32Tolerance:G} with fp32 sums of fp32-read operands, {ProductBench.Fp16Tolerance:G} on the matrix units; " +
+            $"of {ProductBench.Samples} sampled outputs (error over the largest |C|: at most {ProductBench.Fp32Tolerance:G} with fp32 sums of fp32-read operands, {ProductBench.Fp16Tolerance:G} on the matrix units; " +
             "exit code 1 naming the product above that). Reports per product the kernel and tiling that ran, the median time, TFLOP/s and how often a step makes it, " +
             "and per step their sum; printed and written as JSON. Sweep tile shapes with VKPROMPT_MATMUL_TILING, VKPROMPT_COOPMAT (0, khr, nv) and VKPROMPT_COOPMAT_TILING; " +
             "with VKPROMPT_MATMUL_TUNE=1 on a GPU each product is first tuned among its kernel's tilings, and its row has every candidate's times (docs/benchmarks.md). " +
