@@ -12,31 +12,33 @@ public abstract record KernelCase(string Name, double Flops, double Bytes) : IWo
 
     public sealed override string ToString() => Name;
 
-    /// <summary>Every kernel of a training step at the workload's shapes: the matrix products of
-    /// the encoder's linear layers and attention and of the LM head, the row kernels, Adafactor.</summary>
+    /// <summary>"matmul enc q, enc k [MxK]·[KxN]": the product's uses without their counts (the
+    /// summary's column cuts longer names), its sizes and the number of matrices where there are several.</summary>
+    static string Label(StepProduct p)
+    {
+        var s = p.Spec;
+        return $"matmul {string.Join(", ", p.Uses.Select(u => u.Name))} " + (s.Batch1 * s.Batch2 > 1 ? $"{s.Batch1 * s.Batch2}x" : "") + $"[{s.M}x{s.K}]·[{s.K}x{s.N}]";
+    }
+
+    /// <summary>Every kernel of a training step at the workload's shapes: each distinct matrix
+    /// product of the step, the row kernels, Adafactor.</summary>
     public static IEnumerable<KernelCase> All(Workload w, DeviceCapabilities caps)
     {
         var c = w.Config;
         var s = w.Kernels;
-        int rows = s.Batch * s.EncoderLength, le = s.EncoderLength, d = c.DModel, inner = c.InnerDim, ff = c.DFf;
+        int rows = s.Batch * s.EncoderLength, le = s.EncoderLength, d = c.DModel;
         int decRows = s.Batch * s.TargetLength, vocab = c.VocabSize;
-        var heads = new AttentionSpecs(s.Batch, c.NumHeads, c.DKv);
-        // Linear layers as T5Pass runs them, y = x·Wᵀ forward and dx = dy·W backward, with the
-        // weight W stored as fp32 and, where the device reads 16-bit storage, as bf16.
+        // The products as T5Pass emits them (traced), every attention unfused so that its products
+        // are here too (the fused attention has cases of its own), with the weights stored as fp32
+        // and, where the device reads 16-bit storage, as bf16; products of two activations, fp32
+        // whatever the weights, once.
         var weightPrecisions = new[] { WeightPrecision.Fp32, WeightPrecision.Bf16 }.Where(p => p.IsSupported(caps));
         foreach (var p in weightPrecisions)
-        {
-            yield return new MatMulCase($"matmul q/k/v [{rows}x{d}]·[{inner}x{d}]ᵀ", MatMulSpec.Rows(rows, inner, d, transposeB: true), p);
-            yield return new MatMulCase($"matmul ff in [{rows}x{d}]·[{ff}x{d}]ᵀ", MatMulSpec.Rows(rows, ff, d, transposeB: true), p);
-            yield return new MatMulCase($"matmul ff out [{rows}x{ff}]·[{d}x{ff}]ᵀ", MatMulSpec.Rows(rows, d, ff, transposeB: true), p);
-            yield return new MatMulCase($"matmul ff in bwd [{rows}x{ff}]·[{ff}x{d}]", MatMulSpec.Rows(rows, d, ff), p);
-            yield return new MatMulCase($"matmul lm head [{decRows}x{d}]·[{vocab}x{d}]ᵀ", MatMulSpec.Rows(decRows, vocab, d, transposeB: true), p);
-            yield return new MatMulCase($"matmul lm head bwd [{decRows}x{vocab}]·[{vocab}x{d}]", MatMulSpec.Rows(decRows, d, vocab), p);
-        }
-        // Attention multiplies activations by activations: always fp32.
-        yield return new MatMulCase($"matmul scores Q·Kᵀ {s.Batch}x{c.NumHeads}x[{le}x{c.DKv}]·[{le}x{c.DKv}]ᵀ", heads.QK(le, le, le, le));
-        yield return new MatMulCase($"matmul context P·V {s.Batch}x{c.NumHeads}x[{le}x{le}]·[{le}x{c.DKv}]", heads.PV(le, le, le, le));
-        yield return new MatMulCase($"matmul dK dSᵀ·Q {s.Batch}x{c.NumHeads}x[{le}x{le}]ᵀ·[{le}x{c.DKv}]", heads.TransposedPV(le, le));
+            foreach (var product in StepProduct.Distinct(T5Pass.Trace(c, s, ActivationMode.Store, (float)c.DropoutRate, p, _ => false)))
+                if (product.Weight is { } weight)
+                    yield return new MatMulCase(Label(product), product.Spec, weight);
+                else if (p == WeightPrecision.Fp32)
+                    yield return new MatMulCase(Label(product), product.Spec);
         var attention = new AttentionShape(s.Batch, c.NumHeads, le, le);
         yield return new AttentionSoftmaxCase(c, attention);
         yield return new SoftmaxBackwardCase(attention);

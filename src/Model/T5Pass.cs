@@ -1,4 +1,5 @@
 using VkPrompt.Model.Backends;
+using VkPrompt.Runtime;
 using VkPrompt.Runtime.Kernels;
 
 namespace VkPrompt.Model;
@@ -128,6 +129,28 @@ public sealed class T5Pass : IDisposable
             PromptGradient = prompts is null ? null : Floats(prompts.Length, "prompt_grad");
             grads = new Grads(this);
         }
+    }
+
+    /// <summary>The matrix products this program emits, in order, for a pass built with these
+    /// arguments: the forward, then (where <paramref name="mode"/> trains) the backward, traced on
+    /// a <see cref="TraceBackend"/> with weights of <paramref name="config"/>'s shapes, which
+    /// allocates and computes nothing. The trace is the product list of a step: the trainer has
+    /// the tuner measure it before recording the step, and the benchmarks time it.</summary>
+    /// <param name="fusesAttention">which attentions run fused on the backend the pass will run on
+    /// (its <see cref="Backend.FusesAttention"/>): a fused attention makes no products.</param>
+    public static IReadOnlyList<TracedProduct> Trace(T5Config config, BatchShape shape, ActivationMode mode, float dropoutRate, WeightPrecision precision,
+                                                     Func<AttentionShape, bool> fusesAttention)
+    {
+        using var be = new TraceBackend(fusesAttention);
+        using var weights = T5Weights.Unloaded(config, be, precision);
+        using var prompts = be.Floats((long)shape.NumPrompts * shape.PromptLength * config.DModel, "prompt");
+        using var pass = new T5Pass(weights, shape, mode, prompts, dropoutRate);
+        be.Record(() =>
+        {
+            pass.EmitForward();
+            if (mode != ActivationMode.Inference) pass.EmitBackward();
+        }).Dispose();
+        return be.Products;
     }
 
     /// <summary>Uploads a batch built for this pass's shape.</summary>

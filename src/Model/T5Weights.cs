@@ -37,77 +37,112 @@ public sealed class T5Weights : IDisposable
     /// <exception cref="GpuException">The backend's device cannot read weights stored as <paramref name="precision"/>.</exception>
     /// <exception cref="ModelFormatException">fp16 was asked for and a weight is beyond its range.</exception>
     public T5Weights(T5Checkpoint ckpt, Backend backend, WeightPrecision precision = WeightPrecision.Fp32)
+        : this(ckpt.Config, backend, precision, name => Load(ckpt, backend, name), name => LoadTable(ckpt, backend, name, precision))
     {
-        Config = ckpt.Config;
+    }
+
+    /// <summary>Weights of <paramref name="config"/>'s shapes whose values are never set: for a
+    /// backend that reads none, such as <see cref="TraceBackend"/> tracing what a pass emits.</summary>
+    public static T5Weights Unloaded(T5Config config, TraceBackend backend, WeightPrecision precision = WeightPrecision.Fp32)
+    {
+        var shapes = T5Names.All(config).ToDictionary(t => t.Name, t => t.Shape);
+        return new T5Weights(config, backend, precision, name => backend.Floats(shapes[name].Aggregate(1L, (a, b) => a * b), name),
+                             name => backend.Table((int)shapes[name][0], (int)shapes[name][1], name, precision));
+    }
+
+    /// <param name="load">makes the fp32 tensor of a checkpoint name; <paramref name="loadTable"/>
+    /// the table of a matrix, in <paramref name="precision"/>.</param>
+    T5Weights(T5Config config, Backend backend, WeightPrecision precision, Func<string, Tensor> load, Func<string, Tensor> loadTable)
+    {
+        Config = config;
         Backend = backend;
         Precision = precision;
         var c = Config;
+        Tensor Load(string name) => Own(load(name));
+        Tensor LoadTable(string name) => Own(loadTable(name));
         try
         {
-            Shared = LoadTable(ckpt, T5Names.Shared);
-            LmHead = c.TieWordEmbeddings ? null : LoadTable(ckpt, T5Names.LmHead);
-            EncoderBias = Load(ckpt, T5Names.RelativeBias(T5Stack.Encoder));
-            DecoderBias = Load(ckpt, T5Names.RelativeBias(T5Stack.Decoder));
-            Encoder = Enumerable.Range(0, c.NumLayers).Select(i => LoadBlock(ckpt, T5Stack.Encoder, i)).ToList();
-            Decoder = Enumerable.Range(0, c.NumDecoderLayers).Select(i => LoadBlock(ckpt, T5Stack.Decoder, i)).ToList();
-            EncoderFinalNorm = Load(ckpt, T5Names.FinalNorm(T5Stack.Encoder));
-            DecoderFinalNorm = Load(ckpt, T5Names.FinalNorm(T5Stack.Decoder));
+            Shared = LoadTable(T5Names.Shared);
+            LmHead = c.TieWordEmbeddings ? null : LoadTable(T5Names.LmHead);
+            EncoderBias = Load(T5Names.RelativeBias(T5Stack.Encoder));
+            DecoderBias = Load(T5Names.RelativeBias(T5Stack.Decoder));
+            Encoder = Enumerable.Range(0, c.NumLayers).Select(i => LoadBlock(T5Stack.Encoder, i)).ToList();
+            Decoder = Enumerable.Range(0, c.NumDecoderLayers).Select(i => LoadBlock(T5Stack.Decoder, i)).ToList();
+            EncoderFinalNorm = Load(T5Names.FinalNorm(T5Stack.Encoder));
+            DecoderFinalNorm = Load(T5Names.FinalNorm(T5Stack.Decoder));
         }
         catch
         {
             Dispose();
             throw;
         }
+
+        BlockWeights LoadBlock(T5Stack stack, int i)
+        {
+            bool decoder = stack == T5Stack.Decoder;
+            AttentionWeights Attn(Func<string, string> name) =>
+                new(LoadTable(name("q")), LoadTable(name("k")), LoadTable(name("v")), LoadTable(name("o")));
+            Tensor Ff(string part) => LoadTable(T5Names.FeedForward(stack, i, part));
+            var ff = Config.IsGatedAct
+                ? new FeedForwardWeights(Ff("wi_0"), Ff("wi_1"), Ff("wo"))
+                : new FeedForwardWeights(Ff("wi"), null, Ff("wo"));
+            return new BlockWeights(
+                Load(T5Names.SelfAttnNorm(stack, i)),
+                Attn(p => T5Names.SelfAttn(stack, i, p)),
+                decoder ? Load(T5Names.CrossAttnNorm(i)) : null,
+                decoder ? Attn(p => T5Names.CrossAttn(i, p)) : null,
+                Load(T5Names.FeedForwardNorm(stack, i)),
+                ff);
+        }
     }
 
-    BlockWeights LoadBlock(T5Checkpoint ckpt, T5Stack stack, int i)
+    Tensor Own(Tensor t)
     {
-        bool decoder = stack == T5Stack.Decoder;
-        AttentionWeights Attn(Func<string, string> name) =>
-            new(LoadTable(ckpt, name("q")), LoadTable(ckpt, name("k")), LoadTable(ckpt, name("v")), LoadTable(ckpt, name("o")));
-        Tensor Ff(string part) => LoadTable(ckpt, T5Names.FeedForward(stack, i, part));
-        var ff = Config.IsGatedAct
-            ? new FeedForwardWeights(Ff("wi_0"), Ff("wi_1"), Ff("wo"))
-            : new FeedForwardWeights(Ff("wi"), null, Ff("wo"));
-        return new BlockWeights(
-            Load(ckpt, T5Names.SelfAttnNorm(stack, i)),
-            Attn(p => T5Names.SelfAttn(stack, i, p)),
-            decoder ? Load(ckpt, T5Names.CrossAttnNorm(i)) : null,
-            decoder ? Attn(p => T5Names.CrossAttn(i, p)) : null,
-            Load(ckpt, T5Names.FeedForwardNorm(stack, i)),
-            ff);
+        owned.Add(t);
+        return t;
     }
 
-    Tensor Load(T5Checkpoint ckpt, string name)
+    static Tensor Load(T5Checkpoint ckpt, Backend backend, string name)
     {
         var data = ckpt.ReadAll(name);
-        var t = Backend.Floats(data.Length, name);
-        owned.Add(t);
-        Backend.Upload(t, data);
+        var t = backend.Floats(data.Length, name);
+        try { backend.Upload(t, data); }
+        catch
+        {
+            t.Dispose();
+            throw;
+        }
         return t;
     }
 
     /// <summary>A [rows, cols] matrix, read as the B of products or gathered from: stored as
-    /// <see cref="Precision"/>, and split across bindings where it is too large for one.</summary>
-    Tensor LoadTable(T5Checkpoint ckpt, string name)
+    /// <paramref name="precision"/>, and split across bindings where it is too large for one.</summary>
+    static Tensor LoadTable(T5Checkpoint ckpt, Backend backend, string name, WeightPrecision precision)
     {
         var shape = ckpt.Info(name).Shape;
         int rows = (int)shape[0], cols = (int)shape[1];
-        var t = Backend.Table(rows, cols, name, Precision);
-        owned.Add(t);
-        // Slices keep the transient host buffer small even for a 250k-row mT5 vocabulary.
-        const int sliceRows = 4096;
-        var slice = new float[Math.Min(rows, sliceRows) * (long)cols];
-        for (int r = 0; r < rows; r += sliceRows)
+        var t = backend.Table(rows, cols, name, precision);
+        try
         {
-            int n = Math.Min(sliceRows, rows - r);
-            var span = slice.AsSpan(0, n * cols);
-            ckpt.Read(name, span, (long)r * cols);
-            try { Backend.Upload(t, span, (long)r * cols); }
-            catch (OverflowException e)
+            // Slices keep the transient host buffer small even for a 250k-row mT5 vocabulary.
+            const int sliceRows = 4096;
+            var slice = new float[Math.Min(rows, sliceRows) * (long)cols];
+            for (int r = 0; r < rows; r += sliceRows)
             {
-                throw new ModelFormatException(ckpt.Directory, $"tensor {name} cannot be stored as {Precision.Name()}: {e.Message}");
+                int n = Math.Min(sliceRows, rows - r);
+                var span = slice.AsSpan(0, n * cols);
+                ckpt.Read(name, span, (long)r * cols);
+                try { backend.Upload(t, span, (long)r * cols); }
+                catch (OverflowException e)
+                {
+                    throw new ModelFormatException(ckpt.Directory, $"tensor {name} cannot be stored as {precision.Name()}: {e.Message}");
+                }
             }
+        }
+        catch
+        {
+            t.Dispose();
+            throw;
         }
         return t;
     }

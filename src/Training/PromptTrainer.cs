@@ -92,10 +92,9 @@ public sealed class PromptTrainer : IDisposable
     {
         if (last is { } kept && kept.Pass.Shape == shape) return kept;
         DisposeStep();
-        // Before the pass allocates its activations, so that the tuner's scratch operands come
-        // and go while the most memory is free.
-        be.TuneMatMul(StepProducts.For(weights.Config, shape, dropout, be.FusesAttention)
-            .Select(p => (p.Spec, p.WeightB ? weights.Precision : WeightPrecision.Fp32)));
+        // The step's products as the pass below will emit them, traced before it allocates its
+        // activations, so that the tuner's scratch operands come and go while the most memory is free.
+        be.TuneMatMul(T5Pass.Trace(weights.Config, shape, activations, dropout, weights.Precision, be.FusesAttention));
         var pass = new T5Pass(weights, shape, activations, prompt, dropout);
         var rec = be.Record(() =>
         {

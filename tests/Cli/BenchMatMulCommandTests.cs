@@ -1,6 +1,7 @@
 using System.Text.Json;
 using VkPrompt.Cli;
 using VkPrompt.Cli.Commands;
+using VkPrompt.Diagnostics;
 using VkPrompt.Model;
 using VkPrompt.Runtime;
 using VkPrompt.Runtime.Kernels;
@@ -258,7 +259,7 @@ public sealed class BenchMatMulCommandTests : IDisposable
     }
 }
 
-/// <summary>The check `bench matmul` relies on: the fp64 reference of the operands as stored
+/// <summary>The check `bench matmul` relies on (<see cref="ProductBench.Check"/>): the fp64 reference of the operands as stored
 /// agrees with a correct product and not with one computed from other operands.</summary>
 public sealed class BenchMatMulCheckTests(GpuFixture fixture) : GpuTest(fixture)
 {
@@ -282,9 +283,9 @@ public sealed class BenchMatMulCheckTests(GpuFixture fixture) : GpuTest(fixture)
         MatMulOperands.Fill(b, 47 * 129, wrongB ? 99UL : MatMulOperands.SeedB, precision);
         bool coopmat = MatMulKernel.IsCooperativeMatrix(MatMulKernel.Selection(ctx, spec, precision).Kernel);
         Assert.True(coopmat || !allProducts);
-        var (error, checkedOutputs) = BenchMatMulCommand.Check(ctx, a, b, c, spec, precision, coopmat);
+        var (error, checkedOutputs) = ProductBench.Check(ctx, a, b, c, spec, precision, coopmat);
         Assert.Equal(33 * 47 > 256 ? 256 + 4 : 33 * 47, checkedOutputs, 4.0);
-        double tolerance = coopmat ? BenchMatMulCommand.Fp16Tolerance : BenchMatMulCommand.Fp32Tolerance;
+        double tolerance = coopmat ? ProductBench.Fp16Tolerance : ProductBench.Fp32Tolerance;
         Assert.NotNull(error);
         if (wrongB) Assert.True(error > 0.1, $"error {error}");
         else Assert.True(error <= tolerance, $"error {error}");

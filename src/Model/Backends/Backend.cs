@@ -139,10 +139,11 @@ public abstract class Backend : IDisposable
 
     public abstract void MatMul(Tensor a, Tensor b, Tensor c, in MatMulSpec s);
 
-    /// <summary>Called with the products a program is about to record (B's precision with each),
-    /// before <see cref="Record"/>: a backend that has tilings to choose between may time them
-    /// now, outside any recording. The others, this default, ignore it.</summary>
-    public virtual void TuneMatMul(IEnumerable<(MatMulSpec Spec, WeightPrecision B)> products) { }
+    /// <summary>Called with the trace of a program about to be recorded (<see cref="T5Pass.Trace"/>:
+    /// every product it will emit), before the program allocates its tensors: a backend that has
+    /// tilings to choose between may time them now, outside any recording, while the most memory
+    /// is free. The others, this default, ignore it.</summary>
+    public virtual void TuneMatMul(IReadOnlyList<TracedProduct> products) { }
     public abstract void RmsNorm(Tensor x, Tensor w, Tensor y, int rows, int dim, float eps);
     public abstract void RmsNormBackward(Tensor x, Tensor w, Tensor dy, Tensor dx, int rows, int dim, float eps, bool accumulate);
     /// <summary>Attention probabilities in place over the scores; with <paramref name="dropout"/>

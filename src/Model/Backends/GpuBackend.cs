@@ -115,9 +115,9 @@ public sealed class GpuBackend(GpuContext ctx, bool ownsContext = false) : Backe
 
     /// <summary>Tunes the products (<see cref="MatMulTuner"/>) where <see cref="MatMulTuner.Enabled"/>
     /// says so: VKPROMPT_MATMUL_TUNE=1 on a GPU.</summary>
-    public override void TuneMatMul(IEnumerable<(MatMulSpec Spec, WeightPrecision B)> products)
+    public override void TuneMatMul(IReadOnlyList<TracedProduct> products)
     {
-        if (MatMulTuner.Enabled(ctx)) MatMulTuner.Tune(ctx, products);
+        if (MatMulTuner.Enabled(ctx)) MatMulTuner.Tune(ctx, products.Select(p => (p.Spec, p.Weight ?? WeightPrecision.Fp32)));
     }
 
     public override void RmsNorm(Tensor x, Tensor w, Tensor y, int rows, int dim, float eps) => RmsNormKernel.Forward(G, Buf(x), Buf(w), Buf(y), rows, dim, eps);

@@ -26,13 +26,7 @@ internal static class BenchCommand
 
     public static Command Create()
     {
-        var shape = new Option<string>("--shape")
-        {
-            HelpName = "NAME|DIR",
-            Description = "t5-small (original T5), t5-base, t5-large or t5-xl (T5 v1.1 LM-adapted shapes), built with random weights in a temporary directory; " +
-                          "or a Hugging Face T5 directory to load.",
-            Required = true,
-        };
+        var shape = ShapeOption("built with random weights in a temporary directory", "to load");
         var batch = ModelOptions.BatchSize(32);
         var (input, target, promptLength) = LengthOptions();
         var precision = ModelOptions.Precision();
@@ -63,9 +57,8 @@ internal static class BenchCommand
             if (dev.Equals("cpu", StringComparison.OrdinalIgnoreCase))
                 throw new UsageException("bench measures a Vulkan device; --device cpu (the C# reference backend) is not benchmarked");
             string jsonPath = parse.GetValue(json) is { } j ? ModelOptions.OutputFile(json.Name, j) : "";
-            string shapeArg = parse.GetValue(shape)!;
-            string name = NamedShapes.Contains(shapeArg) ? shapeArg : Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(shapeArg)));
-            var settings = new BenchSettings(shapeArg, name, new BatchShape(b, l, t, p), parse.GetValue(precision)!, n, w, !parse.GetValue(noProfile), parse.GetValue(recompute), dev,
+            var (name, directory) = ReadShape(parse, shape);
+            var settings = new BenchSettings(name, directory, new BatchShape(b, l, t, p), parse.GetValue(precision)!, n, w, !parse.GetValue(noProfile), parse.GetValue(recompute), dev,
                 ModelOptions.ReadAttention(parse, attention),
                 jsonPath.Length > 0 ? jsonPath : $"vkprompt-bench-{name}-b{b}-in{l}.json",
                 "vkprompt " + string.Join(' ', parse.Tokens.Select(token => token.Value)));
@@ -75,6 +68,26 @@ internal static class BenchCommand
         cmd.Subcommands.Add(BenchMatMulCommand.Create());
         cmd.Subcommands.Add(BenchPeakCommand.Create());
         return cmd;
+    }
+
+    /// <summary>--shape, as both bench commands take it: a named shape or a model directory.</summary>
+    /// <param name="named">what the command does with a named shape, if more than take its sizes.</param>
+    /// <param name="directory">what it does with a directory.</param>
+    internal static Option<string> ShapeOption(string? named, string directory) => new("--shape")
+    {
+        HelpName = "NAME|DIR",
+        Description = $"t5-small (original T5), t5-base, t5-large or t5-xl (T5 v1.1 LM-adapted shapes){(named is null ? "" : ", " + named)}; or a Hugging Face T5 directory {directory}.",
+        Required = true,
+    };
+
+    /// <summary>The --shape given: its name (a named shape's, else the directory's), and the
+    /// model directory, null for a named shape.</summary>
+    internal static (string Name, string? Directory) ReadShape(ParseResult parse, Option<string> option)
+    {
+        string shape = parse.GetValue(option)!;
+        if (NamedShapes.Contains(shape)) return (shape, null);
+        if (Directory.Exists(shape)) return (Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(shape))), shape);
+        throw new UsageException($"{option.Name} '{shape}' is neither {string.Join(", ", NamedShapes)} nor a model directory");
     }
 
     /// <summary>--input-length, --target-length and --prompt-length, as both bench commands take them.</summary>
@@ -105,15 +118,14 @@ internal static class BenchCommand
         try
         {
             string dir;
-            if (NamedShapes.Contains(s.Shape))
+            if (s.Directory is { } given) dir = given;
+            else
             {
                 temporary = Directory.CreateTempSubdirectory("vkprompt-bench-").FullName;
-                console.WriteLine($"writing a random-weight {s.Shape} to {temporary} ...");
-                RandomT5.Write(temporary, T5Config.Named(s.Shape), seed: 0);
+                console.WriteLine($"writing a random-weight {s.Name} to {temporary} ...");
+                RandomT5.Write(temporary, T5Config.Named(s.Name), seed: 0);
                 dir = temporary;
             }
-            else if (Directory.Exists(s.Shape)) dir = s.Shape;
-            else throw new UsageException($"--shape '{s.Shape}' is neither {string.Join(", ", NamedShapes)} nor a model directory");
 
             using var ckpt = T5Checkpoint.Open(dir);
             var report = Measure(ckpt, s, console, log);
@@ -308,7 +320,7 @@ internal static class BenchCommand
     }
 }
 
-internal sealed record BenchSettings(string Shape, string Name, BatchShape Batch, string Precision, int Steps, int Warmup, bool Profile, bool Recompute,
+internal sealed record BenchSettings(string Name, string? Directory, BatchShape Batch, string Precision, int Steps, int Warmup, bool Profile, bool Recompute,
                                      string Device, AttentionFusion Attention, string JsonPath, string CommandLine);
 
 // The report's JSON (camelCase through CliJson): tools/peer/peer_bench.py writes the same fields,

@@ -7,40 +7,26 @@ using VkPrompt.Model;
 using VkPrompt.Model.Backends;
 using VkPrompt.Runtime;
 using VkPrompt.Runtime.Kernels;
-using VkPrompt.Training;
+using VkPrompt.Diagnostics;
 
 namespace VkPrompt.Cli.Commands;
 
 /// <summary>
 /// <c>vkprompt bench matmul</c>: every distinct matrix product one training step of a T5 shape
-/// makes (<see cref="StepProducts"/>), each timed alone with GPU timestamps on random operands and
-/// checked against an fp64 dot product of the operands as the kernel reads them. A cheap way to
-/// sweep the product's tilings (VKPROMPT_MATMUL_TILING, VKPROMPT_COOPMAT, VKPROMPT_COOPMAT_TILING)
-/// at real shapes on a borrowed GPU, and to validate a new kernel there (docs/benchmarks.md).
+/// makes (<see cref="T5Pass.Trace"/>), each timed alone with GPU timestamps on random operands and
+/// checked against an fp64 dot product of the operands as the kernel reads them
+/// (<see cref="ProductBench"/>). A cheap way to sweep the product's tilings
+/// (VKPROMPT_MATMUL_TILING, VKPROMPT_COOPMAT, VKPROMPT_COOPMAT_TILING) at real shapes on a
+/// borrowed GPU, and to validate a new kernel there (docs/benchmarks.md). This command parses the
+/// options, reports and writes the JSON; the library measures.
 /// </summary>
 internal static class BenchMatMulCommand
 {
     public const string Schema = "vkprompt-bench-matmul/1";
 
-    /// <summary>Largest error relative to the largest |C| of the checked outputs: the reference sums
-    /// in fp64 the very values the kernel reads, so only the kernel's fp32 sums differ from it.</summary>
-    public const double Fp32Tolerance = 1e-4;
-
-    /// <summary>The same where the matrix units ran, their A rounded to fp16 (the reference rounds it likewise).</summary>
-    public const double Fp16Tolerance = 2e-3;
-
-    /// <summary>Outputs compared per product (all of them where there are fewer), besides the corners.</summary>
-    const int Samples = 256;
-
     public static Command Create()
     {
-        var shape = new Option<string>("--shape")
-        {
-            HelpName = "NAME|DIR",
-            Description = "t5-small (original T5), t5-base, t5-large or t5-xl (T5 v1.1 LM-adapted shapes), or a Hugging Face T5 directory whose config.json gives the shape " +
-                          "(no weights are read).",
-            Required = true,
-        };
+        var shape = BenchCommand.ShapeOption(null, "whose config.json gives the shape (no weights are read)");
         var batch = ModelOptions.BatchSize(32);
         var (input, target, promptLength) = BenchCommand.LengthOptions();
         var precision = new Option<string>("--precision")
@@ -70,7 +56,7 @@ internal static class BenchMatMulCommand
             "Time each distinct matrix product of one training step of a T5 shape alone, as the model issues it (layout, transposes, which operand is the weight " +
             "and in which precision): q/k/v/o, the feed-forward, the LM head, their backward dX = dY·W, and the attention products of the attentions that run unfused " +
             "(--attention). Each runs untimed for --warmup-ms, then --reps times back to back with GPU timestamps, on random operands in [-1, 1], then is checked against an fp64 dot product " +
-            $"of 256 sampled outputs (error over the largest |C|: at most {Fp32Tolerance:G} with fp32 sums of fp32-read operands, {Fp16Tolerance:G} on the matrix units; " +
+            $"of {ProductBench.Samples} sampled outputs (error over the largest |C|: at most {ProductBench.Fp32Tolerance:G} with fp32 sums of fp32-read operands, {ProductBench.Fp16Tolerance:G} on the matrix units; " +
             "exit code 1 naming the product above that). Reports per product the kernel and tiling that ran, the median time, TFLOP/s and how often a step makes it, " +
             "and per step their sum; printed and written as JSON. Sweep tile shapes with VKPROMPT_MATMUL_TILING, VKPROMPT_COOPMAT (0, khr, nv) and VKPROMPT_COOPMAT_TILING; " +
             "with VKPROMPT_MATMUL_TUNE=1 on a GPU each product is first tuned among its kernel's tilings, and its row has every candidate's times (docs/benchmarks.md). " +
@@ -90,14 +76,8 @@ internal static class BenchMatMulCommand
             if (dev.Equals("cpu", StringComparison.OrdinalIgnoreCase))
                 throw new UsageException("bench matmul measures a Vulkan device; --device cpu (the C# reference backend) is not benchmarked");
             string jsonPath = parse.GetValue(json) is { } j ? ModelOptions.OutputFile(json.Name, j) : "";
-            string shapeArg = parse.GetValue(shape)!;
-            T5Config config;
-            string name;
-            if (BenchCommand.NamedShapes.Contains(shapeArg))
-                (config, name) = (T5Config.Named(shapeArg), shapeArg);
-            else if (Directory.Exists(shapeArg))
-                (config, name) = (T5Config.Load(Path.Combine(shapeArg, "config.json")), Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(shapeArg))));
-            else throw new UsageException($"--shape '{shapeArg}' is neither {string.Join(", ", BenchCommand.NamedShapes)} nor a model directory");
+            var (name, directory) = BenchCommand.ReadShape(parse, shape);
+            var config = directory is null ? T5Config.Named(name) : T5Config.Load(Path.Combine(directory, "config.json"));
             var settings = new Settings(config, name, new BatchShape(b, l, t, p), parse.GetValue(precision)!, n, w, dev, ModelOptions.ReadAttention(parse, attention), jsonPath,
                 "vkprompt " + string.Join(' ', parse.Tokens.Select(token => token.Value)));
             return Run(settings, Cli.Console(parse), parse.InvocationConfiguration.Error, ModelOptions.Log(parse));
@@ -106,6 +86,12 @@ internal static class BenchMatMulCommand
     }
 
     sealed record Settings(T5Config Config, string Name, BatchShape Batch, string Precision, int Reps, int WarmupMs, string Device, AttentionFusion Attention, string JsonPath, string CommandLine);
+
+    /// <summary>The distinct products of one training step of <paramref name="config"/> as the
+    /// trainer records it (stored activations, the config's dropout), traced: what this command
+    /// measures, and what the tuner is given before the step.</summary>
+    internal static IReadOnlyList<StepProduct> StepProducts(T5Config config, BatchShape shape, WeightPrecision precision, Func<AttentionShape, bool> fusesAttention) =>
+        StepProduct.Distinct(T5Pass.Trace(config, shape, ActivationMode.Store, (float)config.DropoutRate, precision, fusesAttention));
 
     static int Run(Settings s, IAnsiConsole console, TextWriter stderr, Action<string>? log)
     {
@@ -140,71 +126,25 @@ internal static class BenchMatMulCommand
         var attention = new BenchAttention(s.Attention.Name(), Fused(encFused), Fused(decFused), Fused(crossFused));
         if (encFused || decFused || crossFused)
             notes.Add($"attention {attention}: a fused attention makes no matrix products, so its products are not in the step (--attention unfused times them)");
-        var products = StepProducts.For(c, shape, (float)c.DropoutRate, backend.FusesAttention);
+        var products = StepProducts(c, shape, precision, backend.FusesAttention);
 
         console.WriteLine(string.Create(CultureInfo.InvariantCulture,
             $"{s.Name}: batch {shape.Batch}, input {shape.InputLength} + prompt {shape.PromptLength}, target {shape.TargetLength}: {products.Count} distinct products, " +
             $"{products.Sum(p => p.Count)} per step; weights {precision.Name()}; {s.Reps} timed dispatch(es) each on {caps.Name}"));
 
-        // One buffer per operand, sized for the largest product that fits a binding and reused by all.
-        long limit = Math.Min(ctx.MaxBindingBytes, caps.MaxMemoryAllocationSize);
-        var plans = products.Select(p => Plan.Of(p, precision)).ToList();
-        foreach (var plan in plans.Where(pl => pl.Largest > limit))
-        {
-            plan.Skipped = $"needs a {plan.Largest >> 20} MiB binding, beyond the device's maxStorageBufferRange ({limit >> 20} MiB)";
-            notes.Add($"skipped '{plan.Product.Name}': {plan.Skipped}");
-        }
-        var runnable = plans.Where(pl => pl.Skipped is null).ToList();
+        var bench = ProductBench.Run(ctx, products.Select(p => new BenchProduct(p.Name, p.Spec, p.Weight ?? WeightPrecision.Fp32)).ToList(), s.Reps, s.WarmupMs);
+        foreach (var (p, m) in products.Zip(bench.Products).Where(pm => pm.Second.Skipped is not null))
+            notes.Add($"skipped '{p.Name}': {m.Skipped}");
         // Weights are stored as a model's would be on this context (bf16 as fp16 for the matrix
         // units); the reference computes with the values as asked, which are the same.
         var stored = MatMulKernel.StoredPrecision(ctx, precision);
         if (stored != precision) notes.Add($"{precision.Name()} weights are stored as {stored.Name()}, as a model's are where the matrix units read them (VKPROMPT_COOPMAT_FP16_WEIGHTS)");
-        WeightPrecision BPrecision(StepProduct p) => p.WeightB ? stored : WeightPrecision.Fp32;
-        // First, so that its scratch operands are gone before the ones below are allocated.
-        bool tune = MatMulTuner.Enabled(ctx);
-        if (tune)
-        {
-            var tuned = MatMulTuner.Tune(ctx, runnable.Select(pl => (pl.Product.Spec, BPrecision(pl.Product))));
-            notes.Add($"VKPROMPT_MATMUL_TUNE=1: {tuned.Count} product shape(s) tuned before timing; a row's 'tuning' has every candidate tiling's times, its tiling is the fastest");
-        }
+        if (bench.Tuned is { } tuned)
+            notes.Add($"VKPROMPT_MATMUL_TUNE=1: {tuned} product shape(s) tuned before timing; a row's 'tuning' has every candidate tiling's times, its tiling is the fastest");
         else if (ctx.Options.TuneMatMul)
             notes.Add("VKPROMPT_MATMUL_TUNE=1 does nothing on a CPU device: it runs the streamed product, whose one tiling leaves nothing to choose");
-        bool sharedB = precision == WeightPrecision.Fp32;
-        long aElems = runnable.Select(pl => pl.AElems).DefaultIfEmpty(1).Max();
-        long cElems = runnable.Select(pl => pl.CElems).DefaultIfEmpty(1).Max();
-        long wElems = runnable.Where(pl => sharedB || pl.Product.WeightB).Select(pl => pl.BElems).DefaultIfEmpty(1).Max();
-        long fElems = sharedB ? 0 : runnable.Where(pl => !pl.Product.WeightB).Select(pl => pl.BElems).DefaultIfEmpty(1).Max();
-        using var a = new GpuBuffer(ctx, 4 * aElems, "bench_a");
-        using var bw = new GpuBuffer(ctx, precision.ElementBytes() * wElems, "bench_b_weight");
-        using var bf = sharedB ? null : new GpuBuffer(ctx, 4 * fElems, "bench_b_activation");
-        using var cBuf = new GpuBuffer(ctx, 4 * cElems, "bench_c");
-        MatMulOperands.Fill(a, aElems, MatMulOperands.SeedA, WeightPrecision.Fp32);
-        MatMulOperands.Fill(bw, wElems, MatMulOperands.SeedB, stored, precision);
-        if (bf is not null) MatMulOperands.Fill(bf, fElems, MatMulOperands.SeedB, WeightPrecision.Fp32);
-
-        var rows = new List<MatMulRow>();
-        bool profiled = caps.TimestampsSupported;
-        if (!profiled) notes.Add("the device records no timestamps on its compute queue: each time is the wall-clock time of a product's reps over their number, submit and wait included");
-        foreach (var plan in plans)
-        {
-            var p = plan.Product;
-            var bPrecision = BPrecision(p);
-            var (kernel, tiling) = MatMulKernel.Selection(ctx, p.Spec, bPrecision);
-            if (plan.Skipped is not null)
-            {
-                rows.Add(Row(p, bPrecision, null, null, null, null, null, Tolerance(kernel), 0, false, plan.Skipped));
-                continue;
-            }
-            var b = p.WeightB || bf is null ? bw : bf;
-            log?.Invoke($"{p.Name}: {p.Spec.M}x{p.Spec.N}x{p.Spec.K} x{p.Spec.Batch1 * p.Spec.Batch2}, {kernel} {tiling}");
-            var (times, copyMs) = Time(ctx, a, b, cBuf, p.Spec, bPrecision, s.Reps, s.WarmupMs, kernel, p.Name);
-            var (error, checkedOutputs) = Check(ctx, a, b, cBuf, p.Spec, bPrecision, MatMulKernel.IsCooperativeMatrix(kernel), p.WeightB ? precision : WeightPrecision.Fp32);
-            double tolerance = Tolerance(kernel);
-            bool ok = error is { } e && e <= tolerance;
-            rows.Add(Row(p, bPrecision, kernel, tiling, MatMulTuner.Find(ctx, p.Spec, bPrecision)?.Candidates, times, error, tolerance, checkedOutputs, ok, null) with { HalfCopyMs = copyMs });
-        }
-        if (ctx.Validation.Errors.FirstOrDefault() is { } validationError)
-            throw new InvalidOperationException($"{ctx.Validation.ErrorCount} Vulkan validation error(s); the first: {validationError}");
+        if (!bench.Profiled) notes.Add("the device records no timestamps on its compute queue: each time is the wall-clock time of a product's reps over their number, submit and wait included");
+        var rows = products.Zip(bench.Products, Row).ToList();
         if (ctx.Options.Validation) notes.Add("the Vulkan validation layer was on (VKPROMPT_VALIDATION=1): these times are not representative");
         if (ctx.Options.PipelineStatistics && !ctx.PipelineStatistics)
             notes.Add($"VKPROMPT_PIPELINE_STATS=1: {caps.Name} does not report pipeline statistics (VK_KHR_pipeline_executable_properties)");
@@ -227,148 +167,31 @@ internal static class BenchMatMulCommand
             new BenchModel(s.Name, T5Names.All(c).Sum(t => t.Shape.Aggregate(1L, (x, y) => x * y)), c.DModel, c.DFf, c.NumHeads, c.DKv, c.NumLayers, c.NumDecoderLayers,
                            c.VocabSize, c.IsGatedAct ? "gated-gelu" : "relu", c.TieWordEmbeddings),
             new BenchBatch(shape.Batch, shape.InputLength, shape.TargetLength, shape.PromptLength),
-            precision.Name(), attention, c.DropoutRate, s.Reps, s.WarmupMs, profiled,
-            new MatMulSwitches(ctx.CooperativeMatrix, ctx.CooperativeMatrixEmulated, ctx.MatrixUnits.ToString().ToLowerInvariant(), ctx.Options.MatMulTiling, ctx.Options.CoopMatTiling, tune,
-                               ctx.Options.CooperativeMatrixHalfActivations),
+            precision.Name(), attention, c.DropoutRate, s.Reps, s.WarmupMs, bench.Profiled,
+            new MatMulSwitches(ctx.CooperativeMatrix, ctx.CooperativeMatrixEmulated, ctx.MatrixUnits.ToString().ToLowerInvariant(), ctx.Options.MatMulTiling, ctx.Options.CoopMatTiling,
+                               bench.Tuned is not null, ctx.Options.CooperativeMatrixHalfActivations),
             rows, totals, notes)
         {
             Pipelines = ctx.PipelineStatistics ? ctx.Kernels.Select(k => new PipelineReport(k.Name, k.Specialization, k.Statistics)).ToList() : null,
         };
     }
 
-    /// <summary>The product's dispatches timed as <see cref="DispatchTimer.Repeat"/> times them, and,
-    /// where it reads a 16-bit copy of A, the conversion's time (the first rep makes the copy, the
-    /// others read it).</summary>
-    static (IReadOnlyList<double> Times, double? CopyMs) Time(GpuContext ctx, GpuBuffer a, GpuBuffer b, GpuBuffer c, MatMulSpec spec, WeightPrecision bPrecision, int reps,
-                                                              int warmupMs, string kernel, string name)
-    {
-        var (times, labels) = DispatchTimer.Repeat(ctx, g => MatMulKernel.Run(g, a, b, c, spec, bPrecision), reps, warmupMs);
-        if (labels is null) return (times, null);
-        // The label is the shader that was dispatched: it must be the one reported.
-        if (labels.FirstOrDefault(label => label != kernel && label != ToHalfKernel.Shader) is { } ran)
-            throw new InvalidOperationException($"MatMulKernel.Selection says {kernel} but {ran} ran for '{name}'");
-        var copies = times.Where((_, i) => labels[i] == ToHalfKernel.Shader).ToList();
-        return (times.Where((_, i) => labels[i] != ToHalfKernel.Shader).ToList(), copies.Count > 0 ? copies.Sum() : null);
-    }
-
-    static double Tolerance(string kernel) => MatMulKernel.IsCooperativeMatrix(kernel) ? Fp16Tolerance : Fp32Tolerance;
-
     static string Fused(bool fused) => fused ? "fused" : "unfused";
 
-    static MatMulRow Row(StepProduct p, WeightPrecision bPrecision, string? kernel, string? tiling, IReadOnlyList<MatMulTimedTiling>? tuning, IReadOnlyList<double>? times,
-                         double? error, double tolerance, int checkedOutputs, bool ok, string? skipped)
+    static MatMulRow Row(StepProduct p, ProductMeasurement m)
     {
         var s = p.Spec;
         TimeStats? stats = null;
         double? tflops = null;
-        if (times is { Count: > 0 })
+        if (m.TimesMs is { Count: > 0 } times)
         {
             double median = DispatchTimer.Median(times);
             stats = new TimeStats(median, times.Min(), times.Max());
             tflops = median > 0 ? p.Flops / (median / 1e3) / 1e12 : null;
         }
-        return new MatMulRow(p.Name, p.Uses, p.Count, s.M, s.N, s.K, s.Batch1 * s.Batch2, p.WeightB ? "weight" : "activation", bPrecision.Name(), s.Accumulate, s.Alpha, s,
-                             p.Flops, kernel, tiling, tuning, stats, times, tflops, error, tolerance, checkedOutputs, ok, skipped);
-    }
-
-    /// <summary>Elements each operand of a product spans, and its largest binding in bytes.</summary>
-    sealed class Plan
-    {
-        public required StepProduct Product { get; init; }
-        public long AElems, BElems, CElems, Largest;
-        public string? Skipped;
-
-        public static Plan Of(StepProduct p, WeightPrecision precision)
-        {
-            var (a, b, c) = p.Spec.Extents();
-            return new Plan { Product = p, AElems = a, BElems = b, CElems = c, Largest = Math.Max(4 * Math.Max(a, c), (p.WeightB ? precision.ElementBytes() : 4) * b) };
-        }
-    }
-
-    /// <summary>Runs the product once more into a C filled with NaN (or with 1 where it
-    /// accumulates), downloads sampled outputs and compares them with fp64 dot products of the
-    /// operands as the kernel reads them: B as stored, A rounded to fp16 (saturating) where the
-    /// matrix units ran. Returns the largest error over the largest |reference|, null when an
-    /// output is not finite, and how many outputs were compared.</summary>
-    static float ToHalf(float v) => (float)(Half)Math.Clamp(v, -HalfFloat.Fp16Max, HalfFloat.Fp16Max);
-
-    /// <param name="bValues">the precision B's values were rounded to, where it differs from the
-    /// one they are stored in (bf16 stored as fp16).</param>
-    internal static (double? Error, int Checked) Check(GpuContext ctx, GpuBuffer a, GpuBuffer b, GpuBuffer c, MatMulSpec s, WeightPrecision bPrecision, bool matrixUnits,
-                                                       WeightPrecision? bValues = null)
-    {
-        const float initial = 1f;
-        using (var graph = new CommandGraph(ctx, profiling: false))
-        {
-            graph.Fill(c, s.Accumulate ? BitConverter.SingleToUInt32Bits(initial) : BitConverter.SingleToUInt32Bits(float.NaN));
-            MatMulKernel.Run(graph, a, b, c, s, bPrecision);
-            graph.Run();
-        }
-
-        long total = (long)s.Batch1 * s.Batch2 * s.M * s.N;
-        var picks = new SortedSet<long>();
-        if (total <= Samples)
-            for (long i = 0; i < total; i++) picks.Add(i);
-        else
-        {
-            var rng = new Random(0);
-            while (picks.Count < Samples) picks.Add(rng.NextInt64(total));
-            // The corners of the first and last matrix: edge tiles are where a tiling goes wrong.
-            long matrix = (long)s.M * s.N;
-            foreach (long z in new[] { 0, total / matrix - 1 })
-                foreach (long e in new[] { 0L, s.N - 1, (long)(s.M - 1) * s.N, matrix - 1 })
-                    picks.Add(z * matrix + e);
-        }
-
-        var outputs = picks.Select(i =>
-        {
-            long n = i % s.N, m = i / s.N % s.M, z = i / ((long)s.M * s.N);
-            long z1 = z / s.Batch2, z2 = z % s.Batch2;
-            return (z1, z2, m, n, Address: s.COffset + z1 * s.CStrideBatch1 + z2 * s.CStrideBatch2 + m * s.CStrideM + n);
-        }).ToList();
-        var got = Download(c, outputs.Select(o => o.Address).ToList());
-
-        double maxRef = 0, maxDiff = 0;
-        foreach (var (z1, z2, m, n, address) in outputs)
-        {
-            long aBase = s.AOffset + z1 * s.AStrideBatch1 + z2 * s.AStrideBatch2 + m * s.AStrideM;
-            long bBase = s.BOffset + z1 * s.BStrideBatch1 + z2 * s.BStrideBatch2 + n * s.BStrideN;
-            double sum = 0;
-            for (long k = 0; k < s.K; k++)
-            {
-                float av = MatMulOperands.Value(MatMulOperands.SeedA, aBase + k * s.AStrideK);
-                float bv = MatMulOperands.Stored(MatMulOperands.SeedB, bBase + k * s.BStrideK, bValues ?? bPrecision);
-                // The matrix units read A, and an fp32 B, rounded to fp16.
-                if (matrixUnits) (av, bv) = (ToHalf(av), bPrecision == WeightPrecision.Fp32 ? ToHalf(bv) : bv);
-                sum += (double)av * bv;
-            }
-            double expected = s.Alpha * sum + (s.Accumulate ? initial : 0);
-            double actual = got[address];
-            if (!double.IsFinite(actual)) return (null, outputs.Count);
-            maxRef = Math.Max(maxRef, Math.Abs(expected));
-            maxDiff = Math.Max(maxDiff, Math.Abs(actual - expected));
-        }
-        return (maxRef > 0 ? maxDiff / maxRef : maxDiff, outputs.Count);
-    }
-
-    /// <summary>The floats at the given addresses, downloaded in windows of at most 16 Ki elements
-    /// (sampled outputs lie far apart in a large C: wider windows copy mostly what is not needed).</summary>
-    static Dictionary<long, float> Download(GpuBuffer c, List<long> addresses)
-    {
-        const long Window = 1 << 14;
-        var values = new Dictionary<long, float>();
-        var sorted = addresses.Distinct().Order().ToList();
-        for (int i = 0; i < sorted.Count;)
-        {
-            long start = sorted[i];
-            int j = i;
-            while (j + 1 < sorted.Count && sorted[j + 1] - start < Window) j++;
-            var window = new float[sorted[j] - start + 1];
-            c.Download<float>(window, start);
-            for (int x = i; x <= j; x++) values[sorted[x]] = window[sorted[x] - start];
-            i = j + 1;
-        }
-        return values;
+        return new MatMulRow(p.Name, p.Uses, p.Count, s.M, s.N, s.K, s.Batch1 * s.Batch2, p.WeightB ? "weight" : "activation", m.B.Name(), s.Accumulate, s.Alpha, s,
+                             p.Flops, m.Kernel, m.Tiling, m.Tuning, stats, m.TimesMs, tflops, m.MaxRelativeError, m.Tolerance, m.CheckedOutputs, m.Ok, m.Skipped)
+        { HalfCopyMs = m.HalfCopyMs };
     }
 
     static string F(double v, string format) => v.ToString(format, CultureInfo.InvariantCulture);

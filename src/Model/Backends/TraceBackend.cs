@@ -1,0 +1,153 @@
+using VkPrompt.Runtime;
+using VkPrompt.Runtime.Kernels;
+
+namespace VkPrompt.Model.Backends;
+
+/// <summary>One matrix product a program emitted: its spec, the precision its B is stored in
+/// where B is a frozen weight (null where it is an fp32 activation), what it is
+/// (<see cref="TraceBackend"/> names it from its operands) and the phase it was emitted in.</summary>
+public sealed record TracedProduct(MatMulSpec Spec, WeightPrecision? Weight, string Name, string Phase)
+{
+    /// <summary>2·M·N·K·Batch1·Batch2.</summary>
+    public long Flops => 2L * Spec.M * Spec.N * Spec.K * Spec.Batch1 * Spec.Batch2;
+}
+
+/// <summary>
+/// A backend that computes nothing and holds no memory: it runs a program (such as
+/// <see cref="T5Pass"/>'s) only to record the matrix products it emits, in order. That trace
+/// is the list of a step's products: <see cref="T5Pass.Trace"/> hands it to the tuner, and
+/// <c>vkprompt bench matmul</c> and the kernel benchmarks time what it lists, so no list of a
+/// step's products is kept by hand. Every other op is a no-op, except that fused attentions
+/// are counted.
+/// </summary>
+public class TraceBackend : Backend
+{
+    readonly List<TracedProduct> products = new();
+    readonly List<string> phases = new();
+    readonly Func<AttentionShape, bool>? fusesAttention;
+
+    /// <param name="fusesAttention">which attentions run fused, as the backend the program will
+    /// run on answers it (<see cref="Backend.FusesAttention"/>); null: as
+    /// <see cref="Backend.AttentionFusion"/> says, with no attention fused by default.</param>
+    public TraceBackend(Func<AttentionShape, bool>? fusesAttention = null)
+    {
+        this.fusesAttention = fusesAttention;
+        // The given answer is the whole choice: no setting of this backend's may override it.
+        if (fusesAttention is not null) AttentionFusion = AttentionFusion.Auto;
+    }
+
+    /// <summary>Every product emitted so far, in order.</summary>
+    public IReadOnlyList<TracedProduct> Products => products;
+
+    /// <summary>Fused attentions emitted so far, forward and backward.</summary>
+    public int FusedAttentions { get; private set; }
+
+    protected override bool FusesAttentionByDefault(AttentionShape scores) => fusesAttention?.Invoke(scores) ?? false;
+
+    sealed class Empty(string name, long length, WeightPrecision? table = null) : Tensor(name, length)
+    {
+        public readonly WeightPrecision? Table = table;
+        public override void Dispose() { }
+    }
+
+    sealed class Emitted : IRecording
+    {
+        public void Run() { }
+        public IReadOnlyList<DispatchTiming> Timings => [];
+        public void Dispose() { }
+    }
+
+    sealed class PhaseScope(List<string> phases) : IDisposable
+    {
+        public void Dispose() => phases.RemoveAt(phases.Count - 1);
+    }
+
+    public override string Name => "trace";
+    public override Tensor Floats(long length, string name, bool hostVisible = false) => new Empty(name, length);
+    public override Tensor Ints(long length, string name, bool hostVisible = false) => new Empty(name, length);
+    public override Tensor Table(int rows, int cols, string name, WeightPrecision precision = WeightPrecision.Fp32) => new Empty(name, (long)rows * cols, precision);
+    public override void Upload(Tensor t, ReadOnlySpan<float> data, long offset = 0) { }
+    public override void Upload(Tensor t, ReadOnlySpan<int> data) { }
+    public override void Download(Tensor t, Span<float> data, long offset = 0) { }
+
+    public override IRecording Record(Action body)
+    {
+        body();
+        return new Emitted();
+    }
+
+    public override IDisposable Phase(string name)
+    {
+        phases.Add(name);
+        return new PhaseScope(phases);
+    }
+
+    public override (long Current, long Peak) MemoryUse => (0, 0);
+    public override void ResetPeakMemory() { }
+
+    public override void MatMul(Tensor a, Tensor b, Tensor c, in MatMulSpec s)
+    {
+        var weight = ((Empty)b).Table;
+        string phase = phases.Count > 0 ? phases[^1] : "";
+        // A block re-run inside the backward (Phases.Recompute) is a forward again.
+        products.Add(new TracedProduct(s, weight, ProductName(a, b, weight is not null, phase == T5Pass.Phases.Backward), phase));
+    }
+
+    /// <summary>What a product is, from its operands' names: a weight's product by the weight
+    /// ("enc q", "xattn k", "dec wo", "lm head"), with "dX" where the backward carries a
+    /// gradient back through it (dX = dY·W); a product of two activations as "A·B" with the
+    /// block number left out ("enc.q·enc.k", "d_probs·dec.xk"), so that the same product of
+    /// every block has one name.</summary>
+    static string ProductName(Tensor a, Tensor b, bool weightB, bool backward)
+    {
+        if (!weightB) return $"{Unnumbered(a.Name)}·{Unnumbered(b.Name)}";
+        string name = WeightName(b.Name);
+        return backward ? name + " dX" : name;
+    }
+
+    /// <summary>"enc3.q" -> "enc.q": the per-block buffers of a stored pass are numbered.</summary>
+    static string Unnumbered(string tensor)
+    {
+        int dot = tensor.IndexOf('.', StringComparison.Ordinal);
+        if (dot < 0) return tensor;
+        return tensor[..dot].TrimEnd("0123456789".ToCharArray()) + tensor[dot..];
+    }
+
+    /// <summary>A <see cref="T5Names"/> weight as a table row names it: the stack ("enc", "dec",
+    /// "xattn" for the cross-attention) and the projection; the embedding and the LM head, which
+    /// only the LM head's products read, "lm head".</summary>
+    static string WeightName(string tensor)
+    {
+        if (tensor is T5Names.Shared or T5Names.LmHead) return "lm head";
+        var parts = tensor.Split('.');
+        // [stack, "block", i, "layer", j, module, projection, "weight"]
+        if (parts.Length != 8 || parts[^1] != "weight") return tensor;
+        string site = parts[5] == "EncDecAttention" ? "xattn" : parts[0] == "encoder" ? "enc" : "dec";
+        return $"{site} {parts[6]}";
+    }
+
+    public override void RmsNorm(Tensor x, Tensor w, Tensor y, int rows, int dim, float eps) { }
+    public override void RmsNormBackward(Tensor x, Tensor w, Tensor dy, Tensor dx, int rows, int dim, float eps, bool accumulate) { }
+    public override void AttentionSoftmax(Tensor scores, Tensor? buckets, Tensor? biasWeight, Tensor? keyMask, AttentionShape shape, ProbsDropout<Tensor>? dropout = null) { }
+    public override void SoftmaxBackward(Tensor probs, Tensor grad, int rows, int length, ProbsDropout<Tensor>? dropout = null) { }
+    public override void FusedAttention(Tensor q, Tensor k, Tensor v, Tensor o, Tensor logSumExp, Tensor? buckets, Tensor? biasWeight, Tensor? keyMask,
+                                        FusedAttentionShape shape, float dropoutRate, Tensor? seed, uint stream) => FusedAttentions++;
+    public override void FusedAttentionBackward(Tensor q, Tensor k, Tensor v, Tensor o, Tensor logSumExp, Tensor dO, Tensor dq, Tensor dk, Tensor dv,
+                                                Tensor? buckets, Tensor? biasWeight, Tensor? keyMask, FusedAttentionShape shape, float dropoutRate, Tensor? seed, uint stream) => FusedAttentions++;
+    public override void Relu(Tensor x, Tensor y, int n, DropoutMask<Tensor>? dropout = null) { }
+    public override void ReluBackward(Tensor x, Tensor dy, Tensor dx, int n, DropoutMask<Tensor>? dropout = null) { }
+    public override void GatedGelu(Tensor a, Tensor b, Tensor y, int n, DropoutMask<Tensor>? dropout = null) { }
+    public override void GatedGeluBackward(Tensor a, Tensor b, Tensor dy, Tensor da, Tensor db, int n, DropoutMask<Tensor>? dropout = null) { }
+    public override void Add(Tensor x, Tensor y, int n, float alpha = 1f, DropoutMask<Tensor>? dropout = null, Tensor? output = null) { }
+    public override void Copy(Tensor src, Tensor dst) { }
+    public override void Embedding(Tensor table, Tensor ids, Tensor? prompts, Tensor? promptIndex, Tensor output, int batch, int length, int promptLength, int dim) { }
+    public override void PromptGradient(Tensor dX, Tensor promptIndex, Tensor dPrompts, int batch, int length, int promptLength, int dim) { }
+    public override void CrossEntropy(Tensor logits, Tensor targets, Tensor logprobs, int rows, int vocab) { }
+    public override void CrossEntropyBackward(Tensor logits, Tensor targets, Tensor dlogits, int rows, int vocab) { }
+    public override void Argmax(Tensor logits, Tensor ids, int rows, int vocab) { }
+    public override void Dropout(Tensor x, int n, float rate, Tensor seed, uint stream, Tensor? output = null) { }
+    public override void DropoutBackward(Tensor dy, int n, float rate, Tensor seed, uint stream, Tensor? dx = null) { }
+    public override void Zero(Tensor t) { }
+    public override void Adafactor(Tensor param, Tensor grad, Tensor state, Tensor update, int rows, int cols, AdafactorSettings settings) { }
+    public override void Dispose() { }
+}

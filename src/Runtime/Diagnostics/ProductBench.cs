@@ -1,0 +1,244 @@
+using VkPrompt.Runtime;
+using VkPrompt.Runtime.Kernels;
+
+namespace VkPrompt.Diagnostics;
+
+/// <summary>A product to measure: a name for messages, its spec, and the precision its B is
+/// read in as asked (a weight's precision, fp32 for an activation); a 16-bit B is stored the
+/// way the context stores such weights (<see cref="MatMulKernel.StoredPrecision"/>).</summary>
+public sealed record BenchProduct(string Name, MatMulSpec Spec, WeightPrecision B);
+
+/// <summary>What <see cref="ProductBench.Run"/> found for one product. A skipped product has
+/// only <see cref="Skipped"/>, the precision its B would be stored in and the tolerance its
+/// kernel would have had.</summary>
+/// <param name="B">the precision B was stored in on the context.</param>
+/// <param name="Kernel">the shader that ran (<see cref="MatMulKernel.Selection"/>).</param>
+/// <param name="Tuning">every candidate tiling's times, where <see cref="MatMulTuner"/> chose the tiling.</param>
+/// <param name="TimesMs">each timed dispatch of the product.</param>
+/// <param name="HalfCopyMs">the conversion of A to the 16-bit copy the product read, if it read one.</param>
+/// <param name="MaxRelativeError">the largest error over the largest |reference| of the checked
+/// outputs (<see cref="ProductBench.Check"/>); null where an output was not finite.</param>
+public sealed record ProductMeasurement(
+    BenchProduct Product, WeightPrecision B, string? Kernel, string? Tiling, IReadOnlyList<MatMulTimedTiling>? Tuning, IReadOnlyList<double>? TimesMs,
+    double? HalfCopyMs, double? MaxRelativeError, double Tolerance, int CheckedOutputs, string? Skipped)
+{
+    /// <summary>Measured, and within <see cref="Tolerance"/> of the fp64 reference.</summary>
+    public bool Ok => Skipped is null && MaxRelativeError is { } e && e <= Tolerance;
+}
+
+/// <summary>The measurements in the order the products were given, how many product shapes the
+/// tuner timed first (null where it did not run: <see cref="MatMulTuner.Enabled"/>), whether
+/// the times are GPU timestamps (else wall-clock per rep), and the largest binding a product's
+/// operand could have.</summary>
+public sealed record ProductBenchResult(IReadOnlyList<ProductMeasurement> Products, int? Tuned, bool Profiled, long BindingLimit);
+
+/// <summary>
+/// Times matrix products alone on a context and checks each against fp64 (what
+/// <c>vkprompt bench matmul</c> runs on the products of a training step, <c>T5Pass.Trace</c>):
+/// operands hashed in [-1, 1] (<see cref="MatMulOperands"/>) in one buffer per operand, sized
+/// for the largest product and reused by all; where <see cref="MatMulTuner.Enabled"/>, the
+/// products tuned first; each product run untimed for a warm-up, then timed rep by rep
+/// (<see cref="DispatchTimer.Repeat"/>), then once more for <see cref="Check"/>.
+/// </summary>
+public static class ProductBench
+{
+    /// <summary>Largest error relative to the largest |C| of the checked outputs: the reference sums
+    /// in fp64 the very values the kernel reads, so only the kernel's fp32 sums differ from it.</summary>
+    public const double Fp32Tolerance = 1e-4;
+
+    /// <summary>The same where the matrix units ran, their A rounded to fp16 (the reference rounds it likewise).</summary>
+    public const double Fp16Tolerance = 2e-3;
+
+    /// <summary>Outputs compared per product (all of them where there are fewer), besides the corners.</summary>
+    public const int Samples = 256;
+
+    /// <summary>The tolerance of a product that ran on <paramref name="kernel"/>.</summary>
+    public static double Tolerance(string kernel) => MatMulKernel.IsCooperativeMatrix(kernel) ? Fp16Tolerance : Fp32Tolerance;
+
+    /// <summary>Measures each product: skipped where an operand exceeds one binding, else
+    /// timed <paramref name="reps"/> times after at least <paramref name="warmupMs"/> of untimed
+    /// runs, and checked. Logs a line per product (<see cref="GpuOptions.Log"/>).</summary>
+    /// <exception cref="InvalidOperationException">A product ran another kernel than
+    /// <see cref="MatMulKernel.Selection"/> names, or the Vulkan validation layer reported an error.</exception>
+    public static ProductBenchResult Run(GpuContext ctx, IReadOnlyList<BenchProduct> products, int reps, int warmupMs)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(reps, 1);
+        ArgumentOutOfRangeException.ThrowIfNegative(warmupMs);
+        long limit = Math.Min(ctx.MaxBindingBytes, ctx.Capabilities.MaxMemoryAllocationSize);
+        var plans = products.Select(p => Plan.Of(ctx, p)).ToList();
+        foreach (var plan in plans.Where(pl => pl.Largest > limit))
+            plan.Skipped = $"needs a {plan.Largest >> 20} MiB binding, beyond the device's maxStorageBufferRange ({limit >> 20} MiB)";
+        var runnable = plans.Where(pl => pl.Skipped is null).ToList();
+
+        // First, so that its scratch operands are gone before the ones below are allocated.
+        int? tuned = MatMulTuner.Enabled(ctx) ? MatMulTuner.Tune(ctx, runnable.Select(pl => (pl.Product.Spec, pl.Product.B))).Count : null;
+
+        // One A and one C, and one B per precision B is read in: the values a weight was rounded
+        // to, stored as the context stores such weights (bf16 as fp16 for the matrix units). An
+        // fp32 weight and an activation share theirs.
+        long aElems = runnable.Select(pl => pl.AElems).DefaultIfEmpty(1).Max();
+        long cElems = runnable.Select(pl => pl.CElems).DefaultIfEmpty(1).Max();
+        using var a = new GpuBuffer(ctx, 4 * aElems, "bench_a");
+        using var c = new GpuBuffer(ctx, 4 * cElems, "bench_c");
+        var bs = new Dictionary<WeightPrecision, GpuBuffer>();
+        try
+        {
+            MatMulOperands.Fill(a, aElems, MatMulOperands.SeedA, WeightPrecision.Fp32);
+            foreach (var group in runnable.GroupBy(pl => pl.Product.B))
+            {
+                long elems = group.Max(pl => pl.BElems);
+                var stored = MatMulKernel.StoredPrecision(ctx, group.Key);
+                var b = bs[group.Key] = new GpuBuffer(ctx, group.Key.ElementBytes() * elems, $"bench_b_{group.Key.Name()}");
+                MatMulOperands.Fill(b, elems, MatMulOperands.SeedB, stored, group.Key);
+            }
+
+            var results = new List<ProductMeasurement>();
+            foreach (var plan in plans)
+            {
+                var p = plan.Product;
+                var (kernel, tiling) = MatMulKernel.Selection(ctx, p.Spec, plan.Stored);
+                double tolerance = Tolerance(kernel);
+                if (plan.Skipped is not null)
+                {
+                    results.Add(new ProductMeasurement(p, plan.Stored, null, null, null, null, null, null, tolerance, 0, plan.Skipped));
+                    continue;
+                }
+                var b = bs[p.B];
+                ctx.Options.Log?.Invoke($"{p.Name}: {p.Spec.M}x{p.Spec.N}x{p.Spec.K} x{p.Spec.Batch1 * p.Spec.Batch2}, {kernel} {tiling}");
+                var (times, copyMs) = Time(ctx, a, b, c, p.Spec, plan.Stored, reps, warmupMs, kernel, p.Name);
+                var (error, checkedOutputs) = Check(ctx, a, b, c, p.Spec, plan.Stored, MatMulKernel.IsCooperativeMatrix(kernel), p.B);
+                results.Add(new ProductMeasurement(p, plan.Stored, kernel, tiling, MatMulTuner.Find(ctx, p.Spec, plan.Stored)?.Candidates, times, copyMs, error, tolerance,
+                                                   checkedOutputs, null));
+            }
+            if (ctx.Validation.Errors.FirstOrDefault() is { } validationError)
+                throw new InvalidOperationException($"{ctx.Validation.ErrorCount} Vulkan validation error(s); the first: {validationError}");
+            return new ProductBenchResult(results, tuned, ctx.Capabilities.TimestampsSupported, limit);
+        }
+        finally
+        {
+            foreach (var b in bs.Values) b.Dispose();
+        }
+    }
+
+    /// <summary>The product's dispatches timed as <see cref="DispatchTimer.Repeat"/> times them, and,
+    /// where it reads a 16-bit copy of A, the conversion's time (the first rep makes the copy, the
+    /// others read it).</summary>
+    static (IReadOnlyList<double> Times, double? CopyMs) Time(GpuContext ctx, GpuBuffer a, GpuBuffer b, GpuBuffer c, MatMulSpec spec, WeightPrecision bPrecision, int reps,
+                                                              int warmupMs, string kernel, string name)
+    {
+        var (times, labels) = DispatchTimer.Repeat(ctx, g => MatMulKernel.Run(g, a, b, c, spec, bPrecision), reps, warmupMs);
+        if (labels is null) return (times, null);
+        // The label is the shader that was dispatched: it must be the one reported.
+        if (labels.FirstOrDefault(label => label != kernel && label != ToHalfKernel.Shader) is { } ran)
+            throw new InvalidOperationException($"MatMulKernel.Selection says {kernel} but {ran} ran for '{name}'");
+        var copies = times.Where((_, i) => labels[i] == ToHalfKernel.Shader).ToList();
+        return (times.Where((_, i) => labels[i] != ToHalfKernel.Shader).ToList(), copies.Count > 0 ? copies.Sum() : null);
+    }
+
+    /// <summary>Elements each operand of a product spans, the precision its B is stored in, and
+    /// its largest binding in bytes.</summary>
+    sealed class Plan
+    {
+        public required BenchProduct Product { get; init; }
+        public required WeightPrecision Stored { get; init; }
+        public long AElems, BElems, CElems, Largest;
+        public string? Skipped;
+
+        public static Plan Of(GpuContext ctx, BenchProduct p)
+        {
+            var (a, b, c) = p.Spec.Extents();
+            return new Plan
+            {
+                Product = p, Stored = MatMulKernel.StoredPrecision(ctx, p.B), AElems = a, BElems = b, CElems = c,
+                Largest = Math.Max(4 * Math.Max(a, c), p.B.ElementBytes() * b),
+            };
+        }
+    }
+
+    static float ToHalf(float v) => (float)(Half)Math.Clamp(v, -HalfFloat.Fp16Max, HalfFloat.Fp16Max);
+
+    /// <summary>Runs the product once more into a C filled with NaN (or with 1 where it
+    /// accumulates), downloads sampled outputs and compares them with fp64 dot products of the
+    /// operands as the kernel reads them: A and B hold <see cref="MatMulOperands"/>' values of
+    /// <see cref="MatMulOperands.SeedA"/> and <see cref="MatMulOperands.SeedB"/>, B as stored,
+    /// A rounded to fp16 (saturating) where the matrix units ran. Returns the largest error over
+    /// the largest |reference|, null when an output is not finite, and how many outputs were compared.</summary>
+    /// <param name="bValues">the precision B's values were rounded to, where it differs from the
+    /// one they are stored in (bf16 stored as fp16).</param>
+    public static (double? Error, int Checked) Check(GpuContext ctx, GpuBuffer a, GpuBuffer b, GpuBuffer c, MatMulSpec s, WeightPrecision bPrecision, bool matrixUnits,
+                                                     WeightPrecision? bValues = null)
+    {
+        const float initial = 1f;
+        using (var graph = new CommandGraph(ctx, profiling: false))
+        {
+            graph.Fill(c, s.Accumulate ? BitConverter.SingleToUInt32Bits(initial) : BitConverter.SingleToUInt32Bits(float.NaN));
+            MatMulKernel.Run(graph, a, b, c, s, bPrecision);
+            graph.Run();
+        }
+
+        long total = (long)s.Batch1 * s.Batch2 * s.M * s.N;
+        var picks = new SortedSet<long>();
+        if (total <= Samples)
+            for (long i = 0; i < total; i++) picks.Add(i);
+        else
+        {
+            var rng = new Random(0);
+            while (picks.Count < Samples) picks.Add(rng.NextInt64(total));
+            // The corners of the first and last matrix: edge tiles are where a tiling goes wrong.
+            long matrix = (long)s.M * s.N;
+            foreach (long z in new[] { 0, total / matrix - 1 })
+                foreach (long e in new[] { 0L, s.N - 1, (long)(s.M - 1) * s.N, matrix - 1 })
+                    picks.Add(z * matrix + e);
+        }
+
+        var outputs = picks.Select(i =>
+        {
+            long n = i % s.N, m = i / s.N % s.M, z = i / ((long)s.M * s.N);
+            long z1 = z / s.Batch2, z2 = z % s.Batch2;
+            return (z1, z2, m, n, Address: s.COffset + z1 * s.CStrideBatch1 + z2 * s.CStrideBatch2 + m * s.CStrideM + n);
+        }).ToList();
+        var got = Download(c, outputs.Select(o => o.Address).ToList());
+
+        double maxRef = 0, maxDiff = 0;
+        foreach (var (z1, z2, m, n, address) in outputs)
+        {
+            long aBase = s.AOffset + z1 * s.AStrideBatch1 + z2 * s.AStrideBatch2 + m * s.AStrideM;
+            long bBase = s.BOffset + z1 * s.BStrideBatch1 + z2 * s.BStrideBatch2 + n * s.BStrideN;
+            double sum = 0;
+            for (long k = 0; k < s.K; k++)
+            {
+                float av = MatMulOperands.Value(MatMulOperands.SeedA, aBase + k * s.AStrideK);
+                float bv = MatMulOperands.Stored(MatMulOperands.SeedB, bBase + k * s.BStrideK, bValues ?? bPrecision);
+                // The matrix units read A, and an fp32 B, rounded to fp16.
+                if (matrixUnits) (av, bv) = (ToHalf(av), bPrecision == WeightPrecision.Fp32 ? ToHalf(bv) : bv);
+                sum += (double)av * bv;
+            }
+            double expected = s.Alpha * sum + (s.Accumulate ? initial : 0);
+            double actual = got[address];
+            if (!double.IsFinite(actual)) return (null, outputs.Count);
+            maxRef = Math.Max(maxRef, Math.Abs(expected));
+            maxDiff = Math.Max(maxDiff, Math.Abs(actual - expected));
+        }
+        return (maxRef > 0 ? maxDiff / maxRef : maxDiff, outputs.Count);
+    }
+
+    /// <summary>The floats at the given addresses, downloaded in windows of at most 16 Ki elements
+    /// (sampled outputs lie far apart in a large C: wider windows copy mostly what is not needed).</summary>
+    static Dictionary<long, float> Download(GpuBuffer c, List<long> addresses)
+    {
+        const long Window = 1 << 14;
+        var values = new Dictionary<long, float>();
+        var sorted = addresses.Distinct().Order().ToList();
+        for (int i = 0; i < sorted.Count;)
+        {
+            long start = sorted[i];
+            int j = i;
+            while (j + 1 < sorted.Count && sorted[j + 1] - start < Window) j++;
+            var window = new float[sorted[j] - start + 1];
+            c.Download<float>(window, start);
+            for (int x = i; x <= j; x++) values[sorted[x]] = window[sorted[x] - start];
+            i = j + 1;
+        }
+        return values;
+    }
+}
