@@ -10,6 +10,10 @@ public sealed record Example(string Input, string? Target, string? Prompt = null
 /// optional "prompt" naming the line's soft prompt.</summary>
 public static class DataFile
 {
+    /// <summary>The examples of <paramref name="path"/>, in file order.</summary>
+    /// <param name="path">The JSONL file.</param>
+    /// <param name="requireTargets">Every line must have a target (scoring, training); decoding
+    /// and classifying read inputs alone.</param>
     public static List<Example> Read(string path, bool requireTargets = true) => JsonLines.Read(path, (root, problem) =>
     {
         if (!root.TryGetProperty("input", out var input) || input.ValueKind != JsonValueKind.String)

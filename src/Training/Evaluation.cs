@@ -10,7 +10,11 @@ namespace VkPrompt.Training;
 /// </summary>
 public static class RankClassifier
 {
+    /// <param name="scorer">Scores the (example, choice, prompt) rows.</param>
+    /// <param name="inputs">The examples' input token ids.</param>
+    /// <param name="choices">Each choice's token ids, as a target.</param>
     /// <param name="prompts">the prompts to classify with (null: no prompt), of any lengths.</param>
+    /// <param name="batchSize">Rows per batch.</param>
     /// <returns>predictions[prompt][example] = index of the chosen choice.</returns>
     public static int[][] Predict(Scorer scorer, IReadOnlyList<int[]> inputs, IReadOnlyList<int[]> choices, PromptSet? prompts, int batchSize)
     {

@@ -12,9 +12,14 @@ namespace VkPrompt.Training;
 /// </summary>
 public static class SuperGlue
 {
+    /// <summary>A SuperGLUE task as T5 formats it.</summary>
+    /// <param name="Name">The task's name, as <see cref="Get"/> takes it.</param>
+    /// <param name="Features">The fields of a line that make the input, in T5's order.</param>
+    /// <param name="Labels">The label words, in the order of the official integer labels.</param>
     /// <param name="MacroF1">SuperGLUE scores the task by macro-F1 beside accuracy (CB).</param>
     public sealed record Task(string Name, string[] Features, string[] Labels, bool MacroF1 = false);
 
+    /// <summary>The supported tasks by name.</summary>
     public static readonly IReadOnlyDictionary<string, Task> Tasks = new Dictionary<string, Task>
     {
         ["boolq"] = new("boolq", ["passage", "question"], ["False", "True"]),
@@ -28,6 +33,9 @@ public static class SuperGlue
     public static Task Get(string name) => Tasks.TryGetValue(name.ToLowerInvariant(), out var t) ? t
         : throw new TrainingOptionException($"unknown {Setting.Task} '{name}'; supported: {string.Join(", ", Tasks.Keys)}");
 
+    /// <summary>The examples of the official JSONL file <paramref name="path"/> of <paramref name="task"/>, in file order.</summary>
+    /// <param name="path">The JSONL file.</param>
+    /// <param name="task">Its task.</param>
     /// <param name="requireLabels">training and evaluation need every gold label; predicting
     /// (classify) reads the test split, which has none.</param>
     public static List<Example> Read(string path, Task task, bool requireLabels = true) => JsonLines.Read(path, (root, problem) =>

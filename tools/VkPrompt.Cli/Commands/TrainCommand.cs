@@ -24,10 +24,10 @@ internal static class TrainCommand
     /// <summary>Trains with the given settings; shared by train and demo.</summary>
     public static int Run(ParseResult parse, TrainSettings t, IAnsiConsole console)
     {
-        var task = t.Task is null ? null : SuperGlue.Get(t.Task);
-        List<Example> train = task is null ? DataFile.Read(t.TrainFile) : SuperGlue.Read(t.TrainFile, task);
-        List<Example>? val = t.ValidationFile is null ? null : task is null ? DataFile.Read(t.ValidationFile) : SuperGlue.Read(t.ValidationFile, task);
-        var options = t.Options with { Choices = t.Options.Choices ?? task?.Labels };
+        var superGlue = t.Task is null ? null : SuperGlue.Get(t.Task);
+        List<Example> train = superGlue is null ? DataFile.Read(t.TrainFile) : SuperGlue.Read(t.TrainFile, superGlue);
+        List<Example>? val = t.ValidationFile is null ? null : superGlue is null ? DataFile.Read(t.ValidationFile) : SuperGlue.Read(t.ValidationFile, superGlue);
+        var options = t.Options with { Choices = t.Options.Choices ?? superGlue?.Labels };
         using var s = new ModelSession(t.Model, t.Device, t.Attention, ModelOptions.Log(parse), t.Precision);
         var run = s.Model.Train(train, val, options, t.Output);
         console.MarkupLineInterpolated($"[bold]VkPrompt train[/]: {train.Count} examples, {s.Model.Backend.Name}, {s.Model.Weights.Precision.Name()} weights; {run.Truncation}");
