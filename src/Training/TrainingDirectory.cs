@@ -49,7 +49,7 @@ public sealed class TrainingDirectory(string path)
     }
 
     /// <summary>Deletes what a run writes here, and nothing else.</summary>
-    public void Clear()
+    internal void Clear()
     {
         if (!Directory.Exists(path)) return;
         foreach (var f in new[] { CheckpointFile, MetricsFile, Adapter.WeightsFile, Adapter.ConfigFile, Adapter.NpyFile })
@@ -59,7 +59,7 @@ public sealed class TrainingDirectory(string path)
 
     /// <summary>The prompt length of the checkpoint here, if there is one: what a resumed run
     /// trains unless told otherwise.</summary>
-    public int? CheckpointPromptLength()
+    internal int? CheckpointPromptLength()
     {
         if (!File.Exists(Checkpoint)) return null;
         using var f = SafetensorsFile.Open(Checkpoint);
