@@ -13,7 +13,7 @@ public static class Adapter
 {
     public const string WeightsFile = "adapter_model.safetensors";
     public const string ConfigFile = "adapter_config.json";
-    /// <summary>The T5X export of the prompt (<c>--export-npy</c>).</summary>
+    /// <summary>The T5X export of the prompt (<see cref="TrainOptions.ExportNpy"/>).</summary>
     public const string NpyFile = "prompt.npy";
 
     public static void Save(string dir, float[] prompt, T5Config config, string baseModel, string init, bool exportNpy = false)

@@ -10,7 +10,11 @@ namespace VkPrompt.Training;
 /// </summary>
 public static class RankClassifier
 {
+    /// <param name="scorer">Scores the (example, choice, prompt) rows.</param>
+    /// <param name="inputs">The examples' input token ids.</param>
+    /// <param name="choices">Each choice's token ids, as a target.</param>
     /// <param name="prompts">the prompts to classify with (null: no prompt), of any lengths.</param>
+    /// <param name="batchSize">Rows per batch.</param>
     /// <returns>predictions[prompt][example] = index of the chosen choice.</returns>
     public static int[][] Predict(Scorer scorer, IReadOnlyList<int[]> inputs, IReadOnlyList<int[]> choices, PromptSet? prompts, int batchSize)
     {
@@ -58,6 +62,15 @@ public static class RankClassifier
         return result;
     }
 
+    /// <summary>The distinct targets of <paramref name="examples"/> when they look like class
+    /// labels (2 to 20 of them, each seen twice on average), else null.</summary>
+    public static List<string>? LabelSet(IReadOnlyList<Example> examples)
+    {
+        var distinct = examples.Select(e => e.Target!).Distinct().ToList();
+        return distinct.Count is >= 2 and <= 20 && examples.Count >= 2 * distinct.Count ? distinct : null;
+    }
+
+    /// <summary>The share of <paramref name="predicted"/> equal to <paramref name="gold"/>.</summary>
     public static double Accuracy(IReadOnlyList<int> predicted, IReadOnlyList<int> gold) =>
         predicted.Zip(gold).Count(x => x.First == x.Second) / (double)predicted.Count;
 
@@ -80,17 +93,21 @@ public static class RankClassifier
 }
 
 /// <summary>Validation during training: mean token loss, and accuracy by rank classification
-/// when the targets come from a label set, otherwise by exact match of greedy decoding.</summary>
-public sealed class Validation(Scorer scorer, IReadOnlyList<EncodedExample> examples, IReadOnlyList<string> targets,
-                               IReadOnlyList<string>? labels, IReadOnlyList<int[]>? labelIds, Func<float[], int, IReadOnlyList<string>>? generate, int batchSize)
+/// when every target is one of the <paramref name="labels"/>, otherwise by exact match of greedy
+/// decoding (at most <paramref name="maxTargetLength"/> tokens).</summary>
+sealed class Validation(PromptModel model, Scorer scorer, IReadOnlyList<EncodedExample> examples, IReadOnlyList<string> targets,
+                        IReadOnlyList<string>? labels, int batchSize, int maxTargetLength)
 {
+    readonly IReadOnlyList<string>? labels = labels is not null && targets.All(labels.Contains) ? labels : null;
+    readonly int batchSize = Math.Min(batchSize, examples.Count);
+    // Shortest first pads least; results go back to their examples by index.
+    readonly int[] order = HostBatch.ShortestFirst(examples.Select(e => e.InputIds.Length).ToList());
+
     public (double Loss, double? Accuracy) Evaluate(float[] prompt, int promptLength)
     {
         double lp = 0;
         int tokens = 0;
         var prompts = PromptSet.Stack([prompt], prompt.Length / promptLength);
-        batchSize = Math.Min(batchSize, examples.Count);
-        var order = HostBatch.ShortestFirst(examples.Select(e => e.InputIds.Length).ToList());
         for (int s = 0; s < examples.Count; s += batchSize)
         {
             var batch = order.Skip(s).Take(batchSize).Select(i => examples[i]).ToList();
@@ -101,17 +118,16 @@ public sealed class Validation(Scorer scorer, IReadOnlyList<EncodedExample> exam
             }
         }
         double loss = -lp / tokens;
-        if (labels is not null && labelIds is not null)
+        if (labels is not null)
         {
             var gold = targets.Select(t => labels.ToList().IndexOf(t)).ToList();
+            var labelIds = labels.Select(l => model.Tokenizer.Encode(l)).ToList();
             var pred = RankClassifier.Predict(scorer, examples.Select(e => e.InputIds).ToList(), labelIds, prompts, batchSize);
             return (loss, RankClassifier.Accuracy(pred[0], gold));
         }
-        if (generate is not null)
-        {
-            var outputs = generate(prompt, promptLength);
-            return (loss, outputs.Zip(targets).Count(x => x.First.Trim() == x.Second.Trim()) / (double)targets.Count);
-        }
-        return (loss, null);
+        var texts = new string[examples.Count];
+        foreach (var (k, ids) in GreedyDecoder.Run(model.Weights, order.Select(i => examples[i]).ToList(), prompts, null, batchSize, maxTargetLength))
+            texts[order[k]] = model.Tokenizer.Decode(ids);
+        return (loss, texts.Zip(targets).Count(x => x.First.Trim() == x.Second.Trim()) / (double)targets.Count);
     }
 }

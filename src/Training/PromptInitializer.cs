@@ -27,7 +27,7 @@ public static class PromptInitializer
                 return prompt;
             case "class":
                 if (labels is not { Count: > 0 })
-                    throw new TrainingOptionException("--init class needs labels: pass --choices or a training file whose targets form a small label set");
+                    throw new TrainingOptionException($"{Setting.Init} class needs labels: pass {Setting.Choices} or a training file whose targets form a small label set");
                 int rows = Math.Min(labels.Count, promptLength);
                 var row = new float[d];
                 for (int r = 0; r < rows; r++)
@@ -48,7 +48,7 @@ public static class PromptInitializer
         if (init.StartsWith("text:", StringComparison.Ordinal))
         {
             var ids = tokenizer.Encode(init["text:".Length..], addEos: false);
-            if (ids.Length == 0) throw new TrainingOptionException("--init text: needs a non-empty string");
+            if (ids.Length == 0) throw new TrainingOptionException($"{Setting.Init} text: needs a non-empty string");
             for (int r = 0; r < promptLength; r++)
                 ckpt.Read("shared.weight", prompt.AsSpan(r * d, d), (long)ids[r % ids.Length] * d);
             return prompt;
@@ -58,10 +58,10 @@ public static class PromptInitializer
             string path = init["file:".Length..];
             var data = PromptFile.Load(path, d, out int length);
             if (length != promptLength)
-                throw new ModelFormatException(Path.GetFullPath(path), $"holds a prompt of length {length}, but --prompt-length is {promptLength}");
+                throw new TrainingOptionException($"{Path.GetFullPath(path)} holds a prompt of length {length}, but {Setting.PromptLength} is {promptLength}");
             return data;
         }
-        throw new TrainingOptionException($"unknown --init '{init}'; use random, vocab, class, text:STRING or file:PATH");
+        throw new TrainingOptionException($"unknown {Setting.Init} '{init}'; use random, vocab, class, text:STRING or file:PATH");
     }
 
     /// <summary>Rows of shared.weight drawn without replacement from the first 5000 ids.</summary>

@@ -12,9 +12,14 @@ namespace VkPrompt.Training;
 /// </summary>
 public static class SuperGlue
 {
+    /// <summary>A SuperGLUE task as T5 formats it.</summary>
+    /// <param name="Name">The task's name, as <see cref="Get"/> takes it.</param>
+    /// <param name="Features">The fields of a line that make the input, in T5's order.</param>
+    /// <param name="Labels">The label words, in the order of the official integer labels.</param>
     /// <param name="MacroF1">SuperGLUE scores the task by macro-F1 beside accuracy (CB).</param>
     public sealed record Task(string Name, string[] Features, string[] Labels, bool MacroF1 = false);
 
+    /// <summary>The supported tasks by name.</summary>
     public static readonly IReadOnlyDictionary<string, Task> Tasks = new Dictionary<string, Task>
     {
         ["boolq"] = new("boolq", ["passage", "question"], ["False", "True"]),
@@ -24,45 +29,35 @@ public static class SuperGlue
         ["copa"] = new("copa", ["choice1", "choice2", "premise", "question"], ["choice1", "choice2"]),
     };
 
+    /// <summary>The task named <paramref name="name"/> (any case).</summary>
     public static Task Get(string name) => Tasks.TryGetValue(name.ToLowerInvariant(), out var t) ? t
-        : throw new TrainingOptionException($"unknown --task '{name}'; supported: {string.Join(", ", Tasks.Keys)}");
+        : throw new TrainingOptionException($"unknown {Setting.Task} '{name}'; supported: {string.Join(", ", Tasks.Keys)}");
 
+    /// <summary>The examples of the official JSONL file <paramref name="path"/> of <paramref name="task"/>, in file order.</summary>
+    /// <param name="path">The JSONL file.</param>
+    /// <param name="task">Its task.</param>
     /// <param name="requireLabels">training and evaluation need every gold label; predicting
     /// (classify) reads the test split, which has none.</param>
-    public static List<Example> Read(string path, Task task, bool requireLabels = true)
+    public static List<Example> Read(string path, Task task, bool requireLabels = true) => JsonLines.Read(path, (root, problem) =>
     {
-        if (!File.Exists(path)) throw new ModelFormatException(path, "file not found");
-        var list = new List<Example>();
-        int lineNo = 0;
-        foreach (var line in File.ReadLines(path))
+        var parts = new List<string>();
+        foreach (var f in task.Features)
         {
-            lineNo++;
-            if (string.IsNullOrWhiteSpace(line)) continue;
-            JsonElement root;
-            try { root = JsonDocument.Parse(line).RootElement; }
-            catch (JsonException) { throw new ModelFormatException(path, $"line {lineNo}: not valid JSON"); }
-            var parts = new List<string>();
-            foreach (var f in task.Features)
-            {
-                if (!root.TryGetProperty(f, out var v))
-                    throw new ModelFormatException(path, $"line {lineNo}: missing field \"{f}\" of a {task.Name} example");
-                parts.Add($"{f}: {v}");
-            }
-            string? target = null;
-            if (root.TryGetProperty("label", out var label))
-                target = label.ValueKind switch
-                {
-                    JsonValueKind.True => "True",
-                    JsonValueKind.False => "False",
-                    JsonValueKind.Number when label.GetInt32() is int i && i >= 0 && i < task.Labels.Length => task.Labels[i],
-                    JsonValueKind.String when task.Labels.Contains(label.GetString()) => label.GetString(),
-                    _ => throw new ModelFormatException(path, $"line {lineNo}: label {label} is not one of {string.Join(", ", task.Labels)}"),
-                };
-            else if (requireLabels)
-                throw new ModelFormatException(path, $"line {lineNo}: no \"label\" (SuperGLUE's test files have none; train and evaluate on the train and val files)");
-            list.Add(new Example(string.Join(" ", parts), target));
+            if (!root.TryGetProperty(f, out var v)) throw problem($"missing field \"{f}\" of a {task.Name} example");
+            parts.Add($"{f}: {v}");
         }
-        if (list.Count == 0) throw new ModelFormatException(path, "no examples (the file is empty)");
-        return list;
-    }
+        string? target = null;
+        if (root.TryGetProperty("label", out var label))
+            target = label.ValueKind switch
+            {
+                JsonValueKind.True => "True",
+                JsonValueKind.False => "False",
+                JsonValueKind.Number when label.TryGetInt32(out int i) && i >= 0 && i < task.Labels.Length => task.Labels[i],
+                JsonValueKind.String when task.Labels.Contains(label.GetString()) => label.GetString(),
+                _ => throw problem($"label {label} is not one of {string.Join(", ", task.Labels)}"),
+            };
+        else if (requireLabels)
+            throw problem("no \"label\" (SuperGLUE's test files have none; train and evaluate on the train and val files)");
+        return new Example(string.Join(" ", parts), target);
+    });
 }

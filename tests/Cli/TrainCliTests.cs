@@ -49,7 +49,7 @@ public sealed class TrainCliTests : IDisposable
         Assert.True(err <= 1e-3, $"adapter prompt after {steps} steps: relative error {err:E3} > 1e-3");
 
         var losses = spec.GetProperty("losses").EnumerateArray().Select(e => e.GetDouble()).ToArray();
-        var logged = File.ReadLines(Path.Combine(output, TrainingRun.MetricsFile)).Select(l => JsonNode.Parse(l)!).ToList();
+        var logged = File.ReadLines(Path.Combine(output, TrainingDirectory.MetricsFile)).Select(l => JsonNode.Parse(l)!).ToList();
         Assert.Equal(Enumerable.Range(1, steps), logged.Select(n => n["step"]!.GetValue<int>()));
         for (int s = 0; s < steps; s++)
             CliRun.AssertLogLikelihood(losses[s], logged[s]["loss"]!.GetValue<double>(), $"loss of step {s + 1}");
@@ -104,7 +104,7 @@ public sealed class TrainCliTests : IDisposable
             weights.ReadFloat32(t.Name, prompt);
         }
         // With no validation set the adapter is the prompt after the last step.
-        Assert.Equal(CliRun.Tensor(Path.Combine(output, TrainingRun.CheckpointFile), "prompt"), prompt);
+        Assert.Equal(CliRun.Tensor(Path.Combine(output, TrainingDirectory.CheckpointFile), "prompt"), prompt);
 
         var config = JsonNode.Parse(File.ReadAllText(Path.Combine(output, Adapter.ConfigFile)))!;
         Assert.Equal("PROMPT_TUNING", config["peft_type"]!.GetValue<string>());
@@ -155,7 +155,7 @@ public sealed class TrainCliTests : IDisposable
 
     static int CheckpointStep(string output)
     {
-        var path = Path.Combine(output, TrainingRun.CheckpointFile);
+        var path = Path.Combine(output, TrainingDirectory.CheckpointFile);
         if (!File.Exists(path)) return 0;
         using var f = SafetensorsFile.Open(path);
         return int.Parse(f.Metadata["step"], CultureInfo.InvariantCulture);
@@ -258,14 +258,14 @@ public sealed class TrainCliTests : IDisposable
             ["train", "--model", ModelTestFiles.TinyV11, "--train", data, "--validation", data, "--output", output, "--device", "cpu",
              "--batch-size", "2", "--prompt-length", "2", "--steps", "40", "--eval-every", "2", "--save-every", "100",
              "--lr", "1e-30", "--weight-decay", "0", "--patience", patience.ToString(CultureInfo.InvariantCulture), .. extra];
-        int[] LoggedSteps() => File.ReadLines(Path.Combine(output, TrainingRun.MetricsFile)).Select(l => JsonNode.Parse(l)!["step"]!.GetValue<int>()).ToArray();
+        int[] LoggedSteps() => File.ReadLines(Path.Combine(output, TrainingDirectory.MetricsFile)).Select(l => JsonNode.Parse(l)!["step"]!.GetValue<int>()).ToArray();
 
         var first = CliRun.Of(Train(3)).Succeeded();
         Assert.Contains("stopped early at step 8: 3 evaluations in a row did not improve on step 2 (--patience 3)", first.Out, StringComparison.Ordinal);
         Assert.Equal(Enumerable.Range(1, 8), LoggedSteps());
         // These targets are free text (no label set), so validation decodes greedily and scores
         // exact matches; that path once failed on any target longer than 7 tokens.
-        var evaluations = File.ReadLines(Path.Combine(output, TrainingRun.MetricsFile)).Select(l => JsonNode.Parse(l)!).Where(n => n["val_loss"] is not null).ToList();
+        var evaluations = File.ReadLines(Path.Combine(output, TrainingDirectory.MetricsFile)).Select(l => JsonNode.Parse(l)!).Where(n => n["val_loss"] is not null).ToList();
         Assert.Equal([2, 4, 6, 8], evaluations.Select(n => n["step"]!.GetValue<int>()));
         Assert.All(evaluations, n => Assert.NotNull(n["val_accuracy"]));
         Assert.Single(evaluations.Select(n => n["val_loss"]!.GetValue<double>()).Distinct());
@@ -306,7 +306,7 @@ public sealed class TrainCliTests : IDisposable
         var output = dir.File("out");
         CliRun.Of("train", "--model", model, "--train", data, "--validation", validation, "--output", output, "--device", "cpu",
                   "--init", "file:" + prompt, "--lr", "1e-30", "--weight-decay", "0", "--dropout", "0", "--steps", "1", "--batch-size", "2").Succeeded();
-        var evaluated = JsonNode.Parse(Assert.Single(File.ReadLines(Path.Combine(output, TrainingRun.MetricsFile))))!;
+        var evaluated = JsonNode.Parse(Assert.Single(File.ReadLines(Path.Combine(output, TrainingDirectory.MetricsFile))))!;
         Assert.Equal(0.5, evaluated["val_accuracy"]!.GetValue<double>());
     }
 
@@ -339,7 +339,7 @@ public sealed class TrainCliTests : IDisposable
         Assert.NotEqual(first, File.ReadAllBytes(Path.Combine(output, Adapter.WeightsFile)));
         Assert.False(File.Exists(Path.Combine(output, Adapter.NpyFile)), "the first run's export is gone with it");
         Assert.Equal("mine", File.ReadAllText(Path.Combine(output, "notes.txt")));
-        Assert.Equal([1, 2], File.ReadLines(Path.Combine(output, TrainingRun.MetricsFile)).Select(l => JsonNode.Parse(l)!["step"]!.GetValue<int>()));
+        Assert.Equal([1, 2], File.ReadLines(Path.Combine(output, TrainingDirectory.MetricsFile)).Select(l => JsonNode.Parse(l)!["step"]!.GetValue<int>()));
     }
 
     /// <summary>Ctrl-C (SIGINT) and SIGTERM (kill, docker stop, a scheduler's time limit) end
@@ -366,7 +366,7 @@ public sealed class TrainCliTests : IDisposable
         using var child = Process.Start(start)!;
         var stdout = child.StandardOutput.ReadToEndAsync();
         var stderr = child.StandardError.ReadToEndAsync();
-        var metrics = Path.Combine(output, TrainingRun.MetricsFile);
+        var metrics = Path.Combine(output, TrainingDirectory.MetricsFile);
         var deadline = Stopwatch.StartNew();
         while (!(File.Exists(metrics) && File.ReadAllText(metrics).Length > 0))
         {

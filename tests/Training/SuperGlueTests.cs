@@ -45,6 +45,8 @@ public sealed class SuperGlueTests : IDisposable
     [InlineData("""{"premise": "P.", "hypothesis": "H.", "idx": 0}""", "line 1: no \"label\" (SuperGLUE's test files have none; train and evaluate on the train and val files)")]
     [InlineData("""{"premise": "P.", "hypothesis": "H.", "label": 2}""", "line 1: label 2 is not one of entailment, not_entailment")]
     [InlineData("""{"premise": "P.", "label": 0}""", "line 1: missing field \"hypothesis\" of a rte example")]
+    [InlineData("""{"premise": "P.", "hypothesis": "H.", "label": 1.5}""", "line 1: label 1.5 is not one of entailment, not_entailment")]
+    [InlineData("""["P.", "H."]""", "line 1: expected a JSON object")]
     public void ALineThatCannotBeTrainedOnIsAnErrorNamingIt(string line, string message)
     {
         var e = Assert.Throws<ModelFormatException>(() => Read("rte", line));

@@ -101,7 +101,7 @@ internal static class Cli
         }
         catch (Exception e) when (IsUserError(e))
         {
-            stderr.WriteLine($"error: {OneLine(e.Message)}{(e is GpuException { DoesNotFit: true } && parse is not null ? SmallerWork(parse) : "")}");
+            stderr.WriteLine($"error: {OneLine(Describe(e))}{(e is GpuException { DoesNotFit: true } && parse is not null ? SmallerWork(parse) : "")}");
             if (parse is not null && Verbose(parse)) stderr.WriteLine(e);
             return UserError;
         }
@@ -123,9 +123,27 @@ internal static class Cli
         }
     }
 
+    /// <summary>The library's settings as the CLI's flags: what a training error asks to change
+    /// (<see cref="Training.TrainingException"/>) is named the way the user can change it.</summary>
+    static readonly Dictionary<Training.Setting, string> Flags = new()
+    {
+        [Training.Setting.OutputDirectory] = "--output",
+        [Training.Setting.WeightPrecision] = "--precision",
+        [Training.Setting.Task] = "--task",
+        [Training.Setting.Resume] = "--resume",
+        [Training.Setting.Overwrite] = "--overwrite",
+        [Training.Setting.PromptLength] = "--prompt-length",
+        [Training.Setting.Init] = "--init",
+        [Training.Setting.Choices] = "--choices",
+        [Training.Setting.LearningRate] = "--lr",
+        [Training.Setting.ClippingThreshold] = "--clip",
+    };
+
+    static string Describe(Exception e) => e is Training.TrainingException t ? t.Describe(s => Flags.GetValueOrDefault(s, s.Name)) : e.Message;
+
     // IOException covers FileNotFoundException and DirectoryNotFoundException.
     static bool IsUserError(Exception e) =>
-        e is GpuException or ModelFormatException or UsageException or IOException or UnauthorizedAccessException or JsonException or Training.TrainingOptionException or Training.TrainingDivergedException or NonFiniteOutputException;
+        e is GpuException or ModelFormatException or UsageException or IOException or UnauthorizedAccessException or JsonException or Training.TrainingException or NonFiniteOutputException;
 
     /// <summary>What the command offers that needs less device memory, for work that did not fit.</summary>
     static string SmallerWork(ParseResult parse)

@@ -1,52 +1,30 @@
 using System.CommandLine;
 using VkPrompt.Model;
 using VkPrompt.Model.Backends;
-using VkPrompt.Model.Tokenization;
 using VkPrompt.Runtime;
+using VkPrompt.Training;
 
 namespace VkPrompt.Cli;
 
-/// <summary>A checkpoint, its tokenizer and its weights on the chosen backend: what every model
-/// command opens first, in this order so a bad file fails before any device work.</summary>
+/// <summary>The library's <see cref="PromptModel"/> opened as a command's options say, checkpoint
+/// and tokenizer before any device work, and closed with the CLI's rule for the validation layer.</summary>
 internal sealed class ModelSession : IDisposable
 {
-    public T5Checkpoint Checkpoint { get; }
-    public T5Tokenizer Tokenizer { get; }
-    public Backend Backend { get; }
-    public T5Weights Weights { get; }
+    public PromptModel Model { get; }
 
     /// <param name="precision">A <c>--precision</c> value: fp32, fp16, bf16 or auto.</param>
     public ModelSession(string modelDir, string device, AttentionFusion attention, Action<string>? log, string precision = ModelOptions.DefaultPrecision)
     {
-        Checkpoint = T5Checkpoint.Open(modelDir);
-        try
-        {
-            Tokenizer = T5Tokenizer.Load(modelDir);
-            Backend = BackendFactory.Open(device, log);
-            log?.Invoke($"backend: {Backend.Name}");
-            Backend.AttentionFusion = attention;
-            log?.Invoke($"attention: {attention.Name()}");
-            try
-            {
-                var weightPrecision = WeightPrecisions.Parse(precision, (Backend as GpuBackend)?.Context.Capabilities);
-                log?.Invoke($"weights: {weightPrecision.Name()}");
-                Weights = new T5Weights(Checkpoint, Backend, weightPrecision);
-            }
-            catch { Backend.Dispose(); throw; }
-        }
-        catch { Checkpoint.Dispose(); throw; }
+        var stored = precision.Equals("auto", StringComparison.OrdinalIgnoreCase) ? (WeightPrecision?)null : WeightPrecisions.Parse(precision, null);
+        Model = PromptModel.Open(modelDir, () => BackendFactory.Open(device, log), stored, attention, log);
     }
-
-    public int DModel => Checkpoint.Config.DModel;
 
     public void Dispose()
     {
-        Weights.Dispose();
         // With VKPROMPT_VALIDATION=1 a validation error is a bug in vkprompt, not a warning: the
         // command fails (exit 1), so the CLI tests catch what the kernel tests catch.
-        var errors = (Backend as GpuBackend)?.Context.Validation.Errors.ToList() ?? [];
-        Backend.Dispose();
-        Checkpoint.Dispose();
+        var errors = (Model.Backend as GpuBackend)?.Context.Validation.Errors.ToList() ?? [];
+        Model.Dispose();
         if (errors.Count > 0)
             throw new InvalidOperationException($"{errors.Count} Vulkan validation error(s); the first: {errors[0]}");
     }

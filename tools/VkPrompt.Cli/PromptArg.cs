@@ -1,4 +1,5 @@
 using VkPrompt.Model;
+using VkPrompt.Training;
 
 namespace VkPrompt.Cli;
 
@@ -14,7 +15,7 @@ internal static class PromptArg
     /// <summary>The prompts of a multi-task file, and which one each example takes: with one
     /// --prompt every example takes it (a line may name it); with several, each line names its
     /// own. Lines that name a prompt not given are errors, not silently unprompted.</summary>
-    public static (PromptSet? Prompts, int[]? Index) ForExamples(IReadOnlyList<string> args, IReadOnlyList<Example> examples, string dataPath, int dModel)
+    public static (PromptSet? Prompts, int[]? Index) ForExamples(IReadOnlyList<string> args, IReadOnlyList<Example> examples, string dataPath, PromptModel model)
     {
         var named = args.Select(Parse).ToList();
         if (named.GroupBy(n => n.Name).FirstOrDefault(g => g.Count() > 1) is { } dup)
@@ -35,7 +36,7 @@ internal static class PromptArg
             if (index[i] < 0) throw new ModelFormatException(dataPath, $"example {i + 1} is for prompt '{want}', but {known}");
         }
         if (named.Count == 0) return (null, null);
-        var prompts = PromptSet.Stack(named.Select(n => PromptFile.Load(n.Path, dModel, out _)).ToList(), dModel);
+        var prompts = model.Prompts(named.Select(n => model.LoadPrompt(n.Path)).ToList());
         return (prompts, named.Count > 1 ? index : null);
     }
 

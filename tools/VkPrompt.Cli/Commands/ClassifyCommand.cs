@@ -31,13 +31,11 @@ internal static class ClassifyCommand
             var examples = superGlue is null ? DataFile.Read(parse.GetValue(data)!, requireTargets: false)
                                              : SuperGlue.Read(parse.GetValue(data)!, superGlue, requireLabels: false);
             using var s = new ModelSession(parse.GetValue(model)!, parse.GetValue(device)!, ModelOptions.ReadAttention(parse, attention), ModelOptions.Log(parse), parse.GetValue(precision)!);
-            var promptData = parse.GetValue(prompt) is string path ? PromptSet.Stack([PromptFile.Load(path, s.DModel, out _)], s.DModel) : null;
-            var enc = new ExampleEncoder(s.Tokenizer, ModelOptions.Positive(parse, maxIn), int.MaxValue);
+            var promptData = parse.GetValue(prompt) is string path ? s.Model.Prompts([s.Model.LoadPrompt(path)]) : null;
+            var enc = s.Model.Encoder(ModelOptions.Positive(parse, maxIn), int.MaxValue);
             var inputs = examples.Select(e => enc.Encode(e.Input, "").InputIds).ToList();
             Cli.WarnTruncation(parse, enc);
-            var labelIds = labels.Select(l => s.Tokenizer.Encode(l)).ToList();
-            using var scorer = new Scorer(s.Weights);
-            var pred = RankClassifier.Predict(scorer, inputs, labelIds, promptData, ModelOptions.Positive(parse, batch))[0];
+            var pred = s.Model.Classify(inputs, labels, promptData, ModelOptions.Positive(parse, batch))[0];
             var output = Cli.Out(parse);
             foreach (var c in pred) output.WriteLine(labels[c]);
             if (examples.All(e => e.Target is not null))

@@ -46,12 +46,13 @@ internal static class DemoCommand
             console.WriteLine("What you see is the mechanism: a 20-token soft prompt, trained alone while every model weight stays frozen, steers it to the task.");
             console.WriteLine();
 
-            var settings = new TrainSettings(modelDir, train, validation, outDir, parse.GetValue(device)!, ModelOptions.ReadAttention(parse, attention), null, ["positive", "negative"], Resume: false, ExportNpy: false,
+            var labels = new[] { "positive", "negative" };
+            var settings = new TrainSettings(modelDir, train, validation, outDir, parse.GetValue(device)!, ModelOptions.ReadAttention(parse, attention), null,
                 new TrainOptions
                 {
                     PromptLength = 20, Steps = ModelOptions.Positive(parse, steps), BatchSize = 8, EvalEvery = 60, SaveEvery = 120,
-                    Init = "class", Dropout = 0,
-                }, Overwrite: true);
+                    Init = "class", Dropout = 0, Choices = labels, Overwrite = true,
+                });
             int rc = TrainCommand.Run(parse, settings, console);
             if (rc != Cli.Ok) return rc;
 
@@ -59,14 +60,11 @@ internal static class DemoCommand
             using (var s = new ModelSession(modelDir, settings.Device, settings.Attention, ModelOptions.Log(parse)))
             {
                 var val = DataFile.Read(validation);
-                var inputs = val.Select(e => s.Tokenizer.Encode(e.Input)).ToList();
-                var labels = settings.Choices!;
-                var gold = val.Select(e => labels.IndexOf(e.Target!)).ToList();
-                var labelIds = labels.Select(l => s.Tokenizer.Encode(l)).ToList();
-                using var scorer = new Scorer(s.Weights);
-                var prompt = PromptFile.Load(outDir, s.DModel, out _);
-                double without = RankClassifier.Accuracy(RankClassifier.Predict(scorer, inputs, labelIds, null, 16)[0], gold);
-                double with = RankClassifier.Accuracy(RankClassifier.Predict(scorer, inputs, labelIds, PromptSet.Stack([prompt], s.DModel), 16)[0], gold);
+                var inputs = val.Select(e => s.Model.Tokenizer.Encode(e.Input)).ToList();
+                var gold = val.Select(e => Array.IndexOf(labels, e.Target!)).ToList();
+                var prompt = s.Model.Prompts([s.Model.LoadPrompt(outDir)]);
+                double without = RankClassifier.Accuracy(s.Model.Classify(inputs, labels, null, 16)[0], gold);
+                double with = RankClassifier.Accuracy(s.Model.Classify(inputs, labels, prompt, 16)[0], gold);
                 console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"validation accuracy (rank classification, {val.Count} examples): without prompt {without:P1}, with the trained prompt {with:P1}"));
             }
             console.WriteLine();
@@ -82,7 +80,7 @@ internal static class DemoCommand
     /// someone's work, which the demo must not replace as it replaces its own earlier runs.</summary>
     static bool HoldsAnotherRun(string outDir, string modelDir)
     {
-        if (!File.Exists(Path.Combine(outDir, TrainingRun.CheckpointFile)) && !File.Exists(Path.Combine(outDir, Adapter.WeightsFile))) return false;
+        if (!File.Exists(Path.Combine(outDir, TrainingDirectory.CheckpointFile)) && !File.Exists(Path.Combine(outDir, Adapter.WeightsFile))) return false;
         try { return JsonNode.Parse(File.ReadAllText(Path.Combine(outDir, Adapter.ConfigFile)))?["base_model_name_or_path"]?.GetValue<string>() != modelDir; }
         catch (Exception e) when (e is IOException or JsonException or InvalidOperationException) { return true; }
     }

@@ -34,19 +34,18 @@ internal static class EvalCommand
             string dataPath = parse.GetValue(data)!;
             var superGlue = parse.GetValue(task) is string name ? SuperGlue.Get(name) : null;
             var examples = superGlue is null ? DataFile.Read(dataPath) : SuperGlue.Read(dataPath, superGlue);
-            var labels = parse.GetValue(choices) is string c ? Choices.Parse(c) : superGlue?.Labels.ToList() ?? TrainCommand.LabelSet(examples)
+            var labels = parse.GetValue(choices) is string c ? Choices.Parse(c) : superGlue?.Labels.ToList() ?? RankClassifier.LabelSet(examples)
                 ?? throw new UsageException("the targets do not form a small label set; pass --choices");
             int unknown = examples.FindIndex(e => !labels.Contains(e.Target!));
             if (unknown >= 0)
                 throw new UsageException($"{dataPath}: example {unknown + 1}: target '{examples[unknown].Target}' is not one of the choices ({string.Join(", ", labels)})");
             var paths = parse.GetValue(prompts)!;
             using var s = new ModelSession(parse.GetValue(model)!, parse.GetValue(device)!, ModelOptions.ReadAttention(parse, attention), ModelOptions.Log(parse), parse.GetValue(precision)!);
-            var ensemble = PromptSet.Stack(paths.Select(p => PromptFile.Load(p, s.DModel, out _)).ToList(), s.DModel);
-            var enc = new ExampleEncoder(s.Tokenizer, ModelOptions.Positive(parse, maxIn), int.MaxValue);
+            var ensemble = s.Model.Prompts(paths.Select(s.Model.LoadPrompt).ToList());
+            var enc = s.Model.Encoder(ModelOptions.Positive(parse, maxIn), int.MaxValue);
             var inputs = examples.Select(e => enc.Encode(e.Input, "").InputIds).ToList();
             Cli.WarnTruncation(parse, enc);
-            using var scorer = new Scorer(s.Weights);
-            var pred = RankClassifier.Predict(scorer, inputs, labels.Select(l => s.Tokenizer.Encode(l)).ToList(), ensemble, ModelOptions.Positive(parse, batch));
+            var pred = s.Model.Classify(inputs, labels, ensemble, ModelOptions.Positive(parse, batch));
             var gold = examples.Select(e => labels.IndexOf(e.Target!)).ToList();
             var output = Cli.Out(parse);
             string Metrics(int[] predicted) => string.Create(CultureInfo.InvariantCulture, $"accuracy {RankClassifier.Accuracy(predicted, gold):F4}") +

@@ -32,13 +32,13 @@ internal static class GenerateCommand
             var examples = i is not null ? [new Example(i, null)] : DataFile.Read(d!, requireTargets: false);
             int b = ModelOptions.Positive(parse, batch), n = ModelOptions.Positive(parse, maxNew);
             using var s = new ModelSession(parse.GetValue(model)!, parse.GetValue(device)!, ModelOptions.ReadAttention(parse, attention), ModelOptions.Log(parse), parse.GetValue(precision)!);
-            var (prompts, promptIndex) = PromptArg.ForExamples(parse.GetValue(prompt)!, examples, d ?? "--input", s.DModel);
-            var enc = new ExampleEncoder(s.Tokenizer, ModelOptions.Positive(parse, maxIn), 1);
+            var (prompts, promptIndex) = PromptArg.ForExamples(parse.GetValue(prompt)!, examples, d ?? "--input", s.Model);
+            var enc = s.Model.Encoder(ModelOptions.Positive(parse, maxIn), 1);
             var encoded = examples.Select(x => enc.Encode(x.Input, "")).ToList();
             Cli.WarnTruncation(parse, enc);
             var output = Cli.Out(parse);
-            foreach (var (index, ids) in GreedyDecoder.Run(s.Weights, encoded, prompts, promptIndex, b, n))
-                output.WriteLine(JsonSerializer.Serialize(new GeneratedLine(index, s.Tokenizer.Decode(ids), ids.ToArray()), CliJsonLines.Readable.GeneratedLine));
+            foreach (var (index, text, ids) in s.Model.Generate(encoded, prompts, promptIndex, b, n))
+                output.WriteLine(JsonSerializer.Serialize(new GeneratedLine(index, text, ids), CliJsonLines.Readable.GeneratedLine));
             return Cli.Ok;
         });
         return cmd;

@@ -28,11 +28,11 @@ internal static class GradCommand
             string outputPath = ModelOptions.OutputFile(output.Name, parse.GetValue(output)!);
             var examples = DataFile.Read(parse.GetValue(data)!);
             using var s = new ModelSession(parse.GetValue(model)!, parse.GetValue(device)!, ModelOptions.ReadAttention(parse, attention), ModelOptions.Log(parse), parse.GetValue(precision)!);
-            var promptData = PromptFile.Load(parse.GetValue(prompt)!, s.DModel, out int p);
-            var enc = new ExampleEncoder(s.Tokenizer, int.MaxValue, int.MaxValue);
-            var (loss, grad) = PromptTrainer.Gradient(s.Weights, examples.Select(enc.Encode).ToList(), promptData,
+            var promptData = s.Model.LoadPrompt(parse.GetValue(prompt)!);
+            var enc = s.Model.Encoder(int.MaxValue, int.MaxValue);
+            var (loss, grad) = s.Model.Gradient(examples.Select(enc.Encode).ToList(), promptData,
                 parse.GetValue(recompute) ? ActivationMode.Recompute : ActivationMode.Store);
-            SafetensorsWriter.Write(outputPath, [("prompt_gradient", [p, s.DModel], grad)], new Dictionary<string, string> { ["format"] = "pt" });
+            SafetensorsWriter.Write(outputPath, [("prompt_gradient", [promptData.Length / s.Model.DModel, s.Model.DModel], grad)], new Dictionary<string, string> { ["format"] = "pt" });
             Cli.Out(parse).WriteLine(string.Create(CultureInfo.InvariantCulture, $"{{\"loss\": {loss:R}}}"));
             return Cli.Ok;
         });

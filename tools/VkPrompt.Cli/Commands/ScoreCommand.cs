@@ -25,22 +25,12 @@ internal static class ScoreCommand
         {
             string dataPath = parse.GetValue(data)!;
             var examples = DataFile.Read(dataPath);
-            // A file smaller than a batch is one batch of its own size: padding it out would spend
-            // the memory and time of examples that are not there.
-            int b = Math.Min(ModelOptions.Positive(parse, batch), examples.Count);
+            int b = ModelOptions.Positive(parse, batch);
             using var s = new ModelSession(parse.GetValue(model)!, parse.GetValue(device)!, ModelOptions.ReadAttention(parse, attention), ModelOptions.Log(parse), parse.GetValue(precision)!);
-            var enc = new ExampleEncoder(s.Tokenizer, ModelOptions.Positive(parse, maxIn), ModelOptions.Positive(parse, maxOut));
+            var enc = s.Model.Encoder(ModelOptions.Positive(parse, maxIn), ModelOptions.Positive(parse, maxOut));
             var encoded = examples.Select(enc.Encode).ToList();
-            var (prompts, promptIndex) = PromptArg.ForExamples(parse.GetValue(prompt)!, examples, dataPath, s.DModel);
-            using var scorer = new Scorer(s.Weights);
-            var order = HostBatch.ShortestFirst(encoded.Select(e => e.InputIds.Length).ToList());
-            var results = new ScoreResult[encoded.Count];
-            for (int start = 0; start < encoded.Count; start += b)
-            {
-                var chunk = order.Skip(start).Take(b).ToArray();
-                var scores = scorer.Score(chunk.Select(i => encoded[i]).ToList(), prompts, promptIndex is null ? null : chunk.Select(i => promptIndex[i]).ToList(), b);
-                for (int i = 0; i < chunk.Length; i++) results[chunk[i]] = scores[i];
-            }
+            var (prompts, promptIndex) = PromptArg.ForExamples(parse.GetValue(prompt)!, examples, dataPath, s.Model);
+            var results = s.Model.Score(encoded, prompts, promptIndex, b);
             var output = Cli.Out(parse);
             for (int i = 0; i < results.Length; i++)
                 output.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{{\"index\": {i}, \"logprob\": {results[i].LogProb:R}, \"tokens\": {results[i].Tokens}}}"));

@@ -24,49 +24,16 @@ internal static class TrainCommand
     /// <summary>Trains with the given settings; shared by train and demo.</summary>
     public static int Run(ParseResult parse, TrainSettings t, IAnsiConsole console)
     {
-        List<Example> train = t.Task is null ? DataFile.Read(t.TrainFile) : SuperGlue.Read(t.TrainFile, SuperGlue.Get(t.Task));
-        List<Example>? val = t.ValidationFile is null ? null : t.Task is null ? DataFile.Read(t.ValidationFile) : SuperGlue.Read(t.ValidationFile, SuperGlue.Get(t.Task));
-        var labels = t.Choices ?? (t.Task is not null ? SuperGlue.Get(t.Task).Labels.ToList() : LabelSet(train));
+        var superGlue = t.Task is null ? null : SuperGlue.Get(t.Task);
+        List<Example> train = superGlue is null ? DataFile.Read(t.TrainFile) : SuperGlue.Read(t.TrainFile, superGlue);
+        List<Example>? val = t.ValidationFile is null ? null : superGlue is null ? DataFile.Read(t.ValidationFile) : SuperGlue.Read(t.ValidationFile, superGlue);
+        var options = t.Options with { Choices = t.Options.Choices ?? superGlue?.Labels };
         using var s = new ModelSession(t.Model, t.Device, t.Attention, ModelOptions.Log(parse), t.Precision);
-        // A checkpoint to resume, or else a file:PATH prompt, brings its own length; --prompt-length,
-        // when given, must agree with it.
-        if (!t.PromptLengthGiven)
-        {
-            int? length = t.Resume ? TrainingRun.CheckpointPromptLength(t.Output) : null;
-            if (length is null && t.Options.Init.StartsWith("file:", StringComparison.Ordinal))
-            {
-                PromptFile.Load(t.Options.Init["file:".Length..], s.DModel, out int fileLength);
-                length = fileLength;
-            }
-            if (length is int l) t = t with { Options = t.Options with { PromptLength = l } };
-        }
-        var enc = new ExampleEncoder(s.Tokenizer, t.Options.MaxInputLength, t.Options.MaxTargetLength);
-        var encodedTrain = train.Select(enc.Encode).ToList();
-        var truncation = enc.Report();
-        Validation? validation = null;
-        using var scorer = new Scorer(s.Weights);
-        if (val is not null)
-        {
-            var vEnc = new ExampleEncoder(s.Tokenizer, t.Options.MaxInputLength, t.Options.MaxTargetLength);
-            var encodedVal = val.Select(vEnc.Encode).ToList();
-            if (vEnc.Truncated) truncation += $"; validation: {vEnc.Report()}";
-            bool rank = labels is not null && val.All(e => labels.Contains(e.Target!));
-            validation = new Validation(scorer, encodedVal, val.Select(e => e.Target!).ToList(),
-                rank ? labels : null, rank ? labels!.Select(l => s.Tokenizer.Encode(l)).ToList() : null,
-                rank ? null : (prompt, p) =>
-                {
-                    // Shortest first pads least; the texts go back in file order.
-                    var order = HostBatch.ShortestFirst(encodedVal.Select(e => e.InputIds.Length).ToList());
-                    var texts = new string[order.Length];
-                    foreach (var (k, ids) in GreedyDecoder.Run(s.Weights, order.Select(i => encodedVal[i]).ToList(), prompt, p, t.Options.BatchSize, t.Options.MaxTargetLength))
-                        texts[order[k]] = s.Tokenizer.Decode(ids);
-                    return texts;
-                },
-                t.Options.BatchSize);
-        }
-        console.MarkupLineInterpolated($"[bold]VkPrompt train[/]: {train.Count} examples, {s.Backend.Name}, {s.Weights.Precision.Name()} weights; {truncation}");
-        var run = new TrainingRun(s.Checkpoint, s.Weights, s.Tokenizer, t.Options, encodedTrain, validation, labels, t.Output);
-        console.MarkupLineInterpolated($"prompt {t.Options.PromptLength} x {s.DModel}, init {run.Init}, batch {t.Options.BatchSize}, {t.Options.Steps} steps, output {t.Output}");
+        var run = s.Model.Train(train, val, options, t.Output);
+        console.MarkupLineInterpolated($"[bold]VkPrompt train[/]: {train.Count} examples, {s.Model.Backend.Name}, {s.Model.Weights.Precision.Name()} weights; {run.Truncation}");
+        console.MarkupLineInterpolated($"prompt {run.PromptLength} x {s.Model.DModel}, init {run.Init}, batch {options.BatchSize}, {options.Steps} steps, output {t.Output}");
+        // The chart is the CLI's, so replacing a run replaces it too.
+        if (options.Overwrite) File.Delete(Path.Combine(t.Output, MetricsChart.File));
 
         TrainingResult result = null!;
         StepReport? lastVal = null;
@@ -89,7 +56,7 @@ internal static class TrainCommand
                     .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new RemainingTimeColumn(), new SpinnerColumn())
                     .Start(ctx =>
                     {
-                        var task = ctx.AddTask("training", maxValue: t.Options.Steps);
+                        var task = ctx.AddTask("training", maxValue: options.Steps);
                         run.OnStep = r =>
                         {
                             if (r.ValidationLoss is not null) lastVal = r;
@@ -97,24 +64,24 @@ internal static class TrainCommand
                             task.Description = string.Create(CultureInfo.InvariantCulture, $"step {r.Step} loss {r.Loss:F4} {r.StepsPerSecond:F2} steps/s{ValText(lastVal)}");
                         };
                         run.Log = m => console.MarkupLineInterpolated($"{m}");
-                        result = run.Run(t.Resume, t.ExportNpy, cancel.Token, t.Overwrite);
+                        result = Train(run, cancel.Token);
                     });
             }
             else
             {
                 // Not a terminal (a log file, CI): a plain line every ~5% of the run and at each evaluation.
-                int every = Math.Max(1, t.Options.Steps / 20);
+                int every = Math.Max(1, options.Steps / 20);
                 run.OnStep = r =>
                 {
-                    if (r.Step % every == 0 || r.Step == t.Options.Steps || r.ValidationLoss is not null)
+                    if (r.Step % every == 0 || r.Step == options.Steps || r.ValidationLoss is not null)
                     {
-                        double eta = (t.Options.Steps - r.Step) / Math.Max(r.StepsPerSecond, 1e-9);
+                        double eta = (options.Steps - r.Step) / Math.Max(r.StepsPerSecond, 1e-9);
                         console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                            $"step {r.Step}/{t.Options.Steps}  loss {r.Loss:F4}  {r.StepsPerSecond:F2} steps/s  ETA {TimeSpan.FromSeconds(Math.Round(eta)):g}{ValText(r.ValidationLoss is null ? null : r)}"));
+                            $"step {r.Step}/{options.Steps}  loss {r.Loss:F4}  {r.StepsPerSecond:F2} steps/s  ETA {TimeSpan.FromSeconds(Math.Round(eta)):g}{ValText(r.ValidationLoss is null ? null : r)}"));
                     }
                 };
                 run.Log = m => console.WriteLine(m);
-                result = run.Run(t.Resume, t.ExportNpy, cancel.Token, t.Overwrite);
+                result = Train(run, cancel.Token);
             }
         }
 
@@ -124,29 +91,38 @@ internal static class TrainCommand
         if (result.FinalLoss is double loss)
             console.MarkupLineInterpolated($"final training loss {loss:F4} after {result.Steps} steps; peak device memory {result.PeakMemoryBytes / (1024.0 * 1024.0):F1} MiB");
         if (result.StoppedEarly)
-            console.MarkupLineInterpolated($"stopped early at step {result.Steps}: {t.Options.Patience} evaluations in a row did not improve on step {result.BestStep} (--patience {t.Options.Patience}); --resume with a larger --patience continues it");
+            console.MarkupLineInterpolated($"stopped early at step {result.Steps}: {options.Patience} evaluations in a row did not improve on step {result.BestStep} (--patience {options.Patience}); --resume with a larger --patience continues it");
         else if (result.FinalLoss is null && !interrupted)
-            console.MarkupLineInterpolated($"no step to take: the checkpoint is at step {result.Steps} of --steps {t.Options.Steps}; a larger --steps continues it");
+            console.MarkupLineInterpolated($"no step to take: the checkpoint is at step {result.Steps} of --steps {options.Steps}; a larger --steps continues it");
         if (result.BestStep >= 0)
             console.MarkupLineInterpolated($"best validation at step {result.BestStep} ({(result.BestMetric is double m && m >= 0 ? $"accuracy {m:F4}" : $"loss {-(result.BestMetric ?? 0):F4}")}): kept as the adapter");
-        console.MarkupLineInterpolated($"adapter: {Path.Combine(t.Output, Adapter.WeightsFile)}, metrics: {Path.Combine(t.Output, TrainingRun.MetricsFile)}, chart: {Path.Combine(t.Output, TrainingRun.ChartFile)}");
+        console.MarkupLineInterpolated($"adapter: {Path.Combine(t.Output, Adapter.WeightsFile)}, metrics: {Path.Combine(t.Output, TrainingDirectory.MetricsFile)}, chart: {Path.Combine(t.Output, MetricsChart.File)}");
         return !interrupted ? Cli.Ok : stoppedBy == PosixSignal.SIGTERM ? Cli.Terminated : Cli.Interrupted;
     }
 
     static string ValText(StepReport? r) => r is null ? "" : string.Create(CultureInfo.InvariantCulture,
         $"  val loss {r.ValidationLoss:F4}{(r.ValidationAccuracy is double a ? $" acc {a:F3}" : "")}");
 
-    /// <summary>The distinct targets, when they look like class labels (few, each seen often).</summary>
-    public static List<string>? LabelSet(IReadOnlyList<Example> examples)
+    /// <summary>Runs <paramref name="run"/> and draws its chart, also where the loss diverged:
+    /// the chart shows the steps up to there.</summary>
+    static TrainingResult Train(TrainingRun run, CancellationToken cancel)
     {
-        var distinct = examples.Select(e => e.Target!).Distinct().ToList();
-        return distinct.Count is >= 2 and <= 20 && examples.Count >= 2 * distinct.Count ? distinct : null;
+        try
+        {
+            var result = run.Run(cancel);
+            MetricsChart.Write(run.Directory);
+            return result;
+        }
+        catch (TrainingDivergedException)
+        {
+            MetricsChart.Write(run.Directory);
+            throw;
+        }
     }
 }
 
 internal sealed record TrainSettings(string Model, string TrainFile, string? ValidationFile, string Output, string Device, AttentionFusion Attention, string? Task,
-                                     List<string>? Choices, bool Resume, bool ExportNpy, TrainOptions Options, bool PromptLengthGiven = true,
-                                     string Precision = ModelOptions.DefaultPrecision, bool Overwrite = false);
+                                     TrainOptions Options, string Precision = ModelOptions.DefaultPrecision);
 
 /// <summary>The options of <c>vkprompt train</c>, kept together so demo can reuse the parsing.</summary>
 internal sealed class TrainArgs
@@ -214,16 +190,12 @@ internal sealed class TrainArgs
             });
         }
         catch (ArgumentException e) { throw new UsageException(e.Message); }
-        if (File.Exists(p.GetValue(output)))
-            throw new UsageException($"--output {p.GetValue(output)} is a file; it names the directory the adapter, checkpoint and metrics go to");
-        // Before the model loads, which can take minutes.
-        TrainingRun.CheckOutput(p.GetValue(output)!, p.GetValue(resume), p.GetValue(overwrite));
         if (p.GetValue(patience) < 0) throw new UsageException($"{patience.Name} must be at least 0, got {p.GetValue(patience)}");
         if (p.GetValue(patience) > 0 && p.GetValue(validation) is null) throw new UsageException($"{patience.Name} stops on validation scores: it needs --validation");
         if (p.GetValue(stepOffset) < 0) throw new UsageException($"{stepOffset.Name} must be at least 0, got {p.GetValue(stepOffset)}");
         var opts = new TrainOptions
         {
-            PromptLength = ModelOptions.Positive(p, promptLength),
+            PromptLength = p.GetResult(promptLength) is { Implicit: false } ? ModelOptions.Positive(p, promptLength) : null,
             Steps = ModelOptions.Positive(p, steps),
             BatchSize = ModelOptions.Positive(p, batch),
             Seed = p.GetValue(seed),
@@ -238,10 +210,14 @@ internal sealed class TrainArgs
             StepOffset = p.GetValue(stepOffset),
             Activations = p.GetValue(recompute) ? ActivationMode.Recompute : ActivationMode.Store,
             Optimizer = optimizer,
+            Choices = p.GetValue(choices) is string c ? Choices.Parse(c) : null,
+            Resume = p.GetValue(resume),
+            Overwrite = p.GetValue(overwrite),
+            ExportNpy = p.GetValue(exportNpy),
         };
-        var ch = p.GetValue(choices) is string c ? Choices.Parse(c) : null;
+        // Before the model loads, which can take minutes.
+        new TrainingDirectory(p.GetValue(output)!).Check(opts);
         return new TrainSettings(p.GetValue(model)!, p.GetValue(train)!, p.GetValue(validation), p.GetValue(output)!, p.GetValue(device)!, ModelOptions.ReadAttention(p, attention),
-                                 p.GetValue(task), ch, p.GetValue(resume), p.GetValue(exportNpy), opts, p.GetResult(promptLength) is { Implicit: false },
-                                 p.GetValue(precision)!, p.GetValue(overwrite));
+                                 p.GetValue(task), opts, p.GetValue(precision)!);
     }
 }

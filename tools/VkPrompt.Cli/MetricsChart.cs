@@ -1,10 +1,19 @@
 using ScottPlot;
+using VkPrompt.Training;
 
-namespace VkPrompt.Training;
+namespace VkPrompt.Cli;
 
-/// <summary>The loss (and validation accuracy) chart written next to the adapter.</summary>
-public static class MetricsChart
+/// <summary>The loss (and validation accuracy) chart train writes next to the adapter. The CLI
+/// draws it, not the library, so library users do not carry ScottPlot and SkiaSharp's native
+/// libraries for it.</summary>
+internal static class MetricsChart
 {
+    public const string File = "training.png";
+
+    /// <summary>Draws the metrics log of the run in <paramref name="directory"/> beside it.</summary>
+    public static void Write(TrainingDirectory directory) =>
+        Write(Path.Combine(directory.Path, File), MetricsLog.Read(Path.Combine(directory.Path, TrainingDirectory.MetricsFile)));
+
     public static void Write(string path, IReadOnlyList<StepReport> reports)
     {
         if (reports.Count == 0) return;
@@ -34,6 +43,6 @@ public static class MetricsChart
         plot.ShowLegend();
         var tmp = path + ".tmp.png";
         plot.SavePng(tmp, 900, 500);
-        File.Move(tmp, path, overwrite: true);
+        System.IO.File.Move(tmp, path, overwrite: true);
     }
 }

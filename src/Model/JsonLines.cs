@@ -1,0 +1,34 @@
+using System.Text.Json;
+
+namespace VkPrompt.Model;
+
+/// <summary>The one JSONL loop of the data readers (<see cref="DataFile"/>, SuperGLUE's files):
+/// a JSON object per line, blank lines skipped, and every problem a
+/// <see cref="ModelFormatException"/> naming the file and the line.</summary>
+internal static class JsonLines
+{
+    /// <summary>Reads <paramref name="path"/>, turning each line's object into a
+    /// <typeparamref name="T"/> with <paramref name="parse"/>. A parser reports a bad line by
+    /// throwing what its second argument makes of a message, which the reader prefixes with the
+    /// file and line, so no parser repeats either.</summary>
+    public static List<T> Read<T>(string path, Func<JsonElement, Func<string, ModelFormatException>, T> parse)
+    {
+        if (Directory.Exists(path)) throw new ModelFormatException(path, "is a directory; expected a JSONL file");
+        if (!File.Exists(path)) throw new ModelFormatException(path, "file not found");
+        var list = new List<T>();
+        int lineNo = 0;
+        foreach (var line in File.ReadLines(path))
+        {
+            lineNo++;
+            if (string.IsNullOrWhiteSpace(line)) continue;
+            var problem = (string what) => new ModelFormatException(path, $"line {lineNo}: {what}");
+            JsonElement root;
+            try { root = JsonDocument.Parse(line).RootElement; }
+            catch (JsonException e) { throw problem($"not valid JSON ({e.Message.Split('.')[0]})"); }
+            if (root.ValueKind != JsonValueKind.Object) throw problem("expected a JSON object");
+            list.Add(parse(root, problem));
+        }
+        if (list.Count == 0) throw new ModelFormatException(path, "no examples (the file is empty)");
+        return list;
+    }
+}

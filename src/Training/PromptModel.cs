@@ -1,0 +1,153 @@
+using VkPrompt.Model;
+using VkPrompt.Model.Backends;
+using VkPrompt.Model.Tokenization;
+using VkPrompt.Runtime;
+
+namespace VkPrompt.Training;
+
+/// <summary>
+/// The entry point for library users: a frozen T5 opened from a Hugging Face directory (its
+/// config, tokenizer and weights on a backend), with soft prompts to score, classify, generate
+/// and train. Open it on a <see cref="GpuContext"/> the host owns, or on the CPU reference
+/// backend; each call is a thin layer over <see cref="Scorer"/>, <see cref="RankClassifier"/>,
+/// <see cref="GreedyDecoder"/>, <see cref="PromptTrainer"/> and <see cref="TrainingRun"/>,
+/// which remain there for finer control.
+/// </summary>
+/// <example>
+/// <code>
+/// using var ctx = GpuContext.Create(new GpuOptions());
+/// using var model = PromptModel.Open("t5-base-lm-adapt", ctx, WeightPrecision.Bf16);
+/// var prompt = model.Prompts([model.LoadPrompt("rte-prompt")]);
+/// var inputs = new[] { "hypothesis: ... premise: ..." }.Select(t => model.Tokenizer.Encode(t)).ToList();
+/// int[] labels = model.Classify(inputs, ["entailment", "not_entailment"], prompt)[0];
+/// </code>
+/// </example>
+public sealed class PromptModel : IDisposable
+{
+    /// <summary>The checkpoint the weights were read from (its directory and tensors).</summary>
+    public T5Checkpoint Checkpoint { get; }
+    /// <summary>The model's T5 configuration.</summary>
+    public T5Config Config => Checkpoint.Config;
+    /// <summary>The model width, the length of one prompt row.</summary>
+    public int DModel => Config.DModel;
+    /// <summary>The checkpoint's SentencePiece tokenizer.</summary>
+    public T5Tokenizer Tokenizer { get; }
+    /// <summary>Where the model computes.</summary>
+    public Backend Backend { get; }
+    /// <summary>The frozen weights on <see cref="Backend"/>.</summary>
+    public T5Weights Weights { get; }
+
+    PromptModel(T5Checkpoint checkpoint, T5Tokenizer tokenizer, Backend backend, T5Weights weights) =>
+        (Checkpoint, Tokenizer, Backend, Weights) = (checkpoint, tokenizer, backend, weights);
+
+    /// <summary>Opens <paramref name="directory"/> on a Vulkan device the host owns (and disposes):
+    /// the model borrows <paramref name="context"/>.</summary>
+    /// <param name="directory">A Hugging Face T5 directory: config.json, model.safetensors (or a
+    /// sharded index) and spiece.model or tokenizer.json.</param>
+    /// <param name="context">The device to compute on.</param>
+    /// <param name="precision">How the frozen weights are stored: fp16 and bf16 halve their memory
+    /// (sums stay fp32). null: bf16 where the device can read 16-bit weights, else fp32.</param>
+    /// <param name="attention">Whether attention runs fused; the results agree to rounding.</param>
+    /// <param name="log">Where to say what was opened, if anywhere.</param>
+    public static PromptModel Open(string directory, GpuContext context, WeightPrecision? precision = WeightPrecision.Fp32,
+                                   AttentionFusion attention = AttentionFusion.Auto, Action<string>? log = null) =>
+        Open(directory, () => new GpuBackend(context), precision, attention, log);
+
+    /// <summary>Opens <paramref name="directory"/> on the CPU reference backend (no Vulkan), which
+    /// emulates 16-bit weights by rounding them.</summary>
+    /// <inheritdoc cref="Open(string, GpuContext, WeightPrecision?, AttentionFusion, Action{string}?)"/>
+    public static PromptModel OpenOnCpu(string directory, WeightPrecision precision = WeightPrecision.Fp32,
+                                        AttentionFusion attention = AttentionFusion.Auto, Action<string>? log = null) =>
+        Open(directory, () => new CpuBackend(), precision, attention, log);
+
+    /// <summary>Opens <paramref name="directory"/> on the backend <paramref name="openBackend"/>
+    /// makes, which the model then owns. The checkpoint and tokenizer are read first, so a bad
+    /// file fails before any device work.</summary>
+    /// <inheritdoc cref="Open(string, GpuContext, WeightPrecision?, AttentionFusion, Action{string}?)"/>
+    public static PromptModel Open(string directory, Func<Backend> openBackend, WeightPrecision? precision = WeightPrecision.Fp32,
+                                   AttentionFusion attention = AttentionFusion.Auto, Action<string>? log = null)
+    {
+        var checkpoint = T5Checkpoint.Open(directory);
+        try
+        {
+            var tokenizer = T5Tokenizer.Load(directory);
+            var backend = openBackend();
+            try
+            {
+                log?.Invoke($"backend: {backend.Name}");
+                backend.AttentionFusion = attention;
+                log?.Invoke($"attention: {attention.Name()}");
+                var stored = precision ?? WeightPrecisions.Parse("auto", (backend as GpuBackend)?.Context.Capabilities);
+                log?.Invoke($"weights: {stored.Name()}");
+                return new PromptModel(checkpoint, tokenizer, backend, new T5Weights(checkpoint, backend, stored));
+            }
+            catch { backend.Dispose(); throw; }
+        }
+        catch { checkpoint.Dispose(); throw; }
+    }
+
+    /// <summary>An encoder with T5's truncation rule for this model's tokenizer.</summary>
+    public ExampleEncoder Encoder(int maxInputLength = 512, int maxTargetLength = 128) => new(Tokenizer, maxInputLength, maxTargetLength);
+
+    /// <summary>A prompt from a PEFT adapter directory, a .safetensors file (prompt_embeddings) or
+    /// a T5X .npy, checked against this model's width.</summary>
+    public float[] LoadPrompt(string path) => PromptFile.Load(path, DModel, out _);
+
+    /// <summary>Prompts to compute with in one batch (an ensemble, or several tasks), of any lengths.</summary>
+    public PromptSet Prompts(IReadOnlyList<float[]> prompts) => PromptSet.Stack(prompts, DModel);
+
+    /// <summary>The log-likelihood of each example's target given its input, in input order;
+    /// example i takes prompt promptIndex[i] of <paramref name="prompts"/> (null: no prompt; null
+    /// index: prompt 0). Batches are cut shortest first, so they pad least.</summary>
+    public ScoreResult[] Score(IReadOnlyList<EncodedExample> examples, PromptSet? prompts = null, IReadOnlyList<int>? promptIndex = null, int batchSize = 8)
+    {
+        // A set smaller than a batch is one batch of its own size: padding it out would spend
+        // the memory and time of examples that are not there.
+        batchSize = Math.Min(batchSize, examples.Count);
+        using var scorer = new Scorer(Weights);
+        var order = HostBatch.ShortestFirst(examples.Select(e => e.InputIds.Length).ToList());
+        var results = new ScoreResult[examples.Count];
+        for (int start = 0; start < examples.Count; start += batchSize)
+        {
+            var chunk = order.Skip(start).Take(batchSize).ToArray();
+            var scores = scorer.Score(chunk.Select(i => examples[i]).ToList(), prompts, promptIndex is null ? null : chunk.Select(i => promptIndex[i]).ToList(), batchSize);
+            for (int i = 0; i < chunk.Length; i++) results[chunk[i]] = scores[i];
+        }
+        return results;
+    }
+
+    /// <summary>Rank classification: for each input (token ids), the index of the choice the model
+    /// finds most likely, under each prompt of <paramref name="prompts"/> (null: no prompt):
+    /// result[prompt][input]. <see cref="RankClassifier.MajorityVote"/> combines an ensemble's.</summary>
+    public int[][] Classify(IReadOnlyList<int[]> inputs, IReadOnlyList<string> choices, PromptSet? prompts = null, int batchSize = 8)
+    {
+        using var scorer = new Scorer(Weights);
+        return RankClassifier.Predict(scorer, inputs, choices.Select(c => Tokenizer.Encode(c)).ToList(), prompts, batchSize);
+    }
+
+    /// <summary>Greedy decoding with a key/value cache, yielded as each batch finishes: example i
+    /// with prompt promptIndex[i] of <paramref name="prompts"/> (null: no prompt; null index:
+    /// prompt 0), at most <paramref name="maxNewTokens"/> tokens.</summary>
+    public IEnumerable<(int Index, string Text, int[] Ids)> Generate(IReadOnlyList<EncodedExample> examples, PromptSet? prompts = null,
+                                                                     IReadOnlyList<int>? promptIndex = null, int batchSize = 8, int maxNewTokens = 32) =>
+        GreedyDecoder.Run(Weights, examples, prompts, promptIndex, batchSize, maxNewTokens).Select(r => (r.Index, Tokenizer.Decode(r.Ids), r.Ids.ToArray()));
+
+    /// <summary>Loss and prompt gradient of <paramref name="examples"/> taken as one batch: no
+    /// optimizer step, no dropout.</summary>
+    public (double Loss, float[] Gradient) Gradient(IReadOnlyList<EncodedExample> examples, float[] prompt, ActivationMode activations = ActivationMode.Store) =>
+        PromptTrainer.Gradient(Weights, examples, prompt, activations);
+
+    /// <summary>A prompt-tuning run on <paramref name="train"/>, validated on
+    /// <paramref name="validation"/> (null: none), writing to <paramref name="outputDirectory"/>;
+    /// nothing runs until <see cref="TrainingRun.Run"/>.</summary>
+    public TrainingRun Train(IReadOnlyList<Example> train, IReadOnlyList<Example>? validation, TrainOptions options, string outputDirectory) =>
+        new(this, train, validation, options, outputDirectory);
+
+    /// <summary>Frees the weights, then the backend (a borrowed context stays), then the checkpoint.</summary>
+    public void Dispose()
+    {
+        Weights.Dispose();
+        Backend.Dispose();
+        Checkpoint.Dispose();
+    }
+}
