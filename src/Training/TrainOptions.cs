@@ -18,7 +18,7 @@ public sealed record TrainOptions
     public AdafactorSettings Optimizer { get; init; } = new();
     /// <summary>Added to the optimizer's step counter (continuing a schedule from elsewhere).</summary>
     public int StepOffset { get; init; }
-    /// <summary>auto | random | vocab | class | text:STRING | file:PATH (SPEC.md initialisers).</summary>
+    /// <summary>auto | random | vocab | class | text:STRING | file:PATH (docs/numerics.md initialisers).</summary>
     public string Init { get; init; } = "auto";
     public IReadOnlyList<string>? Choices { get; init; }
     public int EvalEvery { get; init; }

@@ -48,7 +48,7 @@ public sealed class TrainingRun
         if (train.Count == 0) throw new TrainingOptionException("the training file has no examples");
     }
 
-    /// <summary>Example indices of batch <paramref name="step"/>: SPEC.md's (s·B + i) mod N, through
+    /// <summary>Example indices of batch <paramref name="step"/>: docs/numerics.md's (s·B + i) mod N, through
     /// a per-epoch permutation when shuffling.</summary>
     public static int[] BatchIndices(int step, int batchSize, int n, bool shuffle, int seed)
     {
