@@ -51,7 +51,7 @@ public static class Check
                 throw new XunitException($"{what}: element {i} is {actual[i]:R}, expected {expected[i]:R} bit for bit");
     }
 
-    /// <summary>||a - b|| / ||b||, the measure SPEC.md states gradient and prompt tolerances in.</summary>
+    /// <summary>||a - b|| / ||b||, the measure docs/numerics.md states gradient and prompt tolerances in.</summary>
     public static double NormRelativeError(ReadOnlySpan<float> expected, ReadOnlySpan<float> actual)
     {
         double num = 0, den = 0;

@@ -21,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 
-# tests/Model/GoldenTests.cs: SPEC.md's fp32 tolerances; 16-bit weights scale theirs with the unit
+# tests/Model/GoldenTests.cs: docs/numerics.md's fp32 tolerances; 16-bit weights scale theirs with the unit
 # roundoff u of the storage (u/2 relative for log-likelihoods and the loss, 8u for the gradient).
 # On matrix units activations are rounded to fp16 too, within the same bounds; with every
 # product there (VKPROMPT_COOPMAT=all, alone or with an extension: nv2,all) the gradient's bound

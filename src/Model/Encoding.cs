@@ -15,7 +15,7 @@ public sealed class ExampleEncoder(T5Tokenizer tokenizer, int maxInputLength, in
 
     public EncodedExample Encode(string input, string target) => Encode(new Example(input, target));
 
-    /// <summary>Keeps the first max-1 tokens and the final eos, as SPEC.md and HF do.</summary>
+    /// <summary>Keeps the first max-1 tokens and the final eos, as docs/numerics.md and HF do.</summary>
     int[] Truncate(int[] ids, int max, Action counted)
     {
         if (ids.Length <= max) return ids;

@@ -31,7 +31,7 @@ public sealed record TrainOptions
     public AdafactorSettings Optimizer { get; init; } = new();
     /// <summary>Added to the optimizer's step counter (continuing a schedule from elsewhere).</summary>
     public int StepOffset { get; init; }
-    /// <summary>auto | random | vocab | class | text:STRING | file:PATH (SPEC.md initialisers);
+    /// <summary>auto | random | vocab | class | text:STRING | file:PATH (docs/numerics.md initialisers);
     /// auto is class where there are labels, else vocab.</summary>
     public string Init { get; init; } = "auto";
     /// <summary>The class labels (class init, and validation accuracy by rank classification).

@@ -67,7 +67,7 @@ public sealed class TrainingRun
         return length;
     }
 
-    /// <summary>Example indices of batch <paramref name="step"/>: SPEC.md's (s·B + i) mod N, through
+    /// <summary>Example indices of batch <paramref name="step"/>: docs/numerics.md's (s·B + i) mod N, through
     /// a per-epoch permutation when shuffling.</summary>
     public static int[] BatchIndices(int step, int batchSize, int n, bool shuffle, int seed)
     {

@@ -46,7 +46,7 @@ public sealed record CliRun(int ExitCode, string Out, string Err)
         return data;
     }
 
-    /// <summary>SPEC.md's tolerance for a log-likelihood or a loss.</summary>
+    /// <summary>docs/numerics.md's tolerance for a log-likelihood or a loss.</summary>
     public static void AssertLogLikelihood(double expected, double actual, string what)
     {
         double tol = 1e-3 + 1e-4 * Math.Abs(expected);

@@ -35,7 +35,7 @@ public sealed class AdafactorTests(GpuFixture f) : GpuTest(f)
             AdafactorReference.Step(p, g, state, rows, cols, s);
         }
         // fp32 on the device against double in the reference: rsqrt and the long sums differ
-        // by a few ulps; 1e-5 of the largest parameter is far below SPEC.md's 1e-3.
+        // by a few ulps; 1e-5 of the largest parameter is far below docs/numerics.md's 1e-3.
         Check.Close(p, gp.Download<float>(), 1e-5, "parameter");
         Assert.Equal(3u, BitConverter.SingleToUInt32Bits(gs.Download<float>()[0]));
     }

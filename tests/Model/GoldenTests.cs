@@ -12,7 +12,7 @@ namespace VkPrompt.Tests.Model;
 
 /// <summary>
 /// The numerical contract: every golden case of ../shared/golden, on the CPU reference and on
-/// the Vulkan device, with attention unfused and fused, within SPEC.md's tolerances. Cases are
+/// the Vulkan device, with attention unfused and fused, within docs/numerics.md's tolerances. Cases are
 /// discovered from the directory, so a new golden case is tested without touching this file.
 /// </summary>
 public sealed class GoldenTests(GpuFixture f) : GpuTest(f)
@@ -161,7 +161,7 @@ public sealed class GoldenTests(GpuFixture f) : GpuTest(f)
     /// move by at most 0.09u (fp16, 4.3e-5 relative) and 0.16u (bf16, 6.4e-4) of their value,
     /// the loss by 0.04u, and the prompt gradient by 2.6u (fp16, 1.25e-3) and 2.3u (bf16, 9.0e-3)
     /// of its norm, the same on both backends. The errors scale with u, so the tolerances do:
-    /// u/2 relative (on top of SPEC.md's 1e-3 absolute) for log-likelihoods and the loss, 8u for
+    /// u/2 relative (on top of docs/numerics.md's 1e-3 absolute) for log-likelihoods and the loss, 8u for
     /// the gradient, a margin of three or more everywhere. On the matrix units, which round the
     /// activations to fp16 as well, the gradient moved by up to 4.7u (fp16 weights: two roundings
     /// of the same size) and 2.3u (bf16), the loss by 0.04u: within the same bounds. With every
@@ -202,7 +202,7 @@ public sealed class GoldenTests(GpuFixture f) : GpuTest(f)
 
     /// <summary>Like with like: the device reading 16-bit weights against the CPU backend
     /// computing with the same weights rounded on load. Both multiply the same numbers in fp32,
-    /// so SPEC.md's fp32 tolerances hold between them. On a device whose matrix units take the
+    /// so docs/numerics.md's fp32 tolerances hold between them. On a device whose matrix units take the
     /// products (GpuContext.CooperativeMatrix), activations are rounded to fp16 as well, an error
     /// the CPU does not make: there the tolerances of fp16 weights against golden apply.</summary>
     [Theory, MemberData(nameof(HalfModelCases))]

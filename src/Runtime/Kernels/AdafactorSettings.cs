@@ -1,6 +1,6 @@
 namespace VkPrompt.Runtime.Kernels;
 
-/// <summary>Adafactor as T5X configures it for prompt tuning (SPEC.md): no momentum, no
+/// <summary>Adafactor as T5X configures it for prompt tuning (docs/numerics.md): no momentum, no
 /// parameter scaling, a constant learning rate.</summary>
 public sealed record AdafactorSettings
 {

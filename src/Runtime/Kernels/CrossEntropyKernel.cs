@@ -23,7 +23,7 @@ public static class CrossEntropyKernel
     }
 
     /// <summary>dlogits = (softmax(logits) − onehot(t)) / count, 0 on padding rows: the gradient of
-    /// SPEC.md's loss, the mean over the batch's non-padding targets. The count is taken on the
+    /// docs/numerics.md's loss, the mean over the batch's non-padding targets. The count is taken on the
     /// device, so a recorded training step replays for any batch without a host round trip.
     /// dlogits may be the logits buffer itself.</summary>
     public static void Backward(CommandGraph g, GpuBuffer logits, GpuBuffer targets, GpuBuffer dlogits, int rows, int vocab)
@@ -37,7 +37,7 @@ public static class CrossEntropyKernel
         g.Dispatch(k, Rows.Groups(rows), new BackwardPush((uint)rows, (uint)vocab), logits, targets, dlogits);
     }
 
-    /// <summary>SPEC.md's batch loss from the forward's log-probabilities: −Σ logprobs over the
+    /// <summary>docs/numerics.md's batch loss from the forward's log-probabilities: −Σ logprobs over the
     /// non-padding targets divided by their number (0 for a batch without any).</summary>
     public static double Loss(ReadOnlySpan<float> logprobs, ReadOnlySpan<int> targets)
     {

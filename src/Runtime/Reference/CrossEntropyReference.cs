@@ -24,7 +24,7 @@ public static class CrossEntropyReference
         }
     }
 
-    /// <summary>Gradient of the mean loss over the non-padding targets (SPEC.md):
+    /// <summary>Gradient of the mean loss over the non-padding targets (docs/numerics.md):
     /// dlogits = (softmax − onehot(t)) / count for real targets, 0 for padding.</summary>
     public static void Backward<T>(ReadOnlySpan<T> logits, ReadOnlySpan<int> targets, Span<T> dlogits, int rows, int vocab)
         where T : IFloatingPointIeee754<T>
