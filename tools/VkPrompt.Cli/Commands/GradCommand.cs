@@ -19,7 +19,7 @@ internal static class GradCommand
         var precision = ModelOptions.Precision();
         var attention = ModelOptions.Attention();
         var recompute = new Option<bool>("--recompute") { Description = "Recompute each block's activations in the backward pass instead of storing them (less memory, ~1.3x the time)." };
-        var cmd = new Command("grad", "Loss and prompt gradient of the whole file taken as one batch (mean over target tokens, as SPEC.md). Prints {\"loss\": x}.")
+        var cmd = new Command("grad", "Loss and prompt gradient of the whole file taken as one batch (the mean over every target token of the batch, as docs/numerics.md states). Prints {\"loss\": x}.")
         {
             model, prompt, data, output, device, precision, attention, recompute,
         };
