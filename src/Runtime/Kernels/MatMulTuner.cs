@@ -22,7 +22,7 @@ public static class MatMulTuner
     /// <summary>Whether a step's products should be tuned: <see cref="GpuOptions.TuneMatMul"/>, on a
     /// GPU. A CPU device (lavapipe) runs the streamed variant, its one tiling (the staged ones ran
     /// 3.5x slower there), so there is nothing to choose.</summary>
-    public static bool Enabled(GpuContext ctx) => ctx.Options.TuneMatMul && ctx.Capabilities.DeviceType != "cpu";
+    public static bool Enabled(GpuContext ctx) => ctx.Plan.TunesProducts;
 
     /// <summary>Times every candidate tiling of each product not tuned yet on
     /// <paramref name="ctx"/> (one per <see cref="MatMulShapeKey"/>: products that differ only in
@@ -53,7 +53,7 @@ public static class MatMulTuner
         {
             asked.Require(ctx.Capabilities);
             // Tuned as they will run: with B stored the way this context stores such weights.
-            var b = MatMulKernel.StoredPrecision(ctx, asked);
+            var b = ctx.Plan.StoredPrecision(asked);
             if (ctx.MatMulTunings.Find(spec, b) is not null || !keys.Add(MatMulShapeKey.Of(spec, b))) continue;
             var (aElems, bElems, cElems) = spec.Extents();
             if (Math.Max(4 * Math.Max(aElems, cElems), b.ElementBytes() * bElems) > limit) continue;
@@ -85,11 +85,11 @@ public static class MatMulTuner
     static List<MatMulChoice> Candidates(GpuContext ctx, in MatMulSpec spec, WeightPrecision b)
     {
         var caps = ctx.Capabilities;
-        if (MatMulKernel.OnMatrixUnits(ctx, b))
+        if (ctx.Plan.OnMatrixUnits(b))
         {
-            if (ctx.Options.CoopMatTiling is not null) return [];
+            if (ctx.Options.MatrixUnitsTiling is not null) return [];
             bool workgroupScope = MatMulKernel.OnWorkgroupScope(ctx, spec, b);
-            return (workgroupScope ? CoopMatTiling.WorkgroupCandidates : CoopMatTiling.Candidates)
+            return (workgroupScope ? MatrixUnitsTiling.WorkgroupCandidates : MatrixUnitsTiling.Candidates)
                 .Where(t => t.Fits(ctx, workgroupScope)).Select(t => new MatMulChoice(t, workgroupScope)).ToList();
         }
         return ctx.Options.MatMulTiling is not null ? []
@@ -178,7 +178,7 @@ public sealed record MatMulTuning(MatMulSpec Spec, WeightPrecision B, string Ker
 /// do; whether B is 16-bit), and whether C is read as well as written. Alpha and the exact strides
 /// select nothing and are left out, and so does which 16-bit form B takes: fp16 and bf16 run the
 /// same kernels, differing only in how a half is widened, and a context may store bf16 weights as
-/// fp16 (<see cref="MatMulKernel.StoredPrecision"/>), so a tuning found for either serves both.</summary>
+/// fp16 (<see cref="DevicePlan.StoredPrecision"/>), so a tuning found for either serves both.</summary>
 internal readonly record struct MatMulShapeKey(int M, int N, int K, long Batch, int A, int B, bool CAligned, bool HalfB, bool Accumulate)
 {
     public static MatMulShapeKey Of(in MatMulSpec s, WeightPrecision b) => new(
