@@ -114,7 +114,7 @@ public sealed class GpuBackend(GpuContext ctx, bool ownsContext = false) : Backe
     }
 
     /// <summary>Tunes the products (<see cref="MatMulTuner"/>) where <see cref="MatMulTuner.Enabled"/>
-    /// says so: VKPROMPT_MATMUL_TUNE=1 on a GPU.</summary>
+    /// says so (<see cref="DevicePlan.TunesProducts"/>).</summary>
     public override void TuneMatMul(IEnumerable<(MatMulSpec Spec, WeightPrecision B)> products)
     {
         if (MatMulTuner.Enabled(ctx)) MatMulTuner.Tune(ctx, products);

@@ -101,7 +101,7 @@ public readonly record struct FlashAttentionCoopMatTiling(int Warps, int Block)
                && (long)Warps * subgroup <= context.Capabilities.MaxComputeWorkGroupInvocations;
     }
 
-    /// <summary>The forward's or the backward's tiling of VKPROMPT_COOPMAT_FLASH_TILING ("WxB" for
+    /// <summary>The forward's or the backward's tiling of <see cref="GpuOptions.CoopMatFlashTiling"/> ("WxB" for
     /// both, or "WxB,WxB"), checked: a block of a multiple of 16 rows that gives each invocation of
     /// a row whole runs of four columns, and a workgroup the device runs with the shared memory it has.</summary>
     static FlashAttentionCoopMatTiling Parse(string text, GpuContext context, int dkv, bool backward)

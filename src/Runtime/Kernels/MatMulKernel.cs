@@ -26,7 +26,7 @@ public static class MatMulKernel
     /// fp16 or bf16 halves (<paramref name="bPrecision"/>; offsets and strides still count
     /// elements); it is widened to fp32 as it is loaded, and A, C and the sums stay fp32.</summary>
     /// <remarks>Where the context uses cooperative matrices, a product with 16-bit B (any B with
-    /// <see cref="GpuOptions.CooperativeMatrixAllProducts"/>) runs on the matrix units instead,
+    /// <see cref="DevicePlan.MatrixUnitsAllProducts"/>) runs on the matrix units instead,
     /// with A and an fp32 B rounded to fp16 (saturating at ±65504) and fp32 sums.</remarks>
     /// <exception cref="GpuException">B is 16-bit and the device lacks 16-bit storage.</exception>
     public static void Run(CommandGraph g, GpuBuffer a, GpuBuffer b, GpuBuffer c, in MatMulSpec s, WeightPrecision bPrecision = WeightPrecision.Fp32) =>

@@ -4,7 +4,7 @@ namespace VkPrompt.Runtime.Kernels;
 /// Measures which tiling runs each product fastest on this device, instead of trusting
 /// <see cref="MatMulTiling.ForGpu"/>'s rule, which comes from an H100's timings and may be wrong on
 /// other GPUs (docs/benchmarks.md). Opt-in (<see cref="GpuOptions.TuneMatMul"/>,
-/// VKPROMPT_MATMUL_TUNE=1); the trainer calls it with a step's products before recording the step,
+/// the CLI's VKPROMPT_MATMUL_TUNE=1); the trainer calls it with a step's products before recording the step,
 /// since <see cref="MatMulKernel.Run(CommandGraph, GpuBuffer, GpuBuffer, GpuBuffer, in MatMulSpec, WeightPrecision)"/>
 /// only appends to a graph that runs later, when there is nothing left to choose.
 /// </summary>
@@ -30,7 +30,7 @@ public static class MatMulTuner
     /// fastest for <see cref="MatMulKernel.Run(CommandGraph, GpuBuffer, GpuBuffer, GpuBuffer, in MatMulSpec, WeightPrecision)"/>
     /// and <see cref="MatMulKernel.Selection"/> to use on this context from then on. Logs one line
     /// per product (<see cref="GpuOptions.Log"/>) and returns what it measured. Skips products whose
-    /// kernel has its tiling forced (VKPROMPT_MATMUL_TILING, VKPROMPT_COOPMAT_TILING), which
+    /// kernel has its tiling forced (<see cref="GpuOptions.MatMulTiling"/>, <see cref="GpuOptions.MatrixUnitsTiling"/>), which
     /// has fewer than two candidates that fit the device, or whose operand needs more than one
     /// binding (a weight that large is split, and its parts are other products). Call it outside
     /// any graph being recorded; it submits work of its own.</summary>
