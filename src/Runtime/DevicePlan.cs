@@ -223,7 +223,7 @@ public sealed record DevicePlan
     // head (4 MiB each, 1.5 GiB per layer at batch 32 x 12 heads), where storing them starts to
     // decide what fits; CPU devices never, unless the scores would not fit one buffer a kernel
     // can bind (lavapipe's is 128 MiB: one head of 6k x 6k), where unfused cannot run at all.
-    internal const long FuseFromScoresPerHead = 1024 * 1024;
+    public const long FuseFromScoresPerHead = 1024 * 1024;
 
     /// <summary>Whether attention fuses by default on GPUs from <see cref="FuseFromScoresPerHead"/>
     /// scores a head; never on CPU devices (below, <see cref="FusesAttentionByDefault"/>).</summary>

@@ -213,7 +213,7 @@ public sealed class CliTests
     {
         var device = CliConventions.DeviceOption();
         var command = new RootCommand { device };
-        Assert.Equal(new GpuOptions().Device, command.Parse([]).GetValue(device));
+        Assert.Equal(EnvironmentSettings.GpuOptions().Device, command.Parse([]).GetValue(device));
         Assert.Equal("1", command.Parse(["--device", "1"]).GetValue(device));
         Assert.Equal("cpu", command.Parse(["--device", "cpu"]).GetValue(device));
         Assert.Contains("cpu", device.Description, StringComparison.Ordinal);

@@ -22,7 +22,7 @@ internal sealed class ModelSession : IDisposable
         try
         {
             Tokenizer = T5Tokenizer.Load(modelDir);
-            Backend = BackendFactory.Open(device, log);
+            Backend = BackendFactory.Open(device, EnvironmentSettings.GpuOptions() with { Log = log });
             log?.Invoke($"backend: {Backend.Name}");
             Backend.AttentionFusion = attention;
             log?.Invoke($"attention: {attention.Name()}");
@@ -94,8 +94,7 @@ internal static class ModelOptions
                           "fused on any Vulkan device where the scores of an attention would not fit the largest buffer a kernel can bind. " +
                           "Both give the same results up to float rounding. With VKPROMPT_COOPMAT=all, fused attention runs on the matrix units too " +
                           "(d_kv a multiple of 16), its operands rounded to fp16 as all's products are. Default: $VKPROMPT_ATTENTION if set, else auto.",
-            // AttentionFusions owns the VKPROMPT_ATTENTION convention; the CLI shows the same default.
-            DefaultValueFactory = _ => AttentionFusions.DefaultText,
+            DefaultValueFactory = _ => EnvironmentSettings.AttentionText,
         };
         option.AcceptOnlyFromAmong(AttentionFusions.Names);
         return option;
@@ -107,7 +106,7 @@ internal static class ModelOptions
     public static AttentionFusion ReadAttention(ParseResult parse, Option<string> option)
     {
         string text = parse.GetValue(option)!;
-        return AttentionFusions.Parse(text) ?? throw new UsageException(AttentionFusions.Invalid(text));
+        return AttentionFusions.Parse(text) ?? throw new UsageException(AttentionFusions.Invalid(EnvironmentSettings.AttentionVariable, text));
     }
 
     public static Option<string?> Prompt() => new("--prompt", "-p")

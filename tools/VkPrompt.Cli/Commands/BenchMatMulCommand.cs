@@ -125,7 +125,7 @@ internal static class BenchMatMulCommand
     static BenchMatMulReport Measure(Settings s, IAnsiConsole console, Action<string>? log)
     {
         var c = s.Config;
-        using var ctx = GpuContext.Create(new GpuOptions { Device = s.Device, Log = log });
+        using var ctx = GpuContext.Create(EnvironmentSettings.GpuOptions() with { Device = s.Device, Log = log });
         var caps = ctx.Capabilities;
         var precision = WeightPrecisions.Parse(s.Precision, caps);
         precision.Require(caps);
@@ -157,7 +157,7 @@ internal static class BenchMatMulCommand
         var runnable = plans.Where(pl => pl.Skipped is null).ToList();
         // Weights are stored as a model's would be on this context (bf16 as fp16 for the matrix
         // units); the reference computes with the values as asked, which are the same.
-        var stored = MatMulKernel.StoredPrecision(ctx, precision);
+        var stored = ctx.Plan.StoredPrecision(precision);
         if (stored != precision) notes.Add($"{precision.Name()} weights are stored as {stored.Name()}, as a model's are where the matrix units read them (VKPROMPT_COOPMAT_FP16_WEIGHTS)");
         WeightPrecision BPrecision(StepProduct p) => p.WeightB ? stored : WeightPrecision.Fp32;
         // First, so that its scratch operands are gone before the ones below are allocated.
@@ -228,8 +228,8 @@ internal static class BenchMatMulCommand
                            c.VocabSize, c.IsGatedAct ? "gated-gelu" : "relu", c.TieWordEmbeddings),
             new BenchBatch(shape.Batch, shape.InputLength, shape.TargetLength, shape.PromptLength),
             precision.Name(), attention, c.DropoutRate, s.Reps, s.WarmupMs, profiled,
-            new MatMulSwitches(ctx.CooperativeMatrix, ctx.CooperativeMatrixEmulated, ctx.MatrixUnits.ToString().ToLowerInvariant(), ctx.Options.MatMulTiling, ctx.Options.CoopMatTiling, tune,
-                               ctx.Options.CooperativeMatrixHalfActivations),
+            new MatMulSwitches(ctx.CooperativeMatrix, ctx.CooperativeMatrixEmulated, ctx.MatrixUnits.ToString().ToLowerInvariant(), ctx.Options.MatMulTiling, ctx.Options.MatrixUnitsTiling, tune,
+                               ctx.Options.MatrixUnitsHalfActivations),
             rows, totals, notes)
         {
             Pipelines = ctx.PipelineStatistics ? ctx.Kernels.Select(k => new PipelineReport(k.Name, k.Specialization, k.Statistics)).ToList() : null,
