@@ -104,7 +104,10 @@ public sealed record GpuOptions
     /// "MatMulTiling"): the environment variable and its text. Only for messages: an error about
     /// an option's value names the variable too where the value is still the one it gave
     /// (<see cref="Describe"/>). Empty by default.</summary>
-    public IReadOnlyDictionary<string, OptionSource> Sources { get; init; } = new Dictionary<string, OptionSource>();
+    public IReadOnlyDictionary<string, OptionSource> Sources { get; init; } = NoSources;
+
+    // One empty instance, so that options equal but for where nothing came from compare equal.
+    static readonly IReadOnlyDictionary<string, OptionSource> NoSources = new Dictionary<string, OptionSource>();
 
     /// <summary>How a message names option <paramref name="option"/> holding <paramref name="value"/>:
     /// "GpuOptions.MatMulTiling=4x4x4x4x4", preceded by the variable where <see cref="Sources"/>

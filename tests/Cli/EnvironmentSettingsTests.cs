@@ -44,7 +44,7 @@ public sealed class EnvironmentSettingsTests
     [Fact]
     public void UnsetVariablesLeaveTheDefaults()
     {
-        Assert.Equal(new GpuOptions { PipelineCacheDirectory = null }, Read() with { Sources = new GpuOptions().Sources });
+        Assert.Equal(new GpuOptions(), Read());
         Assert.Empty(Read().Sources);
         Assert.Equal(Path.Combine("/x", "vkprompt"), Read(("XDG_CACHE_HOME", "/x"), ("HOME", "/h")).PipelineCacheDirectory);
         Assert.Equal(Path.Combine("/h", ".cache", "vkprompt"), Read(("HOME", "/h")).PipelineCacheDirectory);

@@ -100,7 +100,7 @@ public sealed class DevicePlanTests
         var json = plan.ToJson();
         Assert.Equal("emulated", (string?)json["matrixUnits"]);
         Assert.Equal(32u, plan.MatrixUnitsSubgroupSize);
-        Assert.Equal(32, (int)json["matrixUnitsSubgroupSize"]!);
+        Assert.Equal(32u, (uint)json["matrixUnitsSubgroupSize"]!);
         Assert.Equal("matmul_coopmat_emulated", (string?)json["matrixUnitsProduct"]!["kernel"]);
         Assert.Equal("fp16", (string?)json["storedWeights"]!["bf16"]);
         Assert.True(plan.OnMatrixUnits(WeightPrecision.Bf16));

@@ -58,7 +58,7 @@ public static class EnvironmentSettings
         if (Set("VKPROMPT_ROW_SUBGROUP", nameof(Runtime.GpuOptions.SubgroupRows), t => t != "0") == "0") options = options with { SubgroupRows = false };
         if (Set("VKPROMPT_MATMUL_TUNE", nameof(Runtime.GpuOptions.TuneMatMul), t => t == "1") == "1") options = options with { TuneMatMul = true };
         if (Set("VKPROMPT_PIPELINE_STATS", nameof(Runtime.GpuOptions.PipelineStatistics), t => t == "1") == "1") options = options with { PipelineStatistics = true };
-        return options with { Sources = sources };
+        return sources.Count == 0 ? options : options with { Sources = sources };
     }
 
     static readonly string[] MatrixUnitsWords = ["0", "1", "khr", "nv", "nv2", "all", "emulate"];
