@@ -60,6 +60,10 @@ public sealed class BenchCommandTests : IDisposable
         // Tuned only where VKPROMPT_MATMUL_TUNE=1 asks for it, and never on a CPU device.
         bool tune = EnvironmentSettings.GpuOptions().TuneMatMul && r.GetProperty("capabilities").GetProperty("deviceType").GetString() != "cpu";
         Assert.Equal(tune, r.GetProperty("tuneMatMul").GetBoolean());
+        // The device plan the step ran with, beside the capabilities.
+        var plan = r.GetProperty("plan");
+        Assert.Equal(r.GetProperty("capabilities").GetProperty("name").GetString(), plan.GetProperty("device").GetString());
+        Assert.Equal(tune, plan.GetProperty("tunesProducts").GetBoolean());
 
         var model = r.GetProperty("model");
         Assert.Equal("model", model.GetProperty("shape").GetString());
