@@ -67,10 +67,6 @@ public sealed record DevicePlan
     /// where the device reports them and the context creates the device with the extension.</summary>
     public bool PipelineStatistics { get; }
 
-    /// <summary>Vulkan API version the context's instance asks for: 1.3 for the workgroup-scope
-    /// kernel, whose SPIR-V is 1.6; 1.2 for everything else.</summary>
-    internal uint ApiVersion => MatrixUnits == MatrixUnits.Nv2 ? Silk.NET.Vulkan.Vk.Version13 : Silk.NET.Vulkan.Vk.Version12;
-
     internal const string KhrMatMulShader = "matmul_coopmat_khr";
     internal const string Nv2MatMulShader = "matmul_coopmat_nv2";
 
