@@ -1,4 +1,5 @@
 using BenchmarkDotNet.Attributes;
+using VkPrompt.Cli;
 using VkPrompt.Model;
 using VkPrompt.Model.Backends;
 using VkPrompt.Runtime;
@@ -32,8 +33,8 @@ public class InferenceBenchmarks
         dir = Directory.CreateTempSubdirectory("vkprompt-bench").FullName;
         RandomT5.Write(dir, T5Config.Named("t5-small"), seed: 0);
         ckpt = T5Checkpoint.Open(dir);
-        ctx = GpuContext.Create();
-        backend = new GpuBackend(ctx);
+        ctx = GpuContext.Create(EnvironmentSettings.GpuOptions());
+        backend = new GpuBackend(ctx) { AttentionFusion = EnvironmentSettings.Attention() };
         weights = new T5Weights(ckpt, backend);
         scorer = new Scorer(weights);
         var rng = new Random(1);

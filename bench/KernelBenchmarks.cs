@@ -1,4 +1,5 @@
 using BenchmarkDotNet.Attributes;
+using VkPrompt.Cli;
 using VkPrompt.Runtime;
 
 namespace VkPrompt.Bench;
@@ -20,7 +21,7 @@ public class KernelBenchmarks
     [GlobalSetup]
     public void Setup()
     {
-        ctx = GpuContext.Create();
+        ctx = GpuContext.Create(EnvironmentSettings.GpuOptions());
         operands = new Operands(ctx);
         graph = new CommandGraph(ctx, profiling: false);
         Case.Append(graph, operands);

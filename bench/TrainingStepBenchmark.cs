@@ -1,4 +1,5 @@
 using BenchmarkDotNet.Attributes;
+using VkPrompt.Cli;
 using VkPrompt.Model;
 using VkPrompt.Model.Backends;
 using VkPrompt.Runtime;
@@ -54,8 +55,8 @@ public class TrainingStepBenchmark
         dir = Directory.CreateTempSubdirectory("vkprompt-bench-").FullName;
         RandomT5.Write(dir, w.Config, seed: 0);
         ckpt = T5Checkpoint.Open(dir);
-        ctx = GpuContext.Create(new GpuOptions { Profiling = false });
-        backend = new GpuBackend(ctx);
+        ctx = GpuContext.Create(EnvironmentSettings.GpuOptions() with { Profiling = false });
+        backend = new GpuBackend(ctx) { AttentionFusion = EnvironmentSettings.Attention() };
         weights = new T5Weights(ckpt, backend, Case.Precision);
         trainer = new PromptTrainer(weights, SyntheticBatch.Prompt(w.Step.PromptLength, w.Config.DModel), new AdafactorSettings(), (float)w.Config.DropoutRate, seed: 0);
         batch = SyntheticBatch.Create(w.Step.Batch, w.Step.InputLength, w.Step.TargetLength, w.Config);

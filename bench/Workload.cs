@@ -1,3 +1,4 @@
+using VkPrompt.Cli;
 using VkPrompt.Model;
 using VkPrompt.Runtime;
 
@@ -26,6 +27,6 @@ public sealed record Workload(string Model, T5Config Config, BatchShape Kernels,
     public static DeviceCapabilities SelectedDevice()
     {
         var devices = GpuContext.ListDevices();
-        return devices[GpuContext.Choose(devices, new GpuOptions().Device)];
+        return devices[DeviceBringUp.Choose(devices, EnvironmentSettings.GpuOptions().Device)];
     }
 }

@@ -1,6 +1,7 @@
 using VkPrompt.Runtime;
 using Xunit;
 using Xunit.Sdk;
+using VkPrompt.Cli;
 
 namespace VkPrompt.Tests;
 
@@ -8,12 +9,12 @@ namespace VkPrompt.Tests;
 /// one at a time on the queue. Set VKPROMPT_DEVICE to test another device than auto's pick.</summary>
 public sealed class GpuFixture : IDisposable
 {
-    static readonly bool CoopMatOn = new GpuOptions().CooperativeMatrix;
+    static readonly bool MatrixUnitsOn = EnvironmentSettings.GpuOptions().MatrixUnits != MatrixUnitsRequest.Off;
 
     // What users get by default: the matrix units where the device has them, so every test of a
     // product with 16-bit weights covers them there. VKPROMPT_COOPMAT=0 tests the portable
     // product there instead.
-    public GpuContext Context { get; } = GpuContext.Create(new GpuOptions { Validation = true, PipelineCacheDirectory = null });
+    public GpuContext Context { get; } = GpuContext.Create(EnvironmentSettings.GpuOptions() with { Validation = true, PipelineCacheDirectory = null });
 
     readonly Lazy<GpuContext?> emulated, allProducts;
 
@@ -22,14 +23,14 @@ public sealed class GpuFixture : IDisposable
         emulated = new(() =>
         {
             var caps = Context.Capabilities;
-            if (!CoopMatOn || Context.CooperativeMatrix || !(caps.ShaderFloat16 && caps.StorageBuffer16Bit)) return null;
-            return GpuContext.Create(new GpuOptions { Validation = true, PipelineCacheDirectory = null, CooperativeMatrixEmulation = true });
+            if (!MatrixUnitsOn || Context.CooperativeMatrix || !(caps.ShaderFloat16 && caps.StorageBuffer16Bit)) return null;
+            return GpuContext.Create(EnvironmentSettings.GpuOptions() with { Validation = true, PipelineCacheDirectory = null, MatrixUnits = MatrixUnitsRequest.Emulate });
         });
         allProducts = new(() => MatrixUnits is not { } units ? null
-            : GpuContext.Create(new GpuOptions
+            : GpuContext.Create(EnvironmentSettings.GpuOptions() with
             {
-                Validation = true, PipelineCacheDirectory = null, CooperativeMatrixAllProducts = true,
-                CooperativeMatrixEmulation = units.CooperativeMatrixEmulated,
+                Validation = true, PipelineCacheDirectory = null, MatrixUnitsAllProducts = true,
+                MatrixUnits = units.CooperativeMatrixEmulated ? MatrixUnitsRequest.Emulate : EnvironmentSettings.GpuOptions().MatrixUnits,
             }));
     }
 
@@ -40,7 +41,7 @@ public sealed class GpuFixture : IDisposable
     public GpuContext? MatrixUnits => Context.CooperativeMatrix ? Context : emulated.Value;
 
     /// <summary>Like <see cref="MatrixUnits"/>, with every product on the cooperative-matrix kernel,
-    /// those of two fp32 operands too (<see cref="GpuOptions.CooperativeMatrixAllProducts"/>).</summary>
+    /// those of two fp32 operands too (<see cref="GpuOptions.MatrixUnitsAllProducts"/>).</summary>
     public GpuContext? MatrixUnitsAllProducts => allProducts.Value;
 
     internal IEnumerable<GpuContext> Contexts =>

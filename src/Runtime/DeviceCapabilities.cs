@@ -207,7 +207,7 @@ public sealed record DeviceCapabilities
     static unsafe List<TEntry> ShapesOf<T, TEntry>(Vk vk, Instance instance, PhysicalDevice pd, string function, T empty, Func<T, TEntry> entry)
         where T : unmanaged
     {
-        using var name = new GpuContext.ScopedUtf8(function);
+        using var name = new ScopedUtf8(function);
         var fn = (delegate* unmanaged[Cdecl]<PhysicalDevice, uint*, T*, Result>)vk.GetInstanceProcAddr(instance, name.Ptr).Handle;
         if (fn == null) return [];
         uint count = 0;

@@ -83,7 +83,7 @@ public sealed unsafe class Kernel : IDisposable
             var entries = stackalloc SpecializationMapEntry[Math.Max(1, specialization.Length)];
             for (int i = 0; i < specialization.Length; i++)
                 entries[i] = new SpecializationMapEntry((uint)i, (uint)(i * 4), 4);
-            using var entryName = new GpuContext.ScopedUtf8("main");
+            using var entryName = new ScopedUtf8("main");
             fixed (int* specData = specialization)
             {
                 var spec = new SpecializationInfo
@@ -119,8 +119,8 @@ public sealed unsafe class Kernel : IDisposable
     static List<PipelineStatistic> QueryStatistics(GpuContext ctx, Pipeline pipeline)
     {
         var vk = ctx.Vk;
-        using var propertiesName = new GpuContext.ScopedUtf8("vkGetPipelineExecutablePropertiesKHR");
-        using var statisticsName = new GpuContext.ScopedUtf8("vkGetPipelineExecutableStatisticsKHR");
+        using var propertiesName = new ScopedUtf8("vkGetPipelineExecutablePropertiesKHR");
+        using var statisticsName = new ScopedUtf8("vkGetPipelineExecutableStatisticsKHR");
         var getProperties = (delegate* unmanaged[Cdecl]<Device, PipelineInfoKHR*, uint*, PipelineExecutablePropertiesKHR*, Result>)vk.GetDeviceProcAddr(ctx.Device, propertiesName.Ptr).Handle;
         var getStatistics = (delegate* unmanaged[Cdecl]<Device, PipelineExecutableInfoKHR*, uint*, PipelineExecutableStatisticKHR*, Result>)vk.GetDeviceProcAddr(ctx.Device, statisticsName.Ptr).Handle;
         var rows = new List<PipelineStatistic>();

@@ -59,6 +59,7 @@ internal sealed unsafe class PipelineCacheStore : IDisposable
         try
         {
             Directory.CreateDirectory(Path.GetDirectoryName(path)!);
+            // Each rename is atomic, and two processes saving at once write apart: by process id, not configuration.
             var tmp = $"{path}.{Environment.ProcessId}.tmp";
             File.WriteAllBytes(tmp, data.AsSpan(0, (int)size).ToArray());
             File.Move(tmp, path, overwrite: true);

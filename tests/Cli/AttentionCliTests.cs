@@ -81,7 +81,7 @@ public sealed class AttentionCliTests
     [Fact]
     public void ScoresTooLargeToBindAreFusedByAutoAndRefusedUnfused()
     {
-        using var ctx = VkPrompt.Runtime.GpuContext.Create(new VkPrompt.Runtime.GpuOptions { Device = CliRun.VulkanDevice });
+        using var ctx = VkPrompt.Runtime.GpuContext.Create(VkPrompt.Cli.EnvironmentSettings.GpuOptions() with { Device = CliRun.VulkanDevice });
         int heads = JsonDocument.Parse(File.ReadAllText(Path.Combine(Model, "config.json"))).RootElement.GetProperty("num_heads").GetInt32();
         int length = (int)Math.Sqrt(ctx.MaxBindingBytes / (4.0 * heads)) + 1;
         if (length > 4096) return;
@@ -112,7 +112,7 @@ public sealed class AttentionCliTests
         };
         start.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "vkprompt.dll"));
         foreach (var a in args) start.ArgumentList.Add(a);
-        start.Environment[AttentionFusions.EnvironmentVariable] = value;
+        start.Environment[EnvironmentSettings.AttentionVariable] = value;
         using var p = Process.Start(start)!;
         var stdout = p.StandardOutput.ReadToEndAsync();
         var stderr = p.StandardError.ReadToEndAsync();

@@ -58,8 +58,12 @@ public sealed class BenchCommandTests : IDisposable
         Assert.Equal("vulkan", r.GetProperty("device").GetProperty("api").GetString());
         Assert.True(r.GetProperty("capabilities").GetProperty("subgroupSize").GetInt32() > 0);
         // Tuned only where VKPROMPT_MATMUL_TUNE=1 asks for it, and never on a CPU device.
-        bool tune = new GpuOptions().TuneMatMul && r.GetProperty("capabilities").GetProperty("deviceType").GetString() != "cpu";
+        bool tune = EnvironmentSettings.GpuOptions().TuneMatMul && r.GetProperty("capabilities").GetProperty("deviceType").GetString() != "cpu";
         Assert.Equal(tune, r.GetProperty("tuneMatMul").GetBoolean());
+        // The device plan the step ran with, beside the capabilities.
+        var plan = r.GetProperty("plan");
+        Assert.Equal(r.GetProperty("capabilities").GetProperty("name").GetString(), plan.GetProperty("device").GetString());
+        Assert.Equal(tune, plan.GetProperty("tunesProducts").GetBoolean());
 
         var model = r.GetProperty("model");
         Assert.Equal("model", model.GetProperty("shape").GetString());
@@ -73,7 +77,7 @@ public sealed class BenchCommandTests : IDisposable
         Assert.Equal(1, r.GetProperty("steps").GetInt32());
         // The default follows VKPROMPT_ATTENTION; under auto every attention here (11 x 11
         // scores at most) is too small to fuse, on any device.
-        string setting = AttentionFusions.FromEnvironment().Name();
+        string setting = EnvironmentSettings.Attention().Name();
         string ran = setting == "fused" ? "fused" : "unfused";
         Assert.Equal([setting, ran, ran, ran], Attention(r));
 

@@ -99,10 +99,10 @@ public sealed class BenchMatMulCommandTests : IDisposable
         Assert.True(coopmat || !emulated);
         // Tuned only where VKPROMPT_MATMUL_TUNE=1 asks for it, and never on a CPU device.
         bool tuned = r.GetProperty("switches").GetProperty("tuneMatMul").GetBoolean();
-        Assert.Equal(new GpuOptions().TuneMatMul && r.GetProperty("capabilities").GetProperty("deviceType").GetString() != "cpu", tuned);
+        Assert.Equal(EnvironmentSettings.GpuOptions().TuneMatMul && r.GetProperty("capabilities").GetProperty("deviceType").GetString() != "cpu", tuned);
 
         // Pipeline statistics only where VKPROMPT_PIPELINE_STATS=1 asks and the device reports them.
-        if (!new GpuOptions().PipelineStatistics || !r.GetProperty("capabilities").GetProperty("pipelineExecutableStatistics").GetBoolean())
+        if (!EnvironmentSettings.GpuOptions().PipelineStatistics || !r.GetProperty("capabilities").GetProperty("pipelineExecutableStatistics").GetBoolean())
             Assert.Equal(JsonValueKind.Null, r.GetProperty("pipelines").ValueKind);
 
         var rows = r.GetProperty("products").EnumerateArray().ToList();

@@ -19,7 +19,7 @@ public sealed record CliRun(int ExitCode, string Out, string Err)
 
     /// <summary>The Vulkan device the tests run on (VKPROMPT_DEVICE, else auto; test.sh pins
     /// lavapipe), for the CLI tests whose point is the Vulkan path; the others use cpu.</summary>
-    public static string VulkanDevice { get; } = new GpuOptions().Device;
+    public static string VulkanDevice { get; } = EnvironmentSettings.GpuOptions().Device;
 
     public static string[] Lines(string text) => text.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
 

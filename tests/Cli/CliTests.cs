@@ -50,6 +50,9 @@ public sealed class CliTests
             Assert.NotEmpty(d.GetProperty("heaps").EnumerateArray());
             Assert.False(string.IsNullOrEmpty(d.GetProperty("pipelineCacheKey").GetString()));
             Assert.Contains(d.GetProperty("pipelineExecutableStatistics").ValueKind, new[] { JsonValueKind.True, JsonValueKind.False });
+            // Its plan beside its capabilities (tests/Runtime/DevicePlanTests checks the choices).
+            Assert.Equal(d.GetProperty("name").GetString(), d.GetProperty("plan").GetProperty("device").GetString());
+            Assert.Contains(d.GetProperty("plan").GetProperty("portableProduct").GetProperty("rule").GetString(), new[] { "streamed", "by-shape" });
         }
         if (LavapipeVisible())
             Assert.Contains(devices, d => d.GetProperty("driverName").GetString() == "llvmpipe" && d.GetProperty("deviceType").GetString() == "cpu");
@@ -65,6 +68,7 @@ public sealed class CliTests
         Assert.Contains("memory heaps", r.Out, StringComparison.Ordinal);
         Assert.Matches(@"\d+(\.\d)? [MG]iB", r.Out);
         Assert.Contains("pipeline statistics", r.Out, StringComparison.Ordinal);
+        Assert.Contains("plan: matrix units", r.Out, StringComparison.Ordinal);
     }
 
     [Theory]
@@ -213,7 +217,7 @@ public sealed class CliTests
     {
         var device = CliConventions.DeviceOption();
         var command = new RootCommand { device };
-        Assert.Equal(new GpuOptions().Device, command.Parse([]).GetValue(device));
+        Assert.Equal(EnvironmentSettings.GpuOptions().Device, command.Parse([]).GetValue(device));
         Assert.Equal("1", command.Parse(["--device", "1"]).GetValue(device));
         Assert.Equal("cpu", command.Parse(["--device", "cpu"]).GetValue(device));
         Assert.Contains("cpu", device.Description, StringComparison.Ordinal);

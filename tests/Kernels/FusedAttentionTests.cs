@@ -2,6 +2,7 @@ using VkPrompt.Runtime;
 using VkPrompt.Runtime.Kernels;
 using VkPrompt.Runtime.Reference;
 using Xunit;
+using VkPrompt.Cli;
 
 namespace VkPrompt.Tests.Kernels;
 
@@ -317,17 +318,17 @@ public sealed class FusedAttentionTests(GpuFixture f) : GpuTest(f)
         Assert.True(ran > 0, $"{tiling} ran nowhere: {limit} bytes of shared memory");
     }
 
-    /// <summary>VKPROMPT_COOPMAT_FLASH_TILING (<see cref="GpuOptions.CoopMatFlashTiling"/>) forces
+    /// <summary>VKPROMPT_COOPMAT_FLASH_TILING (<see cref="GpuOptions.MatrixUnitsFusedAttentionTiling"/>) forces
     /// the forward's and the backward's tilings, one for both or one each, and refuses what is
-    /// malformed or cannot run, naming the variable.</summary>
+    /// malformed or cannot run, naming the option.</summary>
     [Fact]
     public void OnMatrixUnitsTilingCanBeForced()
     {
         var units = ContextFor(FusedTiles.MatrixUnits, 16);
-        GpuContext Forcing(string text) => GpuContext.Create(new GpuOptions
+        GpuContext Forcing(string text) => GpuContext.Create(EnvironmentSettings.GpuOptions() with
         {
-            Validation = true, PipelineCacheDirectory = null, CooperativeMatrixAllProducts = true,
-            CooperativeMatrixEmulation = units.CooperativeMatrixEmulated, CoopMatFlashTiling = text,
+            Validation = true, PipelineCacheDirectory = null, MatrixUnitsAllProducts = true,
+            MatrixUnits = units.CooperativeMatrixEmulated ? MatrixUnitsRequest.Emulate : EnvironmentSettings.GpuOptions().MatrixUnits, MatrixUnitsFusedAttentionTiling = text,
         });
         using (var both = Forcing("2x16"))
         {
@@ -346,7 +347,7 @@ public sealed class FusedAttentionTests(GpuFixture f) : GpuTest(f)
         {
             using var bad = Forcing(text);
             var e = Assert.Throws<GpuException>(() => FusedAttentionKernel.MatrixUnitsTiling(bad, 64, backward: false));
-            Assert.Contains("VKPROMPT_COOPMAT_FLASH_TILING=" + text, e.Message);
+            Assert.Contains("GpuOptions.MatrixUnitsFusedAttentionTiling=" + text, e.Message);
         }
     }
 

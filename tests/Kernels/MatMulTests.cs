@@ -2,6 +2,7 @@ using VkPrompt.Runtime;
 using VkPrompt.Runtime.Kernels;
 using VkPrompt.Runtime.Reference;
 using Xunit;
+using VkPrompt.Cli;
 
 namespace VkPrompt.Tests.Kernels;
 
@@ -167,11 +168,11 @@ public sealed class MatMulTests(GpuFixture f) : GpuTest(f)
         return data;
     }
 
-    static readonly CoopMatTiling[] CoopMatTilings = [new(1, 1, 1, 1, 16), new(2, 1, 1, 2, 16), CoopMatTiling.Small, CoopMatTiling.Default];
+    static readonly MatrixUnitsTiling[] CoopMatTilings = [new(1, 1, 1, 1, 16), new(2, 1, 1, 2, 16), MatrixUnitsTiling.Small, MatrixUnitsTiling.Default];
 
     // A tiling as the device's shared memory holds it: 16 deep where it lacks room for a deeper
     // slice (lavapipe's 32 KiB against the default's 48), the same blocks and subgroups.
-    static CoopMatTiling Fitting(GpuContext ctx, CoopMatTiling t) => t.Fits(ctx) ? t : t with { SharedK = 16 };
+    static MatrixUnitsTiling Fitting(GpuContext ctx, MatrixUnitsTiling t) => t.Fits(ctx) ? t : t with { SharedK = 16 };
 
     [SkippableTheory, MemberData(nameof(CoopMatCases))]
     public void CoopMatMatchesReferenceOnRoundedOperands(WeightPrecision precision, bool transposeB, int m, int n, int k, bool padded, int tiling)
@@ -200,7 +201,7 @@ public sealed class MatMulTests(GpuFixture f) : GpuTest(f)
     [InlineData(200, 136, 100, 1.0f, true), InlineData(200, 136, 100, 0.5f, false)]
     public void CoopMatScalesAndAccumulatesOnC(int m, int n, int k, float alpha, bool accumulate)
     {
-        foreach (var tiling in new[] { CoopMatTiling.Small, CoopMatTiling.Default })
+        foreach (var tiling in new[] { MatrixUnitsTiling.Small, MatrixUnitsTiling.Default })
             foreach (bool tb in new[] { true, false })
             {
                 var spec = MatMulSpec.Rows(m, n, k, false, tb) with { Alpha = alpha, Accumulate = accumulate };
@@ -210,7 +211,7 @@ public sealed class MatMulTests(GpuFixture f) : GpuTest(f)
 
     /// <param name="tiling">null: the kernel and tiling <see cref="MatMulKernel.Run(CommandGraph, GpuBuffer, GpuBuffer, GpuBuffer, in MatMulSpec, WeightPrecision)"/> chooses.</param>
     /// <param name="ctx">null: <see cref="GpuTest.MatrixUnitsCtx"/>.</param>
-    void CoopMatCompare(MatMulSpec spec, WeightPrecision precision, CoopMatTiling? tiling, string what, bool halfA = false, bool halfB = false, GpuContext? ctx = null)
+    void CoopMatCompare(MatMulSpec spec, WeightPrecision precision, MatrixUnitsTiling? tiling, string what, bool halfA = false, bool halfB = false, GpuContext? ctx = null)
     {
         ctx ??= MatrixUnitsCtx;
         var (aLen, bLen, cLen) = spec.Extents();
@@ -248,7 +249,7 @@ public sealed class MatMulTests(GpuFixture f) : GpuTest(f)
     public void CoopMatReadsAHalfCopyOfA(bool transposeA, bool transposeB, int m, int n, int k, bool padded, WeightPrecision precision)
     {
         var spec = RowsSpec(transposeA, transposeB, m, n, k, padded);
-        foreach (var tiling in new[] { CoopMatTiling.Small, CoopMatTiling.Default })
+        foreach (var tiling in new[] { MatrixUnitsTiling.Small, MatrixUnitsTiling.Default })
             CoopMatCompare(spec, precision, tiling, $"coopmat half A {tiling} {precision} {(transposeA ? "Aᵀ" : "A")}·{(transposeB ? "Bᵀ" : "B")} {m}x{n}x{k}", halfA: true);
     }
 
@@ -265,7 +266,7 @@ public sealed class MatMulTests(GpuFixture f) : GpuTest(f)
             Attention.PV => MatMulSpec.AttentionPV(2, 3, 33, 40, 16),
             _ => MatMulSpec.AttentionPtV(2, 3, 33, 40, 16),
         };
-        CoopMatCompare(spec, WeightPrecision.Fp32, CoopMatTiling.Small, $"coopmat half copies {form}", halfA, halfB: true);
+        CoopMatCompare(spec, WeightPrecision.Fp32, MatrixUnitsTiling.Small, $"coopmat half copies {form}", halfA, halfB: true);
     }
 
     /// <summary>Where the matrix units read the weights, bf16 ones are stored as the fp16 halves
@@ -276,10 +277,10 @@ public sealed class MatMulTests(GpuFixture f) : GpuTest(f)
     public void Bf16WeightsStoredAsFp16GiveTheSameProducts()
     {
         var ctx = MatrixUnitsCtx;
-        Assert.Equal(WeightPrecision.Fp16, MatMulKernel.StoredPrecision(ctx, WeightPrecision.Bf16));
-        Assert.Equal(WeightPrecision.Fp16, MatMulKernel.StoredPrecision(ctx, WeightPrecision.Fp16));
-        Assert.Equal(WeightPrecision.Fp32, MatMulKernel.StoredPrecision(ctx, WeightPrecision.Fp32));
-        if (!Ctx.CooperativeMatrix) Assert.Equal(WeightPrecision.Bf16, MatMulKernel.StoredPrecision(Ctx, WeightPrecision.Bf16));
+        Assert.Equal(WeightPrecision.Fp16, ctx.Plan.StoredPrecision(WeightPrecision.Bf16));
+        Assert.Equal(WeightPrecision.Fp16, ctx.Plan.StoredPrecision(WeightPrecision.Fp16));
+        Assert.Equal(WeightPrecision.Fp32, ctx.Plan.StoredPrecision(WeightPrecision.Fp32));
+        if (!Ctx.CooperativeMatrix) Assert.Equal(WeightPrecision.Bf16, Ctx.Plan.StoredPrecision(WeightPrecision.Bf16));
 
         const int m = 130, n = 72, k = 96;
         var spec = MatMulSpec.Rows(m, n, k, transposeB: true);
@@ -290,7 +291,7 @@ public sealed class MatMulTests(GpuFixture f) : GpuTest(f)
         w[4] = -1.2e5f;
         using var ga = GpuBuffer.From<float>(ctx, a);
         using var asBf16 = GpuBuffer.From<ushort>(ctx, Encode(w, WeightPrecision.Bf16));
-        using var table = new SplitTensor(ctx, n, k, "w", MatMulKernel.StoredPrecision(ctx, WeightPrecision.Bf16), WeightPrecision.Bf16);
+        using var table = new SplitTensor(ctx, n, k, "w", ctx.Plan.StoredPrecision(WeightPrecision.Bf16), WeightPrecision.Bf16);
         table.Upload(w);
         Assert.Single(table.Chunks);
         var outputs = new[] { new GpuBuffer(ctx, m * n * 4), new GpuBuffer(ctx, m * n * 4) };
@@ -321,12 +322,11 @@ public sealed class MatMulTests(GpuFixture f) : GpuTest(f)
     [SkippableFact]
     public void WorkgroupScopeMatchesReferenceOnRoundedOperands()
     {
-        Skip.IfNot(Ctx.Capabilities.CooperativeMatrix2Nv && Kernel.IsEmbedded(GpuContext.Nv2MatMulShader),
+        Skip.IfNot(Ctx.Capabilities.CooperativeMatrix2Nv && Kernel.IsEmbedded(DevicePlan.Nv2MatMulShader),
                    $"{Ctx.Capabilities.Name} lacks VK_NV_cooperative_matrix2's workgroup scope, or this build its kernel");
-        using var ctx = GpuContext.Create(new GpuOptions
+        using var ctx = GpuContext.Create(EnvironmentSettings.GpuOptions() with
         {
-            Validation = true, PipelineCacheDirectory = null, CooperativeMatrix = true, CooperativeMatrixEmulation = false,
-            CooperativeMatrixExtension = MatrixUnitsExtension.Nv2, CooperativeMatrixAllProducts = true,
+            Validation = true, PipelineCacheDirectory = null, MatrixUnits = MatrixUnitsRequest.Nv2, MatrixUnitsAllProducts = true,
         });
         Assert.Equal(MatrixUnits.Nv2, ctx.MatrixUnits);
         foreach (bool ta in new[] { false, true })
@@ -334,7 +334,7 @@ public sealed class MatMulTests(GpuFixture f) : GpuTest(f)
                 foreach (var (m, n, k, padded) in new[] { (300, 264, 300, true), (129, 33, 7, false), (512, 512, 128, false) })
                 {
                     var spec = RowsSpec(ta, tb, m, n, k, padded);
-                    Assert.Equal(GpuContext.Nv2MatMulShader, MatMulKernel.Selection(ctx, spec, WeightPrecision.Fp16).Kernel);
+                    Assert.Equal(DevicePlan.Nv2MatMulShader, MatMulKernel.Selection(ctx, spec, WeightPrecision.Fp16).Kernel);
                     CoopMatCompare(spec, WeightPrecision.Fp16, null, $"nv2 {(ta ? "Aᵀ" : "A")}·{(tb ? "Bᵀ" : "B")} {m}x{n}x{k}", ctx: ctx);
                 }
         foreach (var (alpha, accumulate) in new[] { (1.0f, true), (0.5f, false), (0.5f, true) })
@@ -353,9 +353,9 @@ public sealed class MatMulTests(GpuFixture f) : GpuTest(f)
     public void CoopMatTilingFollowsTheProductsShape()
     {
         var ctx = MatrixUnitsCtx;
-        Assert.Equal(CoopMatTiling.Default, CoopMatTiling.For(ctx, MatMulSpec.Rows(19584, 768, 768, transposeB: true), WeightPrecision.Bf16));
-        Assert.Equal(CoopMatTiling.Small, CoopMatTiling.For(ctx, MatMulSpec.Rows(256, 768, 768, transposeB: true), WeightPrecision.Bf16));
-        Assert.Equal(CoopMatTiling.Narrow, CoopMatTiling.For(ctx, MatMulSpec.Rows(19584, 64, 768), WeightPrecision.Fp32));
+        Assert.Equal(MatrixUnitsTiling.Default, ctx.Plan.MatrixUnitsProductTiling(MatMulSpec.Rows(19584, 768, 768, transposeB: true), WeightPrecision.Bf16));
+        Assert.Equal(MatrixUnitsTiling.Small, ctx.Plan.MatrixUnitsProductTiling(MatMulSpec.Rows(256, 768, 768, transposeB: true), WeightPrecision.Bf16));
+        Assert.Equal(MatrixUnitsTiling.Narrow, ctx.Plan.MatrixUnitsProductTiling(MatMulSpec.Rows(19584, 64, 768), WeightPrecision.Fp32));
     }
 
     /// <summary>Products that read the same range of the same activation share one 16-bit copy of
@@ -378,11 +378,11 @@ public sealed class MatMulTests(GpuFixture f) : GpuTest(f)
         {
             using (var g = new CommandGraph(ctx))
             {
-                MatMulKernel.RunCoopMat(g, ga, gb, outputs[0], spec, CoopMatTiling.Small, WeightPrecision.Bf16, halfA: true);
-                MatMulKernel.RunCoopMat(g, ga, gb, outputs[1], spec, CoopMatTiling.Small, WeightPrecision.Bf16, halfA: true);
+                MatMulKernel.RunCoopMat(g, ga, gb, outputs[0], spec, MatrixUnitsTiling.Small, WeightPrecision.Bf16, halfA: true);
+                MatMulKernel.RunCoopMat(g, ga, gb, outputs[1], spec, MatrixUnitsTiling.Small, WeightPrecision.Bf16, halfA: true);
                 Assert.Equal(3, g.DispatchCount);
                 g.Copy(ga2, ga);
-                MatMulKernel.RunCoopMat(g, ga, gb, outputs[2], spec, CoopMatTiling.Small, WeightPrecision.Bf16, halfA: true);
+                MatMulKernel.RunCoopMat(g, ga, gb, outputs[2], spec, MatrixUnitsTiling.Small, WeightPrecision.Bf16, halfA: true);
                 Assert.Equal(5, g.DispatchCount);
                 g.Run();
             }
@@ -406,18 +406,19 @@ public sealed class MatMulTests(GpuFixture f) : GpuTest(f)
     [Fact]
     public void HalfCopiesServeWideProductsOnly()
     {
-        var on = new GpuOptions { CooperativeMatrixHalfActivations = true };
-        Assert.True(MatMulKernel.HalvesA(on, MatMulSpec.Rows(19584, 768, 768, transposeB: true)));
-        Assert.False(MatMulKernel.HalvesA(on with { CooperativeMatrixHalfActivations = false }, MatMulSpec.Rows(19584, 768, 768, transposeB: true)));
-        Assert.False(MatMulKernel.HalvesA(on, MatMulSpec.AttentionPV(32, 12, 612, 612, 64)));
-        Assert.True(MatMulKernel.HalvesA(on, MatMulSpec.AttentionQKt(32, 12, 612, 612, 64)));
-        Assert.False(MatMulKernel.HalvesA(on, MatMulSpec.Rows(64, 512, 64) with { AStrideM = 256 }));
-        Assert.True(MatMulKernel.HalvesB(on, MatMulSpec.AttentionPV(32, 12, 612, 612, 64)));
-        Assert.False(MatMulKernel.HalvesB(on, MatMulSpec.AttentionPV(32, 12, 8, 8, 64)));
-        Assert.False(MatMulKernel.HalvesB(on with { CooperativeMatrixHalfActivations = false }, MatMulSpec.AttentionPV(32, 12, 612, 612, 64)));
+        var on = new DevicePlan(Ctx.Capabilities, new GpuOptions { MatrixUnitsHalfActivations = true }, khrBuilt: false, nv2Built: false);
+        var off = new DevicePlan(Ctx.Capabilities, new GpuOptions { MatrixUnitsHalfActivations = false }, khrBuilt: false, nv2Built: false);
+        Assert.True(on.HalvesA(MatMulSpec.Rows(19584, 768, 768, transposeB: true)));
+        Assert.False(off.HalvesA(MatMulSpec.Rows(19584, 768, 768, transposeB: true)));
+        Assert.False(on.HalvesA(MatMulSpec.AttentionPV(32, 12, 612, 612, 64)));
+        Assert.True(on.HalvesA(MatMulSpec.AttentionQKt(32, 12, 612, 612, 64)));
+        Assert.False(on.HalvesA(MatMulSpec.Rows(64, 512, 64) with { AStrideM = 256 }));
+        Assert.True(on.HalvesB(MatMulSpec.AttentionPV(32, 12, 612, 612, 64)));
+        Assert.False(on.HalvesB(MatMulSpec.AttentionPV(32, 12, 8, 8, 64)));
+        Assert.False(off.HalvesB(MatMulSpec.AttentionPV(32, 12, 612, 612, 64)));
         // Nothing to copy for a product with no work (and no range to convert).
-        Assert.False(MatMulKernel.HalvesA(on, MatMulSpec.Rows(0, 768, 768)));
-        Assert.False(MatMulKernel.HalvesA(on, MatMulSpec.Rows(19584, 768, 768) with { Batch1 = 0 }));
+        Assert.False(on.HalvesA(MatMulSpec.Rows(0, 768, 768)));
+        Assert.False(on.HalvesA(MatMulSpec.Rows(19584, 768, 768) with { Batch1 = 0 }));
     }
 
     /// <summary>K as long as T5's vocabulary (the LM head's input gradient): on lavapipe the
@@ -425,7 +426,7 @@ public sealed class MatMulTests(GpuFixture f) : GpuTest(f)
     /// past which Mesa ends them silently (a rolled emulation stopped adding at K = 1744).</summary>
     [SkippableFact]
     public void CoopMatSumsOverAVocabularyLongK() =>
-        CoopMatCompare(MatMulSpec.Rows(12, 64, 32128, false, false), WeightPrecision.Bf16, CoopMatTiling.Small, "coopmat K 32128");
+        CoopMatCompare(MatMulSpec.Rows(12, 64, 32128, false, false), WeightPrecision.Bf16, MatrixUnitsTiling.Small, "coopmat K 32128");
 
     /// <summary>An activation past fp16's range is saturated at ±65504, not turned into an
     /// infinity that would poison every sum it enters; a NaN stays NaN, as on the portable
@@ -446,7 +447,7 @@ public sealed class MatMulTests(GpuFixture f) : GpuTest(f)
         using var gc = GpuBuffer.From<float>(ctx, new float[3]);
         using (var g = new CommandGraph(ctx))
         {
-            MatMulKernel.RunCoopMat(g, ga, gb, gc, spec, Fitting(ctx, CoopMatTiling.Default), WeightPrecision.Fp16);
+            MatMulKernel.RunCoopMat(g, ga, gb, gc, spec, Fitting(ctx, MatrixUnitsTiling.Default), WeightPrecision.Fp16);
             g.Run();
         }
         Assert.Equal([32752f, -32752f, float.NaN], gc.Download<float>());
@@ -638,10 +639,10 @@ public sealed class MatMulTests(GpuFixture f) : GpuTest(f)
         if (error is null)
         {
             var v = text.Split('x').Select(int.Parse).ToArray();
-            Assert.Equal(new MatMulTiling(v[0], v[1], v[2], v[3], v[4]), MatMulTiling.Parse(text, caps));
+            Assert.Equal(new MatMulTiling(v[0], v[1], v[2], v[3], v[4]), MatMulTiling.Parse(text, caps, new GpuOptions()));
         }
         else
-            Assert.Contains(error, Assert.Throws<GpuException>(() => MatMulTiling.Parse(text, caps)).Message);
+            Assert.Contains(error, Assert.Throws<GpuException>(() => MatMulTiling.Parse(text, caps, new GpuOptions())).Message);
     }
 
     /// <summary>Runs the product on the device with B stored as <paramref name="bPrecision"/>

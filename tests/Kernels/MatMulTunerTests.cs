@@ -2,6 +2,7 @@ using VkPrompt.Runtime;
 using VkPrompt.Runtime.Kernels;
 using VkPrompt.Runtime.Reference;
 using Xunit;
+using VkPrompt.Cli;
 
 namespace VkPrompt.Tests.Kernels;
 
@@ -19,11 +20,11 @@ public sealed class MatMulTunerTests : IDisposable
 
     GpuContext Context(string? matMulTiling = null, string? coopMatTiling = null, bool cooperativeMatrix = false, bool tune = false, bool emulation = false)
     {
-        var ctx = GpuContext.Create(new GpuOptions
+        var ctx = GpuContext.Create(EnvironmentSettings.GpuOptions() with
         {
             Validation = true, PipelineCacheDirectory = null, Log = log.Add,
-            MatMulTiling = matMulTiling, CoopMatTiling = coopMatTiling, CooperativeMatrix = cooperativeMatrix, TuneMatMul = tune,
-            CooperativeMatrixEmulation = emulation,
+            MatMulTiling = matMulTiling, MatrixUnitsTiling = coopMatTiling, TuneMatMul = tune,
+            MatrixUnits = emulation ? MatrixUnitsRequest.Emulate : cooperativeMatrix ? MatrixUnitsRequest.Auto : MatrixUnitsRequest.Off,
         });
         contexts.Add(ctx);
         return ctx;
@@ -136,7 +137,7 @@ public sealed class MatMulTunerTests : IDisposable
     {
         var ctx = Context(cooperativeMatrix: true);
         if (!ctx.CooperativeMatrix) ctx = Context(emulation: true);
-        var expected = CoopMatTiling.Candidates.Where(t => t.Fits(ctx)).Select(t => t.Text).ToList();
+        var expected = MatrixUnitsTiling.Candidates.Where(t => t.Fits(ctx)).Select(t => t.Text).ToList();
         Skip.If(expected.Count < 2, $"{ctx.Capabilities.Name}'s shared memory holds one matrix-unit tiling, {string.Join("", expected)}: nothing to choose");
         var spec = MatMulSpec.Rows(200, 136, 100, transposeB: true);
         var tuning = Assert.Single(MatMulTuner.Tune(ctx, [(spec, WeightPrecision.Bf16)]));

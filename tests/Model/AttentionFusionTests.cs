@@ -19,7 +19,6 @@ public sealed class AttentionFusionTests(GpuFixture f) : GpuTest(f), IDisposable
     [Fact]
     public void AutoFusesLargeAttentionOnGpusOnly()
     {
-        // Set, because the default follows VKPROMPT_ATTENTION.
         using var cpu = new CpuBackend { AttentionFusion = AttentionFusion.Auto };
         Assert.False(cpu.FusesAttention(Scores(512, 512)));
         using var gpu = new GpuBackend(Ctx) { AttentionFusion = AttentionFusion.Auto };

@@ -1,4 +1,5 @@
 using System.Text.Json;
+using VkPrompt.Cli;
 using VkPrompt.Model;
 using VkPrompt.Model.Backends;
 using VkPrompt.Model.Safetensors;
@@ -218,8 +219,9 @@ public sealed class GoldenTests(GpuFixture f) : GpuTest(f)
             var (loss, grad) = PromptTrainer.Gradient(weights, g.Examples, g.Prompt0);
             return (scores, loss, grad);
         }
-        using var cpuBackend = new CpuBackend();
-        using var gpuBackend = new GpuBackend(Ctx);
+        // Both as VKPROMPT_ATTENTION asks, so the variable tests either path here.
+        using var cpuBackend = new CpuBackend { AttentionFusion = EnvironmentSettings.Attention() };
+        using var gpuBackend = new GpuBackend(Ctx) { AttentionFusion = EnvironmentSettings.Attention() };
         var cpu = Run(cpuBackend);
         var gpu = Run(gpuBackend);
         double u = Ctx.CooperativeMatrix ? UnitRoundoff(WeightPrecision.Fp16) : 0;

@@ -8,6 +8,7 @@ using VkPrompt.Runtime;
 using VkPrompt.Runtime.Kernels;
 using VkPrompt.Runtime.Reference;
 using Xunit;
+using VkPrompt.Cli;
 
 namespace VkPrompt.Tests.Runtime;
 
@@ -42,7 +43,7 @@ public sealed unsafe class AdoptTests
             var x = Check.Random(n, 1);
             var y = Check.Random(n, 2);
             float[] result;
-            using (var ctx = GpuContext.Adopt(vk, instance, physicalDevice, device, queue, family, new GpuOptions { PipelineCacheDirectory = null }))
+            using (var ctx = GpuContext.Adopt(vk, instance, physicalDevice, device, queue, family, EnvironmentSettings.GpuOptions() with { PipelineCacheDirectory = null }))
             {
                 using var gx = GpuBuffer.From<float>(ctx, x);
                 using var gy = GpuBuffer.From<float>(ctx, y);
@@ -140,7 +141,7 @@ public sealed unsafe class AdoptTests
         Assert.Equal(Result.Success, vk.EnumeratePhysicalDevices(instance, &count, null));
         var devices = new PhysicalDevice[count];
         fixed (PhysicalDevice* p = devices) Assert.Equal(Result.Success, vk.EnumeratePhysicalDevices(instance, &count, p));
-        return devices[GpuContext.Choose(GpuContext.ListDevices(), new GpuOptions().Device)];
+        return devices[DeviceBringUp.Choose(GpuContext.ListDevices(), EnvironmentSettings.GpuOptions().Device)];
     }
 
     static uint ComputeFamily(Vk vk, PhysicalDevice pd)

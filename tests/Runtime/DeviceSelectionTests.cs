@@ -30,7 +30,7 @@ public sealed class DeviceSelectionTests
     public void AutoPrefersDiscreteThenIntegratedThenVirtualThenCpu(int expected, params string[] types)
     {
         var devices = Devices(types);
-        Assert.Equal(expected, GpuContext.Choose(devices, "auto"));
+        Assert.Equal(expected, DeviceBringUp.Choose(devices, "auto"));
     }
 
     [Theory]
@@ -38,18 +38,18 @@ public sealed class DeviceSelectionTests
     [InlineData(" ")]
     [InlineData("AUTO")]
     public void BlankAndAnyCaseOfAutoMeanAuto(string spec) =>
-        Assert.Equal(1, GpuContext.Choose(Devices("cpu", "discrete"), spec));
+        Assert.Equal(1, DeviceBringUp.Choose(Devices("cpu", "discrete"), spec));
 
     [Fact]
     public void IndexSelectsThatDevice() =>
-        Assert.Equal(0, GpuContext.Choose(Devices("cpu", "discrete"), "0"));
+        Assert.Equal(0, DeviceBringUp.Choose(Devices("cpu", "discrete"), "0"));
 
     [Theory]
     [InlineData("2")]
     [InlineData("-1")]
     public void IndexOutOfRangeListsTheDevices(string spec)
     {
-        var e = Assert.Throws<GpuException>(() => GpuContext.Choose(Devices("cpu", "discrete"), spec));
+        var e = Assert.Throws<GpuException>(() => DeviceBringUp.Choose(Devices("cpu", "discrete"), spec));
         Assert.Contains($"device {spec} does not exist", e.Message, StringComparison.Ordinal);
         Assert.Contains("0: cpu device 0", e.Message, StringComparison.Ordinal);
         Assert.Contains("1: discrete device 1", e.Message, StringComparison.Ordinal);
@@ -59,14 +59,14 @@ public sealed class DeviceSelectionTests
     public void NameSubstringMatchesIgnoringCase()
     {
         var devices = new[] { Device(0, "llvmpipe (LLVM 15.0.6, 256 bits)", "cpu"), Device(1, "NVIDIA GeForce RTX 4090", "discrete") };
-        Assert.Equal(1, GpuContext.Choose(devices, "rtx"));
-        Assert.Equal(0, GpuContext.Choose(devices, "LLVMpipe"));
+        Assert.Equal(1, DeviceBringUp.Choose(devices, "rtx"));
+        Assert.Equal(0, DeviceBringUp.Choose(devices, "LLVMpipe"));
     }
 
     [Fact]
     public void UnknownNameListsTheDevices()
     {
-        var e = Assert.Throws<GpuException>(() => GpuContext.Choose(Devices("cpu", "integrated"), "radeon"));
+        var e = Assert.Throws<GpuException>(() => DeviceBringUp.Choose(Devices("cpu", "integrated"), "radeon"));
         Assert.Contains("'radeon'", e.Message, StringComparison.Ordinal);
         Assert.Contains("0: cpu device 0", e.Message, StringComparison.Ordinal);
         Assert.Contains("1: integrated device 1", e.Message, StringComparison.Ordinal);

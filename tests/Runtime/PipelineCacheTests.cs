@@ -3,6 +3,7 @@ using VkPrompt.Runtime;
 using VkPrompt.Runtime.Kernels;
 using Xunit;
 using Xunit.Abstractions;
+using VkPrompt.Cli;
 
 namespace VkPrompt.Tests.Runtime;
 
@@ -21,7 +22,7 @@ public sealed partial class PipelineCacheTests(ITestOutputHelper output) : IDisp
     Session RunContext()
     {
         var log = new List<string>();
-        var ctx = GpuContext.Create(new GpuOptions { PipelineCacheDirectory = directory, Validation = true, Log = log.Add });
+        var ctx = GpuContext.Create(EnvironmentSettings.GpuOptions() with { PipelineCacheDirectory = directory, Validation = true, Log = log.Add });
         try
         {
             using var x = GpuBuffer.From<float>(ctx, [1f, 2f, 3f]);

@@ -1,6 +1,7 @@
 using VkPrompt.Runtime;
 using VkPrompt.Runtime.Kernels;
 using Xunit;
+using VkPrompt.Cli;
 
 namespace VkPrompt.Tests.Runtime;
 
@@ -13,7 +14,7 @@ public sealed class PipelineStatisticsTests
     [Fact]
     public void KernelsCarryTheDriversStatisticsWhereItReportsThem()
     {
-        using var ctx = GpuContext.Create(new GpuOptions { Validation = true, PipelineCacheDirectory = null, PipelineStatistics = true });
+        using var ctx = GpuContext.Create(EnvironmentSettings.GpuOptions() with { Validation = true, PipelineCacheDirectory = null, PipelineStatistics = true });
         Assert.Equal(ctx.Capabilities.PipelineExecutableStatistics, ctx.PipelineStatistics);
         using var x = GpuBuffer.From<float>(ctx, [1f, 2f, 3f]);
         using var y = GpuBuffer.From<float>(ctx, [10f, 20f, 30f]);

@@ -2,6 +2,7 @@ using VkPrompt.Runtime;
 using VkPrompt.Runtime.Kernels;
 using VkPrompt.Runtime.Reference;
 using Xunit;
+using VkPrompt.Cli;
 
 namespace VkPrompt.Tests.Runtime;
 
@@ -16,9 +17,9 @@ public sealed class RowLocalSizeTests
     public void RowKernelsMatchTheReferencesAtAnotherWorkgroupSize()
     {
         int local;
-        using (var defaults = GpuContext.Create(new GpuOptions { PipelineCacheDirectory = null }))
+        using (var defaults = GpuContext.Create(EnvironmentSettings.GpuOptions() with { PipelineCacheDirectory = null }))
             local = Rows.LocalSize(defaults) == 64 ? 128 : 64;
-        using var ctx = GpuContext.Create(new GpuOptions { Validation = true, PipelineCacheDirectory = null, RowLocalSize = local });
+        using var ctx = GpuContext.Create(EnvironmentSettings.GpuOptions() with { Validation = true, PipelineCacheDirectory = null, RowLocalSize = local });
         Assert.Equal(local, Rows.LocalSize(ctx));
         var shape = new AttentionShape(1, 2, 3, 612, Causal: true);
         Assert.True(Rows.CachedPerInvocation(shape.KeyLength, local) > 0);
@@ -43,8 +44,8 @@ public sealed class RowLocalSizeTests
     [Fact]
     public void ASizeThatSplitsASubgroupIsRefused()
     {
-        using var ctx = GpuContext.Create(new GpuOptions { PipelineCacheDirectory = null, RowLocalSize = 3 });
-        var e = Assert.Throws<GpuException>(() => Rows.LocalSize(ctx));
-        Assert.Contains("VKPROMPT_ROW_LOCAL_SIZE=3", e.Message);
+        // The plan decides it when the context is created, naming the option.
+        var e = Assert.Throws<GpuException>(() => GpuContext.Create(EnvironmentSettings.GpuOptions() with { PipelineCacheDirectory = null, RowLocalSize = 3 }));
+        Assert.Contains("GpuOptions.RowLocalSize=3", e.Message);
     }
 }

@@ -3,6 +3,7 @@ using VkPrompt.Runtime;
 using VkPrompt.Runtime.Kernels;
 using VkPrompt.Runtime.Reference;
 using Xunit;
+using VkPrompt.Cli;
 
 namespace VkPrompt.Tests.Runtime;
 
@@ -15,7 +16,7 @@ public sealed class SplitTensorTests : IDisposable
     const long Range = 64 * 1024;
     const int Rows = 1000, Cols = 40;
 
-    readonly GpuContext ctx = GpuContext.Create(new GpuOptions { Validation = true, PipelineCacheDirectory = null, MaxStorageBufferRangeOverride = Range });
+    readonly GpuContext ctx = GpuContext.Create(EnvironmentSettings.GpuOptions() with { Validation = true, PipelineCacheDirectory = null, MaxStorageBufferRangeOverride = Range });
 
     public void Dispose()
     {

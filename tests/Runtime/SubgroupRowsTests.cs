@@ -2,6 +2,7 @@ using VkPrompt.Runtime;
 using VkPrompt.Runtime.Kernels;
 using VkPrompt.Runtime.Reference;
 using Xunit;
+using VkPrompt.Cli;
 
 namespace VkPrompt.Tests.Runtime;
 
@@ -14,14 +15,14 @@ public sealed class SubgroupRowsTests
     [Fact]
     public void RowsASubgroupKeepsInRegistersTakeOne()
     {
-        using var ctx = GpuContext.Create(new GpuOptions { PipelineCacheDirectory = null });
+        using var ctx = GpuContext.Create(EnvironmentSettings.GpuOptions() with { PipelineCacheDirectory = null });
         int size = (int)ctx.Capabilities.SubgroupSize;
         Assert.Equal(size, Rows.SubgroupRows(ctx, 32 * size));
         Assert.Equal(0, Rows.SubgroupRows(ctx, 32 * size + 1));
         var (local, cache, subgroupRows, groups) = Rows.Shape(ctx, 1000, 20 * size);
         Assert.Equal((20, size), (cache, subgroupRows));
         Assert.Equal((uint)((1000 + local / size - 1) / (local / size)), groups.X);
-        using var off = GpuContext.Create(new GpuOptions { PipelineCacheDirectory = null, SubgroupRows = false });
+        using var off = GpuContext.Create(EnvironmentSettings.GpuOptions() with { PipelineCacheDirectory = null, SubgroupRows = false });
         Assert.Equal(0, Rows.SubgroupRows(off, 20 * size));
     }
 
@@ -31,9 +32,9 @@ public sealed class SubgroupRowsTests
     public void SoftmaxKernelsMatchTheReferencesWithAWorkgroupPerRow(string mode)
     {
         int actual;
-        using (var defaults = GpuContext.Create(new GpuOptions { PipelineCacheDirectory = null }))
+        using (var defaults = GpuContext.Create(EnvironmentSettings.GpuOptions() with { PipelineCacheDirectory = null }))
             actual = (int)defaults.Capabilities.SubgroupSize;
-        var options = new GpuOptions { Validation = true, PipelineCacheDirectory = null };
+        var options = EnvironmentSettings.GpuOptions() with { Validation = true, PipelineCacheDirectory = null };
         options = mode.StartsWith("workgroup") ? options with { SubgroupRows = false } : options with { SubgroupRowsOverride = 8 * actual };
         using var ctx = GpuContext.Create(options);
         // Rows short enough for a subgroup by default (at most 32 elements an invocation), causal,

@@ -2,6 +2,7 @@ using Silk.NET.Vulkan;
 using VkPrompt.Runtime;
 using Xunit;
 using Xunit.Sdk;
+using VkPrompt.Cli;
 
 namespace VkPrompt.Tests.Runtime;
 
@@ -27,7 +28,7 @@ public sealed unsafe class ValidationTests
     [Fact]
     public void LayerErrorsReachTheContextLog()
     {
-        using var ctx = GpuContext.Create(new GpuOptions { Validation = true, PipelineCacheDirectory = null });
+        using var ctx = GpuContext.Create(EnvironmentSettings.GpuOptions() with { Validation = true, PipelineCacheDirectory = null });
         Assert.Equal(0, ctx.Validation.ErrorCount);
         CreateZeroSizedBuffer(ctx);
         Assert.True(ctx.Validation.ErrorCount > 0, "the validation layer reported nothing");

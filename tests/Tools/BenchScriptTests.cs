@@ -33,7 +33,7 @@ public sealed class BenchScriptTests : IDisposable
 
     static BenchReport VkPromptReport(string device, double medianMs, string precision, bool tuned = false) => new(
         BenchCommand.Schema, "vkprompt 0.1.0", "vkprompt bench --shape t5-base", "2026-01-01T00:00:00Z",
-        new BenchDevice(device, "driver 1", "vulkan"), null,
+        new BenchDevice(device, "driver 1", "vulkan"), null, null,
         new BenchModel("t5-base", 247_577_856, 768, 2048, 12, 64, 12, 12, 32128, "gated-gelu", false),
         new BenchBatch(32, 512, 8, 100), precision, "fp32", new BenchAttention("auto", "fused", "unfused", "fused"), false, 0.1, 2, 3, true,
         tuned, new StepStats(medianMs, medianMs - 1, medianMs + 2), [medianMs - 1, medianMs, medianMs + 2],

@@ -40,8 +40,8 @@ public sealed class StepFlopsTests
         long inner = config.InnerDim, rows = (long)shape.Batch * shape.TargetLength;
         long bottomCrossQuery = 2 * rows * shape.EncoderLength * inner + 2 * rows * config.DModel * inner;
         Assert.Equal(StepFlops.Backward(config, shape) + bottomCrossQuery, Flops(be) - forward);
-        // The formula counts the unfused products; the backend is pinned to unfused whatever
-        // VKPROMPT_ATTENTION says, and a fused attention here would make the counts meaningless.
+        // The formula counts the unfused products; the backend is pinned to unfused, and a fused
+        // attention here would make the counts meaningless.
         Assert.Equal(0, be.FusedAttentions);
     }
 

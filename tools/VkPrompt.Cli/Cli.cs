@@ -60,8 +60,7 @@ internal static class Cli
         Description = "Where to compute: 'auto' (the best Vulkan device: discrete > integrated > virtual > CPU), " +
                       "a device index or a name substring as listed by 'vkprompt devices', or 'cpu' for the CPU reference backend without Vulkan. " +
                       "Default: $VKPROMPT_DEVICE if set, else auto.",
-        // GpuOptions owns the VKPROMPT_DEVICE convention; the CLI shows the same default.
-        DefaultValueFactory = _ => new GpuOptions().Device,
+        DefaultValueFactory = _ => EnvironmentSettings.GpuOptions().Device,
     };
 
     /// <summary>Standard output as configured for this invocation (a test's writer in-process).</summary>

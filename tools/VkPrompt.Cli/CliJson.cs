@@ -9,6 +9,7 @@ namespace VkPrompt.Cli;
 /// trimmed build keeps working).</summary>
 [JsonSourceGenerationOptions(WriteIndented = true, PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase)]
 [JsonSerializable(typeof(IReadOnlyList<DeviceCapabilities>))]
+[JsonSerializable(typeof(DeviceCapabilities))]
 [JsonSerializable(typeof(Commands.BenchReport))]
 [JsonSerializable(typeof(Commands.BenchMatMulReport))]
 [JsonSerializable(typeof(Commands.BenchPeakReport))]

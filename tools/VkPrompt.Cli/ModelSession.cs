@@ -16,7 +16,7 @@ internal sealed class ModelSession : IDisposable
     public ModelSession(string modelDir, string device, AttentionFusion attention, Action<string>? log, string precision = ModelOptions.DefaultPrecision)
     {
         var stored = precision.Equals("auto", StringComparison.OrdinalIgnoreCase) ? (WeightPrecision?)null : WeightPrecisions.Parse(precision, null);
-        Model = PromptModel.Open(modelDir, () => BackendFactory.Open(device, log), stored, attention, log);
+        Model = PromptModel.Open(modelDir, () => BackendFactory.Open(device, EnvironmentSettings.GpuOptions() with { Log = log }), stored, attention, log);
     }
 
     public void Dispose()
@@ -72,8 +72,7 @@ internal static class ModelOptions
                           "fused on any Vulkan device where the scores of an attention would not fit the largest buffer a kernel can bind. " +
                           "Both give the same results up to float rounding. With VKPROMPT_COOPMAT=all, fused attention runs on the matrix units too " +
                           "(d_kv a multiple of 16), its operands rounded to fp16 as all's products are. Default: $VKPROMPT_ATTENTION if set, else auto.",
-            // AttentionFusions owns the VKPROMPT_ATTENTION convention; the CLI shows the same default.
-            DefaultValueFactory = _ => AttentionFusions.DefaultText,
+            DefaultValueFactory = _ => EnvironmentSettings.AttentionText,
         };
         option.AcceptOnlyFromAmong(AttentionFusions.Names);
         return option;
@@ -85,7 +84,7 @@ internal static class ModelOptions
     public static AttentionFusion ReadAttention(ParseResult parse, Option<string> option)
     {
         string text = parse.GetValue(option)!;
-        return AttentionFusions.Parse(text) ?? throw new UsageException(AttentionFusions.Invalid(text));
+        return AttentionFusions.Parse(text) ?? throw new UsageException(AttentionFusions.Invalid(EnvironmentSettings.AttentionVariable, text));
     }
 
     public static Option<string?> Prompt() => new("--prompt", "-p")

@@ -32,11 +32,9 @@ public enum AttentionFusion
     Never,
 }
 
-/// <summary>How users spell <see cref="AttentionFusion"/> (<c>--attention</c>, VKPROMPT_ATTENTION).</summary>
+/// <summary>How users spell <see cref="AttentionFusion"/> (the CLI's <c>--attention</c>).</summary>
 public static class AttentionFusions
 {
-    public const string EnvironmentVariable = "VKPROMPT_ATTENTION";
-
     /// <summary>The spellings <see cref="Parse"/> accepts, as the CLI lists them.</summary>
     public static readonly string[] Names = ["auto", "fused", "unfused"];
 
@@ -56,15 +54,9 @@ public static class AttentionFusions
         _ => null,
     };
 
-    /// <summary>What the default comes from: VKPROMPT_ATTENTION as set, else "auto".</summary>
-    public static string DefaultText => Environment.GetEnvironmentVariable(EnvironmentVariable) is { Length: > 0 } v ? v : "auto";
-
-    /// <summary>The default setting, from <see cref="DefaultText"/>.</summary>
-    /// <exception cref="ArgumentException">VKPROMPT_ATTENTION is set to anything but one of <see cref="Names"/>.</exception>
-    public static AttentionFusion FromEnvironment() => Parse(DefaultText) ?? throw new ArgumentException(Invalid(DefaultText));
-
-    /// <summary>The message for a malformed VKPROMPT_ATTENTION.</summary>
-    public static string Invalid(string text) => $"{EnvironmentVariable}={text} is not one of {string.Join(", ", Names)}";
+    /// <summary>The message for a spelling <see cref="Parse"/> refuses, from where it came
+    /// (<paramref name="setting"/>: a variable or an option).</summary>
+    public static string Invalid(string setting, string text) => $"{setting}={text} is not one of {string.Join(", ", Names)}";
 }
 
 /// <summary>
@@ -113,17 +105,10 @@ public abstract class Backend : IDisposable
     public abstract (long Current, long Peak) MemoryUse { get; }
     public abstract void ResetPeakMemory();
 
-    AttentionFusion? attentionFusion;
-
     /// <summary>How <see cref="T5Pass"/> runs attention on this backend; passes built afterwards
     /// follow it (PyTorch's choice of scaled-dot-product kernel is likewise a backend setting).
-    /// Default: VKPROMPT_ATTENTION (<see cref="AttentionFusions.FromEnvironment"/>), read when
-    /// first needed so that a value set before then wins even over a malformed variable.</summary>
-    public AttentionFusion AttentionFusion
-    {
-        get => attentionFusion ??= AttentionFusions.FromEnvironment();
-        set => attentionFusion = value;
-    }
+    /// Default <see cref="AttentionFusion.Auto"/>: the backend decides per attention.</summary>
+    public AttentionFusion AttentionFusion { get; set; } = AttentionFusion.Auto;
 
     /// <summary>Whether an attention whose scores have this shape runs fused, as
     /// <see cref="AttentionFusion"/> says.</summary>
@@ -134,7 +119,8 @@ public abstract class Backend : IDisposable
         _ => FusesAttentionByDefault(scores),
     };
 
-    /// <summary>The <see cref="AttentionFusion.Auto"/> choice; unfused unless a backend says otherwise.</summary>
+    /// <summary>The <see cref="AttentionFusion.Auto"/> choice; unfused unless a backend says
+    /// otherwise (the GPU backend asks its device plan).</summary>
     protected virtual bool FusesAttentionByDefault(AttentionShape scores) => false;
 
     public abstract void MatMul(Tensor a, Tensor b, Tensor c, in MatMulSpec s);

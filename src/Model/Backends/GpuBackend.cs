@@ -49,7 +49,7 @@ public sealed class GpuBackend(GpuContext ctx, bool ownsContext = false) : Backe
     public override Tensor Table(int rows, int cols, string name, WeightPrecision precision = WeightPrecision.Fp32)
     {
         precision.Require(ctx.Capabilities);
-        return new GpuTable(new SplitTensor(ctx, rows, cols, name, MatMulKernel.StoredPrecision(ctx, precision), precision), name);
+        return new GpuTable(new SplitTensor(ctx, rows, cols, name, ctx.Plan.StoredPrecision(precision), precision), name);
     }
 
     public override void Upload(Tensor t, ReadOnlySpan<float> data, long offset = 0)
@@ -114,7 +114,7 @@ public sealed class GpuBackend(GpuContext ctx, bool ownsContext = false) : Backe
     }
 
     /// <summary>Tunes the products (<see cref="MatMulTuner"/>) where <see cref="MatMulTuner.Enabled"/>
-    /// says so: VKPROMPT_MATMUL_TUNE=1 on a GPU.</summary>
+    /// says so (<see cref="DevicePlan.TunesProducts"/>).</summary>
     public override void TuneMatMul(IReadOnlyList<TracedProduct> products)
     {
         if (MatMulTuner.Enabled(ctx)) MatMulTuner.Tune(ctx, products.Select(p => (p.Spec, p.Weight ?? WeightPrecision.Fp32)));
@@ -138,17 +138,8 @@ public sealed class GpuBackend(GpuContext ctx, bool ownsContext = false) : Backe
                                       shape, dropoutRate, Opt(seed), stream);
     static GpuBuffer? Opt(Tensor? t) => t is null ? null : Buf(t);
 
-    // Fusing saves writing and reading the [Lq, Lk] scores of every head, and storing them for
-    // the backward: memory, above all, for long inputs. It is not yet faster: on an H100 the
-    // unfused step of t5-base (batch 32, 612 tokens) took 539 ms against 798 fused, t5-large
-    // 1724 against 2407, and on lavapipe the streamed matmuls ran attention about 2x (forward)
-    // and 4x (backward) faster at 8 heads x 512² x d_kv 64. So GPUs fuse from 1024² scores per
-    // head (4 MiB each, 1.5 GiB per layer at batch 32 x 12 heads), where storing them starts to
-    // decide what fits; CPU devices never, unless the scores would not fit one buffer a kernel
-    // can bind (lavapipe's is 128 MiB: one head of 6k x 6k), where unfused cannot run at all.
-    protected override bool FusesAttentionByDefault(AttentionShape scores) =>
-        scores.Elements * sizeof(float) > ctx.MaxBindingBytes
-        || (ctx.Capabilities.DeviceType != "cpu" && (long)scores.QueryLength * scores.KeyLength >= 1024 * 1024);
+    /// <summary>The device plan's choice (<see cref="DevicePlan.FusesAttentionByDefault"/>).</summary>
+    protected override bool FusesAttentionByDefault(AttentionShape scores) => ctx.Plan.FusesAttentionByDefault(scores);
     public override void Relu(Tensor x, Tensor y, int n, DropoutMask<Tensor>? dropout = null) => ReluKernel.Forward(G, Buf(x), Buf(y), n, Buf(dropout));
     public override void ReluBackward(Tensor x, Tensor dy, Tensor dx, int n, DropoutMask<Tensor>? dropout = null) =>
         ReluKernel.Backward(G, Buf(x), Buf(dy), Buf(dx), n, Buf(dropout));

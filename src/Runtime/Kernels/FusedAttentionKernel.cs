@@ -83,13 +83,13 @@ public readonly record struct FusedAttentionMatrixUnitsTiling(int Warps, int Blo
     /// where the kernel cannot run it: d_kv a multiple of 16 up to 128 (an invocation holds
     /// d_kv / (subgroup / 16) output floats in registers), subgroups of 16, 32 or 64 (which
     /// share a row evenly), and the shared memory.</summary>
-    /// <exception cref="GpuException"><see cref="GpuOptions.CoopMatFlashTiling"/> is malformed or
+    /// <exception cref="GpuException"><see cref="GpuOptions.MatrixUnitsFusedAttentionTiling"/> is malformed or
     /// asks for a tiling the kernel or the device cannot run at this d_kv.</exception>
     public static FusedAttentionMatrixUnitsTiling? For(GpuContext context, int dkv, bool backward)
     {
         int subgroup = (int)context.CoopMatSubgroupSize;
         if (dkv % 16 != 0 || dkv > 128 || subgroup is not (16 or 32 or 64)) return null;
-        if (context.Options.CoopMatFlashTiling is { } text) return Parse(text, context, dkv, backward);
+        if (context.Options.MatrixUnitsFusedAttentionTiling is { } text) return Parse(text, context, dkv, backward);
         foreach (var t in Candidates)
             if (t.Fits(context, dkv, backward)) return t;
         return null;
@@ -102,20 +102,19 @@ public readonly record struct FusedAttentionMatrixUnitsTiling(int Warps, int Blo
                && (long)Warps * subgroup <= context.Capabilities.MaxComputeWorkGroupInvocations;
     }
 
-    const string Variable = "VKPROMPT_COOPMAT_FLASH_TILING";
-
-    /// <summary>The forward's or the backward's tiling of VKPROMPT_COOPMAT_FLASH_TILING ("WxB" for
+    /// <summary>The forward's or the backward's tiling of <see cref="GpuOptions.MatrixUnitsFusedAttentionTiling"/> ("WxB" for
     /// both, or "WxB,WxB"), checked: a block of a multiple of 16 rows that gives each invocation of
     /// a row whole runs of four columns, and a workgroup the device runs with the shared memory it has.</summary>
     static FusedAttentionMatrixUnitsTiling Parse(string text, GpuContext context, int dkv, bool backward)
     {
+        string setting = context.Options.Describe(nameof(GpuOptions.MatrixUnitsFusedAttentionTiling), text);
         var kernels = text.Split(',');
-        if (kernels.Length > 2) throw new GpuException($"{Variable}={text}: expected WxB or WxB,WxB (forward, backward), e.g. 4x64,4x32");
-        var v = TilingText.Parse(kernels[backward ? kernels.Length - 1 : 0], Variable, "WxB or WxB,WxB (forward, backward), e.g. 4x64,4x32", count: 2);
+        if (kernels.Length > 2) throw new GpuException($"{setting}: expected WxB or WxB,WxB (forward, backward), e.g. 4x64,4x32");
+        var v = TilingText.Parse(kernels[backward ? kernels.Length - 1 : 0], setting, "WxB or WxB,WxB (forward, backward), e.g. 4x64,4x32", count: 2);
         var t = new FusedAttentionMatrixUnitsTiling(v[0], v[1]);
         int subgroup = (int)context.CoopMatSubgroupSize;
         if (t.Warps < 1 || t.Block < 16 || t.Block % 16 != 0 || t.Block / (subgroup / 16) % 4 != 0 || !t.Fits(context, dkv, backward))
-            throw new GpuException($"{Variable}={text}: the {(backward ? "backward" : "forward")} needs at least one subgroup, a block of a multiple of 16 rows " +
+            throw new GpuException($"{setting}: the {(backward ? "backward" : "forward")} needs at least one subgroup, a block of a multiple of 16 rows " +
                                    $"({subgroup / 16} invocations share a row, each a multiple of 4 columns), at most {context.Capabilities.MaxComputeWorkGroupInvocations} invocations " +
                                    $"and {context.Capabilities.MaxComputeSharedMemorySize} bytes of shared memory; {t.Warps}x{t.Block} at d_kv {dkv} needs {t.SharedBytes(backward, dkv, subgroup)}");
         return t;
@@ -173,14 +172,14 @@ public static class FusedAttentionKernel
 
     /// <summary>Whether the fused attention runs on the matrix units here, and with which tiling
     /// (the forward's or the backward's): where the context puts every product on them
-    /// (<see cref="GpuOptions.CooperativeMatrixAllProducts"/>, the same rounding of q, k, v, the
+    /// (<see cref="GpuOptions.MatrixUnitsAllProducts"/>, the same rounding of q, k, v, the
     /// probabilities, dO and dS to fp16 as the unfused products make there) through
     /// VK_KHR_cooperative_matrix or its emulation, the build has both kernels, and
     /// <see cref="FusedAttentionMatrixUnitsTiling.For"/> has a tiling for d_kv for both: a backward
     /// recomputing the probabilities from scores rounded otherwise than the forward's would not
     /// match its logsumexp. Null otherwise.</summary>
     public static FusedAttentionMatrixUnitsTiling? MatrixUnitsTiling(GpuContext context, int dkv, bool backward) =>
-        context.Options.CooperativeMatrixAllProducts && context.MatrixUnits is MatrixUnits.Khr or MatrixUnits.Nv2 or MatrixUnits.Emulated
+        context.Plan.FusedAttentionOnMatrixUnits
         && Runtime.Kernel.IsEmbedded(MatMulKernel.CoopMatShader(context, ForwardOnUnits))
         && Runtime.Kernel.IsEmbedded(MatMulKernel.CoopMatShader(context, BackwardOnUnits))
         && FusedAttentionMatrixUnitsTiling.For(context, dkv, !backward) is not null

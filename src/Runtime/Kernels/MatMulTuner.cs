@@ -4,7 +4,7 @@ namespace VkPrompt.Runtime.Kernels;
 /// Measures which tiling runs each product fastest on this device, instead of trusting
 /// <see cref="MatMulTiling.ForGpu"/>'s rule, which comes from an H100's timings and may be wrong on
 /// other GPUs (docs/benchmarks.md). Opt-in (<see cref="GpuOptions.TuneMatMul"/>,
-/// VKPROMPT_MATMUL_TUNE=1); the trainer calls it with a step's products before recording the step,
+/// the CLI's VKPROMPT_MATMUL_TUNE=1); the trainer calls it with a step's products before recording the step,
 /// since <see cref="MatMulKernel.Run(CommandGraph, GpuBuffer, GpuBuffer, GpuBuffer, in MatMulSpec, WeightPrecision)"/>
 /// only appends to a graph that runs later, when there is nothing left to choose.
 /// </summary>
@@ -22,7 +22,7 @@ public static class MatMulTuner
     /// <summary>Whether a step's products should be tuned: <see cref="GpuOptions.TuneMatMul"/>, on a
     /// GPU. A CPU device (lavapipe) runs the streamed variant, its one tiling (the staged ones ran
     /// 3.5x slower there), so there is nothing to choose.</summary>
-    public static bool Enabled(GpuContext ctx) => ctx.Options.TuneMatMul && ctx.Capabilities.DeviceType != "cpu";
+    public static bool Enabled(GpuContext ctx) => ctx.Plan.TunesProducts;
 
     /// <summary>Times every candidate tiling of each product not tuned yet on
     /// <paramref name="ctx"/> (one per <see cref="MatMulShapeKey"/>: products that differ only in
@@ -30,7 +30,7 @@ public static class MatMulTuner
     /// fastest for <see cref="MatMulKernel.Run(CommandGraph, GpuBuffer, GpuBuffer, GpuBuffer, in MatMulSpec, WeightPrecision)"/>
     /// and <see cref="MatMulKernel.Selection"/> to use on this context from then on. Logs one line
     /// per product (<see cref="GpuOptions.Log"/>) and returns what it measured. Skips products whose
-    /// kernel has its tiling forced (VKPROMPT_MATMUL_TILING, VKPROMPT_COOPMAT_TILING), which
+    /// kernel has its tiling forced (<see cref="GpuOptions.MatMulTiling"/>, <see cref="GpuOptions.MatrixUnitsTiling"/>), which
     /// has fewer than two candidates that fit the device, or whose operand needs more than one
     /// binding (a weight that large is split, and its parts are other products). Call it outside
     /// any graph being recorded; it submits work of its own.</summary>
@@ -53,7 +53,7 @@ public static class MatMulTuner
         {
             asked.Require(ctx.Capabilities);
             // Tuned as they will run: with B stored the way this context stores such weights.
-            var b = MatMulKernel.StoredPrecision(ctx, asked);
+            var b = ctx.Plan.StoredPrecision(asked);
             if (ctx.MatMulTunings.Find(spec, b) is not null || !keys.Add(MatMulShapeKey.Of(spec, b))) continue;
             var (aElems, bElems, cElems) = spec.Extents();
             if (Math.Max(4 * Math.Max(aElems, cElems), b.ElementBytes() * bElems) > limit) continue;
@@ -85,11 +85,11 @@ public static class MatMulTuner
     static List<MatMulChoice> Candidates(GpuContext ctx, in MatMulSpec spec, WeightPrecision b)
     {
         var caps = ctx.Capabilities;
-        if (MatMulKernel.OnMatrixUnits(ctx, b))
+        if (ctx.Plan.OnMatrixUnits(b))
         {
-            if (ctx.Options.CoopMatTiling is not null) return [];
+            if (ctx.Options.MatrixUnitsTiling is not null) return [];
             bool workgroupScope = MatMulKernel.OnWorkgroupScope(ctx, spec, b);
-            return (workgroupScope ? CoopMatTiling.WorkgroupCandidates : CoopMatTiling.Candidates)
+            return (workgroupScope ? MatrixUnitsTiling.WorkgroupCandidates : MatrixUnitsTiling.Candidates)
                 .Where(t => t.Fits(ctx, workgroupScope)).Select(t => new MatMulChoice(t, workgroupScope)).ToList();
         }
         return ctx.Options.MatMulTiling is not null ? []
@@ -178,7 +178,7 @@ public sealed record MatMulTuning(MatMulSpec Spec, WeightPrecision B, string Ker
 /// do; whether B is 16-bit), and whether C is read as well as written. Alpha and the exact strides
 /// select nothing and are left out, and so does which 16-bit form B takes: fp16 and bf16 run the
 /// same kernels, differing only in how a half is widened, and a context may store bf16 weights as
-/// fp16 (<see cref="MatMulKernel.StoredPrecision"/>), so a tuning found for either serves both.</summary>
+/// fp16 (<see cref="DevicePlan.StoredPrecision"/>), so a tuning found for either serves both.</summary>
 internal readonly record struct MatMulShapeKey(int M, int N, int K, long Batch, int A, int B, bool CAligned, bool HalfB, bool Accumulate)
 {
     public static MatMulShapeKey Of(in MatMulSpec s, WeightPrecision b) => new(

@@ -10,7 +10,7 @@ public static class MatrixPeakKernel
     readonly record struct Push(uint Iterations, float A, float B);
 
     /// <summary>Subgroups per workgroup and 16x16 accumulators per subgroup: the matrix-unit
-    /// product's default (<see cref="CoopMatTiling.Default"/> has 2 x 4 per subgroup).</summary>
+    /// product's default (<see cref="MatrixUnitsTiling.Default"/> has 2 x 4 per subgroup).</summary>
     public const int Warps = 4, TilesM = 2, TilesN = 4;
 
     /// <summary>The floats <see cref="Run"/> writes for <paramref name="workgroups"/>.</summary>

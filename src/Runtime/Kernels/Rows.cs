@@ -5,20 +5,8 @@ namespace VkPrompt.Runtime.Kernels;
 /// softmax kernels' short rows, one subgroup per row (<see cref="SubgroupRows"/>).</summary>
 static class Rows
 {
-    /// <summary><see cref="GpuOptions.RowLocalSize"/> where set, else eight subgroups per
-    /// workgroup: enough invocations for rows of a few hundred elements, and few enough partials
-    /// that subgroup 0 folds them in one step. Capped at 256, which every device runs and which
-    /// keeps several rows in flight per compute unit.</summary>
-    /// <exception cref="GpuException">The size set is no multiple of the subgroup size or more
-    /// than the device runs.</exception>
-    public static int LocalSize(GpuContext context)
-    {
-        var caps = context.Capabilities;
-        if (context.Options.RowLocalSize is not { } set) return (int)Math.Clamp(8 * caps.SubgroupSize, 32, 256);
-        if (set <= 0 || set % caps.SubgroupSize != 0 || set > caps.MaxComputeWorkGroupInvocations)
-            throw new GpuException($"VKPROMPT_ROW_LOCAL_SIZE={set}: needs a multiple of the subgroup size ({caps.SubgroupSize}) of at most {caps.MaxComputeWorkGroupInvocations}");
-        return set;
-    }
+    /// <summary>The workgroup size of a row kernel on this context (<see cref="DevicePlan.RowLocalSize"/>).</summary>
+    public static int LocalSize(GpuContext context) => context.Plan.RowLocalSize;
 
     // Up to 16 elements of a row per invocation stay in registers between a row kernel's passes
     // (the CACHE constant of reduce.glsl's SHARE_LOOP): with 256 invocations, rows of up to 4096
@@ -39,20 +27,8 @@ static class Rows
     /// hands further rows to the same workgroups.</summary>
     public static (uint X, uint Y, uint Z) Groups(long rows) => ((uint)Math.Min(rows, 65535), 1, 1);
 
-    // A subgroup's row keeps at most 32 elements an invocation in registers (softmax_backward's
-    // keep bits fill one uint): T5's 612-key rows over NVIDIA's 32 lanes take 20.
-    const int MaxCachedPerSubgroupRow = 32;
-
-    /// <summary>The SUBGROUP_ROWS constant of the kernels that may give a row a subgroup
-    /// (shaders/include/reduce.glsl): the device's subgroup size where
-    /// <see cref="GpuOptions.SubgroupRows"/> allows and a subgroup keeps a row of
-    /// <paramref name="length"/> in registers, else 0 (a workgroup per row).</summary>
-    public static int SubgroupRows(GpuContext context, int length)
-    {
-        if (context.Options.SubgroupRowsOverride is { } forced) return forced;
-        int size = (int)context.Capabilities.SubgroupSize;
-        return context.Options.SubgroupRows && size >= 4 && length <= MaxCachedPerSubgroupRow * size ? size : 0;
-    }
+    /// <summary>The SUBGROUP_ROWS constant for rows of <paramref name="length"/> (<see cref="DevicePlan.SubgroupRowsFor"/>).</summary>
+    public static int SubgroupRows(GpuContext context, int length) => context.Plan.SubgroupRowsFor(length);
 
     /// <summary>Everything a softmax kernel is specialized and dispatched with for
     /// <paramref name="rows"/> rows of <paramref name="length"/>: its workgroup size, CACHE,

@@ -3,6 +3,7 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Reflection;
 using System.Text.Json;
+using System.Text.Json.Nodes;
 using System.Text.Json.Serialization;
 using Spectre.Console;
 using VkPrompt.Model;
@@ -171,6 +172,7 @@ internal static class BenchCommand
             // driverInfo is what vendors print as the version (NVIDIA "580.159.04", Mesa "Mesa 25.0.7 ...").
             new BenchDevice(caps.Name, $"{caps.DriverName} {(caps.DriverInfo.Length > 0 ? caps.DriverInfo : caps.DriverVersion)}", "vulkan"),
             caps,
+            run.Plan,
             new BenchModel(s.Name, parameters, c.DModel, c.DFf, c.NumHeads, c.DKv, c.NumLayers, c.NumDecoderLayers, c.VocabSize,
                            c.IsGatedAct ? "gated-gelu" : "relu", c.TieWordEmbeddings),
             new BenchBatch(shape.Batch, shape.InputLength, shape.TargetLength, shape.PromptLength),
@@ -184,14 +186,14 @@ internal static class BenchCommand
             breakdown, notes);
     }
 
-    sealed record StepRun(DeviceCapabilities Capabilities, WeightPrecision Precision, BenchAttention Attention, bool Validation, List<double> StepMs, List<double> Losses,
+    sealed record StepRun(DeviceCapabilities Capabilities, JsonObject Plan, WeightPrecision Precision, BenchAttention Attention, bool Validation, List<double> StepMs, List<double> Losses,
                           List<List<DispatchTiming>> Timings, long PeakBytes, long ReservedBytes, long WeightBytes, List<string> KernelNotes, bool TuneMatMul);
 
     /// <summary>Loads the weights on a context of their own (profiled or not for its whole life)
     /// and runs the steps.</summary>
     static StepRun RunSteps(T5Checkpoint ckpt, BenchSettings s, List<EncodedExample> examples, Action<string>? log)
     {
-        using var ctx = GpuContext.Create(new GpuOptions { Device = s.Device, Profiling = s.Profile, Log = log });
+        using var ctx = GpuContext.Create(EnvironmentSettings.GpuOptions() with { Device = s.Device, Profiling = s.Profile, Log = log });
         using var backend = new GpuBackend(ctx) { AttentionFusion = s.Attention };
         // fp16 and bf16 store the frozen matrices as halves, widened to fp32 as they are read;
         // activations and sums stay fp32 (ModelOptions.Precision). auto resolves per device.
@@ -223,7 +225,7 @@ internal static class BenchCommand
             && FusedAttentionKernel.MatrixUnitsTiling(ctx, ckpt.Config.DKv, backward: true) is { } backward)
             notes.Add($"fused attention ran on the matrix units (fused_attention_coopmat, VKPROMPT_COOPMAT=all): {forward.Warps} subgroups of 16 rows a workgroup, " +
                       $"blocks of {forward.Block} keys forward and {backward.Block} rows backward");
-        return new StepRun(ctx.Capabilities, precision, attention, ctx.Options.Validation, times, losses, timings, ctx.Memory.PeakBytesInUse, ctx.Memory.BytesReserved, weightBytes,
+        return new StepRun(ctx.Capabilities, ctx.Plan.ToJson(), precision, attention, ctx.Options.Validation, times, losses, timings, ctx.Memory.PeakBytesInUse, ctx.Memory.BytesReserved, weightBytes,
                            notes, MatMulTuner.Enabled(ctx));
     }
 
@@ -237,26 +239,26 @@ internal static class BenchCommand
         string Tiling(string? forced) => forced ?? (tuned ? "tuned per product before the first step (VKPROMPT_MATMUL_TUNE=1; the log has the times)" : "default");
         if (halfWeights && ctx.CooperativeMatrixEmulated)
             notes.Add($"products with {precision.Name()} weights ran the cooperative-matrix kernel with its matrix operations emulated (VKPROMPT_COOPMAT=emulate), " +
-                      $"their activation operand rounded to fp16; tiling {Tiling(ctx.Options.CoopMatTiling)}");
+                      $"their activation operand rounded to fp16; tiling {Tiling(ctx.Options.MatrixUnitsTiling)}");
         else if (halfWeights && ctx.CooperativeMatrix)
             notes.Add($"products with {precision.Name()} weights ran on the matrix units ({ctx.MatrixUnits.Extension()}), their activation operand rounded to fp16; " +
-                      $"tiling {Tiling(ctx.Options.CoopMatTiling)}");
+                      $"tiling {Tiling(ctx.Options.MatrixUnitsTiling)}");
         else if (halfWeights && (ctx.Capabilities.CooperativeMatrixKhr || ctx.Capabilities.CooperativeMatrixNv))
             notes.Add("the matrix units were not used (VKPROMPT_COOPMAT=0 or VKPROMPT_DISABLE_COOPMAT=1 turned them off)");
-        if (MatMulKernel.StoredPrecision(ctx, precision) is var stored && stored != precision)
+        if (ctx.Plan.StoredPrecision(precision) is var stored && stored != precision)
             notes.Add($"{precision.Name()} weights were stored as the {stored.Name()} halves the matrix units multiply, converted once on upload (VKPROMPT_COOPMAT_FP16_WEIGHTS=0 keeps them {precision.Name()})");
         else if (halfWeights && ctx.CooperativeMatrix && precision == WeightPrecision.Bf16)
             notes.Add("bf16 weights were kept bf16 and converted to fp16 as the matrix-unit products staged them (VKPROMPT_COOPMAT_FP16_WEIGHTS=0)");
-        if (ctx.CooperativeMatrix && (halfWeights || ctx.Options.CooperativeMatrixAllProducts))
-            notes.Add(ctx.Options.CooperativeMatrixHalfActivations
+        if (ctx.CooperativeMatrix && (halfWeights || ctx.Options.MatrixUnitsAllProducts))
+            notes.Add(ctx.Options.MatrixUnitsHalfActivations
                 ? "matrix-unit products at least 256 columns wide read a 16-bit copy of their activation operand, one conversion (to_half) per activation shared by the products that read it"
                 : "matrix-unit products read their fp32 activation operand and round it as they stage it (VKPROMPT_COOPMAT_HALF_A=0)");
         if (ctx.MatrixUnits == MatrixUnits.Nv2)
             notes.Add("VKPROMPT_COOPMAT=nv2: matrix-unit products whose operands each have a unit stride ran the workgroup-scope kernel (matmul_coopmat_nv2), " +
                       "reading 16-bit copies of every fp32 operand; the others ran the KHR kernel");
-        if (ctx.CooperativeMatrix && ctx.Options.CooperativeMatrixAllProducts)
+        if (ctx.CooperativeMatrix && ctx.Options.MatrixUnitsAllProducts)
             notes.Add($"VKPROMPT_COOPMAT=all: every product ran on the matrix units ({ctx.MatrixUnits.Extension()}), fp32 operands rounded to fp16 too");
-        if (!(ctx.CooperativeMatrix && (halfWeights || ctx.Options.CooperativeMatrixAllProducts)) || ctx.Options.MatMulTiling is not null)
+        if (!(ctx.CooperativeMatrix && (halfWeights || ctx.Options.MatrixUnitsAllProducts)) || ctx.Options.MatMulTiling is not null)
             notes.Add($"portable product tiling {Tiling(ctx.Options.MatMulTiling)}");
         if (!ctx.Options.SubgroupRows)
             notes.Add("VKPROMPT_ROW_SUBGROUP=0: every softmax row took a workgroup rather than a subgroup");
@@ -328,7 +330,7 @@ internal sealed record BenchSettings(string Name, string? Directory, BatchShape 
 
 internal sealed record BenchReport(
     string Schema, string Implementation, string Command, string Timestamp,
-    BenchDevice Device, DeviceCapabilities? Capabilities, BenchModel Model, BenchBatch Batch,
+    BenchDevice Device, DeviceCapabilities? Capabilities, JsonObject? Plan, BenchModel Model, BenchBatch Batch,
     string Precision, string ActivationPrecision, BenchAttention Attention, bool Recompute, double Dropout, int WarmupSteps, int Steps, bool Profiled,
     bool TuneMatMul, StepStats StepMs, IReadOnlyList<double> StepTimesMs,
     double ExamplesPerSecond, double TokensPerSecond, long TokensPerStep,

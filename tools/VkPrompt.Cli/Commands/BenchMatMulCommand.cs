@@ -111,7 +111,7 @@ internal static class BenchMatMulCommand
     static BenchMatMulReport Measure(Settings s, IAnsiConsole console, Action<string>? log)
     {
         var c = s.Config;
-        using var ctx = GpuContext.Create(new GpuOptions { Device = s.Device, Log = log });
+        using var ctx = GpuContext.Create(EnvironmentSettings.GpuOptions() with { Device = s.Device, Log = log });
         var caps = ctx.Capabilities;
         var precision = WeightPrecisions.Parse(s.Precision, caps);
         precision.Require(caps);
@@ -137,7 +137,7 @@ internal static class BenchMatMulCommand
             notes.Add($"skipped '{p.Name}': {m.Skipped}");
         // Weights are stored as a model's would be on this context (bf16 as fp16 for the matrix
         // units); the reference computes with the values as asked, which are the same.
-        var stored = MatMulKernel.StoredPrecision(ctx, precision);
+        var stored = ctx.Plan.StoredPrecision(precision);
         if (stored != precision) notes.Add($"{precision.Name()} weights are stored as {stored.Name()}, as a model's are where the matrix units read them (VKPROMPT_COOPMAT_FP16_WEIGHTS)");
         if (bench.Tuned is { } tuned)
             notes.Add($"VKPROMPT_MATMUL_TUNE=1: {tuned} product shape(s) tuned before timing; a row's 'tuning' has every candidate tiling's times, its tiling is the fastest");
@@ -168,8 +168,8 @@ internal static class BenchMatMulCommand
                            c.VocabSize, c.IsGatedAct ? "gated-gelu" : "relu", c.TieWordEmbeddings),
             new BenchBatch(shape.Batch, shape.InputLength, shape.TargetLength, shape.PromptLength),
             precision.Name(), attention, c.DropoutRate, s.Reps, s.WarmupMs, bench.Profiled,
-            new MatMulSwitches(ctx.CooperativeMatrix, ctx.CooperativeMatrixEmulated, ctx.MatrixUnits.ToString().ToLowerInvariant(), ctx.Options.MatMulTiling, ctx.Options.CoopMatTiling,
-                               bench.Tuned is not null, ctx.Options.CooperativeMatrixHalfActivations),
+            new MatMulSwitches(ctx.CooperativeMatrix, ctx.CooperativeMatrixEmulated, ctx.MatrixUnits.ToString().ToLowerInvariant(), ctx.Options.MatMulTiling, ctx.Options.MatrixUnitsTiling,
+                               bench.Tuned is not null, ctx.Options.MatrixUnitsHalfActivations),
             rows, totals, notes)
         {
             Pipelines = ctx.PipelineStatistics ? ctx.Kernels.Select(k => new PipelineReport(k.Name, k.Specialization, k.Statistics)).ToList() : null,

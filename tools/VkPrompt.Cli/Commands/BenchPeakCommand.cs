@@ -34,7 +34,8 @@ internal static class BenchPeakCommand
             Description = "Which build of the kernel runs: auto (VK_KHR_cooperative_matrix where the device and this build have it, else VK_NV_cooperative_matrix), " +
                           "khr or nv (an error where missing), or emulate (ordinary arithmetic on any device with fp16 arithmetic: checks the kernel, its rate means nothing). " +
                           "Default: VKPROMPT_COOPMAT where it is khr, nv or emulate, else auto.",
-            DefaultValueFactory = _ => Environment.GetEnvironmentVariable("VKPROMPT_COOPMAT") is var v && v is "khr" or "nv" or "emulate" ? v : "auto",
+            DefaultValueFactory = _ => EnvironmentSettings.GpuOptions().MatrixUnits is var v && v is MatrixUnitsRequest.Khr or MatrixUnitsRequest.Nv or MatrixUnitsRequest.Emulate
+                ? v.ToString().ToLowerInvariant() : "auto",
         };
         units.AcceptOnlyFromAmong("auto", "khr", "nv", "emulate");
         var device = Cli.DeviceOption();
@@ -71,11 +72,10 @@ internal static class BenchPeakCommand
     static BenchPeakReport Measure(string device, string units, int iterations, int workgroups, int reps, string command, Action<string>? log)
     {
         if (iterations > 1 << 20) throw new UsageException($"--iterations must be at most {1 << 20} (the sums stay exact up to there), got {iterations}");
-        using var ctx = GpuContext.Create(new GpuOptions
+        using var ctx = GpuContext.Create(EnvironmentSettings.GpuOptions() with
         {
             Device = device, Log = log,
-            CooperativeMatrix = units != "emulate", CooperativeMatrixEmulation = units == "emulate",
-            CooperativeMatrixExtension = units switch { "khr" => MatrixUnitsExtension.Khr, "nv" => MatrixUnitsExtension.Nv, _ => MatrixUnitsExtension.Auto },
+            MatrixUnits = units switch { "khr" => MatrixUnitsRequest.Khr, "nv" => MatrixUnitsRequest.Nv, "emulate" => MatrixUnitsRequest.Emulate, _ => MatrixUnitsRequest.Auto },
         });
         var caps = ctx.Capabilities;
         if (!ctx.CooperativeMatrix)

@@ -87,7 +87,7 @@ internal static class DemoCommand
 
     static string DemoModel(string assets, Action<string> log)
     {
-        var cacheRoot = new Runtime.GpuOptions().PipelineCacheDirectory ?? Path.GetTempPath();
+        var cacheRoot = EnvironmentSettings.PipelineCacheDirectory(Environment.GetEnvironmentVariable) ?? Path.GetTempPath();
         string dir = Path.Combine(cacheRoot, $"demo-model-{ModelVersion}");
         if (File.Exists(Path.Combine(dir, "model.safetensors"))) return dir;
         log($"making the demo model in {dir} (once)");

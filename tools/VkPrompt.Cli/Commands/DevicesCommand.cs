@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Globalization;
 using System.Text.Json;
+using System.Text.Json.Nodes;
 using Spectre.Console;
 using VkPrompt.Runtime;
 
@@ -12,30 +13,77 @@ internal static class DevicesCommand
     {
         var json = new Option<bool>("--json")
         {
-            Description = "Print a JSON array with one object per device and every capability field, instead of a table. Off by default.",
+            Description = "Print a JSON array with one object per device: every capability field, and the device plan (\"plan\": every kernel choice " +
+                          "VkPrompt makes for it with the VKPROMPT_* variables as set), instead of a table. Off by default.",
+        };
+        var capabilities = new Option<string?>("--capabilities")
+        {
+            HelpName = "FILE",
+            Description = "Plan for the devices recorded in FILE (what 'vkprompt devices --json' printed on another machine, e.g. " +
+                          "docs/results/h100-2026-11-26c/devices.json) instead of this machine's. VKPROMPT_COOPMAT=emulate plans for emulated matrix units.",
         };
         var command = new Command("devices",
             "List every Vulkan device with the capabilities VkPrompt picks kernels by: type, driver, subgroup size, " +
-            "16-bit and 8-bit support, limits, memory heaps and pipeline-cache key. " +
+            "16-bit and 8-bit support, limits, memory heaps and pipeline-cache key, and what it picks (the device plan). " +
             "The index or a part of the name selects a device with --device or VKPROMPT_DEVICE.")
         {
-            json,
+            json, capabilities,
         };
         command.SetAction(parse =>
         {
-            var devices = GpuContext.ListDevices();
+            var devices = parse.GetValue(capabilities) is { } file ? Recorded(file) : GpuContext.ListDevices();
             if (devices.Count == 0) throw new GpuException(GpuContext.NoDeviceMessage);
+            var options = EnvironmentSettings.GpuOptions();
             if (parse.GetValue(json))
-                Cli.Out(parse).WriteLine(JsonSerializer.Serialize(devices, CliJson.Default.IReadOnlyListDeviceCapabilities));
+                Cli.Out(parse).WriteLine(Json(devices, options).ToJsonString(CliJson.Default.Options));
             else
-                Cli.Console(parse).Write(Table(devices));
+                Cli.Console(parse).Write(Table(devices, devices.Select(d => Plan(d, options)).ToList()));
             return Cli.Ok;
         });
         return command;
     }
 
+    /// <summary>Each device's capabilities with its plan beside them under "plan" (a device the
+    /// options cannot be planned for gets the reason as "planError").</summary>
+    internal static JsonArray Json(IReadOnlyList<DeviceCapabilities> devices, GpuOptions options)
+    {
+        var array = new JsonArray();
+        foreach (var d in devices)
+        {
+            var node = JsonSerializer.SerializeToNode(d, CliJson.Default.DeviceCapabilities)!.AsObject();
+            try { node["plan"] = DevicePlan.For(d, options).ToJson(); }
+            catch (GpuException e) { node["planError"] = e.Message; }
+            array.Add((JsonNode)node);
+        }
+        return array;
+    }
+
+    static DevicePlan? Plan(DeviceCapabilities d, GpuOptions options)
+    {
+        try { return DevicePlan.For(d, options); }
+        catch (GpuException) { return null; }
+    }
+
+    /// <summary>The devices a <c>vkprompt devices --json</c> printed.</summary>
+    static IReadOnlyList<DeviceCapabilities> Recorded(string file)
+    {
+        try
+        {
+            return JsonSerializer.Deserialize(File.ReadAllText(file), CliJson.Default.IReadOnlyListDeviceCapabilities)
+                   ?? throw new UsageException($"--capabilities {file}: holds no devices");
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new UsageException($"--capabilities {file}: {e.Message}");
+        }
+        catch (JsonException e)
+        {
+            throw new UsageException($"--capabilities {file}: not what 'vkprompt devices --json' prints: {e.Message}");
+        }
+    }
+
     /// <summary>One column per device so devices compare side by side, one row per field.</summary>
-    static Table Table(IReadOnlyList<DeviceCapabilities> devices)
+    static Table Table(IReadOnlyList<DeviceCapabilities> devices, IReadOnlyList<DevicePlan?> plans)
     {
         var table = new Table().AddColumn(new TableColumn(""));
         foreach (var d in devices) table.AddColumn(new TableColumn(new Text($"{d.Index}: {d.Name}", new Style(decoration: Decoration.Bold))));
@@ -68,6 +116,13 @@ internal static class DevicesCommand
         Row("pipeline statistics", d => d.PipelineExecutableStatistics ? "yes (VKPROMPT_PIPELINE_STATS=1)" : "no");
         Row("memory heaps", d => string.Join('\n', d.Heaps.Select((h, i) => $"{i}: {Bytes(h.Size)}{(h.DeviceLocal ? " device-local" : "")}")));
         Row("pipeline cache key", d => d.PipelineCacheKey);
+        var column = devices.ToList();
+        string Planned(DeviceCapabilities d, Func<DevicePlan, string> value) => plans[column.IndexOf(d)] is { } p ? value(p) : "-";
+        Row("plan: matrix units", d => Planned(d, p => p.MatrixUnits.Extension()));
+        Row("plan: portable product", d => Planned(d, p => p.ForcedPortableTiling ?? p.PortableRule));
+        Row("plan: fp16/bf16 weights stored as", d => Planned(d, p => $"{p.StoredPrecision(WeightPrecision.Fp16).Name()}/{p.StoredPrecision(WeightPrecision.Bf16).Name()}"));
+        Row("plan: attention fused by default", d => Planned(d, p => p.FusesLargeAttention ? $"from {DevicePlan.FuseFromScoresPerHead} scores a head" : "only where scores exceed a binding"));
+        Row("plan: row kernels", d => Planned(d, p => $"{p.RowLocalSize} invocations{(p.SubgroupRows ? ", short softmax rows a subgroup" : "")}"));
         return table;
     }
 

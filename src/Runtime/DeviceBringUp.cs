@@ -1,0 +1,255 @@
+using System.Runtime.InteropServices;
+using Silk.NET.Core;
+using Silk.NET.Core.Native;
+using Silk.NET.Vulkan;
+
+namespace VkPrompt.Runtime;
+
+/// <summary>Bringing a Vulkan device up: loading the loader, creating the instance (with the
+/// validation layer where asked), listing and choosing physical devices, and creating the logical
+/// device with the features and extensions its <see cref="DevicePlan"/> uses. What a
+/// <see cref="GpuContext"/> does with the device afterwards is the context's.</summary>
+internal static unsafe class DeviceBringUp
+{
+    /// <summary>Every Vulkan device, without creating a logical device.</summary>
+    public static IReadOnlyList<DeviceCapabilities> ListDevices()
+    {
+        var vk = LoadVulkan();
+        var instance = CreateInstance(vk, validation: null, default, out _, Vk.Version12);
+        try { return Query(vk, instance, EnumerateDevices(vk, instance)); }
+        finally { vk.DestroyInstance(instance, null); }
+    }
+
+    internal static List<DeviceCapabilities> Query(Vk vk, Instance instance, List<PhysicalDevice> devices) =>
+        devices.Select((pd, i) => DeviceCapabilities.Query(vk, instance, pd, i, DeviceExtensions(vk, pd))).ToList();
+
+    internal static Vk LoadVulkan()
+    {
+        try { return Vk.GetApi(); }
+        catch (Exception e) when (e is DllNotFoundException or FileNotFoundException or InvalidOperationException or TypeInitializationException)
+        {
+            throw new GpuException("the Vulkan loader (libvulkan.so.1) was not found; install it with: sudo apt-get install libvulkan1 mesa-vulkan-drivers");
+        }
+    }
+
+    /// <summary>The index of the device <paramref name="spec"/> names (<see cref="GpuOptions.Device"/>).</summary>
+    internal static int Choose(IReadOnlyList<DeviceCapabilities> caps, string spec)
+    {
+        string available = string.Join(", ", caps.Select(c => $"{c.Index}: {c.Name}"));
+        if (string.IsNullOrWhiteSpace(spec) || spec.Equals("auto", StringComparison.OrdinalIgnoreCase))
+        {
+            static int Rank(string type) => type switch { "discrete" => 0, "integrated" => 1, "virtual" => 2, "cpu" => 3, _ => 4 };
+            return caps.OrderBy(c => Rank(c.DeviceType)).ThenBy(c => c.Index).First().Index;
+        }
+        if (int.TryParse(spec, out int index))
+        {
+            if (index < 0 || index >= caps.Count)
+                throw new GpuException($"device {index} does not exist; available: {available} (see 'vkprompt devices')");
+            return index;
+        }
+        var match = caps.FirstOrDefault(c => c.Name.Contains(spec, StringComparison.OrdinalIgnoreCase));
+        return match?.Index ?? throw new GpuException($"no Vulkan device name contains '{spec}'; available: {available}");
+    }
+
+    /// <summary>An instance, with the validation layer and its messenger where
+    /// <paramref name="validation"/> names the setting that asked for it (<see cref="GpuOptions.Describe"/>).</summary>
+    internal static Instance CreateInstance(Vk vk, string? validation, GCHandle logHandle, out DebugUtilsMessengerEXT messenger, uint apiVersion)
+    {
+        messenger = default;
+        var layers = new List<string>();
+        var extensions = new List<string>();
+        var available = InstanceExtensions(vk);
+        if (validation is not null)
+        {
+            if (!InstanceLayers(vk).Contains("VK_LAYER_KHRONOS_validation"))
+                throw new GpuException($"validation was requested ({validation}) but VK_LAYER_KHRONOS_validation is not installed: sudo apt-get install vulkan-validationlayers");
+            layers.Add("VK_LAYER_KHRONOS_validation");
+            extensions.Add("VK_EXT_debug_utils");
+            extensions.Add("VK_EXT_validation_features");
+        }
+        bool portability = available.Contains("VK_KHR_portability_enumeration");
+        if (portability) extensions.Add("VK_KHR_portability_enumeration");
+
+        using var appName = new ScopedUtf8("VkPrompt");
+        var appInfo = new ApplicationInfo
+        {
+            SType = StructureType.ApplicationInfo,
+            PApplicationName = appName.Ptr,
+            PEngineName = appName.Ptr,
+            ApiVersion = apiVersion,
+        };
+        var layerPtrs = (byte**)SilkMarshal.StringArrayToPtr(layers);
+        var extPtrs = (byte**)SilkMarshal.StringArrayToPtr(extensions);
+        try
+        {
+            var enables = stackalloc ValidationFeatureEnableEXT[] { ValidationFeatureEnableEXT.SynchronizationValidationExt };
+            var features = new ValidationFeaturesEXT
+            {
+                SType = StructureType.ValidationFeaturesExt,
+                EnabledValidationFeatureCount = 1,
+                PEnabledValidationFeatures = enables,
+            };
+            var info = new InstanceCreateInfo
+            {
+                SType = StructureType.InstanceCreateInfo,
+                PApplicationInfo = &appInfo,
+                EnabledLayerCount = (uint)layers.Count,
+                PpEnabledLayerNames = layerPtrs,
+                EnabledExtensionCount = (uint)extensions.Count,
+                PpEnabledExtensionNames = extPtrs,
+                Flags = portability ? InstanceCreateFlags.EnumeratePortabilityBitKhr : 0,
+                PNext = validation is not null ? &features : null,
+            };
+            var created = vk.CreateInstance(&info, null, out var instance);
+            // The loader answers this when it found no driver manifest at all.
+            if (created == Result.ErrorIncompatibleDriver) throw new GpuException(GpuContext.NoDeviceMessage);
+            GpuException.Check(created, "vkCreateInstance");
+            if (validation is not null)
+            {
+                using var fnName = new ScopedUtf8("vkCreateDebugUtilsMessengerEXT");
+                var create = (delegate* unmanaged[Cdecl]<Instance, DebugUtilsMessengerCreateInfoEXT*, AllocationCallbacks*, DebugUtilsMessengerEXT*, Result>)
+                    vk.GetInstanceProcAddr(instance, fnName.Ptr).Handle;
+                var mInfo = ValidationLog.CreateInfo(logHandle);
+                DebugUtilsMessengerEXT m;
+                GpuException.Check(create(instance, &mInfo, null, &m), "vkCreateDebugUtilsMessengerEXT");
+                messenger = m;
+            }
+            return instance;
+        }
+        finally
+        {
+            SilkMarshal.Free((nint)layerPtrs);
+            SilkMarshal.Free((nint)extPtrs);
+        }
+    }
+
+    internal static List<PhysicalDevice> EnumerateDevices(Vk vk, Instance instance)
+    {
+        uint count = 0;
+        GpuException.Check(vk.EnumeratePhysicalDevices(instance, &count, null), "vkEnumeratePhysicalDevices");
+        var devices = new PhysicalDevice[count];
+        fixed (PhysicalDevice* p = devices) GpuException.Check(vk.EnumeratePhysicalDevices(instance, &count, p), "vkEnumeratePhysicalDevices");
+        return devices.ToList();
+    }
+
+    internal static HashSet<string> InstanceLayers(Vk vk)
+    {
+        uint count = 0;
+        vk.EnumerateInstanceLayerProperties(&count, null);
+        var props = new LayerProperties[count];
+        fixed (LayerProperties* p = props) vk.EnumerateInstanceLayerProperties(&count, p);
+        return props.Select(l => SilkMarshal.PtrToString((nint)l.LayerName)!).ToHashSet();
+    }
+
+    internal static HashSet<string> InstanceExtensions(Vk vk)
+    {
+        uint count = 0;
+        vk.EnumerateInstanceExtensionProperties((byte*)null, &count, null);
+        var props = new ExtensionProperties[count];
+        fixed (ExtensionProperties* p = props) vk.EnumerateInstanceExtensionProperties((byte*)null, &count, p);
+        return props.Select(e => SilkMarshal.PtrToString((nint)e.ExtensionName)!).ToHashSet();
+    }
+
+    internal static HashSet<string> DeviceExtensions(Vk vk, PhysicalDevice pd)
+    {
+        uint count = 0;
+        vk.EnumerateDeviceExtensionProperties(pd, (byte*)null, &count, null);
+        var props = new ExtensionProperties[count];
+        fixed (ExtensionProperties* p = props) vk.EnumerateDeviceExtensionProperties(pd, (byte*)null, &count, p);
+        return props.Select(e => SilkMarshal.PtrToString((nint)e.ExtensionName)!).ToHashSet();
+    }
+
+    internal static uint ComputeQueueFamily(Vk vk, PhysicalDevice pd)
+    {
+        uint count = 0;
+        vk.GetPhysicalDeviceQueueFamilyProperties(pd, &count, null);
+        var families = new QueueFamilyProperties[count];
+        fixed (QueueFamilyProperties* p = families) vk.GetPhysicalDeviceQueueFamilyProperties(pd, &count, p);
+        // A compute queue that is also a graphics queue usually has timestamps and full speed;
+        // a dedicated async-compute family is fine too, so take the first with compute.
+        for (uint i = 0; i < count; i++)
+            if (families[i].QueueFlags.HasFlag(QueueFlags.ComputeBit)) return i;
+        throw new GpuException("the selected Vulkan device has no compute queue");
+    }
+
+    /// <summary>The logical device for <paramref name="plan"/>: its matrix units' extension and
+    /// features, and pipeline statistics where it collects them.</summary>
+    internal static Device CreateDevice(Vk vk, PhysicalDevice pd, uint family, DevicePlan plan)
+    {
+        var caps = plan.Capabilities;
+        var units = plan.MatrixUnits;
+        bool pipelineStatistics = plan.PipelineStatistics;
+        float priority = 1f;
+        var queueInfo = new DeviceQueueCreateInfo
+        {
+            SType = StructureType.DeviceQueueCreateInfo,
+            QueueFamilyIndex = family,
+            QueueCount = 1,
+            PQueuePriorities = &priority,
+        };
+        // Only features that half-precision kernels may use are asked for, and only where present.
+        var memoryModel = new PhysicalDeviceVulkanMemoryModelFeatures { SType = StructureType.PhysicalDeviceVulkanMemoryModelFeatures, VulkanMemoryModel = true };
+        var nvCoopmat = new PhysicalDeviceCooperativeMatrixFeaturesNV { SType = StructureType.PhysicalDeviceCooperativeMatrixFeaturesNV, CooperativeMatrix = true, PNext = &memoryModel };
+        // The workgroup-scope kernel builds on the KHR extension, whose kernel runs the products it
+        // cannot address as tensors, so it enables both.
+        var coopmat2 = new PhysicalDeviceCooperativeMatrix2FeaturesNV
+        {
+            SType = StructureType.PhysicalDeviceCooperativeMatrix2FeaturesNV,
+            CooperativeMatrixWorkgroupScope = true, CooperativeMatrixFlexibleDimensions = true, CooperativeMatrixTensorAddressing = true,
+            PNext = &memoryModel,
+        };
+        var khrCoopmat = new PhysicalDeviceCooperativeMatrixFeaturesKHR
+        {
+            SType = StructureType.PhysicalDeviceCooperativeMatrixFeaturesKhr, CooperativeMatrix = true,
+            PNext = units == MatrixUnits.Nv2 ? &coopmat2 : &memoryModel,
+        };
+        bool cooperativeMatrix = units is MatrixUnits.Khr or MatrixUnits.Nv or MatrixUnits.Nv2;
+        var executableInfo = new PhysicalDevicePipelineExecutablePropertiesFeaturesKHR
+        {
+            SType = StructureType.PhysicalDevicePipelineExecutablePropertiesFeaturesKhr,
+            PipelineExecutableInfo = true,
+            PNext = units is MatrixUnits.Khr or MatrixUnits.Nv2 ? &khrCoopmat : units == MatrixUnits.Nv ? &nvCoopmat : null,
+        };
+        var f16 = new PhysicalDeviceShaderFloat16Int8Features
+        {
+            SType = StructureType.PhysicalDeviceShaderFloat16Int8Features,
+            ShaderFloat16 = caps.ShaderFloat16,
+            ShaderInt8 = caps.ShaderInt8,
+            PNext = pipelineStatistics ? &executableInfo : executableInfo.PNext,
+        };
+        var names = new List<string>();
+        if (cooperativeMatrix) names.Add(units == MatrixUnits.Nv ? DeviceCapabilities.NvCooperativeMatrixExtension : DeviceCapabilities.KhrCooperativeMatrixExtension);
+        if (units == MatrixUnits.Nv2) names.Add(DeviceCapabilities.NvCooperativeMatrix2Extension);
+        if (pipelineStatistics) names.Add(DeviceCapabilities.PipelineExecutablePropertiesExtension);
+        var extensions = (byte**)SilkMarshal.StringArrayToPtr(names);
+        try
+        {
+            var s16 = new PhysicalDevice16BitStorageFeatures
+            {
+                SType = StructureType.PhysicalDevice16BitStorageFeatures,
+                StorageBuffer16BitAccess = caps.StorageBuffer16Bit,
+                PNext = &f16,
+            };
+            var info = new DeviceCreateInfo
+            {
+                SType = StructureType.DeviceCreateInfo,
+                QueueCreateInfoCount = 1,
+                PQueueCreateInfos = &queueInfo,
+                EnabledExtensionCount = (uint)names.Count,
+                PpEnabledExtensionNames = names.Count > 0 ? extensions : null,
+                PNext = &s16,
+            };
+            GpuException.Check(vk.CreateDevice(pd, &info, null, out var device), "vkCreateDevice");
+            return device;
+        }
+        finally { SilkMarshal.Free((nint)extensions); }
+    }
+}
+
+/// <summary>A UTF-8 copy of a string in unmanaged memory, for the length of a using block.</summary>
+internal readonly unsafe struct ScopedUtf8 : IDisposable
+{
+    public readonly byte* Ptr;
+    public ScopedUtf8(string s) => Ptr = (byte*)SilkMarshal.StringToPtr(s);
+    public void Dispose() => SilkMarshal.Free((nint)Ptr);
+}

@@ -1,0 +1,346 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using VkPrompt.Runtime.Kernels;
+
+namespace VkPrompt.Runtime;
+
+/// <summary>Everything VkPrompt chooses per device, decided in this one place from the device's
+/// <see cref="DeviceCapabilities"/>, the <see cref="GpuOptions"/> and which kernels this build
+/// compiled, once per context (<see cref="GpuContext.Plan"/>): whether and through which extension
+/// the matrix units run products, the product kernels' tiling rules and forced tilings, whether
+/// the tuner runs, how frozen weights are stored, whether attention fuses by default, the row
+/// kernels' sizes and the 16-bit copies of activations. Choices that depend on a product or an
+/// attention's shape are functions here, with their thresholds; kernels, the model and the CLI ask
+/// the plan rather than deciding. <see cref="ToJson"/> prints every choice.</summary>
+public sealed record DevicePlan
+{
+    /// <summary>The device planned for.</summary>
+    public DeviceCapabilities Capabilities { get; }
+
+    /// <summary>The options planned with.</summary>
+    public GpuOptions Options { get; }
+
+    /// <summary>Which build of the matrix-unit kernel runs the products with 16-bit weights (all
+    /// products with <see cref="GpuOptions.MatrixUnitsAllProducts"/>), if any: as
+    /// <see cref="GpuOptions.MatrixUnits"/> asked, where the device has them, this build compiled
+    /// the kernel and the context creates the device (an adopted device runs none: Vulkan cannot
+    /// report which features its host enabled).</summary>
+    public MatrixUnits MatrixUnits { get; }
+
+    /// <summary>The subgroup size the matrix-unit kernel is built for: the device's, or the 32
+    /// invocations the emulation groups together whatever the device's.</summary>
+    public uint MatrixUnitsSubgroupSize => MatrixUnits == MatrixUnits.Emulated ? 32 : Capabilities.SubgroupSize;
+
+    /// <summary>Products of two fp32 operands run on the matrix units too (<see cref="GpuOptions.MatrixUnitsAllProducts"/>).</summary>
+    public bool MatrixUnitsAllProducts => MatrixUnits != MatrixUnits.None && Options.MatrixUnitsAllProducts;
+
+    /// <summary>The tiling every product of the portable kernel gets where <see cref="GpuOptions.MatMulTiling"/>
+    /// forces one (checked when a product first uses it); null follows <see cref="PortableRule"/>.</summary>
+    public string? ForcedPortableTiling => Options.MatMulTiling;
+
+    /// <summary>The same for the matrix-unit kernel (<see cref="GpuOptions.MatrixUnitsTiling"/>).</summary>
+    public string? ForcedMatrixUnitsTiling => MatrixUnits == MatrixUnits.None ? null : Options.MatrixUnitsTiling;
+
+    /// <summary>How the portable product picks a tiling per product: "streamed" on CPU devices
+    /// (<see cref="MatMulTiling.Streamed"/>: lavapipe ran the staged variants 3.5x slower), else
+    /// "by-shape" (<see cref="MatMulTiling.ForGpu"/>).</summary>
+    public string PortableRule => Capabilities.DeviceType == "cpu" ? "streamed" : "by-shape";
+
+    /// <summary>Products are timed before a training step and run with the fastest tiling
+    /// (<see cref="GpuOptions.TuneMatMul"/>), on GPUs only: a CPU device has one tiling to run.</summary>
+    public bool TunesProducts => Options.TuneMatMul && Capabilities.DeviceType != "cpu";
+
+    /// <summary>Frozen bf16 weights are stored as fp16 (<see cref="StoredPrecision"/>).</summary>
+    public bool Fp16Weights => MatrixUnits != MatrixUnits.None && Options.MatrixUnitsFp16Weights;
+
+    /// <summary>The largest buffer range a kernel binds, after any test override.</summary>
+    public long MaxBindingBytes => Math.Min(Capabilities.MaxStorageBufferRange, Options.MaxStorageBufferRangeOverride ?? long.MaxValue);
+
+    /// <summary>Workgroup size of the row kernels (one workgroup per row):
+    /// <see cref="GpuOptions.RowLocalSize"/> where set, else eight subgroups, enough invocations
+    /// for rows of a few hundred elements and few enough partials that subgroup 0 folds them in
+    /// one step, capped at 256, which every device runs and which keeps several rows in flight
+    /// per compute unit.</summary>
+    public int RowLocalSize { get; }
+
+    /// <summary>Pipeline statistics are collected (<see cref="GpuOptions.PipelineStatistics"/>):
+    /// where the device reports them and the context creates the device with the extension.</summary>
+    public bool PipelineStatistics { get; }
+
+    internal const string KhrMatMulShader = "matmul_coopmat_khr";
+    internal const string Nv2MatMulShader = "matmul_coopmat_nv2";
+
+    /// <summary>The plan for a context that creates its device on <paramref name="caps"/> with
+    /// <paramref name="options"/> and this build's kernels, as <see cref="GpuContext.Create"/>
+    /// makes it; a device need not exist (capabilities recorded elsewhere plan the same).</summary>
+    /// <exception cref="GpuException">The options ask for what the device or the build lacks.</exception>
+    public static DevicePlan For(DeviceCapabilities caps, GpuOptions options) =>
+        new(caps, options, Kernel.IsEmbedded(KhrMatMulShader), Kernel.IsEmbedded(Nv2MatMulShader), ownsDevice: true);
+
+    /// <summary>The plan for a device a host created and lends (<see cref="GpuContext.Adopt"/>):
+    /// no matrix units, no pipeline statistics, since Vulkan cannot report what the host enabled.</summary>
+    internal static DevicePlan ForAdopted(DeviceCapabilities caps, GpuOptions options) => new(caps, options, false, false, ownsDevice: false);
+
+    /// <param name="khrBuilt">this build compiled the KHR kernel</param>
+    /// <param name="nv2Built">and the workgroup-scope one</param>
+    internal DevicePlan(DeviceCapabilities caps, GpuOptions options, bool khrBuilt, bool nv2Built, bool ownsDevice = true)
+    {
+        Capabilities = caps;
+        Options = options;
+        MatrixUnits = ownsDevice ? ChooseMatrixUnits(caps, options, khrBuilt, nv2Built) : MatrixUnits.None;
+        PipelineStatistics = ownsDevice && options.PipelineStatistics && caps.PipelineExecutableStatistics;
+        RowLocalSize = ChooseRowLocalSize(caps, options);
+    }
+
+    /// <summary>The matrix units for <paramref name="caps"/> as <see cref="GpuOptions.MatrixUnits"/>
+    /// asks: the workgroup-scope kernel only ever where asked for, never chosen.</summary>
+    static MatrixUnits ChooseMatrixUnits(DeviceCapabilities caps, GpuOptions options, bool khrBuilt, bool nv2Built)
+    {
+        string asked = options.Describe(nameof(GpuOptions.MatrixUnits), options.MatrixUnits);
+        bool khr = caps.CooperativeMatrixKhr && khrBuilt;
+        return options.MatrixUnits switch
+        {
+            MatrixUnitsRequest.Off => MatrixUnits.None,
+            MatrixUnitsRequest.Emulate => caps.ShaderFloat16 && caps.StorageBuffer16Bit ? MatrixUnits.Emulated
+                : throw new GpuException($"{asked}: the emulated matrix-unit kernel needs fp16 arithmetic (shaderFloat16) and 16-bit storage buffers, which {caps.Name} lacks"),
+            MatrixUnitsRequest.Khr when khr => MatrixUnits.Khr,
+            MatrixUnitsRequest.Khr => throw new GpuException(!khrBuilt
+                ? $"{asked}: the matrix units were asked for through VK_KHR_cooperative_matrix, but this build has no matmul_coopmat_khr shader: its glslc could not compile " +
+                  "GL_KHR_cooperative_matrix (Debian 12's glslang 11 cannot); tools/fetch-glslc.sh fetches one that can, and the next build uses it"
+                : $"{asked}: the matrix units were asked for through VK_KHR_cooperative_matrix, but {caps.Name} lacks it with 16x16x16 fp16·fp16+fp32 at subgroup scope (see vkprompt devices)"),
+            MatrixUnitsRequest.Nv2 when khr && nv2Built && caps.CooperativeMatrix2Nv && MatrixUnitsTiling.WorkgroupCandidates.Any(t => t.FitsWorkgroupScope(caps)) => MatrixUnits.Nv2,
+            MatrixUnitsRequest.Nv2 => throw new GpuException(!khrBuilt || !nv2Built
+                ? $"{asked}: the matrix units were asked for through VK_NV_cooperative_matrix2, but this build lacks the matmul_coopmat_khr or matmul_coopmat_nv2 shader: its glslc could not " +
+                  "compile GL_KHR_cooperative_matrix or GL_NV_cooperative_matrix2 (glslang 15 can); tools/fetch-glslc.sh fetches one that can, and the next build uses it"
+                : $"{asked}: the matrix units were asked for through VK_NV_cooperative_matrix2, but {caps.Name} lacks it with workgroup scope, flexible dimensions, tensor addressing and " +
+                  "fp16·fp16+fp32 at workgroup scope in blocks this build's tilings can use, beside VK_KHR_cooperative_matrix and Vulkan 1.3 (see vkprompt devices)"),
+            MatrixUnitsRequest.Nv => caps.CooperativeMatrixNv ? MatrixUnits.Nv
+                : throw new GpuException($"{asked}: the matrix units were asked for through VK_NV_cooperative_matrix, but {caps.Name} lacks it with 16x16x16 fp16·fp16+fp32 at subgroup scope (see vkprompt devices)"),
+            _ => khr ? MatrixUnits.Khr : caps.CooperativeMatrixNv ? MatrixUnits.Nv : MatrixUnits.None,
+        };
+    }
+
+    static int ChooseRowLocalSize(DeviceCapabilities caps, GpuOptions options)
+    {
+        if (options.RowLocalSize is not { } set) return (int)Math.Clamp(8 * caps.SubgroupSize, 32, 256);
+        if (set <= 0 || set % caps.SubgroupSize != 0 || set > caps.MaxComputeWorkGroupInvocations)
+            throw new GpuException($"{options.Describe(nameof(GpuOptions.RowLocalSize), set)}: needs a multiple of the subgroup size ({caps.SubgroupSize}) of at most {caps.MaxComputeWorkGroupInvocations}");
+        return set;
+    }
+
+    // ---- products ----
+
+    /// <summary>Whether a product whose B is stored as <paramref name="bPrecision"/> runs on the
+    /// matrix units: where the plan uses them, if B is 16-bit, or whatever B is with
+    /// <see cref="MatrixUnitsAllProducts"/>.</summary>
+    public bool OnMatrixUnits(WeightPrecision bPrecision) =>
+        MatrixUnits != MatrixUnits.None && (bPrecision != WeightPrecision.Fp32 || MatrixUnitsAllProducts);
+
+    /// <summary>Whether a matrix-unit product runs the workgroup-scope kernel
+    /// (matmul_coopmat_nv2.comp): with VK_NV_cooperative_matrix2, where each operand is contiguous
+    /// along one of its indices (tensor addressing needs a unit stride) and B is fp16, or fp32 to
+    /// be copied to fp16. A bf16 B (fp16 weights off) and operands strided both ways run the KHR kernel.</summary>
+    internal bool OnWorkgroupScope(in MatMulSpec s, WeightPrecision bPrecision) =>
+        MatrixUnits == MatrixUnits.Nv2 && bPrecision != WeightPrecision.Bf16
+        && (s.AStrideK == 1 || s.AStrideM == 1) && (s.BStrideK == 1 || s.BStrideN == 1);
+
+    /// <summary>How a frozen weight asked for as <paramref name="requested"/> is stored: bf16 as
+    /// fp16 where the matrix units run the products that read it and <see cref="GpuOptions.MatrixUnitsFp16Weights"/>
+    /// allows, else as asked. The units multiply fp16, so the kernel would otherwise convert every
+    /// bf16 weight it stages, in every tile of every product; converted once on upload
+    /// (<see cref="HalfFloat.EncodeBf16AsFp16"/>, with the kernel's rounding and saturation) the
+    /// products give the same results. An embedding table that is only gathered from is stored
+    /// the same way: the values differ from bf16 only below fp16's normal range (by less than
+    /// 3e-8) and beyond ±65504.</summary>
+    public WeightPrecision StoredPrecision(WeightPrecision requested) =>
+        requested == WeightPrecision.Bf16 && OnMatrixUnits(requested) && Options.MatrixUnitsFp16Weights ? WeightPrecision.Fp16 : requested;
+
+    /// <summary>The kernel and tiling of a product: the matrix units where the plan puts this B
+    /// there, else the portable product; the tiling forced by the options, else the one
+    /// <paramref name="tunings"/> measured fastest for products like this, else the rule's.</summary>
+    internal MatMulChoice Product(in MatMulSpec s, WeightPrecision bPrecision, MatMulTunings? tunings = null) =>
+        OnMatrixUnits(bPrecision)
+            ? new(MatrixUnitsProductTiling(s, bPrecision, tunings), OnWorkgroupScope(s, bPrecision))
+            : new(PortableTiling(s, bPrecision, tunings));
+
+    /// <summary>The portable product's tiling (<see cref="Product"/>).</summary>
+    internal MatMulTiling PortableTiling(in MatMulSpec s, WeightPrecision bPrecision, MatMulTunings? tunings = null)
+    {
+        if (Options.MatMulTiling is { } text) return MatMulTiling.Parse(text, Capabilities, Options);
+        if (tunings?.Find(s, bPrecision)?.Choice.Portable is { } tuned) return tuned;
+        return PortableRule == "streamed" ? MatMulTiling.Streamed : MatMulTiling.ForGpu(s, Capabilities);
+    }
+
+    /// <summary>The matrix-unit product's tiling (<see cref="Product"/>): at workgroup scope
+    /// <see cref="MatrixUnitsTiling.ForWorkgroupScope"/>, else <see cref="MatrixUnitsTiling.ForSubgroupScope"/>.</summary>
+    internal MatrixUnitsTiling MatrixUnitsProductTiling(in MatMulSpec s, WeightPrecision bPrecision, MatMulTunings? tunings = null)
+    {
+        bool workgroupScope = OnWorkgroupScope(s, bPrecision);
+        if (Options.MatrixUnitsTiling is { } text)
+            return workgroupScope ? MatrixUnitsTiling.ParseWorkgroupScope(text, Capabilities, Options)
+                : MatrixUnitsTiling.ParseSubgroupScope(text, Capabilities, MatrixUnitsSubgroupSize, Options);
+        if (tunings?.Find(s, bPrecision)?.Choice.MatrixUnits is { } tuned) return tuned;
+        return workgroupScope ? MatrixUnitsTiling.ForWorkgroupScope(Capabilities, s) : MatrixUnitsTiling.ForSubgroupScope(Capabilities, s);
+    }
+
+    // A copy costs about 6 bytes moved per element of its operand, the product 2·N flops per
+    // element of A (2·M per element of B): at 256 and an H100's rates (3 TB/s, a few hundred
+    // TFLOP/s on the matrix units) a copy used once costs a fifth to a third of the product it
+    // serves. Below that are the per-head attention products' operands that meet d_kv (64):
+    // there a copy would cost as much as the product.
+    internal const int HalfCopyMinOther = 256;
+
+    /// <summary>Matrix-unit products may read 16-bit copies of their fp32 operands (<see cref="HalvesA"/>).</summary>
+    public bool HalfCopies => MatrixUnits != MatrixUnits.None && Options.MatrixUnitsHalfActivations;
+
+    /// <summary>Whether a matrix-unit product reads a 16-bit copy of its fp32 A: where
+    /// <see cref="HalfCopies"/>, the product is at least 256 columns wide, and the range A spans is
+    /// at most twice the elements it uses (a strided view would convert what it skips).</summary>
+    internal bool HalvesA(in MatMulSpec s) =>
+        Options.MatrixUnitsHalfActivations && s.N >= HalfCopyMinOther && Used(s) > 0
+        && s.Extents().A - s.AOffset <= 2L * s.M * s.K * s.Batch1 * s.Batch2;
+
+    /// <summary>The same for an fp32 B (the products of two activations that
+    /// <see cref="MatrixUnitsAllProducts"/> puts on the matrix units), at least 256 rows deep.</summary>
+    internal bool HalvesB(in MatMulSpec s) =>
+        Options.MatrixUnitsHalfActivations && s.M >= HalfCopyMinOther && Used(s) > 0
+        && s.Extents().B - s.BOffset <= 2L * s.N * s.K * s.Batch1 * s.Batch2;
+
+    /// <summary>Multiply-adds the product makes: none (nothing to copy for) where any size is 0.</summary>
+    internal static long Used(in MatMulSpec s) => (long)s.M * s.N * s.K * s.Batch1 * s.Batch2;
+
+    // ---- attention ----
+
+    // Fusing saves writing and reading the [Lq, Lk] scores of every head, and storing them for
+    // the backward: memory, above all, for long inputs. It is not yet faster: on an H100 the
+    // unfused step of t5-base (batch 32, 612 tokens) took 539 ms against 798 fused, t5-large
+    // 1724 against 2407, and on lavapipe the streamed matmuls ran attention about 2x (forward)
+    // and 4x (backward) faster at 8 heads x 512² x d_kv 64. So GPUs fuse from 1024² scores per
+    // head (4 MiB each, 1.5 GiB per layer at batch 32 x 12 heads), where storing them starts to
+    // decide what fits; CPU devices never, unless the scores would not fit one buffer a kernel
+    // can bind (lavapipe's is 128 MiB: one head of 6k x 6k), where unfused cannot run at all.
+    public const long FuseFromScoresPerHead = 1024 * 1024;
+
+    /// <summary>Whether attention fuses by default on GPUs from <see cref="FuseFromScoresPerHead"/>
+    /// scores a head; never on CPU devices (below, <see cref="FusesAttentionByDefault"/>).</summary>
+    public bool FusesLargeAttention => Capabilities.DeviceType != "cpu";
+
+    /// <summary>Whether an attention with scores of this shape runs fused where nothing asks
+    /// (<c>AttentionFusion.Auto</c>): where its scores would not fit one binding, and on GPUs from
+    /// <see cref="FuseFromScoresPerHead"/> scores a head.</summary>
+    public bool FusesAttentionByDefault(AttentionShape scores) =>
+        scores.Elements * sizeof(float) > MaxBindingBytes
+        || (FusesLargeAttention && (long)scores.QueryLength * scores.KeyLength >= FuseFromScoresPerHead);
+
+    /// <summary>Fused attention runs on the matrix units (<see cref="FusedAttentionKernel.MatrixUnitsTiling"/>,
+    /// where d_kv allows): where every product does, through a kernel built for it (KHR, or emulated).</summary>
+    public bool FusedAttentionOnMatrixUnits => MatrixUnitsAllProducts && MatrixUnits is MatrixUnits.Khr or MatrixUnits.Nv2 or MatrixUnits.Emulated;
+
+    // ---- row kernels ----
+
+    // A subgroup's row keeps at most 32 elements an invocation in registers (softmax_backward's
+    // keep bits fill one uint): T5's 612-key rows over NVIDIA's 32 lanes take 20.
+    internal const int MaxCachedPerSubgroupRow = 32;
+
+    /// <summary>Softmax rows short enough go to one subgroup each (<see cref="GpuOptions.SubgroupRows"/>,
+    /// on devices whose subgroups have at least 4 invocations).</summary>
+    public bool SubgroupRows => Options.SubgroupRows && Capabilities.SubgroupSize >= 4;
+
+    /// <summary>The SUBGROUP_ROWS constant of the kernels that may give a row a subgroup
+    /// (shaders/include/reduce.glsl) for rows of <paramref name="length"/>: the device's subgroup
+    /// size where <see cref="SubgroupRows"/> and a subgroup keeps the row in registers, else 0 (a
+    /// workgroup per row).</summary>
+    public int SubgroupRowsFor(int length)
+    {
+        if (Options.SubgroupRowsOverride is { } forced) return forced;
+        int size = (int)Capabilities.SubgroupSize;
+        return SubgroupRows && length <= MaxCachedPerSubgroupRow * size ? size : 0;
+    }
+
+    // ---- printing ----
+
+    /// <summary>Every choice of the plan, per-product and per-attention rules by their parameters.</summary>
+    public JsonObject ToJson()
+    {
+        var json = new JsonObject
+        {
+            ["device"] = Capabilities.Name,
+            ["matrixUnitsRequested"] = Options.MatrixUnits.ToString().ToLowerInvariant(),
+            ["matrixUnits"] = MatrixUnits.ToString().ToLowerInvariant(),
+            ["matrixUnitsSubgroupSize"] = MatrixUnits == MatrixUnits.None ? null : MatrixUnitsSubgroupSize,
+            ["matrixUnitsAllProducts"] = MatrixUnitsAllProducts,
+            ["storedWeights"] = new JsonObject
+            {
+                ["fp16"] = StoredPrecision(WeightPrecision.Fp16).Name(),
+                ["bf16"] = StoredPrecision(WeightPrecision.Bf16).Name(),
+            },
+            ["portableProduct"] = new JsonObject
+            {
+                ["forcedTiling"] = ForcedPortableTiling,
+                ["rule"] = PortableRule,
+                ["tilings"] = PortableRule == "streamed"
+                    ? new JsonObject { ["all"] = Named(MatMulTiling.Streamed) }
+                    : new JsonObject
+                    {
+                        [$"rows <= {MatMulTiling.FewRows}"] = Named(MatMulTiling.StagedSmall),
+                        [$"columns <= {MatMulTiling.FewColumns}"] = Named(MatMulTiling.StagedNarrow),
+                        [$"fewer than {MatMulTiling.LargeTilesWanted} blocks of {MatMulTiling.Staged.BlockM}x{MatMulTiling.Staged.BlockN}"] = Named(MatMulTiling.StagedSmall),
+                        ["otherwise"] = Named(MatMulTiling.GpuDefault(Capabilities)),
+                    },
+            },
+            ["matrixUnitsProduct"] = MatrixUnits == MatrixUnits.None ? null : new JsonObject
+            {
+                ["forcedTiling"] = ForcedMatrixUnitsTiling,
+                ["kernel"] = MatMulKernel.MatrixUnitsShader(MatrixUnits),
+                ["workgroupScopeKernel"] = MatrixUnits == MatrixUnits.Nv2 ? Nv2MatMulShader : null,
+                ["tilings"] = SubgroupScopeTilings(),
+                ["workgroupScopeTilings"] = MatrixUnits == MatrixUnits.Nv2 ? WorkgroupScopeTilings() : null,
+            },
+            ["tunesProducts"] = TunesProducts,
+            ["halfCopies"] = HalfCopies ? new JsonObject { ["minOtherDimension"] = HalfCopyMinOther } : null,
+            ["attention"] = new JsonObject
+            {
+                ["fusedByDefaultFromScoresPerHead"] = FusesLargeAttention ? FuseFromScoresPerHead : null,
+                ["fusedWhereScoresExceedBytes"] = MaxBindingBytes,
+                ["fusedOnMatrixUnits"] = FusedAttentionOnMatrixUnits,
+                ["forcedMatrixUnitsTiling"] = FusedAttentionOnMatrixUnits ? Options.MatrixUnitsFusedAttentionTiling : null,
+            },
+            ["rowKernels"] = new JsonObject
+            {
+                ["localSize"] = RowLocalSize,
+                ["subgroupRowsUpTo"] = SubgroupRows ? MaxCachedPerSubgroupRow * (int)Capabilities.SubgroupSize : null,
+            },
+            ["pipelineStatistics"] = PipelineStatistics,
+        };
+        return json;
+    }
+
+    static JsonObject Named(MatMulTiling t) => new() { ["name"] = MatMulTiling.NameOf(t), ["tiling"] = t.Text };
+
+    JsonObject SubgroupScopeTilings()
+    {
+        long limit = Capabilities.MaxComputeSharedMemorySize;
+        string Fitting(MatrixUnitsTiling t) => (t.SharedBytes <= limit ? t : MatrixUnitsTiling.Small.SharedBytes <= limit ? MatrixUnitsTiling.Small : MatrixUnitsTiling.Minimal).Text;
+        return new JsonObject
+        {
+            [$"fewer than {MatrixUnitsTiling.FewBlocks} blocks of {MatrixUnitsTiling.Default.BlockM}x{MatrixUnitsTiling.Default.BlockN}"] = Fitting(MatrixUnitsTiling.Small),
+            [$"columns <= {MatrixUnitsTiling.Narrow.BlockN}"] = Fitting(MatrixUnitsTiling.Narrow),
+            ["otherwise"] = Fitting(MatrixUnitsTiling.Default),
+        };
+    }
+
+    JsonObject WorkgroupScopeTilings()
+    {
+        string Fitting(MatrixUnitsTiling t) => (t.FitsWorkgroupScope(Capabilities) ? t : MatrixUnitsTiling.WorkgroupCandidates.First(c => c.FitsWorkgroupScope(Capabilities))).Text;
+        return new JsonObject
+        {
+            [$"fewer than {MatrixUnitsTiling.FewBlocks} blocks of {MatrixUnitsTiling.WorkgroupLarge.BlockM}x{MatrixUnitsTiling.WorkgroupLarge.BlockN}"] = Fitting(MatrixUnitsTiling.WorkgroupSmall),
+            [$"columns <= {MatrixUnitsTiling.WorkgroupNarrow.BlockN}"] = Fitting(MatrixUnitsTiling.WorkgroupNarrow),
+            [$"columns <= {MatrixUnitsTiling.WorkgroupMedium.BlockN}"] = Fitting(MatrixUnitsTiling.WorkgroupMedium),
+            ["otherwise"] = Fitting(MatrixUnitsTiling.WorkgroupLarge),
+        };
+    }
+
+    /// <summary><see cref="ToJson"/> as indented text.</summary>
+    public override string ToString() => ToJson().ToJsonString(new JsonSerializerOptions { WriteIndented = true });
+}

@@ -1,0 +1,153 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using VkPrompt.Cli;
+using VkPrompt.Runtime;
+using VkPrompt.Runtime.Kernels;
+using VkPrompt.Tests.Cli;
+using Xunit;
+
+namespace VkPrompt.Tests.Runtime;
+
+/// <summary>The device plan (<see cref="DevicePlan"/>): every per-device choice, printed by
+/// <c>vkprompt devices --json</c>, for lavapipe, for emulated matrix units and for the H100 of
+/// docs/results; and one option changed changes exactly its one choice.</summary>
+public sealed class DevicePlanTests
+{
+    const string H100File = "docs/results/h100-2026-11-26c/devices.json";
+
+    /// <summary>The H100 as recorded on 2026-11-26 (what <c>vkprompt devices --json</c> printed there).</summary>
+    public static DeviceCapabilities H100 { get; } =
+        Assert.Single(JsonSerializer.Deserialize(File.ReadAllText(Path.Combine(TestPaths.RepoRoot, H100File)), CliJson.Default.IReadOnlyListDeviceCapabilities)!);
+
+    static DeviceCapabilities? Lavapipe() => GpuContext.ListDevices().FirstOrDefault(d => d.DriverName == "llvmpipe");
+
+    static readonly bool KhrBuilt = Kernel.IsEmbedded(DevicePlan.KhrMatMulShader);
+
+    /// <summary>The recorded capabilities read back as they were written: every field the file
+    /// holds survives a round trip.</summary>
+    [Fact]
+    public void RecordedCapabilitiesRoundTrip()
+    {
+        var written = JsonSerializer.Serialize(H100, CliJson.Default.DeviceCapabilities);
+        var again = JsonSerializer.Deserialize(written, CliJson.Default.DeviceCapabilities)!;
+        Assert.Equal(written, JsonSerializer.Serialize(again, CliJson.Default.DeviceCapabilities));
+        var recorded = JsonNode.Parse(File.ReadAllText(Path.Combine(TestPaths.RepoRoot, H100File)))![0]!.AsObject();
+        var read = JsonNode.Parse(written)!.AsObject();
+        foreach (var (field, value) in recorded)
+            Assert.True(JsonNode.DeepEquals(value, read[field]), $"{field}: {value?.ToJsonString()} read back as {read[field]?.ToJsonString()}");
+    }
+
+    /// <summary>The H100's plan, as <c>vkprompt devices --json --capabilities</c> prints it from
+    /// docs/results: the matrix units through KHR (NV where this build lacks the KHR kernel),
+    /// StagedDeep for large portable products, bf16 weights stored as fp16, attention fused
+    /// from 1024² scores a head, rows of 256 invocations.</summary>
+    [Fact]
+    public void H100PlanFromRecordedCapabilities()
+    {
+        var r = CliRun.Of("devices", "--json", "--capabilities", Path.Combine(TestPaths.RepoRoot, H100File)).Succeeded();
+        var device = Assert.Single(JsonNode.Parse(r.Out)!.AsArray())!;
+        Assert.Equal("NVIDIA H100 80GB HBM3", (string?)device["name"]);
+        var plan = device["plan"]!;
+        Assert.Equal(KhrBuilt ? "khr" : "nv", (string?)plan["matrixUnits"]);
+        Assert.Equal(KhrBuilt ? "matmul_coopmat_khr" : "matmul_coopmat", (string?)plan["matrixUnitsProduct"]!["kernel"]);
+        Assert.Equal("by-shape", (string?)plan["portableProduct"]!["rule"]);
+        Assert.Equal("StagedDeep", (string?)plan["portableProduct"]!["tilings"]!["otherwise"]!["name"]);
+        Assert.Equal("StagedSmall", (string?)plan["portableProduct"]!["tilings"]!["rows <= 64"]!["name"]);
+        Assert.Equal(MatrixUnitsTiling.Default.Text, (string?)plan["matrixUnitsProduct"]!["tilings"]!["otherwise"]);
+        Assert.Equal("fp16", (string?)plan["storedWeights"]!["bf16"]);
+        Assert.Equal(1024 * 1024, (long)plan["attention"]!["fusedByDefaultFromScoresPerHead"]!);
+        Assert.Equal(256, (int)plan["rowKernels"]!["localSize"]!);
+        Assert.Equal(256, (int)plan["halfCopies"]!["minOtherDimension"]!);
+        Assert.False((bool)plan["tunesProducts"]!);
+        // The same plan the library computes.
+        Assert.True(JsonNode.DeepEquals(DevicePlan.For(H100, EnvironmentSettings.GpuOptions()).ToJson(), plan));
+    }
+
+    /// <summary>lavapipe's plan, as <c>vkprompt devices --json</c> prints it on this machine:
+    /// the streamed product, no matrix units, weights stored as asked, attention never fused by
+    /// size, no tuning even where asked (one tiling to run).</summary>
+    [SkippableFact]
+    public void LavapipePlan()
+    {
+        var lavapipe = Lavapipe();
+        Skip.If(lavapipe is null, "lavapipe is not visible to the loader here");
+        var plan = DevicePlan.For(lavapipe, new GpuOptions { TuneMatMul = true });
+        Assert.Equal(MatrixUnits.None, plan.MatrixUnits);
+        Assert.Equal("streamed", plan.PortableRule);
+        Assert.Equal(MatMulTiling.Streamed, plan.PortableTiling(MatMulSpec.Rows(4096, 4096, 4096, transposeB: true), WeightPrecision.Fp32));
+        Assert.Equal(WeightPrecision.Bf16, plan.StoredPrecision(WeightPrecision.Bf16));
+        Assert.False(plan.TunesProducts);
+        Assert.False(plan.FusesAttentionByDefault(new AttentionShape(1, 1, 2048, 2048)));
+        // Past one binding (128 MiB on lavapipe) only the fused attention runs.
+        Assert.True(plan.FusesAttentionByDefault(new AttentionShape(1, 1, 8192, 8192)));
+
+        var r = CliRun.Of("devices", "--json").Succeeded();
+        var printed = JsonNode.Parse(r.Out)!.AsArray().Single(d => (string?)d!["driverName"] == "llvmpipe")!["plan"]!;
+        Assert.Equal("streamed", (string?)printed["portableProduct"]!["rule"]);
+        Assert.Equal("Streamed", (string?)printed["portableProduct"]!["tilings"]!["all"]!["name"]);
+        Assert.Null(printed["matrixUnitsProduct"]);
+        Assert.Null(printed["attention"]!["fusedByDefaultFromScoresPerHead"]);
+    }
+
+    /// <summary>Emulated matrix units on lavapipe: the emulated kernel, built for subgroups of 32
+    /// whatever the device's, bf16 weights stored as the fp16 it multiplies.</summary>
+    [SkippableFact]
+    public void EmulatedMatrixUnitsPlan()
+    {
+        var lavapipe = Lavapipe();
+        Skip.If(lavapipe is null || !(lavapipe.ShaderFloat16 && lavapipe.StorageBuffer16Bit), "no lavapipe with fp16 arithmetic here");
+        var plan = DevicePlan.For(lavapipe, new GpuOptions { MatrixUnits = MatrixUnitsRequest.Emulate });
+        var json = plan.ToJson();
+        Assert.Equal("emulated", (string?)json["matrixUnits"]);
+        Assert.Equal(32u, plan.MatrixUnitsSubgroupSize);
+        Assert.Equal(32u, (uint)json["matrixUnitsSubgroupSize"]!);
+        Assert.Equal("matmul_coopmat_emulated", (string?)json["matrixUnitsProduct"]!["kernel"]);
+        Assert.Equal("fp16", (string?)json["storedWeights"]!["bf16"]);
+        Assert.True(plan.OnMatrixUnits(WeightPrecision.Bf16));
+        Assert.False(plan.OnMatrixUnits(WeightPrecision.Fp32));
+        // The portable product still streams on a CPU device.
+        Assert.Equal("streamed", (string?)json["portableProduct"]!["rule"]);
+    }
+
+    /// <summary>One option changed changes exactly the one choice it decides in the plan's JSON
+    /// (as dotted paths to its leaves: a value, or "null"; a choice that goes away loses its leaves).</summary>
+    [Theory]
+    [InlineData("fp16 weights off", "storedWeights.bf16", "fp16", "bf16")]
+    [InlineData("forced portable tiling", "portableProduct.forcedTiling", "null", "16x16x4x4x16")]
+    [InlineData("tuner on", "tunesProducts", "false", "true")]
+    [InlineData("row local size", "rowKernels.localSize", "256", "128")]
+    [InlineData("attention on the matrix units", "matrixUnitsAllProducts", "false", "true", "attention.fusedOnMatrixUnits")]
+    [InlineData("half copies off", "halfCopies.minOtherDimension", "256", null, "halfCopies")]
+    public void OneOptionChangesOneChoice(string change, string path, string? before, string? after, string? alsoPath = null)
+    {
+        var defaults = new GpuOptions();
+        var changed = change switch
+        {
+            "fp16 weights off" => defaults with { MatrixUnitsFp16Weights = false },
+            "forced portable tiling" => defaults with { MatMulTiling = "16x16x4x4x16" },
+            "tuner on" => defaults with { TuneMatMul = true },
+            "row local size" => defaults with { RowLocalSize = 128 },
+            "attention on the matrix units" => defaults with { MatrixUnitsAllProducts = true },
+            "half copies off" => defaults with { MatrixUnitsHalfActivations = false },
+            _ => throw new ArgumentException(change),
+        };
+        var a = Leaves(DevicePlan.For(H100, defaults).ToJson());
+        var b = Leaves(DevicePlan.For(H100, changed).ToJson());
+        var differing = a.Keys.Union(b.Keys).Where(k => a.GetValueOrDefault(k) != b.GetValueOrDefault(k)).Order().ToList();
+        Assert.Equal(new[] { path, alsoPath }.OfType<string>().Order(), differing);
+        Assert.Equal(before, a.GetValueOrDefault(path));
+        Assert.Equal(after, b.GetValueOrDefault(path));
+    }
+
+    /// <summary>Every leaf of a JSON tree by its dotted path: a string as itself, any other value
+    /// (and null) as JSON text.</summary>
+    static Dictionary<string, string> Leaves(JsonNode? node, string path = "", Dictionary<string, string>? into = null)
+    {
+        into ??= new();
+        if (node is JsonObject o)
+            foreach (var (k, v) in o) Leaves(v, path.Length == 0 ? k : $"{path}.{k}", into);
+        else
+            into[path] = node is JsonValue value && value.TryGetValue<string>(out var s) ? s : node?.ToJsonString() ?? "null";
+        return into;
+    }
+}
