@@ -1,3 +1,4 @@
+using VkPrompt.Cli;
 using VkPrompt.Diagnostics;
 using VkPrompt.Runtime;
 using VkPrompt.Runtime.Kernels;
@@ -27,7 +28,7 @@ public sealed class ProductBenchTests(GpuFixture fixture) : GpuTest(fixture)
         foreach (var m in result.Products)
         {
             var spec = m.Product.Spec;
-            Assert.Equal(MatMulKernel.StoredPrecision(Ctx, m.Product.B), m.B);
+            Assert.Equal(Ctx.Plan.StoredPrecision(m.Product.B), m.B);
             var (kernel, tiling) = MatMulKernel.Selection(Ctx, spec, m.B);
             Assert.Equal((kernel, tiling), (m.Kernel, m.Tiling));
             Assert.Equal(MatMulKernel.IsCooperativeMatrix(kernel) ? ProductBench.Fp16Tolerance : ProductBench.Fp32Tolerance, m.Tolerance);
@@ -44,7 +45,7 @@ public sealed class ProductBenchTests(GpuFixture fixture) : GpuTest(fixture)
     public void SkipsAProductBeyondABindingAndMeasuresTheOthers()
     {
         // 64 KiB bindings: a [200, 129] fp32 A (103 KB) does not fit, the products above do.
-        using var ctx = GpuContext.Create(new GpuOptions { Validation = true, PipelineCacheDirectory = null, MaxStorageBufferRangeOverride = 64 * 1024 });
+        using var ctx = GpuContext.Create(EnvironmentSettings.GpuOptions() with { Validation = true, PipelineCacheDirectory = null, MaxStorageBufferRangeOverride = 64 * 1024 });
         var tooLarge = MatMulSpec.Rows(200, 47, 129, transposeB: true);
         BenchProduct[] products = [new("fits", Weighted, WeightPrecision.Fp32), new("too large", tooLarge, WeightPrecision.Fp32), new("fits too", Activations, WeightPrecision.Fp32)];
         var result = ProductBench.Run(ctx, products, reps: 1, warmupMs: 0);

@@ -87,7 +87,7 @@ public static class ProductBench
             foreach (var group in runnable.GroupBy(pl => pl.Product.B))
             {
                 long elems = group.Max(pl => pl.BElems);
-                var stored = MatMulKernel.StoredPrecision(ctx, group.Key);
+                var stored = ctx.Plan.StoredPrecision(group.Key);
                 var b = bs[group.Key] = new GpuBuffer(ctx, group.Key.ElementBytes() * elems, $"bench_b_{group.Key.Name()}");
                 MatMulOperands.Fill(b, elems, MatMulOperands.SeedB, stored, group.Key);
             }
@@ -149,7 +149,7 @@ public static class ProductBench
             var (a, b, c) = p.Spec.Extents();
             return new Plan
             {
-                Product = p, Stored = MatMulKernel.StoredPrecision(ctx, p.B), AElems = a, BElems = b, CElems = c,
+                Product = p, Stored = ctx.Plan.StoredPrecision(p.B), AElems = a, BElems = b, CElems = c,
                 Largest = Math.Max(4 * Math.Max(a, c), p.B.ElementBytes() * b),
             };
         }
