@@ -1,0 +1,65 @@
+using Silk.NET.Vulkan;
+using VkPrompt.Model;
+using VkPrompt.Runtime;
+using VkPrompt.Training;
+
+namespace VkPrompt.Tests.Examples;
+
+/// <summary>
+/// README.md's C# samples, compiled here and run by <see cref="ReadmeExamplesTests"/>: each
+/// ```csharp block of the README is the text between a "// README: NAME" line and the next
+/// "// README end" line of this file, which the test checks both ways, so a sample that stops
+/// compiling or computing the golden values fails the build or the suite instead of drifting.
+/// The parameters are what a reader's program would already have (its Vulkan handles, paths).
+/// </summary>
+internal static class ReadmeExamples
+{
+    public static ScoreResult[] ScoreOnHostDevice(Vk vk, Instance instance, PhysicalDevice physicalDevice, Device device, Queue queue, uint queueFamily,
+                                                  string modelDir, string dataFile, string promptFile)
+    {
+        // README: host-device
+        using var ctx = GpuContext.Adopt(vk, instance, physicalDevice, device, queue, queueFamily);
+        using var model = PromptModel.Open(modelDir, ctx);   // borrows ctx: disposing the model leaves it
+        var encoder = model.Encoder();
+        var examples = DataFile.Read(dataFile).Select(encoder.Encode).ToList();   // {"input": ..., "target": ...} lines
+        var prompts = model.Prompts([model.LoadPrompt(promptFile)]);   // a PEFT adapter, .safetensors or T5X .npy
+        ScoreResult[] scores = model.Score(examples, prompts);   // log P(target | prompt, input), in input order
+        // README end
+        return scores;
+    }
+
+    public static (ScoreResult[] Scores, int[] Labels) SeveralTasksInOneBatch(GpuOptions options, string modelDir, string rtePrompt, string boolqPrompt)
+    {
+        // README: several-tasks
+        using var ctx = GpuContext.Create(options);   // e.g. new GpuOptions { Device = "rtx" }: a value, never the environment
+        using var model = PromptModel.Open(modelDir, ctx, WeightPrecision.Bf16);
+        var encoder = model.Encoder();
+        var examples = new[]
+        {
+            encoder.Encode("rte sentence1: The license grants permission to copy and distribute. sentence2: Copying is allowed.", "entailment"),
+            encoder.Encode("boolq question: is redistribution permitted? passage: Redistribution is permitted.", "True"),
+        };
+        var prompts = model.Prompts([model.LoadPrompt(rtePrompt), model.LoadPrompt(boolqPrompt)]);   // lengths may differ
+        ScoreResult[] scores = model.Score(examples, prompts, promptIndex: [0, 1]);   // each example with its task's prompt
+        int[] labels = model.Classify([examples[0].InputIds], ["entailment", "not_entailment"], prompts)[0];   // [prompt][input]
+        // README end
+        return (scores, labels);
+    }
+
+    public static (List<double> Losses, TrainingResult Result) TrainOnCpu(string modelDir, string trainFile, string initialPrompt, string outputDirectory)
+    {
+        // README: train
+        using var model = PromptModel.OpenOnCpu(modelDir);   // the C# reference backend: no GPU, slow, exact
+        var options = new TrainOptions   // Adafactor as the paper: lr 0.3, decay rate 0.8, clipping 1, weight decay 1e-5
+        {
+            Steps = 3, BatchSize = 2, Shuffle = false, Dropout = 0,
+            Init = $"file:{initialPrompt}",   // or "class" (the paper's), "vocab", "random", "text:..."
+        };
+        var run = model.Train(DataFile.Read(trainFile), validation: null, options, outputDirectory);
+        var losses = new List<double>();
+        run.OnStep = report => losses.Add(report.Loss);
+        TrainingResult result = run.Run();   // outputDirectory: a PEFT adapter, a checkpoint to resume, metrics.jsonl
+        // README end
+        return (losses, result);
+    }
+}
