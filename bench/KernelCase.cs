@@ -139,7 +139,7 @@ sealed record SoftmaxBackwardCase(AttentionShape Shape)
 
 /// <summary>The fused attention, forward or backward, with T5's position bias, a key mask and
 /// dropout, on whichever kernels the context picks (the matrix units' with
-/// VKPROMPT_COOPMAT=all). FLOPs are its products' multiply-adds: q·kᵀ and P·V forward; the
+/// VKPROMPT_MATRIX_UNITS=all). FLOPs are its products' multiply-adds: q·kᵀ and P·V forward; the
 /// backward recomputes q·kᵀ in both of its passes, forms dO·vᵀ in both, and adds dS·k, dSᵀ·q and
 /// Pᵀ·dO, seven products. Bytes are its activations read and written once (no score reaches memory).</summary>
 sealed record FusedAttentionCase(T5Config Config, FusedAttentionShape Shape, bool Backward)

@@ -3,5 +3,5 @@
 #extension GL_NV_cooperative_matrix : require
 #extension GL_KHR_memory_scope_semantics : require
 
-// The cooperative-matrix product on the matrix units; the kernel is include/matmul_coopmat.glsl.
+// The matrix-units product through VK_NV_cooperative_matrix; the kernel is include/matmul_coopmat.glsl.
 #include "matmul_coopmat.glsl"

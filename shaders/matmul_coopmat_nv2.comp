@@ -7,7 +7,7 @@
 #extension GL_EXT_shader_16bit_storage : require
 
 // C = alpha·A·B (+ C) of MatMulSpec on the matrix units through GL_NV_cooperative_matrix2
-// (VK_NV_cooperative_matrix2, VKPROMPT_COOPMAT=nv2): the whole BM x BN block of C is one
+// (VK_NV_cooperative_matrix2, VKPROMPT_MATRIX_UNITS=nv2): the whole BM x BN block of C is one
 // workgroup-scope accumulator, and each BM x BK slice of A and BK x BN slice of B is loaded
 // straight from its buffer by tensor addressing, so the driver, not this kernel, decides how the
 // slices are staged through shared memory, how many are in flight and how the subgroups share the

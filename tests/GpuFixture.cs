@@ -12,7 +12,7 @@ public sealed class GpuFixture : IDisposable
     static readonly bool MatrixUnitsOn = EnvironmentSettings.GpuOptions().MatrixUnits != MatrixUnitsRequest.Off;
 
     // What users get by default: the matrix units where the device has them, so every test of a
-    // product with 16-bit weights covers them there. VKPROMPT_COOPMAT=0 tests the portable
+    // product with 16-bit weights covers them there. VKPROMPT_MATRIX_UNITS=0 tests the portable
     // product there instead.
     public GpuContext Context { get; } = GpuContext.Create(EnvironmentSettings.GpuOptions() with { Validation = true, PipelineCacheDirectory = null });
 
@@ -34,13 +34,13 @@ public sealed class GpuFixture : IDisposable
             }));
     }
 
-    /// <summary>A context whose products with 16-bit weights run the cooperative-matrix kernel:
+    /// <summary>A context whose products with 16-bit weights run the matrix-units kernel:
     /// <see cref="Context"/> where the device's matrix units do, else one that emulates them
     /// (lavapipe in CI), so that kernel is tested everywhere while <see cref="Context"/> keeps
     /// what users get by default; null where neither can be had.</summary>
     public GpuContext? MatrixUnits => Context.CooperativeMatrix ? Context : emulated.Value;
 
-    /// <summary>Like <see cref="MatrixUnits"/>, with every product on the cooperative-matrix kernel,
+    /// <summary>Like <see cref="MatrixUnits"/>, with every product on the matrix-units kernel,
     /// those of two fp32 operands too (<see cref="GpuOptions.MatrixUnitsAllProducts"/>).</summary>
     public GpuContext? MatrixUnitsAllProducts => allProducts.Value;
 
@@ -74,26 +74,26 @@ public abstract class GpuTest : IDisposable
         errorsBefore = fixture.Contexts.ToDictionary(c => c, c => c.Validation.ErrorCount);
     }
 
-    /// <summary>The context that runs the cooperative-matrix kernel (<see cref="GpuFixture.MatrixUnits"/>);
+    /// <summary>The context that runs the matrix-units kernel (<see cref="GpuFixture.MatrixUnits"/>);
     /// skips the test where there is none.</summary>
     protected GpuContext MatrixUnitsCtx
     {
         get
         {
             var ctx = fixture.MatrixUnits;
-            Skip.If(ctx is null, $"{Ctx.Capabilities.Name} has neither cooperative matrices this build can use nor the fp16 arithmetic to emulate them");
+            Skip.If(ctx is null, $"{Ctx.Capabilities.Name} has neither matrix units this build can use nor the fp16 arithmetic to emulate them");
             return ctx!;
         }
     }
 
-    /// <summary>The context that runs every product on the cooperative-matrix kernel
+    /// <summary>The context that runs every product on the matrix-units kernel
     /// (<see cref="GpuFixture.MatrixUnitsAllProducts"/>); skips the test where there is none.</summary>
     protected GpuContext MatrixUnitsAllProductsCtx
     {
         get
         {
             var ctx = fixture.MatrixUnitsAllProducts;
-            Skip.If(ctx is null, $"{Ctx.Capabilities.Name} has neither cooperative matrices this build can use nor the fp16 arithmetic to emulate them");
+            Skip.If(ctx is null, $"{Ctx.Capabilities.Name} has neither matrix units this build can use nor the fp16 arithmetic to emulate them");
             return ctx!;
         }
     }

@@ -5,7 +5,7 @@ For every golden model and case, at each precision: `vkprompt score` with and wi
 prompt and `vkprompt grad`, compared with scores.json, scores_noprompt.json, loss.json and
 grad.safetensors within the tolerances of tests/Model/GoldenTests.cs. It exists for machines
 without the .NET SDK (a GPU lent for a benchmark gets the self-contained binary, not the test
-suite), so that the kernels a device selects for itself, the cooperative-matrix ones included,
+suite), so that the kernels a device selects for itself, the matrix-units ones included,
 are checked there before they are timed. Only the Python standard library is needed.
 
   python3 tools/check-golden.py --vkprompt .publish/vkprompt --golden ../shared/golden
@@ -24,10 +24,10 @@ import tempfile
 # tests/Model/GoldenTests.cs: docs/numerics.md's fp32 tolerances; 16-bit weights scale theirs with the unit
 # roundoff u of the storage (u/2 relative for log-likelihoods and the loss, 8u for the gradient).
 # On matrix units activations are rounded to fp16 too, within the same bounds; with every
-# product there (VKPROMPT_COOPMAT=all, alone or with an extension: nv2,all) the gradient's bound
+# product there (VKPROMPT_MATRIX_UNITS=all, alone or with an extension: nv2,all) the gradient's bound
 # adds 32 fp16 u.
 UNIT_ROUNDOFF = {"fp16": 2.0 ** -11, "bf16": 2.0 ** -8}
-ALL_PRODUCTS_GRADIENT = 32 * 2.0 ** -11 if "all" in os.environ.get("VKPROMPT_COOPMAT", "").lower().replace(" ", "").split(",") else 0.0
+ALL_PRODUCTS_GRADIENT = 32 * 2.0 ** -11 if "all" in os.environ.get("VKPROMPT_MATRIX_UNITS", "").lower().replace(" ", "").split(",") else 0.0
 
 
 def tolerances(precision):

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The GPU benchmark of docs/benchmarks.md in two halves.
 #
-#   tools/device-bench.sh            here (x86-64 or not): fetches a glslc that compiles the KHR
-#                                    cooperative-matrix kernels (tools/fetch-glslc.sh), publishes
+#   tools/device-bench.sh            here (x86-64 or not): fetches a glslc that compiles the
+#                                    VK_KHR_cooperative_matrix kernels (tools/fetch-glslc.sh), publishes
 #                                    vkprompt self-contained for linux-x64 into .publish/, checks
 #                                    the trimmed binary on lavapipe,
 #                                    downloads the Vulkan loader packages into .gl/, and prints the
@@ -19,15 +19,15 @@
 #                                    100, in fp32 and bf16 (vkprompt: bf16 weights, fp32 activations;
 #                                    the peer: all bf16), then t5-base fp32 with the tilings tuned
 #                                    (VKPROMPT_MATMUL_TUNE=1), the matrix units and tiling sweeps
-#                                    while the budget lasts; BENCH_PLAN=coopmat runs only the
+#                                    while the budget lasts; BENCH_PLAN=matrix-units runs only the
 #                                    golden check, a sweep of the matrix units' tilings (with the
-#                                    driver's register counts of their pipelines; COOPMAT_SWEEP
+#                                    driver's register counts of their pipelines; MATRIX_UNITS_SWEEP
 #                                    names them) and bf16 steps at the default, with every product
 #                                    on the matrix units, tuned, at the sweep's best tiling and with
 #                                    fp32 activation operands; BENCH_PLAN=nv2 the golden check and
-#                                    products of VKPROMPT_COOPMAT=nv2, and bf16 steps with it beside
+#                                    products of VKPROMPT_MATRIX_UNITS=nv2, and bf16 steps with it beside
 #                                    the default and the peer; BENCH_PLAN=attention the attention
-#                                    fused on the matrix units (VKPROMPT_COOPMAT=all,
+#                                    fused on the matrix units (VKPROMPT_MATRIX_UNITS=all,
 #                                    VKPROMPT_ATTENTION=fused) beside the default and the peer, with a
 #                                    sweep of its tilings (FUSED_SWEEP). Writes $OUT/table.md, $OUT/sweep.md, $OUT/log.txt and
 #                                    $OUT/results.tar (every JSON report). No run starts after
@@ -72,15 +72,15 @@ prepare() {
 assert r["schema"] == "vkprompt-bench-matmul/1" and r["step"]["measuredProductsPerStep"] > 0 and not bad, bad
 assert sys.argv[2] in {p["kernel"] for p in r["products"]}, sys.argv[2]'
     python3 -c "$check" "$tmp/matmul.json" matmul
-    # The cooperative-matrix kernel's own code, emulated: what the device run's matrix units run.
-    VKPROMPT_COOPMAT=emulate VK_DRIVER_FILES=$lavapipe .publish/vkprompt bench matmul --shape t5-small --batch-size 1 --input-length 8 \
-      --target-length 8 --prompt-length 4 --precision bf16 --reps 1 --json "$tmp/matmul-coopmat.json" >/dev/null
-    python3 -c "$check" "$tmp/matmul-coopmat.json" matmul_coopmat_emulated
+    # The matrix-units kernel's own code, emulated: what the device run's matrix units run.
+    VKPROMPT_MATRIX_UNITS=emulate VK_DRIVER_FILES=$lavapipe .publish/vkprompt bench matmul --shape t5-small --batch-size 1 --input-length 8 \
+      --target-length 8 --prompt-length 4 --precision bf16 --reps 1 --json "$tmp/matmul-matrix-units.json" >/dev/null
+    python3 -c "$check" "$tmp/matmul-matrix-units.json" matmul_coopmat_emulated
     # bench peak, emulated: the matrix units' rate probe the device run starts with.
     VK_DRIVER_FILES=$lavapipe .publish/vkprompt bench peak --matrix-units emulate --iterations 4 --workgroups 2 --reps 1 --json "$tmp/peak.json" >/dev/null
-    # The fused attention on the (emulated) matrix units, which VKPROMPT_COOPMAT=all with fused
+    # The fused attention on the (emulated) matrix units, which VKPROMPT_MATRIX_UNITS=all with fused
     # attention selects on the device.
-    VKPROMPT_COOPMAT=emulate,all VKPROMPT_ATTENTION=fused VK_DRIVER_FILES=$lavapipe .publish/vkprompt bench --shape t5-small --batch-size 1 \
+    VKPROMPT_MATRIX_UNITS=emulate,all VKPROMPT_ATTENTION=fused VK_DRIVER_FILES=$lavapipe .publish/vkprompt bench --shape t5-small --batch-size 1 \
       --input-length 8 --target-length 8 --prompt-length 4 --precision bf16 --warmup 0 --steps 1 --json "$tmp/fused.json" >/dev/null
     python3 -c 'import json, sys; ops = {o["name"] for p in json.load(open(sys.argv[1]))["breakdown"]["phases"] for o in p["ops"]}
 assert {"fused_attention_coopmat_emulated", "fused_attention_coopmat_backward_emulated"} <= ops, ops' "$tmp/fused.json"
@@ -129,6 +129,13 @@ assert {"fused_attention_coopmat_emulated", "fused_attention_coopmat_backward_em
 }
 
 device() {
+  # A plan it does not know, or a switch under its old name, would otherwise silently run the full plan.
+  case ${BENCH_PLAN:-full} in
+    full | attention | nv2 | matrix-units) ;;
+    coopmat) echo "error: BENCH_PLAN=coopmat was renamed BENCH_PLAN=matrix-units" >&2; return 2 ;;
+    *) echo "error: BENCH_PLAN=$BENCH_PLAN: expected full, attention, nv2 or matrix-units" >&2; return 2 ;;
+  esac
+  if [[ -n ${COOPMAT_SWEEP:-} ]]; then echo "error: COOPMAT_SWEEP was renamed MATRIX_UNITS_SWEEP" >&2; return 2; fi
   local budget=${BENCH_BUDGET_S:-480} started=$SECONDS res=/tmp/bench-results models=/tmp/bench-models
   rm -rf "$res" && mkdir -p "$res" "$models"
   export PYTHONUNBUFFERED=1
@@ -173,7 +180,7 @@ device() {
 
   # Before anything is timed: the kernels this device selects against the golden references,
   # and each distinct product of a t5-base step alone, checked against fp64 and timed, on the
-  # portable kernels and on the matrix units through each extension (VKPROMPT_COOPMAT=khr, nv).
+  # portable kernels and on the matrix units through each extension (VKPROMPT_MATRIX_UNITS=khr, nv).
   mm() { # name precision [VAR=value...]
     local name=$1 precision=$2
     shift 2
@@ -197,7 +204,7 @@ PY
   }
   # The matrix-unit tiling whose products summed least in the mm-bf16-cm-* runs so far, all
   # checked ok (empty if none): the steps below run it beside the default.
-  best_coopmat_tiling() {
+  best_matrix_units_tiling() {
     python3 - "$res" <<'PY'
 import json, pathlib, sys
 runs = []
@@ -218,44 +225,44 @@ PY
       echo "== no .golden folder (prepare copies ../shared/golden there): $name skipped"
     fi
   }
-  # A sweep of the matrix units' tile shapes on t5-base's products (COOPMAT_SWEEP: tilings, each
-  # as VKPROMPT_COOPMAT_TILING spells it), then t5-base and t5-large steps in bf16 at the default,
+  # A sweep of the matrix units' tile shapes on t5-base's products (MATRIX_UNITS_SWEEP: tilings, each
+  # as VKPROMPT_MATRIX_UNITS_TILING spells it), then t5-base and t5-large steps in bf16 at the default,
   # with every product on the matrix units, tuned, and at the sweep's best tiling, beside the peer.
-  coopmat_sweep_and_steps() {
+  matrix_units_sweep_and_steps() {
     local t best
-    for t in ${COOPMAT_SWEEP:-4x2x2x4x32 4x4x2x2x32}; do
-      mm "mm-bf16-cm-khr-$t" bf16 VKPROMPT_COOPMAT=khr VKPROMPT_COOPMAT_TILING=$t VKPROMPT_PIPELINE_STATS=1
+    for t in ${MATRIX_UNITS_SWEEP:-4x2x2x4x32 4x4x2x2x32}; do
+      mm "mm-bf16-cm-khr-$t" bf16 VKPROMPT_MATRIX_UNITS=khr VKPROMPT_MATRIX_UNITS_TILING=$t VKPROMPT_PIPELINE_STATS=1
     done
-    best=$(best_coopmat_tiling)
+    best=$(best_matrix_units_tiling)
     echo "== best matrix-unit tiling of the sweep: ${best:-none}"
     vk vk-t5-base-bf16 t5-base --precision bf16 --warmup 1 --steps 3
-    VKENV=VKPROMPT_COOPMAT=all vk vk-t5-base-bf16-all t5-base --precision bf16 --warmup 1 --steps 3
+    VKENV=VKPROMPT_MATRIX_UNITS=all vk vk-t5-base-bf16-all t5-base --precision bf16 --warmup 1 --steps 3
     peer peer-t5-base-bf16 t5-base bf16 --warmup 1 --steps 5
     vk vk-t5-large-bf16 t5-large --precision bf16 --warmup 1 --steps 2
-    VKENV=VKPROMPT_COOPMAT=all vk vk-t5-large-bf16-all t5-large --precision bf16 --warmup 1 --steps 2
+    VKENV=VKPROMPT_MATRIX_UNITS=all vk vk-t5-large-bf16-all t5-large --precision bf16 --warmup 1 --steps 2
     peer peer-t5-large-bf16 t5-large bf16 --warmup 1 --steps 3
     # The tuner among the matrix units' candidate tilings, per product (its times in log.txt).
     VKENV=VKPROMPT_MATMUL_TUNE=1 vk vk-t5-large-bf16-tuned t5-large --precision bf16 --warmup 1 --steps 2 --verbose
     VKENV=VKPROMPT_MATMUL_TUNE=1 vk vk-t5-base-bf16-tuned t5-base --precision bf16 --warmup 1 --steps 3 --verbose
-    [[ -n $best ]] && VKENV=VKPROMPT_COOPMAT_TILING=$best vk "vk-t5-large-bf16-cm-$best" t5-large --precision bf16 --warmup 1 --steps 2
-    VKENV=VKPROMPT_COOPMAT_HALF_A=0 vk vk-t5-large-bf16-fp32a t5-large --precision bf16 --warmup 1 --steps 2
+    [[ -n $best ]] && VKENV=VKPROMPT_MATRIX_UNITS_TILING=$best vk "vk-t5-large-bf16-cm-$best" t5-large --precision bf16 --warmup 1 --steps 2
+    VKENV=VKPROMPT_MATRIX_UNITS_HALF_A=0 vk vk-t5-large-bf16-fp32a t5-large --precision bf16 --warmup 1 --steps 2
     # The softmax kernels (65 ms of a t5-large step at a workgroup of 256 a row) with a workgroup a
     # row, at 256 and at 64 invocations, against the default's subgroup a row.
     VKENV=VKPROMPT_ROW_SUBGROUP=0 vk vk-t5-large-bf16-rowswg t5-large --precision bf16 --warmup 1 --steps 2
     VKENV="VKPROMPT_ROW_SUBGROUP=0 VKPROMPT_ROW_LOCAL_SIZE=64" vk vk-t5-large-bf16-rowswg64 t5-large --precision bf16 --warmup 1 --steps 2
   }
 
-  # The workgroup-scope kernel of VK_NV_cooperative_matrix2 (VKPROMPT_COOPMAT=nv2), not yet run on
+  # The workgroup-scope kernel of VK_NV_cooperative_matrix2 (VKPROMPT_MATRIX_UNITS=nv2), not yet run on
   # a GPU: its results against the golden references and every product against fp64 first, then
   # steps beside the default and the peer.
   nv2_checks() {
-    golden check-golden-nv2 VKPROMPT_COOPMAT=nv2 --precision fp16,bf16
-    mm mm-bf16-cm-nv2 bf16 VKPROMPT_COOPMAT=nv2 VKPROMPT_PIPELINE_STATS=1
+    golden check-golden-nv2 VKPROMPT_MATRIX_UNITS=nv2 --precision fp16,bf16
+    mm mm-bf16-cm-nv2 bf16 VKPROMPT_MATRIX_UNITS=nv2 VKPROMPT_PIPELINE_STATS=1
   }
 
-  # Attention fused on the matrix units (fused_attention_coopmat*), which VKPROMPT_COOPMAT=all
+  # Attention fused on the matrix units (fused_attention_coopmat*), which VKPROMPT_MATRIX_UNITS=all
   # selects where attention is fused; not yet run on a GPU.
-  FUSED_ALL="VKPROMPT_COOPMAT=all VKPROMPT_ATTENTION=fused"
+  FUSED_ALL="VKPROMPT_MATRIX_UNITS=all VKPROMPT_ATTENTION=fused"
 
   if [[ ${BENCH_PLAN:-full} == attention ]]; then
     # BENCH_PLAN=attention: the fused attention on the matrix units (about 5 minutes), for a call
@@ -268,54 +275,54 @@ PY
     VKENV="$FUSED_ALL" vk vk-t5-base-bf16-all-fused t5-base --precision bf16 --warmup 1 --steps 3
     peer peer-t5-base-bf16 t5-base bf16 --warmup 1 --steps 5
     vk vk-t5-large-bf16 t5-large --precision bf16 --warmup 1 --steps 2
-    VKENV=VKPROMPT_COOPMAT=all vk vk-t5-large-bf16-all t5-large --precision bf16 --warmup 1 --steps 2
+    VKENV=VKPROMPT_MATRIX_UNITS=all vk vk-t5-large-bf16-all t5-large --precision bf16 --warmup 1 --steps 2
     VKENV="$FUSED_ALL" vk vk-t5-large-bf16-all-fused t5-large --precision bf16 --warmup 1 --steps 2
     peer peer-t5-large-bf16 t5-large bf16 --warmup 1 --steps 3
     VKENV="$FUSED_ALL VKPROMPT_MATMUL_TUNE=1" vk vk-t5-large-bf16-all-fused-tuned t5-large --precision bf16 --warmup 1 --steps 2 --verbose
-    # Its tilings (VKPROMPT_COOPMAT_FLASH_TILING, forward[,backward]; FUSED_SWEEP names them)
+    # Its tilings (VKPROMPT_MATRIX_UNITS_FUSED_TILING, forward[,backward]; FUSED_SWEEP names them)
     # beside the default's 4x64 forward and 4x32 backward.
     local t
     for t in ${FUSED_SWEEP:-4x64,2x64 2x64 4x32}; do
-      VKENV="$FUSED_ALL VKPROMPT_COOPMAT_FLASH_TILING=$t" vk "vk-t5-large-bf16-all-fused-${t/,/-}" t5-large --precision bf16 --warmup 1 --steps 2
+      VKENV="$FUSED_ALL VKPROMPT_MATRIX_UNITS_FUSED_TILING=$t" vk "vk-t5-large-bf16-all-fused-${t/,/-}" t5-large --precision bf16 --warmup 1 --steps 2
     done
     VKENV=VKPROMPT_ATTENTION=fused vk vk-t5-base-fp32-fused t5-base --precision fp32 --warmup 1 --steps 3
   elif [[ ${BENCH_PLAN:-full} == nv2 ]]; then
     # BENCH_PLAN=nv2: the workgroup-scope kernel alone (about 5 minutes), for a call after a full one.
     golden check-golden
     nv2_checks
-    golden check-golden-nv2-all VKPROMPT_COOPMAT=nv2,all --precision fp16,bf16
-    mm mm-bf16-cm-khr bf16 VKPROMPT_COOPMAT=khr
-    VKENV=VKPROMPT_COOPMAT=nv2 vk vk-t5-base-bf16-nv2 t5-base --precision bf16 --warmup 1 --steps 3
+    golden check-golden-nv2-all VKPROMPT_MATRIX_UNITS=nv2,all --precision fp16,bf16
+    mm mm-bf16-cm-khr bf16 VKPROMPT_MATRIX_UNITS=khr
+    VKENV=VKPROMPT_MATRIX_UNITS=nv2 vk vk-t5-base-bf16-nv2 t5-base --precision bf16 --warmup 1 --steps 3
     vk vk-t5-base-bf16 t5-base --precision bf16 --warmup 1 --steps 3
     peer peer-t5-base-bf16 t5-base bf16 --warmup 1 --steps 5
-    VKENV=VKPROMPT_COOPMAT=nv2 vk vk-t5-large-bf16-nv2 t5-large --precision bf16 --warmup 1 --steps 2
+    VKENV=VKPROMPT_MATRIX_UNITS=nv2 vk vk-t5-large-bf16-nv2 t5-large --precision bf16 --warmup 1 --steps 2
     vk vk-t5-large-bf16 t5-large --precision bf16 --warmup 1 --steps 2
     peer peer-t5-large-bf16 t5-large bf16 --warmup 1 --steps 3
     # The portable fused attention at the default products: its position bias now reads one
     # bucket per diagonal, contiguous across a subgroup's queries, where it read a row of
     # [Lq, Lk] per query (1.46x the unfused step on the H100 on 2026-11-26, before that).
     VKENV=VKPROMPT_ATTENTION=fused vk vk-t5-large-bf16-fused t5-large --precision bf16 --warmup 1 --steps 2
-    VKENV=VKPROMPT_COOPMAT=nv2,all vk vk-t5-large-bf16-nv2-all t5-large --precision bf16 --warmup 1 --steps 2
-    VKENV="VKPROMPT_COOPMAT=nv2 VKPROMPT_MATMUL_TUNE=1" vk vk-t5-large-bf16-nv2-tuned t5-large --precision bf16 --warmup 1 --steps 2 --verbose
-    VKENV=VKPROMPT_COOPMAT_FP16_WEIGHTS=0 vk vk-t5-large-bf16-bf16w t5-large --precision bf16 --warmup 1 --steps 2
-  elif [[ ${BENCH_PLAN:-full} == coopmat ]]; then
-    # BENCH_PLAN=coopmat: the matrix units alone (about 5 minutes), for a call after a full one.
+    VKENV=VKPROMPT_MATRIX_UNITS=nv2,all vk vk-t5-large-bf16-nv2-all t5-large --precision bf16 --warmup 1 --steps 2
+    VKENV="VKPROMPT_MATRIX_UNITS=nv2 VKPROMPT_MATMUL_TUNE=1" vk vk-t5-large-bf16-nv2-tuned t5-large --precision bf16 --warmup 1 --steps 2 --verbose
+    VKENV=VKPROMPT_MATRIX_UNITS_FP16_WEIGHTS=0 vk vk-t5-large-bf16-bf16w t5-large --precision bf16 --warmup 1 --steps 2
+  elif [[ ${BENCH_PLAN:-full} == matrix-units ]]; then
+    # BENCH_PLAN=matrix-units: the matrix units alone (about 5 minutes), for a call after a full one.
     golden check-golden
-    golden check-golden-all VKPROMPT_COOPMAT=all --precision fp16,bf16
+    golden check-golden-all VKPROMPT_MATRIX_UNITS=all --precision fp16,bf16
     # The products at the defaults and with every product on the matrix units, with the driver's
     # statistics of their pipelines (registers per invocation).
-    mm mm-bf16-cm-khr bf16 VKPROMPT_COOPMAT=khr VKPROMPT_PIPELINE_STATS=1
-    mm mm-bf16-cm-all bf16 VKPROMPT_COOPMAT=all VKPROMPT_PIPELINE_STATS=1
-    coopmat_sweep_and_steps
+    mm mm-bf16-cm-khr bf16 VKPROMPT_MATRIX_UNITS=khr VKPROMPT_PIPELINE_STATS=1
+    mm mm-bf16-cm-all bf16 VKPROMPT_MATRIX_UNITS=all VKPROMPT_PIPELINE_STATS=1
+    matrix_units_sweep_and_steps
   else
     golden check-golden
     nv2_checks
     # The matrix units' own rate: the ceiling for the products below.
     bench peak-khr 30 .publish/vkprompt bench peak --matrix-units khr --json "$res/peak-khr.json"
     mm mm-fp32-auto fp32
-    for x in khr all; do mm "mm-bf16-cm-$x" bf16 VKPROMPT_COOPMAT=$x; done
-    golden check-golden-all VKPROMPT_COOPMAT=all --precision fp16,bf16
-    golden check-golden-all-fused VKPROMPT_COOPMAT=all VKPROMPT_ATTENTION=fused --precision fp16,bf16
+    for x in khr all; do mm "mm-bf16-cm-$x" bf16 VKPROMPT_MATRIX_UNITS=$x; done
+    golden check-golden-all VKPROMPT_MATRIX_UNITS=all --precision fp16,bf16
+    golden check-golden-all-fused VKPROMPT_MATRIX_UNITS=all VKPROMPT_ATTENTION=fused --precision fp16,bf16
 
     # Then whole steps at the defaults (bf16 on the matrix units where the device has them),
     # each precision beside the peer, t5-base first; then the portable product and NV's
@@ -323,27 +330,27 @@ PY
     vk vk-t5-base-fp32 t5-base --precision fp32 --warmup 1 --steps 3
     peer peer-t5-base-fp32 t5-base fp32 --warmup 1 --steps 5
     vk vk-t5-base-bf16 t5-base --precision bf16 --warmup 1 --steps 3
-    VKENV=VKPROMPT_COOPMAT=nv2 vk vk-t5-base-bf16-nv2 t5-base --precision bf16 --warmup 1 --steps 3
-    VKENV=VKPROMPT_COOPMAT=all vk vk-t5-base-bf16-all t5-base --precision bf16 --warmup 1 --steps 3
+    VKENV=VKPROMPT_MATRIX_UNITS=nv2 vk vk-t5-base-bf16-nv2 t5-base --precision bf16 --warmup 1 --steps 3
+    VKENV=VKPROMPT_MATRIX_UNITS=all vk vk-t5-base-bf16-all t5-base --precision bf16 --warmup 1 --steps 3
     VKENV="$FUSED_ALL" vk vk-t5-base-bf16-all-fused t5-base --precision bf16 --warmup 1 --steps 3
     peer peer-t5-base-bf16 t5-base bf16 --warmup 1 --steps 5
     vk vk-t5-large-fp32 t5-large --precision fp32 --warmup 1 --steps 2
     vk vk-t5-large-bf16 t5-large --precision bf16 --warmup 1 --steps 2
-    VKENV=VKPROMPT_COOPMAT=nv2 vk vk-t5-large-bf16-nv2 t5-large --precision bf16 --warmup 1 --steps 2
-    VKENV=VKPROMPT_COOPMAT=all vk vk-t5-large-bf16-all t5-large --precision bf16 --warmup 1 --steps 2
+    VKENV=VKPROMPT_MATRIX_UNITS=nv2 vk vk-t5-large-bf16-nv2 t5-large --precision bf16 --warmup 1 --steps 2
+    VKENV=VKPROMPT_MATRIX_UNITS=all vk vk-t5-large-bf16-all t5-large --precision bf16 --warmup 1 --steps 2
     VKENV="$FUSED_ALL" vk vk-t5-large-bf16-all-fused t5-large --precision bf16 --warmup 1 --steps 2
     peer peer-t5-large-bf16 t5-large bf16 --warmup 1 --steps 3
     # The portable fused attention at the default products: its position bias now reads one
     # bucket per diagonal, contiguous across a subgroup's queries, where it read a row of
     # [Lq, Lk] per query (1.46x the unfused step on the H100 on 2026-11-26, before that).
     VKENV=VKPROMPT_ATTENTION=fused vk vk-t5-large-bf16-fused t5-large --precision bf16 --warmup 1 --steps 2
-    VKENV=VKPROMPT_COOPMAT=nv2,all vk vk-t5-large-bf16-nv2-all t5-large --precision bf16 --warmup 1 --steps 2
+    VKENV=VKPROMPT_MATRIX_UNITS=nv2,all vk vk-t5-large-bf16-nv2-all t5-large --precision bf16 --warmup 1 --steps 2
     # bf16 weights kept bf16 (converted in every tile) against the fp16 copies the default stores.
-    VKENV=VKPROMPT_COOPMAT_FP16_WEIGHTS=0 vk vk-t5-large-bf16-bf16w t5-large --precision bf16 --warmup 1 --steps 2
+    VKENV=VKPROMPT_MATRIX_UNITS_FP16_WEIGHTS=0 vk vk-t5-large-bf16-bf16w t5-large --precision bf16 --warmup 1 --steps 2
     # The softmax kernels with a workgroup of 256 invocations a row, as before subgroup rows (65 ms
     # of a t5-large step in call c of 2026-11-27).
     VKENV=VKPROMPT_ROW_SUBGROUP=0 vk vk-t5-large-bf16-rowswg t5-large --precision bf16 --warmup 1 --steps 2
-    VKENV=VKPROMPT_COOPMAT=0 vk vk-t5-base-bf16-portable t5-base --precision bf16 --warmup 1 --steps 3
+    VKENV=VKPROMPT_MATRIX_UNITS=0 vk vk-t5-base-bf16-portable t5-base --precision bf16 --warmup 1 --steps 3
     # The tuner (VKPROMPT_MATMUL_TUNE=1) against the rule of vk-t5-base-fp32; --verbose puts its
     # per-product times into log.txt.
     VKENV=VKPROMPT_MATMUL_TUNE=1 vk vk-t5-base-fp32-tuned t5-base --precision fp32 --warmup 1 --steps 3 --verbose

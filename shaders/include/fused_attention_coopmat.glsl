@@ -2,7 +2,7 @@
 // fused_attention_coopmat_backward.glsl) shares: the workgroup's shape, its shared memory and the
 // moves between them. Same contract as fused_attention.comp and its backward (bias, masks,
 // causality, dropout, the logsumexp the backward recomputes the probabilities from), with every
-// product on 16x16x16 fp16 matrix operations summing in fp32, as VKPROMPT_COOPMAT=all's unfused
+// product on 16x16x16 fp16 matrix operations summing in fp32, as VKPROMPT_MATRIX_UNITS=all's unfused
 // products do: q, k, v, dO, the probabilities and dS are rounded to fp16 (saturating,
 // include/to_half.glsl) where they enter a product, scores, softmax statistics, outputs and
 // gradients stay fp32.

@@ -6,7 +6,7 @@
 
 // C = alpha·A·B (+ C) of MatMulSpec on the matrix units (tensor cores): A fp32, or the fp16
 // copy of it that to_half.comp makes (A_HALF), B the frozen weight stored as fp16 or bf16 (or,
-// with VKPROMPT_COOPMAT=all, any fp32 operand: B_FP32), both rounded to fp16 for 16x16x16
+// with VKPROMPT_MATRIX_UNITS=all, any fp32 operand: B_FP32), both rounded to fp16 for 16x16x16
 // products that accumulate in fp32, C fp32. The matrix operations
 // are those of include/coopmat.glsl: GL_KHR_cooperative_matrix in matmul_coopmat_khr.comp,
 // GL_NV_cooperative_matrix in matmul_coopmat.comp (GpuContext picks the one the device reports

@@ -268,7 +268,7 @@ public sealed class BenchMatMulCheckTests(GpuFixture fixture) : GpuTest(fixture)
     [InlineData(WeightPrecision.Bf16, false, false)]
     [InlineData(WeightPrecision.Fp32, true, false)]
     [InlineData(WeightPrecision.Bf16, true, false)]
-    // Every product on the matrix units (VKPROMPT_COOPMAT=all): an fp32 B is rounded to fp16 too.
+    // Every product on the matrix units (VKPROMPT_MATRIX_UNITS=all): an fp32 B is rounded to fp16 too.
     [InlineData(WeightPrecision.Fp32, false, true)]
     [InlineData(WeightPrecision.Fp32, true, true)]
     public void CatchesAWrongProduct(WeightPrecision precision, bool wrongB, bool allProducts)

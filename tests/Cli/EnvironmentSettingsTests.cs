@@ -12,7 +12,7 @@ public sealed class EnvironmentSettingsTests
     static GpuOptions Read(params (string Name, string Value)[] variables) =>
         EnvironmentSettings.Read(name => variables.FirstOrDefault(v => v.Name == name).Value);
 
-    /// <summary>VKPROMPT_COOPMAT takes its words alone or an extension with all (nv2,all), in any case.</summary>
+    /// <summary>VKPROMPT_MATRIX_UNITS takes its words alone or an extension with all (nv2,all), in any case.</summary>
     [Theory]
     [InlineData(null, MatrixUnitsRequest.Auto, false)]
     [InlineData("", MatrixUnitsRequest.Auto, false)]
@@ -25,17 +25,17 @@ public sealed class EnvironmentSettingsTests
     [InlineData("all", MatrixUnitsRequest.Auto, true)]
     [InlineData("emulate", MatrixUnitsRequest.Emulate, false)]
     [InlineData("emulate,all", MatrixUnitsRequest.Emulate, true)]
-    public void CoopmatVariableTakesItsWordsAndCombinations(string? value, MatrixUnitsRequest request, bool all) =>
+    public void MatrixUnitsVariableTakesItsWordsAndCombinations(string? value, MatrixUnitsRequest request, bool all) =>
         Assert.Equal((request, all), EnvironmentSettings.MatrixUnits(value));
 
     /// <summary>An unknown word or two extensions are refused, naming the variable, rather than
     /// silently running the defaults.</summary>
     [Theory]
     [InlineData("nv3", "unknown value 'nv3'"), InlineData("khr,nv2", "more than one extension"), InlineData("all,yes", "unknown value 'yes'")]
-    public void CoopmatVariableRefusesWhatItDoesNotKnow(string value, string message)
+    public void MatrixUnitsVariableRefusesWhatItDoesNotKnow(string value, string message)
     {
         var e = Assert.Throws<GpuException>(() => EnvironmentSettings.MatrixUnits(value));
-        Assert.Contains($"VKPROMPT_COOPMAT={value}", e.Message);
+        Assert.Contains($"VKPROMPT_MATRIX_UNITS={value}", e.Message);
         Assert.Contains(message, e.Message);
     }
 
@@ -56,9 +56,9 @@ public sealed class EnvironmentSettingsTests
     [Fact]
     public void EveryVariableSetsItsOptionAndIsNamedInErrors()
     {
-        var o = Read(("VKPROMPT_DEVICE", "1"), ("VKPROMPT_VALIDATION", "1"), ("VKPROMPT_PROFILE", "1"), ("VKPROMPT_COOPMAT", "khr,all"),
-                     ("VKPROMPT_COOPMAT_HALF_A", "0"), ("VKPROMPT_COOPMAT_FP16_WEIGHTS", "0"), ("VKPROMPT_MATMUL_TILING", "8x8x4x4x0"),
-                     ("VKPROMPT_COOPMAT_TILING", "2x2x2x2x32"), ("VKPROMPT_COOPMAT_FLASH_TILING", "4x32"), ("VKPROMPT_ROW_LOCAL_SIZE", "64"),
+        var o = Read(("VKPROMPT_DEVICE", "1"), ("VKPROMPT_VALIDATION", "1"), ("VKPROMPT_PROFILE", "1"), ("VKPROMPT_MATRIX_UNITS", "khr,all"),
+                     ("VKPROMPT_MATRIX_UNITS_HALF_A", "0"), ("VKPROMPT_MATRIX_UNITS_FP16_WEIGHTS", "0"), ("VKPROMPT_MATMUL_TILING", "8x8x4x4x0"),
+                     ("VKPROMPT_MATRIX_UNITS_TILING", "2x2x2x2x32"), ("VKPROMPT_MATRIX_UNITS_FUSED_TILING", "4x32"), ("VKPROMPT_ROW_LOCAL_SIZE", "64"),
                      ("VKPROMPT_ROW_SUBGROUP", "0"), ("VKPROMPT_MATMUL_TUNE", "1"), ("VKPROMPT_PIPELINE_STATS", "1"));
         var expected = new GpuOptions
         {
@@ -69,11 +69,29 @@ public sealed class EnvironmentSettingsTests
         Assert.Equal(expected, o with { Sources = expected.Sources });
         Assert.Equal("VKPROMPT_MATMUL_TILING=8x8x4x4x0 (GpuOptions.MatMulTiling=8x8x4x4x0)", o.Describe(nameof(GpuOptions.MatMulTiling), o.MatMulTiling));
         Assert.Equal("VKPROMPT_ROW_LOCAL_SIZE=64 (GpuOptions.RowLocalSize=64)", o.Describe(nameof(GpuOptions.RowLocalSize), o.RowLocalSize));
-        Assert.Equal("VKPROMPT_COOPMAT=khr,all (GpuOptions.MatrixUnits=Khr)", o.Describe(nameof(GpuOptions.MatrixUnits), o.MatrixUnits));
+        Assert.Equal("VKPROMPT_MATRIX_UNITS=khr,all (GpuOptions.MatrixUnits=Khr)", o.Describe(nameof(GpuOptions.MatrixUnits), o.MatrixUnits));
         var replaced = o with { MatMulTiling = "4x4x4x4x4" };
         Assert.Equal("GpuOptions.MatMulTiling=4x4x4x4x4", replaced.Describe(nameof(GpuOptions.MatMulTiling), replaced.MatMulTiling));
-        Assert.Equal(MatrixUnitsRequest.Off, Read(("VKPROMPT_COOPMAT", "nv"), ("VKPROMPT_DISABLE_COOPMAT", "1")).MatrixUnits);
+        Assert.Equal(MatrixUnitsRequest.Off, Read(("VKPROMPT_MATRIX_UNITS", "0")).MatrixUnits);
         Assert.Contains("VKPROMPT_ROW_LOCAL_SIZE=many", Assert.Throws<GpuException>(() => Read(("VKPROMPT_ROW_LOCAL_SIZE", "many"))).Message);
+    }
+
+    /// <summary>A variable renamed to the matrix-units spelling is refused where it is set,
+    /// naming its new name, so a stale script does not silently run the defaults; alongside
+    /// the new spelling too, and empty is unset as for every variable.</summary>
+    [Theory]
+    [InlineData("VKPROMPT_COOPMAT", "nv2,all", "VKPROMPT_COOPMAT=nv2,all: VKPROMPT_COOPMAT was renamed VKPROMPT_MATRIX_UNITS")]
+    [InlineData("VKPROMPT_DISABLE_COOPMAT", "1", "VKPROMPT_DISABLE_COOPMAT=1: VKPROMPT_DISABLE_COOPMAT was removed; VKPROMPT_MATRIX_UNITS=0 does what it did")]
+    [InlineData("VKPROMPT_COOPMAT_TILING", "2x2x2x2x32", "VKPROMPT_COOPMAT_TILING=2x2x2x2x32: VKPROMPT_COOPMAT_TILING was renamed VKPROMPT_MATRIX_UNITS_TILING")]
+    [InlineData("VKPROMPT_COOPMAT_FLASH_TILING", "4x32", "VKPROMPT_COOPMAT_FLASH_TILING=4x32: VKPROMPT_COOPMAT_FLASH_TILING was renamed VKPROMPT_MATRIX_UNITS_FUSED_TILING")]
+    [InlineData("VKPROMPT_COOPMAT_FP16_WEIGHTS", "0", "VKPROMPT_COOPMAT_FP16_WEIGHTS=0: VKPROMPT_COOPMAT_FP16_WEIGHTS was renamed VKPROMPT_MATRIX_UNITS_FP16_WEIGHTS")]
+    [InlineData("VKPROMPT_COOPMAT_HALF_A", "0", "VKPROMPT_COOPMAT_HALF_A=0: VKPROMPT_COOPMAT_HALF_A was renamed VKPROMPT_MATRIX_UNITS_HALF_A")]
+    public void RenamedVariablesAreRefusedNamingTheirNewName(string old, string value, string message)
+    {
+        Assert.Equal(message, Assert.Throws<GpuException>(() => Read((old, value))).Message);
+        Assert.Equal(message, Assert.Throws<GpuException>(() => Read(("VKPROMPT_MATRIX_UNITS", "1"), (old, value))).Message);
+        Assert.Equal(new GpuOptions(), Read((old, "")));
+        Assert.Equal(6, EnvironmentSettings.RenamedVariables.Count);
     }
 
     /// <summary>An option whose value the device cannot take names the variable it came from in

@@ -318,7 +318,7 @@ public sealed class FusedAttentionTests(GpuFixture f) : GpuTest(f)
         Assert.True(ran > 0, $"{tiling} ran nowhere: {limit} bytes of shared memory");
     }
 
-    /// <summary>VKPROMPT_COOPMAT_FLASH_TILING (<see cref="GpuOptions.MatrixUnitsFusedAttentionTiling"/>) forces
+    /// <summary>VKPROMPT_MATRIX_UNITS_FUSED_TILING (<see cref="GpuOptions.MatrixUnitsFusedAttentionTiling"/>) forces
     /// the forward's and the backward's tilings, one for both or one each, and refuses what is
     /// malformed or cannot run, naming the option.</summary>
     [Fact]

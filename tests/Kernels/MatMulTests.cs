@@ -150,7 +150,7 @@ public sealed class MatMulTests(GpuFixture f) : GpuTest(f)
     /// <summary>The matrix-unit product (on the device's matrix units, else emulated) on the
     /// shapes above, with tile shapes from one 16x16 tile per workgroup to the default, so edges
     /// fall inside tiles, on tile borders and past them. The reference multiplies A rounded to
-    /// fp16 and B rounded to its storage precision (fp32: the products VKPROMPT_COOPMAT=all puts
+    /// fp16 and B rounded to its storage precision (fp32: the products VKPROMPT_MATRIX_UNITS=all puts
     /// there) and then to fp16, to nearest. Vulkan lets a
     /// device round the conversion toward zero instead, which moves each A by up to 2^-10 of
     /// itself, one way: about 2^-11/3 ≈ 1.6e-4 of the largest output for these random operands.
@@ -182,7 +182,7 @@ public sealed class MatMulTests(GpuFixture f) : GpuTest(f)
     }
 
     /// <summary>Products of two fp32 operands stay on the portable kernel unless every product is
-    /// asked onto the matrix units (VKPROMPT_COOPMAT=all); 16-bit weights go there either way.</summary>
+    /// asked onto the matrix units (VKPROMPT_MATRIX_UNITS=all); 16-bit weights go there either way.</summary>
     [SkippableFact]
     public void OnlyAllProductsPutsFp32OperandsOnTheMatrixUnits()
     {
@@ -239,7 +239,7 @@ public sealed class MatMulTests(GpuFixture f) : GpuTest(f)
     }
 
     /// <summary>The product reading the 16-bit copy of A that to_half.comp makes
-    /// (VKPROMPT_COOPMAT_HALF_A), A's rows along k or (transposed, the backward's Pᵀ·dO form)
+    /// (VKPROMPT_MATRIX_UNITS_HALF_A), A's rows along k or (transposed, the backward's Pᵀ·dO form)
     /// along m, with and without padded rows, through 16-bit and fp32 B: the same results as
     /// rounding A in the fill, to the same bound.</summary>
     [SkippableTheory]
@@ -253,7 +253,7 @@ public sealed class MatMulTests(GpuFixture f) : GpuTest(f)
             CoopMatCompare(spec, precision, tiling, $"coopmat half A {tiling} {precision} {(transposeA ? "Aᵀ" : "A")}·{(transposeB ? "Bᵀ" : "B")} {m}x{n}x{k}", halfA: true);
     }
 
-    /// <summary>A product of two fp32 activations (VKPROMPT_COOPMAT=all) reading 16-bit copies of
+    /// <summary>A product of two fp32 activations (VKPROMPT_MATRIX_UNITS=all) reading 16-bit copies of
     /// both, or of B alone, in attention's per-head layouts (strided rows, batches of heads): the
     /// same results as rounding them in the fill.</summary>
     [SkippableTheory]
@@ -270,7 +270,7 @@ public sealed class MatMulTests(GpuFixture f) : GpuTest(f)
     }
 
     /// <summary>Where the matrix units read the weights, bf16 ones are stored as the fp16 halves
-    /// the units multiply (VKPROMPT_COOPMAT_FP16_WEIGHTS), converted once on upload: the products
+    /// the units multiply (VKPROMPT_MATRIX_UNITS_FP16_WEIGHTS), converted once on upload: the products
     /// are bit for bit those of bf16 weights converted in the kernel's fill, and a context without
     /// matrix units keeps bf16.</summary>
     [SkippableFact]
@@ -313,7 +313,7 @@ public sealed class MatMulTests(GpuFixture f) : GpuTest(f)
         }
     }
 
-    /// <summary>The workgroup-scope kernel of VK_NV_cooperative_matrix2 (VKPROMPT_COOPMAT=nv2,all),
+    /// <summary>The workgroup-scope kernel of VK_NV_cooperative_matrix2 (VKPROMPT_MATRIX_UNITS=nv2,all),
     /// on devices that have it (NVIDIA's; skipped elsewhere, lavapipe in CI among them): every
     /// layout of A and B it takes (along k or along m / n), edges inside its blocks and past K's
     /// last slice, padded rows, alpha and accumulation, batches of attention heads with fp32 B

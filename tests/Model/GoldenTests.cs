@@ -48,7 +48,7 @@ public sealed class GoldenTests(GpuFixture f) : GpuTest(f)
     /// <summary>"-fused" runs every attention through FusedAttention, whatever the sizes;
     /// "vulkan-matrix-units" runs products with 16-bit weights on the cooperative-matrix kernel,
     /// emulated where the device has no matrix units; "vulkan-matrix-units-all" every product,
-    /// attention's too (VKPROMPT_COOPMAT=all), and fused there the attention itself
+    /// attention's too (VKPROMPT_MATRIX_UNITS=all), and fused there the attention itself
     /// (fused_attention_coopmat*, where d_kv is a multiple of 16: tiny-v11's 32).</summary>
     Backend MakeBackend(string name)
     {
@@ -166,7 +166,7 @@ public sealed class GoldenTests(GpuFixture f) : GpuTest(f)
     /// the gradient, a margin of three or more everywhere. On the matrix units, which round the
     /// activations to fp16 as well, the gradient moved by up to 4.7u (fp16 weights: two roundings
     /// of the same size) and 2.3u (bf16), the loss by 0.04u: within the same bounds. With every
-    /// product there (VKPROMPT_COOPMAT=all), attention's scores, probabilities and their gradients
+    /// product there (VKPROMPT_MATRIX_UNITS=all), attention's scores, probabilities and their gradients
     /// are rounded to fp16 too, an error that does not shrink with the weights' u: the gradient
     /// moved by up to 7.5e-3 (15.5 fp16 u; tiny-v10-bf16 p5, whose weights alone move it by
     /// 2.3e-3), the loss by 0.07u; its gradient bound adds 32 fp16 u, twice that.

@@ -32,12 +32,15 @@ public sealed class LibraryDefaultsTests
         Assert.True(uses.Count == 0, "the library reads the environment:\n" + string.Join("\n", uses));
     }
 
-    // Every variable the CLI reads (README's table), besides the tests' and the benchmarks' own.
+    // Every variable the CLI reads (README's table), besides the tests' and the benchmarks' own,
+    // and the renamed spellings the CLI refuses (EnvironmentSettings.RenamedVariables).
     static readonly string[] Variables =
     [
-        "VKPROMPT_DEVICE", "VKPROMPT_VALIDATION", "VKPROMPT_PROFILE", "VKPROMPT_COOPMAT", "VKPROMPT_DISABLE_COOPMAT", "VKPROMPT_COOPMAT_HALF_A",
-        "VKPROMPT_COOPMAT_FP16_WEIGHTS", "VKPROMPT_MATMUL_TILING", "VKPROMPT_COOPMAT_TILING", "VKPROMPT_COOPMAT_FLASH_TILING", "VKPROMPT_ROW_LOCAL_SIZE",
-        "VKPROMPT_ROW_SUBGROUP", "VKPROMPT_MATMUL_TUNE", "VKPROMPT_PIPELINE_STATS", "VKPROMPT_ATTENTION", "VKPROMPT_GOLDEN", "VKPROMPT_BENCH_WORKLOAD",
+        "VKPROMPT_DEVICE", "VKPROMPT_VALIDATION", "VKPROMPT_PROFILE", "VKPROMPT_MATRIX_UNITS", "VKPROMPT_MATRIX_UNITS_HALF_A",
+        "VKPROMPT_MATRIX_UNITS_FP16_WEIGHTS", "VKPROMPT_MATMUL_TILING", "VKPROMPT_MATRIX_UNITS_TILING", "VKPROMPT_MATRIX_UNITS_FUSED_TILING",
+        "VKPROMPT_ROW_LOCAL_SIZE", "VKPROMPT_ROW_SUBGROUP", "VKPROMPT_MATMUL_TUNE", "VKPROMPT_PIPELINE_STATS", "VKPROMPT_ATTENTION", "VKPROMPT_GOLDEN",
+        "VKPROMPT_BENCH_WORKLOAD", "VKPROMPT_COOPMAT", "VKPROMPT_DISABLE_COOPMAT", "VKPROMPT_COOPMAT_HALF_A", "VKPROMPT_COOPMAT_FP16_WEIGHTS",
+        "VKPROMPT_COOPMAT_TILING", "VKPROMPT_COOPMAT_FLASH_TILING",
     ];
 
     /// <summary>tests/LibraryProbe scores a golden case on <c>GpuContext.Create()</c> in a child

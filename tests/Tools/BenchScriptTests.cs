@@ -13,21 +13,26 @@ namespace VkPrompt.Tests.Tools;
 
 /// <summary>The Python side of the benchmarks with the standard library alone: bench-table.py on
 /// a report as vkprompt writes it beside a peer's, and peer_bench.py's FLOP formula and its exit
-/// without torch.</summary>
+/// without torch; and device-bench.sh's refusal of a plan or switch it does not know.</summary>
 public sealed class BenchScriptTests : IDisposable
 {
     readonly TempDir dir = new();
 
     public void Dispose() => dir.Dispose();
 
-    static (int Code, string Out, string Err) Python(params string[] args)
+    static (int Code, string Out, string Err) Python(params string[] args) => Run("python3", new Dictionary<string, string>(), args);
+
+    /// <summary><paramref name="program"/> in the repository root, with <paramref name="environment"/>
+    /// added to this process's.</summary>
+    static (int Code, string Out, string Err) Run(string program, Dictionary<string, string> environment, params string[] args)
     {
-        var start = new ProcessStartInfo("python3") { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = TestPaths.RepoRoot };
+        var start = new ProcessStartInfo(program) { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = TestPaths.RepoRoot };
         foreach (var a in args) start.ArgumentList.Add(a);
+        foreach (var (name, value) in environment) start.Environment[name] = value;
         using var p = Process.Start(start)!;
         var stdout = p.StandardOutput.ReadToEndAsync();
         var stderr = p.StandardError.ReadToEndAsync();
-        if (!p.WaitForExit(60_000)) { p.Kill(); throw new TimeoutException("python3 did not finish in a minute"); }
+        if (!p.WaitForExit(60_000)) { p.Kill(); throw new TimeoutException($"{program} did not finish in a minute"); }
         return (p.ExitCode, stdout.Result, stderr.Result);
     }
 
@@ -140,5 +145,20 @@ public sealed class BenchScriptTests : IDisposable
         Assert.Equal(3, code);
         Assert.Equal("", stdout);
         Assert.Contains("'torch' is missing", stderr, StringComparison.Ordinal);
+    }
+
+    /// <summary>A stale plan name or sweep variable stops device-bench.sh before it runs anything
+    /// (it would otherwise run the full plan), naming the new spelling; the budget of 0 keeps a
+    /// broken check from starting a run.</summary>
+    [Theory]
+    [InlineData("BENCH_PLAN", "coopmat", "error: BENCH_PLAN=coopmat was renamed BENCH_PLAN=matrix-units")]
+    [InlineData("BENCH_PLAN", "everything", "error: BENCH_PLAN=everything: expected full, attention, nv2 or matrix-units")]
+    [InlineData("COOPMAT_SWEEP", "4x2x2x4x32", "error: COOPMAT_SWEEP was renamed MATRIX_UNITS_SWEEP")]
+    public void DeviceBenchRefusesRenamedSwitches(string variable, string value, string message)
+    {
+        var (code, stdout, stderr) = Run("bash", new() { ["OUT"] = dir.Path, ["BENCH_BUDGET_S"] = "0", [variable] = value }, "tools/device-bench.sh", "device");
+        Assert.True(code == 2, stderr);
+        Assert.Equal(message, stdout.Trim());
+        Assert.Equal(message, File.ReadAllText(dir.File("log.txt")).Trim());
     }
 }

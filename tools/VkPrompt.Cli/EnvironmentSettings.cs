@@ -11,13 +11,15 @@ public static class EnvironmentSettings
 {
     /// <summary>The options the environment asks for, each variable that is unset leaving the
     /// option's default; the pipeline cache in <see cref="PipelineCacheDirectory"/>.</summary>
-    /// <exception cref="GpuException">VKPROMPT_COOPMAT holds a word it does not know, names two
-    /// extensions, or VKPROMPT_ROW_LOCAL_SIZE is no integer.</exception>
+    /// <exception cref="GpuException">VKPROMPT_MATRIX_UNITS holds a word it does not know, names
+    /// two extensions, VKPROMPT_ROW_LOCAL_SIZE is no integer, or a renamed variable is set
+    /// (<see cref="RenamedVariables"/>).</exception>
     public static GpuOptions GpuOptions() => Read(Environment.GetEnvironmentVariable);
 
     /// <summary><see cref="GpuOptions()"/> from the variables <paramref name="variable"/> gives.</summary>
     public static GpuOptions Read(Func<string, string?> variable)
     {
+        RefuseRenamed(variable);
         var sources = new Dictionary<string, OptionSource>();
         var options = new GpuOptions { PipelineCacheDirectory = PipelineCacheDirectory(variable) };
 
@@ -34,21 +36,19 @@ public static class EnvironmentSettings
         if (Set("VKPROMPT_VALIDATION", nameof(Runtime.GpuOptions.Validation), t => t == "1") == "1") options = options with { Validation = true };
         if (Set("VKPROMPT_PROFILE", nameof(Runtime.GpuOptions.Profiling), t => t == "1") == "1") options = options with { Profiling = true };
 
-        var disabled = variable("VKPROMPT_DISABLE_COOPMAT") == "1";
-        var (units, all) = MatrixUnits(variable("VKPROMPT_COOPMAT"));
-        if (disabled) units = MatrixUnitsRequest.Off;
-        if (Set(disabled ? "VKPROMPT_DISABLE_COOPMAT" : "VKPROMPT_COOPMAT", nameof(Runtime.GpuOptions.MatrixUnits), _ => units) is not null)
+        var (units, all) = MatrixUnits(variable("VKPROMPT_MATRIX_UNITS"));
+        if (Set("VKPROMPT_MATRIX_UNITS", nameof(Runtime.GpuOptions.MatrixUnits), _ => units) is not null)
             options = options with { MatrixUnits = units };
-        if (all) Set("VKPROMPT_COOPMAT", nameof(Runtime.GpuOptions.MatrixUnitsAllProducts), _ => true);
+        if (all) Set("VKPROMPT_MATRIX_UNITS", nameof(Runtime.GpuOptions.MatrixUnitsAllProducts), _ => true);
         options = options with { MatrixUnitsAllProducts = all };
 
-        if (Set("VKPROMPT_COOPMAT_HALF_A", nameof(Runtime.GpuOptions.MatrixUnitsHalfActivations), t => t != "0") == "0") options = options with { MatrixUnitsHalfActivations = false };
-        if (Set("VKPROMPT_COOPMAT_FP16_WEIGHTS", nameof(Runtime.GpuOptions.MatrixUnitsFp16Weights), t => t != "0") == "0") options = options with { MatrixUnitsFp16Weights = false };
+        if (Set("VKPROMPT_MATRIX_UNITS_HALF_A", nameof(Runtime.GpuOptions.MatrixUnitsHalfActivations), t => t != "0") == "0") options = options with { MatrixUnitsHalfActivations = false };
+        if (Set("VKPROMPT_MATRIX_UNITS_FP16_WEIGHTS", nameof(Runtime.GpuOptions.MatrixUnitsFp16Weights), t => t != "0") == "0") options = options with { MatrixUnitsFp16Weights = false };
         options = options with
         {
             MatMulTiling = Set("VKPROMPT_MATMUL_TILING", nameof(Runtime.GpuOptions.MatMulTiling), t => t),
-            MatrixUnitsTiling = Set("VKPROMPT_COOPMAT_TILING", nameof(Runtime.GpuOptions.MatrixUnitsTiling), t => t),
-            MatrixUnitsFusedAttentionTiling = Set("VKPROMPT_COOPMAT_FLASH_TILING", nameof(Runtime.GpuOptions.MatrixUnitsFusedAttentionTiling), t => t),
+            MatrixUnitsTiling = Set("VKPROMPT_MATRIX_UNITS_TILING", nameof(Runtime.GpuOptions.MatrixUnitsTiling), t => t),
+            MatrixUnitsFusedAttentionTiling = Set("VKPROMPT_MATRIX_UNITS_FUSED_TILING", nameof(Runtime.GpuOptions.MatrixUnitsFusedAttentionTiling), t => t),
         };
         if (Set("VKPROMPT_ROW_LOCAL_SIZE", nameof(Runtime.GpuOptions.RowLocalSize), t => int.TryParse(t, out int n) ? n : null) is { } rows)
             options = options with
@@ -61,9 +61,34 @@ public static class EnvironmentSettings
         return sources.Count == 0 ? options : options with { Sources = sources };
     }
 
+    /// <summary>The variables renamed when "matrix units" became the one name for the concept
+    /// (cooperative matrix names only the Vulkan extensions), with what replaced them.</summary>
+    public static readonly IReadOnlyDictionary<string, string> RenamedVariables = new Dictionary<string, string>
+    {
+        ["VKPROMPT_COOPMAT"] = "VKPROMPT_MATRIX_UNITS",
+        ["VKPROMPT_DISABLE_COOPMAT"] = "VKPROMPT_MATRIX_UNITS=0",
+        ["VKPROMPT_COOPMAT_TILING"] = "VKPROMPT_MATRIX_UNITS_TILING",
+        ["VKPROMPT_COOPMAT_FLASH_TILING"] = "VKPROMPT_MATRIX_UNITS_FUSED_TILING",
+        ["VKPROMPT_COOPMAT_FP16_WEIGHTS"] = "VKPROMPT_MATRIX_UNITS_FP16_WEIGHTS",
+        ["VKPROMPT_COOPMAT_HALF_A"] = "VKPROMPT_MATRIX_UNITS_HALF_A",
+    };
+
+    /// <summary>Refuses an old spelling that is set: a stale script would otherwise silently run
+    /// the defaults it meant to change. Pre-1.0, so no aliases; empty counts as unset, as it
+    /// does for every variable here.</summary>
+    /// <exception cref="GpuException">One of <see cref="RenamedVariables"/> is set.</exception>
+    static void RefuseRenamed(Func<string, string?> variable)
+    {
+        foreach (var (old, now) in RenamedVariables)
+            if (!string.IsNullOrEmpty(variable(old)))
+                throw new GpuException(now.Contains('=')
+                    ? $"{old}={variable(old)}: {old} was removed; {now} does what it did"
+                    : $"{old}={variable(old)}: {old} was renamed {now}");
+    }
+
     static readonly string[] MatrixUnitsWords = ["0", "1", "khr", "nv", "nv2", "all", "emulate"];
 
-    /// <summary>What VKPROMPT_COOPMAT's comma-separated words ask for ("nv2,all" takes both), in
+    /// <summary>What VKPROMPT_MATRIX_UNITS's comma-separated words ask for ("nv2,all" takes both), in
     /// any case: unset, empty or 1 <see cref="MatrixUnitsRequest.Auto"/>, 0 off, khr, nv, nv2 or
     /// emulate that kernel; all puts every product on the matrix units.</summary>
     /// <exception cref="GpuException">A word it does not know (a typo would otherwise silently
@@ -73,7 +98,7 @@ public static class EnvironmentSettings
         var words = (value ?? "").ToLowerInvariant().Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries).ToHashSet();
         var unknown = words.Except(MatrixUnitsWords).ToList();
         if (unknown.Count > 0 || words.Intersect(["khr", "nv", "nv2"]).Count() > 1)
-            throw new GpuException($"VKPROMPT_COOPMAT={value}: " +
+            throw new GpuException($"VKPROMPT_MATRIX_UNITS={value}: " +
                                    (unknown.Count > 0 ? $"unknown value '{unknown[0]}'" : "names more than one extension") +
                                    $"; expected one of {string.Join(", ", MatrixUnitsWords)}, or an extension and all, e.g. nv2,all");
         var request = words.Contains("0") ? MatrixUnitsRequest.Off

@@ -51,9 +51,9 @@ internal static class ModelOptions
                           "so products still sum in fp32 and activations stay fp32 (T5's feed-forward activations overflow fp16). " +
                           "fp16 keeps 3 more bits of each weight, bf16 fp32's range. Both need 16-bit storage buffers on the device; " +
                           "auto takes bf16 where the device has them and fp32 elsewhere. The cpu device emulates fp16/bf16 by rounding the weights. " +
-                          "Where the device has cooperative matrices this build can use (VK_KHR_ or VK_NV_cooperative_matrix; 'vkprompt devices' says), " +
+                          "Where the device has matrix units this build can use (through VK_KHR_ or VK_NV_cooperative_matrix; 'vkprompt devices' says), " +
                           "products with 16-bit weights run on the matrix units instead: their activation operand is rounded to fp16, saturating at ±65504, and sums stay fp32 " +
-                          "(VKPROMPT_COOPMAT=0 turns that off). Default: fp32.",
+                          "(VKPROMPT_MATRIX_UNITS=0 turns that off). Default: fp32.",
             DefaultValueFactory = _ => DefaultPrecision,
         };
         option.AcceptOnlyFromAmong(WeightPrecisions.Names);
@@ -65,12 +65,12 @@ internal static class ModelOptions
         var option = new Option<string>("--attention")
         {
             HelpName = "auto|fused|unfused",
-            Description = "How attention runs. fused: flash-style, one kernel per attention that streams the keys and never stores the [queries x keys] " +
+            Description = "How attention runs. fused: one kernel per attention that streams the keys, keeping a running softmax, and never stores the [queries x keys] " +
                           "score matrix of a head in device memory, so long inputs need far less activation memory; unfused: two matrix products and a softmax " +
                           "through that matrix. auto: fused on GPUs from 1024x1024 scores per head, where storing them starts to decide what fits (below that " +
                           "unfused is faster), unfused on CPU Vulkan devices such as lavapipe, where the fused kernels are slower, and on --device cpu; " +
                           "fused on any Vulkan device where the scores of an attention would not fit the largest buffer a kernel can bind. " +
-                          "Both give the same results up to float rounding. With VKPROMPT_COOPMAT=all, fused attention runs on the matrix units too " +
+                          "Both give the same results up to float rounding. With VKPROMPT_MATRIX_UNITS=all, fused attention runs on the matrix units too " +
                           "(d_kv a multiple of 16), its operands rounded to fp16 as all's products are. Default: $VKPROMPT_ATTENTION if set, else auto.",
             DefaultValueFactory = _ => EnvironmentSettings.AttentionText,
         };

@@ -223,14 +223,14 @@ internal static class BenchCommand
         var notes = KernelNotes(ctx, precision);
         if ((encoderSelf || decoderSelf || cross) && FusedAttentionKernel.MatrixUnitsTiling(ctx, ckpt.Config.DKv, backward: false) is { } forward
             && FusedAttentionKernel.MatrixUnitsTiling(ctx, ckpt.Config.DKv, backward: true) is { } backward)
-            notes.Add($"fused attention ran on the matrix units (fused_attention_coopmat, VKPROMPT_COOPMAT=all): {forward.Warps} subgroups of 16 rows a workgroup, " +
+            notes.Add($"fused attention ran on the matrix units (fused_attention_coopmat, VKPROMPT_MATRIX_UNITS=all): {forward.Warps} subgroups of 16 rows a workgroup, " +
                       $"blocks of {forward.Block} keys forward and {backward.Block} rows backward");
         return new StepRun(ctx.Capabilities, ctx.Plan.ToJson(), precision, attention, ctx.Options.Validation, times, losses, timings, ctx.Memory.PeakBytesInUse, ctx.Memory.BytesReserved, weightBytes,
                            notes, MatMulTuner.Enabled(ctx));
     }
 
     /// <summary>Which product kernels ran and with which tile shapes, so runs that differ only
-    /// in a switch (VKPROMPT_DISABLE_COOPMAT, VKPROMPT_*_TILING, VKPROMPT_MATMUL_TUNE) can be told apart.</summary>
+    /// in a switch (VKPROMPT_MATRIX_UNITS=0, VKPROMPT_*_TILING, VKPROMPT_MATMUL_TUNE) can be told apart.</summary>
     static List<string> KernelNotes(GpuContext ctx, WeightPrecision precision)
     {
         var notes = new List<string>();
@@ -238,26 +238,26 @@ internal static class BenchCommand
         bool tuned = MatMulTuner.Enabled(ctx);
         string Tiling(string? forced) => forced ?? (tuned ? "tuned per product before the first step (VKPROMPT_MATMUL_TUNE=1; the log has the times)" : "default");
         if (halfWeights && ctx.CooperativeMatrixEmulated)
-            notes.Add($"products with {precision.Name()} weights ran the cooperative-matrix kernel with its matrix operations emulated (VKPROMPT_COOPMAT=emulate), " +
+            notes.Add($"products with {precision.Name()} weights ran the matrix-units kernel with its matrix operations emulated (VKPROMPT_MATRIX_UNITS=emulate), " +
                       $"their activation operand rounded to fp16; tiling {Tiling(ctx.Options.MatrixUnitsTiling)}");
         else if (halfWeights && ctx.CooperativeMatrix)
             notes.Add($"products with {precision.Name()} weights ran on the matrix units ({ctx.MatrixUnits.Extension()}), their activation operand rounded to fp16; " +
                       $"tiling {Tiling(ctx.Options.MatrixUnitsTiling)}");
         else if (halfWeights && (ctx.Capabilities.CooperativeMatrixKhr || ctx.Capabilities.CooperativeMatrixNv))
-            notes.Add("the matrix units were not used (VKPROMPT_COOPMAT=0 or VKPROMPT_DISABLE_COOPMAT=1 turned them off)");
+            notes.Add("the matrix units were not used (VKPROMPT_MATRIX_UNITS=0 turned them off)");
         if (ctx.Plan.StoredPrecision(precision) is var stored && stored != precision)
-            notes.Add($"{precision.Name()} weights were stored as the {stored.Name()} halves the matrix units multiply, converted once on upload (VKPROMPT_COOPMAT_FP16_WEIGHTS=0 keeps them {precision.Name()})");
+            notes.Add($"{precision.Name()} weights were stored as the {stored.Name()} halves the matrix units multiply, converted once on upload (VKPROMPT_MATRIX_UNITS_FP16_WEIGHTS=0 keeps them {precision.Name()})");
         else if (halfWeights && ctx.CooperativeMatrix && precision == WeightPrecision.Bf16)
-            notes.Add("bf16 weights were kept bf16 and converted to fp16 as the matrix-unit products staged them (VKPROMPT_COOPMAT_FP16_WEIGHTS=0)");
+            notes.Add("bf16 weights were kept bf16 and converted to fp16 as the matrix-unit products staged them (VKPROMPT_MATRIX_UNITS_FP16_WEIGHTS=0)");
         if (ctx.CooperativeMatrix && (halfWeights || ctx.Options.MatrixUnitsAllProducts))
             notes.Add(ctx.Options.MatrixUnitsHalfActivations
                 ? "matrix-unit products at least 256 columns wide read a 16-bit copy of their activation operand, one conversion (to_half) per activation shared by the products that read it"
-                : "matrix-unit products read their fp32 activation operand and round it as they stage it (VKPROMPT_COOPMAT_HALF_A=0)");
+                : "matrix-unit products read their fp32 activation operand and round it as they stage it (VKPROMPT_MATRIX_UNITS_HALF_A=0)");
         if (ctx.MatrixUnits == MatrixUnits.Nv2)
-            notes.Add("VKPROMPT_COOPMAT=nv2: matrix-unit products whose operands each have a unit stride ran the workgroup-scope kernel (matmul_coopmat_nv2), " +
+            notes.Add("VKPROMPT_MATRIX_UNITS=nv2: matrix-unit products whose operands each have a unit stride ran the workgroup-scope kernel (matmul_coopmat_nv2), " +
                       "reading 16-bit copies of every fp32 operand; the others ran the KHR kernel");
         if (ctx.CooperativeMatrix && ctx.Options.MatrixUnitsAllProducts)
-            notes.Add($"VKPROMPT_COOPMAT=all: every product ran on the matrix units ({ctx.MatrixUnits.Extension()}), fp32 operands rounded to fp16 too");
+            notes.Add($"VKPROMPT_MATRIX_UNITS=all: every product ran on the matrix units ({ctx.MatrixUnits.Extension()}), fp32 operands rounded to fp16 too");
         if (!(ctx.CooperativeMatrix && (halfWeights || ctx.Options.MatrixUnitsAllProducts)) || ctx.Options.MatMulTiling is not null)
             notes.Add($"portable product tiling {Tiling(ctx.Options.MatMulTiling)}");
         if (!ctx.Options.SubgroupRows)
@@ -294,7 +294,7 @@ internal static class BenchCommand
         console.WriteLine($"device: {r.Device.Name} ({r.Device.Driver})");
         if (r.Capabilities is { } c)
             console.WriteLine($"capabilities: {c.DeviceType}, subgroup {c.SubgroupSize}, float16 {YesNo(c.ShaderFloat16)}, bfloat16 {YesNo(c.BFloat16)}, " +
-                              $"cooperative matrix {c.CooperativeMatrixExtensions()} (the whole report is in the JSON)");
+                              $"matrix units: {c.CooperativeMatrixExtensions()} (the whole report is in the JSON)");
         console.WriteLine($"step time: median {F(r.StepMs.Median, "F1")} ms (min {F(r.StepMs.Min, "F1")}, max {F(r.StepMs.Max, "F1")}) over {r.Steps} step(s)");
         console.WriteLine($"throughput: {F(r.ExamplesPerSecond, "F2")} examples/s, {F(r.TokensPerSecond, "F1")} tokens/s ({r.TokensPerStep} input and target tokens per step)");
         console.WriteLine($"compute: {F(r.FlopsPerStep / 1e12, "F3")} TFLOP per step (forward {F(r.ForwardFlops / 1e12, "F3")}, backward {F(r.BackwardFlops / 1e12, "F3")}); achieved {F(r.Tflops, "F3")} TFLOP/s");

@@ -16,7 +16,7 @@ namespace VkPrompt.Cli.Commands;
 /// makes (<see cref="T5Pass.Trace"/>), each timed alone with GPU timestamps on random operands and
 /// checked against an fp64 dot product of the operands as the kernel reads them
 /// (<see cref="ProductBench"/>). A cheap way to sweep the product's tilings
-/// (VKPROMPT_MATMUL_TILING, VKPROMPT_COOPMAT, VKPROMPT_COOPMAT_TILING) at real shapes on a
+/// (VKPROMPT_MATMUL_TILING, VKPROMPT_MATRIX_UNITS, VKPROMPT_MATRIX_UNITS_TILING) at real shapes on a
 /// borrowed GPU, and to validate a new kernel there (docs/benchmarks.md). This command parses the
 /// options, reports and writes the JSON; the library measures.
 /// </summary>
@@ -33,7 +33,7 @@ internal static class BenchMatMulCommand
         {
             HelpName = "fp32|fp16|bf16|auto",
             Description = "How the products whose B is a frozen weight store it, as in 'vkprompt bench' and 'train' (widened to fp32 as it is read; " +
-                          "such products run on the matrix units where the device has them, A rounded to fp16, unless VKPROMPT_COOPMAT=0). " +
+                          "such products run on the matrix units where the device has them, A rounded to fp16, unless VKPROMPT_MATRIX_UNITS=0). " +
                           "Attention products always take fp32 operands. auto: bf16 where the device has 16-bit storage. Default: fp32.",
             DefaultValueFactory = _ => ModelOptions.DefaultPrecision,
         };
@@ -58,10 +58,10 @@ internal static class BenchMatMulCommand
             "(--attention). Each runs untimed for --warmup-ms, then --reps times back to back with GPU timestamps, on random operands in [-1, 1], then is checked against an fp64 dot product " +
             $"of {ProductBench.Samples} sampled outputs (error over the largest |C|: at most {ProductBench.Fp32Tolerance:G} with fp32 sums of fp32-read operands, {ProductBench.Fp16Tolerance:G} on the matrix units; " +
             "exit code 1 naming the product above that). Reports per product the kernel and tiling that ran, the median time, TFLOP/s and how often a step makes it, " +
-            "and per step their sum; printed and written as JSON. Sweep tile shapes with VKPROMPT_MATMUL_TILING, VKPROMPT_COOPMAT (0, khr, nv) and VKPROMPT_COOPMAT_TILING; " +
+            "and per step their sum; printed and written as JSON. Sweep tile shapes with VKPROMPT_MATMUL_TILING, VKPROMPT_MATRIX_UNITS (0, khr, nv) and VKPROMPT_MATRIX_UNITS_TILING; " +
             "with VKPROMPT_MATMUL_TUNE=1 on a GPU each product is first tuned among its kernel's tilings, and its row has every candidate's times (docs/benchmarks.md). " +
-            "VKPROMPT_COOPMAT=emulate runs the matrix-unit kernel with its matrix operations emulated, on any device with fp16 arithmetic: its results, not its speed. " +
-            "A matrix-unit product that reads a 16-bit copy of A (VKPROMPT_COOPMAT_HALF_A, on by default) shows the copy's time beside its own, and the step's sum counts it. " +
+            "VKPROMPT_MATRIX_UNITS=emulate runs the matrix-unit kernel with its matrix operations emulated, on any device with fp16 arithmetic: its results, not its speed. " +
+            "A matrix-unit product that reads a 16-bit copy of A (VKPROMPT_MATRIX_UNITS_HALF_A, on by default) shows the copy's time beside its own, and the step's sum counts it. " +
             "VKPROMPT_PIPELINE_STATS=1 adds what the driver compiled each kernel into (registers per invocation and the like), where it reports it.")
         {
             shape, batch, input, target, promptLength, precision, reps, warmupMs, json, device, attention,
@@ -138,7 +138,7 @@ internal static class BenchMatMulCommand
         // Weights are stored as a model's would be on this context (bf16 as fp16 for the matrix
         // units); the reference computes with the values as asked, which are the same.
         var stored = ctx.Plan.StoredPrecision(precision);
-        if (stored != precision) notes.Add($"{precision.Name()} weights are stored as {stored.Name()}, as a model's are where the matrix units read them (VKPROMPT_COOPMAT_FP16_WEIGHTS)");
+        if (stored != precision) notes.Add($"{precision.Name()} weights are stored as {stored.Name()}, as a model's are where the matrix units read them (VKPROMPT_MATRIX_UNITS_FP16_WEIGHTS)");
         if (bench.Tuned is { } tuned)
             notes.Add($"VKPROMPT_MATMUL_TUNE=1: {tuned} product shape(s) tuned before timing; a row's 'tuning' has every candidate tiling's times, its tiling is the fastest");
         else if (ctx.Options.TuneMatMul)
@@ -152,7 +152,7 @@ internal static class BenchMatMulCommand
         var measured = rows.Where(r => r.Ms is not null).ToList();
         double stepMs = measured.Sum(r => r.Count * (r.Ms!.Median + (r.HalfCopyMs ?? 0)));
         if (measured.Any(r => r.HalfCopyMs is not null))
-            notes.Add("products that read a 16-bit copy of A (VKPROMPT_COOPMAT_HALF_A) count its conversion (halfCopyMs) in the step's sum once per use: " +
+            notes.Add("products that read a 16-bit copy of A (VKPROMPT_MATRIX_UNITS_HALF_A) count its conversion (halfCopyMs) in the step's sum once per use: " +
                       "a step converts an activation once for all the products that read it, so the sum errs high by the shared ones");
         long measuredFlops = measured.Sum(r => r.Count * r.Flops);
         var totals = new MatMulStepTotals(rows.Sum(r => r.Count), measured.Sum(r => r.Count), rows.Sum(r => r.Count * r.Flops), measuredFlops, stepMs,
@@ -201,7 +201,7 @@ internal static class BenchMatMulCommand
         console.WriteLine($"device: {r.Device.Name} ({r.Device.Driver})");
         var sw = r.Switches;
         string Tiling(string? forced) => forced ?? (sw.TuneMatMul ? "tuned per product" : "default");
-        console.WriteLine($"weights: {r.Precision}; matrix units: {(sw.CooperativeMatrixEmulated ? "emulated (VKPROMPT_COOPMAT=emulate)" : sw.CooperativeMatrix ? $"on ({sw.MatrixUnits})" : r.Capabilities.CooperativeMatrixKhr || r.Capabilities.CooperativeMatrixNv ? "off (VKPROMPT_COOPMAT=0 or VKPROMPT_DISABLE_COOPMAT=1)" : "none")}; " +
+        console.WriteLine($"weights: {r.Precision}; matrix units: {(sw.CooperativeMatrixEmulated ? "emulated (VKPROMPT_MATRIX_UNITS=emulate)" : sw.CooperativeMatrix ? $"on ({sw.MatrixUnits})" : r.Capabilities.CooperativeMatrixKhr || r.Capabilities.CooperativeMatrixNv ? "off (VKPROMPT_MATRIX_UNITS=0)" : "none")}; " +
                           $"tiling: portable {Tiling(sw.MatMulTiling)}{(sw.CooperativeMatrix ? $", matrix units {Tiling(sw.CoopMatTiling)}" : "")}; attention: {r.Attention}");
         var table = new Table().AddColumns("product", "per step", "M x N x K", "batch", "B", "kernel", "median ms", "TFLOP/s", "error", "");
         foreach (var p in r.Products)

@@ -33,7 +33,7 @@ internal static class BenchPeakCommand
             HelpName = "auto|khr|nv|emulate",
             Description = "Which build of the kernel runs: auto (VK_KHR_cooperative_matrix where the device and this build have it, else VK_NV_cooperative_matrix), " +
                           "khr or nv (an error where missing), or emulate (ordinary arithmetic on any device with fp16 arithmetic: checks the kernel, its rate means nothing). " +
-                          "Default: VKPROMPT_COOPMAT where it is khr, nv or emulate, else auto.",
+                          "Default: VKPROMPT_MATRIX_UNITS where it is khr, nv or emulate, else auto.",
             DefaultValueFactory = _ => EnvironmentSettings.GpuOptions().MatrixUnits is var v && v is MatrixUnitsRequest.Khr or MatrixUnitsRequest.Nv or MatrixUnitsRequest.Emulate
                 ? v.ToString().ToLowerInvariant() : "auto",
         };
@@ -79,7 +79,7 @@ internal static class BenchPeakCommand
         });
         var caps = ctx.Capabilities;
         if (!ctx.CooperativeMatrix)
-            throw new GpuException($"{caps.Name} has no cooperative matrices this build can use (vkprompt devices says which it has); " +
+            throw new GpuException($"{caps.Name} has no matrix units this build can use (vkprompt devices says which it has); " +
                                    "--matrix-units emulate runs the kernel emulated, to check it");
         if (workgroups > caps.MaxWorkGroupCountX)
             throw new UsageException($"--workgroups must be at most {caps.MaxWorkGroupCountX} on {caps.Name}, got {workgroups}");

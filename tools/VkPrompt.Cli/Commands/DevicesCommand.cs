@@ -20,7 +20,7 @@ internal static class DevicesCommand
         {
             HelpName = "FILE",
             Description = "Plan for the devices recorded in FILE (what 'vkprompt devices --json' printed on another machine, e.g. " +
-                          "docs/results/h100-2026-11-26c/devices.json) instead of this machine's. VKPROMPT_COOPMAT=emulate plans for emulated matrix units.",
+                          "docs/results/h100-2026-11-26c/devices.json) instead of this machine's. VKPROMPT_MATRIX_UNITS=emulate plans for emulated matrix units.",
         };
         var command = new Command("devices",
             "List every Vulkan device with the capabilities VkPrompt picks kernels by: type, driver, subgroup size, " +
@@ -101,10 +101,10 @@ internal static class DevicesCommand
         Row("16-bit storage", d => YesNo(d.StorageBuffer16Bit));
         Row("int8 arithmetic", d => YesNo(d.ShaderInt8));
         Row("bfloat16", d => YesNo(d.BFloat16));
-        Row("cooperative matrix", d => d.CooperativeMatrixKhr || d.CooperativeMatrixNv ? $"{d.CooperativeMatrixExtensions()} (fp16/bf16 weights run on it unless VKPROMPT_COOPMAT=0)" : "no");
+        Row("matrix units", d => d.CooperativeMatrixKhr || d.CooperativeMatrixNv ? $"through {d.CooperativeMatrixExtensions()} (fp16/bf16 weights run on them unless VKPROMPT_MATRIX_UNITS=0)" : "no");
         Row("matrix shapes", d => d.CooperativeMatrixShapes.Count == 0 ? "-" : string.Join(", ", d.CooperativeMatrixShapes));
         Row("workgroup-scope matrices", d => d.CooperativeMatrix2Nv
-            ? $"VK_NV_cooperative_matrix2 (VKPROMPT_COOPMAT=nv2): {string.Join(", ", d.CooperativeMatrix2Shapes.Select(s => $"{s.Invocations} invocations in multiples of {s.MGranularity}x{s.NGranularity}x{s.KGranularity}"))}, up to {d.CooperativeMatrix2MaxDimension}"
+            ? $"VK_NV_cooperative_matrix2 (VKPROMPT_MATRIX_UNITS=nv2): {string.Join(", ", d.CooperativeMatrix2Shapes.Select(s => $"{s.Invocations} invocations in multiples of {s.MGranularity}x{s.NGranularity}x{s.KGranularity}"))}, up to {d.CooperativeMatrix2MaxDimension}"
             : "no");
         Row("max storage buffer range", d => Bytes(d.MaxStorageBufferRange));
         Row("max memory allocation", d => Bytes(d.MaxMemoryAllocationSize));
