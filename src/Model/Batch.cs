@@ -8,7 +8,7 @@ public sealed record EncodedExample(int[] InputIds, int[] TargetIds);
 /// the encoder mask with the prompt's ones in front, decoder inputs = targets shifted right
 /// behind decoder_start_token_id, and targets with -1 where the loss must ignore padding.
 /// </summary>
-public sealed class HostBatch
+internal sealed class HostBatch
 {
     public required BatchShape Shape { get; init; }
     public required int[] InputIds { get; init; }

@@ -10,7 +10,7 @@ namespace VkPrompt.Model;
 /// One recording per step index (its key length differs) is kept and replayed for later
 /// batches of the same shape.
 /// </summary>
-public sealed class Generator : IDisposable
+internal sealed class Generator : IDisposable
 {
     readonly T5Weights w;
     readonly Backend be;
@@ -175,7 +175,7 @@ public sealed class Generator : IDisposable
 /// key/value cache, with a recording per decoding step) is kept while batches pad to its input
 /// length: keeping one per length seen held them all to the end, memory that grew with every
 /// distinct length in the file.</summary>
-public static class GreedyDecoder
+internal static class GreedyDecoder
 {
     /// <summary>Decodes <paramref name="examples"/> with one prompt for all of them.</summary>
     public static IEnumerable<(int Index, List<int> Ids)> Run(T5Weights weights, IReadOnlyList<EncodedExample> examples,

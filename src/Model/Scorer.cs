@@ -10,7 +10,7 @@ namespace VkPrompt.Model;
 /// so shapes come in runs, and one pass's activations is all the memory a Scorer holds (during
 /// training, beside the training step's own).
 /// </summary>
-public sealed class Scorer(T5Weights weights) : IDisposable
+internal sealed class Scorer(T5Weights weights) : IDisposable
 {
     (T5Pass Pass, IRecording Run, Tensor? Prompts)? kept;
 

@@ -62,7 +62,7 @@ public sealed class T5Checkpoint : IDisposable
         }
     }
 
-    public TensorInfo Info(string name) => Owner(name).Tensors[name];
+    internal TensorInfo Info(string name) => Owner(name).Tensors[name];
 
     /// <summary>Reads <c>dst.Length</c> elements of <paramref name="name"/> from element
     /// <paramref name="firstElement"/> on, as F32, straight from the mapped shard; every one finite.</summary>

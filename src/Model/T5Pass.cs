@@ -25,7 +25,7 @@ public enum ActivationMode
 /// tensor given at construction; then the caller emits <see cref="EmitForward"/> (and
 /// <see cref="EmitBackward"/>) inside <see cref="Backend.Record"/>.
 /// </summary>
-public sealed class T5Pass : IDisposable
+internal sealed class T5Pass : IDisposable
 {
     readonly T5Weights w;
     readonly Backend be;
@@ -310,7 +310,7 @@ public sealed class T5Pass : IDisposable
     }
 
     /// <summary>The <see cref="Backend.Phase"/> names this program tags its ops with.</summary>
-    public static class Phases
+    internal static class Phases
     {
         public const string EncoderForward = "encoder_forward";
         public const string DecoderForward = "decoder_forward";

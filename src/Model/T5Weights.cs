@@ -3,12 +3,12 @@ using VkPrompt.Runtime;
 
 namespace VkPrompt.Model;
 
-public sealed record AttentionWeights(Tensor Q, Tensor K, Tensor V, Tensor O);
+internal sealed record AttentionWeights(Tensor Q, Tensor K, Tensor V, Tensor O);
 
 /// <summary>FF weights: Wi (relu) or Wi0 and Wi1 (gated-gelu), then Wo.</summary>
-public sealed record FeedForwardWeights(Tensor Wi, Tensor? Wi1, Tensor Wo);
+internal sealed record FeedForwardWeights(Tensor Wi, Tensor? Wi1, Tensor Wo);
 
-public sealed record BlockWeights(Tensor AttnNorm, AttentionWeights SelfAttention, Tensor? CrossNorm, AttentionWeights? CrossAttention, Tensor FfNorm, FeedForwardWeights FeedForward);
+internal sealed record BlockWeights(Tensor AttnNorm, AttentionWeights SelfAttention, Tensor? CrossNorm, AttentionWeights? CrossAttention, Tensor FfNorm, FeedForwardWeights FeedForward);
 
 /// <summary>
 /// The frozen weights of a T5 checkpoint on one backend. Tensors are streamed one at a time
@@ -18,7 +18,7 @@ public sealed record BlockWeights(Tensor AttnNorm, AttentionWeights SelfAttentio
 /// <see cref="Precision"/>, which halves their memory in fp16 or bf16; layer norms and the
 /// relative-attention biases, a tiny share of the model, stay fp32.
 /// </summary>
-public sealed class T5Weights : IDisposable
+internal sealed class T5Weights : IDisposable
 {
     public T5Config Config { get; }
     public Backend Backend { get; }

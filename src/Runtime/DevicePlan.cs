@@ -228,7 +228,7 @@ public sealed record DevicePlan
     /// <summary>Whether an attention with scores of this shape runs fused where nothing asks
     /// (<c>AttentionFusion.Auto</c>): where its scores would not fit one binding, and on GPUs from
     /// <see cref="FuseFromScoresPerHead"/> scores a head.</summary>
-    public bool FusesAttentionByDefault(AttentionShape scores) =>
+    internal bool FusesAttentionByDefault(AttentionShape scores) =>
         scores.Elements * sizeof(float) > MaxBindingBytes
         || (FusesLargeAttention && (long)scores.QueryLength * scores.KeyLength >= FuseFromScoresPerHead);
 

@@ -10,7 +10,7 @@ namespace VkPrompt.Runtime;
 /// held beside the larger blocks of the next (data of varying length changes shape every few
 /// steps); otherwise blocks live as long as the pool.
 /// </summary>
-public sealed unsafe class MemoryPool : IDisposable
+internal sealed unsafe class MemoryPool : IDisposable
 {
     const long DefaultBlockBytes = 256L << 20;
 

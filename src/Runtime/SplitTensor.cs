@@ -9,7 +9,7 @@ namespace VkPrompt.Runtime;
 /// kernels that read one dispatch once per chunk. The host side is always fp32: uploads round
 /// to the stored precision and downloads widen back.
 /// </summary>
-public sealed class SplitTensor : IDisposable
+internal sealed class SplitTensor : IDisposable
 {
     readonly List<(GpuBuffer Buffer, int FirstRow, int Rows)> chunks = new();
     bool disposed;

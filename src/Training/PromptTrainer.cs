@@ -11,7 +11,7 @@ namespace VkPrompt.Training;
 /// stay on the device between steps; only the batch's ids go up and the per-token
 /// log-probabilities come back.
 /// </summary>
-public sealed class PromptTrainer : IDisposable
+internal sealed class PromptTrainer : IDisposable
 {
     readonly T5Weights weights;
     readonly Backend be;

@@ -9,7 +9,7 @@ namespace VkPrompt.Model.Tokenization;
 /// byte becomes U+FFFD, consuming that one byte). Then whitespace is trimmed and collapsed, a dummy prefix added and
 /// spaces escaped as U+2581, as the spec asks.
 /// </summary>
-public sealed class Normalizer
+internal sealed class Normalizer
 {
     static ReadOnlySpan<byte> SpaceSymbol => "\u2581"u8;
     static ReadOnlySpan<byte> ReplacementCharacter => "\uFFFD"u8;

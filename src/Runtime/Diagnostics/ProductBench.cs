@@ -6,7 +6,7 @@ namespace VkPrompt.Diagnostics;
 /// <summary>A product to measure: a name for messages, its spec, and the precision its B is
 /// read in as asked (a weight's precision, fp32 for an activation); a 16-bit B is stored the
 /// way the context stores such weights (<see cref="MatMulKernel.StoredPrecision"/>).</summary>
-public sealed record BenchProduct(string Name, MatMulSpec Spec, WeightPrecision B);
+internal sealed record BenchProduct(string Name, MatMulSpec Spec, WeightPrecision B);
 
 /// <summary>What <see cref="ProductBench.Run"/> found for one product. A skipped product has
 /// only <see cref="Skipped"/>, the precision its B would be stored in and the tolerance its
@@ -18,7 +18,7 @@ public sealed record BenchProduct(string Name, MatMulSpec Spec, WeightPrecision 
 /// <param name="HalfCopyMs">the conversion of A to the 16-bit copy the product read, if it read one.</param>
 /// <param name="MaxRelativeError">the largest error over the largest |reference| of the checked
 /// outputs (<see cref="ProductBench.Check"/>); null where an output was not finite.</param>
-public sealed record ProductMeasurement(
+internal sealed record ProductMeasurement(
     BenchProduct Product, WeightPrecision B, string? Kernel, string? Tiling, IReadOnlyList<MatMulTimedTiling>? Tuning, IReadOnlyList<double>? TimesMs,
     double? HalfCopyMs, double? MaxRelativeError, double Tolerance, int CheckedOutputs, string? Skipped)
 {
@@ -30,7 +30,7 @@ public sealed record ProductMeasurement(
 /// tuner timed first (null where it did not run: <see cref="MatMulTuner.Enabled"/>), whether
 /// the times are GPU timestamps (else wall-clock per rep), and the largest binding a product's
 /// operand could have.</summary>
-public sealed record ProductBenchResult(IReadOnlyList<ProductMeasurement> Products, int? Tuned, bool Profiled, long BindingLimit);
+internal sealed record ProductBenchResult(IReadOnlyList<ProductMeasurement> Products, int? Tuned, bool Profiled, long BindingLimit);
 
 /// <summary>
 /// Times matrix products alone on a context and checks each against fp64 (what
@@ -40,7 +40,7 @@ public sealed record ProductBenchResult(IReadOnlyList<ProductMeasurement> Produc
 /// products tuned first; each product run untimed for a warm-up, then timed rep by rep
 /// (<see cref="DispatchTimer.Repeat"/>), then once more for <see cref="Check"/>.
 /// </summary>
-public static class ProductBench
+internal static class ProductBench
 {
     /// <summary>Largest error relative to the largest |C| of the checked outputs: the reference sums
     /// in fp64 the very values the kernel reads, so only the kernel's fp32 sums differ from it.</summary>

@@ -2,7 +2,7 @@ namespace VkPrompt.Runtime.Kernels;
 
 /// <summary>One Adafactor step on the device (see shaders/adafactor.comp). The step counter
 /// lives in state[0] and advances on the device, so a replayed training graph needs no upload.</summary>
-public static class AdafactorKernel
+internal static class AdafactorKernel
 {
     static readonly KernelLayout Layout = new([Access.ReadWrite, Access.Read, Access.ReadWrite, Access.Write], 32);
 

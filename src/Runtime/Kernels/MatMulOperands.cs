@@ -4,7 +4,7 @@ namespace VkPrompt.Runtime.Kernels;
 /// element's index, uniform in [-1, 1), so a reference recomputes any element without a host
 /// copy of buffers of hundreds of MiB (<c>vkprompt bench matmul</c>), and a timing reads data
 /// as varied as a step's (<see cref="MatMulTuner"/>).</summary>
-public static class MatMulOperands
+internal static class MatMulOperands
 {
     public const ulong SeedA = 1, SeedB = 2;
     const int Chunk = 1 << 22;

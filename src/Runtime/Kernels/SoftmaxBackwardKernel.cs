@@ -6,7 +6,7 @@ namespace VkPrompt.Runtime.Kernels;
 /// gradient of the dropped probabilities and passes through the mask as it is read, and the
 /// dropped probabilities are rebuilt from <paramref name="probs"/> in the same pass. Both are
 /// bit for bit what <see cref="DropoutKernel"/> passes before and after would give.</summary>
-public static class SoftmaxBackwardKernel
+internal static class SoftmaxBackwardKernel
 {
     static readonly KernelLayout Layout = new([Access.Read, Access.ReadWrite, Access.Read, Access.Write], 20);
 

@@ -2,7 +2,7 @@ namespace VkPrompt.Runtime.Kernels;
 
 /// <summary>y = x[offset .. offset + n) as fp16, saturated at ±65504 (to_half.comp): the 16-bit
 /// copy of an activation that the matrix-unit product reads in place of the fp32 one.</summary>
-public static class ToHalfKernel
+internal static class ToHalfKernel
 {
     /// <summary>The shader, as a profile labels its dispatches.</summary>
     public const string Shader = "to_half";
