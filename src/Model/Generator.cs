@@ -28,7 +28,9 @@ internal sealed class Generator : IDisposable
 
     public BatchShape Shape => encoder.Shape;
 
+    /// <param name="weights">the model's weights, on the backend the generator computes on.</param>
     /// <param name="shape">batch and encoder shape (TargetLength is unused here).</param>
+    /// <param name="maxNewTokens">the most tokens generated per example, eos included.</param>
     public Generator(T5Weights weights, BatchShape shape, int maxNewTokens)
     {
         w = weights; be = weights.Backend; c = weights.Config;

@@ -50,8 +50,11 @@ internal sealed class T5Weights : IDisposable
                              name => backend.Table((int)shapes[name][0], (int)shapes[name][1], name, precision));
     }
 
-    /// <param name="load">makes the fp32 tensor of a checkpoint name; <paramref name="loadTable"/>
-    /// the table of a matrix, in <paramref name="precision"/>.</param>
+    /// <param name="config">the model's shapes.</param>
+    /// <param name="backend">where the tensors are made.</param>
+    /// <param name="precision">how the tables are stored.</param>
+    /// <param name="load">makes the fp32 tensor of a checkpoint name.</param>
+    /// <param name="loadTable">makes the table of a matrix, in <paramref name="precision"/>.</param>
     T5Weights(T5Config config, Backend backend, WeightPrecision precision, Func<string, Tensor> load, Func<string, Tensor> loadTable)
     {
         Config = config;

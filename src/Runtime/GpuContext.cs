@@ -11,14 +11,23 @@ namespace VkPrompt.Runtime;
 /// </summary>
 public sealed unsafe class GpuContext : IDisposable
 {
+    /// <summary>The Silk.NET Vulkan API object the context calls through (the host's, when adopted).</summary>
     public Vk Vk { get; }
+    /// <summary>The Vulkan instance the device belongs to.</summary>
     public Instance Instance { get; }
+    /// <summary>The physical device the logical <see cref="Device"/> was made on.</summary>
     public PhysicalDevice PhysicalDevice { get; }
+    /// <summary>The logical device every buffer and pipeline of the context lives on.</summary>
     public Device Device { get; }
+    /// <summary>The compute queue the context submits to; a host that adopted it must not submit to it
+    /// from another thread while the context works.</summary>
     public Queue Queue { get; }
+    /// <summary>The family index of <see cref="Queue"/>, which the command pool is made for.</summary>
     public uint QueueFamily { get; }
+    /// <summary>What the device can do, as queried when the context was made.</summary>
     public DeviceCapabilities Capabilities { get; }
     internal ValidationLog Validation { get; } = new();
+    /// <summary>The options the context was made with (defaults where none were given).</summary>
     public GpuOptions Options { get; }
     internal MemoryPool Memory { get; }
 
@@ -200,6 +209,8 @@ public sealed unsafe class GpuContext : IDisposable
         GpuException.Check(Vk.WaitForFences(Device, 1, &f, true, ulong.MaxValue), "vkWaitForFences");
     }
 
+    /// <summary>Waits for the device to go idle, then frees the kernels, pipeline cache, memory and
+    /// command pool; the device and instance only if the context created them.</summary>
     public void Dispose()
     {
         if (disposed) return;

@@ -24,6 +24,7 @@ internal sealed unsafe class MemoryPool : IDisposable
     public long BytesReserved => blocks.Sum(b => b.Size);
     public int BlockCount => blocks.Count;
 
+    /// <param name="ctx">the context whose device the memory is allocated on.</param>
     /// <param name="blockBytes">the size of a shared block; a larger buffer gets a block of its own.</param>
     internal MemoryPool(GpuContext ctx, long blockBytes = DefaultBlockBytes)
     {

@@ -28,7 +28,9 @@ public enum AttentionFusion
 {
     /// <summary>The backend decides per attention from its size (<see cref="Backend.FusesAttention"/>).</summary>
     Auto,
+    /// <summary>Every attention runs fused (less memory: no stored probabilities).</summary>
     Always,
+    /// <summary>Every attention runs as separate products and softmax (the probabilities are stored).</summary>
     Never,
 }
 
@@ -38,6 +40,7 @@ public static class AttentionFusions
     /// <summary>The spellings <see cref="Parse"/> accepts, as the CLI lists them.</summary>
     public static readonly string[] Names = ["auto", "fused", "unfused"];
 
+    /// <summary>The spelling <see cref="Parse"/> reads back (auto, fused, unfused).</summary>
     public static string Name(this AttentionFusion f) => f switch
     {
         AttentionFusion.Always => "fused",
@@ -67,8 +70,13 @@ public static class AttentionFusions
 /// </summary>
 public abstract class Backend : IDisposable
 {
+    /// <summary>What the backend computes on, for logs and reports (the device and driver, or the CPU reference).</summary>
     public abstract string Name { get; }
 
+    /// <summary>A tensor of <paramref name="length"/> fp32 values (<see cref="Ints"/>: int32),
+    /// zero-filled, named <paramref name="name"/> in diagnostics.</summary>
+    /// <param name="length">elements.</param>
+    /// <param name="name">a name for diagnostics.</param>
     /// <param name="hostVisible">for the small tensors the host writes or reads every step (ids,
     /// masks, per-token log-probabilities): the device reads them in place from mapped memory,
     /// so a step is one submit with no staging copies.</param>
@@ -103,6 +111,8 @@ public abstract class Backend : IDisposable
 
     /// <summary>Bytes of device memory in use now and at most so far.</summary>
     public abstract (long Current, long Peak) MemoryUse { get; }
+    /// <summary>Starts the peak of <see cref="MemoryUse"/> again from the memory in use now, to
+    /// measure one phase (a training run after the weights were loaded, say).</summary>
     public abstract void ResetPeakMemory();
 
     /// <summary>How <see cref="T5Pass"/> runs attention on this backend; passes built afterwards
@@ -177,5 +187,6 @@ public abstract class Backend : IDisposable
     /// <summary>One Adafactor step on a [rows, cols] parameter; see AdafactorKernel.</summary>
     internal abstract void Adafactor(Tensor param, Tensor grad, Tensor state, Tensor update, int rows, int cols, AdafactorSettings settings);
 
+    /// <summary>Frees what the backend allocated; tensors made on it must not be used afterwards.</summary>
     public abstract void Dispose();
 }

@@ -15,6 +15,7 @@ public sealed class CpuBackend : Backend
 {
     long current, peak;
 
+    /// <inheritdoc/>
     public override string Name => "cpu (reference)";
 
     sealed class CpuTensor(string name, long length, bool isInt, CpuBackend owner, WeightPrecision precision = WeightPrecision.Fp32) : Tensor(name, length)
@@ -65,7 +66,9 @@ public sealed class CpuBackend : Backend
     }
 
     internal override IRecording Record(Action body) => new Replay(body);
+    /// <inheritdoc/>
     public override (long Current, long Peak) MemoryUse => (current, peak);
+    /// <inheritdoc/>
     public override void ResetPeakMemory() => peak = current;
 
     internal override void MatMul(Tensor a, Tensor b, Tensor c, in MatMulSpec s) => MatMulReference.Run(F(a), F(b), F(c), s);
@@ -147,5 +150,6 @@ public sealed class CpuBackend : Backend
     internal override void Adafactor(Tensor param, Tensor grad, Tensor state, Tensor update, int rows, int cols, AdafactorSettings settings) =>
         AdafactorReference.Step(F(param), F(grad), F(state), rows, cols, settings);
 
+    /// <inheritdoc/>
     public override void Dispose() { }
 }

@@ -12,7 +12,9 @@ public sealed class GpuBackend(GpuContext ctx, bool ownsContext = false) : Backe
 {
     CommandGraph? recording;
 
+    /// <summary>The device the backend computes on; the host owns it and disposes it after the backend.</summary>
     public GpuContext Context => ctx;
+    /// <inheritdoc/>
     public override string Name => $"{ctx.Capabilities.Name} (Vulkan, {ctx.Capabilities.DriverName})";
 
     sealed class GpuTensor(GpuBuffer buffer, long length) : Tensor(buffer.Name, length)
@@ -79,7 +81,9 @@ public sealed class GpuBackend(GpuContext ctx, bool ownsContext = false) : Backe
 
     internal override IDisposable Phase(string name) => G.Phase(name);
 
+    /// <inheritdoc/>
     public override (long Current, long Peak) MemoryUse => (ctx.Memory.BytesInUse, ctx.Memory.PeakBytesInUse);
+    /// <inheritdoc/>
     public override void ResetPeakMemory() => ctx.Memory.ResetPeak();
 
     internal override void MatMul(Tensor a, Tensor b, Tensor c, in MatMulSpec s)
@@ -169,6 +173,7 @@ public sealed class GpuBackend(GpuContext ctx, bool ownsContext = false) : Backe
     internal override void Adafactor(Tensor param, Tensor grad, Tensor state, Tensor update, int rows, int cols, AdafactorSettings settings) =>
         AdafactorKernel.Step(G, Buf(param), Buf(grad), Buf(state), Buf(update), rows, cols, settings);
 
+    /// <inheritdoc/>
     public override void Dispose()
     {
         if (ownsContext) ctx.Dispose();

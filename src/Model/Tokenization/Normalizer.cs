@@ -22,6 +22,8 @@ internal sealed class Normalizer
     readonly uint[] _trie = [];
     readonly byte[] _replacements = [];
 
+    /// <param name="spec">The model's normalizer: its rule name, charsmap and whitespace handling.</param>
+    /// <param name="userDefinedPieces">Pieces matched verbatim, never normalised.</param>
     /// <param name="source">The model file, for error messages.</param>
     public Normalizer(NormalizerSpec spec, IEnumerable<string> userDefinedPieces, string source)
     {

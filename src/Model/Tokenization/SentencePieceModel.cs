@@ -52,6 +52,8 @@ internal sealed class SentencePieceModel
     public Normalizer Normalizer { get; }
     public int UnkId { get; } = -1;
 
+    /// <param name="pieces">The vocabulary, by id.</param>
+    /// <param name="normalizerSpec">How text is normalised before it is split.</param>
     /// <param name="source">The file the model came from, for error messages.</param>
     public SentencePieceModel(IReadOnlyList<SentencePiece> pieces, NormalizerSpec normalizerSpec, string source)
     {
@@ -114,6 +116,7 @@ internal sealed class SentencePieceModel
     }
 
     /// <summary>Parses a serialized ModelProto.</summary>
+    /// <param name="data">The serialized model.</param>
     /// <param name="source">The file the bytes came from, for error messages.</param>
     public static SentencePieceModel Parse(ReadOnlySpan<byte> data, string source)
     {

@@ -36,7 +36,7 @@ internal readonly record struct ProbsDropout<TBuffer>(float Rate, TBuffer Seed, 
 /// keyMask[b*Lk + j] == 0 (an int [B, Lk]) and, if causal, keys past i + QueryOffset get -inf.
 /// A row whose keys are all masked becomes zeros, never NaN. Bias (buckets and biasWeight
 /// together) and mask are optional: pass null. Neither needs a gradient (frozen, constant).
-/// With <paramref name="dropout"/> the same pass also writes the dropped probabilities, which a
+/// With a dropout the same pass also writes the dropped probabilities, which a
 /// separate <see cref="DropoutKernel"/> pass would have made bit for bit.</summary>
 internal static class AttentionSoftmaxKernel
 {

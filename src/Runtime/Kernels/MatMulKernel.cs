@@ -1,5 +1,6 @@
 namespace VkPrompt.Runtime.Kernels;
 
+/// <summary>The matrix product of <see cref="MatMulSpec"/> on the device.</summary>
 internal static class MatMulKernel
 {
     // C is ReadWrite, not Write: an accumulating product reads it first.

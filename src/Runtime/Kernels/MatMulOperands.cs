@@ -30,7 +30,7 @@ internal static class MatMulOperands
     /// <summary>Writes the first <paramref name="elements"/> values of <paramref name="seed"/> into
     /// <paramref name="buffer"/>, stored as <paramref name="p"/>; <paramref name="rounding"/> bf16
     /// with <paramref name="p"/> fp16 stores them as <see cref="SplitTensor"/> stores bf16 weights
-    /// for the matrix units (<see cref="MatMulKernel.StoredPrecision"/>).</summary>
+    /// for the matrix units (<see cref="DevicePlan.StoredPrecision"/>).</summary>
     public static void Fill(GpuBuffer buffer, long elements, ulong seed, WeightPrecision p, WeightPrecision? rounding = null)
     {
         bool bf16AsFp16 = (rounding, p) == (WeightPrecision.Bf16, WeightPrecision.Fp16);

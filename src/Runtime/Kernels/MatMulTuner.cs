@@ -41,6 +41,8 @@ internal static class MatMulTuner
     /// has not tuned them.</summary>
     public static MatMulTuning? Find(GpuContext ctx, in MatMulSpec s, WeightPrecision b) => ctx.MatMulTunings.Find(s, b);
 
+    /// <param name="ctx">the context whose tunings the results join.</param>
+    /// <param name="products">the products to tune, each with the precision its B is read in.</param>
     /// <param name="time">times one candidate for one product, returning a time per rep (tests
     /// inject their own); null times it on the device.</param>
     internal static IReadOnlyList<MatMulTuning> Tune(GpuContext ctx, IEnumerable<(MatMulSpec Spec, WeightPrecision B)> products,

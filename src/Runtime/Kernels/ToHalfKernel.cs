@@ -11,7 +11,7 @@ internal static class ToHalfKernel
 
     readonly record struct Push(uint Offset, uint N);
 
-    /// <summary>Bytes <paramref name="y"/> needs for <paramref name="n"/> halves: whole quads.</summary>
+    /// <summary>Bytes the output needs for <paramref name="n"/> halves: whole quads.</summary>
     public static long OutputBytes(long n) => (n + 3) / 4 * 8;
 
     /// <exception cref="GpuException">The device lacks fp16 arithmetic (the conversion is an fp16 one).</exception>

@@ -5,7 +5,7 @@ namespace VkPrompt.Runtime.Reference;
 
 /// <summary>CPU reference of <see cref="AttentionSoftmaxKernel"/>, in double. An empty span stands
 /// for an absent input (the dispatch's null); buckets and biasWeight come together. A non-empty
-/// <paramref name="dropped"/> with a rate above 0 gets the probabilities through
+/// dropped span with a rate above 0 gets the probabilities through
 /// <see cref="DropoutReference"/>'s mask, as the dispatch's <see cref="ProbsDropout{TBuffer}"/>.</summary>
 internal static class AttentionSoftmaxReference
 {
