@@ -19,7 +19,7 @@ public sealed class PromptSet
     public int Count => Lengths.Count;
     /// <summary>What <see cref="HostBatch.Build"/> takes as promptLengths: null when every prompt
     /// fills its slot and nothing is masked.</summary>
-    public IReadOnlyList<int>? MaskedLengths => Lengths.All(l => l == Length) ? null : Lengths;
+    internal IReadOnlyList<int>? MaskedLengths => Lengths.All(l => l == Length) ? null : Lengths;
 
     PromptSet(float[] data, int length, int[] lengths) => (Data, Length, Lengths) = (data, length, lengths);
 

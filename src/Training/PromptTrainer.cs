@@ -1,7 +1,6 @@
 using VkPrompt.Model;
 using VkPrompt.Model.Backends;
 using VkPrompt.Runtime;
-using VkPrompt.Runtime.Kernels;
 
 namespace VkPrompt.Training;
 

@@ -59,7 +59,7 @@ public static class AttentionFusions
 
     /// <summary>The message for a spelling <see cref="Parse"/> refuses, from where it came
     /// (<paramref name="setting"/>: a variable or an option).</summary>
-    public static string Invalid(string setting, string text) => $"{setting}={text} is not one of {string.Join(", ", Names)}";
+    internal static string Invalid(string setting, string text) => $"{setting}={text} is not one of {string.Join(", ", Names)}";
 }
 
 /// <summary>

@@ -1,4 +1,4 @@
-namespace VkPrompt.Runtime.Kernels;
+namespace VkPrompt.Runtime;
 
 /// <summary>Adafactor as T5X configures it for prompt tuning (docs/numerics.md): no momentum, no
 /// parameter scaling, a constant learning rate.</summary>
