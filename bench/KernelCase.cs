@@ -8,7 +8,7 @@ namespace VkPrompt.Bench;
 /// and appends the op to a graph that the benchmark replays.</summary>
 public abstract record KernelCase(string Name, double Flops, double Bytes) : IWork
 {
-    public abstract void Append(CommandGraph g, Operands operands);
+    internal abstract void Append(CommandGraph g, Operands operands);
 
     public sealed override string ToString() => Name;
 
@@ -60,19 +60,19 @@ public sealed class Operands(GpuContext ctx) : IDisposable
     readonly List<IDisposable> owned = new();
     readonly Random rng = new(1);
 
-    public GpuBuffer Floats(long n, float scale = 1f)
+    internal GpuBuffer Floats(long n, float scale = 1f)
     {
         var data = new float[n];
         for (long i = 0; i < n; i++) data[i] = (float)(rng.NextDouble() * 2 - 1) * scale;
         return Own(GpuBuffer.From<float>(ctx, data));
     }
 
-    public GpuBuffer Zeros(long n) => Own(GpuBuffer.From<float>(ctx, new float[n]));
+    internal GpuBuffer Zeros(long n) => Own(GpuBuffer.From<float>(ctx, new float[n]));
 
-    public GpuBuffer Ints(int[] values) => Own(GpuBuffer.From<int>(ctx, values));
+    internal GpuBuffer Ints(int[] values) => Own(GpuBuffer.From<int>(ctx, values));
 
     /// <summary>A random [rows, cols] weight stored as <paramref name="precision"/> in one buffer.</summary>
-    public GpuBuffer Weight(int rows, int cols, WeightPrecision precision)
+    internal GpuBuffer Weight(int rows, int cols, WeightPrecision precision)
     {
         var table = new SplitTensor(ctx, rows, cols, "weight", precision);
         owned.Add(table);
@@ -102,7 +102,7 @@ sealed record MatMulCase(string Label, MatMulSpec Spec, WeightPrecision BPrecisi
                  2.0 * Spec.M * Spec.N * Spec.K * Spec.Batch1 * Spec.Batch2,
                  (double)Spec.Batch1 * Spec.Batch2 * (4.0 * Spec.M * Spec.K + BPrecision.ElementBytes() * (double)Spec.K * Spec.N + 4.0 * Spec.M * Spec.N))
 {
-    public override void Append(CommandGraph g, Operands o)
+    internal override void Append(CommandGraph g, Operands o)
     {
         long a = Extent(Spec.AOffset, (Spec.Batch1, Spec.AStrideBatch1), (Spec.Batch2, Spec.AStrideBatch2), (Spec.M, Spec.AStrideM), (Spec.K, Spec.AStrideK));
         long b = Extent(Spec.BOffset, (Spec.Batch1, Spec.BStrideBatch1), (Spec.Batch2, Spec.BStrideBatch2), (Spec.K, Spec.BStrideK), (Spec.N, Spec.BStrideN));
@@ -121,7 +121,7 @@ sealed record MatMulCase(string Label, MatMulSpec Spec, WeightPrecision BPrecisi
 sealed record AttentionSoftmaxCase(T5Config Config, AttentionShape Shape)
     : KernelCase($"attention softmax fwd {Shape.Batch}x{Shape.Heads}x{Shape.QueryLength}x{Shape.KeyLength}", 0, 8.0 * Shape.Elements)
 {
-    public override void Append(CommandGraph g, Operands o)
+    internal override void Append(CommandGraph g, Operands o)
     {
         var buckets = o.Ints(RelativePosition.Table(Shape.QueryLength, Shape.KeyLength, true, Config.RelativeAttentionNumBuckets, Config.RelativeAttentionMaxDistance));
         var mask = o.Ints(Enumerable.Repeat(1, Shape.Batch * Shape.KeyLength).ToArray());
@@ -133,7 +133,7 @@ sealed record AttentionSoftmaxCase(T5Config Config, AttentionShape Shape)
 sealed record SoftmaxBackwardCase(AttentionShape Shape)
     : KernelCase($"attention softmax bwd {Shape.Batch}x{Shape.Heads}x{Shape.QueryLength}x{Shape.KeyLength}", 0, 12.0 * Shape.Elements)
 {
-    public override void Append(CommandGraph g, Operands o) =>
+    internal override void Append(CommandGraph g, Operands o) =>
         SoftmaxBackwardKernel.Backward(g, o.Floats(Shape.Elements, 0.01f), o.Floats(Shape.Elements), (int)Shape.Rows, Shape.KeyLength);
 }
 
@@ -147,7 +147,7 @@ sealed record FusedAttentionCase(T5Config Config, FusedAttentionShape Shape, boo
                  (Backward ? 7 : 2) * 2.0 * Shape.Scores.Elements * Shape.DKv,
                  4.0 * (Backward ? 8 : 4) * Shape.QueryElements)
 {
-    public override void Append(CommandGraph g, Operands o)
+    internal override void Append(CommandGraph g, Operands o)
     {
         var a = Shape.Scores;
         var buckets = o.Ints(RelativePosition.Table(a.QueryLength, a.KeyLength, true, Config.RelativeAttentionNumBuckets, Config.RelativeAttentionMaxDistance));
@@ -177,7 +177,7 @@ sealed record FusedAttentionCase(T5Config Config, FusedAttentionShape Shape, boo
 sealed record RmsNormCase(int Rows, int Dim, bool Backward)
     : KernelCase($"rmsnorm {(Backward ? "bwd" : "fwd")} [{Rows}x{Dim}]", 0, (Backward ? 16.0 : 8.0) * Rows * Dim)
 {
-    public override void Append(CommandGraph g, Operands o)
+    internal override void Append(CommandGraph g, Operands o)
     {
         long n = (long)Rows * Dim;
         if (Backward) RmsNormKernel.Backward(g, o.Floats(n), o.Floats(Dim), o.Floats(n), o.Floats(n), Rows, Dim, 1e-6f, accumulate: true);
@@ -190,7 +190,7 @@ sealed record RmsNormCase(int Rows, int Dim, bool Backward)
 sealed record ToHalfCase(int Rows, int Dim)
     : KernelCase($"to_half [{Rows}x{Dim}]", 0, 6.0 * Rows * Dim)
 {
-    public override void Append(CommandGraph g, Operands o)
+    internal override void Append(CommandGraph g, Operands o)
     {
         long n = (long)Rows * Dim;
         ToHalfKernel.Run(g, o.Floats(n), 0, o.Floats(ToHalfKernel.OutputBytes(n) / 4), n);
@@ -201,7 +201,7 @@ sealed record ToHalfCase(int Rows, int Dim)
 sealed record CrossEntropyCase(int Rows, int Vocab, bool Backward)
     : KernelCase($"cross-entropy {(Backward ? "bwd" : "fwd")} [{Rows}x{Vocab}]", 0, (Backward ? 8.0 : 4.0) * Rows * Vocab)
 {
-    public override void Append(CommandGraph g, Operands o)
+    internal override void Append(CommandGraph g, Operands o)
     {
         var targets = o.Ints(Enumerable.Range(0, Rows).Select(r => r * 7919 % Vocab).ToArray());
         var logits = o.Floats((long)Rows * Vocab, 5f);
@@ -215,7 +215,7 @@ sealed record CrossEntropyCase(int Rows, int Vocab, bool Backward)
 sealed record AdafactorCase(int Rows, int Cols)
     : KernelCase($"adafactor [{Rows}x{Cols}]", 0, 7.0 * 4 * Rows * Cols)
 {
-    public override void Append(CommandGraph g, Operands o)
+    internal override void Append(CommandGraph g, Operands o)
     {
         var settings = new AdafactorSettings();
         // A zero state is step 0 with empty moments.

@@ -3,7 +3,6 @@ using VkPrompt.Cli;
 using VkPrompt.Model;
 using VkPrompt.Model.Backends;
 using VkPrompt.Runtime;
-using VkPrompt.Runtime.Kernels;
 using VkPrompt.Training;
 
 namespace VkPrompt.Bench;

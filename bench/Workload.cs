@@ -11,8 +11,18 @@ namespace VkPrompt.Bench;
 /// "t5-base" / "t5-large" (the GPU shape of tools/device-bench.sh, batch 32, input 512, prompt
 /// 100, target 8, for kernels and step alike).
 /// </summary>
-public sealed record Workload(string Model, T5Config Config, BatchShape Kernels, BatchShape Step)
+public sealed record Workload
 {
+    // Public for BenchmarkDotNet (a parameter of StepCase); the batch shapes are the library's
+    // internal BatchShape, so they and the constructor are internal.
+    internal Workload(string model, T5Config config, BatchShape kernels, BatchShape step) =>
+        (Model, Config, Kernels, Step) = (model, config, kernels, step);
+
+    public string Model { get; }
+    public T5Config Config { get; }
+    internal BatchShape Kernels { get; }
+    internal BatchShape Step { get; }
+
     public static Workload FromEnvironment()
     {
         var name = Environment.GetEnvironmentVariable("VKPROMPT_BENCH_WORKLOAD") is { Length: > 0 } w ? w : "t5-small";

@@ -4,7 +4,7 @@ namespace VkPrompt.Model;
 /// target only by <see cref="Commit"/>, so a crash or an exception mid-write leaves the previous
 /// file (or none) rather than a truncated one. The temporary file is in the same directory because
 /// a rename is only atomic within one file system.</summary>
-public sealed class AtomicFile : IDisposable
+internal sealed class AtomicFile : IDisposable
 {
     readonly string path;
     readonly string tempPath;

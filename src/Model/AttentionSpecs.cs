@@ -8,7 +8,7 @@ namespace VkPrompt.Model;
 /// transposed into [B, H, L, d_kv]. Probability tensors are [B, H, Lq, Lk] contiguous.
 /// The batch strides are explicit because a KV cache holds more positions than are attended.
 /// </summary>
-public readonly record struct AttentionSpecs(int Batch, int Heads, int DKv)
+internal readonly record struct AttentionSpecs(int Batch, int Heads, int DKv)
 {
     int Inner => Heads * DKv;
 

@@ -8,7 +8,7 @@ public sealed record EncodedExample(int[] InputIds, int[] TargetIds);
 /// the encoder mask with the prompt's ones in front, decoder inputs = targets shifted right
 /// behind decoder_start_token_id, and targets with -1 where the loss must ignore padding.
 /// </summary>
-public sealed class HostBatch
+internal sealed class HostBatch
 {
     public required BatchShape Shape { get; init; }
     public required int[] InputIds { get; init; }
@@ -30,8 +30,15 @@ public sealed class HostBatch
     /// consecutive batches, which replay one recording. For work whose results go back by index.</summary>
     public static int[] ShortestFirst(IReadOnlyList<int> lengths) => Enumerable.Range(0, lengths.Count).OrderBy(i => lengths[i]).ToArray();
 
+    /// <summary>Pads and lays out <paramref name="examples"/> as the host-side inputs of one pass.</summary>
+    /// <param name="examples">the batch's examples, encoded.</param>
+    /// <param name="promptLength">rows the prompts take before each input (0: no prompt).</param>
+    /// <param name="numPrompts">prompts in the set the examples pick from.</param>
+    /// <param name="promptIndex">the prompt each example takes; null: prompt 0.</param>
     /// <param name="batchSize">rows of the shape; examples beyond the list are padding rows whose
     /// targets are all ignored (a last, short batch replays the full-size graph).</param>
+    /// <param name="decoderStart">the token the decoder input starts with.</param>
+    /// <param name="targetLength">the target length of the shape; null: the longest target, rounded.</param>
     /// <param name="promptLengths">each prompt's own length, where prompts of several lengths share
     /// the <paramref name="promptLength"/> rows (<see cref="PromptSet"/>): prompt k fills the last
     /// promptLengths[k] of them and the rows before it are masked. Every real position then keeps

@@ -6,13 +6,18 @@ namespace VkPrompt.Model;
 /// truncation is ever silent.</summary>
 public sealed class ExampleEncoder(T5Tokenizer tokenizer, int maxInputLength, int maxTargetLength)
 {
+    /// <summary>Inputs cut to the maximum input length so far.</summary>
     public int TruncatedInputs { get; private set; }
+    /// <summary>Targets cut to the maximum target length so far.</summary>
     public int TruncatedTargets { get; private set; }
 
+    /// <summary>Token ids of the example's input and target (none given: an empty target, eos
+    /// only), each ending in eos and cut to its maximum length.</summary>
     public EncodedExample Encode(Example e) =>
         new(Truncate(tokenizer.Encode(e.Input), maxInputLength, () => TruncatedInputs++),
             Truncate(tokenizer.Encode(e.Target ?? ""), maxTargetLength, () => TruncatedTargets++));
 
+    /// <summary>Encodes an input and target as <see cref="Encode(Example)"/> does.</summary>
     public EncodedExample Encode(string input, string target) => Encode(new Example(input, target));
 
     /// <summary>Keeps the first max-1 tokens and the final eos, as docs/numerics.md and HF do.</summary>
@@ -25,8 +30,10 @@ public sealed class ExampleEncoder(T5Tokenizer tokenizer, int maxInputLength, in
         return cut;
     }
 
+    /// <summary>Whether any example encoded so far was cut.</summary>
     public bool Truncated => TruncatedInputs + TruncatedTargets > 0;
 
+    /// <summary>What was cut, for the log: how many inputs and targets, to how many tokens.</summary>
     public string Report()
     {
         if (!Truncated) return "no example was truncated";

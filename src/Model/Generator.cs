@@ -10,7 +10,7 @@ namespace VkPrompt.Model;
 /// One recording per step index (its key length differs) is kept and replayed for later
 /// batches of the same shape.
 /// </summary>
-public sealed class Generator : IDisposable
+internal sealed class Generator : IDisposable
 {
     readonly T5Weights w;
     readonly Backend be;
@@ -28,7 +28,9 @@ public sealed class Generator : IDisposable
 
     public BatchShape Shape => encoder.Shape;
 
+    /// <param name="weights">the model's weights, on the backend the generator computes on.</param>
     /// <param name="shape">batch and encoder shape (TargetLength is unused here).</param>
+    /// <param name="maxNewTokens">the most tokens generated per example, eos included.</param>
     public Generator(T5Weights weights, BatchShape shape, int maxNewTokens)
     {
         w = weights; be = weights.Backend; c = weights.Config;
@@ -175,7 +177,7 @@ public sealed class Generator : IDisposable
 /// key/value cache, with a recording per decoding step) is kept while batches pad to its input
 /// length: keeping one per length seen held them all to the end, memory that grew with every
 /// distinct length in the file.</summary>
-public static class GreedyDecoder
+internal static class GreedyDecoder
 {
     /// <summary>Decodes <paramref name="examples"/> with one prompt for all of them.</summary>
     public static IEnumerable<(int Index, List<int> Ids)> Run(T5Weights weights, IReadOnlyList<EncodedExample> examples,

@@ -8,7 +8,7 @@ namespace VkPrompt.Model;
 /// <summary>NumPy .npy files holding little-endian float32 in C order, the layout T5X saves
 /// prompts in. Other dtypes and layouts are refused rather than converted, so a file is never
 /// silently reinterpreted.</summary>
-public static partial class NpyFile
+internal static partial class NpyFile
 {
     static ReadOnlySpan<byte> Magic => [0x93, (byte)'N', (byte)'U', (byte)'M', (byte)'P', (byte)'Y'];
 

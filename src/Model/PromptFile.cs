@@ -7,6 +7,7 @@ namespace VkPrompt.Model;
 /// file with a <c>prompt_embeddings</c> tensor, or a float32 .npy.</summary>
 public static class PromptFile
 {
+    /// <summary>The tensor that holds the prompt in a .safetensors file, as PEFT names it.</summary>
     public const string TensorName = "prompt_embeddings";
 
     /// <summary>The encoder prompt, row-major [promptLength, dModel]; every value finite.</summary>

@@ -13,15 +13,19 @@ public sealed class PromptSet
     public float[] Data { get; }
     /// <summary>Rows per prompt: the longest prompt's length.</summary>
     public int Length { get; }
+    /// <summary>Each prompt's own length in rows, in the order given.</summary>
     public IReadOnlyList<int> Lengths { get; }
+    /// <summary>How many prompts the set holds.</summary>
     public int Count => Lengths.Count;
     /// <summary>What <see cref="HostBatch.Build"/> takes as promptLengths: null when every prompt
     /// fills its slot and nothing is masked.</summary>
-    public IReadOnlyList<int>? MaskedLengths => Lengths.All(l => l == Length) ? null : Lengths;
+    internal IReadOnlyList<int>? MaskedLengths => Lengths.All(l => l == Length) ? null : Lengths;
 
     PromptSet(float[] data, int length, int[] lengths) => (Data, Length, Lengths) = (data, length, lengths);
 
+    /// <summary>Stacks prompts into one set, each padded at its front to the longest.</summary>
     /// <param name="prompts">each [P_k, d_model], row-major.</param>
+    /// <param name="dModel">the model width every prompt's length must be a multiple of.</param>
     public static PromptSet Stack(IReadOnlyList<float[]> prompts, int dModel)
     {
         if (prompts.Count == 0) throw new ArgumentException("no prompts to stack");

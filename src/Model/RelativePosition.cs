@@ -2,7 +2,7 @@ namespace VkPrompt.Model;
 
 /// <summary>T5's relative-position buckets, computed on the host once per sequence shape and
 /// uploaded as an int table; kernels only gather <c>bias[bucket, head]</c>.</summary>
-public static class RelativePosition
+internal static class RelativePosition
 {
     /// <summary>Bucket of key position j seen from query position i (relative = j - i), exactly as
     /// Hugging Face's <c>_relative_position_bucket</c>, including its float32 logarithm and the

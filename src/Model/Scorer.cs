@@ -10,7 +10,7 @@ namespace VkPrompt.Model;
 /// so shapes come in runs, and one pass's activations is all the memory a Scorer holds (during
 /// training, beside the training step's own).
 /// </summary>
-public sealed class Scorer(T5Weights weights) : IDisposable
+internal sealed class Scorer(T5Weights weights) : IDisposable
 {
     (T5Pass Pass, IRecording Run, Tensor? Prompts)? kept;
 
@@ -70,4 +70,7 @@ public sealed class Scorer(T5Weights weights) : IDisposable
     public void Dispose() => DropKept();
 }
 
+/// <summary>How likely the model finds one example's target given its input.</summary>
+/// <param name="LogProb">the sum of the target tokens' natural-log probabilities (eos included).</param>
+/// <param name="Tokens">how many target tokens were summed, to normalise by length.</param>
 public readonly record struct ScoreResult(double LogProb, int Tokens);

@@ -7,7 +7,7 @@ namespace VkPrompt.Model;
 /// <summary>One distinct matrix product of a traced program (<see cref="T5Pass.Trace"/>): its
 /// <see cref="MatMulSpec"/>, the precision its B is stored in where B is a frozen weight (null
 /// where it is an fp32 activation), and every use of it with how often each occurs.</summary>
-public sealed record StepProduct(MatMulSpec Spec, WeightPrecision? Weight, IReadOnlyList<StepProductUse> Uses)
+internal sealed record StepProduct(MatMulSpec Spec, WeightPrecision? Weight, IReadOnlyList<StepProductUse> Uses)
 {
     /// <summary>Whether B is a frozen weight rather than an activation.</summary>
     public bool WeightB => Weight is not null;
@@ -30,4 +30,4 @@ public sealed record StepProduct(MatMulSpec Spec, WeightPrecision? Weight, IRead
 }
 
 /// <summary>One place in the program where a product is made, and how many times.</summary>
-public sealed record StepProductUse(string Name, int Count);
+internal sealed record StepProductUse(string Name, int Count);

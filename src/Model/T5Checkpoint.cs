@@ -16,7 +16,9 @@ public sealed class T5Checkpoint : IDisposable
     readonly List<SafetensorsFile> shards;
     readonly Dictionary<string, SafetensorsFile> owner;
 
+    /// <summary>The directory's config.json.</summary>
     public T5Config Config { get; }
+    /// <summary>The model directory, as a full path.</summary>
     public string Directory { get; }
 
     T5Checkpoint(string directory, T5Config config, List<SafetensorsFile> shards, Dictionary<string, SafetensorsFile> owner)
@@ -27,6 +29,9 @@ public sealed class T5Checkpoint : IDisposable
         this.owner = owner;
     }
 
+    /// <summary>Opens and maps the weights of the T5 directory <paramref name="dir"/>. Throws
+    /// <see cref="ModelFormatException"/> naming the file when a tensor is missing, misshapen or of
+    /// a dtype other than F32, F16 or BF16.</summary>
     public static T5Checkpoint Open(string dir)
     {
         var directory = Path.GetFullPath(dir);
@@ -62,7 +67,7 @@ public sealed class T5Checkpoint : IDisposable
         }
     }
 
-    public TensorInfo Info(string name) => Owner(name).Tensors[name];
+    internal TensorInfo Info(string name) => Owner(name).Tensors[name];
 
     /// <summary>Reads <c>dst.Length</c> elements of <paramref name="name"/> from element
     /// <paramref name="firstElement"/> on, as F32, straight from the mapped shard; every one finite.</summary>
@@ -81,6 +86,7 @@ public sealed class T5Checkpoint : IDisposable
         throw new ModelFormatException(file.Path, $"tensor {name} holds {dst[i]} at {where}; weights must be finite");
     }
 
+    /// <summary>All of tensor <paramref name="name"/> as F32, checked finite like <see cref="Read"/>.</summary>
     public float[] ReadAll(string name)
     {
         var info = Info(name);
@@ -91,6 +97,7 @@ public sealed class T5Checkpoint : IDisposable
         return values;
     }
 
+    /// <summary>Unmaps the weight files; tensors already read stay valid.</summary>
     public void Dispose()
     {
         foreach (var s in shards) s.Dispose();

@@ -3,6 +3,7 @@ using System.Text.Json.Serialization;
 
 namespace VkPrompt.Model;
 
+/// <summary>The feed-forward block of a T5 layer (config.json's feed_forward_proj).</summary>
 public enum T5FeedForward
 {
     /// <summary>"relu": <c>wo(relu(wi x))</c> (T5 v1.0).</summary>
@@ -17,32 +18,49 @@ public sealed record T5Config
 {
     readonly int? numDecoderLayers;
 
+    /// <summary>Rows of the embedding table and LM head (vocab_size); may exceed the tokenizer's vocabulary, as T5's 32128 does its 32100.</summary>
     public int VocabSize { get; init; } = 32128;
+    /// <summary>The model width (d_model), also the length of one prompt row.</summary>
     public int DModel { get; init; } = 512;
+    /// <summary>Width of one attention head (d_kv).</summary>
     public int DKv { get; init; } = 64;
+    /// <summary>Attention heads per layer (num_heads).</summary>
     public int NumHeads { get; init; } = 8;
+    /// <summary>Inner width of the feed-forward block (d_ff).</summary>
     public int DFf { get; init; } = 2048;
+    /// <summary>Encoder layers (num_layers), and decoder layers unless <see cref="NumDecoderLayers"/> says otherwise.</summary>
     public int NumLayers { get; init; } = 6;
 
     /// <summary>Defaults to <see cref="NumLayers"/>, as in HF.</summary>
     public int NumDecoderLayers { get => numDecoderLayers ?? NumLayers; init => numDecoderLayers = value; }
 
+    /// <summary>Buckets of the relative position bias (relative_attention_num_buckets).</summary>
     public int RelativeAttentionNumBuckets { get; init; } = 32;
+    /// <summary>The distance from which all positions share the last bucket (relative_attention_max_distance).</summary>
     public int RelativeAttentionMaxDistance { get; init; } = 128;
+    /// <summary>The epsilon of T5's RMS norm (layer_norm_epsilon).</summary>
     public double LayerNormEpsilon { get; init; } = 1e-6;
+    /// <summary>Which feed-forward block the layers have (feed_forward_proj).</summary>
     public T5FeedForward FeedForwardProj { get; init; } = T5FeedForward.Relu;
+    /// <summary>Whether the LM head is the embedding table, with the decoder output scaled by d_model^-0.5 first (tie_word_embeddings).</summary>
     public bool TieWordEmbeddings { get; init; } = true;
+    /// <summary>The dropout rate training applies (dropout_rate); scoring never drops.</summary>
     public double DropoutRate { get; init; } = 0.1;
+    /// <summary>The token the decoder input starts with (decoder_start_token_id; pad in T5).</summary>
     public int DecoderStartTokenId { get; init; }
+    /// <summary>The padding token (pad_token_id).</summary>
     public int PadTokenId { get; init; }
+    /// <summary>The end-of-sequence token every encoded text ends with (eos_token_id).</summary>
     public int EosTokenId { get; init; } = 1;
 
+    /// <summary>Whether the feed-forward block is gated (two input projections, T5 v1.1).</summary>
     public bool IsGatedAct => FeedForwardProj == T5FeedForward.GatedGelu;
 
     /// <summary>Equal when both describe the same config.json, whether
     /// <see cref="NumDecoderLayers"/> was given or defaulted.</summary>
     public bool Equals(T5Config? other) => other is not null && ToJson() == other.ToJson();
 
+    /// <summary>Hashes what <see cref="Equals(T5Config)"/> compares.</summary>
     public override int GetHashCode() => ToJson().GetHashCode(StringComparison.Ordinal);
 
     /// <summary>Width of the concatenated attention heads, <c>NumHeads * DKv</c>; equals
@@ -70,6 +88,8 @@ public sealed record T5Config
         TieWordEmbeddings = false,
     };
 
+    /// <summary>Reads a Hugging Face config.json; throws <see cref="ModelFormatException"/> when it
+    /// is missing, not JSON, or describes a model VkPrompt cannot run.</summary>
     public static T5Config Load(string configJsonPath)
     {
         var path = Path.GetFullPath(configJsonPath);

@@ -1,11 +1,11 @@
 namespace VkPrompt.Model;
 
-public enum T5Stack { Encoder, Decoder }
+internal enum T5Stack { Encoder, Decoder }
 
 /// <summary>Hugging Face tensor names of a T5ForConditionalGeneration checkpoint. Attention
 /// projections are "q", "k", "v", "o"; feed-forward ones "wi" (relu) or "wi_0", "wi_1"
 /// (gated-gelu), and "wo".</summary>
-public static class T5Names
+internal static class T5Names
 {
     public const string Shared = "shared.weight";
     public const string LmHead = "lm_head.weight";

@@ -25,7 +25,7 @@ public enum ActivationMode
 /// tensor given at construction; then the caller emits <see cref="EmitForward"/> (and
 /// <see cref="EmitBackward"/>) inside <see cref="Backend.Record"/>.
 /// </summary>
-public sealed class T5Pass : IDisposable
+internal sealed class T5Pass : IDisposable
 {
     readonly T5Weights w;
     readonly Backend be;
@@ -136,6 +136,11 @@ public sealed class T5Pass : IDisposable
     /// a <see cref="TraceBackend"/> with weights of <paramref name="config"/>'s shapes, which
     /// allocates and computes nothing. The trace is the product list of a step: the trainer has
     /// the tuner measure it before recording the step, and the benchmarks time it.</summary>
+    /// <param name="config">the model whose products are traced.</param>
+    /// <param name="shape">the batch shape.</param>
+    /// <param name="mode">the pass's activation mode (whether it trains, and how).</param>
+    /// <param name="dropoutRate">the training dropout rate.</param>
+    /// <param name="precision">the weights' precision (the products' B).</param>
     /// <param name="fusesAttention">which attentions run fused on the backend the pass will run on
     /// (its <see cref="Backend.FusesAttention"/>): a fused attention makes no products.</param>
     public static IReadOnlyList<TracedProduct> Trace(T5Config config, BatchShape shape, ActivationMode mode, float dropoutRate, WeightPrecision precision,
@@ -200,6 +205,11 @@ public sealed class T5Pass : IDisposable
         public readonly Tensor? Probs, Lse, CrossProbs, CrossLse;
         public readonly Tensor? CrossQ, CrossK, CrossV, CrossCtx;
 
+        /// <param name="p">the pass the scratch belongs to.</param>
+        /// <param name="name">the block's name, prefixing its tensors' names.</param>
+        /// <param name="rows">token rows of the block's input.</param>
+        /// <param name="self">the block's self-attention.</param>
+        /// <param name="withCross">a decoder block, which also attends to the encoder.</param>
         /// <param name="transient">a block's scratch whose layer-norm output, attention context
         /// and FF activation output are borrowed: the backward needs none of them (a matmul's
         /// input gradient needs the weight, not the input), so stored blocks keep only the rest.
@@ -310,7 +320,7 @@ public sealed class T5Pass : IDisposable
     }
 
     /// <summary>The <see cref="Backend.Phase"/> names this program tags its ops with.</summary>
-    public static class Phases
+    internal static class Phases
     {
         public const string EncoderForward = "encoder_forward";
         public const string DecoderForward = "decoder_forward";

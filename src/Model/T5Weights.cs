@@ -3,12 +3,12 @@ using VkPrompt.Runtime;
 
 namespace VkPrompt.Model;
 
-public sealed record AttentionWeights(Tensor Q, Tensor K, Tensor V, Tensor O);
+internal sealed record AttentionWeights(Tensor Q, Tensor K, Tensor V, Tensor O);
 
 /// <summary>FF weights: Wi (relu) or Wi0 and Wi1 (gated-gelu), then Wo.</summary>
-public sealed record FeedForwardWeights(Tensor Wi, Tensor? Wi1, Tensor Wo);
+internal sealed record FeedForwardWeights(Tensor Wi, Tensor? Wi1, Tensor Wo);
 
-public sealed record BlockWeights(Tensor AttnNorm, AttentionWeights SelfAttention, Tensor? CrossNorm, AttentionWeights? CrossAttention, Tensor FfNorm, FeedForwardWeights FeedForward);
+internal sealed record BlockWeights(Tensor AttnNorm, AttentionWeights SelfAttention, Tensor? CrossNorm, AttentionWeights? CrossAttention, Tensor FfNorm, FeedForwardWeights FeedForward);
 
 /// <summary>
 /// The frozen weights of a T5 checkpoint on one backend. Tensors are streamed one at a time
@@ -18,7 +18,7 @@ public sealed record BlockWeights(Tensor AttnNorm, AttentionWeights SelfAttentio
 /// <see cref="Precision"/>, which halves their memory in fp16 or bf16; layer norms and the
 /// relative-attention biases, a tiny share of the model, stay fp32.
 /// </summary>
-public sealed class T5Weights : IDisposable
+internal sealed class T5Weights : IDisposable
 {
     public T5Config Config { get; }
     public Backend Backend { get; }
@@ -50,8 +50,11 @@ public sealed class T5Weights : IDisposable
                              name => backend.Table((int)shapes[name][0], (int)shapes[name][1], name, precision));
     }
 
-    /// <param name="load">makes the fp32 tensor of a checkpoint name; <paramref name="loadTable"/>
-    /// the table of a matrix, in <paramref name="precision"/>.</param>
+    /// <param name="config">the model's shapes.</param>
+    /// <param name="backend">where the tensors are made.</param>
+    /// <param name="precision">how the tables are stored.</param>
+    /// <param name="load">makes the fp32 tensor of a checkpoint name.</param>
+    /// <param name="loadTable">makes the table of a matrix, in <paramref name="precision"/>.</param>
     T5Weights(T5Config config, Backend backend, WeightPrecision precision, Func<string, Tensor> load, Func<string, Tensor> loadTable)
     {
         Config = config;

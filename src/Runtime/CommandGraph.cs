@@ -6,7 +6,7 @@ namespace VkPrompt.Runtime;
 
 /// <summary>GPU time of one op of a profiled run. <paramref name="Phase"/> is the path of the
 /// <see cref="CommandGraph.Phase"/> scopes the op was appended in ("backward/recompute"), or "".</summary>
-public readonly record struct DispatchTiming(string Label, double Milliseconds, string Phase = "");
+internal readonly record struct DispatchTiming(string Label, double Milliseconds, string Phase = "");
 
 /// <summary>
 /// A sequence of GPU work recorded once and replayed (Kompute's "sequence"): dispatches, fills
@@ -15,7 +15,7 @@ public readonly record struct DispatchTiming(string Label, double Milliseconds, 
 /// access: a global memory barrier goes in only where an op reads or writes a buffer that an
 /// earlier op since the last barrier wrote (RAW, WAW), or writes one it read (WAR).
 /// </summary>
-public sealed unsafe class CommandGraph : IDisposable
+internal sealed unsafe class CommandGraph : IDisposable
 {
     readonly GpuContext ctx;
     readonly List<Op> ops = new();

@@ -3,6 +3,8 @@ using Silk.NET.Vulkan;
 
 namespace VkPrompt.Runtime;
 
+/// <summary>One Vulkan memory heap: its size in bytes and whether it is the device's own memory
+/// (where buffers are placed) rather than host memory the device can reach.</summary>
 public sealed record MemoryHeapInfo(long Size, bool DeviceLocal);
 
 /// <summary>A workgroup size at which VK_NV_cooperative_matrix2 multiplies fp16 into fp32 at
@@ -12,19 +14,33 @@ public sealed record CoopMat2Shape(uint Invocations, uint MGranularity, uint NGr
 /// <summary>What one physical device can do: the facts kernel variants and tile shapes are chosen from.</summary>
 public sealed record DeviceCapabilities
 {
+    /// <summary>The device's position in the list Vulkan enumerates, which <see cref="GpuOptions.Device"/> names.</summary>
     public required int Index { get; init; }
+    /// <summary>The driver's device name, e.g. "NVIDIA H100 80GB HBM3" or "llvmpipe (LLVM 15.0.6, 256 bits)".</summary>
     public required string Name { get; init; }
+    /// <summary>The vendor's name where its PCI id is known (NVIDIA, AMD, Intel, ...), else the id in hex.</summary>
     public required string Vendor { get; init; }
+    /// <summary>The PCI vendor id the driver reports.</summary>
     public required uint VendorId { get; init; }
+    /// <summary>"discrete", "integrated", "virtual", "cpu" (a software rasteriser such as lavapipe) or "other"; several per-device choices differ on "cpu".</summary>
     public required string DeviceType { get; init; }
+    /// <summary>The driver's name (VkPhysicalDeviceDriverProperties), "unknown" where it gives none.</summary>
     public required string DriverName { get; init; }
+    /// <summary>The driver's free-form build description, as reported (may be empty).</summary>
     public required string DriverInfo { get; init; }
+    /// <summary>The driver version decoded by the vendor's own packing (as vulkaninfo shows it).</summary>
     public required string DriverVersion { get; init; }
+    /// <summary>The highest Vulkan version the device supports, as "major.minor.patch".</summary>
     public required string ApiVersion { get; init; }
+    /// <summary>The invocations in one subgroup (32 on NVIDIA; lavapipe's follows its vector width); row kernels and the matrix units are sized by it.</summary>
     public required uint SubgroupSize { get; init; }
+    /// <summary>Whether shaders may compute in fp16 (shaderFloat16); the matrix-unit kernels need it.</summary>
     public required bool ShaderFloat16 { get; init; }
+    /// <summary>Whether buffers may hold 16-bit values (storageBuffer16BitAccess): what fp16 and bf16 weights need.</summary>
     public required bool StorageBuffer16Bit { get; init; }
+    /// <summary>Whether shaders may compute on 8-bit integers (shaderInt8); enabled where present, though no kernel computes on them.</summary>
     public required bool ShaderInt8 { get; init; }
+    /// <summary>Whether the device lists VK_KHR_shader_bfloat16; reported only, since bf16 weights are widened by integer shifts.</summary>
     public required bool BFloat16 { get; init; }
     /// <summary>What the matrix-unit product through VK_KHR_cooperative_matrix
     /// (matmul_coopmat_khr.comp) needs of the device is all there: the extension with its feature,
@@ -53,17 +69,29 @@ public sealed record DeviceCapabilities
     /// compiled each pipeline into (registers per invocation, spills, shared memory: names and
     /// values are the driver's own), which <see cref="GpuOptions.PipelineStatistics"/> collects.</summary>
     public bool PipelineExecutableStatistics { get; init; }
+    /// <summary>The most bytes one storage-buffer binding may span; larger weights are split across bindings.</summary>
     public required long MaxStorageBufferRange { get; init; }
+    /// <summary>The largest single memory allocation the driver accepts, in bytes.</summary>
     public required long MaxMemoryAllocationSize { get; init; }
+    /// <summary>Bytes of workgroup-shared memory a compute shader may use; bounds the matrix-unit and fused-attention tiles.</summary>
     public required uint MaxComputeSharedMemorySize { get; init; }
+    /// <summary>The most invocations one workgroup may have.</summary>
     public required uint MaxComputeWorkGroupInvocations { get; init; }
+    /// <summary>Bytes of push constants a pipeline may take (at least 128 by the spec).</summary>
     public required uint MaxPushConstantsSize { get; init; }
+    /// <summary>The most workgroups one dispatch may have along x; a dispatch past these limits is refused with a <see cref="GpuException"/>.</summary>
     public required uint MaxWorkGroupCountX { get; init; }
+    /// <summary>The most workgroups one dispatch may have along y.</summary>
     public required uint MaxWorkGroupCountY { get; init; }
+    /// <summary>The most workgroups one dispatch may have along z.</summary>
     public required uint MaxWorkGroupCountZ { get; init; }
+    /// <summary>Whether a compute queue writes timestamps, so dispatches can be timed on the device.</summary>
     public required bool TimestampsSupported { get; init; }
+    /// <summary>Nanoseconds per timestamp tick.</summary>
     public required float TimestampPeriodNs { get; init; }
+    /// <summary>The device's memory heaps, as Vulkan lists them.</summary>
     public required IReadOnlyList<MemoryHeapInfo> Heaps { get; init; }
+    /// <summary>The pipeline-cache UUID and driver version: a cache written under another key is not reused.</summary>
     public required string PipelineCacheKey { get; init; }
 
     internal static unsafe DeviceCapabilities Query(Vk vk, Instance instance, PhysicalDevice pd, int index, IReadOnlySet<string> extensions)

@@ -81,8 +81,11 @@ public sealed record DevicePlan
     /// no matrix units, no pipeline statistics, since Vulkan cannot report what the host enabled.</summary>
     internal static DevicePlan ForAdopted(DeviceCapabilities caps, GpuOptions options) => new(caps, options, false, false, ownsDevice: false);
 
+    /// <param name="caps">the device's capabilities</param>
+    /// <param name="options">the host's options</param>
     /// <param name="khrBuilt">this build compiled the KHR kernel</param>
     /// <param name="nv2Built">and the workgroup-scope one</param>
+    /// <param name="ownsDevice">the context created the device, so it chose the extensions (see <see cref="ForAdopted"/>)</param>
     internal DevicePlan(DeviceCapabilities caps, GpuOptions options, bool khrBuilt, bool nv2Built, bool ownsDevice = true)
     {
         Capabilities = caps;
@@ -219,6 +222,7 @@ public sealed record DevicePlan
     // head (4 MiB each, 1.5 GiB per layer at batch 32 x 12 heads), where storing them starts to
     // decide what fits; CPU devices never, unless the scores would not fit one buffer a kernel
     // can bind (lavapipe's is 128 MiB: one head of 6k x 6k), where unfused cannot run at all.
+    /// <summary>Scores per head (query length x key length) from which GPUs fuse attention by default.</summary>
     public const long FuseFromScoresPerHead = 1024 * 1024;
 
     /// <summary>Whether attention fuses by default on GPUs from <see cref="FuseFromScoresPerHead"/>
@@ -228,7 +232,7 @@ public sealed record DevicePlan
     /// <summary>Whether an attention with scores of this shape runs fused where nothing asks
     /// (<c>AttentionFusion.Auto</c>): where its scores would not fit one binding, and on GPUs from
     /// <see cref="FuseFromScoresPerHead"/> scores a head.</summary>
-    public bool FusesAttentionByDefault(AttentionShape scores) =>
+    internal bool FusesAttentionByDefault(AttentionShape scores) =>
         scores.Elements * sizeof(float) > MaxBindingBytes
         || (FusesLargeAttention && (long)scores.QueryLength * scores.KeyLength >= FuseFromScoresPerHead);
 

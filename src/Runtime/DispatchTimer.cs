@@ -4,7 +4,7 @@ namespace VkPrompt.Runtime;
 
 /// <summary>GPU time of one op alone, measured as it runs inside a training step: what
 /// <c>vkprompt bench matmul</c> and <see cref="Kernels.MatMulTuner"/> time products with.</summary>
-public static class DispatchTimer
+internal static class DispatchTimer
 {
     /// <summary>Records <paramref name="reps"/> calls of <paramref name="append"/> back to back in
     /// one submission (each dispatch between its own timestamps; barriers between them where they

@@ -9,7 +9,7 @@ namespace VkPrompt.Runtime;
 /// Sizes are in bytes; the typed helpers copy whole spans. Host access goes through a mapped
 /// pointer where the memory is host-visible and through a staging copy elsewhere.
 /// </summary>
-public sealed unsafe class GpuBuffer : IDisposable
+internal sealed unsafe class GpuBuffer : IDisposable
 {
     readonly GpuContext ctx;
     readonly MemoryPool.Allocation allocation;

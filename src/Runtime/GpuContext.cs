@@ -11,16 +11,25 @@ namespace VkPrompt.Runtime;
 /// </summary>
 public sealed unsafe class GpuContext : IDisposable
 {
+    /// <summary>The Silk.NET Vulkan API object the context calls through (the host's, when adopted).</summary>
     public Vk Vk { get; }
+    /// <summary>The Vulkan instance the device belongs to.</summary>
     public Instance Instance { get; }
+    /// <summary>The physical device the logical <see cref="Device"/> was made on.</summary>
     public PhysicalDevice PhysicalDevice { get; }
+    /// <summary>The logical device every buffer and pipeline of the context lives on.</summary>
     public Device Device { get; }
+    /// <summary>The compute queue the context submits to; a host that adopted it must not submit to it
+    /// from another thread while the context works.</summary>
     public Queue Queue { get; }
+    /// <summary>The family index of <see cref="Queue"/>, which the command pool is made for.</summary>
     public uint QueueFamily { get; }
+    /// <summary>What the device can do, as queried when the context was made.</summary>
     public DeviceCapabilities Capabilities { get; }
-    public ValidationLog Validation { get; } = new();
+    internal ValidationLog Validation { get; } = new();
+    /// <summary>The options the context was made with (defaults where none were given).</summary>
     public GpuOptions Options { get; }
-    public MemoryPool Memory { get; }
+    internal MemoryPool Memory { get; }
 
     /// <summary>Every choice made for this device (<see cref="DevicePlan"/>), once, from its
     /// capabilities and the options.</summary>
@@ -28,27 +37,27 @@ public sealed unsafe class GpuContext : IDisposable
 
     /// <summary>Which build of the matrix-unit kernel runs the products with 16-bit weights, if
     /// any (<see cref="DevicePlan.MatrixUnits"/>).</summary>
-    public MatrixUnits MatrixUnits => Plan.MatrixUnits;
+    internal MatrixUnits MatrixUnits => Plan.MatrixUnits;
 
     /// <summary>Products with 16-bit weights run through the matrix-unit kernel, on the
     /// matrix units or emulated (<see cref="MatrixUnits"/>).</summary>
-    public bool CooperativeMatrix => MatrixUnits != MatrixUnits.None;
+    internal bool CooperativeMatrix => MatrixUnits != MatrixUnits.None;
 
     /// <summary>The matrix-unit kernel runs with its matrix operations emulated
     /// (<see cref="MatrixUnitsRequest.Emulate"/>, matmul_coopmat_emulated.comp).</summary>
-    public bool CooperativeMatrixEmulated => MatrixUnits == MatrixUnits.Emulated;
+    internal bool CooperativeMatrixEmulated => MatrixUnits == MatrixUnits.Emulated;
 
     /// <summary>The subgroup size the matrix-unit kernel is built for (<see cref="DevicePlan.MatrixUnitsSubgroupSize"/>).</summary>
     internal uint CoopMatSubgroupSize => Plan.MatrixUnitsSubgroupSize;
 
     /// <summary>Each kernel's <see cref="Runtime.Kernel.Statistics"/> are collected (<see cref="DevicePlan.PipelineStatistics"/>).</summary>
-    public bool PipelineStatistics => Plan.PipelineStatistics;
+    internal bool PipelineStatistics => Plan.PipelineStatistics;
 
     /// <summary>Every kernel created so far, in the order it was first asked for.</summary>
-    public IReadOnlyCollection<Kernel> Kernels => kernels.Values;
+    internal IReadOnlyCollection<Kernel> Kernels => kernels.Values;
 
     /// <summary>The storage-buffer range kernels may bind, after any test override.</summary>
-    public long MaxBindingBytes => Plan.MaxBindingBytes;
+    internal long MaxBindingBytes => Plan.MaxBindingBytes;
 
     /// <summary>The tilings <see cref="Kernels.MatMulTuner"/> measured fastest on this device.</summary>
     internal Kernels.MatMulTunings MatMulTunings { get; } = new();
@@ -137,10 +146,10 @@ public sealed unsafe class GpuContext : IDisposable
     }
 
     /// <summary>What to tell a user whose machine has no Vulkan driver at all.</summary>
-    public const string NoDeviceMessage = "no Vulkan device found; install a driver (e.g. sudo apt-get install mesa-vulkan-drivers for the lavapipe CPU device)";
+    internal const string NoDeviceMessage = "no Vulkan device found; install a driver (e.g. sudo apt-get install mesa-vulkan-drivers for the lavapipe CPU device)";
 
     /// <summary>Returns the cached kernel for this shader and specialization, creating it once.</summary>
-    public Kernel Kernel(string shader, KernelLayout layout, params int[] specialization)
+    internal Kernel Kernel(string shader, KernelLayout layout, params int[] specialization)
     {
         ObjectDisposedException.ThrowIf(disposed, this);
         var key = new KernelKey(shader, string.Join(',', specialization));
@@ -157,7 +166,7 @@ public sealed unsafe class GpuContext : IDisposable
     }
 
     /// <summary>Total time spent creating pipelines (shows the pipeline cache at work).</summary>
-    public TimeSpan PipelineCreationTime { get; private set; }
+    internal TimeSpan PipelineCreationTime { get; private set; }
 
     readonly record struct KernelKey(string Shader, string Specialization);
 
@@ -200,6 +209,8 @@ public sealed unsafe class GpuContext : IDisposable
         GpuException.Check(Vk.WaitForFences(Device, 1, &f, true, ulong.MaxValue), "vkWaitForFences");
     }
 
+    /// <summary>Waits for the device to go idle, then frees the kernels, pipeline cache, memory and
+    /// command pool; the device and instance only if the context created them.</summary>
     public void Dispose()
     {
         if (disposed) return;

@@ -9,7 +9,7 @@ namespace VkPrompt.Runtime;
 /// ties to even. <see cref="Round"/> gives the fp32 value a weight has once stored, which is what
 /// the CPU backend and the tests compute with so that they see exactly what the device sees.
 /// </summary>
-public static class HalfFloat
+internal static class HalfFloat
 {
     /// <summary>The largest finite fp16.</summary>
     public const float Fp16Max = 65504f;

@@ -3,11 +3,11 @@ using Silk.NET.Vulkan;
 
 namespace VkPrompt.Runtime;
 
-public enum Access { Read, Write, ReadWrite }
+internal enum Access { Read, Write, ReadWrite }
 
 /// <summary>The interface of a shader: how each binding is accessed (the command graph derives
 /// barriers from it) and how many bytes of push constants it takes.</summary>
-public sealed record KernelLayout(Access[] Bindings, int PushConstantBytes)
+internal sealed record KernelLayout(Access[] Bindings, int PushConstantBytes)
 {
     public bool Equals(KernelLayout? other) =>
         other is not null && PushConstantBytes == other.PushConstantBytes && Bindings.AsSpan().SequenceEqual(other.Bindings);
@@ -20,7 +20,7 @@ public sealed record KernelLayout(Access[] Bindings, int PushConstantBytes)
 /// specialization constants: constant_id i receives specialization[i]. By convention
 /// constant_id 0 is local_size_x, so each device gets its own workgroup and tile shape.
 /// </summary>
-public sealed unsafe class Kernel : IDisposable
+internal sealed unsafe class Kernel : IDisposable
 {
     readonly GpuContext ctx;
     public string Name { get; }
@@ -182,4 +182,4 @@ public sealed unsafe class Kernel : IDisposable
 
 /// <summary>One statistic the driver reported for one executable of a pipeline (its names: NVIDIA
 /// calls the compute one "Compute Shader"), e.g. ("Compute Shader", "Register Count", 128).</summary>
-public sealed record PipelineStatistic(string Executable, string Name, double Value);
+internal sealed record PipelineStatistic(string Executable, string Name, double Value);

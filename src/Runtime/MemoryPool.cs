@@ -10,7 +10,7 @@ namespace VkPrompt.Runtime;
 /// held beside the larger blocks of the next (data of varying length changes shape every few
 /// steps); otherwise blocks live as long as the pool.
 /// </summary>
-public sealed unsafe class MemoryPool : IDisposable
+internal sealed unsafe class MemoryPool : IDisposable
 {
     const long DefaultBlockBytes = 256L << 20;
 
@@ -24,6 +24,7 @@ public sealed unsafe class MemoryPool : IDisposable
     public long BytesReserved => blocks.Sum(b => b.Size);
     public int BlockCount => blocks.Count;
 
+    /// <param name="ctx">the context whose device the memory is allocated on.</param>
     /// <param name="blockBytes">the size of a shared block; a larger buffer gets a block of its own.</param>
     internal MemoryPool(GpuContext ctx, long blockBytes = DefaultBlockBytes)
     {

@@ -9,7 +9,7 @@ namespace VkPrompt.Runtime;
 /// kernels that read one dispatch once per chunk. The host side is always fp32: uploads round
 /// to the stored precision and downloads widen back.
 /// </summary>
-public sealed class SplitTensor : IDisposable
+internal sealed class SplitTensor : IDisposable
 {
     readonly List<(GpuBuffer Buffer, int FirstRow, int Rows)> chunks = new();
     bool disposed;
@@ -28,6 +28,11 @@ public sealed class SplitTensor : IDisposable
     /// <summary>The chunks in row order; chunk i holds rows [FirstRow, FirstRow + Rows).</summary>
     public IReadOnlyList<(GpuBuffer Buffer, int FirstRow, int Rows)> Chunks => chunks;
 
+    /// <param name="ctx">the context the chunks are allocated on.</param>
+    /// <param name="rows">the table's rows, split across chunks by whole rows.</param>
+    /// <param name="cols">the table's columns.</param>
+    /// <param name="name">a name for diagnostics.</param>
+    /// <param name="precision">the precision the values are stored in.</param>
     /// <param name="rounding">the precision values are rounded to on upload, where it differs
     /// from the stored one: only bf16 stored as fp16 (<paramref name="precision"/> fp16).</param>
     public SplitTensor(GpuContext ctx, int rows, int cols, string name = "", WeightPrecision precision = WeightPrecision.Fp32, WeightPrecision? rounding = null)

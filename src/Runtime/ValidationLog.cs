@@ -9,7 +9,7 @@ namespace VkPrompt.Runtime;
 /// <summary>Collects what the Khronos validation layer reports for one context. Messages are
 /// stored rather than thrown because the layer calls back from inside native Vulkan calls,
 /// where a managed exception cannot unwind safely; tests read <see cref="Errors"/> instead.</summary>
-public sealed class ValidationLog
+internal sealed class ValidationLog
 {
     readonly ConcurrentQueue<string> errors = new();
     readonly ConcurrentQueue<string> warnings = new();

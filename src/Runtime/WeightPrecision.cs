@@ -6,15 +6,27 @@ namespace VkPrompt.Runtime;
 /// activations stay fp32 whatever is chosen: only the stored weight is rounded. Activations
 /// are kept out of 16 bits on purpose, since T5's feed-forward outputs overflow fp16.
 /// </summary>
-public enum WeightPrecision { Fp32, Fp16, Bf16 }
+public enum WeightPrecision
+{
+    /// <summary>As the checkpoint holds them (F16 and BF16 files widened): exact, 4 bytes a weight.</summary>
+    Fp32,
+    /// <summary>IEEE half: 2 bytes and 11 significant bits, but a range that ends at 65504.</summary>
+    Fp16,
+    /// <summary>bfloat16: 2 bytes with fp32's range and 8 significant bits; what T5 was trained in.</summary>
+    Bf16,
+}
 
+/// <summary>Names, sizes and device support of <see cref="WeightPrecision"/>, with the
+/// parser the CLI and PromptModel's "auto" share.</summary>
 public static class WeightPrecisions
 {
     /// <summary>The spellings <see cref="Parse"/> accepts, as the CLI lists them.</summary>
     public static readonly string[] Names = ["fp32", "fp16", "bf16", "auto"];
 
+    /// <summary>Bytes one stored weight takes: 4 for fp32, 2 for the 16-bit forms.</summary>
     public static int ElementBytes(this WeightPrecision p) => p == WeightPrecision.Fp32 ? 4 : 2;
 
+    /// <summary>The lower-case spelling <see cref="Parse"/> reads back (fp32, fp16, bf16).</summary>
     public static string Name(this WeightPrecision p) => p switch
     {
         WeightPrecision.Fp16 => "fp16",

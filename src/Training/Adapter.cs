@@ -9,7 +9,7 @@ namespace VkPrompt.Training;
 /// <c>PeftModel.from_pretrained(T5ForConditionalGeneration.from_pretrained(base), dir)</c>:
 /// adapter_model.safetensors (prompt_embeddings, F32 [P, d]) and adapter_config.json.
 /// </summary>
-public static class Adapter
+internal static class Adapter
 {
     public const string WeightsFile = "adapter_model.safetensors";
     public const string ConfigFile = "adapter_config.json";

@@ -8,7 +8,7 @@ namespace VkPrompt.Training;
 /// batch over the frozen model, each (example, choice, prompt) triple one row, which is also how
 /// the ensemble gets its individual votes.
 /// </summary>
-public static class RankClassifier
+internal static class RankClassifier
 {
     /// <param name="scorer">Scores the (example, choice, prompt) rows.</param>
     /// <param name="inputs">The examples' input token ids.</param>

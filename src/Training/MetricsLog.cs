@@ -5,7 +5,7 @@ namespace VkPrompt.Training;
 
 /// <summary>metrics.jsonl: one object per logged step. A resumed run drops the lines after its
 /// checkpoint so the file reads as one uninterrupted run.</summary>
-public sealed class MetricsLog
+internal sealed class MetricsLog
 {
     readonly string path;
 

@@ -4,7 +4,7 @@ using VkPrompt.Model.Tokenization;
 namespace VkPrompt.Training;
 
 /// <summary>The initialisers of docs/numerics.md: random, vocab, class, text:STRING and file:PATH.</summary>
-public static class PromptInitializer
+internal static class PromptInitializer
 {
     const int VocabSampleRange = 5000;
 

@@ -35,7 +35,7 @@ public sealed class PromptModel : IDisposable
     /// <summary>Where the model computes.</summary>
     public Backend Backend { get; }
     /// <summary>The frozen weights on <see cref="Backend"/>.</summary>
-    public T5Weights Weights { get; }
+    internal T5Weights Weights { get; }
 
     PromptModel(T5Checkpoint checkpoint, T5Tokenizer tokenizer, Backend backend, T5Weights weights) =>
         (Checkpoint, Tokenizer, Backend, Weights) = (checkpoint, tokenizer, backend, weights);

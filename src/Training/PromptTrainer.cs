@@ -1,7 +1,6 @@
 using VkPrompt.Model;
 using VkPrompt.Model.Backends;
 using VkPrompt.Runtime;
-using VkPrompt.Runtime.Kernels;
 
 namespace VkPrompt.Training;
 
@@ -11,7 +10,7 @@ namespace VkPrompt.Training;
 /// stay on the device between steps; only the batch's ids go up and the per-token
 /// log-probabilities come back.
 /// </summary>
-public sealed class PromptTrainer : IDisposable
+internal sealed class PromptTrainer : IDisposable
 {
     readonly T5Weights weights;
     readonly Backend be;

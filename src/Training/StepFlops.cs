@@ -11,7 +11,7 @@ namespace VkPrompt.Training;
 /// optimizer are left out (a few per cent of the total at T5 shapes). Work an implementation
 /// chooses to redo (recomputed activations) is not counted, so it lowers TFLOP/s.
 /// </summary>
-public static class StepFlops
+internal static class StepFlops
 {
     /// <summary>Forward: every block of both stacks and the LM head.</summary>
     public static long Forward(T5Config c, BatchShape s)

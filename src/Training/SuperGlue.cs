@@ -10,14 +10,14 @@ namespace VkPrompt.Training;
 /// names sorted, except WiC's, which glue_utils lists; other fields of a line (idx, WiC's
 /// word offsets) are not part of the text.
 /// </summary>
-public static class SuperGlue
+internal static class SuperGlue
 {
     /// <summary>A SuperGLUE task as T5 formats it.</summary>
     /// <param name="Name">The task's name, as <see cref="Get"/> takes it.</param>
     /// <param name="Features">The fields of a line that make the input, in T5's order.</param>
     /// <param name="Labels">The label words, in the order of the official integer labels.</param>
     /// <param name="MacroF1">SuperGLUE scores the task by macro-F1 beside accuracy (CB).</param>
-    public sealed record Task(string Name, string[] Features, string[] Labels, bool MacroF1 = false);
+    internal sealed record Task(string Name, string[] Features, string[] Labels, bool MacroF1 = false);
 
     /// <summary>The supported tasks by name.</summary>
     public static readonly IReadOnlyDictionary<string, Task> Tasks = new Dictionary<string, Task>

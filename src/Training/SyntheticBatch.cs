@@ -4,7 +4,7 @@ namespace VkPrompt.Training;
 
 /// <summary>Random token ids in the shape of a real batch, for benchmarks: no tokenizer and no
 /// data set needed, and every example fills its full lengths so no position is padding.</summary>
-public static class SyntheticBatch
+internal static class SyntheticBatch
 {
     /// <summary><paramref name="batch"/> examples of exactly <paramref name="inputLength"/> input
     /// and <paramref name="targetLength"/> target ids, each ending in eos. Ids are drawn from

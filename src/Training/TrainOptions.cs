@@ -1,5 +1,5 @@
 using VkPrompt.Model;
-using VkPrompt.Runtime.Kernels;
+using VkPrompt.Runtime;
 
 namespace VkPrompt.Training;
 

@@ -10,7 +10,7 @@ namespace VkPrompt.Training;
 /// write there at all (an earlier run needs <see cref="TrainOptions.Resume"/> or
 /// <see cref="TrainOptions.Overwrite"/>), and the checkpoint a resumed run continues from.
 /// </summary>
-public sealed class TrainingDirectory(string path)
+internal sealed class TrainingDirectory(string path)
 {
     /// <summary>The resumable state: prompt, optimizer state, step, best validation score.</summary>
     public const string CheckpointFile = "checkpoint.safetensors";

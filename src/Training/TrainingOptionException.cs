@@ -1,5 +1,5 @@
 using System.Globalization;
-using VkPrompt.Runtime.Kernels;
+using VkPrompt.Runtime;
 
 namespace VkPrompt.Training;
 

@@ -29,7 +29,7 @@ public sealed class TrainingRun
     /// <summary>What encoding cut from the examples, training and validation (<see cref="ExampleEncoder.Report"/>).</summary>
     public string Truncation { get; }
     /// <summary>Where the run writes.</summary>
-    public TrainingDirectory Directory { get; }
+    internal TrainingDirectory Directory { get; }
 
     /// <summary>Called after every step with its report (validation fields on eval steps).</summary>
     public Action<StepReport>? OnStep { get; set; }
@@ -69,7 +69,7 @@ public sealed class TrainingRun
 
     /// <summary>Example indices of batch <paramref name="step"/>: docs/numerics.md's (s·B + i) mod N, through
     /// a per-epoch permutation when shuffling.</summary>
-    public static int[] BatchIndices(int step, int batchSize, int n, bool shuffle, int seed)
+    internal static int[] BatchIndices(int step, int batchSize, int n, bool shuffle, int seed)
     {
         var idx = new int[batchSize];
         int[]? perm = null;

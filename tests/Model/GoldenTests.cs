@@ -5,7 +5,6 @@ using VkPrompt.Model.Backends;
 using VkPrompt.Model.Safetensors;
 using VkPrompt.Model.Tokenization;
 using VkPrompt.Runtime;
-using VkPrompt.Runtime.Kernels;
 using VkPrompt.Training;
 using Xunit;
 

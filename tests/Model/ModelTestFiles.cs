@@ -73,7 +73,7 @@ public static class ModelTestFiles
 
 /// <summary>tiny-v11 loaded on a CPU reference backend of its own, whose memory accounting then
 /// counts only what the test allocates.</summary>
-public sealed class TinyV11OnCpu : IDisposable
+internal sealed class TinyV11OnCpu : IDisposable
 {
     public T5Checkpoint Checkpoint { get; } = T5Checkpoint.Open(ModelTestFiles.TinyV11);
     public T5Tokenizer Tokenizer { get; } = T5Tokenizer.Load(ModelTestFiles.TinyV11);

@@ -1,7 +1,7 @@
 using VkPrompt.Model;
 using VkPrompt.Model.Backends;
 using VkPrompt.Model.Tokenization;
-using VkPrompt.Runtime.Kernels;
+using VkPrompt.Runtime;
 using VkPrompt.Tests.Model;
 using VkPrompt.Training;
 using Xunit;

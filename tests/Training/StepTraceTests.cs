@@ -29,7 +29,7 @@ public sealed class StepTraceTests
     {
         public readonly List<(IReadOnlyList<TracedProduct> Products, int EmittedBefore)> Tunings = new();
 
-        public override void TuneMatMul(IReadOnlyList<TracedProduct> products) => Tunings.Add((products, Products.Count));
+        internal override void TuneMatMul(IReadOnlyList<TracedProduct> products) => Tunings.Add((products, Products.Count));
     }
 
     [Theory]

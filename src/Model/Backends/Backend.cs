@@ -4,7 +4,7 @@ using VkPrompt.Runtime.Kernels;
 namespace VkPrompt.Model.Backends;
 
 /// <summary>A device buffer of floats or ints owned by a <see cref="Backend"/>.</summary>
-public abstract class Tensor(string name, long length) : IDisposable
+internal abstract class Tensor(string name, long length) : IDisposable
 {
     public string Name { get; } = name;
     public long Length { get; } = length;
@@ -13,7 +13,7 @@ public abstract class Tensor(string name, long length) : IDisposable
 }
 
 /// <summary>Work recorded once by <see cref="Backend.Record"/> and run any number of times.</summary>
-public interface IRecording : IDisposable
+internal interface IRecording : IDisposable
 {
     void Run();
 
@@ -28,7 +28,9 @@ public enum AttentionFusion
 {
     /// <summary>The backend decides per attention from its size (<see cref="Backend.FusesAttention"/>).</summary>
     Auto,
+    /// <summary>Every attention runs fused (less memory: no stored probabilities).</summary>
     Always,
+    /// <summary>Every attention runs as separate products and softmax (the probabilities are stored).</summary>
     Never,
 }
 
@@ -38,6 +40,7 @@ public static class AttentionFusions
     /// <summary>The spellings <see cref="Parse"/> accepts, as the CLI lists them.</summary>
     public static readonly string[] Names = ["auto", "fused", "unfused"];
 
+    /// <summary>The spelling <see cref="Parse"/> reads back (auto, fused, unfused).</summary>
     public static string Name(this AttentionFusion f) => f switch
     {
         AttentionFusion.Always => "fused",
@@ -56,7 +59,7 @@ public static class AttentionFusions
 
     /// <summary>The message for a spelling <see cref="Parse"/> refuses, from where it came
     /// (<paramref name="setting"/>: a variable or an option).</summary>
-    public static string Invalid(string setting, string text) => $"{setting}={text} is not one of {string.Join(", ", Names)}";
+    internal static string Invalid(string setting, string text) => $"{setting}={text} is not one of {string.Join(", ", Names)}";
 }
 
 /// <summary>
@@ -67,33 +70,38 @@ public static class AttentionFusions
 /// </summary>
 public abstract class Backend : IDisposable
 {
+    /// <summary>What the backend computes on, for logs and reports (the device and driver, or the CPU reference).</summary>
     public abstract string Name { get; }
 
+    /// <summary>A tensor of <paramref name="length"/> fp32 values (<see cref="Ints"/>: int32),
+    /// zero-filled, named <paramref name="name"/> in diagnostics.</summary>
+    /// <param name="length">elements.</param>
+    /// <param name="name">a name for diagnostics.</param>
     /// <param name="hostVisible">for the small tensors the host writes or reads every step (ids,
     /// masks, per-token log-probabilities): the device reads them in place from mapped memory,
     /// so a step is one submit with no staging copies.</param>
-    public abstract Tensor Floats(long length, string name, bool hostVisible = false);
-    public abstract Tensor Ints(long length, string name, bool hostVisible = false);
+    internal abstract Tensor Floats(long length, string name, bool hostVisible = false);
+    internal abstract Tensor Ints(long length, string name, bool hostVisible = false);
 
     /// <summary>A frozen [rows, cols] weight (a Linear layer's [out, in], an embedding, the LM
     /// head) stored as <paramref name="precision"/>; it may exceed one binding. Only
     /// <see cref="MatMul"/> (as B) and <see cref="Embedding"/> read it, and uploads round to the
     /// precision, so both see the rounded values in fp32.</summary>
     /// <exception cref="GpuException">The device cannot read weights stored that way.</exception>
-    public abstract Tensor Table(int rows, int cols, string name, WeightPrecision precision = WeightPrecision.Fp32);
+    internal abstract Tensor Table(int rows, int cols, string name, WeightPrecision precision = WeightPrecision.Fp32);
 
-    public abstract void Upload(Tensor t, ReadOnlySpan<float> data, long offset = 0);
-    public abstract void Upload(Tensor t, ReadOnlySpan<int> data);
-    public abstract void Download(Tensor t, Span<float> data, long offset = 0);
+    internal abstract void Upload(Tensor t, ReadOnlySpan<float> data, long offset = 0);
+    internal abstract void Upload(Tensor t, ReadOnlySpan<int> data);
+    internal abstract void Download(Tensor t, Span<float> data, long offset = 0);
 
     /// <summary>Runs <paramref name="body"/>'s op calls as one unit that can be replayed. Tensor
     /// contents may change between runs (uploads); shapes and tensors may not.</summary>
-    public abstract IRecording Record(Action body);
+    internal abstract IRecording Record(Action body);
 
     /// <summary>Names the ops emitted inside <see cref="Record"/> until the scope is disposed (a
     /// phase of the program, such as "backward"), so profiled timings add up per phase; scopes
     /// nest. A backend that takes no timings ignores it.</summary>
-    public virtual IDisposable Phase(string name) => NoPhase.Instance;
+    internal virtual IDisposable Phase(string name) => NoPhase.Instance;
 
     sealed class NoPhase : IDisposable
     {
@@ -103,6 +111,8 @@ public abstract class Backend : IDisposable
 
     /// <summary>Bytes of device memory in use now and at most so far.</summary>
     public abstract (long Current, long Peak) MemoryUse { get; }
+    /// <summary>Starts the peak of <see cref="MemoryUse"/> again from the memory in use now, to
+    /// measure one phase (a training run after the weights were loaded, say).</summary>
     public abstract void ResetPeakMemory();
 
     /// <summary>How <see cref="T5Pass"/> runs attention on this backend; passes built afterwards
@@ -112,7 +122,7 @@ public abstract class Backend : IDisposable
 
     /// <summary>Whether an attention whose scores have this shape runs fused, as
     /// <see cref="AttentionFusion"/> says.</summary>
-    public bool FusesAttention(AttentionShape scores) => AttentionFusion switch
+    internal bool FusesAttention(AttentionShape scores) => AttentionFusion switch
     {
         AttentionFusion.Always => true,
         AttentionFusion.Never => false,
@@ -121,61 +131,62 @@ public abstract class Backend : IDisposable
 
     /// <summary>The <see cref="AttentionFusion.Auto"/> choice; unfused unless a backend says
     /// otherwise (the GPU backend asks its device plan).</summary>
-    protected virtual bool FusesAttentionByDefault(AttentionShape scores) => false;
+    private protected virtual bool FusesAttentionByDefault(AttentionShape scores) => false;
 
-    public abstract void MatMul(Tensor a, Tensor b, Tensor c, in MatMulSpec s);
+    internal abstract void MatMul(Tensor a, Tensor b, Tensor c, in MatMulSpec s);
 
     /// <summary>Called with the trace of a program about to be recorded (<see cref="T5Pass.Trace"/>:
     /// every product it will emit), before the program allocates its tensors: a backend that has
     /// tilings to choose between may time them now, outside any recording, while the most memory
     /// is free. The others, this default, ignore it.</summary>
-    public virtual void TuneMatMul(IReadOnlyList<TracedProduct> products) { }
-    public abstract void RmsNorm(Tensor x, Tensor w, Tensor y, int rows, int dim, float eps);
-    public abstract void RmsNormBackward(Tensor x, Tensor w, Tensor dy, Tensor dx, int rows, int dim, float eps, bool accumulate);
+    internal virtual void TuneMatMul(IReadOnlyList<TracedProduct> products) { }
+    internal abstract void RmsNorm(Tensor x, Tensor w, Tensor y, int rows, int dim, float eps);
+    internal abstract void RmsNormBackward(Tensor x, Tensor w, Tensor dy, Tensor dx, int rows, int dim, float eps, bool accumulate);
     /// <summary>Attention probabilities in place over the scores; with <paramref name="dropout"/>
     /// the same pass writes the dropped probabilities too (<see cref="ProbsDropout{TBuffer}"/>).</summary>
-    public abstract void AttentionSoftmax(Tensor scores, Tensor? buckets, Tensor? biasWeight, Tensor? keyMask, AttentionShape shape, ProbsDropout<Tensor>? dropout = null);
+    internal abstract void AttentionSoftmax(Tensor scores, Tensor? buckets, Tensor? biasWeight, Tensor? keyMask, AttentionShape shape, ProbsDropout<Tensor>? dropout = null);
     /// <summary>The score gradient in place over the probability gradient; with
     /// <paramref name="dropout"/> grad is the gradient of the dropped probabilities, and the same
     /// pass rebuilds them from <paramref name="probs"/> (the probabilities before dropout).</summary>
-    public abstract void SoftmaxBackward(Tensor probs, Tensor grad, int rows, int length, ProbsDropout<Tensor>? dropout = null);
+    internal abstract void SoftmaxBackward(Tensor probs, Tensor grad, int rows, int length, ProbsDropout<Tensor>? dropout = null);
     /// <summary>o = dropout(softmax(q·kᵀ + bias, masked))·v and the per-query logsumexp, without
     /// a score matrix; see FusedAttentionKernel. <paramref name="seed"/> is needed when
     /// <paramref name="dropoutRate"/> &gt; 0 and gives the masks <see cref="Dropout"/> would.</summary>
-    public abstract void FusedAttention(Tensor q, Tensor k, Tensor v, Tensor o, Tensor logSumExp, Tensor? buckets, Tensor? biasWeight, Tensor? keyMask,
+    internal abstract void FusedAttention(Tensor q, Tensor k, Tensor v, Tensor o, Tensor logSumExp, Tensor? buckets, Tensor? biasWeight, Tensor? keyMask,
                                         FusedAttentionShape shape, float dropoutRate, Tensor? seed, uint stream);
     /// <summary>dq, dk, dv of <see cref="FusedAttention"/> from dO and its q, k, v, o, logsumexp.</summary>
-    public abstract void FusedAttentionBackward(Tensor q, Tensor k, Tensor v, Tensor o, Tensor logSumExp, Tensor dO, Tensor dq, Tensor dk, Tensor dv,
+    internal abstract void FusedAttentionBackward(Tensor q, Tensor k, Tensor v, Tensor o, Tensor logSumExp, Tensor dO, Tensor dq, Tensor dk, Tensor dv,
                                                 Tensor? buckets, Tensor? biasWeight, Tensor? keyMask, FusedAttentionShape shape, float dropoutRate, Tensor? seed, uint stream);
     /// <summary>The feed-forward activations and their backward. With <paramref name="dropout"/>
     /// the forward drops its output and the backward takes dy as the gradient of the dropped
     /// output, in the same pass and with the masks <see cref="Dropout"/> would draw.</summary>
-    public abstract void Relu(Tensor x, Tensor y, int n, DropoutMask<Tensor>? dropout = null);
+    internal abstract void Relu(Tensor x, Tensor y, int n, DropoutMask<Tensor>? dropout = null);
     /// <inheritdoc cref="Relu"/>
-    public abstract void ReluBackward(Tensor x, Tensor dy, Tensor dx, int n, DropoutMask<Tensor>? dropout = null);
+    internal abstract void ReluBackward(Tensor x, Tensor dy, Tensor dx, int n, DropoutMask<Tensor>? dropout = null);
     /// <inheritdoc cref="Relu"/>
-    public abstract void GatedGelu(Tensor a, Tensor b, Tensor y, int n, DropoutMask<Tensor>? dropout = null);
+    internal abstract void GatedGelu(Tensor a, Tensor b, Tensor y, int n, DropoutMask<Tensor>? dropout = null);
     /// <inheritdoc cref="Relu"/>
-    public abstract void GatedGeluBackward(Tensor a, Tensor b, Tensor dy, Tensor da, Tensor db, int n, DropoutMask<Tensor>? dropout = null);
+    internal abstract void GatedGeluBackward(Tensor a, Tensor b, Tensor dy, Tensor da, Tensor db, int n, DropoutMask<Tensor>? dropout = null);
     /// <summary>output = x + alpha·y, into x where no output is given; with
     /// <paramref name="dropout"/>, y is dropped as it is read (a residual branch joining the stream).</summary>
-    public abstract void Add(Tensor x, Tensor y, int n, float alpha = 1f, DropoutMask<Tensor>? dropout = null, Tensor? output = null);
-    public abstract void Copy(Tensor src, Tensor dst);
-    public abstract void Embedding(Tensor table, Tensor ids, Tensor? prompts, Tensor? promptIndex, Tensor output, int batch, int length, int promptLength, int dim);
-    public abstract void PromptGradient(Tensor dX, Tensor promptIndex, Tensor dPrompts, int batch, int length, int promptLength, int dim);
-    public abstract void CrossEntropy(Tensor logits, Tensor targets, Tensor logprobs, int rows, int vocab);
+    internal abstract void Add(Tensor x, Tensor y, int n, float alpha = 1f, DropoutMask<Tensor>? dropout = null, Tensor? output = null);
+    internal abstract void Copy(Tensor src, Tensor dst);
+    internal abstract void Embedding(Tensor table, Tensor ids, Tensor? prompts, Tensor? promptIndex, Tensor output, int batch, int length, int promptLength, int dim);
+    internal abstract void PromptGradient(Tensor dX, Tensor promptIndex, Tensor dPrompts, int batch, int length, int promptLength, int dim);
+    internal abstract void CrossEntropy(Tensor logits, Tensor targets, Tensor logprobs, int rows, int vocab);
     /// <summary>d(mean loss)/d logits; the mean is over the batch's non-ignored targets, counted
     /// on the device so a replayed step needs no host round trip.</summary>
-    public abstract void CrossEntropyBackward(Tensor logits, Tensor targets, Tensor dlogits, int rows, int vocab);
-    public abstract void Argmax(Tensor logits, Tensor ids, int rows, int vocab);
+    internal abstract void CrossEntropyBackward(Tensor logits, Tensor targets, Tensor dlogits, int rows, int vocab);
+    internal abstract void Argmax(Tensor logits, Tensor ids, int rows, int vocab);
     /// <summary>Inverted dropout, into <paramref name="output"/> where given, else in place; the
     /// seed is read from a one-int tensor so a replayed recording draws new masks each step, and
     /// (seed, stream, index) always give the same mask.</summary>
-    public abstract void Dropout(Tensor x, int n, float rate, Tensor seed, uint stream, Tensor? output = null);
-    public abstract void DropoutBackward(Tensor dy, int n, float rate, Tensor seed, uint stream, Tensor? dx = null);
-    public abstract void Zero(Tensor t);
+    internal abstract void Dropout(Tensor x, int n, float rate, Tensor seed, uint stream, Tensor? output = null);
+    internal abstract void DropoutBackward(Tensor dy, int n, float rate, Tensor seed, uint stream, Tensor? dx = null);
+    internal abstract void Zero(Tensor t);
     /// <summary>One Adafactor step on a [rows, cols] parameter; see AdafactorKernel.</summary>
-    public abstract void Adafactor(Tensor param, Tensor grad, Tensor state, Tensor update, int rows, int cols, AdafactorSettings settings);
+    internal abstract void Adafactor(Tensor param, Tensor grad, Tensor state, Tensor update, int rows, int cols, AdafactorSettings settings);
 
+    /// <summary>Frees what the backend allocated; tensors made on it must not be used afterwards.</summary>
     public abstract void Dispose();
 }

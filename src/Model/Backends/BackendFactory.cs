@@ -2,7 +2,7 @@ using VkPrompt.Runtime;
 
 namespace VkPrompt.Model.Backends;
 
-public static class BackendFactory
+internal static class BackendFactory
 {
     /// <summary>"cpu" gives the CPU reference backend; anything else is a Vulkan device spec
     /// (auto, an index or a name substring) for a context the backend owns, created with

@@ -15,6 +15,7 @@ public sealed class CpuBackend : Backend
 {
     long current, peak;
 
+    /// <inheritdoc/>
     public override string Name => "cpu (reference)";
 
     sealed class CpuTensor(string name, long length, bool isInt, CpuBackend owner, WeightPrecision precision = WeightPrecision.Fp32) : Tensor(name, length)
@@ -44,63 +45,65 @@ public sealed class CpuBackend : Backend
     static float[] F(Tensor t) => ((CpuTensor)t).F;
     static int[] I(Tensor t) => ((CpuTensor)t).I;
 
-    public override Tensor Floats(long length, string name, bool hostVisible = false) => Track(new CpuTensor(name, length, false, this));
-    public override Tensor Ints(long length, string name, bool hostVisible = false) => Track(new CpuTensor(name, length, true, this));
-    public override Tensor Table(int rows, int cols, string name, WeightPrecision precision = WeightPrecision.Fp32) =>
+    internal override Tensor Floats(long length, string name, bool hostVisible = false) => Track(new CpuTensor(name, length, false, this));
+    internal override Tensor Ints(long length, string name, bool hostVisible = false) => Track(new CpuTensor(name, length, true, this));
+    internal override Tensor Table(int rows, int cols, string name, WeightPrecision precision = WeightPrecision.Fp32) =>
         Track(new CpuTensor(name, (long)rows * cols, false, this, precision));
 
-    public override void Upload(Tensor t, ReadOnlySpan<float> data, long offset = 0)
+    internal override void Upload(Tensor t, ReadOnlySpan<float> data, long offset = 0)
     {
         var dst = F(t).AsSpan((int)offset, data.Length);
         data.CopyTo(dst);
         HalfFloat.Round(dst, ((CpuTensor)t).Precision);
     }
-    public override void Upload(Tensor t, ReadOnlySpan<int> data) => data.CopyTo(I(t));
+    internal override void Upload(Tensor t, ReadOnlySpan<int> data) => data.CopyTo(I(t));
     /// <summary>An int tensor comes back as its raw bits, as a device buffer does (the generator
     /// reads its argmax ids this way).</summary>
-    public override void Download(Tensor t, Span<float> data, long offset = 0)
+    internal override void Download(Tensor t, Span<float> data, long offset = 0)
     {
         var source = t is CpuTensor { I.Length: > 0 } ints ? MemoryMarshal.Cast<int, float>(ints.I.AsSpan()) : F(t).AsSpan();
         source.Slice((int)offset, data.Length).CopyTo(data);
     }
 
-    public override IRecording Record(Action body) => new Replay(body);
+    internal override IRecording Record(Action body) => new Replay(body);
+    /// <inheritdoc/>
     public override (long Current, long Peak) MemoryUse => (current, peak);
+    /// <inheritdoc/>
     public override void ResetPeakMemory() => peak = current;
 
-    public override void MatMul(Tensor a, Tensor b, Tensor c, in MatMulSpec s) => MatMulReference.Run(F(a), F(b), F(c), s);
-    public override void RmsNorm(Tensor x, Tensor w, Tensor y, int rows, int dim, float eps) => RmsNormReference.Forward(F(x), F(w), F(y), rows, dim, eps);
-    public override void RmsNormBackward(Tensor x, Tensor w, Tensor dy, Tensor dx, int rows, int dim, float eps, bool accumulate) =>
+    internal override void MatMul(Tensor a, Tensor b, Tensor c, in MatMulSpec s) => MatMulReference.Run(F(a), F(b), F(c), s);
+    internal override void RmsNorm(Tensor x, Tensor w, Tensor y, int rows, int dim, float eps) => RmsNormReference.Forward(F(x), F(w), F(y), rows, dim, eps);
+    internal override void RmsNormBackward(Tensor x, Tensor w, Tensor dy, Tensor dx, int rows, int dim, float eps, bool accumulate) =>
         RmsNormReference.Backward(F(x), F(w), F(dy), F(dx), rows, dim, eps, accumulate);
-    public override void AttentionSoftmax(Tensor scores, Tensor? buckets, Tensor? biasWeight, Tensor? keyMask, AttentionShape shape, ProbsDropout<Tensor>? dropout = null) =>
+    internal override void AttentionSoftmax(Tensor scores, Tensor? buckets, Tensor? biasWeight, Tensor? keyMask, AttentionShape shape, ProbsDropout<Tensor>? dropout = null) =>
         AttentionSoftmaxReference.Forward(F(scores), buckets is null ? null : I(buckets), biasWeight is null ? null : F(biasWeight), keyMask is null ? null : I(keyMask), shape,
                                           dropout?.Rate ?? 0f, Seed(dropout?.Seed), dropout?.Stream ?? 0, dropout is { } d ? F(d.Dropped) : null);
-    public override void SoftmaxBackward(Tensor probs, Tensor grad, int rows, int length, ProbsDropout<Tensor>? dropout = null) =>
+    internal override void SoftmaxBackward(Tensor probs, Tensor grad, int rows, int length, ProbsDropout<Tensor>? dropout = null) =>
         SoftmaxBackwardReference.Backward(F(probs), F(grad), rows, length, dropout?.Rate ?? 0f, Seed(dropout?.Seed), dropout?.Stream ?? 0, dropout is { } d ? F(d.Dropped) : null);
-    public override void FusedAttention(Tensor q, Tensor k, Tensor v, Tensor o, Tensor logSumExp, Tensor? buckets, Tensor? biasWeight, Tensor? keyMask,
+    internal override void FusedAttention(Tensor q, Tensor k, Tensor v, Tensor o, Tensor logSumExp, Tensor? buckets, Tensor? biasWeight, Tensor? keyMask,
                                         FusedAttentionShape shape, float dropoutRate, Tensor? seed, uint stream) =>
         FusedAttentionReference.Forward(F(q), F(k), F(v), F(o), F(logSumExp), buckets is null ? null : I(buckets), biasWeight is null ? null : F(biasWeight),
                                         keyMask is null ? null : I(keyMask), shape, dropoutRate, Seed(seed), stream);
-    public override void FusedAttentionBackward(Tensor q, Tensor k, Tensor v, Tensor o, Tensor logSumExp, Tensor dO, Tensor dq, Tensor dk, Tensor dv,
+    internal override void FusedAttentionBackward(Tensor q, Tensor k, Tensor v, Tensor o, Tensor logSumExp, Tensor dO, Tensor dq, Tensor dk, Tensor dv,
                                                 Tensor? buckets, Tensor? biasWeight, Tensor? keyMask, FusedAttentionShape shape, float dropoutRate, Tensor? seed, uint stream) =>
         FusedAttentionReference.Backward(F(q), F(k), F(v), F(o), F(logSumExp), F(dO), F(dq), F(dk), F(dv), buckets is null ? null : I(buckets),
                                          biasWeight is null ? null : F(biasWeight), keyMask is null ? null : I(keyMask), shape, dropoutRate, Seed(seed), stream);
     static uint Seed(Tensor? seed) => seed is null ? 0 : (uint)I(seed)[0];
     // The activations with dropout are the reference activation and DropoutReference one after
     // the other, the composition the fused kernels must reproduce bit for bit.
-    public override void Relu(Tensor x, Tensor y, int n, DropoutMask<Tensor>? dropout = null)
+    internal override void Relu(Tensor x, Tensor y, int n, DropoutMask<Tensor>? dropout = null)
     {
         ReluReference.Forward(F(x), F(y), n);
         Drop(F(y), n, dropout);
     }
-    public override void ReluBackward(Tensor x, Tensor dy, Tensor dx, int n, DropoutMask<Tensor>? dropout = null) =>
+    internal override void ReluBackward(Tensor x, Tensor dy, Tensor dx, int n, DropoutMask<Tensor>? dropout = null) =>
         ReluReference.Backward(F(x), Dropped(dy, n, dropout), F(dx), n);
-    public override void GatedGelu(Tensor a, Tensor b, Tensor y, int n, DropoutMask<Tensor>? dropout = null)
+    internal override void GatedGelu(Tensor a, Tensor b, Tensor y, int n, DropoutMask<Tensor>? dropout = null)
     {
         GatedGeluReference.Forward(F(a), F(b), F(y), n);
         Drop(F(y), n, dropout);
     }
-    public override void GatedGeluBackward(Tensor a, Tensor b, Tensor dy, Tensor da, Tensor db, int n, DropoutMask<Tensor>? dropout = null) =>
+    internal override void GatedGeluBackward(Tensor a, Tensor b, Tensor dy, Tensor da, Tensor db, int n, DropoutMask<Tensor>? dropout = null) =>
         GatedGeluReference.Backward(F(a), F(b), Dropped(dy, n, dropout), F(da), F(db), n);
     static void Drop(Span<float> x, int n, DropoutMask<Tensor>? dropout)
     {
@@ -114,26 +117,26 @@ public sealed class CpuBackend : Backend
         Drop(copy, n, dropout);
         return copy;
     }
-    public override void Add(Tensor x, Tensor y, int n, float alpha = 1f, DropoutMask<Tensor>? dropout = null, Tensor? output = null)
+    internal override void Add(Tensor x, Tensor y, int n, float alpha = 1f, DropoutMask<Tensor>? dropout = null, Tensor? output = null)
     {
         var sum = F(output ?? x).AsSpan(0, n);
         if (output is not null) F(x).AsSpan(0, n).CopyTo(sum);
         AddReference.Forward(sum, Dropped(y, n, dropout).AsSpan(0, n), alpha);
     }
-    public override void Copy(Tensor src, Tensor dst) => F(src).AsSpan(0, (int)Math.Min(src.Length, dst.Length)).CopyTo(F(dst));
-    public override void Zero(Tensor t) { if (t is CpuTensor { I.Length: > 0 } ct) Array.Clear(ct.I); else Array.Clear(F(t)); }
-    public override void Embedding(Tensor table, Tensor ids, Tensor? prompts, Tensor? promptIndex, Tensor output, int batch, int length, int promptLength, int dim) =>
+    internal override void Copy(Tensor src, Tensor dst) => F(src).AsSpan(0, (int)Math.Min(src.Length, dst.Length)).CopyTo(F(dst));
+    internal override void Zero(Tensor t) { if (t is CpuTensor { I.Length: > 0 } ct) Array.Clear(ct.I); else Array.Clear(F(t)); }
+    internal override void Embedding(Tensor table, Tensor ids, Tensor? prompts, Tensor? promptIndex, Tensor output, int batch, int length, int promptLength, int dim) =>
         EmbeddingReference.Forward(F(table), I(ids), prompts is null ? null : F(prompts), promptIndex is null ? null : I(promptIndex), F(output), batch, length, promptLength, dim);
-    public override void PromptGradient(Tensor dX, Tensor promptIndex, Tensor dPrompts, int batch, int length, int promptLength, int dim) =>
+    internal override void PromptGradient(Tensor dX, Tensor promptIndex, Tensor dPrompts, int batch, int length, int promptLength, int dim) =>
         EmbeddingReference.PromptGradient(F(dX), I(promptIndex), F(dPrompts), batch, length, promptLength, dim);
-    public override void CrossEntropy(Tensor logits, Tensor targets, Tensor logprobs, int rows, int vocab) =>
+    internal override void CrossEntropy(Tensor logits, Tensor targets, Tensor logprobs, int rows, int vocab) =>
         CrossEntropyReference.Forward(F(logits), I(targets), F(logprobs), rows, vocab);
-    public override void CrossEntropyBackward(Tensor logits, Tensor targets, Tensor dlogits, int rows, int vocab) =>
+    internal override void CrossEntropyBackward(Tensor logits, Tensor targets, Tensor dlogits, int rows, int vocab) =>
         CrossEntropyReference.Backward(F(logits), I(targets), F(dlogits), rows, vocab);
-    public override void Argmax(Tensor logits, Tensor ids, int rows, int vocab) => ArgmaxReference.Forward(F(logits), I(ids), rows, vocab);
-    public override void Dropout(Tensor x, int n, float rate, Tensor seed, uint stream, Tensor? output = null) =>
+    internal override void Argmax(Tensor logits, Tensor ids, int rows, int vocab) => ArgmaxReference.Forward(F(logits), I(ids), rows, vocab);
+    internal override void Dropout(Tensor x, int n, float rate, Tensor seed, uint stream, Tensor? output = null) =>
         DropoutReference.Forward(Into(x, n, output), n, rate, (uint)I(seed)[0], stream);
-    public override void DropoutBackward(Tensor dy, int n, float rate, Tensor seed, uint stream, Tensor? dx = null) =>
+    internal override void DropoutBackward(Tensor dy, int n, float rate, Tensor seed, uint stream, Tensor? dx = null) =>
         DropoutReference.Backward(Into(dy, n, dx), n, rate, (uint)I(seed)[0], stream);
 
     // The reference works in place: an output of its own starts as a copy of the input.
@@ -144,8 +147,9 @@ public sealed class CpuBackend : Backend
         return F(output);
     }
 
-    public override void Adafactor(Tensor param, Tensor grad, Tensor state, Tensor update, int rows, int cols, AdafactorSettings settings) =>
+    internal override void Adafactor(Tensor param, Tensor grad, Tensor state, Tensor update, int rows, int cols, AdafactorSettings settings) =>
         AdafactorReference.Step(F(param), F(grad), F(state), rows, cols, settings);
 
+    /// <inheritdoc/>
     public override void Dispose() { }
 }

@@ -12,7 +12,9 @@ public sealed class GpuBackend(GpuContext ctx, bool ownsContext = false) : Backe
 {
     CommandGraph? recording;
 
+    /// <summary>The device the backend computes on; the host owns it and disposes it after the backend.</summary>
     public GpuContext Context => ctx;
+    /// <inheritdoc/>
     public override string Name => $"{ctx.Capabilities.Name} (Vulkan, {ctx.Capabilities.DriverName})";
 
     sealed class GpuTensor(GpuBuffer buffer, long length) : Tensor(buffer.Name, length)
@@ -44,15 +46,15 @@ public sealed class GpuBackend(GpuContext ctx, bool ownsContext = false) : Backe
 
     CommandGraph G => recording ?? throw new InvalidOperationException("GPU ops must be called inside Backend.Record");
 
-    public override Tensor Floats(long length, string name, bool hostVisible = false) => new GpuTensor(new GpuBuffer(ctx, length * 4, name, hostVisible), length);
-    public override Tensor Ints(long length, string name, bool hostVisible = false) => new GpuTensor(new GpuBuffer(ctx, length * 4, name, hostVisible), length);
-    public override Tensor Table(int rows, int cols, string name, WeightPrecision precision = WeightPrecision.Fp32)
+    internal override Tensor Floats(long length, string name, bool hostVisible = false) => new GpuTensor(new GpuBuffer(ctx, length * 4, name, hostVisible), length);
+    internal override Tensor Ints(long length, string name, bool hostVisible = false) => new GpuTensor(new GpuBuffer(ctx, length * 4, name, hostVisible), length);
+    internal override Tensor Table(int rows, int cols, string name, WeightPrecision precision = WeightPrecision.Fp32)
     {
         precision.Require(ctx.Capabilities);
         return new GpuTable(new SplitTensor(ctx, rows, cols, name, ctx.Plan.StoredPrecision(precision), precision), name);
     }
 
-    public override void Upload(Tensor t, ReadOnlySpan<float> data, long offset = 0)
+    internal override void Upload(Tensor t, ReadOnlySpan<float> data, long offset = 0)
     {
         if (t is GpuTable table)
         {
@@ -63,10 +65,10 @@ public sealed class GpuBackend(GpuContext ctx, bool ownsContext = false) : Backe
         else Buf(t).Upload(data, offset);
     }
 
-    public override void Upload(Tensor t, ReadOnlySpan<int> data) => Buf(t).Upload(data);
-    public override void Download(Tensor t, Span<float> data, long offset = 0) => Buf(t).Download(data, offset);
+    internal override void Upload(Tensor t, ReadOnlySpan<int> data) => Buf(t).Upload(data);
+    internal override void Download(Tensor t, Span<float> data, long offset = 0) => Buf(t).Download(data, offset);
 
-    public override IRecording Record(Action body)
+    internal override IRecording Record(Action body)
     {
         if (recording is not null) throw new InvalidOperationException("recordings do not nest");
         var graph = new CommandGraph(ctx);
@@ -77,12 +79,14 @@ public sealed class GpuBackend(GpuContext ctx, bool ownsContext = false) : Backe
         return new GraphRecording(graph);
     }
 
-    public override IDisposable Phase(string name) => G.Phase(name);
+    internal override IDisposable Phase(string name) => G.Phase(name);
 
+    /// <inheritdoc/>
     public override (long Current, long Peak) MemoryUse => (ctx.Memory.BytesInUse, ctx.Memory.PeakBytesInUse);
+    /// <inheritdoc/>
     public override void ResetPeakMemory() => ctx.Memory.ResetPeak();
 
-    public override void MatMul(Tensor a, Tensor b, Tensor c, in MatMulSpec s)
+    internal override void MatMul(Tensor a, Tensor b, Tensor c, in MatMulSpec s)
     {
         if (b is not GpuTable { Split: var split })
         {
@@ -115,60 +119,61 @@ public sealed class GpuBackend(GpuContext ctx, bool ownsContext = false) : Backe
 
     /// <summary>Tunes the products (<see cref="MatMulTuner"/>) where <see cref="MatMulTuner.Enabled"/>
     /// says so (<see cref="DevicePlan.TunesProducts"/>).</summary>
-    public override void TuneMatMul(IReadOnlyList<TracedProduct> products)
+    internal override void TuneMatMul(IReadOnlyList<TracedProduct> products)
     {
         if (MatMulTuner.Enabled(ctx)) MatMulTuner.Tune(ctx, products.Select(p => (p.Spec, p.Weight ?? WeightPrecision.Fp32)));
     }
 
-    public override void RmsNorm(Tensor x, Tensor w, Tensor y, int rows, int dim, float eps) => RmsNormKernel.Forward(G, Buf(x), Buf(w), Buf(y), rows, dim, eps);
-    public override void RmsNormBackward(Tensor x, Tensor w, Tensor dy, Tensor dx, int rows, int dim, float eps, bool accumulate) =>
+    internal override void RmsNorm(Tensor x, Tensor w, Tensor y, int rows, int dim, float eps) => RmsNormKernel.Forward(G, Buf(x), Buf(w), Buf(y), rows, dim, eps);
+    internal override void RmsNormBackward(Tensor x, Tensor w, Tensor dy, Tensor dx, int rows, int dim, float eps, bool accumulate) =>
         RmsNormKernel.Backward(G, Buf(x), Buf(w), Buf(dy), Buf(dx), rows, dim, eps, accumulate);
-    public override void AttentionSoftmax(Tensor scores, Tensor? buckets, Tensor? biasWeight, Tensor? keyMask, AttentionShape shape, ProbsDropout<Tensor>? dropout = null) =>
+    internal override void AttentionSoftmax(Tensor scores, Tensor? buckets, Tensor? biasWeight, Tensor? keyMask, AttentionShape shape, ProbsDropout<Tensor>? dropout = null) =>
         AttentionSoftmaxKernel.Forward(G, Buf(scores), buckets is null ? null : Buf(buckets), biasWeight is null ? null : Buf(biasWeight), keyMask is null ? null : Buf(keyMask), shape,
                                        Buf(dropout));
-    public override void SoftmaxBackward(Tensor probs, Tensor grad, int rows, int length, ProbsDropout<Tensor>? dropout = null) =>
+    internal override void SoftmaxBackward(Tensor probs, Tensor grad, int rows, int length, ProbsDropout<Tensor>? dropout = null) =>
         SoftmaxBackwardKernel.Backward(G, Buf(probs), Buf(grad), rows, length, Buf(dropout));
     static ProbsDropout<GpuBuffer>? Buf(ProbsDropout<Tensor>? d) => d is { } x ? new(x.Rate, Buf(x.Seed), x.Stream, Buf(x.Dropped)) : null;
-    public override void FusedAttention(Tensor q, Tensor k, Tensor v, Tensor o, Tensor logSumExp, Tensor? buckets, Tensor? biasWeight, Tensor? keyMask,
+    internal override void FusedAttention(Tensor q, Tensor k, Tensor v, Tensor o, Tensor logSumExp, Tensor? buckets, Tensor? biasWeight, Tensor? keyMask,
                                         FusedAttentionShape shape, float dropoutRate, Tensor? seed, uint stream) =>
         FusedAttentionKernel.Forward(G, Buf(q), Buf(k), Buf(v), Buf(o), Buf(logSumExp), Opt(buckets), Opt(biasWeight), Opt(keyMask), shape, dropoutRate, Opt(seed), stream);
-    public override void FusedAttentionBackward(Tensor q, Tensor k, Tensor v, Tensor o, Tensor logSumExp, Tensor dO, Tensor dq, Tensor dk, Tensor dv,
+    internal override void FusedAttentionBackward(Tensor q, Tensor k, Tensor v, Tensor o, Tensor logSumExp, Tensor dO, Tensor dq, Tensor dk, Tensor dv,
                                                 Tensor? buckets, Tensor? biasWeight, Tensor? keyMask, FusedAttentionShape shape, float dropoutRate, Tensor? seed, uint stream) =>
         FusedAttentionKernel.Backward(G, Buf(q), Buf(k), Buf(v), Buf(o), Buf(logSumExp), Buf(dO), Buf(dq), Buf(dk), Buf(dv), Opt(buckets), Opt(biasWeight), Opt(keyMask),
                                       shape, dropoutRate, Opt(seed), stream);
     static GpuBuffer? Opt(Tensor? t) => t is null ? null : Buf(t);
 
     /// <summary>The device plan's choice (<see cref="DevicePlan.FusesAttentionByDefault"/>).</summary>
-    protected override bool FusesAttentionByDefault(AttentionShape scores) => ctx.Plan.FusesAttentionByDefault(scores);
-    public override void Relu(Tensor x, Tensor y, int n, DropoutMask<Tensor>? dropout = null) => ReluKernel.Forward(G, Buf(x), Buf(y), n, Buf(dropout));
-    public override void ReluBackward(Tensor x, Tensor dy, Tensor dx, int n, DropoutMask<Tensor>? dropout = null) =>
+    private protected override bool FusesAttentionByDefault(AttentionShape scores) => ctx.Plan.FusesAttentionByDefault(scores);
+    internal override void Relu(Tensor x, Tensor y, int n, DropoutMask<Tensor>? dropout = null) => ReluKernel.Forward(G, Buf(x), Buf(y), n, Buf(dropout));
+    internal override void ReluBackward(Tensor x, Tensor dy, Tensor dx, int n, DropoutMask<Tensor>? dropout = null) =>
         ReluKernel.Backward(G, Buf(x), Buf(dy), Buf(dx), n, Buf(dropout));
-    public override void GatedGelu(Tensor a, Tensor b, Tensor y, int n, DropoutMask<Tensor>? dropout = null) =>
+    internal override void GatedGelu(Tensor a, Tensor b, Tensor y, int n, DropoutMask<Tensor>? dropout = null) =>
         GatedGeluKernel.Forward(G, Buf(a), Buf(b), Buf(y), n, Buf(dropout));
-    public override void GatedGeluBackward(Tensor a, Tensor b, Tensor dy, Tensor da, Tensor db, int n, DropoutMask<Tensor>? dropout = null) =>
+    internal override void GatedGeluBackward(Tensor a, Tensor b, Tensor dy, Tensor da, Tensor db, int n, DropoutMask<Tensor>? dropout = null) =>
         GatedGeluKernel.Backward(G, Buf(a), Buf(b), Buf(dy), Buf(da), Buf(db), n, Buf(dropout));
     static DropoutMask<GpuBuffer>? Buf(DropoutMask<Tensor>? d) => d is { } x ? new(x.Rate, Buf(x.Seed), x.Stream) : null;
-    public override void Add(Tensor x, Tensor y, int n, float alpha = 1f, DropoutMask<Tensor>? dropout = null, Tensor? output = null) =>
+    internal override void Add(Tensor x, Tensor y, int n, float alpha = 1f, DropoutMask<Tensor>? dropout = null, Tensor? output = null) =>
         AddKernel.Forward(G, Buf(x), Buf(y), n, alpha, Buf(dropout), output is null ? null : Buf(output));
-    public override void Copy(Tensor src, Tensor dst) => G.Copy(Buf(src), Buf(dst), Math.Min(src.Length, dst.Length) * 4);
-    public override void Zero(Tensor t) => G.Fill(Buf(t));
-    public override void Embedding(Tensor table, Tensor ids, Tensor? prompts, Tensor? promptIndex, Tensor output, int batch, int length, int promptLength, int dim) =>
+    internal override void Copy(Tensor src, Tensor dst) => G.Copy(Buf(src), Buf(dst), Math.Min(src.Length, dst.Length) * 4);
+    internal override void Zero(Tensor t) => G.Fill(Buf(t));
+    internal override void Embedding(Tensor table, Tensor ids, Tensor? prompts, Tensor? promptIndex, Tensor output, int batch, int length, int promptLength, int dim) =>
         EmbeddingKernel.Forward(G, ((GpuTable)table).Split, Buf(ids), prompts is null ? null : Buf(prompts), promptIndex is null ? null : Buf(promptIndex), Buf(output), batch, length, promptLength, dim);
-    public override void PromptGradient(Tensor dX, Tensor promptIndex, Tensor dPrompts, int batch, int length, int promptLength, int dim) =>
+    internal override void PromptGradient(Tensor dX, Tensor promptIndex, Tensor dPrompts, int batch, int length, int promptLength, int dim) =>
         EmbeddingKernel.PromptGradient(G, Buf(dX), Buf(promptIndex), Buf(dPrompts), batch, length, promptLength, dim);
-    public override void CrossEntropy(Tensor logits, Tensor targets, Tensor logprobs, int rows, int vocab) =>
+    internal override void CrossEntropy(Tensor logits, Tensor targets, Tensor logprobs, int rows, int vocab) =>
         CrossEntropyKernel.Forward(G, Buf(logits), Buf(targets), Buf(logprobs), rows, vocab);
-    public override void CrossEntropyBackward(Tensor logits, Tensor targets, Tensor dlogits, int rows, int vocab) =>
+    internal override void CrossEntropyBackward(Tensor logits, Tensor targets, Tensor dlogits, int rows, int vocab) =>
         CrossEntropyKernel.Backward(G, Buf(logits), Buf(targets), Buf(dlogits), rows, vocab);
-    public override void Argmax(Tensor logits, Tensor ids, int rows, int vocab) => ArgmaxKernel.Forward(G, Buf(logits), Buf(ids), rows, vocab);
-    public override void Dropout(Tensor x, int n, float rate, Tensor seed, uint stream, Tensor? output = null) =>
+    internal override void Argmax(Tensor logits, Tensor ids, int rows, int vocab) => ArgmaxKernel.Forward(G, Buf(logits), Buf(ids), rows, vocab);
+    internal override void Dropout(Tensor x, int n, float rate, Tensor seed, uint stream, Tensor? output = null) =>
         DropoutKernel.Forward(G, Buf(x), n, rate, Buf(seed), stream, output is null ? null : Buf(output));
-    public override void DropoutBackward(Tensor dy, int n, float rate, Tensor seed, uint stream, Tensor? dx = null) =>
+    internal override void DropoutBackward(Tensor dy, int n, float rate, Tensor seed, uint stream, Tensor? dx = null) =>
         DropoutKernel.Backward(G, Buf(dy), n, rate, Buf(seed), stream, dx is null ? null : Buf(dx));
 
-    public override void Adafactor(Tensor param, Tensor grad, Tensor state, Tensor update, int rows, int cols, AdafactorSettings settings) =>
+    internal override void Adafactor(Tensor param, Tensor grad, Tensor state, Tensor update, int rows, int cols, AdafactorSettings settings) =>
         AdafactorKernel.Step(G, Buf(param), Buf(grad), Buf(state), Buf(update), rows, cols, settings);
 
+    /// <inheritdoc/>
     public override void Dispose()
     {
         if (ownsContext) ctx.Dispose();

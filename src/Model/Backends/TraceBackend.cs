@@ -6,7 +6,7 @@ namespace VkPrompt.Model.Backends;
 /// <summary>One matrix product a program emitted: its spec, the precision its B is stored in
 /// where B is a frozen weight (null where it is an fp32 activation), what it is
 /// (<see cref="TraceBackend"/> names it from its operands) and the phase it was emitted in.</summary>
-public sealed record TracedProduct(MatMulSpec Spec, WeightPrecision? Weight, string Name, string Phase)
+internal sealed record TracedProduct(MatMulSpec Spec, WeightPrecision? Weight, string Name, string Phase)
 {
     /// <summary>2·M·N·K·Batch1·Batch2.</summary>
     public long Flops => 2L * Spec.M * Spec.N * Spec.K * Spec.Batch1 * Spec.Batch2;
@@ -20,7 +20,7 @@ public sealed record TracedProduct(MatMulSpec Spec, WeightPrecision? Weight, str
 /// step's products is kept by hand. Every other op is a no-op, except that fused attentions
 /// are counted.
 /// </summary>
-public class TraceBackend : Backend
+internal class TraceBackend : Backend
 {
     readonly List<TracedProduct> products = new();
     readonly List<string> phases = new();
@@ -42,7 +42,7 @@ public class TraceBackend : Backend
     /// <summary>Fused attentions emitted so far, forward and backward.</summary>
     public int FusedAttentions { get; private set; }
 
-    protected override bool FusesAttentionByDefault(AttentionShape scores) => fusesAttention?.Invoke(scores) ?? false;
+    private protected override bool FusesAttentionByDefault(AttentionShape scores) => fusesAttention?.Invoke(scores) ?? false;
 
     sealed class Empty(string name, long length, WeightPrecision? table = null) : Tensor(name, length)
     {
@@ -63,20 +63,20 @@ public class TraceBackend : Backend
     }
 
     public override string Name => "trace";
-    public override Tensor Floats(long length, string name, bool hostVisible = false) => new Empty(name, length);
-    public override Tensor Ints(long length, string name, bool hostVisible = false) => new Empty(name, length);
-    public override Tensor Table(int rows, int cols, string name, WeightPrecision precision = WeightPrecision.Fp32) => new Empty(name, (long)rows * cols, precision);
-    public override void Upload(Tensor t, ReadOnlySpan<float> data, long offset = 0) { }
-    public override void Upload(Tensor t, ReadOnlySpan<int> data) { }
-    public override void Download(Tensor t, Span<float> data, long offset = 0) { }
+    internal override Tensor Floats(long length, string name, bool hostVisible = false) => new Empty(name, length);
+    internal override Tensor Ints(long length, string name, bool hostVisible = false) => new Empty(name, length);
+    internal override Tensor Table(int rows, int cols, string name, WeightPrecision precision = WeightPrecision.Fp32) => new Empty(name, (long)rows * cols, precision);
+    internal override void Upload(Tensor t, ReadOnlySpan<float> data, long offset = 0) { }
+    internal override void Upload(Tensor t, ReadOnlySpan<int> data) { }
+    internal override void Download(Tensor t, Span<float> data, long offset = 0) { }
 
-    public override IRecording Record(Action body)
+    internal override IRecording Record(Action body)
     {
         body();
         return new Emitted();
     }
 
-    public override IDisposable Phase(string name)
+    internal override IDisposable Phase(string name)
     {
         phases.Add(name);
         return new PhaseScope(phases);
@@ -85,7 +85,7 @@ public class TraceBackend : Backend
     public override (long Current, long Peak) MemoryUse => (0, 0);
     public override void ResetPeakMemory() { }
 
-    public override void MatMul(Tensor a, Tensor b, Tensor c, in MatMulSpec s)
+    internal override void MatMul(Tensor a, Tensor b, Tensor c, in MatMulSpec s)
     {
         var weight = ((Empty)b).Table;
         string phase = phases.Count > 0 ? phases[^1] : "";
@@ -126,28 +126,28 @@ public class TraceBackend : Backend
         return $"{site} {parts[6]}";
     }
 
-    public override void RmsNorm(Tensor x, Tensor w, Tensor y, int rows, int dim, float eps) { }
-    public override void RmsNormBackward(Tensor x, Tensor w, Tensor dy, Tensor dx, int rows, int dim, float eps, bool accumulate) { }
-    public override void AttentionSoftmax(Tensor scores, Tensor? buckets, Tensor? biasWeight, Tensor? keyMask, AttentionShape shape, ProbsDropout<Tensor>? dropout = null) { }
-    public override void SoftmaxBackward(Tensor probs, Tensor grad, int rows, int length, ProbsDropout<Tensor>? dropout = null) { }
-    public override void FusedAttention(Tensor q, Tensor k, Tensor v, Tensor o, Tensor logSumExp, Tensor? buckets, Tensor? biasWeight, Tensor? keyMask,
+    internal override void RmsNorm(Tensor x, Tensor w, Tensor y, int rows, int dim, float eps) { }
+    internal override void RmsNormBackward(Tensor x, Tensor w, Tensor dy, Tensor dx, int rows, int dim, float eps, bool accumulate) { }
+    internal override void AttentionSoftmax(Tensor scores, Tensor? buckets, Tensor? biasWeight, Tensor? keyMask, AttentionShape shape, ProbsDropout<Tensor>? dropout = null) { }
+    internal override void SoftmaxBackward(Tensor probs, Tensor grad, int rows, int length, ProbsDropout<Tensor>? dropout = null) { }
+    internal override void FusedAttention(Tensor q, Tensor k, Tensor v, Tensor o, Tensor logSumExp, Tensor? buckets, Tensor? biasWeight, Tensor? keyMask,
                                         FusedAttentionShape shape, float dropoutRate, Tensor? seed, uint stream) => FusedAttentions++;
-    public override void FusedAttentionBackward(Tensor q, Tensor k, Tensor v, Tensor o, Tensor logSumExp, Tensor dO, Tensor dq, Tensor dk, Tensor dv,
+    internal override void FusedAttentionBackward(Tensor q, Tensor k, Tensor v, Tensor o, Tensor logSumExp, Tensor dO, Tensor dq, Tensor dk, Tensor dv,
                                                 Tensor? buckets, Tensor? biasWeight, Tensor? keyMask, FusedAttentionShape shape, float dropoutRate, Tensor? seed, uint stream) => FusedAttentions++;
-    public override void Relu(Tensor x, Tensor y, int n, DropoutMask<Tensor>? dropout = null) { }
-    public override void ReluBackward(Tensor x, Tensor dy, Tensor dx, int n, DropoutMask<Tensor>? dropout = null) { }
-    public override void GatedGelu(Tensor a, Tensor b, Tensor y, int n, DropoutMask<Tensor>? dropout = null) { }
-    public override void GatedGeluBackward(Tensor a, Tensor b, Tensor dy, Tensor da, Tensor db, int n, DropoutMask<Tensor>? dropout = null) { }
-    public override void Add(Tensor x, Tensor y, int n, float alpha = 1f, DropoutMask<Tensor>? dropout = null, Tensor? output = null) { }
-    public override void Copy(Tensor src, Tensor dst) { }
-    public override void Embedding(Tensor table, Tensor ids, Tensor? prompts, Tensor? promptIndex, Tensor output, int batch, int length, int promptLength, int dim) { }
-    public override void PromptGradient(Tensor dX, Tensor promptIndex, Tensor dPrompts, int batch, int length, int promptLength, int dim) { }
-    public override void CrossEntropy(Tensor logits, Tensor targets, Tensor logprobs, int rows, int vocab) { }
-    public override void CrossEntropyBackward(Tensor logits, Tensor targets, Tensor dlogits, int rows, int vocab) { }
-    public override void Argmax(Tensor logits, Tensor ids, int rows, int vocab) { }
-    public override void Dropout(Tensor x, int n, float rate, Tensor seed, uint stream, Tensor? output = null) { }
-    public override void DropoutBackward(Tensor dy, int n, float rate, Tensor seed, uint stream, Tensor? dx = null) { }
-    public override void Zero(Tensor t) { }
-    public override void Adafactor(Tensor param, Tensor grad, Tensor state, Tensor update, int rows, int cols, AdafactorSettings settings) { }
+    internal override void Relu(Tensor x, Tensor y, int n, DropoutMask<Tensor>? dropout = null) { }
+    internal override void ReluBackward(Tensor x, Tensor dy, Tensor dx, int n, DropoutMask<Tensor>? dropout = null) { }
+    internal override void GatedGelu(Tensor a, Tensor b, Tensor y, int n, DropoutMask<Tensor>? dropout = null) { }
+    internal override void GatedGeluBackward(Tensor a, Tensor b, Tensor dy, Tensor da, Tensor db, int n, DropoutMask<Tensor>? dropout = null) { }
+    internal override void Add(Tensor x, Tensor y, int n, float alpha = 1f, DropoutMask<Tensor>? dropout = null, Tensor? output = null) { }
+    internal override void Copy(Tensor src, Tensor dst) { }
+    internal override void Embedding(Tensor table, Tensor ids, Tensor? prompts, Tensor? promptIndex, Tensor output, int batch, int length, int promptLength, int dim) { }
+    internal override void PromptGradient(Tensor dX, Tensor promptIndex, Tensor dPrompts, int batch, int length, int promptLength, int dim) { }
+    internal override void CrossEntropy(Tensor logits, Tensor targets, Tensor logprobs, int rows, int vocab) { }
+    internal override void CrossEntropyBackward(Tensor logits, Tensor targets, Tensor dlogits, int rows, int vocab) { }
+    internal override void Argmax(Tensor logits, Tensor ids, int rows, int vocab) { }
+    internal override void Dropout(Tensor x, int n, float rate, Tensor seed, uint stream, Tensor? output = null) { }
+    internal override void DropoutBackward(Tensor dy, int n, float rate, Tensor seed, uint stream, Tensor? dx = null) { }
+    internal override void Zero(Tensor t) { }
+    internal override void Adafactor(Tensor param, Tensor grad, Tensor state, Tensor update, int rows, int cols, AdafactorSettings settings) { }
     public override void Dispose() { }
 }

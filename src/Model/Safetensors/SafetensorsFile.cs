@@ -8,7 +8,7 @@ namespace VkPrompt.Model.Safetensors;
 
 /// <summary>One tensor of a safetensors file. <paramref name="Offset"/> is the absolute byte offset
 /// of its data in the file (header included), <paramref name="Bytes"/> its length.</summary>
-public sealed record TensorInfo(string Name, string DType, long[] Shape, long Offset, long Bytes)
+internal sealed record TensorInfo(string Name, string DType, long[] Shape, long Offset, long Bytes)
 {
     public long ElementCount => Product(Shape);
 
@@ -25,7 +25,7 @@ public sealed record TensorInfo(string Name, string DType, long[] Shape, long Of
 /// <summary>A .safetensors file mapped into memory: the header is parsed and validated on
 /// <see cref="Open"/>; tensor data is only touched when read, so a checkpoint larger than RAM
 /// costs page cache rather than managed memory.</summary>
-public sealed unsafe class SafetensorsFile : IDisposable
+internal sealed unsafe class SafetensorsFile : IDisposable
 {
     // The reference implementation refuses larger headers: such a length means a corrupt or
     // foreign file, and trusting it would allocate gigabytes before the JSON parser objects.

@@ -6,7 +6,7 @@ using System.Text.Json;
 namespace VkPrompt.Model.Safetensors;
 
 /// <summary>Writes F32 safetensors files atomically (see <see cref="AtomicFile"/>).</summary>
-public static class SafetensorsWriter
+internal static class SafetensorsWriter
 {
     public static void Write(string path, IReadOnlyList<(string Name, long[] Shape, ReadOnlyMemory<float> Data)> tensors,
         IReadOnlyDictionary<string, string>? metadata = null)

@@ -9,7 +9,7 @@ namespace VkPrompt.Model.Tokenization;
 /// byte becomes U+FFFD, consuming that one byte). Then whitespace is trimmed and collapsed, a dummy prefix added and
 /// spaces escaped as U+2581, as the spec asks.
 /// </summary>
-public sealed class Normalizer
+internal sealed class Normalizer
 {
     static ReadOnlySpan<byte> SpaceSymbol => "\u2581"u8;
     static ReadOnlySpan<byte> ReplacementCharacter => "\uFFFD"u8;
@@ -22,6 +22,8 @@ public sealed class Normalizer
     readonly uint[] _trie = [];
     readonly byte[] _replacements = [];
 
+    /// <param name="spec">The model's normalizer: its rule name, charsmap and whitespace handling.</param>
+    /// <param name="userDefinedPieces">Pieces matched verbatim, never normalised.</param>
     /// <param name="source">The model file, for error messages.</param>
     public Normalizer(NormalizerSpec spec, IEnumerable<string> userDefinedPieces, string source)
     {

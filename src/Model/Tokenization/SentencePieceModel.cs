@@ -3,7 +3,7 @@ using System.Text;
 namespace VkPrompt.Model.Tokenization;
 
 /// <summary>ModelProto.SentencePiece.Type; the numeric values are the ones stored in the file.</summary>
-public enum PieceType
+internal enum PieceType
 {
     Normal = 1,
     Unknown = 2,
@@ -13,10 +13,10 @@ public enum PieceType
     Byte = 6,
 }
 
-public readonly record struct SentencePiece(string Text, float Score, PieceType Type);
+internal readonly record struct SentencePiece(string Text, float Score, PieceType Type);
 
 /// <summary>The NormalizerSpec fields that affect encoding; the defaults are the proto defaults.</summary>
-public sealed record NormalizerSpec(
+internal sealed record NormalizerSpec(
     byte[] PrecompiledCharsmap,
     bool AddDummyPrefix = true,
     bool RemoveExtraWhitespaces = true,
@@ -26,7 +26,7 @@ public sealed record NormalizerSpec(
 /// A SentencePiece Unigram model (spiece.model) and its encoder, matching the sentencepiece library's
 /// optimized Viterbi encoder (unigram_model.cc, EncodeOptimized) piece for piece, ties included.
 /// </summary>
-public sealed class SentencePieceModel
+internal sealed class SentencePieceModel
 {
     // unigram_model.cc: an unknown character costs 10 more than the least likely piece.
     const float UnkPenalty = 10f;
@@ -52,6 +52,8 @@ public sealed class SentencePieceModel
     public Normalizer Normalizer { get; }
     public int UnkId { get; } = -1;
 
+    /// <param name="pieces">The vocabulary, by id.</param>
+    /// <param name="normalizerSpec">How text is normalised before it is split.</param>
     /// <param name="source">The file the model came from, for error messages.</param>
     public SentencePieceModel(IReadOnlyList<SentencePiece> pieces, NormalizerSpec normalizerSpec, string source)
     {
@@ -114,6 +116,7 @@ public sealed class SentencePieceModel
     }
 
     /// <summary>Parses a serialized ModelProto.</summary>
+    /// <param name="data">The serialized model.</param>
     /// <param name="source">The file the bytes came from, for error messages.</param>
     public static SentencePieceModel Parse(ReadOnlySpan<byte> data, string source)
     {

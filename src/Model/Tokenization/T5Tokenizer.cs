@@ -27,9 +27,13 @@ public sealed class T5Tokenizer
     readonly Dictionary<string, int> _splitTokens = new(StringComparer.Ordinal);
     readonly int _longestSplitToken;
 
+    /// <summary>Token ids the tokenizer can produce: its pieces plus T5's sentinel tokens.</summary>
     public int VocabSize => _tokens.Length;
+    /// <summary>The padding token, 0 in every T5 vocabulary.</summary>
     public int PadId => 0;
+    /// <summary>The end-of-sequence token, 1, which <see cref="Encode"/> appends.</summary>
     public int EosId => 1;
+    /// <summary>The id of text the vocabulary cannot spell, 2.</summary>
     public int UnkId => 2;
 
     T5Tokenizer(SentencePieceModel model, string[] tokens, string source)

@@ -5,20 +5,25 @@ namespace VkPrompt.Diagnostics;
 
 /// <summary>A product to measure: a name for messages, its spec, and the precision its B is
 /// read in as asked (a weight's precision, fp32 for an activation); a 16-bit B is stored the
-/// way the context stores such weights (<see cref="MatMulKernel.StoredPrecision"/>).</summary>
-public sealed record BenchProduct(string Name, MatMulSpec Spec, WeightPrecision B);
+/// way the context stores such weights (<see cref="DevicePlan.StoredPrecision"/>).</summary>
+internal sealed record BenchProduct(string Name, MatMulSpec Spec, WeightPrecision B);
 
 /// <summary>What <see cref="ProductBench.Run"/> found for one product. A skipped product has
 /// only <see cref="Skipped"/>, the precision its B would be stored in and the tolerance its
 /// kernel would have had.</summary>
+/// <param name="Product">the product measured.</param>
 /// <param name="B">the precision B was stored in on the context.</param>
 /// <param name="Kernel">the shader that ran (<see cref="MatMulKernel.Selection"/>).</param>
+/// <param name="Tiling">the tiling it ran with, by name.</param>
 /// <param name="Tuning">every candidate tiling's times, where <see cref="MatMulTuner"/> chose the tiling.</param>
 /// <param name="TimesMs">each timed dispatch of the product.</param>
 /// <param name="HalfCopyMs">the conversion of A to the 16-bit copy the product read, if it read one.</param>
 /// <param name="MaxRelativeError">the largest error over the largest |reference| of the checked
 /// outputs (<see cref="ProductBench.Check"/>); null where an output was not finite.</param>
-public sealed record ProductMeasurement(
+/// <param name="Tolerance">the largest relative error the kernel's precision allows.</param>
+/// <param name="CheckedOutputs">how many sampled outputs were compared.</param>
+/// <param name="Skipped">why the product was not measured (the device or build lacks its kernel), else null.</param>
+internal sealed record ProductMeasurement(
     BenchProduct Product, WeightPrecision B, string? Kernel, string? Tiling, IReadOnlyList<MatMulTimedTiling>? Tuning, IReadOnlyList<double>? TimesMs,
     double? HalfCopyMs, double? MaxRelativeError, double Tolerance, int CheckedOutputs, string? Skipped)
 {
@@ -30,7 +35,7 @@ public sealed record ProductMeasurement(
 /// tuner timed first (null where it did not run: <see cref="MatMulTuner.Enabled"/>), whether
 /// the times are GPU timestamps (else wall-clock per rep), and the largest binding a product's
 /// operand could have.</summary>
-public sealed record ProductBenchResult(IReadOnlyList<ProductMeasurement> Products, int? Tuned, bool Profiled, long BindingLimit);
+internal sealed record ProductBenchResult(IReadOnlyList<ProductMeasurement> Products, int? Tuned, bool Profiled, long BindingLimit);
 
 /// <summary>
 /// Times matrix products alone on a context and checks each against fp64 (what
@@ -40,7 +45,7 @@ public sealed record ProductBenchResult(IReadOnlyList<ProductMeasurement> Produc
 /// products tuned first; each product run untimed for a warm-up, then timed rep by rep
 /// (<see cref="DispatchTimer.Repeat"/>), then once more for <see cref="Check"/>.
 /// </summary>
-public static class ProductBench
+internal static class ProductBench
 {
     /// <summary>Largest error relative to the largest |C| of the checked outputs: the reference sums
     /// in fp64 the very values the kernel reads, so only the kernel's fp32 sums differ from it.</summary>
@@ -163,6 +168,13 @@ public static class ProductBench
     /// <see cref="MatMulOperands.SeedA"/> and <see cref="MatMulOperands.SeedB"/>, B as stored,
     /// A rounded to fp16 (saturating) where the matrix units ran. Returns the largest error over
     /// the largest |reference|, null when an output is not finite, and how many outputs were compared.</summary>
+    /// <param name="ctx">the context the operands live on.</param>
+    /// <param name="a">A, filled from <see cref="MatMulOperands.SeedA"/>.</param>
+    /// <param name="b">B, filled from <see cref="MatMulOperands.SeedB"/> in <paramref name="bPrecision"/>.</param>
+    /// <param name="c">C, overwritten.</param>
+    /// <param name="s">the product.</param>
+    /// <param name="bPrecision">the precision B is stored in.</param>
+    /// <param name="matrixUnits">whether the product runs on the matrix units (A read as fp16).</param>
     /// <param name="bValues">the precision B's values were rounded to, where it differs from the
     /// one they are stored in (bf16 stored as fp16).</param>
     public static (double? Error, int Checked) Check(GpuContext ctx, GpuBuffer a, GpuBuffer b, GpuBuffer c, MatMulSpec s, WeightPrecision bPrecision, bool matrixUnits,

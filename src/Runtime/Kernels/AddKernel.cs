@@ -3,7 +3,7 @@ namespace VkPrompt.Runtime.Kernels;
 /// <summary>out = x + alpha * y over n floats, into x itself where no output is given (residual
 /// connections, gradient accumulation). With a <see cref="DropoutMask{TBuffer}"/>, y is dropped as
 /// it is read, bit for bit what a <see cref="DropoutKernel"/> pass over it first would give.</summary>
-public static class AddKernel
+internal static class AddKernel
 {
     // x is read through binding 0 and written through binding 2 when the sum goes into it.
     static readonly KernelLayout Layout = new([Access.Read, Access.Read, Access.Write, Access.Read], 20);

@@ -3,7 +3,7 @@ namespace VkPrompt.Runtime.Kernels;
 /// <summary>Greedy decoding: ids[r] = argmax_j logits[r, j] over rows of <c>vocab</c> floats.
 /// Ties go to the lowest index, as torch.argmax on CPU; NaN counts as the largest value (as in
 /// torch) and −0 equals +0.</summary>
-public static class ArgmaxKernel
+internal static class ArgmaxKernel
 {
     static readonly KernelLayout Layout = new([Access.Read, Access.Write], 8);
 

@@ -3,7 +3,7 @@ namespace VkPrompt.Runtime.Kernels;
 /// <summary>Shape of one attention: scores are [Batch, Heads, QueryLength, KeyLength]. Causal hides
 /// keys j &gt; i + QueryOffset from query i; a KV-cached decoder step passes its one query's
 /// position t as QueryOffset (QueryLength 1).</summary>
-public readonly record struct AttentionShape(int Batch, int Heads, int QueryLength, int KeyLength, bool Causal = false, int QueryOffset = 0)
+internal readonly record struct AttentionShape(int Batch, int Heads, int QueryLength, int KeyLength, bool Causal = false, int QueryOffset = 0)
 {
     public long Rows => (long)Batch * Heads * QueryLength;
     public long Elements => Rows * KeyLength;
@@ -23,7 +23,7 @@ public readonly record struct AttentionShape(int Batch, int Heads, int QueryLeng
 /// over the flat [B, H, Lq, Lk] tensor, and <paramref name="Dropped"/>, a buffer of its own, gets
 /// the dropped probabilities. Rate 0 is no dropout: nothing is drawn and Dropped is not written.
 /// TBuffer is the GPU buffer of a dispatch or the tensor of a backend.</summary>
-public readonly record struct ProbsDropout<TBuffer>(float Rate, TBuffer Seed, uint Stream, TBuffer Dropped) where TBuffer : class
+internal readonly record struct ProbsDropout<TBuffer>(float Rate, TBuffer Seed, uint Stream, TBuffer Dropped) where TBuffer : class
 {
     /// <summary>The mask, without where the dropped probabilities go.</summary>
     public DropoutMask<TBuffer> Mask => new(Rate, Seed, Stream);
@@ -36,9 +36,9 @@ public readonly record struct ProbsDropout<TBuffer>(float Rate, TBuffer Seed, ui
 /// keyMask[b*Lk + j] == 0 (an int [B, Lk]) and, if causal, keys past i + QueryOffset get -inf.
 /// A row whose keys are all masked becomes zeros, never NaN. Bias (buckets and biasWeight
 /// together) and mask are optional: pass null. Neither needs a gradient (frozen, constant).
-/// With <paramref name="dropout"/> the same pass also writes the dropped probabilities, which a
+/// With a dropout the same pass also writes the dropped probabilities, which a
 /// separate <see cref="DropoutKernel"/> pass would have made bit for bit.</summary>
-public static class AttentionSoftmaxKernel
+internal static class AttentionSoftmaxKernel
 {
     static readonly KernelLayout Layout = new([Access.ReadWrite, Access.Read, Access.Read, Access.Read, Access.Read, Access.Write], 36);
 

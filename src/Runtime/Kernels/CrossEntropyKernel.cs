@@ -2,7 +2,7 @@ namespace VkPrompt.Runtime.Kernels;
 
 /// <summary>Cross-entropy over a vocabulary with padding. targets is an int [rows]; −1 (any
 /// negative) marks padding. A target ≥ vocab yields NaN rather than reading another row.</summary>
-public static class CrossEntropyKernel
+internal static class CrossEntropyKernel
 {
     static readonly KernelLayout ForwardLayout = new([Access.Read, Access.Read, Access.Write], 8);
     static readonly KernelLayout BackwardLayout = new([Access.Read, Access.Read, Access.Write], 8);

@@ -6,7 +6,7 @@ namespace VkPrompt.Runtime.Kernels;
 /// over the flat tensor, kept elements scaled by <see cref="DropoutKernel.KeepScale"/>, bit for
 /// bit what the separate pass would give. Rate 0 is no dropout. TBuffer is the GPU buffer of a
 /// dispatch or the tensor of a backend.</summary>
-public readonly record struct DropoutMask<TBuffer>(float Rate, TBuffer Seed, uint Stream) where TBuffer : class;
+internal readonly record struct DropoutMask<TBuffer>(float Rate, TBuffer Seed, uint Stream) where TBuffer : class;
 
 /// <summary>What a kernel checks and pushes of a <see cref="DropoutMask{TBuffer}"/>.</summary>
 static class DropoutMasks
@@ -44,7 +44,7 @@ readonly record struct MaskedPush(uint N, uint Threshold, float Scale, uint Stre
 /// same arguments instead of storing it. Give every dropout site of a step its own stream and
 /// every step its own seed.
 /// </summary>
-public static class DropoutKernel
+internal static class DropoutKernel
 {
     static readonly KernelLayout Layout = new([Access.Read, Access.Read, Access.Write], 16);
 

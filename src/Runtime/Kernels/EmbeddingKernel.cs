@@ -5,7 +5,7 @@ namespace VkPrompt.Runtime.Kernels;
 /// its own prompt promptIndex[b] from prompts [numPrompts, P, d], so several tasks (or the members
 /// of a prompt ensemble) share one batch. P = 0 is a plain embedding (the decoder input).
 /// </summary>
-public static class EmbeddingKernel
+internal static class EmbeddingKernel
 {
     static readonly KernelLayout ForwardLayout = new([Access.Read, Access.Read, Access.Read, Access.Read, Access.Write], 36);
     static readonly KernelLayout GradientLayout = new([Access.Read, Access.Read, Access.Write], 20);

@@ -6,7 +6,7 @@ namespace VkPrompt.Runtime.Kernels;
 /// entry take part (a KV cache holds more rows than are attended). The logsumexp is
 /// [Batch, Heads, QueryLength]. <see cref="Scores"/> carries the lengths and causality as
 /// <see cref="AttentionSoftmaxKernel"/> reads them.</summary>
-public readonly record struct FusedAttentionShape(AttentionShape Scores, int DKv)
+internal readonly record struct FusedAttentionShape(AttentionShape Scores, int DKv)
 {
     public int QueryRows { get; init; } = Scores.QueryLength;
     public int KeyRows { get; init; } = Scores.KeyLength;
@@ -49,7 +49,7 @@ internal readonly record struct FusedAttentionTiling(int Invocations, int Block,
 /// <summary>Shape of the fused attention on the matrix units (fused_attention_coopmat*.comp):
 /// <paramref name="Warps"/> subgroups of 16 rows each per workgroup, streaming the other operand
 /// <paramref name="Block"/> rows at a time.</summary>
-public readonly record struct FusedAttentionMatrixUnitsTiling(int Warps, int Block)
+internal readonly record struct FusedAttentionMatrixUnitsTiling(int Warps, int Block)
 {
     // 64 rows a workgroup, as the portable kernels' GPU tiling, with the deepest block of 64, 32
     // or 16 whose shared memory fits; two subgroups where four would not even at 16. At d_kv 64 on
@@ -133,7 +133,7 @@ public readonly record struct FusedAttentionMatrixUnitsTiling(int Warps, int Blo
 /// probabilities; a query with every key masked gets o = 0 and logsumexp = +inf.
 /// Outputs must not overlap inputs.
 /// </summary>
-public static class FusedAttentionKernel
+internal static class FusedAttentionKernel
 {
     const int PushBytes = 44;
     static readonly KernelLayout ForwardLayout = new(

@@ -5,7 +5,7 @@ namespace VkPrompt.Runtime.Kernels;
 /// With a <see cref="DropoutMask{TBuffer}"/> the forward drops y as it writes it and the backward
 /// drops dy as it reads it, bit for bit what <see cref="DropoutKernel"/> passes after the forward
 /// and before the backward would give.</summary>
-public static class GatedGeluKernel
+internal static class GatedGeluKernel
 {
     static readonly KernelLayout ForwardLayout = new([Access.Read, Access.Read, Access.Write, Access.Read], 16);
     static readonly KernelLayout BackwardLayout = new([Access.Read, Access.Read, Access.Read, Access.Write, Access.Write, Access.Read], 16);

@@ -1,7 +1,7 @@
 namespace VkPrompt.Runtime.Kernels;
 
 /// <summary>Workgroup counts for the dispatch shapes the kernels use.</summary>
-public static class Grid
+internal static class Grid
 {
     /// <summary>Workgroup size for 1-D elementwise kernels. 256 suits every desktop vendor; a
     /// per-device choice goes through the specialization constant if one ever needs it.</summary>

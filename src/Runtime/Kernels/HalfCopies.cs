@@ -11,7 +11,7 @@ namespace VkPrompt.Runtime.Kernels;
 /// one copy and the writing of the next.</summary>
 internal sealed class HalfCopies : IDisposable
 {
-    public enum Operand { A, B }
+    internal enum Operand { A, B }
 
     sealed class Slot
     {

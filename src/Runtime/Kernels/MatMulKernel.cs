@@ -1,6 +1,7 @@
 namespace VkPrompt.Runtime.Kernels;
 
-public static class MatMulKernel
+/// <summary>The matrix product of <see cref="MatMulSpec"/> on the device.</summary>
+internal static class MatMulKernel
 {
     // C is ReadWrite, not Write: an accumulating product reads it first.
     static readonly KernelLayout Layout = new([Access.Read, Access.Read, Access.ReadWrite], 84);

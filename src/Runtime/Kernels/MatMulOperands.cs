@@ -4,7 +4,7 @@ namespace VkPrompt.Runtime.Kernels;
 /// element's index, uniform in [-1, 1), so a reference recomputes any element without a host
 /// copy of buffers of hundreds of MiB (<c>vkprompt bench matmul</c>), and a timing reads data
 /// as varied as a step's (<see cref="MatMulTuner"/>).</summary>
-public static class MatMulOperands
+internal static class MatMulOperands
 {
     public const ulong SeedA = 1, SeedB = 2;
     const int Chunk = 1 << 22;
@@ -30,7 +30,7 @@ public static class MatMulOperands
     /// <summary>Writes the first <paramref name="elements"/> values of <paramref name="seed"/> into
     /// <paramref name="buffer"/>, stored as <paramref name="p"/>; <paramref name="rounding"/> bf16
     /// with <paramref name="p"/> fp16 stores them as <see cref="SplitTensor"/> stores bf16 weights
-    /// for the matrix units (<see cref="MatMulKernel.StoredPrecision"/>).</summary>
+    /// for the matrix units (<see cref="DevicePlan.StoredPrecision"/>).</summary>
     public static void Fill(GpuBuffer buffer, long elements, ulong seed, WeightPrecision p, WeightPrecision? rounding = null)
     {
         bool bf16AsFp16 = (rounding, p) == (WeightPrecision.Bf16, WeightPrecision.Fp16);

@@ -26,7 +26,7 @@ namespace VkPrompt.Runtime.Kernels;
 /// which is what <see cref="AttentionQKt"/> returns. The batch offset of head h is folded into
 /// AStrideBatch2 = dkv rather than an offset, so a single dispatch covers every (b, h).
 /// </example>
-public readonly record struct MatMulSpec
+internal readonly record struct MatMulSpec
 {
     public MatMulSpec() { }
 

@@ -113,5 +113,3 @@ static class TilingText
         return values;
     }
 }
-
-/// <summary>The matrix product of <see cref="MatMulSpec"/> on the device.</summary>

@@ -8,7 +8,7 @@ namespace VkPrompt.Runtime.Kernels;
 /// since <see cref="MatMulKernel.Run(CommandGraph, GpuBuffer, GpuBuffer, GpuBuffer, in MatMulSpec, WeightPrecision)"/>
 /// only appends to a graph that runs later, when there is nothing left to choose.
 /// </summary>
-public static class MatMulTuner
+internal static class MatMulTuner
 {
     /// <summary>Timed dispatches per candidate: the choice goes by their median, which one late
     /// or early dispatch does not move.</summary>
@@ -41,6 +41,8 @@ public static class MatMulTuner
     /// has not tuned them.</summary>
     public static MatMulTuning? Find(GpuContext ctx, in MatMulSpec s, WeightPrecision b) => ctx.MatMulTunings.Find(s, b);
 
+    /// <param name="ctx">the context whose tunings the results join.</param>
+    /// <param name="products">the products to tune, each with the precision its B is read in.</param>
     /// <param name="time">times one candidate for one product, returning a time per rep (tests
     /// inject their own); null times it on the device.</param>
     internal static IReadOnlyList<MatMulTuning> Tune(GpuContext ctx, IEnumerable<(MatMulSpec Spec, WeightPrecision B)> products,
@@ -161,12 +163,12 @@ public static class MatMulTuner
 
 /// <summary>One tiling as <see cref="MatMulTuner"/> timed it: as the tiling variables spell it,
 /// the median and every timed dispatch, in milliseconds.</summary>
-public sealed record MatMulTimedTiling(string Tiling, double MedianMs, IReadOnlyList<double> TimesMs);
+internal sealed record MatMulTimedTiling(string Tiling, double MedianMs, IReadOnlyList<double> TimesMs);
 
 /// <summary>What <see cref="MatMulTuner"/> measured for one class of products: the product it
 /// timed, its B's precision, the kernel, the fastest tiling (which the context uses for every
 /// product of the class from then on) and each candidate's times.</summary>
-public sealed record MatMulTuning(MatMulSpec Spec, WeightPrecision B, string Kernel, string Tiling, IReadOnlyList<MatMulTimedTiling> Candidates)
+internal sealed record MatMulTuning(MatMulSpec Spec, WeightPrecision B, string Kernel, string Tiling, IReadOnlyList<MatMulTimedTiling> Candidates)
 {
     internal MatMulChoice Choice { get; init; }
 }

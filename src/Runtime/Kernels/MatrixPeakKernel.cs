@@ -3,7 +3,7 @@ namespace VkPrompt.Runtime.Kernels;
 /// <summary>matrix_peak.comp: the rate the context's cooperative-matrix build reaches on 16x16x16
 /// fp16 products with fp32 sums, operands in shared memory, no global traffic but the results:
 /// the ceiling the matrix-unit product (<see cref="MatMulKernel"/>) is measured against.</summary>
-public static class MatrixPeakKernel
+internal static class MatrixPeakKernel
 {
     static readonly KernelLayout Layout = new([Access.Write], 12);
 

@@ -2,7 +2,7 @@ namespace VkPrompt.Runtime.Kernels;
 
 /// <summary>T5LayerNorm (RMSNorm) over rows of <c>dim</c> floats: y = w * x * rsqrt(mean(x²) + eps),
 /// no mean subtraction, no bias. w is frozen, so the backward gives the input gradient only.</summary>
-public static class RmsNormKernel
+internal static class RmsNormKernel
 {
     static readonly KernelLayout ForwardLayout = new([Access.Read, Access.Read, Access.Write], 12);
     static readonly KernelLayout BackwardLayout = new([Access.Read, Access.Read, Access.Read, Access.ReadWrite], 16);

@@ -2,11 +2,11 @@ namespace VkPrompt.Runtime.Kernels;
 
 /// <summary>Softmax backward over rows, in place: the gradient of the probabilities dP becomes
 /// the gradient of the scores dS = P ⊙ (dP − Σ_j P⊙dP). Masked keys (P = 0) get 0.
-/// With <paramref name="dropout"/>, the forward's dropout on the probabilities: grad is the
+/// With a dropout, the forward's dropout on the probabilities: grad is the
 /// gradient of the dropped probabilities and passes through the mask as it is read, and the
-/// dropped probabilities are rebuilt from <paramref name="probs"/> in the same pass. Both are
+/// dropped probabilities are rebuilt from the probabilities in the same pass. Both are
 /// bit for bit what <see cref="DropoutKernel"/> passes before and after would give.</summary>
-public static class SoftmaxBackwardKernel
+internal static class SoftmaxBackwardKernel
 {
     static readonly KernelLayout Layout = new([Access.Read, Access.ReadWrite, Access.Read, Access.Write], 20);
 

@@ -2,7 +2,7 @@ namespace VkPrompt.Runtime.Kernels;
 
 /// <summary>y = x[offset .. offset + n) as fp16, saturated at ±65504 (to_half.comp): the 16-bit
 /// copy of an activation that the matrix-unit product reads in place of the fp32 one.</summary>
-public static class ToHalfKernel
+internal static class ToHalfKernel
 {
     /// <summary>The shader, as a profile labels its dispatches.</summary>
     public const string Shader = "to_half";
@@ -11,7 +11,7 @@ public static class ToHalfKernel
 
     readonly record struct Push(uint Offset, uint N);
 
-    /// <summary>Bytes <paramref name="y"/> needs for <paramref name="n"/> halves: whole quads.</summary>
+    /// <summary>Bytes the output needs for <paramref name="n"/> halves: whole quads.</summary>
     public static long OutputBytes(long n) => (n + 3) / 4 * 8;
 
     /// <exception cref="GpuException">The device lacks fp16 arithmetic (the conversion is an fp16 one).</exception>

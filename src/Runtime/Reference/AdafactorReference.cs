@@ -4,7 +4,7 @@ namespace VkPrompt.Runtime.Reference;
 
 /// <summary>CPU reference of <see cref="AdafactorKernel"/>, in double internally. State layout
 /// is shared with the kernel: [step counter as uint bits, v] or [step, v_row, v_col].</summary>
-public static class AdafactorReference
+internal static class AdafactorReference
 {
     public static void Step(Span<float> param, ReadOnlySpan<float> grad, Span<float> state, int rows, int cols, AdafactorSettings s)
     {

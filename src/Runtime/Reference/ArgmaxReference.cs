@@ -2,7 +2,7 @@ namespace VkPrompt.Runtime.Reference;
 
 /// <summary>CPU reference of <see cref="Kernels.ArgmaxKernel"/>: first index of the row's maximum,
 /// NaN above every number, −0 equal to +0.</summary>
-public static class ArgmaxReference
+internal static class ArgmaxReference
 {
     public static void Forward(ReadOnlySpan<float> logits, Span<int> ids, int rows, int vocab)
     {

@@ -5,9 +5,9 @@ namespace VkPrompt.Runtime.Reference;
 
 /// <summary>CPU reference of <see cref="AttentionSoftmaxKernel"/>, in double. An empty span stands
 /// for an absent input (the dispatch's null); buckets and biasWeight come together. A non-empty
-/// <paramref name="dropped"/> with a rate above 0 gets the probabilities through
+/// dropped span with a rate above 0 gets the probabilities through
 /// <see cref="DropoutReference"/>'s mask, as the dispatch's <see cref="ProbsDropout{TBuffer}"/>.</summary>
-public static class AttentionSoftmaxReference
+internal static class AttentionSoftmaxReference
 {
     public static void Forward<T>(Span<T> scores, ReadOnlySpan<int> buckets, ReadOnlySpan<T> biasWeight, ReadOnlySpan<int> keyMask, AttentionShape shape,
                                   float dropoutRate = 0f, uint seed = 0, uint stream = 0, Span<T> dropped = default)

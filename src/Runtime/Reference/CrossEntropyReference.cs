@@ -4,7 +4,7 @@ namespace VkPrompt.Runtime.Reference;
 
 /// <summary>CPU reference of <see cref="Kernels.CrossEntropyKernel"/>, accumulating in double.
 /// Negative targets are padding; a target ≥ vocab throws (the GPU writes NaN).</summary>
-public static class CrossEntropyReference
+internal static class CrossEntropyReference
 {
     public static void Forward<T>(ReadOnlySpan<T> logits, ReadOnlySpan<int> targets, Span<T> logprobs, int rows, int vocab)
         where T : IFloatingPointIeee754<T>

@@ -6,7 +6,7 @@ namespace VkPrompt.Runtime.Reference;
 /// <summary>CPU reference of <see cref="DropoutKernel"/>: the same Philox-2x32-10 bits, the same
 /// integer threshold and the same float scale, so its masks and its float results are
 /// bit-identical to the GPU's.</summary>
-public static class DropoutReference
+internal static class DropoutReference
 {
     public static void Forward<T>(Span<T> x, int n, float rate, uint seed, uint stream) where T : IFloatingPointIeee754<T>
     {

@@ -4,7 +4,7 @@ namespace VkPrompt.Runtime.Reference;
 
 /// <summary>CPU reference of <see cref="Kernels.EmbeddingKernel"/>. The table is the whole
 /// [vocab, dim] tensor, row-major; generic so tests can run it in double.</summary>
-public static class EmbeddingReference
+internal static class EmbeddingReference
 {
     /// <summary>y [batch, P + length, dim]; ids outside [0, vocab) and prompt indices outside
     /// [0, numPrompts) give zero rows, as on the GPU. prompts and promptIndex may be empty when P = 0.</summary>

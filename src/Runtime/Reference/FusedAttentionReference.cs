@@ -7,7 +7,7 @@ namespace VkPrompt.Runtime.Reference;
 /// at a time: the whole row of scores, its softmax, dropout with <see cref="DropoutReference"/>'s
 /// mask, then the products. An empty span stands for an absent input (the dispatch's null);
 /// buckets and biasWeight come together.</summary>
-public static class FusedAttentionReference
+internal static class FusedAttentionReference
 {
     public static void Forward<T>(ReadOnlySpan<T> q, ReadOnlySpan<T> k, ReadOnlySpan<T> v, Span<T> o, Span<T> logSumExp,
                                   ReadOnlySpan<int> buckets, ReadOnlySpan<T> biasWeight, ReadOnlySpan<int> keyMask, FusedAttentionShape shape,

@@ -4,7 +4,7 @@ namespace VkPrompt.Runtime.Reference;
 
 /// <summary>CPU reference of <see cref="Kernels.GatedGeluKernel"/>. Generic so tests can run it
 /// in double for finite differences; the activation itself is always evaluated in double.</summary>
-public static class GatedGeluReference
+internal static class GatedGeluReference
 {
     public static void Forward<T>(ReadOnlySpan<T> a, ReadOnlySpan<T> b, Span<T> y, int n) where T : IFloatingPointIeee754<T>
     {

@@ -5,7 +5,7 @@ using VkPrompt.Runtime.Kernels;
 namespace VkPrompt.Runtime.Reference;
 
 /// <summary>CPU reference of <see cref="MatMulKernel"/>, and the CPU backend's matrix product.</summary>
-public static class MatMulReference
+internal static class MatMulReference
 {
     /// <summary>Every C[m,n] is one SIMD dot product (float, like the device) of row m of A with
     /// column n of B. Operands whose k-stride is not 1 are first copied k-contiguous per batch,

@@ -4,7 +4,7 @@ namespace VkPrompt.Runtime.Reference;
 
 /// <summary>CPU reference of <see cref="Kernels.ReluKernel"/>; generic so tests can run it in
 /// double for finite differences.</summary>
-public static class ReluReference
+internal static class ReluReference
 {
     public static void Forward<T>(ReadOnlySpan<T> x, Span<T> y, int n) where T : IFloatingPointIeee754<T>
     {

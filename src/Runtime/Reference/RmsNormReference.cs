@@ -4,7 +4,7 @@ namespace VkPrompt.Runtime.Reference;
 
 /// <summary>CPU reference of <see cref="Kernels.RmsNormKernel"/>, accumulating in double. Generic so
 /// tests can run it in double for finite differences and in float against the GPU.</summary>
-public static class RmsNormReference
+internal static class RmsNormReference
 {
     public static void Forward<T>(ReadOnlySpan<T> x, ReadOnlySpan<T> w, Span<T> y, int rows, int dim, float eps)
         where T : IFloatingPointIeee754<T>

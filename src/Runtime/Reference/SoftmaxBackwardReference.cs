@@ -4,10 +4,10 @@ using VkPrompt.Runtime.Kernels;
 namespace VkPrompt.Runtime.Reference;
 
 /// <summary>CPU reference of <see cref="SoftmaxBackwardKernel"/>, in double:
-/// grad becomes P ⊙ (grad − Σ_j P⊙grad) row by row. A non-empty <paramref name="dropped"/> with
+/// grad becomes P ⊙ (grad − Σ_j P⊙grad) row by row. A non-empty <c>dropped</c> with
 /// a rate above 0 is the dispatch's <see cref="ProbsDropout{TBuffer}"/>: grad first goes through
 /// <see cref="DropoutReference"/>'s mask, and dropped gets the probabilities through it.</summary>
-public static class SoftmaxBackwardReference
+internal static class SoftmaxBackwardReference
 {
     public static void Backward<T>(ReadOnlySpan<T> probs, Span<T> grad, int rows, int length,
                                    float dropoutRate = 0f, uint seed = 0, uint stream = 0, Span<T> dropped = default)

@@ -2,7 +2,7 @@ namespace VkPrompt.Runtime.Reference;
 
 /// <summary>CPU reference of <see cref="Kernels.ToHalfKernel"/>: fp16 to nearest, saturated at
 /// ±65504, NaN kept.</summary>
-public static class ToHalfReference
+internal static class ToHalfReference
 {
     public static void Run(ReadOnlySpan<float> x, Span<ushort> y)
     {

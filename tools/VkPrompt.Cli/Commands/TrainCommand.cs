@@ -5,7 +5,6 @@ using Spectre.Console;
 using VkPrompt.Model;
 using VkPrompt.Model.Backends;
 using VkPrompt.Runtime;
-using VkPrompt.Runtime.Kernels;
 using VkPrompt.Training;
 
 namespace VkPrompt.Cli.Commands;

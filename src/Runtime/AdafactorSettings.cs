@@ -1,13 +1,18 @@
-namespace VkPrompt.Runtime.Kernels;
+namespace VkPrompt.Runtime;
 
 /// <summary>Adafactor as T5X configures it for prompt tuning (docs/numerics.md): no momentum, no
 /// parameter scaling, a constant learning rate.</summary>
 public sealed record AdafactorSettings
 {
+    /// <summary>The constant step size; 0.3 is what Lester et al. tuned prompts with.</summary>
     public float LearningRate { get; init; } = 0.3f;
+    /// <summary>The second-moment decay exponent: step t weighs the new squared gradient by t^-DecayRate.</summary>
     public float DecayRate { get; init; } = 0.8f;
+    /// <summary>The update is scaled down where its root mean square exceeds this.</summary>
     public float ClippingThreshold { get; init; } = 1.0f;
+    /// <summary>The fraction the prompt shrinks by every step, applied with the update.</summary>
     public float WeightDecay { get; init; } = 1e-5f;
+    /// <summary>Added to squared gradients, so an element whose gradient is exactly 0 does not divide by 0.</summary>
     public float Epsilon1 { get; init; } = 1e-30f;
     /// <summary>Factor the second moment iff the parameter's second-largest dim is at least this.</summary>
     public int MinDimToFactor { get; init; } = 128;
@@ -33,6 +38,8 @@ public sealed record AdafactorSettings
         Require(MinDimToFactor >= 1, nameof(MinDimToFactor), "at least 1", MinDimToFactor);
     }
 
+    /// <summary>Whether a rows x cols parameter keeps its second moment factored (a row and a column
+    /// vector) instead of whole: see <see cref="MinDimToFactor"/>.</summary>
     public bool Factored(int rows, int cols) => Math.Min(rows, cols) >= MinDimToFactor;
 
     /// <summary>Floats of optimizer state after the step counter: v, or v_row and v_col.</summary>
