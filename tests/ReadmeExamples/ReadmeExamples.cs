@@ -3,16 +3,17 @@ using VkPrompt.Model;
 using VkPrompt.Runtime;
 using VkPrompt.Training;
 
-namespace VkPrompt.Tests.Examples;
+namespace VkPrompt.Examples;
 
 /// <summary>
-/// README.md's C# samples, compiled here and run by <see cref="ReadmeExamplesTests"/>: each
-/// ```csharp block of the README is the text between a "// README: NAME" line and the next
-/// "// README end" line of this file, which the test checks both ways, so a sample that stops
-/// compiling or computing the golden values fails the build or the suite instead of drifting.
-/// The parameters are what a reader's program would already have (its Vulkan handles, paths).
+/// README.md's C# samples, compiled here against the public API alone (no InternalsVisibleTo
+/// reaches this assembly) and run by tests/ReadmeExamplesTests.cs. Each ```csharp block of the
+/// README is the text between a "// README: NAME" line and the next "// README end" line here,
+/// which that test checks both ways, so a sample that stops compiling or computing the golden
+/// values fails the build or the suite instead of drifting. The parameters are what a reader's
+/// program already has (its Vulkan handles, its paths).
 /// </summary>
-internal static class ReadmeExamples
+public static class ReadmeExamples
 {
     public static ScoreResult[] ScoreOnHostDevice(Vk vk, Instance instance, PhysicalDevice physicalDevice, Device device, Queue queue, uint queueFamily,
                                                   string modelDir, string dataFile, string promptFile)

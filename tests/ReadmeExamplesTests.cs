@@ -3,13 +3,14 @@ using System.Text.RegularExpressions;
 using VkPrompt.Cli;
 using VkPrompt.Model;
 using VkPrompt.Model.Safetensors;
+using VkPrompt.Examples;
 using VkPrompt.Runtime;
 using VkPrompt.Tests.Model;
 using VkPrompt.Tests.Runtime;
 using VkPrompt.Training;
 using Xunit;
 
-namespace VkPrompt.Tests.Examples;
+namespace VkPrompt.Tests;
 
 /// <summary>README.md's C# samples are <see cref="ReadmeExamples"/>'s code, letter for letter,
 /// and compute the golden values: on a device a host owns, several tasks in one batch, training.</summary>
@@ -23,15 +24,15 @@ public sealed class ReadmeExamplesTests(GpuFixture f) : GpuTest(f)
         var readme = File.ReadAllText(Path.Combine(TestPaths.RepoRoot, "README.md"));
         var samples = Regex.Matches(readme, @"^```csharp\n(.*?)^```", RegexOptions.Singleline | RegexOptions.Multiline)
                            .Select(m => Dedent(m.Groups[1].Value)).ToList();
-        var source = File.ReadAllText(Path.Combine(TestPaths.RepoRoot, "tests", "Examples", "ReadmeExamples.cs"));
+        var source = File.ReadAllText(Path.Combine(TestPaths.RepoRoot, "tests", "ReadmeExamples", "ReadmeExamples.cs"));
         var examples = Regex.Matches(source, @"^[ \t]*// README: (\S+)\n(.*?)^[ \t]*// README end", RegexOptions.Singleline | RegexOptions.Multiline)
                             .ToDictionary(m => m.Groups[1].Value, m => Dedent(m.Groups[2].Value));
         Assert.Equal(3, examples.Count);
         Assert.NotEmpty(samples);
         foreach (var sample in samples)
-            Assert.True(examples.ContainsValue(sample), $"README.md's sample\n{sample}\nis none of tests/Examples/ReadmeExamples.cs's examples; copy it there or the change from there");
+            Assert.True(examples.ContainsValue(sample), $"README.md's sample\n{sample}\nis none of tests/ReadmeExamples/ReadmeExamples.cs's examples; copy it there or the change from there");
         foreach (var (name, code) in examples)
-            Assert.True(samples.Contains(code), $"example '{name}' of tests/Examples/ReadmeExamples.cs is not in README.md as it is there");
+            Assert.True(samples.Contains(code), $"example '{name}' of tests/ReadmeExamples/ReadmeExamples.cs is not in README.md as it is there");
     }
 
     /// <summary>The lines with their common indentation removed, trailing blanks dropped.</summary>
