@@ -23,14 +23,14 @@ public sealed class GpuFixture : IDisposable
         emulated = new(() =>
         {
             var caps = Context.Capabilities;
-            if (!MatrixUnitsOn || Context.CooperativeMatrix || !(caps.ShaderFloat16 && caps.StorageBuffer16Bit)) return null;
+            if (!MatrixUnitsOn || Context.UsesMatrixUnits || !(caps.ShaderFloat16 && caps.StorageBuffer16Bit)) return null;
             return GpuContext.Create(EnvironmentSettings.GpuOptions() with { Validation = true, PipelineCacheDirectory = null, MatrixUnits = MatrixUnitsRequest.Emulate });
         });
         allProducts = new(() => MatrixUnits is not { } units ? null
             : GpuContext.Create(EnvironmentSettings.GpuOptions() with
             {
                 Validation = true, PipelineCacheDirectory = null, MatrixUnitsAllProducts = true,
-                MatrixUnits = units.CooperativeMatrixEmulated ? MatrixUnitsRequest.Emulate : EnvironmentSettings.GpuOptions().MatrixUnits,
+                MatrixUnits = units.MatrixUnitsEmulated ? MatrixUnitsRequest.Emulate : EnvironmentSettings.GpuOptions().MatrixUnits,
             }));
     }
 
@@ -38,7 +38,7 @@ public sealed class GpuFixture : IDisposable
     /// <see cref="Context"/> where the device's matrix units do, else one that emulates them
     /// (lavapipe in CI), so that kernel is tested everywhere while <see cref="Context"/> keeps
     /// what users get by default; null where neither can be had.</summary>
-    public GpuContext? MatrixUnits => Context.CooperativeMatrix ? Context : emulated.Value;
+    public GpuContext? MatrixUnits => Context.UsesMatrixUnits ? Context : emulated.Value;
 
     /// <summary>Like <see cref="MatrixUnits"/>, with every product on the matrix-units kernel,
     /// those of two fp32 operands too (<see cref="GpuOptions.MatrixUnitsAllProducts"/>).</summary>

@@ -41,14 +41,11 @@ public sealed unsafe class GpuContext : IDisposable
 
     /// <summary>Products with 16-bit weights run through the matrix-unit kernel, on the
     /// matrix units or emulated (<see cref="MatrixUnits"/>).</summary>
-    internal bool CooperativeMatrix => MatrixUnits != MatrixUnits.None;
+    internal bool UsesMatrixUnits => MatrixUnits != MatrixUnits.None;
 
     /// <summary>The matrix-unit kernel runs with its matrix operations emulated
     /// (<see cref="MatrixUnitsRequest.Emulate"/>, matmul_coopmat_emulated.comp).</summary>
-    internal bool CooperativeMatrixEmulated => MatrixUnits == MatrixUnits.Emulated;
-
-    /// <summary>The subgroup size the matrix-unit kernel is built for (<see cref="DevicePlan.MatrixUnitsSubgroupSize"/>).</summary>
-    internal uint CoopMatSubgroupSize => Plan.MatrixUnitsSubgroupSize;
+    internal bool MatrixUnitsEmulated => MatrixUnits == MatrixUnits.Emulated;
 
     /// <summary>Each kernel's <see cref="Runtime.Kernel.Statistics"/> are collected (<see cref="DevicePlan.PipelineStatistics"/>).</summary>
     internal bool PipelineStatistics => Plan.PipelineStatistics;

@@ -143,7 +143,7 @@ public sealed class BenchMatMulCommandTests : IDisposable
             Assert.Equal(2.0 * m * n * k * batch / (median / 1e3) / 1e12, p.GetProperty("tflops").GetDouble(), 1e-9);
 
             double tolerance = p.GetProperty("tolerance").GetDouble();
-            Assert.Equal(MatMulKernel.IsCooperativeMatrix(kernel) ? 2e-3 : 1e-4, tolerance);
+            Assert.Equal(MatMulKernel.IsMatrixUnitsKernel(kernel) ? 2e-3 : 1e-4, tolerance);
             double error = p.GetProperty("maxRelativeError").GetDouble();
             Assert.True(error >= 0 && error <= tolerance, $"{name}: error {error} above {tolerance}");
             Assert.True(p.GetProperty("ok").GetBoolean());
@@ -151,7 +151,7 @@ public sealed class BenchMatMulCommandTests : IDisposable
             Assert.Equal(JsonValueKind.Null, p.GetProperty("skipped").ValueKind);
             // A 16-bit copy of A is made only for the matrix units, and counted in the step's sum.
             var copy = p.GetProperty("halfCopyMs");
-            Assert.True(copy.ValueKind == JsonValueKind.Null || MatMulKernel.IsCooperativeMatrix(kernel) && copy.GetDouble() > 0, $"{name}: halfCopyMs {copy}");
+            Assert.True(copy.ValueKind == JsonValueKind.Null || MatMulKernel.IsMatrixUnitsKernel(kernel) && copy.GetDouble() > 0, $"{name}: halfCopyMs {copy}");
             stepMs += count * (median + (copy.ValueKind == JsonValueKind.Null ? 0 : copy.GetDouble()));
             stepFlops += count * 2L * m * n * k * batch;
         }
@@ -281,7 +281,7 @@ public sealed class BenchMatMulCheckTests(GpuFixture fixture) : GpuTest(fixture)
         MatMulOperands.Fill(a, 33 * 129, MatMulOperands.SeedA, WeightPrecision.Fp32);
         // The reference reads B from SeedB: another seed stands for a kernel that read the wrong values.
         MatMulOperands.Fill(b, 47 * 129, wrongB ? 99UL : MatMulOperands.SeedB, precision);
-        bool coopmat = MatMulKernel.IsCooperativeMatrix(MatMulKernel.Selection(ctx, spec, precision).Kernel);
+        bool coopmat = MatMulKernel.IsMatrixUnitsKernel(MatMulKernel.Selection(ctx, spec, precision).Kernel);
         Assert.True(coopmat || !allProducts);
         var (error, checkedOutputs) = ProductBench.Check(ctx, a, b, c, spec, precision, coopmat);
         Assert.Equal(33 * 47 > 256 ? 256 + 4 : 33 * 47, checkedOutputs, 4.0);

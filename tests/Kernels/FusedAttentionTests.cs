@@ -287,7 +287,7 @@ public sealed class FusedAttentionTests(GpuFixture f) : GpuTest(f)
         var tiling = new FusedAttentionMatrixUnitsTiling(warps, block);
         Assert.Contains(tiling, FusedAttentionMatrixUnitsTiling.Candidates);
         var ctx = ContextFor(FusedTiles.MatrixUnits, 16);
-        int subgroup = (int)ctx.CoopMatSubgroupSize;
+        int subgroup = (int)ctx.Plan.MatrixUnitsSubgroupSize;
         long limit = ctx.Capabilities.MaxComputeSharedMemorySize;
         int ran = 0;
         foreach (int dkv in new[] { 16, 32, 64 })
@@ -328,7 +328,7 @@ public sealed class FusedAttentionTests(GpuFixture f) : GpuTest(f)
         GpuContext Forcing(string text) => GpuContext.Create(EnvironmentSettings.GpuOptions() with
         {
             Validation = true, PipelineCacheDirectory = null, MatrixUnitsAllProducts = true,
-            MatrixUnits = units.CooperativeMatrixEmulated ? MatrixUnitsRequest.Emulate : EnvironmentSettings.GpuOptions().MatrixUnits, MatrixUnitsFusedAttentionTiling = text,
+            MatrixUnits = units.MatrixUnitsEmulated ? MatrixUnitsRequest.Emulate : EnvironmentSettings.GpuOptions().MatrixUnits, MatrixUnitsFusedAttentionTiling = text,
         });
         using (var both = Forcing("2x16"))
         {

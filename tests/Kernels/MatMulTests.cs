@@ -155,30 +155,30 @@ public sealed class MatMulTests(GpuFixture f) : GpuTest(f)
     /// device round the conversion toward zero instead, which moves each A by up to 2^-10 of
     /// itself, one way: about 2^-11/3 ≈ 1.6e-4 of the largest output for these random operands.
     /// A misplaced tile or a lost slice errs by the order of the outputs themselves.</summary>
-    public static TheoryData<WeightPrecision, bool, int, int, int, bool, int> CoopMatCases()
+    public static TheoryData<WeightPrecision, bool, int, int, int, bool, int> MatrixUnitsCases()
     {
         var data = new TheoryData<WeightPrecision, bool, int, int, int, bool, int>();
         foreach (var p in new[] { WeightPrecision.Fp16, WeightPrecision.Bf16, WeightPrecision.Fp32 })
             // An fp32 B changes only the fill, so it takes the extreme tilings, not every one
             // (each case's pipelines cost lavapipe a compile on a cold CI machine).
-            for (int t = 0; t < CoopMatTilings.Length; t += p == WeightPrecision.Fp32 ? CoopMatTilings.Length - 1 : 1)
+            for (int t = 0; t < MatrixUnitsTilings.Length; t += p == WeightPrecision.Fp32 ? MatrixUnitsTilings.Length - 1 : 1)
                 foreach (bool tb in new[] { true, false })
-                    foreach (var (m, n, k, padded) in RowsShapes().Where((_, i) => i % CoopMatTilings.Length == t).Append((300, 200, 520, false)))
+                    foreach (var (m, n, k, padded) in RowsShapes().Where((_, i) => i % MatrixUnitsTilings.Length == t).Append((300, 200, 520, false)))
                         data.Add(p, tb, m, n, k, padded, t);
         return data;
     }
 
-    static readonly MatrixUnitsTiling[] CoopMatTilings = [new(1, 1, 1, 1, 16), new(2, 1, 1, 2, 16), MatrixUnitsTiling.Small, MatrixUnitsTiling.Default];
+    static readonly MatrixUnitsTiling[] MatrixUnitsTilings = [new(1, 1, 1, 1, 16), new(2, 1, 1, 2, 16), MatrixUnitsTiling.Small, MatrixUnitsTiling.Default];
 
     // A tiling as the device's shared memory holds it: 16 deep where it lacks room for a deeper
     // slice (lavapipe's 32 KiB against the default's 48), the same blocks and subgroups.
     static MatrixUnitsTiling Fitting(GpuContext ctx, MatrixUnitsTiling t) => t.Fits(ctx) ? t : t with { SharedK = 16 };
 
-    [SkippableTheory, MemberData(nameof(CoopMatCases))]
-    public void CoopMatMatchesReferenceOnRoundedOperands(WeightPrecision precision, bool transposeB, int m, int n, int k, bool padded, int tiling)
+    [SkippableTheory, MemberData(nameof(MatrixUnitsCases))]
+    public void MatrixUnitsMatchesReferenceOnRoundedOperands(WeightPrecision precision, bool transposeB, int m, int n, int k, bool padded, int tiling)
     {
         var spec = RowsSpec(false, transposeB, m, n, k, padded);
-        CoopMatCompare(spec, precision, CoopMatTilings[tiling], $"coopmat {CoopMatTilings[tiling]} {precision} {(transposeB ? "A·Bᵀ" : "A·B")} {m}x{n}x{k}");
+        MatrixUnitsCompare(spec, precision, MatrixUnitsTilings[tiling], $"coopmat {MatrixUnitsTilings[tiling]} {precision} {(transposeB ? "A·Bᵀ" : "A·B")} {m}x{n}x{k}");
     }
 
     /// <summary>Products of two fp32 operands stay on the portable kernel unless every product is
@@ -188,8 +188,8 @@ public sealed class MatMulTests(GpuFixture f) : GpuTest(f)
     {
         var spec = MatMulSpec.Rows(64, 64, 64, false, true);
         Assert.Equal("matmul", MatMulKernel.Selection(MatrixUnitsCtx, spec, WeightPrecision.Fp32).Kernel);
-        Assert.True(MatMulKernel.IsCooperativeMatrix(MatMulKernel.Selection(MatrixUnitsCtx, spec, WeightPrecision.Bf16).Kernel));
-        Assert.True(MatMulKernel.IsCooperativeMatrix(MatMulKernel.Selection(MatrixUnitsAllProductsCtx, spec, WeightPrecision.Fp32).Kernel));
+        Assert.True(MatMulKernel.IsMatrixUnitsKernel(MatMulKernel.Selection(MatrixUnitsCtx, spec, WeightPrecision.Bf16).Kernel));
+        Assert.True(MatMulKernel.IsMatrixUnitsKernel(MatMulKernel.Selection(MatrixUnitsAllProductsCtx, spec, WeightPrecision.Fp32).Kernel));
     }
 
     /// <summary>Whole interior tiles with 4-aligned rows of C take the direct way between C and
@@ -199,19 +199,19 @@ public sealed class MatMulTests(GpuFixture f) : GpuTest(f)
     [SkippableTheory]
     [InlineData(256, 128, 96, 1.0f, true), InlineData(256, 128, 96, 0.5f, false), InlineData(256, 128, 96, 0.5f, true)]
     [InlineData(200, 136, 100, 1.0f, true), InlineData(200, 136, 100, 0.5f, false)]
-    public void CoopMatScalesAndAccumulatesOnC(int m, int n, int k, float alpha, bool accumulate)
+    public void MatrixUnitsScalesAndAccumulatesOnC(int m, int n, int k, float alpha, bool accumulate)
     {
         foreach (var tiling in new[] { MatrixUnitsTiling.Small, MatrixUnitsTiling.Default })
             foreach (bool tb in new[] { true, false })
             {
                 var spec = MatMulSpec.Rows(m, n, k, false, tb) with { Alpha = alpha, Accumulate = accumulate };
-                CoopMatCompare(spec, WeightPrecision.Bf16, tiling, $"coopmat {tiling} alpha {alpha} accumulate {accumulate} {(tb ? "A·Bᵀ" : "A·B")} {m}x{n}x{k}");
+                MatrixUnitsCompare(spec, WeightPrecision.Bf16, tiling, $"coopmat {tiling} alpha {alpha} accumulate {accumulate} {(tb ? "A·Bᵀ" : "A·B")} {m}x{n}x{k}");
             }
     }
 
     /// <param name="tiling">null: the kernel and tiling <see cref="MatMulKernel.Run(CommandGraph, GpuBuffer, GpuBuffer, GpuBuffer, in MatMulSpec, WeightPrecision)"/> chooses.</param>
     /// <param name="ctx">null: <see cref="GpuTest.MatrixUnitsCtx"/>.</param>
-    void CoopMatCompare(MatMulSpec spec, WeightPrecision precision, MatrixUnitsTiling? tiling, string what, bool halfA = false, bool halfB = false, GpuContext? ctx = null)
+    void MatrixUnitsCompare(MatMulSpec spec, WeightPrecision precision, MatrixUnitsTiling? tiling, string what, bool halfA = false, bool halfB = false, GpuContext? ctx = null)
     {
         ctx ??= MatrixUnitsCtx;
         var (aLen, bLen, cLen) = spec.Extents();
@@ -228,7 +228,7 @@ public sealed class MatMulTests(GpuFixture f) : GpuTest(f)
         using var gc = GpuBuffer.From<float>(ctx, c);
         using (var g = new CommandGraph(ctx))
         {
-            if (tiling is { } t) MatMulKernel.RunCoopMat(g, ga, gb, gc, spec, Fitting(ctx, t), precision, halfA, halfB);
+            if (tiling is { } t) MatMulKernel.RunOnMatrixUnits(g, ga, gb, gc, spec, Fitting(ctx, t), precision, halfA, halfB);
             else MatMulKernel.Run(g, ga, gb, gc, spec, precision);
             g.Run();
         }
@@ -246,11 +246,11 @@ public sealed class MatMulTests(GpuFixture f) : GpuTest(f)
     [InlineData(false, true, 300, 264, 300, true, WeightPrecision.Bf16), InlineData(false, false, 130, 135, 37, true, WeightPrecision.Fp16)]
     [InlineData(true, true, 36, 20, 33, true, WeightPrecision.Bf16), InlineData(true, false, 200, 136, 100, false, WeightPrecision.Fp32)]
     [InlineData(false, true, 31, 17, 9, false, WeightPrecision.Fp16)]
-    public void CoopMatReadsAHalfCopyOfA(bool transposeA, bool transposeB, int m, int n, int k, bool padded, WeightPrecision precision)
+    public void MatrixUnitsReadsAHalfCopyOfA(bool transposeA, bool transposeB, int m, int n, int k, bool padded, WeightPrecision precision)
     {
         var spec = RowsSpec(transposeA, transposeB, m, n, k, padded);
         foreach (var tiling in new[] { MatrixUnitsTiling.Small, MatrixUnitsTiling.Default })
-            CoopMatCompare(spec, precision, tiling, $"coopmat half A {tiling} {precision} {(transposeA ? "Aᵀ" : "A")}·{(transposeB ? "Bᵀ" : "B")} {m}x{n}x{k}", halfA: true);
+            MatrixUnitsCompare(spec, precision, tiling, $"coopmat half A {tiling} {precision} {(transposeA ? "Aᵀ" : "A")}·{(transposeB ? "Bᵀ" : "B")} {m}x{n}x{k}", halfA: true);
     }
 
     /// <summary>A product of two fp32 activations (VKPROMPT_MATRIX_UNITS=all) reading 16-bit copies of
@@ -258,7 +258,7 @@ public sealed class MatMulTests(GpuFixture f) : GpuTest(f)
     /// same results as rounding them in the fill.</summary>
     [SkippableTheory]
     [InlineData(Attention.QKt, true), InlineData(Attention.PV, false), InlineData(Attention.PtV, true)]
-    public void CoopMatReadsHalfCopiesOfAttentionOperands(Attention form, bool halfA)
+    public void MatrixUnitsReadsHalfCopiesOfAttentionOperands(Attention form, bool halfA)
     {
         var spec = form switch
         {
@@ -266,7 +266,7 @@ public sealed class MatMulTests(GpuFixture f) : GpuTest(f)
             Attention.PV => MatMulSpec.AttentionPV(2, 3, 33, 40, 16),
             _ => MatMulSpec.AttentionPtV(2, 3, 33, 40, 16),
         };
-        CoopMatCompare(spec, WeightPrecision.Fp32, MatrixUnitsTiling.Small, $"coopmat half copies {form}", halfA, halfB: true);
+        MatrixUnitsCompare(spec, WeightPrecision.Fp32, MatrixUnitsTiling.Small, $"coopmat half copies {form}", halfA, halfB: true);
     }
 
     /// <summary>Where the matrix units read the weights, bf16 ones are stored as the fp16 halves
@@ -280,7 +280,7 @@ public sealed class MatMulTests(GpuFixture f) : GpuTest(f)
         Assert.Equal(WeightPrecision.Fp16, ctx.Plan.StoredPrecision(WeightPrecision.Bf16));
         Assert.Equal(WeightPrecision.Fp16, ctx.Plan.StoredPrecision(WeightPrecision.Fp16));
         Assert.Equal(WeightPrecision.Fp32, ctx.Plan.StoredPrecision(WeightPrecision.Fp32));
-        if (!Ctx.CooperativeMatrix) Assert.Equal(WeightPrecision.Bf16, Ctx.Plan.StoredPrecision(WeightPrecision.Bf16));
+        if (!Ctx.UsesMatrixUnits) Assert.Equal(WeightPrecision.Bf16, Ctx.Plan.StoredPrecision(WeightPrecision.Bf16));
 
         const int m = 130, n = 72, k = 96;
         var spec = MatMulSpec.Rows(m, n, k, transposeB: true);
@@ -335,14 +335,14 @@ public sealed class MatMulTests(GpuFixture f) : GpuTest(f)
                 {
                     var spec = RowsSpec(ta, tb, m, n, k, padded);
                     Assert.Equal(DevicePlan.Nv2MatMulShader, MatMulKernel.Selection(ctx, spec, WeightPrecision.Fp16).Kernel);
-                    CoopMatCompare(spec, WeightPrecision.Fp16, null, $"nv2 {(ta ? "Aᵀ" : "A")}·{(tb ? "Bᵀ" : "B")} {m}x{n}x{k}", ctx: ctx);
+                    MatrixUnitsCompare(spec, WeightPrecision.Fp16, null, $"nv2 {(ta ? "Aᵀ" : "A")}·{(tb ? "Bᵀ" : "B")} {m}x{n}x{k}", ctx: ctx);
                 }
         foreach (var (alpha, accumulate) in new[] { (1.0f, true), (0.5f, false), (0.5f, true) })
-            CoopMatCompare(MatMulSpec.Rows(200, 136, 100, false, true) with { Alpha = alpha, Accumulate = accumulate }, WeightPrecision.Fp16, null,
+            MatrixUnitsCompare(MatMulSpec.Rows(200, 136, 100, false, true) with { Alpha = alpha, Accumulate = accumulate }, WeightPrecision.Fp16, null,
                            $"nv2 alpha {alpha} accumulate {accumulate}", ctx: ctx);
-        CoopMatCompare(MatMulSpec.AttentionQKt(2, 3, 33, 40, 16), WeightPrecision.Fp32, null, "nv2 Q·Kᵀ", ctx: ctx);
-        CoopMatCompare(MatMulSpec.AttentionPV(2, 3, 33, 40, 16), WeightPrecision.Fp32, null, "nv2 P·V", ctx: ctx);
-        CoopMatCompare(MatMulSpec.AttentionPtV(2, 3, 33, 40, 16), WeightPrecision.Fp32, null, "nv2 Pᵀ·dO", ctx: ctx);
+        MatrixUnitsCompare(MatMulSpec.AttentionQKt(2, 3, 33, 40, 16), WeightPrecision.Fp32, null, "nv2 Q·Kᵀ", ctx: ctx);
+        MatrixUnitsCompare(MatMulSpec.AttentionPV(2, 3, 33, 40, 16), WeightPrecision.Fp32, null, "nv2 P·V", ctx: ctx);
+        MatrixUnitsCompare(MatMulSpec.AttentionPtV(2, 3, 33, 40, 16), WeightPrecision.Fp32, null, "nv2 Pᵀ·dO", ctx: ctx);
         Assert.True(ctx.Validation.ErrorCount == 0, string.Join("\n", ctx.Validation.Errors));
     }
 
@@ -350,7 +350,7 @@ public sealed class MatMulTests(GpuFixture f) : GpuTest(f)
     /// ones would be too few to fill a GPU, 128x64 for products at most 64 columns wide (attention
     /// per head), 128x128 otherwise.</summary>
     [SkippableFact]
-    public void CoopMatTilingFollowsTheProductsShape()
+    public void MatrixUnitsTilingFollowsTheProductsShape()
     {
         var ctx = MatrixUnitsCtx;
         Assert.Equal(MatrixUnitsTiling.Default, ctx.Plan.MatrixUnitsProductTiling(MatMulSpec.Rows(19584, 768, 768, transposeB: true), WeightPrecision.Bf16));
@@ -378,11 +378,11 @@ public sealed class MatMulTests(GpuFixture f) : GpuTest(f)
         {
             using (var g = new CommandGraph(ctx))
             {
-                MatMulKernel.RunCoopMat(g, ga, gb, outputs[0], spec, MatrixUnitsTiling.Small, WeightPrecision.Bf16, halfA: true);
-                MatMulKernel.RunCoopMat(g, ga, gb, outputs[1], spec, MatrixUnitsTiling.Small, WeightPrecision.Bf16, halfA: true);
+                MatMulKernel.RunOnMatrixUnits(g, ga, gb, outputs[0], spec, MatrixUnitsTiling.Small, WeightPrecision.Bf16, halfA: true);
+                MatMulKernel.RunOnMatrixUnits(g, ga, gb, outputs[1], spec, MatrixUnitsTiling.Small, WeightPrecision.Bf16, halfA: true);
                 Assert.Equal(3, g.DispatchCount);
                 g.Copy(ga2, ga);
-                MatMulKernel.RunCoopMat(g, ga, gb, outputs[2], spec, MatrixUnitsTiling.Small, WeightPrecision.Bf16, halfA: true);
+                MatMulKernel.RunOnMatrixUnits(g, ga, gb, outputs[2], spec, MatrixUnitsTiling.Small, WeightPrecision.Bf16, halfA: true);
                 Assert.Equal(5, g.DispatchCount);
                 g.Run();
             }
@@ -425,14 +425,14 @@ public sealed class MatMulTests(GpuFixture f) : GpuTest(f)
     /// emulation's loops must stay inside the 65535 iterations an invocation may run in all,
     /// past which Mesa ends them silently (a rolled emulation stopped adding at K = 1744).</summary>
     [SkippableFact]
-    public void CoopMatSumsOverAVocabularyLongK() =>
-        CoopMatCompare(MatMulSpec.Rows(12, 64, 32128, false, false), WeightPrecision.Bf16, MatrixUnitsTiling.Small, "coopmat K 32128");
+    public void MatrixUnitsSumsOverAVocabularyLongK() =>
+        MatrixUnitsCompare(MatMulSpec.Rows(12, 64, 32128, false, false), WeightPrecision.Bf16, MatrixUnitsTiling.Small, "coopmat K 32128");
 
     /// <summary>An activation past fp16's range is saturated at ±65504, not turned into an
     /// infinity that would poison every sum it enters; a NaN stays NaN, as on the portable
     /// product, so that a diverged run shows.</summary>
     [SkippableFact]
-    public void CoopMatSaturatesActivationsPastTheHalfRange()
+    public void MatrixUnitsSaturatesActivationsPastTheHalfRange()
     {
         var ctx = MatrixUnitsCtx;
         var spec = MatMulSpec.Rows(3, 1, 16, transposeB: true);
@@ -447,7 +447,7 @@ public sealed class MatMulTests(GpuFixture f) : GpuTest(f)
         using var gc = GpuBuffer.From<float>(ctx, new float[3]);
         using (var g = new CommandGraph(ctx))
         {
-            MatMulKernel.RunCoopMat(g, ga, gb, gc, spec, Fitting(ctx, MatrixUnitsTiling.Default), WeightPrecision.Fp16);
+            MatMulKernel.RunOnMatrixUnits(g, ga, gb, gc, spec, Fitting(ctx, MatrixUnitsTiling.Default), WeightPrecision.Fp16);
             g.Run();
         }
         Assert.Equal([32752f, -32752f, float.NaN], gc.Download<float>());

@@ -136,13 +136,13 @@ public sealed class MatMulTunerTests : IDisposable
     public void OnTheMatrixUnitsItChoosesAmongTheirTilings()
     {
         var ctx = Context(cooperativeMatrix: true);
-        if (!ctx.CooperativeMatrix) ctx = Context(emulation: true);
+        if (!ctx.UsesMatrixUnits) ctx = Context(emulation: true);
         var expected = MatrixUnitsTiling.Candidates.Where(t => t.Fits(ctx)).Select(t => t.Text).ToList();
         Skip.If(expected.Count < 2, $"{ctx.Capabilities.Name}'s shared memory holds one matrix-unit tiling, {string.Join("", expected)}: nothing to choose");
         var spec = MatMulSpec.Rows(200, 136, 100, transposeB: true);
         var tuning = Assert.Single(MatMulTuner.Tune(ctx, [(spec, WeightPrecision.Bf16)]));
         Assert.Equal(expected, tuning.Candidates.Select(c => c.Tiling));
-        Assert.Equal((MatMulKernel.CoopMatShader(ctx), tuning.Tiling), MatMulKernel.Selection(ctx, spec, WeightPrecision.Bf16));
+        Assert.Equal((MatMulKernel.MatrixUnitsShader(ctx), tuning.Tiling), MatMulKernel.Selection(ctx, spec, WeightPrecision.Bf16));
         // fp32 products stay on the portable kernel, tuned among its tilings.
         Assert.Equal("matmul", Assert.Single(MatMulTuner.Tune(ctx, [(spec, WeightPrecision.Fp32)])).Kernel);
     }

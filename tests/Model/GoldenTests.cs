@@ -203,7 +203,7 @@ public sealed class GoldenTests(GpuFixture f) : GpuTest(f)
     /// <summary>Like with like: the device reading 16-bit weights against the CPU backend
     /// computing with the same weights rounded on load. Both multiply the same numbers in fp32,
     /// so docs/numerics.md's fp32 tolerances hold between them. On a device whose matrix units take the
-    /// products (GpuContext.CooperativeMatrix), activations are rounded to fp16 as well, an error
+    /// products (GpuContext.UsesMatrixUnits), activations are rounded to fp16 as well, an error
     /// the CPU does not make: there the tolerances of fp16 weights against golden apply.</summary>
     [Theory, MemberData(nameof(HalfModelCases))]
     public void VulkanHalfWeightsMatchTheCpuRounding(string model, string caseName, WeightPrecision precision)
@@ -223,7 +223,7 @@ public sealed class GoldenTests(GpuFixture f) : GpuTest(f)
         using var gpuBackend = new GpuBackend(Ctx) { AttentionFusion = EnvironmentSettings.Attention() };
         var cpu = Run(cpuBackend);
         var gpu = Run(gpuBackend);
-        double u = Ctx.CooperativeMatrix ? UnitRoundoff(WeightPrecision.Fp16) : 0;
+        double u = Ctx.UsesMatrixUnits ? UnitRoundoff(WeightPrecision.Fp16) : 0;
         double relative = Math.Max(1e-4, u / 2), gradTolerance = Math.Max(1e-3, 8 * u);
         for (int i = 0; i < cpu.Scores.Length; i++)
             Assert.True(Math.Abs(gpu.Scores[i] - cpu.Scores[i]) <= 1e-3 + relative * Math.Abs(cpu.Scores[i]),

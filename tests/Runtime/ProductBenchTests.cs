@@ -31,7 +31,7 @@ public sealed class ProductBenchTests(GpuFixture fixture) : GpuTest(fixture)
             Assert.Equal(Ctx.Plan.StoredPrecision(m.Product.B), m.B);
             var (kernel, tiling) = MatMulKernel.Selection(Ctx, spec, m.B);
             Assert.Equal((kernel, tiling), (m.Kernel, m.Tiling));
-            Assert.Equal(MatMulKernel.IsCooperativeMatrix(kernel) ? ProductBench.Fp16Tolerance : ProductBench.Fp32Tolerance, m.Tolerance);
+            Assert.Equal(MatMulKernel.IsMatrixUnitsKernel(kernel) ? ProductBench.Fp16Tolerance : ProductBench.Fp32Tolerance, m.Tolerance);
             Assert.Equal(3, m.TimesMs!.Count);
             Assert.All(m.TimesMs, t => Assert.True(double.IsFinite(t) && t > 0, $"{m.Product.Name}: time {t}"));
             // All outputs where there are at most 256, else 256 samples and the corners.

@@ -58,7 +58,7 @@ internal static class ProductBench
     public const int Samples = 256;
 
     /// <summary>The tolerance of a product that ran on <paramref name="kernel"/>.</summary>
-    public static double Tolerance(string kernel) => MatMulKernel.IsCooperativeMatrix(kernel) ? Fp16Tolerance : Fp32Tolerance;
+    public static double Tolerance(string kernel) => MatMulKernel.IsMatrixUnitsKernel(kernel) ? Fp16Tolerance : Fp32Tolerance;
 
     /// <summary>Measures each product: skipped where an operand exceeds one binding, else
     /// timed <paramref name="reps"/> times after at least <paramref name="warmupMs"/> of untimed
@@ -111,7 +111,7 @@ internal static class ProductBench
                 var b = bs[p.B];
                 ctx.Options.Log?.Invoke($"{p.Name}: {p.Spec.M}x{p.Spec.N}x{p.Spec.K} x{p.Spec.Batch1 * p.Spec.Batch2}, {kernel} {tiling}");
                 var (times, copyMs) = Time(ctx, a, b, c, p.Spec, plan.Stored, reps, warmupMs, kernel, p.Name);
-                var (error, checkedOutputs) = Check(ctx, a, b, c, p.Spec, plan.Stored, MatMulKernel.IsCooperativeMatrix(kernel), p.B);
+                var (error, checkedOutputs) = Check(ctx, a, b, c, p.Spec, plan.Stored, MatMulKernel.IsMatrixUnitsKernel(kernel), p.B);
                 results.Add(new ProductMeasurement(p, plan.Stored, kernel, tiling, MatMulTuner.Find(ctx, p.Spec, plan.Stored)?.Candidates, times, copyMs, error, tolerance,
                                                    checkedOutputs, null));
             }

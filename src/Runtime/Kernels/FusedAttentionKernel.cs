@@ -87,7 +87,7 @@ internal readonly record struct FusedAttentionMatrixUnitsTiling(int Warps, int B
     /// asks for a tiling the kernel or the device cannot run at this d_kv.</exception>
     public static FusedAttentionMatrixUnitsTiling? For(GpuContext context, int dkv, bool backward)
     {
-        int subgroup = (int)context.CoopMatSubgroupSize;
+        int subgroup = (int)context.Plan.MatrixUnitsSubgroupSize;
         if (dkv % 16 != 0 || dkv > 128 || subgroup is not (16 or 32 or 64)) return null;
         if (context.Options.MatrixUnitsFusedAttentionTiling is { } text) return Parse(text, context, dkv, backward);
         foreach (var t in Candidates)
@@ -97,7 +97,7 @@ internal readonly record struct FusedAttentionMatrixUnitsTiling(int Warps, int B
 
     bool Fits(GpuContext context, int dkv, bool backward)
     {
-        int subgroup = (int)context.CoopMatSubgroupSize;
+        int subgroup = (int)context.Plan.MatrixUnitsSubgroupSize;
         return SharedBytes(backward, dkv, subgroup) <= context.Capabilities.MaxComputeSharedMemorySize
                && (long)Warps * subgroup <= context.Capabilities.MaxComputeWorkGroupInvocations;
     }
@@ -112,7 +112,7 @@ internal readonly record struct FusedAttentionMatrixUnitsTiling(int Warps, int B
         if (kernels.Length > 2) throw new GpuException($"{setting}: expected WxB or WxB,WxB (forward, backward), e.g. 4x64,4x32");
         var v = TilingText.Parse(kernels[backward ? kernels.Length - 1 : 0], setting, "WxB or WxB,WxB (forward, backward), e.g. 4x64,4x32", count: 2);
         var t = new FusedAttentionMatrixUnitsTiling(v[0], v[1]);
-        int subgroup = (int)context.CoopMatSubgroupSize;
+        int subgroup = (int)context.Plan.MatrixUnitsSubgroupSize;
         if (t.Warps < 1 || t.Block < 16 || t.Block % 16 != 0 || t.Block / (subgroup / 16) % 4 != 0 || !t.Fits(context, dkv, backward))
             throw new GpuException($"{setting}: the {(backward ? "backward" : "forward")} needs at least one subgroup, a block of a multiple of 16 rows " +
                                    $"({subgroup / 16} invocations share a row, each a multiple of 4 columns), at most {context.Capabilities.MaxComputeWorkGroupInvocations} invocations " +
@@ -180,8 +180,8 @@ internal static class FusedAttentionKernel
     /// match its logsumexp. Null otherwise.</summary>
     public static FusedAttentionMatrixUnitsTiling? MatrixUnitsTiling(GpuContext context, int dkv, bool backward) =>
         context.Plan.FusedAttentionOnMatrixUnits
-        && Runtime.Kernel.IsEmbedded(MatMulKernel.CoopMatShader(context, ForwardOnUnits))
-        && Runtime.Kernel.IsEmbedded(MatMulKernel.CoopMatShader(context, BackwardOnUnits))
+        && Runtime.Kernel.IsEmbedded(MatMulKernel.MatrixUnitsShader(context, ForwardOnUnits))
+        && Runtime.Kernel.IsEmbedded(MatMulKernel.MatrixUnitsShader(context, BackwardOnUnits))
         && FusedAttentionMatrixUnitsTiling.For(context, dkv, !backward) is not null
             ? FusedAttentionMatrixUnitsTiling.For(context, dkv, backward)
             : null;
@@ -192,19 +192,19 @@ internal static class FusedAttentionKernel
                                               GpuBuffer? buckets, GpuBuffer? biasWeight, GpuBuffer? keyMask, FusedAttentionShape shape,
                                               float dropoutRate, GpuBuffer? seed, uint stream, FusedAttentionMatrixUnitsTiling t)
     {
-        var name = MatMulKernel.CoopMatShader(g.Context, ForwardOnUnits);
+        var name = MatMulKernel.MatrixUnitsShader(g.Context, ForwardOnUnits);
         var push = Check(name, g.Context.Capabilities, shape, buckets, biasWeight, keyMask, dropoutRate, seed, stream, null);
         CheckOnMatrixUnits(name, g.Context, shape, t, backward: false);
         if (!CheckForwardBuffers(name, q, k, v, o, logSumExp, shape)) return;
-        var kernel = g.Context.Kernel(name, ForwardLayout, t.Specialization(shape.DKv, (int)g.Context.CoopMatSubgroupSize));
+        var kernel = g.Context.Kernel(name, ForwardLayout, t.Specialization(shape.DKv, (int)g.Context.Plan.MatrixUnitsSubgroupSize));
         g.Dispatch(kernel, Groups(g, shape.Scores.QueryLength, shape, 16 * t.Warps), push,
                    [.. Optional(q, buckets, biasWeight, keyMask, seed), q, k, v, o, logSumExp]);
     }
 
     static void CheckOnMatrixUnits(string name, GpuContext context, FusedAttentionShape shape, FusedAttentionMatrixUnitsTiling t, bool backward)
     {
-        if (!context.CooperativeMatrix) throw new GpuException($"{name}: needs a context that uses the matrix units (GpuContext.CooperativeMatrix)");
-        int subgroup = (int)context.CoopMatSubgroupSize;
+        if (!context.UsesMatrixUnits) throw new GpuException($"{name}: needs a context that uses the matrix units (GpuContext.UsesMatrixUnits)");
+        int subgroup = (int)context.Plan.MatrixUnitsSubgroupSize;
         if (shape.DKv % 16 != 0 || t.Block % 16 != 0 || t.Block / (subgroup / 16) % 4 != 0)
             throw new ArgumentException($"{name}: needs d_kv and the block a multiple of 16 and a quarter of the block's columns per invocation, got d_kv {shape.DKv}, {t}, subgroups of {subgroup}");
         if (t.SharedBytes(backward, shape.DKv, subgroup) > context.Capabilities.MaxComputeSharedMemorySize)
@@ -243,12 +243,12 @@ internal static class FusedAttentionKernel
                                                GpuBuffer dq, GpuBuffer dk, GpuBuffer dv, GpuBuffer? buckets, GpuBuffer? biasWeight, GpuBuffer? keyMask,
                                                FusedAttentionShape shape, float dropoutRate, GpuBuffer? seed, uint stream, FusedAttentionMatrixUnitsTiling t)
     {
-        var name = MatMulKernel.CoopMatShader(g.Context, BackwardOnUnits);
+        var name = MatMulKernel.MatrixUnitsShader(g.Context, BackwardOnUnits);
         var push = Check(name, g.Context.Capabilities, shape, buckets, biasWeight, keyMask, dropoutRate, seed, stream, null);
         CheckOnMatrixUnits(name, g.Context, shape, t, backward: true);
         if (!CheckBackwardBuffers(name, q, k, v, o, logSumExp, dO, dq, dk, dv, shape)) return;
         GpuBuffer[] inputs = [.. Optional(q, buckets, biasWeight, keyMask, seed), q, k, v, o, logSumExp, dO];
-        int[] spec = t.Specialization(shape.DKv, (int)g.Context.CoopMatSubgroupSize);
+        int[] spec = t.Specialization(shape.DKv, (int)g.Context.Plan.MatrixUnitsSubgroupSize);
         g.Dispatch(g.Context.Kernel(name, BackwardLayout, [.. spec, 0]), Groups(g, shape.Scores.QueryLength, shape, 16 * t.Warps), push, [.. inputs, dq, dq]);
         g.Dispatch(g.Context.Kernel(name, BackwardLayout, [.. spec, 1]), Groups(g, shape.Scores.KeyLength, shape, 16 * t.Warps), push, [.. inputs, dk, dv]);
     }

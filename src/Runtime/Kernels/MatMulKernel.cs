@@ -28,7 +28,7 @@ internal static class MatMulKernel
     /// ranges of A or B it is computed from. B, the frozen weight of a layer, may be stored as
     /// fp16 or bf16 halves (<paramref name="bPrecision"/>; offsets and strides still count
     /// elements); it is widened to fp32 as it is loaded, and A, C and the sums stay fp32.</summary>
-    /// <remarks>Where the context uses cooperative matrices, a product with 16-bit B (any B with
+    /// <remarks>Where the context uses the matrix units, a product with 16-bit B (any B with
     /// <see cref="DevicePlan.MatrixUnitsAllProducts"/>) runs on the matrix units instead,
     /// with A and an fp32 B rounded to fp16 (saturating at ±65504) and fp32 sums.</remarks>
     /// <exception cref="GpuException">B is 16-bit and the device lacks 16-bit storage.</exception>
@@ -45,10 +45,10 @@ internal static class MatMulKernel
     /// <paramref name="halfA"/>, <paramref name="halfB"/>: whether it reads a 16-bit copy of A, or
     /// of an fp32 B, made first (<see cref="HalfCopies"/>), rather than the operand itself; null
     /// leaves it to <see cref="DevicePlan.HalvesA"/> and <see cref="DevicePlan.HalvesB"/>.</summary>
-    internal static void RunCoopMat(CommandGraph g, GpuBuffer a, GpuBuffer b, GpuBuffer c, in MatMulSpec s, MatrixUnitsTiling t, WeightPrecision bPrecision,
+    internal static void RunOnMatrixUnits(CommandGraph g, GpuBuffer a, GpuBuffer b, GpuBuffer c, in MatMulSpec s, MatrixUnitsTiling t, WeightPrecision bPrecision,
                                     bool? halfA = null, bool? halfB = null)
     {
-        if (!g.Context.CooperativeMatrix) throw new GpuException("the cooperative-matrix product needs a context that enabled it (GpuContext.CooperativeMatrix)");
+        if (!g.Context.UsesMatrixUnits) throw new GpuException("the matrix-unit product needs a context that uses them (GpuContext.UsesMatrixUnits)");
         s.Validate(a.Length<float>(), b.Bytes / bPrecision.ElementBytes(), c.Length<float>());
         var spec = s;
         var (aExtent, bExtent, _) = s.Extents();
@@ -68,7 +68,7 @@ internal static class MatMulKernel
             bPrecision = WeightPrecision.Fp16;
         }
         if (workgroupScope) AppendWorkgroupScope(g, a, b, c, spec, t);
-        else AppendCoopMat(g, a, b, c, spec, t, bPrecision, aHalf: copyA);
+        else AppendSubgroupScope(g, a, b, c, spec, t, bPrecision, aHalf: copyA);
     }
 
     internal static bool OnWorkgroupScope(GpuContext context, in MatMulSpec s, WeightPrecision bPrecision) => context.Plan.OnWorkgroupScope(s, bPrecision);
@@ -81,10 +81,10 @@ internal static class MatMulKernel
         g.Dispatch(k, (Grid.Div(s.N, t.BlockN), Grid.Div(s.M, t.BlockM), z), Push.From(s), a, b, c);
     }
 
-    static void AppendCoopMat(CommandGraph g, GpuBuffer a, GpuBuffer b, GpuBuffer c, in MatMulSpec s, MatrixUnitsTiling t, WeightPrecision bPrecision, bool aHalf)
+    static void AppendSubgroupScope(CommandGraph g, GpuBuffer a, GpuBuffer b, GpuBuffer c, in MatMulSpec s, MatrixUnitsTiling t, WeightPrecision bPrecision, bool aHalf)
     {
         uint subgroup = g.Context.Plan.MatrixUnitsSubgroupSize;
-        var k = g.Context.Kernel(CoopMatShader(g.Context), Layout, (int)subgroup * t.WarpsM * t.WarpsN, (int)subgroup,
+        var k = g.Context.Kernel(MatrixUnitsShader(g.Context), Layout, (int)subgroup * t.WarpsM * t.WarpsN, (int)subgroup,
                                  t.WarpsM, t.WarpsN, t.TilesM, t.TilesN, t.SharedK, bPrecision == WeightPrecision.Bf16 ? 1 : 0,
                                  Fetch(s.AStrideK, (s.M, s.AStrideM), (s.K, s.AStrideK), s.AOffset, (s.Batch1, s.AStrideBatch1), (s.Batch2, s.AStrideBatch2)),
                                  Fetch(s.BStrideK, (s.N, s.BStrideN), (s.K, s.BStrideK), s.BOffset, (s.Batch1, s.BStrideBatch1), (s.Batch2, s.BStrideBatch2)),
@@ -157,9 +157,9 @@ internal static class MatMulKernel
     /// <summary>The build of a matrix-unit shader (shaders/NAME.comp for NV, NAME_khr.comp,
     /// NAME_emulated.comp) that the context's <see cref="DevicePlan.MatrixUnits"/> runs at subgroup scope.
     /// A context through VK_NV_cooperative_matrix2 runs the KHR builds beside its workgroup-scope kernel.</summary>
-    internal static string CoopMatShader(GpuContext context, string name = "matmul_coopmat") => MatrixUnitsShader(context.Plan.MatrixUnits, name);
+    internal static string MatrixUnitsShader(GpuContext context, string name = "matmul_coopmat") => MatrixUnitsShader(context.Plan.MatrixUnits, name);
 
-    /// <inheritdoc cref="CoopMatShader"/>
+    /// <inheritdoc cref="MatrixUnitsShader(GpuContext, string)"/>
     internal static string MatrixUnitsShader(MatrixUnits units, string name = "matmul_coopmat") => units switch
     {
         MatrixUnits.Emulated => name + "_emulated",
@@ -169,7 +169,7 @@ internal static class MatMulKernel
 
     /// <summary>Whether <paramref name="kernel"/>, as <see cref="Selection"/> names it, is a
     /// cooperative-matrix product (on the matrix units or emulated), which rounds A to fp16.</summary>
-    public static bool IsCooperativeMatrix(string kernel) =>
+    public static bool IsMatrixUnitsKernel(string kernel) =>
         kernel is "matmul_coopmat" or DevicePlan.KhrMatMulShader or DevicePlan.Nv2MatMulShader or "matmul_coopmat_emulated";
 }
 
@@ -189,7 +189,7 @@ internal readonly record struct MatMulChoice
     /// <summary>The shader that runs, as a profile labels its dispatches.</summary>
     public string Kernel(GpuContext context, WeightPrecision bPrecision) =>
         WorkgroupScope ? DevicePlan.Nv2MatMulShader
-        : MatrixUnits is not null ? MatMulKernel.CoopMatShader(context) : bPrecision == WeightPrecision.Fp32 ? "matmul" : "matmul_half";
+        : MatrixUnits is not null ? MatMulKernel.MatrixUnitsShader(context) : bPrecision == WeightPrecision.Fp32 ? "matmul" : "matmul_half";
 
     /// <summary>The tile shape as the tiling variables spell it.</summary>
     public string Tiling => MatrixUnits?.Text ?? Portable!.Value.Text;
@@ -197,7 +197,7 @@ internal readonly record struct MatMulChoice
     /// <summary>Appends the product with this kernel and tiling.</summary>
     public void Append(CommandGraph g, GpuBuffer a, GpuBuffer b, GpuBuffer c, in MatMulSpec s, WeightPrecision bPrecision)
     {
-        if (MatrixUnits is { } m) MatMulKernel.RunCoopMat(g, a, b, c, s, m, bPrecision);
+        if (MatrixUnits is { } m) MatMulKernel.RunOnMatrixUnits(g, a, b, c, s, m, bPrecision);
         else MatMulKernel.Run(g, a, b, c, s, Portable!.Value, bPrecision);
     }
 }

@@ -26,10 +26,10 @@ internal static class MatrixPeakKernel
     public static void Run(CommandGraph g, GpuBuffer c, int workgroups, int iterations, bool reload, float a, float b)
     {
         var ctx = g.Context;
-        if (!ctx.CooperativeMatrix) throw new GpuException("the matrix-unit peak needs a context that uses cooperative matrices (GpuContext.MatrixUnits)");
+        if (!ctx.UsesMatrixUnits) throw new GpuException("the matrix-unit peak needs a context that uses the matrix units (GpuContext.UsesMatrixUnits)");
         BufferChecks.Require("matrix_peak", c, Outputs(workgroups), "c");
-        uint subgroup = ctx.CoopMatSubgroupSize;
-        var k = ctx.Kernel(MatMulKernel.CoopMatShader(ctx, "matrix_peak"), Layout, (int)subgroup * Warps, (int)subgroup, Warps, TilesM, TilesN, reload ? 1 : 0);
+        uint subgroup = ctx.Plan.MatrixUnitsSubgroupSize;
+        var k = ctx.Kernel(MatMulKernel.MatrixUnitsShader(ctx, "matrix_peak"), Layout, (int)subgroup * Warps, (int)subgroup, Warps, TilesM, TilesN, reload ? 1 : 0);
         g.Dispatch(k, ((uint)workgroups, 1u, 1u), new Push((uint)iterations, a, b), c);
     }
 }

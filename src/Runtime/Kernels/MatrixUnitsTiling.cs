@@ -43,7 +43,7 @@ internal readonly record struct MatrixUnitsTiling(int WarpsM, int WarpsN, int Ti
     public static MatrixUnitsTiling Small => new(2, 2, 2, 2, 32);
 
     // 128x64 blocks for products 64 or fewer columns wide but many rows deep: attention per head
-    // (P·V, dS·K, dV, dK with 64-wide heads) with VKPROMPT_COOPMAT=all, where 128x128 blocks
+    // (P·V, dS·K, dV, dK with 64-wide heads) with every product on the matrix units (GpuOptions.MatrixUnitsAllProducts), where 128x128 blocks
     // would compute as many zero columns as real ones.
     public static MatrixUnitsTiling Narrow => new(4, 2, 2, 2, 16);
 

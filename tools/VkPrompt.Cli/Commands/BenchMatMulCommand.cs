@@ -168,7 +168,7 @@ internal static class BenchMatMulCommand
                            c.VocabSize, c.IsGatedAct ? "gated-gelu" : "relu", c.TieWordEmbeddings),
             new BenchBatch(shape.Batch, shape.InputLength, shape.TargetLength, shape.PromptLength),
             precision.Name(), attention, c.DropoutRate, s.Reps, s.WarmupMs, bench.Profiled,
-            new MatMulSwitches(ctx.CooperativeMatrix, ctx.CooperativeMatrixEmulated, ctx.MatrixUnits.ToString().ToLowerInvariant(), ctx.Options.MatMulTiling, ctx.Options.MatrixUnitsTiling,
+            new MatMulSwitches(ctx.UsesMatrixUnits, ctx.MatrixUnitsEmulated, ctx.MatrixUnits.ToString().ToLowerInvariant(), ctx.Options.MatMulTiling, ctx.Options.MatrixUnitsTiling,
                                bench.Tuned is not null, ctx.Options.MatrixUnitsHalfActivations),
             rows, totals, notes)
         {
@@ -240,7 +240,9 @@ internal sealed record PipelineReport(string Shader, IReadOnlyList<int> Speciali
 
 /// <summary>What chose the kernels: the matrix units on or off and which build of their kernel ran
 /// (none, khr, nv, emulated), the tiling variables as set (null: the default), and whether the
-/// products were tuned first (VKPROMPT_MATMUL_TUNE=1 on a GPU).</summary>
+/// products were tuned first (VKPROMPT_MATMUL_TUNE=1 on a GPU). The member names are JSON keys
+/// that tools/bench-table.py and the reports in docs/results read, so they keep the spelling
+/// those were recorded with ("cooperativeMatrix", "coopMatTiling") where the code says matrix units.</summary>
 internal sealed record MatMulSwitches(bool CooperativeMatrix, bool CooperativeMatrixEmulated, string MatrixUnits, string? MatMulTiling, string? CoopMatTiling, bool TuneMatMul,
                                       bool HalfActivations);
 

@@ -78,7 +78,7 @@ internal static class BenchPeakCommand
             MatrixUnits = units switch { "khr" => MatrixUnitsRequest.Khr, "nv" => MatrixUnitsRequest.Nv, "emulate" => MatrixUnitsRequest.Emulate, _ => MatrixUnitsRequest.Auto },
         });
         var caps = ctx.Capabilities;
-        if (!ctx.CooperativeMatrix)
+        if (!ctx.UsesMatrixUnits)
             throw new GpuException($"{caps.Name} has no matrix units this build can use (vkprompt devices says which it has); " +
                                    "--matrix-units emulate runs the kernel emulated, to check it");
         if (workgroups > caps.MaxWorkGroupCountX)
