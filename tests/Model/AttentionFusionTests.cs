@@ -25,9 +25,9 @@ public sealed class AttentionFusionTests(GpuFixture f) : GpuTest(f), IDisposable
         Assert.Equal(Ctx.Capabilities.DeviceType != "cpu", gpu.FusesAttention(Scores(1024, 1024)));
         Assert.False(gpu.FusesAttention(Scores(612, 612)));
         Assert.False(gpu.FusesAttention(Scores(8, 500)));
-        gpu.AttentionFusion = AttentionFusion.Always;
+        gpu.AttentionFusion = AttentionFusion.Fused;
         Assert.True(gpu.FusesAttention(Scores(1, 1)));
-        cpu.AttentionFusion = AttentionFusion.Never;
+        cpu.AttentionFusion = AttentionFusion.Unfused;
         Assert.False(cpu.FusesAttention(Scores(512, 512)));
     }
 
@@ -44,7 +44,7 @@ public sealed class AttentionFusionTests(GpuFixture f) : GpuTest(f), IDisposable
         int rows = (int)(limit / (2 * 4 * 512)) + 1;
         Assert.True(gpu.FusesAttention(Scores(rows, 512)));
         Assert.Equal(Ctx.Capabilities.DeviceType != "cpu" && (long)(rows - 1) * 512 >= 1024 * 1024, gpu.FusesAttention(Scores(rows - 1, 512)));
-        gpu.AttentionFusion = AttentionFusion.Never;
+        gpu.AttentionFusion = AttentionFusion.Unfused;
         Assert.False(gpu.FusesAttention(Scores(rows, 512)));
     }
 
@@ -70,7 +70,7 @@ public sealed class AttentionFusionTests(GpuFixture f) : GpuTest(f), IDisposable
             return cpu.MemoryUse.Current - before;
         }
 
-        long unfused = PassBytes(AttentionFusion.Never), fused = PassBytes(AttentionFusion.Always);
+        long unfused = PassBytes(AttentionFusion.Unfused), fused = PassBytes(AttentionFusion.Fused);
         long le = shape.EncoderLength;
         Assert.True(unfused - fused >= (config.NumLayers + 1) * shape.Batch * config.NumHeads * le * le * 4L,
                     $"fused pass {fused} bytes vs unfused {unfused}");

@@ -58,7 +58,7 @@ public sealed class GoldenTests(GpuFixture f) : GpuTest(f)
                        "vulkan-matrix-units-all" => MatrixUnitsAllProductsCtx,
                        _ => Ctx,
                    });
-        be.AttentionFusion = name.EndsWith("-fused", StringComparison.Ordinal) ? AttentionFusion.Always : AttentionFusion.Never;
+        be.AttentionFusion = name.EndsWith("-fused", StringComparison.Ordinal) ? AttentionFusion.Fused : AttentionFusion.Unfused;
         return be;
     }
 

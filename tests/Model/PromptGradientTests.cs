@@ -39,7 +39,7 @@ public sealed class PromptGradientTests(GpuFixture f) : GpuTest(f), IDisposable
     {
         RandomT5.Write(dir, Tiny(gated), seed: 3);
         using var ckpt = T5Checkpoint.Open(dir);
-        using var be = new CpuBackend { AttentionFusion = fused ? AttentionFusion.Always : AttentionFusion.Never };
+        using var be = new CpuBackend { AttentionFusion = fused ? AttentionFusion.Fused : AttentionFusion.Unfused };
         using var weights = new T5Weights(ckpt, be);
         const int promptLength = 4;
         var prompt = Check.Random(promptLength * ckpt.Config.DModel, 11, 0.5f);
@@ -75,10 +75,10 @@ public sealed class PromptGradientTests(GpuFixture f) : GpuTest(f), IDisposable
         using var ckpt = T5Checkpoint.Open(dir);
         var prompt = Check.Random(6 * ckpt.Config.DModel, 12, 0.5f);
         var examples = Examples();
-        using var cpu = new CpuBackend { AttentionFusion = AttentionFusion.Never };
+        using var cpu = new CpuBackend { AttentionFusion = AttentionFusion.Unfused };
         using var cpuWeights = new T5Weights(ckpt, cpu);
         var (cpuLoss, cpuGrad) = PromptTrainer.Gradient(cpuWeights, examples, prompt);
-        using var gpu = new GpuBackend(Ctx) { AttentionFusion = fused ? AttentionFusion.Always : AttentionFusion.Never };
+        using var gpu = new GpuBackend(Ctx) { AttentionFusion = fused ? AttentionFusion.Fused : AttentionFusion.Unfused };
         using var gpuWeights = new T5Weights(ckpt, gpu);
         var (gpuLoss, gpuGrad) = PromptTrainer.Gradient(gpuWeights, examples, prompt, mode);
         Assert.Equal(cpuLoss, gpuLoss, 4);
@@ -98,9 +98,9 @@ public sealed class PromptGradientTests(GpuFixture f) : GpuTest(f), IDisposable
         var prompt = Check.Random(6 * ckpt.Config.DModel, 13, 0.5f);
         using var gpu = new GpuBackend(Ctx);
         using var weights = new T5Weights(ckpt, gpu);
-        gpu.AttentionFusion = AttentionFusion.Never;
+        gpu.AttentionFusion = AttentionFusion.Unfused;
         var (unfusedLogProbs, unfusedGrad) = TrainingPass(weights, prompt, mode, fused: false);
-        gpu.AttentionFusion = AttentionFusion.Always;
+        gpu.AttentionFusion = AttentionFusion.Fused;
         var (fusedLogProbs, fusedGrad) = TrainingPass(weights, prompt, mode, fused: true);
         Check.Close(unfusedLogProbs, fusedLogProbs, 1e-4, "log-probabilities with dropout, fused vs unfused");
         Assert.True(Check.NormRelativeError(unfusedGrad, fusedGrad) <= 1e-4, "prompt gradient with dropout, fused vs unfused");
@@ -116,10 +116,10 @@ public sealed class PromptGradientTests(GpuFixture f) : GpuTest(f), IDisposable
         RandomT5.Write(dir, Tiny(gated), seed: 6);
         using var ckpt = T5Checkpoint.Open(dir);
         var prompt = Check.Random(6 * ckpt.Config.DModel, 14, 0.5f);
-        using var cpu = new CpuBackend { AttentionFusion = AttentionFusion.Never };
+        using var cpu = new CpuBackend { AttentionFusion = AttentionFusion.Unfused };
         using var cpuWeights = new T5Weights(ckpt, cpu);
         var (cpuLogProbs, cpuGrad) = TrainingPass(cpuWeights, prompt, mode, fused: false);
-        using var gpu = new GpuBackend(Ctx) { AttentionFusion = AttentionFusion.Never };
+        using var gpu = new GpuBackend(Ctx) { AttentionFusion = AttentionFusion.Unfused };
         using var gpuWeights = new T5Weights(ckpt, gpu);
         var (gpuLogProbs, gpuGrad) = TrainingPass(gpuWeights, prompt, mode, fused: false);
         // As VulkanMatchesCpu and FusedAttentionDropsWhatUnfusedDrops: rounding only.

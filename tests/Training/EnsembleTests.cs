@@ -78,7 +78,7 @@ public sealed class EnsembleTests(GpuFixture f) : GpuTest(f)
     /// at the end of their slot, the rows before them masked) score and decode as each prompt alone
     /// at its own length, on each backend and with attention fused and unfused.</summary>
     [Theory]
-    [InlineData("cpu", AttentionFusion.Never), InlineData("vulkan", AttentionFusion.Never), InlineData("vulkan", AttentionFusion.Always)]
+    [InlineData("cpu", AttentionFusion.Unfused), InlineData("vulkan", AttentionFusion.Unfused), InlineData("vulkan", AttentionFusion.Fused)]
     public void PromptsOfDifferentLengthsInOneBatchComputeAsEachAlone(string backend, AttentionFusion attention)
     {
         using var ckpt = T5Checkpoint.Open(EnsembleTask.Model);

@@ -24,7 +24,7 @@ public sealed class StepFlopsTests
         var config = Config(gated);
         RandomT5.Write(dir.Path, config, seed: 1);
         using var ckpt = T5Checkpoint.Open(dir.Path);
-        using var be = new TraceBackend { AttentionFusion = AttentionFusion.Never };
+        using var be = new TraceBackend { AttentionFusion = AttentionFusion.Unfused };
         using var weights = new T5Weights(ckpt, be);
         var shape = new BatchShape(Batch: 3, InputLength: 16, TargetLength: 8, PromptLength: 5);
         using var prompt = be.Floats((long)shape.PromptLength * config.DModel, "prompt");

@@ -1,3 +1,4 @@
+using VkPrompt.Diagnostics;
 using VkPrompt.Cli.Commands;
 using VkPrompt.Model;
 using VkPrompt.Model.Backends;
@@ -33,12 +34,12 @@ public sealed class StepTraceTests
     }
 
     [Theory]
-    [InlineData(false, true, 0.1f, AttentionFusion.Never, WeightPrecision.Fp32)]
-    [InlineData(false, true, 0f, AttentionFusion.Always, WeightPrecision.Bf16)]
-    [InlineData(true, false, 0.1f, AttentionFusion.Never, WeightPrecision.Bf16)]
-    [InlineData(true, false, 0f, AttentionFusion.Never, WeightPrecision.Fp16)]
-    [InlineData(true, false, 0.1f, AttentionFusion.Always, WeightPrecision.Fp32)]
-    [InlineData(true, true, 0.1f, AttentionFusion.Never, WeightPrecision.Fp32)]
+    [InlineData(false, true, 0.1f, AttentionFusion.Unfused, WeightPrecision.Fp32)]
+    [InlineData(false, true, 0f, AttentionFusion.Fused, WeightPrecision.Bf16)]
+    [InlineData(true, false, 0.1f, AttentionFusion.Unfused, WeightPrecision.Bf16)]
+    [InlineData(true, false, 0f, AttentionFusion.Unfused, WeightPrecision.Fp16)]
+    [InlineData(true, false, 0.1f, AttentionFusion.Fused, WeightPrecision.Fp32)]
+    [InlineData(true, true, 0.1f, AttentionFusion.Unfused, WeightPrecision.Fp32)]
     public void TheTunerAndBenchMatMulSeeEveryProductTheStepEmits(bool gated, bool tied, float dropout, AttentionFusion fusion, WeightPrecision precision)
     {
         using var dir = new TempDir();
@@ -59,7 +60,7 @@ public sealed class StepTraceTests
         int forward = ne * (6 + g) + nd * (10 + g) + 1, backward = 1 + nd * (6 + g) + (nd - 1) * 4 + ne * (6 + g);
         Assert.Equal(forward + backward, emitted.Count(p => p.Weight is not null));
         int attentions = ne + 2 * nd, attentionsBackward = ne + 2 * nd - 1;
-        bool fused = fusion == AttentionFusion.Always;
+        bool fused = fusion == AttentionFusion.Fused;
         Assert.Equal(fused ? 0 : 2 * attentions + 4 * attentionsBackward, emitted.Count(p => p.Weight is null));
         Assert.Equal(fused ? attentions + attentionsBackward : 0, be.FusedAttentions);
         // Weights are read in the model's precision, every other B is an fp32 activation.
@@ -73,7 +74,7 @@ public sealed class StepTraceTests
 
         // bench matmul: every product the step emits, each as often, no two rows alike.
         var shape = HostBatch.Build(examples, promptLength, batchSize: batchSize, decoderStart: config.DecoderStartTokenId).Shape;
-        var listed = BenchMatMulCommand.StepProducts(config, shape, precision, be.FusesAttention);
+        var listed = StepProductChecks.Of(config, shape, precision, be.FusesAttention);
         var expected = emitted.GroupBy(p => (p.Spec, p.Weight)).ToDictionary(g => g.Key, g => g.Count());
         Assert.Equal(expected.Count, listed.Select(p => (p.Spec, p.Weight)).Distinct().Count());
         Assert.Equal(expected.Count, listed.Count);

@@ -149,7 +149,7 @@ internal static class Cli
     {
         var names = parse.CommandResult.Command.Options.Select(o => o.Name).ToHashSet();
         var ways = new[] { "--batch-size", "--max-input-length", "--recompute" }.Where(names.Contains).ToList();
-        if (names.Contains("--attention") && AttentionFusions.Parse(parse.GetValue<string>("--attention") ?? "") != AttentionFusion.Always)
+        if (names.Contains("--attention") && AttentionFusions.Parse(parse.GetValue<string>("--attention") ?? "") != AttentionFusion.Fused)
             ways.Add("--attention fused");
         return ways.Count == 0 ? "" : $"; the work is too large for this device: a smaller {string.Join(", ", ways)} needs less memory";
     }

@@ -29,9 +29,9 @@ public enum AttentionFusion
     /// <summary>The backend decides per attention from its size (<see cref="Backend.FusesAttention"/>).</summary>
     Auto,
     /// <summary>Every attention runs fused (less memory: no stored probabilities).</summary>
-    Always,
+    Fused,
     /// <summary>Every attention runs as separate products and softmax (the probabilities are stored).</summary>
-    Never,
+    Unfused,
 }
 
 /// <summary>How users spell <see cref="AttentionFusion"/> (the CLI's <c>--attention</c>).</summary>
@@ -43,8 +43,8 @@ public static class AttentionFusions
     /// <summary>The spelling <see cref="Parse"/> reads back (auto, fused, unfused).</summary>
     public static string Name(this AttentionFusion f) => f switch
     {
-        AttentionFusion.Always => "fused",
-        AttentionFusion.Never => "unfused",
+        AttentionFusion.Fused => "fused",
+        AttentionFusion.Unfused => "unfused",
         _ => "auto",
     };
 
@@ -52,8 +52,8 @@ public static class AttentionFusions
     public static AttentionFusion? Parse(string text) => text.ToLowerInvariant() switch
     {
         "auto" => AttentionFusion.Auto,
-        "fused" => AttentionFusion.Always,
-        "unfused" => AttentionFusion.Never,
+        "fused" => AttentionFusion.Fused,
+        "unfused" => AttentionFusion.Unfused,
         _ => null,
     };
 
@@ -124,8 +124,8 @@ public abstract class Backend : IDisposable
     /// <see cref="AttentionFusion"/> says.</summary>
     internal bool FusesAttention(AttentionShape scores) => AttentionFusion switch
     {
-        AttentionFusion.Always => true,
-        AttentionFusion.Never => false,
+        AttentionFusion.Fused => true,
+        AttentionFusion.Unfused => false,
         _ => FusesAttentionByDefault(scores),
     };
 

@@ -87,12 +87,6 @@ internal static class BenchMatMulCommand
 
     sealed record Settings(T5Config Config, string Name, BatchShape Batch, string Precision, int Reps, int WarmupMs, string Device, AttentionFusion Attention, string JsonPath, string CommandLine);
 
-    /// <summary>The distinct products of one training step of <paramref name="config"/> as the
-    /// trainer records it (stored activations, the config's dropout), traced: what this command
-    /// measures, and what the tuner is given before the step.</summary>
-    internal static IReadOnlyList<StepProduct> StepProducts(T5Config config, BatchShape shape, WeightPrecision precision, Func<AttentionShape, bool> fusesAttention) =>
-        StepProduct.Distinct(T5Pass.Trace(config, shape, ActivationMode.Store, (float)config.DropoutRate, precision, fusesAttention));
-
     static int Run(Settings s, IAnsiConsole console, TextWriter stderr, Action<string>? log)
     {
         var report = Measure(s, console, log);
@@ -126,7 +120,7 @@ internal static class BenchMatMulCommand
         var attention = new BenchAttention(s.Attention.Name(), Fused(encFused), Fused(decFused), Fused(crossFused));
         if (encFused || decFused || crossFused)
             notes.Add($"attention {attention}: a fused attention makes no matrix products, so its products are not in the step (--attention unfused times them)");
-        var products = StepProducts(c, shape, precision, backend.FusesAttention);
+        var products = StepProductChecks.Of(c, shape, precision, backend.FusesAttention);
 
         console.WriteLine(string.Create(CultureInfo.InvariantCulture,
             $"{s.Name}: batch {shape.Batch}, input {shape.InputLength} + prompt {shape.PromptLength}, target {shape.TargetLength}: {products.Count} distinct products, " +
