@@ -31,8 +31,11 @@ internal static class TrainCommand
         var run = s.Model.Train(train, val, options, t.Output);
         console.MarkupLineInterpolated($"[bold]VkPrompt train[/]: {train.Count} examples, {s.Model.Backend.Name}, {s.Model.Weights.Precision.Name()} weights; {run.Truncation}");
         console.MarkupLineInterpolated($"prompt {run.PromptLength} x {s.Model.DModel}, init {run.Init}, batch {options.BatchSize}, {options.Steps} steps, output {t.Output}");
-        // The chart is the CLI's, so replacing a run replaces it too.
-        if (options.Overwrite) File.Delete(Path.Combine(t.Output, MetricsChart.File));
+        // The chart is the CLI's: listed with the run's files, so replacing a run replaces it too,
+        // and drawn while the run still holds the directory, also where the loss diverged (it
+        // shows the steps up to there).
+        run.Directory.AlsoWrites(MetricsChart.File);
+        run.Finishing = () => MetricsChart.Write(run.Directory);
 
         TrainingResult result = null!;
         StepReport? lastVal = null;
@@ -63,7 +66,7 @@ internal static class TrainCommand
                             task.Description = string.Create(CultureInfo.InvariantCulture, $"step {r.Step} loss {r.Loss:F4} {r.StepsPerSecond:F2} steps/s{ValText(lastVal)}");
                         };
                         run.Log = m => console.MarkupLineInterpolated($"{m}");
-                        result = Train(run, cancel.Token);
+                        result = run.Run(cancel.Token);
                     });
             }
             else
@@ -80,7 +83,7 @@ internal static class TrainCommand
                     }
                 };
                 run.Log = m => console.WriteLine(m);
-                result = Train(run, cancel.Token);
+                result = run.Run(cancel.Token);
             }
         }
 
@@ -101,23 +104,6 @@ internal static class TrainCommand
 
     static string ValText(StepReport? r) => r is null ? "" : string.Create(CultureInfo.InvariantCulture,
         $"  val loss {r.ValidationLoss:F4}{(r.ValidationAccuracy is double a ? $" acc {a:F3}" : "")}");
-
-    /// <summary>Runs <paramref name="run"/> and draws its chart, also where the loss diverged:
-    /// the chart shows the steps up to there.</summary>
-    static TrainingResult Train(TrainingRun run, CancellationToken cancel)
-    {
-        try
-        {
-            var result = run.Run(cancel);
-            MetricsChart.Write(run.Directory);
-            return result;
-        }
-        catch (TrainingDivergedException)
-        {
-            MetricsChart.Write(run.Directory);
-            throw;
-        }
-    }
 }
 
 internal sealed record TrainSettings(string Model, string TrainFile, string? ValidationFile, string Output, string Device, AttentionFusion Attention, string? Task,
