@@ -67,13 +67,18 @@ internal sealed class TrainingDirectory(string path) : IDisposable
         if (File.Exists(path))
             throw new TrainingOptionException($"{Setting.OutputDirectory} {path} is a file; it names the directory the adapter, checkpoint and metrics go to");
         if (!Directory.Exists(path)) return;
-        if (ReadManifest() is null)
+        var manifest = ReadManifest();
+        if (manifest is null)
         {
             var foreign = Directory.EnumerateFileSystemEntries(path).Select(System.IO.Path.GetFileName).Where(n => n is not (LockFile or LockHolderFile)).Order(StringComparer.Ordinal).ToList();
             if (foreign.Count > 0)
                 throw new TrainingOptionException($"{Setting.OutputDirectory} {path} holds files VkPrompt did not write ({string.Join(", ", foreign.Take(3))}{(foreign.Count > 3 ? ", ..." : "")}) and no {ManifestFile}; a run writes only into a new or empty directory or one of its own: choose another {Setting.OutputDirectory}");
             return;
         }
+        // A file by a run's name that no run here wrote is the user's (a prompt.npy of their own
+        // beside a run that exported none): the run would replace it.
+        if (RunFiles(options).Where(f => File.Exists(Full(f))).Except(manifest).FirstOrDefault() is { } users)
+            throw new TrainingOptionException($"{Setting.OutputDirectory} {path} holds {users}, which no run there wrote ({ManifestFile} does not list it) and this run would replace: move it or choose another {Setting.OutputDirectory}");
         if (options.Resume || options.Overwrite) return;
         if (new[] { CheckpointFile, Adapter.WeightsFile }.FirstOrDefault(f => File.Exists(System.IO.Path.Combine(path, f))) is { } earlier)
             throw new TrainingOptionException($"{path} holds an earlier run ({earlier}); continue it with {Setting.Resume}, replace it with {Setting.Overwrite}, or choose another {Setting.OutputDirectory}");
@@ -102,7 +107,7 @@ internal sealed class TrainingDirectory(string path) : IDisposable
     internal void Begin()
     {
         if (replacing is null) return;
-        foreach (var f in replacing) File.Delete(Full(f));
+        foreach (var f in replacing.Select(Full).Where(File.Exists)) File.Delete(f);
         if (Directory.Exists(Best) && !Directory.EnumerateFileSystemEntries(Best).Any()) Directory.Delete(Best);
         WriteManifest(files);
         replacing = null;
