@@ -93,12 +93,20 @@ internal sealed class TrainingDirectory(string path) : IDisposable
         Check(options);
         Directory.CreateDirectory(path);
         Lock();
-        Check(options);
-        var earlier = ReadManifest();
-        files = RunFiles(options);
-        RemoveTemporaries([.. earlier ?? [], .. files]);
-        if (options.Overwrite && earlier is not null) replacing = earlier;
-        else WriteManifest([.. earlier ?? [], .. files]);
+        try
+        {
+            Check(options);
+            var earlier = ReadManifest();
+            files = RunFiles(options);
+            RemoveTemporaries([.. earlier ?? [], .. files]);
+            if (options.Overwrite && earlier is not null) replacing = earlier;
+            else WriteManifest([.. earlier ?? [], .. files]);
+        }
+        catch
+        {
+            Dispose();
+            throw;
+        }
     }
 
     /// <summary>Called once the run has started (its first step done) and before it writes
