@@ -70,7 +70,9 @@ internal sealed class TrainingDirectory(string path) : IDisposable
         var manifest = ReadManifest();
         if (manifest is null)
         {
-            var foreign = Directory.EnumerateFileSystemEntries(path).Select(System.IO.Path.GetFileName).Where(n => n is not (LockFile or LockHolderFile)).Order(StringComparer.Ordinal).ToList();
+            // The lock and a manifest write a crash cut short are a run's first traces, not foreign.
+            var foreign = Directory.EnumerateFileSystemEntries(path).Select(f => System.IO.Path.GetFileName(f))
+                .Where(n => n is not (LockFile or LockHolderFile) && !AtomicFile.IsTemporaryOf(n, ManifestFile)).Order(StringComparer.Ordinal).ToList();
             if (foreign.Count > 0)
                 throw new TrainingOptionException($"{Setting.OutputDirectory} {path} holds files VkPrompt did not write ({string.Join(", ", foreign.Take(3))}{(foreign.Count > 3 ? ", ..." : "")}) and no {ManifestFile}; a run writes only into a new or empty directory or one of its own: choose another {Setting.OutputDirectory}");
             return;
