@@ -1,10 +1,13 @@
+using System.Runtime.InteropServices;
+
 namespace VkPrompt.Model;
 
 /// <summary>A file written under a temporary name in the target's directory and renamed over the
 /// target only by <see cref="Commit"/>, so a crash or an exception mid-write leaves the previous
 /// file (or none) rather than a truncated one. The temporary file is in the same directory because
-/// a rename is only atomic within one file system.</summary>
-internal sealed class AtomicFile : IDisposable
+/// a rename is only atomic within one file system; a write that fails deletes it, and one a crash
+/// left behind is named by <see cref="IsTemporaryOf"/> so the next run can remove it.</summary>
+internal sealed partial class AtomicFile : IDisposable
 {
     readonly string path;
     readonly string tempPath;
@@ -16,9 +19,11 @@ internal sealed class AtomicFile : IDisposable
     {
         this.path = Path.GetFullPath(path);
         var dir = Path.GetDirectoryName(this.path)!;
-        tempPath = Path.Combine(dir, $".{Path.GetFileName(this.path)}.{Guid.NewGuid():N}.tmp");
+        tempPath = Path.Combine(dir, $".{Path.GetFileName(this.path)}.{Guid.NewGuid():N}{TempSuffix}");
         Stream = new FileStream(tempPath, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 20);
     }
+
+    const string TempSuffix = ".tmp";
 
     public static AtomicFile Create(string path) => new(path);
 
@@ -29,6 +34,13 @@ internal sealed class AtomicFile : IDisposable
         f.Commit();
     }
 
+    /// <summary>Whether <paramref name="fileName"/> is the temporary name a write of
+    /// <paramref name="target"/> (a file name in the same directory) uses.</summary>
+    public static bool IsTemporaryOf(string fileName, string target) =>
+        fileName.StartsWith($".{target}.", StringComparison.Ordinal) && fileName.EndsWith(TempSuffix, StringComparison.Ordinal) &&
+        fileName.Length == target.Length + 2 + 32 + TempSuffix.Length &&
+        Guid.TryParseExact(fileName.AsSpan(target.Length + 2, 32), "N", out _);
+
     public void Commit()
     {
         // Flushed to the disk before the rename: otherwise a power loss can leave the new name
@@ -37,6 +49,7 @@ internal sealed class AtomicFile : IDisposable
         Stream.Dispose();
         File.Move(tempPath, path, overwrite: true);
         committed = true;
+        SyncDirectory(Path.GetDirectoryName(path)!);
     }
 
     public void Dispose()
@@ -45,4 +58,35 @@ internal sealed class AtomicFile : IDisposable
         Stream.Dispose();
         File.Delete(tempPath);
     }
+
+    /// <summary>Flushes a directory's entries (a rename, a new or deleted file) to the disk, so a
+    /// power loss after a commit cannot bring back the old name. POSIX only does this for an fsync
+    /// of the directory itself (Linux, macOS, the BSDs: open it read-only and fsync the descriptor).
+    /// Windows has no such call: NTFS journals its metadata, and a directory cannot be opened as a
+    /// file there, so it is left to the file system.</summary>
+    public static void SyncDirectory(string directory)
+    {
+        if (OperatingSystem.IsWindows()) return;
+        int fd = Open(directory, 0 /* O_RDONLY */);
+        if (fd < 0) throw new IOException($"{directory}: cannot open the directory to flush it (errno {Marshal.GetLastPInvokeError()})");
+        try
+        {
+            // EINVAL: a file system that cannot sync a directory (some network and FUSE ones); the
+            // rename stands, it is only not forced out.
+            if (Fsync(fd) != 0 && Marshal.GetLastPInvokeError() is int errno && errno != EINVAL)
+                throw new IOException($"{directory}: flushing the directory failed (errno {errno})");
+        }
+        finally { _ = Close(fd); }
+    }
+
+    const int EINVAL = 22;
+
+    [LibraryImport("libc", EntryPoint = "open", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    private static partial int Open(string path, int flags);
+
+    [LibraryImport("libc", EntryPoint = "fsync", SetLastError = true)]
+    private static partial int Fsync(int fd);
+
+    [LibraryImport("libc", EntryPoint = "close", SetLastError = true)]
+    private static partial int Close(int fd);
 }

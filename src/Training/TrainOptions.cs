@@ -49,8 +49,10 @@ public sealed record TrainOptions
     /// <summary>Continue the run whose checkpoint is in the output directory (bit-identically);
     /// without a checkpoint there, start from step 0.</summary>
     public bool Resume { get; init; }
-    /// <summary>Replace an earlier run in the output directory. Without it, or <see cref="Resume"/>,
-    /// a directory that holds one is refused, so a finished run is never lost to a repeated command.</summary>
+    /// <summary>Replace an earlier run in the output directory: the files its manifest
+    /// (vkprompt-run.json) lists, and only once the new run has taken its first step, so a run
+    /// that fails to start leaves the earlier one whole. Without it, or <see cref="Resume"/>, a
+    /// directory that holds one is refused, so a finished run is never lost to a repeated command.</summary>
     public bool Overwrite { get; init; }
     /// <summary>Also write each adapter's prompt as T5X numpy (<see cref="Adapter.NpyFile"/>).</summary>
     public bool ExportNpy { get; init; }

@@ -1,4 +1,6 @@
 using System.Globalization;
+using System.Text.Json;
+using System.Text.Json.Nodes;
 using VkPrompt.Model;
 using VkPrompt.Model.Safetensors;
 using VkPrompt.Runtime;
@@ -6,11 +8,14 @@ using VkPrompt.Runtime;
 namespace VkPrompt.Training;
 
 /// <summary>
-/// The output directory of a training run and its policy: what a run writes there, when a run may
-/// write there at all (an earlier run needs <see cref="TrainOptions.Resume"/> or
-/// <see cref="TrainOptions.Overwrite"/>), and the checkpoint a resumed run continues from.
+/// The output directory of a training run and its policy (docs/reliability.md): a directory is a
+/// run's only if it holds VkPrompt's <see cref="ManifestFile"/>, which lists the files the run
+/// writes; an empty or new directory becomes one, any other is refused. An earlier run there needs
+/// <see cref="TrainOptions.Resume"/> or <see cref="TrainOptions.Overwrite"/>; an overwrite removes
+/// only the files the earlier manifest lists, and only once the new run has taken its first step
+/// (<see cref="Begin"/>). One run at a time holds the directory's <see cref="LockFile"/>.
 /// </summary>
-internal sealed class TrainingDirectory(string path)
+internal sealed class TrainingDirectory(string path) : IDisposable
 {
     /// <summary>The resumable state: prompt, optimizer state, step, best validation score.</summary>
     public const string CheckpointFile = "checkpoint.safetensors";
@@ -18,6 +23,20 @@ internal sealed class TrainingDirectory(string path)
     public const string MetricsFile = "metrics.jsonl";
     /// <summary>The adapter of the best prompt on validation so far.</summary>
     public const string BestDirectory = "best";
+    /// <summary>What makes a directory a run's: the files its runs wrote, all an overwrite removes.</summary>
+    public const string ManifestFile = "vkprompt-run.json";
+    /// <summary>Held open exclusively (an OS lock the kernel drops when the process ends, crash
+    /// included) by the run writing here.</summary>
+    public const string LockFile = ".vkprompt.lock";
+    /// <summary>The process id of the lock's holder, for the message a second run gets (the lock
+    /// file itself cannot be read by another process while it is held).</summary>
+    public const string LockHolderFile = ".vkprompt.lock.pid";
+
+    readonly List<string> frontEndFiles = [];
+    FileStream? held;
+    // The earlier run an overwrite replaces, kept until the new run has started.
+    IReadOnlyList<string>? replacing;
+    IReadOnlyList<string> files = [];
 
     /// <summary>The directory.</summary>
     public string Path => path;
@@ -25,36 +44,156 @@ internal sealed class TrainingDirectory(string path)
     internal string Metrics => System.IO.Path.Combine(path, MetricsFile);
     internal string Best => System.IO.Path.Combine(path, BestDirectory);
 
-    /// <summary>Throws unless a run may write here as <paramref name="options"/> ask: a directory
-    /// that holds an earlier run needs Resume or Overwrite (not both). Cheap, so front ends call
-    /// it before loading a model; <see cref="TrainingRun.Run"/> calls it too.</summary>
+    /// <summary>A file a front end writes here beside the run's own (the CLI's chart), listed in
+    /// the manifest so an overwrite replaces it too. A name relative to the directory.</summary>
+    internal void AlsoWrites(string file) => frontEndFiles.Add(file);
+
+    /// <summary>The files (relative, '/'-separated) a run with <paramref name="options"/> writes.</summary>
+    IReadOnlyList<string> RunFiles(TrainOptions options)
+    {
+        var adapter = new List<string> { Adapter.WeightsFile, Adapter.ConfigFile };
+        if (options.ExportNpy) adapter.Add(Adapter.NpyFile);
+        return [CheckpointFile, MetricsFile, .. adapter, .. adapter.Select(f => $"{BestDirectory}/{f}"), .. frontEndFiles];
+    }
+
+    /// <summary>Throws unless a run may write here as <paramref name="options"/> ask: an existing
+    /// directory must be empty or a run's (<see cref="ManifestFile"/>), and one that holds an
+    /// earlier run needs Resume or Overwrite (not both). Cheap, so front ends call it before
+    /// loading a model; <see cref="Prepare"/> calls it again under the lock.</summary>
     public void Check(TrainOptions options)
     {
         if (options.Resume && options.Overwrite)
             throw new TrainingOptionException($"{Setting.Resume} continues the run in the output directory and {Setting.Overwrite} replaces it: give one");
         if (File.Exists(path))
             throw new TrainingOptionException($"{Setting.OutputDirectory} {path} is a file; it names the directory the adapter, checkpoint and metrics go to");
+        if (!Directory.Exists(path)) return;
+        var manifest = ReadManifest();
+        if (manifest is null)
+        {
+            // The lock and a manifest write a crash cut short are a run's first traces, not foreign.
+            var foreign = Directory.EnumerateFileSystemEntries(path).Select(f => System.IO.Path.GetFileName(f))
+                .Where(n => n is not (LockFile or LockHolderFile) && !AtomicFile.IsTemporaryOf(n, ManifestFile)).Order(StringComparer.Ordinal).ToList();
+            if (foreign.Count > 0)
+                throw new TrainingOptionException($"{Setting.OutputDirectory} {path} holds files VkPrompt did not write ({string.Join(", ", foreign.Take(3))}{(foreign.Count > 3 ? ", ..." : "")}) and no {ManifestFile}; a run writes only into a new or empty directory or one of its own: choose another {Setting.OutputDirectory}");
+            return;
+        }
+        // A file by a run's name that no run here wrote is the user's (a prompt.npy of their own
+        // beside a run that exported none): the run would replace it.
+        if (RunFiles(options).Where(f => File.Exists(Full(f))).Except(manifest).FirstOrDefault() is { } users)
+            throw new TrainingOptionException($"{Setting.OutputDirectory} {path} holds {users}, which no run there wrote ({ManifestFile} does not list it) and this run would replace: move it or choose another {Setting.OutputDirectory}");
         if (options.Resume || options.Overwrite) return;
         if (new[] { CheckpointFile, Adapter.WeightsFile }.FirstOrDefault(f => File.Exists(System.IO.Path.Combine(path, f))) is { } earlier)
             throw new TrainingOptionException($"{path} holds an earlier run ({earlier}); continue it with {Setting.Resume}, replace it with {Setting.Overwrite}, or choose another {Setting.OutputDirectory}");
     }
 
-    /// <summary>Checks, clears an earlier run where <see cref="TrainOptions.Overwrite"/> says so,
-    /// and creates the directory.</summary>
+    /// <summary>Takes the directory for a run: creates it, locks it, checks it (under the lock,
+    /// so no other process changes it in between), removes temporary files an interrupted write
+    /// left, and claims it in the manifest. An earlier run an overwrite replaces stays until
+    /// <see cref="Begin"/>.</summary>
     internal void Prepare(TrainOptions options)
     {
         Check(options);
-        if (options.Overwrite) Clear();
         Directory.CreateDirectory(path);
+        Lock();
+        try
+        {
+            Check(options);
+            var earlier = ReadManifest();
+            files = RunFiles(options);
+            RemoveTemporaries([.. earlier ?? [], .. files]);
+            if (options.Overwrite && earlier is not null) replacing = earlier;
+            else WriteManifest([.. earlier ?? [], .. files]);
+        }
+        catch
+        {
+            Dispose();
+            throw;
+        }
     }
 
-    /// <summary>Deletes what a run writes here, and nothing else.</summary>
-    internal void Clear()
+    /// <summary>Called once the run has started (its first step done) and before it writes
+    /// anything: an overwrite removes the earlier run's files now, so a run that fails to start
+    /// (a bad option, too little memory) leaves the earlier one whole. Idempotent.</summary>
+    internal void Begin()
     {
-        if (!Directory.Exists(path)) return;
-        foreach (var f in new[] { CheckpointFile, MetricsFile, Adapter.WeightsFile, Adapter.ConfigFile, Adapter.NpyFile })
-            File.Delete(System.IO.Path.Combine(path, f));
-        if (Directory.Exists(Best)) Directory.Delete(Best, recursive: true);
+        if (replacing is null) return;
+        foreach (var f in replacing.Select(Full).Where(File.Exists)) File.Delete(f);
+        if (Directory.Exists(Best) && !Directory.EnumerateFileSystemEntries(Best).Any()) Directory.Delete(Best);
+        WriteManifest(files);
+        replacing = null;
+    }
+
+    /// <summary>Whether the run holds the directory and may write: prepared, and past an
+    /// overwrite's <see cref="Begin"/>.</summary>
+    internal bool Begun => held is not null && replacing is null;
+
+    /// <summary>The manifest's files; null where there is no manifest. A manifest that cannot be
+    /// read, or names a file outside the directory, is refused rather than trusted.</summary>
+    internal IReadOnlyList<string>? ReadManifest()
+    {
+        var manifest = System.IO.Path.Combine(path, ManifestFile);
+        if (!File.Exists(manifest)) return null;
+        try
+        {
+            var list = JsonNode.Parse(File.ReadAllText(manifest))?["files"]?.AsArray().Select(n => n!.GetValue<string>()).ToList();
+            if (list is not null && list.All(IsRunFileName)) return list;
+        }
+        catch (Exception e) when (e is JsonException or InvalidOperationException or NullReferenceException or FormatException) { }
+        throw new TrainingOptionException($"{manifest} is not a VkPrompt run manifest (a JSON object whose \"files\" lists the names a run wrote in {path}); choose another {Setting.OutputDirectory}");
+    }
+
+    /// <summary>A relative name inside the directory: no root, no empty, '.' or '..' part, so an
+    /// edited manifest cannot make an overwrite delete anything elsewhere.</summary>
+    static bool IsRunFileName(string name) =>
+        name.Length > 0 && !name.Contains('\\') && !System.IO.Path.IsPathRooted(name) && name.Split('/').All(p => p is not ("" or "." or ".."));
+
+    string Full(string runFile) => System.IO.Path.Combine([path, .. runFile.Split('/')]);
+
+    void WriteManifest(IEnumerable<string> runFiles)
+    {
+        var list = new JsonArray([.. runFiles.Distinct().Select(f => JsonValue.Create(f))]);
+        AtomicFile.WriteAllText(System.IO.Path.Combine(path, ManifestFile),
+            new JsonObject { ["vkprompt"] = "training run", ["files"] = list }.ToJsonString(new() { WriteIndented = true }) + "\n");
+    }
+
+    /// <summary>Deletes the temporary files of interrupted writes (<see cref="AtomicFile"/>) of the
+    /// run's files: a crash mid-write leaves them, and nothing else ever would.</summary>
+    void RemoveTemporaries(IEnumerable<string> runFiles)
+    {
+        foreach (var f in runFiles.Append(ManifestFile).Distinct())
+        {
+            var full = Full(f);
+            var dir = System.IO.Path.GetDirectoryName(full)!;
+            if (!Directory.Exists(dir)) continue;
+            var name = System.IO.Path.GetFileName(full);
+            foreach (var temp in Directory.EnumerateFiles(dir, $".{name}.*"))
+                if (AtomicFile.IsTemporaryOf(System.IO.Path.GetFileName(temp), name)) File.Delete(temp);
+        }
+    }
+
+    /// <summary>Holds <see cref="LockFile"/> open with no sharing (flock(LOCK_EX) on Linux and
+    /// macOS, a share-mode lock on Windows) until <see cref="Dispose"/> or the process ends.</summary>
+    void Lock()
+    {
+        if (held is not null) return;
+        var lockPath = System.IO.Path.Combine(path, LockFile);
+        var pidPath = System.IO.Path.Combine(path, LockHolderFile);
+        try { held = new FileStream(lockPath, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None); }
+        catch (IOException) when (File.Exists(lockPath))
+        {
+            string holder = "";
+            try { holder = File.ReadAllText(pidPath).Trim(); }
+            catch (IOException) { }
+            throw new TrainingOptionException($"{Setting.OutputDirectory} {path} is in use by another run ({(int.TryParse(holder, CultureInfo.InvariantCulture, out int pid) ? $"process {pid}" : "process unknown")}); wait for it to end or choose another {Setting.OutputDirectory}");
+        }
+        File.WriteAllText(pidPath, Environment.ProcessId.ToString(CultureInfo.InvariantCulture) + "\n");
+    }
+
+    /// <summary>Releases the lock.</summary>
+    public void Dispose()
+    {
+        held?.Dispose();
+        held = null;
     }
 
     /// <summary>The prompt length of the checkpoint here, if there is one: what a resumed run

@@ -105,6 +105,20 @@ public sealed class TrainingRun
     public TrainingResult Run(CancellationToken cancel = default)
     {
         Directory.Prepare(o);
+        try { return RunLocked(cancel); }
+        finally
+        {
+            if (Directory.Begun) Finishing?.Invoke();
+            Directory.Dispose();
+        }
+    }
+
+    /// <summary>What a front end writes into the directory when the run ends (its chart), while
+    /// the run still holds the directory's lock; not where an overwrite never began.</summary>
+    internal Action? Finishing { get; set; }
+
+    TrainingResult RunLocked(CancellationToken cancel)
+    {
         var weights = model.Weights;
         float[] prompt;
         float[]? optState = null;
@@ -120,7 +134,10 @@ public sealed class TrainingRun
             if (o.Resume) Log?.Invoke($"nothing to resume: no checkpoint in {Directory.Path}; starting from step 0");
             prompt = PromptInitializer.Create(Init, PromptLength, model.Checkpoint, model.Tokenizer, Labels, o.Seed);
         }
-        var metrics = new MetricsLog(Directory.Metrics, step);
+        // Made at the first step, not before: an overwrite keeps the earlier run's log until the
+        // new run has started (Directory.Begin).
+        MetricsLog? metrics = null;
+        int resumedAt = step;
         float dropout = o.Dropout ?? (float)model.Config.DropoutRate;
         using var scorer = validation is null ? null : new Scorer(weights);
         var validate = scorer is null ? null : new Validation(model, scorer, validation!, validationTargets!, Labels, o.BatchSize, o.MaxTargetLength);
@@ -139,6 +156,8 @@ public sealed class TrainingRun
             stepsThisRun++;
             int s = trainer.Step;
             if (!double.IsFinite(loss)) throw Diverged($"the training loss of step {s} is {loss}");
+            Directory.Begin();
+            metrics ??= new MetricsLog(Directory.Metrics, resumedAt);
             var report = new StepReport(s, loss, batch.Sum(e => e.InputIds.Length + e.TargetIds.Length), stepsThisRun / clock.Elapsed.TotalSeconds);
             if (validate is not null && o.EvalEvery > 0 && (s % o.EvalEvery == 0 || s == o.Steps))
             {
@@ -166,6 +185,7 @@ public sealed class TrainingRun
         }
         if (cancel.IsCancellationRequested) SaveCheckpoint(trainer, best);
         var final = trainer.Prompt();
+        Directory.Begin();
         SaveAdapter(Directory.Path, bestPrompt ?? (best.Step >= 0 ? PromptFile.Load(Directory.Best, model.DModel, out _) : final), o.ExportNpy);
         return new TrainingResult(trainer.Step, last?.Loss, best.Step, best.Step >= 0 ? best.Metric : null,
                                   weights.Backend.MemoryUse.Peak, final, stoppedEarly);
@@ -179,6 +199,7 @@ public sealed class TrainingRun
 
     void SaveCheckpoint(PromptTrainer trainer, BestPrompt best)
     {
+        Directory.Begin();
         Directory.WriteCheckpoint(trainer, best, o.Seed, model.Weights.Precision);
         SaveAdapter(Directory.Path, trainer.Prompt(), exportNpy: false);
     }

@@ -77,6 +77,8 @@ public sealed class PromptModelTests(GpuFixture f) : GpuTest(f)
 
         Directory.CreateDirectory(output);
         File.WriteAllText(Path.Combine(output, TrainingDirectory.CheckpointFile), "");
+        // A run's directory: without the manifest it would be refused as someone else's.
+        File.WriteAllText(Path.Combine(output, TrainingDirectory.ManifestFile), """{"files": ["checkpoint.safetensors"]}""");
         var earlier = Assert.Throws<TrainingOptionException>(() => new TrainingDirectory(output).Check(new TrainOptions()));
         Assert.Equal($"{output} holds an earlier run (checkpoint.safetensors); continue it with TrainOptions.Resume, replace it with TrainOptions.Overwrite, or choose another output directory",
                      earlier.Message);

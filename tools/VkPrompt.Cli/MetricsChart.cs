@@ -1,4 +1,5 @@
 using ScottPlot;
+using VkPrompt.Model;
 using VkPrompt.Training;
 
 namespace VkPrompt.Cli;
@@ -41,8 +42,10 @@ internal static class MetricsChart
         plot.Axes.Left.Label.Text = "loss (mean per target token)";
         plot.Title("VkPrompt prompt tuning");
         plot.ShowLegend();
-        var tmp = path + ".tmp.png";
-        plot.SavePng(tmp, 900, 500);
-        System.IO.File.Move(tmp, path, overwrite: true);
+        // Through AtomicFile, as every file of a run: a failed write (a full disk) leaves neither a
+        // half chart nor a temporary file.
+        using var file = AtomicFile.Create(path);
+        file.Stream.Write(plot.GetImageBytes(900, 500, ImageFormat.Png));
+        file.Commit();
     }
 }

@@ -128,14 +128,30 @@ internal static class ModelOptions
     };
 
     /// <summary>Checks, before any work, that <paramref name="path"/> can be written as the file
-    /// <paramref name="option"/> names: found out now rather than after minutes of computing.</summary>
-    public static string OutputFile(string option, string path)
+    /// <paramref name="option"/> names: found out now rather than after minutes of computing. It
+    /// must not be one of the command's <paramref name="inputs"/> (option and path: a file, or a
+    /// directory whose existing files are all inputs, as a model's), which the write would destroy.</summary>
+    public static string OutputFile(string option, string path, params (string Option, string? Path)[] inputs)
     {
         var full = Path.GetFullPath(path);
         if (Directory.Exists(full)) throw new UsageException($"{option} {path} is a directory; it names the file to write");
         if (!Directory.Exists(Path.GetDirectoryName(full))) throw new UsageException($"{option} {path}: its directory does not exist");
+        if (File.Exists(full))
+            foreach (var (inputOption, input) in inputs)
+            {
+                if (string.IsNullOrEmpty(input)) continue;
+                var inputFull = Path.GetFullPath(input);
+                bool same = File.Exists(inputFull) ? SameFile(full, inputFull)
+                          : Directory.Exists(inputFull) && Directory.EnumerateFiles(inputFull, "*", SearchOption.AllDirectories).Any(f => SameFile(full, f));
+                if (same) throw new UsageException($"{option} {path} is also an input ({inputOption} {input}); writing it would destroy it: choose another {option}");
+            }
         return path;
     }
+
+    /// <summary>Two paths of one file, through symbolic links too.</summary>
+    static bool SameFile(string a, string b) => string.Equals(Resolved(a), Resolved(b), OperatingSystem.IsWindows() ? StringComparison.OrdinalIgnoreCase : StringComparison.Ordinal);
+
+    static string Resolved(string path) => new FileInfo(path).ResolveLinkTarget(returnFinalTarget: true)?.FullName ?? Path.GetFullPath(path);
 
     public static int Positive(ParseResult parse, Option<int> option)
     {

@@ -25,7 +25,8 @@ internal static class GradCommand
         };
         cmd.SetAction(parse =>
         {
-            string outputPath = ModelOptions.OutputFile(output.Name, parse.GetValue(output)!);
+            string outputPath = ModelOptions.OutputFile(output.Name, parse.GetValue(output)!,
+                (model.Name, parse.GetValue(model)), (prompt.Name, parse.GetValue(prompt)), (data.Name, parse.GetValue(data)));
             var examples = DataFile.Read(parse.GetValue(data)!);
             using var s = new ModelSession(parse.GetValue(model)!, parse.GetValue(device)!, ModelOptions.ReadAttention(parse, attention), ModelOptions.Log(parse), parse.GetValue(precision)!);
             var promptData = s.Model.LoadPrompt(parse.GetValue(prompt)!);

@@ -31,8 +31,11 @@ internal static class TrainCommand
         var run = s.Model.Train(train, val, options, t.Output);
         console.MarkupLineInterpolated($"[bold]VkPrompt train[/]: {train.Count} examples, {s.Model.Backend.Name}, {s.Model.Weights.Precision.Name()} weights; {run.Truncation}");
         console.MarkupLineInterpolated($"prompt {run.PromptLength} x {s.Model.DModel}, init {run.Init}, batch {options.BatchSize}, {options.Steps} steps, output {t.Output}");
-        // The chart is the CLI's, so replacing a run replaces it too.
-        if (options.Overwrite) File.Delete(Path.Combine(t.Output, MetricsChart.File));
+        // The chart is the CLI's: listed with the run's files, so replacing a run replaces it too,
+        // and drawn while the run still holds the directory, also where the loss diverged (it
+        // shows the steps up to there).
+        run.Directory.AlsoWrites(MetricsChart.File);
+        run.Finishing = () => MetricsChart.Write(run.Directory);
 
         TrainingResult result = null!;
         StepReport? lastVal = null;
@@ -63,7 +66,7 @@ internal static class TrainCommand
                             task.Description = string.Create(CultureInfo.InvariantCulture, $"step {r.Step} loss {r.Loss:F4} {r.StepsPerSecond:F2} steps/s{ValText(lastVal)}");
                         };
                         run.Log = m => console.MarkupLineInterpolated($"{m}");
-                        result = Train(run, cancel.Token);
+                        result = run.Run(cancel.Token);
                     });
             }
             else
@@ -80,7 +83,7 @@ internal static class TrainCommand
                     }
                 };
                 run.Log = m => console.WriteLine(m);
-                result = Train(run, cancel.Token);
+                result = run.Run(cancel.Token);
             }
         }
 
@@ -101,23 +104,6 @@ internal static class TrainCommand
 
     static string ValText(StepReport? r) => r is null ? "" : string.Create(CultureInfo.InvariantCulture,
         $"  val loss {r.ValidationLoss:F4}{(r.ValidationAccuracy is double a ? $" acc {a:F3}" : "")}");
-
-    /// <summary>Runs <paramref name="run"/> and draws its chart, also where the loss diverged:
-    /// the chart shows the steps up to there.</summary>
-    static TrainingResult Train(TrainingRun run, CancellationToken cancel)
-    {
-        try
-        {
-            var result = run.Run(cancel);
-            MetricsChart.Write(run.Directory);
-            return result;
-        }
-        catch (TrainingDivergedException)
-        {
-            MetricsChart.Write(run.Directory);
-            throw;
-        }
-    }
 }
 
 internal sealed record TrainSettings(string Model, string TrainFile, string? ValidationFile, string Output, string Device, AttentionFusion Attention, string? Task,
@@ -129,7 +115,7 @@ internal sealed class TrainArgs
     readonly Option<string> model = ModelOptions.Model();
     readonly Option<string> train = new("--train") { HelpName = "FILE", Description = "Training data: JSONL {\"input\", \"target\"} lines, or the official SuperGLUE JSONL with --task.", Required = true };
     readonly Option<string?> validation = new("--validation") { HelpName = "FILE", Description = "Validation data (same format). Enables evaluation every --eval-every steps and early stopping: the best prompt is kept." };
-    readonly Option<string> output = new("--output", "-o") { HelpName = "DIR", Description = "Output directory: the PEFT adapter (adapter_model.safetensors, adapter_config.json), checkpoint.safetensors for --resume, metrics.jsonl and training.png.", Required = true };
+    readonly Option<string> output = new("--output", "-o") { HelpName = "DIR", Description = "Output directory: the PEFT adapter (adapter_model.safetensors, adapter_config.json), checkpoint.safetensors for --resume, metrics.jsonl, training.png and vkprompt-run.json, which lists them. It must be new, empty or a run's (with vkprompt-run.json); one run at a time.", Required = true };
     readonly Option<string> device = Cli.DeviceOption();
     readonly Option<string> precision = ModelOptions.Precision();
     readonly Option<string> attention = ModelOptions.Attention();
@@ -145,7 +131,7 @@ internal sealed class TrainArgs
     readonly Option<int> patience = new("--patience") { Description = "Stop training once this many evaluations in a row have not improved on the best validation score (accuracy where there are labels, else loss); the best prompt is kept either way. Needs --validation. Default: 0, never: the paper trains every step and keeps the best.", DefaultValueFactory = _ => 0 };
     readonly Option<int> saveEvery = new("--save-every") { Description = "Write a resumable checkpoint every N steps (and at the end). Default: 1000.", DefaultValueFactory = _ => 1000 };
     readonly Option<bool> resume = new("--resume") { Description = "Continue from checkpoint.safetensors in --output; the result is bit-identical to an uninterrupted run." };
-    readonly Option<bool> overwrite = new("--overwrite") { Description = "Replace an earlier run in --output (its checkpoint, adapter, best prompt, metrics and chart; nothing else there). Without it, or --resume, train refuses a directory that holds a run, so a finished one is never lost to a repeated command." };
+    readonly Option<bool> overwrite = new("--overwrite") { Description = "Replace an earlier run in --output: the files its vkprompt-run.json lists (checkpoint, adapter, best prompt, metrics, chart; nothing else there), once the new run has taken its first step. Without it, or --resume, train refuses a directory that holds a run, so a finished one is never lost to a repeated command." };
     readonly Option<string?> task = new("--task") { Description = "Read --train/--validation as official SuperGLUE JSONL of this task (boolq, cb, rte, wic, copa) with T5's formatting and label words." };
     readonly Option<string?> choices = new("--choices", "-c") { Description = "Comma-separated class labels (for class init and rank-classification accuracy). Default: the task's labels, or the training targets when they form a small label set." };
     readonly Option<string> init = new("--init") { Description = "Prompt initialisation: class (label embeddings, then sampled vocab), vocab (rows of the embedding from the 5000 most common ids), random (uniform [-0.5, 0.5]), text:STRING, or file:PATH. Default: class when labels are known, else vocab.", DefaultValueFactory = _ => "auto" };
