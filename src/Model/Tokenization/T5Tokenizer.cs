@@ -19,7 +19,7 @@ public sealed class T5Tokenizer
     /// <summary>HF T5Tokenizer's default extra_ids: sentinel &lt;extra_id_N&gt; has id spm_vocab_size + 99 - N.</summary>
     const int ExtraIdCount = 100;
     /// <summary>HF ByT5Tokenizer's default extra_ids.</summary>
-    const int ByteExtraIdCount = 125;
+    internal const int ByteExtraIdCount = 125;
     /// <summary>ByT5's byte b is token b + 3, after pad, eos and unk.</summary>
     const int ByteOffset = 3;
 
@@ -137,7 +137,7 @@ public sealed class T5Tokenizer
         string tokenizerConfigPath = Path.Combine(modelDir, "tokenizer_config.json");
         var tokenizerConfig = ReadTokenizerConfig(tokenizerConfigPath);
         string? tokenizerClass = tokenizerConfig?.TokenizerClass ?? ReadTokenizerConfig(Path.Combine(modelDir, "config.json"))?.TokenizerClass;
-        if (tokenizerClass != "ByT5Tokenizer")
+        if (tokenizerClass != T5Config.ByteTokenizerClass)
             return null;
         int extraIds = tokenizerConfig?.ExtraIds ?? ByteExtraIdCount;
         if (extraIds < 0)
