@@ -179,10 +179,9 @@ public sealed class T5Tokenizer
 
     /// <summary>
     /// Token ids of text followed by &lt;/s&gt;. As in HF's tokenizers, special tokens written literally in the text map
-    /// to their ids and no second &lt;/s&gt; is added when the text already ends with one. Whitespace next to a
-    /// special token is dropped where HF drops it: around a sentinel for SentencePiece (T5Tokenizer), around
-    /// &lt;pad&gt;, &lt;/s&gt; and &lt;unk&gt; for bytes (ByT5Tokenizer). For bytes, a lone UTF-16 surrogate (which
-    /// Python cannot encode at all) is encoded as U+FFFD.
+    /// to their ids and no second &lt;/s&gt; is added when the text already ends with one. For SentencePiece
+    /// (T5Tokenizer) whitespace around a sentinel is dropped; bytes (ByT5Tokenizer) keep all of it. For bytes, a lone
+    /// UTF-16 surrogate (which Python cannot encode at all) is encoded as U+FFFD.
     /// </summary>
     public int[] Encode(string text, bool addEos = true)
     {
@@ -216,10 +215,11 @@ public sealed class T5Tokenizer
 
     /// <summary>
     /// Whether a special token eats the whitespace beside it, as HF's AddedToken lstrip/rstrip say: T5Tokenizer
-    /// gives them to its sentinels, ByT5Tokenizer to pad, eos and unk.
+    /// gives them to its sentinels; the released ByT5 models' tokenizer files give them to none (HF's own ByT5 test
+    /// keeps the space in "summarization. &lt;/s&gt;"), and HF adds ByT5's sentinels without them.
     /// </summary>
     bool StripsWhitespace(int specialId) =>
-        specialId >= 0 && _kinds[specialId] == (_model is null ? TokenKind.Special : TokenKind.Sentinel);
+        specialId >= 0 && _model is not null && _kinds[specialId] == TokenKind.Sentinel;
 
     /// <summary>
     /// Text of the ids. SentencePiece pieces are joined with U+2581 read as a space and leading/trailing spaces
