@@ -74,7 +74,7 @@ internal static class PromptInitializer
     {
         int d = ckpt.Config.DModel;
         var (first, range) = tokenizer.IsByteLevel
-            ? tokenizer.ByteIds.GetOffsetAndLength(tokenizer.VocabSize)
+            ? T5Tokenizer.ByteIds.GetOffsetAndLength(tokenizer.VocabSize)
             : (0, Math.Min(VocabSampleRange, ckpt.Config.VocabSize));
         var ids = Enumerable.Range(first, range).ToArray();
         rng.Shuffle(ids);

@@ -33,7 +33,7 @@ public sealed class T5Tokenizer
     readonly Dictionary<string, int> _splitTokens = new(StringComparer.Ordinal);
     readonly int _longestSplitToken;
 
-    /// <summary>Token ids the tokenizer can produce: its pieces plus T5's sentinel tokens.</summary>
+    /// <summary>Token ids the tokenizer can produce: its pieces (ByT5: pad, eos, unk and the 256 bytes) plus the sentinel tokens.</summary>
     public int VocabSize => _tokens.Length;
     /// <summary>The padding token, 0 in every T5 vocabulary.</summary>
     public int PadId => 0;
@@ -45,8 +45,8 @@ public sealed class T5Tokenizer
     /// <summary>Whether text is encoded as its UTF-8 bytes (ByT5) rather than by a SentencePiece model.</summary>
     internal bool IsByteLevel => _model is null;
 
-    /// <summary>The ids of the text tokens of a byte vocabulary: the 256 byte values (empty for SentencePiece).</summary>
-    internal Range ByteIds => IsByteLevel ? ByteOffset..(ByteOffset + 256) : 0..0;
+    /// <summary>The ids of a byte vocabulary's text tokens, one per byte value.</summary>
+    internal static readonly Range ByteIds = ByteOffset..(ByteOffset + 256);
 
     /// <param name="model">The SentencePiece model, or null for ByT5's bytes.</param>
     /// <param name="tokens">The text of every id, sentinels included.</param>
@@ -174,7 +174,8 @@ public sealed class T5Tokenizer
         }
     }
 
-    /// <summary>The id of a token (a piece or a special token), or null when it is not in the vocabulary.</summary>
+    /// <summary>The id of a token (a piece, a special token, or for ByT5 the one character whose code is a byte value,
+    /// as HF names bytes), or null when it is not in the vocabulary.</summary>
     public int? TokenToId(string piece) => _ids.TryGetValue(piece, out int id) ? id : null;
 
     /// <summary>
