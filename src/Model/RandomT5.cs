@@ -1,5 +1,7 @@
 using System.Text;
+using System.Text.Json;
 using VkPrompt.Model.Safetensors;
+using VkPrompt.Model.Tokenization;
 
 namespace VkPrompt.Model;
 
@@ -10,10 +12,15 @@ internal static class RandomT5
     /// <summary>Weights are Gaussian with the scales of transformers' T5PreTrainedModel._init_weights
     /// (initializer_factor 1), so activations have realistic magnitudes. The same seed gives the
     /// same bytes. Tensors are generated and written one at a time into one reused buffer, so
-    /// memory stays at the largest tensor whatever the model size.</summary>
+    /// memory stays at the largest tensor whatever the model size. A config whose tokenizer_class is
+    /// ByT5's gets a tokenizer_config.json naming it too (HF's AutoTokenizer reads that file first),
+    /// so the byte tokenizer needs no file of its own.</summary>
     public static void Write(string dir, T5Config cfg, int seed, string? spieceModelPath = null)
     {
         if (cfg.Problem() is { } problem) throw new ArgumentException($"invalid config: {problem}", nameof(cfg));
+        bool bytes = cfg.TokenizerClass == T5Config.ByteTokenizerClass;
+        if (bytes && spieceModelPath is not null)
+            throw new ArgumentException($"the config's tokenizer is {T5Config.ByteTokenizerClass} (bytes); a SentencePiece model does not apply", nameof(spieceModelPath));
         if (spieceModelPath is not null && !File.Exists(spieceModelPath))
             throw new FileNotFoundException($"{spieceModelPath}: SentencePiece model not found", spieceModelPath);
         Directory.CreateDirectory(dir);
@@ -35,6 +42,13 @@ internal static class RandomT5
         {
             config.Stream.Write(Encoding.UTF8.GetBytes(cfg.ToJson()));
             config.Commit();
+        }
+        if (bytes)
+        {
+            using var tokenizerConfig = AtomicFile.Create(Path.Combine(dir, "tokenizer_config.json"));
+            var json = new TokenizerConfigJson { TokenizerClass = T5Config.ByteTokenizerClass, ExtraIds = T5Tokenizer.ByteExtraIdCount };
+            tokenizerConfig.Stream.Write(JsonSerializer.SerializeToUtf8Bytes(json, ModelJsonContext.Default.TokenizerConfigJson));
+            tokenizerConfig.Commit();
         }
         if (spieceModelPath is not null)
         {

@@ -52,6 +52,9 @@ public sealed record T5Config
     public int PadTokenId { get; init; }
     /// <summary>The end-of-sequence token every encoded text ends with (eos_token_id).</summary>
     public int EosTokenId { get; init; } = 1;
+    /// <summary>The tokenizer the model was trained with (tokenizer_class), when config.json names one:
+    /// "ByT5Tokenizer" selects ByT5's bytes (see <see cref="Tokenization.T5Tokenizer.Load"/>).</summary>
+    public string? TokenizerClass { get; init; }
 
     /// <summary>Whether the feed-forward block is gated (two input projections, T5 v1.1).</summary>
     public bool IsGatedAct => FeedForwardProj == T5FeedForward.GatedGelu;
@@ -68,15 +71,26 @@ public sealed record T5Config
     public int InnerDim => NumHeads * DKv;
 
     /// <summary>Shapes of the released checkpoints VkPrompt targets: "t5-small" is the original T5
-    /// (v1.0); the others are the T5 v1.1 LM-adapted models.</summary>
+    /// (v1.0); t5-base to t5-xl are the T5 v1.1 LM-adapted models; "byt5-small" is google/byt5-small
+    /// (bytes, 12 encoder and 4 decoder layers).</summary>
     public static T5Config Named(string name) => name switch
     {
         "t5-small" => new T5Config(),
         "t5-base" => V11LmAdapted(dModel: 768, dFf: 2048, heads: 12, layers: 12),
         "t5-large" => V11LmAdapted(dModel: 1024, dFf: 2816, heads: 16, layers: 24),
         "t5-xl" => V11LmAdapted(dModel: 2048, dFf: 5120, heads: 32, layers: 24),
-        _ => throw new ArgumentException($"unknown model shape '{name}'; known: t5-small, t5-base, t5-large, t5-xl", nameof(name)),
+        "byt5-small" => V11LmAdapted(dModel: 1472, dFf: 3584, heads: 6, layers: 12) with
+        {
+            NumDecoderLayers = 4, VocabSize = 384, TokenizerClass = ByteTokenizerClass,
+        },
+        _ => throw new ArgumentException($"unknown model shape '{name}'; known: {string.Join(", ", ShapeNames)}", nameof(name)),
     };
+
+    /// <summary>The names <see cref="Named"/> knows.</summary>
+    public static IReadOnlyList<string> ShapeNames { get; } = ["t5-small", "t5-base", "t5-large", "t5-xl", "byt5-small"];
+
+    /// <summary>tokenizer_class of ByT5's byte tokenizer.</summary>
+    internal const string ByteTokenizerClass = "ByT5Tokenizer";
 
     static T5Config V11LmAdapted(int dModel, int dFf, int heads, int layers) => new()
     {
@@ -120,6 +134,7 @@ public sealed record T5Config
             DecoderStartTokenId = json.DecoderStartTokenId ?? defaults.DecoderStartTokenId,
             PadTokenId = json.PadTokenId ?? defaults.PadTokenId,
             EosTokenId = json.EosTokenId ?? defaults.EosTokenId,
+            TokenizerClass = json.TokenizerClass,
         };
         if (config.Problem() is { } problem) throw new ModelFormatException(path, problem);
         return config;
@@ -180,6 +195,7 @@ public sealed record T5Config
         PadTokenId = PadTokenId,
         EosTokenId = EosTokenId,
         IsEncoderDecoder = true,
+        TokenizerClass = TokenizerClass,
     }, ModelJsonContext.Default.T5ConfigJson);
 }
 
@@ -209,4 +225,5 @@ internal sealed class T5ConfigJson
     [JsonPropertyName("pad_token_id")] public int? PadTokenId { get; set; }
     [JsonPropertyName("eos_token_id")] public int? EosTokenId { get; set; }
     [JsonPropertyName("is_encoder_decoder")] public bool? IsEncoderDecoder { get; set; }
+    [JsonPropertyName("tokenizer_class")] public string? TokenizerClass { get; set; }
 }

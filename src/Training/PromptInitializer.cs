@@ -23,7 +23,7 @@ internal static class PromptInitializer
                 for (int i = 0; i < prompt.Length; i++) prompt[i] = (float)(rng.NextDouble() - 0.5);
                 return prompt;
             case "vocab":
-                FillSampled(prompt, 0, promptLength, ckpt, rng);
+                FillSampled(prompt, 0, promptLength, ckpt, tokenizer, rng);
                 return prompt;
             case "class":
                 if (labels is not { Count: > 0 })
@@ -32,7 +32,7 @@ internal static class PromptInitializer
                 var row = new float[d];
                 for (int r = 0; r < rows; r++)
                 {
-                    // Sub-tokens of the label without the eos T5 appends.
+                    // Sub-tokens of the label without the eos T5 appends (for ByT5, its bytes).
                     var ids = tokenizer.Encode(labels[r], addEos: false);
                     if (ids.Length == 0) ids = [tokenizer.UnkId];
                     var dst = prompt.AsSpan(r * d, d);
@@ -42,7 +42,7 @@ internal static class PromptInitializer
                         for (int j = 0; j < d; j++) dst[j] += row[j] / ids.Length;
                     }
                 }
-                FillSampled(prompt, rows, promptLength - rows, ckpt, rng);
+                FillSampled(prompt, rows, promptLength - rows, ckpt, tokenizer, rng);
                 return prompt;
         }
         if (init.StartsWith("text:", StringComparison.Ordinal))
@@ -64,12 +64,19 @@ internal static class PromptInitializer
         throw new TrainingOptionException($"unknown {Setting.Init} '{init}'; use random, vocab, class, text:STRING or file:PATH");
     }
 
-    /// <summary>Rows of shared.weight drawn without replacement from the first 5000 ids.</summary>
-    static void FillSampled(float[] prompt, int firstRow, int count, T5Checkpoint ckpt, Random rng)
+    /// <summary>
+    /// Rows of shared.weight drawn without replacement (repeating once all are drawn) from the paper's 5000 most
+    /// common tokens: a SentencePiece vocabulary is ordered by frequency, so they are its first 5000 ids. A byte
+    /// vocabulary (ByT5) has no such order and only 256 text tokens, so the rows come from the 256 byte ids; pad,
+    /// eos, unk and the sentinels, which are not text, are left out.
+    /// </summary>
+    static void FillSampled(float[] prompt, int firstRow, int count, T5Checkpoint ckpt, T5Tokenizer tokenizer, Random rng)
     {
         int d = ckpt.Config.DModel;
-        int range = Math.Min(VocabSampleRange, ckpt.Config.VocabSize);
-        var ids = Enumerable.Range(0, range).ToArray();
+        var (first, range) = tokenizer.IsByteLevel
+            ? T5Tokenizer.ByteIds.GetOffsetAndLength(tokenizer.VocabSize)
+            : (0, Math.Min(VocabSampleRange, ckpt.Config.VocabSize));
+        var ids = Enumerable.Range(first, range).ToArray();
         rng.Shuffle(ids);
         for (int r = 0; r < count; r++)
             ckpt.Read("shared.weight", prompt.AsSpan((firstRow + r) * d, d), (long)ids[r % range] * d);

@@ -30,7 +30,7 @@ public sealed class PromptModel : IDisposable
     public T5Config Config => Checkpoint.Config;
     /// <summary>The model width, the length of one prompt row.</summary>
     public int DModel => Config.DModel;
-    /// <summary>The checkpoint's SentencePiece tokenizer.</summary>
+    /// <summary>The checkpoint's tokenizer: SentencePiece, or ByT5's bytes.</summary>
     public T5Tokenizer Tokenizer { get; }
     /// <summary>Where the model computes.</summary>
     public Backend Backend { get; }
@@ -43,7 +43,8 @@ public sealed class PromptModel : IDisposable
     /// <summary>Opens <paramref name="directory"/> on a Vulkan device the host owns (and disposes):
     /// the model borrows <paramref name="context"/>.</summary>
     /// <param name="directory">A Hugging Face T5 directory: config.json, model.safetensors (or a
-    /// sharded index) and spiece.model or tokenizer.json.</param>
+    /// sharded index) and spiece.model or tokenizer.json (none for ByT5, whose tokenizer_class
+    /// selects bytes).</param>
     /// <param name="context">The device to compute on.</param>
     /// <param name="precision">How the frozen weights are stored: fp16 and bf16 halve their memory
     /// (sums stay fp32). null: bf16 where the device can read 16-bit weights, else fp32.</param>
@@ -71,6 +72,10 @@ public sealed class PromptModel : IDisposable
         try
         {
             var tokenizer = T5Tokenizer.Load(directory);
+            // An id past the embedding would read outside it; every id the tokenizer can give must have a row.
+            if (tokenizer.VocabSize > checkpoint.Config.VocabSize)
+                throw new ModelFormatException(Path.Combine(checkpoint.Directory, "config.json"),
+                    $"vocab_size is {checkpoint.Config.VocabSize}, but the tokenizer has {tokenizer.VocabSize} tokens");
             var backend = openBackend();
             try
             {

@@ -22,6 +22,8 @@ public static class ModelTestFiles
 {
     public static string TinyV11 => Path.Combine(TestPaths.Golden, "tiny-v11");
     public static string TinyV10Bf16 => Path.Combine(TestPaths.Golden, "tiny-v10-bf16");
+    /// <summary>The ByT5 golden model, kept beside ../shared/golden in golden-variants.</summary>
+    public static string TinyByT5 => Path.GetFullPath(Path.Combine(TestPaths.Golden, "..", "golden-variants", "tiny-byt5"));
 
     /// <summary>One example of each of three padded input lengths from tiny-v11's p8 data: batches
     /// of three shapes, for tests of what is kept per shape.</summary>

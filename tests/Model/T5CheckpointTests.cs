@@ -25,6 +25,20 @@ public sealed class T5CheckpointTests
         }
     }
 
+    /// <summary>tiny-byt5: 3 encoder and 1 decoder layers, an untied 384-row vocabulary.</summary>
+    [Fact]
+    public void GoldenByT5Opens()
+    {
+        using var ckpt = T5Checkpoint.Open(TinyByT5);
+        Assert.Equal((3, 1), (ckpt.Config.NumLayers, ckpt.Config.NumDecoderLayers));
+        Assert.Equal([384L, 64L], ckpt.Info(T5Names.Shared).Shape);
+        Assert.Equal([384L, 64L], ckpt.Info(T5Names.LmHead).Shape);
+        Assert.Equal([48L, 64L], ckpt.Info(T5Names.SelfAttn(T5Stack.Encoder, 2, "q")).Shape);
+        Assert.Throws<KeyNotFoundException>(() => ckpt.Info(T5Names.SelfAttn(T5Stack.Decoder, 1, "q")));
+        foreach (var (name, _) in T5Names.All(ckpt.Config))
+            Assert.Contains(ckpt.ReadAll(name), v => v != 0);
+    }
+
     [Fact]
     public void GoldenShapesFollowTheConfigNotDModel()
     {
@@ -61,6 +75,22 @@ public sealed class T5CheckpointTests
         using (var file = SafetensorsFile.Open(dir.File("model.safetensors")))
             Assert.Equal(T5Names.All(cfg).Select(t => t.Name).Order(), file.Tensors.Keys.Order());
         Assert.All(ckpt.ReadAll(T5Names.FinalNorm(T5Stack.Decoder)), v => Assert.Equal(1f, v));
+    }
+
+    /// <summary>A byte-tokenizer config gets a tokenizer_config.json that selects bytes, and no SentencePiece model.</summary>
+    [Fact]
+    public void RandomT5WritesTheByteTokenizerConfig()
+    {
+        using var dir = new TempDir();
+        var cfg = Tiny(gated: true) with { VocabSize = 384, TokenizerClass = "ByT5Tokenizer" };
+        RandomT5.Write(dir.Path, cfg, seed: 7);
+        using var ckpt = T5Checkpoint.Open(dir.Path);
+        Assert.Equal(cfg, ckpt.Config);
+        var tok = VkPrompt.Model.Tokenization.T5Tokenizer.Load(dir.Path);
+        Assert.Equal((384, 259), (tok.VocabSize, tok.TokenToId("<extra_id_0>")));
+        File.Delete(dir.File("config.json"));
+        Assert.Equal(384, VkPrompt.Model.Tokenization.T5Tokenizer.Load(dir.Path).VocabSize);
+        Assert.Throws<ArgumentException>(() => RandomT5.Write(dir.Path, cfg, seed: 7, spieceModelPath: Path.Combine(TinyV11, "spiece.model")));
     }
 
     [Fact]

@@ -19,6 +19,16 @@ public sealed class T5ConfigTests
     }
 
     [Fact]
+    public void GoldenByT5()
+    {
+        var c = T5Config.Load(Path.Combine(TinyByT5, "config.json"));
+        Assert.Equal((384, 64, 16, 3, 128, 3, 1), (c.VocabSize, c.DModel, c.DKv, c.NumHeads, c.DFf, c.NumLayers, c.NumDecoderLayers));
+        Assert.Equal(T5FeedForward.GatedGelu, c.FeedForwardProj);
+        Assert.False(c.TieWordEmbeddings);
+        Assert.Equal("ByT5Tokenizer", c.TokenizerClass);
+    }
+
+    [Fact]
     public void GoldenV10()
     {
         var c = T5Config.Load(Path.Combine(TinyV10Bf16, "config.json"));
@@ -85,6 +95,7 @@ public sealed class T5ConfigTests
     [InlineData("t5-base")]
     [InlineData("t5-large")]
     [InlineData("t5-xl")]
+    [InlineData("byt5-small")]
     public void ToJsonRoundTrips(string name)
     {
         using var dir = new TempDir();
@@ -109,6 +120,13 @@ public sealed class T5ConfigTests
             Assert.True(c.IsGatedAct);
             Assert.False(c.TieWordEmbeddings);
         }
-        Assert.Throws<ArgumentException>(() => T5Config.Named("t5-xxxl"));
+        var byt5 = T5Config.Named("byt5-small");
+        Assert.Equal((1472, 64, 6, 3584, 12, 4, 384), (byt5.DModel, byt5.DKv, byt5.NumHeads, byt5.DFf, byt5.NumLayers, byt5.NumDecoderLayers, byt5.VocabSize));
+        Assert.True(byt5.IsGatedAct);
+        Assert.False(byt5.TieWordEmbeddings);
+        Assert.Equal("ByT5Tokenizer", byt5.TokenizerClass);
+        Assert.Null(T5Config.Named("t5-base").TokenizerClass);
+        Assert.All(T5Config.ShapeNames, name => T5Config.Named(name));
+        Assert.Contains("byt5-small", Assert.Throws<ArgumentException>(() => T5Config.Named("t5-xxxl")).Message);
     }
 }

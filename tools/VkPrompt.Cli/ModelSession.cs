@@ -36,7 +36,7 @@ internal static class ModelOptions
     public static Option<string> Model() => new("--model", "-m")
     {
         HelpName = "DIR",
-        Description = "A Hugging Face T5 directory: config.json, model.safetensors (or an index with shards) and spiece.model or tokenizer.json, e.g. a local copy of google/t5-base-lm-adapt.",
+        Description = "A Hugging Face T5 directory: config.json, model.safetensors (or an index with shards) and spiece.model or tokenizer.json (ByT5: none, its tokenizer_class selects bytes), e.g. a local copy of google/t5-base-lm-adapt.",
         Required = true,
     };
 

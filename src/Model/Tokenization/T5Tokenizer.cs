@@ -4,9 +4,10 @@ using System.Text.Json;
 namespace VkPrompt.Model.Tokenization;
 
 /// <summary>
-/// The T5 tokenizer as Hugging Face's (slow, legacy) T5Tokenizer applies it: the text is split on the special tokens
-/// (&lt;pad&gt;, &lt;/s&gt;, &lt;unk&gt;, &lt;extra_id_N&gt;), each remaining chunk is encoded by the SentencePiece
-/// Unigram model, and &lt;/s&gt; is appended.
+/// The tokenizer of a T5-family model as Hugging Face's (slow) tokenizers apply it: the text is split on the special
+/// tokens (&lt;pad&gt;, &lt;/s&gt;, &lt;unk&gt;, &lt;extra_id_N&gt;), each remaining chunk is encoded, and &lt;/s&gt;
+/// is appended. A chunk is encoded by the SentencePiece Unigram model (T5Tokenizer: T5, mT5, Flan-T5, UL2, umT5) or,
+/// for ByT5 (ByT5Tokenizer), as its UTF-8 bytes: byte b is token b + 3, with no normalisation at all.
 /// </summary>
 /// <remarks>
 /// We implement SentencePiece ourselves rather than use Microsoft.ML.Tokenizers: that library emits one &lt;unk&gt;
@@ -17,17 +18,22 @@ public sealed class T5Tokenizer
 {
     /// <summary>HF T5Tokenizer's default extra_ids: sentinel &lt;extra_id_N&gt; has id spm_vocab_size + 99 - N.</summary>
     const int ExtraIdCount = 100;
+    /// <summary>HF ByT5Tokenizer's default extra_ids.</summary>
+    internal const int ByteExtraIdCount = 125;
+    /// <summary>ByT5's byte b is token b + 3, after pad, eos and unk.</summary>
+    const int ByteOffset = 3;
 
     enum TokenKind : byte { Text, Special, Sentinel }
 
-    readonly SentencePieceModel _model;
+    /// <summary>Null for ByT5's byte vocabulary.</summary>
+    readonly SentencePieceModel? _model;
     readonly string[] _tokens;
     readonly TokenKind[] _kinds;
     readonly Dictionary<string, int> _ids = new(StringComparer.Ordinal);
     readonly Dictionary<string, int> _splitTokens = new(StringComparer.Ordinal);
     readonly int _longestSplitToken;
 
-    /// <summary>Token ids the tokenizer can produce: its pieces plus T5's sentinel tokens.</summary>
+    /// <summary>Token ids the tokenizer can produce: its pieces (ByT5: pad, eos, unk and the 256 bytes) plus the sentinel tokens.</summary>
     public int VocabSize => _tokens.Length;
     /// <summary>The padding token, 0 in every T5 vocabulary.</summary>
     public int PadId => 0;
@@ -36,7 +42,17 @@ public sealed class T5Tokenizer
     /// <summary>The id of text the vocabulary cannot spell, 2.</summary>
     public int UnkId => 2;
 
-    T5Tokenizer(SentencePieceModel model, string[] tokens, string source)
+    /// <summary>Whether text is encoded as its UTF-8 bytes (ByT5) rather than by a SentencePiece model.</summary>
+    internal bool IsByteLevel => _model is null;
+
+    /// <summary>The ids of a byte vocabulary's text tokens, one per byte value.</summary>
+    internal static readonly Range ByteIds = ByteOffset..(ByteOffset + 256);
+
+    /// <param name="model">The SentencePiece model, or null for ByT5's bytes.</param>
+    /// <param name="tokens">The text of every id, sentinels included.</param>
+    /// <param name="extraIds">How many &lt;extra_id_N&gt; sentinels <paramref name="tokens"/> holds.</param>
+    /// <param name="source">The file the vocabulary came from, for errors.</param>
+    T5Tokenizer(SentencePieceModel? model, string[] tokens, int extraIds, string source)
     {
         _model = model;
         _tokens = tokens;
@@ -45,16 +61,17 @@ public sealed class T5Tokenizer
         {
             if (!_ids.TryAdd(tokens[id], id))
                 throw new ModelFormatException(source, $"token '{tokens[id]}' is defined twice");
-            _kinds[id] = id < model.Pieces.Count && model.Pieces[id].Type is PieceType.Control or PieceType.Unknown
-                ? TokenKind.Special
-                : TokenKind.Text;
+            bool special = model is null
+                ? id < ByteOffset
+                : id < model.Pieces.Count && model.Pieces[id].Type is PieceType.Control or PieceType.Unknown;
+            _kinds[id] = special ? TokenKind.Special : TokenKind.Text;
         }
-        if (model.UnkId != UnkId || !IsSpecial(PadId, "<pad>") || !IsSpecial(EosId, "</s>") || !IsSpecial(UnkId, "<unk>"))
+        if ((model is not null && model.UnkId != UnkId) || !IsSpecial(PadId, "<pad>") || !IsSpecial(EosId, "</s>") || !IsSpecial(UnkId, "<unk>"))
             throw new ModelFormatException(source, "not a T5 vocabulary: expected <pad> = 0, </s> = 1, <unk> = 2");
         _splitTokens.Add("<pad>", PadId);
         _splitTokens.Add("</s>", EosId);
         _splitTokens.Add("<unk>", UnkId);
-        for (int n = 0; n < ExtraIdCount; n++)
+        for (int n = 0; n < extraIds; n++)
         {
             string sentinel = Sentinel(n);
             if (!_ids.TryGetValue(sentinel, out int id))
@@ -64,19 +81,38 @@ public sealed class T5Tokenizer
         }
         _longestSplitToken = _splitTokens.Keys.Max(t => t.Length);
 
-        bool IsSpecial(int id, string text) =>
-            id < model.Pieces.Count && model.Pieces[id] is { Type: PieceType.Control or PieceType.Unknown } piece && piece.Text == text;
+        bool IsSpecial(int id, string text) => id < tokens.Length && _kinds[id] == TokenKind.Special && tokens[id] == text;
     }
 
     static string Sentinel(int n) => $"<extra_id_{n}>";
 
     /// <summary>
-    /// Loads spiece.model from the directory or, failing that, tokenizer.json (an HF fast tokenizer in the T5 form:
-    /// Unigram model, Precompiled charsmap normalizer, Metaspace pre-tokenizer), which is read as a description of
-    /// the same SentencePiece model.
+    /// ByT5's vocabulary as HF's ByT5Tokenizer builds it: pad, eos, unk, the 256 bytes (each named by the character of
+    /// its value, as HF's convert_tokens_to_ids reads them), then the sentinels in order, &lt;extra_id_N&gt; = 259 + N.
+    /// (HF's docstring says &lt;extra_id_0&gt; is the last id, as in the original T5 preprocessing, but its code
+    /// appends them as added tokens in order, and the ids must be HF's.)
+    /// </summary>
+    static T5Tokenizer Bytes(int extraIds, string source)
+    {
+        var tokens = new string[ByteOffset + 256 + extraIds];
+        (tokens[0], tokens[1], tokens[2]) = ("<pad>", "</s>", "<unk>");
+        for (int b = 0; b < 256; b++)
+            tokens[ByteOffset + b] = ((char)b).ToString();
+        for (int n = 0; n < extraIds; n++)
+            tokens[ByteOffset + 256 + n] = Sentinel(n);
+        return new T5Tokenizer(null, tokens, extraIds, source);
+    }
+
+    /// <summary>
+    /// Loads the tokenizer of a model directory: ByT5's byte tokenizer when tokenizer_config.json (or, where that file
+    /// does not say, config.json) names tokenizer_class ByT5Tokenizer, as HF's AutoTokenizer reads them; else
+    /// spiece.model or, failing that, tokenizer.json (an HF fast tokenizer in the T5 form: Unigram model, Precompiled
+    /// charsmap normalizer, Metaspace pre-tokenizer), which is read as a description of the same SentencePiece model.
     /// </summary>
     public static T5Tokenizer Load(string modelDir)
     {
+        if (LoadByteTokenizer(modelDir) is { } bytes)
+            return bytes;
         string spiece = Path.Combine(modelDir, "spiece.model");
         if (File.Exists(spiece))
         {
@@ -87,21 +123,66 @@ public sealed class T5Tokenizer
                 tokens[id] = model.Pieces[id].Text;
             for (int n = 0; n < ExtraIdCount; n++)
                 tokens[size + ExtraIdCount - 1 - n] = Sentinel(n);
-            return new T5Tokenizer(model, tokens, spiece);
+            return new T5Tokenizer(model, tokens, ExtraIdCount, spiece);
         }
         string json = Path.Combine(modelDir, "tokenizer.json");
         if (File.Exists(json))
             return LoadTokenizerJson(json);
-        throw new ModelFormatException(spiece, "file not found (and no tokenizer.json next to it)");
+        throw new ModelFormatException(spiece, "file not found (and no tokenizer.json next to it, nor a tokenizer_class ByT5Tokenizer in tokenizer_config.json or config.json)");
     }
 
-    /// <summary>The id of a token (a piece or a special token), or null when it is not in the vocabulary.</summary>
+    /// <summary>The byte tokenizer, when the directory's tokenizer_config.json or config.json selects it; else null.</summary>
+    static T5Tokenizer? LoadByteTokenizer(string modelDir)
+    {
+        string tokenizerConfigPath = Path.Combine(modelDir, "tokenizer_config.json");
+        var tokenizerConfig = ReadTokenizerConfig(tokenizerConfigPath);
+        string? tokenizerClass = tokenizerConfig?.TokenizerClass ?? ReadTokenizerConfig(Path.Combine(modelDir, "config.json"))?.TokenizerClass;
+        if (tokenizerClass != T5Config.ByteTokenizerClass)
+            return null;
+        int extraIds = tokenizerConfig?.ExtraIds ?? ByteExtraIdCount;
+        if (extraIds < 0)
+            throw new ModelFormatException(tokenizerConfigPath, $"extra_ids is {extraIds}; it must not be negative");
+        // HF numbers additional_special_tokens in list order; any other list than the sentinels in order would give
+        // ids we do not reproduce.
+        if (tokenizerConfig?.AdditionalSpecialTokens is { ValueKind: JsonValueKind.Array } additional
+            && additional.GetArrayLength() > 0
+            && !additional.EnumerateArray().Select(TokenContent).SequenceEqual(Enumerable.Range(0, extraIds).Select(Sentinel)))
+            throw new ModelFormatException(tokenizerConfigPath, $"additional_special_tokens other than <extra_id_0> ... <extra_id_{extraIds - 1}> in order are not supported");
+        return Bytes(extraIds, tokenizerConfigPath);
+    }
+
+    /// <summary>An added token as tokenizer_config.json writes it: a string, or an AddedToken object's content.</summary>
+    static string? TokenContent(JsonElement token) => token.ValueKind switch
+    {
+        JsonValueKind.String => token.GetString(),
+        JsonValueKind.Object when token.TryGetProperty("content", out var content) && content.ValueKind == JsonValueKind.String => content.GetString(),
+        _ => null,
+    };
+
+    /// <summary>The tokenizer fields of a JSON file, or null when there is no such file.</summary>
+    static TokenizerConfigJson? ReadTokenizerConfig(string path)
+    {
+        if (!File.Exists(path))
+            return null;
+        try
+        {
+            return JsonSerializer.Deserialize(File.ReadAllBytes(path), ModelJsonContext.Default.TokenizerConfigJson);
+        }
+        catch (JsonException e)
+        {
+            throw new ModelFormatException(path, $"invalid JSON: {e.Message}");
+        }
+    }
+
+    /// <summary>The id of a token (a piece, a special token, or for ByT5 the one character whose code is a byte value,
+    /// as HF names bytes), or null when it is not in the vocabulary.</summary>
     public int? TokenToId(string piece) => _ids.TryGetValue(piece, out int id) ? id : null;
 
     /// <summary>
-    /// Token ids of text followed by &lt;/s&gt;. As in HF T5Tokenizer, special tokens written literally in the text map
-    /// to their ids, whitespace around a sentinel is dropped, and no second &lt;/s&gt; is added when the text already
-    /// ends with one.
+    /// Token ids of text followed by &lt;/s&gt;. As in HF's tokenizers, special tokens written literally in the text map
+    /// to their ids and no second &lt;/s&gt; is added when the text already ends with one. For SentencePiece
+    /// (T5Tokenizer) whitespace around a sentinel is dropped; bytes (ByT5Tokenizer) keep all of it. For bytes, a lone
+    /// UTF-16 surrogate (which Python cannot encode at all) is encoded as U+FFFD.
     /// </summary>
     public int[] Encode(string text, bool addEos = true)
     {
@@ -115,10 +196,16 @@ public sealed class T5Tokenizer
                 ids.Add(specialId);
                 continue;
             }
-            if (i > 0 && IsSentinel(chunks[i - 1].SpecialId))
+            if (i > 0 && StripsWhitespace(chunks[i - 1].SpecialId))
                 chunk = chunk.TrimStart(PythonWhitespace);
-            if (i + 1 < chunks.Count && IsSentinel(chunks[i + 1].SpecialId))
+            if (i + 1 < chunks.Count && StripsWhitespace(chunks[i + 1].SpecialId))
                 chunk = chunk.TrimEnd(PythonWhitespace);
+            if (_model is null)
+            {
+                foreach (byte b in Encoding.UTF8.GetBytes(chunk))
+                    ids.Add(ByteOffset + b);
+                continue;
+            }
             foreach (string piece in _model.EncodeAsPieces(chunk))
                 ids.Add(_splitTokens.TryGetValue(piece, out int id) ? id : _model.PieceToId(piece));
         }
@@ -127,32 +214,39 @@ public sealed class T5Tokenizer
         return [.. ids];
     }
 
-    bool IsSentinel(int specialId) => specialId >= 0 && _kinds[specialId] == TokenKind.Sentinel;
+    /// <summary>
+    /// Whether a special token eats the whitespace beside it, as HF's AddedToken lstrip/rstrip say: T5Tokenizer
+    /// gives them to its sentinels; the released ByT5 models' tokenizer files give them to none (HF's own ByT5 test
+    /// keeps the space in "summarization. &lt;/s&gt;"), and HF adds ByT5's sentinels without them.
+    /// </summary>
+    bool StripsWhitespace(int specialId) =>
+        specialId >= 0 && _model is not null && _kinds[specialId] == TokenKind.Sentinel;
 
     /// <summary>
-    /// Text of the ids: pieces joined with U+2581 read as a space and leading/trailing spaces dropped. Sentinels are
-    /// always rendered as &lt;extra_id_N&gt;, set off by spaces as HF does when it keeps them (HF's
-    /// skip_special_tokens would drop them, losing the span structure of T5 outputs). With skipSpecial,
-    /// &lt;pad&gt;, &lt;/s&gt; and &lt;unk&gt; are dropped, otherwise written literally. HF's
-    /// clean_up_tokenization_spaces is not applied. Ids the tokenizer has no piece for have no text and
-    /// are left out, as HF's fast tokenizer leaves them out: T5's embedding has more rows than its
-    /// tokenizer has pieces (32128 for 32100), and a model can still pick one.
+    /// Text of the ids. SentencePiece pieces are joined with U+2581 read as a space and leading/trailing spaces
+    /// dropped; bytes are decoded as UTF-8 exactly as they are, bytes that are not part of a whole UTF-8 sequence left
+    /// out (HF's errors="ignore"). Sentinels are always rendered as &lt;extra_id_N&gt;, set off by spaces as HF does
+    /// when it keeps them (HF's skip_special_tokens would drop them, losing the span structure of T5 outputs). With
+    /// skipSpecial, &lt;pad&gt;, &lt;/s&gt; and &lt;unk&gt; are dropped, otherwise written literally. HF's
+    /// clean_up_tokenization_spaces is not applied. Ids the tokenizer has no token for have no text and are left out,
+    /// as HF's fast tokenizer leaves them out: T5's embedding has more rows than its tokenizer has pieces (32128 for
+    /// 32100), and a model can still pick one.
     /// </summary>
     public string Decode(IEnumerable<int> ids, bool skipSpecial = true)
     {
         var parts = new List<string>();
         var run = new StringBuilder();
-        var pieces = new StringBuilder();
+        var text = new List<int>();
         foreach (int id in ids)
         {
             if ((uint)id >= (uint)_tokens.Length) continue;
             switch (_kinds[id])
             {
                 case TokenKind.Text:
-                    pieces.Append(_tokens[id]);
+                    text.Add(id);
                     break;
                 case TokenKind.Special when !skipSpecial:
-                    FlushPieces();
+                    FlushText();
                     run.Append(_tokens[id]);
                     break;
                 case TokenKind.Sentinel:
@@ -164,21 +258,32 @@ public sealed class T5Tokenizer
         FlushRun();
         return string.Join(' ', parts);
 
-        void FlushPieces()
+        void FlushText()
         {
-            run.Append(pieces.Replace('\u2581', ' ').ToString().TrimStart(' '));
-            pieces.Clear();
+            run.Append(TextOf(text));
+            text.Clear();
         }
 
         void FlushRun()
         {
-            FlushPieces();
-            string text = run.ToString().Trim(PythonWhitespace);
-            if (text.Length > 0)
-                parts.Add(text);
+            FlushText();
+            // SentencePiece's decoder strips the text's outer whitespace; bytes are the text as it was written.
+            string part = _model is null ? run.ToString() : run.ToString().Trim(PythonWhitespace);
+            if (part.Length > 0)
+                parts.Add(part);
             run.Clear();
         }
     }
+
+    /// <summary>The text of a run of text tokens (no special token among them).</summary>
+    string TextOf(List<int> ids) => _model is null
+        ? Utf8IgnoringErrors.GetString([.. ids.Select(id => (byte)(id - ByteOffset))])
+        : string.Concat(ids.Select(id => _tokens[id])).Replace('\u2581', ' ').TrimStart(' ');
+
+    /// <summary>UTF-8 that drops what is not a whole sequence, as Python's bytes.decode("utf-8", errors="ignore"); both
+    /// reject the same maximal invalid subparts, so the same characters survive.</summary>
+    static readonly Encoding Utf8IgnoringErrors =
+        Encoding.GetEncoding("utf-8", EncoderFallback.ReplacementFallback, new DecoderReplacementFallback(string.Empty));
 
     /// <summary>Python's str.strip() whitespace, which HF applies around sentinels and to decoded text.</summary>
     static readonly char[] PythonWhitespace =
@@ -280,7 +385,7 @@ public sealed class T5Tokenizer
                 : addedTokens.TryGetValue(id, out var a) ? a.Text
                 : throw new ModelFormatException(path, $"no token has id {id}");
         }
-        return new T5Tokenizer(spm, tokens, path);
+        return new T5Tokenizer(spm, tokens, ExtraIdCount, path);
     }
 
     /// <summary>

@@ -23,7 +23,6 @@ namespace VkPrompt.Cli.Commands;
 internal static class BenchCommand
 {
     public const string Schema = "vkprompt-bench/1";
-    internal static readonly string[] NamedShapes = ["t5-small", "t5-base", "t5-large", "t5-xl"];
 
     public static Command Create()
     {
@@ -77,7 +76,7 @@ internal static class BenchCommand
     internal static Option<string> ShapeOption(string? named, string directory) => new("--shape")
     {
         HelpName = "NAME|DIR",
-        Description = $"t5-small (original T5), t5-base, t5-large or t5-xl (T5 v1.1 LM-adapted shapes){(named is null ? "" : ", " + named)}; or a Hugging Face T5 directory {directory}.",
+        Description = $"t5-small (original T5), t5-base, t5-large or t5-xl (T5 v1.1 LM-adapted shapes), or byt5-small (google/byt5-small's: d_model 1472, 12 encoder and 4 decoder layers, 384 byte tokens){(named is null ? "" : ", " + named)}; or a Hugging Face T5 directory {directory}.",
         Required = true,
     };
 
@@ -86,9 +85,9 @@ internal static class BenchCommand
     internal static (string Name, string? Directory) ReadShape(ParseResult parse, Option<string> option)
     {
         string shape = parse.GetValue(option)!;
-        if (NamedShapes.Contains(shape)) return (shape, null);
+        if (T5Config.ShapeNames.Contains(shape)) return (shape, null);
         if (Directory.Exists(shape)) return (Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(shape))), shape);
-        throw new UsageException($"{option.Name} '{shape}' is neither {string.Join(", ", NamedShapes)} nor a model directory");
+        throw new UsageException($"{option.Name} '{shape}' is neither {string.Join(", ", T5Config.ShapeNames)} nor a model directory");
     }
 
     /// <summary>--input-length, --target-length and --prompt-length, as both bench commands take them.</summary>

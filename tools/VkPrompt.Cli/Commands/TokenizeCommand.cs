@@ -12,7 +12,7 @@ internal static class TokenizeCommand
         var text = new Option<string?>("--text", "-t") { Description = "Text to tokenize." };
         var data = ModelOptions.Data(required: false);
         data.Description = "JSONL data: prints the input ids of each line (and target ids when present).";
-        var cmd = new Command("tokenize", "Print token ids as JSON, exactly as the model's SentencePiece tokenizer gives them (with the final </s> = 1).")
+        var cmd = new Command("tokenize", "Print token ids as JSON, exactly as the model's tokenizer gives them (SentencePiece, or ByT5's UTF-8 bytes + 3) (with the final </s> = 1).")
         {
             model, text, data,
         };
