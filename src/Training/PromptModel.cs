@@ -70,6 +70,7 @@ public sealed class PromptModel : IDisposable
         var checkpoint = T5Checkpoint.Open(directory);
         try
         {
+            foreach (var notice in checkpoint.Notices) log?.Invoke(notice);
             var tokenizer = T5Tokenizer.Load(directory);
             var backend = openBackend();
             try
