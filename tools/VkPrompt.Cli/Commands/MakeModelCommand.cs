@@ -7,7 +7,7 @@ internal static class MakeModelCommand
 {
     public static Command Create()
     {
-        var shape = new Option<string>("--shape") { Description = "t5-small (original T5 shapes), t5-base, t5-large or t5-xl (T5 v1.1 LM-adapted shapes).", Required = true };
+        var shape = new Option<string>("--shape") { Description = BenchCommand.ShapeNamesHelp + ".", Required = true };
         var output = new Option<string>("--output", "-o") { HelpName = "DIR", Description = "Directory to write config.json, model.safetensors (and spiece.model with --tokenizer).", Required = true };
         var seed = new Option<int>("--seed") { Description = "Default: 0.", DefaultValueFactory = _ => 0 };
         var tokenizer = new Option<string?>("--tokenizer") { HelpName = "FILE", Description = "A spiece.model to copy into the directory so text commands work." };
