@@ -107,7 +107,7 @@ public sealed class T5CheckpointTests
     public void TheTensorsDecideAnAbsentFeedForwardProj()
     {
         using var dir = new TempDir();
-        RandomT5.Write(dir.Path, Tiny(gated: true), seed: 6);
+        RandomT5.Write(dir.Path, Tiny(gated: true), seed: 6, spieceModelPath: Path.Combine(TinyV11, "spiece.model"));
         var config = JsonNode.Parse(File.ReadAllText(dir.File("config.json")))!.AsObject();
         config.Remove("feed_forward_proj");
         File.WriteAllText(dir.File("config.json"), config.ToJsonString());
@@ -118,6 +118,10 @@ public sealed class T5CheckpointTests
             Assert.Contains("no feed_forward_proj (default \"relu\")", notice);
             Assert.Contains("encoder.block.0.layer.1.DenseReluDense.wi_0.weight", notice);
         }
+        // A host opening the model hears of it through its log.
+        var log = new List<string>();
+        using (var model = VkPrompt.Training.PromptModel.OpenOnCpu(dir.Path, log: log.Add))
+            Assert.Contains(log, line => line.Contains("no feed_forward_proj", StringComparison.Ordinal));
 
         config["feed_forward_proj"] = "relu";
         File.WriteAllText(dir.File("config.json"), config.ToJsonString());
