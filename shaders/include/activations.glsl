@@ -29,4 +29,25 @@ float gelu_tanh_grad(float x) {
     return s + 2.0 * s * (1.0 - s) * xc * du;
 }
 
+// silu(x) = x * sigmoid(x) (UL2's gated-silu). For x -> -inf exp(-x) overflows to inf and the
+// sigmoid is exactly 0; for x -> +inf it is exactly 1: no NaN for any finite x.
+float silu_gate(float x) { return 1.0 / (1.0 + exp(-x)); }
+
+float silu(float x) { return x * silu_gate(x); }
+
+// d/dx = s + x s (1 - s). Where s saturates to 0 or 1 the second term is x * 0 = 0 (x finite).
+float silu_grad(float x) {
+    float s = silu_gate(x);
+    return s + x * s * (1.0 - s);
+}
+
+// The gated feed-forward's activation, selected by a specialization constant: the values of
+// GateActivation in src/Runtime/Kernels/GatedActivationKernel.cs.
+const uint ACTIVATION_GELU_TANH = 0u;
+const uint ACTIVATION_SILU = 1u;
+
+float gate_activation(uint kind, float x) { return kind == ACTIVATION_SILU ? silu(x) : gelu_tanh(x); }
+
+float gate_activation_grad(uint kind, float x) { return kind == ACTIVATION_SILU ? silu_grad(x) : gelu_tanh_grad(x); }
+
 #endif

@@ -136,7 +136,7 @@ internal sealed class Generator : IDisposable
             be.MatMul(norm, blk.SelfAttention.K, kCache[i], intoCache);
             be.MatMul(norm, blk.SelfAttention.V, vCache[i], intoCache);
             be.MatMul(q, kCache[i], probs, heads.QK(1, t + 1, 1, maxLen));
-            be.AttentionSoftmax(probs, table, w.DecoderBias, null, new AttentionShape(batch, c.NumHeads, 1, t + 1));
+            be.AttentionSoftmax(probs, table, blk.PositionBias, null, new AttentionShape(batch, c.NumHeads, 1, t + 1));
             be.MatMul(probs, vCache[i], ctx, heads.PV(1, t + 1, 1, maxLen));
             be.MatMul(ctx, blk.SelfAttention.O, x, linear(d, inner) with { Accumulate = true });
 
@@ -153,7 +153,7 @@ internal sealed class Generator : IDisposable
             if (ff.Wi1 is not null)
             {
                 be.MatMul(norm, ff.Wi1, ffB, linear(c.DFf, d));
-                be.GatedGelu(ffA, ffB, ffH, batch * c.DFf);
+                be.GatedActivation(ffA, ffB, ffH, batch * c.DFf, c.GateActivation);
             }
             else be.Relu(ffA, ffH, batch * c.DFf);
             be.MatMul(ffH, ff.Wo, x, linear(d, c.DFf) with { Accumulate = true });

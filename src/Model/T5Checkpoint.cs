@@ -20,11 +20,16 @@ public sealed class T5Checkpoint : IDisposable
     public T5Config Config { get; }
     /// <summary>The model directory, as a full path.</summary>
     public string Directory { get; }
+    /// <summary>Where the tensors decided what config.json left open, one line each (the host
+    /// logs them): a config without feed_forward_proj whose tensors are gated where HF's default
+    /// is not, or the other way round.</summary>
+    public IReadOnlyList<string> Notices { get; }
 
-    T5Checkpoint(string directory, T5Config config, List<SafetensorsFile> shards, Dictionary<string, SafetensorsFile> owner)
+    T5Checkpoint(string directory, T5Config config, IReadOnlyList<string> notices, List<SafetensorsFile> shards, Dictionary<string, SafetensorsFile> owner)
     {
         Directory = directory;
         Config = config;
+        Notices = notices;
         this.shards = shards;
         this.owner = owner;
     }
@@ -48,6 +53,8 @@ public sealed class T5Checkpoint : IDisposable
         try
         {
             var (owner, listing) = OpenShards(directory, shards);
+            var notices = new List<string>();
+            config = ResolveFeedForward(config, configPath, owner, notices);
             foreach (var (name, shape) in T5Names.All(config))
             {
                 if (!owner.TryGetValue(name, out var file))
@@ -58,13 +65,31 @@ public sealed class T5Checkpoint : IDisposable
                 if (info.DType is not ("F32" or "F16" or "BF16"))
                     throw new ModelFormatException(file.Path, $"tensor {name} has dtype {info.DType}; VkPrompt reads F32, F16 and BF16 only");
             }
-            return new T5Checkpoint(directory, config, shards, owner);
+            return new T5Checkpoint(directory, config, notices, shards, owner);
         }
         catch
         {
             foreach (var s in shards) s.Dispose();
             throw;
         }
+    }
+
+    /// <summary>Whether the feed-forward is gated is also written in the tensors (wi_0 and wi_1,
+    /// or wi). Some umT5 config.json files omit feed_forward_proj over gated weights: where the
+    /// key is absent the tensors win, with a notice; where config.json names it and the tensors
+    /// say otherwise, the checkpoint is inconsistent and refused.</summary>
+    static T5Config ResolveFeedForward(T5Config config, string configPath, Dictionary<string, SafetensorsFile> owner, List<string> notices)
+    {
+        string gatedName = T5Names.FeedForward(T5Stack.Encoder, 0, "wi_0"), reluName = T5Names.FeedForward(T5Stack.Encoder, 0, "wi");
+        bool gated = owner.ContainsKey(gatedName), relu = owner.ContainsKey(reluName);
+        // Both or neither: the tensor check below names what is missing.
+        if (gated == relu || gated == config.IsGatedAct) return config;
+        string found = gated ? $"gated tensors ({gatedName})" : $"relu tensors ({reluName})";
+        if (config.FeedForwardProjGiven)
+            throw new ModelFormatException(configPath, $"feed_forward_proj is \"{config.FeedForwardProjName}\" but the checkpoint holds {found}");
+        var resolved = config with { FeedForwardProj = gated ? T5FeedForward.GatedGelu : T5FeedForward.Relu };
+        notices.Add($"config.json has no feed_forward_proj (default \"{config.FeedForwardProjName}\") but the checkpoint holds {found}: running \"{resolved.FeedForwardProjName}\" as the tensors say");
+        return resolved;
     }
 
     internal TensorInfo Info(string name) => Owner(name).Tensors[name];

@@ -1,5 +1,6 @@
 using System.Text.Json;
 using System.Text.Json.Serialization;
+using VkPrompt.Runtime.Kernels;
 
 namespace VkPrompt.Model;
 
@@ -8,8 +9,10 @@ public enum T5FeedForward
 {
     /// <summary>"relu": <c>wo(relu(wi x))</c> (T5 v1.0).</summary>
     Relu,
-    /// <summary>"gated-gelu": <c>wo(gelu_tanh(wi_0 x) * wi_1 x)</c> (T5 v1.1, LM-adapted, Flan-T5).</summary>
+    /// <summary>"gated-gelu": <c>wo(gelu_tanh(wi_0 x) * wi_1 x)</c> (T5 v1.1, LM-adapted, Flan-T5, umT5).</summary>
     GatedGelu,
+    /// <summary>"gated-silu": <c>wo(silu(wi_0 x) * wi_1 x)</c>, silu(x) = x·sigmoid(x) (UL2, Flan-UL2).</summary>
+    GatedSilu,
 }
 
 /// <summary>The fields of a Hugging Face T5 config.json that VkPrompt uses. Defaults are those of
@@ -56,8 +59,29 @@ public sealed record T5Config
     /// "ByT5Tokenizer" selects ByT5's bytes (see <see cref="Tokenization.T5Tokenizer.Load"/>).</summary>
     public string? TokenizerClass { get; init; }
 
-    /// <summary>Whether the feed-forward block is gated (two input projections, T5 v1.1).</summary>
-    public bool IsGatedAct => FeedForwardProj == T5FeedForward.GatedGelu;
+    /// <summary>Whether every self-attention layer, encoder and decoder, has a relative-position
+    /// bias table of its own (umT5, model_type "umt5"), rather than all layers of a stack sharing
+    /// block 0's (T5).</summary>
+    public bool PerLayerPositionBias { get; init; }
+
+    /// <summary>Whether config.json named feed_forward_proj. Where it did not, the checkpoint's
+    /// tensors decide between gated and relu (<see cref="T5Checkpoint.Open"/>): some umT5
+    /// configs omit the key. Not part of <see cref="Equals(T5Config)"/>.</summary>
+    internal bool FeedForwardProjGiven { get; init; } = true;
+
+    /// <summary>Whether the feed-forward block is gated (two input projections, T5 v1.1, UL2).</summary>
+    public bool IsGatedAct => FeedForwardProj != T5FeedForward.Relu;
+
+    /// <summary>The activation of the gated feed-forward (gelu_tanh unless gated-silu).</summary>
+    internal GateActivation GateActivation => FeedForwardProj == T5FeedForward.GatedSilu ? GateActivation.Silu : GateActivation.GeluTanh;
+
+    /// <summary>The feed_forward_proj value that selects <see cref="FeedForwardProj"/>.</summary>
+    internal string FeedForwardProjName => FeedForwardProj switch
+    {
+        T5FeedForward.GatedGelu => "gated-gelu",
+        T5FeedForward.GatedSilu => "gated-silu",
+        _ => "relu",
+    };
 
     /// <summary>Equal when both describe the same config.json, whether
     /// <see cref="NumDecoderLayers"/> was given or defaulted.</summary>
@@ -70,9 +94,14 @@ public sealed record T5Config
     /// <see cref="DModel"/> in the released models but not in general.</summary>
     public int InnerDim => NumHeads * DKv;
 
+    /// <summary>The names <see cref="Named"/> knows, in the order help texts list them.</summary>
+    public static IReadOnlyList<string> ShapeNames { get; } = ["t5-small", "t5-base", "t5-large", "t5-xl", "ul2", "umt5-base", "byt5-small"];
+
     /// <summary>Shapes of the released checkpoints VkPrompt targets: "t5-small" is the original T5
-    /// (v1.0); t5-base to t5-xl are the T5 v1.1 LM-adapted models; "byt5-small" is google/byt5-small
-    /// (bytes, 12 encoder and 4 decoder layers).</summary>
+    /// (v1.0); "t5-base" to "t5-xl" are the T5 v1.1 LM-adapted models; "ul2" is google/ul2's
+    /// (gated-silu, d_kv 256), "umt5-base" google/umt5-base's (a position bias per layer, a
+    /// 256384-row vocabulary) and "byt5-small" google/byt5-small's (bytes, 12 encoder and 4
+    /// decoder layers), from their published config.json.</summary>
     public static T5Config Named(string name) => name switch
     {
         "t5-small" => new T5Config(),
@@ -83,11 +112,10 @@ public sealed record T5Config
         {
             NumDecoderLayers = 4, VocabSize = 384, TokenizerClass = ByteTokenizerClass,
         },
+        "ul2" => V11LmAdapted(dModel: 4096, dFf: 16384, heads: 16, layers: 32) with { DKv = 256, FeedForwardProj = T5FeedForward.GatedSilu },
+        "umt5-base" => V11LmAdapted(dModel: 768, dFf: 2048, heads: 12, layers: 12) with { VocabSize = 256384, PerLayerPositionBias = true },
         _ => throw new ArgumentException($"unknown model shape '{name}'; known: {string.Join(", ", ShapeNames)}", nameof(name)),
     };
-
-    /// <summary>The names <see cref="Named"/> knows.</summary>
-    public static IReadOnlyList<string> ShapeNames { get; } = ["t5-small", "t5-base", "t5-large", "t5-xl", "byt5-small"];
 
     /// <summary>tokenizer_class of ByT5's byte tokenizer.</summary>
     internal const string ByteTokenizerClass = "ByT5Tokenizer";
@@ -112,10 +140,11 @@ public sealed record T5Config
         try { json = JsonSerializer.Deserialize(File.ReadAllBytes(path), ModelJsonContext.Default.T5ConfigJson); }
         catch (JsonException e) { throw new ModelFormatException(path, $"not a valid T5 config: {e.Message}"); }
         if (json is null) throw new ModelFormatException(path, "is JSON null, not a config object");
-        if (json.ModelType is not (null or "t5" or "mt5"))
-            throw new ModelFormatException(path, $"model_type is \"{json.ModelType}\"; VkPrompt runs T5 (\"t5\", \"mt5\") models only");
+        if (json.ModelType is not (null or "t5" or "mt5" or "umt5"))
+            throw new ModelFormatException(path, $"model_type is \"{json.ModelType}\"; VkPrompt runs T5 (\"t5\", \"mt5\", \"umt5\") models only");
 
-        var defaults = new T5Config();
+        bool umt5 = json.ModelType == "umt5";
+        var defaults = umt5 ? UmT5Defaults : new T5Config();
         var config = new T5Config
         {
             VocabSize = json.VocabSize ?? defaults.VocabSize,
@@ -128,7 +157,9 @@ public sealed record T5Config
             RelativeAttentionNumBuckets = json.RelativeAttentionNumBuckets ?? defaults.RelativeAttentionNumBuckets,
             RelativeAttentionMaxDistance = json.RelativeAttentionMaxDistance ?? defaults.RelativeAttentionMaxDistance,
             LayerNormEpsilon = json.LayerNormEpsilon ?? defaults.LayerNormEpsilon,
-            FeedForwardProj = ParseFeedForward(path, json.FeedForwardProj ?? "relu"),
+            FeedForwardProj = json.FeedForwardProj is { } proj ? ParseFeedForward(path, proj) : defaults.FeedForwardProj,
+            FeedForwardProjGiven = json.FeedForwardProj is not null,
+            PerLayerPositionBias = umt5,
             TieWordEmbeddings = json.TieWordEmbeddings ?? defaults.TieWordEmbeddings,
             DropoutRate = json.DropoutRate ?? defaults.DropoutRate,
             DecoderStartTokenId = json.DecoderStartTokenId ?? defaults.DecoderStartTokenId,
@@ -140,6 +171,18 @@ public sealed record T5Config
         return config;
     }
 
+    /// <summary>transformers' UMT5Config defaults, which differ from T5Config's; absent keys of a
+    /// "umt5" config.json take these.</summary>
+    static readonly T5Config UmT5Defaults = new()
+    {
+        VocabSize = 250112,
+        DFf = 1024,
+        NumLayers = 8,
+        NumHeads = 6,
+        FeedForwardProj = T5FeedForward.GatedGelu,
+        PerLayerPositionBias = true,
+    };
+
     /// <summary>HF splits feed_forward_proj into an optional "gated-" and an activation name, and
     /// maps "gated-gelu" to gelu_new (the tanh approximation); gelu_new and gelu_pytorch_tanh are
     /// that same function, so those spellings mean gated-gelu too. Every other activation HF
@@ -148,7 +191,8 @@ public sealed record T5Config
     {
         "relu" => T5FeedForward.Relu,
         "gated-gelu" or "gated-gelu_new" or "gated-gelu_pytorch_tanh" => T5FeedForward.GatedGelu,
-        _ => throw new ModelFormatException(path, $"feed_forward_proj \"{value}\" is not supported; VkPrompt runs \"relu\" (T5 v1.0) and \"gated-gelu\" (T5 v1.1, Flan-T5)"),
+        "gated-silu" => T5FeedForward.GatedSilu,
+        _ => throw new ModelFormatException(path, $"feed_forward_proj \"{value}\" is not supported; VkPrompt runs \"relu\" (T5 v1.0), \"gated-gelu\" (T5 v1.1, Flan-T5, umT5) and \"gated-silu\" (UL2)"),
     };
 
     /// <summary>The first field that cannot describe a T5 model, or null.</summary>
@@ -173,8 +217,8 @@ public sealed record T5Config
     /// is_gated_act and dense_act_fn included, for readers that look at them).</summary>
     public string ToJson() => JsonSerializer.Serialize(new T5ConfigJson
     {
-        Architectures = ["T5ForConditionalGeneration"],
-        ModelType = "t5",
+        Architectures = [PerLayerPositionBias ? "UMT5ForConditionalGeneration" : "T5ForConditionalGeneration"],
+        ModelType = PerLayerPositionBias ? "umt5" : "t5",
         VocabSize = VocabSize,
         DModel = DModel,
         DKv = DKv,
@@ -185,9 +229,9 @@ public sealed record T5Config
         RelativeAttentionNumBuckets = RelativeAttentionNumBuckets,
         RelativeAttentionMaxDistance = RelativeAttentionMaxDistance,
         LayerNormEpsilon = LayerNormEpsilon,
-        FeedForwardProj = IsGatedAct ? "gated-gelu" : "relu",
+        FeedForwardProj = FeedForwardProjName,
         IsGatedAct = IsGatedAct,
-        DenseActFn = IsGatedAct ? "gelu_new" : "relu",
+        DenseActFn = FeedForwardProj switch { T5FeedForward.GatedGelu => "gelu_new", T5FeedForward.GatedSilu => "silu", _ => "relu" },
         TieWordEmbeddings = TieWordEmbeddings,
         InitializerFactor = 1.0,
         DropoutRate = DropoutRate,

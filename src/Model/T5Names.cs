@@ -4,7 +4,7 @@ internal enum T5Stack { Encoder, Decoder }
 
 /// <summary>Hugging Face tensor names of a T5ForConditionalGeneration checkpoint. Attention
 /// projections are "q", "k", "v", "o"; feed-forward ones "wi" (relu) or "wi_0", "wi_1"
-/// (gated-gelu), and "wo".</summary>
+/// (gated), and "wo".</summary>
 internal static class T5Names
 {
     public const string Shared = "shared.weight";
@@ -12,8 +12,13 @@ internal static class T5Names
 
     public static string SelfAttn(T5Stack stack, int block, string proj) => $"{Block(stack, block)}.layer.0.SelfAttention.{proj}.weight";
 
-    /// <summary>Owned by block 0 only; every block of the stack reuses it.</summary>
-    public static string RelativeBias(T5Stack stack) => $"{Block(stack, 0)}.layer.0.SelfAttention.relative_attention_bias.weight";
+    /// <summary>The relative-position bias table of a block's self-attention. T5 has one, block
+    /// 0's, which every block of the stack reuses; umT5 (<see cref="T5Config.PerLayerPositionBias"/>)
+    /// one in every block.</summary>
+    public static string RelativeBias(T5Stack stack, int block) => $"{Block(stack, block)}.layer.0.SelfAttention.relative_attention_bias.weight";
+
+    /// <summary>The block whose bias table block <paramref name="block"/>'s self-attention adds.</summary>
+    public static int RelativeBiasOwner(T5Config cfg, int block) => cfg.PerLayerPositionBias ? block : 0;
 
     public static string SelfAttnNorm(T5Stack stack, int block) => $"{Block(stack, block)}.layer.0.layer_norm.weight";
 
@@ -39,7 +44,7 @@ internal static class T5Names
             {
                 foreach (var p in (ReadOnlySpan<string>)["q", "k", "v"]) all.Add((SelfAttn(stack, b, p), [inner, d]));
                 all.Add((SelfAttn(stack, b, "o"), [d, inner]));
-                if (b == 0) all.Add((RelativeBias(stack), [cfg.RelativeAttentionNumBuckets, cfg.NumHeads]));
+                if (RelativeBiasOwner(cfg, b) == b) all.Add((RelativeBias(stack, b), [cfg.RelativeAttentionNumBuckets, cfg.NumHeads]));
                 all.Add((SelfAttnNorm(stack, b), [d]));
                 if (stack == T5Stack.Decoder)
                 {

@@ -99,8 +99,9 @@ internal sealed class T5Pass : IDisposable
         be.Upload(encBuckets, RelativePosition.Table(Le, Le, true, c.RelativeAttentionNumBuckets, c.RelativeAttentionMaxDistance));
         decBuckets = Ints(decScores.Diagonals, "decoder_buckets");
         be.Upload(decBuckets, RelativePosition.Table(Ld, Ld, false, c.RelativeAttentionNumBuckets, c.RelativeAttentionMaxDistance));
-        encSelf = Site(encScores, encBuckets, w.EncoderBias, EncoderMask);
-        decSelf = Site(decScores, decBuckets, w.DecoderBias, null);
+        // The bias weight is block 0's; SelfAttentionForward and -Backward put each block's own in.
+        encSelf = Site(encScores, encBuckets, w.Encoder[0].PositionBias, EncoderMask);
+        decSelf = Site(decScores, decBuckets, w.Decoder[0].PositionBias, null);
         cross = Site(new(B, c.NumHeads, Ld, Le), null, null, EncoderMask);
 
         bool keepStreams = mode != ActivationMode.Inference;
@@ -345,7 +346,7 @@ internal sealed class T5Pass : IDisposable
     {
         var blk = w.Encoder[i];
         var x0 = EncStream(2 * i); var x1 = EncStream(2 * i + 1); var x2 = EncStream(2 * i + 2);
-        SelfAttentionForward(blk.AttnNorm, blk.SelfAttention, x0, x1, s, B * Le, encSelf, Sites.Sublayer(0, i, 0));
+        SelfAttentionForward(blk.AttnNorm, blk.SelfAttention, x0, x1, s, B * Le, encSelf with { BiasWeight = blk.PositionBias }, Sites.Sublayer(0, i, 0));
         FeedForwardForward(blk.FfNorm, blk.FeedForward, x1, x2, s, B * Le, Sites.Sublayer(0, i, 1));
     }
 
@@ -353,7 +354,7 @@ internal sealed class T5Pass : IDisposable
     {
         var blk = w.Decoder[i];
         var x0 = DecStream(3 * i); var x1 = DecStream(3 * i + 1); var x2 = DecStream(3 * i + 2); var x3 = DecStream(3 * i + 3);
-        SelfAttentionForward(blk.AttnNorm, blk.SelfAttention, x0, x1, s, B * Ld, decSelf, Sites.Sublayer(1, i, 0));
+        SelfAttentionForward(blk.AttnNorm, blk.SelfAttention, x0, x1, s, B * Ld, decSelf with { BiasWeight = blk.PositionBias }, Sites.Sublayer(1, i, 0));
         CrossAttentionForward(blk.CrossNorm!, blk.CrossAttention!, x1, x2, s, Sites.Sublayer(1, i, 1));
         FeedForwardForward(blk.FfNorm, blk.FeedForward, x2, x3, s, B * Ld, Sites.Sublayer(1, i, 2));
     }
@@ -432,6 +433,8 @@ internal sealed class T5Pass : IDisposable
 
     Tensor DroppedProbs(Tensor probs) => DropoutRate > 0 ? droppedProbs! : probs;
 
+    GateActivation GateActivation => c.GateActivation;
+
     void FeedForwardForward(Tensor norm, FeedForwardWeights fw, Tensor x, Tensor xOut, BlockScratch s, int rows, uint stream)
     {
         int n = rows * c.DFf;
@@ -440,7 +443,7 @@ internal sealed class T5Pass : IDisposable
         if (fw.Wi1 is not null)
         {
             be.MatMul(s.Norm, fw.Wi1, s.FfB, Linear(rows, c.DFf, d));
-            be.GatedGelu(s.FfA, s.FfB, s.FfH, n, HiddenDropout(stream));
+            be.GatedActivation(s.FfA, s.FfB, s.FfH, n, GateActivation, HiddenDropout(stream));
         }
         else
             be.Relu(s.FfA, s.FfH, n, HiddenDropout(stream));
@@ -495,7 +498,7 @@ internal sealed class T5Pass : IDisposable
             CrossAttentionBackward(blk.CrossNorm!, blk.CrossAttention!, DecStream(3 * i + 1), s, g.DecX, Sites.Sublayer(1, i, 1));
             // The decoder's embedding gets no gradient, so the bottom self-attention can stop here.
             if (i > 0)
-                SelfAttentionBackward(blk.AttnNorm, blk.SelfAttention, DecStream(3 * i), s, g.DecX, B * Ld, decSelf, Sites.Sublayer(1, i, 0));
+                SelfAttentionBackward(blk.AttnNorm, blk.SelfAttention, DecStream(3 * i), s, g.DecX, B * Ld, decSelf with { BiasWeight = blk.PositionBias }, Sites.Sublayer(1, i, 0));
         }
 
         DropoutBackAt(g.EncOut, B * Le * d, Sites.EncoderOutput);
@@ -507,7 +510,7 @@ internal sealed class T5Pass : IDisposable
                 using (be.Phase(Phases.Recompute)) EncoderBlock(i, s);
             var blk = w.Encoder[i];
             FeedForwardBackward(blk.FfNorm, blk.FeedForward, EncStream(2 * i + 1), s, g.EncX, B * Le, Sites.Sublayer(0, i, 1));
-            SelfAttentionBackward(blk.AttnNorm, blk.SelfAttention, EncStream(2 * i), s, g.EncX, B * Le, encSelf, Sites.Sublayer(0, i, 0));
+            SelfAttentionBackward(blk.AttnNorm, blk.SelfAttention, EncStream(2 * i), s, g.EncX, B * Le, encSelf with { BiasWeight = blk.PositionBias }, Sites.Sublayer(0, i, 0));
         }
         DropoutBackAt(g.EncX, B * Le * d, Sites.EncoderEmbedding);
         be.PromptGradient(g.EncX, PromptIndex, PromptGradient, B, Shape.InputLength, Shape.PromptLength, d);
@@ -526,7 +529,7 @@ internal sealed class T5Pass : IDisposable
         be.MatMul(BranchGradient(dX, rows, stream), fw.Wo, g.FfH, MatMulSpec.Rows(rows, c.DFf, d));
         if (fw.Wi1 is not null)
         {
-            be.GatedGeluBackward(s.FfA, s.FfB, g.FfH, g.FfA, g.FfB, n, HiddenDropout(stream));
+            be.GatedActivationBackward(s.FfA, s.FfB, g.FfH, g.FfA, g.FfB, n, GateActivation, HiddenDropout(stream));
             be.MatMul(g.FfA, fw.Wi, g.H, MatMulSpec.Rows(rows, d, c.DFf));
             be.MatMul(g.FfB, fw.Wi1, g.H, MatMulSpec.Rows(rows, d, c.DFf) with { Accumulate = true });
         }

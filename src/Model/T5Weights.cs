@@ -5,10 +5,14 @@ namespace VkPrompt.Model;
 
 internal sealed record AttentionWeights(Tensor Q, Tensor K, Tensor V, Tensor O);
 
-/// <summary>FF weights: Wi (relu) or Wi0 and Wi1 (gated-gelu), then Wo.</summary>
+/// <summary>FF weights: Wi (relu) or Wi0 and Wi1 (gated), then Wo.</summary>
 internal sealed record FeedForwardWeights(Tensor Wi, Tensor? Wi1, Tensor Wo);
 
-internal sealed record BlockWeights(Tensor AttnNorm, AttentionWeights SelfAttention, Tensor? CrossNorm, AttentionWeights? CrossAttention, Tensor FfNorm, FeedForwardWeights FeedForward);
+/// <summary>One block's weights. <paramref name="PositionBias"/> is the relative-position bias
+/// table its self-attention adds: the same tensor in every block of a T5 stack (block 0's), the
+/// block's own in umT5.</summary>
+internal sealed record BlockWeights(Tensor AttnNorm, Tensor PositionBias, AttentionWeights SelfAttention, Tensor? CrossNorm, AttentionWeights? CrossAttention,
+                                   Tensor FfNorm, FeedForwardWeights FeedForward);
 
 /// <summary>
 /// The frozen weights of a T5 checkpoint on one backend. Tensors are streamed one at a time
@@ -26,8 +30,6 @@ internal sealed class T5Weights : IDisposable
     public Tensor Shared { get; }
     /// <summary>lm_head.weight, or null when the embedding is tied.</summary>
     public Tensor? LmHead { get; }
-    public Tensor EncoderBias { get; }
-    public Tensor DecoderBias { get; }
     public IReadOnlyList<BlockWeights> Encoder { get; }
     public IReadOnlyList<BlockWeights> Decoder { get; }
     public Tensor EncoderFinalNorm { get; }
@@ -67,10 +69,8 @@ internal sealed class T5Weights : IDisposable
         {
             Shared = LoadTable(T5Names.Shared);
             LmHead = c.TieWordEmbeddings ? null : LoadTable(T5Names.LmHead);
-            EncoderBias = Load(T5Names.RelativeBias(T5Stack.Encoder));
-            DecoderBias = Load(T5Names.RelativeBias(T5Stack.Decoder));
-            Encoder = Enumerable.Range(0, c.NumLayers).Select(i => LoadBlock(T5Stack.Encoder, i)).ToList();
-            Decoder = Enumerable.Range(0, c.NumDecoderLayers).Select(i => LoadBlock(T5Stack.Decoder, i)).ToList();
+            Encoder = LoadStack(T5Stack.Encoder, c.NumLayers);
+            Decoder = LoadStack(T5Stack.Decoder, c.NumDecoderLayers);
             EncoderFinalNorm = Load(T5Names.FinalNorm(T5Stack.Encoder));
             DecoderFinalNorm = Load(T5Names.FinalNorm(T5Stack.Decoder));
         }
@@ -80,7 +80,22 @@ internal sealed class T5Weights : IDisposable
             throw;
         }
 
-        BlockWeights LoadBlock(T5Stack stack, int i)
+        List<BlockWeights> LoadStack(T5Stack stack, int blocks)
+        {
+            // One table per stack in T5, loaded once and shared; one per block only where the
+            // checkpoint has them (umT5).
+            var biases = new Tensor[blocks];
+            var list = new List<BlockWeights>(blocks);
+            for (int i = 0; i < blocks; i++)
+            {
+                int owner = T5Names.RelativeBiasOwner(c, i);
+                biases[i] = owner == i ? Load(T5Names.RelativeBias(stack, i)) : biases[owner];
+                list.Add(LoadBlock(stack, i, biases[i]));
+            }
+            return list;
+        }
+
+        BlockWeights LoadBlock(T5Stack stack, int i, Tensor positionBias)
         {
             bool decoder = stack == T5Stack.Decoder;
             AttentionWeights Attn(Func<string, string> name) =>
@@ -91,6 +106,7 @@ internal sealed class T5Weights : IDisposable
                 : new FeedForwardWeights(Ff("wi"), null, Ff("wo"));
             return new BlockWeights(
                 Load(T5Names.SelfAttnNorm(stack, i)),
+                positionBias,
                 Attn(p => T5Names.SelfAttn(stack, i, p)),
                 decoder ? Load(T5Names.CrossAttnNorm(i)) : null,
                 decoder ? Attn(p => T5Names.CrossAttn(i, p)) : null,

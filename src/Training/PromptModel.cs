@@ -71,6 +71,7 @@ public sealed class PromptModel : IDisposable
         var checkpoint = T5Checkpoint.Open(directory);
         try
         {
+            foreach (var notice in checkpoint.Notices) log?.Invoke(notice);
             var tokenizer = T5Tokenizer.Load(directory);
             // An id past the embedding would read outside it; every id the tokenizer can give must have a row.
             if (tokenizer.VocabSize > checkpoint.Config.VocabSize)

@@ -181,6 +181,37 @@ public sealed class BenchCommandTests : IDisposable
         Assert.False(File.Exists(dir.File("bench.json")));
     }
 
+    /// <summary>A UL2-style (gated-silu) model with umT5's per-layer position bias runs, its report
+    /// names its feed-forward, and its parameters count every layer's bias table.</summary>
+    [Fact]
+    public void RunsTheVariants()
+    {
+        var variant = Config with { FeedForwardProj = T5FeedForward.GatedSilu, PerLayerPositionBias = true };
+        RandomT5.Write(dir.File("variant"), variant, seed: 3);
+        var (code, _, err) = Bench("--shape", dir.File("variant"));
+        Assert.True(code == 0, err);
+        var model = JsonDocument.Parse(File.ReadAllText(dir.File("bench.json"))).RootElement.GetProperty("model");
+        Assert.Equal("gated-silu", model.GetProperty("feedForward").GetString());
+        long buckets = (long)variant.RelativeAttentionNumBuckets * variant.NumHeads;
+        Assert.Equal(T5Names.All(Config).Sum(t => t.Shape.Aggregate(1L, (a, b) => a * b)) + (variant.NumLayers + variant.NumDecoderLayers - 2) * buckets,
+                     model.GetProperty("parameters").GetInt64());
+    }
+
+    /// <summary>The named shapes --help lists are those T5Config.Named makes, ul2 and umt5-base included.</summary>
+    [Fact]
+    public void HelpNamesEveryShape()
+    {
+        foreach (var command in new[] { "bench", "make-model" })
+        {
+            var stdout = new StringWriter();
+            Assert.Equal(0, Program.Run([command, "--help"], stdout, new StringWriter()));
+            string help = string.Join(" ", stdout.ToString().Split((char[])[' ', '\n'], StringSplitOptions.RemoveEmptyEntries));
+            foreach (var name in T5Config.ShapeNames) Assert.Contains(name, help, StringComparison.Ordinal);
+            Assert.Contains("ul2 (google/ul2's: gated-silu, d_kv 256", help, StringComparison.Ordinal);
+            Assert.Contains("umt5-base (google/umt5-base's: a position bias per layer", help, StringComparison.Ordinal);
+        }
+    }
+
     [Fact]
     public void AnUnknownShapeIsAUsageError()
     {

@@ -1,4 +1,5 @@
 using System.Text.Json;
+using System.Text.Json.Nodes;
 using VkPrompt.Model;
 using VkPrompt.Model.Safetensors;
 using Xunit;
@@ -45,7 +46,7 @@ public sealed class T5CheckpointTests
         using var ckpt = T5Checkpoint.Open(TinyV10Bf16);
         Assert.Equal([48L, 64L], ckpt.Info(T5Names.SelfAttn(T5Stack.Encoder, 1, "q")).Shape);
         Assert.Equal([64L, 48L], ckpt.Info(T5Names.CrossAttn(2, "o")).Shape);
-        Assert.Equal([32L, 6L], ckpt.Info(T5Names.RelativeBias(T5Stack.Decoder)).Shape);
+        Assert.Equal([32L, 6L], ckpt.Info(T5Names.RelativeBias(T5Stack.Decoder, 0)).Shape);
         Assert.Equal("decoder.block.2.layer.2.DenseReluDense.wi.weight", T5Names.FeedForward(T5Stack.Decoder, 2, "wi"));
         Assert.Equal("encoder.block.1.layer.1.layer_norm.weight", T5Names.FeedForwardNorm(T5Stack.Encoder, 1));
         Assert.Throws<KeyNotFoundException>(() => ckpt.Info(T5Names.LmHead));
@@ -91,6 +92,77 @@ public sealed class T5CheckpointTests
         File.Delete(dir.File("config.json"));
         Assert.Equal(384, VkPrompt.Model.Tokenization.T5Tokenizer.Load(dir.Path).VocabSize);
         Assert.Throws<ArgumentException>(() => RandomT5.Write(dir.Path, cfg, seed: 7, spieceModelPath: Path.Combine(TinyV11, "spiece.model")));
+    }
+
+    [Fact]
+    public void UmT5HasABiasTablePerLayerAndT5One()
+    {
+        var t5 = Tiny(gated: true);
+        var umt5 = t5 with { PerLayerPositionBias = true };
+        string[] Biases(T5Config c) => T5Names.All(c).Select(t => t.Name).Where(n => n.EndsWith("relative_attention_bias.weight", StringComparison.Ordinal)).ToArray();
+        Assert.Equal([T5Names.RelativeBias(T5Stack.Encoder, 0), T5Names.RelativeBias(T5Stack.Decoder, 0)], Biases(t5));
+        Assert.Equal(t5.NumLayers + t5.NumDecoderLayers, Biases(umt5).Length);
+        Assert.Contains("encoder.block.1.layer.0.SelfAttention.relative_attention_bias.weight", Biases(umt5));
+        Assert.Contains("decoder.block.2.layer.0.SelfAttention.relative_attention_bias.weight", Biases(umt5));
+
+        using var dir = new TempDir();
+        RandomT5.Write(dir.Path, umt5, seed: 4);
+        using (var ckpt = T5Checkpoint.Open(dir.Path))
+        {
+            Assert.Equal(umt5, ckpt.Config);
+            Assert.Empty(ckpt.Notices);
+        }
+        Fails(dir.File("model.safetensors"), "missing tensor decoder.block.1.layer.0.SelfAttention.relative_attention_bias.weight [8, 2]",
+              () => T5Checkpoint.Open(Without(dir, "decoder.block.1.layer.0.SelfAttention.relative_attention_bias.weight")));
+    }
+
+    /// <summary>Rewrites dir's model.safetensors without <paramref name="name"/>; returns dir.</summary>
+    static string Without(TempDir dir, string name)
+    {
+        var tensors = new List<(string, long[], ReadOnlyMemory<float>)>();
+        using (var file = SafetensorsFile.Open(dir.File("model.safetensors")))
+            foreach (var (key, info) in file.Tensors.Where(t => t.Key != name))
+            {
+                var data = new float[info.ElementCount];
+                file.ReadFloat32(key, data);
+                tensors.Add((key, info.Shape, data));
+            }
+        SafetensorsWriter.Write(dir.File("model.safetensors"), tensors);
+        return dir.Path;
+    }
+
+    /// <summary>Some umT5 config.json files omit feed_forward_proj over gated weights: absent,
+    /// the tensors decide and the checkpoint says so; named and contradicted, it is refused.</summary>
+    [Fact]
+    public void TheTensorsDecideAnAbsentFeedForwardProj()
+    {
+        using var dir = new TempDir();
+        RandomT5.Write(dir.Path, Tiny(gated: true), seed: 6, spieceModelPath: Path.Combine(TinyV11, "spiece.model"));
+        var config = JsonNode.Parse(File.ReadAllText(dir.File("config.json")))!.AsObject();
+        config.Remove("feed_forward_proj");
+        File.WriteAllText(dir.File("config.json"), config.ToJsonString());
+        using (var ckpt = T5Checkpoint.Open(dir.Path))
+        {
+            Assert.Equal(T5FeedForward.GatedGelu, ckpt.Config.FeedForwardProj);
+            var notice = Assert.Single(ckpt.Notices);
+            Assert.Contains("no feed_forward_proj (default \"relu\")", notice);
+            Assert.Contains("encoder.block.0.layer.1.DenseReluDense.wi_0.weight", notice);
+        }
+        // A host opening the model hears of it through its log.
+        var log = new List<string>();
+        using (var model = VkPrompt.Training.PromptModel.OpenOnCpu(dir.Path, log: log.Add))
+            Assert.Contains(log, line => line.Contains("no feed_forward_proj", StringComparison.Ordinal));
+
+        config["feed_forward_proj"] = "relu";
+        File.WriteAllText(dir.File("config.json"), config.ToJsonString());
+        Fails(dir.File("config.json"), "feed_forward_proj is \"relu\" but the checkpoint holds gated tensors (encoder.block.0.layer.1.DenseReluDense.wi_0.weight)",
+              () => T5Checkpoint.Open(dir.Path));
+
+        using var relu = new TempDir();
+        RandomT5.Write(relu.Path, Tiny(gated: false), seed: 6);
+        File.WriteAllText(relu.File("config.json"), File.ReadAllText(relu.File("config.json")).Replace("\"relu\"", "\"gated-silu\""));
+        Fails(relu.File("config.json"), "feed_forward_proj is \"gated-silu\" but the checkpoint holds relu tensors (encoder.block.0.layer.1.DenseReluDense.wi.weight)",
+              () => T5Checkpoint.Open(relu.Path));
     }
 
     [Fact]

@@ -65,7 +65,7 @@ public sealed class T5ConfigTests
     }
 
     [Theory]
-    [InlineData("gated-silu")]
+    [InlineData("gated-relu")]
     [InlineData("gelu")]
     [InlineData("swish")]
     public void UnknownFeedForwardProj(string value)
@@ -96,6 +96,8 @@ public sealed class T5ConfigTests
     [InlineData("t5-large")]
     [InlineData("t5-xl")]
     [InlineData("byt5-small")]
+    [InlineData("ul2")]
+    [InlineData("umt5-base")]
     public void ToJsonRoundTrips(string name)
     {
         using var dir = new TempDir();
@@ -103,7 +105,40 @@ public sealed class T5ConfigTests
         var c = T5Config.Named(name);
         File.WriteAllText(path, c.ToJson());
         Assert.Equal(c, T5Config.Load(path));
-        Assert.Contains("\"feed_forward_proj\": \"" + (c.IsGatedAct ? "gated-gelu" : "relu") + "\"", c.ToJson());
+        Assert.Contains("\"feed_forward_proj\": \"" + c.FeedForwardProjName + "\"", c.ToJson());
+        Assert.Contains("\"model_type\": \"" + (c.PerLayerPositionBias ? "umt5" : "t5") + "\"", c.ToJson());
+    }
+
+    [Fact]
+    public void GatedSilu()
+    {
+        using var dir = new TempDir();
+        var path = dir.File("config.json");
+        File.WriteAllText(path, """{"feed_forward_proj": "gated-silu", "d_kv": 256, "num_heads": 16, "d_model": 4096}""");
+        var c = T5Config.Load(path);
+        Assert.Equal(T5FeedForward.GatedSilu, c.FeedForwardProj);
+        Assert.True(c.IsGatedAct);
+        Assert.Equal(VkPrompt.Runtime.Kernels.GateActivation.Silu, c.GateActivation);
+        // UL2's config.json omits tie_word_embeddings; HF then ties.
+        Assert.True(c.TieWordEmbeddings);
+        Assert.False(c.PerLayerPositionBias);
+    }
+
+    [Fact]
+    public void UmT5TakesUmT5ConfigsDefaults()
+    {
+        using var dir = new TempDir();
+        var path = dir.File("config.json");
+        File.WriteAllText(path, """{"model_type": "umt5", "d_model": 64}""");
+        var c = T5Config.Load(path);
+        Assert.True(c.PerLayerPositionBias);
+        Assert.Equal((250112, 1024, 8, 6), (c.VocabSize, c.DFf, c.NumLayers, c.NumHeads));
+        Assert.Equal(T5FeedForward.GatedGelu, c.FeedForwardProj);
+        Assert.False(c.FeedForwardProjGiven);
+        Assert.True(c.TieWordEmbeddings);
+        var golden = T5Config.Load(Path.Combine(TestPaths.GoldenVariants, "tiny-umt5", "config.json"));
+        Assert.Equal((true, 2, 3, T5FeedForward.GatedGelu), (golden.PerLayerPositionBias, golden.NumLayers, golden.NumDecoderLayers, golden.FeedForwardProj));
+        Assert.False(T5Config.Load(Path.Combine(TestPaths.GoldenVariants, "tiny-ul2", "config.json")).PerLayerPositionBias);
     }
 
     [Fact]
@@ -120,6 +155,10 @@ public sealed class T5ConfigTests
             Assert.True(c.IsGatedAct);
             Assert.False(c.TieWordEmbeddings);
         }
+        var ul2 = T5Config.Named("ul2");
+        Assert.Equal((4096, 256, 16, 16384, 32, 32, 32128, T5FeedForward.GatedSilu, false), (ul2.DModel, ul2.DKv, ul2.NumHeads, ul2.DFf, ul2.NumLayers, ul2.NumDecoderLayers, ul2.VocabSize, ul2.FeedForwardProj, ul2.PerLayerPositionBias));
+        var umt5 = T5Config.Named("umt5-base");
+        Assert.Equal((768, 64, 12, 2048, 12, 12, 256384, T5FeedForward.GatedGelu, true), (umt5.DModel, umt5.DKv, umt5.NumHeads, umt5.DFf, umt5.NumLayers, umt5.NumDecoderLayers, umt5.VocabSize, umt5.FeedForwardProj, umt5.PerLayerPositionBias));
         var byt5 = T5Config.Named("byt5-small");
         Assert.Equal((1472, 64, 6, 3584, 12, 4, 384), (byt5.DModel, byt5.DKv, byt5.NumHeads, byt5.DFf, byt5.NumLayers, byt5.NumDecoderLayers, byt5.VocabSize));
         Assert.True(byt5.IsGatedAct);

@@ -18,13 +18,16 @@ import sys
 import time
 import traceback
 
-# T5Config.Named (src/Model/T5Config.cs): t5-small is T5 v1.0, the others T5 v1.1 LM-adapted.
+# T5Config.Named (src/Model/T5Config.cs): t5-small is T5 v1.0, t5-base to t5-xl T5 v1.1
+# LM-adapted, ul2 google/ul2's shape and umt5-base google/umt5-base's (UMT5's classes).
 V11 = dict(feed_forward_proj="gated-gelu", tie_word_embeddings=False)
 SHAPES = {
     "t5-small": dict(d_model=512, d_ff=2048, num_heads=8, num_layers=6, feed_forward_proj="relu", tie_word_embeddings=True),
     "t5-base": dict(d_model=768, d_ff=2048, num_heads=12, num_layers=12, **V11),
     "t5-large": dict(d_model=1024, d_ff=2816, num_heads=16, num_layers=24, **V11),
     "t5-xl": dict(d_model=2048, d_ff=5120, num_heads=32, num_layers=24, **V11),
+    "ul2": dict(d_model=4096, d_kv=256, d_ff=16384, num_heads=16, num_layers=32, feed_forward_proj="gated-silu", tie_word_embeddings=False),
+    "umt5-base": dict(model_type="umt5", d_model=768, d_ff=2048, num_heads=12, num_layers=12, vocab_size=256384, **V11),
 }
 
 
@@ -106,12 +109,14 @@ def main():
         torch.cuda.reset_peak_memory_stats(device)
     torch.manual_seed(0)
     if args.shape in SHAPES:
-        config = transformers.T5Config(vocab_size=32128, d_kv=64, dropout_rate=0.1, decoder_start_token_id=0,
-                                       pad_token_id=0, eos_token_id=1, **SHAPES[args.shape])
-        model = transformers.T5ForConditionalGeneration(config)
+        shape = {"vocab_size": 32128, "d_kv": 64, **SHAPES[args.shape]}
+        umt5 = shape.pop("model_type", "t5") == "umt5"
+        config_class = transformers.UMT5Config if umt5 else transformers.T5Config
+        config = config_class(dropout_rate=0.1, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1, **shape)
+        model = (transformers.UMT5ForConditionalGeneration if umt5 else transformers.T5ForConditionalGeneration)(config)
         shape_name = args.shape
     else:
-        model = transformers.T5ForConditionalGeneration.from_pretrained(args.shape)
+        model = transformers.AutoModelForSeq2SeqLM.from_pretrained(args.shape)
         config = model.config
         shape_name = os.path.basename(os.path.normpath(args.shape))
     config.use_cache = False  # a training step keeps no decoder cache (nor does VkPrompt)
@@ -182,7 +187,7 @@ def main():
         "model": {"shape": shape_name, "parameters": parameters, "dModel": config.d_model, "dFf": config.d_ff,
                   "numHeads": config.num_heads, "dKv": config.d_kv, "numLayers": config.num_layers,
                   "numDecoderLayers": config.num_decoder_layers, "vocabSize": config.vocab_size,
-                  "feedForward": "gated-gelu" if config.is_gated_act else "relu", "tiedEmbeddings": config.tie_word_embeddings},
+                  "feedForward": config.feed_forward_proj if config.is_gated_act else "relu", "tiedEmbeddings": config.tie_word_embeddings},
         "batch": {"batchSize": b, "inputLength": l, "targetLength": t, "promptLength": args.prompt_length},
         # Weights and activations alike: a bf16 model computes in bf16 (matmuls accumulate in fp32).
         "precision": args.precision, "activationPrecision": args.precision, "recompute": args.recompute, "dropout": config.dropout_rate,

@@ -164,9 +164,9 @@ public abstract class Backend : IDisposable
     /// <inheritdoc cref="Relu"/>
     internal abstract void ReluBackward(Tensor x, Tensor dy, Tensor dx, int n, DropoutMask<Tensor>? dropout = null);
     /// <inheritdoc cref="Relu"/>
-    internal abstract void GatedGelu(Tensor a, Tensor b, Tensor y, int n, DropoutMask<Tensor>? dropout = null);
+    internal abstract void GatedActivation(Tensor a, Tensor b, Tensor y, int n, GateActivation activation, DropoutMask<Tensor>? dropout = null);
     /// <inheritdoc cref="Relu"/>
-    internal abstract void GatedGeluBackward(Tensor a, Tensor b, Tensor dy, Tensor da, Tensor db, int n, DropoutMask<Tensor>? dropout = null);
+    internal abstract void GatedActivationBackward(Tensor a, Tensor b, Tensor dy, Tensor da, Tensor db, int n, GateActivation activation, DropoutMask<Tensor>? dropout = null);
     /// <summary>output = x + alpha·y, into x where no output is given; with
     /// <paramref name="dropout"/>, y is dropped as it is read (a residual branch joining the stream).</summary>
     internal abstract void Add(Tensor x, Tensor y, int n, float alpha = 1f, DropoutMask<Tensor>? dropout = null, Tensor? output = null);

@@ -98,13 +98,13 @@ public sealed class CpuBackend : Backend
     }
     internal override void ReluBackward(Tensor x, Tensor dy, Tensor dx, int n, DropoutMask<Tensor>? dropout = null) =>
         ReluReference.Backward(F(x), Dropped(dy, n, dropout), F(dx), n);
-    internal override void GatedGelu(Tensor a, Tensor b, Tensor y, int n, DropoutMask<Tensor>? dropout = null)
+    internal override void GatedActivation(Tensor a, Tensor b, Tensor y, int n, GateActivation activation, DropoutMask<Tensor>? dropout = null)
     {
-        GatedGeluReference.Forward(F(a), F(b), F(y), n);
+        GatedActivationReference.Forward(F(a), F(b), F(y), n, activation);
         Drop(F(y), n, dropout);
     }
-    internal override void GatedGeluBackward(Tensor a, Tensor b, Tensor dy, Tensor da, Tensor db, int n, DropoutMask<Tensor>? dropout = null) =>
-        GatedGeluReference.Backward(F(a), F(b), Dropped(dy, n, dropout), F(da), F(db), n);
+    internal override void GatedActivationBackward(Tensor a, Tensor b, Tensor dy, Tensor da, Tensor db, int n, GateActivation activation, DropoutMask<Tensor>? dropout = null) =>
+        GatedActivationReference.Backward(F(a), F(b), Dropped(dy, n, dropout), F(da), F(db), n, activation);
     static void Drop(Span<float> x, int n, DropoutMask<Tensor>? dropout)
     {
         if (dropout is { } d) DropoutReference.Forward(x, n, d.Rate, Seed(d.Seed), d.Stream);

@@ -147,10 +147,10 @@ public sealed class GpuBackend(GpuContext ctx, bool ownsContext = false) : Backe
     internal override void Relu(Tensor x, Tensor y, int n, DropoutMask<Tensor>? dropout = null) => ReluKernel.Forward(G, Buf(x), Buf(y), n, Buf(dropout));
     internal override void ReluBackward(Tensor x, Tensor dy, Tensor dx, int n, DropoutMask<Tensor>? dropout = null) =>
         ReluKernel.Backward(G, Buf(x), Buf(dy), Buf(dx), n, Buf(dropout));
-    internal override void GatedGelu(Tensor a, Tensor b, Tensor y, int n, DropoutMask<Tensor>? dropout = null) =>
-        GatedGeluKernel.Forward(G, Buf(a), Buf(b), Buf(y), n, Buf(dropout));
-    internal override void GatedGeluBackward(Tensor a, Tensor b, Tensor dy, Tensor da, Tensor db, int n, DropoutMask<Tensor>? dropout = null) =>
-        GatedGeluKernel.Backward(G, Buf(a), Buf(b), Buf(dy), Buf(da), Buf(db), n, Buf(dropout));
+    internal override void GatedActivation(Tensor a, Tensor b, Tensor y, int n, GateActivation activation, DropoutMask<Tensor>? dropout = null) =>
+        GatedActivationKernel.Forward(G, Buf(a), Buf(b), Buf(y), n, activation, Buf(dropout));
+    internal override void GatedActivationBackward(Tensor a, Tensor b, Tensor dy, Tensor da, Tensor db, int n, GateActivation activation, DropoutMask<Tensor>? dropout = null) =>
+        GatedActivationKernel.Backward(G, Buf(a), Buf(b), Buf(dy), Buf(da), Buf(db), n, activation, Buf(dropout));
     static DropoutMask<GpuBuffer>? Buf(DropoutMask<Tensor>? d) => d is { } x ? new(x.Rate, Buf(x.Seed), x.Stream) : null;
     internal override void Add(Tensor x, Tensor y, int n, float alpha = 1f, DropoutMask<Tensor>? dropout = null, Tensor? output = null) =>
         AddKernel.Forward(G, Buf(x), Buf(y), n, alpha, Buf(dropout), output is null ? null : Buf(output));

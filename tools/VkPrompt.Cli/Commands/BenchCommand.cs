@@ -23,6 +23,12 @@ namespace VkPrompt.Cli.Commands;
 internal static class BenchCommand
 {
     public const string Schema = "vkprompt-bench/1";
+    /// <summary>The named shapes (T5Config.Named), as --help describes them to both bench
+    /// commands and make-model.</summary>
+    internal const string ShapeNamesHelp =
+        "t5-small (original T5), t5-base, t5-large or t5-xl (T5 v1.1 LM-adapted shapes), ul2 (google/ul2's: gated-silu, d_kv 256, 16 heads, " +
+        "d_model 4096, 32+32 layers), umt5-base (google/umt5-base's: a position bias per layer, 256384-token vocabulary) " +
+        "or byt5-small (google/byt5-small's: d_model 1472, 12 encoder and 4 decoder layers, 384 byte tokens)";
 
     public static Command Create()
     {
@@ -76,7 +82,7 @@ internal static class BenchCommand
     internal static Option<string> ShapeOption(string? named, string directory) => new("--shape")
     {
         HelpName = "NAME|DIR",
-        Description = $"t5-small (original T5), t5-base, t5-large or t5-xl (T5 v1.1 LM-adapted shapes), or byt5-small (google/byt5-small's: d_model 1472, 12 encoder and 4 decoder layers, 384 byte tokens){(named is null ? "" : ", " + named)}; or a Hugging Face T5 directory {directory}.",
+        Description = $"{ShapeNamesHelp}{(named is null ? "" : ", " + named)}; or a Hugging Face T5 directory {directory}.",
         Required = true,
     };
 
@@ -173,7 +179,7 @@ internal static class BenchCommand
             caps,
             run.Plan,
             new BenchModel(s.Name, parameters, c.DModel, c.DFf, c.NumHeads, c.DKv, c.NumLayers, c.NumDecoderLayers, c.VocabSize,
-                           c.IsGatedAct ? "gated-gelu" : "relu", c.TieWordEmbeddings),
+                           c.FeedForwardProjName, c.TieWordEmbeddings),
             new BenchBatch(shape.Batch, shape.InputLength, shape.TargetLength, shape.PromptLength),
             run.Precision.Name(), run.KernelNotes.Any(n => n.Contains("matrix units (")) ? "fp32, fp16 product operands" : "fp32", run.Attention, s.Recompute, c.DropoutRate, s.Warmup, s.Steps, breakdown is not null,
             run.TuneMatMul,

@@ -159,7 +159,7 @@ internal static class BenchMatMulCommand
             new BenchDevice(caps.Name, $"{caps.DriverName} {(caps.DriverInfo.Length > 0 ? caps.DriverInfo : caps.DriverVersion)}", "vulkan"),
             caps,
             new BenchModel(s.Name, T5Names.All(c).Sum(t => t.Shape.Aggregate(1L, (x, y) => x * y)), c.DModel, c.DFf, c.NumHeads, c.DKv, c.NumLayers, c.NumDecoderLayers,
-                           c.VocabSize, c.IsGatedAct ? "gated-gelu" : "relu", c.TieWordEmbeddings),
+                           c.VocabSize, c.FeedForwardProjName, c.TieWordEmbeddings),
             new BenchBatch(shape.Batch, shape.InputLength, shape.TargetLength, shape.PromptLength),
             precision.Name(), attention, c.DropoutRate, s.Reps, s.WarmupMs, bench.Profiled,
             new MatMulSwitches(ctx.UsesMatrixUnits, ctx.MatrixUnitsEmulated, ctx.MatrixUnits.ToString().ToLowerInvariant(), ctx.Options.MatMulTiling, ctx.Options.MatrixUnitsTiling,

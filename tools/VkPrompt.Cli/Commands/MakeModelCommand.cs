@@ -7,7 +7,7 @@ internal static class MakeModelCommand
 {
     public static Command Create()
     {
-        var shape = new Option<string>("--shape") { Description = "t5-small (original T5 shapes), t5-base, t5-large or t5-xl (T5 v1.1 LM-adapted shapes), or byt5-small (google/byt5-small's: bytes, 12 encoder and 4 decoder layers, gated-gelu, untied).", Required = true };
+        var shape = new Option<string>("--shape") { Description = BenchCommand.ShapeNamesHelp + ".", Required = true };
         var output = new Option<string>("--output", "-o") { HelpName = "DIR", Description = "Directory to write config.json, model.safetensors (and spiece.model with --tokenizer; byt5-small writes a tokenizer_config.json naming ByT5Tokenizer instead, so text commands work on bytes).", Required = true };
         var seed = new Option<int>("--seed") { Description = "Default: 0.", DefaultValueFactory = _ => 0 };
         var tokenizer = new Option<string?>("--tokenizer") { HelpName = "FILE", Description = "A spiece.model to copy into the directory so text commands work (not for byt5-small, which uses bytes)." };

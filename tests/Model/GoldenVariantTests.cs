@@ -1,0 +1,151 @@
+using VkPrompt.Model;
+using VkPrompt.Model.Backends;
+using VkPrompt.Runtime;
+using VkPrompt.Training;
+using Xunit;
+
+namespace VkPrompt.Tests.Model;
+
+/// <summary>
+/// The golden cases of the T5 family's other members in ../shared/golden-variants: tiny-ul2
+/// (gated-silu, heads x d_kv != d_model) and tiny-umt5 (a position bias per self-attention layer,
+/// 2+3 layers), on the CPU reference and the Vulkan device, attention unfused and fused, within
+/// the tolerances of <see cref="GoldenTests"/> (docs/numerics.md). A model whose config.json
+/// names another tokenizer needs no more than its name in <see cref="Models"/>.
+/// </summary>
+public sealed class GoldenVariantTests(GpuFixture f) : GpuTest(f)
+{
+    static readonly string[] Models = ["tiny-ul2", "tiny-umt5", "tiny-byt5"];
+
+    static readonly string[] Backends = ["cpu", "vulkan", "cpu-fused", "vulkan-fused"];
+
+    public static TheoryData<string, string, string> Cases() => GoldenCase.Cases(TestPaths.GoldenVariants, Models, Backends);
+
+    static GoldenCase Load(string model, string caseName) => GoldenCase.Load(TestPaths.GoldenVariants, model, caseName);
+
+    Backend MakeBackend(string name) => GoldenCase.MakeBackend(name, _ => Ctx);
+
+    [Theory, MemberData(nameof(Cases))]
+    public void ScoresMatch(string model, string caseName, string backend)
+    {
+        using var g = Load(model, caseName);
+        using var be = MakeBackend(backend);
+        using var weights = new T5Weights(g.Ckpt, be);
+        g.AssertScores(weights);
+    }
+
+    [Theory, MemberData(nameof(Cases))]
+    public void GradientAndLossMatch(string model, string caseName, string backend)
+    {
+        using var g = Load(model, caseName);
+        using var be = MakeBackend(backend);
+        using var weights = new T5Weights(g.Ckpt, be);
+        g.AssertGradientAndLoss(weights);
+    }
+
+    [Theory, MemberData(nameof(Cases))]
+    public void AdafactorStepsMatch(string model, string caseName, string backend)
+    {
+        using var g = Load(model, caseName);
+        using var be = MakeBackend(backend);
+        using var weights = new T5Weights(g.Ckpt, be);
+        g.AssertAdafactorSteps(weights);
+    }
+
+    [Fact]
+    public void TheVariantsAreWhatTheyClaim()
+    {
+        // A guard on the files: the tests above would pass just as well on a T5 v1.1 model.
+        using var ul2 = T5Checkpoint.Open(Path.Combine(TestPaths.GoldenVariants, "tiny-ul2"));
+        Assert.Equal(T5FeedForward.GatedSilu, ul2.Config.FeedForwardProj);
+        Assert.NotEqual(ul2.Config.DModel, ul2.Config.InnerDim);
+        using var umt5 = T5Checkpoint.Open(Path.Combine(TestPaths.GoldenVariants, "tiny-umt5"));
+        Assert.True(umt5.Config.PerLayerPositionBias);
+        Assert.NotEqual(umt5.Config.NumLayers, umt5.Config.NumDecoderLayers);
+        // Distinct tables: a pass that read block 0's everywhere would differ.
+        Assert.NotEqual(umt5.ReadAll(T5Names.RelativeBias(T5Stack.Decoder, 0)), umt5.ReadAll(T5Names.RelativeBias(T5Stack.Decoder, 2)));
+    }
+
+    public static TheoryData<string, string, WeightPrecision> HalfCases()
+    {
+        var data = new TheoryData<string, string, WeightPrecision>();
+        foreach (var row in Cases().Where(r => (string)r[2] == "vulkan"))
+            foreach (var p in new[] { WeightPrecision.Fp16, WeightPrecision.Bf16 })
+                data.Add((string)row[0], (string)row[1], p);
+        return data;
+    }
+
+    /// <summary>16-bit weights, like with like as in <see cref="GoldenTests"/>: the device reading
+    /// the halves against the CPU backend computing with the same rounded weights, within the
+    /// fp32 tolerances (the fixture's context puts no product on matrix units).</summary>
+    [Theory, MemberData(nameof(HalfCases))]
+    public void VulkanHalfWeightsMatchTheCpuRounding(string model, string caseName, WeightPrecision precision)
+    {
+        using var g = Load(model, caseName);
+        (double[] Scores, double Loss, float[] Grad) Run(Backend be)
+        {
+            using var weights = new T5Weights(g.Ckpt, be, precision);
+            using var scorer = new Scorer(weights);
+            var scores = scorer.Score(g.Examples, PromptSet.Stack([g.Prompt0], g.DModel)).Select(r => r.LogProb).ToArray();
+            var (loss, grad) = PromptTrainer.Gradient(weights, g.Examples, g.Prompt0);
+            return (scores, loss, grad);
+        }
+        using var cpuBackend = new CpuBackend();
+        using var gpuBackend = new GpuBackend(Ctx);
+        var cpu = Run(cpuBackend);
+        var gpu = Run(gpuBackend);
+        Assert.False(Ctx.UsesMatrixUnits);
+        for (int i = 0; i < cpu.Scores.Length; i++)
+            Assert.True(Math.Abs(gpu.Scores[i] - cpu.Scores[i]) <= 1e-3 + 1e-4 * Math.Abs(cpu.Scores[i]),
+                $"{precision} example {i}: {gpu.Scores[i]} on the device vs {cpu.Scores[i]} on the CPU");
+        Assert.True(Math.Abs(gpu.Loss - cpu.Loss) <= 1e-3 + 1e-4 * cpu.Loss, $"{precision} loss {gpu.Loss} vs {cpu.Loss}");
+        double err = Check.NormRelativeError(cpu.Grad, gpu.Grad);
+        Assert.True(err <= 1e-3, $"{precision} prompt gradient: device vs CPU relative error {err:E3} > 1e-3");
+    }
+
+    public static TheoryData<string, string> DecodingCases()
+    {
+        var data = new TheoryData<string, string>();
+        foreach (var model in Models)
+            foreach (var backend in new[] { "cpu", "vulkan" })
+                data.Add(model, backend);
+        return data;
+    }
+
+    /// <summary>KV-cached greedy decoding (Generator, one decoder step per token, each layer's
+    /// own position bias in umT5) picks at every step the token the teacher-forced pass, which the
+    /// golden cases check, ranks first given the tokens before it.</summary>
+    [Theory, MemberData(nameof(DecodingCases))]
+    public void GreedyDecodingFollowsTheFullForward(string model, string backend)
+    {
+        string caseName = Path.GetFileName(Directory.GetDirectories(Path.Combine(TestPaths.GoldenVariants, model, "cases")).Order().First());
+        using var g = Load(model, caseName);
+        using var be = MakeBackend(backend);
+        using var weights = new T5Weights(g.Ckpt, be);
+        var prompts = PromptSet.Stack([g.Prompt0], g.DModel);
+        var examples = g.Examples.Take(3).Select(e => e with { TargetIds = [] }).ToList();
+        const int steps = 6;
+        var decoded = GreedyDecoder.Run(weights, examples, prompts, null, batchSize: examples.Count, maxNewTokens: steps).OrderBy(r => r.Index).Select(r => r.Ids).ToList();
+        Assert.Contains(decoded, ids => ids.Count >= 2);
+
+        var c = g.Ckpt.Config;
+        var forced = examples.Zip(decoded, (e, ids) => e with { TargetIds = [.. ids] }).ToList();
+        var host = HostBatch.Build(forced, prompts.Length, 1, null, forced.Count, c.DecoderStartTokenId, promptLengths: prompts.MaskedLengths);
+        using var promptTensor = be.Floats(prompts.Data.Length, "prompt");
+        be.Upload(promptTensor, prompts.Data);
+        using var pass = new T5Pass(weights, host.Shape, ActivationMode.Inference, promptTensor);
+        pass.Load(host);
+        using (var run = be.Record(pass.EmitForward)) run.Run();
+        var logits = new float[pass.Logits.Length];
+        be.Download(pass.Logits, logits);
+        int ld = host.Shape.TargetLength;
+        for (int i = 0; i < forced.Count; i++)
+            for (int t = 0; t < decoded[i].Count; t++)
+            {
+                var row = logits.AsSpan(((long)i * ld + t) * c.VocabSize is var o ? (int)o : 0, c.VocabSize);
+                int best = 0;
+                for (int v = 1; v < row.Length; v++) if (row[v] > row[best]) best = v;
+                Assert.True(best == decoded[i][t], $"example {i} step {t}: decoded {decoded[i][t]}, the full forward ranks {best} first");
+            }
+    }
+}
