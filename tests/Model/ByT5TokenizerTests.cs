@@ -16,19 +16,7 @@ public sealed class ByT5TokenizerTests
 
     static int[] Bytes(string text) => [.. Encoding.UTF8.GetBytes(text).Select(b => b + 3)];
 
-    public static TheoryData<string, int[]> GoldenLines()
-    {
-        var data = new TheoryData<string, int[]>();
-        foreach (string line in File.ReadLines(Path.Combine(TinyByT5, "cases", "tokens.jsonl")))
-        {
-            if (string.IsNullOrWhiteSpace(line))
-                continue;
-            using var doc = JsonDocument.Parse(line);
-            var root = doc.RootElement;
-            data.Add(root.GetProperty("text").GetString()!, [.. root.GetProperty("ids").EnumerateArray().Select(e => e.GetInt32())]);
-        }
-        return data;
-    }
+    public static TheoryData<string, int[]> GoldenLines() => TokenizerTests.GoldenTokens(TinyByT5);
 
     [Theory, MemberData(nameof(GoldenLines))]
     public void EncodeMatchesGolden(string text, int[] ids) => Assert.Equal(ids, Tok.Encode(text));

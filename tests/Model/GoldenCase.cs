@@ -52,6 +52,18 @@ internal sealed record GoldenCase(T5Checkpoint Ckpt, T5Tokenizer Tokenizer, List
         return new GoldenCase(ckpt, tok, examples, prompt, caseDir);
     }
 
+    /// <summary>Loads the case, builds its weights on <paramref name="backend"/> and runs
+    /// <paramref name="check"/> on them, disposing all three: the body of every golden theory.</summary>
+    public static void Run(string root, string model, string caseName, Backend backend, Action<GoldenCase, T5Weights> check)
+    {
+        using var g = Load(root, model, caseName);
+        using (backend)
+        {
+            using var weights = new T5Weights(g.Ckpt, backend);
+            check(g, weights);
+        }
+    }
+
     public int DModel => Ckpt.Config.DModel;
 
     public static double[] Doubles(string path) => JsonSerializer.Deserialize<double[]>(File.ReadAllText(path))!;

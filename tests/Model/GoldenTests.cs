@@ -35,31 +35,16 @@ public sealed class GoldenTests(GpuFixture f) : GpuTest(f)
     });
 
     [Theory, MemberData(nameof(Cases))]
-    public void ScoresMatch(string model, string caseName, string backend)
-    {
-        using var g = Load(model, caseName);
-        using var be = MakeBackend(backend);
-        using var weights = new T5Weights(g.Ckpt, be);
-        g.AssertScores(weights);
-    }
+    public void ScoresMatch(string model, string caseName, string backend) =>
+        GoldenCase.Run(TestPaths.Golden, model, caseName, MakeBackend(backend), (g, weights) => g.AssertScores(weights));
 
     [Theory, MemberData(nameof(Cases))]
-    public void GradientAndLossMatch(string model, string caseName, string backend)
-    {
-        using var g = Load(model, caseName);
-        using var be = MakeBackend(backend);
-        using var weights = new T5Weights(g.Ckpt, be);
-        g.AssertGradientAndLoss(weights);
-    }
+    public void GradientAndLossMatch(string model, string caseName, string backend) =>
+        GoldenCase.Run(TestPaths.Golden, model, caseName, MakeBackend(backend), (g, weights) => g.AssertGradientAndLoss(weights));
 
     [Theory, MemberData(nameof(Cases))]
-    public void AdafactorStepsMatch(string model, string caseName, string backend)
-    {
-        using var g = Load(model, caseName);
-        using var be = MakeBackend(backend);
-        using var weights = new T5Weights(g.Ckpt, be);
-        g.AssertAdafactorSteps(weights);
-    }
+    public void AdafactorStepsMatch(string model, string caseName, string backend) =>
+        GoldenCase.Run(TestPaths.Golden, model, caseName, MakeBackend(backend), (g, weights) => g.AssertAdafactorSteps(weights));
 
     static readonly WeightPrecision[] HalfPrecisions = [WeightPrecision.Fp16, WeightPrecision.Bf16];
 

@@ -26,31 +26,16 @@ public sealed class GoldenVariantTests(GpuFixture f) : GpuTest(f)
     Backend MakeBackend(string name) => GoldenCase.MakeBackend(name, _ => Ctx);
 
     [Theory, MemberData(nameof(Cases))]
-    public void ScoresMatch(string model, string caseName, string backend)
-    {
-        using var g = Load(model, caseName);
-        using var be = MakeBackend(backend);
-        using var weights = new T5Weights(g.Ckpt, be);
-        g.AssertScores(weights);
-    }
+    public void ScoresMatch(string model, string caseName, string backend) =>
+        GoldenCase.Run(TestPaths.GoldenVariants, model, caseName, MakeBackend(backend), (g, weights) => g.AssertScores(weights));
 
     [Theory, MemberData(nameof(Cases))]
-    public void GradientAndLossMatch(string model, string caseName, string backend)
-    {
-        using var g = Load(model, caseName);
-        using var be = MakeBackend(backend);
-        using var weights = new T5Weights(g.Ckpt, be);
-        g.AssertGradientAndLoss(weights);
-    }
+    public void GradientAndLossMatch(string model, string caseName, string backend) =>
+        GoldenCase.Run(TestPaths.GoldenVariants, model, caseName, MakeBackend(backend), (g, weights) => g.AssertGradientAndLoss(weights));
 
     [Theory, MemberData(nameof(Cases))]
-    public void AdafactorStepsMatch(string model, string caseName, string backend)
-    {
-        using var g = Load(model, caseName);
-        using var be = MakeBackend(backend);
-        using var weights = new T5Weights(g.Ckpt, be);
-        g.AssertAdafactorSteps(weights);
-    }
+    public void AdafactorStepsMatch(string model, string caseName, string backend) =>
+        GoldenCase.Run(TestPaths.GoldenVariants, model, caseName, MakeBackend(backend), (g, weights) => g.AssertAdafactorSteps(weights));
 
     [Fact]
     public void TheVariantsAreWhatTheyClaim()

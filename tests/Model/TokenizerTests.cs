@@ -12,10 +12,13 @@ public sealed class TokenizerTests
     static readonly Lazy<T5Tokenizer> Shared = new(() => T5Tokenizer.Load(ModelDir));
     static T5Tokenizer Tok => Shared.Value;
 
-    public static TheoryData<string, int[]> GoldenLines()
+    public static TheoryData<string, int[]> GoldenLines() => GoldenTokens(ModelDir);
+
+    /// <summary>A model's cases/tokens.jsonl: each line's text and the ids HF's tokenizer gave it.</summary>
+    internal static TheoryData<string, int[]> GoldenTokens(string modelDir)
     {
         var data = new TheoryData<string, int[]>();
-        foreach (string line in File.ReadLines(Path.Combine(ModelDir, "cases", "tokens.jsonl")))
+        foreach (string line in File.ReadLines(Path.Combine(modelDir, "cases", "tokens.jsonl")))
         {
             if (string.IsNullOrWhiteSpace(line))
                 continue;
