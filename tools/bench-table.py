@@ -5,8 +5,12 @@ tools/peer/peer_bench.py, docs/benchmarks.md), one row per report, in the order 
   python3 tools/bench-table.py results/*.json > table.md
 
 "vs peer" is the peer's median step time over this row's, for a VkPrompt row that has a peer
-row on the same device, shape, batch, lengths, weight precision and recompute setting: above 1
-means VkPrompt is faster. VkPrompt keeps activations in fp32 whatever its weights are stored as,
+row on the same device, shape, batch, lengths, weight precision, TF32 and recompute setting: above
+1 means VkPrompt is faster. Where several peer rows match (eager and torch.compile), the fastest
+is the one compared; a TF32 peer row (--tf32) is compared with no VkPrompt row, whose fp32 is
+strict. A peer row's implementation says what the peer did: its num_transformer_submodules (1:
+the prompt on the encoder only; reports from before it was recorded say PEFT's default, 2),
+torch.compile with its compile time, and TF32. VkPrompt keeps activations in fp32 whatever its weights are stored as,
 while the peer's bf16 computes in bf16 too; the "weights / activations" column shows both. The
 "attention" column is VkPrompt's --attention setting and what each attention ran as under it; a
 VkPrompt run whose products were tuned first says VKPROMPT_MATMUL_TUNE=1 after its version.
@@ -23,11 +27,23 @@ def key(r):
     """What two runs must share to be compared."""
     b = r["batch"]
     return (r["device"]["name"], r["model"]["shape"], b["batchSize"], b["inputLength"], b["targetLength"],
-            b["promptLength"], r["precision"], r["recompute"])
+            b["promptLength"], r["precision"], r.get("tf32", False), r["recompute"])
 
 
 def is_peer(r):
     return not r["implementation"].startswith("vkprompt")
+
+
+def peer_settings(r):
+    """What the peer did, after its versions."""
+    settings = [f"num_transformer_submodules={r['numTransformerSubmodules']}" if "numTransformerSubmodules" in r
+                else "num_transformer_submodules unset (PEFT's default, 2)"]
+    if r.get("compile"):
+        seconds = r.get("compileSeconds")
+        settings.append("torch.compile" + ("" if seconds is None else f" ({seconds:.0f} s to compile)"))
+    if r.get("tf32"):
+        settings.append("TF32")
+    return ", ".join(settings)
 
 
 def num(value, digits):
@@ -57,7 +73,8 @@ def row(r, peers):
         ratio = f"{peer['stepMs']['median'] / step['median']:.2f}x"
     peak = r.get("peakMemoryBytes")
     model = r["model"]["shape"] + (" (recompute)" if r["recompute"] else "")
-    implementation = r["implementation"] + (", VKPROMPT_MATMUL_TUNE=1" if r.get("tuneMatMul") else "")
+    implementation = r["implementation"] + (", " + peer_settings(r) if is_peer(r) else
+                                            ", VKPROMPT_MATMUL_TUNE=1" if r.get("tuneMatMul") else "")
     return [implementation, r["device"]["name"], model,
             f"{b['batchSize']} x ({b['inputLength']} + {b['promptLength']}) -> {b['targetLength']}",
             f"{r['precision']} / {r.get('activationPrecision', r['precision'])}", attention(r), timing,
@@ -77,7 +94,10 @@ def main(paths):
             print(f"bench-table: {path} is not a vkprompt-bench/1 report", file=sys.stderr)
             return 2
         reports.append(report)
-    peers = {key(r): r for r in reports if is_peer(r) and r.get("stepMs")}
+    peers = {}
+    for r in reports:  # the fastest peer of each key: the faster of eager and compiled
+        if is_peer(r) and r.get("stepMs") and (key(r) not in peers or r["stepMs"]["median"] < peers[key(r)]["stepMs"]["median"]):
+            peers[key(r)] = r
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row(r, peers)) + " |" for r in reports]
     print("\n".join(lines))

@@ -45,24 +45,38 @@ public sealed class BenchScriptTests : IDisposable
         32 / (medianMs / 1e3), 16640 / (medianMs / 1e3), 16640, 4_392_222_720_000, 4_838_140_674_048, 9_230_363_394_048, 9.23 / (medianMs / 1e3),
         3L << 30, 4L << 30, 1L << 30, new LossStats(10.4, 10.3), null, []);
 
-    /// <summary>The fields of a peer_bench.py report that bench-table.py reads.</summary>
-    static object PeerReport(string device, double? medianMs, string precision, string? error = null) => new Dictionary<string, object?>
+    /// <summary>The fields of a peer_bench.py report that bench-table.py reads; without
+    /// <paramref name="submodules"/>, a report from before peer_bench.py recorded its settings.</summary>
+    static Dictionary<string, object?> PeerReport(string device, double? medianMs, string precision, string? error = null,
+        int? submodules = null, double? compileSeconds = null, bool tf32 = false)
     {
-        ["schema"] = "vkprompt-bench/1",
-        ["implementation"] = "pytorch 2.11.0 + transformers 5.17.0 + peft 0.18.0",
-        ["device"] = new Dictionary<string, object> { ["name"] = device, ["driver"] = "CUDA 13.0", ["api"] = "cuda" },
-        ["model"] = new Dictionary<string, object> { ["shape"] = "t5-base" },
-        ["batch"] = new Dictionary<string, object> { ["batchSize"] = 32, ["inputLength"] = 512, ["targetLength"] = 8, ["promptLength"] = 100 },
-        ["precision"] = precision,
-        ["activationPrecision"] = precision,
-        ["recompute"] = false,
-        ["stepMs"] = medianMs is double m ? new Dictionary<string, double> { ["median"] = m, ["min"] = m, ["max"] = m } : null,
-        ["examplesPerSecond"] = medianMs is double e ? 32 / (e / 1e3) : null,
-        ["tokensPerSecond"] = null,
-        ["tflops"] = null,
-        ["peakMemoryBytes"] = 5L << 30,
-        ["error"] = error,
-    };
+        var report = new Dictionary<string, object?>
+        {
+            ["schema"] = "vkprompt-bench/1",
+            ["implementation"] = "pytorch 2.11.0 + transformers 5.17.0 + peft 0.18.0",
+            ["device"] = new Dictionary<string, object> { ["name"] = device, ["driver"] = "CUDA 13.0", ["api"] = "cuda" },
+            ["model"] = new Dictionary<string, object> { ["shape"] = "t5-base" },
+            ["batch"] = new Dictionary<string, object> { ["batchSize"] = 32, ["inputLength"] = 512, ["targetLength"] = 8, ["promptLength"] = 100 },
+            ["precision"] = precision,
+            ["activationPrecision"] = precision,
+            ["recompute"] = false,
+            ["stepMs"] = medianMs is double m ? new Dictionary<string, double> { ["median"] = m, ["min"] = m, ["max"] = m } : null,
+            ["examplesPerSecond"] = medianMs is double e ? 32 / (e / 1e3) : null,
+            ["tokensPerSecond"] = null,
+            ["tflops"] = null,
+            ["peakMemoryBytes"] = 5L << 30,
+            ["error"] = error,
+        };
+        if (submodules is int n)
+        {
+            report["numTransformerSubmodules"] = n;
+            report["promptRows"] = 100;
+            report["compile"] = compileSeconds is not null;
+            report["compileSeconds"] = compileSeconds;
+            report["tf32"] = tf32;
+        }
+        return report;
+    }
 
     string Write(string name, string json)
     {
@@ -102,6 +116,32 @@ public sealed class BenchScriptTests : IDisposable
         // A tuned run says so, and is compared with the same peer.
         Assert.Equal("vkprompt 0.1.0, VKPROMPT_MATMUL_TUNE=1", Cell(4, "implementation"));
         Assert.Equal("2.50x", Cell(4, "vs peer"));
+    }
+
+    /// <summary>The peer at its best: of an eager and a compiled peer the faster is compared, a TF32
+    /// peer (faster still) is not, as VkPrompt's fp32 is strict; each peer row says what it did.</summary>
+    [Fact]
+    public void BenchTableComparesWithTheFastestPeerOfTheSameStepAndSaysWhatThePeerDid()
+    {
+        string vk = Write("vk.json", JsonSerializer.Serialize(VkPromptReport("NVIDIA H100", 500, "fp32"), CliJson.Default.BenchReport));
+        string eager = Write("eager.json", JsonSerializer.Serialize(PeerReport("NVIDIA H100", 1000, "fp32", submodules: 1)));
+        string compiled = Write("compiled.json", JsonSerializer.Serialize(PeerReport("NVIDIA H100", 750, "fp32", submodules: 1, compileSeconds: 61.6)));
+        string tf32 = Write("tf32.json", JsonSerializer.Serialize(PeerReport("NVIDIA H100", 300, "fp32", submodules: 1, tf32: true)));
+        string old = Write("old.json", JsonSerializer.Serialize(PeerReport("NVIDIA H100", 900, "fp32")));
+
+        var (code, stdout, stderr) = Python("tools/bench-table.py", vk, eager, compiled, tf32, old);
+        Assert.True(code == 0, stderr);
+        var lines = stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        var header = Cells(lines[0]);
+        var rows = lines.Skip(2).Select(Cells).ToList();
+        string Cell(int row, string column) => rows[row][header.IndexOf(column)];
+
+        Assert.Equal("1.50x", Cell(0, "vs peer"));
+        const string Versions = "pytorch 2.11.0 + transformers 5.17.0 + peft 0.18.0, ";
+        Assert.Equal(Versions + "num_transformer_submodules=1", Cell(1, "implementation"));
+        Assert.Equal(Versions + "num_transformer_submodules=1, torch.compile (62 s to compile)", Cell(2, "implementation"));
+        Assert.Equal(Versions + "num_transformer_submodules=1, TF32", Cell(3, "implementation"));
+        Assert.Equal(Versions + "num_transformer_submodules unset (PEFT's default, 2)", Cell(4, "implementation"));
     }
 
     static List<string> Cells(string line) => line.Trim().Trim('|').Split('|').Select(c => c.Trim()).ToList();
@@ -152,7 +192,7 @@ public sealed class BenchScriptTests : IDisposable
     /// broken check from starting a run.</summary>
     [Theory]
     [InlineData("BENCH_PLAN", "coopmat", "error: BENCH_PLAN=coopmat was renamed BENCH_PLAN=matrix-units")]
-    [InlineData("BENCH_PLAN", "everything", "error: BENCH_PLAN=everything: expected full, attention, nv2 or matrix-units")]
+    [InlineData("BENCH_PLAN", "everything", "error: BENCH_PLAN=everything: expected full, attention, nv2, matrix-units or peer")]
     [InlineData("COOPMAT_SWEEP", "4x2x2x4x32", "error: COOPMAT_SWEEP was renamed MATRIX_UNITS_SWEEP")]
     public void DeviceBenchRefusesRenamedSwitches(string variable, string value, string message)
     {

@@ -6,6 +6,13 @@ fields (docs/benchmarks.md), so tools/bench-table.py puts the two side by side. 
 transformers and peft: where one is missing it says so and exits 3. Runs on CUDA when there is a
 GPU, else on the CPU.
 
+The prompt goes on the encoder only, as in Lester et al. and VkPrompt: the PEFT config says
+num_transformer_submodules=1 (PEFT's default for seq2seq is 2, a prompt of 2P rows), and before
+anything is timed one forward checks that the prompt has P rows, the encoder input P + input
+length positions and the decoder input target length positions; where not, the report carries
+the error and the script exits 1. --compile times torch.compile of the PEFT model (its compile
+reported apart as compileSeconds); --tf32 lets fp32 products run as TF32, a row of its own.
+
   python3 tools/peer/peer_bench.py --shape t5-base --batch-size 32 --input-length 512 \
       --target-length 8 --prompt-length 100 --precision bf16 --json peer.json
 """
@@ -77,13 +84,37 @@ def parse_args():
     p.add_argument("--target-length", type=int, default=8)
     p.add_argument("--prompt-length", type=int, default=100)
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
-                   help="fp32: strict float32 (no TF32); bf16: the frozen model in bfloat16, the prompt kept in float32 by PEFT")
+                   help="fp32: strict float32 (no TF32 unless --tf32); bf16: the frozen model in bfloat16, the prompt kept in float32 by PEFT")
+    p.add_argument("--tf32", action="store_true", help="fp32 only: products (and cuDNN) in TF32, the peer's fastest fp32")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the PEFT model; the first (compiling) step is timed apart, not among the steps")
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--recompute", action="store_true", help="gradient checkpointing (as vkprompt bench --recompute)")
     p.add_argument("--device", help="a torch device; default: cuda if available, else cpu")
     p.add_argument("--json", help="also write the report to this file")
-    return p.parse_args()
+    args = p.parse_args()
+    if args.tf32 and args.precision != "fp32":
+        p.error("--tf32 is a setting of --precision fp32")
+    return args
+
+
+def prompt_layout(model):
+    """(num_transformer_submodules, rows of the prompt embedding) of the PEFT model's adapter."""
+    adapter = model.active_adapter
+    return model.peft_config[adapter].num_transformer_submodules, model.prompt_encoder[adapter].embedding.weight.shape[0]
+
+
+def check_prompt_on_encoder_only(model, probe, prompt_length, input_length, target_length):
+    """Raises unless the PEFT model puts a prompt of P rows before the encoder input and nothing
+    before the decoder's: the step VkPrompt and the paper take. `probe` runs one forward."""
+    submodules, rows = prompt_layout(model)
+    out = probe()
+    encoder, decoder = out.encoder_last_hidden_state.shape[1], out.logits.shape[1]
+    if (submodules, rows, encoder, decoder) != (1, prompt_length, prompt_length + input_length, target_length):
+        raise RuntimeError(f"the peer does not take VkPrompt's step: num_transformer_submodules {submodules} (expected 1), "
+                           f"prompt rows {rows} (expected {prompt_length}), encoder length {encoder} (expected "
+                           f"{prompt_length + input_length}), decoder length {decoder} (expected {target_length})")
 
 
 def main():
@@ -105,8 +136,8 @@ def main():
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     cuda = device.type == "cuda"
     dtype = torch.bfloat16 if args.precision == "bf16" else torch.float32
-    if cuda:
-        torch.cuda.reset_peak_memory_stats(device)
+    # Set both ways, so that a strict fp32 row is strict whatever this torch defaults to.
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = args.tf32
     torch.manual_seed(0)
     if args.shape in SHAPES:
         shape = {"vocab_size": 32128, "d_kv": 64, **SHAPES[args.shape]}
@@ -124,7 +155,8 @@ def main():
     model.to(device=device, dtype=dtype)
     if args.recompute:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    model = get_peft_model(model, PromptTuningConfig(task_type=TaskType.SEQ_2_SEQ_LM, num_virtual_tokens=args.prompt_length))
+    model = get_peft_model(model, PromptTuningConfig(task_type=TaskType.SEQ_2_SEQ_LM, num_virtual_tokens=args.prompt_length,
+                                                     num_transformer_submodules=1))
     model.to(device)
     model.train()
     weight_bytes = torch.cuda.memory_allocated(device) if cuda else 0
@@ -145,15 +177,34 @@ def main():
         if cuda:
             torch.cuda.synchronize(device)
 
+    step_model = model  # torch.compile's wrapper, once the check has run on the eager model
+
     def step():
-        loss = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels).loss
+        loss = step_model(input_ids=input_ids, attention_mask=attention_mask, labels=labels).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         return loss.item()
 
-    times, losses, error = [], [], None
+    def probe():
+        with torch.no_grad():
+            return model(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
+
+    times, losses, error, compile_seconds = [], [], None, None
     try:
+        check_prompt_on_encoder_only(model, probe, args.prompt_length, l, t)
+        if args.compile:
+            # torch.compile compiles on the first call (forward and, through AOTAutograd, backward):
+            # that step is timed alone and reported, and the warmup and timed steps follow.
+            step_model = torch.compile(model)
+            sync()
+            start = time.perf_counter()
+            step()
+            sync()
+            compile_seconds = time.perf_counter() - start
+        if cuda:
+            # The peak of the steps themselves, with the weights and the optimizer state resident.
+            torch.cuda.reset_peak_memory_stats(device)
         for _ in range(args.warmup):
             step()
         for _ in range(args.steps):
@@ -191,6 +242,11 @@ def main():
         "batch": {"batchSize": b, "inputLength": l, "targetLength": t, "promptLength": args.prompt_length},
         # Weights and activations alike: a bf16 model computes in bf16 (matmuls accumulate in fp32).
         "precision": args.precision, "activationPrecision": args.precision, "recompute": args.recompute, "dropout": config.dropout_rate,
+        "tf32": args.tf32, "compile": args.compile,
+        # The compiling first step, less a step's median: the compile's own time.
+        "compileSeconds": (compile_seconds - median / 1e3 if times else compile_seconds) if compile_seconds is not None else None,
+        # Checked before timing (the error says so where not): 1 and P rows put the prompt on the encoder only.
+        "numTransformerSubmodules": prompt_layout(model)[0], "promptRows": prompt_layout(model)[1],
         "warmupSteps": args.warmup, "steps": len(times), "profiled": False,
         "stepMs": {"median": median, "min": min(times), "max": max(times)} if times else None,
         "stepTimesMs": times,
