@@ -186,6 +186,7 @@ internal sealed class TrainingDirectory(string path) : IDisposable
             catch (IOException) { }
             throw new TrainingOptionException($"{Setting.OutputDirectory} {path} is in use by another run ({(int.TryParse(holder, CultureInfo.InvariantCulture, out int pid) ? $"process {pid}" : "process unknown")}); wait for it to end or choose another {Setting.OutputDirectory}");
         }
+        // The holder's process id, which a second run names in its refusal: not configuration.
         File.WriteAllText(pidPath, Environment.ProcessId.ToString(CultureInfo.InvariantCulture) + "\n");
     }
 

@@ -212,9 +212,9 @@ public sealed class BadInputTests : IDisposable
         var model = CopyModel();
         var config = Path.Combine(model, "config.json");
         var json = JsonNode.Parse(File.ReadAllText(config))!;
-        json["feed_forward_proj"] = "gated-silu";
+        json["feed_forward_proj"] = "gated-relu";
         File.WriteAllText(config, json.ToJsonString());
-        FailsWith(config, "feed_forward_proj \"gated-silu\" is not supported", Score(model, GoldenData));
+        FailsWith(config, "feed_forward_proj \"gated-relu\" is not supported", Score(model, GoldenData));
     }
 
     [Fact]

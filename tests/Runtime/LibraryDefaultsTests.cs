@@ -10,9 +10,9 @@ namespace VkPrompt.Tests.Runtime;
 /// results whatever VKPROMPT_* variables and HOME its process has, writing nothing under HOME.</summary>
 public sealed class LibraryDefaultsTests
 {
-    /// <summary>No source file of the library reads an environment variable; the one use of
-    /// <see cref="Environment"/> left is the process id of a temporary file's name, which the line
-    /// before it says is not configuration.</summary>
+    /// <summary>No source file of the library reads an environment variable; the uses of
+    /// <see cref="Environment"/> left are the process's id (a temporary file's name, the holder of
+    /// an output directory's lock), each after a line that says it is not configuration.</summary>
     [Fact]
     public void NoLibraryCodeReadsTheEnvironment()
     {
