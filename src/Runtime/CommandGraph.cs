@@ -308,7 +308,8 @@ internal sealed unsafe class CommandGraph : IDisposable
         if (disposed) return;
         disposed = true;
         var vk = ctx.Vk;
-        if (built) vk.QueueWaitIdle(ctx.Queue);
+        // No wait: Run returns only after its submit's fence signalled (GpuContext.Submit), so the
+        // command buffer is not in use, and a queue wait idle would wait for a host's work too.
         if (commandBuffer.Handle != 0) ctx.FreeCommandBuffer(commandBuffer);
         if (descriptorPool.Handle != 0) vk.DestroyDescriptorPool(ctx.Device, descriptorPool, null);
         if (queryPool.Handle != 0) vk.DestroyQueryPool(ctx.Device, queryPool, null);

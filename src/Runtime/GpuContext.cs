@@ -206,13 +206,14 @@ public sealed unsafe class GpuContext : IDisposable
         GpuException.Check(Vk.WaitForFences(Device, 1, &f, true, ulong.MaxValue), "vkWaitForFences");
     }
 
-    /// <summary>Waits for the device to go idle, then frees the kernels, pipeline cache, memory and
-    /// command pool; the device and instance only if the context created them.</summary>
+    /// <summary>Frees the kernels, pipeline cache, memory and command pool; the device and
+    /// instance only if the context created them. It waits for nothing: every submit of this
+    /// context has waited for its own fence before returning, so none of its work is in flight,
+    /// and a device wait idle would also wait for a host's work on a device it lent.</summary>
     public void Dispose()
     {
         if (disposed) return;
         disposed = true;
-        Vk.DeviceWaitIdle(Device);
         foreach (var k in kernels.Values) k.Dispose();
         kernels.Clear();
         pipelineCache.Dispose();
