@@ -41,14 +41,20 @@ public sealed record DevicePlan
     /// <summary>The same for the matrix-unit kernel (<see cref="GpuOptions.MatrixUnitsTiling"/>).</summary>
     public string? ForcedMatrixUnitsTiling => MatrixUnits == MatrixUnits.None ? null : Options.MatrixUnitsTiling;
 
+    /// <summary>The choices below that differ between CPUs and GPUs take the GPU's: on every
+    /// device but a CPU, and on a CPU where <see cref="GpuOptions.PlanForGpu"/> asks (the tests run
+    /// the GPU's kernels on lavapipe that way).</summary>
+    public bool PlansForGpu => Capabilities.DeviceType != "cpu" || Options.PlanForGpu;
+
     /// <summary>How the portable product picks a tiling per product: "streamed" on CPU devices
     /// (<see cref="MatMulTiling.Streamed"/>: lavapipe ran the staged variants 3.5x slower), else
-    /// "by-shape" (<see cref="MatMulTiling.ForGpu"/>).</summary>
-    public string PortableRule => Capabilities.DeviceType == "cpu" ? "streamed" : "by-shape";
+    /// "by-shape" (<see cref="MatMulTiling.ForGpu"/>); see <see cref="PlansForGpu"/>.</summary>
+    public string PortableRule => PlansForGpu ? "by-shape" : "streamed";
 
     /// <summary>Products are timed before a training step and run with the fastest tiling
-    /// (<see cref="GpuOptions.TuneMatMul"/>), on GPUs only: a CPU device has one tiling to run.</summary>
-    public bool TunesProducts => Options.TuneMatMul && Capabilities.DeviceType != "cpu";
+    /// (<see cref="GpuOptions.TuneMatMul"/>), on GPUs only (<see cref="PlansForGpu"/>): a CPU
+    /// device has one tiling to run.</summary>
+    public bool TunesProducts => Options.TuneMatMul && PlansForGpu;
 
     /// <summary>Frozen bf16 weights are stored as fp16 (<see cref="StoredPrecision"/>).</summary>
     public bool Fp16Weights => MatrixUnits != MatrixUnits.None && Options.MatrixUnitsFp16Weights;
@@ -227,7 +233,7 @@ public sealed record DevicePlan
 
     /// <summary>Whether attention fuses by default on GPUs from <see cref="FuseFromScoresPerHead"/>
     /// scores a head; never on CPU devices (below, <see cref="FusesAttentionByDefault"/>).</summary>
-    public bool FusesLargeAttention => Capabilities.DeviceType != "cpu";
+    public bool FusesLargeAttention => PlansForGpu;
 
     /// <summary>Whether an attention with scores of this shape runs fused where nothing asks
     /// (<c>AttentionFusion.Auto</c>): where its scores would not fit one binding, and on GPUs from
@@ -269,6 +275,7 @@ public sealed record DevicePlan
         var json = new JsonObject
         {
             ["device"] = Capabilities.Name,
+            ["plansForGpu"] = PlansForGpu,
             ["matrixUnitsRequested"] = Options.MatrixUnits.ToString().ToLowerInvariant(),
             ["matrixUnits"] = MatrixUnits.ToString().ToLowerInvariant(),
             ["matrixUnitsSubgroupSize"] = MatrixUnits == MatrixUnits.None ? null : MatrixUnitsSubgroupSize,

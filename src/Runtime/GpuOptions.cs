@@ -80,6 +80,12 @@ public sealed record GpuOptions
     /// (docs/benchmarks.md); on other GPUs it may choose better.</summary>
     public bool TuneMatMul { get; init; }
 
+    /// <summary>A CPU device gets the plan a GPU would (<see cref="DevicePlan.PlansForGpu"/>):
+    /// staged products chosen by shape, large attentions fused, the staged fused-attention
+    /// tiling. Slower on a CPU; for running the kernels GPUs run where there is none (the tests,
+    /// on lavapipe at several subgroup sizes). Off by default.</summary>
+    public bool PlanForGpu { get; init; }
+
     /// <summary>Asks the driver what it compiled each pipeline into (VK_KHR_pipeline_executable_properties:
     /// registers per invocation, spills, shared memory, as the driver names them), for
     /// <see cref="Runtime.Kernel.Statistics"/> and <c>vkprompt bench matmul</c>'s report: how many

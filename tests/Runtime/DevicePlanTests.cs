@@ -139,6 +139,27 @@ public sealed class DevicePlanTests
         Assert.Equal(after, b.GetValueOrDefault(path));
     }
 
+    /// <summary><see cref="GpuOptions.PlanForGpu"/> gives a CPU device the GPU's plan: the H100's
+    /// capabilities relabelled a CPU plan as lavapipe does (streamed products, no fusion by size,
+    /// no tuning) and, with the option, exactly as the H100 does, but for the flag itself.</summary>
+    [Fact]
+    public void PlanForGpuGivesACpuTheGpusPlan()
+    {
+        var cpu = H100 with { DeviceType = "cpu" };
+        var tuned = new GpuOptions { TuneMatMul = true };
+        var asCpu = Leaves(DevicePlan.For(cpu, tuned).ToJson());
+        Assert.Equal("streamed", asCpu["portableProduct.rule"]);
+        Assert.Equal("null", asCpu["attention.fusedByDefaultFromScoresPerHead"]);
+        Assert.Equal("false", asCpu["tunesProducts"]);
+
+        var gpu = Leaves(DevicePlan.For(H100, tuned).ToJson());
+        var forced = Leaves(DevicePlan.For(cpu, tuned with { PlanForGpu = true }).ToJson());
+        Assert.Equal("true", forced["plansForGpu"]);
+        Assert.Equal(gpu, forced);
+        Assert.Equal("by-shape", forced["portableProduct.rule"]);
+        Assert.Equal("true", forced["tunesProducts"]);
+    }
+
     /// <summary>Every leaf of a JSON tree by its dotted path: a string as itself, any other value
     /// (and null) as JSON text.</summary>
     static Dictionary<string, string> Leaves(JsonNode? node, string path = "", Dictionary<string, string>? into = null)

@@ -57,6 +57,7 @@ public static class EnvironmentSettings
             };
         if (Set("VKPROMPT_ROW_SUBGROUP", nameof(Runtime.GpuOptions.SubgroupRows), t => t != "0") == "0") options = options with { SubgroupRows = false };
         if (Set("VKPROMPT_MATMUL_TUNE", nameof(Runtime.GpuOptions.TuneMatMul), t => t == "1") == "1") options = options with { TuneMatMul = true };
+        if (Set("VKPROMPT_PLAN_FOR_GPU", nameof(Runtime.GpuOptions.PlanForGpu), t => t == "1") == "1") options = options with { PlanForGpu = true };
         if (Set("VKPROMPT_PIPELINE_STATS", nameof(Runtime.GpuOptions.PipelineStatistics), t => t == "1") == "1") options = options with { PipelineStatistics = true };
         return sources.Count == 0 ? options : options with { Sources = sources };
     }

@@ -31,9 +31,10 @@ internal readonly record struct FusedAttentionTiling(int Invocations, int Block,
     // 64 queries per workgroup amortise each staged block over two warps / one wave; blocks of
     // 32 halve the barriers of 16 where shared memory allows (d_kv 64 needs 16.6 KiB for 32 in
     // the dk/dv pass, over the 16 KiB Vulkan guarantees, so such devices get 16).
-    public static FusedAttentionTiling For(DeviceCapabilities caps, int dkv)
+    public static FusedAttentionTiling For(DevicePlan plan, int dkv)
     {
-        if (caps.DeviceType == "cpu") return Cpu;
+        if (!plan.PlansForGpu) return Cpu;
+        var caps = plan.Capabilities;
         int block = 32;
         while (block > 1 && SharedBytes(block, dkv) > caps.MaxComputeSharedMemorySize) block /= 2;
         return new(64, block, true);
@@ -155,7 +156,7 @@ internal static class FusedAttentionKernel
         if (MatrixUnitsTiling(g.Context, shape.DKv, backward: false) is { } units)
             ForwardOnMatrixUnits(g, q, k, v, o, logSumExp, buckets, biasWeight, keyMask, shape, dropoutRate, seed, stream, units);
         else
-            Forward(g, q, k, v, o, logSumExp, buckets, biasWeight, keyMask, shape, dropoutRate, seed, stream, FusedAttentionTiling.For(g.Context.Capabilities, shape.DKv));
+            Forward(g, q, k, v, o, logSumExp, buckets, biasWeight, keyMask, shape, dropoutRate, seed, stream, FusedAttentionTiling.For(g.Context.Plan, shape.DKv));
     }
 
     internal static void Forward(CommandGraph g, GpuBuffer q, GpuBuffer k, GpuBuffer v, GpuBuffer o, GpuBuffer logSumExp,
@@ -222,7 +223,7 @@ internal static class FusedAttentionKernel
             BackwardOnMatrixUnits(g, q, k, v, o, logSumExp, dO, dq, dk, dv, buckets, biasWeight, keyMask, shape, dropoutRate, seed, stream, units);
         else
             Backward(g, q, k, v, o, logSumExp, dO, dq, dk, dv, buckets, biasWeight, keyMask, shape, dropoutRate, seed, stream,
-                     FusedAttentionTiling.For(g.Context.Capabilities, shape.DKv));
+                     FusedAttentionTiling.For(g.Context.Plan, shape.DKv));
     }
 
     internal static void Backward(CommandGraph g, GpuBuffer q, GpuBuffer k, GpuBuffer v, GpuBuffer o, GpuBuffer logSumExp, GpuBuffer dO,
