@@ -1,6 +1,7 @@
 using System.Buffers.Binary;
 using System.Text;
 using System.Text.Json.Nodes;
+using VkPrompt.Model;
 using VkPrompt.Model.Safetensors;
 using VkPrompt.Tests.Model;
 using Xunit;
@@ -401,5 +402,80 @@ public sealed class BadInputTests : IDisposable
         Assert.Equal(CliConventions.UserError, r.ExitCode);
         var line = Assert.Single(CliRun.Lines(r.Err));
         Assert.Equal($"error: {says}", line[..Math.Min(line.Length, says.Length + 7)]);
+    }
+
+    /// <summary>Issue 21 finding 7: "" for a path, a NAME= without one and file: without one are
+    /// one-line errors naming the option, not .NET's "The value cannot be an empty string".</summary>
+    [Theory]
+    [InlineData("score-model", "error: --model is an empty string; it names a file or directory")]
+    [InlineData("score-data", "error: --data is an empty string; it names a file or directory")]
+    [InlineData("score-prompt", "error: --prompt a= names no file: expected NAME=PATH")]
+    [InlineData("train-output", "error: --output is an empty string; it names a file or directory")]
+    [InlineData("train-init", "error: --init file: needs the path of a prompt file")]
+    public void AnEmptyPathIsAUserError(string which, string says)
+    {
+        var output = Path.Combine(dir.Path, "out");
+        string[] train = ["train", "--model", GoldenModel, "--train", GoldenData, "--device", "cpu", "--steps", "1"];
+        string[] args = which switch
+        {
+            "score-model" => Score("", GoldenData),
+            "score-data" => Score(GoldenModel, ""),
+            "score-prompt" => Score(GoldenModel, GoldenData, "--prompt", "a="),
+            "train-output" => [.. train, "--output", ""],
+            _ => [.. train, "--output", output, "--init", "file:"],
+        };
+        var r = CliRun.Of(args);
+        Assert.Equal(CliConventions.UserError, r.ExitCode);
+        Assert.Equal(says, Assert.Single(CliRun.Lines(r.Err)));
+        Assert.False(Directory.Exists(output), "nothing is written");
+    }
+
+    /// <summary>Issue 21 finding 7: a prompt of 0 rows, to every command that reads one.</summary>
+    [Fact]
+    public void APromptOfZeroRowsIsAUserError()
+    {
+        var prompt = dir.File("empty.npy");
+        PromptFile.SaveNpy(prompt, [], 0, 64);
+        const string says = "prompt is [0, 64]; a prompt needs at least 1 row";
+        FailsWith(prompt, says, Score(GoldenModel, GoldenData, "--prompt", prompt));
+        FailsWith(prompt, says, ["grad", "--model", GoldenModel, "--data", GoldenData, "--prompt", prompt, "--output", dir.File("g.safetensors"), "--device", "cpu"]);
+        Assert.False(File.Exists(dir.File("g.safetensors")));
+        var output = Path.Combine(dir.Path, "out");
+        var r = CliRun.Of("train", "--model", GoldenModel, "--train", GoldenData, "--output", output, "--device", "cpu", "--steps", "1", "--init", "file:" + prompt);
+        Assert.Equal(CliConventions.UserError, r.ExitCode);
+        Assert.Equal($"error: {prompt}: {says}", Assert.Single(CliRun.Lines(r.Err)));
+        Assert.False(Directory.Exists(output), "nothing is written");
+    }
+
+    /// <summary>Issue 21 finding 7: a batch whose activations no 32-bit index reaches is refused
+    /// before anything is allocated or written, naming the options.</summary>
+    [Fact]
+    public void ABatchTooLargeToIndexIsRefusedFirst()
+    {
+        var output = Path.Combine(dir.Path, "out");
+        var r = CliRun.Of("train", "--model", GoldenModel, "--train", GoldenData, "--output", output, "--device", "cpu", "--steps", "1", "--batch-size", "100000000");
+        Assert.Equal(CliConventions.UserError, r.ExitCode);
+        Assert.StartsWith("error: --batch-size 100000000 with a 100-token prompt (--prompt-length) and up to 512 input tokens (--max-input-length) needs activations of ",
+                          Assert.Single(CliRun.Lines(r.Err)), StringComparison.Ordinal);
+        Assert.False(Directory.Exists(output), "nothing is written");
+
+        // bench builds its synthetic batch only after the same check.
+        var bench = CliRun.Of("bench", "--shape", GoldenModel, "--batch-size", "1073741824", "--device", CliRun.VulkanDevice);
+        Assert.Equal(CliConventions.UserError, bench.ExitCode);
+        Assert.StartsWith("error: --batch-size 1073741824 with --input-length 512 and --prompt-length 100 needs activations of ", Assert.Single(CliRun.Lines(bench.Err)), StringComparison.Ordinal);
+    }
+
+    /// <summary>Issue 21 finding 7: a prompt so long that one buffer (here the attention scores
+    /// of the reference backend) outgrows an array is work too large, said with the options that
+    /// shrink it, and no earlier run is touched.</summary>
+    [Fact]
+    public void APromptTooLongForABufferIsAUserError()
+    {
+        var output = Path.Combine(dir.Path, "out");
+        var r = CliRun.Of("train", "--model", GoldenModel, "--train", GoldenData, "--output", output, "--device", "cpu", "--steps", "1", "--prompt-length", "100000");
+        Assert.Equal(CliConventions.UserError, r.ExitCode);
+        var line = Assert.Single(CliRun.Lines(r.Err), l => l.StartsWith("error: ", StringComparison.Ordinal));
+        Assert.Contains("exceeds the largest array the cpu backend can hold", line, StringComparison.Ordinal);
+        Assert.Contains("a smaller --batch-size, --max-input-length, --prompt-length", line, StringComparison.Ordinal);
     }
 }
