@@ -15,11 +15,17 @@ public static class PromptFile
     {
         var full = Path.GetFullPath(path);
         var prompt = LoadAny(full, dModel, out promptLength);
-        // A NaN or infinity (a diverged run's prompt, a damaged file) would turn every score and
-        // gradient it touches into NaN; saying where is more use than a NaN loss later.
-        int bad = Array.FindIndex(prompt, v => !float.IsFinite(v));
-        if (bad >= 0) throw new ModelFormatException(full, $"prompt value [{bad / dModel}, {bad % dModel}] is {prompt[bad]}; a prompt must be finite");
+        CheckFinite(full, prompt, dModel);
         return prompt;
+    }
+
+    /// <summary>A NaN or infinity (a diverged run's prompt, a damaged file) would turn every score
+    /// and gradient it touches into NaN; saying where, and in which file, is more use than a NaN
+    /// loss later that reads as a diverged run.</summary>
+    internal static void CheckFinite(string path, float[] prompt, int dModel)
+    {
+        int bad = Array.FindIndex(prompt, v => !float.IsFinite(v));
+        if (bad >= 0) throw new ModelFormatException(path, $"prompt value [{bad / dModel}, {bad % dModel}] is {prompt[bad]}; a prompt must be finite");
     }
 
     static float[] LoadAny(string full, int dModel, out int promptLength)

@@ -127,7 +127,7 @@ public sealed class TrainingRun
         float[]? optState = null;
         int step = 0;
         var best = new BestPrompt();
-        if ((o.Resume ? Directory.ReadCheckpoint(model.DModel, PromptLength, weights.Precision) : null) is { } saved)
+        if ((o.Resume ? Directory.ReadCheckpoint(model.DModel, PromptLength, weights.Precision, o.Optimizer, o.Seed) : null) is { } saved)
         {
             (prompt, optState, step, best) = (saved.Prompt, saved.OptimizerState, saved.Step, saved.Best);
             Log?.Invoke($"resuming from step {step} ({Directory.Checkpoint})");

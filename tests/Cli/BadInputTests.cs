@@ -478,4 +478,52 @@ public sealed class BadInputTests : IDisposable
         Assert.Contains("exceeds the largest array the cpu backend can hold", line, StringComparison.Ordinal);
         Assert.Contains("a smaller --batch-size, --max-input-length, --prompt-length", line, StringComparison.Ordinal);
     }
+
+    /// <summary>Issue 21 findings 7 and 8: a checkpoint whose metadata or optimizer state is
+    /// damaged, whose prompt holds an infinity, or a resume with another --seed: one line naming
+    /// checkpoint.safetensors, exit 2, and every file of the run as it was. Before, these were a
+    /// KeyNotFoundException, an ArgumentException, "training diverged", or silently accepted.</summary>
+    [Theory]
+    [InlineData("no-step", "has no metadata \"step\": not a VkPrompt training checkpoint")]
+    [InlineData("no-best-metric", "has no metadata \"best_metric\"")]
+    [InlineData("bad-step", "metadata \"step\" is \"one\"; expected a whole number of at least 0")]
+    [InlineData("short-state", "optimizer_state is [5] but Adafactor's state for a [2, 64] prompt is [")]
+    [InlineData("inf-prompt", "prompt value [1, 3] is")]
+    [InlineData("other-seed", "was trained with --seed 0; resume with --seed 0 (now 7)")]
+    public void ABadCheckpointIsAUserErrorAndChangesNothing(string damage, string says)
+    {
+        var output = Path.Combine(dir.Path, "out");
+        string[] Train(int steps, params string[] extra) =>
+            ["train", "--model", GoldenModel, "--train", GoldenData, "--output", output, "--device", "cpu", "--steps", steps.ToString(System.Globalization.CultureInfo.InvariantCulture),
+             "--prompt-length", "2", "--batch-size", "2", "--save-every", "1", .. extra];
+        CliRun.Of(Train(1)).Succeeded();
+        var checkpoint = Path.Combine(output, "checkpoint.safetensors");
+        var tensors = new List<(string, long[], ReadOnlyMemory<float>)>();
+        Dictionary<string, string> metadata;
+        using (var file = SafetensorsFile.Open(checkpoint))
+        {
+            metadata = file.Metadata.ToDictionary();
+            foreach (var t in file.Tensors.Values)
+            {
+                var data = new float[t.ElementCount];
+                file.ReadFloat32(t.Name, data);
+                if (damage == "inf-prompt" && t.Name == "prompt") data[64 + 3] = float.PositiveInfinity;
+                tensors.Add((t.Name, damage == "short-state" && t.Name == "optimizer_state" ? [5] : t.Shape, damage == "short-state" && t.Name == "optimizer_state" ? data[..5] : data));
+            }
+        }
+        if (damage == "no-step") metadata.Remove("step");
+        if (damage == "no-best-metric") metadata.Remove("best_metric");
+        if (damage == "bad-step") metadata["step"] = "one";
+        SafetensorsWriter.Write(checkpoint, tensors, metadata);
+        var kept = Directory.GetFiles(output).Where(f => !Path.GetFileName(f).StartsWith('.')).ToDictionary(f => f, File.ReadAllBytes);
+
+        var r = CliRun.Of(Train(2, ["--resume", .. damage == "other-seed" ? ["--seed", "7"] : Array.Empty<string>()]));
+        Assert.Equal(CliConventions.UserError, r.ExitCode);
+        var line = Assert.Single(CliRun.Lines(r.Err));
+        Assert.StartsWith($"error: {checkpoint}", line, StringComparison.Ordinal);
+        Assert.Contains(says, line, StringComparison.Ordinal);
+        Assert.Equal(kept.Keys.Order(), Directory.GetFiles(output).Where(f => !Path.GetFileName(f).StartsWith('.')).Order());
+        foreach (var (file, bytes) in kept)
+            Assert.True(bytes.AsSpan().SequenceEqual(File.ReadAllBytes(file)), $"{Path.GetFileName(file)} changed");
+    }
 }
