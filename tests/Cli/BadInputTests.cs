@@ -526,4 +526,34 @@ public sealed class BadInputTests : IDisposable
         foreach (var (file, bytes) in kept)
             Assert.True(bytes.AsSpan().SequenceEqual(File.ReadAllBytes(file)), $"{Path.GetFileName(file)} changed");
     }
+
+    /// <summary>Issue 21 finding 7: bytes that are not UTF-8 in a safetensors header (here a
+    /// tensor name) are the file's fault, said before any JSON is read.</summary>
+    [Fact]
+    public void ASafetensorsHeaderOfInvalidUtf8()
+    {
+        var prompt = dir.File("bad.safetensors");
+        var header = "{\"prompt_embeddings\":{\"dtype\":\"F32\",\"shape\":[1,64],\"data_offsets\":[0,256]},\"XX\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[256,260]}}"u8.ToArray();
+        header[header.AsSpan().IndexOf("XX"u8)] = 0xFF; // a lone continuation byte in the second name
+        Assert.False(System.Text.Unicode.Utf8.IsValid(header));
+        using (var f = File.Create(prompt))
+        {
+            Span<byte> prefix = stackalloc byte[8];
+            BinaryPrimitives.WriteUInt64LittleEndian(prefix, (ulong)header.Length);
+            f.Write(prefix);
+            f.Write(header);
+            f.Write(new byte[260]);
+        }
+        FailsWith(prompt, "header is not valid UTF-8", Score(GoldenModel, GoldenData, "--prompt", prompt));
+    }
+
+    /// <summary>Issue 21 finding 7: a data line whose string holds a lone surrogate escape is
+    /// that line's error, not an InvalidOperationException.</summary>
+    [Fact]
+    public void ADataLineWithALoneSurrogate()
+    {
+        var data = dir.File("data.jsonl");
+        File.WriteAllLines(data, ["""{"input": "a", "target": "yes"}""", """{"input": "a\ud800b", "target": "yes"}"""]);
+        FailsWith(data, "line 2: Cannot read incomplete UTF-16 JSON text as string with missing low surrogate", Score(GoldenModel, data));
+    }
 }
