@@ -556,4 +556,28 @@ public sealed class BadInputTests : IDisposable
         File.WriteAllLines(data, ["""{"input": "a", "target": "yes"}""", """{"input": "a\ud800b", "target": "yes"}"""]);
         FailsWith(data, "line 2: Cannot read incomplete UTF-16 JSON text as string with missing low surrogate", Score(GoldenModel, data));
     }
+
+    /// <summary>Issue 21 finding 7: stray lines in metrics.jsonl (one with a step but no loss, one
+    /// not JSON, a step that is not a number, a torn last line as kill -9 during an append leaves)
+    /// are dropped by the resumed run, which finishes and charts the steps it has; the steps
+    /// before the checkpoint are kept byte for byte. Tolerated rather than refused: see MetricsLog.</summary>
+    [Fact]
+    public void StrayMetricsLinesAreDroppedOnResume()
+    {
+        var output = Path.Combine(dir.Path, "out");
+        string[] Train(int steps, params string[] extra) =>
+            ["train", "--model", GoldenModel, "--train", GoldenData, "--output", output, "--device", "cpu", "--steps", steps.ToString(System.Globalization.CultureInfo.InvariantCulture),
+             "--prompt-length", "2", "--batch-size", "2", "--save-every", "1", .. extra];
+        CliRun.Of(Train(1)).Succeeded();
+        var metrics = Path.Combine(output, "metrics.jsonl");
+        var first = Assert.Single(File.ReadAllLines(metrics));
+        File.AppendAllText(metrics, "{\"step\": 1}\nnot json\n{\"step\": \"x\", \"loss\": 1, \"steps_per_s\": 1}\n{\"step\": 1, \"lo");
+
+        CliRun.Of(Train(2, "--resume")).Succeeded();
+        var lines = File.ReadAllLines(metrics);
+        Assert.Equal(2, lines.Length);
+        Assert.Equal(first, lines[0]);
+        Assert.Equal(2, JsonNode.Parse(lines[1])!["step"]!.GetValue<int>());
+        Assert.True(new FileInfo(Path.Combine(output, "training.png")).Length > 0);
+    }
 }
