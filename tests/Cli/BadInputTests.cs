@@ -580,4 +580,23 @@ public sealed class BadInputTests : IDisposable
         Assert.Equal(2, JsonNode.Parse(lines[1])!["step"]!.GetValue<int>());
         Assert.True(new FileInfo(Path.Combine(output, "training.png")).Length > 0);
     }
+
+    /// <summary>Issue 21 finding 4: a tokenizer with more ids than the model has embedding rows is
+    /// refused by every command that opens a model, generate and --device cpu included (all
+    /// through PromptModel.Open), before an id can read past the embedding.</summary>
+    [Fact]
+    public void ATokenizerLargerThanTheVocabularyIsRefusedByEveryCommand()
+    {
+        var model = dir.File("model");
+        Directory.CreateDirectory(model);
+        RandomT5.Write(model, ModelTestFiles.Tiny(gated: true) with { VocabSize = 300, TokenizerClass = "ByT5Tokenizer" }, seed: 1);
+        var config = Path.Combine(model, "config.json");
+        const string says = "vocab_size is 300, but the tokenizer has 384 tokens";
+        FailsWith(config, says, Score(model, GoldenData));
+        FailsWith(config, says, ["generate", "--model", model, "--input", "hello", "--device", "cpu"]);
+        FailsWith(config, says, ["generate", "--model", model, "--input", "hello", "--device", CliRun.VulkanDevice]);
+        FailsWith(config, says, ["grad", "--model", model, "--data", GoldenData, "--prompt", Path.Combine(GoldenModel, "cases", "p5", "prompt0.safetensors"),
+                                 "--output", dir.File("g.safetensors"), "--device", "cpu"]);
+        Assert.False(File.Exists(dir.File("g.safetensors")));
+    }
 }
