@@ -203,7 +203,9 @@ internal sealed class TrainingDirectory(string path) : IDisposable
     {
         if (!File.Exists(Checkpoint)) return null;
         using var f = SafetensorsFile.Open(Checkpoint);
-        return f.Tensors.TryGetValue("prompt", out var info) && info.Shape.Length == 2 ? checked((int)info.Shape[0]) : null;
+        if (!f.Tensors.TryGetValue("prompt", out var info) || info.Shape.Length != 2) return null;
+        CheckPromptRows(info.Shape);
+        return (int)info.Shape[0];
     }
 
     /// <summary>The checkpoint here, checked against the run that would continue it; null where
@@ -217,6 +219,7 @@ internal sealed class TrainingDirectory(string path) : IDisposable
         // A checkpoint of another model or prompt length would be read as a prompt of the wrong
         // shape (its floats regrouped into other rows) and saved over the adapter.
         var shape = f.Tensors["prompt"].Shape;
+        if (shape.Length == 2) CheckPromptRows(shape);
         if (shape.Length != 2 || shape[1] != dModel)
             throw new TrainingOptionException($"{Checkpoint} holds a prompt of shape [{string.Join(", ", shape)}] but the model's d_model is {dModel}: it was trained on another model");
         if (shape[0] != promptLength)
@@ -238,6 +241,13 @@ internal sealed class TrainingDirectory(string path) : IDisposable
         PromptFile.CheckFinite(Checkpoint, prompt, dModel);
         return new TrainingCheckpoint(prompt, ReadAll(f, "optimizer_state"),
                                       int.Parse(f.Metadata["step"], CultureInfo.InvariantCulture), BestPrompt.Read(f.Metadata));
+    }
+
+    /// <summary>A prompt of 0 rows, or more than an int counts, is no run's: the file is damaged.</summary>
+    void CheckPromptRows(long[] shape)
+    {
+        if (shape[0] is < 1 or > int.MaxValue)
+            throw new ModelFormatException(Checkpoint, $"prompt is [{string.Join(", ", shape)}]; a checkpoint's prompt has 1 to {int.MaxValue} rows");
     }
 
     /// <summary>The metadata <see cref="WriteCheckpoint"/> writes, each field there (the optional
