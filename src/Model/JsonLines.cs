@@ -26,7 +26,11 @@ internal static class JsonLines
             try { root = JsonDocument.Parse(line).RootElement; }
             catch (JsonException e) { throw problem($"not valid JSON ({e.Message.Split('.')[0]})"); }
             if (root.ValueKind != JsonValueKind.Object) throw problem("expected a JSON object");
-            list.Add(parse(root, problem));
+            // System.Text.Json checks a string's escapes and an element's kind only when a value
+            // is read: a lone surrogate ("\ud800"), an array or 1.5 where a string or an integer
+            // belongs throw these from inside the parser, and are this line's fault all the same.
+            try { list.Add(parse(root, problem)); }
+            catch (Exception e) when (e is InvalidOperationException or FormatException) { throw problem(e.Message.TrimEnd('.')); }
         }
         if (list.Count == 0) throw new ModelFormatException(path, "no examples (the file is empty)");
         return list;

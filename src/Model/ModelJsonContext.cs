@@ -24,6 +24,7 @@ internal sealed class AdapterConfigJson
     [JsonPropertyName("peft_type")] public string? PeftType { get; set; }
     [JsonPropertyName("num_virtual_tokens")] public int? NumVirtualTokens { get; set; }
     [JsonPropertyName("num_transformer_submodules")] public int? NumTransformerSubmodules { get; set; }
+    [JsonPropertyName("token_dim")] public int? TokenDim { get; set; }
 }
 
 /// <summary>The fields of tokenizer_config.json (and the tokenizer_class of config.json) that choose and shape the

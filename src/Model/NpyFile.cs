@@ -1,14 +1,13 @@
 using System.Buffers.Binary;
 using System.Runtime.InteropServices;
 using System.Text;
-using System.Text.RegularExpressions;
 
 namespace VkPrompt.Model;
 
 /// <summary>NumPy .npy files holding little-endian float32 in C order, the layout T5X saves
 /// prompts in. Other dtypes and layouts are refused rather than converted, so a file is never
 /// silently reinterpreted.</summary>
-internal static partial class NpyFile
+internal static class NpyFile
 {
     static ReadOnlySpan<byte> Magic => [0x93, (byte)'N', (byte)'U', (byte)'M', (byte)'P', (byte)'Y'];
 
@@ -35,20 +34,15 @@ internal static partial class NpyFile
         // Versions 1 and 2 store the header in latin-1, version 3 in UTF-8.
         string header = (major == 3 ? Encoding.UTF8 : Encoding.Latin1).GetString(headerBytes);
 
-        var descr = DescrRegex().Match(header);
-        var fortran = FortranRegex().Match(header);
-        var shapeMatch = ShapeRegex().Match(header);
-        if (!descr.Success || !fortran.Success || !shapeMatch.Success)
-            throw new ModelFormatException(path, $"header is not a NumPy array description: {header.Trim()}");
-        string dtype = descr.Groups[1].Value;
+        var (dtype, fortranOrder, shapeTuple) = ParseHeader(path, header);
         if (dtype == ">f4")
             throw new ModelFormatException(path, "holds big-endian float32 ('>f4'); VkPrompt reads little-endian float32 ('<f4'): save a.astype('<f4')");
         if (dtype != "<f4")
             throw new ModelFormatException(path, $"has dtype '{dtype}'; VkPrompt reads float32 ('<f4') only: save a.astype('<f4')");
-        if (fortran.Groups[1].Value == "True")
+        if (fortranOrder)
             throw new ModelFormatException(path, "is stored in Fortran order; VkPrompt reads C order: save np.ascontiguousarray(a)");
 
-        var shape = ParseShape(path, shapeMatch.Groups[1].Value);
+        var shape = ParseShape(path, shapeTuple);
         long count = ElementCount(path, shape);
         long dataBytes = stream.Length - headerStart - headerLength;
         if (dataBytes != count * sizeof(float))
@@ -108,12 +102,75 @@ internal static partial class NpyFile
         return count;
     }
 
-    [GeneratedRegex("""['"]descr['"]\s*:\s*['"]([^'"]*)['"]""")]
-    private static partial Regex DescrRegex();
+    /// <summary>The header's Python dict literal, parsed token by token as NumPy's safe_eval reads
+    /// it: exactly the keys descr, fortran_order and shape, each once, with a string, True/False and
+    /// a tuple. Searching the text for "'descr': '...'" instead would find one hidden inside
+    /// another key or string (issue 21 finding 8), and read an object array as float32.</summary>
+    static (string Descr, bool FortranOrder, string Shape) ParseHeader(string path, string header)
+    {
+        var values = new Dictionary<string, string>(StringComparer.Ordinal);
+        int at = 0;
+        ModelFormatException Bad(string what) => new(path, $"header is not a NumPy array description ({what}): {header.Trim()}");
+        void SkipSpace() { while (at < header.Length && char.IsWhiteSpace(header[at])) at++; }
+        char Peek() => at < header.Length ? header[at] : '\0';
+        string ReadString()
+        {
+            char quote = header[at];
+            int end = header.IndexOf(quote, at + 1);
+            if (end < 0) throw Bad("an unterminated string");
+            var text = header[(at + 1)..end];
+            // No dtype string of a float array needs an escape; refusing them keeps the reader small.
+            if (text.Contains('\\')) throw Bad("an escape in a string");
+            at = end + 1;
+            return text;
+        }
 
-    [GeneratedRegex("""['"]fortran_order['"]\s*:\s*(True|False)""")]
-    private static partial Regex FortranRegex();
-
-    [GeneratedRegex("""['"]shape['"]\s*:\s*\(([^)]*)\)""")]
-    private static partial Regex ShapeRegex();
+        SkipSpace();
+        if (Peek() != '{') throw Bad("no dict");
+        at++;
+        while (true)
+        {
+            SkipSpace();
+            if (Peek() == '}') break;
+            if (Peek() is not ('\'' or '"')) throw Bad("a key that is not a string");
+            string key = ReadString();
+            SkipSpace();
+            if (Peek() != ':') throw Bad($"no ':' after '{key}'");
+            at++;
+            SkipSpace();
+            string value;
+            // Each value keeps its kind as a first character ('s'tring, 't'uple, 'b'ool), so a
+            // quoted 'True' or '(2, 3)' is not taken for a bool or a shape.
+            if (Peek() is '\'' or '"') value = "s" + ReadString();
+            else if (Peek() == '(')
+            {
+                int end = header.IndexOf(')', at);
+                if (end < 0) throw Bad("an unterminated tuple");
+                value = "t" + header[(at + 1)..end];
+                at = end + 1;
+            }
+            else
+            {
+                int start = at;
+                while (at < header.Length && char.IsAsciiLetter(header[at])) at++;
+                value = "b" + header[start..at];
+                if (value is not ("bTrue" or "bFalse")) throw Bad($"'{key}' has a value that is not a string, a tuple, True or False");
+            }
+            if (key is not ("descr" or "fortran_order" or "shape")) throw Bad($"key '{key}'; a .npy header holds only descr, fortran_order and shape");
+            if (!values.TryAdd(key, value)) throw Bad($"'{key}' given twice");
+            SkipSpace();
+            if (Peek() == ',') { at++; continue; }
+            if (Peek() == '}') break;
+            throw Bad($"no ',' or '}}' after '{key}'");
+        }
+        at++;
+        SkipSpace();
+        if (at != header.Length) throw Bad("text after the dict");
+        if (!values.TryGetValue("descr", out var descr) || !values.TryGetValue("fortran_order", out var fortran) || !values.TryGetValue("shape", out var shape))
+            throw Bad("descr, fortran_order and shape are required");
+        if (descr[0] != 's') throw Bad("descr is not a string");
+        if (fortran[0] != 'b') throw Bad("fortran_order is not True or False");
+        if (shape[0] != 't') throw Bad("shape is not a tuple");
+        return (descr[1..], fortran == "bTrue", shape[1..]);
+    }
 }

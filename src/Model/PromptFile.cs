@@ -15,11 +15,17 @@ public static class PromptFile
     {
         var full = Path.GetFullPath(path);
         var prompt = LoadAny(full, dModel, out promptLength);
-        // A NaN or infinity (a diverged run's prompt, a damaged file) would turn every score and
-        // gradient it touches into NaN; saying where is more use than a NaN loss later.
-        int bad = Array.FindIndex(prompt, v => !float.IsFinite(v));
-        if (bad >= 0) throw new ModelFormatException(full, $"prompt value [{bad / dModel}, {bad % dModel}] is {prompt[bad]}; a prompt must be finite");
+        CheckFinite(full, prompt, dModel);
         return prompt;
+    }
+
+    /// <summary>A NaN or infinity (a diverged run's prompt, a damaged file) would turn every score
+    /// and gradient it touches into NaN; saying where, and in which file, is more use than a NaN
+    /// loss later that reads as a diverged run.</summary>
+    internal static void CheckFinite(string path, float[] prompt, int dModel)
+    {
+        int bad = Array.FindIndex(prompt, v => !float.IsFinite(v));
+        if (bad >= 0) throw new ModelFormatException(path, $"prompt value [{bad / dModel}, {bad % dModel}] is {prompt[bad]}; a prompt must be finite");
     }
 
     static float[] LoadAny(string full, int dModel, out int promptLength)
@@ -31,7 +37,7 @@ public static class PromptFile
         {
             var (data, shape) = NpyFile.Read(full);
             if (shape.Length != 2) throw new ModelFormatException(full, $"prompt is [{string.Join(", ", shape)}]; expected [prompt_length, d_model]");
-            CheckWidth(full, shape[0], shape[1], dModel);
+            CheckShape(full, shape[0], shape[1], dModel);
             promptLength = checked((int)shape[0]);
             return data;
         }
@@ -60,28 +66,38 @@ public static class PromptFile
             if (config?.PeftType is { } type && type is not ("PROMPT_TUNING" or "P_TUNING"))
                 throw new ModelFormatException(configPath, $"peft_type is {type}, not a soft prompt (PROMPT_TUNING)");
         }
-        return LoadSafetensors(weights, dModel, config, out promptLength);
+        return LoadSafetensors(weights, dModel, config is null ? null : (configPath, config), out promptLength);
     }
 
     /// <summary>With an adapter config, keeps the first num_virtual_tokens rows: for a seq2seq
     /// model PEFT stores one prompt per transformer submodule (encoder first, then decoder), and
     /// VkPrompt prompts only the encoder.</summary>
-    static float[] LoadSafetensors(string path, int dModel, AdapterConfigJson? adapter, out int promptLength)
+    static float[] LoadSafetensors(string path, int dModel, (string Path, AdapterConfigJson Json)? adapter, out int promptLength)
     {
         using var file = SafetensorsFile.Open(path);
         if (!file.Tensors.TryGetValue(TensorName, out var info))
             throw new ModelFormatException(path, $"has no tensor {TensorName} (it holds: {string.Join(", ", file.Tensors.Keys)})");
         if (info.Shape.Length != 2) throw new ModelFormatException(path, $"prompt is {info.ShapeText}; expected [prompt_length, d_model]");
         long stored = info.Shape[0];
-        CheckWidth(path, stored, info.Shape[1], dModel);
+        CheckShape(path, stored, info.Shape[1], dModel);
 
         long length = stored;
-        if (adapter?.NumVirtualTokens is int n)
+        if (adapter is var (configPath, json))
         {
-            int submodules = adapter.NumTransformerSubmodules ?? 1;
-            if (stored != n && stored != (long)n * submodules && stored != 2L * n)
-                throw new ModelFormatException(path, $"prompt has {stored} rows but adapter_config.json says num_virtual_tokens {n} and num_transformer_submodules {submodules}");
-            length = n;
+            // Fields that disagree with the tensor say the config belongs to another adapter;
+            // reading the tensor anyway would use a prompt its author did not save.
+            if (json.TokenDim is int dim && dim != info.Shape[1])
+                throw new ModelFormatException(configPath, $"token_dim is {dim} but {TensorName} is {info.ShapeText}");
+            if (json.NumTransformerSubmodules is int m && m < 1)
+                throw new ModelFormatException(configPath, $"num_transformer_submodules is {m}; it must be at least 1");
+            if (json.NumVirtualTokens is int n)
+            {
+                if (n < 1) throw new ModelFormatException(configPath, $"num_virtual_tokens is {n}; a prompt needs at least 1 row");
+                int submodules = json.NumTransformerSubmodules ?? 1;
+                if (stored != n && stored != (long)n * submodules && stored != 2L * n)
+                    throw new ModelFormatException(path, $"prompt has {stored} rows but adapter_config.json says num_virtual_tokens {n} and num_transformer_submodules {submodules}");
+                length = n;
+            }
         }
         promptLength = checked((int)length);
         var data = new float[checked(promptLength * dModel)];
@@ -89,8 +105,10 @@ public static class PromptFile
         return data;
     }
 
-    static void CheckWidth(string path, long rows, long width, int dModel)
+    static void CheckShape(string path, long rows, long width, int dModel)
     {
+        // A prompt of 0 rows leaves nothing to train or prepend and empty buffers downstream.
+        if (rows < 1) throw new ModelFormatException(path, $"prompt is [{rows}, {width}]; a prompt needs at least 1 row");
         if (width != dModel) throw new ModelFormatException(path, $"prompt is [{rows}, {width}] but the model's d_model is {dModel}");
     }
 }

@@ -206,6 +206,17 @@ public sealed record T5Config
         ];
         foreach (var (name, value) in positive)
             if (value <= 0) return $"{name} is {value}; it must be positive";
+        // RelativePosition.Bucket gives |relative| < maxExact its own bucket and spreads the rest
+        // logarithmically over log(relative / maxExact) / log(max_distance / maxExact), where
+        // maxExact is num_buckets / 4 in the encoder (bidirectional: half the buckets each way) and
+        // num_buckets / 2 in the decoder. maxExact 0 divides by zero, and max_distance <= maxExact
+        // makes that logarithm zero or negative, so buckets come out NaN or negative and index
+        // outside the bias table.
+        if (RelativeAttentionNumBuckets < 4)
+            return $"relative_attention_num_buckets is {RelativeAttentionNumBuckets}; it must be at least 4 (a quarter of the buckets, num_buckets / 4, are exact positions each way in the encoder)";
+        if (RelativeAttentionMaxDistance <= RelativeAttentionNumBuckets / 2)
+            return $"relative_attention_max_distance {RelativeAttentionMaxDistance} with relative_attention_num_buckets {RelativeAttentionNumBuckets}: " +
+                $"max_distance must be greater than num_buckets / 2 = {RelativeAttentionNumBuckets / 2} (the decoder's exact positions) or buckets come out negative";
         if (!(LayerNormEpsilon > 0)) return $"layer_norm_epsilon is {LayerNormEpsilon}; it must be positive";
         if (!(DropoutRate >= 0 && DropoutRate < 1)) return $"dropout_rate is {DropoutRate}; it must be in [0, 1)";
         foreach (var (name, id) in new[] { ("decoder_start_token_id", DecoderStartTokenId), ("pad_token_id", PadTokenId), ("eos_token_id", EosTokenId) })

@@ -8,9 +8,13 @@ internal static class PromptInitializer
 {
     const int VocabSampleRange = 5000;
 
-    /// <summary>Resolves "auto" as the paper does: class labels when they are known, else vocab.</summary>
-    public static string Resolve(string init, IReadOnlyList<string>? labels) =>
-        init == "auto" ? (labels is { Count: > 0 } ? "class" : "vocab") : init;
+    /// <summary>Resolves "auto" as the paper does: class labels when they are known, else vocab.
+    /// A file: without a path is refused here, before anything reads it as the current directory's "".</summary>
+    public static string Resolve(string init, IReadOnlyList<string>? labels)
+    {
+        if (init == "file:") throw new TrainingOptionException($"{Setting.Init} file: needs the path of a prompt file");
+        return init == "auto" ? (labels is { Count: > 0 } ? "class" : "vocab") : init;
+    }
 
     public static float[] Create(string init, int promptLength, T5Checkpoint ckpt, T5Tokenizer tokenizer, IReadOnlyList<string>? labels, int seed)
     {

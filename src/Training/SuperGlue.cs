@@ -44,6 +44,9 @@ internal static class SuperGlue
         foreach (var f in task.Features)
         {
             if (!root.TryGetProperty(f, out var v)) throw problem($"missing field \"{f}\" of a {task.Name} example");
+            // An array, object or null would be formatted as its JSON text into the input.
+            if (v.ValueKind is JsonValueKind.Array or JsonValueKind.Object or JsonValueKind.Null)
+                throw problem($"field \"{f}\" is {v.GetRawText()}; a {task.Name} feature is text");
             parts.Add($"{f}: {v}");
         }
         string? target = null;

@@ -203,12 +203,14 @@ internal sealed class TrainingDirectory(string path) : IDisposable
     {
         if (!File.Exists(Checkpoint)) return null;
         using var f = SafetensorsFile.Open(Checkpoint);
-        return f.Tensors.TryGetValue("prompt", out var info) && info.Shape.Length == 2 ? checked((int)info.Shape[0]) : null;
+        if (!f.Tensors.TryGetValue("prompt", out var info) || info.Shape.Length != 2) return null;
+        CheckPromptRows(info.Shape);
+        return (int)info.Shape[0];
     }
 
     /// <summary>The checkpoint here, checked against the run that would continue it; null where
     /// there is none.</summary>
-    internal TrainingCheckpoint? ReadCheckpoint(int dModel, int promptLength, WeightPrecision precision)
+    internal TrainingCheckpoint? ReadCheckpoint(int dModel, int promptLength, WeightPrecision precision, AdafactorSettings optimizer, int seed)
     {
         if (!File.Exists(Checkpoint)) return null;
         using var f = SafetensorsFile.Open(Checkpoint);
@@ -217,6 +219,7 @@ internal sealed class TrainingDirectory(string path) : IDisposable
         // A checkpoint of another model or prompt length would be read as a prompt of the wrong
         // shape (its floats regrouped into other rows) and saved over the adapter.
         var shape = f.Tensors["prompt"].Shape;
+        if (shape.Length == 2) CheckPromptRows(shape);
         if (shape.Length != 2 || shape[1] != dModel)
             throw new TrainingOptionException($"{Checkpoint} holds a prompt of shape [{string.Join(", ", shape)}] but the model's d_model is {dModel}: it was trained on another model");
         if (shape[0] != promptLength)
@@ -225,8 +228,47 @@ internal sealed class TrainingDirectory(string path) : IDisposable
         // continuation only holds with the one the run started with.
         if (f.Metadata.TryGetValue("precision", out var p) && p != precision.Name())
             throw new TrainingOptionException($"{Checkpoint} was trained with {Setting.WeightPrecision} {p}; resume with the same precision (now {precision.Name()})");
-        return new TrainingCheckpoint(ReadAll(f, "prompt"), ReadAll(f, "optimizer_state"),
+        // Dropout masks and the shuffle follow the seed: continuing with another would not be the
+        // run the checkpoint belongs to, so it is refused rather than silently mixed.
+        if (f.Metadata.TryGetValue("seed", out var s) && s != seed.ToString(CultureInfo.InvariantCulture))
+            throw new TrainingOptionException($"{Checkpoint} was trained with {Setting.Seed} {s}; resume with {Setting.Seed} {s} (now {seed})");
+        CheckMetadata(f.Metadata);
+        long stateLength = optimizer.StateLength(promptLength, dModel);
+        var stateShape = f.Tensors["optimizer_state"].Shape;
+        if (stateShape.Length != 1 || stateShape[0] != stateLength)
+            throw new ModelFormatException(Checkpoint, $"optimizer_state is [{string.Join(", ", stateShape)}] but Adafactor's state for a [{promptLength}, {dModel}] prompt is [{stateLength}]: the file is damaged or was written with another min_dim_to_factor");
+        var prompt = ReadAll(f, "prompt");
+        PromptFile.CheckFinite(Checkpoint, prompt, dModel);
+        return new TrainingCheckpoint(prompt, ReadAll(f, "optimizer_state"),
                                       int.Parse(f.Metadata["step"], CultureInfo.InvariantCulture), BestPrompt.Read(f.Metadata));
+    }
+
+    /// <summary>A prompt of 0 rows, or more than an int counts, is no run's: the file is damaged.</summary>
+    void CheckPromptRows(long[] shape)
+    {
+        if (shape[0] is < 1 or > int.MaxValue)
+            throw new ModelFormatException(Checkpoint, $"prompt is [{string.Join(", ", shape)}]; a checkpoint's prompt has 1 to {int.MaxValue} rows");
+    }
+
+    /// <summary>The metadata <see cref="WriteCheckpoint"/> writes, each field there (the optional
+    /// ones only checked where present, for checkpoints written before they were kept) and a
+    /// number in its range, so a damaged checkpoint is named instead of failing as a parse error.</summary>
+    void CheckMetadata(IReadOnlyDictionary<string, string> meta)
+    {
+        (string Key, bool Required, bool Integer)[] fields =
+            [("step", true, true), ("best_step", true, true), ("best_metric", true, false), ("best_loss", false, false), ("evaluations_since_best", false, true)];
+        foreach (var (key, required, integer) in fields)
+        {
+            if (!meta.TryGetValue(key, out var text))
+            {
+                if (required) throw new ModelFormatException(Checkpoint, $"has no metadata \"{key}\": not a VkPrompt training checkpoint, or a damaged one");
+                continue;
+            }
+            bool ok = integer
+                ? int.TryParse(text, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out int n) && n >= (key == "best_step" ? -1 : 0)
+                : double.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out _);
+            if (!ok) throw new ModelFormatException(Checkpoint, $"metadata \"{key}\" is \"{text}\"; expected {(integer ? "a whole number of at least " + (key == "best_step" ? "-1" : "0") : "a number")}");
+        }
     }
 
     internal void WriteCheckpoint(PromptTrainer trainer, BestPrompt best, int seed, WeightPrecision precision)

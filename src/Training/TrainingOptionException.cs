@@ -20,6 +20,12 @@ public sealed record Setting(string Name)
     public static readonly Setting Overwrite = Of(nameof(TrainOptions.Overwrite));
     /// <summary><see cref="TrainOptions.PromptLength"/>.</summary>
     public static readonly Setting PromptLength = Of(nameof(TrainOptions.PromptLength));
+    /// <summary><see cref="TrainOptions.BatchSize"/>.</summary>
+    public static readonly Setting BatchSize = Of(nameof(TrainOptions.BatchSize));
+    /// <summary><see cref="TrainOptions.MaxInputLength"/>.</summary>
+    public static readonly Setting MaxInputLength = Of(nameof(TrainOptions.MaxInputLength));
+    /// <summary><see cref="TrainOptions.Seed"/>.</summary>
+    public static readonly Setting Seed = Of(nameof(TrainOptions.Seed));
     /// <summary><see cref="TrainOptions.Init"/>.</summary>
     public static readonly Setting Init = Of(nameof(TrainOptions.Init));
     /// <summary><see cref="TrainOptions.Choices"/>.</summary>

@@ -48,6 +48,9 @@ public sealed class TrainingRun
         Init = PromptInitializer.Resolve(options.Init, Labels);
         // A checkpoint to resume, or else a file:PATH prompt, brings its own length.
         PromptLength = options.PromptLength ?? (options.Resume ? Directory.CheckpointPromptLength() : null) ?? InitFileLength() ?? TrainOptions.DefaultPromptLength;
+        long elements = BatchShape.LargestActivation(o.BatchSize, (long)PromptLength + o.MaxInputLength, o.MaxTargetLength, model.Config);
+        if (elements > BatchShape.MaxElements)
+            throw new TrainingOptionException($"{Setting.BatchSize} {o.BatchSize} with a {PromptLength}-token prompt ({Setting.PromptLength}) and up to {o.MaxInputLength} input tokens ({Setting.MaxInputLength}) needs activations of {elements} elements, more than the {BatchShape.MaxElements} a buffer can index: make them smaller");
         var enc = model.Encoder(o.MaxInputLength, o.MaxTargetLength);
         this.train = train.Select(enc.Encode).ToList();
         Truncation = enc.Report();
@@ -124,7 +127,7 @@ public sealed class TrainingRun
         float[]? optState = null;
         int step = 0;
         var best = new BestPrompt();
-        if ((o.Resume ? Directory.ReadCheckpoint(model.DModel, PromptLength, weights.Precision) : null) is { } saved)
+        if ((o.Resume ? Directory.ReadCheckpoint(model.DModel, PromptLength, weights.Precision, o.Optimizer, o.Seed) : null) is { } saved)
         {
             (prompt, optState, step, best) = (saved.Prompt, saved.OptimizerState, saved.Step, saved.Best);
             Log?.Invoke($"resuming from step {step} ({Directory.Checkpoint})");

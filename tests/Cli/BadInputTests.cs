@@ -1,6 +1,7 @@
 using System.Buffers.Binary;
 using System.Text;
 using System.Text.Json.Nodes;
+using VkPrompt.Model;
 using VkPrompt.Model.Safetensors;
 using VkPrompt.Tests.Model;
 using Xunit;
@@ -401,5 +402,212 @@ public sealed class BadInputTests : IDisposable
         Assert.Equal(CliConventions.UserError, r.ExitCode);
         var line = Assert.Single(CliRun.Lines(r.Err));
         Assert.Equal($"error: {says}", line[..Math.Min(line.Length, says.Length + 7)]);
+    }
+
+    /// <summary>Issue 21 finding 7: "" for a path, a NAME= without one and file: without one are
+    /// one-line errors naming the option, not .NET's "The value cannot be an empty string".</summary>
+    [Theory]
+    [InlineData("score-model", "error: --model is an empty string; it names a file or directory")]
+    [InlineData("score-data", "error: --data is an empty string; it names a file or directory")]
+    [InlineData("score-prompt", "error: --prompt a= names no file: expected NAME=PATH")]
+    [InlineData("train-output", "error: --output is an empty string; it names a file or directory")]
+    [InlineData("train-init", "error: --init file: needs the path of a prompt file")]
+    public void AnEmptyPathIsAUserError(string which, string says)
+    {
+        var output = Path.Combine(dir.Path, "out");
+        string[] train = ["train", "--model", GoldenModel, "--train", GoldenData, "--device", "cpu", "--steps", "1"];
+        string[] args = which switch
+        {
+            "score-model" => Score("", GoldenData),
+            "score-data" => Score(GoldenModel, ""),
+            "score-prompt" => Score(GoldenModel, GoldenData, "--prompt", "a="),
+            "train-output" => [.. train, "--output", ""],
+            _ => [.. train, "--output", output, "--init", "file:"],
+        };
+        var r = CliRun.Of(args);
+        Assert.Equal(CliConventions.UserError, r.ExitCode);
+        Assert.Equal(says, Assert.Single(CliRun.Lines(r.Err)));
+        Assert.False(Directory.Exists(output), "nothing is written");
+    }
+
+    /// <summary>Issue 21 finding 7: a prompt of 0 rows, to every command that reads one.</summary>
+    [Fact]
+    public void APromptOfZeroRowsIsAUserError()
+    {
+        var prompt = dir.File("empty.npy");
+        PromptFile.SaveNpy(prompt, [], 0, 64);
+        const string says = "prompt is [0, 64]; a prompt needs at least 1 row";
+        FailsWith(prompt, says, Score(GoldenModel, GoldenData, "--prompt", prompt));
+        FailsWith(prompt, says, ["grad", "--model", GoldenModel, "--data", GoldenData, "--prompt", prompt, "--output", dir.File("g.safetensors"), "--device", "cpu"]);
+        Assert.False(File.Exists(dir.File("g.safetensors")));
+        var output = Path.Combine(dir.Path, "out");
+        var r = CliRun.Of("train", "--model", GoldenModel, "--train", GoldenData, "--output", output, "--device", "cpu", "--steps", "1", "--init", "file:" + prompt);
+        Assert.Equal(CliConventions.UserError, r.ExitCode);
+        Assert.Equal($"error: {prompt}: {says}", Assert.Single(CliRun.Lines(r.Err)));
+        Assert.False(Directory.Exists(output), "nothing is written");
+    }
+
+    /// <summary>Issue 21 finding 7: a batch whose activations no 32-bit index reaches is refused
+    /// before anything is allocated or written, naming the options.</summary>
+    [Fact]
+    public void ABatchTooLargeToIndexIsRefusedFirst()
+    {
+        var output = Path.Combine(dir.Path, "out");
+        var r = CliRun.Of("train", "--model", GoldenModel, "--train", GoldenData, "--output", output, "--device", "cpu", "--steps", "1", "--batch-size", "100000000");
+        Assert.Equal(CliConventions.UserError, r.ExitCode);
+        Assert.StartsWith("error: --batch-size 100000000 with a 100-token prompt (--prompt-length) and up to 512 input tokens (--max-input-length) needs activations of ",
+                          Assert.Single(CliRun.Lines(r.Err)), StringComparison.Ordinal);
+        Assert.False(Directory.Exists(output), "nothing is written");
+
+        // bench builds its synthetic batch only after the same check.
+        var bench = CliRun.Of("bench", "--shape", GoldenModel, "--batch-size", "1073741824", "--device", CliRun.VulkanDevice);
+        Assert.Equal(CliConventions.UserError, bench.ExitCode);
+        Assert.StartsWith("error: --batch-size 1073741824 with --input-length 512 and --prompt-length 100 needs activations of ", Assert.Single(CliRun.Lines(bench.Err)), StringComparison.Ordinal);
+    }
+
+    /// <summary>Issue 21 finding 7: a prompt so long that one buffer (here the attention scores
+    /// of the reference backend) outgrows an array is work too large, said with the options that
+    /// shrink it, and no earlier run is touched.</summary>
+    [Fact]
+    public void APromptTooLongForABufferIsAUserError()
+    {
+        var output = Path.Combine(dir.Path, "out");
+        var r = CliRun.Of("train", "--model", GoldenModel, "--train", GoldenData, "--output", output, "--device", "cpu", "--steps", "1", "--prompt-length", "100000");
+        Assert.Equal(CliConventions.UserError, r.ExitCode);
+        var line = Assert.Single(CliRun.Lines(r.Err), l => l.StartsWith("error: ", StringComparison.Ordinal));
+        Assert.Contains("exceeds the largest array the cpu backend can hold", line, StringComparison.Ordinal);
+        Assert.Contains("a smaller --batch-size, --max-input-length, --prompt-length", line, StringComparison.Ordinal);
+    }
+
+    /// <summary>Issue 21 findings 7 and 8: a checkpoint whose metadata or optimizer state is
+    /// damaged, whose prompt holds an infinity, or a resume with another --seed: one line naming
+    /// checkpoint.safetensors, exit 2, and every file of the run as it was. Before, these were a
+    /// KeyNotFoundException, an ArgumentException, "training diverged", or silently accepted.</summary>
+    [Theory]
+    [InlineData("no-step", "has no metadata \"step\": not a VkPrompt training checkpoint")]
+    [InlineData("no-best-metric", "has no metadata \"best_metric\"")]
+    [InlineData("bad-step", "metadata \"step\" is \"one\"; expected a whole number of at least 0")]
+    [InlineData("short-state", "optimizer_state is [5] but Adafactor's state for a [2, 64] prompt is [")]
+    [InlineData("inf-prompt", "prompt value [1, 3] is")]
+    [InlineData("other-seed", "was trained with --seed 0; resume with --seed 0 (now 7)")]
+    [InlineData("zero-rows", "prompt is [0, 64]; a checkpoint's prompt has 1 to 2147483647 rows")]
+    [InlineData("zero-rows-no-length", "prompt is [0, 64]; a checkpoint's prompt has 1 to 2147483647 rows")]
+    public void ABadCheckpointIsAUserErrorAndChangesNothing(string damage, string says)
+    {
+        var output = Path.Combine(dir.Path, "out");
+        string[] Train(int steps, params string[] extra) =>
+            ["train", "--model", GoldenModel, "--train", GoldenData, "--output", output, "--device", "cpu", "--steps", steps.ToString(System.Globalization.CultureInfo.InvariantCulture),
+             "--prompt-length", "2", "--batch-size", "2", "--save-every", "1", .. extra];
+        CliRun.Of(Train(1)).Succeeded();
+        var checkpoint = Path.Combine(output, "checkpoint.safetensors");
+        var tensors = new List<(string, long[], ReadOnlyMemory<float>)>();
+        Dictionary<string, string> metadata;
+        using (var file = SafetensorsFile.Open(checkpoint))
+        {
+            metadata = file.Metadata.ToDictionary();
+            foreach (var t in file.Tensors.Values)
+            {
+                var data = new float[t.ElementCount];
+                file.ReadFloat32(t.Name, data);
+                if (damage == "inf-prompt" && t.Name == "prompt") data[64 + 3] = float.PositiveInfinity;
+                if (damage.StartsWith("zero-rows", StringComparison.Ordinal) && t.Name == "prompt")
+                {
+                    tensors.Add((t.Name, [0, 64], Array.Empty<float>()));
+                    continue;
+                }
+                tensors.Add((t.Name, damage == "short-state" && t.Name == "optimizer_state" ? [5] : t.Shape, damage == "short-state" && t.Name == "optimizer_state" ? data[..5] : data));
+            }
+        }
+        if (damage == "no-step") metadata.Remove("step");
+        if (damage == "no-best-metric") metadata.Remove("best_metric");
+        if (damage == "bad-step") metadata["step"] = "one";
+        SafetensorsWriter.Write(checkpoint, tensors, metadata);
+        var kept = Directory.GetFiles(output).Where(f => !Path.GetFileName(f).StartsWith('.')).ToDictionary(f => f, File.ReadAllBytes);
+
+        string[] resume = ["--resume", .. damage == "other-seed" ? ["--seed", "7"] : Array.Empty<string>()];
+        var args = Train(2, resume).ToList();
+        // Without --prompt-length the run takes the checkpoint's, read by another path.
+        if (damage == "zero-rows-no-length") args.RemoveRange(args.IndexOf("--prompt-length"), 2);
+        var r = CliRun.Of([.. args]);
+        Assert.Equal(CliConventions.UserError, r.ExitCode);
+        var line = Assert.Single(CliRun.Lines(r.Err));
+        Assert.StartsWith($"error: {checkpoint}", line, StringComparison.Ordinal);
+        Assert.Contains(says, line, StringComparison.Ordinal);
+        Assert.Equal(kept.Keys.Order(), Directory.GetFiles(output).Where(f => !Path.GetFileName(f).StartsWith('.')).Order());
+        foreach (var (file, bytes) in kept)
+            Assert.True(bytes.AsSpan().SequenceEqual(File.ReadAllBytes(file)), $"{Path.GetFileName(file)} changed");
+    }
+
+    /// <summary>Issue 21 finding 7: bytes that are not UTF-8 in a safetensors header (here a
+    /// tensor name) are the file's fault, said before any JSON is read.</summary>
+    [Fact]
+    public void ASafetensorsHeaderOfInvalidUtf8()
+    {
+        var prompt = dir.File("bad.safetensors");
+        var header = "{\"prompt_embeddings\":{\"dtype\":\"F32\",\"shape\":[1,64],\"data_offsets\":[0,256]},\"XX\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[256,260]}}"u8.ToArray();
+        header[header.AsSpan().IndexOf("XX"u8)] = 0xFF; // a lone continuation byte in the second name
+        Assert.False(System.Text.Unicode.Utf8.IsValid(header));
+        using (var f = File.Create(prompt))
+        {
+            Span<byte> prefix = stackalloc byte[8];
+            BinaryPrimitives.WriteUInt64LittleEndian(prefix, (ulong)header.Length);
+            f.Write(prefix);
+            f.Write(header);
+            f.Write(new byte[260]);
+        }
+        FailsWith(prompt, "header is not valid UTF-8", Score(GoldenModel, GoldenData, "--prompt", prompt));
+    }
+
+    /// <summary>Issue 21 finding 7: a data line whose string holds a lone surrogate escape is
+    /// that line's error, not an InvalidOperationException.</summary>
+    [Fact]
+    public void ADataLineWithALoneSurrogate()
+    {
+        var data = dir.File("data.jsonl");
+        File.WriteAllLines(data, ["""{"input": "a", "target": "yes"}""", """{"input": "a\ud800b", "target": "yes"}"""]);
+        FailsWith(data, "line 2: Cannot read incomplete UTF-16 JSON text as string with missing low surrogate", Score(GoldenModel, data));
+    }
+
+    /// <summary>Issue 21 finding 7: stray lines in metrics.jsonl (one with a step but no loss, one
+    /// not JSON, a step that is not a number, a torn last line as kill -9 during an append leaves)
+    /// are dropped by the resumed run, which finishes and charts the steps it has; the steps
+    /// before the checkpoint are kept byte for byte. Tolerated rather than refused: see MetricsLog.</summary>
+    [Fact]
+    public void StrayMetricsLinesAreDroppedOnResume()
+    {
+        var output = Path.Combine(dir.Path, "out");
+        string[] Train(int steps, params string[] extra) =>
+            ["train", "--model", GoldenModel, "--train", GoldenData, "--output", output, "--device", "cpu", "--steps", steps.ToString(System.Globalization.CultureInfo.InvariantCulture),
+             "--prompt-length", "2", "--batch-size", "2", "--save-every", "1", .. extra];
+        CliRun.Of(Train(1)).Succeeded();
+        var metrics = Path.Combine(output, "metrics.jsonl");
+        var first = Assert.Single(File.ReadAllLines(metrics));
+        File.AppendAllText(metrics, "{\"step\": 1}\nnot json\n{\"step\": \"x\", \"loss\": 1, \"steps_per_s\": 1}\n{\"step\": 1, \"lo");
+
+        CliRun.Of(Train(2, "--resume")).Succeeded();
+        var lines = File.ReadAllLines(metrics);
+        Assert.Equal(2, lines.Length);
+        Assert.Equal(first, lines[0]);
+        Assert.Equal(2, JsonNode.Parse(lines[1])!["step"]!.GetValue<int>());
+        Assert.True(new FileInfo(Path.Combine(output, "training.png")).Length > 0);
+    }
+
+    /// <summary>Issue 21 finding 4: a tokenizer with more ids than the model has embedding rows is
+    /// refused by every command that opens a model, generate and --device cpu included (all
+    /// through PromptModel.Open), before an id can read past the embedding.</summary>
+    [Fact]
+    public void ATokenizerLargerThanTheVocabularyIsRefusedByEveryCommand()
+    {
+        var model = dir.File("model");
+        Directory.CreateDirectory(model);
+        RandomT5.Write(model, ModelTestFiles.Tiny(gated: true) with { VocabSize = 300, TokenizerClass = "ByT5Tokenizer" }, seed: 1);
+        var config = Path.Combine(model, "config.json");
+        const string says = "vocab_size is 300, but the tokenizer has 384 tokens";
+        FailsWith(config, says, Score(model, GoldenData));
+        FailsWith(config, says, ["generate", "--model", model, "--input", "hello", "--device", "cpu"]);
+        FailsWith(config, says, ["generate", "--model", model, "--input", "hello", "--device", CliRun.VulkanDevice]);
+        FailsWith(config, says, ["grad", "--model", model, "--data", GoldenData, "--prompt", Path.Combine(GoldenModel, "cases", "p5", "prompt0.safetensors"),
+                                 "--output", dir.File("g.safetensors"), "--device", "cpu"]);
+        Assert.False(File.Exists(dir.File("g.safetensors")));
     }
 }

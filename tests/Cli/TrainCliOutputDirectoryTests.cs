@@ -67,8 +67,8 @@ public sealed class TrainCliOutputDirectoryTests : IDisposable
         Assert.Equal(exported, CliRun.Tensor(Path.Combine(output, Adapter.WeightsFile), PromptFile.TensorName));
         Assert.False(File.Exists(npy), "the earlier run's export, listed in its manifest, is replaced with it");
 
-        // A run that fails before its first step (here the CPU backend runs out of memory) leaves
-        // the earlier run as it was; whether it fails with exit 1 or 2 is the input checks' matter.
+        // A run that fails before its first step (here a batch too large to index, refused before
+        // it is built) leaves the earlier run as it was; the error itself is BadInputTests' matter.
         var before = Files(output);
         var failed = CliRun.Of(Train(output, "--overwrite", "--batch-size", "100000"));
         Assert.NotEqual(0, failed.ExitCode);

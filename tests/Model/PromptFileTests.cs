@@ -193,4 +193,50 @@ public sealed class PromptFileTests
         Fails(dir.File("p.txt"), "is not a prompt", () => PromptFile.Load(dir.File("p.txt"), 3, out _));
         Fails(dir.File("gone.npy"), "prompt file not found", () => PromptFile.Load(dir.File("gone.npy"), 3, out _));
     }
+
+    /// <summary>Issue 21 finding 8: a '<f4' hidden in another key or string is not the dtype;
+    /// NumPy refuses headers with other keys, and so does VkPrompt, naming the file.</summary>
+    [Theory]
+    [InlineData("{'x': \"'descr': '<f4'\", 'descr': '|O', 'fortran_order': False, 'shape': (2, 2), }", "key 'x'")]
+    [InlineData("{'descr': '|O', 'fortran_order': False, 'shape': (2, 2), 'y': \"'descr': '<f4'\"}", "key 'y'")]
+    [InlineData("{'descr': '<f4', 'descr': '|O', 'fortran_order': False, 'shape': (2, 2)}", "'descr' given twice")]
+    [InlineData("{'descr': '|O', 'fortran_order': False, 'shape': (2, 2), }", "has dtype '|O'")]
+    [InlineData("{'descr': '<f4', 'fortran_order': 'False', 'shape': (2, 2)}", "fortran_order is not True or False")]
+    [InlineData("{'descr': '<f4', 'fortran_order': False, 'shape': '(2, 2)'}", "shape is not a tuple")]
+    [InlineData("{'descr': '<f4', 'fortran_order': False}", "descr, fortran_order and shape are required")]
+    [InlineData("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 2)} x", "text after the dict")]
+    public void NpyHeaderParsedAsADict(string dict, string says)
+    {
+        using var dir = new TempDir();
+        var path = dir.File("h.npy");
+        WriteNpy(path, dict, new byte[16]);
+        Fails(path, says, () => NpyFile.Read(path));
+    }
+
+    /// <summary>Issue 21 finding 7: a prompt of 0 rows, in any format, is refused by name.</summary>
+    [Fact]
+    public void PromptOfZeroRows()
+    {
+        using var dir = new TempDir();
+        var npy = dir.File("empty.npy");
+        WriteNpy(npy, "{'descr': '<f4', 'fortran_order': False, 'shape': (0, 4), }", []);
+        Fails(npy, "prompt is [0, 4]; a prompt needs at least 1 row", () => PromptFile.Load(npy, 4, out _));
+        var st = dir.File("empty.safetensors");
+        SafetensorsWriter.Write(st, [("prompt_embeddings", [0, 4], Array.Empty<float>())], null);
+        Fails(st, "prompt is [0, 4]; a prompt needs at least 1 row", () => PromptFile.Load(st, 4, out _));
+    }
+
+    /// <summary>Issue 21 findings 7 and 8: PEFT fields that cannot describe the stored tensor.</summary>
+    [Theory]
+    [InlineData("""{"num_virtual_tokens": -3}""", "num_virtual_tokens is -3; a prompt needs at least 1 row")]
+    [InlineData("""{"num_virtual_tokens": 0}""", "num_virtual_tokens is 0")]
+    [InlineData("""{"num_virtual_tokens": -3, "num_transformer_submodules": -2}""", "num_transformer_submodules is -2")]
+    [InlineData("""{"num_virtual_tokens": 3, "token_dim": 8}""", "token_dim is 8 but prompt_embeddings is [6, 4]")]
+    public void PeftConfigDisagreeingWithTheTensor(string config, string says)
+    {
+        using var dir = new TempDir();
+        SafetensorsWriter.Write(dir.File("adapter_model.safetensors"), [("prompt_embeddings", [6, 4], new float[24])], null);
+        File.WriteAllText(dir.File("adapter_config.json"), config);
+        Fails(dir.File("adapter_config.json"), says, () => PromptFile.Load(dir.Path, 4, out _));
+    }
 }

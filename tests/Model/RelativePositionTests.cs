@@ -42,4 +42,27 @@ public sealed class RelativePositionTests
     [InlineData(-1000, false, 31)]
     public void BucketMatchesHuggingFace(int relative, bool bidirectional, int expected) =>
         Assert.Equal(expected, RelativePosition.Bucket(relative, bidirectional, 32, 128));
+
+    /// <summary>The range T5Config accepts (issue 21 finding 5: num_buckets >= 4, max_distance >
+    /// num_buckets / 2) is exactly where every bucket, both directions, lands in [0, num_buckets):
+    /// at its smallest max_distance and beyond, and just below it the decoder's buckets break.</summary>
+    [Theory]
+    [InlineData(4)]
+    [InlineData(5)]
+    [InlineData(8)]
+    [InlineData(32)]
+    [InlineData(33)]
+    public void BucketsStayInTheTableOverTheRangeTheConfigAccepts(int numBuckets)
+    {
+        foreach (int maxDistance in new[] { numBuckets / 2 + 1, numBuckets / 2 + 2, 128 })
+        {
+            Assert.Null(new T5Config { RelativeAttentionNumBuckets = numBuckets, RelativeAttentionMaxDistance = maxDistance }.Problem());
+            foreach (bool bidirectional in new[] { true, false })
+                for (int relative = -1000; relative <= 1000; relative++)
+                    Assert.InRange(RelativePosition.Bucket(relative, bidirectional, numBuckets, maxDistance), 0, numBuckets - 1);
+        }
+        int tooClose = numBuckets / 2;
+        Assert.NotNull(new T5Config { RelativeAttentionNumBuckets = numBuckets, RelativeAttentionMaxDistance = tooClose }.Problem());
+        Assert.Contains(Enumerable.Range(-1000, 2001), r => RelativePosition.Bucket(r, false, numBuckets, tooClose) is var b && (b < 0 || b >= numBuckets));
+    }
 }

@@ -82,6 +82,11 @@ public sealed class T5ConfigTests
     [InlineData("""{"model_type": "bart"}""", "model_type is \"bart\"")]
     [InlineData("""{"vocab_size": 10, "eos_token_id": 10}""", "eos_token_id 10 is outside the vocabulary")]
     [InlineData("{", "not a valid T5 config")]
+    // Issue 21 finding 5: these reached RelativePosition.Bucket and came out negative or NaN.
+    [InlineData("""{"relative_attention_num_buckets": 32, "relative_attention_max_distance": 1}""", "relative_attention_max_distance 1 with relative_attention_num_buckets 32: max_distance must be greater than num_buckets / 2 = 16")]
+    [InlineData("""{"relative_attention_num_buckets": 32, "relative_attention_max_distance": 8}""", "relative_attention_max_distance 8 with relative_attention_num_buckets 32")]
+    [InlineData("""{"relative_attention_num_buckets": 32, "relative_attention_max_distance": 16}""", "must be greater than num_buckets / 2 = 16")]
+    [InlineData("""{"relative_attention_num_buckets": 2, "relative_attention_max_distance": 128}""", "relative_attention_num_buckets is 2; it must be at least 4")]
     public void BadConfig(string json, string says)
     {
         using var dir = new TempDir();

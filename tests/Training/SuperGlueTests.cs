@@ -47,6 +47,12 @@ public sealed class SuperGlueTests : IDisposable
     [InlineData("""{"premise": "P.", "label": 0}""", "line 1: missing field \"hypothesis\" of a rte example")]
     [InlineData("""{"premise": "P.", "hypothesis": "H.", "label": 1.5}""", "line 1: label 1.5 is not one of entailment, not_entailment")]
     [InlineData("""["P.", "H."]""", "line 1: expected a JSON object")]
+    // Issue 21 finding 7: these were formatted into the input as JSON text, or an internal error.
+    [InlineData("""{"premise": ["P."], "hypothesis": "H.", "label": 0}""", "line 1: field \"premise\" is [\"P.\"]; a rte feature is text")]
+    [InlineData("""{"premise": "P.", "hypothesis": null, "label": 0}""", "line 1: field \"hypothesis\" is null; a rte feature is text")]
+    [InlineData("""{"premise": "P.", "hypothesis": "H.", "label": 99999999999}""", "line 1: label 99999999999 is not one of entailment, not_entailment")]
+    [InlineData("""{"premise": "P.", "hypothesis": "H.", "label": [0]}""", "line 1: label [0] is not one of entailment, not_entailment")]
+    [InlineData("""{"premise": "P.\ud800", "hypothesis": "H.", "label": 0}""", "line 1: Cannot read incomplete UTF-16 JSON text as string with missing low surrogate")]
     public void ALineThatCannotBeTrainedOnIsAnErrorNamingIt(string line, string message)
     {
         var e = Assert.Throws<ModelFormatException>(() => Read("rte", line));

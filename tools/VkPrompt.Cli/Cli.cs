@@ -96,6 +96,11 @@ internal static class Cli
                 stderr.WriteLine($"error: {OneLine(messages)} (see '{CommandPath(parse)} --help')");
                 return UserError;
             }
+            if (EmptyPath(parse) is { } empty)
+            {
+                stderr.WriteLine($"error: {empty} is an empty string; it names a file or directory");
+                return UserError;
+            }
             return parse.Invoke(new InvocationConfiguration { Output = stdout, Error = stderr, EnableDefaultExceptionHandler = false });
         }
         catch (Exception e) when (IsUserError(e))
@@ -112,6 +117,14 @@ internal static class Cli
             return InternalError;
         }
     }
+
+    /// <summary>The first path option (its help name FILE, DIR or ...PATH) given as "": .NET
+    /// refuses an empty path with an ArgumentException that names no option, and "" is never
+    /// the file a user meant (a shell variable that was not set).</summary>
+    static string? EmptyPath(ParseResult parse) =>
+        parse.CommandResult.Children.OfType<OptionResult>()
+            .FirstOrDefault(o => o.Option.HelpName is "FILE" or "DIR" || o.Option.HelpName?.EndsWith("PATH", StringComparison.Ordinal) == true
+                                 ? o.Tokens.Any(t => t.Value.Length == 0) : false)?.Option.Name;
 
     sealed class PrintVersion : SynchronousCommandLineAction
     {
@@ -132,6 +145,9 @@ internal static class Cli
         [Training.Setting.Resume] = "--resume",
         [Training.Setting.Overwrite] = "--overwrite",
         [Training.Setting.PromptLength] = "--prompt-length",
+        [Training.Setting.BatchSize] = "--batch-size",
+        [Training.Setting.MaxInputLength] = "--max-input-length",
+        [Training.Setting.Seed] = "--seed",
         [Training.Setting.Init] = "--init",
         [Training.Setting.Choices] = "--choices",
         [Training.Setting.LearningRate] = "--lr",
@@ -148,7 +164,7 @@ internal static class Cli
     static string SmallerWork(ParseResult parse)
     {
         var names = parse.CommandResult.Command.Options.Select(o => o.Name).ToHashSet();
-        var ways = new[] { "--batch-size", "--max-input-length", "--recompute" }.Where(names.Contains).ToList();
+        var ways = new[] { "--batch-size", "--max-input-length", "--prompt-length", "--recompute" }.Where(names.Contains).ToList();
         if (names.Contains("--attention") && AttentionFusions.Parse(parse.GetValue<string>("--attention") ?? "") != AttentionFusion.Fused)
             ways.Add("--attention fused");
         return ways.Count == 0 ? "" : $"; the work is too large for this device: a smaller {string.Join(", ", ways)} needs less memory";

@@ -45,7 +45,11 @@ internal static class PromptArg
     static (string Name, string Path) Parse(string arg)
     {
         int eq = arg.IndexOf('=');
-        if (eq > 0 && !File.Exists(arg) && !Directory.Exists(arg)) return (arg[..eq], arg[(eq + 1)..]);
+        if (eq > 0 && !File.Exists(arg) && !Directory.Exists(arg))
+        {
+            if (eq == arg.Length - 1) throw new UsageException($"--prompt {arg} names no file: expected NAME=PATH");
+            return (arg[..eq], arg[(eq + 1)..]);
+        }
         return (System.IO.Path.GetFileNameWithoutExtension(System.IO.Path.TrimEndingDirectorySeparator(arg)), arg);
     }
 }

@@ -45,8 +45,13 @@ public sealed class CpuBackend : Backend
     static float[] F(Tensor t) => ((CpuTensor)t).F;
     static int[] I(Tensor t) => ((CpuTensor)t).I;
 
-    internal override Tensor Floats(long length, string name, bool hostVisible = false) => Track(new CpuTensor(name, length, false, this));
-    internal override Tensor Ints(long length, string name, bool hostVisible = false) => Track(new CpuTensor(name, length, true, this));
+    internal override Tensor Floats(long length, string name, bool hostVisible = false) => Track(new CpuTensor(name, Fitting(length, name), false, this));
+    internal override Tensor Ints(long length, string name, bool hostVisible = false) => Track(new CpuTensor(name, Fitting(length, name), true, this));
+
+    /// <summary>The reference backend's tensors are .NET arrays: a longer one is work too large for
+    /// it, said as a Vulkan device says a buffer exceeds its largest allocation, not an overflow.</summary>
+    static long Fitting(long length, string name) => length <= Array.MaxLength ? length
+        : throw GpuException.TooLarge($"buffer {name} of {length} elements exceeds the largest array the cpu backend can hold ({Array.MaxLength})");
     internal override Tensor Table(int rows, int cols, string name, WeightPrecision precision = WeightPrecision.Fp32) =>
         Track(new CpuTensor(name, (long)rows * cols, false, this, precision));
 

@@ -145,6 +145,9 @@ internal sealed unsafe class SafetensorsFile : IDisposable
         stream.ReadExactly(header);
         long dataStart = 8 + (long)headerLength;
 
+        // The format's header is UTF-8 JSON; System.Text.Json would accept invalid bytes inside a
+        // string until the name is read, and then throw an error that names no file.
+        if (!System.Text.Unicode.Utf8.IsValid(header)) throw new ModelFormatException(path, "header is not valid UTF-8");
         JsonDocument doc;
         try { doc = JsonDocument.Parse(header); }
         catch (JsonException e) { throw new ModelFormatException(path, $"header is not valid JSON: {e.Message}"); }

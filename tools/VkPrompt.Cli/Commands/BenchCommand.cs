@@ -150,6 +150,9 @@ internal static class BenchCommand
     {
         var c = ckpt.Config;
         var shape = s.Batch;
+        long elements = BatchShape.LargestActivation(shape.Batch, (long)shape.PromptLength + shape.InputLength, shape.TargetLength, c);
+        if (elements > BatchShape.MaxElements)
+            throw new UsageException($"--batch-size {shape.Batch} with --input-length {shape.InputLength} and --prompt-length {shape.PromptLength} needs activations of {elements} elements, more than the {BatchShape.MaxElements} a buffer can index: make them smaller");
         var examples = SyntheticBatch.Create(shape.Batch, shape.InputLength, shape.TargetLength, c);
         long parameters = T5Names.All(c).Sum(t => ckpt.Info(t.Name).ElementCount);
         console.WriteLine(string.Create(CultureInfo.InvariantCulture,
