@@ -92,8 +92,9 @@ internal sealed class PromptTrainer : IDisposable
         if (last is { } kept && kept.Pass.Shape == shape) return kept;
         DisposeStep();
         // The step's products as the pass below will emit them, traced before it allocates its
-        // activations, so that the tuner's scratch operands come and go while the most memory is free.
-        be.TuneMatMul(T5Pass.Trace(weights.Config, shape, activations, dropout, weights.Precision, be.FusesAttention));
+        // activations, so that the tuner's scratch operands come and go while the most memory is
+        // free; traced only where a tuner will use them, since shapes change on most steps of real data.
+        if (be.TunesMatMul) be.TuneMatMul(T5Pass.Trace(weights.Config, shape, activations, dropout, weights.Precision, be.FusesAttention));
         var pass = new T5Pass(weights, shape, activations, prompt, dropout);
         var rec = be.Record(() =>
         {

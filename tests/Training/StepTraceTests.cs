@@ -30,6 +30,7 @@ public sealed class StepTraceTests
     {
         public readonly List<(IReadOnlyList<TracedProduct> Products, int EmittedBefore)> Tunings = new();
 
+        internal override bool TunesMatMul => true;
         internal override void TuneMatMul(IReadOnlyList<TracedProduct> products) => Tunings.Add((products, Products.Count));
     }
 

@@ -139,6 +139,9 @@ public abstract class Backend : IDisposable
     /// every product it will emit), before the program allocates its tensors: a backend that has
     /// tilings to choose between may time them now, outside any recording, while the most memory
     /// is free. The others, this default, ignore it.</summary>
+    /// <summary>Whether <see cref="TuneMatMul"/> does anything here, so a caller traces a step's
+    /// products only for a backend that will tune them.</summary>
+    internal virtual bool TunesMatMul => false;
     internal virtual void TuneMatMul(IReadOnlyList<TracedProduct> products) { }
     internal abstract void RmsNorm(Tensor x, Tensor w, Tensor y, int rows, int dim, float eps);
     internal abstract void RmsNormBackward(Tensor x, Tensor w, Tensor dy, Tensor dx, int rows, int dim, float eps, bool accumulate);

@@ -119,9 +119,11 @@ public sealed class GpuBackend(GpuContext ctx, bool ownsContext = false) : Backe
 
     /// <summary>Tunes the products (<see cref="MatMulTuner"/>) where <see cref="MatMulTuner.Enabled"/>
     /// says so (<see cref="DevicePlan.TunesProducts"/>).</summary>
+    internal override bool TunesMatMul => MatMulTuner.Enabled(ctx);
+
     internal override void TuneMatMul(IReadOnlyList<TracedProduct> products)
     {
-        if (MatMulTuner.Enabled(ctx)) MatMulTuner.Tune(ctx, products.Select(p => (p.Spec, p.Weight ?? WeightPrecision.Fp32)));
+        if (TunesMatMul) MatMulTuner.Tune(ctx, products.Select(p => (p.Spec, p.Weight ?? WeightPrecision.Fp32)));
     }
 
     internal override void RmsNorm(Tensor x, Tensor w, Tensor y, int rows, int dim, float eps) => RmsNormKernel.Forward(G, Buf(x), Buf(w), Buf(y), rows, dim, eps);
