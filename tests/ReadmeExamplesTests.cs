@@ -46,11 +46,11 @@ public sealed class ReadmeExamplesTests(GpuFixture f) : GpuTest(f)
     [Fact]
     public void ScoringOnAHostsDeviceGivesTheGoldenScores()
     {
-        var host = new HostDevice();
+        var host = new TestHost();
         ScoreResult[] scores;
         try
         {
-            scores = ReadmeExamples.ScoreOnHostDevice(host.Vk, host.Instance, host.PhysicalDevice, host.Device, host.Queue, host.QueueFamily, ModelTestFiles.TinyV11,
+            scores = ReadmeExamples.ScoreOnHostDevice(host.Declared, ModelTestFiles.TinyV11,
                                                       Path.Combine(CaseDir("p8"), "data.jsonl"), Path.Combine(CaseDir("p8"), "prompt0.safetensors"));
         }
         finally { host.Dispose(); }

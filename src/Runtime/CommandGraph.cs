@@ -10,19 +10,28 @@ internal readonly record struct DispatchTiming(string Label, double Milliseconds
 
 /// <summary>
 /// A sequence of GPU work recorded once and replayed (Kompute's "sequence"): dispatches, fills
-/// and copies are appended, the command buffer is built on the first <see cref="Run"/>, and every
-/// later run resubmits it unchanged. Barriers are derived from each kernel's declared binding
-/// access: a global memory barrier goes in only where an op reads or writes a buffer that an
-/// earlier op since the last barrier wrote (RAW, WAW), or writes one it read (WAR).
+/// and copies are appended, the op list is sealed on the first submit, and every run replays it
+/// unchanged, as one submit (<see cref="Submit"/>, <see cref="Run"/>) or in slices that fit a
+/// GPU-time budget (<see cref="Advance"/>), each submit returning a <see cref="GpuTicket"/> at
+/// once. Barriers are derived from each kernel's declared binding access: a global memory
+/// barrier goes in only where an op reads or writes a buffer that an earlier op since the last
+/// barrier wrote (RAW, WAW), or writes one it read (WAR).
 /// </summary>
 internal sealed unsafe class CommandGraph : IDisposable
 {
     readonly GpuContext ctx;
     readonly List<Op> ops = new();
-    CommandBuffer commandBuffer;
+    readonly Dictionary<(int Start, int End, bool Stamps), CommandBuffer> segments = new();
     DescriptorPool descriptorPool;
     QueryPool queryPool;
-    bool built, disposed;
+    DescriptorSet[] descriptorSets = [];
+    bool[] barrierBefore = [];
+    double?[] estimateMs = [];
+    bool sealedGraph, disposed;
+    int next = -1;
+    GpuTicket last;
+    readonly List<PendingSlice> runSlices = new();
+    readonly List<SliceTiming> sliceTimings = new();
     readonly List<DispatchTiming> timings = new();
     readonly List<string> phases = new();
     string phasePath = "";
@@ -36,8 +45,11 @@ internal sealed unsafe class CommandGraph : IDisposable
     public int BarrierCount { get; private set; }
     public bool Profiling { get; }
 
-    /// <summary>Per-op GPU time of the last run, when profiling is on.</summary>
-    public IReadOnlyList<DispatchTiming> Timings => timings;
+    /// <summary>Per-op GPU time of the last completed run, when profiling is on.</summary>
+    public IReadOnlyList<DispatchTiming> Timings
+    {
+        get { CollectIfComplete(); return timings; }
+    }
 
     public CommandGraph(GpuContext ctx, bool? profiling = null)
     {
@@ -152,19 +164,136 @@ internal sealed unsafe class CommandGraph : IDisposable
     void CheckOpen()
     {
         ObjectDisposedException.ThrowIf(disposed, this);
-        if (built) throw new InvalidOperationException("this command graph was already recorded; create a new one to change it");
+        if (sealedGraph) throw new InvalidOperationException("this command graph was already submitted; create a new one to change it");
     }
 
-    /// <summary>Submits the recorded work and waits for it. Records on the first call.</summary>
-    public void Run()
+    /// <summary>Submits the recorded work and waits for it (a whole run, or the rest of one that
+    /// <see cref="Advance"/> began).</summary>
+    public void Run() => Submit([]).Wait();
+
+    /// <summary>The ticket of the last submit: once complete, everything submitted so far is.</summary>
+    public GpuTicket Ticket => last;
+
+    /// <summary>Whether part of a run has been submitted and the rest has not.</summary>
+    public bool RunInProgress => next >= 0 && next < ops.Count;
+
+    /// <summary>Ops of the current run not yet submitted (all of them when no run is open).</summary>
+    public int OpsLeft => RunInProgress ? ops.Count - next : ops.Count;
+
+    /// <summary>Submits every op of the run not yet submitted, after <paramref name="waits"/>, and
+    /// returns at once with the ticket of its completion. A new run begins when the last one was
+    /// wholly submitted; its ops must be complete by then (buffers are reused between runs).</summary>
+    public GpuTicket Submit(ReadOnlySpan<GpuWait> waits)
+    {
+        BeginRunIfNeeded();
+        return SubmitSegment(next, ops.Count, Profiling, waits, estimate: null);
+    }
+
+    /// <summary>
+    /// Submits the next ops of the run whose estimated GPU time fits <paramref name="budgetMs"/>
+    /// and returns at once. Estimates are the measured times of earlier runs of this graph (a
+    /// decaying maximum, so one fast run does not shrink them at once); an op never measured
+    /// goes alone, the safe default, and so does an op longer than the budget, which the report
+    /// names. A run advanced in slices computes exactly what one submit of it would: the same
+    /// ops in the same order, with barriers at least where the whole run has them.
+    /// </summary>
+    public SliceReport Advance(double budgetMs, ReadOnlySpan<GpuWait> waits)
+    {
+        if (!(budgetMs > 0)) throw new ArgumentOutOfRangeException(nameof(budgetMs), budgetMs, "a GPU-time budget must be positive");
+        BeginRunIfNeeded();
+        int start = next, end = start;
+        double sum = 0;
+        string? overBudget = null;
+        while (end < ops.Count)
+        {
+            if (estimateMs[end] is not double e)
+            {
+                if (end == start) end++;
+                break;
+            }
+            if (end > start && sum + e > budgetMs) break;
+            if (e > budgetMs) overBudget = OpName(end);
+            sum += e;
+            end++;
+            if (overBudget is not null) break;
+        }
+        double? estimate = end > start && estimateMs[start] is not null ? sum : null;
+        var ticket = SubmitSegment(start, end, stamps: true, waits, estimate);
+        return new SliceReport(ticket, start, end - start, ops.Count - end, estimate, overBudget);
+    }
+
+    string OpName(int i) => ops[i].Phase.Length == 0 ? ops[i].Label : $"{ops[i].Phase}/{ops[i].Label}";
+
+    /// <summary>The slices of the last completed run that recorded timestamps (every slice of
+    /// <see cref="Advance"/>; a whole submit only when profiling): their measured GPU time beside
+    /// the estimate they were cut by.</summary>
+    public IReadOnlyList<SliceTiming> SliceTimings
+    {
+        get { CollectIfComplete(); return sliceTimings; }
+    }
+
+    void BeginRunIfNeeded()
     {
         ObjectDisposedException.ThrowIf(disposed, this);
-        if (!built) Build();
-        ctx.Submit(commandBuffer);
-        if (Profiling) ReadTimings();
+        if (!sealedGraph) Seal();
+        if (RunInProgress) return;
+        if (!last.IsComplete)
+            throw new InvalidOperationException("the previous run of this recording is still in flight: wait for its ticket before starting the next (they share buffers)");
+        CollectIfComplete();
+        next = 0;
     }
 
-    void Build()
+    GpuTicket SubmitSegment(int start, int end, bool stamps, ReadOnlySpan<GpuWait> waits, double? estimate)
+    {
+        stamps &= ctx.Capabilities.TimestampsSupported;
+        var key = (start, end, stamps);
+        if (!segments.TryGetValue(key, out var cb)) segments[key] = cb = RecordSegment(start, end, stamps);
+        last = ctx.Submit(cb, waits);
+        next = end;
+        if (stamps && end > start) runSlices.Add(new PendingSlice(start, end, estimate));
+        return last;
+    }
+
+    readonly record struct PendingSlice(int Start, int End, double? EstimateMs);
+
+    /// <summary>Reads the timestamps of the last run once it is complete: per-op timings (when
+    /// profiling), slice timings and the estimates <see cref="Advance"/> cuts by.</summary>
+    void CollectIfComplete()
+    {
+        if (runSlices.Count == 0 || !last.IsComplete) return;
+        var stamps = new ulong[2 * ops.Count];
+        double period = ctx.Capabilities.TimestampPeriodNs * 1e-6;
+        sliceTimings.Clear();
+        foreach (var slice in runSlices)
+        {
+            int first = 2 * slice.Start, count = 2 * (slice.End - slice.Start);
+            fixed (ulong* s = &stamps[first])
+                GpuException.Check(ctx.Vk.GetQueryPoolResults(ctx.Device, queryPool, (uint)first, (uint)count, (nuint)(count * 8), s, 8,
+                    QueryResultFlags.Result64Bit | QueryResultFlags.ResultWaitBit), "vkGetQueryPoolResults");
+            double longest = 0;
+            for (int i = slice.Start; i < slice.End; i++)
+            {
+                double ms = (stamps[2 * i + 1] - stamps[2 * i]) * period;
+                longest = Math.Max(longest, ms);
+                // A decaying maximum: a slow outlier keeps its op alone for a few runs, and a
+                // one-off fast run does not pack ops into slices that then overrun the budget.
+                estimateMs[i] = estimateMs[i] is double old ? Math.Max(ms, EstimateDecay * old) : ms;
+            }
+            double total = (stamps[2 * slice.End - 1] - stamps[2 * slice.Start]) * period;
+            sliceTimings.Add(new SliceTiming(slice.Start, slice.End - slice.Start, total, slice.EstimateMs, longest));
+        }
+        bool whole = runSlices.Sum(r => r.End - r.Start) == ops.Count;
+        runSlices.Clear();
+        timings.Clear();
+        if (Profiling && whole)
+            for (int i = 0; i < ops.Count; i++)
+                timings.Add(new DispatchTiming(ops[i].Label, (stamps[2 * i + 1] - stamps[2 * i]) * period, ops[i].Phase));
+    }
+
+    const double EstimateDecay = 0.8;
+
+    /// <summary>Fixes the op list: one descriptor set per dispatch, and where barriers go.</summary>
+    void Seal()
     {
         var vk = ctx.Vk;
         int dispatches = DispatchCount;
@@ -181,22 +310,19 @@ internal sealed unsafe class CommandGraph : IDisposable
             };
             GpuException.Check(vk.CreateDescriptorPool(ctx.Device, &poolInfo, null, out descriptorPool), "vkCreateDescriptorPool");
         }
-        if (Profiling && ops.Count > 0)
+        if (ctx.Capabilities.TimestampsSupported && ops.Count > 0)
         {
             var qInfo = new QueryPoolCreateInfo { SType = StructureType.QueryPoolCreateInfo, QueryType = QueryType.Timestamp, QueryCount = (uint)(2 * ops.Count) };
             GpuException.Check(vk.CreateQueryPool(ctx.Device, &qInfo, null, out queryPool), "vkCreateQueryPool");
         }
+        descriptorSets = new DescriptorSet[ops.Count];
+        for (int i = 0; i < ops.Count; i++)
+            if (ops[i].Kernel is not null) descriptorSets[i] = WriteDescriptorSet(ops[i]);
+        estimateMs = new double?[ops.Count];
 
-        commandBuffer = ctx.AllocateCommandBuffer();
-        var begin = new CommandBufferBeginInfo { SType = StructureType.CommandBufferBeginInfo };
-        GpuException.Check(vk.BeginCommandBuffer(commandBuffer, &begin), "vkBeginCommandBuffer");
-        if (Profiling && ops.Count > 0) vk.CmdResetQueryPool(commandBuffer, queryPool, 0, (uint)(2 * ops.Count));
-
-        // Work from an earlier submission (a previous replay, an upload) must be complete and
-        // visible before the first op here; one barrier at the top covers every buffer.
-        Barrier(PipelineStageFlags.AllCommandsBit, AccessFlags.MemoryWriteBit, PipelineStageFlags.ComputeShaderBit | PipelineStageFlags.TransferBit,
-                AccessFlags.ShaderReadBit | AccessFlags.ShaderWriteBit | AccessFlags.TransferReadBit | AccessFlags.TransferWriteBit);
-
+        // A global memory barrier goes before an op that reads or writes a buffer an earlier op
+        // since the last barrier wrote (RAW, WAW), or writes one it read (WAR).
+        barrierBefore = new bool[ops.Count];
         var written = new HashSet<ulong>();
         var read = new HashSet<ulong>();
         for (int i = 0; i < ops.Count; i++)
@@ -212,9 +338,7 @@ internal sealed unsafe class CommandGraph : IDisposable
             if (hazard)
             {
                 BarrierCount++;
-                Barrier(PipelineStageFlags.ComputeShaderBit | PipelineStageFlags.TransferBit, AccessFlags.ShaderWriteBit | AccessFlags.TransferWriteBit,
-                        PipelineStageFlags.ComputeShaderBit | PipelineStageFlags.TransferBit,
-                        AccessFlags.ShaderReadBit | AccessFlags.ShaderWriteBit | AccessFlags.TransferReadBit | AccessFlags.TransferWriteBit);
+                barrierBefore[i] = true;
                 written.Clear();
                 read.Clear();
             }
@@ -222,35 +346,71 @@ internal sealed unsafe class CommandGraph : IDisposable
                 (op.Access[b] == Access.Read ? read : written).Add(op.Buffers[b].Handle.Handle);
             for (int b = 0; b < op.Buffers.Length; b++)
                 if (op.Access[b] == Access.ReadWrite) read.Add(op.Buffers[b].Handle.Handle);
-
-            if (Profiling) vk.CmdWriteTimestamp(commandBuffer, PipelineStageFlags.TopOfPipeBit, queryPool, (uint)(2 * i));
-            Record(op);
-            if (Profiling) vk.CmdWriteTimestamp(commandBuffer, PipelineStageFlags.BottomOfPipeBit, queryPool, (uint)(2 * i + 1));
         }
-
-        // Results are read through mapped pointers after the fence; make the writes host-visible.
-        Barrier(PipelineStageFlags.ComputeShaderBit | PipelineStageFlags.TransferBit, AccessFlags.ShaderWriteBit | AccessFlags.TransferWriteBit,
-                PipelineStageFlags.HostBit, AccessFlags.HostReadBit);
-        GpuException.Check(vk.EndCommandBuffer(commandBuffer), "vkEndCommandBuffer");
-        built = true;
+        sealedGraph = true;
     }
 
-    void Record(Op op)
+    /// <summary>The command buffer of ops [start, end): what runs in one submit. A barrier at the
+    /// top covers every buffer, so the work of earlier submits (the slice before, an upload) is
+    /// complete and visible first; inside, the barriers of the whole run (a barrier the whole
+    /// run has before an op is needed in any slice that holds the op and an earlier one, and one
+    /// it lacks is not, since the slice's ops since its last barrier are a subset of the whole
+    /// run's).</summary>
+    CommandBuffer RecordSegment(int start, int end, bool stamps)
     {
         var vk = ctx.Vk;
+        var cb = ctx.AllocateCommandBuffer();
+        var begin = new CommandBufferBeginInfo { SType = StructureType.CommandBufferBeginInfo };
+        GpuException.Check(vk.BeginCommandBuffer(cb, &begin), "vkBeginCommandBuffer");
+        if (stamps && end > start) vk.CmdResetQueryPool(cb, queryPool, (uint)(2 * start), (uint)(2 * (end - start)));
+        Barrier(cb, PipelineStageFlags.AllCommandsBit, AccessFlags.MemoryWriteBit, PipelineStageFlags.ComputeShaderBit | PipelineStageFlags.TransferBit,
+                AccessFlags.ShaderReadBit | AccessFlags.ShaderWriteBit | AccessFlags.TransferReadBit | AccessFlags.TransferWriteBit);
+        for (int i = start; i < end; i++)
+        {
+            if (i > start && barrierBefore[i])
+                Barrier(cb, PipelineStageFlags.ComputeShaderBit | PipelineStageFlags.TransferBit, AccessFlags.ShaderWriteBit | AccessFlags.TransferWriteBit,
+                        PipelineStageFlags.ComputeShaderBit | PipelineStageFlags.TransferBit,
+                        AccessFlags.ShaderReadBit | AccessFlags.ShaderWriteBit | AccessFlags.TransferReadBit | AccessFlags.TransferWriteBit);
+            if (stamps) vk.CmdWriteTimestamp(cb, PipelineStageFlags.TopOfPipeBit, queryPool, (uint)(2 * i));
+            Record(cb, i);
+            if (stamps) vk.CmdWriteTimestamp(cb, PipelineStageFlags.BottomOfPipeBit, queryPool, (uint)(2 * i + 1));
+        }
+        // Results are read through mapped pointers once the ticket completes; make the writes host-visible.
+        Barrier(cb, PipelineStageFlags.ComputeShaderBit | PipelineStageFlags.TransferBit, AccessFlags.ShaderWriteBit | AccessFlags.TransferWriteBit,
+                PipelineStageFlags.HostBit, AccessFlags.HostReadBit);
+        GpuException.Check(vk.EndCommandBuffer(cb), "vkEndCommandBuffer");
+        return cb;
+    }
+
+    void Record(CommandBuffer cb, int i)
+    {
+        var vk = ctx.Vk;
+        var op = ops[i];
         if (op.Kernel is null)
         {
             if (op.Buffers.Length == 1)
-                vk.CmdFillBuffer(commandBuffer, op.Buffers[0].Handle, 0, Vk.WholeSize, (uint)op.FillValue);
+                vk.CmdFillBuffer(cb, op.Buffers[0].Handle, 0, Vk.WholeSize, (uint)op.FillValue);
             else
             {
                 var region = new BufferCopy(0, 0, (ulong)op.CopyBytes);
-                vk.CmdCopyBuffer(commandBuffer, op.Buffers[0].Handle, op.Buffers[1].Handle, 1, &region);
+                vk.CmdCopyBuffer(cb, op.Buffers[0].Handle, op.Buffers[1].Handle, 1, &region);
             }
             return;
         }
         var k = op.Kernel;
-        var layout = k.SetLayout;
+        var set = descriptorSets[i];
+        vk.CmdBindPipeline(cb, PipelineBindPoint.Compute, k.Pipeline);
+        vk.CmdBindDescriptorSets(cb, PipelineBindPoint.Compute, k.PipelineLayout, 0, 1, &set, 0, null);
+        if (op.Push.Length > 0)
+            fixed (byte* p = op.Push)
+                vk.CmdPushConstants(cb, k.PipelineLayout, ShaderStageFlags.ComputeBit, 0, (uint)op.Push.Length, p);
+        vk.CmdDispatch(cb, op.Groups.X, op.Groups.Y, op.Groups.Z);
+    }
+
+    DescriptorSet WriteDescriptorSet(Op op)
+    {
+        var vk = ctx.Vk;
+        var layout = op.Kernel!.SetLayout;
         var alloc = new DescriptorSetAllocateInfo
         {
             SType = StructureType.DescriptorSetAllocateInfo,
@@ -276,31 +436,13 @@ internal sealed unsafe class CommandGraph : IDisposable
             };
         }
         vk.UpdateDescriptorSets(ctx.Device, (uint)n, writes, 0, null);
-        vk.CmdBindPipeline(commandBuffer, PipelineBindPoint.Compute, k.Pipeline);
-        vk.CmdBindDescriptorSets(commandBuffer, PipelineBindPoint.Compute, k.PipelineLayout, 0, 1, &set, 0, null);
-        if (op.Push.Length > 0)
-            fixed (byte* p = op.Push)
-                vk.CmdPushConstants(commandBuffer, k.PipelineLayout, ShaderStageFlags.ComputeBit, 0, (uint)op.Push.Length, p);
-        vk.CmdDispatch(commandBuffer, op.Groups.X, op.Groups.Y, op.Groups.Z);
+        return set;
     }
 
-    void Barrier(PipelineStageFlags src, AccessFlags srcAccess, PipelineStageFlags dst, AccessFlags dstAccess)
+    void Barrier(CommandBuffer cb, PipelineStageFlags src, AccessFlags srcAccess, PipelineStageFlags dst, AccessFlags dstAccess)
     {
         var mb = new MemoryBarrier { SType = StructureType.MemoryBarrier, SrcAccessMask = srcAccess, DstAccessMask = dstAccess };
-        ctx.Vk.CmdPipelineBarrier(commandBuffer, src, dst, 0, 1, &mb, 0, null, 0, null);
-    }
-
-    void ReadTimings()
-    {
-        timings.Clear();
-        if (ops.Count == 0) return;
-        var stamps = new ulong[2 * ops.Count];
-        fixed (ulong* s = stamps)
-            GpuException.Check(ctx.Vk.GetQueryPoolResults(ctx.Device, queryPool, 0, (uint)stamps.Length, (nuint)(stamps.Length * 8), s, 8,
-                QueryResultFlags.Result64Bit | QueryResultFlags.ResultWaitBit), "vkGetQueryPoolResults");
-        double period = ctx.Capabilities.TimestampPeriodNs * 1e-6;
-        for (int i = 0; i < ops.Count; i++)
-            timings.Add(new DispatchTiming(ops[i].Label, (stamps[2 * i + 1] - stamps[2 * i]) * period, ops[i].Phase));
+        ctx.Vk.CmdPipelineBarrier(cb, src, dst, 0, 1, &mb, 0, null, 0, null);
     }
 
     public void Dispose()
@@ -308,9 +450,9 @@ internal sealed unsafe class CommandGraph : IDisposable
         if (disposed) return;
         disposed = true;
         var vk = ctx.Vk;
-        // No wait: Run returns only after its submit's fence signalled (GpuContext.Submit), so the
-        // command buffer is not in use, and a queue wait idle would wait for a host's work too.
-        if (commandBuffer.Handle != 0) ctx.FreeCommandBuffer(commandBuffer);
+        // Our own last submit only: a queue wait idle would wait for a host's work too.
+        last.Wait();
+        foreach (var cb in segments.Values) ctx.FreeCommandBuffer(cb);
         if (descriptorPool.Handle != 0) vk.DestroyDescriptorPool(ctx.Device, descriptorPool, null);
         if (queryPool.Handle != 0) vk.DestroyQueryPool(ctx.Device, queryPool, null);
         foreach (var state in kernelState.Values) (state as IDisposable)?.Dispose();

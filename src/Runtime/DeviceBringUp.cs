@@ -32,6 +32,23 @@ internal static unsafe class DeviceBringUp
         }
     }
 
+    /// <summary>The Vulkan API resolved through a host's vkGetInstanceProcAddr
+    /// (<see cref="HostDevice.GetInstanceProcAddr"/>), so the context calls through the host's
+    /// loader and layers. Device functions resolved through the instance work for every device of
+    /// it (they dispatch on the device handle).</summary>
+    internal static Vk LoadVulkan(Instance instance, nint getInstanceProcAddr)
+    {
+        var gipa = (delegate* unmanaged[Cdecl]<Instance, byte*, nint>)getInstanceProcAddr;
+        return new Vk(new Silk.NET.Core.Contexts.LamdaNativeContext(name =>
+        {
+            if (name == "vkGetInstanceProcAddr") return getInstanceProcAddr;
+            using var utf8 = new ScopedUtf8(name);
+            nint f = gipa(instance, utf8.Ptr);
+            // Global functions (vkEnumerateInstanceExtensionProperties, ...) answer only to a null instance.
+            return f != 0 ? f : gipa(default, utf8.Ptr);
+        }));
+    }
+
     /// <summary>The index of the device <paramref name="spec"/> names (<see cref="GpuOptions.Device"/>).</summary>
     internal static int Choose(IReadOnlyList<DeviceCapabilities> caps, string spec)
     {
@@ -224,11 +241,18 @@ internal static unsafe class DeviceBringUp
         var extensions = (byte**)SilkMarshal.StringArrayToPtr(names);
         try
         {
+            // Every submit signals the context's timeline semaphore (GpuTicket); core in 1.2.
+            var timeline = new PhysicalDeviceTimelineSemaphoreFeatures
+            {
+                SType = StructureType.PhysicalDeviceTimelineSemaphoreFeatures,
+                TimelineSemaphore = true,
+                PNext = &f16,
+            };
             var s16 = new PhysicalDevice16BitStorageFeatures
             {
                 SType = StructureType.PhysicalDevice16BitStorageFeatures,
                 StorageBuffer16BitAccess = caps.StorageBuffer16Bit,
-                PNext = &f16,
+                PNext = &timeline,
             };
             var info = new DeviceCreateInfo
             {

@@ -83,7 +83,7 @@ public sealed record DevicePlan
     public static DevicePlan For(DeviceCapabilities caps, GpuOptions options) =>
         new(caps, options, Kernel.IsEmbedded(KhrMatMulShader), Kernel.IsEmbedded(Nv2MatMulShader), ownsDevice: true);
 
-    /// <summary>The plan for a device a host created and lends (<see cref="GpuContext.Adopt"/>):
+    /// <summary>The plan for a device a host created and lends (<see cref="GpuContext.Adopt(HostDevice, GpuOptions?)"/>):
     /// no matrix units, no pipeline statistics, since Vulkan cannot report what the host enabled.</summary>
     internal static DevicePlan ForAdopted(DeviceCapabilities caps, GpuOptions options) => new(caps, options, false, false, ownsDevice: false);
 

@@ -1,13 +1,14 @@
 using System.Diagnostics;
 using System.Runtime.InteropServices;
 using Silk.NET.Vulkan;
+using Semaphore = Silk.NET.Vulkan.Semaphore;
 
 namespace VkPrompt.Runtime;
 
 /// <summary>
 /// One Vulkan device and everything VkPrompt keeps on it: memory pool, kernels, pipeline cache.
 /// It either creates its own instance and device (<see cref="Create"/>) or adopts handles a host
-/// already owns (<see cref="Adopt"/>); it destroys exactly what it created and nothing else.
+/// already owns (<see cref="Adopt(HostDevice, GpuOptions?)"/>); it destroys exactly what it created and nothing else.
 /// </summary>
 public sealed unsafe class GpuContext : IDisposable
 {
@@ -63,18 +64,22 @@ public sealed unsafe class GpuContext : IDisposable
     readonly GCHandle validationHandle;
     readonly DebugUtilsMessengerEXT messenger;
     readonly CommandPool commandPool;
-    readonly Fence fence;
+    readonly QueueLock? queueLock;
     readonly PipelineCacheStore pipelineCache;
     readonly Dictionary<KernelKey, Kernel> kernels = new();
     bool disposed;
 
     internal PipelineCache PipelineCache => pipelineCache.Handle;
 
+    /// <summary>The context's timeline: every submit signals its next value (<see cref="GpuTicket"/>).</summary>
+    internal GpuTimeline Timeline { get; }
+
     GpuContext(Vk vk, Instance instance, PhysicalDevice pd, Device device, Queue queue, uint family,
                DevicePlan plan, bool ownsInstance, bool ownsDevice,
-               GCHandle validationHandle, DebugUtilsMessengerEXT messenger, ValidationLog validation)
+               GCHandle validationHandle, DebugUtilsMessengerEXT messenger, ValidationLog validation, QueueLock? queueLock = null)
     {
         Vk = vk; Instance = instance; PhysicalDevice = pd; Device = device; Queue = queue; QueueFamily = family;
+        this.queueLock = queueLock;
         Plan = plan; Capabilities = plan.Capabilities; Options = plan.Options;
         this.ownsInstance = ownsInstance; this.ownsDevice = ownsDevice;
         this.validationHandle = validationHandle; this.messenger = messenger; Validation = validation;
@@ -86,8 +91,7 @@ public sealed unsafe class GpuContext : IDisposable
             Flags = CommandPoolCreateFlags.ResetCommandBufferBit,
         };
         GpuException.Check(vk.CreateCommandPool(device, &poolInfo, null, out commandPool), "vkCreateCommandPool");
-        var fenceInfo = new FenceCreateInfo { SType = StructureType.FenceCreateInfo };
-        GpuException.Check(vk.CreateFence(device, &fenceInfo, null, out fence), "vkCreateFence");
+        Timeline = new GpuTimeline(vk, device);
         Memory = new MemoryPool(this);
         pipelineCache = new PipelineCacheStore(this);
     }
@@ -130,16 +134,22 @@ public sealed unsafe class GpuContext : IDisposable
         }
     }
 
-    /// <summary>Uses a device the host already created. The caller keeps ownership of every
-    /// handle passed in and must keep them alive until this context is disposed. The
-    /// capabilities describe the physical device, since Vulkan cannot report what a host enabled:
-    /// fp16/bf16 weights need the host to have enabled storageBuffer16BitAccess. Products run on
-    /// the portable kernels, never the matrix units (<see cref="DevicePlan"/>).</summary>
-    public static GpuContext Adopt(Vk vk, Instance instance, PhysicalDevice physicalDevice, Device device, Queue queue, uint queueFamily, GpuOptions? options = null)
+    /// <summary>Uses a device the host created, as the host declares it (<see cref="HostDevice"/>):
+    /// the host keeps ownership of every handle, keeps them alive until this context is disposed,
+    /// and destroys them after it. Refused with a <see cref="GpuException"/> naming what is missing
+    /// where the declaration lacks what VkPrompt needs.</summary>
+    public static GpuContext Adopt(HostDevice host, GpuOptions? options = null)
     {
-        var caps = DeviceCapabilities.Query(vk, instance, physicalDevice, 0, DeviceBringUp.DeviceExtensions(vk, physicalDevice));
-        var plan = DevicePlan.ForAdopted(caps, options ?? new GpuOptions());
-        return new GpuContext(vk, instance, physicalDevice, device, queue, queueFamily, plan, false, false, default, default, new ValidationLog());
+        ArgumentNullException.ThrowIfNull(host);
+        options ??= new GpuOptions();
+        if (!host.EnabledFeatures.TimelineSemaphore)
+            throw new GpuException("the adopted device must have the timelineSemaphore feature enabled (VkPhysicalDeviceVulkan12Features::timelineSemaphore): every submit signals a timeline value");
+        var vk = host.GetInstanceProcAddr == 0 ? DeviceBringUp.LoadVulkan() : DeviceBringUp.LoadVulkan(host.Instance, host.GetInstanceProcAddr);
+        var caps = DeviceCapabilities.Query(vk, host.Instance, host.PhysicalDevice, 0, DeviceBringUp.DeviceExtensions(vk, host.PhysicalDevice));
+        var plan = DevicePlan.ForAdopted(caps, options);
+        vk.GetDeviceQueue(host.Device, host.QueueFamily, host.QueueIndex, out var queue);
+        return new GpuContext(vk, host.Instance, host.PhysicalDevice, host.Device, queue, host.QueueFamily, plan, false, false, default, default,
+                              new ValidationLog(), host.QueueLock);
     }
 
     /// <summary>What to tell a user whose machine has no Vulkan driver at all.</summary>
@@ -167,7 +177,8 @@ public sealed unsafe class GpuContext : IDisposable
 
     readonly record struct KernelKey(string Shader, string Specialization);
 
-    /// <summary>Records commands with <paramref name="record"/>, submits them and waits.</summary>
+    /// <summary>Records commands with <paramref name="record"/>, submits them and waits for them
+    /// (a blocking call: uploads and downloads through a staging buffer).</summary>
     internal void SubmitAndWait(Action<CommandBuffer> record)
     {
         var cb = AllocateCommandBuffer();
@@ -177,7 +188,7 @@ public sealed unsafe class GpuContext : IDisposable
             GpuException.Check(Vk.BeginCommandBuffer(cb, &begin), "vkBeginCommandBuffer");
             record(cb);
             GpuException.Check(Vk.EndCommandBuffer(cb), "vkEndCommandBuffer");
-            Submit(cb);
+            Submit(cb, []).Wait();
         }
         finally { FreeCommandBuffer(cb); }
     }
@@ -197,28 +208,70 @@ public sealed unsafe class GpuContext : IDisposable
 
     internal void FreeCommandBuffer(CommandBuffer cb) => Vk.FreeCommandBuffers(Device, commandPool, 1, &cb);
 
-    internal void Submit(CommandBuffer cb)
+    /// <summary>Submits <paramref name="cb"/> after <paramref name="waits"/> and returns at once
+    /// with the ticket its completion signals. The host's queue lock, if it lent one, is held
+    /// around the vkQueueSubmit alone.</summary>
+    internal GpuTicket Submit(CommandBuffer cb, ReadOnlySpan<GpuWait> waits)
     {
-        var submit = new SubmitInfo { SType = StructureType.SubmitInfo, CommandBufferCount = 1, PCommandBuffers = &cb };
-        var f = fence;
-        GpuException.Check(Vk.ResetFences(Device, 1, &f), "vkResetFences");
-        GpuException.Check(Vk.QueueSubmit(Queue, 1, &submit, fence), "vkQueueSubmit");
-        GpuException.Check(Vk.WaitForFences(Device, 1, &f, true, ulong.MaxValue), "vkWaitForFences");
+        ObjectDisposedException.ThrowIf(disposed, this);
+        var ticket = Timeline.Next();
+        int n = waits.Length;
+        var waitSemaphores = stackalloc Semaphore[Math.Max(1, n)];
+        var waitValues = stackalloc ulong[Math.Max(1, n)];
+        var waitStages = stackalloc PipelineStageFlags[Math.Max(1, n)];
+        for (int i = 0; i < n; i++)
+        {
+            waitSemaphores[i] = waits[i].Semaphore;
+            waitValues[i] = waits[i].Value;
+            // The host's value may guard any of our work, transfers included.
+            waitStages[i] = PipelineStageFlags.AllCommandsBit;
+        }
+        var signal = Timeline.Semaphore;
+        ulong signalValue = ticket.Value;
+        var timeline = new TimelineSemaphoreSubmitInfo
+        {
+            SType = StructureType.TimelineSemaphoreSubmitInfo,
+            WaitSemaphoreValueCount = (uint)n,
+            PWaitSemaphoreValues = waitValues,
+            SignalSemaphoreValueCount = 1,
+            PSignalSemaphoreValues = &signalValue,
+        };
+        var submit = new SubmitInfo
+        {
+            SType = StructureType.SubmitInfo,
+            PNext = &timeline,
+            WaitSemaphoreCount = (uint)n,
+            PWaitSemaphores = waitSemaphores,
+            PWaitDstStageMask = waitStages,
+            CommandBufferCount = 1,
+            PCommandBuffers = &cb,
+            SignalSemaphoreCount = 1,
+            PSignalSemaphores = &signal,
+        };
+        Result r;
+        queueLock?.Acquire();
+        try { r = Vk.QueueSubmit(Queue, 1, &submit, default); }
+        finally { queueLock?.Release(); }
+        if (r != Result.Success) Timeline.Unsubmit(ticket);
+        GpuException.Check(r, "vkQueueSubmit");
+        return ticket;
     }
 
     /// <summary>Frees the kernels, pipeline cache, memory and command pool; the device and
-    /// instance only if the context created them. It waits for nothing: every submit of this
-    /// context has waited for its own fence before returning, so none of its work is in flight,
-    /// and a device wait idle would also wait for a host's work on a device it lent.</summary>
+    /// instance only if the context created them. It waits for the context's own last ticket and
+    /// for nothing else: a device or queue wait idle would also wait for a host's work on a
+    /// device it lent.</summary>
     public void Dispose()
     {
         if (disposed) return;
+        // Buffers and command buffers must not be freed under work of ours still running.
+        Timeline.Wait(Timeline.LastSubmitted, Timeout.InfiniteTimeSpan);
         disposed = true;
         foreach (var k in kernels.Values) k.Dispose();
         kernels.Clear();
         pipelineCache.Dispose();
         Memory.Dispose();
-        Vk.DestroyFence(Device, fence, null);
+        Timeline.Dispose();
         Vk.DestroyCommandPool(Device, commandPool, null);
         if (ownsDevice) Vk.DestroyDevice(Device, null);
         if (messenger.Handle != 0)

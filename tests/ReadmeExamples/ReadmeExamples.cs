@@ -15,11 +15,10 @@ namespace VkPrompt.Examples;
 /// </summary>
 public static class ReadmeExamples
 {
-    public static ScoreResult[] ScoreOnHostDevice(Vk vk, Instance instance, PhysicalDevice physicalDevice, Device device, Queue queue, uint queueFamily,
-                                                  string modelDir, string dataFile, string promptFile)
+    public static ScoreResult[] ScoreOnHostDevice(HostDevice hostDevice, string modelDir, string dataFile, string promptFile)
     {
         // README: host-device
-        using var ctx = GpuContext.Adopt(vk, instance, physicalDevice, device, queue, queueFamily);
+        using var ctx = GpuContext.Adopt(hostDevice);   // the host's handles, API version, queue and enabled features
         using var model = PromptModel.Open(modelDir, ctx);   // borrows ctx: disposing the model leaves it
         var encoder = model.Encoder();
         var examples = DataFile.Read(dataFile).Select(encoder.Encode).ToList();   // {"input": ..., "target": ...} lines

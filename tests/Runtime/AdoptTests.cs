@@ -21,10 +21,10 @@ public sealed class AdoptTests
         var x = Check.Random(n, 1);
         var y = Check.Random(n, 2);
         float[] result;
-        var host = new HostDevice();
+        var host = new TestHost();
         try
         {
-            using (var ctx = GpuContext.Adopt(host.Vk, host.Instance, host.PhysicalDevice, host.Device, host.Queue, host.QueueFamily, new GpuOptions { PipelineCacheDirectory = null }))
+            using (var ctx = GpuContext.Adopt(host.Declared, new GpuOptions { PipelineCacheDirectory = null }))
             {
                 using var gx = GpuBuffer.From<float>(ctx, x);
                 using var gy = GpuBuffer.From<float>(ctx, y);

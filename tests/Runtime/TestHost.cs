@@ -17,7 +17,7 @@ namespace VkPrompt.Tests.Runtime;
 /// <see cref="Errors"/> after <see cref="Dispose"/> shows that whatever borrowed the device
 /// released everything it made and destroyed nothing it was lent.
 /// </summary>
-public sealed unsafe class HostDevice : IDisposable
+public sealed unsafe class TestHost : IDisposable
 {
     public Vk Vk { get; } = Vk.GetApi();
     public Instance Instance { get; }
@@ -33,7 +33,7 @@ public sealed unsafe class HostDevice : IDisposable
     readonly DebugUtilsMessengerEXT messenger;
     bool disposed;
 
-    public HostDevice()
+    public TestHost()
     {
         errorsHandle = GCHandle.Alloc(Errors);
         var messengerInfo = MessengerInfo(errorsHandle);
@@ -145,10 +145,23 @@ public sealed unsafe class HostDevice : IDisposable
         return (uint)Array.FindIndex(families, f => f.QueueFlags.HasFlag(QueueFlags.ComputeBit));
     }
 
-    /// <summary>A device with no optional feature enabled, as a host that knows nothing of
-    /// VkPrompt would create it: fp32 weights only.</summary>
+    /// <summary>The device as the host declares it to <see cref="GpuContext.Adopt(VkPrompt.Runtime.HostDevice, GpuOptions?)"/>.</summary>
+    public VkPrompt.Runtime.HostDevice Declared => new()
+    {
+        GetInstanceProcAddr = Vk.Context.GetProcAddress("vkGetInstanceProcAddr"),
+        Instance = Instance,
+        PhysicalDevice = PhysicalDevice,
+        Device = Device,
+        ApiVersion = Vk.Version12,
+        QueueFamily = QueueFamily,
+        EnabledFeatures = new HostFeatures { TimelineSemaphore = true },
+    };
+
+    /// <summary>A device with only timeline semaphores enabled (VkPrompt's one requirement), as a
+    /// host that knows little of VkPrompt would create it: fp32 weights only.</summary>
     static Device CreateDevice(Vk vk, PhysicalDevice pd, uint family)
     {
+        var timeline = new PhysicalDeviceTimelineSemaphoreFeatures { SType = StructureType.PhysicalDeviceTimelineSemaphoreFeatures, TimelineSemaphore = true };
         float priority = 1f;
         var queueInfo = new DeviceQueueCreateInfo
         {
@@ -157,7 +170,7 @@ public sealed unsafe class HostDevice : IDisposable
             QueueCount = 1,
             PQueuePriorities = &priority,
         };
-        var info = new DeviceCreateInfo { SType = StructureType.DeviceCreateInfo, QueueCreateInfoCount = 1, PQueueCreateInfos = &queueInfo };
+        var info = new DeviceCreateInfo { SType = StructureType.DeviceCreateInfo, QueueCreateInfoCount = 1, PQueueCreateInfos = &queueInfo, PNext = &timeline };
         Assert.Equal(Result.Success, vk.CreateDevice(pd, &info, null, out var device));
         return device;
     }
