@@ -26,6 +26,10 @@ public sealed unsafe class TestHost : IDisposable
     public Queue Queue { get; }
     public uint QueueFamily { get; }
 
+    /// <summary>The features the device was created with, as <see cref="HostFeatures.FromChain"/>
+    /// read them from the VkDeviceCreateInfo's chain.</summary>
+    public HostFeatures Enabled { get; }
+
     /// <summary>The validation errors reported so far, from instance creation to destruction.</summary>
     public ConcurrentQueue<string> Errors { get; } = new();
 
@@ -33,7 +37,9 @@ public sealed unsafe class TestHost : IDisposable
     readonly DebugUtilsMessengerEXT messenger;
     bool disposed;
 
-    public TestHost()
+    /// <param name="sixteenBit">also enable storageBuffer16BitAccess and shaderFloat16 (what
+    /// 16-bit weights and the emulated matrix units need); else timeline semaphores alone.</param>
+    public TestHost(bool sixteenBit = false)
     {
         errorsHandle = GCHandle.Alloc(Errors);
         var messengerInfo = MessengerInfo(errorsHandle);
@@ -43,7 +49,7 @@ public sealed unsafe class TestHost : IDisposable
             messenger = CreateMessenger(Vk, Instance, &messengerInfo);
             PhysicalDevice = ChoosePhysicalDevice(Vk, Instance);
             QueueFamily = ComputeFamily(Vk, PhysicalDevice);
-            Device = CreateDevice(Vk, PhysicalDevice, QueueFamily);
+            (Device, Enabled) = CreateDevice(Vk, PhysicalDevice, QueueFamily, sixteenBit);
             Vk.GetDeviceQueue(Device, QueueFamily, 0, out var queue);
             Queue = queue;
         }
@@ -154,14 +160,20 @@ public sealed unsafe class TestHost : IDisposable
         Device = Device,
         ApiVersion = Vk.Version12,
         QueueFamily = QueueFamily,
-        EnabledFeatures = new HostFeatures { TimelineSemaphore = true },
+        EnabledFeatures = Enabled,
     };
 
     /// <summary>A device with only timeline semaphores enabled (VkPrompt's one requirement), as a
-    /// host that knows little of VkPrompt would create it: fp32 weights only.</summary>
-    static Device CreateDevice(Vk vk, PhysicalDevice pd, uint family)
+    /// host that knows little of VkPrompt would create it: fp32 weights only; with
+    /// <paramref name="sixteenBit"/> 16-bit storage and fp16 arithmetic too.</summary>
+    static (Device, HostFeatures) CreateDevice(Vk vk, PhysicalDevice pd, uint family, bool sixteenBit)
     {
-        var timeline = new PhysicalDeviceTimelineSemaphoreFeatures { SType = StructureType.PhysicalDeviceTimelineSemaphoreFeatures, TimelineSemaphore = true };
+        var f16 = new PhysicalDeviceShaderFloat16Int8Features { SType = StructureType.PhysicalDeviceShaderFloat16Int8Features, ShaderFloat16 = true };
+        var s16 = new PhysicalDevice16BitStorageFeatures { SType = StructureType.PhysicalDevice16BitStorageFeatures, StorageBuffer16BitAccess = true, PNext = &f16 };
+        var timeline = new PhysicalDeviceTimelineSemaphoreFeatures
+        {
+            SType = StructureType.PhysicalDeviceTimelineSemaphoreFeatures, TimelineSemaphore = true, PNext = sixteenBit ? &s16 : null,
+        };
         float priority = 1f;
         var queueInfo = new DeviceQueueCreateInfo
         {
@@ -172,6 +184,6 @@ public sealed unsafe class TestHost : IDisposable
         };
         var info = new DeviceCreateInfo { SType = StructureType.DeviceCreateInfo, QueueCreateInfoCount = 1, PQueueCreateInfos = &queueInfo, PNext = &timeline };
         Assert.Equal(Result.Success, vk.CreateDevice(pd, &info, null, out var device));
-        return device;
+        return (device, HostFeatures.FromChain((nint)(&info)));
     }
 }
