@@ -21,7 +21,7 @@ internal sealed class ThreadGuard
     /// <exception cref="InvalidOperationException">Another thread holds it.</exception>
     public Scope Enter()
     {
-        int me = Environment.CurrentManagedThreadId;
+        int me = Thread.CurrentThread.ManagedThreadId;
         if (Volatile.Read(ref owner) != me)
         {
             int other = Interlocked.CompareExchange(ref owner, me, 0);
