@@ -21,9 +21,9 @@ public sealed class AdoptTests
     /// device (declared as <paramref name="declare"/> makes it from the host's own declaration),
     /// then has the host destroy everything and checks its validation layer reported nothing.</summary>
     static void OnAdoptedDevice(Action<TestHost, GpuContext> body, bool sixteenBit = false, GpuOptions? options = null,
-                                Func<TestHost, HostDevice>? declare = null)
+                                Func<TestHost, HostDevice>? declare = null, bool matrixUnits = false)
     {
-        var host = new TestHost(sixteenBit);
+        var host = new TestHost(sixteenBit, matrixUnits);
         try
         {
             using (var ctx = GpuContext.Adopt(declare?.Invoke(host) ?? host.Declared, options))
@@ -192,6 +192,28 @@ public sealed class AdoptTests
                 GoldenCase.AssertLogLikelihoods(g.ScoresWithoutPrompt, scorer.Score(g.Examples, null), "bf16 on the emulated matrix units", Math.Pow(2, -8) / 2);
             Assert.Contains(ctx.Kernels, k => k.Name.StartsWith("matmul_coopmat_emulated", StringComparison.Ordinal));
         }, sixteenBit: true, options: emulate);
+    }
+
+    /// <summary>A host that enables the KHR matrix units (where the device has them) gets the
+    /// plan a created device gets, and its products with 16-bit weights run on them; on lavapipe,
+    /// which has none, both plans run none.</summary>
+    [SkippableFact]
+    public void AHostThatEnablesTheMatrixUnitsGetsThemUsed()
+    {
+        var created = DevicePlan.For(GpuContext.ListDevices()[TestHost.ChosenIndex], new GpuOptions());
+        Skip.IfNot(created.MatrixUnits is MatrixUnits.None or MatrixUnits.Khr, $"the device's matrix units are {created.MatrixUnits}, which TestHost does not enable");
+        OnAdoptedDevice((_, ctx) =>
+        {
+            Assert.Equal(created.MatrixUnits, ctx.Plan.MatrixUnits);
+            Assert.Equal(created.StoredPrecision(WeightPrecision.Bf16), ctx.Plan.StoredPrecision(WeightPrecision.Bf16));
+            if (!ctx.UsesMatrixUnits) return;
+            using var g = GoldenCase.Load(TestPaths.Golden, "tiny-v11", "p8");
+            using var backend = new GpuBackend(ctx);
+            using var weights = new T5Weights(g.Ckpt, backend, WeightPrecision.Bf16);
+            using (var scorer = new Scorer(weights))
+                GoldenCase.AssertLogLikelihoods(g.ScoresWithoutPrompt, scorer.Score(g.Examples, null), "bf16 on the matrix units", Math.Pow(2, -8) / 2);
+            Assert.Contains(ctx.Kernels, k => k.Name.StartsWith("matmul_coopmat_khr", StringComparison.Ordinal));
+        }, matrixUnits: true);
     }
 
     // ---- the host's pipeline cache ----
