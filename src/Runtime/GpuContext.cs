@@ -170,8 +170,11 @@ public sealed unsafe class GpuContext : IDisposable
                                    "pipelines go through one cache: the host's (which the host persists), or the directory's");
         var vk = host.GetInstanceProcAddr == 0 ? DeviceBringUp.LoadVulkan() : DeviceBringUp.LoadVulkan(host.Instance, host.GetInstanceProcAddr);
         vk.GetPhysicalDeviceProperties(host.PhysicalDevice, out var properties);
-        host.Check(properties.ApiVersion, DeviceBringUp.QueueFamilies(vk, host.PhysicalDevice));
+        var families = DeviceBringUp.QueueFamilies(vk, host.PhysicalDevice);
+        host.Check(properties.ApiVersion, families);
         var caps = DeviceCapabilities.Query(vk, host.Instance, host.PhysicalDevice, 0, DeviceBringUp.DeviceExtensions(vk, host.PhysicalDevice));
+        // Timestamps are the host's queue's to write: the device's answer is any compute family's.
+        caps = caps with { TimestampsSupported = caps.TimestampsSupported && families[host.QueueFamily].TimestampValidBits > 0 };
         var plan = DevicePlan.ForAdopted(host, caps, options);
         vk.GetDeviceQueue(host.Device, host.QueueFamily, host.QueueIndex, out var queue);
         return new GpuContext(vk, host.Instance, host.PhysicalDevice, host.Device, queue, host.QueueFamily, plan, false, false, default, default,
