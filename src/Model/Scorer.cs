@@ -50,10 +50,13 @@ internal sealed class Scorer(T5Weights weights) : IDisposable
     {
         if (kept is { } k && k.Pass.Shape == shape) return (k.Pass, k.Run);
         DropKept();
-        var prompts = shape.PromptLength > 0 ? weights.Backend.Floats((long)shape.NumPrompts * shape.PromptLength * weights.Config.DModel, "prompts") : null;
-        var pass = new T5Pass(weights, shape, ActivationMode.Inference, prompts);
-        kept = (pass, weights.Backend.Record(pass.EmitForward), prompts);
-        return (pass, kept.Value.Run);
+        kept = WorkMemory.Build(weights, $"scoring {shape}", w =>
+        {
+            var prompts = shape.PromptLength > 0 ? w.Backend.Floats((long)shape.NumPrompts * shape.PromptLength * w.Config.DModel, "prompts") : null;
+            var pass = new T5Pass(w, shape, ActivationMode.Inference, prompts);
+            return (pass, w.Backend.Record(pass.EmitForward), prompts);
+        });
+        return (kept.Value.Pass, kept.Value.Run);
     }
 
     void DropKept()

@@ -9,7 +9,7 @@ namespace VkPrompt.Runtime;
 /// compiled, once per context (<see cref="GpuContext.Plan"/>): whether and through which extension
 /// the matrix units run products, the product kernels' tiling rules and forced tilings, whether
 /// the tuner runs, how frozen weights are stored, whether attention fuses by default, the row
-/// kernels' sizes and the 16-bit copies of activations. Choices that depend on a product or an
+/// kernels' sizes, the 16-bit copies of activations and the limits on device memory. Choices that depend on a product or an
 /// attention's shape are functions here, with their thresholds; kernels, the model and the CLI ask
 /// the plan rather than deciding. <see cref="ToJson"/> prints every choice.</summary>
 public sealed record DevicePlan
@@ -73,6 +73,17 @@ public sealed record DevicePlan
     /// where the device reports them and the context creates the device with the extension.</summary>
     public bool PipelineStatistics { get; }
 
+    /// <summary>The memory pool stays inside each heap's budget (VK_EXT_memory_budget) less
+    /// <see cref="GpuOptions.MemoryBudgetMargin"/>, asking the budget before it reserves a block:
+    /// where the device has the extension and it is enabled, by the context on a device it creates,
+    /// by the host on one it lends (<see cref="ForAdopted"/>'s <c>memoryBudgetEnabled</c>: what the
+    /// host declares it enabled, since Vulkan cannot report it). The host's own allocations count
+    /// in the usage the budget is compared with, so the pool leaves them room.</summary>
+    public bool MemoryBudget { get; }
+
+    /// <summary>The cap on the bytes the memory pool reserves (<see cref="GpuOptions.MemoryCapBytes"/>), null for none.</summary>
+    public long? MemoryCapBytes => Options.MemoryCapBytes;
+
     internal const string KhrMatMulShader = "matmul_coopmat_khr";
     internal const string Nv2MatMulShader = "matmul_coopmat_nv2";
 
@@ -84,21 +95,30 @@ public sealed record DevicePlan
         new(caps, options, Kernel.IsEmbedded(KhrMatMulShader), Kernel.IsEmbedded(Nv2MatMulShader), ownsDevice: true);
 
     /// <summary>The plan for a device a host created and lends (<see cref="GpuContext.Adopt"/>):
-    /// no matrix units, no pipeline statistics, since Vulkan cannot report what the host enabled.</summary>
-    internal static DevicePlan ForAdopted(DeviceCapabilities caps, GpuOptions options) => new(caps, options, false, false, ownsDevice: false);
+    /// no matrix units, no pipeline statistics, since Vulkan cannot report what the host enabled;
+    /// the heaps' budgets only where the host declares it enabled VK_EXT_memory_budget
+    /// (<paramref name="memoryBudgetEnabled"/>).</summary>
+    internal static DevicePlan ForAdopted(DeviceCapabilities caps, GpuOptions options, bool memoryBudgetEnabled = false) =>
+        new(caps, options, false, false, ownsDevice: false, memoryBudgetEnabled);
 
     /// <param name="caps">the device's capabilities</param>
     /// <param name="options">the host's options</param>
     /// <param name="khrBuilt">this build compiled the KHR kernel</param>
     /// <param name="nv2Built">and the workgroup-scope one</param>
     /// <param name="ownsDevice">the context created the device, so it chose the extensions (see <see cref="ForAdopted"/>)</param>
-    internal DevicePlan(DeviceCapabilities caps, GpuOptions options, bool khrBuilt, bool nv2Built, bool ownsDevice = true)
+    /// <param name="memoryBudgetEnabled">on a lent device: its host enabled VK_EXT_memory_budget</param>
+    internal DevicePlan(DeviceCapabilities caps, GpuOptions options, bool khrBuilt, bool nv2Built, bool ownsDevice = true, bool memoryBudgetEnabled = false)
     {
+        if (options.MemoryCapBytes is <= 0)
+            throw new GpuException($"{options.Describe(nameof(GpuOptions.MemoryCapBytes), options.MemoryCapBytes)}: a memory cap must be a positive number of bytes");
+        if (!(options.MemoryBudgetMargin is >= 0 and < 1))
+            throw new GpuException($"{options.Describe(nameof(GpuOptions.MemoryBudgetMargin), options.MemoryBudgetMargin)}: the margin is a fraction of the budget, at least 0 and below 1");
         Capabilities = caps;
         Options = options;
         MatrixUnits = ownsDevice ? ChooseMatrixUnits(caps, options, khrBuilt, nv2Built) : MatrixUnits.None;
         PipelineStatistics = ownsDevice && options.PipelineStatistics && caps.PipelineExecutableStatistics;
         RowLocalSize = ChooseRowLocalSize(caps, options);
+        MemoryBudget = caps.MemoryBudget && (ownsDevice || memoryBudgetEnabled);
     }
 
     /// <summary>The matrix units for <paramref name="caps"/> as <see cref="GpuOptions.MatrixUnits"/>
@@ -322,6 +342,12 @@ public sealed record DevicePlan
                 ["subgroupRowsUpTo"] = SubgroupRows ? MaxCachedPerSubgroupRow * (int)Capabilities.SubgroupSize : null,
             },
             ["pipelineStatistics"] = PipelineStatistics,
+            ["memory"] = new JsonObject
+            {
+                ["capBytes"] = MemoryCapBytes,
+                ["heapBudgets"] = MemoryBudget,
+                ["budgetMargin"] = MemoryBudget ? Options.MemoryBudgetMargin : null,
+            },
         };
         return json;
     }

@@ -88,7 +88,7 @@ public sealed unsafe class GpuContext : IDisposable
         GpuException.Check(vk.CreateCommandPool(device, &poolInfo, null, out commandPool), "vkCreateCommandPool");
         var fenceInfo = new FenceCreateInfo { SType = StructureType.FenceCreateInfo };
         GpuException.Check(vk.CreateFence(device, &fenceInfo, null, out fence), "vkCreateFence");
-        Memory = new MemoryPool(this);
+        Memory = new MemoryPool(this, cap: plan.MemoryCapBytes, budget: plan.MemoryBudget ? MemoryPool.DeviceBudget(this) : null, budgetMargin: Options.MemoryBudgetMargin);
         pipelineCache = new PipelineCacheStore(this);
     }
 

@@ -95,16 +95,19 @@ internal sealed class PromptTrainer : IDisposable
         // activations, so that the tuner's scratch operands come and go while the most memory is
         // free; traced only where a tuner will use them, since shapes change on most steps of real data.
         if (be.TunesMatMul) be.TuneMatMul(T5Pass.Trace(weights.Config, shape, activations, dropout, weights.Precision, be.FusesAttention));
-        var pass = new T5Pass(weights, shape, activations, prompt, dropout);
-        var rec = be.Record(() =>
+        var step = WorkMemory.Build(weights, $"a training step of {shape}", w =>
         {
-            pass.EmitForward();
-            pass.EmitBackward();
-            using var phase = be.Phase(OptimizerPhase);
-            be.Adafactor(prompt, pass.PromptGradient!, state, update, PromptLength, Dim, optimizer);
+            var pass = new T5Pass(w, shape, activations, prompt, dropout);
+            return (pass, w.Backend.Record(() =>
+            {
+                pass.EmitForward();
+                pass.EmitBackward();
+                using var phase = w.Backend.Phase(OptimizerPhase);
+                w.Backend.Adafactor(prompt, pass.PromptGradient!, state, update, PromptLength, Dim, optimizer);
+            }));
         });
-        last = (pass, rec);
-        return (pass, rec);
+        last = step;
+        return step;
     }
 
     public float[] Prompt()
