@@ -1,3 +1,5 @@
+using static System.FormattableString;
+
 namespace VkPrompt.Runtime;
 
 /// <summary>Which limit on device memory work ran into (<see cref="DoesNotFitException.Limit"/>).</summary>
@@ -65,9 +67,9 @@ public sealed class DoesNotFitException : GpuException
     /// <summary>"5242880 bytes (5.0 MiB)": exact, and readable.</summary>
     internal static string Bytes(long n) => n switch
     {
-        >= 1L << 30 => $"{n} bytes ({n / (double)(1L << 30):0.0} GiB)",
-        >= 1L << 20 => $"{n} bytes ({n / (double)(1L << 20):0.0} MiB)",
-        >= 1L << 10 => $"{n} bytes ({n / 1024.0:0.0} KiB)",
+        >= 1L << 30 => Invariant($"{n} bytes ({n / (double)(1L << 30):0.0} GiB)"),
+        >= 1L << 20 => Invariant($"{n} bytes ({n / (double)(1L << 20):0.0} MiB)"),
+        >= 1L << 10 => Invariant($"{n} bytes ({n / 1024.0:0.0} KiB)"),
         _ => $"{n} bytes",
     };
 }

@@ -1,4 +1,5 @@
 using Silk.NET.Vulkan;
+using static System.FormattableString;
 
 namespace VkPrompt.Runtime;
 
@@ -113,7 +114,7 @@ internal sealed unsafe class MemoryPool : IDisposable
             long limit = b.Budget - (long)(b.Budget * budgetMargin);
             if (room is null || limit - b.Usage < room.Value.Bytes)
                 room = new Headroom(limit - b.Usage, MemoryLimit.Budget, limit,
-                                    $"heap {heap}'s budget less its {budgetMargin:0.##} margin ({nameof(GpuOptions)}.{nameof(GpuOptions.MemoryBudgetMargin)})");
+                                    Invariant($"heap {heap}'s budget less its {budgetMargin:0.##} margin ({nameof(GpuOptions)}.{nameof(GpuOptions.MemoryBudgetMargin)})"));
         }
         return room;
     }
