@@ -149,7 +149,7 @@ internal sealed unsafe class MemoryPool : IDisposable
         // Blocks shrink to what the limits leave (to TailBlockBytes near them); a buffer larger
         // than a block still gets one of its own where it fits.
         var room = Room((int)props.MemoryTypes[(int)type].HeapIndex);
-        if (room is { } r && size > r.Bytes) throw r.Refuse($"a buffer of {DoesNotFitException.Bytes(size)}", size, r.Bytes);
+        if (room is { } r && size > r.Bytes) throw r.Refuse("a buffer", size, r.Bytes);
         long want = room is not { Bytes: var left } || left >= blockBytes ? blockBytes : Math.Min(left, TailBlockBytes);
         long blockSize = Math.Max(size, Math.Min(want, maxAllocation));
         var result = TryAllocateMemory(blockSize, type, out var mem);

@@ -196,7 +196,7 @@ public sealed class MemoryCapTests(GpuFixture f) : GpuTest(f)
                 (w.Backend.Floats(256, "first"), w.Backend.Floats(w.Backend is TraceBackend ? 1 : cap, "second"))));
             Assert.Equal(1024 + TraceBackend.BufferAlignment, halfway.NeededBytes);
             Assert.IsType<DoesNotFitException>(halfway.InnerException);
-            Assert.StartsWith("a build needs 1280 bytes (1.3 KiB) of device memory, and one of its buffers did not fit: a buffer of ", halfway.Message, StringComparison.Ordinal);
+            Assert.StartsWith("a build needs 1280 bytes (1.3 KiB) of device memory, and one of its buffers did not fit: a buffer needs ", halfway.Message, StringComparison.Ordinal);
             Assert.Equal(inUse, ctx.Memory.BytesInUse);
             Assert.InRange(ctx.Memory.PeakBytesReserved, 1, cap);
         }
