@@ -109,8 +109,9 @@ public sealed record GpuOptions
     /// estimate that moves as other processes allocate, and the process's usage it is compared
     /// with includes the host's own allocations, which come and go (render targets, a resized
     /// swapchain): reserving up to the last byte would make the host's next allocation the one
-    /// that fails, or push the driver to page. Default 0.1: on an 8 GiB card 800 MiB stay free
-    /// for the host, about what a 4K frame's targets take several times over.</summary>
+    /// that fails, or push the driver to page. Default 0.1: on an 8 GiB card about 800 MiB stay
+    /// free, room for a 4K frame's render targets (a few hundred MiB for a G-buffer in 16-bit
+    /// float) and a swapchain being recreated; a host that knows its needs sets its own.</summary>
     public double MemoryBudgetMargin { get; init; } = 0.1;
 
     /// <summary>Specializes the softmax kernels' SUBGROUP_ROWS with this value whatever the row
