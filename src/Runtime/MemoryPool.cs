@@ -16,16 +16,19 @@ internal readonly record struct HeapBudget(long Budget, long Usage);
 /// steps); otherwise blocks live as long as the pool.
 /// The blocks reserved never exceed the cap (<see cref="GpuOptions.MemoryCapBytes"/>) nor, where
 /// a budget is given (<see cref="DevicePlan.MemoryBudget"/>), the heap's budget less the margin:
-/// blocks shrink to what those leave, and a buffer that fits in none is refused with a
+/// blocks shrink near them, and a buffer that fits in none is refused with a
 /// <see cref="DoesNotFitException"/>.
 /// </summary>
 internal sealed unsafe class MemoryPool : IDisposable
 {
     const long DefaultBlockBytes = 256L << 20;
 
-    // Within a block's size of a limit, blocks are at most this large, so that the last of the
-    // room is not all held by one block of one memory type while another type needs some
-    // (host-visible buffers live apart from device-local ones on a discrete GPU).
+    // Within a block's size of a limit, blocks are at most this large, and within this much of
+    // it a block is just the buffer: otherwise the last of the room would all be held by one
+    // block of one memory type while another type needs some (host-visible buffers live apart
+    // from device-local ones on a discrete GPU), and a small cap would be one block that the
+    // device-local weights take. The buffers that get blocks of their own there are few, far
+    // from the driver's limit on allocations (4096 on most).
     const long TailBlockBytes = 16L << 20;
 
     readonly GpuContext ctx;
@@ -146,11 +149,11 @@ internal sealed unsafe class MemoryPool : IDisposable
         long maxAllocation = ctx.Capabilities.MaxMemoryAllocationSize;
         if (size > maxAllocation)
             throw GpuException.TooLarge($"a buffer of {size} bytes exceeds the device's largest allocation (maxMemoryAllocationSize {maxAllocation})");
-        // Blocks shrink to what the limits leave (to TailBlockBytes near them); a buffer larger
-        // than a block still gets one of its own where it fits.
+        // Blocks shrink near the limits (TailBlockBytes); a buffer larger than a block still gets
+        // one of its own where it fits.
         var room = Room((int)props.MemoryTypes[(int)type].HeapIndex);
         if (room is { } r && size > r.Bytes) throw r.Refuse("a buffer", size, r.Bytes);
-        long want = room is not { Bytes: var left } || left >= blockBytes ? blockBytes : Math.Min(left, TailBlockBytes);
+        long want = room is not { Bytes: var left } || left >= blockBytes ? blockBytes : left >= TailBlockBytes ? TailBlockBytes : size;
         long blockSize = Math.Max(size, Math.Min(want, maxAllocation));
         var result = TryAllocateMemory(blockSize, type, out var mem);
         // The driver may still have room for the buffer alone.
