@@ -27,7 +27,7 @@ public sealed class DoesNotFitException : GpuException
     public long AvailableBytes { get; }
     /// <summary>Which limit the work ran into.</summary>
     public MemoryLimit Limit { get; }
-    /// <summary>What the work was, as the message names it (e.g. "a training step of batch 6 x 72").</summary>
+    /// <summary>What the work was, as the message names it (e.g. "a training step of batch 6 x 64 input tokens (+8 prompt) x 16 target tokens").</summary>
     public string Work { get; }
 
     DoesNotFitException(string message, string work, long neededBytes, MemoryLimit limit, long limitBytes, long availableBytes, string limitName, Exception? inner)

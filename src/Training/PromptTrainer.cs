@@ -147,8 +147,13 @@ internal sealed class PromptTrainer : IDisposable
         using var prompt = be.Floats(promptData.Length, "prompt");
         be.Upload(prompt, promptData);
         var host = HostBatch.Build(examples, promptData.Length / d, decoderStart: weights.Config.DecoderStartTokenId);
-        using var pass = new T5Pass(weights, host.Shape, mode, prompt);
-        using var rec = be.Record(() => { pass.EmitForward(); pass.EmitBackward(); });
+        var built = WorkMemory.Build(weights, $"the gradient of {host.Shape}", w =>
+        {
+            var p = new T5Pass(w, host.Shape, mode, prompt);
+            return (Pass: p, Run: w.Backend.Record(() => { p.EmitForward(); p.EmitBackward(); }));
+        });
+        using var pass = built.Pass;
+        using var rec = built.Run;
         pass.Load(host);
         rec.Run();
         var grad = new float[promptData.Length];

@@ -117,14 +117,16 @@ public sealed class MemoryCapTests(GpuFixture f) : GpuTest(f)
     /// <summary>The acceptance of issue 18's point 4: with a cap of the weights plus 1 MiB, a
     /// training step of the golden case's whole batch is refused naming the cap and the need,
     /// having allocated nothing; a batch of one then runs, to the bits of the same step without a
-    /// cap; the pool never reserved past the cap, and the validation layer reports nothing, not
-    /// even at the context's end (a leaked buffer would be named there).</summary>
+    /// cap (and so do the loss and gradient of <c>vkprompt grad</c>); the pool never reserved past
+    /// the cap, and the validation layer reports nothing, not even at the context's end (a leaked
+    /// buffer would be named there).</summary>
     [Fact]
     public void AStepThatDoesNotFitIsRefusedAndASmallerOneRuns()
     {
         using var g = GoldenCase.Load(TestPaths.Golden, "tiny-v11", "p8");
         var one = new List<EncodedExample> { g.Examples.MinBy(e => e.InputIds.Length)! };
         var (uncappedLoss, uncappedPrompt) = OneStep(new GpuBackend(Ctx), g, one);
+        using var uncappedWeights = new T5Weights(g.Ckpt, new GpuBackend(Ctx));
 
         long cap = WeightBytes(g) + MiB;
         var ctx = GpuContext.Create(EnvironmentSettings.GpuOptions() with { Validation = true, PipelineCacheDirectory = null, MemoryCapBytes = cap });
@@ -132,22 +134,30 @@ public sealed class MemoryCapTests(GpuFixture f) : GpuTest(f)
         {
             Assert.Equal(cap, ctx.Plan.MemoryCapBytes);
             using var weights = new T5Weights(g.Ckpt, new GpuBackend(ctx));
-            using var trainer = new PromptTrainer(weights, g.Prompt0, new AdafactorSettings(), dropout: 0, seed: 0);
-            long inUse = ctx.Memory.BytesInUse;
+            long weightsOnly = ctx.Memory.BytesInUse;
+            using (var trainer = new PromptTrainer(weights, g.Prompt0, new AdafactorSettings(), dropout: 0, seed: 0))
+            {
+                long inUse = ctx.Memory.BytesInUse;
+                var e = Assert.Throws<DoesNotFitException>(() => trainer.TrainStep(g.Examples, g.Examples.Count));
+                Assert.Equal((MemoryLimit.Cap, cap), (e.Limit, e.LimitBytes));
+                Assert.Null(e.InnerException); // refused before anything was allocated
+                Assert.True(e.NeededBytes > MiB, $"the whole batch's step needs {e.NeededBytes} bytes");
+                Assert.StartsWith("a training step of batch 6 x ", e.Message, StringComparison.Ordinal);
+                Assert.Contains($" needs {e.NeededBytes} bytes (", e.Message, StringComparison.Ordinal);
+                Assert.Contains($"the memory cap (GpuOptions.MemoryCapBytes) of {cap} bytes", e.Message, StringComparison.Ordinal);
+                Assert.Equal(inUse, ctx.Memory.BytesInUse);
+                Assert.Equal(0, trainer.Step);
 
-            var e = Assert.Throws<DoesNotFitException>(() => trainer.TrainStep(g.Examples, g.Examples.Count));
-            Assert.Equal((MemoryLimit.Cap, cap), (e.Limit, e.LimitBytes));
-            Assert.Null(e.InnerException); // refused before anything was allocated
-            Assert.True(e.NeededBytes > MiB, $"the whole batch's step needs {e.NeededBytes} bytes");
-            Assert.StartsWith("a training step of batch 6 x ", e.Message, StringComparison.Ordinal);
-            Assert.Contains($" needs {e.NeededBytes} bytes (", e.Message, StringComparison.Ordinal);
-            Assert.Contains($"the memory cap (GpuOptions.MemoryCapBytes) of {cap} bytes", e.Message, StringComparison.Ordinal);
-            Assert.Equal(inUse, ctx.Memory.BytesInUse);
-            Assert.Equal(0, trainer.Step);
+                double loss = trainer.TrainStep(one, 1);
+                Assert.Equal(uncappedLoss, loss);
+                Assert.Equal(uncappedPrompt, trainer.Prompt());
+            }
 
-            double loss = trainer.TrainStep(one, 1);
-            Assert.Equal(uncappedLoss, loss);
-            Assert.Equal(uncappedPrompt, trainer.Prompt());
+            // vkprompt grad's pass, the same way.
+            var grad = Assert.Throws<DoesNotFitException>(() => PromptTrainer.Gradient(weights, g.Examples, g.Prompt0));
+            Assert.StartsWith("the gradient of batch 6 x ", grad.Message, StringComparison.Ordinal);
+            Assert.Equal(weightsOnly, ctx.Memory.BytesInUse);
+            Assert.Equal(PromptTrainer.Gradient(uncappedWeights, one, g.Prompt0).Gradient, PromptTrainer.Gradient(weights, one, g.Prompt0).Gradient);
             Assert.InRange(ctx.Memory.PeakBytesReserved, 1, cap);
         }
         finally { ctx.Dispose(); }
