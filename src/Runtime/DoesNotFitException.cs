@@ -10,6 +10,9 @@ public enum MemoryLimit
     /// <summary>A heap's budget as VK_EXT_memory_budget reports it, less <see cref="GpuOptions.MemoryBudgetMargin"/>
     /// (<see cref="DevicePlan.MemoryBudget"/>).</summary>
     Budget,
+    /// <summary>The size of the heap the work's buffers live on, where no cap or budget is set:
+    /// work that could never fit the device.</summary>
+    Heap,
 }
 
 /// <summary>Work (a training step, a scoring batch, a decoder) needs more device memory than a
@@ -21,7 +24,7 @@ public sealed class DoesNotFitException : GpuException
 {
     /// <summary>Bytes of new device memory the work needed.</summary>
     public long NeededBytes { get; }
-    /// <summary>The size of the limit: the cap, or the heap's budget less the margin.</summary>
+    /// <summary>The size of the limit: the cap, the heap's budget less the margin, or the heap's size.</summary>
     public long LimitBytes { get; }
     /// <summary>Bytes the limit still left when the work asked.</summary>
     public long AvailableBytes { get; }

@@ -125,13 +125,18 @@ internal sealed unsafe class MemoryPool : IDisposable
     /// <summary>Throws a <see cref="DoesNotFitException"/> naming <paramref name="work"/> if
     /// <paramref name="need"/> bytes more would not fit under the cap or the budget: what the
     /// limit lets the pool still reserve plus what its blocks hold free (the budget taken as that
-    /// of the heap device-local buffers live on, where activations go). Where neither limit is
-    /// set it does nothing, and <paramref name="need"/> is not called.</summary>
+    /// of the heap device-local buffers live on, where activations go); where neither limit is
+    /// set, under that heap's size.</summary>
     internal void EnsureFits(Func<long> need, string work)
     {
-        if (cap is null && budget is null) return;
         int heap = (int)props.MemoryTypes[(int)FindType(~0u, hostVisible: false)].HeapIndex;
-        if (Room(heap) is not { } room) return;
+        // Without a cap or a budget the heap's size still bounds what could ever be allocated:
+        // work needing more is refused before it allocates, not after the driver fills the heap
+        // (issue 21: sizes checked before allocating). Other programs' use of the heap is unknown
+        // here, so this catches the impossible, not every shortage.
+        long heapBytes = (long)props.MemoryHeaps[heap].Size;
+        long onHeap = blocks.Where(b => props.MemoryTypes[(int)b.TypeIndex].HeapIndex == heap).Sum(b => b.Size);
+        var room = Room(heap) ?? new Headroom(heapBytes - onHeap, MemoryLimit.Heap, heapBytes, $"heap {heap}'s size");
         long available = Math.Max(0, room.Bytes) + BytesReserved - BytesInUse;
         long needed = need();
         if (needed > available) throw room.Refuse(work, needed, available);

@@ -94,7 +94,7 @@ public sealed class MemoryCapTests(GpuFixture f) : GpuTest(f)
 
     /// <summary>What a refusal says: the work, its need, which limit and its size, and what the
     /// limit left, in bytes and readably; one refused buffer while building reports the whole
-    /// work's need. Without a limit the need is never even counted.</summary>
+    /// work's need. Without a cap or a budget, the heap's size is the limit.</summary>
     [Fact]
     public void TheRefusalNamesTheWorkTheLimitAndTheNeed()
     {
@@ -111,7 +111,10 @@ public sealed class MemoryCapTests(GpuFixture f) : GpuTest(f)
         Assert.Equal((MemoryLimit.Cap, 7 * MiB), (whole.Limit, whole.NeededBytes));
 
         using var unlimited = new MemoryPool(Ctx);
-        unlimited.EnsureFits(() => throw new InvalidOperationException("counted without a limit"), "anything");
+        unlimited.EnsureFits(() => MiB, "anything small");
+        long heap = Ctx.Capabilities.Heaps.Max(h => h.Size);
+        var past = Assert.Throws<DoesNotFitException>(() => unlimited.EnsureFits(() => heap + 1, "anything larger than the device"));
+        Assert.Equal((MemoryLimit.Heap, heap + 1), (past.Limit, past.NeededBytes));
     }
 
     /// <summary>The acceptance of issue 18's point 4: with a cap of the weights plus 1 MiB, a
@@ -162,6 +165,28 @@ public sealed class MemoryCapTests(GpuFixture f) : GpuTest(f)
         }
         finally { ctx.Dispose(); }
         Assert.Empty(ctx.Validation.Errors);
+    }
+
+    /// <summary>Without a cap or a budget, a step that could never fit the device (more than its
+    /// heap holds) is refused before it allocates anything, naming the heap and the need; the
+    /// same trainer then takes a step that fits (issue 21: sizes checked before allocating).</summary>
+    [Fact]
+    public void AStepLargerThanTheHeapIsRefusedBeforeAllocating()
+    {
+        using var g = GoldenCase.Load(TestPaths.Golden, "tiny-v11", "p8");
+        using var weights = new T5Weights(g.Ckpt, new GpuBackend(Ctx));
+        using var trainer = new PromptTrainer(weights, g.Prompt0, new AdafactorSettings(), dropout: 0, seed: 0);
+        long heap = Ctx.Capabilities.Heaps.Max(h => h.Size);
+        long inUse = Ctx.Memory.BytesInUse;
+        // Padded to enough rows that the logits alone outgrow the largest heap.
+        int rows = (int)Math.Min(int.MaxValue / 2, heap / ((long)g.Ckpt.Config.VocabSize * 16 * 4) + 1);
+        var e = Assert.Throws<DoesNotFitException>(() => trainer.TrainStep(g.Examples, rows));
+        Assert.Equal(MemoryLimit.Heap, e.Limit);
+        Assert.True(e.NeededBytes > e.LimitBytes, $"needs {e.NeededBytes} bytes, the heap holds {e.LimitBytes}");
+        Assert.Contains("heap ", e.Message, StringComparison.Ordinal);
+        Assert.Equal(inUse, Ctx.Memory.BytesInUse);
+        Assert.Equal(0, trainer.Step);
+        Assert.True(double.IsFinite(trainer.TrainStep(g.Examples[..1], 1)));
     }
 
     /// <summary>Scoring and greedy decoding refuse a batch that does not fit up front too, and
