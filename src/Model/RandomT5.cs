@@ -7,7 +7,7 @@ namespace VkPrompt.Model;
 
 /// <summary>Writes a T5 directory with random weights: for benchmarks and tests at real model
 /// sizes without downloading a checkpoint.</summary>
-internal static class RandomT5
+public static class RandomT5
 {
     /// <summary>Weights are Gaussian with the scales of transformers' T5PreTrainedModel._init_weights
     /// (initializer_factor 1), so activations have realistic magnitudes. The same seed gives the
