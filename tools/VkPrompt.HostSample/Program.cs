@@ -106,14 +106,15 @@ static void PrintText(SampleReport r)
     Console.WriteLine($"device: {r.Device}, {r.Cores} CPU cores; frame: 1920x1080 RGBA8 compute pass ({r.Rounds} rounds) + copy at {r.Fps} fps; " +
                       $"{r.Frames} frames per phase; batch {r.BatchSize}, prompt {r.PromptLength} tokens{(r.Validation ? ", validation on" : "")}");
     Console.WriteLine();
-    Console.WriteLine($"{"phase",-26} {"submit-to-fence ms",-22} {"frame ms",-22} {"late",5} {"steps",6} {"slices/step",12} {"steps/s",8} {"slice GPU ms",-16}");
-    Console.WriteLine($"{"",-26} {"p50 / p99 / max",-22} {"p50 / p99 / max",-22} {"",5} {"",6} {"",12} {"",8} {"p50 / max",-16}");
+    Console.WriteLine($"{"phase",-26} {"submit-to-fence ms",-25} {"frame ms",-25} {"late",5} {"steps",6} {"slices/step",12} {"steps/s",8} {"slice GPU ms",-16}");
+    Console.WriteLine($"{"",-26} {"p50 / p99 / max",-25} {"p50 / p99 / max",-25} {"",5} {"",6} {"",12} {"",8} {"p50 / max",-16}");
     foreach (var p in r.Phases)
-        Console.WriteLine($"{p.Phase,-26} {Triple(p.SubmitToFenceMs),-22} {Triple(p.FrameMs),-22} {p.LateFrames,5} {p.Steps,6} {Num(p.SlicesPerStep),12} {Num(p.StepsPerSecond),8} " +
+        Console.WriteLine($"{p.Phase,-26} {Triple(p.SubmitToFenceMs),-25} {Triple(p.FrameMs),-25} {p.LateFrames,5} {p.Steps,6} {Num(p.SlicesPerStep),12} {Num(p.StepsPerSecond),8} " +
                           (p.SliceGpuMs is { } s ? $"{Ms(s.P50)} / {Ms(s.Max)}" : "-"));
     Console.WriteLine();
     foreach (var p in r.Phases.Where(p => p.Steps > 0))
-        Console.WriteLine($"{p.Phase}: loss {Num(p.FirstLoss)} -> {Num(p.LastLoss)}; {p.OverBudgetSlices} slice(s) held one op longer than the budget" +
+        Console.WriteLine($"{p.Phase}: {p.OpsPerStep} ops per step, step GPU ms {(p.StepGpuMs is { } g ? Triple(g) : "-")} (p50 / p99 / max); " +
+                          $"loss {Num(p.FirstLoss)} -> {Num(p.LastLoss)}; {p.OverBudgetSlices} slice(s) held one op longer than the budget" +
                           (p.OverBudgetOp is null ? "" : $" (e.g. {p.OverBudgetOp})"));
     Console.WriteLine($"library submits under the host's queue lock: {r.LibrarySubmits}; validation errors: {r.ValidationErrors.Count}");
 
@@ -126,7 +127,7 @@ static void PrintText(SampleReport r)
 sealed class FrameLoop(HostRenderer host, PromptTrainer trainer, List<EncodedExample[]> batches, int fps)
 {
     TrainingStep? step;
-    int slices, nextBatch;
+    int slices, nextBatch, stepOps;
 
     public PhaseResult Run(string phase, double? budgetMs, int frames)
     {
@@ -136,6 +137,7 @@ sealed class FrameLoop(HostRenderer host, PromptTrainer trainer, List<EncodedExa
         var frameMs = new List<double>(frames);
         var slicesPerStep = new List<int>();
         var sliceGpuMs = new List<double>();
+        var stepGpuMs = new List<double>();
         var losses = new List<double>();
         int late = 0, overBudget = 0;
         string? overBudgetOp = null;
@@ -153,6 +155,7 @@ sealed class FrameLoop(HostRenderer host, PromptTrainer trainer, List<EncodedExa
                     losses.Add(step.Loss);
                     slicesPerStep.Add(slices);
                     sliceGpuMs.AddRange(step.SliceTimings.Select(t => t.GpuMs));
+                    stepGpuMs.Add(step.SliceTimings.Sum(t => t.GpuMs));
                     step = null;
                 }
                 if (step is null)
@@ -164,6 +167,7 @@ sealed class FrameLoop(HostRenderer host, PromptTrainer trainer, List<EncodedExa
                 {
                     var slice = step.Advance(TimeSpan.FromMilliseconds(budget));
                     slices++;
+                    stepOps = slice.FirstOp + slice.Ops + slice.OpsLeft;
                     if (slice.OverBudgetOp is not null) { overBudget++; overBudgetOp ??= slice.OverBudgetOp; }
                 }
             }
@@ -175,8 +179,8 @@ sealed class FrameLoop(HostRenderer host, PromptTrainer trainer, List<EncodedExa
         }
         double seconds = clock.Elapsed.TotalSeconds;
         return new PhaseResult(phase, budgetMs, Percentiles.Of(submitToFence), Percentiles.Of(frameMs), late,
-            losses.Count, slicesPerStep.Count > 0 ? slicesPerStep.Average() : null, budgetMs is null ? null : losses.Count / seconds,
-            sliceGpuMs.Count > 0 ? Percentiles.Of(sliceGpuMs) : null, overBudget, overBudgetOp,
+            losses.Count, budgetMs is null ? null : stepOps, slicesPerStep.Count > 0 ? slicesPerStep.Average() : null, budgetMs is null ? null : losses.Count / seconds,
+            stepGpuMs.Count > 0 ? Percentiles.Of(stepGpuMs) : null, sliceGpuMs.Count > 0 ? Percentiles.Of(sliceGpuMs) : null, overBudget, overBudgetOp,
             losses.Count > 0 ? losses[0] : null, losses.Count > 0 ? losses[^1] : null);
     }
 }
@@ -197,11 +201,13 @@ sealed record Percentiles(double P50, double P99, double Max)
 /// <summary>One phase: frames without training (budget null) or with training in slices of one budget.</summary>
 /// <param name="LateFrames">Frames whose work (render plus the library's calls) overran the frame period.</param>
 /// <param name="Steps">Training steps completed within the phase.</param>
+/// <param name="OpsPerStep">The ops (dispatches, copies) of one recorded step.</param>
 /// <param name="SlicesPerStep">Mean Advance calls per completed step.</param>
+/// <param name="StepGpuMs">The measured GPU time of each completed step, its slices' sum.</param>
 /// <param name="SliceGpuMs">The measured GPU time of the completed steps' slices (timestamps).</param>
 /// <param name="OverBudgetSlices">Slices holding one op whose estimate alone exceeded the budget.</param>
 sealed record PhaseResult(string Phase, double? BudgetMs, Percentiles SubmitToFenceMs, Percentiles FrameMs, int LateFrames,
-                          int Steps, double? SlicesPerStep, double? StepsPerSecond, Percentiles? SliceGpuMs, int OverBudgetSlices, string? OverBudgetOp,
+                          int Steps, int? OpsPerStep, double? SlicesPerStep, double? StepsPerSecond, Percentiles? StepGpuMs, Percentiles? SliceGpuMs, int OverBudgetSlices, string? OverBudgetOp,
                           double? FirstLoss, double? LastLoss);
 
 sealed record SampleReport(string Device, int Cores, int Fps, int Frames, uint Rounds, int BatchSize, int PromptLength, bool Validation,
