@@ -19,7 +19,7 @@ internal sealed class Generator : IDisposable
     readonly T5Pass encoder;
     readonly IRecording encoderRun;
     readonly List<Tensor> owned = new();
-    readonly Tensor current, next, x, norm, q, ctx, probs, ffA, ffB, ffH, final, logits;
+    readonly Tensor currentIds, next, x, norm, q, ctx, probs, ffA, ffB, ffH, final, logits;
     readonly Tensor[] kCache, vCache, crossK, crossV;
     readonly Tensor?[] buckets;
     readonly IRecording?[] steps;
@@ -36,11 +36,13 @@ internal sealed class Generator : IDisposable
         w = weights; be = weights.Backend; c = weights.Config;
         batch = shape.Batch; maxLen = Math.Max(1, maxNewTokens); d = c.DModel; inner = c.NumHeads * c.DKv;
         if (shape.PromptLength > 0)
-            prompts = Own(be.Floats((long)shape.NumPrompts * shape.PromptLength * d, "prompts"));
+            // Host-visible, like every input here: beginning a decoding then needs no staging
+            // copy, which would wait for the queue a host shares.
+            prompts = Own(be.Floats((long)shape.NumPrompts * shape.PromptLength * d, "prompts", hostVisible: true));
         encoder = new T5Pass(weights, shape with { TargetLength = HostBatch.LengthQuantum }, ActivationMode.Inference, prompts);
         encoderRun = be.Record(encoder.EmitEncoder);
         int le = shape.EncoderLength;
-        current = Own(be.Ints(batch, "current_ids", hostVisible: true));
+        currentIds = Own(be.Ints(batch, "current_ids", hostVisible: true));
         next = Own(be.Ints(batch, "next_ids", hostVisible: true));
         x = F(batch * d, "x"); norm = F(batch * d, "norm"); q = F(batch * inner, "q"); ctx = F(batch * inner, "ctx");
         probs = F((long)batch * c.NumHeads * Math.Max(maxLen, le), "probs");
@@ -60,9 +62,22 @@ internal sealed class Generator : IDisposable
 
     /// <summary>Greedy continuation of each example (stops at eos or after maxNewTokens), with
     /// <paramref name="promptSet"/> as <see cref="Scorer.Score"/> takes it, of the generator's
-    /// shape. Returns the generated ids without the decoder start token and without eos.</summary>
+    /// shape, blocking until it is done. Returns the generated ids without the decoder start
+    /// token and without eos.</summary>
     public List<int>[] Generate(IReadOnlyList<EncodedExample> examples, PromptSet? promptSet, IReadOnlyList<int>? promptIndex = null)
     {
+        var decoding = Begin(examples, promptSet, promptIndex);
+        decoding.Wait();
+        return decoding.Outputs;
+    }
+
+    /// <summary>Prepares the decoding of <paramref name="examples"/> and returns it unsubmitted
+    /// (<see cref="Decoding"/>); the decoding before must be complete. Inputs, prompts and ids go
+    /// to host-visible memory, so nothing here waits for the GPU.</summary>
+    public Decoding Begin(IReadOnlyList<EncodedExample> examples, PromptSet? promptSet, IReadOnlyList<int>? promptIndex = null, bool ownsGenerator = false)
+    {
+        if (current is { IsComplete: false, IsStarted: true })
+            throw new InvalidOperationException("cannot begin another decoding while the last is in flight: wait for it first");
         int lin = HostBatch.Round(examples.Max(e => e.InputIds.Length));
         if (lin != Shape.InputLength)
             throw new ArgumentException($"inputs pad to {lin} tokens but this generator was built for {Shape.InputLength}");
@@ -74,30 +89,35 @@ internal sealed class Generator : IDisposable
         var inputs = examples.Select(e => e with { TargetIds = [] }).ToList();
         encoder.Load(HostBatch.Build(inputs, Shape.PromptLength, Shape.NumPrompts, promptIndex, batch, c.DecoderStartTokenId, targetLength: encoder.Shape.TargetLength,
                                      promptLengths: promptSet?.MaskedLengths));
-        encoderRun.Run();
         crossRun ??= be.Record(EmitCrossProjections);
-        crossRun.Run();
+        return current = new Decoding(this, examples.Count, ownsGenerator);
+    }
 
-        var outputs = Enumerable.Range(0, examples.Count).Select(_ => new List<int>()).ToArray();
-        var done = new bool[batch];
-        for (int i = examples.Count; i < batch; i++) done[i] = true;
-        var ids = new int[batch];
-        Array.Fill(ids, c.DecoderStartTokenId);
-        var nextIds = new float[batch];
-        for (int t = 0; t < maxLen && done.Contains(false); t++)
-        {
-            be.Upload(current, ids);
-            (steps[t] ??= RecordStep(t)).Run();
-            be.Download(next, nextIds);
-            for (int i = 0; i < batch; i++)
-            {
-                ids[i] = BitConverter.SingleToInt32Bits(nextIds[i]);
-                if (done[i]) continue;
-                if (ids[i] == c.EosTokenId) done[i] = true;
-                else outputs[i].Add(ids[i]);
-            }
-        }
-        return outputs;
+    Decoding? current;
+
+    internal int BatchRows => batch;
+    internal int MaxNewTokens => maxLen;
+    internal int EosTokenId => c.EosTokenId;
+    internal int StartTokenId => c.DecoderStartTokenId;
+
+    /// <summary>The recording of stage <paramref name="stage"/> of a decoding: -2 the encoder,
+    /// -1 the cross-attention projections, t &gt;= 0 the decoder step that yields token t.</summary>
+    internal IRecording Stage(int stage) => stage switch
+    {
+        -2 => encoderRun,
+        -1 => crossRun!,
+        _ => steps[stage] ??= RecordStep(stage),
+    };
+
+    /// <summary>Lays the ids the step that yields the next token reads (host-visible memory).</summary>
+    internal void SetCurrentIds(int[] ids) => be.Upload(currentIds, ids);
+
+    /// <summary>The ids the last complete step chose (host-visible memory).</summary>
+    internal int[] NextIds()
+    {
+        var raw = new float[batch];
+        be.Download(next, raw);
+        return raw.Select(BitConverter.SingleToInt32Bits).ToArray();
     }
 
     void EmitCrossProjections()
@@ -113,7 +133,7 @@ internal sealed class Generator : IDisposable
 
     IRecording RecordStep(int t)
     {
-        var table = Own(be.Ints(t + 1, $"buckets{t}"));
+        var table = Own(be.Ints(t + 1, $"buckets{t}", hostVisible: true));
         be.Upload(table, RelativePosition.Table(1, t + 1, false, c.RelativeAttentionNumBuckets, c.RelativeAttentionMaxDistance, queryOffset: t));
         buckets[t] = table;
         return be.Record(() => EmitStep(t, table));
@@ -125,7 +145,7 @@ internal sealed class Generator : IDisposable
         int le = Shape.EncoderLength;
         var heads = new AttentionSpecs(batch, c.NumHeads, c.DKv);
         var linear = (int outDim, int inDim) => MatMulSpec.Rows(batch, outDim, inDim, transposeB: true);
-        be.Embedding(w.Shared, current, null, null, x, batch, 1, 0, d);
+        be.Embedding(w.Shared, currentIds, null, null, x, batch, 1, 0, d);
         for (int i = 0; i < c.NumDecoderLayers; i++)
         {
             var blk = w.Decoder[i];

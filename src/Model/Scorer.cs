@@ -20,37 +20,40 @@ internal sealed class Scorer(T5Weights weights) : IDisposable
     public Backend Backend => weights.Backend;
 
     /// <summary>Scores one batch, example i with prompt promptIndex[i] of <paramref name="prompts"/>
-    /// (null: no prompt; null index: prompt 0).</summary>
+    /// (null: no prompt; null index: prompt 0), blocking until it is done.</summary>
     public ScoreResult[] Score(IReadOnlyList<EncodedExample> batch, PromptSet? prompts, IReadOnlyList<int>? promptIndex = null, int? batchSize = null)
     {
+        var scoring = Begin(batch, prompts, promptIndex, batchSize);
+        scoring.Wait();
+        return scoring.Results;
+    }
+
+    /// <summary>Prepares one batch's scoring and returns it unsubmitted (<see cref="ScoringBatch"/>);
+    /// the batch before must be complete (they share the kept pass). The inputs and prompts go to
+    /// host-visible memory, so nothing here waits for the GPU.</summary>
+    public ScoringBatch Begin(IReadOnlyList<EncodedExample> batch, PromptSet? prompts, IReadOnlyList<int>? promptIndex = null, int? batchSize = null)
+    {
+        if (current is { IsStarted: true, IsComplete: false })
+            throw new InvalidOperationException("cannot begin another scoring batch while the last is in flight: wait for its ticket (or Wait()) first");
+        current?.Finish();
         if (prompts is not null && prompts.Data.Length != (long)prompts.Count * prompts.Length * weights.Config.DModel)
             throw new ArgumentException($"the prompts are not of this model's d_model {weights.Config.DModel}");
         var host = HostBatch.Build(batch, prompts?.Length ?? 0, prompts?.Count ?? 1, promptIndex, batchSize, weights.Config.DecoderStartTokenId,
                                    promptLengths: prompts?.MaskedLengths);
         var (pass, run) = PassFor(host.Shape);
-        var be = weights.Backend;
-        if (prompts is not null) be.Upload(pass.Prompts!, prompts.Data);
+        if (prompts is not null) weights.Backend.Upload(pass.Prompts!, prompts.Data);
         pass.Load(host);
-        run.Run();
-        var lp = pass.ReadLogProbs();
-        int ld = host.Shape.TargetLength;
-        var result = new ScoreResult[batch.Count];
-        for (int i = 0; i < batch.Count; i++)
-        {
-            double sum = 0;
-            for (int t = 0; t < batch[i].TargetIds.Length; t++) sum += lp[i * ld + t];
-            // Log-softmax of finite logits is finite; anything else means the model overflowed.
-            if (!double.IsFinite(sum)) throw new NonFiniteOutputException("the log-likelihood of a target", sum);
-            result[i] = new ScoreResult(sum, batch[i].TargetIds.Length);
-        }
-        return result;
+        return current = new ScoringBatch(run, pass, host, batch);
     }
+
+    ScoringBatch? current;
 
     (T5Pass, IRecording) PassFor(BatchShape shape)
     {
         if (kept is { } k && k.Pass.Shape == shape) return (k.Pass, k.Run);
         DropKept();
-        var prompts = shape.PromptLength > 0 ? weights.Backend.Floats((long)shape.NumPrompts * shape.PromptLength * weights.Config.DModel, "prompts") : null;
+        // Host-visible, so a scoring batch begins without a staging copy that would wait for the queue.
+        var prompts = shape.PromptLength > 0 ? weights.Backend.Floats((long)shape.NumPrompts * shape.PromptLength * weights.Config.DModel, "prompts", hostVisible: true) : null;
         var pass = new T5Pass(weights, shape, ActivationMode.Inference, prompts);
         kept = (pass, weights.Backend.Record(pass.EmitForward), prompts);
         return (pass, kept.Value.Run);
@@ -68,6 +71,56 @@ internal sealed class Scorer(T5Weights weights) : IDisposable
     }
 
     public void Dispose() => DropKept();
+}
+
+/// <summary>One batch's scoring begun by <see cref="Scorer.Begin"/> (or
+/// PromptModel.BeginScore): submit it whole or advance it in slices, then
+/// read <see cref="Results"/>.</summary>
+public sealed class ScoringBatch : Submission
+{
+    readonly T5Pass pass;
+    readonly HostBatch host;
+    readonly IReadOnlyList<EncodedExample> batch;
+    ScoreResult[]? results;
+
+    internal ScoringBatch(IRecording recording, T5Pass pass, HostBatch host, IReadOnlyList<EncodedExample> batch) : base(recording) =>
+        (this.pass, this.host, this.batch) = (pass, host, batch);
+
+    /// <summary>Each example's log-likelihood, in batch order; readable once complete.</summary>
+    public ScoreResult[] Results
+    {
+        get
+        {
+            if (results is null)
+            {
+                RequireComplete("the scores");
+                results = Read();
+            }
+            return results;
+        }
+    }
+
+    /// <summary>Keeps the results before the scorer reuses the pass's buffers for the next batch.</summary>
+    internal void Finish()
+    {
+        if (IsComplete) _ = Results;
+    }
+
+    ScoreResult[] Read()
+    {
+        var lp = pass.ReadLogProbs();
+        int ld = host.Shape.TargetLength;
+        var result = new ScoreResult[batch.Count];
+        for (int i = 0; i < batch.Count; i++)
+        {
+            double sum = 0;
+            for (int t = 0; t < batch[i].TargetIds.Length; t++) sum += lp[i * ld + t];
+            // Log-softmax of finite logits is finite; anything else means the model overflowed.
+            if (!double.IsFinite(sum)) throw new NonFiniteOutputException("the log-likelihood of a target", sum);
+            result[i] = new ScoreResult(sum, batch[i].TargetIds.Length);
+        }
+        return result;
+    }
 }
 
 /// <summary>How likely the model finds one example's target given its input.</summary>

@@ -125,3 +125,11 @@ internal sealed unsafe class GpuTimeline : IDisposable
         vk.DestroySemaphore(device, Semaphore, null);
     }
 }
+
+/// <summary>A range of a device buffer of the library's, for a host's own commands (a
+/// vkCmdCopyBuffer out of it, chained on a <see cref="GpuTicket"/>): read it only after the
+/// ticket of the work that writes it completes, and write it never.</summary>
+/// <param name="Buffer">The VkBuffer.</param>
+/// <param name="Offset">Where the range starts in it, in bytes.</param>
+/// <param name="Bytes">Its length in bytes.</param>
+public readonly record struct GpuBufferRange(Silk.NET.Vulkan.Buffer Buffer, ulong Offset, ulong Bytes);

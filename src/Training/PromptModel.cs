@@ -122,6 +122,30 @@ public sealed class PromptModel : IDisposable
         return results;
     }
 
+    /// <summary>Prepares the scoring of one batch (example i with prompt promptIndex[i] of
+    /// <paramref name="prompts"/>; null: no prompt) and returns it unsubmitted: submit it whole or
+    /// advance it in slices of a frame's GPU budget, then read <see cref="ScoringBatch.Results"/>.
+    /// The model keeps one scoring pass for this; the batch before must be complete.</summary>
+    public ScoringBatch BeginScore(IReadOnlyList<EncodedExample> batch, PromptSet? prompts = null, IReadOnlyList<int>? promptIndex = null) =>
+        (asyncScorer ??= new Scorer(Weights)).Begin(batch, prompts, promptIndex);
+
+    Scorer? asyncScorer;
+
+    /// <summary>A trainer of <paramref name="initialPrompt"/> ([prompt length x d_model], row-major)
+    /// with Adafactor (<paramref name="optimizer"/>; null: the paper's settings): its steps run
+    /// blocking (<see cref="PromptTrainer.TrainStep"/>) or in slices (<see cref="PromptTrainer.BeginStep"/>).
+    /// <see cref="Train"/> runs a whole training loop with data, checkpoints and validation instead.</summary>
+    /// <param name="initialPrompt">The prompt to start from.</param>
+    /// <param name="optimizer">Adafactor's settings.</param>
+    /// <param name="dropout">The model's dropout rate during training (0: none).</param>
+    /// <param name="seed">Seeds the dropout masks.</param>
+    public PromptTrainer Trainer(float[] initialPrompt, AdafactorSettings? optimizer = null, float dropout = 0, int seed = 0)
+    {
+        if (initialPrompt.Length == 0 || initialPrompt.Length % DModel != 0)
+            throw new ArgumentException($"a prompt is a whole number of rows of d_model {DModel}; got {initialPrompt.Length} floats", nameof(initialPrompt));
+        return new PromptTrainer(Weights, initialPrompt, optimizer ?? new AdafactorSettings(), dropout, seed);
+    }
+
     /// <summary>Rank classification: for each input (token ids), the index of the choice the model
     /// finds most likely, under each prompt of <paramref name="prompts"/> (null: no prompt):
     /// result[prompt][input]. <see cref="RankClassifier.MajorityVote"/> combines an ensemble's.</summary>
@@ -138,6 +162,18 @@ public sealed class PromptModel : IDisposable
                                                                      IReadOnlyList<int>? promptIndex = null, int batchSize = 8, int maxNewTokens = 32) =>
         GreedyDecoder.Run(Weights, examples, prompts, promptIndex, batchSize, maxNewTokens).Select(r => (r.Index, Tokenizer.Decode(r.Ids), r.Ids.ToArray()));
 
+    /// <summary>Prepares greedy decoding of one batch (example i with prompt promptIndex[i] of
+    /// <paramref name="prompts"/>; null: no prompt) and returns it unsubmitted: advance it in
+    /// slices of a frame's GPU budget and take its tokens as they complete, or Wait for all.
+    /// Dispose it to free its key/value cache.</summary>
+    public Decoding BeginGenerate(IReadOnlyList<EncodedExample> batch, PromptSet? prompts = null, IReadOnlyList<int>? promptIndex = null, int maxNewTokens = 32)
+    {
+        int lin = HostBatch.Round(batch.Max(e => e.InputIds.Length));
+        var generator = new Generator(Weights, new BatchShape(batch.Count, lin, 1, prompts?.Length ?? 0, prompts?.Count ?? 1), maxNewTokens);
+        try { return generator.Begin(batch, prompts, promptIndex, ownsGenerator: true); }
+        catch { generator.Dispose(); throw; }
+    }
+
     /// <summary>Loss and prompt gradient of <paramref name="examples"/> taken as one batch: no
     /// optimizer step, no dropout.</summary>
     public (double Loss, float[] Gradient) Gradient(IReadOnlyList<EncodedExample> examples, float[] prompt, ActivationMode activations = ActivationMode.Store) =>
@@ -152,6 +188,7 @@ public sealed class PromptModel : IDisposable
     /// <summary>Frees the weights, then the backend (a borrowed context stays), then the checkpoint.</summary>
     public void Dispose()
     {
+        asyncScorer?.Dispose();
         Weights.Dispose();
         Backend.Dispose();
         Checkpoint.Dispose();

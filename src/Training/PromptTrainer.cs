@@ -8,9 +8,11 @@ namespace VkPrompt.Training;
 /// The training step: forward, prompt-only backward and Adafactor, recorded as one unit for the
 /// batch shape and replayed while batches keep that shape. The prompt and the optimizer state
 /// stay on the device between steps; only the batch's ids go up and the per-token
-/// log-probabilities come back.
+/// log-probabilities come back. A step runs blocking (<see cref="TrainStep"/>) or as a
+/// <see cref="TrainingStep"/> the host submits whole or advances in slices of a frame's GPU
+/// budget (<see cref="BeginStep"/>); both compute the same bits.
 /// </summary>
-internal sealed class PromptTrainer : IDisposable
+public sealed class PromptTrainer : IDisposable
 {
     readonly T5Weights weights;
     readonly Backend be;
@@ -24,23 +26,26 @@ internal sealed class PromptTrainer : IDisposable
     // activations), while such data changes shape on most steps anyway. Re-recording a step costs
     // the CPU a few milliseconds against a step of hundreds.
     (T5Pass Pass, IRecording Run)? last;
+    TrainingStep? current;
 
+    /// <summary>The prompt's length in rows.</summary>
     public int PromptLength { get; }
+    /// <summary>The model width, the length of a prompt row.</summary>
     public int Dim { get; }
-    /// <summary>Optimizer steps taken so far (the next batch is batch number Step).</summary>
+    /// <summary>Optimizer steps taken so far, the one begun included (the next batch is batch number Step).</summary>
     public int Step { get; private set; }
 
     /// <summary>Per-op GPU times of the last step, tagged with <see cref="T5Pass.Phases"/> and
     /// <see cref="OptimizerPhase"/>, where the device profiles; empty otherwise.</summary>
-    public IReadOnlyList<DispatchTiming> LastStepTimings => last?.Run.Timings ?? [];
+    internal IReadOnlyList<DispatchTiming> LastStepTimings => last?.Run.Timings ?? [];
 
     /// <summary>Which attentions the last step ran fused (<see cref="T5Pass.FusedAttention"/>);
     /// null before the first step.</summary>
-    public (bool EncoderSelf, bool DecoderSelf, bool Cross)? LastStepFusedAttention => last?.Pass.FusedAttention;
+    internal (bool EncoderSelf, bool DecoderSelf, bool Cross)? LastStepFusedAttention => last?.Pass.FusedAttention;
 
-    public const string OptimizerPhase = "optimizer";
+    internal const string OptimizerPhase = "optimizer";
 
-    public PromptTrainer(T5Weights weights, float[] initialPrompt, AdafactorSettings optimizer, float dropout, int seed,
+    internal PromptTrainer(T5Weights weights, float[] initialPrompt, AdafactorSettings optimizer, float dropout, int seed,
                          ActivationMode activations = ActivationMode.Store, float[]? optimizerState = null, int step = 0, int stepOffset = 0)
     {
         optimizer.Validate();
@@ -68,24 +73,49 @@ internal sealed class PromptTrainer : IDisposable
         update = be.Floats(initialPrompt.Length, "adafactor_update");
     }
 
-    /// <summary>One optimizer step on <paramref name="batch"/>; returns the mean token loss
-    /// (computed in the same forward, with dropout as configured).</summary>
-    public double TrainStep(IReadOnlyList<EncodedExample> batch, int batchSize)
+    /// <summary>One optimizer step on <paramref name="batch"/>, blocking until it is done;
+    /// returns the mean token loss (computed in the same forward, with dropout as configured).</summary>
+    /// <param name="batch">The examples of the step.</param>
+    /// <param name="batchSize">Pads the batch to this many rows (a fixed shape); null: the batch's own count.</param>
+    public double TrainStep(IReadOnlyList<EncodedExample> batch, int? batchSize = null)
     {
+        var step = BeginStep(batch, batchSize);
+        step.Wait();
+        return step.Loss;
+    }
+
+    /// <summary>Prepares one optimizer step on <paramref name="batch"/> and returns it unsubmitted:
+    /// the host then submits it whole or advances it in slices (<see cref="Submission"/>), and
+    /// reads <see cref="TrainingStep.Loss"/> once it is complete. The step before must be complete
+    /// (the two share their buffers); the batch's ids go to host-visible memory, so nothing here
+    /// waits for the GPU.</summary>
+    /// <inheritdoc cref="TrainStep"/>
+    public TrainingStep BeginStep(IReadOnlyList<EncodedExample> batch, int? batchSize = null)
+    {
+        RequireIdle("begin another step");
+        current?.Finish();
         var host = HostBatch.Build(batch, PromptLength, batchSize: batchSize, decoderStart: weights.Config.DecoderStartTokenId);
         var (pass, run) = StepFor(host.Shape);
         pass.Load(host);
         if (pass.DropoutSeed is not null) be.Upload(pass.DropoutSeed, [DropoutSeed(seed, Step)]);
-        run.Run();
+        current = new TrainingStep(run, pass, host, Step);
         Step++;
-        return MeanLoss(pass, host);
+        return current;
+    }
+
+    /// <summary>Throws while a step is submitted (in part or whole) and not yet complete: its
+    /// buffers are in use on the device.</summary>
+    void RequireIdle(string what)
+    {
+        if (current is { IsStarted: true, IsComplete: false })
+            throw new InvalidOperationException($"cannot {what} while step {current.Number} is in flight: wait for its ticket (or Wait()) first");
     }
 
     /// <summary>Mixes the run seed and the step so every step draws fresh masks, and a resumed
     /// run draws exactly the masks the uninterrupted one would have.</summary>
     static int DropoutSeed(int seed, int step) => (int)(((uint)seed * 0x9E3779B9u) ^ ((uint)step * 0x85EBCA6Bu));
 
-    static double MeanLoss(T5Pass pass, HostBatch host) => -pass.ReadLogProbs().Sum(v => (double)v) / host.TargetTokens;
+    internal static double MeanLoss(T5Pass pass, HostBatch host) => -pass.ReadLogProbs().Sum(v => (double)v) / host.TargetTokens;
 
     (T5Pass, IRecording) StepFor(BatchShape shape)
     {
@@ -107,19 +137,29 @@ internal sealed class PromptTrainer : IDisposable
         return (pass, rec);
     }
 
+    /// <summary>A copy of the prompt, as of the last complete step.</summary>
     public float[] Prompt()
     {
+        RequireIdle("read the prompt");
         var p = new float[prompt.Length];
         be.Download(prompt, p);
         return p;
     }
 
+    /// <summary>A copy of Adafactor's state (step count, factored second moments), as of the last complete step.</summary>
     public float[] OptimizerState()
     {
+        RequireIdle("read the optimizer state");
         var s = new float[state.Length];
         be.Download(state, s);
         return s;
     }
+
+    /// <summary>The device buffer holding the prompt, for a host's own copy out of it chained on a
+    /// step's ticket; the prompt is [PromptLength x Dim] float32, row-major. GPU backend only.</summary>
+    public GpuBufferRange PromptBuffer => be is GpuBackend
+        ? GpuBackend.Range(prompt)
+        : throw new NotSupportedException($"the prompt lives in device memory only on the Vulkan backend, not on {be.Name}");
 
     void DisposeStep()
     {
@@ -127,6 +167,8 @@ internal sealed class PromptTrainer : IDisposable
         last = null;
     }
 
+    /// <summary>Frees the step's recording and the prompt's and optimizer's buffers, after the
+    /// context's own work in flight (none of a host's) completes.</summary>
     public void Dispose()
     {
         DisposeStep();
@@ -137,7 +179,7 @@ internal sealed class PromptTrainer : IDisposable
 
     /// <summary>Loss and prompt gradient of <paramref name="examples"/> taken as one batch
     /// (<c>vkprompt grad</c>): no optimizer step, no dropout.</summary>
-    public static (double Loss, float[] Gradient) Gradient(T5Weights weights, IReadOnlyList<EncodedExample> examples, float[] promptData, ActivationMode mode = ActivationMode.Store)
+    internal static (double Loss, float[] Gradient) Gradient(T5Weights weights, IReadOnlyList<EncodedExample> examples, float[] promptData, ActivationMode mode = ActivationMode.Store)
     {
         var be = weights.Backend;
         int d = weights.Config.DModel;

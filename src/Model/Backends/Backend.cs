@@ -12,14 +12,46 @@ internal abstract class Tensor(string name, long length) : IDisposable
     public override string ToString() => $"{Name}[{Length}]";
 }
 
-/// <summary>Work recorded once by <see cref="Backend.Record"/> and run any number of times.</summary>
+/// <summary>Work recorded once by <see cref="Backend.Record"/> and run any number of times: as
+/// one submit or in slices of a GPU-time budget, each returning a ticket at once (see
+/// <see cref="CommandGraph"/>); a run must complete before the next begins.</summary>
 internal interface IRecording : IDisposable
 {
-    void Run();
+    /// <summary>Submits the rest of the run after <paramref name="waits"/>; returns at once.</summary>
+    GpuTicket Submit(ReadOnlySpan<GpuWait> waits);
+
+    /// <summary>Submits the next ops of the run that fit <paramref name="budget"/>; returns at once.</summary>
+    SliceReport Advance(TimeSpan budget, ReadOnlySpan<GpuWait> waits);
+
+    /// <summary>Submits the rest of the run and waits for it.</summary>
+    void Run() => Submit([]).Wait();
+
+    /// <summary>The ticket of the last submit.</summary>
+    GpuTicket Ticket { get; }
 
     /// <summary>Per-op GPU times of the last run, with their phases, where the device profiles
     /// (<see cref="GpuOptions.Profiling"/>); empty otherwise.</summary>
     IReadOnlyList<DispatchTiming> Timings { get; }
+
+    /// <summary>The measured slices of the last completed run (<see cref="CommandGraph.SliceTimings"/>).</summary>
+    IReadOnlyList<SliceTiming> SliceTimings { get; }
+}
+
+/// <summary>A recording of a backend that computes as its ops are called (the CPU reference, the
+/// trace): a submit runs the whole body on the calling thread and returns a complete ticket.</summary>
+internal sealed class SynchronousRecording(Action body) : IRecording
+{
+    public GpuTicket Submit(ReadOnlySpan<GpuWait> waits)
+    {
+        body();
+        return default;
+    }
+
+    public SliceReport Advance(TimeSpan budget, ReadOnlySpan<GpuWait> waits) => new(Submit(waits), 0, 1, 0, null, null);
+    public GpuTicket Ticket => default;
+    public IReadOnlyList<DispatchTiming> Timings => [];
+    public IReadOnlyList<SliceTiming> SliceTimings => [];
+    public void Dispose() { }
 }
 
 /// <summary>Whether <see cref="T5Pass"/> runs attention as one fused op

@@ -28,13 +28,6 @@ public sealed class CpuBackend : Backend
         public override void Dispose() => owner.current -= Length * 4;
     }
 
-    sealed class Replay(Action body) : IRecording
-    {
-        public void Run() => body();
-        public IReadOnlyList<DispatchTiming> Timings => [];
-        public void Dispose() { }
-    }
-
     Tensor Track(CpuTensor t)
     {
         current += t.Length * 4;
@@ -70,7 +63,7 @@ public sealed class CpuBackend : Backend
         source.Slice((int)offset, data.Length).CopyTo(data);
     }
 
-    internal override IRecording Record(Action body) => new Replay(body);
+    internal override IRecording Record(Action body) => new SynchronousRecording(body);
     /// <inheritdoc/>
     public override (long Current, long Peak) MemoryUse => (current, peak);
     /// <inheritdoc/>

@@ -31,10 +31,16 @@ public sealed class GpuBackend(GpuContext ctx, bool ownsContext = false) : Backe
 
     sealed class GraphRecording(CommandGraph graph) : IRecording
     {
-        public void Run() => graph.Run();
+        public GpuTicket Submit(ReadOnlySpan<GpuWait> waits) => graph.Submit(waits);
+        public SliceReport Advance(TimeSpan budget, ReadOnlySpan<GpuWait> waits) => graph.Advance(budget.TotalMilliseconds, waits);
+        public GpuTicket Ticket => graph.Ticket;
         public IReadOnlyList<DispatchTiming> Timings => graph.Timings;
+        public IReadOnlyList<SliceTiming> SliceTimings => graph.SliceTimings;
         public void Dispose() => graph.Dispose();
     }
+
+    /// <summary>The device buffer behind <paramref name="t"/>, for a host's own commands.</summary>
+    internal static GpuBufferRange Range(Tensor t) => new(Buf(t).Handle, 0, (ulong)Buf(t).Bytes);
 
     static GpuBuffer Buf(Tensor t) => t switch
     {

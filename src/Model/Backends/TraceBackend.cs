@@ -50,13 +50,6 @@ internal class TraceBackend : Backend
         public override void Dispose() { }
     }
 
-    sealed class Emitted : IRecording
-    {
-        public void Run() { }
-        public IReadOnlyList<DispatchTiming> Timings => [];
-        public void Dispose() { }
-    }
-
     sealed class PhaseScope(List<string> phases) : IDisposable
     {
         public void Dispose() => phases.RemoveAt(phases.Count - 1);
@@ -73,7 +66,7 @@ internal class TraceBackend : Backend
     internal override IRecording Record(Action body)
     {
         body();
-        return new Emitted();
+        return new SynchronousRecording(() => { });
     }
 
     internal override IDisposable Phase(string name)
