@@ -10,7 +10,8 @@ public sealed class HostSampleTests
 {
     /// <summary>A short run with a budget large enough for whole steps to finish within it: it
     /// exits 0, measures every frame of both phases, completes steps with a finite, positive loss
-    /// in at least one slice each, the library submitted only under the host's queue lock, and
+    /// in at least one slice each, the library submitted only under the host's queue lock, the
+    /// host's own copy of the prompt chained on a step's ticket equals the trainer's prompt, and
     /// the validation layer reported nothing from instance creation to destruction.</summary>
     [Fact]
     public async Task RendersTrainsInSlicesAndExitsCleanly()
@@ -49,6 +50,7 @@ public sealed class HostSampleTests
         Assert.True(double.IsFinite(loss) && loss > 0, $"loss {loss}");
         // At least one submit per completed step's slices, all inside the host's lock (it counts them).
         Assert.True(root.GetProperty("library_submits").GetInt32() >= steps);
+        Assert.True(training.GetProperty("prompt_copy_matches").GetBoolean(), "the host's copy of the prompt, chained on the step's ticket, differs from the trainer's");
     }
 
     // The configuration the tests were built in: the sample is built beside them in the same one.

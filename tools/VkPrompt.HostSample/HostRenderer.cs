@@ -113,6 +113,53 @@ internal sealed unsafe class HostRenderer : IDisposable
         return ms;
     }
 
+    /// <summary>Copies <paramref name="source"/> (a buffer of the library's) into host memory with
+    /// the host's own submit, which waits on the GPU for <paramref name="after"/> (a ticket of the
+    /// library's, as a wait-list entry) and has its own fence: the host never blocks on the
+    /// library, only on its own fence, and the copy cannot start before the work it reads is done.</summary>
+    public float[] CopyOut(GpuBufferRange source, GpuWait? after)
+    {
+        var (buffer, memory) = CreateBuffer(source.Bytes, BufferUsageFlags.TransferDstBit, MemoryPropertyFlags.HostVisibleBit | MemoryPropertyFlags.HostCoherentBit);
+        var alloc = new CommandBufferAllocateInfo { SType = StructureType.CommandBufferAllocateInfo, CommandPool = commandPool, Level = CommandBufferLevel.Primary, CommandBufferCount = 1 };
+        Check(vk.AllocateCommandBuffers(device, &alloc, out var cb), "vkAllocateCommandBuffers");
+        var fenceInfo = new FenceCreateInfo { SType = StructureType.FenceCreateInfo };
+        Check(vk.CreateFence(device, &fenceInfo, null, out var copied), "vkCreateFence");
+        try
+        {
+            var begin = new CommandBufferBeginInfo { SType = StructureType.CommandBufferBeginInfo, Flags = CommandBufferUsageFlags.OneTimeSubmitBit };
+            Check(vk.BeginCommandBuffer(cb, &begin), "vkBeginCommandBuffer");
+            var region = new BufferCopy(source.Offset, 0, source.Bytes);
+            vk.CmdCopyBuffer(cb, source.Buffer, buffer, 1, &region);
+            var barrier = new MemoryBarrier { SType = StructureType.MemoryBarrier, SrcAccessMask = AccessFlags.TransferWriteBit, DstAccessMask = AccessFlags.HostReadBit };
+            vk.CmdPipelineBarrier(cb, PipelineStageFlags.TransferBit, PipelineStageFlags.HostBit, 0, 1, &barrier, 0, null, 0, null);
+            Check(vk.EndCommandBuffer(cb), "vkEndCommandBuffer");
+
+            var semaphore = after?.Semaphore ?? default;
+            ulong value = after?.Value ?? 0;
+            var stage = PipelineStageFlags.TransferBit;
+            var timeline = new TimelineSemaphoreSubmitInfo { SType = StructureType.TimelineSemaphoreSubmitInfo, WaitSemaphoreValueCount = after is null ? 0u : 1, PWaitSemaphoreValues = &value };
+            var submit = new SubmitInfo
+            {
+                SType = StructureType.SubmitInfo, PNext = &timeline, CommandBufferCount = 1, PCommandBuffers = &cb,
+                WaitSemaphoreCount = after is null ? 0u : 1, PWaitSemaphores = &semaphore, PWaitDstStageMask = &stage,
+            };
+            lock (queueLock) Check(vk.QueueSubmit(queue, 1, &submit, copied), "vkQueueSubmit");
+            Check(vk.WaitForFences(device, 1, &copied, true, ulong.MaxValue), "vkWaitForFences");
+            void* mapped;
+            Check(vk.MapMemory(device, memory, 0, source.Bytes, 0, &mapped), "vkMapMemory");
+            var values = new ReadOnlySpan<float>(mapped, (int)(source.Bytes / 4)).ToArray();
+            vk.UnmapMemory(device, memory);
+            return values;
+        }
+        finally
+        {
+            vk.DestroyFence(device, copied, null);
+            vk.FreeCommandBuffers(device, commandPool, 1, &cb);
+            vk.DestroyBuffer(device, buffer, null);
+            vk.FreeMemory(device, memory, null);
+        }
+    }
+
     void Record(uint frameIndex)
     {
         Check(vk.ResetCommandBuffer(commandBuffer, 0), "vkResetCommandBuffer");
@@ -234,8 +281,8 @@ internal sealed unsafe class HostRenderer : IDisposable
 
     void CreateFrameResources()
     {
-        (image, imageMemory) = CreateBuffer(BufferUsageFlags.StorageBufferBit | BufferUsageFlags.TransferSrcBit);
-        (presented, presentedMemory) = CreateBuffer(BufferUsageFlags.TransferDstBit);
+        (image, imageMemory) = CreateBuffer(ImageBytes, BufferUsageFlags.StorageBufferBit | BufferUsageFlags.TransferSrcBit, MemoryPropertyFlags.DeviceLocalBit);
+        (presented, presentedMemory) = CreateBuffer(ImageBytes, BufferUsageFlags.TransferDstBit, MemoryPropertyFlags.DeviceLocalBit);
 
         var binding = new DescriptorSetLayoutBinding(0, DescriptorType.StorageBuffer, 1, ShaderStageFlags.ComputeBit);
         var setInfo = new DescriptorSetLayoutCreateInfo { SType = StructureType.DescriptorSetLayoutCreateInfo, BindingCount = 1, PBindings = &binding };
@@ -263,16 +310,16 @@ internal sealed unsafe class HostRenderer : IDisposable
         Check(vk.CreateFence(device, &fenceInfo, null, out fence), "vkCreateFence");
     }
 
-    (Buffer, DeviceMemory) CreateBuffer(BufferUsageFlags usage)
+    (Buffer, DeviceMemory) CreateBuffer(ulong bytes, BufferUsageFlags usage, MemoryPropertyFlags properties)
     {
-        var info = new BufferCreateInfo { SType = StructureType.BufferCreateInfo, Size = ImageBytes, Usage = usage, SharingMode = SharingMode.Exclusive };
+        var info = new BufferCreateInfo { SType = StructureType.BufferCreateInfo, Size = bytes, Usage = usage, SharingMode = SharingMode.Exclusive };
         Check(vk.CreateBuffer(device, &info, null, out var buffer), "vkCreateBuffer");
         vk.GetBufferMemoryRequirements(device, buffer, out var req);
         vk.GetPhysicalDeviceMemoryProperties(physicalDevice, out var mem);
         int type = -1;
         for (int i = 0; i < mem.MemoryTypeCount && type < 0; i++)
-            if ((req.MemoryTypeBits & (1u << i)) != 0 && mem.MemoryTypes[i].PropertyFlags.HasFlag(MemoryPropertyFlags.DeviceLocalBit)) type = i;
-        if (type < 0) throw new InvalidOperationException("no device-local memory type for the frame's buffers");
+            if ((req.MemoryTypeBits & (1u << i)) != 0 && mem.MemoryTypes[i].PropertyFlags.HasFlag(properties)) type = i;
+        if (type < 0) throw new InvalidOperationException($"no {properties} memory type for a {usage} buffer");
         var alloc = new MemoryAllocateInfo { SType = StructureType.MemoryAllocateInfo, AllocationSize = req.Size, MemoryTypeIndex = (uint)type };
         Check(vk.AllocateMemory(device, &alloc, null, out var memory), "vkAllocateMemory");
         Check(vk.BindBufferMemory(device, buffer, memory, 0), "vkBindBufferMemory");

@@ -112,10 +112,11 @@ static void PrintText(SampleReport r)
         Console.WriteLine($"{p.Phase,-26} {Triple(p.SubmitToFenceMs),-25} {Triple(p.FrameMs),-25} {p.LateFrames,5} {p.Steps,6} {Num(p.SlicesPerStep),12} {Num(p.StepsPerSecond),8} " +
                           (p.SliceGpuMs is { } s ? $"{Ms(s.P50)} / {Ms(s.Max)}" : "-"));
     Console.WriteLine();
-    foreach (var p in r.Phases.Where(p => p.Steps > 0))
+    foreach (var p in r.Phases.Where(p => p.BudgetMs is not null))
         Console.WriteLine($"{p.Phase}: {p.OpsPerStep} ops per step, step GPU ms {(p.StepGpuMs is { } g ? Triple(g) : "-")} (p50 / p99 / max); " +
                           $"loss {Num(p.FirstLoss)} -> {Num(p.LastLoss)}; {p.OverBudgetSlices} slice(s) held one op longer than the budget" +
-                          (p.OverBudgetOp is null ? "" : $" (e.g. {p.OverBudgetOp})"));
+                          (p.OverBudgetOp is null ? "" : $" (e.g. {p.OverBudgetOp})") +
+                          $"; host's copy of the prompt chained on the last step's ticket equals the trainer's: {p.PromptCopyMatches}");
     Console.WriteLine($"library submits under the host's queue lock: {r.LibrarySubmits}; validation errors: {r.ValidationErrors.Count}");
 
     static string Triple(Percentiles p) => $"{Ms(p.P50)} / {Ms(p.P99)} / {Ms(p.Max)}";
@@ -131,8 +132,6 @@ sealed class FrameLoop(HostRenderer host, PromptTrainer trainer, List<EncodedExa
 
     public PhaseResult Run(string phase, double? budgetMs, int frames)
     {
-        // A step left in flight by the phase before finishes outside this phase's measurement.
-        if (step is not null) { step.Wait(); step = null; }
         var submitToFence = new List<double>(frames);
         var frameMs = new List<double>(frames);
         var slicesPerStep = new List<int>();
@@ -178,10 +177,24 @@ sealed class FrameLoop(HostRenderer host, PromptTrainer trainer, List<EncodedExa
             else Thread.Sleep(TimeSpan.FromMilliseconds(deadline - end));
         }
         double seconds = clock.Elapsed.TotalSeconds;
+        bool? promptCopyMatches = step is null ? null : CopyPromptAfter(step);
+        step = null;
         return new PhaseResult(phase, budgetMs, Percentiles.Of(submitToFence), Percentiles.Of(frameMs), late,
             losses.Count, budgetMs is null ? null : stepOps, slicesPerStep.Count > 0 ? slicesPerStep.Average() : null, budgetMs is null ? null : losses.Count / seconds,
             stepGpuMs.Count > 0 ? Percentiles.Of(stepGpuMs) : null, sliceGpuMs.Count > 0 ? Percentiles.Of(sliceGpuMs) : null, overBudget, overBudgetOp,
-            losses.Count > 0 ? losses[0] : null, losses.Count > 0 ? losses[^1] : null);
+            losses.Count > 0 ? losses[0] : null, losses.Count > 0 ? losses[^1] : null, promptCopyMatches);
+    }
+
+    /// <summary>After the measured frames: the step in flight is submitted whole, and the host
+    /// copies the prompt out with its own submit, chained on the step's ticket (a wait-list entry
+    /// of the host's vkQueueSubmit, not a wait on the CPU). Returns whether that copy equals the
+    /// trainer's prompt, read once the step is complete.</summary>
+    bool CopyPromptAfter(TrainingStep inFlight)
+    {
+        var ticket = inFlight.IsSubmitted ? inFlight.Ticket : inFlight.Submit();
+        var copy = host.CopyOut(trainer.PromptBuffer, ticket.AsWait());
+        inFlight.Wait();
+        return copy.AsSpan().SequenceEqual(trainer.Prompt());
     }
 }
 
@@ -206,9 +219,11 @@ sealed record Percentiles(double P50, double P99, double Max)
 /// <param name="StepGpuMs">The measured GPU time of each completed step, its slices' sum.</param>
 /// <param name="SliceGpuMs">The measured GPU time of the completed steps' slices (timestamps).</param>
 /// <param name="OverBudgetSlices">Slices holding one op whose estimate alone exceeded the budget.</param>
+/// <param name="PromptCopyMatches">Whether the host's copy of the prompt, chained on the last step's
+/// ticket, equals the trainer's prompt (null: no step ran).</param>
 sealed record PhaseResult(string Phase, double? BudgetMs, Percentiles SubmitToFenceMs, Percentiles FrameMs, int LateFrames,
                           int Steps, int? OpsPerStep, double? SlicesPerStep, double? StepsPerSecond, Percentiles? StepGpuMs, Percentiles? SliceGpuMs, int OverBudgetSlices, string? OverBudgetOp,
-                          double? FirstLoss, double? LastLoss);
+                          double? FirstLoss, double? LastLoss, bool? PromptCopyMatches);
 
 sealed record SampleReport(string Device, int Cores, int Fps, int Frames, uint Rounds, int BatchSize, int PromptLength, bool Validation,
                            IReadOnlyList<PhaseResult> Phases, int LibrarySubmits, IReadOnlyList<string> ValidationErrors);
