@@ -9,8 +9,8 @@ using VkPrompt.Training;
 
 // A host that owns the GPU (issue 18): it renders a stand-in frame at a target rate on its own
 // Vulkan device and lends the device to VkPrompt, which trains a soft prompt on the demo model in
-// slices of a per-frame GPU budget. Measures frame times without training (baseline), then with
-// training for each budget. Run with --help for the options.
+// slices of a per-frame GPU budget. Measures frame times without training (baseline) and with
+// training at each budget, the phases taking turns in blocks of frames. --help lists the options.
 
 SampleOptions options;
 try { options = SampleOptions.Parse(args); }
@@ -54,30 +54,38 @@ static SampleReport Run(SampleOptions o, string modelDir, string assets)
         using (var model = PromptModel.Open(modelDir, ctx))
         {
             var batches = TrainingBatches(model, Path.Combine(assets, "train.jsonl"), o.BatchSize);
-            using var trainer = model.Trainer(InitialPrompt(o.PromptLength, model.DModel));
-            var loop = new FrameLoop(host, trainer, batches, o.Fps);
-            // Unmeasured: the first frames compile and warm caches, and one blocking step records
-            // the step and measures its ops (as a host would do behind a loading screen).
-            loop.Run("warm-up", null, o.WarmupFrames);
-            trainer.TrainStep(batches[0]);
-            phases.Add(loop.Run("baseline", null, o.Frames));
-            foreach (var budget in o.BudgetsMs) phases.Add(loop.Run($"training, budget {Ms(budget)} ms", budget, o.Frames));
+            // A trainer per budget, each from the same prompt, so that every phase's steps are
+            // sliced at its own budget alone.
+            var trainers = o.BudgetsMs.Select(_ => model.Trainer(InitialPrompt(o.PromptLength, model.DModel))).ToList();
+            try
+            {
+                var measured = new List<Phase> { new("baseline", null, host, null, batches, o.Fps) };
+                measured.AddRange(o.BudgetsMs.Select((b, i) => new Phase($"training, budget {Ms(b)} ms", b, host, trainers[i], batches, o.Fps)));
+                // Unmeasured: the first frames compile and warm caches, and one blocking step per
+                // trainer records its step and measures its ops (as a host would do behind a
+                // loading screen).
+                new Phase("warm-up", null, host, null, batches, o.Fps).Frames(o.WarmupFrames);
+                foreach (var trainer in trainers) trainer.TrainStep(batches[0]);
+                for (int done = 0; done < o.Frames; done += o.Block)
+                    foreach (var phase in measured) phase.Frames(Math.Min(o.Block, o.Frames - done));
+                phases.AddRange(measured.Select(p => p.Result()));
+            }
+            finally
+            {
+                foreach (var trainer in trainers) trainer.Dispose();
+            }
         }
         librarySubmits = host.LibrarySubmits;
         errors = host.ValidationErrors;
     }
-    return new SampleReport(deviceName, Environment.ProcessorCount, o.Fps, o.Frames, o.Rounds, o.BatchSize, o.PromptLength, o.Validation,
+    return new SampleReport(deviceName, Environment.ProcessorCount, o.Fps, o.Frames, o.Block, o.Rounds, o.BatchSize, o.PromptLength, o.Validation,
                             phases, librarySubmits, errors);
 }
 
 // The demo model's recipe (vkprompt demo's): a tiny T5 with random weights and the bundled tokenizer.
 static void WriteDemoModel(string dir, string assets)
 {
-    var tokenizer = T5Tokenizer.Load(assets);
-    var config = T5Config.Named("t5-base") with
-    {
-        VocabSize = tokenizer.VocabSize, DModel = 128, DKv = 32, NumHeads = 4, DFf = 256, NumLayers = 2, NumDecoderLayers = 2, DropoutRate = 0,
-    };
+    var config = RandomT5.DemoConfig(T5Tokenizer.Load(assets).VocabSize);
     RandomT5.Write(dir, config, seed: 1, spieceModelPath: Path.Combine(assets, "spiece.model"));
 }
 
@@ -104,7 +112,7 @@ static string Ms(double v) => v.ToString("0.##", CultureInfo.InvariantCulture);
 static void PrintText(SampleReport r)
 {
     Console.WriteLine($"device: {r.Device}, {r.Cores} CPU cores; frame: 1920x1080 RGBA8 compute pass ({r.Rounds} rounds) + copy at {r.Fps} fps; " +
-                      $"{r.Frames} frames per phase; batch {r.BatchSize}, prompt {r.PromptLength} tokens{(r.Validation ? ", validation on" : "")}");
+                      $"{r.Frames} frames per phase, interleaved in blocks of {r.Block}; batch {r.BatchSize}, prompt {r.PromptLength} tokens{(r.Validation ? ", validation on" : "")}");
     Console.WriteLine();
     Console.WriteLine($"{"phase",-26} {"submit-to-fence ms",-25} {"frame ms",-25} {"late",5} {"steps",6} {"slices/step",12} {"steps/s",8} {"slice GPU ms",-16}");
     Console.WriteLine($"{"",-26} {"p50 / p99 / max",-25} {"p50 / p99 / max",-25} {"",5} {"",6} {"",12} {"",8} {"p50 / max",-16}");
@@ -123,31 +131,35 @@ static void PrintText(SampleReport r)
     static string Num(double? v) => v is double d ? d.ToString("0.##", CultureInfo.InvariantCulture) : "-";
 }
 
-/// <summary>The frame loop: render, then (training) one slice of the current step; paced to the
-/// target rate by sleeping out the rest of each frame.</summary>
-sealed class FrameLoop(HostRenderer host, PromptTrainer trainer, List<EncodedExample[]> batches, int fps)
+/// <summary>
+/// One phase of the measurement: frames without training (no trainer), or with a trainer of its
+/// own whose steps advance one slice of <see cref="BudgetMs"/> per frame. Phases run interleaved
+/// in blocks (<see cref="Frames"/> is called once per block), so a machine whose load drifts
+/// (lavapipe shares the CPU with everything else) weighs on every phase alike.
+/// </summary>
+sealed class Phase(string name, double? budgetMs, HostRenderer host, PromptTrainer? trainer, List<EncodedExample[]> batches, int fps)
 {
+    public string Name => name;
+    public double? BudgetMs => budgetMs;
+    readonly List<double> submitToFence = [], frameMs = [], sliceGpuMs = [], stepGpuMs = [], losses = [];
+    readonly List<int> slicesPerStep = [];
+    int late, overBudget, slices, nextBatch, stepOps;
+    string? overBudgetOp;
+    double seconds;
     TrainingStep? step;
-    int slices, nextBatch, stepOps;
 
-    public PhaseResult Run(string phase, double? budgetMs, int frames)
+    /// <summary>Runs <paramref name="count"/> frames: render, then (training) one slice of the
+    /// current step; paced to the target rate by sleeping out the rest of each frame.</summary>
+    public void Frames(int count)
     {
-        var submitToFence = new List<double>(frames);
-        var frameMs = new List<double>(frames);
-        var slicesPerStep = new List<int>();
-        var sliceGpuMs = new List<double>();
-        var stepGpuMs = new List<double>();
-        var losses = new List<double>();
-        int late = 0, overBudget = 0;
-        string? overBudgetOp = null;
         double period = 1000.0 / fps;
         var clock = Stopwatch.StartNew();
         double deadline = 0;
-        for (int f = 0; f < frames; f++)
+        for (int f = 0; f < count; f++)
         {
             double start = clock.Elapsed.TotalMilliseconds;
             submitToFence.Add(host.Render());
-            if (budgetMs is double budget)
+            if (trainer is not null && budgetMs is double budget)
             {
                 if (step is { IsComplete: true })
                 {
@@ -176,11 +188,21 @@ sealed class FrameLoop(HostRenderer host, PromptTrainer trainer, List<EncodedExa
             if (end > deadline) late++;
             else Thread.Sleep(TimeSpan.FromMilliseconds(deadline - end));
         }
-        double seconds = clock.Elapsed.TotalSeconds;
+        seconds += clock.Elapsed.TotalSeconds;
+        // Unmeasured, between blocks: the slices already submitted finish before another phase's
+        // frames (the rest of the step waits for this phase's next block).
+        step?.Ticket.Wait();
+    }
+
+    /// <summary>The phase's measurements; for a training phase, after the host's copy of the
+    /// prompt is checked (<see cref="CopyPromptAfter"/>).</summary>
+    public PhaseResult Result()
+    {
         bool? promptCopyMatches = step is null ? null : CopyPromptAfter(step);
         step = null;
-        return new PhaseResult(phase, budgetMs, Percentiles.Of(submitToFence), Percentiles.Of(frameMs), late,
-            losses.Count, budgetMs is null ? null : stepOps, slicesPerStep.Count > 0 ? slicesPerStep.Average() : null, budgetMs is null ? null : losses.Count / seconds,
+        bool training = trainer is not null;
+        return new PhaseResult(name, budgetMs, Percentiles.Of(submitToFence), Percentiles.Of(frameMs), late, frameMs.Count,
+            losses.Count, training ? stepOps : null, slicesPerStep.Count > 0 ? slicesPerStep.Average() : null, training ? losses.Count / seconds : null,
             stepGpuMs.Count > 0 ? Percentiles.Of(stepGpuMs) : null, sliceGpuMs.Count > 0 ? Percentiles.Of(sliceGpuMs) : null, overBudget, overBudgetOp,
             losses.Count > 0 ? losses[0] : null, losses.Count > 0 ? losses[^1] : null, promptCopyMatches);
     }
@@ -192,7 +214,7 @@ sealed class FrameLoop(HostRenderer host, PromptTrainer trainer, List<EncodedExa
     bool CopyPromptAfter(TrainingStep inFlight)
     {
         var ticket = inFlight.IsSubmitted ? inFlight.Ticket : inFlight.Submit();
-        var copy = host.CopyOut(trainer.PromptBuffer, ticket.AsWait());
+        var copy = host.CopyOut(trainer!.PromptBuffer, ticket.AsWait());
         inFlight.Wait();
         return copy.AsSpan().SequenceEqual(trainer.Prompt());
     }
@@ -213,6 +235,7 @@ sealed record Percentiles(double P50, double P99, double Max)
 
 /// <summary>One phase: frames without training (budget null) or with training in slices of one budget.</summary>
 /// <param name="LateFrames">Frames whose work (render plus the library's calls) overran the frame period.</param>
+/// <param name="Frames">Frames measured.</param>
 /// <param name="Steps">Training steps completed within the phase.</param>
 /// <param name="OpsPerStep">The ops (dispatches, copies) of one recorded step.</param>
 /// <param name="SlicesPerStep">Mean Advance calls per completed step.</param>
@@ -221,11 +244,11 @@ sealed record Percentiles(double P50, double P99, double Max)
 /// <param name="OverBudgetSlices">Slices holding one op whose estimate alone exceeded the budget.</param>
 /// <param name="PromptCopyMatches">Whether the host's copy of the prompt, chained on the last step's
 /// ticket, equals the trainer's prompt (null: no step ran).</param>
-sealed record PhaseResult(string Phase, double? BudgetMs, Percentiles SubmitToFenceMs, Percentiles FrameMs, int LateFrames,
+sealed record PhaseResult(string Phase, double? BudgetMs, Percentiles SubmitToFenceMs, Percentiles FrameMs, int LateFrames, int Frames,
                           int Steps, int? OpsPerStep, double? SlicesPerStep, double? StepsPerSecond, Percentiles? StepGpuMs, Percentiles? SliceGpuMs, int OverBudgetSlices, string? OverBudgetOp,
                           double? FirstLoss, double? LastLoss, bool? PromptCopyMatches);
 
-sealed record SampleReport(string Device, int Cores, int Fps, int Frames, uint Rounds, int BatchSize, int PromptLength, bool Validation,
+sealed record SampleReport(string Device, int Cores, int Fps, int Frames, int Block, uint Rounds, int BatchSize, int PromptLength, bool Validation,
                            IReadOnlyList<PhaseResult> Phases, int LibrarySubmits, IReadOnlyList<string> ValidationErrors);
 
 /// <summary>The command line.</summary>
@@ -235,6 +258,7 @@ sealed record SampleOptions
     public IReadOnlyList<double> BudgetsMs { get; init; } = [2];
     public int Frames { get; init; } = 300;
     public int WarmupFrames { get; init; } = 30;
+    public int Block { get; init; } = 20;
     public uint Rounds { get; init; } = 8;
     public int BatchSize { get; init; } = 8;
     public int PromptLength { get; init; } = 20;
@@ -247,8 +271,9 @@ sealed record SampleOptions
         usage: VkPrompt.HostSample [options]
           --fps N             target frame rate (default 60)
           --budget-ms LIST    per-frame GPU budget(s) for training slices, comma-separated: one
-                              training phase each, after one baseline phase (default 2)
+                              training phase each, beside one baseline phase (default 2)
           --frames N          frames per phase (default 300)
+          --block N           phases take turns every N frames (default 20)
           --warmup-frames N   unmeasured frames before the baseline (default 30)
           --rounds N          shading rounds per pixel: the frame's GPU cost (default 8)
           --batch-size N      training batch (default 8)
@@ -271,6 +296,7 @@ sealed record SampleOptions
                 "--budget-ms" => o with { BudgetsMs = Value().Split(',').Select(ParseBudget).ToList() },
                 "--frames" => o with { Frames = Positive() },
                 "--warmup-frames" => o with { WarmupFrames = Positive() },
+                "--block" => o with { Block = Positive() },
                 "--rounds" => o with { Rounds = (uint)Positive() },
                 "--batch-size" => o with { BatchSize = Positive() },
                 "--prompt-length" => o with { PromptLength = Positive() },
