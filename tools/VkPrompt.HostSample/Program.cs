@@ -133,14 +133,12 @@ static void PrintText(SampleReport r)
 
 /// <summary>
 /// One phase of the measurement: frames without training (no trainer), or with a trainer of its
-/// own whose steps advance one slice of <see cref="BudgetMs"/> per frame. Phases run interleaved
+/// own whose steps advance one slice of <paramref name="budgetMs"/> per frame. Phases run interleaved
 /// in blocks (<see cref="Frames"/> is called once per block), so a machine whose load drifts
 /// (lavapipe shares the CPU with everything else) weighs on every phase alike.
 /// </summary>
 sealed class Phase(string name, double? budgetMs, HostRenderer host, PromptTrainer? trainer, List<EncodedExample[]> batches, int fps)
 {
-    public string Name => name;
-    public double? BudgetMs => budgetMs;
     readonly List<double> submitToFence = [], frameMs = [], sliceGpuMs = [], stepGpuMs = [], losses = [];
     readonly List<int> slicesPerStep = [];
     int late, overBudget, slices, nextBatch, stepOps;
