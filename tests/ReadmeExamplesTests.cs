@@ -27,7 +27,7 @@ public sealed class ReadmeExamplesTests(GpuFixture f) : GpuTest(f)
         var source = File.ReadAllText(Path.Combine(TestPaths.RepoRoot, "tests", "ReadmeExamples", "ReadmeExamples.cs"));
         var examples = Regex.Matches(source, @"^[ \t]*// README: (\S+)\n(.*?)^[ \t]*// README end", RegexOptions.Singleline | RegexOptions.Multiline)
                             .ToDictionary(m => m.Groups[1].Value, m => Dedent(m.Groups[2].Value));
-        Assert.Equal(3, examples.Count);
+        Assert.Equal(4, examples.Count);
         Assert.NotEmpty(samples);
         foreach (var sample in samples)
             Assert.True(examples.ContainsValue(sample), $"README.md's sample\n{sample}\nis none of tests/ReadmeExamples/ReadmeExamples.cs's examples; copy it there or the change from there");
@@ -50,7 +50,8 @@ public sealed class ReadmeExamplesTests(GpuFixture f) : GpuTest(f)
         ScoreResult[] scores;
         try
         {
-            scores = ReadmeExamples.ScoreOnHostDevice(host.Declared, ModelTestFiles.TinyV11,
+            scores = ReadmeExamples.ScoreOnHostDevice(host.Vk.Context.GetProcAddress("vkGetInstanceProcAddr"), host.Instance, host.PhysicalDevice, host.Device, host.QueueFamily,
+                                                      new object(), ModelTestFiles.TinyV11,
                                                       Path.Combine(CaseDir("p8"), "data.jsonl"), Path.Combine(CaseDir("p8"), "prompt0.safetensors"));
         }
         finally { host.Dispose(); }
@@ -59,6 +60,23 @@ public sealed class ReadmeExamplesTests(GpuFixture f) : GpuTest(f)
         for (int i = 0; i < expected.Length; i++)
             Assert.True(Math.Abs(scores[i].LogProb - expected[i]) <= 1e-4 * Math.Abs(expected[i]), $"example {i}: {scores[i].LogProb} against golden {expected[i]}");
         Assert.True(host.Errors.IsEmpty, $"{host.Errors.Count} validation error(s) on the host's device:\n" + string.Join("\n", host.Errors));
+    }
+
+    /// <summary>Training in slices between a host's frames takes the golden case's three steps:
+    /// its losses and final prompt are the golden ones, and it took more frames than steps.</summary>
+    [Fact]
+    public void TrainingBetweenFramesFollowsTheGoldenSteps()
+    {
+        int frames = 0;
+        var losses = ReadmeExamples.TrainBetweenFrames(Ctx, ModelTestFiles.TinyV11, Path.Combine(CaseDir("p8"), "data.jsonl"),
+                                                       Path.Combine(CaseDir("p8"), "prompt0.safetensors"),
+                                                       () => { Thread.Sleep(1); return ++frames < 60_000; });   // a frame takes time, as a host's would
+        var golden = JsonDocument.Parse(File.ReadAllText(Path.Combine(CaseDir("p8"), "train.json"))).RootElement
+                                 .GetProperty("losses").EnumerateArray().Select(e => e.GetDouble()).ToArray();
+        Assert.Equal(golden.Length, losses.Count);
+        for (int s = 0; s < golden.Length; s++)
+            Assert.True(Math.Abs(losses[s] - golden[s]) <= 1e-3 + 1e-4 * golden[s], $"step {s}: loss {losses[s]} against golden {golden[s]}");
+        Assert.True(frames > 2 * golden.Length, $"{frames} frames for {golden.Length} steps: the steps did not run in slices");
     }
 
     /// <summary>Two tasks' prompts of different lengths (8 and 128 rows) in one batch give each

@@ -13,22 +13,17 @@ public sealed class ExampleEncoder(T5Tokenizer tokenizer, int maxInputLength, in
 
     /// <summary>Token ids of the example's input and target (none given: an empty target, eos
     /// only), each ending in eos and cut to its maximum length.</summary>
-    public EncodedExample Encode(Example e) =>
-        new(Truncate(tokenizer.Encode(e.Input), maxInputLength, () => TruncatedInputs++),
-            Truncate(tokenizer.Encode(e.Target ?? ""), maxTargetLength, () => TruncatedTargets++));
+    public EncodedExample Encode(Example e)
+    {
+        var input = tokenizer.Encode(e.Input, maxInputLength, out bool inputCut);
+        var target = tokenizer.Encode(e.Target ?? "", maxTargetLength, out bool targetCut);
+        if (inputCut) TruncatedInputs++;
+        if (targetCut) TruncatedTargets++;
+        return new(input, target);
+    }
 
     /// <summary>Encodes an input and target as <see cref="Encode(Example)"/> does.</summary>
     public EncodedExample Encode(string input, string target) => Encode(new Example(input, target));
-
-    /// <summary>Keeps the first max-1 tokens and the final eos, as docs/numerics.md and HF do.</summary>
-    int[] Truncate(int[] ids, int max, Action counted)
-    {
-        if (ids.Length <= max) return ids;
-        counted();
-        var cut = ids[..max];
-        cut[^1] = ids[^1];
-        return cut;
-    }
 
     /// <summary>Whether any example encoded so far was cut.</summary>
     public bool Truncated => TruncatedInputs + TruncatedTargets > 0;

@@ -185,6 +185,7 @@ internal sealed unsafe class CommandGraph : IDisposable
     /// wholly submitted; its ops must be complete by then (buffers are reused between runs).</summary>
     public GpuTicket Submit(ReadOnlySpan<GpuWait> waits)
     {
+        using var _ = ctx.Enter();
         BeginRunIfNeeded();
         return SubmitSegment(next, ops.Count, Profiling, waits, estimate: null);
     }
@@ -200,6 +201,7 @@ internal sealed unsafe class CommandGraph : IDisposable
     public SliceReport Advance(double budgetMs, ReadOnlySpan<GpuWait> waits)
     {
         if (!(budgetMs > 0)) throw new ArgumentOutOfRangeException(nameof(budgetMs), budgetMs, "a GPU-time budget must be positive");
+        using var _ = ctx.Enter();
         BeginRunIfNeeded();
         int start = next, end = start;
         double sum = 0;
@@ -448,6 +450,7 @@ internal sealed unsafe class CommandGraph : IDisposable
     public void Dispose()
     {
         if (disposed) return;
+        using var _ = ctx.Enter();
         disposed = true;
         var vk = ctx.Vk;
         // Our own last submit only: a queue wait idle would wait for a host's work too.

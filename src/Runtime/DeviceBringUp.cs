@@ -176,15 +176,21 @@ internal static unsafe class DeviceBringUp
         return props.Select(e => SilkMarshal.PtrToString((nint)e.ExtensionName)!).ToHashSet();
     }
 
-    internal static uint ComputeQueueFamily(Vk vk, PhysicalDevice pd)
+    /// <summary>The physical device's queue families, as Vulkan lists them.</summary>
+    internal static QueueFamilyProperties[] QueueFamilies(Vk vk, PhysicalDevice pd)
     {
         uint count = 0;
         vk.GetPhysicalDeviceQueueFamilyProperties(pd, &count, null);
         var families = new QueueFamilyProperties[count];
         fixed (QueueFamilyProperties* p = families) vk.GetPhysicalDeviceQueueFamilyProperties(pd, &count, p);
+        return families;
+    }
+
+    internal static uint ComputeQueueFamily(QueueFamilyProperties[] families)
+    {
         // A compute queue that is also a graphics queue usually has timestamps and full speed;
         // a dedicated async-compute family is fine too, so take the first with compute.
-        for (uint i = 0; i < count; i++)
+        for (uint i = 0; i < families.Length; i++)
             if (families[i].QueueFlags.HasFlag(QueueFlags.ComputeBit)) return i;
         throw new GpuException("the selected Vulkan device has no compute queue");
     }

@@ -69,6 +69,13 @@ public sealed record DeviceCapabilities
     /// compiled each pipeline into (registers per invocation, spills, shared memory: names and
     /// values are the driver's own), which <see cref="GpuOptions.PipelineStatistics"/> collects.</summary>
     public bool PipelineExecutableStatistics { get; init; }
+    /// <summary>These are a host's device's capabilities as it declared them
+    /// (<see cref="GpuContext.Adopt(HostDevice, GpuOptions?)"/>): a feature or extension the host did
+    /// not enable reads as missing, whatever the device supports.</summary>
+    public bool DeclaredByHost { get; init; }
+    /// <summary>How messages name the device: its name, and where <see cref="DeclaredByHost"/>, that
+    /// what it lacks may be what its host did not enable.</summary>
+    internal string Described => DeclaredByHost ? $"{Name} (as its host enabled it: HostDevice.EnabledFeatures, EnabledExtensions)" : Name;
     /// <summary>The most bytes one storage-buffer binding may span; larger weights are split across bindings.</summary>
     public required long MaxStorageBufferRange { get; init; }
     /// <summary>The largest single memory allocation the driver accepts, in bytes.</summary>

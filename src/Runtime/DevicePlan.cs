@@ -22,9 +22,8 @@ public sealed record DevicePlan
 
     /// <summary>Which build of the matrix-unit kernel runs the products with 16-bit weights (all
     /// products with <see cref="GpuOptions.MatrixUnitsAllProducts"/>), if any: as
-    /// <see cref="GpuOptions.MatrixUnits"/> asked, where the device has them, this build compiled
-    /// the kernel and the context creates the device (an adopted device runs none: Vulkan cannot
-    /// report which features its host enabled).</summary>
+    /// <see cref="GpuOptions.MatrixUnits"/> asked, where the device has them (an adopted device:
+    /// where its host enabled them, <see cref="HostDevice.Declare"/>) and this build compiled the kernel.</summary>
     public MatrixUnits MatrixUnits { get; }
 
     /// <summary>The subgroup size the matrix-unit kernel is built for: the device's, or the 32
@@ -70,7 +69,7 @@ public sealed record DevicePlan
     public int RowLocalSize { get; }
 
     /// <summary>Pipeline statistics are collected (<see cref="GpuOptions.PipelineStatistics"/>):
-    /// where the device reports them and the context creates the device with the extension.</summary>
+    /// where the device reports them (an adopted device: where its host enabled the extension and feature).</summary>
     public bool PipelineStatistics { get; }
 
     internal const string KhrMatMulShader = "matmul_coopmat_khr";
@@ -81,25 +80,32 @@ public sealed record DevicePlan
     /// makes it; a device need not exist (capabilities recorded elsewhere plan the same).</summary>
     /// <exception cref="GpuException">The options ask for what the device or the build lacks.</exception>
     public static DevicePlan For(DeviceCapabilities caps, GpuOptions options) =>
-        new(caps, options, Kernel.IsEmbedded(KhrMatMulShader), Kernel.IsEmbedded(Nv2MatMulShader), ownsDevice: true);
+        new(caps, options, Kernel.IsEmbedded(KhrMatMulShader), Kernel.IsEmbedded(Nv2MatMulShader));
 
     /// <summary>The plan for a device a host created and lends (<see cref="GpuContext.Adopt(HostDevice, GpuOptions?)"/>):
-    /// no matrix units, no pipeline statistics, since Vulkan cannot report what the host enabled.</summary>
-    internal static DevicePlan ForAdopted(DeviceCapabilities caps, GpuOptions options) => new(caps, options, false, false, ownsDevice: false);
+    /// the same choices as <see cref="For"/>, among the capabilities as the host declared them
+    /// (<see cref="HostDevice.Declare"/>), so the matrix units and pipeline statistics run where
+    /// the host enabled them. (Memory budget: VK_EXT_memory_budget counts only where
+    /// <see cref="HostDevice.MemoryBudgetEnabled"/>.)</summary>
+    /// <exception cref="GpuException">The options ask for what the host did not enable.</exception>
+    public static DevicePlan ForAdopted(HostDevice host, DeviceCapabilities device, GpuOptions options) => For(host.Declare(device), options);
 
-    /// <param name="caps">the device's capabilities</param>
+    /// <param name="caps">the device's capabilities (as its host declared them, for an adopted device)</param>
     /// <param name="options">the host's options</param>
     /// <param name="khrBuilt">this build compiled the KHR kernel</param>
     /// <param name="nv2Built">and the workgroup-scope one</param>
-    /// <param name="ownsDevice">the context created the device, so it chose the extensions (see <see cref="ForAdopted"/>)</param>
-    internal DevicePlan(DeviceCapabilities caps, GpuOptions options, bool khrBuilt, bool nv2Built, bool ownsDevice = true)
+    internal DevicePlan(DeviceCapabilities caps, GpuOptions options, bool khrBuilt, bool nv2Built)
     {
         Capabilities = caps;
         Options = options;
-        MatrixUnits = ownsDevice ? ChooseMatrixUnits(caps, options, khrBuilt, nv2Built) : MatrixUnits.None;
-        PipelineStatistics = ownsDevice && options.PipelineStatistics && caps.PipelineExecutableStatistics;
+        MatrixUnits = ChooseMatrixUnits(caps, options, khrBuilt, nv2Built);
+        PipelineStatistics = options.PipelineStatistics && caps.PipelineExecutableStatistics;
         RowLocalSize = ChooseRowLocalSize(caps, options);
     }
+
+    /// <summary>The plan is for a device a host lends (<see cref="ForAdopted"/>), its capabilities
+    /// as the host declared them.</summary>
+    public bool Adopted => Capabilities.DeclaredByHost;
 
     /// <summary>The matrix units for <paramref name="caps"/> as <see cref="GpuOptions.MatrixUnits"/>
     /// asks: the workgroup-scope kernel only ever where asked for, never chosen.</summary>
@@ -111,20 +117,20 @@ public sealed record DevicePlan
         {
             MatrixUnitsRequest.Off => MatrixUnits.None,
             MatrixUnitsRequest.Emulate => caps.ShaderFloat16 && caps.StorageBuffer16Bit ? MatrixUnits.Emulated
-                : throw new GpuException($"{asked}: the emulated matrix-unit kernel needs fp16 arithmetic (shaderFloat16) and 16-bit storage buffers, which {caps.Name} lacks"),
+                : throw new GpuException($"{asked}: the emulated matrix-unit kernel needs fp16 arithmetic (shaderFloat16) and 16-bit storage buffers, which {caps.Described} lacks"),
             MatrixUnitsRequest.Khr when khr => MatrixUnits.Khr,
             MatrixUnitsRequest.Khr => throw new GpuException(!khrBuilt
                 ? $"{asked}: the matrix units were asked for through VK_KHR_cooperative_matrix, but this build has no matmul_coopmat_khr shader: its glslc could not compile " +
                   "GL_KHR_cooperative_matrix (Debian 12's glslang 11 cannot); tools/fetch-glslc.sh fetches one that can, and the next build uses it"
-                : $"{asked}: the matrix units were asked for through VK_KHR_cooperative_matrix, but {caps.Name} lacks it with 16x16x16 fp16·fp16+fp32 at subgroup scope (see vkprompt devices)"),
+                : $"{asked}: the matrix units were asked for through VK_KHR_cooperative_matrix, but {caps.Described} lacks it with 16x16x16 fp16·fp16+fp32 at subgroup scope (see vkprompt devices)"),
             MatrixUnitsRequest.Nv2 when khr && nv2Built && caps.CooperativeMatrix2Nv && MatrixUnitsTiling.WorkgroupCandidates.Any(t => t.FitsWorkgroupScope(caps)) => MatrixUnits.Nv2,
             MatrixUnitsRequest.Nv2 => throw new GpuException(!khrBuilt || !nv2Built
                 ? $"{asked}: the matrix units were asked for through VK_NV_cooperative_matrix2, but this build lacks the matmul_coopmat_khr or matmul_coopmat_nv2 shader: its glslc could not " +
                   "compile GL_KHR_cooperative_matrix or GL_NV_cooperative_matrix2 (glslang 15 can); tools/fetch-glslc.sh fetches one that can, and the next build uses it"
-                : $"{asked}: the matrix units were asked for through VK_NV_cooperative_matrix2, but {caps.Name} lacks it with workgroup scope, flexible dimensions, tensor addressing and " +
+                : $"{asked}: the matrix units were asked for through VK_NV_cooperative_matrix2, but {caps.Described} lacks it with workgroup scope, flexible dimensions, tensor addressing and " +
                   "fp16·fp16+fp32 at workgroup scope in blocks this build's tilings can use, beside VK_KHR_cooperative_matrix and Vulkan 1.3 (see vkprompt devices)"),
             MatrixUnitsRequest.Nv => caps.CooperativeMatrixNv ? MatrixUnits.Nv
-                : throw new GpuException($"{asked}: the matrix units were asked for through VK_NV_cooperative_matrix, but {caps.Name} lacks it with 16x16x16 fp16·fp16+fp32 at subgroup scope (see vkprompt devices)"),
+                : throw new GpuException($"{asked}: the matrix units were asked for through VK_NV_cooperative_matrix, but {caps.Described} lacks it with 16x16x16 fp16·fp16+fp32 at subgroup scope (see vkprompt devices)"),
             _ => khr ? MatrixUnits.Khr : caps.CooperativeMatrixNv ? MatrixUnits.Nv : MatrixUnits.None,
         };
     }
@@ -275,6 +281,7 @@ public sealed record DevicePlan
         var json = new JsonObject
         {
             ["device"] = Capabilities.Name,
+            ["adopted"] = Adopted,
             ["plansForGpu"] = PlansForGpu,
             ["matrixUnitsRequested"] = Options.MatrixUnits.ToString().ToLowerInvariant(),
             ["matrixUnits"] = MatrixUnits.ToString().ToLowerInvariant(),

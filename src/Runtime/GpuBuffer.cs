@@ -25,6 +25,7 @@ internal sealed unsafe class GpuBuffer : IDisposable
     {
         if (bytes <= 0) throw new ArgumentOutOfRangeException(nameof(bytes), "a buffer needs at least one byte");
         this.ctx = ctx;
+        using var _ = ctx.Enter();
         Bytes = bytes;
         Name = name;
         var info = new BufferCreateInfo
@@ -67,6 +68,7 @@ internal sealed unsafe class GpuBuffer : IDisposable
     /// <summary>Writes <paramref name="data"/> at element offset <paramref name="offset"/>.</summary>
     public void Upload<T>(ReadOnlySpan<T> data, long offset = 0) where T : unmanaged
     {
+        using var _ = ctx.Enter();
         var bytes = MemoryMarshal.AsBytes(data);
         long at = offset * sizeof(T);
         CheckRange(at, bytes.Length);
@@ -84,6 +86,7 @@ internal sealed unsafe class GpuBuffer : IDisposable
     /// <summary>Reads elements starting at element offset <paramref name="offset"/>.</summary>
     public void Download<T>(Span<T> data, long offset = 0) where T : unmanaged
     {
+        using var _ = ctx.Enter();
         var bytes = MemoryMarshal.AsBytes(data);
         long at = offset * sizeof(T);
         CheckRange(at, bytes.Length);
@@ -124,6 +127,7 @@ internal sealed unsafe class GpuBuffer : IDisposable
     public void Dispose()
     {
         if (disposed) return;
+        using var _ = ctx.Enter();
         disposed = true;
         ctx.Vk.DestroyBuffer(ctx.Device, Handle, null);
         ctx.Memory.Release(allocation);

@@ -9,6 +9,16 @@ namespace VkPrompt.Runtime;
 /// One Vulkan device and everything VkPrompt keeps on it: memory pool, kernels, pipeline cache.
 /// It either creates its own instance and device (<see cref="Create"/>) or adopts handles a host
 /// already owns (<see cref="Adopt(HostDevice, GpuOptions?)"/>); it destroys exactly what it created and nothing else.
+/// <para>Threads: a context is used by one thread at a time, and this is enforced: a call that
+/// touches it (creating kernels, allocating or freeing buffers, recording, submitting or
+/// advancing a command graph, uploads, downloads, <see cref="Dispose"/>) made while another
+/// thread is inside such a call throws an <see cref="InvalidOperationException"/> naming the
+/// contract, rather than corrupting the command or memory pool Vulkan requires to be externally
+/// synchronised. Sequential use from different threads is fine (hand it over between calls).
+/// Calls that may cross threads: <see cref="GpuTicket.IsComplete"/> and <see cref="GpuTicket.Wait()"/>
+/// (a ticket may be polled or waited on from any thread while the context works on another),
+/// and the host's <see cref="QueueLock"/> callbacks run on the submitting thread. Two contexts
+/// are independent: each may have a thread of its own.</para>
 /// </summary>
 public sealed unsafe class GpuContext : IDisposable
 {
@@ -67,7 +77,13 @@ public sealed unsafe class GpuContext : IDisposable
     readonly QueueLock? queueLock;
     readonly PipelineCacheStore pipelineCache;
     readonly Dictionary<KernelKey, Kernel> kernels = new();
+    readonly ThreadGuard threadGuard = new();
     bool disposed;
+
+    /// <summary>Holds the context for the calling thread until the scope is disposed (<see cref="ThreadGuard"/>);
+    /// every entry point that touches the context takes it: <c>using var _ = ctx.Enter();</c>.</summary>
+    /// <exception cref="InvalidOperationException">Another thread is inside a call on this context.</exception>
+    internal ThreadGuard.Scope Enter() => threadGuard.Enter();
 
     internal PipelineCache PipelineCache => pipelineCache.Handle;
 
@@ -76,7 +92,8 @@ public sealed unsafe class GpuContext : IDisposable
 
     GpuContext(Vk vk, Instance instance, PhysicalDevice pd, Device device, Queue queue, uint family,
                DevicePlan plan, bool ownsInstance, bool ownsDevice,
-               GCHandle validationHandle, DebugUtilsMessengerEXT messenger, ValidationLog validation, QueueLock? queueLock = null)
+               GCHandle validationHandle, DebugUtilsMessengerEXT messenger, ValidationLog validation, QueueLock? queueLock = null,
+               PipelineCache hostPipelineCache = default)
     {
         Vk = vk; Instance = instance; PhysicalDevice = pd; Device = device; Queue = queue; QueueFamily = family;
         this.queueLock = queueLock;
@@ -93,7 +110,7 @@ public sealed unsafe class GpuContext : IDisposable
         GpuException.Check(vk.CreateCommandPool(device, &poolInfo, null, out commandPool), "vkCreateCommandPool");
         Timeline = new GpuTimeline(vk, device);
         Memory = new MemoryPool(this);
-        pipelineCache = new PipelineCacheStore(this);
+        pipelineCache = new PipelineCacheStore(this, hostPipelineCache);
     }
 
     /// <summary>Lists every Vulkan device without creating a logical device.</summary>
@@ -120,7 +137,7 @@ public sealed unsafe class GpuContext : IDisposable
             int chosen = DeviceBringUp.Choose(caps, options.Device);
             var plan = DevicePlan.For(caps[chosen], options);
             var pd = devices[chosen];
-            uint family = DeviceBringUp.ComputeQueueFamily(vk, pd);
+            uint family = DeviceBringUp.ComputeQueueFamily(DeviceBringUp.QueueFamilies(vk, pd));
             var device = DeviceBringUp.CreateDevice(vk, pd, family, plan);
             vk.GetDeviceQueue(device, family, 0, out var queue);
             options.Log?.Invoke($"device {chosen}: {caps[chosen].Name} ({caps[chosen].DriverName} {caps[chosen].DriverVersion})");
@@ -136,20 +153,32 @@ public sealed unsafe class GpuContext : IDisposable
 
     /// <summary>Uses a device the host created, as the host declares it (<see cref="HostDevice"/>):
     /// the host keeps ownership of every handle, keeps them alive until this context is disposed,
-    /// and destroys them after it. Refused with a <see cref="GpuException"/> naming what is missing
-    /// where the declaration lacks what VkPrompt needs.</summary>
+    /// and destroys them after it. The context uses the features and extensions the host
+    /// declares enabled and nothing more (<see cref="DevicePlan.ForAdopted"/>): the matrix units
+    /// where it enabled them, 16-bit weights only with storageBuffer16BitAccess. Pipelines go
+    /// through the host's <see cref="HostDevice.PipelineCache"/> where it lends one; nothing is
+    /// written to disk unless <see cref="GpuOptions.PipelineCacheDirectory"/> names a directory.</summary>
+    /// <exception cref="GpuException">The declaration lacks what VkPrompt needs (Vulkan 1.2, a
+    /// queue with compute, timeline semaphores), or the options ask for what the host did not
+    /// enable; the message names what is missing.</exception>
     public static GpuContext Adopt(HostDevice host, GpuOptions? options = null)
     {
         ArgumentNullException.ThrowIfNull(host);
         options ??= new GpuOptions();
-        if (!host.EnabledFeatures.TimelineSemaphore)
-            throw new GpuException("the adopted device must have the timelineSemaphore feature enabled (VkPhysicalDeviceVulkan12Features::timelineSemaphore): every submit signals a timeline value");
+        if (host.PipelineCache.Handle != 0 && options.PipelineCacheDirectory is not null)
+            throw new GpuException($"GpuContext.Adopt: both HostDevice.PipelineCache and {options.Describe(nameof(GpuOptions.PipelineCacheDirectory), options.PipelineCacheDirectory)} are set; " +
+                                   "pipelines go through one cache: the host's (which the host persists), or the directory's");
         var vk = host.GetInstanceProcAddr == 0 ? DeviceBringUp.LoadVulkan() : DeviceBringUp.LoadVulkan(host.Instance, host.GetInstanceProcAddr);
+        vk.GetPhysicalDeviceProperties(host.PhysicalDevice, out var properties);
+        var families = DeviceBringUp.QueueFamilies(vk, host.PhysicalDevice);
+        host.Check(properties.ApiVersion, families);
         var caps = DeviceCapabilities.Query(vk, host.Instance, host.PhysicalDevice, 0, DeviceBringUp.DeviceExtensions(vk, host.PhysicalDevice));
-        var plan = DevicePlan.ForAdopted(caps, options);
+        // Timestamps are the host's queue's to write: the device's answer is any compute family's.
+        caps = caps with { TimestampsSupported = caps.TimestampsSupported && families[host.QueueFamily].TimestampValidBits > 0 };
+        var plan = DevicePlan.ForAdopted(host, caps, options);
         vk.GetDeviceQueue(host.Device, host.QueueFamily, host.QueueIndex, out var queue);
         return new GpuContext(vk, host.Instance, host.PhysicalDevice, host.Device, queue, host.QueueFamily, plan, false, false, default, default,
-                              new ValidationLog(), host.QueueLock);
+                              new ValidationLog(), host.QueueLock, host.PipelineCache);
     }
 
     /// <summary>What to tell a user whose machine has no Vulkan driver at all.</summary>
@@ -159,6 +188,7 @@ public sealed unsafe class GpuContext : IDisposable
     internal Kernel Kernel(string shader, KernelLayout layout, params int[] specialization)
     {
         ObjectDisposedException.ThrowIf(disposed, this);
+        using var _ = Enter();
         var key = new KernelKey(shader, string.Join(',', specialization));
         if (!kernels.TryGetValue(key, out var k))
         {
@@ -181,6 +211,7 @@ public sealed unsafe class GpuContext : IDisposable
     /// (a blocking call: uploads and downloads through a staging buffer).</summary>
     internal void SubmitAndWait(Action<CommandBuffer> record)
     {
+        using var _ = Enter();
         var cb = AllocateCommandBuffer();
         try
         {
@@ -195,6 +226,7 @@ public sealed unsafe class GpuContext : IDisposable
 
     internal CommandBuffer AllocateCommandBuffer()
     {
+        using var _ = Enter();
         var info = new CommandBufferAllocateInfo
         {
             SType = StructureType.CommandBufferAllocateInfo,
@@ -206,7 +238,11 @@ public sealed unsafe class GpuContext : IDisposable
         return cb;
     }
 
-    internal void FreeCommandBuffer(CommandBuffer cb) => Vk.FreeCommandBuffers(Device, commandPool, 1, &cb);
+    internal void FreeCommandBuffer(CommandBuffer cb)
+    {
+        using var _ = Enter();
+        Vk.FreeCommandBuffers(Device, commandPool, 1, &cb);
+    }
 
     /// <summary>Submits <paramref name="cb"/> after <paramref name="waits"/> and returns at once
     /// with the ticket its completion signals. The host's queue lock, if it lent one, is held
@@ -214,6 +250,7 @@ public sealed unsafe class GpuContext : IDisposable
     internal GpuTicket Submit(CommandBuffer cb, ReadOnlySpan<GpuWait> waits)
     {
         ObjectDisposedException.ThrowIf(disposed, this);
+        using var _ = Enter();
         var ticket = Timeline.Next();
         int n = waits.Length;
         var waitSemaphores = stackalloc Semaphore[Math.Max(1, n)];
@@ -264,6 +301,7 @@ public sealed unsafe class GpuContext : IDisposable
     public void Dispose()
     {
         if (disposed) return;
+        using var _ = Enter();
         // Buffers and command buffers must not be freed under work of ours still running.
         Timeline.Wait(Timeline.LastSubmitted, Timeout.InfiniteTimeSpan);
         disposed = true;

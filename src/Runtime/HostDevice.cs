@@ -40,14 +40,87 @@ public sealed record HostDevice
     /// <summary>The device features the host enabled (its VkDeviceCreateInfo feature chain).</summary>
     public HostFeatures EnabledFeatures { get; init; } = new();
 
-    /// <summary>The host's pipeline cache, which the context's pipelines are created through;
-    /// a null handle: none (unless <see cref="GpuOptions.PipelineCacheDirectory"/> names one).</summary>
+    /// <summary>The host's pipeline cache, which the context's pipelines are created through; the
+    /// context neither writes it to disk nor destroys it (the host persists it). If the host
+    /// created it with VK_PIPELINE_CACHE_CREATE_EXTERNALLY_SYNCHRONIZED_BIT, the host must not use
+    /// it while the context creates pipelines. A null handle: none (unless
+    /// <see cref="GpuOptions.PipelineCacheDirectory"/> names a directory; both is refused).</summary>
     public PipelineCache PipelineCache { get; init; }
 
     /// <summary>Called around every vkQueueSubmit of the context, where the host shares the queue
     /// with its own threads (Vulkan requires submits to one queue to be externally
     /// synchronised); null: the host does not submit to this queue while the context works.</summary>
     public QueueLock? QueueLock { get; init; }
+
+    internal const string MemoryBudgetExtension = "VK_EXT_memory_budget";
+
+    /// <summary>The host enabled VK_EXT_memory_budget, so the heaps' budgets may be read (the
+    /// pool's budget check is to count only where this holds).</summary>
+    internal bool MemoryBudgetEnabled => EnabledExtensions.Contains(MemoryBudgetExtension);
+
+    /// <summary>Refuses, naming everything missing at once, a declaration VkPrompt cannot work
+    /// with: Vulkan before 1.2 (the host's <see cref="ApiVersion"/> or the device's
+    /// <paramref name="deviceApiVersion"/>), a queue that is not there or whose family lacks
+    /// compute (<paramref name="families"/>: the physical device's queue families), timeline
+    /// semaphores not enabled. A function of the facts alone, so each refusal can be tested
+    /// on any device.</summary>
+    internal void Check(uint deviceApiVersion, ReadOnlySpan<QueueFamilyProperties> families)
+    {
+        var missing = new List<string>();
+        if (!AtLeast(ApiVersion, 1, 2))
+            missing.Add($"Vulkan 1.2 or later (HostDevice.ApiVersion is {VersionText(ApiVersion)})");
+        if (!AtLeast(deviceApiVersion, 1, 2))
+            missing.Add($"Vulkan 1.2 or later (the physical device supports {VersionText(deviceApiVersion)})");
+        if (QueueFamily >= families.Length)
+            missing.Add($"an existing queue family (HostDevice.QueueFamily is {QueueFamily}; the device has {families.Length})");
+        else
+        {
+            var family = families[(int)QueueFamily];
+            if (!family.QueueFlags.HasFlag(QueueFlags.ComputeBit))
+                missing.Add($"compute on the queue's family (HostDevice.QueueFamily {QueueFamily} has {family.QueueFlags})");
+            if (QueueIndex >= family.QueueCount)
+                missing.Add($"an existing queue (HostDevice.QueueIndex is {QueueIndex}; family {QueueFamily} has {family.QueueCount})");
+        }
+        if (!EnabledFeatures.TimelineSemaphore)
+            missing.Add("the timelineSemaphore feature (HostFeatures.TimelineSemaphore: every submit signals a timeline value)");
+        if (missing.Count > 0)
+            throw new GpuException($"GpuContext.Adopt: the host's device lacks what VkPrompt needs: {string.Join("; ", missing)}");
+    }
+
+    /// <summary>The capabilities of <paramref name="device"/> as the host enabled them: a
+    /// feature counts only where the device has it and the host declares it enabled (and its
+    /// extension, for an extension's), so the plan chooses among what the host's device can
+    /// really run, the matrix units included (and then uses them as on a device it created).</summary>
+    internal DeviceCapabilities Declare(DeviceCapabilities device)
+    {
+        var f = EnabledFeatures;
+        bool Enabled(string extension) => EnabledExtensions.Contains(extension);
+        // What every matrix-unit kernel uses beside its extension (DeviceBringUp.CreateDevice enables the same).
+        bool basics = f.ShaderFloat16 && f.StorageBuffer16BitAccess && f.VulkanMemoryModel;
+        bool khr = device.CooperativeMatrixKhr && basics && f.CooperativeMatrixKhr && Enabled(DeviceCapabilities.KhrCooperativeMatrixExtension);
+        return device with
+        {
+            DeclaredByHost = true,
+            StorageBuffer16Bit = device.StorageBuffer16Bit && f.StorageBuffer16BitAccess,
+            ShaderFloat16 = device.ShaderFloat16 && f.ShaderFloat16,
+            ShaderInt8 = device.ShaderInt8 && f.ShaderInt8,
+            CooperativeMatrixKhr = khr,
+            CooperativeMatrixNv = device.CooperativeMatrixNv && basics && f.CooperativeMatrixNv && Enabled(DeviceCapabilities.NvCooperativeMatrixExtension),
+            // Its SPIR-V is 1.6, which needs the host's instance at Vulkan 1.3 too.
+            CooperativeMatrix2Nv = device.CooperativeMatrix2Nv && khr && f.CooperativeMatrix2Nv && Enabled(DeviceCapabilities.NvCooperativeMatrix2Extension)
+                                   && AtLeast(ApiVersion, 1, 3),
+            PipelineExecutableStatistics = device.PipelineExecutableStatistics && f.PipelineExecutableInfo
+                                           && Enabled(DeviceCapabilities.PipelineExecutablePropertiesExtension),
+        };
+    }
+
+    static bool AtLeast(uint version, uint major, uint minor)
+    {
+        uint ma = (version >> 22) & 0x7f, mi = (version >> 12) & 0x3ff;
+        return ma > major || (ma == major && mi >= minor);
+    }
+
+    static string VersionText(uint v) => $"{(v >> 22) & 0x7f}.{(v >> 12) & 0x3ff}.{v & 0xfff}";
 }
 
 /// <summary>The host's lock on a shared queue: <paramref name="Acquire"/> is called right before
@@ -57,14 +130,116 @@ public sealed record HostDevice
 /// <param name="Release">Releases it.</param>
 public sealed record QueueLock(Action Acquire, Action Release);
 
+
 /// <summary>The device features a host enabled that VkPrompt may use (a subset of its
-/// VkDeviceCreateInfo feature chain).</summary>
+/// VkDeviceCreateInfo feature chain; <see cref="FromChain"/> reads them from the chain itself). A
+/// feature not declared is not used, whatever the device supports.</summary>
 public sealed record HostFeatures
 {
-    /// <summary>VkPhysicalDeviceVulkan12Features::timelineSemaphore (or the 1.2 core
+    /// <summary>timelineSemaphore (VkPhysicalDeviceVulkan12Features or
     /// VkPhysicalDeviceTimelineSemaphoreFeatures): required, tickets are timeline values.</summary>
     public bool TimelineSemaphore { get; init; }
 
-    /// <summary>storageBuffer16BitAccess: required for fp16/bf16 weights.</summary>
+    /// <summary>storageBuffer16BitAccess (VkPhysicalDeviceVulkan11Features or
+    /// VkPhysicalDevice16BitStorageFeatures): required for fp16/bf16 weights.</summary>
     public bool StorageBuffer16BitAccess { get; init; }
+
+    /// <summary>shaderFloat16 (VkPhysicalDeviceVulkan12Features or
+    /// VkPhysicalDeviceShaderFloat16Int8Features): fp16 arithmetic, for the matrix-unit kernels
+    /// (emulated too) and the 16-bit copies of activations.</summary>
+    public bool ShaderFloat16 { get; init; }
+
+    /// <summary>shaderInt8 (the same structures).</summary>
+    public bool ShaderInt8 { get; init; }
+
+    /// <summary>vulkanMemoryModel (VkPhysicalDeviceVulkan12Features or
+    /// VkPhysicalDeviceVulkanMemoryModelFeatures): the matrix-unit kernels need it.</summary>
+    public bool VulkanMemoryModel { get; init; }
+
+    /// <summary>VkPhysicalDeviceCooperativeMatrixFeaturesKHR::cooperativeMatrix, with
+    /// VK_KHR_cooperative_matrix in <see cref="HostDevice.EnabledExtensions"/>: the matrix units
+    /// through <see cref="MatrixUnits.Khr"/>.</summary>
+    public bool CooperativeMatrixKhr { get; init; }
+
+    /// <summary>VkPhysicalDeviceCooperativeMatrixFeaturesNV::cooperativeMatrix, with
+    /// VK_NV_cooperative_matrix enabled: <see cref="MatrixUnits.Nv"/>.</summary>
+    public bool CooperativeMatrixNv { get; init; }
+
+    /// <summary>VkPhysicalDeviceCooperativeMatrix2FeaturesNV's cooperativeMatrixWorkgroupScope,
+    /// cooperativeMatrixFlexibleDimensions and cooperativeMatrixTensorAddressing, all three
+    /// (what matmul_coopmat_nv2.comp uses), with VK_NV_cooperative_matrix2 enabled beside the KHR
+    /// extension and Vulkan 1.3: <see cref="MatrixUnits.Nv2"/>.</summary>
+    public bool CooperativeMatrix2Nv { get; init; }
+
+    /// <summary>VkPhysicalDevicePipelineExecutablePropertiesFeaturesKHR::pipelineExecutableInfo,
+    /// with VK_KHR_pipeline_executable_properties enabled: <see cref="GpuOptions.PipelineStatistics"/>.</summary>
+    public bool PipelineExecutableInfo { get; init; }
+
+    /// <summary>The features above as a Vulkan feature chain holds them: <paramref name="chain"/>
+    /// points to its first structure (a VkDeviceCreateInfo, a VkPhysicalDeviceFeatures2 or any
+    /// structure of the chain) and every structure linked from it through pNext is read;
+    /// structures VkPrompt does not read are skipped. A feature is enabled where any structure
+    /// enables it (the Vulkan 1.1/1.2/1.3 aggregates or the extension structures). 0: none.</summary>
+    public static unsafe HostFeatures FromChain(nint chain)
+    {
+        var f = new HostFeatures();
+        for (var s = (BaseInStructure*)chain; s != null; s = s->PNext)
+        {
+            f = s->SType switch
+            {
+                StructureType.PhysicalDeviceVulkan11Features => f with
+                {
+                    StorageBuffer16BitAccess = f.StorageBuffer16BitAccess || ((PhysicalDeviceVulkan11Features*)s)->StorageBuffer16BitAccess,
+                },
+                StructureType.PhysicalDeviceVulkan12Features => Read12(f, (PhysicalDeviceVulkan12Features*)s),
+                StructureType.PhysicalDevice16BitStorageFeatures => f with
+                {
+                    StorageBuffer16BitAccess = f.StorageBuffer16BitAccess || ((PhysicalDevice16BitStorageFeatures*)s)->StorageBuffer16BitAccess,
+                },
+                StructureType.PhysicalDeviceTimelineSemaphoreFeatures => f with
+                {
+                    TimelineSemaphore = f.TimelineSemaphore || ((PhysicalDeviceTimelineSemaphoreFeatures*)s)->TimelineSemaphore,
+                },
+                StructureType.PhysicalDeviceShaderFloat16Int8Features => f with
+                {
+                    ShaderFloat16 = f.ShaderFloat16 || ((PhysicalDeviceShaderFloat16Int8Features*)s)->ShaderFloat16,
+                    ShaderInt8 = f.ShaderInt8 || ((PhysicalDeviceShaderFloat16Int8Features*)s)->ShaderInt8,
+                },
+                StructureType.PhysicalDeviceVulkanMemoryModelFeatures => f with
+                {
+                    VulkanMemoryModel = f.VulkanMemoryModel || ((PhysicalDeviceVulkanMemoryModelFeatures*)s)->VulkanMemoryModel,
+                },
+                StructureType.PhysicalDeviceCooperativeMatrixFeaturesKhr => f with
+                {
+                    CooperativeMatrixKhr = f.CooperativeMatrixKhr || ((PhysicalDeviceCooperativeMatrixFeaturesKHR*)s)->CooperativeMatrix,
+                },
+                StructureType.PhysicalDeviceCooperativeMatrixFeaturesNV => f with
+                {
+                    CooperativeMatrixNv = f.CooperativeMatrixNv || ((PhysicalDeviceCooperativeMatrixFeaturesNV*)s)->CooperativeMatrix,
+                },
+                StructureType.PhysicalDeviceCooperativeMatrix2FeaturesNV => f with
+                {
+                    CooperativeMatrix2Nv = f.CooperativeMatrix2Nv || Nv2((PhysicalDeviceCooperativeMatrix2FeaturesNV*)s),
+                },
+                StructureType.PhysicalDevicePipelineExecutablePropertiesFeaturesKhr => f with
+                {
+                    PipelineExecutableInfo = f.PipelineExecutableInfo || ((PhysicalDevicePipelineExecutablePropertiesFeaturesKHR*)s)->PipelineExecutableInfo,
+                },
+                // VkPhysicalDeviceVulkan13Features and the core VkPhysicalDeviceFeatures hold nothing VkPrompt uses.
+                _ => f,
+            };
+        }
+        return f;
+    }
+
+    static unsafe HostFeatures Read12(HostFeatures f, PhysicalDeviceVulkan12Features* v) => f with
+    {
+        TimelineSemaphore = f.TimelineSemaphore || v->TimelineSemaphore,
+        ShaderFloat16 = f.ShaderFloat16 || v->ShaderFloat16,
+        ShaderInt8 = f.ShaderInt8 || v->ShaderInt8,
+        VulkanMemoryModel = f.VulkanMemoryModel || v->VulkanMemoryModel,
+    };
+
+    static unsafe bool Nv2(PhysicalDeviceCooperativeMatrix2FeaturesNV* v) =>
+        v->CooperativeMatrixWorkgroupScope && v->CooperativeMatrixFlexibleDimensions && v->CooperativeMatrixTensorAddressing;
 }

@@ -6,17 +6,29 @@ namespace VkPrompt.Runtime;
 /// A VkPipelineCache persisted on disk so the second start of a process skips shader compilation
 /// in the driver. The file name carries the device's pipelineCacheUUID and driver version, so a
 /// driver update or another GPU never reads a stale cache. Writes go to a temp file then rename,
-/// so two processes never leave a torn file.
+/// so two processes never leave a torn file. On an adopted device whose host lends its own cache
+/// (<see cref="HostDevice.PipelineCache"/>) that cache is used as it is: the host made it and
+/// persists it, so it is neither created, written to disk nor destroyed here.
 /// </summary>
 internal sealed unsafe class PipelineCacheStore : IDisposable
 {
     readonly GpuContext ctx;
     readonly string? path;
+    readonly bool ownsCache;
     public PipelineCache Handle { get; }
 
-    public PipelineCacheStore(GpuContext ctx)
+    /// <param name="ctx">the context whose pipelines go through the cache</param>
+    /// <param name="hostCache">the host's cache (<see cref="HostDevice.PipelineCache"/>), or a null handle</param>
+    public PipelineCacheStore(GpuContext ctx, PipelineCache hostCache = default)
     {
         this.ctx = ctx;
+        if (hostCache.Handle != 0)
+        {
+            Handle = hostCache;
+            ctx.Options.Log?.Invoke("pipeline cache: the host's");
+            return;
+        }
+        ownsCache = true;
         var dir = ctx.Options.PipelineCacheDirectory;
         path = dir is null ? null : Path.Combine(dir, $"pipelines-{ctx.Capabilities.PipelineCacheKey}.bin");
         byte[] initial = [];
@@ -73,6 +85,7 @@ internal sealed unsafe class PipelineCacheStore : IDisposable
 
     public void Dispose()
     {
+        if (!ownsCache) return;
         Save();
         ctx.Vk.DestroyPipelineCache(ctx.Device, Handle, null);
     }

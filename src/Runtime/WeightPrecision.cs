@@ -45,7 +45,7 @@ public static class WeightPrecisions
     public static void Require(this WeightPrecision p, DeviceCapabilities caps)
     {
         if (!p.IsSupported(caps))
-            throw new GpuException($"{p.Name()} weights need 16-bit storage buffers (storageBuffer16BitAccess), which {caps.Name} does not support; use fp32, or auto to fall back to fp32 where 16-bit storage is missing");
+            throw new GpuException($"{p.Name()} weights need 16-bit storage buffers (storageBuffer16BitAccess), which {caps.Described} does not support; use fp32, or auto to fall back to fp32 where 16-bit storage is missing");
     }
 
     /// <summary>fp32, fp16 or bf16 as named; auto is bf16 where <paramref name="device"/> can

@@ -25,6 +25,31 @@ public sealed class SafetensorsTests
         }
     }
 
+    /// <summary>Issue 21 finding 6: a checkpoint another program truncates after it was opened
+    /// (a download restarted, a copy overwritten) is a one-line error naming the file, not a
+    /// crash: its data is read, not mapped, so the read comes back short instead of SIGBUS.</summary>
+    [Fact]
+    public void AFileTruncatedAfterOpeningIsAnErrorNotACrash()
+    {
+        using var dir = new TempDir();
+        var path = dir.File("model.safetensors");
+        File.Copy(Path.Combine(TinyV11, "model.safetensors"), path);
+        using var file = SafetensorsFile.Open(path);
+        var last = file.Tensors.Values.MaxBy(t => t.Offset)!;
+        using (var truncate = System.Diagnostics.Process.Start("truncate", ["-s", (last.Offset + 4).ToString(), path]))
+        {
+            truncate.WaitForExit();
+            Assert.Equal(0, truncate.ExitCode);
+        }
+        var e = Assert.Throws<ModelFormatException>(() => file.ReadFloat32(last.Name, new float[last.ElementCount]));
+        Assert.Contains(path, e.Message);
+        Assert.Contains("shrank after it was opened", e.Message);
+        Assert.DoesNotContain('\n', e.Message);
+        // What lies before the cut still reads.
+        var first = new float[1];
+        file.ReadFloat32(last.Name, first);
+    }
+
     [Fact]
     public void GoldenBf16ConvertsToTheValueItsBitsEncode()
     {

@@ -32,6 +32,54 @@ public sealed class TokenizerTests
     [Theory, MemberData(nameof(GoldenLines))]
     public void EncodeMatchesGolden(string text, int[] ids) => Assert.Equal(ids, Tok.Encode(text));
 
+    /// <summary>Encoding with a token limit, which stops at a prefix of a long text, gives exactly
+    /// the whole text's ids cut as T5 cuts them (the first max-1 and eos), and says whether it cut:
+    /// long texts built from the golden lines (special tokens, sentinels, odd whitespace and
+    /// Unicode among them), at limits below, at and above their length, for SentencePiece and bytes.</summary>
+    [Theory]
+    [InlineData("tiny-v11")]
+    [InlineData("../golden-variants/tiny-byt5")]
+    public void EncodingToALimitIsTheWholeEncodingCut(string model)
+    {
+        string dir = Path.GetFullPath(Path.Combine(TestPaths.Golden, model));
+        var tok = T5Tokenizer.Load(dir);
+        var lines = GoldenTokens(dir).Select(row => (string)row[0]).ToList();
+        var random = new Random(21);
+        for (int trial = 0; trial < 12; trial++)
+        {
+            var text = new StringBuilder();
+            while (text.Length < 20_000 * (1 + trial % 3)) text.Append(lines[random.Next(lines.Count)]).Append(" \t\n "[random.Next(4)]);
+            string t = text.ToString();
+            var whole = tok.Encode(t);
+            foreach (int max in new[] { 1, 2, 7, 512, 2048, whole.Length - 1, whole.Length, whole.Length + 5 })
+            {
+                if (max < 1) continue;
+                var cut = tok.Encode(t, max, out bool truncated);
+                Assert.Equal(whole.Length > max, truncated);
+                int[] expected = whole.Length > max ? [.. whole[..(max - 1)], whole[^1]] : whole;
+                Assert.Equal(expected, cut);
+            }
+        }
+    }
+
+    /// <summary>Issue 21 finding 9: a 50 MB data line cut to 512 tokens is encoded only as far as
+    /// its first tokens: what encoding it allocates is a small fraction of the line (it took 3-4 GB
+    /// and 25 s when the whole line was encoded first).</summary>
+    [Fact]
+    public void AHugeLineIsEncodedOnlyAsFarAsTheLimit()
+    {
+        var words = string.Join(' ', Enumerable.Range(0, 1000).Select(i => $"word{i % 97} of the line"));
+        string line = string.Concat(Enumerable.Repeat(words + " ", 50_000_000 / words.Length));
+        var encoder = new ExampleEncoder(Tok, 512, 128);
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        var encoded = encoder.Encode(line, "yes");
+        long allocated = GC.GetAllocatedBytesForCurrentThread() - before;
+        Assert.Equal(512, encoded.InputIds.Length);
+        Assert.Equal(1, encoder.TruncatedInputs);
+        Assert.Equal(Tok.Encode(line[..100_000])[..511], encoded.InputIds[..511]);
+        Assert.True(allocated < 10_000_000, $"encoding the first 512 tokens of a {line.Length / 1_000_000} MB line allocated {allocated / 1_000_000} MB");
+    }
+
     [Theory]
     [InlineData("Hello world")]
     [InlineData("The END.")]

@@ -15,10 +15,18 @@ namespace VkPrompt.Examples;
 /// </summary>
 public static class ReadmeExamples
 {
-    public static ScoreResult[] ScoreOnHostDevice(HostDevice hostDevice, string modelDir, string dataFile, string promptFile)
+    public static ScoreResult[] ScoreOnHostDevice(nint getInstanceProcAddr, Instance instance, PhysicalDevice physicalDevice, Device device, uint queueFamily,
+                                                  object queueLock, string modelDir, string dataFile, string promptFile)
     {
         // README: host-device
-        using var ctx = GpuContext.Adopt(hostDevice);   // the host's handles, API version, queue and enabled features
+        var hostDevice = new HostDevice   // the host's own handles, declared as it created them
+        {
+            GetInstanceProcAddr = getInstanceProcAddr, Instance = instance, PhysicalDevice = physicalDevice, Device = device,
+            ApiVersion = Vk.Version12, QueueFamily = queueFamily, QueueIndex = 0,
+            EnabledFeatures = new HostFeatures { TimelineSemaphore = true },   // what its VkDeviceCreateInfo enabled
+            QueueLock = new QueueLock(() => Monitor.Enter(queueLock), () => Monitor.Exit(queueLock)),   // held around each vkQueueSubmit
+        };
+        using var ctx = GpuContext.Adopt(hostDevice);   // refused, naming it, where something needed is missing
         using var model = PromptModel.Open(modelDir, ctx);   // borrows ctx: disposing the model leaves it
         var encoder = model.Encoder();
         var examples = DataFile.Read(dataFile).Select(encoder.Encode).ToList();   // {"input": ..., "target": ...} lines
@@ -26,6 +34,28 @@ public static class ReadmeExamples
         ScoreResult[] scores = model.Score(examples, prompts);   // log P(target | prompt, input), in input order
         // README end
         return scores;
+    }
+
+    public static List<double> TrainBetweenFrames(GpuContext ctx, string modelDir, string dataFile, string promptFile, Func<bool> renderFrame)
+    {
+        // README: host-frames
+        using var model = PromptModel.Open(modelDir, ctx);
+        var examples = DataFile.Read(dataFile).Select(model.Encoder().Encode).ToList();
+        using var trainer = model.Trainer(model.LoadPrompt(promptFile));   // Adafactor with the paper's settings
+        var losses = new List<double>();
+        var step = trainer.BeginStep(examples[0..2]);   // uploads the batch; submits nothing
+        while (losses.Count < 3 && renderFrame())   // the host's frame: its own submits, under its queue lock
+        {
+            if (!step.IsSubmitted) step.Advance(TimeSpan.FromMilliseconds(2));   // the next ops that fit ~2 ms of GPU time
+            else if (step.IsComplete)   // polls the step's ticket; never blocks
+            {
+                losses.Add(step.Loss);
+                int next = 2 * losses.Count;
+                if (next + 2 <= examples.Count) step = trainer.BeginStep(examples[next..(next + 2)]);
+            }
+        }
+        // README end
+        return losses;
     }
 
     public static (ScoreResult[] Scores, int[] Labels) SeveralTasksInOneBatch(GpuOptions options, string modelDir, string rtePrompt, string boolqPrompt)

@@ -26,6 +26,10 @@ public sealed unsafe class TestHost : IDisposable
     public Queue Queue { get; }
     public uint QueueFamily { get; }
 
+    /// <summary>The features the device was created with, as <see cref="HostFeatures.FromChain"/>
+    /// read them from the VkDeviceCreateInfo's chain.</summary>
+    public HostFeatures Enabled { get; }
+
     /// <summary>The validation errors reported so far, from instance creation to destruction.</summary>
     public ConcurrentQueue<string> Errors { get; } = new();
 
@@ -33,7 +37,14 @@ public sealed unsafe class TestHost : IDisposable
     readonly DebugUtilsMessengerEXT messenger;
     bool disposed;
 
-    public TestHost()
+    /// <summary>The device extensions the device was created with.</summary>
+    public IReadOnlyList<string> Extensions { get; } = [];
+
+    /// <param name="sixteenBit">also enable storageBuffer16BitAccess and shaderFloat16 (what
+    /// 16-bit weights and the emulated matrix units need); else timeline semaphores alone.</param>
+    /// <param name="matrixUnits">also enable VK_KHR_cooperative_matrix with its feature and the
+    /// Vulkan memory model, where the device lists the extension (16-bit features too).</param>
+    public TestHost(bool sixteenBit = false, bool matrixUnits = false)
     {
         errorsHandle = GCHandle.Alloc(Errors);
         var messengerInfo = MessengerInfo(errorsHandle);
@@ -41,9 +52,11 @@ public sealed unsafe class TestHost : IDisposable
         {
             Instance = CreateInstance(Vk, &messengerInfo);
             messenger = CreateMessenger(Vk, Instance, &messengerInfo);
-            PhysicalDevice = ChoosePhysicalDevice(Vk, Instance);
+            PhysicalDevice = PhysicalDevices(Vk, Instance)[ChosenIndex];
             QueueFamily = ComputeFamily(Vk, PhysicalDevice);
-            Device = CreateDevice(Vk, PhysicalDevice, QueueFamily);
+            if (matrixUnits && DeviceBringUp.DeviceExtensions(Vk, PhysicalDevice).Contains("VK_KHR_cooperative_matrix"))
+                Extensions = ["VK_KHR_cooperative_matrix"];
+            (Device, Enabled) = CreateDevice(Vk, PhysicalDevice, QueueFamily, sixteenBit || matrixUnits, Extensions);
             Vk.GetDeviceQueue(Device, QueueFamily, 0, out var queue);
             Queue = queue;
         }
@@ -125,15 +138,19 @@ public sealed unsafe class TestHost : IDisposable
         return messenger;
     }
 
-    /// <summary>The device GpuContext.Create would pick (VKPROMPT_DEVICE), so the tests run
-    /// where the rest of the suite runs.</summary>
-    static PhysicalDevice ChoosePhysicalDevice(Vk vk, Instance instance)
+    /// <summary>The index of the device GpuContext.Create would pick (VKPROMPT_DEVICE) among
+    /// <see cref="GpuContext.ListDevices"/>.</summary>
+    public static int ChosenIndex => DeviceBringUp.Choose(GpuContext.ListDevices(), EnvironmentSettings.GpuOptions().Device);
+
+    /// <summary>The physical devices; the tests take the one GpuContext.Create would pick
+    /// (VKPROMPT_DEVICE), so they run where the rest of the suite runs.</summary>
+    static PhysicalDevice[] PhysicalDevices(Vk vk, Instance instance)
     {
         uint count = 0;
         Assert.Equal(Result.Success, vk.EnumeratePhysicalDevices(instance, &count, null));
         var devices = new PhysicalDevice[count];
         fixed (PhysicalDevice* p = devices) Assert.Equal(Result.Success, vk.EnumeratePhysicalDevices(instance, &count, p));
-        return devices[DeviceBringUp.Choose(GpuContext.ListDevices(), EnvironmentSettings.GpuOptions().Device)];
+        return devices;
     }
 
     static uint ComputeFamily(Vk vk, PhysicalDevice pd)
@@ -154,14 +171,28 @@ public sealed unsafe class TestHost : IDisposable
         Device = Device,
         ApiVersion = Vk.Version12,
         QueueFamily = QueueFamily,
-        EnabledFeatures = new HostFeatures { TimelineSemaphore = true },
+        EnabledFeatures = Enabled,
+        EnabledExtensions = Extensions,
     };
 
     /// <summary>A device with only timeline semaphores enabled (VkPrompt's one requirement), as a
-    /// host that knows little of VkPrompt would create it: fp32 weights only.</summary>
-    static Device CreateDevice(Vk vk, PhysicalDevice pd, uint family)
+    /// host that knows little of VkPrompt would create it: fp32 weights only; with
+    /// <paramref name="sixteenBit"/> 16-bit storage and fp16 arithmetic too, and with the KHR
+    /// cooperative matrix among <paramref name="extensions"/> its feature and the memory model.</summary>
+    static (Device, HostFeatures) CreateDevice(Vk vk, PhysicalDevice pd, uint family, bool sixteenBit, IReadOnlyList<string> extensions)
     {
-        var timeline = new PhysicalDeviceTimelineSemaphoreFeatures { SType = StructureType.PhysicalDeviceTimelineSemaphoreFeatures, TimelineSemaphore = true };
+        var model = new PhysicalDeviceVulkanMemoryModelFeatures { SType = StructureType.PhysicalDeviceVulkanMemoryModelFeatures, VulkanMemoryModel = true };
+        var coopmat = new PhysicalDeviceCooperativeMatrixFeaturesKHR { SType = StructureType.PhysicalDeviceCooperativeMatrixFeaturesKhr, CooperativeMatrix = true, PNext = &model };
+        var f16 = new PhysicalDeviceShaderFloat16Int8Features
+        {
+            SType = StructureType.PhysicalDeviceShaderFloat16Int8Features, ShaderFloat16 = true,
+            PNext = extensions.Contains("VK_KHR_cooperative_matrix") ? &coopmat : null,
+        };
+        var s16 = new PhysicalDevice16BitStorageFeatures { SType = StructureType.PhysicalDevice16BitStorageFeatures, StorageBuffer16BitAccess = true, PNext = &f16 };
+        var timeline = new PhysicalDeviceTimelineSemaphoreFeatures
+        {
+            SType = StructureType.PhysicalDeviceTimelineSemaphoreFeatures, TimelineSemaphore = true, PNext = sixteenBit ? &s16 : null,
+        };
         float priority = 1f;
         var queueInfo = new DeviceQueueCreateInfo
         {
@@ -170,8 +201,17 @@ public sealed unsafe class TestHost : IDisposable
             QueueCount = 1,
             PQueuePriorities = &priority,
         };
-        var info = new DeviceCreateInfo { SType = StructureType.DeviceCreateInfo, QueueCreateInfoCount = 1, PQueueCreateInfos = &queueInfo, PNext = &timeline };
-        Assert.Equal(Result.Success, vk.CreateDevice(pd, &info, null, out var device));
-        return device;
+        var names = (byte**)SilkMarshal.StringArrayToPtr(extensions.ToArray());
+        try
+        {
+            var info = new DeviceCreateInfo
+            {
+                SType = StructureType.DeviceCreateInfo, QueueCreateInfoCount = 1, PQueueCreateInfos = &queueInfo, PNext = &timeline,
+                EnabledExtensionCount = (uint)extensions.Count, PpEnabledExtensionNames = names,
+            };
+            Assert.Equal(Result.Success, vk.CreateDevice(pd, &info, null, out var device));
+            return (device, HostFeatures.FromChain((nint)(&info)));
+        }
+        finally { SilkMarshal.Free((nint)names); }
     }
 }

@@ -1,5 +1,5 @@
 using System.Buffers.Binary;
-using System.IO.MemoryMappedFiles;
+using System.Buffers;
 using System.Numerics.Tensors;
 using System.Runtime.InteropServices;
 using System.Text.Json;
@@ -22,44 +22,28 @@ internal sealed record TensorInfo(string Name, string DType, long[] Shape, long 
     }
 }
 
-/// <summary>A .safetensors file mapped into memory: the header is parsed and validated on
-/// <see cref="Open"/>; tensor data is only touched when read, so a checkpoint larger than RAM
-/// costs page cache rather than managed memory.</summary>
-internal sealed unsafe class SafetensorsFile : IDisposable
+/// <summary>A .safetensors file: the header is parsed and validated on <see cref="Open"/>; tensor
+/// data is read only when asked for, by positional reads, so a checkpoint larger than RAM costs
+/// page cache rather than managed memory. Not mapped: another process that truncates a mapped file
+/// kills the reader with SIGBUS, where a read just comes back short, which is a clear error.</summary>
+internal sealed class SafetensorsFile : IDisposable
 {
     // The reference implementation refuses larger headers: such a length means a corrupt or
     // foreign file, and trusting it would allocate gigabytes before the JSON parser objects.
     const long MaxHeaderBytes = 100_000_000;
 
-    readonly MemoryMappedFile map;
-    readonly MemoryMappedViewAccessor view;
-    readonly byte* file;
+    // Conversions from 16-bit go through a buffer of this many bytes at a time.
+    const int ChunkBytes = 1 << 20;
+
+    readonly FileStream stream;
     bool disposed;
 
     public string Path { get; }
     public IReadOnlyDictionary<string, TensorInfo> Tensors { get; }
     public IReadOnlyDictionary<string, string> Metadata { get; }
 
-    SafetensorsFile(string path, MemoryMappedFile map, Dictionary<string, TensorInfo> tensors, Dictionary<string, string> metadata)
-    {
-        Path = path;
-        Tensors = tensors;
-        Metadata = metadata;
-        this.map = map;
-        try
-        {
-            view = map.CreateViewAccessor(0, 0, MemoryMappedFileAccess.Read);
-            byte* p = null;
-            view.SafeMemoryMappedViewHandle.AcquirePointer(ref p);
-            file = p + view.PointerOffset;
-        }
-        catch
-        {
-            view?.Dispose();
-            map.Dispose();
-            throw;
-        }
-    }
+    SafetensorsFile(string path, FileStream stream, Dictionary<string, TensorInfo> tensors, Dictionary<string, string> metadata) =>
+        (Path, this.stream, Tensors, Metadata) = (path, stream, tensors, metadata);
 
     public static SafetensorsFile Open(string path)
     {
@@ -69,8 +53,7 @@ internal sealed unsafe class SafetensorsFile : IDisposable
         try
         {
             var (tensors, metadata) = ReadHeader(stream, full);
-            var map = MemoryMappedFile.CreateFromFile(stream, null, 0, MemoryMappedFileAccess.Read, HandleInheritability.None, leaveOpen: false);
-            return new SafetensorsFile(full, map, tensors, metadata);
+            return new SafetensorsFile(full, stream, tensors, metadata);
         }
         catch
         {
@@ -89,23 +72,52 @@ internal sealed unsafe class SafetensorsFile : IDisposable
         if (firstElement + dst.Length > t.ElementCount)
             throw new ArgumentOutOfRangeException(nameof(dst), $"elements {firstElement}..{firstElement + dst.Length} are past the end of {name} {t.ShapeText}");
 
-        byte* src = file + t.Offset;
         switch (t.DType)
         {
             case "F32":
-                new ReadOnlySpan<float>(src + firstElement * 4, dst.Length).CopyTo(dst);
+                ReadExactly(MemoryMarshal.AsBytes(dst), t.Offset + firstElement * 4);
                 break;
             case "F16":
-                TensorPrimitives.ConvertToSingle(new ReadOnlySpan<Half>(src + firstElement * 2, dst.Length), dst);
-                break;
             case "BF16":
-                // BF16 is the top half of an F32: widen each 16-bit pattern and shift it into place.
-                var bits = MemoryMarshal.Cast<float, uint>(dst);
-                TensorPrimitives.ConvertTruncating<ushort, uint>(new ReadOnlySpan<ushort>(src + firstElement * 2, dst.Length), bits);
-                TensorPrimitives.ShiftLeft(bits, 16, bits);
+                var buffer = ArrayPool<byte>.Shared.Rent(ChunkBytes);
+                try
+                {
+                    for (int done = 0; done < dst.Length;)
+                    {
+                        int n = Math.Min(ChunkBytes / 2, dst.Length - done);
+                        var raw = buffer.AsSpan(0, 2 * n);
+                        ReadExactly(raw, t.Offset + (firstElement + done) * 2);
+                        var into = dst.Slice(done, n);
+                        if (t.DType == "F16") TensorPrimitives.ConvertToSingle(MemoryMarshal.Cast<byte, Half>(raw), into);
+                        else
+                        {
+                            // BF16 is the top half of an F32: widen each 16-bit pattern and shift it into place.
+                            var bits = MemoryMarshal.Cast<float, uint>(into);
+                            TensorPrimitives.ConvertTruncating<ushort, uint>(MemoryMarshal.Cast<byte, ushort>(raw), bits);
+                            TensorPrimitives.ShiftLeft(bits, 16, bits);
+                        }
+                        done += n;
+                    }
+                }
+                finally { ArrayPool<byte>.Shared.Return(buffer); }
                 break;
             default:
                 throw new ModelFormatException(Path, $"tensor {name} has dtype {t.DType}; VkPrompt reads F32, F16 and BF16 only");
+        }
+    }
+
+    /// <summary>Fills <paramref name="into"/> from byte <paramref name="offset"/> of the file; a
+    /// short read means the file shrank after its header was checked.</summary>
+    void ReadExactly(Span<byte> into, long offset)
+    {
+        int total = 0;
+        while (total < into.Length)
+        {
+            int n = RandomAccess.Read(stream.SafeFileHandle, into[total..], offset + total);
+            if (n == 0)
+                throw new ModelFormatException(Path, $"the file ended at byte {offset + total} while reading bytes {offset}..{offset + into.Length}: " +
+                                                     "it shrank after it was opened (another program truncating or rewriting it?)");
+            total += n;
         }
     }
 
@@ -113,9 +125,7 @@ internal sealed unsafe class SafetensorsFile : IDisposable
     {
         if (disposed) return;
         disposed = true;
-        view.SafeMemoryMappedViewHandle.ReleasePointer();
-        view.Dispose();
-        map.Dispose();
+        stream.Dispose();
     }
 
     /// <summary>Bytes per element of every byte-sized safetensors dtype. Dtypes VkPrompt cannot

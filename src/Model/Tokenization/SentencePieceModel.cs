@@ -52,6 +52,12 @@ internal sealed class SentencePieceModel
     public Normalizer Normalizer { get; }
     public int UnkId { get; } = -1;
 
+    /// <summary>No piece the encoder may produce holds whitespace (U+2581) past its first
+    /// character, as sentencepiece's split_by_whitespace trains them: every word then starts a
+    /// piece, the best segmentation of a text is that of each word alone, and a text's prefix
+    /// cut before whitespace encodes to a prefix of the text's pieces.</summary>
+    public bool PiecesStopAtWhitespace { get; } = true;
+
     /// <param name="pieces">The vocabulary, by id.</param>
     /// <param name="normalizerSpec">How text is normalised before it is split.</param>
     /// <param name="source">The file the model came from, for error messages.</param>
@@ -75,7 +81,10 @@ internal sealed class SentencePieceModel
             if (!(encodable ? _normalIds : _reservedIds).TryAdd(piece.Text, id))
                 throw new ModelFormatException(source, $"piece '{piece.Text}' is defined twice");
             if (encodable)
+            {
                 _trie.Add(Encoding.UTF8.GetBytes(piece.Text), id);
+                if (piece.Text.AsSpan(1).IndexOfAny('\u2581', ' ') >= 0) PiecesStopAtWhitespace = false;
+            }
             switch (piece.Type)
             {
                 case PieceType.Normal:

@@ -1,0 +1,140 @@
+using Silk.NET.Vulkan;
+using VkPrompt.Runtime;
+using Xunit;
+
+namespace VkPrompt.Tests.Runtime;
+
+/// <summary>What a host declares: <see cref="HostFeatures.FromChain"/> reads a feature chain as a
+/// host (or issue 19's C ABI) passes it, and <see cref="DevicePlan.ForAdopted"/> plans among the
+/// capabilities as declared: a feature counts where the device has it and the host enabled it.</summary>
+public sealed unsafe class HostFeaturesTests
+{
+    [Fact]
+    public void ReadsTheCoreAggregatesFromADeviceCreateInfo()
+    {
+        var v13 = new PhysicalDeviceVulkan13Features { SType = StructureType.PhysicalDeviceVulkan13Features, Synchronization2 = true };
+        var v12 = new PhysicalDeviceVulkan12Features
+        {
+            SType = StructureType.PhysicalDeviceVulkan12Features, PNext = &v13,
+            TimelineSemaphore = true, ShaderFloat16 = true, VulkanMemoryModel = true,
+        };
+        var v11 = new PhysicalDeviceVulkan11Features { SType = StructureType.PhysicalDeviceVulkan11Features, PNext = &v12, StorageBuffer16BitAccess = true };
+        var features2 = new PhysicalDeviceFeatures2 { SType = StructureType.PhysicalDeviceFeatures2, PNext = &v11 };
+        var info = new DeviceCreateInfo { SType = StructureType.DeviceCreateInfo, PNext = &features2 };
+
+        Assert.Equal(new HostFeatures { TimelineSemaphore = true, ShaderFloat16 = true, VulkanMemoryModel = true, StorageBuffer16BitAccess = true },
+                     HostFeatures.FromChain((nint)(&info)));
+        // From the VkPhysicalDeviceFeatures2 or the first structure after it: the same.
+        Assert.Equal(HostFeatures.FromChain((nint)(&info)), HostFeatures.FromChain((nint)(&features2)));
+        Assert.Equal(new HostFeatures { TimelineSemaphore = true, ShaderFloat16 = true, VulkanMemoryModel = true },
+                     HostFeatures.FromChain((nint)(&v12)));
+    }
+
+    [Fact]
+    public void ReadsTheExtensionStructures()
+    {
+        var executable = new PhysicalDevicePipelineExecutablePropertiesFeaturesKHR
+        {
+            SType = StructureType.PhysicalDevicePipelineExecutablePropertiesFeaturesKhr, PipelineExecutableInfo = true,
+        };
+        var nv2 = new PhysicalDeviceCooperativeMatrix2FeaturesNV
+        {
+            SType = StructureType.PhysicalDeviceCooperativeMatrix2FeaturesNV, PNext = &executable,
+            CooperativeMatrixWorkgroupScope = true, CooperativeMatrixFlexibleDimensions = true, CooperativeMatrixTensorAddressing = true,
+        };
+        var nv = new PhysicalDeviceCooperativeMatrixFeaturesNV { SType = StructureType.PhysicalDeviceCooperativeMatrixFeaturesNV, PNext = &nv2, CooperativeMatrix = true };
+        var khr = new PhysicalDeviceCooperativeMatrixFeaturesKHR { SType = StructureType.PhysicalDeviceCooperativeMatrixFeaturesKhr, PNext = &nv, CooperativeMatrix = true };
+        var model = new PhysicalDeviceVulkanMemoryModelFeatures { SType = StructureType.PhysicalDeviceVulkanMemoryModelFeatures, PNext = &khr, VulkanMemoryModel = true };
+        var f16 = new PhysicalDeviceShaderFloat16Int8Features { SType = StructureType.PhysicalDeviceShaderFloat16Int8Features, PNext = &model, ShaderFloat16 = true, ShaderInt8 = true };
+        var s16 = new PhysicalDevice16BitStorageFeatures { SType = StructureType.PhysicalDevice16BitStorageFeatures, PNext = &f16, StorageBuffer16BitAccess = true };
+        var timeline = new PhysicalDeviceTimelineSemaphoreFeatures { SType = StructureType.PhysicalDeviceTimelineSemaphoreFeatures, PNext = &s16, TimelineSemaphore = true };
+
+        var all = new HostFeatures
+        {
+            TimelineSemaphore = true, StorageBuffer16BitAccess = true, ShaderFloat16 = true, ShaderInt8 = true, VulkanMemoryModel = true,
+            CooperativeMatrixKhr = true, CooperativeMatrixNv = true, CooperativeMatrix2Nv = true, PipelineExecutableInfo = true,
+        };
+        Assert.Equal(all, HostFeatures.FromChain((nint)(&timeline)));
+
+        // The workgroup-scope kernel uses all three of cooperative_matrix2's features: two are not enough.
+        nv2.CooperativeMatrixTensorAddressing = false;
+        Assert.Equal(all with { CooperativeMatrix2Nv = false }, HostFeatures.FromChain((nint)(&timeline)));
+        // A structure that says false does not take away what another enabled.
+        var v12 = new PhysicalDeviceVulkan12Features { SType = StructureType.PhysicalDeviceVulkan12Features, PNext = &timeline };
+        Assert.Equal(all with { CooperativeMatrix2Nv = false }, HostFeatures.FromChain((nint)(&v12)));
+        Assert.Equal(new HostFeatures(), HostFeatures.FromChain(0));
+    }
+
+    static DeviceCapabilities Gpu => new()
+    {
+        Index = 0, Name = "test GPU", Vendor = "test", VendorId = 0, DeviceType = "discrete",
+        DriverName = "test", DriverInfo = "", DriverVersion = "1.0.0", ApiVersion = "1.3.0",
+        SubgroupSize = 32, ShaderFloat16 = true, StorageBuffer16Bit = true, ShaderInt8 = true,
+        BFloat16 = false, CooperativeMatrixKhr = true, CooperativeMatrixNv = true, CooperativeMatrixShapes = [], MaxStorageBufferRange = 1 << 27,
+        MaxMemoryAllocationSize = 1 << 30, MaxComputeSharedMemorySize = 49152, MaxComputeWorkGroupInvocations = 1024, MaxPushConstantsSize = 128,
+        MaxWorkGroupCountX = 65535, MaxWorkGroupCountY = 65535, MaxWorkGroupCountZ = 65535,
+        TimestampsSupported = true, TimestampPeriodNs = 1, Heaps = [], PipelineCacheKey = "key",
+        CooperativeMatrix2Nv = true, CooperativeMatrix2Shapes = [new(128, 32, 16, 16), new(256, 32, 32, 16)], CooperativeMatrix2MaxDimension = 1024,
+        PipelineExecutableStatistics = true,
+    };
+
+    static readonly HostFeatures Everything = new()
+    {
+        TimelineSemaphore = true, StorageBuffer16BitAccess = true, ShaderFloat16 = true, ShaderInt8 = true, VulkanMemoryModel = true,
+        CooperativeMatrixKhr = true, CooperativeMatrixNv = true, CooperativeMatrix2Nv = true, PipelineExecutableInfo = true,
+    };
+
+    static HostDevice Host(HostFeatures features, uint apiVersion, params string[] extensions) => new()
+    {
+        Instance = default, PhysicalDevice = default, Device = default, ApiVersion = apiVersion, QueueFamily = 0,
+        EnabledFeatures = features, EnabledExtensions = extensions,
+    };
+
+    static DevicePlan Plan(HostDevice host, MatrixUnitsRequest request = MatrixUnitsRequest.Auto, bool statistics = false) =>
+        new(host.Declare(Gpu), new GpuOptions { MatrixUnits = request, PipelineStatistics = statistics }, khrBuilt: true, nv2Built: true);
+
+    const string Khr = "VK_KHR_cooperative_matrix", Nv = "VK_NV_cooperative_matrix", Nv2 = "VK_NV_cooperative_matrix2",
+                 Executable = "VK_KHR_pipeline_executable_properties";
+
+    /// <summary>The matrix units run on an adopted device where the host enabled the extension
+    /// and what the kernel needs (feature, fp16, 16-bit storage, memory model), through the same
+    /// choice as on a created device; a device that has them but whose host did not enable them runs none.</summary>
+    [Fact]
+    public void MatrixUnitsAsTheHostEnabledThem()
+    {
+        Assert.Equal(MatrixUnits.Khr, Plan(Host(Everything, Vk.Version13, Khr, Nv)).MatrixUnits);
+        Assert.Equal(MatrixUnits.Nv, Plan(Host(Everything, Vk.Version13, Nv)).MatrixUnits);
+        Assert.Equal(MatrixUnits.None, Plan(Host(Everything, Vk.Version13)).MatrixUnits);
+        Assert.Equal(MatrixUnits.None, Plan(Host(Everything with { CooperativeMatrixKhr = false }, Vk.Version13, Khr)).MatrixUnits);
+        Assert.Equal(MatrixUnits.None, Plan(Host(Everything with { VulkanMemoryModel = false }, Vk.Version13, Khr, Nv)).MatrixUnits);
+        Assert.Equal(MatrixUnits.None, Plan(Host(Everything with { ShaderFloat16 = false }, Vk.Version13, Khr)).MatrixUnits);
+        Assert.Equal(MatrixUnits.Nv2, Plan(Host(Everything, Vk.Version13, Khr, Nv2), MatrixUnitsRequest.Nv2).MatrixUnits);
+        // Its SPIR-V 1.6 needs the host's instance at 1.3.
+        var e = Assert.Throws<GpuException>(() => Plan(Host(Everything, Vk.Version12, Khr, Nv2), MatrixUnitsRequest.Nv2));
+        Assert.Contains("as its host enabled it", e.Message);
+        e = Assert.Throws<GpuException>(() => Plan(Host(Everything, Vk.Version13, Nv), MatrixUnitsRequest.Khr));
+        Assert.Contains("VK_KHR_cooperative_matrix", e.Message);
+        Assert.Contains("as its host enabled it", e.Message);
+    }
+
+    [Fact]
+    public void PlansAmongTheDeclaredCapabilities()
+    {
+        var bare = Plan(Host(new HostFeatures { TimelineSemaphore = true }, Vk.Version12), statistics: true);
+        Assert.True(bare.Adopted);
+        Assert.True((bool?)bare.ToJson()["adopted"]);
+        Assert.False(bare.Capabilities.StorageBuffer16Bit);
+        Assert.False(bare.Capabilities.ShaderFloat16);
+        Assert.False(bare.Capabilities.ShaderInt8);
+        Assert.False(bare.PipelineStatistics);
+        var e = Assert.Throws<GpuException>(() => WeightPrecision.Bf16.Require(bare.Capabilities));
+        Assert.Contains("storageBuffer16BitAccess", e.Message);
+        WeightPrecision.Fp32.Require(bare.Capabilities);
+
+        var full = Plan(Host(Everything, Vk.Version13, Executable), statistics: true);
+        Assert.True(full.Capabilities.StorageBuffer16Bit && full.Capabilities.ShaderFloat16 && full.Capabilities.ShaderInt8);
+        Assert.True(full.PipelineStatistics);
+        Assert.False(DevicePlan.For(Gpu, new GpuOptions()).Adopted);
+        Assert.False((bool?)DevicePlan.For(Gpu, new GpuOptions()).ToJson()["adopted"]);
+    }
+}
