@@ -28,6 +28,7 @@ internal sealed unsafe class HostRenderer : IDisposable
     readonly Device device;
     readonly Queue queue;
     readonly uint family;
+    readonly HostFeatures enabledFeatures;
     readonly GCHandle errorsHandle;
     readonly List<string> validationErrors = [];
     readonly object queueLock = new();
@@ -68,7 +69,7 @@ internal sealed unsafe class HostRenderer : IDisposable
             physicalDevice = ChoosePhysicalDevice(out var name);
             DeviceName = name;
             family = ComputeFamily();
-            device = CreateDevice();
+            device = CreateDevice(out enabledFeatures);
             vk.GetDeviceQueue(device, family, 0, out queue);
             CreateFrameResources();
         }
@@ -91,7 +92,7 @@ internal sealed unsafe class HostRenderer : IDisposable
         ApiVersion = Vk.Version12,
         QueueFamily = family,
         QueueIndex = 0,
-        EnabledFeatures = new HostFeatures { TimelineSemaphore = true },
+        EnabledFeatures = enabledFeatures,
         QueueLock = new QueueLock(() => { Monitor.Enter(queueLock); LibrarySubmits++; }, () => Monitor.Exit(queueLock)),
     };
 
@@ -268,14 +269,16 @@ internal sealed unsafe class HostRenderer : IDisposable
     }
 
     /// <summary>One queue and timeline semaphores (VkPrompt's one requirement; Vulkan 1.2 core),
-    /// nothing else: what <see cref="Declared"/> declares.</summary>
-    Device CreateDevice()
+    /// nothing else; <paramref name="enabled"/> is read from the very chain the device was made
+    /// with, so what <see cref="Declared"/> declares cannot drift from what was enabled.</summary>
+    Device CreateDevice(out HostFeatures enabled)
     {
         var features12 = new PhysicalDeviceVulkan12Features { SType = StructureType.PhysicalDeviceVulkan12Features, TimelineSemaphore = true };
         float priority = 1f;
         var queueInfo = new DeviceQueueCreateInfo { SType = StructureType.DeviceQueueCreateInfo, QueueFamilyIndex = family, QueueCount = 1, PQueuePriorities = &priority };
         var info = new DeviceCreateInfo { SType = StructureType.DeviceCreateInfo, QueueCreateInfoCount = 1, PQueueCreateInfos = &queueInfo, PNext = &features12 };
         Check(vk.CreateDevice(physicalDevice, &info, null, out var created), "vkCreateDevice");
+        enabled = HostFeatures.FromChain((nint)(&info));
         return created;
     }
 
