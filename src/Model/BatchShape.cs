@@ -6,6 +6,10 @@ internal readonly record struct BatchShape(int Batch, int InputLength, int Targe
 {
     public int EncoderLength => PromptLength + InputLength;
 
+    /// <summary>"batch 6 x 64 input tokens (+8 prompt) x 8 target tokens", as messages name the shape.</summary>
+    public override string ToString() =>
+        $"batch {Batch} x {InputLength} input tokens{(PromptLength > 0 ? $" (+{PromptLength} prompt{(NumPrompts > 1 ? $", {NumPrompts} prompts" : "")})" : "")} x {TargetLength} target tokens";
+
     /// <summary>The most elements one buffer of a pass may hold: batches and activations are .NET
     /// arrays and device buffers that the host and the kernels index with 32-bit ints.</summary>
     public const long MaxElements = int.MaxValue;

@@ -223,7 +223,8 @@ internal static class GreedyDecoder
                 {
                     gen?.Dispose();
                     gen = null; // so that finally does not dispose it again if the next one cannot be made
-                    gen = new Generator(weights, new BatchShape(batchSize, lin, 1, prompts?.Length ?? 0, prompts?.Count ?? 1), maxNewTokens);
+                    var shape = new BatchShape(batchSize, lin, 1, prompts?.Length ?? 0, prompts?.Count ?? 1);
+                    gen = WorkMemory.Build(weights, $"greedy decoding of {shape with { TargetLength = maxNewTokens }}", w => new Generator(w, shape, maxNewTokens));
                 }
                 var outputs = gen.Generate(chunk, prompts, promptIndex?.Skip(start).Take(chunk.Count).ToList());
                 for (int i = 0; i < chunk.Count; i++) yield return (start + i, outputs[i]);

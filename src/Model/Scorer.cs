@@ -52,11 +52,14 @@ internal sealed class Scorer(T5Weights weights) : IDisposable
     {
         if (kept is { } k && k.Pass.Shape == shape) return (k.Pass, k.Run);
         DropKept();
-        // Host-visible, so a scoring batch begins without a staging copy that would wait for the queue.
-        var prompts = shape.PromptLength > 0 ? weights.Backend.Floats((long)shape.NumPrompts * shape.PromptLength * weights.Config.DModel, "prompts", hostVisible: true) : null;
-        var pass = new T5Pass(weights, shape, ActivationMode.Inference, prompts);
-        kept = (pass, weights.Backend.Record(pass.EmitForward), prompts);
-        return (pass, kept.Value.Run);
+        kept = WorkMemory.Build(weights, $"scoring {shape}", w =>
+        {
+            // Host-visible, so a scoring batch begins without a staging copy that would wait for the queue.
+            var prompts = shape.PromptLength > 0 ? w.Backend.Floats((long)shape.NumPrompts * shape.PromptLength * w.Config.DModel, "prompts", hostVisible: true) : null;
+            var pass = new T5Pass(w, shape, ActivationMode.Inference, prompts);
+            return (pass, w.Backend.Record(pass.EmitForward), prompts);
+        });
+        return (kept.Value.Pass, kept.Value.Run);
     }
 
     void DropKept()

@@ -196,7 +196,8 @@ internal static unsafe class DeviceBringUp
     }
 
     /// <summary>The logical device for <paramref name="plan"/>: its matrix units' extension and
-    /// features, and pipeline statistics where it collects them.</summary>
+    /// features, pipeline statistics where it collects them, and VK_EXT_memory_budget where the
+    /// memory pool stays within the heaps' budgets.</summary>
     internal static Device CreateDevice(Vk vk, PhysicalDevice pd, uint family, DevicePlan plan)
     {
         var caps = plan.Capabilities;
@@ -244,6 +245,7 @@ internal static unsafe class DeviceBringUp
         if (cooperativeMatrix) names.Add(units == MatrixUnits.Nv ? DeviceCapabilities.NvCooperativeMatrixExtension : DeviceCapabilities.KhrCooperativeMatrixExtension);
         if (units == MatrixUnits.Nv2) names.Add(DeviceCapabilities.NvCooperativeMatrix2Extension);
         if (pipelineStatistics) names.Add(DeviceCapabilities.PipelineExecutablePropertiesExtension);
+        if (plan.MemoryBudget) names.Add(DeviceCapabilities.MemoryBudgetExtension);
         var extensions = (byte**)SilkMarshal.StringArrayToPtr(names);
         try
         {

@@ -76,6 +76,9 @@ public sealed record DeviceCapabilities
     /// <summary>How messages name the device: its name, and where <see cref="DeclaredByHost"/>, that
     /// what it lacks may be what its host did not enable.</summary>
     internal string Described => DeclaredByHost ? $"{Name} (as its host enabled it: HostDevice.EnabledFeatures, EnabledExtensions)" : Name;
+    /// <summary>The device lists VK_EXT_memory_budget: each heap's budget and this process's usage
+    /// can be asked, which the memory pool stays within where <see cref="DevicePlan.MemoryBudget"/>.</summary>
+    public bool MemoryBudget { get; init; }
     /// <summary>The most bytes one storage-buffer binding may span; larger weights are split across bindings.</summary>
     public required long MaxStorageBufferRange { get; init; }
     /// <summary>The largest single memory allocation the driver accepts, in bytes.</summary>
@@ -183,6 +186,7 @@ public sealed record DeviceCapabilities
             CooperativeMatrix2Shapes = coopmat2.Shapes ?? [],
             CooperativeMatrix2MaxDimension = coopmat2.MaxDimension,
             PipelineExecutableStatistics = executableInfo.PipelineExecutableInfo,
+            MemoryBudget = extensions.Contains(MemoryBudgetExtension),
             MaxStorageBufferRange = p.Limits.MaxStorageBufferRange,
             MaxMemoryAllocationSize = (long)maint3.MaxMemoryAllocationSize,
             MaxComputeSharedMemorySize = p.Limits.MaxComputeSharedMemorySize,
@@ -202,6 +206,7 @@ public sealed record DeviceCapabilities
     internal const string KhrCooperativeMatrixExtension = "VK_KHR_cooperative_matrix";
     internal const string NvCooperativeMatrix2Extension = "VK_NV_cooperative_matrix2";
     internal const string PipelineExecutablePropertiesExtension = "VK_KHR_pipeline_executable_properties";
+    internal const string MemoryBudgetExtension = "VK_EXT_memory_budget";
 
     readonly record struct CoopmatEntry(uint M, uint N, uint K, ComponentTypeKHR A, ComponentTypeKHR B, ComponentTypeKHR C, ComponentTypeKHR D, bool Subgroup)
     {

@@ -9,7 +9,7 @@ namespace VkPrompt.Runtime;
 /// compiled, once per context (<see cref="GpuContext.Plan"/>): whether and through which extension
 /// the matrix units run products, the product kernels' tiling rules and forced tilings, whether
 /// the tuner runs, how frozen weights are stored, whether attention fuses by default, the row
-/// kernels' sizes and the 16-bit copies of activations. Choices that depend on a product or an
+/// kernels' sizes, the 16-bit copies of activations and the limits on device memory. Choices that depend on a product or an
 /// attention's shape are functions here, with their thresholds; kernels, the model and the CLI ask
 /// the plan rather than deciding. <see cref="ToJson"/> prints every choice.</summary>
 public sealed record DevicePlan
@@ -72,6 +72,17 @@ public sealed record DevicePlan
     /// where the device reports them (an adopted device: where its host enabled the extension and feature).</summary>
     public bool PipelineStatistics { get; }
 
+    /// <summary>The memory pool stays inside each heap's budget (VK_EXT_memory_budget) less
+    /// <see cref="GpuOptions.MemoryBudgetMargin"/>, asking the budget before it reserves a block:
+    /// where the device has the extension and it is enabled, by the context on a device it creates,
+    /// by the host on one it lends (<see cref="HostDevice.MemoryBudgetEnabled"/>: what the host
+    /// declares it enabled, since Vulkan cannot report it). The host's own allocations count
+    /// in the usage the budget is compared with, so the pool leaves them room.</summary>
+    public bool MemoryBudget { get; }
+
+    /// <summary>The cap on the bytes the memory pool reserves (<see cref="GpuOptions.MemoryCapBytes"/>), null for none.</summary>
+    public long? MemoryCapBytes => Options.MemoryCapBytes;
+
     internal const string KhrMatMulShader = "matmul_coopmat_khr";
     internal const string Nv2MatMulShader = "matmul_coopmat_nv2";
 
@@ -85,8 +96,8 @@ public sealed record DevicePlan
     /// <summary>The plan for a device a host created and lends (<see cref="GpuContext.Adopt(HostDevice, GpuOptions?)"/>):
     /// the same choices as <see cref="For"/>, among the capabilities as the host declared them
     /// (<see cref="HostDevice.Declare"/>), so the matrix units and pipeline statistics run where
-    /// the host enabled them. (Memory budget: VK_EXT_memory_budget counts only where
-    /// <see cref="HostDevice.MemoryBudgetEnabled"/>.)</summary>
+    /// the host enabled them. VK_EXT_memory_budget counts only where
+    /// <see cref="HostDevice.MemoryBudgetEnabled"/>.</summary>
     /// <exception cref="GpuException">The options ask for what the host did not enable.</exception>
     public static DevicePlan ForAdopted(HostDevice host, DeviceCapabilities device, GpuOptions options) => For(host.Declare(device), options);
 
@@ -96,11 +107,16 @@ public sealed record DevicePlan
     /// <param name="nv2Built">and the workgroup-scope one</param>
     internal DevicePlan(DeviceCapabilities caps, GpuOptions options, bool khrBuilt, bool nv2Built)
     {
+        if (options.MemoryCapBytes is <= 0)
+            throw new GpuException($"{options.Describe(nameof(GpuOptions.MemoryCapBytes), options.MemoryCapBytes)}: a memory cap must be a positive number of bytes");
+        if (!(options.MemoryBudgetMargin is >= 0 and < 1))
+            throw new GpuException($"{options.Describe(nameof(GpuOptions.MemoryBudgetMargin), options.MemoryBudgetMargin)}: the margin is a fraction of the budget, at least 0 and below 1");
         Capabilities = caps;
         Options = options;
         MatrixUnits = ChooseMatrixUnits(caps, options, khrBuilt, nv2Built);
         PipelineStatistics = options.PipelineStatistics && caps.PipelineExecutableStatistics;
         RowLocalSize = ChooseRowLocalSize(caps, options);
+        MemoryBudget = caps.MemoryBudget;
     }
 
     /// <summary>The plan is for a device a host lends (<see cref="ForAdopted"/>), its capabilities
@@ -329,6 +345,12 @@ public sealed record DevicePlan
                 ["subgroupRowsUpTo"] = SubgroupRows ? MaxCachedPerSubgroupRow * (int)Capabilities.SubgroupSize : null,
             },
             ["pipelineStatistics"] = PipelineStatistics,
+            ["memory"] = new JsonObject
+            {
+                ["capBytes"] = MemoryCapBytes,
+                ["heapBudgets"] = MemoryBudget,
+                ["budgetMargin"] = MemoryBudget ? Options.MemoryBudgetMargin : null,
+            },
         };
         return json;
     }

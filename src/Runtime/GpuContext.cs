@@ -109,7 +109,7 @@ public sealed unsafe class GpuContext : IDisposable
         };
         GpuException.Check(vk.CreateCommandPool(device, &poolInfo, null, out commandPool), "vkCreateCommandPool");
         Timeline = new GpuTimeline(vk, device);
-        Memory = new MemoryPool(this);
+        Memory = new MemoryPool(this, cap: plan.MemoryCapBytes, budget: plan.MemoryBudget ? MemoryPool.DeviceBudget(this) : null, budgetMargin: Options.MemoryBudgetMargin);
         pipelineCache = new PipelineCacheStore(this, hostPipelineCache);
     }
 

@@ -3,10 +3,11 @@ using Silk.NET.Vulkan;
 namespace VkPrompt.Runtime;
 
 /// <summary>A Vulkan call failed or no usable device exists. The message is meant for the user.</summary>
-public sealed class GpuException(string message) : Exception(message)
+public class GpuException(string message, Exception? inner = null) : Exception(message, inner)
 {
     /// <summary>The work is too large for the device (its memory, or the size of one buffer), so
-    /// smaller work (a smaller batch, shorter inputs) would run where this did not.</summary>
+    /// smaller work (a smaller batch, shorter inputs) would run where this did not. Always true of
+    /// a <see cref="DoesNotFitException"/>, which says by how much.</summary>
     public bool DoesNotFit { get; init; }
 
     internal static GpuException TooLarge(string message) => new(message) { DoesNotFit = true };

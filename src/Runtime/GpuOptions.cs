@@ -96,6 +96,24 @@ public sealed record GpuOptions
     /// <summary>Directory for the on-disk pipeline cache; null (the default) keeps none.</summary>
     public string? PipelineCacheDirectory { get; init; }
 
+    /// <summary>The most device memory the context reserves, in bytes: every block its memory
+    /// pool takes from the driver counts, weights, activations and scratch alike, whether or not
+    /// buffers fill it yet. Work that would need more is refused with a
+    /// <see cref="DoesNotFitException"/> before it allocates anything (a host that shares the
+    /// device keeps the rest for itself). Default null: no cap, only the device's memory and, where
+    /// <see cref="DevicePlan.MemoryBudget"/>, its budget.</summary>
+    public long? MemoryCapBytes { get; init; }
+
+    /// <summary>The fraction of each heap's budget (VK_EXT_memory_budget, where
+    /// <see cref="DevicePlan.MemoryBudget"/>) the memory pool leaves unreserved. The budget is an
+    /// estimate that moves as other processes allocate, and the process's usage it is compared
+    /// with includes the host's own allocations, which come and go (render targets, a resized
+    /// swapchain): reserving up to the last byte would make the host's next allocation the one
+    /// that fails, or push the driver to page. Default 0.1: on an 8 GiB card about 800 MiB stay
+    /// free, room for a 4K frame's render targets (a few hundred MiB for a G-buffer in 16-bit
+    /// float) and a swapchain being recreated; a host that knows its needs sets its own.</summary>
+    public double MemoryBudgetMargin { get; init; } = 0.1;
+
     /// <summary>Specializes the softmax kernels' SUBGROUP_ROWS with this value whatever the row
     /// length (tests of the fallback when subgroups are smaller than it).</summary>
     internal int? SubgroupRowsOverride { get; init; }

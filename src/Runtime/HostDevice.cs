@@ -52,11 +52,9 @@ public sealed record HostDevice
     /// synchronised); null: the host does not submit to this queue while the context works.</summary>
     public QueueLock? QueueLock { get; init; }
 
-    internal const string MemoryBudgetExtension = "VK_EXT_memory_budget";
-
-    /// <summary>The host enabled VK_EXT_memory_budget, so the heaps' budgets may be read (the
-    /// pool's budget check is to count only where this holds).</summary>
-    internal bool MemoryBudgetEnabled => EnabledExtensions.Contains(MemoryBudgetExtension);
+    /// <summary>The host enabled VK_EXT_memory_budget, so the heaps' budgets may be read and the
+    /// pool stays inside them (<see cref="DevicePlan.MemoryBudget"/>).</summary>
+    internal bool MemoryBudgetEnabled => EnabledExtensions.Contains(DeviceCapabilities.MemoryBudgetExtension);
 
     /// <summary>Refuses, naming everything missing at once, a declaration VkPrompt cannot work
     /// with: Vulkan before 1.2 (the host's <see cref="ApiVersion"/> or the device's
@@ -111,6 +109,7 @@ public sealed record HostDevice
                                    && AtLeast(ApiVersion, 1, 3),
             PipelineExecutableStatistics = device.PipelineExecutableStatistics && f.PipelineExecutableInfo
                                            && Enabled(DeviceCapabilities.PipelineExecutablePropertiesExtension),
+            MemoryBudget = device.MemoryBudget && MemoryBudgetEnabled,
         };
     }
 

@@ -1,6 +1,11 @@
 using Silk.NET.Vulkan;
+using static System.FormattableString;
 
 namespace VkPrompt.Runtime;
+
+/// <summary>One heap's budget and this process's usage of it, in bytes, as VK_EXT_memory_budget
+/// reports them (the usage counts the host's allocations as well as the pool's).</summary>
+internal readonly record struct HeapBudget(long Budget, long Usage);
 
 /// <summary>
 /// Sub-allocates buffers from a few large VkDeviceMemory blocks: drivers cap the number of
@@ -9,32 +14,71 @@ namespace VkPrompt.Runtime;
 /// driver when a buffer fits in no block, so memory freed by the passes of one batch shape is not
 /// held beside the larger blocks of the next (data of varying length changes shape every few
 /// steps); otherwise blocks live as long as the pool.
+/// The blocks reserved never exceed the cap (<see cref="GpuOptions.MemoryCapBytes"/>) nor, where
+/// a budget is given (<see cref="DevicePlan.MemoryBudget"/>), the heap's budget less the margin:
+/// blocks shrink near them, and a buffer that fits in none is refused with a
+/// <see cref="DoesNotFitException"/>.
 /// </summary>
 internal sealed unsafe class MemoryPool : IDisposable
 {
     const long DefaultBlockBytes = 256L << 20;
 
+    // Within a block's size of a limit, blocks are at most this large, and within this much of
+    // it a block is just the buffer: otherwise the last of the room would all be held by one
+    // block of one memory type while another type needs some (host-visible buffers live apart
+    // from device-local ones on a discrete GPU), and a small cap would be one block that the
+    // device-local weights take. The buffers that get blocks of their own there are few, far
+    // from the driver's limit on allocations (4096 on most).
+    const long TailBlockBytes = 16L << 20;
+
     readonly GpuContext ctx;
     readonly long blockBytes;
+    readonly long? cap;
+    readonly Func<int, HeapBudget>? budget;
+    readonly double budgetMargin;
     readonly List<Block> blocks = new();
     readonly PhysicalDeviceMemoryProperties props;
 
     public long BytesInUse { get; private set; }
     public long PeakBytesInUse { get; private set; }
-    public long BytesReserved => blocks.Sum(b => b.Size);
+    /// <summary>Bytes of the blocks taken from the driver.</summary>
+    public long BytesReserved { get; private set; }
+    /// <summary>The most <see cref="BytesReserved"/> has been since the pool was made or <see cref="ResetPeak"/>.</summary>
+    public long PeakBytesReserved { get; private set; }
     public int BlockCount => blocks.Count;
 
     /// <param name="ctx">the context whose device the memory is allocated on.</param>
     /// <param name="blockBytes">the size of a shared block; a larger buffer gets a block of its own.</param>
-    internal MemoryPool(GpuContext ctx, long blockBytes = DefaultBlockBytes)
+    /// <param name="cap">the most bytes the blocks may take together; null for no cap.</param>
+    /// <param name="budget">each heap's budget and usage by heap index, asked before a block is
+    /// reserved (<see cref="DeviceBudget"/>; the tests give a fake); null where none is known.</param>
+    /// <param name="budgetMargin">the fraction of a heap's budget left unreserved (<see cref="GpuOptions.MemoryBudgetMargin"/>).</param>
+    internal MemoryPool(GpuContext ctx, long blockBytes = DefaultBlockBytes, long? cap = null, Func<int, HeapBudget>? budget = null, double budgetMargin = 0.1)
     {
         this.ctx = ctx;
         this.blockBytes = blockBytes;
+        this.cap = cap;
+        this.budget = budget;
+        this.budgetMargin = budgetMargin;
         ctx.Vk.GetPhysicalDeviceMemoryProperties(ctx.PhysicalDevice, out props);
     }
 
-    /// <summary>Resets the peak so one phase (a training step, say) can be measured alone.</summary>
-    public void ResetPeak() => PeakBytesInUse = BytesInUse;
+    /// <summary>The heaps' budgets as the device reports them now (VK_EXT_memory_budget, which
+    /// the device must have enabled).</summary>
+    internal static Func<int, HeapBudget> DeviceBudget(GpuContext ctx) => heap =>
+    {
+        var b = new PhysicalDeviceMemoryBudgetPropertiesEXT { SType = StructureType.PhysicalDeviceMemoryBudgetPropertiesExt };
+        var p = new PhysicalDeviceMemoryProperties2 { SType = StructureType.PhysicalDeviceMemoryProperties2, PNext = &b };
+        ctx.Vk.GetPhysicalDeviceMemoryProperties2(ctx.PhysicalDevice, &p);
+        return new HeapBudget((long)b.HeapBudget[heap], (long)b.HeapUsage[heap]);
+    };
+
+    /// <summary>Resets the peaks so one phase (a training step, say) can be measured alone.</summary>
+    public void ResetPeak()
+    {
+        PeakBytesInUse = BytesInUse;
+        PeakBytesReserved = BytesReserved;
+    }
 
     internal sealed class Block
     {
@@ -51,6 +95,48 @@ internal sealed unsafe class MemoryPool : IDisposable
         public byte* Pointer => Block.Mapped == null ? null : Block.Mapped + Offset;
     }
 
+    /// <summary>What the limits still let the pool reserve on one heap, and the limit that
+    /// decides it (<see cref="Room"/>).</summary>
+    readonly record struct Headroom(long Bytes, MemoryLimit Limit, long LimitBytes, string LimitName)
+    {
+        public DoesNotFitException Refuse(string work, long needed, long available) =>
+            new(work, needed, Limit, LimitBytes, Math.Max(0, available), LimitName);
+    }
+
+    /// <summary>The bytes the pool may still reserve on <paramref name="heap"/>: the cap less
+    /// what is reserved, or the heap's budget less the margin and less this process's usage
+    /// (which counts the pool's blocks and the host's allocations), whichever is less; null
+    /// where neither limit is set.</summary>
+    Headroom? Room(int heap)
+    {
+        Headroom? room = cap is { } c
+            ? new Headroom(c - BytesReserved, MemoryLimit.Cap, c, $"the memory cap ({nameof(GpuOptions)}.{nameof(GpuOptions.MemoryCapBytes)})")
+            : null;
+        if (budget?.Invoke(heap) is { } b)
+        {
+            long limit = b.Budget - (long)(b.Budget * budgetMargin);
+            if (room is null || limit - b.Usage < room.Value.Bytes)
+                room = new Headroom(limit - b.Usage, MemoryLimit.Budget, limit,
+                                    Invariant($"heap {heap}'s budget less its {budgetMargin:0.##} margin ({nameof(GpuOptions)}.{nameof(GpuOptions.MemoryBudgetMargin)})"));
+        }
+        return room;
+    }
+
+    /// <summary>Throws a <see cref="DoesNotFitException"/> naming <paramref name="work"/> if
+    /// <paramref name="need"/> bytes more would not fit under the cap or the budget: what the
+    /// limit lets the pool still reserve plus what its blocks hold free (the budget taken as that
+    /// of the heap device-local buffers live on, where activations go). Where neither limit is
+    /// set it does nothing, and <paramref name="need"/> is not called.</summary>
+    internal void EnsureFits(Func<long> need, string work)
+    {
+        if (cap is null && budget is null) return;
+        int heap = (int)props.MemoryTypes[(int)FindType(~0u, hostVisible: false)].HeapIndex;
+        if (Room(heap) is not { } room) return;
+        long available = Math.Max(0, room.Bytes) + BytesReserved - BytesInUse;
+        long needed = need();
+        if (needed > available) throw room.Refuse(work, needed, available);
+    }
+
     internal Allocation Allocate(MemoryRequirements req, bool hostVisible)
     {
         uint type = FindType(req.MemoryTypeBits, hostVisible);
@@ -60,14 +146,21 @@ internal sealed unsafe class MemoryPool : IDisposable
                 return Track(new Allocation(b, off, size));
 
         ReleaseEmptyBlocks();
-        long blockSize = Math.Max(size, Math.Min(blockBytes, ctx.Capabilities.MaxMemoryAllocationSize));
-        if (size > ctx.Capabilities.MaxMemoryAllocationSize)
-            throw GpuException.TooLarge($"a buffer of {size} bytes exceeds the device's largest allocation (maxMemoryAllocationSize {ctx.Capabilities.MaxMemoryAllocationSize})");
-        var info = new MemoryAllocateInfo { SType = StructureType.MemoryAllocateInfo, AllocationSize = (ulong)blockSize, MemoryTypeIndex = type };
-        var r = ctx.Vk.AllocateMemory(ctx.Device, &info, null, out var mem);
-        if (GpuException.IsOutOfMemory(r))
-            throw GpuException.TooLarge($"out of device memory: could not allocate a {blockSize >> 20} MiB block ({r}); {BytesInUse >> 20} MiB in use");
-        GpuException.Check(r, "vkAllocateMemory");
+        long maxAllocation = ctx.Capabilities.MaxMemoryAllocationSize;
+        if (size > maxAllocation)
+            throw GpuException.TooLarge($"a buffer of {size} bytes exceeds the device's largest allocation (maxMemoryAllocationSize {maxAllocation})");
+        // Blocks shrink near the limits (TailBlockBytes); a buffer larger than a block still gets
+        // one of its own where it fits.
+        var room = Room((int)props.MemoryTypes[(int)type].HeapIndex);
+        if (room is { } r && size > r.Bytes) throw r.Refuse("a buffer", size, r.Bytes);
+        long want = room is not { Bytes: var left } || left >= blockBytes ? blockBytes : left >= TailBlockBytes ? TailBlockBytes : size;
+        long blockSize = Math.Max(size, Math.Min(want, maxAllocation));
+        var result = TryAllocateMemory(blockSize, type, out var mem);
+        // The driver may still have room for the buffer alone.
+        if (GpuException.IsOutOfMemory(result) && blockSize > size) result = TryAllocateMemory(blockSize = size, type, out mem);
+        if (GpuException.IsOutOfMemory(result))
+            throw GpuException.TooLarge($"out of device memory: could not allocate a {blockSize >> 20} MiB block ({result}); {BytesInUse >> 20} MiB in use");
+        GpuException.Check(result, "vkAllocateMemory");
         bool visible = props.MemoryTypes[(int)type].PropertyFlags.HasFlag(MemoryPropertyFlags.HostVisibleBit);
         var block = new Block { Memory = mem, Size = blockSize, TypeIndex = type, HostVisible = visible };
         if (visible)
@@ -78,8 +171,16 @@ internal sealed unsafe class MemoryPool : IDisposable
         }
         block.Free.Add((0, blockSize));
         blocks.Add(block);
+        BytesReserved += blockSize;
+        PeakBytesReserved = Math.Max(PeakBytesReserved, BytesReserved);
         TryTake(block, size, align, out long offset);
         return Track(new Allocation(block, offset, size));
+    }
+
+    Result TryAllocateMemory(long bytes, uint type, out DeviceMemory memory)
+    {
+        var info = new MemoryAllocateInfo { SType = StructureType.MemoryAllocateInfo, AllocationSize = (ulong)bytes, MemoryTypeIndex = type };
+        return ctx.Vk.AllocateMemory(ctx.Device, &info, null, out memory);
     }
 
     void ReleaseEmptyBlocks()
@@ -95,6 +196,7 @@ internal sealed unsafe class MemoryPool : IDisposable
     {
         if (b.Mapped != null) ctx.Vk.UnmapMemory(ctx.Device, b.Memory);
         ctx.Vk.FreeMemory(ctx.Device, b.Memory, null);
+        BytesReserved -= b.Size;
     }
 
     Allocation Track(Allocation a)
@@ -103,7 +205,6 @@ internal sealed unsafe class MemoryPool : IDisposable
         PeakBytesInUse = Math.Max(PeakBytesInUse, BytesInUse);
         return a;
     }
-
     static bool TryTake(Block b, long size, long align, out long offset)
     {
         for (int i = 0; i < b.Free.Count; i++)

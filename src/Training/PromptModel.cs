@@ -169,7 +169,8 @@ public sealed class PromptModel : IDisposable
     public Decoding BeginGenerate(IReadOnlyList<EncodedExample> batch, PromptSet? prompts = null, IReadOnlyList<int>? promptIndex = null, int maxNewTokens = 32)
     {
         int lin = HostBatch.Round(batch.Max(e => e.InputIds.Length));
-        var generator = new Generator(Weights, new BatchShape(batch.Count, lin, 1, prompts?.Length ?? 0, prompts?.Count ?? 1), maxNewTokens);
+        var shape = new BatchShape(batch.Count, lin, 1, prompts?.Length ?? 0, prompts?.Count ?? 1);
+        var generator = WorkMemory.Build(Weights, $"greedy decoding of {shape with { TargetLength = maxNewTokens }}", w => new Generator(w, shape, maxNewTokens));
         try { return generator.Begin(batch, prompts, promptIndex, ownsGenerator: true); }
         catch { generator.Dispose(); throw; }
     }

@@ -125,16 +125,19 @@ public sealed class PromptTrainer : IDisposable
         // activations, so that the tuner's scratch operands come and go while the most memory is
         // free; traced only where a tuner will use them, since shapes change on most steps of real data.
         if (be.TunesMatMul) be.TuneMatMul(T5Pass.Trace(weights.Config, shape, activations, dropout, weights.Precision, be.FusesAttention));
-        var pass = new T5Pass(weights, shape, activations, prompt, dropout);
-        var rec = be.Record(() =>
+        var step = WorkMemory.Build(weights, $"a training step of {shape}", w =>
         {
-            pass.EmitForward();
-            pass.EmitBackward();
-            using var phase = be.Phase(OptimizerPhase);
-            be.Adafactor(prompt, pass.PromptGradient!, state, update, PromptLength, Dim, optimizer);
+            var pass = new T5Pass(w, shape, activations, prompt, dropout);
+            return (pass, w.Backend.Record(() =>
+            {
+                pass.EmitForward();
+                pass.EmitBackward();
+                using var phase = w.Backend.Phase(OptimizerPhase);
+                w.Backend.Adafactor(prompt, pass.PromptGradient!, state, update, PromptLength, Dim, optimizer);
+            }));
         });
-        last = (pass, rec);
-        return (pass, rec);
+        last = step;
+        return step;
     }
 
     /// <summary>A copy of the prompt, as of the last complete step.</summary>
@@ -186,8 +189,13 @@ public sealed class PromptTrainer : IDisposable
         using var prompt = be.Floats(promptData.Length, "prompt");
         be.Upload(prompt, promptData);
         var host = HostBatch.Build(examples, promptData.Length / d, decoderStart: weights.Config.DecoderStartTokenId);
-        using var pass = new T5Pass(weights, host.Shape, mode, prompt);
-        using var rec = be.Record(() => { pass.EmitForward(); pass.EmitBackward(); });
+        var built = WorkMemory.Build(weights, $"the gradient of {host.Shape}", w =>
+        {
+            var p = new T5Pass(w, host.Shape, mode, prompt);
+            return (Pass: p, Run: w.Backend.Record(() => { p.EmitForward(); p.EmitBackward(); }));
+        });
+        using var pass = built.Pass;
+        using var rec = built.Run;
         pass.Load(host);
         rec.Run();
         var grad = new float[promptData.Length];

@@ -118,6 +118,7 @@ public sealed class DevicePlanTests
     [InlineData("row local size", "rowKernels.localSize", "256", "128")]
     [InlineData("attention on the matrix units", "matrixUnitsAllProducts", "false", "true", "attention.fusedOnMatrixUnits")]
     [InlineData("half copies off", "halfCopies.minOtherDimension", "256", null, "halfCopies")]
+    [InlineData("memory cap", "memory.capBytes", "null", "1048576")]
     public void OneOptionChangesOneChoice(string change, string path, string? before, string? after, string? alsoPath = null)
     {
         var defaults = new GpuOptions();
@@ -129,6 +130,7 @@ public sealed class DevicePlanTests
             "row local size" => defaults with { RowLocalSize = 128 },
             "attention on the matrix units" => defaults with { MatrixUnitsAllProducts = true },
             "half copies off" => defaults with { MatrixUnitsHalfActivations = false },
+            "memory cap" => defaults with { MemoryCapBytes = 1 << 20 },
             _ => throw new ArgumentException(change),
         };
         var a = Leaves(DevicePlan.For(H100, defaults).ToJson());
@@ -137,6 +139,36 @@ public sealed class DevicePlanTests
         Assert.Equal(new[] { path, alsoPath }.OfType<string>().Order(), differing);
         Assert.Equal(before, a.GetValueOrDefault(path));
         Assert.Equal(after, b.GetValueOrDefault(path));
+    }
+
+    /// <summary>The pool keeps within the heaps' budgets where the device has VK_EXT_memory_budget
+    /// and it is enabled: always on a device the context creates (which enables it), on a lent
+    /// device only where the host says it enabled it; the plan prints the margin then. A cap that
+    /// is not positive, or a margin outside [0, 1), is refused naming the option.</summary>
+    [Fact]
+    public void HeapBudgetsWhereTheExtensionIsThereAndEnabled()
+    {
+        var withBudget = H100 with { MemoryBudget = true };
+        var options = new GpuOptions();
+        Assert.True(DevicePlan.For(withBudget, options).MemoryBudget);
+        Assert.False(DevicePlan.For(H100 with { MemoryBudget = false }, options).MemoryBudget);
+        HostDevice Lent(params string[] extensions) => new()
+        {
+            Instance = default, PhysicalDevice = default, Device = default, ApiVersion = Silk.NET.Vulkan.Vk.Version12, QueueFamily = 0,
+            EnabledFeatures = new HostFeatures { TimelineSemaphore = true }, EnabledExtensions = extensions,
+        };
+        Assert.False(DevicePlan.ForAdopted(Lent(), withBudget, options).MemoryBudget);
+        Assert.True(DevicePlan.ForAdopted(Lent("VK_EXT_memory_budget"), withBudget, options).MemoryBudget);
+        Assert.False(DevicePlan.ForAdopted(Lent("VK_EXT_memory_budget"), H100 with { MemoryBudget = false }, options).MemoryBudget);
+
+        var json = Leaves(DevicePlan.For(withBudget, options with { MemoryBudgetMargin = 0.25 }).ToJson());
+        Assert.Equal(("true", "0.25"), (json["memory.heapBudgets"], json["memory.budgetMargin"]));
+        Assert.Equal("null", Leaves(DevicePlan.For(H100 with { MemoryBudget = false }, options).ToJson())["memory.budgetMargin"]);
+
+        var cap = Assert.Throws<GpuException>(() => DevicePlan.For(H100, options with { MemoryCapBytes = 0 }));
+        Assert.Equal("GpuOptions.MemoryCapBytes=0: a memory cap must be a positive number of bytes", cap.Message);
+        var margin = Assert.Throws<GpuException>(() => DevicePlan.For(withBudget, options with { MemoryBudgetMargin = 1 }));
+        Assert.StartsWith("GpuOptions.MemoryBudgetMargin=1: ", margin.Message, StringComparison.Ordinal);
     }
 
     /// <summary><see cref="GpuOptions.PlanForGpu"/> gives a CPU device the GPU's plan: the H100's

@@ -63,6 +63,33 @@ internal static class Cli
         DefaultValueFactory = _ => EnvironmentSettings.GpuOptions().Device,
     };
 
+    /// <summary>The --memory-cap option of the commands that open a model on a device
+    /// (<see cref="GpuOptions.MemoryCapBytes"/>): bytes, or a number with KiB, MiB, GiB or TiB.</summary>
+    public static Option<long?> MemoryCapOption() => new("--memory-cap")
+    {
+        HelpName = "SIZE",
+        Description = "The most device memory vkprompt reserves, weights and activations together, as bytes or e.g. 512MiB or 2GiB; " +
+                      "work that would need more (a batch too large) is refused before it starts, naming what it needed. Vulkan devices only. Default: no cap.",
+        CustomParser = result => ParseSize(result.Tokens[0].Value) is { } bytes ? bytes
+            : Error(result, $"--memory-cap {result.Tokens[0].Value} is not a size: give bytes, or a number with KiB, MiB, GiB or TiB (e.g. 512MiB)"),
+    };
+
+    static long? Error(System.CommandLine.Parsing.ArgumentResult result, string message)
+    {
+        result.AddError(message);
+        return null;
+    }
+
+    /// <summary>"512MiB", "1.5GiB" or "1048576" as bytes: positive, binary units; null for anything else.</summary>
+    internal static long? ParseSize(string text)
+    {
+        var m = System.Text.RegularExpressions.Regex.Match(text.Trim(), @"^(\d+(?:\.\d+)?)\s*(B|KiB|MiB|GiB|TiB)?$", System.Text.RegularExpressions.RegexOptions.IgnoreCase);
+        if (!m.Success) return null;
+        int shift = m.Groups[2].Value.ToLowerInvariant() switch { "kib" => 10, "mib" => 20, "gib" => 30, "tib" => 40, _ => 0 };
+        double bytes = Math.Floor(double.Parse(m.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture) * (1L << shift));
+        return bytes is >= 1 and < long.MaxValue ? (long)bytes : null;
+    }
+
     /// <summary>Standard output as configured for this invocation (a test's writer in-process).</summary>
     public static TextWriter Out(ParseResult parse) => parse.InvocationConfiguration.Output;
 

@@ -13,10 +13,11 @@ internal sealed class ModelSession : IDisposable
     public PromptModel Model { get; }
 
     /// <param name="precision">A <c>--precision</c> value: fp32, fp16, bf16 or auto.</param>
-    public ModelSession(string modelDir, string device, AttentionFusion attention, Action<string>? log, string precision = ModelOptions.DefaultPrecision)
+    /// <param name="memoryCap">A <c>--memory-cap</c> value (<see cref="GpuOptions.MemoryCapBytes"/>).</param>
+    public ModelSession(string modelDir, string device, AttentionFusion attention, Action<string>? log, string precision = ModelOptions.DefaultPrecision, long? memoryCap = null)
     {
         var stored = precision.Equals("auto", StringComparison.OrdinalIgnoreCase) ? (WeightPrecision?)null : WeightPrecisions.Parse(precision, null);
-        Model = PromptModel.Open(modelDir, () => BackendFactory.Open(device, EnvironmentSettings.GpuOptions() with { Log = log }), stored, attention, log);
+        Model = PromptModel.Open(modelDir, () => BackendFactory.Open(device, EnvironmentSettings.GpuOptions() with { Log = log, MemoryCapBytes = memoryCap }), stored, attention, log);
     }
 
     public void Dispose()

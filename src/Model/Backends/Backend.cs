@@ -141,6 +141,44 @@ public abstract class Backend : IDisposable
         public void Dispose() { }
     }
 
+    /// <summary>Throws a <see cref="DoesNotFitException"/> naming <paramref name="work"/> where
+    /// the device's memory limits (<see cref="GpuOptions.MemoryCapBytes"/>, the heaps' budgets)
+    /// leave less than <paramref name="need"/> bytes; <paramref name="need"/> is asked only where
+    /// such a limit is set. This default, for backends without device memory, does nothing.</summary>
+    internal virtual void EnsureFits(Func<long> need, string work) { }
+
+    // What the backend made while AllOrNothing runs, oldest first; null outside it.
+    List<IDisposable>? building;
+
+    /// <summary>Runs <paramref name="build"/>; if it throws, every tensor and recording it made on
+    /// this backend is disposed again, newest first, so a failure leaves nothing half-built
+    /// (disposing those is idempotent, so what <paramref name="build"/> disposed itself is no matter).</summary>
+    internal T AllOrNothing<T>(Func<T> build)
+    {
+        var outer = building;
+        var made = building = new List<IDisposable>();
+        try
+        {
+            var result = build();
+            outer?.AddRange(made);
+            return result;
+        }
+        catch
+        {
+            for (int i = made.Count - 1; i >= 0; i--) made[i].Dispose();
+            throw;
+        }
+        finally { building = outer; }
+    }
+
+    /// <summary>Notes <paramref name="made"/>, a tensor or recording this backend just made, for
+    /// <see cref="AllOrNothing"/>; backends whose tensors hold memory call it on each.</summary>
+    private protected T Made<T>(T made) where T : IDisposable
+    {
+        building?.Add(made);
+        return made;
+    }
+
     /// <summary>Bytes of device memory in use now and at most so far.</summary>
     public abstract (long Current, long Peak) MemoryUse { get; }
     /// <summary>Starts the peak of <see cref="MemoryUse"/> again from the memory in use now, to

@@ -52,13 +52,16 @@ public sealed class GpuBackend(GpuContext ctx, bool ownsContext = false) : Backe
 
     CommandGraph G => recording ?? throw new InvalidOperationException("GPU ops must be called inside Backend.Record");
 
-    internal override Tensor Floats(long length, string name, bool hostVisible = false) => new GpuTensor(new GpuBuffer(ctx, length * 4, name, hostVisible), length);
-    internal override Tensor Ints(long length, string name, bool hostVisible = false) => new GpuTensor(new GpuBuffer(ctx, length * 4, name, hostVisible), length);
+    internal override Tensor Floats(long length, string name, bool hostVisible = false) => Made(new GpuTensor(new GpuBuffer(ctx, length * 4, name, hostVisible), length));
+    internal override Tensor Ints(long length, string name, bool hostVisible = false) => Made(new GpuTensor(new GpuBuffer(ctx, length * 4, name, hostVisible), length));
     internal override Tensor Table(int rows, int cols, string name, WeightPrecision precision = WeightPrecision.Fp32)
     {
         precision.Require(ctx.Capabilities);
-        return new GpuTable(new SplitTensor(ctx, rows, cols, name, ctx.Plan.StoredPrecision(precision), precision), name);
+        return Made(new GpuTable(new SplitTensor(ctx, rows, cols, name, ctx.Plan.StoredPrecision(precision), precision), name));
     }
+
+    /// <inheritdoc/>
+    internal override void EnsureFits(Func<long> need, string work) => ctx.Memory.EnsureFits(need, work);
 
     internal override void Upload(Tensor t, ReadOnlySpan<float> data, long offset = 0)
     {
@@ -82,7 +85,7 @@ public sealed class GpuBackend(GpuContext ctx, bool ownsContext = false) : Backe
         try { body(); }
         catch { graph.Dispose(); throw; }
         finally { recording = null; }
-        return new GraphRecording(graph);
+        return Made(new GraphRecording(graph));
     }
 
     internal override IDisposable Phase(string name) => G.Phase(name);

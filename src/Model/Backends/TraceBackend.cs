@@ -18,7 +18,7 @@ internal sealed record TracedProduct(MatMulSpec Spec, WeightPrecision? Weight, s
 /// is the list of a step's products: <see cref="T5Pass.Trace"/> hands it to the tuner, and
 /// <c>vkprompt bench matmul</c> and the kernel benchmarks time what it lists, so no list of a
 /// step's products is kept by hand. Every other op is a no-op, except that fused attentions
-/// are counted.
+/// are counted, and so are the bytes of the tensors made (<see cref="BytesAllocated"/>).
 /// </summary>
 internal class TraceBackend : Backend
 {
@@ -55,10 +55,26 @@ internal class TraceBackend : Backend
         public void Dispose() => phases.RemoveAt(phases.Count - 1);
     }
 
+    /// <summary>Bytes the tensors made so far would take on a device, each rounded up to
+    /// <see cref="BufferAlignment"/> (<see cref="WorkMemory.Bytes"/> counts a build's need with it).</summary>
+    public long BytesAllocated { get; private set; }
+
+    /// <summary>The alignment the count rounds each buffer to: the largest offset alignment Vulkan
+    /// lets a driver ask of storage buffers (minStorageBufferOffsetAlignment is at most 256), so
+    /// the count is not below what a memory pool packs the same buffers into.</summary>
+    public const long BufferAlignment = 256;
+
+    Empty Counted(Empty t, long bytes)
+    {
+        BytesAllocated += (bytes + BufferAlignment - 1) / BufferAlignment * BufferAlignment;
+        return t;
+    }
+
     public override string Name => "trace";
-    internal override Tensor Floats(long length, string name, bool hostVisible = false) => new Empty(name, length);
-    internal override Tensor Ints(long length, string name, bool hostVisible = false) => new Empty(name, length);
-    internal override Tensor Table(int rows, int cols, string name, WeightPrecision precision = WeightPrecision.Fp32) => new Empty(name, (long)rows * cols, precision);
+    internal override Tensor Floats(long length, string name, bool hostVisible = false) => Counted(new Empty(name, length), length * sizeof(float));
+    internal override Tensor Ints(long length, string name, bool hostVisible = false) => Counted(new Empty(name, length), length * sizeof(int));
+    internal override Tensor Table(int rows, int cols, string name, WeightPrecision precision = WeightPrecision.Fp32) =>
+        Counted(new Empty(name, (long)rows * cols, precision), (long)rows * cols * precision.ElementBytes());
     internal override void Upload(Tensor t, ReadOnlySpan<float> data, long offset = 0) { }
     internal override void Upload(Tensor t, ReadOnlySpan<int> data) { }
     internal override void Download(Tensor t, Span<float> data, long offset = 0) { }

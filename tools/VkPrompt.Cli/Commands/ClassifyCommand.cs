@@ -15,13 +15,14 @@ internal static class ClassifyCommand
         var choices = new Option<string?>("--choices", "-c") { Description = "Comma-separated label words, e.g. \"entailment,not_entailment\". Default: the --task's labels." };
         var task = new Option<string?>("--task") { Description = "Read --data as official SuperGLUE JSONL of this task (boolq, cb, rte, wic, copa) with T5's formatting, as train --task does; labels are optional (the test split has none) and the task's label words are the choices." };
         var device = Cli.DeviceOption();
+        var memoryCap = Cli.MemoryCapOption();
         var precision = ModelOptions.Precision();
         var attention = ModelOptions.Attention();
         var batch = ModelOptions.BatchSize(8);
         var maxIn = ModelOptions.MaxInputLength();
         var cmd = new Command("classify", "Rank classification: for each input, print the choice whose text the model finds most likely; with targets in the data, also the accuracy.")
         {
-            model, prompt, data, task, choices, device, precision, attention, batch, maxIn,
+            model, prompt, data, task, choices, device, memoryCap, precision, attention, batch, maxIn,
         };
         cmd.SetAction(parse =>
         {
@@ -30,7 +31,7 @@ internal static class ClassifyCommand
                 : superGlue?.Labels.ToList() ?? throw new UsageException("give --choices, or --task for a SuperGLUE task's labels");
             var examples = superGlue is null ? DataFile.Read(parse.GetValue(data)!, requireTargets: false)
                                              : SuperGlue.Read(parse.GetValue(data)!, superGlue, requireLabels: false);
-            using var s = new ModelSession(parse.GetValue(model)!, parse.GetValue(device)!, ModelOptions.ReadAttention(parse, attention), ModelOptions.Log(parse), parse.GetValue(precision)!);
+            using var s = new ModelSession(parse.GetValue(model)!, parse.GetValue(device)!, ModelOptions.ReadAttention(parse, attention), ModelOptions.Log(parse), parse.GetValue(precision)!, parse.GetValue(memoryCap));
             var promptData = parse.GetValue(prompt) is string path ? s.Model.Prompts([s.Model.LoadPrompt(path)]) : null;
             var enc = s.Model.Encoder(ModelOptions.Positive(parse, maxIn), int.MaxValue);
             var inputs = examples.Select(e => enc.Encode(e.Input, "").InputIds).ToList();
