@@ -7,7 +7,7 @@ namespace VkPrompt.Model;
 
 /// <summary>Writes a T5 directory with random weights: for benchmarks and tests at real model
 /// sizes without downloading a checkpoint.</summary>
-internal static class RandomT5
+public static class RandomT5
 {
     /// <summary>Weights are Gaussian with the scales of transformers' T5PreTrainedModel._init_weights
     /// (initializer_factor 1), so activations have realistic magnitudes. The same seed gives the
@@ -57,6 +57,15 @@ internal static class RandomT5
             spiece.Commit();
         }
     }
+
+    /// <summary>The demo model's configuration (<c>vkprompt demo</c>'s and the sample host's,
+    /// tools/VkPrompt.HostSample): t5-base's layout shrunk to d_model 128, 2 + 2 layers, 4 heads
+    /// of 32, d_ff 256, no dropout, with <paramref name="vocabSize"/> embedding rows (the bundled
+    /// tokenizer's). Changing it changes the demo's model: bump DemoCommand's ModelVersion.</summary>
+    public static T5Config DemoConfig(int vocabSize) => T5Config.Named("t5-base") with
+    {
+        VocabSize = vocabSize, DModel = 128, DKv = 32, NumHeads = 4, DFf = 256, NumLayers = 2, NumDecoderLayers = 2, DropoutRate = 0,
+    };
 
     /// <summary>Standard deviation of each weight, keyed on the HF name suffix (layer norms, set to
     /// 1, never get here).</summary>

@@ -92,11 +92,7 @@ internal static class DemoCommand
         if (File.Exists(Path.Combine(dir, "model.safetensors"))) return dir;
         log($"making the demo model in {dir} (once)");
         var tok = T5Tokenizer.Load(assets);
-        var cfg = T5Config.Named("t5-base") with
-        {
-            VocabSize = tok.VocabSize, DModel = 128, DKv = 32, NumHeads = 4, DFf = 256, NumLayers = 2, NumDecoderLayers = 2,
-            DropoutRate = 0,
-        };
+        var cfg = RandomT5.DemoConfig(tok.VocabSize);
         // Written beside the final name and renamed, so an interrupted run never leaves half a model.
         string tmp = dir + $".{Environment.ProcessId}.tmp";
         RandomT5.Write(tmp, cfg, seed: 1, spieceModelPath: Path.Combine(assets, "spiece.model"));
