@@ -19,7 +19,7 @@ public sealed class HostSampleTests
         var sample = Path.Combine(TestPaths.RepoRoot, "tools", "VkPrompt.HostSample", "bin", Configuration, "net10.0", "VkPrompt.HostSample.dll");
         Assert.True(File.Exists(sample), $"{sample} is missing: the solution build builds it (tests/VkPrompt.Tests.csproj references it)");
         var start = new ProcessStartInfo(Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") ?? "dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
-        foreach (var a in new[] { sample, "--frames", "30", "--warmup-frames", "5", "--fps", "30", "--budget-ms", "60", "--rounds", "1", "--validation", "--json" })
+        foreach (var a in new[] { sample, "--frames", "60", "--warmup-frames", "5", "--fps", "30", "--budget-ms", "250", "--rounds", "1", "--validation", "--json" })
             start.ArgumentList.Add(a);
         using var p = Process.Start(start)!;
         var stdout = p.StandardOutput.ReadToEndAsync();
@@ -35,7 +35,7 @@ public sealed class HostSampleTests
         var phases = root.GetProperty("phases").EnumerateArray().ToList();
         Assert.Equal(2, phases.Count);
         Assert.Equal(JsonValueKind.Null, phases[0].GetProperty("budget_ms").ValueKind);
-        Assert.Equal(60, phases[1].GetProperty("budget_ms").GetDouble());
+        Assert.Equal(250, phases[1].GetProperty("budget_ms").GetDouble());
         foreach (var phase in phases)
         {
             var frame = phase.GetProperty("frame_ms");
@@ -44,7 +44,9 @@ public sealed class HostSampleTests
         }
         var training = phases[1];
         int steps = training.GetProperty("steps").GetInt32();
-        Assert.True(steps >= 1, $"no step completed in 30 frames at a 60 ms budget");
+        // A step is several hundred ms of lavapipe time with validation on: a few slices of 250 ms,
+        // so 60 frames finish one even on a loaded machine.
+        Assert.True(steps >= 1, $"no step completed in 60 frames at a 250 ms budget");
         Assert.True(training.GetProperty("slices_per_step").GetDouble() >= 1);
         double loss = training.GetProperty("first_loss").GetDouble();
         Assert.True(double.IsFinite(loss) && loss > 0, $"loss {loss}");
