@@ -140,10 +140,14 @@ public sealed record DevicePlan
     // ---- products ----
 
     /// <summary>Whether a product whose B is stored as <paramref name="bPrecision"/> runs on the
-    /// matrix units: where the plan uses them, if B is 16-bit, or whatever B is with
-    /// <see cref="MatrixUnitsAllProducts"/>.</summary>
+    /// matrix units: where the plan uses them, if B is 16-bit, or if it is fp32 with
+    /// <see cref="MatrixUnitsAllProducts"/>. An int8 B runs the portable product
+    /// (matmul_int8.comp) everywhere: the matrix-unit kernels do not read int8 yet. Widening
+    /// its bytes to fp16 there is exact, but the row scale is not an fp16 factor of the tile:
+    /// it scales columns of C in A·Bᵀ and rows of the reduction in A·B, so it needs its own
+    /// staging path.</summary>
     public bool OnMatrixUnits(WeightPrecision bPrecision) =>
-        MatrixUnits != MatrixUnits.None && (bPrecision != WeightPrecision.Fp32 || MatrixUnitsAllProducts);
+        MatrixUnits != MatrixUnits.None && bPrecision != WeightPrecision.Int8 && (bPrecision != WeightPrecision.Fp32 || MatrixUnitsAllProducts);
 
     /// <summary>Whether a matrix-unit product runs the workgroup-scope kernel
     /// (matmul_coopmat_nv2.comp): with VK_NV_cooperative_matrix2, where each operand is contiguous
@@ -284,6 +288,7 @@ public sealed record DevicePlan
             {
                 ["fp16"] = StoredPrecision(WeightPrecision.Fp16).Name(),
                 ["bf16"] = StoredPrecision(WeightPrecision.Bf16).Name(),
+                ["int8"] = StoredPrecision(WeightPrecision.Int8).Name(),
             },
             ["portableProduct"] = new JsonObject
             {

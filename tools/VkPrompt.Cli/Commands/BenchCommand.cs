@@ -242,7 +242,9 @@ internal static class BenchCommand
     static List<string> KernelNotes(GpuContext ctx, WeightPrecision precision)
     {
         var notes = new List<string>();
-        bool halfWeights = precision != WeightPrecision.Fp32;
+        bool halfWeights = precision is WeightPrecision.Fp16 or WeightPrecision.Bf16;
+        if (precision == WeightPrecision.Int8)
+            notes.Add("products with int8 weights ran the portable product (matmul_int8), which widens each weight with its row's scale as it loads it; the matrix units do not read int8 weights yet");
         bool tuned = MatMulTuner.Enabled(ctx);
         string Tiling(string? forced) => forced ?? (tuned ? "tuned per product before the first step (VKPROMPT_MATMUL_TUNE=1; the log has the times)" : "default");
         if (halfWeights && ctx.MatrixUnitsEmulated)
