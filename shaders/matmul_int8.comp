@@ -8,14 +8,26 @@
 // the [rows, cols] table (include/int8.glsl) and A and C fp32; include/matmul.glsl holds the
 // algorithm. The table is read as [n][k] (A·Bᵀ, bStrideK = 1) or as [k][n] (A·B, bStrideN = 1),
 // the other stride being its row length (MatMulKernel checks), so element i lies in row
-// i / rowLength whatever the batch and offset. A vec4 fetch is aligned to four elements along
-// the contiguous index (MatMulKernel.VectorLoads), so its four bytes are one word of one row.
+// i / rowLength whatever the batch and offset (both strides 1: a table one column wide).
 layout(std430, binding = 1) readonly buffer BufB { uint b[]; };
 layout(std430, binding = 3) readonly buffer BufBScale { float bScale[]; };
 
 uint rowLength() { return pc.bStrideK == 1u ? pc.bStrideN : pc.bStrideK; }
 
 float loadB(uint i) { return widenInt8(b[i >> 2], i & 3u, bScale[i / rowLength()]); }
-vec4 loadB4(uint i) { return widenInt8(b[i], bScale[i * 4u / rowLength()]); }
+
+// A vec4 fetch is aligned to four elements (MatMulKernel.VectorLoads), so where rows are whole
+// words its four bytes lie in one row. Otherwise (a one-column table, or a single row of K = 1
+// read across) each byte takes its own row's scale; the index is clamped because a word's last
+// bytes may be padding past the last row. The branch is uniform: rowLength is a push constant.
+vec4 loadB4(uint i) {
+    const uint len = rowLength();
+    const uint e = i * 4u;
+    if (len % 4u == 0u) return widenInt8(b[i], bScale[e / len]);
+    const uint last = uint(bScale.length()) - 1u;
+    vec4 v;
+    for (uint q = 0u; q < 4u; q++) v[q] = widenInt8(b[i], q, bScale[min((e + q) / len, last)]);
+    return v;
+}
 
 #include "matmul.glsl"

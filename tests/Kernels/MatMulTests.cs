@@ -147,6 +147,62 @@ public sealed class MatMulTests(GpuFixture f) : GpuTest(f)
         Compare(a, b, c, spec, variant, $"{precision} {(transposeB ? "A·Bᵀ" : "A·B")} {m}x{n}x{k}", precision);
     }
 
+    /// <summary>B, a weight, stored as int8 rows with an fp32 scale each and read both ways, as
+    /// above: A·Bᵀ reads its table's rows along k (a scale per output column), A·B across them
+    /// (a scale per step of the sum). The table is B's rows of the leading dimension, padding
+    /// included (padded shapes take the vectorized fetches, a word of four bytes at a time; odd
+    /// row lengths put rows at odd byte offsets). The padding holds 1.5, beyond the values' ±1,
+    /// so a read of it shows. The reference multiplies the dequantised weights, which the
+    /// device computes exactly, so the fp32 tolerance holds unchanged.</summary>
+    public static TheoryData<bool, int, int, int, bool, MatMulVariant> Int8WeightCases()
+    {
+        var data = new TheoryData<bool, int, int, int, bool, MatMulVariant>();
+        foreach (var v in Enum.GetValues<MatMulVariant>())
+            foreach (bool tb in new[] { true, false })
+                foreach (var (m, n, k, padded) in RowsShapes())
+                    data.Add(tb, m, n, k, padded, v);
+        return data;
+    }
+
+    [Theory, MemberData(nameof(Int8WeightCases))]
+    public void Int8WeightsMatchReferenceOnDequantisedWeights(bool transposeB, int m, int n, int k, bool padded, MatMulVariant variant)
+    {
+        var spec = RowsSpec(false, transposeB, m, n, k, padded);
+        int rows = transposeB ? n : k, cols = transposeB ? spec.BStrideN : spec.BStrideK;
+        int used = transposeB ? k : n;
+        var b = Check.Random(rows * cols, 17).Select((v, i) => i % cols < used ? v : 1.5f).ToArray();
+        var q = new sbyte[b.Length];
+        var scales = new float[rows];
+        Int8Rows.Encode(b, cols, q, scales);
+        Int8Rows.Round(b, cols);
+        var a = Check.Random(spec.AStrideM * (m - 1) + k, 18);
+        var c = Check.Random(spec.CStrideM * m, 19);
+        using var ga = GpuBuffer.From<float>(Ctx, a);
+        // Whole 32-bit words, as SplitTensor allocates them.
+        using var gb = GpuBuffer.From<sbyte>(Ctx, [.. q, .. new sbyte[(4 - q.Length % 4) % 4]]);
+        using var gScales = GpuBuffer.From<float>(Ctx, scales);
+        using var gc = GpuBuffer.From<float>(Ctx, c);
+        using (var g = new CommandGraph(Ctx))
+        {
+            MatMulKernel.Run(g, ga, gb, gc, spec, Tiling(variant), WeightPrecision.Int8, gScales);
+            g.Run();
+        }
+        MatMulReference.Run(a, b, c, spec);
+        Check.Close(c, gc.Download<float>(), Tolerance, $"int8 {(transposeB ? "A·Bᵀ" : "A·B")} {m}x{n}x{k} ({variant})");
+    }
+
+    /// <summary>int8 products stay on the portable kernel wherever 16-bit ones go to the matrix
+    /// units (DevicePlan.OnMatrixUnits), and the kernel names the int8 build.</summary>
+    [SkippableFact]
+    public void Int8WeightsRunThePortableProduct()
+    {
+        var spec = MatMulSpec.Rows(64, 64, 64, transposeB: true);
+        Assert.Equal("matmul_int8", MatMulKernel.Selection(Ctx, spec, WeightPrecision.Int8).Kernel);
+        Assert.Equal("matmul_int8", MatMulKernel.Selection(MatrixUnitsCtx, spec, WeightPrecision.Int8).Kernel);
+        Assert.Equal("matmul_int8", MatMulKernel.Selection(MatrixUnitsAllProductsCtx, spec, WeightPrecision.Int8).Kernel);
+        Assert.Equal(WeightPrecision.Int8, MatrixUnitsCtx.Plan.StoredPrecision(WeightPrecision.Int8));
+    }
+
     /// <summary>The matrix-unit product (on the device's matrix units, else emulated) on the
     /// shapes above, with tile shapes from one 16x16 tile per workgroup to the default, so edges
     /// fall inside tiles, on tile borders and past them. The reference multiplies A rounded to

@@ -127,7 +127,8 @@ internal static class MatMulKernel
 
     /// <summary>matmul_int8.comp finds an element's row, and so its scale, as its index over the
     /// table's row length, which it reads off the strides: the table must be read along its rows
-    /// (bStrideK = 1, A·Bᵀ) or across them (bStrideN = 1, A·B), the other stride the row length.</summary>
+    /// (bStrideK = 1, A·Bᵀ) or across them (bStrideN = 1, A·B), the other stride the row length
+    /// (both 1: one column).</summary>
     static void CheckInt8(in MatMulSpec s, GpuBuffer? scales)
     {
         if (scales is null) throw new ArgumentException("an int8 B needs its row scales", nameof(scales));
@@ -136,10 +137,11 @@ internal static class MatMulKernel
             throw new ArgumentException($"the int8 B's product reads {rows} rows, but its scales hold {scales.Length<float>()}", nameof(scales));
     }
 
-    /// <summary>How many rows of an int8 B (and so of its scales) <paramref name="s"/> reads.</summary>
+    /// <summary>How many rows of an int8 B (and so of its scales) <paramref name="s"/> reads.
+    /// Both strides 1 read a table one column wide.</summary>
     internal static long Int8RowsRead(in MatMulSpec s)
     {
-        if ((s.BStrideK == 1) == (s.BStrideN == 1))
+        if (s.BStrideK != 1 && s.BStrideN != 1)
             throw new ArgumentException($"an int8 B is read along or across its rows (one of its strides 1), not with strides k {s.BStrideK}, n {s.BStrideN}", nameof(s));
         long rowLength = s.BStrideK == 1 ? s.BStrideN : s.BStrideK;
         return (s.Extents().B + rowLength - 1) / rowLength;
