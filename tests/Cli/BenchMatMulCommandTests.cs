@@ -82,6 +82,7 @@ public sealed class BenchMatMulCommandTests : IDisposable
     [Theory]
     [InlineData("fp32")]
     [InlineData("bf16")]
+    [InlineData("int8")]
     public void TimesAndChecksEveryProductOfTheStep(string precision)
     {
         var run = BenchMatMul(Small(precision)).Succeeded();
@@ -127,7 +128,7 @@ public sealed class BenchMatMulCommandTests : IDisposable
             Assert.Equal(weight ? precision : "fp32", p.GetProperty("bPrecision").GetString());
             string kernel = p.GetProperty("kernel").GetString()!;
             string units = r.GetProperty("switches").GetProperty("matrixUnits").GetString()!;
-            Assert.Equal(!weight || precision == "fp32" ? "matmul" : coopmat ? units switch { "emulated" => "matmul_coopmat_emulated", "khr" => "matmul_coopmat_khr", _ => "matmul_coopmat" } : "matmul_half", kernel);
+            Assert.Equal(!weight || precision == "fp32" ? "matmul" : precision == "int8" ? "matmul_int8" : coopmat ? units switch { "emulated" => "matmul_coopmat_emulated", "khr" => "matmul_coopmat_khr", _ => "matmul_coopmat" } : "matmul_half", kernel);
             Assert.Matches(@"^\d+x\d+x\d+x\d+x\d+$", p.GetProperty("tiling").GetString());
             // Where the tuner chose the tiling, it is the candidate with the lowest median.
             var tuning = p.GetProperty("tuning");
