@@ -168,18 +168,11 @@ public sealed class MatMulTests(GpuFixture f) : GpuTest(f)
     public void Int8WeightsMatchReferenceOnDequantisedWeights(bool transposeB, int m, int n, int k, bool padded, MatMulVariant variant)
     {
         var spec = RowsSpec(false, transposeB, m, n, k, padded);
-        int rows = transposeB ? n : k, cols = transposeB ? spec.BStrideN : spec.BStrideK;
-        int used = transposeB ? k : n;
-        var b = Check.Random(rows * cols, 17).Select((v, i) => i % cols < used ? v : 1.5f).ToArray();
-        var q = new sbyte[b.Length];
-        var scales = new float[rows];
-        Int8Rows.Encode(b, cols, q, scales);
-        Int8Rows.Round(b, cols);
+        var (b, q, scales) = Int8Table(spec, transposeB, m, n, k);
         var a = Check.Random(spec.AStrideM * (m - 1) + k, 18);
         var c = Check.Random(spec.CStrideM * m, 19);
         using var ga = GpuBuffer.From<float>(Ctx, a);
-        // Whole 32-bit words, as SplitTensor allocates them.
-        using var gb = GpuBuffer.From<sbyte>(Ctx, [.. q, .. new sbyte[(4 - q.Length % 4) % 4]]);
+        using var gb = GpuBuffer.From<sbyte>(Ctx, q);
         using var gScales = GpuBuffer.From<float>(Ctx, scales);
         using var gc = GpuBuffer.From<float>(Ctx, c);
         using (var g = new CommandGraph(Ctx))
@@ -191,16 +184,82 @@ public sealed class MatMulTests(GpuFixture f) : GpuTest(f)
         Check.Close(c, gc.Download<float>(), Tolerance, $"int8 {(transposeB ? "A·Bᵀ" : "A·B")} {m}x{n}x{k} ({variant})");
     }
 
-    /// <summary>int8 products stay on the portable kernel wherever 16-bit ones go to the matrix
-    /// units (DevicePlan.OnMatrixUnits), and the kernel names the int8 build.</summary>
-    [SkippableFact]
-    public void Int8WeightsRunThePortableProduct()
+    /// <summary>B of a RowsSpec product as an int8 table, its rows those of the leading dimension
+    /// padding included (1.5 times the row's magnitude, beyond its values, so a read of it
+    /// shows), row r scaled by 2^(r mod 9 - 4) so that a scale taken from the wrong row shows:
+    /// the values the table stands for, its bytes in whole 32-bit words (as SplitTensor allocates
+    /// them), its scales.</summary>
+    static (float[] Values, sbyte[] Bytes, float[] Scales) Int8Table(in MatMulSpec spec, bool transposeB, int m, int n, int k)
     {
-        var spec = MatMulSpec.Rows(64, 64, 64, transposeB: true);
-        Assert.Equal("matmul_int8", MatMulKernel.Selection(Ctx, spec, WeightPrecision.Int8).Kernel);
-        Assert.Equal("matmul_int8", MatMulKernel.Selection(MatrixUnitsCtx, spec, WeightPrecision.Int8).Kernel);
-        Assert.Equal("matmul_int8", MatMulKernel.Selection(MatrixUnitsAllProductsCtx, spec, WeightPrecision.Int8).Kernel);
+        int rows = transposeB ? n : k, cols = transposeB ? spec.BStrideN : spec.BStrideK;
+        int used = transposeB ? k : n;
+        var b = Check.Random(rows * cols, 17).Select((v, i) => (i % cols < used ? v : 1.5f) * MathF.Pow(2, i / cols % 9 - 4)).ToArray();
+        var q = new sbyte[b.Length];
+        var scales = new float[rows];
+        Int8Rows.Encode(b, cols, q, scales);
+        Int8Rows.Round(b, cols);
+        return (b, [.. q, .. new sbyte[(4 - q.Length % 4) % 4]], scales);
+    }
+
+    /// <summary>Where the matrix units take 16-bit weights, they take int8 ones read as A·Bᵀ (the
+    /// forward's products) through the int8 build; read as A·B (the backward's) int8 stays on
+    /// matmul_int8; never the workgroup-scope kernel.</summary>
+    [SkippableFact]
+    public void Int8WeightsGoToTheMatrixUnitsReadAsABt()
+    {
+        var forward = MatMulSpec.Rows(64, 64, 64, transposeB: true);
+        var backward = MatMulSpec.Rows(64, 64, 64);
+        Assert.Equal(Ctx.UsesMatrixUnits ? MatMulKernel.MatrixUnitsShader(Ctx, WeightPrecision.Int8) : "matmul_int8", MatMulKernel.Selection(Ctx, forward, WeightPrecision.Int8).Kernel);
+        Assert.Equal("matmul_int8", MatMulKernel.Selection(Ctx, backward, WeightPrecision.Int8).Kernel);
+        var onUnits = MatMulKernel.Selection(MatrixUnitsCtx, forward, WeightPrecision.Int8).Kernel;
+        Assert.True(MatMulKernel.IsMatrixUnitsKernel(onUnits));
+        Assert.StartsWith("matmul_coopmat_int8", onUnits, StringComparison.Ordinal);
+        Assert.Equal("matmul_int8", MatMulKernel.Selection(MatrixUnitsCtx, backward, WeightPrecision.Int8).Kernel);
+        Assert.Equal("matmul_int8", MatMulKernel.Selection(MatrixUnitsAllProductsCtx, backward, WeightPrecision.Int8).Kernel);
         Assert.Equal(WeightPrecision.Int8, MatrixUnitsCtx.Plan.StoredPrecision(WeightPrecision.Int8));
+        Assert.False(MatrixUnitsCtx.Plan.OnWorkgroupScope(forward, WeightPrecision.Int8));
+        // Asked for directly, A·B is refused before anything is recorded.
+        using var buffer = new GpuBuffer(MatrixUnitsCtx, 64 * 64 * 4);
+        using var g = new CommandGraph(MatrixUnitsCtx);
+        var e = Assert.Throws<ArgumentException>(() => MatMulKernel.RunOnMatrixUnits(g, buffer, buffer, buffer, backward, MatrixUnitsTiling.Small, WeightPrecision.Int8, bScales: buffer));
+        Assert.Contains("A·Bᵀ", e.Message, StringComparison.Ordinal);
+    }
+
+    /// <summary>The matrix-unit product with an int8 B read as A·Bᵀ, on the extreme tilings and
+    /// the shapes of <see cref="MatrixUnitsCases"/>, unpadded and padded (odd row lengths put rows
+    /// at odd byte offsets, padded ones take the word fetches) and with alpha and accumulation:
+    /// the bytes enter the units exactly and each column is scaled as it is stored, so the
+    /// reference multiplies A rounded to fp16 by the dequantised B, within that test's bound.</summary>
+    public static TheoryData<int, int, int, bool, int, float, bool> MatrixUnitsInt8Cases()
+    {
+        var data = new TheoryData<int, int, int, bool, int, float, bool>();
+        foreach (var row in MatrixUnitsCases().Where(r => (WeightPrecision)r[0] == WeightPrecision.Fp32 && (bool)r[1]))
+            data.Add((int)row[2], (int)row[3], (int)row[4], (bool)row[5], (int)row[6], 1f, false);
+        data.Add(200, 136, 100, true, 2, 0.5f, true);
+        data.Add(256, 128, 96, false, 3, 1f, true);
+        return data;
+    }
+
+    [SkippableTheory, MemberData(nameof(MatrixUnitsInt8Cases))]
+    public void MatrixUnitsMatchesReferenceOnInt8Weights(int m, int n, int k, bool padded, int tiling, float alpha, bool accumulate)
+    {
+        var ctx = MatrixUnitsCtx;
+        var spec = RowsSpec(false, true, m, n, k, padded) with { Alpha = alpha, Accumulate = accumulate };
+        var (b, q, scales) = Int8Table(spec, true, m, n, k);
+        var a = Check.Random(spec.AStrideM * (m - 1) + k, 18);
+        var c = Check.Random(spec.CStrideM * m, 19);
+        using var ga = GpuBuffer.From<float>(ctx, a);
+        using var gb = GpuBuffer.From<sbyte>(ctx, q);
+        using var gScales = GpuBuffer.From<float>(ctx, scales);
+        using var gc = GpuBuffer.From<float>(ctx, c);
+        using (var g = new CommandGraph(ctx))
+        {
+            MatMulKernel.RunOnMatrixUnits(g, ga, gb, gc, spec, Fitting(ctx, MatrixUnitsTilings[tiling]), WeightPrecision.Int8, bScales: gScales);
+            g.Run();
+        }
+        HalfFloat.Round(a, WeightPrecision.Fp16);
+        MatMulReference.Run(a, b, c, spec);
+        Check.Close(c, gc.Download<float>(), 1e-3, $"coopmat {MatrixUnitsTilings[tiling]} int8 A·Bᵀ {m}x{n}x{k} alpha {alpha} accumulate {accumulate}");
     }
 
     /// <summary>The matrix-unit product (on the device's matrix units, else emulated) on the

@@ -31,9 +31,10 @@ internal static class MatMulKernel
     /// fp16 or bf16 halves, or as int8 with one scale per row of its table in
     /// <paramref name="bScales"/> (<paramref name="bPrecision"/>; offsets and strides still count
     /// elements); it is widened to fp32 as it is loaded, and A, C and the sums stay fp32.</summary>
-    /// <remarks>Where the context uses the matrix units, a product with 16-bit B (any B with
-    /// <see cref="DevicePlan.MatrixUnitsAllProducts"/>) runs on the matrix units instead,
-    /// with A and an fp32 B rounded to fp16 (saturating at ±65504) and fp32 sums.</remarks>
+    /// <remarks>Where the context uses the matrix units, a product with 16-bit B, or int8 B read
+    /// as A·Bᵀ (any B with <see cref="DevicePlan.MatrixUnitsAllProducts"/>), runs on the matrix
+    /// units instead, with A and an fp32 B rounded to fp16 (saturating at ±65504) and fp32 sums
+    /// (<see cref="DevicePlan.OnMatrixUnits(in MatMulSpec, WeightPrecision)"/>).</remarks>
     /// <exception cref="GpuException">B is 16-bit and the device lacks 16-bit storage.</exception>
     public static void Run(CommandGraph g, GpuBuffer a, GpuBuffer b, GpuBuffer c, in MatMulSpec s, WeightPrecision bPrecision = WeightPrecision.Fp32,
                            GpuBuffer? bScales = null) =>
@@ -48,13 +49,16 @@ internal static class MatMulKernel
     /// <summary>The product on the matrix units (or their emulation) with tiling <paramref name="t"/>.
     /// <paramref name="halfA"/>, <paramref name="halfB"/>: whether it reads a 16-bit copy of A, or
     /// of an fp32 B, made first (<see cref="HalfCopies"/>), rather than the operand itself; null
-    /// leaves it to <see cref="DevicePlan.HalvesA"/> and <see cref="DevicePlan.HalvesB"/>.</summary>
+    /// leaves it to <see cref="DevicePlan.HalvesA"/> and <see cref="DevicePlan.HalvesB"/>.
+    /// <paramref name="bScales"/>: an int8 B's row scales; int8 B must be read as A·Bᵀ.</summary>
     internal static void RunOnMatrixUnits(CommandGraph g, GpuBuffer a, GpuBuffer b, GpuBuffer c, in MatMulSpec s, MatrixUnitsTiling t, WeightPrecision bPrecision,
-                                    bool? halfA = null, bool? halfB = null)
+                                    bool? halfA = null, bool? halfB = null, GpuBuffer? bScales = null)
     {
         if (!g.Context.UsesMatrixUnits) throw new GpuException("the matrix-unit product needs a context that uses them (GpuContext.UsesMatrixUnits)");
-        if (bPrecision == WeightPrecision.Int8) throw new ArgumentException("int8 weights run on the portable product (DevicePlan.OnMatrixUnits)", nameof(bPrecision));
+        if (bPrecision == WeightPrecision.Int8 && !g.Context.Plan.OnMatrixUnits(s, bPrecision))
+            throw new ArgumentException("an int8 B goes to the matrix units only read as A·Bᵀ (DevicePlan.OnMatrixUnits)", nameof(s));
         s.Validate(a.Length<float>(), b.Bytes / bPrecision.ElementBytes(), c.Length<float>());
+        CheckScales(s, bPrecision, bScales);
         var spec = s;
         var (aExtent, bExtent, _) = s.Extents();
         // The workgroup-scope kernel multiplies what it loads, so both its operands are fp16 copies
@@ -73,7 +77,7 @@ internal static class MatMulKernel
             bPrecision = WeightPrecision.Fp16;
         }
         if (workgroupScope) AppendWorkgroupScope(g, a, b, c, spec, t);
-        else AppendSubgroupScope(g, a, b, c, spec, t, bPrecision, aHalf: copyA);
+        else AppendSubgroupScope(g, a, b, c, spec, t, bPrecision, aHalf: copyA, bScales);
     }
 
     internal static bool OnWorkgroupScope(GpuContext context, in MatMulSpec s, WeightPrecision bPrecision) => context.Plan.OnWorkgroupScope(s, bPrecision);
@@ -86,17 +90,21 @@ internal static class MatMulKernel
         g.Dispatch(k, (Grid.Div(s.N, t.BlockN), Grid.Div(s.M, t.BlockM), z), Push.From(s), a, b, c);
     }
 
-    static void AppendSubgroupScope(CommandGraph g, GpuBuffer a, GpuBuffer b, GpuBuffer c, in MatMulSpec s, MatrixUnitsTiling t, WeightPrecision bPrecision, bool aHalf)
+    static void AppendSubgroupScope(CommandGraph g, GpuBuffer a, GpuBuffer b, GpuBuffer c, in MatMulSpec s, MatrixUnitsTiling t, WeightPrecision bPrecision, bool aHalf,
+                                    GpuBuffer? bScales)
     {
         uint subgroup = g.Context.Plan.MatrixUnitsSubgroupSize;
-        var k = g.Context.Kernel(MatrixUnitsShader(g.Context), Layout, (int)subgroup * t.WarpsM * t.WarpsN, (int)subgroup,
+        bool int8 = bPrecision == WeightPrecision.Int8;
+        var k = g.Context.Kernel(MatrixUnitsShader(g.Context, bPrecision), int8 ? Int8Layout : Layout, (int)subgroup * t.WarpsM * t.WarpsN, (int)subgroup,
                                  t.WarpsM, t.WarpsN, t.TilesM, t.TilesN, t.SharedK, bPrecision == WeightPrecision.Bf16 ? 1 : 0,
                                  Fetch(s.AStrideK, (s.M, s.AStrideM), (s.K, s.AStrideK), s.AOffset, (s.Batch1, s.AStrideBatch1), (s.Batch2, s.AStrideBatch2)),
                                  Fetch(s.BStrideK, (s.N, s.BStrideN), (s.K, s.BStrideK), s.BOffset, (s.Batch1, s.BStrideBatch1), (s.Batch2, s.BStrideBatch2)),
                                  Aligned(s.COffset, (s.Batch1, s.CStrideBatch1), (s.Batch2, s.CStrideBatch2), (s.M, s.CStrideM)) ? 1 : 0,
                                  bPrecision == WeightPrecision.Fp32 ? 1 : 0, aHalf ? 1 : 0);
         uint z = (uint)Math.Min((long)s.Batch1 * s.Batch2, g.Context.Capabilities.MaxWorkGroupCountZ);
-        g.Dispatch(k, (Grid.Div(s.N, t.BlockN), Grid.Div(s.M, t.BlockM), z), Push.From(s), a, b, c);
+        var groups = (Grid.Div(s.N, t.BlockN), Grid.Div(s.M, t.BlockM), z);
+        if (int8) g.Dispatch(k, groups, Push.From(s), a, b, c, bScales!);
+        else g.Dispatch(k, groups, Push.From(s), a, b, c);
     }
 
     internal static void Run(CommandGraph g, GpuBuffer a, GpuBuffer b, GpuBuffer c, in MatMulSpec s, MatMulTiling t,
@@ -110,14 +118,13 @@ internal static class MatMulKernel
         var groups = (Grid.Div(s.N, t.BlockN), Grid.Div(s.M, t.BlockM),
                       // Batches past the device's z limit are looped over inside the shader.
                       (uint)Math.Min((long)s.Batch1 * s.Batch2, g.Context.Capabilities.MaxWorkGroupCountZ));
+        CheckScales(s, bPrecision, bScales);
         if (bPrecision == WeightPrecision.Int8)
         {
-            CheckInt8(s, bScales);
             var k8 = g.Context.Kernel("matmul_int8", Int8Layout, t.LocalX, t.LocalY, t.TileM, t.TileN, t.SharedK, aVec, bVec);
             g.Dispatch(k8, groups, Push.From(s), a, b, c, bScales!);
             return;
         }
-        if (bScales is not null) throw new ArgumentException($"row scales belong to int8 weights, not {bPrecision.Name()}", nameof(bScales));
         var k = bPrecision == WeightPrecision.Fp32
             ? g.Context.Kernel("matmul", Layout, t.LocalX, t.LocalY, t.TileM, t.TileN, t.SharedK, aVec, bVec)
             : g.Context.Kernel("matmul_half", Layout, t.LocalX, t.LocalY, t.TileM, t.TileN, t.SharedK, aVec, bVec,
@@ -125,12 +132,17 @@ internal static class MatMulKernel
         g.Dispatch(k, groups, Push.From(s), a, b, c);
     }
 
-    /// <summary>matmul_int8.comp finds an element's row, and so its scale, as its index over the
-    /// table's row length, which it reads off the strides: the table must be read along its rows
+    /// <summary>The int8 kernels find an element's row, and so its scale, as its index over the
+    /// table's row length, which they read off the strides: the table must be read along its rows
     /// (bStrideK = 1, A·Bᵀ) or across them (bStrideN = 1, A·B), the other stride the row length
-    /// (both 1: one column).</summary>
-    static void CheckInt8(in MatMulSpec s, GpuBuffer? scales)
+    /// (both 1: one column). Scales go with int8 alone.</summary>
+    static void CheckScales(in MatMulSpec s, WeightPrecision bPrecision, GpuBuffer? scales)
     {
+        if (bPrecision != WeightPrecision.Int8)
+        {
+            if (scales is not null) throw new ArgumentException($"row scales belong to int8 weights, not {bPrecision.Name()}", nameof(scales));
+            return;
+        }
         if (scales is null) throw new ArgumentException("an int8 B needs its row scales", nameof(scales));
         long rows = Int8RowsRead(s);
         if (scales.Length<float>() < rows)
@@ -195,6 +207,11 @@ internal static class MatMulKernel
     /// A context through VK_NV_cooperative_matrix2 runs the KHR builds beside its workgroup-scope kernel.</summary>
     internal static string MatrixUnitsShader(GpuContext context, string name = "matmul_coopmat") => MatrixUnitsShader(context.Plan.MatrixUnits, name);
 
+    /// <summary>The subgroup-scope product's build for a B stored as <paramref name="bPrecision"/>:
+    /// matmul_coopmat_int8* binds an int8 B's scales, matmul_coopmat* takes every other B.</summary>
+    internal static string MatrixUnitsShader(GpuContext context, WeightPrecision bPrecision) =>
+        MatrixUnitsShader(context, bPrecision == WeightPrecision.Int8 ? "matmul_coopmat_int8" : "matmul_coopmat");
+
     /// <inheritdoc cref="MatrixUnitsShader(GpuContext, string)"/>
     internal static string MatrixUnitsShader(MatrixUnits units, string name = "matmul_coopmat") => units switch
     {
@@ -206,7 +223,8 @@ internal static class MatMulKernel
     /// <summary>Whether <paramref name="kernel"/>, as <see cref="Selection"/> names it, is a
     /// cooperative-matrix product (on the matrix units or emulated), which rounds A to fp16.</summary>
     public static bool IsMatrixUnitsKernel(string kernel) =>
-        kernel is "matmul_coopmat" or DevicePlan.KhrMatMulShader or DevicePlan.Nv2MatMulShader or "matmul_coopmat_emulated";
+        kernel is "matmul_coopmat" or DevicePlan.KhrMatMulShader or DevicePlan.Nv2MatMulShader or "matmul_coopmat_emulated"
+            or "matmul_coopmat_int8" or "matmul_coopmat_int8_khr" or "matmul_coopmat_int8_emulated";
 }
 
 /// <summary>A product's kernel and its tile shape: the portable product's (<see cref="Portable"/>)
@@ -225,7 +243,7 @@ internal readonly record struct MatMulChoice
     /// <summary>The shader that runs, as a profile labels its dispatches.</summary>
     public string Kernel(GpuContext context, WeightPrecision bPrecision) =>
         WorkgroupScope ? DevicePlan.Nv2MatMulShader
-        : MatrixUnits is not null ? MatMulKernel.MatrixUnitsShader(context)
+        : MatrixUnits is not null ? MatMulKernel.MatrixUnitsShader(context, bPrecision)
         : bPrecision switch { WeightPrecision.Fp32 => "matmul", WeightPrecision.Int8 => "matmul_int8", _ => "matmul_half" };
 
     /// <summary>The tile shape as the tiling variables spell it.</summary>
@@ -235,7 +253,7 @@ internal readonly record struct MatMulChoice
     /// int8 B's row scales).</summary>
     public void Append(CommandGraph g, GpuBuffer a, GpuBuffer b, GpuBuffer c, in MatMulSpec s, WeightPrecision bPrecision, GpuBuffer? bScales = null)
     {
-        if (MatrixUnits is { } m) MatMulKernel.RunOnMatrixUnits(g, a, b, c, s, m, bPrecision);
+        if (MatrixUnits is { } m) MatMulKernel.RunOnMatrixUnits(g, a, b, c, s, m, bPrecision, bScales: bScales);
         else MatMulKernel.Run(g, a, b, c, s, Portable!.Value, bPrecision, bScales);
     }
 }

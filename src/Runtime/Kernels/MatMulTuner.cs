@@ -87,7 +87,7 @@ internal static class MatMulTuner
     static List<MatMulChoice> Candidates(GpuContext ctx, in MatMulSpec spec, WeightPrecision b)
     {
         var caps = ctx.Capabilities;
-        if (ctx.Plan.OnMatrixUnits(b))
+        if (ctx.Plan.OnMatrixUnits(spec, b))
         {
             if (ctx.Options.MatrixUnitsTiling is not null) return [];
             bool workgroupScope = MatMulKernel.OnWorkgroupScope(ctx, spec, b);
