@@ -11,6 +11,6 @@ layout(constant_id = 1) const uint WEIGHT_BF16 = 0;
 
 layout(std430, binding = 0) readonly buffer Table { uint16_t table[]; };
 
-float loadTable(uint i) { return widen(uint(table[i])); }
+float loadTable(uint i, uint row) { return widen(uint(table[i])); }
 
 #include "embedding.glsl"

@@ -3,7 +3,8 @@
 
 For every golden model and case, at each precision: `vkprompt score` with and without the case's
 prompt and `vkprompt grad`, compared with scores.json, scores_noprompt.json, loss.json and
-grad.safetensors within the tolerances of tests/Model/GoldenTests.cs. It exists for machines
+grad.safetensors within the tolerances of tests/Model/GoldenTests.cs (int8: the cases of
+cases-int8/, computed with int8 weights, within those of tests/Model/GoldenInt8Tests.cs). It exists for machines
 without the .NET SDK (a GPU lent for a benchmark gets the self-contained binary, not the test
 suite), so that the kernels a device selects for itself, the matrix-units ones included,
 are checked there before they are timed. Only the Python standard library is needed.
@@ -26,11 +27,17 @@ import tempfile
 # On matrix units activations are rounded to fp16 too, within the same bounds; with every
 # product there (VKPROMPT_MATRIX_UNITS=all, alone or with an extension: nv2,all) the gradient's bound
 # adds 32 fp16 u.
+# int8 weights are exact wherever they are read; on matrix units the forward's activations are
+# rounded to fp16, which GoldenInt8Tests bounds as fp16 weights (u/2) and, for the gradient, as
+# every product there (8u + 32u): those bounds here, since a device's use of its units is its own.
 UNIT_ROUNDOFF = {"fp16": 2.0 ** -11, "bf16": 2.0 ** -8}
 ALL_PRODUCTS_GRADIENT = 32 * 2.0 ** -11 if "all" in os.environ.get("VKPROMPT_MATRIX_UNITS", "").lower().replace(" ", "").split(",") else 0.0
 
 
 def tolerances(precision):
+    if precision == "int8":
+        u = 2.0 ** -11
+        return u / 2, 8 * u + 32 * u
     u = UNIT_ROUNDOFF.get(precision)
     return (1e-4, 1e-3) if u is None else (u / 2, 8 * u + ALL_PRODUCTS_GRADIENT)
 
@@ -64,7 +71,7 @@ def main():
     ap.add_argument("--vkprompt", default="./vkprompt", help="the vkprompt executable (default ./vkprompt)")
     ap.add_argument("--golden", default=os.path.join(os.path.dirname(__file__), "..", "..", "shared", "golden"),
                     help="the golden folder (default ../shared/golden beside the checkout)")
-    ap.add_argument("--precision", default="fp32,fp16,bf16", help="comma-separated precisions (default fp32,fp16,bf16)")
+    ap.add_argument("--precision", default="fp32,fp16,bf16,int8", help="comma-separated precisions (default fp32,fp16,bf16,int8)")
     ap.add_argument("--device", default="auto", help="passed to vkprompt --device")
     args = ap.parse_args()
     if not os.path.isdir(args.golden):
@@ -75,15 +82,15 @@ def main():
     tmp = tempfile.mkdtemp(prefix="check-golden-")
     for model in sorted(os.listdir(args.golden)):
         model_dir = os.path.join(args.golden, model)
-        cases_dir = os.path.join(model_dir, "cases")
-        if not os.path.isdir(cases_dir):
-            continue
-        for case in sorted(os.listdir(cases_dir)):
-            case_dir = os.path.join(cases_dir, case)
-            if not os.path.isfile(os.path.join(case_dir, "grad.safetensors")):
+        for precision in args.precision.split(","):
+            cases_dir = os.path.join(model_dir, "cases-int8" if precision == "int8" else "cases")
+            if not os.path.isdir(cases_dir):
                 continue
-            data, prompt = os.path.join(case_dir, "data.jsonl"), os.path.join(case_dir, "prompt0.safetensors")
-            for precision in args.precision.split(","):
+            for case in sorted(os.listdir(cases_dir)):
+                case_dir = os.path.join(cases_dir, case)
+                if not os.path.isfile(os.path.join(case_dir, "grad.safetensors")):
+                    continue
+                data, prompt = os.path.join(case_dir, "data.jsonl"), os.path.join(case_dir, "prompt0.safetensors")
                 score_tol, grad_tol = tolerances(precision)
                 base = [args.vkprompt, "--model", model_dir, "--data", data, "--device", args.device, "--precision", precision]
                 where = f"{model}/{case} {precision}"

@@ -4,9 +4,10 @@
 // token rows whose id falls in its chunk. The dispatch with writeShared set also writes the prompt
 // rows and zeros for ids outside the vocabulary, so every output element is written exactly once
 // and a bad id never leaves stale memory behind.
-// Shared by embedding.comp (fp32 table) and embedding_half.comp (fp16 or bf16 table), which
-// declare binding 0, the table chunk holding rows [firstRow, firstRow + rows), and
-//   float loadTable(uint i)   element i of that chunk, as fp32.
+// Shared by embedding.comp (fp32 table), embedding_half.comp (fp16 or bf16 table) and
+// embedding_int8.comp (int8 table, its row scales at binding 5), which declare binding 0, the
+// table chunk holding rows [firstRow, firstRow + rows), and
+//   float loadTable(uint i, uint row)   element i of that chunk, which lies in its row `row`, as fp32.
 layout(std430, binding = 1) readonly buffer Ids { int ids[]; };         // [batch, len]
 layout(std430, binding = 2) readonly buffer Prompts { float prompts[]; }; // [numPrompts, P, dim]
 layout(std430, binding = 3) readonly buffer PromptIndex { int promptIndex[]; }; // [batch]
@@ -34,7 +35,7 @@ void main() {
             uint id = uint(ids[b * pc.len + (t - pc.promptLen)]);
             uint local = id - pc.firstRow;
             if (local < pc.rows)
-                y[i] = loadTable(local * pc.dim + j);
+                y[i] = loadTable(local * pc.dim + j, local);
             else if (pc.writeShared != 0u && id >= pc.vocab)
                 y[i] = 0.0;
         }

@@ -1,5 +1,6 @@
-// The matrix product of MatMulSpec, shared by matmul.comp (B in fp32) and matmul_half.comp (B,
-// the frozen weight, stored in 16 bits). The including shader declares how B is read:
+// The matrix product of MatMulSpec, shared by matmul.comp (B in fp32), matmul_half.comp (B,
+// the frozen weight, stored in 16 bits) and matmul_int8.comp (B stored as int8 rows with a scale
+// each). The including shader declares how B is read:
 //   float loadB(uint i)   element i of B, as fp32;
 //   vec4 loadB4(uint i)   elements 4i .. 4i+3 of B, as fp32.
 // C[z1,z2][m,n] = alpha * sum_k A[z1,z2][m,k] B[z1,z2][k,n] (+ C[z1,z2][m,n] when accumulating),

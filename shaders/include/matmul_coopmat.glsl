@@ -6,7 +6,8 @@
 
 // C = alpha·A·B (+ C) of MatMulSpec on the matrix units (tensor cores): A fp32, or the fp16
 // copy of it that to_half.comp makes (A_HALF), B the frozen weight stored as fp16 or bf16 (or,
-// with VKPROMPT_MATRIX_UNITS=all, any fp32 operand: B_FP32), both rounded to fp16 for 16x16x16
+// with VKPROMPT_MATRIX_UNITS=all, any fp32 operand: B_FP32; or, in the COOPMAT_INT8 builds, an
+// int8 weight read as A·Bᵀ, see below), both rounded to fp16 for 16x16x16
 // products that accumulate in fp32, C fp32. The matrix operations
 // are those of include/coopmat.glsl: GL_KHR_cooperative_matrix in matmul_coopmat_khr.comp,
 // GL_NV_cooperative_matrix in matmul_coopmat.comp (GpuContext picks the one the device reports
@@ -59,6 +60,19 @@ layout(constant_id = 10) const uint C_ALIGNED = 0;
 layout(constant_id = 11) const uint B_FP32 = 0;
 // 1 where A is the fp16 copy of to_half.comp rather than fp32: already rounded and saturated.
 layout(constant_id = 12) const uint A_HALF = 0;
+// An int8 B (WeightPrecision.Int8) is multiplied as its bytes q, which fp16 holds exactly, and
+// each column n of the sum is scaled by row n's scale as it is stored: C = alpha · scale_n ·
+// sum_k A[m,k] q[n,k], the int8 values and their products exact on the matrix units. That takes
+// the table read as A·Bᵀ (bStrideK = 1, its rows the columns of C; DevicePlan.OnMatrixUnits):
+// in A·B the scale varies along the sum and would have to be folded into A or B before rounding.
+// The scaling needs each element of the sum, so every tile is stored through shared memory.
+#ifdef COOPMAT_INT8
+const bool B_INT8 = true;
+#else
+const bool B_INT8 = false;
+#endif
+// Quads of B in flight hold four fp32 values' bits (else four packed halves).
+const bool B_BITS32 = B_FP32 != 0 || B_INT8;
 #include "half.glsl"
 #include "to_half.glsl"
 
@@ -97,6 +111,11 @@ layout(std430, binding = 1) readonly buffer BufB4 { uvec2 b4[]; };
 layout(std430, binding = 1) readonly buffer BufBf { float bf[]; };
 layout(std430, binding = 1) readonly buffer BufBf4 { vec4 bf4[]; };
 layout(std430, binding = 2) buffer BufC { float c[]; };
+#ifdef COOPMAT_INT8
+#include "int8.glsl"
+layout(std430, binding = 1) readonly buffer BufB8 { uint b8[]; };
+layout(std430, binding = 3) readonly buffer BufBScale { float bScale[]; };
+#endif
 #include "matmul_push.glsl"
 #include "coopmat.glsl"
 
@@ -126,17 +145,45 @@ uvec4 fetchA(uint base, uint row, uint k, bool edge, uint rows) {
     return A_HALF != 0 ? packQuad(v) : v;
 }
 
-// B's quad, likewise (a 16-bit weight's halves, or an fp32 operand's bits).
+// Elements 4w .. 4w+3 of B, and element i, as a quad in flight holds them (an int8 weight's
+// bytes as fp32 values, unscaled).
+uvec4 bWord(uint w) {
+#ifdef COOPMAT_INT8
+    return floatBitsToUint(widenInt8(b8[w], 1.0));
+#else
+    return B_FP32 != 0 ? floatBitsToUint(bf4[w]) : uvec4(b4[w], 0, 0);
+#endif
+}
+
+uint bElement(uint i) {
+#ifdef COOPMAT_INT8
+    return floatBitsToUint(widenInt8(b8[i >> 2], i & 3u, 1.0));
+#else
+    return B_FP32 != 0 ? floatBitsToUint(bf[i]) : uint(b[i]);
+#endif
+}
+
+// B's quad, likewise (a 16-bit weight's halves, or fp32 bits: an fp32 operand's, an int8 weight's bytes).
 uvec4 fetchB(uint base, uint col, uint k, bool edge, uint cols) {
     const uint at = base + col * pc.bStrideN + k * pc.bStrideK;
     const uint step = B_KMAJOR ? pc.bStrideK : pc.bStrideN;
-    if (!edge && B_VEC) return B_FP32 != 0 ? floatBitsToUint(bf4[at >> 2]) : uvec4(b4[at >> 2], 0, 0);
+    if (!edge && B_VEC) return bWord(at >> 2);
     uvec4 v = uvec4(0);
     [[unroll]] for (uint i = 0; i < 4; i++) {
         const bool inside = B_KMAJOR ? col < cols && k + i < pc.K : col + i < cols && k < pc.K;
-        if (!edge || inside) v[i] = B_FP32 != 0 ? floatBitsToUint(bf[at + i * step]) : uint(b[at + i * step]);
+        if (!edge || inside) v[i] = bElement(at + i * step);
     }
-    return B_FP32 != 0 ? v : packQuad(v);
+    return B_BITS32 ? v : packQuad(v);
+}
+
+// What column n of the sum is multiplied by as it is stored: alpha, times the scale of the int8
+// table's row n (at element (0, n) of the batch, over its row length bStrideN).
+float columnScale(uint z1, uint z2, uint n) {
+#ifdef COOPMAT_INT8
+    return pc.alpha * bScale[(pc.bOffset + z1 * pc.bStrideB1 + z2 * pc.bStrideB2 + n * pc.bStrideN) / max(pc.bStrideN, 1u)];
+#else
+    return pc.alpha;
+#endif
 }
 
 uint cAt(uint cBase, uint tileM, uint tileN, uint warpM, uint warpN, uint i, uint j) {
@@ -149,7 +196,7 @@ uvec2 aToHalf(uvec4 q) {
 }
 
 uvec2 bToHalf(uvec4 q) {
-    if (B_FP32 != 0) return toHalf(uintBitsToFloat(q));
+    if (B_BITS32) return toHalf(uintBitsToFloat(q));
     if (WEIGHT_BF16 == 0) return q.xy;
     return toHalf(widen(uvec4(q.x & 0xffffu, q.x >> 16, q.y & 0xffffu, q.y >> 16)));
 }
@@ -166,7 +213,7 @@ void main() {
     const bool edge = tileM + BM > pc.M || tileN + BN > pc.N || pc.K % BK != 0;
     const uint slices = (pc.K + BK - 1) / BK;
     // Whole accumulators go straight between C and the matrix units (also uniform).
-    const bool direct = C_ALIGNED != 0 && tileM + BM <= pc.M && tileN + BN <= pc.N && (pc.accumulate == 0 || pc.alpha == 1.0);
+    const bool direct = !B_INT8 && C_ALIGNED != 0 && tileM + BM <= pc.M && tileN + BN <= pc.N && (pc.accumulate == 0 || pc.alpha == 1.0);
 
     // Batches beyond the device's z-dimension limit wrap round; z is uniform per workgroup, so
     // the barriers inside stay in uniform control flow.
@@ -271,7 +318,7 @@ void main() {
                         const uint m = m0 + e / 16, n = n0 + e % 16;
                         if (m < pc.M && n < pc.N) {
                             const uint at = cBase + m * pc.cStrideM + n;
-                            float v = pc.alpha * uintBitsToFloat(sa[warp * 128 + e / 2][e % 2]);
+                            float v = columnScale(z1, z2, n) * uintBitsToFloat(sa[warp * 128 + e / 2][e % 2]);
                             if (pc.accumulate != 0) v += c[at];
                             c[at] = v;
                         }

@@ -19,8 +19,9 @@ internal sealed record BlockWeights(Tensor AttnNorm, Tensor PositionBias, Attent
 /// from the memory-mapped checkpoint, so no second full copy of the model is ever held in
 /// managed memory (the largest transient is a slice of 4096 rows of one tensor).
 /// The matrices (every Linear layer, the embedding and the LM head) are stored as
-/// <see cref="Precision"/>, which halves their memory in fp16 or bf16; layer norms and the
-/// relative-attention biases, a tiny share of the model, stay fp32.
+/// <see cref="Precision"/>, which halves their memory in fp16 or bf16 and quarters it in int8
+/// (a byte a weight and a scale a row); layer norms and the relative-attention biases, a tiny
+/// share of the model, stay fp32.
 /// </summary>
 internal sealed class T5Weights : IDisposable
 {
@@ -45,11 +46,35 @@ internal sealed class T5Weights : IDisposable
 
     /// <summary>Weights of <paramref name="config"/>'s shapes whose values are never set: for a
     /// backend that reads none, such as <see cref="TraceBackend"/> tracing what a pass emits.</summary>
-    public static T5Weights Unloaded(T5Config config, TraceBackend backend, WeightPrecision precision = WeightPrecision.Fp32)
+    public static T5Weights Unloaded(T5Config config, TraceBackend backend, WeightPrecision precision = WeightPrecision.Fp32) =>
+        Unloaded(config, backend, precision, _ => { });
+
+    /// <summary>The bytes of device memory the weights of <paramref name="config"/> take stored
+    /// as <paramref name="precision"/>, their tensors' own sizes (allocation rounding aside),
+    /// counted from the very tensors the constructor makes, without loading any.</summary>
+    public static long Bytes(T5Config config, WeightPrecision precision)
+    {
+        long bytes = 0;
+        using var weights = Unloaded(config, new TraceBackend(), precision, b => bytes += b);
+        return bytes;
+    }
+
+    static T5Weights Unloaded(T5Config config, TraceBackend backend, WeightPrecision precision, Action<long> count)
     {
         var shapes = T5Names.All(config).ToDictionary(t => t.Name, t => t.Shape);
-        return new T5Weights(config, backend, precision, name => backend.Floats(shapes[name].Aggregate(1L, (a, b) => a * b), name),
-                             name => backend.Table((int)shapes[name][0], (int)shapes[name][1], name, precision));
+        return new T5Weights(config, backend, precision,
+            name =>
+            {
+                long length = shapes[name].Aggregate(1L, (a, b) => a * b);
+                count(length * sizeof(float));
+                return backend.Floats(length, name);
+            },
+            name =>
+            {
+                int rows = (int)shapes[name][0], cols = (int)shapes[name][1];
+                count(precision.TableBytes(rows, cols));
+                return backend.Table(rows, cols, name, precision);
+            });
     }
 
     /// <param name="config">the model's shapes.</param>

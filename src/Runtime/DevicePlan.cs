@@ -162,17 +162,29 @@ public sealed record DevicePlan
     // ---- products ----
 
     /// <summary>Whether a product whose B is stored as <paramref name="bPrecision"/> runs on the
-    /// matrix units: where the plan uses them, if B is 16-bit, or whatever B is with
-    /// <see cref="MatrixUnitsAllProducts"/>.</summary>
+    /// matrix units: where the plan uses them, if B is a 16-bit or int8 weight, or whatever B is
+    /// with <see cref="MatrixUnitsAllProducts"/>; an int8 B only in the products that read it as
+    /// A·Bᵀ (<see cref="OnMatrixUnits(in MatMulSpec, WeightPrecision)"/>).</summary>
     public bool OnMatrixUnits(WeightPrecision bPrecision) =>
         MatrixUnits != MatrixUnits.None && (bPrecision != WeightPrecision.Fp32 || MatrixUnitsAllProducts);
+
+    /// <summary>Whether product <paramref name="s"/> runs on the matrix units: as
+    /// <see cref="OnMatrixUnits(WeightPrecision)"/> says, except that an int8 B goes there only
+    /// read as A·Bᵀ (bStrideK = 1: the forward's products, the LM head's), where its bytes enter
+    /// the units exactly and each column of C takes its row's scale (matmul_coopmat_int8*). Read
+    /// as A·B (the backward's dX = dY·W) its scale varies along the sum, and folding it into
+    /// either operand before the fp16 rounding would round the weights (q · scale is no fp16
+    /// value) or push small gradients into fp16's subnormals; those products run matmul_int8.</summary>
+    internal bool OnMatrixUnits(in MatMulSpec s, WeightPrecision bPrecision) =>
+        OnMatrixUnits(bPrecision) && (bPrecision != WeightPrecision.Int8 || s.BStrideK == 1 && (s.K == 1 || s.BStrideN != 1));
 
     /// <summary>Whether a matrix-unit product runs the workgroup-scope kernel
     /// (matmul_coopmat_nv2.comp): with VK_NV_cooperative_matrix2, where each operand is contiguous
     /// along one of its indices (tensor addressing needs a unit stride) and B is fp16, or fp32 to
-    /// be copied to fp16. A bf16 B (fp16 weights off) and operands strided both ways run the KHR kernel.</summary>
+    /// be copied to fp16. A bf16 B (fp16 weights off), an int8 B (scaled per column as the KHR
+    /// kernel stores C) and operands strided both ways run the KHR kernel.</summary>
     internal bool OnWorkgroupScope(in MatMulSpec s, WeightPrecision bPrecision) =>
-        MatrixUnits == MatrixUnits.Nv2 && bPrecision != WeightPrecision.Bf16
+        MatrixUnits == MatrixUnits.Nv2 && bPrecision is not (WeightPrecision.Bf16 or WeightPrecision.Int8)
         && (s.AStrideK == 1 || s.AStrideM == 1) && (s.BStrideK == 1 || s.BStrideN == 1);
 
     /// <summary>How a frozen weight asked for as <paramref name="requested"/> is stored: bf16 as
@@ -190,7 +202,7 @@ public sealed record DevicePlan
     /// there, else the portable product; the tiling forced by the options, else the one
     /// <paramref name="tunings"/> measured fastest for products like this, else the rule's.</summary>
     internal MatMulChoice Product(in MatMulSpec s, WeightPrecision bPrecision, MatMulTunings? tunings = null) =>
-        OnMatrixUnits(bPrecision)
+        OnMatrixUnits(s, bPrecision)
             ? new(MatrixUnitsProductTiling(s, bPrecision, tunings), OnWorkgroupScope(s, bPrecision))
             : new(PortableTiling(s, bPrecision, tunings));
 
@@ -307,6 +319,7 @@ public sealed record DevicePlan
             {
                 ["fp16"] = StoredPrecision(WeightPrecision.Fp16).Name(),
                 ["bf16"] = StoredPrecision(WeightPrecision.Bf16).Name(),
+                ["int8"] = StoredPrecision(WeightPrecision.Int8).Name(),
             },
             ["portableProduct"] = new JsonObject
             {

@@ -1,17 +1,20 @@
 namespace VkPrompt.Runtime;
 
 /// <summary>
-/// A 2-D tensor [rows, cols] of fp32 values, or of fp16 / bf16 halves for frozen weights
-/// (<see cref="Precision"/>), kept as consecutive row chunks, each its own
+/// A 2-D tensor [rows, cols] of fp32 values, or of fp16 / bf16 halves or int8 rows for frozen
+/// weights (<see cref="Precision"/>), kept as consecutive row chunks, each its own
 /// <see cref="GpuBuffer"/> no larger than the range a kernel may bind
 /// (<see cref="GpuContext.MaxBindingBytes"/>) or the device can allocate at once. Tensors such as
 /// a T5 embedding table can exceed maxStorageBufferRange (128 MiB on lavapipe and many GPUs);
 /// kernels that read one dispatch once per chunk. The host side is always fp32: uploads round
-/// to the stored precision and downloads widen back.
+/// to the stored precision and downloads widen back. An int8 chunk holds its bytes four to a
+/// 32-bit word (its buffer padded to whole words) and its rows' fp32 scales in a buffer beside
+/// it (<see cref="Scales"/>), which the kernels bind next to the bytes.
 /// </summary>
 internal sealed class SplitTensor : IDisposable
 {
     readonly List<(GpuBuffer Buffer, int FirstRow, int Rows)> chunks = new();
+    readonly List<GpuBuffer> scales = new();
     bool disposed;
 
     public int Rows { get; }
@@ -27,6 +30,9 @@ internal sealed class SplitTensor : IDisposable
 
     /// <summary>The chunks in row order; chunk i holds rows [FirstRow, FirstRow + Rows).</summary>
     public IReadOnlyList<(GpuBuffer Buffer, int FirstRow, int Rows)> Chunks => chunks;
+
+    /// <summary>For int8, chunk i's row scales (fp32, one per row of the chunk); empty otherwise.</summary>
+    public IReadOnlyList<GpuBuffer> Scales => scales;
 
     /// <param name="ctx">the context the chunks are allocated on.</param>
     /// <param name="rows">the table's rows, split across chunks by whole rows.</param>
@@ -49,7 +55,9 @@ internal sealed class SplitTensor : IDisposable
             throw new ArgumentException($"{name}: values rounded to {Rounding.Name()} cannot be stored as {precision.Name()}; only bf16 can be stored as fp16", nameof(rounding));
         long rowBytes = (long)cols * precision.ElementBytes();
         long limit = Math.Min(ctx.MaxBindingBytes, ctx.Capabilities.MaxMemoryAllocationSize);
-        long rowsPerChunk = limit / rowBytes;
+        bool int8 = precision == WeightPrecision.Int8;
+        // Less 3 bytes of word padding for int8, and rows few enough for the scales' binding.
+        long rowsPerChunk = int8 ? Math.Min((limit - 3) / rowBytes, limit / sizeof(float)) : limit / rowBytes;
         if (rowsPerChunk == 0)
             throw new GpuException($"{name}: one row of {cols} {precision.Name()} values ({rowBytes} bytes) exceeds the largest buffer a kernel can bind ({limit} bytes)");
         try
@@ -57,7 +65,9 @@ internal sealed class SplitTensor : IDisposable
             for (int first = 0; first < rows; first += (int)rowsPerChunk)
             {
                 int n = (int)Math.Min(rowsPerChunk, rows - first);
-                chunks.Add((new GpuBuffer(ctx, n * rowBytes, $"{name}[{chunks.Count}]"), first, n));
+                long bytes = int8 ? (n * rowBytes + 3) & ~3L : n * rowBytes;
+                chunks.Add((new GpuBuffer(ctx, bytes, $"{name}[{chunks.Count}]"), first, n));
+                if (int8) scales.Add(new GpuBuffer(ctx, (long)n * sizeof(float), $"{name}[{scales.Count}].scales"));
             }
         }
         catch
@@ -88,16 +98,27 @@ internal sealed class SplitTensor : IDisposable
         int count = rows.Length / Cols;
         if (firstRow < 0 || (long)firstRow + count > Rows)
             throw new ArgumentOutOfRangeException(nameof(firstRow), $"{Name}: rows [{firstRow}, {(long)firstRow + count}) are outside [0, {Rows})");
-        foreach (var (buffer, chunkFirst, chunkRows) in chunks)
+        for (int c = 0; c < chunks.Count; c++)
         {
+            var (buffer, chunkFirst, chunkRows) = chunks[c];
             int from = Math.Max(firstRow, chunkFirst);
             int to = Math.Min(firstRow + count, chunkFirst + chunkRows);
             if (from >= to) continue;
             var part = rows.Slice((from - firstRow) * Cols, (to - from) * Cols);
             long at = (long)(from - chunkFirst) * Cols;
             if (Precision == WeightPrecision.Fp32) buffer.Upload(part, at);
+            else if (Precision == WeightPrecision.Int8) UploadInt8(c, part, from - chunkFirst);
             else UploadHalves(buffer, part, at);
         }
+    }
+
+    void UploadInt8(int chunk, ReadOnlySpan<float> rows, int firstRow)
+    {
+        var q = new sbyte[rows.Length];
+        var rowScales = new float[rows.Length / Cols];
+        Int8Rows.Encode(rows, Cols, q, rowScales);
+        chunks[chunk].Buffer.Upload<sbyte>(q, (long)firstRow * Cols);
+        scales[chunk].Upload<float>(rowScales, firstRow);
     }
 
     void UploadHalves(GpuBuffer buffer, ReadOnlySpan<float> values, long at)
@@ -113,10 +134,12 @@ internal sealed class SplitTensor : IDisposable
     {
         ObjectDisposedException.ThrowIf(disposed, this);
         var data = new float[(long)Rows * Cols];
-        foreach (var (buffer, first, rows) in chunks)
+        for (int c = 0; c < chunks.Count; c++)
         {
+            var (buffer, first, rows) = chunks[c];
             var part = data.AsSpan(first * Cols, rows * Cols);
             if (Precision == WeightPrecision.Fp32) buffer.Download(part);
+            else if (Precision == WeightPrecision.Int8) Int8Rows.Decode(buffer.Download<sbyte>().AsSpan(0, part.Length), scales[c].Download<float>(), Cols, part);
             else HalfFloat.Decode(buffer.Download<ushort>(), part, Precision);
         }
         return data;
@@ -127,6 +150,7 @@ internal sealed class SplitTensor : IDisposable
         if (disposed) return;
         disposed = true;
         foreach (var c in chunks) c.Buffer.Dispose();
+        foreach (var b in scales) b.Dispose();
     }
 
     public override string ToString() =>

@@ -168,6 +168,24 @@ public sealed class BenchCommandTests : IDisposable
         Assert.InRange(bf16, fp32 / 3, fp32 * 3 / 4);
     }
 
+    /// <summary>int8 weights, the bench's report of them: a byte a weight and a scale a row
+    /// against fp32's four bytes; the tiny model's fp32 norms, 64-wide rows (a scale is a
+    /// sixteenth more) and the alignment of small buffers keep it above a quarter.</summary>
+    [Fact]
+    public void Int8WeightsTakeAboutAQuarterOfTheMemory()
+    {
+        long WeightBytes(string precision)
+        {
+            var (code, _, stderr) = Bench("--precision", precision, "--no-profile");
+            Assert.True(code == 0, stderr);
+            using var json = JsonDocument.Parse(File.ReadAllText(dir.File("bench.json")));
+            Assert.Equal(precision, json.RootElement.GetProperty("precision").GetString());
+            return json.RootElement.GetProperty("weightMemoryBytes").GetInt64();
+        }
+        long fp32 = WeightBytes("fp32"), int8 = WeightBytes("int8");
+        Assert.InRange(int8, fp32 / 5, fp32 * 2 / 5);
+    }
+
     [Theory]
     [InlineData("cpu", "not benchmarked", "--device", "cpu")]
     [InlineData("length", "must be a multiple of 8", "--input-length", "12")]

@@ -82,6 +82,7 @@ public sealed class BenchMatMulCommandTests : IDisposable
     [Theory]
     [InlineData("fp32")]
     [InlineData("bf16")]
+    [InlineData("int8")]
     public void TimesAndChecksEveryProductOfTheStep(string precision)
     {
         var run = BenchMatMul(Small(precision)).Succeeded();
@@ -127,7 +128,12 @@ public sealed class BenchMatMulCommandTests : IDisposable
             Assert.Equal(weight ? precision : "fp32", p.GetProperty("bPrecision").GetString());
             string kernel = p.GetProperty("kernel").GetString()!;
             string units = r.GetProperty("switches").GetProperty("matrixUnits").GetString()!;
-            Assert.Equal(!weight || precision == "fp32" ? "matmul" : coopmat ? units switch { "emulated" => "matmul_coopmat_emulated", "khr" => "matmul_coopmat_khr", _ => "matmul_coopmat" } : "matmul_half", kernel);
+            // int8 goes to the matrix units read as A·Bᵀ only (DevicePlan.OnMatrixUnits).
+            bool int8OnUnits = precision == "int8" && coopmat && spec.GetProperty("bStrideK").GetInt32() == 1;
+            string build = precision == "int8" ? "matmul_coopmat_int8" : "matmul_coopmat";
+            Assert.Equal(!weight || precision == "fp32" ? "matmul"
+                         : precision == "int8" && !int8OnUnits ? "matmul_int8"
+                         : coopmat ? units switch { "emulated" => build + "_emulated", "khr" => build + "_khr", _ => build } : "matmul_half", kernel);
             Assert.Matches(@"^\d+x\d+x\d+x\d+x\d+$", p.GetProperty("tiling").GetString());
             // Where the tuner chose the tiling, it is the candidate with the lowest median.
             var tuning = p.GetProperty("tuning");

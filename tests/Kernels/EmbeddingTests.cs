@@ -60,6 +60,25 @@ public sealed class EmbeddingTests(GpuFixture f) : GpuTest(f)
         Check.Close(expected, y, 0, $"{precision} embedding");
     }
 
+    /// <summary>A table stored as int8 gives the dequantised rows exactly (q · scale, one fp32
+    /// product on both sides), a row of zeros included. Odd dims put rows at odd byte offsets
+    /// within the 32-bit words the shader reads.</summary>
+    [Theory, MemberData(nameof(Sizes))]
+    public void Int8TablesGiveTheDequantisedRows(int dim)
+    {
+        int batch = PromptIndex.Length, length = 1 + dim % 6, promptLength = 4, numPrompts = 3;
+        // Rows of very different magnitudes, so each has its own scale; row 1 all zeros.
+        var table = Check.Random(Vocab * dim, 23).Select((v, i) => i / dim == 1 ? 0f : v * MathF.Pow(2, i / dim % 30 - 15)).ToArray();
+        var prompts = Check.Random(numPrompts * promptLength * dim, 24);
+        var ids = RandomIds(batch * length, 25);
+        ids[0] = 1;
+        var y = RunForward(table, dim, ids, prompts, PromptIndex, batch, length, promptLength, WeightPrecision.Int8);
+        Int8Rows.Round(table, dim);
+        var expected = new float[y.Length];
+        EmbeddingReference.Forward<float>(table, ids, prompts, PromptIndex, expected, batch, length, promptLength, dim);
+        Check.Close(expected, y, 0, "int8 embedding");
+    }
+
     [Theory, MemberData(nameof(Sizes))]
     public void ForwardWithoutPromptsMatchesReference(int length)
     {

@@ -147,6 +147,121 @@ public sealed class MatMulTests(GpuFixture f) : GpuTest(f)
         Compare(a, b, c, spec, variant, $"{precision} {(transposeB ? "A·Bᵀ" : "A·B")} {m}x{n}x{k}", precision);
     }
 
+    /// <summary>B, a weight, stored as int8 rows with an fp32 scale each and read both ways, as
+    /// above: A·Bᵀ reads its table's rows along k (a scale per output column), A·B across them
+    /// (a scale per step of the sum). The table is B's rows of the leading dimension, padding
+    /// included (padded shapes take the vectorized fetches, a word of four bytes at a time; odd
+    /// row lengths put rows at odd byte offsets). The padding holds 1.5, beyond the values' ±1,
+    /// so a read of it shows. The reference multiplies the dequantised weights, which the
+    /// device computes exactly, so the fp32 tolerance holds unchanged.</summary>
+    public static TheoryData<bool, int, int, int, bool, MatMulVariant> Int8WeightCases()
+    {
+        var data = new TheoryData<bool, int, int, int, bool, MatMulVariant>();
+        foreach (var v in Enum.GetValues<MatMulVariant>())
+            foreach (bool tb in new[] { true, false })
+                foreach (var (m, n, k, padded) in RowsShapes())
+                    data.Add(tb, m, n, k, padded, v);
+        return data;
+    }
+
+    [Theory, MemberData(nameof(Int8WeightCases))]
+    public void Int8WeightsMatchReferenceOnDequantisedWeights(bool transposeB, int m, int n, int k, bool padded, MatMulVariant variant)
+    {
+        var spec = RowsSpec(false, transposeB, m, n, k, padded);
+        var (b, q, scales) = Int8Table(spec, transposeB, m, n, k);
+        var a = Check.Random(spec.AStrideM * (m - 1) + k, 18);
+        var c = Check.Random(spec.CStrideM * m, 19);
+        using var ga = GpuBuffer.From<float>(Ctx, a);
+        using var gb = GpuBuffer.From<sbyte>(Ctx, q);
+        using var gScales = GpuBuffer.From<float>(Ctx, scales);
+        using var gc = GpuBuffer.From<float>(Ctx, c);
+        using (var g = new CommandGraph(Ctx))
+        {
+            MatMulKernel.Run(g, ga, gb, gc, spec, Tiling(variant), WeightPrecision.Int8, gScales);
+            g.Run();
+        }
+        MatMulReference.Run(a, b, c, spec);
+        Check.Close(c, gc.Download<float>(), Tolerance, $"int8 {(transposeB ? "A·Bᵀ" : "A·B")} {m}x{n}x{k} ({variant})");
+    }
+
+    /// <summary>B of a RowsSpec product as an int8 table, its rows those of the leading dimension
+    /// padding included (1.5 times the row's magnitude, beyond its values, so a read of it
+    /// shows), row r scaled by 2^(r mod 9 - 4) so that a scale taken from the wrong row shows:
+    /// the values the table stands for, its bytes in whole 32-bit words (as SplitTensor allocates
+    /// them), its scales.</summary>
+    static (float[] Values, sbyte[] Bytes, float[] Scales) Int8Table(in MatMulSpec spec, bool transposeB, int m, int n, int k)
+    {
+        int rows = transposeB ? n : k, cols = transposeB ? spec.BStrideN : spec.BStrideK;
+        int used = transposeB ? k : n;
+        var b = Check.Random(rows * cols, 17).Select((v, i) => (i % cols < used ? v : 1.5f) * MathF.Pow(2, i / cols % 9 - 4)).ToArray();
+        var q = new sbyte[b.Length];
+        var scales = new float[rows];
+        Int8Rows.Encode(b, cols, q, scales);
+        Int8Rows.Round(b, cols);
+        return (b, [.. q, .. new sbyte[(4 - q.Length % 4) % 4]], scales);
+    }
+
+    /// <summary>Where the matrix units take 16-bit weights, they take int8 ones read as A·Bᵀ (the
+    /// forward's products) through the int8 build; read as A·B (the backward's) int8 stays on
+    /// matmul_int8; never the workgroup-scope kernel.</summary>
+    [SkippableFact]
+    public void Int8WeightsGoToTheMatrixUnitsReadAsABt()
+    {
+        var forward = MatMulSpec.Rows(64, 64, 64, transposeB: true);
+        var backward = MatMulSpec.Rows(64, 64, 64);
+        Assert.Equal(Ctx.UsesMatrixUnits ? MatMulKernel.MatrixUnitsShader(Ctx, WeightPrecision.Int8) : "matmul_int8", MatMulKernel.Selection(Ctx, forward, WeightPrecision.Int8).Kernel);
+        Assert.Equal("matmul_int8", MatMulKernel.Selection(Ctx, backward, WeightPrecision.Int8).Kernel);
+        var onUnits = MatMulKernel.Selection(MatrixUnitsCtx, forward, WeightPrecision.Int8).Kernel;
+        Assert.True(MatMulKernel.IsMatrixUnitsKernel(onUnits));
+        Assert.StartsWith("matmul_coopmat_int8", onUnits, StringComparison.Ordinal);
+        Assert.Equal("matmul_int8", MatMulKernel.Selection(MatrixUnitsCtx, backward, WeightPrecision.Int8).Kernel);
+        Assert.Equal("matmul_int8", MatMulKernel.Selection(MatrixUnitsAllProductsCtx, backward, WeightPrecision.Int8).Kernel);
+        Assert.Equal(WeightPrecision.Int8, MatrixUnitsCtx.Plan.StoredPrecision(WeightPrecision.Int8));
+        Assert.False(MatrixUnitsCtx.Plan.OnWorkgroupScope(forward, WeightPrecision.Int8));
+        // Asked for directly, A·B is refused before anything is recorded.
+        using var buffer = new GpuBuffer(MatrixUnitsCtx, 64 * 64 * 4);
+        using var g = new CommandGraph(MatrixUnitsCtx);
+        var e = Assert.Throws<ArgumentException>(() => MatMulKernel.RunOnMatrixUnits(g, buffer, buffer, buffer, backward, MatrixUnitsTiling.Small, WeightPrecision.Int8, bScales: buffer));
+        Assert.Contains("A·Bᵀ", e.Message, StringComparison.Ordinal);
+    }
+
+    /// <summary>The matrix-unit product with an int8 B read as A·Bᵀ, on the extreme tilings and
+    /// the shapes of <see cref="MatrixUnitsCases"/>, unpadded and padded (odd row lengths put rows
+    /// at odd byte offsets, padded ones take the word fetches) and with alpha and accumulation:
+    /// the bytes enter the units exactly and each column is scaled as it is stored, so the
+    /// reference multiplies A rounded to fp16 by the dequantised B, within that test's bound.</summary>
+    public static TheoryData<int, int, int, bool, int, float, bool> MatrixUnitsInt8Cases()
+    {
+        var data = new TheoryData<int, int, int, bool, int, float, bool>();
+        foreach (var row in MatrixUnitsCases().Where(r => (WeightPrecision)r[0] == WeightPrecision.Fp32 && (bool)r[1]))
+            data.Add((int)row[2], (int)row[3], (int)row[4], (bool)row[5], (int)row[6], 1f, false);
+        data.Add(200, 136, 100, true, 2, 0.5f, true);
+        data.Add(256, 128, 96, false, 3, 1f, true);
+        return data;
+    }
+
+    [SkippableTheory, MemberData(nameof(MatrixUnitsInt8Cases))]
+    public void MatrixUnitsMatchesReferenceOnInt8Weights(int m, int n, int k, bool padded, int tiling, float alpha, bool accumulate)
+    {
+        var ctx = MatrixUnitsCtx;
+        var spec = RowsSpec(false, true, m, n, k, padded) with { Alpha = alpha, Accumulate = accumulate };
+        var (b, q, scales) = Int8Table(spec, true, m, n, k);
+        var a = Check.Random(spec.AStrideM * (m - 1) + k, 18);
+        var c = Check.Random(spec.CStrideM * m, 19);
+        using var ga = GpuBuffer.From<float>(ctx, a);
+        using var gb = GpuBuffer.From<sbyte>(ctx, q);
+        using var gScales = GpuBuffer.From<float>(ctx, scales);
+        using var gc = GpuBuffer.From<float>(ctx, c);
+        using (var g = new CommandGraph(ctx))
+        {
+            MatMulKernel.RunOnMatrixUnits(g, ga, gb, gc, spec, Fitting(ctx, MatrixUnitsTilings[tiling]), WeightPrecision.Int8, bScales: gScales);
+            g.Run();
+        }
+        HalfFloat.Round(a, WeightPrecision.Fp16);
+        MatMulReference.Run(a, b, c, spec);
+        Check.Close(c, gc.Download<float>(), 1e-3, $"coopmat {MatrixUnitsTilings[tiling]} int8 A·Bᵀ {m}x{n}x{k} alpha {alpha} accumulate {accumulate}");
+    }
+
     /// <summary>The matrix-unit product (on the device's matrix units, else emulated) on the
     /// shapes above, with tile shapes from one 16x16 tile per workgroup to the default, so edges
     /// fall inside tiles, on tile borders and past them. The reference multiplies A rounded to
@@ -209,7 +324,7 @@ public sealed class MatMulTests(GpuFixture f) : GpuTest(f)
             }
     }
 
-    /// <param name="tiling">null: the kernel and tiling <see cref="MatMulKernel.Run(CommandGraph, GpuBuffer, GpuBuffer, GpuBuffer, in MatMulSpec, WeightPrecision)"/> chooses.</param>
+    /// <param name="tiling">null: the kernel and tiling <see cref="MatMulKernel.Run(CommandGraph, GpuBuffer, GpuBuffer, GpuBuffer, in MatMulSpec, WeightPrecision, GpuBuffer?)"/> chooses.</param>
     /// <param name="ctx">null: <see cref="GpuTest.MatrixUnitsCtx"/>.</param>
     void MatrixUnitsCompare(MatMulSpec spec, WeightPrecision precision, MatrixUnitsTiling? tiling, string what, bool halfA = false, bool halfB = false, GpuContext? ctx = null)
     {

@@ -96,6 +96,7 @@ public sealed class MatMulTunerTests : IDisposable
     [SkippableTheory]
     [InlineData(WeightPrecision.Fp32)]
     [InlineData(WeightPrecision.Bf16)]
+    [InlineData(WeightPrecision.Int8)]
     public void TunesOnTheDeviceAndTheProductStaysRight(WeightPrecision precision)
     {
         var ctx = Context();
@@ -110,20 +111,34 @@ public sealed class MatMulTunerTests : IDisposable
             Assert.Equal(DispatchTimer.Median(c.TimesMs), c.MedianMs);
         }
         Assert.Equal(tuning.Candidates.MinBy(c => c.MedianMs)!.Tiling, tuning.Tiling);
-        string kernel = precision == WeightPrecision.Fp32 ? "matmul" : "matmul_half";
+        string kernel = precision switch { WeightPrecision.Fp32 => "matmul", WeightPrecision.Int8 => "matmul_int8", _ => "matmul_half" };
         Assert.Equal((kernel, tuning.Tiling), MatMulKernel.Selection(ctx, spec, precision));
         Assert.Single(TuningLines());
 
         var a = Check.Random(70 * 33, 4);
         var b = Check.Random(36 * 33, 5);
-        HalfFloat.Round(b, precision);
+        // int8: 36 rows of 33 bytes (1188, whole words) and a scale each.
+        var q = new sbyte[b.Length];
+        var scales = new float[36];
+        if (precision == WeightPrecision.Int8)
+        {
+            Int8Rows.Encode(b, 33, q, scales);
+            Int8Rows.Round(b, 33);
+        }
+        else HalfFloat.Round(b, precision);
         var c0 = Check.Random(4 + 70 * 40, 6);
         using var ga = GpuBuffer.From<float>(ctx, a);
-        using var gb = precision == WeightPrecision.Fp32 ? GpuBuffer.From<float>(ctx, b) : GpuBuffer.From<ushort>(ctx, Encode(b, precision));
+        using var gb = precision switch
+        {
+            WeightPrecision.Fp32 => GpuBuffer.From<float>(ctx, b),
+            WeightPrecision.Int8 => GpuBuffer.From<sbyte>(ctx, q),
+            _ => GpuBuffer.From<ushort>(ctx, Encode(b, precision)),
+        };
+        using var gScales = precision == WeightPrecision.Int8 ? GpuBuffer.From<float>(ctx, scales) : null;
         using var gc = GpuBuffer.From<float>(ctx, c0);
         using (var g = new CommandGraph(ctx))
         {
-            MatMulKernel.Run(g, ga, gb, gc, spec, precision);
+            MatMulKernel.Run(g, ga, gb, gc, spec, precision, gScales);
             g.Run();
         }
         MatMulReference.Run(a, b, c0, spec);
@@ -187,6 +202,8 @@ public sealed class MatMulTunerTests : IDisposable
         Assert.Equal(MatMulKernel.VectorLoads(bt, staged), MatMulKernel.VectorLoads(scaled, staged));
         var products = new List<(MatMulSpec Spec, WeightPrecision B)> { (bt, WeightPrecision.Fp32), (b, WeightPrecision.Fp32), (shiftedA, WeightPrecision.Fp32) };
         if (WeightPrecision.Bf16.IsSupported(ctx.Capabilities)) products.Add((bt, WeightPrecision.Bf16));
+        // int8 runs its own kernel (matmul_int8), so it is tuned apart from the 16-bit B too.
+        products.Add((bt, WeightPrecision.Int8));
 
         // Each product's own candidate is the fastest: the i-th product's is the i-th tiling.
         var tilings = FittingTilings(ctx);

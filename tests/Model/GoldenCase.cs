@@ -11,18 +11,26 @@ namespace VkPrompt.Tests.Model;
 
 /// <summary>One golden case (a model directory's cases/NAME: data.jsonl, prompt0.safetensors,
 /// scores.json, scores_noprompt.json, loss.json, grad.safetensors, train.json,
-/// prompt_after.safetensors) and the checks of docs/numerics.md's tolerances against it, shared by
-/// <see cref="GoldenTests"/> and <see cref="GoldenVariantTests"/>.</summary>
+/// prompt_after.safetensors; cases-int8/NAME the same computed with int8 weights) and the checks
+/// of docs/numerics.md's tolerances against it, shared by <see cref="GoldenTests"/>,
+/// <see cref="GoldenVariantTests"/> and <see cref="GoldenInt8Tests"/>.</summary>
 internal sealed record GoldenCase(T5Checkpoint Ckpt, T5Tokenizer Tokenizer, List<EncodedExample> Examples, float[] Prompt0, string CaseDir) : IDisposable
 {
     public void Dispose() => Ckpt.Dispose();
 
-    /// <summary>Every (model, case, backend) of <paramref name="models"/> under <paramref name="root"/>.</summary>
-    public static TheoryData<string, string, string> Cases(string root, IEnumerable<string> models, IReadOnlyList<string> backends)
+    /// <summary>The folder of a model directory holding the cases computed with fp32 weights.</summary>
+    public const string Fp32Cases = "cases";
+
+    /// <summary>The folder holding the cases computed with int8 weights (SPEC.md's "int8 storage of frozen weights").</summary>
+    public const string Int8Cases = "cases-int8";
+
+    /// <summary>Every (model, case, backend) of <paramref name="models"/> under <paramref name="root"/>,
+    /// the cases those of folder <paramref name="cases"/>.</summary>
+    public static TheoryData<string, string, string> Cases(string root, IEnumerable<string> models, IReadOnlyList<string> backends, string cases = Fp32Cases)
     {
         var data = new TheoryData<string, string, string>();
         foreach (var model in models)
-            foreach (var c in Directory.GetDirectories(Path.Combine(root, model, "cases")).Order())
+            foreach (var c in Directory.GetDirectories(Path.Combine(root, model, cases)).Order())
                 foreach (var backend in backends)
                     data.Add(model, Path.GetFileName(c), backend);
         return data;
@@ -40,12 +48,12 @@ internal sealed record GoldenCase(T5Checkpoint Ckpt, T5Tokenizer Tokenizer, List
     }
 
     /// <summary>The model's tokenizer is whatever its directory asks for (T5Tokenizer.Load reads it).</summary>
-    public static GoldenCase Load(string root, string model, string caseName)
+    public static GoldenCase Load(string root, string model, string caseName, string cases = Fp32Cases)
     {
         string dir = Path.Combine(root, model);
         var ckpt = T5Checkpoint.Open(dir);
         var tok = T5Tokenizer.Load(dir);
-        string caseDir = Path.Combine(dir, "cases", caseName);
+        string caseDir = Path.Combine(dir, cases, caseName);
         var enc = new ExampleEncoder(tok, 100_000, 100_000);
         var examples = DataFile.Read(Path.Combine(caseDir, "data.jsonl")).Select(enc.Encode).ToList();
         var prompt = PromptFile.Load(Path.Combine(caseDir, "prompt0.safetensors"), ckpt.Config.DModel, out _);
@@ -53,13 +61,16 @@ internal sealed record GoldenCase(T5Checkpoint Ckpt, T5Tokenizer Tokenizer, List
     }
 
     /// <summary>Loads the case, builds its weights on <paramref name="backend"/> and runs
-    /// <paramref name="check"/> on them, disposing all three: the body of every golden theory.</summary>
-    public static void Run(string root, string model, string caseName, Backend backend, Action<GoldenCase, T5Weights> check)
+    /// <paramref name="check"/> on them, disposing all three: the body of every golden theory.
+    /// The weights are stored as <paramref name="precision"/>, which must be the one the cases of
+    /// folder <paramref name="cases"/> were computed with.</summary>
+    public static void Run(string root, string model, string caseName, Backend backend, Action<GoldenCase, T5Weights> check,
+                           WeightPrecision precision = WeightPrecision.Fp32, string cases = Fp32Cases)
     {
-        using var g = Load(root, model, caseName);
+        using var g = Load(root, model, caseName, cases);
         using (backend)
         {
-            using var weights = new T5Weights(g.Ckpt, backend);
+            using var weights = new T5Weights(g.Ckpt, backend, precision);
             check(g, weights);
         }
     }

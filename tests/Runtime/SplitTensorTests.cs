@@ -102,21 +102,55 @@ public sealed class SplitTensorTests : IDisposable
             t.Upload(data);
             Assert.Equal(rounded, t.Download());
         }
+        AssertProductsReadEveryChunk(precision, Rows, data, rounded);
+    }
 
+    /// <summary>int8 takes a byte a value, so a chunk holds four times fp32's rows: 3000 x 40
+    /// is 120 000 bytes, chunks of 1638 (the range less a word's padding, over 40) and 1362 rows,
+    /// each with a buffer of its rows' scales. Uploads streamed in slices that straddle the
+    /// chunks quantise each row on its own, and both products read every chunk with its scales.</summary>
+    [Fact]
+    public void Int8TablesRoundTripAndFeedProductsFromEveryChunk()
+    {
+        const int rows = 3000;
+        // Rows of very different magnitudes: each row's own scale matters.
+        var data = Check.Random(rows * Cols, 7).Select((v, i) => v * MathF.Pow(2, i / Cols % 20 - 10)).ToArray();
+        var rounded = data.ToArray();
+        Int8Rows.Round(rounded, Cols);
+        using (var t = new SplitTensor(ctx, rows, Cols, "table", WeightPrecision.Int8))
+        {
+            Assert.Equal([1638, 1362], t.Chunks.Select(c => c.Rows));
+            Assert.All(t.Chunks, c => Assert.Equal((long)c.Rows * Cols, c.Buffer.Bytes));
+            Assert.Equal(t.Chunks.Select(c => (long)c.Rows * 4), t.Scales.Select(s => s.Bytes));
+            for (int first = 0; first < rows; first += 1500)
+            {
+                int n = Math.Min(1500, rows - first);
+                t.UploadRows(first, data.AsSpan(first * Cols, n * Cols));
+            }
+            Assert.Equal(rounded, t.Download());
+        }
+        AssertProductsReadEveryChunk(WeightPrecision.Int8, rows, data, rounded);
+    }
+
+    /// <summary>Both products the T5 program makes with a split table, y·Eᵀ (chunks are column
+    /// ranges of the output) and dlogits·E (chunks are slices of the sum), through the GPU
+    /// backend, against the reference on the values the table stands for.</summary>
+    void AssertProductsReadEveryChunk(WeightPrecision precision, int rows, float[] data, float[] rounded)
+    {
         const int m = 5;
         using var be = new GpuBackend(ctx);
-        using var table = be.Table(Rows, Cols, "table", precision);
+        using var table = be.Table(rows, Cols, "table", precision);
         be.Upload(table, data);
         var y = Check.Random(m * Cols, 5);
-        var dLogits = Check.Random(m * Rows, 6);
+        var dLogits = Check.Random(m * rows, 6);
         using var gy = be.Floats(y.Length, "y");
         using var gdLogits = be.Floats(dLogits.Length, "dlogits");
-        using var logits = be.Floats(m * Rows, "logits");
+        using var logits = be.Floats(m * rows, "logits");
         using var dy = be.Floats(m * Cols, "dy");
         be.Upload(gy, y);
         be.Upload(gdLogits, dLogits);
-        var forward = MatMulSpec.Rows(m, Rows, Cols, transposeB: true);
-        var backward = MatMulSpec.Rows(m, Cols, Rows);
+        var forward = MatMulSpec.Rows(m, rows, Cols, transposeB: true);
+        var backward = MatMulSpec.Rows(m, Cols, rows);
         using (var step = be.Record(() =>
         {
             be.MatMul(gy, table, logits, forward);
@@ -124,13 +158,13 @@ public sealed class SplitTensorTests : IDisposable
         }))
             step.Run();
 
-        var expectedLogits = new float[m * Rows];
+        var expectedLogits = new float[m * rows];
         MatMulReference.Run(y, rounded, expectedLogits, forward);
         var expectedDy = new float[m * Cols];
         MatMulReference.Run(dLogits, rounded, expectedDy, backward);
-        var actual = new float[m * Rows];
+        var actual = new float[m * rows];
         be.Download(logits, actual);
-        // The fp32 tolerance of MatMulTests: the device widens the halves exactly.
+        // The fp32 tolerance of MatMulTests: the device widens the stored values exactly.
         Check.Close(expectedLogits, actual, 1e-5, $"{precision} y·Eᵀ");
         actual = new float[m * Cols];
         be.Download(dy, actual);

@@ -16,9 +16,10 @@ public sealed class WeightPrecisionTests(GpuFixture f) : GpuTest(f)
             Assert.Equal(WeightPrecision.Fp32, WeightPrecisions.Parse("fp32", caps));
             Assert.Equal(WeightPrecision.Fp16, WeightPrecisions.Parse("FP16", caps));
             Assert.Equal(WeightPrecision.Bf16, WeightPrecisions.Parse("bf16", caps));
+            Assert.Equal(WeightPrecision.Int8, WeightPrecisions.Parse("Int8", caps));
         }
         var e = Assert.Throws<ArgumentException>(() => WeightPrecisions.Parse("fp8", null));
-        Assert.Contains("fp32, fp16, bf16, auto", e.Message);
+        Assert.Contains("fp32, fp16, bf16, int8, auto", e.Message);
     }
 
     [Fact]
@@ -41,6 +42,28 @@ public sealed class WeightPrecisionTests(GpuFixture f) : GpuTest(f)
             Assert.Contains("Plain GPU", e.Message);
             Assert.Contains("fp32", e.Message);
         }
+    }
+
+    /// <summary>int8 needs no device feature (its bytes are read as 32-bit words), so a device
+    /// without 16-bit storage takes it.</summary>
+    [Fact]
+    public void Int8NeedsNoStorageFeature()
+    {
+        Assert.True(WeightPrecision.Int8.IsSupported(Without16BitStorage));
+        WeightPrecision.Int8.Require(Without16BitStorage);
+        Assert.Equal("int8", WeightPrecision.Int8.Name());
+        Assert.Contains("int8", WeightPrecisions.Names);
+    }
+
+    /// <summary>int8 in the memory pool: one byte a weight and four a row for its scale, a
+    /// quarter of fp32 and a sixteenth more (sizes multiples of 256 bytes, as below).</summary>
+    [Fact]
+    public void TheGpuBackendStoresInt8TablesInAQuarterOfTheMemory()
+    {
+        using var be = new GpuBackend(Ctx);
+        long before = Ctx.Memory.BytesInUse;
+        using (var t = be.Table(128, 64, "int8", WeightPrecision.Int8))
+            Assert.Equal(128 * 64 + 128 * 4, Ctx.Memory.BytesInUse - before);
     }
 
     /// <summary>The saving shows in the memory pool: two bytes a weight instead of four (sizes

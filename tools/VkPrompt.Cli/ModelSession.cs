@@ -12,7 +12,7 @@ internal sealed class ModelSession : IDisposable
 {
     public PromptModel Model { get; }
 
-    /// <param name="precision">A <c>--precision</c> value: fp32, fp16, bf16 or auto.</param>
+    /// <param name="precision">A <c>--precision</c> value: fp32, fp16, bf16, int8 or auto.</param>
     /// <param name="memoryCap">A <c>--memory-cap</c> value (<see cref="GpuOptions.MemoryCapBytes"/>).</param>
     public ModelSession(string modelDir, string device, AttentionFusion attention, Action<string>? log, string precision = ModelOptions.DefaultPrecision, long? memoryCap = null)
     {
@@ -47,13 +47,15 @@ internal static class ModelOptions
     {
         var option = new Option<string>("--precision")
         {
-            HelpName = "fp32|fp16|bf16|auto",
+            HelpName = "fp32|fp16|bf16|int8|auto",
             Description = "How the frozen weights are stored on the device. fp16 and bf16 halve the weight memory; they are widened to fp32 as they are read, " +
                           "so products still sum in fp32 and activations stay fp32 (T5's feed-forward activations overflow fp16). " +
                           "fp16 keeps 3 more bits of each weight, bf16 fp32's range. Both need 16-bit storage buffers on the device; " +
-                          "auto takes bf16 where the device has them and fp32 elsewhere. The cpu device emulates fp16/bf16 by rounding the weights. " +
+                          "auto takes bf16 where the device has them and fp32 elsewhere. " +
+                          "int8 quarters the weight memory: each row of a weight matrix keeps one fp32 scale (its largest magnitude / 127) and each weight " +
+                          "the nearest multiple of it, -127..127 (docs/numerics.md); it needs no device feature. The cpu device emulates fp16/bf16/int8 by rounding the weights. " +
                           "Where the device has matrix units this build can use (through VK_KHR_ or VK_NV_cooperative_matrix; 'vkprompt devices' says), " +
-                          "products with 16-bit weights run on the matrix units instead: their activation operand is rounded to fp16, saturating at ±65504, and sums stay fp32 " +
+                          "products with 16-bit weights (int8: those of the forward, its values exact there) run on the matrix units instead: their activation operand is rounded to fp16, saturating at ±65504, and sums stay fp32 " +
                           "(VKPROMPT_MATRIX_UNITS=0 turns that off). Default: fp32.",
             DefaultValueFactory = _ => DefaultPrecision,
         };

@@ -8,8 +8,9 @@ namespace VkPrompt.Model.Backends;
 /// <summary>
 /// The CPU reference backend (<c>--device cpu</c>): every op is the plain C# reference of the
 /// matching kernel, run at once. Slow and exact; the yardstick for the Vulkan backend, and a
-/// fallback for machines with no Vulkan driver. fp16 and bf16 weights are emulated: they are
-/// kept as floats rounded to those formats, the values a device widens them to.
+/// fallback for machines with no Vulkan driver. fp16, bf16 and int8 weights are emulated: they
+/// are kept as floats rounded to those formats (int8: quantised row by row and multiplied back
+/// by the row's scale), the values a device widens them to.
 /// </summary>
 public sealed class CpuBackend : Backend
 {
@@ -18,12 +19,14 @@ public sealed class CpuBackend : Backend
     /// <inheritdoc/>
     public override string Name => "cpu (reference)";
 
-    sealed class CpuTensor(string name, long length, bool isInt, CpuBackend owner, WeightPrecision precision = WeightPrecision.Fp32) : Tensor(name, length)
+    sealed class CpuTensor(string name, long length, bool isInt, CpuBackend owner, WeightPrecision precision = WeightPrecision.Fp32, int cols = 1) : Tensor(name, length)
     {
         public readonly float[] F = isInt ? [] : new float[length];
         public readonly int[] I = isInt ? new int[length] : [];
         /// <summary>Values are rounded to this as they are uploaded, as a device storing halves would.</summary>
         public readonly WeightPrecision Precision = precision;
+        /// <summary>A table's row length: int8 rounds whole rows, each with its own scale.</summary>
+        public readonly int Cols = cols;
 
         public override void Dispose() => owner.current -= Length * 4;
     }
@@ -46,13 +49,16 @@ public sealed class CpuBackend : Backend
     static long Fitting(long length, string name) => length <= Array.MaxLength ? length
         : throw GpuException.TooLarge($"buffer {name} of {length} elements exceeds the largest array the cpu backend can hold ({Array.MaxLength})");
     internal override Tensor Table(int rows, int cols, string name, WeightPrecision precision = WeightPrecision.Fp32) =>
-        Track(new CpuTensor(name, (long)rows * cols, false, this, precision));
+        Track(new CpuTensor(name, (long)rows * cols, false, this, precision, cols));
 
     internal override void Upload(Tensor t, ReadOnlySpan<float> data, long offset = 0)
     {
-        var dst = F(t).AsSpan((int)offset, data.Length);
+        var ct = (CpuTensor)t;
+        var dst = ct.F.AsSpan((int)offset, data.Length);
         data.CopyTo(dst);
-        HalfFloat.Round(dst, ((CpuTensor)t).Precision);
+        if (ct.Precision != WeightPrecision.Int8) HalfFloat.Round(dst, ct.Precision);
+        else if (offset % ct.Cols != 0 || data.Length % ct.Cols != 0) throw new ArgumentException("int8 table uploads are whole rows");
+        else Int8Rows.Round(dst, ct.Cols);
     }
     internal override void Upload(Tensor t, ReadOnlySpan<int> data) => data.CopyTo(I(t));
     /// <summary>An int tensor comes back as its raw bits, as a device buffer does (the generator

@@ -46,7 +46,7 @@ public sealed class GpuBackend(GpuContext ctx, bool ownsContext = false) : Backe
     {
         GpuTensor g => g.Buffer,
         GpuTable { Split: { Chunks.Count: 1, Precision: WeightPrecision.Fp32 } } s => s.Split.Chunks[0].Buffer,
-        GpuTable s => throw new ArgumentException($"{t.Name} is a split or 16-bit table ({s.Split}); only MatMul (as B) and Embedding read those"),
+        GpuTable s => throw new ArgumentException($"{t.Name} is a split, 16-bit or int8 table ({s.Split}); only MatMul (as B) and Embedding read those"),
         _ => throw new ArgumentException($"{t.Name} belongs to another backend"),
     };
 
@@ -102,9 +102,10 @@ public sealed class GpuBackend(GpuContext ctx, bool ownsContext = false) : Backe
             MatMulKernel.Run(G, Buf(a), Buf(b), Buf(c), s);
             return;
         }
+        GpuBuffer? Scales(int chunk) => split.Precision == WeightPrecision.Int8 ? split.Scales[chunk] : null;
         if (split.Chunks.Count == 1)
         {
-            MatMulKernel.Run(G, Buf(a), split.Chunks[0].Buffer, Buf(c), s, split.Precision);
+            MatMulKernel.Run(G, Buf(a), split.Chunks[0].Buffer, Buf(c), s, split.Precision, Scales(0));
             return;
         }
         // A table too large for one binding is split by rows. Its rows are either the output
@@ -115,14 +116,13 @@ public sealed class GpuBackend(GpuContext ctx, bool ownsContext = false) : Backe
         bool rowsAreK = s.BStrideN == 1 && s.BStrideK == cols;
         if (s.Batch1 * s.Batch2 != 1 || s.BOffset != 0 || !(rowsAreN || rowsAreK))
             throw new NotSupportedException($"split table {b.Name} can only be the B of an unbatched A·Bᵀ or A·B");
-        bool first = true;
-        foreach (var (chunk, firstRow, rows) in split.Chunks)
+        for (int i = 0; i < split.Chunks.Count; i++)
         {
+            var (chunk, firstRow, rows) = split.Chunks[i];
             var part = rowsAreN
                 ? s with { N = rows, COffset = s.COffset + firstRow }
-                    : s with { K = rows, AOffset = s.AOffset + firstRow * s.AStrideK, Accumulate = s.Accumulate || !first };
-            MatMulKernel.Run(G, Buf(a), chunk, Buf(c), part, split.Precision);
-            first = false;
+                    : s with { K = rows, AOffset = s.AOffset + firstRow * s.AStrideK, Accumulate = s.Accumulate || i > 0 };
+            MatMulKernel.Run(G, Buf(a), chunk, Buf(c), part, split.Precision, Scales(i));
         }
     }
 

@@ -86,6 +86,8 @@ internal static class ProductBench
         using var a = new GpuBuffer(ctx, 4 * aElems, "bench_a");
         using var c = new GpuBuffer(ctx, 4 * cElems, "bench_c");
         var bs = new Dictionary<WeightPrecision, GpuBuffer>();
+        // An int8 B's row scales, all MatMulOperands.Int8Scale, for as many rows as any product reads.
+        GpuBuffer? int8Scales = null;
         try
         {
             MatMulOperands.Fill(a, aElems, MatMulOperands.SeedA, WeightPrecision.Fp32);
@@ -95,6 +97,12 @@ internal static class ProductBench
                 var stored = ctx.Plan.StoredPrecision(group.Key);
                 var b = bs[group.Key] = new GpuBuffer(ctx, group.Key.ElementBytes() * elems, $"bench_b_{group.Key.Name()}");
                 MatMulOperands.Fill(b, elems, MatMulOperands.SeedB, stored, group.Key);
+                if (stored == WeightPrecision.Int8)
+                {
+                    long rows = group.Max(pl => MatMulKernel.Int8RowsRead(pl.Product.Spec));
+                    int8Scales = new GpuBuffer(ctx, 4 * rows, "bench_b_int8_scales");
+                    MatMulOperands.FillInt8Scales(int8Scales, rows);
+                }
             }
 
             var results = new List<ProductMeasurement>();
@@ -109,9 +117,10 @@ internal static class ProductBench
                     continue;
                 }
                 var b = bs[p.B];
+                var scales = plan.Stored == WeightPrecision.Int8 ? int8Scales : null;
                 ctx.Options.Log?.Invoke($"{p.Name}: {p.Spec.M}x{p.Spec.N}x{p.Spec.K} x{p.Spec.Batch1 * p.Spec.Batch2}, {kernel} {tiling}");
-                var (times, copyMs) = Time(ctx, a, b, c, p.Spec, plan.Stored, reps, warmupMs, kernel, p.Name);
-                var (error, checkedOutputs) = Check(ctx, a, b, c, p.Spec, plan.Stored, MatMulKernel.IsMatrixUnitsKernel(kernel), p.B);
+                var (times, copyMs) = Time(ctx, a, b, scales, c, p.Spec, plan.Stored, reps, warmupMs, kernel, p.Name);
+                var (error, checkedOutputs) = Check(ctx, a, b, c, p.Spec, plan.Stored, MatMulKernel.IsMatrixUnitsKernel(kernel), p.B, scales);
                 results.Add(new ProductMeasurement(p, plan.Stored, kernel, tiling, MatMulTuner.Find(ctx, p.Spec, plan.Stored)?.Candidates, times, copyMs, error, tolerance,
                                                    checkedOutputs, null));
             }
@@ -122,16 +131,17 @@ internal static class ProductBench
         finally
         {
             foreach (var b in bs.Values) b.Dispose();
+            int8Scales?.Dispose();
         }
     }
 
     /// <summary>The product's dispatches timed as <see cref="DispatchTimer.Repeat"/> times them, and,
     /// where it reads a 16-bit copy of A, the conversion's time (the first rep makes the copy, the
     /// others read it).</summary>
-    static (IReadOnlyList<double> Times, double? CopyMs) Time(GpuContext ctx, GpuBuffer a, GpuBuffer b, GpuBuffer c, MatMulSpec spec, WeightPrecision bPrecision, int reps,
-                                                              int warmupMs, string kernel, string name)
+    static (IReadOnlyList<double> Times, double? CopyMs) Time(GpuContext ctx, GpuBuffer a, GpuBuffer b, GpuBuffer? bScales, GpuBuffer c, MatMulSpec spec,
+                                                              WeightPrecision bPrecision, int reps, int warmupMs, string kernel, string name)
     {
-        var (times, labels) = DispatchTimer.Repeat(ctx, g => MatMulKernel.Run(g, a, b, c, spec, bPrecision), reps, warmupMs);
+        var (times, labels) = DispatchTimer.Repeat(ctx, g => MatMulKernel.Run(g, a, b, c, spec, bPrecision, bScales), reps, warmupMs);
         if (labels is null) return (times, null);
         // The label is the shader that was dispatched: it must be the one reported.
         if (labels.FirstOrDefault(label => label != kernel && label != ToHalfKernel.Shader) is { } ran)
@@ -177,14 +187,15 @@ internal static class ProductBench
     /// <param name="matrixUnits">whether the product runs on the matrix units (A read as fp16).</param>
     /// <param name="bValues">the precision B's values were rounded to, where it differs from the
     /// one they are stored in (bf16 stored as fp16).</param>
+    /// <param name="bScales">an int8 B's row scales (<see cref="MatMulOperands.FillInt8Scales"/>).</param>
     public static (double? Error, int Checked) Check(GpuContext ctx, GpuBuffer a, GpuBuffer b, GpuBuffer c, MatMulSpec s, WeightPrecision bPrecision, bool matrixUnits,
-                                                     WeightPrecision? bValues = null)
+                                                     WeightPrecision? bValues = null, GpuBuffer? bScales = null)
     {
         const float initial = 1f;
         using (var graph = new CommandGraph(ctx, profiling: false))
         {
             graph.Fill(c, s.Accumulate ? BitConverter.SingleToUInt32Bits(initial) : BitConverter.SingleToUInt32Bits(float.NaN));
-            MatMulKernel.Run(graph, a, b, c, s, bPrecision);
+            MatMulKernel.Run(graph, a, b, c, s, bPrecision, bScales);
             graph.Run();
         }
 

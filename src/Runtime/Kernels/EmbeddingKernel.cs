@@ -8,6 +8,8 @@ namespace VkPrompt.Runtime.Kernels;
 internal static class EmbeddingKernel
 {
     static readonly KernelLayout ForwardLayout = new([Access.Read, Access.Read, Access.Read, Access.Read, Access.Write], 36);
+    // embedding_int8.comp: the chunk's row scales at binding 5.
+    static readonly KernelLayout Int8ForwardLayout = new([Access.Read, Access.Read, Access.Read, Access.Read, Access.Write, Access.Read], 36);
     static readonly KernelLayout GradientLayout = new([Access.Read, Access.Read, Access.Write], 20);
 
     readonly record struct ForwardPush(uint Batch, uint Len, uint PromptLen, uint Dim, uint FirstRow, uint Rows, uint Vocab, uint WriteShared,
@@ -20,8 +22,8 @@ internal static class EmbeddingKernel
     /// table[ids[b, t - P]]. ids and promptIndex are int32; numPrompts is prompts' length / (P d).
     /// ids outside [0, vocab) and prompt indices outside [0, numPrompts) give zero rows.
     /// prompts and promptIndex may be null when P = 0. One dispatch per table chunk. The table
-    /// may be stored as fp16 or bf16 (<see cref="SplitTensor.Precision"/>); its rows are widened
-    /// to fp32 exactly.
+    /// may be stored as fp16 or bf16, or as int8 rows with a scale each
+    /// (<see cref="SplitTensor.Precision"/>); its rows are widened to fp32 exactly.
     /// </summary>
     /// <exception cref="GpuException">The table is 16-bit and the device lacks 16-bit storage.</exception>
     public static void Forward(CommandGraph g, SplitTensor table, GpuBuffer ids, GpuBuffer? prompts, GpuBuffer? promptIndex,
@@ -49,16 +51,20 @@ internal static class EmbeddingKernel
         long numPrompts = promptLength > 0 ? promptBuffer.Length<float>() / ((long)promptLength * dim) : 0;
 
         table.Precision.Require(g.Context.Capabilities);
-        var k = table.Precision == WeightPrecision.Fp32
-            ? g.Context.Kernel(name, ForwardLayout, Grid.LinearSize)
-            : g.Context.Kernel("embedding_half", ForwardLayout, Grid.LinearSize, table.Precision == WeightPrecision.Bf16 ? 1 : 0);
+        var k = table.Precision switch
+        {
+            WeightPrecision.Fp32 => g.Context.Kernel(name, ForwardLayout, Grid.LinearSize),
+            WeightPrecision.Int8 => g.Context.Kernel("embedding_int8", Int8ForwardLayout, Grid.LinearSize),
+            _ => g.Context.Kernel("embedding_half", ForwardLayout, Grid.LinearSize, table.Precision == WeightPrecision.Bf16 ? 1 : 0),
+        };
         var groups = Grid.Linear((long)batch * (promptLength + length) * dim);
         for (int c = 0; c < table.Chunks.Count; c++)
         {
             var (chunk, firstRow, rows) = table.Chunks[c];
             var push = new ForwardPush((uint)batch, (uint)length, (uint)promptLength, (uint)dim, (uint)firstRow, (uint)rows,
                                        (uint)table.Rows, c == 0 ? 1u : 0u, (uint)numPrompts);
-            g.Dispatch(k, groups, push, chunk, ids, promptBuffer, indexBuffer, y);
+            if (table.Precision == WeightPrecision.Int8) g.Dispatch(k, groups, push, chunk, ids, promptBuffer, indexBuffer, y, table.Scales[c]);
+            else g.Dispatch(k, groups, push, chunk, ids, promptBuffer, indexBuffer, y);
         }
     }
 

@@ -5,6 +5,8 @@ internal static class MatMulKernel
 {
     // C is ReadWrite, not Write: an accumulating product reads it first.
     static readonly KernelLayout Layout = new([Access.Read, Access.Read, Access.ReadWrite], 84);
+    // matmul_int8.comp: B's row scales at binding 3.
+    static readonly KernelLayout Int8Layout = new([Access.Read, Access.Read, Access.ReadWrite, Access.Read], 84);
 
     // shaders/include/matmul_push.glsl, the block every product kernel declares, field for field
     // (MatMulPushTests compares them).
@@ -26,16 +28,19 @@ internal static class MatMulKernel
     /// <summary>Appends C = Alpha·A·B (+ C) as described by <paramref name="s"/>, after checking
     /// it against the buffers' lengths. A and B may be the same buffer; C must not overlap the
     /// ranges of A or B it is computed from. B, the frozen weight of a layer, may be stored as
-    /// fp16 or bf16 halves (<paramref name="bPrecision"/>; offsets and strides still count
+    /// fp16 or bf16 halves, or as int8 with one scale per row of its table in
+    /// <paramref name="bScales"/> (<paramref name="bPrecision"/>; offsets and strides still count
     /// elements); it is widened to fp32 as it is loaded, and A, C and the sums stay fp32.</summary>
-    /// <remarks>Where the context uses the matrix units, a product with 16-bit B (any B with
-    /// <see cref="DevicePlan.MatrixUnitsAllProducts"/>) runs on the matrix units instead,
-    /// with A and an fp32 B rounded to fp16 (saturating at ±65504) and fp32 sums.</remarks>
+    /// <remarks>Where the context uses the matrix units, a product with 16-bit B, or int8 B read
+    /// as A·Bᵀ (any B with <see cref="DevicePlan.MatrixUnitsAllProducts"/>), runs on the matrix
+    /// units instead, with A and an fp32 B rounded to fp16 (saturating at ±65504) and fp32 sums
+    /// (<see cref="DevicePlan.OnMatrixUnits(in MatMulSpec, WeightPrecision)"/>).</remarks>
     /// <exception cref="GpuException">B is 16-bit and the device lacks 16-bit storage.</exception>
-    public static void Run(CommandGraph g, GpuBuffer a, GpuBuffer b, GpuBuffer c, in MatMulSpec s, WeightPrecision bPrecision = WeightPrecision.Fp32) =>
-        Choose(g.Context, s, bPrecision).Append(g, a, b, c, s, bPrecision);
+    public static void Run(CommandGraph g, GpuBuffer a, GpuBuffer b, GpuBuffer c, in MatMulSpec s, WeightPrecision bPrecision = WeightPrecision.Fp32,
+                           GpuBuffer? bScales = null) =>
+        Choose(g.Context, s, bPrecision).Append(g, a, b, c, s, bPrecision, bScales);
 
-    /// <summary>The kernel and tiling <see cref="Run(CommandGraph, GpuBuffer, GpuBuffer, GpuBuffer, in MatMulSpec, WeightPrecision)"/>
+    /// <summary>The kernel and tiling <see cref="Run(CommandGraph, GpuBuffer, GpuBuffer, GpuBuffer, in MatMulSpec, WeightPrecision, GpuBuffer?)"/>
     /// and <see cref="Selection"/> use: the plan's (<see cref="DevicePlan.Product"/>), with this
     /// context's tunings.</summary>
     internal static MatMulChoice Choose(GpuContext context, in MatMulSpec s, WeightPrecision bPrecision) =>
@@ -44,12 +49,16 @@ internal static class MatMulKernel
     /// <summary>The product on the matrix units (or their emulation) with tiling <paramref name="t"/>.
     /// <paramref name="halfA"/>, <paramref name="halfB"/>: whether it reads a 16-bit copy of A, or
     /// of an fp32 B, made first (<see cref="HalfCopies"/>), rather than the operand itself; null
-    /// leaves it to <see cref="DevicePlan.HalvesA"/> and <see cref="DevicePlan.HalvesB"/>.</summary>
+    /// leaves it to <see cref="DevicePlan.HalvesA"/> and <see cref="DevicePlan.HalvesB"/>.
+    /// <paramref name="bScales"/>: an int8 B's row scales; int8 B must be read as A·Bᵀ.</summary>
     internal static void RunOnMatrixUnits(CommandGraph g, GpuBuffer a, GpuBuffer b, GpuBuffer c, in MatMulSpec s, MatrixUnitsTiling t, WeightPrecision bPrecision,
-                                    bool? halfA = null, bool? halfB = null)
+                                    bool? halfA = null, bool? halfB = null, GpuBuffer? bScales = null)
     {
         if (!g.Context.UsesMatrixUnits) throw new GpuException("the matrix-unit product needs a context that uses them (GpuContext.UsesMatrixUnits)");
+        if (bPrecision == WeightPrecision.Int8 && !g.Context.Plan.OnMatrixUnits(s, bPrecision))
+            throw new ArgumentException("an int8 B goes to the matrix units only read as A·Bᵀ (DevicePlan.OnMatrixUnits)", nameof(s));
         s.Validate(a.Length<float>(), b.Bytes / bPrecision.ElementBytes(), c.Length<float>());
+        CheckScales(s, bPrecision, bScales);
         var spec = s;
         var (aExtent, bExtent, _) = s.Extents();
         // The workgroup-scope kernel multiplies what it loads, so both its operands are fp16 copies
@@ -68,7 +77,7 @@ internal static class MatMulKernel
             bPrecision = WeightPrecision.Fp16;
         }
         if (workgroupScope) AppendWorkgroupScope(g, a, b, c, spec, t);
-        else AppendSubgroupScope(g, a, b, c, spec, t, bPrecision, aHalf: copyA);
+        else AppendSubgroupScope(g, a, b, c, spec, t, bPrecision, aHalf: copyA, bScales);
     }
 
     internal static bool OnWorkgroupScope(GpuContext context, in MatMulSpec s, WeightPrecision bPrecision) => context.Plan.OnWorkgroupScope(s, bPrecision);
@@ -81,34 +90,73 @@ internal static class MatMulKernel
         g.Dispatch(k, (Grid.Div(s.N, t.BlockN), Grid.Div(s.M, t.BlockM), z), Push.From(s), a, b, c);
     }
 
-    static void AppendSubgroupScope(CommandGraph g, GpuBuffer a, GpuBuffer b, GpuBuffer c, in MatMulSpec s, MatrixUnitsTiling t, WeightPrecision bPrecision, bool aHalf)
+    static void AppendSubgroupScope(CommandGraph g, GpuBuffer a, GpuBuffer b, GpuBuffer c, in MatMulSpec s, MatrixUnitsTiling t, WeightPrecision bPrecision, bool aHalf,
+                                    GpuBuffer? bScales)
     {
         uint subgroup = g.Context.Plan.MatrixUnitsSubgroupSize;
-        var k = g.Context.Kernel(MatrixUnitsShader(g.Context), Layout, (int)subgroup * t.WarpsM * t.WarpsN, (int)subgroup,
+        bool int8 = bPrecision == WeightPrecision.Int8;
+        var k = g.Context.Kernel(MatrixUnitsShader(g.Context, bPrecision), int8 ? Int8Layout : Layout, (int)subgroup * t.WarpsM * t.WarpsN, (int)subgroup,
                                  t.WarpsM, t.WarpsN, t.TilesM, t.TilesN, t.SharedK, bPrecision == WeightPrecision.Bf16 ? 1 : 0,
                                  Fetch(s.AStrideK, (s.M, s.AStrideM), (s.K, s.AStrideK), s.AOffset, (s.Batch1, s.AStrideBatch1), (s.Batch2, s.AStrideBatch2)),
                                  Fetch(s.BStrideK, (s.N, s.BStrideN), (s.K, s.BStrideK), s.BOffset, (s.Batch1, s.BStrideBatch1), (s.Batch2, s.BStrideBatch2)),
                                  Aligned(s.COffset, (s.Batch1, s.CStrideBatch1), (s.Batch2, s.CStrideBatch2), (s.M, s.CStrideM)) ? 1 : 0,
                                  bPrecision == WeightPrecision.Fp32 ? 1 : 0, aHalf ? 1 : 0);
         uint z = (uint)Math.Min((long)s.Batch1 * s.Batch2, g.Context.Capabilities.MaxWorkGroupCountZ);
-        g.Dispatch(k, (Grid.Div(s.N, t.BlockN), Grid.Div(s.M, t.BlockM), z), Push.From(s), a, b, c);
+        var groups = (Grid.Div(s.N, t.BlockN), Grid.Div(s.M, t.BlockM), z);
+        if (int8) g.Dispatch(k, groups, Push.From(s), a, b, c, bScales!);
+        else g.Dispatch(k, groups, Push.From(s), a, b, c);
     }
 
     internal static void Run(CommandGraph g, GpuBuffer a, GpuBuffer b, GpuBuffer c, in MatMulSpec s, MatMulTiling t,
-                             WeightPrecision bPrecision = WeightPrecision.Fp32)
+                             WeightPrecision bPrecision = WeightPrecision.Fp32, GpuBuffer? bScales = null)
     {
         bPrecision.Require(g.Context.Capabilities);
         s.Validate(a.Length<float>(), b.Bytes / bPrecision.ElementBytes(), c.Length<float>());
         var (aVec, bVec) = VectorLoads(s, t);
         // The vec4 views index whole groups of four elements, whatever their width, so the
-        // alignment VectorLoads checks holds for halves too.
+        // alignment VectorLoads checks holds for halves and bytes too.
+        var groups = (Grid.Div(s.N, t.BlockN), Grid.Div(s.M, t.BlockM),
+                      // Batches past the device's z limit are looped over inside the shader.
+                      (uint)Math.Min((long)s.Batch1 * s.Batch2, g.Context.Capabilities.MaxWorkGroupCountZ));
+        CheckScales(s, bPrecision, bScales);
+        if (bPrecision == WeightPrecision.Int8)
+        {
+            var k8 = g.Context.Kernel("matmul_int8", Int8Layout, t.LocalX, t.LocalY, t.TileM, t.TileN, t.SharedK, aVec, bVec);
+            g.Dispatch(k8, groups, Push.From(s), a, b, c, bScales!);
+            return;
+        }
         var k = bPrecision == WeightPrecision.Fp32
             ? g.Context.Kernel("matmul", Layout, t.LocalX, t.LocalY, t.TileM, t.TileN, t.SharedK, aVec, bVec)
             : g.Context.Kernel("matmul_half", Layout, t.LocalX, t.LocalY, t.TileM, t.TileN, t.SharedK, aVec, bVec,
                                bPrecision == WeightPrecision.Bf16 ? 1 : 0);
-        // Batches past the device's z limit are looped over inside the shader.
-        uint z = (uint)Math.Min((long)s.Batch1 * s.Batch2, g.Context.Capabilities.MaxWorkGroupCountZ);
-        g.Dispatch(k, (Grid.Div(s.N, t.BlockN), Grid.Div(s.M, t.BlockM), z), Push.From(s), a, b, c);
+        g.Dispatch(k, groups, Push.From(s), a, b, c);
+    }
+
+    /// <summary>The int8 kernels find an element's row, and so its scale, as its index over the
+    /// table's row length, which they read off the strides: the table must be read along its rows
+    /// (bStrideK = 1, A·Bᵀ) or across them (bStrideN = 1, A·B), the other stride the row length
+    /// (both 1: one column). Scales go with int8 alone.</summary>
+    static void CheckScales(in MatMulSpec s, WeightPrecision bPrecision, GpuBuffer? scales)
+    {
+        if (bPrecision != WeightPrecision.Int8)
+        {
+            if (scales is not null) throw new ArgumentException($"row scales belong to int8 weights, not {bPrecision.Name()}", nameof(scales));
+            return;
+        }
+        if (scales is null) throw new ArgumentException("an int8 B needs its row scales", nameof(scales));
+        long rows = Int8RowsRead(s);
+        if (scales.Length<float>() < rows)
+            throw new ArgumentException($"the int8 B's product reads {rows} rows, but its scales hold {scales.Length<float>()}", nameof(scales));
+    }
+
+    /// <summary>How many rows of an int8 B (and so of its scales) <paramref name="s"/> reads.
+    /// Both strides 1 read a table one column wide.</summary>
+    internal static long Int8RowsRead(in MatMulSpec s)
+    {
+        if (s.BStrideK != 1 && s.BStrideN != 1)
+            throw new ArgumentException($"an int8 B is read along or across its rows (one of its strides 1), not with strides k {s.BStrideK}, n {s.BStrideN}", nameof(s));
+        long rowLength = s.BStrideK == 1 ? s.BStrideN : s.BStrideK;
+        return (s.Extents().B + rowLength - 1) / rowLength;
     }
 
     /// <summary>How matmul.comp fetches A and B (A_VEC, B_VEC): 0 one float at a time, 1 four
@@ -145,7 +193,7 @@ internal static class MatMulKernel
         offset % 4 == 0 && dims.All(d => d.Size == 1 || d.Stride % 4 == 0);
 
     /// <summary>The shader and tile shape (as the tiling variables spell it) that
-    /// <see cref="Run(CommandGraph, GpuBuffer, GpuBuffer, GpuBuffer, in MatMulSpec, WeightPrecision)"/>
+    /// <see cref="Run(CommandGraph, GpuBuffer, GpuBuffer, GpuBuffer, in MatMulSpec, WeightPrecision, GpuBuffer?)"/>
     /// uses for <paramref name="s"/> on <paramref name="context"/>, e.g. ("matmul_half", "16x16x8x8x8"):
     /// what <c>vkprompt bench matmul</c> reports, from the same choices Run makes.</summary>
     public static (string Kernel, string Tiling) Selection(GpuContext context, in MatMulSpec s, WeightPrecision bPrecision = WeightPrecision.Fp32)
@@ -159,6 +207,11 @@ internal static class MatMulKernel
     /// A context through VK_NV_cooperative_matrix2 runs the KHR builds beside its workgroup-scope kernel.</summary>
     internal static string MatrixUnitsShader(GpuContext context, string name = "matmul_coopmat") => MatrixUnitsShader(context.Plan.MatrixUnits, name);
 
+    /// <summary>The subgroup-scope product's build for a B stored as <paramref name="bPrecision"/>:
+    /// matmul_coopmat_int8* binds an int8 B's scales, matmul_coopmat* takes every other B.</summary>
+    internal static string MatrixUnitsShader(GpuContext context, WeightPrecision bPrecision) =>
+        MatrixUnitsShader(context, bPrecision == WeightPrecision.Int8 ? "matmul_coopmat_int8" : "matmul_coopmat");
+
     /// <inheritdoc cref="MatrixUnitsShader(GpuContext, string)"/>
     internal static string MatrixUnitsShader(MatrixUnits units, string name = "matmul_coopmat") => units switch
     {
@@ -170,7 +223,8 @@ internal static class MatMulKernel
     /// <summary>Whether <paramref name="kernel"/>, as <see cref="Selection"/> names it, is a
     /// cooperative-matrix product (on the matrix units or emulated), which rounds A to fp16.</summary>
     public static bool IsMatrixUnitsKernel(string kernel) =>
-        kernel is "matmul_coopmat" or DevicePlan.KhrMatMulShader or DevicePlan.Nv2MatMulShader or "matmul_coopmat_emulated";
+        kernel is "matmul_coopmat" or DevicePlan.KhrMatMulShader or DevicePlan.Nv2MatMulShader or "matmul_coopmat_emulated"
+            or "matmul_coopmat_int8" or "matmul_coopmat_int8_khr" or "matmul_coopmat_int8_emulated";
 }
 
 /// <summary>A product's kernel and its tile shape: the portable product's (<see cref="Portable"/>)
@@ -189,15 +243,17 @@ internal readonly record struct MatMulChoice
     /// <summary>The shader that runs, as a profile labels its dispatches.</summary>
     public string Kernel(GpuContext context, WeightPrecision bPrecision) =>
         WorkgroupScope ? DevicePlan.Nv2MatMulShader
-        : MatrixUnits is not null ? MatMulKernel.MatrixUnitsShader(context) : bPrecision == WeightPrecision.Fp32 ? "matmul" : "matmul_half";
+        : MatrixUnits is not null ? MatMulKernel.MatrixUnitsShader(context, bPrecision)
+        : bPrecision switch { WeightPrecision.Fp32 => "matmul", WeightPrecision.Int8 => "matmul_int8", _ => "matmul_half" };
 
     /// <summary>The tile shape as the tiling variables spell it.</summary>
     public string Tiling => MatrixUnits?.Text ?? Portable!.Value.Text;
 
-    /// <summary>Appends the product with this kernel and tiling.</summary>
-    public void Append(CommandGraph g, GpuBuffer a, GpuBuffer b, GpuBuffer c, in MatMulSpec s, WeightPrecision bPrecision)
+    /// <summary>Appends the product with this kernel and tiling (<paramref name="bScales"/>: an
+    /// int8 B's row scales).</summary>
+    public void Append(CommandGraph g, GpuBuffer a, GpuBuffer b, GpuBuffer c, in MatMulSpec s, WeightPrecision bPrecision, GpuBuffer? bScales = null)
     {
-        if (MatrixUnits is { } m) MatMulKernel.RunOnMatrixUnits(g, a, b, c, s, m, bPrecision);
-        else MatMulKernel.Run(g, a, b, c, s, Portable!.Value, bPrecision);
+        if (MatrixUnits is { } m) MatMulKernel.RunOnMatrixUnits(g, a, b, c, s, m, bPrecision, bScales: bScales);
+        else MatMulKernel.Run(g, a, b, c, s, Portable!.Value, bPrecision, bScales);
     }
 }

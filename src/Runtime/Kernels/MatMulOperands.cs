@@ -19,13 +19,30 @@ internal static class MatMulOperands
         return (float)((z >> 40) * (2.0 / (1 << 24)) - 1.0);
     }
 
+    /// <summary>The scale of every row of an int8 operand: the values are stored as
+    /// round(value · 127), so a stored value depends on its index alone, whatever row length a
+    /// product reads the buffer with (<see cref="FillInt8Scales"/>).</summary>
+    public const float Int8Scale = 1f / Int8Rows.Max;
+
+    static sbyte Int8(ulong seed, long index) => (sbyte)MathF.Round(Value(seed, index) * Int8Rows.Max, MidpointRounding.ToEven);
+
     /// <summary>The value as stored in <paramref name="p"/> and widened back to fp32.</summary>
     public static float Stored(ulong seed, long index, WeightPrecision p) => p switch
     {
         WeightPrecision.Fp16 => HalfFloat.FromFp16(HalfFloat.ToFp16(Value(seed, index))),
         WeightPrecision.Bf16 => HalfFloat.FromBf16(HalfFloat.ToBf16(Value(seed, index))),
+        WeightPrecision.Int8 => Int8(seed, index) * Int8Scale,
         _ => Value(seed, index),
     };
+
+    /// <summary>Sets the first <paramref name="rows"/> row scales of an int8 operand to
+    /// <see cref="Int8Scale"/>.</summary>
+    public static void FillInt8Scales(GpuBuffer scales, long rows)
+    {
+        var values = new float[rows];
+        Array.Fill(values, Int8Scale);
+        scales.Upload<float>(values);
+    }
 
     /// <summary>Writes the first <paramref name="elements"/> values of <paramref name="seed"/> into
     /// <paramref name="buffer"/>, stored as <paramref name="p"/>; <paramref name="rounding"/> bf16
@@ -35,7 +52,8 @@ internal static class MatMulOperands
     {
         bool bf16AsFp16 = (rounding, p) == (WeightPrecision.Bf16, WeightPrecision.Fp16);
         var values = new float[(int)Math.Min(Chunk, elements)];
-        var halves = p == WeightPrecision.Fp32 ? [] : new ushort[values.Length];
+        var halves = p is WeightPrecision.Fp32 or WeightPrecision.Int8 ? [] : new ushort[values.Length];
+        var bytes = p == WeightPrecision.Int8 ? new sbyte[values.Length] : [];
         for (long at = 0; at < elements; at += Chunk)
         {
             int n = (int)Math.Min(Chunk, elements - at);
@@ -47,6 +65,11 @@ internal static class MatMulOperands
             });
             var part = values.AsSpan(0, n);
             if (p == WeightPrecision.Fp32) buffer.Upload<float>(part, at);
+            else if (p == WeightPrecision.Int8)
+            {
+                for (int i = 0; i < n; i++) bytes[i] = Int8(seed, first + i);
+                buffer.Upload<sbyte>(bytes.AsSpan(0, n), at);
+            }
             else
             {
                 if (bf16AsFp16) HalfFloat.EncodeBf16AsFp16(part, halves.AsSpan(0, n));

@@ -5,7 +5,7 @@ namespace VkPrompt.Runtime.Kernels;
 /// <see cref="MatMulTiling.ForGpu"/>'s rule, which comes from an H100's timings and may be wrong on
 /// other GPUs (docs/benchmarks.md). Opt-in (<see cref="GpuOptions.TuneMatMul"/>,
 /// the CLI's VKPROMPT_MATMUL_TUNE=1); the trainer calls it with a step's products before recording the step,
-/// since <see cref="MatMulKernel.Run(CommandGraph, GpuBuffer, GpuBuffer, GpuBuffer, in MatMulSpec, WeightPrecision)"/>
+/// since <see cref="MatMulKernel.Run(CommandGraph, GpuBuffer, GpuBuffer, GpuBuffer, in MatMulSpec, WeightPrecision, GpuBuffer?)"/>
 /// only appends to a graph that runs later, when there is nothing left to choose.
 /// </summary>
 internal static class MatMulTuner
@@ -27,7 +27,7 @@ internal static class MatMulTuner
     /// <summary>Times every candidate tiling of each product not tuned yet on
     /// <paramref name="ctx"/> (one per <see cref="MatMulShapeKey"/>: products that differ only in
     /// what selects no other kernel, such as alpha, share one), on scratch operands, and keeps the
-    /// fastest for <see cref="MatMulKernel.Run(CommandGraph, GpuBuffer, GpuBuffer, GpuBuffer, in MatMulSpec, WeightPrecision)"/>
+    /// fastest for <see cref="MatMulKernel.Run(CommandGraph, GpuBuffer, GpuBuffer, GpuBuffer, in MatMulSpec, WeightPrecision, GpuBuffer?)"/>
     /// and <see cref="MatMulKernel.Selection"/> to use on this context from then on. Logs one line
     /// per product (<see cref="GpuOptions.Log"/>) and returns what it measured. Skips products whose
     /// kernel has its tiling forced (<see cref="GpuOptions.MatMulTiling"/>, <see cref="GpuOptions.MatrixUnitsTiling"/>), which
@@ -87,7 +87,7 @@ internal static class MatMulTuner
     static List<MatMulChoice> Candidates(GpuContext ctx, in MatMulSpec spec, WeightPrecision b)
     {
         var caps = ctx.Capabilities;
-        if (ctx.Plan.OnMatrixUnits(b))
+        if (ctx.Plan.OnMatrixUnits(spec, b))
         {
             if (ctx.Options.MatrixUnitsTiling is not null) return [];
             bool workgroupScope = MatMulKernel.OnWorkgroupScope(ctx, spec, b);
@@ -109,6 +109,8 @@ internal static class MatMulTuner
         readonly GpuContext ctx;
         readonly GpuBuffer a, c;
         readonly Dictionary<WeightPrecision, GpuBuffer> b = new();
+        // An int8 B's row scales (MatMulOperands.FillInt8Scales), where one is tuned.
+        readonly GpuBuffer? int8Scales;
         bool warm;
 
         public Scratch(GpuContext ctx, IEnumerable<(MatMulSpec Spec, WeightPrecision B)> products)
@@ -116,12 +118,14 @@ internal static class MatMulTuner
             this.ctx = ctx;
             long aMax = 1, cMax = 1;
             var bMax = new Dictionary<WeightPrecision, long>();
+            long int8Rows = 0;
             foreach (var (spec, p) in products)
             {
                 var (aElems, bElems, cElems) = spec.Extents();
                 aMax = Math.Max(aMax, aElems);
                 cMax = Math.Max(cMax, cElems);
                 bMax[p] = Math.Max(bMax.GetValueOrDefault(p), bElems);
+                if (p == WeightPrecision.Int8) int8Rows = Math.Max(int8Rows, MatMulKernel.Int8RowsRead(spec));
             }
             try
             {
@@ -133,6 +137,11 @@ internal static class MatMulTuner
                 {
                     b[p] = new GpuBuffer(ctx, p.ElementBytes() * elems, $"tune_b_{p.Name()}");
                     MatMulOperands.Fill(b[p], elems, MatMulOperands.SeedB, p);
+                }
+                if (int8Rows > 0)
+                {
+                    int8Scales = new GpuBuffer(ctx, 4 * int8Rows, "tune_b_int8_scales");
+                    MatMulOperands.FillInt8Scales(int8Scales, int8Rows);
                 }
             }
             catch
@@ -146,7 +155,7 @@ internal static class MatMulTuner
         {
             double warmup = warm ? WarmupMs : FirstWarmupMs;
             warm = true;
-            var (ms, labels) = DispatchTimer.Repeat(ctx, g => choice.Append(g, a, b[p], c, spec, p), Reps, warmup);
+            var (ms, labels) = DispatchTimer.Repeat(ctx, g => choice.Append(g, a, b[p], c, spec, p, p == WeightPrecision.Int8 ? int8Scales : null), Reps, warmup);
             // The 16-bit copy of A that the first rep makes (the others read it) is the same for
             // every candidate tiling: only the products are compared.
             return labels is null ? ms : ms.Where((_, i) => labels[i] != ToHalfKernel.Shader).ToList();
@@ -157,6 +166,7 @@ internal static class MatMulTuner
             a?.Dispose();
             c?.Dispose();
             foreach (var buffer in b.Values) buffer.Dispose();
+            int8Scales?.Dispose();
         }
     }
 }
@@ -180,15 +190,16 @@ internal sealed record MatMulTuning(MatMulSpec Spec, WeightPrecision B, string K
 /// do; whether B is 16-bit), and whether C is read as well as written. Alpha and the exact strides
 /// select nothing and are left out, and so does which 16-bit form B takes: fp16 and bf16 run the
 /// same kernels, differing only in how a half is widened, and a context may store bf16 weights as
-/// fp16 (<see cref="DevicePlan.StoredPrecision"/>), so a tuning found for either serves both.</summary>
-internal readonly record struct MatMulShapeKey(int M, int N, int K, long Batch, int A, int B, bool CAligned, bool HalfB, bool Accumulate)
+/// fp16 (<see cref="DevicePlan.StoredPrecision"/>), so a tuning found for either serves both.
+/// An int8 B runs a kernel of its own (matmul_int8), tuned apart.</summary>
+internal readonly record struct MatMulShapeKey(int M, int N, int K, long Batch, int A, int B, bool CAligned, bool HalfB, bool Int8B, bool Accumulate)
 {
     public static MatMulShapeKey Of(in MatMulSpec s, WeightPrecision b) => new(
         s.M, s.N, s.K, (long)s.Batch1 * s.Batch2,
         Layout(s.AOffset, (s.Batch1, s.AStrideBatch1), (s.Batch2, s.AStrideBatch2), (s.M, s.AStrideM), (s.K, s.AStrideK)),
         Layout(s.BOffset, (s.Batch1, s.BStrideBatch1), (s.Batch2, s.BStrideBatch2), (s.N, s.BStrideN), (s.K, s.BStrideK)),
         MatMulKernel.Aligned(s.COffset, (s.Batch1, s.CStrideBatch1), (s.Batch2, s.CStrideBatch2), (s.M, s.CStrideM)),
-        b != WeightPrecision.Fp32, s.Accumulate);
+        b is WeightPrecision.Fp16 or WeightPrecision.Bf16, b == WeightPrecision.Int8, s.Accumulate);
 
     // Bits: 1 contiguous along k, 2 contiguous along m (or n), 4 runs along k start on multiples
     // of 4 (the offset and every other stride are), 8 runs along m (or n) do.

@@ -242,7 +242,13 @@ internal static class BenchCommand
     static List<string> KernelNotes(GpuContext ctx, WeightPrecision precision)
     {
         var notes = new List<string>();
+        // int8 weights go to the matrix units where 16-bit ones go, in the products that read them as A·Bᵀ.
         bool halfWeights = precision != WeightPrecision.Fp32;
+        if (precision == WeightPrecision.Int8)
+            notes.Add(ctx.UsesMatrixUnits
+                ? "products reading int8 weights as A·Bᵀ (the forward's) multiplied their bytes, exact in fp16, and scaled each column by its row's scale; " +
+                  "those reading them as A·B (the backward's dX = dY·W) ran matmul_int8, each weight widened with its scale as it was loaded"
+                : "products with int8 weights ran matmul_int8, each weight widened with its row's scale as it was loaded");
         bool tuned = MatMulTuner.Enabled(ctx);
         string Tiling(string? forced) => forced ?? (tuned ? "tuned per product before the first step (VKPROMPT_MATMUL_TUNE=1; the log has the times)" : "default");
         if (halfWeights && ctx.MatrixUnitsEmulated)

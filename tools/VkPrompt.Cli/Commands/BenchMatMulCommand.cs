@@ -31,9 +31,10 @@ internal static class BenchMatMulCommand
         var (input, target, promptLength) = BenchCommand.LengthOptions();
         var precision = new Option<string>("--precision")
         {
-            HelpName = "fp32|fp16|bf16|auto",
+            HelpName = "fp32|fp16|bf16|int8|auto",
             Description = "How the products whose B is a frozen weight store it, as in 'vkprompt bench' and 'train' (widened to fp32 as it is read; " +
-                          "such products run on the matrix units where the device has them, A rounded to fp16, unless VKPROMPT_MATRIX_UNITS=0). " +
+                          "16-bit weights run on the matrix units where the device has them, A rounded to fp16, unless VKPROMPT_MATRIX_UNITS=0; " +
+                          "int8 weights, each row with its own scale, go there in the products that read them as A·Bᵀ). " +
                           "Attention products always take fp32 operands. auto: bf16 where the device has 16-bit storage. Default: fp32.",
             DefaultValueFactory = _ => ModelOptions.DefaultPrecision,
         };
