@@ -13,8 +13,9 @@ namespace VkPrompt.Tests.Cli;
 /// each time started again with --resume, ends bit for bit where the uninterrupted run ends (the
 /// adapter, best/ and the checkpoint's prompt), and no temporary file is left in the directory.
 /// The moments are drawn over the life of a process (start-up, loading, steps, checkpoint and
-/// adapter writes, validation), from a fixed seed so a failure can be replayed; each kill is a
-/// separate process, as after a real crash.
+/// adapter writes, validation), from a fixed seed, and keyed to the run's progress so that a
+/// loaded machine shifts them without bunching them; each kill is a separate process, as after a
+/// real crash.
 /// </summary>
 public sealed class KillResumeTests(ITestOutputHelper output) : IDisposable
 {
@@ -34,27 +35,28 @@ public sealed class KillResumeTests(ITestOutputHelper output) : IDisposable
                                         "--device", "cpu", "--resume"];
 
         var whole = dir.File("whole");
-        var watch = Stopwatch.StartNew();
-        Assert.Equal(0, RunChild(Train(whole), killAfter: null));
-        double wholeMs = watch.Elapsed.TotalMilliseconds;
+        Assert.Equal(0, RunChild(Train(whole), kill: null));
 
+        // The moments are keyed to the run's progress, not to the wall clock, so a loaded machine
+        // (start-up alone can take seconds) moves them but cannot bunch them all into start-up:
+        // every other kill comes a random 0-2 s after the process starts (start-up, loading,
+        // the first steps), the others a random 0-300 ms after the checkpoint reaches a step drawn
+        // further along each time (inside a step, a validation, a checkpoint or adapter write).
         var killed = dir.File("killed");
         var random = new Random(21);
         int killedMidRun = 0;
         var stepsAtKills = new List<int>();
         for (int k = 0; k < kills; k++)
         {
-            // A sixth of the whole run at most: each process gets a little further than the last
-            // (it resumes from the last checkpoint), so the 20 moments fall across the whole run,
-            // start-up and loading included, and the run is still unfinished at the last kill.
-            int delay = (int)(random.NextDouble() * wholeMs / 6);
-            int? code = RunChild(Train(killed), delay);
+            int from = CheckpointStep(killed);
+            int? target = k % 2 == 1 ? Math.Min(steps - 2, from + 1 + random.Next(5)) : null;
+            int delay = target is null ? random.Next(2000) : random.Next(300);
+            int? code = RunChild(Train(killed), kill: (target, delay, killed));
             if (code is null) killedMidRun++;
             else Assert.Equal(0, code);
             stepsAtKills.Add(CheckpointStep(killed));
         }
-        output.WriteLine($"uninterrupted run: {wholeMs:F0} ms; {killedMidRun} of {kills} kills landed before the run ended; " +
-                         $"checkpoint steps after each: {string.Join(' ', stepsAtKills)}");
+        output.WriteLine($"{killedMidRun} of {kills} kills landed before the run ended; checkpoint steps after each: {string.Join(' ', stepsAtKills)}");
         Assert.True(killedMidRun >= kills / 2, $"only {killedMidRun} of {kills} kills interrupted a run");
         // The kills fell between steps all along the run, not only in start-up.
         Assert.True(stepsAtKills.Distinct().Count() >= 5, $"the kills left the checkpoint at steps {string.Join(' ', stepsAtKills)} only");
@@ -70,9 +72,10 @@ public sealed class KillResumeTests(ITestOutputHelper output) : IDisposable
         Assert.True(leftovers.Count == 0, "temporary files left: " + string.Join(", ", leftovers) + "\n" + last.Out);
     }
 
-    /// <summary>Runs the CLI in a child process; kills it (SIGKILL) after <paramref name="killAfter"/>
-    /// ms if it is still running, returning null, else its exit code.</summary>
-    static int? RunChild(string[] args, int? killAfter)
+    /// <summary>Runs the CLI in a child process. With <paramref name="kill"/>, kills it (SIGKILL)
+    /// <c>Delay</c> ms after its checkpoint reaches step <c>AtStep</c> (null: after it starts),
+    /// returning null if it was still running then; else returns its exit code.</summary>
+    static int? RunChild(string[] args, (int? AtStep, int Delay, string Output)? kill)
     {
         var start = new ProcessStartInfo(Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") ?? "dotnet")
         {
@@ -87,23 +90,32 @@ public sealed class KillResumeTests(ITestOutputHelper output) : IDisposable
         child.ErrorDataReceived += (_, _) => { };
         child.BeginOutputReadLine();
         child.BeginErrorReadLine();
-        if (killAfter is int ms && !child.WaitForExit(ms))
+        if (kill is { } k)
         {
-            child.Kill(entireProcessTree: true);   // SIGKILL on Unix
-            child.WaitForExit();
-            return null;
+            if (k.AtStep is int step)
+                while (!child.HasExited && CheckpointStep(k.Output) < step) Thread.Sleep(5);
+            if (!child.WaitForExit(k.Delay))
+            {
+                child.Kill(entireProcessTree: true);   // SIGKILL on Unix
+                child.WaitForExit();
+                return null;
+            }
         }
         child.WaitForExit();
         return child.ExitCode;
     }
 
-    /// <summary>The step of the run's checkpoint; 0 where there is none yet.</summary>
+    /// <summary>The step of the run's checkpoint; 0 where there is none yet (or it is being
+    /// replaced: the rename is atomic, but the file may go between the check and the open).</summary>
     static int CheckpointStep(string output)
     {
         var path = Path.Combine(output, "checkpoint.safetensors");
-        if (!File.Exists(path)) return 0;
-        using var f = VkPrompt.Model.Safetensors.SafetensorsFile.Open(path);
-        return int.Parse(f.Metadata["step"], CultureInfo.InvariantCulture);
+        try
+        {
+            using var f = VkPrompt.Model.Safetensors.SafetensorsFile.Open(path);
+            return int.Parse(f.Metadata["step"], CultureInfo.InvariantCulture);
+        }
+        catch (Exception e) when (e is ModelFormatException or IOException) { return 0; }
     }
 
     static int[] Bits(float[] values) => values.Select(BitConverter.SingleToInt32Bits).ToArray();
