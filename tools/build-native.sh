@@ -34,7 +34,10 @@ command -v dotnet >/dev/null || { echo "error: 'dotnet' was not found; install t
 
 # A publish of its own under OUTDIR/obj, apart from the solution's Release build.
 publish="$out/obj/publish"
-dotnet publish "$root/src/Native/VkPrompt.Native.csproj" -c Release -r "$os-$arch" -nologo -v minimal -o "$publish" >&2
+# --artifacts-path keeps every project's bin and obj there too: a publish beside a running
+# test never rewrites the assemblies it has loaded.
+dotnet publish "$root/src/Native/VkPrompt.Native.csproj" -c Release -r "$os-$arch" -nologo -v minimal \
+  --artifacts-path "$out/obj/artifacts" -o "$publish" >&2
 cp "$publish/libvkprompt.$ext" "$out/libvkprompt.$ext"
 mkdir -p "$out/include"
 cp "$root/src/Native/include/vkprompt.h" "$out/include/vkprompt.h"
