@@ -109,8 +109,8 @@ public sealed class NativeHostTests(NativeHost host) : IClassFixture<NativeHost>
             Assert.Equal((s + 1).ToString(CultureInfo.InvariantCulture), printed[s][0]);
             CliRun.AssertLogLikelihood(losses[s], double.Parse(printed[s][1], CultureInfo.InvariantCulture), $"loss of step {s + 1}");
         }
-        // Sliced: every step took several slices, each after one of the host's frames, and every
-        // submit (the library's and the host's) went under the host's queue lock.
+        // Sliced: every step took several slices, each after one of the host's frames, and each
+        // of the library's submits went under the host's queue lock (lock_queue/unlock_queue).
         var slices = host.Tagged("slices").Select(w => int.Parse(w[1], CultureInfo.InvariantCulture)).ToList();
         Assert.Equal(losses.Length, slices.Count);
         Assert.All(slices, n => Assert.True(n > 1, $"a step went in {n} slice"));
@@ -118,6 +118,10 @@ public sealed class NativeHostTests(NativeHost host) : IClassFixture<NativeHost>
         Assert.True(frames >= slices.Sum(), $"{frames} frames for {slices.Sum()} slices");
         int locked = int.Parse(Assert.Single(host.Tagged("locked_submits"))[0], CultureInfo.InvariantCulture);
         Assert.True(locked >= slices.Sum(), $"{locked} submits under the host's lock for {slices.Sum()} slices");
+
+        // vkp_trainer_step, blocking, on a second trainer: step 1 again.
+        var blocking = Assert.Single(host.Tagged("blocking_loss"));
+        CliRun.AssertLogLikelihood(losses[0], double.Parse(blocking[1], CultureInfo.InvariantCulture), "blocking loss of step 1");
 
         string adapter = Path.Combine(host.Out, "adapter");
         var prompt = CliRun.Tensor(Path.Combine(adapter, "adapter_model.safetensors"), "prompt_embeddings");

@@ -4,8 +4,8 @@
  * own frames under its own queue lock, saves the adapter, provokes each error code, and
  * destroys everything. NativeHostTests compiles it with cc, runs it and checks what it prints
  * against the golden files:
- *   slices STEP N / notready CODE / loss STEP VALUE / frames N / error NAME CODE MESSAGE /
- *   validation_messages N
+ *   slices STEP N / notready CODE / loss STEP VALUE / frames N / locked_submits N /
+ *   error NAME CODE MESSAGE / blocking_loss STEP VALUE / create CODE / validation_messages N
  * Usage: host MODEL_DIR CASE_DIR OUT_DIR. Exits non-zero on any validation message or on a
  * call that did not return what it should. */
 #include <pthread.h>
@@ -203,6 +203,14 @@ int main(int argc, char** argv) {
     vkp_context* refused = NULL;
     expect_error("DEVICE", vkp_context_adopt(&no_timeline, &refused), VKP_ERROR_DEVICE);
     expect_error("ARGUMENT_STEPS", vkp_trainer_begin_step(trainer), VKP_ERROR_ARGUMENT);
+
+    /* The blocking step of a second trainer: step 1 again. */
+    vkp_trainer* blocking = NULL;
+    CHECK_VKP(vkp_trainer_create(model, options, data, &blocking));
+    double blocking_loss = 0;
+    CHECK_VKP(vkp_trainer_step(blocking, &blocking_loss));
+    printf("blocking_loss 1 %.17g\n", blocking_loss);
+    vkp_trainer_destroy(blocking);
 
     vkp_trainer_destroy(trainer);
     vkp_model_close(model);
