@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Installs the system packages VkPrompt builds and tests with: the Vulkan loader, Mesa's drivers
-# (lavapipe is the device every machine has), the validation layer, glslc and spirv-val.
+# (lavapipe is the device every machine has), the validation layer, glslc and spirv-val, and for
+# libvkprompt (tools/build-native.sh and its C test host) clang, zlib's and Vulkan's headers.
 # Idempotent: when every package is installed it touches neither apt nor the network.
 # As root it installs what is missing; otherwise it prints the command to run and exits 2.
 set -euo pipefail
 
-packages=(mesa-vulkan-drivers libvulkan1 glslc vulkan-validationlayers vulkan-tools spirv-tools)
+packages=(mesa-vulkan-drivers libvulkan1 glslc vulkan-validationlayers vulkan-tools spirv-tools clang zlib1g-dev libvulkan-dev)
 
 missing=()
 for p in "${packages[@]}"; do

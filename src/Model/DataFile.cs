@@ -14,7 +14,15 @@ public static class DataFile
     /// <param name="path">The JSONL file.</param>
     /// <param name="requireTargets">Every line must have a target (scoring, training); decoding
     /// and classifying read inputs alone.</param>
-    public static List<Example> Read(string path, bool requireTargets = true) => JsonLines.Read(path, (root, problem) =>
+    public static List<Example> Read(string path, bool requireTargets = true) => JsonLines.Read(path, (root, problem) => Parse(root, problem, requireTargets));
+
+    /// <summary>The examples of JSONL <paramref name="text"/> held in memory, in order;
+    /// <paramref name="source"/> names it in messages.</summary>
+    /// <inheritdoc cref="Read(string, bool)"/>
+    public static List<Example> ReadText(string text, string source, bool requireTargets = true) =>
+        JsonLines.Read(text.Split('\n'), source, (root, problem) => Parse(root, problem, requireTargets));
+
+    static Example Parse(JsonElement root, Func<string, ModelFormatException> problem, bool requireTargets)
     {
         if (!root.TryGetProperty("input", out var input) || input.ValueKind != JsonValueKind.String)
             throw problem("missing string field \"input\"");
@@ -33,5 +41,5 @@ public static class DataFile
             prompt = pr.GetString();
         }
         return new Example(input.GetString()!, target, prompt);
-    });
+    }
 }

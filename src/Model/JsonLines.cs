@@ -15,9 +15,17 @@ internal static class JsonLines
     {
         if (Directory.Exists(path)) throw new ModelFormatException(path, "is a directory; expected a JSONL file");
         if (!File.Exists(path)) throw new ModelFormatException(path, "file not found");
+        return Read(File.ReadLines(path), path, parse);
+    }
+
+    /// <summary>Reads JSON lines a host holds in memory (the C ABI's data arguments);
+    /// <paramref name="source"/> names them in messages as a path would.</summary>
+    public static List<T> Read<T>(IEnumerable<string> lines, string source, Func<JsonElement, Func<string, ModelFormatException>, T> parse)
+    {
+        string path = source;
         var list = new List<T>();
         int lineNo = 0;
-        foreach (var line in File.ReadLines(path))
+        foreach (var line in lines)
         {
             lineNo++;
             if (string.IsNullOrWhiteSpace(line)) continue;

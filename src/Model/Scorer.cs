@@ -129,4 +129,10 @@ public sealed class ScoringBatch : Submission
 /// <summary>How likely the model finds one example's target given its input.</summary>
 /// <param name="LogProb">the sum of the target tokens' natural-log probabilities (eos included).</param>
 /// <param name="Tokens">how many target tokens were summed, to normalise by length.</param>
-public readonly record struct ScoreResult(double LogProb, int Tokens);
+public readonly record struct ScoreResult(double LogProb, int Tokens)
+{
+    /// <summary>This result as the line <c>vkprompt score</c> prints for example
+    /// <paramref name="index"/> (and the C ABI's vkp_score returns): {"index", "logprob", "tokens"}.</summary>
+    public string JsonLine(int index) =>
+        string.Create(System.Globalization.CultureInfo.InvariantCulture, $"{{\"index\": {index}, \"logprob\": {LogProb:R}, \"tokens\": {Tokens}}}");
+}

@@ -16,6 +16,15 @@ internal static class PromptInitializer
         return init == "auto" ? (labels is { Count: > 0 } ? "class" : "vocab") : init;
     }
 
+    /// <summary>The length of the prompt a file:PATH initialiser reads; null for the others,
+    /// which make a prompt of any length.</summary>
+    public static int? FileLength(string init, int dModel)
+    {
+        if (!init.StartsWith("file:", StringComparison.Ordinal)) return null;
+        PromptFile.Load(init["file:".Length..], dModel, out int length);
+        return length;
+    }
+
     public static float[] Create(string init, int promptLength, T5Checkpoint ckpt, T5Tokenizer tokenizer, IReadOnlyList<string>? labels, int seed)
     {
         int d = ckpt.Config.DModel;

@@ -47,7 +47,7 @@ public sealed class TrainingRun
         Labels = options.Choices ?? RankClassifier.LabelSet(train);
         Init = PromptInitializer.Resolve(options.Init, Labels);
         // A checkpoint to resume, or else a file:PATH prompt, brings its own length.
-        PromptLength = options.PromptLength ?? (options.Resume ? Directory.CheckpointPromptLength() : null) ?? InitFileLength() ?? TrainOptions.DefaultPromptLength;
+        PromptLength = options.PromptLength ?? (options.Resume ? Directory.CheckpointPromptLength() : null) ?? PromptInitializer.FileLength(o.Init, model.DModel) ?? TrainOptions.DefaultPromptLength;
         long elements = BatchShape.LargestActivation(o.BatchSize, (long)PromptLength + o.MaxInputLength, o.MaxTargetLength, model.Config);
         if (elements > BatchShape.MaxElements)
             throw new TrainingOptionException($"{Setting.BatchSize} {o.BatchSize} with a {PromptLength}-token prompt ({Setting.PromptLength}) and up to {o.MaxInputLength} input tokens ({Setting.MaxInputLength}) needs activations of {elements} elements, more than the {BatchShape.MaxElements} a buffer can index: make them smaller");
@@ -61,13 +61,6 @@ public sealed class TrainingRun
             validationTargets = validation.Select(e => e.Target!).ToList();
             if (vEnc.Truncated) Truncation += $"; validation: {vEnc.Report()}";
         }
-    }
-
-    int? InitFileLength()
-    {
-        if (!o.Init.StartsWith("file:", StringComparison.Ordinal)) return null;
-        PromptFile.Load(o.Init["file:".Length..], model.DModel, out int length);
-        return length;
     }
 
     /// <summary>Example indices of batch <paramref name="step"/>: docs/numerics.md's (s·B + i) mod N, through

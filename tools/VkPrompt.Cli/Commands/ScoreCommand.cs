@@ -1,5 +1,4 @@
 using System.CommandLine;
-using System.Globalization;
 using VkPrompt.Model;
 
 namespace VkPrompt.Cli.Commands;
@@ -34,7 +33,7 @@ internal static class ScoreCommand
             var results = s.Model.Score(encoded, prompts, promptIndex, b);
             var output = Cli.Out(parse);
             for (int i = 0; i < results.Length; i++)
-                output.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{{\"index\": {i}, \"logprob\": {results[i].LogProb:R}, \"tokens\": {results[i].Tokens}}}"));
+                output.WriteLine(results[i].JsonLine(i));
             Cli.WarnTruncation(parse, enc);
             return Cli.Ok;
         });
