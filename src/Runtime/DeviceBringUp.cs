@@ -74,18 +74,13 @@ internal static unsafe class DeviceBringUp
     {
         messenger = default;
         var layers = new List<string>();
-        var extensions = new List<string>();
-        var available = InstanceExtensions(vk);
         if (validation is not null)
         {
             if (!InstanceLayers(vk).Contains("VK_LAYER_KHRONOS_validation"))
                 throw new GpuException($"validation was requested ({validation}) but VK_LAYER_KHRONOS_validation is not installed: sudo apt-get install vulkan-validationlayers");
             layers.Add("VK_LAYER_KHRONOS_validation");
-            extensions.Add("VK_EXT_debug_utils");
-            extensions.Add("VK_EXT_validation_features");
         }
-        bool portability = available.Contains("VK_KHR_portability_enumeration");
-        if (portability) extensions.Add("VK_KHR_portability_enumeration");
+        var (extensions, flags) = ChooseInstanceExtensions(InstanceExtensions(vk), validation is not null);
 
         using var appName = new ScopedUtf8("VkPrompt");
         var appInfo = new ApplicationInfo
@@ -114,7 +109,7 @@ internal static unsafe class DeviceBringUp
                 PpEnabledLayerNames = layerPtrs,
                 EnabledExtensionCount = (uint)extensions.Count,
                 PpEnabledExtensionNames = extPtrs,
-                Flags = portability ? InstanceCreateFlags.EnumeratePortabilityBitKhr : 0,
+                Flags = flags,
                 PNext = validation is not null ? &features : null,
             };
             var created = vk.CreateInstance(&info, null, out var instance);
@@ -138,6 +133,24 @@ internal static unsafe class DeviceBringUp
             SilkMarshal.Free((nint)layerPtrs);
             SilkMarshal.Free((nint)extPtrs);
         }
+    }
+
+    internal const string PortabilityEnumerationExtension = "VK_KHR_portability_enumeration";
+
+    /// <summary>The instance extensions and creation flags to ask of a loader that lists
+    /// <paramref name="available"/>: the validation layer's messenger and features where
+    /// <paramref name="validation"/>, and VK_KHR_portability_enumeration with the
+    /// enumerate-portability flag wherever the loader lists it. Since loader 1.3.216 a portability
+    /// driver (MoltenVK, the only Vulkan on macOS and iOS) is enumerated only to an instance that
+    /// asks so; elsewhere the extension and flag change nothing, and a loader without the
+    /// extension gets neither (it would refuse the instance).</summary>
+    internal static (List<string> Extensions, InstanceCreateFlags Flags) ChooseInstanceExtensions(IReadOnlySet<string> available, bool validation)
+    {
+        var extensions = new List<string>();
+        if (validation) extensions.AddRange(["VK_EXT_debug_utils", "VK_EXT_validation_features"]);
+        if (!available.Contains(PortabilityEnumerationExtension)) return (extensions, 0);
+        extensions.Add(PortabilityEnumerationExtension);
+        return (extensions, InstanceCreateFlags.EnumeratePortabilityBitKhr);
     }
 
     internal static List<PhysicalDevice> EnumerateDevices(Vk vk, Instance instance)
@@ -195,9 +208,8 @@ internal static unsafe class DeviceBringUp
         throw new GpuException("the selected Vulkan device has no compute queue");
     }
 
-    /// <summary>The logical device for <paramref name="plan"/>: its matrix units' extension and
-    /// features, pipeline statistics where it collects them, and VK_EXT_memory_budget where the
-    /// memory pool stays within the heaps' budgets.</summary>
+    /// <summary>The logical device for <paramref name="plan"/>: the features its kernels use and
+    /// the extensions <see cref="DeviceExtensionNames"/> chooses.</summary>
     internal static Device CreateDevice(Vk vk, PhysicalDevice pd, uint family, DevicePlan plan)
     {
         var caps = plan.Capabilities;
@@ -227,7 +239,6 @@ internal static unsafe class DeviceBringUp
             SType = StructureType.PhysicalDeviceCooperativeMatrixFeaturesKhr, CooperativeMatrix = true,
             PNext = units == MatrixUnits.Nv2 ? &coopmat2 : &memoryModel,
         };
-        bool cooperativeMatrix = units is MatrixUnits.Khr or MatrixUnits.Nv or MatrixUnits.Nv2;
         var executableInfo = new PhysicalDevicePipelineExecutablePropertiesFeaturesKHR
         {
             SType = StructureType.PhysicalDevicePipelineExecutablePropertiesFeaturesKhr,
@@ -241,11 +252,7 @@ internal static unsafe class DeviceBringUp
             ShaderInt8 = caps.ShaderInt8,
             PNext = pipelineStatistics ? &executableInfo : executableInfo.PNext,
         };
-        var names = new List<string>();
-        if (cooperativeMatrix) names.Add(units == MatrixUnits.Nv ? DeviceCapabilities.NvCooperativeMatrixExtension : DeviceCapabilities.KhrCooperativeMatrixExtension);
-        if (units == MatrixUnits.Nv2) names.Add(DeviceCapabilities.NvCooperativeMatrix2Extension);
-        if (pipelineStatistics) names.Add(DeviceCapabilities.PipelineExecutablePropertiesExtension);
-        if (plan.MemoryBudget) names.Add(DeviceCapabilities.MemoryBudgetExtension);
+        var names = DeviceExtensionNames(plan);
         var extensions = (byte**)SilkMarshal.StringArrayToPtr(names);
         try
         {
@@ -275,6 +282,25 @@ internal static unsafe class DeviceBringUp
             return device;
         }
         finally { SilkMarshal.Free((nint)extensions); }
+    }
+
+    /// <summary>The device extensions <see cref="CreateDevice"/> enables for <paramref name="plan"/>:
+    /// its matrix units', VK_KHR_pipeline_executable_properties where it collects pipeline
+    /// statistics, VK_EXT_memory_budget where the pool keeps to the budget, and
+    /// VK_KHR_portability_subset wherever the device lists it, as the spec requires of a
+    /// portability driver (MoltenVK). None of the subset's optional features is enabled: they are
+    /// graphics, image-view and event features no kernel uses (<see cref="DeviceCapabilities.PortabilitySubsetUnsupported"/>).</summary>
+    internal static List<string> DeviceExtensionNames(DevicePlan plan)
+    {
+        var units = plan.MatrixUnits;
+        var names = new List<string>();
+        if (units is MatrixUnits.Khr or MatrixUnits.Nv2) names.Add(DeviceCapabilities.KhrCooperativeMatrixExtension);
+        if (units == MatrixUnits.Nv) names.Add(DeviceCapabilities.NvCooperativeMatrixExtension);
+        if (units == MatrixUnits.Nv2) names.Add(DeviceCapabilities.NvCooperativeMatrix2Extension);
+        if (plan.PipelineStatistics) names.Add(DeviceCapabilities.PipelineExecutablePropertiesExtension);
+        if (plan.MemoryBudget) names.Add(DeviceCapabilities.MemoryBudgetExtension);
+        if (plan.Capabilities.PortabilitySubset) names.Add(DeviceCapabilities.PortabilitySubsetExtension);
+        return names;
     }
 }
 

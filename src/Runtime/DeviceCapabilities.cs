@@ -79,6 +79,17 @@ public sealed record DeviceCapabilities
     /// <summary>The device lists VK_EXT_memory_budget: each heap's budget and this process's usage
     /// can be asked, which the memory pool stays within where <see cref="DevicePlan.MemoryBudget"/>.</summary>
     public bool MemoryBudget { get; init; }
+    /// <summary>The device lists VK_KHR_portability_subset: a portability driver (MoltenVK on
+    /// Apple's Metal) implementing Vulkan less what <see cref="PortabilitySubsetUnsupported"/>
+    /// names. The spec requires the extension enabled on such a device; a device the context
+    /// creates enables it, and a host that lends one has enabled it likewise.</summary>
+    public bool PortabilitySubset { get; init; }
+    /// <summary>The features of VkPhysicalDevicePortabilitySubsetFeaturesKHR such a device lacks,
+    /// by their Vulkan names (events, imageViewFormatSwizzle, triangleFans, ...). All are
+    /// graphics, image-view, sampler or event features; the kernels use compute dispatches on
+    /// storage buffers with pipeline barriers and timeline semaphores only, so none constrains
+    /// them: they are reported (the device plan prints them), not planned around.</summary>
+    public IReadOnlyList<string> PortabilitySubsetUnsupported { get; init; } = [];
     /// <summary>The most bytes one storage-buffer binding may span; larger weights are split across bindings.</summary>
     public required long MaxStorageBufferRange { get; init; }
     /// <summary>The largest single memory allocation the driver accepts, in bytes.</summary>
@@ -128,7 +139,10 @@ public sealed record DeviceCapabilities
         void* coopmatChain = khrCoopmat ? &khrFeatures : nvCoopmat ? &nvFeatures : null;
         var f16 = new PhysicalDeviceShaderFloat16Int8Features { SType = StructureType.PhysicalDeviceShaderFloat16Int8Features, PNext = coopmatChain };
         var s16 = new PhysicalDevice16BitStorageFeatures { SType = StructureType.PhysicalDevice16BitStorageFeatures, PNext = &f16 };
-        var feats2 = new PhysicalDeviceFeatures2 { SType = StructureType.PhysicalDeviceFeatures2, PNext = &s16 };
+        // Chained only where the extension is listed, as the cooperative matrix ones.
+        bool portabilitySubset = extensions.Contains(PortabilitySubsetExtension);
+        var portability = new PhysicalDevicePortabilitySubsetFeaturesKHR { SType = StructureType.PhysicalDevicePortabilitySubsetFeaturesKhr, PNext = &s16 };
+        var feats2 = new PhysicalDeviceFeatures2 { SType = StructureType.PhysicalDeviceFeatures2, PNext = portabilitySubset ? &portability : &s16 };
         vk.GetPhysicalDeviceFeatures2(pd, &feats2);
         var coopmat2 = extensions.Contains(NvCooperativeMatrix2Extension) && khrCoopmat ? Coopmat2(vk, instance, pd) : default;
         var nvShapes = nvCoopmat ? NvShapes(vk, instance, pd) : [];
@@ -187,6 +201,8 @@ public sealed record DeviceCapabilities
             CooperativeMatrix2MaxDimension = coopmat2.MaxDimension,
             PipelineExecutableStatistics = executableInfo.PipelineExecutableInfo,
             MemoryBudget = extensions.Contains(MemoryBudgetExtension),
+            PortabilitySubset = portabilitySubset,
+            PortabilitySubsetUnsupported = portabilitySubset ? PortabilitySubsetGaps(portability) : [],
             MaxStorageBufferRange = p.Limits.MaxStorageBufferRange,
             MaxMemoryAllocationSize = (long)maint3.MaxMemoryAllocationSize,
             MaxComputeSharedMemorySize = p.Limits.MaxComputeSharedMemorySize,
@@ -207,6 +223,21 @@ public sealed record DeviceCapabilities
     internal const string NvCooperativeMatrix2Extension = "VK_NV_cooperative_matrix2";
     internal const string PipelineExecutablePropertiesExtension = "VK_KHR_pipeline_executable_properties";
     internal const string MemoryBudgetExtension = "VK_EXT_memory_budget";
+    internal const string PortabilitySubsetExtension = "VK_KHR_portability_subset";
+
+    /// <summary>The features <paramref name="f"/> reports missing, by their Vulkan names.</summary>
+    internal static List<string> PortabilitySubsetGaps(PhysicalDevicePortabilitySubsetFeaturesKHR f) =>
+        new (string Name, bool Supported)[]
+        {
+            ("constantAlphaColorBlendFactors", f.ConstantAlphaColorBlendFactors), ("events", f.Events),
+            ("imageViewFormatReinterpretation", f.ImageViewFormatReinterpretation), ("imageViewFormatSwizzle", f.ImageViewFormatSwizzle),
+            ("imageView2DOn3DImage", f.ImageView2DOn3DImage), ("multisampleArrayImage", f.MultisampleArrayImage),
+            ("mutableComparisonSamplers", f.MutableComparisonSamplers), ("pointPolygons", f.PointPolygons),
+            ("samplerMipLodBias", f.SamplerMipLodBias), ("separateStencilMaskRef", f.SeparateStencilMaskRef),
+            ("shaderSampleRateInterpolationFunctions", f.ShaderSampleRateInterpolationFunctions),
+            ("tessellationIsolines", f.TessellationIsolines), ("tessellationPointMode", f.TessellationPointMode),
+            ("triangleFans", f.TriangleFans), ("vertexAttributeAccessBeyondStride", f.VertexAttributeAccessBeyondStride),
+        }.Where(feature => !feature.Supported).Select(feature => feature.Name).ToList();
 
     readonly record struct CoopmatEntry(uint M, uint N, uint K, ComponentTypeKHR A, ComponentTypeKHR B, ComponentTypeKHR C, ComponentTypeKHR D, bool Subgroup)
     {

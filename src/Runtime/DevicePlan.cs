@@ -358,6 +358,10 @@ public sealed record DevicePlan
                 ["subgroupRowsUpTo"] = SubgroupRows ? MaxCachedPerSubgroupRow * (int)Capabilities.SubgroupSize : null,
             },
             ["pipelineStatistics"] = PipelineStatistics,
+            // A portability driver's device (MoltenVK), created with VK_KHR_portability_subset, and what it lacks.
+            ["portabilitySubset"] = Capabilities.PortabilitySubset
+                ? new JsonObject { ["unsupported"] = new JsonArray([.. Capabilities.PortabilitySubsetUnsupported.Select(n => JsonValue.Create(n))]) }
+                : null,
             ["memory"] = new JsonObject
             {
                 ["capBytes"] = MemoryCapBytes,
