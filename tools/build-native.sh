@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds libvkprompt, the C ABI of VkPrompt, with Native AOT: writes OUTDIR/libvkprompt.so
 # (.dylib on macOS) and OUTDIR/include/vkprompt.h. Nothing of .NET is needed where the library is
-# used: link it (-lvkprompt) beside the Vulkan loader; docs/embedding-c.md shows how.
+# used: link it (-lvkprompt) beside the Vulkan loader; docs/embedding.md (from C) shows how.
 # Building needs the .NET 10 SDK and, for the native link, clang and zlib's headers, which
 # tools/install-deps.sh installs with apt (clang, zlib1g-dev) along with the Vulkan headers
 # (libvulkan-dev) that vkprompt.h includes. The ILCompiler package comes from NuGet by itself.
