@@ -98,5 +98,6 @@ internal static class Oracle
     /// <summary>A lambda's or iterator's compiler-made class as the type it was written in.</summary>
     static Type Outer(Type t) => t.Name.Contains('<') && t.DeclaringType is { } d ? Outer(d) : t;
 
-    static string Clean(string method) => new(method.Where(char.IsLetterOrDigit).ToArray());
+    /// <summary>A lambda's compiler-made name (&lt;Open&gt;b__3_0) as the method it was written in.</summary>
+    static string Clean(string method) => method.StartsWith('<') && method.IndexOf('>') is > 1 and var end ? method[1..end] : new(method.Where(char.IsLetterOrDigit).ToArray());
 }

@@ -14,7 +14,8 @@ using VkPrompt.Fuzz;
 //   VkPrompt.Fuzz list
 //   VkPrompt.Fuzz run TARGET SECONDS --repo DIR --golden DIR --corpus DIR --scratch DIR [--seed N]
 //   VkPrompt.Fuzz replay TARGET FILE... --repo DIR --golden DIR --scratch DIR
-// Exit codes: 0 done (findings or not), 2 usage, 3 stopped at a hang (the input is saved).
+// Exit codes: 0 done (findings or not), 2 usage, 3 stopped at a hang (the input is saved; its
+// thread cannot be stopped, so tools/fuzz.sh starts a new process for the time left).
 
 var options = new Dictionary<string, string>();
 var words = new List<string>();
@@ -40,7 +41,7 @@ var scratch = Path.Combine(options["scratch"], target.Name);
 if (Directory.Exists(scratch)) Directory.Delete(scratch, recursive: true);
 Directory.CreateDirectory(scratch);
 target.Prepare?.Invoke(fx, scratch);
-var timeout = TimeSpan.FromSeconds(20);
+var timeout = TimeSpan.FromSeconds(10);
 
 if (words[0] == "replay")
 {
@@ -69,6 +70,12 @@ if (Directory.Exists(corpus))
 {
     foreach (var file in Directory.GetFiles(corpus).Order(StringComparer.Ordinal))
     {
+        // A hang is not replayed (its thread could not be stopped) nor mutated further.
+        if (Path.GetFileName(file).StartsWith("hang-", StringComparison.Ordinal))
+        {
+            known.Add("hang");
+            continue;
+        }
         var bytes = File.ReadAllBytes(file);
         parents.Add(bytes);
         var o = Oracle.Run(target, fx, scratch, bytes, timeout);
@@ -110,7 +117,12 @@ while (clock.Elapsed < TimeSpan.FromSeconds(seconds))
             userErrors++;
             break;
         default:
-            if (!known.Add(outcome.Signature)) break;
+            if (!known.Add(outcome.Signature))
+            {
+                if (outcome.Signature != "hang") break;
+                Report();
+                return 3;
+            }
             var small = outcome.Signature == "hang" ? input : Minimise(input, outcome.Signature);
             var saved = Save(small, outcome.Signature);
             found.Add($"{outcome.Signature} -> {saved ?? $"not saved ({small.Length} bytes after minimising)"}");
