@@ -209,7 +209,7 @@ public sealed record T5Config
         ];
         foreach (var (name, value) in positive)
             if (value <= 0) return $"{name} is {value}; it must be positive";
-        // The deepest T5s have 24 (XXL) to 64 layers; a count far past any is a damaged file, and
+        // T5 XXL has 24 layers a stack and UL2 32; a count far past any is a damaged file, and
         // taken at its word it lists billions of tensors (T5Names.All) before one is found missing.
         foreach (var (name, value) in new[] { ("num_layers", NumLayers), ("num_decoder_layers", NumDecoderLayers) })
             if (value > MaxLayers) return $"{name} is {value}; VkPrompt reads models of at most {MaxLayers} layers a stack";
