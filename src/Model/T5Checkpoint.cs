@@ -156,6 +156,8 @@ public sealed class T5Checkpoint : IDisposable
         var byFileName = new Dictionary<string, SafetensorsFile>(StringComparer.Ordinal);
         foreach (var (name, fileName) in weightMap)
         {
+            // The JSON reader lets null stand for a string; a tensor without a file is a damaged index.
+            if (fileName is null) throw new ModelFormatException(index, $"tensor {name} has no shard file name (null in weight_map)");
             if (!byFileName.TryGetValue(fileName, out var shard))
             {
                 // HF writes bare file names; anything with a directory part could reach outside the model.

@@ -195,6 +195,9 @@ public sealed record T5Config
         _ => throw new ModelFormatException(path, $"feed_forward_proj \"{value}\" is not supported; VkPrompt runs \"relu\" (T5 v1.0), \"gated-gelu\" (T5 v1.1, Flan-T5, umT5) and \"gated-silu\" (UL2)"),
     };
 
+    /// <summary>The most layers a stack may have (<see cref="Problem"/>).</summary>
+    internal const int MaxLayers = 1024;
+
     /// <summary>The first field that cannot describe a T5 model, or null.</summary>
     internal string? Problem()
     {
@@ -206,6 +209,10 @@ public sealed record T5Config
         ];
         foreach (var (name, value) in positive)
             if (value <= 0) return $"{name} is {value}; it must be positive";
+        // T5 XXL has 24 layers a stack and UL2 32; a count far past any is a damaged file, and
+        // taken at its word it lists billions of tensors (T5Names.All) before one is found missing.
+        foreach (var (name, value) in new[] { ("num_layers", NumLayers), ("num_decoder_layers", NumDecoderLayers) })
+            if (value > MaxLayers) return $"{name} is {value}; VkPrompt reads models of at most {MaxLayers} layers a stack";
         // RelativePosition.Bucket gives |relative| < maxExact its own bucket and spreads the rest
         // logarithmically over log(relative / maxExact) / log(max_distance / maxExact), where
         // maxExact is num_buckets / 4 in the encoder (bidirectional: half the buckets each way) and

@@ -228,7 +228,7 @@ public sealed class TokenizerTests
         try
         {
             var spm = SentencePieceModel.Load(Path.Combine(ModelDir, "spiece.model"));
-            File.WriteAllBytes(Path.Combine(dir, "tokenizer.json"), ToTokenizerJson(spm));
+            File.WriteAllBytes(Path.Combine(dir, "tokenizer.json"), VkPrompt.Fuzz.Seeds.TokenizerJson(spm));
             var fromJson = T5Tokenizer.Load(dir);
             Assert.Equal(Tok.VocabSize, fromJson.VocabSize);
             foreach (var row in GoldenLines())
@@ -243,74 +243,5 @@ public sealed class TokenizerTests
         {
             Directory.Delete(dir, recursive: true);
         }
-    }
-
-    static byte[] ToTokenizerJson(SentencePieceModel spm)
-    {
-        var stream = new MemoryStream();
-        using (var w = new Utf8JsonWriter(stream))
-        {
-            int size = spm.Pieces.Count;
-            w.WriteStartObject();
-            w.WriteStartArray("added_tokens");
-            for (int id = 0; id < size + 100; id++)
-            {
-                string? content = id < size
-                    ? spm.Pieces[id].Type is PieceType.Control or PieceType.Unknown ? spm.Pieces[id].Text : null
-                    : $"<extra_id_{size + 99 - id}>";
-                if (content is null)
-                    continue;
-                w.WriteStartObject();
-                w.WriteNumber("id", id);
-                w.WriteString("content", content);
-                w.WriteBoolean("lstrip", false);
-                w.WriteBoolean("rstrip", false);
-                w.WriteBoolean("special", true);
-                w.WriteEndObject();
-            }
-            w.WriteEndArray();
-
-            w.WriteStartObject("normalizer");
-            w.WriteString("type", "Precompiled");
-            w.WriteString("precompiled_charsmap", Convert.ToBase64String(spm.NormalizerSpec.PrecompiledCharsmap));
-            w.WriteEndObject();
-
-            w.WriteStartObject("pre_tokenizer");
-            w.WriteString("type", "Sequence");
-            w.WriteStartArray("pretokenizers");
-            w.WriteStartObject();
-            w.WriteString("type", "WhitespaceSplit");
-            w.WriteEndObject();
-            w.WriteStartObject();
-            w.WriteString("type", "Metaspace");
-            w.WriteString("replacement", "\u2581");
-            w.WriteBoolean("add_prefix_space", true);
-            w.WriteEndObject();
-            w.WriteEndArray();
-            w.WriteEndObject();
-
-            w.WriteStartObject("model");
-            w.WriteString("type", "Unigram");
-            w.WriteNumber("unk_id", spm.UnkId);
-            w.WriteStartArray("vocab");
-            foreach (var piece in spm.Pieces)
-            {
-                w.WriteStartArray();
-                w.WriteStringValue(piece.Text);
-                w.WriteNumberValue((double)piece.Score);
-                w.WriteEndArray();
-            }
-            for (int n = 99; n >= 0; n--)
-            {
-                w.WriteStartArray();
-                w.WriteStringValue($"<extra_id_{n}>");
-                w.WriteNumberValue(0.0);
-                w.WriteEndArray();
-            }
-            w.WriteEndArray();
-            w.WriteEndObject();
-            w.WriteEndObject();
-        }
-        return stream.ToArray();
     }
 }

@@ -181,10 +181,10 @@ internal static class Cli
         [Training.Setting.ClippingThreshold] = "--clip",
     };
 
-    static string Describe(Exception e) => e is Training.TrainingException t ? t.Describe(s => Flags.GetValueOrDefault(s, s.Name)) : e.Message;
+    internal static string Describe(Exception e) => e is Training.TrainingException t ? t.Describe(s => Flags.GetValueOrDefault(s, s.Name)) : e.Message;
 
     // IOException covers FileNotFoundException and DirectoryNotFoundException.
-    static bool IsUserError(Exception e) =>
+    internal static bool IsUserError(Exception e) =>
         e is GpuException or ModelFormatException or UsageException or IOException or UnauthorizedAccessException or JsonException or Training.TrainingException or NonFiniteOutputException;
 
     /// <summary>What the command offers that needs less device memory, for work that did not fit.</summary>

@@ -387,12 +387,26 @@ public sealed class T5Tokenizer
 
         var vocab = new List<(string Text, float Score)>();
         foreach (var entry in model.GetProperty("vocab").EnumerateArray())
-            vocab.Add((entry[0].GetString()!, (float)entry[1].GetDouble()));
+        {
+            // GetString() gives null for a JSON null, which would surface later as a NullReferenceException.
+            if (entry.ValueKind != JsonValueKind.Array || entry.GetArrayLength() != 2 || entry[0].GetString() is not { } text)
+                throw new ModelFormatException(path, $"vocab entry {vocab.Count} is not [piece, score]");
+            vocab.Add((text, (float)entry[1].GetDouble()));
+        }
         var addedTokens = new Dictionary<int, (string Text, bool Special)>();
         if (root.TryGetProperty("added_tokens", out var added) && added.ValueKind == JsonValueKind.Array)
         {
             foreach (var token in added.EnumerateArray())
-                addedTokens[token.GetProperty("id").GetInt32()] = (token.GetProperty("content").GetString()!, token.GetProperty("special").GetBoolean());
+            {
+                int id = token.GetProperty("id").GetInt32();
+                // Every id below the largest must name a token, so a larger one is a damaged file,
+                // refused before an array of that size is made.
+                if (id < 0 || id >= vocab.Count + added.GetArrayLength())
+                    throw new ModelFormatException(path, $"added token id {id} is outside the {vocab.Count + added.GetArrayLength()} ids of the vocabulary and added tokens");
+                if (token.GetProperty("content").GetString() is not { } content)
+                    throw new ModelFormatException(path, $"added token {id} has no content");
+                addedTokens[id] = (content, token.GetProperty("special").GetBoolean());
+            }
         }
 
         // Special added tokens correspond to sentencepiece control pieces and non-special ones to user-defined
