@@ -29,6 +29,7 @@ internal sealed unsafe class CommandGraph : IDisposable
     double?[] estimateMs = [];
     bool sealedGraph, disposed;
     int next = -1;
+    bool collected;
     GpuTicket last;
     readonly List<PendingSlice> runSlices = new();
     readonly List<SliceTiming> sliceTimings = new();
@@ -243,6 +244,7 @@ internal sealed unsafe class CommandGraph : IDisposable
             throw new InvalidOperationException("the previous run of this recording is still in flight: wait for its ticket before starting the next (they share buffers)");
         CollectIfComplete();
         next = 0;
+        collected = false;
     }
 
     GpuTicket SubmitSegment(int start, int end, bool stamps, ReadOnlySpan<GpuWait> waits, double? estimate)
@@ -262,10 +264,15 @@ internal sealed unsafe class CommandGraph : IDisposable
     /// profiling), slice timings and the estimates <see cref="Advance"/> cuts by.</summary>
     void CollectIfComplete()
     {
-        if (runSlices.Count == 0 || !last.IsComplete) return;
+        // Only a whole run, once: a run still being advanced has slices to come.
+        if (collected || next < 0 || RunInProgress || !last.IsComplete) return;
+        collected = true;
+        // A run without timestamps (a whole submit, not profiling) leaves no timings, not the last ones.
+        sliceTimings.Clear();
+        timings.Clear();
+        if (runSlices.Count == 0) return;
         var stamps = new ulong[2 * ops.Count];
         double period = ctx.Capabilities.TimestampPeriodNs * 1e-6;
-        sliceTimings.Clear();
         foreach (var slice in runSlices)
         {
             int first = 2 * slice.Start, count = 2 * (slice.End - slice.Start);
@@ -286,7 +293,6 @@ internal sealed unsafe class CommandGraph : IDisposable
         }
         bool whole = runSlices.Sum(r => r.End - r.Start) == ops.Count;
         runSlices.Clear();
-        timings.Clear();
         if (Profiling && whole)
             for (int i = 0; i < ops.Count; i++)
                 timings.Add(new DispatchTiming(ops[i].Label, (stamps[2 * i + 1] - stamps[2 * i]) * period, ops[i].Phase));
