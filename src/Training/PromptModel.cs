@@ -146,6 +146,12 @@ public sealed class PromptModel : IDisposable
         return new PromptTrainer(Weights, initialPrompt, optimizer ?? new AdafactorSettings(), dropout, seed);
     }
 
+    /// <summary>The trainer <see cref="TrainingRun"/> drives, for where this model lives: today
+    /// <see cref="PromptTrainer"/> on the model's one backend.</summary>
+    internal IStepTrainer CreateTrainer(float[] prompt, AdafactorSettings optimizer, float dropout, int seed, ActivationMode activations,
+                                        float[]? optimizerState, int step, int stepOffset) =>
+        new PromptTrainer(Weights, prompt, optimizer, dropout, seed, activations, optimizerState, step, stepOffset);
+
     /// <summary>Rank classification: for each input (token ids), the index of the choice the model
     /// finds most likely, under each prompt of <paramref name="prompts"/> (null: no prompt):
     /// result[prompt][input]. <see cref="RankClassifier.MajorityVote"/> combines an ensemble's.</summary>

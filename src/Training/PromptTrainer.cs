@@ -12,7 +12,7 @@ namespace VkPrompt.Training;
 /// <see cref="TrainingStep"/> the host submits whole or advances in slices of a frame's GPU
 /// budget (<see cref="BeginStep"/>); both compute the same bits.
 /// </summary>
-public sealed class PromptTrainer : IDisposable
+public sealed class PromptTrainer : IStepTrainer
 {
     readonly T5Weights weights;
     readonly Backend be;

@@ -271,7 +271,7 @@ internal sealed class TrainingDirectory(string path) : IDisposable
         }
     }
 
-    internal void WriteCheckpoint(PromptTrainer trainer, BestPrompt best, int seed, WeightPrecision precision)
+    internal void WriteCheckpoint(IStepTrainer trainer, BestPrompt best, int seed, WeightPrecision precision)
     {
         var prompt = trainer.Prompt();
         var state = trainer.OptimizerState();

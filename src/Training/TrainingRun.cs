@@ -137,7 +137,7 @@ public sealed class TrainingRun
         float dropout = o.Dropout ?? (float)model.Config.DropoutRate;
         using var scorer = validation is null ? null : new Scorer(weights);
         var validate = scorer is null ? null : new Validation(model, scorer, validation!, validationTargets!, Labels, o.BatchSize, o.MaxTargetLength);
-        using var trainer = new PromptTrainer(weights, prompt, o.Optimizer, dropout, o.Seed, o.Activations, optState, step, o.StepOffset);
+        using var trainer = model.CreateTrainer(prompt, o.Optimizer, dropout, o.Seed, o.Activations, optState, step, o.StepOffset);
         weights.Backend.ResetPeakMemory();
         var clock = Stopwatch.StartNew();
         int stepsThisRun = 0;
@@ -193,7 +193,7 @@ public sealed class TrainingRun
     TrainingDivergedException Diverged(string what) => new(
         $"{what}: training diverged and stopped; {Directory.Path} keeps the checkpoint, adapter and best prompt written before it. A lower {Setting.LearningRate} or {Setting.ClippingThreshold}, or {Setting.WeightPrecision} fp32 with 16-bit weights, may avoid it");
 
-    void SaveCheckpoint(PromptTrainer trainer, BestPrompt best)
+    void SaveCheckpoint(IStepTrainer trainer, BestPrompt best)
     {
         Directory.Begin();
         Directory.WriteCheckpoint(trainer, best, o.Seed, model.Weights.Precision);
