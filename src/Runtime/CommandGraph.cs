@@ -27,6 +27,10 @@ internal sealed unsafe class CommandGraph : IDisposable
     DescriptorSet[] descriptorSets = [];
     bool[] barrierBefore = [];
     double?[] estimateMs = [];
+    // The time between op i-1's end and op i's start when the two ran in one slice: the barrier
+    // and the binding between them, which the slice's time holds and the ops' own times do not.
+    double?[] gapMs = [];
+    double largestGapMs;
     bool sealedGraph, disposed;
     int next = -1;
     bool collected;
@@ -193,8 +197,9 @@ internal sealed unsafe class CommandGraph : IDisposable
 
     /// <summary>
     /// Submits the next ops of the run whose estimated GPU time fits <paramref name="budgetMs"/>
-    /// and returns at once. Estimates are the measured times of earlier runs of this graph (a
-    /// decaying maximum, so one fast run does not shrink them at once); an op never measured
+    /// (the part of it the plan fills, <see cref="DevicePlan.SliceFill"/>) and returns at once.
+    /// Estimates are the measured times of earlier runs of this graph, each op's and the gap
+    /// before it (a decaying maximum, so one fast run does not shrink them at once); an op never measured
     /// goes alone, the safe default, and so does an op longer than the budget, which the report
     /// names. A run advanced in slices computes exactly what one submit of it would: the same
     /// ops in the same order, with barriers at least where the whole run has them.
@@ -205,7 +210,7 @@ internal sealed unsafe class CommandGraph : IDisposable
         using var _ = ctx.Enter();
         BeginRunIfNeeded();
         int start = next, end = start;
-        double sum = 0;
+        double sum = 0, fill = budgetMs * ctx.Plan.SliceFill;
         string? overBudget = null;
         while (end < ops.Count)
         {
@@ -214,7 +219,10 @@ internal sealed unsafe class CommandGraph : IDisposable
                 if (end == start) end++;
                 break;
             }
-            if (end > start && sum + e > budgetMs) break;
+            // An op after the first also brings the gap before it (a gap never measured, that of
+            // an op so far always first in its slice, is taken as the largest one seen).
+            if (end > start) e += gapMs[end] ?? largestGapMs;
+            if (end > start && sum + e > fill) break;
             if (e > budgetMs) overBudget = OpName(end);
             sum += e;
             end++;
@@ -286,7 +294,11 @@ internal sealed unsafe class CommandGraph : IDisposable
                 longest = Math.Max(longest, ms);
                 // A decaying maximum: a slow outlier keeps its op alone for a few runs, and a
                 // one-off fast run does not pack ops into slices that then overrun the budget.
-                estimateMs[i] = estimateMs[i] is double old ? Math.Max(ms, EstimateDecay * old) : ms;
+                estimateMs[i] = Decayed(estimateMs[i], ms);
+                if (i == slice.Start) continue;
+                double gap = (stamps[2 * i] - stamps[2 * i - 1]) * period;
+                gapMs[i] = Decayed(gapMs[i], gap);
+                largestGapMs = Math.Max(largestGapMs, gap);
             }
             double total = (stamps[2 * slice.End - 1] - stamps[2 * slice.Start]) * period;
             sliceTimings.Add(new SliceTiming(slice.Start, slice.End - slice.Start, total, slice.EstimateMs, longest));
@@ -299,6 +311,8 @@ internal sealed unsafe class CommandGraph : IDisposable
     }
 
     const double EstimateDecay = 0.8;
+
+    static double Decayed(double? old, double measured) => old is double o ? Math.Max(measured, EstimateDecay * o) : measured;
 
     /// <summary>Fixes the op list: one descriptor set per dispatch, and where barriers go.</summary>
     void Seal()
@@ -327,6 +341,7 @@ internal sealed unsafe class CommandGraph : IDisposable
         for (int i = 0; i < ops.Count; i++)
             if (ops[i].Kernel is not null) descriptorSets[i] = WriteDescriptorSet(ops[i]);
         estimateMs = new double?[ops.Count];
+        gapMs = new double?[ops.Count];
 
         // A global memory barrier goes before an op that reads or writes a buffer an earlier op
         // since the last barrier wrote (RAW, WAW), or writes one it read (WAR).

@@ -61,6 +61,15 @@ public sealed record DevicePlan
     /// <summary>The largest buffer range a kernel binds, after any test override.</summary>
     public long MaxBindingBytes => Math.Min(Capabilities.MaxStorageBufferRange, Options.MaxStorageBufferRangeOverride ?? long.MaxValue);
 
+    /// <summary>The part of a GPU-time budget a slice is packed to by its estimates
+    /// (<see cref="CommandGraph.Advance"/>): all of it on GPUs, where an op's time repeats closely
+    /// from run to run and the estimates' decaying maximum covers what varies; half on a CPU
+    /// device, whose "GPU" time is threads sharing the cores with the host's, so the same op took
+    /// up to twice as long from one run to the next on lavapipe and a slice packed to the whole
+    /// budget overran it by as much. By the device's type, not <see cref="PlansForGpu"/>: the
+    /// kernels a CPU device runs do not change how its threads are scheduled.</summary>
+    public double SliceFill => Capabilities.DeviceType == "cpu" ? 0.5 : 1.0;
+
     /// <summary>Workgroup size of the row kernels (one workgroup per row):
     /// <see cref="GpuOptions.RowLocalSize"/> where set, else eight subgroups, enough invocations
     /// for rows of a few hundred elements and few enough partials that subgroup 0 folds them in
@@ -311,6 +320,7 @@ public sealed record DevicePlan
             ["device"] = Capabilities.Name,
             ["adopted"] = Adopted,
             ["plansForGpu"] = PlansForGpu,
+            ["sliceFill"] = SliceFill,
             ["matrixUnitsRequested"] = Options.MatrixUnits.ToString().ToLowerInvariant(),
             ["matrixUnits"] = MatrixUnits.ToString().ToLowerInvariant(),
             ["matrixUnitsSubgroupSize"] = MatrixUnits == MatrixUnits.None ? null : MatrixUnitsSubgroupSize,

@@ -173,7 +173,7 @@ public sealed class DevicePlanTests
 
     /// <summary><see cref="GpuOptions.PlanForGpu"/> gives a CPU device the GPU's plan: the H100's
     /// capabilities relabelled a CPU plan as lavapipe does (streamed products, no fusion by size,
-    /// no tuning) and, with the option, exactly as the H100 does, but for the flag itself.</summary>
+    /// no tuning) and, with the option, exactly as the H100 does, but for the slice fill.</summary>
     [Fact]
     public void PlanForGpuGivesACpuTheGpusPlan()
     {
@@ -187,6 +187,12 @@ public sealed class DevicePlanTests
         var gpu = Leaves(DevicePlan.For(H100, tuned).ToJson());
         var forced = Leaves(DevicePlan.For(cpu, tuned with { PlanForGpu = true }).ToJson());
         Assert.Equal("true", forced["plansForGpu"]);
+        // But for how full a slice of a GPU-time budget is packed: that follows how the device's
+        // time varies, a CPU's threads' scheduling, whichever kernels it runs.
+        Assert.Equal("1", gpu["sliceFill"]);
+        Assert.Equal("0.5", forced["sliceFill"]);
+        gpu.Remove("sliceFill");
+        forced.Remove("sliceFill");
         Assert.Equal(gpu, forced);
         Assert.Equal("by-shape", forced["portableProduct.rule"]);
         Assert.Equal("true", forced["tunesProducts"]);
