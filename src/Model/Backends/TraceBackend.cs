@@ -25,13 +25,18 @@ internal class TraceBackend : Backend
     readonly List<TracedProduct> products = new();
     readonly List<string> phases = new();
     readonly Func<AttentionShape, bool>? fusesAttention;
+    readonly long tableChunkBytes;
 
     /// <param name="fusesAttention">which attentions run fused, as the backend the program will
     /// run on answers it (<see cref="Backend.FusesAttention"/>); null: as
     /// <see cref="Backend.AttentionFusion"/> says, with no attention fused by default.</param>
-    public TraceBackend(Func<AttentionShape, bool>? fusesAttention = null)
+    /// <param name="tableChunkBytes">the largest buffer a weight table's chunk may be on the device
+    /// the count stands for (<see cref="SplitTensor.Layout"/>: its binding range and largest
+    /// allocation); null: a table is one buffer.</param>
+    public TraceBackend(Func<AttentionShape, bool>? fusesAttention = null, long? tableChunkBytes = null)
     {
         this.fusesAttention = fusesAttention;
+        this.tableChunkBytes = tableChunkBytes ?? long.MaxValue;
         // The given answer is the whole choice: no setting of this backend's may override it.
         if (fusesAttention is not null) AttentionFusion = AttentionFusion.Auto;
     }
@@ -47,7 +52,15 @@ internal class TraceBackend : Backend
     sealed class Empty(string name, long length, WeightPrecision? table = null) : Tensor(name, length)
     {
         public readonly WeightPrecision? Table = table;
-        public override void Dispose() { }
+        // The buffers it stands for, counted while it lives (Counted); none for a view.
+        public (TraceBackend Owner, long Rounded, long Requested)? Held;
+        public override void Dispose()
+        {
+            if (Held is not { } h) return;
+            Held = null;
+            h.Owner.current -= h.Rounded;
+            h.Owner.currentRequested -= h.Requested;
+        }
     }
 
     sealed class PhaseScope(List<string> phases) : IDisposable
@@ -59,22 +72,62 @@ internal class TraceBackend : Backend
     /// <see cref="BufferAlignment"/> (<see cref="WorkMemory.Bytes"/> counts a build's need with it).</summary>
     public long BytesAllocated { get; private set; }
 
+    long current, peak, currentRequested, peakRequested;
+
+    /// <summary>The device memory the tensors alive now would take, each buffer rounded up to
+    /// <see cref="BufferAlignment"/>, and the most it has been since the backend was made or
+    /// <see cref="ResetPeakMemory"/>: what a <see cref="GpuBackend"/>'s <see cref="Backend.MemoryUse"/>
+    /// reports for the same program (<see cref="MemoryPool.BytesInUse"/> and its peak: buffers as
+    /// the driver sizes them, which is at most this where it rounds a buffer to no more than 256
+    /// bytes) without the buffers a device's kernels add for themselves (the fp16 copies of
+    /// matrix-unit products, <see cref="Runtime.Kernels.HalfCopies"/>).</summary>
+    public override (long Current, long Peak) MemoryUse => (current, peak);
+
+    /// <summary><see cref="MemoryUse"/> with each buffer as many bytes as asked for, unrounded:
+    /// where a driver sizes buffers as asked (lavapipe), exactly what its pool counts.</summary>
+    public (long Current, long Peak) RequestedMemoryUse => (currentRequested, peakRequested);
+
+    /// <summary>Buffers made so far (a table's chunks and scales each count).</summary>
+    public int BuffersMade { get; private set; }
+
+    /// <inheritdoc/>
+    public override void ResetPeakMemory()
+    {
+        peak = current;
+        peakRequested = currentRequested;
+    }
+
     /// <summary>The alignment the count rounds each buffer to: the largest offset alignment Vulkan
     /// lets a driver ask of storage buffers (minStorageBufferOffsetAlignment is at most 256), so
     /// the count is not below what a memory pool packs the same buffers into.</summary>
     public const long BufferAlignment = 256;
 
-    Empty Counted(Empty t, long bytes)
+    /// <summary>Counts <paramref name="buffers"/>, the device buffers <paramref name="t"/> stands
+    /// for, until <paramref name="t"/> is disposed.</summary>
+    Empty Counted(Empty t, params ReadOnlySpan<long> buffers)
     {
-        BytesAllocated += (bytes + BufferAlignment - 1) / BufferAlignment * BufferAlignment;
+        long rounded = 0, requested = 0;
+        foreach (long bytes in buffers)
+        {
+            rounded += (bytes + BufferAlignment - 1) / BufferAlignment * BufferAlignment;
+            requested += bytes;
+        }
+        BytesAllocated += rounded;
+        BuffersMade += buffers.Length;
+        t.Held = (this, rounded, requested);
+        peak = Math.Max(peak, current += rounded);
+        peakRequested = Math.Max(peakRequested, currentRequested += requested);
         return t;
     }
 
     public override string Name => "trace";
     internal override Tensor Floats(long length, string name, bool hostVisible = false) => Counted(new Empty(name, length), length * sizeof(float));
     internal override Tensor Ints(long length, string name, bool hostVisible = false) => Counted(new Empty(name, length), length * sizeof(int));
+    /// <summary>A table counted as the device's <see cref="SplitTensor"/> allocates it: its
+    /// chunks, and an int8 chunk's scales.</summary>
     internal override Tensor Table(int rows, int cols, string name, WeightPrecision precision = WeightPrecision.Fp32) =>
-        Counted(new Empty(name, (long)rows * cols, precision), (long)rows * cols * precision.ElementBytes());
+        Counted(new Empty(name, (long)rows * cols, precision),
+                [.. SplitTensor.Layout(rows, cols, precision, tableChunkBytes, name).SelectMany(c => c.ScaleBytes > 0 ? new[] { c.Bytes, c.ScaleBytes } : [c.Bytes])]);
     internal override void Upload(Tensor t, ReadOnlySpan<float> data, long offset = 0) { }
     internal override void Upload(Tensor t, ReadOnlySpan<int> data) { }
     internal override void Download(Tensor t, Span<float> data, long offset = 0) { }
@@ -91,8 +144,6 @@ internal class TraceBackend : Backend
         return new PhaseScope(phases);
     }
 
-    public override (long Current, long Peak) MemoryUse => (0, 0);
-    public override void ResetPeakMemory() { }
 
     internal override void MatMul(Tensor a, Tensor b, Tensor c, in MatMulSpec s)
     {
