@@ -8,7 +8,8 @@ namespace VkPrompt.Training;
 /// <summary>What a memory plan is asked about: the model's shapes and the run's settings, as
 /// <c>vkprompt train</c> and <c>score</c> take them.</summary>
 /// <param name="Config">the model's shapes (a config.json, or <see cref="T5Config.Named"/>).</param>
-/// <param name="Precision">how the frozen weights are stored.</param>
+/// <param name="Precision">how the frozen weights are stored; null: auto, per device as
+/// <see cref="WeightPrecisions.Parse"/> takes it (bf16 where the device reads 16-bit weights).</param>
 /// <param name="BatchSize">examples per batch, over all devices together.</param>
 /// <param name="InputLength">input tokens per example (eos included, the prompt not); a batch pads
 /// it to a multiple of <see cref="HostBatch.LengthQuantum"/>, as the run does.</param>
@@ -18,7 +19,7 @@ namespace VkPrompt.Training;
 /// device's plan decides (unfused where no device is known, the larger).</param>
 /// <param name="Activations">training's activations: stored, or recomputed in the backward.</param>
 /// <param name="Dropout">training's dropout rate; null: the config's.</param>
-internal sealed record MemoryPlanSettings(T5Config Config, WeightPrecision Precision, int BatchSize, int InputLength, int TargetLength, int PromptLength,
+internal sealed record MemoryPlanSettings(T5Config Config, WeightPrecision? Precision, int BatchSize, int InputLength, int TargetLength, int PromptLength,
                                           AttentionFusion Attention = AttentionFusion.Auto, ActivationMode Activations = ActivationMode.Store, float? Dropout = null)
 {
     /// <summary>The optimizer whose state the plan counts (its state's size depends on
@@ -75,12 +76,13 @@ internal sealed record PlannedMemory(long Weights, long PromptAndOptimizer, long
 /// <summary>One device's part of a plan: the examples of each batch it takes, and the memory of
 /// a training step, of a training step beside validation's scoring pass, and of a scoring batch.</summary>
 /// <param name="Device">the device.</param>
+/// <param name="Precision">how the weights are stored there.</param>
 /// <param name="Rows">the examples of every batch this device computes.</param>
 /// <param name="Training">a training step (<see cref="PromptTrainer"/>).</param>
 /// <param name="TrainingWithValidation">a training step and validation's scoring pass, which a run
 /// with validation data keeps beside it (both of <paramref name="Rows"/> rows).</param>
 /// <param name="Scoring">a scoring batch (<c>score</c>, <c>eval</c>, <c>classify</c>).</param>
-internal sealed record PlannedDevice(PlanDevice Device, int Rows, PlannedMemory Training, PlannedMemory TrainingWithValidation, PlannedMemory Scoring);
+internal sealed record PlannedDevice(PlanDevice Device, WeightPrecision Precision, int Rows, PlannedMemory Training, PlannedMemory TrainingWithValidation, PlannedMemory Scoring);
 
 /// <summary>
 /// The device memory a run will need, before the run: the training step and scoring batch are
@@ -130,8 +132,10 @@ internal static class MemoryPlan
     public static PlannedDevice ForDevice(MemoryPlanSettings settings, PlanDevice device, int rows)
     {
         var shape = settings.Shape(rows);
-        return new PlannedDevice(device, rows, Training(settings, device, shape, validation: false), Training(settings, device, shape, validation: true),
-                                 Count(settings, device, (w, _) => { using var scorer = new Scorer(w); scorer.PassFor(shape); }));
+        var precision = settings.Precision ?? WeightPrecisions.Parse("auto", device.Capabilities);
+        return new PlannedDevice(device, precision, rows, Training(settings, device, precision, shape, validation: false),
+                                 Training(settings, device, precision, shape, validation: true),
+                                 Count(settings, device, precision, (w, _) => { using var scorer = new Scorer(w); scorer.PassFor(shape); }));
     }
 
     /// <summary>Bytes in use on the physical device behind entry <paramref name="index"/> of
@@ -154,8 +158,8 @@ internal static class MemoryPlan
         return (memoryCap is not { } cap || work(plan[index]).Peak <= cap) && (heap is not { } h || PhysicalPeak(plan, index, work) <= h);
     }
 
-    static PlannedMemory Training(MemoryPlanSettings s, PlanDevice device, BatchShape shape, bool validation) =>
-        Count(s, device, (w, counted) =>
+    static PlannedMemory Training(MemoryPlanSettings s, PlanDevice device, WeightPrecision precision, BatchShape shape, bool validation) =>
+        Count(s, device, precision, (w, counted) =>
         {
             var prompt = new float[(long)s.PromptLength * s.Config.DModel];
             using var trainer = new PromptTrainer(w, prompt, s.Optimizer, s.Dropout ?? (float)s.Config.DropoutRate, seed: 0, s.Activations);
@@ -172,10 +176,10 @@ internal static class MemoryPlan
     /// <summary>Runs <paramref name="work"/> on weights of the plan's model on a counting backend
     /// standing for <paramref name="device"/>; the work calls its second argument once what it
     /// keeps for the whole run (the prompt and optimizer state) is made.</summary>
-    static PlannedMemory Count(MemoryPlanSettings s, PlanDevice device, Action<T5Weights, Action> work)
+    static PlannedMemory Count(MemoryPlanSettings s, PlanDevice device, WeightPrecision precision, Action<T5Weights, Action> work)
     {
         using var be = new TraceBackend(FusesAttention(s.Attention, device), device.TableChunkBytes);
-        using var weights = T5Weights.Unloaded(s.Config, be, s.Precision);
+        using var weights = T5Weights.Unloaded(s.Config, be, precision);
         long w = be.MemoryUse.Current;
         long kept = w;
         work(weights, () => kept = be.MemoryUse.Current);
