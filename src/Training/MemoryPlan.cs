@@ -94,10 +94,11 @@ internal sealed record PlannedDevice(PlanDevice Device, WeightPrecision Precisio
 /// are shapes without values.
 /// </summary>
 /// <remarks>
-/// Not counted: the fp16 copies of activations that matrix-unit products read
-/// (<see cref="HalfCopies"/>, on devices with matrix units only), the tuner's
-/// scratch operands (<see cref="GpuOptions.TuneMatMul"/>, freed before the step allocates), and
-/// the staging buffers of uploads (freed at once). The pool reserves its memory in blocks of
+/// The fp16 copies of activations that a device's matrix-unit products read
+/// (<see cref="HalfCopies"/>) are counted from its plan (for a weight table split across
+/// bindings, as for the whole table). Not counted: the tuner's scratch operands
+/// (<see cref="GpuOptions.TuneMatMul"/>, freed before the step allocates) and the staging
+/// buffers of uploads (freed at once). The pool reserves its memory in blocks of
 /// <see cref="MemoryPool.DefaultBlockBytes"/>, which the peak in use does not include: up to one
 /// partly used block per memory type, fewer near a cap or a heap's end, where blocks shrink to
 /// the buffer.
@@ -178,7 +179,7 @@ internal static class MemoryPlan
     /// keeps for the whole run (the prompt and optimizer state) is made.</summary>
     static PlannedMemory Count(MemoryPlanSettings s, PlanDevice device, WeightPrecision precision, Action<T5Weights, Action> work)
     {
-        using var be = new TraceBackend(FusesAttention(s.Attention, device), device.TableChunkBytes);
+        using var be = new TraceBackend(FusesAttention(s.Attention, device), device.TableChunkBytes, device.Plan);
         using var weights = T5Weights.Unloaded(s.Config, be, precision);
         long w = be.MemoryUse.Current;
         long kept = w;

@@ -44,16 +44,44 @@ public sealed class MemoryPlanTests(GpuFixture f) : GpuTest(f)
 
     [Theory]
     [MemberData(nameof(Cases))]
-    public void ThePlanIsThePeakOfARealRun(string model, WeightPrecision precision, AttentionFusion attention, ActivationMode activations)
+    public void ThePlanIsThePeakOfARealRun(string model, WeightPrecision precision, AttentionFusion attention, ActivationMode activations) =>
+        PlanIsMeasured(Ctx, model, precision, attention, activations);
+
+    public static TheoryData<string, WeightPrecision, AttentionFusion> MatrixUnitsCases()
+    {
+        var data = new TheoryData<string, WeightPrecision, AttentionFusion>();
+        foreach (var model in new[] { "tiny-v11", "random" })
+            foreach (var precision in new[] { WeightPrecision.Bf16, WeightPrecision.Int8 })
+                foreach (var attention in new[] { AttentionFusion.Fused, AttentionFusion.Unfused })
+                    data.Add(model, precision, attention);
+        return data;
+    }
+
+    /// <summary>Where products run on the matrix units (emulated on lavapipe), the fp16 copies
+    /// of their activations that a recording keeps are in the plan too, to the byte.</summary>
+    [SkippableTheory]
+    [MemberData(nameof(MatrixUnitsCases))]
+    public void ThePlanCountsTheMatrixUnitsHalfCopies(string model, WeightPrecision precision, AttentionFusion attention)
+    {
+        var ctx = MatrixUnitsCtx;
+        Assert.True(ctx.Plan.HalfCopies);
+        var (settings, plan) = PlanIsMeasured(ctx, model, precision, attention, ActivationMode.Store);
+        // Without the device's plan the copies are not there: they were counted.
+        var withoutCopies = MemoryPlan.ForDevice(settings, new PlanDevice("0", ctx.Capabilities), Batch);
+        Assert.True(plan.Training.Peak > withoutCopies.Training.Peak);
+        Assert.True(plan.Scoring.Peak > withoutCopies.Scoring.Peak);
+    }
+
+    (MemoryPlanSettings, PlannedDevice) PlanIsMeasured(GpuContext ctx, string model, WeightPrecision precision, AttentionFusion attention, ActivationMode activations)
     {
         using var random = new TempDir();
         string dir = model == "random" ? RandomModel(random) : Path.Combine(TestPaths.Golden, model);
         using var ckpt = T5Checkpoint.Open(dir);
         var config = ckpt.Config;
         var settings = new MemoryPlanSettings(config, precision, Batch, InputLength, TargetLength, PromptLength, attention, activations);
-        var plan = MemoryPlan.ForDevice(settings, new PlanDevice("0", Ctx.Capabilities, Ctx.Plan), Batch);
+        var plan = MemoryPlan.ForDevice(settings, new PlanDevice("0", ctx.Capabilities, ctx.Plan), Batch);
 
-        var be = new GpuBackend(Ctx) { AttentionFusion = attention };
+        var be = new GpuBackend(ctx) { AttentionFusion = attention };
         long before = be.MemoryUse.Current;
         be.ResetPeakMemory();
         using var weights = new T5Weights(ckpt, be, precision);
@@ -96,5 +124,6 @@ public sealed class MemoryPlanTests(GpuFixture f) : GpuTest(f)
         Assert.Equal(0, plan.Scoring.PromptAndOptimizer);
         Assert.InRange(plan.Training.Weights, loaded - before, loaded - before + 255L * plan.Training.Buffers);
         Assert.True(plan.TrainingWithValidation.Peak > plan.Training.Peak);
+        return (settings, plan);
     }
 }

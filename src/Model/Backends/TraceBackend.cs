@@ -26,6 +26,10 @@ internal class TraceBackend : Backend
     readonly List<string> phases = new();
     readonly Func<AttentionShape, bool>? fusesAttention;
     readonly long tableChunkBytes;
+    readonly DevicePlan? plan;
+    // While a recording is made: its fp16 copies as HalfCopies makes them, a buffer per operand
+    // position each time a larger one is needed, all kept by the recording.
+    (long[] Largest, List<Empty> Buffers)? copies;
 
     /// <param name="fusesAttention">which attentions run fused, as the backend the program will
     /// run on answers it (<see cref="Backend.FusesAttention"/>); null: as
@@ -33,10 +37,14 @@ internal class TraceBackend : Backend
     /// <param name="tableChunkBytes">the largest buffer a weight table's chunk may be on the device
     /// the count stands for (<see cref="SplitTensor.Layout"/>: its binding range and largest
     /// allocation); null: a table is one buffer.</param>
-    public TraceBackend(Func<AttentionShape, bool>? fusesAttention = null, long? tableChunkBytes = null)
+    /// <param name="plan">the plan of the device the count stands for, whose matrix-unit products
+    /// read fp16 copies of their operands that a recording keeps (<see cref="HalfCopies"/>,
+    /// counted by <see cref="MatMulKernel.CopiedOperands"/>); null: none.</param>
+    public TraceBackend(Func<AttentionShape, bool>? fusesAttention = null, long? tableChunkBytes = null, DevicePlan? plan = null)
     {
         this.fusesAttention = fusesAttention;
         this.tableChunkBytes = tableChunkBytes ?? long.MaxValue;
+        this.plan = plan;
         // The given answer is the whole choice: no setting of this backend's may override it.
         if (fusesAttention is not null) AttentionFusion = AttentionFusion.Auto;
     }
@@ -79,8 +87,7 @@ internal class TraceBackend : Backend
     /// <see cref="ResetPeakMemory"/>: what a <see cref="GpuBackend"/>'s <see cref="Backend.MemoryUse"/>
     /// reports for the same program (<see cref="MemoryPool.BytesInUse"/> and its peak: buffers as
     /// the driver sizes them, which is at most this where it rounds a buffer to no more than 256
-    /// bytes) without the buffers a device's kernels add for themselves (the fp16 copies of
-    /// matrix-unit products, <see cref="Runtime.Kernels.HalfCopies"/>).</summary>
+    /// bytes), the fp16 copies of matrix-unit products included where a plan is given.</summary>
     public override (long Current, long Peak) MemoryUse => (current, peak);
 
     /// <summary><see cref="MemoryUse"/> with each buffer as many bytes as asked for, unrounded:
@@ -134,8 +141,37 @@ internal class TraceBackend : Backend
 
     internal override IRecording Record(Action body)
     {
-        body();
-        return new SynchronousRecording(() => { });
+        var outer = copies;
+        var made = (Largest: new long[2], Buffers: new List<Empty>());
+        copies = made;
+        try { body(); }
+        finally { copies = outer; }
+        return new SynchronousRecording(() => { }, new Owned(made.Buffers));
+    }
+
+    sealed class Owned(List<Empty> buffers) : IDisposable
+    {
+        public void Dispose() => buffers.ForEach(b => b.Dispose());
+    }
+
+    /// <summary>Counts the fp16 copies a device's product <paramref name="s"/> would make, as
+    /// <see cref="MatMulKernel.RunOnMatrixUnits"/> and <see cref="HalfCopies.Of"/> make them.</summary>
+    void CountHalfCopies(in MatMulSpec s, WeightPrecision? weight)
+    {
+        if (plan is null || copies is not { } made) return;
+        var b = weight is { } w ? plan.StoredPrecision(w) : WeightPrecision.Fp32;
+        if (!plan.OnMatrixUnits(s, b)) return;
+        var (copyA, copyB) = MatMulKernel.CopiedOperands(plan, s, b);
+        var (aExtent, bExtent, _) = s.Extents();
+        void Copy(int operand, long length)
+        {
+            long bytes = ToHalfKernel.OutputBytes(length);
+            if (bytes <= made.Largest[operand]) return;
+            made.Largest[operand] = bytes;
+            made.Buffers.Add(Counted(new Empty($"fp16 copy of {(operand == 0 ? "A" : "B")}", bytes / 2), bytes));
+        }
+        if (copyA) Copy(0, aExtent - s.AOffset);
+        if (copyB) Copy(1, bExtent - s.BOffset);
     }
 
     internal override IDisposable Phase(string name)
@@ -148,6 +184,7 @@ internal class TraceBackend : Backend
     internal override void MatMul(Tensor a, Tensor b, Tensor c, in MatMulSpec s)
     {
         var weight = ((Empty)b).Table;
+        CountHalfCopies(s, weight);
         string phase = phases.Count > 0 ? phases[^1] : "";
         // A block re-run inside the backward (Phases.Recompute) is a forward again.
         products.Add(new TracedProduct(s, weight, ProductName(a, b, weight is not null, phase == T5Pass.Phases.Backward), phase));

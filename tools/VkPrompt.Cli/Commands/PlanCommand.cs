@@ -63,7 +63,8 @@ internal static class PlanCommand
             "nothing and counts every buffer as the device's memory pool counts it, so the plan is the peak the run will measure (train's 'peak device memory'). " +
             "Rows: the weights, the prompt with Adafactor's state, the work (activations, gradients, the batch, logits) and the peak, for a training step, " +
             "a training step beside validation's scoring pass (a run with --validation keeps both), and a scoring batch (score, eval, classify). " +
-            "Not counted: the fp16 copies of activations matrix-unit products read, the tuner's scratch, and the pool's block rounding " +
+            "The fp16 copies of activations that matrix-unit products read are counted as the device's plan makes them. " +
+            "Not counted: the tuner's scratch (VKPROMPT_MATMUL_TUNE, freed before a step allocates) and the pool's block rounding " +
             "(it reserves 256 MiB blocks: up to one partly used block per memory type beyond the peak, fewer near a cap or the heap's end). " +
             "With --device cpu, or a device that is not here, the plan has no heap to compare with.")
         {
