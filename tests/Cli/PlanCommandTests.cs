@@ -134,6 +134,21 @@ public sealed class PlanCommandTests
         Assert.True(larger.GetProperty("scoring").GetProperty("fits").GetBoolean());
     }
 
+    /// <summary>A device without 16-bit storage is planned for, with a note that a run would refuse bf16 there.</summary>
+    [Fact]
+    public void SixteenBitWeightsOnADeviceWithoutThemAreNoted()
+    {
+        using var dir = new TempDir();
+        var recorded = File.ReadAllText(Path.Combine(TestPaths.RepoRoot, "docs", "results", "h100-2026-11-26c", "devices.json"));
+        File.WriteAllText(dir.File("devices.json"), recorded.Replace("\"storageBuffer16Bit\": true", "\"storageBuffer16Bit\": false", StringComparison.Ordinal));
+        string[] args = ["plan", "--shape", "t5-base", "--capabilities", dir.File("devices.json"), "--device", "0"];
+        var note = Assert.Single(Json([.. args, "--precision", "bf16"]).GetProperty("notes").EnumerateArray()).GetString();
+        Assert.Equal("device 0: bf16 weights need 16-bit storage buffers, which NVIDIA H100 80GB HBM3 does not support: a run would refuse them", note);
+        Assert.Empty(Json([.. args, "--precision", "int8"]).GetProperty("notes").EnumerateArray());
+        // auto takes fp32 there.
+        Assert.Equal("fp32", Json([.. args, "--precision", "auto"]).GetProperty("devices")[0].GetProperty("precision").GetString());
+    }
+
     [Theory]
     [InlineData("error: give the model as exactly one of --model DIR and --shape NAME", "plan", "--shape", "t5-base", "--model", "x")]
     [InlineData("error: give the model as exactly one of --model DIR and --shape NAME", "plan")]

@@ -90,6 +90,10 @@ internal static class PlanCommand
             IReadOnlyList<PlannedDevice> plan;
             try { plan = MemoryPlan.DataParallel(settings, targets); }
             catch (ArgumentException e) { throw new UsageException(e.Message); }
+            // The run would refuse these before anything else; the plan says so beside its numbers.
+            foreach (var p in plan)
+                if (p.Device.Capabilities is { } caps && !p.Precision.IsSupported(caps))
+                    notes.Add($"device {p.Device.Spec}: {p.Precision.Name()} weights need 16-bit storage buffers, which {caps.Name} does not support: a run would refuse them");
             long? cap = parse.GetValue(memoryCap);
             var report = Json(name ?? Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(dir!))), settings, plan, cap, notes);
             if (parse.GetValue(json)) Cli.Out(parse).WriteLine(report.ToJsonString(CliJson.Default.Options));
