@@ -18,7 +18,10 @@ internal sealed record TracedProduct(MatMulSpec Spec, WeightPrecision? Weight, s
 /// is the list of a step's products: <see cref="T5Pass.Trace"/> hands it to the tuner, and
 /// <c>vkprompt bench matmul</c> and the kernel benchmarks time what it lists, so no list of a
 /// step's products is kept by hand. Every other op is a no-op, except that fused attentions
-/// are counted, and so are the bytes of the tensors made (<see cref="BytesAllocated"/>).
+/// are counted, and so are the bytes of the tensors made (<see cref="BytesAllocated"/>) and of
+/// those alive, with their peak, as a device's memory pool would count them
+/// (<see cref="MemoryUse"/>): the memory plan (<c>MemoryPlan</c>, <c>vkprompt plan</c>) and
+/// <see cref="WorkMemory"/>'s check count a run's memory by running its own code here.
 /// </summary>
 internal class TraceBackend : Backend
 {
