@@ -48,7 +48,7 @@ internal sealed class Scorer(T5Weights weights) : IDisposable
 
     ScoringBatch? current;
 
-    (T5Pass, IRecording) PassFor(BatchShape shape)
+    internal (T5Pass, IRecording) PassFor(BatchShape shape)
     {
         if (kept is { } k && k.Pass.Shape == shape) return (k.Pass, k.Run);
         DropKept();

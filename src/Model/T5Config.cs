@@ -95,10 +95,10 @@ public sealed record T5Config
     public int InnerDim => NumHeads * DKv;
 
     /// <summary>The names <see cref="Named"/> knows, in the order help texts list them.</summary>
-    public static IReadOnlyList<string> ShapeNames { get; } = ["t5-small", "t5-base", "t5-large", "t5-xl", "ul2", "umt5-base", "byt5-small"];
+    public static IReadOnlyList<string> ShapeNames { get; } = ["t5-small", "t5-base", "t5-large", "t5-xl", "t5-xxl", "ul2", "umt5-base", "byt5-small"];
 
     /// <summary>Shapes of the released checkpoints VkPrompt targets: "t5-small" is the original T5
-    /// (v1.0); "t5-base" to "t5-xl" are the T5 v1.1 LM-adapted models; "ul2" is google/ul2's
+    /// (v1.0); "t5-base" to "t5-xxl" (11B) are the T5 v1.1 LM-adapted models; "ul2" is google/ul2's
     /// (gated-silu, d_kv 256), "umt5-base" google/umt5-base's (a position bias per layer, a
     /// 256384-row vocabulary) and "byt5-small" google/byt5-small's (bytes, 12 encoder and 4
     /// decoder layers), from their published config.json.</summary>
@@ -108,6 +108,7 @@ public sealed record T5Config
         "t5-base" => V11LmAdapted(dModel: 768, dFf: 2048, heads: 12, layers: 12),
         "t5-large" => V11LmAdapted(dModel: 1024, dFf: 2816, heads: 16, layers: 24),
         "t5-xl" => V11LmAdapted(dModel: 2048, dFf: 5120, heads: 32, layers: 24),
+        "t5-xxl" => V11LmAdapted(dModel: 4096, dFf: 10240, heads: 64, layers: 24),
         "byt5-small" => V11LmAdapted(dModel: 1472, dFf: 3584, heads: 6, layers: 12) with
         {
             NumDecoderLayers = 4, VocabSize = 384, TokenizerClass = ByteTokenizerClass,

@@ -35,10 +35,11 @@ internal static class WorkMemory
 
     /// <summary>Bytes of device memory <paramref name="build"/> allocates, counted by running it
     /// on a <see cref="TraceBackend"/> with weights of <paramref name="weights"/>' shapes and
-    /// precision that hold no memory, attention fused where their backend would fuse it.</summary>
+    /// precision that hold no memory, attention fused where their backend would fuse it, and the
+    /// fp16 copies its device's matrix-unit products make counted.</summary>
     public static long Bytes<T>(T5Weights weights, Func<T5Weights, T> build)
     {
-        using var be = new TraceBackend(weights.Backend.FusesAttention);
+        using var be = new TraceBackend(weights.Backend.FusesAttention, plan: (weights.Backend as GpuBackend)?.Context.Plan);
         using var traced = T5Weights.Unloaded(weights.Config, be, weights.Precision);
         long before = be.BytesAllocated;
         build(traced);

@@ -21,7 +21,7 @@ internal readonly record struct HeapBudget(long Budget, long Usage);
 /// </summary>
 internal sealed unsafe class MemoryPool : IDisposable
 {
-    const long DefaultBlockBytes = 256L << 20;
+    internal const long DefaultBlockBytes = 256L << 20;
 
     // Within a block's size of a limit, blocks are at most this large, and within this much of
     // it a block is just the buffer: otherwise the last of the room would all be held by one

@@ -53,21 +53,12 @@ internal sealed class SplitTensor : IDisposable
         Rounding = rounding ?? precision;
         if (Rounding != precision && (Rounding, precision) != (WeightPrecision.Bf16, WeightPrecision.Fp16))
             throw new ArgumentException($"{name}: values rounded to {Rounding.Name()} cannot be stored as {precision.Name()}; only bf16 can be stored as fp16", nameof(rounding));
-        long rowBytes = (long)cols * precision.ElementBytes();
-        long limit = Math.Min(ctx.MaxBindingBytes, ctx.Capabilities.MaxMemoryAllocationSize);
-        bool int8 = precision == WeightPrecision.Int8;
-        // Less 3 bytes of word padding for int8, and rows few enough for the scales' binding.
-        long rowsPerChunk = int8 ? Math.Min((limit - 3) / rowBytes, limit / sizeof(float)) : limit / rowBytes;
-        if (rowsPerChunk == 0)
-            throw new GpuException($"{name}: one row of {cols} {precision.Name()} values ({rowBytes} bytes) exceeds the largest buffer a kernel can bind ({limit} bytes)");
         try
         {
-            for (int first = 0; first < rows; first += (int)rowsPerChunk)
+            foreach (var (first, n, bytes, scaleBytes) in Layout(rows, cols, precision, Math.Min(ctx.MaxBindingBytes, ctx.Capabilities.MaxMemoryAllocationSize), name))
             {
-                int n = (int)Math.Min(rowsPerChunk, rows - first);
-                long bytes = int8 ? (n * rowBytes + 3) & ~3L : n * rowBytes;
                 chunks.Add((new GpuBuffer(ctx, bytes, $"{name}[{chunks.Count}]"), first, n));
-                if (int8) scales.Add(new GpuBuffer(ctx, (long)n * sizeof(float), $"{name}[{scales.Count}].scales"));
+                if (scaleBytes > 0) scales.Add(new GpuBuffer(ctx, scaleBytes, $"{name}[{scales.Count}].scales"));
             }
         }
         catch
@@ -75,6 +66,34 @@ internal sealed class SplitTensor : IDisposable
             Dispose();
             throw;
         }
+    }
+
+    /// <summary>The buffers a [rows, cols] table stored as <paramref name="precision"/> takes, in
+    /// order: each chunk's first row, rows, bytes and (int8) its scales' bytes, 0 otherwise. The
+    /// constructor allocates exactly these, and a counting backend counts them (the memory plan).</summary>
+    /// <param name="rows">the table's rows.</param>
+    /// <param name="cols">the table's columns.</param>
+    /// <param name="precision">how the values are stored.</param>
+    /// <param name="limit">the largest buffer a chunk (or its scales) may be: the binding range, or
+    /// the device's largest allocation, whichever is less.</param>
+    /// <param name="name">the table's name, for the message.</param>
+    /// <exception cref="GpuException">One row exceeds <paramref name="limit"/>.</exception>
+    internal static IEnumerable<(int FirstRow, int Rows, long Bytes, long ScaleBytes)> Layout(int rows, int cols, WeightPrecision precision, long limit, string name = "")
+    {
+        long rowBytes = (long)cols * precision.ElementBytes();
+        bool int8 = precision == WeightPrecision.Int8;
+        // Less 3 bytes of word padding for int8, and rows few enough for the scales' binding.
+        long rowsPerChunk = int8 ? Math.Min((limit - 3) / rowBytes, limit / sizeof(float)) : limit / rowBytes;
+        if (rowsPerChunk == 0)
+            throw new GpuException($"{name}: one row of {cols} {precision.Name()} values ({rowBytes} bytes) exceeds the largest buffer a kernel can bind ({limit} bytes)");
+        rowsPerChunk = Math.Min(rowsPerChunk, rows);
+        var layout = new List<(int, int, long, long)>();
+        for (int first = 0; first < rows; first += (int)rowsPerChunk)
+        {
+            int n = (int)Math.Min(rowsPerChunk, rows - first);
+            layout.Add(int8 ? (first, n, (n * rowBytes + 3) & ~3L, (long)n * sizeof(float)) : (first, n, n * rowBytes, 0L));
+        }
+        return layout;
     }
 
     /// <summary>Writes the whole tensor from a row-major span of rows * cols floats.</summary>

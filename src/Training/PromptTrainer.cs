@@ -117,7 +117,7 @@ public sealed class PromptTrainer : IStepTrainer
 
     internal static double MeanLoss(T5Pass pass, HostBatch host) => -pass.ReadLogProbs().Sum(v => (double)v) / host.TargetTokens;
 
-    (T5Pass, IRecording) StepFor(BatchShape shape)
+    internal (T5Pass, IRecording) StepFor(BatchShape shape)
     {
         if (last is { } kept && kept.Pass.Shape == shape) return kept;
         DisposeStep();

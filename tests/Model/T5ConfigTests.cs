@@ -100,6 +100,7 @@ public sealed class T5ConfigTests
     [InlineData("t5-base")]
     [InlineData("t5-large")]
     [InlineData("t5-xl")]
+    [InlineData("t5-xxl")]
     [InlineData("byt5-small")]
     [InlineData("ul2")]
     [InlineData("umt5-base")]
@@ -153,7 +154,7 @@ public sealed class T5ConfigTests
         Assert.Equal((512, 6, 6, 8, 64, 2048, 32128), (small.DModel, small.NumLayers, small.NumDecoderLayers, small.NumHeads, small.DKv, small.DFf, small.VocabSize));
         Assert.False(small.IsGatedAct);
         Assert.True(small.TieWordEmbeddings);
-        foreach (var (name, d, ff, heads, layers) in new[] { ("t5-base", 768, 2048, 12, 12), ("t5-large", 1024, 2816, 16, 24), ("t5-xl", 2048, 5120, 32, 24) })
+        foreach (var (name, d, ff, heads, layers) in new[] { ("t5-base", 768, 2048, 12, 12), ("t5-large", 1024, 2816, 16, 24), ("t5-xl", 2048, 5120, 32, 24), ("t5-xxl", 4096, 10240, 64, 24) })
         {
             var c = T5Config.Named(name);
             Assert.Equal((d, ff, heads, layers, layers, 64, 32128), (c.DModel, c.DFf, c.NumHeads, c.NumLayers, c.NumDecoderLayers, c.DKv, c.VocabSize));

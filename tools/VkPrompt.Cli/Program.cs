@@ -24,6 +24,7 @@ internal static class Program
             GradCommand.Create(),
             TokenizeCommand.Create(),
             DevicesCommand.Create(),
+            PlanCommand.Create(),
             BenchCommand.Create(),
             MakeModelCommand.Create());
 }

@@ -39,7 +39,7 @@ internal interface IRecording : IDisposable
 
 /// <summary>A recording of a backend that computes as its ops are called (the CPU reference, the
 /// trace): a submit runs the whole body on the calling thread and returns a complete ticket.</summary>
-internal sealed class SynchronousRecording(Action body) : IRecording
+internal sealed class SynchronousRecording(Action body, IDisposable? owned = null) : IRecording
 {
     public GpuTicket Submit(ReadOnlySpan<GpuWait> waits)
     {
@@ -51,7 +51,8 @@ internal sealed class SynchronousRecording(Action body) : IRecording
     public GpuTicket Ticket => default;
     public IReadOnlyList<DispatchTiming> Timings => [];
     public IReadOnlyList<SliceTiming> SliceTimings => [];
-    public void Dispose() { }
+    /// <summary>Frees what the recording owns: the trace's count of a device recording's own buffers.</summary>
+    public void Dispose() => owned?.Dispose();
 }
 
 /// <summary>Whether <see cref="T5Pass"/> runs attention as one fused op

@@ -18,20 +18,36 @@ internal sealed record TracedProduct(MatMulSpec Spec, WeightPrecision? Weight, s
 /// is the list of a step's products: <see cref="T5Pass.Trace"/> hands it to the tuner, and
 /// <c>vkprompt bench matmul</c> and the kernel benchmarks time what it lists, so no list of a
 /// step's products is kept by hand. Every other op is a no-op, except that fused attentions
-/// are counted, and so are the bytes of the tensors made (<see cref="BytesAllocated"/>).
+/// are counted, and so are the bytes of the tensors made (<see cref="BytesAllocated"/>) and of
+/// those alive, with their peak, as a device's memory pool would count them
+/// (<see cref="MemoryUse"/>): the memory plan (<c>MemoryPlan</c>, <c>vkprompt plan</c>) and
+/// <see cref="WorkMemory"/>'s check count a run's memory by running its own code here.
 /// </summary>
 internal class TraceBackend : Backend
 {
     readonly List<TracedProduct> products = new();
     readonly List<string> phases = new();
     readonly Func<AttentionShape, bool>? fusesAttention;
+    readonly long tableChunkBytes;
+    readonly DevicePlan? plan;
+    // While a recording is made: its fp16 copies as HalfCopies makes them, a buffer per operand
+    // position each time a larger one is needed, all kept by the recording.
+    (long[] Largest, List<Empty> Buffers)? copies;
 
     /// <param name="fusesAttention">which attentions run fused, as the backend the program will
     /// run on answers it (<see cref="Backend.FusesAttention"/>); null: as
     /// <see cref="Backend.AttentionFusion"/> says, with no attention fused by default.</param>
-    public TraceBackend(Func<AttentionShape, bool>? fusesAttention = null)
+    /// <param name="tableChunkBytes">the largest buffer a weight table's chunk may be on the device
+    /// the count stands for (<see cref="SplitTensor.Layout"/>: its binding range and largest
+    /// allocation); null: a table is one buffer.</param>
+    /// <param name="plan">the plan of the device the count stands for, whose matrix-unit products
+    /// read fp16 copies of their operands that a recording keeps (<see cref="HalfCopies"/>,
+    /// counted by <see cref="MatMulKernel.CopiedOperands"/>); null: none.</param>
+    public TraceBackend(Func<AttentionShape, bool>? fusesAttention = null, long? tableChunkBytes = null, DevicePlan? plan = null)
     {
         this.fusesAttention = fusesAttention;
+        this.tableChunkBytes = tableChunkBytes ?? long.MaxValue;
+        this.plan = plan;
         // The given answer is the whole choice: no setting of this backend's may override it.
         if (fusesAttention is not null) AttentionFusion = AttentionFusion.Auto;
     }
@@ -47,7 +63,15 @@ internal class TraceBackend : Backend
     sealed class Empty(string name, long length, WeightPrecision? table = null) : Tensor(name, length)
     {
         public readonly WeightPrecision? Table = table;
-        public override void Dispose() { }
+        // The buffers it stands for, counted while it lives (Counted); none for a view.
+        public (TraceBackend Owner, long Rounded, long Requested)? Held;
+        public override void Dispose()
+        {
+            if (Held is not { } h) return;
+            Held = null;
+            h.Owner.current -= h.Rounded;
+            h.Owner.currentRequested -= h.Requested;
+        }
     }
 
     sealed class PhaseScope(List<string> phases) : IDisposable
@@ -59,30 +83,98 @@ internal class TraceBackend : Backend
     /// <see cref="BufferAlignment"/> (<see cref="WorkMemory.Bytes"/> counts a build's need with it).</summary>
     public long BytesAllocated { get; private set; }
 
+    long current, peak, currentRequested, peakRequested;
+
+    /// <summary>The device memory the tensors alive now would take, each buffer rounded up to
+    /// <see cref="BufferAlignment"/>, and the most it has been since the backend was made or
+    /// <see cref="ResetPeakMemory"/>: what a <see cref="GpuBackend"/>'s <see cref="Backend.MemoryUse"/>
+    /// reports for the same program (<see cref="MemoryPool.BytesInUse"/> and its peak: buffers as
+    /// the driver sizes them, which is at most this where it rounds a buffer to no more than 256
+    /// bytes), the fp16 copies of matrix-unit products included where a plan is given.</summary>
+    public override (long Current, long Peak) MemoryUse => (current, peak);
+
+    /// <summary><see cref="MemoryUse"/> with each buffer as many bytes as asked for, unrounded:
+    /// where a driver sizes buffers as asked (lavapipe), exactly what its pool counts.</summary>
+    public (long Current, long Peak) RequestedMemoryUse => (currentRequested, peakRequested);
+
+    /// <summary>Buffers made so far (a table's chunks and scales each count).</summary>
+    public int BuffersMade { get; private set; }
+
+    /// <inheritdoc/>
+    public override void ResetPeakMemory()
+    {
+        peak = current;
+        peakRequested = currentRequested;
+    }
+
     /// <summary>The alignment the count rounds each buffer to: the largest offset alignment Vulkan
     /// lets a driver ask of storage buffers (minStorageBufferOffsetAlignment is at most 256), so
     /// the count is not below what a memory pool packs the same buffers into.</summary>
     public const long BufferAlignment = 256;
 
-    Empty Counted(Empty t, long bytes)
+    /// <summary>Counts <paramref name="buffers"/>, the device buffers <paramref name="t"/> stands
+    /// for, until <paramref name="t"/> is disposed.</summary>
+    Empty Counted(Empty t, params ReadOnlySpan<long> buffers)
     {
-        BytesAllocated += (bytes + BufferAlignment - 1) / BufferAlignment * BufferAlignment;
+        long rounded = 0, requested = 0;
+        foreach (long bytes in buffers)
+        {
+            rounded += (bytes + BufferAlignment - 1) / BufferAlignment * BufferAlignment;
+            requested += bytes;
+        }
+        BytesAllocated += rounded;
+        BuffersMade += buffers.Length;
+        t.Held = (this, rounded, requested);
+        peak = Math.Max(peak, current += rounded);
+        peakRequested = Math.Max(peakRequested, currentRequested += requested);
         return t;
     }
 
     public override string Name => "trace";
     internal override Tensor Floats(long length, string name, bool hostVisible = false) => Counted(new Empty(name, length), length * sizeof(float));
     internal override Tensor Ints(long length, string name, bool hostVisible = false) => Counted(new Empty(name, length), length * sizeof(int));
+    /// <summary>A table counted as the device's <see cref="SplitTensor"/> allocates it: its
+    /// chunks, and an int8 chunk's scales.</summary>
     internal override Tensor Table(int rows, int cols, string name, WeightPrecision precision = WeightPrecision.Fp32) =>
-        Counted(new Empty(name, (long)rows * cols, precision), (long)rows * cols * precision.ElementBytes());
+        Counted(new Empty(name, (long)rows * cols, precision),
+                [.. SplitTensor.Layout(rows, cols, precision, tableChunkBytes, name).SelectMany(c => c.ScaleBytes > 0 ? new[] { c.Bytes, c.ScaleBytes } : [c.Bytes])]);
     internal override void Upload(Tensor t, ReadOnlySpan<float> data, long offset = 0) { }
     internal override void Upload(Tensor t, ReadOnlySpan<int> data) { }
     internal override void Download(Tensor t, Span<float> data, long offset = 0) { }
 
     internal override IRecording Record(Action body)
     {
-        body();
-        return new SynchronousRecording(() => { });
+        var outer = copies;
+        var made = (Largest: new long[2], Buffers: new List<Empty>());
+        copies = made;
+        try { body(); }
+        finally { copies = outer; }
+        return new SynchronousRecording(() => { }, new Owned(made.Buffers));
+    }
+
+    sealed class Owned(List<Empty> buffers) : IDisposable
+    {
+        public void Dispose() => buffers.ForEach(b => b.Dispose());
+    }
+
+    /// <summary>Counts the fp16 copies a device's product <paramref name="s"/> would make, as
+    /// <see cref="MatMulKernel.RunOnMatrixUnits"/> and <see cref="HalfCopies.Of"/> make them.</summary>
+    void CountHalfCopies(in MatMulSpec s, WeightPrecision? weight)
+    {
+        if (plan is null || copies is not { } made) return;
+        var b = weight is { } w ? plan.StoredPrecision(w) : WeightPrecision.Fp32;
+        if (!plan.OnMatrixUnits(s, b)) return;
+        var (copyA, copyB) = MatMulKernel.CopiedOperands(plan, s, b);
+        var (aExtent, bExtent, _) = s.Extents();
+        void Copy(int operand, long length)
+        {
+            long bytes = ToHalfKernel.OutputBytes(length);
+            if (bytes <= made.Largest[operand]) return;
+            made.Largest[operand] = bytes;
+            made.Buffers.Add(Counted(new Empty($"fp16 copy of {(operand == 0 ? "A" : "B")}", bytes / 2), bytes));
+        }
+        if (copyA) Copy(0, aExtent - s.AOffset);
+        if (copyB) Copy(1, bExtent - s.BOffset);
     }
 
     internal override IDisposable Phase(string name)
@@ -91,12 +183,11 @@ internal class TraceBackend : Backend
         return new PhaseScope(phases);
     }
 
-    public override (long Current, long Peak) MemoryUse => (0, 0);
-    public override void ResetPeakMemory() { }
 
     internal override void MatMul(Tensor a, Tensor b, Tensor c, in MatMulSpec s)
     {
         var weight = ((Empty)b).Table;
+        CountHalfCopies(s, weight);
         string phase = phases.Count > 0 ? phases[^1] : "";
         // A block re-run inside the backward (Phases.Recompute) is a forward again.
         products.Add(new TracedProduct(s, weight, ProductName(a, b, weight is not null, phase == T5Pass.Phases.Backward), phase));

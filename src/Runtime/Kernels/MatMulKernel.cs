@@ -61,16 +61,14 @@ internal static class MatMulKernel
         CheckScales(s, bPrecision, bScales);
         var spec = s;
         var (aExtent, bExtent, _) = s.Extents();
-        // The workgroup-scope kernel multiplies what it loads, so both its operands are fp16 copies
-        // (of A always, of an fp32 B) whatever the switches ask of the other kernel.
         bool workgroupScope = OnWorkgroupScope(g.Context, s, bPrecision);
-        bool copyA = workgroupScope ? DevicePlan.Used(s) > 0 : halfA ?? g.Context.Plan.HalvesA(s);
+        var (copyA, copyB) = CopiedOperands(g.Context.Plan, s, bPrecision, halfA, halfB);
         if (copyA)
         {
             a = g.State<HalfCopies>().Of(g, HalfCopies.Operand.A, a, s.AOffset, aExtent - s.AOffset);
             spec = spec with { AOffset = 0 };
         }
-        if (bPrecision == WeightPrecision.Fp32 && (workgroupScope ? DevicePlan.Used(s) > 0 : halfB ?? g.Context.Plan.HalvesB(s)))
+        if (copyB)
         {
             b = g.State<HalfCopies>().Of(g, HalfCopies.Operand.B, b, s.BOffset, bExtent - s.BOffset);
             spec = spec with { BOffset = 0 };
@@ -81,6 +79,20 @@ internal static class MatMulKernel
     }
 
     internal static bool OnWorkgroupScope(GpuContext context, in MatMulSpec s, WeightPrecision bPrecision) => context.Plan.OnWorkgroupScope(s, bPrecision);
+
+    /// <summary>Which operands a matrix-unit product reads as fp16 copies made first
+    /// (<see cref="HalfCopies"/>): A, and B where it is fp32. The workgroup-scope kernel multiplies
+    /// what it loads, so both its operands are copies whatever the switches ask of the other
+    /// kernel; the subgroup-scope kernel's follow <paramref name="halfA"/> and
+    /// <paramref name="halfB"/> where given, else the plan (<see cref="DevicePlan.HalvesA"/>,
+    /// <see cref="DevicePlan.HalvesB"/>). The memory plan counts the copies by it too.</summary>
+    internal static (bool A, bool B) CopiedOperands(DevicePlan plan, in MatMulSpec s, WeightPrecision bPrecision, bool? halfA = null, bool? halfB = null)
+    {
+        bool workgroupScope = plan.OnWorkgroupScope(s, bPrecision);
+        bool a = workgroupScope ? DevicePlan.Used(s) > 0 : halfA ?? plan.HalvesA(s);
+        bool b = bPrecision == WeightPrecision.Fp32 && (workgroupScope ? DevicePlan.Used(s) > 0 : halfB ?? plan.HalvesB(s));
+        return (a, b);
+    }
 
     static void AppendWorkgroupScope(CommandGraph g, GpuBuffer a, GpuBuffer b, GpuBuffer c, in MatMulSpec s, MatrixUnitsTiling t)
     {

@@ -26,7 +26,7 @@ internal static class BenchCommand
     /// <summary>The named shapes (T5Config.Named), as --help describes them to both bench
     /// commands and make-model.</summary>
     internal const string ShapeNamesHelp =
-        "t5-small (original T5), t5-base, t5-large or t5-xl (T5 v1.1 LM-adapted shapes), ul2 (google/ul2's: gated-silu, d_kv 256, 16 heads, " +
+        "t5-small (original T5), t5-base, t5-large, t5-xl or t5-xxl (T5 v1.1 LM-adapted shapes), ul2 (google/ul2's: gated-silu, d_kv 256, 16 heads, " +
         "d_model 4096, 32+32 layers), umt5-base (google/umt5-base's: a position bias per layer, 256384-token vocabulary) " +
         "or byt5-small (google/byt5-small's: d_model 1472, 12 encoder and 4 decoder layers, 384 byte tokens)";
 

@@ -65,7 +65,7 @@ internal static class DevicesCommand
     }
 
     /// <summary>The devices a <c>vkprompt devices --json</c> printed.</summary>
-    static IReadOnlyList<DeviceCapabilities> Recorded(string file)
+    internal static IReadOnlyList<DeviceCapabilities> Recorded(string file)
     {
         try
         {

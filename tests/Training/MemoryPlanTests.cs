@@ -1,0 +1,129 @@
+using VkPrompt.Model;
+using VkPrompt.Model.Backends;
+using VkPrompt.Runtime;
+using VkPrompt.Tests.Model;
+using VkPrompt.Training;
+using Xunit;
+
+namespace VkPrompt.Tests.Training;
+
+/// <summary>The memory plan (<see cref="MemoryPlan"/>) against the memory real runs take on
+/// lavapipe: the peak the device's pool counts in use (<see cref="Backend.MemoryUse"/>) during a
+/// training step, a training step beside validation's scoring pass, and a scoring batch, from
+/// the weights loaded on. Margin: none for the buffers as asked for (lavapipe sizes a buffer as
+/// asked, so <see cref="PlannedMemory.RequestedPeak"/> is the measured peak to the byte); the
+/// plan's peak rounds each buffer up to 256 bytes, the most alignment Vulkan lets a driver ask,
+/// so it is at least the measured peak and at most 255 bytes a buffer above it.</summary>
+public sealed class MemoryPlanTests(GpuFixture f) : GpuTest(f)
+{
+    const int Batch = 3, InputLength = 13, TargetLength = 5, PromptLength = 4;
+
+    /// <summary>The third shape: a per-layer position bias (umT5), gated-silu, heads × d_kv wider
+    /// than d_model and one decoder layer, with random weights.</summary>
+    static string RandomModel(TempDir random)
+    {
+        var config = T5Config.Named("umt5-base") with
+        {
+            DModel = 40, DKv = 16, NumHeads = 3, DFf = 72, NumLayers = 2, NumDecoderLayers = 1, VocabSize = 300,
+            FeedForwardProj = T5FeedForward.GatedSilu,
+        };
+        RandomT5.Write(random.Path, config, seed: 3);
+        return random.Path;
+    }
+
+    public static TheoryData<string, WeightPrecision, AttentionFusion, ActivationMode> Cases()
+    {
+        var data = new TheoryData<string, WeightPrecision, AttentionFusion, ActivationMode>();
+        foreach (var model in new[] { "tiny-v11", "tiny-v10-bf16", "random" })
+            foreach (var precision in new[] { WeightPrecision.Fp32, WeightPrecision.Int8 })
+                foreach (var attention in new[] { AttentionFusion.Fused, AttentionFusion.Unfused })
+                    foreach (var activations in new[] { ActivationMode.Store, ActivationMode.Recompute })
+                        data.Add(model, precision, attention, activations);
+        return data;
+    }
+
+    [Theory]
+    [MemberData(nameof(Cases))]
+    public void ThePlanIsThePeakOfARealRun(string model, WeightPrecision precision, AttentionFusion attention, ActivationMode activations) =>
+        PlanIsMeasured(Ctx, model, precision, attention, activations);
+
+    public static TheoryData<string, WeightPrecision, AttentionFusion> MatrixUnitsCases()
+    {
+        var data = new TheoryData<string, WeightPrecision, AttentionFusion>();
+        foreach (var model in new[] { "tiny-v11", "random" })
+            foreach (var precision in new[] { WeightPrecision.Bf16, WeightPrecision.Int8 })
+                foreach (var attention in new[] { AttentionFusion.Fused, AttentionFusion.Unfused })
+                    data.Add(model, precision, attention);
+        return data;
+    }
+
+    /// <summary>Where products run on the matrix units (emulated on lavapipe), the fp16 copies
+    /// of their activations that a recording keeps are in the plan too, to the byte.</summary>
+    [SkippableTheory]
+    [MemberData(nameof(MatrixUnitsCases))]
+    public void ThePlanCountsTheMatrixUnitsHalfCopies(string model, WeightPrecision precision, AttentionFusion attention)
+    {
+        var ctx = MatrixUnitsCtx;
+        Assert.True(ctx.Plan.HalfCopies);
+        var (settings, plan) = PlanIsMeasured(ctx, model, precision, attention, ActivationMode.Store);
+        // Without the device's plan the copies are not there: they were counted.
+        var withoutCopies = MemoryPlan.ForDevice(settings, new PlanDevice("0", ctx.Capabilities), Batch);
+        Assert.True(plan.Training.Peak > withoutCopies.Training.Peak);
+        Assert.True(plan.Scoring.Peak > withoutCopies.Scoring.Peak);
+    }
+
+    (MemoryPlanSettings, PlannedDevice) PlanIsMeasured(GpuContext ctx, string model, WeightPrecision precision, AttentionFusion attention, ActivationMode activations)
+    {
+        using var random = new TempDir();
+        string dir = model == "random" ? RandomModel(random) : Path.Combine(TestPaths.Golden, model);
+        using var ckpt = T5Checkpoint.Open(dir);
+        var config = ckpt.Config;
+        var settings = new MemoryPlanSettings(config, precision, Batch, InputLength, TargetLength, PromptLength, attention, activations);
+        var plan = MemoryPlan.ForDevice(settings, new PlanDevice("0", ctx.Capabilities, ctx.Plan), Batch);
+
+        var be = new GpuBackend(ctx) { AttentionFusion = attention };
+        long before = be.MemoryUse.Current;
+        be.ResetPeakMemory();
+        using var weights = new T5Weights(ckpt, be, precision);
+        long loaded = be.MemoryUse.Current;
+        var examples = SyntheticBatch.Create(Batch, InputLength, TargetLength, config, seed: 1);
+        var prompt = SyntheticBatch.Prompt(PromptLength, config.DModel, seed: 2);
+        var prompts = PromptSet.Stack([prompt], config.DModel);
+
+        long Measured(Action run)
+        {
+            be.ResetPeakMemory();
+            run();
+            Assert.Equal(loaded, be.MemoryUse.Current);
+            return be.MemoryUse.Peak - before;
+        }
+        long training = Measured(() =>
+        {
+            using var trainer = new PromptTrainer(weights, prompt, new AdafactorSettings(), (float)config.DropoutRate, seed: 0, activations);
+            Assert.True(double.IsFinite(trainer.TrainStep(examples, Batch)));
+        });
+        long withValidation = Measured(() =>
+        {
+            using var trainer = new PromptTrainer(weights, prompt, new AdafactorSettings(), (float)config.DropoutRate, seed: 0, activations);
+            trainer.TrainStep(examples, Batch);
+            using var scorer = new Scorer(weights);
+            scorer.Score(examples, prompts);
+        });
+        long scoring = Measured(() =>
+        {
+            using var scorer = new Scorer(weights);
+            Assert.All(scorer.Score(examples, prompts), r => Assert.True(double.IsFinite(r.LogProb)));
+        });
+
+        foreach (var (planned, measured) in new[] { (plan.Training, training), (plan.TrainingWithValidation, withValidation), (plan.Scoring, scoring) })
+        {
+            Assert.Equal(measured, planned.RequestedPeak);
+            Assert.InRange(planned.Peak, measured, measured + 255L * planned.Buffers);
+            Assert.Equal(planned.Peak, planned.Weights + planned.PromptAndOptimizer + planned.Work);
+        }
+        Assert.Equal(0, plan.Scoring.PromptAndOptimizer);
+        Assert.InRange(plan.Training.Weights, loaded - before, loaded - before + 255L * plan.Training.Buffers);
+        Assert.True(plan.TrainingWithValidation.Peak > plan.Training.Peak);
+        return (settings, plan);
+    }
+}
