@@ -1,6 +1,8 @@
 using System.Globalization;
 using System.Text.Json;
+using VkPrompt.Model;
 using VkPrompt.Tests.Model;
+using VkPrompt.Training;
 using Xunit;
 
 namespace VkPrompt.Tests.Cli;
@@ -82,6 +84,23 @@ public sealed class DataParallelCliTests : IDisposable
         Assert.True(golden <= 1e-3, $"prompt gradient relative error {golden:E3} to golden > 1e-3");
         double err = Check.NormRelativeError(one.Gradient, four.Gradient);
         Assert.True(err <= 1e-5, $"prompt gradient relative error {err:E3} to one device > 1e-5");
+    }
+
+    /// <summary>A data-parallel run stopped after 2 steps and resumed to 4 (its checkpoint holds
+    /// the first device's prompt and optimizer state) ends with the bits of an uninterrupted one,
+    /// as on one device.</summary>
+    [Fact]
+    public void ResumedRunOnTwoDevicesEqualsTheUninterruptedOne()
+    {
+        string[] Train(string output, int steps, params string[] extra) => ["train", "--model", Model, "--train", Path.Combine(Case, "data.jsonl"), "--output", output,
+            "--init", "file:" + Path.Combine(Case, "prompt0.safetensors"), "--steps", steps.ToString(CultureInfo.InvariantCulture), "--batch-size", "3",
+            "--dropout", "0.1", "--seed", "5", "--save-every", "2", "--devices", Devices(2), .. extra];
+        string whole = dir.File("whole"), resumed = dir.File("resumed");
+        CliRun.Of(Train(whole, 4)).Succeeded();
+        CliRun.Of(Train(resumed, 2)).Succeeded();
+        CliRun.Of(Train(resumed, 4, "--resume")).Succeeded();
+        Assert.Equal(CliRun.Tensor(Path.Combine(whole, Adapter.WeightsFile), PromptFile.TensorName),
+                     CliRun.Tensor(Path.Combine(resumed, Adapter.WeightsFile), PromptFile.TensorName));
     }
 
     [Theory]
