@@ -48,6 +48,33 @@ internal sealed class Scorer(T5Weights weights) : IDisposable
 
     ScoringBatch? current;
 
+    /// <summary>Scores <paramref name="batches"/> (each its examples and their prompt indices, as
+    /// <see cref="Score"/> takes them) over <paramref name="scorers"/>, one per device: batch k
+    /// goes to scorer k mod count, a round of them is submitted before any is waited for so the
+    /// devices work at once, and the results come back in batch order. Each batch is the batch
+    /// one device would score, so on devices of one kind the results are one device's bits.</summary>
+    public static ScoreResult[][] ScoreAll(IReadOnlyList<Scorer> scorers, IReadOnlyList<(IReadOnlyList<EncodedExample> Batch, IReadOnlyList<int>? PromptIndex)> batches,
+                                           PromptSet? prompts, int? batchSize)
+    {
+        var results = new ScoreResult[batches.Count][];
+        var round = new ScoringBatch[scorers.Count];
+        for (int first = 0; first < batches.Count; first += scorers.Count)
+        {
+            int n = Math.Min(scorers.Count, batches.Count - first);
+            for (int i = 0; i < n; i++)
+            {
+                round[i] = scorers[i].Begin(batches[first + i].Batch, prompts, batches[first + i].PromptIndex, batchSize);
+                round[i].Submit();
+            }
+            for (int i = 0; i < n; i++)
+            {
+                round[i].Wait();
+                results[first + i] = round[i].Results;
+            }
+        }
+        return results;
+    }
+
     (T5Pass, IRecording) PassFor(BatchShape shape)
     {
         if (kept is { } k && k.Pass.Shape == shape) return (k.Pass, k.Run);

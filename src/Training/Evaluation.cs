@@ -16,7 +16,12 @@ internal static class RankClassifier
     /// <param name="prompts">the prompts to classify with (null: no prompt), of any lengths.</param>
     /// <param name="batchSize">Rows per batch.</param>
     /// <returns>predictions[prompt][example] = index of the chosen choice.</returns>
-    public static int[][] Predict(Scorer scorer, IReadOnlyList<int[]> inputs, IReadOnlyList<int[]> choices, PromptSet? prompts, int batchSize)
+    public static int[][] Predict(Scorer scorer, IReadOnlyList<int[]> inputs, IReadOnlyList<int[]> choices, PromptSet? prompts, int batchSize) =>
+        Predict([scorer], inputs, choices, prompts, batchSize);
+
+    /// <summary>As above, the batches split over <paramref name="scorers"/> (one per device,
+    /// <see cref="Scorer.ScoreAll"/>); the predictions are those of one device.</summary>
+    public static int[][] Predict(IReadOnlyList<Scorer> scorers, IReadOnlyList<int[]> inputs, IReadOnlyList<int[]> choices, PromptSet? prompts, int batchSize)
     {
         int nc = choices.Count, numPrompts = prompts?.Count ?? 1;
         var rows = new List<(int Example, int Choice, int Prompt)>();
@@ -31,18 +36,17 @@ internal static class RankClassifier
         for (int p = 0; p < numPrompts; p++) pred[p] = new int[inputs.Count];
         for (int p = 0; p < numPrompts; p++)
             for (int e = 0; e < inputs.Count; e++) best[p, e] = double.NegativeInfinity;
-        for (int start = 0; start < rows.Count; start += batchSize)
-        {
-            var chunk = rows.Skip(start).Take(batchSize).ToList();
-            var batch = chunk.Select(r => new EncodedExample(inputs[r.Example], choices[r.Choice])).ToList();
-            var scores = scorer.Score(batch, prompts, chunk.Select(r => r.Prompt).ToList(), batchSize);
-            for (int i = 0; i < chunk.Count; i++)
+        var chunks = rows.Chunk(batchSize).ToList();
+        var scores = Scorer.ScoreAll(scorers, chunks.Select(chunk => (
+            (IReadOnlyList<EncodedExample>)chunk.Select(r => new EncodedExample(inputs[r.Example], choices[r.Choice])).ToList(),
+            (IReadOnlyList<int>?)chunk.Select(r => r.Prompt).ToList())).ToList(), prompts, batchSize);
+        for (int k = 0; k < chunks.Count; k++)
+            for (int i = 0; i < chunks[k].Length; i++)
             {
-                var (e, c, p) = chunk[i];
+                var (e, c, p) = chunks[k][i];
                 // Strictly greater: on a tie the earlier choice wins, deterministically.
-                if (scores[i].LogProb > best[p, e]) { best[p, e] = scores[i].LogProb; pred[p][e] = c; }
+                if (scores[k][i].LogProb > best[p, e]) { best[p, e] = scores[k][i].LogProb; pred[p][e] = c; }
             }
-        }
         return pred;
     }
 

@@ -32,13 +32,23 @@ public sealed class PromptModel : IDisposable
     public int DModel => Config.DModel;
     /// <summary>The checkpoint's tokenizer: SentencePiece, or ByT5's bytes.</summary>
     public T5Tokenizer Tokenizer { get; }
-    /// <summary>Where the model computes.</summary>
-    public Backend Backend { get; }
+    /// <summary>Where the model computes: its first device where it has several (<see cref="Backends"/>).</summary>
+    public Backend Backend => Backends[0];
+    /// <summary>Every device the model is on, each holding the whole frozen model: training,
+    /// gradients and scoring are split over them (data parallel), with the one-device result.</summary>
+    public IReadOnlyList<Backend> Backends { get; }
     /// <summary>The frozen weights on <see cref="Backend"/>.</summary>
-    internal T5Weights Weights { get; }
+    internal T5Weights Weights => Replicas[0];
+    /// <summary>The frozen weights on each of <see cref="Backends"/>, in order.</summary>
+    internal IReadOnlyList<T5Weights> Replicas { get; }
 
-    PromptModel(T5Checkpoint checkpoint, T5Tokenizer tokenizer, Backend backend, T5Weights weights) =>
-        (Checkpoint, Tokenizer, Backend, Weights) = (checkpoint, tokenizer, backend, weights);
+    /// <summary>The processes a training run and a gradient are split over besides this process's
+    /// devices (an MPI job's ranks; <see cref="SingleProcess"/>: this process alone). The model
+    /// does not own it: whoever made the group disposes it after the model.</summary>
+    internal IProcessGroup ProcessGroup { get; set; } = new SingleProcess();
+
+    PromptModel(T5Checkpoint checkpoint, T5Tokenizer tokenizer, IReadOnlyList<T5Weights> replicas) =>
+        (Checkpoint, Tokenizer, Replicas, Backends) = (checkpoint, tokenizer, replicas, replicas.Select(r => r.Backend).ToList());
 
     /// <summary>Opens <paramref name="directory"/> on a Vulkan device the host owns (and disposes):
     /// the model borrows <paramref name="context"/>.</summary>
@@ -66,8 +76,29 @@ public sealed class PromptModel : IDisposable
     /// file fails before any device work.</summary>
     /// <inheritdoc cref="Open(string, GpuContext, WeightPrecision?, AttentionFusion, Action{string}?)"/>
     public static PromptModel Open(string directory, Func<Backend> openBackend, WeightPrecision? precision = WeightPrecision.Fp32,
+                                   AttentionFusion attention = AttentionFusion.Auto, Action<string>? log = null) =>
+        Open(directory, [openBackend], precision, attention, log);
+
+    /// <summary>Opens <paramref name="directory"/> on several Vulkan devices the host owns, the
+    /// whole frozen model on each, for data parallel work: training steps, gradients and scoring
+    /// are split over them and give the one-device result (docs/numerics.md's tolerance; training
+    /// at dropout 0). Two contexts may be two logical devices of one physical device. The
+    /// contexts are in worker order; the first also runs the optimizer and validation.</summary>
+    /// <inheritdoc cref="Open(string, GpuContext, WeightPrecision?, AttentionFusion, Action{string}?)"/>
+    public static PromptModel Open(string directory, IReadOnlyList<GpuContext> contexts, WeightPrecision? precision = WeightPrecision.Fp32,
+                                   AttentionFusion attention = AttentionFusion.Auto, Action<string>? log = null) =>
+        Open(directory, contexts.Select(c => (Func<Backend>)(() => new GpuBackend(c))).ToList(), precision, attention, log);
+
+    /// <summary>Opens <paramref name="directory"/> on each backend of <paramref name="openBackends"/>
+    /// (several: data parallel, as above; they may mix Vulkan devices and the CPU backend), which
+    /// the model then owns. The checkpoint and tokenizer are read first, so a bad file fails
+    /// before any device work. precision null resolves once for all devices: bf16 only where
+    /// every device reads 16-bit weights, since every replica must hold the same values.</summary>
+    /// <inheritdoc cref="Open(string, GpuContext, WeightPrecision?, AttentionFusion, Action{string}?)"/>
+    public static PromptModel Open(string directory, IReadOnlyList<Func<Backend>> openBackends, WeightPrecision? precision = WeightPrecision.Fp32,
                                    AttentionFusion attention = AttentionFusion.Auto, Action<string>? log = null)
     {
+        if (openBackends.Count == 0) throw new ArgumentException("a model needs at least one device", nameof(openBackends));
         var checkpoint = T5Checkpoint.Open(directory);
         try
         {
@@ -77,17 +108,30 @@ public sealed class PromptModel : IDisposable
             if (tokenizer.VocabSize > checkpoint.Config.VocabSize)
                 throw new ModelFormatException(Path.Combine(checkpoint.Directory, "config.json"),
                     $"vocab_size is {checkpoint.Config.VocabSize}, but the tokenizer has {tokenizer.VocabSize} tokens");
-            var backend = openBackend();
+            var backends = new List<Backend>();
+            var replicas = new List<T5Weights>();
             try
             {
-                log?.Invoke($"backend: {backend.Name}");
-                backend.AttentionFusion = attention;
+                foreach (var open in openBackends)
+                {
+                    var backend = open();
+                    backends.Add(backend);
+                    log?.Invoke($"backend: {backend.Name}");
+                    backend.AttentionFusion = attention;
+                }
                 log?.Invoke($"attention: {attention.Name()}");
-                var stored = precision ?? WeightPrecisions.Parse("auto", (backend as GpuBackend)?.Context.Capabilities);
+                var each = backends.Select(b => precision ?? WeightPrecisions.Parse("auto", (b as GpuBackend)?.Context.Capabilities)).Distinct().ToList();
+                var stored = each.Count == 1 ? each[0] : WeightPrecision.Fp32;
                 log?.Invoke($"weights: {stored.Name()}");
-                return new PromptModel(checkpoint, tokenizer, backend, new T5Weights(checkpoint, backend, stored));
+                foreach (var backend in backends) replicas.Add(new T5Weights(checkpoint, backend, stored));
+                return new PromptModel(checkpoint, tokenizer, replicas);
             }
-            catch { backend.Dispose(); throw; }
+            catch
+            {
+                foreach (var r in replicas) r.Dispose();
+                foreach (var b in backends) b.Dispose();
+                throw;
+            }
         }
         catch { checkpoint.Dispose(); throw; }
     }
@@ -110,16 +154,27 @@ public sealed class PromptModel : IDisposable
         // A set smaller than a batch is one batch of its own size: padding it out would spend
         // the memory and time of examples that are not there.
         batchSize = Math.Min(batchSize, examples.Count);
-        using var scorer = new Scorer(Weights);
         var order = HostBatch.ShortestFirst(examples.Select(e => e.InputIds.Length).ToList());
+        var chunks = order.Chunk(batchSize).ToList();
+        var scores = ScoreAll(chunks.Select(chunk => (
+            (IReadOnlyList<EncodedExample>)chunk.Select(i => examples[i]).ToList(),
+            promptIndex is null ? null : (IReadOnlyList<int>?)chunk.Select(i => promptIndex[i]).ToList())).ToList(), prompts, batchSize);
         var results = new ScoreResult[examples.Count];
-        for (int start = 0; start < examples.Count; start += batchSize)
-        {
-            var chunk = order.Skip(start).Take(batchSize).ToArray();
-            var scores = scorer.Score(chunk.Select(i => examples[i]).ToList(), prompts, promptIndex is null ? null : chunk.Select(i => promptIndex[i]).ToList(), batchSize);
-            for (int i = 0; i < chunk.Length; i++) results[chunk[i]] = scores[i];
-        }
+        for (int c = 0; c < chunks.Count; c++)
+            for (int i = 0; i < chunks[c].Length; i++) results[chunks[c][i]] = scores[c][i];
         return results;
+    }
+
+    /// <summary><see cref="Scorer.ScoreAll"/> over a scorer on each device of the model.</summary>
+    ScoreResult[][] ScoreAll(IReadOnlyList<(IReadOnlyList<EncodedExample> Batch, IReadOnlyList<int>? PromptIndex)> batches, PromptSet? prompts, int batchSize) =>
+        WithScorers(scorers => Scorer.ScoreAll(scorers, batches, prompts, batchSize));
+
+    /// <summary>What <paramref name="work"/> gives with a scorer on each device, freed after.</summary>
+    T WithScorers<T>(Func<IReadOnlyList<Scorer>, T> work)
+    {
+        var scorers = Replicas.Select(r => new Scorer(r)).ToList();
+        try { return work(scorers); }
+        finally { foreach (var s in scorers) s.Dispose(); }
     }
 
     /// <summary>Prepares the scoring of one batch (example i with prompt promptIndex[i] of
@@ -146,19 +201,22 @@ public sealed class PromptModel : IDisposable
         return new PromptTrainer(Weights, initialPrompt, optimizer ?? new AdafactorSettings(), dropout, seed);
     }
 
-    /// <summary>The trainer <see cref="TrainingRun"/> drives, for where this model lives: today
-    /// <see cref="PromptTrainer"/> on the model's one backend.</summary>
+    /// <summary>The trainer <see cref="TrainingRun"/> drives, for where this model lives:
+    /// <see cref="PromptTrainer"/> on one device of one process, else a
+    /// <see cref="DataParallelTrainer"/> over <see cref="Replicas"/> and <see cref="ProcessGroup"/>.</summary>
     internal IStepTrainer CreateTrainer(float[] prompt, AdafactorSettings optimizer, float dropout, int seed, ActivationMode activations,
                                         float[]? optimizerState, int step, int stepOffset) =>
-        new PromptTrainer(Weights, prompt, optimizer, dropout, seed, activations, optimizerState, step, stepOffset);
+        Replicas.Count == 1 && ProcessGroup.Size == 1
+            ? new PromptTrainer(Weights, prompt, optimizer, dropout, seed, activations, optimizerState, step, stepOffset)
+            : new DataParallelTrainer(Replicas, ProcessGroup, prompt, optimizer, dropout, seed, activations, optimizerState, step, stepOffset);
 
     /// <summary>Rank classification: for each input (token ids), the index of the choice the model
     /// finds most likely, under each prompt of <paramref name="prompts"/> (null: no prompt):
     /// result[prompt][input]. <see cref="RankClassifier.MajorityVote"/> combines an ensemble's.</summary>
     public int[][] Classify(IReadOnlyList<int[]> inputs, IReadOnlyList<string> choices, PromptSet? prompts = null, int batchSize = 8)
     {
-        using var scorer = new Scorer(Weights);
-        return RankClassifier.Predict(scorer, inputs, choices.Select(c => Tokenizer.Encode(c)).ToList(), prompts, batchSize);
+        var choiceIds = choices.Select(c => Tokenizer.Encode(c)).ToList();
+        return WithScorers(scorers => RankClassifier.Predict(scorers, inputs, choiceIds, prompts, batchSize));
     }
 
     /// <summary>Greedy decoding with a key/value cache, yielded as each batch finishes: example i
@@ -182,9 +240,16 @@ public sealed class PromptModel : IDisposable
     }
 
     /// <summary>Loss and prompt gradient of <paramref name="examples"/> taken as one batch: no
-    /// optimizer step, no dropout.</summary>
-    public (double Loss, float[] Gradient) Gradient(IReadOnlyList<EncodedExample> examples, float[] prompt, ActivationMode activations = ActivationMode.Store) =>
-        PromptTrainer.Gradient(Weights, examples, prompt, activations);
+    /// optimizer step, no dropout. On several devices (or processes) the examples are split over
+    /// them and the parts combined as a data-parallel step combines them.</summary>
+    public (double Loss, float[] Gradient) Gradient(IReadOnlyList<EncodedExample> examples, float[] prompt, ActivationMode activations = ActivationMode.Store)
+    {
+        if (Replicas.Count == 1 && ProcessGroup.Size == 1) return PromptTrainer.Gradient(Weights, examples, prompt, activations);
+        using var parallel = new DataParallelGradient(Replicas, ProcessGroup, prompt, activations, dropout: 0, seed: 0);
+        var (loss, g) = parallel.Compute(examples, batchSize: null, step: 0);
+        if (!double.IsFinite(loss)) throw new NonFiniteOutputException("the loss", loss);
+        return (loss, g.Select(v => (float)v).ToArray());
+    }
 
     /// <summary>A prompt-tuning run on <paramref name="train"/>, validated on
     /// <paramref name="validation"/> (null: none), writing to <paramref name="outputDirectory"/>;
@@ -192,12 +257,12 @@ public sealed class PromptModel : IDisposable
     public TrainingRun Train(IReadOnlyList<Example> train, IReadOnlyList<Example>? validation, TrainOptions options, string outputDirectory) =>
         new(this, train, validation, options, outputDirectory);
 
-    /// <summary>Frees the weights, then the backend (a borrowed context stays), then the checkpoint.</summary>
+    /// <summary>Frees the weights, then the backends (a borrowed context stays), then the checkpoint.</summary>
     public void Dispose()
     {
         asyncScorer?.Dispose();
-        Weights.Dispose();
-        Backend.Dispose();
+        foreach (var r in Replicas) r.Dispose();
+        foreach (var b in Backends) b.Dispose();
         Checkpoint.Dispose();
     }
 }

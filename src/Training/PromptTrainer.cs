@@ -48,10 +48,6 @@ public sealed class PromptTrainer : IStepTrainer
     internal PromptTrainer(T5Weights weights, float[] initialPrompt, AdafactorSettings optimizer, float dropout, int seed,
                          ActivationMode activations = ActivationMode.Store, float[]? optimizerState = null, int step = 0, int stepOffset = 0)
     {
-        optimizer.Validate();
-        if (!(dropout is >= 0 and < 1)) throw new ArgumentOutOfRangeException(nameof(dropout), dropout, "dropout must be in [0, 1)");
-        ArgumentOutOfRangeException.ThrowIfNegative(step);
-        ArgumentOutOfRangeException.ThrowIfNegative(stepOffset);
         this.weights = weights;
         be = weights.Backend;
         this.optimizer = optimizer;
@@ -62,15 +58,27 @@ public sealed class PromptTrainer : IStepTrainer
         if (initialPrompt.Length % Dim != 0) throw new ArgumentException("prompt size is not a multiple of d_model");
         PromptLength = initialPrompt.Length / Dim;
         Step = step;
+        var s = StartState(optimizer, dropout, PromptLength, Dim, optimizerState, step, stepOffset);
         prompt = be.Floats(initialPrompt.Length, "prompt");
         be.Upload(prompt, initialPrompt);
-        long stateLength = optimizer.StateLength(PromptLength, Dim);
-        state = be.Floats(stateLength, "adafactor_state");
+        state = be.Floats(s.Length, "adafactor_state");
+        be.Upload(state, s);
+        update = be.Floats(initialPrompt.Length, "adafactor_update");
+    }
+
+    /// <summary>Checks a trainer's settings and gives Adafactor's state to start from: <paramref name="optimizerState"/>
+    /// (a checkpoint's), or a fresh one whose step count is <paramref name="step"/> + <paramref name="stepOffset"/>.</summary>
+    internal static float[] StartState(AdafactorSettings optimizer, float dropout, int promptLength, int dim, float[]? optimizerState, int step, int stepOffset)
+    {
+        optimizer.Validate();
+        if (!(dropout is >= 0 and < 1)) throw new ArgumentOutOfRangeException(nameof(dropout), dropout, "dropout must be in [0, 1)");
+        ArgumentOutOfRangeException.ThrowIfNegative(step);
+        ArgumentOutOfRangeException.ThrowIfNegative(stepOffset);
+        long stateLength = optimizer.StateLength(promptLength, dim);
         var s = optimizerState ?? new float[stateLength];
         if (s.Length != stateLength) throw new ArgumentException($"optimizer state has {s.Length} floats, expected {stateLength}");
         if (optimizerState is null) s[0] = BitConverter.UInt32BitsToSingle((uint)(step + stepOffset));
-        be.Upload(state, s);
-        update = be.Floats(initialPrompt.Length, "adafactor_update");
+        return s;
     }
 
     /// <summary>One optimizer step on <paramref name="batch"/>, blocking until it is done;
@@ -113,7 +121,7 @@ public sealed class PromptTrainer : IStepTrainer
 
     /// <summary>Mixes the run seed and the step so every step draws fresh masks, and a resumed
     /// run draws exactly the masks the uninterrupted one would have.</summary>
-    static int DropoutSeed(int seed, int step) => (int)(((uint)seed * 0x9E3779B9u) ^ ((uint)step * 0x85EBCA6Bu));
+    internal static int DropoutSeed(int seed, int step) => (int)(((uint)seed * 0x9E3779B9u) ^ ((uint)step * 0x85EBCA6Bu));
 
     internal static double MeanLoss(T5Pass pass, HostBatch host) => -pass.ReadLogProbs().Sum(v => (double)v) / host.TargetTokens;
 
@@ -121,23 +129,35 @@ public sealed class PromptTrainer : IStepTrainer
     {
         if (last is { } kept && kept.Pass.Shape == shape) return kept;
         DisposeStep();
+        last = RecordStep(weights, shape, activations, prompt, dropout, (b, pass) =>
+        {
+            using var phase = b.Phase(OptimizerPhase);
+            b.Adafactor(prompt, pass.PromptGradient!, state, update, PromptLength, Dim, optimizer);
+        });
+        return last.Value;
+    }
+
+    /// <summary>The forward and prompt backward of <paramref name="shape"/> on <paramref name="weights"/>,
+    /// reading <paramref name="prompt"/>, recorded with <paramref name="after"/> (the optimizer, or
+    /// nothing where the gradient is combined elsewhere, as a data-parallel worker's) behind them.</summary>
+    internal static (T5Pass Pass, IRecording Run) RecordStep(T5Weights weights, BatchShape shape, ActivationMode activations, Tensor prompt,
+                                                             float dropout, Action<Backend, T5Pass>? after)
+    {
+        var be = weights.Backend;
         // The step's products as the pass below will emit them, traced before it allocates its
         // activations, so that the tuner's scratch operands come and go while the most memory is
         // free; traced only where a tuner will use them, since shapes change on most steps of real data.
         if (be.TunesMatMul) be.TuneMatMul(T5Pass.Trace(weights.Config, shape, activations, dropout, weights.Precision, be.FusesAttention));
-        var step = WorkMemory.Build(weights, $"a training step of {shape}", w =>
+        return WorkMemory.Build(weights, $"a training step of {shape}", w =>
         {
             var pass = new T5Pass(w, shape, activations, prompt, dropout);
             return (pass, w.Backend.Record(() =>
             {
                 pass.EmitForward();
                 pass.EmitBackward();
-                using var phase = w.Backend.Phase(OptimizerPhase);
-                w.Backend.Adafactor(prompt, pass.PromptGradient!, state, update, PromptLength, Dim, optimizer);
+                after?.Invoke(w.Backend, pass);
             }));
         });
-        last = step;
-        return step;
     }
 
     /// <summary>A copy of the prompt, as of the last complete step.</summary>
