@@ -36,13 +36,13 @@ public sealed class TrainingRun
     /// <summary>Where the run says what it is doing (resuming, and from where).</summary>
     public Action<string>? Log { get; set; }
 
-    /// <summary>The processes the run spans (the ranks of an MPI job), each running this run on
-    /// the same data and options: rank 0 alone takes the output directory and writes it
-    /// (checkpoints, adapters, metrics) and validates; every rank reads the checkpoint it resumes
-    /// from, so the directory must be on a filesystem they share. The ranks agree at every step
-    /// whether to stop (a signal on any rank, early stopping on rank 0), so none waits for the
-    /// others forever. Default: this process alone.</summary>
-    internal IProcessGroup Group { get; set; } = new SingleProcess();
+    /// <summary>The processes the run spans (the model's <see cref="PromptModel.ProcessGroup"/>:
+    /// the ranks of an MPI job), each running this run on the same data and options: rank 0 alone
+    /// takes the output directory and writes it (checkpoints, adapters, metrics) and validates;
+    /// every rank reads the checkpoint it resumes from, so the directory must be on a filesystem
+    /// they share. The ranks agree at every step whether to stop (a signal on any rank, early
+    /// stopping on rank 0), so none waits for the others forever.</summary>
+    IProcessGroup Group => model.ProcessGroup;
 
     /// <summary>Whether this process writes the output directory: rank 0.</summary>
     bool Writes => Group.Rank == 0;
