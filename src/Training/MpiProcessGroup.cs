@@ -11,7 +11,7 @@ namespace VkPrompt.Training;
 /// <remarks>
 /// Why no maintained .NET binding: MPI.NET (NuGet 1.4.0, a port of the 2008 Indiana University
 /// library) targets MS-MPI's ABI and library name and is not maintained against current MPICH or
-/// Open MPI; nothing else on NuGet binds MPI. What prompt tuning needs is seven calls, bound here.
+/// Open MPI; nothing else on NuGet binds MPI. What prompt tuning needs is a dozen calls, bound here.
 ///
 /// ABIs: MPI's handles are not one ABI. MPICH and its derivatives (Intel MPI, MVAPICH, Cray MPICH,
 /// and MS-MPI on Windows) share one: handles are 32-bit integers with fixed values (mpi.h), bound
@@ -39,6 +39,7 @@ internal sealed unsafe class MpiProcessGroup : IProcessGroup
     const int ErrorsReturn = 0x54000001;
     const int ThreadSerialized = 2;
     const int Success = 0;
+    const nint StatusIgnore = 1;
     const int MaxErrorString = 1024;   // MPI_MAX_ERROR_STRING is 512 in MPICH, 1024 in MS-MPI
 
     readonly nint library;
@@ -49,6 +50,8 @@ internal sealed unsafe class MpiProcessGroup : IProcessGroup
     readonly delegate* unmanaged<void*, void*, int, int, int, int, int> allreduce;
     readonly delegate* unmanaged<int, int, int> abort;
     readonly delegate* unmanaged<int, byte*, int*, int> errorString;
+    readonly delegate* unmanaged<int, int*, int> ibarrier;
+    readonly delegate* unmanaged<int*, int*, nint, int> test;
     // Calls are made from whichever thread runs the training loop, one at a time (MPI_THREAD_SERIALIZED).
     readonly Lock gate = new();
     bool disposed;
@@ -69,6 +72,8 @@ internal sealed unsafe class MpiProcessGroup : IProcessGroup
         allreduce = (delegate* unmanaged<void*, void*, int, int, int, int, int>)Export("MPI_Allreduce");
         abort = (delegate* unmanaged<int, int, int>)Export("MPI_Abort");
         errorString = (delegate* unmanaged<int, byte*, int*, int>)Export("MPI_Error_string");
+        ibarrier = (delegate* unmanaged<int, int*, int>)Export("MPI_Ibarrier");
+        test = (delegate* unmanaged<int*, int*, nint, int>)Export("MPI_Test");
         var initialized = (delegate* unmanaged<int*, int>)Export("MPI_Initialized");
         var initThread = (delegate* unmanaged<int*, byte***, int, int*, int>)Export("MPI_Init_thread");
         var setErrhandler = (delegate* unmanaged<int, int, int>)Export("MPI_Comm_set_errhandler");
@@ -146,6 +151,21 @@ internal sealed unsafe class MpiProcessGroup : IProcessGroup
         int send = mine ? 1 : 0, any;
         lock (gate) Check(allreduce(&send, &any, 1, Int, Lor, CommWorld), "MPI_Allreduce");
         return any != 0;
+    }
+
+    /// <summary>Waits until every rank has called this, sleeping <paramref name="poll"/> between
+    /// looks: MPI's blocking collectives spin a core while they wait, which would take it from a
+    /// rank computing on the CPU meanwhile (lavapipe), as while one rank times a step alone.</summary>
+    public void Barrier(TimeSpan poll)
+    {
+        int request, done = 0;
+        lock (gate) Check(ibarrier(CommWorld, &request), "MPI_Ibarrier");
+        while (true)
+        {
+            lock (gate) Check(test(&request, &done, StatusIgnore), "MPI_Test");
+            if (done != 0) return;
+            Thread.Sleep(poll);
+        }
     }
 
     /// <summary>Ends every rank of the job with <paramref name="exitCode"/> (MPI_Abort): how a rank

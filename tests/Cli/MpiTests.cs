@@ -155,6 +155,49 @@ public sealed class MpiTests : IDisposable
         Assert.False(File.Exists(Path.Combine(output, Adapter.WeightsFile)), "an adapter was written");
     }
 
+    /// <summary>grad on two ranks: the golden loss (printed once, by rank 0) and gradient of the
+    /// whole file, each rank computing its share.</summary>
+    [Fact]
+    public void TwoRanksComputeTheGoldenGradient()
+    {
+        string caseDir = Path.Combine(TestPaths.Golden, "tiny-v11", "cases", "p8");
+        var output = dir.File("grad.safetensors");
+        var run = Mpiexec(2, ["grad", "--model", Path.Combine(TestPaths.Golden, "tiny-v11"), "--prompt", Path.Combine(caseDir, "prompt0.safetensors"),
+                              "--data", Path.Combine(caseDir, "data.jsonl"), "--output", output, "--device", CliRun.VulkanDevice, "--distributed", "mpi"]);
+        Assert.True(run.ExitCode == 0, $"mpiexec exited {run.ExitCode}:\n{run.Output}");
+        var printed = Assert.Single(CliRun.Lines(run.Output), l => l.StartsWith("{\"loss\"", StringComparison.Ordinal));
+        CliRun.AssertLogLikelihood(CliRun.GoldenLoss(caseDir), JsonDocument.Parse(printed).RootElement.GetProperty("loss").GetDouble(), "loss on 2 ranks");
+        double err = Check.NormRelativeError(CliRun.Tensor(Path.Combine(caseDir, "grad.safetensors"), "prompt_gradient"), CliRun.Tensor(output, "prompt_gradient"));
+        Assert.True(err <= 1e-3, $"prompt gradient on 2 ranks: relative error {err:E3} > 1e-3");
+    }
+
+    /// <summary>bench --distributed mpi on a tiny model: one worker's share (batch 3 over 2
+    /// workers: 2), the two-rank step times, and the efficiency as their medians' ratio.</summary>
+    [Fact]
+    public void BenchReportsStepTimesAndScalingEfficiency()
+    {
+        var json = dir.File("scaling.json");
+        var run = Mpiexec(2, ["bench", "--shape", Path.Combine(TestPaths.Golden, "tiny-v11"), "--batch-size", "3", "--input-length", "16", "--target-length", "8",
+                              "--prompt-length", "4", "--steps", "3", "--warmup", "1", "--device", CliRun.VulkanDevice, "--json", json, "--distributed", "mpi"]);
+        Assert.True(run.ExitCode == 0, $"mpiexec exited {run.ExitCode}:\n{run.Output}");
+        var r = JsonDocument.Parse(File.ReadAllText(json)).RootElement;
+        Assert.Equal("vkprompt-bench-scaling/1", r.GetProperty("schema").GetString());
+        Assert.Equal(2, r.GetProperty("workers").GetInt32());
+        Assert.Equal(2, r.GetProperty("perWorkerBatch").GetInt32());
+        Assert.Equal(3, r.GetProperty("batch").GetProperty("batchSize").GetInt32());
+        double[] Times(string name) => r.GetProperty(name).EnumerateArray().Select(e => e.GetDouble()).ToArray();
+        var single = Times("singleWorkerStepTimesMs");
+        var steps = Times("stepTimesMs");
+        Assert.Equal(3, single.Length);
+        Assert.Equal(3, steps.Length);
+        Assert.All(single.Concat(steps), t => Assert.True(t > 0, $"step time {t} ms"));
+        double Median(double[] t) => t.Order().ElementAt(1);
+        Assert.Equal(Median(single), r.GetProperty("singleWorkerStepMs").GetProperty("median").GetDouble(), 9);
+        Assert.Equal(Median(steps), r.GetProperty("stepMs").GetProperty("median").GetDouble(), 9);
+        Assert.Equal(Median(single) / Median(steps), r.GetProperty("efficiency").GetDouble(), 9);
+        Assert.Single(Regex.Matches(run.Output, "^scaling efficiency: ", RegexOptions.Multiline));
+    }
+
     static List<JsonNode> Metrics(string output) =>
         File.ReadLines(Path.Combine(output, TrainingDirectory.MetricsFile)).Select(l => JsonNode.Parse(l)!).ToList();
 

@@ -47,12 +47,15 @@ internal static class BenchCommand
         var json = new Option<string?>("--json") { HelpName = "FILE", Description = "Where to write the JSON report. Default: vkprompt-bench-SHAPE-bB-inL.json in the current directory." };
         var device = Cli.DeviceOption();
         var attention = ModelOptions.Attention();
+        var distributed = Distributed.Option();
+        distributed.Description += " bench --distributed mpi times one worker alone on its share of --batch-size, then every rank on the whole batch, and reports " +
+                                   "the step times and the scaling efficiency (docs/benchmarks.md), without the per-op breakdown.";
         var cmd = new Command("bench",
             "Time the prompt-tuning training step (forward, prompt-only backward, Adafactor) on a random-weight T5 with synthetic token ids: " +
             "step time, examples/s, tokens/s, achieved TFLOP/s, peak device memory, a per-phase and per-op GPU time breakdown and the device's capabilities, " +
             "printed and written as JSON (docs/benchmarks.md). 'vkprompt bench matmul' times each matrix product of the step alone, 'vkprompt bench peak' the matrix units' own rate.")
         {
-            shape, batch, input, target, promptLength, precision, steps, warmup, noProfile, recompute, json, device, attention,
+            shape, batch, input, target, promptLength, precision, steps, warmup, noProfile, recompute, json, device, attention, distributed,
         };
         cmd.SetAction(parse =>
         {
@@ -68,6 +71,13 @@ internal static class BenchCommand
                 ModelOptions.ReadAttention(parse, attention),
                 jsonPath.Length > 0 ? jsonPath : $"vkprompt-bench-{name}-b{b}-in{l}.json",
                 "vkprompt " + string.Join(' ', parse.Tokens.Select(token => token.Value)));
+            if (parse.GetValue(distributed) == Distributed.Mpi)
+                return Distributed.Run(parse, distributed, group => BenchScaling.Run(
+                    settings with
+                    {
+                        Device = Distributed.Device(dev, group),
+                        JsonPath = jsonPath.Length > 0 ? jsonPath : $"vkprompt-bench-{name}-b{b}-in{l}-mpi{group.Size}.json",
+                    }, group, Distributed.Console(parse, group), Distributed.Log(parse, group)));
             return Run(settings, Cli.Console(parse), ModelOptions.Log(parse));
         });
         // `bench matmul`: its own options (bench's are not recursive, so --shape is asked of each).
@@ -166,9 +176,8 @@ internal static class BenchCommand
         if (run.Timings.Count > 0) breakdown = Summarize(run.Timings);
         else if (s.Profile) notes.Add("the device records no timestamps on its compute queue: no breakdown");
 
-        var sorted = run.StepMs.Order().ToList();
-        int mid = sorted.Count / 2;
-        double median = sorted.Count % 2 == 1 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+        var stats = StepStats.Of(run.StepMs);
+        double median = stats.Median;
         long tokens = (long)shape.Batch * (shape.InputLength + shape.TargetLength);
         long forward = StepFlops.Forward(c, shape), backward = StepFlops.Backward(c, shape);
         var caps = run.Capabilities;
@@ -186,7 +195,7 @@ internal static class BenchCommand
             new BenchBatch(shape.Batch, shape.InputLength, shape.TargetLength, shape.PromptLength),
             run.Precision.Name(), run.KernelNotes.Any(n => n.Contains("matrix units (")) ? "fp32, fp16 product operands" : "fp32", run.Attention, s.Recompute, c.DropoutRate, s.Warmup, s.Steps, breakdown is not null,
             run.TuneMatMul,
-            new StepStats(median, sorted[0], sorted[^1]), run.StepMs,
+            stats, run.StepMs,
             shape.Batch / (median / 1e3), tokens / (median / 1e3), tokens,
             forward, backward, forward + backward, (forward + backward) / (median / 1e3) / 1e12,
             run.PeakBytes, run.ReservedBytes, run.WeightBytes,
@@ -372,7 +381,16 @@ internal sealed record BenchAttention(string Setting, string EncoderSelf, string
 
 internal sealed record BenchBatch(int BatchSize, int InputLength, int TargetLength, int PromptLength);
 
-internal sealed record StepStats(double Median, double Min, double Max);
+internal sealed record StepStats(double Median, double Min, double Max)
+{
+    /// <summary>The median, least and greatest of <paramref name="ms"/> (at least one).</summary>
+    public static StepStats Of(IReadOnlyList<double> ms)
+    {
+        var sorted = ms.Order().ToList();
+        int mid = sorted.Count / 2;
+        return new StepStats(sorted.Count % 2 == 1 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2, sorted[0], sorted[^1]);
+    }
+}
 
 internal sealed record LossStats(double First, double Last);
 
