@@ -137,6 +137,36 @@ public sealed class MpiTests : IDisposable
         Assert.Equal(Enumerable.Range(1, steps), Metrics(killed).Select(n => n["step"]!.GetValue<int>()).Distinct());
     }
 
+    /// <summary>SIGINT to rank 1 alone (as a scheduler may signal one process): both ranks stop
+    /// after the same step, rank 0 saves the checkpoint of it and says so, and both exit 130.</summary>
+    [Fact]
+    public void ASignalToOneRankStopsEveryRankAfterTheSameStep()
+    {
+        string caseDir = Path.Combine(TestPaths.Golden, "tiny-v11", "cases", "p8");
+        const int steps = 100_000;
+        var output = dir.File("out");
+        using var job = Start(2, [.. TrainArgs("tiny-v11", caseDir, output, steps, 2, "cpu"), "--save-every", "1", "--distributed", "mpi"]);
+        int rank1 = job.WaitForRankPid(1, EndBound);
+        var clock = Stopwatch.StartNew();
+        while (CheckpointStep(output) < 2)
+        {
+            Assert.False(job.Process.HasExited, $"the run ended before its second checkpoint:\n{job.Output}");
+            Assert.True(clock.Elapsed < TimeSpan.FromMinutes(2), $"no checkpoint of step 2 after 2 minutes:\n{job.Output}");
+            Thread.Sleep(5);
+        }
+        using (var kill = Process.Start("kill", ["-INT", rank1.ToString(CultureInfo.InvariantCulture)])!)
+        {
+            kill.WaitForExit();
+            Assert.Equal(0, kill.ExitCode);
+        }
+        Assert.True(job.Process.WaitForExit(EndBound), $"mpiexec still running {EndBound.TotalSeconds} s after SIGINT to rank 1:\n{job.Output}");
+        job.Process.WaitForExit();
+        Assert.Equal(130, job.Process.ExitCode);
+        int at = CheckpointStep(output);
+        Assert.Contains($"interrupted at step {at}: checkpoint saved", job.Output, StringComparison.Ordinal);
+        Assert.Equal(at, Metrics(output).Count);
+    }
+
     /// <summary>A rank whose command fails (here rank 1 is given a training file that does not
     /// exist, through mpiexec's MPMD form) prints "rank 1: error: ..." and ends the job (MPI_Abort)
     /// with its exit code, rank 0 included, instead of leaving it waiting in a collective.</summary>
