@@ -167,6 +167,32 @@ public sealed class MpiTests : IDisposable
         Assert.Equal(at, Metrics(output).Count);
     }
 
+    /// <summary>Validation runs on rank 0 and its early stop ends every rank at the same step, as in
+    /// one process (TrainCliTests.PatienceStopsTheRunWhenValidationStopsImproving's run: an
+    /// unmoving prompt, so the 3 evaluations after step 2 do not improve); a resume on two ranks
+    /// with a larger patience reads the count from the checkpoint on every rank and stops 2 later.</summary>
+    [Fact]
+    public void EarlyStoppingOnRankZeroStopsEveryRankAtTheStepOneProcessStops()
+    {
+        var output = dir.File("out");
+        string data = Path.Combine(ModelTestFiles.TinyV11, "cases", "p8", "data.jsonl");
+        string[] Train(int patience, params string[] extra) =>
+            ["train", "--model", ModelTestFiles.TinyV11, "--train", data, "--validation", data, "--output", output, "--device", "cpu",
+             "--batch-size", "2", "--prompt-length", "2", "--steps", "40", "--eval-every", "2", "--save-every", "100",
+             "--lr", "1e-30", "--weight-decay", "0", "--patience", patience.ToString(CultureInfo.InvariantCulture), "--distributed", "mpi", .. extra];
+
+        var first = Mpiexec(2, Train(3));
+        Assert.True(first.ExitCode == 0, $"mpiexec exited {first.ExitCode}:\n{first.Output}");
+        Assert.Contains("stopped early at step 8: 3 evaluations in a row did not improve on step 2 (--patience 3)", first.Output, StringComparison.Ordinal);
+        Assert.Equal(Enumerable.Range(1, 8), Metrics(output).Select(n => n["step"]!.GetValue<int>()));
+        Assert.Equal([2, 4, 6, 8], Metrics(output).Where(n => n["val_loss"] is not null).Select(n => n["step"]!.GetValue<int>()));
+
+        var longer = Mpiexec(2, Train(5, "--resume"));
+        Assert.True(longer.ExitCode == 0, $"mpiexec exited {longer.ExitCode}:\n{longer.Output}");
+        Assert.Contains("stopped early at step 12: 5 evaluations in a row did not improve on step 2 (--patience 5)", longer.Output, StringComparison.Ordinal);
+        Assert.Equal(12, CheckpointStep(output));
+    }
+
     /// <summary>A rank whose command fails (here rank 1 is given a training file that does not
     /// exist, through mpiexec's MPMD form) prints "rank 1: error: ..." and ends the job (MPI_Abort)
     /// with its exit code, rank 0 included, instead of leaving it waiting in a collective.</summary>
