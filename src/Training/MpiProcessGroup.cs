@@ -56,7 +56,8 @@ internal sealed unsafe class MpiProcessGroup : IProcessGroup
     readonly Lock gate = new();
     bool disposed;
 
-    /// <summary>The MPI library's path as loaded, for the log.</summary>
+    /// <summary>The name the MPI library was loaded by, for the log. The library stays loaded for the
+    /// life of the process: MPI cannot be initialised again once finalised.</summary>
     public string Library { get; }
     public int Rank { get; }
     public int Size { get; }
@@ -84,6 +85,8 @@ internal sealed unsafe class MpiProcessGroup : IProcessGroup
         Check(initialized(&flag), "MPI_Initialized");
         if (flag != 0) throw new MpiException("MPI is already initialised in this process; one process group per process");
         // No argc/argv (allowed since MPI-2): mpiexec passes what MPI needs in the environment.
+        // SERIALIZED asks for calls from any thread, one at a time (the gate); an MPI that grants
+        // less still works here, where the training loop's one thread makes every call.
         Check(initThread(null, null, ThreadSerialized, &provided), "MPI_Init_thread");
         Check(setErrhandler(CommWorld, ErrorsReturn), "MPI_Comm_set_errhandler");
         Check(commRank(CommWorld, &rank), "MPI_Comm_rank");
