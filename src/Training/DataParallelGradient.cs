@@ -22,6 +22,8 @@ internal sealed class DataParallelGradient : IDisposable
         // As PromptTrainer: one shape's recording is kept, re-recorded when the shape changes.
         (T5Pass Pass, IRecording Run)? last;
 
+        public (bool EncoderSelf, bool DecoderSelf, bool Cross)? FusedAttention => last?.Pass.FusedAttention;
+
         public (T5Pass Pass, IRecording Run) StepFor(BatchShape shape, ActivationMode activations, float dropout)
         {
             if (last is { } kept && kept.Pass.Shape == shape) return kept;
@@ -88,6 +90,10 @@ internal sealed class DataParallelGradient : IDisposable
 
     /// <summary>The first local worker's model and prompt buffer: where the optimizer runs.</summary>
     public (T5Weights Weights, Tensor Prompt) First => (workers[0].Weights, workers[0].Prompt);
+
+    /// <summary>Which attentions the first worker's last step ran fused (every worker decides
+    /// alike on devices of one kind); null before it ran one.</summary>
+    public (bool EncoderSelf, bool DecoderSelf, bool Cross)? LastStepFusedAttention => workers[0].FusedAttention;
 
     /// <summary>Gives every local worker <paramref name="prompt"/>, the first one too unless
     /// <paramref name="exceptFirst"/> (whose buffer already holds it: the optimizer wrote it there).</summary>

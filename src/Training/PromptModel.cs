@@ -83,7 +83,9 @@ public sealed class PromptModel : IDisposable
     /// whole frozen model on each, for data parallel work: training steps, gradients and scoring
     /// are split over them and give the one-device result (docs/numerics.md's tolerance; training
     /// at dropout 0). Two contexts may be two logical devices of one physical device. The
-    /// contexts are in worker order; the first also runs the optimizer and validation.</summary>
+    /// contexts are in worker order; the first also runs the optimizer and validation, and what
+    /// is not split (<see cref="Generate"/>, <see cref="BeginScore"/>, <see cref="Trainer"/>) runs
+    /// on it alone.</summary>
     /// <inheritdoc cref="Open(string, GpuContext, WeightPrecision?, AttentionFusion, Action{string}?)"/>
     public static PromptModel Open(string directory, IReadOnlyList<GpuContext> contexts, WeightPrecision? precision = WeightPrecision.Fp32,
                                    AttentionFusion attention = AttentionFusion.Auto, Action<string>? log = null) =>
@@ -189,7 +191,8 @@ public sealed class PromptModel : IDisposable
     /// <summary>A trainer of <paramref name="initialPrompt"/> ([prompt length x d_model], row-major)
     /// with Adafactor (<paramref name="optimizer"/>; null: the paper's settings): its steps run
     /// blocking (<see cref="PromptTrainer.TrainStep"/>) or in slices (<see cref="PromptTrainer.BeginStep"/>).
-    /// <see cref="Train"/> runs a whole training loop with data, checkpoints and validation instead.</summary>
+    /// <see cref="Train"/> runs a whole training loop with data, checkpoints and validation instead,
+    /// data parallel where the model is on several devices; this trainer is on the first device.</summary>
     /// <param name="initialPrompt">The prompt to start from.</param>
     /// <param name="optimizer">Adafactor's settings.</param>
     /// <param name="dropout">The model's dropout rate during training (0: none).</param>

@@ -140,6 +140,29 @@ public sealed class BenchCommandTests : IDisposable
         Assert.Equal(unfused, fused, 1e-4 * Math.Abs(unfused));
     }
 
+    /// <summary>--devices times data-parallel steps (two logical devices on the test device):
+    /// the whole step's time, no per-op breakdown, a note saying so; the CPU backend is refused.</summary>
+    [Fact]
+    public void SeveralDevicesTimeDataParallelSteps()
+    {
+        string device = EnvironmentSettings.GpuOptions().Device;
+        var (code, stdout, stderr) = Bench("--devices", $"{device},{device}", "--steps", "2");
+        Assert.True(code == 0, stderr);
+        Assert.Contains("data parallel over 2 devices", stdout, StringComparison.Ordinal);
+        using (var json = JsonDocument.Parse(File.ReadAllText(dir.File("bench.json"))))
+        {
+            var r = json.RootElement;
+            Assert.Equal(2, r.GetProperty("stepTimesMs").GetArrayLength());
+            Assert.All(r.GetProperty("stepTimesMs").EnumerateArray(), t => Assert.True(t.GetDouble() > 0));
+            Assert.True(double.IsFinite(r.GetProperty("loss").GetProperty("first").GetDouble()));
+            Assert.Equal(JsonValueKind.Null, r.GetProperty("breakdown").ValueKind);
+            Assert.Contains(r.GetProperty("notes").EnumerateArray(), n => n.GetString()!.StartsWith("data parallel over 2 devices", StringComparison.Ordinal));
+        }
+        var (cpuCode, _, cpuErr) = Bench("--devices", $"{device},cpu");
+        Assert.Equal(CliConventions.UserError, cpuCode);
+        Assert.Contains("--device cpu (the C# reference backend) is not benchmarked", cpuErr, StringComparison.Ordinal);
+    }
+
     [Fact]
     public void WithoutTimestampsThereIsNoBreakdown()
     {

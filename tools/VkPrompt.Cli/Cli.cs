@@ -63,6 +63,30 @@ internal static class Cli
         DefaultValueFactory = _ => EnvironmentSettings.GpuOptions().Device,
     };
 
+    /// <summary>The --devices option of the commands that run data parallel (train, grad, eval,
+    /// score, bench), beside their --device: one option per command, as <see cref="DeviceOption"/>.</summary>
+    public static Option<string?> DevicesOption() => new("--devices")
+    {
+        HelpName = "SPEC,SPEC,...",
+        Description = "Compute data parallel on several devices, each SPEC as --device takes it (the same device may be listed twice: " +
+                      "two logical devices on one physical device; 'cpu' may be among them). Each device holds the whole frozen model and takes a share of " +
+                      "every batch; the result is the one-device result (docs/numerics.md's tolerance; training at dropout 0, where dropout masks are the same draw). " +
+                      "The first device also runs the optimizer and validation. --memory-cap applies to each device. Not with --device.",
+    };
+
+    /// <summary>The devices a command's <paramref name="device"/> and <paramref name="devices"/>
+    /// name: the list of --devices, else --device (or its default) alone; both given is refused.</summary>
+    public static IReadOnlyList<string> ReadDevices(ParseResult parse, Option<string> device, Option<string?> devices)
+    {
+        if (parse.GetValue(devices) is not { } list) return [parse.GetValue(device)!];
+        if (parse.GetResult(device) is { Implicit: false })
+            throw new UsageException($"{device.Name} and {devices.Name} name the devices twice: give {devices.Name} alone (e.g. {devices.Name} {parse.GetValue(device)},{parse.GetValue(device)})");
+        var specs = list.Split(',', StringSplitOptions.TrimEntries);
+        if (specs.Any(d => d.Length == 0))
+            throw new UsageException($"{devices.Name} '{list}' has an empty entry: give device specs separated by commas, e.g. {devices.Name} 0,1");
+        return specs;
+    }
+
     /// <summary>The --memory-cap option of the commands that open a model on a device
     /// (<see cref="GpuOptions.MemoryCapBytes"/>): bytes, or a number with KiB, MiB, GiB or TiB.</summary>
     public static Option<long?> MemoryCapOption() => new("--memory-cap")

@@ -61,12 +61,13 @@ internal static class Distributed
         return code;
     }
 
-    /// <summary>The device this process computes on: <paramref name="device"/>, except that
-    /// auto in a group of several is the process's local index among the devices auto prefers.</summary>
-    public static string Device(string device, IProcessGroup group) =>
-        group.Size > 1 && device.Equals("auto", StringComparison.OrdinalIgnoreCase)
-            ? $"auto:{EnvironmentSettings.MpiLocalRank() ?? group.Rank}"
-            : device;
+    /// <summary>The devices this process computes on: <paramref name="devices"/> (--device, or
+    /// --devices' list), except that a lone auto in a group of several is the process's local
+    /// index among the devices auto prefers.</summary>
+    public static IReadOnlyList<string> Devices(IReadOnlyList<string> devices, IProcessGroup group) =>
+        group.Size > 1 && devices is [var one] && one.Equals("auto", StringComparison.OrdinalIgnoreCase)
+            ? [$"auto:{EnvironmentSettings.MpiLocalRank() ?? group.Rank}"]
+            : devices;
 
     /// <summary>Where a command prints: its console on rank 0, nowhere on the others (their
     /// errors still reach standard error, naming the rank).</summary>

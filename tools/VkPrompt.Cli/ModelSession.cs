@@ -15,16 +15,25 @@ internal sealed class ModelSession : IDisposable
     /// <param name="precision">A <c>--precision</c> value: fp32, fp16, bf16, int8 or auto.</param>
     /// <param name="memoryCap">A <c>--memory-cap</c> value (<see cref="GpuOptions.MemoryCapBytes"/>).</param>
     public ModelSession(string modelDir, string device, AttentionFusion attention, Action<string>? log, string precision = ModelOptions.DefaultPrecision, long? memoryCap = null)
+        : this(modelDir, [device], attention, log, precision, memoryCap) { }
+
+    /// <param name="devices">Where to compute: one device spec, or several for data parallel
+    /// (<see cref="Cli.DevicesOption"/>); each is a context of its own, a spec listed twice two
+    /// logical devices on one physical device.</param>
+    /// <inheritdoc cref="ModelSession(string, string, AttentionFusion, Action{string}?, string, long?)"/>
+    public ModelSession(string modelDir, IReadOnlyList<string> devices, AttentionFusion attention, Action<string>? log, string precision = ModelOptions.DefaultPrecision, long? memoryCap = null)
     {
         var stored = precision.Equals("auto", StringComparison.OrdinalIgnoreCase) ? (WeightPrecision?)null : WeightPrecisions.Parse(precision, null);
-        Model = PromptModel.Open(modelDir, () => BackendFactory.Open(device, EnvironmentSettings.GpuOptions() with { Log = log, MemoryCapBytes = memoryCap }), stored, attention, log);
+        // The cap is each device's own: every device holds the whole model and its share's work.
+        var options = EnvironmentSettings.GpuOptions() with { Log = log, MemoryCapBytes = memoryCap };
+        Model = PromptModel.Open(modelDir, devices.Select(d => (Func<Backend>)(() => BackendFactory.Open(d, options))).ToList(), stored, attention, log);
     }
 
     public void Dispose()
     {
         // With VKPROMPT_VALIDATION=1 a validation error is a bug in vkprompt, not a warning: the
         // command fails (exit 1), so the CLI tests catch what the kernel tests catch.
-        var errors = (Model.Backend as GpuBackend)?.Context.Validation.Errors.ToList() ?? [];
+        var errors = Model.Backends.OfType<GpuBackend>().SelectMany(b => b.Context.Validation.Errors).ToList();
         Model.Dispose();
         if (errors.Count > 0)
             throw new InvalidOperationException($"{errors.Count} Vulkan validation error(s); the first: {errors[0]}");

@@ -46,6 +46,7 @@ internal static class BenchCommand
         var recompute = new Option<bool>("--recompute") { Description = "Recompute block activations in the backward pass instead of storing them (much less memory, more time)." };
         var json = new Option<string?>("--json") { HelpName = "FILE", Description = "Where to write the JSON report. Default: vkprompt-bench-SHAPE-bB-inL.json in the current directory." };
         var device = Cli.DeviceOption();
+        var devices = Cli.DevicesOption();
         var attention = ModelOptions.Attention();
         var distributed = Distributed.Option();
         distributed.Description += " bench --distributed mpi times one worker alone on its share of --batch-size, then every rank on the whole batch, and reports " +
@@ -55,19 +56,19 @@ internal static class BenchCommand
             "step time, examples/s, tokens/s, achieved TFLOP/s, peak device memory, a per-phase and per-op GPU time breakdown and the device's capabilities, " +
             "printed and written as JSON (docs/benchmarks.md). 'vkprompt bench matmul' times each matrix product of the step alone, 'vkprompt bench peak' the matrix units' own rate.")
         {
-            shape, batch, input, target, promptLength, precision, steps, warmup, noProfile, recompute, json, device, attention, distributed,
+            shape, batch, input, target, promptLength, precision, steps, warmup, noProfile, recompute, json, device, devices, attention, distributed,
         };
         cmd.SetAction(parse =>
         {
             int b = ModelOptions.Positive(parse, batch), l = LengthArg(parse, input), t = LengthArg(parse, target);
             int p = ModelOptions.Positive(parse, promptLength), n = ModelOptions.Positive(parse, steps);
             int w = NonNegative(parse, warmup);
-            string dev = parse.GetValue(device)!;
-            if (dev.Equals("cpu", StringComparison.OrdinalIgnoreCase))
-                throw new UsageException("bench measures a Vulkan device; --device cpu (the C# reference backend) is not benchmarked");
+            var devs = Cli.ReadDevices(parse, device, devices);
+            if (devs.Any(d => d.Equals("cpu", StringComparison.OrdinalIgnoreCase)))
+                throw new UsageException("bench measures Vulkan devices; --device cpu (the C# reference backend) is not benchmarked");
             string jsonPath = parse.GetValue(json) is { } j ? ModelOptions.OutputFile(json.Name, j) : "";
             var (name, directory) = ReadShape(parse, shape);
-            var settings = new BenchSettings(name, directory, new BatchShape(b, l, t, p), parse.GetValue(precision)!, n, w, !parse.GetValue(noProfile), parse.GetValue(recompute), dev,
+            var settings = new BenchSettings(name, directory, new BatchShape(b, l, t, p), parse.GetValue(precision)!, n, w, !parse.GetValue(noProfile), parse.GetValue(recompute), devs,
                 ModelOptions.ReadAttention(parse, attention),
                 jsonPath.Length > 0 ? jsonPath : $"vkprompt-bench-{name}-b{b}-in{l}.json",
                 "vkprompt " + string.Join(' ', parse.Tokens.Select(token => token.Value)));
@@ -75,7 +76,7 @@ internal static class BenchCommand
                 return Distributed.Run(parse, distributed, group => BenchScaling.Run(
                     settings with
                     {
-                        Device = Distributed.Device(dev, group),
+                        Devices = Distributed.Devices(devs, group),
                         JsonPath = jsonPath.Length > 0 ? jsonPath : $"vkprompt-bench-{name}-b{b}-in{l}-mpi{group.Size}.json",
                     }, group, Distributed.Console(parse, group), Distributed.Log(parse, group)));
             return Run(settings, Cli.Console(parse), ModelOptions.Log(parse));
@@ -174,7 +175,7 @@ internal static class BenchCommand
         if (run.Validation) notes.Add("the Vulkan validation layer was on (VKPROMPT_VALIDATION=1): these times are not representative");
         Breakdown? breakdown = null;
         if (run.Timings.Count > 0) breakdown = Summarize(run.Timings);
-        else if (s.Profile) notes.Add("the device records no timestamps on its compute queue: no breakdown");
+        else if (s.Profile && s.Devices.Count == 1) notes.Add("the device records no timestamps on its compute queue: no breakdown");
 
         var stats = StepStats.Of(run.StepMs);
         double median = stats.Median;
@@ -207,19 +208,21 @@ internal static class BenchCommand
                           List<List<DispatchTiming>> Timings, long PeakBytes, long ReservedBytes, long WeightBytes, List<string> KernelNotes, bool TuneMatMul);
 
     /// <summary>Loads the weights on a context of their own (profiled or not for its whole life)
-    /// and runs the steps.</summary>
+    /// and runs the steps; on several devices (--devices) a context each, the whole model on each,
+    /// and data-parallel steps, timed whole (no per-op breakdown: each device times only its share).</summary>
     static StepRun RunSteps(T5Checkpoint ckpt, BenchSettings s, List<EncodedExample> examples, Action<string>? log)
     {
-        using var ctx = GpuContext.Create(EnvironmentSettings.GpuOptions() with { Device = s.Device, Profiling = s.Profile, Log = log });
-        using var backend = new GpuBackend(ctx) { AttentionFusion = s.Attention };
-        // fp16 and bf16 store the frozen matrices as halves, widened to fp32 as they are read;
-        // activations and sums stay fp32 (ModelOptions.Precision). auto resolves per device.
-        var precision = WeightPrecisions.Parse(s.Precision, ctx.Capabilities);
-        log?.Invoke($"weights: {precision.Name()}");
-        using var weights = new T5Weights(ckpt, backend, precision);
+        bool parallel = s.Devices.Count > 1;
+        using var devices = BenchReplicas.Open(ckpt, s, profile: s.Profile && !parallel, log);
+        var (contexts, replicas, precision) = (devices.Contexts, devices.Replicas, devices.Precision);
+        var ctx = contexts[0];
         long weightBytes = ctx.Memory.BytesInUse;
-        using var trainer = new PromptTrainer(weights, SyntheticBatch.Prompt(s.Batch.PromptLength, ckpt.Config.DModel), new AdafactorSettings(), (float)ckpt.Config.DropoutRate, seed: 0,
-                                              s.Recompute ? ActivationMode.Recompute : ActivationMode.Store);
+        var prompt = SyntheticBatch.Prompt(s.Batch.PromptLength, ckpt.Config.DModel);
+        var activations = s.Recompute ? ActivationMode.Recompute : ActivationMode.Store;
+        float dropout = (float)ckpt.Config.DropoutRate;
+        using IStepTrainer trainer = parallel
+            ? new DataParallelTrainer(replicas, new SingleProcess(), prompt, new AdafactorSettings(), dropout, seed: 0, activations)
+            : new PromptTrainer(replicas[0], prompt, new AdafactorSettings(), dropout, seed: 0, activations);
         for (int i = 0; i < s.Warmup; i++) trainer.TrainStep(examples, s.Batch.Batch);
         var times = new List<double>();
         var losses = new List<double>();
@@ -229,19 +232,24 @@ internal static class BenchCommand
             var clock = Stopwatch.StartNew();
             losses.Add(trainer.TrainStep(examples, s.Batch.Batch));
             times.Add(clock.Elapsed.TotalMilliseconds);
-            if (trainer.LastStepTimings.Count > 0) timings.Add(trainer.LastStepTimings.ToList());
+            if (trainer is PromptTrainer { LastStepTimings.Count: > 0 } one) timings.Add(one.LastStepTimings.ToList());
         }
         // As in ModelSession: with VKPROMPT_VALIDATION=1 a validation error is a bug, and the command fails.
-        if (ctx.Validation.Errors.FirstOrDefault() is { } error)
-            throw new InvalidOperationException($"{ctx.Validation.ErrorCount} Vulkan validation error(s); the first: {error}");
+        var errors = contexts.SelectMany(c => c.Validation.Errors).ToList();
+        if (errors.Count > 0)
+            throw new InvalidOperationException($"{errors.Count} Vulkan validation error(s); the first: {errors[0]}");
         // Steps is positive, so a step ran; auto decides per attention, so the report says what each one did.
-        var (encoderSelf, decoderSelf, cross) = trainer.LastStepFusedAttention!.Value;
+        var (encoderSelf, decoderSelf, cross) = (trainer is PromptTrainer p ? p.LastStepFusedAttention : ((DataParallelTrainer)trainer).LastStepFusedAttention)!.Value;
         var attention = new BenchAttention(s.Attention.Name(), FusedName(encoderSelf), FusedName(decoderSelf), FusedName(cross));
         var notes = KernelNotes(ctx, precision);
         if ((encoderSelf || decoderSelf || cross) && FusedAttentionKernel.MatrixUnitsTiling(ctx, ckpt.Config.DKv, backward: false) is { } forward
             && FusedAttentionKernel.MatrixUnitsTiling(ctx, ckpt.Config.DKv, backward: true) is { } backward)
             notes.Add($"fused attention ran on the matrix units (fused_attention_coopmat, VKPROMPT_MATRIX_UNITS=all): {forward.Warps} subgroups of 16 rows a workgroup, " +
                       $"blocks of {forward.Block} keys forward and {backward.Block} rows backward");
+        if (parallel)
+            notes.Add($"data parallel over {contexts.Count} devices ({string.Join(", ", contexts.Select(c => c.Capabilities.Name))}; --devices {string.Join(',', s.Devices)}): " +
+                      "each step splits the batch over them and combines the prompt gradients; the step time is the whole step's, wall-clock, without GPU timestamps; " +
+                      "capabilities, kernel notes and memory are the first device's (each holds the whole model)");
         return new StepRun(ctx.Capabilities, ctx.Plan.ToJson(), precision, attention, ctx.Options.Validation, times, losses, timings, ctx.Memory.PeakBytesInUse, ctx.Memory.BytesReserved, weightBytes,
                            notes, MatMulTuner.Enabled(ctx));
     }
@@ -345,8 +353,51 @@ internal static class BenchCommand
     }
 }
 
+/// <summary>The frozen model on each device a bench names (--device, or --devices' list), each on
+/// a context of its own, freed together.</summary>
+internal sealed class BenchReplicas : IDisposable
+{
+    public List<GpuContext> Contexts { get; } = [];
+    public List<T5Weights> Replicas { get; } = [];
+    public WeightPrecision Precision { get; private set; }
+
+    /// <param name="profile">Whether the contexts take GPU timestamps (for their whole life).</param>
+    public static BenchReplicas Open(T5Checkpoint ckpt, BenchSettings s, bool profile, Action<string>? log)
+    {
+        var r = new BenchReplicas();
+        try
+        {
+            foreach (var device in s.Devices)
+                r.Contexts.Add(GpuContext.Create(EnvironmentSettings.GpuOptions() with { Device = device, Profiling = profile, Log = log }));
+            // fp16 and bf16 store the frozen matrices as halves, widened to fp32 as they are read;
+            // activations and sums stay fp32 (ModelOptions.Precision). auto resolves per device,
+            // and to fp32 where the devices would differ (every replica holds the same values).
+            var each = r.Contexts.Select(c => WeightPrecisions.Parse(s.Precision, c.Capabilities)).Distinct().ToList();
+            r.Precision = each.Count == 1 ? each[0] : WeightPrecision.Fp32;
+            log?.Invoke($"weights: {r.Precision.Name()}");
+            foreach (var c in r.Contexts) r.Replicas.Add(new T5Weights(ckpt, new GpuBackend(c) { AttentionFusion = s.Attention }, r.Precision));
+            return r;
+        }
+        catch
+        {
+            r.Dispose();
+            throw;
+        }
+    }
+
+    public void Dispose()
+    {
+        foreach (var w in Replicas)
+        {
+            w.Dispose();
+            w.Backend.Dispose();
+        }
+        foreach (var c in Contexts) c.Dispose();
+    }
+}
+
 internal sealed record BenchSettings(string Name, string? Directory, BatchShape Batch, string Precision, int Steps, int Warmup, bool Profile, bool Recompute,
-                                     string Device, AttentionFusion Attention, string JsonPath, string CommandLine);
+                                     IReadOnlyList<string> Devices, AttentionFusion Attention, string JsonPath, string CommandLine);
 
 // The report's JSON (camelCase through CliJson): tools/peer/peer_bench.py writes the same fields,
 // and tools/bench-table.py reads both. docs/benchmarks.md describes each one.

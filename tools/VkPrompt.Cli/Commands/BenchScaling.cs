@@ -12,8 +12,9 @@ namespace VkPrompt.Cli.Commands;
 
 /// <summary>
 /// <c>vkprompt bench --distributed mpi</c>: how a data-parallel training step scales over the
-/// ranks of an MPI job. One worker alone first times the per-worker batch (its share of the
-/// batch, rounded up), the others sleeping meanwhile (<see cref="MpiProcessGroup.Barrier"/>, so
+/// workers of an MPI job (each rank's devices: --device, or --devices' list). One worker alone
+/// (rank 0's first device) first times the per-worker batch (the batch over the workers, rounded
+/// up), the other ranks sleeping meanwhile (<see cref="MpiProcessGroup.Barrier"/>, so
 /// they take no core from it); then every rank times the data-parallel step of the whole batch
 /// (<see cref="DataParallelTrainer"/>: the shares, the gradients gathered in rank order, the
 /// optimizer, the prompt broadcast), a step's time being the slowest rank's. Scaling efficiency
@@ -65,13 +66,20 @@ internal static class BenchScaling
     {
         var c = ckpt.Config;
         var shape = s.Batch;
-        int workers = group.Size;
+        var counts = new double[group.Size];
+        group.AllGather([s.Devices.Count], counts);
+        int workers = (int)counts.Sum();
         int perWorker = (shape.Batch + workers - 1) / workers;
         var examples = SyntheticBatch.Create(shape.Batch, shape.InputLength, shape.TargetLength, c);
-        using var ctx = GpuContext.Create(EnvironmentSettings.GpuOptions() with { Device = s.Device, Log = log });
-        using var backend = new GpuBackend(ctx) { AttentionFusion = s.Attention };
-        var precision = WeightPrecisions.Parse(s.Precision, ctx.Capabilities);
-        using var weights = new T5Weights(ckpt, backend, precision);
+        using var devices = BenchReplicas.Open(ckpt, s, profile: false, log);
+        return Measure(s, group, console, c, workers, perWorker, examples, devices.Contexts, devices.Replicas, devices.Precision);
+    }
+
+    static BenchScalingReport Measure(BenchSettings s, IProcessGroup group, IAnsiConsole console, T5Config c, int workers, int perWorker,
+                                      List<EncodedExample> examples, List<GpuContext> contexts, List<T5Weights> replicas, WeightPrecision precision)
+    {
+        var shape = s.Batch;
+        var ctx = contexts[0];
         var activations = s.Recompute ? ActivationMode.Recompute : ActivationMode.Store;
         var prompt = SyntheticBatch.Prompt(shape.PromptLength, c.DModel);
         float dropout = (float)c.DropoutRate;
@@ -80,22 +88,22 @@ internal static class BenchScaling
         List<double> single = [];
         if (group.Rank == 0)
         {
-            using var alone = new PromptTrainer(weights, prompt, new AdafactorSettings(), dropout, seed: 0, activations);
+            using var alone = new PromptTrainer(replicas[0], prompt, new AdafactorSettings(), dropout, seed: 0, activations);
             single = Time(alone, examples.Take(perWorker).ToList(), perWorker, s);
         }
         (group as MpiProcessGroup)?.Barrier(TimeSpan.FromMilliseconds(20));
 
         console.WriteLine($"timing {workers} workers on batch {shape.Batch} ...");
         List<double> mine;
-        using (var parallel = new DataParallelTrainer([weights], group, prompt, new AdafactorSettings(), dropout, seed: 0, activations))
+        using (var parallel = new DataParallelTrainer(replicas, group, prompt, new AdafactorSettings(), dropout, seed: 0, activations))
             mine = Time(parallel, examples, shape.Batch, s);
         // A step is as slow as its slowest rank.
         var all = new double[workers * mine.Count];
         group.AllGather(mine.ToArray(), all);
         var stepMs = Enumerable.Range(0, mine.Count).Select(i => Enumerable.Range(0, workers).Max(r => all[r * mine.Count + i])).ToList();
 
-        if (ctx.Validation.Errors.FirstOrDefault() is { } error)
-            throw new InvalidOperationException($"{ctx.Validation.ErrorCount} Vulkan validation error(s); the first: {error}");
+        if (contexts.SelectMany(x => x.Validation.Errors).FirstOrDefault() is { } error)
+            throw new InvalidOperationException($"Vulkan validation error(s); the first: {error}");
         var notes = new List<string>();
         if (ctx.Options.Validation) notes.Add("the Vulkan validation layer was on (VKPROMPT_VALIDATION=1): these times are not representative");
         if (ctx.Capabilities.DeviceType == "cpu")

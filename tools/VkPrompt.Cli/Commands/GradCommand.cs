@@ -16,6 +16,7 @@ internal static class GradCommand
         var data = ModelOptions.Data(required: true);
         var output = new Option<string>("--output", "-o") { HelpName = "FILE", Description = "Where to write the gradient (.safetensors, key prompt_gradient, float32 [P, d_model]).", Required = true };
         var device = Cli.DeviceOption();
+        var devices = Cli.DevicesOption();
         var memoryCap = Cli.MemoryCapOption();
         var precision = ModelOptions.Precision();
         var attention = ModelOptions.Attention();
@@ -23,14 +24,14 @@ internal static class GradCommand
         var distributed = Distributed.Option();
         var cmd = new Command("grad", "Loss and prompt gradient of the whole file taken as one batch (the mean over every target token of the batch, as docs/numerics.md states). Prints {\"loss\": x}.")
         {
-            model, prompt, data, output, device, memoryCap, precision, attention, recompute, distributed,
+            model, prompt, data, output, device, devices, memoryCap, precision, attention, recompute, distributed,
         };
         cmd.SetAction(parse => Distributed.Run(parse, distributed, group =>
         {
             string outputPath = ModelOptions.OutputFile(output.Name, parse.GetValue(output)!,
                 (model.Name, parse.GetValue(model)), (prompt.Name, parse.GetValue(prompt)), (data.Name, parse.GetValue(data)));
             var examples = DataFile.Read(parse.GetValue(data)!);
-            using var s = new ModelSession(parse.GetValue(model)!, Distributed.Device(parse.GetValue(device)!, group), ModelOptions.ReadAttention(parse, attention),
+            using var s = new ModelSession(parse.GetValue(model)!, Distributed.Devices(Cli.ReadDevices(parse, device, devices), group), ModelOptions.ReadAttention(parse, attention),
                                            Distributed.Log(parse, group), parse.GetValue(precision)!, parse.GetValue(memoryCap));
             s.Model.ProcessGroup = group;
             var promptData = s.Model.LoadPrompt(parse.GetValue(prompt)!);

@@ -21,7 +21,7 @@ internal static class TrainCommand
         cmd.SetAction(parse => Distributed.Run(parse, distributed, group =>
         {
             var t = o.Read(parse, checkOutput: group.Rank == 0);
-            return Run(parse, t with { Device = Distributed.Device(t.Device, group) }, Distributed.Console(parse, group), group);
+            return Run(parse, t with { Devices = Distributed.Devices(t.Devices, group) }, Distributed.Console(parse, group), group);
         }));
         return cmd;
     }
@@ -34,10 +34,10 @@ internal static class TrainCommand
         List<Example> train = superGlue is null ? DataFile.Read(t.TrainFile) : SuperGlue.Read(t.TrainFile, superGlue);
         List<Example>? val = t.ValidationFile is null ? null : superGlue is null ? DataFile.Read(t.ValidationFile) : SuperGlue.Read(t.ValidationFile, superGlue);
         var options = t.Options with { Choices = t.Options.Choices ?? superGlue?.Labels };
-        using var s = new ModelSession(t.Model, t.Device, t.Attention, group is null ? ModelOptions.Log(parse) : Distributed.Log(parse, group), t.Precision, t.MemoryCap);
+        using var s = new ModelSession(t.Model, t.Devices, t.Attention, group is null ? ModelOptions.Log(parse) : Distributed.Log(parse, group), t.Precision, t.MemoryCap);
         if (group is not null) s.Model.ProcessGroup = group;
         var run = s.Model.Train(train, val, options, t.Output);
-        console.MarkupLineInterpolated($"[bold]VkPrompt train[/]: {train.Count} examples, {s.Model.Backend.Name}, {s.Model.Weights.Precision.Name()} weights; {run.Truncation}");
+        console.MarkupLineInterpolated($"[bold]VkPrompt train[/]: {train.Count} examples, {string.Join(" + ", s.Model.Backends.Select(b => b.Name))}{(s.Model.Backends.Count > 1 ? " (data parallel)" : "")}, {s.Model.Weights.Precision.Name()} weights; {run.Truncation}");
         console.MarkupLineInterpolated($"prompt {run.PromptLength} x {s.Model.DModel}, init {run.Init}, batch {options.BatchSize}, {options.Steps} steps, output {t.Output}");
         // The chart is the CLI's: listed with the run's files, so replacing a run replaces it too,
         // and drawn while the run still holds the directory, also where the loss diverged (it
@@ -115,7 +115,7 @@ internal static class TrainCommand
         $"  val loss {r.ValidationLoss:F4}{(r.ValidationAccuracy is double a ? $" acc {a:F3}" : "")}");
 }
 
-internal sealed record TrainSettings(string Model, string TrainFile, string? ValidationFile, string Output, string Device, AttentionFusion Attention, string? Task,
+internal sealed record TrainSettings(string Model, string TrainFile, string? ValidationFile, string Output, IReadOnlyList<string> Devices, AttentionFusion Attention, string? Task,
                                      TrainOptions Options, string Precision = ModelOptions.DefaultPrecision, long? MemoryCap = null);
 
 /// <summary>The options of <c>vkprompt train</c>, kept together so demo can reuse the parsing.</summary>
@@ -126,6 +126,7 @@ internal sealed class TrainArgs
     readonly Option<string?> validation = new("--validation") { HelpName = "FILE", Description = "Validation data (same format). Enables evaluation every --eval-every steps and early stopping: the best prompt is kept." };
     readonly Option<string> output = new("--output", "-o") { HelpName = "DIR", Description = "Output directory: the PEFT adapter (adapter_model.safetensors, adapter_config.json), checkpoint.safetensors for --resume, metrics.jsonl, training.png and vkprompt-run.json, which lists them. It must be new, empty or a run's (with vkprompt-run.json); one run at a time.", Required = true };
     readonly Option<string> device = Cli.DeviceOption();
+    readonly Option<string?> devices = Cli.DevicesOption();
     readonly Option<long?> memoryCap = Cli.MemoryCapOption();
     readonly Option<string> precision = ModelOptions.Precision();
     readonly Option<string> attention = ModelOptions.Attention();
@@ -157,7 +158,7 @@ internal sealed class TrainArgs
 
     public void AddTo(Command c)
     {
-        foreach (var o in new Option[] { model, train, validation, output, device, memoryCap, precision, attention, promptLength, steps, batch, seed, noShuffle, dropout, maxIn, maxOut,
+        foreach (var o in new Option[] { model, train, validation, output, device, devices, memoryCap, precision, attention, promptLength, steps, batch, seed, noShuffle, dropout, maxIn, maxOut,
                                          evalEvery, patience, saveEvery, resume, overwrite, task, choices, init, lr, weightDecay, decayRate, clip, eps1, minDim, stepOffset, exportNpy, recompute })
             c.Options.Add(o);
     }
@@ -214,7 +215,7 @@ internal sealed class TrainArgs
         };
         // Before the model loads, which can take minutes.
         if (checkOutput) new TrainingDirectory(p.GetValue(output)!).Check(opts);
-        return new TrainSettings(p.GetValue(model)!, p.GetValue(train)!, p.GetValue(validation), p.GetValue(output)!, p.GetValue(device)!, ModelOptions.ReadAttention(p, attention),
+        return new TrainSettings(p.GetValue(model)!, p.GetValue(train)!, p.GetValue(validation), p.GetValue(output)!, Cli.ReadDevices(p, device, devices), ModelOptions.ReadAttention(p, attention),
                                  p.GetValue(task), opts, p.GetValue(precision)!, p.GetValue(memoryCap));
     }
 }
