@@ -37,10 +37,11 @@ public sealed class MpiTests : IDisposable
         return data;
     }
 
+    /// <param name="device">--device's value, or several specs for --devices (each rank's own).</param>
     static string[] TrainArgs(string model, string caseDir, string output, int steps, int batch, string device) =>
         ["train", "--model", Path.Combine(TestPaths.Golden, model), "--train", Path.Combine(caseDir, "data.jsonl"), "--output", output,
          "--init", "file:" + Path.Combine(caseDir, "prompt0.safetensors"), "--steps", steps.ToString(CultureInfo.InvariantCulture),
-         "--batch-size", batch.ToString(CultureInfo.InvariantCulture), "--no-shuffle", "--dropout", "0", "--device", device];
+         "--batch-size", batch.ToString(CultureInfo.InvariantCulture), "--no-shuffle", "--dropout", "0", device.Contains(',') ? "--devices" : "--device", device];
 
     /// <summary>The golden case's K steps on two ranks, each on the tests' Vulkan device (with
     /// --device auto, each rank's local index among the devices: lavapipe for both).</summary>
@@ -68,16 +69,21 @@ public sealed class MpiTests : IDisposable
         Assert.Contains("vkprompt: rank 1 of 2 is process", run.Output, StringComparison.Ordinal);
     }
 
-    /// <summary>Batch 3 on two ranks (shares of 2 and 1) gives the one-process run's prompt and losses.</summary>
-    [Fact]
-    public void ABatchThatDoesNotDivideEvenlyGivesTheOneProcessResult()
+    /// <summary>Batch 3 on two ranks (shares of 2 and 1) gives the one-process run's prompt and
+    /// losses; so do two ranks of two devices each (--devices: four workers, shares of 1, 1, 1
+    /// and none, the idle worker on rank 1).</summary>
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    public void ABatchThatDoesNotDivideEvenlyGivesTheOneProcessResult(int devicesPerRank)
     {
         string caseDir = Path.Combine(TestPaths.Golden, "tiny-v11", "cases", "p8");
         const int steps = 4, batch = 3;
         var single = dir.File("single");
         CliRun.Of(TrainArgs("tiny-v11", caseDir, single, steps, batch, CliRun.VulkanDevice)).Succeeded();
         var ranks = dir.File("ranks");
-        var run = Mpiexec(2, [.. TrainArgs("tiny-v11", caseDir, ranks, steps, batch, CliRun.VulkanDevice), "--distributed", "mpi"]);
+        string devices = string.Join(',', Enumerable.Repeat(CliRun.VulkanDevice, devicesPerRank));
+        var run = Mpiexec(2, [.. TrainArgs("tiny-v11", caseDir, ranks, steps, batch, devices), "--distributed", "mpi"]);
         Assert.True(run.ExitCode == 0, $"mpiexec exited {run.ExitCode}:\n{run.Output}");
 
         double err = Check.NormRelativeError(CliRun.Tensor(Path.Combine(single, Adapter.WeightsFile), PromptFile.TensorName),
