@@ -49,8 +49,9 @@ internal static class BenchScaling
             string F(double v) => v.ToString("F1", CultureInfo.InvariantCulture);
             console.WriteLine($"device (rank 0): {report.Device.Name} ({report.Device.Driver})");
             console.WriteLine($"one worker, batch {report.PerWorkerBatch}: median {F(report.SingleWorkerStepMs.Median)} ms (min {F(report.SingleWorkerStepMs.Min)}, max {F(report.SingleWorkerStepMs.Max)})");
-            console.WriteLine($"{report.Workers} workers, batch {report.Batch.BatchSize}: median {F(report.StepMs.Median)} ms (min {F(report.StepMs.Min)}, max {F(report.StepMs.Max)})");
-            console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"scaling efficiency: {report.Efficiency:F3} ({report.ExamplesPerSecond:F2} examples/s on {report.Workers} workers)"));
+            string workers = report.Workers == 1 ? "1 worker" : $"{report.Workers} workers";
+            console.WriteLine($"{workers}, batch {report.Batch.BatchSize}: median {F(report.StepMs.Median)} ms (min {F(report.StepMs.Min)}, max {F(report.StepMs.Max)})");
+            console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"scaling efficiency: {report.Efficiency:F3} ({report.ExamplesPerSecond:F2} examples/s on {workers})"));
             foreach (var note in report.Notes) console.MarkupLineInterpolated($"[yellow]note[/]: {note}");
             File.WriteAllText(s.JsonPath, JsonSerializer.Serialize(report, CliJson.Default.BenchScalingReport) + "\n");
             console.WriteLine($"wrote {s.JsonPath}");
@@ -93,7 +94,7 @@ internal static class BenchScaling
         }
         (group as MpiProcessGroup)?.Barrier(TimeSpan.FromMilliseconds(20));
 
-        console.WriteLine($"timing {workers} workers on batch {shape.Batch} ...");
+        console.WriteLine($"timing {workers} worker(s) on batch {shape.Batch} ...");
         List<double> mine;
         using (var parallel = new DataParallelTrainer(replicas, group, prompt, new AdafactorSettings(), dropout, seed: 0, activations))
             mine = Time(parallel, examples, shape.Batch, s);
