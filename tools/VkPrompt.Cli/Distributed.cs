@@ -25,7 +25,7 @@ internal static class Distributed
                           "Debian/Ubuntu: apt-get install mpich), e.g. 'mpiexec -n 2 vkprompt train ... --distributed mpi'. Every rank computes a share of each batch on its own device " +
                           "and the prompt gradients are combined in rank order, so the run gives the one-process result. With --device auto (the default) a rank takes its " +
                           "local index on its machine (MPI_LOCALRANKID, MV2_COMM_WORLD_LOCAL_RANK or SLURM_LOCALID, else its rank) among the devices auto prefers, modulo their " +
-                          "count (on a machine with one device, as lavapipe, every rank shares it); another --device is taken by every rank. " +
+                          "count (on a machine with one device, as lavapipe, every rank shares it); another --device, or --devices, is taken by every rank as given. " +
                           "Only rank 0 prints progress and writes outputs; every rank reads the inputs (and a checkpoint to resume), so they must be on a filesystem the ranks share. " +
                           "A rank that fails prints 'rank N: error: ...' and ends every rank (MPI_Abort). Default: none.",
             DefaultValueFactory = _ => None,
