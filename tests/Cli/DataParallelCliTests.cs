@@ -103,6 +103,32 @@ public sealed class DataParallelCliTests : IDisposable
                      CliRun.Tensor(Path.Combine(resumed, Adapter.WeightsFile), PromptFile.TensorName));
     }
 
+    /// <summary>Validation during a data-parallel run (on the first device) logs what one device's
+    /// run logs: training losses and validation losses within rounding, the best step the same.</summary>
+    [Fact]
+    public void ValidationOnTwoDevicesLogsWhatOneDeviceLogs()
+    {
+        string labelled = LabelledData();
+        List<System.Text.Json.Nodes.JsonNode> Train(string output, params string[] devices)
+        {
+            CliRun.Of(["train", "--model", Model, "--train", Path.Combine(Case, "data.jsonl"), "--validation", labelled, "--output", output,
+                       "--init", "file:" + Path.Combine(Case, "prompt0.safetensors"), "--steps", "4", "--batch-size", "3", "--eval-every", "2",
+                       "--dropout", "0", "--choices", "entailment,not_entailment,True", .. devices]).Succeeded();
+            return File.ReadLines(Path.Combine(output, TrainingDirectory.MetricsFile)).Select(l => System.Text.Json.Nodes.JsonNode.Parse(l)!).ToList();
+        }
+        var one = Train(dir.File("one"), "--device", CliRun.VulkanDevice);
+        var two = Train(dir.File("two"), "--devices", Devices(2));
+        Assert.Equal(4, two.Count);
+        Assert.Equal(2, two.Count(n => n["val_loss"] is not null));
+        for (int i = 0; i < one.Count; i++)
+            foreach (var key in new[] { "loss", "val_loss" })
+                if (one[i][key] is { } expected)
+                {
+                    double e = expected.GetValue<double>(), got = two[i][key]!.GetValue<double>();
+                    Assert.True(Math.Abs(got - e) <= 1e-5 * Math.Abs(e), $"step {i + 1} {key}: {got} on two devices vs {e} on one");
+                }
+    }
+
     [Theory]
     [InlineData("train")]
     [InlineData("grad")]
