@@ -53,10 +53,16 @@ internal static unsafe class DeviceBringUp
     internal static int Choose(IReadOnlyList<DeviceCapabilities> caps, string spec)
     {
         string available = string.Join(", ", caps.Select(c => $"{c.Index}: {c.Name}"));
+        static int Rank(string type) => type switch { "discrete" => 0, "integrated" => 1, "virtual" => 2, "cpu" => 3, _ => 4 };
         if (string.IsNullOrWhiteSpace(spec) || spec.Equals("auto", StringComparison.OrdinalIgnoreCase))
-        {
-            static int Rank(string type) => type switch { "discrete" => 0, "integrated" => 1, "virtual" => 2, "cpu" => 3, _ => 4 };
             return caps.OrderBy(c => Rank(c.DeviceType)).ThenBy(c => c.Index).First().Index;
+        // auto:N, the N-th device (modulo their count) of the kind auto picks: how the ranks of an
+        // MPI job on one machine spread over its GPUs, never onto a CPU device beside them.
+        if (spec.StartsWith("auto:", StringComparison.OrdinalIgnoreCase) && int.TryParse(spec.AsSpan(5), out int local) && local >= 0)
+        {
+            int best = caps.Min(c => Rank(c.DeviceType));
+            var kind = caps.Where(c => Rank(c.DeviceType) == best).OrderBy(c => c.Index).ToList();
+            return kind[local % kind.Count].Index;
         }
         if (int.TryParse(spec, out int index))
         {

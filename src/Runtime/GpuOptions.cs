@@ -7,7 +7,9 @@ namespace VkPrompt.Runtime;
 /// about a value names where the user set it.</summary>
 public sealed record GpuOptions
 {
-    /// <summary>"auto" (discrete &gt; integrated &gt; virtual &gt; CPU), a device index, or a name substring.</summary>
+    /// <summary>"auto" (discrete &gt; integrated &gt; virtual &gt; CPU), "auto:N" (the N-th, modulo
+    /// their count, of the devices of the kind auto picks: an MPI rank's local index), a device
+    /// index, or a name substring.</summary>
     public string Device { get; init; } = "auto";
 
     /// <summary>Enables VK_LAYER_KHRONOS_validation with synchronization validation.</summary>

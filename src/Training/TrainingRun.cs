@@ -36,6 +36,17 @@ public sealed class TrainingRun
     /// <summary>Where the run says what it is doing (resuming, and from where).</summary>
     public Action<string>? Log { get; set; }
 
+    /// <summary>The processes the run spans (the model's <see cref="PromptModel.ProcessGroup"/>:
+    /// the ranks of an MPI job), each running this run on the same data and options: rank 0 alone
+    /// takes the output directory and writes it (checkpoints, adapters, metrics) and validates;
+    /// every rank reads the checkpoint it resumes from, so the directory must be on a filesystem
+    /// they share. The ranks agree at every step whether to stop (a signal on any rank, early
+    /// stopping on rank 0), so none waits for the others forever.</summary>
+    IProcessGroup Group => model.ProcessGroup;
+
+    /// <summary>Whether this process writes the output directory: rank 0.</summary>
+    bool Writes => Group.Rank == 0;
+
     internal TrainingRun(PromptModel model, IReadOnlyList<Example> train, IReadOnlyList<Example>? validation, TrainOptions options, string outputDirectory)
     {
         if (train.Count == 0) throw new TrainingOptionException($"the training data has no examples");
@@ -100,6 +111,7 @@ public sealed class TrainingRun
     /// checkpoint and the metrics log.</summary>
     public TrainingResult Run(CancellationToken cancel = default)
     {
+        if (!Writes) return RunLocked(cancel);
         Directory.Prepare(o);
         try { return RunLocked(cancel); }
         finally
@@ -130,12 +142,13 @@ public sealed class TrainingRun
             if (o.Resume) Log?.Invoke($"nothing to resume: no checkpoint in {Directory.Path}; starting from step 0");
             prompt = PromptInitializer.Create(Init, PromptLength, model.Checkpoint, model.Tokenizer, Labels, o.Seed);
         }
+        AgreeOnTheStep(step);
         // Made at the first step, not before: an overwrite keeps the earlier run's log until the
         // new run has started (Directory.Begin).
         MetricsLog? metrics = null;
         int resumedAt = step;
         float dropout = o.Dropout ?? (float)model.Config.DropoutRate;
-        using var scorer = validation is null ? null : new Scorer(weights);
+        using var scorer = validation is null || !Writes ? null : new Scorer(weights);
         var validate = scorer is null ? null : new Validation(model, scorer, validation!, validationTargets!, Labels, o.BatchSize, o.MaxTargetLength);
         using var trainer = model.CreateTrainer(prompt, o.Optimizer, dropout, o.Seed, o.Activations, optState, step, o.StepOffset);
         weights.Backend.ResetPeakMemory();
@@ -143,19 +156,28 @@ public sealed class TrainingRun
         int stepsThisRun = 0;
         float[]? bestPrompt = null;
         StepReport? last = null;
-        bool Patient() => o.Patience == 0 || validate is null || best.EvaluationsSince < o.Patience;
+        // Of the validation data, which every rank has, not of validate (rank 0's): every rank
+        // reads the same checkpoint, so all agree whether its patience had run out.
+        bool Patient() => o.Patience == 0 || validation is null || best.EvaluationsSince < o.Patience;
         bool stoppedEarly = !Patient();
-        while (trainer.Step < o.Steps && !stoppedEarly && !cancel.IsCancellationRequested)
+        bool interrupted = false;
+        while (trainer.Step < o.Steps && !stoppedEarly)
         {
+            // A signal to any rank stops every rank after the same step.
+            if (Group.Any(cancel.IsCancellationRequested))
+            {
+                interrupted = true;
+                break;
+            }
             var batch = BatchIndices(trainer.Step, o.BatchSize, train.Count, o.Shuffle, o.Seed).Select(i => train[i]).ToList();
             double loss = trainer.TrainStep(batch, o.BatchSize);
             stepsThisRun++;
             int s = trainer.Step;
             if (!double.IsFinite(loss)) throw Diverged($"the training loss of step {s} is {loss}");
-            Directory.Begin();
-            metrics ??= new MetricsLog(Directory.Metrics, resumedAt);
+            if (Writes) Directory.Begin();
             var report = new StepReport(s, loss, batch.Sum(e => e.InputIds.Length + e.TargetIds.Length), stepsThisRun / clock.Elapsed.TotalSeconds);
-            if (validate is not null && o.EvalEvery > 0 && (s % o.EvalEvery == 0 || s == o.Steps))
+            bool evaluates = validation is not null && o.EvalEvery > 0 && (s % o.EvalEvery == 0 || s == o.Steps);
+            if (evaluates && validate is not null)
             {
                 var current = trainer.Prompt();
                 double vLoss;
@@ -171,20 +193,39 @@ public sealed class TrainingRun
                 }
                 stoppedEarly = !Patient();
             }
-            metrics.Append(report);
+            // Rank 0 validated; every rank stops with it.
+            if (evaluates) stoppedEarly = Group.Any(stoppedEarly);
             OnStep?.Invoke(report);
             last = report;
+            if (!Writes) continue;
+            metrics ??= new MetricsLog(Directory.Metrics, resumedAt);
+            metrics.Append(report);
             // The step an early stop ends at is checkpointed, so a resumed run knows the run is
             // over (or, with a larger patience, continues from exactly here).
             if ((o.SaveEvery > 0 && s % o.SaveEvery == 0) || s == o.Steps || stoppedEarly)
                 SaveCheckpoint(trainer, best);
         }
-        if (cancel.IsCancellationRequested) SaveCheckpoint(trainer, best);
         var final = trainer.Prompt();
-        Directory.Begin();
-        SaveAdapter(Directory.Path, bestPrompt ?? (best.Step >= 0 ? PromptFile.Load(Directory.Best, model.DModel, out _) : final), o.ExportNpy);
+        if (Writes)
+        {
+            if (interrupted) SaveCheckpoint(trainer, best);
+            Directory.Begin();
+            SaveAdapter(Directory.Path, bestPrompt ?? (best.Step >= 0 ? PromptFile.Load(Directory.Best, model.DModel, out _) : final), o.ExportNpy);
+        }
         return new TrainingResult(trainer.Step, last?.Loss, best.Step, best.Step >= 0 ? best.Metric : null,
-                                  weights.Backend.MemoryUse.Peak, final, stoppedEarly);
+                                  weights.Backend.MemoryUse.Peak, final, stoppedEarly, interrupted);
+    }
+
+    /// <summary>Every rank starts from the same step: a rank that found no checkpoint (or another)
+    /// where rank 0 found one reads another directory than rank 0 writes.</summary>
+    void AgreeOnTheStep(int step)
+    {
+        if (Group.Size == 1) return;
+        var steps = new double[Group.Size];
+        Group.AllGather([step], steps);
+        int other = Array.FindIndex(steps, s => s != steps[0]);
+        if (other >= 0)
+            throw new TrainingOptionException($"rank 0 starts at step {steps[0]} but rank {other} at step {steps[other]}: every rank resumes from the checkpoint in {Setting.OutputDirectory} {Directory.Path}, which must be on a filesystem the ranks share");
     }
 
     /// <summary>What stops the run: the prompt is past saving (every later step and checkpoint
@@ -212,5 +253,6 @@ public sealed class TrainingRun
 /// <param name="PeakMemoryBytes">The backend's peak memory during the run.</param>
 /// <param name="FinalPrompt">The prompt of the last step (the adapter holds the best).</param>
 /// <param name="StoppedEarly">Validation ran out of <see cref="TrainOptions.Patience"/>.</param>
+/// <param name="Interrupted">The cancellation token (on any process of the run) stopped it; a checkpoint of its last step was written.</param>
 public sealed record TrainingResult(int Steps, double? FinalLoss, int BestStep, double? BestMetric, long PeakMemoryBytes, float[] FinalPrompt,
-                                    bool StoppedEarly = false);
+                                    bool StoppedEarly = false, bool Interrupted = false);

@@ -40,6 +40,20 @@ public sealed class DeviceSelectionTests
     public void BlankAndAnyCaseOfAutoMeanAuto(string spec) =>
         Assert.Equal(1, DeviceBringUp.Choose(Devices("cpu", "discrete"), spec));
 
+    /// <summary>auto:N, an MPI rank's local index: the ranks on one machine spread over the devices
+    /// of auto's kind (here the two discrete GPUs, never the CPU device), wrapping past their count.</summary>
+    [Theory]
+    [InlineData("auto:0", 1)]
+    [InlineData("auto:1", 3)]
+    [InlineData("AUTO:2", 1)]
+    [InlineData("auto:5", 3)]
+    public void AutoWithALocalIndexCyclesOverTheDevicesAutoPrefers(string spec, int expected) =>
+        Assert.Equal(expected, DeviceBringUp.Choose(Devices("cpu", "discrete", "integrated", "discrete"), spec));
+
+    [Fact]
+    public void AutoWithALocalIndexOnOneCpuDeviceSharesIt() =>
+        Assert.Equal(0, DeviceBringUp.Choose(Devices("cpu"), "auto:1"));
+
     [Fact]
     public void IndexSelectsThatDevice() =>
         Assert.Equal(0, DeviceBringUp.Choose(Devices("cpu", "discrete"), "0"));

@@ -154,19 +154,24 @@ internal static class Cli
             }
             return parse.Invoke(new InvocationConfiguration { Output = stdout, Error = stderr, EnableDefaultExceptionHandler = false });
         }
-        catch (Exception e) when (IsUserError(e))
+        catch (Exception e) { return Report(e, parse, stderr); }
+    }
+
+    /// <summary>Prints <paramref name="e"/> as one line (after <paramref name="prefix"/>: an MPI
+    /// rank's "rank N: ") and returns its exit code: <see cref="UserError"/> for a problem the
+    /// user can fix, else <see cref="InternalError"/>.</summary>
+    internal static int Report(Exception e, ParseResult? parse, TextWriter stderr, string prefix = "")
+    {
+        bool verbose = parse is not null && Verbose(parse);
+        if (IsUserError(e))
         {
-            stderr.WriteLine($"error: {OneLine(Describe(e))}{(e is GpuException { DoesNotFit: true } && parse is not null ? SmallerWork(parse) : "")}");
-            if (parse is not null && Verbose(parse)) stderr.WriteLine(e);
+            stderr.WriteLine($"{prefix}error: {OneLine(Describe(e))}{(e is GpuException { DoesNotFit: true } && parse is not null ? SmallerWork(parse) : "")}");
+            if (verbose) stderr.WriteLine(e);
             return UserError;
         }
-        catch (Exception e)
-        {
-            bool verbose = parse is not null && Verbose(parse);
-            stderr.WriteLine($"internal error: {e.GetType().Name}: {OneLine(e.Message)}{(verbose ? "" : " (rerun with --verbose for the stack trace)")}");
-            if (verbose) stderr.WriteLine(e);
-            return InternalError;
-        }
+        stderr.WriteLine($"{prefix}internal error: {e.GetType().Name}: {OneLine(e.Message)}{(verbose ? "" : " (rerun with --verbose for the stack trace)")}");
+        if (verbose) stderr.WriteLine(e);
+        return InternalError;
     }
 
     /// <summary>The first path option (its help name FILE, DIR or ...PATH) given as "": .NET
@@ -209,7 +214,8 @@ internal static class Cli
 
     // IOException covers FileNotFoundException and DirectoryNotFoundException.
     internal static bool IsUserError(Exception e) =>
-        e is GpuException or ModelFormatException or UsageException or IOException or UnauthorizedAccessException or JsonException or Training.TrainingException or NonFiniteOutputException;
+        e is GpuException or ModelFormatException or UsageException or IOException or UnauthorizedAccessException or JsonException or Training.TrainingException or NonFiniteOutputException
+        or Training.MpiException;
 
     /// <summary>What the command offers that needs less device memory, for work that did not fit.</summary>
     static string SmallerWork(ParseResult parse)

@@ -11,6 +11,7 @@ namespace VkPrompt.Cli;
 [JsonSerializable(typeof(IReadOnlyList<DeviceCapabilities>))]
 [JsonSerializable(typeof(DeviceCapabilities))]
 [JsonSerializable(typeof(Commands.BenchReport))]
+[JsonSerializable(typeof(Commands.BenchScalingReport))]
 [JsonSerializable(typeof(Commands.BenchMatMulReport))]
 [JsonSerializable(typeof(Commands.BenchPeakReport))]
 internal sealed partial class CliJson : JsonSerializerContext;

@@ -121,6 +121,17 @@ public static class EnvironmentSettings
         return root is null ? null : Path.Combine(root, "vkprompt");
     }
 
+    /// <summary>The variables MPI launchers set to a rank's index among the ranks on its own
+    /// machine: MPICH's and Intel MPI's hydra, MVAPICH, Slurm's srun.</summary>
+    public static readonly string[] MpiLocalRankVariables = ["MPI_LOCALRANKID", "MV2_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID"];
+
+    /// <summary>This process's index among the MPI ranks on its machine (<see cref="MpiLocalRankVariables"/>,
+    /// the first set); null where no launcher says.</summary>
+    public static int? MpiLocalRank() =>
+        MpiLocalRankVariables.Select(Environment.GetEnvironmentVariable)
+            .Select(v => int.TryParse(v, System.Globalization.CultureInfo.InvariantCulture, out int n) && n >= 0 ? n : (int?)null)
+            .FirstOrDefault(n => n is not null);
+
     /// <summary>The variable that sets the default attention (<c>--attention</c>).</summary>
     public const string AttentionVariable = "VKPROMPT_ATTENTION";
 

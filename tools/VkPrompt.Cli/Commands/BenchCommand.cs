@@ -48,12 +48,15 @@ internal static class BenchCommand
         var device = Cli.DeviceOption();
         var devices = Cli.DevicesOption();
         var attention = ModelOptions.Attention();
+        var distributed = Distributed.Option();
+        distributed.Description += " bench --distributed mpi times one worker alone on its share of --batch-size, then every rank on the whole batch, and reports " +
+                                   "the step times and the scaling efficiency (docs/benchmarks.md), without the per-op breakdown.";
         var cmd = new Command("bench",
             "Time the prompt-tuning training step (forward, prompt-only backward, Adafactor) on a random-weight T5 with synthetic token ids: " +
             "step time, examples/s, tokens/s, achieved TFLOP/s, peak device memory, a per-phase and per-op GPU time breakdown and the device's capabilities, " +
             "printed and written as JSON (docs/benchmarks.md). 'vkprompt bench matmul' times each matrix product of the step alone, 'vkprompt bench peak' the matrix units' own rate.")
         {
-            shape, batch, input, target, promptLength, precision, steps, warmup, noProfile, recompute, json, device, devices, attention,
+            shape, batch, input, target, promptLength, precision, steps, warmup, noProfile, recompute, json, device, devices, attention, distributed,
         };
         cmd.SetAction(parse =>
         {
@@ -69,6 +72,13 @@ internal static class BenchCommand
                 ModelOptions.ReadAttention(parse, attention),
                 jsonPath.Length > 0 ? jsonPath : $"vkprompt-bench-{name}-b{b}-in{l}.json",
                 "vkprompt " + string.Join(' ', parse.Tokens.Select(token => token.Value)));
+            if (parse.GetValue(distributed) == Distributed.Mpi)
+                return Distributed.Run(parse, distributed, group => BenchScaling.Run(
+                    settings with
+                    {
+                        Devices = Distributed.Devices(devs, group),
+                        JsonPath = jsonPath.Length > 0 ? jsonPath : $"vkprompt-bench-{name}-b{b}-in{l}-mpi{group.Size}.json",
+                    }, group, Distributed.Console(parse, group), Distributed.Log(parse, group)));
             return Run(settings, Cli.Console(parse), ModelOptions.Log(parse));
         });
         // `bench matmul`: its own options (bench's are not recursive, so --shape is asked of each).
@@ -167,9 +177,8 @@ internal static class BenchCommand
         if (run.Timings.Count > 0) breakdown = Summarize(run.Timings);
         else if (s.Profile && s.Devices.Count == 1) notes.Add("the device records no timestamps on its compute queue: no breakdown");
 
-        var sorted = run.StepMs.Order().ToList();
-        int mid = sorted.Count / 2;
-        double median = sorted.Count % 2 == 1 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+        var stats = StepStats.Of(run.StepMs);
+        double median = stats.Median;
         long tokens = (long)shape.Batch * (shape.InputLength + shape.TargetLength);
         long forward = StepFlops.Forward(c, shape), backward = StepFlops.Backward(c, shape);
         var caps = run.Capabilities;
@@ -187,7 +196,7 @@ internal static class BenchCommand
             new BenchBatch(shape.Batch, shape.InputLength, shape.TargetLength, shape.PromptLength),
             run.Precision.Name(), run.KernelNotes.Any(n => n.Contains("matrix units (")) ? "fp32, fp16 product operands" : "fp32", run.Attention, s.Recompute, c.DropoutRate, s.Warmup, s.Steps, breakdown is not null,
             run.TuneMatMul,
-            new StepStats(median, sorted[0], sorted[^1]), run.StepMs,
+            stats, run.StepMs,
             shape.Batch / (median / 1e3), tokens / (median / 1e3), tokens,
             forward, backward, forward + backward, (forward + backward) / (median / 1e3) / 1e12,
             run.PeakBytes, run.ReservedBytes, run.WeightBytes,
@@ -204,67 +213,45 @@ internal static class BenchCommand
     static StepRun RunSteps(T5Checkpoint ckpt, BenchSettings s, List<EncodedExample> examples, Action<string>? log)
     {
         bool parallel = s.Devices.Count > 1;
-        var contexts = new List<GpuContext>();
-        var backends = new List<GpuBackend>();
-        var replicas = new List<T5Weights>();
-        try
+        using var devices = BenchReplicas.Open(ckpt, s, profile: s.Profile && !parallel, log);
+        var (contexts, replicas, precision) = (devices.Contexts, devices.Replicas, devices.Precision);
+        var ctx = contexts[0];
+        long weightBytes = ctx.Memory.BytesInUse;
+        var prompt = SyntheticBatch.Prompt(s.Batch.PromptLength, ckpt.Config.DModel);
+        var activations = s.Recompute ? ActivationMode.Recompute : ActivationMode.Store;
+        float dropout = (float)ckpt.Config.DropoutRate;
+        using IStepTrainer trainer = parallel
+            ? new DataParallelTrainer(replicas, new SingleProcess(), prompt, new AdafactorSettings(), dropout, seed: 0, activations)
+            : new PromptTrainer(replicas[0], prompt, new AdafactorSettings(), dropout, seed: 0, activations);
+        for (int i = 0; i < s.Warmup; i++) trainer.TrainStep(examples, s.Batch.Batch);
+        var times = new List<double>();
+        var losses = new List<double>();
+        var timings = new List<List<DispatchTiming>>();
+        for (int i = 0; i < s.Steps; i++)
         {
-            foreach (var device in s.Devices)
-            {
-                contexts.Add(GpuContext.Create(EnvironmentSettings.GpuOptions() with { Device = device, Profiling = s.Profile && !parallel, Log = log }));
-                backends.Add(new GpuBackend(contexts[^1]) { AttentionFusion = s.Attention });
-            }
-            var ctx = contexts[0];
-            // fp16 and bf16 store the frozen matrices as halves, widened to fp32 as they are read;
-            // activations and sums stay fp32 (ModelOptions.Precision). auto resolves per device,
-            // and to fp32 where the devices would differ (every replica holds the same values).
-            var each = contexts.Select(c => WeightPrecisions.Parse(s.Precision, c.Capabilities)).Distinct().ToList();
-            var precision = each.Count == 1 ? each[0] : WeightPrecision.Fp32;
-            log?.Invoke($"weights: {precision.Name()}");
-            foreach (var backend in backends) replicas.Add(new T5Weights(ckpt, backend, precision));
-            long weightBytes = ctx.Memory.BytesInUse;
-            var prompt = SyntheticBatch.Prompt(s.Batch.PromptLength, ckpt.Config.DModel);
-            var activations = s.Recompute ? ActivationMode.Recompute : ActivationMode.Store;
-            float dropout = (float)ckpt.Config.DropoutRate;
-            using IStepTrainer trainer = parallel
-                ? new DataParallelTrainer(replicas, new SingleProcess(), prompt, new AdafactorSettings(), dropout, seed: 0, activations)
-                : new PromptTrainer(replicas[0], prompt, new AdafactorSettings(), dropout, seed: 0, activations);
-            for (int i = 0; i < s.Warmup; i++) trainer.TrainStep(examples, s.Batch.Batch);
-            var times = new List<double>();
-            var losses = new List<double>();
-            var timings = new List<List<DispatchTiming>>();
-            for (int i = 0; i < s.Steps; i++)
-            {
-                var clock = Stopwatch.StartNew();
-                losses.Add(trainer.TrainStep(examples, s.Batch.Batch));
-                times.Add(clock.Elapsed.TotalMilliseconds);
-                if (trainer is PromptTrainer { LastStepTimings.Count: > 0 } one) timings.Add(one.LastStepTimings.ToList());
-            }
-            // As in ModelSession: with VKPROMPT_VALIDATION=1 a validation error is a bug, and the command fails.
-            var errors = contexts.SelectMany(c => c.Validation.Errors).ToList();
-            if (errors.Count > 0)
-                throw new InvalidOperationException($"{errors.Count} Vulkan validation error(s); the first: {errors[0]}");
-            // Steps is positive, so a step ran; auto decides per attention, so the report says what each one did.
-            var (encoderSelf, decoderSelf, cross) = (trainer is PromptTrainer p ? p.LastStepFusedAttention : ((DataParallelTrainer)trainer).LastStepFusedAttention)!.Value;
-            var attention = new BenchAttention(s.Attention.Name(), FusedName(encoderSelf), FusedName(decoderSelf), FusedName(cross));
-            var notes = KernelNotes(ctx, precision);
-            if ((encoderSelf || decoderSelf || cross) && FusedAttentionKernel.MatrixUnitsTiling(ctx, ckpt.Config.DKv, backward: false) is { } forward
-                && FusedAttentionKernel.MatrixUnitsTiling(ctx, ckpt.Config.DKv, backward: true) is { } backward)
-                notes.Add($"fused attention ran on the matrix units (fused_attention_coopmat, VKPROMPT_MATRIX_UNITS=all): {forward.Warps} subgroups of 16 rows a workgroup, " +
-                          $"blocks of {forward.Block} keys forward and {backward.Block} rows backward");
-            if (parallel)
-                notes.Add($"data parallel over {contexts.Count} devices ({string.Join(", ", contexts.Select(c => c.Capabilities.Name))}; --devices {string.Join(',', s.Devices)}): " +
-                          "each step splits the batch over them and combines the prompt gradients; the step time is the whole step's, wall-clock, without GPU timestamps; " +
-                          "capabilities, kernel notes and memory are the first device's (each holds the whole model)");
-            return new StepRun(ctx.Capabilities, ctx.Plan.ToJson(), precision, attention, ctx.Options.Validation, times, losses, timings, ctx.Memory.PeakBytesInUse, ctx.Memory.BytesReserved, weightBytes,
-                               notes, MatMulTuner.Enabled(ctx));
+            var clock = Stopwatch.StartNew();
+            losses.Add(trainer.TrainStep(examples, s.Batch.Batch));
+            times.Add(clock.Elapsed.TotalMilliseconds);
+            if (trainer is PromptTrainer { LastStepTimings.Count: > 0 } one) timings.Add(one.LastStepTimings.ToList());
         }
-        finally
-        {
-            foreach (var r in replicas) r.Dispose();
-            foreach (var b in backends) b.Dispose();
-            foreach (var c in contexts) c.Dispose();
-        }
+        // As in ModelSession: with VKPROMPT_VALIDATION=1 a validation error is a bug, and the command fails.
+        var errors = contexts.SelectMany(c => c.Validation.Errors).ToList();
+        if (errors.Count > 0)
+            throw new InvalidOperationException($"{errors.Count} Vulkan validation error(s); the first: {errors[0]}");
+        // Steps is positive, so a step ran; auto decides per attention, so the report says what each one did.
+        var (encoderSelf, decoderSelf, cross) = (trainer is PromptTrainer p ? p.LastStepFusedAttention : ((DataParallelTrainer)trainer).LastStepFusedAttention)!.Value;
+        var attention = new BenchAttention(s.Attention.Name(), FusedName(encoderSelf), FusedName(decoderSelf), FusedName(cross));
+        var notes = KernelNotes(ctx, precision);
+        if ((encoderSelf || decoderSelf || cross) && FusedAttentionKernel.MatrixUnitsTiling(ctx, ckpt.Config.DKv, backward: false) is { } forward
+            && FusedAttentionKernel.MatrixUnitsTiling(ctx, ckpt.Config.DKv, backward: true) is { } backward)
+            notes.Add($"fused attention ran on the matrix units (fused_attention_coopmat, VKPROMPT_MATRIX_UNITS=all): {forward.Warps} subgroups of 16 rows a workgroup, " +
+                      $"blocks of {forward.Block} keys forward and {backward.Block} rows backward");
+        if (parallel)
+            notes.Add($"data parallel over {contexts.Count} devices ({string.Join(", ", contexts.Select(c => c.Capabilities.Name))}; --devices {string.Join(',', s.Devices)}): " +
+                      "each step splits the batch over them and combines the prompt gradients; the step time is the whole step's, wall-clock, without GPU timestamps; " +
+                      "capabilities, kernel notes and memory are the first device's (each holds the whole model)");
+        return new StepRun(ctx.Capabilities, ctx.Plan.ToJson(), precision, attention, ctx.Options.Validation, times, losses, timings, ctx.Memory.PeakBytesInUse, ctx.Memory.BytesReserved, weightBytes,
+                           notes, MatMulTuner.Enabled(ctx));
     }
 
     /// <summary>Which product kernels ran and with which tile shapes, so runs that differ only
@@ -366,6 +353,49 @@ internal static class BenchCommand
     }
 }
 
+/// <summary>The frozen model on each device a bench names (--device, or --devices' list), each on
+/// a context of its own, freed together.</summary>
+internal sealed class BenchReplicas : IDisposable
+{
+    public List<GpuContext> Contexts { get; } = [];
+    public List<T5Weights> Replicas { get; } = [];
+    public WeightPrecision Precision { get; private set; }
+
+    /// <param name="profile">Whether the contexts take GPU timestamps (for their whole life).</param>
+    public static BenchReplicas Open(T5Checkpoint ckpt, BenchSettings s, bool profile, Action<string>? log)
+    {
+        var r = new BenchReplicas();
+        try
+        {
+            foreach (var device in s.Devices)
+                r.Contexts.Add(GpuContext.Create(EnvironmentSettings.GpuOptions() with { Device = device, Profiling = profile, Log = log }));
+            // fp16 and bf16 store the frozen matrices as halves, widened to fp32 as they are read;
+            // activations and sums stay fp32 (ModelOptions.Precision). auto resolves per device,
+            // and to fp32 where the devices would differ (every replica holds the same values).
+            var each = r.Contexts.Select(c => WeightPrecisions.Parse(s.Precision, c.Capabilities)).Distinct().ToList();
+            r.Precision = each.Count == 1 ? each[0] : WeightPrecision.Fp32;
+            log?.Invoke($"weights: {r.Precision.Name()}");
+            foreach (var c in r.Contexts) r.Replicas.Add(new T5Weights(ckpt, new GpuBackend(c) { AttentionFusion = s.Attention }, r.Precision));
+            return r;
+        }
+        catch
+        {
+            r.Dispose();
+            throw;
+        }
+    }
+
+    public void Dispose()
+    {
+        foreach (var w in Replicas)
+        {
+            w.Dispose();
+            w.Backend.Dispose();
+        }
+        foreach (var c in Contexts) c.Dispose();
+    }
+}
+
 internal sealed record BenchSettings(string Name, string? Directory, BatchShape Batch, string Precision, int Steps, int Warmup, bool Profile, bool Recompute,
                                      IReadOnlyList<string> Devices, AttentionFusion Attention, string JsonPath, string CommandLine);
 
@@ -402,7 +432,16 @@ internal sealed record BenchAttention(string Setting, string EncoderSelf, string
 
 internal sealed record BenchBatch(int BatchSize, int InputLength, int TargetLength, int PromptLength);
 
-internal sealed record StepStats(double Median, double Min, double Max);
+internal sealed record StepStats(double Median, double Min, double Max)
+{
+    /// <summary>The median, least and greatest of <paramref name="ms"/> (at least one).</summary>
+    public static StepStats Of(IReadOnlyList<double> ms)
+    {
+        var sorted = ms.Order().ToList();
+        int mid = sorted.Count / 2;
+        return new StepStats(sorted.Count % 2 == 1 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2, sorted[0], sorted[^1]);
+    }
+}
 
 internal sealed record LossStats(double First, double Last);
 

@@ -21,24 +21,29 @@ internal static class GradCommand
         var precision = ModelOptions.Precision();
         var attention = ModelOptions.Attention();
         var recompute = new Option<bool>("--recompute") { Description = "Recompute each block's activations in the backward pass instead of storing them (less memory, ~1.3x the time)." };
+        var distributed = Distributed.Option();
         var cmd = new Command("grad", "Loss and prompt gradient of the whole file taken as one batch (the mean over every target token of the batch, as docs/numerics.md states). Prints {\"loss\": x}.")
         {
-            model, prompt, data, output, device, devices, memoryCap, precision, attention, recompute,
+            model, prompt, data, output, device, devices, memoryCap, precision, attention, recompute, distributed,
         };
-        cmd.SetAction(parse =>
+        cmd.SetAction(parse => Distributed.Run(parse, distributed, group =>
         {
             string outputPath = ModelOptions.OutputFile(output.Name, parse.GetValue(output)!,
                 (model.Name, parse.GetValue(model)), (prompt.Name, parse.GetValue(prompt)), (data.Name, parse.GetValue(data)));
             var examples = DataFile.Read(parse.GetValue(data)!);
-            using var s = new ModelSession(parse.GetValue(model)!, Cli.ReadDevices(parse, device, devices), ModelOptions.ReadAttention(parse, attention), ModelOptions.Log(parse), parse.GetValue(precision)!, parse.GetValue(memoryCap));
+            using var s = new ModelSession(parse.GetValue(model)!, Distributed.Devices(Cli.ReadDevices(parse, device, devices), group), ModelOptions.ReadAttention(parse, attention),
+                                           Distributed.Log(parse, group), parse.GetValue(precision)!, parse.GetValue(memoryCap));
+            s.Model.ProcessGroup = group;
             var promptData = s.Model.LoadPrompt(parse.GetValue(prompt)!);
             var enc = s.Model.Encoder(int.MaxValue, int.MaxValue);
             var (loss, grad) = s.Model.Gradient(examples.Select(enc.Encode).ToList(), promptData,
                 parse.GetValue(recompute) ? ActivationMode.Recompute : ActivationMode.Store);
+            // Every rank holds the combined gradient; rank 0 writes it.
+            if (group.Rank != 0) return Cli.Ok;
             SafetensorsWriter.Write(outputPath, [("prompt_gradient", [promptData.Length / s.Model.DModel, s.Model.DModel], grad)], new Dictionary<string, string> { ["format"] = "pt" });
             Cli.Out(parse).WriteLine(string.Create(CultureInfo.InvariantCulture, $"{{\"loss\": {loss:R}}}"));
             return Cli.Ok;
-        });
+        }));
         return cmd;
     }
 }

@@ -16,18 +16,26 @@ internal static class TrainCommand
         var o = new TrainArgs();
         var cmd = new Command("train", "Train a soft prompt on a frozen T5 (Lester et al. 2021) and write it as a PEFT prompt-tuning adapter. Defaults are the paper's: prompt length 100, class-label init, Adafactor lr 0.3, batch 32, 30k steps, best validation prompt kept.");
         o.AddTo(cmd);
-        cmd.SetAction(parse => Run(parse, o.Read(parse), Cli.Console(parse)));
+        var distributed = Distributed.Option();
+        cmd.Options.Add(distributed);
+        cmd.SetAction(parse => Distributed.Run(parse, distributed, group =>
+        {
+            var t = o.Read(parse, checkOutput: group.Rank == 0);
+            return Run(parse, t with { Devices = Distributed.Devices(t.Devices, group) }, Distributed.Console(parse, group), group);
+        }));
         return cmd;
     }
 
-    /// <summary>Trains with the given settings; shared by train and demo.</summary>
-    public static int Run(ParseResult parse, TrainSettings t, IAnsiConsole console)
+    /// <summary>Trains with the given settings, as one process of <paramref name="group"/> (null:
+    /// this process alone); shared by train and demo.</summary>
+    public static int Run(ParseResult parse, TrainSettings t, IAnsiConsole console, IProcessGroup? group = null)
     {
         var superGlue = t.Task is null ? null : SuperGlue.Get(t.Task);
         List<Example> train = superGlue is null ? DataFile.Read(t.TrainFile) : SuperGlue.Read(t.TrainFile, superGlue);
         List<Example>? val = t.ValidationFile is null ? null : superGlue is null ? DataFile.Read(t.ValidationFile) : SuperGlue.Read(t.ValidationFile, superGlue);
         var options = t.Options with { Choices = t.Options.Choices ?? superGlue?.Labels };
-        using var s = new ModelSession(t.Model, t.Devices, t.Attention, ModelOptions.Log(parse), t.Precision, t.MemoryCap);
+        using var s = new ModelSession(t.Model, t.Devices, t.Attention, group is null ? ModelOptions.Log(parse) : Distributed.Log(parse, group), t.Precision, t.MemoryCap);
+        if (group is not null) s.Model.ProcessGroup = group;
         var run = s.Model.Train(train, val, options, t.Output);
         console.MarkupLineInterpolated($"[bold]VkPrompt train[/]: {train.Count} examples, {string.Join(" + ", s.Model.Backends.Select(b => b.Name))}{(s.Model.Backends.Count > 1 ? " (data parallel)" : "")}, {s.Model.Weights.Precision.Name()} weights; {run.Truncation}");
         console.MarkupLineInterpolated($"prompt {run.PromptLength} x {s.Model.DModel}, init {run.Init}, batch {options.BatchSize}, {options.Steps} steps, output {t.Output}");
@@ -87,7 +95,8 @@ internal static class TrainCommand
             }
         }
 
-        bool interrupted = cancel.IsCancellationRequested;
+        // A signal to another rank stops this one too (TrainingRun.Group).
+        bool interrupted = cancel.IsCancellationRequested || result.Interrupted;
         if (interrupted)
             console.MarkupLineInterpolated($"[yellow]{(stoppedBy == PosixSignal.SIGTERM ? "terminated" : "interrupted")} at step {result.Steps}[/]: checkpoint saved; continue with --resume");
         if (result.FinalLoss is double loss)
@@ -154,7 +163,9 @@ internal sealed class TrainArgs
             c.Options.Add(o);
     }
 
-    public TrainSettings Read(ParseResult p)
+    /// <param name="checkOutput">Whether to check --output now: where this process will write it
+    /// (an MPI rank other than 0 does not).</param>
+    public TrainSettings Read(ParseResult p, bool checkOutput = true)
     {
         float? dr = p.GetValue(dropout);
         if (dr is { } rate && !(rate is >= 0 and < 1)) throw new UsageException($"--dropout must be in [0, 1), got {rate.ToString(CultureInfo.InvariantCulture)}");
@@ -203,7 +214,7 @@ internal sealed class TrainArgs
             ExportNpy = p.GetValue(exportNpy),
         };
         // Before the model loads, which can take minutes.
-        new TrainingDirectory(p.GetValue(output)!).Check(opts);
+        if (checkOutput) new TrainingDirectory(p.GetValue(output)!).Check(opts);
         return new TrainSettings(p.GetValue(model)!, p.GetValue(train)!, p.GetValue(validation), p.GetValue(output)!, Cli.ReadDevices(p, device, devices), ModelOptions.ReadAttention(p, attention),
                                  p.GetValue(task), opts, p.GetValue(precision)!, p.GetValue(memoryCap));
     }
