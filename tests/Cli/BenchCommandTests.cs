@@ -1,3 +1,4 @@
+using System.Text.RegularExpressions;
 using System.Text.Json;
 using VkPrompt.Cli;
 using VkPrompt.Model;
@@ -140,23 +141,32 @@ public sealed class BenchCommandTests : IDisposable
         Assert.Equal(unfused, fused, 1e-4 * Math.Abs(unfused));
     }
 
-    /// <summary>--devices times data-parallel steps (two logical devices on the test device):
-    /// the whole step's time, no per-op breakdown, a note saying so; the CPU backend is refused.</summary>
+    /// <summary>--devices with two logical devices on the test device reports how a data-parallel
+    /// step scales: one worker alone on its share, then both on the whole batch, and the ratio of
+    /// the medians; the CPU backend is refused.</summary>
     [Fact]
-    public void SeveralDevicesTimeDataParallelSteps()
+    public void SeveralDevicesReportTheScalingEfficiency()
     {
         string device = EnvironmentSettings.GpuOptions().Device;
-        var (code, stdout, stderr) = Bench("--devices", $"{device},{device}", "--steps", "2");
+        var (code, stdout, stderr) = Bench("--devices", $"{device},{device}", "--steps", "3");
         Assert.True(code == 0, stderr);
-        Assert.Contains("data parallel over 2 devices", stdout, StringComparison.Ordinal);
+        Assert.Single(Regex.Matches(stdout, "^scaling efficiency: ", RegexOptions.Multiline));
         using (var json = JsonDocument.Parse(File.ReadAllText(dir.File("bench.json"))))
         {
             var r = json.RootElement;
-            Assert.Equal(2, r.GetProperty("stepTimesMs").GetArrayLength());
-            Assert.All(r.GetProperty("stepTimesMs").EnumerateArray(), t => Assert.True(t.GetDouble() > 0));
-            Assert.True(double.IsFinite(r.GetProperty("loss").GetProperty("first").GetDouble()));
-            Assert.Equal(JsonValueKind.Null, r.GetProperty("breakdown").ValueKind);
-            Assert.Contains(r.GetProperty("notes").EnumerateArray(), n => n.GetString()!.StartsWith("data parallel over 2 devices", StringComparison.Ordinal));
+            Assert.Equal("vkprompt-bench-scaling/1", r.GetProperty("schema").GetString());
+            Assert.Equal("none", r.GetProperty("distributed").GetString());
+            Assert.Equal(2, r.GetProperty("workers").GetInt32());
+            int batch = r.GetProperty("batch").GetProperty("batchSize").GetInt32();
+            Assert.Equal((batch + 1) / 2, r.GetProperty("perWorkerBatch").GetInt32());
+            double[] Times(string name) => r.GetProperty(name).EnumerateArray().Select(e => e.GetDouble()).ToArray();
+            var single = Times("singleWorkerStepTimesMs");
+            var steps = Times("stepTimesMs");
+            Assert.Equal(3, single.Length);
+            Assert.Equal(3, steps.Length);
+            Assert.All(single.Concat(steps), t => Assert.True(t > 0, $"step time {t} ms"));
+            double Median(double[] t) => t.Order().ElementAt(1);
+            Assert.Equal(Median(single) / Median(steps), r.GetProperty("efficiency").GetDouble(), 9);
         }
         var (cpuCode, _, cpuErr) = Bench("--devices", $"{device},cpu");
         Assert.Equal(CliConventions.UserError, cpuCode);

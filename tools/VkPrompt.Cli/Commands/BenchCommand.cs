@@ -49,8 +49,8 @@ internal static class BenchCommand
         var devices = Cli.DevicesOption();
         var attention = ModelOptions.Attention();
         var distributed = Distributed.Option();
-        distributed.Description += " bench --distributed mpi times one worker alone on its share of --batch-size, then every rank on the whole batch, and reports " +
-                                   "the step times and the scaling efficiency (docs/benchmarks.md), without the per-op breakdown.";
+        distributed.Description += " bench --distributed mpi, like bench --devices with more than one device, times one worker alone on its share of --batch-size, " +
+                                   "then every worker on the whole batch, and reports the step times and the scaling efficiency (docs/benchmarks.md), without the per-op breakdown.";
         var cmd = new Command("bench",
             "Time the prompt-tuning training step (forward, prompt-only backward, Adafactor) on a random-weight T5 with synthetic token ids: " +
             "step time, examples/s, tokens/s, achieved TFLOP/s, peak device memory, a per-phase and per-op GPU time breakdown and the device's capabilities, " +
@@ -79,6 +79,10 @@ internal static class BenchCommand
                         Devices = Distributed.Devices(devs, group),
                         JsonPath = jsonPath.Length > 0 ? jsonPath : $"vkprompt-bench-{name}-b{b}-in{l}-mpi{group.Size}.json",
                     }, group, Distributed.Console(parse, group), Distributed.Log(parse, group)));
+            // Several devices in this process: the same scaling report as over MPI's ranks, one
+            // process being a group of one.
+            if (devs.Count > 1)
+                return BenchScaling.Run(settings, new SingleProcess(), Cli.Console(parse), ModelOptions.Log(parse));
             return Run(settings, Cli.Console(parse), ModelOptions.Log(parse));
         });
         // `bench matmul`: its own options (bench's are not recursive, so --shape is asked of each).
@@ -208,21 +212,17 @@ internal static class BenchCommand
                           List<List<DispatchTiming>> Timings, long PeakBytes, long ReservedBytes, long WeightBytes, List<string> KernelNotes, bool TuneMatMul);
 
     /// <summary>Loads the weights on a context of their own (profiled or not for its whole life)
-    /// and runs the steps; on several devices (--devices) a context each, the whole model on each,
-    /// and data-parallel steps, timed whole (no per-op breakdown: each device times only its share).</summary>
+    /// and runs the steps.</summary>
     static StepRun RunSteps(T5Checkpoint ckpt, BenchSettings s, List<EncodedExample> examples, Action<string>? log)
     {
-        bool parallel = s.Devices.Count > 1;
-        using var devices = BenchReplicas.Open(ckpt, s, profile: s.Profile && !parallel, log);
+        using var devices = BenchReplicas.Open(ckpt, s, profile: s.Profile, log);
         var (contexts, replicas, precision) = (devices.Contexts, devices.Replicas, devices.Precision);
         var ctx = contexts[0];
         long weightBytes = ctx.Memory.BytesInUse;
         var prompt = SyntheticBatch.Prompt(s.Batch.PromptLength, ckpt.Config.DModel);
         var activations = s.Recompute ? ActivationMode.Recompute : ActivationMode.Store;
         float dropout = (float)ckpt.Config.DropoutRate;
-        using IStepTrainer trainer = parallel
-            ? new DataParallelTrainer(replicas, new SingleProcess(), prompt, new AdafactorSettings(), dropout, seed: 0, activations)
-            : new PromptTrainer(replicas[0], prompt, new AdafactorSettings(), dropout, seed: 0, activations);
+        using var trainer = new PromptTrainer(replicas[0], prompt, new AdafactorSettings(), dropout, seed: 0, activations);
         for (int i = 0; i < s.Warmup; i++) trainer.TrainStep(examples, s.Batch.Batch);
         var times = new List<double>();
         var losses = new List<double>();
@@ -232,24 +232,20 @@ internal static class BenchCommand
             var clock = Stopwatch.StartNew();
             losses.Add(trainer.TrainStep(examples, s.Batch.Batch));
             times.Add(clock.Elapsed.TotalMilliseconds);
-            if (trainer is PromptTrainer { LastStepTimings.Count: > 0 } one) timings.Add(one.LastStepTimings.ToList());
+            if (trainer.LastStepTimings.Count > 0) timings.Add(trainer.LastStepTimings.ToList());
         }
         // As in ModelSession: with VKPROMPT_VALIDATION=1 a validation error is a bug, and the command fails.
         var errors = contexts.SelectMany(c => c.Validation.Errors).ToList();
         if (errors.Count > 0)
             throw new InvalidOperationException($"{errors.Count} Vulkan validation error(s); the first: {errors[0]}");
         // Steps is positive, so a step ran; auto decides per attention, so the report says what each one did.
-        var (encoderSelf, decoderSelf, cross) = (trainer is PromptTrainer p ? p.LastStepFusedAttention : ((DataParallelTrainer)trainer).LastStepFusedAttention)!.Value;
+        var (encoderSelf, decoderSelf, cross) = trainer.LastStepFusedAttention!.Value;
         var attention = new BenchAttention(s.Attention.Name(), FusedName(encoderSelf), FusedName(decoderSelf), FusedName(cross));
         var notes = KernelNotes(ctx, precision);
         if ((encoderSelf || decoderSelf || cross) && FusedAttentionKernel.MatrixUnitsTiling(ctx, ckpt.Config.DKv, backward: false) is { } forward
             && FusedAttentionKernel.MatrixUnitsTiling(ctx, ckpt.Config.DKv, backward: true) is { } backward)
             notes.Add($"fused attention ran on the matrix units (fused_attention_coopmat, VKPROMPT_MATRIX_UNITS=all): {forward.Warps} subgroups of 16 rows a workgroup, " +
                       $"blocks of {forward.Block} keys forward and {backward.Block} rows backward");
-        if (parallel)
-            notes.Add($"data parallel over {contexts.Count} devices ({string.Join(", ", contexts.Select(c => c.Capabilities.Name))}; --devices {string.Join(',', s.Devices)}): " +
-                      "each step splits the batch over them and combines the prompt gradients; the step time is the whole step's, wall-clock, without GPU timestamps; " +
-                      "capabilities, kernel notes and memory are the first device's (each holds the whole model)");
         return new StepRun(ctx.Capabilities, ctx.Plan.ToJson(), precision, attention, ctx.Options.Validation, times, losses, timings, ctx.Memory.PeakBytesInUse, ctx.Memory.BytesReserved, weightBytes,
                            notes, MatMulTuner.Enabled(ctx));
     }

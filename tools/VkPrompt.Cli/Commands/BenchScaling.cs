@@ -11,8 +11,10 @@ using VkPrompt.Training;
 namespace VkPrompt.Cli.Commands;
 
 /// <summary>
-/// <c>vkprompt bench --distributed mpi</c>: how a data-parallel training step scales over the
-/// workers of an MPI job (each rank's devices: --device, or --devices' list). One worker alone
+/// <c>vkprompt bench --devices A,B,...</c> and <c>vkprompt bench --distributed mpi</c>: how a
+/// data-parallel training step scales over the workers, the devices of this process (a group of
+/// one, <see cref="SingleProcess"/>) or of every rank of an MPI job (each rank's devices: --device,
+/// or --devices' list). One worker alone
 /// (rank 0's first device) first times the per-worker batch (the batch over the workers, rounded
 /// up), the other ranks sleeping meanwhile (<see cref="MpiProcessGroup.Barrier"/>, so
 /// they take no core from it); then every rank times the data-parallel step of the whole batch
@@ -116,7 +118,7 @@ internal static class BenchScaling
             Schema, $"vkprompt {typeof(BenchScaling).Assembly.GetCustomAttribute<AssemblyInformationalVersionAttribute>()!.InformationalVersion}", s.CommandLine,
             DateTime.UtcNow.ToString("yyyy-MM-ddTHH:mm:ssZ", CultureInfo.InvariantCulture),
             new BenchDevice(caps.Name, $"{caps.DriverName} {(caps.DriverInfo.Length > 0 ? caps.DriverInfo : caps.DriverVersion)}", "vulkan"),
-            "mpi", workers, s.Name, new BenchBatch(shape.Batch, shape.InputLength, shape.TargetLength, shape.PromptLength), perWorker,
+            group is MpiProcessGroup ? "mpi" : "none", workers, s.Name, new BenchBatch(shape.Batch, shape.InputLength, shape.TargetLength, shape.PromptLength), perWorker,
             precision.Name(), s.Recompute, s.Warmup, s.Steps,
             singleStats, single, stats, stepMs, singleStats.Median / stats.Median, EfficiencyDefinition,
             shape.Batch / (stats.Median / 1e3), notes);
