@@ -34,11 +34,19 @@ public sealed class PromptModel : IDisposable
     public T5Tokenizer Tokenizer { get; }
     /// <summary>Where the model computes.</summary>
     public Backend Backend { get; }
-    /// <summary>The frozen weights on <see cref="Backend"/>.</summary>
+    /// <summary>The frozen weights on <see cref="Backend"/> (a pipeline's: its first stage's).</summary>
     internal T5Weights Weights { get; }
+    /// <summary>The model split across devices, where it was opened so (<see cref="OpenPipeline"/>); null on one device.</summary>
+    internal ModelPipeline? Pipeline { get; }
+    readonly IReadOnlyList<Backend> stageBackends = [];
+    /// <summary>Every backend the model computes on: <see cref="Backend"/>, or a pipeline's stages'.</summary>
+    internal IReadOnlyList<Backend> Backends => Pipeline is null ? [Backend] : stageBackends;
 
     PromptModel(T5Checkpoint checkpoint, T5Tokenizer tokenizer, Backend backend, T5Weights weights) =>
         (Checkpoint, Tokenizer, Backend, Weights) = (checkpoint, tokenizer, backend, weights);
+
+    PromptModel(T5Checkpoint checkpoint, T5Tokenizer tokenizer, ModelPipeline pipeline, IReadOnlyList<Backend> backends)
+        : this(checkpoint, tokenizer, backends[0], pipeline.Stages[0]) => (Pipeline, stageBackends) = (pipeline, backends);
 
     /// <summary>Opens <paramref name="directory"/> on a Vulkan device the host owns (and disposes):
     /// the model borrows <paramref name="context"/>.</summary>
@@ -66,17 +74,9 @@ public sealed class PromptModel : IDisposable
     /// file fails before any device work.</summary>
     /// <inheritdoc cref="Open(string, GpuContext, WeightPrecision?, AttentionFusion, Action{string}?)"/>
     public static PromptModel Open(string directory, Func<Backend> openBackend, WeightPrecision? precision = WeightPrecision.Fp32,
-                                   AttentionFusion attention = AttentionFusion.Auto, Action<string>? log = null)
-    {
-        var checkpoint = T5Checkpoint.Open(directory);
-        try
+                                   AttentionFusion attention = AttentionFusion.Auto, Action<string>? log = null) =>
+        Place(directory, log, (checkpoint, tokenizer) =>
         {
-            foreach (var notice in checkpoint.Notices) log?.Invoke(notice);
-            var tokenizer = T5Tokenizer.Load(directory);
-            // An id past the embedding would read outside it; every id the tokenizer can give must have a row.
-            if (tokenizer.VocabSize > checkpoint.Config.VocabSize)
-                throw new ModelFormatException(Path.Combine(checkpoint.Directory, "config.json"),
-                    $"vocab_size is {checkpoint.Config.VocabSize}, but the tokenizer has {tokenizer.VocabSize} tokens");
             var backend = openBackend();
             try
             {
@@ -88,9 +88,70 @@ public sealed class PromptModel : IDisposable
                 return new PromptModel(checkpoint, tokenizer, backend, new T5Weights(checkpoint, backend, stored));
             }
             catch { backend.Dispose(); throw; }
+        });
+
+    /// <summary>Reads the checkpoint and tokenizer of <paramref name="directory"/>, so a bad file
+    /// fails before any device work, and hands them to <paramref name="place"/>, which puts the
+    /// weights on devices; the checkpoint is closed again if it fails.</summary>
+    static PromptModel Place(string directory, Action<string>? log, Func<T5Checkpoint, T5Tokenizer, PromptModel> place)
+    {
+        var checkpoint = T5Checkpoint.Open(directory);
+        try
+        {
+            foreach (var notice in checkpoint.Notices) log?.Invoke(notice);
+            var tokenizer = T5Tokenizer.Load(directory);
+            // An id past the embedding would read outside it; every id the tokenizer can give must have a row.
+            if (tokenizer.VocabSize > checkpoint.Config.VocabSize)
+                throw new ModelFormatException(Path.Combine(checkpoint.Directory, "config.json"),
+                    $"vocab_size is {checkpoint.Config.VocabSize}, but the tokenizer has {tokenizer.VocabSize} tokens");
+            return place(checkpoint, tokenizer);
         }
         catch { checkpoint.Dispose(); throw; }
     }
+
+    /// <summary>Opens <paramref name="directory"/> split across devices (<c>--pipeline</c>):
+    /// consecutive layers on each backend <paramref name="openStages"/> makes, which the model
+    /// then owns (<see cref="ModelPipeline.Balance"/>'s cut unless <paramref name="ranges"/> gives one).
+    /// Training (<see cref="CreateTrainer"/>) and <see cref="Gradient"/> run through the stages;
+    /// scoring, classification and generation do not yet, and say so.</summary>
+    /// <param name="directory">A Hugging Face T5 directory.</param>
+    /// <param name="openStages">one per stage, in the order the data flows (at least two, at most the model's layers).</param>
+    /// <param name="precision">How the frozen weights are stored; null: bf16 where every stage's device reads 16-bit weights, else fp32.</param>
+    /// <param name="attention">Whether attention runs fused.</param>
+    /// <param name="microBatches">micro-batches a batch is cut into; null: one per stage.</param>
+    /// <param name="log">Where to say what was opened, if anywhere.</param>
+    /// <param name="ranges">each stage's layers; null: balanced by their weights' bytes.</param>
+    internal static PromptModel OpenPipeline(string directory, IReadOnlyList<Func<Backend>> openStages, WeightPrecision? precision = WeightPrecision.Fp32,
+                                             AttentionFusion attention = AttentionFusion.Auto, int? microBatches = null, Action<string>? log = null,
+                                             IReadOnlyList<LayerRange>? ranges = null) =>
+        Place(directory, log, (checkpoint, tokenizer) =>
+        {
+            var c = checkpoint.Config;
+            int layers = c.NumLayers + c.NumDecoderLayers;
+            if (openStages.Count < 2 || openStages.Count > layers)
+                throw new TrainingOptionException($"{Setting.PipelineStages} lists {openStages.Count} devices: a pipeline needs 2 to {layers}, one stage per device and at least one of the model's {layers} layers ({c.NumLayers} encoder, {c.NumDecoderLayers} decoder) per stage");
+            if (microBatches is < 1) throw new ArgumentOutOfRangeException(nameof(microBatches), microBatches, "a pipeline needs at least one micro-batch");
+            var backends = new List<Backend>();
+            try
+            {
+                foreach (var open in openStages)
+                {
+                    var backend = open();
+                    backends.Add(backend);
+                    backend.AttentionFusion = attention;
+                }
+                var stored = precision ?? backends.Select(b => WeightPrecisions.Parse("auto", (b as GpuBackend)?.Context.Capabilities)).Aggregate((a, b) => a == b ? a : WeightPrecision.Fp32);
+                var pipeline = new ModelPipeline(checkpoint, backends, stored, microBatches, ranges);
+                for (int s = 0; s < backends.Count; s++) log?.Invoke($"stage {s}: {pipeline.Stages[s].Layers} on {backends[s].Name}");
+                log?.Invoke($"attention: {attention.Name()}; weights: {stored.Name()}; {pipeline.MicroBatches} micro-batches per batch");
+                return new PromptModel(checkpoint, tokenizer, pipeline, backends);
+            }
+            catch
+            {
+                foreach (var b in backends) b.Dispose();
+                throw;
+            }
+        });
 
     /// <summary>An encoder with T5's truncation rule for this model's tokenizer.</summary>
     public ExampleEncoder Encoder(int maxInputLength = 512, int maxTargetLength = 128) => new(Tokenizer, maxInputLength, maxTargetLength);
@@ -110,7 +171,7 @@ public sealed class PromptModel : IDisposable
         // A set smaller than a batch is one batch of its own size: padding it out would spend
         // the memory and time of examples that are not there.
         batchSize = Math.Min(batchSize, examples.Count);
-        using var scorer = new Scorer(Weights);
+        using var scorer = new Scorer(OneDevice("scoring"));
         var order = HostBatch.ShortestFirst(examples.Select(e => e.InputIds.Length).ToList());
         var results = new ScoreResult[examples.Count];
         for (int start = 0; start < examples.Count; start += batchSize)
@@ -127,7 +188,7 @@ public sealed class PromptModel : IDisposable
     /// advance it in slices of a frame's GPU budget, then read <see cref="ScoringBatch.Results"/>.
     /// The model keeps one scoring pass for this; the batch before must be complete.</summary>
     public ScoringBatch BeginScore(IReadOnlyList<EncodedExample> batch, PromptSet? prompts = null, IReadOnlyList<int>? promptIndex = null) =>
-        (asyncScorer ??= new Scorer(Weights)).Begin(batch, prompts, promptIndex);
+        (asyncScorer ??= new Scorer(OneDevice("scoring"))).Begin(batch, prompts, promptIndex);
 
     Scorer? asyncScorer;
 
@@ -143,21 +204,28 @@ public sealed class PromptModel : IDisposable
     {
         if (initialPrompt.Length == 0 || initialPrompt.Length % DModel != 0)
             throw new ArgumentException($"a prompt is a whole number of rows of d_model {DModel}; got {initialPrompt.Length} floats", nameof(initialPrompt));
-        return new PromptTrainer(Weights, initialPrompt, optimizer ?? new AdafactorSettings(), dropout, seed);
+        return new PromptTrainer(OneDevice("a PromptTrainer"), initialPrompt, optimizer ?? new AdafactorSettings(), dropout, seed);
     }
 
-    /// <summary>The trainer <see cref="TrainingRun"/> drives, for where this model lives: today
-    /// <see cref="PromptTrainer"/> on the model's one backend.</summary>
+    /// <summary>The trainer <see cref="TrainingRun"/> drives, for where this model lives:
+    /// <see cref="PromptTrainer"/> on the model's one backend, <see cref="PipelineTrainer"/> through
+    /// the stages of a pipeline.</summary>
     internal IStepTrainer CreateTrainer(float[] prompt, AdafactorSettings optimizer, float dropout, int seed, ActivationMode activations,
                                         float[]? optimizerState, int step, int stepOffset) =>
-        new PromptTrainer(Weights, prompt, optimizer, dropout, seed, activations, optimizerState, step, stepOffset);
+        Pipeline is not null
+            ? new PipelineTrainer(Pipeline, prompt, optimizer, dropout, seed, activations, optimizerState, step, stepOffset)
+            : new PromptTrainer(Weights, prompt, optimizer, dropout, seed, activations, optimizerState, step, stepOffset);
+
+    /// <summary>The weights, for the work that runs on one device only.</summary>
+    T5Weights OneDevice(string work) => Pipeline is null ? Weights
+        : throw new NotSupportedException($"{work} does not run on a model split across devices (a pipeline) yet; open the model on one device for it");
 
     /// <summary>Rank classification: for each input (token ids), the index of the choice the model
     /// finds most likely, under each prompt of <paramref name="prompts"/> (null: no prompt):
     /// result[prompt][input]. <see cref="RankClassifier.MajorityVote"/> combines an ensemble's.</summary>
     public int[][] Classify(IReadOnlyList<int[]> inputs, IReadOnlyList<string> choices, PromptSet? prompts = null, int batchSize = 8)
     {
-        using var scorer = new Scorer(Weights);
+        using var scorer = new Scorer(OneDevice("classification"));
         return RankClassifier.Predict(scorer, inputs, choices.Select(c => Tokenizer.Encode(c)).ToList(), prompts, batchSize);
     }
 
@@ -166,7 +234,7 @@ public sealed class PromptModel : IDisposable
     /// prompt 0), at most <paramref name="maxNewTokens"/> tokens.</summary>
     public IEnumerable<(int Index, string Text, int[] Ids)> Generate(IReadOnlyList<EncodedExample> examples, PromptSet? prompts = null,
                                                                      IReadOnlyList<int>? promptIndex = null, int batchSize = 8, int maxNewTokens = 32) =>
-        GreedyDecoder.Run(Weights, examples, prompts, promptIndex, batchSize, maxNewTokens).Select(r => (r.Index, Tokenizer.Decode(r.Ids), r.Ids.ToArray()));
+        GreedyDecoder.Run(OneDevice("generation"), examples, prompts, promptIndex, batchSize, maxNewTokens).Select(r => (r.Index, Tokenizer.Decode(r.Ids), r.Ids.ToArray()));
 
     /// <summary>Prepares greedy decoding of one batch (example i with prompt promptIndex[i] of
     /// <paramref name="prompts"/>; null: no prompt) and returns it unsubmitted: advance it in
@@ -176,7 +244,7 @@ public sealed class PromptModel : IDisposable
     {
         int lin = HostBatch.Round(batch.Max(e => e.InputIds.Length));
         var shape = new BatchShape(batch.Count, lin, 1, prompts?.Length ?? 0, prompts?.Count ?? 1);
-        var generator = WorkMemory.Build(Weights, $"greedy decoding of {shape with { TargetLength = maxNewTokens }}", w => new Generator(w, shape, maxNewTokens));
+        var generator = WorkMemory.Build(OneDevice("generation"), $"greedy decoding of {shape with { TargetLength = maxNewTokens }}", w => new Generator(w, shape, maxNewTokens));
         try { return generator.Begin(batch, prompts, promptIndex, ownsGenerator: true); }
         catch { generator.Dispose(); throw; }
     }
@@ -184,7 +252,7 @@ public sealed class PromptModel : IDisposable
     /// <summary>Loss and prompt gradient of <paramref name="examples"/> taken as one batch: no
     /// optimizer step, no dropout.</summary>
     public (double Loss, float[] Gradient) Gradient(IReadOnlyList<EncodedExample> examples, float[] prompt, ActivationMode activations = ActivationMode.Store) =>
-        PromptTrainer.Gradient(Weights, examples, prompt, activations);
+        Pipeline is not null ? PipelineTrainer.Gradient(Pipeline, examples, prompt, activations) : PromptTrainer.Gradient(Weights, examples, prompt, activations);
 
     /// <summary>A prompt-tuning run on <paramref name="train"/>, validated on
     /// <paramref name="validation"/> (null: none), writing to <paramref name="outputDirectory"/>;
@@ -196,8 +264,16 @@ public sealed class PromptModel : IDisposable
     public void Dispose()
     {
         asyncScorer?.Dispose();
-        Weights.Dispose();
-        Backend.Dispose();
+        if (Pipeline is not null)
+        {
+            Pipeline.Dispose();
+            foreach (var b in stageBackends) b.Dispose();
+        }
+        else
+        {
+            Weights.Dispose();
+            Backend.Dispose();
+        }
         Checkpoint.Dispose();
     }
 }

@@ -113,7 +113,7 @@ public sealed class PromptTrainer : IStepTrainer
 
     /// <summary>Mixes the run seed and the step so every step draws fresh masks, and a resumed
     /// run draws exactly the masks the uninterrupted one would have.</summary>
-    static int DropoutSeed(int seed, int step) => (int)(((uint)seed * 0x9E3779B9u) ^ ((uint)step * 0x85EBCA6Bu));
+    internal static int DropoutSeed(int seed, int step) => (int)(((uint)seed * 0x9E3779B9u) ^ ((uint)step * 0x85EBCA6Bu));
 
     internal static double MeanLoss(T5Pass pass, HostBatch host) => -pass.ReadLogProbs().Sum(v => (double)v) / host.TargetTokens;
 

@@ -14,17 +14,22 @@ internal sealed class ModelSession : IDisposable
 
     /// <param name="precision">A <c>--precision</c> value: fp32, fp16, bf16, int8 or auto.</param>
     /// <param name="memoryCap">A <c>--memory-cap</c> value (<see cref="GpuOptions.MemoryCapBytes"/>).</param>
-    public ModelSession(string modelDir, string device, AttentionFusion attention, Action<string>? log, string precision = ModelOptions.DefaultPrecision, long? memoryCap = null)
+    /// <param name="pipeline">The stages of a model split across devices (<c>--pipeline</c>), which replace <paramref name="device"/>; null: one device.</param>
+    public ModelSession(string modelDir, string device, AttentionFusion attention, Action<string>? log, string precision = ModelOptions.DefaultPrecision, long? memoryCap = null,
+                        PipelineArgs? pipeline = null)
     {
         var stored = precision.Equals("auto", StringComparison.OrdinalIgnoreCase) ? (WeightPrecision?)null : WeightPrecisions.Parse(precision, null);
-        Model = PromptModel.Open(modelDir, () => BackendFactory.Open(device, EnvironmentSettings.GpuOptions() with { Log = log, MemoryCapBytes = memoryCap }), stored, attention, log);
+        Func<Backend> Open(string spec) => () => BackendFactory.Open(spec, EnvironmentSettings.GpuOptions() with { Log = log, MemoryCapBytes = memoryCap });
+        Model = pipeline is null
+            ? PromptModel.Open(modelDir, Open(device), stored, attention, log)
+            : PromptModel.OpenPipeline(modelDir, pipeline.Devices.Select(Open).ToList(), stored, attention, pipeline.MicroBatches, log);
     }
 
     public void Dispose()
     {
         // With VKPROMPT_VALIDATION=1 a validation error is a bug in vkprompt, not a warning: the
         // command fails (exit 1), so the CLI tests catch what the kernel tests catch.
-        var errors = (Model.Backend as GpuBackend)?.Context.Validation.Errors.ToList() ?? [];
+        var errors = Model.Backends.OfType<GpuBackend>().SelectMany(b => b.Context.Validation.Errors).ToList();
         Model.Dispose();
         if (errors.Count > 0)
             throw new InvalidOperationException($"{errors.Count} Vulkan validation error(s); the first: {errors[0]}");

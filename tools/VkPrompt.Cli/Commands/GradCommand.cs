@@ -16,20 +16,24 @@ internal static class GradCommand
         var data = ModelOptions.Data(required: true);
         var output = new Option<string>("--output", "-o") { HelpName = "FILE", Description = "Where to write the gradient (.safetensors, key prompt_gradient, float32 [P, d_model]).", Required = true };
         var device = Cli.DeviceOption();
+        var pipeline = PipelineArgs.Option();
+        var microBatches = PipelineArgs.MicroBatchesOption();
         var memoryCap = Cli.MemoryCapOption();
         var precision = ModelOptions.Precision();
         var attention = ModelOptions.Attention();
         var recompute = new Option<bool>("--recompute") { Description = "Recompute each block's activations in the backward pass instead of storing them (less memory, ~1.3x the time)." };
         var cmd = new Command("grad", "Loss and prompt gradient of the whole file taken as one batch (the mean over every target token of the batch, as docs/numerics.md states). Prints {\"loss\": x}.")
         {
-            model, prompt, data, output, device, memoryCap, precision, attention, recompute,
+            model, prompt, data, output, device, pipeline, microBatches, memoryCap, precision, attention, recompute,
         };
         cmd.SetAction(parse =>
         {
             string outputPath = ModelOptions.OutputFile(output.Name, parse.GetValue(output)!,
                 (model.Name, parse.GetValue(model)), (prompt.Name, parse.GetValue(prompt)), (data.Name, parse.GetValue(data)));
+            var stages = PipelineArgs.Read(parse, pipeline, microBatches);
             var examples = DataFile.Read(parse.GetValue(data)!);
-            using var s = new ModelSession(parse.GetValue(model)!, parse.GetValue(device)!, ModelOptions.ReadAttention(parse, attention), ModelOptions.Log(parse), parse.GetValue(precision)!, parse.GetValue(memoryCap));
+            using var s = new ModelSession(parse.GetValue(model)!, parse.GetValue(device)!, ModelOptions.ReadAttention(parse, attention), ModelOptions.Log(parse), parse.GetValue(precision)!, parse.GetValue(memoryCap),
+                                           stages);
             var promptData = s.Model.LoadPrompt(parse.GetValue(prompt)!);
             var enc = s.Model.Encoder(int.MaxValue, int.MaxValue);
             var (loss, grad) = s.Model.Gradient(examples.Select(enc.Encode).ToList(), promptData,

@@ -27,7 +27,7 @@ internal static class TrainCommand
         List<Example> train = superGlue is null ? DataFile.Read(t.TrainFile) : SuperGlue.Read(t.TrainFile, superGlue);
         List<Example>? val = t.ValidationFile is null ? null : superGlue is null ? DataFile.Read(t.ValidationFile) : SuperGlue.Read(t.ValidationFile, superGlue);
         var options = t.Options with { Choices = t.Options.Choices ?? superGlue?.Labels };
-        using var s = new ModelSession(t.Model, t.Device, t.Attention, ModelOptions.Log(parse), t.Precision, t.MemoryCap);
+        using var s = new ModelSession(t.Model, t.Device, t.Attention, ModelOptions.Log(parse), t.Precision, t.MemoryCap, t.Pipeline);
         var run = s.Model.Train(train, val, options, t.Output);
         console.MarkupLineInterpolated($"[bold]VkPrompt train[/]: {train.Count} examples, {s.Model.Backend.Name}, {s.Model.Weights.Precision.Name()} weights; {run.Truncation}");
         console.MarkupLineInterpolated($"prompt {run.PromptLength} x {s.Model.DModel}, init {run.Init}, batch {options.BatchSize}, {options.Steps} steps, output {t.Output}");
@@ -107,7 +107,7 @@ internal static class TrainCommand
 }
 
 internal sealed record TrainSettings(string Model, string TrainFile, string? ValidationFile, string Output, string Device, AttentionFusion Attention, string? Task,
-                                     TrainOptions Options, string Precision = ModelOptions.DefaultPrecision, long? MemoryCap = null);
+                                     TrainOptions Options, string Precision = ModelOptions.DefaultPrecision, long? MemoryCap = null, PipelineArgs? Pipeline = null);
 
 /// <summary>The options of <c>vkprompt train</c>, kept together so demo can reuse the parsing.</summary>
 internal sealed class TrainArgs
@@ -117,6 +117,8 @@ internal sealed class TrainArgs
     readonly Option<string?> validation = new("--validation") { HelpName = "FILE", Description = "Validation data (same format). Enables evaluation every --eval-every steps and early stopping: the best prompt is kept." };
     readonly Option<string> output = new("--output", "-o") { HelpName = "DIR", Description = "Output directory: the PEFT adapter (adapter_model.safetensors, adapter_config.json), checkpoint.safetensors for --resume, metrics.jsonl, training.png and vkprompt-run.json, which lists them. It must be new, empty or a run's (with vkprompt-run.json); one run at a time.", Required = true };
     readonly Option<string> device = Cli.DeviceOption();
+    readonly Option<string?> pipeline = PipelineArgs.Option();
+    readonly Option<int?> microBatches = PipelineArgs.MicroBatchesOption();
     readonly Option<long?> memoryCap = Cli.MemoryCapOption();
     readonly Option<string> precision = ModelOptions.Precision();
     readonly Option<string> attention = ModelOptions.Attention();
@@ -148,7 +150,7 @@ internal sealed class TrainArgs
 
     public void AddTo(Command c)
     {
-        foreach (var o in new Option[] { model, train, validation, output, device, memoryCap, precision, attention, promptLength, steps, batch, seed, noShuffle, dropout, maxIn, maxOut,
+        foreach (var o in new Option[] { model, train, validation, output, device, pipeline, microBatches, memoryCap, precision, attention, promptLength, steps, batch, seed, noShuffle, dropout, maxIn, maxOut,
                                          evalEvery, patience, saveEvery, resume, overwrite, task, choices, init, lr, weightDecay, decayRate, clip, eps1, minDim, stepOffset, exportNpy, recompute })
             c.Options.Add(o);
     }
@@ -178,6 +180,9 @@ internal sealed class TrainArgs
         catch (ArgumentException e) { throw new UsageException(e.Message); }
         if (p.GetValue(patience) < 0) throw new UsageException($"{patience.Name} must be at least 0, got {p.GetValue(patience)}");
         if (p.GetValue(patience) > 0 && p.GetValue(validation) is null) throw new UsageException($"{patience.Name} stops on validation scores: it needs --validation");
+        var stages = PipelineArgs.Read(p, pipeline, microBatches);
+        if (stages is not null && p.GetValue(validation) is not null)
+            throw new UsageException($"{validation.Name} scores the prompt, and scoring does not run on a model split across devices ({pipeline.Name}) yet: validate the adapter afterwards with eval on one device");
         if (p.GetValue(stepOffset) < 0) throw new UsageException($"{stepOffset.Name} must be at least 0, got {p.GetValue(stepOffset)}");
         var opts = new TrainOptions
         {
@@ -204,6 +209,6 @@ internal sealed class TrainArgs
         // Before the model loads, which can take minutes.
         new TrainingDirectory(p.GetValue(output)!).Check(opts);
         return new TrainSettings(p.GetValue(model)!, p.GetValue(train)!, p.GetValue(validation), p.GetValue(output)!, p.GetValue(device)!, ModelOptions.ReadAttention(p, attention),
-                                 p.GetValue(task), opts, p.GetValue(precision)!, p.GetValue(memoryCap));
+                                 p.GetValue(task), opts, p.GetValue(precision)!, p.GetValue(memoryCap), stages);
     }
 }
