@@ -112,9 +112,12 @@ internal sealed record GoldenCase(T5Checkpoint Ckpt, T5Tokenizer Tokenizer, List
     }
 
     /// <summary>The loss and the prompt gradient of the whole case as one batch.</summary>
-    public void AssertGradientAndLoss(T5Weights weights)
+    public void AssertGradientAndLoss(T5Weights weights) => AssertGradientAndLoss(PromptTrainer.Gradient(weights, Examples, Prompt0));
+
+    /// <summary>The loss and the prompt gradient of the whole case as one batch, computed by the caller.</summary>
+    public void AssertGradientAndLoss((double Loss, float[] Gradient) computed)
     {
-        var (loss, grad) = PromptTrainer.Gradient(weights, Examples, Prompt0);
+        var (loss, grad) = computed;
         double goldLoss = Loss;
         Assert.True(Math.Abs(loss - goldLoss) <= 1e-3 + 1e-4 * goldLoss, $"loss {loss} vs golden {goldLoss}");
         double err = Check.NormRelativeError(Gradient, grad);
@@ -122,9 +125,13 @@ internal sealed record GoldenCase(T5Checkpoint Ckpt, T5Tokenizer Tokenizer, List
     }
 
     /// <summary>train.json's Adafactor steps: each step's loss and the prompt after them.</summary>
-    public void AssertAdafactorSteps(T5Weights weights)
+    public void AssertAdafactorSteps(T5Weights weights) => AssertAdafactorSteps(Trainer(weights));
+
+    /// <summary>train.json's Adafactor steps with the trainer <paramref name="trainer"/> makes
+    /// from the case's prompt and settings: each step's loss and the prompt after them.</summary>
+    internal void AssertAdafactorSteps(Func<float[], AdafactorSettings, IStepTrainer> trainer)
     {
-        var (losses, prompt) = TrainAdafactorSteps(weights);
+        var (losses, prompt) = TrainAdafactorSteps(trainer);
         var golden = TrainSpec.GetProperty("losses").EnumerateArray().Select(e => e.GetDouble()).ToArray();
         Assert.Equal(golden.Length, losses.Length);
         for (int s = 0; s < losses.Length; s++)
@@ -137,7 +144,12 @@ internal sealed record GoldenCase(T5Checkpoint Ckpt, T5Tokenizer Tokenizer, List
 
     /// <summary>Runs train.json's Adafactor steps from the case's prompt: each step's loss and the
     /// prompt after them.</summary>
-    public (double[] Losses, float[] Prompt) TrainAdafactorSteps(T5Weights weights)
+    public (double[] Losses, float[] Prompt) TrainAdafactorSteps(T5Weights weights) => TrainAdafactorSteps(Trainer(weights));
+
+    static Func<float[], AdafactorSettings, IStepTrainer> Trainer(T5Weights weights) =>
+        (prompt, settings) => new PromptTrainer(weights, prompt, settings, dropout: 0, seed: 0);
+
+    internal (double[] Losses, float[] Prompt) TrainAdafactorSteps(Func<float[], AdafactorSettings, IStepTrainer> makeTrainer)
     {
         var spec = TrainSpec;
         int steps = spec.GetProperty("steps").GetInt32(), batch = spec.GetProperty("batch_size").GetInt32();
@@ -150,7 +162,7 @@ internal sealed record GoldenCase(T5Checkpoint Ckpt, T5Tokenizer Tokenizer, List
         };
         Assert.Equal(spec.GetProperty("factored").GetBoolean(), settings.Factored(Prompt0.Length / DModel, DModel));
 
-        using var trainer = new PromptTrainer(weights, Prompt0, settings, dropout: 0, seed: 0);
+        using var trainer = makeTrainer(Prompt0, settings);
         var losses = new double[steps];
         for (int s = 0; s < steps; s++)
         {
