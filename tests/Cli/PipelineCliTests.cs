@@ -67,6 +67,23 @@ public sealed class PipelineCliTests : IDisposable
         Assert.True(err <= 1e-3, $"prompt gradient relative error {err:E3} > 1e-3");
     }
 
+    /// <summary>Checkpoints behave as on one device: two steps and a resumed third give the bits
+    /// of three steps in one run (dropout on, batches of three in two micro-batches).</summary>
+    [Fact]
+    public void ResumedPipelineRunEqualsTheUninterruptedOne()
+    {
+        string model = ModelTestFiles.TinyV11;
+        string[] Train(string output, int steps, params string[] more) =>
+            ["train", "--model", model, "--train", Path.Combine(model, "cases", "p8", "data.jsonl"), "--output", output, "--init", "random", "--prompt-length", "4",
+             "--steps", steps.ToString(CultureInfo.InvariantCulture), "--batch-size", "3", "--dropout", "0.1", "--pipeline", "cpu,cpu", .. more];
+        string whole = dir.File("whole"), parts = dir.File("parts");
+        CliRun.Of(Train(whole, 3)).Succeeded();
+        CliRun.Of(Train(parts, 2)).Succeeded();
+        CliRun.Of(Train(parts, 3, "--resume")).Succeeded();
+        Check.BitIdentical(CliRun.Tensor(Path.Combine(whole, Adapter.WeightsFile), PromptFile.TensorName),
+                           CliRun.Tensor(Path.Combine(parts, Adapter.WeightsFile), PromptFile.TensorName), "prompt after 2 + 1 resumed steps");
+    }
+
     [Fact]
     public void PipelineRefusesWhatCannotWork()
     {
