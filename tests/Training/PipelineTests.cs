@@ -86,6 +86,7 @@ public sealed class PipelineTests(GpuFixture f, PipelineDevices devices) : GpuTe
             foreach (var split in new[] { "encoder", "end", "decoder", "three" })
                 data.Add(set, model, c, split, "vulkan");
             data.Add(set, model, c, "end", "cpu");
+            data.Add(set, model, c, "decoder", "vulkan-fused");
         }
         return data;
     }
@@ -99,18 +100,19 @@ public sealed class PipelineTests(GpuFixture f, PipelineDevices devices) : GpuTe
         return data;
     }
 
-    /// <summary>The stages' backends: the fixture's context first, then the further ones.</summary>
+    /// <summary>The stages' backends: the fixture's context first, then the further ones; "-fused"
+    /// runs every attention fused, as in <see cref="GoldenCase.MakeBackend"/>.</summary>
     List<Backend> Backends(string backend, int stages) =>
-        Enumerable.Range(0, stages).Select(s => backend == "cpu" ? new CpuBackend() : (Backend)new GpuBackend(s == 0 ? Ctx : devices[s - 1])).ToList();
+        Enumerable.Range(0, stages).Select(s => GoldenCase.MakeBackend(backend, _ => s == 0 ? Ctx : devices[s - 1])).ToList();
 
     /// <summary>Runs <paramref name="check"/> on the case's model split as <paramref name="ranges"/> says.</summary>
-    void WithPipeline(GoldenCase g, string backend, IReadOnlyList<LayerRange> ranges, int microBatches, Action<ModelPipeline> check)
+    void WithPipeline(GoldenCase g, string backend, IReadOnlyList<LayerRange> ranges, int microBatches, Action<ModelPipeline> check,
+                      WeightPrecision precision = WeightPrecision.Fp32)
     {
         var backends = Backends(backend, ranges.Count);
         try
         {
-            foreach (var b in backends) b.AttentionFusion = AttentionFusion.Unfused;
-            using var pipeline = new ModelPipeline(g.Ckpt, backends, WeightPrecision.Fp32, microBatches, ranges);
+            using var pipeline = new ModelPipeline(g.Ckpt, backends, precision, microBatches, ranges);
             check(pipeline);
         }
         finally
@@ -136,6 +138,20 @@ public sealed class PipelineTests(GpuFixture f, PipelineDevices devices) : GpuTe
         using var g = GoldenCase.Load(Root(set), model, caseName);
         WithPipeline(g, backend, ModelPipeline.Balance(g.Ckpt.Config, WeightPrecision.Fp32, 2), 2,
                      p => g.AssertAdafactorSteps((prompt, settings) => new PipelineTrainer(p, prompt, settings, dropout: 0, seed: 0)));
+    }
+
+    /// <summary>The int8 golden cases (weights stored as int8 on every stage) through three stages.</summary>
+    [Theory]
+    [InlineData("tiny-v11", "p8")]
+    [InlineData("tiny-v10-bf16", "p5")]
+    public void Int8GradientAndStepsMatchGolden(string model, string caseName)
+    {
+        using var g = GoldenCase.Load(TestPaths.Golden, model, caseName, GoldenCase.Int8Cases);
+        WithPipeline(g, "vulkan", Cut(g.Ckpt.Config, "three")!, 4, p =>
+        {
+            g.AssertGradientAndLoss(PipelineTrainer.Gradient(p, g.Examples, g.Prompt0));
+            g.AssertAdafactorSteps((prompt, settings) => new PipelineTrainer(p, prompt, settings, dropout: 0, seed: 0));
+        }, WeightPrecision.Int8);
     }
 
     static GoldenCase TinyV11 => GoldenCase.Load(TestPaths.Golden, "tiny-v11", "p8");
