@@ -10,9 +10,15 @@ namespace VkPrompt.Model;
 /// so shapes come in runs, and one pass's activations is all the memory a Scorer holds (during
 /// training, beside the training step's own).
 /// </summary>
-internal sealed class Scorer(T5Weights weights) : IDisposable
+internal sealed class Scorer : IDisposable
 {
+    readonly T5Weights weights;
     (T5Pass Pass, IRecording Run, Tensor? Prompts)? kept;
+
+    /// <param name="weights">the whole model on one backend: a stage of a pipeline would score
+    /// with its layers alone, so it is refused.</param>
+    public Scorer(T5Weights weights) => this.weights = weights.Layers.IsAll ? weights
+        : throw new NotSupportedException($"scoring runs on the whole model on one device, not on a stage of a model split across devices ({weights.Layers}) yet");
 
     /// <summary>The batch shape whose pass is kept, if any.</summary>
     public BatchShape? KeptShape => kept?.Pass.Shape;

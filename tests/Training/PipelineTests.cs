@@ -308,5 +308,7 @@ public sealed class PipelineTests(GpuFixture f, PipelineDevices devices) : GpuTe
         Assert.Equal(2, model.Backends.Count);
         var e = Assert.Throws<NotSupportedException>(() => model.Score([new EncodedExample([5, 1], [6, 1])]));
         Assert.Contains("split across devices", e.Message);
+        // A stage's weights alone would score with part of the model (training's validation makes a Scorer of them).
+        Assert.Throws<NotSupportedException>(() => new Scorer(model.Pipeline!.Stages[0]));
     }
 }
