@@ -72,9 +72,10 @@ internal sealed class PipelineStep : IDisposable
     /// <param name="host">the batch.</param>
     /// <param name="backward">whether to run the backward too.</param>
     /// <param name="dropoutSeed">each micro-batch's dropout seed, where the passes drop out.</param>
-    /// <returns>the sum of the log-probabilities of the batch's target tokens, and (with the
-    /// backward) the prompt gradient of the mean token loss over the whole batch.</returns>
-    public (double LogProbSum, float[]? PromptGradient) Run(HostBatch host, bool backward, Func<int, int>? dropoutSeed = null)
+    /// <returns>the per-token log-probabilities of the batch, [batch x target length] as one
+    /// pass gives them, and (with the backward) the prompt gradient of the mean token loss over
+    /// the whole batch.</returns>
+    public (float[] LogProbs, float[]? PromptGradient) Run(HostBatch host, bool backward, Func<int, int>? dropoutSeed = null)
     {
         if (host.Shape != Shape) throw new ArgumentException($"batch shape {host.Shape} does not match the pipeline step's {Shape}");
         var micro = new HostBatch[MicroBatches];
@@ -94,8 +95,10 @@ internal sealed class PipelineStep : IDisposable
             }
         Schedule(active, backward);
 
-        double logProbs = 0;
-        foreach (int m in active) logProbs += work[^1][m].Pass.ReadLogProbs().Sum(v => (double)v);
+        int ld = Shape.TargetLength;
+        var logProbs = new float[Shape.Batch * ld];
+        for (int m = 0, row = 0; m < MicroBatches; row += rows[m], m++)
+            if (active.Contains(m)) Array.Copy(work[^1][m].Pass.ReadLogProbs(), 0, logProbs, row * ld, rows[m] * ld);
         if (!backward) return (logProbs, null);
 
         var first = work[0];

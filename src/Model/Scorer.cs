@@ -2,6 +2,15 @@ using VkPrompt.Model.Backends;
 
 namespace VkPrompt.Model;
 
+/// <summary>What scores batches, blocking: the model on one device (<see cref="Scorer"/>) or split
+/// across devices (<see cref="PipelineScorer"/>).</summary>
+internal interface IBatchScorer : IDisposable
+{
+    /// <summary>Scores one batch, example i with prompt promptIndex[i] of <paramref name="prompts"/>
+    /// (null: no prompt; null index: prompt 0), blocking until it is done.</summary>
+    ScoreResult[] Score(IReadOnlyList<EncodedExample> batch, PromptSet? prompts, IReadOnlyList<int>? promptIndex = null, int? batchSize = null);
+}
+
 /// <summary>
 /// Teacher-forced scoring: the summed log-probability of each example's target given its input
 /// and (optionally) a soft prompt per example; several prompts (tasks, or an ensemble) can share
@@ -10,7 +19,7 @@ namespace VkPrompt.Model;
 /// so shapes come in runs, and one pass's activations is all the memory a Scorer holds (during
 /// training, beside the training step's own).
 /// </summary>
-internal sealed class Scorer : IDisposable
+internal sealed class Scorer : IBatchScorer
 {
     readonly T5Weights weights;
     (T5Pass Pass, IRecording Run, Tensor? Prompts)? kept;
@@ -42,10 +51,7 @@ internal sealed class Scorer : IDisposable
         if (current is { IsStarted: true, IsComplete: false })
             throw new InvalidOperationException("cannot begin another scoring batch while the last is in flight: wait for its ticket (or Wait()) first");
         current?.Finish();
-        if (prompts is not null && prompts.Data.Length != (long)prompts.Count * prompts.Length * weights.Config.DModel)
-            throw new ArgumentException($"the prompts are not of this model's d_model {weights.Config.DModel}");
-        var host = HostBatch.Build(batch, prompts?.Length ?? 0, prompts?.Count ?? 1, promptIndex, batchSize, weights.Config.DecoderStartTokenId,
-                                   promptLengths: prompts?.MaskedLengths);
+        var host = Layout(batch, prompts, promptIndex, batchSize, weights.Config);
         var (pass, run) = PassFor(host.Shape);
         if (prompts is not null) weights.Backend.Upload(pass.Prompts!, prompts.Data);
         pass.Load(host);
@@ -53,6 +59,15 @@ internal sealed class Scorer : IDisposable
     }
 
     ScoringBatch? current;
+
+    /// <summary>A scoring batch laid out for the device, the rows of shorter prompts masked.</summary>
+    internal static HostBatch Layout(IReadOnlyList<EncodedExample> batch, PromptSet? prompts, IReadOnlyList<int>? promptIndex, int? batchSize, T5Config config)
+    {
+        if (prompts is not null && prompts.Data.Length != (long)prompts.Count * prompts.Length * config.DModel)
+            throw new ArgumentException($"the prompts are not of this model's d_model {config.DModel}");
+        return HostBatch.Build(batch, prompts?.Length ?? 0, prompts?.Count ?? 1, promptIndex, batchSize, config.DecoderStartTokenId,
+                               promptLengths: prompts?.MaskedLengths);
+    }
 
     (T5Pass, IRecording) PassFor(BatchShape shape)
     {
@@ -115,10 +130,11 @@ public sealed class ScoringBatch : Submission
         if (IsComplete) _ = Results;
     }
 
-    ScoreResult[] Read()
+    ScoreResult[] Read() => Sum(pass.ReadLogProbs(), host.Shape.TargetLength, batch);
+
+    /// <summary>Each example's log-likelihood from the per-token log-probabilities of its row.</summary>
+    internal static ScoreResult[] Sum(float[] lp, int ld, IReadOnlyList<EncodedExample> batch)
     {
-        var lp = pass.ReadLogProbs();
-        int ld = host.Shape.TargetLength;
         var result = new ScoreResult[batch.Count];
         for (int i = 0; i < batch.Count; i++)
         {

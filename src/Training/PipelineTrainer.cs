@@ -76,7 +76,7 @@ internal sealed class PipelineTrainer : IStepTrainer
         be.Upload(gradient, grad!);
         step.Run();
         Step++;
-        return -logProbs / host.TargetTokens;
+        return -logProbs.Sum(v => (double)v) / host.TargetTokens;
     }
 
     PipelineStep StepFor(BatchShape shape)
@@ -113,7 +113,7 @@ internal sealed class PipelineTrainer : IStepTrainer
         var host = HostBatch.Build(examples, promptData.Length / d, decoderStart: pipeline.Config.DecoderStartTokenId);
         using var work = new PipelineStep(pipeline, host.Shape, mode, prompt, 0);
         var (logProbs, grad) = work.Run(host, backward: true);
-        double loss = -logProbs / host.TargetTokens;
+        double loss = -logProbs.Sum(v => (double)v) / host.TargetTokens;
         if (!double.IsFinite(loss)) throw new NonFiniteOutputException("the loss", loss);
         return (loss, grad!);
     }

@@ -112,8 +112,8 @@ public sealed class PromptModel : IDisposable
     /// <summary>Opens <paramref name="directory"/> split across devices (<c>--pipeline</c>):
     /// consecutive layers on each backend <paramref name="openStages"/> makes, which the model
     /// then owns (<see cref="ModelPipeline.Balance"/>'s cut unless <paramref name="ranges"/> gives one).
-    /// Training (<see cref="CreateTrainer"/>) and <see cref="Gradient"/> run through the stages;
-    /// scoring, classification and generation do not yet, and say so.</summary>
+    /// Training (<see cref="CreateTrainer"/>), <see cref="Gradient"/>, <see cref="Score"/> and
+    /// <see cref="Classify"/> run through the stages; generation does not yet, and says so.</summary>
     /// <param name="directory">A Hugging Face T5 directory.</param>
     /// <param name="openStages">one per stage, in the order the data flows (at least two, at most the model's layers).</param>
     /// <param name="precision">How the frozen weights are stored; null: bf16 where every stage's device reads 16-bit weights, else fp32.</param>
@@ -171,7 +171,7 @@ public sealed class PromptModel : IDisposable
         // A set smaller than a batch is one batch of its own size: padding it out would spend
         // the memory and time of examples that are not there.
         batchSize = Math.Min(batchSize, examples.Count);
-        using var scorer = new Scorer(OneDevice("scoring"));
+        using var scorer = OpenScorer();
         var order = HostBatch.ShortestFirst(examples.Select(e => e.InputIds.Length).ToList());
         var results = new ScoreResult[examples.Count];
         for (int start = 0; start < examples.Count; start += batchSize)
@@ -188,7 +188,7 @@ public sealed class PromptModel : IDisposable
     /// advance it in slices of a frame's GPU budget, then read <see cref="ScoringBatch.Results"/>.
     /// The model keeps one scoring pass for this; the batch before must be complete.</summary>
     public ScoringBatch BeginScore(IReadOnlyList<EncodedExample> batch, PromptSet? prompts = null, IReadOnlyList<int>? promptIndex = null) =>
-        (asyncScorer ??= new Scorer(OneDevice("scoring"))).Begin(batch, prompts, promptIndex);
+        (asyncScorer ??= new Scorer(OneDevice("scoring in slices (BeginScore)"))).Begin(batch, prompts, promptIndex);
 
     Scorer? asyncScorer;
 
@@ -216,16 +216,22 @@ public sealed class PromptModel : IDisposable
             ? new PipelineTrainer(Pipeline, prompt, optimizer, dropout, seed, activations, optimizerState, step, stepOffset)
             : new PromptTrainer(Weights, prompt, optimizer, dropout, seed, activations, optimizerState, step, stepOffset);
 
+    /// <summary>A scorer of batches for where this model lives: on its one device, or through the stages of its pipeline.</summary>
+    internal IBatchScorer OpenScorer() => Pipeline is not null ? new PipelineScorer(Pipeline) : new Scorer(Weights);
+
     /// <summary>The weights, for the work that runs on one device only.</summary>
-    T5Weights OneDevice(string work) => Pipeline is null ? Weights
-        : throw new NotSupportedException($"{work} does not run on a model split across devices (a pipeline) yet; open the model on one device for it");
+    T5Weights OneDevice(string work) => Pipeline is null ? Weights : throw OnOneDeviceOnly(work);
+
+    /// <summary>The refusal of <paramref name="work"/> on a pipeline, naming the setting to change.</summary>
+    internal static TrainingOptionException OnOneDeviceOnly(string work) =>
+        new($"{work} does not run on a model split across devices ({Setting.PipelineStages}) yet; open the model on one device for it");
 
     /// <summary>Rank classification: for each input (token ids), the index of the choice the model
     /// finds most likely, under each prompt of <paramref name="prompts"/> (null: no prompt):
     /// result[prompt][input]. <see cref="RankClassifier.MajorityVote"/> combines an ensemble's.</summary>
     public int[][] Classify(IReadOnlyList<int[]> inputs, IReadOnlyList<string> choices, PromptSet? prompts = null, int batchSize = 8)
     {
-        using var scorer = new Scorer(OneDevice("classification"));
+        using var scorer = OpenScorer();
         return RankClassifier.Predict(scorer, inputs, choices.Select(c => Tokenizer.Encode(c)).ToList(), prompts, batchSize);
     }
 

@@ -107,6 +107,12 @@ internal sealed record GoldenCase(T5Checkpoint Ckpt, T5Tokenizer Tokenizer, List
     public void AssertScores(T5Weights weights)
     {
         using var scorer = new Scorer(weights);
+        AssertScores(scorer);
+    }
+
+    /// <summary>Log-likelihoods with and without the prompt, from <paramref name="scorer"/>.</summary>
+    internal void AssertScores(IBatchScorer scorer)
+    {
         AssertLogLikelihoods(Scores, scorer.Score(Examples, PromptSet.Stack([Prompt0], DModel)), "with prompt");
         AssertLogLikelihoods(ScoresWithoutPrompt, scorer.Score(Examples, null), "without prompt");
     }

@@ -140,6 +140,19 @@ public sealed class PipelineTests(GpuFixture f, PipelineDevices devices) : GpuTe
                      p => g.AssertAdafactorSteps((prompt, settings) => new PipelineTrainer(p, prompt, settings, dropout: 0, seed: 0)));
     }
 
+    /// <summary>Scoring through the stages (the forward alone), with and without the prompt, in
+    /// three micro-batches: the golden log-likelihoods.</summary>
+    [Theory, MemberData(nameof(StepCases))]
+    public void ScoresMatchGolden(string set, string model, string caseName, string backend)
+    {
+        using var g = GoldenCase.Load(Root(set), model, caseName);
+        WithPipeline(g, backend, Cut(g.Ckpt.Config, "end")!, 3, p =>
+        {
+            using var scorer = new PipelineScorer(p);
+            g.AssertScores(scorer);
+        });
+    }
+
     /// <summary>The int8 golden cases (weights stored as int8 on every stage) through three stages.</summary>
     [Theory]
     [InlineData("tiny-v11", "p8")]
@@ -306,8 +319,9 @@ public sealed class PipelineTests(GpuFixture f, PipelineDevices devices) : GpuTe
         Assert.Throws<TrainingOptionException>(() => PromptModel.OpenPipeline(dir, [() => new CpuBackend()]));
         using var model = PromptModel.OpenPipeline(dir, [() => new CpuBackend(), () => new CpuBackend()]);
         Assert.Equal(2, model.Backends.Count);
-        var e = Assert.Throws<NotSupportedException>(() => model.Score([new EncodedExample([5, 1], [6, 1])]));
+        var e = Assert.Throws<TrainingOptionException>(() => model.Generate([new EncodedExample([5, 1], [6, 1])]).ToList());
         Assert.Contains("split across devices", e.Message);
+        Assert.Single(model.Score([new EncodedExample([5, 1], [6, 1])]));
         // A stage's weights alone would score with part of the model (training's validation makes a Scorer of them).
         Assert.Throws<NotSupportedException>(() => new Scorer(model.Pipeline!.Stages[0]));
     }

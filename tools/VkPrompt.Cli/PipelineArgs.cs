@@ -14,7 +14,7 @@ internal sealed record PipelineArgs(IReadOnlyList<string> Devices, int? MicroBat
                       "two logical devices on it). The layers are cut so the largest stage's weights are as small as they can be; each stage holds only " +
                       "its own layers (the first also the embedding and the prompt, the last the LM head). Activations and their gradients cross between " +
                       "stages through host memory; each batch is cut into --micro-batches so the stages work at once. The result is the one-device result " +
-                      "(to float rounding). At least 2 devices and at most one per layer. Scoring and validation do not run on a pipeline yet.",
+                      "(to float rounding). At least 2 devices and at most one per layer. Generation (generate, and eval or validation whose targets are not class labels) does not run on a pipeline yet.",
     };
 
     public static Option<int?> MicroBatchesOption() => new("--micro-batches")

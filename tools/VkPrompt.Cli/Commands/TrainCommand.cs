@@ -181,8 +181,6 @@ internal sealed class TrainArgs
         if (p.GetValue(patience) < 0) throw new UsageException($"{patience.Name} must be at least 0, got {p.GetValue(patience)}");
         if (p.GetValue(patience) > 0 && p.GetValue(validation) is null) throw new UsageException($"{patience.Name} stops on validation scores: it needs --validation");
         var stages = PipelineArgs.Read(p, pipeline, microBatches);
-        if (stages is not null && p.GetValue(validation) is not null)
-            throw new UsageException($"{validation.Name} scores the prompt, and scoring does not run on a model split across devices ({pipeline.Name}) yet: validate the adapter afterwards with eval on one device");
         if (p.GetValue(stepOffset) < 0) throw new UsageException($"{stepOffset.Name} must be at least 0, got {p.GetValue(stepOffset)}");
         var opts = new TrainOptions
         {
