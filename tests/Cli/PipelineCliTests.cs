@@ -108,6 +108,26 @@ public sealed class PipelineCliTests : IDisposable
         Assert.Contains("(--pipeline)", refused.Err);
     }
 
+    /// <summary>eval by rank classification, an ensemble of two prompts, through three stages in
+    /// three micro-batches: the one device's report, line for line.</summary>
+    [Fact]
+    public void EvalThroughAPipelineReportsWhatOneDeviceDoes()
+    {
+        string model = Training.EnsembleTask.Model;
+        using var ckpt = T5Checkpoint.Open(model);
+        var data = dir.File("data.jsonl");
+        File.WriteAllLines(data, Training.EnsembleTask.Examples().Select(e => JsonSerializer.Serialize(new Dictionary<string, string> { ["input"] = e.Input, ["target"] = e.Target! })));
+        var prompts = Training.EnsembleTask.Prompts(ckpt.Config.DModel);
+        string[] paths = [dir.File("a.npy"), dir.File("b.npy")];
+        for (int i = 0; i < 2; i++) PromptFile.SaveNpy(paths[i], prompts[i], Training.EnsembleTask.PromptLength, ckpt.Config.DModel);
+        string[] Eval(params string[] more) =>
+            ["eval", "--model", model, "--data", data, "--choices", string.Join(',', Training.EnsembleTask.Labels), "--prompt", paths[0], "--prompt", paths[1], .. more];
+        var one = CliRun.Of(Eval("--device", "cpu")).Succeeded();
+        var split = CliRun.Of(Eval("--pipeline", "cpu,cpu,cpu", "--micro-batches", "3")).Succeeded();
+        Assert.Equal(one.OutLines, split.OutLines);
+        Assert.NotEmpty(one.OutLines);
+    }
+
     [Fact]
     public void PipelineRefusesWhatCannotWork()
     {
