@@ -65,12 +65,10 @@ internal sealed class HostBatch
         Array.Fill(tgt, -1);
         for (int i = 0; i < b; i++)
         {
-            // Padding rows still see one real key (the first position) so no softmax row is empty.
             var e = i < examples.Count ? examples[i] : null;
             if (e is null)
             {
-                for (int t = 0; t < promptLength; t++) mask[i * le + t] = 1;
-                mask[i * le] = 1;
+                PaddingRow(mask, i, shape);
                 continue;
             }
             pidx[i] = promptIndex?[i] ?? 0;
@@ -89,5 +87,42 @@ internal sealed class HostBatch
             }
         }
         return new HostBatch { Shape = shape, InputIds = ids, EncoderMask = mask, DecoderIds = dec, Targets = tgt, PromptIndex = pidx, RealExamples = examples.Count };
+    }
+
+    // Padding rows still see one real key (the first position) so no softmax row is empty.
+    static void PaddingRow(int[] mask, int row, BatchShape shape)
+    {
+        int le = shape.EncoderLength;
+        for (int t = 0; t < shape.PromptLength; t++) mask[row * le + t] = 1;
+        mask[row * le] = 1;
+    }
+
+    /// <summary>Rows <paramref name="first"/>..<paramref name="first"/>+<paramref name="count"/>-1
+    /// of this batch as a batch of <paramref name="batchSize"/> rows of the same lengths, the rows
+    /// past them padding: a micro-batch of a pipeline, which computes on each row what the whole
+    /// batch would.</summary>
+    public HostBatch Rows(int first, int count, int batchSize)
+    {
+        if (first < 0 || count < 0 || first + count > Shape.Batch || count > batchSize)
+            throw new ArgumentOutOfRangeException(nameof(count), $"rows {first}..{first + count - 1} of a batch of {Shape.Batch} in {batchSize}");
+        var shape = Shape with { Batch = batchSize };
+        int[] Slice(int[] all, int perRow)
+        {
+            var part = new int[batchSize * perRow];
+            Array.Copy(all, first * perRow, part, 0, count * perRow);
+            return part;
+        }
+        var mask = Slice(EncoderMask, shape.EncoderLength);
+        var tgt = Slice(Targets, shape.TargetLength);
+        for (int i = count; i < batchSize; i++)
+        {
+            PaddingRow(mask, i, shape);
+            Array.Fill(tgt, -1, i * shape.TargetLength, shape.TargetLength);
+        }
+        return new HostBatch
+        {
+            Shape = shape, InputIds = Slice(InputIds, shape.InputLength), EncoderMask = mask, DecoderIds = Slice(DecoderIds, shape.TargetLength),
+            Targets = tgt, PromptIndex = Slice(PromptIndex, 1), RealExamples = Math.Clamp(RealExamples - first, 0, count),
+        };
     }
 }

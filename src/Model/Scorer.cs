@@ -2,6 +2,15 @@ using VkPrompt.Model.Backends;
 
 namespace VkPrompt.Model;
 
+/// <summary>What scores batches, blocking: the model on one device (<see cref="Scorer"/>) or split
+/// across devices (<see cref="PipelineScorer"/>).</summary>
+internal interface IBatchScorer : IDisposable
+{
+    /// <summary>Scores one batch, example i with prompt promptIndex[i] of <paramref name="prompts"/>
+    /// (null: no prompt; null index: prompt 0), blocking until it is done.</summary>
+    ScoreResult[] Score(IReadOnlyList<EncodedExample> batch, PromptSet? prompts, IReadOnlyList<int>? promptIndex = null, int? batchSize = null);
+}
+
 /// <summary>
 /// Teacher-forced scoring: the summed log-probability of each example's target given its input
 /// and (optionally) a soft prompt per example; several prompts (tasks, or an ensemble) can share
@@ -10,9 +19,15 @@ namespace VkPrompt.Model;
 /// so shapes come in runs, and one pass's activations is all the memory a Scorer holds (during
 /// training, beside the training step's own).
 /// </summary>
-internal sealed class Scorer(T5Weights weights) : IDisposable
+internal sealed class Scorer : IBatchScorer
 {
+    readonly T5Weights weights;
     (T5Pass Pass, IRecording Run, Tensor? Prompts)? kept;
+
+    /// <param name="weights">the whole model on one backend: a stage of a pipeline would score
+    /// with its layers alone, so it is refused.</param>
+    public Scorer(T5Weights weights) => this.weights = weights.Layers.IsAll ? weights
+        : throw new NotSupportedException($"scoring runs on the whole model on one device, not on a stage of a model split across devices ({weights.Layers}) yet");
 
     /// <summary>The batch shape whose pass is kept, if any.</summary>
     public BatchShape? KeptShape => kept?.Pass.Shape;
@@ -36,10 +51,7 @@ internal sealed class Scorer(T5Weights weights) : IDisposable
         if (current is { IsStarted: true, IsComplete: false })
             throw new InvalidOperationException("cannot begin another scoring batch while the last is in flight: wait for its ticket (or Wait()) first");
         current?.Finish();
-        if (prompts is not null && prompts.Data.Length != (long)prompts.Count * prompts.Length * weights.Config.DModel)
-            throw new ArgumentException($"the prompts are not of this model's d_model {weights.Config.DModel}");
-        var host = HostBatch.Build(batch, prompts?.Length ?? 0, prompts?.Count ?? 1, promptIndex, batchSize, weights.Config.DecoderStartTokenId,
-                                   promptLengths: prompts?.MaskedLengths);
+        var host = Layout(batch, prompts, promptIndex, batchSize, weights.Config);
         var (pass, run) = PassFor(host.Shape);
         if (prompts is not null) weights.Backend.Upload(pass.Prompts!, prompts.Data);
         pass.Load(host);
@@ -53,9 +65,11 @@ internal sealed class Scorer(T5Weights weights) : IDisposable
     /// goes to scorer k mod count, a round of them is submitted before any is waited for so the
     /// devices work at once, and the results come back in batch order. Each batch is the batch
     /// one device would score, so on devices of one kind the results are one device's bits.</summary>
-    public static ScoreResult[][] ScoreAll(IReadOnlyList<Scorer> scorers, IReadOnlyList<(IReadOnlyList<EncodedExample> Batch, IReadOnlyList<int>? PromptIndex)> batches,
+    public static ScoreResult[][] ScoreAll(IReadOnlyList<IBatchScorer> scorers, IReadOnlyList<(IReadOnlyList<EncodedExample> Batch, IReadOnlyList<int>? PromptIndex)> batches,
                                            PromptSet? prompts, int? batchSize)
     {
+        // One scorer (one device, or the stages of a pipeline, which overlap among themselves) scores batch by batch.
+        if (scorers.Count == 1) return batches.Select(b => scorers[0].Score(b.Batch, prompts, b.PromptIndex, batchSize)).ToArray();
         var results = new ScoreResult[batches.Count][];
         var round = new ScoringBatch[scorers.Count];
         for (int first = 0; first < batches.Count; first += scorers.Count)
@@ -63,7 +77,8 @@ internal sealed class Scorer(T5Weights weights) : IDisposable
             int n = Math.Min(scorers.Count, batches.Count - first);
             for (int i = 0; i < n; i++)
             {
-                round[i] = scorers[i].Begin(batches[first + i].Batch, prompts, batches[first + i].PromptIndex, batchSize);
+                // Several scorers are the devices of data parallel, each a Scorer (a pipeline is one scorer).
+                round[i] = ((Scorer)scorers[i]).Begin(batches[first + i].Batch, prompts, batches[first + i].PromptIndex, batchSize);
                 round[i].Submit();
             }
             for (int i = 0; i < n; i++)
@@ -73,6 +88,15 @@ internal sealed class Scorer(T5Weights weights) : IDisposable
             }
         }
         return results;
+    }
+
+    /// <summary>A scoring batch laid out for the device, the rows of shorter prompts masked.</summary>
+    internal static HostBatch Layout(IReadOnlyList<EncodedExample> batch, PromptSet? prompts, IReadOnlyList<int>? promptIndex, int? batchSize, T5Config config)
+    {
+        if (prompts is not null && prompts.Data.Length != (long)prompts.Count * prompts.Length * config.DModel)
+            throw new ArgumentException($"the prompts are not of this model's d_model {config.DModel}");
+        return HostBatch.Build(batch, prompts?.Length ?? 0, prompts?.Count ?? 1, promptIndex, batchSize, config.DecoderStartTokenId,
+                               promptLengths: prompts?.MaskedLengths);
     }
 
     internal (T5Pass, IRecording) PassFor(BatchShape shape)
@@ -136,10 +160,11 @@ public sealed class ScoringBatch : Submission
         if (IsComplete) _ = Results;
     }
 
-    ScoreResult[] Read()
+    ScoreResult[] Read() => Sum(pass.ReadLogProbs(), host.Shape.TargetLength, batch);
+
+    /// <summary>Each example's log-likelihood from the per-token log-probabilities of its row.</summary>
+    internal static ScoreResult[] Sum(float[] lp, int ld, IReadOnlyList<EncodedExample> batch)
     {
-        var lp = pass.ReadLogProbs();
-        int ld = host.Shape.TargetLength;
         var result = new ScoreResult[batch.Count];
         for (int i = 0; i < batch.Count; i++)
         {

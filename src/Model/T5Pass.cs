@@ -24,6 +24,12 @@ public enum ActivationMode
 /// <see cref="DecoderIds"/>, <see cref="Targets"/>, <see cref="PromptIndex"/> and the prompt
 /// tensor given at construction; then the caller emits <see cref="EmitForward"/> (and
 /// <see cref="EmitBackward"/>) inside <see cref="Backend.Record"/>.
+/// On a stage of a model split across devices the pass runs the layers its weights hold
+/// (<see cref="T5Weights.Layers"/>): its forward starts from the activations uploaded into
+/// <see cref="Before"/> instead of the embedding and ends by copying its own into
+/// <see cref="After"/>; its backward starts from the gradients uploaded into <see cref="After"/>
+/// and ends by copying the gradients of its input into <see cref="Before"/>. The ops between are
+/// those the one-device pass runs for those layers, in the same order.
 /// </summary>
 internal sealed class T5Pass : IDisposable
 {
@@ -32,8 +38,12 @@ internal sealed class T5Pass : IDisposable
     readonly T5Config c;
     public BatchShape Shape { get; }
     public ActivationMode Mode { get; }
+    /// <summary>Where the pass computes (its weights' backend).</summary>
+    public Backend Backend => be;
     readonly int inner, d;
     readonly List<Tensor> owned = new();
+    readonly LayerRange layers;
+    readonly int encFirst, encEnd, decFirst, decEnd;   // the blocks of each stack this pass runs
 
     public Tensor InputIds { get; }
     public Tensor EncoderMask { get; }
@@ -44,8 +54,14 @@ internal sealed class T5Pass : IDisposable
     /// <summary>log p(target token) per decoder position, 0 where the target is padding.</summary>
     public Tensor LogProbs { get; }
     public Tensor Logits { get; }
-    /// <summary>d loss / d prompts, [NumPrompts, P, d]; allocated only when training.</summary>
+    /// <summary>d loss / d prompts, [NumPrompts, P, d]; allocated only when training (on the first stage).</summary>
     public Tensor? PromptGradient { get; }
+    /// <summary>Where a stage's input activations come in and their gradients go back out; null
+    /// on the first stage (and on one device).</summary>
+    public StageCrossing? Before { get; }
+    /// <summary>Where a stage's output activations go out and their gradients come back in; null
+    /// on the last stage (and on one device).</summary>
+    public StageCrossing? After { get; }
 
     /// <summary>Dropout rate of training passes (0 = off, as in evaluation); the masks come from
     /// <see cref="DropoutSeed"/>, a one-int tensor the caller changes every step.</summary>
@@ -58,7 +74,7 @@ internal sealed class T5Pass : IDisposable
     readonly Tensor encoderOut;   // final-norm output of the encoder, read by every cross-attention
     readonly Tensor[] encStream, decStream;  // residual stream snapshots, see StreamIndex
     readonly Tensor decFinal;
-    readonly BlockScratch encScratch, decScratch;
+    readonly BlockScratch? encScratch, decScratch;   // null where the pass runs no block of the stack
     readonly BlockScratch[] encSaved, decSaved;
     readonly Grads? grads;
 
@@ -79,7 +95,10 @@ internal sealed class T5Pass : IDisposable
         Mode = mode;
         d = c.DModel;
         inner = c.NumHeads * c.DKv;
-        if (shape.PromptLength > 0 && prompts is null)
+        layers = w.Layers;
+        (encFirst, encEnd) = layers.EncoderBlocks;
+        (decFirst, decEnd) = layers.DecoderBlocks;
+        if (layers.EmbedsInput && shape.PromptLength > 0 && prompts is null)
             throw new ArgumentException("a prompt length > 0 needs a prompt tensor");
         if (prompts is not null && prompts.Length != (long)shape.NumPrompts * shape.PromptLength * d)
             throw new ArgumentException($"prompt tensor has {prompts.Length} floats, the shape needs {shape.NumPrompts}x{shape.PromptLength}x{d}");
@@ -91,7 +110,7 @@ internal sealed class T5Pass : IDisposable
         Targets = Ints(B * Ld, "targets", hostVisible: true);
         PromptIndex = Ints(B, "prompt_index", hostVisible: true);
         LogProbs = Floats(B * Ld, "logprobs", hostVisible: true);
-        Logits = Floats((long)B * Ld * c.VocabSize, "logits");
+        Logits = Floats(layers.HasHead ? (long)B * Ld * c.VocabSize : 0, "logits");
 
         var encScores = new AttentionShape(B, c.NumHeads, Le, Le);
         var decScores = new AttentionShape(B, c.NumHeads, Ld, Ld, Causal: true);
@@ -99,24 +118,30 @@ internal sealed class T5Pass : IDisposable
         be.Upload(encBuckets, RelativePosition.Table(Le, Le, true, c.RelativeAttentionNumBuckets, c.RelativeAttentionMaxDistance));
         decBuckets = Ints(decScores.Diagonals, "decoder_buckets");
         be.Upload(decBuckets, RelativePosition.Table(Ld, Ld, false, c.RelativeAttentionNumBuckets, c.RelativeAttentionMaxDistance));
-        // The bias weight is block 0's; SelfAttentionForward and -Backward put each block's own in.
-        encSelf = Site(encScores, encBuckets, w.Encoder[0].PositionBias, EncoderMask);
-        decSelf = Site(decScores, decBuckets, w.Decoder[0].PositionBias, null);
+        // No bias weight here: SelfAttentionForward and -Backward put each block's own in.
+        encSelf = Site(encScores, encBuckets, null, EncoderMask);
+        decSelf = Site(decScores, decBuckets, null, null);
         cross = Site(new(B, c.NumHeads, Ld, Le), null, null, EncoderMask);
 
         bool keepStreams = mode != ActivationMode.Inference;
         // Encoder block i reads stream[2i] (attention input) and writes stream[2i+1] (FF input),
-        // then stream[2i+2]; decoder blocks have three sublayers, so 3i..3i+3.
-        encStream = Streams("enc", keepStreams ? 2 * c.NumLayers + 1 : 3, B * Le);
-        decStream = Streams("dec", keepStreams ? 3 * c.NumDecoderLayers + 1 : 4, B * Ld);
-        encoderOut = Floats((long)B * Le * d, "encoder_out");
-        decFinal = Floats((long)B * Ld * d, "decoder_final");
+        // then stream[2i+2]; decoder blocks have three sublayers, so 3i..3i+3 (counted from the
+        // first block the pass runs).
+        int encBlocks = encEnd - encFirst, decBlocks = decEnd - decFirst;
+        encStream = encBlocks == 0 ? [] : Streams("enc", keepStreams ? 2 * encBlocks + 1 : 3, B * Le);
+        decStream = decBlocks == 0 ? [] : Streams("dec", keepStreams ? 3 * decBlocks + 1 : 4, B * Ld);
+        encoderOut = Floats(layers.EndsEncoder || layers.HasDecoderBlocks ? (long)B * Le * d : 0, "encoder_out");
+        decFinal = Floats(layers.HasHead ? (long)B * Ld * d : 0, "decoder_final");
 
-        encScratch = new BlockScratch(this, "enc", B * Le, encSelf, withCross: false);
-        decScratch = new BlockScratch(this, "dec", B * Ld, decSelf, withCross: true);
-        // Stored blocks: block 0 is the shared scratch itself, the others borrow its transients.
-        encSaved = mode == ActivationMode.Store ? [encScratch, .. Enumerable.Range(1, c.NumLayers - 1).Select(i => new BlockScratch(this, $"enc{i}", B * Le, encSelf, false, encScratch))] : [];
-        decSaved = mode == ActivationMode.Store ? [decScratch, .. Enumerable.Range(1, c.NumDecoderLayers - 1).Select(i => new BlockScratch(this, $"dec{i}", B * Ld, decSelf, true, decScratch))] : [];
+        encScratch = encBlocks == 0 ? null : new BlockScratch(this, "enc", B * Le, encSelf, withCross: false);
+        decScratch = decBlocks == 0 ? null : new BlockScratch(this, "dec", B * Ld, decSelf, withCross: true);
+        // Stored blocks: the first is the shared scratch itself, the others borrow its transients.
+        encSaved = mode == ActivationMode.Store && encScratch is not null
+            ? [encScratch, .. Enumerable.Range(encFirst + 1, encBlocks - 1).Select(i => new BlockScratch(this, $"enc{i}", B * Le, encSelf, false, encScratch))] : [];
+        decSaved = mode == ActivationMode.Store && decScratch is not null
+            ? [decScratch, .. Enumerable.Range(decFirst + 1, decBlocks - 1).Select(i => new BlockScratch(this, $"dec{i}", B * Ld, decSelf, true, decScratch))] : [];
+        Before = layers.EmbedsInput ? null : Crossing(layers.First, "before");
+        After = layers.HasHead ? null : Crossing(layers.End, "after");
         if (dropoutRate > 0)
         {
             DropoutRate = dropoutRate;
@@ -127,7 +152,7 @@ internal sealed class T5Pass : IDisposable
         }
         if (mode != ActivationMode.Inference)
         {
-            PromptGradient = prompts is null ? null : Floats(prompts.Length, "prompt_grad");
+            PromptGradient = prompts is null || !layers.EmbedsInput ? null : Floats(prompts.Length, "prompt_grad");
             grads = new Grads(this);
         }
     }
@@ -144,11 +169,12 @@ internal sealed class T5Pass : IDisposable
     /// <param name="precision">the weights' precision (the products' B).</param>
     /// <param name="fusesAttention">which attentions run fused on the backend the pass will run on
     /// (its <see cref="Backend.FusesAttention"/>): a fused attention makes no products.</param>
+    /// <param name="layers">the layers of a stage; null: all.</param>
     public static IReadOnlyList<TracedProduct> Trace(T5Config config, BatchShape shape, ActivationMode mode, float dropoutRate, WeightPrecision precision,
-                                                     Func<AttentionShape, bool> fusesAttention)
+                                                     Func<AttentionShape, bool> fusesAttention, LayerRange? layers = null)
     {
         using var be = new TraceBackend(fusesAttention);
-        using var weights = T5Weights.Unloaded(config, be, precision);
+        using var weights = T5Weights.Unloaded(config, be, precision, layers);
         using var prompts = be.Floats((long)shape.NumPrompts * shape.PromptLength * config.DModel, "prompt");
         using var pass = new T5Pass(weights, shape, mode, prompts, dropoutRate);
         be.Record(() =>
@@ -181,6 +207,18 @@ internal sealed class T5Pass : IDisposable
     Tensor Floats(long n, string name, bool hostVisible = false) { var t = be.Floats(Math.Max(1, n), name, hostVisible); owned.Add(t); return t; }
     Tensor Ints(long n, string name, bool hostVisible = false) { var t = be.Ints(Math.Max(1, n), name, hostVisible); owned.Add(t); return t; }
     Tensor[] Streams(string prefix, int count, int rows) => Enumerable.Range(0, count).Select(i => Floats((long)rows * d, $"{prefix}_x{i}")).ToArray();
+
+    /// <summary>The host-visible tensors of the boundary before layer <paramref name="layer"/>:
+    /// the encoder's stream inside the encoder; the encoder output from its end on, which every
+    /// stage with decoder blocks reads; and the decoder's stream inside the decoder.</summary>
+    StageCrossing Crossing(int layer, string name)
+    {
+        long enc = (long)B * Le * d, dec = (long)B * Ld * d;
+        int n = layers.EncoderLayers;
+        return new StageCrossing(layer < n ? Floats(enc, name + ".enc_x", hostVisible: true) : null,
+                                 layer >= n ? Floats(enc, name + ".encoder_out", hostVisible: true) : null,
+                                 layer > n ? Floats(dec, name + ".dec_x", hostVisible: true) : null);
+    }
 
     /// <summary>One kind of attention of the model: the shape of its scores (lengths, causality),
     /// position bias, key mask, and whether it runs fused. A fused attention keeps its output and
@@ -255,20 +293,23 @@ internal sealed class T5Pass : IDisposable
         public Grads(T5Pass p)
         {
             var c = p.c;
-            long encRows = p.B * p.Le, decRows = p.B * p.Ld, maxRows = Math.Max(encRows, decRows);
+            // A stage allocates only what its blocks use (a one-element tensor stands for the rest).
+            var l = p.layers;
+            long encRows = l.HasEncoderBlocks ? p.B * p.Le : 0, decRows = l.HasDecoderBlocks ? p.B * p.Ld : 0, maxRows = Math.Max(encRows, decRows);
+            long crossRows = l.HasDecoderBlocks ? p.B * p.Le : 0;
             EncX = p.Floats(encRows * p.d, "d_enc_x");
             DecX = p.Floats(decRows * p.d, "d_dec_x");
-            EncOut = p.Floats(encRows * p.d, "d_encoder_out");
+            EncOut = p.Floats(l.HasDecoderBlocks || l.EndsEncoder ? p.B * p.Le * p.d : 0, "d_encoder_out");
             H = p.Floats(maxRows * p.d, "d_h");
             Ctx = p.Floats(maxRows * p.inner, "d_ctx");
             Q = p.Floats(maxRows * p.inner, "d_q");
             K = p.Floats(maxRows * p.inner, "d_k");
             V = p.Floats(maxRows * p.inner, "d_v");
-            long selfScores = Math.Max(p.UnfusedScores(p.encSelf), p.UnfusedScores(p.decSelf));
+            long selfScores = Math.Max(l.HasEncoderBlocks ? p.UnfusedScores(p.encSelf) : 0, l.HasDecoderBlocks ? p.UnfusedScores(p.decSelf) : 0);
             Probs = selfScores > 0 ? p.Floats(selfScores, "d_probs") : null;
-            CrossProbs = p.cross.Fused ? null : p.Floats(p.UnfusedScores(p.cross), "d_xprobs");
-            CrossK = p.Floats(encRows * p.inner, "d_xk");
-            CrossV = p.Floats(encRows * p.inner, "d_xv");
+            CrossProbs = p.cross.Fused ? null : p.Floats(l.HasDecoderBlocks ? p.UnfusedScores(p.cross) : 0, "d_xprobs");
+            CrossK = p.Floats(crossRows * p.inner, "d_xk");
+            CrossV = p.Floats(crossRows * p.inner, "d_xv");
             FfA = p.Floats(maxRows * c.DFf, "d_ff_a");
             FfB = c.IsGatedAct ? p.Floats(maxRows * c.DFf, "d_ff_b") : FfA;
             FfH = p.Floats(maxRows * c.DFf, "d_ff_h");
@@ -289,27 +330,50 @@ internal sealed class T5Pass : IDisposable
 
     public void EmitEncoder()
     {
+        if (!layers.HasEncoderBlocks) return;
         using var phase = be.Phase(Phases.EncoderForward);
         float eps = (float)c.LayerNormEpsilon;
-        be.Embedding(w.Shared, InputIds, Prompts, Prompts is null ? null : PromptIndex, encStream[0], B, Shape.InputLength, Shape.PromptLength, d);
-        DropoutAt(encStream[0], B * Le * d, Sites.EncoderEmbedding);
-        for (int i = 0; i < c.NumLayers; i++)
-            EncoderBlock(i, Saved(encSaved, encScratch, i));
-        var encLast = EncStream(2 * c.NumLayers);
+        if (layers.EmbedsInput)
+        {
+            be.Embedding(w.Shared, InputIds, Prompts, Prompts is null ? null : PromptIndex, EncStream(0), B, Shape.InputLength, Shape.PromptLength, d);
+            DropoutAt(EncStream(0), B * Le * d, Sites.EncoderEmbedding);
+        }
+        else be.Copy(Before!.EncoderStream!, EncStream(2 * encFirst));
+        for (int i = encFirst; i < encEnd; i++)
+            EncoderBlock(i, EncSaved(i));
+        var encLast = EncStream(2 * encEnd);
+        if (!layers.EndsEncoder)
+        {
+            be.Copy(encLast, After!.EncoderStream!);
+            return;
+        }
         be.RmsNorm(encLast, w.EncoderFinalNorm, encoderOut, B * Le, d, eps);
         DropoutAt(encoderOut, B * Le * d, Sites.EncoderOutput);
+        if (!layers.HasDecoderBlocks) be.Copy(encoderOut, After!.EncoderOutput!);
     }
 
     void EmitDecoder()
     {
+        if (!layers.HasDecoderBlocks) return;
         float eps = (float)c.LayerNormEpsilon;
 
         using (be.Phase(Phases.DecoderForward))
         {
-            be.Embedding(w.Shared, DecoderIds, null, null, decStream[0], B, Ld, 0, d);
-            DropoutAt(decStream[0], B * Ld * d, Sites.DecoderEmbedding);
-            for (int i = 0; i < c.NumDecoderLayers; i++)
-                DecoderBlock(i, Saved(decSaved, decScratch, i));
+            if (!layers.EndsEncoder) be.Copy(Before!.EncoderOutput!, encoderOut);
+            if (layers.EmbedsDecoder)
+            {
+                be.Embedding(w.Shared, DecoderIds, null, null, DecStream(0), B, Ld, 0, d);
+                DropoutAt(DecStream(0), B * Ld * d, Sites.DecoderEmbedding);
+            }
+            else be.Copy(Before!.DecoderStream!, DecStream(3 * decFirst));
+            for (int i = decFirst; i < decEnd; i++)
+                DecoderBlock(i, DecSaved(i));
+            if (!layers.HasHead)
+            {
+                be.Copy(DecStream(3 * decEnd), After!.DecoderStream!);
+                be.Copy(encoderOut, After.EncoderOutput!);
+                return;
+            }
             be.RmsNorm(DecStream(3 * c.NumDecoderLayers), w.DecoderFinalNorm, decFinal, B * Ld, d, eps);
             DropoutAt(decFinal, B * Ld * d, Sites.DecoderOutput);
         }
@@ -331,10 +395,13 @@ internal sealed class T5Pass : IDisposable
         public const string Recompute = "recompute";
     }
 
-    static BlockScratch Saved(BlockScratch[] saved, BlockScratch shared, int i) => saved.Length > 0 ? saved[i] : shared;
+    BlockScratch EncSaved(int block) => encSaved.Length > 0 ? encSaved[block - encFirst] : encScratch!;
+    BlockScratch DecSaved(int block) => decSaved.Length > 0 ? decSaved[block - decFirst] : decScratch!;
 
-    Tensor EncStream(int i) => Mode == ActivationMode.Inference ? encStream[i == 0 ? 0 : 1 + (i - 1) % 2] : encStream[i];
-    Tensor DecStream(int i) => Mode == ActivationMode.Inference ? decStream[i == 0 ? 0 : 1 + (i - 1) % 3] : decStream[i];
+    // Sublayer i of the model's stack, held from the pass's first block on.
+    Tensor EncStream(int i) => Stream(encStream, i - 2 * encFirst, 2);
+    Tensor DecStream(int i) => Stream(decStream, i - 3 * decFirst, 3);
+    Tensor Stream(Tensor[] streams, int j, int sublayers) => Mode == ActivationMode.Inference ? streams[j == 0 ? 0 : 1 + (j - 1) % sublayers] : streams[j];
 
     // Logits = y·Eᵀ·d^-0.5 when the embedding is tied (T5 v1.0 rescales), y·lm_headᵀ otherwise.
     float LmScale => c.TieWordEmbeddings ? 1f / MathF.Sqrt(d) : 1f;
@@ -475,22 +542,28 @@ internal sealed class T5Pass : IDisposable
     /// <see cref="EmitForward"/> in the same recording.</summary>
     public void EmitBackward()
     {
-        if (grads is null || PromptGradient is null)
+        if (grads is null || (layers.EmbedsInput && PromptGradient is null))
             throw new InvalidOperationException("this pass was built for inference or without a prompt");
         using var phase = be.Phase(Phases.Backward);
         var g = grads;
         float eps = (float)c.LayerNormEpsilon;
-        // In place: the logits are not needed again, and [B·Ld, vocab] is the largest activation.
-        be.CrossEntropyBackward(Logits, Targets, Logits, B * Ld, c.VocabSize);
-        // dy = dlogits · E (· d^-0.5 when tied): the LM head's input gradient.
-        be.MatMul(Logits, w.LmHead ?? w.Shared, g.H, MatMulSpec.Rows(B * Ld, d, c.VocabSize) with { Alpha = LmScale });
-        DropoutBackAt(g.H, B * Ld * d, Sites.DecoderOutput);
-        be.RmsNormBackward(DecStream(3 * c.NumDecoderLayers), w.DecoderFinalNorm, g.H, g.DecX, B * Ld, d, eps, accumulate: false);
-
-        be.Zero(g.EncOut);
-        for (int i = c.NumDecoderLayers - 1; i >= 0; i--)
+        if (layers.HasHead)
         {
-            var s = Saved(decSaved, decScratch, i);
+            // In place: the logits are not needed again, and [B·Ld, vocab] is the largest activation.
+            be.CrossEntropyBackward(Logits, Targets, Logits, B * Ld, c.VocabSize);
+            // dy = dlogits · E (· d^-0.5 when tied): the LM head's input gradient.
+            be.MatMul(Logits, w.LmHead ?? w.Shared, g.H, MatMulSpec.Rows(B * Ld, d, c.VocabSize) with { Alpha = LmScale });
+            DropoutBackAt(g.H, B * Ld * d, Sites.DecoderOutput);
+            be.RmsNormBackward(DecStream(3 * c.NumDecoderLayers), w.DecoderFinalNorm, g.H, g.DecX, B * Ld, d, eps, accumulate: false);
+            be.Zero(g.EncOut);
+        }
+        else if (layers.HasDecoderBlocks) be.Copy(After!.DecoderStream!, g.DecX);
+        // The encoder output's gradient travels back with the decoder's, each stage adding its
+        // blocks' part: the sum of the one-device pass, in the same order.
+        if (!layers.HasHead && (layers.HasDecoderBlocks || layers.EndsEncoder)) be.Copy(After!.EncoderOutput!, g.EncOut);
+        for (int i = decEnd - 1; i >= decFirst; i--)
+        {
+            var s = DecSaved(i);
             if (Mode == ActivationMode.Recompute)
                 using (be.Phase(Phases.Recompute)) DecoderBlock(i, s);
             var blk = w.Decoder[i];
@@ -500,20 +573,35 @@ internal sealed class T5Pass : IDisposable
             if (i > 0)
                 SelfAttentionBackward(blk.AttnNorm, blk.SelfAttention, DecStream(3 * i), s, g.DecX, B * Ld, decSelf with { BiasWeight = blk.PositionBias }, Sites.Sublayer(1, i, 0));
         }
-
-        DropoutBackAt(g.EncOut, B * Le * d, Sites.EncoderOutput);
-        be.RmsNormBackward(EncStream(2 * c.NumLayers), w.EncoderFinalNorm, g.EncOut, g.EncX, B * Le, d, eps, accumulate: false);
-        for (int i = c.NumLayers - 1; i >= 0; i--)
+        if (layers.HasDecoderBlocks && !layers.EmbedsDecoder) be.Copy(g.DecX, Before!.DecoderStream!);
+        if (!layers.HasEncoderBlocks)
         {
-            var s = Saved(encSaved, encScratch, i);
+            be.Copy(g.EncOut, Before!.EncoderOutput!);
+            return;
+        }
+
+        if (layers.EndsEncoder)
+        {
+            DropoutBackAt(g.EncOut, B * Le * d, Sites.EncoderOutput);
+            be.RmsNormBackward(EncStream(2 * c.NumLayers), w.EncoderFinalNorm, g.EncOut, g.EncX, B * Le, d, eps, accumulate: false);
+        }
+        else be.Copy(After!.EncoderStream!, g.EncX);
+        for (int i = encEnd - 1; i >= encFirst; i--)
+        {
+            var s = EncSaved(i);
             if (Mode == ActivationMode.Recompute)
                 using (be.Phase(Phases.Recompute)) EncoderBlock(i, s);
             var blk = w.Encoder[i];
             FeedForwardBackward(blk.FfNorm, blk.FeedForward, EncStream(2 * i + 1), s, g.EncX, B * Le, Sites.Sublayer(0, i, 1));
             SelfAttentionBackward(blk.AttnNorm, blk.SelfAttention, EncStream(2 * i), s, g.EncX, B * Le, encSelf with { BiasWeight = blk.PositionBias }, Sites.Sublayer(0, i, 0));
         }
+        if (!layers.EmbedsInput)
+        {
+            be.Copy(g.EncX, Before!.EncoderStream!);
+            return;
+        }
         DropoutBackAt(g.EncX, B * Le * d, Sites.EncoderEmbedding);
-        be.PromptGradient(g.EncX, PromptIndex, PromptGradient, B, Shape.InputLength, Shape.PromptLength, d);
+        be.PromptGradient(g.EncX, PromptIndex, PromptGradient!, B, Shape.InputLength, Shape.PromptLength, d);
     }
 
     void DropoutBackAt(Tensor t, long n, uint stream)
@@ -592,4 +680,21 @@ internal sealed class T5Pass : IDisposable
         foreach (var t in owned) t.Dispose();
         owned.Clear();
     }
+}
+
+/// <summary>The host-visible tensors at a boundary between two stages of a model split across
+/// devices, [batch x length x d_model] each: the activations the stage before computed cross
+/// here in the forward (downloaded from its tensors, uploaded into the next stage's), and their
+/// gradients the other way in the backward, through the same tensors (a stage has copied its
+/// input into its own before its backward writes the gradient there).</summary>
+/// <param name="EncoderStream">the encoder's residual stream, at a boundary inside the encoder.</param>
+/// <param name="EncoderOutput">the encoder's output, at a boundary from its end on.</param>
+/// <param name="DecoderStream">the decoder's residual stream, at a boundary inside the decoder.</param>
+internal sealed record StageCrossing(Tensor? EncoderStream, Tensor? EncoderOutput, Tensor? DecoderStream)
+{
+    /// <summary>The tensors that cross, in a fixed order.</summary>
+    public IEnumerable<Tensor> Tensors => new[] { EncoderStream, EncoderOutput, DecoderStream }.OfType<Tensor>();
+
+    /// <summary>Bytes that cross one way per pass.</summary>
+    public long Bytes => Tensors.Sum(t => t.Length * sizeof(float));
 }

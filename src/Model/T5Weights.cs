@@ -22,47 +22,64 @@ internal sealed record BlockWeights(Tensor AttnNorm, Tensor PositionBias, Attent
 /// <see cref="Precision"/>, which halves their memory in fp16 or bf16 and quarters it in int8
 /// (a byte a weight and a scale a row); layer norms and the relative-attention biases, a tiny
 /// share of the model, stay fp32.
+/// A stage of a model split across devices holds only its <see cref="Layers"/> and what those
+/// need (the embedding where the input or the decoder's input is embedded or the head is tied,
+/// the head, the final norms, the bias tables its blocks read); asking it for anything else is a
+/// bug, said at once by the accessors.
 /// </summary>
 internal sealed class T5Weights : IDisposable
 {
     public T5Config Config { get; }
     public Backend Backend { get; }
     public WeightPrecision Precision { get; }
-    public Tensor Shared { get; }
+    /// <summary>The layers held: <see cref="LayerRange.All"/> but on a stage of a pipeline.</summary>
+    public LayerRange Layers { get; }
+    public Tensor Shared => shared ?? throw NotHeld("the shared embedding");
     /// <summary>lm_head.weight, or null when the embedding is tied.</summary>
-    public Tensor? LmHead { get; }
+    public Tensor? LmHead => Layers.HasHead ? lmHead : throw NotHeld("the LM head");
+    /// <summary>The stacks' blocks by their number in the model (a stage holds only its own).</summary>
     public IReadOnlyList<BlockWeights> Encoder { get; }
     public IReadOnlyList<BlockWeights> Decoder { get; }
-    public Tensor EncoderFinalNorm { get; }
-    public Tensor DecoderFinalNorm { get; }
+    public Tensor EncoderFinalNorm => encoderFinalNorm ?? throw NotHeld("the encoder's final norm");
+    public Tensor DecoderFinalNorm => decoderFinalNorm ?? throw NotHeld("the decoder's final norm");
+    readonly Tensor? shared, lmHead, encoderFinalNorm, decoderFinalNorm;
     readonly List<Tensor> owned = new();
+
+    InvalidOperationException NotHeld(string what) => new($"{what} is not on this stage of the pipeline ({Layers})");
 
     /// <exception cref="GpuException">The backend's device cannot read weights stored as <paramref name="precision"/>.</exception>
     /// <exception cref="ModelFormatException">fp16 was asked for and a weight is beyond its range.</exception>
-    public T5Weights(T5Checkpoint ckpt, Backend backend, WeightPrecision precision = WeightPrecision.Fp32)
-        : this(ckpt.Config, backend, precision, name => Load(ckpt, backend, name), name => LoadTable(ckpt, backend, name, precision))
+    /// <param name="ckpt">the checkpoint the tensors are read from.</param>
+    /// <param name="backend">where the tensors are made.</param>
+    /// <param name="precision">how the matrices are stored.</param>
+    /// <param name="layers">the layers to hold; null: all (the model on one device).</param>
+    public T5Weights(T5Checkpoint ckpt, Backend backend, WeightPrecision precision = WeightPrecision.Fp32, LayerRange? layers = null)
+        : this(ckpt.Config, backend, precision, layers, name => Load(ckpt, backend, name), name => LoadTable(ckpt, backend, name, precision))
     {
     }
 
     /// <summary>Weights of <paramref name="config"/>'s shapes whose values are never set: for a
     /// backend that reads none, such as <see cref="TraceBackend"/> tracing what a pass emits.</summary>
-    public static T5Weights Unloaded(T5Config config, TraceBackend backend, WeightPrecision precision = WeightPrecision.Fp32) =>
-        Unloaded(config, backend, precision, _ => { });
+    public static T5Weights Unloaded(T5Config config, TraceBackend backend, WeightPrecision precision = WeightPrecision.Fp32, LayerRange? layers = null) =>
+        Unloaded(config, backend, precision, layers, _ => { });
 
     /// <summary>The bytes of device memory the weights of <paramref name="config"/> take stored
     /// as <paramref name="precision"/>, their tensors' own sizes (allocation rounding aside),
     /// counted from the very tensors the constructor makes, without loading any.</summary>
-    public static long Bytes(T5Config config, WeightPrecision precision)
+    /// <param name="config">the model.</param>
+    /// <param name="precision">how the tables are stored.</param>
+    /// <param name="layers">the layers of a stage; null: all.</param>
+    public static long Bytes(T5Config config, WeightPrecision precision, LayerRange? layers = null)
     {
         long bytes = 0;
-        using var weights = Unloaded(config, new TraceBackend(), precision, b => bytes += b);
+        using var weights = Unloaded(config, new TraceBackend(), precision, layers, b => bytes += b);
         return bytes;
     }
 
-    static T5Weights Unloaded(T5Config config, TraceBackend backend, WeightPrecision precision, Action<long> count)
+    static T5Weights Unloaded(T5Config config, TraceBackend backend, WeightPrecision precision, LayerRange? layers, Action<long> count)
     {
         var shapes = T5Names.All(config).ToDictionary(t => t.Name, t => t.Shape);
-        return new T5Weights(config, backend, precision,
+        return new T5Weights(config, backend, precision, layers,
             name =>
             {
                 long length = shapes[name].Aggregate(1L, (a, b) => a * b);
@@ -80,24 +97,27 @@ internal sealed class T5Weights : IDisposable
     /// <param name="config">the model's shapes.</param>
     /// <param name="backend">where the tensors are made.</param>
     /// <param name="precision">how the tables are stored.</param>
+    /// <param name="layers">the layers to hold; null: all.</param>
     /// <param name="load">makes the fp32 tensor of a checkpoint name.</param>
     /// <param name="loadTable">makes the table of a matrix, in <paramref name="precision"/>.</param>
-    T5Weights(T5Config config, Backend backend, WeightPrecision precision, Func<string, Tensor> load, Func<string, Tensor> loadTable)
+    T5Weights(T5Config config, Backend backend, WeightPrecision precision, LayerRange? layers, Func<string, Tensor> load, Func<string, Tensor> loadTable)
     {
         Config = config;
         Backend = backend;
         Precision = precision;
         var c = Config;
+        var l = Layers = layers ?? LayerRange.All(c);
         Tensor Load(string name) => Own(load(name));
         Tensor LoadTable(string name) => Own(loadTable(name));
         try
         {
-            Shared = LoadTable(T5Names.Shared);
-            LmHead = c.TieWordEmbeddings ? null : LoadTable(T5Names.LmHead);
-            Encoder = LoadStack(T5Stack.Encoder, c.NumLayers);
-            Decoder = LoadStack(T5Stack.Decoder, c.NumDecoderLayers);
-            EncoderFinalNorm = Load(T5Names.FinalNorm(T5Stack.Encoder));
-            DecoderFinalNorm = Load(T5Names.FinalNorm(T5Stack.Decoder));
+            // Loaded in the one-device order (the allocation sequence the memory plan counts).
+            shared = l.EmbedsInput || l.EmbedsDecoder || (l.HasHead && c.TieWordEmbeddings) ? LoadTable(T5Names.Shared) : null;
+            lmHead = l.HasHead && !c.TieWordEmbeddings ? LoadTable(T5Names.LmHead) : null;
+            Encoder = LoadStack(T5Stack.Encoder, c.NumLayers, l.EncoderBlocks);
+            Decoder = LoadStack(T5Stack.Decoder, c.NumDecoderLayers, l.DecoderBlocks);
+            encoderFinalNorm = l.EndsEncoder ? Load(T5Names.FinalNorm(T5Stack.Encoder)) : null;
+            decoderFinalNorm = l.HasHead ? Load(T5Names.FinalNorm(T5Stack.Decoder)) : null;
         }
         catch
         {
@@ -105,19 +125,19 @@ internal sealed class T5Weights : IDisposable
             throw;
         }
 
-        List<BlockWeights> LoadStack(T5Stack stack, int blocks)
+        HeldBlocks LoadStack(T5Stack stack, int blocks, (int First, int End) held)
         {
-            // One table per stack in T5, loaded once and shared; one per block only where the
-            // checkpoint has them (umT5).
-            var biases = new Tensor[blocks];
-            var list = new List<BlockWeights>(blocks);
-            for (int i = 0; i < blocks; i++)
+            // One table per stack in T5, loaded once and shared (a stage without block 0 loads it
+            // too); one per block only where the checkpoint has them (umT5).
+            var biases = new Tensor?[blocks];
+            var list = new BlockWeights?[blocks];
+            for (int i = held.First; i < held.End; i++)
             {
                 int owner = T5Names.RelativeBiasOwner(c, i);
-                biases[i] = owner == i ? Load(T5Names.RelativeBias(stack, i)) : biases[owner];
-                list.Add(LoadBlock(stack, i, biases[i]));
+                var bias = biases[owner] ??= Load(T5Names.RelativeBias(stack, owner));
+                list[i] = LoadBlock(stack, i, bias);
             }
-            return list;
+            return new HeldBlocks(list, stack, l);
         }
 
         BlockWeights LoadBlock(T5Stack stack, int i, Tensor positionBias)
@@ -138,6 +158,17 @@ internal sealed class T5Weights : IDisposable
                 Load(T5Names.FeedForwardNorm(stack, i)),
                 ff);
         }
+    }
+
+    /// <summary>A stack's blocks by their number in the model; a stage holds only its range, and
+    /// asking it for another block is a bug, said at once. Count is the model's; enumerating
+    /// gives the blocks held.</summary>
+    sealed class HeldBlocks(BlockWeights?[] blocks, T5Stack stack, LayerRange layers) : IReadOnlyList<BlockWeights>
+    {
+        public BlockWeights this[int index] => blocks[index] ?? throw new InvalidOperationException($"{stack} block {index} is not on this stage of the pipeline ({layers})");
+        public int Count => blocks.Length;
+        public IEnumerator<BlockWeights> GetEnumerator() => blocks.OfType<BlockWeights>().GetEnumerator();
+        System.Collections.IEnumerator System.Collections.IEnumerable.GetEnumerator() => GetEnumerator();
     }
 
     Tensor Own(Tensor t)

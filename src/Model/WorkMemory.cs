@@ -40,7 +40,7 @@ internal static class WorkMemory
     public static long Bytes<T>(T5Weights weights, Func<T5Weights, T> build)
     {
         using var be = new TraceBackend(weights.Backend.FusesAttention, plan: (weights.Backend as GpuBackend)?.Context.Plan);
-        using var traced = T5Weights.Unloaded(weights.Config, be, weights.Precision);
+        using var traced = T5Weights.Unloaded(weights.Config, be, weights.Precision, weights.Layers);
         long before = be.BytesAllocated;
         build(traced);
         return be.BytesAllocated - before;

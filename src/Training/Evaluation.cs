@@ -16,12 +16,12 @@ internal static class RankClassifier
     /// <param name="prompts">the prompts to classify with (null: no prompt), of any lengths.</param>
     /// <param name="batchSize">Rows per batch.</param>
     /// <returns>predictions[prompt][example] = index of the chosen choice.</returns>
-    public static int[][] Predict(Scorer scorer, IReadOnlyList<int[]> inputs, IReadOnlyList<int[]> choices, PromptSet? prompts, int batchSize) =>
+    public static int[][] Predict(IBatchScorer scorer, IReadOnlyList<int[]> inputs, IReadOnlyList<int[]> choices, PromptSet? prompts, int batchSize) =>
         Predict([scorer], inputs, choices, prompts, batchSize);
 
     /// <summary>As above, the batches split over <paramref name="scorers"/> (one per device,
     /// <see cref="Scorer.ScoreAll"/>); the predictions are those of one device.</summary>
-    public static int[][] Predict(IReadOnlyList<Scorer> scorers, IReadOnlyList<int[]> inputs, IReadOnlyList<int[]> choices, PromptSet? prompts, int batchSize)
+    public static int[][] Predict(IReadOnlyList<IBatchScorer> scorers, IReadOnlyList<int[]> inputs, IReadOnlyList<int[]> choices, PromptSet? prompts, int batchSize)
     {
         int nc = choices.Count, numPrompts = prompts?.Count ?? 1;
         var rows = new List<(int Example, int Choice, int Prompt)>();
@@ -99,10 +99,12 @@ internal static class RankClassifier
 /// <summary>Validation during training: mean token loss, and accuracy by rank classification
 /// when every target is one of the <paramref name="labels"/>, otherwise by exact match of greedy
 /// decoding (at most <paramref name="maxTargetLength"/> tokens).</summary>
-sealed class Validation(PromptModel model, Scorer scorer, IReadOnlyList<EncodedExample> examples, IReadOnlyList<string> targets,
+sealed class Validation(PromptModel model, IBatchScorer scorer, IReadOnlyList<EncodedExample> examples, IReadOnlyList<string> targets,
                         IReadOnlyList<string>? labels, int batchSize, int maxTargetLength)
 {
-    readonly IReadOnlyList<string>? labels = labels is not null && targets.All(labels.Contains) ? labels : null;
+    readonly IReadOnlyList<string>? labels = labels is not null && targets.All(labels.Contains) ? labels
+        // Without labels accuracy is exact match of greedy decoding: refused before training where that cannot run.
+        : model.Pipeline is null ? null : throw PromptModel.OnOneDeviceOnly("validation by greedy decoding (its targets are not class labels)");
     readonly int batchSize = Math.Min(batchSize, examples.Count);
     // Shortest first pads least; results go back to their examples by index.
     readonly int[] order = HostBatch.ShortestFirst(examples.Select(e => e.InputIds.Length).ToList());

@@ -32,15 +32,20 @@ public sealed class PromptModel : IDisposable
     public int DModel => Config.DModel;
     /// <summary>The checkpoint's tokenizer: SentencePiece, or ByT5's bytes.</summary>
     public T5Tokenizer Tokenizer { get; }
-    /// <summary>Where the model computes: its first device where it has several (<see cref="Backends"/>).</summary>
+    /// <summary>Where the model computes: its first device where it has several (<see cref="Backends"/>),
+    /// a pipeline's first stage.</summary>
     public Backend Backend => Backends[0];
-    /// <summary>Every device the model is on, each holding the whole frozen model: training,
-    /// gradients and scoring are split over them (data parallel), with the one-device result.</summary>
+    /// <summary>Every device the model is on: each holding the whole frozen model (training,
+    /// gradients and scoring split over them, data parallel, with the one-device result), or each
+    /// holding a pipeline's stage (<see cref="Pipeline"/>).</summary>
     public IReadOnlyList<Backend> Backends { get; }
-    /// <summary>The frozen weights on <see cref="Backend"/>.</summary>
+    /// <summary>The frozen weights on <see cref="Backend"/> (a pipeline's: its first stage's).</summary>
     internal T5Weights Weights => Replicas[0];
-    /// <summary>The frozen weights on each of <see cref="Backends"/>, in order.</summary>
+    /// <summary>The whole frozen model on each device of a data-parallel placement, in order; a
+    /// pipeline's first stage alone.</summary>
     internal IReadOnlyList<T5Weights> Replicas { get; }
+    /// <summary>The model split across devices, where it was opened so (<see cref="OpenPipeline"/>); null otherwise.</summary>
+    internal ModelPipeline? Pipeline { get; }
 
     /// <summary>The processes a training run and a gradient are split over besides this process's
     /// devices (an MPI job's ranks; <see cref="SingleProcess"/>: this process alone). The model
@@ -49,6 +54,9 @@ public sealed class PromptModel : IDisposable
 
     PromptModel(T5Checkpoint checkpoint, T5Tokenizer tokenizer, IReadOnlyList<T5Weights> replicas) =>
         (Checkpoint, Tokenizer, Replicas, Backends) = (checkpoint, tokenizer, replicas, replicas.Select(r => r.Backend).ToList());
+
+    PromptModel(T5Checkpoint checkpoint, T5Tokenizer tokenizer, ModelPipeline pipeline, IReadOnlyList<Backend> backends) =>
+        (Checkpoint, Tokenizer, Replicas, Backends, Pipeline) = (checkpoint, tokenizer, [pipeline.Stages[0]], backends, pipeline);
 
     /// <summary>Opens <paramref name="directory"/> on a Vulkan device the host owns (and disposes):
     /// the model borrows <paramref name="context"/>.</summary>
@@ -101,15 +109,8 @@ public sealed class PromptModel : IDisposable
                                    AttentionFusion attention = AttentionFusion.Auto, Action<string>? log = null)
     {
         if (openBackends.Count == 0) throw new ArgumentException("a model needs at least one device", nameof(openBackends));
-        var checkpoint = T5Checkpoint.Open(directory);
-        try
+        return Place(directory, log, (checkpoint, tokenizer) =>
         {
-            foreach (var notice in checkpoint.Notices) log?.Invoke(notice);
-            var tokenizer = T5Tokenizer.Load(directory);
-            // An id past the embedding would read outside it; every id the tokenizer can give must have a row.
-            if (tokenizer.VocabSize > checkpoint.Config.VocabSize)
-                throw new ModelFormatException(Path.Combine(checkpoint.Directory, "config.json"),
-                    $"vocab_size is {checkpoint.Config.VocabSize}, but the tokenizer has {tokenizer.VocabSize} tokens");
             var backends = new List<Backend>();
             var replicas = new List<T5Weights>();
             try
@@ -134,9 +135,71 @@ public sealed class PromptModel : IDisposable
                 foreach (var b in backends) b.Dispose();
                 throw;
             }
+        });
+    }
+
+    /// <summary>Reads the checkpoint and tokenizer of <paramref name="directory"/>, so a bad file
+    /// fails before any device work, and hands them to <paramref name="place"/>, which puts the
+    /// weights on devices; the checkpoint is closed again if it fails.</summary>
+    static PromptModel Place(string directory, Action<string>? log, Func<T5Checkpoint, T5Tokenizer, PromptModel> place)
+    {
+        var checkpoint = T5Checkpoint.Open(directory);
+        try
+        {
+            foreach (var notice in checkpoint.Notices) log?.Invoke(notice);
+            var tokenizer = T5Tokenizer.Load(directory);
+            // An id past the embedding would read outside it; every id the tokenizer can give must have a row.
+            if (tokenizer.VocabSize > checkpoint.Config.VocabSize)
+                throw new ModelFormatException(Path.Combine(checkpoint.Directory, "config.json"),
+                    $"vocab_size is {checkpoint.Config.VocabSize}, but the tokenizer has {tokenizer.VocabSize} tokens");
+            return place(checkpoint, tokenizer);
         }
         catch { checkpoint.Dispose(); throw; }
     }
+
+    /// <summary>Opens <paramref name="directory"/> split across devices (<c>--pipeline</c>):
+    /// consecutive layers on each backend <paramref name="openStages"/> makes, which the model
+    /// then owns (<see cref="ModelPipeline.Balance"/>'s cut unless <paramref name="ranges"/> gives one).
+    /// Training (<see cref="CreateTrainer"/>), <see cref="Gradient"/>, <see cref="Score"/> and
+    /// <see cref="Classify"/> run through the stages; generation does not yet, and says so.</summary>
+    /// <param name="directory">A Hugging Face T5 directory.</param>
+    /// <param name="openStages">one per stage, in the order the data flows (at least two, at most the model's layers).</param>
+    /// <param name="precision">How the frozen weights are stored; null: bf16 where every stage's device reads 16-bit weights, else fp32.</param>
+    /// <param name="attention">Whether attention runs fused.</param>
+    /// <param name="microBatches">micro-batches a batch is cut into; null: one per stage.</param>
+    /// <param name="log">Where to say what was opened, if anywhere.</param>
+    /// <param name="ranges">each stage's layers; null: balanced by their weights' bytes.</param>
+    internal static PromptModel OpenPipeline(string directory, IReadOnlyList<Func<Backend>> openStages, WeightPrecision? precision = WeightPrecision.Fp32,
+                                             AttentionFusion attention = AttentionFusion.Auto, int? microBatches = null, Action<string>? log = null,
+                                             IReadOnlyList<LayerRange>? ranges = null) =>
+        Place(directory, log, (checkpoint, tokenizer) =>
+        {
+            var c = checkpoint.Config;
+            int layers = c.NumLayers + c.NumDecoderLayers;
+            if (openStages.Count < 2 || openStages.Count > layers)
+                throw new TrainingOptionException($"{Setting.PipelineStages} lists {openStages.Count} devices: a pipeline needs 2 to {layers}, one stage per device and at least one of the model's {layers} layers ({c.NumLayers} encoder, {c.NumDecoderLayers} decoder) per stage");
+            if (microBatches is < 1) throw new ArgumentOutOfRangeException(nameof(microBatches), microBatches, "a pipeline needs at least one micro-batch");
+            var backends = new List<Backend>();
+            try
+            {
+                foreach (var open in openStages)
+                {
+                    var backend = open();
+                    backends.Add(backend);
+                    backend.AttentionFusion = attention;
+                }
+                var stored = precision ?? backends.Select(b => WeightPrecisions.Parse("auto", (b as GpuBackend)?.Context.Capabilities)).Aggregate((a, b) => a == b ? a : WeightPrecision.Fp32);
+                var pipeline = new ModelPipeline(checkpoint, backends, stored, microBatches, ranges);
+                for (int s = 0; s < backends.Count; s++) log?.Invoke($"stage {s}: {pipeline.Stages[s].Layers} on {backends[s].Name}");
+                log?.Invoke($"attention: {attention.Name()}; weights: {stored.Name()}; {pipeline.MicroBatches} micro-batches per batch");
+                return new PromptModel(checkpoint, tokenizer, pipeline, backends);
+            }
+            catch
+            {
+                foreach (var b in backends) b.Dispose();
+                throw;
+            }
+        });
 
     /// <summary>An encoder with T5's truncation rule for this model's tokenizer.</summary>
     public ExampleEncoder Encoder(int maxInputLength = 512, int maxTargetLength = 128) => new(Tokenizer, maxInputLength, maxTargetLength);
@@ -172,9 +235,10 @@ public sealed class PromptModel : IDisposable
         WithScorers(scorers => Scorer.ScoreAll(scorers, batches, prompts, batchSize));
 
     /// <summary>What <paramref name="work"/> gives with a scorer on each device, freed after.</summary>
-    T WithScorers<T>(Func<IReadOnlyList<Scorer>, T> work)
+    T WithScorers<T>(Func<IReadOnlyList<IBatchScorer>, T> work)
     {
-        var scorers = Replicas.Select(r => new Scorer(r)).ToList();
+        // A pipeline is one scorer, through its stages.
+        var scorers = Pipeline is not null ? [OpenScorer()] : Replicas.Select(r => (IBatchScorer)new Scorer(r)).ToList();
         try { return work(scorers); }
         finally { foreach (var s in scorers) s.Dispose(); }
     }
@@ -184,7 +248,7 @@ public sealed class PromptModel : IDisposable
     /// advance it in slices of a frame's GPU budget, then read <see cref="ScoringBatch.Results"/>.
     /// The model keeps one scoring pass for this; the batch before must be complete.</summary>
     public ScoringBatch BeginScore(IReadOnlyList<EncodedExample> batch, PromptSet? prompts = null, IReadOnlyList<int>? promptIndex = null) =>
-        (asyncScorer ??= new Scorer(Weights)).Begin(batch, prompts, promptIndex);
+        (asyncScorer ??= new Scorer(OneDevice("scoring in slices (BeginScore)"))).Begin(batch, prompts, promptIndex);
 
     Scorer? asyncScorer;
 
@@ -201,17 +265,29 @@ public sealed class PromptModel : IDisposable
     {
         if (initialPrompt.Length == 0 || initialPrompt.Length % DModel != 0)
             throw new ArgumentException($"a prompt is a whole number of rows of d_model {DModel}; got {initialPrompt.Length} floats", nameof(initialPrompt));
-        return new PromptTrainer(Weights, initialPrompt, optimizer ?? new AdafactorSettings(), dropout, seed);
+        return new PromptTrainer(OneDevice("a PromptTrainer"), initialPrompt, optimizer ?? new AdafactorSettings(), dropout, seed);
     }
 
     /// <summary>The trainer <see cref="TrainingRun"/> drives, for where this model lives:
-    /// <see cref="PromptTrainer"/> on one device of one process, else a
-    /// <see cref="DataParallelTrainer"/> over <see cref="Replicas"/> and <see cref="ProcessGroup"/>.</summary>
+    /// <see cref="PromptTrainer"/> on one device of one process, <see cref="PipelineTrainer"/>
+    /// through the stages of a pipeline, else a <see cref="DataParallelTrainer"/> over
+    /// <see cref="Replicas"/> and <see cref="ProcessGroup"/>.</summary>
     internal IStepTrainer CreateTrainer(float[] prompt, AdafactorSettings optimizer, float dropout, int seed, ActivationMode activations,
                                         float[]? optimizerState, int step, int stepOffset) =>
-        Replicas.Count == 1 && ProcessGroup.Size == 1
+        Pipeline is not null ? new PipelineTrainer(Pipeline, prompt, optimizer, dropout, seed, activations, optimizerState, step, stepOffset)
+        : Replicas.Count == 1 && ProcessGroup.Size == 1
             ? new PromptTrainer(Weights, prompt, optimizer, dropout, seed, activations, optimizerState, step, stepOffset)
             : new DataParallelTrainer(Replicas, ProcessGroup, prompt, optimizer, dropout, seed, activations, optimizerState, step, stepOffset);
+
+    /// <summary>A scorer of batches for where this model lives: on its (first) device, or through the stages of its pipeline.</summary>
+    internal IBatchScorer OpenScorer() => Pipeline is not null ? new PipelineScorer(Pipeline) : new Scorer(Weights);
+
+    /// <summary>The weights, for the work that runs on one device only.</summary>
+    T5Weights OneDevice(string work) => Pipeline is null ? Weights : throw OnOneDeviceOnly(work);
+
+    /// <summary>The refusal of <paramref name="work"/> on a pipeline, naming the setting to change.</summary>
+    internal static TrainingOptionException OnOneDeviceOnly(string work) =>
+        new($"{work} does not run on a model split across devices ({Setting.PipelineStages}) yet; open the model on one device for it");
 
     /// <summary>Rank classification: for each input (token ids), the index of the choice the model
     /// finds most likely, under each prompt of <paramref name="prompts"/> (null: no prompt):
@@ -227,7 +303,7 @@ public sealed class PromptModel : IDisposable
     /// prompt 0), at most <paramref name="maxNewTokens"/> tokens.</summary>
     public IEnumerable<(int Index, string Text, int[] Ids)> Generate(IReadOnlyList<EncodedExample> examples, PromptSet? prompts = null,
                                                                      IReadOnlyList<int>? promptIndex = null, int batchSize = 8, int maxNewTokens = 32) =>
-        GreedyDecoder.Run(Weights, examples, prompts, promptIndex, batchSize, maxNewTokens).Select(r => (r.Index, Tokenizer.Decode(r.Ids), r.Ids.ToArray()));
+        GreedyDecoder.Run(OneDevice("generation"), examples, prompts, promptIndex, batchSize, maxNewTokens).Select(r => (r.Index, Tokenizer.Decode(r.Ids), r.Ids.ToArray()));
 
     /// <summary>Prepares greedy decoding of one batch (example i with prompt promptIndex[i] of
     /// <paramref name="prompts"/>; null: no prompt) and returns it unsubmitted: advance it in
@@ -237,16 +313,18 @@ public sealed class PromptModel : IDisposable
     {
         int lin = HostBatch.Round(batch.Max(e => e.InputIds.Length));
         var shape = new BatchShape(batch.Count, lin, 1, prompts?.Length ?? 0, prompts?.Count ?? 1);
-        var generator = WorkMemory.Build(Weights, $"greedy decoding of {shape with { TargetLength = maxNewTokens }}", w => new Generator(w, shape, maxNewTokens));
+        var generator = WorkMemory.Build(OneDevice("generation"), $"greedy decoding of {shape with { TargetLength = maxNewTokens }}", w => new Generator(w, shape, maxNewTokens));
         try { return generator.Begin(batch, prompts, promptIndex, ownsGenerator: true); }
         catch { generator.Dispose(); throw; }
     }
 
     /// <summary>Loss and prompt gradient of <paramref name="examples"/> taken as one batch: no
     /// optimizer step, no dropout. On several devices (or processes) the examples are split over
-    /// them and the parts combined as a data-parallel step combines them.</summary>
+    /// them and the parts combined as a data-parallel step combines them; on a pipeline they go
+    /// through the stages.</summary>
     public (double Loss, float[] Gradient) Gradient(IReadOnlyList<EncodedExample> examples, float[] prompt, ActivationMode activations = ActivationMode.Store)
     {
+        if (Pipeline is not null) return PipelineTrainer.Gradient(Pipeline, examples, prompt, activations);
         if (Replicas.Count == 1 && ProcessGroup.Size == 1) return PromptTrainer.Gradient(Weights, examples, prompt, activations);
         using var parallel = new DataParallelGradient(Replicas, ProcessGroup, prompt, activations, dropout: 0, seed: 0);
         var (loss, g) = parallel.Compute(examples, batchSize: null, step: 0);
@@ -264,7 +342,8 @@ public sealed class PromptModel : IDisposable
     public void Dispose()
     {
         asyncScorer?.Dispose();
-        foreach (var r in Replicas) r.Dispose();
+        if (Pipeline is not null) Pipeline.Dispose();
+        else foreach (var r in Replicas) r.Dispose();
         foreach (var b in Backends) b.Dispose();
         Checkpoint.Dispose();
     }

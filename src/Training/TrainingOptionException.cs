@@ -12,6 +12,8 @@ public sealed record Setting(string Name)
     public static readonly Setting OutputDirectory = new("output directory");
     /// <summary>How the frozen weights are stored (the precision a <see cref="PromptModel"/> is opened with).</summary>
     public static readonly Setting WeightPrecision = new("weight precision");
+    /// <summary>The devices a model split across devices is placed on, one per stage.</summary>
+    public static readonly Setting PipelineStages = new("pipeline stages");
     /// <summary>A SuperGLUE task's name (<see cref="SuperGlue.Get"/>).</summary>
     public static readonly Setting Task = new("task");
     /// <summary><see cref="TrainOptions.Resume"/>.</summary>

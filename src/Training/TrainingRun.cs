@@ -148,7 +148,7 @@ public sealed class TrainingRun
         MetricsLog? metrics = null;
         int resumedAt = step;
         float dropout = o.Dropout ?? (float)model.Config.DropoutRate;
-        using var scorer = validation is null || !Writes ? null : new Scorer(weights);
+        using var scorer = validation is null || !Writes ? null : model.OpenScorer();
         var validate = scorer is null ? null : new Validation(model, scorer, validation!, validationTargets!, Labels, o.BatchSize, o.MaxTargetLength);
         using var trainer = model.CreateTrainer(prompt, o.Optimizer, dropout, o.Seed, o.Activations, optState, step, o.StepOffset);
         weights.Backend.ResetPeakMemory();

@@ -107,12 +107,21 @@ internal sealed record GoldenCase(T5Checkpoint Ckpt, T5Tokenizer Tokenizer, List
     public void AssertScores(T5Weights weights)
     {
         using var scorer = new Scorer(weights);
+        AssertScores(scorer);
+    }
+
+    /// <summary>Log-likelihoods with and without the prompt, from <paramref name="scorer"/>.</summary>
+    internal void AssertScores(IBatchScorer scorer)
+    {
         AssertLogLikelihoods(Scores, scorer.Score(Examples, PromptSet.Stack([Prompt0], DModel)), "with prompt");
         AssertLogLikelihoods(ScoresWithoutPrompt, scorer.Score(Examples, null), "without prompt");
     }
 
     /// <summary>The loss and the prompt gradient of the whole case as one batch.</summary>
     public void AssertGradientAndLoss(T5Weights weights) => AssertGradientAndLoss(() => PromptTrainer.Gradient(weights, Examples, Prompt0));
+
+    /// <summary>As below, the loss and gradient computed by the caller.</summary>
+    public void AssertGradientAndLoss((double Loss, float[] Gradient) computed) => AssertGradientAndLoss(() => computed);
 
     /// <summary>As above, the loss and gradient computed by <paramref name="compute"/> (data parallel, for one).</summary>
     public void AssertGradientAndLoss(Func<(double Loss, float[] Gradient)> compute)

@@ -198,6 +198,7 @@ internal static class Cli
         [Training.Setting.OutputDirectory] = "--output",
         [Training.Setting.WeightPrecision] = "--precision",
         [Training.Setting.Task] = "--task",
+        [Training.Setting.PipelineStages] = "--pipeline",
         [Training.Setting.Resume] = "--resume",
         [Training.Setting.Overwrite] = "--overwrite",
         [Training.Setting.PromptLength] = "--prompt-length",

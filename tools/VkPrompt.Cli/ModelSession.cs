@@ -20,13 +20,18 @@ internal sealed class ModelSession : IDisposable
     /// <param name="devices">Where to compute: one device spec, or several for data parallel
     /// (<see cref="Cli.DevicesOption"/>); each is a context of its own, a spec listed twice two
     /// logical devices on one physical device.</param>
+    /// <param name="pipeline">The stages of a model split across devices (<c>--pipeline</c>), which replace <paramref name="devices"/>; null: none.</param>
     /// <inheritdoc cref="ModelSession(string, string, AttentionFusion, Action{string}?, string, long?)"/>
-    public ModelSession(string modelDir, IReadOnlyList<string> devices, AttentionFusion attention, Action<string>? log, string precision = ModelOptions.DefaultPrecision, long? memoryCap = null)
+    public ModelSession(string modelDir, IReadOnlyList<string> devices, AttentionFusion attention, Action<string>? log, string precision = ModelOptions.DefaultPrecision, long? memoryCap = null,
+                        PipelineArgs? pipeline = null)
     {
         var stored = precision.Equals("auto", StringComparison.OrdinalIgnoreCase) ? (WeightPrecision?)null : WeightPrecisions.Parse(precision, null);
-        // The cap is each device's own: every device holds the whole model and its share's work.
+        // The cap is each device's own: every device holds the whole model and its share's work, or its stage.
         var options = EnvironmentSettings.GpuOptions() with { Log = log, MemoryCapBytes = memoryCap };
-        Model = PromptModel.Open(modelDir, devices.Select(d => (Func<Backend>)(() => BackendFactory.Open(d, options))).ToList(), stored, attention, log);
+        Func<Backend> Open(string spec) => () => BackendFactory.Open(spec, options);
+        Model = pipeline is null
+            ? PromptModel.Open(modelDir, devices.Select(Open).ToList(), stored, attention, log)
+            : PromptModel.OpenPipeline(modelDir, pipeline.Devices.Select(Open).ToList(), stored, attention, pipeline.MicroBatches, log);
     }
 
     public void Dispose()

@@ -15,6 +15,8 @@ internal static class ClassifyCommand
         var choices = new Option<string?>("--choices", "-c") { Description = "Comma-separated label words, e.g. \"entailment,not_entailment\". Default: the --task's labels." };
         var task = new Option<string?>("--task") { Description = "Read --data as official SuperGLUE JSONL of this task (boolq, cb, rte, wic, copa) with T5's formatting, as train --task does; labels are optional (the test split has none) and the task's label words are the choices." };
         var device = Cli.DeviceOption();
+        var pipeline = PipelineArgs.Option();
+        var microBatches = PipelineArgs.MicroBatchesOption();
         var memoryCap = Cli.MemoryCapOption();
         var precision = ModelOptions.Precision();
         var attention = ModelOptions.Attention();
@@ -22,7 +24,7 @@ internal static class ClassifyCommand
         var maxIn = ModelOptions.MaxInputLength();
         var cmd = new Command("classify", "Rank classification: for each input, print the choice whose text the model finds most likely; with targets in the data, also the accuracy.")
         {
-            model, prompt, data, task, choices, device, memoryCap, precision, attention, batch, maxIn,
+            model, prompt, data, task, choices, device, pipeline, microBatches, memoryCap, precision, attention, batch, maxIn,
         };
         cmd.SetAction(parse =>
         {
@@ -31,7 +33,9 @@ internal static class ClassifyCommand
                 : superGlue?.Labels.ToList() ?? throw new UsageException("give --choices, or --task for a SuperGLUE task's labels");
             var examples = superGlue is null ? DataFile.Read(parse.GetValue(data)!, requireTargets: false)
                                              : SuperGlue.Read(parse.GetValue(data)!, superGlue, requireLabels: false);
-            using var s = new ModelSession(parse.GetValue(model)!, parse.GetValue(device)!, ModelOptions.ReadAttention(parse, attention), ModelOptions.Log(parse), parse.GetValue(precision)!, parse.GetValue(memoryCap));
+            var stages = PipelineArgs.Read(parse, pipeline, microBatches);
+            using var s = new ModelSession(parse.GetValue(model)!, [parse.GetValue(device)!], ModelOptions.ReadAttention(parse, attention), ModelOptions.Log(parse), parse.GetValue(precision)!, parse.GetValue(memoryCap),
+                                           stages);
             var promptData = parse.GetValue(prompt) is string path ? s.Model.Prompts([s.Model.LoadPrompt(path)]) : null;
             var enc = s.Model.Encoder(ModelOptions.Positive(parse, maxIn), int.MaxValue);
             var inputs = examples.Select(e => enc.Encode(e.Input, "").InputIds).ToList();

@@ -12,6 +12,8 @@ internal static class ScoreCommand
         var prompt = ModelOptions.TaskPrompts();
         var device = Cli.DeviceOption();
         var devices = Cli.DevicesOption();
+        var pipeline = PipelineArgs.Option();
+        var microBatches = PipelineArgs.MicroBatchesOption();
         var memoryCap = Cli.MemoryCapOption();
         var precision = ModelOptions.Precision();
         var attention = ModelOptions.Attention();
@@ -20,14 +22,17 @@ internal static class ScoreCommand
         var maxOut = ModelOptions.MaxTargetLength();
         var cmd = new Command("score", "Print the log-likelihood of each example's target given its input (teacher forcing), one JSON object per line, in input order: {\"index\", \"logprob\" (sum over target tokens, eos included), \"tokens\"}.")
         {
-            model, data, prompt, device, devices, memoryCap, precision, attention, batch, maxIn, maxOut,
+            model, data, prompt, device, devices, pipeline, microBatches, memoryCap, precision, attention, batch, maxIn, maxOut,
         };
         cmd.SetAction(parse =>
         {
             string dataPath = parse.GetValue(data)!;
             var examples = DataFile.Read(dataPath);
             int b = ModelOptions.Positive(parse, batch);
-            using var s = new ModelSession(parse.GetValue(model)!, Cli.ReadDevices(parse, device, devices), ModelOptions.ReadAttention(parse, attention), ModelOptions.Log(parse), parse.GetValue(precision)!, parse.GetValue(memoryCap));
+            var stages = PipelineArgs.Read(parse, pipeline, microBatches);
+            PipelineArgs.RefuseWithDataParallel(parse, stages, pipeline, devices);
+            using var s = new ModelSession(parse.GetValue(model)!, Cli.ReadDevices(parse, device, devices), ModelOptions.ReadAttention(parse, attention), ModelOptions.Log(parse), parse.GetValue(precision)!, parse.GetValue(memoryCap),
+                                           stages);
             var enc = s.Model.Encoder(ModelOptions.Positive(parse, maxIn), ModelOptions.Positive(parse, maxOut));
             var encoded = examples.Select(enc.Encode).ToList();
             var (prompts, promptIndex) = PromptArg.ForExamples(parse.GetValue(prompt)!, examples, dataPath, s.Model);
