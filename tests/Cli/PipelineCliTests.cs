@@ -24,9 +24,10 @@ public sealed class PipelineCliTests : IDisposable
     public static TheoryData<string, string, string> Cases()
     {
         var data = new TheoryData<string, string, string>();
-        foreach (var (model, c) in new[] { ("tiny-v10-bf16", "p5"), ("tiny-v11", "p8") })
-            foreach (var backend in new[] { "cpu", "vulkan" })
-                data.Add(model, c, backend);
+        foreach (var model in Directory.GetDirectories(TestPaths.Golden).Order())
+            foreach (var c in Directory.GetDirectories(Path.Combine(model, "cases")).Order())
+                foreach (var backend in new[] { "cpu", "vulkan" })
+                    data.Add(Path.GetFileName(model), Path.GetFileName(c), backend);
         return data;
     }
 
