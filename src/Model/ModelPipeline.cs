@@ -24,15 +24,27 @@ internal sealed class ModelPipeline : IDisposable
     /// <param name="microBatches">micro-batches per batch; null: one per stage.</param>
     /// <param name="ranges">each stage's layers; null: <see cref="Balance"/>'s.</param>
     public ModelPipeline(T5Checkpoint ckpt, IReadOnlyList<Backend> backends, WeightPrecision precision, int? microBatches = null, IReadOnlyList<LayerRange>? ranges = null)
+        : this(ckpt.Config, backends.Count, precision, microBatches, ranges, (s, layers) => new T5Weights(ckpt, backends[s], precision, layers))
     {
-        ranges ??= Balance(ckpt.Config, precision, backends.Count);
-        Check(ckpt.Config, ranges, backends.Count);
-        MicroBatches = microBatches ?? backends.Count;
+    }
+
+    /// <summary>A pipeline of <paramref name="config"/>'s shapes whose weights hold no values
+    /// (<see cref="T5Weights.Unloaded(T5Config, TraceBackend, WeightPrecision, LayerRange?)"/>), one stage on each trace backend: the memory plan
+    /// builds a pipeline's step and scoring pass on it to count what each stage allocates.</summary>
+    public static ModelPipeline Unloaded(T5Config config, IReadOnlyList<TraceBackend> backends, WeightPrecision precision, int? microBatches = null,
+                                         IReadOnlyList<LayerRange>? ranges = null) =>
+        new(config, backends.Count, precision, microBatches, ranges, (s, layers) => T5Weights.Unloaded(config, backends[s], precision, layers));
+
+    ModelPipeline(T5Config config, int count, WeightPrecision precision, int? microBatches, IReadOnlyList<LayerRange>? ranges, Func<int, LayerRange, T5Weights> open)
+    {
+        ranges ??= Balance(config, precision, count);
+        Check(config, ranges, count);
+        MicroBatches = microBatches ?? count;
         if (MicroBatches < 1) throw new ArgumentOutOfRangeException(nameof(microBatches), microBatches, "a pipeline needs at least one micro-batch");
         var stages = new List<T5Weights>();
         try
         {
-            for (int s = 0; s < backends.Count; s++) stages.Add(new T5Weights(ckpt, backends[s], precision, ranges[s]));
+            for (int s = 0; s < count; s++) stages.Add(open(s, ranges[s]));
         }
         catch
         {

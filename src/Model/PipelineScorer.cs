@@ -23,7 +23,9 @@ internal sealed class PipelineScorer(ModelPipeline pipeline) : IBatchScorer
         return ScoringBatch.Sum(logProbs, host.Shape.TargetLength, batch);
     }
 
-    (PipelineStep, Tensor?) StepFor(BatchShape shape)
+    /// <summary>The forward of <paramref name="shape"/> and its prompts, kept while batches keep
+    /// the shape (the memory plan builds it alone, on a pipeline of unloaded weights).</summary>
+    internal (PipelineStep, Tensor?) StepFor(BatchShape shape)
     {
         if (kept is { } k && k.Step.Shape == shape) return k;
         DropKept();

@@ -78,4 +78,10 @@ public static class WeightPrecisions
         "auto" => device is not null && WeightPrecision.Bf16.IsSupported(device) ? WeightPrecision.Bf16 : WeightPrecision.Fp32,
         _ => throw new ArgumentException($"unknown weight precision '{text}'; expected one of {string.Join(", ", Names)}", nameof(text)),
     };
+
+    /// <summary>auto for one model across <paramref name="devices"/> (the stages of a pipeline, which
+    /// store their weights alike): what <see cref="Parse"/> picks where every device picks the
+    /// same, else fp32.</summary>
+    public static WeightPrecision Auto(IEnumerable<DeviceCapabilities?> devices) =>
+        devices.Select(d => Parse("auto", d)).Aggregate((a, b) => a == b ? a : WeightPrecision.Fp32);
 }

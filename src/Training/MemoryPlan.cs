@@ -73,25 +73,29 @@ internal sealed record PlanDevice(string Spec, DeviceCapabilities? Capabilities 
 /// <param name="Buffers">device buffers made, so at most Buffers × 255 bytes of the peak are rounding.</param>
 internal sealed record PlannedMemory(long Weights, long PromptAndOptimizer, long Work, long Peak, long RequestedPeak, int Buffers);
 
-/// <summary>One device's part of a plan: the examples of each batch it takes, and the memory of
-/// a training step, of a training step beside validation's scoring pass, and of a scoring batch.</summary>
+/// <summary>One device's part of a plan: the layers it holds, the examples of each batch it
+/// takes, and the memory of a training step, of a training step beside validation's scoring
+/// pass, and of a scoring batch.</summary>
 /// <param name="Device">the device.</param>
 /// <param name="Precision">how the weights are stored there.</param>
-/// <param name="Rows">the examples of every batch this device computes.</param>
+/// <param name="Layers">the layers it holds: all, or a pipeline's stage.</param>
+/// <param name="Rows">the examples of every batch this device computes (a pipeline's stage: all,
+/// in micro-batches).</param>
 /// <param name="Training">a training step (<see cref="PromptTrainer"/>).</param>
 /// <param name="TrainingWithValidation">a training step and validation's scoring pass, which a run
 /// with validation data keeps beside it (both of <paramref name="Rows"/> rows).</param>
 /// <param name="Scoring">a scoring batch (<c>score</c>, <c>eval</c>, <c>classify</c>).</param>
-internal sealed record PlannedDevice(PlanDevice Device, WeightPrecision Precision, int Rows, PlannedMemory Training, PlannedMemory TrainingWithValidation, PlannedMemory Scoring);
+internal sealed record PlannedDevice(PlanDevice Device, WeightPrecision Precision, LayerRange Layers, int Rows, PlannedMemory Training, PlannedMemory TrainingWithValidation, PlannedMemory Scoring);
 
 /// <summary>
 /// The device memory a run will need, before the run: the training step and scoring batch are
 /// built, through the very code that builds them for a run (<see cref="PromptTrainer.StepFor"/>,
-/// <see cref="Scorer.PassFor"/>, over <see cref="T5Weights.Unloaded"/> weights), on a
-/// <see cref="TraceBackend"/>, which allocates nothing and counts every buffer as the device's
-/// pool would count it in use. So the plan is the run's own allocation sequence, not a formula
-/// beside it, and changes with it. Nothing large is allocated on the host either: the weights
-/// are shapes without values.
+/// <see cref="Scorer.PassFor"/>, over <see cref="T5Weights.Unloaded"/> weights; for a pipeline
+/// <see cref="PipelineTrainer.StepFor"/> and <see cref="PipelineScorer.StepFor"/> over
+/// <see cref="ModelPipeline.Unloaded"/>), on a <see cref="TraceBackend"/> per device, which
+/// allocates nothing and counts every buffer as the device's pool would count it in use. So the
+/// plan is the run's own allocation sequence, not a formula beside it, and changes with it.
+/// Nothing large is allocated on the host either: the weights are shapes without values.
 /// </summary>
 /// <remarks>
 /// The fp16 copies of activations that a device's matrix-unit products read
@@ -108,9 +112,6 @@ internal static class MemoryPlan
     /// <summary>The plan of data parallelism over <paramref name="devices"/> (one device: the plain
     /// run): every device holds the whole model, its own prompt and optimizer state, and
     /// <see cref="Shares"/> of each batch.</summary>
-    /// <remarks>The seam for other placements: a pipeline places consecutive layers on each device,
-    /// so its plan builds each device's part of the model (its layers' weights, their activations
-    /// and those crossing its boundaries) and returns the same <see cref="PlannedDevice"/> per device.</remarks>
     /// <exception cref="ArgumentException">Bad settings (<see cref="MemoryPlanSettings.Validate"/>), or
     /// more devices than examples in a batch.</exception>
     public static IReadOnlyList<PlannedDevice> DataParallel(MemoryPlanSettings settings, IReadOnlyList<PlanDevice> devices)
@@ -132,11 +133,56 @@ internal static class MemoryPlan
     /// which holds the whole model.</summary>
     public static PlannedDevice ForDevice(MemoryPlanSettings settings, PlanDevice device, int rows)
     {
-        var shape = settings.Shape(rows);
         var precision = settings.Precision ?? WeightPrecisions.Parse("auto", device.Capabilities);
-        return new PlannedDevice(device, precision, rows, Training(settings, device, precision, shape, validation: false),
-                                 Training(settings, device, precision, shape, validation: true),
-                                 Count(settings, device, precision, (w, _) => { using var scorer = new Scorer(w); scorer.PassFor(shape); }));
+        var (training, withValidation, scoring) = Work(settings, [device], settings.Shape(rows), b => T5Weights.Unloaded(settings.Config, b[0], precision),
+            (w, prompt) =>
+            {
+                var trainer = new PromptTrainer(w, prompt, settings.Optimizer, Dropout(settings), seed: 0, settings.Activations);
+                return (trainer, shape => trainer.StepFor(shape));
+            },
+            (w, shape) =>
+            {
+                var scorer = new Scorer(w);
+                scorer.PassFor(shape);
+                return scorer;
+            });
+        return new PlannedDevice(device, precision, LayerRange.All(settings.Config), rows, training[0], withValidation[0], scoring[0]);
+    }
+
+    /// <summary>The plan of a model split across <paramref name="devices"/> (<c>--pipeline</c>),
+    /// one stage on each in order, its layers cut as a run cuts them (<see cref="ModelPipeline.Balance"/>):
+    /// each stage holds its layers' weights and, for every micro-batch, a pass of its layers with
+    /// the tensors crossing its boundaries (<see cref="PipelineStep"/>); the first stage also the
+    /// prompt and the optimizer state. Every stage computes every example of a batch.</summary>
+    /// <param name="settings">the run's settings; the precision under auto is one for all stages
+    /// (<see cref="WeightPrecisions.Auto"/>), as <see cref="PromptModel.OpenPipeline"/> picks it.</param>
+    /// <param name="devices">one per stage, in the order the data flows.</param>
+    /// <param name="microBatches">micro-batches a batch is cut into; null: one per stage.</param>
+    /// <exception cref="ArgumentException">Bad settings, fewer than two stages, more stages than
+    /// the model has layers, or fewer than one micro-batch.</exception>
+    public static IReadOnlyList<PlannedDevice> Pipeline(MemoryPlanSettings settings, IReadOnlyList<PlanDevice> devices, int? microBatches = null)
+    {
+        settings.Validate();
+        var c = settings.Config;
+        int layers = c.NumLayers + c.NumDecoderLayers;
+        if (devices.Count < 2 || devices.Count > layers)
+            throw new ArgumentException($"a pipeline of {devices.Count} stages: it needs 2 to {layers}, one stage per device and at least one of the model's {layers} layers ({c.NumLayers} encoder, {c.NumDecoderLayers} decoder) per stage");
+        if (microBatches is < 1) throw new ArgumentException($"a pipeline needs at least one micro-batch, got {microBatches}", nameof(microBatches));
+        var precision = settings.Precision ?? WeightPrecisions.Auto(devices.Select(d => d.Capabilities));
+        var ranges = ModelPipeline.Balance(c, precision, devices.Count);
+        var (training, withValidation, scoring) = Work(settings, devices, settings.Shape(settings.BatchSize), b => ModelPipeline.Unloaded(c, b, precision, microBatches, ranges),
+            (p, prompt) =>
+            {
+                var trainer = new PipelineTrainer(p, prompt, settings.Optimizer, Dropout(settings), seed: 0, settings.Activations);
+                return (trainer, shape => trainer.StepFor(shape));
+            },
+            (p, shape) =>
+            {
+                var scorer = new PipelineScorer(p);
+                scorer.StepFor(shape);
+                return scorer;
+            });
+        return [.. devices.Select((d, i) => new PlannedDevice(d, precision, ranges[i], settings.BatchSize, training[i], withValidation[i], scoring[i]))];
     }
 
     /// <summary>Bytes in use on the physical device behind entry <paramref name="index"/> of
@@ -159,33 +205,53 @@ internal static class MemoryPlan
         return (memoryCap is not { } cap || work(plan[index]).Peak <= cap) && (heap is not { } h || PhysicalPeak(plan, index, work) <= h);
     }
 
-    static PlannedMemory Training(MemoryPlanSettings s, PlanDevice device, WeightPrecision precision, BatchShape shape, bool validation) =>
-        Count(s, device, precision, (w, counted) =>
+    static float Dropout(MemoryPlanSettings s) => s.Dropout ?? (float)s.Config.DropoutRate;
+
+    /// <summary>The memory of a training step, of one beside validation's scoring pass, and of a
+    /// scoring batch, all of <paramref name="shape"/>, on each of <paramref name="devices"/>, with
+    /// the model placed on them by <paramref name="open"/>; <paramref name="trainer"/> makes the
+    /// run's trainer (what it keeps for the whole run) and how it builds a step,
+    /// <paramref name="scorer"/> the run's scorer with its pass built.</summary>
+    static (PlannedMemory[] Training, PlannedMemory[] WithValidation, PlannedMemory[] Scoring) Work<TModel>(
+        MemoryPlanSettings s, IReadOnlyList<PlanDevice> devices, BatchShape shape, Func<IReadOnlyList<TraceBackend>, TModel> open,
+        Func<TModel, float[], (IDisposable Trainer, Action<BatchShape> Step)> trainer, Func<TModel, BatchShape, IDisposable> scorer) where TModel : IDisposable
+    {
+        PlannedMemory[] Training(bool validation) => Count(s, devices, open, (model, counted) =>
         {
-            var prompt = new float[(long)s.PromptLength * s.Config.DModel];
-            using var trainer = new PromptTrainer(w, prompt, s.Optimizer, s.Dropout ?? (float)s.Config.DropoutRate, seed: 0, s.Activations);
-            counted();
-            trainer.StepFor(shape);
-            // Validation scores with its own pass while the step is kept (TrainingRun).
-            if (validation)
+            var (kept, step) = trainer(model, new float[(long)s.PromptLength * s.Config.DModel]);
+            using (kept)
             {
-                using var scorer = new Scorer(w);
-                scorer.PassFor(shape);
+                counted();
+                step(shape);
+                // Validation scores with its own pass while the step is kept (TrainingRun).
+                if (validation) scorer(model, shape).Dispose();
             }
         });
+        return (Training(validation: false), Training(validation: true), Count(s, devices, open, (model, _) => scorer(model, shape).Dispose()));
+    }
 
-    /// <summary>Runs <paramref name="work"/> on weights of the plan's model on a counting backend
-    /// standing for <paramref name="device"/>; the work calls its second argument once what it
-    /// keeps for the whole run (the prompt and optimizer state) is made.</summary>
-    static PlannedMemory Count(MemoryPlanSettings s, PlanDevice device, WeightPrecision precision, Action<T5Weights, Action> work)
+    /// <summary>Runs <paramref name="work"/> on a model of the plan's shapes placed by
+    /// <paramref name="open"/> on counting backends, one standing for each of
+    /// <paramref name="devices"/>; the work calls its second argument once what it keeps for the
+    /// whole run (the prompt and optimizer state) is made. Each device's memory, in order.</summary>
+    static PlannedMemory[] Count<TModel>(MemoryPlanSettings s, IReadOnlyList<PlanDevice> devices, Func<IReadOnlyList<TraceBackend>, TModel> open, Action<TModel, Action> work)
+        where TModel : IDisposable
     {
-        using var be = new TraceBackend(FusesAttention(s.Attention, device), device.TableChunkBytes, device.Plan);
-        using var weights = T5Weights.Unloaded(s.Config, be, precision);
-        long w = be.MemoryUse.Current;
-        long kept = w;
-        work(weights, () => kept = be.MemoryUse.Current);
-        long peak = be.MemoryUse.Peak;
-        return new PlannedMemory(w, kept - w, peak - kept, peak, be.RequestedMemoryUse.Peak, be.BuffersMade);
+        var backends = new List<TraceBackend>();
+        try
+        {
+            foreach (var d in devices) backends.Add(new TraceBackend(FusesAttention(s.Attention, d), d.TableChunkBytes, d.Plan));
+            long[] InUse() => [.. backends.Select(b => b.MemoryUse.Current)];
+            using var model = open(backends);
+            long[] weights = InUse(), kept = weights;
+            work(model, () => kept = InUse());
+            return [.. backends.Select((be, i) => new PlannedMemory(weights[i], kept[i] - weights[i], be.MemoryUse.Peak - kept[i], be.MemoryUse.Peak,
+                                                                    be.RequestedMemoryUse.Peak, be.BuffersMade))];
+        }
+        finally
+        {
+            foreach (var b in backends) b.Dispose();
+        }
     }
 
     /// <summary>Which attentions run fused: as asked, or under auto as the device's plan decides

@@ -79,7 +79,9 @@ internal sealed class PipelineTrainer : IStepTrainer
         return -logProbs.Sum(v => (double)v) / host.TargetTokens;
     }
 
-    PipelineStep StepFor(BatchShape shape)
+    /// <summary>The step of <paramref name="shape"/>, kept while batches keep it (the memory plan
+    /// builds it alone, on a pipeline of unloaded weights).</summary>
+    internal PipelineStep StepFor(BatchShape shape)
     {
         if (last is { } kept && kept.Shape == shape) return kept;
         // One shape's step is kept, as PromptTrainer keeps one (its activations are the most memory).

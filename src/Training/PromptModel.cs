@@ -188,7 +188,7 @@ public sealed class PromptModel : IDisposable
                     backends.Add(backend);
                     backend.AttentionFusion = attention;
                 }
-                var stored = precision ?? backends.Select(b => WeightPrecisions.Parse("auto", (b as GpuBackend)?.Context.Capabilities)).Aggregate((a, b) => a == b ? a : WeightPrecision.Fp32);
+                var stored = precision ?? WeightPrecisions.Auto(backends.Select(b => (b as GpuBackend)?.Context.Capabilities));
                 var pipeline = new ModelPipeline(checkpoint, backends, stored, microBatches, ranges);
                 for (int s = 0; s < backends.Count; s++) log?.Invoke($"stage {s}: {pipeline.Stages[s].Layers} on {backends[s].Name}");
                 log?.Invoke($"attention: {attention.Name()}; weights: {stored.Name()}; {pipeline.MicroBatches} micro-batches per batch");

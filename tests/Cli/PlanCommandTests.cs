@@ -134,6 +134,55 @@ public sealed class PlanCommandTests
         Assert.True(larger.GetProperty("scoring").GetProperty("fits").GetBoolean());
     }
 
+    /// <summary>T5-XXL at bf16 split in four stages on the recorded H100 (four logical devices on
+    /// it), as docs/scaling.md plans it for 4 cards: four stages of consecutive layers covering the
+    /// 48; their weights together the one-device weights and what more than one stage holds (the
+    /// shared embedding on the first stage and on the one with decoder block 0; each stack's
+    /// position-bias table on every stage with blocks of that stack); the prompt and the optimizer
+    /// on the first stage alone; every stage computing every example, in --micro-batches.</summary>
+    [Fact]
+    public void T5XxlInFourStagesSplitsItsWeights()
+    {
+        var devices = Path.Combine(TestPaths.RepoRoot, "docs", "results", "h100-2026-11-26c", "devices.json");
+        string[] args = ["plan", "--shape", "t5-xxl", "--precision", "bf16", "--batch-size", "32", "--input-length", "512", "--recompute",
+                         "--attention", "fused", "--pipeline", "0,0,0,0", "--capabilities", devices];
+        var whole = Json([.. args[..^4], "--capabilities", devices, "--device", "0"]).GetProperty("devices")[0];
+        var plan = Json(args);
+        Assert.Equal("pipeline", plan.GetProperty("placement").GetString());
+        Assert.Equal(4, plan.GetProperty("microBatches").GetInt32());
+        var stages = plan.GetProperty("devices").EnumerateArray().ToList();
+        Assert.Equal(4, stages.Count);
+        int encoder = 24, layers = 48;
+        for (int s = 0; s < 4; s++)
+        {
+            int first = stages[s].GetProperty("firstLayer").GetInt32(), end = stages[s].GetProperty("endLayer").GetInt32();
+            Assert.Equal(s == 0 ? 0 : stages[s - 1].GetProperty("endLayer").GetInt32(), first);
+            Assert.True(end > first);
+            Assert.Equal($"layers {first}..{end - 1}", stages[s].GetProperty("layers").GetString());
+            Assert.Equal(32, stages[s].GetProperty("rows").GetInt32());
+            Assert.Equal("bf16", stages[s].GetProperty("precision").GetString());
+            Assert.Equal(s == 0, Bytes(stages[s], "training", "promptAndOptimizerBytes") > 0);
+            foreach (var work in new[] { "training", "trainingWithValidation", "scoring" })
+                Assert.Equal(Bytes(stages[s], work, "peakBytes"),
+                             Bytes(stages[s], work, "weightsBytes") + Bytes(stages[s], work, "promptAndOptimizerBytes") + Bytes(stages[s], work, "workBytes"));
+        }
+        Assert.Equal(layers, stages[^1].GetProperty("endLayer").GetInt32());
+        int Holding(Func<int, int, bool> holds) => stages.Count(st => holds(st.GetProperty("firstLayer").GetInt32(), st.GetProperty("endLayer").GetInt32()));
+        long shared = 32128L * 4096 * 2, bias = 32L * 64 * 4;
+        long again = (Holding((f, e) => f == 0 || (f <= encoder && e > encoder)) - 1) * shared
+                     + (Holding((f, _) => f < encoder) - 1 + Holding((_, e) => e > encoder) - 1) * bias;
+        Assert.True(again >= shared + 2 * bias);
+        Assert.Equal(Bytes(whole, "training", "weightsBytes") + again, stages.Sum(st => Bytes(st, "training", "weightsBytes")));
+        // Each stage holds about a quarter of the model.
+        Assert.All(stages, st => Assert.InRange(Bytes(st, "training", "weightsBytes"), Bytes(whole, "training", "weightsBytes") / 5, Bytes(whole, "training", "weightsBytes") / 3));
+
+        var text = CliRun.Of(args).Succeeded().Out;
+        for (int s = 0; s < 4; s++)
+            Assert.Contains($"stage {s} on device 0 (NVIDIA H100 80GB HBM3): {stages[s].GetProperty("layers").GetString()}, every example of each batch in 4 micro-batch(es) of up to 8",
+                            text, StringComparison.Ordinal);
+        Assert.Equal(8, Json([.. args, "--micro-batches", "8"]).GetProperty("microBatches").GetInt32());
+    }
+
     /// <summary>A device without 16-bit storage is planned for, with a note that a run would refuse bf16 there.</summary>
     [Fact]
     public void SixteenBitWeightsOnADeviceWithoutThemAreNoted()
@@ -160,6 +209,10 @@ public sealed class PlanCommandTests
     [InlineData("error: give --device or --devices, not both", "plan", "--shape", "t5-base", "--device", "0", "--devices", "0,0")]
     [InlineData("error: --devices 0,cpu: cpu computes alone, not among Vulkan devices", "plan", "--shape", "t5-base", "--devices", "0,cpu")]
     [InlineData("error: --devices 0,: an empty device in the list", "plan", "--shape", "t5-base", "--devices", "0,")]
+    [InlineData("error: --pipeline and --devices do not combine yet: data parallel over pipelines is not built; give one of them", "plan", "--shape", "t5-base", "--pipeline", "0,0", "--devices", "0,0")]
+    [InlineData("error: --micro-batches cuts the batches of a pipeline: it needs --pipeline", "plan", "--shape", "t5-base", "--micro-batches", "2")]
+    [InlineData("error: --pipeline 0: a pipeline needs at least two devices (one model on one device is --device)", "plan", "--shape", "t5-base", "--pipeline", "0")]
+    [InlineData("error: a pipeline of 13 stages: it needs 2 to 12, one stage per device and at least one of the model's 12 layers (6 encoder, 6 decoder) per stage", "plan", "--shape", "t5-small", "--pipeline", "cpu,cpu,cpu,cpu,cpu,cpu,cpu,cpu,cpu,cpu,cpu,cpu,cpu")]
     public void BadValuesAreOneLineErrors(string message, params string[] args)
     {
         var r = CliRun.Of(args);
@@ -171,7 +224,7 @@ public sealed class PlanCommandTests
     public void HelpExplainsThePlan()
     {
         var help = CliRun.Of("plan", "--help").Succeeded().Out;
-        foreach (var word in new[] { "t5-xxl", "--recompute", "--devices", "--memory-cap", "--capabilities", "--json", "scoring" })
+        foreach (var word in new[] { "t5-xxl", "--recompute", "--devices", "--pipeline", "--micro-batches", "--memory-cap", "--capabilities", "--json", "scoring" })
             Assert.Contains(word, help, StringComparison.Ordinal);
     }
 }

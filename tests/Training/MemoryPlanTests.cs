@@ -127,3 +127,121 @@ public sealed class MemoryPlanTests(GpuFixture f) : GpuTest(f)
         return (settings, plan);
     }
 }
+
+/// <summary>The memory plan of a model split across devices (<see cref="MemoryPlan.Pipeline"/>)
+/// against real pipelines on two and three logical lavapipe devices: each stage's pool peak
+/// (its context's <see cref="Backend.MemoryUse"/>) during a <see cref="PipelineTrainer"/> step,
+/// one beside a <see cref="PipelineScorer"/> batch (validation), and a scoring batch, with
+/// batches cut into micro-batches of uneven sizes. Margin as <see cref="MemoryPlanTests"/>'s:
+/// none for the buffers as asked for, up to 255 bytes a buffer for the rounded peak.</summary>
+public sealed class PipelineMemoryPlanTests(GpuFixture f, PipelineDevices devices) : GpuTest(f), IClassFixture<PipelineDevices>
+{
+    const int Batch = 5, InputLength = 13, TargetLength = 5, PromptLength = 4;
+
+    readonly Dictionary<GpuContext, int> errorsBefore = devices.ErrorCounts();
+
+    public override void Dispose()
+    {
+        base.Dispose();
+        devices.ThrowOnErrorsSince(errorsBefore);
+    }
+
+    /// <summary>Two golden shapes (tiny-v11 untied, so its head is its own table; tiny-v10 tied,
+    /// with three decoder layers), each at its own precision; 2 stages in 2 micro-batches (3 + 2
+    /// rows), 3 stages in 4 (2 + 1 + 1 + 1); stored and recomputed activations; attention fused
+    /// and unfused across them.</summary>
+    public static TheoryData<string, WeightPrecision, int, int, AttentionFusion, ActivationMode> Cases()
+    {
+        var data = new TheoryData<string, WeightPrecision, int, int, AttentionFusion, ActivationMode>();
+        foreach (var (model, precision) in new[] { ("tiny-v11", WeightPrecision.Fp32), ("tiny-v10-bf16", WeightPrecision.Int8) })
+            foreach (int stages in new[] { 2, 3 })
+                foreach (var activations in new[] { ActivationMode.Store, ActivationMode.Recompute })
+                    data.Add(model, precision, stages, stages == 2 ? 2 : 4,
+                             (stages == 2) == (activations == ActivationMode.Store) ? AttentionFusion.Fused : AttentionFusion.Unfused, activations);
+        return data;
+    }
+
+    [Theory]
+    [MemberData(nameof(Cases))]
+    public void ThePlanIsEachStagesPeakOfARealRun(string model, WeightPrecision precision, int stages, int microBatches, AttentionFusion attention, ActivationMode activations)
+    {
+        using var ckpt = T5Checkpoint.Open(Path.Combine(TestPaths.Golden, model));
+        var config = ckpt.Config;
+        var contexts = Enumerable.Range(0, stages).Select(s => s == 0 ? Ctx : devices[s - 1]).ToList();
+        var settings = new MemoryPlanSettings(config, precision, Batch, InputLength, TargetLength, PromptLength, attention, activations);
+        var plan = MemoryPlan.Pipeline(settings, [.. contexts.Select(c => new PlanDevice("0", c.Capabilities, c.Plan))], microBatches);
+
+        var backends = contexts.Select(c => (Backend)new GpuBackend(c) { AttentionFusion = attention }).ToList();
+        try
+        {
+            long[] InUse() => [.. backends.Select(b => b.MemoryUse.Current)];
+            long[] before = InUse();
+            using var pipeline = new ModelPipeline(ckpt, backends, precision, microBatches);
+            long[] loaded = InUse();
+            var examples = SyntheticBatch.Create(Batch, InputLength, TargetLength, config, seed: 1);
+            var prompt = SyntheticBatch.Prompt(PromptLength, config.DModel, seed: 2);
+            var prompts = PromptSet.Stack([prompt], config.DModel);
+
+            long[] Measured(Action run)
+            {
+                foreach (var b in backends) b.ResetPeakMemory();
+                run();
+                Assert.Equal(loaded, InUse());
+                return [.. backends.Select((b, s) => b.MemoryUse.Peak - before[s])];
+            }
+            PipelineTrainer Trainer() => new(pipeline, prompt, new AdafactorSettings(), (float)config.DropoutRate, seed: 0, activations);
+            var training = Measured(() =>
+            {
+                using var trainer = Trainer();
+                Assert.True(double.IsFinite(trainer.TrainStep(examples, Batch)));
+            });
+            var withValidation = Measured(() =>
+            {
+                using var trainer = Trainer();
+                trainer.TrainStep(examples, Batch);
+                using var scorer = new PipelineScorer(pipeline);
+                scorer.Score(examples, prompts);
+            });
+            var scoring = Measured(() =>
+            {
+                using var scorer = new PipelineScorer(pipeline);
+                Assert.All(scorer.Score(examples, prompts), r => Assert.True(double.IsFinite(r.LogProb)));
+            });
+
+            Assert.Equal(stages, plan.Count);
+            for (int s = 0; s < stages; s++)
+            {
+                var p = plan[s];
+                // The plan cuts the layers where the run does.
+                Assert.Equal(pipeline.Stages[s].Layers, p.Layers);
+                Assert.Equal(Batch, p.Rows);
+                foreach (var (planned, measured) in new[] { (p.Training, training[s]), (p.TrainingWithValidation, withValidation[s]), (p.Scoring, scoring[s]) })
+                {
+                    Assert.Equal(measured, planned.RequestedPeak);
+                    Assert.InRange(planned.Peak, measured, measured + 255L * planned.Buffers);
+                    Assert.Equal(planned.Peak, planned.Weights + planned.PromptAndOptimizer + planned.Work);
+                }
+                Assert.InRange(p.Training.Weights, loaded[s] - before[s], loaded[s] - before[s] + 255L * p.Training.Buffers);
+                // The prompt and the optimizer live on the first stage alone.
+                Assert.Equal(s == 0, p.Training.PromptAndOptimizer > 0);
+                Assert.Equal(0, p.Scoring.PromptAndOptimizer);
+                Assert.True(p.TrainingWithValidation.Peak > p.Training.Peak);
+            }
+        }
+        finally
+        {
+            foreach (var b in backends) b.Dispose();
+        }
+    }
+
+    /// <summary>What cannot be a pipeline is refused as the run refuses it.</summary>
+    [Fact]
+    public void APipelineThatCannotBeIsRefused()
+    {
+        var settings = new MemoryPlanSettings(T5Config.Named("t5-small"), WeightPrecision.Fp32, 4, 16, 8, 4);
+        var cpu = new PlanDevice("cpu");
+        Assert.Contains("2 to 12", Assert.Throws<ArgumentException>(() => MemoryPlan.Pipeline(settings, [cpu])).Message);
+        Assert.Contains("2 to 12", Assert.Throws<ArgumentException>(() => MemoryPlan.Pipeline(settings, Enumerable.Repeat(cpu, 13).ToList())).Message);
+        Assert.Throws<ArgumentException>(() => MemoryPlan.Pipeline(settings, [cpu, cpu], microBatches: 0));
+    }
+}

@@ -22,6 +22,16 @@ public sealed class PipelineDevices : IDisposable
 
     internal IEnumerable<GpuContext> Made => contexts.Where(c => c.IsValueCreated).Select(c => c.Value);
 
+    /// <summary>The validation errors each further device has reported so far, for <see cref="ThrowOnErrorsSince"/>.</summary>
+    internal Dictionary<GpuContext, int> ErrorCounts() => Made.ToDictionary(c => c, c => c.Validation.ErrorCount);
+
+    /// <summary>Fails a test with the validation errors the further devices reported since <paramref name="before"/>.</summary>
+    internal void ThrowOnErrorsSince(Dictionary<GpuContext, int> before)
+    {
+        var fresh = Made.SelectMany(c => c.Validation.Errors.Skip(before.GetValueOrDefault(c))).ToList();
+        if (fresh.Count > 0) throw new XunitException($"{fresh.Count} Vulkan validation error(s) on a further device:\n" + string.Join("\n", fresh));
+    }
+
     public void Dispose()
     {
         foreach (var c in Made) c.Dispose();
@@ -37,13 +47,12 @@ public sealed class PipelineDevices : IDisposable
 /// </summary>
 public sealed class PipelineTests(GpuFixture f, PipelineDevices devices) : GpuTest(f), IClassFixture<PipelineDevices>
 {
-    readonly Dictionary<GpuContext, int> errorsBefore = devices.Made.ToDictionary(c => c, c => c.Validation.ErrorCount);
+    readonly Dictionary<GpuContext, int> errorsBefore = devices.ErrorCounts();
 
     public override void Dispose()
     {
         base.Dispose();
-        var fresh = devices.Made.SelectMany(c => c.Validation.Errors.Skip(errorsBefore.GetValueOrDefault(c))).ToList();
-        if (fresh.Count > 0) throw new XunitException($"{fresh.Count} Vulkan validation error(s) on a further device:\n" + string.Join("\n", fresh));
+        devices.ThrowOnErrorsSince(errorsBefore);
     }
 
     static string Root(string set) => set == "golden" ? TestPaths.Golden : TestPaths.GoldenVariants;

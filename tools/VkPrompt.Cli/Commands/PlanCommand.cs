@@ -10,7 +10,8 @@ using VkPrompt.Training;
 namespace VkPrompt.Cli.Commands;
 
 /// <summary><c>vkprompt plan</c>: the device memory a training step and a scoring batch will
-/// need on each device, before the run and without the weights (<see cref="MemoryPlan"/>).</summary>
+/// need on each device (each stage of a pipeline), before the run and without the weights
+/// (<see cref="MemoryPlan"/>).</summary>
 internal static class PlanCommand
 {
     public const string Schema = "vkprompt-plan/1";
@@ -50,6 +51,12 @@ internal static class PlanCommand
             Description = "Plan data parallelism over these devices (each as --device takes it; one may be listed twice, two contexts sharing its heap): " +
                           "each holds the whole model and takes its share of every batch, as even as can be, the first devices one more example. Instead of --device.",
         };
+        var pipeline = PipelineArgs.Option();
+        pipeline.Description = "Plan the model split across these devices, as train's --pipeline places it: consecutive layers on each, cut so the largest stage's weights " +
+                               "are as small as can be; each stage holds its layers' weights (the first also the prompt and Adafactor's state) and, for every " +
+                               "micro-batch, a pass of its layers (activations, scratch, gradients) and the tensors crossing its boundaries; every stage computes every example. " +
+                               "One table per stage, with its layers. Instead of --device; not with --devices.";
+        var microBatches = PipelineArgs.MicroBatchesOption();
         var capabilities = new Option<string?>("--capabilities")
         {
             HelpName = "FILE",
@@ -66,9 +73,10 @@ internal static class PlanCommand
             "The fp16 copies of activations that matrix-unit products read are counted as the device's plan makes them. " +
             "Not counted: the tuner's scratch (VKPROMPT_MATMUL_TUNE, freed before a step allocates) and the pool's block rounding " +
             "(it reserves 256 MiB blocks: up to one partly used block per memory type beyond the peak, fewer near a cap or the heap's end). " +
+            "With --pipeline, each stage's numbers are its device's; with auto precision the stages store their weights alike (bf16 where every device reads it). " +
             "With --device cpu, or a device that is not here, the plan has no heap to compare with.")
         {
-            model, shape, precision, batch, input, target, promptLength, attention, recompute, dropout, device, devices, capabilities, memoryCap, json,
+            model, shape, precision, batch, input, target, promptLength, attention, recompute, dropout, device, devices, pipeline, microBatches, capabilities, memoryCap, json,
         };
         cmd.SetAction(parse =>
         {
@@ -83,19 +91,23 @@ internal static class PlanCommand
             var settings = new MemoryPlanSettings(config, text.Equals("auto", StringComparison.OrdinalIgnoreCase) ? null : WeightPrecisions.Parse(text, null),
                 ModelOptions.Positive(parse, batch), ModelOptions.Positive(parse, input), ModelOptions.Positive(parse, target), ModelOptions.Positive(parse, promptLength),
                 ModelOptions.ReadAttention(parse, attention), parse.GetValue(recompute) ? ActivationMode.Recompute : ActivationMode.Store, rate);
-            var specs = Specs(parse, device, devices);
-            if (specs.Count > settings.BatchSize)
+            var stages = PipelineArgs.Read(parse, pipeline, microBatches);
+            PipelineArgs.RefuseWithDataParallel(parse, stages, pipeline, devices);
+            var specs = stages?.Devices ?? Specs(parse, device, devices);
+            if (stages is null && specs.Count > settings.BatchSize)
                 throw new UsageException($"--batch-size {settings.BatchSize} cannot give each of {specs.Count} devices an example");
             var (targets, notes) = Devices(specs, parse.GetValue(capabilities));
             IReadOnlyList<PlannedDevice> plan;
-            try { plan = MemoryPlan.DataParallel(settings, targets); }
+            try { plan = stages is null ? MemoryPlan.DataParallel(settings, targets) : MemoryPlan.Pipeline(settings, targets, stages.MicroBatches); }
             catch (ArgumentException e) { throw new UsageException(e.Message); }
             // The run would refuse these before anything else; the plan says so beside its numbers.
             foreach (var p in plan)
                 if (p.Device.Capabilities is { } caps && !p.Precision.IsSupported(caps))
                     notes.Add($"device {p.Device.Spec}: {p.Precision.Name()} weights need 16-bit storage buffers, which {caps.Name} does not support: a run would refuse them");
             long? cap = parse.GetValue(memoryCap);
-            var report = Json(name ?? Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(dir!))), settings, plan, cap, notes);
+            // A pipeline cuts a batch into its micro-batches as PipelineStep does: fewer where the batch has fewer examples.
+            int? micro = stages is null ? null : Math.Min(stages.MicroBatches ?? specs.Count, settings.BatchSize);
+            var report = Json(name ?? Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(dir!))), settings, plan, micro, cap, notes);
             if (parse.GetValue(json)) Cli.Out(parse).WriteLine(report.ToJsonString(CliJson.Default.Options));
             else Print(Cli.Console(parse), report);
             return Cli.Ok;
@@ -147,7 +159,8 @@ internal static class PlanCommand
         return (targets, notes);
     }
 
-    static JsonObject Json(string model, MemoryPlanSettings s, IReadOnlyList<PlannedDevice> plan, long? cap, List<string> notes)
+    /// <param name="microBatches">a pipeline's micro-batches per batch; null: data parallel (or one device).</param>
+    static JsonObject Json(string model, MemoryPlanSettings s, IReadOnlyList<PlannedDevice> plan, int? microBatches, long? cap, List<string> notes)
     {
         var c = s.Config;
         var shape = s.Shape(s.BatchSize);
@@ -176,6 +189,9 @@ internal static class PlanCommand
                 ["name"] = d.Capabilities?.Name ?? (d.Spec.Equals("cpu", StringComparison.OrdinalIgnoreCase) ? "CPU reference backend" : null),
                 ["heapBytes"] = d.HeapBytes,
                 ["precision"] = plan[i].Precision.Name(),
+                ["layers"] = plan[i].Layers.ToString(),
+                ["firstLayer"] = plan[i].Layers.First,
+                ["endLayer"] = plan[i].Layers.End,
                 ["rows"] = plan[i].Rows,
                 ["training"] = Work(i, p => p.Training),
                 ["trainingWithValidation"] = Work(i, p => p.TrainingWithValidation),
@@ -200,6 +216,8 @@ internal static class PlanCommand
             ["attention"] = s.Attention.Name(),
             ["recompute"] = s.Activations == ActivationMode.Recompute,
             ["dropout"] = s.Dropout ?? c.DropoutRate,
+            ["placement"] = microBatches is null ? "dataParallel" : "pipeline",
+            ["microBatches"] = microBatches,
             ["memoryCapBytes"] = cap,
             ["poolBlockBytes"] = MemoryPool.DefaultBlockBytes,
             ["devices"] = devices,
@@ -214,12 +232,18 @@ internal static class PlanCommand
         console.WriteLine(string.Create(CultureInfo.InvariantCulture,
             $"{m["name"]}: {Parameters((long)m["parameters"]!)} parameters; {S("precision")} weights; batch {S("batchSize")}, input {S("paddedInputLength")} + prompt {S("promptLength")}, " +
             $"target {S("paddedTargetLength")} tokens; attention {S("attention")}; {((bool)r["recompute"]! ? "recomputed" : "stored")} activations; dropout {S("dropout")}"));
+        int? micro = (int?)r["microBatches"];
+        int stage = 0;
         foreach (var d in r["devices"]!.AsArray())
         {
             long? heap = (long?)d!["heapBytes"];
             string where = d["name"] is { } n ? $"{d["spec"]} ({n})" : $"{d["spec"]} (not found here)";
+            int rows = (int)d["rows"]!;
+            string part = micro is { } count
+                ? $"stage {stage++} on device {where}: {d["layers"]}, every example of each batch in {count} micro-batch(es) of up to {(rows + count - 1) / count}"
+                : $"device {where}: {rows} example(s) of each batch";
             console.WriteLine();
-            console.WriteLine($"device {where}: {d["rows"]} example(s) of each batch, {d["precision"]} weights{(heap is { } h ? $", heap {Size(h)}" : "")}");
+            console.WriteLine($"{part}, {d["precision"]} weights{(heap is { } h ? $", heap {Size(h)}" : "")}");
             var table = new Table().AddColumns("", "weights", "prompt + optimizer", "activations + work", "peak", "fits");
             foreach (var (label, key) in new[] { ("training step", "training"), ("training + validation", "trainingWithValidation"), ("scoring batch", "scoring") })
             {
