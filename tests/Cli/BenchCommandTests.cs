@@ -151,26 +151,33 @@ public sealed class BenchCommandTests : IDisposable
         var (code, stdout, stderr) = Bench("--devices", $"{device},{device}", "--steps", "3");
         Assert.True(code == 0, stderr);
         Assert.Single(Regex.Matches(stdout, "^scaling efficiency: ", RegexOptions.Multiline));
-        using (var json = JsonDocument.Parse(File.ReadAllText(dir.File("bench.json"))))
-        {
-            var r = json.RootElement;
-            Assert.Equal("vkprompt-bench-scaling/1", r.GetProperty("schema").GetString());
-            Assert.Equal("none", r.GetProperty("distributed").GetString());
-            Assert.Equal(2, r.GetProperty("workers").GetInt32());
-            int batch = r.GetProperty("batch").GetProperty("batchSize").GetInt32();
-            Assert.Equal((batch + 1) / 2, r.GetProperty("perWorkerBatch").GetInt32());
-            double[] Times(string name) => r.GetProperty(name).EnumerateArray().Select(e => e.GetDouble()).ToArray();
-            var single = Times("singleWorkerStepTimesMs");
-            var steps = Times("stepTimesMs");
-            Assert.Equal(3, single.Length);
-            Assert.Equal(3, steps.Length);
-            Assert.All(single.Concat(steps), t => Assert.True(t > 0, $"step time {t} ms"));
-            double Median(double[] t) => t.Order().ElementAt(1);
-            Assert.Equal(Median(single) / Median(steps), r.GetProperty("efficiency").GetDouble(), 9);
-        }
+        AssertScalingReport(dir.File("bench.json"), distributed: "none", workers: 2, batch: 2, steps: 3);
         var (cpuCode, _, cpuErr) = Bench("--devices", $"{device},cpu");
         Assert.Equal(CliConventions.UserError, cpuCode);
         Assert.Contains("--device cpu (the C# reference backend) is not benchmarked", cpuErr, StringComparison.Ordinal);
+    }
+
+    /// <summary>The scaling report of bench --devices or --distributed mpi (BenchScaling): its
+    /// workers and batches, every step timed, the medians of the listed times and their ratio.</summary>
+    internal static void AssertScalingReport(string path, string distributed, int workers, int batch, int steps)
+    {
+        using var json = JsonDocument.Parse(File.ReadAllText(path));
+        var r = json.RootElement;
+        Assert.Equal("vkprompt-bench-scaling/1", r.GetProperty("schema").GetString());
+        Assert.Equal(distributed, r.GetProperty("distributed").GetString());
+        Assert.Equal(workers, r.GetProperty("workers").GetInt32());
+        Assert.Equal(batch, r.GetProperty("batch").GetProperty("batchSize").GetInt32());
+        Assert.Equal((batch + workers - 1) / workers, r.GetProperty("perWorkerBatch").GetInt32());
+        double[] Times(string name) => r.GetProperty(name).EnumerateArray().Select(e => e.GetDouble()).ToArray();
+        var single = Times("singleWorkerStepTimesMs");
+        var timed = Times("stepTimesMs");
+        Assert.Equal(steps, single.Length);
+        Assert.Equal(steps, timed.Length);
+        Assert.All(single.Concat(timed), t => Assert.True(t > 0, $"step time {t} ms"));
+        double Median(double[] t) => t.Order().ElementAt(t.Length / 2);
+        Assert.Equal(Median(single), r.GetProperty("singleWorkerStepMs").GetProperty("median").GetDouble(), 9);
+        Assert.Equal(Median(timed), r.GetProperty("stepMs").GetProperty("median").GetDouble(), 9);
+        Assert.Equal(Median(single) / Median(timed), r.GetProperty("efficiency").GetDouble(), 9);
     }
 
     [Fact]

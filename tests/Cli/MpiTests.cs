@@ -242,21 +242,7 @@ public sealed class MpiTests : IDisposable
         var run = Mpiexec(2, ["bench", "--shape", Path.Combine(TestPaths.Golden, "tiny-v11"), "--batch-size", "3", "--input-length", "16", "--target-length", "8",
                               "--prompt-length", "4", "--steps", "3", "--warmup", "1", "--device", CliRun.VulkanDevice, "--json", json, "--distributed", "mpi"]);
         Assert.True(run.ExitCode == 0, $"mpiexec exited {run.ExitCode}:\n{run.Output}");
-        var r = JsonDocument.Parse(File.ReadAllText(json)).RootElement;
-        Assert.Equal("vkprompt-bench-scaling/1", r.GetProperty("schema").GetString());
-        Assert.Equal(2, r.GetProperty("workers").GetInt32());
-        Assert.Equal(2, r.GetProperty("perWorkerBatch").GetInt32());
-        Assert.Equal(3, r.GetProperty("batch").GetProperty("batchSize").GetInt32());
-        double[] Times(string name) => r.GetProperty(name).EnumerateArray().Select(e => e.GetDouble()).ToArray();
-        var single = Times("singleWorkerStepTimesMs");
-        var steps = Times("stepTimesMs");
-        Assert.Equal(3, single.Length);
-        Assert.Equal(3, steps.Length);
-        Assert.All(single.Concat(steps), t => Assert.True(t > 0, $"step time {t} ms"));
-        double Median(double[] t) => t.Order().ElementAt(1);
-        Assert.Equal(Median(single), r.GetProperty("singleWorkerStepMs").GetProperty("median").GetDouble(), 9);
-        Assert.Equal(Median(steps), r.GetProperty("stepMs").GetProperty("median").GetDouble(), 9);
-        Assert.Equal(Median(single) / Median(steps), r.GetProperty("efficiency").GetDouble(), 9);
+        BenchCommandTests.AssertScalingReport(json, distributed: "mpi", workers: 2, batch: 3, steps: 3);
         Assert.Single(Regex.Matches(run.Output, "^scaling efficiency: ", RegexOptions.Multiline));
     }
 
