@@ -22,7 +22,6 @@ internal sealed class DataParallelGradient : IDisposable
         // As PromptTrainer: one shape's recording is kept, re-recorded when the shape changes.
         (T5Pass Pass, IRecording Run)? last;
 
-        public (bool EncoderSelf, bool DecoderSelf, bool Cross)? FusedAttention => last?.Pass.FusedAttention;
 
         public (T5Pass Pass, IRecording Run) StepFor(BatchShape shape, ActivationMode activations, float dropout)
         {
@@ -93,7 +92,6 @@ internal sealed class DataParallelGradient : IDisposable
 
     /// <summary>Which attentions the first worker's last step ran fused (every worker decides
     /// alike on devices of one kind); null before it ran one.</summary>
-    public (bool EncoderSelf, bool DecoderSelf, bool Cross)? LastStepFusedAttention => workers[0].FusedAttention;
 
     /// <summary>Gives every local worker <paramref name="prompt"/>, the first one too unless
     /// <paramref name="exceptFirst"/> (whose buffer already holds it: the optimizer wrote it there).</summary>

@@ -34,8 +34,6 @@ internal sealed class DataParallelTrainer : IStepTrainer
     /// <summary>Optimizer steps taken so far (the next batch is batch number Step).</summary>
     public int Step { get; private set; }
 
-    /// <summary>Which attentions the first device's last step ran fused (<see cref="PromptTrainer.LastStepFusedAttention"/>).</summary>
-    internal (bool EncoderSelf, bool DecoderSelf, bool Cross)? LastStepFusedAttention => gradient.LastStepFusedAttention;
 
     /// <param name="replicas">The model on each device of this process, in worker order: the
     /// frozen weights of one checkpoint at one precision on each.</param>

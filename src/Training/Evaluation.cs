@@ -30,7 +30,7 @@ internal static class RankClassifier
                 for (int c = 0; c < nc; c++)
                     rows.Add((e, c, p));
         // Fewer rows than a batch make one batch of that size, not a padded one.
-        batchSize = Math.Min(batchSize, rows.Count);
+        batchSize = Math.Max(1, Math.Min(batchSize, rows.Count));
         var best = new double[numPrompts, inputs.Count];
         var pred = new int[numPrompts][];
         for (int p = 0; p < numPrompts; p++) pred[p] = new int[inputs.Count];

@@ -16,9 +16,6 @@ internal interface IProcessGroup : IDisposable
 
     /// <summary>Every process's <paramref name="mine"/> (the same length on each), concatenated in
     /// rank order into <paramref name="all"/> (Size x that length), on every process.</summary>
-    void AllGather(ReadOnlySpan<float> mine, Span<float> all);
-
-    /// <inheritdoc cref="AllGather(ReadOnlySpan{float}, Span{float})"/>
     void AllGather(ReadOnlySpan<double> mine, Span<double> all);
 
     /// <summary>Rank <paramref name="root"/>'s <paramref name="data"/> on every process.</summary>
@@ -34,7 +31,6 @@ internal sealed class SingleProcess : IProcessGroup
 {
     public int Rank => 0;
     public int Size => 1;
-    public void AllGather(ReadOnlySpan<float> mine, Span<float> all) => mine.CopyTo(all);
     public void AllGather(ReadOnlySpan<double> mine, Span<double> all) => mine.CopyTo(all);
     public void Broadcast(Span<float> data, int root) => ArgumentOutOfRangeException.ThrowIfNotEqual(root, 0);
     public bool Any(bool mine) => mine;

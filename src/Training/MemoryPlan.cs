@@ -121,7 +121,9 @@ internal static class MemoryPlan
         if (devices.Count > settings.BatchSize)
             throw new ArgumentException($"batch {settings.BatchSize} cannot give each of {devices.Count} devices an example");
         var rows = Shares(settings.BatchSize, devices.Count);
-        return [.. devices.Select((d, i) => ForDevice(settings, d, rows[i]))];
+        // One precision for every device, as PromptModel.Open picks it for all its replicas.
+        var precision = settings.Precision ?? WeightPrecisions.Auto(devices.Select(d => d.Capabilities));
+        return [.. devices.Select((d, i) => ForDevice(settings with { Precision = precision }, d, rows[i], validates: i == 0))];
     }
 
     /// <summary>The examples of a batch of <paramref name="batch"/> each of <paramref name="devices"/>
@@ -129,12 +131,15 @@ internal static class MemoryPlan
     public static int[] Shares(int batch, int devices) =>
         [.. Enumerable.Range(0, devices).Select(i => batch / devices + (i < batch % devices ? 1 : 0))];
 
-    /// <summary>The memory of <paramref name="rows"/> examples a batch on <paramref name="device"/>,
-    /// which holds the whole model.</summary>
-    public static PlannedDevice ForDevice(MemoryPlanSettings settings, PlanDevice device, int rows)
+    /// <summary>The memory of <paramref name="rows"/> examples of each training batch on
+    /// <paramref name="device"/>, which holds the whole model; scoring hands each device whole
+    /// batches (<see cref="Scorer.ScoreAll"/>), and a run validates on its first device alone
+    /// (<paramref name="validates"/>).</summary>
+    public static PlannedDevice ForDevice(MemoryPlanSettings settings, PlanDevice device, int rows, bool validates = true)
     {
         var precision = settings.Precision ?? WeightPrecisions.Parse("auto", device.Capabilities);
-        var (training, withValidation, scoring) = Work(settings, [device], settings.Shape(rows), b => T5Weights.Unloaded(settings.Config, b[0], precision),
+        var (training, withValidation, scoring) = Work(settings, [device], settings.Shape(rows), settings.Shape(settings.BatchSize), validates,
+            b => T5Weights.Unloaded(settings.Config, b[0], precision),
             (w, prompt) =>
             {
                 var trainer = new PromptTrainer(w, prompt, settings.Optimizer, Dropout(settings), seed: 0, settings.Activations);
@@ -170,7 +175,8 @@ internal static class MemoryPlan
         if (microBatches is < 1) throw new ArgumentException($"a pipeline needs at least one micro-batch, got {microBatches}", nameof(microBatches));
         var precision = settings.Precision ?? WeightPrecisions.Auto(devices.Select(d => d.Capabilities));
         var ranges = ModelPipeline.Balance(c, precision, devices.Count);
-        var (training, withValidation, scoring) = Work(settings, devices, settings.Shape(settings.BatchSize), b => ModelPipeline.Unloaded(c, b, precision, microBatches, ranges),
+        var (training, withValidation, scoring) = Work(settings, devices, settings.Shape(settings.BatchSize), settings.Shape(settings.BatchSize), validates: true,
+            b => ModelPipeline.Unloaded(c, b, precision, microBatches, ranges),
             (p, prompt) =>
             {
                 var trainer = new PipelineTrainer(p, prompt, settings.Optimizer, Dropout(settings), seed: 0, settings.Activations);
@@ -207,13 +213,14 @@ internal static class MemoryPlan
 
     static float Dropout(MemoryPlanSettings s) => s.Dropout ?? (float)s.Config.DropoutRate;
 
-    /// <summary>The memory of a training step, of one beside validation's scoring pass, and of a
-    /// scoring batch, all of <paramref name="shape"/>, on each of <paramref name="devices"/>, with
-    /// the model placed on them by <paramref name="open"/>; <paramref name="trainer"/> makes the
-    /// run's trainer (what it keeps for the whole run) and how it builds a step,
+    /// <summary>The memory of a training step of <paramref name="trainShape"/>, of one beside
+    /// validation's scoring pass where the devices validate (else the step alone), and of a
+    /// scoring batch, both of <paramref name="scoreShape"/>, on each of <paramref name="devices"/>,
+    /// with the model placed on them by <paramref name="open"/>; <paramref name="trainer"/> makes
+    /// the run's trainer (what it keeps for the whole run) and how it builds a step,
     /// <paramref name="scorer"/> the run's scorer with its pass built.</summary>
     static (PlannedMemory[] Training, PlannedMemory[] WithValidation, PlannedMemory[] Scoring) Work<TModel>(
-        MemoryPlanSettings s, IReadOnlyList<PlanDevice> devices, BatchShape shape, Func<IReadOnlyList<TraceBackend>, TModel> open,
+        MemoryPlanSettings s, IReadOnlyList<PlanDevice> devices, BatchShape trainShape, BatchShape scoreShape, bool validates, Func<IReadOnlyList<TraceBackend>, TModel> open,
         Func<TModel, float[], (IDisposable Trainer, Action<BatchShape> Step)> trainer, Func<TModel, BatchShape, IDisposable> scorer) where TModel : IDisposable
     {
         PlannedMemory[] Training(bool validation) => Count(s, devices, open, (model, counted) =>
@@ -222,12 +229,13 @@ internal static class MemoryPlan
             using (kept)
             {
                 counted();
-                step(shape);
+                step(trainShape);
                 // Validation scores with its own pass while the step is kept (TrainingRun).
-                if (validation) scorer(model, shape).Dispose();
+                if (validation) scorer(model, scoreShape).Dispose();
             }
         });
-        return (Training(validation: false), Training(validation: true), Count(s, devices, open, (model, _) => scorer(model, shape).Dispose()));
+        var training = Training(validation: false);
+        return (training, validates ? Training(validation: true) : training, Count(s, devices, open, (model, _) => scorer(model, scoreShape).Dispose()));
     }
 
     /// <summary>Runs <paramref name="work"/> on a model of the plan's shapes placed by

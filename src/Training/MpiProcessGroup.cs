@@ -119,14 +119,6 @@ internal sealed unsafe class MpiProcessGroup : IProcessGroup
     nint Export(string name) => NativeLibrary.TryGetExport(library, name, out var f) ? f
         : throw new MpiException($"{Library} has no {name}: not an MPI library of MPICH's ABI");
 
-    public void AllGather(ReadOnlySpan<float> mine, Span<float> all)
-    {
-        CheckGather(mine.Length, all.Length);
-        fixed (float* s = mine)
-        fixed (float* r = all)
-            lock (gate) Check(allgather(s, mine.Length, Float, r, mine.Length, Float, CommWorld), "MPI_Allgather");
-    }
-
     public void AllGather(ReadOnlySpan<double> mine, Span<double> all)
     {
         CheckGather(mine.Length, all.Length);

@@ -50,7 +50,14 @@ public sealed class PromptModel : IDisposable
     /// <summary>The processes a training run and a gradient are split over besides this process's
     /// devices (an MPI job's ranks; <see cref="SingleProcess"/>: this process alone). The model
     /// does not own it: whoever made the group disposes it after the model.</summary>
-    internal IProcessGroup ProcessGroup { get; set; } = new SingleProcess();
+    internal IProcessGroup ProcessGroup
+    {
+        get => processGroup;
+        // Every rank of a group holds the whole model; a pipeline's stages are one worker.
+        set => processGroup = Pipeline is null || value.Size == 1 ? value
+            : throw new TrainingOptionException($"a model split across devices ({Setting.PipelineStages}) does not run over several processes yet; each rank must hold the whole model");
+    }
+    IProcessGroup processGroup = new SingleProcess();
 
     PromptModel(T5Checkpoint checkpoint, T5Tokenizer tokenizer, IReadOnlyList<T5Weights> replicas) =>
         (Checkpoint, Tokenizer, Replicas, Backends) = (checkpoint, tokenizer, replicas, replicas.Select(r => r.Backend).ToList());
@@ -180,6 +187,7 @@ public sealed class PromptModel : IDisposable
                 throw new TrainingOptionException($"{Setting.PipelineStages} lists {openStages.Count} devices: a pipeline needs 2 to {layers}, one stage per device and at least one of the model's {layers} layers ({c.NumLayers} encoder, {c.NumDecoderLayers} decoder) per stage");
             if (microBatches is < 1) throw new ArgumentOutOfRangeException(nameof(microBatches), microBatches, "a pipeline needs at least one micro-batch");
             var backends = new List<Backend>();
+            ModelPipeline? pipeline = null;
             try
             {
                 foreach (var open in openStages)
@@ -189,13 +197,14 @@ public sealed class PromptModel : IDisposable
                     backend.AttentionFusion = attention;
                 }
                 var stored = precision ?? WeightPrecisions.Auto(backends.Select(b => (b as GpuBackend)?.Context.Capabilities));
-                var pipeline = new ModelPipeline(checkpoint, backends, stored, microBatches, ranges);
+                pipeline = new ModelPipeline(checkpoint, backends, stored, microBatches, ranges);
                 for (int s = 0; s < backends.Count; s++) log?.Invoke($"stage {s}: {pipeline.Stages[s].Layers} on {backends[s].Name}");
                 log?.Invoke($"attention: {attention.Name()}; weights: {stored.Name()}; {pipeline.MicroBatches} micro-batches per batch");
                 return new PromptModel(checkpoint, tokenizer, pipeline, backends);
             }
             catch
             {
+                pipeline?.Dispose();
                 foreach (var b in backends) b.Dispose();
                 throw;
             }
@@ -218,6 +227,7 @@ public sealed class PromptModel : IDisposable
     {
         // A set smaller than a batch is one batch of its own size: padding it out would spend
         // the memory and time of examples that are not there.
+        if (examples.Count == 0) return [];
         batchSize = Math.Min(batchSize, examples.Count);
         var order = HostBatch.ShortestFirst(examples.Select(e => e.InputIds.Length).ToList());
         var chunks = order.Chunk(batchSize).ToList();

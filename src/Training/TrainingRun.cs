@@ -151,7 +151,7 @@ public sealed class TrainingRun
         using var scorer = validation is null || !Writes ? null : model.OpenScorer();
         var validate = scorer is null ? null : new Validation(model, scorer, validation!, validationTargets!, Labels, o.BatchSize, o.MaxTargetLength);
         using var trainer = model.CreateTrainer(prompt, o.Optimizer, dropout, o.Seed, o.Activations, optState, step, o.StepOffset);
-        weights.Backend.ResetPeakMemory();
+        foreach (var b in model.Backends) b.ResetPeakMemory();
         var clock = Stopwatch.StartNew();
         int stepsThisRun = 0;
         float[]? bestPrompt = null;
@@ -213,7 +213,7 @@ public sealed class TrainingRun
             SaveAdapter(Directory.Path, bestPrompt ?? (best.Step >= 0 ? PromptFile.Load(Directory.Best, model.DModel, out _) : final), o.ExportNpy);
         }
         return new TrainingResult(trainer.Step, last?.Loss, best.Step, best.Step >= 0 ? best.Metric : null,
-                                  weights.Backend.MemoryUse.Peak, final, stoppedEarly, interrupted);
+                                  model.Backends.Max(b => b.MemoryUse.Peak), final, stoppedEarly, interrupted);
     }
 
     /// <summary>Every rank starts from the same step: a rank that found no checkpoint (or another)
@@ -250,7 +250,7 @@ public sealed class TrainingRun
 /// <param name="FinalLoss">The loss of the last step this run took.</param>
 /// <param name="BestStep">The step of the best validation score; -1 without validation.</param>
 /// <param name="BestMetric">That score: accuracy where there is one, else minus the loss.</param>
-/// <param name="PeakMemoryBytes">The backend's peak memory during the run.</param>
+/// <param name="PeakMemoryBytes">The peak memory during the run of the device that needed the most (of several: data parallel, or a pipeline's stages).</param>
 /// <param name="FinalPrompt">The prompt of the last step (the adapter holds the best).</param>
 /// <param name="StoppedEarly">Validation ran out of <see cref="TrainOptions.Patience"/>.</param>
 /// <param name="Interrupted">The cancellation token (on any process of the run) stopped it; a checkpoint of its last step was written.</param>

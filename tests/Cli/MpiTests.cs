@@ -234,15 +234,19 @@ public sealed class MpiTests : IDisposable
     }
 
     /// <summary>bench --distributed mpi on a tiny model: one worker's share (batch 3 over 2
-    /// workers: 2), the two-rank step times, and the efficiency as their medians' ratio.</summary>
-    [Fact]
-    public void BenchReportsStepTimesAndScalingEfficiency()
+    /// workers: 2; over 4, two devices a rank: 1), the step times (each the slowest rank's), and
+    /// the efficiency as their medians' ratio.</summary>
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    public void BenchReportsStepTimesAndScalingEfficiency(int devicesPerRank)
     {
         var json = dir.File("scaling.json");
+        string[] devices = devicesPerRank == 1 ? ["--device", CliRun.VulkanDevice] : ["--devices", string.Join(',', Enumerable.Repeat(CliRun.VulkanDevice, devicesPerRank))];
         var run = Mpiexec(2, ["bench", "--shape", Path.Combine(TestPaths.Golden, "tiny-v11"), "--batch-size", "3", "--input-length", "16", "--target-length", "8",
-                              "--prompt-length", "4", "--steps", "3", "--warmup", "1", "--device", CliRun.VulkanDevice, "--json", json, "--distributed", "mpi"]);
+                              "--prompt-length", "4", "--steps", "3", "--warmup", "1", .. devices, "--json", json, "--distributed", "mpi"]);
         Assert.True(run.ExitCode == 0, $"mpiexec exited {run.ExitCode}:\n{run.Output}");
-        BenchCommandTests.AssertScalingReport(json, distributed: "mpi", workers: 2, batch: 3, steps: 3);
+        BenchCommandTests.AssertScalingReport(json, distributed: "mpi", workers: 2 * devicesPerRank, batch: 3, steps: 3);
         Assert.Single(Regex.Matches(run.Output, "^scaling efficiency: ", RegexOptions.Multiline));
     }
 

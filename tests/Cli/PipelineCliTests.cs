@@ -146,5 +146,10 @@ public sealed class PipelineCliTests : IDisposable
         Fails(Grad("--pipeline", "cpu,cpu", "--micro-batches", "0"), "--micro-batches must be positive");
         // tiny-v11 has 2 + 2 layers: five stages would leave one empty.
         Fails(Grad("--pipeline", "cpu,cpu,cpu,cpu,cpu"), "--pipeline lists 5 devices: a pipeline needs 2 to 4");
+        // The other placements do not combine with it yet, and --pipeline names every stage's device.
+        Fails(Grad("--pipeline", "cpu,cpu", "--devices", "cpu,cpu"), "--pipeline and --devices do not combine yet");
+        Fails(Grad("--pipeline", "cpu,cpu", "--device", "cpu"), "--device and --pipeline name the devices twice");
+        Fails(CliRun.Of(["train", "--model", model, "--train", data, "--output", dir.File("out"), "--pipeline", "cpu,cpu", "--devices", "cpu,cpu"]),
+              "--pipeline and --devices do not combine yet");
     }
 }

@@ -185,7 +185,7 @@ public sealed class DataParallelTests(GpuFixture f) : GpuTest(f)
     }
 
     /// <summary>The ranks of one in-memory process group, each used by a thread of its own.</summary>
-    sealed class ThreadGroup(int size)
+    internal sealed class ThreadGroup(int size)
     {
         readonly Barrier barrier = new(size);
         readonly object?[] slots = new object?[size];
@@ -210,7 +210,6 @@ public sealed class DataParallelTests(GpuFixture f) : GpuTest(f)
         {
             public int Rank => rank;
             public int Size => group.slots.Length;
-            public void AllGather(ReadOnlySpan<float> mine, Span<float> all) => group.Exchange(rank, mine.ToArray()).SelectMany(p => p).ToArray().CopyTo(all);
             public void AllGather(ReadOnlySpan<double> mine, Span<double> all) => group.Exchange(rank, mine.ToArray()).SelectMany(p => p).ToArray().CopyTo(all);
             public void Broadcast(Span<float> data, int root) => group.Exchange(rank, data.ToArray())[root].CopyTo(data);
             public bool Any(bool mine) => group.Exchange(rank, mine).Any(b => b);

@@ -331,6 +331,10 @@ public sealed class PipelineTests(GpuFixture f, PipelineDevices devices) : GpuTe
         var e = Assert.Throws<TrainingOptionException>(() => model.Generate([new EncodedExample([5, 1], [6, 1])]).ToList());
         Assert.Contains("split across devices", e.Message);
         Assert.Single(model.Score([new EncodedExample([5, 1], [6, 1])]));
+        Assert.Empty(model.Score([]));
+        // Each rank of a process group holds the whole model: a pipeline is refused there.
+        var ranks = Assert.Throws<TrainingOptionException>(() => model.ProcessGroup = DataParallelTests.ThreadGroup.Of(2)[0]);
+        Assert.Contains("several processes", ranks.Message);
         // A stage's weights alone would score with part of the model (training's validation makes a Scorer of them).
         Assert.Throws<NotSupportedException>(() => new Scorer(model.Pipeline!.Stages[0]));
     }

@@ -40,8 +40,10 @@ internal sealed record PipelineArgs(IReadOnlyList<string> Devices, int? MicroBat
     }
 
     /// <summary>The pipeline the options ask for; null without --pipeline.</summary>
-    public static PipelineArgs? Read(ParseResult parse, Option<string?> pipeline, Option<int?> microBatches)
+    public static PipelineArgs? Read(ParseResult parse, Option<string?> pipeline, Option<int?> microBatches, Option<string> device)
     {
+        if (parse.GetValue(pipeline) is not null && parse.GetResult(device) is { Implicit: false })
+            throw new UsageException($"{device.Name} and {pipeline.Name} name the devices twice: {pipeline.Name} lists every stage's device; give it alone");
         int? micro = parse.GetValue(microBatches);
         if (parse.GetValue(pipeline) is not string list)
             return micro is null ? null : throw new UsageException($"{microBatches.Name} cuts the batches of a pipeline: it needs {pipeline.Name}");

@@ -179,7 +179,7 @@ internal static class BenchCommand
         if (run.Validation) notes.Add("the Vulkan validation layer was on (VKPROMPT_VALIDATION=1): these times are not representative");
         Breakdown? breakdown = null;
         if (run.Timings.Count > 0) breakdown = Summarize(run.Timings);
-        else if (s.Profile && s.Devices.Count == 1) notes.Add("the device records no timestamps on its compute queue: no breakdown");
+        else if (s.Profile) notes.Add("the device records no timestamps on its compute queue: no breakdown");
 
         var stats = StepStats.Of(run.StepMs);
         double median = stats.Median;
@@ -371,7 +371,12 @@ internal sealed class BenchReplicas : IDisposable
             var each = r.Contexts.Select(c => WeightPrecisions.Parse(s.Precision, c.Capabilities)).Distinct().ToList();
             r.Precision = each.Count == 1 ? each[0] : WeightPrecision.Fp32;
             log?.Invoke($"weights: {r.Precision.Name()}");
-            foreach (var c in r.Contexts) r.Replicas.Add(new T5Weights(ckpt, new GpuBackend(c) { AttentionFusion = s.Attention }, r.Precision));
+            foreach (var c in r.Contexts)
+            {
+                var backend = new GpuBackend(c) { AttentionFusion = s.Attention };
+                try { r.Replicas.Add(new T5Weights(ckpt, backend, r.Precision)); }
+                catch { backend.Dispose(); throw; }
+            }
             return r;
         }
         catch

@@ -100,10 +100,10 @@ internal static class BenchScaling
         List<double> mine;
         using (var parallel = new DataParallelTrainer(replicas, group, prompt, new AdafactorSettings(), dropout, seed: 0, activations))
             mine = Time(parallel, examples, shape.Batch, s);
-        // A step is as slow as its slowest rank.
-        var all = new double[workers * mine.Count];
+        // A step is as slow as its slowest rank (one list of times per rank, whatever its devices).
+        var all = new double[group.Size * mine.Count];
         group.AllGather(mine.ToArray(), all);
-        var stepMs = Enumerable.Range(0, mine.Count).Select(i => Enumerable.Range(0, workers).Max(r => all[r * mine.Count + i])).ToList();
+        var stepMs = Enumerable.Range(0, mine.Count).Select(i => Enumerable.Range(0, group.Size).Max(r => all[r * mine.Count + i])).ToList();
 
         if (contexts.SelectMany(x => x.Validation.Errors).FirstOrDefault() is { } error)
             throw new InvalidOperationException($"Vulkan validation error(s); the first: {error}");

@@ -33,7 +33,7 @@ internal static class ClassifyCommand
                 : superGlue?.Labels.ToList() ?? throw new UsageException("give --choices, or --task for a SuperGLUE task's labels");
             var examples = superGlue is null ? DataFile.Read(parse.GetValue(data)!, requireTargets: false)
                                              : SuperGlue.Read(parse.GetValue(data)!, superGlue, requireLabels: false);
-            var stages = PipelineArgs.Read(parse, pipeline, microBatches);
+            var stages = PipelineArgs.Read(parse, pipeline, microBatches, device);
             using var s = new ModelSession(parse.GetValue(model)!, [parse.GetValue(device)!], ModelOptions.ReadAttention(parse, attention), ModelOptions.Log(parse), parse.GetValue(precision)!, parse.GetValue(memoryCap),
                                            stages);
             var promptData = parse.GetValue(prompt) is string path ? s.Model.Prompts([s.Model.LoadPrompt(path)]) : null;

@@ -44,7 +44,7 @@ internal static class EvalCommand
             if (unknown >= 0)
                 throw new UsageException($"{dataPath}: example {unknown + 1}: target '{examples[unknown].Target}' is not one of the choices ({string.Join(", ", labels)})");
             var paths = parse.GetValue(prompts)!;
-            var stages = PipelineArgs.Read(parse, pipeline, microBatches);
+            var stages = PipelineArgs.Read(parse, pipeline, microBatches, device);
             PipelineArgs.RefuseWithDataParallel(parse, stages, pipeline, devices);
             using var s = new ModelSession(parse.GetValue(model)!, Cli.ReadDevices(parse, device, devices), ModelOptions.ReadAttention(parse, attention), ModelOptions.Log(parse), parse.GetValue(precision)!, parse.GetValue(memoryCap),
                                            stages);

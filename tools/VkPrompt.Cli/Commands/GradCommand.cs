@@ -32,7 +32,7 @@ internal static class GradCommand
         {
             string outputPath = ModelOptions.OutputFile(output.Name, parse.GetValue(output)!,
                 (model.Name, parse.GetValue(model)), (prompt.Name, parse.GetValue(prompt)), (data.Name, parse.GetValue(data)));
-            var stages = PipelineArgs.Read(parse, pipeline, microBatches);
+            var stages = PipelineArgs.Read(parse, pipeline, microBatches, device);
             var examples = DataFile.Read(parse.GetValue(data)!);
             PipelineArgs.RefuseWithDataParallel(parse, stages, pipeline, devices);
             PipelineArgs.RefuseWithMpi(parse, stages, distributed);

@@ -91,7 +91,7 @@ internal static class PlanCommand
             var settings = new MemoryPlanSettings(config, text.Equals("auto", StringComparison.OrdinalIgnoreCase) ? null : WeightPrecisions.Parse(text, null),
                 ModelOptions.Positive(parse, batch), ModelOptions.Positive(parse, input), ModelOptions.Positive(parse, target), ModelOptions.Positive(parse, promptLength),
                 ModelOptions.ReadAttention(parse, attention), parse.GetValue(recompute) ? ActivationMode.Recompute : ActivationMode.Store, rate);
-            var stages = PipelineArgs.Read(parse, pipeline, microBatches);
+            var stages = PipelineArgs.Read(parse, pipeline, microBatches, device);
             PipelineArgs.RefuseWithDataParallel(parse, stages, pipeline, devices);
             var specs = stages?.Devices ?? Specs(parse, device, devices);
             if (stages is null && specs.Count > settings.BatchSize)

@@ -29,7 +29,7 @@ internal static class ScoreCommand
             string dataPath = parse.GetValue(data)!;
             var examples = DataFile.Read(dataPath);
             int b = ModelOptions.Positive(parse, batch);
-            var stages = PipelineArgs.Read(parse, pipeline, microBatches);
+            var stages = PipelineArgs.Read(parse, pipeline, microBatches, device);
             PipelineArgs.RefuseWithDataParallel(parse, stages, pipeline, devices);
             using var s = new ModelSession(parse.GetValue(model)!, Cli.ReadDevices(parse, device, devices), ModelOptions.ReadAttention(parse, attention), ModelOptions.Log(parse), parse.GetValue(precision)!, parse.GetValue(memoryCap),
                                            stages);

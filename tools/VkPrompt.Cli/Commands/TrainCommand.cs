@@ -38,7 +38,7 @@ internal static class TrainCommand
         using var s = new ModelSession(t.Model, t.Devices, t.Attention, group is null ? ModelOptions.Log(parse) : Distributed.Log(parse, group), t.Precision, t.MemoryCap, t.Pipeline);
         if (group is not null) s.Model.ProcessGroup = group;
         var run = s.Model.Train(train, val, options, t.Output);
-        console.MarkupLineInterpolated($"[bold]VkPrompt train[/]: {train.Count} examples, {string.Join(" + ", s.Model.Backends.Select(b => b.Name))}{(s.Model.Backends.Count > 1 ? " (data parallel)" : "")}, {s.Model.Weights.Precision.Name()} weights; {run.Truncation}");
+        console.MarkupLineInterpolated($"[bold]VkPrompt train[/]: {train.Count} examples, {string.Join(" + ", s.Model.Backends.Select(b => b.Name))}{(s.Model.Pipeline is not null ? " (pipeline)" : s.Model.Backends.Count > 1 ? " (data parallel)" : "")}, {s.Model.Weights.Precision.Name()} weights; {run.Truncation}");
         console.MarkupLineInterpolated($"prompt {run.PromptLength} x {s.Model.DModel}, init {run.Init}, batch {options.BatchSize}, {options.Steps} steps, output {t.Output}");
         // The chart is the CLI's: listed with the run's files, so replacing a run replaces it too,
         // and drawn while the run still holds the directory, also where the loss diverged (it
@@ -101,7 +101,7 @@ internal static class TrainCommand
         if (interrupted)
             console.MarkupLineInterpolated($"[yellow]{(stoppedBy == PosixSignal.SIGTERM ? "terminated" : "interrupted")} at step {result.Steps}[/]: checkpoint saved; continue with --resume");
         if (result.FinalLoss is double loss)
-            console.MarkupLineInterpolated($"final training loss {loss:F4} after {result.Steps} steps; peak device memory {result.PeakMemoryBytes / (1024.0 * 1024.0):F1} MiB");
+            console.MarkupLineInterpolated($"final training loss {loss:F4} after {result.Steps} steps; peak device memory {result.PeakMemoryBytes / (1024.0 * 1024.0):F1} MiB{(s.Model.Backends.Count > 1 ? " (the device that needed the most)" : "")}");
         if (result.StoppedEarly)
             console.MarkupLineInterpolated($"stopped early at step {result.Steps}: {options.Patience} evaluations in a row did not improve on step {result.BestStep} (--patience {options.Patience}); --resume with a larger --patience continues it");
         else if (result.FinalLoss is null && !interrupted)
@@ -193,7 +193,7 @@ internal sealed class TrainArgs
         catch (ArgumentException e) { throw new UsageException(e.Message); }
         if (p.GetValue(patience) < 0) throw new UsageException($"{patience.Name} must be at least 0, got {p.GetValue(patience)}");
         if (p.GetValue(patience) > 0 && p.GetValue(validation) is null) throw new UsageException($"{patience.Name} stops on validation scores: it needs --validation");
-        var stages = PipelineArgs.Read(p, pipeline, microBatches);
+        var stages = PipelineArgs.Read(p, pipeline, microBatches, device);
         PipelineArgs.RefuseWithDataParallel(p, stages, pipeline, devices);
         if (p.GetValue(stepOffset) < 0) throw new UsageException($"{stepOffset.Name} must be at least 0, got {p.GetValue(stepOffset)}");
         var opts = new TrainOptions
