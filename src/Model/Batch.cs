@@ -10,6 +10,16 @@ public sealed record EncodedExample(int[] InputIds, int[] TargetIds);
 /// </summary>
 internal sealed class HostBatch
 {
+    /// <summary>Rows [Start, Start + Count) of <paramref name="rows"/> taken by part
+    /// <paramref name="part"/> of <paramref name="parts"/> (the workers of data parallel, the
+    /// micro-batches of a pipeline): as even as possible, the first rows mod parts parts one more
+    /// each. A part may get none.</summary>
+    public static (int Start, int Count) Share(int rows, int parts, int part)
+    {
+        int each = rows / parts, extra = rows % parts;
+        return (part * each + Math.Min(part, extra), each + (part < extra ? 1 : 0));
+    }
+
     public required BatchShape Shape { get; init; }
     public required int[] InputIds { get; init; }
     public required int[] EncoderMask { get; init; }

@@ -100,15 +100,6 @@ internal sealed class DataParallelGradient : IDisposable
         foreach (var w in workers.Skip(exceptFirst ? 1 : 0)) w.Weights.Backend.Upload(w.Prompt, prompt);
     }
 
-    /// <summary>Rows [Start, Start + Count) of <paramref name="rows"/> taken by worker
-    /// <paramref name="worker"/> of <paramref name="workers"/>: as even as possible, the first
-    /// rows mod workers workers one more each. A worker may get none.</summary>
-    internal static (int Start, int Count) Share(int rows, int workers, int worker)
-    {
-        int each = rows / workers, extra = rows % workers;
-        return (worker * each + Math.Min(worker, extra), each + (worker < extra ? 1 : 0));
-    }
-
     /// <summary>A worker's dropout seed. Masks hash an element's index within the pass, so two
     /// workers given one seed would drop the same units of their first rows; each worker mixes its
     /// index in (worker 0 keeps the one-device seed). Masks therefore differ from one device's:
@@ -139,11 +130,11 @@ internal sealed class DataParallelGradient : IDisposable
         for (int i = 0; i < workers.Count; i++)
         {
             int g = firstWorker + i;
-            var (start, count) = Share(batch.Count, allWorkers, g);
+            var (start, count) = HostBatch.Share(batch.Count, allWorkers, g);
             if (count == 0) continue;   // a worker with no real row has nothing to add
             var w = workers[i];
             var host = HostBatch.Build(batch.Skip(start).Take(count).ToList(), PromptLength,
-                                       batchSize: Share(rows, allWorkers, g).Count, decoderStart: w.Weights.Config.DecoderStartTokenId);
+                                       batchSize: HostBatch.Share(rows, allWorkers, g).Count, decoderStart: w.Weights.Config.DecoderStartTokenId);
             var (pass, run) = w.StepFor(host.Shape, activations, dropout);
             pass.Load(host);
             if (pass.DropoutSeed is not null) w.Weights.Backend.Upload(pass.DropoutSeed, [WorkerDropoutSeed(seed, step, g)]);

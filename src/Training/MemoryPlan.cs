@@ -127,9 +127,8 @@ internal static class MemoryPlan
     }
 
     /// <summary>The examples of a batch of <paramref name="batch"/> each of <paramref name="devices"/>
-    /// devices takes: as even as can be, the first devices one more.</summary>
-    public static int[] Shares(int batch, int devices) =>
-        [.. Enumerable.Range(0, devices).Select(i => batch / devices + (i < batch % devices ? 1 : 0))];
+    /// devices takes, as a run shares them (<see cref="HostBatch.Share"/>).</summary>
+    public static int[] Shares(int batch, int devices) => [.. Enumerable.Range(0, devices).Select(i => HostBatch.Share(batch, devices, i).Count)];
 
     /// <summary>The memory of <paramref name="rows"/> examples of each training batch on
     /// <paramref name="device"/>, which holds the whole model; scoring hands each device whole

@@ -94,9 +94,9 @@ public sealed class DataParallelTests(GpuFixture f) : GpuTest(f)
     [Fact]
     public void SharesSplitRowsEvenlyFirstWorkersTakingOneMore()
     {
-        Assert.Equal([(0, 2), (2, 1)], Enumerable.Range(0, 2).Select(i => DataParallelGradient.Share(3, 2, i)));
-        Assert.Equal([(0, 1), (1, 1), (2, 0)], Enumerable.Range(0, 3).Select(i => DataParallelGradient.Share(2, 3, i)));
-        Assert.Equal([(0, 3), (3, 3), (6, 2), (8, 2)], Enumerable.Range(0, 4).Select(i => DataParallelGradient.Share(10, 4, i)));
+        Assert.Equal([(0, 2), (2, 1)], Enumerable.Range(0, 2).Select(i => HostBatch.Share(3, 2, i)));
+        Assert.Equal([(0, 1), (1, 1), (2, 0)], Enumerable.Range(0, 3).Select(i => HostBatch.Share(2, 3, i)));
+        Assert.Equal([(0, 3), (3, 3), (6, 2), (8, 2)], Enumerable.Range(0, 4).Select(i => HostBatch.Share(10, 4, i)));
     }
 
     /// <summary>tiny-v11 p8's six examples in steps of 3 rows, padded to 4: on two workers (2 + 1
