@@ -79,9 +79,9 @@ public static class WeightPrecisions
         _ => throw new ArgumentException($"unknown weight precision '{text}'; expected one of {string.Join(", ", Names)}", nameof(text)),
     };
 
-    /// <summary>auto for one model across <paramref name="devices"/> (the stages of a pipeline, which
-    /// store their weights alike): what <see cref="Parse"/> picks where every device picks the
-    /// same, else fp32.</summary>
+    /// <summary>auto for one model across <paramref name="devices"/> (the replicas of data
+    /// parallel, the stages of a pipeline, which store their weights alike): what
+    /// <see cref="Parse"/> picks where every device picks the same, else fp32.</summary>
     public static WeightPrecision Auto(IEnumerable<DeviceCapabilities?> devices) =>
         devices.Select(d => Parse("auto", d)).Aggregate((a, b) => a == b ? a : WeightPrecision.Fp32);
 }

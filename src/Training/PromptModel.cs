@@ -130,8 +130,7 @@ public sealed class PromptModel : IDisposable
                     backend.AttentionFusion = attention;
                 }
                 log?.Invoke($"attention: {attention.Name()}");
-                var each = backends.Select(b => precision ?? WeightPrecisions.Parse("auto", (b as GpuBackend)?.Context.Capabilities)).Distinct().ToList();
-                var stored = each.Count == 1 ? each[0] : WeightPrecision.Fp32;
+                var stored = precision ?? WeightPrecisions.Auto(backends.Select(b => (b as GpuBackend)?.Context.Capabilities));
                 log?.Invoke($"weights: {stored.Name()}");
                 foreach (var backend in backends) replicas.Add(new T5Weights(checkpoint, backend, stored));
                 return new PromptModel(checkpoint, tokenizer, replicas);
