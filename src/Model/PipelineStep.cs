@@ -8,7 +8,8 @@ namespace VkPrompt.Model;
 /// batch is cut into micro-batches of consecutive rows, as even as they come (their sizes differ
 /// by one at most; each is padded to the largest, so every stage replays one recording shape);
 /// every stage keeps one <see cref="T5Pass"/> of its layers per micro-batch, recorded once and
-/// replayed while batches keep the shape. Stage s works on micro-batch m while stage s+1 works on
+/// replayed while batches keep the shape, and the passes of a stage share their scratch
+/// (<see cref="PassScratch"/>). Stage s works on micro-batch m while stage s+1 works on
 /// m-1: each stage's queue takes its forwards in order and then its backwards (the last stage
 /// runs each micro-batch's backward right after its forward), and the host submits a stage's
 /// next pass as soon as what it needs has crossed, without waiting for anything else. Activations
@@ -21,6 +22,7 @@ namespace VkPrompt.Model;
 internal sealed class PipelineStep : IDisposable
 {
     readonly (T5Pass Pass, IRecording Forward, IRecording? Backward)[][] work;   // [stage][micro-batch]
+    readonly PassScratch[] scratch;   // [stage]
     readonly int[] rows;   // real rows of each micro-batch
     float[] transfer = [];
 
@@ -42,29 +44,37 @@ internal sealed class PipelineStep : IDisposable
         int m = Math.Min(pipeline.MicroBatches, shape.Batch);
         rows = Enumerable.Range(0, m).Select(i => shape.Batch / m + (i < shape.Batch % m ? 1 : 0)).ToArray();
         MicroShape = shape with { Batch = rows[0] };
-        var built = new List<(T5Pass, IRecording, IRecording?)[]>();
+        var built = new List<(PassScratch Scratch, (T5Pass, IRecording, IRecording?)[] Passes)>();
+        int last = pipeline.Stages.Count - 1;
         try
         {
-            for (int s = 0; s < pipeline.Stages.Count; s++)
+            for (int s = 0; s <= last; s++)
             {
                 var w = pipeline.Stages[s];
                 var be = w.Backend;
                 if (be.TunesMatMul) be.TuneMatMul(T5Pass.Trace(w.Config, MicroShape, mode, dropoutRate, w.Precision, be.FusesAttention, w.Layers));
                 var stagePrompt = s == 0 ? prompt : null;
+                // The last stage runs each micro-batch's backward right after its forward (Schedule),
+                // and a forward alone keeps nothing: there the passes share what a forward keeps too.
+                bool sharesKept = mode == ActivationMode.Inference || s == last;
                 built.Add(WorkMemory.Build(w, $"stage {s} ({w.Layers}) of {m} micro-batches of {MicroShape}", sw =>
-                    Enumerable.Range(0, m).Select(_ =>
+                {
+                    var shared = new PassScratch(sw.Backend, sharesKept);
+                    return (shared, Enumerable.Range(0, m).Select(_ =>
                     {
-                        var pass = new T5Pass(sw, MicroShape, mode, stagePrompt, dropoutRate);
+                        var pass = new T5Pass(sw, MicroShape, mode, stagePrompt, dropoutRate, shared);
                         return (pass, sw.Backend.Record(pass.EmitForward), mode == ActivationMode.Inference ? null : sw.Backend.Record(pass.EmitBackward));
-                    }).ToArray()));
+                    }).ToArray());
+                }));
             }
         }
         catch
         {
-            foreach (var stage in built) Dispose(stage);
+            foreach (var stage in built) Dispose(stage.Scratch, stage.Passes);
             throw;
         }
-        work = built.ToArray();
+        work = built.Select(b => b.Passes).ToArray();
+        scratch = built.Select(b => b.Scratch).ToArray();
     }
 
     /// <summary>Runs <paramref name="host"/> (of <see cref="Shape"/>) through the stages, blocking
@@ -123,7 +133,8 @@ internal sealed class PipelineStep : IDisposable
     /// input has crossed, and returns once all are complete. Each stage's passes go to its queue
     /// in a fixed order (forwards, then backwards; the last stage each backward right after its
     /// forward), so a pass there needs only the pass of the stage before (forward) or after
-    /// (backward) on the same micro-batch; the host waits only when no stage can go on.
+    /// (backward) on the same micro-batch; the host waits only when no stage can go on. The last
+    /// stage's passes share what a forward keeps for its backward, which this order keeps apart.
     /// </summary>
     void Schedule(IReadOnlyList<int> active, bool backward)
     {
@@ -181,7 +192,7 @@ internal sealed class PipelineStep : IDisposable
         }
     }
 
-    static void Dispose((T5Pass Pass, IRecording Forward, IRecording? Backward)[] stage)
+    static void Dispose(PassScratch shared, (T5Pass Pass, IRecording Forward, IRecording? Backward)[] stage)
     {
         foreach (var (pass, forward, backward) in stage)
         {
@@ -189,10 +200,11 @@ internal sealed class PipelineStep : IDisposable
             forward.Dispose();
             pass.Dispose();
         }
+        shared.Dispose();
     }
 
     public void Dispose()
     {
-        foreach (var stage in work) Dispose(stage);
+        for (int s = 0; s < Stages; s++) Dispose(scratch[s], work[s]);
     }
 }

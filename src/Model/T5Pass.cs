@@ -42,6 +42,7 @@ internal sealed class T5Pass : IDisposable
     public Backend Backend => be;
     readonly int inner, d;
     readonly List<Tensor> owned = new();
+    readonly PassScratch? shared;
     readonly LayerRange layers;
     readonly int encFirst, encEnd, decFirst, decEnd;   // the blocks of each stack this pass runs
 
@@ -86,8 +87,17 @@ internal sealed class T5Pass : IDisposable
     int Ld => Shape.TargetLength;
     int B => Shape.Batch;
 
-    public T5Pass(T5Weights weights, BatchShape shape, ActivationMode mode, Tensor? prompts, float dropoutRate = 0f)
+    /// <param name="weights">the weights (of a stage, or all) the pass runs.</param>
+    /// <param name="shape">the batch shape.</param>
+    /// <param name="mode">what the forward keeps for the backward.</param>
+    /// <param name="prompts">the prompts, where the pass embeds the input.</param>
+    /// <param name="dropoutRate">the training dropout rate.</param>
+    /// <param name="shared">where the pass takes the tensors it shares with the other passes of
+    /// a stage (see <see cref="PassScratch"/>); null: it owns every tensor.</param>
+    public T5Pass(T5Weights weights, BatchShape shape, ActivationMode mode, Tensor? prompts, float dropoutRate = 0f, PassScratch? shared = null)
     {
+        if (shared is not null && shared.Backend != weights.Backend) throw new ArgumentException("the shared scratch is on another backend than the weights");
+        this.shared = shared;
         w = weights;
         be = weights.Backend;
         c = weights.Config;
@@ -110,7 +120,7 @@ internal sealed class T5Pass : IDisposable
         Targets = Ints(B * Ld, "targets", hostVisible: true);
         PromptIndex = Ints(B, "prompt_index", hostVisible: true);
         LogProbs = Floats(B * Ld, "logprobs", hostVisible: true);
-        Logits = Floats(layers.HasHead ? (long)B * Ld * c.VocabSize : 0, "logits");
+        Logits = Kept(layers.HasHead ? (long)B * Ld * c.VocabSize : 0, "logits");
 
         var encScores = new AttentionShape(B, c.NumHeads, Le, Le);
         var decScores = new AttentionShape(B, c.NumHeads, Ld, Ld, Causal: true);
@@ -128,10 +138,11 @@ internal sealed class T5Pass : IDisposable
         // then stream[2i+2]; decoder blocks have three sublayers, so 3i..3i+3 (counted from the
         // first block the pass runs).
         int encBlocks = encEnd - encFirst, decBlocks = decEnd - decFirst;
-        encStream = encBlocks == 0 ? [] : Streams("enc", keepStreams ? 2 * encBlocks + 1 : 3, B * Le);
-        decStream = decBlocks == 0 ? [] : Streams("dec", keepStreams ? 3 * decBlocks + 1 : 4, B * Ld);
-        encoderOut = Floats(layers.EndsEncoder || layers.HasDecoderBlocks ? (long)B * Le * d : 0, "encoder_out");
-        decFinal = Floats(layers.HasHead ? (long)B * Ld * d : 0, "decoder_final");
+        encStream = encBlocks == 0 ? [] : Streams("enc", keepStreams ? 2 * encBlocks + 1 : 3, B * Le, keepStreams);
+        decStream = decBlocks == 0 ? [] : Streams("dec", keepStreams ? 3 * decBlocks + 1 : 4, B * Ld, keepStreams);
+        // A recomputed decoder block's cross-attention reads the encoder output again in the backward.
+        encoderOut = Kept(layers.EndsEncoder || layers.HasDecoderBlocks ? (long)B * Le * d : 0, "encoder_out");
+        decFinal = Scratch(layers.HasHead ? (long)B * Ld * d : 0, "decoder_final");
 
         encScratch = encBlocks == 0 ? null : new BlockScratch(this, "enc", B * Le, encSelf, withCross: false);
         decScratch = decBlocks == 0 ? null : new BlockScratch(this, "dec", B * Ld, decSelf, withCross: true);
@@ -147,8 +158,8 @@ internal sealed class T5Pass : IDisposable
             DropoutRate = dropoutRate;
             DropoutSeed = Ints(1, "dropout_seed", hostVisible: true);
             long unfusedScores = Math.Max(UnfusedScores(encSelf), Math.Max(UnfusedScores(decSelf), UnfusedScores(cross)));
-            droppedProbs = unfusedScores > 0 ? Floats(unfusedScores, "dropped_probs") : null;
-            branch = Floats((long)B * Math.Max(Le, Ld) * d, "branch");
+            droppedProbs = unfusedScores > 0 ? Scratch(unfusedScores, "dropped_probs") : null;
+            branch = Scratch((long)B * Math.Max(Le, Ld) * d, "branch");
         }
         if (mode != ActivationMode.Inference)
         {
@@ -206,7 +217,14 @@ internal sealed class T5Pass : IDisposable
 
     Tensor Floats(long n, string name, bool hostVisible = false) { var t = be.Floats(Math.Max(1, n), name, hostVisible); owned.Add(t); return t; }
     Tensor Ints(long n, string name, bool hostVisible = false) { var t = be.Ints(Math.Max(1, n), name, hostVisible); owned.Add(t); return t; }
-    Tensor[] Streams(string prefix, int count, int rows) => Enumerable.Range(0, count).Select(i => Floats((long)rows * d, $"{prefix}_x{i}")).ToArray();
+    /// <summary>A tensor only one recording (the forward's or the backward's) writes and reads,
+    /// whose contents no later recording needs: shared with the stage's other passes where given.</summary>
+    Tensor Scratch(long n, string name) => shared is null ? Floats(n, name) : shared.Floats(Math.Max(1, n), name);
+    /// <summary>A tensor the forward writes and the backward reads: the pass's own, unless the
+    /// passes sharing scratch run no other pass between a forward and its backward.</summary>
+    Tensor Kept(long n, string name) => shared is { HoldsKept: true } ? Scratch(n, name) : Floats(n, name);
+    Tensor[] Streams(string prefix, int count, int rows, bool kept) =>
+        Enumerable.Range(0, count).Select(i => kept ? Kept((long)rows * d, $"{prefix}_x{i}") : Scratch((long)rows * d, $"{prefix}_x{i}")).ToArray();
 
     /// <summary>The host-visible tensors of the boundary before layer <paramref name="layer"/>:
     /// the encoder's stream inside the encoder; the encoder output from its end on, which every
@@ -257,33 +275,37 @@ internal sealed class T5Pass : IDisposable
         {
             var c = p.c;
             long context = (long)rows * p.inner;
-            Tensor Context(bool fused, Tensor? borrowed, string suffix) => (fused ? null : borrowed) ?? p.Floats(context, name + suffix);
-            Norm = transient?.Norm ?? p.Floats((long)rows * p.d, name + ".norm");
-            Q = p.Floats(context, name + ".q");
-            K = p.Floats(context, name + ".k");
-            V = p.Floats(context, name + ".v");
-            (Probs, Lse) = p.AttentionState(self, name);
+            // A stored block keeps these for the backward; otherwise the backward re-runs the
+            // block's forward first (or there is none), and they live within one recording.
+            Func<long, string, Tensor> keep = p.Mode == ActivationMode.Store ? p.Kept : p.Scratch;
+            Tensor Context(bool fused, Tensor? borrowed, string suffix) => fused ? keep(context, name + suffix) : borrowed ?? p.Scratch(context, name + suffix);
+            Norm = transient?.Norm ?? p.Scratch((long)rows * p.d, name + ".norm");
+            Q = keep(context, name + ".q");
+            K = keep(context, name + ".k");
+            V = keep(context, name + ".v");
+            (Probs, Lse) = p.AttentionState(self, name, keep);
             Ctx = Context(self.Fused, transient?.Ctx, ".ctx");
-            FfA = p.Floats((long)rows * c.DFf, name + ".ff_a");
-            FfB = c.IsGatedAct ? p.Floats((long)rows * c.DFf, name + ".ff_b") : FfA;
-            FfH = transient?.FfH ?? p.Floats((long)rows * c.DFf, name + ".ff_h");
+            FfA = keep((long)rows * c.DFf, name + ".ff_a");
+            FfB = c.IsGatedAct ? keep((long)rows * c.DFf, name + ".ff_b") : FfA;
+            FfH = transient?.FfH ?? p.Scratch((long)rows * c.DFf, name + ".ff_h");
             if (withCross)
             {
-                CrossQ = p.Floats((long)rows * p.inner, name + ".xq");
-                CrossK = p.Floats((long)p.B * p.Le * p.inner, name + ".xk");
-                CrossV = p.Floats((long)p.B * p.Le * p.inner, name + ".xv");
-                (CrossProbs, CrossLse) = p.AttentionState(p.cross, name + ".x");
+                CrossQ = keep((long)rows * p.inner, name + ".xq");
+                CrossK = keep((long)p.B * p.Le * p.inner, name + ".xk");
+                CrossV = keep((long)p.B * p.Le * p.inner, name + ".xv");
+                (CrossProbs, CrossLse) = p.AttentionState(p.cross, name + ".x", keep);
                 // The cross-attention may not overwrite a fused self-attention's context.
                 CrossCtx = self.Fused || p.cross.Fused ? Context(p.cross.Fused, transient?.CrossCtx, ".xctx") : Ctx;
             }
         }
     }
 
-    (Tensor? Probs, Tensor? Lse) AttentionState(AttentionSite site, string name) => site.Fused
-        ? (null, Floats((long)B * c.NumHeads * site.QueryLength, name + ".lse"))
-        : (Floats(UnfusedScores(site), name + ".probs"), null);
+    (Tensor? Probs, Tensor? Lse) AttentionState(AttentionSite site, string name, Func<long, string, Tensor> alloc) => site.Fused
+        ? (null, alloc((long)B * c.NumHeads * site.QueryLength, name + ".lse"))
+        : (alloc(UnfusedScores(site), name + ".probs"), null);
 
-    /// <summary>Gradient buffers, shared by all blocks (the backward visits one block at a time).</summary>
+    /// <summary>Gradient buffers, shared by all blocks (the backward visits one block at a time);
+    /// each lives within the backward's recording.</summary>
     sealed class Grads
     {
         public readonly Tensor EncX, DecX, EncOut, H, Ctx, Q, K, V, FfA, FfB, FfH, CrossK, CrossV;
@@ -297,22 +319,22 @@ internal sealed class T5Pass : IDisposable
             var l = p.layers;
             long encRows = l.HasEncoderBlocks ? p.B * p.Le : 0, decRows = l.HasDecoderBlocks ? p.B * p.Ld : 0, maxRows = Math.Max(encRows, decRows);
             long crossRows = l.HasDecoderBlocks ? p.B * p.Le : 0;
-            EncX = p.Floats(encRows * p.d, "d_enc_x");
-            DecX = p.Floats(decRows * p.d, "d_dec_x");
-            EncOut = p.Floats(l.HasDecoderBlocks || l.EndsEncoder ? p.B * p.Le * p.d : 0, "d_encoder_out");
-            H = p.Floats(maxRows * p.d, "d_h");
-            Ctx = p.Floats(maxRows * p.inner, "d_ctx");
-            Q = p.Floats(maxRows * p.inner, "d_q");
-            K = p.Floats(maxRows * p.inner, "d_k");
-            V = p.Floats(maxRows * p.inner, "d_v");
+            EncX = p.Scratch(encRows * p.d, "d_enc_x");
+            DecX = p.Scratch(decRows * p.d, "d_dec_x");
+            EncOut = p.Scratch(l.HasDecoderBlocks || l.EndsEncoder ? p.B * p.Le * p.d : 0, "d_encoder_out");
+            H = p.Scratch(maxRows * p.d, "d_h");
+            Ctx = p.Scratch(maxRows * p.inner, "d_ctx");
+            Q = p.Scratch(maxRows * p.inner, "d_q");
+            K = p.Scratch(maxRows * p.inner, "d_k");
+            V = p.Scratch(maxRows * p.inner, "d_v");
             long selfScores = Math.Max(l.HasEncoderBlocks ? p.UnfusedScores(p.encSelf) : 0, l.HasDecoderBlocks ? p.UnfusedScores(p.decSelf) : 0);
-            Probs = selfScores > 0 ? p.Floats(selfScores, "d_probs") : null;
-            CrossProbs = p.cross.Fused ? null : p.Floats(l.HasDecoderBlocks ? p.UnfusedScores(p.cross) : 0, "d_xprobs");
-            CrossK = p.Floats(crossRows * p.inner, "d_xk");
-            CrossV = p.Floats(crossRows * p.inner, "d_xv");
-            FfA = p.Floats(maxRows * c.DFf, "d_ff_a");
-            FfB = c.IsGatedAct ? p.Floats(maxRows * c.DFf, "d_ff_b") : FfA;
-            FfH = p.Floats(maxRows * c.DFf, "d_ff_h");
+            Probs = selfScores > 0 ? p.Scratch(selfScores, "d_probs") : null;
+            CrossProbs = p.cross.Fused ? null : p.Scratch(l.HasDecoderBlocks ? p.UnfusedScores(p.cross) : 0, "d_xprobs");
+            CrossK = p.Scratch(crossRows * p.inner, "d_xk");
+            CrossV = p.Scratch(crossRows * p.inner, "d_xv");
+            FfA = p.Scratch(maxRows * c.DFf, "d_ff_a");
+            FfB = c.IsGatedAct ? p.Scratch(maxRows * c.DFf, "d_ff_b") : FfA;
+            FfH = p.Scratch(maxRows * c.DFf, "d_ff_h");
         }
     }
 

@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Text.Json;
 using VkPrompt.Model;
 using VkPrompt.Runtime;
@@ -181,6 +182,25 @@ public sealed class PlanCommandTests
             Assert.Contains($"stage {s} on device 0 (NVIDIA H100 80GB HBM3): {stages[s].GetProperty("layers").GetString()}, every example of each batch in 4 micro-batch(es) of up to 8",
                             text, StringComparison.Ordinal);
         Assert.Equal(8, Json([.. args, "--micro-batches", "8"]).GetProperty("microBatches").GetInt32());
+    }
+
+    /// <summary>The micro-batch passes of a stage share one set of scratch and keep apart only
+    /// what each backward needs from its forward: more, smaller micro-batches need less work on
+    /// every stage, training and scoring (with a scratch per pass, a stage's work was a whole
+    /// batch's scratch whatever their number, and grew with it).</summary>
+    [Fact]
+    public void MoreMicroBatchesNeedLessWorkOnEveryStage()
+    {
+        var devices = Path.Combine(TestPaths.RepoRoot, "docs", "results", "h100-2026-11-26c", "devices.json");
+        string[] args = ["plan", "--shape", "t5-xxl", "--precision", "bf16", "--batch-size", "32", "--input-length", "512", "--recompute",
+                         "--attention", "fused", "--pipeline", "0,0,0,0", "--capabilities", devices];
+        List<JsonElement> Stages(int microBatches) => Json([.. args, "--micro-batches", microBatches.ToString(CultureInfo.InvariantCulture)]).GetProperty("devices").EnumerateArray().ToList();
+        var four = Stages(4);
+        var eight = Stages(8);
+        for (int s = 0; s < 4; s++)
+            foreach (var work in new[] { "training", "trainingWithValidation", "scoring" })
+                Assert.True(Bytes(eight[s], work, "workBytes") < Bytes(four[s], work, "workBytes"),
+                            $"stage {s}, {work}: {Bytes(eight[s], work, "workBytes")} bytes in 8 micro-batches, {Bytes(four[s], work, "workBytes")} in 4");
     }
 
     /// <summary>A device without 16-bit storage is planned for, with a note that a run would refuse bf16 there.</summary>

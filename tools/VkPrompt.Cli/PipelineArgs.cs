@@ -20,7 +20,7 @@ internal sealed record PipelineArgs(IReadOnlyList<string> Devices, int? MicroBat
     public static Option<int?> MicroBatchesOption() => new("--micro-batches")
     {
         Description = "With --pipeline: how many micro-batches each batch is cut into (as even as they come; fewer where the batch has fewer examples). " +
-                      "More keep the stages busier and each holds its own activations. Default: one per stage.",
+                      "More keep the stages busier; each keeps its own activations for the backward, while a stage's micro-batches share one scratch, so more need less memory. Default: one per stage.",
     };
 
     /// <summary>Refuses <paramref name="stages"/> beside data parallel over devices

@@ -54,7 +54,8 @@ internal static class PlanCommand
         var pipeline = PipelineArgs.Option();
         pipeline.Description = "Plan the model split across these devices, as train's --pipeline places it: consecutive layers on each, cut so the largest stage's weights " +
                                "are as small as can be; each stage holds its layers' weights (the first also the prompt and Adafactor's state) and, for every " +
-                               "micro-batch, a pass of its layers (activations, scratch, gradients) and the tensors crossing its boundaries; every stage computes every example. " +
+                               "micro-batch, what a pass of its layers keeps for the backward and the tensors crossing its boundaries, beside one micro-batch's scratch and gradients, " +
+                               "which its passes share; every stage computes every example. " +
                                "One table per stage, with its layers. Instead of --device; not with --devices.";
         var microBatches = PipelineArgs.MicroBatchesOption();
         var capabilities = new Option<string?>("--capabilities")
