@@ -42,7 +42,7 @@ internal sealed class PipelineStep : IDisposable
     {
         Shape = shape;
         int m = Math.Min(pipeline.MicroBatches, shape.Batch);
-        rows = Enumerable.Range(0, m).Select(i => shape.Batch / m + (i < shape.Batch % m ? 1 : 0)).ToArray();
+        rows = Enumerable.Range(0, m).Select(i => HostBatch.Share(shape.Batch, m, i).Count).ToArray();
         MicroShape = shape with { Batch = rows[0] };
         var built = new List<(PassScratch Scratch, (T5Pass, IRecording, IRecording?)[] Passes)>();
         int last = pipeline.Stages.Count - 1;

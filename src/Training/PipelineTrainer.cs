@@ -32,10 +32,6 @@ internal sealed class PipelineTrainer : IStepTrainer
     public PipelineTrainer(ModelPipeline pipeline, float[] initialPrompt, AdafactorSettings optimizer, float dropout, int seed,
                            ActivationMode activations = ActivationMode.Store, float[]? optimizerState = null, int step = 0, int stepOffset = 0)
     {
-        optimizer.Validate();
-        if (!(dropout is >= 0 and < 1)) throw new ArgumentOutOfRangeException(nameof(dropout), dropout, "dropout must be in [0, 1)");
-        ArgumentOutOfRangeException.ThrowIfNegative(step);
-        ArgumentOutOfRangeException.ThrowIfNegative(stepOffset);
         this.pipeline = pipeline;
         be = pipeline.Stages[0].Backend;
         this.optimizer = optimizer;
@@ -46,15 +42,12 @@ internal sealed class PipelineTrainer : IStepTrainer
         if (initialPrompt.Length == 0 || initialPrompt.Length % Dim != 0) throw new ArgumentException("prompt size is not a multiple of d_model");
         PromptLength = initialPrompt.Length / Dim;
         Step = step;
-        long stateLength = optimizer.StateLength(PromptLength, Dim);
-        var s = optimizerState ?? new float[stateLength];
-        if (s.Length != stateLength) throw new ArgumentException($"optimizer state has {s.Length} floats, expected {stateLength}");
-        if (optimizerState is null) s[0] = BitConverter.UInt32BitsToSingle((uint)(step + stepOffset));
+        var s = PromptTrainer.StartState(optimizer, dropout, PromptLength, Dim, optimizerState, step, stepOffset);
         (prompt, gradient, state, update, this.step) = be.AllOrNothing(() =>
         {
             var p = be.Floats(initialPrompt.Length, "prompt");
             var g = be.Floats(initialPrompt.Length, "prompt_grad", hostVisible: true);
-            var st = be.Floats(stateLength, "adafactor_state");
+            var st = be.Floats(s.Length, "adafactor_state");
             var u = be.Floats(initialPrompt.Length, "adafactor_update");
             var run = be.Record(() =>
             {
