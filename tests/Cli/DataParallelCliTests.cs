@@ -44,7 +44,7 @@ public sealed class DataParallelCliTests : IDisposable
         return path;
     }
 
-    /// <summary>Score and eval hand whole batches round the devices (score: six examples in
+    /// <summary>Score, eval and classify hand whole batches round the devices (score: six examples in
     /// batches of 2, three batches over two devices; eval: 4 inputs x 4 choices in batches of 3),
     /// so each example is scored as one device scores it: the same bits on devices of one kind.</summary>
     [Fact]
@@ -62,6 +62,12 @@ public sealed class DataParallelCliTests : IDisposable
         var evalOne = Eval("--device", CliRun.VulkanDevice);
         Assert.NotEmpty(evalOne);
         Assert.Equal(evalOne, Eval("--devices", Devices(2)));
+
+        string[] Classify(params string[] devices) => CliRun.Of(["classify", "--model", Model, "--data", labelled,
+            "--prompt", Path.Combine(Case, "prompt0.safetensors"), "--choices", "entailment,not_entailment,True,False", "--batch-size", "3", .. devices]).Succeeded().OutLines;
+        var classifyOne = Classify("--device", CliRun.VulkanDevice);
+        Assert.Equal(5, classifyOne.Length);   // four labels and the accuracy
+        Assert.Equal(classifyOne, Classify("--devices", Devices(2)));
     }
 
     /// <summary>grad splits the file's six examples over four devices (2, 2, 1, 1 rows) and
@@ -134,6 +140,7 @@ public sealed class DataParallelCliTests : IDisposable
     [InlineData("grad")]
     [InlineData("score")]
     [InlineData("eval")]
+    [InlineData("classify")]
     public void DeviceWithDevicesAndEmptyEntriesAreRefused(string command)
     {
         string data = Path.Combine(Case, "data.jsonl"), prompt = Path.Combine(Case, "prompt0.safetensors");
