@@ -54,6 +54,10 @@ internal static class Distributed
         {
             code = Cli.Report(e, parse, parse.InvocationConfiguration.Error, $"rank {group.Rank}: ");
             parse.InvocationConfiguration.Error.Flush();
+            // The abort tears the job down at once, and mpiexec may drop what it has not yet
+            // forwarded of this rank's output: the error line went missing in a loaded test run.
+            // A second for mpiexec to forward it costs nothing to a job that is ending anyway.
+            Thread.Sleep(TimeSpan.FromSeconds(1));
             group.Abort(code);
             return code;
         }
