@@ -123,6 +123,9 @@ internal sealed unsafe class CommandGraph : IDisposable
         var caps = ctx.Capabilities;
         if (groups.X > caps.MaxWorkGroupCountX || groups.Y > caps.MaxWorkGroupCountY || groups.Z > caps.MaxWorkGroupCountZ)
             throw new GpuException($"{kernel.Name}: {groups} workgroups exceed the device limit ({caps.MaxWorkGroupCountX}, {caps.MaxWorkGroupCountY}, {caps.MaxWorkGroupCountZ})");
+        for (int i = 0; i < buffers.Length; i++)
+            if (buffers[i].Storage != ActivationPrecision.Fp32 && (kernel.Layout.HalfBindings >> i & 1) == 0)
+                throw new ArgumentException($"{kernel.Name}: binding {i} is buffer {buffers[i].Name} of {buffers[i].Storage.Name()} activations, which this kernel reads only as fp32");
         foreach (var b in buffers)
             if (b.Bytes > ctx.MaxBindingBytes)
                 throw GpuException.TooLarge($"{kernel.Name}: buffer {b.Name} of {b.Bytes} bytes exceeds the largest buffer a kernel can bind (maxStorageBufferRange {ctx.MaxBindingBytes})");
@@ -161,6 +164,8 @@ internal sealed unsafe class CommandGraph : IDisposable
     public void Copy(GpuBuffer src, GpuBuffer dst, long? bytes = null)
     {
         CheckOpen();
+        if (src.Storage != dst.Storage)
+            throw new ArgumentException($"copy from {src.Name} ({src.Storage.Name()}) to {dst.Name} ({dst.Storage.Name()}): a copy keeps bytes, so both must store their elements alike");
         long n = bytes ?? Math.Min(src.Bytes, dst.Bytes);
         if (n > src.Bytes || n > dst.Bytes) throw new ArgumentOutOfRangeException(nameof(bytes));
         ops.Add(new Op("copy", null, [], default, [src, dst], [Access.Read, Access.Write], CopyBytes: n) { Phase = phasePath });

@@ -70,6 +70,14 @@ public sealed record DevicePlan
     /// kernels a CPU device runs do not change how its threads are scheduled.</summary>
     public double SliceFill => Capabilities.DeviceType == "cpu" ? 0.5 : 1.0;
 
+    /// <summary>How a step keeps its activations where the run does not say (<c>--activations
+    /// auto</c>): bf16 on a GPU with 16-bit storage, which halves what a stored block keeps and
+    /// what its products move and, unlike fp16, cannot overflow in T5 v1.1's feed-forward; fp32
+    /// elsewhere, and on CPU devices, where the widening and narrowing cost more arithmetic than
+    /// the bytes they save (the same rule as <see cref="PlansForGpu"/>).</summary>
+    public ActivationPrecision Activations =>
+        PlansForGpu && ActivationPrecision.Bf16.IsSupported(Capabilities) ? ActivationPrecision.Bf16 : ActivationPrecision.Fp32;
+
     /// <summary>Workgroup size of the row kernels (one workgroup per row):
     /// <see cref="GpuOptions.RowLocalSize"/> where set, else eight subgroups, enough invocations
     /// for rows of a few hundred elements and few enough partials that subgroup 0 folds them in
@@ -321,6 +329,7 @@ public sealed record DevicePlan
             ["adopted"] = Adopted,
             ["plansForGpu"] = PlansForGpu,
             ["sliceFill"] = SliceFill,
+            ["activations"] = Activations.Name(),
             ["matrixUnitsRequested"] = Options.MatrixUnits.ToString().ToLowerInvariant(),
             ["matrixUnits"] = MatrixUnits.ToString().ToLowerInvariant(),
             ["matrixUnitsSubgroupSize"] = MatrixUnits == MatrixUnits.None ? null : MatrixUnitsSubgroupSize,

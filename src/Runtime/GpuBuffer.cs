@@ -21,6 +21,25 @@ internal sealed unsafe class GpuBuffer : IDisposable
     public bool HostVisible => allocation.Block.HostVisible;
     public GpuContext Context => ctx;
 
+    /// <summary>How the buffer's elements are stored where it holds activations
+    /// (<see cref="Activations"/>); fp32 for every other buffer, including weight tables, whose
+    /// halves and bytes <see cref="SplitTensor"/> describes. Kernels choose their load and store
+    /// paths from it, and <see cref="CommandGraph"/> refuses a 16-bit buffer at a binding whose
+    /// kernel does not declare it may read one (<see cref="KernelLayout.HalfBindings"/>).</summary>
+    public ActivationPrecision Storage { get; private init; }
+
+    /// <summary>Elements the buffer holds as <see cref="Storage"/> stores them.</summary>
+    public long StoredElements => Bytes / Storage.ElementBytes();
+
+    /// <summary>A buffer of <paramref name="elements"/> activations stored as
+    /// <paramref name="storage"/> (<see cref="ActivationPrecisions.Bytes"/>).</summary>
+    /// <exception cref="GpuException">16 bits, and the device lacks 16-bit storage.</exception>
+    public static GpuBuffer Activations(GpuContext ctx, long elements, ActivationPrecision storage, string name = "", bool hostVisible = false)
+    {
+        storage.Require(ctx.Capabilities);
+        return new GpuBuffer(ctx, storage.Bytes(Math.Max(1, elements)), name, hostVisible) { Storage = storage };
+    }
+
     public GpuBuffer(GpuContext ctx, long bytes, string name = "", bool hostVisible = false)
     {
         if (bytes <= 0) throw new ArgumentOutOfRangeException(nameof(bytes), "a buffer needs at least one byte");

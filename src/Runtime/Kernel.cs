@@ -6,13 +6,20 @@ namespace VkPrompt.Runtime;
 internal enum Access { Read, Write, ReadWrite }
 
 /// <summary>The interface of a shader: how each binding is accessed (the command graph derives
-/// barriers from it) and how many bytes of push constants it takes.</summary>
+/// barriers from it), how many bytes of push constants it takes, and which bindings may hold
+/// 16-bit activations (<see cref="HalfBindings"/>).</summary>
 internal sealed record KernelLayout(Access[] Bindings, int PushConstantBytes)
 {
-    public bool Equals(KernelLayout? other) =>
-        other is not null && PushConstantBytes == other.PushConstantBytes && Bindings.AsSpan().SequenceEqual(other.Bindings);
+    /// <summary>Bit i set: binding i may be a buffer of 16-bit activations
+    /// (<see cref="GpuBuffer.Storage"/>), which the kernel then reads or writes as such, told by a
+    /// specialization constant; the command graph refuses one anywhere else, since a kernel
+    /// reading halves as floats computes garbage without any error.</summary>
+    public uint HalfBindings { get; init; }
 
-    public override int GetHashCode() => HashCode.Combine(Bindings.Length, PushConstantBytes);
+    public bool Equals(KernelLayout? other) =>
+        other is not null && PushConstantBytes == other.PushConstantBytes && HalfBindings == other.HalfBindings && Bindings.AsSpan().SequenceEqual(other.Bindings);
+
+    public override int GetHashCode() => HashCode.Combine(Bindings.Length, PushConstantBytes, HalfBindings);
 }
 
 /// <summary>

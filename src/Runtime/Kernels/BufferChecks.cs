@@ -5,11 +5,13 @@ namespace VkPrompt.Runtime.Kernels;
 /// corrupts whatever memory follows.</summary>
 static class BufferChecks
 {
-    /// <summary>Requires room for <paramref name="elements"/> 32-bit elements.</summary>
+    /// <summary>Requires room for <paramref name="elements"/> elements of the buffer's
+    /// <see cref="GpuBuffer.Storage"/> (32-bit unless it holds 16-bit activations).</summary>
     public static void Require(string kernel, GpuBuffer buffer, long elements, string what)
     {
-        if (elements * 4 > buffer.Bytes)
-            throw new ArgumentException($"{kernel}: {what} needs {elements} elements ({elements * 4} bytes), buffer {buffer.Name} has {buffer.Bytes} bytes");
+        long bytes = elements * buffer.Storage.ElementBytes();
+        if (bytes > buffer.Bytes)
+            throw new ArgumentException($"{kernel}: {what} needs {elements} elements ({bytes} bytes), buffer {buffer.Name} has {buffer.Bytes} bytes");
     }
 
     public static void NonNegative(string kernel, params ReadOnlySpan<(int Value, string Name)> sizes)
