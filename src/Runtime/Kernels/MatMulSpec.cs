@@ -58,6 +58,16 @@ internal readonly record struct MatMulSpec
     /// <summary>Adds the product to C instead of overwriting it (gradient accumulation, residuals).</summary>
     public bool Accumulate { get; init; }
 
+    /// <summary>How A stores its elements where it is an activation kept in 16 bits
+    /// (<see cref="GpuBuffer.Storage"/>); the backends set the three storages from the tensors a
+    /// product reads and writes, so a product's kernel, tuning and trace know them.</summary>
+    public ActivationPrecision AStorage { get; init; }
+    /// <summary>How an activation B stores its elements (attention's k and v, say). A frozen
+    /// weight B keeps fp32 here: its form is the product's <see cref="WeightPrecision"/>.</summary>
+    public ActivationPrecision BStorage { get; init; }
+    /// <summary>How C stores its elements; the sums stay fp32 and are narrowed as they are stored.</summary>
+    public ActivationPrecision CStorage { get; init; }
+
     /// <summary>
     /// One row-major product C[m,n] = op(A)·op(B). A is stored [m,k], or [k,m] when
     /// <paramref name="transposeA"/>; B is stored [k,n], or [n,k] when <paramref name="transposeB"/>
