@@ -1,4 +1,5 @@
 using VkPrompt.Model.Backends;
+using VkPrompt.Runtime;
 
 namespace VkPrompt.Model;
 
@@ -25,11 +26,12 @@ internal sealed class PassScratch(Backend backend, bool holdsKept) : IDisposable
     public bool HoldsKept => holdsKept;
 
     /// <summary>The tensor named <paramref name="name"/>, made on first asking.</summary>
-    public Tensor Floats(long n, string name)
+    public Tensor Floats(long n, string name, ActivationPrecision storage = ActivationPrecision.Fp32)
     {
         if (tensors.TryGetValue(name, out var t))
-            return t.Length == n ? t : throw new ArgumentException($"scratch tensor {name} has {t.Length} floats, a pass asked for {n}");
-        return tensors[name] = backend.Floats(n, name);
+            return t.Length == n && t.Storage == storage ? t
+                : throw new ArgumentException($"scratch tensor {name} has {t.Length} {t.Storage.Name()} elements, a pass asked for {n} {storage.Name()}");
+        return tensors[name] = backend.Floats(n, name, storage: storage);
     }
 
     public void Dispose()

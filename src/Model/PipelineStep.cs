@@ -52,7 +52,7 @@ internal sealed class PipelineStep : IDisposable
             {
                 var w = pipeline.Stages[s];
                 var be = w.Backend;
-                if (be.TunesMatMul) be.TuneMatMul(T5Pass.Trace(w.Config, MicroShape, mode, dropoutRate, w.Precision, be.FusesAttention, w.Layers));
+                if (be.TunesMatMul) be.TuneMatMul(T5Pass.Trace(w.Config, MicroShape, mode, dropoutRate, w.Precision, be.FusesAttention, w.Layers, be.Activations));
                 var stagePrompt = s == 0 ? prompt : null;
                 // The last stage runs each micro-batch's backward right after its forward (Schedule),
                 // and a forward alone keeps nothing: there the passes share what a forward keeps too.

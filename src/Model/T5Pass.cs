@@ -103,6 +103,7 @@ internal sealed class T5Pass : IDisposable
         c = weights.Config;
         Shape = shape;
         Mode = mode;
+        Activations = be.Activations;
         d = c.DModel;
         inner = c.NumHeads * c.DKv;
         layers = w.Layers;
@@ -181,10 +182,12 @@ internal sealed class T5Pass : IDisposable
     /// <param name="fusesAttention">which attentions run fused on the backend the pass will run on
     /// (its <see cref="Backend.FusesAttention"/>): a fused attention makes no products.</param>
     /// <param name="layers">the layers of a stage; null: all.</param>
+    /// <param name="activations">how the pass stores its block activations (the products' operand storages).</param>
     public static IReadOnlyList<TracedProduct> Trace(T5Config config, BatchShape shape, ActivationMode mode, float dropoutRate, WeightPrecision precision,
-                                                     Func<AttentionShape, bool> fusesAttention, LayerRange? layers = null)
+                                                     Func<AttentionShape, bool> fusesAttention, LayerRange? layers = null,
+                                                     ActivationPrecision activations = ActivationPrecision.Fp32)
     {
-        using var be = new TraceBackend(fusesAttention);
+        using var be = new TraceBackend(fusesAttention) { Activations = activations };
         using var weights = T5Weights.Unloaded(config, be, precision, layers);
         using var prompts = be.Floats((long)shape.NumPrompts * shape.PromptLength * config.DModel, "prompt");
         using var pass = new T5Pass(weights, shape, mode, prompts, dropoutRate);
@@ -215,14 +218,29 @@ internal sealed class T5Pass : IDisposable
         return lp;
     }
 
-    Tensor Floats(long n, string name, bool hostVisible = false) { var t = be.Floats(Math.Max(1, n), name, hostVisible); owned.Add(t); return t; }
+    Tensor Floats(long n, string name, bool hostVisible = false, ActivationPrecision storage = ActivationPrecision.Fp32)
+    {
+        var t = be.Floats(Math.Max(1, n), name, hostVisible, storage);
+        owned.Add(t);
+        return t;
+    }
     Tensor Ints(long n, string name, bool hostVisible = false) { var t = be.Ints(Math.Max(1, n), name, hostVisible); owned.Add(t); return t; }
     /// <summary>A tensor only one recording (the forward's or the backward's) writes and reads,
     /// whose contents no later recording needs: shared with the stage's other passes where given.</summary>
-    Tensor Scratch(long n, string name) => shared is null ? Floats(n, name) : shared.Floats(Math.Max(1, n), name);
+    Tensor Scratch(long n, string name, ActivationPrecision storage = ActivationPrecision.Fp32) =>
+        shared is null ? Floats(n, name, storage: storage) : shared.Floats(Math.Max(1, n), name, storage);
     /// <summary>A tensor the forward writes and the backward reads: the pass's own, unless the
     /// passes sharing scratch run no other pass between a forward and its backward.</summary>
-    Tensor Kept(long n, string name) => shared is { HoldsKept: true } ? Scratch(n, name) : Floats(n, name);
+    Tensor Kept(long n, string name, ActivationPrecision storage = ActivationPrecision.Fp32) =>
+        shared is { HoldsKept: true } ? Scratch(n, name, storage) : Floats(n, name, storage: storage);
+
+    /// <summary>How the block activations are stored (<see cref="Backend.Activations"/>, read
+    /// when the pass is built): the products' normed inputs, q, k, v, the attention contexts and
+    /// the feed-forward's activations. Everything else the pass holds is fp32: the residual
+    /// stream (a bf16 stream loses the small updates each sublayer adds to it: docs/precision.md),
+    /// the encoder and decoder outputs, the scores and probabilities (the softmax's), the logits
+    /// (the loss's) and the gradients.</summary>
+    public ActivationPrecision Activations { get; }
     Tensor[] Streams(string prefix, int count, int rows, bool kept) =>
         Enumerable.Range(0, count).Select(i => kept ? Kept((long)rows * d, $"{prefix}_x{i}") : Scratch((long)rows * d, $"{prefix}_x{i}")).ToArray();
 
@@ -277,23 +295,24 @@ internal sealed class T5Pass : IDisposable
             long context = (long)rows * p.inner;
             // A stored block keeps these for the backward; otherwise the backward re-runs the
             // block's forward first (or there is none), and they live within one recording.
-            Func<long, string, Tensor> keep = p.Mode == ActivationMode.Store ? p.Kept : p.Scratch;
-            Tensor Context(bool fused, Tensor? borrowed, string suffix) => fused ? keep(context, name + suffix) : borrowed ?? p.Scratch(context, name + suffix);
-            Norm = transient?.Norm ?? p.Scratch((long)rows * p.d, name + ".norm");
+            var act = p.Activations;
+            Tensor keep(long n, string tensor) => p.Mode == ActivationMode.Store ? p.Kept(n, tensor, act) : p.Scratch(n, tensor, act);
+            Tensor Context(bool fused, Tensor? borrowed, string suffix) => fused ? keep(context, name + suffix) : borrowed ?? p.Scratch(context, name + suffix, act);
+            Norm = transient?.Norm ?? p.Scratch((long)rows * p.d, name + ".norm", act);
             Q = keep(context, name + ".q");
             K = keep(context, name + ".k");
             V = keep(context, name + ".v");
-            (Probs, Lse) = p.AttentionState(self, name, keep);
+            (Probs, Lse) = p.AttentionState(self, name, p.Mode == ActivationMode.Store ? (n, t) => p.Kept(n, t) : (n, t) => p.Scratch(n, t));
             Ctx = Context(self.Fused, transient?.Ctx, ".ctx");
             FfA = keep((long)rows * c.DFf, name + ".ff_a");
             FfB = c.IsGatedAct ? keep((long)rows * c.DFf, name + ".ff_b") : FfA;
-            FfH = transient?.FfH ?? p.Scratch((long)rows * c.DFf, name + ".ff_h");
+            FfH = transient?.FfH ?? p.Scratch((long)rows * c.DFf, name + ".ff_h", act);
             if (withCross)
             {
                 CrossQ = keep((long)rows * p.inner, name + ".xq");
                 CrossK = keep((long)p.B * p.Le * p.inner, name + ".xk");
                 CrossV = keep((long)p.B * p.Le * p.inner, name + ".xv");
-                (CrossProbs, CrossLse) = p.AttentionState(p.cross, name + ".x", keep);
+                (CrossProbs, CrossLse) = p.AttentionState(p.cross, name + ".x", p.Mode == ActivationMode.Store ? (n, t) => p.Kept(n, t) : (n, t) => p.Scratch(n, t));
                 // The cross-attention may not overwrite a fused self-attention's context.
                 CrossCtx = self.Fused || p.cross.Fused ? Context(p.cross.Fused, transient?.CrossCtx, ".xctx") : Ctx;
             }

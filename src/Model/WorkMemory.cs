@@ -39,7 +39,7 @@ internal static class WorkMemory
     /// fp16 copies its device's matrix-unit products make counted.</summary>
     public static long Bytes<T>(T5Weights weights, Func<T5Weights, T> build)
     {
-        using var be = new TraceBackend(weights.Backend.FusesAttention, plan: (weights.Backend as GpuBackend)?.Context.Plan);
+        using var be = new TraceBackend(weights.Backend.FusesAttention, plan: (weights.Backend as GpuBackend)?.Context.Plan) { Activations = weights.Backend.Activations };
         using var traced = T5Weights.Unloaded(weights.Config, be, weights.Precision, weights.Layers);
         long before = be.BytesAllocated;
         build(traced);

@@ -46,6 +46,15 @@ public static class ActivationPrecisions
         _ => throw new ArgumentException($"unknown activation precision '{text}'; expected one of {string.Join(", ", Names)}", nameof(text)),
     };
 
+    /// <summary>"auto" for a model on several devices, from each device's own choice
+    /// (<see cref="DevicePlan.Activations"/>; fp32 for the CPU backend): the one they all choose,
+    /// else fp32, since every replica and stage must compute the same values.</summary>
+    public static ActivationPrecision Resolve(IEnumerable<ActivationPrecision> choices)
+    {
+        var distinct = choices.Distinct().ToList();
+        return distinct.Count == 1 ? distinct[0] : ActivationPrecision.Fp32;
+    }
+
     /// <summary>Bytes one stored element takes.</summary>
     public static int ElementBytes(this ActivationPrecision p) => p == ActivationPrecision.Fp32 ? 4 : 2;
 

@@ -17,10 +17,13 @@ namespace VkPrompt.Training;
 /// <param name="PromptLength">soft prompt rows.</param>
 /// <param name="Attention">how attention runs; <see cref="AttentionFusion.Auto"/> as each
 /// device's plan decides (unfused where no device is known, the larger).</param>
-/// <param name="Activations">training's activations: stored, or recomputed in the backward.</param>
+/// <param name="Mode">training's activations: stored, or recomputed in the backward.</param>
 /// <param name="Dropout">training's dropout rate; null: the config's.</param>
+/// <param name="Activations">how the block activations are stored; null: auto, as
+/// <see cref="ActivationPrecisions.Resolve"/> resolves it over the devices.</param>
 internal sealed record MemoryPlanSettings(T5Config Config, WeightPrecision? Precision, int BatchSize, int InputLength, int TargetLength, int PromptLength,
-                                          AttentionFusion Attention = AttentionFusion.Auto, ActivationMode Activations = ActivationMode.Store, float? Dropout = null)
+                                          AttentionFusion Attention = AttentionFusion.Auto, ActivationMode Mode = ActivationMode.Store, float? Dropout = null,
+                                          ActivationPrecision? Activations = null)
 {
     /// <summary>The optimizer whose state the plan counts (its state's size depends on
     /// <see cref="AdafactorSettings.MinDimToFactor"/> alone).</summary>
@@ -36,7 +39,7 @@ internal sealed record MemoryPlanSettings(T5Config Config, WeightPrecision? Prec
     {
         if (BatchSize <= 0 || InputLength <= 0 || TargetLength <= 0 || PromptLength <= 0)
             throw new ArgumentException($"batch size, input, target and prompt lengths must be positive, got {BatchSize}, {InputLength}, {TargetLength}, {PromptLength}");
-        if (Activations == ActivationMode.Inference) throw new ArgumentException("a training step stores or recomputes its activations", nameof(Activations));
+        if (Mode == ActivationMode.Inference) throw new ArgumentException("a training step stores or recomputes its activations", nameof(Mode));
         if (Dropout is { } d && !(d is >= 0 and < 1)) throw new ArgumentException($"dropout must be in [0, 1), got {d}", nameof(Dropout));
         var s = Shape(BatchSize);
         long elements = BatchShape.LargestActivation(s.Batch, s.EncoderLength, s.TargetLength, Config);
@@ -141,7 +144,7 @@ internal static class MemoryPlan
             b => T5Weights.Unloaded(settings.Config, b[0], precision),
             (w, prompt) =>
             {
-                var trainer = new PromptTrainer(w, prompt, settings.Optimizer, Dropout(settings), seed: 0, settings.Activations);
+                var trainer = new PromptTrainer(w, prompt, settings.Optimizer, Dropout(settings), seed: 0, settings.Mode);
                 return (trainer, shape => trainer.StepFor(shape));
             },
             (w, shape) =>
@@ -178,7 +181,7 @@ internal static class MemoryPlan
             b => ModelPipeline.Unloaded(c, b, precision, microBatches, ranges),
             (p, prompt) =>
             {
-                var trainer = new PipelineTrainer(p, prompt, settings.Optimizer, Dropout(settings), seed: 0, settings.Activations);
+                var trainer = new PipelineTrainer(p, prompt, settings.Optimizer, Dropout(settings), seed: 0, settings.Mode);
                 return (trainer, shape => trainer.StepFor(shape));
             },
             (p, shape) =>
@@ -247,7 +250,8 @@ internal static class MemoryPlan
         var backends = new List<TraceBackend>();
         try
         {
-            foreach (var d in devices) backends.Add(new TraceBackend(FusesAttention(s.Attention, d), d.TableChunkBytes, d.Plan));
+            var activations = s.Activations ?? ActivationPrecisions.Resolve(devices.Select(d => d.Plan?.Activations ?? ActivationPrecision.Fp32));
+            foreach (var d in devices) backends.Add(new TraceBackend(FusesAttention(s.Attention, d), d.TableChunkBytes, d.Plan) { Activations = activations });
             long[] InUse() => [.. backends.Select(b => b.MemoryUse.Current)];
             using var model = open(backends);
             long[] weights = InUse(), kept = weights;

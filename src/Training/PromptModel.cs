@@ -75,24 +75,28 @@ public sealed class PromptModel : IDisposable
     /// (sums stay fp32). null: bf16 where the device can read 16-bit weights, else fp32.</param>
     /// <param name="attention">Whether attention runs fused; the results agree to rounding.</param>
     /// <param name="log">Where to say what was opened, if anywhere.</param>
+    /// <param name="activations">How the block activations are kept between kernels
+    /// (<see cref="Backend.Activations"/>); null: each device's plan's choice
+    /// (<see cref="DevicePlan.Activations"/>: bf16 on GPUs with 16-bit storage, fp32 on CPU
+    /// devices and the CPU backend), resolved once for a model on several devices.</param>
     public static PromptModel Open(string directory, GpuContext context, WeightPrecision? precision = WeightPrecision.Fp32,
-                                   AttentionFusion attention = AttentionFusion.Auto, Action<string>? log = null) =>
-        Open(directory, () => new GpuBackend(context), precision, attention, log);
+                                   AttentionFusion attention = AttentionFusion.Auto, Action<string>? log = null, ActivationPrecision? activations = null) =>
+        Open(directory, () => new GpuBackend(context), precision, attention, log, activations);
 
     /// <summary>Opens <paramref name="directory"/> on the CPU reference backend (no Vulkan), which
     /// emulates 16-bit weights by rounding them.</summary>
-    /// <inheritdoc cref="Open(string, GpuContext, WeightPrecision?, AttentionFusion, Action{string}?)"/>
+    /// <inheritdoc cref="Open(string, GpuContext, WeightPrecision?, AttentionFusion, Action{string}?, ActivationPrecision?)"/>
     public static PromptModel OpenOnCpu(string directory, WeightPrecision precision = WeightPrecision.Fp32,
-                                        AttentionFusion attention = AttentionFusion.Auto, Action<string>? log = null) =>
-        Open(directory, () => new CpuBackend(), precision, attention, log);
+                                        AttentionFusion attention = AttentionFusion.Auto, Action<string>? log = null, ActivationPrecision? activations = null) =>
+        Open(directory, () => new CpuBackend(), precision, attention, log, activations);
 
     /// <summary>Opens <paramref name="directory"/> on the backend <paramref name="openBackend"/>
     /// makes, which the model then owns. The checkpoint and tokenizer are read first, so a bad
     /// file fails before any device work.</summary>
-    /// <inheritdoc cref="Open(string, GpuContext, WeightPrecision?, AttentionFusion, Action{string}?)"/>
+    /// <inheritdoc cref="Open(string, GpuContext, WeightPrecision?, AttentionFusion, Action{string}?, ActivationPrecision?)"/>
     public static PromptModel Open(string directory, Func<Backend> openBackend, WeightPrecision? precision = WeightPrecision.Fp32,
-                                   AttentionFusion attention = AttentionFusion.Auto, Action<string>? log = null) =>
-        Open(directory, [openBackend], precision, attention, log);
+                                   AttentionFusion attention = AttentionFusion.Auto, Action<string>? log = null, ActivationPrecision? activations = null) =>
+        Open(directory, [openBackend], precision, attention, log, activations);
 
     /// <summary>Opens <paramref name="directory"/> on several Vulkan devices the host owns, the
     /// whole frozen model on each, for data parallel work: training steps, gradients and scoring
@@ -101,19 +105,19 @@ public sealed class PromptModel : IDisposable
     /// contexts are in worker order; the first also runs the optimizer and validation, and what
     /// is not split (<see cref="Generate"/>, <see cref="BeginScore"/>, <see cref="Trainer"/>) runs
     /// on it alone.</summary>
-    /// <inheritdoc cref="Open(string, GpuContext, WeightPrecision?, AttentionFusion, Action{string}?)"/>
+    /// <inheritdoc cref="Open(string, GpuContext, WeightPrecision?, AttentionFusion, Action{string}?, ActivationPrecision?)"/>
     public static PromptModel Open(string directory, IReadOnlyList<GpuContext> contexts, WeightPrecision? precision = WeightPrecision.Fp32,
-                                   AttentionFusion attention = AttentionFusion.Auto, Action<string>? log = null) =>
-        Open(directory, contexts.Select(c => (Func<Backend>)(() => new GpuBackend(c))).ToList(), precision, attention, log);
+                                   AttentionFusion attention = AttentionFusion.Auto, Action<string>? log = null, ActivationPrecision? activations = null) =>
+        Open(directory, contexts.Select(c => (Func<Backend>)(() => new GpuBackend(c))).ToList(), precision, attention, log, activations);
 
     /// <summary>Opens <paramref name="directory"/> on each backend of <paramref name="openBackends"/>
     /// (several: data parallel, as above; they may mix Vulkan devices and the CPU backend), which
     /// the model then owns. The checkpoint and tokenizer are read first, so a bad file fails
     /// before any device work. precision null resolves once for all devices: bf16 only where
     /// every device reads 16-bit weights, since every replica must hold the same values.</summary>
-    /// <inheritdoc cref="Open(string, GpuContext, WeightPrecision?, AttentionFusion, Action{string}?)"/>
+    /// <inheritdoc cref="Open(string, GpuContext, WeightPrecision?, AttentionFusion, Action{string}?, ActivationPrecision?)"/>
     public static PromptModel Open(string directory, IReadOnlyList<Func<Backend>> openBackends, WeightPrecision? precision = WeightPrecision.Fp32,
-                                   AttentionFusion attention = AttentionFusion.Auto, Action<string>? log = null)
+                                   AttentionFusion attention = AttentionFusion.Auto, Action<string>? log = null, ActivationPrecision? activations = null)
     {
         if (openBackends.Count == 0) throw new ArgumentException("a model needs at least one device", nameof(openBackends));
         return Place(directory, log, (checkpoint, tokenizer) =>
@@ -129,7 +133,7 @@ public sealed class PromptModel : IDisposable
                     log?.Invoke($"backend: {backend.Name}");
                     backend.AttentionFusion = attention;
                 }
-                log?.Invoke($"attention: {attention.Name()}");
+                log?.Invoke($"attention: {attention.Name()}; activations: {SetActivations(backends, activations).Name()}");
                 var stored = precision ?? WeightPrecisions.Auto(backends.Select(b => (b as GpuBackend)?.Context.Capabilities));
                 log?.Invoke($"weights: {stored.Name()}");
                 foreach (var backend in backends) replicas.Add(new T5Weights(checkpoint, backend, stored));
@@ -142,6 +146,16 @@ public sealed class PromptModel : IDisposable
                 throw;
             }
         });
+    }
+
+    /// <summary>Sets every backend's <see cref="Backend.Activations"/> to <paramref name="asked"/>,
+    /// or where null to the one their own choices resolve to (<see cref="ActivationPrecisions.Resolve"/>):
+    /// every replica and stage must compute the same values. Returns what was set.</summary>
+    static ActivationPrecision SetActivations(IReadOnlyList<Backend> backends, ActivationPrecision? asked)
+    {
+        var chosen = asked ?? ActivationPrecisions.Resolve(backends.Select(b => b.Activations));
+        foreach (var b in backends) b.Activations = chosen;
+        return chosen;
     }
 
     /// <summary>Reads the checkpoint and tokenizer of <paramref name="directory"/>, so a bad file
@@ -175,9 +189,10 @@ public sealed class PromptModel : IDisposable
     /// <param name="microBatches">micro-batches a batch is cut into; null: one per stage.</param>
     /// <param name="log">Where to say what was opened, if anywhere.</param>
     /// <param name="ranges">each stage's layers; null: balanced by their weights' bytes.</param>
+    /// <param name="activations">how the block activations are stored; null: as <see cref="Open(string, GpuContext, WeightPrecision?, AttentionFusion, Action{string}?, ActivationPrecision?)"/> resolves it.</param>
     internal static PromptModel OpenPipeline(string directory, IReadOnlyList<Func<Backend>> openStages, WeightPrecision? precision = WeightPrecision.Fp32,
                                              AttentionFusion attention = AttentionFusion.Auto, int? microBatches = null, Action<string>? log = null,
-                                             IReadOnlyList<LayerRange>? ranges = null) =>
+                                             IReadOnlyList<LayerRange>? ranges = null, ActivationPrecision? activations = null) =>
         Place(directory, log, (checkpoint, tokenizer) =>
         {
             var c = checkpoint.Config;
@@ -198,7 +213,7 @@ public sealed class PromptModel : IDisposable
                 var stored = precision ?? WeightPrecisions.Auto(backends.Select(b => (b as GpuBackend)?.Context.Capabilities));
                 pipeline = new ModelPipeline(checkpoint, backends, stored, microBatches, ranges);
                 for (int s = 0; s < backends.Count; s++) log?.Invoke($"stage {s}: {pipeline.Stages[s].Layers} on {backends[s].Name}");
-                log?.Invoke($"attention: {attention.Name()}; weights: {stored.Name()}; {pipeline.MicroBatches} micro-batches per batch");
+                log?.Invoke($"attention: {attention.Name()}; activations: {SetActivations(backends, activations).Name()}; weights: {stored.Name()}; {pipeline.MicroBatches} micro-batches per batch");
                 return new PromptModel(checkpoint, tokenizer, pipeline, backends);
             }
             catch

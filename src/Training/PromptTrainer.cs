@@ -147,7 +147,7 @@ public sealed class PromptTrainer : IStepTrainer
         // The step's products as the pass below will emit them, traced before it allocates its
         // activations, so that the tuner's scratch operands come and go while the most memory is
         // free; traced only where a tuner will use them, since shapes change on most steps of real data.
-        if (be.TunesMatMul) be.TuneMatMul(T5Pass.Trace(weights.Config, shape, activations, dropout, weights.Precision, be.FusesAttention));
+        if (be.TunesMatMul) be.TuneMatMul(T5Pass.Trace(weights.Config, shape, activations, dropout, weights.Precision, be.FusesAttention, activations: be.Activations));
         return WorkMemory.Build(weights, $"a training step of {shape}", w =>
         {
             var pass = new T5Pass(w, shape, activations, prompt, dropout);

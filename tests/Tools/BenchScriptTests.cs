@@ -43,7 +43,7 @@ public sealed class BenchScriptTests : IDisposable
         new BenchBatch(32, 512, 8, 100), precision, "fp32", new BenchAttention("auto", "fused", "unfused", "fused"), false, 0.1, 2, 3, true,
         tuned, new StepStats(medianMs, medianMs - 1, medianMs + 2), [medianMs - 1, medianMs, medianMs + 2],
         32 / (medianMs / 1e3), 16640 / (medianMs / 1e3), 16640, 4_392_222_720_000, 4_838_140_674_048, 9_230_363_394_048, 9.23 / (medianMs / 1e3),
-        3L << 30, 4L << 30, 1L << 30, new LossStats(10.4, 10.3), null, []);
+        3L << 30, 4L << 30, 1L << 30, [new("fp32", 3L << 30)], new LossStats(10.4, 10.3), null, []);
 
     /// <summary>The fields of a peer_bench.py report that bench-table.py reads; without
     /// <paramref name="submodules"/>, a report from before peer_bench.py recorded its settings.</summary>

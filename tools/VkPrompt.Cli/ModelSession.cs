@@ -14,24 +14,26 @@ internal sealed class ModelSession : IDisposable
 
     /// <param name="precision">A <c>--precision</c> value: fp32, fp16, bf16, int8 or auto.</param>
     /// <param name="memoryCap">A <c>--memory-cap</c> value (<see cref="GpuOptions.MemoryCapBytes"/>).</param>
-    public ModelSession(string modelDir, string device, AttentionFusion attention, Action<string>? log, string precision = ModelOptions.DefaultPrecision, long? memoryCap = null)
-        : this(modelDir, [device], attention, log, precision, memoryCap) { }
+    /// <param name="activations">An <c>--activations</c> setting (<see cref="ModelOptions.ReadActivations"/>); null: auto.</param>
+    public ModelSession(string modelDir, string device, AttentionFusion attention, Action<string>? log, string precision = ModelOptions.DefaultPrecision, long? memoryCap = null,
+                        ActivationPrecision? activations = null)
+        : this(modelDir, [device], attention, log, precision, memoryCap, activations: activations) { }
 
     /// <param name="devices">Where to compute: one device spec, or several for data parallel
     /// (<see cref="Cli.DevicesOption"/>); each is a context of its own, a spec listed twice two
     /// logical devices on one physical device.</param>
     /// <param name="pipeline">The stages of a model split across devices (<c>--pipeline</c>), which replace <paramref name="devices"/>; null: none.</param>
-    /// <inheritdoc cref="ModelSession(string, string, AttentionFusion, Action{string}?, string, long?)"/>
+    /// <inheritdoc cref="ModelSession(string, string, AttentionFusion, Action{string}?, string, long?, ActivationPrecision?)"/>
     public ModelSession(string modelDir, IReadOnlyList<string> devices, AttentionFusion attention, Action<string>? log, string precision = ModelOptions.DefaultPrecision, long? memoryCap = null,
-                        PipelineArgs? pipeline = null)
+                        PipelineArgs? pipeline = null, ActivationPrecision? activations = null)
     {
         var stored = precision.Equals("auto", StringComparison.OrdinalIgnoreCase) ? (WeightPrecision?)null : WeightPrecisions.Parse(precision, null);
         // The cap is each device's own: every device holds the whole model and its share's work, or its stage.
         var options = EnvironmentSettings.GpuOptions() with { Log = log, MemoryCapBytes = memoryCap };
         Func<Backend> Open(string spec) => () => BackendFactory.Open(spec, options);
         Model = pipeline is null
-            ? PromptModel.Open(modelDir, devices.Select(Open).ToList(), stored, attention, log)
-            : PromptModel.OpenPipeline(modelDir, pipeline.Devices.Select(Open).ToList(), stored, attention, pipeline.MicroBatches, log);
+            ? PromptModel.Open(modelDir, devices.Select(Open).ToList(), stored, attention, log, activations)
+            : PromptModel.OpenPipeline(modelDir, pipeline.Devices.Select(Open).ToList(), stored, attention, pipeline.MicroBatches, log, activations: activations);
     }
 
     public void Dispose()
@@ -103,6 +105,27 @@ internal static class ModelOptions
         string text = parse.GetValue(option)!;
         return AttentionFusions.Parse(text) ?? throw new UsageException(AttentionFusions.Invalid(EnvironmentSettings.AttentionVariable, text));
     }
+
+    public static Option<string> Activations()
+    {
+        var option = new Option<string>("--activations")
+        {
+        HelpName = "fp32|bf16|fp16|auto",
+        Description = "How the activations each transformer block keeps between kernels are stored: its normed input, q, k, v, the attention context and the " +
+                      "feed-forward's activations. bf16 and fp16 halve what a stored block keeps (the memory of a training step's activations) and the bytes " +
+                      "its kernels move; they are widened to fp32 as they are read, so every sum, norm statistic, softmax and the loss stay fp32, and the " +
+                      "residual stream, the encoder and decoder outputs, the logits and all gradients stay fp32 whatever is chosen (docs/precision.md). " +
+                      "bf16 keeps fp32's range; fp16 keeps 3 more bits but ends at 65504, where it saturates, and T5 v1.1's feed-forward activations can exceed that. " +
+                      "Both need 16-bit storage buffers on the device; the cpu device emulates them by rounding. " +
+                      "auto: bf16 on GPUs with 16-bit storage, fp32 on CPU Vulkan devices such as lavapipe and on --device cpu ('vkprompt devices --json' shows each device's choice). Default: auto.",
+        DefaultValueFactory = _ => "auto",
+        };
+        option.AcceptOnlyFromAmong(ActivationPrecisions.Names);
+        return option;
+    }
+
+    /// <summary>The setting an <see cref="Activations"/> option names; null for auto.</summary>
+    public static ActivationPrecision? ReadActivations(ParseResult parse, Option<string> option) => ActivationPrecisions.Parse(parse.GetValue(option)!);
 
     public static Option<string?> Prompt() => new("--prompt", "-p")
     {

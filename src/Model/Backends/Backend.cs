@@ -4,10 +4,13 @@ using VkPrompt.Runtime.Kernels;
 namespace VkPrompt.Model.Backends;
 
 /// <summary>A device buffer of floats or ints owned by a <see cref="Backend"/>.</summary>
-internal abstract class Tensor(string name, long length) : IDisposable
+internal abstract class Tensor(string name, long length, ActivationPrecision storage = ActivationPrecision.Fp32) : IDisposable
 {
     public string Name { get; } = name;
     public long Length { get; } = length;
+    /// <summary>How the tensor stores its elements: 16 bits for the activations a pass keeps so
+    /// (<see cref="Backend.Activations"/>), fp32 for every other float tensor.</summary>
+    public ActivationPrecision Storage { get; } = storage;
     public abstract void Dispose();
     public override string ToString() => $"{Name}[{Length}]";
 }
@@ -113,7 +116,10 @@ public abstract class Backend : IDisposable
     /// <param name="hostVisible">for the small tensors the host writes or reads every step (ids,
     /// masks, per-token log-probabilities): the device reads them in place from mapped memory,
     /// so a step is one submit with no staging copies.</param>
-    internal abstract Tensor Floats(long length, string name, bool hostVisible = false);
+    /// <param name="storage">how the elements are stored: 16 bits for the activations a pass
+    /// keeps so (<see cref="Activations"/>); the ops that read or write such a tensor widen and
+    /// narrow its elements, and the others refuse it.</param>
+    internal abstract Tensor Floats(long length, string name, bool hostVisible = false, ActivationPrecision storage = ActivationPrecision.Fp32);
     internal abstract Tensor Ints(long length, string name, bool hostVisible = false);
 
     /// <summary>A frozen [rows, cols] weight (a Linear layer's [out, in], an embedding, the LM
@@ -186,6 +192,27 @@ public abstract class Backend : IDisposable
     /// measure one phase (a training run after the weights were loaded, say).</summary>
     public abstract void ResetPeakMemory();
 
+    /// <summary>How the passes built on this backend store the activations they keep between ops
+    /// (<see cref="ActivationPrecision"/>; <c>--activations</c>): the normed inputs of the
+    /// products, q, k, v, the attention contexts and the feed-forward activations. The residual
+    /// stream, the encoder and decoder outputs, the logits, the scores and every gradient stay
+    /// fp32. Default: what the device plan chooses (<see cref="DevicePlan.Activations"/>), fp32
+    /// on the CPU backend.</summary>
+    public ActivationPrecision Activations
+    {
+        get => activations ?? DefaultActivations;
+        set => activations = value == ActivationPrecision.Fp32 || SupportsActivations(value) ? value
+            : throw new GpuException($"{value.Name()} activations need 16-bit storage buffers (storageBuffer16BitAccess), which {Name} does not support; use fp32");
+    }
+    ActivationPrecision? activations;
+
+    /// <summary>The <see cref="Activations"/> of a backend that was not told.</summary>
+    private protected virtual ActivationPrecision DefaultActivations => ActivationPrecision.Fp32;
+
+    /// <summary>Whether this backend can keep activations as <paramref name="p"/>; the CPU
+    /// reference and the trace emulate any.</summary>
+    private protected virtual bool SupportsActivations(ActivationPrecision p) => true;
+
     /// <summary>How <see cref="T5Pass"/> runs attention on this backend; passes built afterwards
     /// follow it (PyTorch's choice of scaled-dot-product kernel is likewise a backend setting).
     /// Default <see cref="AttentionFusion.Auto"/>: the backend decides per attention.</summary>
@@ -204,7 +231,14 @@ public abstract class Backend : IDisposable
     /// otherwise (the GPU backend asks its device plan).</summary>
     private protected virtual bool FusesAttentionByDefault(AttentionShape scores) => false;
 
+    /// <summary>C = Alpha·A·B (+ C); the backends set the spec's operand storages
+    /// (<see cref="MatMulSpec.AStorage"/> ...) from the tensors' (<see cref="StoredAs"/>).</summary>
     internal abstract void MatMul(Tensor a, Tensor b, Tensor c, in MatMulSpec s);
+
+    /// <summary><paramref name="s"/> with the storages of the tensors it multiplies; a weight
+    /// table B keeps fp32 there (its precision is the table's).</summary>
+    private protected static MatMulSpec StoredAs(in MatMulSpec s, Tensor a, Tensor b, Tensor c, bool bIsTable) =>
+        s with { AStorage = a.Storage, BStorage = bIsTable ? ActivationPrecision.Fp32 : b.Storage, CStorage = c.Storage };
 
     /// <summary>Called with the trace of a program about to be recorded (<see cref="T5Pass.Trace"/>:
     /// every product it will emit), before the program allocates its tensors: a backend that has

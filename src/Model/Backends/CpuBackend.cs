@@ -19,7 +19,8 @@ public sealed class CpuBackend : Backend
     /// <inheritdoc/>
     public override string Name => "cpu (reference)";
 
-    sealed class CpuTensor(string name, long length, bool isInt, CpuBackend owner, WeightPrecision precision = WeightPrecision.Fp32, int cols = 1) : Tensor(name, length)
+    sealed class CpuTensor(string name, long length, bool isInt, CpuBackend owner, WeightPrecision precision = WeightPrecision.Fp32, int cols = 1,
+                           ActivationPrecision storage = ActivationPrecision.Fp32) : Tensor(name, length, storage)
     {
         public readonly float[] F = isInt ? [] : new float[length];
         public readonly int[] I = isInt ? new int[length] : [];
@@ -28,12 +29,12 @@ public sealed class CpuBackend : Backend
         /// <summary>A table's row length: int8 rounds whole rows, each with its own scale.</summary>
         public readonly int Cols = cols;
 
-        public override void Dispose() => owner.current -= Length * 4;
+        public override void Dispose() => owner.current -= Storage.Bytes(Length);
     }
 
     Tensor Track(CpuTensor t)
     {
-        current += t.Length * 4;
+        current += t.Storage.Bytes(t.Length);
         peak = Math.Max(peak, current);
         return t;
     }
@@ -41,7 +42,16 @@ public sealed class CpuBackend : Backend
     static float[] F(Tensor t) => ((CpuTensor)t).F;
     static int[] I(Tensor t) => ((CpuTensor)t).I;
 
-    internal override Tensor Floats(long length, string name, bool hostVisible = false) => Track(new CpuTensor(name, Fitting(length, name), false, this));
+    internal override Tensor Floats(long length, string name, bool hostVisible = false, ActivationPrecision storage = ActivationPrecision.Fp32) =>
+        Track(new CpuTensor(name, Fitting(length, name), false, this, storage: storage));
+
+    /// <summary>Rounds what an op wrote into <paramref name="t"/> to the tensor's storage, as a
+    /// device's kernel narrows it on store; the values then read back are the stored ones. A
+    /// 16-bit tensor is emulated as floats that hold only what 16 bits can.</summary>
+    static void Stored(Tensor t)
+    {
+        if (t.Storage != ActivationPrecision.Fp32) ActivationPrecisions.Round(F(t), t.Storage);
+    }
     internal override Tensor Ints(long length, string name, bool hostVisible = false) => Track(new CpuTensor(name, Fitting(length, name), true, this));
 
     /// <summary>The reference backend's tensors are .NET arrays: a longer one is work too large for
@@ -75,8 +85,16 @@ public sealed class CpuBackend : Backend
     /// <inheritdoc/>
     public override void ResetPeakMemory() => peak = current;
 
-    internal override void MatMul(Tensor a, Tensor b, Tensor c, in MatMulSpec s) => MatMulReference.Run(F(a), F(b), F(c), s);
-    internal override void RmsNorm(Tensor x, Tensor w, Tensor y, int rows, int dim, float eps) => RmsNormReference.Forward(F(x), F(w), F(y), rows, dim, eps);
+    internal override void MatMul(Tensor a, Tensor b, Tensor c, in MatMulSpec s)
+    {
+        MatMulReference.Run(F(a), F(b), F(c), s);
+        Stored(c);
+    }
+    internal override void RmsNorm(Tensor x, Tensor w, Tensor y, int rows, int dim, float eps)
+    {
+        RmsNormReference.Forward(F(x), F(w), F(y), rows, dim, eps);
+        Stored(y);
+    }
     internal override void RmsNormBackward(Tensor x, Tensor w, Tensor dy, Tensor dx, int rows, int dim, float eps, bool accumulate) =>
         RmsNormReference.Backward(F(x), F(w), F(dy), F(dx), rows, dim, eps, accumulate);
     internal override void AttentionSoftmax(Tensor scores, Tensor? buckets, Tensor? biasWeight, Tensor? keyMask, AttentionShape shape, ProbsDropout<Tensor>? dropout = null) =>
@@ -85,9 +103,12 @@ public sealed class CpuBackend : Backend
     internal override void SoftmaxBackward(Tensor probs, Tensor grad, int rows, int length, ProbsDropout<Tensor>? dropout = null) =>
         SoftmaxBackwardReference.Backward(F(probs), F(grad), rows, length, dropout?.Rate ?? 0f, Seed(dropout?.Seed), dropout?.Stream ?? 0, dropout is { } d ? F(d.Dropped) : null);
     internal override void FusedAttention(Tensor q, Tensor k, Tensor v, Tensor o, Tensor logSumExp, Tensor? buckets, Tensor? biasWeight, Tensor? keyMask,
-                                        FusedAttentionShape shape, float dropoutRate, Tensor? seed, uint stream) =>
+                                        FusedAttentionShape shape, float dropoutRate, Tensor? seed, uint stream)
+    {
         FusedAttentionReference.Forward(F(q), F(k), F(v), F(o), F(logSumExp), buckets is null ? null : I(buckets), biasWeight is null ? null : F(biasWeight),
                                         keyMask is null ? null : I(keyMask), shape, dropoutRate, Seed(seed), stream);
+        Stored(o);
+    }
     internal override void FusedAttentionBackward(Tensor q, Tensor k, Tensor v, Tensor o, Tensor logSumExp, Tensor dO, Tensor dq, Tensor dk, Tensor dv,
                                                 Tensor? buckets, Tensor? biasWeight, Tensor? keyMask, FusedAttentionShape shape, float dropoutRate, Tensor? seed, uint stream) =>
         FusedAttentionReference.Backward(F(q), F(k), F(v), F(o), F(logSumExp), F(dO), F(dq), F(dk), F(dv), buckets is null ? null : I(buckets),
@@ -99,6 +120,7 @@ public sealed class CpuBackend : Backend
     {
         ReluReference.Forward(F(x), F(y), n);
         Drop(F(y), n, dropout);
+        Stored(y);
     }
     internal override void ReluBackward(Tensor x, Tensor dy, Tensor dx, int n, DropoutMask<Tensor>? dropout = null) =>
         ReluReference.Backward(F(x), Dropped(dy, n, dropout), F(dx), n);
@@ -106,6 +128,7 @@ public sealed class CpuBackend : Backend
     {
         GatedActivationReference.Forward(F(a), F(b), F(y), n, activation);
         Drop(F(y), n, dropout);
+        Stored(y);
     }
     internal override void GatedActivationBackward(Tensor a, Tensor b, Tensor dy, Tensor da, Tensor db, int n, GateActivation activation, DropoutMask<Tensor>? dropout = null) =>
         GatedActivationReference.Backward(F(a), F(b), Dropped(dy, n, dropout), F(da), F(db), n, activation);

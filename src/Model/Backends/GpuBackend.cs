@@ -17,7 +17,7 @@ public sealed class GpuBackend(GpuContext ctx, bool ownsContext = false) : Backe
     /// <inheritdoc/>
     public override string Name => $"{ctx.Capabilities.Name} (Vulkan, {ctx.Capabilities.DriverName})";
 
-    sealed class GpuTensor(GpuBuffer buffer, long length) : Tensor(buffer.Name, length)
+    sealed class GpuTensor(GpuBuffer buffer, long length) : Tensor(buffer.Name, length, buffer.Storage)
     {
         public readonly GpuBuffer Buffer = buffer;
         public override void Dispose() => Buffer.Dispose();
@@ -52,7 +52,12 @@ public sealed class GpuBackend(GpuContext ctx, bool ownsContext = false) : Backe
 
     CommandGraph G => recording ?? throw new InvalidOperationException("GPU ops must be called inside Backend.Record");
 
-    internal override Tensor Floats(long length, string name, bool hostVisible = false) => Made(new GpuTensor(new GpuBuffer(ctx, length * 4, name, hostVisible), length));
+    internal override Tensor Floats(long length, string name, bool hostVisible = false, ActivationPrecision storage = ActivationPrecision.Fp32) =>
+        Made(new GpuTensor(GpuBuffer.Activations(ctx, length, storage, name, hostVisible), length));
+
+    /// <summary>The device plan's choice (<see cref="DevicePlan.Activations"/>).</summary>
+    private protected override ActivationPrecision DefaultActivations => ctx.Plan.Activations;
+    private protected override bool SupportsActivations(ActivationPrecision p) => p.IsSupported(ctx.Capabilities);
     internal override Tensor Ints(long length, string name, bool hostVisible = false) => Made(new GpuTensor(new GpuBuffer(ctx, length * 4, name, hostVisible), length));
     internal override Tensor Table(int rows, int cols, string name, WeightPrecision precision = WeightPrecision.Fp32)
     {
@@ -95,8 +100,9 @@ public sealed class GpuBackend(GpuContext ctx, bool ownsContext = false) : Backe
     /// <inheritdoc/>
     public override void ResetPeakMemory() => ctx.Memory.ResetPeak();
 
-    internal override void MatMul(Tensor a, Tensor b, Tensor c, in MatMulSpec s)
+    internal override void MatMul(Tensor a, Tensor b, Tensor c, in MatMulSpec spec)
     {
+        var s = StoredAs(spec, a, b, c, b is GpuTable);
         if (b is not GpuTable { Split: var split })
         {
             MatMulKernel.Run(G, Buf(a), Buf(b), Buf(c), s);
@@ -165,7 +171,7 @@ public sealed class GpuBackend(GpuContext ctx, bool ownsContext = false) : Backe
     static DropoutMask<GpuBuffer>? Buf(DropoutMask<Tensor>? d) => d is { } x ? new(x.Rate, Buf(x.Seed), x.Stream) : null;
     internal override void Add(Tensor x, Tensor y, int n, float alpha = 1f, DropoutMask<Tensor>? dropout = null, Tensor? output = null) =>
         AddKernel.Forward(G, Buf(x), Buf(y), n, alpha, Buf(dropout), output is null ? null : Buf(output));
-    internal override void Copy(Tensor src, Tensor dst) => G.Copy(Buf(src), Buf(dst), Math.Min(src.Length, dst.Length) * 4);
+    internal override void Copy(Tensor src, Tensor dst) => G.Copy(Buf(src), Buf(dst), src.Storage.Bytes(Math.Min(src.Length, dst.Length)));
     internal override void Zero(Tensor t) => G.Fill(Buf(t));
     internal override void Embedding(Tensor table, Tensor ids, Tensor? prompts, Tensor? promptIndex, Tensor output, int batch, int length, int promptLength, int dim) =>
         EmbeddingKernel.Forward(G, ((GpuTable)table).Split, Buf(ids), prompts is null ? null : Buf(prompts), promptIndex is null ? null : Buf(promptIndex), Buf(output), batch, length, promptLength, dim);

@@ -60,7 +60,7 @@ internal class TraceBackend : Backend
 
     private protected override bool FusesAttentionByDefault(AttentionShape scores) => fusesAttention?.Invoke(scores) ?? false;
 
-    sealed class Empty(string name, long length, WeightPrecision? table = null) : Tensor(name, length)
+    sealed class Empty(string name, long length, WeightPrecision? table = null, ActivationPrecision storage = ActivationPrecision.Fp32) : Tensor(name, length, storage)
     {
         public readonly WeightPrecision? Table = table;
         // The buffers it stands for, counted while it lives (Counted); none for a view.
@@ -131,7 +131,8 @@ internal class TraceBackend : Backend
     }
 
     public override string Name => "trace";
-    internal override Tensor Floats(long length, string name, bool hostVisible = false) => Counted(new Empty(name, length), length * sizeof(float));
+    internal override Tensor Floats(long length, string name, bool hostVisible = false, ActivationPrecision storage = ActivationPrecision.Fp32) =>
+        Counted(new Empty(name, length, storage: storage), storage.Bytes(Math.Max(1, length)));
     internal override Tensor Ints(long length, string name, bool hostVisible = false) => Counted(new Empty(name, length), length * sizeof(int));
     /// <summary>A table counted as the device's <see cref="SplitTensor"/> allocates it: its
     /// chunks, and an int8 chunk's scales.</summary>
@@ -184,9 +185,10 @@ internal class TraceBackend : Backend
     }
 
 
-    internal override void MatMul(Tensor a, Tensor b, Tensor c, in MatMulSpec s)
+    internal override void MatMul(Tensor a, Tensor b, Tensor c, in MatMulSpec spec)
     {
         var weight = ((Empty)b).Table;
+        var s = StoredAs(spec, a, b, c, weight is not null);
         CountHalfCopies(s, weight);
         string phase = phases.Count > 0 ? phases[^1] : "";
         // A block re-run inside the backward (Phases.Recompute) is a forward again.

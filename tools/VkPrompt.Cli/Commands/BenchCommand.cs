@@ -48,6 +48,9 @@ internal static class BenchCommand
         var device = Cli.DeviceOption();
         var devices = Cli.DevicesOption();
         var attention = ModelOptions.Attention();
+        var activations = ModelOptions.Activations();
+        activations.Description += " With 16-bit activations a single-device bench also runs one untimed step with fp32 activations after the timed ones, " +
+                                   "and reports the peak device memory of both (memoryByActivations), measured in the same run.";
         var distributed = Distributed.Option();
         distributed.Description += " bench --distributed mpi, like bench --devices with more than one device, times one worker alone on its share of --batch-size, " +
                                    "then every worker on the whole batch, and reports the step times and the scaling efficiency (docs/benchmarks.md), without the per-op breakdown.";
@@ -56,7 +59,7 @@ internal static class BenchCommand
             "step time, examples/s, tokens/s, achieved TFLOP/s, peak device memory, a per-phase and per-op GPU time breakdown and the device's capabilities, " +
             "printed and written as JSON (docs/benchmarks.md). 'vkprompt bench matmul' times each matrix product of the step alone, 'vkprompt bench peak' the matrix units' own rate.")
         {
-            shape, batch, input, target, promptLength, precision, steps, warmup, noProfile, recompute, json, device, devices, attention, distributed,
+            shape, batch, input, target, promptLength, precision, steps, warmup, noProfile, recompute, json, device, devices, attention, activations, distributed,
         };
         cmd.SetAction(parse =>
         {
@@ -71,7 +74,7 @@ internal static class BenchCommand
             var settings = new BenchSettings(name, directory, new BatchShape(b, l, t, p), parse.GetValue(precision)!, n, w, !parse.GetValue(noProfile), parse.GetValue(recompute), devs,
                 ModelOptions.ReadAttention(parse, attention),
                 jsonPath.Length > 0 ? jsonPath : $"vkprompt-bench-{name}-b{b}-in{l}.json",
-                "vkprompt " + string.Join(' ', parse.Tokens.Select(token => token.Value)));
+                "vkprompt " + string.Join(' ', parse.Tokens.Select(token => token.Value)), ModelOptions.ReadActivations(parse, activations));
             if (parse.GetValue(distributed) == Distributed.Mpi)
                 return Distributed.Run(parse, distributed, group => BenchScaling.Run(
                     settings with
@@ -198,31 +201,32 @@ internal static class BenchCommand
             new BenchModel(s.Name, parameters, c.DModel, c.DFf, c.NumHeads, c.DKv, c.NumLayers, c.NumDecoderLayers, c.VocabSize,
                            c.FeedForwardProjName, c.TieWordEmbeddings),
             new BenchBatch(shape.Batch, shape.InputLength, shape.TargetLength, shape.PromptLength),
-            run.Precision.Name(), run.KernelNotes.Any(n => n.Contains("matrix units (")) ? "fp32, fp16 product operands" : "fp32", run.Attention, s.Recompute, c.DropoutRate, s.Warmup, s.Steps, breakdown is not null,
+            run.Precision.Name(), run.Activations.Name() + (run.KernelNotes.Any(n => n.Contains("matrix units (")) ? ", fp16 product operands" : ""), run.Attention, s.Recompute, c.DropoutRate, s.Warmup, s.Steps, breakdown is not null,
             run.TuneMatMul,
             stats, run.StepMs,
             shape.Batch / (median / 1e3), tokens / (median / 1e3), tokens,
             forward, backward, forward + backward, (forward + backward) / (median / 1e3) / 1e12,
-            run.PeakBytes, run.ReservedBytes, run.WeightBytes,
+            run.PeakBytes, run.ReservedBytes, run.WeightBytes, run.MemoryByActivations,
             new LossStats(run.Losses[0], run.Losses[^1]),
             breakdown, notes);
     }
 
-    sealed record StepRun(DeviceCapabilities Capabilities, JsonObject Plan, WeightPrecision Precision, BenchAttention Attention, bool Validation, List<double> StepMs, List<double> Losses,
-                          List<List<DispatchTiming>> Timings, long PeakBytes, long ReservedBytes, long WeightBytes, List<string> KernelNotes, bool TuneMatMul);
+    sealed record StepRun(DeviceCapabilities Capabilities, JsonObject Plan, WeightPrecision Precision, ActivationPrecision Activations, BenchAttention Attention, bool Validation,
+                          List<double> StepMs, List<double> Losses, List<List<DispatchTiming>> Timings, long PeakBytes, long ReservedBytes, long WeightBytes,
+                          List<ActivationMemory> MemoryByActivations, List<string> KernelNotes, bool TuneMatMul);
 
     /// <summary>Loads the weights on a context of their own (profiled or not for its whole life)
     /// and runs the steps.</summary>
     static StepRun RunSteps(T5Checkpoint ckpt, BenchSettings s, List<EncodedExample> examples, Action<string>? log)
     {
         using var devices = BenchReplicas.Open(ckpt, s, profile: s.Profile, log);
-        var (contexts, replicas, precision) = (devices.Contexts, devices.Replicas, devices.Precision);
+        var (contexts, replicas, precision, stored) = (devices.Contexts, devices.Replicas, devices.Precision, devices.Activations);
         var ctx = contexts[0];
         long weightBytes = ctx.Memory.BytesInUse;
         var prompt = SyntheticBatch.Prompt(s.Batch.PromptLength, ckpt.Config.DModel);
         var activations = s.Recompute ? ActivationMode.Recompute : ActivationMode.Store;
         float dropout = (float)ckpt.Config.DropoutRate;
-        using var trainer = new PromptTrainer(replicas[0], prompt, new AdafactorSettings(), dropout, seed: 0, activations);
+        var trainer = new PromptTrainer(replicas[0], prompt, new AdafactorSettings(), dropout, seed: 0, activations);
         for (int i = 0; i < s.Warmup; i++) trainer.TrainStep(examples, s.Batch.Batch);
         var times = new List<double>();
         var losses = new List<double>();
@@ -233,6 +237,20 @@ internal static class BenchCommand
             losses.Add(trainer.TrainStep(examples, s.Batch.Batch));
             times.Add(clock.Elapsed.TotalMilliseconds);
             if (trainer.LastStepTimings.Count > 0) timings.Add(trainer.LastStepTimings.ToList());
+        }
+        trainer.Dispose();
+        var memory = new List<ActivationMemory> { new(stored.Name(), ctx.Memory.PeakBytesInUse) };
+        if (stored != ActivationPrecision.Fp32)
+        {
+            // The saving, measured: the same step once more with fp32 activations on the same
+            // weights, its peak counted from what the weights alone hold.
+            var backend = replicas[0].Backend;
+            backend.Activations = ActivationPrecision.Fp32;
+            ctx.Memory.ResetPeak();
+            using (var fp32 = new PromptTrainer(replicas[0], prompt, new AdafactorSettings(), dropout, seed: 0, activations))
+                fp32.TrainStep(examples, s.Batch.Batch);
+            memory.Add(new(ActivationPrecision.Fp32.Name(), ctx.Memory.PeakBytesInUse));
+            backend.Activations = stored;
         }
         // As in ModelSession: with VKPROMPT_VALIDATION=1 a validation error is a bug, and the command fails.
         var errors = contexts.SelectMany(c => c.Validation.Errors).ToList();
@@ -246,8 +264,8 @@ internal static class BenchCommand
             && FusedAttentionKernel.MatrixUnitsTiling(ctx, ckpt.Config.DKv, backward: true) is { } backward)
             notes.Add($"fused attention ran on the matrix units (fused_attention_coopmat, VKPROMPT_MATRIX_UNITS=all): {forward.Warps} subgroups of 16 rows a workgroup, " +
                       $"blocks of {forward.Block} keys forward and {backward.Block} rows backward");
-        return new StepRun(ctx.Capabilities, ctx.Plan.ToJson(), precision, attention, ctx.Options.Validation, times, losses, timings, ctx.Memory.PeakBytesInUse, ctx.Memory.BytesReserved, weightBytes,
-                           notes, MatMulTuner.Enabled(ctx));
+        return new StepRun(ctx.Capabilities, ctx.Plan.ToJson(), precision, stored, attention, ctx.Options.Validation, times, losses, timings, memory[0].PeakMemoryBytes, ctx.Memory.BytesReserved,
+                           weightBytes, memory, notes, MatMulTuner.Enabled(ctx));
     }
 
     /// <summary>Which product kernels ran and with which tile shapes, so runs that differ only
@@ -328,6 +346,12 @@ internal static class BenchCommand
         console.WriteLine($"weights: {r.Precision}, activations and sums: {r.ActivationPrecision}");
         console.WriteLine($"attention: {r.Attention}");
         console.WriteLine($"device memory: peak {F(r.PeakMemoryBytes / MiB, "F1")} MiB in use (weights {F(r.WeightMemoryBytes / MiB, "F1")} MiB), {F(r.ReservedMemoryBytes / MiB, "F1")} MiB reserved");
+        if (r.MemoryByActivations.Count > 1)
+        {
+            var (used, fp32) = (r.MemoryByActivations[0], r.MemoryByActivations[^1]);
+            console.WriteLine($"activation memory: the step's peak is {F(used.PeakMemoryBytes / MiB, "F1")} MiB with {used.Activations} activations and {F(fp32.PeakMemoryBytes / MiB, "F1")} MiB with {fp32.Activations} " +
+                              $"(one more step, same run): {F(100.0 * (fp32.PeakMemoryBytes - used.PeakMemoryBytes) / fp32.PeakMemoryBytes, "F1")} % less");
+        }
         console.WriteLine($"loss: {F(r.Loss.First, "F4")} first, {F(r.Loss.Last, "F4")} last timed step");
         foreach (var note in r.Notes) console.MarkupLineInterpolated($"[yellow]note[/]: {note}");
         if (r.Breakdown is not { } b) return;
@@ -356,6 +380,8 @@ internal sealed class BenchReplicas : IDisposable
     public List<GpuContext> Contexts { get; } = [];
     public List<T5Weights> Replicas { get; } = [];
     public WeightPrecision Precision { get; private set; }
+    /// <summary>How the replicas' passes store their block activations.</summary>
+    public ActivationPrecision Activations { get; private set; }
 
     /// <param name="profile">Whether the contexts take GPU timestamps (for their whole life).</param>
     public static BenchReplicas Open(T5Checkpoint ckpt, BenchSettings s, bool profile, Action<string>? log)
@@ -371,9 +397,12 @@ internal sealed class BenchReplicas : IDisposable
             var each = r.Contexts.Select(c => WeightPrecisions.Parse(s.Precision, c.Capabilities)).Distinct().ToList();
             r.Precision = each.Count == 1 ? each[0] : WeightPrecision.Fp32;
             log?.Invoke($"weights: {r.Precision.Name()}");
+            // As PromptModel resolves it: the same on every replica.
+            r.Activations = s.Activations ?? ActivationPrecisions.Resolve(r.Contexts.Select(c => c.Plan.Activations));
+            log?.Invoke($"activations: {r.Activations.Name()}");
             foreach (var c in r.Contexts)
             {
-                var backend = new GpuBackend(c) { AttentionFusion = s.Attention };
+                var backend = new GpuBackend(c) { AttentionFusion = s.Attention, Activations = r.Activations };
                 try { r.Replicas.Add(new T5Weights(ckpt, backend, r.Precision)); }
                 catch { backend.Dispose(); throw; }
             }
@@ -397,8 +426,9 @@ internal sealed class BenchReplicas : IDisposable
     }
 }
 
+/// <param name="Activations">--activations; null: auto, resolved over the devices as a run resolves it.</param>
 internal sealed record BenchSettings(string Name, string? Directory, BatchShape Batch, string Precision, int Steps, int Warmup, bool Profile, bool Recompute,
-                                     IReadOnlyList<string> Devices, AttentionFusion Attention, string JsonPath, string CommandLine);
+                                     IReadOnlyList<string> Devices, AttentionFusion Attention, string JsonPath, string CommandLine, ActivationPrecision? Activations = null);
 
 // The report's JSON (camelCase through CliJson): tools/peer/peer_bench.py writes the same fields,
 // and tools/bench-table.py reads both. docs/benchmarks.md describes each one.
@@ -410,10 +440,14 @@ internal sealed record BenchReport(
     bool TuneMatMul, StepStats StepMs, IReadOnlyList<double> StepTimesMs,
     double ExamplesPerSecond, double TokensPerSecond, long TokensPerStep,
     long ForwardFlops, long BackwardFlops, long FlopsPerStep, double Tflops,
-    long PeakMemoryBytes, long ReservedMemoryBytes, long WeightMemoryBytes,
+    long PeakMemoryBytes, long ReservedMemoryBytes, long WeightMemoryBytes, IReadOnlyList<ActivationMemory> MemoryByActivations,
     LossStats Loss, Breakdown? Breakdown, IReadOnlyList<string> Notes);
 
 internal sealed record BenchDevice(string Name, string Driver, string Api);
+
+/// <summary>The peak device memory of the step with its block activations stored as
+/// <paramref name="Activations"/> (fp32, bf16, fp16), the weights included.</summary>
+internal sealed record ActivationMemory(string Activations, long PeakMemoryBytes);
 
 internal sealed record BenchModel(string Shape, long Parameters, int DModel, int DFf, int NumHeads, int DKv, int NumLayers, int NumDecoderLayers,
                                   int VocabSize, string FeedForward, bool TiedEmbeddings);

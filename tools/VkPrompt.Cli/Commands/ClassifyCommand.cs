@@ -21,11 +21,12 @@ internal static class ClassifyCommand
         var memoryCap = Cli.MemoryCapOption();
         var precision = ModelOptions.Precision();
         var attention = ModelOptions.Attention();
+        var activations = ModelOptions.Activations();
         var batch = ModelOptions.BatchSize(8);
         var maxIn = ModelOptions.MaxInputLength();
         var cmd = new Command("classify", "Rank classification: for each input, print the choice whose text the model finds most likely; with targets in the data, also the accuracy.")
         {
-            model, prompt, data, task, choices, device, devices, pipeline, microBatches, memoryCap, precision, attention, batch, maxIn,
+            model, prompt, data, task, choices, device, devices, pipeline, microBatches, memoryCap, precision, attention, activations, batch, maxIn,
         };
         cmd.SetAction(parse =>
         {
@@ -37,7 +38,7 @@ internal static class ClassifyCommand
             var stages = PipelineArgs.Read(parse, pipeline, microBatches, device);
             PipelineArgs.RefuseWithDataParallel(parse, stages, pipeline, devices);
             using var s = new ModelSession(parse.GetValue(model)!, Cli.ReadDevices(parse, device, devices), ModelOptions.ReadAttention(parse, attention), ModelOptions.Log(parse), parse.GetValue(precision)!, parse.GetValue(memoryCap),
-                                           stages);
+                                           stages, ModelOptions.ReadActivations(parse, activations));
             var promptData = parse.GetValue(prompt) is string path ? s.Model.Prompts([s.Model.LoadPrompt(path)]) : null;
             var enc = s.Model.Encoder(ModelOptions.Positive(parse, maxIn), int.MaxValue);
             var inputs = examples.Select(e => enc.Encode(e.Input, "").InputIds).ToList();

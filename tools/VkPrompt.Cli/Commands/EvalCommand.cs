@@ -27,11 +27,12 @@ internal static class EvalCommand
         var memoryCap = Cli.MemoryCapOption();
         var precision = ModelOptions.Precision();
         var attention = ModelOptions.Attention();
+        var activations = ModelOptions.Activations();
         var batch = ModelOptions.BatchSize(16);
         var maxIn = ModelOptions.MaxInputLength();
         var cmd = new Command("eval", "Accuracy of one or more prompts by rank classification (with --task cb also macro-F1, SuperGLUE's metric for CB), and with several prompts the paper's ensemble (majority vote), reported beside the individual scores.")
         {
-            model, prompts, data, task, choices, device, devices, pipeline, microBatches, memoryCap, precision, attention, batch, maxIn,
+            model, prompts, data, task, choices, device, devices, pipeline, microBatches, memoryCap, precision, attention, activations, batch, maxIn,
         };
         cmd.SetAction(parse =>
         {
@@ -47,7 +48,7 @@ internal static class EvalCommand
             var stages = PipelineArgs.Read(parse, pipeline, microBatches, device);
             PipelineArgs.RefuseWithDataParallel(parse, stages, pipeline, devices);
             using var s = new ModelSession(parse.GetValue(model)!, Cli.ReadDevices(parse, device, devices), ModelOptions.ReadAttention(parse, attention), ModelOptions.Log(parse), parse.GetValue(precision)!, parse.GetValue(memoryCap),
-                                           stages);
+                                           stages, ModelOptions.ReadActivations(parse, activations));
             var ensemble = s.Model.Prompts(paths.Select(s.Model.LoadPrompt).ToList());
             var enc = s.Model.Encoder(ModelOptions.Positive(parse, maxIn), int.MaxValue);
             var inputs = examples.Select(e => enc.Encode(e.Input, "").InputIds).ToList();

@@ -22,11 +22,12 @@ internal static class GradCommand
         var memoryCap = Cli.MemoryCapOption();
         var precision = ModelOptions.Precision();
         var attention = ModelOptions.Attention();
+        var activations = ModelOptions.Activations();
         var recompute = new Option<bool>("--recompute") { Description = "Recompute each block's activations in the backward pass instead of storing them (less memory, ~1.3x the time)." };
         var distributed = Distributed.Option();
         var cmd = new Command("grad", "Loss and prompt gradient of the whole file taken as one batch (the mean over every target token of the batch, as docs/numerics.md states). Prints {\"loss\": x}.")
         {
-            model, prompt, data, output, device, devices, pipeline, microBatches, memoryCap, precision, attention, recompute, distributed,
+            model, prompt, data, output, device, devices, pipeline, microBatches, memoryCap, precision, attention, activations, recompute, distributed,
         };
         cmd.SetAction(parse => Distributed.Run(parse, distributed, group =>
         {
@@ -37,7 +38,8 @@ internal static class GradCommand
             PipelineArgs.RefuseWithDataParallel(parse, stages, pipeline, devices);
             PipelineArgs.RefuseWithMpi(parse, stages, distributed);
             using var s = new ModelSession(parse.GetValue(model)!, Distributed.Devices(Cli.ReadDevices(parse, device, devices), group), ModelOptions.ReadAttention(parse, attention),
-                                           Distributed.Log(parse, group), parse.GetValue(precision)!, parse.GetValue(memoryCap), stages);
+                                           Distributed.Log(parse, group), parse.GetValue(precision)!, parse.GetValue(memoryCap), stages,
+                                           ModelOptions.ReadActivations(parse, activations));
             s.Model.ProcessGroup = group;
             var promptData = s.Model.LoadPrompt(parse.GetValue(prompt)!);
             var enc = s.Model.Encoder(int.MaxValue, int.MaxValue);

@@ -42,6 +42,7 @@ internal static class PlanCommand
         };
         var promptLength = new Option<int>("--prompt-length") { Description = "Soft prompt length P, as train's. Default: 100 (the paper's).", DefaultValueFactory = _ => 100 };
         var attention = ModelOptions.Attention();
+        var activations = ModelOptions.Activations();
         var recompute = new Option<bool>("--recompute") { Description = "Plan train's --recompute: block activations recomputed in the backward instead of stored." };
         var dropout = new Option<float?>("--dropout") { Description = "Training's dropout rate, as train's (above 0 a step keeps its dropped branches). Default: the config's dropout_rate." };
         var device = Cli.DeviceOption();
@@ -77,7 +78,7 @@ internal static class PlanCommand
             "With --pipeline, each stage's numbers are its device's; with auto precision the stages store their weights alike (bf16 where every device reads it). " +
             "With --device cpu, or a device that is not here, the plan has no heap to compare with.")
         {
-            model, shape, precision, batch, input, target, promptLength, attention, recompute, dropout, device, devices, pipeline, microBatches, capabilities, memoryCap, json,
+            model, shape, precision, batch, input, target, promptLength, attention, activations, recompute, dropout, device, devices, pipeline, microBatches, capabilities, memoryCap, json,
         };
         cmd.SetAction(parse =>
         {
@@ -91,13 +92,16 @@ internal static class PlanCommand
             if (rate is { } r && !(r is >= 0 and < 1)) throw new UsageException($"--dropout must be in [0, 1), got {r.ToString(CultureInfo.InvariantCulture)}");
             var settings = new MemoryPlanSettings(config, text.Equals("auto", StringComparison.OrdinalIgnoreCase) ? null : WeightPrecisions.Parse(text, null),
                 ModelOptions.Positive(parse, batch), ModelOptions.Positive(parse, input), ModelOptions.Positive(parse, target), ModelOptions.Positive(parse, promptLength),
-                ModelOptions.ReadAttention(parse, attention), parse.GetValue(recompute) ? ActivationMode.Recompute : ActivationMode.Store, rate);
+                ModelOptions.ReadAttention(parse, attention), parse.GetValue(recompute) ? ActivationMode.Recompute : ActivationMode.Store, rate,
+                ModelOptions.ReadActivations(parse, activations));
             var stages = PipelineArgs.Read(parse, pipeline, microBatches, device);
             PipelineArgs.RefuseWithDataParallel(parse, stages, pipeline, devices);
             var specs = stages?.Devices ?? Specs(parse, device, devices);
             if (stages is null && specs.Count > settings.BatchSize)
                 throw new UsageException($"--batch-size {settings.BatchSize} cannot give each of {specs.Count} devices an example");
             var (targets, notes) = Devices(specs, parse.GetValue(capabilities));
+            // auto resolved here as the run resolves it, so the report says what was planned.
+            settings = settings with { Activations = settings.Activations ?? ActivationPrecisions.Resolve(targets.Select(t => t.Plan?.Activations ?? ActivationPrecision.Fp32)) };
             IReadOnlyList<PlannedDevice> plan;
             try { plan = stages is null ? MemoryPlan.DataParallel(settings, targets) : MemoryPlan.Pipeline(settings, targets, stages.MicroBatches); }
             catch (ArgumentException e) { throw new UsageException(e.Message); }
@@ -215,7 +219,8 @@ internal static class PlanCommand
             ["paddedTargetLength"] = shape.TargetLength,
             ["promptLength"] = s.PromptLength,
             ["attention"] = s.Attention.Name(),
-            ["recompute"] = s.Activations == ActivationMode.Recompute,
+            ["recompute"] = s.Mode == ActivationMode.Recompute,
+            ["activations"] = (s.Activations ?? ActivationPrecision.Fp32).Name(),
             ["dropout"] = s.Dropout ?? c.DropoutRate,
             ["placement"] = microBatches is null ? "dataParallel" : "pipeline",
             ["microBatches"] = microBatches,
@@ -232,7 +237,7 @@ internal static class PlanCommand
         var m = r["model"]!;
         console.WriteLine(string.Create(CultureInfo.InvariantCulture,
             $"{m["name"]}: {Parameters((long)m["parameters"]!)} parameters; {S("precision")} weights; batch {S("batchSize")}, input {S("paddedInputLength")} + prompt {S("promptLength")}, " +
-            $"target {S("paddedTargetLength")} tokens; attention {S("attention")}; {((bool)r["recompute"]! ? "recomputed" : "stored")} activations; dropout {S("dropout")}"));
+            $"target {S("paddedTargetLength")} tokens; attention {S("attention")}; {((bool)r["recompute"]! ? "recomputed" : "stored")} {S("activations")} activations; dropout {S("dropout")}"));
         int? micro = (int?)r["microBatches"];
         int stage = 0;
         foreach (var d in r["devices"]!.AsArray())

@@ -17,12 +17,13 @@ internal static class ScoreCommand
         var memoryCap = Cli.MemoryCapOption();
         var precision = ModelOptions.Precision();
         var attention = ModelOptions.Attention();
+        var activations = ModelOptions.Activations();
         var batch = ModelOptions.BatchSize(8);
         var maxIn = ModelOptions.MaxInputLength();
         var maxOut = ModelOptions.MaxTargetLength();
         var cmd = new Command("score", "Print the log-likelihood of each example's target given its input (teacher forcing), one JSON object per line, in input order: {\"index\", \"logprob\" (sum over target tokens, eos included), \"tokens\"}.")
         {
-            model, data, prompt, device, devices, pipeline, microBatches, memoryCap, precision, attention, batch, maxIn, maxOut,
+            model, data, prompt, device, devices, pipeline, microBatches, memoryCap, precision, attention, activations, batch, maxIn, maxOut,
         };
         cmd.SetAction(parse =>
         {
@@ -32,7 +33,7 @@ internal static class ScoreCommand
             var stages = PipelineArgs.Read(parse, pipeline, microBatches, device);
             PipelineArgs.RefuseWithDataParallel(parse, stages, pipeline, devices);
             using var s = new ModelSession(parse.GetValue(model)!, Cli.ReadDevices(parse, device, devices), ModelOptions.ReadAttention(parse, attention), ModelOptions.Log(parse), parse.GetValue(precision)!, parse.GetValue(memoryCap),
-                                           stages);
+                                           stages, ModelOptions.ReadActivations(parse, activations));
             var enc = s.Model.Encoder(ModelOptions.Positive(parse, maxIn), ModelOptions.Positive(parse, maxOut));
             var encoded = examples.Select(enc.Encode).ToList();
             var (prompts, promptIndex) = PromptArg.ForExamples(parse.GetValue(prompt)!, examples, dataPath, s.Model);

@@ -35,7 +35,7 @@ internal static class TrainCommand
         List<Example> train = superGlue is null ? DataFile.Read(t.TrainFile) : SuperGlue.Read(t.TrainFile, superGlue);
         List<Example>? val = t.ValidationFile is null ? null : superGlue is null ? DataFile.Read(t.ValidationFile) : SuperGlue.Read(t.ValidationFile, superGlue);
         var options = t.Options with { Choices = t.Options.Choices ?? superGlue?.Labels };
-        using var s = new ModelSession(t.Model, t.Devices, t.Attention, group is null ? ModelOptions.Log(parse) : Distributed.Log(parse, group), t.Precision, t.MemoryCap, t.Pipeline);
+        using var s = new ModelSession(t.Model, t.Devices, t.Attention, group is null ? ModelOptions.Log(parse) : Distributed.Log(parse, group), t.Precision, t.MemoryCap, t.Pipeline, t.Activations);
         if (group is not null) s.Model.ProcessGroup = group;
         var run = s.Model.Train(train, val, options, t.Output);
         console.MarkupLineInterpolated($"[bold]VkPrompt train[/]: {train.Count} examples, {string.Join(" + ", s.Model.Backends.Select(b => b.Name))}{(s.Model.Pipeline is not null ? " (pipeline)" : s.Model.Backends.Count > 1 ? " (data parallel)" : "")}, {s.Model.Weights.Precision.Name()} weights; {run.Truncation}");
@@ -117,7 +117,8 @@ internal static class TrainCommand
 }
 
 internal sealed record TrainSettings(string Model, string TrainFile, string? ValidationFile, string Output, IReadOnlyList<string> Devices, AttentionFusion Attention, string? Task,
-                                     TrainOptions Options, string Precision = ModelOptions.DefaultPrecision, long? MemoryCap = null, PipelineArgs? Pipeline = null);
+                                     TrainOptions Options, string Precision = ModelOptions.DefaultPrecision, long? MemoryCap = null, PipelineArgs? Pipeline = null,
+                                     ActivationPrecision? Activations = null);
 
 /// <summary>The options of <c>vkprompt train</c>, kept together so demo can reuse the parsing.</summary>
 internal sealed class TrainArgs
@@ -133,6 +134,7 @@ internal sealed class TrainArgs
     readonly Option<long?> memoryCap = Cli.MemoryCapOption();
     readonly Option<string> precision = ModelOptions.Precision();
     readonly Option<string> attention = ModelOptions.Attention();
+    readonly Option<string> activations = ModelOptions.Activations();
     readonly Option<int> promptLength = new("--prompt-length") { Description = "Soft prompt length P. Default: the checkpoint's with --resume, else the length of an --init file:PATH prompt, else 100 (the paper's).", DefaultValueFactory = _ => 100 };
     readonly Option<int> steps = new("--steps") { Description = "Optimizer steps. Default: 30000 (the paper's).", DefaultValueFactory = _ => 30_000 };
     readonly Option<int> batch = ModelOptions.BatchSize(32);
@@ -161,7 +163,7 @@ internal sealed class TrainArgs
 
     public void AddTo(Command c)
     {
-        foreach (var o in new Option[] { model, train, validation, output, device, devices, pipeline, microBatches, memoryCap, precision, attention, promptLength, steps, batch, seed, noShuffle, dropout, maxIn, maxOut,
+        foreach (var o in new Option[] { model, train, validation, output, device, devices, pipeline, microBatches, memoryCap, precision, attention, activations, promptLength, steps, batch, seed, noShuffle, dropout, maxIn, maxOut,
                                          evalEvery, patience, saveEvery, resume, overwrite, task, choices, init, lr, weightDecay, decayRate, clip, eps1, minDim, stepOffset, exportNpy, recompute })
             c.Options.Add(o);
     }
@@ -221,6 +223,6 @@ internal sealed class TrainArgs
         // Before the model loads, which can take minutes.
         if (checkOutput) new TrainingDirectory(p.GetValue(output)!).Check(opts);
         return new TrainSettings(p.GetValue(model)!, p.GetValue(train)!, p.GetValue(validation), p.GetValue(output)!, Cli.ReadDevices(p, device, devices), ModelOptions.ReadAttention(p, attention),
-                                 p.GetValue(task), opts, p.GetValue(precision)!, p.GetValue(memoryCap), stages);
+                                 p.GetValue(task), opts, p.GetValue(precision)!, p.GetValue(memoryCap), stages, ModelOptions.ReadActivations(p, activations));
     }
 }
