@@ -237,7 +237,7 @@ internal sealed class T5Pass : IDisposable
     /// <summary>How the block activations are stored (<see cref="Backend.Activations"/>, read
     /// when the pass is built): the products' normed inputs, q, k, v, the attention contexts and
     /// the feed-forward's activations. Everything else the pass holds is fp32: the residual
-    /// stream (a bf16 stream loses the small updates each sublayer adds to it: docs/precision.md),
+    /// stream (a bf16 stream loses the small updates each sublayer adds to it: docs/numerics.md),
     /// the encoder and decoder outputs, the scores and probabilities (the softmax's), the logits
     /// (the loss's) and the gradients.</summary>
     public ActivationPrecision Activations { get; }

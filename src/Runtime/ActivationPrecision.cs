@@ -5,7 +5,7 @@ namespace VkPrompt.Runtime;
 /// context, the feed-forward's pre-activations and hidden output) are stored on the device. The
 /// kernels that read them widen each element to fp32 as they load it, and every sum, norm
 /// statistic, softmax and the loss stay fp32; the residual stream, the encoder and decoder
-/// outputs, the logits and every gradient stay fp32 whatever is chosen (docs/precision.md says
+/// outputs, the logits and every gradient stay fp32 whatever is chosen (docs/numerics.md, "Activations in 16 bits", says
 /// why, from the golden error). Halving the stored bytes halves the memory a stored block keeps
 /// and the bytes each product moves.
 /// </summary>

@@ -44,6 +44,9 @@ internal sealed record GoldenCase(T5Checkpoint Ckpt, T5Tokenizer Tokenizer, List
         bool fused = name.EndsWith("-fused", StringComparison.Ordinal);
         Backend be = name.StartsWith("cpu", StringComparison.Ordinal) ? new CpuBackend() : new GpuBackend(context(fused ? name[..^"-fused".Length] : name));
         be.AttentionFusion = fused ? AttentionFusion.Fused : AttentionFusion.Unfused;
+        // The golden tolerances are fp32 activations'; a GPU's plan would choose bf16
+        // (ActivationPrecisionTests hold those to theirs).
+        be.Activations = ActivationPrecision.Fp32;
         return be;
     }
 

@@ -141,6 +141,23 @@ public sealed class DevicePlanTests
         Assert.Equal(after, b.GetValueOrDefault(path));
     }
 
+    /// <summary>--activations auto: bf16 on a GPU with 16-bit storage (the H100), fp32 on one
+    /// without it and on CPU devices (lavapipe has 16-bit storage, but its plan keeps fp32), and
+    /// the plan prints the choice.</summary>
+    [Fact]
+    public void ActivationsAreBf16OnGpusWithSixteenBitStorage()
+    {
+        var options = new GpuOptions();
+        var h100 = DevicePlan.For(H100, options);
+        Assert.Equal(ActivationPrecision.Bf16, h100.Activations);
+        Assert.Equal("bf16", Leaves(h100.ToJson())["activations"]);
+        Assert.Equal(ActivationPrecision.Fp32, DevicePlan.For(H100 with { StorageBuffer16Bit = false }, options).Activations);
+        Assert.Equal(ActivationPrecision.Fp32, DevicePlan.For(H100 with { DeviceType = "cpu" }, options).Activations);
+        Assert.Equal(ActivationPrecision.Bf16, DevicePlan.For(H100 with { DeviceType = "cpu" }, options with { PlanForGpu = true }).Activations);
+        Assert.Equal(ActivationPrecision.Fp32, ActivationPrecisions.Resolve([ActivationPrecision.Bf16, ActivationPrecision.Fp32]));
+        Assert.Equal(ActivationPrecision.Bf16, ActivationPrecisions.Resolve([ActivationPrecision.Bf16, ActivationPrecision.Bf16]));
+    }
+
     /// <summary>The pool keeps within the heaps' budgets where the device has VK_EXT_memory_budget
     /// and it is enabled: always on a device the context creates (which enables it), on a lent
     /// device only where the host says it enabled it; the plan prints the margin then. A cap that

@@ -72,16 +72,41 @@ public sealed class MemoryPlanTests(GpuFixture f) : GpuTest(f)
         Assert.True(plan.Scoring.Peak > withoutCopies.Scoring.Peak);
     }
 
-    (MemoryPlanSettings, PlannedDevice) PlanIsMeasured(GpuContext ctx, string model, WeightPrecision precision, AttentionFusion attention, ActivationMode activations)
+    public static TheoryData<string, ActivationPrecision, AttentionFusion, ActivationMode> SixteenBitCases()
+    {
+        var data = new TheoryData<string, ActivationPrecision, AttentionFusion, ActivationMode>();
+        foreach (var model in new[] { "tiny-v11", "random" })
+            foreach (var storage in new[] { ActivationPrecision.Bf16, ActivationPrecision.Fp16 })
+                foreach (var attention in new[] { AttentionFusion.Fused, AttentionFusion.Unfused })
+                    foreach (var mode in new[] { ActivationMode.Store, ActivationMode.Recompute })
+                        data.Add(model, storage, attention, mode);
+        return data;
+    }
+
+    /// <summary>Block activations kept in 16 bits (--activations bf16|fp16) are planned to the
+    /// byte too, and the plan is smaller than fp32's by what they save.</summary>
+    [Theory]
+    [MemberData(nameof(SixteenBitCases))]
+    public void ThePlanCountsSixteenBitActivations(string model, ActivationPrecision storage, AttentionFusion attention, ActivationMode mode)
+    {
+        var (settings, plan) = PlanIsMeasured(Ctx, model, WeightPrecision.Fp32, attention, mode, storage);
+        var fp32 = MemoryPlan.ForDevice(settings with { Activations = ActivationPrecision.Fp32 }, new PlanDevice("0", Ctx.Capabilities, Ctx.Plan), Batch);
+        Assert.True(plan.Training.Work < fp32.Training.Work, $"{storage}: {plan.Training.Work} bytes of work, fp32 {fp32.Training.Work}");
+        Assert.True(plan.Scoring.Work < fp32.Scoring.Work);
+        Assert.Equal(fp32.Training.Weights, plan.Training.Weights);
+    }
+
+    (MemoryPlanSettings, PlannedDevice) PlanIsMeasured(GpuContext ctx, string model, WeightPrecision precision, AttentionFusion attention, ActivationMode activations,
+                                                       ActivationPrecision storage = ActivationPrecision.Fp32)
     {
         using var random = new TempDir();
         string dir = model == "random" ? RandomModel(random) : Path.Combine(TestPaths.Golden, model);
         using var ckpt = T5Checkpoint.Open(dir);
         var config = ckpt.Config;
-        var settings = new MemoryPlanSettings(config, precision, Batch, InputLength, TargetLength, PromptLength, attention, activations);
+        var settings = new MemoryPlanSettings(config, precision, Batch, InputLength, TargetLength, PromptLength, attention, activations, Activations: storage);
         var plan = MemoryPlan.ForDevice(settings, new PlanDevice("0", ctx.Capabilities, ctx.Plan), Batch);
 
-        var be = new GpuBackend(ctx) { AttentionFusion = attention };
+        var be = new GpuBackend(ctx) { AttentionFusion = attention, Activations = storage };
         long before = be.MemoryUse.Current;
         be.ResetPeakMemory();
         using var weights = new T5Weights(ckpt, be, precision);
