@@ -139,13 +139,14 @@ def breakdown_ms(r):
 
 
 def breakdown_table(paths, reports):
-    columns = [os.path.splitext(os.path.basename(p))[0] for p in paths]
-    found = [breakdown_ms(r) for r in reports]
+    """The category and phase tables of --breakdown; reports without a breakdown are left out."""
+    found = [(os.path.splitext(os.path.basename(p))[0], breakdown_ms(r)) for p, r in zip(paths, reports)]
+    columns, found = [c for c, f in found if f], [f for _, f in found if f]
     lines = []
     for title, index, names in (("category", 0, CATEGORIES), ("phase", 1, PHASES)):
-        used = [n for n in names if any(f and n in f[index] for f in found)]
-        rows = [[n] + ["-" if not f else num(f[index].get(n, 0.0), 1) for f in found] for n in used]
-        rows.append(["GPU ms per step"] + ["-" if not f else num(sum(f[index].values()), 1) for f in found])
+        used = [n for n in names if any(n in f[index] for f in found)]
+        rows = [[n] + [num(f[index].get(n, 0.0), 1) for f in found] for n in used]
+        rows.append(["GPU ms per step"] + [num(sum(f[index].values()), 1) for f in found])
         lines += ["| " + " | ".join([title] + columns) + " |", "|" + "---|" * (len(columns) + 1)]
         lines += ["| " + " | ".join(row) + " |" for row in rows] + [""]
     return "\n".join(lines).rstrip("\n")
