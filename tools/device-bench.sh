@@ -76,6 +76,10 @@ prepare() {
     VK_DRIVER_FILES=$lavapipe .publish/vkprompt bench --shape t5-small --batch-size 1 --input-length 8 --target-length 8 \
       --prompt-length 4 --precision auto --warmup 0 --steps 1 --json "$tmp/smoke.json" >/dev/null
     python3 tools/bench-table.py "$tmp/smoke.json" >/dev/null
+    # 16-bit activations, which BENCH_PLAN=round3 times (--activations bf16), through the trimmed binary.
+    VK_DRIVER_FILES=$lavapipe .publish/vkprompt bench --shape t5-small --batch-size 1 --input-length 8 --target-length 8 \
+      --prompt-length 4 --precision bf16 --activations bf16 --warmup 0 --steps 1 --json "$tmp/smoke-bf16.json" >/dev/null
+    python3 -c 'import json, sys; r = json.load(open(sys.argv[1])); assert r["activationPrecision"] == "bf16", r["activationPrecision"]' "$tmp/smoke-bf16.json"
     # bench matmul: every product of that step alone, checked against its fp64 reference (exit 1
     # if one is wrong), its report through the source-generated JSON.
     VK_DRIVER_FILES=$lavapipe .publish/vkprompt bench matmul --shape t5-small --batch-size 1 --input-length 8 --target-length 8 \
@@ -102,7 +106,7 @@ assert {"fused_attention_coopmat_emulated", "fused_attention_coopmat_backward_em
     done
     for f in spiece.model train.jsonl validation.jsonl; do [[ -s .publish/demo/$f ]]; done
     rm -rf "$tmp"
-    echo "ok: devices, a one-step bench, bench matmul (portable and emulated matrix units), bench peak (emulated), a step with the fused attention on the emulated matrix units, the KHR and workgroup-scope kernels and the demo files"
+    echo "ok: devices, a one-step bench (fp32 and 16-bit activations), bench matmul (portable and emulated matrix units), bench peak (emulated), a step with the fused attention on the emulated matrix units, the KHR and workgroup-scope kernels and the demo files"
   else
     echo "== $(uname -m) here: the linux-x64 binary cannot be checked on this machine"
   fi
@@ -151,7 +155,8 @@ device() {
     *) echo "error: BENCH_PLAN=$BENCH_PLAN: expected full, round3, attention, nv2, matrix-units or peer" >&2; return 2 ;;
   esac
   if [[ -n ${COOPMAT_SWEEP:-} ]]; then echo "error: COOPMAT_SWEEP was renamed MATRIX_UNITS_SWEEP" >&2; return 2; fi
-  local budget=${BENCH_BUDGET_S:-480} started=$SECONDS res=/tmp/bench-results models=/tmp/bench-models
+  # BENCH_RESULTS and BENCH_MODELS move the scratch folders (the tests do).
+  local budget=${BENCH_BUDGET_S:-480} started=$SECONDS res=${BENCH_RESULTS:-/tmp/bench-results} models=${BENCH_MODELS:-/tmp/bench-models}
   rm -rf "$res" && mkdir -p "$res" "$models"
   export PYTHONUNBUFFERED=1
   if [[ -z ${VK_DRIVER_FILES:-} ]]; then
