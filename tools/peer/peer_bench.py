@@ -90,7 +90,7 @@ def parse_args():
     p.add_argument("--prompt-length", type=int, default=100)
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
                    help="fp32: strict float32 (no TF32 unless --tf32); bf16: the frozen model in bfloat16, the prompt kept in float32 by PEFT")
-    p.add_argument("--tf32", action="store_true", help="fp32 only: products (and cuDNN) in TF32, the peer's fastest fp32")
+    p.add_argument("--tf32", action="store_true", help="fp32 only: products in TF32, the peer's fastest fp32")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the PEFT model; the first (compiling) step is timed apart, not among the steps "
                         "(compileSeconds); a compile that fails is reported (\"compiled\": false, compileError), not timed eager")
@@ -292,11 +292,10 @@ def main():
     cuda = device.type == "cuda"
     dtype = torch.bfloat16 if args.precision == "bf16" else torch.float32
     # Set explicitly, so that a strict fp32 row is strict whatever this torch defaults to: "highest"
-    # keeps fp32 products in fp32, "high" lets them run as TF32. This legacy switch, not torch 2.9's
-    # per-backend fp32_precision, since inductor still reads the legacy one and a mix of the two
-    # makes torch raise. cuDNN's switch too, though T5's step has no convolution.
+    # keeps fp32 products in fp32, "high" lets them run as TF32. This legacy switch alone, not
+    # torch 2.9's per-backend fp32_precision, since inductor still reads the legacy one and a mix
+    # of the two makes torch raise; cuDNN's is left alone, since T5's step has no convolution.
     torch.set_float32_matmul_precision("high" if args.tf32 else "highest")
-    torch.backends.cudnn.allow_tf32 = args.tf32
     torch.manual_seed(0)
     # Built on the device: the random initialisation of t5-large on the CPU takes longer than the
     # steps it is timed for.
