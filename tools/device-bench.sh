@@ -346,7 +346,7 @@ PY
     #    shape's; 15 s). Every timed peer checks itself again, and bench-summary voids any report
     #    that does not say numTransformerSubmodules 1, promptRows P, decoderLength T.
     bench check-peer 90 python3 tools/peer/peer_bench.py --shape t5-small "${shape_args[@]}" --precision bf16 --check-only \
-      --json "$res/check-peer.json" >/dev/null || peer_ok=0
+      --json "$res/check-peer.json" || peer_ok=0
     # 3. The matrix units' own rate, which the products are measured against (10 s).
     bench peak-khr 30 .publish/vkprompt bench peak --matrix-units khr --json "$res/peak-khr.json"
     # 4. t5-base and t5-large bf16, the goal's steps: VkPrompt with 16-bit and with fp32
