@@ -99,7 +99,7 @@ def summarize(runs, reports):
     def key(r):
         return r["model"]["shape"], r["precision"], r["recompute"]
     for k in sorted({key(r) for r in reports.values() if is_step(r) and not is_peer(r)}):
-        vk = {r["activationPrecision"]: r for r in reports.values() if is_step(r) and not is_peer(r) and key(r) == k}
+        vk = {n: r for n, r in reports.items() if is_step(r) and not is_peer(r) and key(r) == k}
         # The peer of the same step: strict fp32 only (a TF32 peer is shown, not compared), and
         # only where its construction is right.
         same = [(n, r) for n, r in peers.items() if key(r) == k and n not in bad]
@@ -107,22 +107,23 @@ def summarize(runs, reports):
         best = min(timed, key=median) if timed else None
         shape, precision, recompute = k
         row = {"shape": shape, "precision": precision, "recompute": recompute,
-               "vkprompt": {a: {"ms": median(r), "peakMemoryBytes": r.get("peakMemoryBytes"), "error": r.get("error")} for a, r in vk.items()},
+               "vkprompt": {n: {"activations": r["activationPrecision"], "ms": median(r), "peakMemoryBytes": r.get("peakMemoryBytes"),
+                                "error": r.get("error")} for n, r in vk.items()},
                "peer": {n: {"ms": median(r), "compiled": r.get("compiled", False), "compileSeconds": r.get("compileSeconds"),
                             "tf32": r.get("tf32", False), "peakMemoryBytes": r.get("peakMemoryBytes"), "error": r.get("error")}
                         for n, r in same},
                "fasterPeer": next((n for n, r in same if r is best), None)}
         head = f"{shape} {precision}{' recompute' if recompute else ''}:"
-        for activations, r in sorted(vk.items()):
+        for n, r in sorted(vk.items()):
             ratio = median(best) / median(r) if best and median(r) else None
-            row["vkprompt"][activations]["vsFasterPeer"] = ratio
+            row["vkprompt"][n]["vsFasterPeer"] = ratio
             verdict = "" if ratio is None or precision != "bf16" else " (goal 1.5x: met)" if ratio >= GOAL else " (goal 1.5x: not met)"
-            lines.append(f"{head} VkPrompt activations {activations}: {ms(median(r))} ms, {gib(r.get('peakMemoryBytes'))} GiB"
+            lines.append(f"{head} VkPrompt, activations {r['activationPrecision']} ({n}): {ms(median(r))} ms, {gib(r.get('peakMemoryBytes'))} GiB"
                          + (f", {ratio:.2f}x the faster peer{verdict}" if ratio else "") + (f"; error: {r['error']}" if r.get("error") else ""))
         for n, r in sorted(same):
             what = ("compiled" + (f", compile {r['compileSeconds']:.0f} s" if r.get("compileSeconds") is not None else "")
                     if r.get("compiled") else "TF32" if r.get("tf32") else "eager")
-            lines.append(f"{head} peer {what}: {ms(median(r))} ms, {gib(r.get('peakMemoryBytes'))} GiB"
+            lines.append(f"{head} peer {what} ({n}): {ms(median(r))} ms, {gib(r.get('peakMemoryBytes'))} GiB"
                          + (f"; error: {r['error']}" if r.get("error") else "") + (" (the faster)" if r is best else ""))
         comparisons.append(row)
 

@@ -196,7 +196,15 @@ device() {
   declare -A making=()
   model() {
     if [[ -n ${making[$1]:-} ]]; then
-      wait "${making[$1]}" || echo "== make $1 failed (its log: $res/make-$1.txt)"
+      # Waited for within the budget only: past it, the write is stopped and its part removed,
+      # so that the summary and the reports still come back.
+      local pid=${making[$1]}
+      while kill -0 "$pid" 2>/dev/null && (( SECONDS - started < budget )); do sleep 1; done
+      kill "$pid" 2>/dev/null
+      if ! wait "$pid"; then
+        echo "== make $1 failed or was stopped (its log: $res/make-$1.txt)"
+        rm -rf "${models:?}/$1"
+      fi
       unset "making[$1]"
     fi
     [[ -f $models/$1/model.safetensors ]] || bench "make $1" 90 .publish/vkprompt make-model --shape "$1" --output "$models/$1"

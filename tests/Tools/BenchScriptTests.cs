@@ -354,10 +354,10 @@ public sealed class BenchScriptTests : IDisposable
         Assert.Contains("golden check-golden: pass", lines);
         Assert.Contains("peer construction (prompt on the encoder only): 2 of 3 peer reports ok", lines);
         Assert.Contains(lines, l => l.StartsWith("  VOID peer-t5-base-bf16-old: numTransformerSubmodules None (expected 1)", StringComparison.Ordinal));
-        Assert.Contains("t5-base bf16: VkPrompt activations bf16: 100.0 ms, 3.0 GiB, 1.40x the faster peer (goal 1.5x: not met)", lines);
-        Assert.Contains("t5-base bf16: VkPrompt activations fp32: 160.0 ms, 3.0 GiB, 0.88x the faster peer (goal 1.5x: not met)", lines);
-        Assert.Contains("t5-base bf16: peer compiled, compile 80 s: 140.0 ms, 5.0 GiB (the faster)", lines);
-        Assert.Contains("t5-base bf16: peer eager: 200.0 ms, 5.0 GiB", lines);
+        Assert.Contains("t5-base bf16: VkPrompt, activations bf16 (vk-t5-base-bf16-act-bf16): 100.0 ms, 3.0 GiB, 1.40x the faster peer (goal 1.5x: not met)", lines);
+        Assert.Contains("t5-base bf16: VkPrompt, activations fp32 (vk-t5-base-bf16-act-fp32): 160.0 ms, 3.0 GiB, 0.88x the faster peer (goal 1.5x: not met)", lines);
+        Assert.Contains("t5-base bf16: peer compiled, compile 80 s (peer-t5-base-bf16-compile): 140.0 ms, 5.0 GiB (the faster)", lines);
+        Assert.Contains("t5-base bf16: peer eager (peer-t5-base-bf16): 200.0 ms, 5.0 GiB", lines);
         Assert.Contains("runs not ok: peer-t5-large-bf16-compile (timed out), vk-t5-xl-bf16-act-bf16 (skipped)", lines);
 
         using var doc = JsonDocument.Parse(File.ReadAllText(dir.File("results.json")));
