@@ -14,9 +14,16 @@ torch.compile with its compile time, and TF32. VkPrompt keeps activations in fp3
 while the peer's bf16 computes in bf16 too; the "weights / activations" column shows both. The
 "attention" column is VkPrompt's --attention setting and what each attention ran as under it; a
 VkPrompt run whose products were tuned first says VKPROMPT_MATMUL_TUNE=1 after its version.
-Python's standard library only.
+
+  python3 tools/bench-table.py --breakdown vk.json peer.json > breakdown.md
+
+--breakdown sets the reports' GPU time per step side by side instead, one column per report
+(named by its file), by op category and by phase: VkPrompt's kernels mapped into the categories
+by vkprompt_category, the peer's already so counted by peer_bench.py --profile (its
+CATEGORIES). Python's standard library only.
 """
 import json
+import os
 import sys
 
 COLUMNS = ["implementation", "device", "model", "batch x (input + prompt) -> target", "weights / activations", "attention",
@@ -82,7 +89,72 @@ def row(r, peers):
             "-" if peak is None else f"{peak / 2**30:.2f}", ratio]
 
 
-def main(paths):
+# peer_bench.py's CATEGORIES and PHASES, in the same order (a test checks they agree).
+CATEGORIES = ("matmul", "attention", "softmax", "norm", "elementwise", "copy", "loss", "optimizer", "other")
+PHASES = ("encoder_forward", "decoder_forward", "lm_head_loss", "forward", "backward", "optimizer", "other")
+
+
+def vkprompt_category(kernel):
+    """The op category of one of VkPrompt's kernels (its breakdown's op name), as peer_bench.py
+    counts the peer's: products (every matmul variant) apart from attention fused into one kernel,
+    the softmax and its backward, RMSNorm, copies and casts (copy, to_half, fill), the loss, the
+    optimizer, embeddings as other; every other kernel is one elementwise pass (dropout, the
+    gated activations, relu, add)."""
+    if kernel.startswith(("fused_attention", "flash_attention")):
+        return "attention"
+    if kernel.startswith("matmul"):
+        return "matmul"
+    if "softmax" in kernel:
+        return "softmax"
+    if kernel.startswith("rmsnorm"):
+        return "norm"
+    if kernel in ("copy", "fill") or kernel.startswith("to_"):
+        return "copy"
+    if kernel.startswith("cross_entropy"):
+        return "loss"
+    if kernel.startswith("adafactor"):
+        return "optimizer"
+    if kernel.startswith("embedding"):
+        return "other"
+    return "elementwise"
+
+
+def breakdown_ms(r):
+    """({category: ms}, {phase: ms}) per step of a report's breakdown, or None without one."""
+    b = r.get("breakdown")
+    if not b:
+        return None
+    if "categories" in b:
+        categories = {c["name"]: c["ms"] for c in b["categories"]}
+    else:
+        categories = {}
+        for op in b["ops"]:
+            categories[vkprompt_category(op["name"])] = categories.get(vkprompt_category(op["name"]), 0.0) + op["ms"]
+    # VkPrompt's backward/recompute (under --recompute) is part of its backward.
+    phases = {}
+    for p in b["phases"]:
+        name = p["name"].split("/")[0]
+        phases[name] = phases.get(name, 0.0) + p["ms"]
+    return categories, phases
+
+
+def breakdown_table(paths, reports):
+    """The category and phase tables of --breakdown; reports without a breakdown are left out."""
+    found = [(os.path.splitext(os.path.basename(p))[0], breakdown_ms(r)) for p, r in zip(paths, reports)]
+    columns, found = [c for c, f in found if f], [f for _, f in found if f]
+    lines = []
+    for title, index, names in (("category", 0, CATEGORIES), ("phase", 1, PHASES)):
+        used = [n for n in names if any(n in f[index] for f in found)]
+        rows = [[n] + [num(f[index].get(n, 0.0), 1) for f in found] for n in used]
+        rows.append(["GPU ms per step"] + [num(sum(f[index].values()), 1) for f in found])
+        lines += ["| " + " | ".join([title] + columns) + " |", "|" + "---|" * (len(columns) + 1)]
+        lines += ["| " + " | ".join(row) + " |" for row in rows] + [""]
+    return "\n".join(lines).rstrip("\n")
+
+
+def main(argv):
+    breakdown = argv[:1] == ["--breakdown"]
+    paths = argv[1:] if breakdown else argv
     if not paths:
         print(__doc__.strip(), file=sys.stderr)
         return 2
@@ -94,6 +166,9 @@ def main(paths):
             print(f"bench-table: {path} is not a vkprompt-bench/1 report", file=sys.stderr)
             return 2
         reports.append(report)
+    if breakdown:
+        print(breakdown_table(paths, reports))
+        return 0
     peers = {}
     for r in reports:  # the fastest peer of each key: the faster of eager and compiled
         if is_peer(r) and r.get("stepMs") and (key(r) not in peers or r["stepMs"]["median"] < peers[key(r)]["stepMs"]["median"]):

@@ -32,8 +32,17 @@
 #                                    sweep of its tilings (FUSED_SWEEP); BENCH_PLAN=peer the golden check and
 #                                    the peer at its best beside VkPrompt's defaults: t5-base and
 #                                    t5-large bf16 eager and torch.compile'd, t5-base fp32 strict and
-#                                    TF32 (the full plan runs the same peer rows). Writes $OUT/table.md, $OUT/sweep.md, $OUT/log.txt and
-#                                    $OUT/results.tar (every JSON report). No run starts after
+#                                    TF32 (the full plan runs the same peer rows); BENCH_PLAN=round3 issue 22's
+#                                    acceptance in one call: the golden check, the peer's
+#                                    construction check, bench peak, t5-base and t5-large bf16
+#                                    with 16-bit and fp32 activations beside the peer eager
+#                                    (profiled) and compiled, their products (bench matmul), t5-xl,
+#                                    and fp32 beside the peer strict and TF32. Writes $OUT/table.md,
+#                                    $OUT/breakdown.md (GPU time by op category and phase, VkPrompt
+#                                    beside the profiled peer), $OUT/results.json (every run's exit
+#                                    and time with every report, and the summary printed at the end,
+#                                    tools/bench-summary.py), $OUT/sweep.md, $OUT/log.txt and
+#                                    $OUT/results.tar (every report and log). No run starts after
 #                                    BENCH_BUDGET_S seconds (default 480), so the command ends inside
 #                                    the tool's 10 minutes; the runs are ordered so that those left
 #                                    out, if any, matter least.
@@ -67,6 +76,10 @@ prepare() {
     VK_DRIVER_FILES=$lavapipe .publish/vkprompt bench --shape t5-small --batch-size 1 --input-length 8 --target-length 8 \
       --prompt-length 4 --precision auto --warmup 0 --steps 1 --json "$tmp/smoke.json" >/dev/null
     python3 tools/bench-table.py "$tmp/smoke.json" >/dev/null
+    # 16-bit activations, which BENCH_PLAN=round3 times (--activations bf16), through the trimmed binary.
+    VK_DRIVER_FILES=$lavapipe .publish/vkprompt bench --shape t5-small --batch-size 1 --input-length 8 --target-length 8 \
+      --prompt-length 4 --precision bf16 --activations bf16 --warmup 0 --steps 1 --json "$tmp/smoke-bf16.json" >/dev/null
+    python3 -c 'import json, sys; r = json.load(open(sys.argv[1])); assert r["activationPrecision"] == "bf16", r["activationPrecision"]' "$tmp/smoke-bf16.json"
     # bench matmul: every product of that step alone, checked against its fp64 reference (exit 1
     # if one is wrong), its report through the source-generated JSON.
     VK_DRIVER_FILES=$lavapipe .publish/vkprompt bench matmul --shape t5-small --batch-size 1 --input-length 8 --target-length 8 \
@@ -93,7 +106,7 @@ assert {"fused_attention_coopmat_emulated", "fused_attention_coopmat_backward_em
     done
     for f in spiece.model train.jsonl validation.jsonl; do [[ -s .publish/demo/$f ]]; done
     rm -rf "$tmp"
-    echo "ok: devices, a one-step bench, bench matmul (portable and emulated matrix units), bench peak (emulated), a step with the fused attention on the emulated matrix units, the KHR and workgroup-scope kernels and the demo files"
+    echo "ok: devices, a one-step bench (fp32 and 16-bit activations), bench matmul (portable and emulated matrix units), bench peak (emulated), a step with the fused attention on the emulated matrix units, the KHR and workgroup-scope kernels and the demo files"
   else
     echo "== $(uname -m) here: the linux-x64 binary cannot be checked on this machine"
   fi
@@ -124,22 +137,26 @@ assert {"fused_attention_coopmat_emulated", "fused_attention_coopmat_backward_em
   carried=$(du -cb .publish .gl .golden 2>/dev/null | tail -n1 | cut -f1)
   echo "== what travels: $(( (tree + carried) >> 20 )) MiB of the device tool's 64 MiB (working tree $(( tree >> 20 )), .publish, .gl and .golden $(( carried >> 20 )))"
   echo
-  echo "Device tool run (one call; about 10 minutes of device time with the machine's start):"
-  echo "  command:   for f in .gl/*.deb; do dpkg -x \$f /; done; ldconfig; bash tools/device-bench.sh device"
+  echo "Device tool run for issue 22 (one call; about 11 of the session's 15 minutes with the machine's start;"
+  echo "kind nvidia-h200, whose 139 GiB give t5-xl room; the 2026-11-27 bf16 numbers are from one too):"
+  echo "  command:   for f in .gl/*.deb; do dpkg -x \$f /; done; ldconfig; BENCH_PLAN=round3 BENCH_BUDGET_S=540 bash tools/device-bench.sh device"
   echo '  carry:     [".publish", ".gl", ".golden"]'
-  echo "  timeout_s: 560"
-  echo "Then: unpack <files_at>/results.tar into docs/results/CARD-DATE/ and put <files_at>/table.md in docs/benchmarks.md."
+  echo "  timeout_s: 590"
+  echo "(Other plans: the same command with BENCH_PLAN=full, attention, nv2, matrix-units or peer and timeout_s 560.)"
+  echo "Then: unpack <files_at>/results.tar into docs/results/CARD-DATE/, put <files_at>/table.md and breakdown.md in"
+  echo "docs/benchmarks.md, and the summary printed at the end of the output (also in results.json) in its text."
 }
 
 device() {
   # A plan it does not know, or a switch under its old name, would otherwise silently run the full plan.
   case ${BENCH_PLAN:-full} in
-    full | attention | nv2 | matrix-units | peer) ;;
+    full | round3 | attention | nv2 | matrix-units | peer) ;;
     coopmat) echo "error: BENCH_PLAN=coopmat was renamed BENCH_PLAN=matrix-units" >&2; return 2 ;;
-    *) echo "error: BENCH_PLAN=$BENCH_PLAN: expected full, attention, nv2, matrix-units or peer" >&2; return 2 ;;
+    *) echo "error: BENCH_PLAN=$BENCH_PLAN: expected full, round3, attention, nv2, matrix-units or peer" >&2; return 2 ;;
   esac
   if [[ -n ${COOPMAT_SWEEP:-} ]]; then echo "error: COOPMAT_SWEEP was renamed MATRIX_UNITS_SWEEP" >&2; return 2; fi
-  local budget=${BENCH_BUDGET_S:-480} started=$SECONDS res=/tmp/bench-results models=/tmp/bench-models
+  # BENCH_RESULTS and BENCH_MODELS move the scratch folders (the tests do).
+  local budget=${BENCH_BUDGET_S:-480} started=$SECONDS res=${BENCH_RESULTS:-/tmp/bench-results} models=${BENCH_MODELS:-/tmp/bench-models}
   rm -rf "$res" && mkdir -p "$res" "$models"
   export PYTHONUNBUFFERED=1
   if [[ -z ${VK_DRIVER_FILES:-} ]]; then
@@ -155,18 +172,49 @@ device() {
 
   # Each run gets its own limit, cut to what is left of the budget; a run that fails (a peer out of
   # memory writes its JSON with the error) or times out is logged and the next one starts.
+  # runs.tsv gets a line per run (name, exit status or "skipped", seconds, limit), which
+  # tools/bench-summary.py reads; bench returns the run's exit status.
   bench() { # name limit_s command...
     local name=$1 limit=$2 left=$(( budget - (SECONDS - started) ))
     shift 2
-    if (( left < 30 )); then echo "== $name: skipped, $left s of the budget left"; return; fi
+    if (( left < 30 )); then
+      echo "== $name: skipped, $left s of the budget left"
+      printf '%s\tskipped\t0\t0\n' "$name" >>"$res/runs.tsv"
+      return 1
+    fi
     (( limit > left )) && limit=$left
     echo "== $name (limit ${limit} s, $(( SECONDS - started )) s in)"
-    local t=$SECONDS
+    local t=$SECONDS rc
     timeout "$limit" "$@"
-    echo "== $name: exit $?, $(( SECONDS - t )) s"
+    rc=$?
+    echo "== $name: exit $rc, $(( SECONDS - t )) s"
+    printf '%s\t%s\t%s\t%s\n' "$name" "$rc" "$(( SECONDS - t ))" "$limit" >>"$res/runs.tsv"
+    return $rc
   }
-  model() { # writes the random-weight checkpoint vkprompt's runs of a shape share
+  # The random-weight checkpoint vkprompt's runs of a shape share: made here, or waited for where
+  # make_models_behind started it (a random t5-xl takes minutes to write).
+  declare -A making=()
+  model() {
+    if [[ -n ${making[$1]:-} ]]; then
+      # Waited for within the budget only: past it, the write is stopped and its part removed,
+      # so that the summary and the reports still come back.
+      local pid=${making[$1]}
+      while kill -0 "$pid" 2>/dev/null && (( SECONDS - started < budget )); do sleep 1; done
+      kill "$pid" 2>/dev/null
+      if ! wait "$pid"; then
+        echo "== make $1 failed or was stopped (its log: $res/make-$1.txt)"
+        rm -rf "${models:?}/$1"
+      fi
+      unset "making[$1]"
+    fi
     [[ -f $models/$1/model.safetensors ]] || bench "make $1" 90 .publish/vkprompt make-model --shape "$1" --output "$models/$1"
+  }
+  make_models_behind() { # shape...: make-model for each in the background, all at once
+    local s
+    for s in "$@"; do
+      .publish/vkprompt make-model --shape "$s" --output "$models/$s" >"$res/make-$s.txt" 2>&1 &
+      making[$s]=$!
+    done
   }
   vk() { # name shape extra...; $VKENV: VAR=value words for vkprompt's environment
     local name=$1 shape=$2
@@ -175,9 +223,15 @@ device() {
     # shellcheck disable=SC2086 # VKENV is split into words on purpose
     bench "$name" 180 env ${VKENV:-} .publish/vkprompt bench --shape "$models/$shape" "${shape_args[@]}" --json "$res/$name.json" "$@"
   }
+  peer_ok=1 # 0 once the peer's construction check failed: its timings would be void
   peer() { # name shape precision extra...
     local name=$1 shape=$2 precision=$3 limit=180
     shift 3
+    if (( ! peer_ok )); then
+      echo "== $name: skipped, the peer's construction check (check-peer) did not pass"
+      printf '%s\tskipped\t0\t0\n' "$name" >>"$res/runs.tsv"
+      return 1
+    fi
     # torch.compile's first step compiles the forward and backward of every layer: 300 s for that.
     [[ " $* " == *" --compile "* ]] && limit=300
     bench "$name" "$limit" python3 tools/peer/peer_bench.py --shape "$shape" "${shape_args[@]}" --precision "$precision" --json "$res/$name.json" "$@"
@@ -199,10 +253,10 @@ device() {
   # Before anything is timed: the kernels this device selects against the golden references,
   # and each distinct product of a t5-base step alone, checked against fp64 and timed, on the
   # portable kernels and on the matrix units through each extension (VKPROMPT_MATRIX_UNITS=khr, nv).
-  mm() { # name precision [VAR=value...]
+  mm() { # name precision [VAR=value...]; MM_SHAPE: the model whose products (default t5-base)
     local name=$1 precision=$2
     shift 2
-    bench "$name" 40 env "$@" .publish/vkprompt bench matmul --shape t5-base "${shape_args[@]}" --precision "$precision" \
+    bench "$name" 40 env "$@" .publish/vkprompt bench matmul --shape "${MM_SHAPE:-t5-base}" "${shape_args[@]}" --precision "$precision" \
       --reps 5 --json "$res/$name.json"
   }
   sweep_summary() {
@@ -241,6 +295,7 @@ PY
       bench "$name" 50 env "${vars[@]}" python3 tools/check-golden.py --vkprompt .publish/vkprompt --golden .golden "${args[@]}" | tee "$res/$name.txt"
     else
       echo "== no .golden folder (prepare copies ../shared/golden there): $name skipped"
+      printf '%s\tskipped\t0\t0\n' "$name" >>"$res/runs.tsv"
     fi
   }
   # A sweep of the matrix units' tile shapes on t5-base's products (MATRIX_UNITS_SWEEP: tilings, each
@@ -282,7 +337,49 @@ PY
   # selects where attention is fused; not yet run on a GPU.
   FUSED_ALL="VKPROMPT_MATRIX_UNITS=all VKPROMPT_ATTENTION=fused"
 
-  if [[ ${BENCH_PLAN:-full} == peer ]]; then
+  if [[ ${BENCH_PLAN:-full} == round3 ]]; then
+    # BENCH_PLAN=round3: issue 22's acceptance in one call on one card, the most needed first, so
+    # that what the budget cuts (the log and bench-summary say what) matters least. Costs are
+    # those of the 2026-11-27 calls where measured; the compiles are not yet measured (1 to 3
+    # minutes each expected). Run with BENCH_BUDGET_S=540 and timeout_s 590.
+    #
+    # The checkpoints first, in the background while the checks run (about 10, 30 and 120 s of
+    # CPU and disk; t5-xl's may still be writing during the t5-base steps, one core of sixteen).
+    make_models_behind t5-base t5-large t5-xl
+    # 1. Correctness before speed: the golden references through the kernels this device selects,
+    #    with the activations the device plan chooses (40 s).
+    golden check-golden
+    # 2. The peer's construction, before any peer is timed: prompt of P rows on the encoder only,
+    #    a decoder input of T (t5-small at the same batch and lengths: the check is PEFT's, not the
+    #    shape's; 15 s). Every timed peer checks itself again, and bench-summary voids any report
+    #    that does not say numTransformerSubmodules 1, promptRows P, decoderLength T.
+    bench check-peer 90 python3 tools/peer/peer_bench.py --shape t5-small "${shape_args[@]}" --precision bf16 --check-only \
+      --json "$res/check-peer.json" || peer_ok=0
+    # 3. The matrix units' own rate, which the products are measured against (10 s).
+    bench peak-khr 30 .publish/vkprompt bench peak --matrix-units khr --json "$res/peak-khr.json"
+    # 4. t5-base and t5-large bf16, the goal's steps: VkPrompt with 16-bit and with fp32
+    #    activations (the saving in time and memory), the peer eager with its profile (one step,
+    #    after the timed ones) and compiled. About 75 s and 115 s, plus the compiles.
+    local shape steps a
+    for shape in t5-base t5-large; do
+      steps=5
+      [[ $shape == t5-large ]] && steps=3
+      for a in bf16 fp32; do vk "vk-$shape-bf16-act-$a" "$shape" --precision bf16 --activations "$a" --warmup 1 --steps 3; done
+      peer "peer-$shape-bf16" "$shape" bf16 --warmup 1 --steps "$steps" --profile --profile-steps 1
+      peer "peer-$shape-bf16-compile" "$shape" bf16 --compile --warmup 1 --steps "$steps"
+    done
+    # 5. Each distinct product of those steps alone against bench peak (8 s each).
+    mm mm-t5-base-bf16 bf16
+    MM_SHAPE=t5-large mm mm-t5-large-bf16 bf16
+    # 6. t5-xl, "measured too": VkPrompt with 16-bit activations and the eager peer (which may
+    #    run out of memory at batch 32; its report then says so). About 60 s once made.
+    vk vk-t5-xl-bf16-act-bf16 t5-xl --precision bf16 --activations bf16 --warmup 1 --steps 2
+    peer peer-t5-xl-bf16 t5-xl bf16 --warmup 1 --steps 2
+    # 7. fp32: VkPrompt (strict fp32 throughout) beside the peer strict and with TF32, a row the
+    #    ratio leaves out (60 s).
+    vk vk-t5-base-fp32-act-fp32 t5-base --precision fp32 --activations fp32 --warmup 1 --steps 3
+    peers_fp32 t5-base 5
+  elif [[ ${BENCH_PLAN:-full} == peer ]]; then
     # BENCH_PLAN=peer: the re-measure of issue 22 (the peer with its prompt on the encoder only, at
     # its best). The golden check (40 s); t5-base: make 10 s, vk 5 s, peer eager 30 s, compiled 30 s
     # plus its compile; t5-large: make 30 s, vk 10 s, peer eager 40 s, compiled 40 s plus its
@@ -394,10 +491,18 @@ PY
     peer peer-t5-large-fp32 t5-large fp32 --warmup 1 --steps 2
   fi
 
+  # A checkpoint still being written when the budget ran out is not waited for.
+  (( ${#making[@]} > 0 )) && kill "${making[@]}" 2>/dev/null
   sweep_summary
   shopt -s nullglob
   local reports=("$res"/vk-*.json "$res"/peer-*.json)
-  if (( ${#reports[@]} > 0 )); then python3 tools/bench-table.py "${reports[@]}" | tee "$OUT/table.md"; fi
+  if (( ${#reports[@]} > 0 )); then
+    python3 tools/bench-table.py "${reports[@]}" | tee "$OUT/table.md"
+    # Where each step's GPU time goes, VkPrompt's and the profiled peer's side by side.
+    python3 tools/bench-table.py --breakdown "${reports[@]}" >"$OUT/breakdown.md"
+  fi
+  echo "== summary"
+  python3 tools/bench-summary.py "$res" --json "$OUT/results.json"
   tar -C "$res" -cf "$OUT/results.tar" .
   echo "== done in $(( SECONDS - started )) s"
 }

@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json;
+using System.Text.Json.Nodes;
 using VkPrompt.Cli;
 using VkPrompt.Cli.Commands;
 using VkPrompt.Model;
@@ -12,8 +13,10 @@ using Xunit;
 namespace VkPrompt.Tests.Tools;
 
 /// <summary>The Python side of the benchmarks with the standard library alone: bench-table.py on
-/// a report as vkprompt writes it beside a peer's, and peer_bench.py's FLOP formula and its exit
-/// without torch; and device-bench.sh's refusal of a plan or switch it does not know.</summary>
+/// a report as vkprompt writes it beside a peer's, and its breakdown table; peer_bench.py's FLOP
+/// formula, its switches and exit without torch, and its profile's summary on stand-in profiler
+/// events; bench-summary.py on a folder of results; and device-bench.sh: its syntax, its refusal
+/// of a plan or switch it does not know, and the runs of BENCH_PLAN=round3 in order.</summary>
 public sealed class BenchScriptTests : IDisposable
 {
     readonly TempDir dir = new();
@@ -192,7 +195,7 @@ public sealed class BenchScriptTests : IDisposable
     /// broken check from starting a run.</summary>
     [Theory]
     [InlineData("BENCH_PLAN", "coopmat", "error: BENCH_PLAN=coopmat was renamed BENCH_PLAN=matrix-units")]
-    [InlineData("BENCH_PLAN", "everything", "error: BENCH_PLAN=everything: expected full, attention, nv2, matrix-units or peer")]
+    [InlineData("BENCH_PLAN", "everything", "error: BENCH_PLAN=everything: expected full, round3, attention, nv2, matrix-units or peer")]
     [InlineData("COOPMAT_SWEEP", "4x2x2x4x32", "error: COOPMAT_SWEEP was renamed MATRIX_UNITS_SWEEP")]
     public void DeviceBenchRefusesRenamedSwitches(string variable, string value, string message)
     {
@@ -200,5 +203,197 @@ public sealed class BenchScriptTests : IDisposable
         Assert.True(code == 2, stderr);
         Assert.Equal(message, stdout.Trim());
         Assert.Equal(message, File.ReadAllText(dir.File("log.txt")).Trim());
+    }
+
+    /// <summary>peer_bench.py without torch still answers --help (torch is imported in main), with
+    /// the switches issue 22 added.</summary>
+    [Fact]
+    public void PeerHelpListsItsSwitchesWithoutTorch()
+    {
+        var (code, stdout, stderr) = Python("-c",
+            "import runpy, sys; sys.modules['torch'] = None; sys.argv = ['peer_bench.py', '--help']; " +
+            "runpy.run_path('tools/peer/peer_bench.py', run_name='__main__')");
+        Assert.True(code == 0, stderr);
+        foreach (var option in new[] { "--compile", "--tf32", "--profile", "--profile-steps", "--check-only" })
+            Assert.Contains(option, stdout, StringComparison.Ordinal);
+    }
+
+    /// <summary>The peer's profile, summarized from stand-ins for torch.profiler's events (name,
+    /// the kernels the op launched, the record around it, sequence number): each kernel in the
+    /// phase and category the records around its op say, a layer norm's backward found through the
+    /// sequence number its forward op gave the autograd node, and the totals per step.</summary>
+    [Fact]
+    public void PeerProfileChargesEachKernelToItsPhaseAndCategory()
+    {
+        const string Script = """
+            import json, sys
+            from types import SimpleNamespace
+            sys.path.insert(0, 'tools/peer')
+            import peer_bench as p
+            def ev(name, parent=None, kernels=(), seq=-1):
+                return SimpleNamespace(name=name, cpu_parent=parent, sequence_nr=seq,
+                                       kernels=[SimpleNamespace(name=k, device=0, duration=us) for k, us in kernels])
+            fwd = ev('forward'); enc = ev('encoder_forward', fwd); dec = ev('decoder_forward', fwd); norm = ev('norm', enc)
+            events = [fwd, enc, dec, norm,
+                ev('aten::pow', norm, [('vectorized_elementwise_kernel', 10)], seq=5),
+                ev('aten::mm', ev('aten::linear', enc), [('sm90_xmma_gemm_bf16bf16_bf16f32', 100)], seq=6),
+                ev('aten::_softmax', dec, [('cunn_SoftMaxForward', 20)], seq=7),
+                ev('aten::_log_softmax', fwd, [('cunn_SoftMaxForward', 4)], seq=8),
+                ev('aten::mul', ev('PowBackward0', ev('autograd::engine::evaluate_function: PowBackward0'), seq=5), [('elementwise_kernel', 6)]),
+                ev('aten::mm', ev('MmBackward0', ev('autograd::engine::evaluate_function: MmBackward0'), seq=6), [('nvjet_hsh_256x128', 200)]),
+                ev('aten::mul_', ev('optimizer'), [('elementwise_kernel', 2)]),
+                ev('aten::add', ev('backward'), [('elementwise_kernel', 8)])]
+            b = p.summarize_profile(events * 2, 2, compiled=False)
+            print(json.dumps({'gpuMs': b['gpuMs'], 'phases': {r['name']: [r['count'], r['ms']] for r in b['phases']},
+                              'categories': {r['name']: [r['count'], r['ms']] for r in b['categories']}}))
+            """;
+        var (code, stdout, stderr) = Python("-c", Script);
+        Assert.True(code == 0, stderr);
+        using var doc = JsonDocument.Parse(stdout);
+        var root = doc.RootElement;
+        // Each event is listed twice over two steps: per step, its time once.
+        Assert.Equal(0.350, root.GetProperty("gpuMs").GetDouble(), 9);
+        string Row(string table) => string.Join(" ", root.GetProperty(table).EnumerateObject().Select(p =>
+            string.Create(CultureInfo.InvariantCulture, $"{p.Name}:{p.Value[0].GetInt32()}:{p.Value[1].GetDouble() * 1e3:F0}")));
+        Assert.Equal("encoder_forward:2:110 decoder_forward:1:20 lm_head_loss:1:4 backward:3:214 optimizer:1:2", Row("phases"));
+        // The pow's backward (sequence number 5) is the norm's; the matmul's backward (6) is not.
+        Assert.Equal("matmul:2:300 softmax:1:20 norm:2:16 elementwise:1:8 loss:1:4 optimizer:1:2", Row("categories"));
+    }
+
+    /// <summary>The kernels torch.compile makes (Triton's, named after the ops they fuse) and
+    /// cuBLAS's land in the categories VkPrompt's kernels do; both scripts name the same ones.</summary>
+    [Fact]
+    public void PeerAndBenchTableShareTheirCategories()
+    {
+        const string Script = """
+            import importlib.util, sys
+            sys.path.insert(0, 'tools/peer')
+            import peer_bench as p
+            spec = importlib.util.spec_from_file_location('bench_table', 'tools/bench-table.py')
+            t = importlib.util.module_from_spec(spec); spec.loader.exec_module(t)
+            assert (p.CATEGORIES, p.PHASES) == (t.CATEGORIES, t.PHASES)
+            compiled = [p.op_category('CompiledFunction', k, False, False) for k in
+                        ['triton_red_fused__to_copy_add_mean_mul_pow_rsqrt_0', 'triton_per_fused__softmax_1',
+                         'triton_poi_fused_add_gelu_mul_2', 'triton_tem_fused_mm_3', 'Memcpy DtoD (Device -> Device)']]
+            eager = [p.op_category(op, 'kernel', False, False) for op in
+                     ['aten::bmm', 'aten::_softmax_backward_data', 'aten::nll_loss_forward', 'aten::_to_copy', 'aten::native_dropout', 'aten::embedding_dense_backward']]
+            vk = [t.vkprompt_category(k) for k in
+                  ['matmul_coopmat_khr', 'fused_attention_coopmat_khr', 'softmax_backward', 'rmsnorm_backward', 'to_half', 'cross_entropy', 'adafactor', 'gated_gelu', 'embedding_half']]
+            print(' '.join(compiled), '|', ' '.join(eager), '|', ' '.join(vk))
+            """;
+        var (code, stdout, stderr) = Python("-c", Script);
+        Assert.True(code == 0, stderr);
+        Assert.Equal("norm softmax elementwise matmul copy | matmul softmax loss copy elementwise other | " +
+                     "matmul attention softmax norm copy loss optimizer elementwise other", stdout.Trim());
+    }
+
+    /// <summary>bench-table.py --breakdown: VkPrompt's kernels summed into categories beside the
+    /// peer's own, phases likewise (backward/recompute under backward), reports without a breakdown
+    /// left out.</summary>
+    [Fact]
+    public void BenchTableSetsBreakdownsSideBySide()
+    {
+        var vk = JsonSerializer.SerializeToNode(VkPromptReport("NVIDIA H100", 500, "bf16"), CliJson.Default.BenchReport)!;
+        vk["breakdown"] = JsonNode.Parse("""
+            {"steps": 2, "gpuMs": 480,
+             "phases": [{"name": "encoder_forward", "count": 10, "ms": 200, "share": 0.4},
+                        {"name": "backward", "count": 10, "ms": 230, "share": 0.5},
+                        {"name": "backward/recompute", "count": 5, "ms": 50, "share": 0.1}],
+             "ops": [{"name": "matmul_coopmat_khr", "count": 5, "ms": 300, "share": 0.6}, {"name": "matmul", "count": 5, "ms": 100, "share": 0.2},
+                     {"name": "attention_softmax", "count": 5, "ms": 40, "share": 0.1}, {"name": "to_half", "count": 5, "ms": 40, "share": 0.1}]}
+            """);
+        var peer = JsonSerializer.SerializeToNode(PeerReport("NVIDIA H100", 600, "bf16", submodules: 1))!;
+        peer["breakdown"] = JsonNode.Parse("""
+            {"steps": 1, "gpuMs": 550,
+             "phases": [{"name": "encoder_forward", "count": 10, "ms": 250, "share": 0.5}, {"name": "backward", "count": 10, "ms": 300, "share": 0.5}],
+             "ops": [], "categories": [{"name": "matmul", "count": 5, "ms": 450, "share": 0.8}, {"name": "norm", "count": 5, "ms": 100, "share": 0.2}]}
+            """);
+        string vkFile = Write("vk-a.json", vk.ToJsonString());
+        string peerFile = Write("peer-a.json", peer.ToJsonString());
+        string plain = Write("peer-b.json", JsonSerializer.Serialize(PeerReport("NVIDIA H100", 600, "bf16", submodules: 1)));
+
+        var (code, stdout, stderr) = Python("tools/bench-table.py", "--breakdown", vkFile, peerFile, plain);
+        Assert.True(code == 0, stderr);
+        var lines = stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(Cells).ToList();
+        Assert.Equal(["category", "vk-a", "peer-a"], lines[0]);
+        Assert.Contains(["matmul", "400.0", "450.0"], lines);
+        Assert.Contains(["softmax", "40.0", "0.0"], lines);
+        Assert.Contains(["norm", "0.0", "100.0"], lines);
+        Assert.Contains(["copy", "40.0", "0.0"], lines);
+        Assert.Contains(["backward", "280.0", "300.0"], lines);
+        Assert.Equal(2, lines.Count(l => l.SequenceEqual(["GPU ms per step", "480.0", "550.0"])));
+    }
+
+    /// <summary>bench-summary.py: a peer report without the encoder-only construction is void and
+    /// left out of the comparison, VkPrompt is set against the faster of the others (compiled here)
+    /// and the goal of 1.5, TF32 is shown but not compared, and every run and report lands in the
+    /// one JSON file the device tool brings back.</summary>
+    [Fact]
+    public void BenchSummaryComparesWithTheFasterCheckedPeerAndVoidsTheRest()
+    {
+        var results = Directory.CreateDirectory(dir.File("results")).FullName;
+        void Report(string name, object report) => File.WriteAllText(Path.Combine(results, name + ".json"),
+            report as string ?? JsonSerializer.Serialize(report));
+        Report("vk-t5-base-bf16-act-bf16", JsonSerializer.Serialize(VkPromptReport("NVIDIA H100", 100, "bf16") with { ActivationPrecision = "bf16" }, CliJson.Default.BenchReport));
+        Report("vk-t5-base-bf16-act-fp32", JsonSerializer.Serialize(VkPromptReport("NVIDIA H100", 160, "bf16"), CliJson.Default.BenchReport));
+        var eager = PeerReport("NVIDIA H100", 200, "bf16", submodules: 1);
+        eager["encoderLength"] = 612;
+        eager["decoderLength"] = 8;
+        var compiled = new Dictionary<string, object?>(eager) { ["stepMs"] = new Dictionary<string, double> { ["median"] = 140 }, ["compiled"] = true, ["compileSeconds"] = 80.4 };
+        compiled["compile"] = true;
+        Report("peer-t5-base-bf16", eager);
+        Report("peer-t5-base-bf16-compile", compiled);
+        // Faster, but with PEFT's default construction: void.
+        Report("peer-t5-base-bf16-old", PeerReport("NVIDIA H100", 50, "bf16"));
+        File.WriteAllText(Path.Combine(results, "runs.tsv"), "check-golden\t0\t37\t50\nvk-t5-base-bf16-act-bf16\t0\t5\t180\npeer-t5-large-bf16-compile\t124\t300\t300\nvk-t5-xl-bf16-act-bf16\tskipped\t0\t0\n");
+        File.WriteAllText(Path.Combine(results, "check-golden.txt"), "all golden checks passed\n");
+
+        var (code, stdout, stderr) = Python("tools/bench-summary.py", results, "--json", dir.File("results.json"));
+        Assert.True(code == 0, stderr);
+        var lines = stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.Contains("golden check-golden: pass", lines);
+        Assert.Contains("peer construction (prompt on the encoder only): 2 of 3 peer reports ok", lines);
+        Assert.Contains(lines, l => l.StartsWith("  VOID peer-t5-base-bf16-old: numTransformerSubmodules None (expected 1)", StringComparison.Ordinal));
+        Assert.Contains("t5-base bf16: VkPrompt, activations bf16 (vk-t5-base-bf16-act-bf16): 100.0 ms, 3.0 GiB, 1.40x the faster peer (goal 1.5x: not met)", lines);
+        Assert.Contains("t5-base bf16: VkPrompt, activations fp32 (vk-t5-base-bf16-act-fp32): 160.0 ms, 3.0 GiB, 0.88x the faster peer (goal 1.5x: not met)", lines);
+        Assert.Contains("t5-base bf16: peer compiled, compile 80 s (peer-t5-base-bf16-compile): 140.0 ms, 5.0 GiB (the faster)", lines);
+        Assert.Contains("t5-base bf16: peer eager (peer-t5-base-bf16): 200.0 ms, 5.0 GiB", lines);
+        Assert.Contains("runs not ok: peer-t5-large-bf16-compile (timed out), vk-t5-xl-bf16-act-bf16 (skipped)", lines);
+
+        using var doc = JsonDocument.Parse(File.ReadAllText(dir.File("results.json")));
+        var root = doc.RootElement;
+        Assert.Equal(4, root.GetProperty("runs").GetArrayLength());
+        Assert.Equal(5, root.GetProperty("reports").EnumerateObject().Count());
+        Assert.Equal("all golden checks passed\n", root.GetProperty("logs").GetProperty("check-golden").GetString());
+        Assert.Equal("peer-t5-base-bf16-compile", root.GetProperty("comparisons")[0].GetProperty("fasterPeer").GetString());
+    }
+
+    /// <summary>device-bench.sh parses, and BENCH_PLAN=round3 with no budget starts nothing but
+    /// names every run of issue 22's call in order (skipped), with results.json and the log back
+    /// under OUT.</summary>
+    [Fact]
+    public void DeviceBenchRound3ListsItsRunsInOrder()
+    {
+        var (syntax, _, syntaxErr) = Run("bash", [], "-n", "tools/device-bench.sh");
+        Assert.True(syntax == 0, syntaxErr);
+
+        var output = Directory.CreateDirectory(dir.File("out")).FullName;
+        var (code, stdout, stderr) = Run("bash", new()
+        {
+            ["OUT"] = output, ["BENCH_BUDGET_S"] = "0", ["BENCH_PLAN"] = "round3",
+            ["BENCH_RESULTS"] = dir.File("results"), ["BENCH_MODELS"] = dir.File("models"),
+        }, "tools/device-bench.sh", "device");
+        Assert.True(code == 0, stderr + stdout);
+        using var doc = JsonDocument.Parse(File.ReadAllText(Path.Combine(output, "results.json")));
+        var runs = doc.RootElement.GetProperty("runs").EnumerateArray().ToList();
+        Assert.All(runs, r => Assert.Equal(JsonValueKind.Null, r.GetProperty("exit").ValueKind));
+        var names = runs.Select(r => r.GetProperty("name").GetString()).Where(n => !n!.StartsWith("make ", StringComparison.Ordinal)).ToList();
+        Assert.Equal([
+            "check-golden", "check-peer", "peak-khr",
+            "vk-t5-base-bf16-act-bf16", "vk-t5-base-bf16-act-fp32", "peer-t5-base-bf16", "peer-t5-base-bf16-compile",
+            "vk-t5-large-bf16-act-bf16", "vk-t5-large-bf16-act-fp32", "peer-t5-large-bf16", "peer-t5-large-bf16-compile",
+            "mm-t5-base-bf16", "mm-t5-large-bf16", "vk-t5-xl-bf16-act-bf16", "peer-t5-xl-bf16",
+            "vk-t5-base-fp32-act-fp32", "peer-t5-base-fp32", "peer-t5-base-fp32-tf32"], names);
+        Assert.True(File.Exists(Path.Combine(output, "log.txt")));
     }
 }
