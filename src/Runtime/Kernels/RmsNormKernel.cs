@@ -6,7 +6,7 @@ namespace VkPrompt.Runtime.Kernels;
 /// x, the residual stream, stays fp32, and so does the backward, which reads x.</summary>
 internal static class RmsNormKernel
 {
-    static readonly StoredKernel ForwardKernel = new("rmsnorm", new([Access.Read, Access.Read, Access.Write], 12), halfBindings: 1u << 2);
+    static readonly StoredKernel ForwardKernel = new("rmsnorm", new([Access.Read, Access.Read, Access.Write], 12), halfBindings: 0b100);
     static readonly KernelLayout BackwardLayout = new([Access.Read, Access.Read, Access.Read, Access.ReadWrite], 16);
 
     readonly record struct ForwardPush(uint Rows, uint Dim, float Eps);
