@@ -1,22 +1,4 @@
 #version 450
 #extension GL_GOOGLE_include_directive : require
-#include "common.glsl"
-#include "dropout.glsl"
-
-// dx = dy where x > 0, else 0 (the subgradient at 0 is taken as 0, as PyTorch does).
-// With dropout on the relu's output (threshold > 0), dy arrives as the gradient of the dropped
-// output and goes through dropout.comp's mask as it is read, dy = keep(i) ? dy[i] * scale : 0,
-// with no separate pass over the hidden gradient.
-layout(std430, binding = 0) readonly buffer X { float x[]; };
-layout(std430, binding = 1) readonly buffer DY { float dy[]; };
-layout(std430, binding = 2) writeonly buffer DX { float dx[]; };
-layout(std430, binding = 3) readonly buffer Seed { uint seed; };
-layout(push_constant) uniform Push { uint n; uint threshold; float scale; uint stream; } pc;
-
-void main() {
-    GRID_STRIDE_LOOP(i, pc.n) {
-        float g = dy[i];
-        if (pc.threshold != 0u) g = dropoutApply(g, dropoutKeeps(i, pc.stream, seed, pc.threshold), pc.scale);
-        dx[i] = x[i] > 0.0 ? g : 0.0;
-    }
-}
+// fp32 only; relu_backward_16.comp is the build whose bindings may be 16-bit (include/stored_buffer.glsl).
+#include "relu_backward.glsl"

@@ -232,6 +232,154 @@ public sealed class GatedActivationTests(GpuFixture f) : GpuTest(f)
         Check.BitIdentical(composed.Db, fused.Db, $"gated {act} db at rate 0");
     }
 
+    const ActivationPrecision F32 = ActivationPrecision.Fp32, Bf16 = ActivationPrecision.Bf16, F16 = ActivationPrecision.Fp16;
+
+    /// <summary>Storages of (a, b, y): each 16-bit format throughout, a 16-bit input into fp32,
+    /// fp32 into a 16-bit output, and bf16 into fp16 (its range into the narrower one).</summary>
+    static readonly (ActivationPrecision A, ActivationPrecision B, ActivationPrecision Y)[] ForwardStorages =
+        [(Bf16, Bf16, Bf16), (F16, F16, F16), (Bf16, Bf16, F32), (F32, F32, Bf16), (Bf16, F32, F16)];
+
+    /// <summary>Storages of (a, b) for the backward, whose dy, da and db are fp32.</summary>
+    static readonly (ActivationPrecision A, ActivationPrecision B)[] BackwardStorages = [(Bf16, Bf16), (F16, F16), (Bf16, F32), (F32, F16)];
+
+    static readonly int[] StoredSizes = [7, 300];
+
+    public static TheoryData<string, ActivationPrecision, ActivationPrecision, ActivationPrecision, int> ForwardStoragesAndSizes()
+    {
+        var data = new TheoryData<string, ActivationPrecision, ActivationPrecision, ActivationPrecision, int>();
+        foreach (var act in Activations)
+            foreach (var (sa, sb, sy) in ForwardStorages)
+                foreach (var n in StoredSizes) data.Add(act.ToString(), sa, sb, sy, n);
+        return data;
+    }
+
+    public static TheoryData<string, ActivationPrecision, ActivationPrecision, int> BackwardStoragesAndSizes()
+    {
+        var data = new TheoryData<string, ActivationPrecision, ActivationPrecision, int>();
+        foreach (var act in Activations)
+            foreach (var (sa, sb) in BackwardStorages)
+                foreach (var n in StoredSizes) data.Add(act.ToString(), sa, sb, n);
+        return data;
+    }
+
+    public static TheoryData<string, ActivationPrecision> EachWithHalfStorages()
+    {
+        var data = new TheoryData<string, ActivationPrecision>();
+        foreach (var act in Activations)
+            foreach (var p in new[] { Bf16, F16 }) data.Add(act.ToString(), p);
+        return data;
+    }
+
+    /// <summary>The forward and backward with a and b stored as <paramref name="sa"/> and
+    /// <paramref name="sb"/> and y as <paramref name="sy"/>, beside the fp32 kernels on the same
+    /// (rounded) a and b, with the same dropout mask if any: y (widened), da, db of each.</summary>
+    ((float[] Y, float[] Da, float[] Db) Stored, (float[] Y, float[] Da, float[] Db) Fp32) RunStored(
+        float[] a, float[] b, float[] dy, ActivationPrecision sa, ActivationPrecision sb, ActivationPrecision sy, GateActivation act, float rate = 0)
+    {
+        int n = a.Length;
+        using var ga = StoredActivations.Upload(Ctx, a, sa, "a");
+        using var gb = StoredActivations.Upload(Ctx, b, sb, "b");
+        using var gy = StoredActivations.Output(Ctx, n, sy, "y");
+        using var ga32 = GpuBuffer.From<float>(Ctx, StoredActivations.Rounded(a, sa), "fp32 a");
+        using var gb32 = GpuBuffer.From<float>(Ctx, StoredActivations.Rounded(b, sb), "fp32 b");
+        using var gy32 = new GpuBuffer(Ctx, n * 4L, "fp32 y");
+        using var gdy = GpuBuffer.From<float>(Ctx, dy);
+        using var seed = GpuBuffer.From<uint>(Ctx, [Seed]);
+        using var gda = new GpuBuffer(Ctx, n * 4L, "da");
+        using var gdb = new GpuBuffer(Ctx, n * 4L, "db");
+        using var gda32 = new GpuBuffer(Ctx, n * 4L, "fp32 da");
+        using var gdb32 = new GpuBuffer(Ctx, n * 4L, "fp32 db");
+        using (var g = new CommandGraph(Ctx))
+        {
+            var mask = new DropoutMask<GpuBuffer>(rate, seed, Stream);
+            GatedActivationKernel.Forward(g, ga, gb, gy, n, act, mask);
+            GatedActivationKernel.Backward(g, ga, gb, gdy, gda, gdb, n, act, mask);
+            GatedActivationKernel.Forward(g, ga32, gb32, gy32, n, act, mask);
+            GatedActivationKernel.Backward(g, ga32, gb32, gdy, gda32, gdb32, n, act, mask);
+            g.Run();
+        }
+        return ((StoredActivations.Download(gy, n), gda.Download<float>(), gdb.Download<float>()),
+                (gy32.Download<float>(), gda32.Download<float>(), gdb32.Download<float>()));
+    }
+
+    [SkippableTheory, MemberData(nameof(ForwardStoragesAndSizes))]
+    public void ForwardReadsAndStoresItsStorages(string activation, ActivationPrecision sa, ActivationPrecision sb, ActivationPrecision sy, int n)
+    {
+        var act = Enum.Parse<GateActivation>(activation);
+        var a = Check.Random(n, 15, Scale);
+        var b = Check.Random(n, 16);
+        var (stored, fp32) = RunStored(a, b, Check.Random(n, 17), sa, sb, sy, act);
+        string what = $"gated {act} y, a {sa}, b {sb}, y {sy}";
+        // Widening is exact and the arithmetic fp32 in both builds: the fp32 kernel's y on the
+        // rounded inputs, rounded once as it is stored, to the bit.
+        Check.BitIdentical(StoredActivations.Rounded(fp32.Y, sy), stored.Y, what);
+        // The reference on the rounded inputs, its y rounded too: the shader's own error, and one
+        // ulp of y's storage where that error moves a value across a rounding boundary.
+        var y = new float[n];
+        GatedActivationReference.Forward<float>(StoredActivations.Rounded(a, sa), StoredActivations.Rounded(b, sb), y, n, act);
+        Check.Close(StoredActivations.Rounded(y, sy), stored.Y, StoredActivations.Ulp(sy) + Tolerance, what + " vs reference");
+        // The inputs' rounding shows in y (against the kernel on unrounded inputs, which
+        // ForwardMatchesReference checks), so a kernel ignoring a storage would not pass.
+        var unrounded = new float[n];
+        GatedActivationReference.Forward<float>(a, b, unrounded, n, act);
+        if (sa != F32 || sb != F32)
+            Assert.True(Check.MaxRelativeError(unrounded, stored.Y) > Tolerance, $"{what}: no sign of the inputs' rounding");
+    }
+
+    [SkippableTheory, MemberData(nameof(BackwardStoragesAndSizes))]
+    public void BackwardReadsItsStorages(string activation, ActivationPrecision sa, ActivationPrecision sb, int n)
+    {
+        var act = Enum.Parse<GateActivation>(activation);
+        var a = Check.Random(n, 18, Scale);
+        var b = Check.Random(n, 19);
+        var dy = Check.Random(n, 20);
+        var (stored, fp32) = RunStored(a, b, dy, sa, sb, F32, act);
+        string what = $"gated {act} backward, a {sa}, b {sb}";
+        // fp32 gradients from exactly widened a and b: the fp32 kernel's, to the bit.
+        Check.BitIdentical(fp32.Da, stored.Da, what + " da");
+        Check.BitIdentical(fp32.Db, stored.Db, what + " db");
+        var da = new float[n];
+        var db = new float[n];
+        GatedActivationReference.Backward<float>(StoredActivations.Rounded(a, sa), StoredActivations.Rounded(b, sb), dy, da, db, n, act);
+        Check.Close(da, stored.Da, Tolerance, what + " da vs reference");
+        Check.Close(db, stored.Db, Tolerance, what + " db vs reference");
+    }
+
+    [SkippableTheory, MemberData(nameof(EachWithHalfStorages))]
+    public void DropoutWorksOnStoredActivations(string activation, ActivationPrecision p)
+    {
+        var act = Enum.Parse<GateActivation>(activation);
+        const int n = 300;
+        var a = Check.Random(n, 21, Scale);
+        var b = Check.Random(n, 22);
+        var dy = Check.Random(n, 23);
+        var (stored, fp32) = RunStored(a, b, dy, p, p, p, act, Rate);
+        // The same mask and arithmetic as the fp32 kernels with dropout (which
+        // DropoutIsDropoutKernelsMaskBothWays ties to DropoutKernel and the reference), y rounded
+        // once as it is stored.
+        Check.BitIdentical(StoredActivations.Rounded(fp32.Y, p), stored.Y, $"gated {act} y as {p} with dropout");
+        Check.BitIdentical(fp32.Da, stored.Da, $"gated {act} da from {p} with dropout");
+        Check.BitIdentical(fp32.Db, stored.Db, $"gated {act} db from {p} with dropout");
+        var y = new float[n];
+        GatedActivationReference.Forward<float>(StoredActivations.Rounded(a, p), StoredActivations.Rounded(b, p), y, n, act);
+        DropoutReference.Forward<float>(y, n, Rate, Seed, Stream);
+        Check.Close(StoredActivations.Rounded(y, p), stored.Y, StoredActivations.Ulp(p) + Tolerance, $"gated {act} y as {p} with dropout vs reference");
+        Assert.Contains(0f, stored.Y);
+    }
+
+    [SkippableTheory, MemberData(nameof(Each))]
+    public void Bf16BeyondFp16RangeSaturatesAnFp16Y(string activation)
+    {
+        var act = Enum.Parse<GateActivation>(activation);
+        // bf16 holds these; their products pass 65504 both ways, and fp16 keeps ±65504 for them.
+        float[] a = [1e5f, 7e4f, 1e30f, 3e38f, -1e5f, 2f, 65504f];
+        float[] b = [1f, -1f, -2f, 1f, 1f, 1e5f, 2f];
+        var (stored, fp32) = RunStored(a, b, new float[a.Length], Bf16, Bf16, F16, act);
+        Assert.Equal([65504f, -65504f, -65504f, 65504f, 0f, 65504f, 65504f], stored.Y.Select(v => v == 0 ? 0f : v).ToArray());
+        Check.BitIdentical(StoredActivations.Rounded(fp32.Y, F16), stored.Y, $"gated {act} y as fp16 from bf16");
+        Assert.All(fp32.Y.Where((_, i) => i != 4), v => Assert.True(Math.Abs(v) > 65520, $"{v} is not beyond fp16's range"));
+    }
+
     (float[] Da, float[] Db) RunBackward(float[] a, float[] b, float[] dy, GateActivation act)
     {
         int n = a.Length;

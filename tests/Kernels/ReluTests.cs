@@ -59,6 +59,112 @@ public sealed class ReluTests(GpuFixture f) : GpuTest(f)
         Assert.Equal([float.NaN, 0f, 2f], gy.Download<float>());
     }
 
+    const ActivationPrecision F32 = ActivationPrecision.Fp32, Bf16 = ActivationPrecision.Bf16, F16 = ActivationPrecision.Fp16;
+
+    /// <summary>Storages of (x, y): each 16-bit format throughout, a 16-bit x into fp32, fp32
+    /// into each 16-bit y, and bf16 into fp16.</summary>
+    public static TheoryData<ActivationPrecision, ActivationPrecision, int> StoragesAndSizes()
+    {
+        var data = new TheoryData<ActivationPrecision, ActivationPrecision, int>();
+        foreach (var (sx, sy) in new[] { (Bf16, Bf16), (F16, F16), (Bf16, F32), (F32, Bf16), (F32, F16), (Bf16, F16) })
+            foreach (var n in new[] { 7, 300 }) data.Add(sx, sy, n);
+        return data;
+    }
+
+    public static TheoryData<ActivationPrecision> HalfStorages => new(Bf16, F16);
+
+    /// <summary>Forward (x as <paramref name="sx"/>, y as <paramref name="sy"/>) and backward (x
+    /// as <paramref name="sx"/>, dy and dx fp32), with the dropout mask of <paramref name="rate"/>:
+    /// y (widened) and dx.</summary>
+    (float[] Y, float[] Dx) RunStored(float[] x, float[] dy, ActivationPrecision sx, ActivationPrecision sy, float rate = 0)
+    {
+        int n = x.Length;
+        using var gx = StoredActivations.Upload(Ctx, x, sx, "x");
+        using var gy = StoredActivations.Output(Ctx, n, sy, "y");
+        using var gdy = GpuBuffer.From<float>(Ctx, dy);
+        using var gdx = new GpuBuffer(Ctx, n * 4L, "dx");
+        using var seed = GpuBuffer.From<uint>(Ctx, [Seed]);
+        using (var g = new CommandGraph(Ctx))
+        {
+            var mask = new DropoutMask<GpuBuffer>(rate, seed, Stream);
+            ReluKernel.Forward(g, gx, gy, n, mask);
+            ReluKernel.Backward(g, gx, gdy, gdx, n, mask);
+            g.Run();
+        }
+        return (StoredActivations.Download(gy, n), gdx.Download<float>());
+    }
+
+    /// <summary>The reference forward and backward on x rounded to <paramref name="sx"/>, with
+    /// dropout of <paramref name="rate"/>, y rounded to <paramref name="sy"/>.</summary>
+    static (float[] Y, float[] Dx) Reference(float[] x, float[] dy, ActivationPrecision sx, ActivationPrecision sy, float rate = 0)
+    {
+        int n = x.Length;
+        var rx = StoredActivations.Rounded(x, sx);
+        var y = new float[n];
+        ReluReference.Forward<float>(rx, y, n);
+        DropoutReference.Forward<float>(y, n, rate, Seed, Stream);
+        var droppedDy = (float[])dy.Clone();
+        DropoutReference.Backward<float>(droppedDy, n, rate, Seed, Stream);
+        var dx = new float[n];
+        ReluReference.Backward<float>(rx, droppedDy, dx, n);
+        return (StoredActivations.Rounded(y, sy), dx);
+    }
+
+    [SkippableTheory, MemberData(nameof(StoragesAndSizes))]
+    public void ReadsAndStoresItsStorages(ActivationPrecision sx, ActivationPrecision sy, int n)
+    {
+        // Scale 3 takes some of x past fp16's subnormals and bf16's 8 bits alike.
+        var x = Check.Random(n, 11, 3f);
+        var dy = Check.Random(n, 12);
+        var (y, dx) = RunStored(x, dy, sx, sy);
+        var expected = Reference(x, dy, sx, sy);
+        // A comparison and at most one rounding each way, exactly as the reference rounds.
+        Check.BitIdentical(expected.Y, y, $"relu y, x {sx}, y {sy}");
+        Check.BitIdentical(expected.Dx, dx, $"relu dx, x {sx}");
+        // Rounding happened: the unrounded relu differs.
+        var unrounded = new float[n];
+        ReluReference.Forward<float>(x, unrounded, n);
+        Assert.NotEqual(unrounded, y);
+    }
+
+    [SkippableTheory, MemberData(nameof(HalfStorages))]
+    public void DropoutWorksOnStoredActivations(ActivationPrecision p)
+    {
+        const int n = 300;
+        var x = Check.Random(n, 13);
+        var dy = Check.Random(n, 14);
+        var (y, dx) = RunStored(x, dy, p, p, Rate);
+        var expected = Reference(x, dy, p, p, Rate);
+        // The mask's scaling is one fp32 product, rounded once as y is stored.
+        Check.BitIdentical(expected.Y, y, $"relu y as {p} with dropout");
+        Check.BitIdentical(expected.Dx, dx, $"relu dx from {p} with dropout");
+    }
+
+    [SkippableFact]
+    public void ADropoutSeedMustBeAPlainBuffer()
+    {
+        // The seed binding admits a 16-bit placeholder when there is no dropout (ReluKernel), so
+        // the command graph would let a 16-bit seed through; the mask's check does not.
+        using var gx = StoredActivations.Upload(Ctx, Check.Random(7, 15), Bf16, "x");
+        using var gy = StoredActivations.Output(Ctx, 7, Bf16, "y");
+        using var seed = StoredActivations.Upload(Ctx, [1f], Bf16, "seed");
+        using var g = new CommandGraph(Ctx);
+        var e = Assert.Throws<ArgumentException>(() => ReluKernel.Forward(g, gx, gy, 7, new DropoutMask<GpuBuffer>(Rate, seed, Stream)));
+        Assert.Contains("plain buffer", e.Message);
+    }
+
+    [SkippableTheory, MemberData(nameof(HalfStorages))]
+    public void NaNPassesAndBf16BeyondFp16RangeSaturates(ActivationPrecision sy)
+    {
+        // From bf16, whose range is fp32's, into y: fp16 keeps ±65504 (relu leaves only +), bf16
+        // the values, and a NaN stays a NaN in both.
+        float[] x = [float.NaN, -0.5f, 2f, 1e5f, -1e5f, 3e38f, 65504f];
+        var (y, _) = RunStored(x, new float[x.Length], Bf16, sy);
+        float[] expected = sy == F16 ? [float.NaN, 0f, 2f, 65504f, 0f, 65504f, 65504f] : [float.NaN, 0f, 2f, 99840f, 0f, 3.00405527E+38f, 65536f];
+        Assert.Equal(expected, y);
+        Assert.Equal(expected, Reference(x, new float[x.Length], Bf16, sy).Y);
+    }
+
     [Fact]
     public void BackwardReferenceMatchesFiniteDifferences()
     {

@@ -19,6 +19,10 @@ static class DropoutMasks
         uint threshold = DropoutKernel.KeepThreshold(m.Rate);
         if (threshold == 0) return (0, 1f, null);
         BufferChecks.Require(kernel, m.Seed, 1, "seed");
+        // The activations' seed bindings admit a 16-bit placeholder when there is no dropout
+        // (GatedActivationKernel, ReluKernel), so the command graph would let a 16-bit seed through.
+        if (m.Seed.Storage != ActivationPrecision.Fp32)
+            throw new ArgumentException($"{kernel}: the dropout seed {m.Seed.Name} is a buffer of {m.Seed.Storage.Name()} activations; it must be a plain buffer");
         // Element indices are 32-bit in the shaders, as DropoutKernel's are.
         if (elements > uint.MaxValue) throw new ArgumentOutOfRangeException(nameof(elements), $"{kernel}: dropout indexes at most 2^32 elements, got {elements}");
         return (threshold, DropoutKernel.KeepScale(m.Rate), m.Seed);

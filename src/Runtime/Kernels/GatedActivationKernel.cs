@@ -15,11 +15,17 @@ internal enum GateActivation
 /// (shaders/include/activations.glsl explains the overflow-safe formulas).
 /// With a <see cref="DropoutMask{TBuffer}"/> the forward drops y as it writes it and the backward
 /// drops dy as it reads it, bit for bit what <see cref="DropoutKernel"/> passes after the forward
-/// and before the backward would give.</summary>
+/// and before the backward would give.
+/// a, b (the outputs of wi_0 and wi_1, kept for the backward) and y (the hidden output) may hold
+/// 16-bit activations, each read or written as its storage says with fp32 arithmetic between;
+/// the gradients dy, da and db stay fp32.</summary>
 internal static class GatedActivationKernel
 {
-    static readonly KernelLayout ForwardLayout = new([Access.Read, Access.Read, Access.Write, Access.Read], 16);
-    static readonly KernelLayout BackwardLayout = new([Access.Read, Access.Read, Access.Read, Access.Write, Access.Write, Access.Read], 16);
+    // Without dropout the forward's seed binding holds a, which the shader then never reads
+    // through it: it may be 16-bit as a may. The backward's holds dy, always fp32.
+    static readonly StoredKernel ForwardKernel = new("gated_activation", new([Access.Read, Access.Read, Access.Write, Access.Read], 16), halfBindings: 0b1111);
+    static readonly StoredKernel BackwardKernel = new("gated_activation_backward",
+        new([Access.Read, Access.Read, Access.Read, Access.Write, Access.Write, Access.Read], 16), halfBindings: 0b11);
 
     public static void Forward(CommandGraph g, GpuBuffer a, GpuBuffer b, GpuBuffer y, int n, GateActivation activation, DropoutMask<GpuBuffer>? dropout = null)
     {
@@ -29,8 +35,7 @@ internal static class GatedActivationKernel
         BufferChecks.Require(name, b, n, "b");
         BufferChecks.Require(name, y, n, "y");
         var (push, seed) = DropoutMasks.Push(name, dropout, n);
-        var k = g.Context.Kernel(name, ForwardLayout, Grid.LinearSize, (int)activation);
-        // Without dropout the seed binding holds a, which the shader then never reads through it.
+        var k = ForwardKernel.For(g.Context, [Grid.LinearSize, (int)activation], a, b, y);
         g.Dispatch(k, Grid.Linear(n), push, a, b, y, seed ?? a);
     }
 
@@ -47,7 +52,7 @@ internal static class GatedActivationKernel
         BufferChecks.Require(name, da, n, "da");
         BufferChecks.Require(name, db, n, "db");
         var (push, seed) = DropoutMasks.Push(name, dropout, n);
-        var k = g.Context.Kernel(name, BackwardLayout, Grid.LinearSize, (int)activation);
-        g.Dispatch(k, Grid.Linear(n), push, a, b, dy, da, db, seed ?? a);
+        var k = BackwardKernel.For(g.Context, [Grid.LinearSize, (int)activation], a, b);
+        g.Dispatch(k, Grid.Linear(n), push, a, b, dy, da, db, seed ?? dy);
     }
 }

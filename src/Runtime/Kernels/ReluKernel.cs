@@ -3,11 +3,14 @@ namespace VkPrompt.Runtime.Kernels;
 /// <summary>ReLU, the T5 v1.0 feed-forward activation. With a
 /// <see cref="DropoutMask{TBuffer}"/> the forward drops y as it writes it and the backward drops
 /// dy as it reads it, bit for bit what <see cref="DropoutKernel"/> passes after the forward and
-/// before the backward would give.</summary>
+/// before the backward would give. The forward's x and y and the backward's x may hold 16-bit
+/// activations, each read or written as its storage says; dy and dx stay fp32.</summary>
 internal static class ReluKernel
 {
-    static readonly KernelLayout ForwardLayout = new([Access.Read, Access.Write, Access.Read], 16);
-    static readonly KernelLayout BackwardLayout = new([Access.Read, Access.Read, Access.Write, Access.Read], 16);
+    // Without dropout the forward's seed binding holds x, which the shader then never reads
+    // through it: it may be 16-bit as x may. The backward's holds dy, always fp32.
+    static readonly StoredKernel ForwardKernel = new("relu", new([Access.Read, Access.Write, Access.Read], 16), halfBindings: 0b111);
+    static readonly StoredKernel BackwardKernel = new("relu_backward", new([Access.Read, Access.Read, Access.Write, Access.Read], 16), halfBindings: 0b1);
 
     /// <summary>y = max(x, 0) over n floats (NaN passes through).</summary>
     public static void Forward(CommandGraph g, GpuBuffer x, GpuBuffer y, int n, DropoutMask<GpuBuffer>? dropout = null)
@@ -17,8 +20,7 @@ internal static class ReluKernel
         BufferChecks.Require(name, x, n, "x");
         BufferChecks.Require(name, y, n, "y");
         var (push, seed) = DropoutMasks.Push(name, dropout, n);
-        var k = g.Context.Kernel(name, ForwardLayout, Grid.LinearSize);
-        // Without dropout the seed binding holds x, which the shader then never reads through it.
+        var k = ForwardKernel.For(g.Context, [Grid.LinearSize], x, y);
         g.Dispatch(k, Grid.Linear(n), push, x, y, seed ?? x);
     }
 
@@ -32,7 +34,7 @@ internal static class ReluKernel
         BufferChecks.Require(name, dy, n, "dy");
         BufferChecks.Require(name, dx, n, "dx");
         var (push, seed) = DropoutMasks.Push(name, dropout, n);
-        var k = g.Context.Kernel(name, BackwardLayout, Grid.LinearSize);
-        g.Dispatch(k, Grid.Linear(n), push, x, dy, dx, seed ?? x);
+        var k = BackwardKernel.For(g.Context, [Grid.LinearSize], x);
+        g.Dispatch(k, Grid.Linear(n), push, x, dy, dx, seed ?? dy);
     }
 }

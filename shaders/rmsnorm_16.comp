@@ -1,0 +1,5 @@
+#version 450
+#extension GL_GOOGLE_include_directive : require
+// The build of rmsnorm.comp whose bindings may be 16-bit (include/stored_buffer.glsl).
+#define STORED_16BIT
+#include "rmsnorm.glsl"
