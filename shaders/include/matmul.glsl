@@ -1,14 +1,19 @@
-// The matrix product of MatMulSpec, shared by matmul.comp (B in fp32), matmul_half.comp (B,
-// the frozen weight, stored in 16 bits) and matmul_int8.comp (B stored as int8 rows with a scale
-// each). The including shader declares how B is read:
-//   float loadB(uint i)   element i of B, as fp32;
-//   vec4 loadB4(uint i)   elements 4i .. 4i+3 of B, as fp32.
+// The matrix product of MatMulSpec, shared by matmul.comp (every operand fp32), matmul_half.comp
+// (any of A, B and C stored in 16 bits), matmul_int8.comp (B stored as int8 rows with a scale
+// each) and matmul_int8_half.comp (int8 B with 16-bit A or C). The including shader declares how
+// the operands are read and written (include/matmul_operands.glsl, include/matmul_int8_b.glsl):
+//   float loadA(uint i), loadB(uint i)     element i of A, of B, as fp32;
+//   vec4 loadA4(uint i), loadB4(uint i)    elements 4i .. 4i+3, as fp32;
+//   float readC(uint i), vec4 readC4(uint i), writeC(uint i, float), writeC4(uint i, vec4)
+//                                          C's element i (or group i of four), widened as read
+//                                          and narrowed as written where C is 16-bit.
 // C[z1,z2][m,n] = alpha * sum_k A[z1,z2][m,k] B[z1,z2][k,n] (+ C[z1,z2][m,n] when accumulating),
 // every operand addressed through element strides (MatMulSpec.cs describes the vocabulary).
 // A workgroup owns a BM x BN tile of C for one (z1, z2) at a time, each invocation TM x TN of it.
-// Sums run over k in order, in fp32, in both variants and whatever B's storage.
+// Sums run over k in order, in fp32, in both variants and whatever the operands' storage; an
+// accumulating product adds the sum to C widened, and narrows the total as it stores it.
 // A_VEC and B_VEC say how A and B are fetched (MatMulKernel.VectorLoads checks the alignment
-// each needs): 0 one float at a time, 1 vec4 along k, 2 vec4 along m (A) or n (B).
+// each needs): 0 one element at a time, 1 vec4 along k, 2 vec4 along m (A) or n (B).
 //
 // BK = 0, streamed (CPU devices): each invocation reads its operands straight from memory and owns
 // TM consecutive rows and TN consecutive columns. lavapipe executes a load whose address differs
@@ -77,12 +82,6 @@ const uint B_SWZ = B_LOW >= 8 ? 7 : B_LOW > 0 ? B_LOW - 1 : 0;
 shared vec4 sa[BK > 0 ? 2 * BK * BM4 : 1];
 shared vec4 sb[BK > 0 ? 2 * BK * BN4 : 1];
 
-layout(std430, binding = 0) readonly buffer BufA { float a[]; };
-// The same A viewed as vec4s, for the vectorized fetches.
-layout(std430, binding = 0) readonly buffer BufA4 { vec4 a4[]; };
-layout(std430, binding = 2) buffer BufC { float c[]; };
-// The same C viewed as vec4s, for the staged variant's stores.
-layout(std430, binding = 2) buffer BufC4 { vec4 c4[]; };
 #include "matmul_push.glsl"
 
 void streamed(uint aBase, uint bBase, uint cBase, uint tileM, uint tileN) {
@@ -104,20 +103,20 @@ void streamed(uint aBase, uint bBase, uint cBase, uint tileM, uint tileN) {
         float fa[TM * 4];
         if (A_VEC == 1) {
             for (uint i = 0; i < TM; i++) {
-                const vec4 v = a4[(aRow[i] + k) >> 2];
+                const vec4 v = loadA4((aRow[i] + k) >> 2);
                 fa[i * 4] = v.x; fa[i * 4 + 1] = v.y; fa[i * 4 + 2] = v.z; fa[i * 4 + 3] = v.w;
             }
         } else if (A_VEC == 2) {
             for (uint i = 0; i < TM; i += 4) {
                 const uint g = aBase + min(row0 + i, pc.M - 4);
                 for (uint kk = 0; kk < 4; kk++) {
-                    const vec4 v = a4[(g + (k + kk) * pc.aStrideK) >> 2];
+                    const vec4 v = loadA4((g + (k + kk) * pc.aStrideK) >> 2);
                     fa[i * 4 + kk] = v.x; fa[(i + 1) * 4 + kk] = v.y; fa[(i + 2) * 4 + kk] = v.z; fa[(i + 3) * 4 + kk] = v.w;
                 }
             }
         } else {
             for (uint i = 0; i < TM; i++)
-                for (uint kk = 0; kk < 4; kk++) fa[i * 4 + kk] = a[aRow[i] + (k + kk) * pc.aStrideK];
+                for (uint kk = 0; kk < 4; kk++) fa[i * 4 + kk] = loadA(aRow[i] + (k + kk) * pc.aStrideK);
         }
         float fb[4 * TN];
         if (B_VEC == 1) {
@@ -143,7 +142,7 @@ void streamed(uint aBase, uint bBase, uint cBase, uint tileM, uint tileN) {
     }
     for (; k < pc.K; k++) {
         float av[TM];
-        for (uint i = 0; i < TM; i++) av[i] = a[aRow[i] + k * pc.aStrideK];
+        for (uint i = 0; i < TM; i++) av[i] = loadA(aRow[i] + k * pc.aStrideK);
         for (uint j = 0; j < TN; j++) {
             const float bv = loadB(bCol[j] + k * pc.bStrideK);
             for (uint i = 0; i < TM; i++) acc[i * TN + j] = fma(av[i], bv, acc[i * TN + j]);
@@ -158,8 +157,8 @@ void streamed(uint aBase, uint bBase, uint cBase, uint tileM, uint tileN) {
             if (n >= pc.N) break;
             const uint at = cBase + m * pc.cStrideM + n;
             float v = pc.alpha * acc[i * TN + j];
-            if (pc.accumulate != 0) v += c[at];
-            c[at] = v;
+            if (pc.accumulate != 0) v += readC(at);
+            writeC(at, v);
         }
     }
 }
@@ -187,11 +186,11 @@ vec4 fetchA(uint base, uint e, uint tileM, uint k0, bool inside) {
     const uint m = tileM + p.x, k = k0 + p.y;
     const uint dm = alongK ? 0 : 1, dk = 1 - dm;
     if (A_VEC != 0 && (inside || (m + 3 * dm < pc.M && k + 3 * dk < pc.K)))
-        return a4[(base + m * pc.aStrideM + k * pc.aStrideK) >> 2];
+        return loadA4((base + m * pc.aStrideM + k * pc.aStrideK) >> 2);
     vec4 v = vec4(0.0);
     [[unroll]] for (uint q = 0; q < 4; q++)
         if (inside || (m + q * dm < pc.M && k + q * dk < pc.K))
-            v[q] = a[base + (m + q * dm) * pc.aStrideM + (k + q * dk) * pc.aStrideK];
+            v[q] = loadA(base + (m + q * dm) * pc.aStrideM + (k + q * dk) * pc.aStrideK);
     return v;
 }
 
@@ -287,14 +286,14 @@ void staged(uint aBase, uint bBase, uint cBase, uint tileM, uint tileN) {
                 vec4 v = pc.alpha * vec4(acc[row], acc[row + 1], acc[row + 2], acc[row + 3]);
                 if (m < pc.M && n < pc.N) {
                     if (cVec && n + 4 <= pc.N) {
-                        if (pc.accumulate != 0) v += c4[at >> 2];
-                        c4[at >> 2] = v;
+                        if (pc.accumulate != 0) v += readC4(at >> 2);
+                        writeC4(at >> 2, v);
                     } else {
                         [[unroll]] for (uint j = 0; j < 4; j++)
                             if (n + j < pc.N) {
                                 float x = v[j];
-                                if (pc.accumulate != 0) x += c[at + j];
-                                c[at + j] = x;
+                                if (pc.accumulate != 0) x += readC(at + j);
+                                writeC(at + j, x);
                             }
                     }
                 }

@@ -18,6 +18,8 @@ public sealed class MatMulPushTests
     [SkippableTheory]
     [InlineData("matmul")]
     [InlineData("matmul_half")]
+    [InlineData("matmul_int8")]
+    [InlineData("matmul_int8_half")]
     [InlineData("matmul_coopmat")]
     [InlineData("matmul_coopmat_emulated")]
     [InlineData("matmul_coopmat_khr")]

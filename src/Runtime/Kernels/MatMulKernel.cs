@@ -7,6 +7,10 @@ internal static class MatMulKernel
     static readonly KernelLayout Layout = new([Access.Read, Access.Read, Access.ReadWrite], 84);
     // matmul_int8.comp: B's row scales at binding 3.
     static readonly KernelLayout Int8Layout = new([Access.Read, Access.Read, Access.ReadWrite, Access.Read], 84);
+    // matmul_half.comp: A, an activation B and C may each be 16-bit activations.
+    static readonly KernelLayout HalfLayout = Layout with { HalfBindings = 0b111 };
+    // matmul_int8_half.comp: A and C may be; B is the int8 table.
+    static readonly KernelLayout Int8HalfLayout = Int8Layout with { HalfBindings = 0b101 };
 
     // shaders/include/matmul_push.glsl, the block every product kernel declares, field for field
     // (MatMulPushTests compares them).
@@ -30,7 +34,9 @@ internal static class MatMulKernel
     /// ranges of A or B it is computed from. B, the frozen weight of a layer, may be stored as
     /// fp16 or bf16 halves, or as int8 with one scale per row of its table in
     /// <paramref name="bScales"/> (<paramref name="bPrecision"/>; offsets and strides still count
-    /// elements); it is widened to fp32 as it is loaded, and A, C and the sums stay fp32.</summary>
+    /// elements); it is widened to fp32 as it is loaded. A, an activation B and C may be 16-bit
+    /// activations, as the spec's storages say (which must be their buffers'): widened as they are
+    /// loaded, C narrowed as it is stored; the sums stay fp32.</summary>
     /// <remarks>Where the context uses the matrix units, a product with 16-bit B, or int8 B read
     /// as A·Bᵀ (any B with <see cref="DevicePlan.MatrixUnitsAllProducts"/>), runs on the matrix
     /// units instead, with A and an fp32 B rounded to fp16 (saturating at ±65504) and fp32 sums
@@ -119,11 +125,19 @@ internal static class MatMulKernel
         else g.Dispatch(k, groups, Push.From(s), a, b, c);
     }
 
+    /// <summary>The portable product (include/matmul.glsl) with tiling <paramref name="t"/>: A, an
+    /// activation B (<paramref name="bPrecision"/> fp32) and C each stored as their buffers'
+    /// <see cref="GpuBuffer.Storage"/>, which must be the spec's <see cref="MatMulSpec.AStorage"/>,
+    /// <see cref="MatMulSpec.BStorage"/> and <see cref="MatMulSpec.CStorage"/> (16-bit ones widened
+    /// on load, C narrowed on store, the sums fp32); a weight B as <paramref name="bPrecision"/>,
+    /// with an int8 B's row scales in <paramref name="bScales"/>.</summary>
+    /// <exception cref="ArgumentException">a buffer's storage differs from the spec's, an operand
+    /// lies outside its buffer, or the scales do not fit B.</exception>
+    /// <exception cref="GpuException">a 16-bit operand on a device without 16-bit storage.</exception>
     internal static void Run(CommandGraph g, GpuBuffer a, GpuBuffer b, GpuBuffer c, in MatMulSpec s, MatMulTiling t,
                              WeightPrecision bPrecision = WeightPrecision.Fp32, GpuBuffer? bScales = null)
     {
-        bPrecision.Require(g.Context.Capabilities);
-        s.Validate(a.Length<float>(), b.Bytes / bPrecision.ElementBytes(), c.Length<float>());
+        CheckOperands(g.Context, a, b, c, s, bPrecision);
         var (aVec, bVec) = VectorLoads(s, t);
         // The vec4 views index whole groups of four elements, whatever their width, so the
         // alignment VectorLoads checks holds for halves and bytes too.
@@ -131,17 +145,66 @@ internal static class MatMulKernel
                       // Batches past the device's z limit are looped over inside the shader.
                       (uint)Math.Min((long)s.Batch1 * s.Batch2, g.Context.Capabilities.MaxWorkGroupCountZ));
         CheckScales(s, bPrecision, bScales);
-        if (bPrecision == WeightPrecision.Int8)
+        string shader = PortableShader(s, bPrecision);
+        // matmul.comp and matmul_int8.comp declare no storage constants (constant_id 7 to 9),
+        // which Vulkan then ignores: each product keeps one pipeline per shader all the same.
+        var layout = shader switch { "matmul" => Layout, "matmul_half" => HalfLayout, "matmul_int8" => Int8Layout, _ => Int8HalfLayout };
+        var k = shader is "matmul" or "matmul_int8"
+            ? g.Context.Kernel(shader, layout, t.LocalX, t.LocalY, t.TileM, t.TileN, t.SharedK, aVec, bVec)
+            : g.Context.Kernel(shader, layout, t.LocalX, t.LocalY, t.TileM, t.TileN, t.SharedK, aVec, bVec,
+                               s.AStorage.ShaderCode(), BStorageCode(s, bPrecision), s.CStorage.ShaderCode());
+        if (bPrecision == WeightPrecision.Int8) g.Dispatch(k, groups, Push.From(s), a, b, c, bScales!);
+        else g.Dispatch(k, groups, Push.From(s), a, b, c);
+    }
+
+    /// <summary>The portable product's shader for <paramref name="s"/> with B stored as
+    /// <paramref name="bPrecision"/>: matmul where every operand is fp32, matmul_half where any of
+    /// A, B and C is 16-bit (a device without 16-bit storage cannot load a module that declares a
+    /// 16-bit buffer, so the fp32 product has a build of its own), matmul_int8 for an int8 B with
+    /// fp32 A and C, matmul_int8_half for an int8 B with a 16-bit A or C.</summary>
+    internal static string PortableShader(in MatMulSpec s, WeightPrecision bPrecision)
+    {
+        bool halfAC = s.AStorage != ActivationPrecision.Fp32 || s.CStorage != ActivationPrecision.Fp32;
+        return bPrecision switch
         {
-            var k8 = g.Context.Kernel("matmul_int8", Int8Layout, t.LocalX, t.LocalY, t.TileM, t.TileN, t.SharedK, aVec, bVec);
-            g.Dispatch(k8, groups, Push.From(s), a, b, c, bScales!);
-            return;
+            WeightPrecision.Int8 => halfAC ? "matmul_int8_half" : "matmul_int8",
+            WeightPrecision.Fp32 when !halfAC && s.BStorage == ActivationPrecision.Fp32 => "matmul",
+            _ => "matmul_half",
+        };
+    }
+
+    // matmul_half.comp's B_STORAGE: a 16-bit weight's form, else an activation B's storage, in
+    // include/storage.glsl's codes.
+    static int BStorageCode(in MatMulSpec s, WeightPrecision bPrecision) => bPrecision switch
+    {
+        WeightPrecision.Fp16 => ActivationPrecision.Fp16.ShaderCode(),
+        WeightPrecision.Bf16 => ActivationPrecision.Bf16.ShaderCode(),
+        _ => s.BStorage.ShaderCode(),
+    };
+
+    /// <summary>Checks that each buffer stores its elements as the spec says (A, C and an
+    /// activation B by <see cref="GpuBuffer.Storage"/>; a weight B, whose form
+    /// <paramref name="bPrecision"/> names, has fp32 <see cref="MatMulSpec.BStorage"/>), that the
+    /// device keeps such storage, and that every element the product touches lies inside its
+    /// buffer, each counted by its storage (<see cref="MatMulSpec.Validate"/>).</summary>
+    /// <exception cref="ArgumentException">a storage differs from the spec's, or an operand lies
+    /// outside its buffer.</exception>
+    /// <exception cref="GpuException">the device cannot keep a 16-bit operand.</exception>
+    internal static void CheckOperands(GpuContext context, GpuBuffer a, GpuBuffer b, GpuBuffer c, in MatMulSpec s, WeightPrecision bPrecision)
+    {
+        if (bPrecision != WeightPrecision.Fp32 && s.BStorage != ActivationPrecision.Fp32)
+            throw new ArgumentException($"B is a {bPrecision.Name()} weight, whose form its weight precision names, so its BStorage must be fp32, not {s.BStorage.Name()}", nameof(s));
+        static void Check(string operand, GpuBuffer buffer, ActivationPrecision expected)
+        {
+            if (buffer.Storage != expected)
+                throw new ArgumentException($"matmul operand {operand}: the spec says {expected.Name()} ({operand}Storage), but its buffer {buffer.Name} stores {buffer.Storage.Name()}", operand.ToLowerInvariant());
         }
-        var k = bPrecision == WeightPrecision.Fp32
-            ? g.Context.Kernel("matmul", Layout, t.LocalX, t.LocalY, t.TileM, t.TileN, t.SharedK, aVec, bVec)
-            : g.Context.Kernel("matmul_half", Layout, t.LocalX, t.LocalY, t.TileM, t.TileN, t.SharedK, aVec, bVec,
-                               bPrecision == WeightPrecision.Bf16 ? 1 : 0);
-        g.Dispatch(k, groups, Push.From(s), a, b, c);
+        Check("A", a, s.AStorage);
+        Check("B", b, s.BStorage);
+        Check("C", c, s.CStorage);
+        bPrecision.Require(context.Capabilities);
+        foreach (var storage in new[] { s.AStorage, s.BStorage, s.CStorage }) storage.Require(context.Capabilities);
+        s.Validate(a.StoredElements, bPrecision == WeightPrecision.Fp32 ? b.StoredElements : b.Bytes / bPrecision.ElementBytes(), c.StoredElements);
     }
 
     /// <summary>The int8 kernels find an element's row, and so its scale, as its index over the
@@ -211,7 +274,7 @@ internal static class MatMulKernel
     public static (string Kernel, string Tiling) Selection(GpuContext context, in MatMulSpec s, WeightPrecision bPrecision = WeightPrecision.Fp32)
     {
         var choice = Choose(context, s, bPrecision);
-        return (choice.Kernel(context, bPrecision), choice.Tiling);
+        return (choice.Kernel(context, s, bPrecision), choice.Tiling);
     }
 
     /// <summary>The build of a matrix-unit shader (shaders/NAME.comp for NV, NAME_khr.comp,
@@ -252,11 +315,11 @@ internal readonly record struct MatMulChoice
     public MatMulChoice(MatMulTiling portable) => Portable = portable;
     public MatMulChoice(MatrixUnitsTiling matrixUnits, bool workgroupScope = false) => (MatrixUnits, WorkgroupScope) = (matrixUnits, workgroupScope);
 
-    /// <summary>The shader that runs, as a profile labels its dispatches.</summary>
-    public string Kernel(GpuContext context, WeightPrecision bPrecision) =>
+    /// <summary>The shader that runs <paramref name="s"/>, as a profile labels its dispatches.</summary>
+    public string Kernel(GpuContext context, in MatMulSpec s, WeightPrecision bPrecision) =>
         WorkgroupScope ? DevicePlan.Nv2MatMulShader
         : MatrixUnits is not null ? MatMulKernel.MatrixUnitsShader(context, bPrecision)
-        : bPrecision switch { WeightPrecision.Fp32 => "matmul", WeightPrecision.Int8 => "matmul_int8", _ => "matmul_half" };
+        : MatMulKernel.PortableShader(s, bPrecision);
 
     /// <summary>The tile shape as the tiling variables spell it.</summary>
     public string Tiling => MatrixUnits?.Text ?? Portable!.Value.Text;

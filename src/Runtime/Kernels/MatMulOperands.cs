@@ -45,6 +45,19 @@ internal static class MatMulOperands
     }
 
     /// <summary>Writes the first <paramref name="elements"/> values of <paramref name="seed"/> into
+    /// <paramref name="buffer"/>, a buffer of activations stored as <paramref name="p"/>
+    /// (<see cref="GpuBuffer.Storage"/>).</summary>
+    public static void Fill(GpuBuffer buffer, long elements, ulong seed, ActivationPrecision p) =>
+        // A 16-bit activation holds what a weight of the same form does: the values lie in [-1, 1),
+        // where fp16's saturation never applies.
+        Fill(buffer, elements, seed, p switch
+        {
+            ActivationPrecision.Bf16 => WeightPrecision.Bf16,
+            ActivationPrecision.Fp16 => WeightPrecision.Fp16,
+            _ => WeightPrecision.Fp32,
+        });
+
+    /// <summary>Writes the first <paramref name="elements"/> values of <paramref name="seed"/> into
     /// <paramref name="buffer"/>, stored as <paramref name="p"/>; <paramref name="rounding"/> bf16
     /// with <paramref name="p"/> fp16 stores them as <see cref="SplitTensor"/> stores bf16 weights
     /// for the matrix units (<see cref="DevicePlan.StoredPrecision"/>).</summary>

@@ -54,11 +54,13 @@ internal static class MatMulTuner
         foreach (var (spec, asked) in products)
         {
             asked.Require(ctx.Capabilities);
+            foreach (var storage in new[] { spec.AStorage, spec.BStorage, spec.CStorage }) storage.Require(ctx.Capabilities);
             // Tuned as they will run: with B stored the way this context stores such weights.
             var b = ctx.Plan.StoredPrecision(asked);
             if (ctx.MatMulTunings.Find(spec, b) is not null || !keys.Add(MatMulShapeKey.Of(spec, b))) continue;
             var (aElems, bElems, cElems) = spec.Extents();
-            if (Math.Max(4 * Math.Max(aElems, cElems), b.ElementBytes() * bElems) > limit) continue;
+            long bBytes = b == WeightPrecision.Fp32 ? spec.BStorage.Bytes(bElems) : b.ElementBytes() * bElems;
+            if (Math.Max(Math.Max(spec.AStorage.Bytes(aElems), spec.CStorage.Bytes(cElems)), bBytes) > limit) continue;
             var candidates = Candidates(ctx, spec, b);
             if (candidates.Count > 1) pending.Add((spec, b, candidates));
         }
@@ -72,7 +74,7 @@ internal static class MatMulTuner
             var timed = candidates.Select(c => time(spec, b, c)).Select((t, i) => new MatMulTimedTiling(candidates[i].Tiling, DispatchTimer.Median(t), t.ToList())).ToList();
             // The first of equal medians: candidates come in a fixed order, so a tie always goes one way.
             int best = Enumerable.Range(0, timed.Count).MinBy(i => timed[i].MedianMs);
-            var tuning = new MatMulTuning(spec, b, candidates[best].Kernel(ctx, b), candidates[best].Tiling, timed) { Choice = candidates[best] };
+            var tuning = new MatMulTuning(spec, b, candidates[best].Kernel(ctx, spec, b), candidates[best].Tiling, timed) { Choice = candidates[best] };
             ctx.MatMulTunings.Add(tuning);
             results.Add(tuning);
             ctx.Options.Log?.Invoke($"matmul tuning: {Describe(spec, b)}: {tuning.Kernel} {tuning.Tiling}; median ms of {string.Join(", ", timed.Select(t => $"{t.Tiling} {t.MedianMs:F4}"))}");
@@ -99,16 +101,18 @@ internal static class MatMulTuner
     }
 
     static string Describe(in MatMulSpec s, WeightPrecision b) =>
-        $"{s.M}x{s.N}x{s.K} x{(long)s.Batch1 * s.Batch2} {(s.AStrideK == 1 ? "A" : "Aᵀ")}·{(s.BStrideN == 1 ? "B" : "Bᵀ")} (B {b.Name()}){(s.Accumulate ? " +=" : "")}";
+        $"{s.M}x{s.N}x{s.K} x{(long)s.Batch1 * s.Batch2} {(s.AStrideK == 1 ? "A" : "Aᵀ")}·{(s.BStrideN == 1 ? "B" : "Bᵀ")} " +
+        $"(A {s.AStorage.Name()}, B {(b == WeightPrecision.Fp32 ? s.BStorage.Name() : b.Name())}, C {s.CStorage.Name()}){(s.Accumulate ? " +=" : "")}";
 
-    /// <summary>One buffer per operand (one B per precision), sized for the largest product and
-    /// reused by all, filled with hashed values in [-1, 1): data as varied as a step's, since
-    /// some GPUs move uniform data faster.</summary>
+    /// <summary>One buffer per operand and storage (B per weight precision and, for an activation
+    /// B, storage), as the products' specs store them, sized for the largest product and reused by
+    /// all, filled with hashed values in [-1, 1): data as varied as a step's, since some GPUs move
+    /// uniform data faster.</summary>
     sealed class Scratch : IDisposable
     {
         readonly GpuContext ctx;
-        readonly GpuBuffer a, c;
-        readonly Dictionary<WeightPrecision, GpuBuffer> b = new();
+        readonly Dictionary<ActivationPrecision, GpuBuffer> a = new(), c = new();
+        readonly Dictionary<(WeightPrecision, ActivationPrecision), GpuBuffer> b = new();
         // An int8 B's row scales (MatMulOperands.FillInt8Scales), where one is tuned.
         readonly GpuBuffer? int8Scales;
         bool warm;
@@ -116,27 +120,38 @@ internal static class MatMulTuner
         public Scratch(GpuContext ctx, IEnumerable<(MatMulSpec Spec, WeightPrecision B)> products)
         {
             this.ctx = ctx;
-            long aMax = 1, cMax = 1;
-            var bMax = new Dictionary<WeightPrecision, long>();
+            var aMax = new Dictionary<ActivationPrecision, long>();
+            var cMax = new Dictionary<ActivationPrecision, long>();
+            var bMax = new Dictionary<(WeightPrecision, ActivationPrecision), long>();
             long int8Rows = 0;
             foreach (var (spec, p) in products)
             {
                 var (aElems, bElems, cElems) = spec.Extents();
-                aMax = Math.Max(aMax, aElems);
-                cMax = Math.Max(cMax, cElems);
-                bMax[p] = Math.Max(bMax.GetValueOrDefault(p), bElems);
+                aMax[spec.AStorage] = Math.Max(aMax.GetValueOrDefault(spec.AStorage), aElems);
+                cMax[spec.CStorage] = Math.Max(cMax.GetValueOrDefault(spec.CStorage), cElems);
+                bMax[(p, spec.BStorage)] = Math.Max(bMax.GetValueOrDefault((p, spec.BStorage)), bElems);
                 if (p == WeightPrecision.Int8) int8Rows = Math.Max(int8Rows, MatMulKernel.Int8RowsRead(spec));
             }
             try
             {
-                a = new GpuBuffer(ctx, 4 * aMax, "tune_a");
-                c = new GpuBuffer(ctx, 4 * cMax, "tune_c");
-                MatMulOperands.Fill(a, aMax, MatMulOperands.SeedA, WeightPrecision.Fp32);
-                MatMulOperands.Fill(c, cMax, MatMulOperands.SeedA, WeightPrecision.Fp32);
-                foreach (var (p, elems) in bMax)
+                foreach (var (storage, elems) in aMax)
                 {
-                    b[p] = new GpuBuffer(ctx, p.ElementBytes() * elems, $"tune_b_{p.Name()}");
-                    MatMulOperands.Fill(b[p], elems, MatMulOperands.SeedB, p);
+                    a[storage] = GpuBuffer.Activations(ctx, elems, storage, $"tune_a_{storage.Name()}");
+                    MatMulOperands.Fill(a[storage], elems, MatMulOperands.SeedA, storage);
+                }
+                foreach (var (storage, elems) in cMax)
+                {
+                    c[storage] = GpuBuffer.Activations(ctx, elems, storage, $"tune_c_{storage.Name()}");
+                    MatMulOperands.Fill(c[storage], elems, MatMulOperands.SeedA, storage);
+                }
+                foreach (var ((p, storage), elems) in bMax)
+                {
+                    // A weight B is a table (fp32 storage, its form p); an fp32 B may be an activation.
+                    b[(p, storage)] = p == WeightPrecision.Fp32
+                        ? GpuBuffer.Activations(ctx, elems, storage, $"tune_b_{storage.Name()}")
+                        : new GpuBuffer(ctx, p.ElementBytes() * elems, $"tune_b_{p.Name()}");
+                    if (p == WeightPrecision.Fp32) MatMulOperands.Fill(b[(p, storage)], elems, MatMulOperands.SeedB, storage);
+                    else MatMulOperands.Fill(b[(p, storage)], elems, MatMulOperands.SeedB, p);
                 }
                 if (int8Rows > 0)
                 {
@@ -155,7 +170,7 @@ internal static class MatMulTuner
         {
             double warmup = warm ? WarmupMs : FirstWarmupMs;
             warm = true;
-            var (ms, labels) = DispatchTimer.Repeat(ctx, g => choice.Append(g, a, b[p], c, spec, p, p == WeightPrecision.Int8 ? int8Scales : null), Reps, warmup);
+            var (ms, labels) = DispatchTimer.Repeat(ctx, g => choice.Append(g, a[spec.AStorage], b[(p, spec.BStorage)], c[spec.CStorage], spec, p, p == WeightPrecision.Int8 ? int8Scales : null), Reps, warmup);
             // The 16-bit copy of A that the first rep makes (the others read it) is the same for
             // every candidate tiling: only the products are compared.
             return labels is null ? ms : ms.Where((_, i) => labels[i] != ToHalfKernel.Shader).ToList();
@@ -163,9 +178,7 @@ internal static class MatMulTuner
 
         public void Dispose()
         {
-            a?.Dispose();
-            c?.Dispose();
-            foreach (var buffer in b.Values) buffer.Dispose();
+            foreach (var buffer in a.Values.Concat(b.Values).Concat(c.Values)) buffer.Dispose();
             int8Scales?.Dispose();
         }
     }
@@ -187,19 +200,23 @@ internal sealed record MatMulTuning(MatMulSpec Spec, WeightPrecision B, string K
 /// everything besides that selects another kernel or another variant of one (which stride of each
 /// operand is 1 and whether its rows start on multiples of 4, which pick the vector loads of
 /// <see cref="MatMulKernel.VectorLoads"/> and the fetches of the matrix units; whether C's rows
-/// do; whether B is 16-bit), and whether C is read as well as written. Alpha and the exact strides
-/// select nothing and are left out, and so does which 16-bit form B takes: fp16 and bf16 run the
-/// same kernels, differing only in how a half is widened, and a context may store bf16 weights as
-/// fp16 (<see cref="DevicePlan.StoredPrecision"/>), so a tuning found for either serves both.
-/// An int8 B runs a kernel of its own (matmul_int8), tuned apart.</summary>
-internal readonly record struct MatMulShapeKey(int M, int N, int K, long Batch, int A, int B, bool CAligned, bool HalfB, bool Int8B, bool Accumulate)
+/// do; whether A, B and C are 16-bit: a 16-bit weight B or activation B alike, either runs
+/// matmul_half and moves half the bytes), and whether C is read as well as written. Alpha and the
+/// exact strides select nothing and are left out, and so does which 16-bit form an operand takes:
+/// fp16 and bf16 run the same kernels, differing only in how a half is widened or narrowed, and a
+/// context may store bf16 weights as fp16 (<see cref="DevicePlan.StoredPrecision"/>), so a tuning
+/// found for either serves both. An int8 B runs kernels of its own (matmul_int8 and, with a
+/// 16-bit A or C, matmul_int8_half), tuned apart. The tunings live with their context and are
+/// never persisted, so the key may change freely.</summary>
+internal readonly record struct MatMulShapeKey(int M, int N, int K, long Batch, int A, int B, bool CAligned, bool HalfA, bool HalfB, bool HalfC, bool Int8B, bool Accumulate)
 {
     public static MatMulShapeKey Of(in MatMulSpec s, WeightPrecision b) => new(
         s.M, s.N, s.K, (long)s.Batch1 * s.Batch2,
         Layout(s.AOffset, (s.Batch1, s.AStrideBatch1), (s.Batch2, s.AStrideBatch2), (s.M, s.AStrideM), (s.K, s.AStrideK)),
         Layout(s.BOffset, (s.Batch1, s.BStrideBatch1), (s.Batch2, s.BStrideBatch2), (s.N, s.BStrideN), (s.K, s.BStrideK)),
         MatMulKernel.Aligned(s.COffset, (s.Batch1, s.CStrideBatch1), (s.Batch2, s.CStrideBatch2), (s.M, s.CStrideM)),
-        b is WeightPrecision.Fp16 or WeightPrecision.Bf16, b == WeightPrecision.Int8, s.Accumulate);
+        s.AStorage != ActivationPrecision.Fp32, b is WeightPrecision.Fp16 or WeightPrecision.Bf16 || s.BStorage != ActivationPrecision.Fp32,
+        s.CStorage != ActivationPrecision.Fp32, b == WeightPrecision.Int8, s.Accumulate);
 
     // Bits: 1 contiguous along k, 2 contiguous along m (or n), 4 runs along k start on multiples
     // of 4 (the offset and every other stride are), 8 runs along m (or n) do.
