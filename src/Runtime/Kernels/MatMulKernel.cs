@@ -7,10 +7,6 @@ internal static class MatMulKernel
     static readonly KernelLayout Layout = new([Access.Read, Access.Read, Access.ReadWrite], 84);
     // matmul_int8.comp: B's row scales at binding 3.
     static readonly KernelLayout Int8Layout = new([Access.Read, Access.Read, Access.ReadWrite, Access.Read], 84);
-    // The subgroup-scope matrix-unit kernels read A, an activation B and C in whatever storage
-    // the spec names (A_STORAGE, WEIGHT_BF16, C_STORAGE); the int8 builds' B is a weight table.
-    static readonly KernelLayout MatrixUnitsLayout = Layout with { HalfBindings = 0b111 };
-    static readonly KernelLayout MatrixUnitsInt8Layout = Int8Layout with { HalfBindings = 0b101 };
 
     // shaders/include/matmul_push.glsl, the block every product kernel declares, field for field
     // (MatMulPushTests compares them).
@@ -145,6 +141,11 @@ internal static class MatMulKernel
         uint z = (uint)Math.Min((long)s.Batch1 * s.Batch2, g.Context.Capabilities.MaxWorkGroupCountZ);
         g.Dispatch(k, (Grid.Div(s.N, t.BlockN), Grid.Div(s.M, t.BlockM), z), Push.From(s), a, b, c);
     }
+
+    // The subgroup-scope matrix-unit kernels read A, an activation B and C in whatever storage
+    // the spec names (A_STORAGE, WEIGHT_BF16, C_STORAGE); the int8 builds' B is a weight table.
+    static readonly KernelLayout MatrixUnitsLayout = Layout with { HalfBindings = 0b111 };
+    static readonly KernelLayout MatrixUnitsInt8Layout = Int8Layout with { HalfBindings = 0b101 };
 
     // bPrecision: how the kernel reads B (ReadAs, or fp16 for a copy).
     static void AppendSubgroupScope(CommandGraph g, GpuBuffer a, GpuBuffer b, GpuBuffer c, in MatMulSpec s, MatrixUnitsTiling t, WeightPrecision bPrecision,
