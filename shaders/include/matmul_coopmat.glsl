@@ -4,18 +4,22 @@
 #extension GL_EXT_control_flow_attributes : require
 #include "common.glsl"
 
-// C = alpha·A·B (+ C) of MatMulSpec on the matrix units (tensor cores): A fp32, or the fp16
-// copy of it that to_half.comp makes (A_HALF), B the frozen weight stored as fp16 or bf16 (or,
-// with VKPROMPT_MATRIX_UNITS=all, any fp32 operand: B_FP32; or, in the COOPMAT_INT8 builds, an
-// int8 weight read as A·Bᵀ, see below), both rounded to fp16 for 16x16x16
-// products that accumulate in fp32, C fp32. The matrix operations
+// C = alpha·A·B (+ C) of MatMulSpec on the matrix units (tensor cores): A an activation stored
+// as fp32, fp16 or bf16 (A_STORAGE; an fp16 A may be the copy of an fp32 one that to_half.comp
+// makes), B the frozen weight stored as fp16 or bf16 (or, with VKPROMPT_MATRIX_UNITS=all, any fp32
+// operand: B_FP32; an activation B stored in 16 bits is read as the weight of the same bits; or,
+// in the COOPMAT_INT8 builds, an int8 weight read as A·Bᵀ, see below), both rounded to fp16 for
+// 16x16x16 products that accumulate in fp32, C stored as fp32, fp16 or bf16 (C_STORAGE). The
+// 16-bit operands are read straight from their buffers, as the fill widens and rounds them
+// anyway: an activation kept in 16 bits needs no to_half copy. The matrix operations
 // are those of include/coopmat.glsl: GL_KHR_cooperative_matrix in matmul_coopmat_khr.comp,
 // GL_NV_cooperative_matrix in matmul_coopmat.comp (GpuContext picks the one the device reports
 // with that exact shape and types, KHR first); ordinary arithmetic in
 // matmul_coopmat_emulated.comp, which runs this same staging on any device.
 //
-// fp16 holds the range of 16-bit weights, but an fp32 activation can exceed it (T5's feed-forward
-// is known to); values are saturated at ±65504 as they are rounded (include/to_half.glsl).
+// fp16 holds the range of 16-bit weights, but an fp32 or bf16 activation can exceed it (T5's
+// feed-forward is known to); values are saturated at ±65504 as they are rounded
+// (include/to_half.glsl).
 //
 // A workgroup of WARPS_M x WARPS_N subgroups owns a BM x BN tile of C, each subgroup TILES_M x
 // TILES_N accumulators of 16 x 16. Slices BK deep of A and B are staged in shared memory in fp16,
@@ -32,7 +36,7 @@
 // per-subgroup arrays (accumulators, fragments, the slice in flight) is unrolled so that they can
 // stay in registers: indexed by a rolled loop an array lives in local memory (the likely reason
 // the portable kernel's first 128x128 tiling ran 11x slower on an H100 than after unrolling).
-// A quad in flight is a uvec4: four fp32 values' bits, or, for a 16-bit operand, four halves
+// A quad in flight is a uvec4: four fp32 values' bits, or, for a 16-bit operand, four 16-bit values
 // packed into .xy (.zw unused, left to the compiler to drop), which keeps the registers the
 // in-flight slice takes to what it moves: the fewer registers an invocation needs, the more
 // workgroups share a multiprocessor to hide each other's loads.
@@ -47,6 +51,7 @@ layout(constant_id = 3) const uint WARPS_N = 2;
 layout(constant_id = 4) const uint TILES_M = 2;
 layout(constant_id = 5) const uint TILES_N = 2;
 layout(constant_id = 6) const uint BK = 32;
+// 1 where a 16-bit B holds bf16 (a weight, or an activation B), 0 where fp16.
 layout(constant_id = 7) const uint WEIGHT_BF16 = 0;
 // How an operand is fetched (MatMulKernel.Fetch): 0 neither index contiguous, one element at a
 // time; 1 contiguous along k; 2 contiguous along m (A) or n (B); 3 and 4 as 1 and 2 with every
@@ -58,8 +63,14 @@ layout(constant_id = 9) const uint B_FETCH = 1;
 layout(constant_id = 10) const uint C_ALIGNED = 0;
 // 1 where B is fp32 rather than 16-bit: it is then rounded to fp16 as A is (WEIGHT_BF16 unused).
 layout(constant_id = 11) const uint B_FP32 = 0;
-// 1 where A is the fp16 copy of to_half.comp rather than fp32: already rounded and saturated.
-layout(constant_id = 12) const uint A_HALF = 0;
+// How A stores its elements (include/storage.glsl's codes): fp16 ones (an fp16 activation, or
+// the copy of an fp32 one that to_half.comp makes) enter the units as they are, bf16 ones are
+// widened and rounded to fp16 in the fill as fp32 ones are.
+layout(constant_id = 12) const uint A_STORAGE = 0;
+// How C stores its elements: the fp32 sums are narrowed as they are stored (narrowStored), so a
+// 16-bit C goes through shared memory, where every element passes one invocation, rather than
+// the cooperative store, which writes fp32 accumulators.
+layout(constant_id = 13) const uint C_STORAGE = 0;
 // An int8 B (WeightPrecision.Int8) is multiplied as its bytes q, which fp16 holds exactly, and
 // each column n of the sum is scaled by row n's scale as it is stored: C = alpha · scale_n ·
 // sum_k A[m,k] q[n,k], the int8 values and their products exact on the matrix units. That takes
@@ -73,7 +84,7 @@ const bool B_INT8 = false;
 #endif
 // Quads of B in flight hold four fp32 values' bits (else four packed halves).
 const bool B_BITS32 = B_FP32 != 0 || B_INT8;
-#include "half.glsl"
+#include "storage.glsl"
 #include "to_half.glsl"
 
 const uint WG = gl_WorkGroupSize.x;
@@ -94,9 +105,10 @@ const uint A_QUADS = BM * BK / 4;
 const uint B_QUADS = BN * BK / 4;
 const uint A_PER = (A_QUADS + WG - 1) / WG;
 const uint B_PER = (B_QUADS + WG - 1) / WG;
-// Edge tiles' accumulators pass on their way to C through a 16 x 16 fp32 tile per subgroup (a
-// cooperative store cannot stop at the matrix's edge), staged in sa once the slices are done
-// with: its memory would otherwise take a sixth of the 48 KiB NVIDIA gives a workgroup.
+// Edge tiles' accumulators (and all of a 16-bit C's) pass on their way to C through a 16 x 16
+// fp32 tile per subgroup (a cooperative store cannot stop at the matrix's edge), staged in sa
+// once the slices are done with: its memory would otherwise take a sixth of the 48 KiB NVIDIA
+// gives a workgroup.
 const uint STAGING = WARPS_M * WARPS_N * 128;
 const uint SA_LENGTH = 2 * A_SIZE / 4 > STAGING ? 2 * A_SIZE / 4 : STAGING;
 shared uvec2 sa[SA_LENGTH];
@@ -111,6 +123,7 @@ layout(std430, binding = 1) readonly buffer BufB4 { uvec2 b4[]; };
 layout(std430, binding = 1) readonly buffer BufBf { float bf[]; };
 layout(std430, binding = 1) readonly buffer BufBf4 { vec4 bf4[]; };
 layout(std430, binding = 2) buffer BufC { float c[]; };
+layout(std430, binding = 2) buffer BufCh { uint16_t ch[]; };
 #ifdef COOPMAT_INT8
 #include "int8.glsl"
 layout(std430, binding = 1) readonly buffer BufB8 { uint b8[]; };
@@ -136,13 +149,13 @@ uvec4 packQuad(uvec4 h) {
 uvec4 fetchA(uint base, uint row, uint k, bool edge, uint rows) {
     const uint at = base + row * pc.aStrideM + k * pc.aStrideK;
     const uint step = A_KMAJOR ? pc.aStrideK : pc.aStrideM;
-    if (!edge && A_VEC) return A_HALF != 0 ? uvec4(ah4[at >> 2], 0, 0) : floatBitsToUint(a4[at >> 2]);
+    if (!edge && A_VEC) return A_STORAGE != STORAGE_FP32 ? uvec4(ah4[at >> 2], 0, 0) : floatBitsToUint(a4[at >> 2]);
     uvec4 v = uvec4(0);
     [[unroll]] for (uint i = 0; i < 4; i++) {
         const bool inside = A_KMAJOR ? row < rows && k + i < pc.K : row + i < rows && k < pc.K;
-        if (!edge || inside) v[i] = A_HALF != 0 ? uint(ah[at + i * step]) : floatBitsToUint(a[at + i * step]);
+        if (!edge || inside) v[i] = A_STORAGE != STORAGE_FP32 ? uint(ah[at + i * step]) : floatBitsToUint(a[at + i * step]);
     }
-    return A_HALF != 0 ? packQuad(v) : v;
+    return A_STORAGE != STORAGE_FP32 ? packQuad(v) : v;
 }
 
 // Elements 4w .. 4w+3 of B, and element i, as a quad in flight holds them (an int8 weight's
@@ -190,15 +203,20 @@ uint cAt(uint cBase, uint tileM, uint tileN, uint warpM, uint warpN, uint i, uin
     return cBase + (tileM + (warpM * TILES_M + i) * 16) * pc.cStrideM + tileN + (warpN * TILES_N + j) * 16;
 }
 
-// A quad in flight as the four packed fp16 halves a slice holds.
+// A quad in flight of four packed 16-bit values stored as `storage` (fp16 or bf16), as the four
+// packed fp16 halves a slice holds: bf16 is widened, then rounded and saturated as fp32 is.
+uvec2 halvesToHalf(uvec4 q, uint storage) {
+    if (storage == STORAGE_FP16) return q.xy;
+    return toHalf(widenStored(uvec4(q.x & 0xffffu, q.x >> 16, q.y & 0xffffu, q.y >> 16), storage));
+}
+
+// A quad in flight of A, or of B, as the four packed fp16 halves a slice holds.
 uvec2 aToHalf(uvec4 q) {
-    return A_HALF != 0 ? q.xy : toHalf(uintBitsToFloat(q));
+    return A_STORAGE == STORAGE_FP32 ? toHalf(uintBitsToFloat(q)) : halvesToHalf(q, A_STORAGE);
 }
 
 uvec2 bToHalf(uvec4 q) {
-    if (B_BITS32) return toHalf(uintBitsToFloat(q));
-    if (WEIGHT_BF16 == 0) return q.xy;
-    return toHalf(widen(uvec4(q.x & 0xffffu, q.x >> 16, q.y & 0xffffu, q.y >> 16)));
+    return B_BITS32 ? toHalf(uintBitsToFloat(q)) : halvesToHalf(q, WEIGHT_BF16 != 0 ? STORAGE_BF16 : STORAGE_FP16);
 }
 
 void main() {
@@ -212,8 +230,8 @@ void main() {
     // Uniform per workgroup: interior tiles of a K that slices evenly fetch without checks.
     const bool edge = tileM + BM > pc.M || tileN + BN > pc.N || pc.K % BK != 0;
     const uint slices = (pc.K + BK - 1) / BK;
-    // Whole accumulators go straight between C and the matrix units (also uniform).
-    const bool direct = !B_INT8 && C_ALIGNED != 0 && tileM + BM <= pc.M && tileN + BN <= pc.N && (pc.accumulate == 0 || pc.alpha == 1.0);
+    // Whole accumulators go straight between an fp32 C and the matrix units (also uniform).
+    const bool direct = !B_INT8 && C_STORAGE == STORAGE_FP32 && C_ALIGNED != 0 && tileM + BM <= pc.M && tileN + BN <= pc.N && (pc.accumulate == 0 || pc.alpha == 1.0);
 
     // Batches beyond the device's z-dimension limit wrap round; z is uniform per workgroup, so
     // the barriers inside stay in uniform control flow.
@@ -319,8 +337,13 @@ void main() {
                         if (m < pc.M && n < pc.N) {
                             const uint at = cBase + m * pc.cStrideM + n;
                             float v = columnScale(z1, z2, n) * uintBitsToFloat(sa[warp * 128 + e / 2][e % 2]);
-                            if (pc.accumulate != 0) v += c[at];
-                            c[at] = v;
+                            if (C_STORAGE == STORAGE_FP32) {
+                                if (pc.accumulate != 0) v += c[at];
+                                c[at] = v;
+                            } else {
+                                if (pc.accumulate != 0) v += widenStored(uint(ch[at]), C_STORAGE);
+                                ch[at] = uint16_t(narrowStored(v, C_STORAGE));
+                            }
                         }
                     }
                     // The next accumulator reuses this subgroup's staging tile.

@@ -199,9 +199,14 @@ public sealed record DevicePlan
     /// (matmul_coopmat_nv2.comp): with VK_NV_cooperative_matrix2, where each operand is contiguous
     /// along one of its indices (tensor addressing needs a unit stride) and B is fp16, or fp32 to
     /// be copied to fp16. A bf16 B (fp16 weights off), an int8 B (scaled per column as the KHR
-    /// kernel stores C) and operands strided both ways run the KHR kernel.</summary>
+    /// kernel stores C) and operands strided both ways run the KHR kernel. So do products with a
+    /// 16-bit A, activation B or C: the subgroup-scope kernel reads such operands without copies
+    /// and narrows a 16-bit C as it stores it, while the workgroup-scope kernel takes fp16 copies
+    /// and stores fp32, and no device at hand has VK_NV_cooperative_matrix2 to test it reading
+    /// or writing 16-bit activations.</summary>
     internal bool OnWorkgroupScope(in MatMulSpec s, WeightPrecision bPrecision) =>
         MatrixUnits == MatrixUnits.Nv2 && bPrecision is not (WeightPrecision.Bf16 or WeightPrecision.Int8)
+        && s is { AStorage: ActivationPrecision.Fp32, BStorage: ActivationPrecision.Fp32, CStorage: ActivationPrecision.Fp32 }
         && (s.AStrideK == 1 || s.AStrideM == 1) && (s.BStrideK == 1 || s.BStrideN == 1);
 
     /// <summary>How a frozen weight asked for as <paramref name="requested"/> is stored: bf16 as
@@ -253,17 +258,18 @@ public sealed record DevicePlan
     /// <summary>Matrix-unit products may read 16-bit copies of their fp32 operands (<see cref="HalvesA"/>).</summary>
     public bool HalfCopies => MatrixUnits != MatrixUnits.None && Options.MatrixUnitsHalfActivations;
 
-    /// <summary>Whether a matrix-unit product reads a 16-bit copy of its fp32 A: where
-    /// <see cref="HalfCopies"/>, the product is at least 256 columns wide, and the range A spans is
-    /// at most twice the elements it uses (a strided view would convert what it skips).</summary>
+    /// <summary>Whether a matrix-unit product reads a 16-bit copy of its A: where A is fp32 (one
+    /// kept in 16 bits is read straight), <see cref="HalfCopies"/>, the product is at least 256
+    /// columns wide, and the range A spans is at most twice the elements it uses (a strided view
+    /// would convert what it skips).</summary>
     internal bool HalvesA(in MatMulSpec s) =>
-        Options.MatrixUnitsHalfActivations && s.N >= HalfCopyMinOther && Used(s) > 0
+        s.AStorage == ActivationPrecision.Fp32 && Options.MatrixUnitsHalfActivations && s.N >= HalfCopyMinOther && Used(s) > 0
         && s.Extents().A - s.AOffset <= 2L * s.M * s.K * s.Batch1 * s.Batch2;
 
     /// <summary>The same for an fp32 B (the products of two activations that
     /// <see cref="MatrixUnitsAllProducts"/> puts on the matrix units), at least 256 rows deep.</summary>
     internal bool HalvesB(in MatMulSpec s) =>
-        Options.MatrixUnitsHalfActivations && s.M >= HalfCopyMinOther && Used(s) > 0
+        s.BStorage == ActivationPrecision.Fp32 && Options.MatrixUnitsHalfActivations && s.M >= HalfCopyMinOther && Used(s) > 0
         && s.Extents().B - s.BOffset <= 2L * s.N * s.K * s.Batch1 * s.Batch2;
 
     /// <summary>Multiply-adds the product makes: none (nothing to copy for) where any size is 0.</summary>

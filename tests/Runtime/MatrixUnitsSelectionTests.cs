@@ -109,7 +109,8 @@ public sealed class MatrixUnitsSelectionTests
 
     /// <summary>Which products the workgroup-scope kernel takes: on an nv2 context those with fp16
     /// or fp32 B whose operands each have a unit stride (T5's X·Wᵀ and dY·W, attention's per-head
-    /// views); bf16 weights kept bf16 and operands strided both ways go to the KHR kernel.</summary>
+    /// views); bf16 weights kept bf16, operands strided both ways and products with a 16-bit A,
+    /// activation B or C (read straight, never copied, by the KHR kernel) go to the KHR kernel.</summary>
     [Fact]
     public void WorkgroupScopeTakesProductsItCanAddress()
     {
@@ -123,6 +124,13 @@ public sealed class MatrixUnitsSelectionTests
         Assert.False(nv2.OnWorkgroupScope(forward, WeightPrecision.Bf16));
         Assert.False(khr.OnWorkgroupScope(forward, WeightPrecision.Fp16));
         Assert.False(nv2.OnWorkgroupScope(forward with { AStrideK = 2, AStrideM = 2048 }, WeightPrecision.Fp16));
+        foreach (var sixteen in new[] { ActivationPrecision.Bf16, ActivationPrecision.Fp16 })
+        {
+            Assert.False(nv2.OnWorkgroupScope(forward with { AStorage = sixteen }, WeightPrecision.Fp16));
+            Assert.False(nv2.OnWorkgroupScope(forward with { CStorage = sixteen }, WeightPrecision.Fp16));
+            Assert.False(nv2.OnWorkgroupScope(MatMulSpec.AttentionPtV(32, 16, 612, 612, 64) with { BStorage = sixteen }, WeightPrecision.Fp32));
+            Assert.Equal((false, false), MatMulKernel.CopiedOperands(nv2, MatMulSpec.AttentionPtV(32, 16, 612, 612, 64) with { AStorage = sixteen, BStorage = sixteen }, WeightPrecision.Fp32));
+        }
     }
 
     /// <summary>The workgroup-scope tiling follows the product: 128x256 blocks for wide products,

@@ -2,7 +2,8 @@ namespace VkPrompt.Runtime.Kernels;
 
 /// <summary>The fp16 copies of fp32 operands (<see cref="ToHalfKernel"/>) that the matrix-unit
 /// products of one command graph read in place of the fp32 ones
-/// (<see cref="GpuOptions.MatrixUnitsHalfActivations"/>); the graph's
+/// (<see cref="GpuOptions.MatrixUnitsHalfActivations"/>); activations already kept in 16 bits
+/// (<see cref="GpuBuffer.Storage"/>) are read straight and never copied here; the graph's
 /// <see cref="CommandGraph.State{T}"/>, so its buffers live as long as the ops that read them.
 /// Each operand position (A, and B for products of two activations) has one current copy: a
 /// product whose operand is the same range of the same buffer, not written since, reads it again

@@ -53,50 +53,90 @@ internal static class MatMulKernel
         context.Plan.Product(s, bPrecision, context.MatMulTunings);
 
     /// <summary>The product on the matrix units (or their emulation) with tiling <paramref name="t"/>.
-    /// <paramref name="halfA"/>, <paramref name="halfB"/>: whether it reads a 16-bit copy of A, or
-    /// of an fp32 B, made first (<see cref="HalfCopies"/>), rather than the operand itself; null
-    /// leaves it to <see cref="DevicePlan.HalvesA"/> and <see cref="DevicePlan.HalvesB"/>.
+    /// <paramref name="halfA"/>, <paramref name="halfB"/>: whether it reads a 16-bit copy of an
+    /// fp32 A, or of an fp32 B, made first (<see cref="HalfCopies"/>), rather than the operand
+    /// itself; null leaves it to <see cref="DevicePlan.HalvesA"/> and <see cref="DevicePlan.HalvesB"/>.
+    /// Operands stored in 16 bits (<see cref="MatMulSpec.AStorage"/>, <see cref="MatMulSpec.BStorage"/>)
+    /// are read straight, never copied, and a 16-bit C is narrowed as it is stored.
     /// <paramref name="bScales"/>: an int8 B's row scales; int8 B must be read as A·Bᵀ.</summary>
+    /// <exception cref="ArgumentException">The spec's storages are not the buffers' (<see cref="CheckStorages"/>).</exception>
     internal static void RunOnMatrixUnits(CommandGraph g, GpuBuffer a, GpuBuffer b, GpuBuffer c, in MatMulSpec s, MatrixUnitsTiling t, WeightPrecision bPrecision,
                                     bool? halfA = null, bool? halfB = null, GpuBuffer? bScales = null)
     {
         if (!g.Context.UsesMatrixUnits) throw new GpuException("the matrix-unit product needs a context that uses them (GpuContext.UsesMatrixUnits)");
         if (bPrecision == WeightPrecision.Int8 && !g.Context.Plan.OnMatrixUnits(s, bPrecision))
             throw new ArgumentException("an int8 B goes to the matrix units only read as A·Bᵀ (DevicePlan.OnMatrixUnits)", nameof(s));
-        s.Validate(a.Length<float>(), b.Bytes / bPrecision.ElementBytes(), c.Length<float>());
+        CheckStorages(a, b, c, s, bPrecision);
+        var bRead = ReadAs(s, bPrecision);
+        s.Validate(a.StoredElements, b.Bytes / bRead.ElementBytes(), c.StoredElements);
         CheckScales(s, bPrecision, bScales);
         var spec = s;
         var (aExtent, bExtent, _) = s.Extents();
         bool workgroupScope = OnWorkgroupScope(g.Context, s, bPrecision);
         var (copyA, copyB) = CopiedOperands(g.Context.Plan, s, bPrecision, halfA, halfB);
+        // A copy is an fp16 operand like any other, read from its first element.
         if (copyA)
         {
             a = g.State<HalfCopies>().Of(g, HalfCopies.Operand.A, a, s.AOffset, aExtent - s.AOffset);
-            spec = spec with { AOffset = 0 };
+            spec = spec with { AOffset = 0, AStorage = ActivationPrecision.Fp16 };
         }
         if (copyB)
         {
             b = g.State<HalfCopies>().Of(g, HalfCopies.Operand.B, b, s.BOffset, bExtent - s.BOffset);
             spec = spec with { BOffset = 0 };
-            bPrecision = WeightPrecision.Fp16;
+            bRead = WeightPrecision.Fp16;
         }
         if (workgroupScope) AppendWorkgroupScope(g, a, b, c, spec, t);
-        else AppendSubgroupScope(g, a, b, c, spec, t, bPrecision, aHalf: copyA, bScales);
+        else AppendSubgroupScope(g, a, b, c, spec, t, bRead, bScales);
     }
+
+    /// <summary>Checks that the storages <paramref name="s"/> names are those of the buffers
+    /// (<see cref="GpuBuffer.Storage"/>), whose offsets and strides count elements as stored, and
+    /// that a B kept in 16 bits as an activation is not also a 16-bit or int8 weight
+    /// (<paramref name="bPrecision"/> is a weight table's form, which stays fp32 in
+    /// <see cref="MatMulSpec.BStorage"/>).</summary>
+    /// <exception cref="ArgumentException">They disagree.</exception>
+    internal static void CheckStorages(GpuBuffer a, GpuBuffer b, GpuBuffer c, in MatMulSpec s, WeightPrecision bPrecision)
+    {
+        static void Check(string operand, GpuBuffer buffer, ActivationPrecision named)
+        {
+            if (buffer.Storage != named)
+                throw new ArgumentException($"matmul operand {operand}: the spec says {named.Name()}, but buffer {buffer.Name} holds {buffer.Storage.Name()} activations");
+        }
+        Check("A", a, s.AStorage);
+        Check("B", b, s.BStorage);
+        Check("C", c, s.CStorage);
+        if (s.BStorage != ActivationPrecision.Fp32 && bPrecision != WeightPrecision.Fp32)
+            throw new ArgumentException($"matmul operand B: a {s.BStorage.Name()} activation is not a {bPrecision.Name()} weight", nameof(bPrecision));
+    }
+
+    /// <summary>How the subgroup-scope kernel reads B: an activation B kept in 16 bits as the
+    /// 16-bit weight of the same bits (the fill widens and rounds both alike), any other as
+    /// <paramref name="bPrecision"/> says.</summary>
+    static WeightPrecision ReadAs(in MatMulSpec s, WeightPrecision bPrecision) => s.BStorage switch
+    {
+        ActivationPrecision.Bf16 => WeightPrecision.Bf16,
+        ActivationPrecision.Fp16 => WeightPrecision.Fp16,
+        _ => bPrecision,
+    };
 
     internal static bool OnWorkgroupScope(GpuContext context, in MatMulSpec s, WeightPrecision bPrecision) => context.Plan.OnWorkgroupScope(s, bPrecision);
 
     /// <summary>Which operands a matrix-unit product reads as fp16 copies made first
-    /// (<see cref="HalfCopies"/>): A, and B where it is fp32. The workgroup-scope kernel multiplies
-    /// what it loads, so both its operands are copies whatever the switches ask of the other
-    /// kernel; the subgroup-scope kernel's follow <paramref name="halfA"/> and
-    /// <paramref name="halfB"/> where given, else the plan (<see cref="DevicePlan.HalvesA"/>,
-    /// <see cref="DevicePlan.HalvesB"/>). The memory plan counts the copies by it too.</summary>
+    /// (<see cref="HalfCopies"/>): A where it is fp32, and B where it is fp32, whether a weight or
+    /// an activation. Operands kept in 16 bits are never copied: the subgroup-scope kernel reads
+    /// them straight (and the workgroup-scope kernel never gets them, <see cref="DevicePlan.OnWorkgroupScope"/>).
+    /// The workgroup-scope kernel multiplies what it loads, so both its operands are copies
+    /// whatever the switches ask of the other kernel; the subgroup-scope kernel's follow
+    /// <paramref name="halfA"/> and <paramref name="halfB"/> where given, else the plan
+    /// (<see cref="DevicePlan.HalvesA"/>, <see cref="DevicePlan.HalvesB"/>). The memory plan
+    /// counts the copies by it too.</summary>
     internal static (bool A, bool B) CopiedOperands(DevicePlan plan, in MatMulSpec s, WeightPrecision bPrecision, bool? halfA = null, bool? halfB = null)
     {
         bool workgroupScope = plan.OnWorkgroupScope(s, bPrecision);
-        bool a = workgroupScope ? DevicePlan.Used(s) > 0 : halfA ?? plan.HalvesA(s);
-        bool b = bPrecision == WeightPrecision.Fp32 && (workgroupScope ? DevicePlan.Used(s) > 0 : halfB ?? plan.HalvesB(s));
+        bool a = s.AStorage == ActivationPrecision.Fp32 && (workgroupScope ? DevicePlan.Used(s) > 0 : halfA ?? plan.HalvesA(s));
+        bool b = bPrecision == WeightPrecision.Fp32 && s.BStorage == ActivationPrecision.Fp32
+                 && (workgroupScope ? DevicePlan.Used(s) > 0 : halfB ?? plan.HalvesB(s));
         return (a, b);
     }
 
@@ -108,17 +148,23 @@ internal static class MatMulKernel
         g.Dispatch(k, (Grid.Div(s.N, t.BlockN), Grid.Div(s.M, t.BlockM), z), Push.From(s), a, b, c);
     }
 
-    static void AppendSubgroupScope(CommandGraph g, GpuBuffer a, GpuBuffer b, GpuBuffer c, in MatMulSpec s, MatrixUnitsTiling t, WeightPrecision bPrecision, bool aHalf,
+    // The subgroup-scope matrix-unit kernels read A, an activation B and C in whatever storage
+    // the spec names (A_STORAGE, WEIGHT_BF16, C_STORAGE); the int8 builds' B is a weight table.
+    static readonly KernelLayout MatrixUnitsLayout = Layout with { HalfBindings = 0b111 };
+    static readonly KernelLayout MatrixUnitsInt8Layout = Int8Layout with { HalfBindings = 0b101 };
+
+    // bPrecision: how the kernel reads B (ReadAs, or fp16 for a copy).
+    static void AppendSubgroupScope(CommandGraph g, GpuBuffer a, GpuBuffer b, GpuBuffer c, in MatMulSpec s, MatrixUnitsTiling t, WeightPrecision bPrecision,
                                     GpuBuffer? bScales)
     {
         uint subgroup = g.Context.Plan.MatrixUnitsSubgroupSize;
         bool int8 = bPrecision == WeightPrecision.Int8;
-        var k = g.Context.Kernel(MatrixUnitsShader(g.Context, bPrecision), int8 ? Int8Layout : Layout, (int)subgroup * t.WarpsM * t.WarpsN, (int)subgroup,
+        var k = g.Context.Kernel(MatrixUnitsShader(g.Context, bPrecision), int8 ? MatrixUnitsInt8Layout : MatrixUnitsLayout, (int)subgroup * t.WarpsM * t.WarpsN, (int)subgroup,
                                  t.WarpsM, t.WarpsN, t.TilesM, t.TilesN, t.SharedK, bPrecision == WeightPrecision.Bf16 ? 1 : 0,
                                  Fetch(s.AStrideK, (s.M, s.AStrideM), (s.K, s.AStrideK), s.AOffset, (s.Batch1, s.AStrideBatch1), (s.Batch2, s.AStrideBatch2)),
                                  Fetch(s.BStrideK, (s.N, s.BStrideN), (s.K, s.BStrideK), s.BOffset, (s.Batch1, s.BStrideBatch1), (s.Batch2, s.BStrideBatch2)),
                                  Aligned(s.COffset, (s.Batch1, s.CStrideBatch1), (s.Batch2, s.CStrideBatch2), (s.M, s.CStrideM)) ? 1 : 0,
-                                 bPrecision == WeightPrecision.Fp32 ? 1 : 0, aHalf ? 1 : 0);
+                                 bPrecision == WeightPrecision.Fp32 ? 1 : 0, s.AStorage.ShaderCode(), s.CStorage.ShaderCode());
         uint z = (uint)Math.Min((long)s.Batch1 * s.Batch2, g.Context.Capabilities.MaxWorkGroupCountZ);
         var groups = (Grid.Div(s.N, t.BlockN), Grid.Div(s.M, t.BlockM), z);
         if (int8) g.Dispatch(k, groups, Push.From(s), a, b, c, bScales!);
