@@ -7,9 +7,10 @@ internal static class MatMulKernel
     static readonly KernelLayout Layout = new([Access.Read, Access.Read, Access.ReadWrite], 84);
     // matmul_int8.comp: B's row scales at binding 3.
     static readonly KernelLayout Int8Layout = new([Access.Read, Access.Read, Access.ReadWrite, Access.Read], 84);
-    // matmul_half.comp: A, an activation B and C may each be 16-bit activations.
+    // matmul_half.comp and the matrix units' subgroup-scope kernels (matmul_coopmat*.comp): A, an
+    // activation B and C may each be 16-bit activations.
     static readonly KernelLayout HalfLayout = Layout with { HalfBindings = 0b111 };
-    // matmul_int8_half.comp: A and C may be; B is the int8 table.
+    // matmul_int8_half.comp and matmul_coopmat_int8*.comp: A and C may be; B is the int8 table.
     static readonly KernelLayout Int8HalfLayout = Int8Layout with { HalfBindings = 0b101 };
 
     // shaders/include/matmul_push.glsl, the block every product kernel declares, field for field
@@ -59,16 +60,15 @@ internal static class MatMulKernel
     /// Operands stored in 16 bits (<see cref="MatMulSpec.AStorage"/>, <see cref="MatMulSpec.BStorage"/>)
     /// are read straight, never copied, and a 16-bit C is narrowed as it is stored.
     /// <paramref name="bScales"/>: an int8 B's row scales; int8 B must be read as A·Bᵀ.</summary>
-    /// <exception cref="ArgumentException">The spec's storages are not the buffers' (<see cref="CheckStorages"/>).</exception>
+    /// <exception cref="ArgumentException">The spec's storages are not the buffers' (<see cref="CheckOperands"/>).</exception>
     internal static void RunOnMatrixUnits(CommandGraph g, GpuBuffer a, GpuBuffer b, GpuBuffer c, in MatMulSpec s, MatrixUnitsTiling t, WeightPrecision bPrecision,
                                     bool? halfA = null, bool? halfB = null, GpuBuffer? bScales = null)
     {
         if (!g.Context.UsesMatrixUnits) throw new GpuException("the matrix-unit product needs a context that uses them (GpuContext.UsesMatrixUnits)");
         if (bPrecision == WeightPrecision.Int8 && !g.Context.Plan.OnMatrixUnits(s, bPrecision))
             throw new ArgumentException("an int8 B goes to the matrix units only read as A·Bᵀ (DevicePlan.OnMatrixUnits)", nameof(s));
-        CheckStorages(a, b, c, s, bPrecision);
+        CheckOperands(g.Context, a, b, c, s, bPrecision);
         var bRead = ReadAs(s, bPrecision);
-        s.Validate(a.StoredElements, b.Bytes / bRead.ElementBytes(), c.StoredElements);
         CheckScales(s, bPrecision, bScales);
         var spec = s;
         var (aExtent, bExtent, _) = s.Extents();
@@ -88,26 +88,6 @@ internal static class MatMulKernel
         }
         if (workgroupScope) AppendWorkgroupScope(g, a, b, c, spec, t);
         else AppendSubgroupScope(g, a, b, c, spec, t, bRead, bScales);
-    }
-
-    /// <summary>Checks that the storages <paramref name="s"/> names are those of the buffers
-    /// (<see cref="GpuBuffer.Storage"/>), whose offsets and strides count elements as stored, and
-    /// that a B kept in 16 bits as an activation is not also a 16-bit or int8 weight
-    /// (<paramref name="bPrecision"/> is a weight table's form, which stays fp32 in
-    /// <see cref="MatMulSpec.BStorage"/>).</summary>
-    /// <exception cref="ArgumentException">They disagree.</exception>
-    internal static void CheckStorages(GpuBuffer a, GpuBuffer b, GpuBuffer c, in MatMulSpec s, WeightPrecision bPrecision)
-    {
-        static void Check(string operand, GpuBuffer buffer, ActivationPrecision named)
-        {
-            if (buffer.Storage != named)
-                throw new ArgumentException($"matmul operand {operand}: the spec says {named.Name()}, but buffer {buffer.Name} holds {buffer.Storage.Name()} activations");
-        }
-        Check("A", a, s.AStorage);
-        Check("B", b, s.BStorage);
-        Check("C", c, s.CStorage);
-        if (s.BStorage != ActivationPrecision.Fp32 && bPrecision != WeightPrecision.Fp32)
-            throw new ArgumentException($"matmul operand B: a {s.BStorage.Name()} activation is not a {bPrecision.Name()} weight", nameof(bPrecision));
     }
 
     /// <summary>How the subgroup-scope kernel reads B: an activation B kept in 16 bits as the
@@ -148,18 +128,13 @@ internal static class MatMulKernel
         g.Dispatch(k, (Grid.Div(s.N, t.BlockN), Grid.Div(s.M, t.BlockM), z), Push.From(s), a, b, c);
     }
 
-    // The subgroup-scope matrix-unit kernels read A, an activation B and C in whatever storage
-    // the spec names (A_STORAGE, WEIGHT_BF16, C_STORAGE); the int8 builds' B is a weight table.
-    static readonly KernelLayout MatrixUnitsLayout = Layout with { HalfBindings = 0b111 };
-    static readonly KernelLayout MatrixUnitsInt8Layout = Int8Layout with { HalfBindings = 0b101 };
-
     // bPrecision: how the kernel reads B (ReadAs, or fp16 for a copy).
     static void AppendSubgroupScope(CommandGraph g, GpuBuffer a, GpuBuffer b, GpuBuffer c, in MatMulSpec s, MatrixUnitsTiling t, WeightPrecision bPrecision,
                                     GpuBuffer? bScales)
     {
         uint subgroup = g.Context.Plan.MatrixUnitsSubgroupSize;
         bool int8 = bPrecision == WeightPrecision.Int8;
-        var k = g.Context.Kernel(MatrixUnitsShader(g.Context, bPrecision), int8 ? MatrixUnitsInt8Layout : MatrixUnitsLayout, (int)subgroup * t.WarpsM * t.WarpsN, (int)subgroup,
+        var k = g.Context.Kernel(MatrixUnitsShader(g.Context, bPrecision), int8 ? Int8HalfLayout : HalfLayout, (int)subgroup * t.WarpsM * t.WarpsN, (int)subgroup,
                                  t.WarpsM, t.WarpsN, t.TilesM, t.TilesN, t.SharedK, bPrecision == WeightPrecision.Bf16 ? 1 : 0,
                                  Fetch(s.AStrideK, (s.M, s.AStrideM), (s.K, s.AStrideK), s.AOffset, (s.Batch1, s.AStrideBatch1), (s.Batch2, s.AStrideBatch2)),
                                  Fetch(s.BStrideK, (s.N, s.BStrideN), (s.K, s.BStrideK), s.BOffset, (s.Batch1, s.BStrideBatch1), (s.Batch2, s.BStrideBatch2)),
