@@ -87,6 +87,22 @@ public static class ActivationPrecisions
             throw new GpuException($"{p.Name()} activations need 16-bit storage buffers (storageBuffer16BitAccess), which {caps.Described} does not support; use --activations fp32");
     }
 
+    /// <summary>The 16 bits a buffer of <paramref name="p"/> (bf16 or fp16) stores for each of
+    /// <paramref name="values"/>, rounded as <see cref="Round"/> rounds them.</summary>
+    public static void Encode(ReadOnlySpan<float> values, Span<ushort> bits, ActivationPrecision p)
+    {
+        if (p == ActivationPrecision.Fp32) throw new ArgumentException("fp32 activations are not stored as halves", nameof(p));
+        for (int i = 0; i < values.Length; i++)
+            bits[i] = p == ActivationPrecision.Bf16 ? HalfFloat.ToBf16(values[i]) : HalfFloat.ToFp16(float.IsNaN(values[i]) ? values[i] : Math.Clamp(values[i], -65504f, 65504f));
+    }
+
+    /// <summary>The values the 16-bit <paramref name="bits"/> of a buffer of <paramref name="p"/> hold.</summary>
+    public static void Decode(ReadOnlySpan<ushort> bits, Span<float> values, ActivationPrecision p)
+    {
+        if (p == ActivationPrecision.Fp32) throw new ArgumentException("fp32 activations are not stored as halves", nameof(p));
+        for (int i = 0; i < bits.Length; i++) values[i] = p == ActivationPrecision.Bf16 ? HalfFloat.FromBf16(bits[i]) : HalfFloat.FromFp16(bits[i]);
+    }
+
     /// <summary>Rounds <paramref name="values"/> in place to what a buffer of
     /// <paramref name="p"/> holds: round to nearest even, fp16 saturating at ±65504 (as the
     /// shaders store it) rather than overflowing to infinity. The CPU backend's emulation.</summary>
@@ -98,7 +114,7 @@ public static class ActivationPrecisions
                 HalfFloat.Round(values, WeightPrecision.Bf16);
                 break;
             case ActivationPrecision.Fp16:
-                foreach (ref var v in values) v = HalfFloat.FromFp16(HalfFloat.ToFp16(Math.Clamp(v, -65504f, 65504f)));
+                foreach (ref var v in values) v = HalfFloat.FromFp16(HalfFloat.ToFp16(float.IsNaN(v) ? v : Math.Clamp(v, -65504f, 65504f)));
                 break;
         }
     }

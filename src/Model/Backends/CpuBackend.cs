@@ -66,7 +66,8 @@ public sealed class CpuBackend : Backend
         var ct = (CpuTensor)t;
         var dst = ct.F.AsSpan((int)offset, data.Length);
         data.CopyTo(dst);
-        if (ct.Precision != WeightPrecision.Int8) HalfFloat.Round(dst, ct.Precision);
+        if (ct.Storage != ActivationPrecision.Fp32) ActivationPrecisions.Round(dst, ct.Storage);
+        else if (ct.Precision != WeightPrecision.Int8) HalfFloat.Round(dst, ct.Precision);
         else if (offset % ct.Cols != 0 || data.Length % ct.Cols != 0) throw new ArgumentException("int8 table uploads are whole rows");
         else Int8Rows.Round(dst, ct.Cols);
     }

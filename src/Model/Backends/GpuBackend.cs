@@ -76,11 +76,28 @@ public sealed class GpuBackend(GpuContext ctx, bool ownsContext = false) : Backe
             if (offset % cols != 0 || data.Length % cols != 0) throw new ArgumentException("table uploads are whole rows");
             table.Split.UploadRows((int)(offset / cols), data);
         }
-        else Buf(t).Upload(data, offset);
+        else if (t.Storage == ActivationPrecision.Fp32) Buf(t).Upload(data, offset);
+        else
+        {
+            // 16-bit activations take the values their kernels would store (ActivationPrecisions.Round).
+            var halves = new ushort[data.Length];
+            ActivationPrecisions.Encode(data, halves, t.Storage);
+            Buf(t).Upload<ushort>(halves, offset);
+        }
     }
 
     internal override void Upload(Tensor t, ReadOnlySpan<int> data) => Buf(t).Upload(data);
-    internal override void Download(Tensor t, Span<float> data, long offset = 0) => Buf(t).Download(data, offset);
+    internal override void Download(Tensor t, Span<float> data, long offset = 0)
+    {
+        if (t.Storage == ActivationPrecision.Fp32)
+        {
+            Buf(t).Download(data, offset);
+            return;
+        }
+        var halves = new ushort[data.Length];
+        Buf(t).Download<ushort>(halves, offset);
+        ActivationPrecisions.Decode(halves, data, t.Storage);
+    }
 
     internal override IRecording Record(Action body)
     {
