@@ -238,6 +238,8 @@ internal static class BenchCommand
             times.Add(clock.Elapsed.TotalMilliseconds);
             if (trainer.LastStepTimings.Count > 0) timings.Add(trainer.LastStepTimings.ToList());
         }
+        // Steps is positive, so a step ran; auto decides per attention, so the report says what each one did.
+        var (encoderSelf, decoderSelf, cross) = trainer.LastStepFusedAttention!.Value;
         trainer.Dispose();
         var memory = new List<ActivationMemory> { new(stored.Name(), ctx.Memory.PeakBytesInUse) };
         if (stored != ActivationPrecision.Fp32)
@@ -256,8 +258,6 @@ internal static class BenchCommand
         var errors = contexts.SelectMany(c => c.Validation.Errors).ToList();
         if (errors.Count > 0)
             throw new InvalidOperationException($"{errors.Count} Vulkan validation error(s); the first: {errors[0]}");
-        // Steps is positive, so a step ran; auto decides per attention, so the report says what each one did.
-        var (encoderSelf, decoderSelf, cross) = trainer.LastStepFusedAttention!.Value;
         var attention = new BenchAttention(s.Attention.Name(), FusedName(encoderSelf), FusedName(decoderSelf), FusedName(cross));
         var notes = KernelNotes(ctx, precision);
         if ((encoderSelf || decoderSelf || cross) && FusedAttentionKernel.MatrixUnitsTiling(ctx, ckpt.Config.DKv, backward: false) is { } forward
