@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Checks a vkprompt binary on one device against the golden references of ../shared/golden.
 
-For every golden model and case, at each precision: `vkprompt score` with and without the case's
+For every golden model and case, at each weight precision and activation storage (--activations): `vkprompt score` with and without the case's
 prompt and `vkprompt grad`, compared with scores.json, scores_noprompt.json, loss.json and
 grad.safetensors within the tolerances of tests/Model/GoldenTests.cs (int8: the cases of
 cases-int8/, computed with int8 weights, within those of tests/Model/GoldenInt8Tests.cs). It exists for machines
@@ -34,12 +34,28 @@ UNIT_ROUNDOFF = {"fp16": 2.0 ** -11, "bf16": 2.0 ** -8}
 ALL_PRODUCTS_GRADIENT = 32 * 2.0 ** -11 if "all" in os.environ.get("VKPROMPT_MATRIX_UNITS", "").lower().replace(" ", "").split(",") else 0.0
 
 
-def tolerances(precision):
+# tests/Model/ActivationPrecisionTests.cs: activations kept in 16 bits (--activations) move
+# log-likelihoods and the loss by up to u/2 of the activations' storage and the gradient by up to 24u
+# (docs/numerics.md, "16-bit activations"); with 16-bit weights too, the two errors add.
+
+
+def weight_tolerances(precision):
     if precision == "int8":
         u = 2.0 ** -11
         return u / 2, 8 * u + 32 * u
     u = UNIT_ROUNDOFF.get(precision)
     return (1e-4, 1e-3) if u is None else (u / 2, 8 * u + ALL_PRODUCTS_GRADIENT)
+
+
+def tolerances(precision, activations):
+    score_tol, grad_tol = weight_tolerances(precision)
+    u = UNIT_ROUNDOFF.get(activations)
+    if u is None:
+        return score_tol, grad_tol
+    # The fp32 bounds are fp32 summation's; 16-bit activations replace them rather than add to them.
+    if precision == "fp32":
+        score_tol, grad_tol = 0.0, ALL_PRODUCTS_GRADIENT
+    return score_tol + u / 2, grad_tol + 24 * u
 
 
 def read_tensor(path, key):
@@ -73,6 +89,9 @@ def main():
                     help="the golden folder (default ../shared/golden beside the checkout)")
     ap.add_argument("--precision", default="fp32,fp16,bf16,int8", help="comma-separated precisions (default fp32,fp16,bf16,int8)")
     ap.add_argument("--device", default="auto", help="passed to vkprompt --device")
+    ap.add_argument("--activations", default="fp32,bf16",
+                    help="comma-separated activation storages passed to vkprompt --activations (default fp32,bf16: "
+                         "the exact path and the one a GPU's plan chooses)")
     args = ap.parse_args()
     if not os.path.isdir(args.golden):
         print(f"check-golden: no golden folder at {args.golden}", file=sys.stderr)
@@ -82,7 +101,7 @@ def main():
     tmp = tempfile.mkdtemp(prefix="check-golden-")
     for model in sorted(os.listdir(args.golden)):
         model_dir = os.path.join(args.golden, model)
-        for precision in args.precision.split(","):
+        for precision, activations in [(p, a) for p in args.precision.split(",") for a in args.activations.split(",")]:
             cases_dir = os.path.join(model_dir, "cases-int8" if precision == "int8" else "cases")
             if not os.path.isdir(cases_dir):
                 continue
@@ -91,9 +110,10 @@ def main():
                 if not os.path.isfile(os.path.join(case_dir, "grad.safetensors")):
                     continue
                 data, prompt = os.path.join(case_dir, "data.jsonl"), os.path.join(case_dir, "prompt0.safetensors")
-                score_tol, grad_tol = tolerances(precision)
-                base = [args.vkprompt, "--model", model_dir, "--data", data, "--device", args.device, "--precision", precision]
-                where = f"{model}/{case} {precision}"
+                score_tol, grad_tol = tolerances(precision, activations)
+                base = [args.vkprompt, "--model", model_dir, "--data", data, "--device", args.device, "--precision", precision,
+                        "--activations", activations]
+                where = f"{model}/{case} {precision} weights, {activations} activations"
 
                 def expect(what, ok, detail):
                     nonlocal checks
