@@ -65,9 +65,9 @@ public sealed class FusedAttentionTests(GpuFixture f) : GpuTest(f)
                 Enumerable.Range(0, a.Batch * a.KeyLength).Select(_ => rng.Next(4) == 0 ? 0 : 1).ToArray());
         }
 
-        /// <summary>q, k and v as buffers of <paramref name="storage"/> hold them (dO stays fp32,
-        /// as every gradient does).</summary>
-        public Inputs Stored(ActivationPrecision storage) => this with { Q = Rounded(Q, storage), K = Rounded(K, storage), V = Rounded(V, storage) };
+        /// <summary>q, k and v as buffers of <paramref name="s"/> hold them (dO stays fp32, as
+        /// every gradient does).</summary>
+        public Inputs Stored(Storages s) => this with { Q = Rounded(Q, s.Q), K = Rounded(K, s.K), V = Rounded(V, s.V) };
 
         static float[] Activation(FusedAttentionShape s, int rows, int length, int seed)
         {
@@ -89,6 +89,12 @@ public sealed class FusedAttentionTests(GpuFixture f) : GpuTest(f)
     }
 
     static GpuBuffer? Optional<T>(GpuContext ctx, T[] data) where T : unmanaged => data.Length == 0 ? null : GpuBuffer.From<T>(ctx, data);
+
+    /// <summary>How q, k, v and o are stored; one precision stands for all four.</summary>
+    readonly record struct Storages(ActivationPrecision Q, ActivationPrecision K, ActivationPrecision V, ActivationPrecision O)
+    {
+        public static implicit operator Storages(ActivationPrecision p) => new(p, p, p, p);
+    }
 
     static float[] Rounded(float[] values, ActivationPrecision storage)
     {
@@ -119,15 +125,16 @@ public sealed class FusedAttentionTests(GpuFixture f) : GpuTest(f)
     }
 
     /// <summary>o and the logsumexp; <paramref name="units"/> forces a tiling of the kernels on the
-    /// matrix units; q, k, v and o are stored as <paramref name="storage"/>.</summary>
+    /// matrix units; q, k, v and o are stored as <paramref name="storages"/> says (fp32 when absent).</summary>
     (float[] O, float[] Lse) Forward(FusedAttentionShape shape, Inputs x, Parts parts, FusedTiles tiles, FusedAttentionMatrixUnitsTiling? units = null,
-                                     ActivationPrecision storage = ActivationPrecision.Fp32)
+                                     Storages? storages = null)
     {
         var ctx = ContextFor(tiles, shape.DKv);
-        using var q = Stored(ctx, x.Q, storage);
-        using var k = Stored(ctx, x.K, storage);
-        using var v = Stored(ctx, x.V, storage);
-        using var o = Stored(ctx, new float[shape.QueryElements], storage);
+        var s = storages ?? ActivationPrecision.Fp32;
+        using var q = Stored(ctx, x.Q, s.Q);
+        using var k = Stored(ctx, x.K, s.K);
+        using var v = Stored(ctx, x.V, s.V);
+        using var o = Stored(ctx, new float[shape.QueryElements], s.O);
         using var lse = new GpuBuffer(ctx, Math.Max(1, shape.Scores.Rows) * 4);
         using var buckets = Optional(ctx, parts.Buckets(x));
         using var bias = Optional(ctx, parts.BiasWeight(x));
@@ -153,15 +160,16 @@ public sealed class FusedAttentionTests(GpuFixture f) : GpuTest(f)
 
     /// <summary>dq, dk, dv; the gradient buffers start out holding <paramref name="initial"/>;
     /// <paramref name="units"/> forces a tiling of the kernels on the matrix units; q, k, v and o
-    /// are stored as <paramref name="storage"/>.</summary>
+    /// are stored as <paramref name="storages"/> says (fp32 when absent).</summary>
     (float[] Dq, float[] Dk, float[] Dv) Backward(FusedAttentionShape shape, Inputs x, float[] o, float[] lse, Parts parts, FusedTiles tiles, float initial = 0f,
-                                                  FusedAttentionMatrixUnitsTiling? units = null, ActivationPrecision storage = ActivationPrecision.Fp32)
+                                                  FusedAttentionMatrixUnitsTiling? units = null, Storages? storages = null)
     {
         var ctx = ContextFor(tiles, shape.DKv);
-        using var q = Stored(ctx, x.Q, storage);
-        using var k = Stored(ctx, x.K, storage);
-        using var v = Stored(ctx, x.V, storage);
-        using var go = Stored(ctx, o, storage);
+        var s = storages ?? ActivationPrecision.Fp32;
+        using var q = Stored(ctx, x.Q, s.Q);
+        using var k = Stored(ctx, x.K, s.K);
+        using var v = Stored(ctx, x.V, s.V);
+        using var go = Stored(ctx, o, s.O);
         using var glse = GpuBuffer.From<float>(ctx, lse);
         using var dO = GpuBuffer.From<float>(ctx, x.DO);
         using var dq = GpuBuffer.From<float>(ctx, Filled(shape.QueryElements, initial));
@@ -587,34 +595,56 @@ public sealed class FusedAttentionTests(GpuFixture f) : GpuTest(f)
     /// rounding of their own.</summary>
     [Theory, MemberData(nameof(HalfCases))]
     public void With16BitActivationsMatchesFp32KernelsAndReference(int batch, int heads, int lq, int lk, int dkv, bool bias, bool mask, bool causal, bool dropout,
-                                                                   FusedTiles tiles, ActivationPrecision storage)
-    {
-        var shape = new FusedAttentionShape(new AttentionShape(batch, heads, lq, lk, causal), dkv);
-        var x = AsMultiplied(Inputs.Random(shape, batch * 1000 + lk + 2), tiles).Stored(storage);
-        var parts = new Parts(bias, mask, dropout);
-        string what = $"{storage.Name()} {tiles} {shape} {parts}";
-        var (o, lse) = Forward(shape, x, parts, tiles, storage: storage);
-        var (o32, lse32) = Forward(shape, x, parts, tiles);
-        Check.BitIdentical(Rounded(o32, storage), o, $"o, {what}, against the fp32 kernel's rounded");
-        Check.BitIdentical(lse32, lse, $"logsumexp, {what}, against the fp32 kernel's");
-        var (refO, refLse) = ReferenceForward(shape, x, parts);
-        Check.Close(Rounded(refO, storage), o, Tolerance(tiles) + Ulp(storage), $"o, {what}");
-        Check.Close(refLse, lse, 1e-5, $"logsumexp, {what}");
+                                                                   FusedTiles tiles, ActivationPrecision storage) =>
+        MatchesFp32KernelsAndReference(new FusedAttentionShape(new AttentionShape(batch, heads, lq, lk, causal), dkv), new Parts(bias, mask, dropout), tiles, storage,
+                                       batch * 1000 + lk + 2);
 
-        var (dq, dk, dv) = Backward(shape, x, o, lse, parts, tiles, storage: storage);
-        var (dq32, dk32, dv32) = Backward(shape, x, o, lse, parts, tiles);
-        Check.BitIdentical(dq32, dq, $"dq, {what}, against the fp32 kernel's");
-        Check.BitIdentical(dk32, dk, $"dk, {what}, against the fp32 kernel's");
-        Check.BitIdentical(dv32, dv, $"dv, {what}, against the fp32 kernel's");
+    /// <summary>q, k, v and o each stored otherwise, so that a kernel taking one's storage for
+    /// another's reads garbage.</summary>
+    [Theory, InlineData(FusedTiles.Cpu), InlineData(FusedTiles.MatrixUnits)]
+    public void MixedStoragesMatchFp32KernelsAndReference(FusedTiles tiles)
+    {
+        var shape = new FusedAttentionShape(new AttentionShape(2, 3, 7, 33, Causal: true), 16);
+        var parts = new Parts(Bias: true, Mask: true, Dropout: true);
+        MatchesFp32KernelsAndReference(shape, parts, tiles, new(ActivationPrecision.Bf16, ActivationPrecision.Fp16, ActivationPrecision.Fp32, ActivationPrecision.Bf16), 21);
+        MatchesFp32KernelsAndReference(shape, parts, tiles, new(ActivationPrecision.Fp16, ActivationPrecision.Fp32, ActivationPrecision.Bf16, ActivationPrecision.Fp16), 22);
+    }
+
+    /// <summary>The checks of <see cref="With16BitActivationsMatchesFp32KernelsAndReference"/>.</summary>
+    void MatchesFp32KernelsAndReference(FusedAttentionShape shape, Parts parts, FusedTiles tiles, Storages storages, int seed)
+    {
+        var x = AsMultiplied(Inputs.Random(shape, seed), tiles).Stored(storages);
+        string what = $"{storages} {tiles} {shape} {parts}";
+        var (o, lse, dq, dk, dv) = SameAsFp32Kernels(shape, x, parts, tiles, storages, what);
+        var (refO, refLse) = ReferenceForward(shape, x, parts);
+        Check.Close(Rounded(refO, storages.O), o, Tolerance(tiles) + Ulp(storages.O), $"o, {what}");
+        Check.Close(refLse, lse, 1e-5, $"logsumexp, {what}");
         var expected = ReferenceBackward(shape, x, o, lse, parts);
         Check.Close(expected.Dv, dv, Tolerance(tiles), $"dv, {what}");
         // As in BackwardMatchesReference, a softmax over one key is constant: dq and dk vanish.
-        if (lk == 1) Assert.All(dq.Concat(dk), g => Assert.True(Math.Abs(g) <= 1e-5, $"{g} should vanish with a single key"));
+        if (shape.Scores.KeyLength == 1) Assert.All(dq.Concat(dk), g => Assert.True(Math.Abs(g) <= 1e-5, $"{g} should vanish with a single key"));
         else
         {
             Check.Close(expected.Dq, dq, Tolerance(tiles), $"dq, {what}");
             Check.Close(expected.Dk, dk, Tolerance(tiles), $"dk, {what}");
         }
+    }
+
+    /// <summary>The forward's o and logsumexp and the backward's gradients from it with q, k, v, o
+    /// stored as <paramref name="storages"/> (x already rounded to them), checked to be bit for bit
+    /// the fp32 kernels' on the same values, o rounded as stored.</summary>
+    (float[] O, float[] Lse, float[] Dq, float[] Dk, float[] Dv) SameAsFp32Kernels(FusedAttentionShape shape, Inputs x, Parts parts, FusedTiles tiles, Storages storages, string what)
+    {
+        var (o, lse) = Forward(shape, x, parts, tiles, storages: storages);
+        var (o32, lse32) = Forward(shape, x, parts, tiles);
+        Check.BitIdentical(Rounded(o32, storages.O), o, $"o, {what}, against the fp32 kernel's rounded");
+        Check.BitIdentical(lse32, lse, $"logsumexp, {what}, against the fp32 kernel's");
+        var (dq, dk, dv) = Backward(shape, x, o, lse, parts, tiles, storages: storages);
+        var (dq32, dk32, dv32) = Backward(shape, x, o, lse, parts, tiles);
+        Check.BitIdentical(dq32, dq, $"dq, {what}, against the fp32 kernel's");
+        Check.BitIdentical(dk32, dk, $"dk, {what}, against the fp32 kernel's");
+        Check.BitIdentical(dv32, dv, $"dv, {what}, against the fp32 kernel's");
+        return (o, lse, dq, dk, dv);
     }
 
     /// <summary>q and k up to 1e5 in magnitude, past fp16's 65504, and v of ±1e5: stored as fp16
@@ -641,18 +671,10 @@ public sealed class FusedAttentionTests(GpuFixture f) : GpuTest(f)
         Assert.Contains(x.Q, value => Math.Abs(value) > 65520);
         x = x.Stored(storage);
         var parts = new Parts(Bias: true, Mask: false, Dropout: true);
-        var (o, lse) = Forward(shape, x, parts, tiles, storage: storage);
-        var (o32, lse32) = Forward(shape, x, parts, tiles);
+        var (o, lse, dq, dk, dv) = SameAsFp32Kernels(shape, x, parts, tiles, storage, $"{storage} {tiles}");
         Assert.All(o.Concat(lse), value => Assert.True(float.IsFinite(value), $"{value} in o or the logsumexp"));
-        Check.BitIdentical(Rounded(o32, storage), o, "o against the fp32 kernel's rounded");
-        Check.BitIdentical(lse32, lse, "logsumexp against the fp32 kernel's");
-        if (storage == ActivationPrecision.Fp16) Assert.Contains(o, value => Math.Abs(value) == 65504f);
-        var (dq, dk, dv) = Backward(shape, x, o, lse, parts, tiles, storage: storage);
-        var (dq32, dk32, dv32) = Backward(shape, x, o, lse, parts, tiles);
         Assert.All(dq.Concat(dk).Concat(dv), value => Assert.True(float.IsFinite(value), $"{value} in a gradient"));
-        Check.BitIdentical(dq32, dq, "dq against the fp32 kernel's");
-        Check.BitIdentical(dk32, dk, "dk against the fp32 kernel's");
-        Check.BitIdentical(dv32, dv, "dv against the fp32 kernel's");
+        if (storage == ActivationPrecision.Fp16) Assert.Contains(o, value => Math.Abs(value) == 65504f);
     }
 
     /// <summary>A 16-bit gradient or output gradient is refused: they stay fp32 everywhere.</summary>
