@@ -43,6 +43,40 @@ layout(constant_id = 3) const bool STAGED = true;
 #define LOAD4(X, at, d) vec4(X[at], (d) + 1 < D ? X[(at) + 1] : 0.0, (d) + 2 < D ? X[(at) + 2] : 0.0, (d) + 3 < D ? X[(at) + 3] : 0.0)
 #define FETCH4(X, X4, at, d) (D % 4 == 0 ? X4[(at) >> 2] : LOAD4(X, at, d))
 
+// The activations q, k, v and o (bindings 4-7) may each be stored in 16 bits (include/storage.glsl)
+// where ACTIVATIONS_16BIT is defined: the including shader then declares each of them also as
+// uint16_t[] (X##h) and, where it reads four at a time, u16vec4[] (X##h4), and reads or writes
+// the view its storage constant names. A module declaring 16-bit buffers needs the device's
+// 16-bit storage, which the portable kernels must not (they are what devices without it run), so
+// they have two builds sharing their kernel: fused_attention.comp and _backward.comp for fp32
+// activations, fused_attention_half.comp and _backward_half.comp for any storage. The builds on
+// the matrix units need 16-bit storage anyway and have only the second kind. dO, the logsumexp
+// and the gradients are fp32 everywhere.
+#ifdef ACTIVATIONS_16BIT
+#include "storage.glsl"
+layout(constant_id = 7) const uint Q_STORAGE = STORAGE_FP32;
+layout(constant_id = 8) const uint K_STORAGE = STORAGE_FP32;
+layout(constant_id = 9) const uint V_STORAGE = STORAGE_FP32;
+layout(constant_id = 10) const uint O_STORAGE = STORAGE_FP32;
+// Element `at` of activation X, widened to fp32.
+#define ACT(X, storage, at) ((storage) == STORAGE_FP32 ? X[at] : widenStored(uint(X##h[at]), storage))
+// Elements at..at+3 (at a multiple of 4), through the vec4 or u16vec4 view.
+#define ACT4(X, storage, at) ((storage) == STORAGE_FP32 ? X##4[(at) >> 2] : widenStored(uvec4(X##h4[(at) >> 2]), storage))
+// Stores `value` as element `at` of activation X, narrowed to its storage.
+#define STORE_ACT(X, storage, at, value) \
+    if ((storage) == STORAGE_FP32) X[at] = (value); else X##h[at] = uint16_t(narrowStored(value, storage))
+#else
+#define ACT(X, storage, at) X[at]
+#define ACT4(X, storage, at) X##4[(at) >> 2]
+#define STORE_ACT(X, storage, at, value) X[at] = (value)
+#endif
+
+// FETCH4 of an activation that may be 16-bit.
+#define FETCH_ACT4(X, storage, at, d)                                                           \
+    (D % 4 == 0 ? ACT4(X, storage, at)                                                          \
+                : vec4(ACT(X, storage, at), (d) + 1 < D ? ACT(X, storage, (at) + 1) : 0.0,        \
+                       (d) + 2 < D ? ACT(X, storage, (at) + 2) : 0.0, (d) + 3 < D ? ACT(X, storage, (at) + 3) : 0.0))
+
 // s + x[d..d+3]·e, leaving out the elements past D.
 float dot4(float x[D], uint d, vec4 e, float s) {
     s = fma(x[d], e.x, s);

@@ -21,8 +21,14 @@
 // The including kernel defines SA_LENGTH and SB_LENGTH (in uvec2s, from the constants below),
 // SCRATCH (a subgroup's scratch, in uvec2s, at least 16 x D floats) and whether it is COOPMAT_KHR
 // or COOPMAT_EMULATED.
+//
+// q, k, v and o may each be stored as fp32, fp16 or bf16 (include/fused_attention.glsl): a
+// module on the matrix units needs 16-bit storage anyway, so there is one build for all. An
+// fp16 operand is staged as it is stored; the others are rounded to fp16 as they are staged.
 #extension GL_EXT_shader_explicit_arithmetic_types_float16 : require
+#extension GL_EXT_shader_16bit_storage : require
 #define COOPMAT_NO_C
+#define ACTIVATIONS_16BIT
 #include "common.glsl"
 #include "fused_attention.glsl"
 
@@ -71,14 +77,20 @@ shared uvec2 sa[SA_LENGTH];
 shared uvec2 sb[SB_LENGTH];
 #include "coopmat.glsl"
 
-// Rows first .. first + count of head h of batch entry b of an activation (X4 its vec4 view,
-// rowsPerEntry rows per entry, length of them attended) into shared array S as fp16 rows SD
-// halves apart from half `at`; rows past length are zeros. Every invocation takes part.
-#define STAGE_ROWS(S, at, X4, rowsPerEntry, length, b, h, first, count)                           \
+// Elements at..at+3 (at a multiple of 4) of activation X as four packed fp16, the matrix units'
+// operand: as stored where X is fp16, else widened and rounded by toHalf.
+#define ACT_HALVES(X, storage, at) \
+    ((storage) == STORAGE_FP16 ? packHalves(uvec4(X##h4[(at) >> 2])) : toHalf(ACT4(X, storage, at)))
+uvec2 packHalves(uvec4 h) { return uvec2(h.x | h.y << 16, h.z | h.w << 16); }
+
+// Rows first .. first + count of head h of batch entry b of an activation (HALVES(at) its
+// elements at..at+3 as packed fp16, rowsPerEntry rows per entry, length of them attended) into
+// shared array S as fp16 rows SD halves apart from half `at`; rows past length are zeros. Every
+// invocation takes part.
+#define STAGE_ROWS(S, at, HALVES, rowsPerEntry, length, b, h, first, count)                       \
     for (uint e = gl_LocalInvocationIndex; e < (count) * (D / 4); e += WG) {                        \
         const uint r = e / (D / 4), d = e % (D / 4) * 4, pos = (first) + r;                          \
-        const vec4 x = pos < (length) ? X4[(rowBase(b, rowsPerEntry, pos, h) + d) / 4] : vec4(0.0);  \
-        S[((at) + r * SD + d) / 4] = toHalf(x);                                                     \
+        S[((at) + r * SD + d) / 4] = pos < (length) ? HALVES(rowBase(b, rowsPerEntry, pos, h) + d) : uvec2(0); \
     }
 
 // A 16 x 16·n product to the scratch at `at`, tiles ts apart.

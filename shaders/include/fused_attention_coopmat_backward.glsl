@@ -28,17 +28,27 @@ layout(std430, binding = 9) readonly buffer DO4 { vec4 dO4[]; };
 layout(std430, binding = 10) writeonly buffer DQK { float dqk[]; };
 // dv in pass 1; pass 0 binds dq here too and writes only through binding 10.
 layout(std430, binding = 11) writeonly buffer DV { float dv[]; };
+layout(std430, binding = 4) readonly buffer Qh4 { u16vec4 qh4[]; };
+layout(std430, binding = 5) readonly buffer Kh4 { u16vec4 kh4[]; };
+layout(std430, binding = 6) readonly buffer Vh4 { u16vec4 vh4[]; };
+layout(std430, binding = 7) readonly buffer Oh4 { u16vec4 oh4[]; };
+
+uvec2 qHalves(uint at) { return ACT_HALVES(q, Q_STORAGE, at); }
+uvec2 kHalves(uint at) { return ACT_HALVES(k, K_STORAGE, at); }
+uvec2 vHalves(uint at) { return ACT_HALVES(v, V_STORAGE, at); }
+uvec2 dOHalves(uint at) { return toHalf(dO4[at >> 2]); }
 
 // Pass 1's block of queries: their logsumexp and Δ.
 shared float sLse[PASS == 1 ? BLOCK : 1];
 shared float sDelta[PASS == 1 ? BLOCK : 1];
 
-// Δ of query i, with the same arithmetic in both passes.
+// Δ of query i, with the same arithmetic in both passes, from o as stored (rounded where o is
+// 16-bit; FusedAttentionReference.Backward given the stored o forms the same Δ).
 float delta(uint b, uint h, uint i) {
-    const uint at = rowBase(b, pc.queryRows, i, h) / 4;
+    const uint at = rowBase(b, pc.queryRows, i, h);
     float s = 0.0;
-    [[unroll]] for (uint d = 0; d < D / 4; d++) {
-        const vec4 g = dO4[at + d], y = o4[at + d];
+    [[unroll]] for (uint d = 0; d < D; d += 4) {
+        const vec4 g = dO4[(at + d) / 4], y = ACT4(o, O_STORAGE, at + d);
         s = fma(g.x, y.x, s);
         s = fma(g.y, y.y, s);
         s = fma(g.z, y.z, s);
@@ -108,11 +118,11 @@ void main() {
         // The previous pair's last products have read the workgroup's operands.
         barrier();
         if (PASS == 0) {
-            STAGE_ROWS(sa, 0, q4, pc.queryRows, pc.queryLength, b, h, first, ROWS)
-            STAGE_ROWS(sa, ROWS * SD, dO4, pc.queryRows, pc.queryLength, b, h, first, ROWS)
+            STAGE_ROWS(sa, 0, qHalves, pc.queryRows, pc.queryLength, b, h, first, ROWS)
+            STAGE_ROWS(sa, ROWS * SD, dOHalves, pc.queryRows, pc.queryLength, b, h, first, ROWS)
         } else {
-            STAGE_ROWS(sa, 0, k4, pc.keyRows, pc.keyLength, b, h, first, ROWS)
-            STAGE_ROWS(sa, ROWS * SD, v4, pc.keyRows, pc.keyLength, b, h, first, ROWS)
+            STAGE_ROWS(sa, 0, kHalves, pc.keyRows, pc.keyLength, b, h, first, ROWS)
+            STAGE_ROWS(sa, ROWS * SD, vHalves, pc.keyRows, pc.keyLength, b, h, first, ROWS)
         }
         const float ownDelta = PASS == 0 ? delta(b, h, mine) : 0.0;
         const float ownLse = PASS == 0 ? lse[bh * pc.queryLength + mine] : 0.0;
@@ -127,11 +137,11 @@ void main() {
             // Every subgroup is done with the previous block.
             barrier();
             if (PASS == 0) {
-                STAGE_ROWS(sb, 0, k4, pc.keyRows, r0 + n, b, h, r0, BLOCK)
-                STAGE_ROWS(sb, BLOCK * SD, v4, pc.keyRows, r0 + n, b, h, r0, BLOCK)
+                STAGE_ROWS(sb, 0, kHalves, pc.keyRows, r0 + n, b, h, r0, BLOCK)
+                STAGE_ROWS(sb, BLOCK * SD, vHalves, pc.keyRows, r0 + n, b, h, r0, BLOCK)
             } else {
-                STAGE_ROWS(sb, 0, q4, pc.queryRows, r0 + n, b, h, r0, BLOCK)
-                STAGE_ROWS(sb, BLOCK * SD, dO4, pc.queryRows, r0 + n, b, h, r0, BLOCK)
+                STAGE_ROWS(sb, 0, qHalves, pc.queryRows, r0 + n, b, h, r0, BLOCK)
+                STAGE_ROWS(sb, BLOCK * SD, dOHalves, pc.queryRows, r0 + n, b, h, r0, BLOCK)
                 for (uint r = tid; r < BLOCK; r += WG) {
                     sLse[r] = r < n ? lse[bh * pc.queryLength + r0 + r] : POS_INF;
                     sDelta[r] = r < n ? delta(b, h, r0 + r) : 0.0;

@@ -19,6 +19,14 @@ layout(std430, binding = 5) readonly buffer K4 { vec4 k4[]; };
 layout(std430, binding = 6) readonly buffer V4 { vec4 v4[]; };
 layout(std430, binding = 7) writeonly buffer O { float o[]; };
 layout(std430, binding = 8) writeonly buffer LogSumExp { float lse[]; };
+layout(std430, binding = 4) readonly buffer Qh4 { u16vec4 qh4[]; };
+layout(std430, binding = 5) readonly buffer Kh4 { u16vec4 kh4[]; };
+layout(std430, binding = 6) readonly buffer Vh4 { u16vec4 vh4[]; };
+layout(std430, binding = 7) writeonly buffer Oh { uint16_t oh[]; };
+
+uvec2 qHalves(uint at) { return ACT_HALVES(q, Q_STORAGE, at); }
+uvec2 kHalves(uint at) { return ACT_HALVES(k, K_STORAGE, at); }
+uvec2 vHalves(uint at) { return ACT_HALVES(v, V_STORAGE, at); }
 
 // Each invocation's share of a row's maximum (then of its sum), for the others of its row.
 shared float sRow[WG];
@@ -41,7 +49,7 @@ void main() {
         // The previous pair's last products have read the queries (the emulation's operands are
         // read where they lie), and its last reductions sRow.
         barrier();
-        STAGE_ROWS(sa, 0, q4, pc.queryRows, pc.queryLength, b, h, i0, ROWS)
+        STAGE_ROWS(sa, 0, qHalves, pc.queryRows, pc.queryLength, b, h, i0, ROWS)
         barrier();
         // The subgroup's queries stay in its registers for every block.
         CM_FRAG_A qf[D / 16];
@@ -55,8 +63,8 @@ void main() {
             const uint n = min(BLOCK, keyEnd - j0);
             // Every subgroup is done with the previous block's keys and values.
             barrier();
-            STAGE_ROWS(sb, 0, k4, pc.keyRows, j0 + n, b, h, j0, BLOCK)
-            STAGE_ROWS(sb, BLOCK * SD, v4, pc.keyRows, j0 + n, b, h, j0, BLOCK)
+            STAGE_ROWS(sb, 0, kHalves, pc.keyRows, j0 + n, b, h, j0, BLOCK)
+            STAGE_ROWS(sb, BLOCK * SD, vHalves, pc.keyRows, j0 + n, b, h, j0, BLOCK)
             barrier();
 
             [[unroll]] for (uint t = 0; t < BLOCK / 16; t++) {
@@ -126,7 +134,7 @@ void main() {
             // Dropout's 1 / (1 - rate) (1 without dropout) folds into the normalisation.
             const float norm = l > 0.0 ? pc.scale / l : 0.0;
             const uint oBase = rowBase(b, pc.queryRows, query, h) + d0;
-            [[unroll]] for (uint d = 0; d < outCols; d++) o[oBase + d] = acc[d] * norm;
+            [[unroll]] for (uint d = 0; d < outCols; d++) STORE_ACT(o, O_STORAGE, oBase + d, acc[d] * norm);
             if (part == 0) lse[bh * pc.queryLength + query] = m == NEG_INF ? POS_INF : m + log(l);
         }
     }

@@ -65,6 +65,10 @@ public sealed class FusedAttentionTests(GpuFixture f) : GpuTest(f)
                 Enumerable.Range(0, a.Batch * a.KeyLength).Select(_ => rng.Next(4) == 0 ? 0 : 1).ToArray());
         }
 
+        /// <summary>q, k and v as buffers of <paramref name="s"/> hold them (dO stays fp32, as
+        /// every gradient does).</summary>
+        public Inputs Stored(Storages s) => this with { Q = Rounded(Q, s.Q), K = Rounded(K, s.K), V = Rounded(V, s.V) };
+
         static float[] Activation(FusedAttentionShape s, int rows, int length, int seed)
         {
             int row = s.Scores.Heads * s.DKv;
@@ -86,14 +90,51 @@ public sealed class FusedAttentionTests(GpuFixture f) : GpuTest(f)
 
     static GpuBuffer? Optional<T>(GpuContext ctx, T[] data) where T : unmanaged => data.Length == 0 ? null : GpuBuffer.From<T>(ctx, data);
 
-    /// <summary>o and the logsumexp; <paramref name="units"/> forces a tiling of the kernels on the matrix units.</summary>
-    (float[] O, float[] Lse) Forward(FusedAttentionShape shape, Inputs x, Parts parts, FusedTiles tiles, FusedAttentionMatrixUnitsTiling? units = null)
+    /// <summary>How q, k, v and o are stored; one precision stands for all four.</summary>
+    readonly record struct Storages(ActivationPrecision Q, ActivationPrecision K, ActivationPrecision V, ActivationPrecision O)
+    {
+        public static implicit operator Storages(ActivationPrecision p) => new(p, p, p, p);
+    }
+
+    static float[] Rounded(float[] values, ActivationPrecision storage)
+    {
+        var r = (float[])values.Clone();
+        ActivationPrecisions.Round(r, storage);
+        return r;
+    }
+
+    /// <summary>An activation buffer of <paramref name="storage"/> holding <paramref name="values"/>
+    /// as a kernel storing them would (<see cref="ActivationPrecisions.Round"/>).</summary>
+    static GpuBuffer Stored(GpuContext ctx, float[] values, ActivationPrecision storage)
+    {
+        if (storage == ActivationPrecision.Fp32) return GpuBuffer.From<float>(ctx, values);
+        var b = GpuBuffer.Activations(ctx, values.Length, storage);
+        var bits = new ushort[b.StoredElements];
+        var r = Rounded(values, storage);
+        for (int i = 0; i < r.Length; i++) bits[i] = storage == ActivationPrecision.Bf16 ? HalfFloat.ToBf16(r[i]) : HalfFloat.ToFp16(r[i]);
+        b.Upload<ushort>(bits);
+        return b;
+    }
+
+    /// <summary>The first <paramref name="n"/> activations of <paramref name="b"/>, widened.</summary>
+    static float[] Load(GpuBuffer b, long n)
+    {
+        if (b.Storage == ActivationPrecision.Fp32) return b.Download<float>()[..(int)n];
+        var bits = b.Download<ushort>();
+        return Enumerable.Range(0, (int)n).Select(i => b.Storage == ActivationPrecision.Bf16 ? HalfFloat.FromBf16(bits[i]) : HalfFloat.FromFp16(bits[i])).ToArray();
+    }
+
+    /// <summary>o and the logsumexp; <paramref name="units"/> forces a tiling of the kernels on the
+    /// matrix units; q, k, v and o are stored as <paramref name="storages"/> says (fp32 when absent).</summary>
+    (float[] O, float[] Lse) Forward(FusedAttentionShape shape, Inputs x, Parts parts, FusedTiles tiles, FusedAttentionMatrixUnitsTiling? units = null,
+                                     Storages? storages = null)
     {
         var ctx = ContextFor(tiles, shape.DKv);
-        using var q = GpuBuffer.From<float>(ctx, x.Q);
-        using var k = GpuBuffer.From<float>(ctx, x.K);
-        using var v = GpuBuffer.From<float>(ctx, x.V);
-        using var o = GpuBuffer.From<float>(ctx, new float[shape.QueryElements]);
+        var s = storages ?? ActivationPrecision.Fp32;
+        using var q = Stored(ctx, x.Q, s.Q);
+        using var k = Stored(ctx, x.K, s.K);
+        using var v = Stored(ctx, x.V, s.V);
+        using var o = Stored(ctx, new float[shape.QueryElements], s.O);
         using var lse = new GpuBuffer(ctx, Math.Max(1, shape.Scores.Rows) * 4);
         using var buckets = Optional(ctx, parts.Buckets(x));
         using var bias = Optional(ctx, parts.BiasWeight(x));
@@ -106,7 +147,7 @@ public sealed class FusedAttentionTests(GpuFixture f) : GpuTest(f)
             else FusedAttentionKernel.Forward(g, q, k, v, o, lse, buckets, bias, mask, shape, parts.DropoutRate, seed, Stream);
             g.Run();
         }
-        return (o.Download<float>(), lse.Download<float>());
+        return (Load(o, shape.QueryElements), lse.Download<float>());
     }
 
     (float[] O, float[] Lse) ReferenceForward(FusedAttentionShape shape, Inputs x, Parts parts)
@@ -118,15 +159,17 @@ public sealed class FusedAttentionTests(GpuFixture f) : GpuTest(f)
     }
 
     /// <summary>dq, dk, dv; the gradient buffers start out holding <paramref name="initial"/>;
-    /// <paramref name="units"/> forces a tiling of the kernels on the matrix units.</summary>
+    /// <paramref name="units"/> forces a tiling of the kernels on the matrix units; q, k, v and o
+    /// are stored as <paramref name="storages"/> says (fp32 when absent).</summary>
     (float[] Dq, float[] Dk, float[] Dv) Backward(FusedAttentionShape shape, Inputs x, float[] o, float[] lse, Parts parts, FusedTiles tiles, float initial = 0f,
-                                                  FusedAttentionMatrixUnitsTiling? units = null)
+                                                  FusedAttentionMatrixUnitsTiling? units = null, Storages? storages = null)
     {
         var ctx = ContextFor(tiles, shape.DKv);
-        using var q = GpuBuffer.From<float>(ctx, x.Q);
-        using var k = GpuBuffer.From<float>(ctx, x.K);
-        using var v = GpuBuffer.From<float>(ctx, x.V);
-        using var go = GpuBuffer.From<float>(ctx, o);
+        var s = storages ?? ActivationPrecision.Fp32;
+        using var q = Stored(ctx, x.Q, s.Q);
+        using var k = Stored(ctx, x.K, s.K);
+        using var v = Stored(ctx, x.V, s.V);
+        using var go = Stored(ctx, o, s.O);
         using var glse = GpuBuffer.From<float>(ctx, lse);
         using var dO = GpuBuffer.From<float>(ctx, x.DO);
         using var dq = GpuBuffer.From<float>(ctx, Filled(shape.QueryElements, initial));
@@ -520,6 +563,131 @@ public sealed class FusedAttentionTests(GpuFixture f) : GpuTest(f)
             Check.Close(live.Select(i => want[i]).ToArray(), live.Select(i => got[i]).ToArray(), Tolerance(tiles), name);
             Assert.All(Enumerable.Range(0, want.Length).Except(live), i => Assert.Equal(sentinel, got[i]));
         }
+    }
+
+    /// <summary>Cases for 16-bit activations, each in bf16 and in fp16: every case of
+    /// <see cref="Cases"/> in lavapipe's tiling, those of d_kv ≤ 8 in the GPU's staged one (whose
+    /// compile times at larger d_kv <see cref="Cases"/> explains), and <see cref="MatrixUnitCases"/>
+    /// on the matrix units. (TheoryData takes at most ten parameters: these rows have eleven.)</summary>
+    public static IEnumerable<object[]> HalfCases() =>
+        from storage in new[] { ActivationPrecision.Bf16, ActivationPrecision.Fp16 }
+        from c in Cases().Where(c => (FusedTiles)c[9] == FusedTiles.Cpu || (int)c[4] <= 8)
+                         .Concat(MatrixUnitCases().Select(c => (object[])[.. c, FusedTiles.MatrixUnits]))
+        select (object[])[.. c, storage];
+
+    /// <summary>The most two roundings to nearest of values that agree can set their results apart,
+    /// relative to the largest: one unit in the last place, 2^-7 of a value for bf16's 8
+    /// significant bits, 2^-10 for fp16's 11.</summary>
+    static double Ulp(ActivationPrecision storage) => storage switch
+    {
+        ActivationPrecision.Bf16 => 1.0 / 128,
+        ActivationPrecision.Fp16 => 1.0 / 1024,
+        _ => 0,
+    };
+
+    /// <summary>q, k, v and o stored in 16 bits. The kernels widen what they load and do the fp32
+    /// kernels' arithmetic in the same order, so given the same (rounded) values as fp32 they must
+    /// give o rounded from the fp32 kernels' o bit for bit, the same logsumexp and, from the
+    /// stored o, the same gradients: that catches a misread element, a wrong view or a narrowing
+    /// that is not round-to-nearest-even. Against the reference on the rounded inputs, with o
+    /// rounded as stored: the fp32 kernels' bound (<see cref="Tolerance"/>) plus one
+    /// <see cref="Ulp"/> for the two roundings of o; the gradients from the same stored o take no
+    /// rounding of their own.</summary>
+    [Theory, MemberData(nameof(HalfCases))]
+    public void With16BitActivationsMatchesFp32KernelsAndReference(int batch, int heads, int lq, int lk, int dkv, bool bias, bool mask, bool causal, bool dropout,
+                                                                   FusedTiles tiles, ActivationPrecision storage) =>
+        MatchesFp32KernelsAndReference(new FusedAttentionShape(new AttentionShape(batch, heads, lq, lk, causal), dkv), new Parts(bias, mask, dropout), tiles, storage,
+                                       batch * 1000 + lk + 2);
+
+    /// <summary>q, k, v and o each stored otherwise, so that a kernel taking one's storage for
+    /// another's reads garbage.</summary>
+    [Theory, InlineData(FusedTiles.Cpu), InlineData(FusedTiles.MatrixUnits)]
+    public void MixedStoragesMatchFp32KernelsAndReference(FusedTiles tiles)
+    {
+        var shape = new FusedAttentionShape(new AttentionShape(2, 3, 7, 33, Causal: true), 16);
+        var parts = new Parts(Bias: true, Mask: true, Dropout: true);
+        MatchesFp32KernelsAndReference(shape, parts, tiles, new(ActivationPrecision.Bf16, ActivationPrecision.Fp16, ActivationPrecision.Fp32, ActivationPrecision.Bf16), 21);
+        MatchesFp32KernelsAndReference(shape, parts, tiles, new(ActivationPrecision.Fp16, ActivationPrecision.Fp32, ActivationPrecision.Bf16, ActivationPrecision.Fp16), 22);
+    }
+
+    /// <summary>The checks of <see cref="With16BitActivationsMatchesFp32KernelsAndReference"/>.</summary>
+    void MatchesFp32KernelsAndReference(FusedAttentionShape shape, Parts parts, FusedTiles tiles, Storages storages, int seed)
+    {
+        var x = AsMultiplied(Inputs.Random(shape, seed), tiles).Stored(storages);
+        string what = $"{storages} {tiles} {shape} {parts}";
+        var (o, lse, dq, dk, dv) = SameAsFp32Kernels(shape, x, parts, tiles, storages, what);
+        var (refO, refLse) = ReferenceForward(shape, x, parts);
+        Check.Close(Rounded(refO, storages.O), o, Tolerance(tiles) + Ulp(storages.O), $"o, {what}");
+        Check.Close(refLse, lse, 1e-5, $"logsumexp, {what}");
+        var expected = ReferenceBackward(shape, x, o, lse, parts);
+        Check.Close(expected.Dv, dv, Tolerance(tiles), $"dv, {what}");
+        // As in BackwardMatchesReference, a softmax over one key is constant: dq and dk vanish.
+        if (shape.Scores.KeyLength == 1) Assert.All(dq.Concat(dk), g => Assert.True(Math.Abs(g) <= 1e-5, $"{g} should vanish with a single key"));
+        else
+        {
+            Check.Close(expected.Dq, dq, Tolerance(tiles), $"dq, {what}");
+            Check.Close(expected.Dk, dk, Tolerance(tiles), $"dk, {what}");
+        }
+    }
+
+    /// <summary>The forward's o and logsumexp and the backward's gradients from it with q, k, v, o
+    /// stored as <paramref name="storages"/> (x already rounded to them), checked to be bit for bit
+    /// the fp32 kernels' on the same values, o rounded as stored.</summary>
+    (float[] O, float[] Lse, float[] Dq, float[] Dk, float[] Dv) SameAsFp32Kernels(FusedAttentionShape shape, Inputs x, Parts parts, FusedTiles tiles, Storages storages, string what)
+    {
+        var (o, lse) = Forward(shape, x, parts, tiles, storages: storages);
+        var (o32, lse32) = Forward(shape, x, parts, tiles);
+        Check.BitIdentical(Rounded(o32, storages.O), o, $"o, {what}, against the fp32 kernel's rounded");
+        Check.BitIdentical(lse32, lse, $"logsumexp, {what}, against the fp32 kernel's");
+        var (dq, dk, dv) = Backward(shape, x, o, lse, parts, tiles, storages: storages);
+        var (dq32, dk32, dv32) = Backward(shape, x, o, lse, parts, tiles);
+        Check.BitIdentical(dq32, dq, $"dq, {what}, against the fp32 kernel's");
+        Check.BitIdentical(dk32, dk, $"dk, {what}, against the fp32 kernel's");
+        Check.BitIdentical(dv32, dv, $"dv, {what}, against the fp32 kernel's");
+        return (o, lse, dq, dk, dv);
+    }
+
+    /// <summary>q and k up to 1e5 in magnitude, past fp16's 65504, and v of ±1e5: stored as fp16
+    /// they saturate at ±65504; stored as bf16 they keep their size and the matrix units' fp16
+    /// operands saturate them. Scores reach 65504²·16 ≈ 7e10 (fine in fp32), each query's softmax
+    /// is nearly one key, and o ≈ ±65504 / (1 - rate) with dropout saturates again as it is stored
+    /// in fp16. Nothing may become infinite or NaN, and the results must still be the fp32 kernels'
+    /// on the same values, rounded (the reference is left out: a score's fp32 rounding, ~1e3 here,
+    /// decides whether its probability is 0 or 1).</summary>
+    [Theory]
+    [InlineData(FusedTiles.Cpu, ActivationPrecision.Fp16)]
+    [InlineData(FusedTiles.MatrixUnits, ActivationPrecision.Bf16)]
+    [InlineData(FusedTiles.MatrixUnits, ActivationPrecision.Fp16)]
+    public void ActivationsBeyondFp16RangeGiveFiniteResults(FusedTiles tiles, ActivationPrecision storage)
+    {
+        var shape = new FusedAttentionShape(new AttentionShape(2, 2, 33, 33, Causal: true), 16);
+        var x = Inputs.Random(shape, 81);
+        for (int i = 0; i < x.Q.Length; i++)
+        {
+            x.Q[i] *= 1e5f;
+            x.K[i] *= 1e5f;
+            x.V[i] = x.V[i] < 0 ? -1e5f : 1e5f;
+        }
+        Assert.Contains(x.Q, value => Math.Abs(value) > 65520);
+        x = x.Stored(storage);
+        var parts = new Parts(Bias: true, Mask: false, Dropout: true);
+        var (o, lse, dq, dk, dv) = SameAsFp32Kernels(shape, x, parts, tiles, storage, $"{storage} {tiles}");
+        Assert.All(o.Concat(lse), value => Assert.True(float.IsFinite(value), $"{value} in o or the logsumexp"));
+        Assert.All(dq.Concat(dk).Concat(dv), value => Assert.True(float.IsFinite(value), $"{value} in a gradient"));
+        if (storage == ActivationPrecision.Fp16) Assert.Contains(o, value => Math.Abs(value) == 65504f);
+    }
+
+    /// <summary>A 16-bit gradient or output gradient is refused: they stay fp32 everywhere.</summary>
+    [Fact]
+    public void SixteenBitGradientsAreRefused()
+    {
+        var shape = new FusedAttentionShape(new AttentionShape(1, 1, 4, 4), 8);
+        using var q = GpuBuffer.Activations(Ctx, shape.QueryElements, ActivationPrecision.Bf16);
+        using var lse = new GpuBuffer(Ctx, shape.Scores.Rows * 4);
+        using var fp32 = new GpuBuffer(Ctx, shape.QueryElements * 4);
+        using var g = new CommandGraph(Ctx);
+        var e = Assert.Throws<ArgumentException>(() => FusedAttentionKernel.Backward(g, q, q, q, q, lse, fp32, q, fp32, fp32, null, null, null, shape, 0f, null, 0, FusedAttentionTiling.Cpu));
+        Assert.Contains("binding 10", e.Message);
     }
 
     /// <summary>The reference backward is the gradient of the reference forward: central finite

@@ -132,7 +132,10 @@ internal readonly record struct FusedAttentionMatrixUnitsTiling(int Warps, int B
 /// of the [B, H, Lq, Lk] probabilities having index ((b·H + h)·Lq + i)·Lk + j. The forward also
 /// writes each query's logsumexp, which is all the backward needs to recompute the
 /// probabilities; a query with every key masked gets o = 0 and logsumexp = +inf.
-/// Outputs must not overlap inputs.
+/// q, k, v and o may each be 16-bit activations (<see cref="GpuBuffer.Storage"/>): the kernels
+/// widen them as they load them, keep every sum, the softmax and the logsumexp in fp32, and round
+/// o as they store it; the backward reads o as stored. dO, the logsumexp and the gradients are
+/// fp32. Outputs must not overlap inputs.
 /// </summary>
 internal static class FusedAttentionKernel
 {
@@ -143,6 +146,33 @@ internal static class FusedAttentionKernel
     // the first), since a stand-in bound there would count as written for the barriers.
     static readonly KernelLayout BackwardLayout = new(
         [.. Enumerable.Repeat(Access.Read, 10), Access.Write, Access.Write], PushBytes);
+    // The builds that take 16-bit activations (the _half ones and those on the matrix units): q,
+    // k, v and o at bindings 4-7, and q again at 0-3, where it stands in for an absent optional
+    // input (never read there).
+    const uint HalfBindings = 0xff;
+    static readonly KernelLayout ForwardHalfLayout = ForwardLayout with { HalfBindings = HalfBindings };
+    static readonly KernelLayout BackwardHalfLayout = BackwardLayout with { HalfBindings = HalfBindings };
+
+    /// <summary>Whether any of the activations is stored in 16 bits, which the fp32-only builds
+    /// of the portable kernels cannot read.</summary>
+    static bool AnyHalf(GpuBuffer q, GpuBuffer k, GpuBuffer v, GpuBuffer o) =>
+        q.Storage != ActivationPrecision.Fp32 || k.Storage != ActivationPrecision.Fp32
+        || v.Storage != ActivationPrecision.Fp32 || o.Storage != ActivationPrecision.Fp32;
+
+    /// <summary>The specialization of a build that takes 16-bit activations: its own constants,
+    /// then the storages of q, k, v and o as constants 7-10 (include/fused_attention.glsl), after
+    /// the most any build has of its own (the backward on the matrix units' seven).</summary>
+    static int[] WithStorages(int[] specialization, GpuBuffer q, GpuBuffer k, GpuBuffer v, GpuBuffer o) =>
+        [.. specialization, .. new int[7 - specialization.Length], q.Storage.ShaderCode(), k.Storage.ShaderCode(), v.Storage.ShaderCode(), o.Storage.ShaderCode()];
+
+    /// <summary>A portable kernel: the fp32-only build where every activation is fp32, so that
+    /// devices without 16-bit storage never load a module declaring 16-bit buffers, the _half
+    /// build otherwise.</summary>
+    static Kernel Portable(GpuContext context, string name, KernelLayout layout, KernelLayout halfLayout, int[] specialization,
+                           GpuBuffer q, GpuBuffer k, GpuBuffer v, GpuBuffer o) =>
+        AnyHalf(q, k, v, o)
+            ? context.Kernel(name + "_half", halfLayout, WithStorages(specialization, q, k, v, o))
+            : context.Kernel(name, layout, specialization);
 
     readonly record struct Push(uint Batch, uint Heads, uint QueryLength, uint KeyLength, uint QueryRows, uint KeyRows,
                                 AttentionOptions Flags, int QueryOffset, uint Threshold, float Scale, uint Stream);
@@ -166,7 +196,7 @@ internal static class FusedAttentionKernel
         const string name = "fused_attention";
         var push = Check(name, g.Context.Capabilities, shape, buckets, biasWeight, keyMask, dropoutRate, seed, stream, t);
         if (!CheckForwardBuffers(name, q, k, v, o, logSumExp, shape)) return;
-        var kernel = g.Context.Kernel(name, ForwardLayout, t.Specialization(shape.DKv));
+        var kernel = Portable(g.Context, name, ForwardLayout, ForwardHalfLayout, t.Specialization(shape.DKv), q, k, v, o);
         g.Dispatch(kernel, Groups(g, shape.Scores.QueryLength, shape, t.Invocations), push,
                    [.. Optional(q, buckets, biasWeight, keyMask, seed), q, k, v, o, logSumExp]);
     }
@@ -197,7 +227,7 @@ internal static class FusedAttentionKernel
         var push = Check(name, g.Context.Capabilities, shape, buckets, biasWeight, keyMask, dropoutRate, seed, stream, null);
         CheckOnMatrixUnits(name, g.Context, shape, t, backward: false);
         if (!CheckForwardBuffers(name, q, k, v, o, logSumExp, shape)) return;
-        var kernel = g.Context.Kernel(name, ForwardLayout, t.Specialization(shape.DKv, (int)g.Context.Plan.MatrixUnitsSubgroupSize));
+        var kernel = g.Context.Kernel(name, ForwardHalfLayout, WithStorages(t.Specialization(shape.DKv, (int)g.Context.Plan.MatrixUnitsSubgroupSize), q, k, v, o));
         g.Dispatch(kernel, Groups(g, shape.Scores.QueryLength, shape, 16 * t.Warps), push,
                    [.. Optional(q, buckets, biasWeight, keyMask, seed), q, k, v, o, logSumExp]);
     }
@@ -214,7 +244,10 @@ internal static class FusedAttentionKernel
 
     /// <summary>dq, dk and dv from the output gradient dO and the forward's q, k, v, o and
     /// logSumExp, with the forward's bias, mask, causality and dropout. Overwrites the gradients'
-    /// first QueryLength / KeyLength rows of each batch entry and leaves the other rows as they are.</summary>
+    /// first QueryLength / KeyLength rows of each batch entry and leaves the other rows as they are.
+    /// Each query's Δ = dO·o is formed from o as stored, rounded where o is 16-bit; it then differs
+    /// from Σ_j P·dP by that rounding, which is consistent: FusedAttentionReference.Backward given
+    /// the same stored o forms the same Δ.</summary>
     public static void Backward(CommandGraph g, GpuBuffer q, GpuBuffer k, GpuBuffer v, GpuBuffer o, GpuBuffer logSumExp, GpuBuffer dO,
                                 GpuBuffer dq, GpuBuffer dk, GpuBuffer dv, GpuBuffer? buckets, GpuBuffer? biasWeight, GpuBuffer? keyMask,
                                 FusedAttentionShape shape, float dropoutRate = 0f, GpuBuffer? seed = null, uint stream = 0)
@@ -234,9 +267,9 @@ internal static class FusedAttentionKernel
         var push = Check(name, g.Context.Capabilities, shape, buckets, biasWeight, keyMask, dropoutRate, seed, stream, t);
         if (!CheckBackwardBuffers(name, q, k, v, o, logSumExp, dO, dq, dk, dv, shape)) return;
         GpuBuffer[] inputs = [.. Optional(q, buckets, biasWeight, keyMask, seed), q, k, v, o, logSumExp, dO];
-        var queryPass = g.Context.Kernel(name, BackwardLayout, [.. t.Specialization(shape.DKv), 0]);
+        var queryPass = Portable(g.Context, name, BackwardLayout, BackwardHalfLayout, [.. t.Specialization(shape.DKv), 0], q, k, v, o);
         g.Dispatch(queryPass, Groups(g, shape.Scores.QueryLength, shape, t.Invocations), push, [.. inputs, dq, dq]);
-        var keyPass = g.Context.Kernel(name, BackwardLayout, [.. t.Specialization(shape.DKv), 1]);
+        var keyPass = Portable(g.Context, name, BackwardLayout, BackwardHalfLayout, [.. t.Specialization(shape.DKv), 1], q, k, v, o);
         g.Dispatch(keyPass, Groups(g, shape.Scores.KeyLength, shape, t.Invocations), push, [.. inputs, dk, dv]);
     }
 
@@ -250,8 +283,8 @@ internal static class FusedAttentionKernel
         if (!CheckBackwardBuffers(name, q, k, v, o, logSumExp, dO, dq, dk, dv, shape)) return;
         GpuBuffer[] inputs = [.. Optional(q, buckets, biasWeight, keyMask, seed), q, k, v, o, logSumExp, dO];
         int[] spec = t.Specialization(shape.DKv, (int)g.Context.Plan.MatrixUnitsSubgroupSize);
-        g.Dispatch(g.Context.Kernel(name, BackwardLayout, [.. spec, 0]), Groups(g, shape.Scores.QueryLength, shape, 16 * t.Warps), push, [.. inputs, dq, dq]);
-        g.Dispatch(g.Context.Kernel(name, BackwardLayout, [.. spec, 1]), Groups(g, shape.Scores.KeyLength, shape, 16 * t.Warps), push, [.. inputs, dk, dv]);
+        g.Dispatch(g.Context.Kernel(name, BackwardHalfLayout, WithStorages([.. spec, 0], q, k, v, o)), Groups(g, shape.Scores.QueryLength, shape, 16 * t.Warps), push, [.. inputs, dq, dq]);
+        g.Dispatch(g.Context.Kernel(name, BackwardHalfLayout, WithStorages([.. spec, 1], q, k, v, o)), Groups(g, shape.Scores.KeyLength, shape, 16 * t.Warps), push, [.. inputs, dk, dv]);
     }
 
     /// <summary>Checks the forward's buffers; false where there is nothing to compute.</summary>
