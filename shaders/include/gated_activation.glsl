@@ -1,6 +1,6 @@
 // The gated feed-forward: y = act(a) * b, a = wi_0 x and b = wi_1 x, act chosen by ACTIVATION
 // (gelu_tanh in T5 v1.1, silu in UL2; activations.glsl). The body of gated_activation.comp and
-// gated_activation_16.comp (include/stored_buffer.glsl): a, b and y may be 16-bit, each told by
+// gated_activation_half.comp (include/stored_buffer.glsl): a, b and y may be 16-bit, each told by
 // its STORAGE constant; the arithmetic is fp32 either way.
 // With dropout (threshold > 0) y is what dropout.comp would make of it, the same draw for flat
 // index i: y[i] = keep(i) ? act(a) * b * scale : 0. A training forward then makes no

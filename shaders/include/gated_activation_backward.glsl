@@ -1,5 +1,5 @@
 // Gradient of y = act(a) * b: da = dy * b * act'(a), db = dy * act(a). The body of
-// gated_activation_backward.comp and gated_activation_backward_16.comp
+// gated_activation_backward.comp and gated_activation_backward_half.comp
 // (include/stored_buffer.glsl): a and b, kept from the forward, may be 16-bit; the gradients
 // dy, da and db are fp32.
 // With dropout on y (threshold > 0), dy arrives as the gradient of the dropped y and goes

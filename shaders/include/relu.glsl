@@ -1,4 +1,4 @@
-// T5 v1.0 feed-forward activation: y = max(x, 0). The body of relu.comp and relu_16.comp
+// T5 v1.0 feed-forward activation: y = max(x, 0). The body of relu.comp and relu_half.comp
 // (include/stored_buffer.glsl): x and y may be 16-bit, each told by its STORAGE constant.
 // With dropout (threshold > 0) y is what dropout.comp would make of it, the same draw for flat
 // index i: y[i] = keep(i) ? max(x, 0) * scale : 0, with no separate pass over the hidden tensor.

@@ -1,5 +1,5 @@
 // T5LayerNorm: y = w * (x * rsqrt(mean(x²) + eps)), in HF's order of operations. The body of
-// rmsnorm.comp and rmsnorm_16.comp (include/stored_buffer.glsl): y, the normed input of the
+// rmsnorm.comp and rmsnorm_half.comp (include/stored_buffer.glsl): y, the normed input of the
 // q/k/v and wi products, may be 16-bit; x, the residual stream, w and the statistics stay fp32.
 #include "stored_buffer.glsl"
 #include "common.glsl"

@@ -21,7 +21,7 @@ public sealed class StoredKernelTests
     public void OnlyThe16BitBuildNeeds16BitStorage(string shader)
     {
         Assert.False(Requires16BitStorage(shader), $"{shader} requires 16-bit storage");
-        Assert.True(Requires16BitStorage(shader + "_16"), $"{shader}_16 does not declare 16-bit storage");
+        Assert.True(Requires16BitStorage(shader + "_half"), $"{shader}_half does not declare 16-bit storage");
     }
 
     static bool Requires16BitStorage(string shader)
