@@ -5,5 +5,5 @@
 // The fused attention with q, k, v and o each stored as fp32, fp16 or bf16
 // (include/fused_attention.glsl), for devices with 16-bit storage; the kernel is
 // include/fused_attention_forward.glsl.
-#define ACTIVATIONS_16BIT
+#define STORED_16BIT
 #include "fused_attention_forward.glsl"

@@ -8,6 +8,6 @@
 // (A_STORAGE, B_STORAGE, C_STORAGE; include/matmul_operands.glsl); include/matmul.glsl holds
 // the algorithm. A file apart from matmul.comp because a module declaring a 16-bit buffer
 // requires 16-bit storage of the device, which the fp32 product must not.
-#define MATMUL_16BIT
+#define STORED_16BIT
 #include "matmul_operands.glsl"
 #include "matmul.glsl"

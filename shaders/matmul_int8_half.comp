@@ -9,7 +9,7 @@
 // 16-bit declaration needs (StorageBuffer16BitAccess) belongs to the whole SPIR-V module, whatever
 // a constant leaves unused, and matmul_int8.comp must load on devices without 16-bit storage.
 #define MATMUL_INT8_B
-#define MATMUL_16BIT
+#define STORED_16BIT
 #include "matmul_int8_b.glsl"
 #include "matmul_operands.glsl"
 #include "matmul.glsl"

@@ -44,7 +44,7 @@ layout(constant_id = 3) const bool STAGED = true;
 #define FETCH4(X, X4, at, d) (D % 4 == 0 ? X4[(at) >> 2] : LOAD4(X, at, d))
 
 // The activations q, k, v and o (bindings 4-7) may each be stored in 16 bits (include/storage.glsl)
-// where ACTIVATIONS_16BIT is defined: the including shader then declares each of them also as
+// where STORED_16BIT is defined: the including shader then declares each of them also as
 // uint16_t[] (X##h) and, where it reads four at a time, u16vec4[] (X##h4), and reads or writes
 // the view its storage constant names. A module declaring 16-bit buffers needs the device's
 // 16-bit storage, which the portable kernels must not (they are what devices without it run), so
@@ -52,7 +52,7 @@ layout(constant_id = 3) const bool STAGED = true;
 // activations, fused_attention_half.comp and _backward_half.comp for any storage. The builds on
 // the matrix units need 16-bit storage anyway and have only the second kind. dO, the logsumexp
 // and the gradients are fp32 everywhere.
-#ifdef ACTIVATIONS_16BIT
+#ifdef STORED_16BIT
 #include "storage.glsl"
 layout(constant_id = 7) const uint Q_STORAGE = STORAGE_FP32;
 layout(constant_id = 8) const uint K_STORAGE = STORAGE_FP32;

@@ -10,7 +10,7 @@
 // (dk, dv). Both recompute Δ from dO and o with the same arithmetic, so they need no scratch
 // buffer and do not depend on each other.
 // The kernel of fused_attention_backward.comp (fp32 activations) and
-// fused_attention_backward_half.comp (q, k, v, o each fp32 or 16-bit, ACTIVATIONS_16BIT;
+// fused_attention_backward_half.comp (q, k, v, o each fp32 or 16-bit, STORED_16BIT;
 // include/fused_attention.glsl says why two builds). dO and the gradients are fp32 in both. Δ is
 // formed from o as stored (rounded, where o is 16-bit): FusedAttentionReference.Backward given
 // the same stored o forms the same Δ, and Δ = Σ_j P·dP holds for it up to that rounding.
@@ -32,7 +32,7 @@ layout(std430, binding = 5) readonly buffer K4 { vec4 k4[]; };
 layout(std430, binding = 6) readonly buffer V4 { vec4 v4[]; };
 layout(std430, binding = 7) readonly buffer O4 { vec4 o4[]; };
 layout(std430, binding = 9) readonly buffer DO4 { vec4 dO4[]; };
-#ifdef ACTIVATIONS_16BIT
+#ifdef STORED_16BIT
 layout(std430, binding = 4) readonly buffer Qh { uint16_t qh[]; };
 layout(std430, binding = 5) readonly buffer Kh { uint16_t kh[]; };
 layout(std430, binding = 6) readonly buffer Vh { uint16_t vh[]; };

@@ -28,7 +28,7 @@
 #extension GL_EXT_shader_explicit_arithmetic_types_float16 : require
 #extension GL_EXT_shader_16bit_storage : require
 #define COOPMAT_NO_C
-#define ACTIVATIONS_16BIT
+#define STORED_16BIT
 #include "common.glsl"
 #include "fused_attention.glsl"
 

@@ -8,7 +8,7 @@
 // exp(m_old - m_new) once per block). A query with every key masked gets o = 0 and lse = +inf, so that the
 // backward's exp(score - lse) is 0 for it rather than NaN.
 // The kernel of fused_attention.comp (fp32 activations) and fused_attention_half.comp (q, k, v, o
-// each fp32 or 16-bit, ACTIVATIONS_16BIT; include/fused_attention.glsl says why two builds).
+// each fp32 or 16-bit, STORED_16BIT; include/fused_attention.glsl says why two builds).
 #ifndef VKPROMPT_FUSED_ATTENTION_FORWARD_GLSL
 #define VKPROMPT_FUSED_ATTENTION_FORWARD_GLSL
 #include "common.glsl"
@@ -21,7 +21,7 @@ layout(std430, binding = 5) readonly buffer K4 { vec4 k4[]; };
 layout(std430, binding = 6) readonly buffer V4 { vec4 v4[]; };
 layout(std430, binding = 7) writeonly buffer O { float o[]; };
 layout(std430, binding = 8) writeonly buffer LogSumExp { float lse[]; };
-#ifdef ACTIVATIONS_16BIT
+#ifdef STORED_16BIT
 layout(std430, binding = 4) readonly buffer Qh { uint16_t qh[]; };
 layout(std430, binding = 5) readonly buffer Kh { uint16_t kh[]; };
 layout(std430, binding = 6) readonly buffer Vh { uint16_t vh[]; };

@@ -1,11 +1,11 @@
 // How the portable products (include/matmul.glsl) read A and B and read and write C, through
 // element indices whatever the storage: loadA / loadB (element i), loadA4 / loadB4 (elements 4i
 // .. 4i+3), readC / readC4 and writeC / writeC4. Every binding has its fp32 views. An including
-// shader that defines MATMUL_16BIT (and enables GL_EXT_shader_16bit_storage before this) gets
+// shader that defines STORED_16BIT (and enables GL_EXT_shader_16bit_storage before this) gets
 // uint16_t views on the same bindings besides, and A_STORAGE, B_STORAGE, C_STORAGE
 // (include/storage.glsl's codes) choose per pipeline which view each operand uses: a 16-bit
 // element is widened as it is loaded, and an fp32 sum narrowed as it is stored. Without
-// MATMUL_16BIT the module declares no 16-bit type, so a device without 16-bit storage loads it.
+// STORED_16BIT the module declares no 16-bit type, so a device without 16-bit storage loads it.
 // An including shader that defines MATMUL_INT8_B declares B itself (include/matmul_int8_b.glsl).
 // A group of four halves is 8 bytes, a u16vec4: the vec4 views and the u16vec4 views index the
 // same aligned groups of four elements, so MatMulKernel.VectorLoads's alignment serves both.
@@ -22,7 +22,7 @@ layout(std430, binding = 1) readonly buffer BufB { float b[]; };
 layout(std430, binding = 1) readonly buffer BufB4 { vec4 b4[]; };
 #endif
 
-#ifdef MATMUL_16BIT
+#ifdef STORED_16BIT
 layout(constant_id = 7) const uint A_STORAGE = STORAGE_FP32;
 // An activation B's storage, or a 16-bit weight's form (WeightPrecision's codes are the same).
 layout(constant_id = 8) const uint B_STORAGE = STORAGE_FP32;
@@ -38,14 +38,14 @@ layout(std430, binding = 1) readonly buffer BufB16x4 { u16vec4 b16x4[]; };
 #endif
 
 float loadA(uint i) {
-#ifdef MATMUL_16BIT
+#ifdef STORED_16BIT
     if (A_STORAGE != STORAGE_FP32) return widenStored(uint(a16[i]), A_STORAGE);
 #endif
     return a[i];
 }
 
 vec4 loadA4(uint i) {
-#ifdef MATMUL_16BIT
+#ifdef STORED_16BIT
     if (A_STORAGE != STORAGE_FP32) return widenStored(uvec4(a16x4[i]), A_STORAGE);
 #endif
     return a4[i];
@@ -53,14 +53,14 @@ vec4 loadA4(uint i) {
 
 #ifndef MATMUL_INT8_B
 float loadB(uint i) {
-#ifdef MATMUL_16BIT
+#ifdef STORED_16BIT
     if (B_STORAGE != STORAGE_FP32) return widenStored(uint(b16[i]), B_STORAGE);
 #endif
     return b[i];
 }
 
 vec4 loadB4(uint i) {
-#ifdef MATMUL_16BIT
+#ifdef STORED_16BIT
     if (B_STORAGE != STORAGE_FP32) return widenStored(uvec4(b16x4[i]), B_STORAGE);
 #endif
     return b4[i];
@@ -68,21 +68,21 @@ vec4 loadB4(uint i) {
 #endif
 
 float readC(uint i) {
-#ifdef MATMUL_16BIT
+#ifdef STORED_16BIT
     if (C_STORAGE != STORAGE_FP32) return widenStored(uint(c16[i]), C_STORAGE);
 #endif
     return c[i];
 }
 
 vec4 readC4(uint i) {
-#ifdef MATMUL_16BIT
+#ifdef STORED_16BIT
     if (C_STORAGE != STORAGE_FP32) return widenStored(uvec4(c16x4[i]), C_STORAGE);
 #endif
     return c4[i];
 }
 
 void writeC(uint i, float v) {
-#ifdef MATMUL_16BIT
+#ifdef STORED_16BIT
     if (C_STORAGE != STORAGE_FP32) {
         c16[i] = uint16_t(narrowStored(v, C_STORAGE));
         return;
@@ -92,7 +92,7 @@ void writeC(uint i, float v) {
 }
 
 void writeC4(uint i, vec4 v) {
-#ifdef MATMUL_16BIT
+#ifdef STORED_16BIT
     if (C_STORAGE != STORAGE_FP32) {
         c16x4[i] = u16vec4(narrowStored(v, C_STORAGE));
         return;

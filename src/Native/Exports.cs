@@ -98,7 +98,9 @@ internal static unsafe class Exports
         var context = NativeCall.Target<GpuContext>(ctx, "ctx");
         string dir = NativeCall.Required(modelDir, "model_dir");
         WeightPrecision? stored = NativeCall.String(precision) is { } p ? WeightPrecisions.Parse(p, context.Capabilities) : null;
-        *out_ = NativeCall.Handle(PromptModel.Open(dir, context, stored));
+        // fp32 activations, as before 16-bit ones existed: the C API has no way yet to ask for
+        // them, and a host embedding the library keeps the results it had (docs/embedding.md).
+        *out_ = NativeCall.Handle(PromptModel.Open(dir, context, stored, activations: ActivationPrecision.Fp32));
         return Code.Ok;
     });
 

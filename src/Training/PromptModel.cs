@@ -133,7 +133,8 @@ public sealed class PromptModel : IDisposable
                     log?.Invoke($"backend: {backend.Name}");
                     backend.AttentionFusion = attention;
                 }
-                log?.Invoke($"attention: {attention.Name()}; activations: {SetActivations(backends, activations).Name()}");
+                var chosen = SetActivations(backends, activations);
+                log?.Invoke($"attention: {attention.Name()}; activations: {chosen.Name()}");
                 var stored = precision ?? WeightPrecisions.Auto(backends.Select(b => (b as GpuBackend)?.Context.Capabilities));
                 log?.Invoke($"weights: {stored.Name()}");
                 foreach (var backend in backends) replicas.Add(new T5Weights(checkpoint, backend, stored));
@@ -213,7 +214,8 @@ public sealed class PromptModel : IDisposable
                 var stored = precision ?? WeightPrecisions.Auto(backends.Select(b => (b as GpuBackend)?.Context.Capabilities));
                 pipeline = new ModelPipeline(checkpoint, backends, stored, microBatches, ranges);
                 for (int s = 0; s < backends.Count; s++) log?.Invoke($"stage {s}: {pipeline.Stages[s].Layers} on {backends[s].Name}");
-                log?.Invoke($"attention: {attention.Name()}; activations: {SetActivations(backends, activations).Name()}; weights: {stored.Name()}; {pipeline.MicroBatches} micro-batches per batch");
+                var chosen = SetActivations(backends, activations);
+                log?.Invoke($"attention: {attention.Name()}; activations: {chosen.Name()}; weights: {stored.Name()}; {pipeline.MicroBatches} micro-batches per batch");
                 return new PromptModel(checkpoint, tokenizer, pipeline, backends);
             }
             catch

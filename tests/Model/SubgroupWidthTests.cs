@@ -51,20 +51,27 @@ public sealed class SubgroupWidthTests
         Assert.Equal(matrixUnits is null ? "none" : "emulated", plan.GetProperty("matrixUnits").GetString());
         // Softmax rows of up to 32 elements an invocation take one subgroup: the golden cases' all.
         Assert.Equal(32 * vectorBits / 32, plan.GetProperty("rowKernels").GetProperty("subgroupRowsUpTo").GetInt32());
+        // A GPU's plan keeps block activations in bf16, so the run below does: the golden bounds
+        // are those of 16-bit activations (ActivationPrecisionTests, docs/numerics.md).
+        Assert.Equal("bf16", plan.GetProperty("activations").GetString());
+        double u = ActivationPrecisionTests.UnitRoundoff(ActivationPrecision.Bf16);
+        void AssertNear(double expected, double actual, string what) =>
+            Assert.True(Math.Abs(actual - expected) <= 1e-3 + u / 2 * Math.Abs(expected), $"{what}: {actual} vs golden {expected} (bf16 activations)");
 
         var scores = (await Vkprompt(vectorBits, attention, matrixUnits, "score", "--model", modelDir, "--data", Path.Combine(caseDir, "data.jsonl"),
                                      "--prompt", Path.Combine(caseDir, "prompt0.safetensors"))).OutLines;
         var golden = CliRun.GoldenDoubles(Path.Combine(caseDir, "scores.json"));
         Assert.Equal(golden.Length, scores.Length);
         for (int i = 0; i < golden.Length; i++)
-            CliRun.AssertLogLikelihood(golden[i], JsonDocument.Parse(scores[i]).RootElement.GetProperty("logprob").GetDouble(), $"{vectorBits} bits, example {i}");
+            AssertNear(golden[i], JsonDocument.Parse(scores[i]).RootElement.GetProperty("logprob").GetDouble(), $"{vectorBits} bits, example {i}");
 
         string gradFile = dir.File("grad.safetensors");
         var grad = await Vkprompt(vectorBits, attention, matrixUnits, "grad", "--model", modelDir, "--data", Path.Combine(caseDir, "data.jsonl"),
                                   "--prompt", Path.Combine(caseDir, "prompt0.safetensors"), "--output", gradFile);
-        CliRun.AssertLogLikelihood(CliRun.GoldenLoss(caseDir), JsonDocument.Parse(grad.OutLines.Single()).RootElement.GetProperty("loss").GetDouble(), $"{vectorBits} bits, loss");
+        AssertNear(CliRun.GoldenLoss(caseDir), JsonDocument.Parse(grad.OutLines.Single()).RootElement.GetProperty("loss").GetDouble(), $"{vectorBits} bits, loss");
         double err = Check.NormRelativeError(CliRun.Tensor(Path.Combine(caseDir, "grad.safetensors"), "prompt_gradient"), CliRun.Tensor(gradFile, "prompt_gradient"));
-        Assert.True(err <= 1e-3, $"{vectorBits} bits: prompt gradient relative error {err:E3} > 1e-3");
+        double bound = 24 * u + (matrixUnits is null ? 0 : 32 * ActivationPrecisionTests.UnitRoundoff(ActivationPrecision.Fp16));
+        Assert.True(err <= bound, $"{vectorBits} bits: prompt gradient relative error {err:E3} > {bound:E1}");
     }
 
     /// <summary>Runs the CLI built beside the tests in a child process on lavapipe at

@@ -248,11 +248,14 @@ internal static class BenchCommand
             // weights, its peak counted from what the weights alone hold.
             var backend = replicas[0].Backend;
             backend.Activations = ActivationPrecision.Fp32;
-            ctx.Memory.ResetPeak();
-            using (var fp32 = new PromptTrainer(replicas[0], prompt, new AdafactorSettings(), dropout, seed: 0, activations))
-                fp32.TrainStep(examples, s.Batch.Batch);
-            memory.Add(new(ActivationPrecision.Fp32.Name(), ctx.Memory.PeakBytesInUse));
-            backend.Activations = stored;
+            try
+            {
+                ctx.Memory.ResetPeak();
+                using (var fp32 = new PromptTrainer(replicas[0], prompt, new AdafactorSettings(), dropout, seed: 0, activations))
+                    fp32.TrainStep(examples, s.Batch.Batch);
+                memory.Add(new(ActivationPrecision.Fp32.Name(), ctx.Memory.PeakBytesInUse));
+            }
+            finally { backend.Activations = stored; }
         }
         // As in ModelSession: with VKPROMPT_VALIDATION=1 a validation error is a bug, and the command fails.
         var errors = contexts.SelectMany(c => c.Validation.Errors).ToList();

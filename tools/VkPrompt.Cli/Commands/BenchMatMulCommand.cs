@@ -56,7 +56,8 @@ internal static class BenchMatMulCommand
         var cmd = new Command("matmul",
             "Time each distinct matrix product of one training step of a T5 shape alone, as the model issues it (layout, transposes, which operand is the weight " +
             "and in which precision): q/k/v/o, the feed-forward, the LM head, their backward dX = dY·W, and the attention products of the attentions that run unfused " +
-            "(--attention). Each runs untimed for --warmup-ms, then --reps times back to back with GPU timestamps, on random operands in [-1, 1], then is checked against an fp64 dot product " +
+            "(--attention), with fp32 activations as operands: a step with 16-bit activations (--activations, bf16 by default on GPUs) runs the same shapes with 16-bit A and C, " +
+            "which 'vkprompt bench' times in its per-op breakdown. Each runs untimed for --warmup-ms, then --reps times back to back with GPU timestamps, on random operands in [-1, 1], then is checked against an fp64 dot product " +
             $"of {ProductBench.Samples} sampled outputs (error over the largest |C|: at most {ProductBench.Fp32Tolerance:G} with fp32 sums of fp32-read operands, {ProductBench.Fp16Tolerance:G} on the matrix units; " +
             "exit code 1 naming the product above that). Reports per product the kernel and tiling that ran, the median time, TFLOP/s and how often a step makes it, " +
             "and per step their sum; printed and written as JSON. Sweep tile shapes with VKPROMPT_MATMUL_TILING, VKPROMPT_MATRIX_UNITS (0, khr, nv) and VKPROMPT_MATRIX_UNITS_TILING; " +
