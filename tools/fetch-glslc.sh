@@ -41,5 +41,7 @@ WRAP
   chmod +x "$dir/bin/$tool"
 done
 rm -rf "$dir/debs" "$dir/apt"
-"$dir/bin/glslc" --version | head -n3 >&2
+# sed reads to the end: head would close the pipe early, and glslc, killed by SIGPIPE, would fail
+# the script under pipefail (it did, now and then, on a fresh clone).
+"$dir/bin/glslc" --version | sed -n 1,3p >&2
 khr_ok "$dir/bin/glslc"
