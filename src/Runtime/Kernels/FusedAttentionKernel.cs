@@ -153,26 +153,18 @@ internal static class FusedAttentionKernel
     static readonly KernelLayout ForwardHalfLayout = ForwardLayout with { HalfBindings = HalfBindings };
     static readonly KernelLayout BackwardHalfLayout = BackwardLayout with { HalfBindings = HalfBindings };
 
-    /// <summary>Whether any of the activations is stored in 16 bits, which the fp32-only builds
-    /// of the portable kernels cannot read.</summary>
-    static bool AnyHalf(GpuBuffer q, GpuBuffer k, GpuBuffer v, GpuBuffer o) =>
-        q.Storage != ActivationPrecision.Fp32 || k.Storage != ActivationPrecision.Fp32
-        || v.Storage != ActivationPrecision.Fp32 || o.Storage != ActivationPrecision.Fp32;
+    /// <summary>Constants padded to 7, after the most any build has of its own (the backward on
+    /// the matrix units' seven), so that the storages of q, k, v and o follow as constants 7-10
+    /// (include/fused_attention.glsl).</summary>
+    static int[] Padded(int[] specialization) => [.. specialization, .. new int[7 - specialization.Length]];
 
-    /// <summary>The specialization of a build that takes 16-bit activations: its own constants,
-    /// then the storages of q, k, v and o as constants 7-10 (include/fused_attention.glsl), after
-    /// the most any build has of its own (the backward on the matrix units' seven).</summary>
+    /// <summary>The specialization of a matrix-unit build, which takes 16-bit activations whatever
+    /// they are: its own constants, then the storages of q, k, v and o.</summary>
     static int[] WithStorages(int[] specialization, GpuBuffer q, GpuBuffer k, GpuBuffer v, GpuBuffer o) =>
-        [.. specialization, .. new int[7 - specialization.Length], q.Storage.ShaderCode(), k.Storage.ShaderCode(), v.Storage.ShaderCode(), o.Storage.ShaderCode()];
+        [.. Padded(specialization), q.Storage.ShaderCode(), k.Storage.ShaderCode(), v.Storage.ShaderCode(), o.Storage.ShaderCode()];
 
-    /// <summary>A portable kernel: the fp32-only build where every activation is fp32, so that
-    /// devices without 16-bit storage never load a module declaring 16-bit buffers, the _half
-    /// build otherwise.</summary>
-    static Kernel Portable(GpuContext context, string name, KernelLayout layout, KernelLayout halfLayout, int[] specialization,
-                           GpuBuffer q, GpuBuffer k, GpuBuffer v, GpuBuffer o) =>
-        AnyHalf(q, k, v, o)
-            ? context.Kernel(name + "_half", halfLayout, WithStorages(specialization, q, k, v, o))
-            : context.Kernel(name, layout, specialization);
+    static readonly StoredKernel PortableForward = new("fused_attention", ForwardLayout, HalfBindings);
+    static readonly StoredKernel PortableBackward = new("fused_attention_backward", BackwardLayout, HalfBindings);
 
     readonly record struct Push(uint Batch, uint Heads, uint QueryLength, uint KeyLength, uint QueryRows, uint KeyRows,
                                 AttentionOptions Flags, int QueryOffset, uint Threshold, float Scale, uint Stream);
@@ -196,7 +188,7 @@ internal static class FusedAttentionKernel
         const string name = "fused_attention";
         var push = Check(name, g.Context.Capabilities, shape, buckets, biasWeight, keyMask, dropoutRate, seed, stream, t);
         if (!CheckForwardBuffers(name, q, k, v, o, logSumExp, shape)) return;
-        var kernel = Portable(g.Context, name, ForwardLayout, ForwardHalfLayout, t.Specialization(shape.DKv), q, k, v, o);
+        var kernel = PortableForward.For(g.Context, Padded(t.Specialization(shape.DKv)), q, k, v, o);
         g.Dispatch(kernel, Groups(g, shape.Scores.QueryLength, shape, t.Invocations), push,
                    [.. Optional(q, buckets, biasWeight, keyMask, seed), q, k, v, o, logSumExp]);
     }
@@ -267,9 +259,9 @@ internal static class FusedAttentionKernel
         var push = Check(name, g.Context.Capabilities, shape, buckets, biasWeight, keyMask, dropoutRate, seed, stream, t);
         if (!CheckBackwardBuffers(name, q, k, v, o, logSumExp, dO, dq, dk, dv, shape)) return;
         GpuBuffer[] inputs = [.. Optional(q, buckets, biasWeight, keyMask, seed), q, k, v, o, logSumExp, dO];
-        var queryPass = Portable(g.Context, name, BackwardLayout, BackwardHalfLayout, [.. t.Specialization(shape.DKv), 0], q, k, v, o);
+        var queryPass = PortableBackward.For(g.Context, Padded([.. t.Specialization(shape.DKv), 0]), q, k, v, o);
         g.Dispatch(queryPass, Groups(g, shape.Scores.QueryLength, shape, t.Invocations), push, [.. inputs, dq, dq]);
-        var keyPass = Portable(g.Context, name, BackwardLayout, BackwardHalfLayout, [.. t.Specialization(shape.DKv), 1], q, k, v, o);
+        var keyPass = PortableBackward.For(g.Context, Padded([.. t.Specialization(shape.DKv), 1]), q, k, v, o);
         g.Dispatch(keyPass, Groups(g, shape.Scores.KeyLength, shape, t.Invocations), push, [.. inputs, dk, dv]);
     }
 
