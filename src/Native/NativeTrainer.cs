@@ -34,7 +34,7 @@ internal sealed class NativeTrainer : IDisposable
         var enc = model.Encoder(o.MaxInputLength, o.MaxTargetLength);
         var encoded = examples.Select(enc.Encode).ToList();
         float dropout = o.Dropout ?? (float)model.Config.DropoutRate;
-        var trainer = new PromptTrainer(model.Weights, prompt, o.Optimizer, dropout, o.Seed, o.Activations, stepOffset: o.StepOffset);
+        var trainer = new PromptTrainer(model.Weights, prompt, o.Optimizer, dropout, o.Seed, o.ActivationMode, stepOffset: o.StepOffset);
         return new NativeTrainer(model, o, encoded, init, trainer);
     }
 

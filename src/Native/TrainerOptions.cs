@@ -78,7 +78,7 @@ internal static class TrainerOptions
                     if (offset < 0) throw Bad(p, "must be at least 0");
                     o = o with { StepOffset = offset };
                     break;
-                case "recompute": o = o with { Activations = Bool(p) ? ActivationMode.Recompute : ActivationMode.Store }; break;
+                case "recompute": o = o with { ActivationMode = Bool(p) ? ActivationMode.Recompute : ActivationMode.Store }; break;
                 default:
                     if (OfTheRun.Contains(p.Name))
                         throw new NativeArgumentException($"option '{p.Name}' is one of a training run's, not of a trainer's: the host does it (vkp_model_open, vkp_trainer_save_adapter); the trainer's options are {string.Join(", ", Known)}");

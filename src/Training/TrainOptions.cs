@@ -44,8 +44,9 @@ public sealed record TrainOptions
     public int Patience { get; init; }
     /// <summary>Write a resumable checkpoint every this many steps (and at the last); 0 = only at the last.</summary>
     public int SaveEvery { get; init; }
-    /// <summary>Store activations for the backward, or recompute them (less memory, ~1.3x the time).</summary>
-    public ActivationMode Activations { get; init; } = ActivationMode.Store;
+    /// <summary>Store activations for the backward, or recompute them (less memory, ~1.3x the time);
+    /// how they are stored (fp32 or 16 bits) is the model's <see cref="VkPrompt.Model.Backends.Backend.Activations"/>.</summary>
+    public ActivationMode ActivationMode { get; init; } = ActivationMode.Store;
     /// <summary>Continue the run whose checkpoint is in the output directory (bit-identically);
     /// without a checkpoint there, start from step 0.</summary>
     public bool Resume { get; init; }

@@ -150,7 +150,7 @@ public sealed class TrainingRun
         float dropout = o.Dropout ?? (float)model.Config.DropoutRate;
         using var scorer = validation is null || !Writes ? null : model.OpenScorer();
         var validate = scorer is null ? null : new Validation(model, scorer, validation!, validationTargets!, Labels, o.BatchSize, o.MaxTargetLength);
-        using var trainer = model.CreateTrainer(prompt, o.Optimizer, dropout, o.Seed, o.Activations, optState, step, o.StepOffset);
+        using var trainer = model.CreateTrainer(prompt, o.Optimizer, dropout, o.Seed, o.ActivationMode, optState, step, o.StepOffset);
         foreach (var b in model.Backends) b.ResetPeakMemory();
         var clock = Stopwatch.StartNew();
         int stepsThisRun = 0;

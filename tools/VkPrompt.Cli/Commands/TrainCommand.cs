@@ -213,7 +213,7 @@ internal sealed class TrainArgs
             SaveEvery = ModelOptions.Positive(p, saveEvery),
             Init = p.GetValue(init)!,
             StepOffset = p.GetValue(stepOffset),
-            Activations = p.GetValue(recompute) ? ActivationMode.Recompute : ActivationMode.Store,
+            ActivationMode = p.GetValue(recompute) ? ActivationMode.Recompute : ActivationMode.Store,
             Optimizer = optimizer,
             Choices = p.GetValue(choices) is string c ? Choices.Parse(c) : null,
             Resume = p.GetValue(resume),
