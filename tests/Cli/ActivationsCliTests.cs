@@ -50,7 +50,7 @@ public sealed class ActivationsCliTests
         var golden = JsonSerializer.Deserialize<double[]>(File.ReadAllText(Path.Combine(Case, "scores.json")))!;
         var fp32 = Score(device, "fp32");
         var got = Score(device, activations);
-        double u = ActivationPrecisionTests.UnitRoundoff(ActivationPrecisions.Parse(activations)!.Value);
+        double u = ActivationPrecisions.Parse(activations)!.Value.UnitRoundoff();
         Assert.Equal(golden.Length, got.Length);
         for (int i = 0; i < golden.Length; i++)
         {
