@@ -20,7 +20,7 @@ public sealed class ActivationsCliTests
     public void EveryCommandThatRunsTheModelTakesActivations()
     {
         var commands = All(Program.Root()).Where(c => c.Options.Any(o => o.Name == "--activations")).ToList();
-        Assert.Equal(new HashSet<string> { "train", "eval", "score", "classify", "generate", "grad", "bench", "plan" }, commands.Select(c => c.Name).ToHashSet());
+        Assert.Equal(new HashSet<string> { "train", "eval", "score", "classify", "generate", "grad", "bench", "matmul", "plan" }, commands.Select(c => c.Name).ToHashSet());
         foreach (var command in commands)
         {
             var option = command.Options.Single(o => o.Name == "--activations");
