@@ -18,7 +18,8 @@ namespace VkPrompt.Diagnostics;
 /// <param name="TimesMs">Each timed dispatch, in milliseconds (GPU timestamps where the device has them).</param>
 /// <param name="MaxRelativeError">The largest error over the largest |reference| of the sampled
 /// outputs; null where skipped or an output was not finite.</param>
-/// <param name="Tolerance">The largest relative error the kernel's precision allows.</param>
+/// <param name="Tolerance">The largest relative error the kernel's precision and the storage of
+/// the product's output allow (a 16-bit output adds its rounding).</param>
 /// <param name="Skipped">Why the product was not measured (an operand beyond one binding), else null.</param>
 public sealed record ProductCheck(string Name, int M, int N, int K, int Batch, int UsesPerStep, string? Kernel, string? Tiling,
                                   IReadOnlyList<double>? TimesMs, double? MaxRelativeError, double Tolerance, string? Skipped)

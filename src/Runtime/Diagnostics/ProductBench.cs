@@ -22,7 +22,8 @@ internal sealed record BenchProduct(string Name, MatMulSpec Spec, WeightPrecisio
 /// <param name="HalfCopyMs">the conversion of A to the 16-bit copy the product read, if it read one.</param>
 /// <param name="MaxRelativeError">the largest error over the largest |reference| of the checked
 /// outputs (<see cref="ProductBench.Check"/>); null where an output was not finite.</param>
-/// <param name="Tolerance">the largest relative error the kernel's precision allows.</param>
+/// <param name="Tolerance">the largest relative error the kernel's precision and C's storage
+/// allow (<see cref="ProductBench.Tolerance"/>).</param>
 /// <param name="CheckedOutputs">how many sampled outputs were compared.</param>
 /// <param name="Skipped">why the product was not measured (the device or build lacks its kernel), else null.</param>
 internal sealed record ProductMeasurement(

@@ -36,7 +36,7 @@ internal static class BenchMatMulCommand
             Description = "How the products whose B is a frozen weight store it, as in 'vkprompt bench' and 'train' (widened to fp32 as it is read; " +
                           "16-bit weights run on the matrix units where the device has them, A rounded to fp16, unless VKPROMPT_MATRIX_UNITS=0; " +
                           "int8 weights, each row with its own scale, go there in the products that read them as A·Bᵀ). " +
-                          "Attention products read activations (--activations). auto: bf16 where the device has 16-bit storage. Default: fp32.",
+                          "Attention products multiply two activations, stored as --activations says. auto: bf16 where the device has 16-bit storage. Default: fp32.",
             DefaultValueFactory = _ => ModelOptions.DefaultPrecision,
         };
         precision.AcceptOnlyFromAmong(WeightPrecisions.Names);
