@@ -44,13 +44,17 @@ public sealed class ProductBenchTests(GpuFixture fixture) : GpuTest(fixture)
 
     /// <summary>Products that read and write activations kept in 16 bits, as a step with
     /// --activations bf16 or fp16 makes them: each operand in the spec's storage, on the kernel
-    /// that reads it, within the tolerance that adds the rounding of a 16-bit C.</summary>
+    /// that reads it, within the tolerance that adds the rounding of a 16-bit C; and with every
+    /// product on the matrix units (emulated where there are none), which read 16-bit operands
+    /// straight and round them to fp16.</summary>
     [SkippableTheory]
-    [InlineData(ActivationPrecision.Bf16)]
-    [InlineData(ActivationPrecision.Fp16)]
-    public void MeasuresAndChecksProductsOn16BitActivations(ActivationPrecision storage)
+    [InlineData(ActivationPrecision.Bf16, false)]
+    [InlineData(ActivationPrecision.Fp16, false)]
+    [InlineData(ActivationPrecision.Bf16, true)]
+    public void MeasuresAndChecksProductsOn16BitActivations(ActivationPrecision storage, bool matrixUnits)
     {
-        Skip.IfNot(storage.IsSupported(Ctx.Capabilities), $"{Ctx.Capabilities.Name} has no 16-bit storage buffers");
+        var ctx = matrixUnits ? MatrixUnitsAllProductsCtx : Ctx;
+        Skip.IfNot(storage.IsSupported(ctx.Capabilities), $"{ctx.Capabilities.Name} has no 16-bit storage buffers");
         const ActivationPrecision fp32 = ActivationPrecision.Fp32;
         BenchProduct[] products =
         [
@@ -62,13 +66,14 @@ public sealed class ProductBenchTests(GpuFixture fixture) : GpuTest(fixture)
             new("context", MatMulSpec.AttentionPV(2, 3, 9, 11, 8) with { BStorage = storage, CStorage = storage, Accumulate = true }, WeightPrecision.Fp32),
             new("gradient", Activations with { AStorage = fp32, CStorage = fp32 }, WeightPrecision.Fp32),
         ];
-        var result = ProductBench.Run(Ctx, products, reps: 2, warmupMs: 0);
+        var result = ProductBench.Run(ctx, products, reps: 2, warmupMs: 0);
 
         Assert.Equal(products, result.Products.Select(m => m.Product));
         foreach (var m in result.Products)
         {
             var spec = m.Product.Spec;
-            var (kernel, tiling) = MatMulKernel.Selection(Ctx, spec, m.B);
+            var (kernel, tiling) = MatMulKernel.Selection(ctx, spec, m.B);
+            Assert.Equal(matrixUnits, MatMulKernel.IsMatrixUnitsKernel(kernel));
             Assert.Equal((kernel, tiling), (m.Kernel, m.Tiling));
             bool half = spec.AStorage != fp32 || spec.BStorage != fp32 || spec.CStorage != fp32;
             if (!MatMulKernel.IsMatrixUnitsKernel(kernel)) Assert.Equal(half ? "matmul_half" : "matmul", kernel);
