@@ -8,7 +8,10 @@ namespace VkPrompt.Model;
 /// keys and values are projected once, and every new token costs one decoder step over a
 /// single query position that attends to the cached keys of the positions before it.
 /// One recording per step index (its key length differs) is kept and replayed for later
-/// batches of the same shape.
+/// batches of the same shape. The tensors the full forward keeps in its backend's activations'
+/// storage (<see cref="Backend.Activations"/>: the normed input, q, the attention context, the
+/// feed-forward's activations, and the keys and values, here the caches) are stored so here too,
+/// so decoding computes what the teacher-forced pass does; x, the scores and the logits stay fp32.
 /// </summary>
 internal sealed class Generator : IDisposable
 {
@@ -44,20 +47,22 @@ internal sealed class Generator : IDisposable
         int le = shape.EncoderLength;
         currentIds = Own(be.Ints(batch, "current_ids", hostVisible: true));
         next = Own(be.Ints(batch, "next_ids", hostVisible: true));
-        x = F(batch * d, "x"); norm = F(batch * d, "norm"); q = F(batch * inner, "q"); ctx = F(batch * inner, "ctx");
+        x = F(batch * d, "x"); norm = A(batch * d, "norm"); q = A(batch * inner, "q"); ctx = A(batch * inner, "ctx");
         probs = F((long)batch * c.NumHeads * Math.Max(maxLen, le), "probs");
-        ffA = F(batch * c.DFf, "ff_a"); ffB = c.IsGatedAct ? F(batch * c.DFf, "ff_b") : ffA; ffH = F(batch * c.DFf, "ff_h");
+        ffA = A(batch * c.DFf, "ff_a"); ffB = c.IsGatedAct ? A(batch * c.DFf, "ff_b") : ffA; ffH = A(batch * c.DFf, "ff_h");
         final = F(batch * d, "final"); logits = F((long)batch * c.VocabSize, "logits");
-        kCache = Layers(i => F((long)batch * maxLen * inner, $"k_cache{i}"));
-        vCache = Layers(i => F((long)batch * maxLen * inner, $"v_cache{i}"));
-        crossK = Layers(i => F((long)batch * le * inner, $"cross_k{i}"));
-        crossV = Layers(i => F((long)batch * le * inner, $"cross_v{i}"));
+        kCache = Layers(i => A((long)batch * maxLen * inner, $"k_cache{i}"));
+        vCache = Layers(i => A((long)batch * maxLen * inner, $"v_cache{i}"));
+        crossK = Layers(i => A((long)batch * le * inner, $"cross_k{i}"));
+        crossV = Layers(i => A((long)batch * le * inner, $"cross_v{i}"));
         buckets = new Tensor?[maxLen];
         steps = new IRecording?[maxLen];
     }
 
     Tensor Own(Tensor t) { owned.Add(t); return t; }
     Tensor F(long n, string name) => Own(be.Floats(n, name));
+    // A block activation, stored as the full forward stores it.
+    Tensor A(long n, string name) => Own(be.Floats(n, name, storage: be.Activations));
     Tensor[] Layers(Func<int, Tensor> make) => Enumerable.Range(0, c.NumDecoderLayers).Select(make).ToArray();
 
     /// <summary>Greedy continuation of each example (stops at eos or after maxNewTokens), with

@@ -91,18 +91,31 @@ internal static unsafe class Exports
     public static void ContextDestroy(void* ctx) => NativeCall.Free<GpuContext>(ctx);
 
     [UnmanagedCallersOnly(EntryPoint = "vkp_model_open", CallConvs = [typeof(CallConvCdecl)])]
-    public static int ModelOpen(void* ctx, byte* modelDir, byte* precision, void** out_) => NativeCall.Run(() =>
+    public static int ModelOpen(void* ctx, byte* modelDir, byte* precision, void** out_) => NativeCall.Run(() => OpenModel(ctx, modelDir, precision, null, out_));
+
+    [UnmanagedCallersOnly(EntryPoint = "vkp_model_open2", CallConvs = [typeof(CallConvCdecl)])]
+    public static int ModelOpen2(void* ctx, byte* modelDir, byte* precision, byte* activations, void** out_) =>
+        NativeCall.Run(() => OpenModel(ctx, modelDir, precision, activations, out_));
+
+    /// <summary>vkp_model_open2; vkp_model_open is it with activations NULL. The settings are read
+    /// before the model, so a bad one fails before any file or device work.</summary>
+    static int OpenModel(void* ctx, byte* modelDir, byte* precision, byte* activations, void** out_)
     {
         NativeCall.RequireOut(out_, "out");
         *out_ = null;
         var context = NativeCall.Target<GpuContext>(ctx, "ctx");
         string dir = NativeCall.Required(modelDir, "model_dir");
         WeightPrecision? stored = NativeCall.String(precision) is { } p ? WeightPrecisions.Parse(p, context.Capabilities) : null;
-        // fp32 activations, as before 16-bit ones existed: the C API has no way yet to ask for
-        // them, and a host embedding the library keeps the results it had (docs/embedding.md).
-        *out_ = NativeCall.Handle(PromptModel.Open(dir, context, stored, activations: ActivationPrecision.Fp32));
+        // NULL or "auto": the device plan's choice (DevicePlan.Activations), as PromptModel.Open's default.
+        ActivationPrecision? kept = null;
+        if (NativeCall.String(activations) is { } a)
+        {
+            try { kept = ActivationPrecisions.Parse(a); }
+            catch (ArgumentException) { throw new NativeArgumentException($"activations is '{a}': expected NULL or one of {string.Join(", ", ActivationPrecisions.Names)}"); }
+        }
+        *out_ = NativeCall.Handle(PromptModel.Open(dir, context, stored, activations: kept));
         return Code.Ok;
-    });
+    }
 
     [UnmanagedCallersOnly(EntryPoint = "vkp_model_close", CallConvs = [typeof(CallConvCdecl)])]
     public static void ModelClose(void* model) => NativeCall.Free<PromptModel>(model);

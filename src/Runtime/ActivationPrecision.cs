@@ -55,6 +55,15 @@ public static class ActivationPrecisions
         return distinct.Count == 1 ? distinct[0] : ActivationPrecision.Fp32;
     }
 
+    /// <summary>The largest relative error of storing a value: 2^-24 (fp32), 2^-8 (bf16),
+    /// 2^-11 (fp16), round to nearest (fp16 within its range).</summary>
+    public static double UnitRoundoff(this ActivationPrecision p) => p switch
+    {
+        ActivationPrecision.Bf16 => Math.Pow(2, -8),
+        ActivationPrecision.Fp16 => Math.Pow(2, -11),
+        _ => Math.Pow(2, -24),
+    };
+
     /// <summary>Bytes one stored element takes.</summary>
     public static int ElementBytes(this ActivationPrecision p) => p == ActivationPrecision.Fp32 ? 4 : 2;
 

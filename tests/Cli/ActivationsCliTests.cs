@@ -20,7 +20,7 @@ public sealed class ActivationsCliTests
     public void EveryCommandThatRunsTheModelTakesActivations()
     {
         var commands = All(Program.Root()).Where(c => c.Options.Any(o => o.Name == "--activations")).ToList();
-        Assert.Equal(new HashSet<string> { "train", "eval", "score", "classify", "generate", "grad", "bench", "plan" }, commands.Select(c => c.Name).ToHashSet());
+        Assert.Equal(new HashSet<string> { "train", "eval", "score", "classify", "generate", "grad", "bench", "matmul", "plan" }, commands.Select(c => c.Name).ToHashSet());
         foreach (var command in commands)
         {
             var option = command.Options.Single(o => o.Name == "--activations");
@@ -50,7 +50,7 @@ public sealed class ActivationsCliTests
         var golden = JsonSerializer.Deserialize<double[]>(File.ReadAllText(Path.Combine(Case, "scores.json")))!;
         var fp32 = Score(device, "fp32");
         var got = Score(device, activations);
-        double u = ActivationPrecisionTests.UnitRoundoff(ActivationPrecisions.Parse(activations)!.Value);
+        double u = ActivationPrecisions.Parse(activations)!.Value.UnitRoundoff();
         Assert.Equal(golden.Length, got.Length);
         for (int i = 0; i < golden.Length; i++)
         {

@@ -28,9 +28,9 @@ public sealed class BenchMatMulCommandTests : IDisposable
 
     // The brief's example: t5-small, batch 1 x (8 input + 4 prompt) -> 8 target tokens. Attention
     // is pinned unfused so its products are in the step whatever VKPROMPT_ATTENTION says.
-    string[] Small(string precision) =>
+    string[] Small(string precision, string activations = "fp32") =>
         ["--shape", "t5-small", "--batch-size", "1", "--input-length", "8", "--target-length", "8", "--prompt-length", "4", "--reps", "2",
-         "--precision", precision, "--attention", "unfused", "--json", dir.File($"mm-{precision}.json")];
+         "--precision", precision, "--activations", activations, "--attention", "unfused", "--json", dir.File($"mm-{precision}-{activations}.json")];
 
     /// <summary>(M, N, K, batch, B operand, accumulates, A read transposed, B read transposed):
     /// what tells two products of a step apart in the report.</summary>
@@ -79,16 +79,22 @@ public sealed class BenchMatMulCommandTests : IDisposable
         return step;
     }
 
+    /// <summary>With --activations bf16 each product reads and writes the step's tensors as the
+    /// step stores them: some a bf16 A, B (attention's) and C, on the kernel that reads them,
+    /// checked within the bound that adds the rounding of a bf16 C.</summary>
     [Theory]
-    [InlineData("fp32")]
-    [InlineData("bf16")]
-    [InlineData("int8")]
-    public void TimesAndChecksEveryProductOfTheStep(string precision)
+    [InlineData("fp32", "fp32")]
+    [InlineData("bf16", "fp32")]
+    [InlineData("int8", "fp32")]
+    [InlineData("fp32", "bf16")]
+    public void TimesAndChecksEveryProductOfTheStep(string precision, string activations)
     {
-        var run = BenchMatMul(Small(precision)).Succeeded();
+        var run = BenchMatMul(Small(precision, activations)).Succeeded();
         Assert.Contains("TFLOP/s", run.Out, StringComparison.Ordinal);
-        using var json = JsonDocument.Parse(File.ReadAllText(dir.File($"mm-{precision}.json")));
+        Assert.Contains($"activations: {activations}", run.Out, StringComparison.Ordinal);
+        using var json = JsonDocument.Parse(File.ReadAllText(dir.File($"mm-{precision}-{activations}.json")));
         var r = json.RootElement;
+        Assert.Equal(activations, r.GetProperty("activations").GetString());
         Assert.Equal("vkprompt-bench-matmul/1", r.GetProperty("schema").GetString());
         Assert.Equal("vulkan", r.GetProperty("device").GetProperty("api").GetString());
         Assert.True(r.GetProperty("capabilities").GetProperty("subgroupSize").GetInt32() > 0);
@@ -108,6 +114,7 @@ public sealed class BenchMatMulCommandTests : IDisposable
 
         var rows = r.GetProperty("products").EnumerateArray().ToList();
         var seen = new Dictionary<Key, int>();
+        var storages = new List<(string A, string B, string C)>();
         double stepMs = 0;
         long stepFlops = 0;
         foreach (var p in rows)
@@ -123,16 +130,26 @@ public sealed class BenchMatMulCommandTests : IDisposable
             Assert.Equal(count, p.GetProperty("uses").EnumerateArray().Sum(u => u.GetProperty("count").GetInt32()));
             Assert.Equal(2L * m * n * k * batch, p.GetProperty("flops").GetInt64());
 
-            // Weights in the asked precision, on the kernel that reads it; attention on fp32 operands.
+            // Weights in the asked precision, on the kernel that reads it; A, C and an activation B
+            // in fp32 or the activations' storage, as the step keeps each.
             bool weight = operand == "weight";
             Assert.Equal(weight ? precision : "fp32", p.GetProperty("bPrecision").GetString());
+            var storage = p.GetProperty("storage");
+            var (sa, sb, sc) = (storage.GetProperty("a").GetString()!, storage.GetProperty("b").GetString()!, storage.GetProperty("c").GetString()!);
+            storages.Add((sa, sb, sc));
+            // The spec has them as ActivationPrecision's numbers; a weight's B storage is fp32 there.
+            static int Code(string name) => (int)ActivationPrecisions.Parse(name)!.Value;
+            Assert.Equal((Code(sa), weight ? Code("fp32") : Code(sb), Code(sc)), (spec.GetProperty("aStorage").GetInt32(), spec.GetProperty("bStorage").GetInt32(), spec.GetProperty("cStorage").GetInt32()));
+            Assert.All(new[] { sa, sc, weight ? activations : sb }, st => Assert.Contains(st, new[] { "fp32", activations }));
+            if (weight) Assert.Equal(p.GetProperty("bPrecision").GetString(), sb);
+            bool half = sa != "fp32" || sc != "fp32" || !weight && sb != "fp32";
             string kernel = p.GetProperty("kernel").GetString()!;
             string units = r.GetProperty("switches").GetProperty("matrixUnits").GetString()!;
             // int8 goes to the matrix units read as A·Bᵀ only (DevicePlan.OnMatrixUnits).
             bool int8OnUnits = precision == "int8" && coopmat && spec.GetProperty("bStrideK").GetInt32() == 1;
             string build = precision == "int8" ? "matmul_coopmat_int8" : "matmul_coopmat";
-            Assert.Equal(!weight || precision == "fp32" ? "matmul"
-                         : precision == "int8" && !int8OnUnits ? "matmul_int8"
+            Assert.Equal(!weight || precision == "fp32" ? half ? "matmul_half" : "matmul"
+                         : precision == "int8" && !int8OnUnits ? half ? "matmul_int8_half" : "matmul_int8"
                          : coopmat ? units switch { "emulated" => build + "_emulated", "khr" => build + "_khr", _ => build } : "matmul_half", kernel);
             Assert.Matches(@"^\d+x\d+x\d+x\d+x\d+$", p.GetProperty("tiling").GetString());
             // Where the tuner chose the tiling, it is the candidate with the lowest median.
@@ -149,7 +166,8 @@ public sealed class BenchMatMulCommandTests : IDisposable
             Assert.Equal(2.0 * m * n * k * batch / (median / 1e3) / 1e12, p.GetProperty("tflops").GetDouble(), 1e-9);
 
             double tolerance = p.GetProperty("tolerance").GetDouble();
-            Assert.Equal(MatMulKernel.IsMatrixUnitsKernel(kernel) ? 2e-3 : 1e-4, tolerance);
+            // A bf16 C adds its rounding, 2^-8 of each output at most.
+            Assert.Equal((MatMulKernel.IsMatrixUnitsKernel(kernel) ? 2e-3 : 1e-4) + (sc == "bf16" ? Math.Pow(2, -8) : 0), tolerance);
             double error = p.GetProperty("maxRelativeError").GetDouble();
             Assert.True(error >= 0 && error <= tolerance, $"{name}: error {error} above {tolerance}");
             Assert.True(p.GetProperty("ok").GetBoolean());
@@ -165,7 +183,15 @@ public sealed class BenchMatMulCommandTests : IDisposable
         foreach (var (key, count) in expected)
             Assert.True(seen.GetValueOrDefault(key) == count, $"{key}: expected {count} per step, the report has {seen.GetValueOrDefault(key)}");
         Assert.Equal(expected.Count, seen.Count);
-        Assert.Equal(seen.Count, rows.Count);  // one row per distinct product
+        // One row per distinct product: with 16-bit activations one shape may be stored two ways
+        // (q from the bf16 normed input, cross-attention's k from the fp32 encoder output).
+        Assert.Equal(rows.Count, rows.Zip(storages).Select(rs => (rs.First.GetProperty("spec").GetRawText(), rs.Second)).Distinct().Count());
+        Assert.Equal(activations == "fp32", seen.Count == rows.Count);
+        // Where the step keeps 16-bit activations, its products read and write them: a bf16 A
+        // (the normed input), a bf16 C (q, k, v), and bf16 activations as both attention operands.
+        Assert.Equal(activations != "fp32", storages.Any(st => st.A != "fp32"));
+        Assert.Equal(activations != "fp32", storages.Any(st => st.C != "fp32"));
+        Assert.Equal(activations != "fp32", rows.Zip(storages).Any(rs => rs.First.GetProperty("bOperand").GetString() == "activation" && rs.Second.A != "fp32" && rs.Second.B != "fp32"));
 
         var step = r.GetProperty("step");
         Assert.Equal(expected.Values.Sum(), step.GetProperty("productsPerStep").GetInt32());
@@ -225,6 +251,7 @@ public sealed class BenchMatMulCommandTests : IDisposable
     [InlineData("must be a multiple of 8", "--input-length", "12")]
     [InlineData("not benchmarked", "--device", "cpu")]
     [InlineData("'fp8' not recognized", "--precision", "fp8")]
+    [InlineData("'fp8' not recognized", "--activations", "fp8")]
     [InlineData("its directory does not exist", "--json", "/no/such/dir/mm.json")]
     [InlineData("neither t5-small", "--shape", "t5-tiny")]
     public void RefusesBadArgumentsWithExitTwo(string says, string option, string value)
@@ -237,7 +264,7 @@ public sealed class BenchMatMulCommandTests : IDisposable
         Assert.Equal(CliConventions.UserError, run.ExitCode);
         Assert.Contains(says, Assert.Single(CliRun.Lines(run.Err)), StringComparison.Ordinal);
         Assert.Equal("", run.Out);
-        Assert.False(File.Exists(dir.File("mm-fp32.json")));
+        Assert.False(File.Exists(dir.File("mm-fp32-fp32.json")));
     }
 
     [Fact]
@@ -258,7 +285,7 @@ public sealed class BenchMatMulCommandTests : IDisposable
     {
         var help = BenchMatMul("--help").Succeeded();
         Assert.Contains("vkprompt bench matmul", help.Out, StringComparison.Ordinal);
-        foreach (var option in new[] { "--shape", "--batch-size", "--input-length", "--target-length", "--prompt-length", "--precision", "--reps", "--warmup-ms", "--device", "--json", "--attention" })
+        foreach (var option in new[] { "--shape", "--batch-size", "--input-length", "--target-length", "--prompt-length", "--precision", "--reps", "--warmup-ms", "--device", "--json", "--attention", "--activations" })
             Assert.Contains(option, help.Out, StringComparison.Ordinal);
         Assert.Contains("VKPROMPT_MATMUL_TILING", help.Out, StringComparison.Ordinal);
         Assert.Contains("  matmul ", CliRun.Of("bench", "--help").Succeeded().Out, StringComparison.Ordinal);
@@ -295,5 +322,35 @@ public sealed class BenchMatMulCheckTests(GpuFixture fixture) : GpuTest(fixture)
         Assert.NotNull(error);
         if (wrongB) Assert.True(error > 0.1, $"error {error}");
         else Assert.True(error <= tolerance, $"error {error}");
+    }
+
+    /// <summary>The same with A, an activation B and C kept in 16 bits, as a step with 16-bit
+    /// activations makes its attention products: the reference reads A and B as stored and C is
+    /// widened as downloaded, so a right product is within the tolerance (which adds C's
+    /// rounding) and one that read other values of either operand is not.</summary>
+    [SkippableTheory]
+    [InlineData(ActivationPrecision.Bf16, null)]
+    [InlineData(ActivationPrecision.Bf16, "A")]
+    [InlineData(ActivationPrecision.Bf16, "B")]
+    [InlineData(ActivationPrecision.Fp16, null)]
+    [InlineData(ActivationPrecision.Fp16, "A")]
+    [InlineData(ActivationPrecision.Fp16, "B")]
+    public void CatchesAWrongProductOn16BitOperands(ActivationPrecision storage, string? wrong)
+    {
+        Skip.IfNot(storage.IsSupported(Ctx.Capabilities), $"{Ctx.Capabilities.Name} has no 16-bit storage buffers");
+        var spec = MatMulSpec.AttentionPV(2, 3, 17, 33, 16) with { AStorage = storage, BStorage = storage, CStorage = storage, Accumulate = true, Alpha = 0.5f };
+        var (aElems, bElems, cElems) = spec.Extents();
+        using var a = GpuBuffer.Activations(Ctx, aElems, storage, "a");
+        using var b = GpuBuffer.Activations(Ctx, bElems, storage, "b");
+        using var c = GpuBuffer.Activations(Ctx, cElems, storage, "c");
+        // Another seed stands for a kernel that read the wrong values.
+        MatMulOperands.Fill(a, aElems, wrong == "A" ? 99UL : MatMulOperands.SeedA, storage);
+        MatMulOperands.Fill(b, bElems, wrong == "B" ? 99UL : MatMulOperands.SeedB, storage);
+        var kernel = MatMulKernel.Selection(Ctx, spec, WeightPrecision.Fp32).Kernel;
+        var (error, _) = ProductBench.Check(Ctx, a, b, c, spec, WeightPrecision.Fp32, MatMulKernel.IsMatrixUnitsKernel(kernel));
+        double tolerance = ProductBench.Tolerance(kernel, storage);
+        Assert.NotNull(error);
+        if (wrong is not null) Assert.True(error > 0.1, $"wrong {wrong}: error {error}");
+        else Assert.True(error <= tolerance, $"error {error} above {tolerance}");
     }
 }

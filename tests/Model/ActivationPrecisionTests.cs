@@ -47,9 +47,6 @@ public sealed class ActivationPrecisionTests(GpuFixture f) : GpuTest(f)
         return be;
     }
 
-    /// <summary>The relative error of storing a value in 16 bits: 2^-8 (bf16), 2^-11 (fp16).</summary>
-    internal static double UnitRoundoff(ActivationPrecision p) => p == ActivationPrecision.Fp16 ? Math.Pow(2, -11) : Math.Pow(2, -8);
-
     /// <summary>
     /// Against the fp32 golden values. Every activation a block keeps is off by at most u of
     /// itself (2^-8 bf16, 2^-11 fp16), and the roundings mostly cancel in the sums that follow.
@@ -68,7 +65,7 @@ public sealed class ActivationPrecisionTests(GpuFixture f) : GpuTest(f)
         using var g = GoldenCase.Load(Root(folder), model, caseName);
         using var be = MakeBackend(backend, storage);
         using var weights = new T5Weights(g.Ckpt, be, WeightPrecision.Fp32);
-        double u = UnitRoundoff(storage);
+        double u = storage.UnitRoundoff();
         using (var scorer = new Scorer(weights))
         {
             GoldenCase.AssertLogLikelihoods(g.Scores, scorer.Score(g.Examples, PromptSet.Stack([g.Prompt0], g.DModel)), $"{storage} with prompt", u / 2);
@@ -77,7 +74,7 @@ public sealed class ActivationPrecisionTests(GpuFixture f) : GpuTest(f)
         var (loss, grad) = PromptTrainer.Gradient(weights, g.Examples, g.Prompt0);
         Assert.True(Math.Abs(loss - g.Loss) <= 1e-3 + u / 2 * g.Loss, $"{storage} loss {loss} vs golden {g.Loss}");
         double err = Check.NormRelativeError(g.Gradient, grad);
-        double bound = 24 * u + (backend.StartsWith("vulkan-matrix-units-all", StringComparison.Ordinal) ? 32 * UnitRoundoff(ActivationPrecision.Fp16) : 0);
+        double bound = 24 * u + (backend.StartsWith("vulkan-matrix-units-all", StringComparison.Ordinal) ? 32 * ActivationPrecision.Fp16.UnitRoundoff() : 0);
         Assert.True(err <= bound, $"{storage} prompt gradient relative error {err:E3} > {bound:E3}");
     }
 
@@ -171,10 +168,10 @@ public sealed class ActivationPrecisionTests(GpuFixture f) : GpuTest(f)
         double err = Check.NormRelativeError(reference.Grad, grad);
         if (storage == ActivationPrecision.Bf16 && !backend.StartsWith("vulkan-matrix-units", StringComparison.Ordinal))
         {
-            Assert.True(Math.Abs(loss - reference.Loss) <= 1e-3 + UnitRoundoff(storage) / 2 * reference.Loss, $"bf16 loss {loss} vs fp32 activations' {reference.Loss}");
-            Assert.True(err <= 24 * UnitRoundoff(storage), $"bf16 prompt gradient relative error {err:E3} against fp32 activations");
+            Assert.True(Math.Abs(loss - reference.Loss) <= 1e-3 + storage.UnitRoundoff() / 2 * reference.Loss, $"bf16 loss {loss} vs fp32 activations' {reference.Loss}");
+            Assert.True(err <= 24 * storage.UnitRoundoff(), $"bf16 prompt gradient relative error {err:E3} against fp32 activations");
         }
         else if (storage == ActivationPrecision.Fp16)
-            Assert.True(err > 100 * UnitRoundoff(storage), $"fp16 on {backend} stayed within {err:E3} of fp32 activations: the model did not overflow fp16, so the test tests nothing");
+            Assert.True(err > 100 * storage.UnitRoundoff(), $"fp16 on {backend} stayed within {err:E3} of fp32 activations: the model did not overflow fp16, so the test tests nothing");
     }
 }

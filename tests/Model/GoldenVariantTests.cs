@@ -88,30 +88,42 @@ public sealed class GoldenVariantTests(GpuFixture f) : GpuTest(f)
         Assert.True(err <= 1e-3, $"{precision} prompt gradient: device vs CPU relative error {err:E3} > 1e-3");
     }
 
-    public static TheoryData<string, string> DecodingCases()
+    public static TheoryData<string, string, ActivationPrecision> DecodingCases()
     {
-        var data = new TheoryData<string, string>();
+        var data = new TheoryData<string, string, ActivationPrecision>();
         foreach (var model in Models)
             foreach (var backend in new[] { "cpu", "vulkan" })
-                data.Add(model, backend);
+                foreach (var storage in new[] { ActivationPrecision.Fp32, ActivationPrecision.Bf16, ActivationPrecision.Fp16 })
+                    data.Add(model, backend, storage);
         return data;
+    }
+
+    static GoldenCase FirstCase(string model) =>
+        Load(model, Path.GetFileName(Directory.GetDirectories(Path.Combine(TestPaths.GoldenVariants, model, "cases")).Order().First()));
+
+    /// <summary>Greedy decoding of the first three examples of <paramref name="g"/>, inputs only,
+    /// with its prompt: six tokens at most.</summary>
+    static (PromptSet Prompts, List<EncodedExample> Examples, List<List<int>> Decoded) Decode(GoldenCase g, T5Weights weights)
+    {
+        var prompts = PromptSet.Stack([g.Prompt0], g.DModel);
+        var examples = g.Examples.Take(3).Select(e => e with { TargetIds = [] }).ToList();
+        var decoded = GreedyDecoder.Run(weights, examples, prompts, null, batchSize: examples.Count, maxNewTokens: 6).OrderBy(r => r.Index).Select(r => r.Ids).ToList();
+        Assert.Contains(decoded, ids => ids.Count >= 2);
+        return (prompts, examples, decoded);
     }
 
     /// <summary>KV-cached greedy decoding (Generator, one decoder step per token, each layer's
     /// own position bias in umT5) picks at every step the token the teacher-forced pass, which the
-    /// golden cases check, ranks first given the tokens before it.</summary>
+    /// golden cases check, ranks first given the tokens before it; with activations in 16 bits
+    /// the decoder keeps its caches and block activations as the pass keeps them.</summary>
     [Theory, MemberData(nameof(DecodingCases))]
-    public void GreedyDecodingFollowsTheFullForward(string model, string backend)
+    public void GreedyDecodingFollowsTheFullForward(string model, string backend, ActivationPrecision storage)
     {
-        string caseName = Path.GetFileName(Directory.GetDirectories(Path.Combine(TestPaths.GoldenVariants, model, "cases")).Order().First());
-        using var g = Load(model, caseName);
+        using var g = FirstCase(model);
         using var be = MakeBackend(backend);
+        be.Activations = storage;
         using var weights = new T5Weights(g.Ckpt, be);
-        var prompts = PromptSet.Stack([g.Prompt0], g.DModel);
-        var examples = g.Examples.Take(3).Select(e => e with { TargetIds = [] }).ToList();
-        const int steps = 6;
-        var decoded = GreedyDecoder.Run(weights, examples, prompts, null, batchSize: examples.Count, maxNewTokens: steps).OrderBy(r => r.Index).Select(r => r.Ids).ToList();
-        Assert.Contains(decoded, ids => ids.Count >= 2);
+        var (prompts, examples, decoded) = Decode(g, weights);
 
         var c = g.Ckpt.Config;
         var forced = examples.Zip(decoded, (e, ids) => e with { TargetIds = [.. ids] }).ToList();
@@ -132,5 +144,23 @@ public sealed class GoldenVariantTests(GpuFixture f) : GpuTest(f)
                 for (int v = 1; v < row.Length; v++) if (row[v] > row[best]) best = v;
                 Assert.True(best == decoded[i][t], $"example {i} step {t}: decoded {decoded[i][t]}, the full forward ranks {best} first");
             }
+    }
+
+    /// <summary>With 16-bit caches the device decodes the tokens the CPU reference decodes with
+    /// the same storage, whose rounding it emulates.</summary>
+    [Theory]
+    [InlineData("tiny-ul2", ActivationPrecision.Bf16)]
+    [InlineData("tiny-umt5", ActivationPrecision.Bf16)]
+    [InlineData("tiny-byt5", ActivationPrecision.Bf16)]
+    [InlineData("tiny-umt5", ActivationPrecision.Fp16)]
+    public void SixteenBitDecodingOnTheDeviceIsTheCpus(string model, ActivationPrecision storage)
+    {
+        using var g = FirstCase(model);
+        using var cpu = MakeBackend("cpu");
+        using var gpu = MakeBackend("vulkan");
+        cpu.Activations = gpu.Activations = storage;
+        using var onCpu = new T5Weights(g.Ckpt, cpu);
+        using var onGpu = new T5Weights(g.Ckpt, gpu);
+        Assert.Equal(Decode(g, onCpu).Decoded, Decode(g, onGpu).Decoded);
     }
 }

@@ -1,6 +1,7 @@
 using VkPrompt.Model;
 using VkPrompt.Model.Backends;
 using VkPrompt.Model.Tokenization;
+using VkPrompt.Runtime;
 using Xunit;
 
 namespace VkPrompt.Tests.Model;
@@ -46,5 +47,36 @@ public sealed class GreedyDecoderTests
         Assert.Equal(start, be.MemoryUse.Current);
         for (int i = 0; i < examples.Count; i++)
             Assert.Equal(alone[i], Held(GreedyDecoder.Run(weights, examples, null, 0, 1, 3), i + 1));
+    }
+
+    /// <summary>Records the storage each float tensor is allocated with, by name (the last of a name).</summary>
+    sealed class AllocationRecorder : TraceBackend
+    {
+        public readonly Dictionary<string, ActivationPrecision> Storages = new();
+
+        internal override Tensor Floats(long length, string name, bool hostVisible = false, ActivationPrecision storage = ActivationPrecision.Fp32)
+        {
+            Storages[name] = storage;
+            return base.Floats(length, name, hostVisible, storage);
+        }
+    }
+
+    /// <summary>The decoder keeps its key/value caches and block activations in the backend's
+    /// activations' storage, as the full forward does, and x, the scores and the logits in fp32.</summary>
+    [Theory]
+    [InlineData(ActivationPrecision.Fp32)]
+    [InlineData(ActivationPrecision.Bf16)]
+    [InlineData(ActivationPrecision.Fp16)]
+    public void TheDecoderStoresItsCachesAsTheFullForwardStoresKeysAndValues(ActivationPrecision storage)
+    {
+        var config = ModelTestFiles.Tiny(gated: true);
+        using var be = new AllocationRecorder { Activations = storage };
+        using var weights = T5Weights.Unloaded(config, be, WeightPrecision.Fp32);
+        using var generator = new Generator(weights, new BatchShape(2, 8, 1, 4), maxNewTokens: 3);
+        string[] layers = [.. Enumerable.Range(0, config.NumDecoderLayers).SelectMany(i => new[] { $"k_cache{i}", $"v_cache{i}", $"cross_k{i}", $"cross_v{i}" })];
+        foreach (var name in new[] { "norm", "q", "ctx", "ff_a", "ff_b", "ff_h" }.Concat(layers))
+            Assert.Equal((name, storage), (name, be.Storages[name]));
+        foreach (var name in new[] { "x", "probs", "final", "logits" })
+            Assert.Equal((name, ActivationPrecision.Fp32), (name, be.Storages[name]));
     }
 }

@@ -54,7 +54,7 @@ public sealed class SubgroupWidthTests
         // A GPU's plan keeps block activations in bf16, so the run below does: the golden bounds
         // are those of 16-bit activations (ActivationPrecisionTests, docs/numerics.md).
         Assert.Equal("bf16", plan.GetProperty("activations").GetString());
-        double u = ActivationPrecisionTests.UnitRoundoff(ActivationPrecision.Bf16);
+        double u = ActivationPrecision.Bf16.UnitRoundoff();
         void AssertNear(double expected, double actual, string what) =>
             Assert.True(Math.Abs(actual - expected) <= 1e-3 + u / 2 * Math.Abs(expected), $"{what}: {actual} vs golden {expected} (bf16 activations)");
 
@@ -70,7 +70,7 @@ public sealed class SubgroupWidthTests
                                   "--prompt", Path.Combine(caseDir, "prompt0.safetensors"), "--output", gradFile);
         AssertNear(CliRun.GoldenLoss(caseDir), JsonDocument.Parse(grad.OutLines.Single()).RootElement.GetProperty("loss").GetDouble(), $"{vectorBits} bits, loss");
         double err = Check.NormRelativeError(CliRun.Tensor(Path.Combine(caseDir, "grad.safetensors"), "prompt_gradient"), CliRun.Tensor(gradFile, "prompt_gradient"));
-        double bound = 24 * u + (matrixUnits is null ? 0 : 32 * ActivationPrecisionTests.UnitRoundoff(ActivationPrecision.Fp16));
+        double bound = 24 * u + (matrixUnits is null ? 0 : 32 * ActivationPrecision.Fp16.UnitRoundoff());
         Assert.True(err <= bound, $"{vectorBits} bits: prompt gradient relative error {err:E3} > {bound:E1}");
     }
 

@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json;
 using VkPrompt.Model;
+using VkPrompt.Runtime;
 using VkPrompt.Tests.Cli;
 using VkPrompt.Tests.Model;
 using Xunit;
@@ -139,12 +140,32 @@ public sealed class NativeHostTests(NativeHost host) : IClassFixture<NativeHost>
     [InlineData("FILE", -4, "/nonexistent/vkprompt-model: model directory not found")]
     [InlineData("DOES_NOT_FIT", -2, "memory cap")]
     [InlineData("DEVICE", -3, "timelineSemaphore")]
+    [InlineData("ARGUMENT_ACTIVATIONS", -1, "activations is 'fp8': expected NULL or one of fp32, bf16, fp16, auto")]
+    [InlineData("DEVICE_ACTIVATIONS", -3, "bf16 activations need 16-bit storage buffers")]
     public void ErrorCodeAndMessage(string name, int code, string message)
     {
         Ran();
         var e = Assert.Single(host.Tagged("error"), w => w[0] == name);
         Assert.Equal(code.ToString(CultureInfo.InvariantCulture), e[1]);
         Assert.Contains(message, e[2]);
+    }
+
+    /// <summary>vkp_model_open2 with activations "bf16" on the library's own device: the scores
+    /// within the bound docs/numerics.md gives 16-bit activations against the fp32 golden values
+    /// (1e-3 + 2^-9 relative, ActivationPrecisionTests), and not those of fp32 activations, so
+    /// the setting reached the model.</summary>
+    [SkippableFact]
+    public void SixteenBitActivationsAskedForScoreWithinTheirBound()
+    {
+        Ran();
+        Assert.Equal("0", Assert.Single(host.Tagged("bf16_scores"))[0]);
+        static List<ScoreResult> Read(string path) => File.ReadAllLines(path).Select(l => JsonDocument.Parse(l).RootElement)
+            .Select(e => new ScoreResult(e.GetProperty("logprob").GetDouble(), e.GetProperty("tokens").GetInt32())).ToList();
+        var bf16 = Read(Path.Combine(host.Out, "scores-bf16.jsonl"));
+        var fp32 = Read(Path.Combine(host.Out, "scores.jsonl"));
+        GoldenCase.AssertLogLikelihoods(GoldenCase.Doubles(Path.Combine(host.CaseDir, "scores.json")), bf16, "bf16 activations", ActivationPrecision.Bf16.UnitRoundoff() / 2);
+        Assert.Equal(fp32.Select(r => r.Tokens), bf16.Select(r => r.Tokens));
+        Assert.NotEqual(fp32.Select(r => r.LogProb), bf16.Select(r => r.LogProb));
     }
 
     [SkippableFact]

@@ -1,11 +1,11 @@
 /* The C test host of libvkprompt (issue 19): an engine stand-in that owns its Vulkan instance
  * (with the validation layer and a messenger counting its messages) and device (timeline
  * semaphores), adopts it, scores and trains a golden case step by step in slices between its
- * own frames under its own queue lock, saves the adapter, provokes each error code, and
- * destroys everything. NativeHostTests compiles it with cc, runs it and checks what it prints
+ * own frames under its own queue lock, saves the adapter, provokes each error code, scores
+ * with bf16 activations on a device of the library's own, and destroys everything. NativeHostTests compiles it with cc, runs it and checks what it prints
  * against the golden files:
  *   slices STEP N / notready CODE / loss STEP VALUE / frames N / locked_submits N /
- *   error NAME CODE MESSAGE / blocking_loss STEP VALUE / create CODE / validation_messages N
+ *   error NAME CODE MESSAGE / blocking_loss STEP VALUE / create CODE / bf16_scores CODE / validation_messages N
  * Usage: host MODEL_DIR CASE_DIR OUT_DIR. Exits non-zero on any validation message or on a
  * call that did not return what it should. */
 #include <pthread.h>
@@ -138,7 +138,8 @@ int main(int argc, char** argv) {
     vkp_context* ctx = NULL;
     CHECK_VKP(vkp_context_adopt(&host, &ctx));
     vkp_model* model = NULL;
-    CHECK_VKP(vkp_model_open(ctx, model_dir, "fp32", &model));
+    /* fp32 activations asked for: the golden values' tolerances are fp32's on any device. */
+    CHECK_VKP(vkp_model_open2(ctx, model_dir, "fp32", "fp32", &model));
 
     /* Scoring, written as vkprompt score prints it. */
     snprintf(path, sizeof path, "%s/data.jsonl", case_dir);
@@ -203,6 +204,11 @@ int main(int argc, char** argv) {
     vkp_context* refused = NULL;
     expect_error("DEVICE", vkp_context_adopt(&no_timeline, &refused), VKP_ERROR_DEVICE);
     expect_error("ARGUMENT_STEPS", vkp_trainer_begin_step(trainer), VKP_ERROR_ARGUMENT);
+    vkp_model* bad_model = NULL;
+    expect_error("ARGUMENT_ACTIVATIONS", vkp_model_open2(ctx, model_dir, "fp32", "fp8", &bad_model), VKP_ERROR_ARGUMENT);
+    /* The host's device was made without storageBuffer16BitAccess: no 16-bit activations on it. */
+    expect_error("DEVICE_ACTIVATIONS", vkp_model_open2(ctx, model_dir, "fp32", "bf16", &bad_model), VKP_ERROR_DEVICE);
+    if (bad_model) { fprintf(stderr, "a failed vkp_model_open2 gave a handle\n"); failures++; }
 
     /* The blocking step of a second trainer: step 1 again. */
     vkp_trainer* blocking = NULL;
@@ -215,15 +221,33 @@ int main(int argc, char** argv) {
     vkp_trainer_destroy(trainer);
     vkp_model_close(model);
     vkp_context_destroy(ctx);
-    free(data);
 
     /* The library's own device, through the system loader (Silk.NET under Native AOT). */
     vkp_context* own = NULL;
     int created = vkp_context_create(NULL, &own);
     printf("create %d %s\n", created, created == VKP_OK ? "" : vkp_last_error());
     if (created != VKP_OK) failures++;
+
+    /* bf16 activations on it (the library enables 16-bit storage where the device has it), scored as above. */
+    vkp_model* bf16 = NULL;
+    char* bf16_scores = NULL;
+    int scored = created != VKP_OK ? created : vkp_model_open2(own, model_dir, "fp32", "bf16", &bf16);
+    if (scored == VKP_OK) {
+        snprintf(path, sizeof path, "%s/prompt0.safetensors", case_dir);
+        scored = vkp_score(bf16, path, data, &bf16_scores);
+    }
+    printf("bf16_scores %d %s\n", scored, scored == VKP_OK ? "" : vkp_last_error());
+    if (scored == VKP_OK) {
+        snprintf(path, sizeof path, "%s/scores-bf16.jsonl", out_dir);
+        out = fopen(path, "w");
+        fputs(bf16_scores, out);
+        fclose(out);
+    } else failures++;
+    vkp_free(bf16_scores);
+    vkp_model_close(bf16);
     vkp_context_destroy(own);
 
+    free(data);
     vkDestroyFence(device, f.fence, NULL);
     vkDestroyDevice(device, NULL);
     destroy_messenger(instance, messenger, NULL);

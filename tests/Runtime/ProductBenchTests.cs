@@ -31,6 +31,7 @@ public sealed class ProductBenchTests(GpuFixture fixture) : GpuTest(fixture)
             Assert.Equal(Ctx.Plan.StoredPrecision(m.Product.B), m.B);
             var (kernel, tiling) = MatMulKernel.Selection(Ctx, spec, m.B);
             Assert.Equal((kernel, tiling), (m.Kernel, m.Tiling));
+            Assert.Equal(ProductBench.Tolerance(kernel, ActivationPrecision.Fp32), m.Tolerance);
             Assert.Equal(MatMulKernel.IsMatrixUnitsKernel(kernel) ? ProductBench.Fp16Tolerance : ProductBench.Fp32Tolerance, m.Tolerance);
             Assert.Equal(3, m.TimesMs!.Count);
             Assert.All(m.TimesMs, t => Assert.True(double.IsFinite(t) && t > 0, $"{m.Product.Name}: time {t}"));
@@ -38,6 +39,50 @@ public sealed class ProductBenchTests(GpuFixture fixture) : GpuTest(fixture)
             Assert.Equal(Math.Min((long)spec.M * spec.N * spec.Batch1 * spec.Batch2, ProductBench.Samples), m.CheckedOutputs, 8.0);
             Assert.True(m.Ok, $"{m.Product.Name}: error {m.MaxRelativeError} above {m.Tolerance}");
             Assert.Null(m.Skipped);
+        }
+    }
+
+    /// <summary>Products that read and write activations kept in 16 bits, as a step with
+    /// --activations bf16 or fp16 makes them: each operand in the spec's storage, on the kernel
+    /// that reads it, within the tolerance that adds the rounding of a 16-bit C; and with every
+    /// product on the matrix units (emulated where there are none), which read 16-bit operands
+    /// straight and round them to fp16.</summary>
+    [SkippableTheory]
+    [InlineData(ActivationPrecision.Bf16, false)]
+    [InlineData(ActivationPrecision.Fp16, false)]
+    [InlineData(ActivationPrecision.Bf16, true)]
+    public void MeasuresAndChecksProductsOn16BitActivations(ActivationPrecision storage, bool matrixUnits)
+    {
+        var ctx = matrixUnits ? MatrixUnitsAllProductsCtx : Ctx;
+        Skip.IfNot(storage.IsSupported(ctx.Capabilities), $"{ctx.Capabilities.Name} has no 16-bit storage buffers");
+        const ActivationPrecision fp32 = ActivationPrecision.Fp32;
+        BenchProduct[] products =
+        [
+            // q = x·Wᵀ from the 16-bit normed input into a 16-bit q.
+            new("projection", Weighted with { AStorage = storage, CStorage = storage }, WeightPrecision.Fp32),
+            // scores = q·kᵀ, both 16-bit activations, into fp32 scores; P·V from fp32 P and a 16-bit
+            // v into a 16-bit context, accumulating; dX = dY·W from an fp32 gradient into fp32.
+            new("scores", MatMulSpec.AttentionQKt(2, 3, 9, 11, 8) with { AStorage = storage, BStorage = storage }, WeightPrecision.Fp32),
+            new("context", MatMulSpec.AttentionPV(2, 3, 9, 11, 8) with { BStorage = storage, CStorage = storage, Accumulate = true }, WeightPrecision.Fp32),
+            new("gradient", Activations with { AStorage = fp32, CStorage = fp32 }, WeightPrecision.Fp32),
+        ];
+        var result = ProductBench.Run(ctx, products, reps: 2, warmupMs: 0);
+
+        Assert.Equal(products, result.Products.Select(m => m.Product));
+        foreach (var m in result.Products)
+        {
+            var spec = m.Product.Spec;
+            var (kernel, tiling) = MatMulKernel.Selection(ctx, spec, m.B);
+            Assert.Equal(matrixUnits, MatMulKernel.IsMatrixUnitsKernel(kernel));
+            Assert.Equal((kernel, tiling), (m.Kernel, m.Tiling));
+            bool half = spec.AStorage != fp32 || spec.BStorage != fp32 || spec.CStorage != fp32;
+            if (!MatMulKernel.IsMatrixUnitsKernel(kernel)) Assert.Equal(half ? "matmul_half" : "matmul", kernel);
+            double u = spec.CStorage == fp32 ? 0 : storage.UnitRoundoff();
+            Assert.Equal((MatMulKernel.IsMatrixUnitsKernel(kernel) ? ProductBench.Fp16Tolerance : ProductBench.Fp32Tolerance) + u, m.Tolerance);
+            Assert.True(m.Ok, $"{m.Product.Name}: error {m.MaxRelativeError} above {m.Tolerance}");
+            // A 16-bit C's rounding shows: the error is of its order, not of fp32 sums'.
+            if (spec.CStorage != fp32 && !MatMulKernel.IsMatrixUnitsKernel(kernel))
+                Assert.True(m.MaxRelativeError > storage.UnitRoundoff() / 16, $"{m.Product.Name}: error {m.MaxRelativeError} too small for a {storage.Name()} C");
         }
     }
 

@@ -41,13 +41,17 @@ public sealed class StepTraceTests
     [InlineData(true, false, 0f, AttentionFusion.Unfused, WeightPrecision.Fp16)]
     [InlineData(true, false, 0.1f, AttentionFusion.Fused, WeightPrecision.Fp32)]
     [InlineData(true, true, 0.1f, AttentionFusion.Unfused, WeightPrecision.Fp32)]
-    public void TheTunerAndBenchMatMulSeeEveryProductTheStepEmits(bool gated, bool tied, float dropout, AttentionFusion fusion, WeightPrecision precision)
+    // Activations in 16 bits: bench matmul's products carry the step's storages.
+    [InlineData(true, false, 0.1f, AttentionFusion.Unfused, WeightPrecision.Bf16, ActivationPrecision.Bf16)]
+    [InlineData(false, true, 0f, AttentionFusion.Fused, WeightPrecision.Fp32, ActivationPrecision.Fp16)]
+    public void TheTunerAndBenchMatMulSeeEveryProductTheStepEmits(bool gated, bool tied, float dropout, AttentionFusion fusion, WeightPrecision precision,
+                                                                   ActivationPrecision activations = ActivationPrecision.Fp32)
     {
         using var dir = new TempDir();
         var config = Config(gated, tied, dropout);
         RandomT5.Write(dir.Path, config, seed: 1);
         using var ckpt = T5Checkpoint.Open(dir.Path);
-        using var be = new TuningRecorder { AttentionFusion = fusion };
+        using var be = new TuningRecorder { AttentionFusion = fusion, Activations = activations };
         using var weights = new T5Weights(ckpt, be, precision);
         const int promptLength = 5, batchSize = 3;
         using var trainer = new PromptTrainer(weights, new float[promptLength * config.DModel], new AdafactorSettings(), dropout, seed: 0);
@@ -75,7 +79,7 @@ public sealed class StepTraceTests
 
         // bench matmul: every product the step emits, each as often, no two rows alike.
         var shape = HostBatch.Build(examples, promptLength, batchSize: batchSize, decoderStart: config.DecoderStartTokenId).Shape;
-        var listed = StepProductChecks.Of(config, shape, precision, be.FusesAttention);
+        var listed = StepProductChecks.Of(config, shape, precision, be.Activations, be.FusesAttention);
         var expected = emitted.GroupBy(p => (p.Spec, p.Weight)).ToDictionary(g => g.Key, g => g.Count());
         Assert.Equal(expected.Count, listed.Select(p => (p.Spec, p.Weight)).Distinct().Count());
         Assert.Equal(expected.Count, listed.Count);
@@ -83,6 +87,10 @@ public sealed class StepTraceTests
             Assert.True(expected.TryGetValue((p.Spec, p.Weight), out int n) && n == p.Count,
                         $"bench matmul lists {p.Count} x {Describe(p.Spec)} ({p.Name}); the step emits {n}");
         Assert.Equal(emitted.Count, listed.Sum(p => p.Count));
+        // 16-bit activations reach the products: some read a 16-bit A and write a 16-bit C.
+        Assert.Equal(activations != ActivationPrecision.Fp32, listed.Any(p => p.Spec.AStorage != ActivationPrecision.Fp32 && p.Spec.CStorage != ActivationPrecision.Fp32));
+        Assert.All(listed, p => Assert.All(new[] { p.Spec.AStorage, p.Spec.BStorage, p.Spec.CStorage },
+                                           storage => Assert.True(storage == ActivationPrecision.Fp32 || storage == activations)));
     }
 
     /// <summary>Names say what a product is, from its operands: a weight's product by the weight

@@ -116,8 +116,8 @@ internal static class ModelOptions
                       "its kernels move; they are widened to fp32 as they are read, so every sum, norm statistic, softmax and the loss stay fp32, and the " +
                       "residual stream, the encoder and decoder outputs, the logits and all gradients stay fp32 whatever is chosen (docs/numerics.md, section 7). " +
                       "bf16 keeps fp32's range; fp16 keeps 3 more bits but ends at 65504, where it saturates, and T5 v1.1's feed-forward activations can exceed that. " +
-                      "Both need 16-bit storage buffers on the device; the cpu device emulates them by rounding. generate keeps its incremental decoder's " +
-                      "tensors and key/value caches in fp32 (the encoder pass follows this setting). Under --distributed mpi, auto resolves on each rank's own devices: " +
+                      "Both need 16-bit storage buffers on the device; the cpu device emulates them by rounding. generate's incremental decoder keeps its " +
+                      "key/value caches and block activations so too, as the full forward does. Under --distributed mpi, auto resolves on each rank's own devices: " +
                       "give the setting where the ranks' devices differ. " +
                       "auto: bf16 on GPUs with 16-bit storage, fp32 on CPU Vulkan devices such as lavapipe and on --device cpu ('vkprompt devices --json' shows each device's choice). Default: auto.",
         DefaultValueFactory = _ => "auto",

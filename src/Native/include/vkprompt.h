@@ -40,7 +40,16 @@ const char* vkp_last_error(void);                    /* this thread's last error
 int  vkp_context_adopt(const vkp_host_device* host, vkp_context** out);
 int  vkp_context_create(const char* device_spec, vkp_context** out);   /* NULL = auto, as --device */
 void vkp_context_destroy(vkp_context* ctx);         /* waits for the library's own work only */
-int  vkp_model_open(vkp_context* ctx, const char* model_dir, const char* precision, vkp_model** out); /* precision: NULL = auto, "fp32", "fp16", "bf16" */
+int  vkp_model_open2(vkp_context* ctx, const char* model_dir, const char* precision, const char* activations, vkp_model** out);
+     /* precision: how the frozen weights are stored: NULL = auto, "fp32", "fp16", "bf16".
+        activations: how each block's activations are stored between kernels, as `vkprompt train --activations`: "fp32", "bf16", "fp16"
+        (16-bit ones need storageBuffer16BitAccess in the device's features: VKP_ERROR_DEVICE without it), or NULL = "auto", the
+        device plan's choice: bf16 on GPUs with 16-bit storage, fp32 on CPU devices (`vkprompt devices --json`). NULL follows the
+        C# API's default (PromptModel.Open), so that a model scores and trains alike whichever API opened it; pass "fp32" for the
+        results fp32 activations give (bf16 ones move log-likelihoods by up to 1e-3 + 2^-9 of themselves, docs/numerics.md).
+        Any other string is VKP_ERROR_ARGUMENT. */
+int  vkp_model_open(vkp_context* ctx, const char* model_dir, const char* precision, vkp_model** out);
+     /* vkp_model_open2 with activations NULL, for hosts built before it existed (which then kept fp32 activations) */
 void vkp_model_close(vkp_model* model);
 int  vkp_score(vkp_model* model, const char* prompt_path, const char* jsonl, char** out_jsonl);
      /* jsonl: examples as JSON lines text; *out_jsonl: one line per example as `vkprompt score` prints; prompt_path NULL = no prompt */

@@ -4,8 +4,10 @@ using VkPrompt.Runtime.Kernels;
 namespace VkPrompt.Diagnostics;
 
 /// <summary>A product to measure: a name for messages, its spec, and the precision its B is
-/// read in as asked (a weight's precision, fp32 for an activation); a 16-bit B is stored the
-/// way the context stores such weights (<see cref="DevicePlan.StoredPrecision"/>).</summary>
+/// read in as asked (a weight's precision, fp32 for an activation); a 16-bit weight B is stored
+/// the way the context stores such weights (<see cref="DevicePlan.StoredPrecision"/>). A, an
+/// activation B and C are stored as the spec's storages say (<see cref="MatMulSpec.AStorage"/>,
+/// <see cref="MatMulSpec.BStorage"/>, <see cref="MatMulSpec.CStorage"/>), as the step keeps them.</summary>
 internal sealed record BenchProduct(string Name, MatMulSpec Spec, WeightPrecision B);
 
 /// <summary>What <see cref="ProductBench.Run"/> found for one product. A skipped product has
@@ -20,7 +22,8 @@ internal sealed record BenchProduct(string Name, MatMulSpec Spec, WeightPrecisio
 /// <param name="HalfCopyMs">the conversion of A to the 16-bit copy the product read, if it read one.</param>
 /// <param name="MaxRelativeError">the largest error over the largest |reference| of the checked
 /// outputs (<see cref="ProductBench.Check"/>); null where an output was not finite.</param>
-/// <param name="Tolerance">the largest relative error the kernel's precision allows.</param>
+/// <param name="Tolerance">the largest relative error the kernel's precision and C's storage
+/// allow (<see cref="ProductBench.Tolerance"/>).</param>
 /// <param name="CheckedOutputs">how many sampled outputs were compared.</param>
 /// <param name="Skipped">why the product was not measured (the device or build lacks its kernel), else null.</param>
 internal sealed record ProductMeasurement(
@@ -40,8 +43,9 @@ internal sealed record ProductBenchResult(IReadOnlyList<ProductMeasurement> Prod
 /// <summary>
 /// Times matrix products alone on a context and checks each against fp64 (what
 /// <c>vkprompt bench matmul</c> runs on the products of a training step, <c>T5Pass.Trace</c>):
-/// operands hashed in [-1, 1] (<see cref="MatMulOperands"/>) in one buffer per operand, sized
-/// for the largest product and reused by all; where <see cref="MatMulTuner.Enabled"/>, the
+/// operands hashed in [-1, 1] (<see cref="MatMulOperands"/>) in one buffer per operand and
+/// storage (<see cref="MatMulOperandBuffers"/>: 16-bit where the spec stores an operand in 16
+/// bits, as the step does), sized for the largest product and reused by all; where <see cref="MatMulTuner.Enabled"/>, the
 /// products tuned first; each product run untimed for a warm-up, then timed rep by rep
 /// (<see cref="DispatchTimer.Repeat"/>), then once more for <see cref="Check"/>.
 /// </summary>
@@ -57,8 +61,13 @@ internal static class ProductBench
     /// <summary>Outputs compared per product (all of them where there are fewer), besides the corners.</summary>
     public const int Samples = 256;
 
-    /// <summary>The tolerance of a product that ran on <paramref name="kernel"/>.</summary>
-    public static double Tolerance(string kernel) => MatMulKernel.IsMatrixUnitsKernel(kernel) ? Fp16Tolerance : Fp32Tolerance;
+    /// <summary>The tolerance of a product that ran on <paramref name="kernel"/> and stored C as
+    /// <paramref name="c"/>: the kernel's, plus, for a 16-bit C, the rounding of the store, which
+    /// moves each output by at most the storage's unit roundoff of itself, so by at most that much
+    /// of the largest |C| (2^-8 bf16, 2^-11 fp16: <see cref="ActivationPrecisions.UnitRoundoff"/>).
+    /// 16-bit A and B need nothing more: the reference reads the very values they hold.</summary>
+    public static double Tolerance(string kernel, ActivationPrecision c) =>
+        (MatMulKernel.IsMatrixUnitsKernel(kernel) ? Fp16Tolerance : Fp32Tolerance) + (c == ActivationPrecision.Fp32 ? 0 : c.UnitRoundoff());
 
     /// <summary>Measures each product: skipped where an operand exceeds one binding, else
     /// timed <paramref name="reps"/> times after at least <paramref name="warmupMs"/> of untimed
@@ -78,61 +87,30 @@ internal static class ProductBench
         // First, so that its scratch operands are gone before the ones below are allocated.
         int? tuned = MatMulTuner.Enabled(ctx) ? MatMulTuner.Tune(ctx, runnable.Select(pl => (pl.Product.Spec, pl.Product.B))).Count : null;
 
-        // One A and one C, and one B per precision B is read in: the values a weight was rounded
-        // to, stored as the context stores such weights (bf16 as fp16 for the matrix units). An
-        // fp32 weight and an activation share theirs.
-        long aElems = runnable.Select(pl => pl.AElems).DefaultIfEmpty(1).Max();
-        long cElems = runnable.Select(pl => pl.CElems).DefaultIfEmpty(1).Max();
-        using var a = new GpuBuffer(ctx, 4 * aElems, "bench_a");
-        using var c = new GpuBuffer(ctx, 4 * cElems, "bench_c");
-        var bs = new Dictionary<WeightPrecision, GpuBuffer>();
-        // An int8 B's row scales, all MatMulOperands.Int8Scale, for as many rows as any product reads.
-        GpuBuffer? int8Scales = null;
-        try
+        // One A and one C per storage, and one B per precision B is read in and storage.
+        using var operands = new MatMulOperandBuffers(ctx, runnable.Select(pl => (pl.Product.Spec, pl.Product.B)), "bench");
+        var results = new List<ProductMeasurement>();
+        foreach (var plan in plans)
         {
-            MatMulOperands.Fill(a, aElems, MatMulOperands.SeedA, WeightPrecision.Fp32);
-            foreach (var group in runnable.GroupBy(pl => pl.Product.B))
+            var p = plan.Product;
+            var (kernel, tiling) = MatMulKernel.Selection(ctx, p.Spec, plan.Stored);
+            double tolerance = Tolerance(kernel, p.Spec.CStorage);
+            if (plan.Skipped is not null)
             {
-                long elems = group.Max(pl => pl.BElems);
-                var stored = ctx.Plan.StoredPrecision(group.Key);
-                var b = bs[group.Key] = new GpuBuffer(ctx, group.Key.ElementBytes() * elems, $"bench_b_{group.Key.Name()}");
-                MatMulOperands.Fill(b, elems, MatMulOperands.SeedB, stored, group.Key);
-                if (stored == WeightPrecision.Int8)
-                {
-                    long rows = group.Max(pl => MatMulKernel.Int8RowsRead(pl.Product.Spec));
-                    int8Scales = new GpuBuffer(ctx, 4 * rows, "bench_b_int8_scales");
-                    MatMulOperands.FillInt8Scales(int8Scales, rows);
-                }
+                results.Add(new ProductMeasurement(p, plan.Stored, null, null, null, null, null, null, tolerance, 0, plan.Skipped));
+                continue;
             }
-
-            var results = new List<ProductMeasurement>();
-            foreach (var plan in plans)
-            {
-                var p = plan.Product;
-                var (kernel, tiling) = MatMulKernel.Selection(ctx, p.Spec, plan.Stored);
-                double tolerance = Tolerance(kernel);
-                if (plan.Skipped is not null)
-                {
-                    results.Add(new ProductMeasurement(p, plan.Stored, null, null, null, null, null, null, tolerance, 0, plan.Skipped));
-                    continue;
-                }
-                var b = bs[p.B];
-                var scales = plan.Stored == WeightPrecision.Int8 ? int8Scales : null;
-                ctx.Options.Log?.Invoke($"{p.Name}: {p.Spec.M}x{p.Spec.N}x{p.Spec.K} x{p.Spec.Batch1 * p.Spec.Batch2}, {kernel} {tiling}");
-                var (times, copyMs) = Time(ctx, a, b, scales, c, p.Spec, plan.Stored, reps, warmupMs, kernel, p.Name);
-                var (error, checkedOutputs) = Check(ctx, a, b, c, p.Spec, plan.Stored, MatMulKernel.IsMatrixUnitsKernel(kernel), p.B, scales);
-                results.Add(new ProductMeasurement(p, plan.Stored, kernel, tiling, MatMulTuner.Find(ctx, p.Spec, plan.Stored)?.Candidates, times, copyMs, error, tolerance,
-                                                   checkedOutputs, null));
-            }
-            if (ctx.Validation.Errors.FirstOrDefault() is { } validationError)
-                throw new InvalidOperationException($"{ctx.Validation.ErrorCount} Vulkan validation error(s); the first: {validationError}");
-            return new ProductBenchResult(results, tuned, ctx.Capabilities.TimestampsSupported, limit);
+            var (a, b, c) = (operands.A(p.Spec), operands.B(p.Spec, p.B), operands.C(p.Spec));
+            var scales = operands.Scales(plan.Stored);
+            ctx.Options.Log?.Invoke($"{p.Name}: {p.Spec.M}x{p.Spec.N}x{p.Spec.K} x{p.Spec.Batch1 * p.Spec.Batch2} (A {p.Spec.AStorage.Name()}, C {p.Spec.CStorage.Name()}), {kernel} {tiling}");
+            var (times, copyMs) = Time(ctx, a, b, scales, c, p.Spec, plan.Stored, reps, warmupMs, kernel, p.Name);
+            var (error, checkedOutputs) = Check(ctx, a, b, c, p.Spec, plan.Stored, MatMulKernel.IsMatrixUnitsKernel(kernel), p.B, scales);
+            results.Add(new ProductMeasurement(p, plan.Stored, kernel, tiling, MatMulTuner.Find(ctx, p.Spec, plan.Stored)?.Candidates, times, copyMs, error, tolerance,
+                                               checkedOutputs, null));
         }
-        finally
-        {
-            foreach (var b in bs.Values) b.Dispose();
-            int8Scales?.Dispose();
-        }
+        if (ctx.Validation.Errors.FirstOrDefault() is { } validationError)
+            throw new InvalidOperationException($"{ctx.Validation.ErrorCount} Vulkan validation error(s); the first: {validationError}");
+        return new ProductBenchResult(results, tuned, ctx.Capabilities.TimestampsSupported, limit);
     }
 
     /// <summary>The product's dispatches timed as <see cref="DispatchTimer.Repeat"/> times them, and,
@@ -150,22 +128,24 @@ internal static class ProductBench
         return (times.Where((_, i) => labels[i] != ToHalfKernel.Shader).ToList(), copies.Count > 0 ? copies.Sum() : null);
     }
 
-    /// <summary>Elements each operand of a product spans, the precision its B is stored in, and
-    /// its largest binding in bytes.</summary>
+    /// <summary>A product, the precision its B is stored in, and its largest binding in bytes,
+    /// each operand counted in its storage.</summary>
     sealed class Plan
     {
         public required BenchProduct Product { get; init; }
         public required WeightPrecision Stored { get; init; }
-        public long AElems, BElems, CElems, Largest;
+        public long Largest;
         public string? Skipped;
 
         public static Plan Of(GpuContext ctx, BenchProduct p)
         {
             var (a, b, c) = p.Spec.Extents();
+            var stored = ctx.Plan.StoredPrecision(p.B);
             return new Plan
             {
-                Product = p, Stored = ctx.Plan.StoredPrecision(p.B), AElems = a, BElems = b, CElems = c,
-                Largest = Math.Max(4 * Math.Max(a, c), p.B.ElementBytes() * b),
+                Product = p, Stored = stored,
+                Largest = Math.Max(Math.Max(p.Spec.AStorage.Bytes(a), p.Spec.CStorage.Bytes(c)),
+                                   p.B == WeightPrecision.Fp32 ? p.Spec.BStorage.Bytes(b) : stored.ElementBytes() * b),
             };
         }
     }
@@ -175,13 +155,16 @@ internal static class ProductBench
     /// <summary>Runs the product once more into a C filled with NaN (or with 1 where it
     /// accumulates), downloads sampled outputs and compares them with fp64 dot products of the
     /// operands as the kernel reads them: A and B hold <see cref="MatMulOperands"/>' values of
-    /// <see cref="MatMulOperands.SeedA"/> and <see cref="MatMulOperands.SeedB"/>, B as stored,
-    /// A rounded to fp16 (saturating) where the matrix units ran. Returns the largest error over
-    /// the largest |reference|, null when an output is not finite, and how many outputs were compared.</summary>
+    /// <see cref="MatMulOperands.SeedA"/> and <see cref="MatMulOperands.SeedB"/>, each as stored
+    /// (A and an activation B rounded to their <see cref="MatMulSpec.AStorage"/> and
+    /// <see cref="MatMulSpec.BStorage"/>), A rounded to fp16 (saturating) where the matrix units
+    /// ran. A 16-bit C is widened as it is downloaded. Returns the largest error over the largest
+    /// |reference|, null when an output is not finite, and how many outputs were compared.</summary>
     /// <param name="ctx">the context the operands live on.</param>
-    /// <param name="a">A, filled from <see cref="MatMulOperands.SeedA"/>.</param>
-    /// <param name="b">B, filled from <see cref="MatMulOperands.SeedB"/> in <paramref name="bPrecision"/>.</param>
-    /// <param name="c">C, overwritten.</param>
+    /// <param name="a">A, filled from <see cref="MatMulOperands.SeedA"/> in the spec's AStorage.</param>
+    /// <param name="b">B, filled from <see cref="MatMulOperands.SeedB"/> in <paramref name="bPrecision"/>
+    /// (for an activation B, fp32, in the spec's BStorage).</param>
+    /// <param name="c">C, stored as the spec's CStorage, overwritten.</param>
     /// <param name="s">the product.</param>
     /// <param name="bPrecision">the precision B is stored in.</param>
     /// <param name="matrixUnits">whether the product runs on the matrix units (A read as fp16).</param>
@@ -194,7 +177,7 @@ internal static class ProductBench
         const float initial = 1f;
         using (var graph = new CommandGraph(ctx, profiling: false))
         {
-            graph.Fill(c, s.Accumulate ? BitConverter.SingleToUInt32Bits(initial) : BitConverter.SingleToUInt32Bits(float.NaN));
+            graph.Fill(c, FillPattern(s.Accumulate ? initial : float.NaN, s.CStorage));
             MatMulKernel.Run(graph, a, b, c, s, bPrecision, bScales);
             graph.Run();
         }
@@ -220,7 +203,7 @@ internal static class ProductBench
             long z1 = z / s.Batch2, z2 = z % s.Batch2;
             return (z1, z2, m, n, Address: s.COffset + z1 * s.CStrideBatch1 + z2 * s.CStrideBatch2 + m * s.CStrideM + n);
         }).ToList();
-        var got = Download(c, outputs.Select(o => o.Address).ToList());
+        var got = Download(c, s.CStorage, outputs.Select(o => o.Address).ToList());
 
         double maxRef = 0, maxDiff = 0;
         foreach (var (z1, z2, m, n, address) in outputs)
@@ -230,9 +213,11 @@ internal static class ProductBench
             double sum = 0;
             for (long k = 0; k < s.K; k++)
             {
-                float av = MatMulOperands.Value(MatMulOperands.SeedA, aBase + k * s.AStrideK);
-                float bv = MatMulOperands.Stored(MatMulOperands.SeedB, bBase + k * s.BStrideK, bValues ?? bPrecision);
-                // The matrix units read A, and an fp32 B, rounded to fp16.
+                float av = MatMulOperands.Stored(MatMulOperands.SeedA, aBase + k * s.AStrideK, s.AStorage);
+                float bv = bPrecision == WeightPrecision.Fp32
+                    ? MatMulOperands.Stored(MatMulOperands.SeedB, bBase + k * s.BStrideK, s.BStorage)
+                    : MatMulOperands.Stored(MatMulOperands.SeedB, bBase + k * s.BStrideK, bValues ?? bPrecision);
+                // The matrix units read A, and an activation or fp32 B, rounded to fp16.
                 if (matrixUnits) (av, bv) = (ToHalf(av), bPrecision == WeightPrecision.Fp32 ? ToHalf(bv) : bv);
                 sum += (double)av * bv;
             }
@@ -245,9 +230,20 @@ internal static class ProductBench
         return (maxRef > 0 ? maxDiff / maxRef : maxDiff, outputs.Count);
     }
 
-    /// <summary>The floats at the given addresses, downloaded in windows of at most 16 Ki elements
-    /// (sampled outputs lie far apart in a large C: wider windows copy mostly what is not needed).</summary>
-    static Dictionary<long, float> Download(GpuBuffer c, List<long> addresses)
+    /// <summary>The 32 bits <see cref="CommandGraph.Fill"/> writes for every element of a buffer
+    /// stored as <paramref name="storage"/> to hold <paramref name="value"/>: a 16-bit one twice.</summary>
+    static uint FillPattern(float value, ActivationPrecision storage)
+    {
+        if (storage == ActivationPrecision.Fp32) return BitConverter.SingleToUInt32Bits(value);
+        Span<ushort> half = stackalloc ushort[1];
+        ActivationPrecisions.Encode([value], half, storage);
+        return half[0] | (uint)half[0] << 16;
+    }
+
+    /// <summary>The values at the given element addresses of C, stored as <paramref name="storage"/>
+    /// and widened to fp32, downloaded in windows of at most 16 Ki elements (sampled outputs lie
+    /// far apart in a large C: wider windows copy mostly what is not needed).</summary>
+    static Dictionary<long, float> Download(GpuBuffer c, ActivationPrecision storage, List<long> addresses)
     {
         const long Window = 1 << 14;
         var values = new Dictionary<long, float>();
@@ -258,7 +254,13 @@ internal static class ProductBench
             int j = i;
             while (j + 1 < sorted.Count && sorted[j + 1] - start < Window) j++;
             var window = new float[sorted[j] - start + 1];
-            c.Download<float>(window, start);
+            if (storage == ActivationPrecision.Fp32) c.Download<float>(window, start);
+            else
+            {
+                var halves = new ushort[window.Length];
+                c.Download<ushort>(halves, start);
+                ActivationPrecisions.Decode(halves, window, storage);
+            }
             for (int x = i; x <= j; x++) values[sorted[x]] = window[sorted[x] - start];
             i = j + 1;
         }

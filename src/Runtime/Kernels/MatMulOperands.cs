@@ -44,18 +44,22 @@ internal static class MatMulOperands
         scales.Upload<float>(values);
     }
 
+    /// <summary>The value as an activation stored as <paramref name="p"/> holds it, widened back to fp32.</summary>
+    public static float Stored(ulong seed, long index, ActivationPrecision p) => Stored(seed, index, AsWeight(p));
+
     /// <summary>Writes the first <paramref name="elements"/> values of <paramref name="seed"/> into
     /// <paramref name="buffer"/>, a buffer of activations stored as <paramref name="p"/>
     /// (<see cref="GpuBuffer.Storage"/>).</summary>
-    public static void Fill(GpuBuffer buffer, long elements, ulong seed, ActivationPrecision p) =>
-        // A 16-bit activation holds what a weight of the same form does: the values lie in [-1, 1),
-        // where fp16's saturation never applies.
-        Fill(buffer, elements, seed, p switch
-        {
-            ActivationPrecision.Bf16 => WeightPrecision.Bf16,
-            ActivationPrecision.Fp16 => WeightPrecision.Fp16,
-            _ => WeightPrecision.Fp32,
-        });
+    public static void Fill(GpuBuffer buffer, long elements, ulong seed, ActivationPrecision p) => Fill(buffer, elements, seed, AsWeight(p));
+
+    // A 16-bit activation holds what a weight of the same form does: the values lie in [-1, 1),
+    // where fp16's saturation never applies.
+    static WeightPrecision AsWeight(ActivationPrecision p) => p switch
+    {
+        ActivationPrecision.Bf16 => WeightPrecision.Bf16,
+        ActivationPrecision.Fp16 => WeightPrecision.Fp16,
+        _ => WeightPrecision.Fp32,
+    };
 
     /// <summary>Writes the first <paramref name="elements"/> values of <paramref name="seed"/> into
     /// <paramref name="buffer"/>, stored as <paramref name="p"/>; <paramref name="rounding"/> bf16
@@ -90,5 +94,92 @@ internal static class MatMulOperands
                 buffer.Upload<ushort>(halves.AsSpan(0, n), at);
             }
         }
+    }
+}
+
+/// <summary>Scratch operands for timing and checking products (<see cref="MatMulTuner"/>,
+/// <c>ProductBench</c>): one buffer per operand and storage, as the products' specs store them
+/// (<see cref="MatMulSpec.AStorage"/>, <see cref="MatMulSpec.BStorage"/>,
+/// <see cref="MatMulSpec.CStorage"/>), sized for the largest product and reused by all. A and C
+/// hold <see cref="MatMulOperands.SeedA"/>'s values and B <see cref="MatMulOperands.SeedB"/>'s,
+/// each rounded to its storage (<see cref="MatMulOperands.Stored(ulong, long, ActivationPrecision)"/>);
+/// a weight B, one buffer per precision as asked, is stored the way the context stores such
+/// weights (<see cref="DevicePlan.StoredPrecision"/>: bf16 as fp16 for the matrix units) with
+/// the values rounded as asked.</summary>
+internal sealed class MatMulOperandBuffers : IDisposable
+{
+    readonly Dictionary<ActivationPrecision, GpuBuffer> a = new(), c = new();
+    readonly Dictionary<(WeightPrecision, ActivationPrecision), GpuBuffer> b = new();
+    // An int8 B's row scales (MatMulOperands.FillInt8Scales), for as many rows as any product reads.
+    readonly GpuBuffer? int8Scales;
+
+    /// <param name="ctx">the context the buffers live on.</param>
+    /// <param name="products">each product with the precision its B is read in as asked (fp32 for an activation).</param>
+    /// <param name="name">the buffers' names' prefix, for messages.</param>
+    public MatMulOperandBuffers(GpuContext ctx, IEnumerable<(MatMulSpec Spec, WeightPrecision B)> products, string name)
+    {
+        var aMax = new Dictionary<ActivationPrecision, long>();
+        var cMax = new Dictionary<ActivationPrecision, long>();
+        var bMax = new Dictionary<(WeightPrecision, ActivationPrecision), long>();
+        long int8Rows = 0;
+        foreach (var (spec, p) in products)
+        {
+            var (aElems, bElems, cElems) = spec.Extents();
+            aMax[spec.AStorage] = Math.Max(aMax.GetValueOrDefault(spec.AStorage), aElems);
+            cMax[spec.CStorage] = Math.Max(cMax.GetValueOrDefault(spec.CStorage), cElems);
+            bMax[(p, spec.BStorage)] = Math.Max(bMax.GetValueOrDefault((p, spec.BStorage)), bElems);
+            if (ctx.Plan.StoredPrecision(p) == WeightPrecision.Int8) int8Rows = Math.Max(int8Rows, MatMulKernel.Int8RowsRead(spec));
+        }
+        try
+        {
+            foreach (var (storage, elems) in aMax)
+            {
+                a[storage] = GpuBuffer.Activations(ctx, elems, storage, $"{name}_a_{storage.Name()}");
+                MatMulOperands.Fill(a[storage], elems, MatMulOperands.SeedA, storage);
+            }
+            foreach (var (storage, elems) in cMax)
+            {
+                c[storage] = GpuBuffer.Activations(ctx, elems, storage, $"{name}_c_{storage.Name()}");
+                MatMulOperands.Fill(c[storage], elems, MatMulOperands.SeedA, storage);
+            }
+            foreach (var ((p, storage), elems) in bMax)
+            {
+                // A weight B is a table (fp32 storage, its form the stored precision); an fp32 B may be an activation.
+                var stored = ctx.Plan.StoredPrecision(p);
+                var buffer = b[(p, storage)] = p == WeightPrecision.Fp32
+                    ? GpuBuffer.Activations(ctx, elems, storage, $"{name}_b_{storage.Name()}")
+                    : new GpuBuffer(ctx, stored.ElementBytes() * elems, $"{name}_b_{p.Name()}");
+                if (p == WeightPrecision.Fp32) MatMulOperands.Fill(buffer, elems, MatMulOperands.SeedB, storage);
+                else MatMulOperands.Fill(buffer, elems, MatMulOperands.SeedB, stored, p);
+            }
+            if (int8Rows > 0)
+            {
+                int8Scales = new GpuBuffer(ctx, 4 * int8Rows, $"{name}_b_int8_scales");
+                MatMulOperands.FillInt8Scales(int8Scales, int8Rows);
+            }
+        }
+        catch
+        {
+            Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>The A of <paramref name="s"/>.</summary>
+    public GpuBuffer A(in MatMulSpec s) => a[s.AStorage];
+
+    /// <summary>The B of <paramref name="s"/>, whose B is read in <paramref name="p"/> as asked.</summary>
+    public GpuBuffer B(in MatMulSpec s, WeightPrecision p) => b[(p, s.BStorage)];
+
+    /// <summary>The C of <paramref name="s"/>.</summary>
+    public GpuBuffer C(in MatMulSpec s) => c[s.CStorage];
+
+    /// <summary>The row scales a B stored as <paramref name="stored"/> needs: an int8 B's, else null.</summary>
+    public GpuBuffer? Scales(WeightPrecision stored) => stored == WeightPrecision.Int8 ? int8Scales : null;
+
+    public void Dispose()
+    {
+        foreach (var buffer in a.Values.Concat(b.Values).Concat(c.Values)) buffer.Dispose();
+        int8Scales?.Dispose();
     }
 }

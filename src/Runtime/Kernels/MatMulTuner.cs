@@ -104,83 +104,24 @@ internal static class MatMulTuner
         $"{s.M}x{s.N}x{s.K} x{(long)s.Batch1 * s.Batch2} {(s.AStrideK == 1 ? "A" : "Aᵀ")}·{(s.BStrideN == 1 ? "B" : "Bᵀ")} " +
         $"(A {s.AStorage.Name()}, B {(b == WeightPrecision.Fp32 ? s.BStorage.Name() : b.Name())}, C {s.CStorage.Name()}){(s.Accumulate ? " +=" : "")}";
 
-    /// <summary>One buffer per operand and storage (B per weight precision and, for an activation
-    /// B, storage), as the products' specs store them, sized for the largest product and reused by
-    /// all, filled with hashed values in [-1, 1): data as varied as a step's, since some GPUs move
-    /// uniform data faster.</summary>
-    sealed class Scratch : IDisposable
+    /// <summary>The products' operands (<see cref="MatMulOperandBuffers"/>): hashed values in
+    /// [-1, 1), data as varied as a step's, since some GPUs move uniform data faster.</summary>
+    sealed class Scratch(GpuContext ctx, IEnumerable<(MatMulSpec Spec, WeightPrecision B)> products) : IDisposable
     {
-        readonly GpuContext ctx;
-        readonly Dictionary<ActivationPrecision, GpuBuffer> a = new(), c = new();
-        readonly Dictionary<(WeightPrecision, ActivationPrecision), GpuBuffer> b = new();
-        // An int8 B's row scales (MatMulOperands.FillInt8Scales), where one is tuned.
-        readonly GpuBuffer? int8Scales;
+        readonly MatMulOperandBuffers operands = new(ctx, products, "tune");
         bool warm;
-
-        public Scratch(GpuContext ctx, IEnumerable<(MatMulSpec Spec, WeightPrecision B)> products)
-        {
-            this.ctx = ctx;
-            var aMax = new Dictionary<ActivationPrecision, long>();
-            var cMax = new Dictionary<ActivationPrecision, long>();
-            var bMax = new Dictionary<(WeightPrecision, ActivationPrecision), long>();
-            long int8Rows = 0;
-            foreach (var (spec, p) in products)
-            {
-                var (aElems, bElems, cElems) = spec.Extents();
-                aMax[spec.AStorage] = Math.Max(aMax.GetValueOrDefault(spec.AStorage), aElems);
-                cMax[spec.CStorage] = Math.Max(cMax.GetValueOrDefault(spec.CStorage), cElems);
-                bMax[(p, spec.BStorage)] = Math.Max(bMax.GetValueOrDefault((p, spec.BStorage)), bElems);
-                if (p == WeightPrecision.Int8) int8Rows = Math.Max(int8Rows, MatMulKernel.Int8RowsRead(spec));
-            }
-            try
-            {
-                foreach (var (storage, elems) in aMax)
-                {
-                    a[storage] = GpuBuffer.Activations(ctx, elems, storage, $"tune_a_{storage.Name()}");
-                    MatMulOperands.Fill(a[storage], elems, MatMulOperands.SeedA, storage);
-                }
-                foreach (var (storage, elems) in cMax)
-                {
-                    c[storage] = GpuBuffer.Activations(ctx, elems, storage, $"tune_c_{storage.Name()}");
-                    MatMulOperands.Fill(c[storage], elems, MatMulOperands.SeedA, storage);
-                }
-                foreach (var ((p, storage), elems) in bMax)
-                {
-                    // A weight B is a table (fp32 storage, its form p); an fp32 B may be an activation.
-                    b[(p, storage)] = p == WeightPrecision.Fp32
-                        ? GpuBuffer.Activations(ctx, elems, storage, $"tune_b_{storage.Name()}")
-                        : new GpuBuffer(ctx, p.ElementBytes() * elems, $"tune_b_{p.Name()}");
-                    if (p == WeightPrecision.Fp32) MatMulOperands.Fill(b[(p, storage)], elems, MatMulOperands.SeedB, storage);
-                    else MatMulOperands.Fill(b[(p, storage)], elems, MatMulOperands.SeedB, p);
-                }
-                if (int8Rows > 0)
-                {
-                    int8Scales = new GpuBuffer(ctx, 4 * int8Rows, "tune_b_int8_scales");
-                    MatMulOperands.FillInt8Scales(int8Scales, int8Rows);
-                }
-            }
-            catch
-            {
-                Dispose();
-                throw;
-            }
-        }
 
         public IReadOnlyList<double> Time(MatMulSpec spec, WeightPrecision p, MatMulChoice choice)
         {
             double warmup = warm ? WarmupMs : FirstWarmupMs;
             warm = true;
-            var (ms, labels) = DispatchTimer.Repeat(ctx, g => choice.Append(g, a[spec.AStorage], b[(p, spec.BStorage)], c[spec.CStorage], spec, p, p == WeightPrecision.Int8 ? int8Scales : null), Reps, warmup);
+            var (ms, labels) = DispatchTimer.Repeat(ctx, g => choice.Append(g, operands.A(spec), operands.B(spec, p), operands.C(spec), spec, p, operands.Scales(p)), Reps, warmup);
             // The 16-bit copy of A that the first rep makes (the others read it) is the same for
             // every candidate tiling: only the products are compared.
             return labels is null ? ms : ms.Where((_, i) => labels[i] != ToHalfKernel.Shader).ToList();
         }
 
-        public void Dispose()
-        {
-            foreach (var buffer in a.Values.Concat(b.Values).Concat(c.Values)) buffer.Dispose();
-            int8Scales?.Dispose();
-        }
+        public void Dispose() => operands.Dispose();
     }
 }
 

@@ -13,7 +13,8 @@ namespace VkPrompt.Cli.Commands;
 
 /// <summary>
 /// <c>vkprompt bench matmul</c>: every distinct matrix product one training step of a T5 shape
-/// makes (<see cref="T5Pass.Trace"/>), each timed alone with GPU timestamps on random operands and
+/// makes (<see cref="T5Pass.Trace"/>, with the step's activations' storages), each timed alone
+/// with GPU timestamps on random operands stored as the step stores them and
 /// checked against an fp64 dot product of the operands as the kernel reads them
 /// (<see cref="ProductBench"/>). A cheap way to sweep the product's tilings
 /// (VKPROMPT_MATMUL_TILING, VKPROMPT_MATRIX_UNITS, VKPROMPT_MATRIX_UNITS_TILING) at real shapes on a
@@ -35,7 +36,7 @@ internal static class BenchMatMulCommand
             Description = "How the products whose B is a frozen weight store it, as in 'vkprompt bench' and 'train' (widened to fp32 as it is read; " +
                           "16-bit weights run on the matrix units where the device has them, A rounded to fp16, unless VKPROMPT_MATRIX_UNITS=0; " +
                           "int8 weights, each row with its own scale, go there in the products that read them as A·Bᵀ). " +
-                          "Attention products always take fp32 operands. auto: bf16 where the device has 16-bit storage. Default: fp32.",
+                          "Attention products multiply two activations, stored as --activations says. auto: bf16 where the device has 16-bit storage. Default: fp32.",
             DefaultValueFactory = _ => ModelOptions.DefaultPrecision,
         };
         precision.AcceptOnlyFromAmong(WeightPrecisions.Names);
@@ -53,20 +54,28 @@ internal static class BenchMatMulCommand
         var json = new Option<string?>("--json") { HelpName = "FILE", Description = "Where to write the JSON report. Default: vkprompt-bench-matmul-SHAPE-PRECISION.json in the current directory." };
         var device = Cli.DeviceOption();
         var attention = ModelOptions.Attention();
+        var activations = ModelOptions.Activations();
+        activations.Description = "How the step keeps its block activations, as 'train --activations' and 'vkprompt bench' store them: each product reads its A " +
+                                  "and an activation B (attention's q, k, v, the feed-forward's hidden output) and writes its C as the step does, 16-bit " +
+                                  "where the step keeps that tensor in 16 bits (the residual stream, the logits and every gradient stay fp32). " +
+                                  "auto: the device plan's choice, bf16 on GPUs with 16-bit storage, fp32 on CPU Vulkan devices such as lavapipe " +
+                                  "('vkprompt devices --json'). Default: auto, what 'train' would use.";
         var cmd = new Command("matmul",
             "Time each distinct matrix product of one training step of a T5 shape alone, as the model issues it (layout, transposes, which operand is the weight " +
             "and in which precision): q/k/v/o, the feed-forward, the LM head, their backward dX = dY·W, and the attention products of the attentions that run unfused " +
-            "(--attention), with fp32 activations as operands: a step with 16-bit activations (--activations, bf16 by default on GPUs) runs the same shapes with 16-bit A and C, " +
-            "which 'vkprompt bench' times in its per-op breakdown. Each runs untimed for --warmup-ms, then --reps times back to back with GPU timestamps, on random operands in [-1, 1], then is checked against an fp64 dot product " +
-            $"of {ProductBench.Samples} sampled outputs (error over the largest |C|: at most {ProductBench.Fp32Tolerance:G} with fp32 sums of fp32-read operands, {ProductBench.Fp16Tolerance:G} on the matrix units; " +
-            "exit code 1 naming the product above that). Reports per product the kernel and tiling that ran, the median time, TFLOP/s and how often a step makes it, " +
+            "(--attention), each operand stored as the step stores it: with 16-bit activations (--activations, bf16 by default on GPUs) a product reads a 16-bit A " +
+            "(and B, where B is an activation) and writes a 16-bit C wherever the step does. Each runs untimed for --warmup-ms, then --reps times back to back with GPU timestamps, " +
+            "on random operands in [-1, 1] rounded to their storage, then is checked against an fp64 dot product of the operands as stored " +
+            $"at {ProductBench.Samples} sampled outputs (error over the largest |C|: at most {ProductBench.Fp32Tolerance:G} with fp32 sums, {ProductBench.Fp16Tolerance:G} on the matrix units, " +
+            $"plus the rounding of a 16-bit C, {ActivationPrecision.Bf16.UnitRoundoff():G3} bf16 and {ActivationPrecision.Fp16.UnitRoundoff():G3} fp16; " +
+            "exit code 1 naming the product above that). Reports per product the storage of A, B and C, the kernel and tiling that ran, the median time, TFLOP/s and how often a step makes it, " +
             "and per step their sum; printed and written as JSON. Sweep tile shapes with VKPROMPT_MATMUL_TILING, VKPROMPT_MATRIX_UNITS (0, khr, nv) and VKPROMPT_MATRIX_UNITS_TILING; " +
             "with VKPROMPT_MATMUL_TUNE=1 on a GPU each product is first tuned among its kernel's tilings, and its row has every candidate's times (docs/benchmarks.md). " +
             "VKPROMPT_MATRIX_UNITS=emulate runs the matrix-unit kernel with its matrix operations emulated, on any device with fp16 arithmetic: its results, not its speed. " +
             "A matrix-unit product that reads a 16-bit copy of A (VKPROMPT_MATRIX_UNITS_HALF_A, on by default) shows the copy's time beside its own, and the step's sum counts it. " +
             "VKPROMPT_PIPELINE_STATS=1 adds what the driver compiled each kernel into (registers per invocation and the like), where it reports it.")
         {
-            shape, batch, input, target, promptLength, precision, reps, warmupMs, json, device, attention,
+            shape, batch, input, target, promptLength, precision, reps, warmupMs, json, device, attention, activations,
         };
         cmd.SetAction(parse =>
         {
@@ -81,13 +90,15 @@ internal static class BenchMatMulCommand
             var (name, directory) = BenchCommand.ReadShape(parse, shape);
             var config = directory is null ? T5Config.Named(name) : T5Config.Load(Path.Combine(directory, "config.json"));
             var settings = new Settings(config, name, new BatchShape(b, l, t, p), parse.GetValue(precision)!, n, w, dev, ModelOptions.ReadAttention(parse, attention), jsonPath,
-                "vkprompt " + string.Join(' ', parse.Tokens.Select(token => token.Value)));
+                "vkprompt " + string.Join(' ', parse.Tokens.Select(token => token.Value)), ModelOptions.ReadActivations(parse, activations));
             return Run(settings, Cli.Console(parse), parse.InvocationConfiguration.Error, ModelOptions.Log(parse));
         });
         return cmd;
     }
 
-    sealed record Settings(T5Config Config, string Name, BatchShape Batch, string Precision, int Reps, int WarmupMs, string Device, AttentionFusion Attention, string JsonPath, string CommandLine);
+    /// <param name="Activations">--activations; null: auto, the device plan's choice.</param>
+    sealed record Settings(T5Config Config, string Name, BatchShape Batch, string Precision, int Reps, int WarmupMs, string Device, AttentionFusion Attention, string JsonPath,
+                           string CommandLine, ActivationPrecision? Activations);
 
     static int Run(Settings s, IAnsiConsole console, TextWriter stderr, Action<string>? log)
     {
@@ -111,6 +122,9 @@ internal static class BenchMatMulCommand
         var caps = ctx.Capabilities;
         var precision = WeightPrecisions.Parse(s.Precision, caps);
         precision.Require(caps);
+        // As a model opened on this one device would store them (PromptModel.Open).
+        var activations = s.Activations ?? ctx.Plan.Activations;
+        activations.Require(caps);
         var notes = new List<string>();
 
         // The backend answers only which attentions fuse, as the step's would.
@@ -122,11 +136,11 @@ internal static class BenchMatMulCommand
         var attention = new BenchAttention(s.Attention.Name(), Fused(encFused), Fused(decFused), Fused(crossFused));
         if (encFused || decFused || crossFused)
             notes.Add($"attention {attention}: a fused attention makes no matrix products, so its products are not in the step (--attention unfused times them)");
-        var products = StepProductChecks.Of(c, shape, precision, backend.FusesAttention);
+        var products = StepProductChecks.Of(c, shape, precision, activations, backend.FusesAttention);
 
         console.WriteLine(string.Create(CultureInfo.InvariantCulture,
             $"{s.Name}: batch {shape.Batch}, input {shape.InputLength} + prompt {shape.PromptLength}, target {shape.TargetLength}: {products.Count} distinct products, " +
-            $"{products.Sum(p => p.Count)} per step; weights {precision.Name()}; {s.Reps} timed dispatch(es) each on {caps.Name}"));
+            $"{products.Sum(p => p.Count)} per step; weights {precision.Name()}, activations {activations.Name()}; {s.Reps} timed dispatch(es) each on {caps.Name}"));
 
         var bench = ProductBench.Run(ctx, products.Select(p => new BenchProduct(p.Name, p.Spec, p.Weight ?? WeightPrecision.Fp32)).ToList(), s.Reps, s.WarmupMs);
         foreach (var (p, m) in products.Zip(bench.Products).Where(pm => pm.Second.Skipped is not null))
@@ -163,7 +177,7 @@ internal static class BenchMatMulCommand
             new BenchModel(s.Name, T5Names.All(c).Sum(t => t.Shape.Aggregate(1L, (x, y) => x * y)), c.DModel, c.DFf, c.NumHeads, c.DKv, c.NumLayers, c.NumDecoderLayers,
                            c.VocabSize, c.FeedForwardProjName, c.TieWordEmbeddings),
             new BenchBatch(shape.Batch, shape.InputLength, shape.TargetLength, shape.PromptLength),
-            precision.Name(), attention, c.DropoutRate, s.Reps, s.WarmupMs, bench.Profiled,
+            precision.Name(), activations.Name(), attention, c.DropoutRate, s.Reps, s.WarmupMs, bench.Profiled,
             new MatMulSwitches(ctx.UsesMatrixUnits, ctx.MatrixUnitsEmulated, ctx.MatrixUnits.ToString().ToLowerInvariant(), ctx.Options.MatMulTiling, ctx.Options.MatrixUnitsTiling,
                                bench.Tuned is not null, ctx.Options.MatrixUnitsHalfActivations),
             rows, totals, notes)
@@ -185,7 +199,8 @@ internal static class BenchMatMulCommand
             stats = new TimeStats(median, times.Min(), times.Max());
             tflops = median > 0 ? p.Flops / (median / 1e3) / 1e12 : null;
         }
-        return new MatMulRow(p.Name, p.Uses, p.Count, s.M, s.N, s.K, s.Batch1 * s.Batch2, p.WeightB ? "weight" : "activation", m.B.Name(), s.Accumulate, s.Alpha, s,
+        return new MatMulRow(p.Name, p.Uses, p.Count, s.M, s.N, s.K, s.Batch1 * s.Batch2, p.WeightB ? "weight" : "activation", m.B.Name(),
+                             new OperandStorages(s.AStorage.Name(), p.WeightB ? m.B.Name() : s.BStorage.Name(), s.CStorage.Name()), s.Accumulate, s.Alpha, s,
                              p.Flops, m.Kernel, m.Tiling, m.Tuning, stats, m.TimesMs, tflops, m.MaxRelativeError, m.Tolerance, m.CheckedOutputs, m.Ok, m.Skipped)
         { HalfCopyMs = m.HalfCopyMs };
     }
@@ -197,12 +212,12 @@ internal static class BenchMatMulCommand
         console.WriteLine($"device: {r.Device.Name} ({r.Device.Driver})");
         var sw = r.Switches;
         string Tiling(string? forced) => forced ?? (sw.TuneMatMul ? "tuned per product" : "default");
-        console.WriteLine($"weights: {r.Precision}; matrix units: {(sw.CooperativeMatrixEmulated ? "emulated (VKPROMPT_MATRIX_UNITS=emulate)" : sw.CooperativeMatrix ? $"on ({sw.MatrixUnits})" : r.Capabilities.CooperativeMatrixKhr || r.Capabilities.CooperativeMatrixNv ? "off (VKPROMPT_MATRIX_UNITS=0)" : "none")}; " +
+        console.WriteLine($"weights: {r.Precision}; activations: {r.Activations}; matrix units: {(sw.CooperativeMatrixEmulated ? "emulated (VKPROMPT_MATRIX_UNITS=emulate)" : sw.CooperativeMatrix ? $"on ({sw.MatrixUnits})" : r.Capabilities.CooperativeMatrixKhr || r.Capabilities.CooperativeMatrixNv ? "off (VKPROMPT_MATRIX_UNITS=0)" : "none")}; " +
                           $"tiling: portable {Tiling(sw.MatMulTiling)}{(sw.CooperativeMatrix ? $", matrix units {Tiling(sw.CoopMatTiling)}" : "")}; attention: {r.Attention}");
-        var table = new Table().AddColumns("product", "per step", "M x N x K", "batch", "B", "kernel", "median ms", "TFLOP/s", "error", "");
+        var table = new Table().AddColumns("product", "per step", "M x N x K", "batch", "B", "A, B -> C", "kernel", "median ms", "TFLOP/s", "error", "");
         foreach (var p in r.Products)
             table.AddRow(Markup.Escape(p.Name), p.Count.ToString(CultureInfo.InvariantCulture), $"{p.M} x {p.N} x {p.K}{(p.Accumulate ? " +=" : "")}",
-                         p.Batch.ToString(CultureInfo.InvariantCulture), $"{p.BOperand} {p.BPrecision}", Markup.Escape($"{p.Kernel} {p.Tiling}{(p.Tuning is null ? "" : " (tuned)")}"),
+                         p.Batch.ToString(CultureInfo.InvariantCulture), p.BOperand, $"{p.Storage.A}, {p.Storage.B} -> {p.Storage.C}", Markup.Escape($"{p.Kernel} {p.Tiling}{(p.Tuning is null ? "" : " (tuned)")}"),
                          p.Ms is { } ms ? F(ms.Median, "F3") + (p.HalfCopyMs is { } copy ? $" + {F(copy, "F3")} copy" : "") : "-", p.Tflops is { } t ? F(t, "F3") : "-",
                          p.MaxRelativeError is { } e ? F(e, "E1") : p.Skipped is null ? "non-finite" : "-",
                          p.Skipped is not null ? "[yellow]skipped[/]" : p.Ok ? "ok" : "[red]WRONG[/]");
@@ -222,7 +237,7 @@ internal static class BenchMatMulCommand
 internal sealed record BenchMatMulReport(
     string Schema, string Implementation, string Command, string Timestamp,
     BenchDevice Device, DeviceCapabilities Capabilities, BenchModel Model, BenchBatch Batch,
-    string Precision, BenchAttention Attention, double Dropout, int Reps, int WarmupMs, bool Profiled, MatMulSwitches Switches,
+    string Precision, string Activations, BenchAttention Attention, double Dropout, int Reps, int WarmupMs, bool Profiled, MatMulSwitches Switches,
     IReadOnlyList<MatMulRow> Products, MatMulStepTotals Step, IReadOnlyList<string> Notes)
 {
     /// <summary>Every pipeline the products ran, with the driver's statistics of it, where
@@ -246,7 +261,7 @@ internal sealed record MatMulSwitches(bool CooperativeMatrix, bool CooperativeMa
 /// the tuner's times of each candidate tiling where it chose the tiling), its times and check. A
 /// skipped product has only <see cref="Skipped"/> and its shape.</summary>
 internal sealed record MatMulRow(
-    string Name, IReadOnlyList<StepProductUse> Uses, int Count, int M, int N, int K, int Batch, string BOperand, string BPrecision, bool Accumulate, float Alpha,
+    string Name, IReadOnlyList<StepProductUse> Uses, int Count, int M, int N, int K, int Batch, string BOperand, string BPrecision, OperandStorages Storage, bool Accumulate, float Alpha,
     MatMulSpec Spec, long Flops, string? Kernel, string? Tiling, IReadOnlyList<MatMulTimedTiling>? Tuning, TimeStats? Ms, IReadOnlyList<double>? TimesMs, double? Tflops,
     double? MaxRelativeError, double Tolerance, int CheckedOutputs, bool Ok, string? Skipped)
 {
@@ -255,6 +270,11 @@ internal sealed record MatMulRow(
 }
 
 internal sealed record TimeStats(double Median, double Min, double Max);
+
+/// <summary>How a product's operands are stored, as the step stores them: A and C as fp32, bf16 or
+/// fp16 (<see cref="MatMulSpec.AStorage"/>, <see cref="MatMulSpec.CStorage"/>); B as an
+/// activation's storage, or a weight's stored precision (its row's bPrecision).</summary>
+internal sealed record OperandStorages(string A, string B, string C);
 
 /// <summary>The step's products: how many it makes (all, and those measured), their FLOPs, and
 /// Σ count·median with the TFLOP/s it comes to.</summary>
