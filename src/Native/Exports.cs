@@ -91,21 +91,14 @@ internal static unsafe class Exports
     public static void ContextDestroy(void* ctx) => NativeCall.Free<GpuContext>(ctx);
 
     [UnmanagedCallersOnly(EntryPoint = "vkp_model_open", CallConvs = [typeof(CallConvCdecl)])]
-    public static int ModelOpen(void* ctx, byte* modelDir, byte* precision, void** out_) => NativeCall.Run(() => OpenModel(ctx, modelDir, precision, null, out_));
+    // Hosts built against the header before vkp_model_open2 got fp32 activations from this call, and
+    // keep them: a library update must not move the scores of a program nobody rebuilt.
+    public static int ModelOpen(void* ctx, byte* modelDir, byte* precision, void** out_) =>
+        NativeCall.Run(() => OpenModel(ctx, modelDir, precision, ActivationPrecision.Fp32, out_));
 
     [UnmanagedCallersOnly(EntryPoint = "vkp_model_open2", CallConvs = [typeof(CallConvCdecl)])]
-    public static int ModelOpen2(void* ctx, byte* modelDir, byte* precision, byte* activations, void** out_) =>
-        NativeCall.Run(() => OpenModel(ctx, modelDir, precision, activations, out_));
-
-    /// <summary>vkp_model_open2; vkp_model_open is it with activations NULL. The settings are read
-    /// before the model, so a bad one fails before any file or device work.</summary>
-    static int OpenModel(void* ctx, byte* modelDir, byte* precision, byte* activations, void** out_)
+    public static int ModelOpen2(void* ctx, byte* modelDir, byte* precision, byte* activations, void** out_) => NativeCall.Run(() =>
     {
-        NativeCall.RequireOut(out_, "out");
-        *out_ = null;
-        var context = NativeCall.Target<GpuContext>(ctx, "ctx");
-        string dir = NativeCall.Required(modelDir, "model_dir");
-        WeightPrecision? stored = NativeCall.String(precision) is { } p ? WeightPrecisions.Parse(p, context.Capabilities) : null;
         // NULL or "auto": the device plan's choice (DevicePlan.Activations), as PromptModel.Open's default.
         ActivationPrecision? kept = null;
         if (NativeCall.String(activations) is { } a)
@@ -113,6 +106,18 @@ internal static unsafe class Exports
             try { kept = ActivationPrecisions.Parse(a); }
             catch (ArgumentException) { throw new NativeArgumentException($"activations is '{a}': expected NULL or one of {string.Join(", ", ActivationPrecisions.Names)}"); }
         }
+        return OpenModel(ctx, modelDir, precision, kept, out_);
+    });
+
+    /// <summary>vkp_model_open2 and vkp_model_open. The settings are read before the model, so a
+    /// bad one fails before any file or device work.</summary>
+    static int OpenModel(void* ctx, byte* modelDir, byte* precision, ActivationPrecision? kept, void** out_)
+    {
+        NativeCall.RequireOut(out_, "out");
+        *out_ = null;
+        var context = NativeCall.Target<GpuContext>(ctx, "ctx");
+        string dir = NativeCall.Required(modelDir, "model_dir");
+        WeightPrecision? stored = NativeCall.String(precision) is { } p ? WeightPrecisions.Parse(p, context.Capabilities) : null;
         *out_ = NativeCall.Handle(PromptModel.Open(dir, context, stored, activations: kept));
         return Code.Ok;
     }

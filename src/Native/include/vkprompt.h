@@ -49,7 +49,7 @@ int  vkp_model_open2(vkp_context* ctx, const char* model_dir, const char* precis
         results fp32 activations give (bf16 ones move log-likelihoods by up to 1e-3 + 2^-9 of themselves, docs/numerics.md).
         Any other string is VKP_ERROR_ARGUMENT. */
 int  vkp_model_open(vkp_context* ctx, const char* model_dir, const char* precision, vkp_model** out);
-     /* vkp_model_open2 with activations NULL, for hosts built before it existed (which then kept fp32 activations) */
+     /* vkp_model_open2 with activations "fp32": the call hosts built before vkp_model_open2 use, whose results stay as they were */
 void vkp_model_close(vkp_model* model);
 int  vkp_score(vkp_model* model, const char* prompt_path, const char* jsonl, char** out_jsonl);
      /* jsonl: examples as JSON lines text; *out_jsonl: one line per example as `vkprompt score` prints; prompt_path NULL = no prompt */
