@@ -262,11 +262,12 @@ device() {
   sweep_summary() {
     python3 - "$res" <<'PY' | tee "$OUT/sweep.md"
 import json, pathlib, sys
-print("| run | products ms per step | TFLOP/s | all checked ok |\n|---|---|---|---|")
+print("| run | activations | products ms per step | TFLOP/s | all checked ok |\n|---|---|---|---|---|")
 for f in sorted(pathlib.Path(sys.argv[1]).glob("mm-*.json")):
     r = json.loads(f.read_text())
     ok = all(p.get("ok", False) or p.get("skipped") for p in r["products"])
-    print(f"| {f.stem} | {r['step']['msPerStep']:.1f} | {r['step']['tflops']:.1f} | {'yes' if ok else 'NO'} |")
+    # Reports from before bench matmul took --activations timed fp32 operands.
+    print(f"| {f.stem} | {r.get('activations', 'fp32')} | {r['step']['msPerStep']:.1f} | {r['step']['tflops']:.1f} | {'yes' if ok else 'NO'} |")
 # What the driver compiled the products' kernels into, where VKPROMPT_PIPELINE_STATS=1 asked.
 for f in sorted(pathlib.Path(sys.argv[1]).glob("mm-*.json")):
     for p in json.loads(f.read_text()).get("pipelines") or []:

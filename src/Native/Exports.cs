@@ -99,6 +99,8 @@ internal static unsafe class Exports
     [UnmanagedCallersOnly(EntryPoint = "vkp_model_open2", CallConvs = [typeof(CallConvCdecl)])]
     public static int ModelOpen2(void* ctx, byte* modelDir, byte* precision, byte* activations, void** out_) => NativeCall.Run(() =>
     {
+        NativeCall.RequireOut(out_, "out");
+        *out_ = null;
         // NULL or "auto": the device plan's choice (DevicePlan.Activations), as PromptModel.Open's default.
         ActivationPrecision? kept = null;
         if (NativeCall.String(activations) is { } a)
@@ -109,8 +111,8 @@ internal static unsafe class Exports
         return OpenModel(ctx, modelDir, precision, kept, out_);
     });
 
-    /// <summary>vkp_model_open2 and vkp_model_open. The settings are read before the model, so a
-    /// bad one fails before any file or device work.</summary>
+    /// <summary>vkp_model_open2 and vkp_model_open. The settings are read and checked against the
+    /// device before the model, so a bad one fails before any file work.</summary>
     static int OpenModel(void* ctx, byte* modelDir, byte* precision, ActivationPrecision? kept, void** out_)
     {
         NativeCall.RequireOut(out_, "out");
@@ -118,6 +120,7 @@ internal static unsafe class Exports
         var context = NativeCall.Target<GpuContext>(ctx, "ctx");
         string dir = NativeCall.Required(modelDir, "model_dir");
         WeightPrecision? stored = NativeCall.String(precision) is { } p ? WeightPrecisions.Parse(p, context.Capabilities) : null;
+        kept?.Require(context.Capabilities);
         *out_ = NativeCall.Handle(PromptModel.Open(dir, context, stored, activations: kept));
         return Code.Ok;
     }

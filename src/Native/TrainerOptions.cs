@@ -27,7 +27,7 @@ internal static class TrainerOptions
     static readonly string[] OfTheRun =
     [
         "model", "train", "validation", "output", "device", "memory_cap", "precision", "attention", "eval_every", "patience",
-        "save_every", "resume", "overwrite", "task", "export_npy",
+        "save_every", "resume", "overwrite", "task", "export_npy", "activations",
     ];
 
     /// <summary>The option a training error's <see cref="Setting"/> is set by.</summary>
@@ -35,7 +35,7 @@ internal static class TrainerOptions
     {
         if (s == Setting.LearningRate) return "lr";
         if (s == Setting.ClippingThreshold) return "clip";
-        if (s == Setting.WeightPrecision) return "precision (vkp_model_open)";
+        if (s == Setting.WeightPrecision) return "precision (vkp_model_open2)";
         string name = s.Name[(s.Name.LastIndexOf('.') + 1)..];
         // TrainOptions.PromptLength -> prompt_length
         return string.Concat(name.Select((c, i) => char.IsUpper(c) ? (i > 0 ? "_" : "") + char.ToLowerInvariant(c) : c.ToString()));
@@ -81,7 +81,7 @@ internal static class TrainerOptions
                 case "recompute": o = o with { ActivationMode = Bool(p) ? ActivationMode.Recompute : ActivationMode.Store }; break;
                 default:
                     if (OfTheRun.Contains(p.Name))
-                        throw new NativeArgumentException($"option '{p.Name}' is one of a training run's, not of a trainer's: the host does it (vkp_model_open, vkp_trainer_save_adapter); the trainer's options are {string.Join(", ", Known)}");
+                        throw new NativeArgumentException($"option '{p.Name}' is one of a training run's, not of a trainer's: the host does it (vkp_model_open2, vkp_trainer_save_adapter); the trainer's options are {string.Join(", ", Known)}");
                     throw new NativeArgumentException($"unknown option '{p.Name}'; the trainer's options are {string.Join(", ", Known)}");
             }
         }

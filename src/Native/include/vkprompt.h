@@ -1,5 +1,5 @@
 /* vkprompt.h: the C ABI of libvkprompt (prompt tuning of frozen T5 models on Vulkan).
- * Built by tools/build-native.sh; docs/embedding-c.md walks through it.
+ * Built by tools/build-native.sh; docs/embedding.md walks through it.
  * Every call returns one of the codes below and never throws; after an error, vkp_last_error()
  * says what went wrong on this thread. A call that fails leaves no half-made object (*out stays
  * NULL). A handle may be used from one thread at a time. */
@@ -45,7 +45,8 @@ int  vkp_model_open2(vkp_context* ctx, const char* model_dir, const char* precis
         activations: how each block's activations are stored between kernels, as `vkprompt train --activations`: "fp32", "bf16", "fp16"
         (16-bit ones need storageBuffer16BitAccess in the device's features: VKP_ERROR_DEVICE without it), or NULL = "auto", the
         device plan's choice: bf16 on GPUs with 16-bit storage, fp32 on CPU devices (`vkprompt devices --json`). NULL follows the
-        C# API's default (PromptModel.Open), so that a model scores and trains alike whichever API opened it; pass "fp32" for the
+        C# API's default activations (PromptModel.Open's), so that they are stored alike whichever API opened the model (its
+        weights: NULL here is auto, in C# precision: null); pass "fp32" for the
         results fp32 activations give (bf16 ones move log-likelihoods by up to 1e-3 + 2^-9 of themselves, docs/numerics.md).
         Any other string is VKP_ERROR_ARGUMENT. */
 int  vkp_model_open(vkp_context* ctx, const char* model_dir, const char* precision, vkp_model** out);

@@ -62,12 +62,16 @@ internal static class ProductBench
     public const int Samples = 256;
 
     /// <summary>The tolerance of a product that ran on <paramref name="kernel"/> and stored C as
-    /// <paramref name="c"/>: the kernel's, plus, for a 16-bit C, the rounding of the store, which
-    /// moves each output by at most the storage's unit roundoff of itself, so by at most that much
-    /// of the largest |C| (2^-8 bf16, 2^-11 fp16: <see cref="ActivationPrecisions.UnitRoundoff"/>).
+    /// <paramref name="c"/>: the kernel's t, plus, for a 16-bit C, the rounding of the store, which
+    /// moves each output by at most the storage's unit roundoff u of itself (2^-8 bf16, 2^-11
+    /// fp16: <see cref="ActivationPrecisions.UnitRoundoff"/>); the computed |C| exceeds the
+    /// largest reference |C| by at most t of it, so the whole is t + u·(1 + t) of the largest |C|.
     /// 16-bit A and B need nothing more: the reference reads the very values they hold.</summary>
-    public static double Tolerance(string kernel, ActivationPrecision c) =>
-        (MatMulKernel.IsMatrixUnitsKernel(kernel) ? Fp16Tolerance : Fp32Tolerance) + (c == ActivationPrecision.Fp32 ? 0 : c.UnitRoundoff());
+    public static double Tolerance(string kernel, ActivationPrecision c)
+    {
+        double t = MatMulKernel.IsMatrixUnitsKernel(kernel) ? Fp16Tolerance : Fp32Tolerance;
+        return c == ActivationPrecision.Fp32 ? t : t + c.UnitRoundoff() * (1 + t);
+    }
 
     /// <summary>Measures each product: skipped where an operand exceeds one binding, else
     /// timed <paramref name="reps"/> times after at least <paramref name="warmupMs"/> of untimed

@@ -51,7 +51,7 @@ internal static class BenchMatMulCommand
                           "inside a training step. Default: 100.",
             DefaultValueFactory = _ => 100,
         };
-        var json = new Option<string?>("--json") { HelpName = "FILE", Description = "Where to write the JSON report. Default: vkprompt-bench-matmul-SHAPE-PRECISION.json in the current directory." };
+        var json = new Option<string?>("--json") { HelpName = "FILE", Description = "Where to write the JSON report. Default: vkprompt-bench-matmul-SHAPE-PRECISION-act-ACTIVATIONS.json in the current directory." };
         var device = Cli.DeviceOption();
         var attention = ModelOptions.Attention();
         var activations = ModelOptions.Activations();
@@ -103,7 +103,7 @@ internal static class BenchMatMulCommand
     static int Run(Settings s, IAnsiConsole console, TextWriter stderr, Action<string>? log)
     {
         var report = Measure(s, console, log);
-        string path = s.JsonPath.Length > 0 ? s.JsonPath : $"vkprompt-bench-matmul-{s.Name}-{report.Precision}.json";
+        string path = s.JsonPath.Length > 0 ? s.JsonPath : $"vkprompt-bench-matmul-{s.Name}-{report.Precision}-act-{report.Activations}.json";
         Print(console, report);
         File.WriteAllText(path, JsonSerializer.Serialize(report, CliJson.Default.BenchMatMulReport) + "\n");
         console.WriteLine($"wrote {path}");
