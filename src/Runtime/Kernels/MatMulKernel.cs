@@ -304,9 +304,15 @@ internal static class MatMulKernel
     internal static string MatrixUnitsShader(GpuContext context, string name = "matmul_coopmat") => MatrixUnitsShader(context.Plan.MatrixUnits, name);
 
     /// <summary>The subgroup-scope product's build for a B stored as <paramref name="bPrecision"/>:
-    /// matmul_coopmat_int8* binds an int8 B's scales, matmul_coopmat* takes every other B.</summary>
+    /// matmul_coopmat_int8* binds an int8 B's scales, matmul_coopmat* takes every other B; with
+    /// the fragments the plan chose (<see cref="DevicePlan.MatrixUnitsOperands"/>).</summary>
     internal static string MatrixUnitsShader(GpuContext context, WeightPrecision bPrecision) =>
-        MatrixUnitsShader(context, bPrecision == WeightPrecision.Int8 ? "matmul_coopmat_int8" : "matmul_coopmat");
+        MatrixUnitsProductShader(context.Plan.MatrixUnits, context.Plan.Bf16Fragments, bPrecision == WeightPrecision.Int8 ? "matmul_coopmat_int8" : "matmul_coopmat");
+
+    /// <summary>The product's build <see cref="MatrixUnitsShader(MatrixUnits, string)"/> names, its
+    /// bf16-fragment variant (NAME_khr_bf16.comp, NAME_emulated_bf16.comp) where <paramref name="bf16"/>.</summary>
+    internal static string MatrixUnitsProductShader(MatrixUnits units, bool bf16, string name = "matmul_coopmat") =>
+        MatrixUnitsShader(units, name) + (bf16 ? "_bf16" : "");
 
     /// <inheritdoc cref="MatrixUnitsShader(GpuContext, string)"/>
     internal static string MatrixUnitsShader(MatrixUnits units, string name = "matmul_coopmat") => units switch
@@ -317,10 +323,12 @@ internal static class MatMulKernel
     };
 
     /// <summary>Whether <paramref name="kernel"/>, as <see cref="Selection"/> names it, is a
-    /// cooperative-matrix product (on the matrix units or emulated), which rounds A to fp16.</summary>
+    /// cooperative-matrix product (on the matrix units or emulated), which rounds A to fp16 (to
+    /// bf16 in the *_bf16 builds).</summary>
     public static bool IsMatrixUnitsKernel(string kernel) =>
         kernel is "matmul_coopmat" or DevicePlan.KhrMatMulShader or DevicePlan.Nv2MatMulShader or "matmul_coopmat_emulated"
-            or "matmul_coopmat_int8" or "matmul_coopmat_int8_khr" or "matmul_coopmat_int8_emulated";
+            or "matmul_coopmat_int8" or "matmul_coopmat_int8_khr" or "matmul_coopmat_int8_emulated"
+            or DevicePlan.KhrBf16MatMulShader or "matmul_coopmat_emulated_bf16" or "matmul_coopmat_int8_khr_bf16" or "matmul_coopmat_int8_emulated_bf16";
 }
 
 /// <summary>A product's kernel and its tile shape: the portable product's (<see cref="Portable"/>)
