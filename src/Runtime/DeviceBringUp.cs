@@ -249,7 +249,7 @@ internal static unsafe class DeviceBringUp
         var khrCoopmat = new PhysicalDeviceCooperativeMatrixFeaturesKHR
         {
             SType = StructureType.PhysicalDeviceCooperativeMatrixFeaturesKhr, CooperativeMatrix = true,
-            PNext = plan.Bf16Fragments ? &bf16 : bf16.PNext,
+            PNext = plan.Bf16FragmentsOnUnits ? &bf16 : bf16.PNext,
         };
         var executableInfo = new PhysicalDevicePipelineExecutablePropertiesFeaturesKHR
         {
@@ -309,7 +309,7 @@ internal static unsafe class DeviceBringUp
         if (units is MatrixUnits.Khr or MatrixUnits.Nv2) names.Add(DeviceCapabilities.KhrCooperativeMatrixExtension);
         if (units == MatrixUnits.Nv) names.Add(DeviceCapabilities.NvCooperativeMatrixExtension);
         if (units == MatrixUnits.Nv2) names.Add(DeviceCapabilities.NvCooperativeMatrix2Extension);
-        if (plan.Bf16Fragments) names.Add(DeviceCapabilities.ShaderBfloat16Extension);
+        if (plan.Bf16FragmentsOnUnits) names.Add(DeviceCapabilities.ShaderBfloat16Extension);
         if (plan.PipelineStatistics) names.Add(DeviceCapabilities.PipelineExecutablePropertiesExtension);
         if (plan.MemoryBudget) names.Add(DeviceCapabilities.MemoryBudgetExtension);
         if (plan.Capabilities.PortabilitySubset) names.Add(DeviceCapabilities.PortabilitySubsetExtension);

@@ -43,6 +43,10 @@ public sealed record DevicePlan
     /// <summary><see cref="MatrixUnitsOperands"/> is bf16.</summary>
     internal bool Bf16Fragments => MatrixUnitsOperands == MatrixUnitsOperands.Bf16;
 
+    /// <summary>The device multiplies bf16 fragments (not their emulation): the device is created
+    /// with VK_KHR_shader_bfloat16 and its features.</summary>
+    internal bool Bf16FragmentsOnUnits => Bf16Fragments && MatrixUnits is MatrixUnits.Khr or MatrixUnits.Nv2;
+
     /// <summary>The subgroup size the matrix-unit kernel is built for: the device's, or the 32
     /// invocations the emulation groups together whatever the device's.</summary>
     public uint MatrixUnitsSubgroupSize => MatrixUnits == MatrixUnits.Emulated ? 32 : Capabilities.SubgroupSize;
@@ -304,13 +308,13 @@ public sealed record DevicePlan
     /// columns wide, and the range A spans is at most twice the elements it uses (a strided view
     /// would convert what it skips).</summary>
     internal bool HalvesA(in MatMulSpec s) =>
-        s.AStorage == ActivationPrecision.Fp32 && HalfCopies && s.N >= HalfCopyMinOther && Used(s) > 0
+        s.AStorage == ActivationPrecision.Fp32 && Options.MatrixUnitsHalfActivations && !Bf16Fragments && s.N >= HalfCopyMinOther && Used(s) > 0
         && s.Extents().A - s.AOffset <= 2L * s.M * s.K * s.Batch1 * s.Batch2;
 
     /// <summary>The same for an fp32 B (the products of two activations that
     /// <see cref="MatrixUnitsAllProducts"/> puts on the matrix units), at least 256 rows deep.</summary>
     internal bool HalvesB(in MatMulSpec s) =>
-        s.BStorage == ActivationPrecision.Fp32 && HalfCopies && s.M >= HalfCopyMinOther && Used(s) > 0
+        s.BStorage == ActivationPrecision.Fp32 && Options.MatrixUnitsHalfActivations && !Bf16Fragments && s.M >= HalfCopyMinOther && Used(s) > 0
         && s.Extents().B - s.BOffset <= 2L * s.N * s.K * s.Batch1 * s.Batch2;
 
     /// <summary>Multiply-adds the product makes: none (nothing to copy for) where any size is 0.</summary>

@@ -110,9 +110,11 @@ internal static class MatMulKernel
     /// whatever the switches ask of the other kernel; the subgroup-scope kernel's follow
     /// <paramref name="halfA"/> and <paramref name="halfB"/> where given, else the plan
     /// (<see cref="DevicePlan.HalvesA"/>, <see cref="DevicePlan.HalvesB"/>). The memory plan
-    /// counts the copies by it too.</summary>
+    /// counts the copies by it too. The copies are fp16, so with bf16 fragments there are none,
+    /// whatever the switches ask: the kernel rounds fp32 operands to bf16 as it stages them.</summary>
     internal static (bool A, bool B) CopiedOperands(DevicePlan plan, in MatMulSpec s, WeightPrecision bPrecision, bool? halfA = null, bool? halfB = null)
     {
+        if (plan.Bf16Fragments) return (false, false);
         bool workgroupScope = plan.OnWorkgroupScope(s, bPrecision);
         bool a = s.AStorage == ActivationPrecision.Fp32 && (workgroupScope ? DevicePlan.Used(s) > 0 : halfA ?? plan.HalvesA(s));
         bool b = bPrecision == WeightPrecision.Fp32 && s.BStorage == ActivationPrecision.Fp32
