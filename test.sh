@@ -60,6 +60,10 @@ bf16="built"
 summary+=("spirv-val ($validator): $((${#modules[@]} - invalid)) of ${#modules[@]} modules valid; KHR cooperative-matrix kernels $khr; bf16-fragment kernels $bf16")
 
 echo "== tests"
+# The suite's bounds for the matrix units are fp16 fragments'; on a GPU that multiplies bf16 ones
+# (their default there) the tests of bf16 fragments ask for them (GpuFixture.MatrixUnitsBf16), and
+# everything else keeps fp16 unless this variable is set otherwise.
+export VKPROMPT_MATRIX_UNITS_OPERANDS=${VKPROMPT_MATRIX_UNITS_OPERANDS:-fp16}
 device="VKPROMPT_DEVICE=${VKPROMPT_DEVICE:-}"
 if [[ -z ${VKPROMPT_DEVICE:-} ]]; then
   lavapipe=(/usr/share/vulkan/icd.d/lvp_icd.*.json)
