@@ -35,7 +35,9 @@ public sealed record DevicePlan
     /// saturates at fp16's ±65504 (T5 v1.1's feed-forward can exceed it), at the cost of rounding
     /// fp16 and fp32 operands to 8 significant bits rather than 11 (docs/numerics.md, section 8).
     /// fp16 otherwise, and always for VK_NV_cooperative_matrix (no bf16 there), the
-    /// workgroup-scope kernel and fused attention, whose kernels multiply fp16. The emulated units
+    /// workgroup-scope kernel and fused attention, whose kernels multiply fp16 (with
+    /// VK_NV_cooperative_matrix2 asked for, bf16 only where asked too: the products then all run
+    /// the KHR kernel). The emulated units
     /// multiply bf16 only where asked. With bf16 fragments bf16 weights stay bf16
     /// (<see cref="StoredPrecision"/>) and no fp16 copies of activations are made (<see cref="HalfCopies"/>).</summary>
     public MatrixUnitsOperands MatrixUnitsOperands { get; }
@@ -206,7 +208,8 @@ public sealed record DevicePlan
                  : !bf16Built ? $"VK_KHR_cooperative_matrix, but this build has no {KhrBf16MatMulShader} shader: its glslc could not compile GL_EXT_bfloat16 (glslang 16 can); " +
                                 "tools/fetch-glslc.sh fetches one that can, and the next build uses it"
                  : $"VK_KHR_cooperative_matrix with VK_KHR_shader_bfloat16 and 16x16x16 bf16·bf16+fp32 at subgroup scope, which {caps.Described} lacks (see vkprompt devices)")),
-            _ => khrBf16 && Activations == ActivationPrecision.Bf16 ? MatrixUnitsOperands.Bf16 : MatrixUnitsOperands.Fp16,
+            // Not unasked with VKPROMPT_MATRIX_UNITS=nv2, whose workgroup-scope kernel multiplies fp16 only.
+            _ => khrBf16 && MatrixUnits == MatrixUnits.Khr && Activations == ActivationPrecision.Bf16 ? MatrixUnitsOperands.Bf16 : MatrixUnitsOperands.Fp16,
         };
     }
 
