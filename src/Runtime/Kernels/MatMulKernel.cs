@@ -40,8 +40,9 @@ internal static class MatMulKernel
     /// loaded, C narrowed as it is stored; the sums stay fp32.</summary>
     /// <remarks>Where the context uses the matrix units, a product with 16-bit B, or int8 B read
     /// as A·Bᵀ (any B with <see cref="DevicePlan.MatrixUnitsAllProducts"/>), runs on the matrix
-    /// units instead, with A and an fp32 B rounded to fp16 (saturating at ±65504) and fp32 sums
-    /// (<see cref="DevicePlan.OnMatrixUnits(in MatMulSpec, WeightPrecision)"/>).</remarks>
+    /// units instead, with A and an fp32 B rounded to fp16 (saturating at ±65504), or both
+    /// operands to bf16 where the plan's fragments are bf16 (<see cref="DevicePlan.MatrixUnitsOperands"/>),
+    /// and fp32 sums (<see cref="DevicePlan.OnMatrixUnits(in MatMulSpec, WeightPrecision)"/>).</remarks>
     /// <exception cref="GpuException">B is 16-bit and the device lacks 16-bit storage.</exception>
     public static void Run(CommandGraph g, GpuBuffer a, GpuBuffer b, GpuBuffer c, in MatMulSpec s, WeightPrecision bPrecision = WeightPrecision.Fp32,
                            GpuBuffer? bScales = null) =>
