@@ -24,7 +24,8 @@ namespace VkPrompt.Tests.Kernels;
 /// round: per element at most (3K + 8)·2^-24 of |alpha|·Σ_k|a_k·b_k| + |C| (2K for sums in any
 /// order rounded toward zero, as matrix units may, K for the reference's, 8 for alpha, C and the
 /// store), plus the ulp of C's storage. Operands rounded to fp16 instead err by ~2^-12 of each
-/// term, far past that (BF16FragmentsRoundAsTheyShould breaks it on purpose).</remarks>
+/// term, far past that; so do operands truncated to bf16 rather than rounded (tried: the cases
+/// with fp32 or fp16 operands failed).</remarks>
 public sealed class MatMulMatrixUnits16Tests(GpuFixture f) : GpuTest(f)
 {
     const double Tolerance = 1e-3;
