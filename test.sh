@@ -44,7 +44,8 @@ validator=spirv-val
 [[ -x .tools/bin/spirv-val ]] && validator=.tools/bin/spirv-val
 invalid=0
 for m in "${modules[@]}"; do
-  # The workgroup-scope kernels (*_nv2) are SPIR-V 1.6, which Vulkan 1.3 takes; the rest 1.2.
+  # The workgroup-scope kernels (*_nv2) are SPIR-V 1.6, which Vulkan 1.3 takes; the rest 1.2,
+  # the bf16-fragment ones (*_khr_bf16, SPV_KHR_bfloat16) among them.
   env=vulkan1.2
   [[ $m == *_nv2.spv ]] && env=vulkan1.3
   "$validator" --target-env "$env" "$m" || { echo "invalid SPIR-V: $m"; invalid=$((invalid + 1)); }
@@ -53,9 +54,16 @@ if [[ ${#modules[@]} -eq 0 ]]; then
   summary+=("spirv-val: FAILED, no SPIR-V modules in src/Runtime/obj/spv")
   finish 1
 fi
-summary+=("spirv-val ($validator): $((${#modules[@]} - invalid)) of ${#modules[@]} modules valid; KHR cooperative-matrix kernels $khr")
+# The bf16-fragment kernels need GL_EXT_bfloat16 besides (glslang 16), which the build says it lacked.
+bf16="built"
+[[ -e src/Runtime/obj/spv/matmul_coopmat_khr_bf16.spv ]] || bf16="NOT built: the glslc lacks GL_EXT_bfloat16"
+summary+=("spirv-val ($validator): $((${#modules[@]} - invalid)) of ${#modules[@]} modules valid; KHR cooperative-matrix kernels $khr; bf16-fragment kernels $bf16")
 
 echo "== tests"
+# The suite's bounds for the matrix units are fp16 fragments'; on a GPU that multiplies bf16 ones
+# (their default there) the tests of bf16 fragments ask for them (GpuFixture.MatrixUnitsBf16), and
+# everything else keeps fp16 unless this variable is set otherwise.
+export VKPROMPT_MATRIX_UNITS_OPERANDS=${VKPROMPT_MATRIX_UNITS_OPERANDS:-fp16}
 device="VKPROMPT_DEVICE=${VKPROMPT_DEVICE:-}"
 if [[ -z ${VKPROMPT_DEVICE:-} ]]; then
   lavapipe=(/usr/share/vulkan/icd.d/lvp_icd.*.json)

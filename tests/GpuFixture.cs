@@ -13,10 +13,16 @@ public sealed class GpuFixture : IDisposable
 
     // What users get by default: the matrix units where the device has them, so every test of a
     // product with 16-bit weights covers them there. VKPROMPT_MATRIX_UNITS=0 tests the portable
-    // product there instead.
-    public GpuContext Context { get; } = GpuContext.Create(EnvironmentSettings.GpuOptions() with { Validation = true, PipelineCacheDirectory = null });
+    // product there instead. One exception: their fragments are fp16 unless
+    // VKPROMPT_MATRIX_UNITS_OPERANDS says otherwise, as the suite's bounds for the matrix units
+    // are fp16's; bf16 fragments (the default where the device has them) are tested through
+    // MatrixUnitsBf16.
+    static GpuOptions Options() => EnvironmentSettings.GpuOptions() is var o && o.MatrixUnitsOperands == MatrixUnitsOperandsRequest.Auto
+        ? o with { MatrixUnitsOperands = MatrixUnitsOperandsRequest.Fp16 } : o;
 
-    readonly Lazy<GpuContext?> emulated, allProducts;
+    public GpuContext Context { get; } = GpuContext.Create(Options() with { Validation = true, PipelineCacheDirectory = null });
+
+    readonly Lazy<GpuContext?> emulated, allProducts, bf16;
 
     public GpuFixture()
     {
@@ -24,14 +30,27 @@ public sealed class GpuFixture : IDisposable
         {
             var caps = Context.Capabilities;
             if (!MatrixUnitsOn || Context.UsesMatrixUnits || !(caps.ShaderFloat16 && caps.StorageBuffer16Bit)) return null;
-            return GpuContext.Create(EnvironmentSettings.GpuOptions() with { Validation = true, PipelineCacheDirectory = null, MatrixUnits = MatrixUnitsRequest.Emulate });
+            return GpuContext.Create(Options() with { Validation = true, PipelineCacheDirectory = null, MatrixUnits = MatrixUnitsRequest.Emulate });
         });
         allProducts = new(() => MatrixUnits is not { } units ? null
-            : GpuContext.Create(EnvironmentSettings.GpuOptions() with
+            : GpuContext.Create(Options() with
             {
                 Validation = true, PipelineCacheDirectory = null, MatrixUnitsAllProducts = true,
                 MatrixUnits = units.MatrixUnitsEmulated ? MatrixUnitsRequest.Emulate : EnvironmentSettings.GpuOptions().MatrixUnits,
             }));
+        // The device's own bf16 fragments where it multiplies them, else their emulation.
+        bf16 = new(() =>
+        {
+            if (Context.Plan.Bf16Fragments) return Context;
+            var caps = Context.Capabilities;
+            bool onUnits = Context.MatrixUnits is VkPrompt.Runtime.MatrixUnits.Khr or VkPrompt.Runtime.MatrixUnits.Nv2 && caps.CooperativeMatrixBf16 && Kernel.IsEmbedded(DevicePlan.KhrBf16MatMulShader);
+            if (!MatrixUnitsOn || !onUnits && !(caps.ShaderFloat16 && caps.StorageBuffer16Bit)) return null;
+            return GpuContext.Create(Options() with
+            {
+                Validation = true, PipelineCacheDirectory = null, MatrixUnitsOperands = MatrixUnitsOperandsRequest.Bf16,
+                MatrixUnits = onUnits ? EnvironmentSettings.GpuOptions().MatrixUnits : MatrixUnitsRequest.Emulate,
+            });
+        });
     }
 
     /// <summary>A context whose products with 16-bit weights run the matrix-units kernel:
@@ -40,15 +59,21 @@ public sealed class GpuFixture : IDisposable
     /// what users get by default; null where neither can be had.</summary>
     public GpuContext? MatrixUnits => Context.UsesMatrixUnits ? Context : emulated.Value;
 
+    /// <summary>Like <see cref="MatrixUnits"/>, with bf16 fragments (<see cref="DevicePlan.MatrixUnitsOperands"/>):
+    /// the device's matrix units where they multiply bf16 and this build has their kernels, else
+    /// their emulation; null where neither can be had.</summary>
+    public GpuContext? MatrixUnitsBf16 => bf16.Value;
+
     /// <summary>Like <see cref="MatrixUnits"/>, with every product on the matrix-units kernel,
     /// those of two fp32 operands too (<see cref="GpuOptions.MatrixUnitsAllProducts"/>).</summary>
     public GpuContext? MatrixUnitsAllProducts => allProducts.Value;
 
     internal IEnumerable<GpuContext> Contexts =>
-        new[] { Context }.Concat(new[] { emulated, allProducts }.Where(l => l.IsValueCreated && l.Value is not null).Select(l => l.Value!));
+        new[] { Context }.Concat(new[] { emulated, allProducts, bf16 }.Where(l => l.IsValueCreated && l.Value is not null).Select(l => l.Value!)).Distinct();
 
     public void Dispose()
     {
+        if (bf16.IsValueCreated && bf16.Value != Context) bf16.Value?.Dispose();
         if (allProducts.IsValueCreated) allProducts.Value?.Dispose();
         if (emulated.IsValueCreated) emulated.Value?.Dispose();
         Context.Dispose();
@@ -82,6 +107,18 @@ public abstract class GpuTest : IDisposable
         {
             var ctx = fixture.MatrixUnits;
             Skip.If(ctx is null, $"{Ctx.Capabilities.Name} has neither matrix units this build can use nor the fp16 arithmetic to emulate them");
+            return ctx!;
+        }
+    }
+
+    /// <summary>The context whose matrix units multiply bf16 fragments (<see cref="GpuFixture.MatrixUnitsBf16"/>);
+    /// skips the test where there is none.</summary>
+    protected GpuContext MatrixUnitsBf16Ctx
+    {
+        get
+        {
+            var ctx = fixture.MatrixUnitsBf16;
+            Skip.If(ctx is null, $"{Ctx.Capabilities.Name} has neither bf16 matrix units this build can use nor the fp16 arithmetic to emulate them");
             return ctx!;
         }
     }

@@ -47,15 +47,50 @@ def weight_tolerances(precision):
     return (1e-4, 1e-3) if u is None else (u / 2, 8 * u + ALL_PRODUCTS_GRADIENT)
 
 
-def tolerances(precision, activations):
+# Where the device's plan puts bf16 fragments on the matrix units (DevicePlan.MatrixUnitsOperands,
+# which a context decides once whatever a run's --activations), every product there rounds both
+# operands to bf16 unless they are bf16 already: the bounds of bf16 weights and bf16 activations
+# added (ActivationPrecisionTests.Bf16FragmentsStayNearGolden, docs/numerics.md section 8), u/2 + u/2
+# and 8u + 24u with u = 2^-8, hold every product with a 16-bit or int8 weight; with every product
+# there, the fp16 fragments' 32 fp16 u for attention's products becomes 32 bf16 u (derived from
+# the same scaling with u, not yet measured).
+BF16_U = 2.0 ** -8
+
+
+def tolerances(precision, activations, bf16_fragments=False):
     score_tol, grad_tol = weight_tolerances(precision)
+    all_products = ALL_PRODUCTS_GRADIENT * (BF16_U / 2.0 ** -11 if bf16_fragments else 1)
+    if bf16_fragments and (precision != "fp32" or all_products):
+        score_tol, grad_tol = max(score_tol, BF16_U), max(grad_tol, 32 * BF16_U + all_products)
     u = UNIT_ROUNDOFF.get(activations)
     if u is None:
         return score_tol, grad_tol
     # The fp32 bounds are fp32 summation's; 16-bit activations replace them rather than add to them.
     if precision == "fp32":
-        score_tol, grad_tol = 0.0, ALL_PRODUCTS_GRADIENT
+        score_tol, grad_tol = 0.0, all_products
+    elif bf16_fragments:
+        # bf16 activations are already in those bounds (fp16 ones, rounded again to bf16, too).
+        return score_tol, grad_tol
     return score_tol + u / 2, grad_tol + 24 * u
+
+
+def bf16_fragments(vkprompt, device):
+    """Whether the plan of the device `--device` picks multiplies bf16 fragments (vkprompt devices --json):
+    the index or name given, else auto's order (discrete, integrated, virtual, CPU)."""
+    try:
+        devices = json.loads(run([vkprompt, "devices", "--json"]))
+    except (RuntimeError, ValueError) as e:
+        print(f"check-golden: vkprompt devices failed ({e}); taking fp16 fragments", file=sys.stderr)
+        return False
+    if device.isdigit():
+        chosen = [d for d in devices if d.get("index") == int(device)]
+    elif device.startswith("auto"):
+        order = ["discrete", "integrated", "virtual", "cpu"]
+        chosen = sorted(devices, key=lambda d: order.index(d["deviceType"]) if d.get("deviceType") in order else len(order))
+    else:
+        chosen = [d for d in devices if device.lower() in d.get("name", "").lower()]
+    plan = (chosen[0].get("plan") or {}) if chosen else {}
+    return plan.get("matrixUnitsOperands") == "bf16"
 
 
 def read_tensor(path, key):
@@ -98,6 +133,9 @@ def main():
         return 2
 
     failures, checks = [], 0
+    fragments_bf16 = bf16_fragments(args.vkprompt, args.device)
+    if fragments_bf16:
+        print("check-golden: the device's matrix units multiply bf16 fragments; their bounds apply (docs/numerics.md section 8)")
     tmp = tempfile.mkdtemp(prefix="check-golden-")
     for model in sorted(os.listdir(args.golden)):
         model_dir = os.path.join(args.golden, model)
@@ -110,7 +148,7 @@ def main():
                 if not os.path.isfile(os.path.join(case_dir, "grad.safetensors")):
                     continue
                 data, prompt = os.path.join(case_dir, "data.jsonl"), os.path.join(case_dir, "prompt0.safetensors")
-                score_tol, grad_tol = tolerances(precision, activations)
+                score_tol, grad_tol = tolerances(precision, activations, fragments_bf16)
                 base = [args.vkprompt, "--model", model_dir, "--data", data, "--device", args.device, "--precision", precision,
                         "--activations", activations]
                 where = f"{model}/{case} {precision} weights, {activations} activations"

@@ -380,6 +380,10 @@ PY
     #    ratio leaves out (60 s).
     vk vk-t5-base-fp32-act-fp32 t5-base --precision fp32 --activations fp32 --warmup 1 --steps 3
     peers_fp32 t5-base 5
+    # 8. The fragments' type: steps 1, 4 and 5 ran bf16 fragments where the device has them
+    #    (DevicePlan.MatrixUnitsOperands; never run on a GPU before), so t5-base bf16 with fp16
+    #    fragments forced, as before them, for the comparison (15 s; last, the first cut).
+    VKENV=VKPROMPT_MATRIX_UNITS_OPERANDS=fp16 vk vk-t5-base-bf16-act-bf16-fp16-fragments t5-base --precision bf16 --activations bf16 --warmup 1 --steps 3
   elif [[ ${BENCH_PLAN:-full} == peer ]]; then
     # BENCH_PLAN=peer: the re-measure of issue 22 (the peer with its prompt on the encoder only, at
     # its best). The golden check (40 s); t5-base: make 10 s, vk 5 s, peer eager 30 s, compiled 30 s

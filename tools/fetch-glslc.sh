@@ -1,47 +1,76 @@
 #!/usr/bin/env bash
-# Fetches a glslc that compiles GL_KHR_cooperative_matrix, and the spirv-val that validates it,
-# into .tools/ (ignored by git), where the Runtime project's build finds them
-# (.tools/bin/glslc, used for shaders/*_khr.comp only; test.sh uses .tools/bin/spirv-val).
+# Fetches a glslc that compiles GL_KHR_cooperative_matrix and GL_EXT_bfloat16, and the spirv-val
+# that validates them, into .tools/ (ignored by git), where the Runtime project's build finds them
+# (.tools/bin/glslc, used for shaders/*_khr.comp, *_khr_bf16.comp and *_nv2.comp only; test.sh
+# uses .tools/bin/spirv-val).
 #
 # Why: Debian 12's glslc (glslang 11) predates GL_KHR_cooperative_matrix, and no newer build is
-# packaged for it. Debian 13's is (glslang 15), but needs Debian 13's C and C++ libraries, and
-# installing those would replace the system's. So its packages are unpacked here instead, and
-# the wrappers run the tools through Debian 13's own dynamic loader and libraries; nothing is
-# installed into the system. Needs apt-get (no root) and deb.debian.org.
-# Does nothing where the system's glslc compiles it already (Ubuntu 24.04's does) or .tools/bin/glslc
-# works. Exits non-zero on failure.
+# packaged for it. Debian 13's (trixie, glslang 15) has it but lacks GL_EXT_bfloat16, which the
+# bf16-fragment kernels (matmul_coopmat*_khr_bf16.comp) need; Debian unstable's (sid, glslang 16)
+# has both. Either needs its release's C and C++ libraries, and installing those would replace
+# the system's. So the packages are unpacked here instead, and the wrappers run the tools through
+# that release's own dynamic loader and libraries; nothing is installed into the system. Needs
+# apt-get (no root) and deb.debian.org. sid first; where its fetch or its glslc fails, trixie's
+# (then the bf16 kernels are left out of the build, which says so).
+# Does nothing where .tools/bin/glslc, or else the system's glslc, compiles both already. Exits
+# non-zero where no glslc that compiles GL_KHR_cooperative_matrix can be had.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 dir="$root/.tools"
-khr_ok() { # glslc
-  printf '#version 450\n#extension GL_KHR_cooperative_matrix : require\nvoid main() {}\n' | "$1" -fshader-stage=comp -o /dev/null - 2>/dev/null
+compiles() { # glslc extension
+  printf '#version 450\n#extension %s : require\nvoid main() {}\n' "$2" | "$1" -fshader-stage=comp --target-env=vulkan1.2 -o /dev/null - 2>/dev/null
 }
-if [[ -x $dir/bin/glslc ]] && khr_ok "$dir/bin/glslc"; then exit 0; fi
-if [[ ! -e $dir/bin/glslc ]] && command -v glslc >/dev/null && khr_ok glslc; then exit 0; fi
+khr_ok() { compiles "$1" GL_KHR_cooperative_matrix; }
+bf16_ok() { khr_ok "$1" && compiles "$1" GL_EXT_bfloat16; }
+if [[ -x $dir/bin/glslc ]] && bf16_ok "$dir/bin/glslc"; then exit 0; fi
+if [[ ! -e $dir/bin/glslc ]] && command -v glslc >/dev/null && bf16_ok glslc; then exit 0; fi
 if [[ $(uname -m) != x86_64 ]]; then
   echo "fetch-glslc: only x86-64 is handled (this is $(uname -m))" >&2
   exit 1
 fi
 
-rm -rf "$dir" && mkdir -p "$dir/apt/lists/partial" "$dir/apt/archives/partial" "$dir/debs" "$dir/root" "$dir/bin"
-echo "deb http://deb.debian.org/debian trixie main" >"$dir/apt/sources.list"
-o=(-oDir::Etc::SourceList="$dir/apt/sources.list" -oDir::Etc::SourceParts=/dev/null -oDir::State::Lists="$dir/apt/lists"
-   -oDir::Cache="$dir/apt" -oAPT::Architecture=amd64 -oAPT::Architectures=amd64 -oDebug::NoLocking=1)
-echo "fetch-glslc: fetching Debian 13's glslc and spirv-tools into $dir" >&2
-apt-get "${o[@]}" update -qq >&2
-(cd "$dir/debs" && apt-get "${o[@]}" download -qq glslc libshaderc1 spirv-tools libc6 libstdc++6 libgcc-s1 2>&1 | grep -v "unsandboxed" >&2 || true)
-for f in "$dir"/debs/*.deb; do dpkg-deb -x "$f" "$dir/root"; done
-lib="$dir/root/usr/lib/x86_64-linux-gnu"
-for tool in glslc spirv-val; do
-  cat >"$dir/bin/$tool" <<WRAP
+# Unpacks Debian $1's glslc and spirv-tools into $2 with wrappers in $2/bin that find them
+# relative to themselves, so the directory works wherever it is moved to.
+fetch() { # suite dir
+  local d=$2
+  mkdir -p "$d/apt/lists/partial" "$d/apt/archives/partial" "$d/debs" "$d/root" "$d/bin"
+  echo "deb http://deb.debian.org/debian $1 main" >"$d/apt/sources.list"
+  local o=(-oDir::Etc::SourceList="$d/apt/sources.list" -oDir::Etc::SourceParts=/dev/null -oDir::State::Lists="$d/apt/lists"
+           -oDir::Cache="$d/apt" -oAPT::Architecture=amd64 -oAPT::Architectures=amd64 -oDebug::NoLocking=1)
+  echo "fetch-glslc: fetching Debian $1's glslc and spirv-tools" >&2
+  apt-get "${o[@]}" update -qq >&2 || return 1
+  (cd "$d/debs" && apt-get "${o[@]}" download -qq glslc libshaderc1 spirv-tools libc6 libstdc++6 libgcc-s1 2>&1 | grep -v "unsandboxed" >&2 || true)
+  local f
+  for f in "$d"/debs/*.deb; do dpkg-deb -x "$f" "$d/root" || return 1; done
+  local tool
+  for tool in glslc spirv-val; do
+    cat >"$d/bin/$tool" <<WRAP
 #!/bin/sh
-# Debian 13's $tool through Debian 13's loader and libraries (tools/fetch-glslc.sh).
-exec "$lib/ld-linux-x86-64.so.2" --library-path "$lib" "$dir/root/usr/bin/$tool" "\$@"
+# Debian $1's $tool through Debian $1's loader and libraries (tools/fetch-glslc.sh).
+d="\$(cd "\$(dirname "\$0")/.." && pwd)"
+lib="\$d/root/usr/lib/x86_64-linux-gnu"
+exec "\$lib/ld-linux-x86-64.so.2" --library-path "\$lib" "\$d/root/usr/bin/$tool" "\$@"
 WRAP
-  chmod +x "$dir/bin/$tool"
-done
-rm -rf "$dir/debs" "$dir/apt"
-# sed reads to the end: head would close the pipe early, and glslc, killed by SIGPIPE, would fail
-# the script under pipefail (it did, now and then, on a fresh clone).
-"$dir/bin/glslc" --version | sed -n 1,3p >&2
-khr_ok "$dir/bin/glslc"
+    chmod +x "$d/bin/$tool"
+  done
+  rm -rf "$d/debs" "$d/apt"
+  # sed reads to the end: head would close the pipe early, and glslc, killed by SIGPIPE, would
+  # fail the script under pipefail (it did, now and then, on a fresh clone).
+  "$d/bin/glslc" --version | sed -n 1,3p >&2
+}
+
+# Fetched beside .tools and moved there only once it works, so a failed fetch leaves the
+# current tools as they were.
+staging="$root/.tools.fetch"
+trap 'rm -rf "$staging"' EXIT
+install() { rm -rf "$dir" && mv "$staging" "$dir"; }
+rm -rf "$staging"
+if fetch sid "$staging" && bf16_ok "$staging/bin/glslc"; then install; exit 0; fi
+echo "fetch-glslc: Debian sid's glslc could not be fetched or cannot compile GL_EXT_bfloat16; the bf16-fragment kernels will not be built" >&2
+# A KHR-capable glslc at hand serves as well as trixie's would.
+if [[ -x $dir/bin/glslc ]] && khr_ok "$dir/bin/glslc"; then exit 0; fi
+if [[ ! -e $dir/bin/glslc ]] && command -v glslc >/dev/null && khr_ok glslc; then exit 0; fi
+rm -rf "$staging"
+if fetch trixie "$staging" && khr_ok "$staging/bin/glslc"; then install; exit 0; fi
+echo "fetch-glslc: Debian trixie's glslc could not be fetched or cannot compile GL_KHR_cooperative_matrix either" >&2
+exit 1

@@ -17,14 +17,24 @@
 // column held by invocation e % SUBGROUP; a load or store with row-major layout takes element
 // (row, column) at at + row·stride + column, with column-major at at + column·stride + row, in
 // the array's elements, and an array of vectors holds their components one after another; a
-// product sums exact fp16·fp16 products in fp32. An emulated operand is a view of its slice in
+// product sums exact fp16·fp16 products in fp32 (bf16·bf16 where COOPMAT_BF16: see below). An emulated operand is a view of its slice in
 // shared memory rather than a copy, read when it is multiplied: the kernel multiplies operands
 // before the barrier after which their slice is refilled, so the two read the same values.
+//
+// COOPMAT_BF16 (the KHR build with GL_EXT_bfloat16, VK_KHR_shader_bfloat16, and its emulation)
+// makes the A and B fragments bf16 rather than fp16: the staged slices then hold packed bf16
+// values, which the emulation widens by a shift. A bf16·bf16 product (8 significant bits each)
+// is exact in fp32 too, so the emulation sums exactly what the units' 16x16x16 bf16 shape sums.
 #if defined(COOPMAT_KHR)
 
+#ifdef COOPMAT_BF16
+#define CM_OPERAND bfloat16_t
+#else
+#define CM_OPERAND float16_t
+#endif
 #define CM_ACC coopmat<float, gl_ScopeSubgroup, 16, 16, gl_MatrixUseAccumulator>
-#define CM_FRAG_A coopmat<float16_t, gl_ScopeSubgroup, 16, 16, gl_MatrixUseA>
-#define CM_FRAG_B coopmat<float16_t, gl_ScopeSubgroup, 16, 16, gl_MatrixUseB>
+#define CM_FRAG_A coopmat<CM_OPERAND, gl_ScopeSubgroup, 16, 16, gl_MatrixUseA>
+#define CM_FRAG_B coopmat<CM_OPERAND, gl_ScopeSubgroup, 16, 16, gl_MatrixUseB>
 #define cmZero() CM_ACC(0.0)
 #define CM_LAYOUT(colMajor) ((colMajor) ? gl_CooperativeMatrixLayoutColumnMajor : gl_CooperativeMatrixLayoutRowMajor)
 #define cmLoadC(m, at, stride) coopMatLoad(m, c, at, stride, gl_CooperativeMatrixLayoutRowMajor)
@@ -101,8 +111,12 @@ void cmStoreShared(CM_ACC m, uint at, uint stride, bool colMajor) {
 void cmLoadA(out CM_FRAG_A f, uint at, uint stride, bool colMajor) { f = CM_FRAG_A(4 * at, 4 * stride, colMajor); }
 void cmLoadB(out CM_FRAG_B f, uint at, uint stride, bool colMajor) { f = CM_FRAG_B(4 * at, 4 * stride, colMajor); }
 
-// Half i of four packed in a uvec2.
-float16_t cmHalf(uvec2 v, uint i) { return unpackFloat2x16(v[i / 2])[i % 2]; }
+// Operand i of four packed in a uvec2, as fp32 (exact): an fp16 half, or with COOPMAT_BF16 a bf16.
+#ifdef COOPMAT_BF16
+float cmOperand(uvec2 v, uint i) { return uintBitsToFloat(i % 2 == 0 ? v[i / 2] << 16 : v[i / 2] & 0xffff0000u); }
+#else
+float cmOperand(uvec2 v, uint i) { return float(unpackFloat2x16(v[i / 2])[i % 2]); }
+#endif
 
 // lavapipe (Mesa 22) silently ends the loops of an invocation once they have run 65535
 // iterations between them (gallivm's loop limiter): with every loop here rolled, a product stopped
@@ -117,7 +131,7 @@ CM_ACC cmMulAdd(CM_FRAG_A a, CM_FRAG_B b, CM_ACC m) {
             [[unroll]] for (uint k = 0; k < 16; k++) {
                 const uint ia = cmAt(a.at, a.stride, a.colMajor, rc.x, k);
                 const uint ib = cmAt(b.at, b.stride, b.colMajor, k, rc.y);
-                sum += float(cmHalf(sa[ia / 4], ia % 4)) * float(cmHalf(sb[ib / 4], ib % 4));
+                sum += cmOperand(sa[ia / 4], ia % 4) * cmOperand(sb[ib / 4], ib % 4);
             }
             m.v[s0 + i] = sum;
         }

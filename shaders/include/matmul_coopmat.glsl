@@ -19,7 +19,11 @@
 //
 // fp16 holds the range of 16-bit weights, but an fp32 or bf16 activation can exceed it (T5's
 // feed-forward is known to); values are saturated at ±65504 as they are rounded
-// (include/to_half.glsl).
+// (include/to_half.glsl). The COOPMAT_BF16 builds (matmul_coopmat*_khr_bf16.comp on
+// VK_KHR_shader_bfloat16's units, matmul_coopmat*_emulated_bf16.comp emulating them) multiply
+// bf16 fragments instead, which hold fp32's range: bf16 operands enter them as stored, fp32 and
+// fp16 ones (and an int8 weight's bytes, exact in bf16 too) are rounded to nearest even, and the
+// slices hold packed bf16 where this text says halves.
 //
 // A workgroup of WARPS_M x WARPS_N subgroups owns a BM x BN tile of C, each subgroup TILES_M x
 // TILES_N accumulators of 16 x 16. Slices BK deep of A and B are staged in shared memory in fp16,
@@ -203,20 +207,36 @@ uint cAt(uint cBase, uint tileM, uint tileN, uint warpM, uint warpN, uint i, uin
     return cBase + (tileM + (warpM * TILES_M + i) * 16) * pc.cStrideM + tileN + (warpN * TILES_N + j) * 16;
 }
 
+// How the fragments, and so the slices, hold their elements.
+#ifdef COOPMAT_BF16
+const uint FRAGMENT_STORAGE = STORAGE_BF16;
+#else
+const uint FRAGMENT_STORAGE = STORAGE_FP16;
+#endif
+
+// Four fp32 values as the four packed fragment elements a slice holds: fp16 rounded and saturated
+// (toHalf), or bf16 rounded to nearest even (narrowBf16, which keeps fp32's range).
+uvec2 toFragments(vec4 v) {
+    if (FRAGMENT_STORAGE == STORAGE_FP16) return toHalf(v);
+    const uvec4 h = narrowStored(v, STORAGE_BF16);
+    return uvec2(h.x | (h.y << 16), h.z | (h.w << 16));
+}
+
 // A quad in flight of four packed 16-bit values stored as `storage` (fp16 or bf16), as the four
-// packed fp16 halves a slice holds: bf16 is widened, then rounded and saturated as fp32 is.
-uvec2 halvesToHalf(uvec4 q, uint storage) {
-    if (storage == STORAGE_FP16) return q.xy;
-    return toHalf(widenStored(uvec4(q.x & 0xffffu, q.x >> 16, q.y & 0xffffu, q.y >> 16), storage));
+// packed elements a slice holds: as they are where the fragments hold the same type, else
+// widened, then rounded (and, to fp16, saturated) as fp32 is.
+uvec2 halvesToFragments(uvec4 q, uint storage) {
+    if (storage == FRAGMENT_STORAGE) return q.xy;
+    return toFragments(widenStored(uvec4(q.x & 0xffffu, q.x >> 16, q.y & 0xffffu, q.y >> 16), storage));
 }
 
-// A quad in flight of A, or of B, as the four packed fp16 halves a slice holds.
-uvec2 aToHalf(uvec4 q) {
-    return A_STORAGE == STORAGE_FP32 ? toHalf(uintBitsToFloat(q)) : halvesToHalf(q, A_STORAGE);
+// A quad in flight of A, or of B, as the four packed elements a slice holds.
+uvec2 aToFragments(uvec4 q) {
+    return A_STORAGE == STORAGE_FP32 ? toFragments(uintBitsToFloat(q)) : halvesToFragments(q, A_STORAGE);
 }
 
-uvec2 bToHalf(uvec4 q) {
-    return B_BITS32 ? toHalf(uintBitsToFloat(q)) : halvesToHalf(q, WEIGHT_BF16 != 0 ? STORAGE_BF16 : STORAGE_FP16);
+uvec2 bToFragments(uvec4 q) {
+    return B_BITS32 ? toFragments(uintBitsToFloat(q)) : halvesToFragments(q, WEIGHT_BF16 != 0 ? STORAGE_BF16 : STORAGE_FP16);
 }
 
 void main() {
@@ -266,14 +286,14 @@ void main() {
                     const uint q = tid + i * WG;
                     if (A_QUADS % WG == 0 || q < A_QUADS) {
                         const uvec2 rk = quadAt(q, A_KMAJOR, BM);
-                        sa[(buf * A_SIZE + (A_KMAJOR ? rk.x * SA + rk.y : rk.y * SA + rk.x)) / 4] = aToHalf(ra[i]);
+                        sa[(buf * A_SIZE + (A_KMAJOR ? rk.x * SA + rk.y : rk.y * SA + rk.x)) / 4] = aToFragments(ra[i]);
                     }
                 }
                 [[unroll]] for (uint i = 0; i < B_PER; i++) {
                     const uint q = tid + i * WG;
                     if (B_QUADS % WG == 0 || q < B_QUADS) {
                         const uvec2 rk = quadAt(q, B_KMAJOR, BN);
-                        sb[(buf * B_SIZE + (B_KMAJOR ? rk.x * SB + rk.y : rk.y * SB + rk.x)) / 4] = bToHalf(rb[i]);
+                        sb[(buf * B_SIZE + (B_KMAJOR ? rk.x * SB + rk.y : rk.y * SB + rk.x)) / 4] = bToFragments(rb[i]);
                     }
                 }
                 barrier();

@@ -240,10 +240,16 @@ internal static unsafe class DeviceBringUp
             CooperativeMatrixWorkgroupScope = true, CooperativeMatrixFlexibleDimensions = true, CooperativeMatrixTensorAddressing = true,
             PNext = &memoryModel,
         };
+        // The bf16-fragment kernels declare the bf16 type and bf16 cooperative matrices.
+        var bf16 = new PhysicalDeviceShaderBfloat16FeaturesKHR
+        {
+            SType = StructureType.PhysicalDeviceShaderBfloat16FeaturesKhr, ShaderBFloat16Type = true, ShaderBFloat16CooperativeMatrix = true,
+            PNext = units == MatrixUnits.Nv2 ? &coopmat2 : &memoryModel,
+        };
         var khrCoopmat = new PhysicalDeviceCooperativeMatrixFeaturesKHR
         {
             SType = StructureType.PhysicalDeviceCooperativeMatrixFeaturesKhr, CooperativeMatrix = true,
-            PNext = units == MatrixUnits.Nv2 ? &coopmat2 : &memoryModel,
+            PNext = plan.Bf16FragmentsOnUnits ? &bf16 : bf16.PNext,
         };
         var executableInfo = new PhysicalDevicePipelineExecutablePropertiesFeaturesKHR
         {
@@ -291,7 +297,7 @@ internal static unsafe class DeviceBringUp
     }
 
     /// <summary>The device extensions <see cref="CreateDevice"/> enables for <paramref name="plan"/>:
-    /// its matrix units', VK_KHR_pipeline_executable_properties where it collects pipeline
+    /// its matrix units' (VK_KHR_shader_bfloat16 too where they multiply bf16 fragments), VK_KHR_pipeline_executable_properties where it collects pipeline
     /// statistics, VK_EXT_memory_budget where the pool keeps to the budget, and
     /// VK_KHR_portability_subset wherever the device lists it, as the spec requires of a
     /// portability driver (MoltenVK). None of the subset's optional features is enabled: they are
@@ -303,6 +309,7 @@ internal static unsafe class DeviceBringUp
         if (units is MatrixUnits.Khr or MatrixUnits.Nv2) names.Add(DeviceCapabilities.KhrCooperativeMatrixExtension);
         if (units == MatrixUnits.Nv) names.Add(DeviceCapabilities.NvCooperativeMatrixExtension);
         if (units == MatrixUnits.Nv2) names.Add(DeviceCapabilities.NvCooperativeMatrix2Extension);
+        if (plan.Bf16FragmentsOnUnits) names.Add(DeviceCapabilities.ShaderBfloat16Extension);
         if (plan.PipelineStatistics) names.Add(DeviceCapabilities.PipelineExecutablePropertiesExtension);
         if (plan.MemoryBudget) names.Add(DeviceCapabilities.MemoryBudgetExtension);
         if (plan.Capabilities.PortabilitySubset) names.Add(DeviceCapabilities.PortabilitySubsetExtension);

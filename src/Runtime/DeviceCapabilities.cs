@@ -40,8 +40,16 @@ public sealed record DeviceCapabilities
     public required bool StorageBuffer16Bit { get; init; }
     /// <summary>Whether shaders may compute on 8-bit integers (shaderInt8); enabled where present, though no kernel computes on them.</summary>
     public required bool ShaderInt8 { get; init; }
-    /// <summary>Whether the device lists VK_KHR_shader_bfloat16; reported only, since bf16 weights are widened by integer shifts.</summary>
+    /// <summary>Whether the device lists VK_KHR_shader_bfloat16 (what the bf16 fragments need of it is
+    /// <see cref="CooperativeMatrixBf16"/>; the other kernels widen bf16 by integer shifts).</summary>
     public required bool BFloat16 { get; init; }
+    /// <summary>The matrix units multiply bf16 fragments through VK_KHR_cooperative_matrix
+    /// (matmul_coopmat*_khr_bf16.comp): VK_KHR_shader_bfloat16 with its shaderBFloat16Type and
+    /// shaderBFloat16CooperativeMatrix features, and 16x16x16 bf16·bf16+fp32 at subgroup scope among
+    /// the KHR shapes, beside all <see cref="CooperativeMatrixKhr"/> needs. NVIDIA lists that
+    /// shape on an H100 (docs/results/h100-2026-11-26c/devices.json, where this report spelled
+    /// the bf16 component type by its number, 1000141000).</summary>
+    public bool CooperativeMatrixBf16 { get; init; }
     /// <summary>What the matrix-unit product through VK_KHR_cooperative_matrix
     /// (matmul_coopmat_khr.comp) needs of the device is all there: the extension with its feature,
     /// 16x16x16 fp16·fp16+fp32 at subgroup scope, shaderFloat16, 16-bit storage and the Vulkan
@@ -137,7 +145,10 @@ public sealed record DeviceCapabilities
             PNext = nvCoopmat ? &nvFeatures : &memoryModel,
         };
         void* coopmatChain = khrCoopmat ? &khrFeatures : nvCoopmat ? &nvFeatures : null;
-        var f16 = new PhysicalDeviceShaderFloat16Int8Features { SType = StructureType.PhysicalDeviceShaderFloat16Int8Features, PNext = coopmatChain };
+        // VK_KHR_shader_bfloat16's features, chained (as the cooperative matrix ones) only where listed.
+        bool bf16Listed = extensions.Contains(ShaderBfloat16Extension);
+        var bf16 = new PhysicalDeviceShaderBfloat16FeaturesKHR { SType = StructureType.PhysicalDeviceShaderBfloat16FeaturesKhr, PNext = coopmatChain };
+        var f16 = new PhysicalDeviceShaderFloat16Int8Features { SType = StructureType.PhysicalDeviceShaderFloat16Int8Features, PNext = bf16Listed ? &bf16 : coopmatChain };
         var s16 = new PhysicalDevice16BitStorageFeatures { SType = StructureType.PhysicalDevice16BitStorageFeatures, PNext = &f16 };
         // Chained only where the extension is listed, as the cooperative matrix ones.
         bool portabilitySubset = extensions.Contains(PortabilitySubsetExtension);
@@ -192,8 +203,10 @@ public sealed record DeviceCapabilities
             ShaderFloat16 = f16.ShaderFloat16,
             StorageBuffer16Bit = s16.StorageBuffer16BitAccess,
             ShaderInt8 = f16.ShaderInt8,
-            BFloat16 = extensions.Contains("VK_KHR_shader_bfloat16"),
+            BFloat16 = bf16Listed,
             CooperativeMatrixKhr = khrCoopmat && khrFeatures.CooperativeMatrix && coopmatBasics && khrShapes.Contains(CoopmatShape),
+            CooperativeMatrixBf16 = khrCoopmat && khrFeatures.CooperativeMatrix && coopmatBasics && khrShapes.Contains(CoopmatShape)
+                                    && bf16Listed && bf16.ShaderBFloat16Type && bf16.ShaderBFloat16CooperativeMatrix && khrShapes.Contains(CoopmatShapeBf16),
             CooperativeMatrixNv = nvCoopmat && nvFeatures.CooperativeMatrix && coopmatBasics && nvShapes.Contains(CoopmatShape),
             CooperativeMatrixShapes = (khrCoopmat ? khrShapes : nvShapes).Select(s => s.Text).ToList(),
             CooperativeMatrix2Nv = coopmat2.Usable && khrFeatures.CooperativeMatrix && coopmatBasics && khrShapes.Contains(CoopmatShape) && p.ApiVersion >= Vk.Version13,
@@ -221,6 +234,7 @@ public sealed record DeviceCapabilities
     internal const string NvCooperativeMatrixExtension = "VK_NV_cooperative_matrix";
     internal const string KhrCooperativeMatrixExtension = "VK_KHR_cooperative_matrix";
     internal const string NvCooperativeMatrix2Extension = "VK_NV_cooperative_matrix2";
+    internal const string ShaderBfloat16Extension = "VK_KHR_shader_bfloat16";
     internal const string PipelineExecutablePropertiesExtension = "VK_KHR_pipeline_executable_properties";
     internal const string MemoryBudgetExtension = "VK_EXT_memory_budget";
     internal const string PortabilitySubsetExtension = "VK_KHR_portability_subset";
@@ -251,15 +265,18 @@ public sealed record DeviceCapabilities
             ComponentTypeKHR.Uint8Khr => "u8",
             ComponentTypeKHR.Sint32Khr => "s32",
             ComponentTypeKHR.Uint32Khr => "u32",
-            // VK_COMPONENT_TYPE_BFLOAT16_KHR (VK_KHR_shader_bfloat16), newer than this Silk.NET.
-            (ComponentTypeKHR)1000141000 => "bf16",
+            Bf16Component => "bf16",
             _ => $"type{(int)t}",
         };
     }
 
-    // The one shape the matrix-unit product is written for.
+    // VK_COMPONENT_TYPE_BFLOAT16_KHR (VK_KHR_shader_bfloat16), newer than this Silk.NET.
+    const ComponentTypeKHR Bf16Component = (ComponentTypeKHR)1000141000;
+
+    // The one shape the matrix-unit product is written for, with fp16 fragments or bf16 ones.
     static readonly CoopmatEntry CoopmatShape = new(16, 16, 16, ComponentTypeKHR.Float16Khr, ComponentTypeKHR.Float16Khr,
                                                     ComponentTypeKHR.Float32Khr, ComponentTypeKHR.Float32Khr, true);
+    static readonly CoopmatEntry CoopmatShapeBf16 = CoopmatShape with { A = Bf16Component, B = Bf16Component };
 
     // Silk.NET.Vulkan binds these extensions' commands in separate packages that are not served
     // here; the one query each needs is called through its function pointer instead. The two

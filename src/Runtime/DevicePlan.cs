@@ -26,6 +26,29 @@ public sealed record DevicePlan
     /// where its host enabled them, <see cref="HostDevice.Declare"/>) and this build compiled the kernel.</summary>
     public MatrixUnits MatrixUnits { get; }
 
+    /// <summary>The type of the matrix units' A and B fragments, decided once for the context:
+    /// bf16 where <see cref="GpuOptions.MatrixUnitsOperands"/> asks, or, unasked, where the units
+    /// run through VK_KHR_cooperative_matrix on a device that multiplies bf16 fragments
+    /// (<see cref="DeviceCapabilities.CooperativeMatrixBf16"/>), this build compiled their kernels
+    /// (matmul_coopmat*_khr_bf16.comp) and the plan keeps activations in bf16
+    /// (<see cref="Activations"/>): bf16 activations then enter the units as stored, and none
+    /// saturates at fp16's ±65504 (T5 v1.1's feed-forward can exceed it), at the cost of rounding
+    /// fp16 and fp32 operands to 8 significant bits rather than 11 (docs/numerics.md, section 8).
+    /// fp16 otherwise, and always for VK_NV_cooperative_matrix (no bf16 there), the
+    /// workgroup-scope kernel and fused attention, whose kernels multiply fp16 (with
+    /// VK_NV_cooperative_matrix2 asked for, bf16 only where asked too: the products then all run
+    /// the KHR kernel). The emulated units
+    /// multiply bf16 only where asked. With bf16 fragments bf16 weights stay bf16
+    /// (<see cref="StoredPrecision"/>) and no fp16 copies of activations are made (<see cref="HalfCopies"/>).</summary>
+    public MatrixUnitsOperands MatrixUnitsOperands { get; }
+
+    /// <summary><see cref="MatrixUnitsOperands"/> is bf16.</summary>
+    internal bool Bf16Fragments => MatrixUnitsOperands == MatrixUnitsOperands.Bf16;
+
+    /// <summary>The device multiplies bf16 fragments (not their emulation): the device is created
+    /// with VK_KHR_shader_bfloat16 and its features.</summary>
+    internal bool Bf16FragmentsOnUnits => Bf16Fragments && MatrixUnits is MatrixUnits.Khr or MatrixUnits.Nv2;
+
     /// <summary>The subgroup size the matrix-unit kernel is built for: the device's, or the 32
     /// invocations the emulation groups together whatever the device's.</summary>
     public uint MatrixUnitsSubgroupSize => MatrixUnits == MatrixUnits.Emulated ? 32 : Capabilities.SubgroupSize;
@@ -56,7 +79,7 @@ public sealed record DevicePlan
     public bool TunesProducts => Options.TuneMatMul && PlansForGpu;
 
     /// <summary>Frozen bf16 weights are stored as fp16 (<see cref="StoredPrecision"/>).</summary>
-    public bool Fp16Weights => MatrixUnits != MatrixUnits.None && Options.MatrixUnitsFp16Weights;
+    public bool Fp16Weights => MatrixUnits != MatrixUnits.None && Options.MatrixUnitsFp16Weights && !Bf16Fragments;
 
     /// <summary>The largest buffer range a kernel binds, after any test override.</summary>
     public long MaxBindingBytes => Math.Min(Capabilities.MaxStorageBufferRange, Options.MaxStorageBufferRangeOverride ?? long.MaxValue);
@@ -102,13 +125,14 @@ public sealed record DevicePlan
 
     internal const string KhrMatMulShader = "matmul_coopmat_khr";
     internal const string Nv2MatMulShader = "matmul_coopmat_nv2";
+    internal const string KhrBf16MatMulShader = "matmul_coopmat_khr_bf16";
 
     /// <summary>The plan for a context that creates its device on <paramref name="caps"/> with
     /// <paramref name="options"/> and this build's kernels, as <see cref="GpuContext.Create"/>
     /// makes it; a device need not exist (capabilities recorded elsewhere plan the same).</summary>
     /// <exception cref="GpuException">The options ask for what the device or the build lacks.</exception>
     public static DevicePlan For(DeviceCapabilities caps, GpuOptions options) =>
-        new(caps, options, Kernel.IsEmbedded(KhrMatMulShader), Kernel.IsEmbedded(Nv2MatMulShader));
+        new(caps, options, Kernel.IsEmbedded(KhrMatMulShader), Kernel.IsEmbedded(Nv2MatMulShader), Kernel.IsEmbedded(KhrBf16MatMulShader));
 
     /// <summary>The plan for a device a host created and lends (<see cref="GpuContext.Adopt(HostDevice, GpuOptions?)"/>):
     /// the same choices as <see cref="For"/>, among the capabilities as the host declared them
@@ -122,7 +146,8 @@ public sealed record DevicePlan
     /// <param name="options">the host's options</param>
     /// <param name="khrBuilt">this build compiled the KHR kernel</param>
     /// <param name="nv2Built">and the workgroup-scope one</param>
-    internal DevicePlan(DeviceCapabilities caps, GpuOptions options, bool khrBuilt, bool nv2Built)
+    /// <param name="bf16Built">and the KHR kernels with bf16 fragments</param>
+    internal DevicePlan(DeviceCapabilities caps, GpuOptions options, bool khrBuilt, bool nv2Built, bool bf16Built = false)
     {
         if (options.MemoryCapBytes is <= 0)
             throw new GpuException($"{options.Describe(nameof(GpuOptions.MemoryCapBytes), options.MemoryCapBytes)}: a memory cap must be a positive number of bytes");
@@ -131,6 +156,7 @@ public sealed record DevicePlan
         Capabilities = caps;
         Options = options;
         MatrixUnits = ChooseMatrixUnits(caps, options, khrBuilt, nv2Built);
+        MatrixUnitsOperands = ChooseOperands(caps, options, bf16Built);
         PipelineStatistics = options.PipelineStatistics && caps.PipelineExecutableStatistics;
         RowLocalSize = ChooseRowLocalSize(caps, options);
         MemoryBudget = caps.MemoryBudget;
@@ -168,6 +194,25 @@ public sealed record DevicePlan
         };
     }
 
+    /// <summary>The fragments' type (<see cref="MatrixUnitsOperands"/>), once <see cref="MatrixUnits"/> is chosen.</summary>
+    MatrixUnitsOperands ChooseOperands(DeviceCapabilities caps, GpuOptions options, bool bf16Built)
+    {
+        bool khrBf16 = MatrixUnits is MatrixUnits.Khr or MatrixUnits.Nv2 && caps.CooperativeMatrixBf16 && bf16Built;
+        return options.MatrixUnitsOperands switch
+        {
+            MatrixUnitsOperandsRequest.Fp16 => MatrixUnitsOperands.Fp16,
+            MatrixUnitsOperandsRequest.Bf16 when khrBf16 || MatrixUnits == MatrixUnits.Emulated => MatrixUnitsOperands.Bf16,
+            MatrixUnitsOperandsRequest.Bf16 => throw new GpuException(
+                $"{options.Describe(nameof(GpuOptions.MatrixUnitsOperands), options.MatrixUnitsOperands)}: bf16 fragments need the matrix units through " +
+                (MatrixUnits is not (MatrixUnits.Khr or MatrixUnits.Nv2) ? $"VK_KHR_cooperative_matrix (or their emulation), but this context's are {MatrixUnits.ToString().ToLowerInvariant()}"
+                 : !bf16Built ? $"VK_KHR_cooperative_matrix, but this build has no {KhrBf16MatMulShader} shader: its glslc could not compile GL_EXT_bfloat16 (glslang 16 can); " +
+                                "tools/fetch-glslc.sh fetches one that can, and the next build uses it"
+                 : $"VK_KHR_cooperative_matrix with VK_KHR_shader_bfloat16 and 16x16x16 bf16·bf16+fp32 at subgroup scope, which {caps.Described} lacks (see vkprompt devices)")),
+            // Not unasked with VKPROMPT_MATRIX_UNITS=nv2, whose workgroup-scope kernel multiplies fp16 only.
+            _ => khrBf16 && MatrixUnits == MatrixUnits.Khr && Activations == ActivationPrecision.Bf16 ? MatrixUnitsOperands.Bf16 : MatrixUnitsOperands.Fp16,
+        };
+    }
+
     static int ChooseRowLocalSize(DeviceCapabilities caps, GpuOptions options)
     {
         if (options.RowLocalSize is not { } set) return (int)Math.Clamp(8 * caps.SubgroupSize, 32, 256);
@@ -196,7 +241,7 @@ public sealed record DevicePlan
         OnMatrixUnits(bPrecision) && (bPrecision != WeightPrecision.Int8 || s.BStrideK == 1 && (s.K == 1 || s.BStrideN != 1));
 
     /// <summary>Whether a matrix-unit product runs the workgroup-scope kernel
-    /// (matmul_coopmat_nv2.comp): with VK_NV_cooperative_matrix2, where each operand is contiguous
+    /// (matmul_coopmat_nv2.comp): with VK_NV_cooperative_matrix2 and fp16 fragments (the kernel multiplies fp16), where each operand is contiguous
     /// along one of its indices (tensor addressing needs a unit stride) and B is fp16, or fp32 to
     /// be copied to fp16. A bf16 B (fp16 weights off), an int8 B (scaled per column as the KHR
     /// kernel stores C) and operands strided both ways run the KHR kernel. So do products with a
@@ -205,7 +250,7 @@ public sealed record DevicePlan
     /// and stores fp32, and no device at hand has VK_NV_cooperative_matrix2 to test it reading
     /// or writing 16-bit activations.</summary>
     internal bool OnWorkgroupScope(in MatMulSpec s, WeightPrecision bPrecision) =>
-        MatrixUnits == MatrixUnits.Nv2 && bPrecision is not (WeightPrecision.Bf16 or WeightPrecision.Int8)
+        MatrixUnits == MatrixUnits.Nv2 && !Bf16Fragments && bPrecision is not (WeightPrecision.Bf16 or WeightPrecision.Int8)
         && s is { AStorage: ActivationPrecision.Fp32, BStorage: ActivationPrecision.Fp32, CStorage: ActivationPrecision.Fp32 }
         && (s.AStrideK == 1 || s.AStrideM == 1) && (s.BStrideK == 1 || s.BStrideN == 1);
 
@@ -216,9 +261,10 @@ public sealed record DevicePlan
     /// (<see cref="HalfFloat.EncodeBf16AsFp16"/>, with the kernel's rounding and saturation) the
     /// products give the same results. An embedding table that is only gathered from is stored
     /// the same way: the values differ from bf16 only below fp16's normal range (by less than
-    /// 3e-8) and beyond ±65504.</summary>
+    /// 3e-8) and beyond ±65504. With bf16 fragments (<see cref="MatrixUnitsOperands"/>) they stay
+    /// bf16, which the units then take as stored.</summary>
     public WeightPrecision StoredPrecision(WeightPrecision requested) =>
-        requested == WeightPrecision.Bf16 && OnMatrixUnits(requested) && Options.MatrixUnitsFp16Weights ? WeightPrecision.Fp16 : requested;
+        requested == WeightPrecision.Bf16 && OnMatrixUnits(requested) && Fp16Weights ? WeightPrecision.Fp16 : requested;
 
     /// <summary>The kernel and tiling of a product: the matrix units where the plan puts this B
     /// there, else the portable product; the tiling forced by the options, else the one
@@ -255,21 +301,23 @@ public sealed record DevicePlan
     // there a copy would cost as much as the product.
     internal const int HalfCopyMinOther = 256;
 
-    /// <summary>Matrix-unit products may read 16-bit copies of their fp32 operands (<see cref="HalvesA"/>).</summary>
-    public bool HalfCopies => MatrixUnits != MatrixUnits.None && Options.MatrixUnitsHalfActivations;
+    /// <summary>Matrix-unit products may read 16-bit copies of their fp32 operands (<see cref="HalvesA"/>):
+    /// fp16 copies (to_half.comp), so not where the fragments are bf16, whose kernel rounds fp32
+    /// operands to bf16 as it stages them.</summary>
+    public bool HalfCopies => MatrixUnits != MatrixUnits.None && Options.MatrixUnitsHalfActivations && !Bf16Fragments;
 
     /// <summary>Whether a matrix-unit product reads a 16-bit copy of its A: where A is fp32 (one
     /// kept in 16 bits is read straight), <see cref="HalfCopies"/>, the product is at least 256
     /// columns wide, and the range A spans is at most twice the elements it uses (a strided view
     /// would convert what it skips).</summary>
     internal bool HalvesA(in MatMulSpec s) =>
-        s.AStorage == ActivationPrecision.Fp32 && Options.MatrixUnitsHalfActivations && s.N >= HalfCopyMinOther && Used(s) > 0
+        s.AStorage == ActivationPrecision.Fp32 && Options.MatrixUnitsHalfActivations && !Bf16Fragments && s.N >= HalfCopyMinOther && Used(s) > 0
         && s.Extents().A - s.AOffset <= 2L * s.M * s.K * s.Batch1 * s.Batch2;
 
     /// <summary>The same for an fp32 B (the products of two activations that
     /// <see cref="MatrixUnitsAllProducts"/> puts on the matrix units), at least 256 rows deep.</summary>
     internal bool HalvesB(in MatMulSpec s) =>
-        s.BStorage == ActivationPrecision.Fp32 && Options.MatrixUnitsHalfActivations && s.M >= HalfCopyMinOther && Used(s) > 0
+        s.BStorage == ActivationPrecision.Fp32 && Options.MatrixUnitsHalfActivations && !Bf16Fragments && s.M >= HalfCopyMinOther && Used(s) > 0
         && s.Extents().B - s.BOffset <= 2L * s.N * s.K * s.Batch1 * s.Batch2;
 
     /// <summary>Multiply-adds the product makes: none (nothing to copy for) where any size is 0.</summary>
@@ -339,6 +387,7 @@ public sealed record DevicePlan
             ["matrixUnitsRequested"] = Options.MatrixUnits.ToString().ToLowerInvariant(),
             ["matrixUnits"] = MatrixUnits.ToString().ToLowerInvariant(),
             ["matrixUnitsSubgroupSize"] = MatrixUnits == MatrixUnits.None ? null : MatrixUnitsSubgroupSize,
+            ["matrixUnitsOperands"] = MatrixUnits == MatrixUnits.None ? null : MatrixUnitsOperands.ToString().ToLowerInvariant(),
             ["matrixUnitsAllProducts"] = MatrixUnitsAllProducts,
             ["storedWeights"] = new JsonObject
             {
@@ -363,7 +412,7 @@ public sealed record DevicePlan
             ["matrixUnitsProduct"] = MatrixUnits == MatrixUnits.None ? null : new JsonObject
             {
                 ["forcedTiling"] = ForcedMatrixUnitsTiling,
-                ["kernel"] = MatMulKernel.MatrixUnitsShader(MatrixUnits),
+                ["kernel"] = MatMulKernel.MatrixUnitsProductShader(MatrixUnits, Bf16Fragments),
                 ["workgroupScopeKernel"] = MatrixUnits == MatrixUnits.Nv2 ? Nv2MatMulShader : null,
                 ["tilings"] = SubgroupScopeTilings(),
                 ["workgroupScopeTilings"] = MatrixUnits == MatrixUnits.Nv2 ? WorkgroupScopeTilings() : null,

@@ -41,6 +41,15 @@ public sealed record GpuOptions
     /// t5-large bf16 step took 493.6 ms with the copies against 503.3 without (docs/benchmarks.md).</summary>
     public bool MatrixUnitsHalfActivations { get; init; } = true;
 
+    /// <summary>Which type the matrix units' fragments hold (<see cref="DevicePlan.MatrixUnitsOperands"/>).
+    /// Default <see cref="MatrixUnitsOperandsRequest.Auto"/>: bf16 where the device multiplies bf16
+    /// fragments (VK_KHR_shader_bfloat16), the build compiled their kernels and the plan keeps
+    /// activations in bf16, so that no activation saturates at fp16's ±65504; fp16 otherwise.
+    /// <see cref="MatrixUnitsOperandsRequest.Fp16"/> forces fp16 fragments (to compare on such a
+    /// GPU); <see cref="MatrixUnitsOperandsRequest.Bf16"/> asks for bf16 ones, also of the emulated
+    /// units (the tests on lavapipe), and is an error where they cannot be had.</summary>
+    public MatrixUnitsOperandsRequest MatrixUnitsOperands { get; init; } = MatrixUnitsOperandsRequest.Auto;
+
     /// <summary>bf16 weights are stored as the fp16 halves the matrix units multiply
     /// (<see cref="DevicePlan.StoredPrecision"/>) where every 16-bit product runs on them: rounded
     /// once on upload rather than in every tile of every product, with the same result. On by
@@ -169,6 +178,27 @@ public enum MatrixUnitsRequest
     /// (matmul_coopmat_emulated.comp), on any device with fp16 arithmetic and 16-bit storage: the
     /// kernel's results where there are no matrix units, as the tests check it on lavapipe; slow.</summary>
     Emulate,
+}
+
+/// <summary>What <see cref="GpuOptions.MatrixUnitsOperands"/> asks for.</summary>
+public enum MatrixUnitsOperandsRequest
+{
+    /// <summary>The plan's choice (<see cref="DevicePlan.MatrixUnitsOperands"/>).</summary>
+    Auto,
+    /// <summary>fp16 fragments, as before bf16 ones existed.</summary>
+    Fp16,
+    /// <summary>bf16 fragments, or an error where the units (or their emulation) or the build cannot.</summary>
+    Bf16,
+}
+
+/// <summary>The type of the matrix units' A and B fragments (<see cref="DevicePlan.MatrixUnitsOperands"/>);
+/// they accumulate in fp32 either way.</summary>
+public enum MatrixUnitsOperands
+{
+    /// <summary>fp16: 11 significant bits, saturated at ±65504 as operands are rounded to it.</summary>
+    Fp16,
+    /// <summary>bf16 (VK_KHR_shader_bfloat16): 8 significant bits, fp32's range.</summary>
+    Bf16,
 }
 
 /// <summary>Which build of the matrix-unit kernel a context runs (<see cref="DevicePlan.MatrixUnits"/>).</summary>

@@ -103,6 +103,9 @@ public sealed record HostDevice
             ShaderFloat16 = device.ShaderFloat16 && f.ShaderFloat16,
             ShaderInt8 = device.ShaderInt8 && f.ShaderInt8,
             CooperativeMatrixKhr = khr,
+            // HostDevice.EnabledFeatures has no way yet to declare VK_KHR_shader_bfloat16's
+            // features, so a lent device's units multiply fp16 fragments.
+            CooperativeMatrixBf16 = false,
             CooperativeMatrixNv = device.CooperativeMatrixNv && basics && f.CooperativeMatrixNv && Enabled(DeviceCapabilities.NvCooperativeMatrixExtension),
             // Its SPIR-V is 1.6, which needs the host's instance at Vulkan 1.3 too.
             CooperativeMatrix2Nv = device.CooperativeMatrix2Nv && khr && f.CooperativeMatrix2Nv && Enabled(DeviceCapabilities.NvCooperativeMatrix2Extension)

@@ -39,6 +39,24 @@ public sealed class EnvironmentSettingsTests
         Assert.Contains(message, e.Message);
     }
 
+    /// <summary>VKPROMPT_MATRIX_UNITS_OPERANDS takes auto, fp16 or bf16 in any case, anything else
+    /// an error naming it; an error about the fragments it asks for names it too.</summary>
+    [Theory]
+    [InlineData("auto", MatrixUnitsOperandsRequest.Auto), InlineData("FP16", MatrixUnitsOperandsRequest.Fp16), InlineData("bf16", MatrixUnitsOperandsRequest.Bf16)]
+    [InlineData("fp8", null)]
+    public void MatrixUnitsOperandsVariable(string value, MatrixUnitsOperandsRequest? request)
+    {
+        if (request is null)
+        {
+            Assert.Contains($"VKPROMPT_MATRIX_UNITS_OPERANDS={value}: expected auto, fp16 or bf16",
+                            Assert.Throws<GpuException>(() => Read(("VKPROMPT_MATRIX_UNITS_OPERANDS", value))).Message);
+            return;
+        }
+        var o = Read(("VKPROMPT_MATRIX_UNITS_OPERANDS", value));
+        Assert.Equal(request, o.MatrixUnitsOperands);
+        Assert.Equal($"VKPROMPT_MATRIX_UNITS_OPERANDS={value} (GpuOptions.MatrixUnitsOperands={request})", o.Describe(nameof(GpuOptions.MatrixUnitsOperands), o.MatrixUnitsOperands));
+    }
+
     /// <summary>No variable set: exactly the library's defaults, but for the pipeline cache the
     /// CLI keeps under the XDG cache directory (else ~/.cache).</summary>
     [Fact]

@@ -9,15 +9,23 @@ namespace VkPrompt.Tests.Kernels;
 /// activation B and C stored as bf16 or fp16 (<see cref="MatMulSpec.AStorage"/> and its kin),
 /// read straight by the fill, with no fp16 copy made for them, and C narrowed as it is stored.
 /// The reference multiplies the operands as the kernel sees them (rounded to their storage, then
-/// to fp16, saturating at ±65504, for the fragments; an int8 weight dequantised) in fp32 and
-/// rounds its output to C's storage.</summary>
+/// to fp16, saturating at ±65504, for the fragments, or to bf16 for bf16 fragments; an int8
+/// weight dequantised) in fp32 and rounds its output to C's storage.</summary>
 /// <remarks>Tolerance, per element: 1e-3 of the largest output, the bound of the fp32 matrix-unit
 /// tests in <see cref="MatMulTests"/> (a device may round the fill's fp16 conversions toward
 /// zero), plus one unit in the last place of C's storage at that element (2^-7 of it for bf16,
 /// 2^-10 for fp16, and fp16's smallest subnormal): the kernel's and the reference's fp32 sums,
 /// added in different orders, may round to neighbouring 16-bit values. A 16-bit buffer read or
 /// written as the wrong storage, a misplaced offset counted in bytes instead of elements, or a lost
-/// accumulation errs by the order of the outputs themselves.</remarks>
+/// accumulation errs by the order of the outputs themselves.
+/// With bf16 fragments (<see cref="DevicePlan.MatrixUnitsOperands"/>; emulated on lavapipe) the
+/// conversions are the fill's integer round-to-nearest-even, the reference's own, and a bf16·bf16
+/// product is exact in fp32, so the kernel and the reference differ only in how their fp32 sums
+/// round: per element at most (3K + 8)·2^-24 of |alpha|·Σ_k|a_k·b_k| + |C| (2K for sums in any
+/// order rounded toward zero, as matrix units may, K for the reference's, 8 for alpha, C and the
+/// store), plus the ulp of C's storage. Operands rounded to fp16 instead err by ~2^-12 of each
+/// term, far past that; so do operands truncated to bf16 rather than rounded (tried: the cases
+/// with fp32 or fp16 operands failed).</remarks>
 public sealed class MatMulMatrixUnits16Tests(GpuFixture f) : GpuTest(f)
 {
     const double Tolerance = 1e-3;
@@ -25,6 +33,9 @@ public sealed class MatMulMatrixUnits16Tests(GpuFixture f) : GpuTest(f)
     const ActivationPrecision Fp32 = ActivationPrecision.Fp32, Bf16 = ActivationPrecision.Bf16, Fp16 = ActivationPrecision.Fp16;
 
     static int Round4(int x) => (x + 3) / 4 * 4;
+
+    /// <summary>What the context's fragments hold, as the storage that rounds to it (saturating, for fp16).</summary>
+    static ActivationPrecision Fragments(GpuContext ctx) => ctx.Plan.Bf16Fragments ? Bf16 : Fp16;
 
     // A tiling as the device's shared memory holds it (lavapipe's 32 KiB: 16 deep), as in MatMulTests.
     static MatrixUnitsTiling Fitting(GpuContext ctx, MatrixUnitsTiling t) => t.Fits(ctx) ? t : t with { SharedK = 16 };
@@ -63,8 +74,10 @@ public sealed class MatMulMatrixUnits16Tests(GpuFixture f) : GpuTest(f)
         return values;
     }
 
-    /// <summary>See the class's remarks: the fp32 bound plus one unit in the last place of the stored output.</summary>
-    static void CloseStored(float[] expected, float[] actual, ActivationPrecision p, string what)
+    /// <summary>See the class's remarks: the fp32 bound plus one unit in the last place of the
+    /// stored output; with <paramref name="sums"/> (bf16 fragments) the bound of fp32 sums of
+    /// exact products instead, sums[i] being the element's |alpha|·Σ|a·b| + |C|.</summary>
+    static void CloseStored(float[] expected, float[] actual, ActivationPrecision p, string what, double[]? sums = null, int k = 0)
     {
         Assert.Equal(expected.Length, actual.Length);
         double largest = expected.Where(float.IsFinite).Select(v => Math.Abs((double)v)).DefaultIfEmpty(0).Max();
@@ -72,7 +85,8 @@ public sealed class MatMulMatrixUnits16Tests(GpuFixture f) : GpuTest(f)
         for (int i = 0; i < expected.Length; i++)
         {
             Assert.True(float.IsFinite(actual[i]), $"{what}: element {i} is {actual[i]}, expected {expected[i]}");
-            double bound = Tolerance * largest + ulp * Math.Abs(expected[i]) + (p == Fp16 ? Math.Pow(2, -24) : 0);
+            double sumsBound = sums is null ? Tolerance * largest : (3.0 * k + 8) * Math.Pow(2, -24) * sums[i];
+            double bound = sumsBound + ulp * Math.Abs(expected[i]) + (p == Fp16 ? Math.Pow(2, -24) : 0);
             Assert.True(Math.Abs((double)actual[i] - expected[i]) <= bound,
                         $"{what}: element {i} is {actual[i]:R}, expected {expected[i]:R} within {bound:E2}");
         }
@@ -89,7 +103,8 @@ public sealed class MatMulMatrixUnits16Tests(GpuFixture f) : GpuTest(f)
         }
     }
 
-    static Operand WeightOrActivationB(GpuContext ctx, in MatMulSpec spec, WeightPrecision weight, int seed)
+    // b.Seen: B as the fragments hold it (rounded to fragments).
+    static Operand WeightOrActivationB(GpuContext ctx, in MatMulSpec spec, WeightPrecision weight, int seed, ActivationPrecision fragments)
     {
         var (_, bLen, _) = spec.Extents();
         var b = Check.Random((int)bLen, seed);
@@ -98,7 +113,7 @@ public sealed class MatMulMatrixUnits16Tests(GpuFixture f) : GpuTest(f)
             case WeightPrecision.Fp32:
             {
                 var buffer = Stored(ctx, b, spec.BStorage, "b");
-                ActivationPrecisions.Round(b, Fp16);
+                ActivationPrecisions.Round(b, fragments);
                 return new(buffer, b, null);
             }
             case WeightPrecision.Int8:
@@ -120,26 +135,28 @@ public sealed class MatMulMatrixUnits16Tests(GpuFixture f) : GpuTest(f)
                 HalfFloat.Round(b, weight);
                 var halves = new ushort[b.Length];
                 HalfFloat.Encode(b, halves, weight);
-                ActivationPrecisions.Round(b, Fp16);
+                ActivationPrecisions.Round(b, fragments);
                 return new(GpuBuffer.From<ushort>(ctx, halves, "b"), b, null);
             }
         }
     }
 
-    /// <summary>Runs <paramref name="spec"/> on the matrix units asking for fp16 copies of both
-    /// operands, and checks that only an fp32 B got one (the to_half dispatch before the
-    /// product), then the output against the reference.</summary>
-    void Compare(MatMulSpec spec, WeightPrecision weight, MatrixUnitsTiling tiling, string what, Action<float[]>? setA = null)
+    /// <summary>Runs <paramref name="spec"/> on the matrix units (of <paramref name="on"/>, else
+    /// <see cref="GpuTest.MatrixUnitsCtx"/>) asking for fp16 copies of both operands, and checks
+    /// that only an fp32 B got one (the to_half dispatch before the product; none with bf16
+    /// fragments), then the output against the reference. Returns the output as read.</summary>
+    float[] Compare(MatMulSpec spec, WeightPrecision weight, MatrixUnitsTiling tiling, string what, Action<float[]>? setA = null, GpuContext? on = null)
     {
-        var ctx = MatrixUnitsCtx;
+        var ctx = on ?? MatrixUnitsCtx;
+        var fragments = Fragments(ctx);
         var (aLen, _, cLen) = spec.Extents();
         var a = Check.Random((int)aLen, 21);
         setA?.Invoke(a);
         var c = Check.Random((int)cLen, 23);
         using var ga = Stored(ctx, a, spec.AStorage, "a");
-        using var b = WeightOrActivationB(ctx, spec, weight, 22);
+        using var b = WeightOrActivationB(ctx, spec, weight, 22, fragments);
         using var gc = Stored(ctx, c, spec.CStorage, "c");
-        bool copiesB = weight == WeightPrecision.Fp32 && spec.BStorage == Fp32;
+        bool copiesB = weight == WeightPrecision.Fp32 && spec.BStorage == Fp32 && fragments == Fp16;
         Assert.Equal((false, copiesB), MatMulKernel.CopiedOperands(ctx.Plan, spec, weight, halfA: true, halfB: true));
         using (var g = new CommandGraph(ctx))
         {
@@ -147,10 +164,20 @@ public sealed class MatMulMatrixUnits16Tests(GpuFixture f) : GpuTest(f)
             Assert.Equal(copiesB ? 2 : 1, g.DispatchCount);
             g.Run();
         }
-        ActivationPrecisions.Round(a, Fp16);
+        ActivationPrecisions.Round(a, fragments);
+        double[]? sums = null;
+        if (fragments == Bf16)
+        {
+            // |alpha|·Σ|a·b| (+ |C|) per element, by the reference on magnitudes.
+            var magnitudes = c.Select(Math.Abs).ToArray();
+            MatMulReference.Run(a.Select(Math.Abs).ToArray(), b.Seen.Select(Math.Abs).ToArray(), magnitudes, spec with { Alpha = Math.Abs(spec.Alpha) });
+            sums = magnitudes.Select(v => (double)v).ToArray();
+        }
         MatMulReference.Run(a, b.Seen, c, spec);
         ActivationPrecisions.Round(c, spec.CStorage);
-        CloseStored(c, Read(gc, (int)cLen, spec.CStorage), spec.CStorage, what);
+        var got = Read(gc, (int)cLen, spec.CStorage);
+        CloseStored(c, got, spec.CStorage, what, sums, spec.K);
+        return got;
     }
 
     /// <summary>A bf16 activation times an fp32 operand (which alone is copied to fp16), A's rows
@@ -260,6 +287,108 @@ public sealed class MatMulMatrixUnits16Tests(GpuFixture f) : GpuTest(f)
                 {
                     for (int i = 0; i < x.Length; i += 97) x[i] = (i % 2 == 0 ? 1 : -1) * 2e5f;
                 });
+    }
+
+    // ---- bf16 fragments (VK_KHR_shader_bfloat16; emulated on lavapipe) ----
+
+    /// <summary>bf16 fragments against the reference on operands rounded to bf16, within the
+    /// class's bound for them, each kind of operand the fill takes: fp32 ones rounded to bf16
+    /// (both operands, as with every product on the units), bf16 activations and weights as
+    /// stored, fp16 ones converted, an int8 weight's bytes (exact in bf16); transposed, strided
+    /// and edge tiles, alpha, summing onto C, and 16-bit outputs.</summary>
+    [SkippableTheory]
+    [InlineData("fp32 A·Bᵀ fp32")]
+    [InlineData("bf16 A·bf16 Wᵀ into bf16")]
+    [InlineData("fp16 A·fp16 Wᵀ into fp16")]
+    [InlineData("bf16 A·int8 Wᵀ into bf16, summed onto")]
+    [InlineData("bf16 Pᵀ·dO")]
+    public void Bf16FragmentsMatchTheBf16RoundedReference(string form)
+    {
+        var ctx = MatrixUnitsBf16Ctx;
+        Assert.Equal(MatrixUnitsOperands.Bf16, ctx.Plan.MatrixUnitsOperands);
+        var (spec, weight, tiling) = form switch
+        {
+            "fp32 A·Bᵀ fp32" => (RowsSpec(false, true, 300, 264, 300, true), WeightPrecision.Fp32, MatrixUnitsTiling.Small),
+            "bf16 A·bf16 Wᵀ into bf16" => (RowsSpec(false, true, 200, 136, 100, true) with { AStorage = Bf16, CStorage = Bf16 }, WeightPrecision.Bf16, MatrixUnitsTiling.Default),
+            "fp16 A·fp16 Wᵀ into fp16" => (MatMulSpec.Rows(31, 17, 9, transposeB: true) with { AStorage = Fp16, CStorage = Fp16, Alpha = 0.5f }, WeightPrecision.Fp16, MatrixUnitsTiling.Small),
+            "bf16 A·int8 Wᵀ into bf16, summed onto" => (RowsSpec(false, true, 130, 135, 37, true) with { AStorage = Bf16, CStorage = Bf16, Accumulate = true }, WeightPrecision.Int8,
+                                                       MatrixUnitsTiling.Small),
+            _ => (MatMulSpec.AttentionPtV(2, 3, 33, 40, 16) with { AStorage = Bf16, BStorage = Bf16 }, WeightPrecision.Fp32, MatrixUnitsTiling.Small),
+        };
+        Compare(spec, weight, tiling, $"bf16 fragments: {form}", on: ctx);
+    }
+
+    /// <summary>Against the product of the unrounded fp32 operands, bf16 fragments err by at most
+    /// what rounding both operands to bf16 (u = 2^-8) can: |â·b̂ - a·b| ≤ (2u + u²)|a·b| a term,
+    /// so (2u + u²)·Σ|a·b| an element, plus the fp32 sums' (3K + 8)·2^-24 of it. The check that
+    /// they are bf16 and not fp16 is the tighter one against the rounded reference above.</summary>
+    [SkippableFact]
+    public void Bf16FragmentsErrWithinTheirUnitRoundoff()
+    {
+        var ctx = MatrixUnitsBf16Ctx;
+        var spec = RowsSpec(false, true, 300, 264, 300, true);
+        var got = Compare(spec, WeightPrecision.Fp32, MatrixUnitsTiling.Small, "fp32 A·Bᵀ on bf16 fragments", on: ctx);
+        // The operands as Compare drew them, unrounded (fp32 storage keeps them as they are).
+        var (aLen, bLen, cLen) = spec.Extents();
+        var a = Check.Random((int)aLen, 21);
+        var b = Check.Random((int)bLen, 22);
+        // C's padding between rows keeps what it held.
+        var exact = Check.Random((int)cLen, 23);
+        var sums = new float[cLen];
+        MatMulReference.Run(a, b, exact, spec);
+        MatMulReference.Run(a.Select(Math.Abs).ToArray(), b.Select(Math.Abs).ToArray(), sums, spec);
+        double u = Math.Pow(2, -8);
+        double worst = 0;
+        for (int i = 0; i < got.Length; i++)
+        {
+            double bound = (2 * u + u * u + (3.0 * spec.K + 8) * Math.Pow(2, -24)) * sums[i];
+            Assert.True(Math.Abs(got[i] - exact[i]) <= bound, $"element {i}: {got[i]:R} vs the unrounded operands' {exact[i]:R}, beyond {bound:E2}");
+            if (sums[i] > 0) worst = Math.Max(worst, Math.Abs(got[i] - exact[i]) / sums[i]);
+        }
+        // The rounding shows: fp32 sums alone would stay within 3K·2^-24 (5e-5) of Σ|a·b|.
+        Assert.True(worst > 1e-4, $"bf16 fragments err by at most {worst:E2} of Σ|a·b|: were the operands rounded at all?");
+    }
+
+    /// <summary>bf16 activations past fp16's range enter bf16 fragments as stored: a product of one
+    /// term comes out exact (4·a), where fp16 fragments saturate a at 65504 (4·65504 = 262016,
+    /// Bf16ActivationsPastTheHalfRangeGiveFiniteOutputs); and a random product with a few huge
+    /// activations meets the rounded reference, while the fp16 fragments' output for the same
+    /// operands lies far from it.</summary>
+    [SkippableFact]
+    public void Bf16FragmentsKeepActivationsPastTheHalfRange()
+    {
+        var ctx = MatrixUnitsBf16Ctx;
+        var spec = MatMulSpec.Rows(3, 1, 16, transposeB: true) with { AStorage = Bf16 };
+        var a = new float[48];
+        a[0] = 1e6f;
+        a[16] = -3e5f;
+        a[32] = 7e4f;
+        var w = new float[16];
+        w[0] = 4f;
+        using var ga = Stored(ctx, a, Bf16, "a");
+        using var gw = GpuBuffer.From<ushort>(ctx, w.Select(HalfFloat.ToFp16).ToArray());
+        using var gc = Stored(ctx, new float[3], Fp32, "c");
+        using (var g = new CommandGraph(ctx))
+        {
+            MatMulKernel.RunOnMatrixUnits(g, ga, gw, gc, spec, Fitting(ctx, MatrixUnitsTiling.Default), WeightPrecision.Fp16);
+            g.Run();
+        }
+        // a as stored in bf16 (1e6 is 999424 there), times 4: exact in fp32.
+        Assert.Equal(new[] { 4 * a[0], 4 * a[16], 4 * a[32] }, Read(gc, 3, Fp32));
+        Assert.Equal(3997696f, 4 * a[0]);
+
+        var huge = MatMulSpec.Rows(130, 72, 96, transposeB: true) with { AStorage = Bf16, CStorage = Bf16 };
+        static void Loud(float[] x)
+        {
+            for (int i = 0; i < x.Length; i += 97) x[i] = (i % 2 == 0 ? 1 : -1) * 2e5f;
+        }
+        var bf16 = Compare(huge, WeightPrecision.Fp16, MatrixUnitsTiling.Small, "bf16 fragments, activations past fp16's range", Loud, ctx);
+        var fp16Ctx = MatrixUnitsCtx;
+        Skip.If(fp16Ctx.Plan.Bf16Fragments, "no context with fp16 fragments to compare with");
+        var fp16 = Compare(huge, WeightPrecision.Fp16, MatrixUnitsTiling.Small, "fp16 fragments, activations past fp16's range", Loud, fp16Ctx);
+        double largest = bf16.Max(v => Math.Abs((double)v));
+        double apart = bf16.Zip(fp16, (x, y) => Math.Abs((double)x - y)).Max();
+        Assert.True(apart > 0.1 * largest, $"fp16 fragments came within {apart:E2} of bf16's (largest output {largest:E2}): nothing saturated, so this tests nothing");
     }
 
     /// <summary>The plan never asks for a copy of an operand kept in 16 bits, on products wide and

@@ -42,7 +42,12 @@ public sealed class ActivationPrecisionTests(GpuFixture f) : GpuTest(f)
 
     Backend MakeBackend(string name, ActivationPrecision storage)
     {
-        var be = GoldenCase.MakeBackend(name, device => device == "vulkan-matrix-units-all" ? MatrixUnitsAllProductsCtx : Ctx);
+        var be = GoldenCase.MakeBackend(name, device => device switch
+        {
+            "vulkan-matrix-units-all" => MatrixUnitsAllProductsCtx,
+            "vulkan-matrix-units-bf16" => MatrixUnitsBf16Ctx,
+            _ => Ctx,
+        });
         be.Activations = storage;
         return be;
     }
@@ -76,6 +81,48 @@ public sealed class ActivationPrecisionTests(GpuFixture f) : GpuTest(f)
         double err = Check.NormRelativeError(g.Gradient, grad);
         double bound = 24 * u + (backend.StartsWith("vulkan-matrix-units-all", StringComparison.Ordinal) ? 32 * ActivationPrecision.Fp16.UnitRoundoff() : 0);
         Assert.True(err <= bound, $"{storage} prompt gradient relative error {err:E3} > {bound:E3}");
+    }
+
+    /// <summary>One case of each golden model (p8 and p5, as the matrix units' cases above).</summary>
+    public static TheoryData<string, string> Bf16FragmentCases()
+    {
+        var data = new TheoryData<string, string>();
+        foreach (var row in GoldenCase.Cases(TestPaths.Golden, Directory.GetDirectories(TestPaths.Golden).Order().Select(Path.GetFileName)!, ["vulkan"]))
+            if ((string)row[1] is "p8" or "p5")
+                data.Add((string)row[0], (string)row[1]);
+        return data;
+    }
+
+    /// <summary>
+    /// The configuration bf16 fragments exist for (an H100's default: bf16 weights kept bf16,
+    /// bf16 activations, the products on bf16 fragments; emulated on lavapipe) against the fp32
+    /// golden values. The fragments take the stored bf16 activations and weights as they are; the
+    /// only rounding they add is of fp32 operands (the products' inputs not kept in 16 bits) to
+    /// bf16, the same u = 2^-8 the stored activations have. So the two storages' bounds add (docs/numerics.md,
+    /// section 8): u/2 + u/2 relative on top of 1e-3 absolute for log-likelihoods and the loss,
+    /// 24u (bf16 activations, above) + 8u (bf16 weights, GoldenTests) for the prompt gradient.
+    /// Measured here: log-likelihoods within 0.23u, the loss 0.07u, the gradient 3.5u (tiny-v11
+    /// p8) and 10.9u (tiny-v10-bf16 p5, whose bf16 activations alone move it 9.0u); margins of
+    /// 2.9 or more.
+    /// </summary>
+    [SkippableTheory, MemberData(nameof(Bf16FragmentCases))]
+    public void Bf16FragmentsStayNearGolden(string model, string caseName)
+    {
+        using var g = GoldenCase.Load(TestPaths.Golden, model, caseName);
+        using var be = MakeBackend("vulkan-matrix-units-bf16", ActivationPrecision.Bf16);
+        // The weights stay bf16, which the fragments take as stored.
+        Assert.Equal(WeightPrecision.Bf16, MatrixUnitsBf16Ctx.Plan.StoredPrecision(WeightPrecision.Bf16));
+        using var weights = new T5Weights(g.Ckpt, be, WeightPrecision.Bf16);
+        double u = ActivationPrecision.Bf16.UnitRoundoff();
+        using (var scorer = new Scorer(weights))
+        {
+            GoldenCase.AssertLogLikelihoods(g.Scores, scorer.Score(g.Examples, PromptSet.Stack([g.Prompt0], g.DModel)), "bf16 fragments with prompt", u);
+            GoldenCase.AssertLogLikelihoods(g.ScoresWithoutPrompt, scorer.Score(g.Examples, null), "bf16 fragments without prompt", u);
+        }
+        var (loss, grad) = PromptTrainer.Gradient(weights, g.Examples, g.Prompt0);
+        Assert.True(Math.Abs(loss - g.Loss) <= 1e-3 + u * g.Loss, $"bf16 fragments: loss {loss} vs golden {g.Loss}");
+        double err = Check.NormRelativeError(g.Gradient, grad);
+        Assert.True(err <= 32 * u, $"bf16 fragments: prompt gradient relative error {err:E3} > {32 * u:E3}");
     }
 
     /// <summary>A 16-bit tensor takes and gives back floats as its kernels store them: uploads

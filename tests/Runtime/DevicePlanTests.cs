@@ -109,6 +109,71 @@ public sealed class DevicePlanTests
         Assert.Equal("streamed", (string?)json["portableProduct"]!["rule"]);
     }
 
+    /// <summary>The fragments' type (<see cref="DevicePlan.MatrixUnitsOperands"/>) on the H100 as
+    /// recorded, which lists 16x16x16 bf16·bf16+fp32 (the bf16 component type spelled by its
+    /// number then) and VK_KHR_shader_bfloat16, but predates the report of that extension's
+    /// features, taken here as the shape says (NVIDIA's drivers list the shape only with them):
+    /// bf16 by default where the bf16 kernels are built (bf16 weights then stay bf16, no fp16
+    /// copies, the device created with the extension), fp16 where forced, where not built, or
+    /// where the features are not known; asked for where it cannot be had, an error that says why.</summary>
+    [Fact]
+    public void Bf16FragmentsPlan()
+    {
+        Assert.True(H100.BFloat16);
+        Assert.Contains("16x16x16 type1000141000·type1000141000+f32→f32", H100.CooperativeMatrixShapes);
+        var h100 = H100 with { CooperativeMatrixBf16 = true };
+        DevicePlan Plan(DeviceCapabilities caps, GpuOptions options, bool bf16Built = true) => new(caps, options, khrBuilt: true, nv2Built: false, bf16Built);
+
+        var plan = Plan(h100, new GpuOptions());
+        Assert.Equal(ActivationPrecision.Bf16, plan.Activations);
+        Assert.Equal(MatrixUnitsOperands.Bf16, plan.MatrixUnitsOperands);
+        var json = plan.ToJson();
+        Assert.Equal("bf16", (string?)json["matrixUnitsOperands"]);
+        Assert.Equal("matmul_coopmat_khr_bf16", (string?)json["matrixUnitsProduct"]!["kernel"]);
+        Assert.Equal("bf16", (string?)json["storedWeights"]!["bf16"]);
+        Assert.Null(json["halfCopies"]);
+        var wide = MatMulSpec.Rows(19584, 768, 768, transposeB: true);
+        Assert.Equal((false, false), MatMulKernel.CopiedOperands(plan, wide, WeightPrecision.Fp32, halfA: true, halfB: true));
+        Assert.Contains(DeviceCapabilities.ShaderBfloat16Extension, DeviceBringUp.DeviceExtensionNames(plan));
+
+        // Forced fp16: the plan as before bf16 fragments.
+        var fp16 = Plan(h100, new GpuOptions { MatrixUnitsOperands = MatrixUnitsOperandsRequest.Fp16 });
+        Assert.Equal(MatrixUnitsOperands.Fp16, fp16.MatrixUnitsOperands);
+        Assert.Equal("matmul_coopmat_khr", (string?)fp16.ToJson()["matrixUnitsProduct"]!["kernel"]);
+        Assert.Equal(WeightPrecision.Fp16, fp16.StoredPrecision(WeightPrecision.Bf16));
+        Assert.True(fp16.HalvesA(wide));
+        Assert.DoesNotContain(DeviceCapabilities.ShaderBfloat16Extension, DeviceBringUp.DeviceExtensionNames(fp16));
+
+        // Not built, or the features not known: fp16 unasked, an error asked.
+        Assert.Equal(MatrixUnitsOperands.Fp16, Plan(h100, new GpuOptions(), bf16Built: false).MatrixUnitsOperands);
+        Assert.Equal(MatrixUnitsOperands.Fp16, Plan(H100, new GpuOptions()).MatrixUnitsOperands);
+        var bf16 = new GpuOptions { MatrixUnitsOperands = MatrixUnitsOperandsRequest.Bf16 };
+        Assert.Contains("GL_EXT_bfloat16", Assert.Throws<GpuException>(() => Plan(h100, bf16, bf16Built: false)).Message);
+        Assert.Contains("lacks", Assert.Throws<GpuException>(() => Plan(H100, bf16)).Message);
+        Assert.Contains("nv", Assert.Throws<GpuException>(() => Plan(h100, bf16 with { MatrixUnits = MatrixUnitsRequest.Nv })).Message);
+        // CPU-side activations (fp32 by default there): fp16 unasked.
+        Assert.Equal(MatrixUnitsOperands.Fp16, Plan(h100 with { DeviceType = "cpu" }, new GpuOptions()).MatrixUnitsOperands);
+    }
+
+    /// <summary>Emulated matrix units multiply fp16 fragments unless asked for bf16 ones, which
+    /// then run matmul_coopmat_emulated_bf16 on the device as it is (no extension).</summary>
+    [SkippableFact]
+    public void EmulatedBf16FragmentsPlan()
+    {
+        var lavapipe = Lavapipe();
+        Skip.If(lavapipe is null || !(lavapipe.ShaderFloat16 && lavapipe.StorageBuffer16Bit), "no lavapipe with fp16 arithmetic here");
+        var emulate = new GpuOptions { MatrixUnits = MatrixUnitsRequest.Emulate };
+        Assert.Equal("fp16", (string?)DevicePlan.For(lavapipe, emulate).ToJson()["matrixUnitsOperands"]);
+        var plan = DevicePlan.For(lavapipe, emulate with { MatrixUnitsOperands = MatrixUnitsOperandsRequest.Bf16 });
+        var json = plan.ToJson();
+        Assert.Equal("bf16", (string?)json["matrixUnitsOperands"]);
+        Assert.Equal("matmul_coopmat_emulated_bf16", (string?)json["matrixUnitsProduct"]!["kernel"]);
+        Assert.Equal("bf16", (string?)json["storedWeights"]!["bf16"]);
+        Assert.DoesNotContain(DeviceCapabilities.ShaderBfloat16Extension, DeviceBringUp.DeviceExtensionNames(plan));
+        // Without matrix units there are no fragments to ask for.
+        Assert.Throws<GpuException>(() => DevicePlan.For(lavapipe, new GpuOptions { MatrixUnitsOperands = MatrixUnitsOperandsRequest.Bf16 }));
+    }
+
     /// <summary>One option changed changes exactly the one choice it decides in the plan's JSON
     /// (as dotted paths to its leaves: a value, or "null"; a choice that goes away loses its leaves).</summary>
     [Theory]

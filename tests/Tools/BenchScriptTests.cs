@@ -393,7 +393,7 @@ public sealed class BenchScriptTests : IDisposable
             "vk-t5-base-bf16-act-bf16", "vk-t5-base-bf16-act-fp32", "peer-t5-base-bf16", "peer-t5-base-bf16-compile",
             "vk-t5-large-bf16-act-bf16", "vk-t5-large-bf16-act-fp32", "peer-t5-large-bf16", "peer-t5-large-bf16-compile",
             "mm-t5-base-bf16", "mm-t5-large-bf16", "vk-t5-xl-bf16-act-bf16", "peer-t5-xl-bf16",
-            "vk-t5-base-fp32-act-fp32", "peer-t5-base-fp32", "peer-t5-base-fp32-tf32"], names);
+            "vk-t5-base-fp32-act-fp32", "peer-t5-base-fp32", "peer-t5-base-fp32-tf32", "vk-t5-base-bf16-act-bf16-fp16-fragments"], names);
         Assert.True(File.Exists(Path.Combine(output, "log.txt")));
     }
 }

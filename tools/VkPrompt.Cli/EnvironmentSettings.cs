@@ -42,6 +42,8 @@ public static class EnvironmentSettings
         if (all) Set("VKPROMPT_MATRIX_UNITS", nameof(Runtime.GpuOptions.MatrixUnitsAllProducts), _ => true);
         options = options with { MatrixUnitsAllProducts = all };
 
+        if (Set("VKPROMPT_MATRIX_UNITS_OPERANDS", nameof(Runtime.GpuOptions.MatrixUnitsOperands), t => MatrixUnitsOperands(t)) is { } operands)
+            options = options with { MatrixUnitsOperands = MatrixUnitsOperands(operands) };
         if (Set("VKPROMPT_MATRIX_UNITS_HALF_A", nameof(Runtime.GpuOptions.MatrixUnitsHalfActivations), t => t != "0") == "0") options = options with { MatrixUnitsHalfActivations = false };
         if (Set("VKPROMPT_MATRIX_UNITS_FP16_WEIGHTS", nameof(Runtime.GpuOptions.MatrixUnitsFp16Weights), t => t != "0") == "0") options = options with { MatrixUnitsFp16Weights = false };
         options = options with
@@ -110,6 +112,16 @@ public static class EnvironmentSettings
             : MatrixUnitsRequest.Auto;
         return (request, words.Contains("all"));
     }
+
+    /// <summary>What VKPROMPT_MATRIX_UNITS_OPERANDS asks of the fragments: auto, fp16 or bf16, in any case.</summary>
+    /// <exception cref="GpuException">Any other word.</exception>
+    public static MatrixUnitsOperandsRequest MatrixUnitsOperands(string value) => value.Trim().ToLowerInvariant() switch
+    {
+        "auto" => MatrixUnitsOperandsRequest.Auto,
+        "fp16" => MatrixUnitsOperandsRequest.Fp16,
+        "bf16" => MatrixUnitsOperandsRequest.Bf16,
+        _ => throw new GpuException($"VKPROMPT_MATRIX_UNITS_OPERANDS={value}: expected auto, fp16 or bf16"),
+    };
 
     /// <summary>Where the CLI keeps compiled pipelines: $XDG_CACHE_HOME/vkprompt, else
     /// ~/.cache/vkprompt; null (no cache) where neither variable is set.</summary>

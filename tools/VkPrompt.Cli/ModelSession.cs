@@ -72,7 +72,8 @@ internal static class ModelOptions
                           "the nearest multiple of it, -127..127 (docs/numerics.md); it needs no device feature. The cpu device emulates fp16/bf16/int8 by rounding the weights. " +
                           "Where the device has matrix units this build can use (through VK_KHR_ or VK_NV_cooperative_matrix; 'vkprompt devices' says), " +
                           "products with 16-bit weights (int8: those of the forward, its values exact there) run on the matrix units instead: their activation operand is rounded to fp16, saturating at ±65504, and sums stay fp32 " +
-                          "(VKPROMPT_MATRIX_UNITS=0 turns that off). Default: fp32.",
+                          "(VKPROMPT_MATRIX_UNITS=0 turns that off); where the device multiplies bf16 fragments (VK_KHR_shader_bfloat16) and activations are bf16, " +
+                          "the operands go to the units as bf16 instead, fp32's range and no saturation (VKPROMPT_MATRIX_UNITS_OPERANDS=fp16 forces fp16 fragments, to compare). Default: fp32.",
             DefaultValueFactory = _ => DefaultPrecision,
         };
         option.AcceptOnlyFromAmong(WeightPrecisions.Names);

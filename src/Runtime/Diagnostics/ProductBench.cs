@@ -55,7 +55,8 @@ internal static class ProductBench
     /// in fp64 the very values the kernel reads, so only the kernel's fp32 sums differ from it.</summary>
     public const double Fp32Tolerance = 1e-4;
 
-    /// <summary>The same where the matrix units ran, their A rounded to fp16 (the reference rounds it likewise).</summary>
+    /// <summary>The same where the matrix units ran, their A rounded to fp16, or both operands to bf16
+    /// (the reference rounds them likewise).</summary>
     public const double Fp16Tolerance = 2e-3;
 
     /// <summary>Outputs compared per product (all of them where there are fewer), besides the corners.</summary>
@@ -156,6 +157,8 @@ internal static class ProductBench
 
     static float ToHalf(float v) => (float)(Half)Math.Clamp(v, -HalfFloat.Fp16Max, HalfFloat.Fp16Max);
 
+    static float ToBf16(float v) => HalfFloat.FromBf16(HalfFloat.ToBf16(v));
+
     /// <summary>Runs the product once more into a C filled with NaN (or with 1 where it
     /// accumulates), downloads sampled outputs and compares them with fp64 dot products of the
     /// operands as the kernel reads them: A and B hold <see cref="MatMulOperands"/>' values of
@@ -171,7 +174,8 @@ internal static class ProductBench
     /// <param name="c">C, stored as the spec's CStorage, overwritten.</param>
     /// <param name="s">the product.</param>
     /// <param name="bPrecision">the precision B is stored in.</param>
-    /// <param name="matrixUnits">whether the product runs on the matrix units (A read as fp16).</param>
+    /// <param name="matrixUnits">whether the product runs on the matrix units (A read as fp16, or
+    /// both operands as bf16 where the context's fragments are, <see cref="DevicePlan.MatrixUnitsOperands"/>).</param>
     /// <param name="bValues">the precision B's values were rounded to, where it differs from the
     /// one they are stored in (bf16 stored as fp16).</param>
     /// <param name="bScales">an int8 B's row scales (<see cref="MatMulOperands.FillInt8Scales"/>).</param>
@@ -209,6 +213,7 @@ internal static class ProductBench
         }).ToList();
         var got = Download(c, s.CStorage, outputs.Select(o => o.Address).ToList());
 
+        bool bf16Fragments = matrixUnits && ctx.Plan.Bf16Fragments;
         double maxRef = 0, maxDiff = 0;
         foreach (var (z1, z2, m, n, address) in outputs)
         {
@@ -221,8 +226,10 @@ internal static class ProductBench
                 float bv = bPrecision == WeightPrecision.Fp32
                     ? MatMulOperands.Stored(MatMulOperands.SeedB, bBase + k * s.BStrideK, s.BStorage)
                     : MatMulOperands.Stored(MatMulOperands.SeedB, bBase + k * s.BStrideK, bValues ?? bPrecision);
-                // The matrix units read A, and an activation or fp32 B, rounded to fp16.
-                if (matrixUnits) (av, bv) = (ToHalf(av), bPrecision == WeightPrecision.Fp32 ? ToHalf(bv) : bv);
+                // The matrix units read A, and an activation or fp32 B, rounded to fp16; with bf16
+                // fragments both operands rounded to bf16 (a bf16 B, an int8 B's bytes: exactly).
+                if (bf16Fragments) (av, bv) = (ToBf16(av), ToBf16(bv));
+                else if (matrixUnits) (av, bv) = (ToHalf(av), bPrecision == WeightPrecision.Fp32 ? ToHalf(bv) : bv);
                 sum += (double)av * bv;
             }
             double expected = s.Alpha * sum + (s.Accumulate ? initial : 0);

@@ -40,8 +40,9 @@ internal static class MatMulKernel
     /// loaded, C narrowed as it is stored; the sums stay fp32.</summary>
     /// <remarks>Where the context uses the matrix units, a product with 16-bit B, or int8 B read
     /// as A·Bᵀ (any B with <see cref="DevicePlan.MatrixUnitsAllProducts"/>), runs on the matrix
-    /// units instead, with A and an fp32 B rounded to fp16 (saturating at ±65504) and fp32 sums
-    /// (<see cref="DevicePlan.OnMatrixUnits(in MatMulSpec, WeightPrecision)"/>).</remarks>
+    /// units instead, with A and an fp32 B rounded to fp16 (saturating at ±65504), or both
+    /// operands to bf16 where the plan's fragments are bf16 (<see cref="DevicePlan.MatrixUnitsOperands"/>),
+    /// and fp32 sums (<see cref="DevicePlan.OnMatrixUnits(in MatMulSpec, WeightPrecision)"/>).</remarks>
     /// <exception cref="GpuException">B is 16-bit and the device lacks 16-bit storage.</exception>
     public static void Run(CommandGraph g, GpuBuffer a, GpuBuffer b, GpuBuffer c, in MatMulSpec s, WeightPrecision bPrecision = WeightPrecision.Fp32,
                            GpuBuffer? bScales = null) =>
@@ -110,9 +111,11 @@ internal static class MatMulKernel
     /// whatever the switches ask of the other kernel; the subgroup-scope kernel's follow
     /// <paramref name="halfA"/> and <paramref name="halfB"/> where given, else the plan
     /// (<see cref="DevicePlan.HalvesA"/>, <see cref="DevicePlan.HalvesB"/>). The memory plan
-    /// counts the copies by it too.</summary>
+    /// counts the copies by it too. The copies are fp16, so with bf16 fragments there are none,
+    /// whatever the switches ask: the kernel rounds fp32 operands to bf16 as it stages them.</summary>
     internal static (bool A, bool B) CopiedOperands(DevicePlan plan, in MatMulSpec s, WeightPrecision bPrecision, bool? halfA = null, bool? halfB = null)
     {
+        if (plan.Bf16Fragments) return (false, false);
         bool workgroupScope = plan.OnWorkgroupScope(s, bPrecision);
         bool a = s.AStorage == ActivationPrecision.Fp32 && (workgroupScope ? DevicePlan.Used(s) > 0 : halfA ?? plan.HalvesA(s));
         bool b = bPrecision == WeightPrecision.Fp32 && s.BStorage == ActivationPrecision.Fp32
@@ -304,9 +307,15 @@ internal static class MatMulKernel
     internal static string MatrixUnitsShader(GpuContext context, string name = "matmul_coopmat") => MatrixUnitsShader(context.Plan.MatrixUnits, name);
 
     /// <summary>The subgroup-scope product's build for a B stored as <paramref name="bPrecision"/>:
-    /// matmul_coopmat_int8* binds an int8 B's scales, matmul_coopmat* takes every other B.</summary>
+    /// matmul_coopmat_int8* binds an int8 B's scales, matmul_coopmat* takes every other B; with
+    /// the fragments the plan chose (<see cref="DevicePlan.MatrixUnitsOperands"/>).</summary>
     internal static string MatrixUnitsShader(GpuContext context, WeightPrecision bPrecision) =>
-        MatrixUnitsShader(context, bPrecision == WeightPrecision.Int8 ? "matmul_coopmat_int8" : "matmul_coopmat");
+        MatrixUnitsProductShader(context.Plan.MatrixUnits, context.Plan.Bf16Fragments, bPrecision == WeightPrecision.Int8 ? "matmul_coopmat_int8" : "matmul_coopmat");
+
+    /// <summary>The product's build <see cref="MatrixUnitsShader(MatrixUnits, string)"/> names, its
+    /// bf16-fragment variant (NAME_khr_bf16.comp, NAME_emulated_bf16.comp) where <paramref name="bf16"/>.</summary>
+    internal static string MatrixUnitsProductShader(MatrixUnits units, bool bf16, string name = "matmul_coopmat") =>
+        MatrixUnitsShader(units, name) + (bf16 ? "_bf16" : "");
 
     /// <inheritdoc cref="MatrixUnitsShader(GpuContext, string)"/>
     internal static string MatrixUnitsShader(MatrixUnits units, string name = "matmul_coopmat") => units switch
@@ -317,10 +326,12 @@ internal static class MatMulKernel
     };
 
     /// <summary>Whether <paramref name="kernel"/>, as <see cref="Selection"/> names it, is a
-    /// cooperative-matrix product (on the matrix units or emulated), which rounds A to fp16.</summary>
+    /// cooperative-matrix product (on the matrix units or emulated), which rounds A to fp16 (to
+    /// bf16 in the *_bf16 builds).</summary>
     public static bool IsMatrixUnitsKernel(string kernel) =>
         kernel is "matmul_coopmat" or DevicePlan.KhrMatMulShader or DevicePlan.Nv2MatMulShader or "matmul_coopmat_emulated"
-            or "matmul_coopmat_int8" or "matmul_coopmat_int8_khr" or "matmul_coopmat_int8_emulated";
+            or "matmul_coopmat_int8" or "matmul_coopmat_int8_khr" or "matmul_coopmat_int8_emulated"
+            or DevicePlan.KhrBf16MatMulShader or "matmul_coopmat_emulated_bf16" or "matmul_coopmat_int8_khr_bf16" or "matmul_coopmat_int8_emulated_bf16";
 }
 
 /// <summary>A product's kernel and its tile shape: the portable product's (<see cref="Portable"/>)

@@ -285,19 +285,25 @@ internal static class BenchCommand
                 : "products with int8 weights ran matmul_int8, each weight widened with its row's scale as it was loaded");
         bool tuned = MatMulTuner.Enabled(ctx);
         string Tiling(string? forced) => forced ?? (tuned ? "tuned per product before the first step (VKPROMPT_MATMUL_TUNE=1; the log has the times)" : "default");
+        // The fragments' type (VKPROMPT_MATRIX_UNITS_OPERANDS).
+        string fragments = ctx.Plan.Bf16Fragments ? "bf16" : "fp16";
         if (halfWeights && ctx.MatrixUnitsEmulated)
             notes.Add($"products with {precision.Name()} weights ran the matrix-units kernel with its matrix operations emulated (VKPROMPT_MATRIX_UNITS=emulate), " +
-                      $"their activation operand rounded to fp16; tiling {Tiling(ctx.Options.MatrixUnitsTiling)}");
+                      $"their activation operand rounded to {fragments}; tiling {Tiling(ctx.Options.MatrixUnitsTiling)}");
         else if (halfWeights && ctx.UsesMatrixUnits)
-            notes.Add($"products with {precision.Name()} weights ran on the matrix units ({ctx.MatrixUnits.Extension()}), their activation operand rounded to fp16; " +
+            notes.Add($"products with {precision.Name()} weights ran on the matrix units ({ctx.MatrixUnits.Extension()}), their activation operand rounded to {fragments}; " +
                       $"tiling {Tiling(ctx.Options.MatrixUnitsTiling)}");
         else if (halfWeights && (ctx.Capabilities.CooperativeMatrixKhr || ctx.Capabilities.CooperativeMatrixNv))
             notes.Add("the matrix units were not used (VKPROMPT_MATRIX_UNITS=0 turned them off)");
         if (ctx.Plan.StoredPrecision(precision) is var stored && stored != precision)
             notes.Add($"{precision.Name()} weights were stored as the {stored.Name()} halves the matrix units multiply, converted once on upload (VKPROMPT_MATRIX_UNITS_FP16_WEIGHTS=0 keeps them {precision.Name()})");
         else if (halfWeights && ctx.UsesMatrixUnits && precision == WeightPrecision.Bf16)
-            notes.Add("bf16 weights were kept bf16 and converted to fp16 as the matrix-unit products staged them (VKPROMPT_MATRIX_UNITS_FP16_WEIGHTS=0)");
-        if (ctx.UsesMatrixUnits && (halfWeights || ctx.Options.MatrixUnitsAllProducts))
+            notes.Add(ctx.Plan.Bf16Fragments
+                ? "bf16 weights were kept bf16, which the matrix units' bf16 fragments take as stored (VKPROMPT_MATRIX_UNITS_OPERANDS=fp16 compares fp16 fragments)"
+                : "bf16 weights were kept bf16 and converted to fp16 as the matrix-unit products staged them (VKPROMPT_MATRIX_UNITS_FP16_WEIGHTS=0)");
+        if (ctx.UsesMatrixUnits && ctx.Plan.Bf16Fragments && (halfWeights || ctx.Options.MatrixUnitsAllProducts))
+            notes.Add("matrix-unit products multiplied bf16 fragments, rounding fp32 operands to bf16 as they staged them (no 16-bit copies)");
+        else if (ctx.UsesMatrixUnits && (halfWeights || ctx.Options.MatrixUnitsAllProducts))
             notes.Add(ctx.Options.MatrixUnitsHalfActivations
                 ? "matrix-unit products at least 256 columns wide read a 16-bit copy of their activation operand, one conversion (to_half) per activation shared by the products that read it"
                 : "matrix-unit products read their fp32 activation operand and round it as they stage it (VKPROMPT_MATRIX_UNITS_HALF_A=0)");
@@ -305,7 +311,7 @@ internal static class BenchCommand
             notes.Add("VKPROMPT_MATRIX_UNITS=nv2: matrix-unit products whose operands each have a unit stride ran the workgroup-scope kernel (matmul_coopmat_nv2), " +
                       "reading 16-bit copies of every fp32 operand; the others ran the KHR kernel");
         if (ctx.UsesMatrixUnits && ctx.Options.MatrixUnitsAllProducts)
-            notes.Add($"VKPROMPT_MATRIX_UNITS=all: every product ran on the matrix units ({ctx.MatrixUnits.Extension()}), fp32 operands rounded to fp16 too");
+            notes.Add($"VKPROMPT_MATRIX_UNITS=all: every product ran on the matrix units ({ctx.MatrixUnits.Extension()}), fp32 operands rounded to {fragments} too (fused attention's to fp16)");
         if (!(ctx.UsesMatrixUnits && (halfWeights || ctx.Options.MatrixUnitsAllProducts)) || ctx.Options.MatMulTiling is not null)
             notes.Add($"portable product tiling {Tiling(ctx.Options.MatMulTiling)}");
         if (!ctx.Options.SubgroupRows)

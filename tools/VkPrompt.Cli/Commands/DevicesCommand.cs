@@ -103,6 +103,8 @@ internal static class DevicesCommand
         Row("bfloat16", d => YesNo(d.BFloat16));
         Row("matrix units", d => d.CooperativeMatrixKhr || d.CooperativeMatrixNv ? $"through {d.CooperativeMatrixExtensions()} (fp16/bf16 weights run on them unless VKPROMPT_MATRIX_UNITS=0)" : "no");
         Row("matrix shapes", d => d.CooperativeMatrixShapes.Count == 0 ? "-" : string.Join(", ", d.CooperativeMatrixShapes));
+        Row("bf16 fragments", d => d.CooperativeMatrixBf16
+            ? "16x16x16 bf16·bf16+f32 with VK_KHR_shader_bfloat16 (the plan's matrixUnitsOperands; VKPROMPT_MATRIX_UNITS_OPERANDS=fp16 forces fp16)" : "no");
         Row("workgroup-scope matrices", d => d.CooperativeMatrix2Nv
             ? $"VK_NV_cooperative_matrix2 (VKPROMPT_MATRIX_UNITS=nv2): {string.Join(", ", d.CooperativeMatrix2Shapes.Select(s => $"{s.Invocations} invocations in multiples of {s.MGranularity}x{s.NGranularity}x{s.KGranularity}"))}, up to {d.CooperativeMatrix2MaxDimension}"
             : "no");
