@@ -348,8 +348,16 @@ PY
     # CPU and disk; t5-xl's may still be writing during the t5-base steps, one core of sixteen).
     make_models_behind t5-base t5-large t5-xl
     # 1. Correctness before speed: the golden references through the kernels this device selects,
-    #    with the activations the device plan chooses (40 s).
-    golden check-golden
+    #    with the activations the device plan chooses (40 s). The plan's bf16 fragments on the
+    #    matrix units (VK_KHR_shader_bfloat16, where the driver offers them) have never run on a
+    #    GPU: if the check fails, the rest of the call runs on fp16 fragments, checked again, so
+    #    that its timings are of kernels that compute right (the log says so).
+    #    (A check the budget skipped is no failure.)
+    if ! golden check-golden && grep -q $'^check-golden\t[0-9]' "$res/runs.tsv"; then
+      echo "== check-golden failed: the rest of the plan runs with VKPROMPT_MATRIX_UNITS_OPERANDS=fp16"
+      export VKPROMPT_MATRIX_UNITS_OPERANDS=fp16
+      golden check-golden-fp16-fragments
+    fi
     # 2. The peer's construction, before any peer is timed: prompt of P rows on the encoder only,
     #    a decoder input of T (t5-small at the same batch and lengths: the check is PEFT's, not the
     #    shape's; 15 s). Every timed peer checks itself again, and bench-summary voids any report
