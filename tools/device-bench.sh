@@ -92,6 +92,12 @@ assert sys.argv[2] in {p["kernel"] for p in r["products"]}, sys.argv[2]'
     VKPROMPT_MATRIX_UNITS=emulate VK_DRIVER_FILES=$lavapipe .publish/vkprompt bench matmul --shape t5-small --batch-size 1 --input-length 8 \
       --target-length 8 --prompt-length 4 --precision bf16 --reps 1 --json "$tmp/matmul-matrix-units.json" >/dev/null
     python3 -c "$check" "$tmp/matmul-matrix-units.json" matmul_coopmat_emulated
+    # The bf16 fragments' emulation, and the KHR bf16 build the device's plan chooses where its
+    # driver offers the bf16 shape: a publish without it would time fp16 fragments unsaid.
+    VKPROMPT_MATRIX_UNITS=emulate VKPROMPT_MATRIX_UNITS_OPERANDS=bf16 VK_DRIVER_FILES=$lavapipe .publish/vkprompt bench matmul --shape t5-small \
+      --batch-size 1 --input-length 8 --target-length 8 --prompt-length 4 --precision bf16 --reps 1 --json "$tmp/matmul-bf16-fragments.json" >/dev/null
+    python3 -c "$check" "$tmp/matmul-bf16-fragments.json" matmul_coopmat_emulated_bf16
+    grep -q matmul_coopmat_khr_bf16 .publish/vkprompt || { echo "error: the publish lacks matmul_coopmat_khr_bf16 (tools/fetch-glslc.sh found no glslc with GL_EXT_bfloat16)" >&2; exit 1; }
     # bench peak, emulated: the matrix units' rate probe the device run starts with.
     VK_DRIVER_FILES=$lavapipe .publish/vkprompt bench peak --matrix-units emulate --iterations 4 --workgroups 2 --reps 1 --json "$tmp/peak.json" >/dev/null
     # The fused attention on the (emulated) matrix units, which VKPROMPT_MATRIX_UNITS=all with fused

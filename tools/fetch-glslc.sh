@@ -6,11 +6,13 @@
 #
 # Why: Debian 12's glslc (glslang 11) predates GL_KHR_cooperative_matrix, and no newer build is
 # packaged for it. Debian 13's (trixie, glslang 15) has it but lacks GL_EXT_bfloat16, which the
-# bf16-fragment kernels (matmul_coopmat*_khr_bf16.comp) need; Debian unstable's (sid, glslang 16)
-# has both. Either needs its release's C and C++ libraries, and installing those would replace
+# bf16-fragment kernels (matmul_coopmat*_khr_bf16.comp) need; Debian testing's (forky, glslang 16)
+# has both. Testing rather than unstable (sid, the same versions today): packages reach it only
+# after their days in sid without release-critical bugs, so the compiler CI fetches moves less.
+# Either needs its release's C and C++ libraries, and installing those would replace
 # the system's. So the packages are unpacked here instead, and the wrappers run the tools through
 # that release's own dynamic loader and libraries; nothing is installed into the system. Needs
-# apt-get (no root) and deb.debian.org. sid first; where its fetch or its glslc fails, trixie's
+# apt-get (no root) and deb.debian.org. forky first; where its fetch or its glslc fails, trixie's
 # (then the bf16 kernels are left out of the build, which says so).
 # Does nothing where .tools/bin/glslc, or else the system's glslc, compiles both already. Exits
 # non-zero where no glslc that compiles GL_KHR_cooperative_matrix can be had.
@@ -65,8 +67,8 @@ staging="$root/.tools.fetch"
 trap 'rm -rf "$staging"' EXIT
 install() { rm -rf "$dir" && mv "$staging" "$dir"; }
 rm -rf "$staging"
-if fetch sid "$staging" && bf16_ok "$staging/bin/glslc"; then install; exit 0; fi
-echo "fetch-glslc: Debian sid's glslc could not be fetched or cannot compile GL_EXT_bfloat16; the bf16-fragment kernels will not be built" >&2
+if fetch forky "$staging" && bf16_ok "$staging/bin/glslc"; then install; exit 0; fi
+echo "fetch-glslc: Debian forky's glslc could not be fetched or cannot compile GL_EXT_bfloat16; the bf16-fragment kernels will not be built" >&2
 # A KHR-capable glslc at hand serves as well as trixie's would.
 if [[ -x $dir/bin/glslc ]] && khr_ok "$dir/bin/glslc"; then exit 0; fi
 if [[ ! -e $dir/bin/glslc ]] && command -v glslc >/dev/null && khr_ok glslc; then exit 0; fi

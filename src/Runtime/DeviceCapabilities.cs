@@ -265,18 +265,15 @@ public sealed record DeviceCapabilities
             ComponentTypeKHR.Uint8Khr => "u8",
             ComponentTypeKHR.Sint32Khr => "s32",
             ComponentTypeKHR.Uint32Khr => "u32",
-            Bf16Component => "bf16",
+            ComponentTypeKHR.Bfloat16Khr => "bf16",
             _ => $"type{(int)t}",
         };
     }
 
-    // VK_COMPONENT_TYPE_BFLOAT16_KHR (VK_KHR_shader_bfloat16), newer than this Silk.NET.
-    const ComponentTypeKHR Bf16Component = (ComponentTypeKHR)1000141000;
-
     // The one shape the matrix-unit product is written for, with fp16 fragments or bf16 ones.
     static readonly CoopmatEntry CoopmatShape = new(16, 16, 16, ComponentTypeKHR.Float16Khr, ComponentTypeKHR.Float16Khr,
                                                     ComponentTypeKHR.Float32Khr, ComponentTypeKHR.Float32Khr, true);
-    static readonly CoopmatEntry CoopmatShapeBf16 = CoopmatShape with { A = Bf16Component, B = Bf16Component };
+    static readonly CoopmatEntry CoopmatShapeBf16 = CoopmatShape with { A = ComponentTypeKHR.Bfloat16Khr, B = ComponentTypeKHR.Bfloat16Khr };
 
     // Silk.NET.Vulkan binds these extensions' commands in separate packages that are not served
     // here; the one query each needs is called through its function pointer instead. The two

@@ -31,7 +31,7 @@ public sealed class ProductBenchTests(GpuFixture fixture) : GpuTest(fixture)
             Assert.Equal(Ctx.Plan.StoredPrecision(m.Product.B), m.B);
             var (kernel, tiling) = MatMulKernel.Selection(Ctx, spec, m.B);
             Assert.Equal((kernel, tiling), (m.Kernel, m.Tiling));
-            Assert.Equal(MatMulKernel.IsMatrixUnitsKernel(kernel) ? ProductBench.Fp16Tolerance : ProductBench.Fp32Tolerance, m.Tolerance);
+            Assert.Equal(ProductBench.KernelTolerance(kernel), m.Tolerance);
             Assert.Equal(3, m.TimesMs!.Count);
             Assert.All(m.TimesMs, t => Assert.True(double.IsFinite(t) && t > 0, $"{m.Product.Name}: time {t}"));
             // All outputs where there are at most 256, else 256 samples and the corners.
@@ -77,7 +77,7 @@ public sealed class ProductBenchTests(GpuFixture fixture) : GpuTest(fixture)
             bool half = spec.AStorage != fp32 || spec.BStorage != fp32 || spec.CStorage != fp32;
             if (!MatMulKernel.IsMatrixUnitsKernel(kernel)) Assert.Equal(half ? "matmul_half" : "matmul", kernel);
             double u = spec.CStorage == fp32 ? 0 : storage.UnitRoundoff();
-            double t = MatMulKernel.IsMatrixUnitsKernel(kernel) ? ProductBench.Fp16Tolerance : ProductBench.Fp32Tolerance;
+            double t = ProductBench.KernelTolerance(kernel);
             Assert.Equal(t + u * (1 + t), m.Tolerance);
             Assert.True(m.Ok, $"{m.Product.Name}: error {m.MaxRelativeError} above {m.Tolerance}");
             // A 16-bit C's rounding shows: the error is of its order, not of fp32 sums'.

@@ -66,7 +66,7 @@ internal static class BenchMatMulCommand
             "(--attention), each operand stored as the step stores it: with 16-bit activations (--activations, bf16 by default on GPUs) a product reads a 16-bit A " +
             "(and B, where B is an activation) and writes a 16-bit C wherever the step does. Each runs untimed for --warmup-ms, then --reps times back to back with GPU timestamps, " +
             "on random operands in [-1, 1] rounded to their storage, then is checked against an fp64 dot product of the operands as stored " +
-            $"at {ProductBench.Samples} sampled outputs (error over the largest |C|: at most {ProductBench.Fp32Tolerance:G} with fp32 sums, {ProductBench.Fp16Tolerance:G} on the matrix units, " +
+            $"at {ProductBench.Samples} sampled outputs (error over the largest |C|: at most {ProductBench.Fp32Tolerance:G} with fp32 sums, {ProductBench.Fp16Tolerance:G} on the matrix units' fp16 fragments, {ProductBench.Bf16FragmentsTolerance:G} on their bf16 ones, " +
             $"plus the rounding of a 16-bit C, {ActivationPrecision.Bf16.UnitRoundoff():G3} bf16 and {ActivationPrecision.Fp16.UnitRoundoff():G3} fp16; " +
             "exit code 1 naming the product above that). Reports per product the storage of A, B and C, the kernel and tiling that ran, the median time, TFLOP/s and how often a step makes it, " +
             "and per step their sum; printed and written as JSON. Sweep tile shapes with VKPROMPT_MATMUL_TILING, VKPROMPT_MATRIX_UNITS (0, khr, nv) and VKPROMPT_MATRIX_UNITS_TILING; " +
