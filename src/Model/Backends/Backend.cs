@@ -231,14 +231,21 @@ public abstract class Backend : IDisposable
     /// otherwise (the GPU backend asks its device plan).</summary>
     private protected virtual bool FusesAttentionByDefault(AttentionShape scores) => false;
 
-    /// <summary>C = Alpha·A·B (+ C); the backends set the spec's operand storages
-    /// (<see cref="MatMulSpec.AStorage"/> ...) from the tensors' (<see cref="StoredAs"/>).</summary>
-    internal abstract void MatMul(Tensor a, Tensor b, Tensor c, in MatMulSpec s);
+    /// <summary>C = Alpha·A·B (+ C); with <paramref name="epilogue"/>, C = D + dropout(Alpha·A·B)
+    /// (<see cref="MatMulEpilogue.Residual"/>: a residual branch's projection joining the stream
+    /// in its store). The backends set the spec's operand storages (<see cref="MatMulSpec.AStorage"/>
+    /// ...) from the tensors' and its epilogue from the operands given (<see cref="StoredAs"/>).</summary>
+    internal abstract void MatMul(Tensor a, Tensor b, Tensor c, in MatMulSpec s, MatMulEpilogueOperands<Tensor>? epilogue = null);
 
-    /// <summary><paramref name="s"/> with the storages of the tensors it multiplies; a weight
-    /// table B keeps fp32 there (its precision is the table's).</summary>
-    private protected static MatMulSpec StoredAs(in MatMulSpec s, Tensor a, Tensor b, Tensor c, bool bIsTable) =>
-        s with { AStorage = a.Storage, BStorage = bIsTable ? ActivationPrecision.Fp32 : b.Storage, CStorage = c.Storage };
+    /// <summary><paramref name="s"/> with the storages of the tensors it multiplies (a weight
+    /// table B keeps fp32 there: its precision is the table's) and the epilogue its operands are
+    /// for.</summary>
+    private protected static MatMulSpec StoredAs(in MatMulSpec s, Tensor a, Tensor b, Tensor c, bool bIsTable, MatMulEpilogueOperands<Tensor>? epilogue) =>
+        s with
+        {
+            AStorage = a.Storage, BStorage = bIsTable ? ActivationPrecision.Fp32 : b.Storage, CStorage = c.Storage,
+            Epilogue = epilogue is null ? MatMulEpilogue.None : MatMulEpilogue.Residual,
+        };
 
     /// <summary>Called with the trace of a program about to be recorded (<see cref="T5Pass.Trace"/>:
     /// every product it will emit), before the program allocates its tensors: a backend that has

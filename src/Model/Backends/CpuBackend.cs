@@ -86,9 +86,11 @@ public sealed class CpuBackend : Backend
     /// <inheritdoc/>
     public override void ResetPeakMemory() => peak = current;
 
-    internal override void MatMul(Tensor a, Tensor b, Tensor c, in MatMulSpec s)
+    internal override void MatMul(Tensor a, Tensor b, Tensor c, in MatMulSpec s, MatMulEpilogueOperands<Tensor>? epilogue = null)
     {
-        MatMulReference.Run(F(a), F(b), F(c), s);
+        if (epilogue is { Dropout: var mask } e)
+            MatMulReference.Run(F(a), F(b), F(c), s with { Epilogue = MatMulEpilogue.Residual }, F(e.Addend), mask?.Rate ?? 0f, Seed(mask?.Seed), mask?.Stream ?? 0);
+        else MatMulReference.Run(F(a), F(b), F(c), s with { Epilogue = MatMulEpilogue.None });
         Stored(c);
     }
     internal override void RmsNorm(Tensor x, Tensor w, Tensor y, int rows, int dim, float eps)

@@ -117,18 +117,19 @@ public sealed class GpuBackend(GpuContext ctx, bool ownsContext = false) : Backe
     /// <inheritdoc/>
     public override void ResetPeakMemory() => ctx.Memory.ResetPeak();
 
-    internal override void MatMul(Tensor a, Tensor b, Tensor c, in MatMulSpec spec)
+    internal override void MatMul(Tensor a, Tensor b, Tensor c, in MatMulSpec spec, MatMulEpilogueOperands<Tensor>? epilogue = null)
     {
-        var s = StoredAs(spec, a, b, c, b is GpuTable);
+        var s = StoredAs(spec, a, b, c, b is GpuTable, epilogue);
+        MatMulEpilogueOperands<GpuBuffer>? ops = epilogue is { } e ? new(Buf(e.Addend), Buf(e.Dropout)) : null;
         if (b is not GpuTable { Split: var split })
         {
-            MatMulKernel.Run(G, Buf(a), Buf(b), Buf(c), s);
+            MatMulKernel.Run(G, Buf(a), Buf(b), Buf(c), s, epilogue: ops);
             return;
         }
         GpuBuffer? Scales(int chunk) => split.Precision == WeightPrecision.Int8 ? split.Scales[chunk] : null;
         if (split.Chunks.Count == 1)
         {
-            MatMulKernel.Run(G, Buf(a), split.Chunks[0].Buffer, Buf(c), s, split.Precision, Scales(0));
+            MatMulKernel.Run(G, Buf(a), split.Chunks[0].Buffer, Buf(c), s, split.Precision, Scales(0), ops);
             return;
         }
         // A table too large for one binding is split by rows. Its rows are either the output
@@ -139,13 +140,16 @@ public sealed class GpuBackend(GpuContext ctx, bool ownsContext = false) : Backe
         bool rowsAreK = s.BStrideN == 1 && s.BStrideK == cols;
         if (s.Batch1 * s.Batch2 != 1 || s.BOffset != 0 || !(rowsAreN || rowsAreK))
             throw new NotSupportedException($"split table {b.Name} can only be the B of an unbatched A·Bᵀ or A·B");
+        // Partial sums over K would each be dropped and added to D; column ranges finish whole.
+        if (rowsAreK && ops is not null)
+            throw new NotSupportedException($"split table {b.Name} sums its chunks onto C, which an epilogue cannot follow");
         for (int i = 0; i < split.Chunks.Count; i++)
         {
             var (chunk, firstRow, rows) = split.Chunks[i];
             var part = rowsAreN
                 ? s with { N = rows, COffset = s.COffset + firstRow }
                     : s with { K = rows, AOffset = s.AOffset + firstRow * s.AStrideK, Accumulate = s.Accumulate || i > 0 };
-            MatMulKernel.Run(G, Buf(a), chunk, Buf(c), part, split.Precision, Scales(i));
+            MatMulKernel.Run(G, Buf(a), chunk, Buf(c), part, split.Precision, Scales(i), ops);
         }
     }
 

@@ -185,10 +185,10 @@ internal class TraceBackend : Backend
     }
 
 
-    internal override void MatMul(Tensor a, Tensor b, Tensor c, in MatMulSpec spec)
+    internal override void MatMul(Tensor a, Tensor b, Tensor c, in MatMulSpec spec, MatMulEpilogueOperands<Tensor>? epilogue = null)
     {
         var weight = ((Empty)b).Table;
-        var s = StoredAs(spec, a, b, c, weight is not null);
+        var s = StoredAs(spec, a, b, c, weight is not null, epilogue);
         CountHalfCopies(s, weight);
         string phase = phases.Count > 0 ? phases[^1] : "";
         // A block re-run inside the backward (Phases.Recompute) is a forward again.
