@@ -282,9 +282,6 @@ public abstract class Backend : IDisposable
     internal abstract void GatedActivation(Tensor a, Tensor b, Tensor y, int n, GateActivation activation, DropoutMask<Tensor>? dropout = null);
     /// <inheritdoc cref="Relu"/>
     internal abstract void GatedActivationBackward(Tensor a, Tensor b, Tensor dy, Tensor da, Tensor db, int n, GateActivation activation, DropoutMask<Tensor>? dropout = null);
-    /// <summary>output = x + alpha·y, into x where no output is given; with
-    /// <paramref name="dropout"/>, y is dropped as it is read (a residual branch joining the stream).</summary>
-    internal abstract void Add(Tensor x, Tensor y, int n, float alpha = 1f, DropoutMask<Tensor>? dropout = null, Tensor? output = null);
     internal abstract void Copy(Tensor src, Tensor dst);
     internal abstract void Embedding(Tensor table, Tensor ids, Tensor? prompts, Tensor? promptIndex, Tensor output, int batch, int length, int promptLength, int dim);
     internal abstract void PromptGradient(Tensor dX, Tensor promptIndex, Tensor dPrompts, int batch, int length, int promptLength, int dim);

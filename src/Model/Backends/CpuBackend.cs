@@ -147,12 +147,6 @@ public sealed class CpuBackend : Backend
         Drop(copy, n, dropout);
         return copy;
     }
-    internal override void Add(Tensor x, Tensor y, int n, float alpha = 1f, DropoutMask<Tensor>? dropout = null, Tensor? output = null)
-    {
-        var sum = F(output ?? x).AsSpan(0, n);
-        if (output is not null) F(x).AsSpan(0, n).CopyTo(sum);
-        AddReference.Forward(sum, Dropped(y, n, dropout).AsSpan(0, n), alpha);
-    }
     internal override void Copy(Tensor src, Tensor dst) => F(src).AsSpan(0, (int)Math.Min(src.Length, dst.Length)).CopyTo(F(dst));
     internal override void Zero(Tensor t) { if (t is CpuTensor { I.Length: > 0 } ct) Array.Clear(ct.I); else Array.Clear(F(t)); }
     internal override void Embedding(Tensor table, Tensor ids, Tensor? prompts, Tensor? promptIndex, Tensor output, int batch, int length, int promptLength, int dim) =>

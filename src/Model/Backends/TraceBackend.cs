@@ -240,7 +240,6 @@ internal class TraceBackend : Backend
     internal override void ReluBackward(Tensor x, Tensor dy, Tensor dx, int n, DropoutMask<Tensor>? dropout = null) { }
     internal override void GatedActivation(Tensor a, Tensor b, Tensor y, int n, GateActivation activation, DropoutMask<Tensor>? dropout = null) { }
     internal override void GatedActivationBackward(Tensor a, Tensor b, Tensor dy, Tensor da, Tensor db, int n, GateActivation activation, DropoutMask<Tensor>? dropout = null) { }
-    internal override void Add(Tensor x, Tensor y, int n, float alpha = 1f, DropoutMask<Tensor>? dropout = null, Tensor? output = null) { }
     internal override void Copy(Tensor src, Tensor dst) { }
     internal override void Embedding(Tensor table, Tensor ids, Tensor? prompts, Tensor? promptIndex, Tensor output, int batch, int length, int promptLength, int dim) { }
     internal override void PromptGradient(Tensor dX, Tensor promptIndex, Tensor dPrompts, int batch, int length, int promptLength, int dim) { }

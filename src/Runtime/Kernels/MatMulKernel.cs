@@ -37,6 +37,13 @@ internal static class MatMulKernel
             s.Epilogue == MatMulEpilogue.Residual ? 1u : 0u, dropThreshold, dropScale, dropStream);
     }
 
+    /// <summary>The operands of <paramref name="s"/>'s epilogue for a product run apart from its
+    /// step (timed by the tuner and the benchmarks, checked by <c>bench matmul</c>): C's own buffer
+    /// as D, without dropout, so that it reads and writes C as an accumulating product does;
+    /// null where the spec has no epilogue.</summary>
+    internal static MatMulEpilogueOperands<GpuBuffer>? OntoC(in MatMulSpec s, GpuBuffer c) =>
+        s.Epilogue == MatMulEpilogue.None ? null : new(c);
+
     /// <summary>The push constants of <paramref name="s"/> and the buffers bound after C: the
     /// epilogue's addend and seed, or C in their place where the product has no epilogue or no
     /// dropout. The spec's <see cref="MatMulSpec.Epilogue"/> says whether there are operands; the

@@ -171,10 +171,8 @@ internal static class MatMulTuner
         {
             double warmup = warm ? WarmupMs : FirstWarmupMs;
             warm = true;
-            // A residual epilogue reads C's own buffer as its addend, without dropout: it then
-            // reads and writes C as an accumulating product does.
             var cBuffer = c[spec.CStorage];
-            MatMulEpilogueOperands<GpuBuffer>? epilogue = spec.Epilogue == MatMulEpilogue.None ? null : new(cBuffer);
+            var epilogue = MatMulKernel.OntoC(spec, cBuffer);
             var (ms, labels) = DispatchTimer.Repeat(ctx, g => choice.Append(g, a[spec.AStorage], b[(p, spec.BStorage)], cBuffer, spec, p, p == WeightPrecision.Int8 ? int8Scales : null, epilogue), Reps, warmup);
             // The 16-bit copy of A that the first rep makes (the others read it) is the same for
             // every candidate tiling: only the products are compared.
