@@ -110,7 +110,8 @@ sealed record MatMulCase(string Label, MatMulSpec Spec, WeightPrecision BPrecisi
         // A 16-bit B is an unbatched weight: stored [N, K] when read transposed (k contiguous), else [K, N].
         var (rows, cols) = Spec.BStrideK == 1 ? (Spec.N, Spec.K) : (Spec.K, Spec.N);
         var weight = BPrecision == WeightPrecision.Fp32 ? o.Floats(b) : o.Weight(rows, cols, BPrecision);
-        MatMulKernel.Run(g, o.Floats(a), weight, o.Floats(c), Spec, BPrecision);
+        var cBuffer = o.Floats(c);
+        MatMulKernel.Run(g, o.Floats(a), weight, cBuffer, Spec, BPrecision, epilogue: MatMulKernel.OntoC(Spec, cBuffer));
     }
 
     /// <summary>Elements an operand spans: one past its last element.</summary>

@@ -7,7 +7,8 @@
 // - emulated (COOPMAT_EMULATED, matmul_coopmat_emulated.comp) with ordinary fp32 arithmetic, so
 //   that every device with fp16 arithmetic and 16-bit storage, lavapipe in CI among them, runs
 //   the kernel's staging, edges and stores: all of it but the matrix instructions themselves.
-// They work on the kernel's own names: its output buffer c (none where COOPMAT_NO_C is defined)
+// They work on the kernel's own names: its output buffer c (none where COOPMAT_NO_C is defined),
+// the product's addend (the residual epilogue's D, where COOPMAT_ADDEND is defined)
 // and its staged slices sa (A) and sb (B), arrays of uvec2, each four packed halves, whose
 // offsets and strides count those vectors, declared before this file is included. Accumulators
 // stored to shared memory go to sa too, two fp32 to a uvec2.
@@ -38,6 +39,7 @@
 #define cmZero() CM_ACC(0.0)
 #define CM_LAYOUT(colMajor) ((colMajor) ? gl_CooperativeMatrixLayoutColumnMajor : gl_CooperativeMatrixLayoutRowMajor)
 #define cmLoadC(m, at, stride) coopMatLoad(m, c, at, stride, gl_CooperativeMatrixLayoutRowMajor)
+#define cmLoadD(m, at, stride) coopMatLoad(m, addend, at, stride, gl_CooperativeMatrixLayoutRowMajor)
 #define cmStoreC(m, at, stride) coopMatStore(m, c, at, stride, gl_CooperativeMatrixLayoutRowMajor)
 #define cmStoreShared(m, at, stride, colMajor) coopMatStore(m, sa, at, stride, CM_LAYOUT(colMajor))
 #define cmLoadA(f, at, stride, colMajor) coopMatLoad(f, sa, at, stride, CM_LAYOUT(colMajor))
@@ -52,6 +54,7 @@
 #define CM_FRAG_B CM_FRAG_A
 #define cmZero() CM_ACC(0.0)
 #define cmLoadC(m, at, stride) coopMatLoadNV(m, c, at, stride, false)
+#define cmLoadD(m, at, stride) coopMatLoadNV(m, addend, at, stride, false)
 #define cmStoreC(m, at, stride) coopMatStoreNV(m, c, at, stride, false)
 #define cmStoreShared(m, at, stride, colMajor) coopMatStoreNV(m, sa, at, stride, colMajor)
 #define cmLoadA(f, at, stride, colMajor) coopMatLoadNV(f, sa, at, stride, colMajor)
@@ -95,6 +98,15 @@ void cmStoreC(CM_ACC m, uint at, uint stride) {
     [[dont_unroll]] for (uint s = 0; s < CM_SLOTS; s++) {
         const uvec2 rc = cmElement(s);
         c[cmAt(at, stride, false, rc.x, rc.y)] = m.v[s];
+    }
+}
+#endif
+
+#ifdef COOPMAT_ADDEND
+void cmLoadD(out CM_ACC m, uint at, uint stride) {
+    [[dont_unroll]] for (uint s = 0; s < CM_SLOTS; s++) {
+        const uvec2 rc = cmElement(s);
+        m.v[s] = addend[cmAt(at, stride, false, rc.x, rc.y)];
     }
 }
 #endif

@@ -6,8 +6,11 @@
 //   vec4 loadA4(uint i), loadB4(uint i)    elements 4i .. 4i+3, as fp32;
 //   float readC(uint i), vec4 readC4(uint i), writeC(uint i, float), writeC4(uint i, vec4)
 //                                          C's element i (or group i of four), widened as read
-//                                          and narrowed as written where C is 16-bit.
+//                                          and narrowed as written where C is 16-bit;
+//   float readD(uint i), vec4 readD4(uint i) the residual epilogue's addend, likewise.
 // C[z1,z2][m,n] = alpha * sum_k A[z1,z2][m,k] B[z1,z2][k,n] (+ C[z1,z2][m,n] when accumulating),
+// or D + dropout(...) of it with the residual epilogue (include/matmul_epilogue.glsl, which
+// finishes every element each store path writes),
 // every operand addressed through element strides (MatMulSpec.cs describes the vocabulary).
 // A workgroup owns a BM x BN tile of C for one (z1, z2) at a time, each invocation TM x TN of it.
 // Sums run over k in order, in fp32, in both variants and whatever the operands' storage; an
@@ -83,6 +86,19 @@ shared vec4 sa[BK > 0 ? 2 * BK * BM4 : 1];
 shared vec4 sb[BK > 0 ? 2 * BK * BN4 : 1];
 
 #include "matmul_push.glsl"
+#include "matmul_epilogue.glsl"
+
+// Stores the sums of C's elements 4i .. 4i+3 as storeC stores one, in one vector access each of
+// C and D where they are read.
+void storeC4(uint i, vec4 sum) {
+    precise vec4 v = pc.alpha * sum;
+    if (pc.accumulate != 0u) v += readC4(i);
+    else if (pc.epilogue != 0u) {
+        [[unroll]] for (uint q = 0; q < 4; q++) v[q] = dropped(i * 4 + q, v[q]);
+        v = readD4(i) + v;
+    }
+    writeC4(i, v);
+}
 
 void streamed(uint aBase, uint bBase, uint cBase, uint tileM, uint tileN) {
     const uint tx = gl_LocalInvocationID.x;
@@ -155,10 +171,7 @@ void streamed(uint aBase, uint bBase, uint cBase, uint tileM, uint tileN) {
         for (uint j = 0; j < TN; j++) {
             const uint n = tileN + tx * TN + j;
             if (n >= pc.N) break;
-            const uint at = cBase + m * pc.cStrideM + n;
-            float v = pc.alpha * acc[i * TN + j];
-            if (pc.accumulate != 0) v += readC(at);
-            writeC(at, v);
+            storeC(cBase + m * pc.cStrideM + n, pc.alpha, acc[i * TN + j]);
         }
     }
 }
@@ -283,19 +296,12 @@ void staged(uint aBase, uint bBase, uint cBase, uint tileM, uint tileN) {
                 const uint n = tileN + (tx + t * LX) * 4;
                 const uint at = cBase + m * pc.cStrideM + n;
                 const uint row = (r * 4 + i) * TN + t * 4;
-                vec4 v = pc.alpha * vec4(acc[row], acc[row + 1], acc[row + 2], acc[row + 3]);
+                const vec4 sum = vec4(acc[row], acc[row + 1], acc[row + 2], acc[row + 3]);
                 if (m < pc.M && n < pc.N) {
-                    if (cVec && n + 4 <= pc.N) {
-                        if (pc.accumulate != 0) v += readC4(at >> 2);
-                        writeC4(at >> 2, v);
-                    } else {
+                    if (cVec && n + 4 <= pc.N) storeC4(at >> 2, sum);
+                    else
                         [[unroll]] for (uint j = 0; j < 4; j++)
-                            if (n + j < pc.N) {
-                                float x = v[j];
-                                if (pc.accumulate != 0) x += readC(at + j);
-                                writeC(at + j, x);
-                            }
-                    }
+                            if (n + j < pc.N) storeC(at + j, pc.alpha, sum[j]);
                 }
             }
         }

@@ -4,7 +4,8 @@
 #extension GL_EXT_control_flow_attributes : require
 #include "common.glsl"
 
-// C = alpha·A·B (+ C) of MatMulSpec on the matrix units (tensor cores): A an activation stored
+// C = alpha·A·B (+ C, or the residual epilogue's D + dropout(alpha·A·B): include/matmul_epilogue.glsl)
+// of MatMulSpec on the matrix units (tensor cores): A an activation stored
 // as fp32, fp16 or bf16 (A_STORAGE; an fp16 A may be the copy of an fp32 one that to_half.comp
 // makes), B the frozen weight stored as fp16 or bf16 (or, with VKPROMPT_MATRIX_UNITS=all, any fp32
 // operand: B_FP32; an activation B stored in 16 bits is read as the weight of the same bits; or,
@@ -132,9 +133,25 @@ layout(std430, binding = 2) buffer BufCh { uint16_t ch[]; };
 #include "int8.glsl"
 layout(std430, binding = 1) readonly buffer BufB8 { uint b8[]; };
 layout(std430, binding = 3) readonly buffer BufBScale { float bScale[]; };
+#define EPILOGUE_BINDING 4
+#else
+#define EPILOGUE_BINDING 3
 #endif
+// The residual epilogue's addend D, stored as C is (include/matmul_epilogue.glsl).
+layout(std430, binding = EPILOGUE_BINDING) readonly buffer BufD { float addend[]; };
+layout(std430, binding = EPILOGUE_BINDING) readonly buffer BufDh { uint16_t addendh[]; };
 #include "matmul_push.glsl"
+#define COOPMAT_ADDEND
 #include "coopmat.glsl"
+
+float readC(uint i) { return C_STORAGE == STORAGE_FP32 ? c[i] : widenStored(uint(ch[i]), C_STORAGE); }
+float readD(uint i) { return C_STORAGE == STORAGE_FP32 ? addend[i] : widenStored(uint(addendh[i]), C_STORAGE); }
+
+void writeC(uint i, float v) {
+    if (C_STORAGE == STORAGE_FP32) c[i] = v;
+    else ch[i] = uint16_t(narrowStored(v, C_STORAGE));
+}
+#include "matmul_epilogue.glsl"
 
 // Quad q of a slice as (row index along m or n, k), with its four elements running along the
 // operand's contiguous index: k in k-major slices, m or n otherwise.
@@ -250,8 +267,12 @@ void main() {
     // Uniform per workgroup: interior tiles of a K that slices evenly fetch without checks.
     const bool edge = tileM + BM > pc.M || tileN + BN > pc.N || pc.K % BK != 0;
     const uint slices = (pc.K + BK - 1) / BK;
-    // Whole accumulators go straight between an fp32 C and the matrix units (also uniform).
-    const bool direct = !B_INT8 && C_STORAGE == STORAGE_FP32 && C_ALIGNED != 0 && tileM + BM <= pc.M && tileN + BN <= pc.N && (pc.accumulate == 0 || pc.alpha == 1.0);
+    // Whole accumulators go straight between an fp32 C and the matrix units (also uniform),
+    // starting from C, or from the epilogue's D, where the sum is added to it with alpha 1; the
+    // epilogue's dropout needs each element's index, so it takes the staged way.
+    const bool startsFrom = pc.accumulate != 0 || pc.epilogue != 0;
+    const bool direct = !B_INT8 && C_STORAGE == STORAGE_FP32 && C_ALIGNED != 0 && tileM + BM <= pc.M && tileN + BN <= pc.N
+                        && (!startsFrom || pc.alpha == 1.0) && pc.dropThreshold == 0;
 
     // Batches beyond the device's z-dimension limit wrap round; z is uniform per workgroup, so
     // the barriers inside stay in uniform control flow.
@@ -265,10 +286,14 @@ void main() {
         CM_ACC acc[TILES_M * TILES_N];
         [[unroll]] for (uint i = 0; i < TILES_M; i++) {
             [[unroll]] for (uint j = 0; j < TILES_N; j++) {
-                // Summing onto C (alpha 1) starts from C, which spares a matrix addition at the
-                // end (and glslang 11's optimizer crashes on coopmat + coopmat).
+                // Summing onto C or D (alpha 1) starts from it, which spares a matrix addition at
+                // the end (and glslang 11's optimizer crashes on coopmat + coopmat). D is read at
+                // C's addresses. (Unlike the staged way, the sum is then D + the terms in order
+                // rather than D + their sum: within the units' own rounding.)
                 if (direct && pc.accumulate != 0)
                     cmLoadC(acc[i * TILES_N + j], cAt(cBase, tileM, tileN, warpM, warpN, i, j), pc.cStrideM);
+                else if (direct && pc.epilogue != 0)
+                    cmLoadD(acc[i * TILES_N + j], cAt(cBase, tileM, tileN, warpM, warpN, i, j), pc.cStrideM);
                 else
                     acc[i * TILES_N + j] = cmZero();
             }
@@ -342,7 +367,7 @@ void main() {
             [[unroll]] for (uint i = 0; i < TILES_M; i++)
                 [[unroll]] for (uint j = 0; j < TILES_N; j++) {
                     const uint at = cAt(cBase, tileM, tileN, warpM, warpN, i, j);
-                    if (pc.accumulate != 0) cmStoreC(acc[i * TILES_N + j], at, pc.cStrideM);
+                    if (startsFrom) cmStoreC(acc[i * TILES_N + j], at, pc.cStrideM);
                     else cmStoreC(cmScale(acc[i * TILES_N + j], pc.alpha), at, pc.cStrideM);
                 }
         } else {
@@ -354,17 +379,8 @@ void main() {
                     const uint n0 = tileN + (warpN * TILES_N + j) * 16;
                     for (uint e = lane; e < 256; e += SUBGROUP) {
                         const uint m = m0 + e / 16, n = n0 + e % 16;
-                        if (m < pc.M && n < pc.N) {
-                            const uint at = cBase + m * pc.cStrideM + n;
-                            float v = columnScale(z1, z2, n) * uintBitsToFloat(sa[warp * 128 + e / 2][e % 2]);
-                            if (C_STORAGE == STORAGE_FP32) {
-                                if (pc.accumulate != 0) v += c[at];
-                                c[at] = v;
-                            } else {
-                                if (pc.accumulate != 0) v += widenStored(uint(ch[at]), C_STORAGE);
-                                ch[at] = uint16_t(narrowStored(v, C_STORAGE));
-                            }
-                        }
+                        if (m < pc.M && n < pc.N)
+                            storeC(cBase + m * pc.cStrideM + n, columnScale(z1, z2, n), uintBitsToFloat(sa[warp * 128 + e / 2][e % 2]));
                     }
                     // The next accumulator reuses this subgroup's staging tile.
                     barrier();

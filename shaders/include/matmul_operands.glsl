@@ -1,6 +1,8 @@
 // How the portable products (include/matmul.glsl) read A and B and read and write C, through
 // element indices whatever the storage: loadA / loadB (element i), loadA4 / loadB4 (elements 4i
-// .. 4i+3), readC / readC4 and writeC / writeC4. Every binding has its fp32 views. An including
+// .. 4i+3), readC / readC4 and writeC / writeC4, and readD / readD4 for the residual epilogue's
+// addend D (include/matmul_epilogue.glsl), stored as C is, at EPILOGUE_BINDING: binding 3, or 4
+// past an int8 B's scales. Every binding has its fp32 views. An including
 // shader that defines STORED_16BIT (and enables GL_EXT_shader_16bit_storage before this) gets
 // uint16_t views on the same bindings besides, and A_STORAGE, B_STORAGE, C_STORAGE
 // (include/storage.glsl's codes) choose per pipeline which view each operand uses: a 16-bit
@@ -13,10 +15,18 @@
 #define VKPROMPT_MATMUL_OPERANDS_GLSL
 #include "storage.glsl"
 
+#ifdef MATMUL_INT8_B
+#define EPILOGUE_BINDING 4
+#else
+#define EPILOGUE_BINDING 3
+#endif
+
 layout(std430, binding = 0) readonly buffer BufA { float a[]; };
 layout(std430, binding = 0) readonly buffer BufA4 { vec4 a4[]; };
 layout(std430, binding = 2) buffer BufC { float c[]; };
 layout(std430, binding = 2) buffer BufC4 { vec4 c4[]; };
+layout(std430, binding = EPILOGUE_BINDING) readonly buffer BufD { float addend[]; };
+layout(std430, binding = EPILOGUE_BINDING) readonly buffer BufD4 { vec4 addend4[]; };
 #ifndef MATMUL_INT8_B
 layout(std430, binding = 1) readonly buffer BufB { float b[]; };
 layout(std430, binding = 1) readonly buffer BufB4 { vec4 b4[]; };
@@ -31,6 +41,8 @@ layout(std430, binding = 0) readonly buffer BufA16 { uint16_t a16[]; };
 layout(std430, binding = 0) readonly buffer BufA16x4 { u16vec4 a16x4[]; };
 layout(std430, binding = 2) buffer BufC16 { uint16_t c16[]; };
 layout(std430, binding = 2) buffer BufC16x4 { u16vec4 c16x4[]; };
+layout(std430, binding = EPILOGUE_BINDING) readonly buffer BufD16 { uint16_t addend16[]; };
+layout(std430, binding = EPILOGUE_BINDING) readonly buffer BufD16x4 { u16vec4 addend16x4[]; };
 #ifndef MATMUL_INT8_B
 layout(std430, binding = 1) readonly buffer BufB16 { uint16_t b16[]; };
 layout(std430, binding = 1) readonly buffer BufB16x4 { u16vec4 b16x4[]; };
@@ -79,6 +91,20 @@ vec4 readC4(uint i) {
     if (C_STORAGE != STORAGE_FP32) return widenStored(uvec4(c16x4[i]), C_STORAGE);
 #endif
     return c4[i];
+}
+
+float readD(uint i) {
+#ifdef STORED_16BIT
+    if (C_STORAGE != STORAGE_FP32) return widenStored(uint(addend16[i]), C_STORAGE);
+#endif
+    return addend[i];
+}
+
+vec4 readD4(uint i) {
+#ifdef STORED_16BIT
+    if (C_STORAGE != STORAGE_FP32) return widenStored(uvec4(addend16x4[i]), C_STORAGE);
+#endif
+    return addend4[i];
 }
 
 void writeC(uint i, float v) {

@@ -68,7 +68,7 @@ internal sealed class T5Pass : IDisposable
     /// <see cref="DropoutSeed"/>, a one-int tensor the caller changes every step.</summary>
     public float DropoutRate { get; }
     public Tensor? DropoutSeed { get; }
-    readonly Tensor? droppedProbs, branch;
+    readonly Tensor? droppedProbs;
 
     readonly Tensor encBuckets, decBuckets;
     readonly AttentionSite encSelf, decSelf, cross;
@@ -160,7 +160,6 @@ internal sealed class T5Pass : IDisposable
             DropoutSeed = Ints(1, "dropout_seed", hostVisible: true);
             long unfusedScores = Math.Max(UnfusedScores(encSelf), Math.Max(UnfusedScores(decSelf), UnfusedScores(cross)));
             droppedProbs = unfusedScores > 0 ? Scratch(unfusedScores, "dropped_probs") : null;
-            branch = Scratch((long)B * Math.Max(Le, Ld) * d, "branch");
         }
         if (mode != ActivationMode.Inference)
         {
@@ -490,27 +489,20 @@ internal sealed class T5Pass : IDisposable
         Residual(x, xOut, s.CrossCtx!, aw.O, rows, inner, stream);
     }
 
-    /// <summary>xOut = x + dropout(a·Wᵀ). Without dropout the product accumulates straight into
-    /// a copy of the stream; with it the branch needs a buffer of its own, which one pass drops
-    /// and adds to the stream into xOut.</summary>
-    void Residual(Tensor x, Tensor xOut, Tensor a, Tensor weight, int rows, int inDim, uint stream)
-    {
-        if (DropoutRate <= 0)
-        {
-            be.Copy(x, xOut);
-            be.MatMul(a, weight, xOut, Linear(rows, d, inDim) with { Accumulate = true });
-            return;
-        }
-        be.MatMul(a, weight, branch!, Linear(rows, d, inDim));
-        be.Add(x, branch!, rows * d, dropout: new DropoutMask<Tensor>(DropoutRate, DropoutSeed!, stream + Sites.Output), output: xOut);
-    }
+    /// <summary>xOut = x + dropout(a·Wᵀ), in the product's store (<see cref="MatMulEpilogue.Residual"/>):
+    /// the branch is never written to a buffer of its own, nor the stream copied first.</summary>
+    void Residual(Tensor x, Tensor xOut, Tensor a, Tensor weight, int rows, int inDim, uint stream) =>
+        be.MatMul(a, weight, xOut, Linear(rows, d, inDim),
+                  new MatMulEpilogueOperands<Tensor>(x, DropoutRate > 0 ? new DropoutMask<Tensor>(DropoutRate, DropoutSeed!, stream + Sites.Output) : null));
 
-    /// <summary>The gradient reaching a branch's output projection: dX through its dropout mask.</summary>
+    /// <summary>The gradient reaching a branch's output projection: dX through its dropout mask,
+    /// dropped into the gradient of the sublayer's normed input (g.H), which the sublayer's
+    /// backward writes only after the projection's product has read this.</summary>
     Tensor BranchGradient(Tensor dX, int rows, uint stream)
     {
         if (DropoutRate <= 0) return dX;
-        be.DropoutBackward(dX, rows * d, DropoutRate, DropoutSeed!, stream + Sites.Output, branch!);
-        return branch!;
+        be.DropoutBackward(dX, rows * d, DropoutRate, DropoutSeed!, stream + Sites.Output, grads!.H);
+        return grads.H;
     }
 
     AttentionSpecs Heads => new(B, c.NumHeads, c.DKv);

@@ -248,10 +248,12 @@ public sealed record DevicePlan
     /// 16-bit A, activation B or C: the subgroup-scope kernel reads such operands without copies
     /// and narrows a 16-bit C as it stores it, while the workgroup-scope kernel takes fp16 copies
     /// and stores fp32, and no device at hand has VK_NV_cooperative_matrix2 to test it reading
-    /// or writing 16-bit activations.</summary>
+    /// or writing 16-bit activations. Products with an epilogue (<see cref="MatMulSpec.Epilogue"/>)
+    /// run the KHR kernel too: the workgroup-scope kernel stores whole blocks, with no element's
+    /// index for the dropout mask.</summary>
     internal bool OnWorkgroupScope(in MatMulSpec s, WeightPrecision bPrecision) =>
         MatrixUnits == MatrixUnits.Nv2 && !Bf16Fragments && bPrecision is not (WeightPrecision.Bf16 or WeightPrecision.Int8)
-        && s is { AStorage: ActivationPrecision.Fp32, BStorage: ActivationPrecision.Fp32, CStorage: ActivationPrecision.Fp32 }
+        && s is { AStorage: ActivationPrecision.Fp32, BStorage: ActivationPrecision.Fp32, CStorage: ActivationPrecision.Fp32, Epilogue: MatMulEpilogue.None }
         && (s.AStrideK == 1 || s.AStrideM == 1) && (s.BStrideK == 1 || s.BStrideN == 1);
 
     /// <summary>How a frozen weight asked for as <paramref name="requested"/> is stored: bf16 as

@@ -34,7 +34,7 @@ public sealed class BenchMatMulCommandTests : IDisposable
 
     /// <summary>(M, N, K, batch, B operand, accumulates, A read transposed, B read transposed):
     /// what tells two products of a step apart in the report.</summary>
-    readonly record struct Key(int M, int N, int K, int Batch, string B, bool Accumulate, bool ATransposed, bool BTransposed);
+    readonly record struct Key(int M, int N, int K, int Batch, string B, bool Accumulate, bool ATransposed, bool BTransposed, bool Residual);
 
     /// <summary>The products of one t5-small training step (ReLU, tied embeddings, dropout 0.1, every
     /// attention unfused) at batch 1, 12 encoder and 8 decoder tokens, from the config's numbers.</summary>
@@ -43,17 +43,18 @@ public sealed class BenchMatMulCommandTests : IDisposable
         const int b = 1, le = 8 + 4, ld = 8, d = 512, heads = 8, dkv = 64, inner = heads * dkv, ff = 2048, vocab = 32128, ne = 6, nd = 6;
         const int enc = b * le, dec = b * ld;
         var step = new Dictionary<Key, int>();
-        void Add(int m, int n, int k, int count, int batch = 1, string operand = "weight", bool acc = false, bool aT = false, bool bT = false) =>
-            step[new Key(m, n, k, batch, operand, acc, aT, bT)] = step.GetValueOrDefault(new Key(m, n, k, batch, operand, acc, aT, bT)) + count;
-        // Forward: x·Wᵀ with W stored [out, in]; with dropout each residual branch writes its own buffer.
+        void Add(int m, int n, int k, int count, int batch = 1, string operand = "weight", bool acc = false, bool aT = false, bool bT = false, bool residual = false) =>
+            step[new Key(m, n, k, batch, operand, acc, aT, bT, residual)] = step.GetValueOrDefault(new Key(m, n, k, batch, operand, acc, aT, bT, residual)) + count;
+        // Forward: x·Wᵀ with W stored [out, in]; each residual branch's o and wo store stream +
+        // dropout(branch) themselves (the residual epilogue), products apart from same-shaped ones.
         Add(enc, inner, d, 3 * ne + 2 * nd, bT: true);       // encoder q, k, v; cross-attention k, v over the encoder output
-        Add(enc, d, inner, ne, bT: true);                    // encoder o
+        Add(enc, d, inner, ne, bT: true, residual: true);    // encoder o
         Add(enc, ff, d, ne, bT: true);                       // encoder wi (ReLU: one)
-        Add(enc, d, ff, ne, bT: true);                       // encoder wo
+        Add(enc, d, ff, ne, bT: true, residual: true);       // encoder wo
         Add(dec, inner, d, 3 * nd + nd, bT: true);           // decoder q, k, v; cross-attention q
-        Add(dec, d, inner, 2 * nd, bT: true);                // decoder self and cross o
+        Add(dec, d, inner, 2 * nd, bT: true, residual: true); // decoder self and cross o
         Add(dec, ff, d, nd, bT: true);
-        Add(dec, d, ff, nd, bT: true);
+        Add(dec, d, ff, nd, bT: true, residual: true);
         Add(dec, vocab, d, 1, bT: true);                     // LM head (tied: scaled by d^-0.5)
         // Backward, activation gradients only: dX = dY·W.
         Add(dec, d, vocab, 1);                               // LM head
@@ -125,7 +126,8 @@ public sealed class BenchMatMulCommandTests : IDisposable
             int count = p.GetProperty("count").GetInt32();
             string operand = p.GetProperty("bOperand").GetString()!;
             var key = new Key(m, n, k, batch, operand, p.GetProperty("accumulate").GetBoolean(),
-                              m > 1 && spec.GetProperty("aStrideM").GetInt32() == 1, n > 1 && spec.GetProperty("bStrideK").GetInt32() == 1);
+                              m > 1 && spec.GetProperty("aStrideM").GetInt32() == 1, n > 1 && spec.GetProperty("bStrideK").GetInt32() == 1,
+                              spec.GetProperty("epilogue").GetInt32() == (int)MatMulEpilogue.Residual);
             seen[key] = seen.GetValueOrDefault(key) + count;
             Assert.Equal(count, p.GetProperty("uses").EnumerateArray().Sum(u => u.GetProperty("count").GetInt32()));
             Assert.Equal(2L * m * n * k * batch, p.GetProperty("flops").GetInt64());

@@ -324,7 +324,7 @@ public sealed class MatMulTests(GpuFixture f) : GpuTest(f)
             }
     }
 
-    /// <param name="tiling">null: the kernel and tiling <see cref="MatMulKernel.Run(CommandGraph, GpuBuffer, GpuBuffer, GpuBuffer, in MatMulSpec, WeightPrecision, GpuBuffer?)"/> chooses.</param>
+    /// <param name="tiling">null: the kernel and tiling <see cref="MatMulKernel.Run(CommandGraph, GpuBuffer, GpuBuffer, GpuBuffer, in MatMulSpec, WeightPrecision, GpuBuffer?, MatMulEpilogueOperands{GpuBuffer}?)"/> chooses.</param>
     /// <param name="ctx">null: <see cref="GpuTest.MatrixUnitsCtx"/>.</param>
     void MatrixUnitsCompare(MatMulSpec spec, WeightPrecision precision, MatrixUnitsTiling? tiling, string what, bool halfA = false, bool halfB = false, GpuContext? ctx = null)
     {

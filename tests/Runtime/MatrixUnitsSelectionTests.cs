@@ -110,7 +110,9 @@ public sealed class MatrixUnitsSelectionTests
     /// <summary>Which products the workgroup-scope kernel takes: on an nv2 context those with fp16
     /// or fp32 B whose operands each have a unit stride (T5's X·Wᵀ and dY·W, attention's per-head
     /// views); bf16 weights kept bf16, operands strided both ways and products with a 16-bit A,
-    /// activation B or C (read straight, never copied, by the KHR kernel) go to the KHR kernel.</summary>
+    /// activation B or C (read straight, never copied, by the KHR kernel) go to the KHR kernel, and
+    /// so do products with an epilogue (the residual's dropout needs each element's index), with
+    /// the KHR kernel's tiling and copies.</summary>
     [Fact]
     public void WorkgroupScopeTakesProductsItCanAddress()
     {
@@ -124,6 +126,10 @@ public sealed class MatrixUnitsSelectionTests
         Assert.False(nv2.OnWorkgroupScope(forward, WeightPrecision.Bf16));
         Assert.False(khr.OnWorkgroupScope(forward, WeightPrecision.Fp16));
         Assert.False(nv2.OnWorkgroupScope(forward with { AStrideK = 2, AStrideM = 2048 }, WeightPrecision.Fp16));
+        var residual = forward with { Epilogue = MatMulEpilogue.Residual };
+        Assert.False(nv2.OnWorkgroupScope(residual, WeightPrecision.Fp16));
+        Assert.False(nv2.Product(residual, WeightPrecision.Fp16).WorkgroupScope);
+        Assert.Equal(khr.Product(forward, WeightPrecision.Fp16).MatrixUnits, nv2.Product(residual, WeightPrecision.Fp16).MatrixUnits);
         foreach (var sixteen in new[] { ActivationPrecision.Bf16, ActivationPrecision.Fp16 })
         {
             Assert.False(nv2.OnWorkgroupScope(forward with { AStorage = sixteen }, WeightPrecision.Fp16));

@@ -19,7 +19,9 @@ public sealed class ProductBenchTests(GpuFixture fixture) : GpuTest(fixture)
     public void MeasuresAndChecksEachProductInOrder()
     {
         var weights = WeightPrecision.Bf16.IsSupported(Ctx.Capabilities) ? WeightPrecision.Bf16 : WeightPrecision.Fp32;
-        BenchProduct[] products = [new("weight", Weighted, weights), new("activation", Activations, WeightPrecision.Fp32)];
+        // A step's output projections carry the residual epilogue, timed and checked onto C.
+        BenchProduct[] products = [new("weight", Weighted, weights), new("activation", Activations, WeightPrecision.Fp32),
+                                   new("residual", Weighted with { Epilogue = MatMulEpilogue.Residual }, weights)];
         var result = ProductBench.Run(Ctx, products, reps: 3, warmupMs: 0);
 
         Assert.Equal(products, result.Products.Select(m => m.Product));

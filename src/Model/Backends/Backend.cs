@@ -231,14 +231,21 @@ public abstract class Backend : IDisposable
     /// otherwise (the GPU backend asks its device plan).</summary>
     private protected virtual bool FusesAttentionByDefault(AttentionShape scores) => false;
 
-    /// <summary>C = Alpha·A·B (+ C); the backends set the spec's operand storages
-    /// (<see cref="MatMulSpec.AStorage"/> ...) from the tensors' (<see cref="StoredAs"/>).</summary>
-    internal abstract void MatMul(Tensor a, Tensor b, Tensor c, in MatMulSpec s);
+    /// <summary>C = Alpha·A·B (+ C); with <paramref name="epilogue"/>, C = D + dropout(Alpha·A·B)
+    /// (<see cref="MatMulEpilogue.Residual"/>: a residual branch's projection joining the stream
+    /// in its store). The backends set the spec's operand storages (<see cref="MatMulSpec.AStorage"/>
+    /// ...) from the tensors' and its epilogue from the operands given (<see cref="StoredAs"/>).</summary>
+    internal abstract void MatMul(Tensor a, Tensor b, Tensor c, in MatMulSpec s, MatMulEpilogueOperands<Tensor>? epilogue = null);
 
-    /// <summary><paramref name="s"/> with the storages of the tensors it multiplies; a weight
-    /// table B keeps fp32 there (its precision is the table's).</summary>
-    private protected static MatMulSpec StoredAs(in MatMulSpec s, Tensor a, Tensor b, Tensor c, bool bIsTable) =>
-        s with { AStorage = a.Storage, BStorage = bIsTable ? ActivationPrecision.Fp32 : b.Storage, CStorage = c.Storage };
+    /// <summary><paramref name="s"/> with the storages of the tensors it multiplies (a weight
+    /// table B keeps fp32 there: its precision is the table's) and the epilogue its operands are
+    /// for.</summary>
+    private protected static MatMulSpec StoredAs(in MatMulSpec s, Tensor a, Tensor b, Tensor c, bool bIsTable, MatMulEpilogueOperands<Tensor>? epilogue) =>
+        s with
+        {
+            AStorage = a.Storage, BStorage = bIsTable ? ActivationPrecision.Fp32 : b.Storage, CStorage = c.Storage,
+            Epilogue = epilogue is null ? MatMulEpilogue.None : MatMulEpilogue.Residual,
+        };
 
     /// <summary>Called with the trace of a program about to be recorded (<see cref="T5Pass.Trace"/>:
     /// every product it will emit), before the program allocates its tensors: a backend that has
@@ -275,9 +282,6 @@ public abstract class Backend : IDisposable
     internal abstract void GatedActivation(Tensor a, Tensor b, Tensor y, int n, GateActivation activation, DropoutMask<Tensor>? dropout = null);
     /// <inheritdoc cref="Relu"/>
     internal abstract void GatedActivationBackward(Tensor a, Tensor b, Tensor dy, Tensor da, Tensor db, int n, GateActivation activation, DropoutMask<Tensor>? dropout = null);
-    /// <summary>output = x + alpha·y, into x where no output is given; with
-    /// <paramref name="dropout"/>, y is dropped as it is read (a residual branch joining the stream).</summary>
-    internal abstract void Add(Tensor x, Tensor y, int n, float alpha = 1f, DropoutMask<Tensor>? dropout = null, Tensor? output = null);
     internal abstract void Copy(Tensor src, Tensor dst);
     internal abstract void Embedding(Tensor table, Tensor ids, Tensor? prompts, Tensor? promptIndex, Tensor output, int batch, int length, int promptLength, int dim);
     internal abstract void PromptGradient(Tensor dX, Tensor promptIndex, Tensor dPrompts, int batch, int length, int promptLength, int dim);

@@ -86,9 +86,11 @@ public sealed class CpuBackend : Backend
     /// <inheritdoc/>
     public override void ResetPeakMemory() => peak = current;
 
-    internal override void MatMul(Tensor a, Tensor b, Tensor c, in MatMulSpec s)
+    internal override void MatMul(Tensor a, Tensor b, Tensor c, in MatMulSpec s, MatMulEpilogueOperands<Tensor>? epilogue = null)
     {
-        MatMulReference.Run(F(a), F(b), F(c), s);
+        if (epilogue is { Dropout: var mask } e)
+            MatMulReference.Run(F(a), F(b), F(c), s with { Epilogue = MatMulEpilogue.Residual }, F(e.Addend), mask?.Rate ?? 0f, Seed(mask?.Seed), mask?.Stream ?? 0);
+        else MatMulReference.Run(F(a), F(b), F(c), s with { Epilogue = MatMulEpilogue.None });
         Stored(c);
     }
     internal override void RmsNorm(Tensor x, Tensor w, Tensor y, int rows, int dim, float eps)
@@ -144,12 +146,6 @@ public sealed class CpuBackend : Backend
         var copy = F(dy)[..n];
         Drop(copy, n, dropout);
         return copy;
-    }
-    internal override void Add(Tensor x, Tensor y, int n, float alpha = 1f, DropoutMask<Tensor>? dropout = null, Tensor? output = null)
-    {
-        var sum = F(output ?? x).AsSpan(0, n);
-        if (output is not null) F(x).AsSpan(0, n).CopyTo(sum);
-        AddReference.Forward(sum, Dropped(y, n, dropout).AsSpan(0, n), alpha);
     }
     internal override void Copy(Tensor src, Tensor dst) => F(src).AsSpan(0, (int)Math.Min(src.Length, dst.Length)).CopyTo(F(dst));
     internal override void Zero(Tensor t) { if (t is CpuTensor { I.Length: > 0 } ct) Array.Clear(ct.I); else Array.Clear(F(t)); }

@@ -117,18 +117,19 @@ public sealed class GpuBackend(GpuContext ctx, bool ownsContext = false) : Backe
     /// <inheritdoc/>
     public override void ResetPeakMemory() => ctx.Memory.ResetPeak();
 
-    internal override void MatMul(Tensor a, Tensor b, Tensor c, in MatMulSpec spec)
+    internal override void MatMul(Tensor a, Tensor b, Tensor c, in MatMulSpec spec, MatMulEpilogueOperands<Tensor>? epilogue = null)
     {
-        var s = StoredAs(spec, a, b, c, b is GpuTable);
+        var s = StoredAs(spec, a, b, c, b is GpuTable, epilogue);
+        MatMulEpilogueOperands<GpuBuffer>? ops = epilogue is { } e ? new(Buf(e.Addend), Buf(e.Dropout)) : null;
         if (b is not GpuTable { Split: var split })
         {
-            MatMulKernel.Run(G, Buf(a), Buf(b), Buf(c), s);
+            MatMulKernel.Run(G, Buf(a), Buf(b), Buf(c), s, epilogue: ops);
             return;
         }
         GpuBuffer? Scales(int chunk) => split.Precision == WeightPrecision.Int8 ? split.Scales[chunk] : null;
         if (split.Chunks.Count == 1)
         {
-            MatMulKernel.Run(G, Buf(a), split.Chunks[0].Buffer, Buf(c), s, split.Precision, Scales(0));
+            MatMulKernel.Run(G, Buf(a), split.Chunks[0].Buffer, Buf(c), s, split.Precision, Scales(0), ops);
             return;
         }
         // A table too large for one binding is split by rows. Its rows are either the output
@@ -139,13 +140,16 @@ public sealed class GpuBackend(GpuContext ctx, bool ownsContext = false) : Backe
         bool rowsAreK = s.BStrideN == 1 && s.BStrideK == cols;
         if (s.Batch1 * s.Batch2 != 1 || s.BOffset != 0 || !(rowsAreN || rowsAreK))
             throw new NotSupportedException($"split table {b.Name} can only be the B of an unbatched A·Bᵀ or A·B");
+        // Partial sums over K would each be dropped and added to D; column ranges finish whole.
+        if (rowsAreK && ops is not null)
+            throw new NotSupportedException($"split table {b.Name} sums its chunks onto C, which an epilogue cannot follow");
         for (int i = 0; i < split.Chunks.Count; i++)
         {
             var (chunk, firstRow, rows) = split.Chunks[i];
             var part = rowsAreN
                 ? s with { N = rows, COffset = s.COffset + firstRow }
                     : s with { K = rows, AOffset = s.AOffset + firstRow * s.AStrideK, Accumulate = s.Accumulate || i > 0 };
-            MatMulKernel.Run(G, Buf(a), chunk, Buf(c), part, split.Precision, Scales(i));
+            MatMulKernel.Run(G, Buf(a), chunk, Buf(c), part, split.Precision, Scales(i), ops);
         }
     }
 
@@ -186,8 +190,6 @@ public sealed class GpuBackend(GpuContext ctx, bool ownsContext = false) : Backe
     internal override void GatedActivationBackward(Tensor a, Tensor b, Tensor dy, Tensor da, Tensor db, int n, GateActivation activation, DropoutMask<Tensor>? dropout = null) =>
         GatedActivationKernel.Backward(G, Buf(a), Buf(b), Buf(dy), Buf(da), Buf(db), n, activation, Buf(dropout));
     static DropoutMask<GpuBuffer>? Buf(DropoutMask<Tensor>? d) => d is { } x ? new(x.Rate, Buf(x.Seed), x.Stream) : null;
-    internal override void Add(Tensor x, Tensor y, int n, float alpha = 1f, DropoutMask<Tensor>? dropout = null, Tensor? output = null) =>
-        AddKernel.Forward(G, Buf(x), Buf(y), n, alpha, Buf(dropout), output is null ? null : Buf(output));
     internal override void Copy(Tensor src, Tensor dst) => G.Copy(Buf(src), Buf(dst), src.Storage.Bytes(Math.Min(src.Length, dst.Length)));
     internal override void Zero(Tensor t) => G.Fill(Buf(t));
     internal override void Embedding(Tensor table, Tensor ids, Tensor? prompts, Tensor? promptIndex, Tensor output, int batch, int length, int promptLength, int dim) =>

@@ -185,10 +185,10 @@ internal class TraceBackend : Backend
     }
 
 
-    internal override void MatMul(Tensor a, Tensor b, Tensor c, in MatMulSpec spec)
+    internal override void MatMul(Tensor a, Tensor b, Tensor c, in MatMulSpec spec, MatMulEpilogueOperands<Tensor>? epilogue = null)
     {
         var weight = ((Empty)b).Table;
-        var s = StoredAs(spec, a, b, c, weight is not null);
+        var s = StoredAs(spec, a, b, c, weight is not null, epilogue);
         CountHalfCopies(s, weight);
         string phase = phases.Count > 0 ? phases[^1] : "";
         // A block re-run inside the backward (Phases.Recompute) is a forward again.
@@ -240,7 +240,6 @@ internal class TraceBackend : Backend
     internal override void ReluBackward(Tensor x, Tensor dy, Tensor dx, int n, DropoutMask<Tensor>? dropout = null) { }
     internal override void GatedActivation(Tensor a, Tensor b, Tensor y, int n, GateActivation activation, DropoutMask<Tensor>? dropout = null) { }
     internal override void GatedActivationBackward(Tensor a, Tensor b, Tensor dy, Tensor da, Tensor db, int n, GateActivation activation, DropoutMask<Tensor>? dropout = null) { }
-    internal override void Add(Tensor x, Tensor y, int n, float alpha = 1f, DropoutMask<Tensor>? dropout = null, Tensor? output = null) { }
     internal override void Copy(Tensor src, Tensor dst) { }
     internal override void Embedding(Tensor table, Tensor ids, Tensor? prompts, Tensor? promptIndex, Tensor output, int batch, int length, int promptLength, int dim) { }
     internal override void PromptGradient(Tensor dX, Tensor promptIndex, Tensor dPrompts, int batch, int length, int promptLength, int dim) { }

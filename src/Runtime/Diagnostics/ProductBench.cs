@@ -136,7 +136,7 @@ internal static class ProductBench
     static (IReadOnlyList<double> Times, double? CopyMs) Time(GpuContext ctx, GpuBuffer a, GpuBuffer b, GpuBuffer? bScales, GpuBuffer c, MatMulSpec spec,
                                                               WeightPrecision bPrecision, int reps, int warmupMs, string kernel, string name)
     {
-        var (times, labels) = DispatchTimer.Repeat(ctx, g => MatMulKernel.Run(g, a, b, c, spec, bPrecision, bScales), reps, warmupMs);
+        var (times, labels) = DispatchTimer.Repeat(ctx, g => MatMulKernel.Run(g, a, b, c, spec, bPrecision, bScales, MatMulKernel.OntoC(spec, c)), reps, warmupMs);
         if (labels is null) return (times, null);
         // The label is the shader that was dispatched: it must be the one reported.
         if (labels.FirstOrDefault(label => label != kernel && label != ToHalfKernel.Shader) is { } ran)
@@ -195,10 +195,12 @@ internal static class ProductBench
                                                      WeightPrecision? bValues = null, GpuBuffer? bScales = null)
     {
         const float initial = 1f;
+        // An epilogue's D is C's own buffer here (MatMulKernel.OntoC): C = 1 + the product.
+        bool sumsOntoC = s.Accumulate || s.Epilogue != MatMulEpilogue.None;
         using (var graph = new CommandGraph(ctx, profiling: false))
         {
-            graph.Fill(c, FillPattern(s.Accumulate ? initial : float.NaN, s.CStorage));
-            MatMulKernel.Run(graph, a, b, c, s, bPrecision, bScales);
+            graph.Fill(c, FillPattern(sumsOntoC ? initial : float.NaN, s.CStorage));
+            MatMulKernel.Run(graph, a, b, c, s, bPrecision, bScales, MatMulKernel.OntoC(s, c));
             graph.Run();
         }
 
@@ -244,7 +246,7 @@ internal static class ProductBench
                 else if (matrixUnits) (av, bv) = (ToHalf(av), bPrecision == WeightPrecision.Fp32 ? ToHalf(bv) : bv);
                 sum += (double)av * bv;
             }
-            double expected = s.Alpha * sum + (s.Accumulate ? initial : 0);
+            double expected = s.Alpha * sum + (sumsOntoC ? initial : 0);
             double actual = got[address];
             if (!double.IsFinite(actual)) return (null, outputs.Count);
             maxRef = Math.Max(maxRef, Math.Abs(expected));

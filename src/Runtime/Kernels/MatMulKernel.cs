@@ -3,15 +3,19 @@ namespace VkPrompt.Runtime.Kernels;
 /// <summary>The matrix product of <see cref="MatMulSpec"/> on the device.</summary>
 internal static class MatMulKernel
 {
-    // C is ReadWrite, not Write: an accumulating product reads it first.
-    static readonly KernelLayout Layout = new([Access.Read, Access.Read, Access.ReadWrite], 84);
-    // matmul_int8.comp: B's row scales at binding 3.
-    static readonly KernelLayout Int8Layout = new([Access.Read, Access.Read, Access.ReadWrite, Access.Read], 84);
+    // C is ReadWrite, not Write: an accumulating product reads it first. After C, the residual
+    // epilogue's addend D and dropout seed (include/matmul_epilogue.glsl), which a product without
+    // them binds C in place of, never read.
+    static readonly KernelLayout Layout = new([Access.Read, Access.Read, Access.ReadWrite, Access.Read, Access.Read], 100);
+    // matmul_int8.comp: B's row scales at binding 3, D and the seed after them.
+    static readonly KernelLayout Int8Layout = new([Access.Read, Access.Read, Access.ReadWrite, Access.Read, Access.Read, Access.Read], 100);
     // matmul_half.comp and the matrix units' subgroup-scope kernels (matmul_coopmat*.comp): A, an
-    // activation B and C may each be 16-bit activations.
-    static readonly KernelLayout HalfLayout = Layout with { HalfBindings = 0b111 };
-    // matmul_int8_half.comp and matmul_coopmat_int8*.comp: A and C may be; B is the int8 table.
-    static readonly KernelLayout Int8HalfLayout = Int8Layout with { HalfBindings = 0b101 };
+    // activation B and C may each be 16-bit activations, D as C is, and the seed's binding holds C
+    // where there is no dropout.
+    static readonly KernelLayout HalfLayout = Layout with { HalfBindings = 0b11111 };
+    // matmul_int8_half.comp and matmul_coopmat_int8*.comp: A, C, D and the seed's placeholder may
+    // be; B is the int8 table, its scales fp32.
+    static readonly KernelLayout Int8HalfLayout = Int8Layout with { HalfBindings = 0b110101 };
 
     // shaders/include/matmul_push.glsl, the block every product kernel declares, field for field
     // (MatMulPushTests compares them).
@@ -20,14 +24,44 @@ internal static class MatMulKernel
         uint AOffset, uint AStrideBatch1, uint AStrideBatch2, uint AStrideM, uint AStrideK,
         uint BOffset, uint BStrideBatch1, uint BStrideBatch2, uint BStrideK, uint BStrideN,
         uint COffset, uint CStrideBatch1, uint CStrideBatch2, uint CStrideM,
-        float Alpha, uint Accumulate)
+        float Alpha, uint Accumulate,
+        uint Epilogue, uint DropThreshold, float DropScale, uint DropStream)
     {
-        public static Push From(in MatMulSpec s) => new(
+        /// <summary>The spec's fields, with the residual epilogue's dropout (threshold 0: none).</summary>
+        public static Push From(in MatMulSpec s, uint dropThreshold = 0, float dropScale = 1f, uint dropStream = 0) => new(
             (uint)s.M, (uint)s.N, (uint)s.K, (uint)s.Batch1, (uint)s.Batch2,
             (uint)s.AOffset, (uint)s.AStrideBatch1, (uint)s.AStrideBatch2, (uint)s.AStrideM, (uint)s.AStrideK,
             (uint)s.BOffset, (uint)s.BStrideBatch1, (uint)s.BStrideBatch2, (uint)s.BStrideK, (uint)s.BStrideN,
             (uint)s.COffset, (uint)s.CStrideBatch1, (uint)s.CStrideBatch2, (uint)s.CStrideM,
-            s.Alpha, s.Accumulate ? 1u : 0u);
+            s.Alpha, s.Accumulate ? 1u : 0u,
+            s.Epilogue == MatMulEpilogue.Residual ? 1u : 0u, dropThreshold, dropScale, dropStream);
+    }
+
+    /// <summary>The operands of <paramref name="s"/>'s epilogue for a product run apart from its
+    /// step (timed by the tuner and the benchmarks, checked by <c>bench matmul</c>): C's own buffer
+    /// as D, without dropout, so that it reads and writes C as an accumulating product does;
+    /// null where the spec has no epilogue.</summary>
+    internal static MatMulEpilogueOperands<GpuBuffer>? OntoC(in MatMulSpec s, GpuBuffer c) =>
+        s.Epilogue == MatMulEpilogue.None ? null : new(c);
+
+    /// <summary>The push constants of <paramref name="s"/> and the buffers bound after C: the
+    /// epilogue's addend and seed, or C in their place where the product has no epilogue or no
+    /// dropout. The spec's <see cref="MatMulSpec.Epilogue"/> says whether there are operands; the
+    /// addend must be stored as C is and hold every element C's range spans.</summary>
+    /// <exception cref="ArgumentException">operands given without the epilogue in the spec, or
+    /// missing for it, or an addend or seed that does not fit.</exception>
+    static (Push Push, GpuBuffer D, GpuBuffer Seed) Finish(GpuBuffer c, in MatMulSpec s, MatMulEpilogueOperands<GpuBuffer>? epilogue)
+    {
+        if ((s.Epilogue != MatMulEpilogue.None) != epilogue.HasValue)
+            throw new ArgumentException(epilogue.HasValue ? "epilogue operands given for a product whose spec has no epilogue" : $"the {s.Epilogue} epilogue needs its operands", nameof(epilogue));
+        if (epilogue is not { } e) return (Push.From(s), c, c);
+        if (e.Addend.Storage != s.CStorage)
+            throw new ArgumentException($"the epilogue's addend {e.Addend.Name} stores {e.Addend.Storage.Name()}, but C is {s.CStorage.Name()}: D is read as C is", nameof(epilogue));
+        long cExtent = s.Extents().C;
+        if (e.Addend.StoredElements < cExtent)
+            throw new ArgumentException($"the epilogue's addend {e.Addend.Name} holds {e.Addend.StoredElements} elements, but C's range spans {cExtent}", nameof(epilogue));
+        var (threshold, scale, seed) = DropoutMasks.Check("matmul", e.Dropout, cExtent);
+        return (Push.From(s, threshold, scale, e.Dropout?.Stream ?? 0), e.Addend, seed ?? c);
     }
 
     /// <summary>Appends C = Alpha·A·B (+ C) as described by <paramref name="s"/>, after checking
@@ -42,13 +76,15 @@ internal static class MatMulKernel
     /// as A·Bᵀ (any B with <see cref="DevicePlan.MatrixUnitsAllProducts"/>), runs on the matrix
     /// units instead, with A and an fp32 B rounded to fp16 (saturating at ±65504), or both
     /// operands to bf16 where the plan's fragments are bf16 (<see cref="DevicePlan.MatrixUnitsOperands"/>),
-    /// and fp32 sums (<see cref="DevicePlan.OnMatrixUnits(in MatMulSpec, WeightPrecision)"/>).</remarks>
+    /// and fp32 sums (<see cref="DevicePlan.OnMatrixUnits(in MatMulSpec, WeightPrecision)"/>).
+    /// With <see cref="MatMulEpilogue.Residual"/> in the spec, <paramref name="epilogue"/> gives
+    /// its addend and dropout: C = D + dropout(Alpha·A·B) (<see cref="MatMulEpilogue"/>).</remarks>
     /// <exception cref="GpuException">B is 16-bit and the device lacks 16-bit storage.</exception>
     public static void Run(CommandGraph g, GpuBuffer a, GpuBuffer b, GpuBuffer c, in MatMulSpec s, WeightPrecision bPrecision = WeightPrecision.Fp32,
-                           GpuBuffer? bScales = null) =>
-        Choose(g.Context, s, bPrecision).Append(g, a, b, c, s, bPrecision, bScales);
+                           GpuBuffer? bScales = null, MatMulEpilogueOperands<GpuBuffer>? epilogue = null) =>
+        Choose(g.Context, s, bPrecision).Append(g, a, b, c, s, bPrecision, bScales, epilogue);
 
-    /// <summary>The kernel and tiling <see cref="Run(CommandGraph, GpuBuffer, GpuBuffer, GpuBuffer, in MatMulSpec, WeightPrecision, GpuBuffer?)"/>
+    /// <summary>The kernel and tiling <see cref="Run(CommandGraph, GpuBuffer, GpuBuffer, GpuBuffer, in MatMulSpec, WeightPrecision, GpuBuffer?, MatMulEpilogueOperands{GpuBuffer}?)"/>
     /// and <see cref="Selection"/> use: the plan's (<see cref="DevicePlan.Product"/>), with this
     /// context's tunings.</summary>
     internal static MatMulChoice Choose(GpuContext context, in MatMulSpec s, WeightPrecision bPrecision) =>
@@ -63,7 +99,7 @@ internal static class MatMulKernel
     /// <paramref name="bScales"/>: an int8 B's row scales; int8 B must be read as A·Bᵀ.</summary>
     /// <exception cref="ArgumentException">The spec's storages are not the buffers' (<see cref="CheckOperands"/>).</exception>
     internal static void RunOnMatrixUnits(CommandGraph g, GpuBuffer a, GpuBuffer b, GpuBuffer c, in MatMulSpec s, MatrixUnitsTiling t, WeightPrecision bPrecision,
-                                    bool? halfA = null, bool? halfB = null, GpuBuffer? bScales = null)
+                                    bool? halfA = null, bool? halfB = null, GpuBuffer? bScales = null, MatMulEpilogueOperands<GpuBuffer>? epilogue = null)
     {
         if (!g.Context.UsesMatrixUnits) throw new GpuException("the matrix-unit product needs a context that uses them (GpuContext.UsesMatrixUnits)");
         if (bPrecision == WeightPrecision.Int8 && !g.Context.Plan.OnMatrixUnits(s, bPrecision))
@@ -87,8 +123,9 @@ internal static class MatMulKernel
             spec = spec with { BOffset = 0 };
             bRead = WeightPrecision.Fp16;
         }
-        if (workgroupScope) AppendWorkgroupScope(g, a, b, c, spec, t);
-        else AppendSubgroupScope(g, a, b, c, spec, t, bRead, bScales);
+        var (push, d, seed) = Finish(c, spec, epilogue);
+        if (workgroupScope) AppendWorkgroupScope(g, a, b, c, spec, t, push);
+        else AppendSubgroupScope(g, a, b, c, spec, t, bRead, bScales, push, d, seed);
     }
 
     /// <summary>How the subgroup-scope kernel reads B: an activation B kept in 16 bits as the
@@ -123,17 +160,18 @@ internal static class MatMulKernel
         return (a, b);
     }
 
-    static void AppendWorkgroupScope(CommandGraph g, GpuBuffer a, GpuBuffer b, GpuBuffer c, in MatMulSpec s, MatrixUnitsTiling t)
+    // No epilogue reaches it (DevicePlan.OnWorkgroupScope): C fills the bindings after it.
+    static void AppendWorkgroupScope(CommandGraph g, GpuBuffer a, GpuBuffer b, GpuBuffer c, in MatMulSpec s, MatrixUnitsTiling t, in Push push)
     {
         var k = g.Context.Kernel(DevicePlan.Nv2MatMulShader, Layout, (int)g.Context.Capabilities.SubgroupSize * t.WarpsM * t.WarpsN,
                                  t.BlockM, t.BlockN, t.SharedK, s.AStrideK == 1 ? 1 : 0, s.BStrideK == 1 ? 1 : 0);
         uint z = (uint)Math.Min((long)s.Batch1 * s.Batch2, g.Context.Capabilities.MaxWorkGroupCountZ);
-        g.Dispatch(k, (Grid.Div(s.N, t.BlockN), Grid.Div(s.M, t.BlockM), z), Push.From(s), a, b, c);
+        g.Dispatch(k, (Grid.Div(s.N, t.BlockN), Grid.Div(s.M, t.BlockM), z), push, a, b, c, c, c);
     }
 
     // bPrecision: how the kernel reads B (ReadAs, or fp16 for a copy).
     static void AppendSubgroupScope(CommandGraph g, GpuBuffer a, GpuBuffer b, GpuBuffer c, in MatMulSpec s, MatrixUnitsTiling t, WeightPrecision bPrecision,
-                                    GpuBuffer? bScales)
+                                    GpuBuffer? bScales, in Push push, GpuBuffer d, GpuBuffer seed)
     {
         uint subgroup = g.Context.Plan.MatrixUnitsSubgroupSize;
         bool int8 = bPrecision == WeightPrecision.Int8;
@@ -145,8 +183,8 @@ internal static class MatMulKernel
                                  bPrecision == WeightPrecision.Fp32 ? 1 : 0, s.AStorage.ShaderCode(), s.CStorage.ShaderCode());
         uint z = (uint)Math.Min((long)s.Batch1 * s.Batch2, g.Context.Capabilities.MaxWorkGroupCountZ);
         var groups = (Grid.Div(s.N, t.BlockN), Grid.Div(s.M, t.BlockM), z);
-        if (int8) g.Dispatch(k, groups, Push.From(s), a, b, c, bScales!);
-        else g.Dispatch(k, groups, Push.From(s), a, b, c);
+        if (int8) g.Dispatch(k, groups, push, a, b, c, bScales!, d, seed);
+        else g.Dispatch(k, groups, push, a, b, c, d, seed);
     }
 
     /// <summary>The portable product (include/matmul.glsl) with tiling <paramref name="t"/>: A, an
@@ -159,9 +197,10 @@ internal static class MatMulKernel
     /// lies outside its buffer, or the scales do not fit B.</exception>
     /// <exception cref="GpuException">a 16-bit operand on a device without 16-bit storage.</exception>
     internal static void Run(CommandGraph g, GpuBuffer a, GpuBuffer b, GpuBuffer c, in MatMulSpec s, MatMulTiling t,
-                             WeightPrecision bPrecision = WeightPrecision.Fp32, GpuBuffer? bScales = null)
+                             WeightPrecision bPrecision = WeightPrecision.Fp32, GpuBuffer? bScales = null, MatMulEpilogueOperands<GpuBuffer>? epilogue = null)
     {
         CheckOperands(g.Context, a, b, c, s, bPrecision);
+        var (push, d, seed) = Finish(c, s, epilogue);
         var (aVec, bVec) = VectorLoads(s, t);
         // The vec4 views index whole groups of four elements, whatever their width, so the
         // alignment VectorLoads checks holds for halves and bytes too.
@@ -177,8 +216,8 @@ internal static class MatMulKernel
             ? g.Context.Kernel(shader, layout, t.LocalX, t.LocalY, t.TileM, t.TileN, t.SharedK, aVec, bVec)
             : g.Context.Kernel(shader, layout, t.LocalX, t.LocalY, t.TileM, t.TileN, t.SharedK, aVec, bVec,
                                s.AStorage.ShaderCode(), BStorageCode(s, bPrecision), s.CStorage.ShaderCode());
-        if (bPrecision == WeightPrecision.Int8) g.Dispatch(k, groups, Push.From(s), a, b, c, bScales!);
-        else g.Dispatch(k, groups, Push.From(s), a, b, c);
+        if (bPrecision == WeightPrecision.Int8) g.Dispatch(k, groups, push, a, b, c, bScales!, d, seed);
+        else g.Dispatch(k, groups, push, a, b, c, d, seed);
     }
 
     /// <summary>The portable product's shader for <paramref name="s"/> with B stored as
@@ -292,7 +331,7 @@ internal static class MatMulKernel
         offset % 4 == 0 && dims.All(d => d.Size == 1 || d.Stride % 4 == 0);
 
     /// <summary>The shader and tile shape (as the tiling variables spell it) that
-    /// <see cref="Run(CommandGraph, GpuBuffer, GpuBuffer, GpuBuffer, in MatMulSpec, WeightPrecision, GpuBuffer?)"/>
+    /// <see cref="Run(CommandGraph, GpuBuffer, GpuBuffer, GpuBuffer, in MatMulSpec, WeightPrecision, GpuBuffer?, MatMulEpilogueOperands{GpuBuffer}?)"/>
     /// uses for <paramref name="s"/> on <paramref name="context"/>, e.g. ("matmul_half", "16x16x8x8x8"):
     /// what <c>vkprompt bench matmul</c> reports, from the same choices Run makes.</summary>
     public static (string Kernel, string Tiling) Selection(GpuContext context, in MatMulSpec s, WeightPrecision bPrecision = WeightPrecision.Fp32)
@@ -357,10 +396,11 @@ internal readonly record struct MatMulChoice
     public string Tiling => MatrixUnits?.Text ?? Portable!.Value.Text;
 
     /// <summary>Appends the product with this kernel and tiling (<paramref name="bScales"/>: an
-    /// int8 B's row scales).</summary>
-    public void Append(CommandGraph g, GpuBuffer a, GpuBuffer b, GpuBuffer c, in MatMulSpec s, WeightPrecision bPrecision, GpuBuffer? bScales = null)
+    /// int8 B's row scales; <paramref name="epilogue"/>: the operands of the spec's epilogue).</summary>
+    public void Append(CommandGraph g, GpuBuffer a, GpuBuffer b, GpuBuffer c, in MatMulSpec s, WeightPrecision bPrecision, GpuBuffer? bScales = null,
+                       MatMulEpilogueOperands<GpuBuffer>? epilogue = null)
     {
-        if (MatrixUnits is { } m) MatMulKernel.RunOnMatrixUnits(g, a, b, c, s, m, bPrecision, bScales: bScales);
-        else MatMulKernel.Run(g, a, b, c, s, Portable!.Value, bPrecision, bScales);
+        if (MatrixUnits is { } m) MatMulKernel.RunOnMatrixUnits(g, a, b, c, s, m, bPrecision, bScales: bScales, epilogue: epilogue);
+        else MatMulKernel.Run(g, a, b, c, s, Portable!.Value, bPrecision, bScales, epilogue);
     }
 }

@@ -58,6 +58,11 @@ internal readonly record struct MatMulSpec
     /// <summary>Adds the product to C instead of overwriting it (gradient accumulation, residuals).</summary>
     public bool Accumulate { get; init; }
 
+    /// <summary>What the product does with each sum as it stores it (<see cref="MatMulEpilogue"/>);
+    /// the backends set it from the epilogue's operands they are given, as they set the storages.
+    /// An epilogue replaces <see cref="Accumulate"/>: the two exclude each other.</summary>
+    public MatMulEpilogue Epilogue { get; init; }
+
     /// <summary>How A stores its elements where it is an activation kept in 16 bits
     /// (<see cref="GpuBuffer.Storage"/>); the backends set the three storages from the tensors a
     /// product reads and writes, so a product's kernel, tuning and trace know them.</summary>
@@ -139,6 +144,8 @@ internal readonly record struct MatMulSpec
     {
         if (M < 0 || N < 0 || K < 0 || Batch1 < 0 || Batch2 < 0)
             throw new ArgumentException($"matmul sizes must be non-negative: M={M} N={N} K={K} Batch1={Batch1} Batch2={Batch2}");
+        if (Accumulate && Epilogue != MatMulEpilogue.None)
+            throw new ArgumentException($"a matmul either accumulates onto C or has the {Epilogue} epilogue, not both");
         if (M == 0 || N == 0 || Batch1 == 0 || Batch2 == 0) return;
         if (K > 0)
         {

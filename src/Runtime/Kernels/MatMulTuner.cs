@@ -5,7 +5,7 @@ namespace VkPrompt.Runtime.Kernels;
 /// <see cref="MatMulTiling.ForGpu"/>'s rule, which comes from an H100's timings and may be wrong on
 /// other GPUs (docs/benchmarks.md). Opt-in (<see cref="GpuOptions.TuneMatMul"/>,
 /// the CLI's VKPROMPT_MATMUL_TUNE=1); the trainer calls it with a step's products before recording the step,
-/// since <see cref="MatMulKernel.Run(CommandGraph, GpuBuffer, GpuBuffer, GpuBuffer, in MatMulSpec, WeightPrecision, GpuBuffer?)"/>
+/// since <see cref="MatMulKernel.Run(CommandGraph, GpuBuffer, GpuBuffer, GpuBuffer, in MatMulSpec, WeightPrecision, GpuBuffer?, MatMulEpilogueOperands{GpuBuffer}?)"/>
 /// only appends to a graph that runs later, when there is nothing left to choose.
 /// </summary>
 internal static class MatMulTuner
@@ -27,7 +27,7 @@ internal static class MatMulTuner
     /// <summary>Times every candidate tiling of each product not tuned yet on
     /// <paramref name="ctx"/> (one per <see cref="MatMulShapeKey"/>: products that differ only in
     /// what selects no other kernel, such as alpha, share one), on scratch operands, and keeps the
-    /// fastest for <see cref="MatMulKernel.Run(CommandGraph, GpuBuffer, GpuBuffer, GpuBuffer, in MatMulSpec, WeightPrecision, GpuBuffer?)"/>
+    /// fastest for <see cref="MatMulKernel.Run(CommandGraph, GpuBuffer, GpuBuffer, GpuBuffer, in MatMulSpec, WeightPrecision, GpuBuffer?, MatMulEpilogueOperands{GpuBuffer}?)"/>
     /// and <see cref="MatMulKernel.Selection"/> to use on this context from then on. Logs one line
     /// per product (<see cref="GpuOptions.Log"/>) and returns what it measured. Skips products whose
     /// kernel has its tiling forced (<see cref="GpuOptions.MatMulTiling"/>, <see cref="GpuOptions.MatrixUnitsTiling"/>), which
@@ -102,7 +102,8 @@ internal static class MatMulTuner
 
     static string Describe(in MatMulSpec s, WeightPrecision b) =>
         $"{s.M}x{s.N}x{s.K} x{(long)s.Batch1 * s.Batch2} {(s.AStrideK == 1 ? "A" : "Aᵀ")}·{(s.BStrideN == 1 ? "B" : "Bᵀ")} " +
-        $"(A {s.AStorage.Name()}, B {(b == WeightPrecision.Fp32 ? s.BStorage.Name() : b.Name())}, C {s.CStorage.Name()}){(s.Accumulate ? " +=" : "")}";
+        $"(A {s.AStorage.Name()}, B {(b == WeightPrecision.Fp32 ? s.BStorage.Name() : b.Name())}, C {s.CStorage.Name()}){(s.Accumulate ? " +=" : "")}" +
+        (s.Epilogue == MatMulEpilogue.None ? "" : $" {s.Epilogue.ToString().ToLowerInvariant()} epilogue");
 
     /// <summary>The products' operands (<see cref="MatMulOperandBuffers"/>): hashed values in
     /// [-1, 1), data as varied as a step's, since some GPUs move uniform data faster.</summary>
@@ -115,7 +116,9 @@ internal static class MatMulTuner
         {
             double warmup = warm ? WarmupMs : FirstWarmupMs;
             warm = true;
-            var (ms, labels) = DispatchTimer.Repeat(ctx, g => choice.Append(g, operands.A(spec), operands.B(spec, p), operands.C(spec), spec, p, operands.Scales(p)), Reps, warmup);
+            var cBuffer = operands.C(spec);
+            var epilogue = MatMulKernel.OntoC(spec, cBuffer);
+            var (ms, labels) = DispatchTimer.Repeat(ctx, g => choice.Append(g, operands.A(spec), operands.B(spec, p), cBuffer, spec, p, operands.Scales(p), epilogue), Reps, warmup);
             // The 16-bit copy of A that the first rep makes (the others read it) is the same for
             // every candidate tiling: only the products are compared.
             return labels is null ? ms : ms.Where((_, i) => labels[i] != ToHalfKernel.Shader).ToList();
@@ -147,9 +150,11 @@ internal sealed record MatMulTuning(MatMulSpec Spec, WeightPrecision B, string K
 /// fp16 and bf16 run the same kernels, differing only in how a half is widened or narrowed, and a
 /// context may store bf16 weights as fp16 (<see cref="DevicePlan.StoredPrecision"/>), so a tuning
 /// found for either serves both. An int8 B runs kernels of its own (matmul_int8 and, with a
-/// 16-bit A or C, matmul_int8_half), tuned apart. The tunings live with their context and are
+/// 16-bit A or C, matmul_int8_half), tuned apart. An epilogue reads D as C is read when
+/// accumulating, and keeps the product off the workgroup-scope kernel: tuned apart too. The tunings live with their context and are
 /// never persisted, so the key may change freely.</summary>
-internal readonly record struct MatMulShapeKey(int M, int N, int K, long Batch, int A, int B, bool CAligned, bool HalfA, bool HalfB, bool HalfC, bool Int8B, bool Accumulate)
+internal readonly record struct MatMulShapeKey(int M, int N, int K, long Batch, int A, int B, bool CAligned, bool HalfA, bool HalfB, bool HalfC, bool Int8B, bool Accumulate,
+                                               MatMulEpilogue Epilogue)
 {
     public static MatMulShapeKey Of(in MatMulSpec s, WeightPrecision b) => new(
         s.M, s.N, s.K, (long)s.Batch1 * s.Batch2,
@@ -157,7 +162,7 @@ internal readonly record struct MatMulShapeKey(int M, int N, int K, long Batch, 
         Layout(s.BOffset, (s.Batch1, s.BStrideBatch1), (s.Batch2, s.BStrideBatch2), (s.N, s.BStrideN), (s.K, s.BStrideK)),
         MatMulKernel.Aligned(s.COffset, (s.Batch1, s.CStrideBatch1), (s.Batch2, s.CStrideBatch2), (s.M, s.CStrideM)),
         s.AStorage != ActivationPrecision.Fp32, b is WeightPrecision.Fp16 or WeightPrecision.Bf16 || s.BStorage != ActivationPrecision.Fp32,
-        s.CStorage != ActivationPrecision.Fp32, b == WeightPrecision.Int8, s.Accumulate);
+        s.CStorage != ActivationPrecision.Fp32, b == WeightPrecision.Int8, s.Accumulate, s.Epilogue);
 
     // Bits: 1 contiguous along k, 2 contiguous along m (or n), 4 runs along k start on multiples
     // of 4 (the offset and every other stride are), 8 runs along m (or n) do.

@@ -11,9 +11,24 @@ internal static class MatMulReference
     /// column n of B. Operands whose k-stride is not 1 are first copied k-contiguous per batch,
     /// which turns A·B, Aᵀ·B and P·V from strided, cache-hostile walks into the same dot
     /// products as A·Bᵀ.</summary>
-    public static void Run(ReadOnlySpan<float> a, ReadOnlySpan<float> b, Span<float> c, in MatMulSpec s)
+    public static void Run(ReadOnlySpan<float> a, ReadOnlySpan<float> b, Span<float> c, in MatMulSpec s) => Run(a, b, c, s, default);
+
+    /// <summary>The product with <see cref="MatMulEpilogue.Residual"/>: C = D + dropout(Alpha·A·B),
+    /// <paramref name="addend"/> (D) read at C's addresses, each scaled sum rounded, dropped with
+    /// the mask <see cref="DropoutReference"/> draws for C's element index under
+    /// <paramref name="seed"/> and <paramref name="stream"/> (rate 0: none), then added to D: what
+    /// this product into a branch of its own, DropoutReference over the branch and
+    /// <see cref="AddReference"/> give, bit for bit. A spec without the epilogue ignores the
+    /// addend (none needed).</summary>
+    public static void Run(ReadOnlySpan<float> a, ReadOnlySpan<float> b, Span<float> c, in MatMulSpec s, ReadOnlySpan<float> addend,
+                           float dropoutRate = 0f, uint seed = 0, uint stream = 0)
     {
         s.Validate(a.Length, b.Length, c.Length);
+        bool residual = s.Epilogue == MatMulEpilogue.Residual;
+        if (residual && addend.Length < s.Extents().C)
+            throw new ArgumentException($"the epilogue's addend holds {addend.Length} elements, but C's range spans {s.Extents().C}", nameof(addend));
+        uint threshold = DropoutKernel.KeepThreshold(dropoutRate);
+        float scale = DropoutKernel.KeepScale(dropoutRate);
         if (s.M == 0 || s.N == 0 || s.Batch1 == 0 || s.Batch2 == 0) return;
         int k = s.K;
         // K = 0 goes through the (empty) packed path too: A and B are not validated then, so
@@ -40,11 +55,19 @@ internal static class MatMulReference
                 {
                     // Row m of op(A) and, below, column n of op(B): k contiguous floats each.
                     var aRow = packA is null ? a.Slice(aBase + m * s.AStrideM, k) : packA.AsSpan(m * k, k);
-                    var cRow = c.Slice(cBase + m * s.CStrideM, s.N);
+                    int row = cBase + m * s.CStrideM;
+                    var cRow = c.Slice(row, s.N);
                     for (int n = 0; n < s.N; n++)
                     {
                         var bCol = packB is null ? b.Slice(bBase + n * s.BStrideN, k) : packB.AsSpan(n * k, k);
-                        cRow[n] = s.Alpha * TensorPrimitives.Dot(aRow, bCol) + (s.Accumulate ? cRow[n] : 0f);
+                        float v = s.Alpha * TensorPrimitives.Dot(aRow, bCol);
+                        if (residual)
+                        {
+                            uint at = (uint)(row + n);
+                            if (threshold != 0) v = DropoutReference.Keep(at, threshold, seed, stream) ? v * scale : 0f;
+                            cRow[n] = addend[row + n] + v;
+                        }
+                        else cRow[n] = v + (s.Accumulate ? cRow[n] : 0f);
                     }
                 }
             }
