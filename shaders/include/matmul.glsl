@@ -7,7 +7,9 @@
 //   float readC(uint i), vec4 readC4(uint i), writeC(uint i, float), writeC4(uint i, vec4)
 //                                          C's element i (or group i of four), widened as read
 //                                          and narrowed as written where C is 16-bit;
-//   float readD(uint i), vec4 readD4(uint i) the residual epilogue's addend, likewise.
+//   float readD(uint i), vec4 readD4(uint i) the residual epilogue's addend (the gate's a), likewise;
+//   writeH(uint i, float), writeH4(uint i, vec4), asStored(float) the gate epilogue's hidden H
+//                                          and C's rounding.
 // C[z1,z2][m,n] = alpha * sum_k A[z1,z2][m,k] B[z1,z2][k,n] (+ C[z1,z2][m,n] when accumulating),
 // or D + dropout(...) of it with the residual epilogue (include/matmul_epilogue.glsl, which
 // finishes every element each store path writes),
@@ -92,8 +94,15 @@ shared vec4 sb[BK > 0 ? 2 * BK * BN4 : 1];
 // C and D where they are read.
 void storeC4(uint i, vec4 sum) {
     precise vec4 v = pc.alpha * sum;
+    if (pc.epilogue == EPILOGUE_GATE) {
+        if (pc.keepsC != 0u) writeC4(i, v);
+        vec4 h;
+        [[unroll]] for (uint q = 0; q < 4; q++) h[q] = gated(i * 4 + q, v[q]);
+        writeH4(i, h);
+        return;
+    }
     if (pc.accumulate != 0u) v += readC4(i);
-    else if (pc.epilogue != 0u) {
+    else if (pc.epilogue == EPILOGUE_RESIDUAL) {
         [[unroll]] for (uint q = 0; q < 4; q++) v[q] = dropped(i * 4 + q, v[q]);
         v = readD4(i) + v;
     }

@@ -137,9 +137,12 @@ layout(std430, binding = 3) readonly buffer BufBScale { float bScale[]; };
 #else
 #define EPILOGUE_BINDING 3
 #endif
-// The residual epilogue's addend D, stored as C is (include/matmul_epilogue.glsl).
+// The residual epilogue's addend D (the gate epilogue's a) and the gate's hidden H, stored as C is
+// (include/matmul_epilogue.glsl).
 layout(std430, binding = EPILOGUE_BINDING) readonly buffer BufD { float addend[]; };
 layout(std430, binding = EPILOGUE_BINDING) readonly buffer BufDh { uint16_t addendh[]; };
+layout(std430, binding = EPILOGUE_BINDING + 2) writeonly buffer BufH { float hidden[]; };
+layout(std430, binding = EPILOGUE_BINDING + 2) writeonly buffer BufHh { uint16_t hiddenh[]; };
 #include "matmul_push.glsl"
 #define COOPMAT_ADDEND
 #include "coopmat.glsl"
@@ -151,6 +154,13 @@ void writeC(uint i, float v) {
     if (C_STORAGE == STORAGE_FP32) c[i] = v;
     else ch[i] = uint16_t(narrowStored(v, C_STORAGE));
 }
+
+void writeH(uint i, float v) {
+    if (C_STORAGE == STORAGE_FP32) hidden[i] = v;
+    else hiddenh[i] = uint16_t(narrowStored(v, C_STORAGE));
+}
+
+float asStored(float v) { return C_STORAGE == STORAGE_FP32 ? v : widenStored(narrowStored(v, C_STORAGE), C_STORAGE); }
 #include "matmul_epilogue.glsl"
 
 // Quad q of a slice as (row index along m or n, k), with its four elements running along the
@@ -269,10 +279,11 @@ void main() {
     const uint slices = (pc.K + BK - 1) / BK;
     // Whole accumulators go straight between an fp32 C and the matrix units (also uniform),
     // starting from C, or from the epilogue's D, where the sum is added to it with alpha 1; the
-    // epilogue's dropout needs each element's index, so it takes the staged way.
+    // epilogue's dropout needs each element's index, so it takes the staged way, as does the gate
+    // epilogue, whose work is per element.
     const bool startsFrom = pc.accumulate != 0 || pc.epilogue != 0;
     const bool direct = !B_INT8 && C_STORAGE == STORAGE_FP32 && C_ALIGNED != 0 && tileM + BM <= pc.M && tileN + BN <= pc.N
-                        && (!startsFrom || pc.alpha == 1.0) && pc.dropThreshold == 0;
+                        && (!startsFrom || pc.alpha == 1.0) && pc.dropThreshold == 0 && pc.epilogue != EPILOGUE_GATE;
 
     // Batches beyond the device's z-dimension limit wrap round; z is uniform per workgroup, so
     // the barriers inside stay in uniform control flow.

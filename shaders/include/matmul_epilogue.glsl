@@ -7,12 +7,23 @@
 // without writing and reading the branch. The mask is that of C's element index in its buffer
 // (the flat index add.comp and dropout.comp draw for), under the seed at binding
 // EPILOGUE_BINDING + 1. D is stored as C is (MatMulKernel checks).
+// With the gate epilogue D is the gated feed-forward's gate a (wi_0's product) and the sum is b
+// (wi_1's): the hidden H (at EPILOGUE_BINDING + 2, C's addresses, stored as C is) gets
+// dropout(act(a) * b), a and b each read as stored, which is what the product into C followed by
+// gated_activation.comp computed, bit for bit (the same function of include/activations.glsl, the
+// same mask, drawn for the element's index in C as gated_activation.comp draws for its flat index),
+// without the pass; C keeps b only where the backward reads it (pc.keepsC).
 // The including shader declares, before this file: EPILOGUE_BINDING, the push block, and
-// float readC(uint i), readD(uint i), void writeC(uint i, float v) for C and D's element i,
-// widened as read and narrowed as written where they are 16-bit.
+// float readC(uint i), readD(uint i), void writeC(uint i, float v), writeH(uint i, float v) for
+// C, D and H's element i, widened as read and narrowed as written where they are 16-bit, and
+// float asStored(float v), v as C stores it (rounded to C's 16 bits, or v itself).
 #ifndef VKPROMPT_MATMUL_EPILOGUE_GLSL
 #define VKPROMPT_MATMUL_EPILOGUE_GLSL
 #include "dropout.glsl"
+#include "activations.glsl"
+
+const uint EPILOGUE_RESIDUAL = 1u;
+const uint EPILOGUE_GATE = 2u;
 
 layout(std430, binding = EPILOGUE_BINDING + 1) readonly buffer BufSeed { uint seed; };
 
@@ -26,10 +37,24 @@ float dropped(uint at, float v) {
 float finished(uint at, float scale, float sum) {
     precise float v = scale * sum;
     if (pc.accumulate != 0u) return v + readC(at);
-    if (pc.epilogue != 0u) return readD(at) + dropped(at, v);
+    if (pc.epilogue == EPILOGUE_RESIDUAL) return readD(at) + dropped(at, v);
     return v;
 }
 
-void storeC(uint at, float scale, float sum) { writeC(at, finished(at, scale, sum)); }
+// The gate epilogue's hidden element `at` of the product's element b (include/gated_activation.glsl's
+// arithmetic: a and b as stored, fp32 between).
+float gated(uint at, float b) {
+    return dropped(at, gate_activation(pc.gateActivation, readD(at)) * asStored(b));
+}
+
+void storeC(uint at, float scale, float sum) {
+    if (pc.epilogue == EPILOGUE_GATE) {
+        precise float b = scale * sum;
+        if (pc.keepsC != 0u) writeC(at, b);
+        writeH(at, gated(at, b));
+        return;
+    }
+    writeC(at, finished(at, scale, sum));
+}
 
 #endif

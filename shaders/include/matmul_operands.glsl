@@ -2,7 +2,8 @@
 // element indices whatever the storage: loadA / loadB (element i), loadA4 / loadB4 (elements 4i
 // .. 4i+3), readC / readC4 and writeC / writeC4, and readD / readD4 for the residual epilogue's
 // addend D (include/matmul_epilogue.glsl), stored as C is, at EPILOGUE_BINDING: binding 3, or 4
-// past an int8 B's scales. Every binding has its fp32 views. An including
+// past an int8 B's scales; writeH / writeH4 for the gate epilogue's hidden H, stored as C is, at
+// EPILOGUE_BINDING + 2, and asStored, a value as C stores it. Every binding has its fp32 views. An including
 // shader that defines STORED_16BIT (and enables GL_EXT_shader_16bit_storage before this) gets
 // uint16_t views on the same bindings besides, and A_STORAGE, B_STORAGE, C_STORAGE
 // (include/storage.glsl's codes) choose per pipeline which view each operand uses: a 16-bit
@@ -27,6 +28,8 @@ layout(std430, binding = 2) buffer BufC { float c[]; };
 layout(std430, binding = 2) buffer BufC4 { vec4 c4[]; };
 layout(std430, binding = EPILOGUE_BINDING) readonly buffer BufD { float addend[]; };
 layout(std430, binding = EPILOGUE_BINDING) readonly buffer BufD4 { vec4 addend4[]; };
+layout(std430, binding = EPILOGUE_BINDING + 2) writeonly buffer BufH { float hidden[]; };
+layout(std430, binding = EPILOGUE_BINDING + 2) writeonly buffer BufH4 { vec4 hidden4[]; };
 #ifndef MATMUL_INT8_B
 layout(std430, binding = 1) readonly buffer BufB { float b[]; };
 layout(std430, binding = 1) readonly buffer BufB4 { vec4 b4[]; };
@@ -43,6 +46,8 @@ layout(std430, binding = 2) buffer BufC16 { uint16_t c16[]; };
 layout(std430, binding = 2) buffer BufC16x4 { u16vec4 c16x4[]; };
 layout(std430, binding = EPILOGUE_BINDING) readonly buffer BufD16 { uint16_t addend16[]; };
 layout(std430, binding = EPILOGUE_BINDING) readonly buffer BufD16x4 { u16vec4 addend16x4[]; };
+layout(std430, binding = EPILOGUE_BINDING + 2) writeonly buffer BufH16 { uint16_t hidden16[]; };
+layout(std430, binding = EPILOGUE_BINDING + 2) writeonly buffer BufH16x4 { u16vec4 hidden16x4[]; };
 #ifndef MATMUL_INT8_B
 layout(std430, binding = 1) readonly buffer BufB16 { uint16_t b16[]; };
 layout(std430, binding = 1) readonly buffer BufB16x4 { u16vec4 b16x4[]; };
@@ -125,6 +130,33 @@ void writeC4(uint i, vec4 v) {
     }
 #endif
     c4[i] = v;
+}
+
+void writeH(uint i, float v) {
+#ifdef STORED_16BIT
+    if (C_STORAGE != STORAGE_FP32) {
+        hidden16[i] = uint16_t(narrowStored(v, C_STORAGE));
+        return;
+    }
+#endif
+    hidden[i] = v;
+}
+
+void writeH4(uint i, vec4 v) {
+#ifdef STORED_16BIT
+    if (C_STORAGE != STORAGE_FP32) {
+        hidden16x4[i] = u16vec4(narrowStored(v, C_STORAGE));
+        return;
+    }
+#endif
+    hidden4[i] = v;
+}
+
+float asStored(float v) {
+#ifdef STORED_16BIT
+    if (C_STORAGE != STORAGE_FP32) return widenStored(narrowStored(v, C_STORAGE), C_STORAGE);
+#endif
+    return v;
 }
 
 #endif

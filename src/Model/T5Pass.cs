@@ -540,11 +540,13 @@ internal sealed class T5Pass : IDisposable
         int n = rows * c.DFf;
         be.RmsNorm(x, norm, s.Norm, rows, d, (float)c.LayerNormEpsilon);
         be.MatMul(s.Norm, fw.Wi, s.FfA, Linear(rows, c.DFf, d));
+        // The gate in wi_1's store (MatMulEpilogue.Gate): FfH = dropout(act(FfA)·FfB) without a
+        // pass of its own; FfB is kept for the backward alone (a recomputing backward re-runs
+        // this forward, in Recompute mode, and reads it too).
         if (fw.Wi1 is not null)
-        {
-            be.MatMul(s.Norm, fw.Wi1, s.FfB, Linear(rows, c.DFf, d));
-            be.GatedActivation(s.FfA, s.FfB, s.FfH, n, GateActivation, HiddenDropout(stream));
-        }
+            be.MatMul(s.Norm, fw.Wi1, s.FfB, Linear(rows, c.DFf, d),
+                      new MatMulEpilogueOperands<Tensor>(s.FfA, HiddenDropout(stream),
+                                                         new MatMulGate<Tensor>(s.FfH, GateActivation, KeepsProduct: Mode != ActivationMode.Inference)));
         else
             be.Relu(s.FfA, s.FfH, n, HiddenDropout(stream));
         Residual(x, xOut, s.FfH, fw.Wo, rows, c.DFf, stream);

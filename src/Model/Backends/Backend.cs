@@ -233,7 +233,8 @@ public abstract class Backend : IDisposable
 
     /// <summary>C = Alpha·A·B (+ C); with <paramref name="epilogue"/>, C = D + dropout(Alpha·A·B)
     /// (<see cref="MatMulEpilogue.Residual"/>: a residual branch's projection joining the stream
-    /// in its store). The backends set the spec's operand storages (<see cref="MatMulSpec.AStorage"/>
+    /// in its store), or with its gate H = dropout(act(a)·Alpha·A·B), C kept where asked
+    /// (<see cref="MatMulEpilogue.Gate"/>: the gated feed-forward's activation in wi_1's store). The backends set the spec's operand storages (<see cref="MatMulSpec.AStorage"/>
     /// ...) from the tensors' and its epilogue from the operands given (<see cref="StoredAs"/>).</summary>
     internal abstract void MatMul(Tensor a, Tensor b, Tensor c, in MatMulSpec s, MatMulEpilogueOperands<Tensor>? epilogue = null);
 
@@ -244,7 +245,7 @@ public abstract class Backend : IDisposable
         s with
         {
             AStorage = a.Storage, BStorage = bIsTable ? ActivationPrecision.Fp32 : b.Storage, CStorage = c.Storage,
-            Epilogue = epilogue is null ? MatMulEpilogue.None : MatMulEpilogue.Residual,
+            Epilogue = epilogue?.Kind ?? MatMulEpilogue.None,
         };
 
     /// <summary>Called with the trace of a program about to be recorded (<see cref="T5Pass.Trace"/>:

@@ -88,6 +88,14 @@ public sealed class CpuBackend : Backend
 
     internal override void MatMul(Tensor a, Tensor b, Tensor c, in MatMulSpec s, MatMulEpilogueOperands<Tensor>? epilogue = null)
     {
+        if (epilogue is { Gate: { } gate } g)
+        {
+            // The gate is the product stored, then the gated activation of it, as the kernel's
+            // epilogue computes them (C is scratch the backward may or may not read).
+            MatMul(a, b, c, s);
+            GatedActivation(g.Addend, c, gate.Hidden, (int)s.Extents().C, gate.Activation, g.Dropout);
+            return;
+        }
         if (epilogue is { Dropout: var mask } e)
             MatMulReference.Run(F(a), F(b), F(c), s with { Epilogue = MatMulEpilogue.Residual }, F(e.Addend), mask?.Rate ?? 0f, Seed(mask?.Seed), mask?.Stream ?? 0);
         else MatMulReference.Run(F(a), F(b), F(c), s with { Epilogue = MatMulEpilogue.None });

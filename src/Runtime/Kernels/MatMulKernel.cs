@@ -3,19 +3,19 @@ namespace VkPrompt.Runtime.Kernels;
 /// <summary>The matrix product of <see cref="MatMulSpec"/> on the device.</summary>
 internal static class MatMulKernel
 {
-    // C is ReadWrite, not Write: an accumulating product reads it first. After C, the residual
-    // epilogue's addend D and dropout seed (include/matmul_epilogue.glsl), which a product without
-    // them binds C in place of, never read.
-    static readonly KernelLayout Layout = new([Access.Read, Access.Read, Access.ReadWrite, Access.Read, Access.Read], 100);
-    // matmul_int8.comp: B's row scales at binding 3, D and the seed after them.
-    static readonly KernelLayout Int8Layout = new([Access.Read, Access.Read, Access.ReadWrite, Access.Read, Access.Read, Access.Read], 100);
+    // C is ReadWrite, not Write: an accumulating product reads it first. After C, the epilogue's
+    // addend D (the gate's a), dropout seed and the gate's hidden H (include/matmul_epilogue.glsl),
+    // which a product without them binds C in place of, never read nor written.
+    static readonly KernelLayout Layout = new([Access.Read, Access.Read, Access.ReadWrite, Access.Read, Access.Read, Access.Write], 108);
+    // matmul_int8.comp: B's row scales at binding 3, D, the seed and H after them.
+    static readonly KernelLayout Int8Layout = new([Access.Read, Access.Read, Access.ReadWrite, Access.Read, Access.Read, Access.Read, Access.Write], 108);
     // matmul_half.comp and the matrix units' subgroup-scope kernels (matmul_coopmat*.comp): A, an
-    // activation B and C may each be 16-bit activations, D as C is, and the seed's binding holds C
-    // where there is no dropout.
-    static readonly KernelLayout HalfLayout = Layout with { HalfBindings = 0b11111 };
-    // matmul_int8_half.comp and matmul_coopmat_int8*.comp: A, C, D and the seed's placeholder may
-    // be; B is the int8 table, its scales fp32.
-    static readonly KernelLayout Int8HalfLayout = Int8Layout with { HalfBindings = 0b110101 };
+    // activation B and C may each be 16-bit activations, D and H as C is, and the seed's binding
+    // holds C where there is no dropout.
+    static readonly KernelLayout HalfLayout = Layout with { HalfBindings = 0b111111 };
+    // matmul_int8_half.comp and matmul_coopmat_int8*.comp: A, C, D, the seed's placeholder and H
+    // may be; B is the int8 table, its scales fp32.
+    static readonly KernelLayout Int8HalfLayout = Int8Layout with { HalfBindings = 0b1110101 };
 
     // shaders/include/matmul_push.glsl, the block every product kernel declares, field for field
     // (MatMulPushTests compares them).
@@ -25,43 +25,69 @@ internal static class MatMulKernel
         uint BOffset, uint BStrideBatch1, uint BStrideBatch2, uint BStrideK, uint BStrideN,
         uint COffset, uint CStrideBatch1, uint CStrideBatch2, uint CStrideM,
         float Alpha, uint Accumulate,
-        uint Epilogue, uint DropThreshold, float DropScale, uint DropStream)
+        uint Epilogue, uint DropThreshold, float DropScale, uint DropStream,
+        uint GateActivation, uint KeepsC)
     {
-        /// <summary>The spec's fields, with the residual epilogue's dropout (threshold 0: none).</summary>
-        public static Push From(in MatMulSpec s, uint dropThreshold = 0, float dropScale = 1f, uint dropStream = 0) => new(
+        /// <summary>The spec's fields, with the epilogue's dropout (threshold 0: none) and the
+        /// gate's activation and whether C keeps the product.</summary>
+        public static Push From(in MatMulSpec s, uint dropThreshold = 0, float dropScale = 1f, uint dropStream = 0,
+                                GateActivation gateActivation = default, bool keepsC = true) => new(
             (uint)s.M, (uint)s.N, (uint)s.K, (uint)s.Batch1, (uint)s.Batch2,
             (uint)s.AOffset, (uint)s.AStrideBatch1, (uint)s.AStrideBatch2, (uint)s.AStrideM, (uint)s.AStrideK,
             (uint)s.BOffset, (uint)s.BStrideBatch1, (uint)s.BStrideBatch2, (uint)s.BStrideK, (uint)s.BStrideN,
             (uint)s.COffset, (uint)s.CStrideBatch1, (uint)s.CStrideBatch2, (uint)s.CStrideM,
             s.Alpha, s.Accumulate ? 1u : 0u,
-            s.Epilogue == MatMulEpilogue.Residual ? 1u : 0u, dropThreshold, dropScale, dropStream);
+            (uint)s.Epilogue, dropThreshold, dropScale, dropStream,
+            (uint)gateActivation, keepsC ? 1u : 0u);
     }
 
     /// <summary>The operands of <paramref name="s"/>'s epilogue for a product run apart from its
     /// step (timed by the tuner and the benchmarks, checked by <c>bench matmul</c>): C's own buffer
     /// as D, without dropout, so that it reads and writes C as an accumulating product does;
-    /// null where the spec has no epilogue.</summary>
-    internal static MatMulEpilogueOperands<GpuBuffer>? OntoC(in MatMulSpec s, GpuBuffer c) =>
-        s.Epilogue == MatMulEpilogue.None ? null : new(c);
+    /// and with the gate, C's own buffer as the gate a and the hidden H too, C kept: it reads and
+    /// writes what a training step's gate does, C left holding H (which is why
+    /// <see cref="Diagnostics.ProductBench.Check"/> checks a gate's product without it); null where
+    /// the spec has no epilogue.</summary>
+    internal static MatMulEpilogueOperands<GpuBuffer>? OntoC(in MatMulSpec s, GpuBuffer c) => s.Epilogue switch
+    {
+        MatMulEpilogue.None => null,
+        MatMulEpilogue.Gate => new(c, Gate: new MatMulGate<GpuBuffer>(c, GateActivation.GeluTanh, KeepsProduct: true)),
+        _ => new(c),
+    };
 
     /// <summary>The push constants of <paramref name="s"/> and the buffers bound after C: the
-    /// epilogue's addend and seed, or C in their place where the product has no epilogue or no
-    /// dropout. The spec's <see cref="MatMulSpec.Epilogue"/> says whether there are operands; the
-    /// addend must be stored as C is and hold every element C's range spans.</summary>
-    /// <exception cref="ArgumentException">operands given without the epilogue in the spec, or
-    /// missing for it, or an addend or seed that does not fit.</exception>
-    static (Push Push, GpuBuffer D, GpuBuffer Seed) Finish(GpuBuffer c, in MatMulSpec s, MatMulEpilogueOperands<GpuBuffer>? epilogue)
+    /// epilogue's addend (or gate), seed and hidden, or C in their place where the product has no
+    /// epilogue, no dropout or no gate. The spec's <see cref="MatMulSpec.Epilogue"/> says which
+    /// operands there are; the addend (gate) and hidden must be stored as C is and hold every
+    /// element C's range spans.</summary>
+    /// <exception cref="ArgumentException">operands given for another epilogue than the spec's,
+    /// or missing for it, or an addend, hidden or seed that does not fit.</exception>
+    static (Push Push, GpuBuffer D, GpuBuffer Seed, GpuBuffer H) Finish(GpuBuffer c, in MatMulSpec s, MatMulEpilogueOperands<GpuBuffer>? epilogue)
     {
-        if ((s.Epilogue != MatMulEpilogue.None) != epilogue.HasValue)
-            throw new ArgumentException(epilogue.HasValue ? "epilogue operands given for a product whose spec has no epilogue" : $"the {s.Epilogue} epilogue needs its operands", nameof(epilogue));
-        if (epilogue is not { } e) return (Push.From(s), c, c);
-        if (e.Addend.Storage != s.CStorage)
-            throw new ArgumentException($"the epilogue's addend {e.Addend.Name} stores {e.Addend.Storage.Name()}, but C is {s.CStorage.Name()}: D is read as C is", nameof(epilogue));
+        if (s.Epilogue != (epilogue?.Kind ?? MatMulEpilogue.None))
+            throw new ArgumentException(epilogue is { } given
+                ? $"operands of the {given.Kind} epilogue given for a product whose spec has {(s.Epilogue == MatMulEpilogue.None ? "no epilogue" : $"the {s.Epilogue} epilogue")}"
+                : $"the {s.Epilogue} epilogue needs its operands", nameof(epilogue));
+        if (epilogue is not { } e) return (Push.From(s), c, c, c);
         long cExtent = s.Extents().C;
-        if (e.Addend.StoredElements < cExtent)
-            throw new ArgumentException($"the epilogue's addend {e.Addend.Name} holds {e.Addend.StoredElements} elements, but C's range spans {cExtent}", nameof(epilogue));
+        var cStorage = s.CStorage;
+        // what: the operand as a message names it, then how it is accessed.
+        void Fits(string what, string access, GpuBuffer buffer)
+        {
+            if (buffer.Storage != cStorage)
+                throw new ArgumentException($"the epilogue's {what} {buffer.Name} stores {buffer.Storage.Name()}, but C is {cStorage.Name()}: {access} as C is", nameof(epilogue));
+            if (buffer.StoredElements < cExtent)
+                throw new ArgumentException($"the epilogue's {what} {buffer.Name} holds {buffer.StoredElements} elements, but C's range spans {cExtent}", nameof(epilogue));
+        }
+        if (e.Gate is { } gate)
+        {
+            Fits("gate", "a is read", e.Addend);
+            Fits("hidden", "H is written", gate.Hidden);
+        }
+        else Fits("addend", "D is read", e.Addend);
         var (threshold, scale, seed) = DropoutMasks.Check("matmul", e.Dropout, cExtent);
-        return (Push.From(s, threshold, scale, e.Dropout?.Stream ?? 0), e.Addend, seed ?? c);
+        return (Push.From(s, threshold, scale, e.Dropout?.Stream ?? 0, e.Gate?.Activation ?? default, e.Gate?.KeepsProduct ?? true),
+                e.Addend, seed ?? c, e.Gate?.Hidden ?? c);
     }
 
     /// <summary>Appends C = Alpha·A·B (+ C) as described by <paramref name="s"/>, after checking
@@ -78,7 +104,8 @@ internal static class MatMulKernel
     /// operands to bf16 where the plan's fragments are bf16 (<see cref="DevicePlan.MatrixUnitsOperands"/>),
     /// and fp32 sums (<see cref="DevicePlan.OnMatrixUnits(in MatMulSpec, WeightPrecision)"/>).
     /// With <see cref="MatMulEpilogue.Residual"/> in the spec, <paramref name="epilogue"/> gives
-    /// its addend and dropout: C = D + dropout(Alpha·A·B) (<see cref="MatMulEpilogue"/>).</remarks>
+    /// its addend and dropout: C = D + dropout(Alpha·A·B); with <see cref="MatMulEpilogue.Gate"/>,
+    /// the gate a, the hidden H and its dropout: H = dropout(act(a)·Alpha·A·B) (<see cref="MatMulEpilogue"/>).</remarks>
     /// <exception cref="GpuException">B is 16-bit and the device lacks 16-bit storage.</exception>
     public static void Run(CommandGraph g, GpuBuffer a, GpuBuffer b, GpuBuffer c, in MatMulSpec s, WeightPrecision bPrecision = WeightPrecision.Fp32,
                            GpuBuffer? bScales = null, MatMulEpilogueOperands<GpuBuffer>? epilogue = null) =>
@@ -123,9 +150,9 @@ internal static class MatMulKernel
             spec = spec with { BOffset = 0 };
             bRead = WeightPrecision.Fp16;
         }
-        var (push, d, seed) = Finish(c, spec, epilogue);
+        var (push, d, seed, h) = Finish(c, spec, epilogue);
         if (workgroupScope) AppendWorkgroupScope(g, a, b, c, spec, t, push);
-        else AppendSubgroupScope(g, a, b, c, spec, t, bRead, bScales, push, d, seed);
+        else AppendSubgroupScope(g, a, b, c, spec, t, bRead, bScales, push, d, seed, h);
     }
 
     /// <summary>How the subgroup-scope kernel reads B: an activation B kept in 16 bits as the
@@ -166,12 +193,12 @@ internal static class MatMulKernel
         var k = g.Context.Kernel(DevicePlan.Nv2MatMulShader, Layout, (int)g.Context.Capabilities.SubgroupSize * t.WarpsM * t.WarpsN,
                                  t.BlockM, t.BlockN, t.SharedK, s.AStrideK == 1 ? 1 : 0, s.BStrideK == 1 ? 1 : 0);
         uint z = (uint)Math.Min((long)s.Batch1 * s.Batch2, g.Context.Capabilities.MaxWorkGroupCountZ);
-        g.Dispatch(k, (Grid.Div(s.N, t.BlockN), Grid.Div(s.M, t.BlockM), z), push, a, b, c, c, c);
+        g.Dispatch(k, (Grid.Div(s.N, t.BlockN), Grid.Div(s.M, t.BlockM), z), push, a, b, c, c, c, c);
     }
 
     // bPrecision: how the kernel reads B (ReadAs, or fp16 for a copy).
     static void AppendSubgroupScope(CommandGraph g, GpuBuffer a, GpuBuffer b, GpuBuffer c, in MatMulSpec s, MatrixUnitsTiling t, WeightPrecision bPrecision,
-                                    GpuBuffer? bScales, in Push push, GpuBuffer d, GpuBuffer seed)
+                                    GpuBuffer? bScales, in Push push, GpuBuffer d, GpuBuffer seed, GpuBuffer h)
     {
         uint subgroup = g.Context.Plan.MatrixUnitsSubgroupSize;
         bool int8 = bPrecision == WeightPrecision.Int8;
@@ -183,8 +210,8 @@ internal static class MatMulKernel
                                  bPrecision == WeightPrecision.Fp32 ? 1 : 0, s.AStorage.ShaderCode(), s.CStorage.ShaderCode());
         uint z = (uint)Math.Min((long)s.Batch1 * s.Batch2, g.Context.Capabilities.MaxWorkGroupCountZ);
         var groups = (Grid.Div(s.N, t.BlockN), Grid.Div(s.M, t.BlockM), z);
-        if (int8) g.Dispatch(k, groups, push, a, b, c, bScales!, d, seed);
-        else g.Dispatch(k, groups, push, a, b, c, d, seed);
+        if (int8) g.Dispatch(k, groups, push, a, b, c, bScales!, d, seed, h);
+        else g.Dispatch(k, groups, push, a, b, c, d, seed, h);
     }
 
     /// <summary>The portable product (include/matmul.glsl) with tiling <paramref name="t"/>: A, an
@@ -200,7 +227,7 @@ internal static class MatMulKernel
                              WeightPrecision bPrecision = WeightPrecision.Fp32, GpuBuffer? bScales = null, MatMulEpilogueOperands<GpuBuffer>? epilogue = null)
     {
         CheckOperands(g.Context, a, b, c, s, bPrecision);
-        var (push, d, seed) = Finish(c, s, epilogue);
+        var (push, d, seed, h) = Finish(c, s, epilogue);
         var (aVec, bVec) = VectorLoads(s, t);
         // The vec4 views index whole groups of four elements, whatever their width, so the
         // alignment VectorLoads checks holds for halves and bytes too.
@@ -216,8 +243,8 @@ internal static class MatMulKernel
             ? g.Context.Kernel(shader, layout, t.LocalX, t.LocalY, t.TileM, t.TileN, t.SharedK, aVec, bVec)
             : g.Context.Kernel(shader, layout, t.LocalX, t.LocalY, t.TileM, t.TileN, t.SharedK, aVec, bVec,
                                s.AStorage.ShaderCode(), BStorageCode(s, bPrecision), s.CStorage.ShaderCode());
-        if (bPrecision == WeightPrecision.Int8) g.Dispatch(k, groups, push, a, b, c, bScales!, d, seed);
-        else g.Dispatch(k, groups, push, a, b, c, d, seed);
+        if (bPrecision == WeightPrecision.Int8) g.Dispatch(k, groups, push, a, b, c, bScales!, d, seed, h);
+        else g.Dispatch(k, groups, push, a, b, c, d, seed, h);
     }
 
     /// <summary>The portable product's shader for <paramref name="s"/> with B stored as
