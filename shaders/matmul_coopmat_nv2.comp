@@ -22,7 +22,7 @@
 // (the weights of X·Wᵀ) or [K][N]. Slices that reach past M, N or K load through layouts that
 // clamp, reading zeros there, and stores past M or N are dropped, so edges need no code of their
 // own; whole slices load through unclamped layouts, the faster way.
-// It has no residual epilogue (the push block's epilogue fields are never set for it): a product
+// It has no epilogue (the push block's dropout fields are never set for it): a product
 // with one takes the subgroup-scope kernel (DevicePlan.OnWorkgroupScope), whose element-wise
 // stores know each element's index for the dropout mask.
 layout(local_size_x_id = 0) in;

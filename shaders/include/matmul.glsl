@@ -88,13 +88,14 @@ shared vec4 sa[BK > 0 ? 2 * BK * BM4 : 1];
 shared vec4 sb[BK > 0 ? 2 * BK * BN4 : 1];
 
 #include "matmul_push.glsl"
+#define EPILOGUE_ID 10
 #include "matmul_epilogue.glsl"
 
 // Stores the sums of C's elements 4i .. 4i+3 as storeC stores one, in one vector access each of
 // C and D where they are read.
 void storeC4(uint i, vec4 sum) {
     precise vec4 v = pc.alpha * sum;
-    if (pc.epilogue == EPILOGUE_GATE) {
+    if (EPILOGUE == EPILOGUE_GATE) {
         if (pc.keepsC != 0u) writeC4(i, v);
         vec4 h;
         [[unroll]] for (uint q = 0; q < 4; q++) h[q] = gated(i * 4 + q, v[q]);
@@ -102,7 +103,7 @@ void storeC4(uint i, vec4 sum) {
         return;
     }
     if (pc.accumulate != 0u) v += readC4(i);
-    else if (pc.epilogue == EPILOGUE_RESIDUAL) {
+    else if (EPILOGUE == EPILOGUE_RESIDUAL) {
         [[unroll]] for (uint q = 0; q < 4; q++) v[q] = dropped(i * 4 + q, v[q]);
         v = readD4(i) + v;
     }
@@ -174,13 +175,15 @@ void streamed(uint aBase, uint bBase, uint cBase, uint tileM, uint tileN) {
         }
     }
 
-    for (uint i = 0; i < TM; i++) {
+    // Unrolled, with the edge tested per element rather than by breaking out: a rolled loop
+    // indexes acc, which then lives in memory for the whole product, not in registers. Left to
+    // the compiler, lavapipe rolled it once the epilogue's code made its body large, and the
+    // step's products ran 3x slower.
+    [[unroll]] for (uint i = 0; i < TM; i++) {
         const uint m = tileM + ty * TM + i;
-        if (m >= pc.M) break;
-        for (uint j = 0; j < TN; j++) {
+        [[unroll]] for (uint j = 0; j < TN; j++) {
             const uint n = tileN + tx * TN + j;
-            if (n >= pc.N) break;
-            storeC(cBase + m * pc.cStrideM + n, pc.alpha, acc[i * TN + j]);
+            if (m < pc.M && n < pc.N) storeC(cBase + m * pc.cStrideM + n, pc.alpha, acc[i * TN + j]);
         }
     }
 }

@@ -161,6 +161,7 @@ void writeH(uint i, float v) {
 }
 
 float asStored(float v) { return C_STORAGE == STORAGE_FP32 ? v : widenStored(narrowStored(v, C_STORAGE), C_STORAGE); }
+#define EPILOGUE_ID 14
 #include "matmul_epilogue.glsl"
 
 // Quad q of a slice as (row index along m or n, k), with its four elements running along the
@@ -281,9 +282,9 @@ void main() {
     // starting from C, or from the epilogue's D, where the sum is added to it with alpha 1; the
     // epilogue's dropout needs each element's index, so it takes the staged way, as does the gate
     // epilogue, whose work is per element.
-    const bool startsFrom = pc.accumulate != 0 || pc.epilogue != 0;
+    const bool startsFrom = pc.accumulate != 0 || EPILOGUE != 0;
     const bool direct = !B_INT8 && C_STORAGE == STORAGE_FP32 && C_ALIGNED != 0 && tileM + BM <= pc.M && tileN + BN <= pc.N
-                        && (!startsFrom || pc.alpha == 1.0) && pc.dropThreshold == 0 && pc.epilogue != EPILOGUE_GATE;
+                        && (!startsFrom || pc.alpha == 1.0) && pc.dropThreshold == 0 && EPILOGUE != EPILOGUE_GATE;
 
     // Batches beyond the device's z-dimension limit wrap round; z is uniform per workgroup, so
     // the barriers inside stay in uniform control flow.
@@ -303,7 +304,7 @@ void main() {
                 // rather than D + their sum: within the units' own rounding.)
                 if (direct && pc.accumulate != 0)
                     cmLoadC(acc[i * TILES_N + j], cAt(cBase, tileM, tileN, warpM, warpN, i, j), pc.cStrideM);
-                else if (direct && pc.epilogue != 0)
+                else if (direct && EPILOGUE != 0)
                     cmLoadD(acc[i * TILES_N + j], cAt(cBase, tileM, tileN, warpM, warpN, i, j), pc.cStrideM);
                 else
                     acc[i * TILES_N + j] = cmZero();

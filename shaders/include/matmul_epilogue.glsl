@@ -13,7 +13,10 @@
 // gated_activation.comp computed, bit for bit (the same function of include/activations.glsl, the
 // same mask, drawn for the element's index in C as gated_activation.comp draws for its flat index),
 // without the pass; C keeps b only where the backward reads it (pc.keepsC).
-// The including shader declares, before this file: EPILOGUE_BINDING, the push block, and
+// Which of them a product has is the specialization constant EPILOGUE (constant_id EPILOGUE_ID),
+// not a push constant: a product without one compiles as if this file held only the plain store,
+// without the Philox mask's and the activation's code and registers behind a uniform branch.
+// The including shader declares, before this file: EPILOGUE_BINDING, EPILOGUE_ID, the push block, and
 // float readC(uint i), readD(uint i), void writeC(uint i, float v), writeH(uint i, float v) for
 // C, D and H's element i, widened as read and narrowed as written where they are 16-bit, and
 // float asStored(float v), v as C stores it (rounded to C's 16 bits, or v itself).
@@ -22,6 +25,9 @@
 #include "dropout.glsl"
 #include "activations.glsl"
 
+// MatMulEpilogue's codes: 0 none, 1 C = D + dropout(alpha·A·B), D at C's addresses; 2 the gate,
+// H = dropout(act(D) * C) with C = alpha·A·B, D the gate at C's addresses (C stored only where keepsC).
+layout(constant_id = EPILOGUE_ID) const uint EPILOGUE = 0;
 const uint EPILOGUE_RESIDUAL = 1u;
 const uint EPILOGUE_GATE = 2u;
 
@@ -37,7 +43,7 @@ float dropped(uint at, float v) {
 float finished(uint at, float scale, float sum) {
     precise float v = scale * sum;
     if (pc.accumulate != 0u) return v + readC(at);
-    if (pc.epilogue == EPILOGUE_RESIDUAL) return readD(at) + dropped(at, v);
+    if (EPILOGUE == EPILOGUE_RESIDUAL) return readD(at) + dropped(at, v);
     return v;
 }
 
@@ -48,7 +54,7 @@ float gated(uint at, float b) {
 }
 
 void storeC(uint at, float scale, float sum) {
-    if (pc.epilogue == EPILOGUE_GATE) {
+    if (EPILOGUE == EPILOGUE_GATE) {
         precise float b = scale * sum;
         if (pc.keepsC != 0u) writeC(at, b);
         writeH(at, gated(at, b));

@@ -2,7 +2,8 @@ namespace VkPrompt.Runtime.Kernels;
 
 /// <summary>What a product does with each element of its sum as it stores it, besides scaling by
 /// <see cref="MatMulSpec.Alpha"/> (shaders/include/matmul_epilogue.glsl): a pass over the output
-/// that would otherwise follow the product, fused into its store.</summary>
+/// that would otherwise follow the product, fused into its store. Each value is the shader's
+/// EPILOGUE code, a specialization constant, so a product kernel is built for one of them.</summary>
 internal enum MatMulEpilogue
 {
     /// <summary>C = Alpha·A·B (+ C where <see cref="MatMulSpec.Accumulate"/>).</summary>

@@ -6,9 +6,9 @@ internal static class MatMulKernel
     // C is ReadWrite, not Write: an accumulating product reads it first. After C, the epilogue's
     // addend D (the gate's a), dropout seed and the gate's hidden H (include/matmul_epilogue.glsl),
     // which a product without them binds C in place of, never read nor written.
-    static readonly KernelLayout Layout = new([Access.Read, Access.Read, Access.ReadWrite, Access.Read, Access.Read, Access.Write], 108);
+    static readonly KernelLayout Layout = new([Access.Read, Access.Read, Access.ReadWrite, Access.Read, Access.Read, Access.Write], 104);
     // matmul_int8.comp: B's row scales at binding 3, D, the seed and H after them.
-    static readonly KernelLayout Int8Layout = new([Access.Read, Access.Read, Access.ReadWrite, Access.Read, Access.Read, Access.Read, Access.Write], 108);
+    static readonly KernelLayout Int8Layout = new([Access.Read, Access.Read, Access.ReadWrite, Access.Read, Access.Read, Access.Read, Access.Write], 104);
     // matmul_half.comp and the matrix units' subgroup-scope kernels (matmul_coopmat*.comp): A, an
     // activation B and C may each be 16-bit activations, D and H as C is, and the seed's binding
     // holds C where there is no dropout.
@@ -25,7 +25,7 @@ internal static class MatMulKernel
         uint BOffset, uint BStrideBatch1, uint BStrideBatch2, uint BStrideK, uint BStrideN,
         uint COffset, uint CStrideBatch1, uint CStrideBatch2, uint CStrideM,
         float Alpha, uint Accumulate,
-        uint Epilogue, uint DropThreshold, float DropScale, uint DropStream,
+        uint DropThreshold, float DropScale, uint DropStream,
         uint GateActivation, uint KeepsC)
     {
         /// <summary>The spec's fields, with the epilogue's dropout (threshold 0: none) and the
@@ -37,7 +37,7 @@ internal static class MatMulKernel
             (uint)s.BOffset, (uint)s.BStrideBatch1, (uint)s.BStrideBatch2, (uint)s.BStrideK, (uint)s.BStrideN,
             (uint)s.COffset, (uint)s.CStrideBatch1, (uint)s.CStrideBatch2, (uint)s.CStrideM,
             s.Alpha, s.Accumulate ? 1u : 0u,
-            (uint)s.Epilogue, dropThreshold, dropScale, dropStream,
+            dropThreshold, dropScale, dropStream,
             (uint)gateActivation, keepsC ? 1u : 0u);
     }
 
@@ -207,7 +207,7 @@ internal static class MatMulKernel
                                  Fetch(s.AStrideK, (s.M, s.AStrideM), (s.K, s.AStrideK), s.AOffset, (s.Batch1, s.AStrideBatch1), (s.Batch2, s.AStrideBatch2)),
                                  Fetch(s.BStrideK, (s.N, s.BStrideN), (s.K, s.BStrideK), s.BOffset, (s.Batch1, s.BStrideBatch1), (s.Batch2, s.BStrideBatch2)),
                                  Aligned(s.COffset, (s.Batch1, s.CStrideBatch1), (s.Batch2, s.CStrideBatch2), (s.M, s.CStrideM)) ? 1 : 0,
-                                 bPrecision == WeightPrecision.Fp32 ? 1 : 0, s.AStorage.ShaderCode(), s.CStorage.ShaderCode());
+                                 bPrecision == WeightPrecision.Fp32 ? 1 : 0, s.AStorage.ShaderCode(), s.CStorage.ShaderCode(), (int)s.Epilogue);
         uint z = (uint)Math.Min((long)s.Batch1 * s.Batch2, g.Context.Capabilities.MaxWorkGroupCountZ);
         var groups = (Grid.Div(s.N, t.BlockN), Grid.Div(s.M, t.BlockM), z);
         if (int8) g.Dispatch(k, groups, push, a, b, c, bScales!, d, seed, h);
@@ -237,12 +237,11 @@ internal static class MatMulKernel
         CheckScales(s, bPrecision, bScales);
         string shader = PortableShader(s, bPrecision);
         // matmul.comp and matmul_int8.comp declare no storage constants (constant_id 7 to 9),
-        // which Vulkan then ignores: each product keeps one pipeline per shader all the same.
+        // which Vulkan then ignores (they are fp32's code for them): the epilogue's follows them
+        // in every build.
         var layout = shader switch { "matmul" => Layout, "matmul_half" => HalfLayout, "matmul_int8" => Int8Layout, _ => Int8HalfLayout };
-        var k = shader is "matmul" or "matmul_int8"
-            ? g.Context.Kernel(shader, layout, t.LocalX, t.LocalY, t.TileM, t.TileN, t.SharedK, aVec, bVec)
-            : g.Context.Kernel(shader, layout, t.LocalX, t.LocalY, t.TileM, t.TileN, t.SharedK, aVec, bVec,
-                               s.AStorage.ShaderCode(), BStorageCode(s, bPrecision), s.CStorage.ShaderCode());
+        var k = g.Context.Kernel(shader, layout, t.LocalX, t.LocalY, t.TileM, t.TileN, t.SharedK, aVec, bVec,
+                                 s.AStorage.ShaderCode(), BStorageCode(s, bPrecision), s.CStorage.ShaderCode(), (int)s.Epilogue);
         if (bPrecision == WeightPrecision.Int8) g.Dispatch(k, groups, push, a, b, c, bScales!, d, seed, h);
         else g.Dispatch(k, groups, push, a, b, c, d, seed, h);
     }
