@@ -41,6 +41,11 @@ float silu_grad(float x) {
     return s + x * s * (1.0 - s);
 }
 
+// T5 v1.0's feed-forward activation, max(x, 0) as a comparison: max() with a NaN operand is
+// undefined in GLSL, while this passes NaN through (as PyTorch's relu does) so that a diverged
+// run stays visible.
+float relu(float x) { return x < 0.0 ? 0.0 : x; }
+
 // The gated feed-forward's activation, selected by a specialization constant: the values of
 // GateActivation in src/Runtime/Kernels/GatedActivationKernel.cs.
 const uint ACTIVATION_GELU_TANH = 0u;

@@ -106,7 +106,8 @@ void storeC4(uint i, vec4 sum) {
     else if (EPILOGUE == EPILOGUE_RESIDUAL) {
         [[unroll]] for (uint q = 0; q < 4; q++) v[q] = dropped(i * 4 + q, v[q]);
         v = readD4(i) + v;
-    }
+    } else if (EPILOGUE == EPILOGUE_RELU)
+        [[unroll]] for (uint q = 0; q < 4; q++) v[q] = dropped(i * 4 + q, relu(asStored(v[q])));
     writeC4(i, v);
 }
 

@@ -279,12 +279,12 @@ void main() {
     const bool edge = tileM + BM > pc.M || tileN + BN > pc.N || pc.K % BK != 0;
     const uint slices = (pc.K + BK - 1) / BK;
     // Whole accumulators go straight between an fp32 C and the matrix units (also uniform),
-    // starting from C, or from the epilogue's D, where the sum is added to it with alpha 1; the
-    // epilogue's dropout needs each element's index, so it takes the staged way, as does the gate
-    // epilogue, whose work is per element.
-    const bool startsFrom = pc.accumulate != 0 || EPILOGUE != 0;
+    // starting from C, or from the residual epilogue's D, where the sum is added to it with alpha
+    // 1; the epilogue's dropout needs each element's index, so it takes the staged way, as do the
+    // gate and relu epilogues, whose work is per element.
+    const bool startsFrom = pc.accumulate != 0 || EPILOGUE == EPILOGUE_RESIDUAL;
     const bool direct = !B_INT8 && C_STORAGE == STORAGE_FP32 && C_ALIGNED != 0 && tileM + BM <= pc.M && tileN + BN <= pc.N
-                        && (!startsFrom || pc.alpha == 1.0) && pc.dropThreshold == 0 && EPILOGUE != EPILOGUE_GATE;
+                        && (!startsFrom || pc.alpha == 1.0) && pc.dropThreshold == 0 && (EPILOGUE == 0 || EPILOGUE == EPILOGUE_RESIDUAL);
 
     // Batches beyond the device's z-dimension limit wrap round; z is uniform per workgroup, so
     // the barriers inside stay in uniform control flow.
@@ -304,7 +304,7 @@ void main() {
                 // rather than D + their sum: within the units' own rounding.)
                 if (direct && pc.accumulate != 0)
                     cmLoadC(acc[i * TILES_N + j], cAt(cBase, tileM, tileN, warpM, warpN, i, j), pc.cStrideM);
-                else if (direct && EPILOGUE != 0)
+                else if (direct && EPILOGUE == EPILOGUE_RESIDUAL)
                     cmLoadD(acc[i * TILES_N + j], cAt(cBase, tileM, tileN, warpM, warpN, i, j), pc.cStrideM);
                 else
                     acc[i * TILES_N + j] = cmZero();

@@ -13,6 +13,8 @@
 // gated_activation.comp computed, bit for bit (the same function of include/activations.glsl, the
 // same mask, drawn for the element's index in C as gated_activation.comp draws for its flat index),
 // without the pass; C keeps b only where the backward reads it (pc.keepsC).
+// With the relu epilogue C = dropout(relu(v)), v the scaled sum as C stores it: what the product
+// into C followed by relu.comp over it computed, bit for bit (the same relu() and mask).
 // Which of them a product has is the specialization constant EPILOGUE (constant_id EPILOGUE_ID),
 // not a push constant: a product without one compiles as if this file held only the plain store,
 // without the Philox mask's and the activation's code and registers behind a uniform branch.
@@ -26,10 +28,12 @@
 #include "activations.glsl"
 
 // MatMulEpilogue's codes: 0 none, 1 C = D + dropout(alpha·A·B), D at C's addresses; 2 the gate,
-// H = dropout(act(D) * C) with C = alpha·A·B, D the gate at C's addresses (C stored only where keepsC).
+// H = dropout(act(D) * C) with C = alpha·A·B, D the gate at C's addresses (C stored only where
+// keepsC); 3 C = dropout(relu(alpha·A·B)).
 layout(constant_id = EPILOGUE_ID) const uint EPILOGUE = 0;
 const uint EPILOGUE_RESIDUAL = 1u;
 const uint EPILOGUE_GATE = 2u;
+const uint EPILOGUE_RELU = 3u;
 
 layout(std430, binding = EPILOGUE_BINDING + 1) readonly buffer BufSeed { uint seed; };
 
@@ -44,6 +48,7 @@ float finished(uint at, float scale, float sum) {
     precise float v = scale * sum;
     if (pc.accumulate != 0u) return v + readC(at);
     if (EPILOGUE == EPILOGUE_RESIDUAL) return readD(at) + dropped(at, v);
+    if (EPILOGUE == EPILOGUE_RELU) return dropped(at, relu(asStored(v)));
     return v;
 }
 

@@ -5,6 +5,7 @@
 #include "stored_buffer.glsl"
 #include "common.glsl"
 #include "dropout.glsl"
+#include "activations.glsl"
 
 layout(constant_id = 1) const uint X_STORAGE = STORAGE_FP32;
 layout(constant_id = 2) const uint Y_STORAGE = STORAGE_FP32;
@@ -14,11 +15,8 @@ layout(std430, binding = 2) readonly buffer Seed { uint seed; };
 layout(push_constant) uniform Push { uint n; uint threshold; float scale; uint stream; } pc;
 
 void main() {
-    // A comparison instead of max(): max() with a NaN operand is undefined in GLSL, while this
-    // passes NaN through (as PyTorch's relu does) so a diverged run stays visible.
     GRID_STRIDE_LOOP(i, pc.n) {
-        float v = loadStored(x, i, X_STORAGE);
-        v = v < 0.0 ? 0.0 : v;
+        float v = relu(loadStored(x, i, X_STORAGE));
         if (pc.threshold != 0u) v = dropoutApply(v, dropoutKeeps(i, pc.stream, seed, pc.threshold), pc.scale);
         storeStored(y, i, v, Y_STORAGE)
     }

@@ -1,6 +1,7 @@
 // dx = dy where x > 0, else 0 (the subgradient at 0 is taken as 0, as PyTorch does). The body of
 // relu_backward.comp and relu_backward_half.comp (include/stored_buffer.glsl): x, kept from the
-// forward, may be 16-bit; dy and dx are fp32.
+// forward (its input, or its output, which T5Pass keeps: positive exactly where the input is and
+// the mask kept the element), may be 16-bit; dy and dx are fp32.
 // With dropout on the relu's output (threshold > 0), dy arrives as the gradient of the dropped
 // output and goes through dropout.comp's mask as it is read, dy = keep(i) ? dy[i] * scale : 0,
 // with no separate pass over the hidden gradient.

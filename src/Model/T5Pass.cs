@@ -273,7 +273,10 @@ internal sealed class T5Pass : IDisposable
     /// <summary>The activations one block produces; reused across blocks unless stored.</summary>
     sealed class BlockScratch
     {
-        public readonly Tensor Norm, Q, K, V, Ctx, FfA, FfB, FfH;
+        public readonly Tensor Norm, Q, K, V, Ctx, FfH;
+        /// <summary>The gated feed-forward's gate a and product b; null in a relu one, which has no
+        /// pre-activation (<see cref="MatMulEpilogue.Relu"/>).</summary>
+        public readonly Tensor? FfA, FfB;
         /// <summary>What each attention keeps for its backward: the probabilities, or the
         /// logsumexp (with the output) when it runs fused.</summary>
         public readonly Tensor? Probs, Lse, CrossProbs, CrossLse;
@@ -287,7 +290,8 @@ internal sealed class T5Pass : IDisposable
         /// <param name="transient">a block's scratch whose layer-norm output, attention context
         /// and FF activation output are borrowed: the backward needs none of them (a matmul's
         /// input gradient needs the weight, not the input), so stored blocks keep only the rest.
-        /// A fused attention's context is the exception: its backward reads it again.</param>
+        /// A fused attention's context is the exception: its backward reads it again; so is a
+        /// relu feed-forward's output, which its backward reads in place of the input.</param>
         public BlockScratch(T5Pass p, string name, int rows, AttentionSite self, bool withCross, BlockScratch? transient = null)
         {
             var c = p.c;
@@ -303,9 +307,19 @@ internal sealed class T5Pass : IDisposable
             V = keep(context, name + ".v");
             (Probs, Lse) = p.AttentionState(self, name, p.Mode == ActivationMode.Store ? (n, t) => p.Kept(n, t) : (n, t) => p.Scratch(n, t));
             Ctx = Context(self.Fused, transient?.Ctx, ".ctx");
-            FfA = keep((long)rows * c.DFf, name + ".ff_a");
-            FfB = c.IsGatedAct ? keep((long)rows * c.DFf, name + ".ff_b") : FfA;
-            FfH = transient?.FfH ?? p.Scratch((long)rows * c.DFf, name + ".ff_h", act);
+            long hidden = (long)rows * c.DFf;
+            if (c.IsGatedAct)
+            {
+                FfA = keep(hidden, name + ".ff_a");
+                FfB = keep(hidden, name + ".ff_b");
+                FfH = transient?.FfH ?? p.Scratch(hidden, name + ".ff_h", act);
+            }
+            else
+            {
+                // The relu's backward reads its output (wi's product with MatMulEpilogue.Relu),
+                // which is all the block keeps of its feed-forward; there is no pre-activation.
+                FfH = keep(hidden, name + ".ff_h");
+            }
             if (withCross)
             {
                 CrossQ = keep((long)rows * p.inner, name + ".xq");
@@ -493,7 +507,7 @@ internal sealed class T5Pass : IDisposable
     /// the branch is never written to a buffer of its own, nor the stream copied first.</summary>
     void Residual(Tensor x, Tensor xOut, Tensor a, Tensor weight, int rows, int inDim, uint stream) =>
         be.MatMul(a, weight, xOut, Linear(rows, d, inDim),
-                  new MatMulEpilogueOperands<Tensor>(x, DropoutRate > 0 ? new DropoutMask<Tensor>(DropoutRate, DropoutSeed!, stream + Sites.Output) : null));
+                  MatMulEpilogueOperands<Tensor>.Residual(x, DropoutRate > 0 ? new DropoutMask<Tensor>(DropoutRate, DropoutSeed!, stream + Sites.Output) : null));
 
     /// <summary>The gradient reaching a branch's output projection: dX through its dropout mask,
     /// dropped into the gradient of the sublayer's normed input (g.H), which the sublayer's
@@ -537,18 +551,23 @@ internal sealed class T5Pass : IDisposable
 
     void FeedForwardForward(Tensor norm, FeedForwardWeights fw, Tensor x, Tensor xOut, BlockScratch s, int rows, uint stream)
     {
-        int n = rows * c.DFf;
         be.RmsNorm(x, norm, s.Norm, rows, d, (float)c.LayerNormEpsilon);
-        be.MatMul(s.Norm, fw.Wi, s.FfA, Linear(rows, c.DFf, d));
-        // The gate in wi_1's store (MatMulEpilogue.Gate): FfH = dropout(act(FfA)·FfB) without a
-        // pass of its own; FfB is kept for the backward alone (a recomputing backward re-runs
-        // this forward, in Recompute mode, and reads it too).
         if (fw.Wi1 is not null)
-            be.MatMul(s.Norm, fw.Wi1, s.FfB, Linear(rows, c.DFf, d),
-                      new MatMulEpilogueOperands<Tensor>(s.FfA, HiddenDropout(stream),
-                                                         new MatMulGate<Tensor>(s.FfH, GateActivation, KeepsProduct: Mode != ActivationMode.Inference)));
+        {
+            be.MatMul(s.Norm, fw.Wi, s.FfA!, Linear(rows, c.DFf, d));
+            // The gate in wi_1's store (MatMulEpilogue.Gate): FfH = dropout(act(FfA)·FfB) without a
+            // pass of its own; FfB is written for the backward alone: by a storing forward, and by a
+            // recomputing backward's re-run of it, not by Recompute's first forward.
+            be.MatMul(s.Norm, fw.Wi1, s.FfB!, Linear(rows, c.DFf, d),
+                      MatMulEpilogueOperands<Tensor>.Gated(s.FfA!, new MatMulGate<Tensor>(s.FfH, GateActivation, KeepsProduct: Mode == ActivationMode.Store || rerunning),
+                                                           HiddenDropout(stream)));
+        }
         else
-            be.Relu(s.FfA, s.FfH, n, HiddenDropout(stream));
+        {
+            // The relu in wi's store (MatMulEpilogue.Relu): FfH = dropout(relu(x·wi)), the
+            // pre-activation never written; the backward reads FfH in its place.
+            be.MatMul(s.Norm, fw.Wi, s.FfH, Linear(rows, c.DFf, d), MatMulEpilogueOperands<Tensor>.Relu(HiddenDropout(stream)));
+        }
         Residual(x, xOut, s.FfH, fw.Wo, rows, c.DFf, stream);
     }
 
@@ -599,8 +618,7 @@ internal sealed class T5Pass : IDisposable
         for (int i = decEnd - 1; i >= decFirst; i--)
         {
             var s = DecSaved(i);
-            if (Mode == ActivationMode.Recompute)
-                using (be.Phase(Phases.Recompute)) DecoderBlock(i, s);
+            if (Mode == ActivationMode.Recompute) Rerun(() => DecoderBlock(i, s));
             var blk = w.Decoder[i];
             FeedForwardBackward(blk.FfNorm, blk.FeedForward, DecStream(3 * i + 2), s, g.DecX, B * Ld, Sites.Sublayer(1, i, 2));
             CrossAttentionBackward(blk.CrossNorm!, blk.CrossAttention!, DecStream(3 * i + 1), s, g.DecX, Sites.Sublayer(1, i, 1));
@@ -624,8 +642,7 @@ internal sealed class T5Pass : IDisposable
         for (int i = encEnd - 1; i >= encFirst; i--)
         {
             var s = EncSaved(i);
-            if (Mode == ActivationMode.Recompute)
-                using (be.Phase(Phases.Recompute)) EncoderBlock(i, s);
+            if (Mode == ActivationMode.Recompute) Rerun(() => EncoderBlock(i, s));
             var blk = w.Encoder[i];
             FeedForwardBackward(blk.FfNorm, blk.FeedForward, EncStream(2 * i + 1), s, g.EncX, B * Le, Sites.Sublayer(0, i, 1));
             SelfAttentionBackward(blk.AttnNorm, blk.SelfAttention, EncStream(2 * i), s, g.EncX, B * Le, encSelf with { BiasWeight = blk.PositionBias }, Sites.Sublayer(0, i, 0));
@@ -637,6 +654,20 @@ internal sealed class T5Pass : IDisposable
         }
         DropoutBackAt(g.EncX, B * Le * d, Sites.EncoderEmbedding);
         be.PromptGradient(g.EncX, PromptIndex, PromptGradient!, B, Shape.InputLength, Shape.PromptLength, d);
+    }
+
+    // Whether the block being emitted is a recomputing backward's re-run of its forward, which
+    // keeps what the block's backward reads; Recompute's first forward keeps only the block's input.
+    bool rerunning;
+
+    void Rerun(Action block)
+    {
+        rerunning = true;
+        try
+        {
+            using (be.Phase(Phases.Recompute)) block();
+        }
+        finally { rerunning = false; }
     }
 
     void DropoutBackAt(Tensor t, long n, uint stream)
@@ -652,13 +683,15 @@ internal sealed class T5Pass : IDisposable
         be.MatMul(BranchGradient(dX, rows, stream), fw.Wo, g.FfH, MatMulSpec.Rows(rows, c.DFf, d));
         if (fw.Wi1 is not null)
         {
-            be.GatedActivationBackward(s.FfA, s.FfB, g.FfH, g.FfA, g.FfB, n, GateActivation, HiddenDropout(stream));
+            be.GatedActivationBackward(s.FfA!, s.FfB!, g.FfH, g.FfA, g.FfB, n, GateActivation, HiddenDropout(stream));
             be.MatMul(g.FfA, fw.Wi, g.H, MatMulSpec.Rows(rows, d, c.DFf));
             be.MatMul(g.FfB, fw.Wi1, g.H, MatMulSpec.Rows(rows, d, c.DFf) with { Accumulate = true });
         }
         else
         {
-            be.ReluBackward(s.FfA, g.FfH, g.FfA, n, HiddenDropout(stream));
+            // The relu's output in place of its input: positive exactly where the gradient passes
+            // (where the mask dropped an element, the gradient is 0 either way).
+            be.ReluBackward(s.FfH, g.FfH, g.FfA, n, HiddenDropout(stream));
             be.MatMul(g.FfA, fw.Wi, g.H, MatMulSpec.Rows(rows, d, c.DFf));
         }
         be.RmsNormBackward(x, norm, g.H, dX, rows, d, (float)c.LayerNormEpsilon, accumulate: true);

@@ -86,7 +86,7 @@ public sealed class MatMulEpilogueTests(GpuFixture f) : GpuTest(f)
         DropoutMask<GpuBuffer>? mask = rate > 0 ? new(rate, seed, Stream) : null;
         using (var g = new CommandGraph(ctx))
         {
-            run(g, ga, gb, gc, spec with { Epilogue = MatMulEpilogue.Residual }, new(gd, mask));
+            run(g, ga, gb, gc, spec with { Epilogue = MatMulEpilogue.Residual }, MatMulEpilogueOperands<GpuBuffer>.Residual(gd, mask));
             run(g, ga, gb, branch, spec, null);
             AddKernel.Forward(g, gd, branch, c0.Length, 1f, mask, sum);
             g.Run();
@@ -181,8 +181,8 @@ public sealed class MatMulEpilogueTests(GpuFixture f) : GpuTest(f)
         var units = MatrixUnitsTiling.Small.Fits(ctx) ? MatrixUnitsTiling.Small : MatrixUnitsTiling.Small with { SharedK = 16 };
         void Product(CommandGraph g, GpuBuffer c, GpuBuffer dd, MatMulSpec s)
         {
-            if (matrixUnits) MatMulKernel.RunOnMatrixUnits(g, ga, gb, c, s, units, WeightPrecision.Fp32, epilogue: new(dd, mask));
-            else MatMulKernel.Run(g, ga, gb, c, s, Tiling(variant), epilogue: new(dd, mask));
+            if (matrixUnits) MatMulKernel.RunOnMatrixUnits(g, ga, gb, c, s, units, WeightPrecision.Fp32, epilogue: MatMulEpilogueOperands<GpuBuffer>.Residual(dd, mask));
+            else MatMulKernel.Run(g, ga, gb, c, s, Tiling(variant), epilogue: MatMulEpilogueOperands<GpuBuffer>.Residual(dd, mask));
         }
         using (var g = new CommandGraph(ctx))
         {
@@ -237,20 +237,20 @@ public sealed class MatMulEpilogueTests(GpuFixture f) : GpuTest(f)
         var t = MatMulTiling.Streamed;
         void Throws(string expected, Action run) =>
             Assert.Contains(expected, Assert.Throws<ArgumentException>(run).Message, StringComparison.Ordinal);
-        Throws("not both", () => MatMulKernel.Run(g, f32, f32, f32, residual with { Accumulate = true }, t, epilogue: new(f32)));
+        Throws("not both", () => MatMulKernel.Run(g, f32, f32, f32, residual with { Accumulate = true }, t, epilogue: MatMulEpilogueOperands<GpuBuffer>.Residual(f32)));
         Throws("needs its operands", () => MatMulKernel.Run(g, f32, f32, f32, residual, t));
-        Throws("no epilogue", () => MatMulKernel.Run(g, f32, f32, f32, spec, t, epilogue: new(f32)));
-        Throws("spans 64", () => MatMulKernel.Run(g, f32, f32, f32, residual, t, epilogue: new(small)));
+        Throws("no epilogue", () => MatMulKernel.Run(g, f32, f32, f32, spec, t, epilogue: MatMulEpilogueOperands<GpuBuffer>.Residual(f32)));
+        Throws("spans 64", () => MatMulKernel.Run(g, f32, f32, f32, residual, t, epilogue: MatMulEpilogueOperands<GpuBuffer>.Residual(small)));
         if (ActivationPrecision.Bf16.IsSupported(Ctx.Capabilities))
         {
             using var bf16 = GpuBuffer.Activations(Ctx, 64, ActivationPrecision.Bf16, "bf16");
-            Throws("D is read as C is", () => MatMulKernel.Run(g, f32, f32, f32, residual, t, epilogue: new(bf16)));
-            Throws("seed", () => MatMulKernel.Run(g, f32, f32, f32, residual, t, epilogue: new(f32, new DropoutMask<GpuBuffer>(0.1f, bf16, 0))));
+            Throws("D is read as C is", () => MatMulKernel.Run(g, f32, f32, f32, residual, t, epilogue: MatMulEpilogueOperands<GpuBuffer>.Residual(bf16)));
+            Throws("seed", () => MatMulKernel.Run(g, f32, f32, f32, residual, t, epilogue: MatMulEpilogueOperands<GpuBuffer>.Residual(f32, new DropoutMask<GpuBuffer>(0.1f, bf16, 0))));
         }
         Assert.Equal(0, g.DispatchCount);
         // D may be C's own buffer: C = C + dropout(A·B).
         using var c = new GpuBuffer(Ctx, 4 * 64, "c");
-        MatMulKernel.Run(g, f32, f32, c, residual, t, epilogue: new(c, new DropoutMask<GpuBuffer>(0.1f, seed, 0)));
+        MatMulKernel.Run(g, f32, f32, c, residual, t, epilogue: MatMulEpilogueOperands<GpuBuffer>.Residual(c, new DropoutMask<GpuBuffer>(0.1f, seed, 0)));
         Assert.Equal(1, g.DispatchCount);
     }
 }

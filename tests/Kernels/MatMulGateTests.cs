@@ -51,7 +51,7 @@ public sealed class MatMulGateTests(GpuFixture f) : GpuTest(f)
         return MatMulSpec.Rows(m, n, k, transposeB: true) with { COffset = cOffset, CStrideM = cStride, Alpha = alpha };
     }
 
-    static bool[] InC(in MatMulSpec s, int length)
+    internal static bool[] InC(in MatMulSpec s, int length)
     {
         var inside = new bool[length];
         for (int m = 0; m < s.M; m++)
@@ -61,15 +61,15 @@ public sealed class MatMulGateTests(GpuFixture f) : GpuTest(f)
 
     /// <summary>A buffer of <paramref name="length"/> elements of <paramref name="storage"/> holding
     /// a pattern no kernel writes (fp32: <paramref name="fill"/>; 16-bit: <see cref="StoredActivations.Unwritten"/>).</summary>
-    static GpuBuffer Fresh(GpuContext ctx, int length, ActivationPrecision storage, float[] fill, string name) =>
+    internal static GpuBuffer Fresh(GpuContext ctx, int length, ActivationPrecision storage, float[] fill, string name) =>
         storage == ActivationPrecision.Fp32 ? GpuBuffer.From<float>(ctx, fill, name) : StoredActivations.Output(ctx, length, storage, name);
 
     /// <summary>A buffer's elements as raw bits, so that untouched elements compare exactly.</summary>
-    static int[] Bits(GpuBuffer b, int length) => b.Storage == ActivationPrecision.Fp32
+    internal static int[] Bits(GpuBuffer b, int length) => b.Storage == ActivationPrecision.Fp32
         ? b.Download<int>()[..length]
         : b.Download<ushort>()[..length].Select(h => (int)h).ToArray();
 
-    static float[] Widened(GpuBuffer b, int length) => b.Storage switch
+    internal static float[] Widened(GpuBuffer b, int length) => b.Storage switch
     {
         ActivationPrecision.Fp32 => b.Download<float>()[..length],
         ActivationPrecision.Bf16 => b.Download<ushort>()[..length].Select(HalfFloat.FromBf16).ToArray(),
@@ -95,7 +95,7 @@ public sealed class MatMulGateTests(GpuFixture f) : GpuTest(f)
         DropoutMask<GpuBuffer>? mask = rate > 0 ? new(rate, seed, Stream) : null;
         using (var g = new CommandGraph(ctx))
         {
-            run(g, ga, gb, c, spec with { Epilogue = MatMulEpilogue.Gate }, new(gate, mask, new MatMulGate<GpuBuffer>(h, activation, keepsC)));
+            run(g, ga, gb, c, spec with { Epilogue = MatMulEpilogue.Gate }, MatMulEpilogueOperands<GpuBuffer>.Gated(gate, new MatMulGate<GpuBuffer>(h, activation, keepsC), mask));
             run(g, ga, gb, product, spec, null);
             GatedActivationKernel.Forward(g, gate, product, hidden, length, activation, mask);
             g.Run();
@@ -224,13 +224,13 @@ public sealed class MatMulGateTests(GpuFixture f) : GpuTest(f)
         using var small = new GpuBuffer(Ctx, 4 * 63, "small");
         using var g = new CommandGraph(Ctx);
         var t = MatMulTiling.Streamed;
-        MatMulEpilogueOperands<GpuBuffer> Gate(GpuBuffer a, GpuBuffer hidden) => new(a, null, new MatMulGate<GpuBuffer>(hidden, GateActivation.GeluTanh, true));
+        MatMulEpilogueOperands<GpuBuffer> Gate(GpuBuffer a, GpuBuffer hidden) => MatMulEpilogueOperands<GpuBuffer>.Gated(a, new MatMulGate<GpuBuffer>(hidden, GateActivation.GeluTanh, true));
         void Throws(string expected, Action run) =>
             Assert.Contains(expected, Assert.Throws<ArgumentException>(run).Message, StringComparison.Ordinal);
         Throws("not both", () => MatMulKernel.Run(g, f32, f32, f32, gated with { Accumulate = true }, t, epilogue: Gate(f32, h)));
         Throws("needs its operands", () => MatMulKernel.Run(g, f32, f32, f32, gated, t));
         Throws("spec has the Residual epilogue", () => MatMulKernel.Run(g, f32, f32, f32, spec with { Epilogue = MatMulEpilogue.Residual }, t, epilogue: Gate(f32, h)));
-        Throws("Residual epilogue given", () => MatMulKernel.Run(g, f32, f32, f32, gated, t, epilogue: new(f32)));
+        Throws("Residual epilogue given", () => MatMulKernel.Run(g, f32, f32, f32, gated, t, epilogue: MatMulEpilogueOperands<GpuBuffer>.Residual(f32)));
         Throws("gate small holds 63 elements, but C's range spans 64", () => MatMulKernel.Run(g, f32, f32, f32, gated, t, epilogue: Gate(small, h)));
         Throws("hidden small holds 63 elements", () => MatMulKernel.Run(g, f32, f32, f32, gated, t, epilogue: Gate(f32, small)));
         if (ActivationPrecision.Bf16.IsSupported(Ctx.Capabilities))

@@ -131,4 +131,22 @@ public sealed class StepTraceTests
     }
 
     static string Describe(MatMulSpec s) => $"{s.M}x{s.N}x{s.K} batch {s.Batch1}x{s.Batch2} (A strides {s.AStrideM},{s.AStrideK}; B strides {s.BStrideK},{s.BStrideN}; alpha {s.Alpha}; accumulate {s.Accumulate})";
+
+    /// <summary>The gate product (wi_1's, <see cref="MatMulEpilogue.Gate"/>) writes its product b
+    /// into C only where the backward reads it: in a storing forward and in a recomputing
+    /// backward's re-run of each block, not in Recompute's first forward nor in inference.</summary>
+    [Theory]
+    [InlineData(ActivationMode.Inference)]
+    [InlineData(ActivationMode.Store)]
+    [InlineData(ActivationMode.Recompute)]
+    public void TheGateKeepsItsProductOnlyWhereTheBackwardReadsIt(ActivationMode mode)
+    {
+        var config = Config(gated: true, tied: false, dropout: 0.1f);
+        var gates = T5Pass.Trace(config, new BatchShape(2, 6, 3, 4), mode, 0.1f, WeightPrecision.Fp32, _ => false)
+            .Where(p => p.Spec.Epilogue == MatMulEpilogue.Gate).ToList();
+        int blocks = config.NumLayers + config.NumDecoderLayers;
+        Assert.Equal(mode == ActivationMode.Recompute ? 2 * blocks : blocks, gates.Count);
+        Assert.All(gates, p => Assert.Equal(mode == ActivationMode.Store || p.Phase == T5Pass.Phases.Recompute, p.WritesC));
+        if (mode == ActivationMode.Recompute) Assert.Equal(blocks, gates.Count(p => p.Phase == T5Pass.Phases.Recompute));
+    }
 }

@@ -234,7 +234,9 @@ public abstract class Backend : IDisposable
     /// <summary>C = Alpha·A·B (+ C); with <paramref name="epilogue"/>, C = D + dropout(Alpha·A·B)
     /// (<see cref="MatMulEpilogue.Residual"/>: a residual branch's projection joining the stream
     /// in its store), or with its gate H = dropout(act(a)·Alpha·A·B), C kept where asked
-    /// (<see cref="MatMulEpilogue.Gate"/>: the gated feed-forward's activation in wi_1's store). The backends set the spec's operand storages (<see cref="MatMulSpec.AStorage"/>
+    /// (<see cref="MatMulEpilogue.Gate"/>: the gated feed-forward's activation in wi_1's store),
+    /// or C = dropout(relu(Alpha·A·B)) (<see cref="MatMulEpilogue.Relu"/>: T5 v1.0's activation in
+    /// wi's store). The backends set the spec's operand storages (<see cref="MatMulSpec.AStorage"/>
     /// ...) from the tensors' and its epilogue from the operands given (<see cref="StoredAs"/>).</summary>
     internal abstract void MatMul(Tensor a, Tensor b, Tensor c, in MatMulSpec s, MatMulEpilogueOperands<Tensor>? epilogue = null);
 

@@ -88,19 +88,37 @@ public sealed class CpuBackend : Backend
 
     internal override void MatMul(Tensor a, Tensor b, Tensor c, in MatMulSpec s, MatMulEpilogueOperands<Tensor>? epilogue = null)
     {
+        // The gate and the relu are the product stored, then the activation of it over C's
+        // elements, as the kernel's epilogue computes them (the gate's C is scratch the backward
+        // may or may not read; the relu's C is its own input, as the element-wise kernels allow).
         if (epilogue is { Gate: { } gate } g)
         {
-            // The gate is the product stored, then the gated activation of it, as the kernel's
-            // epilogue computes them (C is scratch the backward may or may not read).
             MatMul(a, b, c, s);
-            GatedActivation(g.Addend, c, gate.Hidden, (int)s.Extents().C, gate.Activation, g.Dropout);
+            GatedActivation(g.Addend!, c, gate.Hidden, DenseC(s), gate.Activation, g.Dropout);
+            return;
+        }
+        if (epilogue is { Kind: MatMulEpilogue.Relu } r)
+        {
+            MatMul(a, b, c, s);
+            Relu(c, c, DenseC(s), r.Dropout);
             return;
         }
         if (epilogue is { Dropout: var mask } e)
-            MatMulReference.Run(F(a), F(b), F(c), s with { Epilogue = MatMulEpilogue.Residual }, F(e.Addend), mask?.Rate ?? 0f, Seed(mask?.Seed), mask?.Stream ?? 0);
+            MatMulReference.Run(F(a), F(b), F(c), s with { Epilogue = MatMulEpilogue.Residual }, F(e.Addend!), mask?.Rate ?? 0f, Seed(mask?.Seed), mask?.Stream ?? 0);
         else MatMulReference.Run(F(a), F(b), F(c), s with { Epilogue = MatMulEpilogue.None });
         Stored(c);
     }
+    // The element-wise pass after the product covers C's elements alone only where they are
+    // one block from element 0 (every product with such an epilogue in T5Pass): with gaps between
+    // C's rows it would rewrite what lies there, which the kernel never touches.
+    static int DenseC(in MatMulSpec s)
+    {
+        long written = (long)s.Batch1 * s.Batch2 * s.M * s.N;
+        if (s.COffset != 0 || s.Extents().C != written)
+            throw new NotSupportedException($"the CPU backend's gate and relu epilogues take a C of one dense block from its first element, not {s.Batch1}x{s.Batch2} matrices of {s.M}x{s.N} spanning {s.Extents().C} elements from {s.COffset}");
+        return (int)written;
+    }
+
     internal override void RmsNorm(Tensor x, Tensor w, Tensor y, int rows, int dim, float eps)
     {
         RmsNormReference.Forward(F(x), F(w), F(y), rows, dim, eps);

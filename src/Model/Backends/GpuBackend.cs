@@ -120,9 +120,7 @@ public sealed class GpuBackend(GpuContext ctx, bool ownsContext = false) : Backe
     internal override void MatMul(Tensor a, Tensor b, Tensor c, in MatMulSpec spec, MatMulEpilogueOperands<Tensor>? epilogue = null)
     {
         var s = StoredAs(spec, a, b, c, b is GpuTable, epilogue);
-        MatMulEpilogueOperands<GpuBuffer>? ops = epilogue is { } e
-            ? new(Buf(e.Addend), Buf(e.Dropout), e.Gate is { } gate ? new MatMulGate<GpuBuffer>(Buf(gate.Hidden), gate.Activation, gate.KeepsProduct) : null)
-            : null;
+        var ops = epilogue?.Select(Buf);
         if (b is not GpuTable { Split: var split })
         {
             MatMulKernel.Run(G, Buf(a), Buf(b), Buf(c), s, epilogue: ops);

@@ -196,9 +196,10 @@ internal static class ProductBench
     {
         const float initial = 1f;
         // A residual epilogue's D is C's own buffer here (MatMulKernel.OntoC): C = 1 + the product.
-        // The gate's would leave its hidden in C, so its product is checked alone (the tests hold
-        // the gate itself to the gated activation, bit for bit).
-        if (s.Epilogue == MatMulEpilogue.Gate) s = s with { Epilogue = MatMulEpilogue.None };
+        // The gate's would leave its hidden in C, and the relu's the relu of the product, so their
+        // products are checked alone (the tests hold the gate and the relu themselves to the
+        // activation kernels, bit for bit).
+        if (s.Epilogue is MatMulEpilogue.Gate or MatMulEpilogue.Relu) s = s with { Epilogue = MatMulEpilogue.None };
         bool sumsOntoC = s.Accumulate || s.Epilogue != MatMulEpilogue.None;
         using (var graph = new CommandGraph(ctx, profiling: false))
         {

@@ -19,17 +19,51 @@ internal enum MatMulEpilogue
     /// reads it): bit for bit the product into C followed by <see cref="GatedActivationKernel.Forward"/>,
     /// without that pass's read of a and b and write of H.</summary>
     Gate,
+    /// <summary>T5 v1.0's feed-forward hidden C = dropout(relu(Alpha·A·B)) (wi's product), the sum
+    /// rounded as C stores it before the relu: bit for bit the product into C followed by
+    /// <see cref="ReluKernel.Forward"/> into a tensor stored alike, without the pre-activation
+    /// written or read. Its backward reads this output in place of the pre-activation (both are
+    /// positive exactly where the gradient passes).</summary>
+    Relu,
 }
 
-/// <summary>The operands of a product's epilogue: the addend D, stored as C is and read at C's
-/// addresses (it may be C's own buffer), or with <paramref name="Gate"/> the gate a, read likewise;
-/// and the dropout of the scaled sum (residual) or of the hidden element (gate), whose mask is the
-/// one <see cref="DropoutKernel"/> draws for C's element index in its buffer (none, or rate 0: no
-/// dropout). TBuffer is the GPU buffer of a dispatch or the tensor of a backend.</summary>
-internal readonly record struct MatMulEpilogueOperands<TBuffer>(TBuffer Addend, DropoutMask<TBuffer>? Dropout = null, MatMulGate<TBuffer>? Gate = null) where TBuffer : class
+/// <summary>The operands of a product's epilogue (<see cref="Kind"/>): the residual's addend D,
+/// stored as C is and read at C's addresses (it may be C's own buffer); the gate's a, read
+/// likewise, and its outputs; and the dropout of the scaled sum (residual), of the hidden element
+/// (gate) or of the relu's output, whose mask is the one <see cref="DropoutKernel"/> draws for C's
+/// element index in its buffer (none, or rate 0: no dropout). TBuffer is the GPU buffer of a
+/// dispatch or the tensor of a backend. Made by <see cref="Residual"/>, <see cref="Gated"/> and
+/// <see cref="Relu"/>, which give each kind what it reads and nothing else.</summary>
+internal readonly record struct MatMulEpilogueOperands<TBuffer> where TBuffer : class
 {
-    /// <summary>The epilogue these operands are for.</summary>
-    public MatMulEpilogue Kind => Gate is null ? MatMulEpilogue.Residual : MatMulEpilogue.Gate;
+    /// <summary>The epilogue these operands are for (never <see cref="MatMulEpilogue.None"/>).</summary>
+    public MatMulEpilogue Kind { get; }
+    /// <summary>The residual's D or the gate's a; null for the relu.</summary>
+    public TBuffer? Addend { get; }
+    public DropoutMask<TBuffer>? Dropout { get; }
+    /// <summary>The gate's outputs; null for the other kinds.</summary>
+    public MatMulGate<TBuffer>? Gate { get; }
+
+    MatMulEpilogueOperands(MatMulEpilogue kind, TBuffer? addend, DropoutMask<TBuffer>? dropout, MatMulGate<TBuffer>? gate) =>
+        (Kind, Addend, Dropout, Gate) = (kind, addend, dropout, gate);
+
+    /// <summary>C = D + dropout(Alpha·A·B), D = <paramref name="addend"/>.</summary>
+    public static MatMulEpilogueOperands<TBuffer> Residual(TBuffer addend, DropoutMask<TBuffer>? dropout = null) =>
+        new(MatMulEpilogue.Residual, addend, dropout, null);
+
+    /// <summary>H = dropout(act(a)·Alpha·A·B) into <paramref name="outputs"/>, a = <paramref name="gate"/>.</summary>
+    public static MatMulEpilogueOperands<TBuffer> Gated(TBuffer gate, MatMulGate<TBuffer> outputs, DropoutMask<TBuffer>? dropout = null) =>
+        new(MatMulEpilogue.Gate, gate, dropout, outputs);
+
+    /// <summary>C = dropout(relu(Alpha·A·B)).</summary>
+    public static MatMulEpilogueOperands<TBuffer> Relu(DropoutMask<TBuffer>? dropout = null) =>
+        new(MatMulEpilogue.Relu, null, dropout, null);
+
+    /// <summary>The same operands over other buffers (a backend's tensors as a dispatch's buffers).</summary>
+    public MatMulEpilogueOperands<TOther> Select<TOther>(Func<TBuffer, TOther> buffer) where TOther : class =>
+        new(Kind, Addend is null ? null : buffer(Addend),
+            Dropout is { } d ? new DropoutMask<TOther>(d.Rate, buffer(d.Seed), d.Stream) : null,
+            Gate is { } g ? new MatMulGate<TOther>(buffer(g.Hidden), g.Activation, g.KeepsProduct) : null);
 }
 
 /// <summary>The outputs of a <see cref="MatMulEpilogue.Gate"/> product: the hidden H, stored as C

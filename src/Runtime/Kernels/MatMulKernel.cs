@@ -46,18 +46,19 @@ internal static class MatMulKernel
     /// as D, without dropout, so that it reads and writes C as an accumulating product does;
     /// and with the gate, C's own buffer as the gate a and the hidden H too, C kept: it reads and
     /// writes what a training step's gate does, C left holding H (which is why
-    /// <see cref="Diagnostics.ProductBench.Check"/> checks a gate's product without it); null where
-    /// the spec has no epilogue.</summary>
+    /// <see cref="Diagnostics.ProductBench.Check"/> checks a gate's product without it); the relu
+    /// without dropout; null where the spec has no epilogue.</summary>
     internal static MatMulEpilogueOperands<GpuBuffer>? OntoC(in MatMulSpec s, GpuBuffer c) => s.Epilogue switch
     {
         MatMulEpilogue.None => null,
-        MatMulEpilogue.Gate => new(c, Gate: new MatMulGate<GpuBuffer>(c, GateActivation.GeluTanh, KeepsProduct: true)),
-        _ => new(c),
+        MatMulEpilogue.Gate => MatMulEpilogueOperands<GpuBuffer>.Gated(c, new MatMulGate<GpuBuffer>(c, GateActivation.GeluTanh, KeepsProduct: true)),
+        MatMulEpilogue.Relu => MatMulEpilogueOperands<GpuBuffer>.Relu(),
+        _ => MatMulEpilogueOperands<GpuBuffer>.Residual(c),
     };
 
     /// <summary>The push constants of <paramref name="s"/> and the buffers bound after C: the
     /// epilogue's addend (or gate), seed and hidden, or C in their place where the product has no
-    /// epilogue, no dropout or no gate. The spec's <see cref="MatMulSpec.Epilogue"/> says which
+    /// epilogue or none of them (the relu reads no addend), no dropout or no gate. The spec's <see cref="MatMulSpec.Epilogue"/> says which
     /// operands there are; the addend (gate) and hidden must be stored as C is and hold every
     /// element C's range spans.</summary>
     /// <exception cref="ArgumentException">operands given for another epilogue than the spec's,
@@ -81,13 +82,13 @@ internal static class MatMulKernel
         }
         if (e.Gate is { } gate)
         {
-            Fits("gate", "a is read", e.Addend);
+            Fits("gate", "a is read", e.Addend!);
             Fits("hidden", "H is written", gate.Hidden);
         }
-        else Fits("addend", "D is read", e.Addend);
+        else if (e.Addend is { } addend) Fits("addend", "D is read", addend);
         var (threshold, scale, seed) = DropoutMasks.Check("matmul", e.Dropout, cExtent);
         return (Push.From(s, threshold, scale, e.Dropout?.Stream ?? 0, e.Gate?.Activation ?? default, e.Gate?.KeepsProduct ?? true),
-                e.Addend, seed ?? c, e.Gate?.Hidden ?? c);
+                e.Addend ?? c, seed ?? c, e.Gate?.Hidden ?? c);
     }
 
     /// <summary>Appends C = Alpha·A·B (+ C) as described by <paramref name="s"/>, after checking
@@ -105,7 +106,8 @@ internal static class MatMulKernel
     /// and fp32 sums (<see cref="DevicePlan.OnMatrixUnits(in MatMulSpec, WeightPrecision)"/>).
     /// With <see cref="MatMulEpilogue.Residual"/> in the spec, <paramref name="epilogue"/> gives
     /// its addend and dropout: C = D + dropout(Alpha·A·B); with <see cref="MatMulEpilogue.Gate"/>,
-    /// the gate a, the hidden H and its dropout: H = dropout(act(a)·Alpha·A·B) (<see cref="MatMulEpilogue"/>).</remarks>
+    /// the gate a, the hidden H and its dropout: H = dropout(act(a)·Alpha·A·B); with
+    /// <see cref="MatMulEpilogue.Relu"/>, its dropout: C = dropout(relu(Alpha·A·B)) (<see cref="MatMulEpilogue"/>).</remarks>
     /// <exception cref="GpuException">B is 16-bit and the device lacks 16-bit storage.</exception>
     public static void Run(CommandGraph g, GpuBuffer a, GpuBuffer b, GpuBuffer c, in MatMulSpec s, WeightPrecision bPrecision = WeightPrecision.Fp32,
                            GpuBuffer? bScales = null, MatMulEpilogueOperands<GpuBuffer>? epilogue = null) =>

@@ -25,7 +25,10 @@ internal static class ReluKernel
     }
 
     /// <summary>dx = dy where x &gt; 0, else 0; with <paramref name="dropout"/> dy is the
-    /// gradient of the dropped y.</summary>
+    /// gradient of the dropped y. <paramref name="x"/> may be the forward's input or its output
+    /// y, dropped or not (what T5Pass keeps, <see cref="MatMulEpilogue.Relu"/>): y &gt; 0 exactly
+    /// where x &gt; 0 and the mask kept the element, and where it dropped it dy's mask makes dx 0
+    /// either way.</summary>
     public static void Backward(CommandGraph g, GpuBuffer x, GpuBuffer dy, GpuBuffer dx, int n, DropoutMask<GpuBuffer>? dropout = null)
     {
         const string name = "relu_backward";

@@ -216,7 +216,7 @@ internal static class BenchMatMulCommand
                           $"tiling: portable {Tiling(sw.MatMulTiling)}{(sw.CooperativeMatrix ? $", matrix units {Tiling(sw.CoopMatTiling)}" : "")}; attention: {r.Attention}");
         var table = new Table().AddColumns("product", "per step", "M x N x K", "batch", "B", "A, B -> C", "kernel", "median ms", "TFLOP/s", "error", "");
         foreach (var p in r.Products)
-            table.AddRow(Markup.Escape(p.Name), p.Count.ToString(CultureInfo.InvariantCulture), $"{p.M} x {p.N} x {p.K}{(p.Accumulate ? " +=" : "")}{p.Spec.Epilogue switch { MatMulEpilogue.Residual => " + stream", MatMulEpilogue.Gate => " gated", _ => "" }}",
+            table.AddRow(Markup.Escape(p.Name), p.Count.ToString(CultureInfo.InvariantCulture), $"{p.M} x {p.N} x {p.K}{(p.Accumulate ? " +=" : "")}{p.Spec.Epilogue switch { MatMulEpilogue.Residual => " + stream", MatMulEpilogue.Gate => " gated", MatMulEpilogue.Relu => " relu", _ => "" }}",
                          p.Batch.ToString(CultureInfo.InvariantCulture), p.BOperand, $"{p.Storage.A}, {p.Storage.B} -> {p.Storage.C}", Markup.Escape($"{p.Kernel} {p.Tiling}{(p.Tuning is null ? "" : " (tuned)")}"),
                          p.Ms is { } ms ? F(ms.Median, "F3") + (p.HalfCopyMs is { } copy ? $" + {F(copy, "F3")} copy" : "") : "-", p.Tflops is { } t ? F(t, "F3") : "-",
                          p.MaxRelativeError is { } e ? F(e, "E1") : p.Skipped is null ? "non-finite" : "-",
