@@ -30,8 +30,8 @@ public sealed record DevicePlan
     /// bf16 where <see cref="GpuOptions.MatrixUnitsOperands"/> asks, or, unasked, where the units
     /// run through VK_KHR_cooperative_matrix on a device that multiplies bf16 fragments
     /// (<see cref="DeviceCapabilities.CooperativeMatrixBf16"/>), this build compiled their kernels
-    /// (matmul_coopmat*_khr_bf16.comp) and the plan keeps activations in bf16
-    /// (<see cref="Activations"/>): bf16 activations then enter the units as stored, and none
+    /// (matmul_coopmat*_khr_bf16.comp) and the activations are bf16 (<see cref="Activations"/>,
+    /// the run's where <see cref="GpuOptions.Activations"/> says): bf16 activations then enter the units as stored, and none
     /// saturates at fp16's ±65504 (T5 v1.1's feed-forward can exceed it), at the cost of rounding
     /// fp16 and fp32 operands to 8 significant bits rather than 11 (docs/numerics.md, section 8).
     /// fp16 otherwise, and always for VK_NV_cooperative_matrix (no bf16 there), the
@@ -93,13 +93,14 @@ public sealed record DevicePlan
     /// kernels a CPU device runs do not change how its threads are scheduled.</summary>
     public double SliceFill => Capabilities.DeviceType == "cpu" ? 0.5 : 1.0;
 
-    /// <summary>How a step keeps its activations where the run does not say (<c>--activations
-    /// auto</c>): bf16 on a GPU with 16-bit storage, which halves what a stored block keeps and
-    /// what its products move and, unlike fp16, cannot overflow in T5 v1.1's feed-forward; fp32
-    /// elsewhere, and on CPU devices, where the widening and narrowing cost more arithmetic than
-    /// the bytes they save (the same rule as <see cref="PlansForGpu"/>).</summary>
-    public ActivationPrecision Activations =>
-        PlansForGpu && ActivationPrecision.Bf16.IsSupported(Capabilities) ? ActivationPrecision.Bf16 : ActivationPrecision.Fp32;
+    /// <summary>How a step keeps its activations: as <see cref="GpuOptions.Activations"/> asks, or
+    /// where the run does not say (<c>--activations auto</c>) bf16 on a GPU with 16-bit storage,
+    /// which halves what a stored block keeps and what its products move and, unlike fp16, cannot
+    /// overflow in T5 v1.1's feed-forward; fp32 elsewhere, and on CPU devices, where the widening
+    /// and narrowing cost more arithmetic than the bytes they save (the same rule as
+    /// <see cref="PlansForGpu"/>).</summary>
+    public ActivationPrecision Activations => Options.Activations
+        ?? (PlansForGpu && ActivationPrecision.Bf16.IsSupported(Capabilities) ? ActivationPrecision.Bf16 : ActivationPrecision.Fp32);
 
     /// <summary>Workgroup size of the row kernels (one workgroup per row):
     /// <see cref="GpuOptions.RowLocalSize"/> where set, else eight subgroups, enough invocations

@@ -41,10 +41,19 @@ public sealed record GpuOptions
     /// t5-large bf16 step took 493.6 ms with the copies against 503.3 without (docs/benchmarks.md).</summary>
     public bool MatrixUnitsHalfActivations { get; init; } = true;
 
+    /// <summary>How the runs on this context keep their activations, where known when it is made
+    /// (<c>--activations</c>); null: the plan's default (<see cref="DevicePlan.Activations"/>).
+    /// The plan chooses the matrix units' fragments by it (<see cref="MatrixUnitsOperands"/>), so a
+    /// run that asks for fp32 activations on a GPU whose default is bf16 multiplies fp16 fragments,
+    /// as it would anywhere else. A run asking the model for other activations than its context was
+    /// made with still runs, on the context's fragments.</summary>
+    public ActivationPrecision? Activations { get; init; }
+
     /// <summary>Which type the matrix units' fragments hold (<see cref="DevicePlan.MatrixUnitsOperands"/>).
     /// Default <see cref="MatrixUnitsOperandsRequest.Auto"/>: bf16 where the device multiplies bf16
-    /// fragments (VK_KHR_shader_bfloat16), the build compiled their kernels and the plan keeps
-    /// activations in bf16, so that no activation saturates at fp16's ±65504; fp16 otherwise.
+    /// fragments (VK_KHR_shader_bfloat16), the build compiled their kernels and the activations
+    /// are bf16 (<see cref="Activations"/>, else the plan's default), so that no activation
+    /// saturates at fp16's ±65504; fp16 otherwise.
     /// <see cref="MatrixUnitsOperandsRequest.Fp16"/> forces fp16 fragments (to compare on such a
     /// GPU); <see cref="MatrixUnitsOperandsRequest.Bf16"/> asks for bf16 ones, also of the emulated
     /// units (the tests on lavapipe), and is an error where they cannot be had.</summary>

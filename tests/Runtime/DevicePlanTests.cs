@@ -153,6 +153,15 @@ public sealed class DevicePlanTests
         Assert.Contains("nv", Assert.Throws<GpuException>(() => Plan(h100, bf16 with { MatrixUnits = MatrixUnitsRequest.Nv })).Message);
         // CPU-side activations (fp32 by default there): fp16 unasked.
         Assert.Equal(MatrixUnitsOperands.Fp16, Plan(h100 with { DeviceType = "cpu" }, new GpuOptions()).MatrixUnitsOperands);
+        // The run's activations decide where it gives them (GpuOptions.Activations, --activations):
+        // fp32 ones multiply fp16 fragments, with the fp16 copies such a plan makes, bf16 ones bf16
+        // fragments; and the plan reports the activations asked for, on any device.
+        var fp32 = Plan(h100, new GpuOptions { Activations = ActivationPrecision.Fp32 });
+        Assert.Equal(ActivationPrecision.Fp32, fp32.Activations);
+        Assert.Equal(MatrixUnitsOperands.Fp16, fp32.MatrixUnitsOperands);
+        Assert.True(fp32.HalvesA(wide));
+        Assert.Equal(MatrixUnitsOperands.Bf16, Plan(h100, new GpuOptions { Activations = ActivationPrecision.Bf16 }).MatrixUnitsOperands);
+        Assert.Equal(ActivationPrecision.Bf16, Plan(h100 with { DeviceType = "cpu" }, new GpuOptions { Activations = ActivationPrecision.Bf16 }).Activations);
     }
 
     /// <summary>Emulated matrix units multiply fp16 fragments unless asked for bf16 ones, which

@@ -28,8 +28,10 @@ internal sealed class ModelSession : IDisposable
                         PipelineArgs? pipeline = null, ActivationPrecision? activations = null)
     {
         var stored = precision.Equals("auto", StringComparison.OrdinalIgnoreCase) ? (WeightPrecision?)null : WeightPrecisions.Parse(precision, null);
-        // The cap is each device's own: every device holds the whole model and its share's work, or its stage.
-        var options = EnvironmentSettings.GpuOptions() with { Log = log, MemoryCapBytes = memoryCap };
+        // The cap is each device's own: every device holds the whole model and its share's work, or
+        // its stage. The activations asked for go to the device plan too, which picks the matrix
+        // units' fragments by them.
+        var options = EnvironmentSettings.GpuOptions() with { Log = log, MemoryCapBytes = memoryCap, Activations = activations };
         Func<Backend> Open(string spec) => () => BackendFactory.Open(spec, options);
         Model = pipeline is null
             ? PromptModel.Open(modelDir, devices.Select(Open).ToList(), stored, attention, log, activations)

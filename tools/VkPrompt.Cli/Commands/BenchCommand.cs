@@ -399,7 +399,7 @@ internal sealed class BenchReplicas : IDisposable
         try
         {
             foreach (var device in s.Devices)
-                r.Contexts.Add(GpuContext.Create(EnvironmentSettings.GpuOptions() with { Device = device, Profiling = profile, Log = log }));
+                r.Contexts.Add(GpuContext.Create(EnvironmentSettings.GpuOptions() with { Device = device, Profiling = profile, Log = log, Activations = s.Activations }));
             // fp16 and bf16 store the frozen matrices as halves, widened to fp32 as they are read;
             // activations and sums stay fp32 (ModelOptions.Precision). auto resolves per device,
             // and to fp32 where the devices would differ (every replica holds the same values).

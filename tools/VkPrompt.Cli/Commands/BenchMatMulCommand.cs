@@ -118,12 +118,13 @@ internal static class BenchMatMulCommand
     static BenchMatMulReport Measure(Settings s, IAnsiConsole console, Action<string>? log)
     {
         var c = s.Config;
-        using var ctx = GpuContext.Create(EnvironmentSettings.GpuOptions() with { Device = s.Device, Log = log });
+        using var ctx = GpuContext.Create(EnvironmentSettings.GpuOptions() with { Device = s.Device, Log = log, Activations = s.Activations });
         var caps = ctx.Capabilities;
         var precision = WeightPrecisions.Parse(s.Precision, caps);
         precision.Require(caps);
-        // As a model opened on this one device would store them (PromptModel.Open).
-        var activations = s.Activations ?? ctx.Plan.Activations;
+        // As a model opened on this one device would store them (PromptModel.Open): the plan's,
+        // which are --activations where given.
+        var activations = ctx.Plan.Activations;
         activations.Require(caps);
         var notes = new List<string>();
 

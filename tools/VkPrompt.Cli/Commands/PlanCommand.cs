@@ -99,7 +99,7 @@ internal static class PlanCommand
             var specs = stages?.Devices ?? Specs(parse, device, devices);
             if (stages is null && specs.Count > settings.BatchSize)
                 throw new UsageException($"--batch-size {settings.BatchSize} cannot give each of {specs.Count} devices an example");
-            var (targets, notes) = Devices(specs, parse.GetValue(capabilities));
+            var (targets, notes) = Devices(specs, parse.GetValue(capabilities), settings.Activations);
             // auto resolved here as the run resolves it, so the report says what was planned.
             settings = settings with { Activations = settings.Activations ?? ActivationPrecisions.Resolve(targets.Select(t => t.Plan?.Activations ?? ActivationPrecision.Fp32)) };
             IReadOnlyList<PlannedDevice> plan;
@@ -134,7 +134,7 @@ internal static class PlanCommand
 
     /// <summary>Each spec's device and plan, from this machine's devices or a recorded list;
     /// where none is found, the spec alone (a plan without heap), with a note saying why.</summary>
-    static (List<PlanDevice>, List<string>) Devices(IReadOnlyList<string> specs, string? recorded)
+    static (List<PlanDevice>, List<string>) Devices(IReadOnlyList<string> specs, string? recorded, ActivationPrecision? activations)
     {
         var notes = new List<string>();
         if (specs.All(s => s.Equals("cpu", StringComparison.OrdinalIgnoreCase)))
@@ -146,7 +146,8 @@ internal static class PlanCommand
             notes.Add($"no Vulkan device here ({e.Message}): planned without heaps, attention auto taken as unfused");
             return ([.. specs.Select(s => new PlanDevice(s))], notes);
         }
-        var options = EnvironmentSettings.GpuOptions();
+        // As the run's contexts are made: with the activations asked for, which the fragments follow.
+        var options = EnvironmentSettings.GpuOptions() with { Activations = activations };
         var targets = new List<PlanDevice>();
         foreach (var spec in specs)
         {
