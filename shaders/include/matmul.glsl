@@ -11,8 +11,9 @@
 //   writeH(uint i, float), writeH4(uint i, vec4), asStored(float) the gate epilogue's hidden H
 //                                          and C's rounding.
 // C[z1,z2][m,n] = alpha * sum_k A[z1,z2][m,k] B[z1,z2][k,n] (+ C[z1,z2][m,n] when accumulating),
-// or D + dropout(...) of it with the residual epilogue (include/matmul_epilogue.glsl, which
-// finishes every element each store path writes),
+// or with an epilogue (include/matmul_epilogue.glsl, which finishes every element each store
+// path writes) D + dropout(...) of it (residual), dropout(relu(...)) (relu), or the gate's hidden
+// dropout(act(D)·...) into H,
 // every operand addressed through element strides (MatMulSpec.cs describes the vocabulary).
 // A workgroup owns a BM x BN tile of C for one (z1, z2) at a time, each invocation TM x TN of it.
 // Sums run over k in order, in fp32, in both variants and whatever the operands' storage; an

@@ -4,7 +4,8 @@
 #extension GL_EXT_control_flow_attributes : require
 #include "common.glsl"
 
-// C = alpha·A·B (+ C, or the residual epilogue's D + dropout(alpha·A·B): include/matmul_epilogue.glsl)
+// C = alpha·A·B (+ C, or an epilogue's: D + dropout(alpha·A·B), dropout(relu(alpha·A·B)), the
+// gate's hidden into H; include/matmul_epilogue.glsl)
 // of MatMulSpec on the matrix units (tensor cores): A an activation stored
 // as fp32, fp16 or bf16 (A_STORAGE; an fp16 A may be the copy of an fp32 one that to_half.comp
 // makes), B the frozen weight stored as fp16 or bf16 (or, with VKPROMPT_MATRIX_UNITS=all, any fp32

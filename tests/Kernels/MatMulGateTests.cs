@@ -197,11 +197,7 @@ public sealed class MatMulGateTests(GpuFixture f) : GpuTest(f)
         var ctx = MatrixUnitsCtx;
         var spec = MatMulSpec.Rows(m, n, k, transposeB: true) with { Alpha = alpha };
         var a = Check.Random(m * k, 1);
-        var b = Check.Random(n * k, 2);
-        HalfFloat.Round(b, WeightPrecision.Bf16);
-        var bits = new ushort[b.Length];
-        HalfFloat.Encode(b, bits, WeightPrecision.Bf16);
-        using var gb = GpuBuffer.From<ushort>(ctx, bits, "b");
+        using var gb = Bf16Weight(ctx, Check.Random(n * k, 2));
         foreach (var tiling in new[] { MatrixUnitsTiling.Small, MatrixUnitsTiling.Default })
         {
             var t = tiling.Fits(ctx) ? tiling : tiling with { SharedK = 16 };
@@ -211,11 +207,20 @@ public sealed class MatMulGateTests(GpuFixture f) : GpuTest(f)
         }
     }
 
-    /// <summary>The gate excludes accumulating; its operands go with it in the spec and not with the
-    /// residual's; the gate a and the hidden H are stored as C is and span C's range. Each refused
-    /// before anything is recorded.</summary>
+    /// <summary><paramref name="b"/> rounded to bf16 in place, uploaded as a bf16 weight.</summary>
+    internal static GpuBuffer Bf16Weight(GpuContext ctx, float[] b)
+    {
+        HalfFloat.Round(b, WeightPrecision.Bf16);
+        var bits = new ushort[b.Length];
+        HalfFloat.Encode(b, bits, WeightPrecision.Bf16);
+        return GpuBuffer.From<ushort>(ctx, bits, "b");
+    }
+
+    /// <summary>The gate and the relu exclude accumulating; their operands go with them in the spec
+    /// and not with the residual's; the gate a and the hidden H are stored as C is and span C's
+    /// range. Each refused before anything is recorded.</summary>
     [Fact]
-    public void MisfitGatesAreRefused()
+    public void MisfitActivationEpiloguesAreRefused()
     {
         var spec = MatMulSpec.Rows(8, 8, 8, transposeB: true);
         var gated = spec with { Epilogue = MatMulEpilogue.Gate };
@@ -231,6 +236,11 @@ public sealed class MatMulGateTests(GpuFixture f) : GpuTest(f)
         Throws("needs its operands", () => MatMulKernel.Run(g, f32, f32, f32, gated, t));
         Throws("spec has the Residual epilogue", () => MatMulKernel.Run(g, f32, f32, f32, spec with { Epilogue = MatMulEpilogue.Residual }, t, epilogue: Gate(f32, h)));
         Throws("Residual epilogue given", () => MatMulKernel.Run(g, f32, f32, f32, gated, t, epilogue: MatMulEpilogueOperands<GpuBuffer>.Residual(f32)));
+        var relu = spec with { Epilogue = MatMulEpilogue.Relu };
+        Throws("not both", () => MatMulKernel.Run(g, f32, f32, f32, relu with { Accumulate = true }, t, epilogue: MatMulEpilogueOperands<GpuBuffer>.Relu()));
+        Throws("the Relu epilogue needs its operands", () => MatMulKernel.Run(g, f32, f32, f32, relu, t));
+        Throws("Relu epilogue given for a product whose spec has the Gate epilogue", () => MatMulKernel.Run(g, f32, f32, f32, gated, t, epilogue: MatMulEpilogueOperands<GpuBuffer>.Relu()));
+        Throws("Gate epilogue given for a product whose spec has the Relu epilogue", () => MatMulKernel.Run(g, f32, f32, f32, relu, t, epilogue: Gate(f32, h)));
         Throws("gate small holds 63 elements, but C's range spans 64", () => MatMulKernel.Run(g, f32, f32, f32, gated, t, epilogue: Gate(small, h)));
         Throws("hidden small holds 63 elements", () => MatMulKernel.Run(g, f32, f32, f32, gated, t, epilogue: Gate(f32, small)));
         if (ActivationPrecision.Bf16.IsSupported(Ctx.Capabilities))
@@ -241,6 +251,7 @@ public sealed class MatMulGateTests(GpuFixture f) : GpuTest(f)
         }
         Assert.Equal(0, g.DispatchCount);
         MatMulKernel.Run(g, f32, f32, f32, gated, t, epilogue: Gate(f32, h));
-        Assert.Equal(1, g.DispatchCount);
+        MatMulKernel.Run(g, f32, f32, f32, relu, t, epilogue: MatMulEpilogueOperands<GpuBuffer>.Relu());
+        Assert.Equal(2, g.DispatchCount);
     }
 }

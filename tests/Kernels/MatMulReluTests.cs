@@ -118,6 +118,9 @@ public sealed class MatMulReluTests(GpuFixture f) : GpuTest(f)
     /// of the same storage.</summary>
     [SkippableTheory]
     [InlineData(ActivationPrecision.Bf16, MatMulVariant.Streamed, 0.25f, false), InlineData(ActivationPrecision.Fp16, MatMulVariant.Staged, 0f, false)]
+    // The staged variant's four-wide store (shape 2's 4-aligned rows) with dropout, where rounding
+    // the sum before the relu shows: narrow(relu(v)·scale) is not narrow(relu(narrow(v))·scale).
+    [InlineData(ActivationPrecision.Fp16, MatMulVariant.Staged, 0.25f, false)]
     [InlineData(ActivationPrecision.Bf16, MatMulVariant.Staged, 0f, true), InlineData(ActivationPrecision.Fp16, MatMulVariant.Staged, 0.25f, true)]
     public void SixteenBitReluIsProductThenRelu(ActivationPrecision storage, MatMulVariant variant, float rate, bool matrixUnits)
     {
@@ -152,35 +155,11 @@ public sealed class MatMulReluTests(GpuFixture f) : GpuTest(f)
         var ctx = MatrixUnitsCtx;
         var spec = MatMulSpec.Rows(256, 128, 96, transposeB: true);
         var a = Check.Random(spec.M * spec.K, 1);
-        var b = Check.Random(spec.N * spec.K, 2);
-        HalfFloat.Round(b, WeightPrecision.Bf16);
-        var bits = new ushort[b.Length];
-        HalfFloat.Encode(b, bits, WeightPrecision.Bf16);
-        using var gb = GpuBuffer.From<ushort>(ctx, bits, "b");
+        using var gb = Bf16Weight(ctx, Check.Random(spec.N * spec.K, 2));
         var t = MatrixUnitsTiling.Default.Fits(ctx) ? MatrixUnitsTiling.Default : MatrixUnitsTiling.Default with { SharedK = 16 };
         ReluAgainstProductThenRelu(ctx, a, gb, spec, ActivationPrecision.Fp32, 0f,
                                    (g, ga, gbb, gc, s, e) => MatMulKernel.RunOnMatrixUnits(g, ga, gbb, gc, s, t, WeightPrecision.Bf16, epilogue: e),
                                    $"coopmat {t}");
     }
 
-    /// <summary>The relu excludes accumulating, and its operands go with it in the spec alone;
-    /// refused before anything is recorded.</summary>
-    [Fact]
-    public void MisfitRelusAreRefused()
-    {
-        var spec = MatMulSpec.Rows(8, 8, 8, transposeB: true);
-        var relu = spec with { Epilogue = MatMulEpilogue.Relu };
-        using var f32 = new GpuBuffer(Ctx, 4 * 64, "f32");
-        using var g = new CommandGraph(Ctx);
-        var t = MatMulTiling.Streamed;
-        void Throws(string expected, Action run) =>
-            Assert.Contains(expected, Assert.Throws<ArgumentException>(run).Message, StringComparison.Ordinal);
-        Throws("not both", () => MatMulKernel.Run(g, f32, f32, f32, relu with { Accumulate = true }, t, epilogue: MatMulEpilogueOperands<GpuBuffer>.Relu()));
-        Throws("needs its operands", () => MatMulKernel.Run(g, f32, f32, f32, relu, t));
-        Throws("spec has the Residual epilogue", () => MatMulKernel.Run(g, f32, f32, f32, spec with { Epilogue = MatMulEpilogue.Residual }, t, epilogue: MatMulEpilogueOperands<GpuBuffer>.Relu()));
-        Throws("Residual epilogue given", () => MatMulKernel.Run(g, f32, f32, f32, relu, t, epilogue: MatMulEpilogueOperands<GpuBuffer>.Residual(f32)));
-        Assert.Equal(0, g.DispatchCount);
-        MatMulKernel.Run(g, f32, f32, f32, relu, t, epilogue: MatMulEpilogueOperands<GpuBuffer>.Relu());
-        Assert.Equal(1, g.DispatchCount);
-    }
 }

@@ -246,4 +246,39 @@ public sealed class ReluTests(GpuFixture f) : GpuTest(f)
         Check.BitIdentical(composed.Y, fused.Y, "relu y at rate 0");
         Check.BitIdentical(composed.Dx, fused.Dx, "relu dx at rate 0");
     }
+
+    /// <summary>The backward reading the forward's output, dropped, in place of its input (what
+    /// T5Pass keeps, MatMulEpilogue.Relu) gives the same dx bit for bit, in each storage: y &gt; 0
+    /// exactly where x &gt; 0 and the mask kept the element, and where it dropped it dy's mask
+    /// makes dx 0 either way. x holds what could tell them apart: -0, NaN, infinities, the
+    /// smallest fp32 subnormal, values fp16 saturates or rounds to 0.</summary>
+    [SkippableTheory]
+    [InlineData(ActivationPrecision.Fp32), InlineData(ActivationPrecision.Bf16), InlineData(ActivationPrecision.Fp16)]
+    public void BackwardFromTheDroppedOutputIsBackwardFromTheInput(ActivationPrecision storage)
+    {
+        float[] special = [-0f, 0f, float.NaN, float.PositiveInfinity, float.NegativeInfinity, float.Epsilon, -float.Epsilon, 1e-30f, 7e4f, -7e4f, 3e-8f];
+        var x = special.Concat(Check.Random(300, 15)).ToArray();
+        int n = x.Length;
+        var dy = Check.Random(n, 16);
+        using var gx = StoredActivations.Upload(Ctx, x, storage, "x");
+        using var gy = StoredActivations.Output(Ctx, n, storage, "y");
+        using var gdy = GpuBuffer.From<float>(Ctx, dy);
+        using var fromInput = new GpuBuffer(Ctx, n * 4L, "dx from x");
+        using var fromOutput = new GpuBuffer(Ctx, n * 4L, "dx from y");
+        using var seed = GpuBuffer.From<uint>(Ctx, [Seed]);
+        using (var g = new CommandGraph(Ctx))
+        {
+            var mask = new DropoutMask<GpuBuffer>(Rate, seed, Stream);
+            ReluKernel.Forward(g, gx, gy, n, mask);
+            ReluKernel.Backward(g, gx, gdy, fromInput, n, mask);
+            ReluKernel.Backward(g, gy, gdy, fromOutput, n, mask);
+            g.Run();
+        }
+        var expected = fromInput.Download<float>();
+        Check.BitIdentical(expected, fromOutput.Download<float>(), $"relu dx from the dropped y, {storage.Name()}");
+        // Both kinds of zero occur: where x <= 0 and where the mask dropped a positive x.
+        var rx = StoredActivations.Rounded(x, storage);
+        Assert.Contains(Enumerable.Range(0, n), i => rx[i] > 0 && expected[i] == 0);
+        Assert.Contains(Enumerable.Range(0, n), i => rx[i] > 0 && expected[i] != 0);
+    }
 }

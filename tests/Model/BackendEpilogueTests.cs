@@ -13,45 +13,84 @@ namespace VkPrompt.Tests.Model;
 /// the hidden, the mask, C kept).</summary>
 public sealed class BackendEpilogueTests(GpuFixture f) : GpuTest(f)
 {
+    const int Rows = 37, DFf = 29, D = 13, N = Rows * DFf;
+
+    /// <summary>A feed-forward's first product on one backend: x [Rows, D] and a weight [DFf, D],
+    /// random, a mask of rate 0.25, outputs of [Rows, DFf] in the storage asked for.</summary>
+    sealed class Product : IDisposable
+    {
+        public readonly Backend Be;
+        public readonly Tensor X, W;
+        public readonly DropoutMask<Tensor> Mask;
+        public readonly MatMulSpec Spec = MatMulSpec.Rows(Rows, DFf, D, transposeB: true);
+        readonly ActivationPrecision storage;
+        readonly List<Tensor> owned = new();
+
+        public Product(Backend be, ActivationPrecision storage, uint seed)
+        {
+            (Be, this.storage) = (be, storage);
+            X = Own(be.Floats(Rows * D, "x", storage: storage));
+            W = Own(be.Table(DFf, D, "w"));
+            var seedTensor = Own(be.Ints(1, "seed"));
+            be.Upload(X, Check.Random(Rows * D, 1));
+            be.Upload(W, Check.Random(DFf * D, 2));
+            be.Upload(seedTensor, [(int)seed]);
+            Mask = new DropoutMask<Tensor>(0.25f, seedTensor, seed % 16);
+        }
+
+        Tensor Own(Tensor t)
+        {
+            owned.Add(t);
+            return t;
+        }
+
+        public Tensor Output(string name) => Own(Be.Floats(N, name, storage: storage));
+
+        public void Run(Action program)
+        {
+            using var run = Be.Record(program);
+            run.Run();
+        }
+
+        public float[] Read(Tensor t)
+        {
+            var data = new float[N];
+            Be.Download(t, data);
+            return data;
+        }
+
+        public void Dispose()
+        {
+            foreach (var t in owned) t.Dispose();
+            Be.Dispose();
+        }
+    }
+
+    Product Open(bool gpu, ActivationPrecision storage, uint seed)
+    {
+        Skip.If(gpu && !storage.IsSupported(Ctx.Capabilities), $"{Ctx.Capabilities.Name} has no 16-bit storage buffers");
+        return new Product(gpu ? new GpuBackend(Ctx) : new CpuBackend(), storage, seed);
+    }
+
     [SkippableTheory]
     [InlineData(false, ActivationPrecision.Fp32), InlineData(false, ActivationPrecision.Bf16)]
     [InlineData(true, ActivationPrecision.Fp32), InlineData(true, ActivationPrecision.Bf16), InlineData(true, ActivationPrecision.Fp16)]
     public void GateIsProductThenGatedActivation(bool gpu, ActivationPrecision storage)
     {
-        Skip.If(gpu && !storage.IsSupported(Ctx.Capabilities), $"{Ctx.Capabilities.Name} has no 16-bit storage buffers");
-        using Backend be = gpu ? new GpuBackend(Ctx) : new CpuBackend();
-        const int rows = 37, dFf = 29, d = 13, n = rows * dFf;
-        using var x = be.Floats(rows * d, "x", storage: storage);
-        using var w = be.Table(dFf, d, "wi1");
-        using var gate = be.Floats(n, "gate", storage: storage);
-        using var c1 = be.Floats(n, "c1", storage: storage);
-        using var h1 = be.Floats(n, "h1", storage: storage);
-        using var c2 = be.Floats(n, "c2", storage: storage);
-        using var h2 = be.Floats(n, "h2", storage: storage);
-        using var seed = be.Ints(1, "seed");
-        be.Upload(x, Check.Random(rows * d, 1));
-        be.Upload(w, Check.Random(dFf * d, 2));
-        be.Upload(gate, Check.Random(n, 3).Select(v => 4 * v).ToArray());
-        be.Upload(seed, [1234]);
-        var mask = new DropoutMask<Tensor>(0.25f, seed, 9);
-        var spec = MatMulSpec.Rows(rows, dFf, d, transposeB: true);
-        using (var run = be.Record(() =>
-               {
-                   be.MatMul(x, w, c1, spec, MatMulEpilogueOperands<Tensor>.Gated(gate, new MatMulGate<Tensor>(h1, GateActivation.GeluTanh, KeepsProduct: true), mask));
-                   be.MatMul(x, w, c2, spec);
-                   be.GatedActivation(gate, c2, h2, n, GateActivation.GeluTanh, mask);
-               }))
-            run.Run();
-        float[] Read(Tensor t)
+        using var p = Open(gpu, storage, 1234);
+        var gate = p.Output("gate");
+        p.Be.Upload(gate, Check.Random(N, 3).Select(v => 4 * v).ToArray());
+        Tensor c1 = p.Output("c1"), h1 = p.Output("h1"), c2 = p.Output("c2"), h2 = p.Output("h2");
+        p.Run(() =>
         {
-            var data = new float[n];
-            be.Download(t, data);
-            return data;
-        }
+            p.Be.MatMul(p.X, p.W, c1, p.Spec, MatMulEpilogueOperands<Tensor>.Gated(gate, new MatMulGate<Tensor>(h1, GateActivation.GeluTanh, KeepsProduct: true), p.Mask));
+            p.Be.MatMul(p.X, p.W, c2, p.Spec);
+            p.Be.GatedActivation(gate, c2, h2, N, GateActivation.GeluTanh, p.Mask);
+        });
         string what = $"{(gpu ? "GPU" : "CPU")} backend, {storage.Name()} activations";
-        Check.BitIdentical(Read(c2), Read(c1), what + ": C");
-        var hidden = Read(h1);
-        Check.BitIdentical(Read(h2), hidden, what + ": the hidden");
+        Check.BitIdentical(p.Read(c2), p.Read(c1), what + ": C");
+        var hidden = p.Read(h1);
+        Check.BitIdentical(p.Read(h2), hidden, what + ": the hidden");
         Assert.Contains(0f, hidden);
         Assert.Contains(hidden, v => v != 0);
     }
@@ -61,37 +100,17 @@ public sealed class BackendEpilogueTests(GpuFixture f) : GpuTest(f)
     [InlineData(true, ActivationPrecision.Fp32), InlineData(true, ActivationPrecision.Bf16)]
     public void ReluIsProductThenRelu(bool gpu, ActivationPrecision storage)
     {
-        Skip.If(gpu && !storage.IsSupported(Ctx.Capabilities), $"{Ctx.Capabilities.Name} has no 16-bit storage buffers");
-        using Backend be = gpu ? new GpuBackend(Ctx) : new CpuBackend();
-        const int rows = 37, dFf = 29, d = 13, n = rows * dFf;
-        using var x = be.Floats(rows * d, "x", storage: storage);
-        using var w = be.Table(dFf, d, "wi");
-        using var h1 = be.Floats(n, "h1", storage: storage);
-        using var c2 = be.Floats(n, "c2", storage: storage);
-        using var h2 = be.Floats(n, "h2", storage: storage);
-        using var seed = be.Ints(1, "seed");
-        be.Upload(x, Check.Random(rows * d, 1));
-        be.Upload(w, Check.Random(dFf * d, 2));
-        be.Upload(seed, [4321]);
-        var mask = new DropoutMask<Tensor>(0.25f, seed, 11);
-        var spec = MatMulSpec.Rows(rows, dFf, d, transposeB: true);
-        using (var run = be.Record(() =>
-               {
-                   be.MatMul(x, w, h1, spec, MatMulEpilogueOperands<Tensor>.Relu(mask));
-                   be.MatMul(x, w, c2, spec);
-                   be.Relu(c2, h2, n, mask);
-               }))
-            run.Run();
-        float[] Read(Tensor t)
+        using var p = Open(gpu, storage, 4321);
+        Tensor h1 = p.Output("h1"), c2 = p.Output("c2"), h2 = p.Output("h2");
+        p.Run(() =>
         {
-            var data = new float[n];
-            be.Download(t, data);
-            return data;
-        }
-        var hidden = Read(h1);
-        Check.BitIdentical(Read(h2), hidden, $"{(gpu ? "GPU" : "CPU")} backend, {storage.Name()} activations: the hidden");
+            p.Be.MatMul(p.X, p.W, h1, p.Spec, MatMulEpilogueOperands<Tensor>.Relu(p.Mask));
+            p.Be.MatMul(p.X, p.W, c2, p.Spec);
+            p.Be.Relu(c2, h2, N, p.Mask);
+        });
+        var hidden = p.Read(h1);
+        Check.BitIdentical(p.Read(h2), hidden, $"{(gpu ? "GPU" : "CPU")} backend, {storage.Name()} activations: the hidden");
         Assert.Contains(0f, hidden);
         Assert.Contains(hidden, v => v > 0);
     }
-
 }

@@ -132,21 +132,51 @@ public sealed class StepTraceTests
 
     static string Describe(MatMulSpec s) => $"{s.M}x{s.N}x{s.K} batch {s.Batch1}x{s.Batch2} (A strides {s.AStrideM},{s.AStrideK}; B strides {s.BStrideK},{s.BStrideN}; alpha {s.Alpha}; accumulate {s.Accumulate})";
 
-    /// <summary>The gate product (wi_1's, <see cref="MatMulEpilogue.Gate"/>) writes its product b
-    /// into C only where the backward reads it: in a storing forward and in a recomputing
-    /// backward's re-run of each block, not in Recompute's first forward nor in inference.</summary>
-    [Theory]
-    [InlineData(ActivationMode.Inference)]
-    [InlineData(ActivationMode.Store)]
-    [InlineData(ActivationMode.Recompute)]
-    public void TheGateKeepsItsProductOnlyWhereTheBackwardReadsIt(ActivationMode mode)
+    /// <summary>A trace backend that also keeps, for each product with an activation epilogue,
+    /// its epilogue, phase and whether a gate keeps its product in C.</summary>
+    sealed class EpilogueRecorder : TraceBackend
     {
-        var config = Config(gated: true, tied: false, dropout: 0.1f);
-        var gates = T5Pass.Trace(config, new BatchShape(2, 6, 3, 4), mode, 0.1f, WeightPrecision.Fp32, _ => false)
-            .Where(p => p.Spec.Epilogue == MatMulEpilogue.Gate).ToList();
+        public readonly List<(MatMulEpilogue Kind, string Phase, bool KeepsProduct)> Recorded = new();
+
+        internal override void MatMul(Tensor a, Tensor b, Tensor c, in MatMulSpec spec, MatMulEpilogueOperands<Tensor>? epilogue = null)
+        {
+            base.MatMul(a, b, c, spec, epilogue);
+            if (epilogue is { Kind: MatMulEpilogue.Gate or MatMulEpilogue.Relu } e)
+                Recorded.Add((Products[^1].Spec.Epilogue, Products[^1].Phase, e.Gate?.KeepsProduct ?? false));
+        }
+    }
+
+    /// <summary>The feed-forward's activation runs in its product's store in every block and mode
+    /// (wi's relu epilogue, wi_1's gate epilogue), forward and recomputed: the specs say so, as
+    /// the kernels are built by them. The gate writes its product b into C only where the backward
+    /// reads it: in a storing forward and in a recomputing backward's re-run of each block, not in
+    /// Recompute's first forward nor in inference.</summary>
+    [Theory]
+    [InlineData(true, ActivationMode.Inference), InlineData(true, ActivationMode.Store), InlineData(true, ActivationMode.Recompute)]
+    [InlineData(false, ActivationMode.Store), InlineData(false, ActivationMode.Recompute)]
+    public void TheFeedForwardActivationIsInItsProductsStore(bool gated, ActivationMode mode)
+    {
+        var config = Config(gated, tied: !gated, dropout: 0.1f);
+        var shape = new BatchShape(2, 6, 3, 4);
+        using var be = new EpilogueRecorder();
+        using (var weights = T5Weights.Unloaded(config, be, WeightPrecision.Fp32))
+        using (var prompts = be.Floats((long)shape.PromptLength * config.DModel, "prompt"))
+        using (var pass = new T5Pass(weights, shape, mode, prompts, 0.1f))
+            be.Record(() =>
+            {
+                pass.EmitForward();
+                if (mode != ActivationMode.Inference) pass.EmitBackward();
+            }).Dispose();
         int blocks = config.NumLayers + config.NumDecoderLayers;
-        Assert.Equal(mode == ActivationMode.Recompute ? 2 * blocks : blocks, gates.Count);
-        Assert.All(gates, p => Assert.Equal(mode == ActivationMode.Store || p.Phase == T5Pass.Phases.Recompute, p.WritesC));
-        if (mode == ActivationMode.Recompute) Assert.Equal(blocks, gates.Count(p => p.Phase == T5Pass.Phases.Recompute));
+        var kind = gated ? MatMulEpilogue.Gate : MatMulEpilogue.Relu;
+        var recorded = be.Recorded;
+        Assert.Equal(mode == ActivationMode.Recompute ? 2 * blocks : blocks, recorded.Count);
+        Assert.All(recorded, r => Assert.Equal(kind, r.Kind));
+        if (mode == ActivationMode.Recompute) Assert.Equal(blocks, recorded.Count(r => r.Phase == T5Pass.Phases.Recompute));
+        if (gated) Assert.All(recorded, r => Assert.Equal(mode == ActivationMode.Store || r.Phase == T5Pass.Phases.Recompute, r.KeepsProduct));
+        // No product of the relu model's forward writes a pre-activation: its only products of
+        // d_ff columns are wi's, each with the relu.
+        if (!gated)
+            Assert.DoesNotContain(be.Products, p => p.Spec.N == config.DFf && p.Spec.Epilogue != MatMulEpilogue.Relu && p.Phase != T5Pass.Phases.Backward);
     }
 }

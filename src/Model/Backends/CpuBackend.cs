@@ -91,23 +91,26 @@ public sealed class CpuBackend : Backend
         // The gate and the relu are the product stored, then the activation of it over C's
         // elements, as the kernel's epilogue computes them (the gate's C is scratch the backward
         // may or may not read; the relu's C is its own input, as the element-wise kernels allow).
-        if (epilogue is { Gate: { } gate } g)
+        switch (epilogue)
         {
-            MatMul(a, b, c, s);
-            GatedActivation(g.Addend!, c, gate.Hidden, DenseC(s), gate.Activation, g.Dropout);
-            return;
+            case { Kind: MatMulEpilogue.Gate, Gate: { } gate } g:
+                MatMul(a, b, c, s);
+                GatedActivation(g.Addend!, c, gate.Hidden, DenseC(s), gate.Activation, g.Dropout);
+                return;
+            case { Kind: MatMulEpilogue.Relu } r:
+                MatMul(a, b, c, s);
+                Relu(c, c, DenseC(s), r.Dropout);
+                return;
+            case { Kind: MatMulEpilogue.Residual, Dropout: var mask } e:
+                MatMulReference.Run(F(a), F(b), F(c), s with { Epilogue = MatMulEpilogue.Residual }, F(e.Addend!), mask?.Rate ?? 0f, Seed(mask?.Seed), mask?.Stream ?? 0);
+                break;
+            default:
+                MatMulReference.Run(F(a), F(b), F(c), s with { Epilogue = MatMulEpilogue.None });
+                break;
         }
-        if (epilogue is { Kind: MatMulEpilogue.Relu } r)
-        {
-            MatMul(a, b, c, s);
-            Relu(c, c, DenseC(s), r.Dropout);
-            return;
-        }
-        if (epilogue is { Dropout: var mask } e)
-            MatMulReference.Run(F(a), F(b), F(c), s with { Epilogue = MatMulEpilogue.Residual }, F(e.Addend!), mask?.Rate ?? 0f, Seed(mask?.Seed), mask?.Stream ?? 0);
-        else MatMulReference.Run(F(a), F(b), F(c), s with { Epilogue = MatMulEpilogue.None });
         Stored(c);
     }
+
     // The element-wise pass after the product covers C's elements alone only where they are
     // one block from element 0 (every product with such an epilogue in T5Pass): with gaps between
     // C's rows it would rewrite what lies there, which the kernel never touches.

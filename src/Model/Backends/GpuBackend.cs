@@ -189,7 +189,7 @@ public sealed class GpuBackend(GpuContext ctx, bool ownsContext = false) : Backe
         GatedActivationKernel.Forward(G, Buf(a), Buf(b), Buf(y), n, activation, Buf(dropout));
     internal override void GatedActivationBackward(Tensor a, Tensor b, Tensor dy, Tensor da, Tensor db, int n, GateActivation activation, DropoutMask<Tensor>? dropout = null) =>
         GatedActivationKernel.Backward(G, Buf(a), Buf(b), Buf(dy), Buf(da), Buf(db), n, activation, Buf(dropout));
-    static DropoutMask<GpuBuffer>? Buf(DropoutMask<Tensor>? d) => d is { } x ? new(x.Rate, Buf(x.Seed), x.Stream) : null;
+    static DropoutMask<GpuBuffer>? Buf(DropoutMask<Tensor>? d) => d?.Select(Buf);
     internal override void Copy(Tensor src, Tensor dst) => G.Copy(Buf(src), Buf(dst), src.Storage.Bytes(Math.Min(src.Length, dst.Length)));
     internal override void Zero(Tensor t) => G.Fill(Buf(t));
     internal override void Embedding(Tensor table, Tensor ids, Tensor? prompts, Tensor? promptIndex, Tensor output, int batch, int length, int promptLength, int dim) =>

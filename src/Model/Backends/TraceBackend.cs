@@ -5,10 +5,8 @@ namespace VkPrompt.Model.Backends;
 
 /// <summary>One matrix product a program emitted: its spec, the precision its B is stored in
 /// where B is a frozen weight (null where it is an fp32 activation), what it is
-/// (<see cref="TraceBackend"/> names it from its operands), the phase it was emitted in, and
-/// whether C receives the product: false for a gate product (<see cref="MatMulEpilogue.Gate"/>)
-/// that writes only the hidden, where nothing reads the product after it.</summary>
-internal sealed record TracedProduct(MatMulSpec Spec, WeightPrecision? Weight, string Name, string Phase, bool WritesC = true)
+/// (<see cref="TraceBackend"/> names it from its operands) and the phase it was emitted in.</summary>
+internal sealed record TracedProduct(MatMulSpec Spec, WeightPrecision? Weight, string Name, string Phase)
 {
     /// <summary>2·M·N·K·Batch1·Batch2.</summary>
     public long Flops => 2L * Spec.M * Spec.N * Spec.K * Spec.Batch1 * Spec.Batch2;
@@ -194,8 +192,7 @@ internal class TraceBackend : Backend
         CountHalfCopies(s, weight);
         string phase = phases.Count > 0 ? phases[^1] : "";
         // A block re-run inside the backward (Phases.Recompute) is a forward again.
-        products.Add(new TracedProduct(s, weight, ProductName(a, b, weight is not null, phase == T5Pass.Phases.Backward), phase,
-                                       epilogue?.Gate?.KeepsProduct ?? true));
+        products.Add(new TracedProduct(s, weight, ProductName(a, b, weight is not null, phase == T5Pass.Phases.Backward), phase));
     }
 
     /// <summary>What a product is, from its operands' names: a weight's product by the weight

@@ -196,11 +196,12 @@ internal static class ProductBench
     {
         const float initial = 1f;
         // A residual epilogue's D is C's own buffer here (MatMulKernel.OntoC): C = 1 + the product.
-        // The gate's would leave its hidden in C, and the relu's the relu of the product, so their
-        // products are checked alone (the tests hold the gate and the relu themselves to the
-        // activation kernels, bit for bit).
-        if (s.Epilogue is MatMulEpilogue.Gate or MatMulEpilogue.Relu) s = s with { Epilogue = MatMulEpilogue.None };
-        bool sumsOntoC = s.Accumulate || s.Epilogue != MatMulEpilogue.None;
+        // The relu's C is the relu of the product, held to it as the rest. The gate's would leave
+        // its hidden in C, so its product is checked alone (the tests hold the gate itself to the
+        // gated activation, bit for bit), on the kernel without the epilogue.
+        if (s.Epilogue == MatMulEpilogue.Gate) s = s with { Epilogue = MatMulEpilogue.None };
+        bool relu = s.Epilogue == MatMulEpilogue.Relu;
+        bool sumsOntoC = s.Accumulate || s.Epilogue == MatMulEpilogue.Residual;
         using (var graph = new CommandGraph(ctx, profiling: false))
         {
             graph.Fill(c, FillPattern(sumsOntoC ? initial : float.NaN, s.CStorage));
@@ -251,6 +252,7 @@ internal static class ProductBench
                 sum += (double)av * bv;
             }
             double expected = s.Alpha * sum + (sumsOntoC ? initial : 0);
+            if (relu) expected = Math.Max(expected, 0);
             double actual = got[address];
             if (!double.IsFinite(actual)) return (null, outputs.Count);
             maxRef = Math.Max(maxRef, Math.Abs(expected));

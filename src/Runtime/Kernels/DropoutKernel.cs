@@ -6,7 +6,11 @@ namespace VkPrompt.Runtime.Kernels;
 /// over the flat tensor, kept elements scaled by <see cref="DropoutKernel.KeepScale"/>, bit for
 /// bit what the separate pass would give. Rate 0 is no dropout. TBuffer is the GPU buffer of a
 /// dispatch or the tensor of a backend.</summary>
-internal readonly record struct DropoutMask<TBuffer>(float Rate, TBuffer Seed, uint Stream) where TBuffer : class;
+internal readonly record struct DropoutMask<TBuffer>(float Rate, TBuffer Seed, uint Stream) where TBuffer : class
+{
+    /// <summary>The same mask with its seed in another buffer (a backend's tensor as a dispatch's buffer).</summary>
+    public DropoutMask<TOther> Select<TOther>(Func<TBuffer, TOther> buffer) where TOther : class => new(Rate, buffer(Seed), Stream);
+}
 
 /// <summary>What a kernel checks and pushes of a <see cref="DropoutMask{TBuffer}"/>.</summary>
 static class DropoutMasks

@@ -62,11 +62,12 @@ internal readonly record struct MatMulEpilogueOperands<TBuffer> where TBuffer : 
     /// <summary>The same operands over other buffers (a backend's tensors as a dispatch's buffers).</summary>
     public MatMulEpilogueOperands<TOther> Select<TOther>(Func<TBuffer, TOther> buffer) where TOther : class =>
         new(Kind, Addend is null ? null : buffer(Addend),
-            Dropout is { } d ? new DropoutMask<TOther>(d.Rate, buffer(d.Seed), d.Stream) : null,
+            Dropout?.Select(buffer),
             Gate is { } g ? new MatMulGate<TOther>(buffer(g.Hidden), g.Activation, g.KeepsProduct) : null);
 }
 
 /// <summary>The outputs of a <see cref="MatMulEpilogue.Gate"/> product: the hidden H, stored as C
 /// is and written at C's addresses, with <paramref name="Activation"/>; and whether C keeps the
-/// product b (the backward of the gate reads it; an inference forward does not).</summary>
+/// product b (the backward of the gate reads it; an inference forward and Recompute's first
+/// forward do not).</summary>
 internal readonly record struct MatMulGate<TBuffer>(TBuffer Hidden, GateActivation Activation, bool KeepsProduct) where TBuffer : class;

@@ -150,8 +150,9 @@ internal sealed record MatMulTuning(MatMulSpec Spec, WeightPrecision B, string K
 /// fp16 and bf16 run the same kernels, differing only in how a half is widened or narrowed, and a
 /// context may store bf16 weights as fp16 (<see cref="DevicePlan.StoredPrecision"/>), so a tuning
 /// found for either serves both. An int8 B runs kernels of its own (matmul_int8 and, with a
-/// 16-bit A or C, matmul_int8_half), tuned apart. An epilogue reads D as C is read when
-/// accumulating, and keeps the product off the workgroup-scope kernel: tuned apart too. The tunings live with their context and are
+/// 16-bit A or C, matmul_int8_half), tuned apart. Each epilogue is a pipeline of its own (a
+/// specialization constant), may read D as C is read when accumulating, and keeps the product off
+/// the workgroup-scope kernel: tuned apart too. The tunings live with their context and are
 /// never persisted, so the key may change freely.</summary>
 internal readonly record struct MatMulShapeKey(int M, int N, int K, long Batch, int A, int B, bool CAligned, bool HalfA, bool HalfB, bool HalfC, bool Int8B, bool Accumulate,
                                                MatMulEpilogue Epilogue)
