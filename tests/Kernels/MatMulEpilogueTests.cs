@@ -37,12 +37,6 @@ public sealed class MatMulEpilogueTests(GpuFixture f) : GpuTest(f)
         return data;
     }
 
-    static MatMulTiling Tiling(MatMulVariant v) => v switch
-    {
-        MatMulVariant.Streamed => MatMulTiling.Streamed,
-        MatMulVariant.Staged => MatMulTiling.Staged,
-        _ => MatMulTiling.StagedSmall,
-    };
 
     static MatMulSpec SpecOf(int shape, float alpha)
     {
@@ -117,7 +111,7 @@ public sealed class MatMulEpilogueTests(GpuFixture f) : GpuTest(f)
         var d = Check.Random(length, 3);
         var c0 = Check.Random(length, 4);
         using var gb = GpuBuffer.From<float>(Ctx, b, "b");
-        var t = Tiling(variant);
+        var t = variant.Tiling();
         var (got, productThenAdd) = Run(a, gb, d, c0, spec, rate, (g, ga, gbb, gc, s, e) => MatMulKernel.Run(g, ga, gbb, gc, s, t, epilogue: e), Ctx);
         CheckResults(got, productThenAdd, Composed(a, b, d, spec, rate), d, c0, spec, rate, bitIdentical: true, 1e-5, $"{variant} {Shapes[shape]} rate {rate} alpha {alpha}");
     }
@@ -178,12 +172,8 @@ public sealed class MatMulEpilogueTests(GpuFixture f) : GpuTest(f)
         using var c16 = StoredActivations.Output(ctx, length, storage, "c16");
         using var seed = GpuBuffer.From<uint>(ctx, [Seed], "seed");
         DropoutMask<GpuBuffer>? mask = rate > 0 ? new(rate, seed, Stream) : null;
-        var units = MatrixUnitsTiling.Small.Fits(ctx) ? MatrixUnitsTiling.Small : MatrixUnitsTiling.Small with { SharedK = 16 };
-        void Product(CommandGraph g, GpuBuffer c, GpuBuffer dd, MatMulSpec s)
-        {
-            if (matrixUnits) MatMulKernel.RunOnMatrixUnits(g, ga, gb, c, s, units, WeightPrecision.Fp32, epilogue: MatMulEpilogueOperands<GpuBuffer>.Residual(dd, mask));
-            else MatMulKernel.Run(g, ga, gb, c, s, Tiling(variant), epilogue: MatMulEpilogueOperands<GpuBuffer>.Residual(dd, mask));
-        }
+        var run = MatMulVariants.Runner(ctx, variant, matrixUnits);
+        void Product(CommandGraph g, GpuBuffer c, GpuBuffer dd, MatMulSpec s) => run(g, ga, gb, c, s, MatMulEpilogueOperands<GpuBuffer>.Residual(dd, mask));
         using (var g = new CommandGraph(ctx))
         {
             Product(g, c32, d32, spec);

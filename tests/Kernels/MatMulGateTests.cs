@@ -38,12 +38,6 @@ public sealed class MatMulGateTests(GpuFixture f) : GpuTest(f)
         return data;
     }
 
-    static MatMulTiling Tiling(MatMulVariant v) => v switch
-    {
-        MatMulVariant.Streamed => MatMulTiling.Streamed,
-        MatMulVariant.Staged => MatMulTiling.Staged,
-        _ => MatMulTiling.StagedSmall,
-    };
 
     static MatMulSpec SpecOf(int shape, float alpha)
     {
@@ -140,7 +134,7 @@ public sealed class MatMulGateTests(GpuFixture f) : GpuTest(f)
         var a = Check.Random(spec.M * spec.K, 1);
         var b = Check.Random(spec.N * spec.K, 2);
         using var gb = GpuBuffer.From<float>(Ctx, b, "b");
-        var t = Tiling(variant);
+        var t = variant.Tiling();
         string what = $"{variant} {Shapes[shape]} rate {rate} alpha {alpha} {activation}";
         var got = GateAgainstProductThenActivation(Ctx, a, gb, spec, ActivationPrecision.Fp32, rate, activation, keepsC: true,
                                                    (g, ga, gbb, gc, s, e) => MatMulKernel.Run(g, ga, gbb, gc, s, t, epilogue: e), what);
@@ -163,7 +157,6 @@ public sealed class MatMulGateTests(GpuFixture f) : GpuTest(f)
     public void SixteenBitGateIsProductThenGatedActivation(ActivationPrecision storage, MatMulVariant variant, float rate, bool matrixUnits)
     {
         var ctx = matrixUnits ? MatrixUnitsCtx : Ctx;
-        var units = MatrixUnitsTiling.Small.Fits(ctx) ? MatrixUnitsTiling.Small : MatrixUnitsTiling.Small with { SharedK = 16 };
         foreach (int shape in new[] { 0, 1, 2 })
         {
             var spec = SpecOf(shape, shape == 1 ? -0.75f : 1f);
@@ -172,11 +165,7 @@ public sealed class MatMulGateTests(GpuFixture f) : GpuTest(f)
             using var gb = GpuBuffer.From<float>(ctx, b, "b");
             string what = $"{storage.Name()} {(matrixUnits ? "matrix units" : variant.ToString())} {Shapes[shape]} rate {rate}";
             var got = GateAgainstProductThenActivation(ctx, a, gb, spec, storage, rate, GateActivation.GeluTanh, keepsC: true,
-                (g, ga, gbb, gc, s, e) =>
-                {
-                    if (matrixUnits) MatMulKernel.RunOnMatrixUnits(g, ga, gbb, gc, s, units, WeightPrecision.Fp32, epilogue: e);
-                    else MatMulKernel.Run(g, ga, gbb, gc, s, Tiling(variant), epilogue: e);
-                }, what);
+                                                       MatMulVariants.Runner(ctx, variant, matrixUnits), what);
             if (matrixUnits) continue;
             var inside = InC(spec, got.Length);
             var expected = Composed(a, b, spec, storage, rate, GateActivation.GeluTanh);

@@ -31,12 +31,6 @@ public sealed class MatMulReluTests(GpuFixture f) : GpuTest(f)
         return MatMulSpec.Rows(m, n, k, transposeB: true) with { COffset = cOffset, CStrideM = cStride, Alpha = shape == 1 ? -0.75f : 1f };
     }
 
-    static MatMulTiling Tiling(MatMulVariant v) => v switch
-    {
-        MatMulVariant.Streamed => MatMulTiling.Streamed,
-        MatMulVariant.Staged => MatMulTiling.Staged,
-        _ => MatMulTiling.StagedSmall,
-    };
 
     /// <summary>The relu epilogue on the kernel <paramref name="run"/> appends, and the product
     /// then the relu it replaces, C stored as <paramref name="storage"/>; checks them against each
@@ -104,7 +98,7 @@ public sealed class MatMulReluTests(GpuFixture f) : GpuTest(f)
         var a = Check.Random(spec.M * spec.K, 1);
         var b = Check.Random(spec.N * spec.K, 2);
         using var gb = GpuBuffer.From<float>(Ctx, b, "b");
-        var t = Tiling(variant);
+        var t = variant.Tiling();
         string what = $"{variant} {Shapes[shape]} rate {rate}";
         var got = ReluAgainstProductThenRelu(Ctx, a, gb, spec, ActivationPrecision.Fp32, rate,
                                              (g, ga, gbb, gc, s, e) => MatMulKernel.Run(g, ga, gbb, gc, s, t, epilogue: e), what);
@@ -125,7 +119,6 @@ public sealed class MatMulReluTests(GpuFixture f) : GpuTest(f)
     public void SixteenBitReluIsProductThenRelu(ActivationPrecision storage, MatMulVariant variant, float rate, bool matrixUnits)
     {
         var ctx = matrixUnits ? MatrixUnitsCtx : Ctx;
-        var units = MatrixUnitsTiling.Small.Fits(ctx) ? MatrixUnitsTiling.Small : MatrixUnitsTiling.Small with { SharedK = 16 };
         foreach (int shape in new[] { 0, 2 })
         {
             var spec = SpecOf(shape);
@@ -133,12 +126,7 @@ public sealed class MatMulReluTests(GpuFixture f) : GpuTest(f)
             var b = Check.Random(spec.N * spec.K, 2);
             using var gb = GpuBuffer.From<float>(ctx, b, "b");
             string what = $"{storage.Name()} {(matrixUnits ? "matrix units" : variant.ToString())} {Shapes[shape]} rate {rate}";
-            var got = ReluAgainstProductThenRelu(ctx, a, gb, spec, storage, rate,
-                (g, ga, gbb, gc, s, e) =>
-                {
-                    if (matrixUnits) MatMulKernel.RunOnMatrixUnits(g, ga, gbb, gc, s, units, WeightPrecision.Fp32, epilogue: e);
-                    else MatMulKernel.Run(g, ga, gbb, gc, s, Tiling(variant), epilogue: e);
-                }, what);
+            var got = ReluAgainstProductThenRelu(ctx, a, gb, spec, storage, rate, MatMulVariants.Runner(ctx, variant, matrixUnits), what);
             if (matrixUnits) continue;
             var inside = InC(spec, got.Length);
             Check.Close(Composed(a, b, spec, storage, rate).Where((_, i) => inside[i]).ToArray(), got.Where((_, i) => inside[i]).ToArray(),

@@ -10,6 +10,27 @@ namespace VkPrompt.Tests.Kernels;
 /// pick: the streamed one, and the staged one with each of its two named tilings.</summary>
 public enum MatMulVariant { Streamed, Staged, StagedSmall }
 
+/// <summary>How the kernel tests run a <see cref="MatMulVariant"/>, or the matrix units.</summary>
+static class MatMulVariants
+{
+    public static MatMulTiling Tiling(this MatMulVariant v) => v switch
+    {
+        MatMulVariant.Streamed => MatMulTiling.Streamed,
+        MatMulVariant.Staged => MatMulTiling.Staged,
+        _ => MatMulTiling.StagedSmall,
+    };
+
+    /// <summary>The product with an fp32 weight B on the matrix units at their small tiling (its
+    /// shallow form where the device's shared memory needs it) where <paramref name="matrixUnits"/>,
+    /// else on the portable kernel at <paramref name="v"/>'s tiling, as the epilogue tests run it.</summary>
+    public static Action<CommandGraph, GpuBuffer, GpuBuffer, GpuBuffer, MatMulSpec, MatMulEpilogueOperands<GpuBuffer>?> Runner(GpuContext ctx, MatMulVariant v, bool matrixUnits)
+    {
+        if (!matrixUnits) return (g, a, b, c, s, e) => MatMulKernel.Run(g, a, b, c, s, v.Tiling(), epilogue: e);
+        var units = MatrixUnitsTiling.Small.Fits(ctx) ? MatrixUnitsTiling.Small : MatrixUnitsTiling.Small with { SharedK = 16 };
+        return (g, a, b, c, s, e) => MatMulKernel.RunOnMatrixUnits(g, a, b, c, s, units, WeightPrecision.Fp32, epilogue: e);
+    }
+}
+
 public sealed class MatMulTests(GpuFixture f) : GpuTest(f)
 {
     // Every product is summed in fp32 along k in order on the device and by SIMD dot products on
@@ -17,12 +38,6 @@ public sealed class MatMulTests(GpuFixture f) : GpuTest(f)
     // output, two orders of magnitude inside this bound, which every test here states.
     const double Tolerance = 1e-5;
 
-    static MatMulTiling Tiling(MatMulVariant v) => v switch
-    {
-        MatMulVariant.Streamed => MatMulTiling.Streamed,
-        MatMulVariant.Staged => MatMulTiling.Staged,
-        _ => MatMulTiling.StagedSmall,
-    };
 
     static int Round4(int x) => (x + 3) / 4 * 4;
 
@@ -177,7 +192,7 @@ public sealed class MatMulTests(GpuFixture f) : GpuTest(f)
         using var gc = GpuBuffer.From<float>(Ctx, c);
         using (var g = new CommandGraph(Ctx))
         {
-            MatMulKernel.Run(g, ga, gb, gc, spec, Tiling(variant), WeightPrecision.Int8, gScales);
+            MatMulKernel.Run(g, ga, gb, gc, spec, variant.Tiling(), WeightPrecision.Int8, gScales);
             g.Run();
         }
         MatMulReference.Run(a, b, c, spec);
@@ -593,7 +608,7 @@ public sealed class MatMulTests(GpuFixture f) : GpuTest(f)
     public void PaddedRowsReachEveryVectorLoad(MatMulVariant variant)
     {
         var modes = RowsCases().Select(row => ((bool)row[0], (bool)row[1], (int)row[2], (int)row[3], (int)row[4], (bool)row[5]))
-            .Select(r => MatMulKernel.VectorLoads(RowsSpec(r.Item1, r.Item2, r.Item3, r.Item4, r.Item5, r.Item6), Tiling(variant)))
+            .Select(r => MatMulKernel.VectorLoads(RowsSpec(r.Item1, r.Item2, r.Item3, r.Item4, r.Item5, r.Item6), variant.Tiling()))
             .ToHashSet();
         for (int a = 0; a <= 2; a++)
             for (int b = 0; b <= 2; b++)
@@ -646,7 +661,7 @@ public sealed class MatMulTests(GpuFixture f) : GpuTest(f)
         using var gc = GpuBuffer.From<float>(Ctx, c);
         using (var g = new CommandGraph(Ctx))
         {
-            MatMulKernel.Run(g, gqkv, gqkv, gc, spec, Tiling(variant));
+            MatMulKernel.Run(g, gqkv, gqkv, gc, spec, variant.Tiling());
             g.Run();
         }
         MatMulReference.Run(qkv, qkv, c, spec);
@@ -770,7 +785,7 @@ public sealed class MatMulTests(GpuFixture f) : GpuTest(f)
         using var gc = GpuBuffer.From<float>(Ctx, c);
         using (var g = new CommandGraph(Ctx))
         {
-            MatMulKernel.Run(g, ga, gb, gc, spec, Tiling(variant), bPrecision);
+            MatMulKernel.Run(g, ga, gb, gc, spec, variant.Tiling(), bPrecision);
             g.Run();
         }
         MatMulReference.Run(a, b, c, spec);
