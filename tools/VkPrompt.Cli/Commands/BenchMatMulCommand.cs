@@ -73,7 +73,9 @@ internal static class BenchMatMulCommand
             "with VKPROMPT_MATMUL_TUNE=1 on a GPU each product is first tuned among its kernel's tilings, and its row has every candidate's times (docs/benchmarks.md). " +
             "VKPROMPT_MATRIX_UNITS=emulate runs the matrix-unit kernel with its matrix operations emulated, on any device with fp16 arithmetic: its results, not its speed. " +
             "A matrix-unit product that reads a 16-bit copy of A (VKPROMPT_MATRIX_UNITS_HALF_A, on by default) shows the copy's time beside its own, and the step's sum counts it. " +
-            "VKPROMPT_PIPELINE_STATS=1 adds what the driver compiled each kernel into (registers per invocation and the like), where it reports it.")
+            "VKPROMPT_PIPELINE_STATS=1 adds what the driver compiled each kernel into (registers per invocation and the like), where it reports it. " +
+            "A product with an epilogue (the o and wo projections adding to the stream, wi's relu, wi_1's gate) runs it, without dropout: where a step drops, " +
+            "its matrix-unit products store every tile through shared memory, which these rows do not time (the step's own breakdown in 'vkprompt bench' does).")
         {
             shape, batch, input, target, promptLength, precision, reps, warmupMs, json, device, attention, activations,
         };
