@@ -111,7 +111,8 @@ sealed record MatMulCase(string Label, MatMulSpec Spec, WeightPrecision BPrecisi
         var (rows, cols) = Spec.BStrideK == 1 ? (Spec.N, Spec.K) : (Spec.K, Spec.N);
         var weight = BPrecision == WeightPrecision.Fp32 ? o.Floats(b) : o.Weight(rows, cols, BPrecision);
         var cBuffer = o.Floats(c);
-        MatMulKernel.Run(g, o.Floats(a), weight, cBuffer, Spec, BPrecision, epilogue: MatMulKernel.OntoC(Spec, cBuffer));
+        var seed = o.Ints([(int)MatMulOperands.DropoutSeed]);
+        MatMulKernel.Run(g, o.Floats(a), weight, cBuffer, Spec, BPrecision, epilogue: MatMulKernel.OntoC(Spec, cBuffer, seed));
     }
 
     /// <summary>Elements an operand spans: one past its last element.</summary>

@@ -356,4 +356,34 @@ public sealed class BenchMatMulCheckTests(GpuFixture fixture) : GpuTest(fixture)
         if (wrong is not null) Assert.True(error > 0.1, $"wrong {wrong}: error {error}");
         else Assert.True(error <= tolerance, $"error {error} above {tolerance}");
     }
+
+    /// <summary>Products with an epilogue as a step with dropout runs them (the residual onto C and
+    /// the relu, each dropping, <see cref="MatMulSpec.EpilogueDropout"/>): the check redraws the
+    /// mask of each output's index, so the right product is within the tolerance and one whose
+    /// mask came from another seed is not; on the portable kernel and the emulated matrix units,
+    /// whose dropping tiles all take the staged store.</summary>
+    [SkippableTheory]
+    // The epilogue as MatMulEpilogue's value (the enum is internal, a theory's parameters public).
+    [InlineData((int)MatMulEpilogue.Residual, false, false), InlineData((int)MatMulEpilogue.Residual, false, true), InlineData((int)MatMulEpilogue.Residual, true, false)]
+    [InlineData((int)MatMulEpilogue.Relu, false, false), InlineData((int)MatMulEpilogue.Relu, true, true)]
+    public void ChecksADroppingEpilogue(int epilogueValue, bool matrixUnits, bool wrongSeed)
+    {
+        var epilogue = (MatMulEpilogue)epilogueValue;
+        var ctx = matrixUnits ? MatrixUnitsCtx : Ctx;
+        var precision = matrixUnits ? WeightPrecision.Bf16 : WeightPrecision.Fp32;
+        var spec = MatMulSpec.Rows(64, 48, 40, transposeB: true) with { Epilogue = epilogue, EpilogueDropout = true };
+        using var a = new GpuBuffer(ctx, 4 * 64 * 40);
+        using var b = new GpuBuffer(ctx, precision.ElementBytes() * 48 * 40);
+        using var c = new GpuBuffer(ctx, 4 * 64 * 48);
+        using var seed = GpuBuffer.From<uint>(ctx, [wrongSeed ? MatMulOperands.DropoutSeed + 1 : MatMulOperands.DropoutSeed]);
+        MatMulOperands.Fill(a, 64 * 40, MatMulOperands.SeedA, WeightPrecision.Fp32);
+        MatMulOperands.Fill(b, 48 * 40, MatMulOperands.SeedB, precision);
+        var kernel = MatMulKernel.Selection(ctx, spec, precision).Kernel;
+        Assert.Equal(matrixUnits, MatMulKernel.IsMatrixUnitsKernel(kernel));
+        var (error, _) = ProductBench.Check(ctx, a, b, c, spec, precision, matrixUnits, seed: seed);
+        Assert.NotNull(error);
+        if (wrongSeed) Assert.True(error > 0.1, $"another mask: error {error}");
+        else Assert.True(error <= ProductBench.Tolerance(kernel, ActivationPrecision.Fp32), $"error {error}");
+        Assert.Throws<ArgumentException>(() => ProductBench.Check(ctx, a, b, c, spec, precision, matrixUnits));
+    }
 }

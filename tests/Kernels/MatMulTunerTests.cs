@@ -184,7 +184,8 @@ public sealed class MatMulTunerTests : IDisposable
     }
 
     /// <summary>Products that differ only in what selects another kernel variant (which stride of
-    /// B is 1; whether A's rows start on multiples of 4; B's precision) are tuned apart, each
+    /// B is 1; whether A's rows start on multiples of 4; B's precision; the epilogue, and whether
+    /// it drops, which sends every tile of the matrix units through the staged store) are tuned apart, each
     /// keeping its own choice; one that differs only in alpha, which selects nothing, shares
     /// its twin's.</summary>
     [Fact]
@@ -204,6 +205,9 @@ public sealed class MatMulTunerTests : IDisposable
         if (WeightPrecision.Bf16.IsSupported(ctx.Capabilities)) products.Add((bt, WeightPrecision.Bf16));
         // int8 runs its own kernel (matmul_int8), so it is tuned apart from the 16-bit B too.
         products.Add((bt, WeightPrecision.Int8));
+        var residual = bt with { Epilogue = MatMulEpilogue.Residual };
+        products.Add((residual, WeightPrecision.Fp32));
+        products.Add((residual with { EpilogueDropout = true }, WeightPrecision.Fp32));
 
         // Each product's own candidate is the fastest: the i-th product's is the i-th tiling.
         var tilings = FittingTilings(ctx);

@@ -68,6 +68,9 @@ public sealed class StepTraceTests
         bool fused = fusion == AttentionFusion.Fused;
         Assert.Equal(fused ? 0 : 2 * attentions + 4 * attentionsBackward, emitted.Count(p => p.Weight is null));
         Assert.Equal(fused ? attentions + attentionsBackward : 0, be.FusedAttentions);
+        // Every epilogue drops where the step does (the tuner and bench matmul time them so).
+        Assert.All(emitted.Where(p => p.Spec.Epilogue != MatMulEpilogue.None), p => Assert.Equal(dropout > 0, p.Spec.EpilogueDropout));
+        Assert.Contains(emitted, p => p.Spec.Epilogue != MatMulEpilogue.None);
         // Weights are read in the model's precision, every other B is an fp32 activation.
         Assert.All(emitted.Where(p => p.Weight is not null), p => Assert.Equal(precision, p.Weight));
 

@@ -248,6 +248,7 @@ public abstract class Backend : IDisposable
         {
             AStorage = a.Storage, BStorage = bIsTable ? ActivationPrecision.Fp32 : b.Storage, CStorage = c.Storage,
             Epilogue = epilogue?.Kind ?? MatMulEpilogue.None,
+            EpilogueDropout = epilogue?.Dropout is { Rate: > 0 },
         };
 
     /// <summary>Called with the trace of a program about to be recorded (<see cref="T5Pass.Trace"/>:

@@ -1,5 +1,6 @@
 using VkPrompt.Runtime;
 using VkPrompt.Runtime.Kernels;
+using VkPrompt.Runtime.Reference;
 
 namespace VkPrompt.Diagnostics;
 
@@ -120,8 +121,8 @@ internal static class ProductBench
             var (a, b, c) = (operands.A(p.Spec), operands.B(p.Spec, p.B), operands.C(p.Spec));
             var scales = operands.Scales(plan.Stored);
             ctx.Options.Log?.Invoke($"{p.Name}: {p.Spec.M}x{p.Spec.N}x{p.Spec.K} x{p.Spec.Batch1 * p.Spec.Batch2} (A {p.Spec.AStorage.Name()}, C {p.Spec.CStorage.Name()}), {kernel} {tiling}");
-            var (times, copyMs) = Time(ctx, a, b, scales, c, p.Spec, plan.Stored, reps, warmupMs, kernel, p.Name);
-            var (error, checkedOutputs) = Check(ctx, a, b, c, p.Spec, plan.Stored, MatMulKernel.IsMatrixUnitsKernel(kernel), p.B, scales);
+            var (times, copyMs) = Time(ctx, a, b, scales, c, operands.Seed, p.Spec, plan.Stored, reps, warmupMs, kernel, p.Name);
+            var (error, checkedOutputs) = Check(ctx, a, b, c, p.Spec, plan.Stored, MatMulKernel.IsMatrixUnitsKernel(kernel), p.B, scales, operands.Seed);
             results.Add(new ProductMeasurement(p, plan.Stored, kernel, tiling, MatMulTuner.Find(ctx, p.Spec, plan.Stored)?.Candidates, times, copyMs, error, tolerance,
                                                checkedOutputs, null));
         }
@@ -133,10 +134,11 @@ internal static class ProductBench
     /// <summary>The product's dispatches timed as <see cref="DispatchTimer.Repeat"/> times them, and,
     /// where it reads a 16-bit copy of A, the conversion's time (the first rep makes the copy, the
     /// others read it).</summary>
-    static (IReadOnlyList<double> Times, double? CopyMs) Time(GpuContext ctx, GpuBuffer a, GpuBuffer b, GpuBuffer? bScales, GpuBuffer c, MatMulSpec spec,
+    static (IReadOnlyList<double> Times, double? CopyMs) Time(GpuContext ctx, GpuBuffer a, GpuBuffer b, GpuBuffer? bScales, GpuBuffer c, GpuBuffer seed, MatMulSpec spec,
                                                               WeightPrecision bPrecision, int reps, int warmupMs, string kernel, string name)
     {
-        var (times, labels) = DispatchTimer.Repeat(ctx, g => MatMulKernel.Run(g, a, b, c, spec, bPrecision, bScales, MatMulKernel.OntoC(spec, c)), reps, warmupMs);
+        var epilogue = MatMulKernel.OntoC(spec, c, seed);
+        var (times, labels) = DispatchTimer.Repeat(ctx, g => MatMulKernel.Run(g, a, b, c, spec, bPrecision, bScales, epilogue), reps, warmupMs);
         if (labels is null) return (times, null);
         // The label is the shader that was dispatched: it must be the one reported.
         if (labels.FirstOrDefault(label => label != kernel && label != ToHalfKernel.Shader) is { } ran)
@@ -191,21 +193,26 @@ internal static class ProductBench
     /// <param name="bValues">the precision B's values were rounded to, where it differs from the
     /// one they are stored in (bf16 stored as fp16).</param>
     /// <param name="bScales">an int8 B's row scales (<see cref="MatMulOperands.FillInt8Scales"/>).</param>
+    /// <param name="seed">a dropping epilogue's seed, holding <see cref="MatMulOperands.DropoutSeed"/>.</param>
     public static (double? Error, int Checked) Check(GpuContext ctx, GpuBuffer a, GpuBuffer b, GpuBuffer c, MatMulSpec s, WeightPrecision bPrecision, bool matrixUnits,
-                                                     WeightPrecision? bValues = null, GpuBuffer? bScales = null)
+                                                     WeightPrecision? bValues = null, GpuBuffer? bScales = null, GpuBuffer? seed = null)
     {
         const float initial = 1f;
-        // A residual epilogue's D is C's own buffer here (MatMulKernel.OntoC): C = 1 + the product.
+        // A residual epilogue's D is C's own buffer here (MatMulKernel.OntoC): C = 1 + the product,
+        // dropped where the spec drops (the mask of C's element index, as DropoutReference draws it).
         // The relu's C is the relu of the product, held to it as the rest. The gate's would leave
         // its hidden in C, so its product is checked alone (the tests hold the gate itself to the
         // gated activation, bit for bit), on the kernel without the epilogue.
-        if (s.Epilogue == MatMulEpilogue.Gate) s = s with { Epilogue = MatMulEpilogue.None };
+        if (s.Epilogue == MatMulEpilogue.Gate) s = s with { Epilogue = MatMulEpilogue.None, EpilogueDropout = false };
+        if (s.EpilogueDropout && seed is null) throw new ArgumentException("a dropping epilogue's product needs the seed of its mask", nameof(seed));
         bool relu = s.Epilogue == MatMulEpilogue.Relu;
         bool sumsOntoC = s.Accumulate || s.Epilogue == MatMulEpilogue.Residual;
+        uint threshold = s.EpilogueDropout ? DropoutKernel.KeepThreshold(MatMulKernel.BenchDropout) : 0;
+        float keepScale = DropoutKernel.KeepScale(MatMulKernel.BenchDropout);
         using (var graph = new CommandGraph(ctx, profiling: false))
         {
             graph.Fill(c, FillPattern(sumsOntoC ? initial : float.NaN, s.CStorage));
-            MatMulKernel.Run(graph, a, b, c, s, bPrecision, bScales, MatMulKernel.OntoC(s, c));
+            MatMulKernel.Run(graph, a, b, c, s, bPrecision, bScales, MatMulKernel.OntoC(s, c, seed!));
             graph.Run();
         }
 
@@ -251,8 +258,10 @@ internal static class ProductBench
                 else if (matrixUnits) (av, bv) = (ToHalf(av), bPrecision == WeightPrecision.Fp32 ? ToHalf(bv) : bv);
                 sum += (double)av * bv;
             }
-            double expected = s.Alpha * sum + (sumsOntoC ? initial : 0);
-            if (relu) expected = Math.Max(expected, 0);
+            double product = s.Alpha * sum;
+            if (relu) product = Math.Max(product, 0);
+            if (threshold != 0) product = DropoutReference.Keep((uint)address, threshold, MatMulOperands.DropoutSeed, 0) ? product * keepScale : 0;
+            double expected = product + (sumsOntoC ? initial : 0);
             double actual = got[address];
             if (!double.IsFinite(actual)) return (null, outputs.Count);
             maxRef = Math.Max(maxRef, Math.Abs(expected));

@@ -43,18 +43,27 @@ internal static class MatMulKernel
 
     /// <summary>The operands of <paramref name="s"/>'s epilogue for a product run apart from its
     /// step (timed by the tuner and the benchmarks, checked by <c>bench matmul</c>): C's own buffer
-    /// as D, without dropout, so that it reads and writes C as an accumulating product does;
-    /// and with the gate, C's own buffer as the gate a and the hidden H too, C kept: it reads and
-    /// writes what a training step's gate does, C left holding H (which is why
-    /// <see cref="Diagnostics.ProductBench.Check"/> checks a gate's product without it); the relu
-    /// without dropout; null where the spec has no epilogue.</summary>
-    internal static MatMulEpilogueOperands<GpuBuffer>? OntoC(in MatMulSpec s, GpuBuffer c) => s.Epilogue switch
+    /// as D, so that it reads and writes C as an accumulating product does; with the gate, C's own
+    /// buffer as the gate a and the hidden H too, C kept: it reads and writes what a training
+    /// step's gate does, C left holding H (which is why <see cref="Diagnostics.ProductBench.Check"/>
+    /// checks a gate's product without it); the relu's none. Where the spec drops
+    /// (<see cref="MatMulSpec.EpilogueDropout"/>), the mask <see cref="BenchDropout"/> of
+    /// <paramref name="seed"/>, which holds <see cref="MatMulOperands.DropoutSeed"/>. Null where
+    /// the spec has no epilogue.</summary>
+    internal static MatMulEpilogueOperands<GpuBuffer>? OntoC(in MatMulSpec s, GpuBuffer c, GpuBuffer seed)
     {
-        MatMulEpilogue.None => null,
-        MatMulEpilogue.Gate => MatMulEpilogueOperands<GpuBuffer>.Gated(c, new MatMulGate<GpuBuffer>(c, GateActivation.GeluTanh, KeepsProduct: true)),
-        MatMulEpilogue.Relu => MatMulEpilogueOperands<GpuBuffer>.Relu(),
-        _ => MatMulEpilogueOperands<GpuBuffer>.Residual(c),
-    };
+        DropoutMask<GpuBuffer>? mask = s.EpilogueDropout ? new(BenchDropout, seed, 0) : null;
+        return s.Epilogue switch
+        {
+            MatMulEpilogue.None => null,
+            MatMulEpilogue.Gate => MatMulEpilogueOperands<GpuBuffer>.Gated(c, new MatMulGate<GpuBuffer>(c, GateActivation.GeluTanh, KeepsProduct: true), mask),
+            MatMulEpilogue.Relu => MatMulEpilogueOperands<GpuBuffer>.Relu(mask),
+            _ => MatMulEpilogueOperands<GpuBuffer>.Residual(c, mask),
+        };
+    }
+
+    /// <summary>The dropout rate of <see cref="OntoC"/>'s mask: T5's.</summary>
+    internal const float BenchDropout = 0.1f;
 
     /// <summary>The push constants of <paramref name="s"/> and the buffers bound after C: the
     /// epilogue's addend (or gate), seed and hidden, or C in their place where the product has no
@@ -110,8 +119,12 @@ internal static class MatMulKernel
     /// <see cref="MatMulEpilogue.Relu"/>, its dropout: C = dropout(relu(Alpha·A·B)) (<see cref="MatMulEpilogue"/>).</remarks>
     /// <exception cref="GpuException">B is 16-bit and the device lacks 16-bit storage.</exception>
     public static void Run(CommandGraph g, GpuBuffer a, GpuBuffer b, GpuBuffer c, in MatMulSpec s, WeightPrecision bPrecision = WeightPrecision.Fp32,
-                           GpuBuffer? bScales = null, MatMulEpilogueOperands<GpuBuffer>? epilogue = null) =>
-        Choose(g.Context, s, bPrecision).Append(g, a, b, c, s, bPrecision, bScales, epilogue);
+                           GpuBuffer? bScales = null, MatMulEpilogueOperands<GpuBuffer>? epilogue = null)
+    {
+        // The tiling is chosen (and tuned) for a dropping product apart, whoever made the spec.
+        var spec = s with { EpilogueDropout = epilogue?.Dropout is { Rate: > 0 } };
+        Choose(g.Context, spec, bPrecision).Append(g, a, b, c, spec, bPrecision, bScales, epilogue);
+    }
 
     /// <summary>The kernel and tiling <see cref="Run(CommandGraph, GpuBuffer, GpuBuffer, GpuBuffer, in MatMulSpec, WeightPrecision, GpuBuffer?, MatMulEpilogueOperands{GpuBuffer}?)"/>
     /// and <see cref="Selection"/> use: the plan's (<see cref="DevicePlan.Product"/>), with this

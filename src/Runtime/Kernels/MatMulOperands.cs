@@ -7,6 +7,9 @@ namespace VkPrompt.Runtime.Kernels;
 internal static class MatMulOperands
 {
     public const ulong SeedA = 1, SeedB = 2;
+
+    /// <summary>The dropout seed of a dropping epilogue's mask (<see cref="MatMulKernel.OntoC"/>).</summary>
+    public const uint DropoutSeed = 0x5eed;
     const int Chunk = 1 << 22;
 
     public static float Value(ulong seed, long index)
@@ -157,6 +160,7 @@ internal sealed class MatMulOperandBuffers : IDisposable
                 int8Scales = new GpuBuffer(ctx, 4 * int8Rows, $"{name}_b_int8_scales");
                 MatMulOperands.FillInt8Scales(int8Scales, int8Rows);
             }
+            Seed = GpuBuffer.From<uint>(ctx, [MatMulOperands.DropoutSeed], $"{name}_dropout_seed");
         }
         catch
         {
@@ -177,9 +181,13 @@ internal sealed class MatMulOperandBuffers : IDisposable
     /// <summary>The row scales a B stored as <paramref name="stored"/> needs: an int8 B's, else null.</summary>
     public GpuBuffer? Scales(WeightPrecision stored) => stored == WeightPrecision.Int8 ? int8Scales : null;
 
+    /// <summary>A dropping epilogue's seed, <see cref="MatMulOperands.DropoutSeed"/> (<see cref="MatMulKernel.OntoC"/>).</summary>
+    public GpuBuffer Seed { get; } = null!;
+
     public void Dispose()
     {
         foreach (var buffer in a.Values.Concat(b.Values).Concat(c.Values)) buffer.Dispose();
         int8Scales?.Dispose();
+        Seed?.Dispose();
     }
 }

@@ -63,6 +63,14 @@ internal readonly record struct MatMulSpec
     /// An epilogue replaces <see cref="Accumulate"/>: the two exclude each other.</summary>
     public MatMulEpilogue Epilogue { get; init; }
 
+    /// <summary>Whether the epilogue drops (its operands' <see cref="DropoutMask{TBuffer}"/> has a
+    /// rate above 0). What the product computes is the operands' business; this says what kind of
+    /// product it is: on the matrix units every tile of a dropping product takes the staged store,
+    /// so the tuner keys it apart (<see cref="MatMulShapeKey"/>) and the benchmarks time it with a
+    /// mask (<see cref="MatMulKernel.OntoC"/>). The backends set it from the operands, as they set
+    /// <see cref="Epilogue"/>, and <see cref="MatMulKernel"/>'s entry point likewise.</summary>
+    public bool EpilogueDropout { get; init; }
+
     /// <summary>How A stores its elements where it is an activation kept in 16 bits
     /// (<see cref="GpuBuffer.Storage"/>); the backends set the three storages from the tensors a
     /// product reads and writes, so a product's kernel, tuning and trace know them.</summary>
@@ -146,6 +154,8 @@ internal readonly record struct MatMulSpec
             throw new ArgumentException($"matmul sizes must be non-negative: M={M} N={N} K={K} Batch1={Batch1} Batch2={Batch2}");
         if (Accumulate && Epilogue != MatMulEpilogue.None)
             throw new ArgumentException($"a matmul either accumulates onto C or has the {Epilogue} epilogue, not both");
+        if (EpilogueDropout && Epilogue == MatMulEpilogue.None)
+            throw new ArgumentException("a matmul without an epilogue has no dropout (EpilogueDropout)");
         if (M == 0 || N == 0 || Batch1 == 0 || Batch2 == 0) return;
         if (K > 0)
         {

@@ -103,7 +103,7 @@ internal static class MatMulTuner
     static string Describe(in MatMulSpec s, WeightPrecision b) =>
         $"{s.M}x{s.N}x{s.K} x{(long)s.Batch1 * s.Batch2} {(s.AStrideK == 1 ? "A" : "Aᵀ")}·{(s.BStrideN == 1 ? "B" : "Bᵀ")} " +
         $"(A {s.AStorage.Name()}, B {(b == WeightPrecision.Fp32 ? s.BStorage.Name() : b.Name())}, C {s.CStorage.Name()}){(s.Accumulate ? " +=" : "")}" +
-        (s.Epilogue == MatMulEpilogue.None ? "" : $" {s.Epilogue.ToString().ToLowerInvariant()} epilogue");
+        (s.Epilogue == MatMulEpilogue.None ? "" : $" {s.Epilogue.ToString().ToLowerInvariant()} epilogue{(s.EpilogueDropout ? " with dropout" : "")}");
 
     /// <summary>The products' operands (<see cref="MatMulOperandBuffers"/>): hashed values in
     /// [-1, 1), data as varied as a step's, since some GPUs move uniform data faster.</summary>
@@ -117,7 +117,7 @@ internal static class MatMulTuner
             double warmup = warm ? WarmupMs : FirstWarmupMs;
             warm = true;
             var cBuffer = operands.C(spec);
-            var epilogue = MatMulKernel.OntoC(spec, cBuffer);
+            var epilogue = MatMulKernel.OntoC(spec, cBuffer, operands.Seed);
             var (ms, labels) = DispatchTimer.Repeat(ctx, g => choice.Append(g, operands.A(spec), operands.B(spec, p), cBuffer, spec, p, operands.Scales(p), epilogue), Reps, warmup);
             // The 16-bit copy of A that the first rep makes (the others read it) is the same for
             // every candidate tiling: only the products are compared.
@@ -152,10 +152,11 @@ internal sealed record MatMulTuning(MatMulSpec Spec, WeightPrecision B, string K
 /// found for either serves both. An int8 B runs kernels of its own (matmul_int8 and, with a
 /// 16-bit A or C, matmul_int8_half), tuned apart. Each epilogue is a pipeline of its own (a
 /// specialization constant), may read D as C is read when accumulating, and keeps the product off
-/// the workgroup-scope kernel: tuned apart too. The tunings live with their context and are
+/// the workgroup-scope kernel: tuned apart too, and a dropping one apart from one that does not
+/// drop (on the matrix units it stores every tile through shared memory). The tunings live with their context and are
 /// never persisted, so the key may change freely.</summary>
 internal readonly record struct MatMulShapeKey(int M, int N, int K, long Batch, int A, int B, bool CAligned, bool HalfA, bool HalfB, bool HalfC, bool Int8B, bool Accumulate,
-                                               MatMulEpilogue Epilogue)
+                                               MatMulEpilogue Epilogue, bool EpilogueDropout)
 {
     public static MatMulShapeKey Of(in MatMulSpec s, WeightPrecision b) => new(
         s.M, s.N, s.K, (long)s.Batch1 * s.Batch2,
@@ -163,7 +164,7 @@ internal readonly record struct MatMulShapeKey(int M, int N, int K, long Batch, 
         Layout(s.BOffset, (s.Batch1, s.BStrideBatch1), (s.Batch2, s.BStrideBatch2), (s.N, s.BStrideN), (s.K, s.BStrideK)),
         MatMulKernel.Aligned(s.COffset, (s.Batch1, s.CStrideBatch1), (s.Batch2, s.CStrideBatch2), (s.M, s.CStrideM)),
         s.AStorage != ActivationPrecision.Fp32, b is WeightPrecision.Fp16 or WeightPrecision.Bf16 || s.BStorage != ActivationPrecision.Fp32,
-        s.CStorage != ActivationPrecision.Fp32, b == WeightPrecision.Int8, s.Accumulate, s.Epilogue);
+        s.CStorage != ActivationPrecision.Fp32, b == WeightPrecision.Int8, s.Accumulate, s.Epilogue, s.EpilogueDropout);
 
     // Bits: 1 contiguous along k, 2 contiguous along m (or n), 4 runs along k start on multiples
     // of 4 (the offset and every other stride are), 8 runs along m (or n) do.

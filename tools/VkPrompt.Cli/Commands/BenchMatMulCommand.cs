@@ -74,8 +74,8 @@ internal static class BenchMatMulCommand
             "VKPROMPT_MATRIX_UNITS=emulate runs the matrix-unit kernel with its matrix operations emulated, on any device with fp16 arithmetic: its results, not its speed. " +
             "A matrix-unit product that reads a 16-bit copy of A (VKPROMPT_MATRIX_UNITS_HALF_A, on by default) shows the copy's time beside its own, and the step's sum counts it. " +
             "VKPROMPT_PIPELINE_STATS=1 adds what the driver compiled each kernel into (registers per invocation and the like), where it reports it. " +
-            "A product with an epilogue (the o and wo projections adding to the stream, wi's relu, wi_1's gate) runs it, without dropout: where a step drops, " +
-            "its matrix-unit products store every tile through shared memory, which these rows do not time (the step's own breakdown in 'vkprompt bench' does).")
+            $"A product with an epilogue (the o and wo projections adding to the stream, wi's relu, wi_1's gate) runs it, and where the step drops (its dropout above 0) " +
+            $"with a mask of rate {MatMulKernel.BenchDropout:G} (its matrix-unit products then store every tile through shared memory, as the step's do).")
         {
             shape, batch, input, target, promptLength, precision, reps, warmupMs, json, device, attention, activations,
         };
@@ -219,7 +219,7 @@ internal static class BenchMatMulCommand
                           $"tiling: portable {Tiling(sw.MatMulTiling)}{(sw.CooperativeMatrix ? $", matrix units {Tiling(sw.CoopMatTiling)}" : "")}; attention: {r.Attention}");
         var table = new Table().AddColumns("product", "per step", "M x N x K", "batch", "B", "A, B -> C", "kernel", "median ms", "TFLOP/s", "error", "");
         foreach (var p in r.Products)
-            table.AddRow(Markup.Escape(p.Name), p.Count.ToString(CultureInfo.InvariantCulture), $"{p.M} x {p.N} x {p.K}{(p.Accumulate ? " +=" : "")}{p.Spec.Epilogue switch { MatMulEpilogue.Residual => " + stream", MatMulEpilogue.Gate => " gated", MatMulEpilogue.Relu => " relu", _ => "" }}",
+            table.AddRow(Markup.Escape(p.Name), p.Count.ToString(CultureInfo.InvariantCulture), $"{p.M} x {p.N} x {p.K}{(p.Accumulate ? " +=" : "")}{p.Spec.Epilogue switch { MatMulEpilogue.Residual => " + stream", MatMulEpilogue.Gate => " gated", MatMulEpilogue.Relu => " relu", _ => "" }}{(p.Spec.EpilogueDropout ? " dropped" : "")}",
                          p.Batch.ToString(CultureInfo.InvariantCulture), p.BOperand, $"{p.Storage.A}, {p.Storage.B} -> {p.Storage.C}", Markup.Escape($"{p.Kernel} {p.Tiling}{(p.Tuning is null ? "" : " (tuned)")}"),
                          p.Ms is { } ms ? F(ms.Median, "F3") + (p.HalfCopyMs is { } copy ? $" + {F(copy, "F3")} copy" : "") : "-", p.Tflops is { } t ? F(t, "F3") : "-",
                          p.MaxRelativeError is { } e ? F(e, "E1") : p.Skipped is null ? "non-finite" : "-",
