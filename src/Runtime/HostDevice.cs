@@ -103,9 +103,7 @@ public sealed record HostDevice
             ShaderFloat16 = device.ShaderFloat16 && f.ShaderFloat16,
             ShaderInt8 = device.ShaderInt8 && f.ShaderInt8,
             CooperativeMatrixKhr = khr,
-            // HostDevice.EnabledFeatures has no way yet to declare VK_KHR_shader_bfloat16's
-            // features, so a lent device's units multiply fp16 fragments.
-            CooperativeMatrixBf16 = false,
+            CooperativeMatrixBf16 = device.CooperativeMatrixBf16 && khr && f.ShaderBFloat16CooperativeMatrix && Enabled(DeviceCapabilities.ShaderBfloat16Extension),
             CooperativeMatrixNv = device.CooperativeMatrixNv && basics && f.CooperativeMatrixNv && Enabled(DeviceCapabilities.NvCooperativeMatrixExtension),
             // Its SPIR-V is 1.6, which needs the host's instance at Vulkan 1.3 too.
             CooperativeMatrix2Nv = device.CooperativeMatrix2Nv && khr && f.CooperativeMatrix2Nv && Enabled(DeviceCapabilities.NvCooperativeMatrix2Extension)
@@ -163,6 +161,12 @@ public sealed record HostFeatures
     /// through <see cref="MatrixUnits.Khr"/>.</summary>
     public bool CooperativeMatrixKhr { get; init; }
 
+    /// <summary>VkPhysicalDeviceShaderBfloat16FeaturesKHR's shaderBFloat16Type and
+    /// shaderBFloat16CooperativeMatrix, both (what matmul_coopmat*_khr_bf16.comp declares), with
+    /// VK_KHR_shader_bfloat16 enabled beside the KHR matrix units: bf16 fragments on them
+    /// (<see cref="DevicePlan.MatrixUnitsOperands"/>), which the plan then chooses as on a device it created.</summary>
+    public bool ShaderBFloat16CooperativeMatrix { get; init; }
+
     /// <summary>VkPhysicalDeviceCooperativeMatrixFeaturesNV::cooperativeMatrix, with
     /// VK_NV_cooperative_matrix enabled: <see cref="MatrixUnits.Nv"/>.</summary>
     public bool CooperativeMatrixNv { get; init; }
@@ -215,6 +219,10 @@ public sealed record HostFeatures
                 {
                     CooperativeMatrixKhr = f.CooperativeMatrixKhr || ((PhysicalDeviceCooperativeMatrixFeaturesKHR*)s)->CooperativeMatrix,
                 },
+                StructureType.PhysicalDeviceShaderBfloat16FeaturesKhr => f with
+                {
+                    ShaderBFloat16CooperativeMatrix = f.ShaderBFloat16CooperativeMatrix || Bf16Fragments((PhysicalDeviceShaderBfloat16FeaturesKHR*)s),
+                },
                 StructureType.PhysicalDeviceCooperativeMatrixFeaturesNV => f with
                 {
                     CooperativeMatrixNv = f.CooperativeMatrixNv || ((PhysicalDeviceCooperativeMatrixFeaturesNV*)s)->CooperativeMatrix,
@@ -241,6 +249,9 @@ public sealed record HostFeatures
         ShaderInt8 = f.ShaderInt8 || v->ShaderInt8,
         VulkanMemoryModel = f.VulkanMemoryModel || v->VulkanMemoryModel,
     };
+
+    static unsafe bool Bf16Fragments(PhysicalDeviceShaderBfloat16FeaturesKHR* v) =>
+        v->ShaderBFloat16Type && v->ShaderBFloat16CooperativeMatrix;
 
     static unsafe bool Nv2(PhysicalDeviceCooperativeMatrix2FeaturesNV* v) =>
         v->CooperativeMatrixWorkgroupScope && v->CooperativeMatrixFlexibleDimensions && v->CooperativeMatrixTensorAddressing;

@@ -65,6 +65,24 @@ public sealed unsafe class HostFeaturesTests
         Assert.Equal(new HostFeatures(), HostFeatures.FromChain(0));
     }
 
+    /// <summary>bf16 fragments need both of VK_KHR_shader_bfloat16's features the kernels declare:
+    /// the type and the cooperative matrices of it.</summary>
+    [Fact]
+    public void ReadsTheBf16Structure()
+    {
+        var bf16 = new PhysicalDeviceShaderBfloat16FeaturesKHR
+        {
+            SType = StructureType.PhysicalDeviceShaderBfloat16FeaturesKhr, ShaderBFloat16Type = true, ShaderBFloat16CooperativeMatrix = true,
+        };
+        var timeline = new PhysicalDeviceTimelineSemaphoreFeatures { SType = StructureType.PhysicalDeviceTimelineSemaphoreFeatures, PNext = &bf16, TimelineSemaphore = true };
+        Assert.Equal(new HostFeatures { TimelineSemaphore = true, ShaderBFloat16CooperativeMatrix = true }, HostFeatures.FromChain((nint)(&timeline)));
+        bf16.ShaderBFloat16CooperativeMatrix = false;
+        Assert.Equal(new HostFeatures { TimelineSemaphore = true }, HostFeatures.FromChain((nint)(&timeline)));
+        bf16.ShaderBFloat16CooperativeMatrix = true;
+        bf16.ShaderBFloat16Type = false;
+        Assert.Equal(new HostFeatures { TimelineSemaphore = true }, HostFeatures.FromChain((nint)(&timeline)));
+    }
+
     static DeviceCapabilities Gpu => new()
     {
         Index = 0, Name = "test GPU", Vendor = "test", VendorId = 0, DeviceType = "discrete",
@@ -94,7 +112,38 @@ public sealed unsafe class HostFeaturesTests
         new(host.Declare(Gpu), new GpuOptions { MatrixUnits = request, PipelineStatistics = statistics }, khrBuilt: true, nv2Built: true);
 
     const string Khr = "VK_KHR_cooperative_matrix", Nv = "VK_NV_cooperative_matrix", Nv2 = "VK_NV_cooperative_matrix2",
-                 Executable = "VK_KHR_pipeline_executable_properties";
+                 Executable = "VK_KHR_pipeline_executable_properties", Bf16 = "VK_KHR_shader_bfloat16";
+
+    /// <summary>On a device whose units multiply bf16 fragments, an adopted context multiplies
+    /// them where its host enabled VK_KHR_shader_bfloat16 with its features beside the KHR units,
+    /// as a context that created the device would (bf16 activations, the plan's default on such a
+    /// GPU); fp16 fragments where the host left either out, or the units' own extension; asked for
+    /// bf16 where undeclared, an error.</summary>
+    [Fact]
+    public void Bf16FragmentsAsTheHostEnabledThem()
+    {
+        var bf16Gpu = Gpu with { BFloat16 = true, CooperativeMatrixBf16 = true };
+        var declared = Everything with { ShaderBFloat16CooperativeMatrix = true };
+        DevicePlan Plan(HostDevice host, GpuOptions? options = null) =>
+            new(host.Declare(bf16Gpu), options ?? new GpuOptions(), khrBuilt: true, nv2Built: true, bf16Built: true);
+
+        var plan = Plan(Host(declared, Vk.Version13, Khr, Bf16));
+        Assert.Equal(ActivationPrecision.Bf16, plan.Activations);
+        Assert.Equal(MatrixUnitsOperands.Bf16, plan.MatrixUnitsOperands);
+        Assert.Equal("matmul_coopmat_khr_bf16", (string?)plan.ToJson()["matrixUnitsProduct"]!["kernel"]);
+
+        Assert.Equal(MatrixUnitsOperands.Fp16, Plan(Host(declared, Vk.Version13, Khr)).MatrixUnitsOperands);
+        Assert.Equal(MatrixUnitsOperands.Fp16, Plan(Host(Everything, Vk.Version13, Khr, Bf16)).MatrixUnitsOperands);
+        Assert.Equal(MatrixUnits.Nv, Plan(Host(declared, Vk.Version13, Nv, Bf16)).MatrixUnits);
+        Assert.Equal(MatrixUnitsOperands.Fp16, Plan(Host(declared, Vk.Version13, Nv, Bf16)).MatrixUnitsOperands);
+        // A device without the units' bf16 shape: the host's declaration adds nothing.
+        Assert.Equal(MatrixUnitsOperands.Fp16,
+            new DevicePlan(Host(declared, Vk.Version13, Khr, Bf16).Declare(Gpu), new GpuOptions(), khrBuilt: true, nv2Built: true, bf16Built: true).MatrixUnitsOperands);
+        var e = Assert.Throws<GpuException>(() =>
+            Plan(Host(Everything, Vk.Version13, Khr, Bf16), new GpuOptions { MatrixUnitsOperands = MatrixUnitsOperandsRequest.Bf16 }));
+        Assert.Contains("VK_KHR_shader_bfloat16", e.Message);
+        Assert.Contains("as its host enabled it", e.Message);
+    }
 
     /// <summary>The matrix units run on an adopted device where the host enabled the extension
     /// and what the kernel needs (feature, fp16, 16-bit storage, memory model), through the same
