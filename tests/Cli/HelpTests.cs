@@ -33,4 +33,23 @@ public sealed class HelpTests
             foreach (var spelling in option.Aliases.Prepend(option.Name).Where(a => a.StartsWith('-')))
                 Assert.Contains(spelling, r.Out, StringComparison.Ordinal);
     }
+
+    /// <summary>Every command that opens a model takes the same options for where and how
+    /// (SessionArgs), the ones that can spread over devices also --devices and --pipeline: one
+    /// place adds them, so a command cannot miss one (--activations reached some commands late).</summary>
+    [Theory]
+    [InlineData("train", true)]
+    [InlineData("grad", true)]
+    [InlineData("eval", true)]
+    [InlineData("classify", true)]
+    [InlineData("score", true)]
+    [InlineData("generate", false)]
+    public void ModelCommandsTakeTheSessionOptions(string name, bool spread)
+    {
+        var options = Program.Root().Subcommands.Single(c => c.Name == name).Options.Select(o => o.Name).ToList();
+        string[] session = ["--device", "--memory-cap", "--precision", "--attention", "--activations"];
+        string[] spreading = ["--devices", "--pipeline", "--micro-batches"];
+        foreach (var o in session) Assert.Contains(o, options);
+        foreach (var o in spreading) Assert.Equal(spread, options.Contains(o));
+    }
 }

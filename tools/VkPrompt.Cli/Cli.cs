@@ -52,6 +52,13 @@ internal static class Cli
 
     public static bool Verbose(ParseResult parse) => parse.GetValue<bool>(VerboseName);
 
+    /// <summary>Adds <paramref name="options"/> to <paramref name="command"/> in order (the order
+    /// --help lists them), where a command's list splices in a shared group (<see cref="SessionArgs.Options"/>).</summary>
+    public static void AddOptions(Command command, IEnumerable<Option> options)
+    {
+        foreach (var o in options) command.Options.Add(o);
+    }
+
     /// <summary>The --device option of every command that computes. Each command gets its own
     /// instance because an option belongs to exactly one parent command.</summary>
     public static Option<string> DeviceOption() => new("--device")

@@ -12,30 +12,18 @@ internal sealed class ModelSession : IDisposable
 {
     public PromptModel Model { get; }
 
-    /// <param name="precision">A <c>--precision</c> value: fp32, fp16, bf16, int8 or auto.</param>
-    /// <param name="memoryCap">A <c>--memory-cap</c> value (<see cref="GpuOptions.MemoryCapBytes"/>).</param>
-    /// <param name="activations">An <c>--activations</c> setting (<see cref="ModelOptions.ReadActivations"/>); null: auto.</param>
-    public ModelSession(string modelDir, string device, AttentionFusion attention, Action<string>? log, string precision = ModelOptions.DefaultPrecision, long? memoryCap = null,
-                        ActivationPrecision? activations = null)
-        : this(modelDir, [device], attention, log, precision, memoryCap, activations: activations) { }
-
-    /// <param name="devices">Where to compute: one device spec, or several for data parallel
-    /// (<see cref="Cli.DevicesOption"/>); each is a context of its own, a spec listed twice two
-    /// logical devices on one physical device.</param>
-    /// <param name="pipeline">The stages of a model split across devices (<c>--pipeline</c>), which replace <paramref name="devices"/>; null: none.</param>
-    /// <inheritdoc cref="ModelSession(string, string, AttentionFusion, Action{string}?, string, long?, ActivationPrecision?)"/>
-    public ModelSession(string modelDir, IReadOnlyList<string> devices, AttentionFusion attention, Action<string>? log, string precision = ModelOptions.DefaultPrecision, long? memoryCap = null,
-                        PipelineArgs? pipeline = null, ActivationPrecision? activations = null)
+    /// <param name="session">Where and how (<see cref="SessionArgs"/>): a pipeline's stages replace the devices.</param>
+    public ModelSession(string modelDir, SessionSettings session, Action<string>? log)
     {
-        var stored = precision.Equals("auto", StringComparison.OrdinalIgnoreCase) ? (WeightPrecision?)null : WeightPrecisions.Parse(precision, null);
+        var stored = session.Precision.Equals("auto", StringComparison.OrdinalIgnoreCase) ? (WeightPrecision?)null : WeightPrecisions.Parse(session.Precision, null);
         // The cap is each device's own: every device holds the whole model and its share's work, or
         // its stage. The activations asked for go to the device plan too, which picks the matrix
         // units' fragments by them.
-        var options = EnvironmentSettings.GpuOptions() with { Log = log, MemoryCapBytes = memoryCap, Activations = activations };
+        var options = EnvironmentSettings.GpuOptions() with { Log = log, MemoryCapBytes = session.MemoryCap, Activations = session.Activations };
         Func<Backend> Open(string spec) => () => BackendFactory.Open(spec, options);
-        Model = pipeline is null
-            ? PromptModel.Open(modelDir, devices.Select(Open).ToList(), stored, attention, log, activations)
-            : PromptModel.OpenPipeline(modelDir, pipeline.Devices.Select(Open).ToList(), stored, attention, pipeline.MicroBatches, log, activations: activations);
+        Model = session.Pipeline is not { } pipeline
+            ? PromptModel.Open(modelDir, session.Devices.Select(Open).ToList(), stored, session.Attention, log, session.Activations)
+            : PromptModel.OpenPipeline(modelDir, pipeline.Devices.Select(Open).ToList(), stored, session.Attention, pipeline.MicroBatches, log, activations: session.Activations);
     }
 
     public void Dispose()

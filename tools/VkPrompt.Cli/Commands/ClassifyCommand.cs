@@ -14,20 +14,14 @@ internal static class ClassifyCommand
         var data = ModelOptions.Data(required: true);
         var choices = new Option<string?>("--choices", "-c") { Description = "Comma-separated label words, e.g. \"entailment,not_entailment\". Default: the --task's labels." };
         var task = new Option<string?>("--task") { Description = "Read --data as official SuperGLUE JSONL of this task (boolq, cb, rte, wic, copa) with T5's formatting, as train --task does; labels are optional (the test split has none) and the task's label words are the choices." };
-        var device = Cli.DeviceOption();
-        var devices = Cli.DevicesOption();
-        var pipeline = PipelineArgs.Option();
-        var microBatches = PipelineArgs.MicroBatchesOption();
-        var memoryCap = Cli.MemoryCapOption();
-        var precision = ModelOptions.Precision();
-        var attention = ModelOptions.Attention();
-        var activations = ModelOptions.Activations();
+        var session = new SessionArgs();
         var batch = ModelOptions.BatchSize(8);
         var maxIn = ModelOptions.MaxInputLength();
         var cmd = new Command("classify", "Rank classification: for each input, print the choice whose text the model finds most likely; with targets in the data, also the accuracy.")
         {
-            model, prompt, data, task, choices, device, devices, pipeline, microBatches, memoryCap, precision, attention, activations, batch, maxIn,
+            model, prompt, data, task, choices,
         };
+        Cli.AddOptions(cmd, [.. session.Options, batch, maxIn]);
         cmd.SetAction(parse =>
         {
             var superGlue = parse.GetValue(task) is string name ? SuperGlue.Get(name) : null;
@@ -35,10 +29,7 @@ internal static class ClassifyCommand
                 : superGlue?.Labels.ToList() ?? throw new UsageException("give --choices, or --task for a SuperGLUE task's labels");
             var examples = superGlue is null ? DataFile.Read(parse.GetValue(data)!, requireTargets: false)
                                              : SuperGlue.Read(parse.GetValue(data)!, superGlue, requireLabels: false);
-            var stages = PipelineArgs.Read(parse, pipeline, microBatches, device);
-            PipelineArgs.RefuseWithDataParallel(parse, stages, pipeline, devices);
-            using var s = new ModelSession(parse.GetValue(model)!, Cli.ReadDevices(parse, device, devices), ModelOptions.ReadAttention(parse, attention), ModelOptions.Log(parse), parse.GetValue(precision)!, parse.GetValue(memoryCap),
-                                           stages, ModelOptions.ReadActivations(parse, activations));
+            using var s = new ModelSession(parse.GetValue(model)!, session.Read(parse), ModelOptions.Log(parse));
             var promptData = parse.GetValue(prompt) is string path ? s.Model.Prompts([s.Model.LoadPrompt(path)]) : null;
             var enc = s.Model.Encoder(ModelOptions.Positive(parse, maxIn), int.MaxValue);
             var inputs = examples.Select(e => enc.Encode(e.Input, "").InputIds).ToList();

@@ -47,7 +47,7 @@ internal static class DemoCommand
             console.WriteLine();
 
             var labels = new[] { "positive", "negative" };
-            var settings = new TrainSettings(modelDir, train, validation, outDir, [parse.GetValue(device)!], ModelOptions.ReadAttention(parse, attention), null,
+            var settings = new TrainSettings(modelDir, train, validation, outDir, new SessionSettings([parse.GetValue(device)!], ModelOptions.ReadAttention(parse, attention)), null,
                 new TrainOptions
                 {
                     PromptLength = 20, Steps = ModelOptions.Positive(parse, steps), BatchSize = 8, EvalEvery = 60, SaveEvery = 120,
@@ -57,7 +57,7 @@ internal static class DemoCommand
             if (rc != Cli.Ok) return rc;
 
             console.WriteLine();
-            using (var s = new ModelSession(modelDir, settings.Devices, settings.Attention, ModelOptions.Log(parse)))
+            using (var s = new ModelSession(modelDir, settings.Session, ModelOptions.Log(parse)))
             {
                 var val = DataFile.Read(validation);
                 var inputs = val.Select(e => s.Model.Tokenizer.Encode(e.Input)).ToList();

@@ -20,20 +20,14 @@ internal static class EvalCommand
         var data = ModelOptions.Data(required: true);
         var task = new Option<string?>("--task") { Description = "Read --data as official SuperGLUE JSONL of this task (boolq, cb, rte, wic, copa) with T5's formatting and label words, as train --task does; its labels are the choices." };
         var choices = new Option<string?>("--choices", "-c") { Description = "Comma-separated labels for rank classification. Default: the --task's labels, else the data's targets when they form a small label set." };
-        var device = Cli.DeviceOption();
-        var devices = Cli.DevicesOption();
-        var pipeline = PipelineArgs.Option();
-        var microBatches = PipelineArgs.MicroBatchesOption();
-        var memoryCap = Cli.MemoryCapOption();
-        var precision = ModelOptions.Precision();
-        var attention = ModelOptions.Attention();
-        var activations = ModelOptions.Activations();
+        var session = new SessionArgs();
         var batch = ModelOptions.BatchSize(16);
         var maxIn = ModelOptions.MaxInputLength();
         var cmd = new Command("eval", "Accuracy of one or more prompts by rank classification (with --task cb also macro-F1, SuperGLUE's metric for CB), and with several prompts the paper's ensemble (majority vote), reported beside the individual scores.")
         {
-            model, prompts, data, task, choices, device, devices, pipeline, microBatches, memoryCap, precision, attention, activations, batch, maxIn,
+            model, prompts, data, task, choices,
         };
+        Cli.AddOptions(cmd, [.. session.Options, batch, maxIn]);
         cmd.SetAction(parse =>
         {
             string dataPath = parse.GetValue(data)!;
@@ -45,10 +39,7 @@ internal static class EvalCommand
             if (unknown >= 0)
                 throw new UsageException($"{dataPath}: example {unknown + 1}: target '{examples[unknown].Target}' is not one of the choices ({string.Join(", ", labels)})");
             var paths = parse.GetValue(prompts)!;
-            var stages = PipelineArgs.Read(parse, pipeline, microBatches, device);
-            PipelineArgs.RefuseWithDataParallel(parse, stages, pipeline, devices);
-            using var s = new ModelSession(parse.GetValue(model)!, Cli.ReadDevices(parse, device, devices), ModelOptions.ReadAttention(parse, attention), ModelOptions.Log(parse), parse.GetValue(precision)!, parse.GetValue(memoryCap),
-                                           stages, ModelOptions.ReadActivations(parse, activations));
+            using var s = new ModelSession(parse.GetValue(model)!, session.Read(parse), ModelOptions.Log(parse));
             var ensemble = s.Model.Prompts(paths.Select(s.Model.LoadPrompt).ToList());
             var enc = s.Model.Encoder(ModelOptions.Positive(parse, maxIn), int.MaxValue);
             var inputs = examples.Select(e => enc.Encode(e.Input, "").InputIds).ToList();

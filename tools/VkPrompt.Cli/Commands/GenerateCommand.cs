@@ -13,18 +13,15 @@ internal static class GenerateCommand
         var input = new Option<string?>("--input", "-i") { Description = "One input text." };
         var data = ModelOptions.Data(required: false);
         data.Description = "JSONL file with an \"input\" per line (targets, if present, are ignored), and a \"prompt\" where several --prompt are given.";
-        var device = Cli.DeviceOption();
-        var memoryCap = Cli.MemoryCapOption();
-        var precision = ModelOptions.Precision();
-        var attention = ModelOptions.Attention();
-        var activations = ModelOptions.Activations();
+        var session = new SessionArgs(spread: false);
         var maxNew = new Option<int>("--max-new-tokens") { Description = "Stop after this many tokens if </s> has not come. Default: 32.", DefaultValueFactory = _ => 32 };
         var batch = ModelOptions.BatchSize(8);
         var maxIn = ModelOptions.MaxInputLength();
         var cmd = new Command("generate", "Greedy decoding with a key/value cache: prints the generated text, one JSON object per input ({\"index\", \"text\", \"ids\"}).")
         {
-            model, prompt, input, data, device, memoryCap, precision, attention, activations, maxNew, batch, maxIn,
+            model, prompt, input, data,
         };
+        Cli.AddOptions(cmd, [.. session.Options, maxNew, batch, maxIn]);
         cmd.SetAction(parse =>
         {
             string? i = parse.GetValue(input), d = parse.GetValue(data);
@@ -33,8 +30,7 @@ internal static class GenerateCommand
                 throw new UsageException("--input takes one --prompt; several prompts serve a --data file whose lines name theirs");
             var examples = i is not null ? [new Example(i, null)] : DataFile.Read(d!, requireTargets: false);
             int b = ModelOptions.Positive(parse, batch), n = ModelOptions.Positive(parse, maxNew);
-            using var s = new ModelSession(parse.GetValue(model)!, parse.GetValue(device)!, ModelOptions.ReadAttention(parse, attention), ModelOptions.Log(parse), parse.GetValue(precision)!, parse.GetValue(memoryCap),
-                                           ModelOptions.ReadActivations(parse, activations));
+            using var s = new ModelSession(parse.GetValue(model)!, session.Read(parse), ModelOptions.Log(parse));
             var (prompts, promptIndex) = PromptArg.ForExamples(parse.GetValue(prompt)!, examples, d ?? "--input", s.Model);
             var enc = s.Model.Encoder(ModelOptions.Positive(parse, maxIn), 1);
             var encoded = examples.Select(x => enc.Encode(x.Input, "")).ToList();

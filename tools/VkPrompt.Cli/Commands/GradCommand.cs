@@ -15,31 +15,22 @@ internal static class GradCommand
         prompt.Required = true;
         var data = ModelOptions.Data(required: true);
         var output = new Option<string>("--output", "-o") { HelpName = "FILE", Description = "Where to write the gradient (.safetensors, key prompt_gradient, float32 [P, d_model]).", Required = true };
-        var device = Cli.DeviceOption();
-        var devices = Cli.DevicesOption();
-        var pipeline = PipelineArgs.Option();
-        var microBatches = PipelineArgs.MicroBatchesOption();
-        var memoryCap = Cli.MemoryCapOption();
-        var precision = ModelOptions.Precision();
-        var attention = ModelOptions.Attention();
-        var activations = ModelOptions.Activations();
+        var session = new SessionArgs();
         var recompute = new Option<bool>("--recompute") { Description = "Recompute each block's activations in the backward pass instead of storing them (less memory, ~1.3x the time)." };
         var distributed = Distributed.Option();
         var cmd = new Command("grad", "Loss and prompt gradient of the whole file taken as one batch (the mean over every target token of the batch, as docs/numerics.md states). Prints {\"loss\": x}.")
         {
-            model, prompt, data, output, device, devices, pipeline, microBatches, memoryCap, precision, attention, activations, recompute, distributed,
+            model, prompt, data, output,
         };
+        Cli.AddOptions(cmd, [.. session.Options, recompute, distributed]);
         cmd.SetAction(parse => Distributed.Run(parse, distributed, group =>
         {
             string outputPath = ModelOptions.OutputFile(output.Name, parse.GetValue(output)!,
                 (model.Name, parse.GetValue(model)), (prompt.Name, parse.GetValue(prompt)), (data.Name, parse.GetValue(data)));
-            var stages = PipelineArgs.Read(parse, pipeline, microBatches, device);
+            var settings = session.Read(parse);
             var examples = DataFile.Read(parse.GetValue(data)!);
-            PipelineArgs.RefuseWithDataParallel(parse, stages, pipeline, devices);
-            PipelineArgs.RefuseWithMpi(parse, stages, distributed);
-            using var s = new ModelSession(parse.GetValue(model)!, Distributed.Devices(Cli.ReadDevices(parse, device, devices), group), ModelOptions.ReadAttention(parse, attention),
-                                           Distributed.Log(parse, group), parse.GetValue(precision)!, parse.GetValue(memoryCap), stages,
-                                           ModelOptions.ReadActivations(parse, activations));
+            PipelineArgs.RefuseWithMpi(parse, settings.Pipeline, distributed);
+            using var s = new ModelSession(parse.GetValue(model)!, settings with { Devices = Distributed.Devices(settings.Devices, group) }, Distributed.Log(parse, group));
             s.Model.ProcessGroup = group;
             var promptData = s.Model.LoadPrompt(parse.GetValue(prompt)!);
             var enc = s.Model.Encoder(int.MaxValue, int.MaxValue);

@@ -10,30 +10,21 @@ internal static class ScoreCommand
         var model = ModelOptions.Model();
         var data = ModelOptions.Data(required: true);
         var prompt = ModelOptions.TaskPrompts();
-        var device = Cli.DeviceOption();
-        var devices = Cli.DevicesOption();
-        var pipeline = PipelineArgs.Option();
-        var microBatches = PipelineArgs.MicroBatchesOption();
-        var memoryCap = Cli.MemoryCapOption();
-        var precision = ModelOptions.Precision();
-        var attention = ModelOptions.Attention();
-        var activations = ModelOptions.Activations();
+        var session = new SessionArgs();
         var batch = ModelOptions.BatchSize(8);
         var maxIn = ModelOptions.MaxInputLength();
         var maxOut = ModelOptions.MaxTargetLength();
         var cmd = new Command("score", "Print the log-likelihood of each example's target given its input (teacher forcing), one JSON object per line, in input order: {\"index\", \"logprob\" (sum over target tokens, eos included), \"tokens\"}.")
         {
-            model, data, prompt, device, devices, pipeline, microBatches, memoryCap, precision, attention, activations, batch, maxIn, maxOut,
+            model, data, prompt,
         };
+        Cli.AddOptions(cmd, [.. session.Options, batch, maxIn, maxOut]);
         cmd.SetAction(parse =>
         {
             string dataPath = parse.GetValue(data)!;
             var examples = DataFile.Read(dataPath);
             int b = ModelOptions.Positive(parse, batch);
-            var stages = PipelineArgs.Read(parse, pipeline, microBatches, device);
-            PipelineArgs.RefuseWithDataParallel(parse, stages, pipeline, devices);
-            using var s = new ModelSession(parse.GetValue(model)!, Cli.ReadDevices(parse, device, devices), ModelOptions.ReadAttention(parse, attention), ModelOptions.Log(parse), parse.GetValue(precision)!, parse.GetValue(memoryCap),
-                                           stages, ModelOptions.ReadActivations(parse, activations));
+            using var s = new ModelSession(parse.GetValue(model)!, session.Read(parse), ModelOptions.Log(parse));
             var enc = s.Model.Encoder(ModelOptions.Positive(parse, maxIn), ModelOptions.Positive(parse, maxOut));
             var encoded = examples.Select(enc.Encode).ToList();
             var (prompts, promptIndex) = PromptArg.ForExamples(parse.GetValue(prompt)!, examples, dataPath, s.Model);

@@ -21,8 +21,8 @@ internal static class TrainCommand
         cmd.SetAction(parse => Distributed.Run(parse, distributed, group =>
         {
             var t = o.Read(parse, checkOutput: group.Rank == 0);
-            PipelineArgs.RefuseWithMpi(parse, t.Pipeline, distributed);
-            return Run(parse, t with { Devices = Distributed.Devices(t.Devices, group) }, Distributed.Console(parse, group), group);
+            PipelineArgs.RefuseWithMpi(parse, t.Session.Pipeline, distributed);
+            return Run(parse, t with { Session = t.Session with { Devices = Distributed.Devices(t.Session.Devices, group) } }, Distributed.Console(parse, group), group);
         }));
         return cmd;
     }
@@ -35,7 +35,7 @@ internal static class TrainCommand
         List<Example> train = superGlue is null ? DataFile.Read(t.TrainFile) : SuperGlue.Read(t.TrainFile, superGlue);
         List<Example>? val = t.ValidationFile is null ? null : superGlue is null ? DataFile.Read(t.ValidationFile) : SuperGlue.Read(t.ValidationFile, superGlue);
         var options = t.Options with { Choices = t.Options.Choices ?? superGlue?.Labels };
-        using var s = new ModelSession(t.Model, t.Devices, t.Attention, group is null ? ModelOptions.Log(parse) : Distributed.Log(parse, group), t.Precision, t.MemoryCap, t.Pipeline, t.Activations);
+        using var s = new ModelSession(t.Model, t.Session, group is null ? ModelOptions.Log(parse) : Distributed.Log(parse, group));
         if (group is not null) s.Model.ProcessGroup = group;
         var run = s.Model.Train(train, val, options, t.Output);
         console.MarkupLineInterpolated($"[bold]VkPrompt train[/]: {train.Count} examples, {string.Join(" + ", s.Model.Backends.Select(b => b.Name))}{(s.Model.Pipeline is not null ? " (pipeline)" : s.Model.Backends.Count > 1 ? " (data parallel)" : "")}, {s.Model.Weights.Precision.Name()} weights; {run.Truncation}");
@@ -116,9 +116,7 @@ internal static class TrainCommand
         $"  val loss {r.ValidationLoss:F4}{(r.ValidationAccuracy is double a ? $" acc {a:F3}" : "")}");
 }
 
-internal sealed record TrainSettings(string Model, string TrainFile, string? ValidationFile, string Output, IReadOnlyList<string> Devices, AttentionFusion Attention, string? Task,
-                                     TrainOptions Options, string Precision = ModelOptions.DefaultPrecision, long? MemoryCap = null, PipelineArgs? Pipeline = null,
-                                     ActivationPrecision? Activations = null);
+internal sealed record TrainSettings(string Model, string TrainFile, string? ValidationFile, string Output, SessionSettings Session, string? Task, TrainOptions Options);
 
 /// <summary>The options of <c>vkprompt train</c>, kept together so demo can reuse the parsing.</summary>
 internal sealed class TrainArgs
@@ -127,14 +125,7 @@ internal sealed class TrainArgs
     readonly Option<string> train = new("--train") { HelpName = "FILE", Description = "Training data: JSONL {\"input\", \"target\"} lines, or the official SuperGLUE JSONL with --task.", Required = true };
     readonly Option<string?> validation = new("--validation") { HelpName = "FILE", Description = "Validation data (same format). Enables evaluation every --eval-every steps and early stopping: the best prompt is kept." };
     readonly Option<string> output = new("--output", "-o") { HelpName = "DIR", Description = "Output directory: the PEFT adapter (adapter_model.safetensors, adapter_config.json), checkpoint.safetensors for --resume, metrics.jsonl, training.png and vkprompt-run.json, which lists them. It must be new, empty or a run's (with vkprompt-run.json); one run at a time.", Required = true };
-    readonly Option<string> device = Cli.DeviceOption();
-    readonly Option<string?> devices = Cli.DevicesOption();
-    readonly Option<string?> pipeline = PipelineArgs.Option();
-    readonly Option<int?> microBatches = PipelineArgs.MicroBatchesOption();
-    readonly Option<long?> memoryCap = Cli.MemoryCapOption();
-    readonly Option<string> precision = ModelOptions.Precision();
-    readonly Option<string> attention = ModelOptions.Attention();
-    readonly Option<string> activations = ModelOptions.Activations();
+    readonly SessionArgs session = new();
     readonly Option<int> promptLength = new("--prompt-length") { Description = "Soft prompt length P. Default: the checkpoint's with --resume, else the length of an --init file:PATH prompt, else 100 (the paper's).", DefaultValueFactory = _ => 100 };
     readonly Option<int> steps = new("--steps") { Description = "Optimizer steps. Default: 30000 (the paper's).", DefaultValueFactory = _ => 30_000 };
     readonly Option<int> batch = ModelOptions.BatchSize(32);
@@ -163,9 +154,8 @@ internal sealed class TrainArgs
 
     public void AddTo(Command c)
     {
-        foreach (var o in new Option[] { model, train, validation, output, device, devices, pipeline, microBatches, memoryCap, precision, attention, activations, promptLength, steps, batch, seed, noShuffle, dropout, maxIn, maxOut,
-                                         evalEvery, patience, saveEvery, resume, overwrite, task, choices, init, lr, weightDecay, decayRate, clip, eps1, minDim, stepOffset, exportNpy, recompute })
-            c.Options.Add(o);
+        Cli.AddOptions(c, [model, train, validation, output, .. session.Options, promptLength, steps, batch, seed, noShuffle, dropout, maxIn, maxOut,
+                           evalEvery, patience, saveEvery, resume, overwrite, task, choices, init, lr, weightDecay, decayRate, clip, eps1, minDim, stepOffset, exportNpy, recompute]);
     }
 
     /// <param name="checkOutput">Whether to check --output now: where this process will write it
@@ -195,8 +185,7 @@ internal sealed class TrainArgs
         catch (ArgumentException e) { throw new UsageException(e.Message); }
         if (p.GetValue(patience) < 0) throw new UsageException($"{patience.Name} must be at least 0, got {p.GetValue(patience)}");
         if (p.GetValue(patience) > 0 && p.GetValue(validation) is null) throw new UsageException($"{patience.Name} stops on validation scores: it needs --validation");
-        var stages = PipelineArgs.Read(p, pipeline, microBatches, device);
-        PipelineArgs.RefuseWithDataParallel(p, stages, pipeline, devices);
+        var sessionSettings = session.Read(p);
         if (p.GetValue(stepOffset) < 0) throw new UsageException($"{stepOffset.Name} must be at least 0, got {p.GetValue(stepOffset)}");
         var opts = new TrainOptions
         {
@@ -222,7 +211,6 @@ internal sealed class TrainArgs
         };
         // Before the model loads, which can take minutes.
         if (checkOutput) new TrainingDirectory(p.GetValue(output)!).Check(opts);
-        return new TrainSettings(p.GetValue(model)!, p.GetValue(train)!, p.GetValue(validation), p.GetValue(output)!, Cli.ReadDevices(p, device, devices), ModelOptions.ReadAttention(p, attention),
-                                 p.GetValue(task), opts, p.GetValue(precision)!, p.GetValue(memoryCap), stages, ModelOptions.ReadActivations(p, activations));
+        return new TrainSettings(p.GetValue(model)!, p.GetValue(train)!, p.GetValue(validation), p.GetValue(output)!, sessionSettings, p.GetValue(task), opts);
     }
 }
