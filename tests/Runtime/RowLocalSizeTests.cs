@@ -23,6 +23,14 @@ public sealed class RowLocalSizeTests
         Assert.Equal(local, Rows.LocalSize(ctx));
         var shape = new AttentionShape(1, 2, 3, 612, Causal: true);
         Assert.True(Rows.CachedPerInvocation(shape.KeyLength, local) > 0);
+        SoftmaxMatchesReference(ctx, shape, $"{local} invocations a row");
+        Assert.True(ctx.Validation.ErrorCount == 0, string.Join("\n", ctx.Validation.Errors));
+    }
+
+    /// <summary>The attention softmax and its backward on random scores and gradients of
+    /// <paramref name="shape"/>, against their CPU references.</summary>
+    internal static void SoftmaxMatchesReference(GpuContext ctx, AttentionShape shape, string what)
+    {
         int n = (int)shape.Elements;
         var scores = Check.Random(n, 7);
         var grad = Check.Random(n, 8);
@@ -36,9 +44,8 @@ public sealed class RowLocalSizeTests
         }
         AttentionSoftmaxReference.Forward<float>(scores, [], [], [], shape);
         SoftmaxBackwardReference.Backward<float>(scores, grad, (int)shape.Rows, shape.KeyLength);
-        Check.Close(scores, gs.Download<float>(), 1e-5, $"softmax, {local} invocations a row");
-        Check.Close(grad, gg.Download<float>(), 1e-5, $"softmax backward, {local} invocations a row");
-        Assert.True(ctx.Validation.ErrorCount == 0, string.Join("\n", ctx.Validation.Errors));
+        Check.Close(scores, gs.Download<float>(), 1e-5, $"softmax, {what}");
+        Check.Close(grad, gg.Download<float>(), 1e-5, $"softmax backward, {what}");
     }
 
     [Fact]

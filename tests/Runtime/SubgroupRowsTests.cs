@@ -40,24 +40,7 @@ public sealed class SubgroupRowsTests
         // Rows short enough for a subgroup by default (at most 32 elements an invocation), causal,
         // with dropout on the probabilities in the backward: everything the subgroup mode changes.
         foreach (int keys in new[] { 7, 4 * actual + 3 })
-        {
-            var shape = new AttentionShape(2, 3, 5, keys, Causal: true);
-            int n = (int)shape.Elements;
-            var scores = Check.Random(n, 7);
-            var grad = Check.Random(n, 8);
-            using var gs = GpuBuffer.From<float>(ctx, scores);
-            using var gg = GpuBuffer.From<float>(ctx, grad);
-            using (var g = new CommandGraph(ctx))
-            {
-                AttentionSoftmaxKernel.Forward(g, gs, null, null, null, shape);
-                SoftmaxBackwardKernel.Backward(g, gs, gg, (int)shape.Rows, shape.KeyLength);
-                g.Run();
-            }
-            AttentionSoftmaxReference.Forward<float>(scores, [], [], [], shape);
-            SoftmaxBackwardReference.Backward<float>(scores, grad, (int)shape.Rows, shape.KeyLength);
-            Check.Close(scores, gs.Download<float>(), 1e-5, $"softmax, {mode}, {keys} keys");
-            Check.Close(grad, gg.Download<float>(), 1e-5, $"softmax backward, {mode}, {keys} keys");
-        }
+            RowLocalSizeTests.SoftmaxMatchesReference(ctx, new AttentionShape(2, 3, 5, keys, Causal: true), $"{mode}, {keys} keys");
         Assert.True(ctx.Validation.ErrorCount == 0, string.Join("\n", ctx.Validation.Errors));
     }
 }
