@@ -158,5 +158,20 @@ CM_ACC cmScale(CM_ACC m, float scale) {
 
 #endif
 
+// The subgroup of the workgroup an invocation multiplies its matrices with (the kernels give each
+// its tiles by this index), and the invocation's place in it. On the units, the real subgroup's:
+// Vulkan does not relate gl_SubgroupID to gl_LocalInvocationIndex, and a subgroup-scope matrix
+// lives in one real subgroup, whose size is SUBGROUP where the pipeline pins it
+// (DevicePlan.MatrixUnitsSubgroupPinned). The emulation's subgroups are its own grouping of
+// consecutive invocations.
+#ifdef COOPMAT_EMULATED
+uint cmSubgroup() { return gl_LocalInvocationIndex / SUBGROUP; }
+uint cmLane() { return gl_LocalInvocationIndex % SUBGROUP; }
+#else
+#extension GL_KHR_shader_subgroup_basic : require
+uint cmSubgroup() { return gl_SubgroupID; }
+uint cmLane() { return gl_SubgroupInvocationID; }
+#endif
+
 // An accumulator to sa as a 16x16 fp32 tile of its own, rows of 16 floats (8 uvec2s).
 #define cmStoreStaging(m, at) cmStoreShared(m, at, 8, false)

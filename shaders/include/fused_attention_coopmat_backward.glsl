@@ -99,7 +99,7 @@ CM_ACC addProduct(CM_ACC acc, uint t, uint at, uint first) {
     }
 
 void main() {
-    const uint tid = gl_LocalInvocationIndex, warp = tid / SUBGROUP, lane = tid % SUBGROUP;
+    const uint tid = gl_LocalInvocationIndex, warp = cmSubgroup(), lane = cmLane();
     const uint row = lane % 16, part = lane / 16;
     const uint first = gl_WorkGroupID.x * ROWS;
     const uint own = first + warp * 16 + row;

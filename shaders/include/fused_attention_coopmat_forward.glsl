@@ -32,7 +32,7 @@ uvec2 vHalves(uint at) { return ACT_HALVES(v, V_STORAGE, at); }
 shared float sRow[WG];
 
 void main() {
-    const uint tid = gl_LocalInvocationIndex, warp = tid / SUBGROUP, lane = tid % SUBGROUP;
+    const uint warp = cmSubgroup(), lane = cmLane();
     const uint row = lane % 16, part = lane / 16;
     const uint i0 = gl_WorkGroupID.x * ROWS;
     const uint query = i0 + warp * 16 + row;
@@ -86,7 +86,7 @@ void main() {
                 s[c] = col < n ? score(staged(scratch, TS_BLOCK, row, col), b, h, i, j0 + col) : NEG_INF;
                 mBlock = max(mBlock, s[c]);
             }
-            sRow[tid] = mBlock;
+            sRow[warp * SUBGROUP + lane] = mBlock;
             // Also: every score is read before the probabilities overwrite the scratch.
             subgroupSync();
             [[unroll]] for (uint p = 0; p < PARTS; p++) mBlock = max(mBlock, sRow[warp * SUBGROUP + p * 16 + row]);
@@ -126,7 +126,7 @@ void main() {
             [[unroll]] for (uint d = 0; d < outCols; d++) acc[d] = fma(acc[d], rescale, staged(scratch, TS_D, row, d0 + d));
         }
 
-        sRow[tid] = l;
+        sRow[warp * SUBGROUP + lane] = l;
         subgroupSync();
         l = 0.0;
         [[unroll]] for (uint p = 0; p < PARTS; p++) l += sRow[warp * SUBGROUP + p * 16 + row];

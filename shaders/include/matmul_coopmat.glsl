@@ -270,8 +270,8 @@ uvec2 bToFragments(uvec4 q) {
 
 void main() {
     const uint tid = gl_LocalInvocationIndex;
-    const uint warp = tid / SUBGROUP;
-    const uint lane = tid % SUBGROUP;
+    const uint warp = cmSubgroup();
+    const uint lane = cmLane();
     const uint warpM = warp / WARPS_N;
     const uint warpN = warp % WARPS_N;
     const uint tileM = gl_WorkGroupID.y * BM;

@@ -37,7 +37,7 @@ layout(push_constant) uniform Push {
 
 void main() {
     const uint tid = gl_LocalInvocationIndex;
-    const uint warp = tid / SUBGROUP;
+    const uint warp = cmSubgroup();
     const uvec2 a4 = uvec2(packFloat2x16(f16vec2(float16_t(pc.a))));
     const uvec2 b4 = uvec2(packFloat2x16(f16vec2(float16_t(pc.b))));
     for (uint i = tid; i < 2 * A_COPY; i += WG) sa[i] = a4;

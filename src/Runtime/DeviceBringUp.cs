@@ -268,12 +268,20 @@ internal static unsafe class DeviceBringUp
         var extensions = (byte**)SilkMarshal.StringArrayToPtr(names);
         try
         {
+            // Enabled wherever the device has it, so that any kernel may be pinned to a subgroup
+            // size (DevicePlan.MatrixUnitsSubgroupPinned; the tests pin others on lavapipe).
+            var sizeControl = new PhysicalDeviceSubgroupSizeControlFeatures
+            {
+                SType = StructureType.PhysicalDeviceSubgroupSizeControlFeatures,
+                SubgroupSizeControl = true, ComputeFullSubgroups = true,
+                PNext = &f16,
+            };
             // Every submit signals the context's timeline semaphore (GpuTicket); core in 1.2.
             var timeline = new PhysicalDeviceTimelineSemaphoreFeatures
             {
                 SType = StructureType.PhysicalDeviceTimelineSemaphoreFeatures,
                 TimelineSemaphore = true,
-                PNext = &f16,
+                PNext = caps.SubgroupSizeControl ? &sizeControl : &f16,
             };
             var s16 = new PhysicalDevice16BitStorageFeatures
             {
@@ -298,7 +306,8 @@ internal static unsafe class DeviceBringUp
 
     /// <summary>The device extensions <see cref="CreateDevice"/> enables for <paramref name="plan"/>:
     /// its matrix units' (VK_KHR_shader_bfloat16 too where they multiply bf16 fragments), VK_KHR_pipeline_executable_properties where it collects pipeline
-    /// statistics, VK_EXT_memory_budget where the pool keeps to the budget, and
+    /// statistics, VK_EXT_memory_budget where the pool keeps to the budget, VK_EXT_subgroup_size_control
+    /// wherever the device can pin a subgroup size with it (<see cref="DeviceCapabilities.SubgroupSizeControl"/>), and
     /// VK_KHR_portability_subset wherever the device lists it, as the spec requires of a
     /// portability driver (MoltenVK). None of the subset's optional features is enabled: they are
     /// graphics, image-view and event features no kernel uses (<see cref="DeviceCapabilities.PortabilitySubsetUnsupported"/>).</summary>
@@ -312,6 +321,7 @@ internal static unsafe class DeviceBringUp
         if (plan.Bf16FragmentsOnUnits) names.Add(DeviceCapabilities.ShaderBfloat16Extension);
         if (plan.PipelineStatistics) names.Add(DeviceCapabilities.PipelineExecutablePropertiesExtension);
         if (plan.MemoryBudget) names.Add(DeviceCapabilities.MemoryBudgetExtension);
+        if (plan.Capabilities.SubgroupSizeControl) names.Add(DeviceCapabilities.SubgroupSizeControlExtension);
         if (plan.Capabilities.PortabilitySubset) names.Add(DeviceCapabilities.PortabilitySubsetExtension);
         return names;
     }

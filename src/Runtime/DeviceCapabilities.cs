@@ -77,6 +77,12 @@ public sealed record DeviceCapabilities
     /// compiled each pipeline into (registers per invocation, spills, shared memory: names and
     /// values are the driver's own), which <see cref="GpuOptions.PipelineStatistics"/> collects.</summary>
     public bool PipelineExecutableStatistics { get; init; }
+    /// <summary>A compute pipeline can be made to run in full subgroups of exactly
+    /// <see cref="SubgroupSize"/> invocations: VK_EXT_subgroup_size_control with its
+    /// subgroupSizeControl and computeFullSubgroups features, compute among its
+    /// requiredSubgroupSizeStages, <see cref="SubgroupSize"/> within its range. The matrix units'
+    /// kernels are then pinned to that size (<see cref="DevicePlan.MatrixUnitsSubgroupPinned"/>).</summary>
+    public bool SubgroupSizeControl { get; init; }
     /// <summary>These are a host's device's capabilities as it declared them
     /// (<see cref="GpuContext.Adopt(HostDevice, GpuOptions?)"/>): a feature or extension the host did
     /// not enable reads as missing, whatever the device supports.</summary>
@@ -126,7 +132,10 @@ public sealed record DeviceCapabilities
     internal static unsafe DeviceCapabilities Query(Vk vk, Instance instance, PhysicalDevice pd, int index, IReadOnlySet<string> extensions)
     {
         var driver = new PhysicalDeviceDriverProperties { SType = StructureType.PhysicalDeviceDriverProperties };
-        var subgroup = new PhysicalDeviceSubgroupProperties { SType = StructureType.PhysicalDeviceSubgroupProperties, PNext = &driver };
+        // VK_EXT_subgroup_size_control's structures, chained (as every extension's) only where it is listed.
+        bool sizeControlListed = extensions.Contains(SubgroupSizeControlExtension);
+        var sizeControl = new PhysicalDeviceSubgroupSizeControlProperties { SType = StructureType.PhysicalDeviceSubgroupSizeControlProperties, PNext = &driver };
+        var subgroup = new PhysicalDeviceSubgroupProperties { SType = StructureType.PhysicalDeviceSubgroupProperties, PNext = sizeControlListed ? &sizeControl : &driver };
         var maint3 = new PhysicalDeviceMaintenance3Properties { SType = StructureType.PhysicalDeviceMaintenance3Properties, PNext = &subgroup };
         var props2 = new PhysicalDeviceProperties2 { SType = StructureType.PhysicalDeviceProperties2, PNext = &maint3 };
         vk.GetPhysicalDeviceProperties2(pd, &props2);
@@ -165,6 +174,12 @@ public sealed record DeviceCapabilities
         {
             var executableFeatures = new PhysicalDeviceFeatures2 { SType = StructureType.PhysicalDeviceFeatures2, PNext = &executableInfo };
             vk.GetPhysicalDeviceFeatures2(pd, &executableFeatures);
+        }
+        var sizeControlFeatures = new PhysicalDeviceSubgroupSizeControlFeatures { SType = StructureType.PhysicalDeviceSubgroupSizeControlFeatures };
+        if (sizeControlListed)
+        {
+            var sizeControlChain = new PhysicalDeviceFeatures2 { SType = StructureType.PhysicalDeviceFeatures2, PNext = &sizeControlFeatures };
+            vk.GetPhysicalDeviceFeatures2(pd, &sizeControlChain);
         }
 
         vk.GetPhysicalDeviceMemoryProperties(pd, out var mem);
@@ -213,6 +228,9 @@ public sealed record DeviceCapabilities
             CooperativeMatrix2Shapes = coopmat2.Shapes ?? [],
             CooperativeMatrix2MaxDimension = coopmat2.MaxDimension,
             PipelineExecutableStatistics = executableInfo.PipelineExecutableInfo,
+            SubgroupSizeControl = sizeControlListed && sizeControlFeatures.SubgroupSizeControl && sizeControlFeatures.ComputeFullSubgroups
+                                  && sizeControl.RequiredSubgroupSizeStages.HasFlag(ShaderStageFlags.ComputeBit)
+                                  && sizeControl.MinSubgroupSize <= subgroup.SubgroupSize && subgroup.SubgroupSize <= sizeControl.MaxSubgroupSize,
             MemoryBudget = extensions.Contains(MemoryBudgetExtension),
             PortabilitySubset = portabilitySubset,
             PortabilitySubsetUnsupported = portabilitySubset ? PortabilitySubsetGaps(portability) : [],
@@ -236,6 +254,7 @@ public sealed record DeviceCapabilities
     internal const string NvCooperativeMatrix2Extension = "VK_NV_cooperative_matrix2";
     internal const string ShaderBfloat16Extension = "VK_KHR_shader_bfloat16";
     internal const string PipelineExecutablePropertiesExtension = "VK_KHR_pipeline_executable_properties";
+    internal const string SubgroupSizeControlExtension = "VK_EXT_subgroup_size_control";
     internal const string MemoryBudgetExtension = "VK_EXT_memory_budget";
     internal const string PortabilitySubsetExtension = "VK_KHR_portability_subset";
 

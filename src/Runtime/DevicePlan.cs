@@ -53,6 +53,15 @@ public sealed record DevicePlan
     /// invocations the emulation groups together whatever the device's.</summary>
     public uint MatrixUnitsSubgroupSize => MatrixUnits == MatrixUnits.Emulated ? 32 : Capabilities.SubgroupSize;
 
+    /// <summary>The matrix units' kernels run in full subgroups of exactly <see cref="MatrixUnitsSubgroupSize"/>
+    /// invocations (<see cref="DeviceCapabilities.SubgroupSizeControl"/>): a subgroup-scope matrix
+    /// is spread over the invocations of one real subgroup, and the kernels give each subgroup its
+    /// tiles by its index, so a driver free to run them narrower or in partial subgroups (the
+    /// reported size is only a default where a device has several) would split a matrix across
+    /// subgroups. Where the device cannot pin it, the kernels assume the reported size, as NVIDIA's
+    /// fixed 32 always is. Never the emulation's, whose subgroups are its own grouping.</summary>
+    public bool MatrixUnitsSubgroupPinned => MatrixUnits is MatrixUnits.Khr or MatrixUnits.Nv or MatrixUnits.Nv2 && Capabilities.SubgroupSizeControl;
+
     /// <summary>Products of two fp32 operands run on the matrix units too (<see cref="GpuOptions.MatrixUnitsAllProducts"/>).</summary>
     public bool MatrixUnitsAllProducts => MatrixUnits != MatrixUnits.None && Options.MatrixUnitsAllProducts;
 
@@ -390,6 +399,7 @@ public sealed record DevicePlan
             ["matrixUnitsRequested"] = Options.MatrixUnits.ToString().ToLowerInvariant(),
             ["matrixUnits"] = MatrixUnits.ToString().ToLowerInvariant(),
             ["matrixUnitsSubgroupSize"] = MatrixUnits == MatrixUnits.None ? null : MatrixUnitsSubgroupSize,
+            ["matrixUnitsSubgroupPinned"] = MatrixUnits == MatrixUnits.None ? null : MatrixUnitsSubgroupPinned,
             ["matrixUnitsOperands"] = MatrixUnits == MatrixUnits.None ? null : MatrixUnitsOperands.ToString().ToLowerInvariant(),
             ["matrixUnitsAllProducts"] = MatrixUnitsAllProducts,
             ["storedWeights"] = new JsonObject

@@ -185,15 +185,24 @@ public sealed unsafe class GpuContext : IDisposable
     internal const string NoDeviceMessage = "no Vulkan device found; install a driver (e.g. sudo apt-get install mesa-vulkan-drivers for the lavapipe CPU device)";
 
     /// <summary>Returns the cached kernel for this shader and specialization, creating it once.</summary>
-    internal Kernel Kernel(string shader, KernelLayout layout, params int[] specialization)
+    internal Kernel Kernel(string shader, KernelLayout layout, params int[] specialization) => PinnedKernel(shader, layout, 0, specialization);
+
+    /// <summary>A kernel of the matrix units (not their emulation): in full subgroups of
+    /// <see cref="DevicePlan.MatrixUnitsSubgroupSize"/> where the plan pins them.</summary>
+    internal Kernel MatrixUnitsKernel(string shader, KernelLayout layout, params int[] specialization) =>
+        PinnedKernel(shader, layout, Plan.MatrixUnitsSubgroupPinned ? Plan.MatrixUnitsSubgroupSize : 0, specialization);
+
+    /// <summary><see cref="Kernel(string, KernelLayout, int[])"/> run in full subgroups of
+    /// <paramref name="subgroupSize"/> invocations (0: the driver's choice; <see cref="Runtime.Kernel.RequiredSubgroupSize"/>).</summary>
+    internal Kernel PinnedKernel(string shader, KernelLayout layout, uint subgroupSize, int[] specialization)
     {
         ObjectDisposedException.ThrowIf(disposed, this);
         using var _ = Enter();
-        var key = new KernelKey(shader, string.Join(',', specialization));
+        var key = new KernelKey(shader, string.Join(',', specialization), subgroupSize);
         if (!kernels.TryGetValue(key, out var k))
         {
             var sw = Stopwatch.StartNew();
-            k = new Kernel(this, shader, layout, specialization);
+            k = new Kernel(this, shader, layout, specialization, subgroupSize);
             kernels[key] = k;
             PipelineCreationTime += sw.Elapsed;
         }
@@ -205,7 +214,7 @@ public sealed unsafe class GpuContext : IDisposable
     /// <summary>Total time spent creating pipelines (shows the pipeline cache at work).</summary>
     internal TimeSpan PipelineCreationTime { get; private set; }
 
-    readonly record struct KernelKey(string Shader, string Specialization);
+    readonly record struct KernelKey(string Shader, string Specialization, uint SubgroupSize);
 
     /// <summary>Records commands with <paramref name="record"/>, submits them and waits for them
     /// (a blocking call: uploads and downloads through a staging buffer).</summary>

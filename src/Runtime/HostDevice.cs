@@ -111,6 +111,9 @@ public sealed record HostDevice
             PipelineExecutableStatistics = device.PipelineExecutableStatistics && f.PipelineExecutableInfo
                                            && Enabled(DeviceCapabilities.PipelineExecutablePropertiesExtension),
             MemoryBudget = device.MemoryBudget && MemoryBudgetEnabled,
+            // Core in Vulkan 1.3, where the host enables it without the extension.
+            SubgroupSizeControl = device.SubgroupSizeControl && f.SubgroupSizeControl
+                                  && (Enabled(DeviceCapabilities.SubgroupSizeControlExtension) || AtLeast(ApiVersion, 1, 3)),
         };
     }
 
@@ -160,6 +163,12 @@ public sealed record HostFeatures
     /// VK_KHR_cooperative_matrix in <see cref="HostDevice.EnabledExtensions"/>: the matrix units
     /// through <see cref="MatrixUnits.Khr"/>.</summary>
     public bool CooperativeMatrixKhr { get; init; }
+
+    /// <summary>subgroupSizeControl and computeFullSubgroups, both (VkPhysicalDeviceVulkan13Features
+    /// or VkPhysicalDeviceSubgroupSizeControlFeatures), with VK_EXT_subgroup_size_control enabled or
+    /// Vulkan 1.3: the matrix units' kernels then run in full subgroups of the size they are
+    /// written for (<see cref="DevicePlan.MatrixUnitsSubgroupPinned"/>).</summary>
+    public bool SubgroupSizeControl { get; init; }
 
     /// <summary>VkPhysicalDeviceShaderBfloat16FeaturesKHR's shaderBFloat16Type and
     /// shaderBFloat16CooperativeMatrix, both (what matmul_coopmat*_khr_bf16.comp declares), with
@@ -235,7 +244,15 @@ public sealed record HostFeatures
                 {
                     PipelineExecutableInfo = f.PipelineExecutableInfo || ((PhysicalDevicePipelineExecutablePropertiesFeaturesKHR*)s)->PipelineExecutableInfo,
                 },
-                // VkPhysicalDeviceVulkan13Features and the core VkPhysicalDeviceFeatures hold nothing VkPrompt uses.
+                StructureType.PhysicalDeviceVulkan13Features => f with
+                {
+                    SubgroupSizeControl = f.SubgroupSizeControl || FullSubgroups(((PhysicalDeviceVulkan13Features*)s)->SubgroupSizeControl, ((PhysicalDeviceVulkan13Features*)s)->ComputeFullSubgroups),
+                },
+                StructureType.PhysicalDeviceSubgroupSizeControlFeatures => f with
+                {
+                    SubgroupSizeControl = f.SubgroupSizeControl || FullSubgroups(((PhysicalDeviceSubgroupSizeControlFeatures*)s)->SubgroupSizeControl, ((PhysicalDeviceSubgroupSizeControlFeatures*)s)->ComputeFullSubgroups),
+                },
+                // The core VkPhysicalDeviceFeatures hold nothing VkPrompt uses.
                 _ => f,
             };
         }
@@ -249,6 +266,8 @@ public sealed record HostFeatures
         ShaderInt8 = f.ShaderInt8 || v->ShaderInt8,
         VulkanMemoryModel = f.VulkanMemoryModel || v->VulkanMemoryModel,
     };
+
+    static bool FullSubgroups(bool sizeControl, bool computeFullSubgroups) => sizeControl && computeFullSubgroups;
 
     static unsafe bool Bf16Fragments(PhysicalDeviceShaderBfloat16FeaturesKHR* v) =>
         v->ShaderBFloat16Type && v->ShaderBFloat16CooperativeMatrix;

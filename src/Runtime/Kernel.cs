@@ -44,15 +44,27 @@ internal sealed unsafe class Kernel : IDisposable
     /// row per statistic of each executable; empty unless <see cref="GpuContext.PipelineStatistics"/>.</summary>
     public IReadOnlyList<PipelineStatistic> Statistics { get; } = [];
 
-    internal Kernel(GpuContext ctx, string name, KernelLayout layout, int[] specialization)
+    /// <summary>The subgroup size the pipeline runs in full subgroups of
+    /// (VkPipelineShaderStageRequiredSubgroupSizeCreateInfo with REQUIRE_FULL_SUBGROUPS); 0: the
+    /// driver's choice.</summary>
+    public uint RequiredSubgroupSize { get; }
+
+    /// <summary>Builds shaders/<paramref name="name"/>.comp's pipeline on <paramref name="ctx"/>'s device
+    /// with <paramref name="layout"/> and <paramref name="specialization"/>, and
+    /// <paramref name="requiredSubgroupSize"/> (<see cref="RequiredSubgroupSize"/>; needs
+    /// <see cref="DeviceCapabilities.SubgroupSizeControl"/>, with local_size_x, constant_id 0, a multiple of it).</summary>
+    internal Kernel(GpuContext ctx, string name, KernelLayout layout, int[] specialization, uint requiredSubgroupSize = 0)
     {
         this.ctx = ctx;
         Name = name;
         Layout = layout;
         Specialization = specialization.ToArray();
+        RequiredSubgroupSize = requiredSubgroupSize;
         var vk = ctx.Vk;
         if (layout.PushConstantBytes > ctx.Capabilities.MaxPushConstantsSize)
             throw new GpuException($"{name}: {layout.PushConstantBytes} bytes of push constants exceed the device's {ctx.Capabilities.MaxPushConstantsSize}");
+        if (requiredSubgroupSize != 0 && !ctx.Capabilities.SubgroupSizeControl)
+            throw new GpuException($"{name}: a subgroup size of {requiredSubgroupSize} was required, but {ctx.Capabilities.Described} cannot pin one (VK_EXT_subgroup_size_control)");
 
         byte[] spirv = LoadSpirv(name);
         ShaderModule module;
@@ -100,9 +112,16 @@ internal sealed unsafe class Kernel : IDisposable
                     DataSize = (nuint)(specialization.Length * 4),
                     PData = specData,
                 };
+                var subgroupSize = new PipelineShaderStageRequiredSubgroupSizeCreateInfo
+                {
+                    SType = StructureType.PipelineShaderStageRequiredSubgroupSizeCreateInfo,
+                    RequiredSubgroupSize = requiredSubgroupSize,
+                };
                 var stage = new PipelineShaderStageCreateInfo
                 {
                     SType = StructureType.PipelineShaderStageCreateInfo,
+                    PNext = requiredSubgroupSize != 0 ? &subgroupSize : null,
+                    Flags = requiredSubgroupSize != 0 ? PipelineShaderStageCreateFlags.RequireFullSubgroupsBit : 0,
                     Stage = ShaderStageFlags.ComputeBit,
                     Module = module,
                     PName = entryName.Ptr,

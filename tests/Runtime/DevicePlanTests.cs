@@ -164,6 +164,30 @@ public sealed class DevicePlanTests
         Assert.Equal(ActivationPrecision.Bf16, Plan(h100 with { DeviceType = "cpu" }, new GpuOptions { Activations = ActivationPrecision.Bf16 }).Activations);
     }
 
+    /// <summary>The matrix units' kernels are pinned to the device's subgroup size where it can
+    /// pin one (the H100 as recorded predates that report, so it is taken as NVIDIA's drivers list
+    /// it), never the emulation's; the device is then created with the extension.</summary>
+    [SkippableFact]
+    public void MatrixUnitsSubgroupPinnedWhereTheDeviceCan()
+    {
+        DevicePlan Plan(DeviceCapabilities caps, GpuOptions options) => new(caps, options, khrBuilt: true, nv2Built: true);
+        var pinning = H100 with { SubgroupSizeControl = true };
+        var plan = Plan(pinning, new GpuOptions());
+        Assert.Equal(MatrixUnits.Khr, plan.MatrixUnits);
+        Assert.True(plan.MatrixUnitsSubgroupPinned);
+        Assert.True((bool?)plan.ToJson()["matrixUnitsSubgroupPinned"]);
+        Assert.Contains(DeviceCapabilities.SubgroupSizeControlExtension, DeviceBringUp.DeviceExtensionNames(plan));
+        Assert.True(Plan(pinning, new GpuOptions { MatrixUnits = MatrixUnitsRequest.Nv }).MatrixUnitsSubgroupPinned);
+        Assert.False(Plan(H100, new GpuOptions()).MatrixUnitsSubgroupPinned);
+        Assert.Null(Plan(pinning, new GpuOptions { MatrixUnits = MatrixUnitsRequest.Off }).ToJson()["matrixUnitsSubgroupPinned"]);
+
+        var lavapipe = Lavapipe();
+        Skip.If(lavapipe is null || !(lavapipe.ShaderFloat16 && lavapipe.StorageBuffer16Bit), "no lavapipe with fp16 arithmetic here");
+        var emulated = DevicePlan.For(lavapipe, new GpuOptions { MatrixUnits = MatrixUnitsRequest.Emulate });
+        Assert.False(emulated.MatrixUnitsSubgroupPinned);
+        Assert.False((bool?)emulated.ToJson()["matrixUnitsSubgroupPinned"]);
+    }
+
     /// <summary>Emulated matrix units multiply fp16 fragments unless asked for bf16 ones, which
     /// then run matmul_coopmat_emulated_bf16 on the device as it is (no extension).</summary>
     [SkippableFact]

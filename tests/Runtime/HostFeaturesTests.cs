@@ -65,6 +65,28 @@ public sealed unsafe class HostFeaturesTests
         Assert.Equal(new HostFeatures(), HostFeatures.FromChain(0));
     }
 
+    /// <summary>Subgroup size control needs both its features, from the Vulkan 1.3 aggregate or
+    /// the extension's structure; the plan pins the matrix units' subgroups only where the host
+    /// declared them with the extension enabled or at Vulkan 1.3.</summary>
+    [Fact]
+    public void SubgroupSizeControlAsTheHostEnabledIt()
+    {
+        var v13 = new PhysicalDeviceVulkan13Features { SType = StructureType.PhysicalDeviceVulkan13Features, SubgroupSizeControl = true, ComputeFullSubgroups = true };
+        Assert.Equal(new HostFeatures { SubgroupSizeControl = true }, HostFeatures.FromChain((nint)(&v13)));
+        v13.ComputeFullSubgroups = false;
+        Assert.Equal(new HostFeatures(), HostFeatures.FromChain((nint)(&v13)));
+        var ext = new PhysicalDeviceSubgroupSizeControlFeatures { SType = StructureType.PhysicalDeviceSubgroupSizeControlFeatures, SubgroupSizeControl = true, ComputeFullSubgroups = true };
+        Assert.Equal(new HostFeatures { SubgroupSizeControl = true }, HostFeatures.FromChain((nint)(&ext)));
+
+        var gpu = Gpu with { SubgroupSizeControl = true };
+        var declared = Everything with { SubgroupSizeControl = true };
+        bool Pinned(HostDevice host) => new DevicePlan(host.Declare(gpu), new GpuOptions(), khrBuilt: true, nv2Built: true).MatrixUnitsSubgroupPinned;
+        Assert.True(Pinned(Host(declared, Vk.Version12, Khr, "VK_EXT_subgroup_size_control")));
+        Assert.True(Pinned(Host(declared, Vk.Version13, Khr)));
+        Assert.False(Pinned(Host(declared, Vk.Version12, Khr)));
+        Assert.False(Pinned(Host(Everything, Vk.Version13, Khr, "VK_EXT_subgroup_size_control")));
+    }
+
     /// <summary>bf16 fragments need both of VK_KHR_shader_bfloat16's features the kernels declare:
     /// the type and the cooperative matrices of it.</summary>
     [Fact]

@@ -6,9 +6,9 @@ namespace VkPrompt.Runtime.Kernels;
 internal static class AddKernel
 {
     // x is read through binding 0 and written through binding 2 when the sum goes into it.
-    static readonly KernelLayout Layout = new([Access.Read, Access.Read, Access.Write, Access.Read], 20);
+    internal static readonly KernelLayout Layout = new([Access.Read, Access.Read, Access.Write, Access.Read], 20);
 
-    readonly record struct Push(uint N, uint Threshold, float Scale, uint Stream, float Alpha);
+    internal readonly record struct Push(uint N, uint Threshold, float Scale, uint Stream, float Alpha);
 
     public static void Forward(CommandGraph g, GpuBuffer x, GpuBuffer y, int n, float alpha = 1f, DropoutMask<GpuBuffer>? dropout = null, GpuBuffer? output = null)
     {

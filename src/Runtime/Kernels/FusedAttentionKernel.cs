@@ -219,7 +219,7 @@ internal static class FusedAttentionKernel
         var push = Check(name, g.Context.Capabilities, shape, buckets, biasWeight, keyMask, dropoutRate, seed, stream, null);
         CheckOnMatrixUnits(name, g.Context, shape, t, backward: false);
         if (!CheckForwardBuffers(name, q, k, v, o, logSumExp, shape)) return;
-        var kernel = g.Context.Kernel(name, ForwardHalfLayout, WithStorages(t.Specialization(shape.DKv, (int)g.Context.Plan.MatrixUnitsSubgroupSize), q, k, v, o));
+        var kernel = g.Context.MatrixUnitsKernel(name, ForwardHalfLayout, WithStorages(t.Specialization(shape.DKv, (int)g.Context.Plan.MatrixUnitsSubgroupSize), q, k, v, o));
         g.Dispatch(kernel, Groups(g, shape.Scores.QueryLength, shape, 16 * t.Warps), push,
                    [.. Optional(q, buckets, biasWeight, keyMask, seed), q, k, v, o, logSumExp]);
     }
@@ -275,8 +275,8 @@ internal static class FusedAttentionKernel
         if (!CheckBackwardBuffers(name, q, k, v, o, logSumExp, dO, dq, dk, dv, shape)) return;
         GpuBuffer[] inputs = [.. Optional(q, buckets, biasWeight, keyMask, seed), q, k, v, o, logSumExp, dO];
         int[] spec = t.Specialization(shape.DKv, (int)g.Context.Plan.MatrixUnitsSubgroupSize);
-        g.Dispatch(g.Context.Kernel(name, BackwardHalfLayout, WithStorages([.. spec, 0], q, k, v, o)), Groups(g, shape.Scores.QueryLength, shape, 16 * t.Warps), push, [.. inputs, dq, dq]);
-        g.Dispatch(g.Context.Kernel(name, BackwardHalfLayout, WithStorages([.. spec, 1], q, k, v, o)), Groups(g, shape.Scores.KeyLength, shape, 16 * t.Warps), push, [.. inputs, dk, dv]);
+        g.Dispatch(g.Context.MatrixUnitsKernel(name, BackwardHalfLayout, WithStorages([.. spec, 0], q, k, v, o)), Groups(g, shape.Scores.QueryLength, shape, 16 * t.Warps), push, [.. inputs, dq, dq]);
+        g.Dispatch(g.Context.MatrixUnitsKernel(name, BackwardHalfLayout, WithStorages([.. spec, 1], q, k, v, o)), Groups(g, shape.Scores.KeyLength, shape, 16 * t.Warps), push, [.. inputs, dk, dv]);
     }
 
     /// <summary>Checks the forward's buffers; false where there is nothing to compute.</summary>

@@ -205,7 +205,7 @@ internal static class MatMulKernel
     // No epilogue reaches it (DevicePlan.OnWorkgroupScope): C fills the bindings after it.
     static void AppendWorkgroupScope(CommandGraph g, GpuBuffer a, GpuBuffer b, GpuBuffer c, in MatMulSpec s, MatrixUnitsTiling t, in Push push)
     {
-        var k = g.Context.Kernel(DevicePlan.Nv2MatMulShader, Layout, (int)g.Context.Capabilities.SubgroupSize * t.WarpsM * t.WarpsN,
+        var k = g.Context.MatrixUnitsKernel(DevicePlan.Nv2MatMulShader, Layout, (int)g.Context.Capabilities.SubgroupSize * t.WarpsM * t.WarpsN,
                                  t.BlockM, t.BlockN, t.SharedK, s.AStrideK == 1 ? 1 : 0, s.BStrideK == 1 ? 1 : 0);
         uint z = (uint)Math.Min((long)s.Batch1 * s.Batch2, g.Context.Capabilities.MaxWorkGroupCountZ);
         g.Dispatch(k, (Grid.Div(s.N, t.BlockN), Grid.Div(s.M, t.BlockM), z), push, a, b, c, c, c, c);
@@ -217,7 +217,7 @@ internal static class MatMulKernel
     {
         uint subgroup = g.Context.Plan.MatrixUnitsSubgroupSize;
         bool int8 = bPrecision == WeightPrecision.Int8;
-        var k = g.Context.Kernel(MatrixUnitsShader(g.Context, bPrecision), int8 ? Int8HalfLayout : HalfLayout, (int)subgroup * t.WarpsM * t.WarpsN, (int)subgroup,
+        var k = g.Context.MatrixUnitsKernel(MatrixUnitsShader(g.Context, bPrecision), int8 ? Int8HalfLayout : HalfLayout, (int)subgroup * t.WarpsM * t.WarpsN, (int)subgroup,
                                  t.WarpsM, t.WarpsN, t.TilesM, t.TilesN, t.SharedK, bPrecision == WeightPrecision.Bf16 ? 1 : 0,
                                  Fetch(s.AStrideK, (s.M, s.AStrideM), (s.K, s.AStrideK), s.AOffset, (s.Batch1, s.AStrideBatch1), (s.Batch2, s.AStrideBatch2)),
                                  Fetch(s.BStrideK, (s.N, s.BStrideN), (s.K, s.BStrideK), s.BOffset, (s.Batch1, s.BStrideBatch1), (s.Batch2, s.BStrideBatch2)),

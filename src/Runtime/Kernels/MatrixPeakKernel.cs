@@ -29,7 +29,7 @@ internal static class MatrixPeakKernel
         if (!ctx.UsesMatrixUnits) throw new GpuException("the matrix-unit peak needs a context that uses the matrix units (GpuContext.UsesMatrixUnits)");
         BufferChecks.Require("matrix_peak", c, Outputs(workgroups), "c");
         uint subgroup = ctx.Plan.MatrixUnitsSubgroupSize;
-        var k = ctx.Kernel(MatMulKernel.MatrixUnitsShader(ctx, "matrix_peak"), Layout, (int)subgroup * Warps, (int)subgroup, Warps, TilesM, TilesN, reload ? 1 : 0);
+        var k = ctx.MatrixUnitsKernel(MatMulKernel.MatrixUnitsShader(ctx, "matrix_peak"), Layout, (int)subgroup * Warps, (int)subgroup, Warps, TilesM, TilesN, reload ? 1 : 0);
         g.Dispatch(k, ((uint)workgroups, 1u, 1u), new Push((uint)iterations, a, b), c);
     }
 }

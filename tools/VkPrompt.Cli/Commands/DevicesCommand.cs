@@ -96,7 +96,7 @@ internal static class DevicesCommand
         Row("driver", d => $"{d.DriverName} {d.DriverVersion}");
         Row("driver info", d => d.DriverInfo);
         Row("Vulkan API", d => d.ApiVersion);
-        Row("subgroup size", d => d.SubgroupSize.ToString(CultureInfo.InvariantCulture));
+        Row("subgroup size", d => d.SubgroupSize.ToString(CultureInfo.InvariantCulture) + (d.SubgroupSizeControl ? " (pinnable, VK_EXT_subgroup_size_control)" : ""));
         Row("float16 arithmetic", d => YesNo(d.ShaderFloat16));
         Row("16-bit storage", d => YesNo(d.StorageBuffer16Bit));
         Row("int8 arithmetic", d => YesNo(d.ShaderInt8));
@@ -120,7 +120,7 @@ internal static class DevicesCommand
         Row("pipeline cache key", d => d.PipelineCacheKey);
         var column = devices.ToList();
         string Planned(DeviceCapabilities d, Func<DevicePlan, string> value) => plans[column.IndexOf(d)] is { } p ? value(p) : "-";
-        Row("plan: matrix units", d => Planned(d, p => p.MatrixUnits.Extension()));
+        Row("plan: matrix units", d => Planned(d, p => p.MatrixUnits.Extension() + (p.MatrixUnitsSubgroupPinned ? $", in subgroups pinned to {p.MatrixUnitsSubgroupSize}" : "")));
         Row("plan: portable product", d => Planned(d, p => p.ForcedPortableTiling ?? p.PortableRule));
         Row("plan: fp16/bf16 weights stored as", d => Planned(d, p => $"{p.StoredPrecision(WeightPrecision.Fp16).Name()}/{p.StoredPrecision(WeightPrecision.Bf16).Name()}"));
         Row("plan: attention fused by default", d => Planned(d, p => p.FusesLargeAttention ? $"from {DevicePlan.FuseFromScoresPerHead} scores a head" : "only where scores exceed a binding"));

@@ -1,0 +1,65 @@
+using VkPrompt.Runtime;
+using VkPrompt.Runtime.Kernels;
+using VkPrompt.Runtime.Reference;
+using Xunit;
+using VkPrompt.Cli;
+
+namespace VkPrompt.Tests.Runtime;
+
+/// <summary>
+/// A kernel pinned to a subgroup size (<see cref="Kernel.RequiredSubgroupSize"/>), as the matrix
+/// units' kernels are where <see cref="DevicePlan.MatrixUnitsSubgroupPinned"/>: their pipelines
+/// never run on lavapipe, but the pinning is the same for any kernel, so the add kernel is pinned
+/// to lavapipe's subgroup size here, under validation (which checks the pipeline's subgroup-size
+/// structure, the full-subgroups flag against the workgroup size, and that the device enabled
+/// the features), and must compute as unpinned.
+/// </summary>
+public sealed class SubgroupPinTests
+{
+    [SkippableFact]
+    public void APinnedKernelComputesAsUnpinned()
+    {
+        using var ctx = GpuContext.Create(EnvironmentSettings.GpuOptions() with { Validation = true, PipelineCacheDirectory = null });
+        Skip.IfNot(ctx.Capabilities.SubgroupSizeControl, $"{ctx.Capabilities.Name} cannot pin a subgroup size");
+        Assert.Contains(DeviceCapabilities.SubgroupSizeControlExtension, DeviceBringUp.DeviceExtensionNames(ctx.Plan));
+        uint size = ctx.Capabilities.SubgroupSize;
+        var pinned = ctx.PinnedKernel("add", AddKernel.Layout, size, [Grid.LinearSize]);
+        Assert.Equal(size, pinned.RequiredSubgroupSize);
+        // The cache keeps the pinned and the unpinned pipeline apart.
+        var unpinned = ctx.Kernel("add", AddKernel.Layout, Grid.LinearSize);
+        Assert.NotSame(pinned, unpinned);
+        Assert.Equal(0u, unpinned.RequiredSubgroupSize);
+        Assert.Same(pinned, ctx.PinnedKernel("add", AddKernel.Layout, size, [Grid.LinearSize]));
+
+        const int n = 1000;
+        var x = Check.Random(n, 1);
+        var y = Check.Random(n, 2);
+        using var gx = GpuBuffer.From<float>(ctx, x);
+        using var gy = GpuBuffer.From<float>(ctx, y);
+        using (var g = new CommandGraph(ctx))
+        {
+            g.Dispatch(pinned, Grid.Linear(n), new AddKernel.Push(n, 0, 1f, 0, 0.5f), gx, gy, gx, gx);
+            g.Run();
+        }
+        AddReference.Forward(x, y, 0.5f);
+        Check.Close(x, gx.Download<float>(), 1e-6, "add in pinned subgroups");
+        Assert.True(ctx.Validation.ErrorCount == 0, string.Join("\n", ctx.Validation.Errors));
+    }
+
+    /// <summary>A device whose host did not declare subgroup size control pins nothing, and a
+    /// pinned kernel asked of it anyway is refused, naming the extension.</summary>
+    [Fact]
+    public void ADeviceThatCannotPinRefusesAPinnedKernel()
+    {
+        var host = new TestHost(sixteenBit: false, matrixUnits: false);
+        try
+        {
+            using var ctx = GpuContext.Adopt(host.Declared);
+            Assert.False(ctx.Capabilities.SubgroupSizeControl);
+            var e = Assert.Throws<GpuException>(() => ctx.PinnedKernel("add", AddKernel.Layout, ctx.Capabilities.SubgroupSize, [Grid.LinearSize]));
+            Assert.Contains("VK_EXT_subgroup_size_control", e.Message);
+        }
+        finally { host.Dispose(); }
+        Assert.True(host.Errors.IsEmpty, string.Join("\n", host.Errors));
+    }
+}
