@@ -83,6 +83,9 @@ public sealed record DeviceCapabilities
     /// requiredSubgroupSizeStages, <see cref="SubgroupSize"/> within its range. The matrix units'
     /// kernels are then pinned to that size (<see cref="DevicePlan.MatrixUnitsSubgroupPinned"/>).</summary>
     public bool SubgroupSizeControl { get; init; }
+    /// <summary>The most subgroups a workgroup of a pipeline pinned to a subgroup size may have
+    /// (maxComputeWorkgroupSubgroups); 0 where the device cannot pin one.</summary>
+    public uint MaxComputeWorkgroupSubgroups { get; init; }
     /// <summary>These are a host's device's capabilities as it declared them
     /// (<see cref="GpuContext.Adopt(HostDevice, GpuOptions?)"/>): a feature or extension the host did
     /// not enable reads as missing, whatever the device supports.</summary>
@@ -231,6 +234,7 @@ public sealed record DeviceCapabilities
             SubgroupSizeControl = sizeControlListed && sizeControlFeatures.SubgroupSizeControl && sizeControlFeatures.ComputeFullSubgroups
                                   && sizeControl.RequiredSubgroupSizeStages.HasFlag(ShaderStageFlags.ComputeBit)
                                   && sizeControl.MinSubgroupSize <= subgroup.SubgroupSize && subgroup.SubgroupSize <= sizeControl.MaxSubgroupSize,
+            MaxComputeWorkgroupSubgroups = sizeControlListed ? sizeControl.MaxComputeWorkgroupSubgroups : 0,
             MemoryBudget = extensions.Contains(MemoryBudgetExtension),
             PortabilitySubset = portabilitySubset,
             PortabilitySubsetUnsupported = portabilitySubset ? PortabilitySubsetGaps(portability) : [],

@@ -56,10 +56,11 @@ public sealed record DevicePlan
     /// <summary>The matrix units' kernels run in full subgroups of exactly <see cref="MatrixUnitsSubgroupSize"/>
     /// invocations (<see cref="DeviceCapabilities.SubgroupSizeControl"/>): a subgroup-scope matrix
     /// is spread over the invocations of one real subgroup, and the kernels give each subgroup its
-    /// tiles by its index, so a driver free to run them narrower or in partial subgroups (the
-    /// reported size is only a default where a device has several) would split a matrix across
-    /// subgroups. Where the device cannot pin it, the kernels assume the reported size, as NVIDIA's
-    /// fixed 32 always is. Never the emulation's, whose subgroups are its own grouping.</summary>
+    /// tiles by its index (gl_SubgroupID), which holds only where every subgroup is full; the
+    /// required size also keeps a future build at SPIR-V 1.6, where the driver may vary the size,
+    /// at the one the kernels are specialised for. Where the device cannot pin it, the kernels
+    /// assume full subgroups of the reported size, as NVIDIA's always are. Never the emulation's,
+    /// whose subgroups are its own grouping.</summary>
     public bool MatrixUnitsSubgroupPinned => MatrixUnits is MatrixUnits.Khr or MatrixUnits.Nv or MatrixUnits.Nv2 && Capabilities.SubgroupSizeControl;
 
     /// <summary>Products of two fp32 operands run on the matrix units too (<see cref="GpuOptions.MatrixUnitsAllProducts"/>).</summary>

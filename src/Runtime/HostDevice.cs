@@ -111,9 +111,11 @@ public sealed record HostDevice
             PipelineExecutableStatistics = device.PipelineExecutableStatistics && f.PipelineExecutableInfo
                                            && Enabled(DeviceCapabilities.PipelineExecutablePropertiesExtension),
             MemoryBudget = device.MemoryBudget && MemoryBudgetEnabled,
-            // Core in Vulkan 1.3, where the host enables it without the extension.
+            // Core in Vulkan 1.3 (the host's instance and the device both), where the host
+            // enables it without the extension.
             SubgroupSizeControl = device.SubgroupSizeControl && f.SubgroupSizeControl
-                                  && (Enabled(DeviceCapabilities.SubgroupSizeControlExtension) || AtLeast(ApiVersion, 1, 3)),
+                                  && (Enabled(DeviceCapabilities.SubgroupSizeControlExtension)
+                                      || AtLeast(ApiVersion, 1, 3) && Version.TryParse(device.ApiVersion, out var v) && v >= new Version(1, 3)),
         };
     }
 

@@ -65,6 +65,10 @@ internal sealed unsafe class Kernel : IDisposable
             throw new GpuException($"{name}: {layout.PushConstantBytes} bytes of push constants exceed the device's {ctx.Capabilities.MaxPushConstantsSize}");
         if (requiredSubgroupSize != 0 && !ctx.Capabilities.SubgroupSizeControl)
             throw new GpuException($"{name}: a subgroup size of {requiredSubgroupSize} was required, but {ctx.Capabilities.Described} cannot pin one (VK_EXT_subgroup_size_control)");
+        // A pinned workgroup may hold at most maxComputeWorkgroupSubgroups subgroups (its size is constant_id 0).
+        if (requiredSubgroupSize != 0 && specialization.Length > 0 && (long)specialization[0] > (long)requiredSubgroupSize * ctx.Capabilities.MaxComputeWorkgroupSubgroups)
+            throw new GpuException($"{name}: a workgroup of {specialization[0]} invocations is more than the {ctx.Capabilities.MaxComputeWorkgroupSubgroups} subgroups of " +
+                                   $"{requiredSubgroupSize} {ctx.Capabilities.Described} allows a pinned pipeline (maxComputeWorkgroupSubgroups); choose a tiling with fewer warps");
 
         byte[] spirv = LoadSpirv(name);
         ShaderModule module;

@@ -85,6 +85,9 @@ public sealed unsafe class HostFeaturesTests
         Assert.True(Pinned(Host(declared, Vk.Version13, Khr)));
         Assert.False(Pinned(Host(declared, Vk.Version12, Khr)));
         Assert.False(Pinned(Host(Everything, Vk.Version13, Khr, "VK_EXT_subgroup_size_control")));
+        // Core 1.3 needs the device at 1.3 too, not only the host's instance.
+        Assert.False(new DevicePlan(Host(declared, Vk.Version13, Khr).Declare(gpu with { ApiVersion = "1.2.198" }), new GpuOptions(), khrBuilt: true, nv2Built: true)
+                     .MatrixUnitsSubgroupPinned);
     }
 
     /// <summary>bf16 fragments need both of VK_KHR_shader_bfloat16's features the kernels declare:

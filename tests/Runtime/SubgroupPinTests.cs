@@ -30,6 +30,10 @@ public sealed class SubgroupPinTests
         Assert.NotSame(pinned, unpinned);
         Assert.Equal(0u, unpinned.RequiredSubgroupSize);
         Assert.Same(pinned, ctx.PinnedKernel("add", AddKernel.Layout, size, [Grid.LinearSize]));
+        // More subgroups than a pinned workgroup may hold is refused before Vulkan sees it.
+        int tooMany = (int)(size * ctx.Capabilities.MaxComputeWorkgroupSubgroups) + (int)size;
+        var e = Assert.Throws<GpuException>(() => ctx.PinnedKernel("add", AddKernel.Layout, size, [tooMany]));
+        Assert.Contains("maxComputeWorkgroupSubgroups", e.Message);
 
         const int n = 1000;
         var x = Check.Random(n, 1);

@@ -42,7 +42,9 @@ internal sealed class SessionArgs
                         : [device, devices, pipeline!, microBatches!, memoryCap, precision, attention, activations];
 
     /// <summary>The settings the options give, refusing what does not combine (--device with
-    /// --devices or --pipeline; --devices with --pipeline; --micro-batches without --pipeline).</summary>
+    /// --devices or --pipeline; --devices with --pipeline; --micro-batches without --pipeline).
+    /// Commands call it before they read a file, so options that cannot work together are named
+    /// before any data is read (grad used to read its data first).</summary>
     public SessionSettings Read(ParseResult parse)
     {
         PipelineArgs? stages = null;
