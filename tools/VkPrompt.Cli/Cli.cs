@@ -52,6 +52,11 @@ internal static class Cli
 
     public static bool Verbose(ParseResult parse) => parse.GetValue<bool>(VerboseName);
 
+    /// <summary>"vkprompt VERSION", as reports name the tool that wrote them.</summary>
+    public static string Version => $"vkprompt {InformationalVersion}";
+
+    static readonly string InformationalVersion = typeof(Cli).Assembly.GetCustomAttribute<AssemblyInformationalVersionAttribute>()!.InformationalVersion;
+
     /// <summary>Adds <paramref name="options"/> to <paramref name="command"/> in order (the order
     /// --help lists them), where a command's list splices in a shared group (<see cref="SessionArgs.Options"/>).</summary>
     public static void AddOptions(Command command, IEnumerable<Option> options)
@@ -193,7 +198,7 @@ internal static class Cli
     {
         public override int Invoke(ParseResult parse)
         {
-            Out(parse).WriteLine(typeof(Cli).Assembly.GetCustomAttribute<AssemblyInformationalVersionAttribute>()!.InformationalVersion);
+            Out(parse).WriteLine(InformationalVersion);
             return Ok;
         }
     }

@@ -1,7 +1,6 @@
 using System.CommandLine;
 using System.Diagnostics;
 using System.Globalization;
-using System.Reflection;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using System.Text.Json.Serialization;
@@ -191,11 +190,10 @@ internal static class BenchCommand
         var caps = run.Capabilities;
         return new BenchReport(
             Schema,
-            $"vkprompt {typeof(BenchCommand).Assembly.GetCustomAttribute<AssemblyInformationalVersionAttribute>()!.InformationalVersion}",
+            Cli.Version,
             s.CommandLine,
             DateTime.UtcNow.ToString("yyyy-MM-ddTHH:mm:ssZ", CultureInfo.InvariantCulture),
-            // driverInfo is what vendors print as the version (NVIDIA "580.159.04", Mesa "Mesa 25.0.7 ...").
-            new BenchDevice(caps.Name, $"{caps.DriverName} {(caps.DriverInfo.Length > 0 ? caps.DriverInfo : caps.DriverVersion)}", "vulkan"),
+            BenchDevice.Of(caps),
             caps,
             run.Plan,
             new BenchModel(s.Name, parameters, c.DModel, c.DFf, c.NumHeads, c.DKv, c.NumLayers, c.NumDecoderLayers, c.VocabSize,
@@ -452,7 +450,12 @@ internal sealed record BenchReport(
     long PeakMemoryBytes, long ReservedMemoryBytes, long WeightMemoryBytes, IReadOnlyList<ActivationMemory> MemoryByActivations,
     LossStats Loss, Breakdown? Breakdown, IReadOnlyList<string> Notes);
 
-internal sealed record BenchDevice(string Name, string Driver, string Api);
+internal sealed record BenchDevice(string Name, string Driver, string Api)
+{
+    /// <summary>The device as every bench report names it; driverInfo is what vendors print as the
+    /// version (NVIDIA "580.159.04", Mesa "Mesa 25.0.7 ...").</summary>
+    public static BenchDevice Of(DeviceCapabilities caps) => new(caps.Name, $"{caps.DriverName} {(caps.DriverInfo.Length > 0 ? caps.DriverInfo : caps.DriverVersion)}", "vulkan");
+}
 
 /// <summary>The peak device memory of the step with its block activations stored as
 /// <paramref name="Activations"/> (fp32, bf16, fp16), the weights included.</summary>

@@ -1,6 +1,5 @@
 using System.CommandLine;
 using System.Globalization;
-using System.Reflection;
 using System.Text.Json;
 using Spectre.Console;
 using VkPrompt.Model;
@@ -172,10 +171,10 @@ internal static class BenchMatMulCommand
                                           stepMs > 0 ? measuredFlops / (stepMs / 1e3) / 1e12 : 0);
         return new BenchMatMulReport(
             Schema,
-            $"vkprompt {typeof(BenchMatMulCommand).Assembly.GetCustomAttribute<AssemblyInformationalVersionAttribute>()!.InformationalVersion}",
+            Cli.Version,
             s.CommandLine,
             DateTime.UtcNow.ToString("yyyy-MM-ddTHH:mm:ssZ", CultureInfo.InvariantCulture),
-            new BenchDevice(caps.Name, $"{caps.DriverName} {(caps.DriverInfo.Length > 0 ? caps.DriverInfo : caps.DriverVersion)}", "vulkan"),
+            BenchDevice.Of(caps),
             caps,
             new BenchModel(s.Name, T5Names.All(c).Sum(t => t.Shape.Aggregate(1L, (x, y) => x * y)), c.DModel, c.DFf, c.NumHeads, c.DKv, c.NumLayers, c.NumDecoderLayers,
                            c.VocabSize, c.FeedForwardProjName, c.TieWordEmbeddings),

@@ -1,6 +1,5 @@
 using System.CommandLine;
 using System.Globalization;
-using System.Reflection;
 using System.Text.Json;
 using Spectre.Console;
 using VkPrompt.Runtime;
@@ -99,10 +98,10 @@ internal static class BenchPeakCommand
             throw new InvalidOperationException($"{ctx.Validation.ErrorCount} Vulkan validation error(s); the first: {validationError}");
         return new BenchPeakReport(
             Schema,
-            $"vkprompt {typeof(BenchPeakCommand).Assembly.GetCustomAttribute<AssemblyInformationalVersionAttribute>()!.InformationalVersion}",
+            Cli.Version,
             command,
             DateTime.UtcNow.ToString("yyyy-MM-ddTHH:mm:ssZ", CultureInfo.InvariantCulture),
-            new BenchDevice(caps.Name, $"{caps.DriverName} {(caps.DriverInfo.Length > 0 ? caps.DriverInfo : caps.DriverVersion)}", "vulkan"),
+            BenchDevice.Of(caps),
             caps, ctx.MatrixUnits.ToString().ToLowerInvariant(), MatrixPeakKernel.Warps, MatrixPeakKernel.TilesM, MatrixPeakKernel.TilesN,
             workgroups, iterations, reps, MatrixPeakKernel.Flops(workgroups, iterations), caps.TimestampsSupported, runs);
     }

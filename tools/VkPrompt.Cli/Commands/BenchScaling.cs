@@ -1,6 +1,5 @@
 using System.Diagnostics;
 using System.Globalization;
-using System.Reflection;
 using System.Text.Json;
 using Spectre.Console;
 using VkPrompt.Model;
@@ -115,9 +114,9 @@ internal static class BenchScaling
         var singleStats = StepStats.Of(single.Count > 0 ? single : [double.NaN]);
         var stats = StepStats.Of(stepMs);
         return new BenchScalingReport(
-            Schema, $"vkprompt {typeof(BenchScaling).Assembly.GetCustomAttribute<AssemblyInformationalVersionAttribute>()!.InformationalVersion}", s.CommandLine,
+            Schema, Cli.Version, s.CommandLine,
             DateTime.UtcNow.ToString("yyyy-MM-ddTHH:mm:ssZ", CultureInfo.InvariantCulture),
-            new BenchDevice(caps.Name, $"{caps.DriverName} {(caps.DriverInfo.Length > 0 ? caps.DriverInfo : caps.DriverVersion)}", "vulkan"),
+            BenchDevice.Of(caps),
             group is MpiProcessGroup ? "mpi" : "none", workers, s.Name, new BenchBatch(shape.Batch, shape.InputLength, shape.TargetLength, shape.PromptLength), perWorker,
             precision.Name(), s.Recompute, s.Warmup, s.Steps,
             singleStats, single, stats, stepMs, singleStats.Median / stats.Median, EfficiencyDefinition,
