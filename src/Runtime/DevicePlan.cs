@@ -61,7 +61,8 @@ public sealed record DevicePlan
     /// at the one the kernels are specialised for. Where the device cannot pin it, the kernels
     /// assume full subgroups of the reported size, as NVIDIA's always are. Never the emulation's,
     /// whose subgroups are its own grouping.</summary>
-    public bool MatrixUnitsSubgroupPinned => MatrixUnits is MatrixUnits.Khr or MatrixUnits.Nv or MatrixUnits.Nv2 && Capabilities.SubgroupSizeControl;
+    public bool MatrixUnitsSubgroupPinned =>
+        MatrixUnits is MatrixUnits.Khr or MatrixUnits.Nv or MatrixUnits.Nv2 && Capabilities.SubgroupSizeControl && Options.MatrixUnitsPinSubgroups;
 
     /// <summary>Products of two fp32 operands run on the matrix units too (<see cref="GpuOptions.MatrixUnitsAllProducts"/>).</summary>
     public bool MatrixUnitsAllProducts => MatrixUnits != MatrixUnits.None && Options.MatrixUnitsAllProducts;

@@ -41,6 +41,11 @@ public sealed record GpuOptions
     /// t5-large bf16 step took 493.6 ms with the copies against 503.3 without (docs/benchmarks.md).</summary>
     public bool MatrixUnitsHalfActivations { get; init; } = true;
 
+    /// <summary>The matrix units' kernels run in full subgroups of the size they are built for
+    /// where the device can pin one (<see cref="DevicePlan.MatrixUnitsSubgroupPinned"/>). On by
+    /// default; off only to tell, on a device where pinned pipelines fail, whether pinning is why.</summary>
+    public bool MatrixUnitsPinSubgroups { get; init; } = true;
+
     /// <summary>How the runs on this context keep their activations, where known when it is made
     /// (<c>--activations</c>); null: the plan's default (<see cref="DevicePlan.Activations"/>).
     /// The plan chooses the matrix units' fragments by it (<see cref="MatrixUnitsOperands"/>), so a

@@ -75,13 +75,13 @@ public sealed class EnvironmentSettingsTests
     public void EveryVariableSetsItsOptionAndIsNamedInErrors()
     {
         var o = Read(("VKPROMPT_DEVICE", "1"), ("VKPROMPT_VALIDATION", "1"), ("VKPROMPT_PROFILE", "1"), ("VKPROMPT_MATRIX_UNITS", "khr,all"),
-                     ("VKPROMPT_MATRIX_UNITS_HALF_A", "0"), ("VKPROMPT_MATRIX_UNITS_FP16_WEIGHTS", "0"), ("VKPROMPT_MATMUL_TILING", "8x8x4x4x0"),
+                     ("VKPROMPT_MATRIX_UNITS_HALF_A", "0"), ("VKPROMPT_MATRIX_UNITS_PIN", "0"), ("VKPROMPT_MATRIX_UNITS_FP16_WEIGHTS", "0"), ("VKPROMPT_MATMUL_TILING", "8x8x4x4x0"),
                      ("VKPROMPT_MATRIX_UNITS_TILING", "2x2x2x2x32"), ("VKPROMPT_MATRIX_UNITS_FUSED_TILING", "4x32"), ("VKPROMPT_ROW_LOCAL_SIZE", "64"),
                      ("VKPROMPT_ROW_SUBGROUP", "0"), ("VKPROMPT_MATMUL_TUNE", "1"), ("VKPROMPT_PIPELINE_STATS", "1"), ("VKPROMPT_PLAN_FOR_GPU", "1"));
         var expected = new GpuOptions
         {
             Device = "1", Validation = true, Profiling = true, MatrixUnits = MatrixUnitsRequest.Khr, MatrixUnitsAllProducts = true,
-            MatrixUnitsHalfActivations = false, MatrixUnitsFp16Weights = false, MatMulTiling = "8x8x4x4x0", MatrixUnitsTiling = "2x2x2x2x32",
+            MatrixUnitsHalfActivations = false, MatrixUnitsPinSubgroups = false, MatrixUnitsFp16Weights = false, MatMulTiling = "8x8x4x4x0", MatrixUnitsTiling = "2x2x2x2x32",
             MatrixUnitsFusedAttentionTiling = "4x32", RowLocalSize = 64, SubgroupRows = false, TuneMatMul = true, PipelineStatistics = true, PlanForGpu = true,
         };
         Assert.Equal(expected, o with { Sources = expected.Sources });

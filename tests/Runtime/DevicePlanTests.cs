@@ -179,6 +179,7 @@ public sealed class DevicePlanTests
         Assert.Contains(DeviceCapabilities.SubgroupSizeControlExtension, DeviceBringUp.DeviceExtensionNames(plan));
         Assert.True(Plan(pinning, new GpuOptions { MatrixUnits = MatrixUnitsRequest.Nv }).MatrixUnitsSubgroupPinned);
         Assert.False(Plan(H100, new GpuOptions()).MatrixUnitsSubgroupPinned);
+        Assert.False(Plan(pinning, new GpuOptions { MatrixUnitsPinSubgroups = false }).MatrixUnitsSubgroupPinned);
         Assert.Null(Plan(pinning, new GpuOptions { MatrixUnits = MatrixUnitsRequest.Off }).ToJson()["matrixUnitsSubgroupPinned"]);
 
         var lavapipe = Lavapipe();

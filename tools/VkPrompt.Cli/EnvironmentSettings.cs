@@ -45,6 +45,7 @@ public static class EnvironmentSettings
         if (Set("VKPROMPT_MATRIX_UNITS_OPERANDS", nameof(Runtime.GpuOptions.MatrixUnitsOperands), t => MatrixUnitsOperands(t)) is { } operands)
             options = options with { MatrixUnitsOperands = MatrixUnitsOperands(operands) };
         if (Set("VKPROMPT_MATRIX_UNITS_HALF_A", nameof(Runtime.GpuOptions.MatrixUnitsHalfActivations), t => t != "0") == "0") options = options with { MatrixUnitsHalfActivations = false };
+        if (Set("VKPROMPT_MATRIX_UNITS_PIN", nameof(Runtime.GpuOptions.MatrixUnitsPinSubgroups), t => t != "0") == "0") options = options with { MatrixUnitsPinSubgroups = false };
         if (Set("VKPROMPT_MATRIX_UNITS_FP16_WEIGHTS", nameof(Runtime.GpuOptions.MatrixUnitsFp16Weights), t => t != "0") == "0") options = options with { MatrixUnitsFp16Weights = false };
         options = options with
         {
