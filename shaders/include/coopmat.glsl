@@ -33,19 +33,90 @@
 #else
 #define CM_OPERAND float16_t
 #endif
-#define CM_ACC coopmat<float, gl_ScopeSubgroup, 16, 16, gl_MatrixUseAccumulator>
-#define CM_FRAG_A coopmat<CM_OPERAND, gl_ScopeSubgroup, 16, 16, gl_MatrixUseA>
-#define CM_FRAG_B coopmat<CM_OPERAND, gl_ScopeSubgroup, 16, 16, gl_MatrixUseB>
-#define cmZero() CM_ACC(0.0)
-#define CM_LAYOUT(colMajor) ((colMajor) ? gl_CooperativeMatrixLayoutColumnMajor : gl_CooperativeMatrixLayoutRowMajor)
-#define cmLoadC(m, at, stride) coopMatLoad(m, c, at, stride, gl_CooperativeMatrixLayoutRowMajor)
-#define cmLoadD(m, at, stride) coopMatLoad(m, addend, at, stride, gl_CooperativeMatrixLayoutRowMajor)
-#define cmStoreC(m, at, stride) coopMatStore(m, c, at, stride, gl_CooperativeMatrixLayoutRowMajor)
-#define cmStoreShared(m, at, stride, colMajor) coopMatStore(m, sa, at, stride, CM_LAYOUT(colMajor))
-#define cmLoadA(f, at, stride, colMajor) coopMatLoad(f, sa, at, stride, CM_LAYOUT(colMajor))
-#define cmLoadB(f, at, stride, colMajor) coopMatLoad(f, sb, at, stride, CM_LAYOUT(colMajor))
-#define cmMulAdd(a, b, m) coopMatMulAdd(a, b, m)
-#define cmScale(m, s) ((m) * (s))
+// The units' own shape, CM_M x CM_N x CM_K (DevicePlan.MatrixUnitsFragment: 16x16x16 where the
+// device lists it, else a listed shape with sides of 8 or 16). Each 16x16 matrix here is composed
+// of CM_PM x CM_PN (A: CM_PM x CM_PK, B: CM_PK x CM_PN) of the units' fragments, row-major, so
+// that devices and drivers listing only smaller shapes (Mesa 26.1's lavapipe lists 8x8x8 only) run
+// the same kernels. Why specialization constants rather than a build per shape: every device runs
+// one module, so lavapipe's 8x8x8 executes the very SPIR-V a 16x16x16 device does; where the
+// shape is 16x16x16 a composite is one fragment and its loops fold away. The arrays have the
+// largest count (GLSL cannot copy arrays sized by specialization constants), of which a shape
+// uses the first CM_PM·CM_PN etc.
+layout(constant_id = 20) const uint CM_M = 16;
+layout(constant_id = 21) const uint CM_N = 16;
+layout(constant_id = 22) const uint CM_K = 16;
+const uint CM_PM = 16 / CM_M, CM_PN = 16 / CM_N, CM_PK = 16 / CM_K;
+#define CM_UNIT_ACC coopmat<float, gl_ScopeSubgroup, CM_M, CM_N, gl_MatrixUseAccumulator>
+#define CM_ACC CM_UNIT_ACC[4]
+#define CM_FRAG_A coopmat<CM_OPERAND, gl_ScopeSubgroup, CM_M, CM_K, gl_MatrixUseA>[4]
+#define CM_FRAG_B coopmat<CM_OPERAND, gl_ScopeSubgroup, CM_K, CM_N, gl_MatrixUseB>[4]
+
+CM_ACC cmZero() {
+    CM_ACC m;
+    [[unroll]] for (uint p = 0; p < CM_PM * CM_PN; p++) m[p] = CM_UNIT_ACC(0.0);
+    return m;
+}
+
+// Loads and stores take offsets and strides in elements of the array they address (halves
+// packed four to a uvec2 in sa and sb, two floats to a uvec2 where sa stages an accumulator):
+// a part's rows and columns are offset by whole fragments, which the strides' units divide.
+// The layout operand must be a constant, hence a branch for each (folded where colMajor is).
+#define CM_PART_AT(at, stride, colMajor, row, col, perElement) \
+    ((at) + ((colMajor) ? (col) * (stride) + (row) / (perElement) : (row) * (stride) + (col) / (perElement)))
+#define CM_LOAD(f, array, at, stride, colMajor, row, col, perElement) \
+    if (colMajor) coopMatLoad(f, array, CM_PART_AT(at, stride, true, row, col, perElement), stride, gl_CooperativeMatrixLayoutColumnMajor); \
+    else coopMatLoad(f, array, CM_PART_AT(at, stride, false, row, col, perElement), stride, gl_CooperativeMatrixLayoutRowMajor)
+
+void cmLoadA(out CM_FRAG_A f, uint at, uint stride, bool colMajor) {
+    [[unroll]] for (uint i = 0; i < CM_PM; i++)
+        [[unroll]] for (uint k = 0; k < CM_PK; k++) { CM_LOAD(f[i * CM_PK + k], sa, at, stride, colMajor, i * CM_M, k * CM_K, 4); }
+}
+
+void cmLoadB(out CM_FRAG_B f, uint at, uint stride, bool colMajor) {
+    [[unroll]] for (uint k = 0; k < CM_PK; k++)
+        [[unroll]] for (uint j = 0; j < CM_PN; j++) { CM_LOAD(f[k * CM_PN + j], sb, at, stride, colMajor, k * CM_K, j * CM_N, 4); }
+}
+
+CM_ACC cmMulAdd(CM_FRAG_A a, CM_FRAG_B b, CM_ACC m) {
+    [[unroll]] for (uint i = 0; i < CM_PM; i++)
+        [[unroll]] for (uint j = 0; j < CM_PN; j++)
+            [[unroll]] for (uint k = 0; k < CM_PK; k++)
+                m[i * CM_PN + j] = coopMatMulAdd(a[i * CM_PK + k], b[k * CM_PN + j], m[i * CM_PN + j]);
+    return m;
+}
+
+CM_ACC cmScale(CM_ACC m, float s) {
+    [[unroll]] for (uint p = 0; p < CM_PM * CM_PN; p++) m[p] = m[p] * s;
+    return m;
+}
+
+#ifndef COOPMAT_NO_C
+void cmLoadC(out CM_ACC m, uint at, uint stride) {
+    [[unroll]] for (uint i = 0; i < CM_PM; i++)
+        [[unroll]] for (uint j = 0; j < CM_PN; j++) { CM_LOAD(m[i * CM_PN + j], c, at, stride, false, i * CM_M, j * CM_N, 1); }
+}
+
+void cmStoreC(CM_ACC m, uint at, uint stride) {
+    [[unroll]] for (uint i = 0; i < CM_PM; i++)
+        [[unroll]] for (uint j = 0; j < CM_PN; j++)
+            coopMatStore(m[i * CM_PN + j], c, CM_PART_AT(at, stride, false, i * CM_M, j * CM_N, 1), stride, gl_CooperativeMatrixLayoutRowMajor);
+}
+#endif
+
+#ifdef COOPMAT_ADDEND
+void cmLoadD(out CM_ACC m, uint at, uint stride) {
+    [[unroll]] for (uint i = 0; i < CM_PM; i++)
+        [[unroll]] for (uint j = 0; j < CM_PN; j++) { CM_LOAD(m[i * CM_PN + j], addend, at, stride, false, i * CM_M, j * CM_N, 1); }
+}
+#endif
+
+void cmStoreShared(CM_ACC m, uint at, uint stride, bool colMajor) {
+    [[unroll]] for (uint i = 0; i < CM_PM; i++)
+        [[unroll]] for (uint j = 0; j < CM_PN; j++) {
+            if (colMajor) coopMatStore(m[i * CM_PN + j], sa, CM_PART_AT(at, stride, true, i * CM_M, j * CM_N, 2), stride, gl_CooperativeMatrixLayoutColumnMajor);
+            else coopMatStore(m[i * CM_PN + j], sa, CM_PART_AT(at, stride, false, i * CM_M, j * CM_N, 2), stride, gl_CooperativeMatrixLayoutRowMajor);
+        }
+}
 
 #elif !defined(COOPMAT_EMULATED)
 

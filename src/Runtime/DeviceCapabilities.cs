@@ -45,16 +45,21 @@ public sealed record DeviceCapabilities
     public required bool BFloat16 { get; init; }
     /// <summary>The matrix units multiply bf16 fragments through VK_KHR_cooperative_matrix
     /// (matmul_coopmat*_khr_bf16.comp): VK_KHR_shader_bfloat16 with its shaderBFloat16Type and
-    /// shaderBFloat16CooperativeMatrix features, and 16x16x16 bf16·bf16+fp32 at subgroup scope among
-    /// the KHR shapes, beside all <see cref="CooperativeMatrixKhr"/> needs. NVIDIA lists that
+    /// shaderBFloat16CooperativeMatrix features, and bf16·bf16+fp32 at subgroup scope in the shape of
+    /// <see cref="CooperativeMatrixFragment"/> among the KHR shapes, beside all <see cref="CooperativeMatrixKhr"/> needs. NVIDIA lists that
     /// shape on an H100 (docs/results/h100-2026-11-26c/devices.json, where this report spelled
     /// the bf16 component type by its number, 1000141000).</summary>
     public bool CooperativeMatrixBf16 { get; init; }
     /// <summary>What the matrix-unit product through VK_KHR_cooperative_matrix
     /// (matmul_coopmat_khr.comp) needs of the device is all there: the extension with its feature,
-    /// 16x16x16 fp16·fp16+fp32 at subgroup scope, shaderFloat16, 16-bit storage and the Vulkan
-    /// memory model. (The build must have compiled that shader too: <see cref="GpuContext.MatrixUnits"/>.)</summary>
+    /// fp16·fp16+fp32 at subgroup scope in a shape the kernels compose their 16x16x16 of
+    /// (<see cref="CooperativeMatrixFragment"/>), shaderFloat16, 16-bit storage, the Vulkan
+    /// memory model, and <see cref="SubgroupSizeControl"/>: its SPIR-V (1.5) must run in full
+    /// subgroups (VUID-RuntimeSpirv-OpTypeCooperativeMatrixKHR-10770). (The build must have compiled that shader too: <see cref="GpuContext.MatrixUnits"/>.)</summary>
     public required bool CooperativeMatrixKhr { get; init; }
+    /// <summary>The units' fragment shape the KHR kernels compose their 16x16x16 products of
+    /// (<see cref="MatrixFragment.Choose"/>); 16x16x16 where the device lists no KHR shape.</summary>
+    public MatrixFragment CooperativeMatrixFragment { get; init; } = MatrixFragment.Whole;
     /// <summary>The same through VK_NV_cooperative_matrix (matmul_coopmat.comp), which NVIDIA's
     /// drivers expose beside the KHR extension.</summary>
     public required bool CooperativeMatrixNv { get; init; }
@@ -83,6 +88,9 @@ public sealed record DeviceCapabilities
     /// requiredSubgroupSizeStages, <see cref="SubgroupSize"/> within its range. The matrix units'
     /// kernels are then pinned to that size (<see cref="DevicePlan.MatrixUnitsSubgroupPinned"/>).</summary>
     public bool SubgroupSizeControl { get; init; }
+    /// <summary>The largest subgroup size the driver may run a pipeline at (maxSubgroupSize;
+    /// <see cref="SubgroupSize"/> where the device lists no VK_EXT_subgroup_size_control).</summary>
+    public uint MaxSubgroupSize { get; init; }
     /// <summary>The most subgroups a workgroup of a pipeline pinned to a subgroup size may have
     /// (maxComputeWorkgroupSubgroups); 0 where the device cannot pin one.</summary>
     public uint MaxComputeWorkgroupSubgroups { get; init; }
@@ -170,7 +178,8 @@ public sealed record DeviceCapabilities
         var coopmat2 = extensions.Contains(NvCooperativeMatrix2Extension) && khrCoopmat ? Coopmat2(vk, instance, pd) : default;
         var nvShapes = nvCoopmat ? NvShapes(vk, instance, pd) : [];
         var khrShapes = khrCoopmat ? KhrShapes(vk, instance, pd) : [];
-        bool coopmatBasics = memoryModel.VulkanMemoryModel && f16.ShaderFloat16 && s16.StorageBuffer16BitAccess && subgroup.SubgroupSize >= 16;
+        var khrFragment = MatrixFragment.Choose(khrShapes.Where(s => s.Subgroup && s.Is(CoopmatShape)).Select(s => s.Shape));
+        bool coopmatBasics = memoryModel.VulkanMemoryModel && f16.ShaderFloat16 && s16.StorageBuffer16BitAccess;
 
         var executableInfo = new PhysicalDevicePipelineExecutablePropertiesFeaturesKHR { SType = StructureType.PhysicalDevicePipelineExecutablePropertiesFeaturesKhr };
         if (extensions.Contains(PipelineExecutablePropertiesExtension))
@@ -184,6 +193,9 @@ public sealed record DeviceCapabilities
             var sizeControlChain = new PhysicalDeviceFeatures2 { SType = StructureType.PhysicalDeviceFeatures2, PNext = &sizeControlFeatures };
             vk.GetPhysicalDeviceFeatures2(pd, &sizeControlChain);
         }
+        bool sizeControlUsable = sizeControlListed && sizeControlFeatures.SubgroupSizeControl && sizeControlFeatures.ComputeFullSubgroups
+                                 && sizeControl.RequiredSubgroupSizeStages.HasFlag(ShaderStageFlags.ComputeBit)
+                                 && sizeControl.MinSubgroupSize <= subgroup.SubgroupSize && subgroup.SubgroupSize <= sizeControl.MaxSubgroupSize;
 
         vk.GetPhysicalDeviceMemoryProperties(pd, out var mem);
         var heaps = new List<MemoryHeapInfo>();
@@ -222,19 +234,20 @@ public sealed record DeviceCapabilities
             StorageBuffer16Bit = s16.StorageBuffer16BitAccess,
             ShaderInt8 = f16.ShaderInt8,
             BFloat16 = bf16Listed,
-            CooperativeMatrixKhr = khrCoopmat && khrFeatures.CooperativeMatrix && coopmatBasics && khrShapes.Contains(CoopmatShape),
-            CooperativeMatrixBf16 = khrCoopmat && khrFeatures.CooperativeMatrix && coopmatBasics && khrShapes.Contains(CoopmatShape)
-                                    && bf16Listed && bf16.ShaderBFloat16Type && bf16.ShaderBFloat16CooperativeMatrix && khrShapes.Contains(CoopmatShapeBf16),
+            CooperativeMatrixKhr = khrCoopmat && khrFeatures.CooperativeMatrix && coopmatBasics && khrFragment is not null && sizeControlUsable,
+            CooperativeMatrixFragment = khrFragment ?? MatrixFragment.Whole,
+            CooperativeMatrixBf16 = khrCoopmat && khrFeatures.CooperativeMatrix && coopmatBasics && khrFragment is { } f && sizeControlUsable
+                                    && bf16Listed && bf16.ShaderBFloat16Type && bf16.ShaderBFloat16CooperativeMatrix
+                                    && khrShapes.Contains(CoopmatShapeBf16 with { M = f.M, N = f.N, K = f.K }),
             CooperativeMatrixNv = nvCoopmat && nvFeatures.CooperativeMatrix && coopmatBasics && nvShapes.Contains(CoopmatShape),
             CooperativeMatrixShapes = (khrCoopmat ? khrShapes : nvShapes).Select(s => s.Text).ToList(),
             CooperativeMatrix2Nv = coopmat2.Usable && khrFeatures.CooperativeMatrix && coopmatBasics && khrShapes.Contains(CoopmatShape) && p.ApiVersion >= Vk.Version13,
             CooperativeMatrix2Shapes = coopmat2.Shapes ?? [],
             CooperativeMatrix2MaxDimension = coopmat2.MaxDimension,
             PipelineExecutableStatistics = executableInfo.PipelineExecutableInfo,
-            SubgroupSizeControl = sizeControlListed && sizeControlFeatures.SubgroupSizeControl && sizeControlFeatures.ComputeFullSubgroups
-                                  && sizeControl.RequiredSubgroupSizeStages.HasFlag(ShaderStageFlags.ComputeBit)
-                                  && sizeControl.MinSubgroupSize <= subgroup.SubgroupSize && subgroup.SubgroupSize <= sizeControl.MaxSubgroupSize,
+            SubgroupSizeControl = sizeControlUsable,
             MaxComputeWorkgroupSubgroups = sizeControlListed ? sizeControl.MaxComputeWorkgroupSubgroups : 0,
+            MaxSubgroupSize = sizeControlListed ? sizeControl.MaxSubgroupSize : subgroup.SubgroupSize,
             MemoryBudget = extensions.Contains(MemoryBudgetExtension),
             PortabilitySubset = portabilitySubset,
             PortabilitySubsetUnsupported = portabilitySubset ? PortabilitySubsetGaps(portability) : [],
@@ -278,6 +291,9 @@ public sealed record DeviceCapabilities
 
     readonly record struct CoopmatEntry(uint M, uint N, uint K, ComponentTypeKHR A, ComponentTypeKHR B, ComponentTypeKHR C, ComponentTypeKHR D, bool Subgroup)
     {
+        public MatrixFragment Shape => new(M, N, K);
+        /// <summary>The same component types as <paramref name="other"/>, whatever the shape.</summary>
+        public bool Is(CoopmatEntry other) => (A, B, C, D) == (other.A, other.B, other.C, other.D);
         public string Text => $"{M}x{N}x{K} {Short(A)}·{Short(B)}+{Short(C)}→{Short(D)}{(Subgroup ? "" : " (not subgroup scope)")}";
         static string Short(ComponentTypeKHR t) => t switch
         {
@@ -293,7 +309,8 @@ public sealed record DeviceCapabilities
         };
     }
 
-    // The one shape the matrix-unit product is written for, with fp16 fragments or bf16 ones.
+    // The shape the matrix-unit products are written for, with fp16 fragments or bf16 ones (the
+    // KHR kernels compose it of smaller listed shapes: CooperativeMatrixFragment).
     static readonly CoopmatEntry CoopmatShape = new(16, 16, 16, ComponentTypeKHR.Float16Khr, ComponentTypeKHR.Float16Khr,
                                                     ComponentTypeKHR.Float32Khr, ComponentTypeKHR.Float32Khr, true);
     static readonly CoopmatEntry CoopmatShapeBf16 = CoopmatShape with { A = ComponentTypeKHR.Bfloat16Khr, B = ComponentTypeKHR.Bfloat16Khr };

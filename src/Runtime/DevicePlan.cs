@@ -53,6 +53,11 @@ public sealed record DevicePlan
     /// invocations the emulation groups together whatever the device's.</summary>
     public uint MatrixUnitsSubgroupSize => MatrixUnits == MatrixUnits.Emulated ? 32 : Capabilities.SubgroupSize;
 
+    /// <summary>The units' fragment shape the KHR kernels compose each 16x16x16 product of
+    /// (<see cref="DeviceCapabilities.CooperativeMatrixFragment"/>); 16x16x16 for the NV kernel and
+    /// the emulation, which multiply that shape only.</summary>
+    public MatrixFragment MatrixUnitsFragment => MatrixUnits is MatrixUnits.Khr or MatrixUnits.Nv2 ? Capabilities.CooperativeMatrixFragment : MatrixFragment.Whole;
+
     /// <summary>The matrix units' kernels run in full subgroups of exactly <see cref="MatrixUnitsSubgroupSize"/>
     /// invocations (<see cref="DeviceCapabilities.SubgroupSizeControl"/>): a subgroup-scope matrix
     /// is spread over the invocations of one real subgroup, and the kernels give each subgroup its
@@ -193,7 +198,8 @@ public sealed record DevicePlan
             MatrixUnitsRequest.Khr => throw new GpuException(!khrBuilt
                 ? $"{asked}: the matrix units were asked for through VK_KHR_cooperative_matrix, but this build has no matmul_coopmat_khr shader: its glslc could not compile " +
                   "GL_KHR_cooperative_matrix (Debian 12's glslang 11 cannot); tools/fetch-glslc.sh fetches one that can, and the next build uses it"
-                : $"{asked}: the matrix units were asked for through VK_KHR_cooperative_matrix, but {caps.Described} lacks it with 16x16x16 fp16·fp16+fp32 at subgroup scope (see vkprompt devices)"),
+                : $"{asked}: the matrix units were asked for through VK_KHR_cooperative_matrix, but {caps.Described} lacks it with fp16·fp16+fp32 at subgroup scope in a shape of sides 8 or 16, " +
+                  "shaderFloat16, 16-bit storage or the Vulkan memory model (see vkprompt devices)"),
             MatrixUnitsRequest.Nv2 when khr && nv2Built && caps.CooperativeMatrix2Nv && MatrixUnitsTiling.WorkgroupCandidates.Any(t => t.FitsWorkgroupScope(caps)) => MatrixUnits.Nv2,
             MatrixUnitsRequest.Nv2 => throw new GpuException(!khrBuilt || !nv2Built
                 ? $"{asked}: the matrix units were asked for through VK_NV_cooperative_matrix2, but this build lacks the matmul_coopmat_khr or matmul_coopmat_nv2 shader: its glslc could not " +
@@ -219,7 +225,7 @@ public sealed record DevicePlan
                 (MatrixUnits is not (MatrixUnits.Khr or MatrixUnits.Nv2) ? $"VK_KHR_cooperative_matrix (or their emulation), but this context's are {MatrixUnits.ToString().ToLowerInvariant()}"
                  : !bf16Built ? $"VK_KHR_cooperative_matrix, but this build has no {KhrBf16MatMulShader} shader: its glslc could not compile GL_EXT_bfloat16 (glslang 16 can); " +
                                 "tools/fetch-glslc.sh fetches one that can, and the next build uses it"
-                 : $"VK_KHR_cooperative_matrix with VK_KHR_shader_bfloat16 and 16x16x16 bf16·bf16+fp32 at subgroup scope, which {caps.Described} lacks (see vkprompt devices)")),
+                 : $"VK_KHR_cooperative_matrix with VK_KHR_shader_bfloat16 and bf16·bf16+fp32 at subgroup scope in the fp16 fragments' shape ({caps.CooperativeMatrixFragment.M}x{caps.CooperativeMatrixFragment.N}x{caps.CooperativeMatrixFragment.K}), which {caps.Described} lacks (see vkprompt devices)")),
             // Not unasked with VKPROMPT_MATRIX_UNITS=nv2, whose workgroup-scope kernel multiplies fp16 only.
             _ => khrBf16 && MatrixUnits == MatrixUnits.Khr && Activations == ActivationPrecision.Bf16 ? MatrixUnitsOperands.Bf16 : MatrixUnitsOperands.Fp16,
         };
@@ -402,6 +408,7 @@ public sealed record DevicePlan
             ["matrixUnits"] = MatrixUnits.ToString().ToLowerInvariant(),
             ["matrixUnitsSubgroupSize"] = MatrixUnits == MatrixUnits.None ? null : MatrixUnitsSubgroupSize,
             ["matrixUnitsSubgroupPinned"] = MatrixUnits == MatrixUnits.None ? null : MatrixUnitsSubgroupPinned,
+            ["matrixUnitsFragment"] = MatrixUnits == MatrixUnits.None ? null : $"{MatrixUnitsFragment.M}x{MatrixUnitsFragment.N}x{MatrixUnitsFragment.K}",
             ["matrixUnitsOperands"] = MatrixUnits == MatrixUnits.None ? null : MatrixUnitsOperands.ToString().ToLowerInvariant(),
             ["matrixUnitsAllProducts"] = MatrixUnitsAllProducts,
             ["storedWeights"] = new JsonObject

@@ -187,22 +187,34 @@ public sealed unsafe class GpuContext : IDisposable
     /// <summary>Returns the cached kernel for this shader and specialization, creating it once.</summary>
     internal Kernel Kernel(string shader, KernelLayout layout, params int[] specialization) => PinnedKernel(shader, layout, 0, specialization);
 
-    /// <summary>A kernel of the matrix units (not their emulation): in full subgroups of
-    /// <see cref="DevicePlan.MatrixUnitsSubgroupSize"/> where the plan pins them.</summary>
-    internal Kernel MatrixUnitsKernel(string shader, KernelLayout layout, params int[] specialization) =>
-        PinnedKernel(shader, layout, Plan.MatrixUnitsSubgroupPinned ? Plan.MatrixUnitsSubgroupSize : 0, specialization);
+    /// <summary>A kernel of the matrix units (or their emulation): in full subgroups of
+    /// <see cref="DevicePlan.MatrixUnitsSubgroupSize"/> where the plan pins them, in full subgroups
+    /// wherever it multiplies through VK_KHR_cooperative_matrix (<see cref="Runtime.Kernel.FullSubgroups"/>), composing its
+    /// 16x16x16 products of the plan's <see cref="DevicePlan.MatrixUnitsFragment"/> (constants no
+    /// other build declares, which Vulkan then ignores).</summary>
+    internal Kernel MatrixUnitsKernel(string shader, KernelLayout layout, params int[] specialization)
+    {
+        var f = Plan.MatrixUnitsFragment;
+        return PinnedKernel(shader, layout, Plan.MatrixUnitsSubgroupPinned ? Plan.MatrixUnitsSubgroupSize : 0, specialization,
+                            MatrixFragment.SpecializationIds.Zip([(int)f.M, (int)f.N, (int)f.K]).ToArray(),
+                            Plan.MatrixUnits is MatrixUnits.Khr or MatrixUnits.Nv2);
+    }
 
     /// <summary><see cref="Kernel(string, KernelLayout, int[])"/> run in full subgroups of
-    /// <paramref name="subgroupSize"/> invocations (0: the driver's choice; <see cref="Runtime.Kernel.RequiredSubgroupSize"/>).</summary>
-    internal Kernel PinnedKernel(string shader, KernelLayout layout, uint subgroupSize, int[] specialization)
+    /// <paramref name="subgroupSize"/> invocations (0: the driver's choice; <see cref="Runtime.Kernel.RequiredSubgroupSize"/>),
+    /// with <paramref name="placed"/> constants at their own ids beside the positional ones.</summary>
+    internal Kernel PinnedKernel(string shader, KernelLayout layout, uint subgroupSize, int[] specialization, (uint Id, int Value)[]? placed = null,
+                                 bool fullSubgroups = false)
     {
         ObjectDisposedException.ThrowIf(disposed, this);
         using var _ = Enter();
-        var key = new KernelKey(shader, string.Join(',', specialization), subgroupSize);
+        placed ??= [];
+        var key = new KernelKey(shader, string.Join(',', specialization) + string.Concat(placed.Select(p => $";{p.Id}={p.Value}")) + (fullSubgroups ? ";full" : ""),
+                                subgroupSize);
         if (!kernels.TryGetValue(key, out var k))
         {
             var sw = Stopwatch.StartNew();
-            k = new Kernel(this, shader, layout, specialization, subgroupSize);
+            k = new Kernel(this, shader, layout, specialization, subgroupSize, placed, fullSubgroups);
             kernels[key] = k;
             PipelineCreationTime += sw.Elapsed;
         }

@@ -95,7 +95,13 @@ public sealed record HostDevice
         bool Enabled(string extension) => EnabledExtensions.Contains(extension);
         // What every matrix-unit kernel uses beside its extension (DeviceBringUp.CreateDevice enables the same).
         bool basics = f.ShaderFloat16 && f.StorageBuffer16BitAccess && f.VulkanMemoryModel;
-        bool khr = device.CooperativeMatrixKhr && basics && f.CooperativeMatrixKhr && Enabled(DeviceCapabilities.KhrCooperativeMatrixExtension);
+        // Core in Vulkan 1.3 (the host's instance and the device both), where the host
+        // enables it without the extension.
+        bool sizeControl = device.SubgroupSizeControl && f.SubgroupSizeControl
+                           && (Enabled(DeviceCapabilities.SubgroupSizeControlExtension)
+                               || AtLeast(ApiVersion, 1, 3) && Version.TryParse(device.ApiVersion, out var v) && v >= new Version(1, 3));
+        // The KHR kernels run in full subgroups (DeviceCapabilities.CooperativeMatrixKhr).
+        bool khr = device.CooperativeMatrixKhr && basics && f.CooperativeMatrixKhr && Enabled(DeviceCapabilities.KhrCooperativeMatrixExtension) && sizeControl;
         return device with
         {
             DeclaredByHost = true,
@@ -111,11 +117,7 @@ public sealed record HostDevice
             PipelineExecutableStatistics = device.PipelineExecutableStatistics && f.PipelineExecutableInfo
                                            && Enabled(DeviceCapabilities.PipelineExecutablePropertiesExtension),
             MemoryBudget = device.MemoryBudget && MemoryBudgetEnabled,
-            // Core in Vulkan 1.3 (the host's instance and the device both), where the host
-            // enables it without the extension.
-            SubgroupSizeControl = device.SubgroupSizeControl && f.SubgroupSizeControl
-                                  && (Enabled(DeviceCapabilities.SubgroupSizeControlExtension)
-                                      || AtLeast(ApiVersion, 1, 3) && Version.TryParse(device.ApiVersion, out var v) && v >= new Version(1, 3)),
+            SubgroupSizeControl = sizeControl,
         };
     }
 

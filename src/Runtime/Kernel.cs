@@ -39,6 +39,10 @@ internal sealed unsafe class Kernel : IDisposable
     /// <summary>The specialization constants it was built with (constant_id i: element i).</summary>
     public IReadOnlyList<int> Specialization { get; }
 
+    /// <summary>The specialization constants it was built with at ids of their own (the matrix
+    /// units' fragment shape: <see cref="GpuContext.MatrixUnitsKernel"/>).</summary>
+    public IReadOnlyList<(uint Id, int Value)> Placed { get; }
+
     /// <summary>What the driver compiled the pipeline into, as it names and counts it (NVIDIA:
     /// registers per invocation, shared memory; Mesa's drivers: registers, spills, code size), one
     /// row per statistic of each executable; empty unless <see cref="GpuContext.PipelineStatistics"/>.</summary>
@@ -49,17 +53,31 @@ internal sealed unsafe class Kernel : IDisposable
     /// driver's choice.</summary>
     public uint RequiredSubgroupSize { get; }
 
+    /// <summary>The pipeline runs in full subgroups (REQUIRE_FULL_SUBGROUPS): of <see cref="RequiredSubgroupSize"/>
+    /// where one is required, else of the driver's size, the workgroup then a multiple of the
+    /// largest it may choose. A pipeline with VK_KHR_cooperative_matrix's instructions in SPIR-V
+    /// before 1.6, as the KHR kernels are, must be so created (VUID-RuntimeSpirv-OpTypeCooperativeMatrixKHR-10770).</summary>
+    public bool FullSubgroups { get; }
+
     /// <summary>Builds shaders/<paramref name="name"/>.comp's pipeline on <paramref name="ctx"/>'s device
     /// with <paramref name="layout"/> and <paramref name="specialization"/>, and
     /// <paramref name="requiredSubgroupSize"/> (<see cref="RequiredSubgroupSize"/>; needs
-    /// <see cref="DeviceCapabilities.SubgroupSizeControl"/>, with local_size_x, constant_id 0, a multiple of it).</summary>
-    internal Kernel(GpuContext ctx, string name, KernelLayout layout, int[] specialization, uint requiredSubgroupSize = 0)
+    /// <see cref="DeviceCapabilities.SubgroupSizeControl"/>, with local_size_x, constant_id 0, a multiple of it),
+    /// in full subgroups where <paramref name="fullSubgroups"/> (<see cref="FullSubgroups"/>), and
+    /// <paramref name="placed"/> constants at their own ids (past the positional ones).</summary>
+    internal Kernel(GpuContext ctx, string name, KernelLayout layout, int[] specialization, uint requiredSubgroupSize = 0,
+                    (uint Id, int Value)[]? placed = null, bool fullSubgroups = false)
     {
+        placed ??= [];
+        if (placed.Any(p => p.Id < specialization.Length))
+            throw new ArgumentException($"{name}: a placed specialization constant's id is among the {specialization.Length} positional ones", nameof(placed));
         this.ctx = ctx;
         Name = name;
         Layout = layout;
         Specialization = specialization.ToArray();
+        Placed = placed.ToArray();
         RequiredSubgroupSize = requiredSubgroupSize;
+        FullSubgroups = fullSubgroups || requiredSubgroupSize != 0;
         var vk = ctx.Vk;
         if (layout.PushConstantBytes > ctx.Capabilities.MaxPushConstantsSize)
             throw new GpuException($"{name}: {layout.PushConstantBytes} bytes of push constants exceed the device's {ctx.Capabilities.MaxPushConstantsSize}");
@@ -69,6 +87,13 @@ internal sealed unsafe class Kernel : IDisposable
         if (requiredSubgroupSize != 0 && specialization.Length > 0 && (long)specialization[0] > (long)requiredSubgroupSize * ctx.Capabilities.MaxComputeWorkgroupSubgroups)
             throw new GpuException($"{name}: a workgroup of {specialization[0]} invocations is more than the {ctx.Capabilities.MaxComputeWorkgroupSubgroups} subgroups of " +
                                    $"{requiredSubgroupSize} {ctx.Capabilities.Described} allows a pinned pipeline (maxComputeWorkgroupSubgroups); choose a tiling with fewer warps");
+        if (FullSubgroups && !ctx.Capabilities.SubgroupSizeControl)
+            throw new GpuException($"{name}: full subgroups were required, but {ctx.Capabilities.Described} cannot guarantee them (VK_EXT_subgroup_size_control's computeFullSubgroups)");
+        // Full subgroups of the driver's size: the workgroup must hold whole subgroups of any size it may choose.
+        uint largest = Math.Max(ctx.Capabilities.MaxSubgroupSize, ctx.Capabilities.SubgroupSize);
+        if (FullSubgroups && requiredSubgroupSize == 0 && specialization.Length > 0 && specialization[0] % largest != 0)
+            throw new GpuException($"{name}: a workgroup of {specialization[0]} invocations in full subgroups of the driver's size must be a multiple of " +
+                                   $"the largest, {largest} on {ctx.Capabilities.Described}; pin the subgroup size (VKPROMPT_MATRIX_UNITS_PIN unset) or choose another tiling");
 
         byte[] spirv = LoadSpirv(name);
         ShaderModule module;
@@ -103,17 +128,18 @@ internal sealed unsafe class Kernel : IDisposable
             GpuException.Check(vk.CreatePipelineLayout(ctx.Device, &plInfo, null, out var pipelineLayout), "vkCreatePipelineLayout");
             PipelineLayout = pipelineLayout;
 
-            var entries = stackalloc SpecializationMapEntry[Math.Max(1, specialization.Length)];
-            for (int i = 0; i < specialization.Length; i++)
-                entries[i] = new SpecializationMapEntry((uint)i, (uint)(i * 4), 4);
+            int[] values = [.. specialization, .. placed.Select(p => p.Value)];
+            var entries = stackalloc SpecializationMapEntry[Math.Max(1, values.Length)];
+            for (int i = 0; i < values.Length; i++)
+                entries[i] = new SpecializationMapEntry(i < specialization.Length ? (uint)i : placed[i - specialization.Length].Id, (uint)(i * 4), 4);
             using var entryName = new ScopedUtf8("main");
-            fixed (int* specData = specialization)
+            fixed (int* specData = values)
             {
                 var spec = new SpecializationInfo
                 {
-                    MapEntryCount = (uint)specialization.Length,
+                    MapEntryCount = (uint)values.Length,
                     PMapEntries = entries,
-                    DataSize = (nuint)(specialization.Length * 4),
+                    DataSize = (nuint)(values.Length * 4),
                     PData = specData,
                 };
                 var subgroupSize = new PipelineShaderStageRequiredSubgroupSizeCreateInfo
@@ -125,11 +151,11 @@ internal sealed unsafe class Kernel : IDisposable
                 {
                     SType = StructureType.PipelineShaderStageCreateInfo,
                     PNext = requiredSubgroupSize != 0 ? &subgroupSize : null,
-                    Flags = requiredSubgroupSize != 0 ? PipelineShaderStageCreateFlags.RequireFullSubgroupsBit : 0,
+                    Flags = FullSubgroups ? PipelineShaderStageCreateFlags.RequireFullSubgroupsBit : 0,
                     Stage = ShaderStageFlags.ComputeBit,
                     Module = module,
                     PName = entryName.Ptr,
-                    PSpecializationInfo = specialization.Length > 0 ? &spec : null,
+                    PSpecializationInfo = values.Length > 0 ? &spec : null,
                 };
                 var pInfo = new ComputePipelineCreateInfo
                 {

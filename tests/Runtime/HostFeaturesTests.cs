@@ -78,13 +78,13 @@ public sealed unsafe class HostFeaturesTests
         var ext = new PhysicalDeviceSubgroupSizeControlFeatures { SType = StructureType.PhysicalDeviceSubgroupSizeControlFeatures, SubgroupSizeControl = true, ComputeFullSubgroups = true };
         Assert.Equal(new HostFeatures { SubgroupSizeControl = true }, HostFeatures.FromChain((nint)(&ext)));
 
-        var gpu = Gpu with { SubgroupSizeControl = true };
-        var declared = Everything with { SubgroupSizeControl = true };
+        var gpu = Gpu;
+        var declared = Everything;
         bool Pinned(HostDevice host) => new DevicePlan(host.Declare(gpu), new GpuOptions(), khrBuilt: true, nv2Built: true).MatrixUnitsSubgroupPinned;
         Assert.True(Pinned(Host(declared, Vk.Version12, Khr, "VK_EXT_subgroup_size_control")));
         Assert.True(Pinned(Host(declared, Vk.Version13, Khr)));
         Assert.False(Pinned(Host(declared, Vk.Version12, Khr)));
-        Assert.False(Pinned(Host(Everything, Vk.Version13, Khr, "VK_EXT_subgroup_size_control")));
+        Assert.False(Pinned(Host(Everything with { SubgroupSizeControl = false }, Vk.Version13, Khr, "VK_EXT_subgroup_size_control")));
         // Core 1.3 needs the device at 1.3 too, not only the host's instance.
         Assert.False(new DevicePlan(Host(declared, Vk.Version13, Khr).Declare(gpu with { ApiVersion = "1.2.198" }), new GpuOptions(), khrBuilt: true, nv2Built: true)
                      .MatrixUnitsSubgroupPinned);
@@ -118,13 +118,13 @@ public sealed unsafe class HostFeaturesTests
         MaxWorkGroupCountX = 65535, MaxWorkGroupCountY = 65535, MaxWorkGroupCountZ = 65535,
         TimestampsSupported = true, TimestampPeriodNs = 1, Heaps = [], PipelineCacheKey = "key",
         CooperativeMatrix2Nv = true, CooperativeMatrix2Shapes = [new(128, 32, 16, 16), new(256, 32, 32, 16)], CooperativeMatrix2MaxDimension = 1024,
-        PipelineExecutableStatistics = true,
+        PipelineExecutableStatistics = true, SubgroupSizeControl = true, MaxSubgroupSize = 32,
     };
 
     static readonly HostFeatures Everything = new()
     {
         TimelineSemaphore = true, StorageBuffer16BitAccess = true, ShaderFloat16 = true, ShaderInt8 = true, VulkanMemoryModel = true,
-        CooperativeMatrixKhr = true, CooperativeMatrixNv = true, CooperativeMatrix2Nv = true, PipelineExecutableInfo = true,
+        CooperativeMatrixKhr = true, CooperativeMatrixNv = true, CooperativeMatrix2Nv = true, PipelineExecutableInfo = true, SubgroupSizeControl = true,
     };
 
     static HostDevice Host(HostFeatures features, uint apiVersion, params string[] extensions) => new()
@@ -182,6 +182,10 @@ public sealed unsafe class HostFeaturesTests
         Assert.Equal(MatrixUnits.None, Plan(Host(Everything with { CooperativeMatrixKhr = false }, Vk.Version13, Khr)).MatrixUnits);
         Assert.Equal(MatrixUnits.None, Plan(Host(Everything with { VulkanMemoryModel = false }, Vk.Version13, Khr, Nv)).MatrixUnits);
         Assert.Equal(MatrixUnits.None, Plan(Host(Everything with { ShaderFloat16 = false }, Vk.Version13, Khr)).MatrixUnits);
+        // The KHR kernels' SPIR-V 1.5 must run in full subgroups: without them the NV units, else none.
+        Assert.Equal(MatrixUnits.Nv, Plan(Host(Everything with { SubgroupSizeControl = false }, Vk.Version13, Khr, Nv)).MatrixUnits);
+        Assert.Equal(MatrixUnits.None, Plan(Host(Everything, Vk.Version12, Khr)).MatrixUnits);
+        Assert.Equal(MatrixUnits.Khr, Plan(Host(Everything, Vk.Version12, Khr, "VK_EXT_subgroup_size_control")).MatrixUnits);
         Assert.Equal(MatrixUnits.Nv2, Plan(Host(Everything, Vk.Version13, Khr, Nv2), MatrixUnitsRequest.Nv2).MatrixUnits);
         // Its SPIR-V 1.6 needs the host's instance at 1.3.
         var e = Assert.Throws<GpuException>(() => Plan(Host(Everything, Vk.Version12, Khr, Nv2), MatrixUnitsRequest.Nv2));

@@ -34,6 +34,15 @@ public sealed class SubgroupPinTests
         int tooMany = (int)(size * ctx.Capabilities.MaxComputeWorkgroupSubgroups) + (int)size;
         var e = Assert.Throws<GpuException>(() => ctx.PinnedKernel("add", AddKernel.Layout, size, [tooMany]));
         Assert.Contains("maxComputeWorkgroupSubgroups", e.Message);
+        // Full subgroups of the driver's size (the KHR kernels' where unpinned): the flag without
+        // a required size, valid only for a workgroup of whole subgroups of the largest size.
+        var full = ctx.PinnedKernel("add", AddKernel.Layout, 0, [Grid.LinearSize], fullSubgroups: true);
+        Assert.True(full.FullSubgroups);
+        Assert.Equal(0u, full.RequiredSubgroupSize);
+        Assert.True(pinned.FullSubgroups);
+        Assert.False(unpinned.FullSubgroups);
+        e = Assert.Throws<GpuException>(() => ctx.PinnedKernel("add", AddKernel.Layout, 0, [(int)Math.Max(ctx.Capabilities.MaxSubgroupSize, size) + 1], fullSubgroups: true));
+        Assert.Contains("multiple of the largest", e.Message);
 
         const int n = 1000;
         var x = Check.Random(n, 1);
@@ -43,9 +52,11 @@ public sealed class SubgroupPinTests
         using (var g = new CommandGraph(ctx))
         {
             g.Dispatch(pinned, Grid.Linear(n), new AddKernel.Push(n, 0, 1f, 0, 0.5f), gx, gy, gx, gx);
+            g.Dispatch(full, Grid.Linear(n), new AddKernel.Push(n, 0, 1f, 0, 0.25f), gx, gy, gx, gx);
             g.Run();
         }
         AddReference.Forward(x, y, 0.5f);
+        AddReference.Forward(x, y, 0.25f);
         Check.Close(x, gx.Download<float>(), 1e-6, "add in pinned subgroups");
         Assert.True(ctx.Validation.ErrorCount == 0, string.Join("\n", ctx.Validation.Errors));
     }

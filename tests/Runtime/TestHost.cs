@@ -42,8 +42,9 @@ public sealed unsafe class TestHost : IDisposable
 
     /// <param name="sixteenBit">also enable storageBuffer16BitAccess and shaderFloat16 (what
     /// 16-bit weights and the emulated matrix units need); else timeline semaphores alone.</param>
-    /// <param name="matrixUnits">also enable VK_KHR_cooperative_matrix with its feature and the
-    /// Vulkan memory model, where the device lists the extension (16-bit features too).</param>
+    /// <param name="matrixUnits">also enable VK_KHR_cooperative_matrix with its feature, the
+    /// Vulkan memory model and VK_EXT_subgroup_size_control (whose full subgroups the KHR kernels
+    /// need), where the device lists them (16-bit features too).</param>
     public TestHost(bool sixteenBit = false, bool matrixUnits = false)
     {
         errorsHandle = GCHandle.Alloc(Errors);
@@ -54,8 +55,9 @@ public sealed unsafe class TestHost : IDisposable
             messenger = CreateMessenger(Vk, Instance, &messengerInfo);
             PhysicalDevice = PhysicalDevices(Vk, Instance)[ChosenIndex];
             QueueFamily = ComputeFamily(Vk, PhysicalDevice);
-            if (matrixUnits && DeviceBringUp.DeviceExtensions(Vk, PhysicalDevice).Contains("VK_KHR_cooperative_matrix"))
-                Extensions = ["VK_KHR_cooperative_matrix"];
+            var listed = DeviceBringUp.DeviceExtensions(Vk, PhysicalDevice);
+            if (matrixUnits && listed.Contains("VK_KHR_cooperative_matrix"))
+                Extensions = listed.Contains("VK_EXT_subgroup_size_control") ? ["VK_KHR_cooperative_matrix", "VK_EXT_subgroup_size_control"] : ["VK_KHR_cooperative_matrix"];
             (Device, Enabled) = CreateDevice(Vk, PhysicalDevice, QueueFamily, sixteenBit || matrixUnits, Extensions);
             Vk.GetDeviceQueue(Device, QueueFamily, 0, out var queue);
             Queue = queue;
@@ -178,10 +180,19 @@ public sealed unsafe class TestHost : IDisposable
     /// <summary>A device with only timeline semaphores enabled (VkPrompt's one requirement), as a
     /// host that knows little of VkPrompt would create it: fp32 weights only; with
     /// <paramref name="sixteenBit"/> 16-bit storage and fp16 arithmetic too, and with the KHR
-    /// cooperative matrix among <paramref name="extensions"/> its feature and the memory model.</summary>
+    /// cooperative matrix among <paramref name="extensions"/> its feature and the memory model, and
+    /// with VK_EXT_subgroup_size_control among them its two features.</summary>
     static (Device, HostFeatures) CreateDevice(Vk vk, PhysicalDevice pd, uint family, bool sixteenBit, IReadOnlyList<string> extensions)
     {
-        var model = new PhysicalDeviceVulkanMemoryModelFeatures { SType = StructureType.PhysicalDeviceVulkanMemoryModelFeatures, VulkanMemoryModel = true };
+        var sizeControl = new PhysicalDeviceSubgroupSizeControlFeatures
+        {
+            SType = StructureType.PhysicalDeviceSubgroupSizeControlFeatures, SubgroupSizeControl = true, ComputeFullSubgroups = true,
+        };
+        var model = new PhysicalDeviceVulkanMemoryModelFeatures
+        {
+            SType = StructureType.PhysicalDeviceVulkanMemoryModelFeatures, VulkanMemoryModel = true,
+            PNext = extensions.Contains("VK_EXT_subgroup_size_control") ? &sizeControl : null,
+        };
         var coopmat = new PhysicalDeviceCooperativeMatrixFeaturesKHR { SType = StructureType.PhysicalDeviceCooperativeMatrixFeaturesKhr, CooperativeMatrix = true, PNext = &model };
         var f16 = new PhysicalDeviceShaderFloat16Int8Features
         {

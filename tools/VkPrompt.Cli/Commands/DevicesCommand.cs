@@ -120,7 +120,8 @@ internal static class DevicesCommand
         Row("pipeline cache key", d => d.PipelineCacheKey);
         var column = devices.ToList();
         string Planned(DeviceCapabilities d, Func<DevicePlan, string> value) => plans[column.IndexOf(d)] is { } p ? value(p) : "-";
-        Row("plan: matrix units", d => Planned(d, p => p.MatrixUnits.Extension() + (p.MatrixUnitsSubgroupPinned ? $", in subgroups pinned to {p.MatrixUnitsSubgroupSize}" : "")));
+        Row("plan: matrix units", d => Planned(d, p => p.MatrixUnits.Extension() + (p.MatrixUnitsSubgroupPinned ? $", in subgroups pinned to {p.MatrixUnitsSubgroupSize}" : "")
+                                                                 + (p.MatrixUnitsFragment.Composed ? $", each {p.MatrixUnitsFragment}" : "")));
         Row("plan: portable product", d => Planned(d, p => p.ForcedPortableTiling ?? p.PortableRule));
         Row("plan: fp16/bf16 weights stored as", d => Planned(d, p => $"{p.StoredPrecision(WeightPrecision.Fp16).Name()}/{p.StoredPrecision(WeightPrecision.Bf16).Name()}"));
         Row("plan: attention fused by default", d => Planned(d, p => p.FusesLargeAttention ? $"from {DevicePlan.FuseFromScoresPerHead} scores a head" : "only where scores exceed a binding"));
