@@ -303,7 +303,8 @@ public sealed record DevicePlan
     }
 
     /// <summary>The matrix-unit product's tiling (<see cref="Product"/>): at workgroup scope
-    /// <see cref="MatrixUnitsTiling.ForWorkgroupScope"/>, else <see cref="MatrixUnitsTiling.ForSubgroupScope"/>.</summary>
+    /// <see cref="MatrixUnitsTiling.ForWorkgroupScope"/>, on a CPU device's own units
+    /// <see cref="MatrixUnitsTiling.OneTile"/>, else <see cref="MatrixUnitsTiling.ForSubgroupScope"/>.</summary>
     internal MatrixUnitsTiling MatrixUnitsProductTiling(in MatMulSpec s, WeightPrecision bPrecision, MatMulTunings? tunings = null)
     {
         bool workgroupScope = OnWorkgroupScope(s, bPrecision);
@@ -311,8 +312,19 @@ public sealed record DevicePlan
             return workgroupScope ? MatrixUnitsTiling.ParseWorkgroupScope(text, Capabilities, Options)
                 : MatrixUnitsTiling.ParseSubgroupScope(text, Capabilities, MatrixUnitsSubgroupSize, Options);
         if (tunings?.Find(s, bPrecision)?.Choice.MatrixUnits is { } tuned) return tuned;
-        return workgroupScope ? MatrixUnitsTiling.ForWorkgroupScope(Capabilities, s) : MatrixUnitsTiling.ForSubgroupScope(Capabilities, s);
+        if (workgroupScope) return MatrixUnitsTiling.ForWorkgroupScope(Capabilities, s);
+        // A CPU driver compiles each pipeline's matrix instructions into scalar code when it is
+        // created, and lavapipe 26.1 takes about 13 times as long over the default tiling's 8
+        // accumulators a subgroup as over one (t5-small's products, 8x8x8 fragments: 93 s
+        // against 7 s), while nobody times products there. The emulation keeps the GPU rule, so
+        // that CI's lavapipe tests the tilings the GPUs run.
+        return MatrixUnitsOneTile ? MatrixUnitsTiling.OneTile : MatrixUnitsTiling.ForSubgroupScope(Capabilities, s);
     }
+
+    /// <summary>Every subgroup-scope product takes <see cref="MatrixUnitsTiling.OneTile"/>: the
+    /// device is a CPU (and <see cref="GpuOptions.PlanForGpu"/> does not say otherwise) and the
+    /// matrix units are its own (<see cref="MatrixUnitsProductTiling"/>).</summary>
+    bool MatrixUnitsOneTile => !PlansForGpu && MatrixUnits is MatrixUnits.Khr or MatrixUnits.Nv;
 
     // A copy costs about 6 bytes moved per element of its operand, the product 2·N flops per
     // element of A (2·M per element of B): at 256 and an H100's rates (3 TB/s, a few hundred
@@ -472,6 +484,7 @@ public sealed record DevicePlan
 
     JsonObject SubgroupScopeTilings()
     {
+        if (MatrixUnitsOneTile) return new JsonObject { ["all (a CPU device's units)"] = MatrixUnitsTiling.OneTile.Text };
         long limit = Capabilities.MaxComputeSharedMemorySize;
         string Fitting(MatrixUnitsTiling t) => (t.SharedBytes <= limit ? t : MatrixUnitsTiling.Small.SharedBytes <= limit ? MatrixUnitsTiling.Small : MatrixUnitsTiling.Minimal).Text;
         return new JsonObject

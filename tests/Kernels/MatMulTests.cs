@@ -476,16 +476,23 @@ public sealed class MatMulTests(GpuFixture f) : GpuTest(f)
         Assert.True(ctx.Validation.ErrorCount == 0, string.Join("\n", ctx.Validation.Errors));
     }
 
-    /// <summary>The matrix units' tile shape follows the product: 64x64 blocks where 128x128
-    /// ones would be too few to fill a GPU, 128x64 for products at most 64 columns wide (attention
-    /// per head), 128x128 otherwise.</summary>
-    [SkippableFact]
+    /// <summary>The matrix units' tile shape follows the product on a GPU (the recorded H100):
+    /// 64x64 blocks where 128x128 ones would be too few to fill it, 128x64 for products at most 64
+    /// columns wide (attention per head), 128x128 otherwise; a CPU device's own units (lavapipe
+    /// 26.1's) take one tile a subgroup, whose pipelines compile fastest, and their emulation the
+    /// GPU's rule.</summary>
+    [Fact]
     public void MatrixUnitsTilingFollowsTheProductsShape()
     {
-        var ctx = MatrixUnitsCtx;
-        Assert.Equal(MatrixUnitsTiling.Default, ctx.Plan.MatrixUnitsProductTiling(MatMulSpec.Rows(19584, 768, 768, transposeB: true), WeightPrecision.Bf16));
-        Assert.Equal(MatrixUnitsTiling.Small, ctx.Plan.MatrixUnitsProductTiling(MatMulSpec.Rows(256, 768, 768, transposeB: true), WeightPrecision.Bf16));
-        Assert.Equal(MatrixUnitsTiling.Narrow, ctx.Plan.MatrixUnitsProductTiling(MatMulSpec.Rows(19584, 64, 768), WeightPrecision.Fp32));
+        var wide = MatMulSpec.Rows(19584, 768, 768, transposeB: true);
+        var gpu = new DevicePlan(Runtime.DevicePlanTests.H100, new GpuOptions(), khrBuilt: true, nv2Built: false);
+        Assert.Equal(MatrixUnitsTiling.Default, gpu.MatrixUnitsProductTiling(wide, WeightPrecision.Bf16));
+        Assert.Equal(MatrixUnitsTiling.Small, gpu.MatrixUnitsProductTiling(MatMulSpec.Rows(256, 768, 768, transposeB: true), WeightPrecision.Bf16));
+        Assert.Equal(MatrixUnitsTiling.Narrow, gpu.MatrixUnitsProductTiling(MatMulSpec.Rows(19584, 64, 768), WeightPrecision.Bf16));
+        var cpu = Runtime.DevicePlanTests.H100 with { DeviceType = "cpu" };
+        Assert.Equal(MatrixUnitsTiling.OneTile, new DevicePlan(cpu, new GpuOptions(), khrBuilt: true, nv2Built: false).MatrixUnitsProductTiling(wide, WeightPrecision.Bf16));
+        Assert.Equal(MatrixUnitsTiling.Default, new DevicePlan(cpu, new GpuOptions { MatrixUnits = MatrixUnitsRequest.Emulate }, khrBuilt: true, nv2Built: false)
+                                                    .MatrixUnitsProductTiling(wide, WeightPrecision.Bf16));
     }
 
     /// <summary>Products that read the same range of the same activation share one 16-bit copy of

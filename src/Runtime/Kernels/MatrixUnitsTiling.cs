@@ -50,6 +50,10 @@ internal readonly record struct MatrixUnitsTiling(int WarpsM, int WarpsN, int Ti
     // What a device with the 16 KiB minimum of shared memory can hold.
     internal static MatrixUnitsTiling Minimal => new(2, 2, 2, 2, 16);
 
+    // One 16x16 accumulator a subgroup: the least code a pipeline compiles to, for CPU devices'
+    // units (DevicePlan.MatrixUnitsProductTiling says why).
+    internal static MatrixUnitsTiling OneTile => new(2, 2, 1, 1, 16);
+
     // The workgroup-scope kernel (matmul_coopmat_nv2.comp) takes from a tiling only its block,
     // BM x BN (WarpsM·TilesM·16 by WarpsN·TilesN·16), its depth BK and its workgroup of
     // WarpsM·WarpsN subgroups; the driver lays the block out over them. The shapes are
