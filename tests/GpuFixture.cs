@@ -23,9 +23,13 @@ public sealed class GpuFixture : IDisposable
     public GpuContext Context { get; } = GpuContext.Create(Options() with { Validation = true, PipelineCacheDirectory = null });
 
     readonly Lazy<GpuContext?> emulated, allProducts, bf16;
+    readonly Lazy<GpuContext> portable;
 
     public GpuFixture()
     {
+        portable = new(() => Context.UsesMatrixUnits
+            ? GpuContext.Create(Options() with { Validation = true, PipelineCacheDirectory = null, MatrixUnits = MatrixUnitsRequest.Off })
+            : Context);
         emulated = new(() =>
         {
             var caps = Context.Capabilities;
@@ -68,14 +72,22 @@ public sealed class GpuFixture : IDisposable
     /// those of two fp32 operands too (<see cref="GpuOptions.MatrixUnitsAllProducts"/>).</summary>
     public GpuContext? MatrixUnitsAllProducts => allProducts.Value;
 
+    /// <summary>A context whose products all run the portable kernels: <see cref="Context"/> where
+    /// it uses no matrix units, else one with them off (<see cref="MatrixUnitsRequest.Off"/>), for
+    /// tests that hold int8 weights' products to fp32 bounds on a device whose units would
+    /// otherwise take them.</summary>
+    public GpuContext Portable => portable.Value;
+
     internal IEnumerable<GpuContext> Contexts =>
-        new[] { Context }.Concat(new[] { emulated, allProducts, bf16 }.Where(l => l.IsValueCreated && l.Value is not null).Select(l => l.Value!)).Distinct();
+        new[] { Context }.Concat(new[] { emulated, allProducts, bf16 }.Where(l => l.IsValueCreated && l.Value is not null).Select(l => l.Value!))
+                         .Concat(portable.IsValueCreated ? [portable.Value] : []).Distinct();
 
     public void Dispose()
     {
         if (bf16.IsValueCreated && bf16.Value != Context) bf16.Value?.Dispose();
         if (allProducts.IsValueCreated) allProducts.Value?.Dispose();
         if (emulated.IsValueCreated) emulated.Value?.Dispose();
+        if (portable.IsValueCreated && portable.Value != Context) portable.Value.Dispose();
         Context.Dispose();
     }
 }
@@ -98,6 +110,9 @@ public abstract class GpuTest : IDisposable
         Ctx = fixture.Context;
         errorsBefore = fixture.Contexts.ToDictionary(c => c, c => c.Validation.ErrorCount);
     }
+
+    /// <summary>The context whose products all run the portable kernels (<see cref="GpuFixture.Portable"/>).</summary>
+    protected GpuContext PortableCtx => fixture.Portable;
 
     /// <summary>The context that runs the matrix-units kernel (<see cref="GpuFixture.MatrixUnits"/>);
     /// skips the test where there is none.</summary>

@@ -13,7 +13,8 @@ namespace VkPrompt.Tests.Model;
 /// quantised row by row, on the CPU backend (which rounds the weights as it loads them) and on
 /// the Vulkan device (which reads the bytes and scales), attention unfused and fused, within
 /// docs/numerics.md's fp32 tolerances: both compute with exactly the quantised values, so
-/// nothing but fp32 summation separates them from the reference. On the matrix units (the
+/// nothing but fp32 summation separates them from the reference (on the portable kernels, even
+/// where the device's matrix units would take the products: <see cref="GpuFixture.Portable"/>). On the matrix units (the
 /// device's, else emulated) the forward's products round their activation operand to fp16, within
 /// the bounds of 16-bit weights there (<see cref="GoldenTests.HalfWeightsStayNearGolden"/>).
 /// </summary>
@@ -26,7 +27,7 @@ public sealed class GoldenInt8Tests(GpuFixture f) : GpuTest(f)
         GoldenCase.Cases(TestPaths.Golden, Models(), ["cpu", "vulkan", "cpu-fused", "vulkan-fused"], GoldenCase.Int8Cases);
 
     void Run(string model, string caseName, string backend, Action<GoldenCase, T5Weights> check) =>
-        GoldenCase.Run(TestPaths.Golden, model, caseName, GoldenCase.MakeBackend(backend, _ => Ctx), check, WeightPrecision.Int8, GoldenCase.Int8Cases);
+        GoldenCase.Run(TestPaths.Golden, model, caseName, GoldenCase.MakeBackend(backend, _ => PortableCtx), check, WeightPrecision.Int8, GoldenCase.Int8Cases);
 
     [Theory, MemberData(nameof(Cases))]
     public void ScoresMatch(string model, string caseName, string backend) => Run(model, caseName, backend, (g, weights) => g.AssertScores(weights));
