@@ -80,25 +80,55 @@ t=$SECONDS
 VKPROMPT_VALIDATION=1 dotnet test VkPrompt.sln -c Release --no-build --nologo --logger trx --results-directory "$results"
 test_rc=$?
 
-# Sum one counter over the TRX files (one per test project); the leading space keeps " passed="
-# from matching "passedButRunAborted=".
-count() {
-  cat "$results"/*.trx 2>/dev/null | grep -o '<Counters [^>]*>' |
-    awk -v key=" $1=" '{ i = index($0, key); if (i) n += substr($0, i + length(key) + 1) + 0 } END { print n + 0 }'
+# Sum one counter over the TRX files in $1 (one per test project); the leading space keeps
+# " passed=" from matching "passedButRunAborted=".
+count() { # dir counter
+  cat "$1"/*.trx 2>/dev/null | grep -o '<Counters [^>]*>' |
+    awk -v key=" $2=" '{ i = index($0, key); if (i) n += substr($0, i + length(key) + 1) + 0 } END { print n + 0 }'
 }
-passed=$(count passed)
-failed=$(( $(count failed) + $(count error) + $(count timeout) + $(count aborted) ))
-# Skipped tests (devices without a feature) are in "total" but not "executed"; "notExecuted" stays 0.
-skipped=$(( $(count total) - $(count executed) ))
-summary+=("tests on $device, validation on: $passed passed, $failed failed, $skipped skipped ($((SECONDS - t)) s)")
-if [[ $test_rc -ne 0 && $failed -eq 0 ]]; then
-  # The test host died or no result file was written: count the run itself as a failure.
-  summary+=("dotnet test exited $test_rc without reporting a failed test (crashed test host?)")
-  failed=1
-fi
-if [[ $((passed + failed)) -eq 0 ]]; then
-  summary+=("no test ran")
-  failed=1
+# Adds a pass's counts to the summary and the totals; $1 its results, $2 dotnet test's exit code, $3 what ran.
+tally() {
+  local p f s
+  p=$(count "$1" passed)
+  f=$(( $(count "$1" failed) + $(count "$1" error) + $(count "$1" timeout) + $(count "$1" aborted) ))
+  # Skipped tests (devices without a feature) are in "total" but not "executed"; "notExecuted" stays 0.
+  s=$(( $(count "$1" total) - $(count "$1" executed) ))
+  summary+=("$3: $p passed, $f failed, $s skipped ($((SECONDS - t)) s)")
+  if [[ $2 -ne 0 && $f -eq 0 ]]; then
+    # The test host died or no result file was written: count the run itself as a failure.
+    summary+=("dotnet test exited $2 without reporting a failed test (crashed test host?)")
+    f=1
+  fi
+  if [[ $((p + f)) -eq 0 ]]; then
+    summary+=("no test ran")
+    f=1
+  fi
+  passed=$((passed + p))
+  failed=$((failed + f))
+}
+passed=0
+failed=0
+tally "$results" "$test_rc" "tests on $device, validation on"
+
+# The matrix units' own instructions: Debian 12's lavapipe has none, so above the KHR kernels ran
+# only as their emulation; Mesa 26.1's lavapipe multiplies through VK_KHR_cooperative_matrix
+# (8x8x8 fragments, which the kernels compose their 16x16x16 of), so the tests of the matrix-unit
+# products, fused attention and golden checks on 16-bit and int8 weights run again there, on the
+# real instructions (tools/fetch-lavapipe-khr.sh says why it is fetched and run as it is).
+if [[ -z ${VKPROMPT_DEVICE:-} ]]; then
+  echo "== tests on the matrix units of Mesa 26.1's lavapipe"
+  if [[ $khr != built ]]; then
+    summary+=("matrix units on lavapipe 26.1: NOT run (the KHR kernels were not built)")
+  elif ! tools/fetch-lavapipe-khr.sh; then
+    summary+=("matrix units on lavapipe 26.1: NOT run (tools/fetch-lavapipe-khr.sh failed)")
+  else
+    khr_results="$root/TestResults/test.sh-khr"
+    rm -rf "$khr_results"
+    t=$SECONDS
+    VKPROMPT_VALIDATION=1 .tools/lavapipe-khr/dotnet test tests/VkPrompt.Tests.csproj -c Release --no-build --nologo \
+      --filter "$(grep -v '^#' tests/matrix-units-on-lavapipe.filter | tr -d ' \n')" --logger trx --results-directory "$khr_results"
+    tally "$khr_results" $? "matrix units on lavapipe 26.1 (VK_KHR_cooperative_matrix, 8x8x8 fragments), validation on"
+  fi
 fi
 counts="$passed passed, $failed failed"
 

@@ -19,6 +19,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 dir="$root/.tools"
+. "$root/tools/lib/debian-unpack.sh"
 compiles() { # glslc extension
   printf '#version 450\n#extension %s : require\nvoid main() {}\n' "$2" | "$1" -fshader-stage=comp --target-env=vulkan1.2 -o /dev/null - 2>/dev/null
 }
@@ -35,15 +36,9 @@ fi
 # relative to themselves, so the directory works wherever it is moved to.
 fetch() { # suite dir
   local d=$2
-  mkdir -p "$d/apt/lists/partial" "$d/apt/archives/partial" "$d/debs" "$d/root" "$d/bin"
-  echo "deb http://deb.debian.org/debian $1 main" >"$d/apt/sources.list"
-  local o=(-oDir::Etc::SourceList="$d/apt/sources.list" -oDir::Etc::SourceParts=/dev/null -oDir::State::Lists="$d/apt/lists"
-           -oDir::Cache="$d/apt" -oAPT::Architecture=amd64 -oAPT::Architectures=amd64 -oDebug::NoLocking=1)
   echo "fetch-glslc: fetching Debian $1's glslc and spirv-tools" >&2
-  apt-get "${o[@]}" update -qq >&2 || return 1
-  (cd "$d/debs" && apt-get "${o[@]}" download -qq glslc libshaderc1 spirv-tools libc6 libstdc++6 libgcc-s1 2>&1 | grep -v "unsandboxed" >&2 || true)
-  local f
-  for f in "$d"/debs/*.deb; do dpkg-deb -x "$f" "$d/root" || return 1; done
+  debian_unpack "$1" "$d" glslc libshaderc1 spirv-tools libc6 libstdc++6 libgcc-s1 || return 1
+  mkdir -p "$d/bin"
   local tool
   for tool in glslc spirv-val; do
     cat >"$d/bin/$tool" <<WRAP
@@ -55,17 +50,16 @@ exec "\$lib/ld-linux-x86-64.so.2" --library-path "\$lib" "\$d/root/usr/bin/$tool
 WRAP
     chmod +x "$d/bin/$tool"
   done
-  rm -rf "$d/debs" "$d/apt"
   # sed reads to the end: head would close the pipe early, and glslc, killed by SIGPIPE, would
   # fail the script under pipefail (it did, now and then, on a fresh clone).
   "$d/bin/glslc" --version | sed -n 1,3p >&2
 }
 
 # Fetched beside .tools and moved there only once it works, so a failed fetch leaves the
-# current tools as they were.
+# current tools as they were (and what else .tools holds: tools/fetch-lavapipe-khr.sh's).
 staging="$root/.tools.fetch"
 trap 'rm -rf "$staging"' EXIT
-install() { rm -rf "$dir" && mv "$staging" "$dir"; }
+install() { mkdir -p "$dir" && rm -rf "$dir/bin" "$dir/root" && mv "$staging/bin" "$staging/root" "$dir/"; }
 rm -rf "$staging"
 if fetch forky "$staging" && bf16_ok "$staging/bin/glslc"; then install; exit 0; fi
 echo "fetch-glslc: Debian forky's glslc could not be fetched or cannot compile GL_EXT_bfloat16; the bf16-fragment kernels will not be built" >&2
