@@ -16,18 +16,20 @@
 # tools the tests start outside dotnet (mpiexec, clang) would not, so the pass runs only the
 # tests of the matrix units. (Lavapipe 26.1 crashed in the first KHR product at its subgroup of
 # 16, LP_NATIVE_VECTOR_WIDTH=512, so the wrapper leaves that unset.)
-# The patched host holds this directory's absolute path: run the script again after moving it.
-# Needs apt-get (no root) and deb.debian.org; x86-64 only. Does nothing where the wrapper exists.
+# The patched host and the wrapper hold this directory's absolute path and copy the system's
+# dotnet: the script fetches again where either changed since (its stamp says), else does nothing.
+# Needs apt-get (no root) and deb.debian.org; x86-64 only.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 d="$root/.tools/lavapipe-khr"
 . "$root/tools/lib/debian-unpack.sh"
-if [[ -x $d/dotnet ]]; then exit 0; fi
+host="$(readlink -f "$(command -v dotnet)")"
+stamp="$d $host $(stat -c '%s %Y' "$host")"
+if [[ -x $d/dotnet && $(cat "$d/stamp" 2>/dev/null) == "$stamp" ]]; then exit 0; fi
 if [[ $(uname -m) != x86_64 ]]; then
   echo "fetch-lavapipe-khr: only x86-64 is handled (this is $(uname -m))" >&2
   exit 1
 fi
-host="$(readlink -f "$(command -v dotnet)")"
 rm -rf "$d.partial"
 trap 'rm -rf "$d.partial"' EXIT
 echo "fetch-lavapipe-khr: fetching Debian forky's lavapipe, Vulkan loader and validation layers" >&2
@@ -56,6 +58,7 @@ exec env -u LP_NATIVE_VECTOR_WIDTH LD_LIBRARY_PATH="\$lib" VK_DRIVER_FILES="\$d/
   VK_LAYER_PATH="\$d/root/usr/share/vulkan/explicit_layer.d" DOTNET_ROOT="\$d/host" "\$d/host/dotnet" "\$@"
 WRAP
 chmod +x "$d.partial/dotnet"
+echo "$stamp" >"$d.partial/stamp"
 rm -rf "$d"
 mv "$d.partial" "$d"
 echo "fetch-lavapipe-khr: $d/dotnet runs on forky's lavapipe" >&2

@@ -90,33 +90,24 @@ CM_ACC cmScale(CM_ACC m, float s) {
     return m;
 }
 
-#ifndef COOPMAT_NO_C
-void cmLoadC(out CM_ACC m, uint at, uint stride) {
-    [[unroll]] for (uint i = 0; i < CM_PM; i++)
-        [[unroll]] for (uint j = 0; j < CM_PN; j++) { CM_LOAD(m[i * CM_PN + j], c, at, stride, false, i * CM_M, j * CM_N, 1); }
-}
+// An accumulator's parts each loaded or stored (op: CM_LOAD or CM_STORE) at their places in array.
+#define CM_STORE(m, array, at, stride, colMajor, row, col, perElement) \
+    if (colMajor) coopMatStore(m, array, CM_PART_AT(at, stride, true, row, col, perElement), stride, gl_CooperativeMatrixLayoutColumnMajor); \
+    else coopMatStore(m, array, CM_PART_AT(at, stride, false, row, col, perElement), stride, gl_CooperativeMatrixLayoutRowMajor)
+#define CM_ACC_PARTS(op, m, array, at, stride, colMajor, perElement) \
+    [[unroll]] for (uint i = 0; i < CM_PM; i++) \
+        [[unroll]] for (uint j = 0; j < CM_PN; j++) { op(m[i * CM_PN + j], array, at, stride, colMajor, i * CM_M, j * CM_N, perElement); }
 
-void cmStoreC(CM_ACC m, uint at, uint stride) {
-    [[unroll]] for (uint i = 0; i < CM_PM; i++)
-        [[unroll]] for (uint j = 0; j < CM_PN; j++)
-            coopMatStore(m[i * CM_PN + j], c, CM_PART_AT(at, stride, false, i * CM_M, j * CM_N, 1), stride, gl_CooperativeMatrixLayoutRowMajor);
-}
+#ifndef COOPMAT_NO_C
+void cmLoadC(out CM_ACC m, uint at, uint stride) { CM_ACC_PARTS(CM_LOAD, m, c, at, stride, false, 1); }
+void cmStoreC(CM_ACC m, uint at, uint stride) { CM_ACC_PARTS(CM_STORE, m, c, at, stride, false, 1); }
 #endif
 
 #ifdef COOPMAT_ADDEND
-void cmLoadD(out CM_ACC m, uint at, uint stride) {
-    [[unroll]] for (uint i = 0; i < CM_PM; i++)
-        [[unroll]] for (uint j = 0; j < CM_PN; j++) { CM_LOAD(m[i * CM_PN + j], addend, at, stride, false, i * CM_M, j * CM_N, 1); }
-}
+void cmLoadD(out CM_ACC m, uint at, uint stride) { CM_ACC_PARTS(CM_LOAD, m, addend, at, stride, false, 1); }
 #endif
 
-void cmStoreShared(CM_ACC m, uint at, uint stride, bool colMajor) {
-    [[unroll]] for (uint i = 0; i < CM_PM; i++)
-        [[unroll]] for (uint j = 0; j < CM_PN; j++) {
-            if (colMajor) coopMatStore(m[i * CM_PN + j], sa, CM_PART_AT(at, stride, true, i * CM_M, j * CM_N, 2), stride, gl_CooperativeMatrixLayoutColumnMajor);
-            else coopMatStore(m[i * CM_PN + j], sa, CM_PART_AT(at, stride, false, i * CM_M, j * CM_N, 2), stride, gl_CooperativeMatrixLayoutRowMajor);
-        }
-}
+void cmStoreShared(CM_ACC m, uint at, uint stride, bool colMajor) { CM_ACC_PARTS(CM_STORE, m, sa, at, stride, colMajor, 2); }
 
 #elif !defined(COOPMAT_EMULATED)
 

@@ -193,6 +193,8 @@ public sealed record DeviceCapabilities
             var sizeControlChain = new PhysicalDeviceFeatures2 { SType = StructureType.PhysicalDeviceFeatures2, PNext = &sizeControlFeatures };
             vk.GetPhysicalDeviceFeatures2(pd, &sizeControlChain);
         }
+        // The KHR units take all of it (CooperativeMatrixKhr), though their full subgroups need only
+        // computeFullSubgroups: their kernels are pinned wherever they run, one configuration fewer.
         bool sizeControlUsable = sizeControlListed && sizeControlFeatures.SubgroupSizeControl && sizeControlFeatures.ComputeFullSubgroups
                                  && sizeControl.RequiredSubgroupSizeStages.HasFlag(ShaderStageFlags.ComputeBit)
                                  && sizeControl.MinSubgroupSize <= subgroup.SubgroupSize && subgroup.SubgroupSize <= sizeControl.MaxSubgroupSize;

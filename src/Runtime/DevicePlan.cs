@@ -47,7 +47,7 @@ public sealed record DevicePlan
 
     /// <summary>The device multiplies bf16 fragments (not their emulation): the device is created
     /// with VK_KHR_shader_bfloat16 and its features.</summary>
-    internal bool Bf16FragmentsOnUnits => Bf16Fragments && MatrixUnits is MatrixUnits.Khr or MatrixUnits.Nv2;
+    internal bool Bf16FragmentsOnUnits => Bf16Fragments && MultipliesThroughKhr;
 
     /// <summary>The subgroup size the matrix-unit kernel is built for: the device's, or the 32
     /// invocations the emulation groups together whatever the device's.</summary>
@@ -56,7 +56,11 @@ public sealed record DevicePlan
     /// <summary>The units' fragment shape the KHR kernels compose each 16x16x16 product of
     /// (<see cref="DeviceCapabilities.CooperativeMatrixFragment"/>); 16x16x16 for the NV kernel and
     /// the emulation, which multiply that shape only.</summary>
-    public MatrixFragment MatrixUnitsFragment => MatrixUnits is MatrixUnits.Khr or MatrixUnits.Nv2 ? Capabilities.CooperativeMatrixFragment : MatrixFragment.Whole;
+    public MatrixFragment MatrixUnitsFragment => MultipliesThroughKhr ? Capabilities.CooperativeMatrixFragment : MatrixFragment.Whole;
+
+    /// <summary>The units multiply through VK_KHR_cooperative_matrix's subgroup-scope kernels
+    /// (<see cref="MatrixUnits.Khr"/>, and <see cref="MatrixUnits.Nv2"/> for the products its own kernel cannot address).</summary>
+    internal bool MultipliesThroughKhr => MatrixUnits is MatrixUnits.Khr or MatrixUnits.Nv2;
 
     /// <summary>The matrix units' kernels run in full subgroups of exactly <see cref="MatrixUnitsSubgroupSize"/>
     /// invocations (<see cref="DeviceCapabilities.SubgroupSizeControl"/>): a subgroup-scope matrix
@@ -199,7 +203,7 @@ public sealed record DevicePlan
                 ? $"{asked}: the matrix units were asked for through VK_KHR_cooperative_matrix, but this build has no matmul_coopmat_khr shader: its glslc could not compile " +
                   "GL_KHR_cooperative_matrix (Debian 12's glslang 11 cannot); tools/fetch-glslc.sh fetches one that can, and the next build uses it"
                 : $"{asked}: the matrix units were asked for through VK_KHR_cooperative_matrix, but {caps.Described} lacks it with fp16·fp16+fp32 at subgroup scope in a shape of sides 8 or 16, " +
-                  "shaderFloat16, 16-bit storage or the Vulkan memory model (see vkprompt devices)"),
+                  "shaderFloat16, 16-bit storage, the Vulkan memory model or VK_EXT_subgroup_size_control's full subgroups (see vkprompt devices)"),
             MatrixUnitsRequest.Nv2 when khr && nv2Built && caps.CooperativeMatrix2Nv && MatrixUnitsTiling.WorkgroupCandidates.Any(t => t.FitsWorkgroupScope(caps)) => MatrixUnits.Nv2,
             MatrixUnitsRequest.Nv2 => throw new GpuException(!khrBuilt || !nv2Built
                 ? $"{asked}: the matrix units were asked for through VK_NV_cooperative_matrix2, but this build lacks the matmul_coopmat_khr or matmul_coopmat_nv2 shader: its glslc could not " +

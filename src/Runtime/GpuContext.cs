@@ -197,7 +197,7 @@ public sealed unsafe class GpuContext : IDisposable
         var f = Plan.MatrixUnitsFragment;
         return PinnedKernel(shader, layout, Plan.MatrixUnitsSubgroupPinned ? Plan.MatrixUnitsSubgroupSize : 0, specialization,
                             MatrixFragment.SpecializationIds.Zip([(int)f.M, (int)f.N, (int)f.K]).ToArray(),
-                            Plan.MatrixUnits is MatrixUnits.Khr or MatrixUnits.Nv2);
+                            Plan.MultipliesThroughKhr);
     }
 
     /// <summary><see cref="Kernel(string, KernelLayout, int[])"/> run in full subgroups of
@@ -209,7 +209,9 @@ public sealed unsafe class GpuContext : IDisposable
         ObjectDisposedException.ThrowIf(disposed, this);
         using var _ = Enter();
         placed ??= [];
-        var key = new KernelKey(shader, string.Join(',', specialization) + string.Concat(placed.Select(p => $";{p.Id}={p.Value}")) + (fullSubgroups ? ";full" : ""),
+        // A required size implies full subgroups: one pipeline either way.
+        bool full = fullSubgroups || subgroupSize != 0;
+        var key = new KernelKey(shader, string.Join(',', specialization) + string.Concat(placed.Select(p => $";{p.Id}={p.Value}")) + (full ? ";full" : ""),
                                 subgroupSize);
         if (!kernels.TryGetValue(key, out var k))
         {

@@ -71,6 +71,8 @@ internal sealed unsafe class Kernel : IDisposable
         placed ??= [];
         if (placed.Any(p => p.Id < specialization.Length))
             throw new ArgumentException($"{name}: a placed specialization constant's id is among the {specialization.Length} positional ones", nameof(placed));
+        if (placed.Select(p => p.Id).Distinct().Count() != placed.Length)
+            throw new ArgumentException($"{name}: two placed specialization constants share an id", nameof(placed));
         this.ctx = ctx;
         Name = name;
         Layout = layout;
@@ -89,7 +91,9 @@ internal sealed unsafe class Kernel : IDisposable
                                    $"{requiredSubgroupSize} {ctx.Capabilities.Described} allows a pinned pipeline (maxComputeWorkgroupSubgroups); choose a tiling with fewer warps");
         if (FullSubgroups && !ctx.Capabilities.SubgroupSizeControl)
             throw new GpuException($"{name}: full subgroups were required, but {ctx.Capabilities.Described} cannot guarantee them (VK_EXT_subgroup_size_control's computeFullSubgroups)");
-        // Full subgroups of the driver's size: the workgroup must hold whole subgroups of any size it may choose.
+        // Full subgroups of the driver's size: the workgroup must hold whole subgroups of any size it
+        // may choose (VUID-VkPipelineShaderStageCreateInfo-flags-02759 asks no more; SPIR-V 1.5
+        // kernels run at the reported size, so this is stricter than some drivers need, never less).
         uint largest = Math.Max(ctx.Capabilities.MaxSubgroupSize, ctx.Capabilities.SubgroupSize);
         if (FullSubgroups && requiredSubgroupSize == 0 && specialization.Length > 0 && specialization[0] % largest != 0)
             throw new GpuException($"{name}: a workgroup of {specialization[0]} invocations in full subgroups of the driver's size must be a multiple of " +

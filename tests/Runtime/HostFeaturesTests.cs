@@ -66,8 +66,8 @@ public sealed unsafe class HostFeaturesTests
     }
 
     /// <summary>Subgroup size control needs both its features, from the Vulkan 1.3 aggregate or
-    /// the extension's structure; the plan pins the matrix units' subgroups only where the host
-    /// declared them with the extension enabled or at Vulkan 1.3.</summary>
+    /// the extension's structure; the plan pins the matrix units' subgroups (and uses the KHR
+    /// units at all) only where the host declared them with the extension enabled or at Vulkan 1.3.</summary>
     [Fact]
     public void SubgroupSizeControlAsTheHostEnabledIt()
     {
@@ -78,16 +78,22 @@ public sealed unsafe class HostFeaturesTests
         var ext = new PhysicalDeviceSubgroupSizeControlFeatures { SType = StructureType.PhysicalDeviceSubgroupSizeControlFeatures, SubgroupSizeControl = true, ComputeFullSubgroups = true };
         Assert.Equal(new HostFeatures { SubgroupSizeControl = true }, HostFeatures.FromChain((nint)(&ext)));
 
-        var gpu = Gpu;
-        var declared = Everything;
-        bool Pinned(HostDevice host) => new DevicePlan(host.Declare(gpu), new GpuOptions(), khrBuilt: true, nv2Built: true).MatrixUnitsSubgroupPinned;
-        Assert.True(Pinned(Host(declared, Vk.Version12, Khr, "VK_EXT_subgroup_size_control")));
-        Assert.True(Pinned(Host(declared, Vk.Version13, Khr)));
-        Assert.False(Pinned(Host(declared, Vk.Version12, Khr)));
-        Assert.False(Pinned(Host(Everything with { SubgroupSizeControl = false }, Vk.Version13, Khr, "VK_EXT_subgroup_size_control")));
+        // Where it is not declared the KHR units are not used (they need full subgroups), so the
+        // NV units, which run unpinned, show whether the plan pins.
+        DevicePlan Plan(HostDevice host, DeviceCapabilities? device = null) =>
+            new(host.Declare(device ?? Gpu), new GpuOptions(), khrBuilt: true, nv2Built: true);
+        void Unpinned(DevicePlan plan)
+        {
+            Assert.False(plan.Capabilities.SubgroupSizeControl);
+            Assert.Equal(MatrixUnits.Nv, plan.MatrixUnits);
+            Assert.False(plan.MatrixUnitsSubgroupPinned);
+        }
+        Assert.True(Plan(Host(Everything, Vk.Version12, Khr, Nv, "VK_EXT_subgroup_size_control")).MatrixUnitsSubgroupPinned);
+        Assert.True(Plan(Host(Everything, Vk.Version13, Khr, Nv)).MatrixUnitsSubgroupPinned);
+        Unpinned(Plan(Host(Everything, Vk.Version12, Khr, Nv)));
+        Unpinned(Plan(Host(Everything with { SubgroupSizeControl = false }, Vk.Version13, Khr, Nv, "VK_EXT_subgroup_size_control")));
         // Core 1.3 needs the device at 1.3 too, not only the host's instance.
-        Assert.False(new DevicePlan(Host(declared, Vk.Version13, Khr).Declare(gpu with { ApiVersion = "1.2.198" }), new GpuOptions(), khrBuilt: true, nv2Built: true)
-                     .MatrixUnitsSubgroupPinned);
+        Unpinned(Plan(Host(Everything, Vk.Version13, Khr, Nv), Gpu with { ApiVersion = "1.2.198" }));
     }
 
     /// <summary>bf16 fragments need both of VK_KHR_shader_bfloat16's features the kernels declare:

@@ -11,7 +11,7 @@ namespace VkPrompt.Tests.Runtime;
 /// (<see cref="MatrixFragment"/>, include/coopmat.glsl): which listed shape is chosen, what the
 /// plan reports, and how the shape reaches the kernels (specialization constants at ids of their
 /// own). The composed products themselves run where a driver lists a smaller shape only:
-/// tools/lavapipe-khr.sh runs the matrix-unit tests on Mesa 26.1's lavapipe (8x8x8).
+/// test.sh runs the matrix-unit tests again on Mesa 26.1's lavapipe, 8x8x8 (tools/fetch-lavapipe-khr.sh).
 /// </summary>
 public sealed class MatrixFragmentTests
 {
@@ -47,17 +47,8 @@ public sealed class MatrixFragmentTests
         Assert.Equal("16x16x16 of 8x8x16", F(8, 8, 16).ToString());
     }
 
-    static DeviceCapabilities Device(MatrixFragment fragment) => new()
-    {
-        Index = 0, Name = "test GPU", Vendor = "test", VendorId = 0, DeviceType = "discrete",
-        DriverName = "test", DriverInfo = "", DriverVersion = "1.0.0", ApiVersion = "1.3.0",
-        SubgroupSize = 8, ShaderFloat16 = true, StorageBuffer16Bit = true, ShaderInt8 = false,
-        BFloat16 = false, CooperativeMatrixKhr = true, CooperativeMatrixFragment = fragment, CooperativeMatrixNv = false,
-        CooperativeMatrixShapes = [], MaxStorageBufferRange = 1 << 27,
-        MaxMemoryAllocationSize = 1 << 30, MaxComputeSharedMemorySize = 49152, MaxComputeWorkGroupInvocations = 1024, MaxPushConstantsSize = 128,
-        MaxWorkGroupCountX = 65535, MaxWorkGroupCountY = 65535, MaxWorkGroupCountZ = 65535,
-        TimestampsSupported = true, TimestampPeriodNs = 1, Heaps = [], PipelineCacheKey = "key",
-    };
+    static DeviceCapabilities Device(MatrixFragment fragment) =>
+        DevicePlanTests.H100 with { CooperativeMatrixFragment = fragment, CooperativeMatrixBf16 = false, CooperativeMatrix2Nv = false };
 
     [Theory]
     [InlineData(MatrixUnitsRequest.Auto, "8x8x16")]
@@ -70,6 +61,16 @@ public sealed class MatrixFragmentTests
         var plan = new DevicePlan(Device(F(8, 8, 16)), new GpuOptions { MatrixUnits = request }, khrBuilt: true, nv2Built: false);
         Assert.Equal(expected, (string?)plan.ToJson()["matrixUnitsFragment"]);
         Assert.Equal(request is MatrixUnitsRequest.Auto or MatrixUnitsRequest.Khr ? F(8, 8, 16) : MatrixFragment.Whole, plan.MatrixUnitsFragment);
+    }
+
+    /// <summary>The ids the plan hands the shape at are CM_M, CM_N and CM_K's in the shader.</summary>
+    [Fact]
+    public void TheIdsAreTheShadersConstants()
+    {
+        string glsl = File.ReadAllText(Path.Combine(TestPaths.RepoRoot, "shaders", "include", "coopmat.glsl"));
+        string[] names = ["CM_M", "CM_N", "CM_K"];
+        for (int i = 0; i < names.Length; i++)
+            Assert.Contains($"layout(constant_id = {MatrixFragment.SpecializationIds[i]}) const uint {names[i]} = 16;", glsl);
     }
 
     /// <summary>Every matrix-unit kernel gets the plan's shape at CM_M, CM_N and CM_K's ids,
