@@ -1,6 +1,5 @@
 using VkPrompt.Runtime;
 using VkPrompt.Runtime.Kernels;
-using VkPrompt.Runtime.Reference;
 using Xunit;
 using VkPrompt.Cli;
 
@@ -89,18 +88,6 @@ public sealed class MatrixFragmentTests
         var e = Assert.Throws<ArgumentException>(() => ctx.PinnedKernel("add", AddKernel.Layout, 0, [Grid.LinearSize, 1], [(1u, 16)]));
         Assert.Contains("positional", e.Message);
 
-        const int n = 300;
-        var x = Check.Random(n, 3);
-        var y = Check.Random(n, 4);
-        using var gx = GpuBuffer.From<float>(ctx, x);
-        using var gy = GpuBuffer.From<float>(ctx, y);
-        using (var g = new CommandGraph(ctx))
-        {
-            g.Dispatch(k, Grid.Linear(n), new AddKernel.Push(n, 0, 1f, 0, 2f), gx, gy, gx, gx);
-            g.Run();
-        }
-        AddReference.Forward(x, y, 2f);
-        Check.Close(x, gx.Download<float>(), 1e-6, "add with placed constants");
-        Assert.True(ctx.Validation.ErrorCount == 0, string.Join("\n", ctx.Validation.Errors));
+        SubgroupPinTests.AddsAsTheReference(ctx, "add with placed constants", (k, 2f));
     }
 }

@@ -44,6 +44,14 @@ public sealed class SubgroupPinTests
         e = Assert.Throws<GpuException>(() => ctx.PinnedKernel("add", AddKernel.Layout, 0, [(int)Math.Max(ctx.Capabilities.MaxSubgroupSize, size) + 1], fullSubgroups: true));
         Assert.Contains("multiple of the largest", e.Message);
 
+        AddsAsTheReference(ctx, "add in pinned subgroups", (pinned, 0.5f), (full, 0.25f));
+    }
+
+    /// <summary>Runs the add kernels built as <paramref name="runs"/> say, x += alpha·y one after
+    /// another on random vectors, and checks x against <see cref="AddReference"/>, with no
+    /// validation error on <paramref name="ctx"/>.</summary>
+    internal static void AddsAsTheReference(GpuContext ctx, string what, params (Kernel Kernel, float Alpha)[] runs)
+    {
         const int n = 1000;
         var x = Check.Random(n, 1);
         var y = Check.Random(n, 2);
@@ -51,13 +59,12 @@ public sealed class SubgroupPinTests
         using var gy = GpuBuffer.From<float>(ctx, y);
         using (var g = new CommandGraph(ctx))
         {
-            g.Dispatch(pinned, Grid.Linear(n), new AddKernel.Push(n, 0, 1f, 0, 0.5f), gx, gy, gx, gx);
-            g.Dispatch(full, Grid.Linear(n), new AddKernel.Push(n, 0, 1f, 0, 0.25f), gx, gy, gx, gx);
+            foreach (var (kernel, alpha) in runs)
+                g.Dispatch(kernel, Grid.Linear(n), new AddKernel.Push(n, 0, 1f, 0, alpha), gx, gy, gx, gx);
             g.Run();
         }
-        AddReference.Forward(x, y, 0.5f);
-        AddReference.Forward(x, y, 0.25f);
-        Check.Close(x, gx.Download<float>(), 1e-6, "add in pinned subgroups");
+        foreach (var (_, alpha) in runs) AddReference.Forward(x, y, alpha);
+        Check.Close(x, gx.Download<float>(), 1e-6, what);
         Assert.True(ctx.Validation.ErrorCount == 0, string.Join("\n", ctx.Validation.Errors));
     }
 
