@@ -126,8 +126,19 @@ void cmStoreShared(CM_ACC m, uint at, uint stride, bool colMajor) { CM_ACC_PARTS
 
 #else
 
+// An invocation holds CM_SLOTS elements of each accumulator, four to a vec4. Where SUBGROUP is a
+// specialization constant (the fused attention's: DevicePlan.FusedAttentionSubgroupSize), GLSL
+// cannot copy arrays sized by it, so the accumulator holds room for the narrowest subgroup the
+// including kernel takes (CM_NARROWEST_SUBGROUP, 32 unless it says), of which CM_SLOTS are used.
+// That room is paid for in compile time: lavapipe took twice as long to compile the emulated
+// product with room for subgroups of 8, which is why the product keeps its 32. The loops over
+// slots go a vec4 at a time, its components unrolled, so that an indexed access picks among vec4s
+// (Mesa turns each indexed access of a local array into a select over its elements).
+#ifndef CM_NARROWEST_SUBGROUP
+#define CM_NARROWEST_SUBGROUP 32
+#endif
 const uint CM_SLOTS = 256 / SUBGROUP;
-struct CM_ACC { float v[CM_SLOTS]; };
+struct CM_ACC { vec4 q[256 / CM_NARROWEST_SUBGROUP / 4]; };
 struct CM_FRAG_A { uint at; uint stride; bool colMajor; };
 #define CM_FRAG_B CM_FRAG_A
 
@@ -141,43 +152,47 @@ uint cmAt(uint at, uint stride, bool colMajor, uint row, uint col) {
     return colMajor ? at + col * stride + row : at + row * stride + col;
 }
 
+// For each slot s = 4·q + i this invocation holds: q rolled, i unrolled.
+#define CM_EACH_SLOT(q, i) \
+    [[dont_unroll]] for (uint q = 0; q < CM_SLOTS / 4; q++) [[unroll]] for (uint i = 0; i < 4; i++)
+
 CM_ACC cmZero() {
     CM_ACC m;
-    [[dont_unroll]] for (uint s = 0; s < CM_SLOTS; s++) m.v[s] = 0.0;
+    [[dont_unroll]] for (uint q = 0; q < CM_SLOTS / 4; q++) m.q[q] = vec4(0.0);
     return m;
 }
 
 // Kernels that never touch C through the matrix operations (the fused attention) have no c.
 #ifndef COOPMAT_NO_C
 void cmLoadC(out CM_ACC m, uint at, uint stride) {
-    [[dont_unroll]] for (uint s = 0; s < CM_SLOTS; s++) {
-        const uvec2 rc = cmElement(s);
-        m.v[s] = c[cmAt(at, stride, false, rc.x, rc.y)];
+    CM_EACH_SLOT(q, i) {
+        const uvec2 rc = cmElement(4 * q + i);
+        m.q[q][i] = c[cmAt(at, stride, false, rc.x, rc.y)];
     }
 }
 
 void cmStoreC(CM_ACC m, uint at, uint stride) {
-    [[dont_unroll]] for (uint s = 0; s < CM_SLOTS; s++) {
-        const uvec2 rc = cmElement(s);
-        c[cmAt(at, stride, false, rc.x, rc.y)] = m.v[s];
+    CM_EACH_SLOT(q, i) {
+        const uvec2 rc = cmElement(4 * q + i);
+        c[cmAt(at, stride, false, rc.x, rc.y)] = m.q[q][i];
     }
 }
 #endif
 
 #ifdef COOPMAT_ADDEND
 void cmLoadD(out CM_ACC m, uint at, uint stride) {
-    [[dont_unroll]] for (uint s = 0; s < CM_SLOTS; s++) {
-        const uvec2 rc = cmElement(s);
-        m.v[s] = addend[cmAt(at, stride, false, rc.x, rc.y)];
+    CM_EACH_SLOT(q, i) {
+        const uvec2 rc = cmElement(4 * q + i);
+        m.q[q][i] = addend[cmAt(at, stride, false, rc.x, rc.y)];
     }
 }
 #endif
 
 void cmStoreShared(CM_ACC m, uint at, uint stride, bool colMajor) {
-    [[dont_unroll]] for (uint s = 0; s < CM_SLOTS; s++) {
-        const uvec2 rc = cmElement(s);
+    CM_EACH_SLOT(q, i) {
+        const uvec2 rc = cmElement(4 * q + i);
         const uint f = cmAt(2 * at, 2 * stride, colMajor, rc.x, rc.y);
-        sa[f / 2][f % 2] = floatBitsToUint(m.v[s]);
+        sa[f / 2][f % 2] = floatBitsToUint(m.q[q][i]);
     }
 }
 
@@ -195,26 +210,25 @@ float cmOperand(uvec2 v, uint i) { return float(unpackFloat2x16(v[i / 2])[i % 2]
 // lavapipe (Mesa 22) silently ends the loops of an invocation once they have run 65535
 // iterations between them (gallivm's loop limiter): with every loop here rolled, a product stopped
 // adding after K = 1744. So the 16 k of a product are unrolled and its slots taken four at a time,
-// two iterations a product, which keeps a t5 step's products (K up to the vocabulary's 32128)
-// inside the limit; unrolled whole, a pipeline took lavapipe minutes to compile.
+// two iterations a product at subgroups of 32 (eight at 8), which keeps a t5 step's products (K up
+// to the vocabulary's 32128: 16064 iterations at 8) inside the limit; unrolled whole, a pipeline
+// took lavapipe minutes to compile.
 CM_ACC cmMulAdd(CM_FRAG_A a, CM_FRAG_B b, CM_ACC m) {
-    [[dont_unroll]] for (uint s0 = 0; s0 < CM_SLOTS; s0 += 4) {
-        [[unroll]] for (uint i = 0; i < 4; i++) {
-            const uvec2 rc = cmElement(s0 + i);
-            float sum = m.v[s0 + i];
-            [[unroll]] for (uint k = 0; k < 16; k++) {
-                const uint ia = cmAt(a.at, a.stride, a.colMajor, rc.x, k);
-                const uint ib = cmAt(b.at, b.stride, b.colMajor, k, rc.y);
-                sum += cmOperand(sa[ia / 4], ia % 4) * cmOperand(sb[ib / 4], ib % 4);
-            }
-            m.v[s0 + i] = sum;
+    CM_EACH_SLOT(q, i) {
+        const uvec2 rc = cmElement(4 * q + i);
+        float sum = m.q[q][i];
+        [[unroll]] for (uint k = 0; k < 16; k++) {
+            const uint ia = cmAt(a.at, a.stride, a.colMajor, rc.x, k);
+            const uint ib = cmAt(b.at, b.stride, b.colMajor, k, rc.y);
+            sum += cmOperand(sa[ia / 4], ia % 4) * cmOperand(sb[ib / 4], ib % 4);
         }
+        m.q[q][i] = sum;
     }
     return m;
 }
 
 CM_ACC cmScale(CM_ACC m, float scale) {
-    [[dont_unroll]] for (uint s = 0; s < CM_SLOTS; s++) m.v[s] *= scale;
+    [[dont_unroll]] for (uint q = 0; q < CM_SLOTS / 4; q++) m.q[q] *= scale;
     return m;
 }
 

@@ -11,7 +11,8 @@
 // (batch entry, head), and streams over blocks of BLOCK rows of the other operand, staged in
 // shared memory as fp16 by the whole workgroup. A subgroup's products land in 16x16 fp32 tiles of
 // its own scratch (a cooperative accumulator cannot be read element by element), where its
-// invocations, PARTS to a row, each owning a contiguous run of columns, apply the softmax, and
+// invocations, PARTS to a row, each owning a contiguous run of columns (or in subgroups of 8,
+// LANE_ROWS whole rows each), apply the softmax, and
 // write back the fp16 operand of the next product over the same scratch. The running
 // maximum's rescaling is applied to the output in those invocations' registers for the same
 // reason. The workgroup meets at a barrier around each staging of shared operands; a subgroup
@@ -32,19 +33,23 @@
 #include "common.glsl"
 #include "fused_attention.glsl"
 
-#ifdef COOPMAT_EMULATED
-const uint SUBGROUP = 32;
-#else
+// The subgroup the kernel is specialised for (DevicePlan.FusedAttentionSubgroupSize): the units',
+// or the width of the emulation's groups of invocations; 8, 16, 32 or 64 (FusedAttentionKernel
+// checks), which the emulated accumulators make room for.
 layout(constant_id = 4) const uint SUBGROUP = 32;
-#endif
+#define CM_NARROWEST_SUBGROUP 8
 layout(constant_id = 5) const uint WARPS = 4;
 #include "to_half.glsl"
 
 const uint WG = WARPS * SUBGROUP;
-// Rows of the workgroup's own operand; invocations per row in a subgroup's softmax (SUBGROUP is
-// 16, 32 or 64: FusedAttentionKernel checks).
+// Rows of the workgroup's own operand. A subgroup's 16 rows go to its invocations as whole
+// rows where they are fewer than 16 (LANE_ROWS each: Intel's Xe-HPG units and lavapipe's run
+// subgroups of 8), else PARTS invocations to a row, each a contiguous run of its columns.
+// Invocation `lane`'s rows are lane % 16 + r·SUBGROUP for r < LANE_ROWS (laneRow), its part lane / 16.
 const uint ROWS = WARPS * 16;
-const uint PARTS = SUBGROUP / 16;
+const uint PARTS = SUBGROUP >= 16 ? SUBGROUP / 16 : 1;
+const uint LANE_ROWS = SUBGROUP >= 16 ? 1 : 16 / SUBGROUP;
+uint laneRow(uint lane, uint r) { return lane % 16 + r * SUBGROUP; }
 // Row pitches in halves of a staged D-wide operand and of a BLOCK-wide fp16 one, padded by 8
 // halves (16 bytes) as include/matmul_coopmat.glsl pads its slices: cooperative loads need
 // 16-byte aligned rows, and the odd multiple of 16 bytes spreads rows over the banks.

@@ -91,7 +91,8 @@ CM_ACC addProduct(CM_ACC acc, uint t, uint at, uint first) {
     return acc;
 }
 
-// Writes this invocation's share of the subgroup's 16 x D gradient (staged at `at`) to row `pos`.
+// Writes this invocation's share of row `row` of the subgroup's 16 x D gradient (staged at `at`)
+// to row `pos`.
 #define STORE_ROW(X, at, rowsPerEntry, pos, b, h, row, d0)                                       \
     {                                                                                             \
         const uint base = rowBase(b, rowsPerEntry, pos, h) + (d0);                               \
@@ -99,16 +100,12 @@ CM_ACC addProduct(CM_ACC acc, uint t, uint at, uint first) {
     }
 
 void main() {
-    const uint tid = gl_LocalInvocationIndex, warp = cmSubgroup(), lane = cmLane();
-    const uint row = lane % 16, part = lane / 16;
+    const uint tid = gl_LocalInvocationIndex, warp = cmSubgroup(), lane = cmLane(), part = lane / 16;
     const uint first = gl_WorkGroupID.x * ROWS;
-    const uint own = first + warp * 16 + row;
     const uint area0 = 2 * ROWS * SD / 4 + warp * SCRATCH, area1 = area0 + BLOCK / 16 * TS_BLOCK;
     const uint cols = BLOCK / PARTS, c0 = part * cols, d0 = part * (D / PARTS);
     const uint ownLength = PASS == 0 ? pc.queryLength : pc.keyLength;
     const uint otherLength = PASS == 0 ? pc.keyLength : pc.queryLength;
-    // Rows past the last compute on the last one and store nothing.
-    const uint mine = min(own, ownLength - 1);
     // Pass 0 streams the keys its queries see; pass 1 the queries that see its keys.
     const uint streamStart = PASS == 0 ? 0 : firstQuerySeeing(first);
     const uint streamEnd = PASS == 0 ? visibleKeys(min(first + ROWS, pc.queryLength)) : pc.queryLength;
@@ -124,8 +121,14 @@ void main() {
             STAGE_ROWS(sa, 0, kHalves, pc.keyRows, pc.keyLength, b, h, first, ROWS)
             STAGE_ROWS(sa, ROWS * SD, vHalves, pc.keyRows, pc.keyLength, b, h, first, ROWS)
         }
-        const float ownDelta = PASS == 0 ? delta(b, h, mine) : 0.0;
-        const float ownLse = PASS == 0 ? lse[bh * pc.queryLength + mine] : 0.0;
+        // Pass 0's Δ and logsumexp of each of the invocation's rows (queries).
+        float ownDelta[LANE_ROWS], ownLse[LANE_ROWS];
+        [[unroll]] for (uint r = 0; r < LANE_ROWS; r++) {
+            // Rows past the last compute on the last one and store nothing.
+            const uint mine = min(first + warp * 16 + laneRow(lane, r), ownLength - 1);
+            ownDelta[r] = PASS == 0 ? delta(b, h, mine) : 0.0;
+            ownLse[r] = PASS == 0 ? lse[bh * pc.queryLength + mine] : 0.0;
+        }
         CM_ACC g0[D / 16], g1[D / 16];
         [[unroll]] for (uint t = 0; t < D / 16; t++) {
             g0[t] = cmZero();
@@ -152,22 +155,28 @@ void main() {
             subgroupSync();
 
             // Pass 0: row = query `mine`, column = key; pass 1: row = key `mine`, column = query.
-            float ds[BLOCK / PARTS], pd[BLOCK / PARTS];
-            [[unroll]] for (uint c = 0; c < cols; c++) {
-                const uint col = c0 + c, other = min(r0 + col, otherLength - 1);
-                const uint i = PASS == 0 ? mine : other, j = PASS == 0 ? other : mine;
-                const float l = PASS == 0 ? ownLse : sLse[col];
-                const bool inside = col < n && own < ownLength;
-                const float p = inside ? exp(score(staged(area0, TS_BLOCK, row, col), b, h, i, j) - l) : 0.0;
-                const bool keep = p != 0.0 && kept(b, h, i, j);
-                pd[c] = keep ? p * pc.scale : 0.0;
-                ds[c] = p * ((keep ? staged(area1, TS_BLOCK, row, col) * pc.scale : 0.0) - (PASS == 0 ? ownDelta : sDelta[col]));
+            float ds[LANE_ROWS][BLOCK / PARTS], pd[LANE_ROWS][BLOCK / PARTS];
+            [[unroll]] for (uint r = 0; r < LANE_ROWS; r++) {
+                const uint row = laneRow(lane, r), own = first + warp * 16 + row, mine = min(own, ownLength - 1);
+                [[unroll]] for (uint c = 0; c < cols; c++) {
+                    const uint col = c0 + c, other = min(r0 + col, otherLength - 1);
+                    const uint i = PASS == 0 ? mine : other, j = PASS == 0 ? other : mine;
+                    const float l = PASS == 0 ? ownLse[r] : sLse[col];
+                    const bool inside = col < n && own < ownLength;
+                    const float p = inside ? exp(score(staged(area0, TS_BLOCK, row, col), b, h, i, j) - l) : 0.0;
+                    const bool keep = p != 0.0 && kept(b, h, i, j);
+                    pd[r][c] = keep ? p * pc.scale : 0.0;
+                    ds[r][c] = p * ((keep ? staged(area1, TS_BLOCK, row, col) * pc.scale : 0.0) - (PASS == 0 ? ownDelta[r] : sDelta[col]));
+                }
             }
             // Every product is read before the operands overwrite them.
             subgroupSync();
-            [[unroll]] for (uint c = 0; c < cols; c += 4) {
-                putHalves(area0, row, c0 + c, vec4(ds[c], ds[c + 1], ds[c + 2], ds[c + 3]));
-                if (PASS == 1) putHalves(area1, row, c0 + c, vec4(pd[c], pd[c + 1], pd[c + 2], pd[c + 3]));
+            [[unroll]] for (uint r = 0; r < LANE_ROWS; r++) {
+                const uint row = laneRow(lane, r);
+                [[unroll]] for (uint c = 0; c < cols; c += 4) {
+                    putHalves(area0, row, c0 + c, vec4(ds[r][c], ds[r][c + 1], ds[r][c + 2], ds[r][c + 3]));
+                    if (PASS == 1) putHalves(area1, row, c0 + c, vec4(pd[r][c], pd[r][c + 1], pd[r][c + 2], pd[r][c + 3]));
+                }
             }
             subgroupSync();
             // Pass 0: dq += dS·k. Pass 1: dk += dSᵀ·q, dv += (keep·scale·Pᵀ)·dO.
@@ -181,12 +190,18 @@ void main() {
         subgroupSync();
         [[unroll]] for (uint t = 0; t < D / 16; t++) STAGE_TILE(g0[t], area0, t, TS_D);
         subgroupSync();
-        if (own < ownLength) STORE_ROW(dqk, area0, PASS == 0 ? pc.queryRows : pc.keyRows, own, b, h, row, d0)
+        [[unroll]] for (uint r = 0; r < LANE_ROWS; r++) {
+            const uint row = laneRow(lane, r), own = first + warp * 16 + row;
+            if (own < ownLength) STORE_ROW(dqk, area0, PASS == 0 ? pc.queryRows : pc.keyRows, own, b, h, row, d0)
+        }
         if (PASS == 1) {
             subgroupSync();
             [[unroll]] for (uint t = 0; t < D / 16; t++) STAGE_TILE(g1[t], area0, t, TS_D);
             subgroupSync();
-            if (own < ownLength) STORE_ROW(dv, area0, pc.keyRows, own, b, h, row, d0)
+            [[unroll]] for (uint r = 0; r < LANE_ROWS; r++) {
+                const uint row = laneRow(lane, r), own = first + warp * 16 + row;
+                if (own < ownLength) STORE_ROW(dv, area0, pc.keyRows, own, b, h, row, d0)
+            }
         }
     }
 }

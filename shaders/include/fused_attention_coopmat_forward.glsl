@@ -28,16 +28,13 @@ uvec2 qHalves(uint at) { return ACT_HALVES(q, Q_STORAGE, at); }
 uvec2 kHalves(uint at) { return ACT_HALVES(k, K_STORAGE, at); }
 uvec2 vHalves(uint at) { return ACT_HALVES(v, V_STORAGE, at); }
 
-// Each invocation's share of a row's maximum (then of its sum), for the others of its row.
-shared float sRow[WG];
+// Each part's share of a row's maximum (then of its sum), for the row's other parts: row r of
+// subgroup w, part p at (w·16 + r)·PARTS + p.
+shared float sRow[WARPS * 16 * PARTS];
 
 void main() {
-    const uint warp = cmSubgroup(), lane = cmLane();
-    const uint row = lane % 16, part = lane / 16;
+    const uint warp = cmSubgroup(), lane = cmLane(), part = lane / 16;
     const uint i0 = gl_WorkGroupID.x * ROWS;
-    const uint query = i0 + warp * 16 + row;
-    // Rows past the last query compute on the last one and store nothing.
-    const uint i = min(query, pc.queryLength - 1);
     const uint keyEnd = visibleKeys(min(i0 + ROWS, pc.queryLength));
     const uint scratch = ROWS * SD / 4 + warp * SCRATCH;
     const uint cols = BLOCK / PARTS, c0 = part * cols;
@@ -55,9 +52,14 @@ void main() {
         CM_FRAG_A qf[D / 16];
         [[unroll]] for (uint kk = 0; kk < D / 16; kk++) cmLoadA(qf[kk], (warp * 16 * SD + kk * 16) / 4, SD / 4, false);
 
-        float acc[D / PARTS];
-        [[unroll]] for (uint d = 0; d < outCols; d++) acc[d] = 0.0;
-        float m = NEG_INF, l = 0.0;
+        // Per row of the invocation's: its share of the output, the running maximum and sum.
+        float acc[LANE_ROWS][D / PARTS];
+        float m[LANE_ROWS], l[LANE_ROWS];
+        [[unroll]] for (uint r = 0; r < LANE_ROWS; r++) {
+            [[unroll]] for (uint d = 0; d < outCols; d++) acc[r][d] = 0.0;
+            m[r] = NEG_INF;
+            l[r] = 0.0;
+        }
 
         for (uint j0 = 0; j0 < keyEnd; j0 += BLOCK) {
             const uint n = min(BLOCK, keyEnd - j0);
@@ -79,32 +81,41 @@ void main() {
             }
             subgroupSync();
 
-            float s[BLOCK / PARTS];
-            float mBlock = m;
-            [[unroll]] for (uint c = 0; c < cols; c++) {
-                const uint col = c0 + c;
-                s[c] = col < n ? score(staged(scratch, TS_BLOCK, row, col), b, h, i, j0 + col) : NEG_INF;
-                mBlock = max(mBlock, s[c]);
+            float s[LANE_ROWS][BLOCK / PARTS];
+            float mBlock[LANE_ROWS];
+            [[unroll]] for (uint r = 0; r < LANE_ROWS; r++) {
+                // Rows past the last query compute on the last one and store nothing.
+                const uint row = laneRow(lane, r), i = min(i0 + warp * 16 + row, pc.queryLength - 1);
+                mBlock[r] = m[r];
+                [[unroll]] for (uint c = 0; c < cols; c++) {
+                    const uint col = c0 + c;
+                    s[r][c] = col < n ? score(staged(scratch, TS_BLOCK, row, col), b, h, i, j0 + col) : NEG_INF;
+                    mBlock[r] = max(mBlock[r], s[r][c]);
+                }
+                sRow[(warp * 16 + row) * PARTS + part] = mBlock[r];
             }
-            sRow[warp * SUBGROUP + lane] = mBlock;
             // Also: every score is read before the probabilities overwrite the scratch.
             subgroupSync();
-            [[unroll]] for (uint p = 0; p < PARTS; p++) mBlock = max(mBlock, sRow[warp * SUBGROUP + p * 16 + row]);
-            // While every key so far is masked the state stays empty (and exp(-inf - -inf) unformed).
-            float rescale = 1.0;
-            if (mBlock != NEG_INF) {
-                rescale = exp(m - mBlock);
-                l *= rescale;
-                m = mBlock;
-            }
-            [[unroll]] for (uint c = 0; c < cols; c += 4) {
-                vec4 kept4;
-                [[unroll]] for (uint u = 0; u < 4; u++) {
-                    const float p = s[c + u] == NEG_INF ? 0.0 : exp(s[c + u] - m);
-                    l += p;
-                    kept4[u] = p != 0.0 && kept(b, h, i, j0 + c0 + c + u) ? p : 0.0;
+            float rescale[LANE_ROWS];
+            [[unroll]] for (uint r = 0; r < LANE_ROWS; r++) {
+                const uint row = laneRow(lane, r), i = min(i0 + warp * 16 + row, pc.queryLength - 1);
+                [[unroll]] for (uint p = 0; p < PARTS; p++) mBlock[r] = max(mBlock[r], sRow[(warp * 16 + row) * PARTS + p]);
+                // While every key so far is masked the state stays empty (and exp(-inf - -inf) unformed).
+                rescale[r] = 1.0;
+                if (mBlock[r] != NEG_INF) {
+                    rescale[r] = exp(m[r] - mBlock[r]);
+                    l[r] *= rescale[r];
+                    m[r] = mBlock[r];
                 }
-                putHalves(scratch, row, c0 + c, kept4);
+                [[unroll]] for (uint c = 0; c < cols; c += 4) {
+                    vec4 kept4;
+                    [[unroll]] for (uint u = 0; u < 4; u++) {
+                        const float p = s[r][c + u] == NEG_INF ? 0.0 : exp(s[r][c + u] - m[r]);
+                        l[r] += p;
+                        kept4[u] = p != 0.0 && kept(b, h, i, j0 + c0 + c + u) ? p : 0.0;
+                    }
+                    putHalves(scratch, row, c0 + c, kept4);
+                }
             }
             subgroupSync();
 
@@ -123,19 +134,23 @@ void main() {
             subgroupSync();
             [[unroll]] for (uint t = 0; t < D / 16; t++) STAGE_TILE(pv[t], scratch, t, TS_D);
             subgroupSync();
-            [[unroll]] for (uint d = 0; d < outCols; d++) acc[d] = fma(acc[d], rescale, staged(scratch, TS_D, row, d0 + d));
+            [[unroll]] for (uint r = 0; r < LANE_ROWS; r++)
+                [[unroll]] for (uint d = 0; d < outCols; d++) acc[r][d] = fma(acc[r][d], rescale[r], staged(scratch, TS_D, laneRow(lane, r), d0 + d));
         }
 
-        sRow[warp * SUBGROUP + lane] = l;
+        [[unroll]] for (uint r = 0; r < LANE_ROWS; r++) sRow[(warp * 16 + laneRow(lane, r)) * PARTS + part] = l[r];
         subgroupSync();
-        l = 0.0;
-        [[unroll]] for (uint p = 0; p < PARTS; p++) l += sRow[warp * SUBGROUP + p * 16 + row];
-        if (query < pc.queryLength) {
-            // Dropout's 1 / (1 - rate) (1 without dropout) folds into the normalisation.
-            const float norm = l > 0.0 ? pc.scale / l : 0.0;
-            const uint oBase = rowBase(b, pc.queryRows, query, h) + d0;
-            [[unroll]] for (uint d = 0; d < outCols; d++) STORE_ACT(o, O_STORAGE, oBase + d, acc[d] * norm);
-            if (part == 0) lse[bh * pc.queryLength + query] = m == NEG_INF ? POS_INF : m + log(l);
+        [[unroll]] for (uint r = 0; r < LANE_ROWS; r++) {
+            const uint row = laneRow(lane, r), query = i0 + warp * 16 + row;
+            float sum = 0.0;
+            [[unroll]] for (uint p = 0; p < PARTS; p++) sum += sRow[(warp * 16 + row) * PARTS + p];
+            if (query < pc.queryLength) {
+                // Dropout's 1 / (1 - rate) (1 without dropout) folds into the normalisation.
+                const float norm = sum > 0.0 ? pc.scale / sum : 0.0;
+                const uint oBase = rowBase(b, pc.queryRows, query, h) + d0;
+                [[unroll]] for (uint d = 0; d < outCols; d++) STORE_ACT(o, O_STORAGE, oBase + d, acc[r][d] * norm);
+                if (part == 0) lse[bh * pc.queryLength + query] = m[r] == NEG_INF ? POS_INF : m[r] + log(sum);
+            }
         }
     }
 }

@@ -53,6 +53,11 @@ public sealed record DevicePlan
     /// invocations the emulation groups together whatever the device's.</summary>
     public uint MatrixUnitsSubgroupSize => MatrixUnits == MatrixUnits.Emulated ? 32 : Capabilities.SubgroupSize;
 
+    /// <summary>The subgroup size the fused attention on the matrix units is specialised for
+    /// (<see cref="FusedAttentionOnMatrixUnits"/>): <see cref="MatrixUnitsSubgroupSize"/>, or on the
+    /// emulated units the width <see cref="GpuOptions.EmulatedAttentionSubgroupSize"/> asks for.</summary>
+    public uint FusedAttentionSubgroupSize => MatrixUnits == MatrixUnits.Emulated ? Options.EmulatedAttentionSubgroupSize : MatrixUnitsSubgroupSize;
+
     /// <summary>The units' fragment shape the KHR kernels compose each 16x16x16 product of
     /// (<see cref="DeviceCapabilities.CooperativeMatrixFragment"/>); 16x16x16 for the NV kernel and
     /// the emulation, which multiply that shape only.</summary>
@@ -180,6 +185,8 @@ public sealed record DevicePlan
         MatrixUnitsOperands = ChooseOperands(caps, options, bf16Built);
         PipelineStatistics = options.PipelineStatistics && caps.PipelineExecutableStatistics;
         RowLocalSize = ChooseRowLocalSize(caps, options);
+        if (options.EmulatedAttentionSubgroupSize is not (8 or 16 or 32 or 64))
+            throw new GpuException($"{options.Describe(nameof(GpuOptions.EmulatedAttentionSubgroupSize), options.EmulatedAttentionSubgroupSize)}: the emulated units' subgroups are 8, 16, 32 or 64 invocations wide");
         MemoryBudget = caps.MemoryBudget;
     }
 
@@ -463,6 +470,7 @@ public sealed record DevicePlan
                 ["fusedWhereScoresExceedBytes"] = MaxBindingBytes,
                 ["fusedOnMatrixUnits"] = FusedAttentionOnMatrixUnits,
                 ["forcedMatrixUnitsTiling"] = FusedAttentionOnMatrixUnits ? Options.MatrixUnitsFusedAttentionTiling : null,
+                ["matrixUnitsSubgroupSize"] = MatrixUnits == MatrixUnits.None ? null : FusedAttentionSubgroupSize,
             },
             ["rowKernels"] = new JsonObject
             {

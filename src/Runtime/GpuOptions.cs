@@ -46,6 +46,14 @@ public sealed record GpuOptions
     /// default; off only to tell, on a device where pinned pipelines fail, whether pinning is why.</summary>
     public bool MatrixUnitsPinSubgroups { get; init; } = true;
 
+    /// <summary>How many invocations share each matrix of the fused attention on the emulated matrix
+    /// units (<see cref="MatrixUnitsRequest.Emulate"/>; <see cref="DevicePlan.FusedAttentionSubgroupSize"/>):
+    /// 8, 16, 32 or 64, as on units whose subgroups are that wide (Intel's Xe-HPG and lavapipe
+    /// 26.1's 8, NVIDIA's 32, AMD's wave64), so that the kernels' handling of each width runs
+    /// where no such device is (the tests, on lavapipe). Default 32. The emulated product keeps 32
+    /// whatever this says (include/coopmat.glsl says why).</summary>
+    public uint EmulatedAttentionSubgroupSize { get; init; } = 32;
+
     /// <summary>How the runs on this context keep their activations, where known when it is made
     /// (<c>--activations</c>); null: the plan's default (<see cref="DevicePlan.Activations"/>).
     /// The plan chooses the matrix units' fragments by it (<see cref="MatrixUnitsOperands"/>), so a

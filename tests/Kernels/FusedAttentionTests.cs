@@ -27,15 +27,12 @@ public sealed class FusedAttentionTests(GpuFixture f) : GpuTest(f)
     };
 
     /// <summary>The context a variant runs on; for the matrix units, one that does choose them for
-    /// d_kv <paramref name="dkv"/>, so that these tests cannot pass on the portable kernels. The
-    /// kernels share a row among a subgroup's invocations in sixteenths, so they skip devices whose
-    /// units run subgroups of fewer than 16 (lavapipe 26.1's 8); the emulation's are 32.</summary>
-    GpuContext ContextFor(FusedTiles t, int dkv)
+    /// d_kv <paramref name="dkv"/>, so that these tests cannot pass on the portable kernels:
+    /// <paramref name="on"/> where given, else the fixture's.</summary>
+    GpuContext ContextFor(FusedTiles t, int dkv, GpuContext? on = null)
     {
         if (t != FusedTiles.MatrixUnits) return Ctx;
-        var ctx = MatrixUnitsAllProductsCtx;
-        Skip.If(ctx.Plan.MatrixUnitsSubgroupSize < 16,
-                $"the fused matrix-unit attention needs subgroups of 16 or more; {ctx.Capabilities.Name}'s units run {ctx.Plan.MatrixUnitsSubgroupSize}");
+        var ctx = on ?? MatrixUnitsAllProductsCtx;
         Assert.NotNull(FusedAttentionKernel.MatrixUnitsTiling(ctx, dkv, backward: false));
         Assert.NotNull(FusedAttentionKernel.MatrixUnitsTiling(ctx, dkv, backward: true));
         return ctx;
@@ -129,11 +126,12 @@ public sealed class FusedAttentionTests(GpuFixture f) : GpuTest(f)
     }
 
     /// <summary>o and the logsumexp; <paramref name="units"/> forces a tiling of the kernels on the
-    /// matrix units; q, k, v and o are stored as <paramref name="storages"/> says (fp32 when absent).</summary>
+    /// matrix units, <paramref name="on"/> their context; q, k, v and o are stored as
+    /// <paramref name="storages"/> says (fp32 when absent).</summary>
     (float[] O, float[] Lse) Forward(FusedAttentionShape shape, Inputs x, Parts parts, FusedTiles tiles, FusedAttentionMatrixUnitsTiling? units = null,
-                                     Storages? storages = null)
+                                     Storages? storages = null, GpuContext? on = null)
     {
-        var ctx = ContextFor(tiles, shape.DKv);
+        var ctx = ContextFor(tiles, shape.DKv, on);
         var s = storages ?? ActivationPrecision.Fp32;
         using var q = Stored(ctx, x.Q, s.Q);
         using var k = Stored(ctx, x.K, s.K);
@@ -163,12 +161,12 @@ public sealed class FusedAttentionTests(GpuFixture f) : GpuTest(f)
     }
 
     /// <summary>dq, dk, dv; the gradient buffers start out holding <paramref name="initial"/>;
-    /// <paramref name="units"/> forces a tiling of the kernels on the matrix units; q, k, v and o
-    /// are stored as <paramref name="storages"/> says (fp32 when absent).</summary>
+    /// <paramref name="units"/> forces a tiling of the kernels on the matrix units, <paramref name="on"/>
+    /// their context; q, k, v and o are stored as <paramref name="storages"/> says (fp32 when absent).</summary>
     (float[] Dq, float[] Dk, float[] Dv) Backward(FusedAttentionShape shape, Inputs x, float[] o, float[] lse, Parts parts, FusedTiles tiles, float initial = 0f,
-                                                  FusedAttentionMatrixUnitsTiling? units = null, Storages? storages = null)
+                                                  FusedAttentionMatrixUnitsTiling? units = null, Storages? storages = null, GpuContext? on = null)
     {
-        var ctx = ContextFor(tiles, shape.DKv);
+        var ctx = ContextFor(tiles, shape.DKv, on);
         var s = storages ?? ActivationPrecision.Fp32;
         using var q = Stored(ctx, x.Q, s.Q);
         using var k = Stored(ctx, x.K, s.K);
@@ -334,7 +332,7 @@ public sealed class FusedAttentionTests(GpuFixture f) : GpuTest(f)
         var tiling = new FusedAttentionMatrixUnitsTiling(warps, block);
         Assert.Contains(tiling, FusedAttentionMatrixUnitsTiling.Candidates);
         var ctx = ContextFor(FusedTiles.MatrixUnits, 16);
-        int subgroup = (int)ctx.Plan.MatrixUnitsSubgroupSize;
+        int subgroup = (int)ctx.Plan.FusedAttentionSubgroupSize;
         long limit = ctx.Capabilities.MaxComputeSharedMemorySize;
         int ran = 0;
         foreach (int dkv in new[] { 16, 32, 64 })
@@ -363,6 +361,46 @@ public sealed class FusedAttentionTests(GpuFixture f) : GpuTest(f)
         }
         // Every tiling fits at least one of the kernels at d_kv 16 in 32 KiB.
         Assert.True(ran > 0, $"{tiling} ran nowhere: {limit} bytes of shared memory");
+    }
+
+    /// <summary>The kernels at every subgroup width they take, on the emulated units
+    /// (<see cref="GpuOptions.EmulatedAttentionSubgroupSize"/>): at 8 each invocation owns two
+    /// whole rows (Intel's Xe-HPG units, lavapipe 26.1's), at 16 one, at 64 a quarter of one (the
+    /// fixture's emulation runs 32, half of one). Blocks of 16 at d_kv 16, lengths that end inside
+    /// a block, every optional part on: each pipeline here compiles for tens of seconds on
+    /// lavapipe, the longer the more scores an invocation holds (unrolled), so the tilings and
+    /// d_kv of each width are left to <see cref="OnMatrixUnitsEveryTilingMatchesReference"/> at 32
+    /// and to the units of lavapipe 26.1 at 8 (tests/matrix-units-on-lavapipe.filter).</summary>
+    [SkippableTheory]
+    [InlineData(8)]
+    [InlineData(16)]
+    [InlineData(64)]
+    public void OnEmulatedUnitsOfEveryWidthMatchesReference(int subgroup)
+    {
+        var caps = Ctx.Capabilities;
+        Skip.IfNot(caps.ShaderFloat16 && caps.StorageBuffer16Bit, $"{caps.Name} lacks the fp16 arithmetic and 16-bit storage the emulated units need");
+        using var ctx = GpuContext.Create(EnvironmentSettings.GpuOptions() with
+        {
+            Validation = true, PipelineCacheDirectory = null, MatrixUnits = MatrixUnitsRequest.Emulate, MatrixUnitsAllProducts = true,
+            MatrixUnitsOperands = MatrixUnitsOperandsRequest.Fp16, EmulatedAttentionSubgroupSize = (uint)subgroup,
+        });
+        Assert.Equal((uint)subgroup, ctx.Plan.FusedAttentionSubgroupSize);
+        var tiling = new FusedAttentionMatrixUnitsTiling(2, 16);
+        var shape = new FusedAttentionShape(new AttentionShape(2, 2, 70, 37, Causal: true), 16);
+        var x = AsMultiplied(Inputs.Random(shape, 33), FusedTiles.MatrixUnits);
+        var parts = new Parts(Bias: true, Mask: true, Dropout: true);
+        double tolerance = Tolerance(FusedTiles.MatrixUnits);
+        string what = $"subgroups of {subgroup}";
+        var (refO, refLse) = ReferenceForward(shape, x, parts);
+        var (o, lse) = Forward(shape, x, parts, FusedTiles.MatrixUnits, tiling, on: ctx);
+        Check.Close(refO, o, tolerance, $"o, {what}");
+        Check.Close(refLse, lse, 1e-5, $"logsumexp, {what}");
+        var (dq, dk, dv) = Backward(shape, x, refO, refLse, parts, FusedTiles.MatrixUnits, units: tiling, on: ctx);
+        var expected = ReferenceBackward(shape, x, refO, refLse, parts);
+        Check.Close(expected.Dq, dq, tolerance, $"dq, {what}");
+        Check.Close(expected.Dk, dk, tolerance, $"dk, {what}");
+        Check.Close(expected.Dv, dv, tolerance, $"dv, {what}");
+        Assert.True(ctx.Validation.ErrorCount == 0, string.Join("\n", ctx.Validation.Errors));
     }
 
     /// <summary>VKPROMPT_MATRIX_UNITS_FUSED_TILING (<see cref="GpuOptions.MatrixUnitsFusedAttentionTiling"/>) forces

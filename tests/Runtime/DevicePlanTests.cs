@@ -189,6 +189,28 @@ public sealed class DevicePlanTests
         Assert.False((bool?)emulated.ToJson()["matrixUnitsSubgroupPinned"]);
     }
 
+    /// <summary>The fused attention on the emulated units is specialised for the width asked for
+    /// (32 unless set), which the plan prints where there are units, the emulated product keeping
+    /// 32; on the device's own units both take the device's subgroups whatever is asked; a width
+    /// the kernels do not take is refused, naming the option.</summary>
+    [Fact]
+    public void EmulatedAttentionRunsTheSubgroupWidthAskedFor()
+    {
+        DevicePlan Plan(DeviceCapabilities caps, GpuOptions options) => new(caps, options, khrBuilt: true, nv2Built: true);
+        var emulate = new GpuOptions { MatrixUnits = MatrixUnitsRequest.Emulate, MatrixUnitsAllProducts = true };
+        Assert.Equal(32u, Plan(H100, emulate).FusedAttentionSubgroupSize);
+        var narrow = Plan(H100, emulate with { EmulatedAttentionSubgroupSize = 8 });
+        Assert.Equal(8u, narrow.FusedAttentionSubgroupSize);
+        Assert.Equal(32u, narrow.MatrixUnitsSubgroupSize);
+        Assert.Equal(8u, (uint?)narrow.ToJson()["attention"]!["matrixUnitsSubgroupSize"]);
+        var own = Plan(H100, new GpuOptions { MatrixUnitsAllProducts = true, EmulatedAttentionSubgroupSize = 8 });
+        Assert.Equal(MatrixUnits.Khr, own.MatrixUnits);
+        Assert.Equal(H100.SubgroupSize, own.FusedAttentionSubgroupSize);
+        Assert.Null(Plan(H100, new GpuOptions { MatrixUnits = MatrixUnitsRequest.Off }).ToJson()["attention"]!["matrixUnitsSubgroupSize"]);
+        var e = Assert.Throws<GpuException>(() => Plan(H100, emulate with { EmulatedAttentionSubgroupSize = 12 }));
+        Assert.Contains("GpuOptions.EmulatedAttentionSubgroupSize=12", e.Message);
+    }
+
     /// <summary>Emulated matrix units multiply fp16 fragments unless asked for bf16 ones, which
     /// then run matmul_coopmat_emulated_bf16 on the device as it is (no extension).</summary>
     [SkippableFact]

@@ -59,19 +59,31 @@ internal readonly record struct FusedAttentionMatrixUnitsTiling(int Warps, int B
     // the rule is the first that fits, not the fastest.
     internal static readonly FusedAttentionMatrixUnitsTiling[] Candidates = [new(4, 64), new(4, 32), new(4, 16), new(2, 16)];
 
+    /// <summary>The shaders' PARTS: invocations sharing a row of a subgroup's 16 (each a contiguous run
+    /// of its columns) in subgroups of 16 or more.</summary>
+    internal static int Parts(int subgroup) => subgroup >= 16 ? subgroup / 16 : 1;
+
+    /// <summary>The shaders' LANE_ROWS: whole rows each invocation owns in subgroups of fewer than 16.</summary>
+    internal static int LaneRows(int subgroup) => subgroup >= 16 ? 1 : 16 / subgroup;
+
+    /// <summary>Scores an invocation holds in registers per block, which the candidates keep to at
+    /// most 64, the most subgroups of 16 hold at blocks of 64: subgroups of 8, whose invocations
+    /// own two rows, take blocks of 32. (A rule of registers, not measured: no such device was at hand.)</summary>
+    int ScoresPerInvocation(int subgroup) => LaneRows(subgroup) * Block / Parts(subgroup);
+
     /// <summary>Shared memory of the kernel (include/fused_attention_coopmat_forward.glsl and
     /// _backward.glsl, whose declarations this follows): the workgroup's own operands and each
     /// subgroup's scratch, the block's two operands, and the forward's row reductions or the
     /// backward's per-query logsumexp and Δ.</summary>
     public long SharedBytes(bool backward, int dkv, int subgroup)
     {
-        int parts = subgroup / 16;
+        int parts = Parts(subgroup);
         long rowHalves = dkv + 8, rows = 16L * Warps;
         long products = (backward ? 2L : 1L) * Block / 16 * TileStride(Block / parts);
         long scratch = Math.Max(products, dkv / 16 * TileStride(dkv / parts));
         long sa = (backward ? 2 : 1) * rows * rowHalves / 4 + Warps * scratch;
         long sb = 2L * Block * rowHalves / 4;
-        return 8 * (sa + sb) + (backward ? 8L * Block : 4L * Warps * subgroup);
+        return 8 * (sa + sb) + (backward ? 8L * Block : 4L * Warps * 16 * parts);
     }
 
     // The shaders' TILE_STRIDE: uvec2s between staged tiles, from the columns each of a row's
@@ -81,24 +93,24 @@ internal readonly record struct FusedAttentionMatrixUnitsTiling(int Warps, int B
     internal int[] Specialization(int dkv, int subgroup) => [Warps * subgroup, Block, dkv, 0, subgroup, Warps];
 
     /// <summary>The tiling for d_kv <paramref name="dkv"/> on the context's matrix units, or null
-    /// where the kernel cannot run it: d_kv a multiple of 16 up to 128 (an invocation holds
-    /// d_kv / (subgroup / 16) output floats in registers), subgroups of 16, 32 or 64 (which
-    /// share a row evenly), and the shared memory.</summary>
+    /// where the kernel cannot run it: subgroups of 8, 16, 32 or 64, d_kv a multiple of 16 whose
+    /// output floats an invocation holds in registers (d_kv · <see cref="LaneRows"/> / <see cref="Parts"/>)
+    /// are at most 128, and the shared memory.</summary>
     /// <exception cref="GpuException"><see cref="GpuOptions.MatrixUnitsFusedAttentionTiling"/> is malformed or
     /// asks for a tiling the kernel or the device cannot run at this d_kv.</exception>
     public static FusedAttentionMatrixUnitsTiling? For(GpuContext context, int dkv, bool backward)
     {
-        int subgroup = (int)context.Plan.MatrixUnitsSubgroupSize;
-        if (dkv % 16 != 0 || dkv > 128 || subgroup is not (16 or 32 or 64)) return null;
+        int subgroup = (int)context.Plan.FusedAttentionSubgroupSize;
+        if (dkv % 16 != 0 || subgroup is not (8 or 16 or 32 or 64) || dkv * LaneRows(subgroup) / Parts(subgroup) > 128) return null;
         if (context.Options.MatrixUnitsFusedAttentionTiling is { } text) return Parse(text, context, dkv, backward);
         foreach (var t in Candidates)
-            if (t.Fits(context, dkv, backward)) return t;
+            if (t.ScoresPerInvocation(subgroup) <= 64 && t.Fits(context, dkv, backward)) return t;
         return null;
     }
 
     bool Fits(GpuContext context, int dkv, bool backward)
     {
-        int subgroup = (int)context.Plan.MatrixUnitsSubgroupSize;
+        int subgroup = (int)context.Plan.FusedAttentionSubgroupSize;
         return SharedBytes(backward, dkv, subgroup) <= context.Capabilities.MaxComputeSharedMemorySize
                && (long)Warps * subgroup <= context.Capabilities.MaxComputeWorkGroupInvocations;
     }
@@ -113,10 +125,10 @@ internal readonly record struct FusedAttentionMatrixUnitsTiling(int Warps, int B
         if (kernels.Length > 2) throw new GpuException($"{setting}: expected WxB or WxB,WxB (forward, backward), e.g. 4x64,4x32");
         var v = TilingText.Parse(kernels[backward ? kernels.Length - 1 : 0], setting, "WxB or WxB,WxB (forward, backward), e.g. 4x64,4x32", count: 2);
         var t = new FusedAttentionMatrixUnitsTiling(v[0], v[1]);
-        int subgroup = (int)context.Plan.MatrixUnitsSubgroupSize;
-        if (t.Warps < 1 || t.Block < 16 || t.Block % 16 != 0 || t.Block / (subgroup / 16) % 4 != 0 || !t.Fits(context, dkv, backward))
+        int subgroup = (int)context.Plan.FusedAttentionSubgroupSize;
+        if (t.Warps < 1 || t.Block < 16 || t.Block % 16 != 0 || t.Block / Parts(subgroup) % 4 != 0 || !t.Fits(context, dkv, backward))
             throw new GpuException($"{setting}: the {(backward ? "backward" : "forward")} needs at least one subgroup, a block of a multiple of 16 rows " +
-                                   $"({subgroup / 16} invocations share a row, each a multiple of 4 columns), at most {context.Capabilities.MaxComputeWorkGroupInvocations} invocations " +
+                                   $"({Parts(subgroup)} invocations share a row, each a multiple of 4 columns), at most {context.Capabilities.MaxComputeWorkGroupInvocations} invocations " +
                                    $"and {context.Capabilities.MaxComputeSharedMemorySize} bytes of shared memory; {t.Warps}x{t.Block} at d_kv {dkv} needs {t.SharedBytes(backward, dkv, subgroup)}");
         return t;
     }
@@ -219,7 +231,7 @@ internal static class FusedAttentionKernel
         var push = Check(name, g.Context.Capabilities, shape, buckets, biasWeight, keyMask, dropoutRate, seed, stream, null);
         CheckOnMatrixUnits(name, g.Context, shape, t, backward: false);
         if (!CheckForwardBuffers(name, q, k, v, o, logSumExp, shape)) return;
-        var kernel = g.Context.MatrixUnitsKernel(name, ForwardHalfLayout, WithStorages(t.Specialization(shape.DKv, (int)g.Context.Plan.MatrixUnitsSubgroupSize), q, k, v, o));
+        var kernel = g.Context.MatrixUnitsKernel(name, ForwardHalfLayout, WithStorages(t.Specialization(shape.DKv, (int)g.Context.Plan.FusedAttentionSubgroupSize), q, k, v, o));
         g.Dispatch(kernel, Groups(g, shape.Scores.QueryLength, shape, 16 * t.Warps), push,
                    [.. Optional(q, buckets, biasWeight, keyMask, seed), q, k, v, o, logSumExp]);
     }
@@ -227,8 +239,8 @@ internal static class FusedAttentionKernel
     static void CheckOnMatrixUnits(string name, GpuContext context, FusedAttentionShape shape, FusedAttentionMatrixUnitsTiling t, bool backward)
     {
         if (!context.UsesMatrixUnits) throw new GpuException($"{name}: needs a context that uses the matrix units (GpuContext.UsesMatrixUnits)");
-        int subgroup = (int)context.Plan.MatrixUnitsSubgroupSize;
-        if (shape.DKv % 16 != 0 || t.Block % 16 != 0 || t.Block / (subgroup / 16) % 4 != 0)
+        int subgroup = (int)context.Plan.FusedAttentionSubgroupSize;
+        if (shape.DKv % 16 != 0 || t.Block % 16 != 0 || t.Block / FusedAttentionMatrixUnitsTiling.Parts(subgroup) % 4 != 0)
             throw new ArgumentException($"{name}: needs d_kv and the block a multiple of 16 and a quarter of the block's columns per invocation, got d_kv {shape.DKv}, {t}, subgroups of {subgroup}");
         if (t.SharedBytes(backward, shape.DKv, subgroup) > context.Capabilities.MaxComputeSharedMemorySize)
             throw new GpuException($"{name}: {t} at d_kv {shape.DKv} needs {t.SharedBytes(backward, shape.DKv, subgroup)} bytes of shared memory, the device has {context.Capabilities.MaxComputeSharedMemorySize}");
@@ -274,7 +286,7 @@ internal static class FusedAttentionKernel
         CheckOnMatrixUnits(name, g.Context, shape, t, backward: true);
         if (!CheckBackwardBuffers(name, q, k, v, o, logSumExp, dO, dq, dk, dv, shape)) return;
         GpuBuffer[] inputs = [.. Optional(q, buckets, biasWeight, keyMask, seed), q, k, v, o, logSumExp, dO];
-        int[] spec = t.Specialization(shape.DKv, (int)g.Context.Plan.MatrixUnitsSubgroupSize);
+        int[] spec = t.Specialization(shape.DKv, (int)g.Context.Plan.FusedAttentionSubgroupSize);
         g.Dispatch(g.Context.MatrixUnitsKernel(name, BackwardHalfLayout, WithStorages([.. spec, 0], q, k, v, o)), Groups(g, shape.Scores.QueryLength, shape, 16 * t.Warps), push, [.. inputs, dq, dq]);
         g.Dispatch(g.Context.MatrixUnitsKernel(name, BackwardHalfLayout, WithStorages([.. spec, 1], q, k, v, o)), Groups(g, shape.Scores.KeyLength, shape, 16 * t.Warps), push, [.. inputs, dk, dv]);
     }
