@@ -129,14 +129,16 @@ void cmStoreShared(CM_ACC m, uint at, uint stride, bool colMajor) { CM_ACC_PARTS
 // An invocation holds CM_SLOTS elements of each accumulator, four to a vec4. Where SUBGROUP is a
 // specialization constant (the fused attention's: DevicePlan.FusedAttentionSubgroupSize), GLSL
 // cannot copy arrays sized by it, so the accumulator holds room for the narrowest subgroup the
-// including kernel takes (CM_NARROWEST_SUBGROUP, 32 unless it says), of which CM_SLOTS are used.
-// That room is paid for in compile time: lavapipe took twice as long to compile the emulated
-// product with room for subgroups of 8, which is why the product keeps its 32. The loops over
+// build takes (CM_NARROWEST_SUBGROUP, 32 unless it says), of which CM_SLOTS are used. That room
+// is paid for in compile time: lavapipe took twice as long to compile the emulated product with
+// room for subgroups of 8, which is why the product keeps its 32 and the fused attention's
+// narrow widths have builds of their own (fused_attention_coopmat*_emulated_narrow.comp). The loops over
 // slots go a vec4 at a time, its components unrolled, so that an indexed access picks among vec4s
 // (Mesa turns each indexed access of a local array into a select over its elements).
 #ifndef CM_NARROWEST_SUBGROUP
 #define CM_NARROWEST_SUBGROUP 32
 #endif
+// Subgroups of 8 to 64 (DevicePlan checks): CM_SLOTS is 32 down to 4, whole vec4s.
 const uint CM_SLOTS = 256 / SUBGROUP;
 struct CM_ACC { vec4 q[256 / CM_NARROWEST_SUBGROUP / 4]; };
 struct CM_FRAG_A { uint at; uint stride; bool colMajor; };
@@ -210,9 +212,9 @@ float cmOperand(uvec2 v, uint i) { return float(unpackFloat2x16(v[i / 2])[i % 2]
 // lavapipe (Mesa 22) silently ends the loops of an invocation once they have run 65535
 // iterations between them (gallivm's loop limiter): with every loop here rolled, a product stopped
 // adding after K = 1744. So the 16 k of a product are unrolled and its slots taken four at a time,
-// two iterations a product at subgroups of 32 (eight at 8), which keeps a t5 step's products (K up
-// to the vocabulary's 32128: 16064 iterations at 8) inside the limit; unrolled whole, a pipeline
-// took lavapipe minutes to compile.
+// two iterations a product at the product's subgroups of 32, which keeps a t5 step's products (K
+// up to the vocabulary's 32128) inside the limit (the fused attention's, at most 8 a product at
+// 8 wide, sum over a block or d_kv); unrolled whole, a pipeline took lavapipe minutes to compile.
 CM_ACC cmMulAdd(CM_FRAG_A a, CM_FRAG_B b, CM_ACC m) {
     CM_EACH_SLOT(q, i) {
         const uvec2 rc = cmElement(4 * q + i);

@@ -35,9 +35,8 @@
 
 // The subgroup the kernel is specialised for (DevicePlan.FusedAttentionSubgroupSize): the units',
 // or the width of the emulation's groups of invocations; 8, 16, 32 or 64 (FusedAttentionKernel
-// checks), which the emulated accumulators make room for.
+// checks; the emulated build for 8 and 16 is the _narrow one, whose accumulators make room).
 layout(constant_id = 4) const uint SUBGROUP = 32;
-#define CM_NARROWEST_SUBGROUP 8
 layout(constant_id = 5) const uint WARPS = 4;
 #include "to_half.glsl"
 

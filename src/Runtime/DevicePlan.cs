@@ -470,7 +470,7 @@ public sealed record DevicePlan
                 ["fusedWhereScoresExceedBytes"] = MaxBindingBytes,
                 ["fusedOnMatrixUnits"] = FusedAttentionOnMatrixUnits,
                 ["forcedMatrixUnitsTiling"] = FusedAttentionOnMatrixUnits ? Options.MatrixUnitsFusedAttentionTiling : null,
-                ["matrixUnitsSubgroupSize"] = MatrixUnits == MatrixUnits.None ? null : FusedAttentionSubgroupSize,
+                ["matrixUnitsSubgroupSize"] = FusedAttentionOnMatrixUnits ? FusedAttentionSubgroupSize : null,
             },
             ["rowKernels"] = new JsonObject
             {

@@ -90,8 +90,8 @@ public sealed record GpuOptions
 
     /// <summary>Replaces the tile shape of the fused attention on the matrix units, as "WxB"
     /// (subgroups of 16 rows per workgroup, rows per streamed block) for forward and backward, or
-    /// "WxB,WxB" (forward, backward). Default null: the deepest block whose shared memory fits
-    /// (<see cref="Kernels.FusedAttentionMatrixUnitsTiling.For"/>).</summary>
+    /// "WxB,WxB" (forward, backward). Default null: the deepest block whose shared memory fits, of
+    /// at most 64 scores an invocation (<see cref="Kernels.FusedAttentionMatrixUnitsTiling.For"/>).</summary>
     public string? MatrixUnitsFusedAttentionTiling { get; init; }
 
     /// <summary>Replaces the workgroup size of the row kernels (softmax and its backward, RMSNorm,

@@ -93,15 +93,15 @@ internal readonly record struct FusedAttentionMatrixUnitsTiling(int Warps, int B
     internal int[] Specialization(int dkv, int subgroup) => [Warps * subgroup, Block, dkv, 0, subgroup, Warps];
 
     /// <summary>The tiling for d_kv <paramref name="dkv"/> on the context's matrix units, or null
-    /// where the kernel cannot run it: subgroups of 8, 16, 32 or 64, d_kv a multiple of 16 whose
-    /// output floats an invocation holds in registers (d_kv · <see cref="LaneRows"/> / <see cref="Parts"/>)
-    /// are at most 128, and the shared memory.</summary>
+    /// where the kernel cannot run it: subgroups of 8, 16, 32 or 64, d_kv a multiple of 16 up to
+    /// 128, or 64 where an invocation owns two rows (at 8 wide: it holds d_kv · <see cref="LaneRows"/>
+    /// / <see cref="Parts"/> output floats in registers), and the shared memory.</summary>
     /// <exception cref="GpuException"><see cref="GpuOptions.MatrixUnitsFusedAttentionTiling"/> is malformed or
     /// asks for a tiling the kernel or the device cannot run at this d_kv.</exception>
     public static FusedAttentionMatrixUnitsTiling? For(GpuContext context, int dkv, bool backward)
     {
         int subgroup = (int)context.Plan.FusedAttentionSubgroupSize;
-        if (dkv % 16 != 0 || subgroup is not (8 or 16 or 32 or 64) || dkv * LaneRows(subgroup) / Parts(subgroup) > 128) return null;
+        if (dkv % 16 != 0 || subgroup is not (8 or 16 or 32 or 64) || dkv * LaneRows(subgroup) > 128) return null;
         if (context.Options.MatrixUnitsFusedAttentionTiling is { } text) return Parse(text, context, dkv, backward);
         foreach (var t in Candidates)
             if (t.ScoresPerInvocation(subgroup) <= 64 && t.Fits(context, dkv, backward)) return t;
@@ -128,7 +128,7 @@ internal readonly record struct FusedAttentionMatrixUnitsTiling(int Warps, int B
         int subgroup = (int)context.Plan.FusedAttentionSubgroupSize;
         if (t.Warps < 1 || t.Block < 16 || t.Block % 16 != 0 || t.Block / Parts(subgroup) % 4 != 0 || !t.Fits(context, dkv, backward))
             throw new GpuException($"{setting}: the {(backward ? "backward" : "forward")} needs at least one subgroup, a block of a multiple of 16 rows " +
-                                   $"({Parts(subgroup)} invocations share a row, each a multiple of 4 columns), at most {context.Capabilities.MaxComputeWorkGroupInvocations} invocations " +
+                                   $"({(subgroup >= 16 ? $"{Parts(subgroup)} invocation(s) to a row, each a multiple of 4 of its columns" : $"{LaneRows(subgroup)} whole rows an invocation")}), at most {context.Capabilities.MaxComputeWorkGroupInvocations} invocations " +
                                    $"and {context.Capabilities.MaxComputeSharedMemorySize} bytes of shared memory; {t.Warps}x{t.Block} at d_kv {dkv} needs {t.SharedBytes(backward, dkv, subgroup)}");
         return t;
     }
@@ -215,19 +215,25 @@ internal static class FusedAttentionKernel
     /// match its logsumexp. Null otherwise.</summary>
     public static FusedAttentionMatrixUnitsTiling? MatrixUnitsTiling(GpuContext context, int dkv, bool backward) =>
         context.Plan.FusedAttentionOnMatrixUnits
-        && Runtime.Kernel.IsEmbedded(MatMulKernel.MatrixUnitsShader(context, ForwardOnUnits))
-        && Runtime.Kernel.IsEmbedded(MatMulKernel.MatrixUnitsShader(context, BackwardOnUnits))
+        && Runtime.Kernel.IsEmbedded(Shader(context, ForwardOnUnits))
+        && Runtime.Kernel.IsEmbedded(Shader(context, BackwardOnUnits))
         && FusedAttentionMatrixUnitsTiling.For(context, dkv, !backward) is not null
             ? FusedAttentionMatrixUnitsTiling.For(context, dkv, backward)
             : null;
 
     const string ForwardOnUnits = "fused_attention_coopmat", BackwardOnUnits = "fused_attention_coopmat_backward";
 
+    /// <summary>The build of <paramref name="name"/> on the context's units; on the emulated ones at
+    /// subgroups narrower than 32, the _narrow build, whose accumulators hold room for them.</summary>
+    static string Shader(GpuContext context, string name) =>
+        MatMulKernel.MatrixUnitsShader(context, name)
+        + (context.Plan.MatrixUnits == MatrixUnits.Emulated && context.Plan.FusedAttentionSubgroupSize < 32 ? "_narrow" : "");
+
     internal static void ForwardOnMatrixUnits(CommandGraph g, GpuBuffer q, GpuBuffer k, GpuBuffer v, GpuBuffer o, GpuBuffer logSumExp,
                                               GpuBuffer? buckets, GpuBuffer? biasWeight, GpuBuffer? keyMask, FusedAttentionShape shape,
                                               float dropoutRate, GpuBuffer? seed, uint stream, FusedAttentionMatrixUnitsTiling t)
     {
-        var name = MatMulKernel.MatrixUnitsShader(g.Context, ForwardOnUnits);
+        var name = Shader(g.Context, ForwardOnUnits);
         var push = Check(name, g.Context.Capabilities, shape, buckets, biasWeight, keyMask, dropoutRate, seed, stream, null);
         CheckOnMatrixUnits(name, g.Context, shape, t, backward: false);
         if (!CheckForwardBuffers(name, q, k, v, o, logSumExp, shape)) return;
@@ -281,7 +287,7 @@ internal static class FusedAttentionKernel
                                                GpuBuffer dq, GpuBuffer dk, GpuBuffer dv, GpuBuffer? buckets, GpuBuffer? biasWeight, GpuBuffer? keyMask,
                                                FusedAttentionShape shape, float dropoutRate, GpuBuffer? seed, uint stream, FusedAttentionMatrixUnitsTiling t)
     {
-        var name = MatMulKernel.MatrixUnitsShader(g.Context, BackwardOnUnits);
+        var name = Shader(g.Context, BackwardOnUnits);
         var push = Check(name, g.Context.Capabilities, shape, buckets, biasWeight, keyMask, dropoutRate, seed, stream, null);
         CheckOnMatrixUnits(name, g.Context, shape, t, backward: true);
         if (!CheckBackwardBuffers(name, q, k, v, o, logSumExp, dO, dq, dk, dv, shape)) return;
