@@ -209,8 +209,7 @@ public sealed unsafe class GpuContext : IDisposable
         ObjectDisposedException.ThrowIf(disposed, this);
         using var _ = Enter();
         placed ??= [];
-        // A required size implies full subgroups: one pipeline either way.
-        bool full = fullSubgroups || subgroupSize != 0;
+        bool full = Runtime.Kernel.RunsInFullSubgroups(fullSubgroups, subgroupSize);
         var key = new KernelKey(shader, string.Join(',', specialization) + string.Concat(placed.Select(p => $";{p.Id}={p.Value}")) + (full ? ";full" : ""),
                                 subgroupSize);
         if (!kernels.TryGetValue(key, out var k))

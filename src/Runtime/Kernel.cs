@@ -59,6 +59,12 @@ internal sealed unsafe class Kernel : IDisposable
     /// before 1.6, as the KHR kernels are, must be so created (VUID-RuntimeSpirv-OpTypeCooperativeMatrixKHR-10770).</summary>
     public bool FullSubgroups { get; }
 
+    /// <summary>Whether a pipeline asked for with <paramref name="fullSubgroups"/> and
+    /// <paramref name="requiredSubgroupSize"/> runs in full subgroups (<see cref="FullSubgroups"/>):
+    /// a required size implies them, so both requests are one pipeline (and one cache entry:
+    /// <see cref="GpuContext.PinnedKernel"/>).</summary>
+    internal static bool RunsInFullSubgroups(bool fullSubgroups, uint requiredSubgroupSize) => fullSubgroups || requiredSubgroupSize != 0;
+
     /// <summary>Builds shaders/<paramref name="name"/>.comp's pipeline on <paramref name="ctx"/>'s device
     /// with <paramref name="layout"/> and <paramref name="specialization"/>, and
     /// <paramref name="requiredSubgroupSize"/> (<see cref="RequiredSubgroupSize"/>; needs
@@ -79,7 +85,7 @@ internal sealed unsafe class Kernel : IDisposable
         Specialization = specialization.ToArray();
         Placed = placed.ToArray();
         RequiredSubgroupSize = requiredSubgroupSize;
-        FullSubgroups = fullSubgroups || requiredSubgroupSize != 0;
+        FullSubgroups = RunsInFullSubgroups(fullSubgroups, requiredSubgroupSize);
         var vk = ctx.Vk;
         if (layout.PushConstantBytes > ctx.Capabilities.MaxPushConstantsSize)
             throw new GpuException($"{name}: {layout.PushConstantBytes} bytes of push constants exceed the device's {ctx.Capabilities.MaxPushConstantsSize}");
