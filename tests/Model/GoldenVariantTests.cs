@@ -101,16 +101,40 @@ public sealed class GoldenVariantTests(GpuFixture f) : GpuTest(f)
     static GoldenCase FirstCase(string model) =>
         Load(model, Path.GetFileName(Directory.GetDirectories(Path.Combine(TestPaths.GoldenVariants, model, "cases")).Order().First()));
 
+    const int MaxNewTokens = 6;
+
     /// <summary>Greedy decoding of the first three examples of <paramref name="g"/>, inputs only,
-    /// with its prompt: six tokens at most.</summary>
+    /// with its prompt: <see cref="MaxNewTokens"/> tokens at most.</summary>
     static (PromptSet Prompts, List<EncodedExample> Examples, List<List<int>> Decoded) Decode(GoldenCase g, T5Weights weights)
     {
         var prompts = PromptSet.Stack([g.Prompt0], g.DModel);
         var examples = g.Examples.Take(3).Select(e => e with { TargetIds = [] }).ToList();
-        var decoded = GreedyDecoder.Run(weights, examples, prompts, null, batchSize: examples.Count, maxNewTokens: 6).OrderBy(r => r.Index).Select(r => r.Ids).ToList();
+        var decoded = GreedyDecoder.Run(weights, examples, prompts, null, batchSize: examples.Count, maxNewTokens: MaxNewTokens).OrderBy(r => r.Index).Select(r => r.Ids).ToList();
         Assert.Contains(decoded, ids => ids.Count >= 2);
         return (prompts, examples, decoded);
     }
+
+    /// <summary>The teacher-forced pass's logits with <paramref name="targets"/> as the examples'
+    /// targets: row (i, t) ranks the token after example i's first t targets. Also returns the
+    /// rows' stride in steps (the batch's target length).</summary>
+    static (float[] Logits, int Steps) ForcedLogits(T5Weights weights, PromptSet prompts, List<EncodedExample> examples, List<List<int>> targets)
+    {
+        var c = weights.Config;
+        var forced = examples.Zip(targets, (e, ids) => e with { TargetIds = [.. ids] }).ToList();
+        var host = HostBatch.Build(forced, prompts.Length, 1, null, forced.Count, c.DecoderStartTokenId, promptLengths: prompts.MaskedLengths);
+        var be = weights.Backend;
+        using var promptTensor = be.Floats(prompts.Data.Length, "prompt");
+        be.Upload(promptTensor, prompts.Data);
+        using var pass = new T5Pass(weights, host.Shape, ActivationMode.Inference, promptTensor);
+        pass.Load(host);
+        using (var run = be.Record(pass.EmitForward)) run.Run();
+        var logits = new float[pass.Logits.Length];
+        be.Download(pass.Logits, logits);
+        return (logits, host.Shape.TargetLength);
+    }
+
+    static ReadOnlySpan<float> Row(float[] logits, int steps, int vocab, int example, int step) =>
+        logits.AsSpan(checked(((example * steps) + step) * vocab), vocab);
 
     /// <summary>KV-cached greedy decoding (Generator, one decoder step per token, each layer's
     /// own position bias in umT5) picks at every step the token the teacher-forced pass, which the
@@ -124,30 +148,36 @@ public sealed class GoldenVariantTests(GpuFixture f) : GpuTest(f)
         be.Activations = storage;
         using var weights = new T5Weights(g.Ckpt, be);
         var (prompts, examples, decoded) = Decode(g, weights);
-
-        var c = g.Ckpt.Config;
-        var forced = examples.Zip(decoded, (e, ids) => e with { TargetIds = [.. ids] }).ToList();
-        var host = HostBatch.Build(forced, prompts.Length, 1, null, forced.Count, c.DecoderStartTokenId, promptLengths: prompts.MaskedLengths);
-        using var promptTensor = be.Floats(prompts.Data.Length, "prompt");
-        be.Upload(promptTensor, prompts.Data);
-        using var pass = new T5Pass(weights, host.Shape, ActivationMode.Inference, promptTensor);
-        pass.Load(host);
-        using (var run = be.Record(pass.EmitForward)) run.Run();
-        var logits = new float[pass.Logits.Length];
-        be.Download(pass.Logits, logits);
-        int ld = host.Shape.TargetLength;
-        for (int i = 0; i < forced.Count; i++)
+        var (logits, steps) = ForcedLogits(weights, prompts, examples, decoded);
+        int vocab = g.Ckpt.Config.VocabSize;
+        for (int i = 0; i < examples.Count; i++)
             for (int t = 0; t < decoded[i].Count; t++)
             {
-                var row = logits.AsSpan(((long)i * ld + t) * c.VocabSize is var o ? (int)o : 0, c.VocabSize);
-                int best = 0;
-                for (int v = 1; v < row.Length; v++) if (row[v] > row[best]) best = v;
+                int best = ArgMax(Row(logits, steps, vocab, i, t));
                 Assert.True(best == decoded[i][t], $"example {i} step {t}: decoded {decoded[i][t]}, the full forward ranks {best} first");
             }
     }
 
+    static int ArgMax(ReadOnlySpan<float> row)
+    {
+        int best = 0;
+        for (int v = 1; v < row.Length; v++) if (row[v] > row[best]) best = v;
+        return best;
+    }
+
+    /// <summary>How far below the CPU's first choice, relative to the step's largest logit, the
+    /// token the device chose instead may be (<see cref="SixteenBitDecodingOnTheDeviceIsTheCpus"/>):
+    /// 2⁻⁸ (bf16's unit roundoff u), the size of one stored value's rounding flipping.</summary>
+    const double NearTie = 1.0 / 256;
+
     /// <summary>With 16-bit caches the device decodes the tokens the CPU reference decodes with
-    /// the same storage, whose rounding it emulates.</summary>
+    /// the same storage, whose rounding it emulates, but for near-ties. The two sum in different
+    /// orders (and lavapipe's order depends on the CPU it runs on), so a value that lands next to a
+    /// rounding boundary may be stored as neighbouring 16-bit values on the two, and a later choice
+    /// between two almost equal logits may follow it: where the tokens part, the CPU's own logits
+    /// at that step must rank the device's token within <see cref="NearTie"/> of its first choice
+    /// (a wrong kernel misses that by far). The tokens after a parting follow different inputs and
+    /// are not compared; at least one example must decode alike throughout.</summary>
     [Theory]
     [InlineData("tiny-ul2", ActivationPrecision.Bf16)]
     [InlineData("tiny-umt5", ActivationPrecision.Bf16)]
@@ -161,6 +191,28 @@ public sealed class GoldenVariantTests(GpuFixture f) : GpuTest(f)
         cpu.Activations = gpu.Activations = storage;
         using var onCpu = new T5Weights(g.Ckpt, cpu);
         using var onGpu = new T5Weights(g.Ckpt, gpu);
-        Assert.Equal(Decode(g, onCpu).Decoded, Decode(g, onGpu).Decoded);
+        var (prompts, examples, cpuIds) = Decode(g, onCpu);
+        var gpuIds = Decode(g, onGpu).Decoded;
+        var c = g.Ckpt.Config;
+        // The token chosen at step t: eos where the decoding stopped early (the ids leave it out).
+        int At(List<int> ids, int t) => t < ids.Count ? ids[t] : c.EosTokenId;
+        int alike = 0;
+        for (int i = 0; i < examples.Count; i++)
+        {
+            int t = 0;
+            while (t < MaxNewTokens && (t < cpuIds[i].Count || t < gpuIds[i].Count) && At(cpuIds[i], t) == At(gpuIds[i], t)) t++;
+            if (t == MaxNewTokens || t >= cpuIds[i].Count && t >= gpuIds[i].Count) { alike++; continue; }
+            // The CPU's logits after the shared first t tokens.
+            var prefix = new List<int>(cpuIds[i].Take(t)) { At(cpuIds[i], t) };
+            var (logits, steps) = ForcedLogits(onCpu, prompts, [examples[i]], [prefix]);
+            var row = Row(logits, steps, c.VocabSize, 0, t);
+            int mine = At(cpuIds[i], t), theirs = At(gpuIds[i], t);
+            double scale = 0;
+            foreach (float v in row) scale = Math.Max(scale, Math.Abs(v));
+            double gap = row[mine] - row[theirs];
+            Assert.True(gap <= NearTie * scale,
+                $"example {i} step {t}: the CPU decodes {mine}, the device {theirs}, which the CPU ranks {gap:G4} below ({gap / scale:G3} of the largest logit, more than {NearTie:G3})");
+        }
+        Assert.True(alike > 0, $"no example of {model} decodes alike on the CPU and the device");
     }
 }
