@@ -5,8 +5,8 @@ using VkPrompt.Cli;
 
 namespace VkPrompt.Tests;
 
-/// <summary>One Vulkan context with validation on, shared by the "gpu" collection so tests run
-/// one at a time on the queue. Set VKPROMPT_DEVICE to test another device than auto's pick.</summary>
+/// <summary>One Vulkan context with validation on, shared by a GPU collection's tests, which run
+/// one at a time on the queue (<see cref="GpuCollections"/>). Set VKPROMPT_DEVICE to test another device than auto's pick.</summary>
 public sealed class GpuFixture : IDisposable
 {
     static readonly bool MatrixUnitsOn = EnvironmentSettings.GpuOptions().MatrixUnits != MatrixUnitsRequest.Off;
@@ -92,12 +92,29 @@ public sealed class GpuFixture : IDisposable
     }
 }
 
-[CollectionDefinition("gpu")]
+/// <summary>The GPU tests' collections. Within one, tests run one at a time on its own
+/// <see cref="GpuFixture"/>'s devices, so a validation error is charged to the test that raised
+/// it; the collections run side by side, each on devices of its own. They are two because
+/// lavapipe compiles a pipeline on the thread that creates it, and with a cold shader cache (a
+/// fresh CI machine) that is most of the suite's time: one collection left the second core idle.
+/// The op tests (tests/Kernels) are one, the rest (models, training, tools) the other: about
+/// even halves of that time.</summary>
+public static class GpuCollections
+{
+    public const string Kernels = "gpu-kernels";
+    public const string Rest = "gpu";
+}
+
+[CollectionDefinition(GpuCollections.Rest)]
 public sealed class GpuCollection : ICollectionFixture<GpuFixture>;
 
+[CollectionDefinition(GpuCollections.Kernels)]
+public sealed class KernelsGpuCollection : ICollectionFixture<GpuFixture>;
+
 /// <summary>Base of every test that touches the GPU: a validation error raised while the test
-/// ran fails that test, with the layer's messages in the failure.</summary>
-[Collection("gpu")]
+/// ran fails that test, with the layer's messages in the failure. Its collection is
+/// <see cref="GpuCollections.Rest"/> unless the test class names another.</summary>
+[Collection(GpuCollections.Rest)]
 public abstract class GpuTest : IDisposable
 {
     readonly GpuFixture fixture;

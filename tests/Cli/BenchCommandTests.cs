@@ -13,9 +13,9 @@ namespace VkPrompt.Tests.Cli;
 
 /// <summary>`vkprompt bench` run in-process on a tiny random model for one step: the JSON it
 /// writes has every field tools/bench-table.py and the docs rely on, with consistent values.
-/// No assertion is on how fast anything ran. In the "gpu" collection so its device work does not
-/// overlap the kernel tests'.</summary>
-[Collection("gpu")]
+/// No assertion is on how fast anything ran. In a GPU collection (<see cref="GpuCollections"/>) so
+/// that it runs alone among that collection's tests.</summary>
+[Collection(GpuCollections.Rest)]
 public sealed class BenchCommandTests : IDisposable
 {
     readonly TempDir dir = new();

@@ -15,9 +15,9 @@ namespace VkPrompt.Tests.Cli;
 /// <summary>`vkprompt bench matmul` in-process on the test device: the products of a t5-small step
 /// at a tiny batch with the sizes and counts worked out here from the config's numbers, every one
 /// timed and within tolerance of its fp64 check; products too large for a binding skipped with a
-/// note; bad arguments refused; and the check itself catching a wrong product. In the "gpu"
-/// collection so its device work does not overlap the kernel tests'.</summary>
-[Collection("gpu")]
+/// note; bad arguments refused; and the check itself catching a wrong product. In a GPU
+/// collection (<see cref="GpuCollections"/>) so that it runs alone among that collection's tests.</summary>
+[Collection(GpuCollections.Rest)]
 public sealed class BenchMatMulCommandTests : IDisposable
 {
     readonly TempDir dir = new();

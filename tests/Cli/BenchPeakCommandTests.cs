@@ -6,9 +6,9 @@ using Xunit;
 namespace VkPrompt.Tests.Cli;
 
 /// <summary>`vkprompt bench peak` in-process on the test device, emulated where it has no matrix
-/// units: its report's arithmetic and checks, and its refusals. In the "gpu" collection so its
-/// device work does not overlap the kernel tests'.</summary>
-[Collection("gpu")]
+/// units: its report's arithmetic and checks, and its refusals. In a GPU collection
+/// (<see cref="GpuCollections"/>) so that it runs alone among that collection's tests.</summary>
+[Collection(GpuCollections.Rest)]
 public sealed class BenchPeakCommandTests : IDisposable
 {
     readonly TempDir dir = new();

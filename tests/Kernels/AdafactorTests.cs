@@ -5,6 +5,7 @@ using Xunit;
 
 namespace VkPrompt.Tests.Kernels;
 
+[Collection(GpuCollections.Kernels)]
 public sealed class AdafactorTests(GpuFixture f) : GpuTest(f)
 {
     // Unfactored (min dim < 128), factored with wide, tall and square shapes (the tie rule).

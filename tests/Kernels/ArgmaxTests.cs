@@ -5,6 +5,7 @@ using Xunit;
 
 namespace VkPrompt.Tests.Kernels;
 
+[Collection(GpuCollections.Kernels)]
 public sealed class ArgmaxTests(GpuFixture f) : GpuTest(f)
 {
     public static TheoryData<int, int> Shapes => RowShapes.Covering((3, 32128));

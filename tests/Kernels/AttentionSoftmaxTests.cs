@@ -5,6 +5,7 @@ using Xunit;
 
 namespace VkPrompt.Tests.Kernels;
 
+[Collection(GpuCollections.Kernels)]
 public sealed class AttentionSoftmaxTests(GpuFixture f) : GpuTest(f)
 {
     const int NumBuckets = 32;

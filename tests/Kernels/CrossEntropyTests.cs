@@ -5,6 +5,7 @@ using Xunit;
 
 namespace VkPrompt.Tests.Kernels;
 
+[Collection(GpuCollections.Kernels)]
 public sealed class CrossEntropyTests(GpuFixture f) : GpuTest(f)
 {
     /// <summary>The covering shapes plus T5's and mT5's vocabularies.</summary>

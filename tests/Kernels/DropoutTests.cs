@@ -6,6 +6,7 @@ using Xunit;
 
 namespace VkPrompt.Tests.Kernels;
 
+[Collection(GpuCollections.Kernels)]
 public sealed class DropoutTests(GpuFixture f) : GpuTest(f)
 {
     public static TheoryData<int> Sizes => new(Check.AwkwardSizes);

@@ -5,6 +5,7 @@ using Xunit;
 
 namespace VkPrompt.Tests.Kernels;
 
+[Collection(GpuCollections.Kernels)]
 public sealed class EmbeddingTests(GpuFixture f) : GpuTest(f)
 {
     public static TheoryData<int> Sizes => new(Check.AwkwardSizes);

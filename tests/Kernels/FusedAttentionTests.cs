@@ -13,6 +13,7 @@ namespace VkPrompt.Tests.Kernels;
 /// that a context with every product on them picks.</summary>
 public enum FusedTiles { Cpu, Gpu, Device, MatrixUnits }
 
+[Collection(GpuCollections.Kernels)]
 public sealed class FusedAttentionTests(GpuFixture f) : GpuTest(f)
 {
     const int NumBuckets = 32;

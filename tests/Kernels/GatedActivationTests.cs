@@ -7,6 +7,7 @@ namespace VkPrompt.Tests.Kernels;
 
 /// <summary>The gated feed-forward op, with each <see cref="GateActivation"/>: T5 v1.1's gelu_tanh
 /// and UL2's silu share one shader pair and one reference.</summary>
+[Collection(GpuCollections.Kernels)]
 public sealed class GatedActivationTests(GpuFixture f) : GpuTest(f)
 {
     static readonly GateActivation[] Activations = [GateActivation.GeluTanh, GateActivation.Silu];

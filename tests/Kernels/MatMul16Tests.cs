@@ -18,6 +18,7 @@ namespace VkPrompt.Tests.Kernels;
 /// 2^-10 for fp16): allowed per element, on top of the 1e-5. Where the sums are the same (the
 /// same kernel and tiling with an fp32 C), the 16-bit C must be exactly the fp32 one rounded, bit
 /// for bit, and it must differ from the unrounded result somewhere, or nothing was narrowed.</para></summary>
+[Collection(GpuCollections.Kernels)]
 public sealed class MatMul16Tests(GpuFixture f) : GpuTest(f)
 {
     const double Tolerance = 1e-5;

@@ -16,6 +16,7 @@ namespace VkPrompt.Tests.Kernels;
 /// matrix units, which round A and B to fp16. Elements of C's buffer outside its range come
 /// back untouched, and with dropout some elements are D exactly (their branch dropped), without
 /// none are.</para></summary>
+[Collection(GpuCollections.Kernels)]
 public sealed class MatMulEpilogueTests(GpuFixture f) : GpuTest(f)
 {
     const uint Seed = 0x5eed1234, Stream = 77;

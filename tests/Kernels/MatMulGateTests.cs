@@ -17,6 +17,7 @@ namespace VkPrompt.Tests.Kernels;
 /// double arithmetic differ: within 1e-4 of the largest output in fp32 on the portable kernel.
 /// Elements of C's and H's buffers outside C's range come back untouched, C everywhere where it
 /// is not kept; with dropout some hidden elements are 0, without none are.</para></summary>
+[Collection(GpuCollections.Kernels)]
 public sealed class MatMulGateTests(GpuFixture f) : GpuTest(f)
 {
     const uint Seed = 0x5eed1234, Stream = 77;

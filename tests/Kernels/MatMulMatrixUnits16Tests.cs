@@ -26,6 +26,7 @@ namespace VkPrompt.Tests.Kernels;
 /// store), plus the ulp of C's storage. Operands rounded to fp16 instead err by ~2^-12 of each
 /// term, far past that; so do operands truncated to bf16 rather than rounded (tried: the cases
 /// with fp32 or fp16 operands failed).</remarks>
+[Collection(GpuCollections.Kernels)]
 public sealed class MatMulMatrixUnits16Tests(GpuFixture f) : GpuTest(f)
 {
     const double Tolerance = 1e-3;

@@ -16,6 +16,7 @@ namespace VkPrompt.Tests.Kernels;
 /// largest output in fp32, four units of the storage's last place in 16 bits. Elements of C's
 /// buffer outside its range come back untouched; with dropout, some element whose product is
 /// positive is 0.</para></summary>
+[Collection(GpuCollections.Kernels)]
 public sealed class MatMulReluTests(GpuFixture f) : GpuTest(f)
 {
     const uint Seed = 0x5eed4321, Stream = 31;

@@ -31,6 +31,7 @@ static class MatMulVariants
     }
 }
 
+[Collection(GpuCollections.Kernels)]
 public sealed class MatMulTests(GpuFixture f) : GpuTest(f)
 {
     // Every product is summed in fp32 along k in order on the device and by SIMD dot products on

@@ -10,7 +10,7 @@ namespace VkPrompt.Tests.Kernels;
 /// that select the same kernel, and Run and Selection use that from then on, unless a tiling
 /// variable forces another. Each test has contexts of its own, since a tuning stays with its
 /// context; the production path skips CPU devices, so the tests call the tuner explicitly.</summary>
-[Collection("gpu")]
+[Collection(GpuCollections.Kernels)]
 public sealed class MatMulTunerTests : IDisposable
 {
     readonly List<GpuContext> contexts = new();

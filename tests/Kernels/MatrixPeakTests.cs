@@ -6,6 +6,7 @@ namespace VkPrompt.Tests.Kernels;
 
 /// <summary>matrix_peak.comp, whose rate `vkprompt bench peak` reports: it must do the products it
 /// is credited with, with the fragments both held and reloaded.</summary>
+[Collection(GpuCollections.Kernels)]
 public sealed class MatrixPeakTests(GpuFixture f) : GpuTest(f)
 {
     [SkippableTheory]

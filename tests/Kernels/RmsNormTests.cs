@@ -5,6 +5,7 @@ using Xunit;
 
 namespace VkPrompt.Tests.Kernels;
 
+[Collection(GpuCollections.Kernels)]
 public sealed class RmsNormTests(GpuFixture f) : GpuTest(f)
 {
     const float Eps = 1e-6f;

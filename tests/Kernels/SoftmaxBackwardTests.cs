@@ -5,6 +5,7 @@ using Xunit;
 
 namespace VkPrompt.Tests.Kernels;
 
+[Collection(GpuCollections.Kernels)]
 public sealed class SoftmaxBackwardTests(GpuFixture f) : GpuTest(f)
 {
     // 4200: past 16 elements per invocation of any device's default row workgroup, so the row

@@ -5,6 +5,7 @@ using Xunit;
 
 namespace VkPrompt.Tests.Kernels;
 
+[Collection(GpuCollections.Kernels)]
 public sealed class ToHalfTests(GpuFixture f) : GpuTest(f)
 {
     /// <summary>Values across fp16's range and past it (saturated at ±65504, infinities too),

@@ -8,9 +8,9 @@ using VkPrompt.Cli;
 namespace VkPrompt.Tests.Runtime;
 
 /// <summary>A context that pretends maxStorageBufferRange is 64 KiB, so a 1000 x 40 table
-/// (160 000 bytes) is split in three chunks of at most 409 rows. In the "gpu" collection so it
-/// does not compete with the shared context's tests for the queue and the CPU.</summary>
-[Collection("gpu")]
+/// (160 000 bytes) is split in three chunks of at most 409 rows. In a GPU collection
+/// (<see cref="GpuCollections"/>) so that it runs alone among that collection's tests.</summary>
+[Collection(GpuCollections.Rest)]
 public sealed class SplitTensorTests : IDisposable
 {
     const long Range = 64 * 1024;
