@@ -48,13 +48,22 @@ public sealed class GoldenTests(GpuFixture f) : GpuTest(f)
 
     static readonly WeightPrecision[] HalfPrecisions = [WeightPrecision.Fp16, WeightPrecision.Bf16];
 
+    /// <summary>Every golden case with fp16 and bf16 weights on every backend, but for bf16 on the
+    /// matrix units' backends, which only the first case has (today tiny-v10-bf16 p5, whose weights
+    /// are bf16 already). The suite's units multiply fp16 fragments (GpuFixture), for which bf16
+    /// weights are stored as fp16 on upload (<see cref="DevicePlan.StoredPrecision"/>, checked bit
+    /// for bit by MatMulTests.Bf16WeightsStoredAsFp16GiveTheSameProducts), so a bf16 row there runs
+    /// the fp16 row's kernels on other values; and on lavapipe the emulated units are the slowest
+    /// backend by far, 13-20 s a row. (bf16 fragments: ActivationPrecisionTests.Bf16FragmentsStayNearGolden.)</summary>
     public static TheoryData<string, string, string, WeightPrecision> HalfCases()
     {
         var data = new TheoryData<string, string, string, WeightPrecision>();
-        foreach (var row in Cases())
+        var cases = Cases().ToList();
+        foreach (var row in cases)
             foreach (var backend in (string)row[2] == "vulkan" ? ["vulkan", "vulkan-matrix-units", "vulkan-matrix-units-all", "vulkan-matrix-units-all-fused"] : new[] { (string)row[2] })
                 foreach (var p in HalfPrecisions)
-                    data.Add((string)row[0], (string)row[1], backend, p);
+                    if (p != WeightPrecision.Bf16 || !backend.StartsWith("vulkan-matrix-units", StringComparison.Ordinal) || (string)row[0] == (string)cases[0][0] && (string)row[1] == (string)cases[0][1])
+                        data.Add((string)row[0], (string)row[1], backend, p);
         return data;
     }
 
