@@ -54,7 +54,8 @@ public sealed class GoldenTests(GpuFixture f) : GpuTest(f)
     /// weights are stored as fp16 on upload (<see cref="DevicePlan.StoredPrecision"/>, checked bit
     /// for bit by MatMulTests.Bf16WeightsStoredAsFp16GiveTheSameProducts), so a bf16 row there runs
     /// the fp16 row's kernels on other values; and on lavapipe the emulated units are the slowest
-    /// backend by far, 13-20 s a row. (bf16 fragments: ActivationPrecisionTests.Bf16FragmentsStayNearGolden.)</summary>
+    /// backend by far (p128: about 5 s a row warm on a 2-core machine, under 1 s on the portable
+    /// kernels). (bf16 fragments: ActivationPrecisionTests.Bf16FragmentsStayNearGolden.)</summary>
     public static TheoryData<string, string, string, WeightPrecision> HalfCases()
     {
         var data = new TheoryData<string, string, string, WeightPrecision>();
