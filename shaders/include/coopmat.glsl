@@ -209,35 +209,24 @@ float cmOperand(uvec2 v, uint i) { return uintBitsToFloat(i % 2 == 0 ? v[i / 2] 
 float cmOperand(uvec2 v, uint i) { return float(unpackFloat2x16(v[i / 2])[i % 2]); }
 #endif
 
-// The 16 operands along k of row `row` of A: four uvec2 loads where they lie contiguous (row-major;
-// at and stride count halves in multiples of 4, cmLoadA), else one at a time.
-void cmRowOfA(CM_FRAG_A a, uint row, out float run[16]) {
-    if (!a.colMajor) {
-        const uint first = (a.at + row * a.stride) / 4;
-        [[unroll]] for (uint g = 0; g < 4; g++) {
-            const uvec2 v = sa[first + g];
-            [[unroll]] for (uint e = 0; e < 4; e++) run[4 * g + e] = cmOperand(v, e);
-        }
-    } else {
-        [[unroll]] for (uint k = 0; k < 16; k++) {
-            const uint at = cmAt(a.at, a.stride, true, row, k);
-            run[k] = cmOperand(sa[at / 4], at % 4);
-        }
-    }
-}
+// Element i (uvec2s) of the shared copy of A or, with ofB, of B.
+uvec2 cmShared(bool ofB, uint i) { return ofB ? sb[i] : sa[i]; }
 
-// The 16 operands along k of column `col` of B, as cmRowOfA: contiguous where column-major.
-void cmColumnOfB(CM_FRAG_B b, uint col, out float run[16]) {
-    if (b.colMajor) {
-        const uint first = (b.at + col * b.stride) / 4;
+// The 16 operands along k of line `line` of a fragment: a row of A or, with ofB, a column of B.
+// Four uvec2 loads where they lie contiguous (A row-major, B column-major; at and stride count
+// halves in multiples of 4, cmLoadA/B), else one at a time: A's element (line, k) or B's (k, line)
+// is at + line·stride + k where contiguous, at + k·stride + line where not (cmAt).
+void cmRun(bool ofB, CM_FRAG_A f, uint line, out float run[16]) {
+    if (ofB == f.colMajor) {
+        const uint first = (f.at + line * f.stride) / 4;
         [[unroll]] for (uint g = 0; g < 4; g++) {
-            const uvec2 v = sb[first + g];
+            const uvec2 v = cmShared(ofB, first + g);
             [[unroll]] for (uint e = 0; e < 4; e++) run[4 * g + e] = cmOperand(v, e);
         }
     } else {
         [[unroll]] for (uint k = 0; k < 16; k++) {
-            const uint at = cmAt(b.at, b.stride, false, k, col);
-            run[k] = cmOperand(sb[at / 4], at % 4);
+            const uint at = f.at + k * f.stride + line;
+            run[k] = cmOperand(cmShared(ofB, at / 4), at % 4);
         }
     }
 }
@@ -248,7 +237,7 @@ void cmColumnOfB(CM_FRAG_B b, uint col, out float run[16]) {
 // two iterations a product at the product's subgroups of 32, which keeps a t5 step's products (K
 // up to the vocabulary's 32128) inside the limit (the fused attention's, at most 8 a product at
 // 8 wide, sum over a block or d_kv); unrolled whole, a pipeline took lavapipe minutes to compile.
-// Operands are read a run along k at a time (cmRowOfA, cmColumnOfB), and B's once a product: slot
+// Operands are read a run along k at a time (cmRun), and B's once a product: slot
 // 4q + i holds column (i·SUBGROUP + lane) % 16 whatever q, one column for all where SUBGROUP is a
 // multiple of 16 and two alternating at 8. Read an element at a time, each product gathered every
 // operand of each slot from shared memory, one SIMD lane after another on lavapipe: two loads per
@@ -256,13 +245,13 @@ void cmColumnOfB(CM_FRAG_B b, uint col, out float run[16]) {
 // the same, in the same order.
 CM_ACC cmMulAdd(CM_FRAG_A a, CM_FRAG_B b, CM_ACC m) {
     float b0[16], b1[16];
-    cmColumnOfB(b, cmElement(0).y, b0);
+    cmRun(true, b, cmElement(0).y, b0);
     if (SUBGROUP % 16 == 0) b1 = b0;
-    else cmColumnOfB(b, cmElement(1).y, b1);
+    else cmRun(true, b, cmElement(1).y, b1);
     CM_EACH_SLOT(q, i) {
         const uvec2 rc = cmElement(4 * q + i);
         float run[16];
-        cmRowOfA(a, rc.x, run);
+        cmRun(false, a, rc.x, run);
         float sum = m.q[q][i];
         [[unroll]] for (uint k = 0; k < 16; k++) sum += run[k] * (i % 2 == 0 ? b0[k] : b1[k]);
         m.q[q][i] = sum;
