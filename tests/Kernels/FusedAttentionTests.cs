@@ -507,13 +507,15 @@ public sealed class FusedAttentionTests(GpuFixture f) : GpuTest(f)
 
     /// <summary>With one-hot values v[j] = e_j, o[i] is row i of the dropped probabilities; with
     /// one-hot output gradients dO[i] = e_i, dv[j] is column j of them. Both must be zero exactly
-    /// where DropoutKernel zeroes a tensor of ones of the probabilities' shape.</summary>
+    /// where DropoutKernel zeroes a tensor of ones of the probabilities' shape. The length (and so
+    /// d_kv) spans several blocks of keys and is one <see cref="Cases"/> and
+    /// <see cref="MatrixUnitCases"/> compile anyway: 64 in lavapipe's tiling, 32 in the others
+    /// (an odd d_kv of its own cost lavapipe 33 s to compile).</summary>
     [SkippableTheory, InlineData(FusedTiles.Cpu), InlineData(FusedTiles.Gpu), InlineData(FusedTiles.MatrixUnits)]
     public void DropsExactlyWhatDropoutKernelDrops(FusedTiles tiles)
     {
-        // The matrix units take d_kv in multiples of 16.
         const int batch = 2, heads = 3;
-        int len = tiles == FusedTiles.MatrixUnits ? 32 : 33;
+        int len = tiles == FusedTiles.Cpu ? 64 : 32;
         var shape = new FusedAttentionShape(new AttentionShape(batch, heads, len, len), len);
         var x = Inputs.Random(shape, 41);
         for (int b = 0; b < batch; b++)
@@ -552,8 +554,10 @@ public sealed class FusedAttentionTests(GpuFixture f) : GpuTest(f)
                         Assert.Equal(kept, o[((b * len + i) * heads + h) * len + j] != 0f);
                         Assert.Equal(kept, dv[((b * len + j) * heads + h) * len + i] != 0f);
                     }
-        // About a tenth of 6534 (6144) elements: the test did see drops.
-        Assert.InRange(dropped, 450, 800);
+        // About a tenth of the elements (Rate): the test did see drops. The bounds are over 5
+        // standard deviations of the binomial count away at the smaller length (6144 elements).
+        int elements = batch * heads * len * len;
+        Assert.InRange(dropped, elements * 8 / 100, elements * 12 / 100);
     }
 
     /// <summary>Batch 1 has every key masked, and with QueryOffset -1 query 0 of batch 0 sees no
@@ -615,13 +619,18 @@ public sealed class FusedAttentionTests(GpuFixture f) : GpuTest(f)
         }
     }
 
-    /// <summary>Cases for 16-bit activations, each in bf16 and in fp16: every case of
-    /// <see cref="Cases"/> in lavapipe's tiling, those of d_kv ≤ 8 in the GPU's staged one (whose
-    /// compile times at larger d_kv <see cref="Cases"/> explains), and <see cref="MatrixUnitCases"/>
-    /// on the matrix units. (TheoryData takes at most ten parameters: these rows have eleven.)</summary>
+    /// <summary>Cases for 16-bit activations, each in bf16 and in fp16: the cases of
+    /// <see cref="Cases"/> at d_kv ≤ 8 in both portable tilings, and <see cref="MatrixUnitCases"/>
+    /// on the matrix units. The portable kernels read k and v through the 16-bit vec4 view where
+    /// d_kv is a multiple of 4 (8 here) and element by element otherwise (5: with a tail; 1), and q
+    /// and o element by element, so these take every path of the 16-bit loads and stores; d_kv 64
+    /// adds only more of the same unrolled code, which cost lavapipe 64 s to compile for the two
+    /// storages (cold, on a 2-core CI-like machine). The golden models run 16-bit activations
+    /// through lavapipe's tiling at d_kv 32 (ActivationPrecisionTests, "vulkan-fused").
+    /// (TheoryData takes at most ten parameters: these rows have eleven.)</summary>
     public static IEnumerable<object[]> HalfCases() =>
         from storage in new[] { ActivationPrecision.Bf16, ActivationPrecision.Fp16 }
-        from c in Cases().Where(c => (FusedTiles)c[9] == FusedTiles.Cpu || (int)c[4] <= 8)
+        from c in Cases().Where(c => (int)c[4] <= 8)
                          .Concat(MatrixUnitCases().Select(c => (object[])[.. c, FusedTiles.MatrixUnits]))
         select (object[])[.. c, storage];
 
