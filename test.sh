@@ -122,7 +122,7 @@ tally "$results" "$test_rc" "tests on $device, validation on"
 # products, fused attention and golden checks on 16-bit and int8 weights run again there, on the
 # real instructions (tools/fetch-lavapipe-khr.sh says why it is fetched and run as it is).
 # VKPROMPT_TEST_LAVAPIPE_KHR: unset, the quick part (tests/matrix-units-on-lavapipe-quick.filter,
-# about 2 minutes with Mesa's shader cache cold, as on a fresh CI machine); 1, all of them
+# about a minute with Mesa's shader cache cold, as on a fresh CI machine); 1, all of them
 # (tests/matrix-units-on-lavapipe.filter: with the cache cold, each distinct pipeline of the
 # composed instructions compiles for up to minutes, far past the suite's budget; about 2 minutes
 # once warm); 0, neither.
