@@ -13,7 +13,11 @@ namespace VkPrompt.Tests.Model;
 /// are exercised beyond the 32 of NVIDIA's and the 8 of lavapipe's default. llvmpipe reads its
 /// vector width (LP_NATIVE_VECTOR_WIDTH: 128, 256, 512 bits, subgroups of 4, 8, 16) when the
 /// driver loads, so each width runs the CLI in a child process of its own. The subset that keeps
-/// the suite's time small is in docs/reliability.md (and <see cref="Cases"/>).</summary>
+/// the suite's time small is in docs/reliability.md (and <see cref="Cases"/>). It takes no
+/// fixture, but it is in the rest's GPU collection all the same: its minute or two of lavapipe
+/// compiling then run beside the op tests' collection from the start
+/// (<see cref="GpuCollectionsFirst"/>), where on its own it could come last and run alone.</summary>
+[Collection(GpuCollections.Rest)]
 public sealed class SubgroupWidthTests
 {
     /// <summary>At every width, tiny-v11 p8 with attention unfused (the subgroup softmax rows) and
