@@ -111,6 +111,9 @@ public static class GpuCollections
 [CollectionDefinition(GpuCollections.Rest)]
 public sealed class GpuCollection : ICollectionFixture<GpuFixture>;
 
+[CollectionDefinition(GpuCollections.Kernels)]
+public sealed class KernelsGpuCollection : ICollectionFixture<GpuFixture>;
+
 /// <summary>Starts the two GPU collections first, the op tests' then the rest's, and every other
 /// collection after them by name. xunit runs as many collections at once as the machine has cores
 /// and starts the next as one ends, in this order. Its default order follows IDs hashed from the
@@ -125,9 +128,6 @@ public sealed class GpuCollectionsFirst : ITestCollectionOrderer
         testCollections.OrderBy(c => c.DisplayName switch { GpuCollections.Kernels => 0, GpuCollections.Rest => 1, _ => 2 })
                        .ThenBy(c => c.DisplayName, StringComparer.Ordinal);
 }
-
-[CollectionDefinition(GpuCollections.Kernels)]
-public sealed class KernelsGpuCollection : ICollectionFixture<GpuFixture>;
 
 /// <summary>Base of every test that touches the GPU: a validation error raised while the test
 /// ran fails that test, with the layer's messages in the failure. Its collection is
