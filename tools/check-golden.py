@@ -7,13 +7,15 @@ grad.safetensors within the tolerances of tests/Model/GoldenTests.cs (int8: the 
 cases-int8/, computed with int8 weights, within those of tests/Model/GoldenInt8Tests.cs). It exists for machines
 without the .NET SDK (a GPU lent for a benchmark gets the self-contained binary, not the test
 suite), so that the kernels a device selects for itself, the matrix-units ones included,
-are checked there before they are timed. Only the Python standard library is needed.
+are checked there before they are timed. The cases run side by side (--jobs), since each of
+vkprompt's processes spends most of its time starting. Only the Python standard library is needed.
 
   python3 tools/check-golden.py --vkprompt .publish/vkprompt --golden ../shared/golden
 
 Exits 0 when every check passes, 1 when one fails, 2 on bad arguments.
 """
 import argparse
+import concurrent.futures
 import json
 import math
 import os
@@ -21,6 +23,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import time
 
 # tests/Model/GoldenTests.cs: docs/numerics.md's fp32 tolerances; 16-bit weights scale theirs with the unit
 # roundoff u of the storage (u/2 relative for log-likelihoods and the loss, 8u for the gradient).
@@ -110,11 +113,51 @@ def norm_relative_error(expected, actual):
     return math.sqrt(num / den)
 
 
-def run(cmd):
-    p = subprocess.run(cmd, capture_output=True, text=True)
+def run(cmd, timeout=None):
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"{' '.join(cmd)} did not finish in {timeout:g} s")
     if p.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} exited {p.returncode}: {(p.stderr or p.stdout).strip()[-400:]}")
     return p.stdout
+
+
+def check(args, fragments_bf16, tmp, index, model, case, precision, activations):
+    """One golden case at one weight precision and activation storage: its checks as (ok, line)."""
+    model_dir = os.path.join(args.golden, model)
+    case_dir = os.path.join(model_dir, "cases-int8" if precision == "int8" else "cases", case)
+    data, prompt = os.path.join(case_dir, "data.jsonl"), os.path.join(case_dir, "prompt0.safetensors")
+    score_tol, grad_tol = tolerances(precision, activations, fragments_bf16)
+    base = [args.vkprompt, "--model", model_dir, "--data", data, "--device", args.device, "--precision", precision,
+            "--activations", activations]
+    where = f"{model}/{case} {precision} weights, {activations} activations"
+    results = []
+
+    def expect(what, ok, detail):
+        results.append((ok, f"{'ok  ' if ok else 'FAIL'} {where} {what}: {detail}"))
+
+    try:
+        for name, extra in (("scores", ["--prompt", prompt]), ("scores_noprompt", [])):
+            with open(os.path.join(case_dir, name + ".json")) as f:
+                gold = json.load(f)
+            got = [json.loads(line)["logprob"] for line in run([base[0], "score"] + base[1:] + extra, args.timeout).splitlines() if line.strip()]
+            same = len(got) == len(gold)
+            ok = same and all(abs(g - e) <= 1e-3 + score_tol * abs(e) for g, e in zip(got, gold))
+            worst = max(abs(g - e) for g, e in zip(got, gold)) if same else math.inf
+            expect(name, ok, f"{len(got)} of {len(gold)} examples, max |difference| {worst:.2e} "
+                             f"(allowed 1e-3 + {score_tol:.1e}·|golden|)")
+        out = os.path.join(tmp, f"grad-{index}.safetensors")
+        loss = json.loads(run([base[0], "grad"] + base[1:] + ["--prompt", prompt, "--output", out], args.timeout))["loss"]
+        with open(os.path.join(case_dir, "loss.json")) as f:
+            gold_loss = json.load(f)["loss"]
+        expect("loss", abs(loss - gold_loss) <= 1e-3 + score_tol * gold_loss, f"{loss:.6f} vs {gold_loss:.6f}")
+        err = norm_relative_error(read_tensor(os.path.join(case_dir, "grad.safetensors"), "prompt_gradient"),
+                                  read_tensor(out, "prompt_gradient"))
+        expect("prompt gradient", err <= grad_tol, f"relative error {err:.2e} (allowed {grad_tol:.1e})")
+    except (RuntimeError, ValueError, KeyError, OSError) as e:
+        expect("run", False, str(e))
+    return results
 
 
 def main():
@@ -127,60 +170,45 @@ def main():
     ap.add_argument("--activations", default="fp32,bf16",
                     help="comma-separated activation storages passed to vkprompt --activations (default fp32,bf16: "
                          "the exact path and the one a GPU's plan chooses)")
+    ap.add_argument("--jobs", type=int, default=min(8, os.cpu_count() or 1),
+                    help="cases checked at once, each by its own vkprompt processes (default: the CPU count, at most 8)")
+    ap.add_argument("--timeout", type=float, default=None,
+                    help="seconds each vkprompt process may take before it is stopped and its case fails (default: no limit); "
+                         "a hang then names its case")
     args = ap.parse_args()
     if not os.path.isdir(args.golden):
         print(f"check-golden: no golden folder at {args.golden}", file=sys.stderr)
         return 2
+    if args.jobs < 1:
+        print(f"check-golden: --jobs must be at least 1, got {args.jobs}", file=sys.stderr)
+        return 2
 
-    failures, checks = [], 0
+    started = time.monotonic()
     fragments_bf16 = bf16_fragments(args.vkprompt, args.device)
     if fragments_bf16:
         print("check-golden: the device's matrix units multiply bf16 fragments; their bounds apply (docs/numerics.md section 8)")
-    tmp = tempfile.mkdtemp(prefix="check-golden-")
+    units = []
     for model in sorted(os.listdir(args.golden)):
-        model_dir = os.path.join(args.golden, model)
         for precision, activations in [(p, a) for p in args.precision.split(",") for a in args.activations.split(",")]:
-            cases_dir = os.path.join(model_dir, "cases-int8" if precision == "int8" else "cases")
-            if not os.path.isdir(cases_dir):
-                continue
-            for case in sorted(os.listdir(cases_dir)):
-                case_dir = os.path.join(cases_dir, case)
-                if not os.path.isfile(os.path.join(case_dir, "grad.safetensors")):
-                    continue
-                data, prompt = os.path.join(case_dir, "data.jsonl"), os.path.join(case_dir, "prompt0.safetensors")
-                score_tol, grad_tol = tolerances(precision, activations, fragments_bf16)
-                base = [args.vkprompt, "--model", model_dir, "--data", data, "--device", args.device, "--precision", precision,
-                        "--activations", activations]
-                where = f"{model}/{case} {precision} weights, {activations} activations"
-
-                def expect(what, ok, detail):
-                    nonlocal checks
-                    checks += 1
-                    print(f"{'ok  ' if ok else 'FAIL'} {where} {what}: {detail}")
-                    if not ok:
-                        failures.append(f"{where} {what}")
-
-                try:
-                    for name, extra in (("scores", ["--prompt", prompt]), ("scores_noprompt", [])):
-                        with open(os.path.join(case_dir, name + ".json")) as f:
-                            gold = json.load(f)
-                        got = [json.loads(line)["logprob"] for line in run([base[0], "score"] + base[1:] + extra).splitlines() if line.strip()]
-                        same = len(got) == len(gold)
-                        ok = same and all(abs(g - e) <= 1e-3 + score_tol * abs(e) for g, e in zip(got, gold))
-                        worst = max(abs(g - e) for g, e in zip(got, gold)) if same else math.inf
-                        expect(name, ok, f"{len(got)} of {len(gold)} examples, max |difference| {worst:.2e} "
-                                         f"(allowed 1e-3 + {score_tol:.1e}·|golden|)")
-                    out = os.path.join(tmp, "grad.safetensors")
-                    loss = json.loads(run([base[0], "grad"] + base[1:] + ["--prompt", prompt, "--output", out]))["loss"]
-                    with open(os.path.join(case_dir, "loss.json")) as f:
-                        gold_loss = json.load(f)["loss"]
-                    expect("loss", abs(loss - gold_loss) <= 1e-3 + score_tol * gold_loss, f"{loss:.6f} vs {gold_loss:.6f}")
-                    err = norm_relative_error(read_tensor(os.path.join(case_dir, "grad.safetensors"), "prompt_gradient"),
-                                              read_tensor(out, "prompt_gradient"))
-                    expect("prompt gradient", err <= grad_tol, f"relative error {err:.2e} (allowed {grad_tol:.1e})")
-                except (RuntimeError, ValueError, KeyError) as e:
-                    expect("run", False, str(e))
-    print(f"check-golden: {checks - len(failures)} of {checks} checks passed")
+            cases_dir = os.path.join(args.golden, model, "cases-int8" if precision == "int8" else "cases")
+            if os.path.isdir(cases_dir):
+                units += [(model, case, precision, activations) for case in sorted(os.listdir(cases_dir))
+                          if os.path.isfile(os.path.join(cases_dir, case, "grad.safetensors"))]
+    # A check's process spends most of its time starting (the runtime, the Vulkan device, its
+    # pipelines) rather than computing on the tiny models: one at a time, the 66 processes of the
+    # default checks took over a minute on lavapipe and would on a GPU. So the cases run side by
+    # side, each with its own gradient file, and their lines come out in the cases' order all the same.
+    checks, failures = 0, []
+    with tempfile.TemporaryDirectory(prefix="check-golden-") as tmp, \
+            concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        for results in pool.map(lambda iu: check(args, fragments_bf16, tmp, iu[0], *iu[1]), enumerate(units)):
+            for ok, line in results:
+                checks += 1
+                print(line, flush=True)
+                if not ok:
+                    failures.append(line)
+    print(f"check-golden: {checks - len(failures)} of {checks} checks passed in {time.monotonic() - started:.0f} s "
+          f"({len(units)} runs of a case, {args.jobs} at once)")
     return 1 if failures or checks == 0 else 0
 
 
