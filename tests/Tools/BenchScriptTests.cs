@@ -366,6 +366,17 @@ public sealed class BenchScriptTests : IDisposable
         Assert.Equal(5, root.GetProperty("reports").EnumerateObject().Count());
         Assert.Equal("all golden checks passed\n", root.GetProperty("logs").GetProperty("check-golden").GetString());
         Assert.Equal("peer-t5-base-bf16-compile", root.GetProperty("comparisons")[0].GetProperty("fasterPeer").GetString());
+        Assert.True(root.GetProperty("comparisons")[0].GetProperty("compiledPeerTimed").GetBoolean());
+
+        // Without the compiled peer (its compile cut by the budget), the goal is not claimed against
+        // the eager one alone: the line says which peer it is met against.
+        File.Delete(Path.Combine(results, "peer-t5-base-bf16-compile.json"));
+        (code, stdout, stderr) = Python("tools/bench-summary.py", results, "--json", dir.File("results.json"));
+        Assert.True(code == 0, stderr);
+        Assert.Contains("t5-base bf16: VkPrompt, activations bf16 (vk-t5-base-bf16-act-bf16): 100.0 ms, 3.0 GiB, 2.00x the faster peer " +
+                        "(goal 1.5x: met against the eager peer alone, no compiled peer timed)", stdout.Split('\n'));
+        using var eagerOnly = JsonDocument.Parse(File.ReadAllText(dir.File("results.json")));
+        Assert.False(eagerOnly.RootElement.GetProperty("comparisons")[0].GetProperty("compiledPeerTimed").GetBoolean());
     }
 
     /// <summary>device-bench.sh parses, and BENCH_PLAN=round3 with no budget starts nothing but
