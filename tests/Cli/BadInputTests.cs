@@ -253,17 +253,19 @@ public sealed class BadInputTests : IDisposable
         FailsWith(prompt, "prompt value [1, 3] is NaN; a prompt must be finite", Score(GoldenModel, GoldenData, "--prompt", prompt));
     }
 
-    [Fact]
-    public void WeightThatIsNaN()
+    [Theory]
+    [InlineData(float.NaN, "NaN")]
+    [InlineData(float.PositiveInfinity, "Infinity")]
+    public void WeightThatIsNotFinite(float value, string said)
     {
         var model = CopyModel();
         var weights = Path.Combine(model, "model.safetensors");
         const string damaged = "encoder.block.1.layer.1.DenseReluDense.wo.weight";
         Rewrite(weights, (_, shape) => shape, (name, data) =>
         {
-            if (name == damaged) data[2 * 96 + 5] = float.PositiveInfinity;
+            if (name == damaged) data[2 * 96 + 5] = value;
         });
-        FailsWith(weights, $"tensor {damaged} holds Infinity at [2, 5]; weights must be finite", Score(model, GoldenData));
+        FailsWith(weights, $"tensor {damaged} holds {said} at [2, 5]; weights must be finite", Score(model, GoldenData));
     }
 
     /// <summary>A copy of the golden model with finite weights, but a final norm that scales the

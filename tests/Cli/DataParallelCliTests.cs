@@ -110,7 +110,8 @@ public sealed class DataParallelCliTests : IDisposable
     }
 
     /// <summary>Validation during a data-parallel run (on the first device) logs what one device's
-    /// run logs: training losses and validation losses within rounding, the best step the same.</summary>
+    /// run logs: training losses and validation losses within rounding, the same accuracies, and
+    /// the best step the same (the prompt kept in best/, which accuracy picks).</summary>
     [Fact]
     public void ValidationOnTwoDevicesLogsWhatOneDeviceLogs()
     {
@@ -124,15 +125,23 @@ public sealed class DataParallelCliTests : IDisposable
         }
         var one = Train(dir.File("one"), "--device", CliRun.VulkanDevice);
         var two = Train(dir.File("two"), "--devices", Devices(2));
+        Assert.Equal(4, one.Count);
         Assert.Equal(4, two.Count);
         Assert.Equal(2, two.Count(n => n["val_loss"] is not null));
         for (int i = 0; i < one.Count; i++)
+        {
             foreach (var key in new[] { "loss", "val_loss" })
                 if (one[i][key] is { } expected)
                 {
                     double e = expected.GetValue<double>(), got = two[i][key]!.GetValue<double>();
                     Assert.True(Math.Abs(got - e) <= 1e-5 * Math.Abs(e), $"step {i + 1} {key}: {got} on two devices vs {e} on one");
                 }
+            Assert.Equal(one[i]["val_accuracy"]?.GetValue<double>(), two[i]["val_accuracy"]?.GetValue<double>());
+        }
+        Assert.Equal(2, one.Count(n => n["val_accuracy"] is not null));
+        string Best(string output) => Path.Combine(output, TrainingDirectory.BestDirectory, Adapter.WeightsFile);
+        Assert.True(Check.NormRelativeError(CliRun.Tensor(Best(dir.File("one")), PromptFile.TensorName),
+                                            CliRun.Tensor(Best(dir.File("two")), PromptFile.TensorName)) <= 1e-5, "the best prompt differs");
     }
 
     [Theory]

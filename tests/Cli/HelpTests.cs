@@ -30,8 +30,9 @@ public sealed class HelpTests
         Assert.Contains(inherited, o => o.Name == "--verbose");
         foreach (var option in command.Options.Concat(inherited))
             // Every dash spelling; help leaves out --help's DOS-style aliases /h and /?.
+            // Each as a word of its own: "-o" is also inside "--output".
             foreach (var spelling in option.Aliases.Prepend(option.Name).Where(a => a.StartsWith('-')))
-                Assert.Contains(spelling, r.Out, StringComparison.Ordinal);
+                Assert.Matches($@"(^|[\s,]){System.Text.RegularExpressions.Regex.Escape(spelling)}([\s,=<]|$)", r.Out);
     }
 
     /// <summary>Every command that opens a model takes the same options for where and how

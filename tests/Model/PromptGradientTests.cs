@@ -1,5 +1,6 @@
 using VkPrompt.Model;
 using VkPrompt.Model.Backends;
+using VkPrompt.Runtime;
 using VkPrompt.Training;
 using Xunit;
 
@@ -78,7 +79,8 @@ public sealed class PromptGradientTests(GpuFixture f) : GpuTest(f), IDisposable
         using var cpu = new CpuBackend { AttentionFusion = AttentionFusion.Unfused };
         using var cpuWeights = new T5Weights(ckpt, cpu);
         var (cpuLoss, cpuGrad) = PromptTrainer.Gradient(cpuWeights, examples, prompt);
-        using var gpu = new GpuBackend(Ctx) { AttentionFusion = fused ? AttentionFusion.Fused : AttentionFusion.Unfused };
+        // fp32 activations (here and below), as the CPU keeps them: a GPU's plan would choose bf16, beyond 1e-4.
+        using var gpu = new GpuBackend(Ctx) { AttentionFusion = fused ? AttentionFusion.Fused : AttentionFusion.Unfused, Activations = ActivationPrecision.Fp32 };
         using var gpuWeights = new T5Weights(ckpt, gpu);
         var (gpuLoss, gpuGrad) = PromptTrainer.Gradient(gpuWeights, examples, prompt, mode);
         Assert.Equal(cpuLoss, gpuLoss, 4);
@@ -96,7 +98,7 @@ public sealed class PromptGradientTests(GpuFixture f) : GpuTest(f), IDisposable
         RandomT5.Write(dir, Tiny(gated), seed: 5);
         using var ckpt = T5Checkpoint.Open(dir);
         var prompt = Check.Random(6 * ckpt.Config.DModel, 13, 0.5f);
-        using var gpu = new GpuBackend(Ctx);
+        using var gpu = new GpuBackend(Ctx) { Activations = ActivationPrecision.Fp32 };
         using var weights = new T5Weights(ckpt, gpu);
         gpu.AttentionFusion = AttentionFusion.Unfused;
         var (unfusedLogProbs, unfusedGrad) = TrainingPass(weights, prompt, mode, fused: false);
@@ -119,7 +121,7 @@ public sealed class PromptGradientTests(GpuFixture f) : GpuTest(f), IDisposable
         using var cpu = new CpuBackend { AttentionFusion = AttentionFusion.Unfused };
         using var cpuWeights = new T5Weights(ckpt, cpu);
         var (cpuLogProbs, cpuGrad) = TrainingPass(cpuWeights, prompt, mode, fused: false);
-        using var gpu = new GpuBackend(Ctx) { AttentionFusion = AttentionFusion.Unfused };
+        using var gpu = new GpuBackend(Ctx) { AttentionFusion = AttentionFusion.Unfused, Activations = ActivationPrecision.Fp32 };
         using var gpuWeights = new T5Weights(ckpt, gpu);
         var (gpuLogProbs, gpuGrad) = TrainingPass(gpuWeights, prompt, mode, fused: false);
         // As VulkanMatchesCpu and FusedAttentionDropsWhatUnfusedDrops: rounding only.

@@ -68,11 +68,11 @@ public sealed class WeightPrecisionTests(GpuFixture f) : GpuTest(f)
 
     /// <summary>The saving shows in the memory pool: two bytes a weight instead of four (sizes
     /// are multiples of 256 bytes, so no driver's alignment pads them).</summary>
-    [Fact]
+    [SkippableFact]
     public void TheGpuBackendStoresHalfTablesInHalfTheMemory()
     {
         // Without 16-bit storage Table refuses, which the test above covers through Require.
-        if (!Ctx.Capabilities.StorageBuffer16Bit) return;
+        Skip.IfNot(Ctx.Capabilities.StorageBuffer16Bit, $"{Ctx.Capabilities.Name} has no 16-bit storage buffers");
         using var be = new GpuBackend(Ctx);
         long before = Ctx.Memory.BytesInUse;
         using (var t = be.Table(100, 64, "fp32"))

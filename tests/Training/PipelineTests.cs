@@ -92,10 +92,14 @@ public sealed class PipelineTests(GpuFixture f, PipelineDevices devices) : GpuTe
         var data = new TheoryData<string, string, string, string, string>();
         foreach (var (set, model, c) in AllCases())
         {
-            foreach (var split in new[] { "encoder", "end", "decoder", "three" })
+            // Only the cuts the model has the layers for: a row for one it lacks would check nothing.
+            var config = T5Config.Load(Path.Combine(Root(set), model, "config.json"));
+            var splits = new[] { "encoder", "end", "decoder", "three" }.Where(split => Cut(config, split) is not null).ToList();
+            foreach (var split in splits)
                 data.Add(set, model, c, split, "vulkan");
             data.Add(set, model, c, "end", "cpu");
-            data.Add(set, model, c, "decoder", "vulkan-fused");
+            // Fused attention across a cut inside the decoder, or inside the encoder where the decoder has one layer (ByT5's).
+            data.Add(set, model, c, splits.Contains("decoder") ? "decoder" : "encoder", "vulkan-fused");
         }
         return data;
     }
@@ -136,7 +140,7 @@ public sealed class PipelineTests(GpuFixture f, PipelineDevices devices) : GpuTe
     {
         using var g = GoldenCase.Load(Root(set), model, caseName);
         var ranges = Cut(g.Ckpt.Config, split);
-        if (ranges is null) return;   // too few layers for this cut: the other cuts cover the model
+        Assert.NotNull(ranges);   // GradientCases lists only the cuts the model has the layers for
         WithPipeline(g, backend, ranges, 4, p => g.AssertGradientAndLoss(PipelineTrainer.Gradient(p, g.Examples, g.Prompt0)));
     }
 
