@@ -86,7 +86,8 @@ public sealed class PipelineCliTests : IDisposable
     }
 
     /// <summary>score through two stages, and train validating through them (rank classification
-    /// of the case's label set): the golden log-likelihoods, and a validation metric logged.</summary>
+    /// of the case's label set): the golden log-likelihoods, and the validation losses and
+    /// accuracies that one device logs for the same run; targets that are no label set are refused.</summary>
     [Theory]
     [InlineData("cpu")]
     [InlineData("vulkan")]
@@ -99,6 +100,28 @@ public sealed class PipelineCliTests : IDisposable
         var golden = CliRun.GoldenDoubles(Path.Combine(caseDir, "scores.json"));
         Assert.Equal(golden.Length, scores.Length);
         for (int i = 0; i < golden.Length; i++) CliRun.AssertLogLikelihood(golden[i], scores[i], $"example {i}");
+
+        // Validation by rank classification over the case's labels: what one device logs, step by step.
+        var labelled = dir.File("labelled.jsonl");
+        File.WriteAllLines(labelled, File.ReadLines(Path.Combine(caseDir, "data.jsonl")).Take(4));
+        List<JsonNode> Validate(string name, params string[] where)
+        {
+            var output = dir.File(name);
+            CliRun.Of(["train", "--model", model, "--train", Path.Combine(caseDir, "data.jsonl"), "--validation", labelled, "--output", output,
+                       "--init", "file:" + Path.Combine(caseDir, "prompt0.safetensors"), "--steps", "2", "--batch-size", "3", "--eval-every", "1",
+                       "--dropout", "0", "--choices", "entailment,not_entailment,True,False", .. where]).Succeeded();
+            return File.ReadLines(Path.Combine(output, TrainingDirectory.MetricsFile)).Select(l => JsonNode.Parse(l)!).ToList();
+        }
+        var one = Validate("one", "--device", Pipeline(backend, 1));
+        var staged = Validate("staged", "--pipeline", Pipeline(backend, 2));
+        Assert.Equal(2, one.Count(n => n["val_accuracy"] is not null));
+        Assert.Equal(one.Count, staged.Count);
+        for (int i = 0; i < one.Count; i++)
+        {
+            double e = one[i]["val_loss"]!.GetValue<double>(), got = staged[i]["val_loss"]!.GetValue<double>();
+            Assert.True(Math.Abs(got - e) <= 1e-5 * Math.Abs(e), $"step {i + 1} val_loss: {got} through two stages vs {e} on one device");
+            Assert.Equal(one[i]["val_accuracy"]!.GetValue<double>(), staged[i]["val_accuracy"]!.GetValue<double>());
+        }
 
         // Targets that are no label set are validated by greedy decoding, which a pipeline refuses before the first step.
         var output = dir.File("out");

@@ -36,7 +36,7 @@ public static class ReadmeExamples
         return scores;
     }
 
-    public static List<double> TrainBetweenFrames(GpuContext ctx, string modelDir, string dataFile, string promptFile, Func<bool> renderFrame)
+    public static (List<double> Losses, float[] Prompt) TrainBetweenFrames(GpuContext ctx, string modelDir, string dataFile, string promptFile, Func<bool> renderFrame)
     {
         // README: host-frames
         using var model = PromptModel.Open(modelDir, ctx);
@@ -55,7 +55,7 @@ public static class ReadmeExamples
             }
         }
         // README end
-        return losses;
+        return (losses, trainer.Prompt());
     }
 
     public static (ScoreResult[] Scores, int[] Labels) SeveralTasksInOneBatch(GpuOptions options, string modelDir, string rtePrompt, string boolqPrompt)
