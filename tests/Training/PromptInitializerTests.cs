@@ -42,6 +42,22 @@ public sealed class PromptInitializerTests
         Assert.Contains(ids, id => id >= tok.VocabSize - 100);  // the whole 904-row table is within the first 5000
     }
 
+    /// <summary>An embedding of 6000 rows (tiny-v11's tokenizer, a random model): 300 rows drawn
+    /// from the first 5000 ids only, not from the whole table nor from the tokenizer's 904 pieces.</summary>
+    [Fact]
+    public void VocabInitStaysWithinTheFirst5000Ids()
+    {
+        using var dir = new VkPrompt.Tests.Model.TempDir();
+        RandomT5.Write(dir.Path, new T5Config { VocabSize = 6000, DModel = 8, DKv = 4, NumHeads = 2, DFf = 16, NumLayers = 1 }, seed: 7,
+                       spieceModelPath: Path.Combine(TinyV11, "spiece.model"));
+        using var ckpt = T5Checkpoint.Open(dir.Path);
+        var tok = T5Tokenizer.Load(dir.Path);
+        var ids = RowIds(PromptInitializer.Create("vocab", 300, ckpt, tok, null, seed: 3), ckpt);
+        Assert.Equal(300, ids.Distinct().Count());
+        Assert.All(ids, id => Assert.InRange(id, 0, 4999));
+        Assert.Contains(ids, id => id >= tok.VocabSize);
+    }
+
     [Fact]
     public void ClassInitOfBytesAveragesTheLabelsBytes()
     {
