@@ -246,6 +246,8 @@ public sealed class InferenceCliTests : IDisposable
         {
             var r = CliRun.Of(args).Succeeded();
             Assert.True(CliRun.Lines(r.Err).Contains(expected), $"{args[0]}: stderr '{r.Err}'");
+            Assert.DoesNotContain("truncated", r.Out, StringComparison.Ordinal);
+            Assert.NotEmpty(r.OutLines);
         }
         var train = CliRun.Of("train", "--model", model, "--train", data, "--validation", data, "--output", dir.File("out"), "--device", "cpu",
                               "--steps", "1", "--batch-size", "2", "--prompt-length", "2", "--max-input-length", max, "--max-target-length", "2").Succeeded();

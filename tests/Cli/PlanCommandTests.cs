@@ -31,8 +31,8 @@ public sealed class PlanCommandTests
         return (matrices, rest);
     }
 
-    /// <summary>The acceptance command prints a peak in a few seconds, allocating little on the
-    /// host (44 GB of fp32 weights are only counted); its weights are T5-XXL's parameter count in
+    /// <summary>The acceptance command prints a peak allocating little on the host (44 GB of fp32
+    /// weights are only counted, never allocated); its weights are T5-XXL's parameter count in
     /// bytes at int8 (plus a scale a row), a quarter of fp32's, and the peak adds the prompt, the
     /// optimizer and the step's work to them.</summary>
     [Fact]
