@@ -67,12 +67,17 @@ public sealed class TrainCliOutputDirectoryTests : IDisposable
         Assert.Equal(exported, CliRun.Tensor(Path.Combine(output, Adapter.WeightsFile), PromptFile.TensorName));
         Assert.False(File.Exists(npy), "the earlier run's export, listed in its manifest, is replaced with it");
 
-        // A run that fails before its first step (here a batch too large to index, refused before
-        // it is built) leaves the earlier run as it was; the error itself is BadInputTests' matter.
+        // A run that fails before its first step leaves the earlier run as it was: one refused
+        // before it is built (a batch too large to index), and one that fails after it has taken
+        // the directory (class init without labels, found as the prompt is made); the errors
+        // themselves are BadInputTests' matter.
         var before = Files(output);
-        var failed = CliRun.Of(Train(output, "--overwrite", "--batch-size", "100000"));
-        Assert.NotEqual(0, failed.ExitCode);
-        AssertSameFiles(before, output);
+        foreach (var failing in new[] { new[] { "--batch-size", "100000" }, ["--init", "class"] })
+        {
+            var failed = CliRun.Of(Train(output, ["--overwrite", .. failing]));
+            Assert.NotEqual(0, failed.ExitCode);
+            AssertSameFiles(before, output);
+        }
     }
 
     /// <summary>Finding 2 for train: --overwrite deleted a user's best/notes.txt (the whole best
