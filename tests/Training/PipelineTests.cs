@@ -189,7 +189,7 @@ public sealed class PipelineTests(GpuFixture f, PipelineDevices devices) : GpuTe
     public void OneMicroBatchGivesTheOneDeviceBits()
     {
         using var g = TinyV11;
-        using var be = new GpuBackend(Ctx) { AttentionFusion = AttentionFusion.Unfused };
+        using var be = new GpuBackend(Ctx) { AttentionFusion = AttentionFusion.Unfused, Activations = ActivationPrecision.Fp32 };   // as the stages' (GoldenCase.MakeBackend)
         using var weights = new T5Weights(g.Ckpt, be);
         var (loss, grad) = PromptTrainer.Gradient(weights, g.Examples, g.Prompt0);
         var settings = new AdafactorSettings();
@@ -243,7 +243,7 @@ public sealed class PipelineTests(GpuFixture f, PipelineDevices devices) : GpuTe
     public void PaddedBatchesAndRecomputeMatchOneDevice()
     {
         using var g = TinyV11;
-        using var be = new GpuBackend(Ctx) { AttentionFusion = AttentionFusion.Unfused };
+        using var be = new GpuBackend(Ctx) { AttentionFusion = AttentionFusion.Unfused, Activations = ActivationPrecision.Fp32 };   // as the stages' (GoldenCase.MakeBackend)
         using var weights = new T5Weights(g.Ckpt, be);
         var batch = g.Examples.Take(3).ToList();
         var settings = new AdafactorSettings();
