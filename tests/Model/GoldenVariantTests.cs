@@ -1,5 +1,6 @@
 using VkPrompt.Model;
 using VkPrompt.Model.Backends;
+using VkPrompt.Model.Safetensors;
 using VkPrompt.Runtime;
 using VkPrompt.Training;
 using Xunit;
@@ -149,14 +150,79 @@ public sealed class GoldenVariantTests(GpuFixture f) : GpuTest(f)
         be.Activations = storage;
         using var weights = new T5Weights(g.Ckpt, be);
         var (prompts, examples, decoded) = Decode(g, weights);
+        AssertFollowsTheFullForward(weights, prompts, examples, decoded);
+    }
+
+    /// <summary>Stopping is a choice too, which no golden model makes within
+    /// <see cref="MaxNewTokens"/>: with the LM head's eos row made twice the row of a token the
+    /// decoding picks (eos then outranks it wherever that token's logit is the largest and
+    /// positive), the decoding stops short for at least one example, where the full forward ranks
+    /// eos first, and follows it before.</summary>
+    [Theory]
+    [InlineData("tiny-ul2", "cpu"), InlineData("tiny-ul2", "vulkan")]
+    [InlineData("tiny-umt5", "cpu"), InlineData("tiny-umt5", "vulkan")]
+    [InlineData("tiny-byt5", "cpu"), InlineData("tiny-byt5", "vulkan")]
+    public void GreedyDecodingStopsWhereTheFullForwardRanksEosFirst(string model, string backend)
+    {
+        int like;
+        using (var golden = FirstCase(model))
+        using (var be = MakeBackend(backend))
+        using (var weights = new T5Weights(golden.Ckpt, be))
+            like = Decode(golden, weights).Decoded.First(ids => ids.Count > MaxNewTokens / 2)[MaxNewTokens / 2];
+
+        using var dir = new TempDir();
+        string source = Path.Combine(TestPaths.GoldenVariants, model), copy = Path.Combine(dir.Path, model);
+        foreach (var file in Directory.EnumerateFiles(source, "*", SearchOption.AllDirectories))
+        {
+            string to = Path.Combine(copy, Path.GetRelativePath(source, file));
+            Directory.CreateDirectory(Path.GetDirectoryName(to)!);
+            File.Copy(file, to);
+        }
+        using (var ckpt = T5Checkpoint.Open(source))
+        {
+            var layout = T5Names.All(ckpt.Config);
+            int d = ckpt.Config.DModel, eos = ckpt.Config.EosTokenId;
+            SafetensorsWriter.Write(Path.Combine(copy, "model.safetensors"), layout, i =>
+            {
+                var values = ckpt.ReadAll(layout[i].Name);
+                if (layout[i].Name == T5Names.LmHead)
+                    for (int j = 0; j < d; j++) values[eos * d + j] = 2 * values[like * d + j];
+                return values;
+            }, new Dictionary<string, string> { ["format"] = "pt" });
+        }
+
+        using var g = GoldenCase.Load(dir.Path, model, Path.GetFileName(Directory.GetDirectories(Path.Combine(copy, "cases")).Order().First()));
+        using var stopping = MakeBackend(backend);
+        using var stoppingWeights = new T5Weights(g.Ckpt, stopping);
+        var prompts = PromptSet.Stack([g.Prompt0], g.DModel);
+        var examples = g.Examples.Take(3).Select(e => e with { TargetIds = [] }).ToList();
+        var decoded = GreedyDecoder.Run(stoppingWeights, examples, prompts, null, batchSize: examples.Count, maxNewTokens: MaxNewTokens)
+                                   .OrderBy(r => r.Index).Select(r => r.Ids).ToList();
+        Assert.Contains(decoded, ids => ids.Count < MaxNewTokens);
+        AssertFollowsTheFullForward(stoppingWeights, prompts, examples, decoded);
+    }
+
+    /// <summary>Each example's decoded tokens are the full forward's first choices given the
+    /// tokens before, and where it stopped short of <see cref="MaxNewTokens"/> (eos counts in
+    /// them and is not returned), eos is.</summary>
+    static void AssertFollowsTheFullForward(T5Weights weights, PromptSet prompts, List<EncodedExample> examples, List<List<int>> decoded)
+    {
         var (logits, steps) = ForcedLogits(weights, prompts, examples, decoded);
-        int vocab = g.Ckpt.Config.VocabSize;
+        var c = weights.Config;
         for (int i = 0; i < examples.Count; i++)
+        {
             for (int t = 0; t < decoded[i].Count; t++)
             {
-                int best = ArgMax(Row(logits, steps, vocab, i, t));
+                int best = ArgMax(Row(logits, steps, c.VocabSize, i, t));
                 Assert.True(best == decoded[i][t], $"example {i} step {t}: decoded {decoded[i][t]}, the full forward ranks {best} first");
             }
+            if (decoded[i].Count < MaxNewTokens)
+            {
+                Assert.True(decoded[i].Count < steps, $"example {i}: {decoded[i].Count} tokens, {steps} forced steps");
+                int stop = ArgMax(Row(logits, steps, c.VocabSize, i, decoded[i].Count));
+                Assert.True(stop == c.EosTokenId, $"example {i} stopped after {decoded[i].Count} tokens, where the full forward ranks {stop} first, not eos");
+            }
+        }
     }
 
     static int ArgMax(ReadOnlySpan<float> row)
