@@ -14,6 +14,20 @@ public sealed class TempDir : IDisposable
 
     public string File(string name) => System.IO.Path.Combine(Path, name);
 
+    /// <summary>A copy of the directory <paramref name="source"/>, subdirectories and all, as
+    /// <paramref name="name"/> in this one (a golden model whose files a test changes).</summary>
+    public string CopyOf(string source, string name)
+    {
+        string copy = File(name);
+        foreach (var file in Directory.EnumerateFiles(source, "*", SearchOption.AllDirectories))
+        {
+            string to = System.IO.Path.Combine(copy, System.IO.Path.GetRelativePath(source, file));
+            Directory.CreateDirectory(System.IO.Path.GetDirectoryName(to)!);
+            System.IO.File.Copy(file, to);
+        }
+        return copy;
+    }
+
     public void Dispose() => Directory.Delete(Path, recursive: true);
 }
 

@@ -21,14 +21,8 @@ public sealed class CheckGoldenScriptTests : IDisposable
     /// whose references a test may change.</summary>
     string GoldenCopy(string model)
     {
-        string source = Path.Combine(TestPaths.Golden, model), golden = dir.File("golden");
-        foreach (var file in Directory.EnumerateFiles(source, "*", SearchOption.AllDirectories))
-        {
-            string copy = Path.Combine(golden, model, Path.GetRelativePath(source, file));
-            Directory.CreateDirectory(Path.GetDirectoryName(copy)!);
-            File.Copy(file, copy);
-        }
-        return golden;
+        dir.CopyOf(Path.Combine(TestPaths.Golden, model), Path.Combine("golden", model));
+        return dir.File("golden");
     }
 
     /// <summary>check-golden.py on <paramref name="golden"/> with the CLI built beside the tests
