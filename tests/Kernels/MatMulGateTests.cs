@@ -149,8 +149,10 @@ public sealed class MatMulGateTests(GpuFixture f) : GpuTest(f)
 
     /// <summary>16-bit a, C and H (matmul_half, and the matrix units' staged store): b narrowed as
     /// stored and the activation of a and b as stored, bit for bit the product then the gated
-    /// activation of the same storage, and within a unit of the storage's last place of the
-    /// references composed in it.</summary>
+    /// activation of the same storage, and on the portable kernels within a unit of the storage's
+    /// last place of the references composed in it (the matrix units round their operands to
+    /// fp16, which those references do not: their products against references are
+    /// MatMulMatrixUnits16Tests').</summary>
     [SkippableTheory]
     [InlineData(ActivationPrecision.Bf16, MatMulVariant.Streamed, 0.25f, false), InlineData(ActivationPrecision.Fp16, MatMulVariant.Staged, 0.25f, false)]
     [InlineData(ActivationPrecision.Bf16, MatMulVariant.StagedSmall, 0f, false), InlineData(ActivationPrecision.Fp16, MatMulVariant.Streamed, 0f, false)]
