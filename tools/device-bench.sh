@@ -360,10 +360,11 @@ PY
     # CPU and disk; t5-xl's may still be writing during the t5-base steps, one core of sixteen).
     make_models_behind t5-base t5-large t5-xl
     # 1. Correctness before speed: the golden references through the kernels this device selects,
-    #    with the activations the device plan chooses (under 40 s expected, 8 at once). The plan's bf16 fragments on the
-    #    matrix units (VK_KHR_shader_bfloat16, where the driver offers them) have never run on a
-    #    GPU: if the check fails, the rest of the call runs on fp16 fragments, checked again, so
-    #    that its timings are of kernels that compute right (the log says so).
+    #    with the activations the device plan chooses (under 40 s expected, 8 at once). The
+    #    plan's bf16 fragments on the matrix units (VK_KHR_shader_bfloat16, where the driver offers
+    #    them) have never run on a GPU: if the check fails, the rest of the call runs on fp16
+    #    fragments, checked again, so that its timings are of kernels that compute right (the log
+    #    says so).
     #    (A check the budget skipped is no failure.)
     #    The matrix units' pipelines are also pinned to full subgroups of 32 (VK_EXT_subgroup_size_control,
     #    new on 2026-12-07, never on a GPU): if fp16 fragments fail too, the rest runs unpinned, checked again.
@@ -414,9 +415,10 @@ PY
     #    ratio leaves out (60 s).
     vk vk-t5-base-fp32-act-fp32 t5-base --precision fp32 --activations fp32 --warmup 1 --steps 3
     peers_fp32 t5-base 5
-    # 10. The fragments' type: the bf16 checks, steps and products above ran bf16 fragments where the device has them
-    #    (DevicePlan.MatrixUnitsOperands; never run on a GPU before), so t5-base bf16 with fp16
-    #    fragments forced, as before them, for the comparison (15 s; last, the first cut).
+    # 10. The fragments' type: the bf16 checks, steps and products above ran bf16 fragments where
+    #    the device has them (DevicePlan.MatrixUnitsOperands; never run on a GPU before), so
+    #    t5-base bf16 with fp16 fragments forced, as before them, for the comparison (15 s; last,
+    #    the first cut).
     VKENV=VKPROMPT_MATRIX_UNITS_OPERANDS=fp16 vk vk-t5-base-bf16-act-bf16-fp16-fragments t5-base --precision bf16 --activations bf16 --warmup 1 --steps 3
   elif [[ ${BENCH_PLAN:-full} == peer ]]; then
     # BENCH_PLAN=peer: the re-measure of issue 22 (the peer with its prompt on the encoder only, at
