@@ -27,7 +27,7 @@ public sealed class BenchScriptTests : IDisposable
 
     /// <summary><paramref name="program"/> in the repository root, with <paramref name="environment"/>
     /// added to this process's.</summary>
-    static (int Code, string Out, string Err) Run(string program, Dictionary<string, string> environment, params string[] args)
+    internal static (int Code, string Out, string Err) Run(string program, Dictionary<string, string> environment, params string[] args)
     {
         var start = new ProcessStartInfo(program) { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = TestPaths.RepoRoot };
         foreach (var a in args) start.ArgumentList.Add(a);

@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Text.Json;
 using VkPrompt.Tests.Cli;
 using VkPrompt.Tests.Model;
@@ -29,17 +28,13 @@ public sealed class CheckGoldenScriptTests : IDisposable
     /// (its apphost, told where the running dotnet is) on the tests' Vulkan device.</summary>
     static (int Code, string[] Lines, string Err) CheckGolden(string golden, params string[] args)
     {
-        var start = new ProcessStartInfo("python3") { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = TestPaths.RepoRoot };
-        foreach (var a in new[] { "tools/check-golden.py", "--vkprompt", Path.Combine(AppContext.BaseDirectory, "vkprompt"), "--golden", golden,
-                                  "--device", CliRun.VulkanDevice }.Concat(args))
-            start.ArgumentList.Add(a);
+        var environment = new Dictionary<string, string>();
         if (Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") is { Length: > 0 } host)
-            start.Environment["DOTNET_ROOT"] = Path.GetDirectoryName(host);
-        using var p = Process.Start(start)!;
-        var stdout = p.StandardOutput.ReadToEndAsync();
-        var stderr = p.StandardError.ReadToEndAsync();
-        if (!p.WaitForExit(TimeSpan.FromMinutes(5))) { p.Kill(entireProcessTree: true); throw new TimeoutException("check-golden.py did not finish in five minutes"); }
-        return (p.ExitCode, CliRun.Lines(stdout.Result), stderr.Result);
+            environment["DOTNET_ROOT"] = Path.GetDirectoryName(host)!;
+        var (code, stdout, stderr) = BenchScriptTests.Run("python3", environment,
+            ["tools/check-golden.py", "--vkprompt", Path.Combine(AppContext.BaseDirectory, "vkprompt"), "--golden", golden,
+             "--device", CliRun.VulkanDevice, .. args]);
+        return (code, CliRun.Lines(stdout), stderr);
     }
 
     /// <summary>tiny-v10-bf16's case at fp32 and at int8 weights, two at once, with the first
