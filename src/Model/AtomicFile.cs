@@ -20,7 +20,19 @@ internal sealed partial class AtomicFile : IDisposable
         this.path = Path.GetFullPath(path);
         var dir = Path.GetDirectoryName(this.path)!;
         tempPath = Path.Combine(dir, $".{Path.GetFileName(this.path)}.{Guid.NewGuid():N}{TempSuffix}");
-        Stream = new FileStream(tempPath, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 20);
+        try { Stream = new FileStream(tempPath, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 20); }
+        catch (UnauthorizedAccessException e) { throw new UnauthorizedAccessException(Named(e), e); }
+        catch (IOException e) { throw new IOException(Named(e), e); }
+    }
+
+    /// <summary>The failure's message said of the file the caller named rather than of the
+    /// temporary one, which the caller never asked for and which no longer exists.</summary>
+    string Named(Exception e)
+    {
+        // EFBIG, which .NET words as an argument out of range ("Specified file length was too large").
+        if (e is ArgumentOutOfRangeException) return $"{path}: larger than the file system or the process's file-size limit allows";
+        var message = e.Message.Replace(tempPath, path, StringComparison.Ordinal);
+        return message.Contains(path, StringComparison.Ordinal) ? message : $"{path}: {message}";
     }
 
     const string TempSuffix = ".tmp";
@@ -45,7 +57,10 @@ internal sealed partial class AtomicFile : IDisposable
     {
         // Flushed to the disk before the rename: otherwise a power loss can leave the new name
         // pointing at a file whose data never reached the disk.
-        Stream.Flush(flushToDisk: true);
+        try { Stream.Flush(flushToDisk: true); }
+        // A full disk (IOException) or a file-size limit (.NET reports EFBIG as an
+        // ArgumentOutOfRangeException) shows here, where the buffered data is written.
+        catch (Exception e) when (e is IOException or ArgumentOutOfRangeException) { throw new IOException(Named(e), e); }
         Stream.Dispose();
         File.Move(tempPath, path, overwrite: true);
         committed = true;
@@ -55,8 +70,13 @@ internal sealed partial class AtomicFile : IDisposable
     public void Dispose()
     {
         if (committed) return;
-        Stream.Dispose();
-        File.Delete(tempPath);
+        // After a failed write the stream still holds the data it could not write, and disposing
+        // it tries again and throws: that second failure would hide the first (the one the caller
+        // is unwinding from) and skip the delete, leaving the temporary file behind. The data is
+        // being discarded, so its failure is ignored and the file deleted in any case.
+        try { Stream.Dispose(); }
+        catch (Exception e) when (e is IOException or ArgumentOutOfRangeException) { }
+        finally { File.Delete(tempPath); }
     }
 
     /// <summary>Flushes a directory's entries (a rename, a new or deleted file) to the disk, so a

@@ -33,7 +33,11 @@ internal sealed class HostBatch
     /// the extra positions are masked keys and ignored targets, which change no result.</summary>
     public const int LengthQuantum = 8;
 
-    public static int Round(int n, int quantum = LengthQuantum) => Math.Max(quantum, (n + quantum - 1) / quantum * quantum);
+    public static int Round(int n, int quantum = LengthQuantum) => (int)Padded(n, quantum);
+
+    /// <summary><see cref="Round"/> in longs, for lengths as asked for, which may be near int's
+    /// range: what a size check pads before the shape is made of ints.</summary>
+    public static long Padded(long n, int quantum = LengthQuantum) => Math.Max(quantum, (n + quantum - 1) / quantum * quantum);
 
     /// <summary>Indices of <paramref name="lengths"/>, shortest first (ties in order): batches cut
     /// from it pad far less than batches in file order, and lengths that round alike fall into

@@ -1,3 +1,4 @@
+using System.Text;
 using System.Text.Json;
 
 namespace VkPrompt.Model;
@@ -15,7 +16,26 @@ internal static class JsonLines
     {
         if (Directory.Exists(path)) throw new ModelFormatException(path, "is a directory; expected a JSONL file");
         if (!File.Exists(path)) throw new ModelFormatException(path, "file not found");
-        return Read(File.ReadLines(path), path, parse);
+        // Strict: bytes that are not UTF-8 would otherwise become U+FFFD and train on text the
+        // file does not hold. The reader decodes ahead of the line it returns, so the line at
+        // fault is found by a second pass, on that error alone.
+        try { return Read(File.ReadLines(path, StrictUtf8), path, parse); }
+        catch (DecoderFallbackException) { throw new ModelFormatException(path, $"line {FirstLineNotUtf8(path)}: not valid UTF-8"); }
+    }
+
+    static readonly UTF8Encoding StrictUtf8 = new(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true);
+
+    /// <summary>The number of the first line of <paramref name="path"/> that is not UTF-8.</summary>
+    static int FirstLineNotUtf8(string path)
+    {
+        ReadOnlySpan<byte> rest = File.ReadAllBytes(path);
+        for (int line = 1; ; line++)
+        {
+            int end = rest.IndexOf((byte)'\n');
+            var text = end < 0 ? rest : rest[..end];
+            if (!System.Text.Unicode.Utf8.IsValid(text) || end < 0) return line;
+            rest = rest[(end + 1)..];
+        }
     }
 
     /// <summary>Reads JSON lines a host holds in memory (the C ABI's data arguments);

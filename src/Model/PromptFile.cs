@@ -61,7 +61,7 @@ public static class PromptFile
         if (File.Exists(configPath))
         {
             try { config = JsonSerializer.Deserialize(File.ReadAllBytes(configPath), ModelJsonContext.Default.AdapterConfigJson); }
-            catch (JsonException e) { throw new ModelFormatException(configPath, $"not a valid adapter config: {e.Message}"); }
+            catch (JsonException e) { throw new ModelFormatException(configPath, $"not a valid adapter config: {JsonMessages.Describe(e)}"); }
             // P-tuning saves the output of its prompt encoder, which is used as a prompt the same way.
             if (config?.PeftType is { } type && type is not ("PROMPT_TUNING" or "P_TUNING"))
                 throw new ModelFormatException(configPath, $"peft_type is {type}, not a soft prompt (PROMPT_TUNING)");

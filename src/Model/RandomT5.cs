@@ -21,8 +21,15 @@ public static class RandomT5
         bool bytes = cfg.TokenizerClass == T5Config.ByteTokenizerClass;
         if (bytes && spieceModelPath is not null)
             throw new ArgumentException($"the config's tokenizer is {T5Config.ByteTokenizerClass} (bytes); a SentencePiece model does not apply", nameof(spieceModelPath));
-        if (spieceModelPath is not null && !File.Exists(spieceModelPath))
-            throw new FileNotFoundException($"{spieceModelPath}: SentencePiece model not found", spieceModelPath);
+        if (spieceModelPath is not null)
+        {
+            // Read as the model's loader will read it, before anything is written: a file that is
+            // not a SentencePiece model, or one with more tokens than the config has embedding
+            // rows, would make a checkpoint nothing can open.
+            int tokens = SentencePieceModel.Load(spieceModelPath).Pieces.Count + T5Tokenizer.ExtraIdCount;
+            if (tokens > cfg.VocabSize)
+                throw new ModelFormatException(spieceModelPath, $"the tokenizer has {tokens} tokens, more than the {cfg.VocabSize} embedding rows (vocab_size) of the model");
+        }
         Directory.CreateDirectory(dir);
 
         var layout = T5Names.All(cfg);

@@ -150,7 +150,7 @@ public sealed class T5Checkpoint : IDisposable
         if (!File.Exists(index)) throw NoSafetensors(directory);
         SafetensorsIndexJson? json;
         try { json = JsonSerializer.Deserialize(File.ReadAllBytes(index), ModelJsonContext.Default.SafetensorsIndexJson); }
-        catch (JsonException e) { throw new ModelFormatException(index, $"not a valid index: {e.Message}"); }
+        catch (JsonException e) { throw new ModelFormatException(index, $"not a valid index: {JsonMessages.Describe(e)}"); }
         if (json?.WeightMap is not { } weightMap) throw new ModelFormatException(index, "has no weight_map");
 
         var byFileName = new Dictionary<string, SafetensorsFile>(StringComparer.Ordinal);

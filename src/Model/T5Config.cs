@@ -139,7 +139,7 @@ public sealed record T5Config
         if (!File.Exists(path)) throw new ModelFormatException(path, "file not found");
         T5ConfigJson? json;
         try { json = JsonSerializer.Deserialize(File.ReadAllBytes(path), ModelJsonContext.Default.T5ConfigJson); }
-        catch (JsonException e) { throw new ModelFormatException(path, $"not a valid T5 config: {e.Message}"); }
+        catch (JsonException e) { throw new ModelFormatException(path, $"not a valid T5 config: {JsonMessages.Describe(e)}"); }
         if (json is null) throw new ModelFormatException(path, "is JSON null, not a config object");
         if (json.ModelType is not (null or "t5" or "mt5" or "umt5"))
             throw new ModelFormatException(path, $"model_type is \"{json.ModelType}\"; VkPrompt runs T5 (\"t5\", \"mt5\", \"umt5\") models only");

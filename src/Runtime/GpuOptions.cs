@@ -158,7 +158,7 @@ public sealed record GpuOptions
     public Action<string>? Log { get; init; }
 
     /// <summary>Where values came from outside the program, by option name (e.g.
-    /// "MatMulTiling"): the environment variable and its text. Only for messages: an error about
+    /// "MatMulTiling"): the environment variable (or a front end's option) and its text. Only for messages: an error about
     /// an option's value names the variable too where the value is still the one it gave
     /// (<see cref="Describe"/>). Empty by default.</summary>
     public IReadOnlyDictionary<string, OptionSource> Sources { get; init; } = NoSources;
@@ -176,8 +176,8 @@ public sealed record GpuOptions
     }
 }
 
-/// <summary>An option's value as read from environment variable <paramref name="Variable"/>
-/// holding <paramref name="Text"/> (see <see cref="GpuOptions.Sources"/>).</summary>
+/// <summary>An option's value as read from environment variable <paramref name="Variable"/> (or a
+/// front end's option of that name) holding <paramref name="Text"/> (see <see cref="GpuOptions.Sources"/>).</summary>
 public sealed record OptionSource(string Variable, string Text, object? Value);
 
 /// <summary>What <see cref="GpuOptions.MatrixUnits"/> asks for.</summary>

@@ -41,10 +41,11 @@ internal sealed record MemoryPlanSettings(T5Config Config, WeightPrecision? Prec
             throw new ArgumentException($"batch size, input, target and prompt lengths must be positive, got {BatchSize}, {InputLength}, {TargetLength}, {PromptLength}");
         if (Mode == ActivationMode.Inference) throw new ArgumentException("a training step stores or recomputes its activations", nameof(Mode));
         if (Dropout is { } d && !(d is >= 0 and < 1)) throw new ArgumentException($"dropout must be in [0, 1), got {d}", nameof(Dropout));
-        var s = Shape(BatchSize);
-        long elements = BatchShape.LargestActivation(s.Batch, s.EncoderLength, s.TargetLength, Config);
+        // Padded in longs: the shape's ints would wrap for lengths near int's range and pass.
+        long input = HostBatch.Padded(InputLength), target = HostBatch.Padded(TargetLength);
+        long elements = BatchShape.LargestActivation(BatchSize, PromptLength + input, target, Config);
         if (elements > BatchShape.MaxElements)
-            throw new ArgumentException($"batch {BatchSize} with a {PromptLength}-token prompt and {s.InputLength} input tokens needs activations of {elements} elements, more than the {BatchShape.MaxElements} a buffer can index: make them smaller");
+            throw new ArgumentException($"batch {BatchSize} with a {PromptLength}-token prompt, {input} input and {target} target tokens needs activations of {elements} elements, more than the {BatchShape.MaxElements} a buffer can index: make them smaller");
         Optimizer.Validate();
     }
 }

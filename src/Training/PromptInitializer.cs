@@ -9,12 +9,19 @@ internal static class PromptInitializer
     const int VocabSampleRange = 5000;
 
     /// <summary>Resolves "auto" as the paper does: class labels when they are known, else vocab.
-    /// A file: without a path is refused here, before anything reads it as the current directory's "".</summary>
+    /// An unknown initialiser, and a file: without a path, are refused here, as the run is made and
+    /// before it takes its output directory (a file: without one would read the current
+    /// directory's "").</summary>
     public static string Resolve(string init, IReadOnlyList<string>? labels)
     {
         if (init == "file:") throw new TrainingOptionException($"{Setting.Init} file: needs the path of a prompt file");
+        if (init is not ("auto" or "random" or "vocab" or "class") && !init.StartsWith("text:", StringComparison.Ordinal) && !init.StartsWith("file:", StringComparison.Ordinal))
+            throw Unknown(init);
         return init == "auto" ? (labels is { Count: > 0 } ? "class" : "vocab") : init;
     }
+
+    static TrainingOptionException Unknown(string init) =>
+        new($"unknown {Setting.Init} '{init}'; use random, vocab, class, text:STRING or file:PATH");
 
     /// <summary>The length of the prompt a file:PATH initialiser reads; null for the others,
     /// which make a prompt of any length.</summary>
@@ -74,7 +81,7 @@ internal static class PromptInitializer
                 throw new TrainingOptionException($"{Path.GetFullPath(path)} holds a prompt of length {length}, but {Setting.PromptLength} is {promptLength}");
             return data;
         }
-        throw new TrainingOptionException($"unknown {Setting.Init} '{init}'; use random, vocab, class, text:STRING or file:PATH");
+        throw Unknown(init);
     }
 
     /// <summary>

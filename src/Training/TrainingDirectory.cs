@@ -37,6 +37,9 @@ internal sealed class TrainingDirectory(string path) : IDisposable
     // The earlier run an overwrite replaces, kept until the new run has started.
     IReadOnlyList<string>? replacing;
     IReadOnlyList<string> files = [];
+    // What Prepare found (no directory, or an empty one) and whether the run got as far as
+    // Begin: a run that fails before then leaves such a directory as it found it.
+    bool created, foundEmpty, begun;
 
     /// <summary>The directory.</summary>
     public string Path => path;
@@ -93,8 +96,18 @@ internal sealed class TrainingDirectory(string path) : IDisposable
     internal void Prepare(TrainOptions options)
     {
         Check(options);
-        Directory.CreateDirectory(path);
-        Lock();
+        created = !Directory.Exists(path);
+        foundEmpty = !created && !Directory.EnumerateFileSystemEntries(path).Any();
+        // .NET's own message names the path but not the setting: "Could not find file '/proc/x'".
+        try
+        {
+            Directory.CreateDirectory(path);
+            Lock();
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new TrainingOptionException($"{Setting.OutputDirectory} {path}: cannot make or write the directory: {e.Message}");
+        }
         try
         {
             Check(options);
@@ -116,6 +129,7 @@ internal sealed class TrainingDirectory(string path) : IDisposable
     /// (a bad option, too little memory) leaves the earlier one whole. Idempotent.</summary>
     internal void Begin()
     {
+        begun = true;
         if (replacing is null) return;
         foreach (var f in replacing.Select(Full).Where(File.Exists)) File.Delete(f);
         if (Directory.Exists(Best) && !Directory.EnumerateFileSystemEntries(Best).Any()) Directory.Delete(Best);
@@ -190,9 +204,26 @@ internal sealed class TrainingDirectory(string path) : IDisposable
         File.WriteAllText(pidPath, Environment.ProcessId.ToString(CultureInfo.InvariantCulture) + "\n");
     }
 
-    /// <summary>Releases the lock.</summary>
+    /// <summary>Releases the lock. A run that took a new or empty directory and ended before
+    /// <see cref="Begin"/> (a bad initialiser, too little memory, a first step that diverged)
+    /// wrote nothing of its own there: its claim (manifest and lock) goes too, and a directory it
+    /// created is removed, so the failure leaves nothing behind.</summary>
     public void Dispose()
     {
+        if (held is not null && !begun && (created || foundEmpty))
+        {
+            File.Delete(System.IO.Path.Combine(path, ManifestFile));
+            File.Delete(System.IO.Path.Combine(path, LockHolderFile));
+            // Unlinked while still held where the OS allows it (POSIX), so no other run can take
+            // the lock in between; Windows cannot delete a file open without sharing, so there it
+            // goes once released.
+            var lockPath = System.IO.Path.Combine(path, LockFile);
+            if (!OperatingSystem.IsWindows()) File.Delete(lockPath);
+            held.Dispose();
+            held = null;
+            if (OperatingSystem.IsWindows()) File.Delete(lockPath);
+            if (created && !Directory.EnumerateFileSystemEntries(path).Any()) Directory.Delete(path);
+        }
         held?.Dispose();
         held = null;
     }

@@ -1,4 +1,5 @@
 using System.Buffers.Binary;
+using System.Diagnostics;
 using System.Text;
 using System.Text.Json.Nodes;
 using VkPrompt.Model;
@@ -394,16 +395,121 @@ public sealed class BadInputTests : IDisposable
         Assert.Equal("keep me", File.ReadAllText(output));
     }
 
+    /// <summary>A bad initialiser is refused before the run takes its output directory (an
+    /// unknown name) or, found as the prompt is made, with the directory left as it was found:
+    /// none where there was none, empty where it was empty.</summary>
     [Theory]
     [InlineData("bogus", "unknown --init 'bogus'")]
     [InlineData("text:", "--init text: needs a non-empty string")]
-    public void ABadInitIsAUserError(string init, string says)
+    [InlineData("file:missing.safetensors", "missing.safetensors: prompt file not found")]
+    public void ABadInitIsAUserErrorAndLeavesNoOutput(string init, string says)
     {
-        var r = CliRun.Of("train", "--model", GoldenModel, "--train", GoldenData, "--output", Path.Combine(dir.Path, "out"),
-                          "--device", "cpu", "--steps", "1", "--prompt-length", "2", "--init", init);
+        var empty = dir.File("empty");
+        Directory.CreateDirectory(empty);
+        foreach (var output in new[] { Path.Combine(dir.Path, "out"), empty })
+        {
+            var r = CliRun.Of("train", "--model", GoldenModel, "--train", GoldenData, "--output", output,
+                              "--device", "cpu", "--steps", "1", "--prompt-length", "2", "--init", init);
+            Assert.Equal(CliConventions.UserError, r.ExitCode);
+            var line = Assert.Single(CliRun.Lines(r.Err));
+            Assert.StartsWith("error: ", line, StringComparison.Ordinal);
+            Assert.Contains(says, line, StringComparison.Ordinal);
+        }
+        Assert.False(Directory.Exists(Path.Combine(dir.Path, "out")), "the directory the failed run made is still there");
+        Assert.Empty(Directory.EnumerateFileSystemEntries(empty));
+    }
+
+    /// <summary>A report or gradient file replaces only an earlier one of its kind (a rerun's),
+    /// never an input nor a file the user made; and the refusal comes before any work.</summary>
+    [Theory]
+    [InlineData("bench")]
+    [InlineData("bench matmul")]
+    [InlineData("bench peak")]
+    [InlineData("grad")]
+    public void AnOutputFileNeverReplacesAnInputOrTheUsersFile(string command)
+    {
+        var model = CopyModel();
+        var prompt = Path.Combine(GoldenModel, "cases", "p5", "prompt0.safetensors");
+        string option = command == "grad" ? "--output" : "--json";
+        string[] Args(string output) => command switch
+        {
+            "grad" => ["grad", "--model", model, "--data", GoldenData, "--prompt", prompt, "--output", output, "--device", "cpu"],
+            "bench peak" => ["bench", "peak", "--json", output],
+            _ => [.. command.Split(' '), "--shape", model, "--json", output],
+        };
+        var mine = dir.File("mine.txt");
+        File.WriteAllText(mine, "keep me");
+        var outputs = command == "bench peak" ? [mine] : new[] { mine, Path.Combine(model, "config.json") };
+        foreach (var output in outputs)
+        {
+            var before = File.ReadAllBytes(output);
+            var r = CliRun.Of(Args(output));
+            Assert.Equal(CliConventions.UserError, r.ExitCode);
+            var line = Assert.Single(CliRun.Lines(r.Err));
+            Assert.StartsWith($"error: {option} {output} ", line, StringComparison.Ordinal);
+            Assert.Contains(output == mine ? "exists and is not a" : $"is also an input (--{(command == "grad" ? "model" : "shape")} {model})", line, StringComparison.Ordinal);
+            Assert.Equal(before, File.ReadAllBytes(output));
+        }
+        if (command != "grad") return;  // a bench's rerun over its report: BenchCommandTests' matter
+        var gradient = dir.File("g.safetensors");
+        var first = CliRun.Of(Args(gradient)).Succeeded();
+        var again = CliRun.Of(Args(gradient)).Succeeded();
+        Assert.Equal(first.Out, again.Out);
+    }
+
+    /// <summary>A write that fails midway (here past a file-size limit of 2 KiB, which fails the
+    /// write as a full disk does, for any user) leaves neither the file nor the temporary one it
+    /// was written under, and says so in one line naming the file. In a child process: the limit
+    /// is the whole process's.</summary>
+    [Fact]
+    public async Task AWriteThatFailsLeavesNeitherTheFileNorATemporary()
+    {
+        var model = ModelTestFiles.TinyV11;
+        var output = Path.Combine(dir.Path, "limited");
+        Directory.CreateDirectory(output);
+        var gradient = Path.Combine(output, "g.safetensors");  // 8 x 128 floats: 4 KiB and a header
+        var start = new ProcessStartInfo("bash") { RedirectStandardOutput = true, RedirectStandardError = true };
+        // SIGXFSZ ignored, so the write fails with EFBIG instead of killing the process; W^X off,
+        // as its double mapping of code through a file needs more than the limit.
+        start.Environment["DOTNET_EnableWriteXorExecute"] = "0";
+        foreach (var a in new[] { "-c", "ulimit -f 2; trap '' XFSZ; exec \"$0\" \"$@\"", Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") ?? "dotnet",
+                                  Path.Combine(AppContext.BaseDirectory, "vkprompt.dll"), "grad", "--model", model, "--data", Path.Combine(model, "cases", "p8", "data.jsonl"),
+                                  "--prompt", Path.Combine(model, "cases", "p8", "prompt0.safetensors"), "--output", gradient, "--device", "cpu" })
+            start.ArgumentList.Add(a);
+        using var child = Process.Start(start)!;
+        var stdout = child.StandardOutput.ReadToEndAsync();
+        var stderr = child.StandardError.ReadToEndAsync();
+        using (var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(2)))
+            await child.WaitForExitAsync(timeout.Token);
+        Assert.True(child.ExitCode == CliConventions.UserError, $"exit code {child.ExitCode}; stderr: {await stderr}");
+        Assert.Equal($"error: {gradient}: larger than the file system or the process's file-size limit allows", Assert.Single(CliRun.Lines(await stderr)));
+        Assert.Equal("", await stdout);
+        Assert.Empty(Directory.EnumerateFileSystemEntries(output));
+    }
+
+    /// <summary>An output that cannot be written is refused before any work, naming its option
+    /// and the file (not the temporary file a write goes through).</summary>
+    [Theory]
+    [InlineData("grad", "--output", "cannot write it: Could not find file '{0}'.")]
+    [InlineData("train", "--output", "cannot make or write the directory: Could not find file '{0}'.")]
+    [InlineData("make-model", "--output", "cannot make the directory: Could not find file '{0}'.")]
+    [InlineData("bench peak", "--json", "cannot write it: Could not find file '{0}'.")]
+    public void AnOutputThatCannotBeWrittenNamesItsOption(string command, string option, string says)
+    {
+        // procfs refuses new entries whoever runs the tests, root included.
+        const string output = "/proc/vkprompt-test-output";
+        var prompt = Path.Combine(GoldenModel, "cases", "p5", "prompt0.safetensors");
+        string[] args = command switch
+        {
+            "grad" => ["grad", "--model", GoldenModel, "--data", GoldenData, "--prompt", prompt, "--output", output, "--device", "cpu"],
+            "train" => ["train", "--model", GoldenModel, "--train", GoldenData, "--output", output, "--device", "cpu", "--steps", "1", "--prompt-length", "2"],
+            "make-model" => ["make-model", "--shape", "t5-small", "--output", output],
+            _ => ["bench", "peak", "--json", output],
+        };
+        var r = CliRun.Of(args);
         Assert.Equal(CliConventions.UserError, r.ExitCode);
-        var line = Assert.Single(CliRun.Lines(r.Err));
-        Assert.Equal($"error: {says}", line[..Math.Min(line.Length, says.Length + 7)]);
+        Assert.Equal($"error: {option} {output}: {string.Format(System.Globalization.CultureInfo.InvariantCulture, says, output)}",
+                     Assert.Single(CliRun.Lines(r.Err)));
     }
 
     /// <summary>Issue 21 finding 7: "" for a path, a NAME= without one and file: without one are
@@ -414,6 +520,7 @@ public sealed class BadInputTests : IDisposable
     [InlineData("score-prompt", "error: --prompt a= names no file: expected NAME=PATH")]
     [InlineData("train-output", "error: --output is an empty string; it names a file or directory")]
     [InlineData("train-init", "error: --init file: needs the path of a prompt file")]
+    [InlineData("score-device", "error: --device is an empty string; it names a device")]
     public void AnEmptyPathIsAUserError(string which, string says)
     {
         var output = Path.Combine(dir.Path, "out");
@@ -423,6 +530,7 @@ public sealed class BadInputTests : IDisposable
             "score-model" => Score("", GoldenData),
             "score-data" => Score(GoldenModel, ""),
             "score-prompt" => Score(GoldenModel, GoldenData, "--prompt", "a="),
+            "score-device" => ["score", "--model", GoldenModel, "--data", GoldenData, "--device", ""],
             "train-output" => [.. train, "--output", ""],
             _ => [.. train, "--output", output, "--init", "file:"],
         };
@@ -430,6 +538,82 @@ public sealed class BadInputTests : IDisposable
         Assert.Equal(CliConventions.UserError, r.ExitCode);
         Assert.Equal(says, Assert.Single(CliRun.Lines(r.Err)));
         Assert.False(Directory.Exists(output), "nothing is written");
+    }
+
+    /// <summary>Bytes that are not UTF-8 are refused naming the line, rather than read as U+FFFD
+    /// (text the file does not hold); a byte-order mark is not such a byte.</summary>
+    [Fact]
+    public void DataThatIsNotUtf8IsRefusedNamingTheLine()
+    {
+        var lines = File.ReadAllLines(GoldenData);
+        var data = dir.File("latin1.jsonl");
+        File.WriteAllBytes(data, [.. Encoding.UTF8.GetBytes(lines[0] + "\n"), .. "{\"input\": \"caf"u8, 0xE9, .. "\", \"target\": \"a\"}\n"u8,
+                                  .. Encoding.UTF8.GetBytes(string.Join("\n", lines) + "\n")]);
+        FailsWith(data, "line 2: not valid UTF-8", Score(GoldenModel, data));
+        var bom = dir.File("bom.jsonl");
+        File.WriteAllText(bom, string.Join("\n", lines) + "\n", new UTF8Encoding(encoderShouldEmitUTF8Identifier: true));
+        Assert.Equal(CliRun.Of(Score(GoldenModel, GoldenData)).Succeeded().Out, CliRun.Of(Score(GoldenModel, bom)).Succeeded().Out);
+    }
+
+    /// <summary>A value of the wrong type is said as the help would say it, not as a .NET type
+    /// ("System.Nullable`1[System.Int32]"), and a recorded device list of nothing (or a
+    /// directory) is refused naming the option.</summary>
+    [Fact]
+    public void ValuesOfTheWrongTypeAndEmptyListsAreSaidInTheUsersWords()
+    {
+        var model = CopyModel();
+        var config = Path.Combine(model, "config.json");
+        var json = JsonNode.Parse(File.ReadAllText(config))!.AsObject();
+        json["d_model"] = "wide";
+        File.WriteAllText(config, json.ToJsonString(new() { WriteIndented = true }));
+        FailsWith(config, "not a valid T5 config: d_model (line ", Score(model, GoldenData));
+        FailsWith(config, ") is not a whole number", Score(model, GoldenData));
+
+        var r = CliRun.Of(Score(GoldenModel, GoldenData, "--batch-size", "x"));
+        Assert.Equal("error: Cannot parse argument 'x' for option '--batch-size' as a whole number (see 'vkprompt score --help')", Assert.Single(CliRun.Lines(r.Err)));
+
+        var none = dir.File("none.json");
+        File.WriteAllText(none, "[]");
+        FailsWith(none, "--capabilities " + none + ": holds no devices", ["devices", "--capabilities", none]);
+        FailsWith(dir.Path, "is a directory; it names the file 'vkprompt devices --json' wrote", ["devices", "--capabilities", dir.Path]);
+    }
+
+    /// <summary>Lengths and batches near int's range are refused by the element check, not
+    /// wrapped by padding (an input of 2147483641 padded to a negative length, which passed as 8)
+    /// nor thrown as an overflow.</summary>
+    [Theory]
+    [InlineData("plan", "--input-length", "2147483641")]
+    [InlineData("plan", "--target-length", "2147483641")]
+    [InlineData("plan", "--prompt-length", "2147483647")]
+    [InlineData("bench matmul", "--target-length", "2147483640")]
+    [InlineData("bench matmul", "--batch-size", "2147483647")]
+    public void SizesNearIntsRangeAreRefusedNotWrapped(string command, string option, string value)
+    {
+        var sizes = new Dictionary<string, string> { ["--batch-size"] = "1", ["--input-length"] = "8", ["--target-length"] = "8", ["--prompt-length"] = "4" };
+        sizes[option] = value;
+        string[] args = [.. command.Split(' '), command == "plan" ? "--model" : "--shape", GoldenModel, .. sizes.SelectMany(s => new[] { s.Key, s.Value })];
+        var r = CliRun.Of(args);
+        Assert.Equal(CliConventions.UserError, r.ExitCode);
+        var line = Assert.Single(CliRun.Lines(r.Err));
+        Assert.Matches(@"^error: .*needs activations of \d+ elements, more than the 2147483647 a buffer can index: make them smaller$", line);
+    }
+
+    /// <summary>make-model checks what it is given before it writes, and a failure leaves no
+    /// directory behind: a tokenizer that is not a SentencePiece model (or has more tokens than
+    /// the shape has embedding rows), an output that is a file, a shape it does not know.</summary>
+    [Fact]
+    public void MakeModelRefusesBeforeWritingAndLeavesNothingHalfMade()
+    {
+        var output = dir.File("made");
+        FailsWith(GoldenData, "not a valid sentencepiece model", ["make-model", "--shape", "t5-small", "--output", output, "--tokenizer", GoldenData]);
+        Assert.False(Directory.Exists(output), "the directory of a refused make-model is there");
+        FailsWith(GoldenData, "is a file; it names the directory the checkpoint goes to", ["make-model", "--shape", "t5-small", "--output", GoldenData]);
+        FailsWith("--shape 'bogus'", "is not a shape make-model knows: t5-small, ", ["make-model", "--shape", "bogus", "--output", output]);
+        // No shape has fewer embedding rows than a tokenizer of this size: the library call.
+        var spiece = Path.Combine(GoldenModel, "spiece.model");
+        var e = Assert.Throws<ModelFormatException>(() => RandomT5.Write(output, T5Config.Named("t5-small") with { VocabSize = 100 }, 0, spiece));
+        Assert.Contains("more than the 100 embedding rows (vocab_size) of the model", e.Message, StringComparison.Ordinal);
+        Assert.False(Directory.Exists(output), "the directory of a refused make-model is there");
     }
 
     /// <summary>Issue 21 finding 7: a prompt of 0 rows, to every command that reads one.</summary>
@@ -464,7 +648,7 @@ public sealed class BadInputTests : IDisposable
         // bench builds its synthetic batch only after the same check.
         var bench = CliRun.Of("bench", "--shape", GoldenModel, "--batch-size", "1073741824", "--device", CliRun.VulkanDevice);
         Assert.Equal(CliConventions.UserError, bench.ExitCode);
-        Assert.StartsWith("error: --batch-size 1073741824 with --input-length 512 and --prompt-length 100 needs activations of ", Assert.Single(CliRun.Lines(bench.Err)), StringComparison.Ordinal);
+        Assert.StartsWith("error: --batch-size 1073741824 with --input-length 512, --target-length 8 and --prompt-length 100 needs activations of ", Assert.Single(CliRun.Lines(bench.Err)), StringComparison.Ordinal);
     }
 
     /// <summary>Issue 21 finding 7: a prompt so long that one buffer (here the attention scores

@@ -22,7 +22,7 @@ public sealed class MemoryCapCliTests
         Assert.Equal(CliConventions.UserError, refused.ExitCode);
         var line = Assert.Single(CliRun.Lines(refused.Err), l => l.StartsWith("error: ", StringComparison.Ordinal));
         Assert.StartsWith("error: scoring batch 6 x ", line, StringComparison.Ordinal);
-        Assert.Contains("more than the memory cap (GpuOptions.MemoryCapBytes) of 4194304 bytes (4.0 MiB) leaves it", line, StringComparison.Ordinal);
+        Assert.Contains("more than the memory cap (--memory-cap) of 4194304 bytes (4.0 MiB) leaves it", line, StringComparison.Ordinal);
         Assert.Contains("a smaller --batch-size", line, StringComparison.Ordinal);
 
         var uncapped = CliRun.Of(Score("--batch-size", "1")).Succeeded();

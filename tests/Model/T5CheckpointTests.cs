@@ -68,7 +68,8 @@ public sealed class T5CheckpointTests
     public void RandomT5RoundTrips(bool gated)
     {
         using var dir = new TempDir();
-        var cfg = Tiny(gated);
+        // As many embedding rows as the tokenizer has tokens: Write refuses fewer.
+        var cfg = Tiny(gated) with { VocabSize = 900 };
         RandomT5.Write(dir.Path, cfg, seed: 7, spieceModelPath: Path.Combine(TinyV11, "spiece.model"));
         Assert.Equal(File.ReadAllBytes(Path.Combine(TinyV11, "spiece.model")), File.ReadAllBytes(dir.File("spiece.model")));
         using var ckpt = T5Checkpoint.Open(dir.Path);

@@ -217,7 +217,10 @@ public sealed class TokenizerTests
     {
         string dir = Path.Combine(Path.GetTempPath(), "vkprompt-no-such-model");
         var e = Assert.Throws<ModelFormatException>(() => T5Tokenizer.Load(dir));
-        Assert.Contains("spiece.model", e.Message);
+        Assert.Equal($"{dir}: model directory not found", e.Message);
+        using var empty = new TempDir();
+        e = Assert.Throws<ModelFormatException>(() => T5Tokenizer.Load(empty.Path));
+        Assert.StartsWith($"{Path.Combine(empty.Path, "spiece.model")}: file not found", e.Message, StringComparison.Ordinal);
     }
 
     /// <summary>A tokenizer.json built from spiece.model (as HF's T5 converter lays it out) encodes identically.</summary>

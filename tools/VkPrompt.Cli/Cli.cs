@@ -4,6 +4,7 @@ using System.CommandLine.Invocation;
 using System.CommandLine.Parsing;
 using System.Reflection;
 using System.Text.Json;
+using System.Text.RegularExpressions;
 using Spectre.Console;
 using VkPrompt.Model;
 using VkPrompt.Model.Backends;
@@ -155,13 +156,13 @@ internal static class Cli
             parse = root.Parse(args);
             if (parse.Action is ParseErrorAction)
             {
-                var messages = string.Join("; ", parse.Errors.Select(e => e.Message.TrimEnd('.')));
+                var messages = string.Join("; ", parse.Errors.Select(e => PlainType(e.Message.TrimEnd('.'))));
                 stderr.WriteLine($"error: {OneLine(messages)} (see '{CommandPath(parse)} --help')");
                 return UserError;
             }
             if (EmptyPath(parse) is { } empty)
             {
-                stderr.WriteLine($"error: {empty} is an empty string; it names a file or directory");
+                stderr.WriteLine($"error: {empty.Name} is an empty string; it names {(empty.HelpName == "SPEC" ? "a device" : "a file or directory")}");
                 return UserError;
             }
             return parse.Invoke(new InvocationConfiguration { Output = stdout, Error = stderr, EnableDefaultExceptionHandler = false });
@@ -186,13 +187,14 @@ internal static class Cli
         return InternalError;
     }
 
-    /// <summary>The first path option (its help name FILE, DIR or ...PATH) given as "": .NET
-    /// refuses an empty path with an ArgumentException that names no option, and "" is never
-    /// the file a user meant (a shell variable that was not set).</summary>
-    static string? EmptyPath(ParseResult parse) =>
+    /// <summary>The first path or device option (its help name FILE, DIR, ...PATH or SPEC) given
+    /// as "": .NET refuses an empty path with an ArgumentException that names no option, an empty
+    /// device would pass for auto, and "" is never what a user meant (a shell variable that was
+    /// not set).</summary>
+    static Option? EmptyPath(ParseResult parse) =>
         parse.CommandResult.Children.OfType<OptionResult>()
-            .FirstOrDefault(o => o.Option.HelpName is "FILE" or "DIR" || o.Option.HelpName?.EndsWith("PATH", StringComparison.Ordinal) == true
-                                 ? o.Tokens.Any(t => t.Value.Length == 0) : false)?.Option.Name;
+            .FirstOrDefault(o => o.Option.HelpName is "FILE" or "DIR" or "SPEC" || o.Option.HelpName?.EndsWith("PATH", StringComparison.Ordinal) == true
+                                 ? o.Tokens.Any(t => t.Value.Length == 0) : false)?.Option;
 
     sealed class PrintVersion : SynchronousCommandLineAction
     {
@@ -223,7 +225,13 @@ internal static class Cli
         [Training.Setting.ClippingThreshold] = "--clip",
     };
 
-    internal static string Describe(Exception e) => e is Training.TrainingException t ? t.Describe(s => Flags.GetValueOrDefault(s, s.Name)) : e.Message;
+    internal static string Describe(Exception e) => e switch
+    {
+        Training.TrainingException t => t.Describe(s => Flags.GetValueOrDefault(s, s.Name)),
+        // The library names its cap as a host sets it; the CLI's user set it with --memory-cap.
+        DoesNotFitException { Limit: MemoryLimit.Cap } d => d.Message.Replace(d.LimitName, "the memory cap (--memory-cap)", StringComparison.Ordinal),
+        _ => e.Message,
+    };
 
     // IOException covers FileNotFoundException and DirectoryNotFoundException.
     internal static bool IsUserError(Exception e) =>
@@ -241,6 +249,11 @@ internal static class Cli
     }
 
     static string OneLine(string message) => message.ReplaceLineEndings(" ").Trim();
+
+    /// <summary>System.CommandLine's "as expected type 'System.Int32'" (or a nullable's
+    /// "'System.Nullable`1[System.Int32]'") in the words of the help: the user never wrote a type.</summary>
+    static string PlainType(string message) =>
+        Regex.Replace(message, @"as expected type '([^']*)'", m => JsonMessages.Words(m.Groups[1].Value) is { } words ? $"as {words}" : m.Value);
 
     static string CommandPath(ParseResult parse)
     {

@@ -66,7 +66,7 @@ internal static class ModelOptions
                           "the operands go to the units as bf16 instead, fp32's range and no saturation (VKPROMPT_MATRIX_UNITS_OPERANDS=fp16 forces fp16 fragments, to compare). Default: fp32.",
             DefaultValueFactory = _ => DefaultPrecision,
         };
-        option.AcceptOnlyFromAmong(WeightPrecisions.Names);
+        option.AcceptOnlyFromAmong([.. WeightPrecisions.Names]);
         return option;
     }
 
@@ -84,7 +84,7 @@ internal static class ModelOptions
                           "(d_kv a multiple of 16), its operands rounded to fp16 as all's products are. Default: $VKPROMPT_ATTENTION if set, else auto.",
             DefaultValueFactory = _ => EnvironmentSettings.AttentionText,
         };
-        option.AcceptOnlyFromAmong(AttentionFusions.Names);
+        option.AcceptOnlyFromAmong([.. AttentionFusions.Names]);
         return option;
     }
 
@@ -113,17 +113,18 @@ internal static class ModelOptions
                       "auto: bf16 on GPUs with 16-bit storage, fp32 on CPU Vulkan devices such as lavapipe and on --device cpu ('vkprompt devices --json' shows each device's choice). Default: auto.",
         DefaultValueFactory = _ => "auto",
         };
-        option.AcceptOnlyFromAmong(ActivationPrecisions.Names);
+        option.AcceptOnlyFromAmong([.. ActivationPrecisions.Names]);
         return option;
     }
 
     /// <summary>The setting an <see cref="Activations"/> option names; null for auto.</summary>
     public static ActivationPrecision? ReadActivations(ParseResult parse, Option<string> option) => ActivationPrecisions.Parse(parse.GetValue(option)!);
 
-    public static Option<string?> Prompt() => new("--prompt", "-p")
+    public static Option<string?> Prompt(bool required = false) => new("--prompt", "-p")
     {
         HelpName = "PATH",
-        Description = "A soft prompt: a PEFT adapter directory, a .safetensors file with key prompt_embeddings, or a T5X .npy [P, d_model]. Default: no prompt.",
+        Description = "A soft prompt: a PEFT adapter directory, a .safetensors file with key prompt_embeddings, or a T5X .npy [P, d_model]." + (required ? "" : " Default: no prompt."),
+        Required = required,
     };
 
     /// <summary>--prompt for commands that serve several tasks from one file (score, generate).</summary>
@@ -163,13 +164,17 @@ internal static class ModelOptions
     /// <summary>Checks, before any work, that <paramref name="path"/> can be written as the file
     /// <paramref name="option"/> names: found out now rather than after minutes of computing. It
     /// must not be one of the command's <paramref name="inputs"/> (option and path: a file, or a
-    /// directory whose existing files are all inputs, as a model's), which the write would destroy.</summary>
-    public static string OutputFile(string option, string path, params (string Option, string? Path)[] inputs)
+    /// directory whose existing files are all inputs, as a model's), which the write would destroy;
+    /// an existing file is replaced only where it is <paramref name="kind"/>'s, written by an
+    /// earlier run (a rerun replaces its report), never a file the user made; and its directory
+    /// must take a new file, tried with the temporary file the write itself will use.</summary>
+    public static string OutputFile(string option, string path, OutputKind kind, params (string Option, string? Path)[] inputs)
     {
         var full = Path.GetFullPath(path);
         if (Directory.Exists(full)) throw new UsageException($"{option} {path} is a directory; it names the file to write");
         if (!Directory.Exists(Path.GetDirectoryName(full))) throw new UsageException($"{option} {path}: its directory does not exist");
         if (File.Exists(full))
+        {
             foreach (var (inputOption, input) in inputs)
             {
                 if (string.IsNullOrEmpty(input)) continue;
@@ -178,6 +183,14 @@ internal static class ModelOptions
                           : Directory.Exists(inputFull) && Directory.EnumerateFiles(inputFull, "*", SearchOption.AllDirectories).Any(f => SameFile(full, f));
                 if (same) throw new UsageException($"{option} {path} is also an input ({inputOption} {input}); writing it would destroy it: choose another {option}");
             }
+            if (!kind.IsEarlierOutput(full))
+                throw new UsageException($"{option} {path} exists and is not {kind.What} vkprompt wrote, so it is left as it is: remove it or choose another {option}");
+        }
+        try { using (AtomicFile.Create(full)) { } }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new UsageException($"{option} {path}: cannot write it: {e.Message}");
+        }
         return path;
     }
 
@@ -194,4 +207,35 @@ internal static class ModelOptions
     }
 
     public static Action<string>? Log(ParseResult parse) => Cli.Verbose(parse) ? m => parse.InvocationConfiguration.Error.WriteLine($"[vkprompt] {m}") : null;
+}
+
+/// <summary>The kind of file a command writes to one path, and how to tell one written by an
+/// earlier run (which a rerun may replace) from anything else found there (which it must not).</summary>
+internal sealed record OutputKind(string What, Func<string, bool> IsEarlierOutput)
+{
+    /// <summary>A JSON report whose "schema" is <paramref name="schema"/>.</summary>
+    public static OutputKind Report(string schema) => new($"a report ({schema})", path =>
+    {
+        try
+        {
+            // A report is kilobytes; a large file is something else, and is not read whole.
+            if (new FileInfo(path).Length > (64 << 20)) return false;
+            using var json = System.Text.Json.JsonDocument.Parse(File.ReadAllBytes(path));
+            return json.RootElement.ValueKind == System.Text.Json.JsonValueKind.Object
+                && json.RootElement.TryGetProperty("schema", out var s) && s.ValueKind == System.Text.Json.JsonValueKind.String
+                && s.GetString() == schema;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or System.Text.Json.JsonException) { return false; }
+    });
+
+    /// <summary><c>vkprompt grad</c>'s safetensors file: one tensor, prompt_gradient.</summary>
+    public static readonly OutputKind Gradient = new("a gradient file (safetensors holding prompt_gradient alone)", path =>
+    {
+        try
+        {
+            using var file = Model.Safetensors.SafetensorsFile.Open(path);
+            return file.Tensors.Keys.SequenceEqual(["prompt_gradient"]);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or ModelFormatException) { return false; }
+    });
 }

@@ -17,7 +17,7 @@ namespace VkPrompt.Model.Tokenization;
 public sealed class T5Tokenizer
 {
     /// <summary>HF T5Tokenizer's default extra_ids: sentinel &lt;extra_id_N&gt; has id spm_vocab_size + 99 - N.</summary>
-    const int ExtraIdCount = 100;
+    internal const int ExtraIdCount = 100;
     /// <summary>HF ByT5Tokenizer's default extra_ids.</summary>
     internal const int ByteExtraIdCount = 125;
     /// <summary>ByT5's byte b is token b + 3, after pad, eos and unk.</summary>
@@ -111,6 +111,10 @@ public sealed class T5Tokenizer
     /// </summary>
     public static T5Tokenizer Load(string modelDir)
     {
+        if (!Directory.Exists(modelDir))
+            throw new ModelFormatException(Path.GetFullPath(modelDir), File.Exists(modelDir)
+                ? "is a file; expected a model directory holding its tokenizer (spiece.model or tokenizer.json)"
+                : "model directory not found");
         if (LoadByteTokenizer(modelDir) is { } bytes)
             return bytes;
         string spiece = Path.Combine(modelDir, "spiece.model");
@@ -170,7 +174,7 @@ public sealed class T5Tokenizer
         }
         catch (JsonException e)
         {
-            throw new ModelFormatException(path, $"invalid JSON: {e.Message}");
+            throw new ModelFormatException(path, $"invalid JSON: {JsonMessages.Describe(e)}");
         }
     }
 
@@ -357,7 +361,7 @@ public sealed class T5Tokenizer
         }
         catch (JsonException e)
         {
-            throw new ModelFormatException(path, $"invalid JSON: {e.Message}");
+            throw new ModelFormatException(path, $"invalid JSON: {JsonMessages.Describe(e)}");
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {

@@ -68,18 +68,21 @@ internal static class BenchCommand
             var devs = Cli.ReadDevices(parse, device, devices);
             if (devs.Any(d => d.Equals("cpu", StringComparison.OrdinalIgnoreCase)))
                 throw new UsageException("bench measures Vulkan devices; --device cpu (the C# reference backend) is not benchmarked");
-            string jsonPath = parse.GetValue(json) is { } j ? ModelOptions.OutputFile(json.Name, j) : "";
             var (name, directory) = ReadShape(parse, shape);
+            bool mpi = parse.GetValue(distributed) == Distributed.Mpi;
+            // Several devices, in this process or over MPI's ranks, make a scaling report.
+            var kind = OutputKind.Report(mpi || devs.Count > 1 ? BenchScaling.Schema : Schema);
+            string JsonPath(string fallback) => ModelOptions.OutputFile(json.Name, parse.GetValue(json) ?? fallback, kind, (shape.Name, directory));
             var settings = new BenchSettings(name, directory, new BatchShape(b, l, t, p), parse.GetValue(precision)!, n, w, !parse.GetValue(noProfile), parse.GetValue(recompute), devs,
                 ModelOptions.ReadAttention(parse, attention),
-                jsonPath.Length > 0 ? jsonPath : $"vkprompt-bench-{name}-b{b}-in{l}.json",
+                mpi ? "" : JsonPath($"vkprompt-bench-{name}-b{b}-in{l}.json"),
                 "vkprompt " + string.Join(' ', parse.Tokens.Select(token => token.Value)), ModelOptions.ReadActivations(parse, activations));
-            if (parse.GetValue(distributed) == Distributed.Mpi)
+            if (mpi)
                 return Distributed.Run(parse, distributed, group => BenchScaling.Run(
                     settings with
                     {
                         Devices = Distributed.Devices(devs, group),
-                        JsonPath = jsonPath.Length > 0 ? jsonPath : $"vkprompt-bench-{name}-b{b}-in{l}-mpi{group.Size}.json",
+                        JsonPath = JsonPath($"vkprompt-bench-{name}-b{b}-in{l}-mpi{group.Size}.json"),
                     }, group, Distributed.Console(parse, group), Distributed.Log(parse, group)));
             // Several devices in this process: the same scaling report as over MPI's ranks, one
             // process being a group of one.
@@ -119,6 +122,16 @@ internal static class BenchCommand
         new Option<int>("--target-length") { Description = "Target tokens per example; a multiple of 8. Default: 8.", DefaultValueFactory = _ => 8 },
         new Option<int>("--prompt-length") { Description = "Soft prompt length P (the paper's 100 by default): the encoder runs over batch x (input + P) tokens.", DefaultValueFactory = _ => 100 });
 
+    /// <summary>Refuses a shape whose largest activation a buffer cannot index, before anything
+    /// is allocated (longs throughout: each size may be near int's range); every bench command's
+    /// check, as the run's is <c>TrainingRun</c>'s.</summary>
+    internal static void RefuseTooLarge(BatchShape shape, T5Config c)
+    {
+        long elements = BatchShape.LargestActivation(shape.Batch, (long)shape.PromptLength + shape.InputLength, shape.TargetLength, c);
+        if (elements > BatchShape.MaxElements)
+            throw new UsageException($"--batch-size {shape.Batch} with --input-length {shape.InputLength}, --target-length {shape.TargetLength} and --prompt-length {shape.PromptLength} needs activations of {elements} elements, more than the {BatchShape.MaxElements} a buffer can index: make them smaller");
+    }
+
     internal static int LengthArg(ParseResult parse, Option<int> option)
     {
         int v = ModelOptions.Positive(parse, option);
@@ -153,7 +166,7 @@ internal static class BenchCommand
             using var ckpt = T5Checkpoint.Open(dir);
             var report = Measure(ckpt, s, console, log);
             Print(console, report);
-            File.WriteAllText(s.JsonPath, JsonSerializer.Serialize(report, CliJson.Default.BenchReport) + "\n");
+            AtomicFile.WriteAllText(s.JsonPath, JsonSerializer.Serialize(report, CliJson.Default.BenchReport) + "\n");
             console.WriteLine($"wrote {s.JsonPath}");
             return Cli.Ok;
         }
@@ -167,9 +180,7 @@ internal static class BenchCommand
     {
         var c = ckpt.Config;
         var shape = s.Batch;
-        long elements = BatchShape.LargestActivation(shape.Batch, (long)shape.PromptLength + shape.InputLength, shape.TargetLength, c);
-        if (elements > BatchShape.MaxElements)
-            throw new UsageException($"--batch-size {shape.Batch} with --input-length {shape.InputLength} and --prompt-length {shape.PromptLength} needs activations of {elements} elements, more than the {BatchShape.MaxElements} a buffer can index: make them smaller");
+        RefuseTooLarge(shape, c);
         var examples = SyntheticBatch.Create(shape.Batch, shape.InputLength, shape.TargetLength, c);
         long parameters = T5Names.All(c).Sum(t => ckpt.Info(t.Name).ElementCount);
         console.WriteLine(string.Create(CultureInfo.InvariantCulture,

@@ -23,6 +23,7 @@ namespace VkPrompt.Cli.Commands;
 internal static class BenchMatMulCommand
 {
     public const string Schema = "vkprompt-bench-matmul/1";
+    static readonly OutputKind Kind = OutputKind.Report(Schema);
 
     public static Command Create()
     {
@@ -38,7 +39,7 @@ internal static class BenchMatMulCommand
                           "Attention products multiply two activations, stored as --activations says. auto: bf16 where the device has 16-bit storage. Default: fp32.",
             DefaultValueFactory = _ => ModelOptions.DefaultPrecision,
         };
-        precision.AcceptOnlyFromAmong(WeightPrecisions.Names);
+        precision.AcceptOnlyFromAmong([.. WeightPrecisions.Names]);
         var reps = new Option<int>("--reps")
         {
             Description = "Timed dispatches of each product, back to back in one submission, each between its own GPU timestamps; the report gives their median. Default: 10.",
@@ -87,10 +88,12 @@ internal static class BenchMatMulCommand
             string dev = parse.GetValue(device)!;
             if (dev.Equals("cpu", StringComparison.OrdinalIgnoreCase))
                 throw new UsageException("bench matmul measures a Vulkan device; --device cpu (the C# reference backend) is not benchmarked");
-            string jsonPath = parse.GetValue(json) is { } j ? ModelOptions.OutputFile(json.Name, j) : "";
             var (name, directory) = BenchCommand.ReadShape(parse, shape);
+            string jsonPath = parse.GetValue(json) is { } j ? ModelOptions.OutputFile(json.Name, j, Kind, (shape.Name, directory)) : "";
             var config = directory is null ? T5Config.Named(name) : T5Config.Load(Path.Combine(directory, "config.json"));
-            var settings = new Settings(config, name, new BatchShape(b, l, t, p), parse.GetValue(precision)!, n, w, dev, ModelOptions.ReadAttention(parse, attention), jsonPath,
+            var batchShape = new BatchShape(b, l, t, p);
+            BenchCommand.RefuseTooLarge(batchShape, config);
+            var settings = new Settings(config, name, batchShape, parse.GetValue(precision)!, n, w, dev, ModelOptions.ReadAttention(parse, attention), jsonPath,
                 "vkprompt " + string.Join(' ', parse.Tokens.Select(token => token.Value)), ModelOptions.ReadActivations(parse, activations));
             return Run(settings, Cli.Console(parse), parse.InvocationConfiguration.Error, ModelOptions.Log(parse));
         });
@@ -104,9 +107,11 @@ internal static class BenchMatMulCommand
     static int Run(Settings s, IAnsiConsole console, TextWriter stderr, Action<string>? log)
     {
         var report = Measure(s, console, log);
-        string path = s.JsonPath.Length > 0 ? s.JsonPath : $"vkprompt-bench-matmul-{s.Name}-{report.Precision}-act-{report.Activations}.json";
+        // The default name holds what the device plan chose, known only now: checked as late as that.
+        string path = s.JsonPath.Length > 0 ? s.JsonPath
+                    : ModelOptions.OutputFile("--json", $"vkprompt-bench-matmul-{s.Name}-{report.Precision}-act-{report.Activations}.json", Kind);
         Print(console, report);
-        File.WriteAllText(path, JsonSerializer.Serialize(report, CliJson.Default.BenchMatMulReport) + "\n");
+        AtomicFile.WriteAllText(path, JsonSerializer.Serialize(report, CliJson.Default.BenchMatMulReport) + "\n");
         console.WriteLine($"wrote {path}");
         var failed = report.Products.Where(r => r.Skipped is null && !r.Ok).ToList();
         if (failed.Count == 0) return Cli.Ok;

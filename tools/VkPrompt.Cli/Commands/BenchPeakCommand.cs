@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.Globalization;
 using System.Text.Json;
 using Spectre.Console;
+using VkPrompt.Model;
 using VkPrompt.Runtime;
 using VkPrompt.Runtime.Kernels;
 
@@ -52,11 +53,11 @@ internal static class BenchPeakCommand
             string dev = parse.GetValue(device)!;
             if (dev.Equals("cpu", StringComparison.OrdinalIgnoreCase))
                 throw new UsageException("bench peak measures a Vulkan device; --device cpu (the C# reference backend) is not benchmarked");
-            string path = ModelOptions.OutputFile(json.Name, parse.GetValue(json) ?? "vkprompt-bench-peak.json");
+            string path = ModelOptions.OutputFile(json.Name, parse.GetValue(json) ?? "vkprompt-bench-peak.json", OutputKind.Report(Schema));
             var console = Cli.Console(parse);
             var report = Measure(dev, parse.GetValue(units)!, it, wg, n, "vkprompt " + string.Join(' ', parse.Tokens.Select(token => token.Value)), ModelOptions.Log(parse));
             Print(console, report);
-            File.WriteAllText(path, JsonSerializer.Serialize(report, CliJson.Default.BenchPeakReport) + "\n");
+            AtomicFile.WriteAllText(path, JsonSerializer.Serialize(report, CliJson.Default.BenchPeakReport) + "\n");
             console.WriteLine($"wrote {path}");
             if (report.Runs.All(r => r.Ok)) return Cli.Ok;
             parse.InvocationConfiguration.Error.WriteLine("error: a variant's results are wrong (see 'ok' in the report): its rate counts products it did not make");
@@ -71,10 +72,13 @@ internal static class BenchPeakCommand
     static BenchPeakReport Measure(string device, string units, int iterations, int workgroups, int reps, string command, Action<string>? log)
     {
         if (iterations > 1 << 20) throw new UsageException($"--iterations must be at most {1 << 20} (the sums stay exact up to there), got {iterations}");
-        using var ctx = GpuContext.Create(EnvironmentSettings.GpuOptions() with
+        var options = EnvironmentSettings.GpuOptions();
+        var request = units switch { "khr" => MatrixUnitsRequest.Khr, "nv" => MatrixUnitsRequest.Nv, "emulate" => MatrixUnitsRequest.Emulate, _ => MatrixUnitsRequest.Auto };
+        using var ctx = GpuContext.Create(options with
         {
-            Device = device, Log = log,
-            MatrixUnits = units switch { "khr" => MatrixUnitsRequest.Khr, "nv" => MatrixUnitsRequest.Nv, "emulate" => MatrixUnitsRequest.Emulate, _ => MatrixUnitsRequest.Auto },
+            Device = device, Log = log, MatrixUnits = request,
+            // So that a refusal names the option the user gave, not only the library's setting.
+            Sources = new Dictionary<string, OptionSource>(options.Sources) { [nameof(GpuOptions.MatrixUnits)] = new("--matrix-units", units, request) },
         });
         var caps = ctx.Capabilities;
         if (!ctx.UsesMatrixUnits)

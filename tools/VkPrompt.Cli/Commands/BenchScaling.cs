@@ -54,7 +54,7 @@ internal static class BenchScaling
             console.WriteLine($"{workers}, batch {report.Batch.BatchSize}: median {F(report.StepMs.Median)} ms (min {F(report.StepMs.Min)}, max {F(report.StepMs.Max)})");
             console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"scaling efficiency: {report.Efficiency:F3} ({report.ExamplesPerSecond:F2} examples/s on {workers})"));
             foreach (var note in report.Notes) console.MarkupLineInterpolated($"[yellow]note[/]: {note}");
-            File.WriteAllText(s.JsonPath, JsonSerializer.Serialize(report, CliJson.Default.BenchScalingReport) + "\n");
+            AtomicFile.WriteAllText(s.JsonPath, JsonSerializer.Serialize(report, CliJson.Default.BenchScalingReport) + "\n");
             console.WriteLine($"wrote {s.JsonPath}");
             return Cli.Ok;
         }

@@ -3,6 +3,7 @@ using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using Spectre.Console;
+using VkPrompt.Model;
 using VkPrompt.Runtime;
 
 namespace VkPrompt.Cli.Commands;
@@ -67,10 +68,11 @@ internal static class DevicesCommand
     /// <summary>The devices a <c>vkprompt devices --json</c> printed.</summary>
     internal static IReadOnlyList<DeviceCapabilities> Recorded(string file)
     {
+        if (Directory.Exists(file)) throw new UsageException($"--capabilities {file} is a directory; it names the file 'vkprompt devices --json' wrote");
         try
         {
-            return JsonSerializer.Deserialize(File.ReadAllText(file), CliJson.Default.IReadOnlyListDeviceCapabilities)
-                   ?? throw new UsageException($"--capabilities {file}: holds no devices");
+            var devices = JsonSerializer.Deserialize(File.ReadAllText(file), CliJson.Default.IReadOnlyListDeviceCapabilities);
+            return devices is { Count: > 0 } ? devices : throw new UsageException($"--capabilities {file}: holds no devices");
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
@@ -78,7 +80,7 @@ internal static class DevicesCommand
         }
         catch (JsonException e)
         {
-            throw new UsageException($"--capabilities {file}: not what 'vkprompt devices --json' prints: {e.Message}");
+            throw new UsageException($"--capabilities {file}: not what 'vkprompt devices --json' prints: {JsonMessages.Describe(e)}");
         }
     }
 

@@ -11,8 +11,7 @@ internal static class GradCommand
     public static Command Create()
     {
         var model = ModelOptions.Model();
-        var prompt = ModelOptions.Prompt();
-        prompt.Required = true;
+        var prompt = ModelOptions.Prompt(required: true);
         var data = ModelOptions.Data(required: true);
         var output = new Option<string>("--output", "-o") { HelpName = "FILE", Description = "Where to write the gradient (.safetensors, key prompt_gradient, float32 [P, d_model]).", Required = true };
         var session = new SessionArgs();
@@ -25,7 +24,7 @@ internal static class GradCommand
         Cli.AddOptions(cmd, [.. session.Options, recompute, distributed]);
         cmd.SetAction(parse => Distributed.Run(parse, distributed, group =>
         {
-            string outputPath = ModelOptions.OutputFile(output.Name, parse.GetValue(output)!,
+            string outputPath = ModelOptions.OutputFile(output.Name, parse.GetValue(output)!, OutputKind.Gradient,
                 (model.Name, parse.GetValue(model)), (prompt.Name, parse.GetValue(prompt)), (data.Name, parse.GetValue(data)));
             var settings = session.Read(parse);
             var examples = DataFile.Read(parse.GetValue(data)!);

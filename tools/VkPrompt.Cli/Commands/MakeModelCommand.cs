@@ -17,17 +17,38 @@ internal static class MakeModelCommand
         };
         cmd.SetAction(parse =>
         {
-            T5Config cfg;
-            try { cfg = T5Config.Named(parse.GetValue(shape)!); }
-            catch (ArgumentException e) { throw new UsageException(e.Message); }
+            string name = parse.GetValue(shape)!;
+            if (!T5Config.ShapeNames.Contains(name))
+                throw new UsageException($"--shape '{name}' is not a shape make-model knows: {string.Join(", ", T5Config.ShapeNames)}");
+            var cfg = T5Config.Named(name);
             var dir = parse.GetValue(output)!;
-            // Random weights written over a real checkpoint would destroy it without a trace.
-            if (new[] { "config.json", "model.safetensors", "model.safetensors.index.json" }.FirstOrDefault(f => File.Exists(Path.Combine(dir, f))) is { } held)
+            if (File.Exists(dir)) throw new UsageException($"--output {dir} is a file; it names the directory the checkpoint goes to");
+            // Random weights written over a real checkpoint would destroy it without a trace, and
+            // its tokenizer files are as much the user's.
+            string[] files = ["config.json", "model.safetensors", "model.safetensors.index.json", "tokenizer_config.json", "spiece.model"];
+            if (files.FirstOrDefault(f => File.Exists(Path.Combine(dir, f))) is { } held)
                 throw new UsageException($"{dir} already holds a checkpoint ({held}); make-model writes random weights and would replace it: choose another --output");
             if (cfg.TokenizerClass == T5Config.ByteTokenizerClass && parse.GetValue(tokenizer) is not null)
-                throw new UsageException($"--shape {parse.GetValue(shape)} tokenizes bytes (ByT5Tokenizer); --tokenizer does not apply");
-            RandomT5.Write(dir, cfg, parse.GetValue(seed), parse.GetValue(tokenizer));
-            Cli.Out(parse).WriteLine($"wrote a random {parse.GetValue(shape)} checkpoint to {dir}");
+                throw new UsageException($"--shape {name} tokenizes bytes (ByT5Tokenizer); --tokenizer does not apply");
+            bool created = !Directory.Exists(dir);
+            try { Directory.CreateDirectory(dir); }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                throw new UsageException($"--output {dir}: cannot make the directory: {e.Message}");
+            }
+            try { RandomT5.Write(dir, cfg, parse.GetValue(seed), parse.GetValue(tokenizer)); }
+            catch
+            {
+                // Nothing half-written: none of these files was there before (checked above), so
+                // those there now are this run's, and a directory it made is removed once empty.
+                if (Directory.Exists(dir))
+                {
+                    foreach (var f in files) File.Delete(Path.Combine(dir, f));
+                    if (created && !Directory.EnumerateFileSystemEntries(dir).Any()) Directory.Delete(dir);
+                }
+                throw;
+            }
+            Cli.Out(parse).WriteLine($"wrote a random {name} checkpoint to {dir}");
             return Cli.Ok;
         });
         return cmd;
