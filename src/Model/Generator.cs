@@ -206,7 +206,7 @@ internal static class GreedyDecoder
 {
     /// <summary>Decodes <paramref name="examples"/> with one prompt for all of them.</summary>
     public static IEnumerable<(int Index, List<int> Ids)> Run(T5Weights weights, IReadOnlyList<EncodedExample> examples,
-                                                            float[]? prompt, int promptLength, int batchSize, int maxNewTokens) =>
+                                                            float[]? prompt, int batchSize, int maxNewTokens) =>
         Run(weights, examples, prompt is null ? null : PromptSet.Stack([prompt], weights.Config.DModel), null, batchSize, maxNewTokens);
 
     /// <summary>Decodes <paramref name="examples"/>, example i with prompt promptIndex[i] of

@@ -16,7 +16,6 @@ internal sealed class ModelPipeline : IDisposable
     /// <summary>How many micro-batches a batch is cut into (fewer where the batch has fewer rows).</summary>
     public int MicroBatches { get; }
     public T5Config Config => Stages[0].Config;
-    public WeightPrecision Precision => Stages[0].Precision;
 
     /// <param name="ckpt">the checkpoint the weights are read from.</param>
     /// <param name="backends">one per stage, in order; the caller owns them.</param>

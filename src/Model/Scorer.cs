@@ -29,11 +29,6 @@ internal sealed class Scorer : IBatchScorer
     public Scorer(T5Weights weights) => this.weights = weights.Layers.IsAll ? weights
         : throw new NotSupportedException($"scoring runs on the whole model on one device, not on a stage of a model split across devices ({weights.Layers}) yet");
 
-    /// <summary>The batch shape whose pass is kept, if any.</summary>
-    public BatchShape? KeptShape => kept?.Pass.Shape;
-
-    public Backend Backend => weights.Backend;
-
     /// <summary>Scores one batch, example i with prompt promptIndex[i] of <paramref name="prompts"/>
     /// (null: no prompt; null index: prompt 0), blocking until it is done.</summary>
     public ScoreResult[] Score(IReadOnlyList<EncodedExample> batch, PromptSet? prompts, IReadOnlyList<int>? promptIndex = null, int? batchSize = null)

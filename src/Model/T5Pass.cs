@@ -125,9 +125,12 @@ internal sealed class T5Pass : IDisposable
 
         var encScores = new AttentionShape(B, c.NumHeads, Le, Le);
         var decScores = new AttentionShape(B, c.NumHeads, Ld, Ld, Causal: true);
-        encBuckets = Ints(encScores.Diagonals, "encoder_buckets");
+        // Host-visible as the ids are (a few KiB, device-local where the device maps such memory):
+        // a pass is built inside calls that must not wait for the queue (a new shape in
+        // PromptTrainer.BeginStep, Scorer.Begin, a decoding), and a staging copy would.
+        encBuckets = Ints(encScores.Diagonals, "encoder_buckets", hostVisible: true);
         be.Upload(encBuckets, RelativePosition.Table(Le, Le, true, c.RelativeAttentionNumBuckets, c.RelativeAttentionMaxDistance));
-        decBuckets = Ints(decScores.Diagonals, "decoder_buckets");
+        decBuckets = Ints(decScores.Diagonals, "decoder_buckets", hostVisible: true);
         be.Upload(decBuckets, RelativePosition.Table(Ld, Ld, false, c.RelativeAttentionNumBuckets, c.RelativeAttentionMaxDistance));
         // No bias weight here: SelfAttentionForward and -Backward put each block's own in.
         encSelf = Site(encScores, encBuckets, null, EncoderMask);
@@ -762,7 +765,4 @@ internal sealed record StageCrossing(Tensor? EncoderStream, Tensor? EncoderOutpu
 {
     /// <summary>The tensors that cross, in a fixed order.</summary>
     public IEnumerable<Tensor> Tensors => new[] { EncoderStream, EncoderOutput, DecoderStream }.OfType<Tensor>();
-
-    /// <summary>Bytes that cross one way per pass.</summary>
-    public long Bytes => Tensors.Sum(t => t.Length * sizeof(float));
 }

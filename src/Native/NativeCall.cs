@@ -60,10 +60,7 @@ internal static unsafe class NativeCall
     static void SetLastError(string message)
     {
         // One line, as the header promises: messages with an inner detail may hold newlines.
-        var bytes = Encoding.UTF8.GetBytes(message.ReplaceLineEndings(" "));
-        var p = (byte*)NativeMemory.Alloc((nuint)bytes.Length + 1);
-        bytes.CopyTo(new Span<byte>(p, bytes.Length));
-        p[bytes.Length] = 0;
+        var p = Allocate(message.ReplaceLineEndings(" "));
         if (lastError != null) NativeMemory.Free(lastError);
         lastError = p;
     }

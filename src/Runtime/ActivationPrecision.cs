@@ -24,7 +24,7 @@ public enum ActivationPrecision
 public static class ActivationPrecisions
 {
     /// <summary>The spellings <see cref="Parse"/> accepts, as the CLI lists them.</summary>
-    public static readonly string[] Names = ["fp32", "bf16", "fp16", "auto"];
+    public static IReadOnlyList<string> Names { get; } = ["fp32", "bf16", "fp16", "auto"];
 
     /// <summary>The lower-case spelling <see cref="Parse"/> reads back.</summary>
     public static string Name(this ActivationPrecision p) => p switch

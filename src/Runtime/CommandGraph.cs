@@ -47,7 +47,6 @@ internal sealed unsafe class CommandGraph : IDisposable
     public int DispatchCount => ops.Count(o => o.Kernel is not null);
     /// <summary>Ops appended so far: dispatches, fills and copies.</summary>
     public int OpCount => ops.Count;
-    public int BarrierCount { get; private set; }
     public bool Profiling { get; }
 
     /// <summary>Per-op GPU time of the last completed run, when profiling is on.</summary>
@@ -106,13 +105,6 @@ internal sealed unsafe class CommandGraph : IDisposable
         var bytes = new byte[sizeof(T)];
         MemoryMarshal.Write(bytes, in push);
         Add(kernel, groups, bytes, buffers);
-    }
-
-    public void Dispatch(Kernel kernel, (uint X, uint Y, uint Z) groups, params GpuBuffer[] buffers)
-    {
-        if (kernel.Layout.PushConstantBytes != 0)
-            throw new ArgumentException($"{kernel.Name} needs push constants");
-        Add(kernel, groups, [], buffers);
     }
 
     void Add(Kernel kernel, (uint X, uint Y, uint Z) groups, byte[] push, GpuBuffer[] buffers)
@@ -186,9 +178,6 @@ internal sealed unsafe class CommandGraph : IDisposable
 
     /// <summary>Whether part of a run has been submitted and the rest has not.</summary>
     public bool RunInProgress => next >= 0 && next < ops.Count;
-
-    /// <summary>Ops of the current run not yet submitted (all of them when no run is open).</summary>
-    public int OpsLeft => RunInProgress ? ops.Count - next : ops.Count;
 
     /// <summary>Submits every op of the run not yet submitted, after <paramref name="waits"/>, and
     /// returns at once with the ticket of its completion. A new run begins when the last one was
@@ -365,7 +354,6 @@ internal sealed unsafe class CommandGraph : IDisposable
             }
             if (hazard)
             {
-                BarrierCount++;
                 barrierBefore[i] = true;
                 written.Clear();
                 read.Clear();
@@ -388,25 +376,34 @@ internal sealed unsafe class CommandGraph : IDisposable
     {
         var vk = ctx.Vk;
         var cb = ctx.AllocateCommandBuffer();
-        var begin = new CommandBufferBeginInfo { SType = StructureType.CommandBufferBeginInfo };
-        GpuException.Check(vk.BeginCommandBuffer(cb, &begin), "vkBeginCommandBuffer");
-        if (stamps && end > start) vk.CmdResetQueryPool(cb, queryPool, (uint)(2 * start), (uint)(2 * (end - start)));
-        Barrier(cb, PipelineStageFlags.AllCommandsBit, AccessFlags.MemoryWriteBit, PipelineStageFlags.ComputeShaderBit | PipelineStageFlags.TransferBit,
-                AccessFlags.ShaderReadBit | AccessFlags.ShaderWriteBit | AccessFlags.TransferReadBit | AccessFlags.TransferWriteBit);
-        for (int i = start; i < end; i++)
+        // A begin or end that fails frees the buffer: the caller never gets it to free.
+        try
         {
-            if (i > start && barrierBefore[i])
-                Barrier(cb, PipelineStageFlags.ComputeShaderBit | PipelineStageFlags.TransferBit, AccessFlags.ShaderWriteBit | AccessFlags.TransferWriteBit,
-                        PipelineStageFlags.ComputeShaderBit | PipelineStageFlags.TransferBit,
-                        AccessFlags.ShaderReadBit | AccessFlags.ShaderWriteBit | AccessFlags.TransferReadBit | AccessFlags.TransferWriteBit);
-            if (stamps) vk.CmdWriteTimestamp(cb, PipelineStageFlags.TopOfPipeBit, queryPool, (uint)(2 * i));
-            Record(cb, i);
-            if (stamps) vk.CmdWriteTimestamp(cb, PipelineStageFlags.BottomOfPipeBit, queryPool, (uint)(2 * i + 1));
+            var begin = new CommandBufferBeginInfo { SType = StructureType.CommandBufferBeginInfo };
+            GpuException.Check(vk.BeginCommandBuffer(cb, &begin), "vkBeginCommandBuffer");
+            if (stamps && end > start) vk.CmdResetQueryPool(cb, queryPool, (uint)(2 * start), (uint)(2 * (end - start)));
+            Barrier(cb, PipelineStageFlags.AllCommandsBit, AccessFlags.MemoryWriteBit, PipelineStageFlags.ComputeShaderBit | PipelineStageFlags.TransferBit,
+                    AccessFlags.ShaderReadBit | AccessFlags.ShaderWriteBit | AccessFlags.TransferReadBit | AccessFlags.TransferWriteBit);
+            for (int i = start; i < end; i++)
+            {
+                if (i > start && barrierBefore[i])
+                    Barrier(cb, PipelineStageFlags.ComputeShaderBit | PipelineStageFlags.TransferBit, AccessFlags.ShaderWriteBit | AccessFlags.TransferWriteBit,
+                            PipelineStageFlags.ComputeShaderBit | PipelineStageFlags.TransferBit,
+                            AccessFlags.ShaderReadBit | AccessFlags.ShaderWriteBit | AccessFlags.TransferReadBit | AccessFlags.TransferWriteBit);
+                if (stamps) vk.CmdWriteTimestamp(cb, PipelineStageFlags.TopOfPipeBit, queryPool, (uint)(2 * i));
+                Record(cb, i);
+                if (stamps) vk.CmdWriteTimestamp(cb, PipelineStageFlags.BottomOfPipeBit, queryPool, (uint)(2 * i + 1));
+            }
+            // Results are read through mapped pointers once the ticket completes; make the writes host-visible.
+            Barrier(cb, PipelineStageFlags.ComputeShaderBit | PipelineStageFlags.TransferBit, AccessFlags.ShaderWriteBit | AccessFlags.TransferWriteBit,
+                    PipelineStageFlags.HostBit, AccessFlags.HostReadBit);
+            GpuException.Check(vk.EndCommandBuffer(cb), "vkEndCommandBuffer");
         }
-        // Results are read through mapped pointers once the ticket completes; make the writes host-visible.
-        Barrier(cb, PipelineStageFlags.ComputeShaderBit | PipelineStageFlags.TransferBit, AccessFlags.ShaderWriteBit | AccessFlags.TransferWriteBit,
-                PipelineStageFlags.HostBit, AccessFlags.HostReadBit);
-        GpuException.Check(vk.EndCommandBuffer(cb), "vkEndCommandBuffer");
+        catch
+        {
+            ctx.FreeCommandBuffer(cb);
+            throw;
+        }
         return cb;
     }
 

@@ -129,7 +129,13 @@ internal static unsafe class DeviceBringUp
                     vk.GetInstanceProcAddr(instance, fnName.Ptr).Handle;
                 var mInfo = ValidationLog.CreateInfo(logHandle);
                 DebugUtilsMessengerEXT m;
-                GpuException.Check(create(instance, &mInfo, null, &m), "vkCreateDebugUtilsMessengerEXT");
+                var made = create(instance, &mInfo, null, &m);
+                if (made != Result.Success)
+                {
+                    // The caller never sees the instance: it goes here.
+                    vk.DestroyInstance(instance, null);
+                    GpuException.Check(made, "vkCreateDebugUtilsMessengerEXT");
+                }
                 messenger = m;
             }
             return instance;

@@ -237,7 +237,7 @@ public sealed record DevicePlan
                  : !bf16Built ? $"VK_KHR_cooperative_matrix, but this build has no {KhrBf16MatMulShader} shader: its glslc could not compile GL_EXT_bfloat16 (glslang 16 can); " +
                                 "tools/fetch-glslc.sh fetches one that can, and the next build uses it"
                  : $"VK_KHR_cooperative_matrix with VK_KHR_shader_bfloat16 and bf16·bf16+fp32 at subgroup scope in the fp16 fragments' shape ({caps.CooperativeMatrixFragment.M}x{caps.CooperativeMatrixFragment.N}x{caps.CooperativeMatrixFragment.K}), which {caps.Described} lacks (see vkprompt devices)")),
-            // Not unasked with VKPROMPT_MATRIX_UNITS=nv2, whose workgroup-scope kernel multiplies fp16 only.
+            // Not unasked with GpuOptions.MatrixUnits = Nv2, whose workgroup-scope kernel multiplies fp16 only.
             _ => khrBf16 && MatrixUnits == MatrixUnits.Khr && Activations == ActivationPrecision.Bf16 ? MatrixUnitsOperands.Bf16 : MatrixUnitsOperands.Fp16,
         };
     }

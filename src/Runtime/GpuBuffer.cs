@@ -18,8 +18,6 @@ internal sealed unsafe class GpuBuffer : IDisposable
     public Buffer Handle { get; }
     public long Bytes { get; }
     public string Name { get; }
-    public bool HostVisible => allocation.Block.HostVisible;
-    public GpuContext Context => ctx;
 
     /// <summary>How the buffer's elements are stored where it holds activations
     /// (<see cref="Activations"/>); fp32 for every other buffer, including weight tables, whose
@@ -78,7 +76,12 @@ internal sealed unsafe class GpuBuffer : IDisposable
     public static GpuBuffer From<T>(GpuContext ctx, ReadOnlySpan<T> data, string name = "") where T : unmanaged
     {
         var b = new GpuBuffer(ctx, Math.Max(1, data.Length) * sizeof(T), name);
-        b.Upload(data);
+        try { b.Upload(data); }
+        catch
+        {
+            b.Dispose();
+            throw;
+        }
         return b;
     }
 

@@ -107,10 +107,22 @@ public sealed unsafe class GpuContext : IDisposable
             QueueFamilyIndex = family,
             Flags = CommandPoolCreateFlags.ResetCommandBufferBit,
         };
-        GpuException.Check(vk.CreateCommandPool(device, &poolInfo, null, out commandPool), "vkCreateCommandPool");
-        Timeline = new GpuTimeline(vk, device);
-        Memory = new MemoryPool(this, cap: plan.MemoryCapBytes, budget: plan.MemoryBudget ? MemoryPool.DeviceBudget(this) : null, budgetMargin: Options.MemoryBudgetMargin);
-        pipelineCache = new PipelineCacheStore(this, hostPipelineCache);
+        // What is made here goes again if a later part fails: on an adopted device, which outlives
+        // this context, it would otherwise stay for the host's whole run.
+        try
+        {
+            GpuException.Check(vk.CreateCommandPool(device, &poolInfo, null, out commandPool), "vkCreateCommandPool");
+            Timeline = new GpuTimeline(vk, device);
+            Memory = new MemoryPool(this, cap: plan.MemoryCapBytes, budget: plan.MemoryBudget ? MemoryPool.DeviceBudget(this) : null, budgetMargin: Options.MemoryBudgetMargin);
+            pipelineCache = new PipelineCacheStore(this, hostPipelineCache);
+        }
+        catch
+        {
+            Memory?.Dispose();
+            Timeline?.Dispose();
+            if (commandPool.Handle != 0) vk.DestroyCommandPool(device, commandPool, null);
+            throw;
+        }
     }
 
     /// <summary>Lists every Vulkan device without creating a logical device.</summary>
@@ -126,10 +138,12 @@ public sealed unsafe class GpuContext : IDisposable
         var validation = new ValidationLog();
         var handle = GCHandle.Alloc(validation);
         Instance instance = default;
+        Device device = default;
+        DebugUtilsMessengerEXT messenger = default;
         try
         {
             // The workgroup-scope kernel is SPIR-V 1.6, which needs Vulkan 1.3; everything else is 1.2.
-            instance = DeviceBringUp.CreateInstance(vk, options.Validation ? options.Describe(nameof(GpuOptions.Validation), true) : null, handle, out var messenger,
+            instance = DeviceBringUp.CreateInstance(vk, options.Validation ? options.Describe(nameof(GpuOptions.Validation), true) : null, handle, out messenger,
                                                     options.MatrixUnits == MatrixUnitsRequest.Nv2 ? Vk.Version13 : Vk.Version12);
             var devices = DeviceBringUp.EnumerateDevices(vk, instance);
             if (devices.Count == 0) throw new GpuException(NoDeviceMessage);
@@ -138,13 +152,16 @@ public sealed unsafe class GpuContext : IDisposable
             var plan = DevicePlan.For(caps[chosen], options);
             var pd = devices[chosen];
             uint family = DeviceBringUp.ComputeQueueFamily(DeviceBringUp.QueueFamilies(vk, pd));
-            var device = DeviceBringUp.CreateDevice(vk, pd, family, plan);
+            device = DeviceBringUp.CreateDevice(vk, pd, family, plan);
             vk.GetDeviceQueue(device, family, 0, out var queue);
             options.Log?.Invoke($"device {chosen}: {caps[chosen].Name} ({caps[chosen].DriverName} {caps[chosen].DriverVersion})");
             return new GpuContext(vk, instance, pd, device, queue, family, plan, true, true, handle, messenger, validation);
         }
         catch
         {
+            // Children before their parents, as Dispose does.
+            if (device.Handle != 0) vk.DestroyDevice(device, null);
+            DestroyMessenger(vk, instance, messenger);
             if (instance.Handle != 0) vk.DestroyInstance(instance, null);
             handle.Free();
             throw;
@@ -308,7 +325,14 @@ public sealed unsafe class GpuContext : IDisposable
             PSignalSemaphores = &signal,
         };
         Result r;
-        queueLock?.Acquire();
+        // A host's lock that throws leaves the value unsubmitted: a value nothing will signal
+        // would hang every later wait for it (Dispose's among them).
+        try { queueLock?.Acquire(); }
+        catch
+        {
+            Timeline.Unsubmit(ticket);
+            throw;
+        }
         try { r = Vk.QueueSubmit(Queue, 1, &submit, default); }
         finally { queueLock?.Release(); }
         if (r != Result.Success) Timeline.Unsubmit(ticket);
@@ -334,13 +358,17 @@ public sealed unsafe class GpuContext : IDisposable
         Timeline.Dispose();
         Vk.DestroyCommandPool(Device, commandPool, null);
         if (ownsDevice) Vk.DestroyDevice(Device, null);
-        if (messenger.Handle != 0)
-        {
-            using var fnName = new ScopedUtf8("vkDestroyDebugUtilsMessengerEXT");
-            var destroy = (delegate* unmanaged[Cdecl]<Instance, DebugUtilsMessengerEXT, AllocationCallbacks*, void>)Vk.GetInstanceProcAddr(Instance, fnName.Ptr).Handle;
-            destroy(Instance, messenger, null);
-        }
+        DestroyMessenger(Vk, Instance, messenger);
         if (ownsInstance) Vk.DestroyInstance(Instance, null);
         if (validationHandle.IsAllocated) validationHandle.Free();
+    }
+
+    /// <summary>Destroys the validation layer's messenger, where there is one.</summary>
+    internal static void DestroyMessenger(Vk vk, Instance instance, DebugUtilsMessengerEXT messenger)
+    {
+        if (messenger.Handle == 0) return;
+        using var fnName = new ScopedUtf8("vkDestroyDebugUtilsMessengerEXT");
+        var destroy = (delegate* unmanaged[Cdecl]<Instance, DebugUtilsMessengerEXT, AllocationCallbacks*, void>)vk.GetInstanceProcAddr(instance, fnName.Ptr).Handle;
+        destroy(instance, messenger, null);
     }
 }

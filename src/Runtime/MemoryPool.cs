@@ -171,7 +171,13 @@ internal sealed unsafe class MemoryPool : IDisposable
         if (visible)
         {
             void* p;
-            GpuException.Check(ctx.Vk.MapMemory(ctx.Device, mem, 0, Vk.WholeSize, 0, &p), "vkMapMemory");
+            var mapped = ctx.Vk.MapMemory(ctx.Device, mem, 0, Vk.WholeSize, 0, &p);
+            if (mapped != Result.Success)
+            {
+                // Not yet among the blocks, so nothing else would free it.
+                ctx.Vk.FreeMemory(ctx.Device, mem, null);
+                GpuException.Check(mapped, "vkMapMemory");
+            }
             block.Mapped = (byte*)p;
         }
         block.Free.Add((0, blockSize));

@@ -12,23 +12,17 @@ namespace VkPrompt.Runtime;
 internal sealed class ValidationLog
 {
     readonly ConcurrentQueue<string> errors = new();
-    readonly ConcurrentQueue<string> warnings = new();
 
     public IReadOnlyCollection<string> Errors => errors;
-    public IReadOnlyCollection<string> Warnings => warnings;
     public int ErrorCount => errors.Count;
-    public event Action<string>? Message;
 
-    internal void Add(bool isError, string text)
-    {
-        (isError ? errors : warnings).Enqueue(text);
-        Message?.Invoke(text);
-    }
+    internal void Add(string error) => errors.Enqueue(error);
 
     internal static unsafe DebugUtilsMessengerCreateInfoEXT CreateInfo(GCHandle self) => new()
     {
         SType = StructureType.DebugUtilsMessengerCreateInfoExt,
-        MessageSeverity = DebugUtilsMessageSeverityFlagsEXT.ErrorBitExt | DebugUtilsMessageSeverityFlagsEXT.WarningBitExt,
+        // Errors alone: nothing reads warnings, and a run with validation on would keep every one.
+        MessageSeverity = DebugUtilsMessageSeverityFlagsEXT.ErrorBitExt,
         MessageType = DebugUtilsMessageTypeFlagsEXT.GeneralBitExt | DebugUtilsMessageTypeFlagsEXT.ValidationBitExt | DebugUtilsMessageTypeFlagsEXT.PerformanceBitExt,
         PfnUserCallback = new PfnDebugUtilsMessengerCallbackEXT((delegate* unmanaged[Cdecl]<DebugUtilsMessageSeverityFlagsEXT, DebugUtilsMessageTypeFlagsEXT, DebugUtilsMessengerCallbackDataEXT*, void*, Bool32>)&Callback),
         PUserData = (void*)GCHandle.ToIntPtr(self),
@@ -39,9 +33,9 @@ internal sealed class ValidationLog
     {
         if (GCHandle.FromIntPtr((nint)user).Target is ValidationLog log)
         {
-            string msg = Marshal.PtrToStringUTF8((nint)data->PMessage) ?? "";
-            bool perfOnly = type == DebugUtilsMessageTypeFlagsEXT.PerformanceBitExt;
-            log.Add(severity.HasFlag(DebugUtilsMessageSeverityFlagsEXT.ErrorBitExt) && !perfOnly, msg);
+            // A performance message is advice, whatever its severity: not an error of ours.
+            if (type != DebugUtilsMessageTypeFlagsEXT.PerformanceBitExt)
+                log.Add(Marshal.PtrToStringUTF8((nint)data->PMessage) ?? "");
         }
         return false;
     }

@@ -24,7 +24,7 @@ public enum WeightPrecision
 public static class WeightPrecisions
 {
     /// <summary>The spellings <see cref="Parse"/> accepts, as the CLI lists them.</summary>
-    public static readonly string[] Names = ["fp32", "fp16", "bf16", "int8", "auto"];
+    public static IReadOnlyList<string> Names { get; } = ["fp32", "fp16", "bf16", "int8", "auto"];
 
     /// <summary>Bytes one stored weight takes: 4 for fp32, 2 for the 16-bit forms, 1 for int8
     /// (whose rows carry a scale besides: <see cref="TableBytes"/>).</summary>

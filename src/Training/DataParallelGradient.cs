@@ -90,9 +90,6 @@ internal sealed class DataParallelGradient : IDisposable
     /// <summary>The first local worker's model and prompt buffer: where the optimizer runs.</summary>
     public (T5Weights Weights, Tensor Prompt) First => (workers[0].Weights, workers[0].Prompt);
 
-    /// <summary>Which attentions the first worker's last step ran fused (every worker decides
-    /// alike on devices of one kind); null before it ran one.</summary>
-
     /// <summary>Gives every local worker <paramref name="prompt"/>, the first one too unless
     /// <paramref name="exceptFirst"/> (whose buffer already holds it: the optimizer wrote it there).</summary>
     public void SetPrompt(float[] prompt, bool exceptFirst = false)

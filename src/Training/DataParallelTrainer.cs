@@ -92,20 +92,10 @@ internal sealed class DataParallelTrainer : IStepTrainer
     }
 
     /// <summary>A copy of the prompt, as of the last complete step (the same on every device).</summary>
-    public float[] Prompt()
-    {
-        var p = new float[prompt.Length];
-        first.Download(prompt, p);
-        return p;
-    }
+    public float[] Prompt() => first.Download(prompt);
 
     /// <summary>A copy of this process's Adafactor state, as of the last complete step.</summary>
-    public float[] OptimizerState()
-    {
-        var s = new float[state.Length];
-        first.Download(state, s);
-        return s;
-    }
+    public float[] OptimizerState() => first.Download(state);
 
     /// <summary>Frees the optimizer's buffers and every worker's (the replicas are the model's).</summary>
     public void Dispose()

@@ -17,7 +17,6 @@ internal sealed class PipelineTrainer : IStepTrainer
 {
     readonly ModelPipeline pipeline;
     readonly Backend be;   // the first stage's
-    readonly AdafactorSettings optimizer;
     readonly float dropout;
     readonly ActivationMode activations;
     readonly int seed;
@@ -34,7 +33,6 @@ internal sealed class PipelineTrainer : IStepTrainer
     {
         this.pipeline = pipeline;
         be = pipeline.Stages[0].Backend;
-        this.optimizer = optimizer;
         this.dropout = dropout;
         this.seed = seed;
         this.activations = activations;
@@ -83,19 +81,9 @@ internal sealed class PipelineTrainer : IStepTrainer
         return last = new PipelineStep(pipeline, shape, activations, prompt, dropout);
     }
 
-    public float[] Prompt()
-    {
-        var p = new float[prompt.Length];
-        be.Download(prompt, p);
-        return p;
-    }
+    public float[] Prompt() => be.Download(prompt);
 
-    public float[] OptimizerState()
-    {
-        var s = new float[state.Length];
-        be.Download(state, s);
-        return s;
-    }
+    public float[] OptimizerState() => be.Download(state);
 
     /// <summary>Loss and prompt gradient of <paramref name="examples"/> taken as one batch
     /// through the stages (<c>vkprompt grad --pipeline</c>): no optimizer step, no dropout.</summary>

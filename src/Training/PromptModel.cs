@@ -282,7 +282,9 @@ public sealed class PromptModel : IDisposable
     /// with Adafactor (<paramref name="optimizer"/>; null: the paper's settings): its steps run
     /// blocking (<see cref="PromptTrainer.TrainStep"/>) or in slices (<see cref="PromptTrainer.BeginStep"/>).
     /// <see cref="Train"/> runs a whole training loop with data, checkpoints and validation instead,
-    /// data parallel where the model is on several devices; this trainer is on the first device.</summary>
+    /// data parallel where the model is on several devices; this trainer is on the first device.
+    /// Making it is a blocking call: the prompt and the optimizer's state are uploaded to device
+    /// memory, through a copy the queue runs where the host cannot map that memory.</summary>
     /// <param name="initialPrompt">The prompt to start from.</param>
     /// <param name="optimizer">Adafactor's settings.</param>
     /// <param name="dropout">The model's dropout rate during training (0: none).</param>

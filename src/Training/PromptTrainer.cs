@@ -59,11 +59,11 @@ public sealed class PromptTrainer : IStepTrainer
         PromptLength = initialPrompt.Length / Dim;
         Step = step;
         var s = StartState(optimizer, dropout, PromptLength, Dim, optimizerState, step, stepOffset);
-        prompt = be.Floats(initialPrompt.Length, "prompt");
+        // All three or none: a state or update that does not fit must not leave the prompt behind.
+        (prompt, state, update) = be.AllOrNothing(() => (be.Floats(initialPrompt.Length, "prompt"), be.Floats(s.Length, "adafactor_state"),
+                                                         be.Floats(initialPrompt.Length, "adafactor_update")));
         be.Upload(prompt, initialPrompt);
-        state = be.Floats(s.Length, "adafactor_state");
         be.Upload(state, s);
-        update = be.Floats(initialPrompt.Length, "adafactor_update");
     }
 
     /// <summary>Checks a trainer's settings and gives Adafactor's state to start from: <paramref name="optimizerState"/>
@@ -96,7 +96,8 @@ public sealed class PromptTrainer : IStepTrainer
     /// the host then submits it whole or advances it in slices (<see cref="Submission"/>), and
     /// reads <see cref="TrainingStep.Loss"/> once it is complete. The step before must be complete
     /// (the two share their buffers); the batch's ids go to host-visible memory, so nothing here
-    /// waits for the GPU.</summary>
+    /// waits for the GPU, unless <see cref="GpuOptions.TuneMatMul"/> asks for the tuner, which times
+    /// candidate kernels for each new shape.</summary>
     /// <inheritdoc cref="TrainStep"/>
     public TrainingStep BeginStep(IReadOnlyList<EncodedExample> batch, int? batchSize = null)
     {
@@ -160,22 +161,20 @@ public sealed class PromptTrainer : IStepTrainer
         });
     }
 
-    /// <summary>A copy of the prompt, as of the last complete step.</summary>
+    /// <summary>A copy of the prompt, as of the last complete step. A blocking call: the prompt
+    /// is in device memory, read through a copy the queue runs where the host cannot map it.</summary>
     public float[] Prompt()
     {
         RequireIdle("read the prompt");
-        var p = new float[prompt.Length];
-        be.Download(prompt, p);
-        return p;
+        return be.Download(prompt);
     }
 
-    /// <summary>A copy of Adafactor's state (step count, factored second moments), as of the last complete step.</summary>
+    /// <summary>A copy of Adafactor's state (step count, factored second moments), as of the last
+    /// complete step. A blocking call, as <see cref="Prompt"/> is.</summary>
     public float[] OptimizerState()
     {
         RequireIdle("read the optimizer state");
-        var s = new float[state.Length];
-        be.Download(state, s);
-        return s;
+        return be.Download(state);
     }
 
     /// <summary>The device buffer holding the prompt, for a host's own copy out of it chained on a

@@ -20,8 +20,8 @@ public sealed class GreedyDecoderTests
         Assert.Contains(withTargets, e => e.TargetIds.Length > HostBatch.LengthQuantum);
         var inputsOnly = withTargets.Select(e => e with { TargetIds = [] }).ToList();
 
-        var decoded = GreedyDecoder.Run(weights, withTargets, null, 0, batchSize: 3, maxNewTokens: 5).ToList();
-        var reference = GreedyDecoder.Run(weights, inputsOnly, null, 0, batchSize: 3, maxNewTokens: 5).ToList();
+        var decoded = GreedyDecoder.Run(weights, withTargets, null, batchSize: 3, maxNewTokens: 5).ToList();
+        var reference = GreedyDecoder.Run(weights, inputsOnly, null, batchSize: 3, maxNewTokens: 5).ToList();
         Assert.Equal(reference.Select(r => r.Index), decoded.Select(r => r.Index));
         Assert.All(reference.Zip(decoded), p => Assert.Equal(p.First.Ids, p.Second.Ids));
         Assert.Contains(reference, r => r.Ids.Count > 0);
@@ -43,10 +43,10 @@ public sealed class GreedyDecoderTests
             for (int i = 0; i < reads; i++) Assert.True(e.MoveNext());
             return be.MemoryUse.Current - start;
         }
-        var alone = examples.Select(x => Held(GreedyDecoder.Run(weights, [x], null, 0, 1, 3), 1)).ToArray();
+        var alone = examples.Select(x => Held(GreedyDecoder.Run(weights, [x], null, 1, 3), 1)).ToArray();
         Assert.Equal(start, be.MemoryUse.Current);
         for (int i = 0; i < examples.Count; i++)
-            Assert.Equal(alone[i], Held(GreedyDecoder.Run(weights, examples, null, 0, 1, 3), i + 1));
+            Assert.Equal(alone[i], Held(GreedyDecoder.Run(weights, examples, null, 1, 3), i + 1));
     }
 
     /// <summary>Records the storage each float tensor is allocated with, by name (the last of a name).</summary>

@@ -29,9 +29,6 @@ internal interface IRecording : IDisposable
     /// <summary>Submits the rest of the run and waits for it.</summary>
     void Run() => Submit([]).Wait();
 
-    /// <summary>The ticket of the last submit.</summary>
-    GpuTicket Ticket { get; }
-
     /// <summary>Per-op GPU times of the last run, with their phases, where the device profiles
     /// (<see cref="GpuOptions.Profiling"/>); empty otherwise.</summary>
     IReadOnlyList<DispatchTiming> Timings { get; }
@@ -51,7 +48,6 @@ internal sealed class SynchronousRecording(Action body, IDisposable? owned = nul
     }
 
     public SliceReport Advance(TimeSpan budget, ReadOnlySpan<GpuWait> waits) => new(Submit(waits), 0, 1, 0, null, null);
-    public GpuTicket Ticket => default;
     public IReadOnlyList<DispatchTiming> Timings => [];
     public IReadOnlyList<SliceTiming> SliceTimings => [];
     /// <summary>Frees what the recording owns: the trace's count of a device recording's own buffers.</summary>
@@ -74,7 +70,7 @@ public enum AttentionFusion
 public static class AttentionFusions
 {
     /// <summary>The spellings <see cref="Parse"/> accepts, as the CLI lists them.</summary>
-    public static readonly string[] Names = ["auto", "fused", "unfused"];
+    public static IReadOnlyList<string> Names { get; } = ["auto", "fused", "unfused"];
 
     /// <summary>The spelling <see cref="Parse"/> reads back (auto, fused, unfused).</summary>
     public static string Name(this AttentionFusion f) => f switch
@@ -132,6 +128,14 @@ public abstract class Backend : IDisposable
     internal abstract void Upload(Tensor t, ReadOnlySpan<float> data, long offset = 0);
     internal abstract void Upload(Tensor t, ReadOnlySpan<int> data);
     internal abstract void Download(Tensor t, Span<float> data, long offset = 0);
+
+    /// <summary>A copy of the whole of <paramref name="t"/>.</summary>
+    internal float[] Download(Tensor t)
+    {
+        var data = new float[t.Length];
+        Download(t, data);
+        return data;
+    }
 
     /// <summary>Runs <paramref name="body"/>'s op calls as one unit that can be replayed. Tensor
     /// contents may change between runs (uploads); shapes and tensors may not.</summary>
@@ -251,13 +255,13 @@ public abstract class Backend : IDisposable
             EpilogueDropout = epilogue?.Dropout is { Rate: > 0 },
         };
 
+    /// <summary>Whether <see cref="TuneMatMul"/> does anything here, so a caller traces a step's
+    /// products only for a backend that will tune them.</summary>
+    internal virtual bool TunesMatMul => false;
     /// <summary>Called with the trace of a program about to be recorded (<see cref="T5Pass.Trace"/>:
     /// every product it will emit), before the program allocates its tensors: a backend that has
     /// tilings to choose between may time them now, outside any recording, while the most memory
     /// is free. The others, this default, ignore it.</summary>
-    /// <summary>Whether <see cref="TuneMatMul"/> does anything here, so a caller traces a step's
-    /// products only for a backend that will tune them.</summary>
-    internal virtual bool TunesMatMul => false;
     internal virtual void TuneMatMul(IReadOnlyList<TracedProduct> products) { }
     internal abstract void RmsNorm(Tensor x, Tensor w, Tensor y, int rows, int dim, float eps);
     internal abstract void RmsNormBackward(Tensor x, Tensor w, Tensor dy, Tensor dx, int rows, int dim, float eps, bool accumulate);

@@ -12,7 +12,9 @@ public sealed class GpuBackend(GpuContext ctx, bool ownsContext = false) : Backe
 {
     CommandGraph? recording;
 
-    /// <summary>The device the backend computes on; the host owns it and disposes it after the backend.</summary>
+    /// <summary>The device the backend computes on: disposed with the backend where it was made
+    /// for it (<c>ownsContext</c>, as for a device the library opened itself), else the host's,
+    /// to dispose after the backend.</summary>
     public GpuContext Context => ctx;
     /// <inheritdoc/>
     public override string Name => $"{ctx.Capabilities.Name} (Vulkan, {ctx.Capabilities.DriverName})";
@@ -33,7 +35,6 @@ public sealed class GpuBackend(GpuContext ctx, bool ownsContext = false) : Backe
     {
         public GpuTicket Submit(ReadOnlySpan<GpuWait> waits) => graph.Submit(waits);
         public SliceReport Advance(TimeSpan budget, ReadOnlySpan<GpuWait> waits) => graph.Advance(budget.TotalMilliseconds, waits);
-        public GpuTicket Ticket => graph.Ticket;
         public IReadOnlyList<DispatchTiming> Timings => graph.Timings;
         public IReadOnlyList<SliceTiming> SliceTimings => graph.SliceTimings;
         public void Dispose() => graph.Dispose();
