@@ -8,7 +8,7 @@ namespace VkPrompt.Model;
 /// model.safetensors.index.json and its shards), checked on <see cref="Open"/> to hold every
 /// tensor the graph of its config needs, in the shape that config implies. Weights stay in the
 /// mapped files until read.</summary>
-public sealed class T5Checkpoint : IDisposable
+public sealed partial class T5Checkpoint : IDisposable
 {
     const string SingleFile = "model.safetensors";
     const string IndexFile = "model.safetensors.index.json";
@@ -65,6 +65,15 @@ public sealed class T5Checkpoint : IDisposable
                 if (info.DType is not ("F32" or "F16" or "BF16"))
                     throw new ModelFormatException(file.Path, $"tensor {name} has dtype {info.DType}; VkPrompt reads F32, F16 and BF16 only");
             }
+            // A block past the config's count means a config that does not describe these weights
+            // (num_layers too small): running it would drop layers without a word. Other tensors
+            // the config does not use (HF's copies of the embedding as encoder.embed_tokens) are let be.
+            foreach (var name in owner.Keys.Order(StringComparer.Ordinal))
+                if (BlockPastTheConfig().Match(name) is { Success: true } m
+                    && int.TryParse(m.Groups[2].ValueSpan, System.Globalization.CultureInfo.InvariantCulture, out int block)
+                    && (m.Groups[1].Value == "encoder" ? config.NumLayers : config.NumDecoderLayers) is var layers && block >= layers)
+                    throw new ModelFormatException(configPath, $"{(m.Groups[1].Value == "encoder" ? "num_layers" : "num_decoder_layers")} is {layers}, " +
+                                                               $"but the checkpoint holds {name}: the config does not describe these weights");
             return new T5Checkpoint(directory, config, notices, shards, owner);
         }
         catch
@@ -184,4 +193,7 @@ public sealed class T5Checkpoint : IDisposable
             "  python -c \"from transformers import T5ForConditionalGeneration as M; import sys; d = sys.argv[1]; " +
             "M.from_pretrained(d).save_pretrained(d, safe_serialization=True)\" \"" + directory + "\"");
     }
+
+    [System.Text.RegularExpressions.GeneratedRegex(@"^(encoder|decoder)\.block\.(\d+)\.")]
+    private static partial System.Text.RegularExpressions.Regex BlockPastTheConfig();
 }

@@ -208,6 +208,21 @@ public sealed class BadInputTests : IDisposable
         FailsWith(weights, $"tensor {bent} is [48, 64] but config.json implies [64, 48]", Score(model, GoldenData));
     }
 
+    /// <summary>A config with fewer layers than the checkpoint holds ran the first layers alone,
+    /// without a word; it is a config that does not describe the weights.</summary>
+    [Theory]
+    [InlineData("num_layers", "encoder.block.1.layer.0.SelfAttention.k.weight")]
+    [InlineData("num_decoder_layers", "decoder.block.1.layer.0.SelfAttention.k.weight")]
+    public void ConfigWithFewerLayersThanTheWeights(string key, string firstPast)
+    {
+        var model = CopyModel();
+        var config = Path.Combine(model, "config.json");
+        var json = JsonNode.Parse(File.ReadAllText(config))!;
+        json[key] = 1;  // of 2 encoder and 3 decoder blocks; num_decoder_layers is given, so stays 3
+        File.WriteAllText(config, json.ToJsonString());
+        FailsWith(config, $"{key} is 1, but the checkpoint holds {firstPast}: the config does not describe these weights", Score(model, GoldenData));
+    }
+
     [Fact]
     public void UnknownFeedForwardProj()
     {
