@@ -60,7 +60,7 @@ internal static class JsonLines
             try { list.Add(parse(root, problem)); }
             catch (Exception e) when (e is InvalidOperationException or FormatException) { throw problem(e.Message.TrimEnd('.')); }
         }
-        if (list.Count == 0) throw new ModelFormatException(path, "no examples (the file is empty)");
+        if (list.Count == 0) throw new ModelFormatException(path, "no examples (the file is empty, or blank lines only)");
         return list;
     }
 }

@@ -234,6 +234,16 @@ public sealed class BadInputTests : IDisposable
         FailsWith(config, "feed_forward_proj \"gated-relu\" is not supported", Score(model, GoldenData));
     }
 
+    [Theory]
+    [InlineData("")]
+    [InlineData("\n  \n\t\n")]
+    public void DataWithoutExamples(string text)
+    {
+        var data = dir.File("data.jsonl");
+        File.WriteAllText(data, text);
+        FailsWith(data, "no examples (the file is empty, or blank lines only)", Score(GoldenModel, data));
+    }
+
     [Fact]
     public void MalformedJsonlLineIsNamedByNumber()
     {
