@@ -11,18 +11,57 @@ internal sealed partial class AtomicFile : IDisposable
 {
     readonly string path;
     readonly string tempPath;
+    readonly FileStream file;
     bool committed;
 
-    public FileStream Stream { get; }
+    /// <summary>Where the caller writes the file's bytes. Its failures (a full disk, a file-size
+    /// limit), whether in a write or in <see cref="Commit"/>'s flush, are
+    /// <see cref="IOException"/>s said of the file asked for.</summary>
+    public Stream Stream { get; }
 
     AtomicFile(string path)
     {
         this.path = Path.GetFullPath(path);
         var dir = Path.GetDirectoryName(this.path)!;
         tempPath = Path.Combine(dir, $".{Path.GetFileName(this.path)}.{Guid.NewGuid():N}{TempSuffix}");
-        try { Stream = new FileStream(tempPath, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 20); }
+        try { file = new FileStream(tempPath, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 20); }
         catch (UnauthorizedAccessException e) { throw new UnauthorizedAccessException(Named(e), e); }
         catch (IOException e) { throw new IOException(Named(e), e); }
+        Stream = new Target(this);
+    }
+
+    /// <summary>A failure to write the temporary file (a full disk: IOException; a file-size
+    /// limit: EFBIG, which .NET reports as an ArgumentOutOfRangeException) as an IOException
+    /// about the file asked for.</summary>
+    IOException Failure(Exception e) => new(Named(e), e);
+
+    /// <summary>The temporary file, write-only, its failures said by <see cref="Failure"/>. A
+    /// write larger than the file's buffer goes to the file system at once, so failures come
+    /// from writes as well as from the flush.</summary>
+    sealed class Target(AtomicFile owner) : Stream
+    {
+        public override bool CanRead => false;
+        public override bool CanSeek => false;
+        public override bool CanWrite => true;
+        public override long Length => owner.file.Length;
+        public override long Position { get => owner.file.Position; set => throw new NotSupportedException(); }
+        public override void Write(byte[] buffer, int offset, int count) => Write(buffer.AsSpan(offset, count));
+
+        public override void Write(ReadOnlySpan<byte> buffer)
+        {
+            try { owner.file.Write(buffer); }
+            catch (Exception e) when (e is IOException or ArgumentOutOfRangeException) { throw owner.Failure(e); }
+        }
+
+        public override void Flush()
+        {
+            try { owner.file.Flush(); }
+            catch (Exception e) when (e is IOException or ArgumentOutOfRangeException) { throw owner.Failure(e); }
+        }
+
+        public override int Read(byte[] buffer, int offset, int count) => throw new NotSupportedException();
+        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
+        public override void SetLength(long value) => throw new NotSupportedException();
     }
 
     /// <summary>The failure's message said of the file the caller named rather than of the
@@ -57,11 +96,9 @@ internal sealed partial class AtomicFile : IDisposable
     {
         // Flushed to the disk before the rename: otherwise a power loss can leave the new name
         // pointing at a file whose data never reached the disk.
-        try { Stream.Flush(flushToDisk: true); }
-        // A full disk (IOException) or a file-size limit (.NET reports EFBIG as an
-        // ArgumentOutOfRangeException) shows here, where the buffered data is written.
-        catch (Exception e) when (e is IOException or ArgumentOutOfRangeException) { throw new IOException(Named(e), e); }
-        Stream.Dispose();
+        try { file.Flush(flushToDisk: true); }
+        catch (Exception e) when (e is IOException or ArgumentOutOfRangeException) { throw Failure(e); }
+        file.Dispose();
         File.Move(tempPath, path, overwrite: true);
         committed = true;
         SyncDirectory(Path.GetDirectoryName(path)!);
@@ -74,7 +111,7 @@ internal sealed partial class AtomicFile : IDisposable
         // it tries again and throws: that second failure would hide the first (the one the caller
         // is unwinding from) and skip the delete, leaving the temporary file behind. The data is
         // being discarded, so its failure is ignored and the file deleted in any case.
-        try { Stream.Dispose(); }
+        try { file.Dispose(); }
         catch (Exception e) when (e is IOException or ArgumentOutOfRangeException) { }
         finally { File.Delete(tempPath); }
     }

@@ -10,14 +10,22 @@ internal static partial class JsonMessages
 {
     /// <summary>What a value of .NET type <paramref name="type"/> is to the user ("a whole number");
     /// null for a type with no plainer name.</summary>
-    public static string? Words(string type) => type switch
+    public static string? Words(string type) => Unwrapped(type) switch
     {
-        _ when type.Contains("Int32", StringComparison.Ordinal) || type.Contains("Int64", StringComparison.Ordinal) => "a whole number",
-        _ when type.Contains("Single", StringComparison.Ordinal) || type.Contains("Double", StringComparison.Ordinal) => "a number",
-        _ when type.Contains("Boolean", StringComparison.Ordinal) => "true or false",
-        _ when type.Contains("String", StringComparison.Ordinal) => "a string",
+        // Containers by what they hold in JSON, whatever their elements.
+        var t when t.EndsWith("[]", StringComparison.Ordinal) || t.Contains("List`1[", StringComparison.Ordinal) => "a list",
+        var t when t.Contains("Dictionary`2[", StringComparison.Ordinal) => "an object",
+        var t when t.Contains('`') || t.Contains('[') => null,
+        "System.Int32" or "System.Int64" => "a whole number",
+        "System.Single" or "System.Double" => "a number",
+        "System.Boolean" => "true or false",
+        "System.String" => "a string",
         _ => null,
     };
+
+    /// <summary>An optional value's type ("System.Nullable`1[System.Int32]") as the value's own.</summary>
+    static string Unwrapped(string type) =>
+        type.StartsWith("System.Nullable`1[", StringComparison.Ordinal) && type.EndsWith(']') ? type["System.Nullable`1[".Length..^1] : type;
 
     /// <summary>A JSON file's problem: a value of the wrong type as "d_model (line 1) is not a
     /// whole number"; anything else as System.Text.Json says it.</summary>

@@ -68,12 +68,15 @@ public sealed partial class T5Checkpoint : IDisposable
             // A block past the config's count means a config that does not describe these weights
             // (num_layers too small): running it would drop layers without a word. Other tensors
             // the config does not use (HF's copies of the embedding as encoder.embed_tokens) are let be.
-            foreach (var name in owner.Keys.Order(StringComparer.Ordinal))
-                if (BlockPastTheConfig().Match(name) is { Success: true } m
-                    && int.TryParse(m.Groups[2].ValueSpan, System.Globalization.CultureInfo.InvariantCulture, out int block)
-                    && (m.Groups[1].Value == "encoder" ? config.NumLayers : config.NumDecoderLayers) is var layers && block >= layers)
-                    throw new ModelFormatException(configPath, $"{(m.Groups[1].Value == "encoder" ? "num_layers" : "num_decoder_layers")} is {layers}, " +
-                                                               $"but the checkpoint holds {name}: the config does not describe these weights");
+            // Named by the first such block, the encoder's before the decoder's, as a reader counts.
+            var past = owner.Keys.Select(name => (Name: name, Match: BlockPastTheConfig().Match(name)))
+                .Where(x => x.Match.Success)
+                .Select(x => (x.Name, Decoder: x.Match.Groups[1].Value == "decoder", Block: long.Parse(x.Match.Groups[2].ValueSpan, System.Globalization.CultureInfo.InvariantCulture)))
+                .Where(x => x.Block >= (x.Decoder ? config.NumDecoderLayers : config.NumLayers))
+                .OrderBy(x => x.Decoder).ThenBy(x => x.Block).ThenBy(x => x.Name, StringComparer.Ordinal).FirstOrDefault();
+            if (past.Name is not null)
+                throw new ModelFormatException(configPath, $"{(past.Decoder ? "num_decoder_layers" : "num_layers")} is {(past.Decoder ? config.NumDecoderLayers : config.NumLayers)}, " +
+                                                           $"but the checkpoint holds {past.Name}: the config does not describe these weights");
             return new T5Checkpoint(directory, config, notices, shards, owner);
         }
         catch
@@ -194,6 +197,6 @@ public sealed partial class T5Checkpoint : IDisposable
             "M.from_pretrained(d).save_pretrained(d, safe_serialization=True)\" \"" + directory + "\"");
     }
 
-    [System.Text.RegularExpressions.GeneratedRegex(@"^(encoder|decoder)\.block\.(\d+)\.")]
+    [System.Text.RegularExpressions.GeneratedRegex(@"^(encoder|decoder)\.block\.(\d{1,9})\.")]
     private static partial System.Text.RegularExpressions.Regex BlockPastTheConfig();
 }

@@ -103,7 +103,7 @@ internal sealed unsafe class Kernel : IDisposable
         uint largest = Math.Max(ctx.Capabilities.MaxSubgroupSize, ctx.Capabilities.SubgroupSize);
         if (FullSubgroups && requiredSubgroupSize == 0 && specialization.Length > 0 && specialization[0] % largest != 0)
             throw new GpuException($"{name}: a workgroup of {specialization[0]} invocations in full subgroups of the driver's size must be a multiple of " +
-                                   $"the largest, {largest} on {ctx.Capabilities.Described}; pin the subgroup size ({ctx.Options.Describe(nameof(GpuOptions.MatrixUnitsPinSubgroups), ctx.Options.MatrixUnitsPinSubgroups)}: true) or choose another tiling");
+                                   $"the largest, {largest} on {ctx.Capabilities.Described}; pin the subgroup size (it is off: {ctx.Options.Describe(nameof(GpuOptions.MatrixUnitsPinSubgroups), ctx.Options.MatrixUnitsPinSubgroups)}) or choose another tiling");
 
         byte[] spirv = LoadSpirv(name);
         ShaderModule module;

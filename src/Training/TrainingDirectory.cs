@@ -37,9 +37,11 @@ internal sealed class TrainingDirectory(string path) : IDisposable
     // The earlier run an overwrite replaces, kept until the new run has started.
     IReadOnlyList<string>? replacing;
     IReadOnlyList<string> files = [];
-    // What Prepare found (no directory, or an empty one) and whether the run got as far as
-    // Begin: a run that fails before then leaves such a directory as it found it.
-    bool created, foundEmpty, begun;
+    // Whether the run holds a directory that was empty but for its own lock when it took it, the
+    // directories it made for it (the topmost first; none where it existed), and whether the run
+    // got as far as Begin: one that fails before then leaves such a directory as it found it.
+    bool claimedEmpty, begun;
+    IReadOnlyList<string> made = [];
 
     /// <summary>The directory.</summary>
     public string Path => path;
@@ -96,8 +98,7 @@ internal sealed class TrainingDirectory(string path) : IDisposable
     internal void Prepare(TrainOptions options)
     {
         Check(options);
-        created = !Directory.Exists(path);
-        foundEmpty = !created && !Directory.EnumerateFileSystemEntries(path).Any();
+        made = Missing(System.IO.Path.GetFullPath(path));
         // .NET's own message names the path but not the setting: "Could not find file '/proc/x'".
         try
         {
@@ -110,6 +111,9 @@ internal sealed class TrainingDirectory(string path) : IDisposable
         }
         try
         {
+            // Decided under the lock: a run that finished here since the check above is no
+            // empty directory to leave as it was.
+            claimedEmpty = Directory.EnumerateFileSystemEntries(path).Select(f => System.IO.Path.GetFileName(f)).All(n => n is LockFile or LockHolderFile);
             Check(options);
             var earlier = ReadManifest();
             files = RunFiles(options);
@@ -185,6 +189,14 @@ internal sealed class TrainingDirectory(string path) : IDisposable
         }
     }
 
+    /// <summary>The directories of <paramref name="full"/> that do not exist yet, the topmost first.</summary>
+    static List<string> Missing(string full)
+    {
+        var missing = new List<string>();
+        for (string? d = full; d is not null && !Directory.Exists(d); d = System.IO.Path.GetDirectoryName(d)) missing.Insert(0, d);
+        return missing;
+    }
+
     /// <summary>Holds <see cref="LockFile"/> open with no sharing (flock(LOCK_EX) on Linux and
     /// macOS, a share-mode lock on Windows) until <see cref="Dispose"/> or the process ends.</summary>
     void Lock()
@@ -192,37 +204,63 @@ internal sealed class TrainingDirectory(string path) : IDisposable
         if (held is not null) return;
         var lockPath = System.IO.Path.Combine(path, LockFile);
         var pidPath = System.IO.Path.Combine(path, LockHolderFile);
-        try { held = new FileStream(lockPath, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None); }
-        catch (IOException) when (File.Exists(lockPath))
+        string InUse()
         {
             string holder = "";
             try { holder = File.ReadAllText(pidPath).Trim(); }
             catch (IOException) { }
-            throw new TrainingOptionException($"{Setting.OutputDirectory} {path} is in use by another run ({(int.TryParse(holder, CultureInfo.InvariantCulture, out int pid) ? $"process {pid}" : "process unknown")}); wait for it to end or choose another {Setting.OutputDirectory}");
+            return $"{path} is in use by another run ({(int.TryParse(holder, CultureInfo.InvariantCulture, out int pid) ? $"process {pid}" : "process unknown")})";
         }
-        // The holder's process id, which a second run names in its refusal: not configuration.
-        File.WriteAllText(pidPath, Environment.ProcessId.ToString(CultureInfo.InvariantCulture) + "\n");
+        try { held = new FileStream(lockPath, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None); }
+        catch (IOException) when (File.Exists(lockPath))
+        {
+            throw new TrainingOptionException($"{Setting.OutputDirectory} {InUse()}; wait for it to end or choose another {Setting.OutputDirectory}");
+        }
+        try
+        {
+            // A run that failed before its first step unlinks its lock file as it lets go
+            // (Dispose): one that opened the file just before and locked it just after holds a
+            // file no longer there, which a third run would not see. It lets go and is refused.
+            if (!File.Exists(lockPath))
+                throw new TrainingOptionException($"{Setting.OutputDirectory} {path} was just let go by another run; try again");
+            // The holder's process id, which a second run names in its refusal: not configuration.
+            File.WriteAllText(pidPath, Environment.ProcessId.ToString(CultureInfo.InvariantCulture) + "\n");
+        }
+        catch
+        {
+            held.Dispose();
+            held = null;
+            throw;
+        }
     }
 
     /// <summary>Releases the lock. A run that took a new or empty directory and ended before
     /// <see cref="Begin"/> (a bad initialiser, too little memory, a first step that diverged)
-    /// wrote nothing of its own there: its claim (manifest and lock) goes too, and a directory it
-    /// created is removed, so the failure leaves nothing behind.</summary>
+    /// wrote nothing of its own there: its claim (manifest and lock) goes too, and the
+    /// directories it made are removed, so the failure leaves nothing behind. Best effort: a
+    /// file another process holds stays, and never hides the failure being unwound.</summary>
     public void Dispose()
     {
-        if (held is not null && !begun && (created || foundEmpty))
+        if (held is not null && !begun && claimedEmpty)
         {
-            File.Delete(System.IO.Path.Combine(path, ManifestFile));
-            File.Delete(System.IO.Path.Combine(path, LockHolderFile));
-            // Unlinked while still held where the OS allows it (POSIX), so no other run can take
-            // the lock in between; Windows cannot delete a file open without sharing, so there it
-            // goes once released.
-            var lockPath = System.IO.Path.Combine(path, LockFile);
-            if (!OperatingSystem.IsWindows()) File.Delete(lockPath);
-            held.Dispose();
-            held = null;
-            if (OperatingSystem.IsWindows()) File.Delete(lockPath);
-            if (created && !Directory.EnumerateFileSystemEntries(path).Any()) Directory.Delete(path);
+            try
+            {
+                File.Delete(System.IO.Path.Combine(path, ManifestFile));
+                File.Delete(System.IO.Path.Combine(path, LockHolderFile));
+                // Unlinked while still held where the OS allows it (POSIX; Lock refuses a lock on
+                // a file no longer there); Windows cannot delete a file open without sharing.
+                var lockPath = System.IO.Path.Combine(path, LockFile);
+                if (!OperatingSystem.IsWindows()) File.Delete(lockPath);
+                held.Dispose();
+                held = null;
+                if (OperatingSystem.IsWindows()) File.Delete(lockPath);
+                foreach (var d in made.Reverse())
+                {
+                    if (Directory.EnumerateFileSystemEntries(d).Any()) break;
+                    Directory.Delete(d);
+                }
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }
         }
         held?.Dispose();
         held = null;

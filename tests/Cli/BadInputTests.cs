@@ -422,7 +422,7 @@ public sealed class BadInputTests : IDisposable
 
     /// <summary>A bad initialiser is refused before the run takes its output directory (an
     /// unknown name) or, found as the prompt is made, with the directory left as it was found:
-    /// none where there was none, empty where it was empty.</summary>
+    /// none where there was none (nor the parents it made), empty where it was empty.</summary>
     [Theory]
     [InlineData("bogus", "unknown --init 'bogus'")]
     [InlineData("text:", "--init text: needs a non-empty string")]
@@ -431,7 +431,7 @@ public sealed class BadInputTests : IDisposable
     {
         var empty = dir.File("empty");
         Directory.CreateDirectory(empty);
-        foreach (var output in new[] { Path.Combine(dir.Path, "out"), empty })
+        foreach (var output in new[] { Path.Combine(dir.Path, "out", "deeper"), empty })
         {
             var r = CliRun.Of("train", "--model", GoldenModel, "--train", GoldenData, "--output", output,
                               "--device", "cpu", "--steps", "1", "--prompt-length", "2", "--init", init);
@@ -475,6 +475,13 @@ public sealed class BadInputTests : IDisposable
             Assert.Contains(output == mine ? "exists and is not a" : $"is also an input (--{(command == "grad" ? "model" : "shape")} {model})", line, StringComparison.Ordinal);
             Assert.Equal(before, File.ReadAllBytes(output));
         }
+        if (command == "bench peak")
+        {
+            // A "schema" that is not text is no report either (its transcoding throws).
+            var notText = dir.File("not-text.json");
+            File.WriteAllBytes(notText, [.. "{\"schema\": \""u8, 0xFF, 0xFE, .. "\"}"u8]);
+            Assert.Equal(CliConventions.UserError, CliRun.Of(Args(notText)).ExitCode);
+        }
         if (command != "grad") return;  // a bench's rerun over its report: BenchCommandTests' matter
         var gradient = dir.File("g.safetensors");
         var first = CliRun.Of(Args(gradient)).Succeeded();
@@ -484,22 +491,28 @@ public sealed class BadInputTests : IDisposable
 
     /// <summary>A write that fails midway (here past a file-size limit of 2 KiB, which fails the
     /// write as a full disk does, for any user) leaves neither the file nor the temporary one it
-    /// was written under, and says so in one line naming the file. In a child process: the limit
-    /// is the whole process's.</summary>
-    [Fact]
-    public async Task AWriteThatFailsLeavesNeitherTheFileNorATemporary()
+    /// was written under, and says so in one line naming the file: a gradient of 8 rows fails as
+    /// the file's buffer is flushed, one of 2100 rows (1.05 MiB, past the 1 MiB buffer) in the
+    /// write itself. In a child process: the limit is the whole process's.</summary>
+    [Theory]
+    [InlineData(8)]
+    [InlineData(2100)]
+    public async Task AWriteThatFailsLeavesNeitherTheFileNorATemporary(int rows)
     {
         var model = ModelTestFiles.TinyV11;
+        var prompt = dir.File("prompt.npy");
+        var rng = new Random(rows);
+        PromptFile.SaveNpy(prompt, [.. Enumerable.Range(0, rows * 128).Select(_ => (float)(rng.NextDouble() - 0.5))], rows, 128);
         var output = Path.Combine(dir.Path, "limited");
         Directory.CreateDirectory(output);
-        var gradient = Path.Combine(output, "g.safetensors");  // 8 x 128 floats: 4 KiB and a header
+        var gradient = Path.Combine(output, "g.safetensors");
         var start = new ProcessStartInfo("bash") { RedirectStandardOutput = true, RedirectStandardError = true };
         // SIGXFSZ ignored, so the write fails with EFBIG instead of killing the process; W^X off,
         // as its double mapping of code through a file needs more than the limit.
         start.Environment["DOTNET_EnableWriteXorExecute"] = "0";
         foreach (var a in new[] { "-c", "ulimit -f 2; trap '' XFSZ; exec \"$0\" \"$@\"", Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") ?? "dotnet",
                                   Path.Combine(AppContext.BaseDirectory, "vkprompt.dll"), "grad", "--model", model, "--data", Path.Combine(model, "cases", "p8", "data.jsonl"),
-                                  "--prompt", Path.Combine(model, "cases", "p8", "prompt0.safetensors"), "--output", gradient, "--device", "cpu" })
+                                  "--prompt", prompt, "--output", gradient, "--device", "cpu" })
             start.ArgumentList.Add(a);
         using var child = Process.Start(start)!;
         var stdout = child.StandardOutput.ReadToEndAsync();
@@ -593,6 +606,11 @@ public sealed class BadInputTests : IDisposable
         File.WriteAllText(config, json.ToJsonString(new() { WriteIndented = true }));
         FailsWith(config, "not a valid T5 config: d_model (line ", Score(model, GoldenData));
         FailsWith(config, ") is not a whole number", Score(model, GoldenData));
+        // A list's element type is no word for the list: "List`1[System.String]" is a list.
+        json["d_model"] = 64;
+        json["architectures"] = "T5ForConditionalGeneration";
+        File.WriteAllText(config, json.ToJsonString(new() { WriteIndented = true }));
+        FailsWith(config, ") is not a list", Score(model, GoldenData));
 
         var r = CliRun.Of(Score(GoldenModel, GoldenData, "--batch-size", "x"));
         Assert.Equal("error: Cannot parse argument 'x' for option '--batch-size' as a whole number (see 'vkprompt score --help')", Assert.Single(CliRun.Lines(r.Err)));
@@ -612,6 +630,8 @@ public sealed class BadInputTests : IDisposable
     [InlineData("plan", "--prompt-length", "2147483647")]
     [InlineData("bench matmul", "--target-length", "2147483640")]
     [InlineData("bench matmul", "--batch-size", "2147483647")]
+    [InlineData("bench --devices 0,0", "--input-length", "2147483640")]
+    [InlineData("bench --distributed mpi", "--input-length", "2147483640")]
     public void SizesNearIntsRangeAreRefusedNotWrapped(string command, string option, string value)
     {
         var sizes = new Dictionary<string, string> { ["--batch-size"] = "1", ["--input-length"] = "8", ["--target-length"] = "8", ["--prompt-length"] = "4" };
@@ -634,6 +654,7 @@ public sealed class BadInputTests : IDisposable
         Assert.False(Directory.Exists(output), "the directory of a refused make-model is there");
         FailsWith(GoldenData, "is a file; it names the directory the checkpoint goes to", ["make-model", "--shape", "t5-small", "--output", GoldenData]);
         FailsWith("--shape 'bogus'", "is not a shape make-model knows: t5-small, ", ["make-model", "--shape", "bogus", "--output", output]);
+        FailsWith(dir.Path, "is a directory; expected a SentencePiece model file", ["make-model", "--shape", "t5-small", "--output", output, "--tokenizer", dir.Path]);
         // No shape has fewer embedding rows than a tokenizer of this size: the library call.
         var spiece = Path.Combine(GoldenModel, "spiece.model");
         var e = Assert.Throws<ModelFormatException>(() => RandomT5.Write(output, T5Config.Named("t5-small") with { VocabSize = 100 }, 0, spiece));

@@ -184,7 +184,7 @@ internal static class ModelOptions
                 if (same) throw new UsageException($"{option} {path} is also an input ({inputOption} {input}); writing it would destroy it: choose another {option}");
             }
             if (!kind.IsEarlierOutput(full))
-                throw new UsageException($"{option} {path} exists and is not {kind.What} vkprompt wrote, so it is left as it is: remove it or choose another {option}");
+                throw new UsageException($"{option} {path} exists and is not {kind.What}, so it is left as it is: remove it or choose another {option}");
         }
         try { using (AtomicFile.Create(full)) { } }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
@@ -213,8 +213,10 @@ internal static class ModelOptions
 /// earlier run (which a rerun may replace) from anything else found there (which it must not).</summary>
 internal sealed record OutputKind(string What, Func<string, bool> IsEarlierOutput)
 {
-    /// <summary>A JSON report whose "schema" is <paramref name="schema"/>.</summary>
-    public static OutputKind Report(string schema) => new($"a report ({schema})", path =>
+    /// <summary>A JSON report of vkprompt's benches, whose "schema" starts "vkprompt-bench": a
+    /// bench may replace any of them (one over several devices and one over a single device share
+    /// a default name), and the peer's, which reports in the same schema.</summary>
+    public static readonly OutputKind Report = new("a bench report (a JSON object whose \"schema\" is vkprompt-bench's)", path =>
     {
         try
         {
@@ -223,13 +225,14 @@ internal sealed record OutputKind(string What, Func<string, bool> IsEarlierOutpu
             using var json = System.Text.Json.JsonDocument.Parse(File.ReadAllBytes(path));
             return json.RootElement.ValueKind == System.Text.Json.JsonValueKind.Object
                 && json.RootElement.TryGetProperty("schema", out var s) && s.ValueKind == System.Text.Json.JsonValueKind.String
-                && s.GetString() == schema;
+                && s.GetString()!.StartsWith("vkprompt-bench", StringComparison.Ordinal);
         }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException or System.Text.Json.JsonException) { return false; }
+        // InvalidOperationException: a "schema" whose text is not UTF-8.
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or System.Text.Json.JsonException or InvalidOperationException) { return false; }
     });
 
     /// <summary><c>vkprompt grad</c>'s safetensors file: one tensor, prompt_gradient.</summary>
-    public static readonly OutputKind Gradient = new("a gradient file (safetensors holding prompt_gradient alone)", path =>
+    public static readonly OutputKind Gradient = new("a gradient file vkprompt wrote (safetensors holding prompt_gradient alone)", path =>
     {
         try
         {

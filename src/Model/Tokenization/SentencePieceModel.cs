@@ -108,6 +108,7 @@ internal sealed class SentencePieceModel
 
     public static SentencePieceModel Load(string path)
     {
+        if (Directory.Exists(path)) throw new ModelFormatException(path, "is a directory; expected a SentencePiece model file (spiece.model)");
         byte[] data;
         try
         {

@@ -69,13 +69,14 @@ internal static class BenchCommand
             if (devs.Any(d => d.Equals("cpu", StringComparison.OrdinalIgnoreCase)))
                 throw new UsageException("bench measures Vulkan devices; --device cpu (the C# reference backend) is not benchmarked");
             var (name, directory) = ReadShape(parse, shape);
+            // Before a random model of a named shape is written (t5-xxl's is tens of GB), and for
+            // every way bench runs: one device, several, MPI's ranks.
+            RefuseTooLarge(new BatchShape(b, l, t, p), directory is null ? T5Config.Named(name) : T5Config.Load(Path.Combine(directory, "config.json")));
             bool mpi = parse.GetValue(distributed) == Distributed.Mpi;
-            // Several devices, in this process or over MPI's ranks, make a scaling report.
-            var kind = OutputKind.Report(mpi || devs.Count > 1 ? BenchScaling.Schema : Schema);
-            string JsonPath(string fallback) => ModelOptions.OutputFile(json.Name, parse.GetValue(json) ?? fallback, kind, (shape.Name, directory));
+            string JsonPath(string fallback) => ModelOptions.OutputFile(json.Name, parse.GetValue(json) ?? fallback, OutputKind.Report, (shape.Name, directory));
             var settings = new BenchSettings(name, directory, new BatchShape(b, l, t, p), parse.GetValue(precision)!, n, w, !parse.GetValue(noProfile), parse.GetValue(recompute), devs,
                 ModelOptions.ReadAttention(parse, attention),
-                mpi ? "" : JsonPath($"vkprompt-bench-{name}-b{b}-in{l}.json"),
+                mpi ? "" : JsonPath($"vkprompt-bench-{name}-b{b}-in{l}{(devs.Count > 1 ? $"-devices{devs.Count}" : "")}.json"),
                 "vkprompt " + string.Join(' ', parse.Tokens.Select(token => token.Value)), ModelOptions.ReadActivations(parse, activations));
             if (mpi)
                 return Distributed.Run(parse, distributed, group => BenchScaling.Run(
@@ -123,8 +124,8 @@ internal static class BenchCommand
         new Option<int>("--prompt-length") { Description = "Soft prompt length P (the paper's 100 by default): the encoder runs over batch x (input + P) tokens.", DefaultValueFactory = _ => 100 });
 
     /// <summary>Refuses a shape whose largest activation a buffer cannot index, before anything
-    /// is allocated (longs throughout: each size may be near int's range); every bench command's
-    /// check, as the run's is <c>TrainingRun</c>'s.</summary>
+    /// is written or allocated (longs throughout: each size may be near int's range); every bench
+    /// command's check, as the run's is <c>TrainingRun</c>'s.</summary>
     internal static void RefuseTooLarge(BatchShape shape, T5Config c)
     {
         long elements = BatchShape.LargestActivation(shape.Batch, (long)shape.PromptLength + shape.InputLength, shape.TargetLength, c);
@@ -180,7 +181,6 @@ internal static class BenchCommand
     {
         var c = ckpt.Config;
         var shape = s.Batch;
-        RefuseTooLarge(shape, c);
         var examples = SyntheticBatch.Create(shape.Batch, shape.InputLength, shape.TargetLength, c);
         long parameters = T5Names.All(c).Sum(t => ckpt.Info(t.Name).ElementCount);
         console.WriteLine(string.Create(CultureInfo.InvariantCulture,

@@ -23,7 +23,6 @@ namespace VkPrompt.Cli.Commands;
 internal static class BenchMatMulCommand
 {
     public const string Schema = "vkprompt-bench-matmul/1";
-    static readonly OutputKind Kind = OutputKind.Report(Schema);
 
     public static Command Create()
     {
@@ -89,7 +88,7 @@ internal static class BenchMatMulCommand
             if (dev.Equals("cpu", StringComparison.OrdinalIgnoreCase))
                 throw new UsageException("bench matmul measures a Vulkan device; --device cpu (the C# reference backend) is not benchmarked");
             var (name, directory) = BenchCommand.ReadShape(parse, shape);
-            string jsonPath = parse.GetValue(json) is { } j ? ModelOptions.OutputFile(json.Name, j, Kind, (shape.Name, directory)) : "";
+            string jsonPath = parse.GetValue(json) is { } j ? ModelOptions.OutputFile(json.Name, j, OutputKind.Report, (shape.Name, directory)) : "";
             var config = directory is null ? T5Config.Named(name) : T5Config.Load(Path.Combine(directory, "config.json"));
             var batchShape = new BatchShape(b, l, t, p);
             BenchCommand.RefuseTooLarge(batchShape, config);
@@ -109,7 +108,7 @@ internal static class BenchMatMulCommand
         var report = Measure(s, console, log);
         // The default name holds what the device plan chose, known only now: checked as late as that.
         string path = s.JsonPath.Length > 0 ? s.JsonPath
-                    : ModelOptions.OutputFile("--json", $"vkprompt-bench-matmul-{s.Name}-{report.Precision}-act-{report.Activations}.json", Kind);
+                    : ModelOptions.OutputFile("--json", $"vkprompt-bench-matmul-{s.Name}-{report.Precision}-act-{report.Activations}.json", OutputKind.Report);
         Print(console, report);
         AtomicFile.WriteAllText(path, JsonSerializer.Serialize(report, CliJson.Default.BenchMatMulReport) + "\n");
         console.WriteLine($"wrote {path}");

@@ -53,7 +53,7 @@ internal static class BenchPeakCommand
             string dev = parse.GetValue(device)!;
             if (dev.Equals("cpu", StringComparison.OrdinalIgnoreCase))
                 throw new UsageException("bench peak measures a Vulkan device; --device cpu (the C# reference backend) is not benchmarked");
-            string path = ModelOptions.OutputFile(json.Name, parse.GetValue(json) ?? "vkprompt-bench-peak.json", OutputKind.Report(Schema));
+            string path = ModelOptions.OutputFile(json.Name, parse.GetValue(json) ?? "vkprompt-bench-peak.json", OutputKind.Report);
             var console = Cli.Console(parse);
             var report = Measure(dev, parse.GetValue(units)!, it, wg, n, "vkprompt " + string.Join(' ', parse.Tokens.Select(token => token.Value)), ModelOptions.Log(parse));
             Print(console, report);
