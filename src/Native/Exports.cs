@@ -42,7 +42,12 @@ internal static unsafe class Exports
     public static byte* LastError() => NativeCall.LastError;
 
     [UnmanagedCallersOnly(EntryPoint = "vkp_free", CallConvs = [typeof(CallConvCdecl)])]
-    public static void Free(void* p) => NativeMemory.Free(p);
+    public static void Free(void* p)
+    {
+        // vkp_last_error's text is the library's, freed by the thread's next failing call; freed
+        // here too it would be freed twice.
+        if (p != NativeCall.LastError) NativeMemory.Free(p);
+    }
 
     [UnmanagedCallersOnly(EntryPoint = "vkp_context_adopt", CallConvs = [typeof(CallConvCdecl)])]
     public static int ContextAdopt(HostDeviceC* host, void** out_) => NativeCall.Run(() =>
@@ -54,6 +59,10 @@ internal static unsafe class Exports
             throw new NativeArgumentException($"host->size is {host->Size}, but vkp_host_device is {sizeof(HostDeviceC)} bytes: set it to sizeof(vkp_host_device)");
         if ((host->LockQueue == 0) != (host->UnlockQueue == 0))
             throw new NativeArgumentException("lock_queue and unlock_queue are set together or not at all");
+        if (host->Instance == 0 || host->PhysicalDevice == 0 || host->Device == 0)
+            throw new NativeArgumentException($"host->{(host->Instance == 0 ? "instance" : host->PhysicalDevice == 0 ? "physical_device" : "device")} is NULL: the context runs on the host's own Vulkan objects");
+        if (host->MemoryCapBytes > long.MaxValue)
+            throw new NativeArgumentException($"host->memory_cap_bytes is {host->MemoryCapBytes}, more than any device holds: give 0 for no cap");
         if (host->EnabledDeviceExtensionCount > 0 && host->EnabledDeviceExtensions == null)
             throw new NativeArgumentException($"enabled_device_extensions is NULL, but enabled_device_extension_count is {host->EnabledDeviceExtensionCount}");
         var extensions = new List<string>();
@@ -73,7 +82,7 @@ internal static unsafe class Exports
             EnabledFeatures = HostFeatures.FromChain((nint)host->EnabledFeatures),
             QueueLock = queueLock is null ? null : new QueueLock(queueLock.Acquire, queueLock.Release),
         };
-        var options = new GpuOptions { MemoryCapBytes = host->MemoryCapBytes == 0 ? null : checked((long)host->MemoryCapBytes) };
+        var options = new GpuOptions { MemoryCapBytes = host->MemoryCapBytes == 0 ? null : (long)host->MemoryCapBytes };
         *out_ = NativeCall.Handle(GpuContext.Adopt(declared, options));
         return Code.Ok;
     });
@@ -88,7 +97,7 @@ internal static unsafe class Exports
     });
 
     [UnmanagedCallersOnly(EntryPoint = "vkp_context_destroy", CallConvs = [typeof(CallConvCdecl)])]
-    public static void ContextDestroy(void* ctx) => NativeCall.Free<GpuContext>(ctx);
+    public static void ContextDestroy(void* ctx) => NativeCall.Free<GpuContext>(ctx, "ctx");
 
     [UnmanagedCallersOnly(EntryPoint = "vkp_model_open", CallConvs = [typeof(CallConvCdecl)])]
     // Hosts built against the header before vkp_model_open2 got fp32 activations from this call, and
@@ -121,12 +130,12 @@ internal static unsafe class Exports
         string dir = NativeCall.Required(modelDir, "model_dir");
         WeightPrecision? stored = NativeCall.String(precision) is { } p ? WeightPrecisions.Parse(p, context.Capabilities) : null;
         kept?.Require(context.Capabilities);
-        *out_ = NativeCall.Handle(PromptModel.Open(dir, context, stored, activations: kept));
+        *out_ = NativeCall.Handle(PromptModel.Open(dir, context, stored, activations: kept), parent: ctx);
         return Code.Ok;
     }
 
     [UnmanagedCallersOnly(EntryPoint = "vkp_model_close", CallConvs = [typeof(CallConvCdecl)])]
-    public static void ModelClose(void* model) => NativeCall.Free<PromptModel>(model);
+    public static void ModelClose(void* model) => NativeCall.Free<PromptModel>(model, "model");
 
     [UnmanagedCallersOnly(EntryPoint = "vkp_score", CallConvs = [typeof(CallConvCdecl)])]
     public static int Score(void* model, byte* promptPath, byte* jsonl, byte** outJsonl) => NativeCall.Run(() =>
@@ -149,7 +158,7 @@ internal static unsafe class Exports
         NativeCall.RequireOut(out_, "out");
         *out_ = null;
         var m = NativeCall.Target<PromptModel>(model, "model");
-        *out_ = NativeCall.Handle(NativeTrainer.Create(m, NativeCall.String(optionsJson), NativeCall.Required(trainJsonl, "train_jsonl")));
+        *out_ = NativeCall.Handle(NativeTrainer.Create(m, NativeCall.String(optionsJson), NativeCall.Required(trainJsonl, "train_jsonl")), parent: model);
         return Code.Ok;
     });
 
@@ -196,5 +205,5 @@ internal static unsafe class Exports
     });
 
     [UnmanagedCallersOnly(EntryPoint = "vkp_trainer_destroy", CallConvs = [typeof(CallConvCdecl)])]
-    public static void TrainerDestroy(void* t) => NativeCall.Free<NativeTrainer>(t);
+    public static void TrainerDestroy(void* t) => NativeCall.Free<NativeTrainer>(t, "t");
 }

@@ -87,29 +87,75 @@ internal static unsafe class NativeCall
         if (p == null) throw new NativeArgumentException($"{name} is NULL");
     }
 
+    // The handles the C side holds: numbers from a counter, never reused, looked up here. A
+    // GCHandle's address would not do: one the library never issued (a stray pointer) makes
+    // GCHandle.FromIntPtr kill the process, and a freed one's slot goes to the next object, so a
+    // stale handle (a double destroy) would reach that one. Process-wide, as the handles the C
+    // side holds are; guarded by its own lock.
+    static readonly Dictionary<nint, Entry> handles = [];
+    static nint lastHandle;
+
+    /// <summary>A handle's object, the handle it was made from (its model, its context) and how
+    /// many handles made from it are still open.</summary>
+    sealed class Entry(object target, nint parent)
+    {
+        public readonly object Target = target;
+        public readonly nint Parent = parent;
+        public int Children;
+    }
+
     /// <summary>A handle for <paramref name="target"/>, which the C side holds as an opaque
-    /// pointer until it frees it with <see cref="Free{T}"/>.</summary>
-    public static void* Handle(object target) => (void*)GCHandle.ToIntPtr(GCHandle.Alloc(target));
+    /// pointer until it frees it with <see cref="Free{T}"/>; made from <paramref name="parent"/>
+    /// (its context, its model), which cannot be freed before it.</summary>
+    public static void* Handle(object target, void* parent = null)
+    {
+        lock (handles)
+        {
+            // Steps of 16: handles look like the aligned pointers hosts expect, and are never 0.
+            var h = lastHandle += 16;
+            handles.Add(h, new Entry(target, (nint)parent));
+            if (parent != null && handles.TryGetValue((nint)parent, out var p)) p.Children++;
+            return (void*)h;
+        }
+    }
 
     /// <summary>The object behind a handle of type <typeparamref name="T"/>.</summary>
     public static T Target<T>(void* handle, string name) where T : class
     {
         if (handle == null) throw new NativeArgumentException($"{name} is NULL");
-        return GCHandle.FromIntPtr((nint)handle).Target as T
-               ?? throw new NativeArgumentException($"{name} is not a {typeof(T).Name} handle (or was destroyed)");
+        lock (handles)
+            return handles.TryGetValue((nint)handle, out var e) && e.Target is T t ? t
+                   : throw new NativeArgumentException($"{name} is not a {Described<T>()} handle (or was destroyed)");
     }
 
-    /// <summary>Frees a handle and disposes its object; NULL is a no-op, as free(NULL) is.</summary>
-    public static void Free<T>(void* handle) where T : class, IDisposable
+    /// <summary>Frees a handle and disposes its object; NULL is a no-op, as free(NULL) is. A
+    /// handle the library did not issue, of another type, or with handles made from it still
+    /// open is refused (this thread's last error says why) and its object left alone.</summary>
+    public static void Free<T>(void* handle, string name) where T : class, IDisposable
     {
         if (handle == null) return;
         try
         {
-            var h = GCHandle.FromIntPtr((nint)handle);
-            var target = h.Target as T;
-            h.Free();
-            target?.Dispose();
+            T target;
+            lock (handles)
+            {
+                if (!handles.TryGetValue((nint)handle, out var e) || e.Target is not T t)
+                    throw new NativeArgumentException($"{name} is not a {Described<T>()} handle (or was destroyed): nothing was freed");
+                if (e.Children > 0)
+                    throw new NativeArgumentException($"{name} still has {e.Children} handle(s) made from it open (models of a context, trainers of a model): free those first; nothing was freed");
+                handles.Remove((nint)handle);
+                if (handles.TryGetValue(e.Parent, out var parent)) parent.Children--;
+                target = t;
+            }
+            target.Dispose();
         }
         catch (Exception e) { Fail(e); }
     }
+
+    static string Described<T>() => typeof(T).Name switch
+    {
+        nameof(GpuContext) => "vkp_context",
+        nameof(PromptModel) => "vkp_model",
+        _ => "vkp_trainer",
+    };
 }

@@ -30,6 +30,8 @@ internal sealed class NativeTrainer : IDisposable
         var labels = o.Choices ?? RankClassifier.LabelSet(examples);
         string init = PromptInitializer.Resolve(o.Init, labels);
         int length = o.PromptLength ?? PromptInitializer.FileLength(init, model.DModel) ?? TrainOptions.DefaultPromptLength;
+        // Before the prompt is made on the host: 5,000,000 rows were gigabytes there.
+        TrainingRun.RefuseTooLarge(o, length, model.Config);
         var prompt = PromptInitializer.Create(init, length, model.Checkpoint, model.Tokenizer, labels, o.Seed);
         var enc = model.Encoder(o.MaxInputLength, o.MaxTargetLength);
         var encoded = examples.Select(enc.Encode).ToList();
@@ -56,7 +58,9 @@ internal sealed class NativeTrainer : IDisposable
             throw new NativeArgumentException($"gpu_budget_ms must be a finite number above 0, got {budgetMs}");
         var s = Current;
         if (s.IsSubmitted) throw new NativeArgumentException($"step {s.Number + 1} is submitted whole: poll it, then begin the next");
-        var r = s.Advance(TimeSpan.FromMilliseconds(budgetMs));
+        // At least one tick, as a budget nothing fits in still submits one op; at most a day, so
+        // that TimeSpan cannot overflow (no slice runs that long).
+        var r = s.Advance(TimeSpan.FromTicks((long)Math.Clamp(budgetMs * TimeSpan.TicksPerMillisecond, 1, TimeSpan.TicksPerDay)));
         return (r.Submitted, r.Ticket.Semaphore.Handle, r.Ticket.Value);
     }
 

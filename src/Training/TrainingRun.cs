@@ -59,9 +59,7 @@ public sealed class TrainingRun
         Init = PromptInitializer.Resolve(options.Init, Labels);
         // A checkpoint to resume, or else a file:PATH prompt, brings its own length.
         PromptLength = options.PromptLength ?? (options.Resume ? Directory.CheckpointPromptLength() : null) ?? PromptInitializer.FileLength(o.Init, model.DModel) ?? TrainOptions.DefaultPromptLength;
-        long elements = BatchShape.LargestActivation(o.BatchSize, (long)PromptLength + o.MaxInputLength, o.MaxTargetLength, model.Config);
-        if (elements > BatchShape.MaxElements)
-            throw new TrainingOptionException($"{Setting.BatchSize} {o.BatchSize} with a {PromptLength}-token prompt ({Setting.PromptLength}) and up to {o.MaxInputLength} input tokens ({Setting.MaxInputLength}) needs activations of {elements} elements, more than the {BatchShape.MaxElements} a buffer can index: make them smaller");
+        RefuseTooLarge(o, PromptLength, model.Config);
         var enc = model.Encoder(o.MaxInputLength, o.MaxTargetLength);
         this.train = train.Select(enc.Encode).ToList();
         Truncation = enc.Report();
@@ -72,6 +70,15 @@ public sealed class TrainingRun
             validationTargets = validation.Select(e => e.Target!).ToList();
             if (vEnc.Truncated) Truncation += $"; validation: {vEnc.Report()}";
         }
+    }
+
+    /// <summary>Refuses a batch whose largest activation a buffer cannot index, before the prompt
+    /// or any batch is made (issue 21 finding 7); the C API's trainer asks it too.</summary>
+    internal static void RefuseTooLarge(TrainOptions o, int promptLength, T5Config config)
+    {
+        long elements = BatchShape.LargestActivation(o.BatchSize, (long)promptLength + o.MaxInputLength, o.MaxTargetLength, config);
+        if (elements > BatchShape.MaxElements)
+            throw new TrainingOptionException($"{Setting.BatchSize} {o.BatchSize} with a {promptLength}-token prompt ({Setting.PromptLength}) and up to {o.MaxInputLength} input tokens ({Setting.MaxInputLength}) needs activations of {elements} elements, more than the {BatchShape.MaxElements} a buffer can index: make them smaller");
     }
 
     /// <summary>Example indices of batch <paramref name="step"/>: docs/numerics.md's (s·B + i) mod N, through

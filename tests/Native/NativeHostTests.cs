@@ -142,12 +142,34 @@ public sealed class NativeHostTests(NativeHost host) : IClassFixture<NativeHost>
     [InlineData("DEVICE", -3, "timelineSemaphore")]
     [InlineData("ARGUMENT_ACTIVATIONS", -1, "activations is 'fp8': expected NULL or one of fp32, bf16, fp16, auto")]
     [InlineData("DEVICE_ACTIVATIONS", -3, "bf16 activations need 16-bit storage buffers")]
+    [InlineData("STRAY_HANDLE", -1, "model is not a vkp_model handle (or was destroyed)")]
+    [InlineData("WRONG_TYPE", -1, "model is not a vkp_model handle (or was destroyed)")]
+    [InlineData("NULL_DEVICE", -1, "host->device is NULL")]
+    [InlineData("PROMPT_TOO_LONG", -1, "with a 5000000-token prompt (prompt_length)")]
     public void ErrorCodeAndMessage(string name, int code, string message)
     {
         Ran();
         var e = Assert.Single(host.Tagged("error"), w => w[0] == name);
         Assert.Equal(code.ToString(CultureInfo.InvariantCulture), e[1]);
         Assert.Contains(message, e[2]);
+    }
+
+    /// <summary>A handle misused in a call that returns nothing (destroying a context with its
+    /// models open, a model with its trainers, a context as a model, a trainer twice) is refused
+    /// with this thread's last error, and the object is kept: the host's calls after these run on
+    /// (the blocking step and the teardown below them), where before they aborted the process or
+    /// silently destroyed another object.</summary>
+    [SkippableTheory]
+    [InlineData("CONTEXT_WITH_MODELS", "ctx still has 1 handle(s) made from it open")]
+    [InlineData("MODEL_WITH_TRAINERS", "model still has 1 handle(s) made from it open")]
+    [InlineData("WRONG_TYPE_CLOSE", "model is not a vkp_model handle (or was destroyed): nothing was freed")]
+    [InlineData("DOUBLE_DESTROY", "t is not a vkp_trainer handle (or was destroyed): nothing was freed")]
+    public void MisusedHandlesAreRefusedAndTheirObjectsKept(string name, string message)
+    {
+        Ran();
+        var line = Assert.Single(host.Lines, l => l.StartsWith($"refused {name} ", StringComparison.Ordinal));
+        Assert.Contains(message, line, StringComparison.Ordinal);
+        Assert.Contains(host.Lines, l => l.StartsWith("blocking_loss 1 ", StringComparison.Ordinal));
     }
 
     /// <summary>vkp_model_open2 with activations "bf16" on the library's own device: the scores

@@ -214,6 +214,29 @@ int main(int argc, char** argv) {
     expect_error("DEVICE_ACTIVATIONS", vkp_model_open2(ctx, model_dir, "fp32", "bf16", &bad_model), VKP_ERROR_DEVICE);
     if (bad_model) { fprintf(stderr, "a vkp_model_open2 refused by the device left *out set\n"); failures++; }
 
+    /* Handles misused: refused with VKP_ERROR_ARGUMENT, or, by the destroy calls (which return
+       nothing), with a last error and the object kept; never a crash, never another object. */
+    vkp_context_destroy(ctx);
+    printf("refused CONTEXT_WITH_MODELS %s\n", vkp_last_error());
+    vkp_model_close(model);
+    printf("refused MODEL_WITH_TRAINERS %s\n", vkp_last_error());
+    char* none = NULL;
+    expect_error("STRAY_HANDLE", vkp_score((vkp_model*)(uintptr_t)0xdeadbeef000, NULL, data, &none), VKP_ERROR_ARGUMENT);
+    expect_error("WRONG_TYPE", vkp_score((vkp_model*)ctx, NULL, data, &none), VKP_ERROR_ARGUMENT);
+    vkp_model_close((vkp_model*)ctx);
+    printf("refused WRONG_TYPE_CLOSE %s\n", vkp_last_error());
+    vkp_trainer* once = NULL;
+    CHECK_VKP(vkp_trainer_create(model, options, data, &once));
+    vkp_trainer_destroy(once);
+    vkp_trainer_destroy(once);
+    printf("refused DOUBLE_DESTROY %s\n", vkp_last_error());
+    vkp_host_device null_device = host;
+    null_device.device = VK_NULL_HANDLE;
+    vkp_context* nulled = NULL;
+    expect_error("NULL_DEVICE", vkp_context_adopt(&null_device, &nulled), VKP_ERROR_ARGUMENT);
+    vkp_free((void*)vkp_last_error()); /* the library's own string: ignored, never freed twice */
+    expect_error("PROMPT_TOO_LONG", vkp_trainer_create(model, "{\"prompt_length\":5000000}", data, &bad), VKP_ERROR_ARGUMENT);
+
     /* The blocking step of a second trainer: step 1 again. */
     vkp_trainer* blocking = NULL;
     CHECK_VKP(vkp_trainer_create(model, options, data, &blocking));

@@ -2,7 +2,12 @@
  * Built by tools/build-native.sh; docs/embedding.md walks through it.
  * Every call returns one of the codes below and never throws; after an error, vkp_last_error()
  * says what went wrong on this thread. A call that fails leaves no half-made object (*out stays
- * NULL). A handle may be used from one thread at a time. */
+ * NULL). A context, and every model and trainer made on it, is used from one thread at a time:
+ * a call on another thread while one runs fails with VKP_ERROR_ARGUMENT. A handle the library did
+ * not return, or one already destroyed, is VKP_ERROR_ARGUMENT, never a crash; a destroy call
+ * (which returns nothing) sets vkp_last_error() when it refuses one. Destroy in reverse order of
+ * making: trainers, then their model, then its context; a model or context with handles made
+ * from it still open is not destroyed (vkp_last_error() says so). */
 #ifndef VKPROMPT_H
 #define VKPROMPT_H
 #include <vulkan/vulkan.h>
@@ -36,10 +41,11 @@ typedef struct vkp_host_device {
     void* user;
     uint64_t memory_cap_bytes;                       /* 0: no cap */
 } vkp_host_device;
-const char* vkp_last_error(void);                    /* this thread's last error, one line; "" if none */
+const char* vkp_last_error(void);                    /* this thread's last error, one line; "" if none. The library's
+                                                        string, valid until this thread's next failing call: copy it to keep it; never vkp_free it */
 int  vkp_context_adopt(const vkp_host_device* host, vkp_context** out);
 int  vkp_context_create(const char* device_spec, vkp_context** out);   /* NULL = auto, as --device */
-void vkp_context_destroy(vkp_context* ctx);         /* waits for the library's own work only */
+void vkp_context_destroy(vkp_context* ctx);         /* waits for the library's own work only; not while its models are open */
 int  vkp_model_open2(vkp_context* ctx, const char* model_dir, const char* precision, const char* activations, vkp_model** out);
      /* precision: how the frozen weights are stored: NULL = auto, "fp32", "fp16", "bf16".
         activations: how each block's activations are stored between kernels, as `vkprompt train --activations`: "fp32", "bf16", "fp16"
@@ -51,7 +57,7 @@ int  vkp_model_open2(vkp_context* ctx, const char* model_dir, const char* precis
         Any other string is VKP_ERROR_ARGUMENT. */
 int  vkp_model_open(vkp_context* ctx, const char* model_dir, const char* precision, vkp_model** out);
      /* vkp_model_open2 with activations "fp32": the call hosts built before vkp_model_open2 use, whose results stay as they were */
-void vkp_model_close(vkp_model* model);
+void vkp_model_close(vkp_model* model);             /* not while its trainers are open */
 int  vkp_score(vkp_model* model, const char* prompt_path, const char* jsonl, char** out_jsonl);
      /* jsonl: examples as JSON lines text; *out_jsonl: one line per example as `vkprompt score` prints; prompt_path NULL = no prompt */
 int  vkp_trainer_create(vkp_model* model, const char* options_json, const char* train_jsonl, vkp_trainer** out);
