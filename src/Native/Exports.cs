@@ -31,7 +31,7 @@ internal sealed unsafe class HostQueueLock(nint lockQueue, nint unlockQueue, nin
 }
 
 /// <summary>
-/// The exports of include/vkprompt.h, each a thin layer over the C# API: a handle is a GCHandle of
+/// The exports of include/vkprompt.h, each a thin layer over the C# API: a handle is a number in <see cref="NativeCall"/>'s table for
 /// the C# object (<see cref="GpuContext"/>, <see cref="PromptModel"/>, <see cref="NativeTrainer"/>),
 /// *out is written only once the object is whole, and <see cref="NativeCall.Run"/> turns whatever
 /// is thrown into a return code and this thread's vkp_last_error.
