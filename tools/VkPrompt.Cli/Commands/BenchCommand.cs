@@ -71,7 +71,7 @@ internal static class BenchCommand
             var (name, directory) = ReadShape(parse, shape);
             // Before a random model of a named shape is written (t5-xxl's is tens of GB), and for
             // every way bench runs: one device, several, MPI's ranks.
-            RefuseTooLarge(new BatchShape(b, l, t, p), directory is null ? T5Config.Named(name) : T5Config.Load(Path.Combine(directory, "config.json")));
+            RefuseTooLarge(new BatchShape(b, l, t, p), ConfigOf(name, directory));
             bool mpi = parse.GetValue(distributed) == Distributed.Mpi;
             string JsonPath(string fallback) => ModelOptions.OutputFile(json.Name, parse.GetValue(json) ?? fallback, OutputKind.Report, (shape.Name, directory));
             var settings = new BenchSettings(name, directory, new BatchShape(b, l, t, p), parse.GetValue(precision)!, n, w, !parse.GetValue(noProfile), parse.GetValue(recompute), devs,
@@ -122,6 +122,11 @@ internal static class BenchCommand
         new Option<int>("--input-length") { Description = "Input tokens per example, the prompt not included; a multiple of 8. Default: 512.", DefaultValueFactory = _ => 512 },
         new Option<int>("--target-length") { Description = "Target tokens per example; a multiple of 8. Default: 8.", DefaultValueFactory = _ => 8 },
         new Option<int>("--prompt-length") { Description = "Soft prompt length P (the paper's 100 by default): the encoder runs over batch x (input + P) tokens.", DefaultValueFactory = _ => 100 });
+
+    /// <summary>The configuration of what <see cref="ReadShape"/> read: a named shape's, or the
+    /// model directory's config.json.</summary>
+    internal static T5Config ConfigOf(string name, string? directory) =>
+        directory is null ? T5Config.Named(name) : T5Config.Load(Path.Combine(directory, "config.json"));
 
     /// <summary>Refuses a shape whose largest activation a buffer cannot index, before anything
     /// is written or allocated (longs throughout: each size may be near int's range); every bench

@@ -89,7 +89,7 @@ internal static class BenchMatMulCommand
                 throw new UsageException("bench matmul measures a Vulkan device; --device cpu (the C# reference backend) is not benchmarked");
             var (name, directory) = BenchCommand.ReadShape(parse, shape);
             string jsonPath = parse.GetValue(json) is { } j ? ModelOptions.OutputFile(json.Name, j, OutputKind.Report, (shape.Name, directory)) : "";
-            var config = directory is null ? T5Config.Named(name) : T5Config.Load(Path.Combine(directory, "config.json"));
+            var config = BenchCommand.ConfigOf(name, directory);
             var batchShape = new BatchShape(b, l, t, p);
             BenchCommand.RefuseTooLarge(batchShape, config);
             var settings = new Settings(config, name, batchShape, parse.GetValue(precision)!, n, w, dev, ModelOptions.ReadAttention(parse, attention), jsonPath,
